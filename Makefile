@@ -1,0 +1,47 @@
+# kcloud-opt-predictor — every target creates .venv/ and installs what it needs on first use.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DATA    ?= tests/data/upm_sample.csv
+MODEL_PATH ?= trained_models
+# A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README).
+export RAY_AUTH_MODE ?= disabled
+export MODEL_PATH
+
+.PHONY: install run run-api test train evaluate bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch first, so pip never pulls a multi-GB CUDA build. GPU users: install
+	# their CUDA build of torch into .venv before `make install`; an installed torch is kept.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+train: install
+	$(PY) -m training.train_lstm --data $(DATA)
+
+evaluate: install
+	$(PY) -m training.evaluate --data $(DATA) --output reports/backtest.json --plot reports/backtest.png
+
+bench: install
+	$(PY) bench/bench_inference.py
+	$(PY) bench/bench_backtest.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+run: install
+	$(PY) -m app.demo_model --data $(DATA)
+	$(VENV)/bin/serve run serve_config.yaml
+
+run-api: run
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports

@@ -1,0 +1,123 @@
+"""Calibrated prediction intervals and a `confidence` that means what it says.
+
+Intervals: conformalized quantile regression (CQR). On the calibration tail, the score of a point is how
+far the actual lies outside the model's raw [lower, upper]; the interval is widened (or narrowed) per
+lead time by the score quantile that gives the nominal coverage.
+
+Confidence: the probability that the actual power lands within ±`tolerance` (10 % by default) of the
+point forecast. A raw value comes from the calibrated interval (its width read as a normal spread); a
+monotone map fitted on the calibration tail turns it into the observed hit rate, so that on held-out
+data the mean confidence matches how often forecasts really land within the band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import erf, sqrt
+from statistics import NormalDist
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+_MIN_POINTS_PER_LEAD = 30
+_CONFIDENCE_BINS = 10
+_erf = np.vectorize(erf, otypes=[float])
+
+
+@dataclass(frozen=True)
+class CalibratedForecast:
+    point: np.ndarray  # [N, H] watts
+    lower: np.ndarray
+    upper: np.ndarray
+    confidence: np.ndarray  # [N, H] in [0, 1]
+
+
+class Calibration(BaseModel):
+    """Fitted on the calibration tail; saved beside the weights as calibration.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coverage: float  # nominal interval coverage
+    tolerance: float  # confidence band, as a fraction of the point forecast
+    margins_watts: tuple[float, ...]  # CQR widening per lead
+    raw_knots: tuple[float, ...]  # confidence map: raw value -> observed hit rate
+    rate_knots: tuple[float, ...]
+    calibration_points: int
+    calibration_coverage: float  # coverage on the calibration tail after widening (in-sample)
+
+    def apply(self, quantiles_watts: np.ndarray) -> CalibratedForecast:
+        """Raw quantiles [N, H, 3] in watts -> calibrated forecast."""
+        margins = np.asarray(self.margins_watts)[None, :]
+        lower = quantiles_watts[..., 0] - margins
+        upper = quantiles_watts[..., 2] + margins
+        point = np.clip(quantiles_watts[..., 1], lower, upper)
+        lower = np.maximum(np.minimum(lower, point), 0.0)
+        raw = raw_confidence(point, lower, upper, self.coverage, self.tolerance)
+        confidence = np.interp(raw, self.raw_knots, self.rate_knots)
+        return CalibratedForecast(np.maximum(point, 0.0), lower, np.maximum(upper, point), confidence)
+
+
+def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, coverage: float,
+                   tolerance: float) -> np.ndarray:
+    """P(|actual - point| <= tolerance * point) if the actual were normal with the interval's spread."""
+    z = NormalDist().inv_cdf(0.5 + coverage / 2.0)
+    sigma = np.maximum((upper - lower) / (2.0 * z), 1e-6)
+    return _erf(tolerance * np.abs(point) / (sigma * sqrt(2.0)))
+
+
+def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.ndarray, *,
+                    coverage: float, tolerance: float) -> Calibration:
+    """Fit interval margins and the confidence map on scored calibration points.
+
+    Args:
+        quantiles_watts: [N, H, 3] raw model quantiles in watts.
+        actual: [N, H] observed watts. mask: [N, H] which pairs are calibration points.
+    """
+    if mask.sum() < _MIN_POINTS_PER_LEAD:
+        raise ValueError(f"calibration needs at least {_MIN_POINTS_PER_LEAD} held-out points, got {int(mask.sum())}")
+    scores = np.maximum(quantiles_watts[..., 0] - actual, actual - quantiles_watts[..., 2])
+    pooled = _conformal_quantile(scores[mask], coverage)
+    margins = []
+    for lead in range(actual.shape[1]):
+        lead_scores = scores[:, lead][mask[:, lead]]
+        margins.append(_conformal_quantile(lead_scores, coverage) if lead_scores.size >= _MIN_POINTS_PER_LEAD
+                       else pooled)
+    partial = Calibration(coverage=coverage, tolerance=tolerance, margins_watts=tuple(margins),
+                          raw_knots=(0.0, 1.0), rate_knots=(0.0, 1.0), calibration_points=int(mask.sum()),
+                          calibration_coverage=0.0)
+    forecast = partial.apply(quantiles_watts)
+    inside = (actual >= forecast.lower) & (actual <= forecast.upper)
+    hits = np.abs(actual - forecast.point) <= tolerance * np.abs(forecast.point)
+    raw = raw_confidence(forecast.point, forecast.lower, forecast.upper, coverage, tolerance)
+    raw_knots, rate_knots = _monotone_bins(raw[mask], hits[mask].astype(float))
+    return partial.model_copy(update={
+        "raw_knots": raw_knots,
+        "rate_knots": rate_knots,
+        "calibration_coverage": float(inside[mask].mean()),
+    })
+
+
+def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    n = scores.size
+    level = min(1.0, np.ceil((n + 1) * coverage) / n)
+    return float(np.quantile(scores, level, method="higher"))
+
+
+def _monotone_bins(raw: np.ndarray, hits: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Equal-count bins of the raw value, hit rate per bin, made non-decreasing (pool adjacent violators)."""
+    order = np.argsort(raw, kind="stable")
+    groups = [g for g in np.array_split(order, min(_CONFIDENCE_BINS, raw.size)) if g.size]
+    centers = [float(raw[g].mean()) for g in groups]
+    rates = [float(hits[g].mean()) for g in groups]
+    weights = [float(g.size) for g in groups]
+    merged: list[list[float]] = []  # [center*weight, rate*weight, weight]
+    for center, rate, weight in zip(centers, rates, weights, strict=True):
+        merged.append([center * weight, rate * weight, weight])
+        while len(merged) > 1 and merged[-2][1] / merged[-2][2] > merged[-1][1] / merged[-1][2]:
+            last = merged.pop()
+            merged[-1] = [a + b for a, b in zip(merged[-1], last, strict=True)]
+    knots = tuple(m[0] / m[2] for m in merged)
+    values = tuple(m[1] / m[2] for m in merged)
+    if len(knots) == 1:
+        return (0.0, 1.0), (values[0], values[0])
+    return knots, values

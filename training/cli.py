@@ -1,0 +1,102 @@
+"""What the training command lines share: common flags, config overrides, clean failures."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from training.config import ConfigError, ServiceConfig, format_errors, load_config
+from training.data import TelemetryDataError
+from training.durations import parse_duration
+from training.forecaster import ArtifactError
+from training.registry import ModelNotFoundError
+
+
+def duration_arg(text: str) -> int:
+    """argparse type for durations; the error names the bad value."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
+    return value
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the config's model and series settings."""
+    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG or configs/config.yaml)")
+    parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
+    parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
+    parser.add_argument("--epochs", type=positive_int, help="maximum training epochs")
+    parser.add_argument("--hidden-size", type=positive_int, help="LSTM hidden units")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same model)")
+    parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
+    parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
+def load_with_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> ServiceConfig:
+    """The config file with the command line's overrides applied (and validated again)."""
+    config = load_config(args.config)
+    data = config.model_dump()
+    if args.step is not None:
+        data["predictor"]["step"] = args.step
+    if horizon_s is not None:
+        data["predictor"]["prediction_horizon"] = horizon_s
+    model = data["models"]["power_predictor"]
+    for flag, key in (("sequence_length", "sequence_length"), ("epochs", "epochs"),
+                      ("hidden_size", "hidden_size"), ("seed", "seed")):
+        if getattr(args, flag, None) is not None:
+            model[key] = getattr(args, flag)
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors("command line", exc)) from exc
+
+
+def run_cli(name: str, body: Callable[[], int]) -> int:
+    """Run a command's body; expected failures become one clear line and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return body()
+    except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError) as exc:
+        sys.stderr.write(f"{name}: error: {exc}\n")
+        return 2
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temp file beside `path`, then move it into place: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

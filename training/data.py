@@ -1,0 +1,120 @@
+"""Read and validate the canonical telemetry CSV (DESIGN.md §3).
+
+The loader is strict about what it cannot repair (no target column, unparsable times, negative watts,
+percentages out of range) and lenient about what it can (missing optional columns, extra columns,
+unsorted or duplicated rows). Every refusal names the file, the line and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TARGET = "power_watts"
+PERCENT_FEATURES = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization")
+NUMERIC_FEATURES = (*PERCENT_FEATURES, "temperature")
+CATEGORICAL_FEATURES = ("workload_type",)
+OPTIONAL_FEATURES = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
+CANONICAL_COLUMNS = ("timestamp", "node_id", TARGET, *OPTIONAL_FEATURES)
+DEFAULT_SERIES = "default"
+_MAX_REPORTED = 5
+_TEMPERATURE_RANGE = (-50.0, 150.0)
+
+
+class TelemetryDataError(ValueError):
+    """A telemetry file or frame that cannot be used; the message says where and why."""
+
+
+def load_telemetry_csv(path: str | Path) -> pd.DataFrame:
+    """Load a canonical telemetry CSV into a validated frame (see `validate_telemetry`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TelemetryDataError(f"{path}: no such file")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise TelemetryDataError(f"{path}: not a readable CSV file ({exc})") from exc
+    return validate_telemetry(raw, source=str(path), first_line=2)
+
+
+def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line: int = 1) -> pd.DataFrame:
+    """Check and normalize a frame in the canonical schema.
+
+    Args:
+        raw: rows with at least `timestamp` and `power_watts`; values may be strings.
+        source: name used in error messages (a file path, "request", ...).
+        first_line: line number of the first row, for messages (2 for a CSV with a header).
+
+    Returns:
+        A frame with every canonical column, sorted by node and time, one row per (node, timestamp):
+        `timestamp` as UTC datetimes, numeric features as float (NaN where unknown), `node_id` and
+        `workload_type` as strings (`workload_type` NaN where unknown). Extra columns are dropped.
+    """
+    missing = [c for c in ("timestamp", TARGET) if c not in raw.columns]
+    if missing:
+        raise TelemetryDataError(f"{source}: required column(s) {', '.join(missing)} missing")
+    if raw.empty:
+        raise TelemetryDataError(f"{source}: no rows")
+    lines = pd.Series(np.arange(len(raw)) + first_line, index=raw.index)
+    frame = pd.DataFrame(index=raw.index)
+    frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source)
+    node = raw["node_id"].astype(str).str.strip() if "node_id" in raw.columns else None
+    frame["node_id"] = node.where(node != "", DEFAULT_SERIES) if node is not None else DEFAULT_SERIES
+    frame[TARGET] = _parse_numbers(raw[TARGET], TARGET, lines, source, required=True)
+    _check_range(frame[TARGET], TARGET, lines, source, low=0.0, high=None, why="negative watts")
+    for column in NUMERIC_FEATURES:
+        values = raw[column] if column in raw.columns else pd.Series(np.nan, index=raw.index)
+        frame[column] = _parse_numbers(values, column, lines, source, required=False)
+        low, high = (0.0, 100.0) if column in PERCENT_FEATURES else _TEMPERATURE_RANGE
+        _check_range(frame[column], column, lines, source, low=low, high=high, why=f"outside {low:g}..{high:g}")
+    if "workload_type" in raw.columns:
+        workload = raw["workload_type"].astype(str).str.strip().str.lower()
+        frame["workload_type"] = workload.where(workload != "", np.nan)
+    else:
+        frame["workload_type"] = np.nan
+    frame = frame.sort_values(["node_id", "timestamp"], kind="stable")
+    frame = frame.drop_duplicates(["node_id", "timestamp"], keep="first")
+    return frame.reset_index(drop=True)[list(CANONICAL_COLUMNS)]
+
+
+def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str) -> pd.Series:
+    text = values.astype(str).str.strip()
+    as_number = pd.to_numeric(text, errors="coerce")
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    numeric = as_number.notna()
+    if numeric.any():
+        parsed[numeric] = pd.to_datetime(as_number[numeric], unit="s", utc=True, errors="coerce")
+    if (~numeric).any():
+        parsed[~numeric] = pd.to_datetime(text[~numeric], utc=True, errors="coerce", format="ISO8601")
+    _refuse(parsed.isna(), lines, text, source, "timestamp", "not an ISO 8601 time or Unix seconds")
+    return parsed
+
+
+def _parse_numbers(values: pd.Series, column: str, lines: pd.Series, source: str, *, required: bool) -> pd.Series:
+    text = values.astype(str).str.strip() if values.dtype == object else values
+    blank = text.isna() | (text.astype(str) == "") | (text.astype(str).str.lower() == "nan")
+    numbers = pd.to_numeric(text.where(~blank), errors="coerce").astype(float)
+    bad = ~blank & (numbers.isna() | ~np.isfinite(numbers.fillna(0.0)))
+    _refuse(bad, lines, text, source, column, "not a finite number")
+    if required:
+        _refuse(blank, lines, text, source, column, "empty, but the target is required on every row")
+    return numbers
+
+
+def _check_range(values: pd.Series, column: str, lines: pd.Series, source: str, *,
+                 low: float, high: float | None, why: str) -> None:
+    bad = values < low
+    if high is not None:
+        bad |= values > high
+    _refuse(bad.fillna(False), lines, values, source, column, why)
+
+
+def _refuse(bad: pd.Series, lines: pd.Series, values: pd.Series, source: str, column: str, why: str) -> None:
+    if not bad.any():
+        return
+    shown = [f"line {lines[i]}: {column}={values[i]!r}" for i in bad[bad].index[:_MAX_REPORTED]]
+    more = int(bad.sum()) - len(shown)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    raise TelemetryDataError(f"{source}: {column} {why}: " + "; ".join(shown) + suffix)

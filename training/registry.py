@@ -1,0 +1,320 @@
+"""Versioned model registry on the local file system (``MODEL_PATH``, default ``trained_models/``).
+
+Layout: ``<root>/<model_id>/<version>/`` holds the weights, fitted scalers and ``metadata.json``;
+``<root>/<model_id>/ACTIVE`` names the served version. A version folder appears only by renaming a
+complete, fsynced staging folder, so readers never see a half-written model.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+ACTIVE_FILE = "ACTIVE"
+STAGING_PREFIX = ".staging-"
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
+_METRICS_LOCK = threading.Lock()
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def check_model_id(model_id: str) -> str:
+    """Return ``model_id`` if it is a safe folder name, else raise ValueError."""
+    if not isinstance(model_id, str) or not _ID_RE.fullmatch(model_id):
+        raise ValueError(f"invalid model id {model_id!r}: use [a-z0-9][a-z0-9_-]{{0,63}}")
+    return model_id
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class DataSpan(BaseModel):
+    """The data a model was trained on."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: UtcDatetime
+    end: UtcDatetime
+    series: list[str]
+    rows: int = Field(ge=0)
+    synthetic: bool = False
+
+    @model_validator(mode="after")
+    def check_order(self) -> DataSpan:
+        if self.end < self.start:
+            raise ValueError("data span end is before start")
+        return self
+
+
+class ModelMetadata(BaseModel):
+    """Contents of ``metadata.json``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_id: Annotated[str, AfterValidator(check_model_id)]
+    version: int = Field(ge=1)
+    model_type: Literal["lstm", "lightgbm"]
+    created_at: UtcDatetime
+    data_span: DataSpan | None = None
+    feature_spec: dict[str, Any] = {}
+    feature_spec_hash: str = ""
+    config: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+
+
+class ModelNotFoundError(LookupError):
+    """No usable model for this id (and version); the message says which and why."""
+
+    def __init__(self, model_id: str, version: int | None = None, reason: str = "not found") -> None:
+        self.model_id, self.version, self.reason = model_id, version, reason
+        what = f"model {model_id!r}" + (f" version {version}" if version is not None else "")
+        super().__init__(f"{what}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (e.g. across Ray workers) intact
+        return type(self), (self.model_id, self.version, self.reason)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # e.g. Windows cannot open or fsync directories
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a fsynced temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, paths, tuples and sets; NaN/inf become None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):  # numpy scalar or array
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` (a pydantic model or JSON-able value) as indented JSON."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else to_jsonable(obj)
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+class ModelRegistry:
+    """Publish, list, activate and load model versions under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, model_id: str) -> Path:
+        return self.root / check_model_id(model_id)
+
+    def _int_dirs(self, model_id: str) -> list[int]:
+        model_dir = self._dir(model_id)
+        if not model_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def _load(self, model_id: str, version: int) -> tuple[Path, ModelMetadata]:
+        vdir = self._dir(model_id) / str(version)
+        meta_path = vdir / METADATA_FILE
+        if not meta_path.is_file():
+            why = f"incomplete (no {METADATA_FILE})" if vdir.is_dir() else f"not found under {self.root}"
+            raise ModelNotFoundError(model_id, version, why)
+        try:
+            meta = ModelMetadata.model_validate_json(meta_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(model_id, version, f"corrupt {meta_path}: {exc}") from exc
+        if (meta.model_id, meta.version) != (model_id, version):
+            why = f"{meta_path} describes {meta.model_id}/{meta.version}"
+            raise ModelNotFoundError(model_id, version, why)
+        return vdir, meta
+
+    def model_ids(self) -> list[str]:
+        """Ids with at least one complete version, sorted."""
+        if not self.root.is_dir():
+            return []
+        ids = (p.name for p in self.root.iterdir() if p.is_dir() and _ID_RE.fullmatch(p.name))
+        return sorted(i for i in ids if self.versions(i))
+
+    def versions(self, model_id: str) -> list[int]:
+        """Complete versions, ascending; corrupt ones are skipped with a warning."""
+        found = []
+        for v in self._int_dirs(model_id):
+            if not (self._dir(model_id) / str(v) / METADATA_FILE).is_file():
+                continue
+            try:
+                self._load(model_id, v)
+            except ModelNotFoundError as exc:
+                logger.warning("skipping %s", exc)
+                continue
+            found.append(v)
+        return found
+
+    def active_version(self, model_id: str) -> int | None:
+        """Version named by the ACTIVE pointer, or None when it is missing, corrupt or dangling."""
+        pointer = self._dir(model_id) / ACTIVE_FILE
+        try:
+            text = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            text = repr(exc)
+        if not text.isdigit() or not (self._dir(model_id) / text / METADATA_FILE).is_file():
+            logger.warning("ACTIVE pointer %s is bad (%r); using latest version", pointer, text)
+            return None
+        return int(text)
+
+    def get(self, model_id: str, version: int | None = None) -> tuple[Path, ModelMetadata]:
+        """Folder and metadata of ``version``; None means the active version, else the latest."""
+        if version is None:
+            version = self.active_version(model_id)
+            if version is None:
+                available = self.versions(model_id)
+                if not available:
+                    raise ModelNotFoundError(model_id, None, f"no versions under {self.root}")
+                version = available[-1]
+        elif isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"version must be an int, got {version!r}")
+        return self._load(model_id, version)
+
+    def resolve(self, ref: str) -> tuple[Path, ModelMetadata]:
+        """Resolve ``"id"`` (active), ``"id/3"`` or ``"id:3"``."""
+        match = _REF_RE.fullmatch(ref.strip())
+        if match is None:
+            raise ValueError(f"invalid model reference {ref!r}: use 'id', 'id/3' or 'id:3'")
+        model_id, version = match.groups()
+        return self.get(check_model_id(model_id), int(version) if version else None)
+
+    def activate(self, model_id: str, version: int) -> None:
+        """Point ACTIVE at an existing, readable version."""
+        self._load(model_id, version)
+        atomic_write_text(self._dir(model_id) / ACTIVE_FILE, f"{version}\n")
+        logger.info("activated %s version %d", model_id, version)
+
+    def publish(
+        self,
+        model_id: str,
+        source_dir: Path,
+        *,
+        model_type: Literal["lstm", "lightgbm"],
+        data_span: DataSpan | dict[str, Any] | None = None,
+        feature_spec: dict[str, Any] | None = None,
+        feature_spec_hash: str = "",
+        config: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> ModelMetadata:
+        """Copy ``source_dir`` into a new version folder atomically and return its metadata."""
+        source_dir = Path(source_dir)
+        if not source_dir.is_dir() or not any(source_dir.iterdir()):
+            raise ValueError(f"source dir {source_dir} is missing or empty")
+        meta = ModelMetadata(
+            model_id=model_id, version=1, model_type=model_type, created_at=datetime.now(UTC),
+            data_span=data_span, feature_spec=to_jsonable(feature_spec or {}),
+            feature_spec_hash=feature_spec_hash, config=to_jsonable(config or {}),
+            metrics=to_jsonable(metrics or {}), training=to_jsonable(training or {}),
+        )  # fmt: skip
+        model_dir = self._dir(model_id)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(source_dir, staging)
+            if (staging / METADATA_FILE).exists():
+                logger.warning("%s in %s is replaced by the registry's own", METADATA_FILE, source_dir)
+            for path in staging.rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as fh:
+                        os.fsync(fh.fileno())
+            version = max(self._int_dirs(model_id), default=0) + 1
+            for _ in range(1000):
+                meta = meta.model_copy(update={"version": version})
+                atomic_write_json(staging / METADATA_FILE, meta)
+                target = model_dir / str(version)
+                try:
+                    if target.exists():  # rename onto an empty dir would succeed on POSIX
+                        raise FileExistsError(errno.EEXIST, "exists", str(target))
+                    os.rename(staging, target)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    version = max([version, *self._int_dirs(model_id)]) + 1
+            else:
+                raise RuntimeError(f"could not claim a version folder for {model_id!r}")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(model_dir)
+        logger.info("published %s version %d", model_id, version)
+        if activate:
+            self.activate(model_id, version)
+        return meta
+
+    def update_metrics(self, model_id: str, version: int | None, metrics: dict[str, Any]) -> ModelMetadata:
+        """Merge ``metrics`` into a version's metadata and rewrite metadata.json atomically."""
+        with _METRICS_LOCK:  # serialises threads; across processes the last writer wins
+            vdir, meta = self.get(model_id, version)
+            meta = meta.model_copy(update={"metrics": {**meta.metrics, **to_jsonable(metrics)}})
+            atomic_write_json(vdir / METADATA_FILE, meta)
+        return meta
+
+    def cleanup_staging(self, model_id: str | None = None, *, max_age_s: float = 3600.0) -> int:
+        """Remove ``.staging-*`` folders older than ``max_age_s``; return how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        pattern = f"{check_model_id(model_id) if model_id else '*'}/{STAGING_PREFIX}*"
+        cutoff, removed = time.time() - max_age_s, 0
+        for path in self.root.glob(pattern):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        if removed:
+            logger.info("removed %d stale staging folder(s) under %s", removed, self.root)
+        return removed
