@@ -54,7 +54,8 @@ class Calibration(BaseModel):
         lower = np.maximum(np.minimum(lower, point), 0.0)
         raw = raw_confidence(point, lower, upper, self.coverage, self.tolerance)
         confidence = np.interp(raw, self.raw_knots, self.rate_knots)
-        return CalibratedForecast(np.maximum(point, 0.0), lower, np.maximum(upper, point), confidence)
+        point = np.maximum(point, 0.0)
+        return CalibratedForecast(point, lower, np.maximum(upper, point), confidence)
 
 
 def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, coverage: float,

@@ -93,7 +93,7 @@ def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str) -> pd.Se
 
 
 def _parse_numbers(values: pd.Series, column: str, lines: pd.Series, source: str, *, required: bool) -> pd.Series:
-    text = values.astype(str).str.strip() if values.dtype == object else values
+    text = values if pd.api.types.is_numeric_dtype(values) else values.astype(str).str.strip()
     blank = text.isna() | (text.astype(str) == "") | (text.astype(str).str.lower() == "nan")
     numbers = pd.to_numeric(text.where(~blank), errors="coerce").astype(float)
     bad = ~blank & (numbers.isna() | ~np.isfinite(numbers.fillna(0.0)))
@@ -108,7 +108,7 @@ def _check_range(values: pd.Series, column: str, lines: pd.Series, source: str, 
     bad = values < low
     if high is not None:
         bad |= values > high
-    _refuse(bad.fillna(False), lines, values, source, column, why)
+    _refuse(bad.fillna(False), lines, values.astype(str), source, column, why)
 
 
 def _refuse(bad: pd.Series, lines: pd.Series, values: pd.Series, source: str, column: str, why: str) -> None:

@@ -1,0 +1,66 @@
+"""In-process latency of one forecast (one window, sequence 168, hidden 128) on one CPU core.
+
+    python bench/bench_inference.py [--sequence-length 168] [--hidden-size 128] [--horizon 60] [--runs 500]
+
+Measures PowerForecaster.forecast end to end (LSTM forward + calibration), the path a Serve replica runs.
+Target: p50 under 5 ms. Weights are untrained: latency does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.calibration import Calibration  # noqa: E402
+from training.fit import build_model  # noqa: E402
+from training.forecaster import Architecture, PowerForecaster  # noqa: E402
+from training.features import FeaturePipeline  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sequence-length", type=int, default=168)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--horizon", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    features = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature",
+                "workload_type")
+    pipeline = FeaturePipeline(features=features, step_s=60, power_mean=2000.0, power_std=800.0,
+                               numeric_mean={f: 50.0 for f in features[:5]}, numeric_std={f: 20.0 for f in features[:5]},
+                               workload_vocab=("batch", "idle", "inference", "training"))
+    n_features = len(pipeline.feature_names)
+    architecture = Architecture(n_features=n_features, sequence_length=args.sequence_length, horizon=args.horizon,
+                                hidden_size=args.hidden_size, num_layers=2, dropout=0.1)
+    model = build_model(n_features, args.horizon, args.hidden_size, 2, 0.1)
+    calibration = Calibration(coverage=0.8, tolerance=0.1, margins_watts=tuple([20.0] * args.horizon),
+                              raw_knots=(0.0, 1.0), rate_knots=(0.0, 1.0), calibration_points=1000,
+                              calibration_coverage=0.8)
+    forecaster = PowerForecaster(model.state_dict(), architecture, pipeline, calibration)
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(1, args.sequence_length, n_features)).astype(np.float32)
+    last = np.array([2100.0])
+    for _ in range(20):
+        forecaster.forecast(window, last)
+    timings = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        forecaster.forecast(window, last)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    p50, p90, p99 = np.percentile(timings, [50, 90, 99])
+    sys.stdout.write(
+        f"inference, 1 window (sequence {args.sequence_length}, hidden {args.hidden_size}, horizon {args.horizon}, "
+        f"{n_features} features), 1 thread, {args.runs} runs: p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms "
+        f"(target p50 < 5 ms: {'met' if p50 < 5 else 'NOT met'})\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""A small Ray Train job through the real command lines, then the backtest contract on real data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from training import evaluate, train_lstm
+from training.forecaster import PowerForecaster
+from training.registry import ModelRegistry
+
+pytestmark = pytest.mark.integration
+
+SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def registry_root(tmp_path_factory, ray_cluster, upm_sample, monkeypatch_module):
+    root = tmp_path_factory.mktemp("models")
+    monkeypatch_module.setenv("MODEL_PATH", str(root))
+    assert train_lstm.main(["--data", str(upm_sample), *SMALL]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_train_registers_an_active_calibrated_model(registry_root):
+    registry = ModelRegistry(registry_root)
+    assert registry.versions("power_lstm") == [1]
+    folder, metadata = registry.get("power_lstm")
+    assert metadata.model_type == "lstm"
+    assert metadata.data_span is not None and sorted(metadata.data_span.series) == [
+        "hybrid_1", "radiance_1", "sysbench_2"]
+    assert metadata.feature_spec["horizon_steps"] == 10
+    for key in ("mae", "rmse", "mape", "coverage", "mean_confidence", "hit_rate"):
+        assert math.isfinite(metadata.metrics[key]), key
+    forecaster = PowerForecaster.load(folder)
+    assert forecaster.horizon == 10 and forecaster.sequence_length == 15
+    assert forecaster.pipeline.spec_hash == metadata.feature_spec_hash
+
+
+def test_backtest_contract_on_real_sample(tmp_path, registry_root, upm_sample):
+    report_path, plot_path = tmp_path / "report.json", tmp_path / "report.png"
+    code = evaluate.main(["--data", str(upm_sample), *SMALL, "--train-fraction", "0.8",
+                          "--output", str(report_path), "--plot", str(plot_path)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["horizon_steps"] == 10 and report["step_seconds"] == 120
+    assert report["test_points"] > 50
+    assert {"lstm", "last_value", "lightgbm"} <= set(report["metrics"])
+    for name, metrics in report["metrics"].items():
+        assert {"mae", "rmse", "mape"} <= set(metrics), name
+        assert metrics["rmse"] >= metrics["mae"] > 0
+    assert {"coverage", "nominal_coverage"} <= set(report["metrics"]["lstm"])
+    assert 0.0 <= report["metrics"]["lstm"]["coverage"] <= 1.0
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_of_a_registered_model(tmp_path, registry_root, upm_sample):
+    report_path = tmp_path / "registered.json"
+    code = evaluate.main(["--data", str(upm_sample), "--step", "2min", "--horizon", "20min",
+                          "--model", "power_lstm/1", "--output", str(report_path)])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["model"] == {"source": "registry", "model_id": "power_lstm", "version": 1}
+
+
+def test_second_training_is_compared_with_the_active_model(registry_root, upm_sample, capsys):
+    assert train_lstm.main(["--data", str(upm_sample), *SMALL]) == 0
+    registry = ModelRegistry(registry_root)
+    assert registry.versions("power_lstm") == [1, 2]
+    assert "on the same holdout" in capsys.readouterr().err
+
+
+def test_mismatched_model_step_is_refused(tmp_path, registry_root, upm_sample, capsys):
+    code = evaluate.main(["--data", str(upm_sample), "--step", "1min", "--horizon", "20min",
+                          "--model", "power_lstm", "--output", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "--step" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,80 @@
+"""Bad input to the training command lines: one clear line naming the problem, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from training import evaluate, preprocess, train_lstm
+
+GOOD_HEADER = "timestamp,node_id,power_watts,cpu_utilization\n"
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    return path
+
+
+def _long_series(minutes: int = 30) -> str:
+    return "".join(f"2026-01-01T00:{m:02d}:00Z,n1,{200 + m},50\n" for m in range(minutes))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("timestamp,node_id,cpu_utilization\n2026-01-01T00:00:00Z,n1,5\n", "power_watts"),
+        (GOOD_HEADER + "yesterday,n1,200,5\n", "line 2"),
+        (GOOD_HEADER + "2026-01-01T00:00:00Z,n1,-5,5\n", "negative watts"),
+        (GOOD_HEADER + "2026-01-01T00:00:00Z,n1,abc,5\n", "not a finite number"),
+        (GOOD_HEADER + _long_series(5), "series shorter than one window"),
+    ],
+)
+def test_evaluate_refuses_bad_data(tmp_path, capsys, text, expected):
+    data = _csv(tmp_path, text)
+    output = tmp_path / "report.json"
+    code = evaluate.main(["--data", str(data), "--step", "1min", "--horizon", "5min", "--sequence-length", "10",
+                          "--output", str(output)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("evaluate: error:") and expected in error
+    assert "Traceback" not in error
+    assert not output.exists()
+
+
+def test_short_series_error_names_the_series(tmp_path, capsys):
+    text = GOOD_HEADER + _long_series(30) + "".join(f"2026-01-01T00:{m:02d}:00Z,tiny,100,5\n" for m in range(4))
+    code = train_lstm.main(["--data", str(_csv(tmp_path, text)), "--step", "1min", "--horizon", "5min",
+                            "--sequence-length", "10", "--model-path", str(tmp_path / "models")])
+    assert code == 2
+    assert "'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_missing_file_is_named(tmp_path, capsys):
+    code = evaluate.main(["--data", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_bad_horizon_unit_is_an_argument_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--data", "x.csv", "--horizon", "1 fortnight", "--output", "r.json"])
+    assert exit_info.value.code == 2
+    assert "--horizon" in capsys.readouterr().err
+
+
+def test_horizon_not_multiple_of_step_names_the_key(tmp_path, capsys):
+    data = _csv(tmp_path, GOOD_HEADER + _long_series(30))
+    code = evaluate.main(["--data", str(data), "--step", "2min", "--horizon", "5min", "--output", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "prediction_horizon" in capsys.readouterr().err
+
+
+def test_preprocess_reports_segments_and_writes_regular_series(tmp_path, capsys):
+    rows = _long_series(10) + "".join(f"2026-01-01T00:{m:02d}:00Z,n1,300,60\n" for m in range(40, 50))
+    data = _csv(tmp_path, GOOD_HEADER + rows)
+    output = tmp_path / "resampled.csv"
+    assert preprocess.main(["--data", str(data), "--step", "1min", "--max-gap", "5min", "--output", str(output)]) == 0
+    table = capsys.readouterr().out
+    assert "n1" in table and table.split("\n")[1].split()[-1] == "2"  # the 30-minute gap splits the series
+    assert output.read_text().count("\n") == 21
