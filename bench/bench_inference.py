@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.calibration import Calibration  # noqa: E402
+from training.features import FeaturePipeline  # noqa: E402
 from training.fit import build_model  # noqa: E402
 from training.forecaster import Architecture, PowerForecaster  # noqa: E402
-from training.features import FeaturePipeline  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,8 @@ def main() -> None:
     features = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature",
                 "workload_type")
     pipeline = FeaturePipeline(features=features, step_s=60, power_mean=2000.0, power_std=800.0,
-                               numeric_mean={f: 50.0 for f in features[:5]}, numeric_std={f: 20.0 for f in features[:5]},
+                               numeric_mean=dict.fromkeys(features[:5], 50.0),
+                               numeric_std=dict.fromkeys(features[:5], 20.0),
                                workload_vocab=("batch", "idle", "inference", "training"))
     n_features = len(pipeline.feature_names)
     architecture = Architecture(n_features=n_features, sequence_length=args.sequence_length, horizon=args.horizon,

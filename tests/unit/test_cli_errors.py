@@ -65,7 +65,8 @@ def test_bad_horizon_unit_is_an_argument_error(tmp_path, capsys):
 
 def test_horizon_not_multiple_of_step_names_the_key(tmp_path, capsys):
     data = _csv(tmp_path, GOOD_HEADER + _long_series(30))
-    code = evaluate.main(["--data", str(data), "--step", "2min", "--horizon", "5min", "--output", str(tmp_path / "r.json")])
+    code = evaluate.main(["--data", str(data), "--step", "2min", "--horizon", "5min",
+                          "--output", str(tmp_path / "r.json")])
     assert code == 2
     assert "prediction_horizon" in capsys.readouterr().err
 
