@@ -36,7 +36,7 @@ def seed_everything(seed: int) -> None:
     """Make a run repeatable on one device: same seed, same weights, same batches."""
     random.seed(seed)
     np.random.seed(seed)
-    pass
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
