@@ -48,14 +48,12 @@ class Calibration(BaseModel):
     def apply(self, quantiles_watts: np.ndarray) -> CalibratedForecast:
         """Raw quantiles [N, H, 3] in watts -> calibrated forecast."""
         margins = np.asarray(self.margins_watts)[None, :]
-        lower = quantiles_watts[..., 0] - margins
-        upper = quantiles_watts[..., 2] + margins
-        point = np.clip(quantiles_watts[..., 1], lower, upper)
-        lower = np.maximum(np.minimum(lower, point), 0.0)
+        point = np.maximum(quantiles_watts[..., 1], 0.0)  # the median stays the point forecast
+        lower = np.clip(quantiles_watts[..., 0] - margins, 0.0, point)
+        upper = np.maximum(quantiles_watts[..., 2] + margins, point)
         raw = raw_confidence(point, lower, upper, self.coverage, self.tolerance)
         confidence = np.interp(raw, self.raw_knots, self.rate_knots)
-        point = np.maximum(point, 0.0)
-        return CalibratedForecast(point, lower, np.maximum(upper, point), confidence)
+        return CalibratedForecast(point, lower, upper, confidence)
 
 
 def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, coverage: float,

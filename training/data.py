@@ -33,10 +33,11 @@ def load_telemetry_csv(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise TelemetryDataError(f"{path}: no such file")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise TelemetryDataError(f"{path}: not a readable CSV file ({exc})") from exc
-    return validate_telemetry(raw, source=str(path), first_line=2)
+    blank = (raw.fillna("").astype(str).apply(lambda column: column.str.strip()) == "").all(axis=1)
+    return validate_telemetry(raw[~blank], source=str(path), first_line=2)
 
 
 def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line: int = 1) -> pd.DataFrame:
@@ -45,7 +46,8 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
     Args:
         raw: rows with at least `timestamp` and `power_watts`; values may be strings.
         source: name used in error messages (a file path, "request", ...).
-        first_line: line number of the first row, for messages (2 for a CSV with a header).
+        first_line: line number of the row labelled 0 in the index, for messages (2 for a CSV with a
+            header); the index keeps counting lines when blank rows were dropped.
 
     Returns:
         A frame with every canonical column, sorted by node and time, one row per (node, timestamp):
@@ -57,7 +59,7 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
         raise TelemetryDataError(f"{source}: required column(s) {', '.join(missing)} missing")
     if raw.empty:
         raise TelemetryDataError(f"{source}: no rows")
-    lines = pd.Series(np.arange(len(raw)) + first_line, index=raw.index)
+    lines = pd.Series(np.asarray(raw.index) + first_line, index=raw.index)
     frame = pd.DataFrame(index=raw.index)
     frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source)
     node = raw["node_id"].astype(str).str.strip() if "node_id" in raw.columns else None

@@ -1,7 +1,7 @@
 """The one feature pipeline shared by training, evaluation and serving.
 
 Raw telemetry (irregular, gappy, several nodes) becomes regular segments at the configured step:
-samples are averaged into step-wide bins, gaps up to `max_gap` are interpolated (and flagged), longer
+samples are averaged into step-wide bins, gaps up to `max_gap` are filled forward (and flagged), longer
 gaps end a segment so that no window ever bridges them. A fitted `FeaturePipeline` (scalers and the
 workload vocabulary, fitted on training rows only) turns a segment into the model's input matrix.
 """
@@ -31,7 +31,7 @@ class Segment:
     power: np.ndarray  # [T] watts
     numeric: dict[str, np.ndarray]  # feature -> [T], NaN where never observed
     workload: np.ndarray  # [T] object (str or None)
-    imputed: np.ndarray  # [T] bool: True where the bin had no sample and was interpolated
+    imputed: np.ndarray  # [T] bool: True where the bin had no sample and was filled forward
 
     def __len__(self) -> int:
         return len(self.power)
@@ -75,11 +75,10 @@ def _resample_node(node_id: str, rows: pd.DataFrame, step_s: int, max_gap_s: int
     for begin, end in _runs_split_at_long_gaps(observed, max_missing):
         part = means.iloc[begin:end]
         imputed = ~observed[begin:end]
-        power = part[TARGET].interpolate(limit_area="inside").to_numpy(dtype=float)
-        numeric = {
-            name: part[name].interpolate(limit=max_missing, limit_area="inside").to_numpy(dtype=float)
-            for name in NUMERIC_FEATURES
-        }
+        # Fill forward (sample and hold), never from later samples: an origin on a filled bin must not
+        # see the future, exactly as a live request cannot.
+        power = part[TARGET].ffill().to_numpy(dtype=float)
+        numeric = {name: part[name].ffill(limit=max_missing).to_numpy(dtype=float) for name in NUMERIC_FEATURES}
         kinds = workload.iloc[begin:end].ffill().to_numpy(dtype=object)
         start = pd.Timestamp(int(full[begin]) * step_s, unit="s", tz="UTC")
         segments.append(Segment(node_id, start, step_s, power, numeric, kinds, imputed))

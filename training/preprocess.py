@@ -2,7 +2,7 @@
 
     python -m training.preprocess --data FILE.csv [--step 1min] [--max-gap 5min] [--output resampled.csv]
 
-Prints, per series, the rows read, the regular steps made from them, how many were interpolated and into
+Prints, per series, the rows read, the regular steps made from them, how many were filled forward and into
 how many gap-free segments long gaps split it. With --output, writes the resampled series in the
 canonical schema (plus `segment` and `imputed` columns) for inspection or reuse.
 """
@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="canonical telemetry CSV")
     parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG or configs/config.yaml)")
     parser.add_argument("--step", type=duration_arg, help="resampling step (default: config predictor.step)")
-    parser.add_argument("--max-gap", type=duration_arg, help="longest gap interpolated (default: config)")
+    parser.add_argument("--max-gap", type=duration_arg, help="longest gap filled forward (default: config)")
     parser.add_argument("--output", help="write the resampled series here (CSV)")
     return parser.parse_args(argv)
 

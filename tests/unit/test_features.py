@@ -82,12 +82,12 @@ def test_start_is_the_bin_start() -> None:
     assert segment.power.tolist() == [1.0, 2.0]
 
 
-def test_short_gap_is_interpolated_and_flagged() -> None:
+def test_short_gap_is_filled_forward_and_flagged() -> None:
     frame = regular("n", [0, 1, 4, 5], [10, 20, 50, 60], cpu_utilization=[1, 2, 5, 6],
                     workload_type=["x", "y", "z", "z"])
     (segment,) = resample(frame, STEP, 3 * STEP)
-    np.testing.assert_allclose(segment.power, [10, 20, 30, 40, 50, 60])
-    np.testing.assert_allclose(segment.numeric["cpu_utilization"], [1, 2, 3, 4, 5, 6])
+    np.testing.assert_allclose(segment.power, [10, 20, 20, 20, 50, 60])  # never from a later sample
+    np.testing.assert_allclose(segment.numeric["cpu_utilization"], [1, 2, 2, 2, 5, 6])
     assert segment.imputed.tolist() == [False, False, True, True, False, False]
     assert segment.workload.tolist() == ["x", "y", "y", "y", "z", "z"]  # carried forward over the gap
 

@@ -1,0 +1,121 @@
+"""PowerPredictor: the Serve deployment that hosts the active PowerLSTM.
+
+It batches concurrent requests into one forward pass (`@serve.batch`), runs on CPU or GPU replicas as
+`ray_actor_options` say, and follows the registry: a new active version (or a pinned one in
+`user_config`) is loaded without restarting the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from deployments.latency import LatencyRecorder
+from training.forecaster import PowerForecaster
+from training.inference import PowerForecast, PowerHistory, forecast_histories
+from training.registry import ModelRegistry
+
+logger = logging.getLogger("ray.serve")
+
+
+class PowerPredictorUserConfig(BaseModel):
+    """Live-tunable settings (`user_config` in serve_config.yaml); applied without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: int | None = Field(None, description="pin a registry version; None follows the active one")
+    batching: bool = True
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
+    registry_poll_s: float = Field(10.0, gt=0.0, description="how often to look for a new active version")
+
+
+class PowerPredictor:
+    """Serve replica holding one PowerForecaster."""
+
+    def __init__(self, model_path: str, model_id: str = "power_lstm", device: str | None = None):
+        self.registry = ModelRegistry(model_path)
+        self.model_id = model_id
+        self.device = device or _default_device()
+        self.settings = PowerPredictorUserConfig()
+        self.latency = LatencyRecorder()
+        self.version: int | None = None
+        self.forecaster: PowerForecaster | None = None
+        self._load(None)  # fail fast: no model, no replica
+        self._watch = asyncio.get_event_loop().create_task(self._follow_registry())
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.settings = PowerPredictorUserConfig.model_validate(user_config or {})
+        self._batched.set_max_batch_size(self.settings.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        if self.settings.model_version is not None and self.settings.model_version != self.version:
+            self._load(self.settings.model_version)
+
+    def _load(self, version: int | None) -> None:
+        folder, metadata = self.registry.get(self.model_id, version)
+        self.forecaster = PowerForecaster.load(folder, device=self.device)
+        self.version = metadata.version
+        logger.info("PowerPredictor: serving %s version %d on %s", self.model_id, metadata.version, self.device)
+
+    async def _follow_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_poll_s)
+            if self.settings.model_version is not None:
+                continue
+            try:
+                active = self.registry.active_version(self.model_id)
+                if active is not None and active != self.version:
+                    self._load(active)
+            except Exception:  # noqa: BLE001 - keep serving the loaded model
+                logger.exception("PowerPredictor: could not load the new active version; keeping %s", self.version)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.model_id}/{self.version}"
+
+    def describe(self) -> dict:
+        """What the replica serves: version, step, window, horizon and live latency."""
+        forecaster = self._require()
+        return {
+            "model_version": self.model_version,
+            "step_seconds": forecaster.pipeline.step_s,
+            "sequence_length": forecaster.sequence_length,
+            "horizon_steps": forecaster.horizon,
+            "features": list(forecaster.pipeline.features),
+            "latency_ms": self.latency.percentiles(),
+        }
+
+    async def forecast(self, history: PowerHistory, horizon_steps: int) -> PowerForecast:
+        """Forecast `horizon_steps` leads from one history (batched with concurrent calls)."""
+        if self.settings.batching:
+            return await self._batched((history, horizon_steps))
+        return self._infer([(history, horizon_steps)])[0]
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _batched(self, items: list[tuple[PowerHistory, int]]) -> list[PowerForecast]:
+        return self._infer(items)
+
+    def _infer(self, items: list[tuple[PowerHistory, int]]) -> list[PowerForecast]:
+        forecaster = self._require()
+        started = time.perf_counter()
+        result = forecast_histories(forecaster, [h for h, _ in items], [n for _, n in items], self.model_version)
+        self.latency.record((time.perf_counter() - started) * 1000.0, count=len(items))
+        return result
+
+    def _require(self) -> PowerForecaster:
+        if self.forecaster is None:
+            raise RuntimeError("no model loaded")
+        return self.forecaster
+
+    def check_health(self) -> None:
+        self._require()
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
