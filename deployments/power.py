@@ -16,7 +16,7 @@ from ray import serve
 
 from deployments.latency import LatencyRecorder
 from training.forecaster import PowerForecaster
-from training.inference import PowerForecast, PowerHistory, forecast_histories
+from training.inference import PowerForecast, PowerHistory, forecast_histories, horizon_steps
 from training.registry import ModelRegistry
 
 logger = logging.getLogger("ray.serve")
@@ -89,21 +89,26 @@ class PowerPredictor:
             "latency_ms": self.latency.percentiles(),
         }
 
-    async def forecast(self, history: PowerHistory, horizon_steps: int) -> PowerForecast:
-        """Forecast `horizon_steps` leads from one history (batched with concurrent calls)."""
+    async def forecast(self, history: PowerHistory) -> PowerForecast:
+        """Forecast one history (batched with concurrent calls).
+
+        Raises:
+            ForecastRequestError: the horizon is not a whole number of steps or beyond the model's.
+        """
+        horizon_steps(self._require(), history.horizon_s)  # refuse before joining a batch
         if self.settings.batching:
-            return await self._batched((history, horizon_steps))
-        return self._infer([(history, horizon_steps)])[0]
+            return await self._batched(history)
+        return self._infer([history])[0]
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _batched(self, items: list[tuple[PowerHistory, int]]) -> list[PowerForecast]:
-        return self._infer(items)
+    async def _batched(self, histories: list[PowerHistory]) -> list[PowerForecast]:
+        return self._infer(histories)
 
-    def _infer(self, items: list[tuple[PowerHistory, int]]) -> list[PowerForecast]:
+    def _infer(self, histories: list[PowerHistory]) -> list[PowerForecast]:
         forecaster = self._require()
         started = time.perf_counter()
-        result = forecast_histories(forecaster, [h for h, _ in items], [n for _, n in items], self.model_version)
-        self.latency.record((time.perf_counter() - started) * 1000.0, count=len(items))
+        result = forecast_histories(forecaster, histories, self.model_version)
+        self.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return result
 
     def _require(self) -> PowerForecaster:

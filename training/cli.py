@@ -57,6 +57,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (same seed, same model)")
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray Train worker reserves")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 

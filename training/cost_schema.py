@@ -65,7 +65,7 @@ class CostQuery(_Frozen):
     @field_validator("workload_type")
     @classmethod
     def _normalize_workload(cls, value: str | None) -> str | None:
-        return value.strip().lower() or None if value is not None else None
+        return (value.strip().lower() or None) if value is not None else None
 
 
 class CostBreakdown(_Frozen):

@@ -67,7 +67,8 @@ def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                            train_fraction=args.train_fraction)
         forecaster, weights = train_forecaster(prepared, model_config, num_workers=args.num_workers,
-                                               use_gpu=args.use_gpu, verbose=not args.quiet)
+                                               use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                                               verbose=not args.quiet)
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
                       "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers}

@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from training.data import NUMERIC_FEATURES
+from training.durations import format_duration
 from training.features import Segment
 from training.forecaster import PowerForecaster
 
@@ -28,7 +29,35 @@ class PowerHistory(BaseModel):
     power_watts: tuple[float, ...]
     numeric: dict[str, tuple[float, ...]] = {}
     workload_type: str | None = None
-    end_time: datetime  # time of the last value (UTC)
+    end_time: datetime | None = None  # time of the last value (UTC); None means now, floored to the step
+    horizon_s: int  # how far ahead to forecast
+
+
+class ForecastRequestError(ValueError):
+    """A request the model cannot answer as asked; `field` names the offending request field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def __reduce__(self):  # survives pickling across Serve replicas
+        return (ForecastRequestError, (self.field, self.message))
+
+
+def horizon_steps(forecaster: PowerForecaster, horizon_s: int) -> int:
+    """Lead steps for a horizon, refusing what the model cannot honestly forecast."""
+    step_s = forecaster.pipeline.step_s
+    if horizon_s % step_s:
+        raise ForecastRequestError("prediction_horizon", f"must be a whole number of the model's {step_s}s steps")
+    steps = horizon_s // step_s
+    if steps > forecaster.horizon:
+        limit = format_duration(forecaster.horizon * step_s)
+        raise ForecastRequestError(
+            "prediction_horizon",
+            f"{format_duration(horizon_s)} is beyond the served model's horizon of {limit}; "
+            "train a model with a longer --horizon")
+    return steps
 
 
 class PowerForecast(BaseModel):
@@ -56,7 +85,8 @@ def history_segment(history: PowerHistory, sequence_length: int, step_s: int) ->
     for name in NUMERIC_FEATURES:
         values = np.asarray(history.numeric.get(name, ())[-sequence_length:], dtype=float)
         numeric[name] = _pad_front(values, sequence_length) if values.size else np.full(sequence_length, np.nan)
-    start = pd.Timestamp(history.end_time) - pd.Timedelta(seconds=step_s * (sequence_length - 1))
+    end_time = history.end_time or utc_now_floor(step_s)
+    start = pd.Timestamp(end_time) - pd.Timedelta(seconds=step_s * (sequence_length - 1))
     segment = Segment(
         node_id="request",
         start=start,
@@ -75,21 +105,21 @@ def _pad_front(values: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([np.full(length - values.size, values[0]), values])
 
 
-def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory], horizons: list[int],
-                       version: str) -> list[PowerForecast]:
-    """Forecast many histories in one forward pass; `horizons[i]` lead steps for history i."""
+def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory], version: str) -> list[PowerForecast]:
+    """Forecast many histories in one forward pass (validate each with `horizon_steps` first)."""
     step_s = forecaster.pipeline.step_s
-    windows, last_power, padding = [], [], []
+    horizons = [horizon_steps(forecaster, h.horizon_s) for h in histories]
+    windows, last_power, padding, ends = [], [], [], []
     for history in histories:
         segment, padded = history_segment(history, forecaster.sequence_length, step_s)
+        ends.append(segment.times[-1].to_pydatetime())
         windows.append(forecaster.pipeline.transform(segment))
         last_power.append(segment.power[-1])
         padding.append(padded)
     result = forecaster.forecast(np.stack(windows), np.asarray(last_power))
     coverage = forecaster.calibration.coverage if forecaster.calibration else 0.0
     forecasts = []
-    for row, (history, steps, padded) in enumerate(zip(histories, horizons, padding, strict=True)):
-        end = history.end_time.astimezone(UTC)
+    for row, (end, steps, padded) in enumerate(zip(ends, horizons, padding, strict=True)):
         forecasts.append(PowerForecast(
             model_version=version,
             step_s=step_s,

@@ -106,6 +106,7 @@ def train_power_lstm(
     *,
     num_workers: int = 1,
     use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
     storage_path: str | None = None,
     verbose: bool = True,
 ) -> TrainedWeights:
@@ -114,7 +115,7 @@ def train_power_lstm(
     Args:
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
         model_config: sizes and optimizer settings. power_std: watts per model unit (for readable MAE).
-        num_workers, use_gpu: Ray Train `ScalingConfig`.
+        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig`.
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default).
     """
     if len(train_arrays.inputs) == 0 or len(val_arrays.inputs) == 0:
@@ -134,7 +135,8 @@ def train_power_lstm(
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cpus_per_worker}),
             run_config=RunConfig(
                 name=f"power_lstm_{int(time.time())}",
                 storage_path=storage_path or scratch,

@@ -82,7 +82,8 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
 
 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
-                     use_gpu: bool = False, verbose: bool = True) -> tuple[PowerForecaster, TrainedWeights]:
+                     use_gpu: bool = False, cpus_per_worker: float = 1.0,
+                     verbose: bool = True) -> tuple[PowerForecaster, TrainedWeights]:
     """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail."""
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
@@ -90,7 +91,8 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
     weights = train_power_lstm(
         SupervisedArrays.from_windows(fit_windows, power_std),
         SupervisedArrays.from_windows(calib_windows, power_std),
-        model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, verbose=verbose,
+        model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
+        verbose=verbose,
     )
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,

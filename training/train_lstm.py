@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                            features=config.features, sequence_length=model_config.sequence_length,
                            horizon=config.predictor.horizon_steps, train_fraction=1.0 - args.holdout_fraction)
         forecaster, weights = train_forecaster(prepared, model_config, num_workers=args.num_workers,
-                                               use_gpu=args.use_gpu, verbose=not args.quiet)
+                                               use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                                               verbose=not args.quiet)
         coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
         metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
         registry = ModelRegistry(args.model_path or config.model_path)

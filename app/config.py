@@ -1,0 +1,68 @@
+"""AppArgs: the typed arguments of the app builder (the `args:` block of serve_config.yaml)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.options import DeploymentOptions
+from training.config import ServiceConfig, load_config
+
+
+class RetrainDefaults(BaseModel):
+    """How `POST /api/v1/models/retrain` runs its Ray Train job when the request does not say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = Field(None, description="canonical telemetry CSV readable by the cluster")
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class AppArgs(BaseModel):
+    """Everything the app needs to start; validated once, at `serve run`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config_path: str | None = Field(None, description="service config YAML (default: $KCLOUD_CONFIG, "
+                                                      "else configs/config.yaml)")
+    model_path: str | None = Field(None, description="model registry root (default: config model_path / $MODEL_PATH)")
+    state_path: str = Field("state", description="where batch results and retrain jobs are persisted")
+    power_model_id: str = "power_lstm"
+    cost_model_id: str = "cost_gbm"
+    api_token_file: str | None = Field(None, description="file holding the API token "
+                                                         "(else $API_TOKEN_FILE / $API_TOKEN)")
+    retrain: RetrainDefaults = RetrainDefaults()
+    ingress: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
+    power_predictor: DeploymentOptions = DeploymentOptions(user_config={"batching": True, "max_batch_size": 16})
+    cost_predictor: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
+
+    def service_config(self) -> ServiceConfig:
+        return load_config(self.config_path)
+
+    def with_absolute_paths(self) -> AppArgs:
+        """The same args with every path resolved against the current directory (and config defaults)."""
+        config_path = str(Path(self.config_path).resolve()) if self.config_path else None
+        model_path = self.model_path or load_config(config_path).model_path
+        data = self.retrain.data
+        return self.model_copy(update={
+            "config_path": config_path,
+            "model_path": str(Path(model_path).resolve()),
+            "state_path": str(Path(self.state_path).resolve()),
+            "api_token_file": str(Path(self.api_token_file).resolve()) if self.api_token_file else None,
+            "retrain": self.retrain.model_copy(update={"data": str(Path(data).resolve()) if data else None}),
+        })
+
+
+def read_api_token(token_file: str | None) -> str | None:
+    """The configured API token: the named file, else $API_TOKEN_FILE, else $API_TOKEN; None when unset."""
+    path = token_file or os.environ.get("API_TOKEN_FILE")
+    if path:
+        token = Path(path).read_text().strip()
+        if not token:
+            raise ValueError(f"api token file {path} is empty")
+        return token
+    return os.environ.get("API_TOKEN") or None

@@ -1,0 +1,62 @@
+"""The one place where domain errors become HTTP answers.
+
+Every error body has FastAPI's shape, `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, so a
+client finds the offending field the same way for pydantic's 422s and for ours.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app.records import RecordNotFound
+from training.inference import ForecastRequestError
+from training.registry import ModelNotFoundError
+
+logger = logging.getLogger("ray.serve")
+
+
+class ApiError(Exception):
+    """An HTTP error with the field it is about."""
+
+    def __init__(self, status: int, loc: list[str | int], message: str, kind: str = "value_error"):
+        super().__init__(message)
+        self.status, self.loc, self.message, self.kind = status, loc, message, kind
+
+
+def error_body(loc: list[str | int], message: str, kind: str) -> dict:
+    return {"detail": [{"loc": loc, "msg": message, "type": kind}]}
+
+
+def unavailable(what: str, exc: BaseException) -> ApiError:
+    """503 for a dependency (model replica, store) that cannot answer now; the cause goes to the log."""
+    logger.warning("%s unavailable: %s", what, exc)
+    return ApiError(503, [], f"{what} is not available right now: {type(exc).__name__}", "unavailable")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry.
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": details}, status_code=422)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.loc, exc.message, exc.kind), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(ForecastRequestError)
+    async def _forecast_error(_: Request, exc: ForecastRequestError) -> JSONResponse:
+        return JSONResponse(error_body(["body", exc.field], exc.message, "value_error"), status_code=422)
+
+    @app.exception_handler(ModelNotFoundError)
+    async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
+        return JSONResponse(error_body(["path", "model_id"], str(exc), "not_found"), status_code=404)
+
+    @app.exception_handler(RecordNotFound)
+    async def _no_record(_: Request, exc: RecordNotFound) -> JSONResponse:
+        return JSONResponse(error_body(["path"], str(exc), "not_found"), status_code=404)

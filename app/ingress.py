@@ -1,0 +1,211 @@
+"""ApiIngress: the REST API (DESIGN.md §4) as a Ray Serve FastAPI ingress.
+
+HTTP in, schemas validated, calls to the predictor deployments through handles, HTTP out. No model code.
+"""
+
+
+import hmac
+import logging
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from app import tasks
+from app.config import AppArgs, read_api_token
+from app.errors import ApiError, error_body, install_error_handlers, unavailable
+from app.power_api import to_history, to_response
+from app.records import RecordStore
+from app.schemas import (
+    BatchRequest,
+    BatchStatus,
+    CostPredictionRequest,
+    CostPredictionResponse,
+    Health,
+    ModelMetricsResponse,
+    ModelPublic,
+    ModelsResponse,
+    ModelVersionPublic,
+    PowerPredictionRequest,
+    PowerPredictionResponse,
+    RetrainJob,
+    RetrainRequest,
+)
+from training.inference import ForecastRequestError
+from training.registry import ModelRegistry
+
+logger = logging.getLogger("ray.serve")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+api = FastAPI(
+    title="kcloud-opt-predictor",
+    version="0.1.0",
+    description="Power forecasts with calibrated intervals, job cost estimates, and model management.",
+)
+install_error_handlers(api)
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next):
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        return JSONResponse(error_body(["body"], f"request body over {MAX_BODY_BYTES} bytes", "too_large"),
+                            status_code=413)
+    return await call_next(request)
+
+
+def _batch_status(record: dict) -> BatchStatus:
+    return BatchStatus(batch_id=record["id"], status=record["status"], created_at=record["created_at"],
+                       updated_at=record["updated_at"], items=record["items_count"], completed=record["completed"],
+                       results=record.get("results", []), error=record.get("error"))
+
+
+def _job(record: dict) -> RetrainJob:
+    return RetrainJob(job_id=record["id"], status=record["status"], model_id=record["model_id"],
+                      created_at=record["created_at"], updated_at=record["updated_at"],
+                      registered_version=record.get("registered_version"), message=record.get("message"))
+
+
+@serve.ingress(api)
+class ApiIngress:
+    """HTTP front of the app; holds handles to PowerPredictor and CostPredictor."""
+
+    def __init__(self, power: DeploymentHandle, cost: DeploymentHandle, args: AppArgs):
+        self.args = args
+        self.power = power
+        self.cost = cost
+        self.model_path = args.model_path or args.with_absolute_paths().model_path
+        self.state_path = args.state_path
+        self.registry = ModelRegistry(self.model_path)
+        self.batches = RecordStore(self.state_path, "batches")
+        self.jobs = RecordStore(self.state_path, "retrain")
+        self.token = read_api_token(args.api_token_file)
+        if self.token is None:
+            logger.warning("ApiIngress: no API token configured (API_TOKEN / API_TOKEN_FILE): "
+                           "mutating endpoints are open to every client")
+        self._resume_interrupted_work()
+
+    def _app_name(self) -> str:
+        return serve.get_replica_context().app_name
+
+    def _resume_interrupted_work(self) -> None:
+        for record in self.batches.unfinished(("pending", "running")):
+            tasks.run_batch.remote(self.state_path, record["id"], self._app_name())
+        for record in self.jobs.unfinished(("pending", "running")):
+            self.jobs.update(record["id"], status="failed", message="interrupted by an app restart; submit again")
+
+    def _authorize(self, authorization: str | None) -> None:
+        if self.token is None:
+            return
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip(), self.token):
+            raise ApiError(401, ["header", "authorization"], "a valid 'Authorization: Bearer <token>' is required",
+                           "unauthorized")
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        """Liveness of the API."""
+        return Health()
+
+    @api.post("/api/v1/predict/power", response_model=PowerPredictionResponse)
+    async def predict_power(self, request: PowerPredictionRequest) -> PowerPredictionResponse:
+        """Forecast power for every step of the horizon, with interval and confidence."""
+        history = to_history(request)
+        try:
+            forecast = await self.power.forecast.remote(history)
+        except ForecastRequestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any replica failure is a 503, never a 500
+            raise unavailable("the power model", exc) from exc
+        return to_response(request, forecast)
+
+    @api.post("/api/v1/predict/cost", response_model=CostPredictionResponse)
+    async def predict_cost(self, request: CostPredictionRequest) -> CostPredictionResponse:
+        """Estimate the cost of a resource request, with breakdown and interval."""
+        try:
+            estimate = await self.cost.predict.remote(request)
+        except Exception as exc:  # noqa: BLE001
+            raise unavailable("the cost model", exc) from exc
+        return CostPredictionResponse.model_validate(estimate.model_dump())
+
+    @api.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202)
+    async def submit_batch(self, request: BatchRequest) -> BatchStatus:
+        """Queue many power/cost requests; read the results back by batch id."""
+        for index, item in enumerate(request.items):
+            if item.type == "power":
+                try:
+                    to_history(item.request)
+                except ApiError as exc:
+                    raise ApiError(422, ["body", "items", index, "request", *exc.loc[1:]], exc.message) from exc
+        record = self.batches.create({
+            "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
+            "items": [item.model_dump(mode="json") for item in request.items],
+        })
+        tasks.run_batch.remote(self.state_path, record["id"], self._app_name())
+        return _batch_status(record)
+
+    @api.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus)
+    async def get_batch(self, batch_id: str) -> BatchStatus:
+        """Status of a batch and, once done, every item's result or error."""
+        return _batch_status(self.batches.get(batch_id))
+
+    @api.get("/api/v1/models", response_model=ModelsResponse)
+    async def list_models(self) -> ModelsResponse:
+        """Registered models, their versions and which one is active."""
+        models = []
+        for model_id in self.registry.model_ids():
+            active = self.registry.active_version(model_id)
+            versions = [self.registry.get(model_id, v)[1] for v in self.registry.versions(model_id)]
+            models.append(ModelPublic(
+                model_id=model_id, model_type=versions[-1].model_type,
+                active_version=active if active is not None else versions[-1].version,
+                versions=[ModelVersionPublic(
+                    version=m.version, created_at=m.created_at, metrics=m.metrics,
+                    active=m.version == (active if active is not None else versions[-1].version),
+                    data_span=m.data_span.model_dump(mode="json") if m.data_span else None,
+                ) for m in versions],
+            ))
+        return ModelsResponse(models=models)
+
+    @api.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse)
+    async def model_metrics(self, model_id: str) -> ModelMetricsResponse:
+        """Held-out accuracy of the active version and live inference latency."""
+        _, metadata = self.registry.get(model_id)
+        served, latency = None, {}
+        handle = {self.args.power_model_id: self.power, self.args.cost_model_id: self.cost}.get(model_id)
+        if handle is not None:
+            try:
+                description = await handle.describe.remote()
+                served, latency = description["model_version"], description["latency_ms"]
+            except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
+                logger.warning("latency of %s unavailable: %s", model_id, exc)
+        return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
+                                    held_out=metadata.metrics, served_version=served, inference_latency_ms=latency)
+
+    @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202)
+    async def retrain(self, request: RetrainRequest, authorization: str | None = Header(None)) -> RetrainJob:
+        """Start a Ray Train retraining job; the new version is promoted only if it beats the active one."""
+        self._authorize(authorization)
+        data = request.data or self.args.retrain.data
+        if data is None:
+            raise ApiError(422, ["body", "data"], "no training data given and none configured (args.retrain.data)")
+        argv = ["--data", data, "--model-id", request.model_id, "--model-path", self.model_path, "--quiet",
+                "--num-workers", str(self.args.retrain.num_workers),
+                "--cpus-per-worker", str(self.args.retrain.cpus_per_worker)]
+        if self.args.config_path:
+            argv += ["--config", self.args.config_path]
+        if self.args.retrain.use_gpu:
+            argv.append("--use-gpu")
+        if request.prediction_horizon:
+            argv += ["--horizon", request.prediction_horizon]
+        if request.epochs:
+            argv += ["--epochs", str(request.epochs)]
+        record = self.jobs.create({"status": "pending", "model_id": request.model_id})
+        tasks.run_retrain.remote(self.state_path, record["id"], request.model_id, self.model_path, argv)
+        return _job(record)
+
+    @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob)
+    async def retrain_status(self, job_id: str) -> RetrainJob:
+        """Status of a retraining job and the version it registered."""
+        return _job(self.jobs.get(job_id))

@@ -1,0 +1,187 @@
+"""HTTP request and response bodies. Value types live with their owners (training/, deployments/)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from training.cost_schema import CostEstimate, CostQuery
+from training.durations import parse_duration
+
+MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
+MAX_BATCH_ITEMS = 1_000
+MAX_HORIZON_SECONDS = 7 * 86400
+
+Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Celsius = Annotated[float, Field(ge=-50, le=150, allow_inf_nan=False)]
+
+
+def _history(description: str) -> Any:
+    return Field(None, min_length=1, max_length=MAX_HISTORY_STEPS, description=description)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PowerFeatures(_Body):
+    """Recent telemetry at the model's step, oldest first; lists may be shorter than the model's window."""
+
+    power_watts: list[Watts] | None = _history("measured power, W (required unless a store holds it)")
+    cpu_utilization: list[Percent] | None = _history("CPU utilization, %")
+    memory_usage: list[Percent] | None = _history("memory usage, %")
+    gpu_utilization: list[Percent] | None = _history("mean GPU utilization, %")
+    npu_utilization: list[Percent] | None = _history("mean NPU utilization, %")
+    temperature: list[Celsius] | None = _history("hottest device, °C")
+    workload_type: str | None = Field(None, max_length=64, description="training, inference, batch, idle, ...")
+
+
+class PowerPredictionRequest(_Body):
+    workload_id: str = Field(min_length=1, max_length=128)
+    node_id: str | None = Field(None, min_length=1, max_length=128)
+    features: PowerFeatures | None = None
+    prediction_horizon: str = Field("1h", description='"30m", "1h", "24h" ... (m = minutes)')
+    end_time: datetime | None = Field(None, description="time of the last value in the lists (default: now)")
+
+    @field_validator("prediction_horizon")
+    @classmethod
+    def _horizon(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if seconds > MAX_HORIZON_SECONDS:
+            raise ValueError(f"{value!r} is longer than the maximum of 7 days")
+        return value
+
+    @field_validator("end_time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone, e.g. 2026-01-05T12:00:00Z")
+        return value
+
+
+class PowerPoint(BaseModel):
+    timestamp: datetime
+    predicted_power: float = Field(description="median forecast, W")
+    lower: float = Field(description="lower end of the prediction interval, W")
+    upper: float = Field(description="upper end of the prediction interval, W")
+    confidence: float = Field(ge=0, le=1, description="probability that the actual power lies within "
+                                                          "±10 % of predicted_power (calibrated on held-out data)")
+
+
+class PowerPredictionResponse(BaseModel):
+    workload_id: str
+    node_id: str | None = None
+    predictions: list[PowerPoint]
+    total_predicted_power: float = Field(description="sum of predicted_power over the horizon, W")
+    predicted_energy_kwh: float
+    model_version: str
+    step_seconds: int
+    interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
+    window_coverage: float = Field(description="share of the model's input window that was real history")
+    padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
+
+
+class CostPredictionRequest(CostQuery):
+    """A resource request to price before it runs."""
+
+
+class CostPredictionResponse(CostEstimate):
+    """Predicted cost with its breakdown and interval."""
+
+
+class PowerBatchItem(_Body):
+    type: Literal["power"]
+    request: PowerPredictionRequest
+
+
+class CostBatchItem(_Body):
+    type: Literal["cost"]
+    request: CostPredictionRequest
+
+
+BatchItem = Annotated[PowerBatchItem | CostBatchItem, Field(discriminator="type")]
+BatchState = Literal["pending", "running", "done", "failed"]
+
+
+class BatchRequest(_Body):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["ok", "error"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    status: BatchState
+    created_at: datetime
+    updated_at: datetime
+    items: int
+    completed: int
+    results: list[BatchItemResult] = []
+    error: str | None = None
+
+
+class ModelVersionPublic(BaseModel):
+    version: int
+    created_at: datetime
+    active: bool
+    metrics: dict[str, Any]
+    data_span: dict[str, Any] | None = None
+
+
+class ModelPublic(BaseModel):
+    model_id: str
+    model_type: str
+    active_version: int | None
+    versions: list[ModelVersionPublic]
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelPublic]
+
+
+class ModelMetricsResponse(BaseModel):
+    model_id: str
+    version: int
+    model_type: str
+    held_out: dict[str, Any] = Field(description="metrics measured on data the model did not train on")
+    served_version: str | None = Field(None, description="version the answering replica serves")
+    inference_latency_ms: dict[str, float | int] = Field(description="live model-call latency percentiles")
+
+
+class RetrainRequest(_Body):
+    model_id: Literal["power_lstm"] = "power_lstm"
+    data: str | None = Field(None, description="canonical telemetry CSV on the cluster (default: configured)")
+    prediction_horizon: str | None = None
+    epochs: int | None = Field(None, ge=1, le=1000)
+
+    @field_validator("prediction_horizon")
+    @classmethod
+    def _horizon(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+JobState = Literal["pending", "running", "succeeded", "failed"]
+
+
+class RetrainJob(BaseModel):
+    job_id: str
+    status: JobState
+    model_id: str
+    created_at: datetime
+    updated_at: datetime
+    registered_version: int | None = None
+    message: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

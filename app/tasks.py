@@ -1,0 +1,84 @@
+"""Background work started by the API, as Ray tasks: prediction batches and retraining jobs.
+
+Each task writes its progress into the persisted record (app/records.py), so its outcome can be read
+back by any ingress replica, also after the app restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+import ray
+from pydantic import TypeAdapter
+from ray import serve
+
+from app.power_api import to_history, to_response
+from app.records import RecordStore
+from app.schemas import BatchItem, BatchItemResult
+from training import train_lstm
+from training.registry import ModelRegistry
+
+ITEM_TIMEOUT_S = 120.0
+_ITEMS = TypeAdapter(list[BatchItem])
+
+
+@ray.remote(num_cpus=0)
+def run_batch(state_path: str, batch_id: str, app_name: str) -> str:
+    """Answer every item of a stored batch through the app's predictor deployments."""
+    store = RecordStore(state_path, "batches")
+    record = store.update(batch_id, status="running")
+    try:
+        items = _ITEMS.validate_python(record["items"])
+        power = serve.get_deployment_handle("PowerPredictor", app_name=app_name)
+        cost = serve.get_deployment_handle("CostPredictor", app_name=app_name)
+        pending = []
+        for item in items:
+            if item.type == "power":
+                pending.append(power.forecast.remote(to_history(item.request)))
+            else:
+                pending.append(cost.predict.remote(item.request))
+        results = [_collect(index, item, response) for index, (item, response) in enumerate(zip(items, pending,
+                                                                                               strict=True))]
+    except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
+        store.update(batch_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    store.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results])
+    return "done"
+
+
+def _collect(index: int, item: Any, response: Any) -> BatchItemResult:
+    try:
+        answer = response.result(timeout_s=ITEM_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - one item's failure is that item's result
+        return BatchItemResult(index=index, status="error", error=_reason(exc))
+    body = to_response(item.request, answer) if item.type == "power" else answer
+    return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}".split("\n")[0]
+
+
+@ray.remote(num_cpus=0)
+def run_retrain(state_path: str, job_id: str, model_id: str, model_path: str, argv: list[str]) -> str:
+    """Run the `train_lstm` command line as a Ray task; record the registered version or the error."""
+    store = RecordStore(state_path, "retrain")
+    store.update(job_id, status="running")
+    before = set(ModelRegistry(model_path).versions(model_id))
+    output = io.StringIO()
+    with contextlib.redirect_stderr(output):
+        try:
+            code = train_lstm.main(argv)
+        except SystemExit as exc:  # argparse refused the arguments
+            code = exc.code if isinstance(exc.code, int) else 2
+    lines = [line for line in output.getvalue().splitlines() if line.startswith("train_lstm")]
+    message = " ".join(lines)[-2000:] or None
+    new = sorted(set(ModelRegistry(model_path).versions(model_id)) - before)
+    if code == 0 and new:
+        store.update(job_id, status="succeeded", registered_version=new[-1], message=message)
+        return "succeeded"
+    store.update(job_id, status="failed", message=message or f"train_lstm exited with status {code}")
+    return "failed"

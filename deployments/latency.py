@@ -1,0 +1,30 @@
+"""Live inference latency of a replica: the last N model calls, as percentiles."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class LatencyRecorder:
+    """Keeps the latest `size` model-call durations (ms) and how many requests they served."""
+
+    def __init__(self, size: int = 2048):
+        self._durations: deque[float] = deque(maxlen=size)
+        self.calls = 0
+        self.requests = 0
+
+    def record(self, milliseconds: float, count: int = 1) -> None:
+        self._durations.append(milliseconds)
+        self.calls += 1
+        self.requests += count
+
+    def percentiles(self) -> dict[str, float | int]:
+        """p50/p90/p99 of model-call latency in ms over the window, plus totals since start."""
+        if not self._durations:
+            return {"calls": 0, "requests": 0}
+        p50, p90, p99 = np.percentile(np.fromiter(self._durations, float), [50, 90, 99])
+        return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+                "calls": self.calls, "requests": self.requests,
+                "mean_batch_size": round(self.requests / self.calls, 2)}

@@ -1,0 +1,62 @@
+"""Integration fixtures: small real models in a temporary registry, and the app served over HTTP."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from training import train_gbm, train_lstm
+
+SMALL_POWER = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, ray_cluster, upm_sample):
+    """A registry with power_lstm/1 (trained on the real sample through Ray Train) and cost_gbm/1."""
+    root = tmp_path_factory.mktemp("served-models")
+    assert train_lstm.main(["--data", str(upm_sample), "--model-path", str(root), *SMALL_POWER]) == 0
+    assert train_gbm.main(["--model-path", str(root), "--records", "3000"]) == 0
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster):
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def api(served_models, serve_port, tmp_path_factory, upm_sample):
+    """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
+    from ray import serve
+
+    from app.main import build_app
+
+    state = tmp_path_factory.mktemp("state")
+    token_file = state / "token"
+    token_file.write_text("test-token\n")
+    args = {
+        "model_path": str(served_models),
+        "state_path": str(state),
+        "api_token_file": str(token_file),
+        "retrain": {"data": str(upm_sample), "cpus_per_worker": 0.5},
+        "ingress": {"ray_actor_options": {"num_cpus": 0.1}},
+        "power_predictor": {"ray_actor_options": {"num_cpus": 0.2}, "user_config": {"registry_poll_s": 1}},
+        "cost_predictor": {"ray_actor_options": {"num_cpus": 0.1}},
+    }
+    serve.run(build_app(args), name="kcloud", route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
+        yield client
+    serve.delete("kcloud")
