@@ -31,6 +31,7 @@ class AppArgs(BaseModel):
                                                       "else configs/config.yaml)")
     model_path: str | None = Field(None, description="model registry root (default: config model_path / $MODEL_PATH)")
     state_path: str = Field("state", description="where batch results and retrain jobs are persisted")
+    power_app_name: str = Field("kcloud-power", description="Serve application of the PowerPredictor")
     power_model_id: str = "power_lstm"
     cost_model_id: str = "cost_gbm"
     api_token_file: str | None = Field(None, description="file holding the API token "

@@ -17,6 +17,7 @@ from training.inference import ForecastRequestError
 from training.registry import ModelNotFoundError
 
 logger = logging.getLogger("ray.serve")
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -60,3 +61,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RecordNotFound)
     async def _no_record(_: Request, exc: RecordNotFound) -> JSONResponse:
         return JSONResponse(error_body(["path"], str(exc), "not_found"), status_code=404)
+
+
+def install_body_limit(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:
+    """413 for a declared body over `limit` bytes, before anything parses it."""
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return JSONResponse(error_body(["body"], f"request body over {limit} bytes", "too_large"), status_code=413)
+        return await call_next(request)

@@ -7,15 +7,16 @@ HTTP in, schemas validated, calls to the predictor deployments through handles, 
 import hmac
 import logging
 
-from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Header
+from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app import tasks
 from app.config import AppArgs, read_api_token
-from app.errors import ApiError, error_body, install_error_handlers, unavailable
-from app.power_api import to_history, to_response
+from app.errors import ApiError, install_body_limit, install_error_handlers, unavailable
+from app.power_api import to_history
+from app.power_endpoint import POWER_ROUTE, power_api
 from app.records import RecordStore
 from app.schemas import (
     BatchRequest,
@@ -27,16 +28,12 @@ from app.schemas import (
     ModelPublic,
     ModelsResponse,
     ModelVersionPublic,
-    PowerPredictionRequest,
-    PowerPredictionResponse,
     RetrainJob,
     RetrainRequest,
 )
-from training.inference import ForecastRequestError
 from training.registry import ModelRegistry
 
 logger = logging.getLogger("ray.serve")
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 api = FastAPI(
     title="kcloud-opt-predictor",
@@ -44,15 +41,21 @@ api = FastAPI(
     description="Power forecasts with calibrated intervals, job cost estimates, and model management.",
 )
 install_error_handlers(api)
+install_body_limit(api)
 
 
-@api.middleware("http")
-async def _limit_body(request: Request, call_next):
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return JSONResponse(error_body(["body"], f"request body over {MAX_BODY_BYTES} bytes", "too_large"),
-                            status_code=413)
-    return await call_next(request)
+def _openapi_with_power_route() -> dict:
+    """The ingress's OpenAPI plus the power route, which PowerEndpoint serves one hop away."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        power = power_api.openapi()
+        schema["paths"][POWER_ROUTE] = power["paths"]["/"]
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(power["components"]["schemas"])
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi_with_power_route
 
 
 def _batch_status(record: dict) -> BatchStatus:
@@ -69,11 +72,10 @@ def _job(record: dict) -> RetrainJob:
 
 @serve.ingress(api)
 class ApiIngress:
-    """HTTP front of the app; holds handles to PowerPredictor and CostPredictor."""
+    """HTTP front of the app; holds handles to CostPredictor and (in the power app) PowerPredictor."""
 
-    def __init__(self, power: DeploymentHandle, cost: DeploymentHandle, args: AppArgs):
+    def __init__(self, cost: DeploymentHandle, args: AppArgs):
         self.args = args
-        self.power = power
         self.cost = cost
         self.model_path = args.model_path or args.with_absolute_paths().model_path
         self.state_path = args.state_path
@@ -89,9 +91,14 @@ class ApiIngress:
     def _app_name(self) -> str:
         return serve.get_replica_context().app_name
 
+    @property
+    def power(self) -> DeploymentHandle:
+        """PowerPredictor lives in its own application (see app/power_endpoint.py)."""
+        return serve.get_deployment_handle("PowerPredictor", app_name=self.args.power_app_name)
+
     def _resume_interrupted_work(self) -> None:
         for record in self.batches.unfinished(("pending", "running")):
-            tasks.run_batch.remote(self.state_path, record["id"], self._app_name())
+            tasks.run_batch.remote(self.state_path, record["id"], self._app_name(), self.args.power_app_name)
         for record in self.jobs.unfinished(("pending", "running")):
             self.jobs.update(record["id"], status="failed", message="interrupted by an app restart; submit again")
 
@@ -107,18 +114,6 @@ class ApiIngress:
     async def healthz(self) -> Health:
         """Liveness of the API."""
         return Health()
-
-    @api.post("/api/v1/predict/power", response_model=PowerPredictionResponse)
-    async def predict_power(self, request: PowerPredictionRequest) -> PowerPredictionResponse:
-        """Forecast power for every step of the horizon, with interval and confidence."""
-        history = to_history(request)
-        try:
-            forecast = await self.power.forecast.remote(history)
-        except ForecastRequestError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any replica failure is a 503, never a 500
-            raise unavailable("the power model", exc) from exc
-        return to_response(request, forecast)
 
     @api.post("/api/v1/predict/cost", response_model=CostPredictionResponse)
     async def predict_cost(self, request: CostPredictionRequest) -> CostPredictionResponse:
@@ -142,7 +137,7 @@ class ApiIngress:
             "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
             "items": [item.model_dump(mode="json") for item in request.items],
         })
-        tasks.run_batch.remote(self.state_path, record["id"], self._app_name())
+        tasks.run_batch.remote(self.state_path, record["id"], self._app_name(), self.args.power_app_name)
         return _batch_status(record)
 
     @api.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus)

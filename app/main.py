@@ -1,6 +1,12 @@
-"""The app builder: `import_path: app.main:build_app` in serve_config.yaml.
+"""The app builders, named by `import_path` in serve_config.yaml.
 
-    serve run serve_config.yaml          # or: serve run app.main:build_app model_path=trained_models
+Two Serve applications make up the service:
+- `kcloud` (route "/"): `build_app` -> ApiIngress + CostPredictor, every endpoint but the power forecast;
+- `kcloud-power` (route "/api/v1/predict/power"): `build_power_app` -> PowerPredictor with its HTTP route,
+  so the proxy reaches the forecaster in one hop (see app/power_endpoint.py).
+Both take the same `args` (AppArgs).
+
+    serve run serve_config.yaml
 """
 
 from __future__ import annotations
@@ -12,23 +18,31 @@ from ray.serve import Application
 
 from app.config import AppArgs
 from app.ingress import ApiIngress
+from app.power_endpoint import PowerEndpoint
 from deployments.cost import CostPredictor
-from deployments.power import PowerPredictor
+
+
+def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
+    app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    return app_args.with_absolute_paths()  # replicas may run in another working directory
 
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
-    """Bind ApiIngress to the PowerPredictor and CostPredictor deployments.
+    """ApiIngress bound to CostPredictor; reaches PowerPredictor in the `power_app_name` application.
 
     Args:
         args: the `args:` block of serve_config.yaml (see `AppArgs`); validated here, so a wrong key or
             value stops `serve run` with its name.
     """
-    app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
-    app_args = app_args.with_absolute_paths()  # replicas may run in another working directory
-    model_path = app_args.model_path
-    power = serve.deployment(PowerPredictor, name="PowerPredictor").options(
-        **app_args.power_predictor.as_options()).bind(model_path, app_args.power_model_id)
+    app_args = _validated(args)
     cost = serve.deployment(CostPredictor, name="CostPredictor").options(
-        **app_args.cost_predictor.as_options()).bind(model_path, app_args.cost_model_id)
+        **app_args.cost_predictor.as_options()).bind(app_args.model_path, app_args.cost_model_id)
     return serve.deployment(ApiIngress, name="ApiIngress").options(
-        **app_args.ingress.as_options()).bind(power, cost, app_args)
+        **app_args.ingress.as_options()).bind(cost, app_args)
+
+
+def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
+    """PowerPredictor with its own HTTP route (POST /api/v1/predict/power)."""
+    app_args = _validated(args)
+    return serve.deployment(PowerEndpoint, name="PowerPredictor").options(
+        **app_args.power_predictor.as_options()).bind(app_args.model_path, app_args.power_model_id)

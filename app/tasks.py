@@ -25,13 +25,13 @@ _ITEMS = TypeAdapter(list[BatchItem])
 
 
 @ray.remote(num_cpus=0)
-def run_batch(state_path: str, batch_id: str, app_name: str) -> str:
+def run_batch(state_path: str, batch_id: str, app_name: str, power_app_name: str) -> str:
     """Answer every item of a stored batch through the app's predictor deployments."""
     store = RecordStore(state_path, "batches")
     record = store.update(batch_id, status="running")
     try:
         items = _ITEMS.validate_python(record["items"])
-        power = serve.get_deployment_handle("PowerPredictor", app_name=app_name)
+        power = serve.get_deployment_handle("PowerPredictor", app_name=power_app_name)
         cost = serve.get_deployment_handle("CostPredictor", app_name=app_name)
         pending = []
         for item in items:

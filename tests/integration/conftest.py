@@ -42,7 +42,7 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
     """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
     from ray import serve
 
-    from app.main import build_app
+    from app.main import build_app, build_power_app
 
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
@@ -56,7 +56,9 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
         "power_predictor": {"ray_actor_options": {"num_cpus": 0.2}, "user_config": {"registry_poll_s": 1}},
         "cost_predictor": {"ray_actor_options": {"num_cpus": 0.1}},
     }
+    serve.run(build_power_app(args), name="kcloud-power", route_prefix="/api/v1/predict/power")
     serve.run(build_app(args), name="kcloud", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
         yield client
     serve.delete("kcloud")
+    serve.delete("kcloud-power")

@@ -1,0 +1,123 @@
+"""Serve latency and throughput over real HTTP, side by side with /healthz and the in-process floor.
+
+    python bench/bench_serve.py [--model-path DIR] [--seconds 15]
+
+Starts a local Ray (2 CPUs) and the app on 127.0.0.1, with the registry at --model-path (demo models are
+trained there first when it has none). Measures, in one run: /healthz, POST /api/v1/predict/power with
+batching on and off, POST /api/v1/predict/cost, each with 1 client and with 16 concurrent clients, and the
+in-process latency of the same forecast. Targets (2 cores): power p50 (1 client) within 3x the healthz
+p50; at least 150 power predictions/s at 16 clients; batching never lowers throughput or raises p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.http_load import encode_request, run_load  # noqa: E402
+
+HOST = "127.0.0.1"
+POWER = {"workload_id": "bench", "prediction_horizon": "30m",
+         "features": {"power_watts": [250.0 + 10 * math.sin(i / 5) for i in range(30)],
+                      "cpu_utilization": [55.0] * 30, "workload_type": "hybrid"}}
+COST = {"resources": {"cpu_cores": 16, "memory_gb": 128, "gpu_count": 2, "gpu_type": "A100-80GB"},
+        "duration_hours": 6, "workload_type": "training"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _in_process_floor(model_path: str, runs: int = 300) -> float:
+    """p50 ms of the same forecast without Serve (PowerPredictor's own code path, 1 thread)."""
+    import torch
+
+    from app.power_api import to_history
+    from app.schemas import PowerPredictionRequest
+    from training.forecaster import PowerForecaster
+    from training.inference import forecast_histories
+    from training.registry import ModelRegistry
+
+    torch.set_num_threads(1)
+    folder, metadata = ModelRegistry(model_path).get("power_lstm")
+    forecaster = PowerForecaster.load(folder)
+    history = to_history(PowerPredictionRequest.model_validate(POWER))
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        forecast_histories(forecaster, [history], f"power_lstm/{metadata.version}")
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return float(np.percentile(timings[20:], 50))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each concurrent run")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from ray import serve
+
+    from app import demo_model
+    from app.main import build_app, build_power_app
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
+        raise SystemExit("could not prepare the demo models")
+    port = _free_port()
+    serve.start(http_options={"host": HOST, "port": port})
+    requests = {
+        "healthz": encode_request(HOST, port, "GET", "/healthz"),
+        "power": encode_request(HOST, port, "POST", "/api/v1/predict/power", POWER),
+        "cost": encode_request(HOST, port, "POST", "/api/v1/predict/cost", COST),
+    }
+    results = {}
+    try:
+        for batching in (True, False):
+            user_config = {"batching": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.0}
+            app_args = {"model_path": args.model_path, "state_path": "/tmp/kcloud-bench-state",
+                        "power_predictor": {"user_config": user_config}}
+            serve.run(build_power_app(app_args), name="kcloud-power", route_prefix="/api/v1/predict/power")
+            serve.run(build_app(app_args), name="kcloud", route_prefix="/")
+            run_load(HOST, port, requests["power"], clients=4, seconds=3)  # warm up
+            label = "batching on" if batching else "batching off"
+            for name in ("healthz", "power", "cost") if batching else ("power",):
+                tag = f"{name} ({label})" if name == "power" else name
+                results[f"{tag}, 1 client"] = run_load(HOST, port, requests[name], clients=1, seconds=args.seconds / 2)
+                results[f"{tag}, 16 clients"] = run_load(HOST, port, requests[name], clients=16,
+                                                         seconds=args.seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    floor = _in_process_floor(args.model_path)
+    out = sys.stdout
+    out.write(f"Serve over HTTP on {os.cpu_count()} cores (1 ingress, 1 PowerPredictor, 1 CostPredictor replica)\n")
+    for name, result in results.items():
+        out.write(result.line(name) + "\n")
+    healthz = results["healthz, 1 client"].percentile(50)
+    single = results["power (batching on), 1 client"].percentile(50)
+    on, off = results["power (batching on), 16 clients"], results["power (batching off), 16 clients"]
+    out.write(f"in-process forecast (floor), 1 thread: p50 {floor:.2f} ms; Serve power p50 / floor = "
+              f"{single / floor:.1f}x\n")
+    out.write(f"target: power p50 / healthz p50 = {single / healthz:.2f}x (<= 3x: "
+              f"{'met' if single <= 3 * healthz else 'NOT met'})\n")
+    out.write(f"target: 16-client power throughput {on.throughput:.0f}/s with batching, {off.throughput:.0f}/s "
+              f"without (>= 150/s: {'met' if max(on.throughput, off.throughput) >= 150 else 'NOT met'})\n")
+    out.write(f"target: batching vs none: throughput {on.throughput / off.throughput:.2f}x, p99 "
+              f"{on.percentile(99):.1f} vs {off.percentile(99):.1f} ms\n")
+
+
+if __name__ == "__main__":
+    main()
