@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from app.records import RecordNotFound
 from training.inference import ForecastRequestError
@@ -18,6 +19,25 @@ from training.registry import ModelNotFoundError
 
 logger = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: where and why."""
+
+    detail: list[ErrorItem]
+
+
+def responses(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    reasons = {401: "missing or wrong API token", 404: "unknown id", 413: "request body too large",
+               503: "model or dependency not available now"}
+    return {status: {"model": ErrorBody, "description": reasons[status]} for status in statuses}
 
 
 class ApiError(Exception):

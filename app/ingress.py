@@ -6,15 +6,16 @@ HTTP in, schemas validated, calls to the predictor deployments through handles, 
 
 import hmac
 import logging
+from typing import Annotated
 
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Header, Path
 from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app import tasks
 from app.config import AppArgs, read_api_token
-from app.errors import ApiError, install_body_limit, install_error_handlers, unavailable
+from app.errors import ApiError, install_body_limit, install_error_handlers, responses, unavailable
 from app.power_api import to_history
 from app.power_endpoint import POWER_ROUTE, power_api
 from app.records import RecordStore
@@ -31,7 +32,7 @@ from app.schemas import (
     RetrainJob,
     RetrainRequest,
 )
-from training.registry import ModelRegistry
+from training.registry import MODEL_ID_PATTERN, ModelRegistry
 
 logger = logging.getLogger("ray.serve")
 
@@ -115,7 +116,7 @@ class ApiIngress:
         """Liveness of the API."""
         return Health()
 
-    @api.post("/api/v1/predict/cost", response_model=CostPredictionResponse)
+    @api.post("/api/v1/predict/cost", response_model=CostPredictionResponse, responses=responses(413, 503))
     async def predict_cost(self, request: CostPredictionRequest) -> CostPredictionResponse:
         """Estimate the cost of a resource request, with breakdown and interval."""
         try:
@@ -124,7 +125,7 @@ class ApiIngress:
             raise unavailable("the cost model", exc) from exc
         return CostPredictionResponse.model_validate(estimate.model_dump())
 
-    @api.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202)
+    @api.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202, responses=responses(413))
     async def submit_batch(self, request: BatchRequest) -> BatchStatus:
         """Queue many power/cost requests; read the results back by batch id."""
         for index, item in enumerate(request.items):
@@ -140,7 +141,7 @@ class ApiIngress:
         tasks.run_batch.remote(self.state_path, record["id"], self._app_name(), self.args.power_app_name)
         return _batch_status(record)
 
-    @api.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus)
+    @api.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, responses=responses(404))
     async def get_batch(self, batch_id: str) -> BatchStatus:
         """Status of a batch and, once done, every item's result or error."""
         return _batch_status(self.batches.get(batch_id))
@@ -163,8 +164,10 @@ class ApiIngress:
             ))
         return ModelsResponse(models=models)
 
-    @api.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse)
-    async def model_metrics(self, model_id: str) -> ModelMetricsResponse:
+    @api.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse, responses=responses(404))
+    async def model_metrics(
+        self, model_id: Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="e.g. power_lstm")]
+    ) -> ModelMetricsResponse:
         """Held-out accuracy of the active version and live inference latency."""
         _, metadata = self.registry.get(model_id)
         served, latency = None, {}
@@ -178,7 +181,8 @@ class ApiIngress:
         return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
                                     held_out=metadata.metrics, served_version=served, inference_latency_ms=latency)
 
-    @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202)
+    @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202,
+              responses=responses(401, 413))
     async def retrain(self, request: RetrainRequest, authorization: str | None = Header(None)) -> RetrainJob:
         """Start a Ray Train retraining job; the new version is promoted only if it beats the active one."""
         self._authorize(authorization)
@@ -200,7 +204,7 @@ class ApiIngress:
         tasks.run_retrain.remote(self.state_path, record["id"], request.model_id, self.model_path, argv)
         return _job(record)
 
-    @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob)
+    @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, responses=responses(404))
     async def retrain_status(self, job_id: str) -> RetrainJob:
         """Status of a retraining job and the version it registered."""
         return _job(self.jobs.get(job_id))

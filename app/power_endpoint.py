@@ -9,7 +9,7 @@ replicas through a handle for batches.
 from fastapi import FastAPI
 from ray import serve
 
-from app.errors import install_body_limit, install_error_handlers
+from app.errors import install_body_limit, install_error_handlers, responses
 from app.power_api import to_history, to_response
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
 from deployments.power import PowerPredictor
@@ -40,7 +40,7 @@ power_api.add_middleware(_ServeAtPrefix)
 class PowerEndpoint(PowerPredictor):
     """PowerPredictor plus the HTTP route of the power forecast."""
 
-    @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power")
+    @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power", responses=responses(413, 503))
     async def predict_power(self, request: PowerPredictionRequest) -> PowerPredictionResponse:
         """Forecast power for every step of the horizon, with interval and confidence."""
         return to_response(request, await self.forecast(to_history(request)))

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
-_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MODEL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ID_RE = re.compile(MODEL_ID_PATTERN)
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 _METRICS_LOCK = threading.Lock()
 

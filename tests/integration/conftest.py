@@ -37,7 +37,7 @@ def serve_port(ray_cluster):
     serve.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(served_models, serve_port, tmp_path_factory, upm_sample):
     """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
     from ray import serve
