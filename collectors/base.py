@@ -1,0 +1,34 @@
+"""TelemetrySource: what every telemetry source implements. Sources degrade; they never take a node down."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from collectors.schema import SourceKind, TelemetrySample
+
+
+class SourceUnavailable(RuntimeError):
+    """The source cannot be read on this node (no device, no library, switched off); the reason says why."""
+
+
+class TelemetrySource(ABC):
+    """One kind of telemetry on one node.
+
+    `available()` says whether it can be read here (and why not); `sample()` returns the current readings
+    (an empty list when a transient read failed; it logs and counts instead of raising);
+    `min_interval_s` is how often the underlying device refreshes, so collectors never poll faster.
+    """
+
+    kind: SourceKind
+    min_interval_s: float = 1.0
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when readable, else (False, reason)."""
+
+    @abstractmethod
+    def sample(self) -> list[TelemetrySample]:
+        """Current readings of every device of this source on this node."""
+
+    def close(self) -> None:
+        """Release sessions and handles (default: nothing to release)."""
