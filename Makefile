@@ -7,6 +7,10 @@ MODEL_PATH ?= trained_models
 # A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README).
 export RAY_AUTH_MODE ?= disabled
 export MODEL_PATH
+# Serve settings measured to help on small nodes (bench/bench_serve.py): user code and router on the
+# replica's event loop, request-path logs buffered.
+SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
+             RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000
 
 .PHONY: install run run-api test train evaluate bench lint clean
 
@@ -33,15 +37,19 @@ evaluate: install
 bench: install
 	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_backtest.py
+	$(PY) bench/bench_serve.py
 
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The whole service on a local Ray: demo models first if the registry has none, then both Serve apps.
 run: install
 	$(PY) -m app.demo_model --data $(DATA)
-	$(VENV)/bin/serve run serve_config.yaml
+	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
 
-run-api: run
+# Only the Serve apps (the REST API), on the models already in MODEL_PATH.
+run-api: install
+	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache reports
