@@ -30,5 +30,5 @@ class TelemetrySource(ABC):
     def sample(self) -> list[TelemetrySample]:
         """Current readings of every device of this source on this node."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release sessions and handles (default: nothing to release)."""
