@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from deployments.latency import LatencyRecorder
+from deployments.registry_follower import RegistryFollower
 from training.cost_model import CostModel
 from training.cost_schema import CostEstimate, CostQuery
 from training.registry import ModelRegistry
@@ -15,7 +15,7 @@ logger = logging.getLogger("ray.serve")
 REGISTRY_POLL_S = 10.0
 
 
-class CostPredictor:
+class CostPredictor(RegistryFollower):
     """Serve replica holding one CostModel; follows the registry's active version."""
 
     def __init__(self, model_path: str, model_id: str = "cost_gbm"):
@@ -25,23 +25,13 @@ class CostPredictor:
         self.version: int | None = None
         self.model: CostModel | None = None
         self._load(None)  # fail fast: no model, no replica
-        self._watch = asyncio.get_event_loop().create_task(self._follow_registry())
+        self._start_following(lambda: REGISTRY_POLL_S)
 
     def _load(self, version: int | None) -> None:
         folder, metadata = self.registry.get(self.model_id, version)
         self.model = CostModel.load(folder, model_version=f"{self.model_id}/{metadata.version}")
         self.version = metadata.version
         logger.info("CostPredictor: serving %s version %d", self.model_id, metadata.version)
-
-    async def _follow_registry(self) -> None:
-        while True:
-            await asyncio.sleep(REGISTRY_POLL_S)
-            try:
-                active = self.registry.active_version(self.model_id)
-                if active is not None and active != self.version:
-                    self._load(active)
-            except Exception:  # noqa: BLE001 - keep serving the loaded model
-                logger.exception("CostPredictor: could not load the new active version; keeping %s", self.version)
 
     def predict(self, query: CostQuery) -> CostEstimate:
         """Price one job: breakdown, interval and confidence."""

@@ -7,7 +7,6 @@ It batches concurrent requests into one forward pass (`@serve.batch`), runs on C
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.latency import LatencyRecorder
+from deployments.registry_follower import RegistryFollower
 from training.forecaster import PowerForecaster
 from training.inference import PowerForecast, PowerHistory, forecast_histories, horizon_steps
 from training.registry import ModelRegistry
@@ -34,7 +34,7 @@ class PowerPredictorUserConfig(BaseModel):
     registry_poll_s: float = Field(10.0, gt=0.0, description="how often to look for a new active version")
 
 
-class PowerPredictor:
+class PowerPredictor(RegistryFollower):
     """Serve replica holding one PowerForecaster."""
 
     def __init__(self, model_path: str, model_id: str = "power_lstm", device: str | None = None):
@@ -46,7 +46,7 @@ class PowerPredictor:
         self.version: int | None = None
         self.forecaster: PowerForecaster | None = None
         self._load(None)  # fail fast: no model, no replica
-        self._watch = asyncio.get_event_loop().create_task(self._follow_registry())
+        self._start_following(lambda: self.settings.registry_poll_s, lambda: self.settings.model_version is not None)
 
     def reconfigure(self, user_config: dict) -> None:
         self.settings = PowerPredictorUserConfig.model_validate(user_config or {})
@@ -60,18 +60,6 @@ class PowerPredictor:
         self.forecaster = PowerForecaster.load(folder, device=self.device)
         self.version = metadata.version
         logger.info("PowerPredictor: serving %s version %d on %s", self.model_id, metadata.version, self.device)
-
-    async def _follow_registry(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.registry_poll_s)
-            if self.settings.model_version is not None:
-                continue
-            try:
-                active = self.registry.active_version(self.model_id)
-                if active is not None and active != self.version:
-                    self._load(active)
-            except Exception:  # noqa: BLE001 - keep serving the loaded model
-                logger.exception("PowerPredictor: could not load the new active version; keeping %s", self.version)
 
     @property
     def model_version(self) -> str:

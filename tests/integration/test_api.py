@@ -166,6 +166,24 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     assert api.get("/api/v1/models/retrain/0123456789abcdef").status_code == 404
 
 
+def test_replicas_follow_the_active_version_without_restart(api: httpx.Client, served_models):
+    from training.registry import ModelRegistry
+
+    registry = ModelRegistry(served_models)
+    assert registry.versions("power_lstm")[-1] >= 2  # registered by the retrain test
+    registry.activate("power_lstm", 2)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            served = api.post("/api/v1/predict/power", json=POWER_REQUEST).json()["model_version"]
+            if served == "power_lstm/2":
+                break
+            time.sleep(0.5)
+        assert served == "power_lstm/2"
+    finally:
+        registry.activate("power_lstm", 1)
+
+
 def _wait_for(api: httpx.Client, path: str, states: set[str], timeout_s: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,0 +1,39 @@
+"""Keep a replica on the registry's active model version, without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from training.registry import ModelRegistry
+
+logger = logging.getLogger("ray.serve")
+
+
+class RegistryFollower:
+    """Base for predictor replicas: `_load(version)` is theirs; this polls the active pointer and calls it."""
+
+    registry: ModelRegistry
+    model_id: str
+    version: int | None = None
+
+    def _load(self, version: int | None) -> None:
+        raise NotImplementedError
+
+    def _start_following(self, poll_s: Callable[[], float], pinned: Callable[[], bool] = lambda: False) -> None:
+        """Poll every `poll_s()` seconds; while `pinned()` is true, stay on the current version."""
+        self._follower = asyncio.get_event_loop().create_task(self._follow(poll_s, pinned))
+
+    async def _follow(self, poll_s: Callable[[], float], pinned: Callable[[], bool]) -> None:
+        while True:
+            await asyncio.sleep(poll_s())
+            if pinned():
+                continue
+            try:
+                active = self.registry.active_version(self.model_id)
+                if active is not None and active != self.version:
+                    self._load(active)
+            except Exception:  # noqa: BLE001 - keep serving the loaded model
+                logger.exception("%s: could not load the new active version; keeping version %s",
+                                 type(self).__name__, self.version)
