@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
+	scripts/install-test-servers.sh
 	$(PY) -m pytest -q
 
 train: install

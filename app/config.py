@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from collectors.supervisor import ReplaySettings
 from deployments.options import DeploymentOptions
 from training.config import ServiceConfig, load_config
 
@@ -20,6 +21,18 @@ class RetrainDefaults(BaseModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class TelemetryArgs(BaseModel):
+    """Collector actors started with the app (see collectors/supervisor.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="start the store actor and a collector on every node")
+    sources: list[str] | None = Field(None, description="host, nvml, npu, ipmi; default: all that apply")
+    replay: ReplaySettings | None = Field(None, description="also replay a canonical CSV as live telemetry")
+    store_settings: dict[str, str] | None = Field(
+        None, description="store settings (INFLUX_HOST, TELEMETRY_DATA_DIR, ...); default: the environment")
 
 
 class AppArgs(BaseModel):
@@ -37,6 +50,7 @@ class AppArgs(BaseModel):
     api_token_file: str | None = Field(None, description="file holding the API token "
                                                          "(else $API_TOKEN_FILE / $API_TOKEN)")
     retrain: RetrainDefaults = RetrainDefaults()
+    telemetry: TelemetryArgs = TelemetryArgs()
     ingress: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
     power_predictor: DeploymentOptions = DeploymentOptions(user_config={"batching": True, "max_batch_size": 16})
     cost_predictor: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
@@ -49,7 +63,12 @@ class AppArgs(BaseModel):
         config_path = str(Path(self.config_path).resolve()) if self.config_path else None
         model_path = self.model_path or load_config(config_path).model_path
         data = self.retrain.data
+        telemetry = self.telemetry
+        if telemetry.replay is not None:
+            replay = telemetry.replay.model_copy(update={"path": str(Path(telemetry.replay.path).resolve())})
+            telemetry = telemetry.model_copy(update={"replay": replay})
         return self.model_copy(update={
+            "telemetry": telemetry,
             "config_path": config_path,
             "model_path": str(Path(model_path).resolve()),
             "state_path": str(Path(self.state_path).resolve()),

@@ -4,6 +4,7 @@ HTTP in, schemas validated, calls to the predictor deployments through handles, 
 """
 
 
+import asyncio
 import hmac
 import logging
 from typing import Annotated
@@ -31,7 +32,12 @@ from app.schemas import (
     ModelVersionPublic,
     RetrainJob,
     RetrainRequest,
+    TelemetryNode,
+    TelemetryNodesResponse,
 )
+from collectors.store_actor import RemoteStore
+from collectors.stores.base import StoreUnavailable
+from collectors.supervisor import start_telemetry
 from training.registry import MODEL_ID_PATTERN, ModelRegistry
 
 logger = logging.getLogger("ray.serve")
@@ -88,6 +94,13 @@ class ApiIngress:
             logger.warning("ApiIngress: no API token configured (API_TOKEN / API_TOKEN_FILE): "
                            "mutating endpoints are open to every client")
         self._resume_interrupted_work()
+        self.store = RemoteStore()
+        self.stale_after_s = float(args.service_config().telemetry.stale_after)
+        if args.telemetry.enabled:
+            telemetry = args.telemetry
+            start_telemetry(args.service_config(), selected=telemetry.sources,
+                            replay=telemetry.replay.model_dump() if telemetry.replay else None,
+                            store_settings=telemetry.store_settings)
 
     def _app_name(self) -> str:
         return serve.get_replica_context().app_name
@@ -180,6 +193,17 @@ class ApiIngress:
                 logger.warning("latency of %s unavailable: %s", model_id, exc)
         return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
                                     held_out=metadata.metrics, served_version=served, inference_latency_ms=latency)
+
+    @api.get("/api/v1/telemetry/nodes", response_model=TelemetryNodesResponse, responses=responses(503))
+    async def telemetry_nodes(self) -> TelemetryNodesResponse:
+        """Nodes with stored telemetry, their latest power and its age."""
+        try:
+            latest = await asyncio.to_thread(self.store.latest)
+        except StoreUnavailable as exc:
+            raise unavailable("the telemetry store", exc) from exc
+        return TelemetryNodesResponse(nodes=[
+            TelemetryNode(node_id=n.node_id, timestamp=n.timestamp, power_watts=n.power_watts,
+                          age_seconds=round(n.age_s, 1), stale=n.age_s > self.stale_after_s) for n in latest])
 
     @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202,
               responses=responses(401, 413))

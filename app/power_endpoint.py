@@ -6,12 +6,17 @@ one hop, like `/healthz`. The main ingress documents the route in its OpenAPI an
 replicas through a handle for batches.
 """
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 from fastapi import FastAPI
 from ray import serve
 
-from app.errors import install_body_limit, install_error_handlers, responses
-from app.power_api import to_history, to_response
+from app.errors import ApiError, install_body_limit, install_error_handlers, responses
+from app.power_api import history_from_window, to_history, to_response, wants_stored_history
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
+from collectors.store_actor import RemoteStore
+from collectors.stores.base import StoreUnavailable
 from deployments.power import PowerPredictor
 
 POWER_ROUTE = "/api/v1/predict/power"
@@ -40,7 +45,36 @@ power_api.add_middleware(_ServeAtPrefix)
 class PowerEndpoint(PowerPredictor):
     """PowerPredictor plus the HTTP route of the power forecast."""
 
+    def __init__(self, model_path: str, model_id: str = "power_lstm", stale_after_s: float = 120.0):
+        super().__init__(model_path, model_id)
+        self.stale_after_s = stale_after_s
+        self.store = RemoteStore()
+
     @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power", responses=responses(413, 503))
     async def predict_power(self, request: PowerPredictionRequest) -> PowerPredictionResponse:
-        """Forecast power for every step of the horizon, with interval and confidence."""
-        return to_response(request, await self.forecast(to_history(request)))
+        """Forecast power for every step of the horizon, with interval and confidence.
+
+        Without `features.power_watts` but with a `node_id`, the window comes from stored telemetry.
+        """
+        if not wants_stored_history(request):
+            return to_response(request, await self.forecast(to_history(request)))
+        history, age = await asyncio.to_thread(self._stored_history, request)
+        response = to_response(request, await self.forecast(history))
+        return response.model_copy(update={"history_source": "store", "data_age_seconds": round(age, 1),
+                                           "stale": age > self.stale_after_s})
+
+    def _stored_history(self, request: PowerPredictionRequest):
+        """The model's window for the node, ending at its newest stored sample."""
+        forecaster = self._require()
+        step, length = forecaster.pipeline.step_s, forecaster.sequence_length
+        try:
+            latest = self.store.latest(request.node_id)
+            if not latest:
+                raise ApiError(503, ["body", "node_id"], f"no telemetry stored for node {request.node_id!r}",
+                               "unavailable")
+            newest = latest[0].timestamp.timestamp()
+            end = datetime.fromtimestamp(newest - newest % step + step, UTC)
+            window = self.store.window(request.node_id, end - timedelta(seconds=step * length), end, step)
+        except StoreUnavailable as exc:
+            raise ApiError(503, [], f"telemetry store not available: {exc}", "unavailable") from exc
+        return history_from_window(request, window)

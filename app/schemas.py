@@ -82,6 +82,10 @@ class PowerPredictionResponse(BaseModel):
     interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
     window_coverage: float = Field(description="share of the model's input window that was real history")
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
+    history_source: Literal["request", "store"] = Field(
+        "request", description="where the input window came from: the request's lists or stored telemetry")
+    data_age_seconds: float | None = Field(None, description="age of the newest stored sample used")
+    stale: bool = Field(False, description="the stored telemetry is older than telemetry.stale_after")
 
 
 class CostPredictionRequest(CostQuery):
@@ -181,6 +185,18 @@ class RetrainJob(BaseModel):
     updated_at: datetime
     registered_version: int | None = None
     message: str | None = None
+
+
+class TelemetryNode(BaseModel):
+    node_id: str
+    timestamp: datetime = Field(description="time of the newest power reading")
+    power_watts: float
+    age_seconds: float
+    stale: bool
+
+
+class TelemetryNodesResponse(BaseModel):
+    nodes: list[TelemetryNode]
 
 
 class Health(BaseModel):

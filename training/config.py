@@ -153,6 +153,16 @@ def check_host(entry: object) -> str:
     return entry
 
 
+class TelemetryConfig(_Section):
+    """Collector actors: how often they sample and push, and where they buffer during a store outage."""
+
+    sampling_interval: Duration = 5
+    flush_interval: Duration = 10
+    spill_dir: str = Field("data/spill", min_length=1)
+    max_buffered_samples: int = Field(10_000, ge=100)
+    stale_after: Duration = 120
+
+
 class ServiceConfig(_Section):
     """The whole config file."""
 
@@ -160,6 +170,7 @@ class ServiceConfig(_Section):
     models: ModelsConfig = ModelsConfig()
     features: tuple[FeatureName, ...] = ALL_FEATURES  # type: ignore[assignment]
     auto_scaling: AutoScalingConfig = AutoScalingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     model_path: str = Field("trained_models", min_length=1)
     influx_host: str | None = None
     gpu_monitoring_enabled: bool = True

@@ -1,0 +1,111 @@
+"""`python -m collectors --once`: collect one round of telemetry on this node and print it.
+
+Exit status: 0 when at least one source answered with samples, 1 when none did, 2 for a usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from collectors.base import TelemetrySource
+from collectors.schema import TelemetrySample
+from collectors.sources import SOURCE_NAMES, build_sources
+from training.config import ConfigError, load_config
+
+_COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m collectors",
+        description="Collect one round of telemetry from this node's sources and print it.",
+        epilog="--once is required for now: continuous collection runs as Ray actors (CollectorActor).")
+    parser.add_argument("--once", action="store_true", help="collect a single round and exit (required)")
+    parser.add_argument("--sources", default=",".join(SOURCE_NAMES),
+                        help=f"comma-separated sources to read (default: all of {','.join(SOURCE_NAMES)})")
+    parser.add_argument("--json", action="store_true", help="print one TelemetrySample JSON object per line")
+    parser.add_argument("--node-id", default=None, help="node name for the samples (default: this host's name)")
+    parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG or "
+                                                       "configs/config.yaml when present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log source details on stderr")
+    return parser
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(samples: list[TelemetrySample], out: TextIO) -> None:
+    rows = [(s.node_id, s.source.value, s.device_id, _cell(s.power_watts), _cell(s.utilization),
+             _cell(s.memory_usage), _cell(s.temperature, 0), _cell(s.power_limit_watts, 0),
+             _cell(s.energy_joules, 0), s.quality.value) for s in samples]
+    widths = [max(len(str(row[i])) for row in [_COLUMNS, *rows]) for i in range(len(_COLUMNS))]
+    for row in [_COLUMNS, *rows]:
+        out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _collect(sources: list[TelemetrySource], err: TextIO) -> tuple[list[TelemetrySample], int]:
+    """One round: availability, one warm-up wait for delta-based sources, then a sample from each."""
+    ready = []
+    for source in sources:
+        ok, reason = source.available()
+        name = getattr(source, "label", source.kind.value)
+        if ok:
+            ready.append((name, source))
+        else:
+            err.write(f"source {name} unavailable: {reason}\n")
+    time.sleep(max((getattr(source, "warmup_s", 0.0) for _, source in ready), default=0.0))
+    samples, answered = [], 0
+    for name, source in ready:
+        got = source.sample()
+        if got:
+            answered += 1
+            samples += got
+        else:
+            err.write(f"source {name} returned no samples (read failed; see the log)\n")
+    return samples, answered
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
+         configure_logging: bool = False) -> int:
+    """Run the CLI; `configure_logging` sets up logging on stderr (the command line does, callers need not)."""
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.once:
+        parser.error("--once is required for now (continuous collection runs as Ray actors)")
+    names = [name.strip() for name in args.sources.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SOURCE_NAMES]
+    if unknown or not names:
+        parser.error(f"unknown source {', '.join(map(repr, unknown))}; choose from {', '.join(SOURCE_NAMES)}"
+                     if unknown else "--sources names no source")
+    if configure_logging:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=err,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        sources = build_sources(config, args.node_id or socket.gethostname(), selected=set(names))
+    except ConfigError as exc:
+        err.write(f"config error: {exc}\n")
+        return 2
+    try:
+        samples, answered = _collect(sources, err)
+    finally:
+        for source in sources:
+            source.close()
+    if args.json:
+        for sample in samples:
+            out.write(sample.model_dump_json() + "\n")
+    else:
+        _table(samples, out)
+    return 0 if answered else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(configure_logging=True))

@@ -1,0 +1,193 @@
+"""DurableBuffer: accepted telemetry reaches the store exactly in order, through outages and restarts.
+
+Collectors `put()` samples; `flush()` writes them to the store. While the store is down (its write
+raises) nothing is dropped: after a failed flush every sample held in memory is appended to an
+append-only JSON-lines segment in `spill_dir` and fsync'd, and memory also spills when it passes
+`max_memory`. The next successful flush replays the segments oldest first, then memory, so the store
+sees samples in the order they were accepted; a segment is deleted only after its write succeeded. A new
+buffer on the same `spill_dir` (after a restart or a crash) finds the old segments and replays them
+first. A write that failed half-way is replayed whole: the store's idempotent key makes the repeat
+harmless. Only samples put since the last flush or spill live in RAM alone.
+
+One lock guards the buffer, so `put()` waits while a flush is writing; one process owns a spill
+directory at a time (an advisory lock on `spill_dir/.lock`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from collectors.schema import TelemetrySample
+
+if TYPE_CHECKING:
+    from collectors.stores.base import TelemetryStore
+
+logger = logging.getLogger(__name__)
+
+_SEGMENT = re.compile(r"^segment-(\d{12})\.jsonl$")
+
+
+class DurableBuffer:
+    """Buffer between collectors and a TelemetryStore that never loses accepted samples.
+
+    Args:
+        store: a writable TelemetryStore.
+        spill_dir: directory for spilled segments (created if missing).
+        max_memory: samples held in memory before they spill; also the size of one segment file.
+    """
+
+    def __init__(self, store: TelemetryStore, spill_dir: str | Path, max_memory: int = 10_000) -> None:
+        if getattr(store, "read_only", False):
+            raise ValueError(f"{store!r} is read-only; collectors need a writable store")
+        if max_memory < 1:
+            raise ValueError(f"max_memory must be at least 1, not {max_memory}")
+        self.store = store
+        self.spill_dir = Path(spill_dir)
+        self.max_memory = max_memory
+        self.last_error: str | None = None
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.spill_dir / ".lock", "w")  # held open: its flock marks the directory in use
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise RuntimeError(f"{self.spill_dir} is in use by another buffer") from exc
+        self._lock = threading.RLock()
+        self._memory: list[TelemetrySample] = []
+        self._segments = sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
+        self._on_disk = {p: _count_lines(p) for p in self._segments}
+        self._open: Path | None = None  # the segment this process appends to
+        self._closed = False
+        if self._segments:
+            logger.info("buffer: %d spilled sample(s) in %d segment(s) under %s will be replayed first",
+                        self.disk_pending, len(self._segments), self.spill_dir)
+
+    @property
+    def memory_pending(self) -> int:
+        return len(self._memory)
+
+    @property
+    def disk_pending(self) -> int:
+        return sum(self._on_disk.values())
+
+    @property
+    def pending(self) -> int:
+        """Samples accepted and not yet written to the store."""
+        with self._lock:
+            return self.memory_pending + self.disk_pending
+
+    def put(self, samples: Iterable[TelemetrySample]) -> None:
+        """Accept samples (kept in order); spills to disk when memory passes `max_memory`."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("buffer is closed")
+            self._memory.extend(samples)
+            if len(self._memory) > self.max_memory:
+                self._spill()
+
+    def flush(self) -> int:
+        """Write spilled segments, then memory, to the store; return how many samples were written.
+
+        Never raises for a store failure: the samples stay (on disk) and `last_error` says why.
+        """
+        written = 0
+        with self._lock:
+            try:
+                while self._segments:
+                    segment = self._segments[0]
+                    samples = _read_segment(segment)
+                    if samples:
+                        self.store.write(samples)
+                    self._drop_segment(segment)
+                    written += len(samples)
+                if self._memory:
+                    self.store.write(self._memory)
+                    written += len(self._memory)
+                    self._memory = []
+                self.last_error = None
+            except Exception as exc:  # any store failure: keep everything, retry on the next flush
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._spill()
+                logger.warning("buffer: flush failed, %d sample(s) kept for retry: %s", self.pending, self.last_error)
+        return written
+
+    def close(self) -> None:
+        """Flush what can be flushed, spill the rest, release the spill directory."""
+        with self._lock:
+            if self._closed:
+                return
+            self.flush()
+            self._spill()
+            self._closed = True
+            self._lock_file.close()
+
+    def _spill(self) -> None:
+        """Append memory to the open segment (a new one when full or absent) and fsync it."""
+        if not self._memory:
+            return
+        if self._open is None or self._on_disk.get(self._open, 0) >= self.max_memory:
+            self._open = self.spill_dir / f"segment-{self._next_sequence():012d}.jsonl"
+        path, is_new = self._open, not self._open.exists()
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("".join(sample.model_dump_json() + "\n" for sample in self._memory))
+                handle.flush()
+                os.fsync(handle.fileno())
+            if is_new:
+                _fsync_dir(self.spill_dir)
+        except OSError as exc:
+            logger.error("buffer: cannot spill %d sample(s) to %s, keeping them in memory: %s",
+                         len(self._memory), path, exc)
+            return
+        if path not in self._on_disk:
+            self._segments.append(path)
+        self._on_disk[path] = self._on_disk.get(path, 0) + len(self._memory)
+        self._memory = []
+
+    def _next_sequence(self) -> int:
+        numbers = [int(_SEGMENT.match(p.name).group(1)) for p in self._segments]  # type: ignore[union-attr]
+        return max(numbers, default=0) + 1
+
+    def _drop_segment(self, segment: Path) -> None:
+        segment.unlink(missing_ok=True)
+        _fsync_dir(self.spill_dir)
+        self._segments.remove(segment)
+        self._on_disk.pop(segment, None)
+        if self._open == segment:
+            self._open = None
+
+
+def _read_segment(path: Path) -> list[TelemetrySample]:
+    """The samples of one segment; a torn or corrupt line (crash mid-append) is logged and skipped."""
+    samples = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                samples.append(TelemetrySample.model_validate_json(line))
+            except ValidationError as exc:
+                logger.error("buffer: %s line %d is not a sample, skipped: %s", path, number, exc.errors()[0]["msg"])
+    return samples
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,118 @@
+"""AscendSource (`npu-smi info`) and KunlunSource (`xpu_smi -m`): NPU/XPU telemetry from the vendor tools.
+
+The tool is found on PATH unless a path is configured (NPU_SMI_PATH / XPU_SMI_PATH), run with a timeout, and its
+output parsed by collectors.npu_parsers. A missing tool or a switched-off NPU_MONITORING_ENABLED makes the source
+unavailable with the reason; a failed run or unreadable output is logged, counted and answered with no samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from collectors.base import TelemetrySource
+from collectors.failures import FailureTracker
+from collectors.npu_parsers import ChipReading, ParseError, parse_npu_smi_info, parse_xpu_smi_m
+from collectors.schema import Quality, SourceKind, TelemetrySample
+
+logger = logging.getLogger(__name__)
+
+
+class SmiToolSource(TelemetrySource):
+    """A source that runs a vendor command-line tool and parses its text output (one sample per chip)."""
+
+    tool: str  # executable name looked up on PATH
+    args: tuple[str, ...]
+    path_env: str  # environment variable that names an explicit path
+    parse: Callable[[str], list[ChipReading]]
+
+    def __init__(self, node_id: str, *, executable: str | None = None, enabled: bool = True,
+                 timeout_s: float = 10.0, max_failures: int = 5) -> None:
+        self.node_id = node_id
+        self.label = f"{self.kind.value} ({self.tool})"
+        self.executable = executable
+        self.enabled = enabled
+        self.timeout_s = timeout_s
+        self._failures = FailureTracker(f"{self.tool} source on {node_id}", max_failures)
+        self._probed = False
+
+    def _resolve(self) -> tuple[str | None, str]:
+        """(path of the tool, "") or (None, why it cannot be run)."""
+        if self.executable:
+            if os.path.isfile(self.executable) and os.access(self.executable, os.X_OK):
+                return self.executable, ""
+            return None, f"{self.tool} not found or not executable at {self.executable} ({self.path_env})"
+        found = shutil.which(self.tool)
+        if found is None:
+            return None, f"{self.tool} not found on PATH (install the vendor driver or set {self.path_env})"
+        return found, ""
+
+    def available(self) -> tuple[bool, str]:
+        if not self.enabled:
+            return False, "NPU monitoring is disabled (NPU_MONITORING_ENABLED)"
+        if self._failures.tripped:
+            return False, self._failures.reason()
+        path, reason = self._resolve()
+        if path is None:
+            return False, reason
+        if not self._probed:  # one real run, so "available" means "answers with devices"
+            try:
+                self._read(path)
+            except (OSError, subprocess.SubprocessError, ParseError) as exc:
+                return False, f"{self.tool} did not answer with devices: {exc}"
+            self._probed = True
+        return True, ""
+
+    def sample(self) -> list[TelemetrySample]:
+        if not self.enabled or self._failures.tripped:
+            return []
+        path, reason = self._resolve()
+        if path is None:
+            self._failures.failed(reason)
+            return []
+        stamp = datetime.now(UTC)
+        try:
+            chips = self._read(path)
+        except (OSError, subprocess.SubprocessError, ParseError) as exc:
+            self._failures.failed(str(exc))
+            return []
+        self._failures.ok()
+        return [TelemetrySample(timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=chip.device_id,
+                                power_watts=chip.power_watts, utilization=chip.utilization,
+                                memory_usage=chip.memory_usage, temperature=chip.temperature, quality=Quality.OK)
+                for chip in chips]
+
+    def _read(self, path: str) -> list[ChipReading]:
+        done = subprocess.run([path, *self.args], capture_output=True, text=True, timeout=self.timeout_s,
+                              check=False, errors="replace")
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise subprocess.SubprocessError(f"{self.tool} {' '.join(self.args)} exited with {done.returncode}"
+                                             + (f": {detail[-1]}" if detail else ""))
+        return type(self).parse(done.stdout)
+
+
+class AscendSource(SmiToolSource):
+    """Huawei Ascend NPUs (910, 910B, Atlas A3, 310, 310P) through `npu-smi info`."""
+
+    kind = SourceKind.NPU
+    tool = "npu-smi"
+    args = ("info",)
+    path_env = "NPU_SMI_PATH"
+    parse = staticmethod(parse_npu_smi_info)
+    min_interval_s = 5.0  # each read starts a process that queries every card; poll no faster than this
+
+
+class KunlunSource(SmiToolSource):
+    """Baidu Kunlun XPUs (K200, R200, P800) through `xpu_smi -m`."""
+
+    kind = SourceKind.XPU
+    tool = "xpu_smi"
+    args = ("-m",)
+    path_env = "XPU_SMI_PATH"
+    parse = staticmethod(parse_xpu_smi_m)
+    min_interval_s = 2.0  # each read starts a process

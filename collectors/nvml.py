@@ -1,0 +1,152 @@
+"""NvmlSource: NVIDIA GPU power, limit, utilization, memory, temperature and energy through NVML (nvidia-ml-py).
+
+A node without NVML (no driver, no library, no GPU) reports itself unavailable with the reason instead of failing;
+a field the GPU does not support is left empty (and not asked for again); a failed read is logged, counted and
+answered with no samples; after `max_failures` failed reads in a row the source reports itself unavailable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pynvml
+
+from collectors.base import TelemetrySource
+from collectors.failures import FailureTracker
+from collectors.schema import SourceKind, TelemetrySample
+
+logger = logging.getLogger(__name__)
+
+_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+
+
+@dataclass
+class _Gpu:
+    index: int
+    handle: Any
+    unsupported: set[str] = field(default_factory=set)  # optional fields this GPU refused once
+
+
+class NvmlSource(TelemetrySource):
+    """Every NVIDIA GPU on this node, one sample per GPU (device_id "gpu<index>").
+
+    Args:
+        node_id: node the samples belong to.
+        enabled: False when GPU monitoring is switched off (GPU_MONITORING_ENABLED / `gpu_monitoring_enabled`).
+        library_path: absolute path of libnvidia-ml.so.1 when it is not where the dynamic loader looks
+            (NVML_LIBRARY_PATH); the binding's own lookup is used otherwise.
+        max_failures: consecutive failed reads before the source reports itself unavailable.
+    """
+
+    kind = SourceKind.NVML
+    min_interval_s = 1.0  # NVML refreshes power about every 20-100 ms, utilization over 1/6-1 s
+
+    def __init__(self, node_id: str, *, enabled: bool = True, library_path: str | None = None,
+                 max_failures: int = 5) -> None:
+        self.node_id = node_id
+        self.label = "nvml"
+        self.enabled = enabled
+        self.library_path = library_path
+        self._failures = FailureTracker(f"NVML source on {node_id}", max_failures)
+        self._gpus: list[_Gpu] | None = None
+        self._init_error = ""
+
+    # -- TelemetrySource -------------------------------------------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        if not self.enabled:
+            return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
+        if self._failures.tripped:
+            return False, self._failures.reason()
+        if self._gpus is None and not self._init_error:
+            self._start()
+        if self._init_error:
+            return False, self._init_error
+        if not self._gpus:
+            return False, "NVML found no NVIDIA GPU on this node"
+        return True, ""
+
+    def sample(self) -> list[TelemetrySample]:
+        if not self.available()[0]:
+            return []
+        stamp = datetime.now(UTC)
+        try:
+            samples = [self._read(gpu, stamp) for gpu in self._gpus or []]
+        except pynvml.NVMLError as exc:
+            self._failures.failed(f"NVML read failed: {exc}")
+            return []
+        self._failures.ok()
+        return samples
+
+    def close(self) -> None:
+        if self._gpus is not None and not self._init_error:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError as exc:
+                logger.debug("nvmlShutdown: %s", exc)
+        self._gpus = None
+        self._init_error = ""
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Load and initialise NVML once; on failure remember why (never raise)."""
+        if self.library_path:
+            try:
+                self._load_library(self.library_path)
+            except OSError as exc:
+                self._init_error = f"cannot load the NVML library {self.library_path}: {exc}"
+                return
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            self._init_error = f"NVML not available: {exc}"
+            return
+        try:
+            self._gpus = [_Gpu(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
+        except pynvml.NVMLError as exc:
+            self._init_error = f"NVML could not list the GPUs: {exc}"
+            pynvml.nvmlShutdown()
+            return
+        logger.info("NVML: %d GPU(s) on %s", len(self._gpus), self.node_id)
+
+    @staticmethod
+    def _load_library(path: str) -> None:
+        """Point the binding at an explicit library file (it otherwise dlopens libnvidia-ml.so.1 by name)."""
+        with pynvml.libLoadLock:
+            if pynvml.nvmlLib is None:
+                pynvml.nvmlLib = ctypes.CDLL(path)
+            else:
+                logger.debug("NVML library already loaded; %s not reloaded", path)
+
+    def _optional(self, gpu: _Gpu, name: str, call: Any, *args: Any) -> Any:
+        """Call an NVML query that a GPU may not support; None (and not asked again) when it does not."""
+        if name in gpu.unsupported:
+            return None
+        try:
+            return call(gpu.handle, *args)
+        except pynvml.NVMLError as exc:
+            if exc.value in _UNSUPPORTED:
+                logger.info("GPU %d does not support %s: %s", gpu.index, name, exc)
+                gpu.unsupported.add(name)
+                return None
+            raise
+
+    def _read(self, gpu: _Gpu, stamp: datetime) -> TelemetrySample:
+        power_mw = self._optional(gpu, "power", pynvml.nvmlDeviceGetPowerUsage)
+        limit_mw = self._optional(gpu, "power limit", pynvml.nvmlDeviceGetEnforcedPowerLimit)
+        rates = self._optional(gpu, "utilization", pynvml.nvmlDeviceGetUtilizationRates)
+        memory = self._optional(gpu, "memory", pynvml.nvmlDeviceGetMemoryInfo)
+        temperature = self._optional(gpu, "temperature", pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU)
+        energy_mj = self._optional(gpu, "energy", pynvml.nvmlDeviceGetTotalEnergyConsumption)
+        return TelemetrySample(
+            timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=f"gpu{gpu.index}",
+            power_watts=None if power_mw is None else power_mw / 1000.0,
+            power_limit_watts=None if limit_mw is None else limit_mw / 1000.0,
+            utilization=None if rates is None else float(min(rates.gpu, 100)),
+            memory_usage=(100.0 * memory.used / memory.total) if memory is not None and memory.total else None,
+            temperature=None if temperature is None else float(temperature),
+            energy_joules=None if energy_mj is None else energy_mj / 1000.0,
+        )

@@ -1,0 +1,103 @@
+"""ReplaySource: plays a canonical telemetry CSV as live samples, in real time or `speed` times faster.
+
+Row times are shifted so the first row happens at the first `sample()` call; each call returns the rows whose
+time has come since the previous call, stamped with the (sped-up) wall time at which they happened. With `loop`
+the trace starts again one step after its last row; without it the source reports itself finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from collectors.base import TelemetrySource
+from collectors.schema import SourceKind, TelemetrySample
+from collectors.stores.window import replay_samples
+from training.data import TelemetryDataError, load_telemetry_csv
+
+logger = logging.getLogger(__name__)
+
+
+class ReplaySource(TelemetrySource):
+    """A recorded trace replayed as this node's (or the trace's nodes') telemetry.
+
+    Args:
+        path: canonical telemetry CSV (DESIGN.md §3).
+        node_id: name for the trace's rows when it holds a single series (its own node ids are kept otherwise).
+        speed: how many seconds of the trace pass per wall-clock second.
+        loop: start again after the last row instead of finishing.
+        clock: wall-clock seconds since the epoch (time.time); tests pass a fake.
+        max_rows_per_call: cap on the rows one call returns (a very high speed cannot flood the caller).
+
+    Each row becomes the replay samples of `collectors.stores.window.replay_samples` (device "node" with
+    power, memory and temperature; devices "cpu"/"gpu"/"npu" with the matching utilization), so a store
+    rebuilds the canonical row from them.
+    """
+
+    kind = SourceKind.REPLAY
+
+    def __init__(self, path: str | Path, *, node_id: str | None = None, speed: float = 1.0, loop: bool = False,
+                 clock: Callable[[], float] = time.time, max_rows_per_call: int = 100_000) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.path = Path(path)
+        self.label = f"replay ({self.path.name})"
+        self.speed, self.loop, self._clock, self._cap = speed, loop, clock, max_rows_per_call
+        self._error = ""
+        self._start: float | None = None
+        self._cursor, self._cycle, self._done = 0, 0, False
+        self._rows = 0
+        try:
+            frame = load_telemetry_csv(self.path)
+        except TelemetryDataError as exc:
+            self._error = f"cannot replay {self.path}: {exc}"
+            return
+        frame = frame.sort_values(["timestamp", "node_id"], kind="stable").reset_index(drop=True)
+        nodes = frame["node_id"].astype(str).tolist()
+        if node_id and len(set(nodes)) == 1:
+            nodes = [node_id] * len(nodes)
+        elif node_id:
+            logger.info("%s holds %d series; keeping their node ids", self.path, len(set(nodes)))
+        self._nodes = nodes
+        seconds = (frame["timestamp"] - frame["timestamp"].iloc[0]).dt.total_seconds().to_numpy()
+        self._offsets = seconds
+        self._records = frame[["power_watts", "memory_usage", "temperature", "cpu_utilization",
+                               "gpu_utilization", "npu_utilization"]].to_dict("records")
+        self._rows = len(frame)
+        steps = np.diff(np.unique(seconds))
+        self._period = float(seconds[-1]) + (float(np.median(steps)) if steps.size else 1.0)
+
+    def available(self) -> tuple[bool, str]:
+        if self._error:
+            return False, self._error
+        if self._done:
+            return False, f"replay of {self.path} finished after {self._rows} rows"
+        return True, ""
+
+    def sample(self) -> list[TelemetrySample]:
+        if self._error or self._done:
+            return []
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        position = (now - self._start) * self.speed  # seconds into the trace
+        samples: list[TelemetrySample] = []
+        while len(samples) < self._cap:
+            at = self._cycle * self._period + self._offsets[self._cursor]
+            if at > position:
+                break
+            when = datetime.fromtimestamp(self._start + at / self.speed, UTC)
+            samples.extend(replay_samples(when, self._nodes[self._cursor], self._records[self._cursor]))
+            self._cursor += 1
+            if self._cursor == self._rows:
+                if not self.loop:
+                    self._done = True
+                    logger.info("replay of %s finished after %d rows", self.path, self._rows)
+                    break
+                self._cursor, self._cycle = 0, self._cycle + 1
+        return samples

@@ -1,0 +1,153 @@
+"""One collector actor per alive Ray node, kept that way as nodes come and go.
+
+`start_telemetry` starts (or finds) the store actor and the supervisor; the supervisor reconciles every
+`reconcile_s`: a node without a healthy collector gets one, pinned to it with node-affinity scheduling;
+collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller
+(the API ingress starts them) and are found again after its restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from collectors.actor import Collector
+from collectors.replay import ReplaySource
+from collectors.sources import build_sources
+from collectors.store_actor import NAMESPACE, RemoteStore, start_store_actor
+from training.config import ServiceConfig
+
+logger = logging.getLogger(__name__)
+SUPERVISOR = "collector_supervisor"
+HEALTH_TIMEOUT_S = 10.0
+
+
+class ReplaySettings(BaseModel):
+    """Play a canonical telemetry CSV as live telemetry (demos, tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    speed: float = 1.0
+    loop: bool = True
+
+
+class CollectorHost:
+    """Actor body: builds this node's sources and runs a Collector over them."""
+
+    def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None):
+        config = ServiceConfig.model_validate(config_data)
+        if replay is not None:
+            settings = ReplaySettings.model_validate(replay)
+            node_name = "replay"
+            sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop)]
+        else:
+            node_name = os.environ.get("NODE_NAME") or socket.gethostname()
+            sources = build_sources(config, node_name, selected=set(selected) if selected else None)
+        self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry)
+
+    def status(self) -> dict:
+        return self.collector.status()
+
+    def flush(self) -> int:
+        return self.collector.flush()
+
+    def stop(self) -> None:
+        self.collector.stop()
+
+
+class CollectorSupervisor:
+    """Actor body: keeps one CollectorHost per alive node (plus one replay collector when configured)."""
+
+    def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
+                 replay: dict | None = None, reconcile_s: float = 10.0):
+        self.config_data, self.selected, self.replay = config_data, selected, replay
+        self.collectors: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, reconcile_s: float) -> None:
+        while not self._stop.wait(reconcile_s):
+            try:
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - try again next round
+                logger.exception("collector supervisor: reconcile failed")
+
+    def reconcile(self) -> dict[str, str]:
+        """Start missing or unhealthy collectors; forget those of departed nodes. Returns what it did."""
+        alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+        wanted = {f"node-{node_id}": node_id for node_id in alive}
+        if self.replay is not None:
+            wanted["replay"] = None
+        actions = {}
+        for key in list(self.collectors):
+            if key not in wanted:
+                del self.collectors[key]
+                actions[key] = "forgotten (node left)"
+        for key, node_id in wanted.items():
+            handle = self.collectors.get(key)
+            if handle is not None and self._healthy(handle):
+                continue
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+            self.collectors[key] = self._start(key, node_id)
+            actions[key] = "started"
+        if actions:
+            logger.info("collector supervisor: %s", actions)
+        return actions
+
+    def _start(self, key: str, node_id: str | None):
+        options: dict[str, Any] = {"name": f"collector-{key}", "namespace": NAMESPACE, "lifetime": "detached",
+                                   "get_if_exists": True, "max_restarts": -1, "num_cpus": 0}
+        if node_id is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        replay = self.replay if node_id is None else None
+        return ray.remote(CollectorHost).options(**options).remote(self.config_data, self.selected, replay)
+
+    @staticmethod
+    def _healthy(handle) -> bool:
+        try:
+            ray.get(handle.status.remote(), timeout=HEALTH_TIMEOUT_S)
+            return True
+        except Exception:  # noqa: BLE001 - dead, restarting or wedged
+            return False
+
+    def status(self) -> dict[str, Any]:
+        result = {}
+        for key, handle in self.collectors.items():
+            try:
+                result[key] = ray.get(handle.status.remote(), timeout=HEALTH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001
+                result[key] = {"error": f"{type(exc).__name__}"}
+        return result
+
+    def stop(self) -> None:
+        """Stop every collector (each flushes what it holds) and the reconcile loop."""
+        self._stop.set()
+        for handle in self.collectors.values():
+            try:
+                ray.get(handle.stop.remote(), timeout=HEALTH_TIMEOUT_S)
+            except Exception:  # noqa: BLE001
+                pass
+            ray.kill(handle, no_restart=True)
+        self.collectors.clear()
+
+
+def start_telemetry(config: ServiceConfig, *, selected: list[str] | None = None, replay: dict | None = None,
+                    store_settings: Mapping[str, str] | None = None, reconcile_s: float = 10.0):
+    """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle."""
+    start_store_actor(store_settings)
+    return ray.remote(CollectorSupervisor).options(
+        name=SUPERVISOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        num_cpus=0,
+    ).remote(config.model_dump(mode="json"), selected, replay, reconcile_s)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the real servers the integration tests start on 127.0.0.1 (Debian packages), when missing:
+#   ipmi_sim (openipmi) + ipmitool   -> IPMI/BMC source tests
+#   victoria-metrics                 -> InfluxDB line-protocol write path (/api/v2/write) tests
+#   prometheus                       -> Prometheus read-store tests
+#   gcc                              -> the fake NVML library the NVML tests build
+set -euo pipefail
+need=()
+command -v ipmi_sim >/dev/null || need+=(openipmi)
+command -v ipmitool >/dev/null || need+=(ipmitool)
+command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v gcc >/dev/null || need+=(gcc)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing test servers: ${need[*]}; install them (Debian: sudo apt-get install ${need[*]})" >&2
+    exit 1
+fi
+echo "installing test servers: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
