@@ -30,7 +30,12 @@ SYNTHETIC_PREFIX = "syn-"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.train_lstm", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="canonical telemetry CSV")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="canonical telemetry CSV")
+    source.add_argument("--from-store", action="store_true",
+                        help="train on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
+    parser.add_argument("--since", type=duration_arg, default=14 * 86400,
+                        help="with --from-store: how much history to read (default 14d)")
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="last share of every series kept for the model's metrics (default 0.1)")
@@ -77,13 +82,24 @@ def _active_holdout_mae(registry: ModelRegistry, model_id: str, prepared: Prepar
     return metadata.version, holdout_metrics(current, prepared, coverage, tolerance)["mae"]
 
 
+def _stored_frame(args: argparse.Namespace, step_s: int):
+    # Imported here: collectors builds on training, so training reaches it only from this command's branch.
+    from collectors.export import open_store, stored_frame
+
+    store = open_store()
+    try:
+        return stored_frame(store, args.since, step_s)
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
         config = load_with_overrides(args, horizon_s=args.horizon)
         model_config = config.models.power_predictor
-        frame = load_telemetry_csv(args.data)
+        frame = _stored_frame(args, config.predictor.step) if args.from_store else load_telemetry_csv(args.data)
         synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
         prepared = prepare(frame, step_s=config.predictor.step, max_gap_s=config.predictor.max_gap,
                            features=config.features, sequence_length=model_config.sequence_length,
