@@ -101,6 +101,8 @@ class DurableBuffer:
         """
         written = 0
         with self._lock:
+            if self._closed:
+                return 0  # close() already flushed or spilled everything
             try:
                 while self._segments:
                     segment = self._segments[0]

@@ -34,6 +34,7 @@ serversession.ServerSession.create_open_session_response = _open_session_respons
 class DcmiBmc(bmc.Bmc):
     def __init__(self, authdata, port, address, watts, watts_file, limit_watts):
         super().__init__(authdata, port=port, address=address)
+        self.port = self.serversocket.getsockname()[1]  # pyghmi routes sessions by this port: resolve port 0
         self.watts, self.watts_file, self.limit_watts, self.powerstate = watts, watts_file, limit_watts, "on"
 
     def current_watts(self) -> int:
@@ -77,6 +78,6 @@ if __name__ == "__main__":
     ap.add_argument("--limit-watts", type=int, default=0)
     a = ap.parse_args()
     server = DcmiBmc({a.user: a.password}, a.port, a.address, a.watts, a.watts_file, a.limit_watts)
-    sys.stdout.write(f"ready {server.serversocket.getsockname()[1]}\n")
+    sys.stdout.write(f"ready {server.port}\n")
     sys.stdout.flush()
     server.listen()

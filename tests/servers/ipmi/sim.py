@@ -3,6 +3,7 @@ pyghmi-based DCMI emulation (`dcmi_bmc.py`). Each runs in its own work dir and i
 
 from __future__ import annotations
 
+import select
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ INSTALL_HINT = (
     "ipmi_sim (Debian package 'openipmi') is not installed; `make test` installs it "
     "(apt-get install -y --no-install-recommends openipmi)"
 )
-# Sensors of each emu profile: polled (file-driven) sensor number, and the console-set sensors' initial watts.
+# The sensor number each emu profile polls from its power file.
 PROFILES = {"system": 2, "psu": 3}
 ASF_PING = bytes([0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x80, 0x01, 0x00, 0x00])
 
@@ -101,10 +102,10 @@ def ipmi_sim(workdir: Path, profile: str = "system", watts: int = 450) -> Iterat
     (workdir / "bmcsim.emu").write_text(emu)
     for _attempt in range(3):  # a free port can be taken between probing and binding: try again
         port, console_port = free_port(), free_port(socket.SOCK_STREAM)
-        lan = (HERE / "lan.conf.in").read_text().replace("@PORT@", str(port)).replace("@CONSOLE_PORT@", str(console_port))
-        (workdir / "lan.conf").write_text(lan)
+        lan = (HERE / "lan.conf.in").read_text().replace("@PORT@", str(port))
+        (workdir / "lan.conf").write_text(lan.replace("@CONSOLE_PORT@", str(console_port)))
         log = (workdir / "ipmi_sim.log").open("wb")
-        cmd = [exe, "-c", str(workdir / "lan.conf"), "-f", str(workdir / "bmcsim.emu"), "-s", str(workdir / "state"), "-n"]
+        cmd = [exe, "-c", workdir / "lan.conf", "-f", workdir / "bmcsim.emu", "-s", workdir / "state", "-n"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         log.close()
         deadline = time.monotonic() + 10
@@ -147,11 +148,13 @@ def dcmi_bmc(workdir: Path, watts: int = 777, limit_watts: int = 0) -> Iterator[
     watts_file.write_text(f"{watts}\n")
     cmd = [sys.executable, str(HERE / "dcmi_bmc.py"), "--port", "0", "--watts-file", str(watts_file),
            "--limit-watts", str(limit_watts), "--user", USER, "--password", PASSWORD]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with (workdir / "dcmi_bmc.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
-        line = proc.stdout.readline()  # "ready PORT" once bound (the process prints nothing before that)
+        ready, _, _ = select.select([proc.stdout], [], [], 15)
+        line = proc.stdout.readline() if ready else ""  # "ready PORT" once bound; nothing is printed before it
         if not line.startswith("ready "):
-            raise RuntimeError(f"dcmi_bmc.py did not start: {line}{proc.stdout.read() if proc.poll() else ''}")
+            raise RuntimeError(f"dcmi_bmc.py did not start: {(workdir / 'dcmi_bmc.log').read_text()}")
         yield DcmiBmc(proc, int(line.split()[1]), watts_file)
     finally:
         _stop(proc)
