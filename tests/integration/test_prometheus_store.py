@@ -1,0 +1,138 @@
+"""PrometheusStore against a real Prometheus (Debian 2.42) fed through its remote-write receiver.
+
+The series imitate what Kepler (joules counters), dcgm-exporter (GPU gauges, label `Hostname`) and
+node-exporter (CPU seconds counters, memory gauges) expose, 15 s apart over the last 20 minutes. No Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collectors.stores.base import ReadOnlyStore, StoreUnavailable
+from collectors.stores.prometheus import PrometheusStore
+from tests.servers import free_port
+from tests.servers.prometheus import Prometheus
+from training.data import CANONICAL_COLUMNS
+
+pytestmark = pytest.mark.integration
+
+SCRAPE_MS = 15_000
+POINTS = 80  # 20 minutes
+GAP = range(24, 44)  # gpu-2's exporter is down for these 5 minutes
+
+
+def gauge(labels: dict, value: float, now_ms: int, skip=()) -> tuple[dict, list]:
+    return labels, [(now_ms - (POINTS - 1 - k) * SCRAPE_MS, value) for k in range(POINTS) if k not in skip]
+
+
+def counter(labels: dict, per_second: float, now_ms: int) -> tuple[dict, list]:
+    return labels, [(now_ms - (POINTS - 1 - k) * SCRAPE_MS, 1e6 + per_second * k * SCRAPE_MS / 1000)
+                    for k in range(POINTS)]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    """A fresh Prometheus holding the exporters' series; yields (server, now_ms of the last sample)."""
+    server = Prometheus(tmp_path_factory.mktemp("prometheus")).start()
+    now_ms = int(time.time() * 1000)
+    series = [
+        counter({"__name__": "kepler_node_platform_joules_total", "instance": "gpu-1", "mode": "dynamic"}, 500, now_ms),
+        counter({"__name__": "kepler_node_platform_joules_total", "instance": "gpu-1", "mode": "idle"}, 100, now_ms),
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "gpu-1", "gpu": "0"}, 250, now_ms),
+        gauge({"__name__": "DCGM_FI_DEV_GPU_UTIL", "Hostname": "gpu-1", "gpu": "0"}, 80, now_ms),
+        gauge({"__name__": "DCGM_FI_DEV_GPU_UTIL", "Hostname": "gpu-1", "gpu": "1"}, 40, now_ms),
+        gauge({"__name__": "DCGM_FI_DEV_GPU_TEMP", "Hostname": "gpu-1", "gpu": "0"}, 60, now_ms),
+        gauge({"__name__": "DCGM_FI_DEV_GPU_TEMP", "Hostname": "gpu-1", "gpu": "1"}, 72, now_ms),
+        counter({"__name__": "node_cpu_seconds_total", "instance": "gpu-1", "cpu": "0", "mode": "idle"}, 0.75, now_ms),
+        counter({"__name__": "node_cpu_seconds_total", "instance": "gpu-1", "cpu": "1", "mode": "idle"}, 0.65, now_ms),
+        counter({"__name__": "node_cpu_seconds_total", "instance": "gpu-1", "cpu": "0", "mode": "user"}, 0.25, now_ms),
+        gauge({"__name__": "node_memory_MemAvailable_bytes", "instance": "gpu-1"}, 24e9, now_ms),
+        gauge({"__name__": "node_memory_MemTotal_bytes", "instance": "gpu-1"}, 32e9, now_ms),
+        # gpu-2: no Kepler, only dcgm-exporter, which misses 5 minutes
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "gpu-2", "gpu": "0"}, 300, now_ms, GAP),
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "gpu-2", "gpu": "1"}, 150, now_ms, GAP),
+        gauge({"__name__": "DCGM_FI_DEV_GPU_UTIL", "Hostname": "gpu-2", "gpu": "0"}, 10, now_ms, GAP),
+        # a site that exports wall power as a gauge under its own names
+        gauge({"__name__": "node_power_watts", "node": "gpu-3"}, 812.5, now_ms),
+    ]
+    assert server.remote_write(series) == 204
+    yield server, now_ms
+    server.stop()
+
+
+def window_span(now_ms: int, minutes_back: int, minutes: int) -> tuple[datetime, datetime]:
+    start = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(second=0, microsecond=0)
+    start -= timedelta(minutes=minutes_back)
+    return start, start + timedelta(minutes=minutes)
+
+
+def test_window_from_kepler_dcgm_and_node_exporter(prometheus):
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, min_rate_window_s=60)
+    start, end = window_span(now_ms, 15, 10)
+    frame = store.window("gpu-1", start, end, 60)
+    assert list(frame.columns) == list(CANONICAL_COLUMNS)
+    assert len(frame) == 10 and frame["timestamp"].iloc[0] == start
+    assert frame["power_watts"].tolist() == pytest.approx([600.0] * 10)  # rate of Kepler's joules, summed
+    assert frame["gpu_utilization"].tolist() == pytest.approx([60.0] * 10)
+    assert frame["temperature"].tolist() == pytest.approx([72.0] * 10)
+    assert frame["cpu_utilization"].tolist() == pytest.approx([30.0] * 10)  # 1 - mean idle share (0.75, 0.65)
+    assert frame["memory_usage"].tolist() == pytest.approx([25.0] * 10)
+    assert frame["npu_utilization"].isna().all() and frame["workload_type"].isna().all()
+
+
+def test_window_falls_back_to_gpu_power_and_keeps_gaps_missing(prometheus):
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, min_rate_window_s=60)
+    start, end = window_span(now_ms, 18, 16)
+    frame = store.window("gpu-2", start, end, 60)
+    missing = frame["power_watts"].isna()
+    assert 3 <= missing.sum() <= 5, frame  # the exporter's 5-minute hole (bin edges fall inside it)
+    assert frame.loc[~missing, "power_watts"].tolist() == pytest.approx([450.0] * int((~missing).sum()))
+    assert frame["cpu_utilization"].isna().all()  # no node-exporter for this node
+    assert frame.loc[~missing, "gpu_utilization"].tolist() == pytest.approx([10.0] * int((~missing).sum()))
+
+
+def test_latest_nodes_and_configurable_names(prometheus):
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, min_rate_window_s=60)
+    latest = {item.node_id: item for item in store.latest()}
+    assert set(latest) == {"gpu-1", "gpu-2"}
+    assert latest["gpu-1"].power_watts == pytest.approx(600.0)
+    assert latest["gpu-2"].power_watts == pytest.approx(450.0)
+    assert latest["gpu-1"].timestamp == datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+    assert 0 <= latest["gpu-1"].age_s < 60
+    assert store.nodes() == ["gpu-1", "gpu-2"]
+
+    custom = PrometheusStore(server.url, metric_names={"node_power": "node_power_watts"},
+                             node_labels={"node_power": "node"})
+    start, end = window_span(now_ms, 10, 5)
+    assert custom.window("gpu-3", start, end, 60)["power_watts"].tolist() == pytest.approx([812.5] * 5)
+    assert [(i.node_id, i.power_watts) for i in custom.latest("gpu-3")] == [("gpu-3", 812.5)]
+    assert "gpu-3" in custom.nodes()
+
+
+def test_long_windows_are_split_under_the_point_limit(prometheus):
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, min_rate_window_s=60)
+    start, _ = window_span(now_ms, 15, 0)
+    frame = store.window("gpu-1", start - timedelta(days=8), start + timedelta(minutes=10), 60)  # 11,530 bins
+    assert len(frame) == 8 * 1440 + 10
+    assert frame["power_watts"].iloc[-10:].tolist() == pytest.approx([600.0] * 10)
+    assert frame["power_watts"].iloc[:-21].isna().all()  # nothing before the 20 minutes of data
+    assert 15 <= frame["power_watts"].notna().sum() <= 20
+
+
+def test_prometheus_store_is_read_only_and_reports_errors(prometheus):
+    server, _ = prometheus
+    store = PrometheusStore(server.url)
+    with pytest.raises(ReadOnlyStore, match="read-only"):
+        store.write([])
+    bad = PrometheusStore(server.url, metric_names={"gpu_power": "bad metric name"})
+    with pytest.raises(StoreUnavailable, match="HTTP 400"):
+        bad.window("gpu-1", *window_span(int(time.time() * 1000), 5, 5), 60)
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        PrometheusStore(f"http://127.0.0.1:{free_port()}").nodes()
