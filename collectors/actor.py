@@ -50,15 +50,16 @@ class PowerGauges:
 class Collector:
     """The actor body (plain class: tests drive it without Ray)."""
 
-    def __init__(self, node_id: str, sources: list[TelemetrySource], store: TelemetryStore,
+    def __init__(self, node_id: str, sources: list[TelemetrySource], store: TelemetryStore | None,
                  settings: TelemetryConfig, *, start: bool = True):
+        """`store` None: export gauges only (the telemetry already reaches a read-only store, e.g. Prometheus)."""
         self.node_id = node_id
         self.sources = sources
         self.settings = settings
         slowest = max((s.min_interval_s for s in sources), default=0.0)
         self.interval_s = max(float(settings.sampling_interval), slowest)  # never faster than a source refreshes
-        self.buffer = DurableBuffer(store, Path(settings.spill_dir) / node_id,
-                                    max_memory=settings.max_buffered_samples)
+        self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id,
+                                     max_memory=settings.max_buffered_samples) if store is not None else None)
         self.gauges = PowerGauges()
         self.rounds = 0
         self.samples_taken = 0
@@ -75,7 +76,8 @@ class Collector:
                 samples.extend(source.sample())
             except Exception:  # noqa: BLE001 - one bad source never stops the others
                 logger.exception("collector %s: source %s failed", self.node_id, source.kind.value)
-        self.buffer.put(samples)
+        if self.buffer is not None and not self._stop.is_set():
+            self.buffer.put(samples)
         self.gauges.publish(samples)
         self.rounds += 1
         self.samples_taken += len(samples)
@@ -83,7 +85,7 @@ class Collector:
 
     def flush(self) -> int:
         """Push what is buffered; on a store failure the buffer keeps it (in order) for the next try."""
-        return self.buffer.flush()
+        return self.buffer.flush() if self.buffer is not None else 0
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.settings.flush_interval
@@ -102,8 +104,8 @@ class Collector:
             "interval_s": self.interval_s,
             "rounds": self.rounds,
             "samples": self.samples_taken,
-            "buffered": self.buffer.pending,
-            "last_flush_error": self.buffer.last_error,
+            "buffered": self.buffer.pending if self.buffer is not None else 0,
+            "last_flush_error": self.buffer.last_error if self.buffer is not None else None,
             "sources": {name: {"available": ok, "reason": why} for name, (ok, why) in available.items()},
         }
 
@@ -111,7 +113,8 @@ class Collector:
         """Stop sampling and push what is left (kept on disk if the store is still down)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=self.interval_s + 5)
-        self.buffer.close()
+            self._thread.join(timeout=self.interval_s + 30)
+        if self.buffer is not None:
+            self.buffer.close()  # flushes, or keeps the rest on disk for the next collector
         for source in self.sources:
             source.close()

@@ -39,6 +39,9 @@ class TelemetryStoreService:
     def nodes(self) -> list[str]:
         return self.store.nodes()
 
+    def is_read_only(self) -> bool:
+        return self.store.read_only
+
 
 def start_store_actor(settings: Mapping[str, str] | None = None) -> ray.actor.ActorHandle:
     """The cluster's store actor, created (detached, restarted on failure) if it does not exist yet."""
@@ -72,6 +75,10 @@ class RemoteStore(TelemetryStore):
 
     def nodes(self) -> list[str]:
         return self._call("nodes")
+
+    def is_read_only(self) -> bool:
+        """True when the backend only reads (Prometheus): collectors then only export their gauges."""
+        return self._call("is_read_only")
 
     def close(self) -> None:
         """Nothing to release: the actor outlives its callers."""

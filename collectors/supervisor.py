@@ -52,7 +52,8 @@ class CollectorHost:
         else:
             node_name = os.environ.get("NODE_NAME") or socket.gethostname()
             sources = build_sources(config, node_name, selected=set(selected) if selected else None)
-        self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry)
+        store = RemoteStore()
+        self.collector = Collector(node_name, sources, None if store.is_read_only() else store, config.telemetry)
 
     def status(self) -> dict:
         return self.collector.status()
