@@ -67,6 +67,10 @@ class AppArgs(BaseModel):
         if telemetry.replay is not None:
             replay = telemetry.replay.model_copy(update={"path": str(Path(telemetry.replay.path).resolve())})
             telemetry = telemetry.model_copy(update={"replay": replay})
+        if telemetry.store_settings and telemetry.store_settings.get("TELEMETRY_DATA_DIR"):
+            settings = {**telemetry.store_settings,
+                        "TELEMETRY_DATA_DIR": str(Path(telemetry.store_settings["TELEMETRY_DATA_DIR"]).resolve())}
+            telemetry = telemetry.model_copy(update={"store_settings": settings})
         return self.model_copy(update={
             "telemetry": telemetry,
             "config_path": config_path,

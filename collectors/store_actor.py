@@ -6,6 +6,7 @@ backend behind it is whatever `create_store` picks (embedded SQLite by default, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -25,7 +26,7 @@ class TelemetryStoreService:
     """Actor body: owns the backend. Plain class, so it is testable without Ray."""
 
     def __init__(self, settings: Mapping[str, str] | None = None):
-        self.store = create_store(settings)
+        self.store = create_store({**os.environ, **(settings or {})})  # explicit settings win over the env
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         return self.store.write(samples)
