@@ -39,6 +39,8 @@ bench: install
 	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_backtest.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_collector.py --interval 5s
+	$(PY) bench/bench_store.py
 
 lint: install
 	$(VENV)/bin/ruff check .
