@@ -1,0 +1,160 @@
+"""The decision maths of DESIGN.md §5: one pure function from a policy and its inputs to a decision.
+
+Power plays the role CPU plays in a Kubernetes HPA. The signal is the target's per-node power (mean or max
+over its nodes) as a percent share of `max_power_budget`. With a usable forecast the share is the larger of
+the measured share and the forecast's upper-quantile share, so the forecast can scale out early and must
+agree before scaling in, and a present overload is never ignored.
+
+- share > scale-out threshold: scale out to ceil(replicas * share / out), so the re-spread share is <= out.
+- share < scale-in threshold: consolidate to the fewest replicas n with replicas * share / n < out.
+- otherwise hold (hysteresis band).
+Then clamp to [min_replicas, max_replicas], cap scale-out by the cluster power budget, and hold during the
+cooldown. Stale or missing telemetry always holds. Replicas never go to zero on power alone.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from statistics import fmean
+
+from pydantic import BaseModel, ConfigDict
+
+from autoscaler.schema import ForecastView, PowerObservation, ScaleAction, ScalingDecision, ScalingPolicy
+
+
+class PolicyState(BaseModel):
+    """What a policy remembers between ticks (the controller persists it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    last_scale_at: datetime | None = None
+    last_decision: ScalingDecision | None = None
+
+    def after(self, decision: ScalingDecision) -> PolicyState:
+        """The state after `decision` was carried out (a replica change restarts the cooldown clock)."""
+        changed = decision.action is not ScaleAction.HOLD
+        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, last_decision=decision)
+
+
+def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
+    if not observation.measured_per_node_watts:
+        return "no power telemetry for the target's nodes"
+    if observation.age_s is None:
+        return "telemetry age unknown"
+    if observation.age_s > policy.stale_after_s:
+        return f"telemetry stale ({observation.age_s:.0f} s old > stale_after_s {policy.stale_after_s} s)"
+    return None
+
+
+def _forecast_problem(forecast: ForecastView | None) -> str | None:
+    if forecast is None:
+        return "no forecast"
+    if not forecast.calibrated:
+        return forecast.reason or "forecast not calibrated"
+    if not forecast.upper_quantile_per_node_watts:
+        return "forecast has no nodes"
+    return None
+
+
+def _share(values: list[float], policy: ScalingPolicy) -> float:
+    power = max(values) if policy.aggregation == "max" else fmean(values)
+    return power / policy.power_based.max_power_budget * 100.0
+
+
+def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str) -> tuple[int, str]:
+    """The HPA-style replica count for `share` and why; thresholds act as hysteresis."""
+    out, inn = policy.power_based.scale_out_threshold, policy.power_based.scale_in_threshold
+    what = f"{label} {share:.1f}% of the per-node budget"
+    if share > out:
+        desired = math.ceil(replicas * share / out)
+        spread = f", re-spread to {replicas * share / desired:.1f}%" if desired else ""
+        return desired, f"{what} > scale-out threshold {out:g}%; proportional count {desired}{spread}"
+    if share >= inn:
+        return replicas, f"{what} within the hysteresis band [{inn:g}%, {out:g}%]"
+    desired = min(math.floor(replicas * share / out) + 1, replicas)
+    while desired < replicas and replicas * share / desired >= out:  # guard against float rounding
+        desired += 1
+    if desired >= replicas:
+        return replicas, (f"{what} < scale-in threshold {inn:g}%, but fewer replicas would not keep nodes "
+                          f"under {out:g}%")
+    return desired, (f"{what} < scale-in threshold {inn:g}%; consolidating to {desired} keeps nodes at "
+                     f"{replicas * share / desired:.1f}% < {out:g}%")
+
+
+def _cluster_cap(policy: ScalingPolicy, replicas: int, desired: int, values: list[float],
+                 source: str) -> tuple[int, str | None]:
+    """Admit added replicas only while total + expected draw per added replica stays inside the budget."""
+    budget = policy.cluster_power_budget
+    if budget is None or desired <= replicas:
+        return desired, None
+    total = sum(values)
+    per_replica = total / len(values)
+    if per_replica <= 0:
+        return desired, None
+    admitted = replicas + max(math.floor((budget - total) / per_replica + 1e-9), 0)
+    if desired <= admitted:
+        return desired, None
+    capped = max(admitted, policy.min_replicas)
+    return capped, (f"capped at {capped} by cluster_power_budget {budget:g} W ({source} total {total:.0f} W "
+                    f"+ {per_replica:.0f} W expected per added replica)")
+
+
+def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: ForecastView | None,
+           state: PolicyState, now: datetime) -> ScalingDecision:
+    """Decide the replica count for one policy at `now`; every outcome, including hold, carries a reason.
+
+    `now` and `state.last_scale_at` must both be timezone-aware (or both naive).
+    """
+    replicas = observation.replicas
+
+    def result(to: int, reason: str, signal: str = "none", measured: float | None = None,
+               predicted: float | None = None, used: bool = False) -> ScalingDecision:
+        action = (ScaleAction.SCALE_OUT if to > replicas else ScaleAction.SCALE_IN if to < replicas
+                  else ScaleAction.HOLD)
+        head = f"hold at {replicas}" if to == replicas else f"{action.value} {replicas} -> {to}"
+        return ScalingDecision(action=action, from_replicas=replicas, to_replicas=to, reason=f"{head}: {reason}",
+                               signal=signal, measured_share=measured, forecast_share=predicted,
+                               used_forecast=used, at=now)
+
+    if not policy.power_based.enabled:
+        return result(replicas, "power-based scaling is disabled for this policy")
+    if stale := _stale_reason(policy, observation):
+        return result(replicas, f"{stale}; holding (never scale on missing data)")
+
+    measured_values = observation.measured_per_node_watts
+    measured = _share(measured_values, policy)
+    notes: list[str] = []
+    forecast_values: list[float] = []
+    if policy.predictive_scaling.enabled:
+        if problem := _forecast_problem(forecast):
+            notes.append(f"forecast unavailable: {problem}; using measured power")
+        elif forecast is not None:
+            forecast_values = forecast.upper_quantile_per_node_watts
+    predicted = _share(forecast_values, policy) if forecast_values else None
+    used = predicted is not None
+    if predicted is not None and predicted >= measured:
+        share, signal, values = predicted, "forecast", forecast_values
+        level = policy.predictive_scaling.confidence_threshold
+        label = f"forecast p{level * 100:g} upper quantile"
+    else:
+        share, signal, values, label = measured, "measured", measured_values, "measured power"
+        if used:
+            notes.append(f"measured {measured:.1f}% exceeds the forecast upper quantile {predicted:.1f}%")
+
+    desired, why = _proportional(policy, replicas, share, label)
+    parts = [why, *notes]
+    clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
+    if clamped != desired:
+        bound = "max_replicas" if clamped < desired else "min_replicas"
+        parts.append(f"clamped to {bound} {clamped}")
+    target, capped = _cluster_cap(policy, replicas, clamped, values, signal)
+    if capped:
+        parts.append(capped)
+
+    if target != replicas and state.last_scale_at is not None:
+        left = policy.power_based.cooldown_period - (now - state.last_scale_at).total_seconds()
+        if left > 0:
+            parts.insert(0, f"cooldown, {math.ceil(left)} s left (would go to {target})")
+            target = replicas
+    return result(target, "; ".join(parts), signal, measured, predicted, used)

@@ -1,0 +1,187 @@
+"""Scaling policies, the inputs of one decision, and the decision itself (pydantic v2).
+
+A policy uses the seed's YAML keys (`power_based`, `predictive_scaling`) plus a target, replica bounds and a
+few controller knobs. Invalid combinations are refused with a reason naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from statistics import NormalDist
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from training.config import Duration, PowerBasedScalingConfig, PredictiveScalingConfig
+
+Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- targets ---------------------------------------------------------------------------------------------
+
+
+class RayServeTarget(_Model):
+    """A deployment of a running Ray Serve application (its `num_replicas`)."""
+
+    kind: Literal["ray_serve"] = "ray_serve"
+    app: str = Field(min_length=1)
+    deployment: str = Field(min_length=1)
+
+
+class DeploymentTarget(_Model):
+    """A Kubernetes Deployment, scaled through its scale subresource."""
+
+    kind: Literal["deployment"] = "deployment"
+    name: str = Field(min_length=1)
+    namespace: str = Field("default", min_length=1)
+
+
+class StatefulSetTarget(_Model):
+    """A Kubernetes StatefulSet, scaled through its scale subresource."""
+
+    kind: Literal["statefulset"] = "statefulset"
+    name: str = Field(min_length=1)
+    namespace: str = Field("default", min_length=1)
+
+
+class RayClusterTarget(_Model):
+    """One worker group of a KubeRay RayCluster (its `replicas`)."""
+
+    kind: Literal["raycluster"] = "raycluster"
+    name: str = Field(min_length=1)
+    namespace: str = Field("default", min_length=1)
+    worker_group: str = Field(min_length=1)
+
+
+ScalingTarget = Annotated[
+    RayServeTarget | DeploymentTarget | StatefulSetTarget | RayClusterTarget, Field(discriminator="kind")
+]
+
+
+# --- policy ----------------------------------------------------------------------------------------------
+
+
+class ScalingPolicy(_Model):
+    """One workload's power-aware scaling policy (DESIGN.md §5).
+
+    `power_based.max_power_budget` is watts per node of the target; thresholds are percent of it.
+    `cluster_power_budget` (W, optional) caps scale-out for the target as a whole. `stale_after_s` accepts
+    seconds or "2min"; telemetry older than that is treated as missing.
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
+    target: ScalingTarget
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
+    predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
+    cluster_power_budget: float | None = Field(None, allow_inf_nan=False)
+    aggregation: Literal["mean", "max"] = "max"
+    mode: Literal["dry_run", "enforce"] = "dry_run"
+    stale_after_s: Duration = 120
+
+    @field_validator("cluster_power_budget")
+    @classmethod
+    def _positive_budget(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"cluster_power_budget must be greater than 0 W (got {value:g})")
+        return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ScalingPolicy:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+# --- decision inputs -------------------------------------------------------------------------------------
+
+
+class ScaleAction(StrEnum):
+    SCALE_OUT = "scale_out"
+    SCALE_IN = "scale_in"
+    HOLD = "hold"
+
+
+class PowerObservation(_Model):
+    """Measured power of the target now: one value per node it runs on (empty when nothing was seen).
+
+    `age_s` is the age of the newest sample; None means unknown and counts as stale.
+    """
+
+    measured_per_node_watts: list[Watts] = []
+    age_s: float | None = Field(None, ge=0)
+    replicas: int = Field(ge=0)
+
+
+class ForecastView(_Model):
+    """What the decision needs from the power forecast over the look-ahead.
+
+    `upper_quantile_per_node_watts[i]` is, for node i of the target, the maximum over the lead times within
+    `lookahead_minutes` of the forecast's `confidence_threshold` upper quantile: power that node stays under
+    with that probability at each lead. Build it with `from_interval` from the forecaster's calibrated
+    distribution, or `unavailable(reason)` when there is none (no model, stale window, calibration not yet
+    measured); the policy then falls back to measured power and says why.
+    """
+
+    upper_quantile_per_node_watts: list[Watts] = []
+    calibrated: bool = False
+    reason: str | None = None
+
+    @classmethod
+    def unavailable(cls, reason: str) -> ForecastView:
+        return cls(calibrated=False, reason=reason)
+
+    @classmethod
+    def from_interval(cls, median: Sequence[Sequence[float]], upper: Sequence[Sequence[float]], *,
+                      coverage: float, level: float) -> ForecastView:
+        """The `level` upper quantile from a calibrated central interval, per node, max over leads.
+
+        Args:
+            median: [nodes][leads] point forecast in watts (`CalibratedForecast.point`), leads already cut
+                to the look-ahead.
+            upper: [nodes][leads] upper end of the central `coverage` interval (`CalibratedForecast.upper`).
+            coverage: the interval's nominal coverage (`Calibration.coverage`, e.g. 0.8).
+            level: the policy's `confidence_threshold`.
+
+        The upper end of a central interval is the (1 + coverage) / 2 quantile. Reading the upper half-width
+        as a normal spread, sigma = (upper - median) / z((1 + coverage) / 2), and the `level` quantile is
+        median + z(level) * sigma. When level equals (1 + coverage) / 2 this is exactly `upper`; using the
+        upper half only keeps skewed (CQR-widened) intervals honest on the side that matters.
+        """
+        if not (0 < coverage < 1 and 0 < level < 1):
+            raise ValueError(f"coverage ({coverage}) and level ({level}) must lie strictly between 0 and 1")
+        if len(median) != len(upper):
+            raise ValueError(f"median has {len(median)} nodes but upper has {len(upper)}")
+        normal = NormalDist()
+        ratio = normal.inv_cdf(level) / normal.inv_cdf((1 + coverage) / 2)
+        per_node = []
+        for node, (points, highs) in enumerate(zip(median, upper, strict=True)):
+            if len(points) != len(highs) or not points:
+                raise ValueError(f"node {node}: median and upper need the same, non-zero number of leads")
+            per_node.append(max(max(p + ratio * max(h - p, 0.0), 0.0) for p, h in zip(points, highs, strict=True)))
+        return cls(upper_quantile_per_node_watts=per_node, calibrated=True)
+
+
+# --- decision --------------------------------------------------------------------------------------------
+
+
+class ScalingDecision(_Model):
+    """One decision, including holds. Shares are percent of the per-node budget (None when not computed)."""
+
+    action: ScaleAction
+    from_replicas: int
+    to_replicas: int
+    reason: str = Field(min_length=1)
+    signal: Literal["forecast", "measured", "none"]
+    measured_share: float | None = None
+    forecast_share: float | None = None
+    used_forecast: bool = False
+    at: datetime
