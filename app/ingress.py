@@ -146,7 +146,8 @@ class ApiIngress:
                 try:
                     to_history(item.request)
                 except ApiError as exc:
-                    raise ApiError(422, ["body", "items", index, "request", *exc.loc[1:]], exc.message) from exc
+                    raise ApiError(422, ["body", "items", index, "request", *exc.loc[1:]],
+                                   "batch items need their recent power history in features.power_watts") from exc
         record = self.batches.create({
             "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
             "items": [item.model_dump(mode="json") for item in request.items],

@@ -43,6 +43,7 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
     from ray import serve
 
     from app.main import build_app, build_power_app
+    from collectors.store_actor import start_store_actor
 
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
@@ -56,6 +57,7 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
         "power_predictor": {"ray_actor_options": {"num_cpus": 0.2}, "user_config": {"registry_poll_s": 1}},
         "cost_predictor": {"ray_actor_options": {"num_cpus": 0.1}},
     }
+    start_store_actor({"TELEMETRY_DATA_DIR": str(state / "telemetry")})  # the API reads telemetry from it
     serve.run(build_power_app(args), name="kcloud-power", route_prefix="/api/v1/predict/power")
     serve.run(build_app(args), name="kcloud", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:

@@ -65,7 +65,7 @@ def test_short_history_is_padded_and_said(api: httpx.Client):
         ({"features": {"power_watts": [200.0] * 20_000}}, "power_watts"),
         ({"features": {"power_watts": [200.0], "cpu_utilization": [140.0]}}, "cpu_utilization"),
         ({"features": {"power_watts": [200.0], "gpu_temp": [1.0]}}, "gpu_temp"),
-        ({"features": None}, "power_watts"),
+        ({"features": None, "node_id": None}, "power_watts"),
         ({"prediction_horizon": "1 fortnight"}, "prediction_horizon"),
         ({"prediction_horizon": "3m"}, "prediction_horizon"),  # not a whole number of 2-minute steps
         ({"prediction_horizon": "24h"}, "prediction_horizon"),  # beyond the model's horizon
@@ -77,6 +77,11 @@ def test_bad_power_requests_are_422_naming_the_field(api: httpx.Client, change, 
     response = api.post("/api/v1/predict/power", json={**POWER_REQUEST, **change})
     assert response.status_code == 422, response.text
     assert field in _details(response)
+
+
+def test_node_without_stored_telemetry_is_503_naming_it(api: httpx.Client):
+    response = api.post("/api/v1/predict/power", json={**POWER_REQUEST, "features": None, "node_id": "ghost-7"})
+    assert response.status_code == 503 and "ghost-7" in response.text
 
 
 def test_nan_is_refused(api: httpx.Client):

@@ -89,8 +89,9 @@ class IpmiSim:
 
 
 @contextmanager
-def ipmi_sim(workdir: Path, profile: str = "system", watts: int = 450) -> Iterator[IpmiSim]:
-    """Run ipmi_sim with the emu profile ("system": node-total sensor; "psu": two PSU sensors, no total)."""
+def ipmi_sim(workdir: Path, profile: str = "system", watts: int = 450, port: int | None = None) -> Iterator[IpmiSim]:
+    """Run ipmi_sim with the emu profile ("system": node-total sensor; "psu": two PSU sensors, no total),
+    on `port` or a free UDP port."""
     exe = shutil.which("ipmi_sim")
     if exe is None:
         raise RuntimeError(INSTALL_HINT)
@@ -101,23 +102,23 @@ def ipmi_sim(workdir: Path, profile: str = "system", watts: int = 450) -> Iterat
     emu = emu.replace("@POWER_FILE@", str(workdir / "power_watts")).replace("@POWER_RAW@", str(min(watts // 10, 255)))
     (workdir / "bmcsim.emu").write_text(emu)
     for _attempt in range(3):  # a free port can be taken between probing and binding: try again
-        port, console_port = free_port(), free_port(socket.SOCK_STREAM)
-        lan = (HERE / "lan.conf.in").read_text().replace("@PORT@", str(port))
+        udp_port, console_port = port or free_port(), free_port(socket.SOCK_STREAM)
+        lan = (HERE / "lan.conf.in").read_text().replace("@PORT@", str(udp_port))
         (workdir / "lan.conf").write_text(lan.replace("@CONSOLE_PORT@", str(console_port)))
         log = (workdir / "ipmi_sim.log").open("wb")
         cmd = [exe, "-c", workdir / "lan.conf", "-f", workdir / "bmcsim.emu", "-s", workdir / "state", "-n"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         log.close()
         deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline and not rmcp_ping(port):
+        while proc.poll() is None and time.monotonic() < deadline and not rmcp_ping(udp_port):
             time.sleep(0.05)
-        if proc.poll() is None and rmcp_ping(port):
+        if proc.poll() is None and rmcp_ping(udp_port):
             break
         _stop(proc)
     else:
         raise RuntimeError(f"ipmi_sim did not start; log:\n{(workdir / 'ipmi_sim.log').read_text()}")
     try:
-        yield IpmiSim(proc, workdir, port, console_port, PROFILES[profile])
+        yield IpmiSim(proc, workdir, udp_port, console_port, PROFILES[profile])
     finally:
         _stop(proc)
 

@@ -1,0 +1,317 @@
+"""BMC wall power over IPMI-over-LAN (RMCP+, pyghmi): DCMI Get Power Reading, else SDR watts sensors.
+
+Every BMC exchange runs in a worker thread under a hard timeout, so a stalled BMC never blocks the caller.
+Failures back off exponentially (with jitter); credentials never appear in logs, reprs or reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import struct
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from collectors.base import TelemetrySource
+from collectors.schema import Quality, SourceKind, TelemetrySample
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 623
+_NODE_ENTITIES = {"System board", "System chassis", "Power unit / power domain",
+                  "Power management /power distribution board", "Power system board"}
+_VAGUE = {"Unspecified", "Other", "Unknown"}  # count only with a node-like name
+_COMPONENT = re.compile(r"cpu|proc|mem|dimm|gpu|fan|disk|hdd|ssd|nvme|pci|riser|vr\b|vcore|out", re.I)
+_NODE_NAME = re.compile(r"total|consum|platform|node|sys|chassis|input|meter", re.I)
+_AUTH = re.compile(r"password|unauthori[sz]ed|integrity check|integrity code|privilege", re.I)
+
+
+@dataclass(frozen=True)
+class PowerSensor:
+    """What the SDR says about one sensor (pyghmi names for unit and entity)."""
+
+    key: str
+    name: str
+    entity: str
+    unit: str  # base unit, "W" for watts
+    compound: bool = False  # a rate or product unit (W/h, W*s ...), or a percentage
+
+
+def select_power_sensors(sensors: Iterable[PowerSensor]) -> tuple[list[PowerSensor], Quality]:
+    """The node's wall-power sensors: one system/total sensor when there is one, else every PSU input summed."""
+    watts = [s for s in sensors if s.unit == "W" and not s.compound and not _COMPONENT.search(s.name)]
+    node = [s for s in watts if s.entity in _NODE_ENTITIES or (s.entity in _VAGUE and _NODE_NAME.search(s.name))]
+    if node:
+        best = min(node, key=lambda s: (not re.search(r"total|consum|platform|node", s.name, re.I), s.key))
+        return [best], Quality.OK
+    psus = sorted((s for s in watts if s.entity == "Power supply"), key=lambda s: s.key)
+    return psus, Quality.DERIVED if len(psus) > 1 else Quality.OK
+
+
+def parse_dcmi_power_reading(data: bytes) -> float | None:
+    """Watts from a DCMI Get Power Reading response, or None when the BMC does not measure (inactive or 0 W)."""
+    if len(data) < 18 or data[0] != 0xDC:
+        return None
+    watts, active = struct.unpack_from("<H", data, 1)[0], data[17] & 0x40
+    return float(watts) if active and watts > 0 else None
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6addr]:port` or a bare IPv6 address → (host, port)."""
+    text = target.strip()
+    host, port = text, str(DEFAULT_PORT)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad IPMI target {target!r}: expected host[:port]")
+    return host, int(port)
+
+
+def ipmi_targets_from_env(environ: Mapping[str, str]) -> list[tuple[str, int]]:
+    """IPMI_HOSTS="host[:port],host2" → [(host, port), ...] (empty when unset)."""
+    try:
+        return [parse_target(t) for t in environ.get("IPMI_HOSTS", "").split(",") if t.strip()]
+    except ValueError as err:
+        raise ValueError(f"IPMI_HOSTS: {err}") from None
+
+
+@dataclass(frozen=True)
+class IpmiCredentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def ipmi_credentials_from_env(environ: Mapping[str, str]) -> IpmiCredentials:
+    """IPMI_USERNAME plus IPMI_PASSWORD_FILE (wins when both are set) or IPMI_PASSWORD."""
+    username = environ.get("IPMI_USERNAME", "").strip()
+    if not username:
+        raise ValueError("IPMI_USERNAME is not set or empty")
+    if path := environ.get("IPMI_PASSWORD_FILE", "").strip():
+        try:
+            password = Path(path).read_text().rstrip("\r\n")
+        except OSError as err:
+            raise ValueError(f"IPMI_PASSWORD_FILE {path!r} cannot be read: {err.strerror}") from None
+        if not password:
+            raise ValueError(f"IPMI_PASSWORD_FILE {path!r} is empty")
+        return IpmiCredentials(username, password)
+    if not (password := environ.get("IPMI_PASSWORD", "")):
+        raise ValueError("IPMI_PASSWORD (or IPMI_PASSWORD_FILE) is not set or empty")
+    return IpmiCredentials(username, password)
+
+
+def _pyghmi() -> tuple[Any, Any]:
+    """pyghmi's Command class and Session class, with its lost-wakeup race fixed once per process.
+
+    pyghmi 1.6 registers a caller's wait only after sending; a reply that lands in between is queued but nobody is
+    woken, so the caller sleeps until the 0.5-1 s retransmit timer (on loopback most requests; the first SDR load
+    then takes 10-20 s). The replacement registers the wait and then wakes at once if a reply is already queued.
+    """
+    from pyghmi.ipmi import command
+    from pyghmi.ipmi.private import session as ps
+
+    original = ps._io_wait
+    needed = ("ioqueue", "iosockets", "myself", "selectdeadline", "sessionqueue", "_monotonic_time")
+    if not getattr(original, "fixed", False) and all(hasattr(ps, name) for name in needed):  # else: pyghmi changed
+
+        def io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+            if evq is not None:  # waiting for another thread's command: unchanged
+                return original(timeout, myaddr, evq)
+            evt, deadline = threading.Event(), timeout + ps._monotonic_time()
+            ps.ioqueue.append((deadline, evt, myaddr))
+            handlers = list(ps.Session.bmc_handlers.get(myaddr, {}).values()) if myaddr else []
+            if ps.sessionqueue if myaddr is None else any(s.pktqueue for s in handlers):
+                evt.set()
+            elif deadline < ps.selectdeadline:  # wake the I/O thread so it honours the earlier deadline
+                ps.iosockets[0].sendto(b"\x01", (ps.myself, ps.iosockets[0].getsockname()[1]))
+            evt.wait()
+
+        io_wait.fixed = True
+        ps._io_wait = io_wait
+    return command.Command, ps.Session
+
+
+class IpmiSource(TelemetrySource):
+    """Wall power of one node from its BMC (device_id "node")."""
+
+    kind = SourceKind.IPMI
+
+    def __init__(self, target: str | tuple[str, int], username: str, password: str, node_id: str, *,
+                 timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
+                 dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0) -> None:
+        self.host, self.port = parse_target(target) if isinstance(target, str) else target
+        self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
+        self.__password = password
+        self.timeout_s, self.max_failures, self.min_interval_s = timeout_s, max_failures, min_interval_s
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.dcmi_reprobe_s, self.limit_refresh_s = dcmi_reprobe_s, limit_refresh_s
+        self.method: str | None = None  # "dcmi" or "sdr", as of the last good read
+        self.sensors_used: list[str] = []  # SDR sensor names summed or read by the last SDR read
+        self._cmd: Any = None
+        self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
+        self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
+        self._limit: float | None = None
+        self._limit_at = float("-inf")
+        self._worker: threading.Thread | None = None
+        self._failures, self._ever_ok, self._auth_failed = 0, False, False
+        self._next_try, self._reason = 0.0, ""
+
+    def __repr__(self) -> str:
+        return f"IpmiSource(target='{self.host}:{self.port}', username={self.username!r}, node_id={self.node_id!r})"
+
+    __str__ = __repr__
+
+    def available(self) -> tuple[bool, str]:
+        if not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try:
+            self._attempt()  # never read yet: probe once (bounded by timeout_s)
+        if self._auth_failed or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
+            return False, self._reason
+        return True, ""
+
+    def sample(self) -> list[TelemetrySample]:
+        if time.monotonic() < self._next_try:
+            return []  # backing off after a failure
+        reading = self._attempt()
+        return [reading] if reading else []
+
+    def close(self) -> None:
+        self._reset()
+        self._sdr = None
+
+    def _reset(self) -> None:
+        """Drop the session; pyghmi shares sessions per BMC and user, so mark it broken to never get it back."""
+        cmd, self._cmd = self._cmd, None
+        if cmd is not None:
+            cmd.ipmi_session.broken = True  # also ends pyghmi's own waits on it
+            # log out in the background: a dead BMC must not hold anything up
+            threading.Thread(target=self._quietly, args=(cmd.ipmi_session.logout,), daemon=True).start()
+
+    # -- one bounded read ---------------------------------------------------------------------------------
+    def _attempt(self) -> TelemetrySample | None:
+        try:
+            reading = self._bounded(self._read)
+        except Exception as err:  # every failure becomes a reason
+            self._fail(err)
+            return None
+        self._failures, self._ever_ok, self._auth_failed, self._reason = 0, True, False, ""
+        return reading
+
+    def _bounded(self, fn: Any) -> Any:
+        if self._worker is not None and self._worker.is_alive():
+            raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled")
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # handed to the caller
+                future.set_exception(err)
+
+        self._worker = threading.Thread(target=run, name=f"ipmi-{self.host}", daemon=True)
+        self._worker.start()
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            self._reset()
+            raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
+
+    def _fail(self, err: Exception) -> None:
+        self._failures += 1
+        text = str(err) if err.args and err.args[0] else "no answer (session setup timed out)"
+        delay = self.backoff_s * 2 ** (self._failures - 1)
+        if _AUTH.search(text):  # wait longest before trying again: BMCs lock accounts after failed logins
+            self._auth_failed, self._cmd, delay = True, None, self.max_backoff_s
+            text = f"authentication failed for user {self.username!r} on {self.host}:{self.port}"
+        elif not isinstance(err, TimeoutError):  # timeouts name the BMC and reset the session already
+            if not isinstance(err, LookupError):  # a session error, not a missing sensor
+                self._reset()
+            text = f"BMC {self.host}:{self.port}: {text}"
+        self._next_try = time.monotonic() + min(self.max_backoff_s, delay) * random.uniform(0.5, 1.0)
+        self._reason = text.replace(self.__password, "***") if self.__password else text
+        log.warning("IPMI read of %s failed (%d in a row): %s", self.node_id, self._failures, self._reason)
+
+    # -- inside the worker thread -------------------------------------------------------------------------
+    def _read(self) -> TelemetrySample:
+        if self._cmd is None:
+            command, session = _pyghmi()
+            # pyghmi 1.6 never drops its per-BMC "login in progress" entry (str key, bytes on delete), so after one
+            # failed login every new Command would get that dead session back: forget it before logging in again.
+            session.initting_sessions.pop((self.host, self.username, self.__password, self.port, None), None)
+            self._cmd = command(bmc=self.host, userid=self.username, password=self.__password, port=self.port)
+        cmd, now = self._cmd, time.monotonic()
+        if now >= self._dcmi_retry_at:
+            watts = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00), parse_dcmi_power_reading)
+            if watts is not None:
+                if now - self._limit_at >= self.limit_refresh_s:
+                    self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), _parse_limit)
+                    self._limit_at = now
+                self.method, self.sensors_used = "dcmi", []
+                return self._sample(watts, Quality.OK, self._limit)
+            log.info("BMC %s:%s has no DCMI power reading; using SDR sensors", self.host, self.port)
+            self._dcmi_retry_at = now + self.dcmi_reprobe_s
+        return self._read_sdr(cmd)
+
+    @staticmethod
+    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any) -> float | None:
+        from pyghmi.exceptions import IpmiException
+
+        try:
+            return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data)["data"]))
+        except IpmiException as err:
+            if 0x80 <= getattr(err, "ipmicode", 0) < 0xFF:  # a completion code: not offered / no limit set
+                return None
+            raise
+
+    def _read_sdr(self, cmd: Any) -> TelemetrySample:
+        if self._sdr is None:
+            sdr = cmd.init_sdr()
+            entries = {key: e for key, e in sdr.sensors.items() if getattr(e, "baseunit", None) == "W"}
+            described = [PowerSensor(str(key), e.name, e.entity, e.baseunit, bool(e.unit_mod or e.percent))
+                         for key, e in entries.items()]
+            chosen, quality = select_power_sensors(described)
+            if not chosen:
+                raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
+            self._sdr = [entries[s.key] for s in chosen], quality
+            log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])
+        entries, quality = self._sdr
+        values = []
+        for entry in entries:
+            rsp = cmd.raw_command(netfn=4, command=0x2D, rslun=entry.sensor_lun, data=(entry.sensor_number,))
+            if "error" in rsp:
+                if rsp.get("code", 0xFFFF) >= 0xFF:  # no answer: a session problem
+                    raise ConnectionError(f"sensor {entry.name!r}: {rsp['error']}")
+                self._sdr = None  # re-read the SDR next time: the BMC may have changed it
+                raise LookupError(f"sensor {entry.name!r}: {rsp['error']}")
+            reading = entry.decode_sensor_reading(cmd, rsp["data"])
+            if reading.value is not None and not reading.unavailable:
+                values.append(reading.value)  # an absent PSU has no reading and draws nothing
+        if not values:
+            raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
+        self.method, self.sensors_used = "sdr", [e.name for e in entries]
+        return self._sample(sum(values), quality, None)
+
+    def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
+        return TelemetrySample(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,
+                               device_id="node", power_watts=watts, power_limit_watts=limit, quality=quality)
+
+    @staticmethod
+    def _quietly(fn: Any) -> None:
+        try:
+            fn()
+        except Exception:  # best effort
+            pass
+
+
+def _parse_limit(data: bytes) -> float | None:
+    """Watts from a DCMI Get Power Limit response (only answered when a limit is active)."""
+    return float(struct.unpack_from("<H", data, 4)[0]) if len(data) >= 6 and data[0] == 0xDC else None
