@@ -35,8 +35,8 @@ class ErrorBody(BaseModel):
 
 def responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI entries for the error statuses a route can answer."""
-    reasons = {401: "missing or wrong API token", 404: "unknown id", 413: "request body too large",
-               503: "model or dependency not available now"}
+    reasons = {401: "missing or wrong API token", 404: "unknown id (model, batch, job or node)",
+               413: "request body too large", 503: "model or dependency not available now"}
     return {status: {"model": ErrorBody, "description": reasons[status]} for status in statuses}
 
 

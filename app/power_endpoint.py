@@ -50,7 +50,8 @@ class PowerEndpoint(PowerPredictor):
         self.stale_after_s = stale_after_s
         self.store = RemoteStore()
 
-    @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power", responses=responses(413, 503))
+    @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power",
+                    responses=responses(404, 413, 503))
     async def predict_power(self, request: PowerPredictionRequest) -> PowerPredictionResponse:
         """Forecast power for every step of the horizon, with interval and confidence.
 
@@ -70,8 +71,8 @@ class PowerEndpoint(PowerPredictor):
         try:
             latest = self.store.latest(request.node_id)
             if not latest:
-                raise ApiError(503, ["body", "node_id"], f"no telemetry stored for node {request.node_id!r}",
-                               "unavailable")
+                raise ApiError(404, ["body", "node_id"], f"no telemetry stored for node {request.node_id!r}",
+                               "not_found")
             newest = latest[0].timestamp.timestamp()
             end = datetime.fromtimestamp(newest - newest % step + step, UTC)
             window = self.store.window(request.node_id, end - timedelta(seconds=step * length), end, step)

@@ -79,9 +79,9 @@ def test_bad_power_requests_are_422_naming_the_field(api: httpx.Client, change, 
     assert field in _details(response)
 
 
-def test_node_without_stored_telemetry_is_503_naming_it(api: httpx.Client):
+def test_node_without_stored_telemetry_is_404_naming_it(api: httpx.Client):
     response = api.post("/api/v1/predict/power", json={**POWER_REQUEST, "features": None, "node_id": "ghost-7"})
-    assert response.status_code == 503 and "ghost-7" in response.text
+    assert response.status_code == 404 and "ghost-7" in response.text
 
 
 def test_nan_is_refused(api: httpx.Client):

@@ -115,4 +115,4 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
     assert body["history_source"] == "store" and body["stale"] is False and body["data_age_seconds"] < 120
     assert len(body["predictions"]) == 5 and body["window_coverage"] == 1.0
     unknown = api.post("/api/v1/predict/power", json={"workload_id": "w", "node_id": "no-such-node"})
-    assert unknown.status_code == 503 and "no-such-node" in unknown.text
+    assert unknown.status_code == 404 and "no-such-node" in unknown.text
