@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
 from autoscaler.simulation import DemandModel, RunMetrics, horizon_steps, reactive, simulate_series
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
-from training.config import ConfigError, format_errors
+from training.config import ConfigError, format_errors, read_yaml_mapping
 from training.data import load_telemetry_csv
 from training.preparation import prepare, train_forecaster
 from training.windows import Role
@@ -64,16 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_policy(path: str) -> ScalingPolicy:
     """A ScalingPolicy from YAML; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"--policy {path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--policy {path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--policy {path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"--policy {path}: top level must be a mapping (a ScalingPolicy), not {type(data).__name__}")
+    data = read_yaml_mapping(Path(path), label=f"--policy {path}", what="policy file")
     try:
         return ScalingPolicy.model_validate(data)
     except ValidationError as exc:

@@ -232,19 +232,21 @@ def format_errors(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "config file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); ConfigError prefixed with `label` (the path)."""
+    label = label or str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: config file not found") from exc
+        raise ConfigError(f"{label}: {what} not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+        raise ConfigError(f"{label}: cannot read {what}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+        raise ConfigError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(f"{label}: top level must be a mapping of keys, not {type(data).__name__}")
     return data
 
 
@@ -262,7 +264,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         path = environ[CONFIG_ENV]
     if path is None and DEFAULT_CONFIG_PATH.is_file():
         path = DEFAULT_CONFIG_PATH
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml_mapping(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     try:
         config = ServiceConfig.model_validate(data)
