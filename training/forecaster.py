@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from training.calibration import CalibratedForecast, Calibration
-from training.features import FeaturePipeline, Segment
+from training.features import FeaturePipeline
 from training.fit import build_model, predict_changes
 
 WEIGHTS_FILE = "model.pt"
@@ -69,13 +69,6 @@ class PowerForecaster:
         if self.calibration is None:
             raise ArtifactError("this model has no calibration; it cannot give intervals")
         return self.calibration.apply(self.raw_quantiles(inputs, last_power))
-
-    def forecast_latest(self, segment: Segment) -> CalibratedForecast:
-        """Forecast from the end of a segment holding at least `sequence_length` steps."""
-        if len(segment) < self.sequence_length:
-            raise ValueError(f"need {self.sequence_length} steps of history, got {len(segment)}")
-        features = self.pipeline.transform(segment)[-self.sequence_length:]
-        return self.forecast(features[None], segment.power[-1:])
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
