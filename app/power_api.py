@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import pandas as pd
-
 from app.errors import ApiError
 from app.schemas import PowerPoint, PowerPredictionRequest, PowerPredictionResponse
 from training.data import NUMERIC_FEATURES
@@ -28,22 +24,6 @@ def to_history(request: PowerPredictionRequest) -> PowerHistory:
     return PowerHistory(power_watts=tuple(features.power_watts), numeric=numeric,
                         workload_type=features.workload_type, end_time=request.end_time,
                         horizon_s=parse_duration(request.prediction_horizon))
-
-
-def history_from_window(request: PowerPredictionRequest, window: pd.DataFrame) -> tuple[PowerHistory, float]:
-    """The forecaster's input from a stored node window; returns it with the age (s) of its newest power."""
-    observed = window[window["power_watts"].notna()]
-    if observed.empty:
-        raise ApiError(503, ["body", "node_id"], f"no recent telemetry stored for node {request.node_id!r}",
-                       "unavailable")
-    window = window.loc[observed.index[0]:].ffill()  # sample and hold over gaps, never from later samples
-    numeric = {name: tuple(window[name]) for name in NUMERIC_FEATURES if window[name].notna().all()}
-    last = observed["timestamp"].iloc[-1].to_pydatetime()
-    history = PowerHistory(power_watts=tuple(window["power_watts"]), numeric=numeric,
-                           workload_type=(request.features.workload_type if request.features else None),
-                           end_time=window["timestamp"].iloc[-1].to_pydatetime(),
-                           horizon_s=parse_duration(request.prediction_horizon))
-    return history, (datetime.now(UTC) - last).total_seconds()
 
 
 def to_response(request: PowerPredictionRequest, forecast: PowerForecast) -> PowerPredictionResponse:

@@ -7,17 +7,18 @@ replicas through a handle for batches.
 """
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from ray import serve
 
 from app.errors import ApiError, install_body_limit, install_error_handlers, responses
-from app.power_api import history_from_window, to_history, to_response, wants_stored_history
+from app.power_api import to_history, to_response, wants_stored_history
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
+from collectors.history import NoStoredTelemetry, StoredHistory, UnknownNode, stored_history
 from collectors.store_actor import RemoteStore
 from collectors.stores.base import StoreUnavailable
 from deployments.power import PowerPredictor
+from training.durations import parse_duration
 
 POWER_ROUTE = "/api/v1/predict/power"
 
@@ -59,23 +60,22 @@ class PowerEndpoint(PowerPredictor):
         """
         if not wants_stored_history(request):
             return to_response(request, await self.forecast(to_history(request)))
-        history, age = await asyncio.to_thread(self._stored_history, request)
-        response = to_response(request, await self.forecast(history))
-        return response.model_copy(update={"history_source": "store", "data_age_seconds": round(age, 1),
-                                           "stale": age > self.stale_after_s})
+        stored = await asyncio.to_thread(self._stored_history, request)
+        response = to_response(request, await self.forecast(stored.history))
+        return response.model_copy(update={"history_source": "store", "data_age_seconds": round(stored.age_s, 1),
+                                           "stale": stored.age_s > self.stale_after_s})
 
-    def _stored_history(self, request: PowerPredictionRequest):
+    def _stored_history(self, request: PowerPredictionRequest) -> StoredHistory:
         """The model's window for the node, ending at its newest stored sample."""
         forecaster = self._require()
-        step, length = forecaster.pipeline.step_s, forecaster.sequence_length
         try:
-            latest = self.store.latest(request.node_id)
-            if not latest:
-                raise ApiError(404, ["body", "node_id"], f"no telemetry stored for node {request.node_id!r}",
-                               "not_found")
-            newest = latest[0].timestamp.timestamp()
-            end = datetime.fromtimestamp(newest - newest % step + step, UTC)
-            window = self.store.window(request.node_id, end - timedelta(seconds=step * length), end, step)
+            return stored_history(self.store, request.node_id, step_s=forecaster.pipeline.step_s,
+                                  sequence_length=forecaster.sequence_length,
+                                  horizon_s=parse_duration(request.prediction_horizon),
+                                  workload_type=request.features.workload_type if request.features else None)
+        except UnknownNode as exc:
+            raise ApiError(404, ["body", "node_id"], str(exc), "not_found") from exc
+        except NoStoredTelemetry as exc:
+            raise ApiError(503, ["body", "node_id"], str(exc), "unavailable") from exc
         except StoreUnavailable as exc:
             raise ApiError(503, [], f"telemetry store not available: {exc}", "unavailable") from exc
-        return history_from_window(request, window)

@@ -7,7 +7,8 @@ agree before scaling in, and a present overload is never ignored.
 
 - share > scale-out threshold: scale out to ceil(replicas * share / out), so the re-spread share is <= out.
 - share < scale-in threshold: consolidate to the fewest replicas n with replicas * share / n < out.
-- otherwise hold (hysteresis band).
+- otherwise hold (hysteresis band) on measured power; on a calibrated forecast's upper quantile the
+  confidence level is the margin, so it consolidates whenever the quantile re-spread over n stays < out.
 Then clamp to [min_replicas, max_replicas], cap scale-out by the cluster power budget, and hold during the
 cooldown. Stale or missing telemetry always holds. Replicas never go to zero on power alone.
 """
@@ -38,6 +39,9 @@ class PolicyState(BaseModel):
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
+    if observation.missing_nodes:
+        shown = ", ".join(observation.missing_nodes[:5]) + (", ..." if len(observation.missing_nodes) > 5 else "")
+        return f"no power telemetry for node(s) {shown}"
     if not observation.measured_per_node_watts:
         return "no power telemetry for the target's nodes"
     if observation.age_s is None:
@@ -62,23 +66,29 @@ def _share(values: list[float], policy: ScalingPolicy) -> float:
     return power / policy.power_based.max_power_budget * 100.0
 
 
-def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str) -> tuple[int, str]:
-    """The HPA-style replica count for `share` and why; thresholds act as hysteresis."""
+def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str,
+                  confident: bool) -> tuple[int, str]:
+    """The HPA-style replica count for `share` and why.
+
+    On measured power the thresholds act as hysteresis: consolidate only below the scale-in threshold. On a
+    calibrated forecast's upper quantile (`confident`) the confidence level is the safety margin instead:
+    consolidate whenever that quantile, re-spread over fewer replicas, stays under the scale-out threshold.
+    """
     out, inn = policy.power_based.scale_out_threshold, policy.power_based.scale_in_threshold
     what = f"{label} {share:.1f}% of the per-node budget"
     if share > out:
         desired = math.ceil(replicas * share / out)
         spread = f", re-spread to {replicas * share / desired:.1f}%" if desired else ""
         return desired, f"{what} > scale-out threshold {out:g}%; proportional count {desired}{spread}"
-    if share >= inn:
+    if share >= inn and not confident:
         return replicas, f"{what} within the hysteresis band [{inn:g}%, {out:g}%]"
     desired = min(math.floor(replicas * share / out) + 1, replicas)
     while desired < replicas and replicas * share / desired >= out:  # guard against float rounding
         desired += 1
+    below = f"< scale-in threshold {inn:g}%" if share < inn else f"<= scale-out threshold {out:g}%"
     if desired >= replicas:
-        return replicas, (f"{what} < scale-in threshold {inn:g}%, but fewer replicas would not keep nodes "
-                          f"under {out:g}%")
-    return desired, (f"{what} < scale-in threshold {inn:g}%; consolidating to {desired} keeps nodes at "
+        return replicas, f"{what} {below}, but fewer replicas would not keep nodes under {out:g}%"
+    return desired, (f"{what} {below}; consolidating to {desired} keeps nodes at "
                      f"{replicas * share / desired:.1f}% < {out:g}%")
 
 
@@ -142,7 +152,7 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
         if used:
             notes.append(f"measured {measured:.1f}% exceeds the forecast upper quantile {predicted:.1f}%")
 
-    desired, why = _proportional(policy, replicas, share, label)
+    desired, why = _proportional(policy, replicas, share, label, confident=signal == "forecast")
     parts = [why, *notes]
     clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
     if clamped != desired:

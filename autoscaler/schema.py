@@ -73,7 +73,8 @@ class ScalingPolicy(_Model):
 
     `power_based.max_power_budget` is watts per node of the target; thresholds are percent of it.
     `cluster_power_budget` (W, optional) caps scale-out for the target as a whole. `stale_after_s` accepts
-    seconds or "2min"; telemetry older than that is treated as missing.
+    seconds or "2min"; telemetry older than that is treated as missing. The target's nodes are the telemetry
+    node ids in `nodes`, else those the config's `workloads` map lists for `workload_id` (default: the name).
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
@@ -86,6 +87,17 @@ class ScalingPolicy(_Model):
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120
+    nodes: list[str] = Field([], max_length=1000, description="telemetry node ids the target runs on")
+    workload_id: str | None = Field(None, min_length=1, description="key of the config's workloads map")
+
+    @field_validator("nodes")
+    @classmethod
+    def _distinct_nodes(cls, value: list[str]) -> list[str]:
+        if any(not node.strip() for node in value):
+            raise ValueError("node ids must not be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("node ids must be distinct")
+        return value
 
     @field_validator("cluster_power_budget")
     @classmethod
@@ -113,12 +125,14 @@ class ScaleAction(StrEnum):
 class PowerObservation(_Model):
     """Measured power of the target now: one value per node it runs on (empty when nothing was seen).
 
-    `age_s` is the age of the newest sample; None means unknown and counts as stale.
+    `age_s` is the age of the oldest of the nodes' latest samples; None means unknown and counts as stale.
+    `missing_nodes` are target nodes with no telemetry at all (any of them means missing data).
     """
 
     measured_per_node_watts: list[Watts] = []
     age_s: float | None = Field(None, ge=0)
     replicas: int = Field(ge=0)
+    missing_nodes: list[str] = []
 
 
 class ForecastView(_Model):
@@ -185,3 +199,38 @@ class ScalingDecision(_Model):
     forecast_share: float | None = None
     used_forecast: bool = False
     at: datetime
+
+
+# --- events ----------------------------------------------------------------------------------------------
+
+
+class ActuationStatus(StrEnum):
+    NONE = "none"  # nothing to change (hold)
+    DRY_RUN = "dry_run"  # a change was decided and only recorded
+    APPLIED = "applied"
+    FAILED = "failed"
+
+
+class ActuationResult(_Model):
+    status: ActuationStatus
+    detail: str = ""
+
+
+class ScalingEvent(_Model):
+    """What the controller did for one policy at one tick (every decision, holds included)."""
+
+    id: int | None = Field(None, description="sequence number, assigned when the event is stored")
+    at: datetime
+    policy: str
+    target: ScalingTarget
+    action: ScaleAction
+    from_replicas: int | None = Field(description="None when the target's replica count could not be read")
+    to_replicas: int | None
+    measured_power_watts: float | None = Field(None, description="per-node power (the policy's aggregation)")
+    forecast_power_watts: float | None = Field(
+        None, description="per-node forecast upper quantile at confidence_threshold over the look-ahead")
+    confidence: float | None = Field(None, description="forecast's mean calibrated confidence over the look-ahead")
+    signal: Literal["forecast", "measured", "none"] = "none"
+    reason: str
+    mode: Literal["dry_run", "enforce"]
+    actuation: ActuationResult

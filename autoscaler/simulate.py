@@ -2,12 +2,14 @@
 
     python -m autoscaler.simulate --trace FILE.csv --policy POLICY.yaml [--step 10min] [--idle-watts W]
         [--demand-scale K] [--demand-offset W0] [--actuation-delay 5min] [--train-fraction 0.8]
-        --output report.json [--plot P.png]
+        [--margin 10] --output report.json [--plot P.png]
 
 The forecaster trains on the first `--train-fraction` of every series exactly as the backtest does
 (horizon = the policy's look-ahead rounded up to whole steps); the rest of every series is replayed step
-by step through the controller's own `decide()`, once with the policy as given and once with predictive
-scaling off. Series are simulated separately and their metrics summed (autoscaler.simulation).
+by step through the controller's own `decide()`: with the policy as given ("predictive"), with predictive
+scaling off ("reactive"), and reactive with both thresholds lowered by `--margin` percentage points
+("reactive_margin", the fixed safety margin a forecast has to beat). Series are simulated separately and
+their metrics summed (autoscaler.simulation).
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
-from autoscaler.simulation import DemandModel, RunMetrics, horizon_steps, reactive, simulate_series
+from autoscaler.simulation import (
+    DemandModel,
+    RunMetrics,
+    horizon_steps,
+    reactive,
+    simulate_series,
+    with_margin,
+)
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
 from training.config import ConfigError, format_errors, read_yaml_mapping
 from training.data import load_telemetry_csv
 from training.preparation import prepare, train_forecaster
 from training.windows import Role
 
-RUNS = ("predictive", "reactive")
+RUNS = ("predictive", "reactive", "reactive_margin")
 
 
 def _watts(text: str, *, positive: bool = False) -> float:
@@ -54,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--actuation-delay", type=duration_arg, default=300,
                         help="time before a replica change takes effect (default 5min)")
     parser.add_argument("--train-fraction", type=fraction_arg, default=0.8, help="share of every series that trains")
+    parser.add_argument("--margin", type=_watts, default=10.0,
+                        help="percentage points taken off both thresholds for the reactive_margin run (default 10)")
     parser.add_argument("--output", required=True, help="report JSON path")
     parser.add_argument("--plot", help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
@@ -74,6 +85,10 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     """Train the forecaster, replay both runs; returns the report (its "steps" list every replayed step)."""
     started = time.monotonic()
     policy = load_policy(args.policy)
+    try:
+        margined = with_margin(policy, args.margin)
+    except ValueError as exc:
+        raise ConfigError(f"--margin: {exc}") from None
     model = DemandModel(args.idle_watts, args.demand_scale, args.demand_offset)
     step_s = args.step
     horizon = horizon_steps(policy.predictive_scaling.lookahead_minutes, step_s)
@@ -111,7 +126,9 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
                                               actuation_delay_s=args.actuation_delay, forecast=forecast,
                                               coverage=forecaster.calibration.coverage),
                 "reactive": simulate_series(reactive(policy), model, times, watts, step_s=step_s,
-                                            actuation_delay_s=args.actuation_delay)}
+                                            actuation_delay_s=args.actuation_delay),
+                "reactive_margin": simulate_series(margined, model, times, watts, step_s=step_s,
+                                                   actuation_delay_s=args.actuation_delay)}
         for name, run in runs.items():
             totals[name] = totals[name].add(run.metrics)
         for i, (when, w) in enumerate(zip(times, watts, strict=True)):
@@ -123,7 +140,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
         "trace": str(args.trace), "policy_file": str(args.policy), "policy": policy.model_dump(mode="json"),
         "step_seconds": step_s, "idle_watts": args.idle_watts, "demand_scale": args.demand_scale,
         "demand_offset": args.demand_offset, "actuation_delay_seconds": args.actuation_delay,
-        "train_fraction": args.train_fraction, "horizon_steps": horizon,
+        "train_fraction": args.train_fraction, "horizon_steps": horizon, "margin_points": args.margin,
         "sequence_length": model_config.sequence_length, "epochs": model_config.epochs,
         "interval_coverage": forecaster.calibration.coverage,
         "model": {"best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
@@ -147,7 +164,7 @@ def plot_simulation(path: Path, replayed: list[dict[str, Any]], policy: dict[str
     figure, (demand, replicas, power) = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
     demand.plot(hours, [s["demand_watts"] for s in replayed], color="black", linewidth=1)
     demand.set_ylabel("demand (W)")
-    for name, color in zip(RUNS, ("tab:blue", "tab:orange"), strict=True):
+    for name, color in zip(RUNS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
         replicas.step(hours, [s[name]["replicas"] for s in replayed], where="post", color=color, label=name)
         power.plot(hours, [s[name]["per_node_watts"] for s in replayed], color=color, linewidth=1, label=name)
     power.axhline(budget, color="red", linestyle="--", label="budget")

@@ -51,6 +51,17 @@ def reactive(policy: ScalingPolicy) -> ScalingPolicy:
         update={"enabled": False})})
 
 
+def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
+    """The reactive policy with both thresholds lowered by a fixed safety margin (percentage points)."""
+    base = reactive(policy).power_based
+    out = base.scale_out_threshold - points
+    if out <= 0:
+        raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold (it is {base.scale_out_threshold:g}%)")
+    margined = base.model_copy(update={"scale_out_threshold": out,
+                                       "scale_in_threshold": max(base.scale_in_threshold - points, 0.0)})
+    return reactive(policy).model_copy(update={"power_based": margined})
+
+
 @dataclass
 class RunMetrics:
     """What one policy did over the replay; `add` sums series."""

@@ -136,8 +136,17 @@ class PredictiveScalingConfig(_Section):
 
 
 class AutoScalingConfig(_Section):
+    """Defaults for every policy, the controller's tick interval, and the policies declared in the file.
+
+    Each entry of `policies` is an `autoscaler.schema.ScalingPolicy`; its `power_based` and
+    `predictive_scaling` keys override the defaults above. The autoscaler validates them (this module sits
+    below it), and `serve run` refuses a file with an invalid policy.
+    """
+
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
+    evaluation_interval: Annotated[Duration, Field(ge=1)] = 30
+    policies: tuple[dict[str, Any], ...] = ()
 
 
 def check_host(entry: object) -> str:
@@ -171,6 +180,7 @@ class ServiceConfig(_Section):
     features: tuple[FeatureName, ...] = ALL_FEATURES  # type: ignore[assignment]
     auto_scaling: AutoScalingConfig = AutoScalingConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    workloads: dict[Annotated[str, Field(min_length=1)], tuple[Annotated[str, Field(min_length=1)], ...]] = {}
     model_path: str = Field("trained_models", min_length=1)
     influx_host: str | None = None
     gpu_monitoring_enabled: bool = True

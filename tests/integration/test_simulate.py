@@ -37,7 +37,8 @@ def test_simulation_report_on_real_sample(tmp_path, ray_cluster, upm_sample):
     assert settings["policy"]["name"] == "sim-test" and settings["actuation_delay_seconds"] == 240
     steps = report["steps"]
     assert {s["series"] for s in steps} == {"hybrid_1", "radiance_1", "sysbench_2"}
-    for name in ("predictive", "reactive"):
+    assert settings["margin_points"] == 10
+    for name in ("predictive", "reactive", "reactive_margin"):
         run = report[name]
         assert KEYS <= set(run), name
         assert run["decisions"] == len(steps)
@@ -47,6 +48,8 @@ def test_simulation_report_on_real_sample(tmp_path, ray_cluster, upm_sample):
         over = sum(120 for s in steps if s[name]["per_node_watts"] > 1000)
         assert run["budget_violation_seconds"] == over
         assert run["energy_kwh"] > 0
-    assert report["reactive"]["forecast_used_fraction"] == 0.0
+    assert report["reactive"]["forecast_used_fraction"] == report["reactive_margin"]["forecast_used_fraction"] == 0.0
+    # the margin only ever adds capacity: never fewer replica-hours than the plain reactive run
+    assert report["reactive_margin"]["replica_hours"] >= report["reactive"]["replica_hours"]
     assert report["predictive"]["forecast_used_fraction"] > 0.5  # the forecast drives most decisions
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

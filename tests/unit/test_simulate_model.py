@@ -198,3 +198,14 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flag, value):
 def test_example_policy_loads():
     policy = simulate.load_policy("configs/policy.example.yaml")
     assert policy.predictive_scaling.enabled and policy.min_replicas <= policy.max_replicas
+
+
+def test_margin_lowers_both_thresholds_of_the_reactive_policy():
+    from autoscaler.simulation import with_margin
+
+    margined = with_margin(make_policy(), 10)
+    assert not margined.predictive_scaling.enabled
+    assert (margined.power_based.scale_out_threshold, margined.power_based.scale_in_threshold) == (70, 40)
+    assert with_margin(make_policy(), 60).power_based.scale_in_threshold == 0
+    with pytest.raises(ValueError, match="no scale-out threshold"):
+        with_margin(make_policy(), 80)

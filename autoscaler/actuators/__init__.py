@@ -1,0 +1,41 @@
+"""The one place that changes replica counts: an actuator per target kind, and dry-run handling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
+
+
+class Actuators:
+    """Routes each target to the actuator of its kind; `apply` honours the policy's mode."""
+
+    def __init__(self, actuators: Iterable[Actuator]):
+        self.by_kind = {kind: actuator for actuator in actuators for kind in actuator.kinds}
+
+    def _for(self, policy: ScalingPolicy) -> Actuator:
+        actuator = self.by_kind.get(policy.target.kind)
+        if actuator is None:
+            raise ActuationError(f"no actuator configured for {policy.target.kind} targets")
+        return actuator
+
+    def replicas(self, policy: ScalingPolicy) -> int:
+        """The target's replica count now; ActuationError when it cannot be read."""
+        return self._for(policy).replicas(policy.target)
+
+    def apply(self, policy: ScalingPolicy, current: int, desired: int) -> ActuationResult:
+        """Carry out `current -> desired` (enforce) or only describe it (dry_run); never raises."""
+        if desired == current:
+            return ActuationResult(status=ActuationStatus.NONE, detail="no change")
+        if policy.mode == "dry_run":
+            return ActuationResult(status=ActuationStatus.DRY_RUN,
+                                   detail=f"would scale {policy.target.kind} from {current} to {desired} replicas")
+        try:
+            return ActuationResult(status=ActuationStatus.APPLIED, detail=self._for(policy).scale(policy.target,
+                                                                                                  desired))
+        except ActuationError as exc:
+            return ActuationResult(status=ActuationStatus.FAILED, detail=str(exc))
+
+
+__all__ = ["ActuationError", "Actuator", "Actuators"]

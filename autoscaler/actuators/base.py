@@ -1,0 +1,30 @@
+"""The actuator interface: read and set the replica count of one scaling target.
+
+Only actuators change replica counts, and only the controller calls them (DESIGN.md §2). Each backend
+(Ray Serve, Kubernetes, KubeRay) implements `replicas` and `scale` for its target kinds; failures raise
+`ActuationError` with a message an operator can act on, which the controller records in the event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from autoscaler.schema import ScalingTarget
+
+
+class ActuationError(RuntimeError):
+    """The target could not be read or scaled (missing object, refused, unreachable); the message says why."""
+
+
+class Actuator(ABC):
+    """Reads and sets the replica count of the targets of one or more kinds."""
+
+    kinds: tuple[str, ...] = ()
+
+    @abstractmethod
+    def replicas(self, target: ScalingTarget) -> int:
+        """The target's desired replica count now (what it was last scaled to)."""
+
+    @abstractmethod
+    def scale(self, target: ScalingTarget, replicas: int) -> str:
+        """Set the desired replica count; return a short description of what was changed."""

@@ -1,0 +1,180 @@
+"""Kubernetes and KubeRay actuators: Deployments and StatefulSets through their scale subresource, and one
+worker group of a KubeRay RayCluster.
+
+The controller needs only the permissions in configs/kuberay/autoscaler-rbac.yaml. Every API or connection
+failure becomes an `ActuationError` naming the object, the HTTP status and what to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
+
+RBAC_FILE = "configs/kuberay/autoscaler-rbac.yaml"
+RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
+KUBERAY_MAX_REPLICAS = 2**31 - 1  # the CRD's default maxReplicas
+KubernetesTarget = DeploymentTarget | StatefulSetTarget | RayClusterTarget
+ApiCall = Callable[..., Any]
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An API client with the pod's service account (in a pod) or a kubeconfig (the given path, else
+    $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account."""
+    configuration = client.Configuration()
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except (ConfigException, OSError, ValueError) as error:
+        source = ("the in-cluster service account" if in_cluster
+                  else kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+        raise ActuationError(f"cannot load Kubernetes credentials from {source}: {error}") from error
+    return client.ApiClient(configuration)
+
+
+def _describe(target: KubernetesTarget) -> str:
+    return f"{target.kind} {target.namespace}/{target.name}"
+
+
+def _server_message(error: ApiException) -> str:
+    """The `message` of the Kubernetes Status in the error body, if there is one."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+class KubernetesActuator(Actuator):
+    """Scales Deployments, StatefulSets and RayCluster worker groups through the Kubernetes API.
+
+    Pass an `ApiClient` to use it; otherwise credentials are loaded on first use (`load_api_client`), so
+    constructing the actuator never needs a cluster.
+    """
+
+    kinds = ("deployment", "statefulset", "raycluster")
+
+    def __init__(self, api_client: client.ApiClient | None = None, *, kubeconfig: str | None = None,
+                 timeout_s: float = 10.0) -> None:
+        self._api_client = api_client
+        self._kubeconfig = kubeconfig
+        self._timeout_s = timeout_s
+
+    @property
+    def api_client(self) -> client.ApiClient:
+        if self._api_client is None:
+            self._api_client = load_api_client(self._kubeconfig)
+        return self._api_client
+
+    def replicas(self, target: ScalingTarget) -> int:
+        target = self._check_kind(target)
+        if isinstance(target, RayClusterTarget):
+            return int(self._worker_group(target)[1].get("replicas", 0))
+        read, _ = self._scale_methods(target)
+        with self._errors(target, "read"):
+            return _spec_replicas(read(target.name, target.namespace, _preload_content=False,
+                                       _request_timeout=self._timeout_s))
+
+    def scale(self, target: ScalingTarget, replicas: int) -> str:
+        target = self._check_kind(target)
+        if isinstance(target, RayClusterTarget):
+            return self._scale_worker_group(target, replicas)
+        current = self.replicas(target)
+        _, patch = self._scale_methods(target)
+        with self._errors(target, "scale"):
+            stored = _spec_replicas(patch(target.name, target.namespace, {"spec": {"replicas": replicas}},
+                                          _preload_content=False, _request_timeout=self._timeout_s))
+        return f"{_describe(target)}: replicas {current} -> {stored}"
+
+    def _check_kind(self, target: ScalingTarget) -> KubernetesTarget:
+        if isinstance(target, KubernetesTarget):
+            return target
+        raise ActuationError(f"KubernetesActuator cannot scale {target.kind} targets (kinds: {', '.join(self.kinds)})")
+
+    # --- Deployment / StatefulSet --------------------------------------------------------------------------
+
+    def _scale_methods(self, target: DeploymentTarget | StatefulSetTarget) -> tuple[ApiCall, ApiCall]:
+        """The read and patch methods of the target's scale subresource."""
+        apps = client.AppsV1Api(self.api_client)
+        if isinstance(target, DeploymentTarget):
+            return apps.read_namespaced_deployment_scale, apps.patch_namespaced_deployment_scale
+        return apps.read_namespaced_stateful_set_scale, apps.patch_namespaced_stateful_set_scale
+
+    # --- KubeRay RayCluster worker group -------------------------------------------------------------------
+
+    def _worker_group(self, target: RayClusterTarget) -> tuple[int, dict[str, Any]]:
+        """The index and spec of the target's worker group in the RayCluster as stored now."""
+        with self._errors(target, "read"):
+            cluster = client.CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, target.namespace, RAY_PLURAL, target.name, _request_timeout=self._timeout_s)
+        groups = (cluster.get("spec") or {}).get("workerGroupSpecs") or []
+        for index, group in enumerate(groups):
+            if group.get("groupName") == target.worker_group:
+                return index, group
+        names = ", ".join(repr(group.get("groupName")) for group in groups) or "none"
+        raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
+
+    def _scale_worker_group(self, target: RayClusterTarget, replicas: int) -> str:
+        index, group = self._worker_group(target)
+        low, high = group.get("minReplicas", 0), group.get("maxReplicas", KUBERAY_MAX_REPLICAS)
+        if not low <= replicas <= high:  # KubeRay would clamp it silently
+            raise ActuationError(
+                f"{_describe(target)} worker group {target.worker_group!r}: {replicas} replicas is outside its "
+                f"minReplicas/maxReplicas [{low}, {high}]; change the group's bounds or the policy's")
+        path = f"/spec/workerGroupSpecs/{index}"
+        # `test` makes the API server refuse the patch (422) if the groups were reordered since the read, so the
+        # wrong group is never scaled. `add` sets the member whether or not `replicas` is present.
+        body = [{"op": "test", "path": f"{path}/groupName", "value": target.worker_group},
+                {"op": "add", "path": f"{path}/replicas", "value": replicas}]
+        with self._errors(target, "scale"):
+            # The client would send a list body as merge-patch (its default here), which the API server rejects.
+            client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, target.namespace, RAY_PLURAL, target.name, body,
+                _content_type="application/json-patch+json", _request_timeout=self._timeout_s)
+        return (f"{_describe(target)} worker group {target.worker_group!r}: "
+                f"replicas {group.get('replicas', 0)} -> {replicas}")
+
+    # --- errors --------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, target: KubernetesTarget, doing: str) -> Iterator[None]:
+        """Turn API and connection failures into an `ActuationError` an operator can act on."""
+        what = _describe(target)
+        try:
+            yield
+        except ApiException as error:
+            if not error.status:  # the client's own failures (TLS) carry status 0
+                raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
+                                     f"unreachable: {error.reason}") from error
+            if error.status == 404:
+                message = f"{what} not found (404)"
+            else:
+                message = f"cannot {doing} {what}: {(error.reason or 'error').lower()} ({error.status})"
+            if detail := _server_message(error):
+                message += f": {detail}"
+            if error.status == 403:
+                message += f"; check the RBAC in {RBAC_FILE} (service account kcloud-autoscaler)"
+            elif error.status == 401:
+                message += "; check the credentials (service account token or kubeconfig)"
+            raise ActuationError(message) from error
+        except urllib3.exceptions.HTTPError as error:
+            raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
+                                 f"unreachable: {error}") from error
+
+
+def _spec_replicas(response: urllib3.BaseHTTPResponse) -> int:
+    """`spec.replicas` of a raw scale response. Read as JSON, not as V1Scale: kmock answers with the Deployment
+    itself, which V1Scale refuses (no status.replicas); a real Scale omits replicas when it is 0."""
+    return int((json.loads(response.data).get("spec") or {}).get("replicas", 0))

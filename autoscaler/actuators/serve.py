@@ -1,0 +1,82 @@
+"""Ray Serve deployments: read and set `num_replicas` of a running application.
+
+Uses Serve's external-scaler REST API on the Ray dashboard (`POST /api/v1/applications/{app}/deployments/
+{deployment}/scale`), which only accepts applications deployed with `external_scaler_enabled: true`
+(serve_config.yaml or `serve.run(..., external_scaler_enabled=True)`). The current target comes from
+`GET /api/serve/applications/`. When the cluster uses token authentication, Ray's own token is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.schema import RayServeTarget, ScalingTarget
+
+
+def _ray_auth_headers() -> dict[str, str]:
+    """Ray's token header when token auth is on (Ray >= 2.5x); none otherwise."""
+    try:
+        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+    except ImportError:
+        return {}
+    return get_auth_headers_if_auth_enabled({})
+
+
+class RayServeActuator(Actuator):
+    """Scales deployments of Serve applications through the dashboard at `dashboard_url`."""
+
+    kinds = ("ray_serve",)
+
+    def __init__(self, dashboard_url: str = "http://127.0.0.1:8265", timeout_s: float = 10.0):
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.dashboard_url}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json", **_ray_auth_headers()})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ActuationError(f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
+
+    def replicas(self, target: ScalingTarget) -> int:
+        target = _serve_target(target)
+        details = self._request("GET", "/api/serve/applications/") or {}
+        app = (details.get("applications") or {}).get(target.app)
+        if app is None:
+            raise ActuationError(f"Serve application {target.app!r} is not running")
+        deployment = (app.get("deployments") or {}).get(target.deployment)
+        if deployment is None:
+            raise ActuationError(f"Serve application {target.app!r} has no deployment {target.deployment!r} "
+                                 f"(it has {sorted(app.get('deployments') or {})})")
+        return int(deployment["target_num_replicas"])
+
+    def scale(self, target: ScalingTarget, replicas: int) -> str:
+        target = _serve_target(target)
+        path = (f"/api/v1/applications/{urllib.parse.quote(target.app, safe='')}/deployments/"
+                f"{urllib.parse.quote(target.deployment, safe='')}/scale")
+        self._request("POST", path, {"target_num_replicas": replicas})
+        return f"Serve {target.app}/{target.deployment} num_replicas -> {replicas}"
+
+
+def _serve_target(target: ScalingTarget) -> RayServeTarget:
+    if not isinstance(target, RayServeTarget):
+        raise ActuationError(f"the Ray Serve actuator cannot scale a {target.kind} target")
+    return target
+
+
+def _error_text(error: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(error.read() or b"{}")
+    except ValueError:
+        return error.reason
+    return str(body.get("error") or body) if isinstance(body, dict) else str(body)

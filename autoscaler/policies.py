@@ -1,0 +1,56 @@
+"""Policies as written (config file, API body) -> validated `ScalingPolicy`, with the config's defaults.
+
+A policy's `power_based` and `predictive_scaling` keys override the config file's `auto_scaling` sections,
+so a file or an API client states only what differs. The target's nodes come from the policy's `nodes`,
+else from the config's `workloads` map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from autoscaler.schema import ScalingPolicy
+from training.config import AutoScalingConfig, ConfigError, ServiceConfig, format_errors
+
+_DEFAULTED_SECTIONS = ("power_based", "predictive_scaling")
+
+
+def with_defaults(data: Mapping[str, Any], defaults: AutoScalingConfig) -> dict[str, Any]:
+    """The policy mapping with the config's section defaults under its own keys (a non-mapping is left as is)."""
+    merged = dict(data)
+    for section in _DEFAULTED_SECTIONS:
+        given = merged.get(section, {})
+        if isinstance(given, Mapping):
+            merged[section] = {**getattr(defaults, section).model_dump(), **given}
+    return merged
+
+
+def policy_from(data: Mapping[str, Any], defaults: AutoScalingConfig) -> ScalingPolicy:
+    """Validate one policy mapping (raises pydantic's ValidationError, locations relative to the policy)."""
+    return ScalingPolicy.model_validate(with_defaults(data, defaults))
+
+
+def policies_from_config(config: ServiceConfig, source: str = "config") -> list[ScalingPolicy]:
+    """The policies declared under `auto_scaling.policies`; ConfigError naming each bad field."""
+    policies, errors = [], []
+    for index, data in enumerate(config.auto_scaling.policies):
+        try:
+            policies.append(policy_from(data, config.auto_scaling))
+        except ValidationError as exc:
+            errors.append(format_errors(f"{source}: auto_scaling.policies[{index}]", exc))
+    names = [p.name for p in policies]
+    errors += [f"{source}: auto_scaling.policies: name {n!r} is used twice" for n in sorted(set(names))
+               if names.count(n) > 1]
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return policies
+
+
+def target_nodes(policy: ScalingPolicy, workloads: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The telemetry node ids of the policy's target (empty when neither the policy nor the config says)."""
+    if policy.nodes:
+        return list(policy.nodes)
+    return list(workloads.get(policy.workload_id or policy.name, ()))

@@ -1,0 +1,191 @@
+"""KubernetesActuator against kmock, an in-memory stand-in for the Kubernetes API server (see
+tests/servers/kmock_apiserver.py for what it does not check: RBAC, validation, strategic merge).
+
+Objects are seeded straight into the emulator; assertions read them back from it and inspect the requests
+it recorded (method, path, content type, body).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import kmock
+import pytest
+from kubernetes import client
+
+from autoscaler.actuators.base import ActuationError
+from autoscaler.actuators.kubernetes import KubernetesActuator, load_api_client
+from autoscaler.schema import DeploymentTarget, RayClusterTarget, RayServeTarget, StatefulSetTarget
+from tests.servers.kmock_apiserver import KUBECONFIG_TEMPLATE, kmock_apiserver
+
+pytestmark = pytest.mark.integration
+
+RAYCLUSTERS = "ray.io/v1/rayclusters"
+
+
+@pytest.fixture(scope="module")
+def apiserver():
+    with kmock_apiserver() as (url, emulator):
+        yield url, emulator
+
+
+@pytest.fixture(scope="module")
+def actuator(apiserver):
+    configuration = client.Configuration()
+    configuration.host = apiserver[0]
+    with client.ApiClient(configuration) as api_client:
+        yield KubernetesActuator(api_client, timeout_s=5)
+
+
+@pytest.fixture
+def emulator(apiserver) -> kmock.KubernetesEmulator:
+    return apiserver[1]
+
+
+def requests_during(emulator, action):
+    """Run `action()`; return (its result, the requests the emulator received meanwhile)."""
+    before = len(list(emulator))
+    result = action()
+    return result, list(emulator)[before:]
+
+
+def raycluster(name: str, *groups: tuple[str, int, int, int]) -> dict:
+    specs = [{"groupName": group, "replicas": replicas, "minReplicas": low, "maxReplicas": high}
+             for group, replicas, low, high in groups]
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"headGroupSpec": {}, "workerGroupSpecs": specs}}
+
+
+@pytest.mark.parametrize(("target_type", "plural"), [(DeploymentTarget, "deployments"),
+                                                     (StatefulSetTarget, "statefulsets")])
+def test_workload_is_read_and_scaled_through_the_scale_subresource(actuator, emulator, target_type, plural):
+    name, resource = f"web-{plural}", f"apps/v1/{plural}"
+    emulator.objects[resource, "default", name] = {"metadata": {"name": name, "namespace": "default"},
+                                                   "spec": {"replicas": 2, "template": {}}}
+    target = target_type(name=name)
+    assert actuator.replicas(target) == 2
+
+    summary, requests = requests_during(emulator, lambda: actuator.scale(target, 5))
+
+    assert summary == f"{target.kind} default/{name}: replicas 2 -> 5"
+    assert emulator.objects[resource, "default", name]["spec"] == {"replicas": 5, "template": {}}
+    scale_path = f"/apis/apps/v1/namespaces/default/{plural}/{name}/scale"
+    assert [(r.method.value, r.url.path) for r in requests] == [("GET", scale_path), ("PATCH", scale_path)]
+    assert requests[1].data == {"spec": {"replicas": 5}}
+    assert actuator.replicas(target) == 5
+
+
+def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator):
+    emulator.objects[RAYCLUSTERS, "default", "rc"] = raycluster("rc", ("cpu", 1, 0, 4), ("gpu", 2, 1, 8))
+    target = RayClusterTarget(name="rc", worker_group="gpu")
+    assert actuator.replicas(target) == 2
+
+    summary, requests = requests_during(emulator, lambda: actuator.scale(target, 6))
+
+    assert summary == "raycluster default/rc worker group 'gpu': replicas 2 -> 6"
+    cpu, gpu = emulator.objects[RAYCLUSTERS, "default", "rc"]["spec"]["workerGroupSpecs"]
+    assert (cpu["groupName"], cpu["replicas"], gpu["groupName"], gpu["replicas"]) == ("cpu", 1, "gpu", 6)
+    patch = requests[-1]
+    assert (patch.method.value, patch.url.path) == ("PATCH", "/apis/ray.io/v1/namespaces/default/rayclusters/rc")
+    assert patch.headers["Content-Type"] == "application/json-patch+json"
+    assert patch.data == [{"op": "test", "path": "/spec/workerGroupSpecs/1/groupName", "value": "gpu"},
+                          {"op": "add", "path": "/spec/workerGroupSpecs/1/replicas", "value": 6}]
+    assert actuator.replicas(RayClusterTarget(name="rc", worker_group="cpu")) == 1
+
+
+def test_raycluster_reordered_after_the_read_is_not_scaled(actuator, emulator):
+    stored = raycluster("moving", ("gpu", 2, 0, 8), ("cpu", 1, 0, 8))
+    emulator.objects[RAYCLUSTERS, "default", "moving"] = stored
+    # Reads see the old order (gpu second); the patch applies to the stored one, so its `test` op fails.
+    stale = raycluster("moving", ("cpu", 1, 0, 8), ("gpu", 2, 0, 8))
+    emulator[kmock.method.GET, kmock.resource("ray.io", "v1", "rayclusters"), kmock.name("moving")] << stale
+
+    with pytest.raises(ActuationError, match=r"cannot scale raycluster default/moving: .*\(500\)"):  # 422 in k8s
+        actuator.scale(RayClusterTarget(name="moving", worker_group="gpu"), 5)
+    assert emulator.objects[RAYCLUSTERS, "default", "moving"]["spec"] == stored["spec"]
+
+
+@pytest.mark.parametrize("replicas", [0, 9])
+def test_replicas_outside_the_worker_group_bounds_are_refused(actuator, emulator, replicas):
+    emulator.objects[RAYCLUSTERS, "default", "bounded"] = raycluster("bounded", ("gpu", 2, 1, 8))
+
+    before = len(list(emulator))
+    with pytest.raises(ActuationError, match=rf"'gpu': {replicas} replicas is outside .*\[1, 8\]"):
+        actuator.scale(RayClusterTarget(name="bounded", worker_group="gpu"), replicas)
+    assert [r.method.value for r in list(emulator)[before:]] == ["GET"]  # read, never patched
+    assert emulator.objects[RAYCLUSTERS, "default", "bounded"]["spec"]["workerGroupSpecs"][0]["replicas"] == 2
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    (DeploymentTarget(name="absent"), r"^deployment default/absent not found \(404\)"),
+    (StatefulSetTarget(name="absent", namespace="other"), r"^statefulset other/absent not found \(404\)"),
+    (RayClusterTarget(name="absent", worker_group="gpu"), r"^raycluster default/absent not found \(404\)"),
+])
+def test_missing_objects_are_named(actuator, target, message):
+    with pytest.raises(ActuationError, match=message):
+        actuator.replicas(target)
+    with pytest.raises(ActuationError, match=message):
+        actuator.scale(target, 1)
+
+
+def test_missing_worker_group_lists_the_existing_ones(actuator, emulator):
+    emulator.objects[RAYCLUSTERS, "default", "groups"] = raycluster("groups", ("cpu", 1, 0, 4), ("gpu", 1, 0, 4))
+
+    with pytest.raises(ActuationError, match=r"raycluster default/groups has no worker group 'tpu' "
+                                             r"\(groups: 'cpu', 'gpu'\)"):
+        actuator.scale(RayClusterTarget(name="groups", worker_group="tpu"), 2)
+
+
+def test_forbidden_points_at_the_rbac(actuator, emulator):
+    emulator.objects["apps/v1/deployments", "default", "locked"] = {"spec": {"replicas": 1}}
+    # kmock has no RBAC: answer this one request as the API server would for a missing `patch` permission.
+    forbidden = {"kind": "Status", "code": 403, "reason": "Forbidden",
+                 "message": 'deployments.apps "locked" is forbidden: cannot patch resource "deployments/scale"'}
+    emulator[kmock.method.PATCH, kmock.resource("apps", "v1", "deployments"), kmock.name("locked")] << 403 << forbidden
+
+    with pytest.raises(ActuationError, match=r"cannot scale deployment default/locked: forbidden \(403\): "
+                                             r".*check the RBAC in configs/kuberay/autoscaler-rbac.yaml"):
+        actuator.scale(DeploymentTarget(name="locked"), 3)
+
+
+def test_unreachable_api_server_is_an_actuation_error():
+    with socket.socket() as probe:  # a port nothing listens on once the socket is closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    configuration = client.Configuration()
+    configuration.host = url
+    with client.ApiClient(configuration) as api_client:
+        actuator = KubernetesActuator(api_client, timeout_s=2)
+        with pytest.raises(ActuationError, match=rf"cannot read deployment default/web: API server {url} unreachable"):
+            actuator.replicas(DeploymentTarget(name="web"))
+        with pytest.raises(ActuationError, match=rf"API server {url} unreachable"):
+            actuator.scale(RayClusterTarget(name="rc", worker_group="gpu"), 2)
+
+
+def test_credentials_from_a_kubeconfig_file(apiserver, emulator, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG_TEMPLATE.format(url=apiserver[0]))
+    emulator.objects["apps/v1/deployments", "default", "from-file"] = {"spec": {"replicas": 3}}
+
+    with load_api_client(str(kubeconfig)) as api_client:
+        assert api_client.configuration.host == apiserver[0]
+    actuator = KubernetesActuator(kubeconfig=str(kubeconfig))  # loaded on first use
+    _, requests = requests_during(emulator, lambda: actuator.replicas(DeploymentTarget(name="from-file")))
+    assert requests[0].headers["Authorization"] == "Bearer kmock-token"
+    assert actuator.replicas(DeploymentTarget(name="from-file")) == 3
+    actuator.api_client.close()
+
+
+def test_missing_credentials_fail_on_use_not_on_construction(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    missing = tmp_path / "no-such-kubeconfig"
+    actuator = KubernetesActuator(kubeconfig=str(missing))
+
+    with pytest.raises(ActuationError, match=f"cannot load Kubernetes credentials from {missing}"):
+        actuator.replicas(DeploymentTarget(name="web"))
+
+
+def test_other_target_kinds_are_refused(actuator):
+    with pytest.raises(ActuationError, match="cannot scale ray_serve targets"):
+        actuator.scale(RayServeTarget(app="kcloud", deployment="ingress"), 2)
