@@ -88,12 +88,12 @@ class ScalingController:
 
     # --- policies ----------------------------------------------------------------------------------------
 
-    def put_policy(self, data: Mapping[str, Any]) -> tuple[ScalingPolicy, bool]:
-        """Validate (with the config's defaults) and store; returns the policy and whether it is new.
+    def put_policy(self, data: ScalingPolicy | Mapping[str, Any]) -> tuple[ScalingPolicy, bool]:
+        """Store a policy (a mapping is validated with the config's defaults); returns it and whether it is new.
 
         Raises pydantic's ValidationError, with locations relative to the policy.
         """
-        policy = policy_from(data, self.defaults)
+        policy = data if isinstance(data, ScalingPolicy) else policy_from(data, self.defaults)
         return policy, self.state.put_policy(policy, self.clock())
 
     # --- the tick ----------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class ScalingController:
         latest, store_problem = self._latest()
         for item in pending:
             self._observe(item, latest, store_problem)
-        self._forecast([item for item in pending if self._wants_forecast(item)])
+        self._forecast([item for item in pending if self._wants_forecast(item)], latest)
         return [self._decide_and_act(item, now) for item in pending]
 
     def _latest(self) -> tuple[dict[str, NodeLatest], str | None]:
@@ -139,7 +139,7 @@ class ScalingController:
         return (policy.power_based.enabled and policy.predictive_scaling.enabled and observation is not None
                 and bool(observation.measured_per_node_watts) and not observation.missing_nodes)
 
-    def _forecast(self, items: list[_Pending]) -> None:
+    def _forecast(self, items: list[_Pending], latest: Mapping[str, NodeLatest]) -> None:
         """Fill each item's forecast view: one batched forecaster call for every node of every item."""
         if not items:
             return
@@ -155,14 +155,14 @@ class ScalingController:
             return
         histories: list[PowerHistory] = []
         for item in items:
-            item.forecast = self._collect_histories(item, shape, histories)
+            item.forecast = self._collect_histories(item, shape, histories, latest)
         results = self.forecaster.forecast(histories) if histories else []
         for item in items:
             if item.requests is not None:
                 item.forecast, item.confidence = _view(item.policy, [results[i] for i in item.requests])
 
-    def _collect_histories(self, item: _Pending, shape: ModelShape,
-                           histories: list[PowerHistory]) -> ForecastView | None:
+    def _collect_histories(self, item: _Pending, shape: ModelShape, histories: list[PowerHistory],
+                           latest: Mapping[str, NodeLatest]) -> ForecastView | None:
         """Append the item's node histories to the batch; a view only when the forecast cannot be made."""
         policy = item.policy
         lead_steps = min(-(-policy.predictive_scaling.lookahead_minutes * 60 // shape.step_s), shape.horizon_steps)
@@ -170,7 +170,7 @@ class ScalingController:
         for node in item.nodes:
             try:
                 stored = stored_history(self.store, node, step_s=shape.step_s, sequence_length=shape.sequence_length,
-                                        horizon_s=lead_steps * shape.step_s)
+                                        horizon_s=lead_steps * shape.step_s, latest=latest.get(node))
             except (NoStoredTelemetry, StoreUnavailable) as exc:
                 return ForecastView.unavailable(f"no forecast window: {exc}")
             if stored.age_s > policy.stale_after_s:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from collectors.stores.base import TelemetryStore
+import numpy as np
+
+from collectors.stores.base import NodeLatest, TelemetryStore
 from training.data import NUMERIC_FEATURES
 from training.inference import PowerHistory
 
@@ -30,26 +32,41 @@ class StoredHistory:
 
 
 def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
-                   workload_type: str | None = None, now: datetime | None = None) -> StoredHistory:
-    """The forecaster input for `node_id` ending at its newest stored sample.
+                   workload_type: str | None = None, now: datetime | None = None,
+                   latest: NodeLatest | None = None) -> StoredHistory:
+    """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given).
 
     Raises:
         UnknownNode: nothing stored for the node.
         NoStoredTelemetry: no power in its latest window.
         StoreUnavailable: the store could not be read.
     """
-    latest = store.latest(node_id)
-    if not latest:
-        raise UnknownNode(f"no telemetry stored for node {node_id!r}")
-    newest = latest[0].timestamp.timestamp()
+    if latest is None:
+        found = store.latest(node_id)
+        if not found:
+            raise UnknownNode(f"no telemetry stored for node {node_id!r}")
+        latest = found[0]
+    newest = latest.timestamp.timestamp()
     end = datetime.fromtimestamp(newest - newest % step_s + step_s, UTC)
     window = store.window(node_id, end - timedelta(seconds=step_s * sequence_length), end, step_s)
-    observed = window[window["power_watts"].notna()]
-    if observed.empty:
+    power = window["power_watts"].to_numpy(dtype=float)
+    observed = np.flatnonzero(~np.isnan(power))
+    if observed.size == 0:
         raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r}")
-    window = window.loc[observed.index[0]:].ffill()
-    numeric = {name: tuple(window[name]) for name in NUMERIC_FEATURES if window[name].notna().all()}
-    history = PowerHistory(power_watts=tuple(window["power_watts"]), numeric=numeric, workload_type=workload_type,
-                           end_time=window["timestamp"].iloc[-1].to_pydatetime(), horizon_s=horizon_s)
-    last = observed["timestamp"].iloc[-1].to_pydatetime()
+    first = observed[0]
+    numeric = {}
+    for name in NUMERIC_FEATURES:
+        values = _hold(window[name].to_numpy(dtype=float)[first:])
+        if not np.isnan(values).any():
+            numeric[name] = tuple(values.tolist())
+    times = window["timestamp"]
+    history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
+                           workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s)
+    last = times.iloc[observed[-1]].to_pydatetime()
     return StoredHistory(history, ((now or datetime.now(UTC)) - last).total_seconds())
+
+
+def _hold(values: np.ndarray) -> np.ndarray:
+    """Sample and hold: each NaN takes the last value before it (leading NaNs point at index 0 and stay NaN)."""
+    index = np.where(np.isnan(values), 0, np.arange(values.size))
+    return values[np.maximum.accumulate(index)]
