@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autoscaler.actor import ControllerSettings
 from collectors.supervisor import ReplaySettings
 from deployments.options import DeploymentOptions
 from training.config import ServiceConfig, load_config
@@ -35,6 +36,20 @@ class TelemetryArgs(BaseModel):
         None, description="store settings (INFLUX_HOST, TELEMETRY_DATA_DIR, ...); default: the environment")
 
 
+class AutoscalerArgs(BaseModel):
+    """The scaling controller actor started with the app (see autoscaler/actor.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="start the controller actor and serve /api/v1/scaling/*")
+    ray_dashboard_url: str = Field(default_factory=lambda: os.environ.get("RAY_DASHBOARD_URL",
+                                                                          "http://127.0.0.1:8265"),
+                                   description="Ray dashboard, for scaling Serve deployments ($RAY_DASHBOARD_URL)")
+    kubeconfig: str | None = Field(None, description="kubeconfig for Kubernetes targets (default: in-cluster "
+                                                     "service account, else $KUBECONFIG)")
+    interval_s: float | None = Field(None, gt=0, description="tick interval; default auto_scaling.evaluation_interval")
+
+
 class AppArgs(BaseModel):
     """Everything the app needs to start; validated once, at `serve run`."""
 
@@ -51,12 +66,21 @@ class AppArgs(BaseModel):
                                                          "(else $API_TOKEN_FILE / $API_TOKEN)")
     retrain: RetrainDefaults = RetrainDefaults()
     telemetry: TelemetryArgs = TelemetryArgs()
+    autoscaler: AutoscalerArgs = AutoscalerArgs()
     ingress: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
     power_predictor: DeploymentOptions = DeploymentOptions(user_config={"batching": True, "max_batch_size": 16})
     cost_predictor: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
 
     def service_config(self) -> ServiceConfig:
         return load_config(self.config_path)
+
+    def controller_settings(self) -> ControllerSettings:
+        """The controller actor's settings (call on absolute-path args)."""
+        scaler = self.autoscaler
+        return ControllerSettings(state_file=str(Path(self.state_path) / "autoscaler.sqlite"),
+                                  config_path=self.config_path, power_app_name=self.power_app_name,
+                                  ray_dashboard_url=scaler.ray_dashboard_url, kubeconfig=scaler.kubeconfig,
+                                  interval_s=scaler.interval_s)
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""
@@ -71,8 +95,12 @@ class AppArgs(BaseModel):
             settings = {**telemetry.store_settings,
                         "TELEMETRY_DATA_DIR": str(Path(telemetry.store_settings["TELEMETRY_DATA_DIR"]).resolve())}
             telemetry = telemetry.model_copy(update={"store_settings": settings})
+        scaler = self.autoscaler
+        if scaler.kubeconfig:
+            scaler = scaler.model_copy(update={"kubeconfig": str(Path(scaler.kubeconfig).resolve())})
         return self.model_copy(update={
             "telemetry": telemetry,
+            "autoscaler": scaler,
             "config_path": config_path,
             "model_path": str(Path(model_path).resolve()),
             "state_path": str(Path(self.state_path).resolve()),

@@ -9,8 +9,10 @@ import hmac
 import logging
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Path
+from fastapi import FastAPI, Header, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from pydantic import AwareDatetime, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -32,9 +34,14 @@ from app.schemas import (
     ModelVersionPublic,
     RetrainJob,
     RetrainRequest,
+    ScalingEventsResponse,
+    ScalingPoliciesResponse,
     TelemetryNode,
     TelemetryNodesResponse,
 )
+from autoscaler.actor import ControllerUnavailable, RemoteController, start_controller
+from autoscaler.policies import policies_from_config, policy_from
+from autoscaler.schema import ScalingPolicy
 from collectors.store_actor import RemoteStore
 from collectors.stores.base import StoreUnavailable
 from collectors.supervisor import start_telemetry
@@ -96,6 +103,10 @@ class ApiIngress:
         self._resume_interrupted_work()
         self.store = RemoteStore()
         self.stale_after_s = float(args.service_config().telemetry.stale_after)
+        self.controller = RemoteController()
+        if args.autoscaler.enabled:
+            policies_from_config(args.service_config(), args.config_path or "config")  # refuse a bad file early
+            start_controller(args.controller_settings())
         if args.telemetry.enabled:
             telemetry = args.telemetry
             start_telemetry(args.service_config(), selected=telemetry.sources,
@@ -205,6 +216,60 @@ class ApiIngress:
         return TelemetryNodesResponse(nodes=[
             TelemetryNode(node_id=n.node_id, timestamp=n.timestamp, power_watts=n.power_watts,
                           age_seconds=round(n.age_s, 1), stale=n.age_s > self.stale_after_s) for n in latest])
+
+    async def _controller(self, method: str, *call_args):
+        try:
+            return await asyncio.to_thread(self.controller.call, method, *call_args)
+        except ControllerUnavailable as exc:
+            hint = "" if self.args.autoscaler.enabled else " (enable it with args.autoscaler.enabled)"
+            raise ApiError(503, [], f"{exc}{hint}", "unavailable") from exc
+
+    @api.get("/api/v1/scaling/policies", response_model=ScalingPoliciesResponse, responses=responses(503))
+    async def list_policies(self) -> ScalingPoliciesResponse:
+        """Every scaling policy, by name."""
+        return ScalingPoliciesResponse(policies=await self._controller("policies"))
+
+    @api.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200,
+              responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 413, 503)})
+    async def put_policy(self, policy: ScalingPolicy, response: Response,
+                         authorization: str | None = Header(None)) -> ScalingPolicy:
+        """Create (201) or replace (200) a policy by name. Keys left out take the config file's
+        `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
+        self._authorize(authorization)
+        try:
+            merged = policy_from(policy.model_dump(exclude_unset=True), self.args.service_config().auto_scaling)
+        except ValidationError as exc:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        created = await self._controller("put_policy", merged)
+        response.status_code = 201 if created else 200
+        return merged
+
+    @api.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, responses=responses(404, 503))
+    async def get_policy(self, name: Annotated[str, Path(max_length=63)]) -> ScalingPolicy:
+        """One policy."""
+        policy = await self._controller("policy", name)
+        if policy is None:
+            raise ApiError(404, ["path", "name"], f"no scaling policy named {name!r}", "not_found")
+        return policy
+
+    @api.delete("/api/v1/scaling/policies/{name}", status_code=204, responses=responses(401, 404, 503))
+    async def delete_policy(self, name: Annotated[str, Path(max_length=63)],
+                            authorization: str | None = Header(None)) -> Response:
+        """Delete a policy (its past events stay)."""
+        self._authorize(authorization)
+        if not await self._controller("delete_policy", name):
+            raise ApiError(404, ["path", "name"], f"no scaling policy named {name!r}", "not_found")
+        return Response(status_code=204)
+
+    @api.get("/api/v1/scaling/events", response_model=ScalingEventsResponse, responses=responses(503))
+    async def scaling_events(
+        self,
+        policy: Annotated[str | None, Query(max_length=63, description="only this policy's events")] = None,
+        since: Annotated[AwareDatetime | None, Query(description="only events at or after this time")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> ScalingEventsResponse:
+        """Scaling decisions, holds included, newest first."""
+        return ScalingEventsResponse(events=await self._controller("events", policy, since, limit))
 
     @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202,
               responses=responses(401, 413))

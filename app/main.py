@@ -44,6 +44,8 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
 def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     """PowerPredictor with its own HTTP route (POST /api/v1/predict/power)."""
     app_args = _validated(args)
+    config = app_args.service_config()
+    workloads = {workload: list(nodes) for workload, nodes in config.workloads.items()}
     return serve.deployment(PowerEndpoint, name="PowerPredictor").options(
         **app_args.power_predictor.as_options()).bind(app_args.model_path, app_args.power_model_id,
-                                                     app_args.service_config().telemetry.stale_after)
+                                                     config.telemetry.stale_after, workloads)

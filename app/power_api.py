@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from app.errors import ApiError
 from app.schemas import PowerPoint, PowerPredictionRequest, PowerPredictionResponse
 from training.data import NUMERIC_FEATURES
@@ -9,9 +11,36 @@ from training.durations import parse_duration
 from training.inference import PowerForecast, PowerHistory
 
 
-def wants_stored_history(request: PowerPredictionRequest) -> bool:
-    """A request naming a node but bringing no power history asks for the stored window."""
-    return request.node_id is not None and (request.features is None or not request.features.power_watts)
+def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """The nodes whose stored windows a request asks for: none when it brings its own power history, else its
+    `node_id`, else the nodes the config's `workloads` map lists for its `workload_id` (None: not stored)."""
+    if request.features is not None and request.features.power_watts:
+        return None
+    if request.node_id is not None:
+        return [request.node_id]
+    return list(workloads[request.workload_id]) if request.workload_id in workloads else None
+
+
+def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
+    """A workload's forecast from its nodes' forecasts, lead by lead.
+
+    Point, lower and upper are summed: the summed bounds hold whenever every node's do, so the interval is
+    conservative (at least its nominal coverage unless the nodes' errors are perfectly correlated, then exact).
+    Confidence is the lowest node's, window coverage the lowest, padding the largest.
+    """
+    first = forecasts[0]
+    if len(forecasts) == 1:
+        return first
+
+    def total(name: str) -> tuple[float, ...]:
+        return tuple(round(sum(values), 2) for values in zip(*(getattr(f, name) for f in forecasts), strict=True))
+
+    return first.model_copy(update={
+        "point": total("point"), "lower": total("lower"), "upper": total("upper"),
+        "confidence": tuple(min(values) for values in zip(*(f.confidence for f in forecasts), strict=True)),
+        "window_coverage": min(f.window_coverage for f in forecasts),
+        "padded_steps": max(f.padded_steps for f in forecasts),
+    })
 
 
 def to_history(request: PowerPredictionRequest) -> PowerHistory:
@@ -19,7 +48,8 @@ def to_history(request: PowerPredictionRequest) -> PowerHistory:
     features = request.features
     if features is None or not features.power_watts:
         raise ApiError(422, ["body", "features", "power_watts"],
-                       "recent power history is required (or a node_id whose telemetry is stored)")
+                       "recent power history is required (or a node_id whose telemetry is stored, or a "
+                       "workload_id listed in the config's workloads)")
     numeric = {name: tuple(values) for name in NUMERIC_FEATURES if (values := getattr(features, name))}
     return PowerHistory(power_watts=tuple(features.power_watts), numeric=numeric,
                         workload_type=features.workload_type, end_time=request.end_time,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from autoscaler.schema import ScalingEvent, ScalingPolicy
 from training.cost_schema import CostEstimate, CostQuery
 from training.durations import parse_duration
 
@@ -84,8 +85,11 @@ class PowerPredictionResponse(BaseModel):
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
     history_source: Literal["request", "store"] = Field(
         "request", description="where the input window came from: the request's lists or stored telemetry")
-    data_age_seconds: float | None = Field(None, description="age of the newest stored sample used")
+    data_age_seconds: float | None = Field(None, description="age of the newest stored sample used (the oldest "
+                                                           "such age over a workload's nodes)")
     stale: bool = Field(False, description="the stored telemetry is older than telemetry.stale_after")
+    nodes: list[str] | None = Field(None, description="the workload's nodes (config `workloads`) whose forecasts "
+                                                      "were summed; absent for one node")
 
 
 class CostPredictionRequest(CostQuery):
@@ -201,3 +205,11 @@ class TelemetryNodesResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class ScalingPoliciesResponse(BaseModel):
+    policies: list[ScalingPolicy]
+
+
+class ScalingEventsResponse(BaseModel):
+    events: list[ScalingEvent] = Field(description="newest first")

@@ -56,7 +56,8 @@ def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
     base = reactive(policy).power_based
     out = base.scale_out_threshold - points
     if out <= 0:
-        raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold (it is {base.scale_out_threshold:g}%)")
+        raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold "
+                         f"(it is {base.scale_out_threshold:g}%)")
     margined = base.model_copy(update={"scale_out_threshold": out,
                                        "scale_in_threshold": max(base.scale_in_threshold - points, 0.0)})
     return reactive(policy).model_copy(update={"power_based": margined})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
+_started: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +20,27 @@ def upm_sample() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray (2 CPUs) for the whole session; shut down at the end."""
+    """A real local Ray (2 CPUs) with its dashboard on 127.0.0.1 for the whole session; shut down at the end.
+
+    The dashboard carries Serve's REST API, which the scaling controller uses to change replica counts.
+    """
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
+                       log_to_driver=False, ignore_reinit_error=True)
+    _started["dashboard_url"] = f"http://{context.dashboard_url}"
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_dashboard_url(ray_cluster) -> str:
+    """http://127.0.0.1:PORT of the session's Ray dashboard."""
+    return _started["dashboard_url"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -38,7 +38,7 @@ def serve_port(ray_cluster):
 
 
 @pytest.fixture(scope="session")
-def api(served_models, serve_port, tmp_path_factory, upm_sample):
+def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_url):
     """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
     from ray import serve
 
@@ -48,7 +48,10 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
     token_file.write_text("test-token\n")
+    config = state / "config.yaml"  # the service config: a workload spanning two nodes
+    config.write_text("workloads:\n  api-workload: [api-node, api-node-2]\n")
     args = {
+        "config_path": str(config),
         "model_path": str(served_models),
         "state_path": str(state),
         "api_token_file": str(token_file),
@@ -56,6 +59,8 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample):
         "ingress": {"ray_actor_options": {"num_cpus": 0.1}},
         "power_predictor": {"ray_actor_options": {"num_cpus": 0.2}, "user_config": {"registry_poll_s": 1}},
         "cost_predictor": {"ray_actor_options": {"num_cpus": 0.1}},
+        # the controller ticks when a test asks (an hour between its own ticks)
+        "autoscaler": {"enabled": True, "ray_dashboard_url": ray_dashboard_url, "interval_s": 3600},
     }
     start_store_actor({"TELEMETRY_DATA_DIR": str(state / "telemetry")})  # the API reads telemetry from it
     serve.run(build_power_app(args), name="kcloud-power", route_prefix="/api/v1/predict/power")

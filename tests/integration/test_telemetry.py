@@ -116,3 +116,19 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
     assert len(body["predictions"]) == 5 and body["window_coverage"] == 1.0
     unknown = api.post("/api/v1/predict/power", json={"workload_id": "w", "node_id": "no-such-node"})
     assert unknown.status_code == 404 and "no-such-node" in unknown.text
+
+    # A workload of the config's `workloads` map: its second node has no telemetry yet, then it has.
+    workload = {"workload_id": "api-workload", "prediction_horizon": "10m"}
+    missing = api.post("/api/v1/predict/power", json=workload)
+    assert missing.status_code == 503 and "api-node-2" in missing.text
+    assert RemoteStore().write([s.model_copy(update={"node_id": "api-node-2"}) for s in samples]) == len(samples)
+    summed = api.post("/api/v1/predict/power", json=workload)
+    assert summed.status_code == 200, summed.text
+    total = summed.json()
+    assert total["nodes"] == ["api-node", "api-node-2"] and total["history_source"] == "store"
+    one_node = body["predictions"]
+    for node_point, workload_point in zip(one_node, total["predictions"], strict=True):
+        assert workload_point["predicted_power"] == pytest.approx(2 * node_point["predicted_power"], abs=0.05)
+        assert workload_point["upper"] == pytest.approx(2 * node_point["upper"], abs=0.05)
+    unmapped = api.post("/api/v1/predict/power", json={"workload_id": "not-in-config"})
+    assert unmapped.status_code == 422 and "workloads" in unmapped.text

@@ -1,0 +1,135 @@
+"""The scaling controller as a detached, named Ray actor, and the client the API uses to reach it.
+
+The actor is pinned to the head node and keeps its state in one SQLite file (autoscaler/state.py), so when
+Ray restarts it after a failure it finds its policies, cooldown clocks and events where it left them. A
+background thread ticks every `auto_scaling.evaluation_interval`; `tick` also runs one on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+
+from autoscaler.actuators import Actuators
+from autoscaler.actuators.kubernetes import KubernetesActuator
+from autoscaler.actuators.serve import RayServeActuator
+from autoscaler.controller import ScalingController
+from autoscaler.policies import policies_from_config
+from autoscaler.schema import ScalingEvent, ScalingPolicy
+from autoscaler.serve_forecaster import ServeForecaster
+from autoscaler.state import ControllerState
+from collectors.store_actor import NAMESPACE, RemoteStore
+from training.config import load_config
+
+logger = logging.getLogger(__name__)
+CONTROLLER = "scaling_controller"
+CALL_TIMEOUT_S = 15.0
+
+
+class ControllerSettings(BaseModel):
+    """How the controller actor is built (from the app's `autoscaler` args)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_file: str
+    config_path: str | None = None
+    power_app_name: str = "kcloud-power"
+    ray_dashboard_url: str = "http://127.0.0.1:8265"
+    kubeconfig: str | None = None
+    interval_s: float | None = Field(None, gt=0, description="override of auto_scaling.evaluation_interval")
+
+
+class ScalingControllerService:
+    """Actor body: a ScalingController over the store actor, the PowerPredictor and the real actuators."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = ControllerSettings.model_validate(settings)
+        config = load_config(self.settings.config_path)
+        actuators = Actuators([RayServeActuator(self.settings.ray_dashboard_url),
+                               KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
+        self.controller = ScalingController(
+            ControllerState(self.settings.state_file), RemoteStore(), ServeForecaster(self.settings.power_app_name),
+            actuators, defaults=config.auto_scaling, workloads=config.workloads)
+        seeded = self.controller.state.seed(policies_from_config(config, self.settings.config_path or "config"),
+                                            datetime.now(UTC))
+        if seeded:
+            logger.info("scaling controller: policies from the config file applied: %s", seeded)
+        self.interval_s = self.settings.interval_s or float(config.auto_scaling.evaluation_interval)
+        self.started_at = datetime.now(UTC)
+        self.last_tick: dict[str, Any] = {}
+        self._tick_lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
+                logger.exception("scaling controller: tick failed")
+
+    def tick(self) -> list[ScalingEvent]:
+        """Evaluate every policy now; returns the events recorded."""
+        with self._tick_lock:
+            started = time.perf_counter()
+            events = self.controller.tick()
+            self.last_tick = {"at": datetime.now(UTC).isoformat(), "policies": len(events),
+                              "seconds": round(time.perf_counter() - started, 3)}
+            return events
+
+    def policies(self) -> list[ScalingPolicy]:
+        return self.controller.state.policies()
+
+    def policy(self, name: str) -> ScalingPolicy | None:
+        return self.controller.state.policy(name)
+
+    def put_policy(self, policy: ScalingPolicy) -> bool:
+        """Create or replace by name; True when created."""
+        return self.controller.put_policy(policy)[1]
+
+    def delete_policy(self, name: str) -> bool:
+        return self.controller.state.delete_policy(name)
+
+    def events(self, policy: str | None, since: datetime | None, limit: int) -> list[ScalingEvent]:
+        return self.controller.state.events(policy, since, limit)
+
+    def status(self) -> dict[str, Any]:
+        return {"started_at": self.started_at.isoformat(), "interval_s": self.interval_s, "last_tick": self.last_tick}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:
+    """The cluster's controller actor, created if it does not exist (detached, pinned to the head node)."""
+    return ray.remote(ScalingControllerService).options(
+        name=CONTROLLER, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
+    ).remote(settings.model_dump())
+
+
+class ControllerUnavailable(RuntimeError):
+    """The controller actor is not running or did not answer in time."""
+
+
+class RemoteController:
+    """Calls the named controller actor; any failure to reach it is ControllerUnavailable."""
+
+    def __init__(self, timeout_s: float = CALL_TIMEOUT_S):
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, *args: Any) -> Any:
+        try:
+            actor = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        except ValueError as exc:
+            raise ControllerUnavailable("the scaling controller is not running") from exc
+        try:
+            return ray.get(getattr(actor, method).remote(*args), timeout=self.timeout_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            raise ControllerUnavailable(f"the scaling controller did not answer: {type(exc).__name__}") from exc
