@@ -69,14 +69,16 @@ class Collector:
             self._thread.start()
 
     def collect_once(self) -> list[TelemetrySample]:
-        """One round over every available source."""
+        """One round over every available source; `samples` in `status()` counts every sample kept."""
         samples: list[TelemetrySample] = []
         for source in self.sources:
             try:
                 samples.extend(source.sample())
             except Exception:  # noqa: BLE001 - one bad source never stops the others
                 logger.exception("collector %s: source %s failed", self.node_id, source.kind.value)
-        if self.buffer is not None and not self._stop.is_set():
+        if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
+            return []
+        if self.buffer is not None:
             self.buffer.put(samples)
         self.gauges.publish(samples)
         self.rounds += 1

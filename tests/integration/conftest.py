@@ -38,13 +38,21 @@ def serve_port(ray_cluster):
 
 
 @pytest.fixture(scope="session")
-def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_url):
+def telemetry_store(ray_cluster, tmp_path_factory):
+    """The session's one telemetry store actor (embedded SQLite); returns its data directory."""
+    from collectors.store_actor import start_store_actor
+
+    folder = tmp_path_factory.mktemp("telemetry-store")
+    start_store_actor({"TELEMETRY_DATA_DIR": str(folder)})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_url, telemetry_store):
     """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
     from ray import serve
 
     from app.main import build_app, build_power_app
-    from collectors.store_actor import start_store_actor
-
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
     token_file.write_text("test-token\n")
@@ -62,7 +70,6 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_u
         # the controller ticks when a test asks (an hour between its own ticks)
         "autoscaler": {"enabled": True, "ray_dashboard_url": ray_dashboard_url, "interval_s": 3600},
     }
-    start_store_actor({"TELEMETRY_DATA_DIR": str(state / "telemetry")})  # the API reads telemetry from it
     serve.run(build_power_app(args), name="kcloud-power", route_prefix="/api/v1/predict/power")
     serve.run(build_app(args), name="kcloud", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
