@@ -6,6 +6,7 @@ back by any ingress replica, also after the app restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 from typing import Any
@@ -17,6 +18,7 @@ from ray import serve
 from app.power_api import to_history, to_response
 from app.records import RecordStore
 from app.schemas import BatchItem, BatchItemResult
+from deployments.handle_loop import run_with_handles
 from training import train_lstm
 from training.registry import ModelRegistry
 
@@ -31,16 +33,7 @@ def run_batch(state_path: str, batch_id: str, app_name: str, power_app_name: str
     record = store.update(batch_id, status="running")
     try:
         items = _ITEMS.validate_python(record["items"])
-        power = serve.get_deployment_handle("PowerPredictor", app_name=power_app_name)
-        cost = serve.get_deployment_handle("CostPredictor", app_name=app_name)
-        pending = []
-        for item in items:
-            if item.type == "power":
-                pending.append(power.forecast.remote(to_history(item.request)))
-            else:
-                pending.append(cost.predict.remote(item.request))
-        results = [_collect(index, item, response) for index, (item, response) in enumerate(zip(items, pending,
-                                                                                               strict=True))]
+        results = run_with_handles(_answer(items, app_name, power_app_name), ITEM_TIMEOUT_S * 2)
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         store.update(batch_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         return "failed"
@@ -48,13 +41,22 @@ def run_batch(state_path: str, batch_id: str, app_name: str, power_app_name: str
     return "done"
 
 
-def _collect(index: int, item: Any, response: Any) -> BatchItemResult:
-    try:
-        answer = response.result(timeout_s=ITEM_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - one item's failure is that item's result
-        return BatchItemResult(index=index, status="error", error=_reason(exc))
-    body = to_response(item.request, answer) if item.type == "power" else answer
-    return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+async def _answer(items: list[Any], app_name: str, power_app_name: str) -> list[BatchItemResult]:
+    """Every item through its predictor, concurrently (the PowerPredictor batches them)."""
+    power = serve.get_deployment_handle("PowerPredictor", app_name=power_app_name)
+    cost = serve.get_deployment_handle("CostPredictor", app_name=app_name)
+
+    async def one(index: int, item: Any) -> BatchItemResult:
+        try:
+            call = (power.forecast.remote(to_history(item.request)) if item.type == "power"
+                    else cost.predict.remote(item.request))
+            answer = await asyncio.wait_for(call, ITEM_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - one item's failure is that item's result
+            return BatchItemResult(index=index, status="error", error=_reason(exc))
+        body = to_response(item.request, answer) if item.type == "power" else answer
+        return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+
+    return list(await asyncio.gather(*(one(index, item) for index, item in enumerate(items))))
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,37 +1,48 @@
-"""The controller's view of the served forecaster: the PowerPredictor deployment, through a handle."""
+"""The controller's view of the served forecaster: the PowerPredictor deployment, through a handle.
+
+The handle calls run on the process's handle loop (deployments/handle_loop.py), so the controller's tick
+thread stays synchronous whatever Serve's router settings are.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from ray import serve
 
 from autoscaler.controller import ModelShape
+from deployments.handle_loop import run_with_handles
 from training.inference import PowerForecast, PowerHistory
 
 
 class ServeForecaster:
-    """Calls `describe` and `forecast` of the PowerPredictor replicas; many histories go out concurrently,
-    so the replicas' `@serve.batch` turns one tick into a few forward passes."""
+    """Calls `describe` and `forecast` of the PowerPredictor replicas; a tick's histories go out concurrently,
+    so the replicas' `@serve.batch` turns them into a few forward passes."""
 
     def __init__(self, app_name: str = "kcloud-power", deployment: str = "PowerPredictor", timeout_s: float = 30.0):
         self.app_name, self.deployment, self.timeout_s = app_name, deployment, timeout_s
+
+    def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return run_with_handles(coroutine, self.timeout_s + 5)
 
     def _handle(self):
         return serve.get_deployment_handle(self.deployment, app_name=self.app_name)
 
     def shape(self) -> ModelShape:
-        described = self._handle().describe.remote().result(timeout_s=self.timeout_s)
+        async def describe() -> dict:
+            return await asyncio.wait_for(self._handle().describe.remote(), self.timeout_s)
+
+        described = self._run(describe())
         return ModelShape(model_version=described["model_version"], step_s=described["step_seconds"],
                           sequence_length=described["sequence_length"], horizon_steps=described["horizon_steps"])
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
-        handle = self._handle()
-        responses = [handle.forecast.remote(history) for history in histories]
-        results: list[PowerForecast | Exception] = []
-        for response in responses:
-            try:
-                results.append(response.result(timeout_s=self.timeout_s))
-            except Exception as exc:  # noqa: BLE001 - one failed node must not sink the others
-                results.append(exc)
-        return results
+        async def forecast_all() -> list[PowerForecast | BaseException]:
+            handle = self._handle()
+            calls = [asyncio.wait_for(handle.forecast.remote(history), self.timeout_s) for history in histories]
+            return await asyncio.gather(*calls, return_exceptions=True)  # one failed node never sinks the others
+
+        return [r if isinstance(r, PowerForecast | Exception) else RuntimeError(repr(r))
+                for r in self._run(forecast_all())]
