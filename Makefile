@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_collector.py --interval 5s
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_controller.py
 
 lint: install
 	$(VENV)/bin/ruff check .

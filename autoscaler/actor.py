@@ -61,14 +61,12 @@ class ScalingControllerService:
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
         self.interval_s = self.settings.interval_s or float(config.auto_scaling.evaluation_interval)
-        self.started_at = datetime.now(UTC)
-        self.last_tick: dict[str, Any] = {}
         self._tick_lock = threading.Lock()
-        self._stop = threading.Event()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while True:  # a daemon thread: it ends with the actor
+            time.sleep(self.interval_s)
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
@@ -79,8 +77,7 @@ class ScalingControllerService:
         with self._tick_lock:
             started = time.perf_counter()
             events = self.controller.tick()
-            self.last_tick = {"at": datetime.now(UTC).isoformat(), "policies": len(events),
-                              "seconds": round(time.perf_counter() - started, 3)}
+            logger.debug("scaling controller: %d policies in %.3f s", len(events), time.perf_counter() - started)
             return events
 
     def policies(self) -> list[ScalingPolicy]:
@@ -98,12 +95,6 @@ class ScalingControllerService:
 
     def events(self, policy: str | None, since: datetime | None, limit: int) -> list[ScalingEvent]:
         return self.controller.state.events(policy, since, limit)
-
-    def status(self) -> dict[str, Any]:
-        return {"started_at": self.started_at.isoformat(), "interval_s": self.interval_s, "last_tick": self.last_tick}
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:
