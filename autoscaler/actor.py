@@ -45,6 +45,30 @@ class ControllerSettings(BaseModel):
     interval_s: float | None = Field(None, gt=0, description="override of auto_scaling.evaluation_interval")
 
 
+class DecisionMetrics:
+    """Ray metrics (Ray's Prometheus endpoint) for every decision: desired replicas, power, decision counts."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        self._replicas = Gauge("kcloud_scaling_desired_replicas", "replicas each policy decided on",
+                               tag_keys=("policy", "mode"))
+        self._power = Gauge("kcloud_scaling_signal_watts", "per-node power behind each decision",
+                            tag_keys=("policy", "signal"))
+        self._decisions = Counter("kcloud_scaling_decisions_total", "decisions by policy, action and outcome",
+                                  tag_keys=("policy", "action", "actuation"))
+
+    def publish(self, events: list[ScalingEvent]) -> None:
+        for event in events:
+            if event.to_replicas is not None:
+                self._replicas.set(event.to_replicas, tags={"policy": event.policy, "mode": event.mode})
+            for signal, watts in (("measured", event.measured_power_watts), ("forecast", event.forecast_power_watts)):
+                if watts is not None:
+                    self._power.set(watts, tags={"policy": event.policy, "signal": signal})
+            self._decisions.inc(tags={"policy": event.policy, "action": event.action.value,
+                                      "actuation": event.actuation.status.value})
+
+
 class ScalingControllerService:
     """Actor body: a ScalingController over the store actor, the PowerPredictor and the real actuators."""
 
@@ -61,6 +85,7 @@ class ScalingControllerService:
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
         self.interval_s = self.settings.interval_s or float(config.auto_scaling.evaluation_interval)
+        self.metrics = DecisionMetrics()
         self._tick_lock = threading.Lock()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
 
@@ -77,6 +102,7 @@ class ScalingControllerService:
         with self._tick_lock:
             started = time.perf_counter()
             events = self.controller.tick()
+            self.metrics.publish(events)
             logger.debug("scaling controller: %d policies in %.3f s", len(events), time.perf_counter() - started)
             return events
 

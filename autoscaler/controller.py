@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from statistics import fmean
@@ -35,6 +36,7 @@ from training.config import AutoScalingConfig
 from training.inference import PowerForecast, PowerHistory
 
 logger = logging.getLogger(__name__)
+READ_WORKERS = 16  # concurrent replica-count reads per tick
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class ScalingController:
         now = self.clock()
         pending = [_Pending(policy, target_nodes(policy, self.workloads)) for policy in self.state.policies()]
         latest, store_problem = self._latest()
+        self._read_replicas(pending)
         for item in pending:
             self._observe(item, latest, store_problem)
         self._forecast([item for item in pending if self._wants_forecast(item)], latest)
@@ -114,11 +117,20 @@ class ScalingController:
         except StoreUnavailable as exc:
             return {}, f"telemetry store unavailable: {exc}"
 
+    def _read_replicas(self, items: list[_Pending]) -> None:
+        """Every target's replica count, read concurrently (each read is a network call)."""
+        def read(item: _Pending) -> None:
+            try:
+                item.replicas = self.actuators.replicas(item.policy)
+            except ActuationError as exc:
+                item.note = f"cannot read the target's replicas: {exc}"
+
+        if items:
+            with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
+                list(pool.map(read, items))
+
     def _observe(self, item: _Pending, latest: Mapping[str, NodeLatest], store_problem: str | None) -> None:
-        try:
-            item.replicas = self.actuators.replicas(item.policy)
-        except ActuationError as exc:
-            item.note = f"cannot read the target's replicas: {exc}"
+        if item.replicas is None:  # unreadable: the note says why
             return
         seen = [latest[node] for node in item.nodes if node in latest]
         item.observation = PowerObservation(

@@ -3,12 +3,15 @@
 Uses Serve's external-scaler REST API on the Ray dashboard (`POST /api/v1/applications/{app}/deployments/
 {deployment}/scale`), which only accepts applications deployed with `external_scaler_enabled: true`
 (serve_config.yaml or `serve.run(..., external_scaler_enabled=True)`). The current target comes from
-`GET /api/serve/applications/`. When the cluster uses token authentication, Ray's own token is sent.
+`GET /api/serve/applications/`, read once per `details_max_age_s` for all targets (a tick reads many) and
+again after every change. When the cluster uses token authentication, Ray's own token is sent.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,9 +35,21 @@ class RayServeActuator(Actuator):
 
     kinds = ("ray_serve",)
 
-    def __init__(self, dashboard_url: str = "http://127.0.0.1:8265", timeout_s: float = 10.0):
+    def __init__(self, dashboard_url: str = "http://127.0.0.1:8265", timeout_s: float = 10.0,
+                 details_max_age_s: float = 2.0):
         self.dashboard_url = dashboard_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.details_max_age_s = details_max_age_s
+        self._details: tuple[float, dict[str, Any]] | None = None
+        self._details_lock = threading.Lock()
+
+    def _applications(self) -> dict[str, Any]:
+        """Serve's application details, fetched at most once per `details_max_age_s` (one caller fetches)."""
+        with self._details_lock:
+            if self._details is None or time.monotonic() - self._details[0] > self.details_max_age_s:
+                details = self._request("GET", "/api/serve/applications/") or {}
+                self._details = (time.monotonic(), details.get("applications") or {})
+            return self._details[1]
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -50,8 +65,7 @@ class RayServeActuator(Actuator):
 
     def replicas(self, target: ScalingTarget) -> int:
         target = _serve_target(target)
-        details = self._request("GET", "/api/serve/applications/") or {}
-        app = (details.get("applications") or {}).get(target.app)
+        app = self._applications().get(target.app)
         if app is None:
             raise ActuationError(f"Serve application {target.app!r} is not running")
         deployment = (app.get("deployments") or {}).get(target.deployment)
@@ -65,6 +79,8 @@ class RayServeActuator(Actuator):
         path = (f"/api/v1/applications/{urllib.parse.quote(target.app, safe='')}/deployments/"
                 f"{urllib.parse.quote(target.deployment, safe='')}/scale")
         self._request("POST", path, {"target_num_replicas": replicas})
+        with self._details_lock:
+            self._details = None  # the next read sees the new target
         return f"Serve {target.app}/{target.deployment} num_replicas -> {replicas}"
 
 
