@@ -6,6 +6,7 @@ Used by `train_lstm` (train fraction 1.0: everything trains, the tail calibrates
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from training.forecaster import Architecture, PowerForecaster
 from training.lstm_trainer import TrainedWeights, train_power_lstm
 from training.registry import DataSpan
 from training.windows import Role, Windows, assign_roles, build_windows
+
+logger = logging.getLogger(__name__)
 
 CALIBRATION_FRACTION = 0.2
 
@@ -52,13 +55,18 @@ class PreparedData:
 
 
 def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[str] | tuple[str, ...],
-            sequence_length: int, horizon: int, train_fraction: float) -> PreparedData:
+            sequence_length: int, horizon: int, train_fraction: float, skip_short: bool = False) -> PreparedData:
     """Resample, split every series in time, and fit the scalers on the training rows only.
+
+    `skip_short` leaves out (with a warning) series too short for one window instead of refusing them: for
+    a telemetry store, where a node that joined an hour ago must not stop the retraining of the others.
 
     Raises:
         ValueError: naming a series too short for one window, or when nothing is left to train on.
     """
     segments = resample(frame, step_s, max(max_gap_s, step_s))
+    if skip_short:
+        segments = _drop_short(segments, sequence_length, step_s)
     _require_long_enough(segments, sequence_length, step_s)
     roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION)
     fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
@@ -69,11 +77,25 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     return PreparedData(segments, roles, pipeline, sequence_length, horizon)
 
 
-def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int) -> None:
+def _short_series(segments: list[Segment], sequence_length: int) -> dict[str, int]:
+    """Series whose longest gap-free stretch cannot hold one window, with that length in steps."""
     longest: dict[str, int] = {}
     for segment in segments:
         longest[segment.node_id] = max(longest.get(segment.node_id, 0), len(segment))
-    short = {node: n for node, n in longest.items() if n < sequence_length + 1}
+    return {node: n for node, n in longest.items() if n < sequence_length + 1}
+
+
+def _drop_short(segments: list[Segment], sequence_length: int, step_s: int) -> list[Segment]:
+    short = _short_series(segments, sequence_length)
+    if short and len(short) < len({s.node_id for s in segments}):
+        logger.warning("left out %d series shorter than one window of %d steps at a %ds step: %s", len(short),
+                       sequence_length + 1, step_s, ", ".join(sorted(short)))
+        return [s for s in segments if s.node_id not in short]
+    return segments  # all short: let the check below refuse with every name
+
+
+def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int) -> None:
+    short = _short_series(segments, sequence_length)
     if short:
         detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
         raise ValueError(

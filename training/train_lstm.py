@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
         prepared = prepare(frame, step_s=config.predictor.step, max_gap_s=config.predictor.max_gap,
                            features=config.features, sequence_length=model_config.sequence_length,
-                           horizon=config.predictor.horizon_steps, train_fraction=1.0 - args.holdout_fraction)
+                           horizon=config.predictor.horizon_steps, train_fraction=1.0 - args.holdout_fraction,
+                           skip_short=args.from_store)
         forecaster, weights = train_forecaster(prepared, model_config, num_workers=args.num_workers,
                                                use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
                                                verbose=not args.quiet)

@@ -86,29 +86,29 @@ def test_mismatched_model_step_is_refused(tmp_path, registry_root, upm_sample, c
     assert not (tmp_path / "r.json").exists()
 
 
-def test_train_from_the_telemetry_store(tmp_path, ray_cluster, upm_sample, monkeypatch):
-    """Real runs written into the embedded store (ending now), then `train_lstm --from-store --since 1d`."""
+def test_train_from_the_telemetry_store(tmp_path, telemetry_store, upm_sample):
+    """Real runs written into the cluster's store actor (ending now), then `train_lstm --from-store --since 1d`.
+
+    The session's store also holds short series (replayed minutes, other tests' nodes): those are left out.
+    """
     import pandas as pd
 
-    from collectors.stores.sqlite import SqliteStore
+    from collectors.store_actor import RemoteStore
     from collectors.stores.window import replay_samples
     from training.data import load_telemetry_csv
 
     frame = load_telemetry_csv(upm_sample)
     now = pd.Timestamp.now(tz="UTC").floor("60s")
-    store = SqliteStore(tmp_path / "telemetry")
     for node in ("hybrid_1", "radiance_1"):
         minutes = frame[frame["node_id"] == node].set_index("timestamp")[["power_watts", "cpu_utilization"]]
         minutes = minutes.resample("60s").mean().dropna()
         samples = []
         for offset, (_, row) in enumerate(minutes.iterrows()):
             stamp = (now - pd.Timedelta(minutes=len(minutes) - 1 - offset)).to_pydatetime()
-            samples += replay_samples(stamp, node, row.to_dict())
-        store.write(samples)
-    store.close()
-    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(tmp_path / "telemetry"))
+            samples += replay_samples(stamp, f"stored-{node}", row.to_dict())
+        RemoteStore().write(samples)
     models = tmp_path / "models"
     assert train_lstm.main(["--from-store", "--since", "1d", "--model-path", str(models), *SMALL]) == 0
     _, metadata = ModelRegistry(models).get("power_lstm")
-    assert sorted(metadata.data_span.series) == ["hybrid_1", "radiance_1"]
+    assert {"stored-hybrid_1", "stored-radiance_1"} <= set(metadata.data_span.series)
     assert metadata.data_span.rows > 100
