@@ -8,6 +8,7 @@ background thread ticks every `auto_scaling.evaluation_interval`; `tick` also ru
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from autoscaler.schema import ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.state import ControllerState
 from collectors.store_actor import NAMESPACE, RemoteStore
+from collectors.supervisor import SUPERVISOR
 from training.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,34 @@ class DecisionMetrics:
                                       "actuation": event.actuation.status.value})
 
 
+class TelemetryNodeNames:
+    """Ray node id -> telemetry node id: the name each node's collector reports (the collector supervisor
+    knows them), else the node's hostname (what a collector uses without NODE_NAME). Refreshed every minute."""
+
+    def __init__(self, max_age_s: float = 60.0):
+        self.max_age_s = max_age_s
+        self._names: dict[str, str] = {}
+        self._read_at = -math.inf
+
+    def __call__(self, ray_node_ids: list[str]) -> dict[str, str]:
+        if time.monotonic() - self._read_at > self.max_age_s:
+            self._names, self._read_at = self._read(), time.monotonic()
+        return {node: self._names[node] for node in ray_node_ids if node in self._names}
+
+    @staticmethod
+    def _read() -> dict[str, str]:
+        names = {node["NodeID"]: node["NodeManagerHostname"] for node in ray.nodes() if node.get("Alive")}
+        try:
+            supervisor = ray.get_actor(SUPERVISOR, namespace=NAMESPACE)
+            collectors = ray.get(supervisor.status.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - no collectors running: hostnames it is
+            return names
+        for key, status in collectors.items():
+            if key.startswith("node-") and status.get("node_id"):
+                names[key.removeprefix("node-")] = status["node_id"]
+        return names
+
+
 class ScalingControllerService:
     """Actor body: a ScalingController over the store actor, the PowerPredictor and the real actuators."""
 
@@ -79,7 +109,7 @@ class ScalingControllerService:
                                KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
         self.controller = ScalingController(
             ControllerState(self.settings.state_file), RemoteStore(), ServeForecaster(self.settings.power_app_name),
-            actuators, defaults=config.auto_scaling, workloads=config.workloads)
+            actuators, defaults=config.auto_scaling, workloads=config.workloads, node_names=TelemetryNodeNames())
         seeded = self.controller.state.seed(policies_from_config(config, self.settings.config_path or "config"),
                                             datetime.now(UTC))
         if seeded:

@@ -79,13 +79,17 @@ class ScalingController:
     def __init__(self, state: ControllerState, store: TelemetryStore, forecaster: Forecaster | None,
                  actuators: Actuators, *, defaults: AutoScalingConfig | None = None,
                  workloads: Mapping[str, tuple[str, ...]] | None = None,
+                 node_names: Callable[[list[str]], Mapping[str, str]] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        """`node_names` maps Ray node ids to telemetry node ids; with it, a policy that names no nodes (and has
+        no `workloads` entry) uses the nodes its target's replicas run on, where the actuator can tell."""
         self.state = state
         self.store = store
         self.forecaster = forecaster
         self.actuators = actuators
         self.defaults = defaults or AutoScalingConfig()
         self.workloads = dict(workloads or {})
+        self.node_names = node_names
         self.clock = clock
 
     # --- policies ----------------------------------------------------------------------------------------
@@ -122,12 +126,21 @@ class ScalingController:
         def read(item: _Pending) -> None:
             try:
                 item.replicas = self.actuators.replicas(item.policy)
+                if not item.nodes and self.node_names is not None:
+                    item.nodes = self._discover_nodes(item.policy)
             except ActuationError as exc:
                 item.note = f"cannot read the target's replicas: {exc}"
 
         if items:
             with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
                 list(pool.map(read, items))
+
+    def _discover_nodes(self, policy: ScalingPolicy) -> list[str]:
+        ray_nodes = self.actuators.ray_nodes(policy)
+        if not ray_nodes or self.node_names is None:
+            return []
+        names = self.node_names(ray_nodes)
+        return sorted({names.get(node, node) for node in ray_nodes})
 
     def _observe(self, item: _Pending, latest: Mapping[str, NodeLatest], store_problem: str | None) -> None:
         if item.replicas is None:  # unreadable: the note says why
@@ -144,6 +157,8 @@ class ScalingController:
         elif not item.nodes:
             item.note = (f"no nodes known for the target: set the policy's nodes or "
                          f"workloads.{item.policy.workload_id or item.policy.name} in the config")
+        elif not target_nodes(item.policy, self.workloads):
+            item.note = f"nodes found from the target's replicas: {', '.join(item.nodes)}"
 
     @staticmethod
     def _wants_forecast(item: _Pending) -> bool:

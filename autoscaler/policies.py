@@ -2,7 +2,7 @@
 
 A policy's `power_based` and `predictive_scaling` keys override the config file's `auto_scaling` sections,
 so a file or an API client states only what differs. The target's nodes come from the policy's `nodes`,
-else from the config's `workloads` map.
+else from the config's `workloads` map (else the controller finds them from the target's replicas).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def policies_from_config(config: ServiceConfig, source: str = "config") -> list[
 
 
 def target_nodes(policy: ScalingPolicy, workloads: Mapping[str, tuple[str, ...]]) -> list[str]:
-    """The telemetry node ids of the policy's target (empty when neither the policy nor the config says)."""
+    """The telemetry node ids of the policy's target as configured (empty when neither the policy nor the config
+    says; the controller then asks the target's actuator where its replicas run)."""
     if policy.nodes:
         return list(policy.nodes)
     return list(workloads.get(policy.workload_id or policy.name, ()))

@@ -74,7 +74,8 @@ class ScalingPolicy(_Model):
     `power_based.max_power_budget` is watts per node of the target; thresholds are percent of it.
     `cluster_power_budget` (W, optional) caps scale-out for the target as a whole. `stale_after_s` accepts
     seconds or "2min"; telemetry older than that is treated as missing. The target's nodes are the telemetry
-    node ids in `nodes`, else those the config's `workloads` map lists for `workload_id` (default: the name).
+    node ids in `nodes`, else those the config's `workloads` map lists for `workload_id` (default: the name),
+    else, for a Ray Serve target, the nodes its running replicas are on.
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)

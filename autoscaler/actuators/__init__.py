@@ -24,6 +24,10 @@ class Actuators:
         """The target's replica count now; ActuationError when it cannot be read."""
         return self._for(policy).replicas(policy.target)
 
+    def ray_nodes(self, policy: ScalingPolicy) -> list[str] | None:
+        """Ray node ids of the target's replicas where its actuator can tell; ActuationError when unreadable."""
+        return self._for(policy).ray_nodes(policy.target)
+
     def apply(self, policy: ScalingPolicy, current: int, desired: int) -> ActuationResult:
         """Carry out `current -> desired` (enforce) or only describe it (dry_run); never raises."""
         if desired == current:

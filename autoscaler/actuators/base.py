@@ -28,3 +28,7 @@ class Actuator(ABC):
     @abstractmethod
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         """Set the desired replica count; return a short description of what was changed."""
+
+    def ray_nodes(self, target: ScalingTarget) -> list[str] | None:
+        """Ray node ids the target's replicas run on, where this actuator can tell (None: it cannot)."""
+        return None

@@ -63,7 +63,7 @@ class RayServeActuator(Actuator):
         except (urllib.error.URLError, OSError) as exc:
             raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
 
-    def replicas(self, target: ScalingTarget) -> int:
+    def _deployment(self, target: ScalingTarget) -> dict[str, Any]:
         target = _serve_target(target)
         app = self._applications().get(target.app)
         if app is None:
@@ -72,7 +72,15 @@ class RayServeActuator(Actuator):
         if deployment is None:
             raise ActuationError(f"Serve application {target.app!r} has no deployment {target.deployment!r} "
                                  f"(it has {sorted(app.get('deployments') or {})})")
-        return int(deployment["target_num_replicas"])
+        return deployment
+
+    def replicas(self, target: ScalingTarget) -> int:
+        return int(self._deployment(target)["target_num_replicas"])
+
+    def ray_nodes(self, target: ScalingTarget) -> list[str]:
+        """The Ray nodes of the deployment's running replicas."""
+        replicas = self._deployment(target).get("replicas") or []
+        return sorted({r["node_id"] for r in replicas if r.get("state") == "RUNNING" and r.get("node_id")})
 
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         target = _serve_target(target)

@@ -140,6 +140,17 @@ def test_controller_scales_a_serve_deployment_and_survives_a_kill(api, target):
     api.delete(f"/api/v1/scaling/policies/{name}", headers=AUTH)
 
 
+def test_a_serve_target_without_nodes_uses_the_nodes_of_its_replicas(api, target):
+    [node] = [n["NodeManagerHostname"] for n in ray.nodes() if n["Alive"]]  # no collectors: the hostname
+    write_power(node, 555)
+    body = policy("serve-discover", mode="dry_run", nodes=[], predictive_scaling={"enabled": False})
+    assert api.post("/api/v1/scaling/policies", json=body, headers=AUTH).status_code == 201
+    event = next(e for e in tick() if e["policy"] == "serve-discover")
+    assert f"nodes found from the target's replicas: {node}" in event["reason"], event
+    assert event["measured_power_watts"] == pytest.approx(555)
+    api.delete("/api/v1/scaling/policies/serve-discover", headers=AUTH)
+
+
 def test_dry_run_and_unknown_target_touch_nothing(api, target):
     replicas = running_replicas()
     api.post("/api/v1/scaling/policies", json=policy("serve-dry", mode="dry_run"), headers=AUTH)

@@ -42,6 +42,9 @@ class RecordingActuator(Actuator):
             raise ActuationError("deployment default/web not found (404)")
         return self.counts.get(_key(target), self.default)
 
+    def ray_nodes(self, target: ScalingTarget) -> list[str]:
+        return ["ray-node-a", "ray-node-b"]
+
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         if self.fail == "scale":
             raise ActuationError("forbidden (403)")
@@ -103,11 +106,11 @@ def write_power(store: SqliteStore, watts: dict[str, float], minutes: int = 15, 
 
 @pytest.fixture
 def make(tmp_path, store):
-    def build(forecaster=None, replicas: int = 2, clock=None, workloads=None):
+    def build(forecaster=None, replicas: int = 2, clock=None, workloads=None, node_names=None):
         actuator = RecordingActuator(replicas)
         state = ControllerState(tmp_path / "state" / "autoscaler.sqlite")
         controller = ScalingController(state, store, forecaster, Actuators([actuator]), workloads=workloads,
-                                       clock=clock or (lambda: datetime.now(UTC)))
+                                       node_names=node_names, clock=clock or (lambda: datetime.now(UTC)))
         return controller, actuator
     return build
 
@@ -194,6 +197,16 @@ def test_nodes_come_from_the_workloads_map_when_the_policy_names_none(make, stor
     by_policy = {e.policy: e for e in controller.tick()}
     assert by_policy["web"].action is ScaleAction.SCALE_OUT
     assert by_policy["orphan"].action is ScaleAction.HOLD and "workloads.orphan" in by_policy["orphan"].reason
+
+
+def test_nodes_are_found_from_the_target_replicas_when_nothing_names_them(make, store):
+    names = {"ray-node-a": "n1"}  # ray-node-b has no collector name: its id is used as is
+    controller, _ = make(node_names=lambda ids: {i: names[i] for i in ids if i in names})
+    controller.put_policy(policy_data(nodes=[], predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "ray-node-b": 900})
+    [event] = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and event.measured_power_watts == pytest.approx(950)
+    assert "nodes found from the target's replicas: n1, ray-node-b" in event.reason
 
 
 def test_state_survives_a_new_controller_on_the_same_file(make, store, tmp_path):
