@@ -192,7 +192,11 @@ class ScalingController:
                            latest: Mapping[str, NodeLatest]) -> ForecastView | None:
         """Append the item's node histories to the batch; a view only when the forecast cannot be made."""
         policy = item.policy
-        lead_steps = min(-(-policy.predictive_scaling.lookahead_minutes * 60 // shape.step_s), shape.horizon_steps)
+        wanted_steps = -(-policy.predictive_scaling.lookahead_minutes * 60 // shape.step_s)
+        lead_steps = min(wanted_steps, shape.horizon_steps)
+        if wanted_steps > lead_steps and item.note is None:
+            item.note = (f"look-ahead cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
+                         f"({shape.model_version})")
         found = []
         for node in item.nodes:
             try:

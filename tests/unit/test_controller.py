@@ -274,3 +274,11 @@ def test_invalid_config_policies_name_the_entry_and_field():
         policies_from_config(config)
     text = str(error.value)
     assert "auto_scaling.policies[2]: power_based.max_power_budget" in text and "'web' is used twice" in text
+
+
+def test_a_look_ahead_beyond_the_model_horizon_is_cut_and_said(make, store):
+    controller, _ = make(FixedForecaster(upper_watts=700))
+    controller.put_policy(policy_data(predictive_scaling={"lookahead_minutes": 60}))
+    write_power(store, {"n1": 700, "n2": 700})
+    [event] = controller.tick()
+    assert event.signal == "forecast" and "cut to the served model's horizon of 10 min" in event.reason
