@@ -101,15 +101,17 @@ class ApiIngress:
             logger.warning("ApiIngress: no API token configured (API_TOKEN / API_TOKEN_FILE): "
                            "mutating endpoints are open to every client")
         self._resume_interrupted_work()
+        config = args.service_config()
         self.store = RemoteStore()
-        self.stale_after_s = float(args.service_config().telemetry.stale_after)
+        self.stale_after_s = float(config.telemetry.stale_after)
         self.controller = RemoteController()
+        self.scaling_defaults = config.auto_scaling
         if args.autoscaler.enabled:
-            policies_from_config(args.service_config(), args.config_path or "config")  # refuse a bad file early
+            policies_from_config(config, args.config_path or "config")  # refuse a bad file early
             start_controller(args.controller_settings())
         if args.telemetry.enabled:
             telemetry = args.telemetry
-            start_telemetry(args.service_config(), selected=telemetry.sources,
+            start_telemetry(config, selected=telemetry.sources,
                             replay=telemetry.replay.model_dump() if telemetry.replay else None,
                             store_settings=telemetry.store_settings)
 
@@ -237,7 +239,7 @@ class ApiIngress:
         `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
         self._authorize(authorization)
         try:
-            merged = policy_from(policy.model_dump(exclude_unset=True), self.args.service_config().auto_scaling)
+            merged = policy_from(policy.model_dump(exclude_unset=True), self.scaling_defaults)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
         created = await self._controller("put_policy", merged)
