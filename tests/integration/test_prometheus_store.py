@@ -123,7 +123,9 @@ def test_long_windows_are_split_under_the_point_limit(prometheus):
     assert len(frame) == 8 * 1440 + 10
     assert frame["power_watts"].iloc[-10:].tolist() == pytest.approx([600.0] * 10)
     assert frame["power_watts"].iloc[:-21].isna().all()  # nothing before the 20 minutes of data
-    assert 15 <= frame["power_watts"].notna().sum() <= 20
+    # The 20 minutes of samples overlap the window by 825-885 s, depending on where in its minute the fixture
+    # ran, and a rate needs a minute of counter samples first: 12 to 16 minute bins carry power.
+    assert 12 <= frame["power_watts"].notna().sum() <= 16
 
 
 def test_prometheus_store_is_read_only_and_reports_errors(prometheus):
