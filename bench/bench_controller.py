@@ -228,7 +228,7 @@ def main() -> None:
                 "store.latest(), all nodes": s["store.latest_all"],
                 "store.latest(node), per node": s["store.latest_node"],
                 "store.window(), per node": s["store.window"],
-                "history build (pandas)": s["history"] - s["store.latest_node"] - s["store.window"],
+                "history build": s["history"] - s["store.latest_node"] - s["store.window"],
                 "forecaster (1 batch)": s["forecaster.forecast"] + s["forecaster.shape"],
                 "state reads (policies)": s["state.policies"] + s["state.policy_state"],
                 "state.record (event writes)": s["state.record"],
