@@ -7,9 +7,9 @@ HTTP in, schemas validated, calls to the predictor deployments through handles, 
 import asyncio
 import hmac
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query, Response
+from fastapi import Body, FastAPI, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import AwareDatetime, ValidationError
@@ -232,19 +232,21 @@ class ApiIngress:
         return ScalingPoliciesResponse(policies=await self._controller("policies"))
 
     @api.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200,
-              responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 413, 503)})
-    async def put_policy(self, policy: ScalingPolicy, response: Response,
+              responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 413, 503)},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
+    async def put_policy(self, body: Annotated[dict[str, Any], Body()], response: Response,
                          authorization: str | None = Header(None)) -> ScalingPolicy:
         """Create (201) or replace (200) a policy by name. Keys left out take the config file's
         `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
         self._authorize(authorization)
-        try:
-            merged = policy_from(policy.model_dump(exclude_unset=True), self.scaling_defaults)
+        try:  # validated once, after the merge: a partial section is checked against the config's defaults
+            policy = policy_from(body, self.scaling_defaults)
         except ValidationError as exc:
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-        created = await self._controller("put_policy", merged)
+        created = await self._controller("put_policy", policy)
         response.status_code = 201 if created else 200
-        return merged
+        return policy
 
     @api.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, responses=responses(404, 503))
     async def get_policy(self, name: Annotated[str, Path(max_length=63)]) -> ScalingPolicy:

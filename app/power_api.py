@@ -24,9 +24,10 @@ def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequen
 def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
     """A workload's forecast from its nodes' forecasts, lead by lead.
 
-    Point, lower and upper are summed: the summed bounds hold whenever every node's do, so the interval is
-    conservative (at least its nominal coverage unless the nodes' errors are perfectly correlated, then exact).
-    Confidence is the lowest node's, window coverage the lowest, padding the largest.
+    Point, lower and upper are summed: the summed bounds hold whenever every node's do. That is exact for
+    nodes whose errors move together and wider than needed for independent ones; it is not a formal
+    coverage guarantee for the sum. Confidence is the lowest node's, window coverage the lowest, padding
+    the largest.
     """
     first = forecasts[0]
     if len(forecasts) == 1:

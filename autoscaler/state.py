@@ -9,7 +9,6 @@ an edited config file still takes effect.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 import threading
 from datetime import datetime
@@ -108,9 +107,10 @@ class ControllerState:
                                       (event.at.timestamp(), event.policy))
             stored = event.model_copy(update={"id": cursor.lastrowid})
             self._db.execute("UPDATE events SET body = ? WHERE id = ?", (stored.model_dump_json(), stored.id))
-            if state is not None:
-                self._db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)",
-                                 (event.policy, state.model_dump_json()))
+            if state is not None:  # not for a policy deleted while its tick ran
+                self._db.execute("INSERT OR REPLACE INTO policy_state SELECT ?, ? WHERE EXISTS "
+                                 "(SELECT 1 FROM policies WHERE name = ?)",
+                                 (event.policy, state.model_dump_json(), event.policy))
             if stored.id % 1000 == 0:  # keep the newest max_events
                 self._db.execute("DELETE FROM events WHERE id <= ?", (stored.id - self.max_events,))
         return stored
@@ -128,4 +128,4 @@ class ControllerState:
         with self._lock:
             rows = self._db.execute(f"SELECT body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?",
                                     (*params, limit)).fetchall()
-        return [ScalingEvent.model_validate(json.loads(body)) for (body,) in rows]
+        return [ScalingEvent.model_validate_json(body) for (body,) in rows]

@@ -28,5 +28,11 @@ def _process_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_with_handles(coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
-    """Run `coroutine` on the process's handle loop and wait for it (TimeoutError after `timeout_s`)."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _process_loop()).result(timeout=timeout_s)
+    """Run `coroutine` on the process's handle loop and wait for it; after `timeout_s` it is cancelled and
+    TimeoutError raised (nothing is left running on the loop)."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, _process_loop())
+    try:
+        return future.result(timeout=timeout_s)
+    except TimeoutError:
+        future.cancel()
+        raise

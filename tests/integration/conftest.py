@@ -56,8 +56,9 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_u
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
     token_file.write_text("test-token\n")
-    config = state / "config.yaml"  # the service config: a workload spanning two nodes
-    config.write_text("workloads:\n  api-workload: [api-node, api-node-2]\n")
+    config = state / "config.yaml"  # the service config: a workload spanning two nodes, a policy default
+    config.write_text("workloads:\n  api-workload: [api-node, api-node-2]\n"
+                      "auto_scaling:\n  power_based:\n    scale_in_threshold: 40\n")
     args = {
         "config_path": str(config),
         "model_path": str(served_models),

@@ -92,6 +92,20 @@ def test_keys_left_out_take_the_config_defaults(api):
     api.delete("/api/v1/scaling/policies/api-defaults", headers=AUTH)
 
 
+def test_a_partial_section_is_checked_against_the_config_defaults(api):
+    # The config sets scale_in_threshold 40, so a scale-out threshold of 45 is valid (the model default, 50,
+    # would not be): the policy is validated after the merge, not before.
+    body = {"name": "api-partial", "target": {"kind": "deployment", "name": "web"},
+            "power_based": {"scale_out_threshold": 45}}
+    stored = api.post("/api/v1/scaling/policies", json=body, headers=AUTH)
+    assert stored.status_code == 201, stored.text
+    assert (stored.json()["power_based"]["scale_in_threshold"], stored.json()["power_based"]["scale_out_threshold"]) \
+        == (40, 45)
+    api.delete("/api/v1/scaling/policies/api-partial", headers=AUTH)
+    not_an_object = api.post("/api/v1/scaling/policies", json=[1, 2], headers=AUTH)
+    assert not_an_object.status_code == 422
+
+
 @pytest.mark.parametrize(("change", "field", "phrase"), [
     ({"power_based": {"scale_in_threshold": 90, "scale_out_threshold": 80}}, "power_based", "must be below"),
     ({"min_replicas": 4, "max_replicas": 2}, None, "must not exceed max_replicas"),

@@ -282,3 +282,17 @@ def test_a_look_ahead_beyond_the_model_horizon_is_cut_and_said(make, store):
     write_power(store, {"n1": 700, "n2": 700})
     [event] = controller.tick()
     assert event.signal == "forecast" and "cut to the served model's horizon of 10 min" in event.reason
+
+
+def test_a_policy_deleted_during_its_tick_leaves_no_state_behind(tmp_path):
+    from autoscaler.policy import PolicyState
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    event = ScalingEvent(at=now, policy="gone", target={"kind": "deployment", "name": "x"}, action="scale_out",
+                         from_replicas=1, to_replicas=2, reason="scale_out", mode="enforce",
+                         actuation=ActuationResult(status="applied"))
+    state.record(event, PolicyState(last_scale_at=now))
+    assert state.policy_state("gone") == PolicyState()  # a re-created "gone" starts without a cooldown
+    assert len(state.events(policy="gone")) == 1  # the event itself is kept
