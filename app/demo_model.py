@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 
+from core.registry import ModelRegistry
 from training import train_gbm, train_lstm
 from training.config import load_config
-from training.registry import ModelRegistry
 
 DEMO_POWER_ARGS = ["--step", "1min", "--horizon", "30min", "--sequence-length", "30", "--epochs", "25", "--quiet"]
 

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.records import RecordNotFound
-from training.inference import ForecastRequestError
-from training.registry import ModelNotFoundError
+from core.registry import ModelNotFoundError
+from training.power.inference import ForecastRequestError
 
 logger = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 4 * 1024 * 1024

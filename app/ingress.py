@@ -40,12 +40,12 @@ from app.schemas import (
     TelemetryNodesResponse,
 )
 from autoscaler.actor import ControllerUnavailable, RemoteController, start_controller
-from autoscaler.policies import policies_from_config, policy_from
+from autoscaler.policy_config import policies_from_config, policy_from
 from autoscaler.schema import ScalingPolicy
 from collectors.store_actor import RemoteStore
-from collectors.stores.base import StoreUnavailable
 from collectors.supervisor import start_telemetry
-from training.registry import MODEL_ID_PATTERN, ModelRegistry
+from core.registry import MODEL_ID_PATTERN, ModelRegistry
+from core.stores.base import StoreUnavailable
 
 logger = logging.getLogger("ray.serve")
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 from app.errors import ApiError
 from app.schemas import PowerPoint, PowerPredictionRequest, PowerPredictionResponse
-from training.data import NUMERIC_FEATURES
-from training.durations import parse_duration
-from training.inference import PowerForecast, PowerHistory
+from core.durations import parse_duration
+from core.telemetry_csv import NUMERIC_FEATURES
+from training.power.inference import PowerForecast, PowerHistory
 
 
 def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequence[str]]) -> list[str] | None:

@@ -14,11 +14,11 @@ from ray import serve
 from app.errors import ApiError, install_body_limit, install_error_handlers, responses
 from app.power_api import stored_nodes, sum_forecasts, to_history, to_response
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
-from collectors.history import NoStoredTelemetry, StoredHistory, UnknownNode, stored_history
 from collectors.store_actor import RemoteStore
-from collectors.stores.base import StoreUnavailable
+from core.durations import parse_duration
+from core.stores.base import StoreUnavailable
 from deployments.power import PowerPredictor
-from training.durations import parse_duration
+from training.power.stored_history import NoStoredTelemetry, StoredHistory, UnknownNode, stored_history
 
 POWER_ROUTE = "/api/v1/predict/power"
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoscaler.schema import ScalingEvent, ScalingPolicy
-from training.cost_schema import CostEstimate, CostQuery
-from training.durations import parse_duration
+from core.durations import parse_duration
+from training.cost.schema import CostEstimate, CostQuery
 
 MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000

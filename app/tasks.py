@@ -18,9 +18,9 @@ from ray import serve
 from app.power_api import to_history, to_response
 from app.records import RecordStore
 from app.schemas import BatchItem, BatchItemResult
-from deployments.handle_loop import run_with_handles
+from core.handle_loop import run_with_handles
+from core.registry import ModelRegistry
 from training import train_lstm
-from training.registry import ModelRegistry
 
 ITEM_TIMEOUT_S = 120.0
 _ITEMS = TypeAdapter(list[BatchItem])

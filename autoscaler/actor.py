@@ -21,7 +21,7 @@ from autoscaler.actuators import Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.controller import ScalingController
-from autoscaler.policies import policies_from_config
+from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.state import ControllerState

@@ -17,8 +17,8 @@ from statistics import fmean
 from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
-from autoscaler.policies import policy_from, target_nodes
-from autoscaler.policy import decide
+from autoscaler.decision import decide
+from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.schema import (
     ActuationResult,
     ActuationStatus,
@@ -30,10 +30,10 @@ from autoscaler.schema import (
     ScalingPolicy,
 )
 from autoscaler.state import ControllerState
-from collectors.history import NoStoredTelemetry, stored_history
-from collectors.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from training.config import AutoScalingConfig
-from training.inference import PowerForecast, PowerHistory
+from training.power.inference import PowerForecast, PowerHistory
+from training.power.stored_history import NoStoredTelemetry, stored_history
 
 logger = logging.getLogger(__name__)
 READ_WORKERS = 16  # concurrent replica-count reads per tick

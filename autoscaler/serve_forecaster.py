@@ -1,6 +1,6 @@
 """The controller's view of the served forecaster: the PowerPredictor deployment, through a handle.
 
-The handle calls run on the process's handle loop (deployments/handle_loop.py), so the controller's tick
+The handle calls run on the process's handle loop (core/handle_loop.py), so the controller's tick
 thread stays synchronous whatever Serve's router settings are.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from ray import serve
 
 from autoscaler.controller import ModelShape
-from deployments.handle_loop import run_with_handles
-from training.inference import PowerForecast, PowerHistory
+from core.handle_loop import run_with_handles
+from training.power.inference import PowerForecast, PowerHistory
 
 
 class ServeForecaster:

@@ -9,7 +9,7 @@ The forecaster trains on the first `--train-fraction` of every series exactly as
 by step through the controller's own `decide()`: with the policy as given ("predictive"), with predictive
 scaling off ("reactive"), and reactive with both thresholds lowered by `--margin` percentage points
 ("reactive_margin", the fixed safety margin a forecast has to beat). Series are simulated separately and
-their metrics summed (autoscaler.simulation).
+their metrics summed (autoscaler.trace_replay).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
-from autoscaler.simulation import (
+from autoscaler.trace_replay import (
     DemandModel,
     RunMetrics,
     horizon_steps,
@@ -33,11 +33,11 @@ from autoscaler.simulation import (
     simulate_series,
     with_margin,
 )
+from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
 from training.config import ConfigError, format_errors, read_yaml_mapping
-from training.data import load_telemetry_csv
-from training.preparation import prepare, train_forecaster
-from training.windows import Role
+from training.power.dataset import prepare, train_forecaster
+from training.power.windows import Role
 
 RUNS = ("predictive", "reactive", "reactive_margin")
 

@@ -14,7 +14,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from autoscaler.policy import PolicyState
+from autoscaler.decision import PolicyState
 from autoscaler.schema import ScalingEvent, ScalingPolicy
 
 _SCHEMA = """

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors.actor import Collector  # noqa: E402
+from collectors.collector import Collector  # noqa: E402
 from collectors.sources import build_sources  # noqa: E402
-from collectors.stores.sqlite import SqliteStore  # noqa: E402
+from core.stores.sqlite import SqliteStore  # noqa: E402
 from training.cli import duration_arg  # noqa: E402
 from training.config import ServiceConfig, TelemetryConfig  # noqa: E402
 

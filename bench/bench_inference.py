@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.calibration import Calibration  # noqa: E402
-from training.features import FeaturePipeline  # noqa: E402
-from training.fit import build_model  # noqa: E402
-from training.forecaster import Architecture, PowerForecaster  # noqa: E402
+from training.power.calibration import Calibration  # noqa: E402
+from training.power.features import FeaturePipeline  # noqa: E402
+from training.power.fit import build_model  # noqa: E402
+from training.power.forecaster import Architecture, PowerForecaster  # noqa: E402
 
 
 def main() -> None:

@@ -52,9 +52,9 @@ def _in_process_floor(model_path: str, runs: int = 300) -> float:
 
     from app.power_api import to_history
     from app.schemas import PowerPredictionRequest
-    from training.forecaster import PowerForecaster
-    from training.inference import forecast_histories
-    from training.registry import ModelRegistry
+    from core.registry import ModelRegistry
+    from training.power.forecaster import PowerForecaster
+    from training.power.inference import forecast_histories
 
     torch.set_num_threads(1)
     folder, metadata = ModelRegistry(model_path).get("power_lstm")

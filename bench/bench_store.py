@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors.schema import Quality, SourceKind, TelemetrySample  # noqa: E402
-from collectors.stores.base import TelemetryStore  # noqa: E402
-from collectors.stores.influx import InfluxStore  # noqa: E402
-from collectors.stores.sqlite import SqliteStore  # noqa: E402
+from core.stores.base import TelemetryStore  # noqa: E402
+from core.stores.influx import InfluxStore  # noqa: E402
+from core.stores.sqlite import SqliteStore  # noqa: E402
+from core.telemetry import Quality, SourceKind, TelemetrySample  # noqa: E402
 
 BATCH = 10_000
 CHUNK_MINUTES = 360  # samples are built and written six hours at a time to bound memory

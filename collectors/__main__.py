@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from collectors.base import TelemetrySource
-from collectors.schema import TelemetrySample
 from collectors.sources import SOURCE_NAMES, build_sources
+from core.telemetry import TelemetrySample
 from training.config import ConfigError, load_config
 
 _COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from collectors.schema import SourceKind, TelemetrySample
+from core.telemetry import SourceKind, TelemetrySample
 
 
 class SourceUnavailable(RuntimeError):

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from collectors.schema import TelemetrySample
+from core.telemetry import TelemetrySample
 
 if TYPE_CHECKING:
-    from collectors.stores.base import TelemetryStore
+    from core.stores.base import TelemetryStore
 
 logger = logging.getLogger(__name__)
 

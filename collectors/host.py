@@ -17,7 +17,7 @@ from pathlib import Path
 
 from collectors.base import TelemetrySource
 from collectors.failures import FailureTracker
-from collectors.schema import Quality, SourceKind, TelemetrySample
+from core.telemetry import Quality, SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
 

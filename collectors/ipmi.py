@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.base import TelemetrySource
-from collectors.schema import Quality, SourceKind, TelemetrySample
+from core.telemetry import Quality, SourceKind, TelemetrySample
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from collectors.base import TelemetrySource
 from collectors.failures import FailureTracker
 from collectors.npu_parsers import ChipReading, ParseError, parse_npu_smi_info, parse_xpu_smi_m
-from collectors.schema import Quality, SourceKind, TelemetrySample
+from core.telemetry import Quality, SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
 

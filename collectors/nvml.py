@@ -17,7 +17,7 @@ import pynvml
 
 from collectors.base import TelemetrySource
 from collectors.failures import FailureTracker
-from collectors.schema import SourceKind, TelemetrySample
+from core.telemetry import SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from collectors.base import TelemetrySource
-from collectors.schema import SourceKind, TelemetrySample
-from collectors.stores.window import replay_samples
-from training.data import TelemetryDataError, load_telemetry_csv
+from core.stores.window import replay_samples
+from core.telemetry import SourceKind, TelemetrySample
+from core.telemetry_csv import TelemetryDataError, load_telemetry_csv
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ReplaySource(TelemetrySource):
         clock: wall-clock seconds since the epoch (time.time); tests pass a fake.
         max_rows_per_call: cap on the rows one call returns (a very high speed cannot flood the caller).
 
-    Each row becomes the replay samples of `collectors.stores.window.replay_samples` (device "node" with
+    Each row becomes the replay samples of `core.stores.window.replay_samples` (device "node" with
     power, memory and temperature; devices "cpu"/"gpu"/"npu" with the matching utilization), so a store
     rebuilds the canonical row from them.
     """

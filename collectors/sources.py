@@ -16,7 +16,7 @@ from collectors.base import TelemetrySource
 from collectors.host import HostSource
 from collectors.npu import AscendSource, KunlunSource
 from collectors.nvml import NvmlSource
-from collectors.schema import SourceKind, TelemetrySample
+from core.telemetry import SourceKind, TelemetrySample
 from training.config import ConfigError, ServiceConfig
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from collectors.schema import TelemetrySample
-from collectors.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
-from collectors.stores.factory import create_store
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.factory import create_store
+from core.telemetry import TelemetrySample
 
 STORE_ACTOR = "telemetry_store"
 NAMESPACE = "kcloud"

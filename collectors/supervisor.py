@@ -19,7 +19,7 @@ import ray
 from pydantic import BaseModel, ConfigDict
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from collectors.actor import Collector
+from collectors.collector import Collector
 from collectors.replay import ReplaySource
 from collectors.sources import build_sources
 from collectors.store_actor import NAMESPACE, RemoteStore, start_store_actor

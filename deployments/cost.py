@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
+from core.registry import ModelRegistry
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
-from training.cost_model import CostModel
-from training.cost_schema import CostEstimate, CostQuery
-from training.registry import ModelRegistry
+from training.cost.model import CostModel
+from training.cost.schema import CostEstimate, CostQuery
 
 logger = logging.getLogger("ray.serve")
 REGISTRY_POLL_S = 10.0

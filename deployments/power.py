@@ -13,11 +13,11 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from core.registry import ModelRegistry
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
-from training.forecaster import PowerForecaster
-from training.inference import PowerForecast, PowerHistory, forecast_histories, horizon_steps
-from training.registry import ModelRegistry
+from training.power.forecaster import PowerForecaster
+from training.power.inference import PowerForecast, PowerHistory, forecast_histories, horizon_steps
 
 logger = logging.getLogger("ray.serve")
 

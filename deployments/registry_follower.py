@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from training.registry import ModelRegistry
+from core.registry import ModelRegistry
 
 logger = logging.getLogger("ray.serve")
 

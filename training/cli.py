@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from core.durations import parse_duration
+from core.registry import ModelNotFoundError
+from core.telemetry_csv import TelemetryDataError
 from training.config import ConfigError, ServiceConfig, format_errors, load_config
-from training.data import TelemetryDataError
-from training.durations import parse_duration
-from training.forecaster import ArtifactError
-from training.registry import ModelNotFoundError
+from training.power.forecaster import ArtifactError
 
 
 def duration_arg(text: str) -> int:

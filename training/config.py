@@ -23,12 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from training.durations import format_duration, parse_duration
+from core.durations import format_duration, parse_duration
 
 DEFAULT_CONFIG_PATH = Path("configs/config.yaml")
 CONFIG_ENV = "KCLOUD_CONFIG"
 
-# Canonical optional input columns; must match training.data.OPTIONAL_FEATURES (checked by the tests).
+# Canonical optional input columns; must match core.telemetry_csv.OPTIONAL_FEATURES (checked by the tests).
 FeatureName = Literal[
     "cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature", "workload_type"
 ]

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from training.baselines import DirectLightGBM, last_value, seasonal_naive, seasonal_period
+from core.registry import ModelRegistry
+from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
-from training.data import load_telemetry_csv
-from training.forecaster import PowerForecaster
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
-from training.preparation import PreparedData, prepare, train_forecaster
-from training.registry import ModelRegistry
-from training.windows import Role
+from training.power.baselines import DirectLightGBM, last_value, seasonal_naive, seasonal_period
+from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.forecaster import PowerForecaster
+from training.power.windows import Role
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,7 +124,7 @@ def score(prepared: PreparedData, forecaster: PowerForecaster, coverage: float, 
         "per_series": _per_series(test, forecasts, mask),
     }
     if plot:
-        from training.plots import plot_backtest
+        from training.power.plots import plot_backtest
 
         write_atomically(Path(plot), lambda tmp: plot_backtest(tmp, prepared, test, lstm, forecasts, mask))
     return report

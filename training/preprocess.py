@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
 from training.cli import duration_arg, run_cli, write_atomically
 from training.config import load_config
-from training.data import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
-from training.features import Segment, resample
+from training.power.features import Segment, resample
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

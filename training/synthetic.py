@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter, lfilter_zi
 
-from training.durations import format_duration, parse_duration
+from core.durations import format_duration, parse_duration
 
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
            "npu_utilization", "temperature", "workload_type")

@@ -3,7 +3,7 @@
     python -m training.train_gbm [--data jobs.csv] [--records 20000] [--seed 0] [--model-id cost_gbm]
         [--model-path DIR] [--config FILE] [--catalog FILE]
 
-`--data` is a CSV of past jobs with the columns of `training.cost_catalog.RECORD_COLUMNS` (gpu_type and
+`--data` is a CSV of past jobs with the columns of `training.cost.catalog.RECORD_COLUMNS` (gpu_type and
 workload_type may be blank). Without it the model is trained on `--records` jobs generated from the
 price catalog: fine for demos, never for quoting accuracy. The new version is registered with its
 held-out metrics (MAE, MAPE, interval coverage, confidence vs hit rate) and activated.
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.registry import ModelRegistry
 from training.cli import positive_int, run_cli
 from training.config import load_config
-from training.cost_catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
-from training.cost_model import CATEGORICAL, FEATURES, INCREASING, CostModel, component_features
-from training.cost_schema import COMPONENTS, MAX_GPUS, MAX_HOURS
-from training.registry import ModelRegistry
+from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
+from training.cost.model import CATEGORICAL, FEATURES, INCREASING, CostModel, component_features
+from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
 
 # column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is)
 _NUMBERS: dict[str, tuple[float, bool, float, str]] = {

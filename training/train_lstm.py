@@ -17,13 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from core.registry import ModelMetadata, ModelRegistry
+from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, load_with_overrides, run_cli
-from training.data import load_telemetry_csv
-from training.forecaster import ArtifactError, PowerForecaster
 from training.metrics import interval_metrics, point_metrics
-from training.preparation import PreparedData, prepare, train_forecaster
-from training.registry import ModelMetadata, ModelRegistry
-from training.windows import Role
+from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.forecaster import ArtifactError, PowerForecaster
+from training.power.windows import Role
 
 SYNTHETIC_PREFIX = "syn-"
 
@@ -84,7 +84,7 @@ def _active_holdout_mae(registry: ModelRegistry, model_id: str, prepared: Prepar
 
 def _stored_frame(args: argparse.Namespace, step_s: int):
     # Imported here: collectors builds on training, so training reaches it only from this command's branch.
-    from collectors.export import open_store, stored_frame
+    from core.stores.frame import open_store, stored_frame
 
     store = open_store()
     try:

@@ -172,7 +172,7 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
 
 
 def test_replicas_follow_the_active_version_without_restart(api: httpx.Client, served_models):
-    from training.registry import ModelRegistry
+    from core.registry import ModelRegistry
 
     registry = ModelRegistry(served_models)
     assert registry.versions("power_lstm")[-1] >= 2  # registered by the retrain test

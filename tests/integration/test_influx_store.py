@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collectors.buffer import DurableBuffer
-from collectors.schema import TelemetrySample
-from collectors.stores.base import StoreUnavailable
-from collectors.stores.influx import InfluxStore
+from core.stores.base import StoreUnavailable
+from core.stores.influx import InfluxStore
+from core.telemetry import TelemetrySample
 from tests.servers.victoria import VictoriaMetrics
 
 pytestmark = pytest.mark.integration

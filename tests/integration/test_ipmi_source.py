@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import pytest
 
 from collectors.ipmi import IpmiSource
-from collectors.schema import Quality, SourceKind
+from core.telemetry import Quality, SourceKind
 from tests.servers import require_binary
 from tests.servers.ipmi.sim import PASSWORD, USER, dcmi_bmc, free_port, ipmi_sim
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collectors.stores.base import ReadOnlyStore, StoreUnavailable
-from collectors.stores.prometheus import PrometheusStore
+from core.stores.base import ReadOnlyStore, StoreUnavailable
+from core.stores.prometheus import PrometheusStore
+from core.telemetry_csv import CANONICAL_COLUMNS
 from tests.servers import free_port
 from tests.servers.prometheus import Prometheus
-from training.data import CANONICAL_COLUMNS
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import ray
 from ray import serve
 
 from autoscaler.actor import CONTROLLER, RemoteController
-from collectors.schema import TelemetrySample
 from collectors.store_actor import NAMESPACE, RemoteStore
+from core.telemetry import TelemetrySample
 
 pytestmark = pytest.mark.integration
 

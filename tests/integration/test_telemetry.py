@@ -11,11 +11,11 @@ import pytest
 import ray
 
 from collectors.store_actor import NAMESPACE, STORE_ACTOR, RemoteStore
-from collectors.stores.sqlite import DB_FILENAME
-from collectors.stores.window import replay_samples
 from collectors.supervisor import start_telemetry
+from core.stores.sqlite import DB_FILENAME
+from core.stores.window import replay_samples
+from core.telemetry_csv import load_telemetry_csv
 from training.config import ServiceConfig
-from training.data import load_telemetry_csv
 
 pytestmark = pytest.mark.integration
 

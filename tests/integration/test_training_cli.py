@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from core.registry import ModelRegistry
 from training import evaluate, train_lstm
-from training.forecaster import PowerForecaster
-from training.registry import ModelRegistry
+from training.power.forecaster import PowerForecaster
 
 pytestmark = pytest.mark.integration
 
@@ -94,8 +94,8 @@ def test_train_from_the_telemetry_store(tmp_path, telemetry_store, upm_sample):
     import pandas as pd
 
     from collectors.store_actor import RemoteStore
-    from collectors.stores.window import replay_samples
-    from training.data import load_telemetry_csv
+    from core.stores.window import replay_samples
+    from core.telemetry_csv import load_telemetry_csv
 
     frame = load_telemetry_csv(upm_sample)
     now = pd.Timestamp.now(tz="UTC").floor("60s")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.nvml import build_fake_nvml
+from tests.paths import TEST_DATA
 
-NPU_DATA = Path(__file__).resolve().parents[1] / "data" / "npu"
+NPU_DATA = TEST_DATA / "npu"
 
 
 @pytest.fixture(scope="session")

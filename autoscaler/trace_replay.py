@@ -1,0 +1,171 @@
+"""The simulator's pure core: the demand/power model, the step loop and the metrics (no Ray, no files).
+
+A trace's power is the demand of one workload. Its dynamic power D = K * max(p - W0, 0) is spread evenly
+over the replicas, and each replica's node draws `idle_watts` on top: per-node power = idle + D / replicas.
+Every step the same `decide()` as the controller runs on the measured per-node power (and, for the
+predictive run, on the forecast mapped through the same model); a replica-count change takes effect
+`actuation_delay_s` after it was decided.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from autoscaler.decision import PolicyState, decide
+from autoscaler.schema import ForecastView, PowerObservation, ScalingPolicy
+
+# At step i of a series: (median, upper) trace-power forecasts at leads 1..L, or None when there is none.
+ForecastFn = Callable[[int], tuple[Sequence[float], Sequence[float]] | None]
+
+
+@dataclass(frozen=True)
+class DemandModel:
+    idle_watts: float
+    scale: float  # K
+    offset: float  # W0
+
+    def dynamic(self, trace_watts: float) -> float:
+        """The workload's dynamic power for a trace reading."""
+        return self.scale * max(trace_watts - self.offset, 0.0)
+
+    def per_node(self, trace_watts: float, replicas: int) -> float:
+        """Power of each of the workload's nodes when `replicas` share the demand."""
+        return self.idle_watts + self.dynamic(trace_watts) / max(replicas, 1)
+
+
+def initial_replicas(policy: ScalingPolicy, model: DemandModel, first_trace_watts: float) -> int:
+    """max(min_replicas, the fewest replicas keeping the first step under the scale-out threshold)."""
+    threshold = policy.power_based.max_power_budget * policy.power_based.scale_out_threshold / 100.0
+    for replicas in range(max(policy.min_replicas, 1), policy.max_replicas + 1):
+        if model.per_node(first_trace_watts, replicas) < threshold:
+            return replicas
+    return policy.max_replicas
+
+
+def reactive(policy: ScalingPolicy) -> ScalingPolicy:
+    """The same policy with predictive scaling off."""
+    return policy.model_copy(update={"predictive_scaling": policy.predictive_scaling.model_copy(
+        update={"enabled": False})})
+
+
+def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
+    """The reactive policy with both thresholds lowered by a fixed safety margin (percentage points)."""
+    base = reactive(policy).power_based
+    out = base.scale_out_threshold - points
+    if out <= 0:
+        raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold "
+                         f"(it is {base.scale_out_threshold:g}%)")
+    margined = base.model_copy(update={"scale_out_threshold": out,
+                                       "scale_in_threshold": max(base.scale_in_threshold - points, 0.0)})
+    return reactive(policy).model_copy(update={"power_based": margined})
+
+
+@dataclass
+class RunMetrics:
+    """What one policy did over the replay; `add` sums series."""
+
+    budget_violation_seconds: float = 0.0
+    over_threshold_seconds: float = 0.0
+    replica_hours: float = 0.0
+    energy_kwh: float = 0.0
+    scale_events: int = 0
+    decisions: int = 0
+    forecast_decisions: int = 0
+    simulated_seconds: float = 0.0
+    max_per_node_watts: float = 0.0
+
+    @property
+    def forecast_used_fraction(self) -> float:
+        return self.forecast_decisions / self.decisions if self.decisions else 0.0
+
+    def add(self, other: RunMetrics) -> RunMetrics:
+        merged = {k: v + getattr(other, k) for k, v in asdict(self).items() if k != "max_per_node_watts"}
+        return RunMetrics(**merged, max_per_node_watts=max(self.max_per_node_watts, other.max_per_node_watts))
+
+    def report(self) -> dict[str, float | int]:
+        result = asdict(self)
+        result["forecast_used_fraction"] = self.forecast_used_fraction
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()}
+
+
+@dataclass
+class StepRecord:
+    replicas: int
+    per_node_watts: float
+    signal: str
+    action: str
+    forecast_share: float | None
+
+
+@dataclass
+class RunResult:
+    metrics: RunMetrics = field(default_factory=RunMetrics)
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+def forecast_view(model: DemandModel, median: Sequence[float], upper: Sequence[float], replicas: int, *,
+                  coverage: float, level: float) -> ForecastView:
+    """Trace-power forecasts mapped to per-node power at `replicas` (monotone), as the policy's view."""
+    nodes = max(replicas, 1)
+    per_node_median = [model.per_node(q, nodes) for q in median]
+    per_node_upper = [model.per_node(q, nodes) for q in upper]
+    return ForecastView.from_interval([per_node_median] * nodes, [per_node_upper] * nodes,
+                                      coverage=coverage, level=level)
+
+
+def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
+                    trace_watts: Sequence[float], *, step_s: int, actuation_delay_s: int,
+                    forecast: ForecastFn | None = None, coverage: float = 0.8) -> RunResult:
+    """Replay one gap-free series step by step; each step holds its power for `step_s` seconds.
+
+    At each step pending changes due by now take effect, the step is accounted, then the policy decides
+    on the measured per-node power (age 0) and, when `forecast` gives one, the forecast view.
+    """
+    if not times:
+        return RunResult()
+    budget = policy.power_based.max_power_budget
+    threshold = budget * policy.power_based.scale_out_threshold / 100.0
+    level = policy.predictive_scaling.confidence_threshold
+    replicas = initial_replicas(policy, model, trace_watts[0])
+    pending: list[tuple[datetime, int]] = []
+    state = PolicyState()
+    result = RunResult()
+    metrics = result.metrics
+    for i, (now, watts) in enumerate(zip(times, trace_watts, strict=True)):
+        while pending and pending[0][0] <= now:
+            _, target = pending.pop(0)
+            if target != replicas:
+                metrics.scale_events += 1
+                replicas = target
+        per_node = model.per_node(watts, replicas)
+        metrics.budget_violation_seconds += step_s if per_node > budget else 0
+        metrics.over_threshold_seconds += step_s if per_node > threshold else 0
+        metrics.replica_hours += replicas * step_s / 3600.0
+        metrics.energy_kwh += replicas * per_node * step_s / 3.6e6
+        metrics.simulated_seconds += step_s
+        metrics.max_per_node_watts = max(metrics.max_per_node_watts, per_node)
+
+        view = None
+        if policy.predictive_scaling.enabled:
+            interval = forecast(i) if forecast is not None else None
+            view = (forecast_view(model, *interval, replicas, coverage=coverage, level=level)
+                    if interval is not None else ForecastView.unavailable("no forecast window at this step"))
+        observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=0.0,
+                                       replicas=replicas)
+        decision = decide(policy, observation, view, state, now)
+        state = state.after(decision)
+        metrics.decisions += 1
+        metrics.forecast_decisions += decision.signal == "forecast"
+        if decision.to_replicas != replicas:
+            pending.append((now + timedelta(seconds=actuation_delay_s), decision.to_replicas))
+        result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
+                                       decision.forecast_share))
+    return result
+
+
+def horizon_steps(lookahead_minutes: int, step_s: int) -> int:
+    """The look-ahead in whole steps, rounded up."""
+    return max(math.ceil(lookahead_minutes * 60 / step_s), 1)

@@ -1,0 +1,68 @@
+"""TelemetryStore: the one interface behind the embedded, InfluxDB and Prometheus backends."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from core.telemetry import TelemetrySample
+
+
+class StoreUnavailable(RuntimeError):
+    """The backend could not be reached or refused the request; the data may be retried later."""
+
+
+class ReadOnlyStore(RuntimeError):
+    """A write was sent to a backend that only reads (Prometheus)."""
+
+
+class NodeLatest(BaseModel):
+    """A node's most recent power reading and how old it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: str
+    timestamp: datetime  # UTC, of the oldest reading that went into `power_watts`
+    power_watts: float
+    age_s: float  # seconds between `timestamp` and the call
+
+
+class TelemetryStore(ABC):
+    """Where telemetry samples go and where model windows come from.
+
+    `write` is idempotent on (node_id, source, device_id, timestamp): replaying a sample stores it once.
+    `window` returns the canonical columns (core.telemetry_csv.CANONICAL_COLUMNS), one row per `step_s` bin from
+    the bin holding `start` up to `end` (exclusive), NaN where a bin had no data; see
+    `core.stores.window` for how device samples become node rows.
+    """
+
+    read_only: bool = False
+
+    @abstractmethod
+    def write(self, samples: Sequence[TelemetrySample]) -> int:
+        """Store the samples; return how many were accepted. Raises StoreUnavailable when it cannot."""
+
+    @abstractmethod
+    def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        """The node's telemetry in [start, end), resampled to `step_s`, in the canonical columns."""
+
+    @abstractmethod
+    def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        """The newest power reading of one node, or of every node, sorted by node id."""
+
+    @abstractmethod
+    def nodes(self) -> list[str]:
+        """Every node id with stored telemetry, sorted."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not every backend holds a connection
+        """Release connections (default: nothing to release)."""
+
+    def __enter__(self) -> TelemetryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,38 @@
+"""Stored telemetry as one canonical frame: what `train_lstm --from-store` trains on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from core.stores.base import TelemetryStore
+from core.telemetry_csv import validate_telemetry
+
+
+def open_store() -> TelemetryStore:
+    """The cluster's store actor when Ray runs one, else the backend the environment names."""
+    import ray
+
+    from collectors.store_actor import NAMESPACE, STORE_ACTOR, RemoteStore
+    from core.stores.factory import create_store
+
+    if ray.is_initialized():
+        try:
+            ray.get_actor(STORE_ACTOR, namespace=NAMESPACE)
+            return RemoteStore()
+        except ValueError:
+            pass
+    return create_store()
+
+
+def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime | None = None) -> pd.DataFrame:
+    """Every node's window over the last `since_s` seconds at `step_s`, validated like a CSV."""
+    end = now or datetime.now(UTC)
+    start = end - timedelta(seconds=since_s)
+    parts = [store.window(node, start, end, step_s) for node in store.nodes()]
+    parts = [p.dropna(subset=["power_watts"]) for p in parts]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        raise ValueError(f"the telemetry store holds no power readings in the last {since_s} s")
+    return validate_telemetry(pd.concat(parts, ignore_index=True), source="telemetry store")

@@ -1,0 +1,120 @@
+"""InfluxStore: InfluxDB 2.x through influxdb-client (line-protocol writes, Flux reads).
+
+Writes: measurement `telemetry`, tags node_id/source/device_id, numeric fields power_watts, utilization,
+memory_usage, temperature, power_limit_watts, energy_joules and a string field quality, millisecond
+timestamps. InfluxDB keeps one value per (series, field, timestamp), so a replayed sample overwrites
+itself: writes are idempotent by construction. Reads run the Flux of core.stores.flux and parse
+the annotated CSV it returns. The token is never logged or shown in repr().
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from core.stores import flux
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.window import DEVICE_BIN_COLUMNS, LATEST_COLUMNS, check_window, combine_latest, node_frame, to_ms
+from core.telemetry import TelemetrySample
+
+logger = logging.getLogger(__name__)
+
+NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
+BATCH_LINES = 5000
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
+
+
+def _tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPES)
+
+
+def to_line(sample: TelemetrySample) -> str:
+    """One sample as a line of InfluxDB line protocol (millisecond precision)."""
+    fields = []
+    for name in NUMERIC_FIELDS:
+        value = getattr(sample, name)
+        if value is not None and math.isfinite(value):
+            fields.append(f"{name}={float(value)!r}")
+    fields.append(f'quality="{sample.quality.value}"')
+    tags = f"node_id={_tag(sample.node_id)},source={_tag(sample.source.value)},device_id={_tag(sample.device_id)}"
+    return f"{flux.MEASUREMENT},{tags} {','.join(fields)} {to_ms(sample.timestamp)}"
+
+
+class InfluxStore(TelemetryStore):
+    """Telemetry in one InfluxDB 2.x bucket.
+
+    Args:
+        url: server address, e.g. http://influxdb:8086.
+        token, org, bucket: InfluxDB credentials and destination.
+        timeout_ms: per-request timeout; a write that times out raises StoreUnavailable.
+        latest_lookback_s: how far back `latest()` looks for readings.
+    """
+
+    def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 10_000,
+                 latest_lookback_s: int = 3600, client: InfluxDBClient | None = None) -> None:
+        self.url, self.org, self.bucket = url, org, bucket
+        self.latest_lookback_s = latest_lookback_s
+        self._client = client or InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._query_api = self._client.query_api()
+        logger.info("telemetry store: InfluxDB at %s, org %s, bucket %s", url, org, bucket)
+
+    def write(self, samples: Sequence[TelemetrySample]) -> int:
+        lines = [to_line(s) for s in samples]
+        for begin in range(0, len(lines), BATCH_LINES):
+            try:
+                self._write_api.write(bucket=self.bucket, org=self.org, record=lines[begin:begin + BATCH_LINES],
+                                      write_precision=WritePrecision.MS)
+            except Exception as exc:  # urllib3 connection errors and ApiException alike
+                raise StoreUnavailable(f"InfluxDB write to {self.url} failed: {_reason(exc)}") from exc
+        return len(lines)
+
+    def query_csv(self, query: str) -> pd.DataFrame:
+        """Run a Flux query; return its parsed annotated-CSV result."""
+        try:
+            response = self._query_api.query_raw(query, org=self.org)
+            text = response.data.decode("utf-8")
+        except Exception as exc:
+            raise StoreUnavailable(f"InfluxDB query at {self.url} failed: {_reason(exc)}") from exc
+        return flux.parse_annotated_csv(text)
+
+    def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        check_window(start, end, step_s)
+        result = self.query_csv(flux.window_query(self.bucket, node_id, start, end, step_s))
+        bins = pd.DataFrame(columns=list(DEVICE_BIN_COLUMNS))
+        if not result.empty:
+            seconds = (result["_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+            # aggregateWindow clips the first window to the range start; label it by its aligned bin.
+            bins = result.reindex(columns=list(DEVICE_BIN_COLUMNS)).assign(
+                bin_s=(seconds.to_numpy(dtype=np.int64) // step_s) * step_s)
+        return node_frame(bins, node_id, start, end, step_s)
+
+    def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        result = self.query_csv(flux.latest_query(self.bucket, node_id, self.latest_lookback_s))
+        if result.empty:
+            return []
+        readings = result.rename(columns={"_value": "power_watts"}).assign(
+            ts_ms=(result["_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1))
+        return combine_latest(readings.reindex(columns=list(LATEST_COLUMNS)))
+
+    def nodes(self) -> list[str]:
+        result = self.query_csv(flux.nodes_query(self.bucket))
+        return sorted(set(result["_value"].dropna().astype(str))) if "_value" in result else []
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"InfluxStore(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
+
+
+def _reason(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}: {getattr(exc, 'message', None) or exc}" if status else f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,135 @@
+"""SqliteStore: the embedded default (no server), one file under the data directory.
+
+One table keyed on the idempotency key, ordered (node_id, ts_ms, source, device_id): a replayed sample
+replaces itself instead of duplicating, and the key's (node_id, ts_ms) prefix is the index that serves
+windows and latest readings (a clustered table, so no second index to maintain on every insert). WAL journal with
+synchronous=FULL: a committed batch survives a crash or power loss, which the durable buffer relies on
+before it drops its copy. One connection behind a lock makes the store safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.window import (
+    DEVICE_BIN_COLUMNS,
+    LATEST_COLUMNS,
+    LATEST_SPREAD_S,
+    check_window,
+    combine_latest,
+    node_frame,
+    to_ms,
+)
+from core.telemetry import TelemetrySample
+
+logger = logging.getLogger(__name__)
+
+DB_FILENAME = "telemetry.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS telemetry (
+    node_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    power_watts REAL,
+    utilization REAL,
+    memory_usage REAL,
+    temperature REAL,
+    power_limit_watts REAL,
+    energy_joules REAL,
+    quality TEXT NOT NULL,
+    PRIMARY KEY (node_id, ts_ms, source, device_id)
+) WITHOUT ROWID;
+"""
+_INSERT = "INSERT OR REPLACE INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_WINDOW = """
+SELECT (ts_ms / :step_ms) * :step_s AS bin_s, source, device_id,
+       AVG(power_watts), AVG(utilization), AVG(memory_usage), AVG(temperature)
+FROM telemetry WHERE node_id = :node AND ts_ms >= :start AND ts_ms < :end
+GROUP BY bin_s, source, device_id
+"""
+# Loose index scan: one index seek per node instead of reading every row.
+_NODES = """
+WITH RECURSIVE walk(node_id) AS (
+    SELECT MIN(node_id) FROM telemetry
+    UNION ALL
+    SELECT (SELECT MIN(node_id) FROM telemetry WHERE node_id > walk.node_id) FROM walk WHERE node_id IS NOT NULL
+)
+SELECT node_id FROM walk WHERE node_id IS NOT NULL
+"""
+_NEWEST = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ?"
+_RECENT_POWER = """
+SELECT node_id, source, device_id, ts_ms, power_watts FROM telemetry
+WHERE node_id = ? AND ts_ms >= ? AND power_watts IS NOT NULL
+"""
+
+
+class SqliteStore(TelemetryStore):
+    """Telemetry in `<data_dir>/telemetry.sqlite3`."""
+
+    def __init__(self, data_dir: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(data_dir) / DB_FILENAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache: batch inserts stay in memory
+        self._conn.executescript(_SCHEMA)
+        logger.info("telemetry store: SQLite at %s", self.path)
+
+    def write(self, samples: Sequence[TelemetrySample]) -> int:
+        rows = [
+            (s.node_id, s.source.value, s.device_id, to_ms(s.timestamp), s.power_watts, s.utilization,
+             s.memory_usage, s.temperature, s.power_limit_watts, s.energy_joules, s.quality.value)
+            for s in samples
+        ]
+        if not rows:
+            return 0
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(_INSERT, rows)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite write to {self.path} failed: {exc}") from exc
+        return len(rows)
+
+    def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        start_ms, end_ms = check_window(start, end, step_s)
+        params = {"step_ms": step_s * 1000, "step_s": step_s, "node": node_id, "start": start_ms, "end": end_ms}
+        with self._lock:
+            rows = self._conn.execute(_WINDOW, params).fetchall()
+        return node_frame(pd.DataFrame(rows, columns=list(DEVICE_BIN_COLUMNS)), node_id, start, end, step_s)
+
+    def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        rows: list[tuple] = []
+        with self._lock:
+            targets = [node_id] if node_id is not None else [r[0] for r in self._conn.execute(_NODES)]
+            for node in targets:
+                newest = self._conn.execute(_NEWEST, (node,)).fetchone()[0]
+                if newest is not None:
+                    since = newest - int(LATEST_SPREAD_S * 1000)
+                    rows.extend(self._conn.execute(_RECENT_POWER, (node, since)).fetchall())
+        return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)))
+
+    def nodes(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._conn.execute(_NODES)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"

@@ -1,0 +1,181 @@
+"""How device samples become the canonical node rows every backend returns (one rule, shared).
+
+Per `step_s` bin (bins start at multiples of `step_s` since the Unix epoch, like training.power.features):
+each device's readings are first averaged within the bin, then combined across devices:
+
+- power_watts: the BMC wall reading (source ipmi, device "node"; else the sum of the node's other IPMI
+  power devices, e.g. per-PSU sensors) when the bin has one; else a replayed node power (replay, "node");
+  else the sum of the device powers that bin has (nvml + npu + xpu accelerators plus host RAPL). The
+  device sum leaves out fans, disks and PSU losses, so it reads lower than the wall.
+- gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
+  cpu_utilization and memory_usage: mean over HOST devices; temperature: the hottest device.
+- replay samples carry canonical fields back: device "node" holds power_watts, memory_usage and
+  temperature; devices "cpu", "gpu" and "npu" hold the matching `*_utilization` in `utilization`
+  (`replay_samples` builds them from a canonical row).
+- workload_type stays NaN: a TelemetrySample has no field for it.
+
+Bins without data stay NaN; the feature pipeline decides how to fill gaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from core.stores.base import NodeLatest
+from core.telemetry import Quality, SourceKind, TelemetrySample
+from core.telemetry_csv import CANONICAL_COLUMNS
+
+FIELDS = ("power_watts", "utilization", "memory_usage", "temperature")
+DEVICE_BIN_COLUMNS = ("bin_s", "source", "device_id", *FIELDS)
+LATEST_COLUMNS = ("node_id", "source", "device_id", "ts_ms", "power_watts")
+NODE_DEVICE = "node"
+REPLAY_UTILIZATION = {"cpu": "cpu_utilization", "gpu": "gpu_utilization", "npu": "npu_utilization"}
+LATEST_SPREAD_S = 60.0  # device readings this much older than a node's newest one are not summed into it
+MAX_BINS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ACCELERATORS = (SourceKind.NVML.value, SourceKind.NPU.value, SourceKind.XPU.value)
+_DEVICE_POWER = (*_ACCELERATORS, SourceKind.HOST.value)
+
+
+def to_ms(moment: datetime) -> int:
+    """Exact Unix milliseconds of an aware datetime (the stores' timestamp key)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} must carry a time zone (UTC)")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def check_window(start: datetime, end: datetime, step_s: int) -> tuple[int, int]:
+    """Validate window arguments; return (start_ms, end_ms)."""
+    if isinstance(step_s, bool) or not isinstance(step_s, int | np.integer) or step_s <= 0:
+        raise ValueError(f"step_s must be a positive whole number of seconds, not {step_s!r}")
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if end_ms <= start_ms:
+        raise ValueError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    if (end_ms - start_ms) // (step_s * 1000) > MAX_BINS:
+        raise ValueError(f"window of {(end_ms - start_ms) / 1000:.0f} s at step {step_s} s exceeds {MAX_BINS} bins")
+    return start_ms, end_ms
+
+
+def bin_starts(start_ms: int, end_ms: int, step_s: int) -> np.ndarray:
+    """Unix seconds of every bin from the one holding `start_ms` to the last one starting before `end_ms`."""
+    step_ms = step_s * 1000
+    first = start_ms // step_ms
+    last = (end_ms - 1) // step_ms
+    return np.arange(first, last + 1, dtype=np.int64) * step_s
+
+
+def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+    """Combine per-device bin means (DEVICE_BIN_COLUMNS) into the node's canonical rows (module rule)."""
+    start_ms, end_ms = check_window(start, end, step_s)
+    bins = bin_starts(start_ms, end_ms, step_s)
+    n = len(bins)
+    pos = (pd.to_numeric(device_bins["bin_s"]).to_numpy(dtype=np.int64) - bins[0]) // step_s
+    inside = (pos >= 0) & (pos < n)
+    pos = pos[inside]
+    source = device_bins["source"].astype(str).to_numpy()[inside]
+    device = device_bins["device_id"].astype(str).to_numpy()[inside]
+    value = {name: pd.to_numeric(device_bins[name], errors="coerce").to_numpy(dtype=float)[inside] for name in FIELDS}
+    replay, ipmi = source == SourceKind.REPLAY.value, source == SourceKind.IPMI.value
+    host = source == SourceKind.HOST.value
+    node_device = device == NODE_DEVICE
+
+    def per_bin(mask: np.ndarray, name: str, how: str) -> np.ndarray:
+        return _reduce(pos, mask, value[name], n, how)
+
+    power = per_bin(ipmi & node_device, "power_watts", "mean")
+    for mask, how in ((ipmi & ~node_device, "sum"), (replay & node_device, "mean"),
+                      (np.isin(source, _DEVICE_POWER), "sum")):
+        power = np.where(np.isnan(power), per_bin(mask, "power_watts", how), power)
+    frame = pd.DataFrame({
+        "timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
+        "node_id": node_id,
+        "power_watts": power,
+        "cpu_utilization": per_bin(host | (replay & (device == "cpu")), "utilization", "mean"),
+        "memory_usage": per_bin(host | (replay & node_device), "memory_usage", "mean"),
+        "gpu_utilization": per_bin((source == SourceKind.NVML.value) | (replay & (device == "gpu")), "utilization",
+                                   "mean"),
+        "npu_utilization": per_bin(np.isin(source, (SourceKind.NPU.value, SourceKind.XPU.value)) |
+                                   (replay & (device == "npu")), "utilization", "mean"),
+        "temperature": per_bin(np.ones(len(pos), dtype=bool), "temperature", "max"),
+        "workload_type": np.nan,
+    })
+    return frame[list(CANONICAL_COLUMNS)]
+
+
+def _reduce(pos: np.ndarray, mask: np.ndarray, values: np.ndarray, n: int, how: str) -> np.ndarray:
+    """Per bin mean, sum or max of `values` where `mask` holds; NaN for bins with none."""
+    keep = mask & ~np.isnan(values)
+    where, what = pos[keep], values[keep]
+    count = np.bincount(where, minlength=n)
+    if how == "max":
+        out = np.full(n, -np.inf)
+        np.maximum.at(out, where, what)
+    else:
+        out = np.bincount(where, weights=what, minlength=n).astype(float)
+        if how == "mean":
+            out = out / np.maximum(count, 1)
+    out[count == 0] = np.nan
+    return out
+
+
+def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[NodeLatest]:
+    """Each node's newest power from its devices' last readings (LATEST_COLUMNS), by the window rule.
+
+    Only readings within LATEST_SPREAD_S of the node's newest one count; of those, the first present of
+    IPMI "node", other IPMI devices (summed), replay "node", and device powers (summed) gives the power.
+    The timestamp is the oldest reading used, so `age_s` never flatters a partly stale sum.
+    """
+    now = now or datetime.now(UTC)
+    by_node: dict[str, list[tuple]] = {}
+    for node, source, device, ts_ms, watts in readings.loc[:, list(LATEST_COLUMNS)].itertuples(index=False):
+        if watts is not None and not pd.isna(watts):
+            by_node.setdefault(str(node), []).append((int(ts_ms), str(source), str(device), float(watts)))
+    result = []
+    for node_id in sorted(by_node):
+        rows = sorted(by_node[node_id])
+        newest = rows[-1][0]
+        last: dict[tuple[str, str], tuple[int, float]] = {}
+        for ts_ms, source, device, watts in rows:
+            if ts_ms >= newest - LATEST_SPREAD_S * 1000:
+                last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
+        for tier in _LATEST_TIERS:
+            used = [reading for key, reading in last.items() if tier(*key)]
+            if used:
+                moment = datetime.fromtimestamp(min(ts for ts, _ in used) / 1000, tz=UTC)
+                result.append(NodeLatest(node_id=node_id, timestamp=moment, power_watts=sum(w for _, w in used),
+                                         age_s=max(0.0, (now - moment).total_seconds())))
+                break
+    return result
+
+
+_LATEST_TIERS = (
+    lambda source, device: source == SourceKind.IPMI.value and device == NODE_DEVICE,
+    lambda source, device: source == SourceKind.IPMI.value and device != NODE_DEVICE,
+    lambda source, device: source == SourceKind.REPLAY.value and device == NODE_DEVICE,
+    lambda source, device: source in _DEVICE_POWER,
+)
+
+
+def replay_samples(timestamp: datetime, node_id: str, row: Mapping[str, object],
+                   quality: Quality = Quality.OK) -> list[TelemetrySample]:
+    """The replay samples that carry one canonical row (NaN/None values are left out)."""
+
+    def value(name: str) -> float | None:
+        raw = row.get(name)
+        return None if raw is None or pd.isna(raw) else float(raw)  # type: ignore[arg-type]
+
+    common = {"timestamp": timestamp, "node_id": node_id, "source": SourceKind.REPLAY, "quality": quality}
+    node_fields = {"power_watts": value("power_watts"), "memory_usage": value("memory_usage"),
+                   "temperature": value("temperature")}
+    samples = []
+    if any(v is not None for v in node_fields.values()):
+        samples.append(TelemetrySample(**common, device_id=NODE_DEVICE, **node_fields))
+    for device, column in REPLAY_UTILIZATION.items():
+        utilization = value(column)
+        if utilization is not None:
+            samples.append(TelemetrySample(**common, device_id=device, utilization=utilization))
+    return samples

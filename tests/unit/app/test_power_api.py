@@ -1,0 +1,39 @@
+"""How a power request picks its stored windows, and how a workload's node forecasts add up (no Ray)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from app.power_api import stored_nodes, sum_forecasts
+from app.schemas import PowerPredictionRequest
+from training.power.inference import PowerForecast
+
+WORKLOADS = {"llm": ("n1", "n2")}
+
+
+def forecast(point: float, spread: float, confidence: float, coverage: float = 1.0, padded: int = 0) -> PowerForecast:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return PowerForecast(model_version="power_lstm/1", step_s=60,
+                         timestamps=tuple(start + timedelta(minutes=k) for k in (1, 2)),
+                         point=(point, point + 10), lower=(point - spread, point), upper=(point + spread, point + 20),
+                         confidence=(confidence, confidence), window_coverage=coverage, padded_steps=padded,
+                         interval_coverage=0.8)
+
+
+def test_a_request_with_its_own_history_never_reads_the_store():
+    request = PowerPredictionRequest(workload_id="llm", node_id="n9", features={"power_watts": [1.0, 2.0]})
+    assert stored_nodes(request, WORKLOADS) is None
+
+
+def test_node_id_wins_then_the_workloads_map():
+    assert stored_nodes(PowerPredictionRequest(workload_id="llm", node_id="n9"), WORKLOADS) == ["n9"]
+    assert stored_nodes(PowerPredictionRequest(workload_id="llm"), WORKLOADS) == ["n1", "n2"]
+    assert stored_nodes(PowerPredictionRequest(workload_id="other"), WORKLOADS) is None
+
+
+def test_node_forecasts_sum_lead_by_lead_with_the_weakest_confidence():
+    total = sum_forecasts([forecast(100, 10, 0.9), forecast(300, 30, 0.7, coverage=0.5, padded=3)])
+    assert total.point == (400, 420) and total.lower == (360, 400) and total.upper == (440, 440)
+    assert total.confidence == (0.7, 0.7) and total.window_coverage == 0.5 and total.padded_steps == 3
+    single = forecast(100, 10, 0.9)
+    assert sum_forecasts([single]) is single

@@ -1,0 +1,298 @@
+"""The controller's tick and its durable state, on the embedded store with in-memory forecaster/actuator doubles.
+
+The real actuators are tested against kmock and real Serve (tests/integration); here the doubles record what
+the controller asked for, so each test can check one rule of the tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from autoscaler.actuators import ActuationError, Actuator, Actuators
+from autoscaler.controller import ModelShape, ScalingController
+from autoscaler.policy_config import policies_from_config
+from autoscaler.schema import ActuationStatus, ScaleAction, ScalingTarget
+from autoscaler.state import ControllerState
+from core.stores.sqlite import SqliteStore
+from core.telemetry import TelemetrySample
+from training.config import ConfigError, ServiceConfig
+from training.power.inference import PowerForecast, PowerHistory
+
+STEP = 60
+
+
+class RecordingActuator(Actuator):
+    """Replica counts in a dict; `fail` makes scale() refuse like an API server would."""
+
+    kinds = ("ray_serve", "deployment", "statefulset", "raycluster")
+
+    def __init__(self, replicas: int = 2):
+        self.counts: dict[str, int] = {}
+        self.default = replicas
+        self.calls: list[tuple[str, int]] = []
+        self.fail: str | None = None
+
+    def replicas(self, target: ScalingTarget) -> int:
+        if self.fail == "read":
+            raise ActuationError("deployment default/web not found (404)")
+        return self.counts.get(_key(target), self.default)
+
+    def ray_nodes(self, target: ScalingTarget) -> list[str]:
+        return ["ray-node-a", "ray-node-b"]
+
+    def scale(self, target: ScalingTarget, replicas: int) -> str:
+        if self.fail == "scale":
+            raise ActuationError("forbidden (403)")
+        self.calls.append((_key(target), replicas))
+        self.counts[_key(target)] = replicas
+        return f"{_key(target)} -> {replicas}"
+
+
+def _key(target: ScalingTarget) -> str:
+    return getattr(target, "deployment", None) or getattr(target, "name", "")
+
+
+class FixedForecaster:
+    """A served model of 10 steps x 60 s whose upper bound is `upper_watts` at every lead."""
+
+    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8):
+        self.upper_watts = upper_watts
+        self.coverage = coverage
+        self.batches: list[int] = []
+
+    def shape(self) -> ModelShape:
+        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10)
+
+    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
+        self.batches.append(len(histories))
+        out: list[PowerForecast | Exception] = []
+        for history in histories:
+            steps = history.horizon_s // STEP
+            last = history.power_watts[-1]
+            upper = self.upper_watts if self.upper_watts is not None else last
+            out.append(PowerForecast(
+                model_version="power_lstm/1", step_s=STEP,
+                timestamps=tuple(history.end_time + timedelta(seconds=STEP * k) for k in range(1, steps + 1)),
+                point=(last,) * steps, lower=(last,) * steps, upper=(upper,) * steps, confidence=(0.9,) * steps,
+                window_coverage=1.0, padded_steps=0, interval_coverage=self.coverage))
+        return out
+
+
+def policy_data(name: str = "web", **overrides: Any) -> dict[str, Any]:
+    return {"name": name, "target": {"kind": "deployment", "name": name}, "nodes": ["n1", "n2"],
+            "min_replicas": 1, "max_replicas": 10, "mode": "enforce",
+            "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
+                            "cooldown_period": 300},
+            "predictive_scaling": {"enabled": True, "lookahead_minutes": 5, "confidence_threshold": 0.8},
+            **overrides}
+
+
+@pytest.fixture
+def store(tmp_path):
+    with SqliteStore(tmp_path / "telemetry") as opened:
+        yield opened
+
+
+def write_power(store: SqliteStore, watts: dict[str, float], minutes: int = 15, end: datetime | None = None) -> None:
+    end = end or datetime.now(UTC)
+    store.write([TelemetrySample(timestamp=end - timedelta(minutes=m), node_id=node, source="ipmi", power_watts=w)
+                 for node, w in watts.items() for m in range(minutes)])
+
+
+@pytest.fixture
+def make(tmp_path, store):
+    def build(forecaster=None, replicas: int = 2, clock=None, workloads=None, node_names=None):
+        actuator = RecordingActuator(replicas)
+        state = ControllerState(tmp_path / "state" / "autoscaler.sqlite")
+        controller = ScalingController(state, store, forecaster, Actuators([actuator]), workloads=workloads,
+                                       node_names=node_names, clock=clock or (lambda: datetime.now(UTC)))
+        return controller, actuator
+    return build
+
+
+def test_measured_overload_scales_out_and_records_the_event(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 900})
+    [event] = controller.tick()
+    assert (event.action, event.from_replicas, event.to_replicas) == (ScaleAction.SCALE_OUT, 2, 3)
+    assert event.actuation.status is ActuationStatus.APPLIED and actuator.calls == [("web", 3)]
+    assert event.measured_power_watts == pytest.approx(950) and event.signal == "measured"
+    assert controller.state.events()[0].id == event.id
+
+
+def test_confident_forecast_scales_out_before_measured_power_crosses(make, store):
+    forecaster = FixedForecaster(upper_watts=1000)
+    controller, actuator = make(forecaster)
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 700, "n2": 700})  # 70 % now: in the band
+    [event] = controller.tick()
+    assert event.signal == "forecast" and event.action is ScaleAction.SCALE_OUT
+    assert event.forecast_power_watts is not None and event.forecast_power_watts > 800
+    assert event.confidence == pytest.approx(0.9)
+    assert forecaster.batches == [2]  # both nodes in one batched call
+
+
+def test_dry_run_records_without_touching_the_target_and_keeps_the_cooldown(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(mode="dry_run", predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 950})
+    first, second = controller.tick()[0], controller.tick()[0]
+    assert first.actuation.status is ActuationStatus.DRY_RUN and "would scale" in first.actuation.detail
+    assert actuator.calls == []
+    assert second.action is ScaleAction.HOLD and "cooldown" in second.reason
+
+
+def test_failed_actuation_is_an_event_and_does_not_start_the_cooldown(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 950})
+    actuator.fail = "scale"
+    failed = controller.tick()[0]
+    assert failed.actuation.status is ActuationStatus.FAILED and "403" in failed.actuation.detail
+    actuator.fail = None
+    retried = controller.tick()[0]
+    assert retried.actuation.status is ActuationStatus.APPLIED  # no cooldown after a change that never happened
+
+
+def test_unreadable_target_holds_with_the_reason(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data())
+    actuator.fail = "read"
+    [event] = controller.tick()
+    assert event.action is ScaleAction.HOLD and event.from_replicas is None
+    assert "cannot read the target's replicas" in event.reason and "404" in event.reason
+
+
+def test_missing_or_stale_telemetry_never_scales(make, store):
+    controller, _ = make(FixedForecaster(upper_watts=100))
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 200})  # n2 has nothing
+    [event] = controller.tick()
+    assert event.action is ScaleAction.HOLD and "n2" in event.reason
+    write_power(store, {"n2": 200}, end=datetime.now(UTC) - timedelta(hours=1))
+    [event] = controller.tick()
+    assert event.action is ScaleAction.HOLD and "stale" in event.reason
+
+
+def test_uncalibrated_model_falls_back_to_measured_power_and_says_so(make, store):
+    controller, _ = make(FixedForecaster(upper_watts=1000, coverage=0.0))
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 700, "n2": 700})
+    [event] = controller.tick()
+    assert event.signal == "measured" and event.action is ScaleAction.HOLD
+    assert "calibration has not been measured" in event.reason
+
+
+def test_nodes_come_from_the_workloads_map_when_the_policy_names_none(make, store):
+    controller, _ = make(workloads={"llm": ("n1",)})
+    controller.put_policy(policy_data(nodes=[], workload_id="llm", predictive_scaling={"enabled": False}))
+    controller.put_policy(policy_data(name="orphan", nodes=[], predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950})
+    by_policy = {e.policy: e for e in controller.tick()}
+    assert by_policy["web"].action is ScaleAction.SCALE_OUT
+    assert by_policy["orphan"].action is ScaleAction.HOLD and "workloads.orphan" in by_policy["orphan"].reason
+
+
+def test_nodes_are_found_from_the_target_replicas_when_nothing_names_them(make, store):
+    names = {"ray-node-a": "n1"}  # ray-node-b has no collector name: its id is used as is
+    controller, _ = make(node_names=lambda ids: {i: names[i] for i in ids if i in names})
+    controller.put_policy(policy_data(nodes=[], predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "ray-node-b": 900})
+    [event] = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and event.measured_power_watts == pytest.approx(950)
+    assert "nodes found from the target's replicas: n1, ray-node-b" in event.reason
+
+
+def test_state_survives_a_new_controller_on_the_same_file(make, store, tmp_path):
+    now = [datetime.now(UTC)]
+    controller, _ = make(clock=lambda: now[0])
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 950})
+    controller.tick()
+    controller.state.close()
+    restarted, actuator = make(replicas=3, clock=lambda: now[0])
+    assert [p.name for p in restarted.state.policies()] == ["web"]
+    assert len(restarted.state.events()) == 1
+    now[0] += timedelta(seconds=60)
+    assert "cooldown" in restarted.tick()[0].reason  # the cooldown clock came back too
+    now[0] += timedelta(seconds=300)
+    assert restarted.tick()[0].action is ScaleAction.SCALE_OUT
+
+
+def test_events_filter_by_policy_since_and_limit_newest_first(tmp_path):
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(6):
+        state.record(ScalingEvent(at=t0 + timedelta(minutes=i), policy="a" if i % 2 else "b",
+                                  target={"kind": "deployment", "name": "x"}, action="hold", from_replicas=1,
+                                  to_replicas=1, reason="hold", mode="dry_run",
+                                  actuation=ActuationResult(status="none")))
+    assert [e.at.minute for e in state.events()] == [5, 4, 3, 2, 1, 0]
+    assert [e.at.minute for e in state.events(policy="a")] == [5, 3, 1]
+    assert [e.at.minute for e in state.events(since=t0 + timedelta(minutes=3), limit=2)] == [5, 4]
+
+
+def test_put_policy_merges_config_defaults_and_refuses_bad_combinations(make):
+    controller, _ = make()
+    policy, created = controller.put_policy({"name": "p", "target": {"kind": "ray_serve", "app": "a",
+                                                                     "deployment": "d"}})
+    assert created and policy.power_based.scale_out_threshold == 80 and policy.mode == "dry_run"
+    assert controller.put_policy({**policy.model_dump(), "max_replicas": 3})[1] is False  # replaced by name
+    with pytest.raises(ValidationError, match="scale_in_threshold"):
+        controller.put_policy(policy_data(power_based={"scale_in_threshold": 90}))
+    with pytest.raises(ValidationError, match="min_replicas"):
+        controller.put_policy(policy_data(min_replicas=5, max_replicas=2))
+    with pytest.raises(ValidationError, match="max_power_budget"):
+        controller.put_policy(policy_data(power_based={"max_power_budget": 0}))
+
+
+def test_config_policies_are_seeded_once_and_an_api_change_survives_a_restart(tmp_path):
+    config = ServiceConfig.model_validate({"auto_scaling": {"policies": [policy_data()]}})
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    assert state.seed(policies_from_config(config), now) == ["web"]
+    state.put_policy(state.policy("web").model_copy(update={"max_replicas": 4}), now)
+    assert state.seed(policies_from_config(config), now) == []  # unchanged config: the API's edit stays
+    assert state.policy("web").max_replicas == 4
+    edited = ServiceConfig.model_validate({"auto_scaling": {"policies": [policy_data(max_replicas=7)]}})
+    assert state.seed(policies_from_config(edited), now) == ["web"]
+    assert state.policy("web").max_replicas == 7
+
+
+def test_invalid_config_policies_name_the_entry_and_field():
+    config = ServiceConfig.model_validate({"auto_scaling": {"policies": [
+        policy_data(), policy_data(), policy_data(name="x", power_based={"max_power_budget": -5})]}})
+    with pytest.raises(ConfigError) as error:
+        policies_from_config(config)
+    text = str(error.value)
+    assert "auto_scaling.policies[2]: power_based.max_power_budget" in text and "'web' is used twice" in text
+
+
+def test_a_look_ahead_beyond_the_model_horizon_is_cut_and_said(make, store):
+    controller, _ = make(FixedForecaster(upper_watts=700))
+    controller.put_policy(policy_data(predictive_scaling={"lookahead_minutes": 60}))
+    write_power(store, {"n1": 700, "n2": 700})
+    [event] = controller.tick()
+    assert event.signal == "forecast" and "cut to the served model's horizon of 10 min" in event.reason
+
+
+def test_a_policy_deleted_during_its_tick_leaves_no_state_behind(tmp_path):
+    from autoscaler.decision import PolicyState
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    event = ScalingEvent(at=now, policy="gone", target={"kind": "deployment", "name": "x"}, action="scale_out",
+                         from_replicas=1, to_replicas=2, reason="scale_out", mode="enforce",
+                         actuation=ActuationResult(status="applied"))
+    state.record(event, PolicyState(last_scale_at=now))
+    assert state.policy_state("gone") == PolicyState()  # a re-created "gone" starts without a cooldown
+    assert len(state.events(policy="gone")) == 1  # the event itself is kept

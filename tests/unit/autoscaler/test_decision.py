@@ -1,0 +1,327 @@
+"""Table tests of the scaling decision maths (autoscaler.decision) and the policy schema (autoscaler.schema).
+
+Defaults below: 1000 W per node, scale out above 80 %, scale in below 50 %, cooldown 300 s, replicas 1..10.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from autoscaler.decision import PolicyState, decide
+from autoscaler.schema import (
+    DeploymentTarget,
+    ForecastView,
+    PowerObservation,
+    RayClusterTarget,
+    RayServeTarget,
+    ScaleAction,
+    ScalingPolicy,
+    StatefulSetTarget,
+)
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+OUT, IN, HOLD = ScaleAction.SCALE_OUT, ScaleAction.SCALE_IN, ScaleAction.HOLD
+
+
+def make_policy(**overrides: Any) -> ScalingPolicy:
+    data: dict[str, Any] = {
+        "name": "llm-serve",
+        "target": {"kind": "ray_serve", "app": "llm", "deployment": "Model"},
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
+                        "cooldown_period": 300},
+        "predictive_scaling": {"enabled": True, "lookahead_minutes": 30, "confidence_threshold": 0.9},
+    }
+    power = overrides.pop("power_based", {})
+    data["power_based"] = {**data["power_based"], **power}
+    data.update(overrides)
+    return ScalingPolicy.model_validate(data)
+
+
+def observe(watts: list[float], replicas: int | None = None, age_s: float | None = 5.0) -> PowerObservation:
+    return PowerObservation(measured_per_node_watts=watts,
+                            replicas=len(watts) if replicas is None else replicas, age_s=age_s)
+
+
+def upper(watts: list[float]) -> ForecastView:
+    return ForecastView(upper_quantile_per_node_watts=watts, calibrated=True)
+
+
+def run(policy: ScalingPolicy, observation: PowerObservation, forecast: ForecastView | None = None,
+        last_scale_s_ago: float | None = None):
+    last = None if last_scale_s_ago is None else NOW - timedelta(seconds=last_scale_s_ago)
+    return decide(policy, observation, forecast, PolicyState(last_scale_at=last), NOW)
+
+
+# --- thresholds, hysteresis, proportional count, consolidation -------------------------------------------
+
+@pytest.mark.parametrize(("watts", "action", "to", "phrase"), [
+    pytest.param([950, 900], OUT, 3, "> scale-out threshold 80%", id="95pct-2-replicas-to-3"),
+    pytest.param([1000, 1000], OUT, 3, "re-spread to 66.7%", id="100pct-2-replicas-to-3"),
+    pytest.param([960] * 4, OUT, 5, "proportional count 5", id="96pct-4-replicas-to-5"),
+    pytest.param([1000] * 5, OUT, 7, "proportional count 7", id="100pct-5-replicas-to-7"),
+    pytest.param([1200] * 4, OUT, 6, "120.0%", id="over-budget-4-replicas-to-6"),
+    pytest.param([800, 800], HOLD, 2, "hysteresis band", id="exactly-at-out-holds"),
+    pytest.param([650] * 3, HOLD, 3, "hysteresis band [50%, 80%]", id="inside-band-holds"),
+    pytest.param([500] * 3, HOLD, 3, "hysteresis band", id="exactly-at-in-holds"),
+    pytest.param([300] * 4, IN, 2, "keeps nodes at 60.0% < 80%", id="30pct-4-replicas-consolidate-to-2"),
+    pytest.param([400] * 4, IN, 3, "53.3%", id="40pct-4-replicas-to-3-not-2-which-sits-at-80"),
+    pytest.param([100] * 8, IN, 2, "consolidating to 2 keeps nodes at 40.0%", id="10pct-8-replicas-to-2-not-1"),
+    pytest.param([50] * 8, IN, 1, "consolidating to 1", id="5pct-8-replicas-to-1"),
+    pytest.param([450, 450], HOLD, 2, "would not keep nodes under 80%", id="below-in-but-one-fewer-overloads"),
+])
+def test_thresholds_and_proportional_count(watts, action, to, phrase):
+    decision = run(make_policy(predictive_scaling={"enabled": False}), observe(watts))
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert phrase in decision.reason
+    assert decision.signal == "measured" and decision.from_replicas == len(watts)
+    assert decision.measured_share == pytest.approx(max(watts) / 10)
+
+
+def test_single_replica_never_goes_to_zero():
+    decision = run(make_policy(min_replicas=0), observe([20]))
+    assert decision.action is HOLD and decision.to_replicas == 1
+
+
+# --- aggregation -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("aggregation", "watts", "action", "to"), [
+    pytest.param("max", [900, 300], OUT, 3, id="max-sees-the-hot-node"),
+    pytest.param("mean", [900, 300], HOLD, 2, id="mean-averages-it-into-the-band"),
+    pytest.param("max", [100, 600], HOLD, 2, id="max-one-busy-node-blocks-scale-in"),
+    pytest.param("mean", [100, 600], IN, 1, id="mean-35pct-consolidates"),
+])
+def test_aggregation(aggregation, watts, action, to):
+    decision = run(make_policy(aggregation=aggregation), observe(watts))
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+
+
+# --- min / max clamps ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("bounds", "watts", "replicas", "action", "to", "phrase"), [
+    pytest.param((1, 10), [1000], 9, OUT, 10, "clamped to max_replicas 10", id="scale-out-clamped-to-max"),
+    pytest.param((1, 10), [1000], 10, HOLD, 10, "clamped to max_replicas 10", id="at-max-holds"),
+    pytest.param((3, 10), [100], 4, IN, 3, "clamped to min_replicas 3", id="scale-in-clamped-to-min"),
+    pytest.param((3, 10), [100], 3, HOLD, 3, "clamped to min_replicas 3", id="at-min-holds"),
+    pytest.param((1, 10), [650], 12, IN, 10, "clamped to max_replicas 10", id="above-max-brought-down"),
+    pytest.param((2, 10), [650], 1, OUT, 2, "clamped to min_replicas 2", id="below-min-brought-up"),
+])
+def test_min_max_clamps(bounds, watts, replicas, action, to, phrase):
+    policy = make_policy(min_replicas=bounds[0], max_replicas=bounds[1])
+    decision = run(policy, observe(watts, replicas=replicas))
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert phrase in decision.reason
+
+
+# --- cooldown --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("watts", "ago", "action", "to", "phrase"), [
+    pytest.param([950, 950], 100, HOLD, 2, "cooldown, 200 s left (would go to 3)", id="scale-out-in-cooldown"),
+    pytest.param([200] * 4, 299.5, HOLD, 4, "cooldown, 1 s left", id="scale-in-in-cooldown"),
+    pytest.param([950, 950], 300, OUT, 3, "> scale-out", id="cooldown-just-over"),
+    pytest.param([200] * 4, 3600, IN, 2, "consolidating", id="long-after-last-change"),
+    pytest.param([650, 650], 10, HOLD, 2, "hysteresis", id="hold-in-band-does-not-mention-cooldown"),
+])
+def test_cooldown(watts, ago, action, to, phrase):
+    decision = run(make_policy(), observe(watts), last_scale_s_ago=ago)
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert phrase in decision.reason
+    if action is HOLD and "hysteresis" in phrase:
+        assert "cooldown" not in decision.reason
+
+
+def test_state_after_restarts_cooldown_only_on_change():
+    state = PolicyState()
+    held = run(make_policy(), observe([650, 650]))
+    assert state.after(held).last_scale_at is None and state.after(held).last_decision == held
+    scaled = run(make_policy(), observe([950, 950]))
+    assert state.after(scaled).last_scale_at == NOW
+
+
+# --- forecast: confidence gating and fallback -------------------------------------------------------------
+
+@pytest.mark.parametrize(("measured", "forecast", "action", "to", "signal", "used", "phrase"), [
+    pytest.param([700, 700], upper([900, 950]), OUT, 3, "forecast", True, "forecast p90 upper quantile 95.0%",
+                 id="forecast-crosses-scales-out-early"),
+    pytest.param([700, 700], upper([750, 700]), HOLD, 2, "forecast", True, "fewer replicas would not keep",
+                 id="forecast-under-threshold-holds-when-one-node-could-not-carry-it"),
+    pytest.param([450] * 4, upper([550] * 4), IN, 3, "forecast", True, "consolidating to 3 keeps nodes at 73.3%",
+                 id="confident-forecast-consolidates-inside-the-band"),
+    pytest.param([550] * 4, None, HOLD, 4, "measured", False, "hysteresis",
+                 id="measured-power-keeps-the-hysteresis-band"),
+    pytest.param([700, 700], ForecastView.unavailable("calibration not yet measured"), HOLD, 2, "measured", False,
+                 "forecast unavailable: calibration not yet measured; using measured power",
+                 id="uncalibrated-falls-back"),
+    pytest.param([700, 700], ForecastView(upper_quantile_per_node_watts=[990, 990]), HOLD, 2, "measured", False,
+                 "forecast unavailable: forecast not calibrated; using measured power",
+                 id="uncalibrated-values-ignored"),
+    pytest.param([700, 700], None, HOLD, 2, "measured", False, "forecast unavailable: no forecast",
+                 id="no-forecast-falls-back"),
+    pytest.param([950, 950], None, OUT, 3, "measured", False, "forecast unavailable: no forecast",
+                 id="no-forecast-measured-still-scales-out"),
+    pytest.param([700, 700], upper([]), HOLD, 2, "measured", False, "forecast has no nodes",
+                 id="calibrated-but-empty-falls-back"),
+    pytest.param([950, 950], upper([600, 600]), OUT, 3, "measured", True, "exceeds the forecast upper quantile",
+                 id="present-overload-beats-low-forecast"),
+    pytest.param([200] * 4, upper([700] * 4), HOLD, 4, "forecast", True, "fewer replicas would not keep",
+                 id="low-now-but-forecast-high-blocks-scale-in"),
+    pytest.param([200] * 4, upper([450] * 4), IN, 3, "forecast", True, "consolidating to 3 keeps nodes at 60.0%",
+                 id="scale-in-sized-by-forecast-quantile"),
+    pytest.param([600] * 4, upper([200] * 4), HOLD, 4, "measured", True, "hysteresis",
+                 id="low-forecast-cannot-scale-in-busy-nodes"),
+])
+def test_forecast_gating(measured, forecast, action, to, signal, used, phrase):
+    decision = run(make_policy(), observe(measured), forecast)
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert (decision.signal, decision.used_forecast) == (signal, used)
+    assert phrase in decision.reason
+    if used:
+        assert decision.forecast_share == pytest.approx(max(forecast.upper_quantile_per_node_watts) / 10)
+    else:
+        assert decision.forecast_share is None
+
+
+def test_predictive_disabled_ignores_forecast_silently():
+    policy = make_policy(predictive_scaling={"enabled": False})
+    decision = run(policy, observe([700, 700]), upper([990, 990]))
+    assert decision.action is HOLD and decision.signal == "measured" and not decision.used_forecast
+    assert "forecast" not in decision.reason
+
+
+# --- cluster power budget --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("budget", "measured", "forecast", "action", "to", "phrase"), [
+    pytest.param(5000, [900] * 5, None, HOLD, 5,
+                 "cluster_power_budget 5000 W (measured total 4500 W + 900 W expected per added replica)",
+                 id="no-room-for-one-more"),
+    pytest.param(5400, [900] * 5, None, OUT, 6, "", id="exactly-room-for-one"),
+    pytest.param(6000, [1200] * 4, None, OUT, 5, "capped at 5 by cluster_power_budget 6000 W",
+                 id="partial-admission"),
+    pytest.param(20000, [1200] * 4, None, OUT, 6, "", id="ample-budget"),
+    pytest.param(4500, [700] * 4, upper([1000] * 4), HOLD, 4, "forecast total 4000 W + 1000 W",
+                 id="forecast-total-used-when-forecast-drives"),
+    pytest.param(100, [200] * 4, None, IN, 2, "", id="never-blocks-scale-in"),
+])
+def test_cluster_power_budget(budget, measured, forecast, action, to, phrase):
+    decision = run(make_policy(cluster_power_budget=budget), observe(measured), forecast)
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert phrase in decision.reason
+    if not phrase:
+        assert "cluster_power_budget" not in decision.reason
+
+
+def test_cluster_budget_does_not_override_min_replicas():
+    policy = make_policy(min_replicas=4, cluster_power_budget=100)
+    decision = run(policy, observe([900, 900]))
+    assert decision.action is OUT and decision.to_replicas == 4
+
+
+# --- staleness and missing data --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("forecast", [None, upper([100] * 4), upper([1000] * 4)], ids=["no-fc", "low-fc", "high-fc"])
+@pytest.mark.parametrize(("observation", "phrase"), [
+    pytest.param(observe([], replicas=4), "no power telemetry", id="empty-nodes"),
+    pytest.param(observe([100] * 4, age_s=None), "telemetry age unknown", id="age-unknown"),
+    pytest.param(observe([100] * 4, age_s=121), "telemetry stale (121 s old > stale_after_s 120 s)", id="stale"),
+    pytest.param(observe([1000] * 4, age_s=600), "telemetry stale", id="stale-overload"),
+])
+def test_stale_or_missing_telemetry_holds(observation, phrase, forecast):
+    decision = run(make_policy(), observation, forecast)
+    assert decision.action is HOLD and decision.to_replicas == 4
+    assert decision.signal == "none" and not decision.used_forecast
+    assert phrase in decision.reason and "never scale on missing data" in decision.reason
+
+
+def test_age_at_the_limit_is_fresh():
+    decision = run(make_policy(), observe([100] * 4, age_s=120))
+    assert decision.action is IN
+
+
+def test_power_based_disabled_holds_with_reason():
+    decision = run(make_policy(power_based={"enabled": False}), observe([1000, 1000]))
+    assert decision.action is HOLD and "disabled" in decision.reason
+
+
+# --- policy schema ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "field", "phrase"), [
+    pytest.param({"min_replicas": 5, "max_replicas": 3}, "",
+                 "min_replicas (5) must not exceed max_replicas (3)", id="min-above-max"),
+    pytest.param({"power_based": {"scale_in_threshold": 80}}, "power_based",
+                 "scale_in_threshold (80) must be below scale_out_threshold (80)", id="in-equals-out"),
+    pytest.param({"power_based": {"scale_in_threshold": 90}}, "power_based",
+                 "scale_in_threshold (90) must be below", id="in-above-out"),
+    pytest.param({"cluster_power_budget": 0}, "cluster_power_budget",
+                 "cluster_power_budget must be greater than 0 W (got 0)", id="cluster-budget-zero"),
+    pytest.param({"cluster_power_budget": -50}, "cluster_power_budget", "greater than 0", id="cluster-budget-neg"),
+    pytest.param({"power_based": {"max_power_budget": 0}}, "power_based.max_power_budget", "greater than 0",
+                 id="node-budget-zero"),
+    pytest.param({"name": "Bad Name"}, "name", "pattern", id="name-not-a-slug"),
+    pytest.param({"mode": "yolo"}, "mode", "dry_run", id="unknown-mode"),
+    pytest.param({"aggregation": "median"}, "aggregation", "mean", id="unknown-aggregation"),
+    pytest.param({"surprise": 1}, "surprise", "Extra inputs", id="unknown-key"),
+    pytest.param({"target": {"kind": "daemonset", "name": "x"}}, "target", "kind", id="unknown-target-kind"),
+    pytest.param({"target": {"kind": "raycluster", "name": "rc"}}, "target.raycluster.worker_group", "Field required",
+                 id="raycluster-needs-worker-group"),
+    pytest.param({"max_replicas": 0}, "max_replicas", "greater than or equal to 1", id="max-zero"),
+])
+def test_invalid_policies_are_refused_with_reason(overrides, field, phrase):
+    with pytest.raises(ValidationError) as caught:
+        make_policy(**overrides)
+    text = str(caught.value)
+    assert phrase in text
+    assert field.split(".")[0] in text
+
+
+@pytest.mark.parametrize(("target", "cls"), [
+    pytest.param({"kind": "ray_serve", "app": "a", "deployment": "D"}, RayServeTarget, id="ray_serve"),
+    pytest.param({"kind": "deployment", "name": "web"}, DeploymentTarget, id="deployment"),
+    pytest.param({"kind": "statefulset", "name": "db", "namespace": "prod"}, StatefulSetTarget, id="statefulset"),
+    pytest.param({"kind": "raycluster", "name": "rc", "namespace": "ml", "worker_group": "gpu"}, RayClusterTarget,
+                 id="raycluster"),
+])
+def test_targets_parse_by_kind(target, cls):
+    policy = make_policy(target=target)
+    assert isinstance(policy.target, cls)
+    assert ScalingPolicy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_policy_defaults_and_durations():
+    policy = make_policy(stale_after_s="2min", power_based={"cooldown_period": "5min"})
+    assert (policy.mode, policy.aggregation, policy.cluster_power_budget) == ("dry_run", "max", None)
+    assert policy.stale_after_s == 120 and policy.power_based.cooldown_period == 300
+
+
+# --- ForecastView from the forecaster's calibrated interval ---------------------------------------------
+
+def test_forecast_view_at_interval_level_is_the_upper_bound():
+    view = ForecastView.from_interval([[500, 600, 550]], [[700, 900, 650]], coverage=0.8, level=0.9)
+    assert view.calibrated and view.upper_quantile_per_node_watts == [pytest.approx(900)]
+
+
+@pytest.mark.parametrize(("level", "expected"), [
+    pytest.param(0.5, [600.0, 100.0], id="median"),
+    pytest.param(0.975, [600 + 300 * 1.959964 / 1.281552, 100 + 300 * 1.959964 / 1.281552],
+                 id="higher-level-widens"),
+    pytest.param(0.1, [300.0, 0.0], id="low-level-floored-at-zero"),
+])
+def test_forecast_view_normal_scaling(level, expected):
+    view = ForecastView.from_interval([[600], [100]], [[900], [400]], coverage=0.8, level=level)
+    assert view.upper_quantile_per_node_watts == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(("median", "upper_", "kwargs"), [
+    pytest.param([[1.0]], [[2.0]], {"coverage": 1.0, "level": 0.9}, id="coverage-1"),
+    pytest.param([[1.0]], [[2.0]], {"coverage": 0.8, "level": 0.0}, id="level-0"),
+    pytest.param([[1.0]], [[2.0], [3.0]], {"coverage": 0.8, "level": 0.9}, id="node-count-mismatch"),
+    pytest.param([[1.0, 2.0]], [[2.0]], {"coverage": 0.8, "level": 0.9}, id="lead-count-mismatch"),
+    pytest.param([[]], [[]], {"coverage": 0.8, "level": 0.9}, id="no-leads"),
+])
+def test_forecast_view_rejects_bad_input(median, upper_, kwargs):
+    with pytest.raises(ValueError):
+        ForecastView.from_interval(median, upper_, **kwargs)

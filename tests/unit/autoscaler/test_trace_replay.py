@@ -1,0 +1,211 @@
+"""The simulator's demand/power model, step loop and metric accounting on hand-made series (no Ray)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from autoscaler import simulate
+from autoscaler.schema import ScalingPolicy
+from autoscaler.trace_replay import (
+    DemandModel,
+    RunMetrics,
+    forecast_view,
+    horizon_steps,
+    initial_replicas,
+    reactive,
+    simulate_series,
+)
+
+START = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+STEP = 60
+MODEL = DemandModel(idle_watts=100.0, scale=1.0, offset=0.0)
+# Two replicas carry 1000 W at 600 W per node; 2400 W puts them at 1300 W (> 1000 W budget) until 4 arrive.
+STEP_UP = [1000.0] * 5 + [2400.0] * 5
+
+
+def make_policy(predictive: bool = True, **overrides: Any) -> ScalingPolicy:
+    data: dict[str, Any] = {
+        "name": "sim",
+        "target": {"kind": "ray_serve", "app": "llm", "deployment": "Model"},
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
+                        "cooldown_period": 300},
+        "predictive_scaling": {"enabled": predictive, "lookahead_minutes": 3, "confidence_threshold": 0.9},
+        **overrides,
+    }
+    return ScalingPolicy.model_validate(data)
+
+
+def times(n: int) -> list[datetime]:
+    return [START + timedelta(seconds=STEP * i) for i in range(n)]
+
+
+def perfect_forecast(trace: list[float], leads: int = 3):
+    """The true future trace power as median and upper (a zero-width interval); None past the end."""
+    def forecast(i: int):
+        future = trace[i + 1:i + 1 + leads]
+        if not future:
+            return None
+        future = future + [future[-1]] * (leads - len(future))
+        return future, future
+    return forecast
+
+
+def test_demand_model_spreads_dynamic_power_over_replicas():
+    model = DemandModel(idle_watts=300.0, scale=40.0, offset=150.0)
+    assert model.dynamic(200.0) == 2000.0
+    assert model.dynamic(100.0) == 0.0  # below the offset: no dynamic power, never negative
+    assert model.per_node(200.0, 4) == 800.0
+    assert model.per_node(100.0, 3) == 300.0
+
+
+def test_initial_replicas_keep_the_first_step_under_the_threshold():
+    policy = make_policy()
+    assert initial_replicas(policy, MODEL, 1000.0) == 2  # 1 replica: 1100 W; 2: 600 W < 800 W
+    assert initial_replicas(policy, MODEL, 100.0) == 1
+    assert initial_replicas(make_policy(min_replicas=3), MODEL, 100.0) == 3
+    assert initial_replicas(policy, MODEL, 1e6) == 10  # nothing suffices: max_replicas
+
+
+def test_horizon_rounds_the_lookahead_up_to_whole_steps():
+    assert horizon_steps(30, 600) == 3
+    assert horizon_steps(25, 600) == 3
+    assert horizon_steps(1, 600) == 1
+
+
+def test_constant_demand_is_accounted_exactly():
+    trace = [1000.0] * 6
+    result = simulate_series(make_policy(predictive=False), MODEL, times(6), trace, step_s=STEP, actuation_delay_s=0)
+    m = result.metrics
+    assert (m.budget_violation_seconds, m.over_threshold_seconds, m.scale_events) == (0, 0, 0)
+    assert m.replica_hours == pytest.approx(2 * 6 * STEP / 3600)
+    assert m.energy_kwh == pytest.approx((2 * 100 + 1000) * 6 * STEP / 3.6e6)  # all nodes' power x time
+    assert m.decisions == 6 and m.forecast_used_fraction == 0.0
+    assert [s.replicas for s in result.steps] == [2] * 6
+
+
+def test_reactive_run_violates_until_the_delayed_scale_out_lands():
+    result = simulate_series(make_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
+                             actuation_delay_s=120)
+    m = result.metrics
+    # Decided at step 5 (130 % -> ceil(2 * 130 / 80) = 4), effective two steps later.
+    assert [s.replicas for s in result.steps] == [2] * 7 + [4] * 3
+    assert m.budget_violation_seconds == 2 * STEP
+    assert m.over_threshold_seconds == 2 * STEP
+    assert m.scale_events == 1
+    assert m.replica_hours == pytest.approx((7 * 2 + 3 * 4) * STEP / 3600)
+    assert m.max_per_node_watts == pytest.approx(1300.0)
+
+
+def test_predictive_run_scales_out_ahead_of_the_forecast_rise():
+    result = simulate_series(make_policy(), MODEL, times(10), STEP_UP, step_s=STEP, actuation_delay_s=120,
+                             forecast=perfect_forecast(STEP_UP), coverage=0.8)
+    m = result.metrics
+    assert [s.replicas for s in result.steps] == [2] * 4 + [4] * 6  # decided at step 2, seen 3 steps ahead
+    assert m.budget_violation_seconds == 0 and m.over_threshold_seconds == 0
+    assert m.scale_events == 1
+    assert m.replica_hours == pytest.approx((4 * 2 + 6 * 4) * STEP / 3600)
+    assert result.steps[2].signal == "forecast" and result.steps[2].action == "scale_out"
+    assert result.steps[-1].signal == "measured"  # no forecast window at the last step: measured power
+    assert m.forecast_used_fraction == pytest.approx(0.9)
+
+
+def test_pending_changes_queue_and_count_only_real_changes():
+    # Delay longer than the cooldown: a second decision is queued behind the first one.
+    trace = [1000.0] * 3 + [2400.0] * 3 + [6000.0] * 6
+    policy = make_policy(predictive=False, power_based={"max_power_budget": 1000, "scale_out_threshold": 80,
+                                                       "scale_in_threshold": 50, "cooldown_period": 60})
+    result = simulate_series(policy, MODEL, times(12), trace, step_s=STEP, actuation_delay_s=180)
+    replicas = [s.replicas for s in result.steps]
+    assert replicas[:6] == [2] * 6  # nothing lands before the delay
+    assert replicas[-1] > 4
+    changes = sum(1 for a, b in zip(replicas, replicas[1:], strict=False) if a != b)
+    assert result.metrics.scale_events == changes
+
+
+def test_forecast_view_maps_trace_power_to_per_node_power():
+    model = DemandModel(idle_watts=300.0, scale=40.0, offset=150.0)
+    view = forecast_view(model, [200.0, 210.0], [220.0, 230.0], 4, coverage=0.8, level=0.9)
+    assert view.calibrated and len(view.upper_quantile_per_node_watts) == 4
+    # level 0.9 is the upper end of a central 80 % interval: the mapped upper at the worst lead.
+    assert view.upper_quantile_per_node_watts[0] == pytest.approx(model.per_node(230.0, 4))
+
+
+def test_metrics_add_sums_series_and_keeps_the_peak():
+    a = RunMetrics(budget_violation_seconds=60, replica_hours=1.0, scale_events=2, decisions=4,
+                   forecast_decisions=1, max_per_node_watts=900)
+    b = RunMetrics(budget_violation_seconds=120, replica_hours=0.5, scale_events=1, decisions=6,
+                   forecast_decisions=4, max_per_node_watts=1200)
+    total = a.add(b)
+    assert total.budget_violation_seconds == 180 and total.replica_hours == 1.5 and total.scale_events == 3
+    assert total.forecast_used_fraction == pytest.approx(0.5)
+    assert total.max_per_node_watts == 1200
+    report = total.report()
+    for key in ("budget_violation_seconds", "over_threshold_seconds", "replica_hours", "energy_kwh",
+                "scale_events", "forecast_used_fraction"):
+        assert key in report
+
+
+def test_reactive_copy_only_turns_predictive_scaling_off():
+    policy = make_policy()
+    off = reactive(policy)
+    assert off.predictive_scaling.enabled is False and policy.predictive_scaling.enabled is True
+    assert off.power_based == policy.power_based and off.name == policy.name
+
+
+# --- command line failures (all happen before any training, so no Ray) -------------------------------------
+
+
+def test_invalid_policy_names_the_field_and_writes_nothing(tmp_path, capsys, upm_sample):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("name: sim\ntarget: {kind: ray_serve, app: a, deployment: d}\n"
+                      "power_based: {scale_out_threshold: 40, scale_in_threshold: 60}\n")
+    output = tmp_path / "out.json"
+    code = simulate.main(["--trace", str(upm_sample), "--policy", str(policy), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert code == 2 and not output.exists()
+    assert err.startswith("simulate: error: --policy") and "power_based" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["- just\n- a list\n", "name: [unclosed\n"])
+def test_policy_that_is_not_a_mapping_is_refused(tmp_path, capsys, upm_sample, text):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(text)
+    code = simulate.main(["--trace", str(upm_sample), "--policy", str(policy), "--output", str(tmp_path / "o")])
+    assert code == 2 and "--policy" in capsys.readouterr().err
+
+
+def test_missing_trace_is_one_error_line(tmp_path, capsys):
+    code = simulate.main(["--trace", str(tmp_path / "none.csv"), "--policy", "configs/policy.example.yaml",
+                          "--output", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "none.csv" in err and not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--demand-scale", "0"), ("--idle-watts", "-5"),
+                                        ("--actuation-delay", "soon"), ("--train-fraction", "1.5")])
+def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        simulate.main(["--trace", "t.csv", "--policy", "p.yaml", "--output", str(tmp_path / "o"), flag, value])
+    assert exit_info.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_example_policy_loads():
+    policy = simulate.load_policy("configs/policy.example.yaml")
+    assert policy.predictive_scaling.enabled and policy.min_replicas <= policy.max_replicas
+
+
+def test_margin_lowers_both_thresholds_of_the_reactive_policy():
+    from autoscaler.trace_replay import with_margin
+
+    margined = with_margin(make_policy(), 10)
+    assert not margined.predictive_scaling.enabled
+    assert (margined.power_based.scale_out_threshold, margined.power_based.scale_in_threshold) == (70, 40)
+    assert with_margin(make_policy(), 60).power_based.scale_in_threshold == 0
+    with pytest.raises(ValueError, match="no scale-out threshold"):
+        with_margin(make_policy(), 80)

@@ -1,0 +1,244 @@
+"""DurableBuffer: in order, exactly once, through store outages, overflow and process restarts."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from collectors.buffer import DurableBuffer
+from core.stores.base import StoreUnavailable, TelemetryStore
+from core.stores.sqlite import SqliteStore
+from core.telemetry import TelemetrySample
+from tests.paths import REPO_ROOT
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+REPO = REPO_ROOT
+
+
+def make_samples(count: int, start: int = 0, node: str = "n1") -> list[TelemetrySample]:
+    return [TelemetrySample(timestamp=T0 + timedelta(seconds=i), node_id=node, source="ipmi", power_watts=100.0 + i)
+            for i in range(start, start + count)]
+
+
+class FlakyStore(TelemetryStore):
+    """Fails its first `failures` writes, then records every batch it is given."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.batches: list[list[TelemetrySample]] = []
+        self.calls = 0
+
+    @property
+    def stored(self) -> list[TelemetrySample]:
+        return [s for batch in self.batches for s in batch]
+
+    def write(self, samples):
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("connection refused")
+        self.batches.append(list(samples))
+        return len(samples)
+
+    def window(self, node_id, start, end, step_s):
+        raise NotImplementedError
+
+    def latest(self, node_id=None):
+        return []
+
+    def nodes(self):
+        return []
+
+
+def segments(spill_dir: Path) -> list[Path]:
+    return sorted(spill_dir.glob("segment-*.jsonl"))
+
+
+def test_store_failing_then_recovering_gets_every_sample_once_in_order(tmp_path):
+    store = FlakyStore(failures=3)
+    buffer = DurableBuffer(store, tmp_path / "spill", max_memory=1000)
+    accepted = []
+    for batch in range(5):
+        new = make_samples(7, start=batch * 7)
+        accepted += new
+        buffer.put(new)
+        written = buffer.flush()
+        assert written == (0 if batch < 3 else len(accepted) if batch == 3 else 7)
+    assert store.stored == accepted
+    assert buffer.pending == 0 and buffer.last_error is None
+    assert segments(tmp_path / "spill") == []
+
+
+def test_failed_flush_spills_memory_to_fsynced_segments(tmp_path):
+    store = FlakyStore(failures=2)
+    buffer = DurableBuffer(store, tmp_path, max_memory=1000)
+    buffer.put(make_samples(5))
+    assert buffer.flush() == 0
+    assert "connection refused" in buffer.last_error
+    assert buffer.memory_pending == 0 and buffer.disk_pending == 5
+    buffer.put(make_samples(5, start=5))
+    buffer.flush()
+    files = segments(tmp_path)
+    assert len(files) == 1, "appends go to the open segment"
+    assert sum(1 for _ in files[0].open()) == 10
+    assert buffer.flush() == 10
+    assert store.stored == make_samples(10)
+
+
+def test_overflow_spills_to_disk_and_replays_disk_before_memory(tmp_path):
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path, max_memory=10)
+    for start in range(0, 25, 5):
+        buffer.put(make_samples(5, start=start))
+    assert buffer.memory_pending <= 10
+    assert buffer.disk_pending >= 15 and segments(tmp_path)
+    assert buffer.pending == 25
+    assert buffer.flush() == 25
+    assert store.stored == make_samples(25)
+    assert segments(tmp_path) == []
+
+
+def test_segment_is_deleted_only_after_its_write_succeeded(tmp_path):
+    buffer = DurableBuffer(FlakyStore(failures=1), tmp_path, max_memory=4)
+    buffer.put(make_samples(5))
+    buffer.put(make_samples(5, start=5))
+    buffer.flush()  # fails: everything is on disk, in segments of at most 4+1
+    files = segments(tmp_path)
+    assert len(files) == 2
+
+    class FailSecond(FlakyStore):
+        def write(self, samples):
+            if self.batches:
+                raise StoreUnavailable("down again")
+            return super().write(samples)
+
+    store = FailSecond()
+    buffer.store = store
+    buffer.put(make_samples(2, start=10))
+    assert buffer.flush() == 5
+    assert not files[0].exists() and files[1].exists()
+    store.write = FlakyStore.write.__get__(store)
+    assert buffer.flush() == 7
+    assert store.stored == make_samples(12)
+
+
+def test_restart_finds_old_segments_and_replays_them_first(tmp_path):
+    first = DurableBuffer(FlakyStore(failures=99), tmp_path / "spill", max_memory=100)
+    first.put(make_samples(30))
+    first.flush()
+    first.put(make_samples(10, start=30))
+    first.close()  # store still down: memory spills too
+    sqlite = SqliteStore(tmp_path / "db")
+    second = DurableBuffer(sqlite, tmp_path / "spill", max_memory=100)
+    assert second.pending == 40
+    second.put(make_samples(5, start=40))
+    assert second.flush() == 45
+    frame = sqlite.window("n1", T0, T0 + timedelta(seconds=45), 1)
+    assert frame["power_watts"].tolist() == [100.0 + i for i in range(45)]
+    second.close()
+    sqlite.close()
+
+
+def test_hard_crash_keeps_spilled_samples_and_releases_the_directory(tmp_path):
+    child = textwrap.dedent("""
+        import os, sys
+        from datetime import UTC, datetime, timedelta
+        from collectors.buffer import DurableBuffer
+        from core.telemetry import TelemetrySample
+        class Down:
+            read_only = False
+            def write(self, samples):
+                raise ConnectionError("store down")
+        buffer = DurableBuffer(Down(), sys.argv[1], max_memory=50)
+        t0 = datetime(2025, 3, 1, tzinfo=UTC)
+        buffer.put(TelemetrySample(timestamp=t0 + timedelta(seconds=i), node_id="n1", source="ipmi",
+                                   power_watts=100.0 + i) for i in range(120))
+        buffer.flush()
+        os._exit(9)  # no close(), no atexit: a crash
+    """)
+    result = subprocess.run([sys.executable, "-c", child, str(tmp_path / "spill")], cwd=REPO, timeout=60,
+                            capture_output=True, text=True)
+    assert result.returncode == 9, result.stderr
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path / "spill")
+    assert buffer.flush() == 120
+    assert store.stored == make_samples(120)
+
+
+def test_replayed_duplicate_is_harmless_with_the_sqlite_store(tmp_path):
+    class LostAck(SqliteStore):
+        """Commits the batch, then fails as if the acknowledgement was lost."""
+
+        lost = 1
+
+        def write(self, samples):
+            written = super().write(samples)
+            if self.lost:
+                self.lost -= 1
+                raise StoreUnavailable("timeout after commit")
+            return written
+
+    store = LostAck(tmp_path / "db")
+    buffer = DurableBuffer(store, tmp_path / "spill")
+    buffer.put(make_samples(50))
+    assert buffer.flush() == 0
+    assert buffer.flush() == 50
+    rows = store._conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
+    assert rows == 50
+    store.close()
+
+
+def test_torn_last_line_is_skipped_with_an_error(tmp_path, caplog):
+    buffer = DurableBuffer(FlakyStore(failures=2), tmp_path, max_memory=100)
+    buffer.put(make_samples(3))
+    buffer.flush()
+    buffer.close()  # fails again: still on disk
+    with segments(tmp_path)[0].open("a") as handle:
+        handle.write('{"timestamp": "2025-03-01T00:00:03Z", "node_id": "n1", "sour')
+    store = FlakyStore()
+    with caplog.at_level(logging.ERROR, logger="collectors.buffer"):
+        reopened = DurableBuffer(store, tmp_path)
+        assert reopened.flush() == 3
+    assert store.stored == make_samples(3)
+    assert "line 4 is not a sample" in caplog.text
+
+
+def test_concurrent_puts_during_flushes_lose_nothing(tmp_path):
+    store = FlakyStore(failures=5)
+    buffer = DurableBuffer(store, tmp_path, max_memory=20)
+
+    def producer(node: str) -> None:
+        for start in range(0, 200, 10):
+            buffer.put(make_samples(10, start=start, node=node))
+
+    threads = [threading.Thread(target=producer, args=(f"n{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        buffer.flush()
+    for thread in threads:
+        thread.join()
+    while buffer.pending:
+        buffer.flush()
+    for node in ("n0", "n1", "n2"):
+        assert [s for s in store.stored if s.node_id == node] == make_samples(200, node=node)
+
+
+def test_refuses_read_only_stores_and_a_directory_in_use(tmp_path):
+    class ReadOnly(FlakyStore):
+        read_only = True
+
+    with pytest.raises(ValueError, match="read-only"):
+        DurableBuffer(ReadOnly(), tmp_path)
+    first = DurableBuffer(FlakyStore(), tmp_path)
+    with pytest.raises(RuntimeError, match="in use"):
+        DurableBuffer(FlakyStore(), tmp_path)
+    first.close()
+    DurableBuffer(FlakyStore(), tmp_path).close()

@@ -1,0 +1,216 @@
+"""IPMI source logic without a BMC: env parsing, SDR sensor choice, DCMI parsing, failure handling."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from pyghmi.exceptions import IpmiException
+
+from collectors.ipmi import (
+    IpmiSource,
+    PowerSensor,
+    ipmi_credentials_from_env,
+    ipmi_targets_from_env,
+    parse_dcmi_power_reading,
+    select_power_sensors,
+)
+from core.telemetry import Quality
+
+
+# -- environment -----------------------------------------------------------------------------------------
+def test_targets_from_env():
+    env = {"IPMI_HOSTS": "bmc1, bmc2:6230,,[fe80::1]:624,::1 , 10.0.0.5:623"}
+    assert ipmi_targets_from_env(env) == [("bmc1", 623), ("bmc2", 6230), ("fe80::1", 624), ("::1", 623),
+                                          ("10.0.0.5", 623)]
+    assert ipmi_targets_from_env({}) == [] and ipmi_targets_from_env({"IPMI_HOSTS": " "}) == []
+
+
+@pytest.mark.parametrize("hosts", ["bmc:0", "bmc:70000", "bmc:x", ":623", "[::1]:y"])
+def test_bad_targets_name_the_variable(hosts):
+    with pytest.raises(ValueError, match="IPMI_HOSTS"):
+        ipmi_targets_from_env({"IPMI_HOSTS": hosts})
+
+
+def test_credentials_from_env(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    assert ipmi_credentials_from_env({"IPMI_USERNAME": "root", "IPMI_PASSWORD": "pw"}).password == "pw"
+    env = {"IPMI_USERNAME": "root", "IPMI_PASSWORD": "env", "IPMI_PASSWORD_FILE": str(secret)}
+    both = ipmi_credentials_from_env(env)
+    assert (both.username, both.password) == ("root", "from-file")  # the file wins
+    assert "from-file" not in repr(both)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"IPMI_PASSWORD": "pw"}, "IPMI_USERNAME"),
+        ({"IPMI_USERNAME": " ", "IPMI_PASSWORD": "pw"}, "IPMI_USERNAME"),
+        ({"IPMI_USERNAME": "root"}, "IPMI_PASSWORD"),
+        ({"IPMI_USERNAME": "root", "IPMI_PASSWORD": ""}, "IPMI_PASSWORD"),
+        ({"IPMI_USERNAME": "root", "IPMI_PASSWORD_FILE": "/nonexistent/pw"}, "IPMI_PASSWORD_FILE"),
+    ],
+)
+def test_missing_credentials_name_the_variable(env, variable):
+    with pytest.raises(ValueError, match=variable):
+        ipmi_credentials_from_env(env)
+
+
+def test_empty_password_file_is_an_error(tmp_path):
+    (tmp_path / "pw").write_text("\n")
+    with pytest.raises(ValueError, match="IPMI_PASSWORD_FILE .* is empty"):
+        ipmi_credentials_from_env({"IPMI_USERNAME": "root", "IPMI_PASSWORD_FILE": str(tmp_path / "pw")})
+
+
+# -- SDR sensor choice ----------------------------------------------------------------------------------
+def _s(key: str, name: str, entity: str, unit: str = "W", compound: bool = False) -> PowerSensor:
+    return PowerSensor(key, name, entity, unit, compound)
+
+
+PSU1 = _s("32.10.0", "PS1 Input Power", "Power supply")
+PSU2 = _s("32.11.0", "PS2 Input Power", "Power supply")
+COMPONENTS = [
+    _s("32.3.0", "CPU Power", "System board"),  # a component named on the system board
+    _s("32.4.0", "GPU1 Power", "Add-in card"),
+    _s("32.5.0", "PS1 Output Power", "Power supply"),
+    _s("32.6.0", "PS1 Current", "Power supply", unit="A"),
+    _s("32.7.0", "Energy", "System board", compound=True),  # W*h
+]
+
+
+def test_system_sensor_wins_over_psus():
+    total = _s("32.2.0", "Pwr Consumption", "System board")
+    assert select_power_sensors([PSU1, *COMPONENTS, total, PSU2]) == ([total], Quality.OK)
+
+
+def test_several_psu_inputs_are_summed_and_components_left_out():
+    assert select_power_sensors([PSU2, *COMPONENTS[1:], PSU1]) == ([PSU1, PSU2], Quality.DERIVED)
+    assert select_power_sensors([PSU1, *COMPONENTS[1:]]) == ([PSU1], Quality.OK)
+
+
+def test_total_named_sensor_is_preferred_and_vague_entities_need_a_node_name():
+    vague_total = _s("32.9.0", "Total Power", "Unspecified")
+    board = _s("32.8.0", "Power", "System board")
+    assert select_power_sensors([board, vague_total]) == ([vague_total], Quality.OK)
+    assert select_power_sensors([_s("32.9.0", "Power 3", "Unspecified"), PSU1]) == ([PSU1], Quality.OK)
+    assert select_power_sensors(COMPONENTS) == ([], Quality.OK)
+
+
+# -- DCMI -----------------------------------------------------------------------------------------------
+def _dcmi(watts: int, state: int = 0x40) -> bytes:
+    return struct.pack("<BHHHHIIB", 0xDC, watts, watts, watts, watts, 0, 1000, state)
+
+
+def test_parse_dcmi_power_reading():
+    assert parse_dcmi_power_reading(_dcmi(512)) == 512.0
+    assert parse_dcmi_power_reading(_dcmi(512, state=0)) is None  # power measurement not active
+    assert parse_dcmi_power_reading(_dcmi(0)) is None
+    assert parse_dcmi_power_reading(b"\xdc\x01") is None
+
+
+class FakeCmd:
+    """Stands in for pyghmi's Command: DCMI reading as configured, SDR with two PSU sensors (PSU2 absent)."""
+
+    def __init__(self, dcmi: bytes | None):
+        self.dcmi, self.dcmi_calls = dcmi, 0
+        def psu(number: int, value: float | None) -> SimpleNamespace:
+            reading = SimpleNamespace(value=value, unavailable=int(value is None))
+            return SimpleNamespace(name=f"PSU{number - 2}", entity="Power supply", sensor_number=number, sensor_lun=0,
+                                   baseunit="W", unit_mod="", percent="", decode_sensor_reading=lambda *_: reading)
+
+        self.sdr = SimpleNamespace(sensors={"32.3.0": psu(3, 400.0), "32.4.0": psu(4, None)})
+
+    def xraw_command(self, netfn, command, data=()):
+        self.dcmi_calls += command == 0x02
+        if self.dcmi is None:
+            raise IpmiException("Invalid command", 0xC1)
+        return {"data": self.dcmi if command == 0x02 else b"\xdc\x00\x00\x00\x84\x03"}
+
+    def init_sdr(self):
+        return self.sdr
+
+    def raw_command(self, netfn, command, rslun=0, data=()):
+        return {"data": b"\x00\xc0\x00"}
+
+
+def _with_cmd(cmd, **kw) -> IpmiSource:
+    source = IpmiSource("bmc.example:6230", "admin", "hunter2", "n1", **kw)
+    source._cmd = cmd
+    return source
+
+
+def test_dcmi_reading_and_limit():
+    [sample] = _with_cmd(FakeCmd(_dcmi(612))).sample()
+    assert (sample.power_watts, sample.power_limit_watts, sample.quality) == (612.0, 900.0, Quality.OK)
+
+
+@pytest.mark.parametrize("dcmi", [None, _dcmi(612, state=0)], ids=["invalid command", "not active"])
+def test_without_dcmi_sdr_is_used_and_dcmi_reprobed_only_later(dcmi):
+    cmd = FakeCmd(dcmi)
+    source = _with_cmd(cmd, dcmi_reprobe_s=0.3)
+    for _ in range(3):
+        [sample] = source.sample()
+        assert (sample.power_watts, sample.quality, sample.power_limit_watts) == (400.0, Quality.DERIVED, None)
+    assert cmd.dcmi_calls == 1 and (source.method, source.sensors_used) == ("sdr", ["PSU1", "PSU2"])
+    time.sleep(0.35)
+    source.sample()
+    assert cmd.dcmi_calls == 2
+
+
+# -- failures -------------------------------------------------------------------------------------------
+def test_repr_and_reasons_never_show_the_password():
+    source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1", backoff_s=0)
+    assert "hunter2" not in repr(source) and "hunter2" not in str(source) and "10.0.0.9:623" in repr(source)
+    assert source.label == "ipmi (10.0.0.9:623)"
+
+    def leaky():
+        raise OSError("cannot log in with hunter2")
+
+    source._read = leaky
+    ok, reason = source.available()
+    assert not ok and "hunter2" not in reason and "***" in reason
+
+
+def test_wrong_password_is_authentication_failed_and_backs_off_long():
+    source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1")
+
+    def refused():
+        raise IpmiException("Incorrect password provided")
+
+    source._read = refused
+    ok, reason = source.available()
+    assert not ok and reason.startswith("authentication failed")
+    assert source._next_try - time.monotonic() > 100  # no password guessing loop that locks the account
+
+
+def test_a_stalled_bmc_is_bounded_and_never_piles_up_threads():
+    release = threading.Event()
+    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", timeout_s=0.2, backoff_s=0)
+    source._read = lambda: release.wait(10)
+    started = time.monotonic()
+    ok, reason = source.available()
+    assert time.monotonic() - started < 1 and not ok and "did not answer within 0.2 s" in reason
+    assert source.sample() == [] and "still stalled" in source._reason  # no second thread while one hangs
+    release.set()
+
+
+def test_unavailable_only_after_repeated_failures_once_it_worked():
+    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", backoff_s=0, max_failures=3)
+    good = source._sample(300.0, Quality.OK, None)
+    source._read = lambda: good
+    assert source.sample() == [good] and source.available() == (True, "")
+
+    def down():
+        raise OSError("network unreachable")
+
+    source._read = down
+    for failures in (1, 2, 3):
+        assert source.sample() == []
+        assert source.available()[0] is (failures < 3)
+    assert "network unreachable" in source.available()[1]
+    source._read = lambda: good
+    assert source.sample() == [good] and source.available() == (True, "")

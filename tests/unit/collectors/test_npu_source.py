@@ -1,0 +1,180 @@
+"""npu-smi / xpu_smi parsers on recorded real outputs (tests/data/npu/SOURCES.md) and the sources over fake tools."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from collectors.npu import AscendSource, KunlunSource
+from collectors.npu_parsers import ParseError, parse_npu_smi_info, parse_xpu_smi_m
+from core.telemetry import SourceKind
+from tests.paths import TEST_DATA
+
+DATA = TEST_DATA / "npu"
+
+
+def read(name: str) -> str:
+    return (DATA / name).read_text(encoding="utf-8")
+
+
+# -- npu-smi info: one file per chip family / tool version ----------------------------------------------------
+def test_910b3_eight_single_chip_npus() -> None:
+    chips = parse_npu_smi_info(read("npu_smi_info_910b3_24.1.0.3.txt"))
+    assert [c.device_id for c in chips] == [f"npu{i}-chip0" for i in range(8)]
+    first = chips[0]
+    assert (first.name, first.power_watts, first.temperature, first.utilization) == ("910B3", 94.7, 54.0, 0.0)
+    assert (first.memory_used_mb, first.memory_total_mb) == (3396.0, 65536.0)  # HBM, not the empty DDR pair
+    assert chips[7].power_watts == 97.3
+    assert sum(c.power_watts or 0 for c in chips) == pytest.approx(767.0)
+
+
+def test_atlas_a3_power_only_on_the_first_chip_of_each_npu() -> None:
+    chips = parse_npu_smi_info(read("npu_smi_info_atlas_a3_25.3.rc1.txt"))
+    assert len(chips) == 16  # 8 NPUs x 2 chips; the process table after them is skipped
+    assert [c.device_id for c in chips[:4]] == ["npu0-chip0", "npu0-chip1", "npu1-chip0", "npu1-chip1"]
+    assert [c.power_watts for c in chips[:4]] == [164.0, None, 164.0, None]  # "-" on the second chip
+    assert chips[1].temperature == 30.0 and chips[4].memory_used_mb == 62308.0  # "62308/ 65536"
+    assert chips[4].memory_usage == pytest.approx(100 * 62308 / 65536)
+
+
+def test_910a_uses_hbm_for_memory_and_keeps_the_tool_name() -> None:
+    chips = parse_npu_smi_info(read("npu_smi_info_910a_24.1.0.txt"))
+    assert len(chips) == 8 and chips[0].name == "910B"
+    assert (chips[0].memory_used_mb, chips[0].memory_total_mb) == (1365.0, 32768.0)
+
+
+def test_310p3_na_power_and_large_npu_ids() -> None:
+    chips = parse_npu_smi_info(read("npu_smi_info_310p3_24.1.0.1.txt"))
+    assert [c.device_id for c in chips][-2:] == ["npu32864-chip0", "npu32896-chip0"]
+    assert all(c.power_watts is None for c in chips)  # NA
+    assert (chips[0].temperature, chips[0].memory_used_mb, chips[0].memory_total_mb) == (56.0, 1844.0, 21527.0)
+
+
+def test_310_without_hbm_column_and_wider_layout() -> None:
+    (chip,) = parse_npu_smi_info(read("npu_smi_info_310_23.0.0.txt"))
+    assert (chip.device_id, chip.name, chip.power_watts, chip.temperature) == ("npu0-chip0", "310", 12.8, 61.0)
+    assert (chip.memory_used_mb, chip.memory_total_mb) == (577.0, 7759.0)
+
+
+def test_tolerates_masked_bus_ids_and_missing_banner() -> None:
+    # rows as posted in Project-HAMi/HAMi-WebUI#47 (910B4-1, npu-smi 25.2.0, bus ids masked by the reporter)
+    text = """\
+| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|
+| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |
++===========================+===============+====================================================+
+| 0     910B4-1             | OK            | 91.3        33                0    / 0             |
+| 0                         | 0000:xx:00.0  | 0           0    / 0          3197 / 65536         |
+"""
+    (chip,) = parse_npu_smi_info(text)
+    assert (chip.name, chip.power_watts, chip.memory_used_mb) == ("910B4-1", 91.3, 3197.0)
+
+
+def test_reordered_columns_follow_the_header() -> None:
+    text = """\
+| NPU   Name                | Health        | Temp(C)  Power(W)  Hugepages-Usage(page)|
+| Chip                      | Bus-Id        | HBM-Usage(MB)  AICore(%)  Memory-Usage(MB)|
+| 3     910B3               | OK            | 40       99.5      0 / 0                |
+| 0                         | 0000:C1:00.0  | 100 / 200      7          0 / 0         |
+"""
+    (chip,) = parse_npu_smi_info(text)
+    assert (chip.device_id, chip.power_watts, chip.temperature, chip.utilization) == ("npu3-chip0", 99.5, 40.0, 7.0)
+    assert chip.memory_usage == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("text, quoted", [
+    ("| 0     910B3  | OK  | 94.7  54  0 / 0 |\n| 0   | 0000:C1:00.0 | 0  0 / 0 |\n", "0  0 / 0"),  # value missing
+    ("| 0     910B3  | OK  | 94.7  hot  0 / 0 |\n", "hot"),  # not a number
+    ("| 0     910B3  | OK  | 94.7 | 54 |\n", "got 4"),  # unknown layout
+    ("| garbage row |\n", "garbage row"),
+])
+def test_unreadable_rows_raise_parse_error_quoting_the_line(text: str, quoted: str) -> None:
+    with pytest.raises(ParseError, match=quoted.replace("/", ".")):
+        parse_npu_smi_info(text)
+
+
+def test_no_table_is_a_parse_error() -> None:
+    with pytest.raises(ParseError, match="dcmi module initialize failed"):
+        parse_npu_smi_info("dcmi module initialize failed. ret is -8005\n")
+
+
+# -- xpu_smi -m -----------------------------------------------------------------------------------------------
+def test_xpu_smi_p800_rows() -> None:
+    first, second = parse_xpu_smi_m(read("xpu_smi_m_p800.txt"))
+    assert (first.device_id, first.name, first.power_watts, first.temperature) == ("xpu0", "P800 OAM", 86.0, 36.0)
+    assert (first.memory_used_mb, first.memory_total_mb, first.utilization) == (90440.0, 98304.0, 0.0)
+    assert (second.device_id, second.temperature) == ("xpu1", 39.0)
+
+
+def test_xpu_smi_milliwatts_from_older_drivers_and_noise_lines() -> None:
+    row = read("xpu_smi_m_p800.txt").splitlines()[0].split(" ")
+    row[8] = "86500"  # K200 / xpu 4.x print milliwatts in this field
+    (chip,) = parse_xpu_smi_m("WARNING: something the driver printed\n\n" + " ".join(row) + "\n")
+    assert chip.power_watts == 86.5
+
+
+def test_xpu_smi_short_row_and_empty_output_raise() -> None:
+    with pytest.raises(ParseError, match="00000000:03:00.0 0 0 SN 36"):
+        parse_xpu_smi_m("00000000:03:00.0 0 0 SN 36\n")
+    with pytest.raises(ParseError, match="no XPU rows"):
+        parse_xpu_smi_m("xpu_smi: no device found\n")
+
+
+# -- the sources over fake tools on PATH ----------------------------------------------------------------------
+def test_ascend_source_reads_the_tool_on_path(fake_tool: Callable[..., Path]) -> None:
+    fake_tool("npu-smi", DATA / "npu_smi_info_atlas_a3_25.3.rc1.txt")
+    source = AscendSource("n1")
+    assert source.available() == (True, "")
+    samples = source.sample()
+    assert len(samples) == 16 and {s.source for s in samples} == {SourceKind.NPU}
+    assert (samples[0].device_id, samples[0].power_watts, samples[1].power_watts) == ("npu0-chip0", 164.0, None)
+
+
+def test_kunlun_source_with_configured_path(fake_tool: Callable[..., Path]) -> None:
+    script = fake_tool("my-xpu-smi", DATA / "xpu_smi_m_p800.txt")
+    source = KunlunSource("n1", executable=str(script))
+    samples = source.sample()
+    assert [(s.device_id, s.source, s.power_watts) for s in samples] == [("xpu0", SourceKind.XPU, 86.0),
+                                                                         ("xpu1", SourceKind.XPU, 86.0)]
+    assert samples[0].memory_usage == pytest.approx(92.0, abs=0.01)
+
+
+def test_missing_tool_and_disabled_switch(fake_tool: Callable[..., Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    ok, reason = AscendSource("n1").available()
+    assert not ok and "npu-smi not found on PATH" in reason and "NPU_SMI_PATH" in reason
+    ok, reason = KunlunSource("n1", executable=str(tmp_path / "xpu_smi")).available()
+    assert not ok and "not executable" in reason
+    ok, reason = AscendSource("n1", enabled=False).available()
+    assert not ok and "NPU_MONITORING_ENABLED" in reason
+    assert AscendSource("n1", enabled=False).sample() == []
+
+
+def test_failing_tool_is_counted_then_unavailable(fake_tool: Callable[..., Path]) -> None:
+    fake_tool("npu-smi", exit_code=3, stderr="dcmi module initialize failed. ret is -8005")
+    source = AscendSource("n1", max_failures=2)
+    ok, reason = source.available()
+    assert not ok and "exited with 3" in reason and "-8005" in reason
+    assert source.sample() == [] and source.sample() == []
+    ok, reason = source.available()
+    assert not ok and "2 consecutive failed reads" in reason
+
+
+def test_unparsable_output_fails_the_read_loudly(fake_tool: Callable[..., Path], tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("| 0     910B3  | OK  | 94.7  hot  0 / 0 |\n")
+    fake_tool("npu-smi", bad)
+    source = AscendSource("n1")
+    assert source.sample() == []
+    assert "not a number: 'hot'" in caplog.text
+
+
+def test_slow_tool_times_out(fake_tool: Callable[..., Path]) -> None:
+    fake_tool("xpu_smi", sleep_s=3)
+    source = KunlunSource("n1", timeout_s=0.3)
+    assert source.sample() == []
+    ok, reason = source.available()
+    assert not ok and "timed out" in reason

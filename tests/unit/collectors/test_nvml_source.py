@@ -1,0 +1,144 @@
+"""NvmlSource against the fake libnvidia-ml.so.1 (real pynvml binding over a fake C library)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from collectors.nvml import NvmlSource
+from tests.paths import REPO_ROOT
+
+REPO = REPO_ROOT
+
+
+@pytest.fixture
+def isolated_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test loads NVML afresh: no library or cached function pointers left from another test."""
+    monkeypatch.setattr(pynvml, "nvmlLib", None)
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
+    monkeypatch.setattr(pynvml, "_nvmlLib_refcount", 0)
+
+
+@pytest.fixture
+def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_nvml: None) -> Path:
+    """Two fake GPUs whose values come from files in the returned directory."""
+    values = tmp_path / "nvml-values"
+    values.mkdir()
+    monkeypatch.setenv("FAKE_NVML_COUNT", "2")
+    monkeypatch.setenv("FAKE_NVML_DIR", str(values))
+    for name, gpu0, gpu1 in [("power", 250000, 120500), ("limit", 700000, 400000), ("util", 87, 3),
+                             ("temp", 61, 35), ("energy", 5000000, 1000), ("memused", 40960, 0)]:
+        (values / f"{name}0").write_text(str(gpu0))
+        (values / f"{name}1").write_text(str(gpu1))
+    return values
+
+
+def test_two_gpus_read_from_the_fake_library(fake_nvml_lib: Path, gpus: Path) -> None:
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    assert source.available() == (True, "")
+    first, second = source.sample()
+    assert (first.device_id, second.device_id) == ("gpu0", "gpu1")
+    assert first.source.value == "nvml" and first.node_id == "n1"
+    assert first.power_watts == 250.0 and second.power_watts == 120.5  # mW -> W
+    assert first.power_limit_watts == 700.0 and second.power_limit_watts == 400.0
+    assert (first.utilization, second.utilization) == (87.0, 3.0)
+    assert (first.temperature, second.temperature) == (61.0, 35.0)
+    assert first.memory_usage == pytest.approx(50.0) and second.memory_usage == 0.0  # 40 of 80 GiB
+    assert first.energy_joules == 5000.0 and second.energy_joules == 1.0  # mJ -> J
+    source.close()
+
+
+def test_values_change_between_samples(fake_nvml_lib: Path, gpus: Path) -> None:
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    before = source.sample()[0]
+    (gpus / "power0").write_text("300500")
+    (gpus / "energy0").write_text("5600000")
+    after = source.sample()[0]
+    assert (before.power_watts, after.power_watts) == (250.0, 300.5)
+    assert after.energy_joules - before.energy_joules == pytest.approx(600.0)
+    source.close()
+
+
+def test_unsupported_energy_counter_is_left_empty(fake_nvml_lib: Path, gpus: Path) -> None:
+    (gpus / "energy1").write_text("-1")  # the fake answers Not Supported
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    first, second = source.sample()
+    assert first.energy_joules == 5000.0 and second.energy_joules is None
+    assert second.power_watts == 120.5  # the rest of the reading is still there
+    source.close()
+
+
+def test_failed_reads_count_then_mark_the_source_unavailable(fake_nvml_lib: Path, gpus: Path) -> None:
+    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_GPU_IS_LOST))
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=3)
+    assert source.available()[0]
+    assert source.sample() == [] and source.sample() == []
+    assert source.available()[0]  # two failures are not yet three
+    assert source.sample() == []
+    ok, reason = source.available()
+    assert not ok and "3 consecutive failed reads" in reason and "GPU is lost" in reason
+    source.close()
+
+
+def test_a_good_read_resets_the_failure_run(fake_nvml_lib: Path, gpus: Path) -> None:
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2)
+    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_UNKNOWN))
+    assert source.sample() == []
+    (gpus / "fail0").write_text("0")
+    assert len(source.sample()) == 2
+    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_UNKNOWN))
+    assert source.sample() == []
+    assert source.available()[0]
+    source.close()
+
+
+def test_missing_library_reports_unavailable_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                             isolated_nvml: None) -> None:
+    def no_library(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(pynvml, "CDLL", no_library)  # what the binding sees on a machine without a driver
+    source = NvmlSource("n1")
+    ok, reason = source.available()
+    assert not ok and reason == "NVML not available: NVML Shared Library Not Found"
+    assert source.sample() == []
+    source.close()
+
+
+def test_unloadable_library_path_reports_unavailable(tmp_path: Path, isolated_nvml: None) -> None:
+    source = NvmlSource("n1", library_path=str(tmp_path / "libnvidia-ml.so.1"))
+    ok, reason = source.available()
+    assert not ok and reason.startswith(f"cannot load the NVML library {tmp_path}")
+
+
+def test_disabled_source_is_unavailable_and_never_loads_nvml(isolated_nvml: None) -> None:
+    source = NvmlSource("n1", enabled=False)
+    ok, reason = source.available()
+    assert not ok and "GPU_MONITORING_ENABLED" in reason
+    assert source.sample() == []
+    assert pynvml.nvmlLib is None
+
+
+def test_zero_gpus_is_unavailable(fake_nvml_lib: Path, gpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_NVML_COUNT", "0")
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    assert source.available() == (False, "NVML found no NVIDIA GPU on this node")
+    source.close()
+
+
+def test_library_found_by_name_through_ld_library_path(fake_nvml_lib: Path, gpus: Path) -> None:
+    """The production lookup (dlopen by name) in a fresh process, through the CLI."""
+    env = {**os.environ, "LD_LIBRARY_PATH": str(fake_nvml_lib.parent), "GPU_MONITORING_ENABLED": "true"}
+    env.pop("KCLOUD_CONFIG", None)
+    done = subprocess.run([sys.executable, "-m", "collectors", "--once", "--sources", "nvml", "--json",
+                           "--node-id", "gpu-node"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["device_id"], r["power_watts"], r["node_id"]) for r in rows] == [("gpu0", 250.0, "gpu-node"),
+                                                                                ("gpu1", 120.5, "gpu-node")]

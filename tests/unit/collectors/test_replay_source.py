@@ -1,0 +1,120 @@
+"""ReplaySource: a small canonical CSV played with a fake clock (real time, sped up, looping, finishing)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collectors.replay import ReplaySource
+from core.telemetry import SourceKind, TelemetrySample
+
+CSV = """\
+timestamp,node_id,power_watts,cpu_utilization,memory_usage,gpu_utilization,temperature,workload_type
+2024-01-01T00:00:00Z,a,100,10,20,,40,idle
+2024-01-01T00:00:00Z,b,200,30,40,90,50,training
+2024-01-01T00:00:10Z,a,110,11,21,,41,idle
+2024-01-01T00:00:10Z,b,210,31,41,91,51,training
+2024-01-01T00:00:20Z,a,120,12,22,,42,idle
+2024-01-01T00:00:20Z,b,220,32,42,92,52,training
+"""
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    path = tmp_path / "trace.csv"
+    path.write_text(CSV)
+    return path
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(T0 + seconds, UTC)
+
+
+def node_rows(samples: list[TelemetrySample]) -> list[TelemetrySample]:
+    return [s for s in samples if s.device_id == "node"]
+
+
+def keys(samples: list[TelemetrySample]) -> list[tuple[str, float | None]]:
+    return [(s.node_id, s.power_watts) for s in node_rows(samples)]
+
+
+def test_real_time_returns_rows_as_their_time_comes(trace: Path) -> None:
+    clock = Clock()
+    source = ReplaySource(trace, clock=clock)
+    first = source.sample()
+    assert keys(first) == [("a", 100.0), ("b", 200.0)]
+    assert {s.timestamp for s in first} == {at(0)}
+    a, b = node_rows(first)
+    assert (a.source, a.device_id, a.memory_usage, a.temperature) == (SourceKind.REPLAY, "node", 20.0, 40.0)
+    utilization = {(s.node_id, s.device_id): s.utilization for s in first if s.device_id != "node"}
+    assert utilization == {("a", "cpu"): 10.0, ("b", "cpu"): 30.0, ("b", "gpu"): 90.0}  # one device per feature
+    clock.now += 9.9
+    assert source.sample() == []
+    clock.now += 0.1
+    second = source.sample()
+    assert keys(second) == [("a", 110.0), ("b", 210.0)] and {s.timestamp for s in second} == {at(10)}
+
+
+def test_speed_plays_faster_and_restamps_to_replay_time(trace: Path) -> None:
+    clock = Clock()
+    source = ReplaySource(trace, speed=10, clock=clock)
+    source.sample()
+    clock.now += 2.5  # 25 s of trace
+    rows = source.sample()
+    assert keys(rows) == [("a", 110.0), ("b", 210.0), ("a", 120.0), ("b", 220.0)]
+    assert [s.timestamp for s in node_rows(rows)] == [at(1), at(1), at(2), at(2)]
+    assert source.available() == (False, f"replay of {trace} finished after 6 rows")
+    clock.now += 100
+    assert source.sample() == []
+
+
+def test_loop_starts_again_one_step_after_the_last_row(trace: Path) -> None:
+    clock = Clock()
+    source = ReplaySource(trace, loop=True, clock=clock)
+    source.sample()
+    clock.now += 30  # period = 20 s span + 10 s step
+    rows = source.sample()
+    assert keys(rows) == [("a", 110.0), ("b", 210.0), ("a", 120.0), ("b", 220.0), ("a", 100.0), ("b", 200.0)]
+    assert rows[-1].timestamp == at(30)
+    assert source.available() == (True, "")
+
+
+def test_cap_per_call_with_a_huge_speed(trace: Path) -> None:
+    clock = Clock()
+    source = ReplaySource(trace, loop=True, speed=1e6, clock=clock, max_rows_per_call=5)
+    source.sample()
+    clock.now += 10
+    assert len(source.sample()) <= 5 + 3  # the cap counts rows; a row brings up to 4 samples
+
+
+def test_single_series_takes_the_given_node_id(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("timestamp,power_watts,cpu_utilization\n0,50,5\n1,60,6\n")
+    node, cpu = ReplaySource(path, node_id="node-7", clock=Clock()).sample()
+    assert (node.node_id, node.power_watts, node.memory_usage) == ("node-7", 50.0, None)
+    assert (cpu.node_id, cpu.device_id, cpu.utilization) == ("node-7", "cpu", 5.0)
+
+
+def test_bad_file_is_unavailable_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,power_watts\n2024-01-01,-5\n")
+    source = ReplaySource(path)
+    ok, reason = source.available()
+    assert not ok and reason.startswith(f"cannot replay {path}") and "negative" in reason
+    assert source.sample() == []
+
+
+def test_speed_must_be_positive(trace: Path) -> None:
+    with pytest.raises(ValueError, match="speed"):
+        ReplaySource(trace, speed=0)

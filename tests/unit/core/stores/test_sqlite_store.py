@@ -1,0 +1,200 @@
+"""SqliteStore (embedded default), the shared window rule, and the store factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.stores import create_store
+from core.stores.influx import InfluxStore
+from core.stores.prometheus import PrometheusStore
+from core.stores.sqlite import SqliteStore
+from core.stores.window import replay_samples
+from core.telemetry import TelemetrySample
+from core.telemetry_csv import CANONICAL_COLUMNS, validate_telemetry
+from training.power.features import resample
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def sample(seconds: float, source: str, device: str = "node", node: str = "n1", **fields) -> TelemetrySample:
+    return TelemetrySample(timestamp=at(seconds), node_id=node, source=source, device_id=device, **fields)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with SqliteStore(tmp_path / "telemetry") as opened:
+        yield opened
+
+
+def test_writing_the_same_samples_twice_stores_them_once(store):
+    batch = [sample(i, "ipmi", power_watts=400 + i) for i in range(100)]
+    assert store.write(batch) == 100
+    assert store.write(batch) == 100
+    assert store.write(batch[:10]) == 10
+    assert store._conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 100
+    store.write([sample(0, "ipmi", power_watts=999)])  # same key, corrected value: the last write wins
+    assert store.window("n1", at(0), at(1), 1)["power_watts"].tolist() == [999.0]
+
+
+def test_window_builds_canonical_rows_by_the_documented_rule(store):
+    rows = []
+    for s in (0, 30, 60, 90):
+        rows += [
+            sample(s, "nvml", "0", power_watts=200, utilization=60, temperature=65),
+            sample(s, "nvml", "1", power_watts=100, utilization=20, temperature=71),
+            sample(s, "npu", "0", power_watts=80, utilization=30, temperature=50),
+            sample(s, "xpu", "0", power_watts=70, utilization=50),
+            sample(s, "host", "node", power_watts=50, utilization=25, memory_usage=40),
+        ]
+    rows += [sample(0, "ipmi", power_watts=700), sample(30, "ipmi", power_watts=720)]  # BMC only in bin 0
+    store.write(rows)
+    frame = store.window("n1", at(0), at(180), 60)
+    assert list(frame.columns) == list(CANONICAL_COLUMNS)
+    assert frame["timestamp"].tolist() == [pd.Timestamp(at(s)) for s in (0, 60, 120)]
+    first, second, empty = frame.to_dict("records")
+    assert first["power_watts"] == 710.0  # the wall reading (mean within the bin)
+    assert second["power_watts"] == 200 + 100 + 80 + 70 + 50  # no BMC: the devices' sum
+    assert first["gpu_utilization"] == 40.0 and first["npu_utilization"] == 40.0
+    assert first["cpu_utilization"] == 25.0 and first["memory_usage"] == 40.0
+    assert first["temperature"] == 71.0  # the hottest device
+    assert first["node_id"] == "n1" and np.isnan(first["workload_type"])
+    assert all(np.isnan(v) for k, v in empty.items() if k not in ("timestamp", "node_id"))
+
+
+def test_per_psu_bmc_sensors_are_summed_and_beat_device_sums(store):
+    store.write([sample(5, "ipmi", "psu1", power_watts=300), sample(5, "ipmi", "psu2", power_watts=310),
+                 sample(5, "nvml", "0", power_watts=250)])
+    assert store.window("n1", at(0), at(60), 60)["power_watts"].tolist() == [610.0]
+
+
+def test_window_bins_align_to_the_epoch_and_exclude_the_end(store):
+    store.write([sample(s, "ipmi", power_watts=100 + s) for s in range(0, 300, 10)])
+    frame = store.window("n1", at(45), at(150), 60)  # bins 0 (from 45 s on), 60, 120 (until 150 s)
+    assert frame["timestamp"].tolist() == [pd.Timestamp(at(s)) for s in (0, 60, 120)]
+    assert frame["power_watts"].tolist() == [150.0, 185.0, 230.0]
+    assert store.window("other", at(0), at(120), 60)["power_watts"].isna().all()
+
+
+def test_window_feeds_the_training_feature_pipeline(store):
+    store.write([sample(s, "ipmi", power_watts=300 + s % 7) for s in range(0, 1800, 15) if not 600 <= s < 900])
+    frame = store.window("n1", at(0), at(1800), 60)
+    assert frame["power_watts"].isna().sum() == 5  # the 5-minute hole stays missing
+    segments = resample(frame, step_s=60, max_gap_s=120)
+    assert [len(s) for s in segments] == [10, 15]
+    validate_telemetry(frame.dropna(subset=["power_watts"]))
+
+
+def test_replay_samples_map_back_to_their_canonical_fields(store):
+    row = {"power_watts": 512.5, "cpu_utilization": 33.0, "memory_usage": 61.0, "gpu_utilization": 88.0,
+           "npu_utilization": float("nan"), "temperature": 70.5, "workload_type": "training"}
+    store.write(replay_samples(at(0), "n9", row) + replay_samples(at(60), "n9", {"power_watts": 100.0}))
+    frame = store.window("n9", at(0), at(120), 60)
+    first = frame.iloc[0]
+    for column in ("power_watts", "cpu_utilization", "memory_usage", "gpu_utilization", "temperature"):
+        assert first[column] == row[column], column
+    assert np.isnan(first["npu_utilization"])
+    assert frame.iloc[1]["power_watts"] == 100.0 and np.isnan(frame.iloc[1]["gpu_utilization"])
+
+
+def test_latest_prefers_the_wall_reading_and_reports_age(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write([
+        TelemetrySample(timestamp=now - timedelta(seconds=10), node_id="a", source="ipmi", power_watts=650),
+        TelemetrySample(timestamp=now - timedelta(seconds=5), node_id="a", source="nvml", device_id="0",
+                        power_watts=300),
+        TelemetrySample(timestamp=now - timedelta(seconds=4), node_id="b", source="nvml", device_id="0",
+                        power_watts=300),
+        TelemetrySample(timestamp=now - timedelta(seconds=8), node_id="b", source="nvml", device_id="1",
+                        power_watts=200),
+        TelemetrySample(timestamp=now - timedelta(hours=2), node_id="b", source="ipmi", power_watts=999),
+        TelemetrySample(timestamp=now - timedelta(seconds=1), node_id="b", source="host", utilization=5),
+    ])
+    latest = {item.node_id: item for item in store.latest()}
+    assert latest["a"].power_watts == 650 and latest["a"].timestamp == now - timedelta(seconds=10)
+    assert latest["b"].power_watts == 500  # the 2-hour-old BMC reading is stale: fresh devices summed
+    assert latest["b"].timestamp == now - timedelta(seconds=8)  # oldest reading used
+    assert 8 <= latest["b"].age_s < 60
+    assert [item.node_id for item in store.latest("b")] == ["b"]
+    assert store.latest("nobody") == []
+    assert store.nodes() == ["a", "b"]
+
+
+def test_concurrent_writers_and_readers_share_one_store(store):
+    errors = []
+
+    def writer(node: str) -> None:
+        try:
+            for start in range(0, 600, 60):
+                store.write([sample(s, "ipmi", node=node, power_watts=1.0) for s in range(start, start + 60)])
+                store.window(node, at(0), at(600), 60)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"n{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store._conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0] == 4 * 600
+    assert store.nodes() == ["n0", "n1", "n2", "n3"]
+
+
+def test_data_survives_reopening_and_the_journal_is_wal(tmp_path):
+    with SqliteStore(tmp_path) as first:
+        first.write([sample(0, "ipmi", power_watts=321)])
+        assert first._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with SqliteStore(tmp_path) as second:
+        assert second.window("n1", at(0), at(60), 60)["power_watts"].tolist() == [321.0]
+
+
+@pytest.mark.parametrize(("start", "end", "step", "message"), [
+    (at(0), at(60), 0, "step_s"),
+    (at(60), at(0), 60, "after start"),
+    (datetime(2025, 3, 1), at(60), 60, "time zone"),
+    (at(0), at(86400 * 30), 1, "bins"),
+])
+def test_window_refuses_bad_arguments(store, start, end, step, message):
+    with pytest.raises(ValueError, match=message):
+        store.window("n1", start, end, step)
+
+
+def test_factory_defaults_to_sqlite_under_the_data_dir(tmp_path):
+    with create_store({"TELEMETRY_DATA_DIR": str(tmp_path / "tele")}) as chosen:
+        assert isinstance(chosen, SqliteStore)
+        assert chosen.path.parent == tmp_path / "tele"
+
+
+def test_factory_picks_influx_and_never_shows_the_token(caplog):
+    settings = {"INFLUX_HOST": "influx.example", "INFLUX_TOKEN": "s3cr3t-token", "INFLUX_ORG": "o",
+                "INFLUX_BUCKET": "b", "PROMETHEUS_URL": "http://prom:9090"}
+    with caplog.at_level(logging.DEBUG):
+        chosen = create_store(settings)
+    assert isinstance(chosen, InfluxStore)
+    assert chosen.url == "http://influx.example:8086"
+    assert "s3cr3t-token" not in repr(chosen) and "s3cr3t-token" not in caplog.text
+    chosen.close()
+    assert create_store({**settings, "INFLUX_HOST": "https://influx:9999"}).url == "https://influx:9999"
+    with pytest.raises(ValueError, match="INFLUX_BUCKET"):
+        create_store({"INFLUX_HOST": "influx", "INFLUX_ORG": "o"})
+
+
+def test_factory_picks_read_only_prometheus_with_overrides():
+    chosen = create_store({"PROMETHEUS_URL": "http://prom:9090/",
+                           "PROMETHEUS_METRICS": '{"node_power": "node_power_watts"}'})
+    assert isinstance(chosen, PrometheusStore) and chosen.read_only
+    assert chosen.metrics["node_power"] == "node_power_watts" and chosen.url == "http://prom:9090"
+    with pytest.raises(ValueError, match="PROMETHEUS_NODE_LABELS"):
+        create_store({"PROMETHEUS_URL": "http://prom:9090", "PROMETHEUS_NODE_LABELS": "[1]"})
+    with pytest.raises(ValueError, match="unknown Prometheus metric"):
+        create_store({"PROMETHEUS_URL": "http://prom:9090", "PROMETHEUS_METRICS": '{"watts": "x"}'})

@@ -1,0 +1,239 @@
+"""Unit tests for the file-system model registry."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import pickle
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.registry import (
+    DataSpan,
+    ModelMetadata,
+    ModelNotFoundError,
+    ModelRegistry,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+
+@pytest.fixture()
+def source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "scalers").mkdir(parents=True)
+    (src / "model.pt").write_bytes(b"\x00weights")
+    (src / "scalers" / "x.json").write_text('{"mean": 1.0}')
+    return src
+
+
+@pytest.fixture()
+def reg(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+def _span() -> DataSpan:
+    return DataSpan(
+        start=datetime(2024, 1, 1, tzinfo=UTC), end=datetime(2024, 1, 8, tzinfo=UTC),
+        series=["node-a", "node-b"], rows=2016, synthetic=True,
+    )  # fmt: skip
+
+
+def test_publish_assigns_increasing_versions_and_activates(reg: ModelRegistry, source: Path) -> None:
+    assert [reg.publish("power_lstm", source, model_type="lstm").version for _ in range(3)] == [1, 2, 3]
+    assert reg.versions("power_lstm") == [1, 2, 3]
+    assert reg.active_version("power_lstm") == 3
+    assert reg.model_ids() == ["power_lstm"]
+    assert (reg.root / "power_lstm" / "ACTIVE").read_text() == "3\n"
+
+
+def test_files_copied_and_metadata_round_trips(reg: ModelRegistry, source: Path) -> None:
+    meta = reg.publish(
+        "power_lstm", source, model_type="lstm", data_span=_span(), feature_spec={"lags": [1, 2]},
+        feature_spec_hash="abc", config={"hidden": 64}, training={"seed": 7, "use_gpu": False},
+        metrics={"mae": np.float32(1.5), "mape": float("nan")},
+    )  # fmt: skip
+    path, loaded = reg.get("power_lstm", 1)
+    assert path == reg.root / "power_lstm" / "1"
+    assert (path / "model.pt").read_bytes() == b"\x00weights"
+    assert json.loads((path / "scalers" / "x.json").read_text()) == {"mean": 1.0}
+    assert loaded == meta
+    assert loaded.metrics == {"mae": 1.5, "mape": None}
+    assert loaded.data_span == _span() and loaded.created_at.tzinfo is not None
+    on_disk = json.loads((path / "metadata.json").read_text())
+    assert on_disk["model_id"] == "power_lstm" and on_disk["version"] == 1 and on_disk["model_type"] == "lstm"
+
+
+def test_active_pointer_moves_and_can_point_back(reg: ModelRegistry, source: Path) -> None:
+    reg.publish("cost_gbm", source, model_type="lightgbm")
+    reg.publish("cost_gbm", source, model_type="lightgbm", activate=False)
+    assert reg.active_version("cost_gbm") == 1
+    assert reg.get("cost_gbm")[1].version == 1
+    reg.activate("cost_gbm", 2)
+    assert reg.get("cost_gbm")[1].version == 2
+    reg.activate("cost_gbm", 1)
+    assert reg.get("cost_gbm")[1].version == 1
+    with pytest.raises(ModelNotFoundError, match="cost_gbm.*version 9"):
+        reg.activate("cost_gbm", 9)
+
+
+def test_missing_or_corrupt_pointer_falls_back_to_latest(
+    reg: ModelRegistry, source: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.active_version("power_lstm") is None
+    assert reg.get("power_lstm")[1].version == 2
+    for bad in ("", "garbage", "9\n"):  # empty, unparsable, dangling
+        caplog.clear()
+        (reg.root / "power_lstm" / "ACTIVE").write_text(bad)
+        with caplog.at_level(logging.WARNING):
+            assert reg.active_version("power_lstm") is None
+            assert reg.get("power_lstm")[1].version == 2
+        assert "ACTIVE" in caplog.text
+
+
+def test_resolve_forms(reg: ModelRegistry, source: Path) -> None:
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.resolve("power_lstm")[1].version == 1
+    assert reg.resolve("power_lstm/2")[1].version == 2
+    assert reg.resolve("power_lstm:2")[1].version == 2
+    for bad in ("power_lstm/x", "", "../etc", "Power"):
+        with pytest.raises(ValueError):
+            reg.resolve(bad)
+
+
+def test_unknown_id_or_version_names_them(reg: ModelRegistry, source: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="nope"):
+        reg.get("nope")
+    reg.publish("power_lstm", source, model_type="lstm")
+    with pytest.raises(ModelNotFoundError, match="'power_lstm' version 5") as info:
+        reg.get("power_lstm", 5)
+    assert isinstance(info.value, LookupError)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.version == 5
+
+
+@pytest.mark.parametrize("bad", ["", "Power", "-x", "a/b", "..", "a" * 65, "x y"])
+def test_invalid_model_id_refused(reg: ModelRegistry, source: Path, bad: str) -> None:
+    with pytest.raises(ValueError):
+        reg.publish(bad, source, model_type="lstm")
+    assert not reg.root.exists()
+
+
+def test_invalid_inputs_refused(reg: ModelRegistry, source: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        reg.publish("m", source, model_type="xgboost")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        reg.publish("m", tmp_path / "missing", model_type="lstm")
+    with pytest.raises(ValueError):
+        DataSpan(start=datetime(2024, 1, 1), end=datetime(2024, 1, 2), series=[], rows=0)
+    with pytest.raises(ValueError):
+        ModelMetadata(model_id="m", version=1, model_type="lstm", created_at=datetime.now(UTC), extra=1)
+
+
+def test_concurrent_publish_gets_distinct_versions(reg: ModelRegistry, source: Path) -> None:
+    barrier, results, errors = threading.Barrier(8), [], []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            results.append(reg.publish("power_lstm", source, model_type="lstm").version)
+        except Exception as exc:  # pragma: no cover - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results) == list(range(1, 9))
+    assert reg.versions("power_lstm") == list(range(1, 9))
+    assert not list((reg.root / "power_lstm").glob(".staging-*"))
+
+
+def test_leftover_staging_and_junk_are_invisible(reg: ModelRegistry, source: Path) -> None:
+    reg.publish("power_lstm", source, model_type="lstm")
+    model_dir = reg.root / "power_lstm"
+    stale = model_dir / ".staging-dead"
+    stale.mkdir()
+    (stale / "model.pt").write_bytes(b"partial")
+    (model_dir / "7").mkdir()  # no metadata.json: incomplete
+    (model_dir / "notes").mkdir()
+    (reg.root / "orphan" / ".staging-x").mkdir(parents=True)
+    assert reg.versions("power_lstm") == [1]
+    assert reg.model_ids() == ["power_lstm"]
+    assert reg.publish("power_lstm", source, model_type="lstm").version == 8
+    assert reg.cleanup_staging() == 0  # too fresh
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert reg.cleanup_staging("power_lstm") == 1
+    assert not stale.exists()
+
+
+def test_corrupt_metadata_skipped_with_reason(
+    reg: ModelRegistry, source: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    (reg.root / "power_lstm" / "2" / "metadata.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        assert reg.versions("power_lstm") == [1]
+    assert "corrupt" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="version 2: corrupt"):
+        reg.get("power_lstm", 2)
+
+
+def test_failed_publish_leaves_nothing(
+    reg: ModelRegistry, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError):
+        reg.publish("power_lstm", source, model_type="lstm", metrics={"bad": object()})
+
+    def broken_rename(src: str, dst: str) -> None:
+        raise OSError(errno.EIO, "disk on fire")
+
+    monkeypatch.setattr("core.registry.os.rename", broken_rename)
+    with pytest.raises(OSError, match="disk on fire"):
+        reg.publish("power_lstm", source, model_type="lstm")
+    assert reg.versions("power_lstm") == []
+    assert reg.active_version("power_lstm") is None
+    assert not list((reg.root / "power_lstm").iterdir())
+
+
+def test_update_metrics_merges(reg: ModelRegistry, source: Path) -> None:
+    reg.publish("cost_gbm", source, model_type="lightgbm", metrics={"mae": 2.0, "rmse": 3.0})
+    meta = reg.update_metrics("cost_gbm", 1, {"mae": 1.0, "coverage": np.float64(0.9)})
+    assert meta.metrics == {"mae": 1.0, "rmse": 3.0, "coverage": 0.9}
+    assert reg.get("cost_gbm", 1)[1].metrics == meta.metrics
+    with pytest.raises(ModelNotFoundError):
+        reg.update_metrics("cost_gbm", 2, {})
+
+
+def test_nonexistent_root_lists_nothing_and_is_not_created(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "absent")
+    assert reg.model_ids() == []
+    assert reg.versions("power_lstm") == []
+    assert reg.active_version("power_lstm") is None
+    assert reg.cleanup_staging() == 0
+    with pytest.raises(ModelNotFoundError):
+        reg.get("power_lstm")
+    assert not reg.root.exists()
+
+
+def test_atomic_write_helpers(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.txt", "one")
+    atomic_write_text(tmp_path / "a.txt", "two")
+    atomic_write_json(tmp_path / "b.json", {"x": np.int64(3), "p": Path("/m")})
+    assert (tmp_path / "a.txt").read_text() == "two"
+    assert json.loads((tmp_path / "b.json").read_text()) == {"x": 3, "p": "/m"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json"]

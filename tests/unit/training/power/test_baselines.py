@@ -1,0 +1,151 @@
+"""Unit tests for the baseline forecasts (training.power.baselines)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.metrics import point_metrics
+from training.power.baselines import DirectLightGBM, last_value, lgbm_features, seasonal_naive, seasonal_period
+from training.power.features import FeaturePipeline, Segment
+from training.power.windows import Role, assign_roles, build_windows
+
+STEP = 60
+
+
+def make_segment(power, node: str = "n") -> Segment:
+    power = np.asarray(power, float)
+    names = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature")
+    return Segment(node_id=node, start=pd.Timestamp("2026-01-05", tz="UTC"), step_s=STEP, power=power,
+                   numeric={name: np.full(len(power), np.nan) for name in names},
+                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
+
+
+def all_windows(segments: list[Segment], sequence_length: int, horizon: int, role: Role = Role.TEST):
+    roles = [np.full(len(s), role, np.int8) for s in segments]
+    pipeline = FeaturePipeline.fit(segments, (), STEP)
+    return build_windows(segments, roles, pipeline, role=role, sequence_length=sequence_length, horizon=horizon)
+
+
+def test_last_value_repeats_the_origin_power() -> None:
+    segment = make_segment(np.random.default_rng(0).uniform(100, 200, size=30))
+    windows = all_windows([segment], sequence_length=4, horizon=5)
+    forecast = last_value(windows)
+    assert forecast.shape == windows.targets.shape == (len(windows), 5)
+    for row, origin in enumerate(windows.origin_index):
+        assert (forecast[row] == segment.power[origin]).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_seasonal_period_of_a_noisy_sine(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    steps = np.arange(400)
+    series = 500 + 100 * np.sin(2 * np.pi * steps / 24) + 30 * rng.normal(size=400)
+    assert seasonal_period([series], STEP) == 24
+
+
+def test_seasonal_period_pools_several_series_and_ignores_a_trend() -> None:
+    rng = np.random.default_rng(1)
+    series = [np.sin(2 * np.pi * np.arange(n) / 12) * 3 + np.cumsum(rng.normal(size=n)) * 0.1 for n in (300, 420)]
+    assert seasonal_period(series, STEP) == 12
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_period_in_white_noise_or_a_random_walk(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    assert seasonal_period([rng.normal(size=400)], STEP) is None
+    assert seasonal_period([np.cumsum(rng.normal(size=400))], STEP) is None
+
+
+def test_seasonal_period_edge_cases() -> None:
+    assert seasonal_period([np.ones(400)], STEP) is None  # constant: no variance
+    assert seasonal_period([np.arange(5.0)], STEP) is None  # too short to look for one
+    # two days of data or more: the day, whatever the autocorrelation says
+    assert seasonal_period([np.random.default_rng(0).normal(size=48)], 3600) == 24
+    # max_lag bounds the search: a period beyond it is not found
+    steps = np.arange(400)
+    assert seasonal_period([np.sin(2 * np.pi * steps / 40)], STEP, max_lag=30) is None
+    assert seasonal_period([np.sin(2 * np.pi * steps / 40)], STEP) == 40
+
+
+@pytest.mark.parametrize(("period", "horizon"), [(5, 8), (3, 3), (10, 4), (1, 3)])
+def test_seasonal_naive_uses_whole_seasons_back(period: int, horizon: int) -> None:
+    segment = make_segment(np.arange(40, dtype=float) + 1000)  # the value tells its index
+    windows = all_windows([segment], sequence_length=3, horizon=horizon)
+    forecast = seasonal_naive(windows, [segment], period)
+    assert forecast.shape == (len(windows), horizon)
+    for row, origin in enumerate(windows.origin_index):
+        for h in range(1, horizon + 1):
+            k = math.ceil(h / period)
+            source = origin + h - k * period
+            assert source <= origin  # only what is known at the origin
+            if source < 0:
+                assert np.isnan(forecast[row, h - 1])
+            else:
+                assert forecast[row, h - 1] == 1000 + source, (origin, h)
+    first_origin = windows.origin_index[0]
+    assert np.isnan(forecast[0, 0]) == (period > first_origin + 1)  # too little history at the first origin
+    assert not np.isnan(forecast[windows.origin_index >= period - 1]).any()
+
+
+def test_seasonal_naive_reads_the_window_segment() -> None:
+    segments = [make_segment(np.arange(20.0)), make_segment(np.arange(20.0) + 500, node="m")]
+    windows = all_windows(segments, sequence_length=6, horizon=2)
+    forecast = seasonal_naive(windows, segments, period=4)
+    second = windows.segment_index == 1
+    assert second.any()
+    assert (forecast[second] >= 500).all() and (forecast[~second] < 500).all()
+    perfect = make_segment(np.tile([1.0, 5.0, 9.0, 2.0], 10))  # exactly periodic: seasonal naive is exact
+    w = all_windows([perfect], sequence_length=4, horizon=6)
+    np.testing.assert_array_equal(seasonal_naive(w, [perfect], 4)[w.mask], w.targets[w.mask])
+
+
+def test_lgbm_features_are_relative_to_the_origin() -> None:
+    segment = make_segment(np.random.default_rng(2).normal(500, 50, size=80))
+    pipeline = FeaturePipeline.fit([segment], (), STEP)
+    roles = [np.full(80, Role.TEST, np.int8)]
+    windows = build_windows([segment], roles, pipeline, role=Role.TEST, sequence_length=20, horizon=3)
+    rows = lgbm_features(windows)
+    # 12 lags + level, spread and trend over spans 6 and 15 + the last step's 2 features
+    assert rows.shape == (len(windows), 12 + 3 * 2 + 2) and rows.dtype == np.float32
+    assert (rows[:, 11] == 0).all()  # the last lag is the origin minus itself
+    power = windows.inputs[:, :, 0]
+    np.testing.assert_allclose(rows[:, 0], power[:, -12] - power[:, -1], rtol=1e-6)
+    np.testing.assert_allclose(rows[:, 12], power[:, -6:].mean(axis=1) - power[:, -1], rtol=1e-5, atol=1e-6)
+    raised = make_segment(segment.power + 200.0)  # same shape, higher level
+    higher = lgbm_features(build_windows([raised], roles, pipeline, role=Role.TEST, sequence_length=20, horizon=3))
+    np.testing.assert_allclose(higher[:, :-2], rows[:, :-2], atol=1e-5)  # relative features do not move
+    assert (higher[:, -2] > rows[:, -2]).all()  # the scaled level does
+
+
+def test_direct_lightgbm_beats_last_value() -> None:
+    rng = np.random.default_rng(3)
+    steps = np.arange(900)
+    power = 1000 + 300 * np.sin(2 * np.pi * steps / 30) + 10 * rng.normal(size=steps.size)
+    segment = make_segment(power)
+    (roles,) = assign_roles([segment], train_fraction=0.7, calib_fraction=0.2)
+    pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), STEP)
+
+    def windows(role: Role):
+        return build_windows([segment], [roles], pipeline, role=role, sequence_length=32, horizon=6)
+
+    train, valid, test = windows(Role.FIT), windows(Role.CALIB), windows(Role.TEST)
+    assert len(train) and len(valid) and len(test)
+    model = DirectLightGBM(n_estimators=80, learning_rate=0.1, num_leaves=15).fit(train, valid, pipeline.power_std)
+    forecast = model.predict(test)
+    assert forecast.shape == test.targets.shape and np.isfinite(forecast).all()
+    lgbm = point_metrics(forecast, test.targets, test.mask)["mae"]
+    naive = point_metrics(last_value(test), test.targets, test.mask)["mae"]
+    assert lgbm < 0.5 * naive
+    # deterministic for a fixed seed
+    again = DirectLightGBM(n_estimators=80, learning_rate=0.1, num_leaves=15).fit(train, valid, pipeline.power_std)
+    np.testing.assert_allclose(again.predict(test), forecast)
+
+
+def test_direct_lightgbm_must_be_fitted_first() -> None:
+    windows = all_windows([make_segment(np.arange(30.0))], sequence_length=4, horizon=2)
+    with pytest.raises(RuntimeError, match="fit"):
+        DirectLightGBM().predict(windows)

@@ -1,0 +1,35 @@
+"""prepare(): series too short for one window are refused, or left out when training from a store."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core.telemetry_csv import validate_telemetry
+from training.power.dataset import prepare
+
+ARGS = {"step_s": 60, "max_gap_s": 300, "features": ("cpu_utilization",), "sequence_length": 10, "horizon": 2,
+        "train_fraction": 0.8}
+
+
+def frame(lengths: dict[str, int]) -> pd.DataFrame:
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [{"timestamp": start + pd.Timedelta(minutes=i), "node_id": node, "power_watts": 100.0 + i % 7,
+             "cpu_utilization": 50.0} for node, n in lengths.items() for i in range(n)]
+    return validate_telemetry(pd.DataFrame(rows))
+
+
+def test_a_short_series_is_refused_by_name():
+    with pytest.raises(ValueError, match="'new-node' \\(3 steps\\)"):
+        prepare(frame({"old-node": 200, "new-node": 3}), **ARGS)
+
+
+def test_skip_short_leaves_it_out_and_keeps_the_rest(caplog):
+    prepared = prepare(frame({"old-node": 200, "new-node": 3}), **ARGS, skip_short=True)
+    assert {s.node_id for s in prepared.segments} == {"old-node"}
+    assert "new-node" in caplog.text
+
+
+def test_skip_short_still_refuses_when_nothing_is_long_enough():
+    with pytest.raises(ValueError, match="'a' \\(3 steps\\), 'b' \\(4 steps\\)"):
+        prepare(frame({"a": 3, "b": 4}), **ARGS, skip_short=True)

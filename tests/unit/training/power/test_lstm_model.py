@@ -1,0 +1,265 @@
+"""Unit tests for PowerLSTM, the pinball loss and the torch training steps (training.power.model, .fit)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from training.power.fit import (
+    SupervisedArrays,
+    build_model,
+    interval_levels,
+    make_loader,
+    predict_changes,
+    seed_everything,
+    train_one_epoch,
+    validation_mae,
+)
+from training.power.model import PowerLSTM, quantile_loss
+from training.power.windows import Windows
+
+CPU = torch.device("cpu")
+LEVELS = (0.1, 0.5, 0.9)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one thread is much faster than several on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _torch_state() -> Iterator[None]:
+    """Restore the process-wide setting that seed_everything changes."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+            deterministic, warn_only):
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+# --- PowerLSTM ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch", "steps", "features", "horizon", "layers"), [(4, 6, 3, 5, 1), (1, 2, 7, 1, 2)])
+def test_output_shape(batch: int, steps: int, features: int, horizon: int, layers: int) -> None:
+    model = PowerLSTM(n_features=features, hidden_size=8, num_layers=layers, horizon=horizon, dropout=0.1)
+    out = model(torch.randn(batch, steps, features))
+    assert out.shape == (batch, horizon, 3)
+
+
+def test_quantiles_are_ordered_for_any_weights_and_inputs() -> None:
+    torch.manual_seed(0)
+    model = PowerLSTM(n_features=4, hidden_size=16, num_layers=2, horizon=6).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # far from the gentle initialization
+            parameter.normal_(0.0, 2.0)
+        out = model(torch.randn(64, 10, 4) * 10)
+    assert torch.isfinite(out).all()
+    assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
+
+
+def test_initial_forecast_is_no_change() -> None:
+    """The median change starts near zero (the last-value forecast); the bounds near -/+ softplus(0) = ln 2."""
+    torch.manual_seed(1)
+    model = PowerLSTM(n_features=3, hidden_size=32, num_layers=1, horizon=12).eval()
+    with torch.no_grad():
+        out = model(torch.randn(32, 20, 3))
+    assert out[..., 1].abs().max() < 0.05
+    np.testing.assert_allclose(out[..., 0].numpy(), -math.log(2), atol=0.05)
+    np.testing.assert_allclose(out[..., 2].numpy(), math.log(2), atol=0.05)
+
+
+def test_windows_are_forecast_independently() -> None:
+    torch.manual_seed(2)
+    model = PowerLSTM(n_features=2, hidden_size=8, num_layers=1, horizon=3).eval()
+    inputs = torch.randn(5, 7, 2)
+    with torch.no_grad():
+        together = model(inputs)
+        alone = model(inputs[2:3])
+    torch.testing.assert_close(together[2:3], alone)
+
+
+def test_output_depends_on_the_input() -> None:
+    torch.manual_seed(3)
+    model = PowerLSTM(n_features=2, hidden_size=8, num_layers=1, horizon=3).eval()
+    with torch.no_grad():
+        model.head[-1].weight.normal_(0.0, 0.5)
+        a = model(torch.zeros(1, 5, 2))
+        b = model(torch.ones(1, 5, 2))
+    assert not torch.allclose(a, b)
+
+
+# --- quantile_loss ------------------------------------------------------------------------------------------------
+
+
+def test_pinball_loss_on_a_hand_example() -> None:
+    predicted = torch.tensor([[[0.0, 1.0, 2.0]]])  # one window, one lead
+    target = torch.tensor([[3.0]])
+    mask = torch.tensor([[True]])
+    # errors 3, 2, 1 are all positive: level * error
+    expected = 0.1 * 3 + 0.5 * 2 + 0.9 * 1
+    assert quantile_loss(predicted, target, mask, LEVELS).item() == pytest.approx(expected)
+    below = torch.tensor([[-1.0]])  # errors -1, -2, -3: (level - 1) * error
+    expected_below = 0.9 * 1 + 0.5 * 2 + 0.1 * 3
+    assert quantile_loss(predicted, below, mask, LEVELS).item() == pytest.approx(expected_below)
+
+
+def test_loss_ignores_unmasked_entries() -> None:
+    torch.manual_seed(4)
+    predicted = torch.randn(6, 4, 3)
+    target = torch.randn(6, 4)
+    mask = torch.rand(6, 4) > 0.5
+    mask[0, 0] = True
+    base = quantile_loss(predicted, target, mask, LEVELS)
+    # anything (even NaN) where unscored changes nothing
+    other_target = torch.where(mask, target, torch.full_like(target, float("nan")))
+    other_predicted = torch.where(mask.unsqueeze(-1), predicted, predicted + 1000.0)
+    torch.testing.assert_close(quantile_loss(other_predicted, other_target, mask, LEVELS), base)
+    # the loss is the mean over the scored pairs only
+    scored = [quantile_loss(predicted[i:i + 1, j:j + 1], target[i:i + 1, j:j + 1], torch.ones(1, 1, dtype=torch.bool),
+                            LEVELS) for i, j in mask.nonzero().tolist()]
+    assert base.item() == pytest.approx(float(np.mean([s.item() for s in scored])), rel=1e-5)
+    # and a scored entry does change it
+    moved = target.clone()
+    moved[0, 0] += 5.0
+    assert quantile_loss(predicted, moved, mask, LEVELS).item() != pytest.approx(base.item())
+
+
+def test_loss_with_nothing_scored_is_zero_and_finite() -> None:
+    loss = quantile_loss(torch.randn(2, 3, 3), torch.full((2, 3), float("nan")), torch.zeros(2, 3, dtype=torch.bool),
+                         LEVELS)
+    assert loss.item() == 0.0
+
+
+def test_loss_is_minimised_at_the_matching_quantile() -> None:
+    generator = torch.Generator().manual_seed(5)
+    samples = torch.randn(4000, 1, generator=generator) * 3.0 + 10.0  # [N, H=1]
+    mask = torch.ones_like(samples, dtype=torch.bool)
+    q = {level: float(np.quantile(samples.numpy(), level)) for level in (0.1, 0.5, 0.9)}
+
+    def loss_upper(constant: float) -> float:  # only the 0.9 channel moves
+        predicted = torch.zeros(len(samples), 1, 3)
+        predicted[..., 0], predicted[..., 1], predicted[..., 2] = q[0.1], q[0.5], constant
+        return quantile_loss(predicted, samples, mask, LEVELS).item()
+
+    assert loss_upper(q[0.9]) < loss_upper(q[0.5])
+    assert loss_upper(q[0.9]) < loss_upper(q[0.9] + 1.0)
+    grid = np.linspace(q[0.5], q[0.9] + 3.0, 121)
+    best = grid[int(np.argmin([loss_upper(c) for c in grid]))]
+    assert best == pytest.approx(q[0.9], abs=0.15)
+
+    def loss_lower(constant: float) -> float:  # only the 0.1 channel moves
+        predicted = torch.zeros(len(samples), 1, 3)
+        predicted[..., 0], predicted[..., 1], predicted[..., 2] = constant, q[0.5], q[0.9]
+        return quantile_loss(predicted, samples, mask, LEVELS).item()
+
+    grid = np.linspace(q[0.1] - 3.0, q[0.5], 121)
+    best = grid[int(np.argmin([loss_lower(c) for c in grid]))]
+    assert best == pytest.approx(q[0.1], abs=0.15)
+
+
+# --- fit -----------------------------------------------------------------------------------------------------------
+
+
+def test_interval_levels() -> None:
+    assert interval_levels(0.8) == pytest.approx((0.1, 0.5, 0.9))
+    assert interval_levels(0.5) == pytest.approx((0.25, 0.5, 0.75))
+
+
+def test_supervised_arrays_from_windows() -> None:
+    targets = np.array([[110.0, np.nan], [90.0, 130.0]])
+    windows = Windows(
+        inputs=np.zeros((2, 3, 2), np.float64), last_power=np.array([100.0, 100.0]), targets=targets,
+        mask=np.array([[True, False], [True, True]]), node_ids=np.array(["a", "a"], object),
+        origin_index=np.array([2, 3]), segment_index=np.array([0, 0]),
+    )
+    arrays = SupervisedArrays.from_windows(windows, power_std=10.0)
+    assert arrays.inputs.dtype == np.float32 and arrays.targets.dtype == np.float32
+    np.testing.assert_allclose(arrays.targets, [[1.0, 0.0], [-1.0, 3.0]])  # change / std; 0 where unscored
+    assert arrays.mask.tolist() == [[True, False], [True, True]]
+    inputs, target, mask = arrays.tensors()[1]
+    assert inputs.shape == (3, 2) and target.tolist() == [-1.0, 3.0] and mask.tolist() == [True, True]
+
+
+def synthetic_problem(n: int, seed: int, horizon: int = 3, steps: int = 6) -> SupervisedArrays:
+    """The next changes are a fixed function of the last input step: learnable, far from 'no change'."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.normal(size=(n, steps, 2)).astype(np.float32)
+    drift = inputs[:, -1, 0] - 0.5 * inputs[:, -1, 1]
+    targets = (drift[:, None] * np.arange(1, horizon + 1)[None, :] * 0.5).astype(np.float32)
+    mask = np.ones((n, horizon), bool)
+    mask[: n // 4, -1] = False
+    targets[~mask] = 0.0
+    return SupervisedArrays(inputs, targets, mask)
+
+
+def train(seed: int, epochs: int) -> tuple[torch.nn.Module, list[float]]:
+    seed_everything(seed)
+    model = build_model(n_features=2, horizon=3, hidden_size=16, num_layers=1, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    loader = make_loader(synthetic_problem(256, seed=10), batch_size=32, shuffle=True, seed=seed)
+    losses = [train_one_epoch(model, loader, optimizer, LEVELS, CPU) for _ in range(epochs)]
+    return model, losses
+
+
+def test_training_reduces_validation_error() -> None:
+    valid = synthetic_problem(128, seed=11)
+    seed_everything(0)
+    untrained = build_model(n_features=2, horizon=3, hidden_size=16, num_layers=1, dropout=0.0)
+    before = validation_mae(untrained, valid, CPU)
+    model, losses = train(seed=0, epochs=30)  # 8 batches an epoch: 240 steps
+    after = validation_mae(model, valid, CPU)
+    assert before == pytest.approx(float(np.abs(valid.targets[valid.mask]).mean()), rel=0.05)  # starts at "no change"
+    assert after < 0.5 * before
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(np.isfinite(losses))
+
+
+def test_seed_makes_training_repeatable() -> None:
+    first, first_losses = train(seed=3, epochs=2)
+    second, second_losses = train(seed=3, epochs=2)
+    other, _ = train(seed=4, epochs=2)
+    assert first_losses == second_losses
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values(),
+                                                      strict=True))
+
+
+def test_predict_changes_batches_and_refuses_nothing() -> None:
+    torch.manual_seed(6)
+    model = build_model(n_features=2, horizon=3, hidden_size=8, num_layers=1, dropout=0.0)
+    inputs = np.random.default_rng(0).normal(size=(7, 4, 2)).astype(np.float32)
+    whole = predict_changes(model, inputs, CPU)
+    in_pieces = predict_changes(model, inputs, CPU, batch_size=3)
+    assert whole.shape == (7, 3, 3)
+    np.testing.assert_allclose(whole, in_pieces, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no windows"):
+        predict_changes(model, inputs[:0], CPU)
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, value: float, horizon: int):
+        super().__init__()
+        self.value, self.horizon = value, horizon
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(inputs), self.horizon, 3), self.value)
+
+
+def test_validation_mae_on_a_hand_example() -> None:
+    arrays = SupervisedArrays(
+        inputs=np.zeros((2, 3, 1), np.float32),
+        targets=np.array([[1.0, 5.0], [-2.0, 100.0]], np.float32),
+        mask=np.array([[True, True], [True, False]]),
+    )
+    assert validation_mae(_Constant(1.0, horizon=2), arrays, CPU) == pytest.approx((0 + 4 + 3) / 3)

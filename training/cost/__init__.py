@@ -1,0 +1,1 @@
+"""The job cost model: resource catalog, request/estimate schemas, LightGBM quantile model."""

@@ -1,0 +1,250 @@
+"""The price catalog (``configs/prices.yaml``), a job's expected power and list price, and generated past jobs.
+
+Expected average IT power of a job (watts), from the catalog's power profile::
+
+    P = node_base_watts + cpu_cores * per_core_watts * u_cpu(workload)
+        + gpu_count * tdp_watts(gpu_type) * u_accel(workload)
+
+u_cpu and u_accel are the typical utilizations of the workload type (``power.utilization``; the
+``default`` entry for unknown or missing types).
+
+List price (the catalog's deterministic price; spot factor = 1 - spot.discount for spot jobs, else 1)::
+
+    compute = (cpu_cores * vcpu_hour + memory_gb * memory_gb_hour) * hours * spot factor
+    gpu     = gpu_count * hour(gpu_type) * hours * spot factor
+    storage = storage_gb * gb_month / hours_per_month * hours
+    network = network_gb * egress_gb
+    energy  = P * hours / 1000 * tariff_kwh * pue
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from training.config import format_errors
+from training.cost.schema import COMPONENTS, CostQuery
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CATALOG_PATH = REPO_ROOT / "configs" / "prices.yaml"
+JOB_COLUMNS = ("cpu_cores", "memory_gb", "gpu_count", "gpu_type", "storage_gb", "network_gb", "duration_hours",
+               "spot_instance", "workload_type")
+RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
+WORKLOADS = ("training", "inference", "batch", "idle")
+
+
+class CatalogError(ValueError):
+    """The price catalog cannot be read or is invalid; the message names the file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ComputePrices(_Section):
+    vcpu_hour: float = Field(ge=0)
+    memory_gb_hour: float = Field(ge=0)
+
+
+class GpuType(_Section):
+    hour: float = Field(ge=0)
+    tdp_watts: float = Field(ge=0)
+
+
+class GpuPrices(_Section):
+    default_type: str
+    types: dict[str, GpuType] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_known(self) -> GpuPrices:
+        if self.default_type not in self.types:
+            raise ValueError(f"default_type {self.default_type!r} is not one of types ({', '.join(self.types)})")
+        return self
+
+
+class StoragePrices(_Section):
+    gb_month: float = Field(ge=0)
+    hours_per_month: float = Field(730.0, gt=0)
+
+
+class NetworkPrices(_Section):
+    egress_gb: float = Field(ge=0)
+
+
+class EnergyPrices(_Section):
+    tariff_kwh: float = Field(ge=0)
+    pue: float = Field(1.4, ge=1)
+
+
+class SpotPrices(_Section):
+    discount: float = Field(ge=0, lt=1)
+
+
+class Utilization(_Section):
+    accelerator: float = Field(ge=0, le=1)
+    cpu: float = Field(ge=0, le=1)
+
+
+class PowerProfile(_Section):
+    node_base_watts: float = Field(ge=0)
+    per_core_watts: float = Field(ge=0)
+    utilization: dict[str, Utilization]
+
+    @model_validator(mode="after")
+    def _has_default(self) -> PowerProfile:
+        if "default" not in self.utilization:
+            raise ValueError("utilization needs a 'default' entry for unknown workload types")
+        return self
+
+
+class PriceCatalog(_Section):
+    """Prices and the power profile; see ``configs/prices.yaml`` for the meaning and source of each value."""
+
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    compute: ComputePrices
+    gpu: GpuPrices
+    storage: StoragePrices
+    network: NetworkPrices
+    energy: EnergyPrices
+    spot: SpotPrices
+    power: PowerProfile
+
+    def gpu_type_name(self, name: str) -> str | None:
+        """The catalog's spelling of ``name`` (case-insensitive), or None when it is unknown."""
+        wanted = name.strip().lower()
+        return next((known for known in self.gpu.types if known.lower() == wanted), None)
+
+    def utilization(self, workload: object) -> Utilization:
+        """Typical utilization of ``workload``; the ``default`` entry for unknown or missing types."""
+        key = workload.strip().lower() if isinstance(workload, str) else "default"
+        return self.power.utilization.get(key, self.power.utilization["default"])
+
+
+def load_catalog(path: str | Path | None = None) -> PriceCatalog:
+    """Read and validate a price catalog (default ``configs/prices.yaml`` in this repository)."""
+    path = Path(path) if path is not None else DEFAULT_CATALOG_PATH
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CatalogError(f"{path}: cannot read price catalog: {' '.join(str(exc).split())}") from exc
+    try:
+        return PriceCatalog.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise CatalogError(format_errors(str(path), exc)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def default_catalog() -> PriceCatalog:
+    """``configs/prices.yaml``, read once."""
+    return load_catalog()
+
+
+def jobs_frame(queries: Sequence[CostQuery]) -> pd.DataFrame:
+    """One row per query, in the ``JOB_COLUMNS`` layout of job records."""
+    rows = [{**q.resources.model_dump(), "duration_hours": q.duration_hours, "spot_instance": q.spot_instance,
+             "workload_type": q.workload_type} for q in queries]
+    return pd.DataFrame(rows, columns=list(JOB_COLUMNS))
+
+
+def _gpu_specs(frame: pd.DataFrame, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (GPU price per hour, TDP watts); the default type where GPUs are asked for without a type."""
+    price, tdp = np.zeros(len(frame)), np.zeros(len(frame))
+    for i, (count, name) in enumerate(zip(frame["gpu_count"], frame["gpu_type"], strict=True)):
+        if count <= 0:
+            continue
+        known = catalog.gpu_type_name(name) if isinstance(name, str) and name.strip() else catalog.gpu.default_type
+        if known is None:
+            raise ValueError(f"gpu_type {name!r} is not in the price catalog ({', '.join(catalog.gpu.types)})")
+        price[i], tdp[i] = catalog.gpu.types[known].hour, catalog.gpu.types[known].tdp_watts
+    return price, tdp
+
+
+def expected_power(frame: pd.DataFrame, catalog: PriceCatalog) -> np.ndarray:
+    """Expected average IT power (W) of every job in ``frame`` (the formula in the module docstring)."""
+    util = [catalog.utilization(w) for w in frame["workload_type"]]
+    u_cpu, u_acc = np.array([u.cpu for u in util]), np.array([u.accelerator for u in util])
+    _, tdp = _gpu_specs(frame, catalog)
+    cores, gpus = frame["cpu_cores"].to_numpy(float), frame["gpu_count"].to_numpy(float)
+    return catalog.power.node_base_watts + cores * catalog.power.per_core_watts * u_cpu + gpus * tdp * u_acc
+
+
+def price_frame(frame: pd.DataFrame, catalog: PriceCatalog, power: np.ndarray | None = None) -> pd.DataFrame:
+    """List price components of every job; ``power`` (W) defaults to ``expected_power``."""
+    power = expected_power(frame, catalog) if power is None else np.asarray(power, float)
+    hours = frame["duration_hours"].to_numpy(float)
+    spot = np.where(frame["spot_instance"].to_numpy(bool), 1.0 - catalog.spot.discount, 1.0)
+    gpu_hour, _ = _gpu_specs(frame, catalog)
+    compute = frame["cpu_cores"].to_numpy(float) * catalog.compute.vcpu_hour
+    compute = compute + frame["memory_gb"].to_numpy(float) * catalog.compute.memory_gb_hour
+    return pd.DataFrame({
+        "compute": compute * hours * spot,
+        "gpu": frame["gpu_count"].to_numpy(float) * gpu_hour * hours * spot,
+        "storage": frame["storage_gb"].to_numpy(float) * catalog.storage.gb_month / catalog.storage.hours_per_month
+        * hours,
+        "network": frame["network_gb"].to_numpy(float) * catalog.network.egress_gb,
+        "energy": power * hours / 1000.0 * catalog.energy.tariff_kwh * catalog.energy.pue,
+    }, index=frame.index)
+
+
+def expected_job_power_watts(query: CostQuery, catalog: PriceCatalog | None = None) -> float:
+    """Expected average IT power of one job, in watts."""
+    return float(expected_power(jobs_frame([query]), catalog or default_catalog())[0])
+
+
+def list_price(query: CostQuery, catalog: PriceCatalog | None = None,
+               expected_power_watts: float | None = None) -> dict[str, float]:
+    """The catalog's price of one job by component (``COMPONENTS``); energy at the given or expected power."""
+    power = None if expected_power_watts is None else np.array([expected_power_watts], float)
+    row = price_frame(jobs_frame([query]), catalog or default_catalog(), power).iloc[0]
+    return {name: float(row[name]) for name in COMPONENTS}
+
+
+def generate_job_records(n: int, seed: int = 0, catalog: PriceCatalog | None = None) -> pd.DataFrame:
+    """``n`` invented but plausible past jobs (``RECORD_COLUMNS``) priced from ``catalog`` with realistic noise.
+
+    Assumptions: GPU jobs use 1, 2, 4 or 8 accelerators with 4-16 cores and 2-8 GB RAM per core;
+    durations are log-normal (median 0.5 h idle .. 6 h training, one minute to three weeks);
+    measured power = expected power x log-normal noise (sd 12 %); bills deviate from the list price
+    by sustained-use/commitment discounts (0-10 % off compute and GPU), preemption of spot runs (more
+    likely the longer they run; lost work is re-run: +5-30 % hours and energy), and storage/network
+    jitter (snapshots, retries: sd 10 % / 15 %).
+    """
+    catalog, rng = catalog or default_catalog(), np.random.default_rng(seed)
+    gpus = rng.choice([0, 1, 2, 4, 8], n, p=[0.35, 0.25, 0.12, 0.13, 0.15])
+    has_gpu = gpus > 0
+    cpu_cores = np.where(has_gpu, gpus * rng.choice([4, 8, 12, 16], n),
+                         rng.choice([1, 2, 4, 8, 16, 32, 64], n, p=[0.1, 0.2, 0.25, 0.2, 0.12, 0.08, 0.05]))
+    workload = np.where(has_gpu, rng.choice(WORKLOADS, n, p=[0.5, 0.35, 0.1, 0.05]),
+                        rng.choice(WORKLOADS, n, p=[0.15, 0.25, 0.5, 0.1]))
+    median_hours = pd.Series(workload).map({"training": 6.0, "inference": 3.0, "batch": 1.0, "idle": 0.5})
+    hours = np.clip(median_hours.to_numpy() * rng.lognormal(0.0, 1.2, n), 1 / 60, 21 * 24).round(4)
+    frame = pd.DataFrame({
+        "cpu_cores": cpu_cores.astype(float),
+        "memory_gb": (cpu_cores * rng.choice([2, 4, 8], n)).astype(float),
+        "gpu_count": gpus,
+        "gpu_type": np.where(has_gpu, rng.choice(list(catalog.gpu.types), n), None),
+        "storage_gb": np.where(rng.random(n) < 0.2, 0.0, rng.lognormal(np.log(50.0 * (1 + gpus)), 0.8).round()),
+        "network_gb": np.where(rng.random(n) < 0.3, 0.0, rng.lognormal(np.log(2.0), 1.5, n).round(3)),
+        "duration_hours": hours,
+        "spot_instance": rng.random(n) < np.where(np.isin(workload, ["training", "batch"]), 0.35, 0.15),
+        "workload_type": workload,
+    })
+    frame["avg_power_watts"] = (expected_power(frame, catalog) * rng.lognormal(0.0, 0.12, n)).round(1)
+    listed = price_frame(frame, catalog)
+    discount = rng.uniform(0.90, 1.0, n)
+    preempted = frame["spot_instance"].to_numpy() & (rng.random(n) < 1.0 - np.exp(-hours / 24.0))
+    rerun = np.where(preempted, 1.0 + rng.uniform(0.05, 0.30, n), 1.0)
+    frame["compute"] = listed["compute"] * discount * rerun * rng.lognormal(0.0, 0.03, n)
+    frame["gpu"] = listed["gpu"] * discount * rerun * rng.lognormal(0.0, 0.03, n)
+    frame["storage"] = listed["storage"] * rng.lognormal(0.0, 0.10, n)
+    frame["network"] = listed["network"] * rng.lognormal(0.0, 0.15, n)
+    frame["energy"] = (frame["avg_power_watts"] * hours * rerun / 1000.0 * catalog.energy.tariff_kwh
+                       * catalog.energy.pue)
+    frame["cost"] = frame[list(COMPONENTS)].sum(axis=1)
+    return frame[list(RECORD_COLUMNS)]

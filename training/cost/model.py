@@ -1,0 +1,293 @@
+"""Job cost model: LightGBM corrections to the catalog's list price, with a calibrated interval.
+
+The promised properties hold by construction, whatever the training data:
+
+* Breakdown sums to the total: component c has its own booster f_c, fitted to log(actual c) with the
+  list price as offset (init_score = log list_c), so cost_c = list_c * exp(f_c(x)) (0 where list_c is 0)
+  and predicted_cost = sum of the cost_c.
+* More GPUs, hours, cores, memory, storage or egress never cost less: every list_c is non-decreasing in
+  them and f_c has ``monotone_constraints`` +1 on them and on the expected power (which rises with them).
+  The categorical gpu_type is used only by f_gpu, whose list price is 0 without GPUs, so adding the
+  first GPU cannot move another component to a different category branch.
+* Energy follows the expected power (the catalog's, or a forecast passed to ``predict``): it sets the
+  energy list price (the offset) and is a feature of f_energy only, so it never changes other components.
+* Spot never costs more than on demand: f_c may learn the preemption overhead of spot runs, but each
+  component of a spot job is min(spot prediction, the same job on demand); a min of monotone functions
+  stays monotone.
+* Interval (nominal ``coverage`` c): quantile boosters (alpha (1-c)/2, (1+c)/2) on log(actual total) with
+  offset log(list total), widened (or narrowed) by a split-conformal margin from a calibration split, then
+  clipped so that lower <= predicted_cost <= upper.
+* confidence = estimated P(|actual - predicted_cost| <= ``tolerance`` * predicted_cost): the hit rate, on
+  the calibration split, of jobs whose relative interval width (upper - lower) / predicted falls in the
+  same width quintile (Laplace-smoothed, made non-increasing in width).
+
+Records are split at random 70/15/15 into train / calibration / test; ``fit`` returns test metrics.
+On disk: one LightGBM text model per booster plus ``cost_model.json`` (features, vocabularies,
+calibration and the price catalog the offsets come from).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from core.registry import atomic_write_json
+from training.config import CostPredictorConfig
+from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, default_catalog, expected_power, jobs_frame, price_frame
+from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery
+from training.metrics import interval_metrics, point_metrics
+
+NUMERIC = ("cpu_cores", "memory_gb", "gpu_count", "storage_gb", "network_gb", "duration_hours", "spot_instance",
+           "expected_power_watts")
+CATEGORICAL = ("gpu_type", "workload_type")
+FEATURES = (*NUMERIC, *CATEGORICAL)
+INCREASING = frozenset(NUMERIC) - {"spot_instance"}
+QUANTILES = ("lower", "upper")
+OTHER, NONE = "other", "none"
+MODEL_FILE = "cost_model.json"
+FORMAT = 1
+MIN_RECORDS = 100
+MIN_COMPONENT_ROWS = 20
+
+
+class CostModelError(ValueError):
+    """A cost model folder that cannot be loaded; the message says which file and why."""
+
+
+def component_features(component: str) -> tuple[str, ...]:
+    """Features of a component's booster: ``gpu_type`` only for gpu, ``expected_power_watts`` only for energy."""
+    left_out = {"gpu": {"expected_power_watts"}, "energy": {"gpu_type"}}.get(
+        component, {"gpu_type", "expected_power_watts"})
+    return tuple(f for f in FEATURES if f not in left_out)
+
+
+class CostModel:
+    """Predicts a job's cost, its breakdown, an interval and a confidence (see module docstring)."""
+
+    def __init__(self, catalog: PriceCatalog | None = None, *, coverage: float = 0.8, tolerance: float = 0.1) -> None:
+        if not (0 < coverage < 1 and 0 < tolerance < 1):
+            raise ValueError(f"coverage ({coverage}) and tolerance ({tolerance}) must lie between 0 and 1")
+        self.catalog = catalog or default_catalog()
+        self.coverage, self.tolerance = coverage, tolerance
+        self.vocab: dict[str, list[str]] = {name: [OTHER] for name in CATEGORICAL}
+        self.boosters: dict[str, lgb.Booster | None] = {}
+        self.margin = 0.0
+        self.width_edges: list[float] = []
+        self.hit_rates: list[float] = [0.5]
+        self.metrics: dict[str, Any] = {}
+        self.model_version = "unregistered"
+
+    # --- features and raw predictions -------------------------------------------------------------
+    def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Catalog spelling of gpu_type ("none" without GPUs), lower-case workload_type ("none" if missing)."""
+        def gpu(count: float, name: object) -> str:
+            if count <= 0:
+                return NONE
+            if not isinstance(name, str) or not name.strip():
+                return self.catalog.gpu.default_type
+            return self.catalog.gpu_type_name(name) or name  # an unknown name is refused by price_frame
+
+        frame = frame.reset_index(drop=True).copy()
+        frame["gpu_type"] = [gpu(c, t) for c, t in zip(frame["gpu_count"], frame["gpu_type"], strict=True)]
+        frame["workload_type"] = [w.strip().lower() if isinstance(w, str) and w.strip() else NONE
+                                  for w in frame["workload_type"]]
+        frame["spot_instance"] = frame["spot_instance"].astype(bool)
+        return frame
+
+    def _matrix(self, frame: pd.DataFrame, power: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        columns = []
+        for name in names:
+            if name in CATEGORICAL:
+                index = {value: i for i, value in enumerate(self.vocab[name])}
+                columns.append(np.array([index.get(str(v).lower(), index[OTHER]) for v in frame[name]], float))
+            else:
+                columns.append(power if name == "expected_power_watts" else frame[name].to_numpy(float))
+        return np.column_stack(columns)
+
+    def _components(self, frame: pd.DataFrame, power: np.ndarray) -> np.ndarray:
+        listed = price_frame(frame, self.catalog, power)[list(COMPONENTS)].to_numpy()
+        out = np.zeros_like(listed)
+        for j, name in enumerate(COMPONENTS):
+            booster = self.boosters.get(name)
+            factor = np.exp(booster.predict(self._matrix(frame, power, component_features(name)))) if booster else 1.0
+            out[:, j] = np.where(listed[:, j] > 0, listed[:, j] * factor, 0.0)
+        return out
+
+    def _log_bounds(self, frame: pd.DataFrame, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_list = np.log(price_frame(frame, self.catalog, power).sum(axis=1).to_numpy())
+        matrix = self._matrix(frame, power, FEATURES)
+        return tuple(log_list + self.boosters[key].predict(matrix) for key in QUANTILES)  # type: ignore[return-value]
+
+    def _arrays(self, frame: pd.DataFrame, power: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(components, point, lower, upper, confidence) of normalized job rows."""
+        if not self.boosters:
+            raise ValueError("the cost model is not fitted")
+        components = self._components(frame, power)
+        if frame["spot_instance"].any():
+            components = np.minimum(components, self._components(frame.assign(spot_instance=False), power))
+        point = components.sum(axis=1)
+        lo, hi = self._log_bounds(frame, power)
+        lower = np.minimum(np.exp(np.minimum(lo, hi) - self.margin), point)
+        upper = np.maximum(np.exp(np.maximum(lo, hi) + self.margin), point)
+        width = (upper - lower) / np.maximum(point, 1e-12)
+        confidence = np.asarray(self.hit_rates)[np.searchsorted(self.width_edges, width, side="right")]
+        return components, point, lower, upper, confidence
+
+    # --- training ---------------------------------------------------------------------------------
+    def _train(self, matrix: np.ndarray, target: np.ndarray, offset: np.ndarray, names: Sequence[str],
+               params: dict[str, Any], rounds: int, monotone: bool) -> lgb.Booster:
+        if monotone:  # LightGBM refuses the key (even all zeros) with a quantile objective
+            params = {**params, "monotone_constraints": [int(name in INCREASING) for name in names]}
+        data = lgb.Dataset(matrix, target, init_score=offset, feature_name=list(names),
+                           categorical_feature=[i for i, n in enumerate(names) if n in CATEGORICAL])
+        return lgb.train(params, data, num_boost_round=rounds)
+
+    def fit(self, records: pd.DataFrame, config: CostPredictorConfig, seed: int = 0) -> dict[str, Any]:
+        """Train on past jobs (``RECORD_COLUMNS``); returns MAE, MAPE, coverage, ... on the held-out test split."""
+        missing = [c for c in RECORD_COLUMNS if c not in records.columns]
+        if missing:
+            raise ValueError(f"job records lack column(s) {', '.join(missing)}")
+        if len(records) < MIN_RECORDS:
+            raise ValueError(f"need at least {MIN_RECORDS} job records, got {len(records)}")
+        numbers = [c for c in RECORD_COLUMNS if c not in CATEGORICAL]
+        bad = [c for c in numbers if not np.isfinite(pd.to_numeric(records[c], errors="coerce")).all()]
+        if bad or not (records["cost"] > 0).all():
+            raise ValueError(f"job records: column(s) {', '.join(bad or ['cost'])} need finite (cost: positive) values")
+        frame = self._normalize(records)
+        n = len(frame)
+        order = np.random.default_rng(seed).permutation(n)
+        k = max(1, round(0.15 * n))
+        test, calibration, train = order[:k], order[k:2 * k], order[2 * k:]
+        self.vocab = {c: sorted(set(frame[c].iloc[train].str.lower()) - {OTHER}) + [OTHER] for c in CATEGORICAL}
+        power = expected_power(frame, self.catalog)
+        listed = price_frame(frame, self.catalog, power)
+        params = {"learning_rate": config.learning_rate, "num_leaves": config.num_leaves, "min_data_in_leaf": 20,
+                  "min_data_per_group": 20, "cat_smooth": 10.0, "seed": seed, "deterministic": True,
+                  "force_col_wise": True, "num_threads": 1, "verbosity": -1}
+        in_train = np.zeros(n, bool)
+        in_train[train] = True
+        self.boosters = {}
+        for name in COMPONENTS:
+            rows = in_train & (listed[name].to_numpy() > 0) & (frame[name].to_numpy(float) > 0)
+            names = component_features(name)
+            self.boosters[name] = None if rows.sum() < MIN_COMPONENT_ROWS else self._train(
+                self._matrix(frame[rows], power[rows], names), np.log(frame[name].to_numpy(float)[rows]),
+                np.log(listed[name].to_numpy()[rows]), names, {**params, "objective": "regression"},
+                config.n_estimators, monotone=True)
+        matrix = self._matrix(frame.iloc[train], power[train], FEATURES)
+        log_cost, log_list = np.log(frame["cost"].to_numpy(float)), np.log(listed.sum(axis=1).to_numpy())
+        for key, alpha in zip(QUANTILES, ((1 - self.coverage) / 2, (1 + self.coverage) / 2), strict=True):
+            self.boosters[key] = self._train(matrix, log_cost[train], log_list[train], FEATURES,
+                                             {**params, "objective": "quantile", "alpha": alpha},
+                                             config.n_estimators, monotone=False)
+        self._calibrate(frame.iloc[calibration].reset_index(drop=True), power[calibration])
+        self.metrics = self._evaluate(frame.iloc[test].reset_index(drop=True), power[test])
+        self.metrics.update(n_train=len(train), n_calibration=len(calibration), n_test=len(test),
+                            conformal_margin=self.margin)
+        return dict(self.metrics)
+
+    def _calibrate(self, frame: pd.DataFrame, power: np.ndarray) -> None:
+        actual = frame["cost"].to_numpy(float)
+        lo, hi = self._log_bounds(frame, power)
+        scores = np.maximum(np.minimum(lo, hi) - np.log(actual), np.log(actual) - np.maximum(lo, hi))
+        level = min(1.0, math.ceil((len(scores) + 1) * self.coverage) / len(scores))
+        self.margin, self.width_edges, self.hit_rates = float(np.quantile(scores, level, method="higher")), [], [0.5]
+        _, point, lower, upper, _ = self._arrays(frame, power)
+        width = (upper - lower) / point
+        hits = np.abs(actual - point) <= self.tolerance * point
+        self.width_edges = np.unique(np.quantile(width, [0.2, 0.4, 0.6, 0.8])).tolist()
+        bins = np.searchsorted(self.width_edges, width, side="right")
+        rates = [(hits[bins == b].sum() + 1) / ((bins == b).sum() + 2) for b in range(len(self.width_edges) + 1)]
+        self.hit_rates = np.minimum.accumulate(rates).tolist()
+
+    def _evaluate(self, frame: pd.DataFrame, power: np.ndarray) -> dict[str, Any]:
+        actual = frame["cost"].to_numpy(float)
+        _, point, lower, upper, confidence = self._arrays(frame, power)
+        mask = np.ones(len(actual), bool)
+        metrics: dict[str, Any] = point_metrics(point, actual, mask)
+        metrics.update(interval_metrics(lower, upper, point, confidence, actual, mask,
+                                        nominal=self.coverage, tolerance=self.tolerance))
+        list_total = price_frame(frame, self.catalog, power).sum(axis=1).to_numpy()
+        metrics["list_price_mape"] = point_metrics(list_total, actual, mask)["mape"]
+        return metrics
+
+    # --- prediction -------------------------------------------------------------------------------
+    def predict(self, query: CostQuery, expected_power_watts: float | None = None) -> CostEstimate:
+        """Estimate one job; ``expected_power_watts`` replaces the catalog's expected power (e.g. a forecast)."""
+        power = None if expected_power_watts is None else [expected_power_watts]
+        return self.predict_many([query], power)[0]
+
+    def predict_many(self, queries: Sequence[CostQuery],
+                     expected_power_watts: Sequence[float] | None = None) -> list[CostEstimate]:
+        """Estimate many jobs at once (one power override per query, or none)."""
+        if not queries:
+            return []
+        frame = self._normalize(jobs_frame(queries))
+        if expected_power_watts is None:
+            power = expected_power(frame, self.catalog)
+        else:
+            power = np.asarray(expected_power_watts, float)
+            if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
+                raise ValueError("expected_power_watts needs one finite, non-negative value per query")
+        components, _, lower, upper, confidence = self._arrays(frame, power)
+        per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
+        estimates = []
+        for i in range(len(queries)):
+            breakdown = CostBreakdown(**{name: float(components[i, j]) for j, name in enumerate(COMPONENTS)})
+            total = breakdown.total()
+            estimates.append(CostEstimate(
+                predicted_cost=total, lower=min(float(lower[i]), total), upper=max(float(upper[i]), total),
+                interval_coverage=self.coverage, confidence=float(confidence[i]), cost_breakdown=breakdown,
+                expected_power_watts=float(power[i]), energy_kwh=breakdown.energy / per_kwh if per_kwh else 0.0,
+                currency=self.catalog.currency, model_version=self.model_version))
+        return estimates
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """Write the boosters (LightGBM text) and ``cost_model.json`` into ``folder``."""
+        if not self.boosters:
+            raise ValueError("the cost model is not fitted")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str | None] = {}
+        for key, booster in self.boosters.items():
+            files[key] = f"{key}.txt" if booster is not None else None
+            if booster is not None:
+                booster.save_model(str(folder / f"{key}.txt"))
+        atomic_write_json(folder / MODEL_FILE, {
+            "format": FORMAT, "features": FEATURES, "categorical": CATEGORICAL, "vocab": self.vocab,
+            "component_features": {c: component_features(c) for c in COMPONENTS}, "increasing": sorted(INCREASING),
+            "boosters": files, "coverage": self.coverage, "tolerance": self.tolerance, "conformal_margin": self.margin,
+            "width_edges": self.width_edges, "hit_rates": self.hit_rates, "metrics": self.metrics,
+            "model_version": self.model_version, "catalog": self.catalog.model_dump(mode="json")})
+
+    @classmethod
+    def load(cls, folder: str | Path, model_version: str | None = None) -> CostModel:
+        """Load a saved model; its version defaults to ``<id>/<n>`` for a registry folder ``.../<id>/<n>``."""
+        folder = Path(folder)
+        path = folder / MODEL_FILE
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            if spec.get("format") != FORMAT or tuple(spec["features"]) != FEATURES:
+                raise ValueError(f"format {spec.get('format')} with features {spec.get('features')} is not supported")
+            model = cls(PriceCatalog.model_validate(spec["catalog"]), coverage=spec["coverage"],
+                        tolerance=spec["tolerance"])
+            model.vocab = {name: list(spec["vocab"][name]) for name in CATEGORICAL}
+            model.boosters = {key: lgb.Booster(model_file=str(folder / file)) if file else None
+                              for key, file in spec["boosters"].items()}
+            if any(model.boosters.get(key) is None for key in QUANTILES):
+                raise ValueError("interval boosters missing")
+            model.margin, model.width_edges = float(spec["conformal_margin"]), list(spec["width_edges"])
+            model.hit_rates, model.metrics = list(spec["hit_rates"]), dict(spec["metrics"])
+        except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise CostModelError(f"{path}: cannot load cost model: {exc}") from exc
+        registry_ref = f"{folder.parent.name}/{folder.name}" if folder.name.isdigit() else None
+        model.model_version = model_version or registry_ref or spec.get("model_version", "unregistered")
+        return model

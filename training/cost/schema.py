@@ -1,0 +1,105 @@
+"""Request and response types of the job cost estimate (``POST /api/v1/predict/cost``).
+
+``gpu_type`` is checked against the price catalog: the one passed as validation context
+(``CostQuery.model_validate(data, context={"catalog": catalog})``), else ``configs/prices.yaml``.
+Names match case-insensitively and are returned in the catalog's spelling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+COMPONENTS = ("compute", "gpu", "storage", "network", "energy")
+MAX_GPUS = 64
+MAX_HOURS = 8760.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _catalog(info: ValidationInfo) -> Any:
+    context = info.context or {}
+    if context.get("catalog") is not None:
+        return context["catalog"]
+    from training.cost.catalog import default_catalog  # late import: cost_catalog imports this module
+
+    return default_catalog()
+
+
+class Resources(_Frozen):
+    """What the job reserves."""
+
+    cpu_cores: float = Field(gt=0, le=4096, description="vCPUs")
+    memory_gb: float = Field(gt=0, le=65536, description="RAM, GB")
+    gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs)")
+    gpu_type: str | None = Field(None, validate_default=True,
+                                 description="accelerator type from the price catalog; default: its default type")
+    storage_gb: float = Field(0.0, ge=0, le=1_000_000, description="block storage kept for the job, GB")
+    network_gb: float = Field(0.0, ge=0, le=1_000_000, description="network egress, GB")
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _known_gpu_type(cls, value: str | None, info: ValidationInfo) -> str | None:
+        catalog = _catalog(info)
+        if value is None:
+            return catalog.gpu.default_type if info.data.get("gpu_count", 0) > 0 else None
+        name = catalog.gpu_type_name(value)
+        if name is None:
+            raise ValueError(f"unknown gpu_type {value!r}; the price catalog knows {', '.join(catalog.gpu.types)}")
+        return name
+
+
+class CostQuery(_Frozen):
+    """One job to price."""
+
+    resources: Resources
+    duration_hours: float = Field(gt=0, le=MAX_HOURS)
+    spot_instance: bool = False
+    workload_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_ -]{1,32}$",
+                                      description="training, inference, batch, idle, ... (others allowed)")
+
+    @field_validator("workload_type")
+    @classmethod
+    def _normalize_workload(cls, value: str | None) -> str | None:
+        return (value.strip().lower() or None) if value is not None else None
+
+
+class CostBreakdown(_Frozen):
+    """Cost components; they add up to ``CostEstimate.predicted_cost``."""
+
+    compute: float = Field(ge=0)
+    gpu: float = Field(ge=0)
+    storage: float = Field(ge=0)
+    network: float = Field(ge=0)
+    energy: float = Field(ge=0)
+
+    def total(self) -> float:
+        return math.fsum(getattr(self, name) for name in COMPONENTS)
+
+
+class CostEstimate(_Frozen):
+    """The model's answer for one ``CostQuery``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, protected_namespaces=())
+    predicted_cost: float = Field(ge=0)
+    lower: float = Field(ge=0, description="lower end of the prediction interval")
+    upper: float = Field(ge=0, description="upper end of the prediction interval")
+    interval_coverage: float = Field(gt=0, lt=1, description="nominal probability that the cost lies in the interval")
+    confidence: float = Field(ge=0, le=1, description="estimated P(|actual - predicted_cost| <= 10% of it)")
+    cost_breakdown: CostBreakdown
+    expected_power_watts: float = Field(ge=0, description="average IT power assumed for the job")
+    energy_kwh: float = Field(ge=0, description="IT energy the energy cost pays for (before PUE)")
+    currency: str = "USD"
+    model_version: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CostEstimate:
+        if abs(self.cost_breakdown.total() - self.predicted_cost) > 1e-6:
+            raise ValueError(f"cost_breakdown sums to {self.cost_breakdown.total()}, not {self.predicted_cost}")
+        if not self.lower <= self.predicted_cost <= self.upper:
+            raise ValueError(f"interval [{self.lower}, {self.upper}] does not contain {self.predicted_cost}")
+        return self

@@ -1,0 +1,130 @@
+"""From a validated telemetry frame to split, scaled windows, and from windows to a calibrated forecaster.
+
+Used by `train_lstm` (train fraction 1.0: everything trains, the tail calibrates) and by `evaluate`
+(train fraction < 1: the rest of every series is the test part the model never sees).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.registry import DataSpan
+from training.config import PowerPredictorConfig
+from training.power.calibration import fit_calibration
+from training.power.features import FeaturePipeline, Segment, resample
+from training.power.fit import SupervisedArrays
+from training.power.forecaster import Architecture, PowerForecaster
+from training.power.ray_trainer import TrainedWeights, train_power_lstm
+from training.power.windows import Role, Windows, assign_roles, build_windows
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    segments: list[Segment]
+    roles: list[np.ndarray]
+    pipeline: FeaturePipeline
+    sequence_length: int
+    horizon: int
+
+    def windows(self, role: Role, pipeline: FeaturePipeline | None = None,
+                sequence_length: int | None = None) -> Windows:
+        return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
+                             sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
+
+    def data_span(self, synthetic: bool = False) -> DataSpan:
+        """Span of the rows that trained the model (FIT and CALIB roles)."""
+        starts, ends, rows = [], [], 0
+        for segment, roles in zip(self.segments, self.roles, strict=True):
+            trained = np.flatnonzero(roles != Role.TEST)
+            if trained.size:
+                times = segment.times
+                starts.append(times[trained[0]])
+                ends.append(times[trained[-1]])
+                rows += int(trained.size)
+        series = sorted({s.node_id for s in self.segments})
+        return DataSpan(start=min(starts).to_pydatetime(), end=max(ends).to_pydatetime(), series=series,
+                        rows=rows, synthetic=synthetic)
+
+
+def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[str] | tuple[str, ...],
+            sequence_length: int, horizon: int, train_fraction: float, skip_short: bool = False) -> PreparedData:
+    """Resample, split every series in time, and fit the scalers on the training rows only.
+
+    `skip_short` leaves out (with a warning) series too short for one window instead of refusing them: for
+    a telemetry store, where a node that joined an hour ago must not stop the retraining of the others.
+
+    Raises:
+        ValueError: naming a series too short for one window, or when nothing is left to train on.
+    """
+    segments = resample(frame, step_s, max(max_gap_s, step_s))
+    if skip_short:
+        segments = _drop_short(segments, sequence_length, step_s)
+    _require_long_enough(segments, sequence_length, step_s)
+    roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION)
+    fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
+                 if (r == Role.FIT).any()]
+    if not fit_parts:
+        raise ValueError("no training rows: the train fraction leaves nothing to fit on")
+    pipeline = FeaturePipeline.fit(fit_parts, features, step_s)
+    return PreparedData(segments, roles, pipeline, sequence_length, horizon)
+
+
+def _short_series(segments: list[Segment], sequence_length: int) -> dict[str, int]:
+    """Series whose longest gap-free stretch cannot hold one window, with that length in steps."""
+    longest: dict[str, int] = {}
+    for segment in segments:
+        longest[segment.node_id] = max(longest.get(segment.node_id, 0), len(segment))
+    return {node: n for node, n in longest.items() if n < sequence_length + 1}
+
+
+def _drop_short(segments: list[Segment], sequence_length: int, step_s: int) -> list[Segment]:
+    short = _short_series(segments, sequence_length)
+    if short and len(short) < len({s.node_id for s in segments}):
+        logger.warning("left out %d series shorter than one window of %d steps at a %ds step: %s", len(short),
+                       sequence_length + 1, step_s, ", ".join(sorted(short)))
+        return [s for s in segments if s.node_id not in short]
+    return segments  # all short: let the check below refuse with every name
+
+
+def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int) -> None:
+    short = _short_series(segments, sequence_length)
+    if short:
+        detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
+        raise ValueError(
+            f"series shorter than one window of {sequence_length + 1} steps at a {step_s}s step "
+            f"(longest gap-free stretch): {detail}; use a shorter --sequence-length or step, or drop them")
+
+
+def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
+                     use_gpu: bool = False, cpus_per_worker: float = 1.0,
+                     verbose: bool = True) -> tuple[PowerForecaster, TrainedWeights]:
+    """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail."""
+    fit_windows = prepared.windows(Role.FIT)
+    calib_windows = prepared.windows(Role.CALIB)
+    power_std = prepared.pipeline.power_std
+    weights = train_power_lstm(
+        SupervisedArrays.from_windows(fit_windows, power_std),
+        SupervisedArrays.from_windows(calib_windows, power_std),
+        model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
+        verbose=verbose,
+    )
+    architecture = Architecture(
+        n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
+        horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,
+        dropout=model_config.dropout,
+    )
+    forecaster = PowerForecaster(weights.state_dict, architecture, prepared.pipeline)
+    quantiles = forecaster.raw_quantiles(calib_windows.inputs, calib_windows.last_power)
+    forecaster.calibration = fit_calibration(
+        quantiles, calib_windows.targets, calib_windows.mask,
+        coverage=model_config.interval_coverage, tolerance=model_config.confidence_tolerance,
+    )
+    return forecaster, weights

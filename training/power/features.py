@@ -1,0 +1,188 @@
+"""The one feature pipeline shared by training, evaluation and serving.
+
+Raw telemetry (irregular, gappy, several nodes) becomes regular segments at the configured step:
+samples are averaged into step-wide bins, gaps up to `max_gap` are filled forward (and flagged), longer
+gaps end a segment so that no window ever bridges them. A fitted `FeaturePipeline` (scalers and the
+workload vocabulary, fitted on training rows only) turns a segment into the model's input matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from core.telemetry_csv import NUMERIC_FEATURES, OPTIONAL_FEATURES, TARGET
+
+OTHER_WORKLOAD = "<other>"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A gap-free run of one series at a regular step; arrays share the time axis."""
+
+    node_id: str
+    start: pd.Timestamp
+    step_s: int
+    power: np.ndarray  # [T] watts
+    numeric: dict[str, np.ndarray]  # feature -> [T], NaN where never observed
+    workload: np.ndarray  # [T] object (str or None)
+    imputed: np.ndarray  # [T] bool: True where the bin had no sample and was filled forward
+
+    def __len__(self) -> int:
+        return len(self.power)
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.start, periods=len(self), freq=pd.Timedelta(seconds=self.step_s))
+
+    def slice(self, begin: int, end: int) -> Segment:
+        return Segment(
+            node_id=self.node_id,
+            start=self.start + pd.Timedelta(seconds=self.step_s * begin),
+            step_s=self.step_s,
+            power=self.power[begin:end],
+            numeric={k: v[begin:end] for k, v in self.numeric.items()},
+            workload=self.workload[begin:end],
+            imputed=self.imputed[begin:end],
+        )
+
+
+def resample(frame: pd.DataFrame, step_s: int, max_gap_s: int) -> list[Segment]:
+    """Split a validated telemetry frame into regular, gap-free segments, node by node."""
+    segments: list[Segment] = []
+    for node_id, rows in frame.groupby("node_id", sort=True):
+        segments.extend(_resample_node(str(node_id), rows, step_s, max_gap_s))
+    return segments
+
+
+def _resample_node(node_id: str, rows: pd.DataFrame, step_s: int, max_gap_s: int) -> list[Segment]:
+    seconds = _unix_seconds(rows["timestamp"])
+    bins = (seconds // step_s).to_numpy()
+    grouped = rows.assign(_bin=bins).groupby("_bin", sort=True)
+    means = grouped[[TARGET, *NUMERIC_FEATURES]].mean()
+    workload = grouped["workload_type"].agg(lambda s: s.dropna().iloc[-1] if s.notna().any() else None)
+    full = np.arange(means.index.min(), means.index.max() + 1)
+    means = means.reindex(full)
+    workload = workload.reindex(full)
+    observed = means[TARGET].notna().to_numpy()
+    max_missing = max_gap_s // step_s
+    segments = []
+    for begin, end in _runs_split_at_long_gaps(observed, max_missing):
+        part = means.iloc[begin:end]
+        imputed = ~observed[begin:end]
+        # Fill forward (sample and hold), never from later samples: an origin on a filled bin must not
+        # see the future, exactly as a live request cannot.
+        power = part[TARGET].ffill().to_numpy(dtype=float)
+        numeric = {name: part[name].ffill(limit=max_missing).to_numpy(dtype=float) for name in NUMERIC_FEATURES}
+        kinds = workload.iloc[begin:end].ffill().to_numpy(dtype=object)
+        start = pd.Timestamp(int(full[begin]) * step_s, unit="s", tz="UTC")
+        segments.append(Segment(node_id, start, step_s, power, numeric, kinds, imputed))
+    return segments
+
+
+def _unix_seconds(timestamps: pd.Series) -> pd.Series:
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((timestamps - epoch) // pd.Timedelta(seconds=1)).astype("int64")
+
+
+def _runs_split_at_long_gaps(observed: np.ndarray, max_missing: int) -> list[tuple[int, int]]:
+    """[begin, end) ranges that start and end on observed bins and hold no gap over `max_missing` bins."""
+    runs: list[tuple[int, int]] = []
+    positions = np.flatnonzero(observed)
+    begin = positions[0]
+    for previous, current in zip(positions[:-1], positions[1:], strict=True):
+        if current - previous - 1 > max_missing:
+            runs.append((begin, previous + 1))
+            begin = current
+    runs.append((begin, positions[-1] + 1))
+    return runs
+
+
+class FeaturePipeline(BaseModel):
+    """Fitted feature state: which inputs, their scalers and the workload vocabulary. JSON-serializable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: tuple[str, ...]
+    step_s: int
+    power_mean: float
+    power_std: float
+    numeric_mean: dict[str, float]
+    numeric_std: dict[str, float]
+    workload_vocab: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int) -> FeaturePipeline:
+        """Fit scalers on the given (training-only) segments."""
+        unknown = sorted(set(features) - set(OPTIONAL_FEATURES))
+        if unknown:
+            raise ValueError(f"features: unknown feature(s) {unknown}; known: {list(OPTIONAL_FEATURES)}")
+        power = np.concatenate([s.power for s in segments])
+        numeric_mean, numeric_std = {}, {}
+        for name in features:
+            if name not in NUMERIC_FEATURES:
+                continue
+            values = np.concatenate([s.numeric[name] for s in segments])
+            values = values[np.isfinite(values)]
+            numeric_mean[name] = float(values.mean()) if values.size else 0.0
+            numeric_std[name] = _safe_std(values)
+        vocab: tuple[str, ...] = ()
+        if "workload_type" in features:
+            kinds = {k for s in segments for k in s.workload if isinstance(k, str)}
+            vocab = tuple(sorted(kinds))
+        return cls(
+            features=tuple(features),
+            step_s=step_s,
+            power_mean=float(power.mean()),
+            power_std=_safe_std(power),
+            numeric_mean=numeric_mean,
+            numeric_std=numeric_std,
+            workload_vocab=vocab,
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = ["power", "power_change"]
+        for name in self.features:
+            if name in NUMERIC_FEATURES:
+                names += [name, f"{name}_missing"]
+        if "workload_type" in self.features:
+            names += [f"workload={k}" for k in (*self.workload_vocab, OTHER_WORKLOAD)]
+        return names
+
+    @property
+    def spec_hash(self) -> str:
+        """Identifies the input layout (not the fitted values): models refuse inputs of another layout."""
+        layout = {"names": self.feature_names, "step_s": self.step_s}
+        return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
+
+    def scale_power(self, watts: np.ndarray) -> np.ndarray:
+        return (watts - self.power_mean) / self.power_std
+
+    def transform(self, segment: Segment) -> np.ndarray:
+        """The model input for every step of a segment: [T, n_features] float32."""
+        power = self.scale_power(segment.power)
+        change = np.diff(segment.power, prepend=segment.power[:1]) / self.power_std
+        columns = [power, change]
+        for name in self.features:
+            if name not in NUMERIC_FEATURES:
+                continue
+            raw = segment.numeric[name]
+            missing = ~np.isfinite(raw)
+            scaled = (raw - self.numeric_mean[name]) / self.numeric_std[name]
+            columns += [np.where(missing, 0.0, scaled), missing.astype(float)]
+        if "workload_type" in self.features:
+            index = {k: i for i, k in enumerate(self.workload_vocab)}
+            codes = np.array([index.get(k, len(index)) for k in segment.workload])
+            columns += list(np.eye(len(index) + 1)[codes].T)
+        return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _safe_std(values: np.ndarray) -> float:
+    std = float(values.std()) if values.size else 0.0
+    return std if std > 1e-6 else 1.0

@@ -1,0 +1,40 @@
+"""Backtest picture: actual power vs the forecast made one horizon earlier, with its interval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from training.power.calibration import CalibratedForecast  # noqa: E402
+from training.power.dataset import PreparedData  # noqa: E402
+from training.power.windows import Windows  # noqa: E402
+
+
+def plot_backtest(path: Path, prepared: PreparedData, test: Windows, lstm: CalibratedForecast,
+                  forecasts: dict[str, np.ndarray], mask: np.ndarray) -> None:
+    """Draw the series with the most test points, at the longest lead, into a PNG at `path`."""
+    lead = test.targets.shape[1] - 1
+    counts = {node: int(mask[test.node_ids == node, lead].sum()) for node in set(test.node_ids)}
+    node = max(counts, key=counts.__getitem__)
+    rows = np.flatnonzero((test.node_ids == node) & mask[:, lead])
+    segment_of = test.segment_index[rows]
+    times = [prepared.segments[s].times[o + lead + 1] for s, o in zip(segment_of, test.origin_index[rows], strict=True)]
+    figure, axes = plt.subplots(figsize=(11, 4.5))
+    axes.fill_between(times, lstm.lower[rows, lead], lstm.upper[rows, lead], color="tab:blue", alpha=0.2,
+                      label=f"LSTM interval ({prepared.pipeline.step_s * (lead + 1) // 60} min ahead)")
+    axes.plot(times, test.targets[rows, lead], color="black", linewidth=1.2, label="actual")
+    axes.plot(times, lstm.point[rows, lead], color="tab:blue", label="LSTM")
+    for name, style in (("last_value", ":"), ("lightgbm", "--")):
+        axes.plot(times, forecasts[name][rows, lead], linestyle=style, linewidth=1, label=name)
+    axes.set_title(f"{node}: test part, forecast made {lead + 1} steps earlier")
+    axes.set_ylabel("power (W)")
+    axes.legend(loc="best", fontsize=8)
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=110)
+    plt.close(figure)

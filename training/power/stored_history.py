@@ -1,0 +1,72 @@
+"""A node's recent telemetry from the store as a forecaster input (used by the API and the controller).
+
+The window ends at the node's newest stored sample, covers the model's sequence length at its step, and is
+sample-and-hold filled over gaps (never from later samples), so a forecast from stored telemetry sees what
+a forecast from a client's history list would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from core.stores.base import NodeLatest, TelemetryStore
+from core.telemetry_csv import NUMERIC_FEATURES
+from training.power.inference import PowerHistory
+
+
+class NoStoredTelemetry(LookupError):
+    """The store has no recent power readings for the node; the message says which."""
+
+
+class UnknownNode(NoStoredTelemetry):
+    """The store has never seen the node."""
+
+
+@dataclass(frozen=True)
+class StoredHistory:
+    history: PowerHistory
+    age_s: float  # seconds since the newest power reading in the window
+
+
+def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
+                   workload_type: str | None = None, now: datetime | None = None,
+                   latest: NodeLatest | None = None) -> StoredHistory:
+    """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given).
+
+    Raises:
+        UnknownNode: nothing stored for the node.
+        NoStoredTelemetry: no power in its latest window.
+        StoreUnavailable: the store could not be read.
+    """
+    if latest is None:
+        found = store.latest(node_id)
+        if not found:
+            raise UnknownNode(f"no telemetry stored for node {node_id!r}")
+        latest = found[0]
+    newest = latest.timestamp.timestamp()
+    end = datetime.fromtimestamp(newest - newest % step_s + step_s, UTC)
+    window = store.window(node_id, end - timedelta(seconds=step_s * sequence_length), end, step_s)
+    power = window["power_watts"].to_numpy(dtype=float)
+    observed = np.flatnonzero(~np.isnan(power))
+    if observed.size == 0:
+        raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r}")
+    first = observed[0]
+    numeric = {}
+    for name in NUMERIC_FEATURES:
+        values = _hold(window[name].to_numpy(dtype=float)[first:])
+        if not np.isnan(values).any():
+            numeric[name] = tuple(values.tolist())
+    times = window["timestamp"]
+    history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
+                           workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s)
+    last = times.iloc[observed[-1]].to_pydatetime()
+    return StoredHistory(history, ((now or datetime.now(UTC)) - last).total_seconds())
+
+
+def _hold(values: np.ndarray) -> np.ndarray:
+    """Sample and hold: each NaN takes the last value before it (leading NaNs point at index 0 and stay NaN)."""
+    index = np.where(np.isnan(values), 0, np.arange(values.size))
+    return values[np.maximum.accumulate(index)]
