@@ -44,7 +44,8 @@ from autoscaler.policy_config import policies_from_config, policy_from
 from autoscaler.schema import ScalingPolicy
 from collectors.store_actor import RemoteStore
 from collectors.supervisor import start_telemetry
-from core.registry import MODEL_ID_PATTERN, ModelRegistry
+from core.registry import ModelRegistry
+from core.registry_metadata import MODEL_ID_PATTERN
 from core.stores.base import StoreUnavailable
 
 logger = logging.getLogger("ray.serve")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.registry import atomic_write_json
+from core.atomic_files import atomic_write_json
 
 
 class RecordNotFound(LookupError):

@@ -8,142 +8,27 @@ complete, fsynced staging folder, so readers never see a half-written model.
 from __future__ import annotations
 
 import errno
-import json
 import logging
-import math
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from core.atomic_files import atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
+from core.registry_metadata import MODEL_ID_RE, DataSpan, ModelMetadata, ModelNotFoundError, check_model_id
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
-MODEL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_ID_RE = re.compile(MODEL_ID_PATTERN)
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 _METRICS_LOCK = threading.Lock()
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("datetime must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def check_model_id(model_id: str) -> str:
-    """Return ``model_id`` if it is a safe folder name, else raise ValueError."""
-    if not isinstance(model_id, str) or not _ID_RE.fullmatch(model_id):
-        raise ValueError(f"invalid model id {model_id!r}: use [a-z0-9][a-z0-9_-]{{0,63}}")
-    return model_id
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-
-
-class DataSpan(BaseModel):
-    """The data a model was trained on."""
-
-    model_config = ConfigDict(extra="forbid")
-    start: UtcDatetime
-    end: UtcDatetime
-    series: list[str]
-    rows: int = Field(ge=0)
-    synthetic: bool = False
-
-    @model_validator(mode="after")
-    def check_order(self) -> DataSpan:
-        if self.end < self.start:
-            raise ValueError("data span end is before start")
-        return self
-
-
-class ModelMetadata(BaseModel):
-    """Contents of ``metadata.json``."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    model_id: Annotated[str, AfterValidator(check_model_id)]
-    version: int = Field(ge=1)
-    model_type: Literal["lstm", "lightgbm"]
-    created_at: UtcDatetime
-    data_span: DataSpan | None = None
-    feature_spec: dict[str, Any] = {}
-    feature_spec_hash: str = ""
-    config: dict[str, Any] = {}
-    metrics: dict[str, Any] = {}
-    training: dict[str, Any] = {}
-
-
-class ModelNotFoundError(LookupError):
-    """No usable model for this id (and version); the message says which and why."""
-
-    def __init__(self, model_id: str, version: int | None = None, reason: str = "not found") -> None:
-        self.model_id, self.version, self.reason = model_id, version, reason
-        what = f"model {model_id!r}" + (f" version {version}" if version is not None else "")
-        super().__init__(f"{what}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (e.g. across Ray workers) intact
-        return type(self), (self.model_id, self.version, self.reason)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # e.g. Windows cannot open or fsync directories
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a fsynced temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types from numpy scalars/arrays, paths, tuples and sets; NaN/inf become None."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):  # numpy scalar or array
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return obj
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` (a pydantic model or JSON-able value) as indented JSON."""
-    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else to_jsonable(obj)
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 class ModelRegistry:
@@ -180,7 +65,7 @@ class ModelRegistry:
         """Ids with at least one complete version, sorted."""
         if not self.root.is_dir():
             return []
-        ids = (p.name for p in self.root.iterdir() if p.is_dir() and _ID_RE.fullmatch(p.name))
+        ids = (p.name for p in self.root.iterdir() if p.is_dir() and MODEL_ID_RE.fullmatch(p.name))
         return sorted(i for i in ids if self.versions(i))
 
     def versions(self, model_id: str) -> list[int]:
@@ -292,7 +177,7 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
         logger.info("published %s version %d", model_id, version)
         if activate:
             self.activate(model_id, version)

@@ -38,7 +38,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from core.registry import atomic_write_json
+from core.atomic_files import atomic_write_json
 from training.config import CostPredictorConfig
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, default_catalog, expected_power, jobs_frame, price_frame
 from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery

@@ -15,14 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.registry import (
-    DataSpan,
-    ModelMetadata,
-    ModelNotFoundError,
-    ModelRegistry,
-    atomic_write_json,
-    atomic_write_text,
-)
+from core.atomic_files import atomic_write_json, atomic_write_text
+from core.registry import ModelRegistry
+from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
 
 
 @pytest.fixture()
