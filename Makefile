@@ -12,7 +12,7 @@ export MODEL_PATH
 SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
              RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000
 
-.PHONY: install run run-api test train evaluate bench lint clean
+.PHONY: install run run-api test test-fast train evaluate bench lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml
 test: install
 	scripts/install-test-servers.sh
 	$(PY) -m pytest -q
+
+# Everything but the tests that train models (marked `slow`): a quick loop while editing.
+test-fast: install
+	scripts/install-test-servers.sh
+	$(PY) -m pytest -q -m "not slow"
 
 train: install
 	$(PY) -m training.train_lstm --data $(DATA)

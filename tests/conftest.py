@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from tests.factories import free_port
 
 DATA_DIR = Path(__file__).parent / "data"
 _started: dict[str, str] = {}
@@ -29,7 +30,7 @@ def ray_cluster():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     for name in ("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"):
         os.environ.setdefault(name, "0")  # Serve's settings under `make run` (Makefile SERVE_ENV)
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
                        log_to_driver=False, ignore_reinit_error=True)
     _started["dashboard_url"] = f"http://{context.dashboard_url}"
     yield ray
@@ -41,8 +42,3 @@ def ray_dashboard_url(ray_cluster) -> str:
     """http://127.0.0.1:PORT of the session's Ray dashboard."""
     return _started["dashboard_url"]
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
+from tests.factories import free_port
 from training import train_gbm, train_lstm
 
 SMALL_POWER = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
@@ -21,17 +20,11 @@ def served_models(tmp_path_factory, ray_cluster, upm_sample):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def serve_port(ray_cluster):
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

@@ -158,6 +158,7 @@ def test_models_and_metrics(api: httpx.Client):
     assert api.get("/api/v1/models/nope/metrics").status_code == 404
 
 
+@pytest.mark.slow
 def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: httpx.Client):
     assert api.post("/api/v1/models/retrain", json={"epochs": 2}).status_code == 401
     wrong = api.post("/api/v1/models/retrain", json={"epochs": 2}, headers={"Authorization": "Bearer nope"})

@@ -12,8 +12,9 @@ import pytest
 
 from collectors.ipmi import IpmiSource
 from core.telemetry import Quality, SourceKind
+from tests.factories import free_port
 from tests.servers import require_binary
-from tests.servers.ipmi.sim import PASSWORD, USER, dcmi_bmc, free_port, ipmi_sim
+from tests.servers.ipmi.sim import PASSWORD, USER, dcmi_bmc, ipmi_sim
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +123,7 @@ def test_unreachable_bmc_is_unavailable_within_the_timeout(listener):
     if listener == "black hole":  # a socket that takes every packet and never answers: a stalled BMC
         hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         hole.bind(("127.0.0.1", 0))
-    port = hole.getsockname()[1] if hole else free_port()
+    port = hole.getsockname()[1] if hole else free_port(socket.SOCK_DGRAM)
     source = _source(f"127.0.0.1:{port}", timeout_s=1.5)
     try:
         started = time.monotonic()
@@ -137,7 +138,7 @@ def test_unreachable_bmc_is_unavailable_within_the_timeout(listener):
 
 
 def test_bmc_that_comes_up_later_is_picked_up(has_ipmi_sim, tmp_path):
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     source = _source(f"127.0.0.1:{port}", timeout_s=10, backoff_s=0.05, max_backoff_s=0.5)
     ok, reason = source.available()  # pyghmi gives up on the login by itself after about 5 s
     assert not ok and "session setup timed out" in reason

@@ -14,7 +14,7 @@ import pytest
 from core.stores.base import ReadOnlyStore, StoreUnavailable
 from core.stores.prometheus import PrometheusStore
 from core.telemetry_csv import CANONICAL_COLUMNS
-from tests.servers import free_port
+from tests.factories import free_port
 from tests.servers.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import pytest
 
 from autoscaler import simulate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 POLICY = """\
 name: sim-test

@@ -11,7 +11,7 @@ from core.registry import ModelRegistry
 from training import evaluate, train_lstm
 from training.power.forecaster import PowerForecaster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
 

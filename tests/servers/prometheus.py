@@ -13,7 +13,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tests.servers import ServerProcess, free_port, require_binary
+from tests.factories import free_port
+from tests.servers import ServerProcess, require_binary
 
 CONFIG = Path(__file__).with_name("prometheus.yml")
 Series = tuple[Mapping[str, str], Iterable[tuple[int, float]]]  # labels incl. __name__, (ts_ms, value)

@@ -14,7 +14,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.servers import ServerProcess, free_port, require_binary
+from tests.factories import free_port
+from tests.servers import ServerProcess, require_binary
 
 
 class VictoriaMetrics(ServerProcess):

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.factories import free_port
+
 HERE = Path(__file__).resolve().parent
 USER, PASSWORD = "admin", "password"
 INSTALL_HINT = (
@@ -24,13 +26,6 @@ INSTALL_HINT = (
 # The sensor number each emu profile polls from its power file.
 PROFILES = {"system": 2, "psu": 3}
 ASF_PING = bytes([0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x80, 0x01, 0x00, 0x00])
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port on 127.0.0.1 that nothing is bound to right now (UDP by default)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rmcp_ping(port: int, timeout: float = 0.2) -> bool:
@@ -102,7 +97,7 @@ def ipmi_sim(workdir: Path, profile: str = "system", watts: int = 450, port: int
     emu = emu.replace("@POWER_FILE@", str(workdir / "power_watts")).replace("@POWER_RAW@", str(min(watts // 10, 255)))
     (workdir / "bmcsim.emu").write_text(emu)
     for _attempt in range(3):  # a free port can be taken between probing and binding: try again
-        udp_port, console_port = port or free_port(), free_port(socket.SOCK_STREAM)
+        udp_port, console_port = port or free_port(socket.SOCK_DGRAM), free_port()
         lan = (HERE / "lan.conf.in").read_text().replace("@PORT@", str(udp_port))
         (workdir / "lan.conf").write_text(lan.replace("@CONSOLE_PORT@", str(console_port)))
         log = (workdir / "ipmi_sim.log").open("wb")

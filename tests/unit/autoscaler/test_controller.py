@@ -20,6 +20,7 @@ from autoscaler.schema import ActuationStatus, ScaleAction, ScalingTarget
 from autoscaler.state import ControllerState
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
+from tests import factories
 from training.config import ConfigError, ServiceConfig
 from training.power.inference import PowerForecast, PowerHistory
 
@@ -84,12 +85,11 @@ class FixedForecaster:
 
 
 def policy_data(name: str = "web", **overrides: Any) -> dict[str, Any]:
-    return {"name": name, "target": {"kind": "deployment", "name": name}, "nodes": ["n1", "n2"],
-            "min_replicas": 1, "max_replicas": 10, "mode": "enforce",
-            "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
-                            "cooldown_period": 300},
-            "predictive_scaling": {"enabled": True, "lookahead_minutes": 5, "confidence_threshold": 0.8},
-            **overrides}
+    """An enforced Deployment policy over nodes n1 and n2 with a 5-minute look-ahead."""
+    predictive = {"lookahead_minutes": 5, "confidence_threshold": 0.8, **overrides.pop("predictive_scaling", {})}
+    return factories.policy_data(**{"name": name, "target": {"kind": "deployment", "name": name},
+                                    "nodes": ["n1", "n2"], "mode": "enforce", "predictive_scaling": predictive,
+                                    **overrides})
 
 
 @pytest.fixture

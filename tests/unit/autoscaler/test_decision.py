@@ -6,7 +6,6 @@ Defaults below: 1000 W per node, scale out above 80 %, scale in below 50 %, cool
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -22,25 +21,10 @@ from autoscaler.schema import (
     ScalingPolicy,
     StatefulSetTarget,
 )
+from tests.factories import make_policy
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 OUT, IN, HOLD = ScaleAction.SCALE_OUT, ScaleAction.SCALE_IN, ScaleAction.HOLD
-
-
-def make_policy(**overrides: Any) -> ScalingPolicy:
-    data: dict[str, Any] = {
-        "name": "llm-serve",
-        "target": {"kind": "ray_serve", "app": "llm", "deployment": "Model"},
-        "min_replicas": 1,
-        "max_replicas": 10,
-        "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
-                        "cooldown_period": 300},
-        "predictive_scaling": {"enabled": True, "lookahead_minutes": 30, "confidence_threshold": 0.9},
-    }
-    power = overrides.pop("power_based", {})
-    data["power_based"] = {**data["power_based"], **power}
-    data.update(overrides)
-    return ScalingPolicy.model_validate(data)
 
 
 def observe(watts: list[float], replicas: int | None = None, age_s: float | None = 5.0) -> PowerObservation:

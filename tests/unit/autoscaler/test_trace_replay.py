@@ -18,6 +18,7 @@ from autoscaler.trace_replay import (
     reactive,
     simulate_series,
 )
+from tests.factories import make_policy
 
 START = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 STEP = 60
@@ -26,18 +27,9 @@ MODEL = DemandModel(idle_watts=100.0, scale=1.0, offset=0.0)
 STEP_UP = [1000.0] * 5 + [2400.0] * 5
 
 
-def make_policy(predictive: bool = True, **overrides: Any) -> ScalingPolicy:
-    data: dict[str, Any] = {
-        "name": "sim",
-        "target": {"kind": "ray_serve", "app": "llm", "deployment": "Model"},
-        "min_replicas": 1,
-        "max_replicas": 10,
-        "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
-                        "cooldown_period": 300},
-        "predictive_scaling": {"enabled": predictive, "lookahead_minutes": 3, "confidence_threshold": 0.9},
-        **overrides,
-    }
-    return ScalingPolicy.model_validate(data)
+def sim_policy(predictive: bool = True, **overrides: Any) -> ScalingPolicy:
+    """The shared test policy with a 3-minute look-ahead; `predictive=False` is the reactive policy."""
+    return make_policy(name="sim", predictive_scaling={"enabled": predictive, "lookahead_minutes": 3}, **overrides)
 
 
 def times(n: int) -> list[datetime]:
@@ -64,10 +56,10 @@ def test_demand_model_spreads_dynamic_power_over_replicas():
 
 
 def test_initial_replicas_keep_the_first_step_under_the_threshold():
-    policy = make_policy()
+    policy = sim_policy()
     assert initial_replicas(policy, MODEL, 1000.0) == 2  # 1 replica: 1100 W; 2: 600 W < 800 W
     assert initial_replicas(policy, MODEL, 100.0) == 1
-    assert initial_replicas(make_policy(min_replicas=3), MODEL, 100.0) == 3
+    assert initial_replicas(sim_policy(min_replicas=3), MODEL, 100.0) == 3
     assert initial_replicas(policy, MODEL, 1e6) == 10  # nothing suffices: max_replicas
 
 
@@ -79,7 +71,7 @@ def test_horizon_rounds_the_lookahead_up_to_whole_steps():
 
 def test_constant_demand_is_accounted_exactly():
     trace = [1000.0] * 6
-    result = simulate_series(make_policy(predictive=False), MODEL, times(6), trace, step_s=STEP, actuation_delay_s=0)
+    result = simulate_series(sim_policy(predictive=False), MODEL, times(6), trace, step_s=STEP, actuation_delay_s=0)
     m = result.metrics
     assert (m.budget_violation_seconds, m.over_threshold_seconds, m.scale_events) == (0, 0, 0)
     assert m.replica_hours == pytest.approx(2 * 6 * STEP / 3600)
@@ -89,7 +81,7 @@ def test_constant_demand_is_accounted_exactly():
 
 
 def test_reactive_run_violates_until_the_delayed_scale_out_lands():
-    result = simulate_series(make_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
+    result = simulate_series(sim_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
                              actuation_delay_s=120)
     m = result.metrics
     # Decided at step 5 (130 % -> ceil(2 * 130 / 80) = 4), effective two steps later.
@@ -102,7 +94,7 @@ def test_reactive_run_violates_until_the_delayed_scale_out_lands():
 
 
 def test_predictive_run_scales_out_ahead_of_the_forecast_rise():
-    result = simulate_series(make_policy(), MODEL, times(10), STEP_UP, step_s=STEP, actuation_delay_s=120,
+    result = simulate_series(sim_policy(), MODEL, times(10), STEP_UP, step_s=STEP, actuation_delay_s=120,
                              forecast=perfect_forecast(STEP_UP), coverage=0.8)
     m = result.metrics
     assert [s.replicas for s in result.steps] == [2] * 4 + [4] * 6  # decided at step 2, seen 3 steps ahead
@@ -117,7 +109,7 @@ def test_predictive_run_scales_out_ahead_of_the_forecast_rise():
 def test_pending_changes_queue_and_count_only_real_changes():
     # Delay longer than the cooldown: a second decision is queued behind the first one.
     trace = [1000.0] * 3 + [2400.0] * 3 + [6000.0] * 6
-    policy = make_policy(predictive=False, power_based={"max_power_budget": 1000, "scale_out_threshold": 80,
+    policy = sim_policy(predictive=False, power_based={"max_power_budget": 1000, "scale_out_threshold": 80,
                                                        "scale_in_threshold": 50, "cooldown_period": 60})
     result = simulate_series(policy, MODEL, times(12), trace, step_s=STEP, actuation_delay_s=180)
     replicas = [s.replicas for s in result.steps]
@@ -151,7 +143,7 @@ def test_metrics_add_sums_series_and_keeps_the_peak():
 
 
 def test_reactive_copy_only_turns_predictive_scaling_off():
-    policy = make_policy()
+    policy = sim_policy()
     off = reactive(policy)
     assert off.predictive_scaling.enabled is False and policy.predictive_scaling.enabled is True
     assert off.power_based == policy.power_based and off.name == policy.name
@@ -203,9 +195,9 @@ def test_example_policy_loads():
 def test_margin_lowers_both_thresholds_of_the_reactive_policy():
     from autoscaler.trace_replay import with_margin
 
-    margined = with_margin(make_policy(), 10)
+    margined = with_margin(sim_policy(), 10)
     assert not margined.predictive_scaling.enabled
     assert (margined.power_based.scale_out_threshold, margined.power_based.scale_in_threshold) == (70, 40)
-    assert with_margin(make_policy(), 60).power_based.scale_in_threshold == 0
+    assert with_margin(sim_policy(), 60).power_based.scale_in_threshold == 0
     with pytest.raises(ValueError, match="no scale-out threshold"):
-        with_margin(make_policy(), 80)
+        with_margin(sim_policy(), 80)

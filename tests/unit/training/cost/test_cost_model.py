@@ -16,6 +16,8 @@ from training.cost.model import CostModel
 from training.cost.schema import COMPONENTS, CostQuery, Resources
 from training.train_gbm import main as train_gbm
 
+pytestmark = pytest.mark.slow
+
 SMALL = CostPredictorConfig(n_estimators=80, learning_rate=0.1, num_leaves=15)
 HOURS = (0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0)
 MIXES = [  # (cpu_cores, memory_gb, gpu_type, storage_gb, network_gb, workload_type, spot)

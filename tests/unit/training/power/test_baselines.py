@@ -121,6 +121,7 @@ def test_lgbm_features_are_relative_to_the_origin() -> None:
     assert (higher[:, -2] > rows[:, -2]).all()  # the scaled level does
 
 
+@pytest.mark.slow
 def test_direct_lightgbm_beats_last_value() -> None:
     rng = np.random.default_rng(3)
     steps = np.arange(900)

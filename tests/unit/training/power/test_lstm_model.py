@@ -78,6 +78,7 @@ def test_initial_forecast_is_no_change() -> None:
     np.testing.assert_allclose(out[..., 2].numpy(), math.log(2), atol=0.05)
 
 
+@pytest.mark.slow
 def test_windows_are_forecast_independently() -> None:
     torch.manual_seed(2)
     model = PowerLSTM(n_features=2, hidden_size=8, num_layers=1, horizon=3).eval()
@@ -211,6 +212,7 @@ def train(seed: int, epochs: int) -> tuple[torch.nn.Module, list[float]]:
     return model, losses
 
 
+@pytest.mark.slow
 def test_training_reduces_validation_error() -> None:
     valid = synthetic_problem(128, seed=11)
     seed_everything(0)
@@ -224,6 +226,7 @@ def test_training_reduces_validation_error() -> None:
     assert all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_seed_makes_training_repeatable() -> None:
     first, first_losses = train(seed=3, epochs=2)
     second, second_losses = train(seed=3, epochs=2)

@@ -1,0 +1,39 @@
+"""Test factories shared by every test tree: free local ports and scaling policies."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from autoscaler.schema import ScalingPolicy
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing is bound to right now (TCP by default, `socket.SOCK_DGRAM` for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def policy_data(**overrides: Any) -> dict[str, Any]:
+    """A valid policy body (a Ray Serve target, 1..10 replicas, 1000 W per node, 80/50 %, 5 min cooldown).
+
+    `power_based` and `predictive_scaling` overrides are merged into the defaults; other keys replace them.
+    """
+    data: dict[str, Any] = {
+        "name": "llm-serve",
+        "target": {"kind": "ray_serve", "app": "llm", "deployment": "Model"},
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "power_based": {"max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50,
+                        "cooldown_period": 300},
+        "predictive_scaling": {"enabled": True, "lookahead_minutes": 30, "confidence_threshold": 0.9},
+    }
+    for section in ("power_based", "predictive_scaling"):
+        data[section] = {**data[section], **overrides.pop(section, {})}
+    return {**data, **overrides}
+
+
+def make_policy(**overrides: Any) -> ScalingPolicy:
+    """`policy_data(**overrides)` validated as a ScalingPolicy."""
+    return ScalingPolicy.model_validate(policy_data(**overrides))
