@@ -6,6 +6,7 @@ everywhere: minutes (months are never meant in this domain).
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {
@@ -31,11 +32,32 @@ _UNIT_SECONDS = {
     "week": 604800,
     "weeks": 604800,
 }
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+MAX_TEXT_CHARS = 32
+"""Longest duration text accepted; anything longer is refused before it is parsed."""
+MAX_SECONDS = 10 * 366 * 86400
+"""Longest duration accepted (about ten years): bounds every arithmetic done with a parsed duration."""
+_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")  # no nested or adjacent quantifiers: linear time
+_NUMBER_CHARS = frozenset("0123456789.")
+
+
+def _shown(text: str) -> str:
+    """The text for an error message, cut so a hostile input never fills a log line or a response."""
+    return repr(text) if len(text) <= MAX_TEXT_CHARS else f"{text[:MAX_TEXT_CHARS]!r}... ({len(text)} characters)"
+
+
+def _split(text: str) -> tuple[str, str]:
+    """Number part and unit part of a stripped duration text (one pass, no backtracking)."""
+    end = 0
+    while end < len(text) and text[end] in _NUMBER_CHARS:
+        end += 1
+    return text[:end], text[end:].strip()
 
 
 def parse_duration(text: str | int | float) -> int:
     """Return the duration in whole seconds; a bare number means seconds.
+
+    Runs in time linear in the text, refuses text over MAX_TEXT_CHARS characters and durations over
+    MAX_SECONDS.
 
     Raises:
         ValueError: naming the text and the accepted units when it is not a positive duration.
@@ -43,19 +65,28 @@ def parse_duration(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a duration")
     if isinstance(text, int | float):
+        if not math.isfinite(text):
+            raise ValueError(f"{text!r} is not a finite duration")
         seconds = float(text)
-    else:
-        match = _PATTERN.match(text)
-        if match is None:
+    elif isinstance(text, str):
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(f"{_shown(text)} is too long for a duration (at most {MAX_TEXT_CHARS} characters)")
+        number, unit = _split(text.strip())
+        if _NUMBER.fullmatch(number) is None:
             raise ValueError(f"{text!r} is not a duration like '15s', '10min', '1h' or '7d'")
-        number, unit = match.groups()
         unit = unit.lower() or "s"
         if unit not in _UNIT_SECONDS:
             known = ", ".join(sorted({"s", "min", "m", "h", "d", "w"}))
             raise ValueError(f"{text!r} has an unknown unit {unit!r}; use one of {known}")
         seconds = float(number) * _UNIT_SECONDS[unit]
+    else:
+        raise ValueError(f"{type(text).__name__} is not a duration like '15s', '10min', '1h' or '7d'")
     if seconds <= 0 or seconds != int(seconds):
-        raise ValueError(f"{text!r} must be a positive whole number of seconds")
+        raise ValueError(f"{_shown(str(text)) if isinstance(text, str) else repr(text)} "
+                         "must be a positive whole number of seconds")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{_shown(str(text)) if isinstance(text, str) else repr(text)} is longer than the "
+                         f"longest duration accepted ({MAX_SECONDS // 86400} days)")
     return int(seconds)
 
 

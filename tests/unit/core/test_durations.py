@@ -56,3 +56,21 @@ def test_format(seconds: int, text: str) -> None:
 @pytest.mark.parametrize("seconds", [1, 59, 60, 61, 300, 3599, 3600, 7200, 86399, 86400, 604800, 1234567])
 def test_format_round_trips(seconds: int) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "1" + " " * 20_000 + "1", "1" * 40 + "s", "5" + "m" * 100])
+def test_hostile_text_is_refused_by_length_without_parsing(text: str) -> None:
+    """Over-long text never reaches the parser (it was quadratic, and "9"*400 overflowed to a 500)."""
+    with pytest.raises(ValueError, match="too long for a duration") as caught:
+        parse_duration(text)
+    assert len(str(caught.value)) < 200  # the message shows a cut of the text, not all of it
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300, "99999999999d", 10**12])
+def test_unbounded_magnitudes_are_refused(value: str | int | float) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_longest_accepted_duration() -> None:
+    assert parse_duration("3650d") == 3650 * 86400
