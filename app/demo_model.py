@@ -8,12 +8,12 @@ that already exist are left alone.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from app.settings import ray_auth_disabled_by_default
 from core.registry import ModelRegistry
 from training import train_gbm, train_lstm
-from training.config import load_config
+from training.settings import load_training_config
 
 DEMO_POWER_ARGS = ["--step", "1min", "--horizon", "30min", "--sequence-length", "30", "--epochs", "25", "--quiet"]
 
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="canonical telemetry CSV for the demo power model")
     parser.add_argument("--model-path", default=None, help="registry root (default: config / $MODEL_PATH)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    model_path = args.model_path or load_config().model_path
+    ray_auth_disabled_by_default()
+    model_path = args.model_path or load_training_config().model_path
     registry = ModelRegistry(model_path)
     if registry.active_version("power_lstm") is None:
         sys.stderr.write(f"demo: no power model in {model_path}: training a small one on {args.data} "

@@ -29,9 +29,9 @@ from autoscaler.schema import (
     ScalingEvent,
     ScalingPolicy,
 )
+from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
-from training.config import AutoScalingConfig
 from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import NoStoredTelemetry, stored_history
 

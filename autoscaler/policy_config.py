@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
-from training.config import AutoScalingConfig, ConfigError, ServiceConfig, format_errors
+from autoscaler.settings import AutoscalerConfig, AutoScalingConfig
+from core.settings import ConfigError, format_errors
 
 _DEFAULTED_SECTIONS = ("power_based", "predictive_scaling")
 
@@ -33,7 +34,7 @@ def policy_from(data: Mapping[str, Any], defaults: AutoScalingConfig) -> Scaling
     return ScalingPolicy.model_validate(with_defaults(data, defaults))
 
 
-def policies_from_config(config: ServiceConfig, source: str = "config") -> list[ScalingPolicy]:
+def policies_from_config(config: AutoscalerConfig, source: str = "config") -> list[ScalingPolicy]:
     """The policies declared under `auto_scaling.policies`; ConfigError naming each bad field."""
     policies, errors = [], []
     for index, data in enumerate(config.auto_scaling.policies):

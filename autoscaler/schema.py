@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from training.config import Duration, PowerBasedScalingConfig, PredictiveScalingConfig
+from autoscaler.settings import PowerBasedScalingConfig, PredictiveScalingConfig
+from core.settings import Duration
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

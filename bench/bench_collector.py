@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectors.collector import Collector  # noqa: E402
+from collectors.settings import CollectorConfig, TelemetryConfig  # noqa: E402
 from collectors.sources import build_sources  # noqa: E402
 from core.stores.sqlite import SqliteStore  # noqa: E402
 from training.cli import duration_arg  # noqa: E402
-from training.config import ServiceConfig, TelemetryConfig  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
         settings = TelemetryConfig(sampling_interval=args.interval, flush_interval=10,
                                    spill_dir=str(Path(scratch) / "spill"))
         store = SqliteStore(Path(scratch) / "db")
-        sources = build_sources(ServiceConfig(), "bench-node", selected=selected)
+        sources = build_sources(CollectorConfig(), "bench-node", selected=selected)
         collector = Collector("bench-node", sources, store, settings)
         cpu_before, wall_before, rounds_before = time.process_time(), time.monotonic(), collector.rounds
         time.sleep(args.seconds)  # steady state: the loop samples, buffers and flushes on its own thread

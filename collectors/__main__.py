@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from collectors.base import TelemetrySource
+from collectors.settings import NodeSettings, load_collector_config
 from collectors.sources import SOURCE_NAMES, build_sources
+from core.settings import ConfigError
 from core.telemetry import TelemetrySample
-from training.config import ConfigError, load_config
 
 _COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")
 
@@ -89,8 +90,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=err,
                             format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config)
-        sources = build_sources(config, args.node_id or socket.gethostname(), selected=set(names))
+        config, node = load_collector_config(args.config), NodeSettings.from_env()
+        sources = build_sources(config, args.node_id or socket.gethostname(), selected=set(names), node=node)
     except ConfigError as exc:
         err.write(f"config error: {exc}\n")
         return 2
@@ -107,5 +108,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     return 0 if answered else 1
 
 
+def run() -> int:
+    """The command line (`python -m collectors`, console script `kcloud-collect`): `main` with logging."""
+    return main(configure_logging=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main(configure_logging=True))
+    sys.exit(run())

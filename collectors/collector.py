@@ -15,9 +15,9 @@ from pathlib import Path
 
 from collectors.base import TelemetrySource
 from collectors.buffer import DurableBuffer
+from collectors.settings import TelemetryConfig
 from core.stores.base import TelemetryStore
 from core.telemetry import TelemetrySample
-from training.config import TelemetryConfig
 
 logger = logging.getLogger(__name__)
 

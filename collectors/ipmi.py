@@ -1,7 +1,8 @@
 """BMC wall power over IPMI-over-LAN (RMCP+, pyghmi): DCMI Get Power Reading, else SDR watts sensors.
 
 Every BMC exchange runs in a worker thread under a hard timeout, so a stalled BMC never blocks the caller.
-Failures back off exponentially (with jitter); credentials never appear in logs, reprs or reasons.
+Failures back off exponentially (with jitter); credentials never appear in logs, reprs or reasons. What the
+BMC's answers mean (DCMI parsing, the SDR sensor choice) is in collectors/ipmi_readings.py.
 """
 
 from __future__ import annotations
@@ -9,105 +10,21 @@ from __future__ import annotations
 import logging
 import random
 import re
-import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from collectors.base import TelemetrySource
+from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_limit, parse_dcmi_power_reading, select_power_sensors
+from collectors.settings import parse_bmc_target
 from core.telemetry import Quality, SourceKind, TelemetrySample
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 623
-_NODE_ENTITIES = {"System board", "System chassis", "Power unit / power domain",
-                  "Power management /power distribution board", "Power system board"}
-_VAGUE = {"Unspecified", "Other", "Unknown"}  # count only with a node-like name
-_COMPONENT = re.compile(r"cpu|proc|mem|dimm|gpu|fan|disk|hdd|ssd|nvme|pci|riser|vr\b|vcore|out", re.I)
-_NODE_NAME = re.compile(r"total|consum|platform|node|sys|chassis|input|meter", re.I)
 _AUTH = re.compile(r"password|unauthori[sz]ed|integrity check|integrity code|privilege", re.I)
-
-
-@dataclass(frozen=True)
-class PowerSensor:
-    """What the SDR says about one sensor (pyghmi names for unit and entity)."""
-
-    key: str
-    name: str
-    entity: str
-    unit: str  # base unit, "W" for watts
-    compound: bool = False  # a rate or product unit (W/h, W*s ...), or a percentage
-
-
-def select_power_sensors(sensors: Iterable[PowerSensor]) -> tuple[list[PowerSensor], Quality]:
-    """The node's wall-power sensors: one system/total sensor when there is one, else every PSU input summed."""
-    watts = [s for s in sensors if s.unit == "W" and not s.compound and not _COMPONENT.search(s.name)]
-    node = [s for s in watts if s.entity in _NODE_ENTITIES or (s.entity in _VAGUE and _NODE_NAME.search(s.name))]
-    if node:
-        best = min(node, key=lambda s: (not re.search(r"total|consum|platform|node", s.name, re.I), s.key))
-        return [best], Quality.OK
-    psus = sorted((s for s in watts if s.entity == "Power supply"), key=lambda s: s.key)
-    return psus, Quality.DERIVED if len(psus) > 1 else Quality.OK
-
-
-def parse_dcmi_power_reading(data: bytes) -> float | None:
-    """Watts from a DCMI Get Power Reading response, or None when the BMC does not measure (inactive or 0 W)."""
-    if len(data) < 18 or data[0] != 0xDC:
-        return None
-    watts, active = struct.unpack_from("<H", data, 1)[0], data[17] & 0x40
-    return float(watts) if active and watts > 0 else None
-
-
-def parse_target(target: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6addr]:port` or a bare IPv6 address → (host, port)."""
-    text = target.strip()
-    host, port = text, str(DEFAULT_PORT)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":") or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad IPMI target {target!r}: expected host[:port]")
-    return host, int(port)
-
-
-def ipmi_targets_from_env(environ: Mapping[str, str]) -> list[tuple[str, int]]:
-    """IPMI_HOSTS="host[:port],host2" → [(host, port), ...] (empty when unset)."""
-    try:
-        return [parse_target(t) for t in environ.get("IPMI_HOSTS", "").split(",") if t.strip()]
-    except ValueError as err:
-        raise ValueError(f"IPMI_HOSTS: {err}") from None
-
-
-@dataclass(frozen=True)
-class IpmiCredentials:
-    username: str
-    password: str = field(repr=False)
-
-
-def ipmi_credentials_from_env(environ: Mapping[str, str]) -> IpmiCredentials:
-    """IPMI_USERNAME plus IPMI_PASSWORD_FILE (wins when both are set) or IPMI_PASSWORD."""
-    username = environ.get("IPMI_USERNAME", "").strip()
-    if not username:
-        raise ValueError("IPMI_USERNAME is not set or empty")
-    if path := environ.get("IPMI_PASSWORD_FILE", "").strip():
-        try:
-            password = Path(path).read_text().rstrip("\r\n")
-        except OSError as err:
-            raise ValueError(f"IPMI_PASSWORD_FILE {path!r} cannot be read: {err.strerror}") from None
-        if not password:
-            raise ValueError(f"IPMI_PASSWORD_FILE {path!r} is empty")
-        return IpmiCredentials(username, password)
-    if not (password := environ.get("IPMI_PASSWORD", "")):
-        raise ValueError("IPMI_PASSWORD (or IPMI_PASSWORD_FILE) is not set or empty")
-    return IpmiCredentials(username, password)
 
 
 def _pyghmi() -> tuple[Any, Any]:
@@ -149,7 +66,7 @@ class IpmiSource(TelemetrySource):
     def __init__(self, target: str | tuple[str, int], username: str, password: str, node_id: str, *,
                  timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0) -> None:
-        self.host, self.port = parse_target(target) if isinstance(target, str) else target
+        self.host, self.port = parse_bmc_target(target) if isinstance(target, str) else target
         self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
         self.__password = password
         self.timeout_s, self.max_failures, self.min_interval_s = timeout_s, max_failures, min_interval_s
@@ -253,7 +170,7 @@ class IpmiSource(TelemetrySource):
             watts = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00), parse_dcmi_power_reading)
             if watts is not None:
                 if now - self._limit_at >= self.limit_refresh_s:
-                    self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), _parse_limit)
+                    self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
                     self._limit_at = now
                 self.method, self.sensors_used = "dcmi", []
                 return self._sample(watts, Quality.OK, self._limit)
@@ -310,8 +227,3 @@ class IpmiSource(TelemetrySource):
             fn()
         except Exception:  # best effort
             pass
-
-
-def _parse_limit(data: bytes) -> float | None:
-    """Watts from a DCMI Get Power Limit response (only answered when a limit is active)."""
-    return float(struct.unpack_from("<H", data, 4)[0]) if len(data) >= 6 and data[0] == 0xDC else None

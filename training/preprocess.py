@@ -17,8 +17,8 @@ import pandas as pd
 
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
 from training.cli import duration_arg, run_cli, write_atomically
-from training.config import load_config
 from training.power.features import Segment, resample
+from training.settings import load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        predictor = load_config(args.config).predictor
+        predictor = load_training_config(args.config).predictor
         step = args.step or predictor.step
         max_gap = max(args.max_gap or predictor.max_gap, step)
         frame = load_telemetry_csv(args.data)

@@ -23,10 +23,10 @@ import pandas as pd
 
 from core.registry import ModelRegistry
 from training.cli import positive_int, run_cli
-from training.config import load_config
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
 from training.cost.model import CATEGORICAL, FEATURES, INCREASING, CostModel, component_features
 from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
+from training.settings import load_training_config
 
 # column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is)
 _NUMBERS: dict[str, tuple[float, bool, float, str]] = {
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        config = load_config(args.config)
+        config = load_training_config(args.config)
         catalog = load_catalog(args.catalog)
         catalog_name = args.catalog or "configs/prices.yaml"
         synthetic = args.data is None

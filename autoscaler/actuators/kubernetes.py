@@ -8,7 +8,6 @@ failure becomes an `ActuationError` naming the object, the HTTP status and what 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from autoscaler.actuators.base import ActuationError, Actuator
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
+from autoscaler.settings import ControllerEnvironment
 
 RBAC_FILE = "configs/kuberay/autoscaler-rbac.yaml"
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
@@ -31,8 +31,8 @@ ApiCall = Callable[..., Any]
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client with the pod's service account (in a pod) or a kubeconfig (the given path, else
     $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account."""
-    configuration = client.Configuration()
-    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    configuration, environment = client.Configuration(), ControllerEnvironment.from_env()
+    in_cluster = kubeconfig is None and environment.in_cluster
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=configuration)
@@ -40,7 +40,7 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     except (ConfigException, OSError, ValueError) as error:
         source = ("the in-cluster service account" if in_cluster
-                  else kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+                  else kubeconfig or environment.kubeconfig or "~/.kube/config")
         raise ActuationError(f"cannot load Kubernetes credentials from {source}: {error}") from error
     return client.ApiClient(configuration)
 

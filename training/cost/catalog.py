@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from training.config import format_errors
+from core.settings import format_errors
 from training.cost.schema import COMPONENTS, CostQuery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

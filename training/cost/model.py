@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 
 from core.atomic_files import atomic_write_json
-from training.config import CostPredictorConfig
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, default_catalog, expected_power, jobs_frame, price_frame
 from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery
 from training.metrics import interval_metrics, point_metrics
+from training.settings import CostPredictorConfig
 
 NUMERIC = ("cpu_cores", "memory_gb", "gpu_count", "storage_gb", "network_gb", "duration_hours", "spot_instance",
            "expected_power_watts")

@@ -7,7 +7,7 @@ import importlib
 import ray
 import yaml
 
-from app.config import AppArgs
+from app.settings import AppArgs
 from tests.paths import REPO_ROOT
 from training import train_lstm
 

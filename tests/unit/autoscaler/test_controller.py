@@ -17,11 +17,12 @@ from autoscaler.actuators import ActuationError, Actuator, Actuators
 from autoscaler.controller import ModelShape, ScalingController
 from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ActuationStatus, ScaleAction, ScalingTarget
+from autoscaler.settings import AutoscalerConfig
 from autoscaler.state import ControllerState
+from core.settings import ConfigError
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from tests import factories
-from training.config import ConfigError, ServiceConfig
 from training.power.inference import PowerForecast, PowerHistory
 
 STEP = 60
@@ -255,20 +256,20 @@ def test_put_policy_merges_config_defaults_and_refuses_bad_combinations(make):
 
 
 def test_config_policies_are_seeded_once_and_an_api_change_survives_a_restart(tmp_path):
-    config = ServiceConfig.model_validate({"auto_scaling": {"policies": [policy_data()]}})
+    config = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data()]}})
     state = ControllerState(tmp_path / "s.sqlite")
     now = datetime.now(UTC)
     assert state.seed(policies_from_config(config), now) == ["web"]
     state.put_policy(state.policy("web").model_copy(update={"max_replicas": 4}), now)
     assert state.seed(policies_from_config(config), now) == []  # unchanged config: the API's edit stays
     assert state.policy("web").max_replicas == 4
-    edited = ServiceConfig.model_validate({"auto_scaling": {"policies": [policy_data(max_replicas=7)]}})
+    edited = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data(max_replicas=7)]}})
     assert state.seed(policies_from_config(edited), now) == ["web"]
     assert state.policy("web").max_replicas == 7
 
 
 def test_invalid_config_policies_name_the_entry_and_field():
-    config = ServiceConfig.model_validate({"auto_scaling": {"policies": [
+    config = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [
         policy_data(), policy_data(), policy_data(name="x", power_based={"max_power_budget": -5})]}})
     with pytest.raises(ConfigError) as error:
         policies_from_config(config)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from collectors.base import TelemetrySource
 from collectors.collector import Collector
+from collectors.settings import TelemetryConfig
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import SourceKind, TelemetrySample
-from training.config import TelemetryConfig
 
 
 class CountingSource(TelemetrySource):

@@ -17,10 +17,11 @@ import collectors.__main__ as cli
 from collectors.host import HostSource
 from collectors.npu import AscendSource, KunlunSource
 from collectors.nvml import NvmlSource
+from collectors.settings import CollectorConfig, NodeSettings
 from collectors.sources import UnavailableSource, build_sources
+from core.settings import ConfigError
 from core.telemetry import SourceKind, TelemetrySample
 from tests.paths import REPO_ROOT
-from training.config import ConfigError, ServiceConfig
 
 REPO = REPO_ROOT
 DATA = REPO / "tests" / "data" / "npu"
@@ -101,9 +102,14 @@ def test_subprocess_once_host_json() -> None:
 
 
 # -- build_sources ------------------------------------------------------------------------------------------
+def on_node(environ: dict[str, str]) -> NodeSettings:
+    """A node's settings read from `environ` alone."""
+    return NodeSettings.from_env(environ)
+
+
 def test_build_sources_kinds_and_switches() -> None:
-    config = ServiceConfig(gpu_monitoring_enabled=False)
-    sources = build_sources(config, "n1", environ={"NPU_SMI_PATH": "/opt/npu-smi", "NPU_MONITORING_ENABLED": "0"})
+    config = CollectorConfig(gpu_monitoring_enabled=False)
+    sources = build_sources(config, "n1", node=on_node({"NPU_SMI_PATH": "/opt/npu-smi", "NPU_MONITORING_ENABLED": "0"}))
     assert [type(s) for s in sources] == [HostSource, NvmlSource, AscendSource, KunlunSource]  # no BMC: no IPMI
     nvml, ascend = sources[1], sources[2]
     assert isinstance(nvml, NvmlSource) and not nvml.enabled
@@ -112,27 +118,27 @@ def test_build_sources_kinds_and_switches() -> None:
 
 def test_build_sources_refuses_unknown_names_and_bad_flags() -> None:
     with pytest.raises(ValueError, match="unknown source.*bmc"):
-        build_sources(ServiceConfig(), "n1", selected={"host", "bmc"})
+        build_sources(CollectorConfig(), "n1", selected={"host", "bmc"})
     with pytest.raises(ConfigError, match="NPU_MONITORING_ENABLED"):
-        build_sources(ServiceConfig(), "n1", selected={"npu"}, environ={"NPU_MONITORING_ENABLED": "maybe"})
+        build_sources(CollectorConfig(), "n1", selected={"npu"}, node=on_node({"NPU_MONITORING_ENABLED": "maybe"}))
 
 
 def test_ipmi_without_credentials_says_why_without_secrets(tmp_path: Path) -> None:
-    config = ServiceConfig(ipmi_hosts=("10.0.0.5",))
-    (source,) = build_sources(config, "n1", selected={"ipmi"}, environ={"IPMI_PASSWORD": "s3cret"})
+    config = CollectorConfig(ipmi_hosts=("10.0.0.5",))
+    (source,) = build_sources(config, "n1", selected={"ipmi"}, node=on_node({"IPMI_PASSWORD": "s3cret"}))
     assert source.available() == (False, "no IPMI user: set IPMI_USERNAME")
     missing = tmp_path / "nope"
     (source,) = build_sources(config, "n1", selected={"ipmi"},
-                              environ={"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(missing)})
+                              node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(missing)}))
     ok, reason = source.available()
     assert not ok and str(missing) in reason and "No such file" in reason
 
 
 def test_ipmi_module_missing_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "collectors.ipmi", None)  # import fails as if the module were absent
-    config = ServiceConfig(ipmi_hosts=("10.0.0.5:623",))
+    config = CollectorConfig(ipmi_hosts=("10.0.0.5:623",))
     (source,) = build_sources(config, "n1", selected={"ipmi"},
-                              environ={"IPMI_USERNAME": "admin", "IPMI_PASSWORD": "s3cret"})
+                              node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD": "s3cret"}))
     ok, reason = source.available()
     assert isinstance(source, UnavailableSource) and not ok and "collectors.ipmi" in reason
     assert "s3cret" not in reason and source.label == "ipmi (10.0.0.5:623)"
@@ -151,10 +157,10 @@ def test_ipmi_sources_get_host_and_credentials(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setitem(sys.modules, "collectors.ipmi", module)
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
-    config = ServiceConfig(ipmi_hosts=("bmc-a", "bmc-b:6230"))
+    config = CollectorConfig(ipmi_hosts=("bmc-a", "bmc-b:6230"))
     sources = build_sources(config, "n1", selected={"ipmi"},
-                            environ={"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(secret),
-                                     "IPMI_PASSWORD": "from-env"})  # the file wins, as in collectors.ipmi
+                            node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(secret),
+                                          "IPMI_PASSWORD": "from-env"}))  # the file wins over the variable
     assert len(sources) == 2
     assert calls == [("bmc-a", {"username": "admin", "password": "from-file", "node_id": "n1"}),
                      ("bmc-b:6230", {"username": "admin", "password": "from-file", "node_id": "n1"})]
@@ -162,8 +168,8 @@ def test_ipmi_sources_get_host_and_credentials(monkeypatch: pytest.MonkeyPatch, 
 
 def test_real_ipmi_module_is_wired_in_when_present() -> None:
     ipmi = pytest.importorskip("collectors.ipmi")
-    config = ServiceConfig(ipmi_hosts=("127.0.0.1:9623",))
+    config = CollectorConfig(ipmi_hosts=("127.0.0.1:9623",))
     (source,) = build_sources(config, "n1", selected={"ipmi"},
-                              environ={"IPMI_USERNAME": "admin", "IPMI_PASSWORD": "password"})
+                              node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD": "password"}))
     assert isinstance(source, ipmi.IpmiSource) and (source.host, source.port, source.node_id) == ("127.0.0.1", 9623,
                                                                                                    "n1")

@@ -1,4 +1,5 @@
-"""IPMI source logic without a BMC: env parsing, SDR sensor choice, DCMI parsing, failure handling."""
+"""IPMI source logic without a BMC: SDR sensor choice, DCMI parsing, failure handling (the IPMI settings are
+tested in test_collector_settings.py)."""
 
 from __future__ import annotations
 
@@ -10,60 +11,9 @@ from types import SimpleNamespace
 import pytest
 from pyghmi.exceptions import IpmiException
 
-from collectors.ipmi import (
-    IpmiSource,
-    PowerSensor,
-    ipmi_credentials_from_env,
-    ipmi_targets_from_env,
-    parse_dcmi_power_reading,
-    select_power_sensors,
-)
+from collectors.ipmi import IpmiSource
+from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_reading, select_power_sensors
 from core.telemetry import Quality
-
-
-# -- environment -----------------------------------------------------------------------------------------
-def test_targets_from_env():
-    env = {"IPMI_HOSTS": "bmc1, bmc2:6230,,[fe80::1]:624,::1 , 10.0.0.5:623"}
-    assert ipmi_targets_from_env(env) == [("bmc1", 623), ("bmc2", 6230), ("fe80::1", 624), ("::1", 623),
-                                          ("10.0.0.5", 623)]
-    assert ipmi_targets_from_env({}) == [] and ipmi_targets_from_env({"IPMI_HOSTS": " "}) == []
-
-
-@pytest.mark.parametrize("hosts", ["bmc:0", "bmc:70000", "bmc:x", ":623", "[::1]:y"])
-def test_bad_targets_name_the_variable(hosts):
-    with pytest.raises(ValueError, match="IPMI_HOSTS"):
-        ipmi_targets_from_env({"IPMI_HOSTS": hosts})
-
-
-def test_credentials_from_env(tmp_path):
-    secret = tmp_path / "pw"
-    secret.write_text("from-file\n")
-    assert ipmi_credentials_from_env({"IPMI_USERNAME": "root", "IPMI_PASSWORD": "pw"}).password == "pw"
-    env = {"IPMI_USERNAME": "root", "IPMI_PASSWORD": "env", "IPMI_PASSWORD_FILE": str(secret)}
-    both = ipmi_credentials_from_env(env)
-    assert (both.username, both.password) == ("root", "from-file")  # the file wins
-    assert "from-file" not in repr(both)
-
-
-@pytest.mark.parametrize(
-    ("env", "variable"),
-    [
-        ({"IPMI_PASSWORD": "pw"}, "IPMI_USERNAME"),
-        ({"IPMI_USERNAME": " ", "IPMI_PASSWORD": "pw"}, "IPMI_USERNAME"),
-        ({"IPMI_USERNAME": "root"}, "IPMI_PASSWORD"),
-        ({"IPMI_USERNAME": "root", "IPMI_PASSWORD": ""}, "IPMI_PASSWORD"),
-        ({"IPMI_USERNAME": "root", "IPMI_PASSWORD_FILE": "/nonexistent/pw"}, "IPMI_PASSWORD_FILE"),
-    ],
-)
-def test_missing_credentials_name_the_variable(env, variable):
-    with pytest.raises(ValueError, match=variable):
-        ipmi_credentials_from_env(env)
-
-
-def test_empty_password_file_is_an_error(tmp_path):
-    (tmp_path / "pw").write_text("\n")
-    with pytest.raises(ValueError, match="IPMI_PASSWORD_FILE .* is empty"):
-        ipmi_credentials_from_env({"IPMI_USERNAME": "root", "IPMI_PASSWORD_FILE": str(tmp_path / "pw")})
 
 
 # -- SDR sensor choice ----------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from core.registry import ModelRegistry
-from training.config import CostPredictorConfig
 from training.cost.catalog import RECORD_COLUMNS, generate_job_records, list_price, load_catalog
 from training.cost.model import CostModel
 from training.cost.schema import COMPONENTS, CostQuery, Resources
+from training.settings import CostPredictorConfig
 from training.train_gbm import main as train_gbm
 
 pytestmark = pytest.mark.slow

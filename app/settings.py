@@ -1,16 +1,36 @@
-"""AppArgs: the typed arguments of the app builder (the `args:` block of serve_config.yaml)."""
+"""The app's settings: its builder's arguments (`AppArgs`, the `args:` block of serve_config.yaml), the whole
+config file (`ServiceConfig`, every package's keys at once), and the API token (API_TOKEN / API_TOKEN_FILE).
+
+Only the app may import every package, so the whole file is composed here; the packages below read only
+their own keys (each through its own settings module).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from autoscaler.actor import ControllerSettings
-from collectors.supervisor import ReplaySettings
+from autoscaler.settings import AutoscalerConfig, ControllerEnvironment, ControllerSettings
+from collectors.collector_actor import ReplaySettings
+from collectors.settings import CollectorConfig, CollectorOverrides
+from core.names import POWER_APP
+from core.settings import ConfigError, EnvSettings, config_path, load_keys, read_secret
+from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
-from training.config import ServiceConfig, load_config
+from training.settings import TrainingConfig, TrainingOverrides, load_training_config
+
+
+class ServiceConfig(TrainingConfig, CollectorConfig, AutoscalerConfig, StoreConfig):
+    """The whole config file: every package's keys (one model, so one pass reports every error)."""
+
+
+def load_service_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """The whole config file (`path`, else $KCLOUD_CONFIG, else configs/config.yaml if present, else defaults)
+    with MODEL_PATH, GPU_MONITORING_ENABLED and IPMI_HOSTS applied. Raises ConfigError naming file, key, reason."""
+    return load_keys(ServiceConfig, path, environ, overrides=[TrainingOverrides, CollectorOverrides])
 
 
 class RetrainDefaults(BaseModel):
@@ -42,8 +62,7 @@ class AutoscalerArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="start the controller actor and serve /api/v1/scaling/*")
-    ray_dashboard_url: str = Field(default_factory=lambda: os.environ.get("RAY_DASHBOARD_URL",
-                                                                          "http://127.0.0.1:8265"),
+    ray_dashboard_url: str = Field(default_factory=lambda: ControllerEnvironment.from_env().ray_dashboard_url,
                                    description="Ray dashboard, for scaling Serve deployments ($RAY_DASHBOARD_URL)")
     kubeconfig: str | None = Field(None, description="kubeconfig for Kubernetes targets (default: in-cluster "
                                                      "service account, else $KUBECONFIG)")
@@ -59,20 +78,20 @@ class AppArgs(BaseModel):
                                                       "else configs/config.yaml)")
     model_path: str | None = Field(None, description="model registry root (default: config model_path / $MODEL_PATH)")
     state_path: str = Field("state", description="where batch results and retrain jobs are persisted")
-    power_app_name: str = Field("kcloud-power", description="Serve application of the PowerPredictor")
+    power_app_name: str = Field(POWER_APP, description="Serve application of the PowerPredictor")
     power_model_id: str = "power_lstm"
     cost_model_id: str = "cost_gbm"
     api_token_file: str | None = Field(None, description="file holding the API token "
                                                          "(else $API_TOKEN_FILE / $API_TOKEN)")
     retrain: RetrainDefaults = RetrainDefaults()
     telemetry: TelemetryArgs = TelemetryArgs()
-    autoscaler: AutoscalerArgs = AutoscalerArgs()
+    autoscaler: AutoscalerArgs = Field(default_factory=AutoscalerArgs)  # reads $RAY_DASHBOARD_URL when built
     ingress: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
     power_predictor: DeploymentOptions = DeploymentOptions(user_config={"batching": True, "max_batch_size": 16})
     cost_predictor: DeploymentOptions = DeploymentOptions(ray_actor_options={"num_cpus": 0.25})
 
     def service_config(self) -> ServiceConfig:
-        return load_config(self.config_path)
+        return load_service_config(self.config_path)
 
     def controller_settings(self) -> ControllerSettings:
         """The controller actor's settings (call on absolute-path args)."""
@@ -84,8 +103,9 @@ class AppArgs(BaseModel):
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""
-        config_path = str(Path(self.config_path).resolve()) if self.config_path else None
-        model_path = self.model_path or load_config(config_path).model_path
+        found = config_path(self.config_path)  # actors on other nodes and directories read the same file
+        config_file = str(found.resolve()) if found is not None else None
+        model_path = self.model_path or load_training_config(config_file).model_path
         data = self.retrain.data
         telemetry = self.telemetry
         if telemetry.replay is not None:
@@ -101,7 +121,7 @@ class AppArgs(BaseModel):
         return self.model_copy(update={
             "telemetry": telemetry,
             "autoscaler": scaler,
-            "config_path": config_path,
+            "config_path": config_file,
             "model_path": str(Path(model_path).resolve()),
             "state_path": str(Path(self.state_path).resolve()),
             "api_token_file": str(Path(self.api_token_file).resolve()) if self.api_token_file else None,
@@ -109,12 +129,30 @@ class AppArgs(BaseModel):
         })
 
 
-def read_api_token(token_file: str | None) -> str | None:
-    """The configured API token: the named file, else $API_TOKEN_FILE, else $API_TOKEN; None when unset."""
-    path = token_file or os.environ.get("API_TOKEN_FILE")
-    if path:
-        token = Path(path).read_text().strip()
-        if not token:
-            raise ValueError(f"api token file {path} is empty")
-        return token
-    return os.environ.get("API_TOKEN") or None
+class ApiEnvironment(EnvSettings):
+    """The API token from the environment: API_TOKEN, or the file API_TOKEN_FILE names (it wins)."""
+
+    api_token: SecretStr | None = Field(None, alias="API_TOKEN")
+    api_token_file: str | None = Field(None, alias="API_TOKEN_FILE")
+
+
+def read_api_token(token_file: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The configured API token: the named file, else $API_TOKEN_FILE, else $API_TOKEN; None when unset.
+
+    Raises:
+        ConfigError: the token file cannot be read or holds only blanks (naming it).
+    """
+    env = ApiEnvironment.from_env(environ)
+    file = token_file or env.api_token_file
+    token = read_secret("API_TOKEN", env.api_token, file)
+    if token is None:
+        return None
+    text = token.get_secret_value().strip()
+    if not text:
+        raise ConfigError(f"API_TOKEN_FILE {file} is empty" if file else "API_TOKEN holds only blanks")
+    return text
+
+
+def ray_auth_disabled_by_default() -> None:
+    """Ray clusters this process starts run without token authentication unless RAY_AUTH_MODE says otherwise."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")

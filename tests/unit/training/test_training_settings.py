@@ -1,4 +1,4 @@
-"""Unit tests for the service config model and loader."""
+"""The training settings: `predictor`, `models`, `features`, `model_path` (MODEL_PATH) of the config file."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.settings import ConfigError
 from core.telemetry_csv import OPTIONAL_FEATURES
 from tests.paths import REPO_ROOT
-from training.config import (
+from training.settings import (
     ALL_FEATURES,
-    ConfigError,
     PowerPredictorConfig,
     PredictorConfig,
-    ServiceConfig,
-    load_config,
+    TrainingConfig,
+    load_training_config,
 )
 
 EXAMPLE = REPO_ROOT / "configs" / "config.example.yaml"
@@ -29,7 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def error_of(path: Path | None = None, environ: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config(path, environ={} if environ is None else environ)
+        load_training_config(path, environ={} if environ is None else environ)
     return str(caught.value)
 
 
@@ -40,20 +40,18 @@ def in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_defaults_are_valid(in_empty_dir: Path) -> None:
-    config = load_config(environ={})
-    assert config == ServiceConfig()
+    config = load_training_config(environ={})
+    assert config == TrainingConfig()
     assert config.predictor == PredictorConfig(model_update_interval=3600, prediction_horizon=3600,
                                                step=60, max_gap=300)
     assert config.predictor.horizon_steps == 60
     assert config.models.power_predictor.hidden_size == 64
     assert config.features == ALL_FEATURES
-    assert config.auto_scaling.power_based.cooldown_period == 300
-    assert (config.model_path, config.influx_host, config.gpu_monitoring_enabled, config.ipmi_hosts) == (
-        "trained_models", None, True, ())
+    assert config.model_path == "trained_models"
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, "# nothing\n"), environ={}) == ServiceConfig()
+    assert load_training_config(write(tmp_path, "# nothing\n"), environ={}) == TrainingConfig()
 
 
 def test_feature_names_match_the_data_loader() -> None:
@@ -61,7 +59,7 @@ def test_feature_names_match_the_data_loader() -> None:
 
 
 def test_example_file_documents_the_defaults() -> None:
-    assert load_config(EXAMPLE, environ={}) == ServiceConfig()
+    assert load_training_config(EXAMPLE, environ={}) == TrainingConfig()
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     assert raw["predictor"] == {"model_update_interval": "1h", "prediction_horizon": "1h", "step": "1min",
                                 "max_gap": "5min"}
@@ -71,16 +69,10 @@ def test_example_file_documents_the_defaults() -> None:
 def test_default_path_and_env_path(in_empty_dir: Path, tmp_path: Path) -> None:
     (in_empty_dir / "configs").mkdir()
     (in_empty_dir / "configs" / "config.yaml").write_text("model_path: from_default\n", encoding="utf-8")
-    assert load_config(environ={}).model_path == "from_default"
+    assert load_training_config(environ={}).model_path == "from_default"
     other = tmp_path / "other.yaml"
     other.write_text("model_path: from_env\n", encoding="utf-8")
-    assert load_config(environ={"KCLOUD_CONFIG": str(other)}).model_path == "from_env"
-
-
-@pytest.mark.parametrize(("text", "expected"), [("30m", 1800), ("10min", 600), ("1h", 3600), ("90", 90)])
-def test_durations(tmp_path: Path, text: str, expected: int) -> None:
-    path = write(tmp_path, f"auto_scaling:\n  power_based:\n    cooldown_period: {text}\n")
-    assert load_config(path, environ={}).auto_scaling.power_based.cooldown_period == expected
+    assert load_training_config(environ={"KCLOUD_CONFIG": str(other)}).model_path == "from_env"
 
 
 def test_bad_duration_names_key(tmp_path: Path) -> None:
@@ -89,34 +81,15 @@ def test_bad_duration_names_key(tmp_path: Path) -> None:
     assert "parsecs" in message
 
 
-def test_env_overrides(tmp_path: Path) -> None:
-    path = write(tmp_path, "model_path: in_file\ngpu_monitoring_enabled: true\nipmi_hosts: [bmc0]\n")
-    environ = {"MODEL_PATH": "/srv/models", "INFLUX_HOST": "influx:8086", "GPU_MONITORING_ENABLED": "No",
-               "IPMI_HOSTS": "bmc1, bmc2:623"}
-    config = load_config(path, environ=environ)
-    assert config.model_path == "/srv/models"
-    assert config.influx_host == "influx:8086"
-    assert config.gpu_monitoring_enabled is False
-    assert config.ipmi_hosts == ("bmc1", "bmc2:623")
-    assert load_config(path, environ={"GPU_MONITORING_ENABLED": "TRUE"}).gpu_monitoring_enabled is True
-    assert load_config(path, environ={"GPU_MONITORING_ENABLED": "0"}).gpu_monitoring_enabled is False
-    assert load_config(path, environ={"MODEL_PATH": ""}).model_path == "in_file"
+def test_model_path_env_override(tmp_path: Path) -> None:
+    path = write(tmp_path, "model_path: in_file\n")
+    assert load_training_config(path, environ={"MODEL_PATH": "/srv/models"}).model_path == "/srv/models"
+    assert load_training_config(path, environ={"MODEL_PATH": ""}).model_path == "in_file"
 
 
-def test_bad_gpu_flag_names_variable() -> None:
-    message = error_of(environ={"GPU_MONITORING_ENABLED": "maybe"})
-    assert message.startswith("GPU_MONITORING_ENABLED: ")
-    assert "'maybe'" in message
-
-
-@pytest.mark.parametrize("value", ["bmc1,,bmc2", "bmc1:0", "bmc1:70000", "bmc1:ipmi", ":623"])
-def test_bad_ipmi_hosts_env_refused(value: str) -> None:
-    assert error_of(environ={"IPMI_HOSTS": value}).startswith("IPMI_HOSTS: ")
-
-
-def test_bad_ipmi_hosts_file_entry_refused(tmp_path: Path) -> None:
-    message = error_of(write(tmp_path, "ipmi_hosts: [bmc1, 'bmc2:99999']\n"))
-    assert "ipmi_hosts[1]: 'bmc2:99999' has an invalid port" in message
+def test_other_packages_keys_are_left_to_them(tmp_path: Path) -> None:
+    path = write(tmp_path, "model_path: here\nauto_scaling:\n  evaluation_interval: 5 parsecs\n")
+    assert load_training_config(path, environ={}).model_path == "here"
 
 
 def test_unknown_key_refused_with_dotted_path(tmp_path: Path) -> None:
@@ -140,13 +113,6 @@ def test_duplicate_features_refused(tmp_path: Path) -> None:
         write(tmp_path, "features: [memory_usage, temperature, memory_usage]\n"))
 
 
-def test_thresholds_cross_check(tmp_path: Path) -> None:
-    path = write(tmp_path, "auto_scaling:\n  power_based:\n    scale_in_threshold: 80\n")
-    message = error_of(path)
-    expected = "auto_scaling.power_based: scale_in_threshold (80) must be below scale_out_threshold (80)"
-    assert expected in message
-
-
 def test_max_gap_below_step_refused(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "predictor:\n  step: 5min\n  max_gap: 1min\n"))
     assert "predictor: max_gap (1min) must be at least step (5min)" in message
@@ -157,29 +123,11 @@ def test_horizon_must_be_multiple_of_step(tmp_path: Path) -> None:
     message = error_of(path)
     assert "prediction_horizon (45min) must be a whole multiple of step (10min)" in message
     path = write(tmp_path, "predictor:\n  step: 15min\n  max_gap: 15min\n  prediction_horizon: 45min\n")
-    assert load_config(path, environ={}).predictor.horizon_steps == 3
-
-
-def test_missing_file_refused(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.yaml"
-    assert error_of(missing) == f"{missing}: config file not found"
-    with pytest.raises(ConfigError, match="nope.yaml"):
-        load_config(environ={"KCLOUD_CONFIG": str(missing)})
-
-
-@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
-def test_non_mapping_yaml_refused(tmp_path: Path, text: str) -> None:
-    message = error_of(write(tmp_path, text))
-    assert message.startswith(f"{tmp_path / 'config.yaml'}: top level must be a mapping")
-
-
-def test_unparsable_yaml_refused(tmp_path: Path) -> None:
-    message = error_of(write(tmp_path, "predictor: [unclosed\n"))
-    assert message.startswith(f"{tmp_path / 'config.yaml'}: not valid YAML")
+    assert load_training_config(path, environ={}).predictor.horizon_steps == 3
 
 
 def test_config_is_frozen_and_round_trips() -> None:
-    config = ServiceConfig()
+    config = TrainingConfig()
     with pytest.raises(ValueError):
         config.model_path = "elsewhere"  # type: ignore[misc]
-    assert ServiceConfig.model_validate(config.model_dump()) == config
+    assert TrainingConfig.model_validate(config.model_dump()) == config

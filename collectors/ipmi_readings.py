@@ -1,0 +1,51 @@
+"""What a BMC's answers mean: DCMI power reading and limit responses, and which SDR sensors are node power."""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from core.telemetry import Quality
+
+_NODE_ENTITIES = {"System board", "System chassis", "Power unit / power domain",
+                  "Power management /power distribution board", "Power system board"}
+_VAGUE = {"Unspecified", "Other", "Unknown"}  # count only with a node-like name
+_COMPONENT = re.compile(r"cpu|proc|mem|dimm|gpu|fan|disk|hdd|ssd|nvme|pci|riser|vr\b|vcore|out", re.I)
+_NODE_NAME = re.compile(r"total|consum|platform|node|sys|chassis|input|meter", re.I)
+
+
+@dataclass(frozen=True)
+class PowerSensor:
+    """What the SDR says about one sensor (pyghmi names for unit and entity)."""
+
+    key: str
+    name: str
+    entity: str
+    unit: str  # base unit, "W" for watts
+    compound: bool = False  # a rate or product unit (W/h, W*s ...), or a percentage
+
+
+def select_power_sensors(sensors: Iterable[PowerSensor]) -> tuple[list[PowerSensor], Quality]:
+    """The node's wall-power sensors: one system/total sensor when there is one, else every PSU input summed."""
+    watts = [s for s in sensors if s.unit == "W" and not s.compound and not _COMPONENT.search(s.name)]
+    node = [s for s in watts if s.entity in _NODE_ENTITIES or (s.entity in _VAGUE and _NODE_NAME.search(s.name))]
+    if node:
+        best = min(node, key=lambda s: (not re.search(r"total|consum|platform|node", s.name, re.I), s.key))
+        return [best], Quality.OK
+    psus = sorted((s for s in watts if s.entity == "Power supply"), key=lambda s: s.key)
+    return psus, Quality.DERIVED if len(psus) > 1 else Quality.OK
+
+
+def parse_dcmi_power_reading(data: bytes) -> float | None:
+    """Watts from a DCMI Get Power Reading response, or None when the BMC does not measure (inactive or 0 W)."""
+    if len(data) < 18 or data[0] != 0xDC:
+        return None
+    watts, active = struct.unpack_from("<H", data, 1)[0], data[17] & 0x40
+    return float(watts) if active and watts > 0 else None
+
+
+def parse_dcmi_power_limit(data: bytes) -> float | None:
+    """Watts from a DCMI Get Power Limit response (only answered when a limit is active)."""
+    return float(struct.unpack_from("<H", data, 4)[0]) if len(data) >= 6 and data[0] == 0xDC else None

@@ -1,0 +1,214 @@
+"""Settings building blocks every package uses: config-file sections, environment settings, secrets, errors.
+
+The config file (YAML) is shared: each package validates only its own top-level keys with its own frozen
+model (`load_keys`), and the app validates the whole file at once. Environment variables are read through
+`EnvSettings` models (pydantic-settings), once per call of `from_env`; a blank variable counts as unset.
+Every failure is a `ConfigError` naming the file (or variable), the dotted key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from core.durations import parse_duration
+
+CONFIG_ENV = "KCLOUD_CONFIG"
+DEFAULT_CONFIG_PATH = Path("configs/config.yaml")
+TOP_LEVEL_KEYS = frozenset({
+    "predictor", "models", "features", "model_path",  # training
+    "telemetry", "gpu_monitoring_enabled", "ipmi_hosts",  # collectors
+    "auto_scaling", "workloads",  # autoscaler
+    "influx_host",  # core.stores
+})
+"""Every top-level key of the config file (the app's ServiceConfig has exactly these; a test checks)."""
+
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
+
+
+class ConfigError(ValueError):
+    """The config file or an environment variable is invalid; the message says where and why."""
+
+
+class Section(BaseModel):
+    """Base of every config-file model: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(value: object) -> int:
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a duration like '15s', '10min', '1h' or '7d'")
+    return parse_duration(value)
+
+
+Duration = Annotated[int, BeforeValidator(_seconds)]
+"""Whole seconds; YAML may spell it "10min", "1h", "7d" or give bare seconds."""
+
+
+def _flag(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ValueError(f"{value!r} is not a boolean; use true/false, 1/0 or yes/no")
+        return text in _TRUE
+    return value
+
+
+EnvBool = Annotated[bool, BeforeValidator(_flag)]
+"""A boolean variable: true/false, 1/0 or yes/no, any case."""
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+Workloads = dict[NonEmpty, tuple[NonEmpty, ...]]
+"""workload_id -> telemetry node ids (the config's `workloads` map; the app and the autoscaler read it)."""
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def format_errors(source: str | None, error: ValidationError) -> str:
+    """One line per pydantic error: `source: dotted.key: reason (got value)` (no prefix when source is None)."""
+    lines = []
+    for item in error.errors():
+        if item["type"] == "extra_forbidden":
+            reason = "unknown key"
+        else:
+            reason = item["msg"].removeprefix("Value error, ")
+            if item["type"] != "value_error" and not isinstance(item["input"], dict | list | tuple):
+                reason += f" (got {item['input']!r})"
+        key = _key_path(item["loc"])
+        lines.append(f"{source}: {key}: {reason}" if source else f"{key}: {reason}")
+    return "\n".join(lines)
+
+
+def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "config file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); ConfigError prefixed with `label` (the path)."""
+    label = label or str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{label}: {what} not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{label}: cannot read {what}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """`environ`, or the process environment when None (the one place that reads it)."""
+    return os.environ if environ is None else environ
+
+
+def config_path(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read: `path`, else $KCLOUD_CONFIG, else configs/config.yaml if it exists, else None."""
+    if path is None:
+        path = environment(environ).get(CONFIG_ENV) or None
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    return Path(path) if path is not None else None
+
+
+S = TypeVar("S", bound=Section)
+
+
+def load_keys(model: type[S], path: str | Path | None = None, environ: Mapping[str, str] | None = None, *,
+              overrides: Iterable[type[EnvSettings]] = ()) -> S:
+    """Validate the top-level keys `model` declares (the other keys are left to their packages), then apply
+    the environment overrides (each EnvSettings field named as the key it overrides).
+
+    Without `path` the file is found by `config_path`; without a file, the defaults. A top-level key no
+    package knows is refused.
+
+    Raises:
+        ConfigError: naming the file (or variable), the dotted key and the reason (all errors listed).
+    """
+    found = config_path(path, environ)
+    data = read_yaml_mapping(found) if found is not None else {}
+    source = str(found) if found is not None else "defaults"
+    errors = [f"{source}: {key}: unknown key" for key in sorted(map(str, data)) if key not in TOP_LEVEL_KEYS]
+    try:
+        config = model.model_validate({key: value for key, value in data.items() if key in model.model_fields})
+    except ValidationError as exc:
+        errors.append(format_errors(source, exc))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    changed: dict[str, Any] = {}
+    for settings in overrides:
+        changed.update(settings.from_env(environ).model_dump(exclude_unset=True))
+    if not changed:
+        return config
+    try:
+        return model.model_validate({**config.model_dump(), **changed})
+    except ValidationError as exc:
+        raise ConfigError(format_errors("environment", exc)) from None
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {name: value for name, value in environ.items() if value.strip()}  # blank: unset
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class EnvSettings(BaseSettings):
+    """Base of the settings read from environment variables: each field's alias is its variable.
+
+    Frozen; names are case-sensitive; an empty or blank variable counts as unset. Build with `from_env`,
+    which reads the mapping it is given (default: the process environment) once.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True, env_ignore_empty=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment comes in through from_env only
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings from `environ` (default: the process environment); ConfigError names each variable."""
+        try:
+            return cls(**_MappingEnvSource(cls, environment(environ))())
+        except ValidationError as exc:
+            raise ConfigError(format_errors(None, exc)) from None
+
+
+def read_secret(name: str, value: SecretStr | None, file: str | Path | None) -> SecretStr | None:
+    """The secret `name`: the contents of the file $`name`_FILE names (it wins; a trailing line break is
+    dropped), else the value of $`name`; None when neither is set.
+
+    Raises:
+        ConfigError: the file cannot be read or is empty (naming the variable and the file, never the secret).
+    """
+    if file is None or not str(file).strip():
+        return value
+    try:
+        text = Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE {file} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if not text:
+        raise ConfigError(f"{name}_FILE {file} is empty")
+    return SecretStr(text)

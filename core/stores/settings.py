@@ -1,0 +1,73 @@
+"""The telemetry store's settings: environment-style names, the config file's `influx_host` under them.
+
+- INFLUX_HOST (else the config's `influx_host`): InfluxDB 2.x, with INFLUX_ORG, INFLUX_BUCKET and the
+  token INFLUX_TOKEN or INFLUX_TOKEN_FILE (environment only, never the config file).
+- else PROMETHEUS_URL: Prometheus, read-only; PROMETHEUS_METRICS / PROMETHEUS_NODE_LABELS are JSON objects
+  overriding metric and label names.
+- else the embedded SQLite store under TELEMETRY_DATA_DIR (default data/telemetry).
+An empty value counts as unset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import NoDecode
+
+from core.settings import EnvSettings, Section, environment, load_keys, read_secret
+
+DEFAULT_DATA_DIR = "data/telemetry"
+
+
+def _json_object(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(decoded, dict) or not all(isinstance(v, str) for v in decoded.values()):
+        raise ValueError("must be a JSON object of strings, e.g. '{\"node_power\": \"node_power_watts\"}'")
+    return decoded
+
+
+NameMap = Annotated[dict[str, str] | None, NoDecode, BeforeValidator(_json_object)]
+
+
+class StoreConfig(Section):
+    """The config file's key for the store."""
+
+    influx_host: str | None = None
+
+
+class StoreSettings(EnvSettings):
+    """Which backend the store uses and how to reach it."""
+
+    influx_host: str | None = Field(None, alias="INFLUX_HOST")
+    influx_org: str | None = Field(None, alias="INFLUX_ORG")
+    influx_bucket: str | None = Field(None, alias="INFLUX_BUCKET")
+    influx_token: SecretStr | None = Field(None, alias="INFLUX_TOKEN")
+    influx_token_file: str | None = Field(None, alias="INFLUX_TOKEN_FILE")
+    prometheus_url: str | None = Field(None, alias="PROMETHEUS_URL")
+    prometheus_metrics: NameMap = Field(None, alias="PROMETHEUS_METRICS")
+    prometheus_node_labels: NameMap = Field(None, alias="PROMETHEUS_NODE_LABELS")
+    telemetry_data_dir: str = Field(DEFAULT_DATA_DIR, alias="TELEMETRY_DATA_DIR")
+
+    def token(self) -> SecretStr | None:
+        """The InfluxDB token (INFLUX_TOKEN_FILE wins over INFLUX_TOKEN); ConfigError for an unreadable file."""
+        return read_secret("INFLUX_TOKEN", self.influx_token, self.influx_token_file)
+
+    @classmethod
+    def load(cls, explicit: Mapping[str, str] | None = None, *, config_path: str | Path | None = None,
+             environ: Mapping[str, str] | None = None) -> StoreSettings:
+        """`explicit` names (the app's `telemetry.store_settings`) over the environment over the config
+        file's `influx_host` (file found as `core.settings.config_path` says). Raises ConfigError."""
+        file_host = load_keys(StoreConfig, config_path, environ).influx_host
+        layered = {"INFLUX_HOST": file_host} if file_host else {}
+        layered.update((name, value) for name, value in environment(environ).items() if value.strip())
+        layered.update(explicit or {})
+        return cls.from_env(layered)

@@ -1,0 +1,107 @@
+"""The app's settings: the whole config file at once, the builder's args, the API token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.settings import AppArgs, ServiceConfig, load_service_config, read_api_token
+from autoscaler.policy_config import policies_from_config
+from core.settings import TOP_LEVEL_KEYS, ConfigError
+from tests.paths import REPO_ROOT
+
+EXAMPLE = REPO_ROOT / "configs" / "config.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_whole_file_has_every_packages_keys() -> None:
+    assert set(ServiceConfig.model_fields) == TOP_LEVEL_KEYS
+    assert set(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))) == TOP_LEVEL_KEYS
+
+
+def test_defaults_and_the_example_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_service_config(environ={})
+    assert config == ServiceConfig() == load_service_config(EXAMPLE, environ={})
+    assert (config.model_path, config.influx_host, config.gpu_monitoring_enabled, config.ipmi_hosts) == (
+        "trained_models", None, True, ())
+    assert config.auto_scaling.power_based.cooldown_period == 300 and config.predictor.horizon_steps == 60
+
+
+def test_every_error_of_every_package_in_one_pass(tmp_path: Path) -> None:
+    path = write(tmp_path, "predictor:\n  step: 5 parsecs\nauto_scaling:\n  power_based:\n    enabeld: true\n"
+                           "telemetry:\n  max_buffered_samples: 5\ninflux_hots: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(path, environ={})
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: influx_hots: unknown key"
+    assert f"{path}: auto_scaling.power_based.enabeld: unknown key" in lines
+    assert any(line.startswith(f"{path}: predictor.step: ") and "parsecs" in line for line in lines)
+    assert any(line.startswith(f"{path}: telemetry.max_buffered_samples: ") for line in lines)
+    assert len(lines) == 4
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "model_path: in_file\ngpu_monitoring_enabled: true\nipmi_hosts: [bmc0]\n")
+    environ = {"MODEL_PATH": "/srv/models", "GPU_MONITORING_ENABLED": "No", "IPMI_HOSTS": "bmc1, bmc2:623"}
+    config = load_service_config(path, environ=environ)
+    assert config.model_path == "/srv/models"
+    assert config.gpu_monitoring_enabled is False
+    assert config.ipmi_hosts == ("bmc1", "bmc2:623")
+
+
+def test_the_whole_config_serves_each_package(tmp_path: Path) -> None:
+    path = write(tmp_path, "auto_scaling:\n  policies:\n    - {name: web, target: {kind: ray_serve, app: a, "
+                           "deployment: d}}\n")
+    assert [policy.name for policy in policies_from_config(load_service_config(path, environ={}))] == ["web"]
+
+
+def test_config_is_frozen_and_round_trips() -> None:
+    config = ServiceConfig()
+    with pytest.raises(ValueError):
+        config.model_path = "elsewhere"  # type: ignore[misc]
+    assert ServiceConfig.model_validate(config.model_dump()) == config
+
+
+# -- the builder's args ---------------------------------------------------------------------------------
+def test_args_resolve_the_config_file_the_actors_will_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "model_path: from_file\n")
+    monkeypatch.setenv("KCLOUD_CONFIG", str(path))
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = AppArgs().with_absolute_paths()
+    assert args.config_path == str(path.resolve())
+    assert args.model_path == str(tmp_path / "from_file")
+
+
+def test_dashboard_url_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_DASHBOARD_URL", "http://head:8265")
+    assert AppArgs().autoscaler.ray_dashboard_url == "http://head:8265"
+    monkeypatch.delenv("RAY_DASHBOARD_URL")
+    assert AppArgs().autoscaler.ray_dashboard_url == "http://127.0.0.1:8265"
+
+
+# -- the API token --------------------------------------------------------------------------------------
+def test_api_token_from_file_or_environment(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(" t0ken \n")
+    assert read_api_token(str(token), environ={"API_TOKEN": "env"}) == "t0ken"  # the args' file wins
+    assert read_api_token(None, environ={"API_TOKEN_FILE": str(token), "API_TOKEN": "env"}) == "t0ken"
+    assert read_api_token(None, environ={"API_TOKEN": "env"}) == "env"
+    assert read_api_token(None, environ={"API_TOKEN": ""}) is None
+
+
+def test_empty_api_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("  \n")
+    with pytest.raises(ConfigError, match=f"API_TOKEN_FILE {token} is empty"):
+        read_api_token(str(token), environ={})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_api_token(str(tmp_path / "missing"), environ={})

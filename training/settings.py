@@ -1,0 +1,108 @@
+"""The training settings: the config file's `predictor`, `models`, `features` and `model_path` keys.
+
+`MODEL_PATH` overrides `model_path`. Load with `load_training_config`; every failure is a
+`core.settings.ConfigError` naming the file (or variable), the dotted key and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from core.durations import format_duration
+from core.settings import Duration, EnvSettings, Section, load_keys
+
+# Canonical optional input columns; must match core.telemetry_csv.OPTIONAL_FEATURES (checked by the tests).
+FeatureName = Literal[
+    "cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature", "workload_type"
+]
+ALL_FEATURES: tuple[str, ...] = get_args(FeatureName)
+
+
+class PredictorConfig(Section):
+    """Series and forecasting cadence (`model_update_interval` is not used yet)."""
+
+    model_update_interval: Duration = 3600
+    prediction_horizon: Duration = 3600
+    step: Duration = 60
+    max_gap: Duration = 300
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> PredictorConfig:
+        step, problems = format_duration(self.step), []
+        if self.max_gap < self.step:
+            problems.append(f"max_gap ({format_duration(self.max_gap)}) must be at least step ({step})")
+        if self.prediction_horizon % self.step:
+            problems.append(f"prediction_horizon ({format_duration(self.prediction_horizon)}) "
+                            f"must be a whole multiple of step ({step})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def horizon_steps(self) -> int:
+        """The forecast horizon in steps."""
+        return self.prediction_horizon // self.step
+
+
+class PowerPredictorConfig(Section):
+    """The LSTM power forecaster: sizes, optimizer and interval settings."""
+
+    type: Literal["lstm"] = "lstm"
+    sequence_length: int = Field(60, ge=2)
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(2, ge=1, le=4)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(60, ge=1)
+    patience: int = Field(8, ge=1)
+    learning_rate: float = Field(0.002, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = Field(42, ge=0)
+    interval_coverage: float = Field(0.8, gt=0, lt=1)
+    confidence_tolerance: float = Field(0.1, gt=0, lt=1)
+
+
+class CostPredictorConfig(Section):
+    """The LightGBM cost model."""
+
+    type: Literal["lightgbm"] = "lightgbm"
+    n_estimators: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+
+
+class ModelsConfig(Section):
+    power_predictor: PowerPredictorConfig = PowerPredictorConfig()
+    cost_predictor: CostPredictorConfig = CostPredictorConfig()
+
+
+class TrainingConfig(Section):
+    """The config file's keys the training jobs and the model registry read."""
+
+    predictor: PredictorConfig = PredictorConfig()
+    models: ModelsConfig = ModelsConfig()
+    features: tuple[FeatureName, ...] = ALL_FEATURES  # type: ignore[assignment]
+    model_path: str = Field("trained_models", min_length=1)
+
+    @field_validator("features")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"duplicate feature(s) {repeated}")
+        return value
+
+
+class TrainingOverrides(EnvSettings):
+    """Environment overrides of the training keys."""
+
+    model_path: str | None = Field(None, alias="MODEL_PATH")
+
+
+def load_training_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> TrainingConfig:
+    """The training keys of the config file (`path`, else $KCLOUD_CONFIG, else configs/config.yaml if present,
+    else defaults), with MODEL_PATH applied. Raises ConfigError."""
+    return load_keys(TrainingConfig, path, environ, overrides=[TrainingOverrides])
