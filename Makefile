@@ -12,7 +12,7 @@ export MODEL_PATH
 SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
              RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000
 
-.PHONY: install run run-api test test-fast train evaluate bench lint clean
+.PHONY: install run run-api test test-fast train evaluate bench lint image image-gpu clean
 
 install: $(STAMP)
 
@@ -59,6 +59,13 @@ run: install
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
 	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
+
+# Container images (Dockerfile, Dockerfile.gpu): the service as `make run` runs it, or Ray nodes on KubeRay.
+image:
+	docker build -t kcloud-opt/predictor:cpu .
+
+image-gpu:
+	docker build -t kcloud-opt/predictor:gpu -f Dockerfile.gpu .
 
 clean:
 	rm -rf $(VENV) .pytest_cache reports

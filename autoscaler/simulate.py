@@ -33,9 +33,10 @@ from autoscaler.trace_replay import (
     simulate_series,
     with_margin,
 )
+from core.plotting import pyplot
+from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
-from training.config import ConfigError, format_errors, read_yaml_mapping
 from training.power.dataset import prepare, train_forecaster
 from training.power.windows import Role
 
@@ -153,11 +154,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
 
 def plot_simulation(path: Path, replayed: list[dict[str, Any]], policy: dict[str, Any], step_s: int) -> None:
     """Demand, replicas and per-node power against the budget for both runs, series one after another."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     hours = [i * step_s / 3600 for i in range(len(replayed))]
     budget = policy["power_based"]["max_power_budget"]
     threshold = budget * policy["power_based"]["scale_out_threshold"] / 100

@@ -1,7 +1,7 @@
 """Kubernetes and KubeRay actuators: Deployments and StatefulSets through their scale subresource, and one
 worker group of a KubeRay RayCluster.
 
-The controller needs only the permissions in configs/kuberay/autoscaler-rbac.yaml. Every API or connection
+The controller needs only the permissions in deploy/base/rbac.yaml. Every API or connection
 failure becomes an `ActuationError` naming the object, the HTTP status and what to check.
 """
 
@@ -21,7 +21,7 @@ from autoscaler.actuators.base import ActuationError, Actuator
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
 
-RBAC_FILE = "configs/kuberay/autoscaler-rbac.yaml"
+RBAC_FILE = "deploy/base/rbac.yaml"
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
 KUBERAY_MAX_REPLICAS = 2**31 - 1  # the CRD's default maxReplicas
 KubernetesTarget = DeploymentTarget | StatefulSetTarget | RayClusterTarget

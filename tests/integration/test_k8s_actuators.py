@@ -144,7 +144,7 @@ def test_forbidden_points_at_the_rbac(actuator, emulator):
     emulator[kmock.method.PATCH, kmock.resource("apps", "v1", "deployments"), kmock.name("locked")] << 403 << forbidden
 
     with pytest.raises(ActuationError, match=r"cannot scale deployment default/locked: forbidden \(403\): "
-                                             r".*check the RBAC in configs/kuberay/autoscaler-rbac.yaml"):
+                                             r".*check the RBAC in deploy/base/rbac.yaml"):
         actuator.scale(DeploymentTarget(name="locked"), 3)
 
 

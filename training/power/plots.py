@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from training.power.calibration import CalibratedForecast  # noqa: E402
-from training.power.dataset import PreparedData  # noqa: E402
-from training.power.windows import Windows  # noqa: E402
+from core.plotting import pyplot
+from training.power.calibration import CalibratedForecast
+from training.power.dataset import PreparedData
+from training.power.windows import Windows
 
 
 def plot_backtest(path: Path, prepared: PreparedData, test: Windows, lstm: CalibratedForecast,
@@ -24,6 +21,7 @@ def plot_backtest(path: Path, prepared: PreparedData, test: Windows, lstm: Calib
     rows = np.flatnonzero((test.node_ids == node) & mask[:, lead])
     segment_of = test.segment_index[rows]
     times = [prepared.segments[s].times[o + lead + 1] for s, o in zip(segment_of, test.origin_index[rows], strict=True)]
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(11, 4.5))
     axes.fill_between(times, lstm.lower[rows, lead], lstm.upper[rows, lead], color="tab:blue", alpha=0.2,
                       label=f"LSTM interval ({prepared.pipeline.step_s * (lead + 1) // 60} min ahead)")

@@ -1,0 +1,66 @@
+"""The KubeRay manifests stay in step with the code: apps, builders and args that validate, a tested Ray."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import ray
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from app.settings import AppArgs
+from tests.paths import REPO_ROOT
+from tests.unit.deploy.kustomize import build
+from tests.unit.deploy.project import ray_specifier
+from tests.unit.deploy.schemas import ray_cluster_spec
+from training import train_lstm
+
+ROOT = REPO_ROOT
+OVERLAYS = ("overlays/cpu", "overlays/gpu")
+
+
+def _apps(serve_config: dict) -> dict[str, dict]:
+    return {app["name"]: app for app in serve_config["applications"]}
+
+
+def _objects(folder: str) -> dict[str, dict]:
+    return {o["kind"]: o for o in build(ROOT / "deploy" / folder)}
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_rayservice_serves_the_same_applications_as_serve_config(folder: str):
+    service = _objects(folder)["RayService"]
+    embedded_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    local_config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    embedded, local = _apps(embedded_config), _apps(local_config)
+    assert embedded.keys() == local.keys()
+    for name, app in embedded.items():
+        assert (app["import_path"], app["route_prefix"]) == (local[name]["import_path"], local[name]["route_prefix"])
+        assert app.get("external_scaler_enabled", False) == local[name].get("external_scaler_enabled", False)
+        module, _, builder = app["import_path"].partition(":")
+        assert callable(getattr(importlib.import_module(module), builder))
+        AppArgs.model_validate(app["args"])  # a wrong key or value would stop the RayService
+    for config in (embedded_config, local_config):
+        ServeDeploySchema.model_validate(config)  # what Serve itself accepts (external scaler rules included)
+
+
+def test_ray_versions_lie_in_the_tested_range():
+    specifier = ray_specifier()
+    assert ray.__version__ in specifier
+    for folder in OVERLAYS:
+        objects = _objects(folder)
+        for kind in ("RayService", "RayJob", "RayCronJob"):
+            assert ray_cluster_spec(objects[kind])["rayVersion"] in specifier, (folder, kind)
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_rayjob_entrypoint_is_a_valid_train_command(folder: str):
+    objects = _objects(folder)
+    for entrypoint in (objects["RayJob"]["spec"]["entrypoint"],
+                       objects["RayCronJob"]["spec"]["jobTemplate"]["entrypoint"]):
+        argv = entrypoint.split()
+        assert argv[:3] == ["python", "-m", "training.train_lstm"]
+        args = train_lstm.parse_args(argv[3:])
+        assert args.use_gpu == (folder == "overlays/gpu") and args.num_workers == 2
+        assert args.from_store and args.model_path == "/models"

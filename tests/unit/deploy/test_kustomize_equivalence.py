@@ -1,0 +1,28 @@
+"""The tests' kustomize (kustomize.py) builds what the real one builds, where the real one is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.paths import REPO_ROOT
+from tests.unit.deploy.kustomize import build
+
+KUBECTL = shutil.which("kubectl")
+
+
+def _by_id(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed")
+@pytest.mark.parametrize("folder", ["base", "secrets", "overlays/cpu", "overlays/gpu"])
+def test_helper_builds_what_kubectl_kustomize_builds(folder: str):
+    path = REPO_ROOT / "deploy" / folder
+    result = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    real = _by_id([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    assert _by_id(build(path)) == real

@@ -1,0 +1,190 @@
+"""deploy/: every object is admitted (CRD schemas, Kubernetes schemas) and says what the service needs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.paths import REPO_ROOT
+from tests.unit.deploy.kustomize import build, containers, load_documents
+from tests.unit.deploy.schemas import core_errors, crd_errors, is_kuberay, ray_cluster_spec
+
+DEPLOY = REPO_ROOT / "deploy"
+OVERLAYS = ("overlays/cpu", "overlays/gpu")
+FOLDERS = ("base", "secrets", *OVERLAYS)
+SERVE_PORT = 8002
+
+
+def _files() -> list[Path]:
+    return sorted(p for folder in ("base", "secrets") for p in (DEPLOY / folder).glob("*.yaml")
+                  if p.name != "kustomization.yaml")
+
+
+def _built(folder: str) -> list[dict[str, Any]]:
+    return build(DEPLOY / folder)
+
+
+def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def _ray_clusters(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(object kind, RayCluster spec) of the RayService, the RayJob and the RayCronJob."""
+    return [(manifest["kind"], cluster) for manifest in objects if (cluster := ray_cluster_spec(manifest))]
+
+
+def _ray_containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Ray container (the first) of the head and of every worker group."""
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
+    return [template["spec"]["containers"][0] for template in templates]
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_file_is_admitted(path: Path):
+    for manifest in load_documents(path):
+        errors = crd_errors(manifest) if is_kuberay(manifest) else core_errors(manifest)
+        assert not errors, f"{manifest['kind']}/{manifest['metadata']['name']}: {errors}"
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_every_built_object_is_admitted(folder: str):
+    objects = _built(folder)
+    assert objects
+    for manifest in objects:
+        errors = crd_errors(manifest) if is_kuberay(manifest) else core_errors(manifest)
+        assert not errors, f"{folder}: {manifest['kind']}/{manifest['metadata']['name']}: {errors}"
+        if manifest["kind"] != "Namespace":
+            assert manifest["metadata"]["namespace"] == "kcloud"
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_every_ray_container_has_the_serve_port_and_its_node_name(folder: str):
+    objects = _built(folder)
+    assert {kind for kind, _ in _ray_clusters(objects)} == {"RayService", "RayJob", "RayCronJob"}
+    for kind, cluster in _ray_clusters(objects):
+        for container in _ray_containers(cluster):
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, (kind, container)
+            if kind == "RayService":  # KubeRay's readiness and serve probes look at the port named `serve`
+                assert {"containerPort": SERVE_PORT, "name": "serve"} in container["ports"], container["name"]
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_images_name_the_overlays_flavour(folder: str):
+    flavour = folder.rsplit("/", 1)[1]
+    for manifest in _built(folder):
+        for path, container in containers(manifest):
+            assert container["image"].endswith(f"/predictor:{flavour}"), (manifest["kind"], path)
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_the_scaled_app_uses_the_external_scaler_and_no_autoscaling_config(folder: str):
+    service = _one(_built(folder), "RayService")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    apps = {app["name"]: app for app in config["applications"]}
+    power = apps["kcloud-power"]
+    assert power["external_scaler_enabled"] is True
+    assert "autoscaling_config" not in yaml.safe_dump(power)
+    assert config["http_options"] == {"host": "0.0.0.0", "port": SERVE_PORT}
+
+
+def test_gpu_overlay_puts_power_replicas_and_training_on_gpus():
+    objects = _built("overlays/gpu")
+    config = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])
+    args = config["applications"][0]["args"]
+    assert args["power_predictor"]["ray_actor_options"]["num_gpus"] == 1 and args["retrain"]["use_gpu"]
+    for kind, cluster in _ray_clusters(objects):
+        for group in cluster["workerGroupSpecs"]:
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert limits["nvidia.com/gpu"] == "1", kind
+    cpu_objects = _built("overlays/cpu")
+    assert "nvidia.com/gpu" not in yaml.safe_dump(cpu_objects)
+
+
+def test_model_volume_is_shared_and_state_volume_is_the_heads():
+    objects = _built("overlays/gpu")
+    claims = {o["metadata"]["name"]: o["spec"]["accessModes"] for o in objects
+              if o["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"kcloud-models": ["ReadWriteMany"], "kcloud-state": ["ReadWriteOnce"]}
+    for kind, cluster in _ray_clusters(objects):
+        templates = [("head", cluster["headGroupSpec"]["template"])]
+        templates += [(g["groupName"], g["template"]) for g in cluster["workerGroupSpecs"]]
+        for group, template in templates:
+            volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+            claimed = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values()
+                       if "persistentVolumeClaim" in v}
+            assert "kcloud-models" in claimed, (kind, group)
+            assert ("kcloud-state" in claimed) == (kind == "RayService" and group == "head"), (kind, group)
+
+
+def test_every_referenced_secret_configmap_and_claim_is_defined():
+    defined = {(o["kind"], o["metadata"]["name"]) for folder in ("base", "secrets") for o in _built(folder)}
+    text = yaml.safe_dump(_built("overlays/gpu"))
+    for kind, pattern in (("Secret", r"secretName: (\S+)"), ("Secret", r"secretKeyRef:\n\s+key: \S+\n\s+name: (\S+)"),
+                          ("ConfigMap", r"configMapRef:\n\s+name: (\S+)"),
+                          ("PersistentVolumeClaim", r"claimName: (\S+)"),
+                          ("ServiceAccount", r"serviceAccountName: (\S+)")):
+        names = set(re.findall(pattern, text))
+        assert names, pattern
+        assert {(kind, name) for name in names} <= defined, (kind, names)
+
+
+def test_secrets_are_placeholders_and_never_in_serve_config():
+    secrets = _built("secrets")
+    values = [v for s in secrets for v in s["stringData"].values()]
+    assert values and all(v.startswith("REPLACE_ME") for v in values)
+    by_name = {s["metadata"]["name"]: s["stringData"] for s in secrets}
+    assert set(by_name) == {"kcloud-api-token", "kcloud-ray-auth", "kcloud-influxdb", "kcloud-bmc"}
+    assert "auth_token" in by_name["kcloud-ray-auth"]  # the key KubeRay reads
+    for folder in OVERLAYS:
+        text = _one(_built(folder), "RayService")["spec"]["serveConfigV2"]
+        assert not any(value in text for value in values)
+        args = yaml.safe_load(text)["applications"][0]["args"]
+        secret_like = [key for key in _keys(args) if re.search(r"token|password|secret", key) and
+                       not key.endswith("_file")]
+        assert not secret_like, secret_like
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_dashboard_is_not_exposed_without_ray_token_auth(folder: str):
+    secrets = {s["metadata"]["name"]: s for s in _built("secrets")}
+    for kind, cluster in _ray_clusters(_built(folder)):
+        auth = cluster.get("authOptions", {})
+        host = cluster["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")
+        if host != "127.0.0.1":
+            assert auth.get("mode") == "token", kind
+            assert "auth_token" in secrets[auth["secretName"]]["stringData"], kind
+
+
+def test_autoscaler_rbac_is_get_and_patch_on_scale_targets_only():
+    role = _one(_built("base"), "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["get", "patch"]},
+    ]
+    binding = _one(_built("base"), "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kcloud-autoscaler", "namespace": "kcloud"}]
+    service = _one(_built("base"), "RayService")
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert head["serviceAccountName"] == "kcloud-autoscaler"
+
+
+def test_retraining_jobs_name_the_registry_and_the_cron_schedule():
+    objects = _built("base")
+    cron = _one(objects, "RayCronJob")
+    assert len(cron["spec"]["schedule"].split()) == 5
+    for entrypoint in (_one(objects, "RayJob")["spec"]["entrypoint"], cron["spec"]["jobTemplate"]["entrypoint"]):
+        assert "--model-path /models" in entrypoint
+
+
+def _keys(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in (key, *_keys(value))]
+    if isinstance(node, list):
+        return [k for item in node for k in _keys(item)]
+    return []
