@@ -7,8 +7,7 @@ back by any ingress replica, also after the app restarts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
+import logging
 from typing import Any
 
 import ray
@@ -20,7 +19,11 @@ from app.records import RecordStore
 from app.schemas import BatchItem, BatchItemResult
 from core.handle_loop import run_with_handles
 from core.registry import ModelRegistry
-from training import train_lstm
+from core.telemetry_csv import load_telemetry_csv
+from training.power.retrain import retrain_power
+from training.power.retrain_spec import RetrainSpec
+
+logger = logging.getLogger(__name__)
 
 ITEM_TIMEOUT_S = 120.0
 _ITEMS = TypeAdapter(list[BatchItem])
@@ -65,22 +68,19 @@ def _reason(exc: BaseException) -> str:
 
 
 @ray.remote(num_cpus=0)
-def run_retrain(state_path: str, job_id: str, model_id: str, model_path: str, argv: list[str]) -> str:
-    """Run the `train_lstm` command line as a Ray task; record the registered version or the error."""
+def run_retrain(state_path: str, job_id: str, model_path: str, data: str, spec: RetrainSpec) -> str:
+    """Retrain the power forecaster on the CSV `data` as a Ray task; record the registered version or the error."""
     store = RecordStore(state_path, "retrain")
     store.update(job_id, status="running")
-    before = set(ModelRegistry(model_path).versions(model_id))
-    output = io.StringIO()
-    with contextlib.redirect_stderr(output):
-        try:
-            code = train_lstm.main(argv)
-        except SystemExit as exc:  # argparse refused the arguments
-            code = exc.code if isinstance(exc.code, int) else 2
-    lines = [line for line in output.getvalue().splitlines() if line.startswith("train_lstm")]
-    message = " ".join(lines)[-2000:] or None
-    new = sorted(set(ModelRegistry(model_path).versions(model_id)) - before)
-    if code == 0 and new:
-        store.update(job_id, status="succeeded", registered_version=new[-1], message=message)
-        return "succeeded"
-    store.update(job_id, status="failed", message=message or f"train_lstm exited with status {code}")
-    return "failed"
+    try:
+        result = retrain_power(lambda _step_s: load_telemetry_csv(data), spec, registry=ModelRegistry(model_path))
+    except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
+        store.update(job_id, status="failed", message=f"train_lstm: error: {' '.join(str(exc).splitlines())}")
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the job fails, its cause goes to the log
+        logger.warning("retrain job %s failed", job_id, exc_info=True)
+        store.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
+        return "failed"
+    message = " ".join(f"train_lstm: {line}" for line in result.summary_lines())
+    store.update(job_id, status="succeeded", registered_version=result.version, message=message)
+    return "succeeded"

@@ -10,13 +10,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from core.durations import parse_duration
 from core.registry import ModelNotFoundError
+from core.settings import ConfigError
 from core.telemetry_csv import TelemetryDataError
-from training.config import ConfigError, ServiceConfig, format_errors, load_config
 from training.power.forecaster import ArtifactError
+from training.power.retrain_spec import ModelOverrides
+from training.settings import TrainingConfig, load_training_config
 
 
 def duration_arg(text: str) -> int:
@@ -61,23 +61,15 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 
-def load_with_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> ServiceConfig:
+def model_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> ModelOverrides:
+    """The config values the command line's flags replace."""
+    return ModelOverrides(step=args.step, horizon=horizon_s, sequence_length=args.sequence_length,
+                          epochs=args.epochs, hidden_size=args.hidden_size, seed=args.seed)
+
+
+def load_with_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> TrainingConfig:
     """The config file with the command line's overrides applied (and validated again)."""
-    config = load_config(args.config)
-    data = config.model_dump()
-    if args.step is not None:
-        data["predictor"]["step"] = args.step
-    if horizon_s is not None:
-        data["predictor"]["prediction_horizon"] = horizon_s
-    model = data["models"]["power_predictor"]
-    for flag, key in (("sequence_length", "sequence_length"), ("epochs", "epochs"),
-                      ("hidden_size", "hidden_size"), ("seed", "seed")):
-        if getattr(args, flag, None) is not None:
-            model[key] = getattr(args, flag)
-    try:
-        return ServiceConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors("command line", exc)) from exc
+    return model_overrides(args, horizon_s).apply(load_training_config(args.config))
 
 
 def run_cli(name: str, body: Callable[[], int]) -> int:

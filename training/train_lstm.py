@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from core.registry import ModelMetadata, ModelRegistry
+import pandas as pd
+from pydantic import ValidationError
+
+from core.registry import ModelRegistry
+from core.settings import ConfigError, format_errors
+from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import add_model_flags, duration_arg, load_with_overrides, run_cli
-from training.metrics import interval_metrics, point_metrics
-from training.power.dataset import PreparedData, prepare, train_forecaster
-from training.power.forecaster import ArtifactError, PowerForecaster
-from training.power.windows import Role
-
-SYNTHETIC_PREFIX = "syn-"
+from training.cli import add_model_flags, duration_arg, model_overrides, run_cli
+from training.power.retrain import retrain_power
+from training.power.retrain_spec import RetrainSpec
+from training.settings import load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,104 +51,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverage: float,
-                    tolerance: float) -> dict[str, Any]:
-    """The forecaster's scores on the holdout (TEST role) windows of `prepared`."""
-    test = prepared.windows(Role.TEST, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length)
-    if len(test) == 0:
-        raise ValueError("holdout too short for one forecast; raise --holdout-fraction")
-    forecast = forecaster.forecast(test.inputs, test.last_power)
-    metrics: dict[str, Any] = point_metrics(forecast.point, test.targets, test.mask)
-    metrics.update(interval_metrics(forecast.lower, forecast.upper, forecast.point, forecast.confidence,
-                                    test.targets, test.mask, nominal=coverage, tolerance=tolerance))
-    metrics["last_value_mae"] = point_metrics(
-        test.last_power[:, None].repeat(test.targets.shape[1], axis=1), test.targets, test.mask)["mae"]
-    metrics["holdout_points"] = int(test.mask.sum())
-    return metrics
-
-
-def _active_holdout_mae(registry: ModelRegistry, model_id: str, prepared: PreparedData,
-                        coverage: float, tolerance: float) -> tuple[int, float] | None:
-    """MAE of the active model on the new model's holdout, or None when there is none comparable."""
-    if registry.active_version(model_id) is None:
-        return None
-    folder, metadata = registry.get(model_id)
+def build_spec(args: argparse.Namespace) -> RetrainSpec:
+    """The run the flags ask for (the config file is read here; its overrides apply when the run starts)."""
+    activation = "never" if args.no_activate else "force" if args.force_activate else "if_better"
     try:
-        current = PowerForecaster.load(folder)
-    except ArtifactError:
-        return None
-    if current.pipeline.step_s != prepared.pipeline.step_s or current.horizon != prepared.horizon:
-        return None
-    return metadata.version, holdout_metrics(current, prepared, coverage, tolerance)["mae"]
+        return RetrainSpec(config=load_training_config(args.config),
+                           overrides=model_overrides(args, horizon_s=args.horizon),
+                           model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
+                           num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                           skip_short=args.from_store, verbose=not args.quiet)
+    except ValidationError as exc:
+        raise ConfigError(format_errors("command line", exc)) from None
 
 
-def _stored_frame(args: argparse.Namespace, step_s: int):
-    # Imported here: collectors builds on training, so training reaches it only from this command's branch.
-    from core.stores.frame import open_store, stored_frame
+def _csv(path: str) -> Callable[[int], pd.DataFrame]:
+    return lambda _step_s: load_telemetry_csv(path)
 
-    store = open_store()
-    try:
-        return stored_frame(store, args.since, step_s)
-    finally:
-        store.close()
+
+def _store(since_s: int) -> Callable[[int], pd.DataFrame]:
+    def read(step_s: int) -> pd.DataFrame:
+        store = open_store()
+        try:
+            return stored_frame(store, since_s, step_s)
+        finally:
+            store.close()
+
+    return read
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        config = load_with_overrides(args, horizon_s=args.horizon)
-        model_config = config.models.power_predictor
-        frame = _stored_frame(args, config.predictor.step) if args.from_store else load_telemetry_csv(args.data)
-        synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
-        prepared = prepare(frame, step_s=config.predictor.step, max_gap_s=config.predictor.max_gap,
-                           features=config.features, sequence_length=model_config.sequence_length,
-                           horizon=config.predictor.horizon_steps, train_fraction=1.0 - args.holdout_fraction,
-                           skip_short=args.from_store)
-        forecaster, weights = train_forecaster(prepared, model_config, num_workers=args.num_workers,
-                                               use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                                               verbose=not args.quiet)
-        coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
-        metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
-        registry = ModelRegistry(args.model_path or config.model_path)
-        incumbent = _active_holdout_mae(registry, args.model_id, prepared, coverage, tolerance)
-        activate = not args.no_activate and (args.force_activate or incumbent is None or metrics["mae"] <= incumbent[1])
-        with tempfile.TemporaryDirectory() as folder:
-            forecaster.save(Path(folder))
-            metadata = registry.publish(
-                args.model_id, Path(folder), model_type="lstm", activate=activate,
-                data_span=prepared.data_span(synthetic=synthetic),
-                feature_spec={"names": prepared.pipeline.feature_names, "features": list(config.features),
-                              "step_s": config.predictor.step, "sequence_length": model_config.sequence_length,
-                              "horizon_steps": config.predictor.horizon_steps},
-                feature_spec_hash=prepared.pipeline.spec_hash,
-                config=config.model_dump(mode="json"),
-                metrics=metrics,
-                training={"seed": model_config.seed, "best_epoch": weights.best_epoch,
-                          "epochs_run": weights.epochs_run, "duration_s": round(weights.duration_s, 1),
-                          "num_workers": weights.num_workers, "use_gpu": weights.use_gpu,
-                          "holdout_fraction": args.holdout_fraction, "synthetic_data": synthetic},
-            )
-        _say_result(metadata, metrics, activate, incumbent, synthetic)
+        spec = build_spec(args)
+        source = _store(args.since) if args.from_store else _csv(args.data)
+        result = retrain_power(source, spec, registry=ModelRegistry(args.model_path or spec.config.model_path))
+        for line in result.summary_lines():
+            sys.stderr.write(f"train_lstm: {line}\n")
         return 0
 
     return run_cli("train_lstm", body)
-
-
-def _say_result(metadata: ModelMetadata, metrics: dict[str, Any], activated: bool,
-                incumbent: tuple[int, float] | None, synthetic: bool) -> None:
-    label = " (trained on SYNTHETIC data: for demos only)" if synthetic else ""
-    sys.stderr.write(
-        f"train_lstm: registered {metadata.model_id} version {metadata.version}{label}; holdout MAE "
-        f"{metrics['mae']:.2f} W (last value {metrics['last_value_mae']:.2f} W), {metrics['nominal_coverage']:.0%} "
-        f"interval covers {metrics['coverage']:.1%}, mean confidence {metrics['mean_confidence']:.3f} vs hit rate "
-        f"{metrics['hit_rate']:.3f}\n")
-    if incumbent is not None:
-        verdict = "activated" if activated else "NOT activated (kept"
-        sys.stderr.write(f"train_lstm: active version {incumbent[0]} scores {incumbent[1]:.2f} W on the same holdout: "
-                         f"{verdict}{'' if activated else f' version {incumbent[0]})'}\n")
-    elif activated:
-        sys.stderr.write("train_lstm: activated (no model was active)\n")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from core.registry import DataSpan
-from training.config import PowerPredictorConfig
 from training.power.calibration import fit_calibration
 from training.power.features import FeaturePipeline, Segment, resample
 from training.power.fit import SupervisedArrays
 from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
-from training.power.windows import Role, Windows, assign_roles, build_windows
+from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
+from training.settings import PowerPredictorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     a telemetry store, where a node that joined an hour ago must not stop the retraining of the others.
 
     Raises:
-        ValueError: naming a series too short for one window, or when nothing is left to train on.
+        NotEnoughData: naming a series too short for one window, or when nothing is left to train on.
     """
     segments = resample(frame, step_s, max(max_gap_s, step_s))
     if skip_short:
@@ -72,7 +72,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
                  if (r == Role.FIT).any()]
     if not fit_parts:
-        raise ValueError("no training rows: the train fraction leaves nothing to fit on")
+        raise NotEnoughData("no training rows: the train fraction leaves nothing to fit on")
     pipeline = FeaturePipeline.fit(fit_parts, features, step_s)
     return PreparedData(segments, roles, pipeline, sequence_length, horizon)
 
@@ -98,7 +98,7 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
     short = _short_series(segments, sequence_length)
     if short:
         detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
-        raise ValueError(
+        raise NotEnoughData(
             f"series shorter than one window of {sequence_length + 1} steps at a {step_s}s step "
             f"(longest gap-free stretch): {detail}; use a shorter --sequence-length or step, or drop them")
 

@@ -22,7 +22,6 @@ from ray import train
 from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, prepare_data_loader, prepare_model
 
-from training.config import PowerPredictorConfig
 from training.power.fit import (
     SupervisedArrays,
     build_model,
@@ -32,6 +31,8 @@ from training.power.fit import (
     train_one_epoch,
     validation_mae,
 )
+from training.power.windows import NotEnoughData
+from training.settings import PowerPredictorConfig
 
 WEIGHTS_FILE = "model.pt"
 
@@ -119,7 +120,7 @@ def train_power_lstm(
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default).
     """
     if len(train_arrays.inputs) == 0 or len(val_arrays.inputs) == 0:
-        raise ValueError("not enough data: no training or validation windows (series too short for one window)")
+        raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
     if not ray.is_initialized():
         ray.init(log_to_driver=verbose, include_dashboard=False)
     config = {

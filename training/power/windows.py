@@ -16,6 +16,10 @@ import numpy as np
 from training.power.features import FeaturePipeline, Segment
 
 
+class NotEnoughData(ValueError):
+    """Too little telemetry for a training, calibration or holdout window; the message says what to change."""
+
+
 class Role(IntEnum):
     FIT = 0
     CALIB = 1

@@ -1,0 +1,31 @@
+"""A stand-in for the Ray Train step of the power forecaster: an untrained PowerLSTM, no Ray.
+
+`untrained(units)` returns a `train_power_lstm` replacement whose model's median is off by `units` power-scale
+units: 0 gives (nearly) the last-value forecast, a large shift a clearly worse one. Patch it over
+`training.power.dataset.train_power_lstm`; windows, calibration, scoring and the registry stay real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from training.power.fit import SupervisedArrays, build_model
+from training.power.ray_trainer import TrainedWeights
+from training.settings import PowerPredictorConfig
+
+
+def untrained(units: float) -> Callable[..., TrainedWeights]:
+    def train(train_arrays: SupervisedArrays, val_arrays: SupervisedArrays, model_config: PowerPredictorConfig,
+              power_std: float, **options: Any) -> TrainedWeights:
+        torch.manual_seed(model_config.seed)
+        model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], model_config.hidden_size,
+                            model_config.num_layers, model_config.dropout)
+        with torch.no_grad():
+            model.head[-1].bias.view(-1, 3)[:, 1] += units
+        return TrainedWeights(state_dict=model.state_dict(), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
+                              duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"])
+
+    return train

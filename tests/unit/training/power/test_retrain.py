@@ -1,0 +1,148 @@
+"""retrain_power: train -> holdout scores -> publish -> promote if better, on the real sample in tests/data.
+
+Ray Train is replaced by tests.fakes.trainer (an untrained PowerLSTM with a chosen bias, no Ray); windows,
+calibration, holdout scoring and the registry are the real code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+import pytest
+import torch
+
+from core.registry import ModelRegistry
+from core.settings import ConfigError
+from core.telemetry_csv import load_telemetry_csv
+from tests.fakes.trainer import untrained
+from tests.paths import TEST_DATA
+from training.power.retrain import retrain_power
+from training.power.retrain_spec import ModelOverrides, RetrainSpec
+from training.power.windows import NotEnoughData
+from training.settings import TrainingConfig
+
+SMALL = TrainingConfig.model_validate({
+    "predictor": {"step": "2min", "prediction_horizon": "20min"},
+    "models": {"power_predictor": {"sequence_length": 15, "hidden_size": 8, "num_layers": 1}},
+})
+GOOD, BAD = 0.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def sample() -> pd.DataFrame:
+    return load_telemetry_csv(TEST_DATA / "upm_sample.csv")
+
+
+@pytest.fixture
+def registry(tmp_path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+@pytest.fixture
+def shift(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], None]]:
+    """`shift(units)`: the next trainings return an untrained model whose median is off by `units`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda units: monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(units))
+    torch.set_num_threads(threads)
+
+
+def spec(**fields) -> RetrainSpec:
+    return RetrainSpec(config=SMALL, verbose=False, **fields)
+
+
+def test_first_version_is_activated_when_none_is_active(sample, registry, shift):
+    shift(GOOD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.model_id, result.version, result.decision) == ("power_lstm", 1, "no_incumbent")
+    assert result.activated
+    assert result.reason == "no comparable active model" and result.incumbent is None
+    assert {"activated": True, "reason": "no comparable active model"}.items() <= result.model_dump().items()
+    assert registry.active_version("power_lstm") == 1
+    assert result.summary_lines()[-1] == "activated (no model was active)"
+    _, metadata = registry.get("power_lstm", 1)
+    assert metadata.metrics == result.metrics.model_dump()
+    assert metadata.training == {**result.training.model_dump(), "synthetic_data": False}
+    assert metadata.feature_spec["horizon_steps"] == 10 and metadata.feature_spec["step_s"] == 120
+    assert metadata.data_span is not None and sorted(metadata.data_span.series) == [
+        "hybrid_1", "radiance_1", "sysbench_2"]
+
+
+def test_a_worse_version_is_registered_but_not_activated(sample, registry, shift):
+    shift(GOOD)
+    retrain_power(sample, spec(), registry=registry)
+    shift(BAD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "did_not_beat", False)
+    assert result.incumbent is not None and result.incumbent.version == 1
+    assert result.incumbent.mae < result.metrics.mae
+    assert result.reason == (f"did not beat active version 1: holdout MAE {result.metrics.mae:.2f} W "
+                             f"vs {result.incumbent.mae:.2f} W")
+    assert result.summary_lines()[-1].endswith("on the same holdout: NOT activated (kept version 1)")
+    assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
+
+
+def test_a_better_version_replaces_the_active_one(sample, registry, shift):
+    shift(BAD)
+    retrain_power(sample, spec(), registry=registry)
+    shift(GOOD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("beat_incumbent", True)
+    assert result.reason.startswith("beat active version 1: holdout MAE")
+    assert registry.active_version("power_lstm") == 2
+
+
+def test_forced_activation_skips_the_comparison(sample, registry, shift):
+    shift(GOOD)
+    retrain_power(sample, spec(), registry=registry)
+    shift(BAD)
+    result = retrain_power(sample, spec(activation="force"), registry=registry)
+    assert (result.decision, result.activated, result.reason) == ("forced", True, "activation forced")
+    assert result.incumbent is not None and result.incumbent.mae < result.metrics.mae  # still reported
+    assert registry.active_version("power_lstm") == 2
+
+
+def test_no_activation_registers_only(sample, registry, shift):
+    shift(GOOD)
+    result = retrain_power(sample, spec(activation="never"), registry=registry)
+    assert (result.decision, result.activated, result.reason) == ("not_requested", False, "activation not requested")
+    assert len(result.summary_lines()) == 1
+    assert registry.versions("power_lstm") == [1] and registry.active_version("power_lstm") is None
+
+
+def test_too_little_data_is_a_typed_error_and_registers_nothing(sample, registry, shift):
+    shift(GOOD)
+    tiny = sample.groupby("node_id").head(300)  # five minutes of one-second readings per node
+    with pytest.raises(NotEnoughData, match="series shorter than one window"):
+        retrain_power(tiny, spec(), registry=registry)
+    assert not registry.root.exists()
+
+
+def test_a_source_callable_gets_the_effective_step(sample, registry, shift):
+    shift(GOOD)
+    steps: list[int] = []
+
+    def source(step_s: int) -> pd.DataFrame:
+        steps.append(step_s)
+        return sample
+
+    result = retrain_power(source, spec(overrides=ModelOverrides(step="4min", horizon="20min")), registry=registry)
+    assert steps == [240]
+    _, metadata = registry.get("power_lstm", result.version)
+    assert metadata.feature_spec["horizon_steps"] == 5
+
+
+def test_overrides_the_config_refuses_are_a_config_error(sample, registry):
+    with pytest.raises(ConfigError, match="command line: predictor: prediction_horizon"):
+        retrain_power(sample, spec(overrides=ModelOverrides(horizon="3min")), registry=registry)
+    assert not registry.root.exists()
+
+
+def test_synthetic_data_is_flagged(sample, registry, shift):
+    shift(GOOD)
+    synthetic = sample.assign(node_id="syn-" + sample["node_id"])
+    result = retrain_power(synthetic, spec(), registry=registry)
+    assert result.synthetic
+    assert "(trained on SYNTHETIC data: for demos only)" in result.summary_lines()[0]
+    assert registry.get("power_lstm", 1)[1].training["synthetic_data"] is True

@@ -1,0 +1,56 @@
+"""The train_lstm command line over retrain_power: flags to a RetrainSpec, the result to its stderr lines.
+
+Ray Train is replaced by tests.fakes.trainer; tests/integration/test_training_cli.py runs the real one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from core.registry import ModelRegistry
+from tests.fakes.trainer import untrained
+from tests.paths import TEST_DATA
+from training import train_lstm
+
+SMALL = ["--data", str(TEST_DATA / "upm_sample.csv"), "--step", "2min", "--horizon", "20min",
+         "--sequence-length", "15", "--hidden-size", "8", "--quiet"]
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    return tmp_path / "models"
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().err.splitlines()
+
+
+def test_registers_activates_and_says_so(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models)]) == 0
+    lines = [line for line in _lines(capsys) if line.startswith("train_lstm")]
+    assert lines[0].startswith("train_lstm: registered power_lstm version 1; holdout MAE ")
+    assert lines[1:] == ["train_lstm: activated (no model was active)"]
+    assert ModelRegistry(models).active_version("power_lstm") == 1
+
+
+def test_a_second_run_is_compared_and_no_activate_keeps_the_active_one(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models)]) == 0
+    capsys.readouterr()
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--no-activate", "--force-activate"]) == 0
+    last = [line for line in _lines(capsys) if line.startswith("train_lstm")][-1]
+    assert last.startswith("train_lstm: active version 1 scores ")
+    assert last.endswith(" W on the same holdout: NOT activated (kept version 1)")
+    assert ModelRegistry(models).active_version("power_lstm") == 1
+
+
+def test_force_activate_activates(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--no-activate"]) == 0
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--force-activate"]) == 0
+    assert ModelRegistry(models).active_version("power_lstm") == 2
+
+
+def test_a_bad_model_id_is_named_before_training(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--model-id", "Bad Id"]) == 2
+    assert _lines(capsys)[-1].startswith("train_lstm: error: command line: model_id: invalid model id 'Bad Id'")
+    assert not models.exists()

@@ -1,0 +1,86 @@
+"""Retrain the power forecaster: train, score on the holdout, publish, and promote if it beats the active model.
+
+The one sequence behind `python -m training.train_lstm` and `POST /api/v1/models/retrain`. The last
+`holdout_fraction` of every series is never trained on; the new version's metrics are measured there, and
+so is the active version's, so the two are compared on the same windows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from core.registry import ModelRegistry
+from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.forecaster import PowerForecaster
+from training.power.holdout import HoldoutMetrics, Incumbent, holdout_metrics, score_incumbent
+from training.power.retrain_result import ACTIVATING, Decision, RetrainResult, TrainingFacts
+from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
+from training.settings import TrainingConfig
+
+SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
+
+
+def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegistry) -> RetrainResult:
+    """Train a forecaster on `source` as `spec` says, register it in `registry`, activate it if it wins.
+
+    Raises:
+        ConfigError: the overrides make an invalid config.
+        NotEnoughData: a series, the training part or the holdout is too short for one window.
+        TelemetryDataError, ValueError, OSError: from `source`.
+    """
+    config = spec.effective_config()
+    predictor, model_config = config.predictor, config.models.power_predictor
+    frame = source if isinstance(source, pd.DataFrame) else source(predictor.step)
+    synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
+    prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
+                       sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
+                       train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
+    forecaster, weights = train_forecaster(prepared, model_config, num_workers=spec.num_workers,
+                                           use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
+                                           verbose=spec.verbose)
+    coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
+    metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
+    incumbent = score_incumbent(registry, spec.model_id, prepared, coverage, tolerance)
+    decision = decide(spec.activation, metrics.mae, incumbent)
+    facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
+                          duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
+                          use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction)
+    version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
+                       activate=decision in ACTIVATING)
+    return RetrainResult(model_id=spec.model_id, version=version, decision=decision, metrics=metrics,
+                         incumbent=incumbent, synthetic=synthetic, training=facts)
+
+
+def decide(activation: Activation, mae: float, incumbent: Incumbent | None) -> Decision:
+    """Whether the new version goes into service: as asked, else if it is no worse than the active one."""
+    if activation == "never":
+        return "not_requested"
+    if activation == "force":
+        return "forced"
+    if incumbent is None:
+        return "no_incumbent"
+    return "beat_incumbent" if mae <= incumbent.mae else "did_not_beat"
+
+
+def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster, prepared: PreparedData,
+             config: TrainingConfig, metrics: HoldoutMetrics, facts: TrainingFacts, *, synthetic: bool,
+             activate: bool) -> int:
+    """Register the forecaster with what it was trained on and how it scored; returns its version."""
+    predictor, model_config = config.predictor, config.models.power_predictor
+    with tempfile.TemporaryDirectory() as folder:
+        forecaster.save(Path(folder))
+        metadata = registry.publish(
+            model_id, Path(folder), model_type="lstm", activate=activate,
+            data_span=prepared.data_span(synthetic=synthetic),
+            feature_spec={"names": prepared.pipeline.feature_names, "features": list(config.features),
+                          "step_s": predictor.step, "sequence_length": model_config.sequence_length,
+                          "horizon_steps": predictor.horizon_steps},
+            feature_spec_hash=prepared.pipeline.spec_hash,
+            config=config.model_dump(mode="json"),
+            metrics=metrics.model_dump(),
+            training={**facts.model_dump(), "synthetic_data": synthetic},
+        )
+    return metadata.version

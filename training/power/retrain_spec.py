@@ -1,0 +1,72 @@
+"""What one retraining of the power forecaster is asked to do: its data, config overrides and run options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from core.registry_metadata import ModelId
+from core.settings import ConfigError, Duration, format_errors
+from training.settings import TrainingConfig
+
+FrameSource = pd.DataFrame | Callable[[int], pd.DataFrame]
+"""Validated telemetry in the canonical schema (core.telemetry_csv), or a callable returning it for a step in
+seconds: the caller decides where the data comes from (a CSV, the telemetry store, ...)."""
+
+Activation = Literal["if_better", "force", "never"]
+"""Promote the new version if it beats the active one on the same holdout, always, or never."""
+
+
+class ModelOverrides(BaseModel):
+    """Values that replace the config's for one run (command-line flags, API request fields); None keeps it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: Duration | None = None
+    horizon: Duration | None = None
+    sequence_length: PositiveInt | None = None
+    epochs: PositiveInt | None = None
+    hidden_size: PositiveInt | None = None
+    seed: int | None = None
+
+    def apply(self, config: TrainingConfig) -> TrainingConfig:
+        """`config` with these values, validated again.
+
+        Raises:
+            ConfigError: naming the key and the reason (e.g. a horizon that is no whole multiple of the step).
+        """
+        data = config.model_dump()
+        if self.step is not None:
+            data["predictor"]["step"] = self.step
+        if self.horizon is not None:
+            data["predictor"]["prediction_horizon"] = self.horizon
+        model_keys = {"sequence_length", "epochs", "hidden_size", "seed"}
+        data["models"]["power_predictor"].update(self.model_dump(include=model_keys, exclude_none=True))
+        try:
+            return TrainingConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_errors("command line", exc)) from exc
+
+
+class RetrainSpec(BaseModel):
+    """Everything `train_lstm`'s flags say about a run, whoever starts it (the command line or the API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    config: TrainingConfig = Field(description="the service config, before `overrides`")
+    overrides: ModelOverrides = ModelOverrides()
+    model_id: ModelId = "power_lstm"
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="last share of every series never trained on")
+    activation: Activation = "if_better"
+    num_workers: PositiveInt = Field(1, description="Ray Train workers")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    skip_short: bool = Field(False, description="leave out series too short for one window instead of failing")
+    verbose: bool = Field(True, description="per-epoch progress lines from the Ray Train workers")
+
+    def effective_config(self) -> TrainingConfig:
+        """The config this run trains with (raises ConfigError for overrides the config refuses)."""
+        return self.overrides.apply(self.config)
