@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.durations import parse_duration
-from core.registry import ModelNotFoundError
+from core.registry_metadata import ModelNotFoundError
 from core.settings import ConfigError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.registry import DataSpan
+from core.registry_metadata import DataSpan
 from training.power.calibration import fit_calibration
 from training.power.features import FeaturePipeline, Segment, resample
 from training.power.fit import SupervisedArrays
