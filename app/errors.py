@@ -7,15 +7,22 @@ client finds the offending field the same way for pydantic's 422s and for ours.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from app.power_api import MissingPowerHistory
 from app.records import RecordNotFound
+from core.actors import ActorUnavailable
 from core.registry import ModelNotFoundError
+from core.stores.base import StoreUnavailable
 from training.power.inference import ForecastRequestError
+from training.power.stored_history import NoStoredTelemetry, UnknownNode
+from training.power.workload import WorkloadTelemetryMissing
 
 logger = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -58,6 +65,45 @@ def unavailable(what: str, exc: BaseException) -> ApiError:
     return ApiError(503, [], f"{what} is not available right now: {type(exc).__name__}", "unavailable")
 
 
+def _model_not_found(exc: ModelNotFoundError) -> ApiError:
+    version = f" version {exc.version}" if exc.version is not None else ""
+    logger.info("model lookup failed: %s", exc)  # the reason may name registry paths: log only
+    return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: not found", "not_found")
+
+
+def _store_unavailable(exc: StoreUnavailable) -> ApiError:
+    if isinstance(exc, ActorUnavailable):  # the store client's own words: no addresses in them
+        return ApiError(503, [], str(exc), "unavailable")
+    return unavailable("the telemetry store", exc)  # a backend's message may hold its URL or path
+
+
+# Domain error -> HTTP error, in one table. A subclass's entry wins over its base's (e.g. UnknownNode's over
+# NoStoredTelemetry's); messages are the errors' own, written for people, never a traceback or an address.
+DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
+    ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
+    MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
+    ModelNotFoundError: _model_not_found,
+    RecordNotFound: lambda exc: ApiError(404, ["path"], str(exc), "not_found"),
+    UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
+    NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),
+    WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),
+    StoreUnavailable: _store_unavailable,
+    ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
+}
+
+
+def _render(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(error_body(exc.loc, exc.message, exc.kind), status_code=exc.status, headers=headers)
+
+
+def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception], Any]:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return _render(to_http(exc))
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,20 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(error_body(exc.loc, exc.message, exc.kind), status_code=exc.status, headers=headers)
+        return _render(exc)
 
-    @app.exception_handler(ForecastRequestError)
-    async def _forecast_error(_: Request, exc: ForecastRequestError) -> JSONResponse:
-        return JSONResponse(error_body(["body", exc.field], exc.message, "value_error"), status_code=422)
-
-    @app.exception_handler(ModelNotFoundError)
-    async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
-        return JSONResponse(error_body(["path", "model_id"], str(exc), "not_found"), status_code=404)
-
-    @app.exception_handler(RecordNotFound)
-    async def _no_record(_: Request, exc: RecordNotFound) -> JSONResponse:
-        return JSONResponse(error_body(["path"], str(exc), "not_found"), status_code=404)
+    for kind, to_http in DOMAIN_ERRORS.items():  # Starlette picks the entry nearest along the error's MRO
+        app.add_exception_handler(kind, _handler(to_http))
 
 
 def install_body_limit(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:

@@ -1,9 +1,10 @@
 """The app builders, named by `import_path` in serve_config.yaml.
 
-Two Serve applications make up the service:
+Two Serve applications make up the service (names in core/names.py):
 - `kcloud` (route "/"): `build_app` -> ApiIngress + CostPredictor, every endpoint but the power forecast;
+  it also starts the actors the args enable (app/bootstrap.py);
 - `kcloud-power` (route "/api/v1/predict/power"): `build_power_app` -> PowerPredictor with its HTTP route,
-  so the proxy reaches the forecaster in one hop (see app/power_endpoint.py).
+  so the proxy reaches the forecaster in one hop (see app/power_route.py).
 Both take the same `args` (AppArgs).
 
     serve run serve_config.yaml
@@ -16,10 +17,13 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from app.config import AppArgs
+from app.bootstrap import start_actors
 from app.ingress import ApiIngress
-from app.power_endpoint import PowerEndpoint
+from app.power_route import power_api
+from app.settings import AppArgs
+from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, POWER_DEPLOYMENT
 from deployments.cost import CostPredictor
+from deployments.power import PowerPredictor
 
 
 def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
@@ -29,15 +33,17 @@ def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
 
 def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
     """ApiIngress bound to CostPredictor; reaches PowerPredictor in the `power_app_name` application.
+    Starts (or finds) the store actor, the collector supervisor and the scaling controller as `args` say.
 
     Args:
         args: the `args:` block of serve_config.yaml (see `AppArgs`); validated here, so a wrong key or
             value stops `serve run` with its name.
     """
     app_args = _validated(args)
-    cost = serve.deployment(CostPredictor, name="CostPredictor").options(
+    start_actors(app_args)
+    cost = serve.deployment(CostPredictor, name=COST_DEPLOYMENT).options(
         **app_args.cost_predictor.as_options()).bind(app_args.model_path, app_args.cost_model_id)
-    return serve.deployment(ApiIngress, name="ApiIngress").options(
+    return serve.deployment(ApiIngress, name=INGRESS_DEPLOYMENT).options(
         **app_args.ingress.as_options()).bind(cost, app_args)
 
 
@@ -46,6 +52,6 @@ def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application
     app_args = _validated(args)
     config = app_args.service_config()
     workloads = {workload: list(nodes) for workload, nodes in config.workloads.items()}
-    return serve.deployment(PowerEndpoint, name="PowerPredictor").options(
+    return serve.deployment(serve.ingress(power_api)(PowerPredictor), name=POWER_DEPLOYMENT).options(
         **app_args.power_predictor.as_options()).bind(app_args.model_path, app_args.power_model_id,
                                                      config.telemetry.stale_after, workloads)

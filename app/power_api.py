@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from app.errors import ApiError
 from app.schemas import PowerPoint, PowerPredictionRequest, PowerPredictionResponse
 from core.durations import parse_duration
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.power.inference import PowerForecast, PowerHistory
+
+
+class MissingPowerHistory(ValueError):
+    """A request brings no power history and names no node or configured workload to read one for."""
 
 
 def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -21,36 +24,16 @@ def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequen
     return list(workloads[request.workload_id]) if request.workload_id in workloads else None
 
 
-def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
-    """A workload's forecast from its nodes' forecasts, lead by lead.
-
-    Point, lower and upper are summed: the summed bounds hold whenever every node's do. That is exact for
-    nodes whose errors move together and wider than needed for independent ones; it is not a formal
-    coverage guarantee for the sum. Confidence is the lowest node's, window coverage the lowest, padding
-    the largest.
-    """
-    first = forecasts[0]
-    if len(forecasts) == 1:
-        return first
-
-    def total(name: str) -> tuple[float, ...]:
-        return tuple(round(sum(values), 2) for values in zip(*(getattr(f, name) for f in forecasts), strict=True))
-
-    return first.model_copy(update={
-        "point": total("point"), "lower": total("lower"), "upper": total("upper"),
-        "confidence": tuple(min(values) for values in zip(*(f.confidence for f in forecasts), strict=True)),
-        "window_coverage": min(f.window_coverage for f in forecasts),
-        "padded_steps": max(f.padded_steps for f in forecasts),
-    })
-
-
 def to_history(request: PowerPredictionRequest) -> PowerHistory:
-    """The forecaster's input for a request; 422 naming the field when the window cannot be filled."""
+    """The forecaster's input for a request that brings its power history.
+
+    Raises:
+        MissingPowerHistory: `features.power_watts` is absent or empty.
+    """
     features = request.features
     if features is None or not features.power_watts:
-        raise ApiError(422, ["body", "features", "power_watts"],
-                       "recent power history is required (or a node_id whose telemetry is stored, or a "
-                       "workload_id listed in the config's workloads)")
+        raise MissingPowerHistory("recent power history is required (or a node_id whose telemetry is stored, or a "
+                                  "workload_id listed in the config's workloads)")
     numeric = {name: tuple(values) for name in NUMERIC_FEATURES if (values := getattr(features, name))}
     return PowerHistory(power_watts=tuple(features.power_watts), numeric=numeric,
                         workload_type=features.workload_type, end_time=request.end_time,

@@ -18,6 +18,7 @@ from app.power_api import to_history, to_response
 from app.records import RecordStore
 from app.schemas import BatchItem, BatchItemResult
 from core.handle_loop import run_with_handles
+from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
 from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
 from training.power.retrain import retrain_power
@@ -46,8 +47,8 @@ def run_batch(state_path: str, batch_id: str, app_name: str, power_app_name: str
 
 async def _answer(items: list[Any], app_name: str, power_app_name: str) -> list[BatchItemResult]:
     """Every item through its predictor, concurrently (the PowerPredictor batches them)."""
-    power = serve.get_deployment_handle("PowerPredictor", app_name=power_app_name)
-    cost = serve.get_deployment_handle("CostPredictor", app_name=app_name)
+    power = serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=power_app_name)
+    cost = serve.get_deployment_handle(COST_DEPLOYMENT, app_name=app_name)
 
     async def one(index: int, item: Any) -> BatchItemResult:
         try:

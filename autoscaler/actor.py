@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.actuators import Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
@@ -24,27 +23,14 @@ from autoscaler.controller import ScalingController
 from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
+from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
-from collectors.store_actor import NAMESPACE, RemoteStore
-from collectors.supervisor import SUPERVISOR
-from training.config import load_config
+from core.actors import ActorUnavailable, NamedActor
+from core.names import CONTROLLER_ACTOR, NAMESPACE, SUPERVISOR_ACTOR
+from core.stores.remote import RemoteStore
 
 logger = logging.getLogger(__name__)
-CONTROLLER = "scaling_controller"
 CALL_TIMEOUT_S = 15.0
-
-
-class ControllerSettings(BaseModel):
-    """How the controller actor is built (from the app's `autoscaler` args)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    state_file: str
-    config_path: str | None = None
-    power_app_name: str = "kcloud-power"
-    ray_dashboard_url: str = "http://127.0.0.1:8265"
-    kubeconfig: str | None = None
-    interval_s: float | None = Field(None, gt=0, description="override of auto_scaling.evaluation_interval")
 
 
 class DecisionMetrics:
@@ -77,6 +63,7 @@ class TelemetryNodeNames:
 
     def __init__(self, max_age_s: float = 60.0):
         self.max_age_s = max_age_s
+        self.supervisor = NamedActor(SUPERVISOR_ACTOR, "the collector supervisor", timeout_s=CALL_TIMEOUT_S)
         self._names: dict[str, str] = {}
         self._read_at = -math.inf
 
@@ -85,17 +72,12 @@ class TelemetryNodeNames:
             self._names, self._read_at = self._read(), time.monotonic()
         return {node: self._names[node] for node in ray_node_ids if node in self._names}
 
-    @staticmethod
-    def _read() -> dict[str, str]:
+    def _read(self) -> dict[str, str]:
         names = {node["NodeID"]: node["NodeManagerHostname"] for node in ray.nodes() if node.get("Alive")}
         try:
-            supervisor = ray.get_actor(SUPERVISOR, namespace=NAMESPACE)
-            collectors = ray.get(supervisor.status.remote(), timeout=CALL_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - no collectors running: hostnames it is
-            return names
-        for key, status in collectors.items():
-            if key.startswith("node-") and status.get("node_id"):
-                names[key.removeprefix("node-")] = status["node_id"]
+            names.update(self.supervisor.call("node_names"))
+        except ActorUnavailable:  # no collectors running: hostnames it is
+            pass
         return names
 
 
@@ -104,7 +86,7 @@ class ScalingControllerService:
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = ControllerSettings.model_validate(settings)
-        config = load_config(self.settings.config_path)
+        config = load_autoscaler_config(self.settings.config_path)
         actuators = Actuators([RayServeActuator(self.settings.ray_dashboard_url),
                                KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
         self.controller = ScalingController(
@@ -156,27 +138,11 @@ class ScalingControllerService:
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:
     """The cluster's controller actor, created if it does not exist (detached, pinned to the head node)."""
     return ray.remote(ScalingControllerService).options(
-        name=CONTROLLER, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
     ).remote(settings.model_dump())
 
 
-class ControllerUnavailable(RuntimeError):
-    """The controller actor is not running or did not answer in time."""
-
-
-class RemoteController:
-    """Calls the named controller actor; any failure to reach it is ControllerUnavailable."""
-
-    def __init__(self, timeout_s: float = CALL_TIMEOUT_S):
-        self.timeout_s = timeout_s
-
-    def call(self, method: str, *args: Any) -> Any:
-        try:
-            actor = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-        except ValueError as exc:
-            raise ControllerUnavailable("the scaling controller is not running") from exc
-        try:
-            return ray.get(getattr(actor, method).remote(*args), timeout=self.timeout_s)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
-            raise ControllerUnavailable(f"the scaling controller did not answer: {type(exc).__name__}") from exc
+def controller_client(hint: str = "", timeout_s: float = CALL_TIMEOUT_S) -> NamedActor:
+    """A client of the controller actor: `.call("policies")` etc.; ActorUnavailable when it is not there."""
+    return NamedActor(CONTROLLER_ACTOR, "the scaling controller", timeout_s=timeout_s, hint=hint)

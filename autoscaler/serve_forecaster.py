@@ -14,14 +14,15 @@ from ray import serve
 
 from autoscaler.controller import ModelShape
 from core.handle_loop import run_with_handles
-from training.power.inference import PowerForecast, PowerHistory
+from core.names import POWER_APP, POWER_DEPLOYMENT
+from training.power.inference import PowerForecast, PowerHistory, ServedModel
 
 
 class ServeForecaster:
     """Calls `describe` and `forecast` of the PowerPredictor replicas; a tick's histories go out concurrently,
     so the replicas' `@serve.batch` turns them into a few forward passes."""
 
-    def __init__(self, app_name: str = "kcloud-power", deployment: str = "PowerPredictor", timeout_s: float = 30.0):
+    def __init__(self, app_name: str = POWER_APP, deployment: str = POWER_DEPLOYMENT, timeout_s: float = 30.0):
         self.app_name, self.deployment, self.timeout_s = app_name, deployment, timeout_s
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -31,12 +32,12 @@ class ServeForecaster:
         return serve.get_deployment_handle(self.deployment, app_name=self.app_name)
 
     def shape(self) -> ModelShape:
-        async def describe() -> dict:
+        async def describe() -> ServedModel:
             return await asyncio.wait_for(self._handle().describe.remote(), self.timeout_s)
 
-        described = self._run(describe())
-        return ModelShape(model_version=described["model_version"], step_s=described["step_seconds"],
-                          sequence_length=described["sequence_length"], horizon_steps=described["horizon_steps"])
+        served = self._run(describe())
+        return ModelShape(model_version=served.model_version, step_s=served.step_seconds,
+                          sequence_length=served.sequence_length, horizon_steps=served.horizon_steps)
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
         async def forecast_all() -> list[PowerForecast | BaseException]:

@@ -84,6 +84,7 @@ def main() -> None:
 
     from app import demo_model
     from app.main import build_app, build_power_app
+    from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
@@ -101,8 +102,8 @@ def main() -> None:
             user_config = {"batching": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.0}
             app_args = {"model_path": args.model_path, "state_path": "/tmp/kcloud-bench-state",
                         "power_predictor": {"user_config": user_config}}
-            serve.run(build_power_app(app_args), name="kcloud-power", route_prefix="/api/v1/predict/power")
-            serve.run(build_app(app_args), name="kcloud", route_prefix="/")
+            serve.run(build_power_app(app_args), name=POWER_APP, route_prefix=POWER_ROUTE_PREFIX)
+            serve.run(build_app(app_args), name=MAIN_APP, route_prefix="/")
             run_load(HOST, port, requests["power"], clients=4, seconds=3)  # warm up
             label = "batching on" if batching else "batching off"
             for name in ("healthz", "power", "cost") if batching else ("power",):

@@ -3,70 +3,31 @@
 `start_telemetry` starts (or finds) the store actor and the supervisor; the supervisor reconciles every
 `reconcile_s`: a node without a healthy collector gets one, pinned to it with node-affinity scheduling;
 collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller
-(the API ingress starts them) and are found again after its restart.
+(the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from collectors.collector import Collector
-from collectors.replay import ReplaySource
-from collectors.sources import build_sources
-from collectors.store_actor import NAMESPACE, RemoteStore, start_store_actor
-from training.config import ServiceConfig
+from collectors.collector_actor import CollectorActor
+from collectors.settings import CollectorConfig
+from collectors.store_actor import start_store_actor
+from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
-SUPERVISOR = "collector_supervisor"
 HEALTH_TIMEOUT_S = 10.0
-
-
-class ReplaySettings(BaseModel):
-    """Play a canonical telemetry CSV as live telemetry (demos, tests)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    speed: float = 1.0
-    loop: bool = True
-
-
-class CollectorHost:
-    """Actor body: builds this node's sources and runs a Collector over them."""
-
-    def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None):
-        config = ServiceConfig.model_validate(config_data)
-        if replay is not None:
-            settings = ReplaySettings.model_validate(replay)
-            node_name = "replay"
-            sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop)]
-        else:
-            node_name = os.environ.get("NODE_NAME") or socket.gethostname()
-            sources = build_sources(config, node_name, selected=set(selected) if selected else None)
-        store = RemoteStore()
-        self.collector = Collector(node_name, sources, None if store.is_read_only() else store, config.telemetry)
-
-    def status(self) -> dict:
-        return self.collector.status()
-
-    def flush(self) -> int:
-        return self.collector.flush()
-
-    def stop(self) -> None:
-        self.collector.stop()
+NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
 
 
 class CollectorSupervisor:
-    """Actor body: keeps one CollectorHost per alive node (plus one replay collector when configured)."""
+    """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured)."""
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
                  replay: dict | None = None, reconcile_s: float = 10.0):
@@ -87,7 +48,7 @@ class CollectorSupervisor:
     def reconcile(self) -> dict[str, str]:
         """Start missing or unhealthy collectors; forget those of departed nodes. Returns what it did."""
         alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
-        wanted = {f"node-{node_id}": node_id for node_id in alive}
+        wanted = {f"{NODE_KEY}{node_id}": node_id for node_id in alive}
         if self.replay is not None:
             wanted["replay"] = None
         actions = {}
@@ -108,12 +69,12 @@ class CollectorSupervisor:
         return actions
 
     def _start(self, key: str, node_id: str | None):
-        options: dict[str, Any] = {"name": f"collector-{key}", "namespace": NAMESPACE, "lifetime": "detached",
+        options: dict[str, Any] = {"name": collector_actor(key), "namespace": NAMESPACE, "lifetime": "detached",
                                    "get_if_exists": True, "max_restarts": -1, "num_cpus": 0}
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         replay = self.replay if node_id is None else None
-        return ray.remote(CollectorHost).options(**options).remote(self.config_data, self.selected, replay)
+        return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected, replay)
 
     @staticmethod
     def _healthy(handle) -> bool:
@@ -132,6 +93,21 @@ class CollectorSupervisor:
                 result[key] = {"error": f"{type(exc).__name__}"}
         return result
 
+    def node_names(self) -> dict[str, str]:
+        """Ray node id -> the telemetry node id its collector stamps on samples (collectors that answer)."""
+        asked = {handle.node_id.remote(): key.removeprefix(NODE_KEY)
+                 for key, handle in list(self.collectors.items()) if key.startswith(NODE_KEY)}
+        if not asked:
+            return {}
+        ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=HEALTH_TIMEOUT_S)
+        names = {}
+        for ref in ready:
+            try:
+                names[asked[ref]] = ray.get(ref)
+            except Exception:  # noqa: BLE001 - a failed collector: its node goes unnamed here
+                continue
+        return names
+
     def stop(self) -> None:
         """Stop every collector (each flushes what it holds) and the reconcile loop."""
         self._stop.set()
@@ -144,11 +120,17 @@ class CollectorSupervisor:
         self.collectors.clear()
 
 
-def start_telemetry(config: ServiceConfig, *, selected: list[str] | None = None, replay: dict | None = None,
-                    store_settings: Mapping[str, str] | None = None, reconcile_s: float = 10.0):
-    """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle."""
-    start_store_actor(store_settings)
+def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,
+                    store_settings: Mapping[str, str] | None = None, config_path: str | None = None,
+                    reconcile_s: float = 10.0):
+    """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle.
+
+    `store_settings` (variable names) and `config_path` (the file whose `influx_host` applies) go to the store
+    actor, which reads them over its own environment (core/stores/settings.py).
+    """
+    start_store_actor(store_settings, config_path)
     return ray.remote(CollectorSupervisor).options(
-        name=SUPERVISOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        name=SUPERVISOR_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         num_cpus=0,
-    ).remote(config.model_dump(mode="json"), selected, replay, reconcile_s)
+    ).remote(config.model_dump(mode="json", include=set(CollectorConfig.model_fields)), selected, replay,
+             reconcile_s)

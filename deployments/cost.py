@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from pydantic import BaseModel, ConfigDict
+
 from core.registry import ModelRegistry
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
@@ -13,6 +15,15 @@ from training.cost.schema import CostEstimate, CostQuery
 
 logger = logging.getLogger("ray.serve")
 REGISTRY_POLL_S = 10.0
+
+
+class ServedCostModel(BaseModel):
+    """What a CostPredictor replica serves, and its live latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_version: str
+    latency_ms: dict[str, float | int]
 
 
 class CostPredictor(RegistryFollower):
@@ -42,8 +53,8 @@ class CostPredictor(RegistryFollower):
         self.latency.record((time.perf_counter() - started) * 1000.0)
         return estimate
 
-    def describe(self) -> dict:
-        return {"model_version": f"{self.model_id}/{self.version}", "latency_ms": self.latency.percentiles()}
+    def describe(self) -> ServedCostModel:
+        return ServedCostModel(model_version=f"{self.model_id}/{self.version}", latency_ms=self.latency.percentiles())
 
     def check_health(self) -> None:
         if self.model is None:

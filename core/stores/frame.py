@@ -14,15 +14,11 @@ def open_store() -> TelemetryStore:
     """The cluster's store actor when Ray runs one, else the backend the environment names."""
     import ray
 
-    from collectors.store_actor import NAMESPACE, STORE_ACTOR, RemoteStore
     from core.stores.factory import create_store
+    from core.stores.remote import RemoteStore
 
-    if ray.is_initialized():
-        try:
-            ray.get_actor(STORE_ACTOR, namespace=NAMESPACE)
-            return RemoteStore()
-        except ValueError:
-            pass
+    if ray.is_initialized() and (remote := RemoteStore()).actor.exists():
+        return remote
     return create_store()
 
 

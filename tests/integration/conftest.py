@@ -46,6 +46,8 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_u
     from ray import serve
 
     from app.main import build_app, build_power_app
+    from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
+
     state = tmp_path_factory.mktemp("state")
     token_file = state / "token"
     token_file.write_text("test-token\n")
@@ -64,9 +66,9 @@ def api(served_models, serve_port, tmp_path_factory, upm_sample, ray_dashboard_u
         # the controller ticks when a test asks (an hour between its own ticks)
         "autoscaler": {"enabled": True, "ray_dashboard_url": ray_dashboard_url, "interval_s": 3600},
     }
-    serve.run(build_power_app(args), name="kcloud-power", route_prefix="/api/v1/predict/power")
-    serve.run(build_app(args), name="kcloud", route_prefix="/")
+    serve.run(build_power_app(args), name=POWER_APP, route_prefix=POWER_ROUTE_PREFIX)
+    serve.run(build_app(args), name=MAIN_APP, route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
         yield client
-    serve.delete("kcloud")
-    serve.delete("kcloud-power")
+    serve.delete(MAIN_APP)
+    serve.delete(POWER_APP)

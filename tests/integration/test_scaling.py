@@ -10,8 +10,9 @@ import pytest
 import ray
 from ray import serve
 
-from autoscaler.actor import CONTROLLER, RemoteController
-from collectors.store_actor import NAMESPACE, RemoteStore
+from autoscaler.actor import controller_client
+from core.names import CONTROLLER_ACTOR, NAMESPACE
+from core.stores.remote import RemoteStore
 from core.telemetry import TelemetrySample
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,7 @@ def target(api):
 
 
 def tick() -> list[dict]:
-    return [e.model_dump(mode="json") for e in RemoteController().call("tick")]
+    return [e.model_dump(mode="json") for e in controller_client().call("tick")]
 
 
 def test_policies_api_creates_replaces_reads_and_deletes(api):
@@ -136,9 +137,9 @@ def test_controller_scales_a_serve_deployment_and_survives_a_kill(api, target):
     assert event["forecast_power_watts"] is not None and event["measured_power_watts"] == pytest.approx(950)
     wait_for(lambda: running_replicas() == 2, 60, "the second Serve replica")
 
-    ray.kill(ray.get_actor(CONTROLLER, namespace=NAMESPACE), no_restart=False)
+    ray.kill(ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE), no_restart=False)
     # Ray restarts it; the restarted actor reads policies, cooldown clocks and events back from its file.
-    policies = wait_for(lambda: _try(lambda: RemoteController().call("policies")), 60, "the restarted controller")
+    policies = wait_for(lambda: _try(lambda: controller_client().call("policies")), 60, "the restarted controller")
     assert name in [p.name for p in policies]
     after = next(e for e in tick() if e["policy"] == name)
     assert after["action"] == "hold" and "cooldown" in after["reason"], after

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import ray
 
-from collectors.store_actor import NAMESPACE, STORE_ACTOR, RemoteStore
+from collectors.settings import CollectorConfig
 from collectors.supervisor import start_telemetry
+from core.names import NAMESPACE, STORE_ACTOR, collector_actor
+from core.stores.remote import RemoteStore
 from core.stores.sqlite import DB_FILENAME
 from core.stores.window import replay_samples
 from core.telemetry_csv import load_telemetry_csv
-from training.config import ServiceConfig
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,8 @@ def telemetry(telemetry_store, ray_cluster, upm_sample, tmp_path_factory):
     minute["timestamp"] -= minute.groupby("node_id")["timestamp"].transform("min") - pd.Timestamp(0, tz="UTC")
     replay_csv = folder / "replay.csv"
     minute.to_csv(replay_csv, index=False)
-    config = ServiceConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
-                                                         "spill_dir": str(folder / "spill")}})
+    config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
+                                                           "spill_dir": str(folder / "spill")}})
     supervisor = start_telemetry(config, selected=["host"], replay={"path": str(replay_csv), "speed": 600},
                                  reconcile_s=1.0)
     yield supervisor
@@ -58,6 +59,8 @@ def test_collectors_fill_the_store(telemetry):
     assert "replay" in status and any(key.startswith("node-") for key in status)
     host = next(value for key, value in status.items() if key.startswith("node-"))
     assert host["rounds"] >= 1 and host["sources"]
+    [ray_node] = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    assert ray.get(telemetry.node_names.remote(), timeout=30) == {ray_node: host["node_id"]}  # the controller's map
     latest = {n.node_id: n for n in store.latest()}
     assert set(nodes) >= set(latest) >= {"hybrid_1"}
     assert latest["hybrid_1"].age_s < 30
@@ -72,11 +75,11 @@ def test_collectors_fill_the_store(telemetry):
 def test_supervisor_restarts_a_killed_collector(telemetry):
     status = ray.get(telemetry.status.remote(), timeout=30)
     key = next(k for k in status if k.startswith("node-"))
-    ray.kill(ray.get_actor(f"collector-{key}", namespace=NAMESPACE), no_restart=True)
+    ray.kill(ray.get_actor(collector_actor(key), namespace=NAMESPACE), no_restart=True)
 
     def restarted():
         try:
-            return ray.get(ray.get_actor(f"collector-{key}", namespace=NAMESPACE).status.remote(), timeout=5)
+            return ray.get(ray.get_actor(collector_actor(key), namespace=NAMESPACE).status.remote(), timeout=5)
         except Exception:  # noqa: BLE001 - not back yet
             return None
 
@@ -98,7 +101,7 @@ def test_store_outage_loses_nothing(telemetry):
 
 def test_every_replayed_sample_is_stored_exactly_once(telemetry, telemetry_store):
     """After the outage above: stop the replay collector (it flushes) and count what reached the store."""
-    replay = ray.get_actor("collector-replay", namespace=NAMESPACE)
+    replay = ray.get_actor(collector_actor("replay"), namespace=NAMESPACE)
     ray.get(replay.stop.remote(), timeout=90)
     status = ray.get(replay.status.remote(), timeout=30)
     assert status["buffered"] == 0 and status["samples"] > 100

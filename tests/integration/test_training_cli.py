@@ -93,7 +93,7 @@ def test_train_from_the_telemetry_store(tmp_path, telemetry_store, upm_sample):
     """
     import pandas as pd
 
-    from collectors.store_actor import RemoteStore
+    from core.stores.remote import RemoteStore
     from core.stores.window import replay_samples
     from core.telemetry_csv import load_telemetry_csv
 

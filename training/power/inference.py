@@ -77,6 +77,19 @@ class PowerForecast(BaseModel):
     interval_coverage: float  # nominal coverage of [lower, upper]
 
 
+class ServedModel(BaseModel):
+    """What a PowerPredictor replica serves: version, step, window, horizon, features and live latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_version: str
+    step_seconds: int
+    sequence_length: int
+    horizon_steps: int
+    features: tuple[str, ...]
+    latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
+
+
 def history_segment(history: PowerHistory, sequence_length: int, step_s: int) -> tuple[Segment, int]:
     """The model's input segment for a history, and how many leading steps were padded."""
     power = np.asarray(history.power_watts[-sequence_length:], dtype=float)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.power_api import stored_nodes, sum_forecasts
+import pytest
+
+from app.power_api import MissingPowerHistory, stored_nodes, to_history
 from app.schemas import PowerPredictionRequest
 from training.power.inference import PowerForecast
+from training.power.workload import sum_forecasts
 
 WORKLOADS = {"llm": ("n1", "n2")}
 
@@ -29,6 +32,14 @@ def test_node_id_wins_then_the_workloads_map():
     assert stored_nodes(PowerPredictionRequest(workload_id="llm", node_id="n9"), WORKLOADS) == ["n9"]
     assert stored_nodes(PowerPredictionRequest(workload_id="llm"), WORKLOADS) == ["n1", "n2"]
     assert stored_nodes(PowerPredictionRequest(workload_id="other"), WORKLOADS) is None
+
+
+def test_no_power_history_is_a_plain_domain_error():
+    with pytest.raises(MissingPowerHistory, match="recent power history is required"):
+        to_history(PowerPredictionRequest(workload_id="other"))
+    history = to_history(PowerPredictionRequest(workload_id="w", features={"power_watts": [1.0, 2.0]},
+                                                prediction_horizon="10m"))
+    assert history.power_watts == (1.0, 2.0) and history.horizon_s == 600
 
 
 def test_node_forecasts_sum_lead_by_lead_with_the_weakest_confidence():

@@ -1,0 +1,27 @@
+"""Start the cluster's long-lived actors the app's args ask for, from the app builder (not the HTTP ingress).
+
+The store actor with the collector supervisor (`args.telemetry.enabled`) and the scaling controller
+(`args.autoscaler.enabled`). All are named, detached and created with get_if_exists, so a builder that runs
+again (a redeploy, another `serve run`) finds them instead of starting twins, and they outlive the process
+that built the app (the `serve run` driver or Serve's build task).
+"""
+
+from __future__ import annotations
+
+from app.settings import AppArgs
+from autoscaler.actor import start_controller
+from autoscaler.policy_config import policies_from_config
+from collectors.supervisor import start_telemetry
+
+
+def start_actors(args: AppArgs) -> None:
+    """Start (or find) the actors `args` enable; a bad scaling section of the config file stops it first."""
+    config = args.service_config()
+    if args.autoscaler.enabled:
+        policies_from_config(config, args.config_path or "config")  # refuse a bad file before starting anything
+        start_controller(args.controller_settings())
+    if args.telemetry.enabled:
+        telemetry = args.telemetry
+        start_telemetry(config, selected=telemetry.sources,
+                        replay=telemetry.replay.model_dump() if telemetry.replay else None,
+                        store_settings=telemetry.store_settings, config_path=args.config_path)

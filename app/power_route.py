@@ -1,0 +1,61 @@
+"""The HTTP route of the power forecast, served by the PowerPredictor replicas themselves.
+
+`POST /api/v1/predict/power` is the hot path. Serve's proxy sends it straight to the PowerPredictor
+replicas (the `kcloud-power` application at that route prefix), instead of ingress -> handle -> predictor:
+one hop, like `/healthz`. The main ingress documents the route in its OpenAPI and reaches the same
+replicas through a handle for batches. This module adds only HTTP around deployments/power.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+
+from app.errors import install_body_limit, install_error_handlers, responses
+from app.power_api import stored_nodes, to_history, to_response
+from app.replica import serving_replica
+from app.schemas import PowerPredictionRequest, PowerPredictionResponse
+from core.durations import parse_duration
+from deployments.power import PowerPredictor
+
+power_api = FastAPI(title="kcloud-opt-predictor power forecasts", version="0.1.0")
+install_error_handlers(power_api)
+install_body_limit(power_api)
+
+
+class _ServeAtPrefix:
+    """Answer the route prefix itself (`.../power`, no trailing slash) without a redirect."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == scope.get("root_path", ""):
+            scope = {**scope, "path": scope["path"] + "/"}
+        await self.app(scope, receive, send)
+
+
+power_api.add_middleware(_ServeAtPrefix)
+
+
+@power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power",
+                responses=responses(404, 413, 503))
+async def predict_power(request: PowerPredictionRequest,
+                        replica: Annotated[PowerPredictor, Depends(serving_replica)]) -> PowerPredictionResponse:
+    """Forecast power for every step of the horizon, with interval and confidence.
+
+    Without `features.power_watts`, the window comes from stored telemetry: the `node_id`'s, or, for a
+    `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed).
+    """
+    nodes = stored_nodes(request, replica.workloads)
+    if nodes is None:
+        return to_response(request, await replica.forecast(to_history(request)))
+    stored = await replica.forecast_stored(
+        nodes, parse_duration(request.prediction_horizon),
+        workload_type=request.features.workload_type if request.features else None,
+        workload_id=request.workload_id if request.node_id is None else None)
+    return to_response(request, stored.forecast).model_copy(update={
+        "history_source": "store", "data_age_seconds": round(stored.age_s, 1), "stale": stored.stale,
+        "nodes": nodes if request.node_id is None else None})
+

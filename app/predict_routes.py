@@ -1,0 +1,52 @@
+"""Routes of the cost forecast and of prediction batches (the power forecast is app/power_route.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.errors import ApiError, responses, unavailable
+from app.ingress_state import Ingress
+from app.power_api import MissingPowerHistory, to_history
+from app.schemas import BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
+
+router = APIRouter()
+
+
+def batch_status(record: dict) -> BatchStatus:
+    return BatchStatus(batch_id=record["id"], status=record["status"], created_at=record["created_at"],
+                       updated_at=record["updated_at"], items=record["items_count"], completed=record["completed"],
+                       results=record.get("results", []), error=record.get("error"))
+
+
+@router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, responses=responses(413, 503))
+async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> CostPredictionResponse:
+    """Estimate the cost of a resource request, with breakdown and interval."""
+    try:
+        estimate = await replica.cost.predict.remote(request)
+    except Exception as exc:  # noqa: BLE001
+        raise unavailable("the cost model", exc) from exc
+    return CostPredictionResponse.model_validate(estimate.model_dump())
+
+
+@router.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202, responses=responses(413))
+async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
+    """Queue many power/cost requests; read the results back by batch id."""
+    for index, item in enumerate(request.items):
+        if item.type == "power":
+            try:
+                to_history(item.request)
+            except MissingPowerHistory as exc:
+                raise ApiError(422, ["body", "items", index, "request", "features", "power_watts"],
+                               "batch items need their recent power history in features.power_watts") from exc
+    record = replica.batches.create({
+        "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
+        "items": [item.model_dump(mode="json") for item in request.items],
+    })
+    replica.start_batch(record["id"])
+    return batch_status(record)
+
+
+@router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, responses=responses(404))
+async def get_batch(batch_id: str, replica: Ingress) -> BatchStatus:
+    """Status of a batch and, once done, every item's result or error."""
+    return batch_status(replica.batches.get(batch_id))

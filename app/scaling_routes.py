@@ -1,0 +1,81 @@
+"""Routes of the scaling controller: policies and the decisions it recorded (autoscaler/actor.py runs it)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, ValidationError
+
+from app.errors import ApiError, responses
+from app.ingress_state import Ingress, IngressState
+from app.schemas import ScalingEventsResponse, ScalingPoliciesResponse
+from autoscaler.policy_config import policy_from
+from autoscaler.schema import ScalingPolicy
+
+router = APIRouter()
+PolicyName = Annotated[str, Path(max_length=63)]
+
+
+async def _controller(replica: IngressState, method: str, *call_args: Any) -> Any:
+    """The controller actor's answer; ActorUnavailable (503, app/errors.py) when it is not there."""
+    return await asyncio.to_thread(replica.controller.call, method, *call_args)
+
+
+def _no_policy(name: str) -> ApiError:
+    return ApiError(404, ["path", "name"], f"no scaling policy named {name!r}", "not_found")
+
+
+@router.get("/api/v1/scaling/policies", response_model=ScalingPoliciesResponse, responses=responses(503))
+async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
+    """Every scaling policy, by name."""
+    return ScalingPoliciesResponse(policies=await _controller(replica, "policies"))
+
+
+@router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200,
+             responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 413, 503)},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
+async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress,
+                     authorization: str | None = Header(None)) -> ScalingPolicy:
+    """Create (201) or replace (200) a policy by name. Keys left out take the config file's
+    `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
+    replica.authorize(authorization)
+    try:  # validated once, after the merge: a partial section is checked against the config's defaults
+        policy = policy_from(body, replica.scaling_defaults)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    created = await _controller(replica, "put_policy", policy)
+    response.status_code = 201 if created else 200
+    return policy
+
+
+@router.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, responses=responses(404, 503))
+async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
+    """One policy."""
+    policy = await _controller(replica, "policy", name)
+    if policy is None:
+        raise _no_policy(name)
+    return policy
+
+
+@router.delete("/api/v1/scaling/policies/{name}", status_code=204, responses=responses(401, 404, 503))
+async def delete_policy(name: PolicyName, replica: Ingress, authorization: str | None = Header(None)) -> Response:
+    """Delete a policy (its past events stay)."""
+    replica.authorize(authorization)
+    if not await _controller(replica, "delete_policy", name):
+        raise _no_policy(name)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/scaling/events", response_model=ScalingEventsResponse, responses=responses(503))
+async def scaling_events(
+    replica: Ingress,
+    policy: Annotated[str | None, Query(max_length=63, description="only this policy's events")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="only events at or after this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ScalingEventsResponse:
+    """Scaling decisions, holds included, newest first."""
+    return ScalingEventsResponse(events=await _controller(replica, "events", policy, since, limit))

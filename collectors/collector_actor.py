@@ -1,0 +1,54 @@
+"""CollectorActor: one node's collector as a Ray actor (the collector supervisor starts one per node)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from collectors.collector import Collector
+from collectors.replay import ReplaySource
+from collectors.settings import CollectorConfig, NodeSettings
+from collectors.sources import build_sources
+from core.stores.remote import RemoteStore
+
+
+class ReplaySettings(BaseModel):
+    """Play a canonical telemetry CSV as live telemetry (demos, tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    speed: float = 1.0
+    loop: bool = True
+
+
+class CollectorActor:
+    """Actor body: builds this node's sources (or a replay) and runs a Collector over them into the store actor."""
+
+    def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None):
+        config = CollectorConfig.model_validate(config_data)
+        if replay is not None:
+            settings = ReplaySettings.model_validate(replay)
+            node_name = "replay"
+            sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop)]
+        else:
+            node = NodeSettings.from_env()  # this node's environment
+            node_name = node.node_name or socket.gethostname()
+            sources = build_sources(config, node_name, selected=set(selected) if selected else None, node=node)
+        store = RemoteStore()
+        self.collector = Collector(node_name, sources, None if store.is_read_only() else store, config.telemetry)
+
+    def node_id(self) -> str:
+        """The telemetry node id this collector stamps on its samples."""
+        return self.collector.node_id
+
+    def status(self) -> dict:
+        return self.collector.status()
+
+    def flush(self) -> int:
+        return self.collector.flush()
+
+    def stop(self) -> None:
+        self.collector.stop()

@@ -1,0 +1,136 @@
+"""The main ingress's routes around a stand-in replica: domain errors become the same HTTP answers (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import ApiError
+from app.ingress import api
+from app.records import RecordNotFound
+from app.replica import serving_replica
+from autoscaler.settings import AutoScalingConfig
+from core.actors import ActorUnavailable
+from core.registry_metadata import ModelNotFoundError
+from core.stores.base import StoreUnavailable
+from core.stores.remote import StoreActorUnavailable
+from tests.factories import policy_data
+
+HINT = " (enable it with args.autoscaler.enabled)"
+AUTH = {"Authorization": "Bearer t"}
+
+
+class Unavailable:
+    """A controller or store client whose actor is gone."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def call(self, method, *args):
+        raise self.error
+
+    def latest(self):
+        raise self.error
+
+
+class Controller:
+    def __init__(self):
+        self.calls: list = []
+
+    def call(self, method, *args):
+        self.calls.append((method, args))
+        return {"policy": None, "delete_policy": False, "put_policy": True}.get(method, [])
+
+
+class Records:
+    def get(self, record_id):
+        raise RecordNotFound("batches", record_id)
+
+
+class Registry:
+    def get(self, model_id, version=None):
+        raise ModelNotFoundError(model_id, version, "no versions under /srv/secret/trained_models")
+
+
+class Replica:
+    """Stands in for the ApiIngress replica."""
+
+    scaling_defaults = AutoScalingConfig()
+    batches = Records()
+    registry = Registry()
+
+    def __init__(self):
+        self.controller = Controller()
+        self.store = Unavailable(StoreActorUnavailable("the telemetry store is not running"))
+
+    def authorize(self, authorization):
+        if authorization != "Bearer t":
+            raise ApiError(401, ["header", "authorization"], "a valid 'Authorization: Bearer <token>' is required",
+                           "unauthorized")
+
+
+@pytest.fixture
+def replica():
+    stand_in = Replica()
+    api.dependency_overrides[serving_replica] = lambda: stand_in
+    yield stand_in
+    api.dependency_overrides.clear()
+
+
+@pytest.fixture
+def client(http):
+    return http(api)
+
+
+def detail(response) -> dict:
+    [only] = response.json()["detail"]
+    return only
+
+
+def test_a_missing_controller_is_503_saying_how_to_enable_it(replica, client):
+    replica.controller = Unavailable(ActorUnavailable(f"the scaling controller is not running{HINT}"))
+    for response in (client.get("/api/v1/scaling/policies"), client.get("/api/v1/scaling/events")):
+        assert response.status_code == 503
+        assert detail(response) == {"loc": [], "msg": f"the scaling controller is not running{HINT}",
+                                    "type": "unavailable"}
+
+
+def test_policies_go_to_the_controller_and_unknown_names_are_404(replica, client):
+    created = client.post("/api/v1/scaling/policies", json=policy_data(name="p1"), headers=AUTH)
+    assert created.status_code == 201 and created.json()["name"] == "p1"
+    assert replica.controller.calls[-1][0] == "put_policy"
+    assert client.post("/api/v1/scaling/policies", json=policy_data(name="p1")).status_code == 401
+    missing = client.get("/api/v1/scaling/policies/p2")
+    assert missing.status_code == 404 and detail(missing)["loc"] == ["path", "name"]
+    gone = client.delete("/api/v1/scaling/policies/p2", headers=AUTH)
+    assert gone.status_code == 404 and "'p2'" in detail(gone)["msg"]
+
+
+def test_store_errors_are_503_without_addresses(replica, client):
+    response = client.get("/api/v1/telemetry/nodes")
+    assert response.status_code == 503 and detail(response)["msg"] == "the telemetry store is not running"
+    replica.store = Unavailable(StoreUnavailable("InfluxDB query at http://10.1.2.3:8086 failed"))
+    response = client.get("/api/v1/telemetry/nodes")
+    assert response.status_code == 503 and "10.1.2.3" not in response.text
+
+
+def test_unknown_ids_are_404_without_paths(replica, client):
+    batch = client.get("/api/v1/predict/batch/0123456789abcdef")
+    assert batch.status_code == 404 and detail(batch)["loc"] == ["path"]
+    model = client.get("/api/v1/models/nope/metrics")
+    assert model.status_code == 404 and detail(model)["loc"] == ["path", "model_id"]
+    assert "/srv/secret" not in model.text and "'nope'" in detail(model)["msg"]
+
+
+def test_a_batch_power_item_without_history_is_422_naming_the_item(replica, client):
+    items = [{"type": "power", "request": {"workload_id": "w"}}]
+    response = client.post("/api/v1/predict/batch", json={"items": items})
+    assert response.status_code == 422
+    assert detail(response)["loc"] == ["body", "items", 0, "request", "features", "power_watts"]
+
+
+def test_route_methods_carry_resolved_annotations():
+    """Serve pickles ApiIngress's route methods by value; string annotations would not resolve in the replica."""
+    from app.ingress import ApiIngress
+
+    for method in (ApiIngress.retrain, ApiIngress.retrain_status):
+        assert not any(isinstance(annotation, str) for annotation in method.__annotations__.values()), method

@@ -1,0 +1,99 @@
+"""The power route around a stand-in PowerPredictor: what it asks the replica, and its HTTP answers (no Ray)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.power_route import power_api
+from app.replica import serving_replica
+from core.stores.remote import StoreActorUnavailable
+from training.power.inference import PowerForecast, PowerHistory
+from training.power.stored_history import NoStoredTelemetry, UnknownNode
+from training.power.workload import StoredForecast, WorkloadTelemetryMissing
+
+HISTORY = {"workload_id": "w", "node_id": "n1", "features": {"power_watts": [200.0, 210.0]},
+           "prediction_horizon": "2m"}
+
+
+def forecast(point: float = 100.0) -> PowerForecast:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return PowerForecast(model_version="power_lstm/3", step_s=60,
+                         timestamps=(start + timedelta(minutes=1), start + timedelta(minutes=2)),
+                         point=(point, point + 10), lower=(point - 5, point), upper=(point + 5, point + 20),
+                         confidence=(0.9, 0.8), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+
+
+class Replica:
+    """Stands in for the PowerPredictor replica the route runs in."""
+
+    workloads = {"llm": ["n1", "n2"]}
+
+    def __init__(self, failure: Exception | None = None):
+        self.failure = failure
+        self.calls: list = []
+
+    async def forecast(self, history: PowerHistory) -> PowerForecast:
+        self.calls.append(("forecast", history.power_watts, history.horizon_s))
+        return forecast()
+
+    async def forecast_stored(self, nodes, horizon_s, workload_type=None, workload_id=None) -> StoredForecast:
+        self.calls.append(("stored", nodes, horizon_s, workload_type, workload_id))
+        if self.failure is not None:
+            raise self.failure
+        return StoredForecast(forecast=forecast(200.0), age_s=130.04, stale=True)
+
+
+@pytest.fixture
+def replica():
+    stand_in = Replica()
+    power_api.dependency_overrides[serving_replica] = lambda: stand_in
+    yield stand_in
+    power_api.dependency_overrides.clear()
+
+
+@pytest.fixture
+def post(http):
+    return lambda body: http(power_api).post("/", json=body)
+
+
+def test_a_request_s_own_history_is_forecast_as_given(replica, post):
+    response = post(HISTORY)
+    assert response.status_code == 200, response.text
+    assert replica.calls == [("forecast", (200.0, 210.0), 120)]
+    body = response.json()
+    assert body["history_source"] == "request" and body["total_predicted_power"] == 210.0
+    assert body["predicted_energy_kwh"] == 0.0035 and body["nodes"] is None and body["stale"] is False
+
+
+def test_a_node_or_a_configured_workload_is_forecast_from_the_store(replica, post):
+    node = post({"workload_id": "w", "node_id": "n7", "prediction_horizon": "2m"}).json()
+    assert replica.calls[-1] == ("stored", ["n7"], 120, None, None)
+    assert (node["history_source"], node["data_age_seconds"], node["stale"], node["nodes"]) == ("store", 130.0, True,
+                                                                                              None)
+    workload = post({"workload_id": "llm", "features": {"workload_type": "training"}, "prediction_horizon": "2m"})
+    assert replica.calls[-1] == ("stored", ["n1", "n2"], 120, "training", "llm")
+    assert workload.json()["nodes"] == ["n1", "n2"]
+
+
+@pytest.mark.parametrize(("failure", "status", "loc", "phrase"), [
+    (UnknownNode("no telemetry stored for node 'n7'"), 404, ["body", "node_id"], "'n7'"),
+    (NoStoredTelemetry("no recent power telemetry stored for node 'n7'"), 503, ["body", "node_id"], "no recent"),
+    (WorkloadTelemetryMissing("no telemetry stored for node 'n2' (workload 'llm')"), 503, ["body", "workload_id"],
+     "(workload 'llm')"),
+    (StoreActorUnavailable("the telemetry store is not running"), 503, [], "the telemetry store is not running"),
+])
+def test_stored_telemetry_errors_answer_with_their_status_and_field(replica, post, failure, status, loc, phrase):
+    replica.failure = failure
+    response = post({"workload_id": "w", "node_id": "n7"})
+    assert response.status_code == status
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == loc and phrase in detail["msg"]
+
+
+def test_without_history_node_or_configured_workload_it_is_422_naming_power_watts(replica, post):
+    response = post({"workload_id": "not-in-config"})
+    assert response.status_code == 422 and replica.calls == []
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["body", "features", "power_watts"] and "workloads" in detail["msg"]

@@ -1,0 +1,76 @@
+"""The named-actor client: who is missing or slow becomes ActorUnavailable, for a person to read (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError
+
+from core.actors import ActorUnavailable, NamedActor
+from core.names import NAMESPACE
+
+
+class _Method:
+    def __init__(self, calls: list, name: str):
+        self.calls, self.name = calls, name
+
+    def remote(self, *args):
+        self.calls.append((self.name, args))
+        return f"ref-{self.name}"
+
+
+class _Actor:
+    def __init__(self):
+        self.calls: list = []
+
+    def __getattr__(self, name: str) -> _Method:
+        return _Method(self.calls, name)
+
+
+@pytest.fixture
+def actor(monkeypatch: pytest.MonkeyPatch) -> _Actor:
+    found = _Actor()
+
+    def get_actor(name: str, namespace: str):
+        if (name, namespace) != ("store", NAMESPACE):
+            raise ValueError(f"Failed to look up actor with name '{name}'")
+        return found
+
+    monkeypatch.setattr(ray, "get_actor", get_actor)
+    return found
+
+
+def test_the_answer_comes_back_and_missing_actors_say_so(actor, monkeypatch):
+    monkeypatch.setattr(ray, "get", lambda ref, timeout: (ref, timeout))
+    client = NamedActor("store", "the telemetry store", timeout_s=3.0)
+    assert client.call("latest", "n1") == ("ref-latest", 3.0)
+    assert actor.calls == [("latest", ("n1",))]
+    assert client.exists()
+    ghost = NamedActor("ghost", "the scaling controller", hint=" (enable it with args.autoscaler.enabled)")
+    assert not ghost.exists()
+    with pytest.raises(ActorUnavailable) as missing:
+        ghost.call("policies")
+    assert str(missing.value) == "the scaling controller is not running (enable it with args.autoscaler.enabled)"
+
+
+@pytest.mark.parametrize("failure", [GetTimeoutError("timed out after 3 s"), ActorDiedError()])
+def test_a_dead_or_slow_actor_is_unavailable_by_type_only(actor, monkeypatch, failure):
+    class Unreachable(ActorUnavailable):
+        pass
+
+    def get(ref, timeout):
+        raise failure
+
+    monkeypatch.setattr(ray, "get", get)
+    with pytest.raises(Unreachable) as caught:
+        NamedActor("store", "the telemetry store", error=Unreachable).call("nodes")
+    assert str(caught.value) == f"the telemetry store did not answer: {type(failure).__name__}"
+
+
+def test_the_method_s_own_error_reaches_the_caller(actor, monkeypatch):
+    def get(ref, timeout):
+        raise KeyError("no such policy")
+
+    monkeypatch.setattr(ray, "get", get)
+    with pytest.raises(KeyError):
+        NamedActor("store", "the telemetry store").call("policy", "x")
