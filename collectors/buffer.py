@@ -9,6 +9,12 @@ buffer on the same `spill_dir` (after a restart or a crash) finds the old segmen
 first. A write that failed half-way is replayed whole: the store's idempotent key makes the repeat
 harmless. Only samples put since the last flush or spill live in RAM alone.
 
+The spill directory is capped at `max_spill_bytes`: when a spill would pass the cap, the oldest segments
+are deleted first (a segment rolls over at an eighth of the cap, so one drop is small), and only if that
+is not enough the oldest samples of the spill itself. Dropped samples are counted by reason in `drops`
+(a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse count as
+`unreadable`. Nothing else that was accepted is ever dropped.
+
 One lock guards the buffer, so `put()` waits while a flush is writing; one process owns a spill
 directory at a time (an advisory lock on `spill_dir/.lock`).
 """
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from collectors.metrics import LossCounter
 from core.telemetry import TelemetrySample
 
 if TYPE_CHECKING:
@@ -34,6 +41,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^segment-(\d{12})\.jsonl$")
+_SEGMENTS_PER_CAP = 8
+SPILL_CAP = "spill_cap"
+UNREADABLE = "unreadable"
 
 
 class DurableBuffer:
@@ -42,17 +52,24 @@ class DurableBuffer:
     Args:
         store: a writable TelemetryStore.
         spill_dir: directory for spilled segments (created if missing).
-        max_memory: samples held in memory before they spill; also the size of one segment file.
+        max_memory: samples held in memory before they spill; also the most samples in one segment file.
+        max_spill_bytes: cap on the segments' total size (None: no cap).
+        drops: counts dropped samples (default: a LossCounter named after `spill_dir`, without a metric).
     """
 
-    def __init__(self, store: TelemetryStore, spill_dir: str | Path, max_memory: int = 10_000) -> None:
+    def __init__(self, store: TelemetryStore, spill_dir: str | Path, max_memory: int = 10_000, *,
+                 max_spill_bytes: int | None = None, drops: LossCounter | None = None) -> None:
         if getattr(store, "read_only", False):
             raise ValueError(f"{store!r} is read-only; collectors need a writable store")
         if max_memory < 1:
             raise ValueError(f"max_memory must be at least 1, not {max_memory}")
+        if max_spill_bytes is not None and max_spill_bytes < _SEGMENTS_PER_CAP:
+            raise ValueError(f"max_spill_bytes must be at least {_SEGMENTS_PER_CAP}, not {max_spill_bytes}")
         self.store = store
         self.spill_dir = Path(spill_dir)
         self.max_memory = max_memory
+        self.max_spill_bytes = max_spill_bytes
+        self.drops = drops or LossCounter("dropped", str(self.spill_dir))
         self.last_error: str | None = None
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.spill_dir / ".lock", "w")  # held open: its flock marks the directory in use
@@ -65,8 +82,10 @@ class DurableBuffer:
         self._memory: list[TelemetrySample] = []
         self._segments = sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
         self._on_disk = {p: _count_lines(p) for p in self._segments}
+        self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
         self._closed = False
+        self._make_room([])  # a smaller cap than the last process had applies at once
         if self._segments:
             logger.info("buffer: %d spilled sample(s) in %d segment(s) under %s will be replayed first",
                         self.disk_pending, len(self._segments), self.spill_dir)
@@ -78,6 +97,10 @@ class DurableBuffer:
     @property
     def disk_pending(self) -> int:
         return sum(self._on_disk.values())
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(self._bytes.values())
 
     @property
     def pending(self) -> int:
@@ -106,10 +129,11 @@ class DurableBuffer:
             try:
                 while self._segments:
                     segment = self._segments[0]
-                    samples = _read_segment(segment)
+                    samples, unreadable = _read_segment(segment)
                     if samples:
                         self.store.write(samples)
                     self._drop_segment(segment)
+                    self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
                     written += len(samples)
                 if self._memory:
                     self.store.write(self._memory)
@@ -130,18 +154,24 @@ class DurableBuffer:
             self.flush()
             self._spill()
             self._closed = True
+            self.drops.report(force=True)
             self._lock_file.close()
 
     def _spill(self) -> None:
-        """Append memory to the open segment (a new one when full or absent) and fsync it."""
+        """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap."""
         if not self._memory:
             return
-        if self._open is None or self._on_disk.get(self._open, 0) >= self.max_memory:
+        lines = self._make_room([(sample.model_dump_json() + "\n").encode() for sample in self._memory])
+        if not lines:
+            self._memory = []
+            return
+        if self._open is None or self._segment_full(self._open):
             self._open = self.spill_dir / f"segment-{self._next_sequence():012d}.jsonl"
         path, is_new = self._open, not self._open.exists()
+        data = b"".join(lines)
         try:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write("".join(sample.model_dump_json() + "\n" for sample in self._memory))
+            with open(path, "ab") as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             if is_new:
@@ -152,8 +182,36 @@ class DurableBuffer:
             return
         if path not in self._on_disk:
             self._segments.append(path)
-        self._on_disk[path] = self._on_disk.get(path, 0) + len(self._memory)
+        self._on_disk[path] = self._on_disk.get(path, 0) + len(lines)
+        self._bytes[path] = self._bytes.get(path, 0) + len(data)
         self._memory = []
+
+    def _segment_full(self, segment: Path) -> bool:
+        if self._on_disk.get(segment, 0) >= self.max_memory:
+            return True
+        return self.max_spill_bytes is not None and (
+            self._bytes.get(segment, 0) >= self.max_spill_bytes // _SEGMENTS_PER_CAP)
+
+    def _make_room(self, lines: list[bytes]) -> list[bytes]:
+        """Drop the oldest segments, then the oldest of `lines`, until `lines` fit under the cap; return the
+        lines that fit (memory is trimmed to match)."""
+        if self.max_spill_bytes is None:
+            return lines
+        needed = sum(len(line) for line in lines)
+        dropped = 0
+        while self._segments and self.disk_bytes + needed > self.max_spill_bytes:
+            oldest = self._segments[0]
+            dropped += self._on_disk[oldest]
+            self._drop_segment(oldest)
+        skip = 0
+        while needed > self.max_spill_bytes:
+            needed -= len(lines[skip])
+            skip += 1
+        if skip:
+            self._memory = self._memory[skip:]
+        self.drops.add(SPILL_CAP, dropped + skip, f"{self.spill_dir} reached its cap of {self.max_spill_bytes} "
+                                                  "bytes; the oldest spilled samples went first")
+        return lines[skip:]
 
     def _next_sequence(self) -> int:
         numbers = [int(_SEGMENT.match(p.name).group(1)) for p in self._segments]  # type: ignore[union-attr]
@@ -164,13 +222,16 @@ class DurableBuffer:
         _fsync_dir(self.spill_dir)
         self._segments.remove(segment)
         self._on_disk.pop(segment, None)
+        self._bytes.pop(segment, None)
         if self._open == segment:
             self._open = None
 
 
-def _read_segment(path: Path) -> list[TelemetrySample]:
-    """The samples of one segment; a torn or corrupt line (crash mid-append) is logged and skipped."""
+def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:
+    """The samples of one segment and how many lines were not samples (a torn or corrupt line after a
+    crash mid-append: logged and skipped)."""
     samples = []
+    unreadable = 0
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -179,7 +240,8 @@ def _read_segment(path: Path) -> list[TelemetrySample]:
                 samples.append(TelemetrySample.model_validate_json(line))
             except ValidationError as exc:
                 logger.error("buffer: %s line %d is not a sample, skipped: %s", path, number, exc.errors()[0]["msg"])
-    return samples
+                unreadable += 1
+    return samples, unreadable
 
 
 def _count_lines(path: Path) -> int:

@@ -1,9 +1,10 @@
 """CollectorActor: samples one node's sources on an interval and pushes batches to the store.
 
 It runs a background thread: sample every source (a slow or failing source costs only its own reading),
-put the samples into a DurableBuffer (memory, then disk), flush to the store every `flush_interval`, and
-publish node power as Ray metrics gauges (exported on Ray's Prometheus endpoint, as Kepler or dcgm-exporter
-would). A store outage never loses samples: they wait in the buffer and replay in order.
+screen each round (core/telemetry_screen.py: implausible power and future timestamps are refused and
+counted), put the rest into a DurableBuffer (memory, then disk), flush to the store every `flush_interval`,
+and publish node power as Ray metrics gauges (collectors/metrics.py). A store outage never loses samples:
+they wait in the buffer and replay in order, unless the spill directory reaches its cap (counted).
 """
 
 from __future__ import annotations
@@ -11,40 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from collectors.base import TelemetrySource
 from collectors.buffer import DurableBuffer
+from collectors.metrics import DROPPED_METRIC, REJECTED_METRIC, LossCounter, PowerGauges
 from collectors.settings import TelemetryConfig
 from core.stores.base import TelemetryStore
 from core.telemetry import TelemetrySample
+from core.telemetry_screen import screen_samples
 
 logger = logging.getLogger(__name__)
-
-
-class PowerGauges:
-    """Ray metrics gauges for node/device power; a no-op outside a Ray worker."""
-
-    def __init__(self) -> None:
-        try:
-            from ray.util.metrics import Gauge
-
-            self._power = Gauge("kcloud_power_watts", "power draw by node, source and device",
-                                tag_keys=("node_id", "source", "device_id"))
-            self._util = Gauge("kcloud_utilization_percent", "utilization by node, source and device",
-                               tag_keys=("node_id", "source", "device_id"))
-        except Exception:  # noqa: BLE001 - metrics are optional
-            self._power = self._util = None
-
-    def publish(self, samples: list[TelemetrySample]) -> None:
-        if self._power is None:
-            return
-        for sample in samples:
-            tags = {"node_id": sample.node_id, "source": sample.source.value, "device_id": sample.device_id}
-            if sample.power_watts is not None:
-                self._power.set(sample.power_watts, tags=tags)
-            if sample.utilization is not None:
-                self._util.set(sample.utilization, tags=tags)
 
 
 class Collector:
@@ -58,8 +37,11 @@ class Collector:
         self.settings = settings
         slowest = max((s.min_interval_s for s in sources), default=0.0)
         self.interval_s = max(float(settings.sampling_interval), slowest)  # never faster than a source refreshes
-        self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id,
-                                     max_memory=settings.max_buffered_samples) if store is not None else None)
+        self.rejected = LossCounter("rejected", node_id, metric=REJECTED_METRIC)
+        self.dropped = LossCounter("dropped", node_id, metric=DROPPED_METRIC)
+        self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id, settings.max_buffered_samples,
+                                     max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped)
+                       if store is not None else None)
         self.gauges = PowerGauges()
         self.rounds = 0
         self.samples_taken = 0
@@ -69,15 +51,21 @@ class Collector:
             self._thread.start()
 
     def collect_once(self) -> list[TelemetrySample]:
-        """One round over every available source; `samples` in `status()` counts every sample kept."""
-        samples: list[TelemetrySample] = []
+        """One round over every available source; returns the samples kept (`samples` in `status()` counts
+        them, `rejected` the ones the screen refused)."""
+        taken: list[TelemetrySample] = []
         for source in self.sources:
             try:
-                samples.extend(source.sample())
+                taken.extend(source.sample())
             except Exception:  # noqa: BLE001 - one bad source never stops the others
                 logger.exception("collector %s: source %s failed", self.node_id, source.kind.value)
         if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
             return []
+        screened = screen_samples(taken, datetime.now(UTC), future_tolerance_s=self.settings.future_tolerance,
+                                  max_node_watts=self.settings.max_node_watts)
+        for reason, count in screened.rejected.items():
+            self.rejected.add(reason.value, count, f"e.g. {_describe(screened.examples[reason])}")
+        samples = screened.accepted
         if self.buffer is not None:
             self.buffer.put(samples)
         self.gauges.publish(samples)
@@ -94,6 +82,8 @@ class Collector:
         while not self._stop.is_set():
             started = time.monotonic()
             self.collect_once()
+            self.rejected.report()
+            self.dropped.report()
             if time.monotonic() >= next_flush:
                 self.flush()
                 next_flush = time.monotonic() + self.settings.flush_interval
@@ -107,6 +97,8 @@ class Collector:
             "rounds": self.rounds,
             "samples": self.samples_taken,
             "buffered": self.buffer.pending if self.buffer is not None else 0,
+            "rejected": self.rejected.counts,
+            "dropped": self.dropped.counts,
             "last_flush_error": self.buffer.last_error if self.buffer is not None else None,
             "sources": {name: {"available": ok, "reason": why} for name, (ok, why) in available.items()},
         }
@@ -118,5 +110,12 @@ class Collector:
             self._thread.join(timeout=self.interval_s + 30)
         if self.buffer is not None:
             self.buffer.close()  # flushes, or keeps the rest on disk for the next collector
+        self.rejected.report(force=True)
+        self.dropped.report(force=True)
         for source in self.sources:
             source.close()
+
+
+def _describe(sample: TelemetrySample) -> str:
+    return (f"{sample.source.value}/{sample.device_id} at {sample.timestamp.isoformat()}: {sample.power_watts} W"
+            f" (limit {sample.power_limit_watts} W)")

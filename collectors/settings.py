@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import NoDecode
 
 from core.settings import ConfigError, Duration, EnvBool, EnvSettings, Section, load_keys, read_secret
+from core.telemetry_screen import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_NODE_WATTS
 
 DEFAULT_IPMI_PORT = 623
 
@@ -51,13 +52,17 @@ BmcHost = Annotated[str, BeforeValidator(_bmc_host)]
 
 
 class TelemetryConfig(Section):
-    """Collector actors: how often they sample and push, and where they buffer during a store outage."""
+    """Collector actors: how often they sample and push, where they buffer during a store outage (and how
+    much), and which samples they refuse (core/telemetry_screen.py has the rule)."""
 
     sampling_interval: Duration = 5
     flush_interval: Duration = 10
     spill_dir: str = Field("data/spill", min_length=1)
     max_buffered_samples: int = Field(10_000, ge=100)
+    max_spill_mib: int = Field(512, ge=1)
     stale_after: Duration = 120
+    future_tolerance: Duration = Field(DEFAULT_FUTURE_TOLERANCE_S, ge=1)
+    max_node_watts: float = Field(DEFAULT_MAX_NODE_WATTS, gt=0, allow_inf_nan=False)
 
 
 class CollectorConfig(Section):

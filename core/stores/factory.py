@@ -54,4 +54,4 @@ def create_store(settings: StoreSettings | Mapping[str, str] | None = None) -> T
         return PrometheusStore(settings.prometheus_url, settings.prometheus_metrics, settings.prometheus_node_labels)
     from core.stores.sqlite import SqliteStore
 
-    return SqliteStore(settings.telemetry_data_dir)
+    return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention)

@@ -97,6 +97,7 @@ class InfluxStore(TelemetryStore):
         return node_frame(bins, node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        """Future rows never count: the Flux range has no stop, and range() stops at now() by default."""
         result = self.query_csv(flux.latest_query(self.bucket, node_id, self.latest_lookback_s))
         if result.empty:
             return []

@@ -10,7 +10,8 @@ node_cpu_seconds_total); memory usage 100 * (1 - MemAvailable / MemTotal).
 
 Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
-`latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default).
+`latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
+query selects samples at or before its evaluation time (now), so a future-stamped sample never counts.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
   token INFLUX_TOKEN or INFLUX_TOKEN_FILE (environment only, never the config file).
 - else PROMETHEUS_URL: Prometheus, read-only; PROMETHEUS_METRICS / PROMETHEUS_NODE_LABELS are JSON objects
   overriding metric and label names.
-- else the embedded SQLite store under TELEMETRY_DATA_DIR (default data/telemetry).
+- else the embedded SQLite store under TELEMETRY_DATA_DIR (default data/telemetry), which deletes rows
+  older than TELEMETRY_RETENTION (a duration such as "30d", the default; at least an hour).
 An empty value counts as unset.
 """
 
@@ -18,9 +19,10 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
 
-from core.settings import EnvSettings, Section, environment, load_keys, read_secret
+from core.settings import Duration, EnvSettings, Section, environment, load_keys, read_secret
 
 DEFAULT_DATA_DIR = "data/telemetry"
+DEFAULT_RETENTION_S = 30 * 86400
 
 
 def _json_object(value: object) -> object:
@@ -56,6 +58,7 @@ class StoreSettings(EnvSettings):
     prometheus_metrics: NameMap = Field(None, alias="PROMETHEUS_METRICS")
     prometheus_node_labels: NameMap = Field(None, alias="PROMETHEUS_NODE_LABELS")
     telemetry_data_dir: str = Field(DEFAULT_DATA_DIR, alias="TELEMETRY_DATA_DIR")
+    telemetry_retention: Duration = Field(DEFAULT_RETENTION_S, ge=3600, alias="TELEMETRY_RETENTION")
 
     def token(self) -> SecretStr | None:
         """The InfluxDB token (INFLUX_TOKEN_FILE wins over INFLUX_TOKEN); ConfigError for an unreadable file."""

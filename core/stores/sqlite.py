@@ -5,6 +5,11 @@ replaces itself instead of duplicating, and the key's (node_id, ts_ms) prefix is
 windows and latest readings (a clustered table, so no second index to maintain on every insert). WAL journal with
 synchronous=FULL: a committed batch survives a crash or power loss, which the durable buffer relies on
 before it drops its copy. One connection behind a lock makes the store safe to share between threads.
+
+Latest readings ignore rows stamped more than `future_tolerance_s` ahead of now, so one sample from a
+clock far ahead never freezes its node as fresh. With a `retention_s`, a background thread deletes rows
+older than that every PRUNE_INTERVAL_S, node by node in chunks of PRUNE_CHUNK rows, one transaction each,
+so writers wait at most one chunk; each pass that deletes rows says how many in a log line.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +34,7 @@ from core.stores.window import (
     to_ms,
 )
 from core.telemetry import TelemetrySample
+from core.telemetry_screen import DEFAULT_FUTURE_TOLERANCE_S
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +71,29 @@ WITH RECURSIVE walk(node_id) AS (
 )
 SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
-_NEWEST = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ?"
+_NEWEST = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
 _RECENT_POWER = """
 SELECT node_id, source, device_id, ts_ms, power_watts FROM telemetry
-WHERE node_id = ? AND ts_ms >= ? AND power_watts IS NOT NULL
+WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
 """
+# One chunk of one node's expired rows (the primary key's (node_id, ts_ms) prefix finds them).
+_EXPIRE = """
+DELETE FROM telemetry WHERE (node_id, ts_ms, source, device_id) IN (
+    SELECT node_id, ts_ms, source, device_id FROM telemetry WHERE node_id = ? AND ts_ms < ? LIMIT ?)
+"""
+PRUNE_INTERVAL_S = 300.0
+PRUNE_CHUNK = 5000
 
 
 class SqliteStore(TelemetryStore):
-    """Telemetry in `<data_dir>/telemetry.sqlite3`."""
+    """Telemetry in `<data_dir>/telemetry.sqlite3`; `retention_s` None keeps every row."""
 
-    def __init__(self, data_dir: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, data_dir: str | Path, *, synchronous: str = "FULL", retention_s: int | None = None,
+                 future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S) -> None:
+        if retention_s is not None and retention_s <= 0:
+            raise ValueError(f"retention_s must be positive, not {retention_s}")
+        self.retention_s = retention_s
+        self.future_tolerance_s = future_tolerance_s
         self.path = Path(data_dir) / DB_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -84,7 +102,13 @@ class SqliteStore(TelemetryStore):
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache: batch inserts stay in memory
         self._conn.executescript(_SCHEMA)
-        logger.info("telemetry store: SQLite at %s", self.path)
+        self._closed = threading.Event()
+        self._pruner = None
+        if retention_s is not None:
+            self._pruner = threading.Thread(target=self._prune_loop, name="telemetry-retention", daemon=True)
+            self._pruner.start()
+        logger.info("telemetry store: SQLite at %s, %s", self.path,
+                    f"rows kept {retention_s} s" if retention_s is not None else "rows kept forever")
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         rows = [
@@ -113,15 +137,50 @@ class SqliteStore(TelemetryStore):
         return node_frame(pd.DataFrame(rows, columns=list(DEVICE_BIN_COLUMNS)), node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        now = datetime.now(UTC)
+        until = to_ms(now + timedelta(seconds=self.future_tolerance_s))
         rows: list[tuple] = []
         with self._lock:
             targets = [node_id] if node_id is not None else [r[0] for r in self._conn.execute(_NODES)]
             for node in targets:
-                newest = self._conn.execute(_NEWEST, (node,)).fetchone()[0]
+                newest = self._conn.execute(_NEWEST, (node, until)).fetchone()[0]
                 if newest is not None:
                     since = newest - int(LATEST_SPREAD_S * 1000)
-                    rows.extend(self._conn.execute(_RECENT_POWER, (node, since)).fetchall())
-        return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)))
+                    rows.extend(self._conn.execute(_RECENT_POWER, (node, since, newest)).fetchall())
+        return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)), now)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete the rows older than the retention (none without one); return how many, and log it."""
+        if self.retention_s is None:
+            return 0
+        cutoff = to_ms((now or datetime.now(UTC)) - timedelta(seconds=self.retention_s))
+        deleted = 0
+        for node in self.nodes():
+            chunk = PRUNE_CHUNK
+            while chunk == PRUNE_CHUNK:
+                chunk = self._expire_chunk(node, cutoff)
+                deleted += chunk
+        if deleted:
+            logger.info("telemetry store: deleted %d row(s) older than %s (retention %d s)", deleted,
+                        datetime.fromtimestamp(cutoff / 1000, UTC).isoformat(), self.retention_s)
+        return deleted
+
+    def _expire_chunk(self, node: str, cutoff_ms: int) -> int:
+        with self._lock:  # taken per chunk: a writer waits for one chunk at most
+            if self._closed.is_set():
+                return 0
+            return self._conn.execute(_EXPIRE, (node, cutoff_ms, PRUNE_CHUNK)).rowcount
+
+    def _prune_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.prune()
+            except sqlite3.Error as exc:  # e.g. the disk is full: retry on the next pass
+                if self._closed.is_set():
+                    return
+                logger.warning("telemetry store: retention pass failed, retried in %.0f s: %s", PRUNE_INTERVAL_S, exc)
+            if self._closed.wait(PRUNE_INTERVAL_S):
+                return
 
     def nodes(self) -> list[str]:
         with self._lock:
@@ -129,7 +188,10 @@ class SqliteStore(TelemetryStore):
 
     def close(self) -> None:
         with self._lock:
+            self._closed.set()
             self._conn.close()
+        if self._pruner is not None and self._pruner is not threading.current_thread():
+            self._pruner.join(timeout=10)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"

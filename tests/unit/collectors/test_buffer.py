@@ -242,3 +242,65 @@ def test_refuses_read_only_stores_and_a_directory_in_use(tmp_path):
         DurableBuffer(FlakyStore(), tmp_path)
     first.close()
     DurableBuffer(FlakyStore(), tmp_path).close()
+
+
+LINE_BYTES = len(make_samples(1)[0].model_dump_json()) + 1  # every make_samples line has this size
+
+
+def test_spill_cap_drops_the_oldest_spilled_samples_first_and_counts_them(tmp_path, caplog):
+    store = FlakyStore(failures=99)
+    cap = 80 * LINE_BYTES  # segments roll over at 10 samples
+    buffer = DurableBuffer(store, tmp_path, max_memory=1000, max_spill_bytes=cap)
+    with caplog.at_level(logging.WARNING, logger="collectors.metrics"):
+        for start in range(0, 200, 20):
+            buffer.put(make_samples(20, start=start))
+            buffer.flush()  # the store is down: every batch spills
+    assert buffer.disk_bytes <= cap
+    assert buffer.drops.counts == {"spill_cap": 200 - buffer.pending}
+    assert buffer.pending >= 60  # whole oldest segments went, never more than needed
+    assert "dropped, reason spill_cap" in caplog.text
+    store.failures = 0
+    kept = buffer.pending
+    assert buffer.flush() == kept
+    assert store.stored == make_samples(kept, start=200 - kept)  # the newest, in order
+
+
+def test_a_batch_larger_than_the_cap_keeps_its_newest_samples(tmp_path):
+    buffer = DurableBuffer(FlakyStore(failures=1), tmp_path, max_memory=1000, max_spill_bytes=10 * LINE_BYTES)
+    buffer.put(make_samples(25))
+    buffer.flush()
+    assert buffer.drops.counts == {"spill_cap": 15} and buffer.pending == 10
+    assert buffer.flush() == 10
+    assert buffer.store.stored == make_samples(10, start=15)
+
+
+def test_a_smaller_cap_after_a_restart_applies_at_once(tmp_path):
+    first = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=10)
+    for start in range(0, 100, 10):
+        first.put(make_samples(10, start=start))
+        first.flush()
+    first.close()
+    store = FlakyStore()
+    second = DurableBuffer(store, tmp_path, max_memory=10, max_spill_bytes=40 * LINE_BYTES)
+    assert second.drops.counts == {"spill_cap": 60} and second.pending == 40
+    assert second.flush() == 40 and store.stored == make_samples(40, start=60)
+
+
+def test_without_a_cap_nothing_is_dropped(tmp_path):
+    buffer = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=10)
+    for start in range(0, 500, 50):
+        buffer.put(make_samples(50, start=start))
+        buffer.flush()
+    assert buffer.pending == 500 and buffer.drops.counts == {}
+
+
+def test_unreadable_lines_are_counted_once_when_their_segment_is_done(tmp_path):
+    buffer = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=100)
+    buffer.put(make_samples(3))
+    buffer.close()
+    with segments(tmp_path)[0].open("a") as handle:
+        handle.write("not json\n")
+    store = FlakyStore(failures=1)
+    reopened = DurableBuffer(store, tmp_path)
+    assert reopened.flush() == 0 and reopened.drops.counts == {}  # the retry reads the segment again
+    assert reopened.flush() == 3 and reopened.drops.counts == {"unreadable": 1}

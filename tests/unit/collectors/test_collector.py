@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from collectors.base import TelemetrySource
 from collectors.collector import Collector
@@ -79,3 +80,51 @@ def test_background_loop_samples_and_stops_cleanly(tmp_path):
         time.sleep(0.1)
     collector.stop()
     assert collector.rounds >= 2 and store.latest("n1")
+
+
+class GlitchySource(CountingSource):
+    """A BMC that answers one round with a real reading, its 0xFFFF glitch and a reading from a clock 30 days ahead."""
+
+    kind = SourceKind.IPMI
+
+    def sample(self) -> list[TelemetrySample]:
+        now = datetime.now(UTC)
+        return [TelemetrySample(timestamp=now, node_id="n1", source=SourceKind.IPMI, power_watts=watts)
+                for watts in (640.0, 65_535.0)] + [
+            TelemetrySample(timestamp=now + timedelta(days=30), node_id="n1", source=SourceKind.IPMI,
+                            power_watts=650.0)]
+
+
+def test_glitched_and_future_readings_are_refused_counted_and_logged(tmp_path, caplog):
+    store = SqliteStore(tmp_path / "db")
+    collector = Collector("n1", [GlitchySource()], store, _settings(tmp_path), start=False)
+    with caplog.at_level(logging.WARNING, logger="collectors.metrics"):
+        kept = collector.collect_once()
+        collector.collect_once()
+    assert [s.power_watts for s in kept] == [640.0]
+    assert collector.flush() == 2
+    status = collector.status()
+    assert status["rejected"] == {"bmc_sentinel": 2, "future_timestamp": 2}
+    assert status["samples"] == 2 and status["dropped"] == {}
+    [latest] = store.latest("n1")
+    assert latest.power_watts == 640.0 and latest.age_s < 60
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, "one warning per reason in the first round, then summed once a minute"
+    assert any("bmc_sentinel" in w and "65535.0 W" in w for w in warnings)
+    collector.stop()
+
+
+def test_the_spill_cap_from_the_settings_drops_and_shows_in_status(tmp_path):
+    store = FlakyStore(tmp_path / "db")
+    settings = _settings(tmp_path).model_copy(update={"max_spill_mib": 1})  # about 4,600 samples
+    collector = Collector("n1", [], store, settings, start=False)
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    for start in range(0, 8000, 2000):
+        collector.buffer.put([TelemetrySample(timestamp=t0 + timedelta(seconds=i), node_id="n1", source="ipmi",
+                                              power_watts=100.0) for i in range(start, start + 2000)])
+        collector.flush()
+    status = collector.status()
+    assert status["dropped"]["spill_cap"] > 3000
+    assert status["dropped"]["spill_cap"] + status["buffered"] == 8000
+    assert collector.buffer.disk_bytes <= 2**20
+    collector.stop()

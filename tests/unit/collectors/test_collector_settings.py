@@ -115,3 +115,14 @@ def test_empty_password_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("\n")
     with pytest.raises(ConfigError, match="IPMI_PASSWORD_FILE .* is empty"):
         NodeSettings.from_env({"IPMI_USERNAME": "root", "IPMI_PASSWORD_FILE": str(tmp_path / "pw")}).ipmi_credentials()
+
+
+def test_ingestion_bounds_and_spill_cap(tmp_path: Path) -> None:
+    defaults = CollectorConfig().telemetry
+    assert (defaults.future_tolerance, defaults.max_node_watts, defaults.max_spill_mib) == (300, 15_000.0, 512)
+    config = load_collector_config(write(tmp_path, "telemetry:\n  future_tolerance: 1min\n  max_node_watts: 40000\n"
+                                                   "  max_spill_mib: 64\n"), environ={})
+    assert (config.telemetry.future_tolerance, config.telemetry.max_node_watts) == (60, 40_000.0)
+    assert config.telemetry.max_spill_mib == 64
+    for bad in ("max_node_watts: .inf", "max_node_watts: 0", "max_spill_mib: 0", "future_tolerance: 0s"):
+        assert f"telemetry.{bad.split(':')[0]}" in error_of(write(tmp_path, f"telemetry:\n  {bad}\n"))

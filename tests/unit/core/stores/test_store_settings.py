@@ -75,3 +75,11 @@ def test_secrets_are_not_read_from_the_config_file(tmp_path: Path) -> None:
     path.write_text("influx_token: abc\n")
     with pytest.raises(ConfigError, match="influx_token: unknown key"):
         StoreSettings.load(config_path=path, environ={})
+
+
+def test_retention_defaults_to_thirty_days_and_is_bounded() -> None:
+    assert StoreSettings.from_env({}).telemetry_retention == 30 * 86400
+    assert StoreSettings.load({"TELEMETRY_RETENTION": "90d"}, environ={}).telemetry_retention == 90 * 86400
+    for bad in ("10min", "forever", "-1d"):
+        with pytest.raises(ConfigError, match="TELEMETRY_RETENTION"):
+            StoreSettings.from_env({"TELEMETRY_RETENTION": bad})
