@@ -1,14 +1,21 @@
-"""The scaling controller's tick: telemetry window -> forecast -> decide -> actuate -> scaling event.
+"""The scaling controller's tick: lease -> telemetry window -> forecast -> decide -> actuate -> scaling event.
 
 `ScalingController` is plain Python (the Ray actor in autoscaler/actor.py wraps it), so the tick is tested and
-benchmarked without a cluster. One tick reads the latest power of every node once, builds the forecast
-inputs of every predictive policy and sends them to the forecaster as one batch, then decides and actuates
-policy by policy. Every policy gets an event every tick, holds included.
+benchmarked without a cluster. A tick first takes or renews the lease in the state file: only the holder acts
+(another controller on the same file logs who holds it and waits; the lease expires after `lease_ttl_s`,
+a few tick intervals, so a successor takes over when the holder stops renewing). It then reads the latest power
+of every node once, builds the forecast inputs of every predictive policy and sends them to the forecaster as
+one batch, then decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before
+the actuation). Every policy gets an event every tick, holds included. One policy's failure is an event for
+that policy and never stops the others; a stored policy that no longer validates is logged and skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,26 +24,23 @@ from statistics import fmean
 from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
-from autoscaler.decision import decide
+from autoscaler.intents import Enactor, PolicyTurn
 from autoscaler.policy_config import policy_from, target_nodes
-from autoscaler.schema import (
-    ActuationResult,
-    ActuationStatus,
-    ForecastView,
-    PowerObservation,
-    ScaleAction,
-    ScalingDecision,
-    ScalingEvent,
-    ScalingPolicy,
-)
+from autoscaler.schema import ForecastView, InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
-from autoscaler.state import ControllerState
+from autoscaler.state import ControllerState, Lease
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import NoStoredTelemetry, stored_history
 
 logger = logging.getLogger(__name__)
 READ_WORKERS = 16  # concurrent replica-count reads per tick
+LEASE_TICKS = 3  # the lease lasts this many tick intervals
+
+
+def controller_id() -> str:
+    """A lease holder id naming this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -59,18 +63,9 @@ class Forecaster(Protocol):
         """One forecast per history, in order; a failed one is its exception."""
 
 
-@dataclass
-class _Pending:
-    """A policy between the reading and the deciding phase of a tick."""
-
-    policy: ScalingPolicy
-    nodes: list[str]
-    replicas: int | None = None
-    observation: PowerObservation | None = None
-    forecast: ForecastView | None = None
-    confidence: float | None = None
-    note: str | None = None
-    requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
+def _failed(item: PolicyTurn, stage: str, exc: Exception) -> None:
+    logger.exception("scaling controller: %s failed for policy %s", stage, item.policy.name)
+    item.error = f"{stage} failed: {type(exc).__name__}: {exc}"
 
 
 class ScalingController:
@@ -80,9 +75,12 @@ class ScalingController:
                  actuators: Actuators, *, defaults: AutoScalingConfig | None = None,
                  workloads: Mapping[str, tuple[str, ...]] | None = None,
                  node_names: Callable[[list[str]], Mapping[str, str]] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 holder: str | None = None, lease_ttl_s: float | None = None):
         """`node_names` maps Ray node ids to telemetry node ids; with it, a policy that names no nodes (and has
-        no `workloads` entry) uses the nodes its target's replicas run on, where the actuator can tell."""
+        no `workloads` entry) uses the nodes its target's replicas run on, where the actuator can tell.
+        `holder` names this controller in the lease (default: `controller_id()`); `lease_ttl_s` defaults to
+        LEASE_TICKS evaluation intervals."""
         self.state = state
         self.store = store
         self.forecaster = forecaster
@@ -91,6 +89,11 @@ class ScalingController:
         self.workloads = dict(workloads or {})
         self.node_names = node_names
         self.clock = clock
+        self.holder = holder or controller_id()
+        self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
+        self.enactor = Enactor(state, actuators, self.holder)
+        self._lease_holder: str | None = None
+        self._reported: set[tuple[str, str]] = set()
 
     # --- policies ----------------------------------------------------------------------------------------
 
@@ -105,31 +108,68 @@ class ScalingController:
     # --- the tick ----------------------------------------------------------------------------------------
 
     def tick(self) -> list[ScalingEvent]:
-        """Evaluate every policy once; returns the recorded events in policy-name order."""
+        """Evaluate every policy once when holding the lease; returns the recorded events in policy-name order
+        (none when another controller holds the lease)."""
         now = self.clock()
-        pending = [_Pending(policy, target_nodes(policy, self.workloads)) for policy in self.state.policies()]
+        lease = self.state.acquire_lease(self.holder, now, self.lease_ttl_s)
+        if not self._leads(lease, now):
+            return []
+        stored = self.state.stored_policies()
+        self._report(stored.invalid)
+        turns = [PolicyTurn(policy, target_nodes(policy, self.workloads)) for policy in stored.policies]
         latest, store_problem = self._latest()
-        self._read_replicas(pending)
-        for item in pending:
-            self._observe(item, latest, store_problem)
-        self._forecast([item for item in pending if self._wants_forecast(item)], latest)
-        return [self._decide_and_act(item, now) for item in pending]
+        self._read_replicas(turns)
+        for item in turns:
+            try:
+                self._observe(item, latest, store_problem)
+            except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
+                _failed(item, "reading its telemetry", exc)
+        self._forecast([item for item in turns if self._wants_forecast(item)], latest)
+        return [event for item in turns if (event := self.enactor.act(item, now)) is not None]
+
+    def stop(self) -> None:
+        """Give the lease up, so that another controller takes over without waiting for it to expire."""
+        self.state.release_lease(self.holder)
+
+    def _leads(self, lease: Lease, now: datetime) -> bool:
+        """Whether this controller holds the lease; each change of holder is logged once."""
+        if lease.holder != self._lease_holder:
+            if lease.holder == self.holder:
+                logger.info("scaling controller %s: holds the lease, acting on targets", self.holder)
+            else:
+                logger.info("scaling controller %s: %s holds the lease until %s; holding (no actuation)",
+                            self.holder, lease.holder, lease.expires_at.isoformat())
+            self._lease_holder = lease.holder
+        return lease.held_by(self.holder, now)
+
+    def _report(self, invalid: list[InvalidStoredPolicy]) -> None:
+        """Log each stored policy that no longer validates, once per reason (the API lists them)."""
+        for entry in invalid:
+            if (entry.name, entry.reason) not in self._reported:
+                logger.warning("scaling controller: stored policy %s no longer validates and is skipped: %s",
+                               entry.name, entry.reason.replace("\n", "; "))
+                self._reported.add((entry.name, entry.reason))
 
     def _latest(self) -> tuple[dict[str, NodeLatest], str | None]:
         try:
             return {n.node_id: n for n in self.store.latest()}, None
         except StoreUnavailable as exc:
             return {}, f"telemetry store unavailable: {exc}"
+        except Exception as exc:  # noqa: BLE001 - every policy holds on missing data and says why
+            logger.exception("scaling controller: reading the latest telemetry failed")
+            return {}, f"telemetry store failed: {type(exc).__name__}: {exc}"
 
-    def _read_replicas(self, items: list[_Pending]) -> None:
+    def _read_replicas(self, items: list[PolicyTurn]) -> None:
         """Every target's replica count, read concurrently (each read is a network call)."""
-        def read(item: _Pending) -> None:
+        def read(item: PolicyTurn) -> None:
             try:
                 item.replicas = self.actuators.replicas(item.policy)
                 if not item.nodes and self.node_names is not None:
                     item.nodes = self._discover_nodes(item.policy)
             except ActuationError as exc:
                 item.note = f"cannot read the target's replicas: {exc}"
+            except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
+                _failed(item, "reading the target's replicas", exc)
 
         if items:
             with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
@@ -142,7 +182,7 @@ class ScalingController:
         names = self.node_names(ray_nodes)
         return sorted({names.get(node, node) for node in ray_nodes})
 
-    def _observe(self, item: _Pending, latest: Mapping[str, NodeLatest], store_problem: str | None) -> None:
+    def _observe(self, item: PolicyTurn, latest: Mapping[str, NodeLatest], store_problem: str | None) -> None:
         if item.replicas is None:  # unreadable: the note says why
             return
         seen = [latest[node] for node in item.nodes if node in latest]
@@ -161,12 +201,12 @@ class ScalingController:
             item.note = f"nodes found from the target's replicas: {', '.join(item.nodes)}"
 
     @staticmethod
-    def _wants_forecast(item: _Pending) -> bool:
+    def _wants_forecast(item: PolicyTurn) -> bool:
         policy, observation = item.policy, item.observation
         return (policy.power_based.enabled and policy.predictive_scaling.enabled and observation is not None
                 and bool(observation.measured_per_node_watts) and not observation.missing_nodes)
 
-    def _forecast(self, items: list[_Pending], latest: Mapping[str, NodeLatest]) -> None:
+    def _forecast(self, items: list[PolicyTurn], latest: Mapping[str, NodeLatest]) -> None:
         """Fill each item's forecast view: one batched forecaster call for every node of every item."""
         if not items:
             return
@@ -182,13 +222,24 @@ class ScalingController:
             return
         histories: list[PowerHistory] = []
         for item in items:
-            item.forecast = self._collect_histories(item, shape, histories, latest)
-        results = self.forecaster.forecast(histories) if histories else []
+            try:
+                item.forecast = self._collect_histories(item, shape, histories, latest)
+            except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
+                logger.exception("scaling controller: forecast window of policy %s failed", item.policy.name)
+                item.forecast = ForecastView.unavailable(f"no forecast window: {type(exc).__name__}: {exc}")
+        try:
+            results = self.forecaster.forecast(histories) if histories else []
+        except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
+            logger.exception("scaling controller: the forecast batch failed")
+            results = [exc] * len(histories)
         for item in items:
             if item.requests is not None:
-                item.forecast, item.confidence = _view(item.policy, [results[i] for i in item.requests])
+                try:
+                    item.forecast, item.confidence = _view(item.policy, [results[i] for i in item.requests])
+                except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
+                    item.forecast = ForecastView.unavailable(f"forecast unusable: {type(exc).__name__}: {exc}")
 
-    def _collect_histories(self, item: _Pending, shape: ModelShape, histories: list[PowerHistory],
+    def _collect_histories(self, item: PolicyTurn, shape: ModelShape, histories: list[PowerHistory],
                            latest: Mapping[str, NodeLatest]) -> ForecastView | None:
         """Append the item's node histories to the batch; a view only when the forecast cannot be made."""
         policy = item.policy
@@ -211,22 +262,6 @@ class ScalingController:
         histories.extend(found)
         return None
 
-    def _decide_and_act(self, item: _Pending, now: datetime) -> ScalingEvent:
-        policy = item.policy
-        if item.observation is None:  # the replica count could not be read: nothing to decide on
-            event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
-                                 from_replicas=None, to_replicas=None, reason=f"hold: {item.note}", mode=policy.mode,
-                                 actuation=ActuationResult(status=ActuationStatus.FAILED, detail=item.note or ""))
-            return self.state.record(event)
-        policy_state = self.state.policy_state(policy.name)
-        decision = decide(policy, item.observation, item.forecast, policy_state, now)
-        actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
-        reason = decision.reason if item.note is None else f"{decision.reason}; {item.note}"
-        event = _event(policy, decision, actuation, reason, item.confidence)
-        if actuation.status is ActuationStatus.FAILED:  # nothing changed: the cooldown clock must not restart
-            return self.state.record(event, policy_state.model_copy(update={"last_decision": decision}))
-        return self.state.record(event, policy_state.after(decision))
-
 
 def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tuple[ForecastView, float | None]:
     """The policy's forecast view from its nodes' forecasts, and their mean calibrated confidence."""
@@ -240,18 +275,3 @@ def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tu
     view = ForecastView.from_interval([f.point for f in forecasts], [f.upper for f in forecasts],
                                       coverage=coverage, level=policy.predictive_scaling.confidence_threshold)
     return view, round(fmean(c for f in forecasts for c in f.confidence), 4)
-
-
-def _event(policy: ScalingPolicy, decision: ScalingDecision, actuation: ActuationResult, reason: str,
-           confidence: float | None) -> ScalingEvent:
-    budget = policy.power_based.max_power_budget
-
-    def watts(share: float | None) -> float | None:
-        return None if share is None else round(share * budget / 100.0, 2)
-
-    return ScalingEvent(at=decision.at, policy=policy.name, target=policy.target, action=decision.action,
-                        from_replicas=decision.from_replicas, to_replicas=decision.to_replicas,
-                        measured_power_watts=watts(decision.measured_share),
-                        forecast_power_watts=watts(decision.forecast_share),
-                        confidence=confidence if decision.used_forecast else None, signal=decision.signal,
-                        reason=reason, mode=policy.mode, actuation=actuation)

@@ -9,8 +9,11 @@ agree before scaling in, and a present overload is never ignored.
 - share < scale-in threshold: consolidate to the fewest replicas n with replicas * share / n < out.
 - otherwise hold (hysteresis band) on measured power; on a calibrated forecast's upper quantile the
   confidence level is the margin, so it consolidates whenever the quantile re-spread over n stays < out.
-Then clamp to [min_replicas, max_replicas], cap scale-out by the cluster power budget, and hold during the
-cooldown. Stale or missing telemetry always holds. Replicas never go to zero on power alone.
+Then clamp to [min_replicas, max_replicas] and cap scale-out by the cluster power budget: that is the
+recommendation. The policy's `behavior` (autoscaler/behavior.py) holds a scale-in at the highest recommendation
+of its stabilization window and limits how far one change moves the target (the step limit); the cooldown
+holds the target between changes. Stale or missing telemetry always holds. Replicas never go to zero on power
+alone. Every decision's reason says which of these rules shaped it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from statistics import fmean
 
 from pydantic import BaseModel, ConfigDict
 
+from autoscaler.behavior import Recommendation, limit_change, remember
 from autoscaler.schema import ForecastView, PowerObservation, ScaleAction, ScalingDecision, ScalingPolicy
 
 
@@ -31,11 +35,17 @@ class PolicyState(BaseModel):
 
     last_scale_at: datetime | None = None
     last_decision: ScalingDecision | None = None
+    recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
 
-    def after(self, decision: ScalingDecision) -> PolicyState:
-        """The state after `decision` was carried out (a replica change restarts the cooldown clock)."""
-        changed = decision.action is not ScaleAction.HOLD
-        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, last_decision=decision)
+    def after(self, decision: ScalingDecision, *, scaled: bool | None = None) -> PolicyState:
+        """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
+        replica count changed (`scaled`; default: when the decision is a change)."""
+        changed = decision.action is not ScaleAction.HOLD if scaled is None else scaled
+        recent = self.recent
+        if decision.recommended_replicas is not None:
+            recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
+        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, last_decision=decision,
+                           recent=recent)
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
@@ -119,13 +129,14 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     replicas = observation.replicas
 
     def result(to: int, reason: str, signal: str = "none", measured: float | None = None,
-               predicted: float | None = None, used: bool = False) -> ScalingDecision:
+               predicted: float | None = None, used: bool = False,
+               recommended: int | None = None) -> ScalingDecision:
         action = (ScaleAction.SCALE_OUT if to > replicas else ScaleAction.SCALE_IN if to < replicas
                   else ScaleAction.HOLD)
         head = f"hold at {replicas}" if to == replicas else f"{action.value} {replicas} -> {to}"
-        return ScalingDecision(action=action, from_replicas=replicas, to_replicas=to, reason=f"{head}: {reason}",
-                               signal=signal, measured_share=measured, forecast_share=predicted,
-                               used_forecast=used, at=now)
+        return ScalingDecision(action=action, from_replicas=replicas, to_replicas=to,
+                               recommended_replicas=recommended, reason=f"{head}: {reason}", signal=signal,
+                               measured_share=measured, forecast_share=predicted, used_forecast=used, at=now)
 
     if not policy.power_based.enabled:
         return result(replicas, "power-based scaling is disabled for this policy")
@@ -158,13 +169,15 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     if clamped != desired:
         bound = "max_replicas" if clamped < desired else "min_replicas"
         parts.append(f"clamped to {bound} {clamped}")
-    target, capped = _cluster_cap(policy, replicas, clamped, values, signal)
+    recommended, capped = _cluster_cap(policy, replicas, clamped, values, signal)
     if capped:
         parts.append(capped)
+    target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now, policy.max_replicas)
+    parts += limits
 
     if target != replicas and state.last_scale_at is not None:
         left = policy.power_based.cooldown_period - (now - state.last_scale_at).total_seconds()
         if left > 0:
             parts.insert(0, f"cooldown, {math.ceil(left)} s left (would go to {target})")
             target = replicas
-    return result(target, "; ".join(parts), signal, measured, predicted, used)
+    return result(target, "; ".join(parts), signal, measured, predicted, used, recommended)

@@ -1,8 +1,9 @@
 """Policies as written (config file, API body) -> validated `ScalingPolicy`, with the config's defaults.
 
 A policy's `power_based` and `predictive_scaling` keys override the config file's `auto_scaling` sections,
-so a file or an API client states only what differs. The target's nodes come from the policy's `nodes`,
-else from the config's `workloads` map (else the controller finds them from the target's replicas).
+so a file or an API client states only what differs, and `max_replicas` is bounded by the config's
+`auto_scaling.max_replicas_cap`. The target's nodes come from the policy's `nodes`, else from the config's
+`workloads` map (else the controller finds them from the target's replicas).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autoscaler.schema import ScalingPolicy
+from autoscaler.schema import ScalingPolicy, policy_context
 from autoscaler.settings import AutoscalerConfig, AutoScalingConfig
 from core.settings import ConfigError, format_errors
 
@@ -31,12 +32,16 @@ def with_defaults(data: Mapping[str, Any], defaults: AutoScalingConfig) -> dict[
 
 def policy_from(data: Mapping[str, Any], defaults: AutoScalingConfig) -> ScalingPolicy:
     """Validate one policy mapping (raises pydantic's ValidationError, locations relative to the policy)."""
-    return ScalingPolicy.model_validate(with_defaults(data, defaults))
+    context = policy_context(defaults.max_replicas_cap)
+    return ScalingPolicy.model_validate(with_defaults(data, defaults), context=context)
 
 
 def policies_from_config(config: AutoscalerConfig, source: str = "config") -> list[ScalingPolicy]:
     """The policies declared under `auto_scaling.policies`; ConfigError naming each bad field."""
     policies, errors = [], []
+    declared, cap = len(config.auto_scaling.policies), config.auto_scaling.max_policies
+    if declared > cap:
+        errors.append(f"{source}: auto_scaling.policies: {declared} policies exceed auto_scaling.max_policies ({cap})")
     for index, data in enumerate(config.auto_scaling.policies):
         try:
             policies.append(policy_from(data, config.auto_scaling))

@@ -1,7 +1,9 @@
-"""Scaling policies, the inputs of one decision, and the decision itself (pydantic v2).
+"""Scaling policies, the inputs of one decision, the decision itself and the events (pydantic v2).
 
-A policy uses the seed's YAML keys (`power_based`, `predictive_scaling`) plus a target, replica bounds and a
-few controller knobs. Invalid combinations are refused with a reason naming the field.
+A policy uses the seed's YAML keys (`power_based`, `predictive_scaling`) plus a target, replica bounds, step
+limits (`behavior`) and a few controller knobs. Hostile values are refused with a reason naming the field: every
+float refuses NaN and ±Infinity, every string is bounded, `max_replicas` is bounded by `REPLICAS_LIMIT` and, where
+the validation context carries it (`policy_context`), by the config's `auto_scaling.max_replicas_cap`.
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ from enum import StrEnum
 from statistics import NormalDist
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from autoscaler.settings import PowerBasedScalingConfig, PredictiveScalingConfig
+from autoscaler.behavior import ScalingBehavior
+from autoscaler.settings import REPLICAS_LIMIT, PowerBasedScalingConfig, PredictiveScalingConfig
 from core.settings import Duration
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Name = Annotated[str, Field(min_length=1, max_length=253)]  # a Kubernetes object name, a Serve app, a node id
+Label = Annotated[str, Field(min_length=1, max_length=63)]  # a Kubernetes namespace, a worker group
+MAX_REPLICAS_CAP = "max_replicas_cap"
+
+
+def policy_context(max_replicas_cap: int) -> dict[str, int]:
+    """The validation context that bounds `max_replicas` by the config's cap: `model_validate(..., context=)`."""
+    return {MAX_REPLICAS_CAP: max_replicas_cap}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- targets ---------------------------------------------------------------------------------------------
@@ -32,33 +43,33 @@ class RayServeTarget(_Model):
     """A deployment of a running Ray Serve application (its `num_replicas`)."""
 
     kind: Literal["ray_serve"] = "ray_serve"
-    app: str = Field(min_length=1)
-    deployment: str = Field(min_length=1)
+    app: Name
+    deployment: Name
 
 
 class DeploymentTarget(_Model):
     """A Kubernetes Deployment, scaled through its scale subresource."""
 
     kind: Literal["deployment"] = "deployment"
-    name: str = Field(min_length=1)
-    namespace: str = Field("default", min_length=1)
+    name: Name
+    namespace: Label = "default"
 
 
 class StatefulSetTarget(_Model):
     """A Kubernetes StatefulSet, scaled through its scale subresource."""
 
     kind: Literal["statefulset"] = "statefulset"
-    name: str = Field(min_length=1)
-    namespace: str = Field("default", min_length=1)
+    name: Name
+    namespace: Label = "default"
 
 
 class RayClusterTarget(_Model):
     """One worker group of a KubeRay RayCluster (its `replicas`)."""
 
     kind: Literal["raycluster"] = "raycluster"
-    name: str = Field(min_length=1)
-    namespace: str = Field("default", min_length=1)
-    worker_group: str = Field(min_length=1)
+    name: Name
+    namespace: Label = "default"
+    worker_group: Label
 
 
 ScalingTarget = Annotated[
@@ -76,21 +87,33 @@ class ScalingPolicy(_Model):
     `cluster_power_budget` (W, optional) caps scale-out for the target as a whole. `stale_after_s` accepts
     seconds or "2min"; telemetry older than that is treated as missing. The target's nodes are the telemetry
     node ids in `nodes`, else those the config's `workloads` map lists for `workload_id` (default: the name),
-    else, for a Ray Serve target, the nodes its running replicas are on.
+    else, for a Ray Serve target, the nodes its running replicas are on. `behavior` limits how far one change
+    may move the target (autoscaler/behavior.py). `min_replicas` 0 needs `allow_scale_to_zero: true` (power alone
+    never takes a target to zero; a target someone else scaled to zero may then stay there).
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
     target: ScalingTarget
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(10, ge=1)
+    min_replicas: int = Field(1, ge=0, le=REPLICAS_LIMIT)
+    max_replicas: int = Field(10, ge=1, le=REPLICAS_LIMIT)
+    allow_scale_to_zero: bool = False
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
-    cluster_power_budget: float | None = Field(None, allow_inf_nan=False)
+    behavior: ScalingBehavior = ScalingBehavior()
+    cluster_power_budget: float | None = None
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120
-    nodes: list[str] = Field([], max_length=1000, description="telemetry node ids the target runs on")
-    workload_id: str | None = Field(None, min_length=1, description="key of the config's workloads map")
+    nodes: list[Name] = Field([], max_length=1000, description="telemetry node ids the target runs on")
+    workload_id: Name | None = Field(None, description="key of the config's workloads map")
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _within_cap(cls, value: int, info: ValidationInfo) -> int:
+        cap = (info.context or {}).get(MAX_REPLICAS_CAP)
+        if cap is not None and value > cap:
+            raise ValueError(f"max_replicas ({value}) exceeds auto_scaling.max_replicas_cap ({cap})")
+        return value
 
     @field_validator("nodes")
     @classmethod
@@ -112,6 +135,8 @@ class ScalingPolicy(_Model):
     def _check_bounds(self) -> ScalingPolicy:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        if self.min_replicas == 0 and not self.allow_scale_to_zero:
+            raise ValueError("min_replicas 0 needs allow_scale_to_zero: true (an explicit opt-in)")
         return self
 
 
@@ -190,11 +215,16 @@ class ForecastView(_Model):
 
 
 class ScalingDecision(_Model):
-    """One decision, including holds. Shares are percent of the per-node budget (None when not computed)."""
+    """One decision, including holds. Shares are percent of the per-node budget (None when not computed).
+
+    `recommended_replicas` is what the signal asked for within the bounds and the cluster budget, before the
+    stabilization window, the step limit and the cooldown (None when nothing was recommended: stale data, off).
+    """
 
     action: ScaleAction
     from_replicas: int
     to_replicas: int
+    recommended_replicas: int | None = None
     reason: str = Field(min_length=1)
     signal: Literal["forecast", "measured", "none"]
     measured_share: float | None = None
@@ -209,6 +239,7 @@ class ScalingDecision(_Model):
 class ActuationStatus(StrEnum):
     NONE = "none"  # nothing to change (hold)
     DRY_RUN = "dry_run"  # a change was decided and only recorded
+    PENDING = "pending"  # the intent is recorded and the actuation not completed (yet, or interrupted)
     APPLIED = "applied"
     FAILED = "failed"
 
@@ -236,3 +267,22 @@ class ScalingEvent(_Model):
     reason: str
     mode: Literal["dry_run", "enforce"]
     actuation: ActuationResult
+
+
+# --- stored policies -------------------------------------------------------------------------------------
+
+
+class InvalidStoredPolicy(_Model):
+    """A stored policy that no longer validates (written by an older version, stored before a check existed, or
+    above a lowered `max_replicas_cap`): every tick skips it and the API lists it; replace or delete it by name."""
+
+    name: str
+    reason: str = Field(description="why it does not validate, one `field: reason` per line")
+    updated_at: datetime | None = Field(None, description="when it was last written")
+
+
+class StoredPolicies(_Model):
+    """Every stored policy: those that validate and those that no longer do, each by name."""
+
+    policies: list[ScalingPolicy] = []
+    invalid: list[InvalidStoredPolicy] = []

@@ -1,6 +1,9 @@
 """The autoscaler's settings: the config file's `auto_scaling` and `workloads` keys, how the controller actor is
 built (`ControllerSettings`, from the app's args), and the controller's environment.
 
+Every float of these sections refuses NaN and ±Infinity (`FiniteSection`); `auto_scaling.max_replicas_cap` and
+`auto_scaling.max_policies` bound what a policy (and the API) may ask for.
+
 Environment (`ControllerEnvironment`): RAY_DASHBOARD_URL (default of the app's `autoscaler.ray_dashboard_url`),
 KUBECONFIG (kubeconfig when none is given) and KUBERNETES_SERVICE_HOST (set in a pod: use its service account).
 """
@@ -17,9 +20,19 @@ from core.names import POWER_APP
 from core.settings import Duration, EnvSettings, Section, Workloads, load_keys
 
 DEFAULT_DASHBOARD_URL = "http://127.0.0.1:8265"
+REPLICAS_LIMIT = 10_000
+"""The most replicas any policy may name, whatever `max_replicas_cap` says (the schema's own bound)."""
+DEFAULT_MAX_REPLICAS_CAP = 100
+DEFAULT_MAX_POLICIES = 200
 
 
-class PowerBasedScalingConfig(Section):
+class FiniteSection(Section):
+    """A config section whose floats refuse NaN and ±Infinity (JSON `Infinity` would be stored as null)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class PowerBasedScalingConfig(FiniteSection):
     """Reactive scaling on measured power, in percent of the per-node budget."""
 
     enabled: bool = True
@@ -36,25 +49,29 @@ class PowerBasedScalingConfig(Section):
         return self
 
 
-class PredictiveScalingConfig(Section):
+class PredictiveScalingConfig(FiniteSection):
     """Scaling ahead of forecast power."""
 
     enabled: bool = True
-    lookahead_minutes: int = Field(30, ge=1)
+    lookahead_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
     confidence_threshold: float = Field(0.8, gt=0, lt=1)
 
 
-class AutoScalingConfig(Section):
-    """Defaults for every policy, the controller's tick interval, and the policies declared in the file.
+class AutoScalingConfig(FiniteSection):
+    """Defaults for every policy, the controller's tick interval, limits, and the policies declared in the file.
 
     Each entry of `policies` is an `autoscaler.schema.ScalingPolicy` whose `power_based` and
     `predictive_scaling` keys override the defaults above; `autoscaler.policy_config.policies_from_config`
-    validates them (and `serve run` refuses a file with an invalid policy).
+    validates them (and `serve run` refuses a file with an invalid policy). `max_replicas_cap` bounds every
+    policy's `max_replicas` (a stored policy above a lowered cap is reported and skipped); `max_policies` bounds
+    how many policies the controller holds (the API refuses one more).
     """
 
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
     evaluation_interval: Annotated[Duration, Field(ge=1)] = 30
+    max_replicas_cap: int = Field(DEFAULT_MAX_REPLICAS_CAP, ge=1, le=REPLICAS_LIMIT)
+    max_policies: int = Field(DEFAULT_MAX_POLICIES, ge=1, le=10_000)
     policies: tuple[dict[str, Any], ...] = ()
 
 
@@ -74,7 +91,7 @@ def load_autoscaler_config(path: str | Path | None = None,
 class ControllerSettings(BaseModel):
     """How the controller actor is built (from the app's `autoscaler` args)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     state_file: str
     config_path: str | None = None

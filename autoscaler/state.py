@@ -1,9 +1,15 @@
-"""The controller's durable state: policies, each policy's cooldown clock and last decision, and events.
+"""The controller's durable state: policies, each policy's cooldown clock and last decision, events, the
+actuations in flight (intents), and the lease that lets one controller act on targets.
 
-One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it
-had. Every write is one transaction. Policies from the config file are "seeded": applied when their
-content differs from what was last seeded under that name, so a restart never undoes an API change, while
-an edited config file still takes effect.
+One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it had.
+Every write is one transaction (BEGIN IMMEDIATE, so controllers sharing the file take turns). Policies from the
+config file are "seeded": applied when their content differs from what was last seeded under that name, so a
+restart never undoes an API change, while an edited config file still takes effect.
+
+A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
+`max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
+The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
+caller's, and renews it; an intent is only written while its writer holds the lease (autoscaler/intents.py).
 """
 
 from __future__ import annotations
@@ -11,11 +17,17 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from autoscaler.decision import PolicyState
-from autoscaler.schema import ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy, StoredPolicies, policy_context
+from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
+from core.settings import format_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -25,22 +37,59 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, policy TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_policy_at ON events (policy, at);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS intents (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lease (
+    id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT NOT NULL, expires_at REAL NOT NULL);
 """
+_MAX_REASON_CHARS = 2000
+_POLICY_EXISTS = "EXISTS (SELECT 1 FROM policies WHERE name = ?)"
+
+
+class TooManyPolicies(ValueError):
+    """A new policy would exceed `auto_scaling.max_policies`."""
+
+
+class IntentRefused(RuntimeError):
+    """The intent was not recorded (so nothing may be actuated): the lease is not held, or the policy is gone."""
+
+
+class Lease(BaseModel):
+    """Who may act on targets, until when."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    holder: str
+    expires_at: datetime
+
+    def held_by(self, holder: str, now: datetime) -> bool:
+        return self.holder == holder and now < self.expires_at
 
 
 def _digest(policy: ScalingPolicy) -> str:
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
 
 
-class ControllerState:
-    """Policies, per-policy state and scaling events in one SQLite file (thread-safe)."""
+def _time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
 
-    def __init__(self, path: str | Path, max_events: int = 100_000):
+
+class ControllerState:
+    """Policies, per-policy state, events, intents and the lease in one SQLite file (thread-safe).
+
+    `max_replicas_cap` applies when stored policies are read; `max_policies` when the API adds one.
+    """
+
+    def __init__(self, path: str | Path, *, max_replicas_cap: int = DEFAULT_MAX_REPLICAS_CAP,
+                 max_policies: int = DEFAULT_MAX_POLICIES, max_events: int = 100_000):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_events = max_events
+        self.max_policies, self.max_events = max_policies, max_events
+        self._context = policy_context(max_replicas_cap)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -49,71 +98,148 @@ class ControllerState:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back when the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
     # --- policies ----------------------------------------------------------------------------------------
 
+    def _parse(self, name: str, body: str, updated_at: str) -> ScalingPolicy | InvalidStoredPolicy:
+        try:
+            return ScalingPolicy.model_validate_json(body, context=self._context)
+        except ValidationError as exc:
+            reason = format_errors(None, exc)[:_MAX_REASON_CHARS]
+        return InvalidStoredPolicy(name=name, reason=reason, updated_at=_time(updated_at))
+
+    def stored_policies(self) -> StoredPolicies:
+        """Every stored policy by name, those that no longer validate apart (with the reason)."""
+        parsed = [self._parse(*row) for row in self._read("SELECT name, body, updated_at FROM policies ORDER BY name")]
+        return StoredPolicies(policies=[p for p in parsed if isinstance(p, ScalingPolicy)],
+                              invalid=[p for p in parsed if isinstance(p, InvalidStoredPolicy)])
+
     def policies(self) -> list[ScalingPolicy]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM policies ORDER BY name").fetchall()
-        return [ScalingPolicy.model_validate_json(body) for (body,) in rows]
+        """The stored policies that validate, by name."""
+        return self.stored_policies().policies
+
+    def invalid_policies(self) -> list[InvalidStoredPolicy]:
+        """The stored policies that no longer validate, by name, with the reason."""
+        return self.stored_policies().invalid
 
     def policy(self, name: str) -> ScalingPolicy | None:
-        with self._lock:
-            row = self._db.execute("SELECT body FROM policies WHERE name = ?", (name,)).fetchone()
-        return ScalingPolicy.model_validate_json(row[0]) if row else None
+        """The policy called `name`; None when there is none or it no longer validates."""
+        rows = self._read("SELECT name, body, updated_at FROM policies WHERE name = ?", (name,))
+        parsed = self._parse(*rows[0]) if rows else None
+        return parsed if isinstance(parsed, ScalingPolicy) else None
 
-    def put_policy(self, policy: ScalingPolicy, now: datetime) -> bool:
-        """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock."""
-        with self._lock, self._db:
-            created = self._db.execute("SELECT 1 FROM policies WHERE name = ?", (policy.name,)).fetchone() is None
-            self._db.execute("INSERT OR REPLACE INTO policies VALUES (?, ?, ?)",
-                             (policy.name, policy.model_dump_json(), now.isoformat()))
+    def put_policy(self, policy: ScalingPolicy, now: datetime, *, limited: bool = True) -> bool:
+        """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock.
+
+        Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`.
+        """
+        with self._write() as db:
+            created = db.execute("SELECT 1 FROM policies WHERE name = ?", (policy.name,)).fetchone() is None
+            if created and limited:
+                (count,) = db.execute("SELECT COUNT(*) FROM policies").fetchone()
+                if count >= self.max_policies:
+                    raise TooManyPolicies(f"the controller already holds {count} policies "
+                                          f"(auto_scaling.max_policies {self.max_policies}): delete one first")
+            db.execute("INSERT OR REPLACE INTO policies VALUES (?, ?, ?)",
+                       (policy.name, policy.model_dump_json(), now.isoformat()))
         return created
 
     def delete_policy(self, name: str) -> bool:
-        """Remove a policy and its state (its events stay); False when there was none."""
-        with self._lock, self._db:
-            deleted = self._db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount > 0
-            self._db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
+        """Remove a policy, valid or not, and its state (its events stay); False when there was none."""
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount > 0
+            db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
+            db.execute("DELETE FROM intents WHERE name = ?", (name,))
         return deleted
 
     def seed(self, policies: list[ScalingPolicy], now: datetime) -> list[str]:
-        """Apply config-file policies whose content changed since they were last seeded; returns their names."""
+        """Apply config-file policies whose content changed since they were last seeded; returns their names.
+
+        The config file is the operator's: `max_policies` does not refuse its policies (its count is checked
+        when the file is read)."""
         applied = []
         for policy in policies:
             digest = _digest(policy)
-            with self._lock:
-                row = self._db.execute("SELECT digest FROM seeded WHERE name = ?", (policy.name,)).fetchone()
-            if row and row[0] == digest:
+            row = self._read("SELECT digest FROM seeded WHERE name = ?", (policy.name,))
+            if row and row[0][0] == digest:
                 continue
-            self.put_policy(policy, now)
-            with self._lock, self._db:
-                self._db.execute("INSERT OR REPLACE INTO seeded VALUES (?, ?)", (policy.name, digest))
+            self.put_policy(policy, now, limited=False)
+            with self._write() as db:
+                db.execute("INSERT OR REPLACE INTO seeded VALUES (?, ?)", (policy.name, digest))
             applied.append(policy.name)
         return applied
 
     # --- per-policy state --------------------------------------------------------------------------------
 
     def policy_state(self, name: str) -> PolicyState:
-        with self._lock:
-            row = self._db.execute("SELECT body FROM policy_state WHERE name = ?", (name,)).fetchone()
-        return PolicyState.model_validate_json(row[0]) if row else PolicyState()
+        rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
+        return PolicyState.model_validate_json(rows[0][0]) if rows else PolicyState()
 
-    # --- events ------------------------------------------------------------------------------------------
+    # --- events and intents ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _save_state(db: sqlite3.Connection, name: str, state: PolicyState) -> bool:
+        """Store a policy's state unless the policy was deleted meanwhile; whether it was stored."""
+        return db.execute(f"INSERT OR REPLACE INTO policy_state SELECT ?, ? WHERE {_POLICY_EXISTS}",
+                          (name, state.model_dump_json(), name)).rowcount > 0
+
+    def _insert(self, db: sqlite3.Connection, event: ScalingEvent) -> ScalingEvent:
+        cursor = db.execute("INSERT INTO events (at, policy, body) VALUES (?, ?, '')", (event.at.timestamp(),
+                                                                                        event.policy))
+        stored = event.model_copy(update={"id": cursor.lastrowid})
+        db.execute("UPDATE events SET body = ? WHERE id = ?", (stored.model_dump_json(), stored.id))
+        if stored.id % 1000 == 0:  # keep the newest max_events
+            db.execute("DELETE FROM events WHERE id <= ?", (stored.id - self.max_events,))
+        return stored
 
     def record(self, event: ScalingEvent, state: PolicyState | None = None) -> ScalingEvent:
         """Store an event (and the policy's new state, in the same transaction); returns it with its id."""
-        with self._lock, self._db:
-            cursor = self._db.execute("INSERT INTO events (at, policy, body) VALUES (?, ?, '')",
-                                      (event.at.timestamp(), event.policy))
-            stored = event.model_copy(update={"id": cursor.lastrowid})
-            self._db.execute("UPDATE events SET body = ? WHERE id = ?", (stored.model_dump_json(), stored.id))
+        with self._write() as db:
+            stored = self._insert(db, event)
             if state is not None:  # not for a policy deleted while its tick ran
-                self._db.execute("INSERT OR REPLACE INTO policy_state SELECT ?, ? WHERE EXISTS "
-                                 "(SELECT 1 FROM policies WHERE name = ?)",
-                                 (event.policy, state.model_dump_json(), event.policy))
-            if stored.id % 1000 == 0:  # keep the newest max_events
-                self._db.execute("DELETE FROM events WHERE id <= ?", (stored.id - self.max_events,))
+                self._save_state(db, event.policy, state)
         return stored
+
+    def record_intent(self, event: ScalingEvent, state: PolicyState, holder: str, now: datetime) -> ScalingEvent:
+        """Store a pending actuation (its event, the state with the cooldown started, the intent) in one
+        transaction, only while `holder` holds the lease and the policy exists; else IntentRefused."""
+        with self._write() as db:
+            lease = self._lease(db)
+            if lease is None or not lease.held_by(holder, now):
+                raise IntentRefused(f"the lease is held by {lease.holder if lease else 'nobody'}")
+            stored = self._insert(db, event)
+            if not self._save_state(db, event.policy, state):
+                raise IntentRefused("the policy was deleted during the tick")
+            db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
+        return stored
+
+    def complete(self, event: ScalingEvent, state: PolicyState) -> ScalingEvent:
+        """Replace a pending event by its outcome, store the policy's state and drop the intent, at once."""
+        with self._write() as db:
+            db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
+            self._save_state(db, event.policy, state)
+            db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (event.policy, event.id))
+        return event
+
+    def pending_intent(self, name: str) -> ScalingEvent | None:
+        """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""
+        rows = self._read("SELECT e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?", (name,))
+        return ScalingEvent.model_validate_json(rows[0][0]) if rows else None
 
     def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
         """Events newest first, optionally of one policy and at or after `since`."""
@@ -125,7 +251,26 @@ class ControllerState:
             clauses.append("at >= ?")
             params.append(since.timestamp())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(f"SELECT body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?",
-                                    (*params, limit)).fetchall()
+        rows = self._read(f"SELECT body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?", (*params, limit))
         return [ScalingEvent.model_validate_json(body) for (body,) in rows]
+
+    # --- the lease ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lease(db: sqlite3.Connection) -> Lease | None:
+        row = db.execute("SELECT holder, expires_at FROM lease WHERE id = 0").fetchone()
+        return Lease(holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC)) if row else None
+
+    def acquire_lease(self, holder: str, now: datetime, ttl_s: float) -> Lease:
+        """Take or renew the lease for `ttl_s` when it is free, expired or `holder`'s; returns the lease now."""
+        with self._write() as db:
+            lease = self._lease(db)
+            if lease is None or lease.holder == holder or lease.expires_at <= now:
+                lease = Lease(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
+                db.execute("INSERT OR REPLACE INTO lease VALUES (0, ?, ?)", (holder, lease.expires_at.timestamp()))
+        return lease
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up (when `holder` has it), so another controller need not wait for it to expire."""
+        with self._write() as db:
+            db.execute("DELETE FROM lease WHERE holder = ?", (holder,))

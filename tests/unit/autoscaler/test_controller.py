@@ -1,119 +1,19 @@
-"""The controller's tick and its durable state, on the embedded store with in-memory forecaster/actuator doubles.
-
-The real actuators are tested against kmock and real Serve (tests/integration); here the doubles record what
-the controller asked for, so each test can check one rule of the tick.
-"""
+"""The controller's tick and its durable state, on the embedded store with in-memory forecaster/actuator doubles
+(tests/unit/autoscaler/doubles.py; the `make` and `store` fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from autoscaler.actuators import ActuationError, Actuator, Actuators
-from autoscaler.controller import ModelShape, ScalingController
 from autoscaler.policy_config import policies_from_config
-from autoscaler.schema import ActuationStatus, ScaleAction, ScalingTarget
+from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.settings import AutoscalerConfig
 from autoscaler.state import ControllerState
 from core.settings import ConfigError
-from core.stores.sqlite import SqliteStore
-from core.telemetry import TelemetrySample
-from tests import factories
-from training.power.inference import PowerForecast, PowerHistory
-
-STEP = 60
-
-
-class RecordingActuator(Actuator):
-    """Replica counts in a dict; `fail` makes scale() refuse like an API server would."""
-
-    kinds = ("ray_serve", "deployment", "statefulset", "raycluster")
-
-    def __init__(self, replicas: int = 2):
-        self.counts: dict[str, int] = {}
-        self.default = replicas
-        self.calls: list[tuple[str, int]] = []
-        self.fail: str | None = None
-
-    def replicas(self, target: ScalingTarget) -> int:
-        if self.fail == "read":
-            raise ActuationError("deployment default/web not found (404)")
-        return self.counts.get(_key(target), self.default)
-
-    def ray_nodes(self, target: ScalingTarget) -> list[str]:
-        return ["ray-node-a", "ray-node-b"]
-
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
-        if self.fail == "scale":
-            raise ActuationError("forbidden (403)")
-        self.calls.append((_key(target), replicas))
-        self.counts[_key(target)] = replicas
-        return f"{_key(target)} -> {replicas}"
-
-
-def _key(target: ScalingTarget) -> str:
-    return getattr(target, "deployment", None) or getattr(target, "name", "")
-
-
-class FixedForecaster:
-    """A served model of 10 steps x 60 s whose upper bound is `upper_watts` at every lead."""
-
-    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8):
-        self.upper_watts = upper_watts
-        self.coverage = coverage
-        self.batches: list[int] = []
-
-    def shape(self) -> ModelShape:
-        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10)
-
-    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
-        self.batches.append(len(histories))
-        out: list[PowerForecast | Exception] = []
-        for history in histories:
-            steps = history.horizon_s // STEP
-            last = history.power_watts[-1]
-            upper = self.upper_watts if self.upper_watts is not None else last
-            out.append(PowerForecast(
-                model_version="power_lstm/1", step_s=STEP,
-                timestamps=tuple(history.end_time + timedelta(seconds=STEP * k) for k in range(1, steps + 1)),
-                point=(last,) * steps, lower=(last,) * steps, upper=(upper,) * steps, confidence=(0.9,) * steps,
-                window_coverage=1.0, padded_steps=0, interval_coverage=self.coverage))
-        return out
-
-
-def policy_data(name: str = "web", **overrides: Any) -> dict[str, Any]:
-    """An enforced Deployment policy over nodes n1 and n2 with a 5-minute look-ahead."""
-    predictive = {"lookahead_minutes": 5, "confidence_threshold": 0.8, **overrides.pop("predictive_scaling", {})}
-    return factories.policy_data(**{"name": name, "target": {"kind": "deployment", "name": name},
-                                    "nodes": ["n1", "n2"], "mode": "enforce", "predictive_scaling": predictive,
-                                    **overrides})
-
-
-@pytest.fixture
-def store(tmp_path):
-    with SqliteStore(tmp_path / "telemetry") as opened:
-        yield opened
-
-
-def write_power(store: SqliteStore, watts: dict[str, float], minutes: int = 15, end: datetime | None = None) -> None:
-    end = end or datetime.now(UTC)
-    store.write([TelemetrySample(timestamp=end - timedelta(minutes=m), node_id=node, source="ipmi", power_watts=w)
-                 for node, w in watts.items() for m in range(minutes)])
-
-
-@pytest.fixture
-def make(tmp_path, store):
-    def build(forecaster=None, replicas: int = 2, clock=None, workloads=None, node_names=None):
-        actuator = RecordingActuator(replicas)
-        state = ControllerState(tmp_path / "state" / "autoscaler.sqlite")
-        controller = ScalingController(state, store, forecaster, Actuators([actuator]), workloads=workloads,
-                                       node_names=node_names, clock=clock or (lambda: datetime.now(UTC)))
-        return controller, actuator
-    return build
+from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
 
 
 def test_measured_overload_scales_out_and_records_the_event(make, store):
@@ -212,12 +112,12 @@ def test_nodes_are_found_from_the_target_replicas_when_nothing_names_them(make, 
 
 def test_state_survives_a_new_controller_on_the_same_file(make, store, tmp_path):
     now = [datetime.now(UTC)]
-    controller, _ = make(clock=lambda: now[0])
+    controller, _ = make(clock=lambda: now[0], holder="controller-actor")
     controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
     write_power(store, {"n1": 950, "n2": 950})
     controller.tick()
     controller.state.close()
-    restarted, actuator = make(replicas=3, clock=lambda: now[0])
+    restarted, actuator = make(replicas=3, clock=lambda: now[0], holder="controller-actor")  # the actor restarted
     assert [p.name for p in restarted.state.policies()] == ["web"]
     assert len(restarted.state.events()) == 1
     now[0] += timedelta(seconds=60)

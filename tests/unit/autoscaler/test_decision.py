@@ -68,7 +68,8 @@ def test_thresholds_and_proportional_count(watts, action, to, phrase):
 
 
 def test_single_replica_never_goes_to_zero():
-    decision = run(make_policy(min_replicas=0), observe([20]))
+    # issue 10: min_replicas 0 is an explicit opt-in (allow_scale_to_zero); power alone still never reaches zero
+    decision = run(make_policy(min_replicas=0, allow_scale_to_zero=True), observe([20]))
     assert decision.action is HOLD and decision.to_replicas == 1
 
 

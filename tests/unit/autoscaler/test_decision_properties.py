@@ -26,6 +26,7 @@ def policies(draw: st.DrawFn, cluster_budget: bool = True) -> ScalingPolicy:
         "target": {"kind": "deployment", "name": "web"},
         "min_replicas": low,
         "max_replicas": high,
+        "allow_scale_to_zero": low == 0,
         "power_based": {"enabled": True, "max_power_budget": BUDGET, "scale_out_threshold": out,
                         "scale_in_threshold": inn, "cooldown_period": draw(st.integers(1, 900))},
         "predictive_scaling": {"enabled": draw(st.booleans()),

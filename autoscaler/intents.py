@@ -1,0 +1,151 @@
+"""One policy's decision carried out: decide, record the intent, actuate, complete; every outcome is one event.
+
+Intent before actuation, so that neither a crash nor a failed write ever scales twice:
+
+1. A hold or a dry-run change needs no actuation: its event and the policy's new state (a dry-run change
+   restarts the cooldown, as an applied one would) are written in one transaction.
+2. An enforced change is first written as an *intent*, in one transaction and only while this controller holds
+   the lease: the event with actuation status `pending`, the policy's state with the cooldown clock started, and
+   an intent row. If that write fails (or the lease is gone, or the policy was deleted), nothing is actuated.
+3. Then the actuator runs, and the intent is *completed* in one transaction: the same event (same id) with
+   status `applied` or `failed`, the intent row dropped, and, when the actuation failed, the state written with
+   the cooldown clock as it was before, because nothing changed and the next tick may try again at once.
+4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
+   stays started, so the next ticks hold instead of scaling again. The next tick that reads the target's
+   replicas completes the old event: `applied` when the target is at the intended count, else `failed`
+   (interrupted); the cooldown is kept either way, since whether the write landed cannot be known.
+
+An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
+traceback); the other policies' turns go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from autoscaler.actuators import Actuators
+from autoscaler.decision import PolicyState, decide
+from autoscaler.schema import (
+    ActuationResult,
+    ActuationStatus,
+    ForecastView,
+    PowerObservation,
+    ScaleAction,
+    ScalingDecision,
+    ScalingEvent,
+    ScalingPolicy,
+)
+from autoscaler.state import ControllerState, IntentRefused
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyTurn:
+    """What the reading phase of a tick found for one policy."""
+
+    policy: ScalingPolicy
+    nodes: list[str]
+    replicas: int | None = None
+    observation: PowerObservation | None = None
+    forecast: ForecastView | None = None
+    confidence: float | None = None
+    note: str | None = None  # said in the event's reason
+    error: str | None = None  # the turn failed: a hold event says why
+    requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
+
+
+class Enactor:
+    """Carries out policy turns against the actuators, writing intents and events to the state."""
+
+    def __init__(self, state: ControllerState, actuators: Actuators, holder: str):
+        self.state, self.actuators, self.holder = state, actuators, holder
+
+    def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
+        """The turn's event as stored; None only when even the failure event could not be written."""
+        try:
+            return self._act(turn, now)
+        except Exception as exc:  # noqa: BLE001 - one policy's failure is its event; the tick goes on
+            logger.exception("scaling controller: policy %s failed", turn.policy.name)
+            return self.hold(turn.policy, now, f"evaluation failed: {type(exc).__name__}: {exc}")
+
+    def hold(self, policy: ScalingPolicy, now: datetime, problem: str) -> ScalingEvent | None:
+        """A `failed` hold event for a policy that could not be evaluated (its state is left as it was)."""
+        event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
+                             from_replicas=None, to_replicas=None, reason=f"hold: {problem}", mode=policy.mode,
+                             actuation=ActuationResult(status=ActuationStatus.FAILED, detail=problem))
+        try:
+            return self.state.record(event)
+        except Exception:  # noqa: BLE001 - the state is unwritable: logged, and the next tick tries again
+            logger.exception("scaling controller: cannot record the event of policy %s", policy.name)
+            return None
+
+    def _act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
+        policy = turn.policy
+        if turn.error is not None:
+            return self.hold(policy, now, turn.error)
+        if turn.observation is None:  # the replica count could not be read: nothing to decide on
+            return self.hold(policy, now, turn.note or "no observation")
+        before = self.state.policy_state(policy.name)
+        notes = [turn.note] if turn.note else []
+        if (pending := self.state.pending_intent(policy.name)) is not None:
+            notes.append(self._complete_interrupted(pending, turn.observation.replicas, before))
+        decision = decide(policy, turn.observation, turn.forecast, before, now)
+        reason = "; ".join([decision.reason, *notes])
+        if decision.action is ScaleAction.HOLD or policy.mode == "dry_run":
+            actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
+            return self.state.record(_event(policy, decision, actuation, reason, turn.confidence),
+                                     before.after(decision))
+        pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
+        try:
+            intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
+                                              before.after(decision), self.holder, now)
+        except IntentRefused as exc:
+            refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
+            return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
+        return self._actuate(policy, decision, intent, before)
+
+    def _actuate(self, policy: ScalingPolicy, decision: ScalingDecision, intent: ScalingEvent,
+                 before: PolicyState) -> ScalingEvent:
+        try:
+            actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
+            scaled = actuation.status is not ActuationStatus.FAILED
+        except Exception as exc:  # noqa: BLE001 - unknown whether it landed: fail the event, keep the cooldown
+            logger.exception("scaling controller: actuator of policy %s failed", policy.name)
+            actuation = ActuationResult(status=ActuationStatus.FAILED,
+                                        detail=f"{type(exc).__name__}: {exc} (outcome unknown: cooldown kept)")
+            scaled = True
+        outcome = intent.model_copy(update={"actuation": actuation})
+        try:
+            return self.state.complete(outcome, before.after(decision, scaled=scaled))
+        except Exception:  # noqa: BLE001 - the intent stays; the cooldown it started holds the next ticks
+            logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
+            return outcome
+
+    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState) -> str:
+        """Complete an intent an earlier tick left pending; returns what the new event's reason says of it."""
+        if replicas == pending.to_replicas:
+            result = ActuationResult(status=ActuationStatus.APPLIED,
+                                     detail=f"completed after an interrupted tick: the target is at {replicas}")
+        else:
+            result = ActuationResult(status=ActuationStatus.FAILED,
+                                     detail=f"interrupted before completion: the target is at {replicas}")
+        self.state.complete(pending.model_copy(update={"actuation": result}), state)
+        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}"
+
+
+def _event(policy: ScalingPolicy, decision: ScalingDecision, actuation: ActuationResult, reason: str,
+           confidence: float | None) -> ScalingEvent:
+    budget = policy.power_based.max_power_budget
+
+    def watts(share: float | None) -> float | None:
+        return None if share is None else round(share * budget / 100.0, 2)
+
+    return ScalingEvent(at=decision.at, policy=policy.name, target=policy.target, action=decision.action,
+                        from_replicas=decision.from_replicas, to_replicas=decision.to_replicas,
+                        measured_power_watts=watts(decision.measured_share),
+                        forecast_power_watts=watts(decision.forecast_share),
+                        confidence=confidence if decision.used_forecast else None, signal=decision.signal,
+                        reason=reason, mode=policy.mode, actuation=actuation)

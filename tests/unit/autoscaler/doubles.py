@@ -1,0 +1,106 @@
+"""Doubles of the controller's collaborators (actuator, forecaster) and helpers that write policies and power.
+
+The real actuators are tested against kmock and real Serve (tests/integration); these record what the controller
+asked for, so each unit test can check one rule of the tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from autoscaler.actuators import ActuationError, Actuator
+from autoscaler.controller import ModelShape
+from autoscaler.schema import ScalingTarget
+from core.stores.sqlite import SqliteStore
+from core.telemetry import TelemetrySample
+from tests import factories
+from training.power.inference import PowerForecast, PowerHistory
+
+STEP = 60
+
+
+class RecordingActuator(Actuator):
+    """Replica counts in a dict; `fail` makes scale() refuse like an API server would.
+
+    `broken` names targets whose reads raise an unexpected error (not ActuationError); `on_scale` runs before each
+    scale (a test looks at the state file there, or raises).
+    """
+
+    kinds = ("ray_serve", "deployment", "statefulset", "raycluster")
+
+    def __init__(self, replicas: int = 2):
+        self.counts: dict[str, int] = {}
+        self.default = replicas
+        self.calls: list[tuple[str, int]] = []
+        self.fail: str | None = None
+        self.broken: set[str] = set()
+        self.on_scale: Callable[[str, int], None] | None = None
+
+    def replicas(self, target: ScalingTarget) -> int:
+        if self.fail == "read":
+            raise ActuationError("deployment default/web not found (404)")
+        if key(target) in self.broken:
+            raise RuntimeError(f"client bug reading {key(target)}")
+        return self.counts.get(key(target), self.default)
+
+    def ray_nodes(self, target: ScalingTarget) -> list[str]:
+        return ["ray-node-a", "ray-node-b"]
+
+    def scale(self, target: ScalingTarget, replicas: int) -> str:
+        if self.fail == "scale":
+            raise ActuationError("forbidden (403)")
+        if self.on_scale is not None:
+            self.on_scale(key(target), replicas)
+        self.calls.append((key(target), replicas))
+        self.counts[key(target)] = replicas
+        return f"{key(target)} -> {replicas}"
+
+
+def key(target: ScalingTarget) -> str:
+    return getattr(target, "deployment", None) or getattr(target, "name", "")
+
+
+class FixedForecaster:
+    """A served model of 10 steps x 60 s whose upper bound is `upper_watts` at every lead; `fail` makes the
+    batched call raise."""
+
+    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8):
+        self.upper_watts = upper_watts
+        self.coverage = coverage
+        self.batches: list[int] = []
+        self.fail = False
+
+    def shape(self) -> ModelShape:
+        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10)
+
+    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
+        if self.fail:
+            raise ConnectionError("predictor replica died")
+        self.batches.append(len(histories))
+        out: list[PowerForecast | Exception] = []
+        for history in histories:
+            steps = history.horizon_s // STEP
+            last = history.power_watts[-1]
+            upper = self.upper_watts if self.upper_watts is not None else last
+            out.append(PowerForecast(
+                model_version="power_lstm/1", step_s=STEP,
+                timestamps=tuple(history.end_time + timedelta(seconds=STEP * k) for k in range(1, steps + 1)),
+                point=(last,) * steps, lower=(last,) * steps, upper=(upper,) * steps, confidence=(0.9,) * steps,
+                window_coverage=1.0, padded_steps=0, interval_coverage=self.coverage))
+        return out
+
+
+def policy_data(name: str = "web", **overrides: Any) -> dict[str, Any]:
+    """An enforced Deployment policy over nodes n1 and n2 with a 5-minute look-ahead."""
+    predictive = {"lookahead_minutes": 5, "confidence_threshold": 0.8, **overrides.pop("predictive_scaling", {})}
+    return factories.policy_data(**{"name": name, "target": {"kind": "deployment", "name": name},
+                                    "nodes": ["n1", "n2"], "mode": "enforce", "predictive_scaling": predictive,
+                                    **overrides})
+
+
+def write_power(store: SqliteStore, watts: dict[str, float], minutes: int = 15, end: datetime | None = None) -> None:
+    end = end or datetime.now(UTC)
+    store.write([TelemetrySample(timestamp=end - timedelta(minutes=m), node_id=node, source="ipmi", power_watts=w)
+                 for node, w in watts.items() for m in range(minutes)])

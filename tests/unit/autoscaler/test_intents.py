@@ -1,0 +1,141 @@
+"""Intent before actuation (autoscaler/intents.py): the event and the cooldown are durable before the actuator
+runs and completed after it, so neither a failed write nor a crash ever scales twice."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from autoscaler.schema import ActuationStatus, ScaleAction
+from autoscaler.state import ControllerState
+from tests.unit.autoscaler.doubles import policy_data, write_power
+
+REACTIVE = {"enabled": False}
+
+
+class Crash(BaseException):
+    """The controller process dies here (not an Exception: nothing in the tick may catch it)."""
+
+
+@pytest.fixture
+def clock():
+    now = [datetime.now(UTC)]
+    return now
+
+
+def test_the_intent_is_on_disk_before_the_actuator_runs(make, store, clock):
+    controller, actuator = make(clock=lambda: clock[0])
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+    seen = {}
+
+    def look(key: str, replicas: int) -> None:
+        other = ControllerState(controller.state.path)  # another process's view of the file
+        seen["pending"] = other.pending_intent("web")
+        seen["cooldown_from"] = other.policy_state("web").last_scale_at
+        other.close()
+
+    actuator.on_scale = look
+    [event] = controller.tick()
+    assert seen["pending"].actuation.status is ActuationStatus.PENDING and seen["pending"].to_replicas == 3
+    assert seen["cooldown_from"] == clock[0]
+    assert event.id == seen["pending"].id and event.actuation.status is ActuationStatus.APPLIED
+    assert controller.state.events()[0] == event and controller.state.pending_intent("web") is None
+
+
+def test_regression_a_failed_event_write_never_scales_twice(make, store, clock, monkeypatch):
+    """Issue 10: the event and cooldown were written after the actuation; when that write failed, the cooldown
+    was lost and the next tick scaled again."""
+    controller, actuator = make(clock=lambda: clock[0])
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+    actuated = []
+    actuator.on_scale = lambda key, replicas: actuated.append(replicas)
+
+    def broken_after_the_actuation(original):
+        def write(*args, **kwargs):
+            if actuated:
+                raise OSError("disk full")
+            return original(*args, **kwargs)
+        return write
+
+    for method in ("record", "complete"):  # whichever write follows the actuation
+        if hasattr(controller.state, method):
+            monkeypatch.setattr(controller.state, method, broken_after_the_actuation(getattr(controller.state,
+                                                                                             method)))
+    with contextlib.suppress(Exception):  # the controller before issue 10 raised here
+        controller.tick()
+    monkeypatch.undo()
+    clock[0] += timedelta(seconds=30)
+    [second] = controller.tick()
+    assert actuator.calls == [("web", 3)]  # once
+    assert second.action is ScaleAction.HOLD and "cooldown" in second.reason
+    assert "left pending by an interrupted tick completed as applied" in second.reason
+    first = controller.state.events(policy="web")[-1]
+    assert first.actuation.status is ActuationStatus.APPLIED and "completed after an interrupted tick" in \
+        first.actuation.detail
+
+
+def test_a_failed_intent_write_actuates_nothing(make, store, monkeypatch):
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(controller.state, "record_intent", refuse)
+    [event] = controller.tick()
+    assert actuator.calls == [] and event.actuation.status is ActuationStatus.FAILED
+    assert "evaluation failed: OSError: disk full" in event.reason
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["crash-after-the-write", "crash-before-the-write"])
+def test_a_crash_during_the_actuation_never_scales_twice(make, store, clock, landed):
+    controller, actuator = make(clock=lambda: clock[0], holder="controller-actor")
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+
+    def die(key: str, replicas: int) -> None:
+        if landed:
+            actuator.counts[key] = replicas
+        raise Crash
+
+    actuator.on_scale = die
+    with pytest.raises(Crash):
+        controller.tick()
+    restarted, after = make(replicas=actuator.counts.get("web", 2), clock=lambda: clock[0],
+                            holder="controller-actor")
+    clock[0] += timedelta(seconds=30)
+    [event] = restarted.tick()
+    assert after.calls == [] and event.action is ScaleAction.HOLD and "cooldown" in event.reason
+    interrupted = restarted.state.events(policy="web")[-1]
+    expected = ActuationStatus.APPLIED if landed else ActuationStatus.FAILED
+    assert interrupted.actuation.status is expected and restarted.state.pending_intent("web") is None
+
+
+def test_a_failed_actuation_completes_the_intent_without_the_cooldown(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+    actuator.fail = "scale"
+    [failed] = controller.tick()
+    assert failed.actuation.status is ActuationStatus.FAILED
+    assert controller.state.policy_state("web").last_scale_at is None and controller.state.pending_intent("web") is None
+    assert [e.actuation.status for e in controller.state.events()] == [ActuationStatus.FAILED]  # one event, completed
+
+
+def test_holds_and_dry_runs_need_no_intent(make, store, monkeypatch):
+    controller, _ = make()
+    controller.put_policy(policy_data(name="dry", mode="dry_run", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="calm", nodes=["n3"], predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950, "n3": 650})
+
+    def no_intent(*args, **kwargs):
+        raise AssertionError("no intent expected")
+
+    monkeypatch.setattr(controller.state, "record_intent", no_intent)
+    statuses = {e.policy: e.actuation.status for e in controller.tick()}
+    assert statuses == {"dry": ActuationStatus.DRY_RUN, "calm": ActuationStatus.NONE}

@@ -1,0 +1,148 @@
+"""One policy's failure is an event for that policy and the others still tick (issue 10); a stored policy that no
+longer validates is reported with its reason and skipped."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from autoscaler.schema import ActuationStatus, InvalidStoredPolicy, ScaleAction, ScalingPolicy
+from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
+
+REACTIVE = {"enabled": False}
+
+
+def by_policy(events):
+    return {event.policy: event for event in events}
+
+
+def test_regression_an_exception_in_one_policy_does_not_abort_the_tick(make, store):
+    """Issue 10: an exception in one policy aborted the whole tick (here: a client bug reading one target)."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="broken", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    actuator.broken = {"broken"}
+    write_power(store, {"n1": 950, "n2": 950})
+    events = by_policy(controller.tick())
+    assert events["web"].action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
+    failed = events["broken"]
+    assert failed.action is ScaleAction.HOLD and failed.actuation.status is ActuationStatus.FAILED
+    assert "reading the target's replicas failed: RuntimeError: client bug reading broken" in failed.reason
+    assert [e.policy for e in controller.state.events(policy="broken")] == ["broken"]  # recorded
+
+
+def test_an_unexpected_actuator_error_is_that_policy_s_event(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="a-first", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+
+    def explode(key: str, replicas: int) -> None:
+        if key == "a-first":
+            raise TypeError("unexpected response")
+
+    actuator.on_scale = explode
+    write_power(store, {"n1": 950, "n2": 950})
+    events = by_policy(controller.tick())
+    assert events["a-first"].actuation.status is ActuationStatus.FAILED
+    assert "TypeError: unexpected response (outcome unknown: cooldown kept)" in events["a-first"].actuation.detail
+    assert events["web"].actuation.status is ActuationStatus.APPLIED
+
+
+def test_a_forecast_batch_failure_falls_back_to_measured_power_for_each_policy(make, store):
+    forecaster = FixedForecaster(upper_watts=1000)
+    forecaster.fail = True
+    controller, _ = make(forecaster)
+    controller.put_policy(policy_data(name="web"))
+    controller.put_policy(policy_data(name="api"))
+    write_power(store, {"n1": 950, "n2": 950})
+    for event in controller.tick():
+        assert event.signal == "measured" and event.action is ScaleAction.SCALE_OUT
+        assert "forecast failed: ConnectionError: predictor replica died" in event.reason
+
+
+def test_a_bad_telemetry_value_is_that_policy_s_event(make, store, monkeypatch):
+    controller, _ = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="other", nodes=["n3"], predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950, "n3": 950})
+    latest = store.latest
+
+    def with_a_negative_reading():
+        return [n.model_copy(update={"power_watts": -1.0}) if n.node_id == "n3" else n for n in latest()]
+
+    monkeypatch.setattr(store, "latest", with_a_negative_reading)
+    events = by_policy(controller.tick())
+    assert events["web"].action is ScaleAction.SCALE_OUT
+    assert events["other"].action is ScaleAction.HOLD and "reading its telemetry failed" in events["other"].reason
+
+
+def store_raw(path, name: str, body: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO policies VALUES (?, ?, ?)", (name, body, datetime.now(UTC).isoformat()))
+
+
+def test_regression_an_infinite_budget_already_stored_is_reported_and_skipped(make, store, tmp_path):
+    """Issue 10: Infinity was stored as null; from then on listing answered 500 and every tick failed."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    older = json.loads(ScalingPolicy.model_validate(policy_data(name="infinite")).model_dump_json())
+    older["power_based"]["max_power_budget"] = None  # what the old version stored for Infinity
+    store_raw(controller.state.path, "infinite", json.dumps(older))
+    store_raw(controller.state.path, "garbled", "{not json")
+    write_power(store, {"n1": 950, "n2": 950})
+
+    [event] = controller.tick()
+    assert event.policy == "web" and event.action is ScaleAction.SCALE_OUT
+    stored = controller.state.stored_policies()
+    assert [p.name for p in stored.policies] == ["web"]
+    assert [(i.name, i.reason.split(":")[0]) for i in stored.invalid] == [
+        ("garbled", "(top level)"), ("infinite", "power_based.max_power_budget")]
+    assert "Input should be a valid number" in stored.invalid[1].reason
+    assert isinstance(stored.invalid[0], InvalidStoredPolicy) and stored.invalid[0].updated_at is not None
+    assert controller.state.policy("infinite") is None
+    assert controller.state.delete_policy("infinite")  # the operator can clear it by name
+    assert [i.name for i in controller.state.invalid_policies()] == ["garbled"]
+
+
+def test_an_unreadable_policy_state_is_that_policy_s_event(make, store):
+    controller, _ = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="corrupt", predictive_scaling=REACTIVE))
+    with sqlite3.connect(controller.state.path) as db:
+        db.execute("INSERT INTO policy_state VALUES ('corrupt', '{\"last_scale_at\": \"soon\"}')")
+    write_power(store, {"n1": 950, "n2": 950})
+    events = by_policy(controller.tick())
+    assert events["web"].action is ScaleAction.SCALE_OUT
+    assert events["corrupt"].action is ScaleAction.HOLD and "evaluation failed: ValidationError" in events[
+        "corrupt"].reason
+
+
+def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monkeypatch):
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="api", predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+    record = controller.state.record_intent
+
+    def fail_for_api(event, *args):
+        if event.policy == "api":
+            raise sqlite3.OperationalError("disk I/O error")
+        return record(event, *args)
+
+    monkeypatch.setattr(controller.state, "record_intent", fail_for_api)
+    events = by_policy(controller.tick())
+    assert actuator.calls == [("web", 3)]  # api: no intent, so no actuation
+    assert events["api"].action is ScaleAction.HOLD and "OperationalError: disk I/O error" in events["api"].reason
+
+
+@pytest.mark.parametrize("kind", ["read", "scale"])
+def test_actuation_errors_stay_events_of_their_own(make, store, kind):
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    actuator.fail = kind
+    write_power(store, {"n1": 950, "n2": 950})
+    [event] = controller.tick()
+    assert event.actuation.status is ActuationStatus.FAILED

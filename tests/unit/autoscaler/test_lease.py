@@ -1,0 +1,94 @@
+"""The lease in the controller's state file: of two controllers over one file only the holder acts; when it stops
+renewing, the other takes over after the expiry (issue 10: a RayService upgrade with a shared state volume ran
+two controllers that both acted)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from autoscaler.controller import LEASE_TICKS, ScalingController
+from autoscaler.schema import ActuationStatus, ScaleAction
+from autoscaler.settings import AutoScalingConfig
+from autoscaler.state import ControllerState
+from tests.unit.autoscaler.doubles import policy_data, write_power
+
+TTL = 90.0
+
+
+@pytest.fixture
+def clock():
+    return [datetime.now(UTC)]
+
+
+@pytest.fixture
+def pair(make, store, clock):
+    """Two controllers over one state file (two connections, like two processes) with their own actuators."""
+    first = make(clock=lambda: clock[0], holder="a", lease_ttl_s=TTL)
+    second = make(clock=lambda: clock[0], holder="b", lease_ttl_s=TTL)
+    first[0].put_policy(policy_data(predictive_scaling={"enabled": False},
+                                    power_based={"cooldown_period": 1}))
+    write_power(store, {"n1": 950, "n2": 950})
+    return first, second
+
+
+def test_regression_of_two_controllers_over_one_state_file_only_one_acts(pair):
+    (a, a_actuator), (b, b_actuator) = pair
+    assert [e.action for e in a.tick()] == [ScaleAction.SCALE_OUT]
+    assert b.tick() == []  # holds: no events, no actuation
+    assert a_actuator.calls == [("web", 3)] and b_actuator.calls == []
+    assert len(a.state.events()) == 1
+
+
+def test_the_other_takes_over_after_the_holder_stops_renewing(pair, clock, store):
+    (a, a_actuator), (b, b_actuator) = pair
+    a.tick()
+    clock[0] += timedelta(seconds=TTL - 1)
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    assert b.tick() == []  # not expired yet
+    clock[0] += timedelta(seconds=2)
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    [event] = b.tick()  # a stopped renewing: b takes over
+    assert event.actuation.status is ActuationStatus.APPLIED and b_actuator.calls == [("web", 3)]
+    assert a.tick() == [] and a_actuator.calls == [("web", 3)]  # a came back: b holds the lease now
+
+
+def test_the_holder_renews_every_tick(pair, clock, store):
+    (a, _), (b, b_actuator) = pair
+    for _ in range(5):
+        clock[0] += timedelta(seconds=TTL / 2)
+        write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+        assert a.tick() and b.tick() == []
+    assert b_actuator.calls == []
+
+
+def test_a_stopped_controller_hands_over_at_once(pair, clock, store):
+    (a, _), (b, b_actuator) = pair
+    a.tick()
+    a.stop()
+    clock[0] += timedelta(seconds=2)  # past the (shared) 1 s cooldown, far from the lease's expiry
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    assert [e.action for e in b.tick()] == [ScaleAction.SCALE_OUT] and b_actuator.calls == [("web", 3)]
+
+
+def test_a_lease_lost_during_the_tick_actuates_nothing(pair, clock):
+    (a, a_actuator), (b, _) = pair
+    read = a_actuator.replicas
+
+    def read_while_b_takes_over(target):
+        ControllerState(b.state.path).acquire_lease("b", clock[0] + timedelta(seconds=TTL + 1), TTL)
+        return read(target)
+
+    a_actuator.replicas = read_while_b_takes_over
+    [event] = a.tick()
+    assert a_actuator.calls == [] and event.actuation.status is ActuationStatus.FAILED
+    assert event.actuation.detail == "not actuated: the lease is held by b"
+    assert a.state.policy_state("web").last_scale_at is None  # no cooldown either
+
+
+def test_the_lease_lasts_a_few_tick_intervals(tmp_path, store):
+    controller = ScalingController(ControllerState(tmp_path / "s.sqlite"), store, None, None,  # type: ignore[arg-type]
+                                   defaults=AutoScalingConfig(evaluation_interval=20))
+    assert controller.lease_ttl_s == LEASE_TICKS * 20 == 60
+    assert controller.holder != ScalingController(controller.state, store, None, None).holder  # type: ignore[arg-type]

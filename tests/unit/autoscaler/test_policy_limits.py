@@ -1,0 +1,148 @@
+"""Hostile policy values are refused naming the field (issue 10): non-finite floats, unbounded strings,
+`max_replicas` over the cap, one policy too many, and `min_replicas` 0 without the explicit opt-in."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from autoscaler.policy_config import policies_from_config, policy_from
+from autoscaler.schema import ScalingPolicy
+from autoscaler.settings import AutoscalerConfig, AutoScalingConfig
+from autoscaler.state import ControllerState, TooManyPolicies
+from core.settings import ConfigError, format_errors
+from tests.factories import make_policy, policy_data
+
+FLOAT_FIELDS = [
+    ("power_based", "max_power_budget"),
+    ("power_based", "scale_out_threshold"),
+    ("power_based", "scale_in_threshold"),
+    ("predictive_scaling", "confidence_threshold"),
+    ("behavior", "scale_up", "step_percent"),
+    ("behavior", "scale_down", "step_percent"),
+    ("cluster_power_budget",),
+]
+
+
+def nested(path: tuple[str, ...], value: object) -> dict:
+    for part in reversed(path):
+        value = {part: value}
+    return value  # type: ignore[return-value]
+
+
+def refusal(data: dict, defaults: AutoScalingConfig | None = None) -> str:
+    with pytest.raises(ValidationError) as caught:
+        policy_from(data, defaults or AutoScalingConfig())
+    return format_errors(None, caught.value)
+
+
+def test_every_float_field_of_a_policy_is_listed_here():
+    """A new float field must be added to FLOAT_FIELDS (and so be tested against NaN and infinities)."""
+    def floats(model: type, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+        found = set()
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found |= floats(annotation, (*prefix, name))
+            elif float in (getattr(annotation, "__args__", None) or (annotation,)):
+                found.add((*prefix, name))
+        return found
+
+    assert floats(ScalingPolicy, ()) == set(FLOAT_FIELDS)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("path", FLOAT_FIELDS, ids=".".join)
+def test_non_finite_floats_are_refused_naming_the_field(path, value):
+    data = policy_data()
+    section = path[0]
+    if len(path) > 1 and section in data:
+        data[section] = {**data[section], **nested(path[1:], value)}
+    else:
+        data.update(nested(path, value))
+    message = refusal(data)
+    assert ".".join(path) in message and "finite" in message
+
+
+def test_regression_infinity_budget_from_json_is_refused_not_stored_as_null():
+    """Issue 10: `"max_power_budget": Infinity` was accepted (201) and stored as null; every later read failed."""
+    body = json.loads('{"name": "web", "target": {"kind": "deployment", "name": "web"}, '
+                      '"power_based": {"max_power_budget": Infinity}}')
+    message = refusal(body)
+    assert message.startswith("power_based.max_power_budget: Input should be a finite number")
+
+
+def test_config_defaults_refuse_non_finite_values_too():
+    with pytest.raises(ValidationError, match="max_power_budget"):
+        AutoScalingConfig.model_validate({"power_based": {"max_power_budget": math.inf}})
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"target": {"kind": "deployment", "name": "x" * 254}}, "target.deployment.name"),
+    ({"target": {"kind": "deployment", "name": "x", "namespace": "n" * 64}}, "target.deployment.namespace"),
+    ({"target": {"kind": "ray_serve", "app": "a" * 254, "deployment": "D"}}, "target.ray_serve.app"),
+    ({"target": {"kind": "ray_serve", "app": "a", "deployment": "D" * 254}}, "target.ray_serve.deployment"),
+    ({"target": {"kind": "raycluster", "name": "rc", "worker_group": "g" * 64}}, "target.raycluster.worker_group"),
+    ({"nodes": ["n" * 254]}, "nodes[0]"),
+    ({"workload_id": "w" * 254}, "workload_id"),
+    ({"name": "p" * 64}, "name"),
+])
+def test_strings_are_bounded(overrides, field):
+    message = refusal(policy_data(**overrides))
+    assert message.startswith(f"{field}: String should have at most")
+
+
+def test_max_replicas_is_capped_by_the_setting():
+    assert policy_from(policy_data(max_replicas=100), AutoScalingConfig()).max_replicas == 100
+    message = refusal(policy_data(max_replicas=101))
+    assert message.startswith("max_replicas: max_replicas (101) exceeds auto_scaling.max_replicas_cap (100)")
+    raised = AutoScalingConfig(max_replicas_cap=500)
+    assert policy_from(policy_data(max_replicas=500), raised).max_replicas == 500
+    assert "less than or equal to 10000" in refusal(policy_data(max_replicas=10**9), raised)
+
+
+def test_a_stored_policy_above_a_lowered_cap_is_reported_not_loaded(tmp_path):
+    path = tmp_path / "s.sqlite"
+    ControllerState(path, max_replicas_cap=500).put_policy(make_policy(name="big", max_replicas=300),
+                                                          datetime.now(UTC))
+    state = ControllerState(path, max_replicas_cap=100)
+    assert state.policies() == [] and state.policy("big") is None
+    [invalid] = state.invalid_policies()
+    assert invalid.name == "big" and "max_replicas (300) exceeds auto_scaling.max_replicas_cap (100)" in invalid.reason
+
+
+def test_the_number_of_policies_is_capped(tmp_path):
+    state = ControllerState(tmp_path / "s.sqlite", max_policies=2)
+    now = datetime.now(UTC)
+    assert state.put_policy(make_policy(name="a"), now) and state.put_policy(make_policy(name="b"), now)
+    with pytest.raises(TooManyPolicies, match=r"already holds 2 policies \(auto_scaling.max_policies 2\)"):
+        state.put_policy(make_policy(name="c"), now)
+    assert state.put_policy(make_policy(name="a", max_replicas=3), now) is False  # replacing is not adding
+    assert state.seed([make_policy(name="from-config")], now) == ["from-config"]  # the operator's file is not capped
+    assert [p.name for p in state.policies()] == ["a", "b", "from-config"]
+
+
+def test_the_controller_refuses_one_policy_too_many(make):
+    controller, _ = make(defaults=AutoScalingConfig(max_policies=1))
+    controller.state.max_policies = 1
+    controller.put_policy(policy_data(name="a"))
+    with pytest.raises(TooManyPolicies):
+        controller.put_policy(policy_data(name="b"))
+
+
+def test_a_config_file_with_too_many_policies_is_refused():
+    config = AutoscalerConfig.model_validate({"auto_scaling": {"max_policies": 1, "policies": [
+        policy_data(name="a"), policy_data(name="b")]}})
+    with pytest.raises(ConfigError, match=r"2 policies exceed auto_scaling.max_policies \(1\)"):
+        policies_from_config(config)
+
+
+def test_min_replicas_zero_is_an_explicit_opt_in():
+    assert "min_replicas 0 needs allow_scale_to_zero: true" in refusal(policy_data(min_replicas=0))
+    policy = policy_from(policy_data(min_replicas=0, allow_scale_to_zero=True), AutoScalingConfig())
+    assert policy.min_replicas == 0 and policy.allow_scale_to_zero
+    assert make_policy().min_replicas == 1 and not make_policy().allow_scale_to_zero
