@@ -3,13 +3,15 @@
 The store actor with the collector supervisor (`args.telemetry.enabled`) and the scaling controller
 (`args.autoscaler.enabled`). All are named, detached and created with get_if_exists, so a builder that runs
 again (a redeploy, another `serve run`) finds them instead of starting twins, and they outlive the process
-that built the app (the `serve run` driver or Serve's build task).
+that built the app (the `serve run` driver or Serve's build task). The controller is kept only when its
+settings are unchanged (else replaced), stopped when the autoscaler is disabled, and ends itself when the app
+is deleted (autoscaler/actor.py).
 """
 
 from __future__ import annotations
 
 from app.settings import AppArgs
-from autoscaler.actor import start_controller
+from autoscaler.actor import start_controller, stop_controller
 from autoscaler.policy_config import policies_from_config
 from collectors.supervisor import start_telemetry
 
@@ -20,6 +22,8 @@ def start_actors(args: AppArgs) -> None:
     if args.autoscaler.enabled:
         policies_from_config(config, args.config_path or "config")  # refuse a bad file before starting anything
         start_controller(args.controller_settings())
+    else:
+        stop_controller()  # a redeploy with the autoscaler disabled leaves no controller enforcing old settings
     if args.telemetry.enabled:
         telemetry = args.telemetry
         start_telemetry(config, selected=telemetry.sources,

@@ -1,8 +1,15 @@
-"""The scaling controller as a detached, named Ray actor, and the client the API uses to reach it.
+"""The scaling controller as a detached, named Ray actor, its lifecycle, and the client the API uses to reach it.
 
 The actor is pinned to the head node and keeps its state in one SQLite file (autoscaler/state.py), so when
-Ray restarts it after a failure it finds its policies, cooldown clocks and events where it left them. A
-background thread ticks every `auto_scaling.evaluation_interval`; `tick` also runs one on demand.
+Ray restarts it after a failure it finds its policies, cooldown clocks and events where it left them; its lease
+holder id is its Ray actor id, the same after such a restart. A background thread ticks every
+`auto_scaling.evaluation_interval`; `tick` also runs one on demand.
+
+The controller is tied to its app. The app's bootstrap calls `start_controller`, which keeps a running
+controller only when it was started with the same settings and autoscaler config (`ControllerSettings.
+fingerprint`) and otherwise stops it and starts a new one, and `stop_controller` when the autoscaler is
+disabled. The controller itself watches for the API's ingress deployment in Serve (`AppWatch`) and ends
+itself, giving its lease up, once it has been gone for a few minutes (`serve shutdown`, the app deleted).
 """
 
 from __future__ import annotations
@@ -11,26 +18,54 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 
-from autoscaler.actuators import Actuators
+from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
-from autoscaler.controller import ScalingController
+from autoscaler.controller import LEASE_TICKS, ScalingController
 from autoscaler.policy_config import policies_from_config
-from autoscaler.schema import ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
 from core.actors import ActorUnavailable, NamedActor
-from core.names import CONTROLLER_ACTOR, NAMESPACE, SUPERVISOR_ACTOR
+from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, NAMESPACE, SUPERVISOR_ACTOR
 from core.stores.remote import RemoteStore
 
 logger = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 15.0
+WATCH_INTERVAL_S = 15.0  # how often the controller looks for its app
+APP_GRACE_S = 180.0  # how long its app may be missing before the controller ends itself
+
+
+class AppWatch:
+    """Whether the API's Serve application is gone: no application has its ingress deployment, seen over
+    `grace_s` (at most one look every `every_s`). An unanswered look changes nothing."""
+
+    def __init__(self, deployments: Callable[[], set[str]], grace_s: float = APP_GRACE_S,
+                 every_s: float = WATCH_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self.deployments, self.grace_s, self.every_s, self.clock = deployments, grace_s, every_s, clock
+        self.missing_since: float | None = None
+        self._looked_at = -math.inf
+
+    def gone(self) -> bool:
+        now = self.clock()
+        if now - self._looked_at >= self.every_s:
+            self._looked_at = now
+            try:
+                present = INGRESS_DEPLOYMENT in self.deployments()
+            except ActuationError as exc:
+                logger.debug("scaling controller: cannot tell whether its app runs: %s", exc)
+            else:
+                self.missing_since = None if present else (self.missing_since if self.missing_since is not None
+                                                           else now)
+        return self.missing_since is not None and now - self.missing_since >= self.grace_s
 
 
 class DecisionMetrics:
@@ -87,27 +122,53 @@ class ScalingControllerService:
     def __init__(self, settings: dict[str, Any]):
         self.settings = ControllerSettings.model_validate(settings)
         config = load_autoscaler_config(self.settings.config_path)
-        actuators = Actuators([RayServeActuator(self.settings.ray_dashboard_url),
-                               KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
+        self.settings_fingerprint = self.settings.fingerprint(config)
+        scaling = config.auto_scaling
+        self.interval_s = self.settings.interval_s or float(scaling.evaluation_interval)
+        serve_actuator = RayServeActuator(self.settings.ray_dashboard_url)
+        actuators = Actuators([serve_actuator, KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
+        state = ControllerState(self.settings.state_file, max_replicas_cap=scaling.max_replicas_cap,
+                                max_policies=scaling.max_policies)
         self.controller = ScalingController(
-            ControllerState(self.settings.state_file), RemoteStore(), ServeForecaster(self.settings.power_app_name),
-            actuators, defaults=config.auto_scaling, workloads=config.workloads, node_names=TelemetryNodeNames())
-        seeded = self.controller.state.seed(policies_from_config(config, self.settings.config_path or "config"),
-                                            datetime.now(UTC))
+            state, RemoteStore(), ServeForecaster(self.settings.power_app_name), actuators, defaults=scaling,
+            workloads=config.workloads, node_names=TelemetryNodeNames(),
+            holder=f"{CONTROLLER_ACTOR}:{ray.get_runtime_context().get_actor_id()}",
+            lease_ttl_s=LEASE_TICKS * self.interval_s)
+        seeded = state.seed(policies_from_config(config, self.settings.config_path or "config"), datetime.now(UTC))
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
-        self.interval_s = self.settings.interval_s or float(config.auto_scaling.evaluation_interval)
+        self.app = AppWatch(serve_actuator.deployment_names)
         self.metrics = DecisionMetrics()
         self._tick_lock = threading.Lock()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
 
     def _loop(self) -> None:
+        due = time.monotonic() + self.interval_s
         while True:  # a daemon thread: it ends with the actor
-            time.sleep(self.interval_s)
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
-                logger.exception("scaling controller: tick failed")
+            time.sleep(min(WATCH_INTERVAL_S, max(due - time.monotonic(), 0.0)))
+            if self.app.gone():
+                logger.warning("scaling controller: no Serve application has %s any more (serve shutdown or the "
+                               "app deleted): ending", INGRESS_DEPLOYMENT)
+                self.stop()
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval_s
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
+                    logger.exception("scaling controller: tick failed")
+
+    def fingerprint(self) -> str:
+        """The digest of the settings and autoscaler config this controller was started with."""
+        return self.settings_fingerprint
+
+    def stop(self) -> None:
+        """Give the lease up (before this actor ends), so that a successor acts without waiting for its expiry."""
+        try:
+            self.controller.stop()
+        except Exception:  # noqa: BLE001 - the lease then expires on its own
+            logger.exception("scaling controller: cannot give the lease up")
 
     def tick(self) -> list[ScalingEvent]:
         """Evaluate every policy now; returns the events recorded."""
@@ -120,6 +181,10 @@ class ScalingControllerService:
 
     def policies(self) -> list[ScalingPolicy]:
         return self.controller.state.policies()
+
+    def invalid_policies(self) -> list[InvalidStoredPolicy]:
+        """Stored policies that no longer validate, with the reason (every tick skips them)."""
+        return self.controller.state.invalid_policies()
 
     def policy(self, name: str) -> ScalingPolicy | None:
         return self.controller.state.policy(name)
@@ -135,12 +200,46 @@ class ScalingControllerService:
         return self.controller.state.events(policy, since, limit)
 
 
+def _running_controller() -> ray.actor.ActorHandle | None:
+    try:
+        return ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:
-    """The cluster's controller actor, created if it does not exist (detached, pinned to the head node)."""
+    """The cluster's controller actor with these settings (detached, pinned to the head node): a running one
+    started with the same settings and autoscaler config is kept, one started otherwise is replaced."""
+    running = _running_controller()
+    if running is not None:
+        wanted = settings.fingerprint(load_autoscaler_config(settings.config_path))
+        try:
+            if ray.get(running.fingerprint.remote(), timeout=CALL_TIMEOUT_S) == wanted:
+                return running
+        except (AttributeError, GetTimeoutError, RayActorError):  # an older version, or not answering
+            pass
+        logger.info("scaling controller: settings changed, replacing the running controller")
+        stop_controller()
     return ray.remote(ScalingControllerService).options(
         name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
     ).remote(settings.model_dump())
+
+
+def stop_controller(timeout_s: float = 60.0) -> bool:
+    """End the controller actor if it runs (it gives its lease up first); True when there was one."""
+    running = _running_controller()
+    if running is None:
+        return False
+    try:
+        ray.get(running.stop.remote(), timeout=CALL_TIMEOUT_S)
+    except (AttributeError, GetTimeoutError, RayActorError):  # the lease then expires on its own
+        pass
+    ray.kill(running, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while _running_controller() is not None and time.monotonic() < deadline:  # until its name is free
+        time.sleep(0.2)
+    return True
 
 
 def controller_client(hint: str = "", timeout_s: float = CALL_TIMEOUT_S) -> NamedActor:

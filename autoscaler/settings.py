@@ -10,6 +10,7 @@ KUBECONFIG (kubeconfig when none is given) and KUBERNETES_SERVICE_HOST (set in a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,6 +100,11 @@ class ControllerSettings(BaseModel):
     ray_dashboard_url: str = DEFAULT_DASHBOARD_URL
     kubeconfig: str | None = None
     interval_s: float | None = Field(None, gt=0, description="override of auto_scaling.evaluation_interval")
+
+    def fingerprint(self, config: AutoscalerConfig) -> str:
+        """A digest of these settings and the config file's autoscaler keys: the app's bootstrap replaces a
+        controller that was started with another one (a redeploy with new settings)."""
+        return hashlib.sha256((self.model_dump_json() + config.model_dump_json()).encode()).hexdigest()[:16]
 
 
 class ControllerEnvironment(EnvSettings):
