@@ -23,11 +23,11 @@ def store(tmp_path):
 def make(tmp_path, store):
     """`make(...) -> (controller, actuator)`: a controller over tmp_path's state file with a recording actuator."""
     def build(forecaster=None, replicas: int = 2, clock=None, workloads=None, node_names=None, holder=None,
-              defaults=None, lease_ttl_s=None):
+              lease_ttl_s=None):
         actuator = RecordingActuator(replicas)
         state = ControllerState(tmp_path / "state" / "autoscaler.sqlite")
         controller = ScalingController(state, store, forecaster, Actuators([actuator]), workloads=workloads,
                                        node_names=node_names, clock=clock or (lambda: datetime.now(UTC)),
-                                       holder=holder, defaults=defaults, lease_ttl_s=lease_ttl_s)
+                                       holder=holder, lease_ttl_s=lease_ttl_s)
         return controller, actuator
     return build

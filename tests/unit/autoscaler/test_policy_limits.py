@@ -10,12 +10,15 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from autoscaler.actuators import Actuators
+from autoscaler.controller import ScalingController
 from autoscaler.policy_config import policies_from_config, policy_from
 from autoscaler.schema import ScalingPolicy
 from autoscaler.settings import AutoscalerConfig, AutoScalingConfig
 from autoscaler.state import ControllerState, TooManyPolicies
 from core.settings import ConfigError, format_errors
 from tests.factories import make_policy, policy_data
+from tests.unit.autoscaler.doubles import RecordingActuator
 
 FLOAT_FIELDS = [
     ("power_based", "max_power_budget"),
@@ -126,9 +129,9 @@ def test_the_number_of_policies_is_capped(tmp_path):
     assert [p.name for p in state.policies()] == ["a", "b", "from-config"]
 
 
-def test_the_controller_refuses_one_policy_too_many(make):
-    controller, _ = make(defaults=AutoScalingConfig(max_policies=1))
-    controller.state.max_policies = 1
+def test_the_controller_refuses_one_policy_too_many(tmp_path, store):
+    state = ControllerState(tmp_path / "s.sqlite", max_policies=1)
+    controller = ScalingController(state, store, None, Actuators([RecordingActuator()]))
     controller.put_policy(policy_data(name="a"))
     with pytest.raises(TooManyPolicies):
         controller.put_policy(policy_data(name="b"))
