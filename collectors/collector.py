@@ -3,7 +3,7 @@
 It runs a background thread: sample every source (a slow or failing source costs only its own reading),
 screen each round (core/telemetry_screen.py: implausible power and future timestamps are refused and
 counted), put the rest into a DurableBuffer (memory, then disk), flush to the store every `flush_interval`,
-and publish node power as Ray metrics gauges (collectors/metrics.py). A store outage never loses samples:
+and publish the round as Ray metrics (collectors/metrics.py). A store outage never loses samples:
 they wait in the buffer and replay in order, unless the spill directory reaches its cap (counted).
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from collectors.base import TelemetrySource
 from collectors.buffer import DurableBuffer
-from collectors.metrics import DROPPED_METRIC, REJECTED_METRIC, LossCounter, PowerGauges
+from collectors.metrics import CollectorMetrics, LossCounter
 from collectors.settings import TelemetryConfig
+from core.metrics_catalog import TELEMETRY_DROPPED, TELEMETRY_REJECTED
 from core.stores.base import TelemetryStore
 from core.telemetry import TelemetrySample
 from core.telemetry_screen import screen_samples
@@ -37,12 +38,12 @@ class Collector:
         self.settings = settings
         slowest = max((s.min_interval_s for s in sources), default=0.0)
         self.interval_s = max(float(settings.sampling_interval), slowest)  # never faster than a source refreshes
-        self.rejected = LossCounter("rejected", node_id, metric=REJECTED_METRIC)
-        self.dropped = LossCounter("dropped", node_id, metric=DROPPED_METRIC)
+        self.rejected = LossCounter("rejected", node_id, metric=TELEMETRY_REJECTED)
+        self.dropped = LossCounter("dropped", node_id, metric=TELEMETRY_DROPPED)
         self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id, settings.max_buffered_samples,
                                      max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped)
                        if store is not None else None)
-        self.gauges = PowerGauges()
+        self.metrics = CollectorMetrics(node_id)
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
@@ -68,14 +69,16 @@ class Collector:
         samples = screened.accepted
         if self.buffer is not None:
             self.buffer.put(samples)
-        self.gauges.publish(samples)
+        self.metrics.publish_round(samples, self.buffer.pending if self.buffer is not None else 0)
         self.rounds += 1
         self.samples_taken += len(samples)
         return samples
 
     def flush(self) -> int:
         """Push what is buffered; on a store failure the buffer keeps it (in order) for the next try."""
-        return self.buffer.flush() if self.buffer is not None else 0
+        written = self.buffer.flush() if self.buffer is not None else 0
+        self.metrics.stored(written)
+        return written
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.settings.flush_interval

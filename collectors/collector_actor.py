@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from collectors.collector import Collector
 from collectors.replay import ReplaySource
-from collectors.settings import CollectorConfig, NodeSettings
+from collectors.settings import CollectorConfig, NodeSettings, on_this_node
 from collectors.sources import build_sources
 from core.stores.remote import RemoteStore
 
@@ -25,10 +25,14 @@ class ReplaySettings(BaseModel):
 
 
 class CollectorActor:
-    """Actor body: builds this node's sources (or a replay) and runs a Collector over them into the store actor."""
+    """Actor body: builds this node's sources (or a replay) and runs a Collector over them into the store actor.
+
+    `config_data` is the head's collector config; this node's own GPU_MONITORING_ENABLED and IPMI_HOSTS win over
+    it, and its NodeSettings (NODE_NAME, IPMI_BMC_MAP_FILE, ...) are read here, on the node.
+    """
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None):
-        config = CollectorConfig.model_validate(config_data)
+        config = on_this_node(CollectorConfig.model_validate(config_data))
         if replay is not None:
             settings = ReplaySettings.model_validate(replay)
             node_name = "replay"

@@ -1,5 +1,6 @@
-"""A collector's Ray metrics (exported on Ray's Prometheus endpoint, as Kepler or dcgm-exporter would):
-node/device power gauges, and counters of samples that were not stored, by reason, never silent."""
+"""A collector's Ray metrics (exported on Ray's Prometheus endpoint; core/metrics_catalog.py has the names):
+device power, utilization and memory gauges, the pipeline's throughput, backlog and freshness, and counters of
+samples that were not stored, by reason, never silent."""
 
 from __future__ import annotations
 
@@ -8,38 +9,51 @@ import threading
 import time
 from collections.abc import Callable
 
+from core import metrics_catalog as catalog
+from core.metrics_catalog import MetricSpec
 from core.telemetry import TelemetrySample
 
 logger = logging.getLogger(__name__)
 
-REJECTED_METRIC = "kcloud_telemetry_rejected_samples_total"
-DROPPED_METRIC = "kcloud_telemetry_dropped_samples_total"
 LOG_EVERY_S = 60.0
 
 
-class PowerGauges:
-    """Ray metrics gauges for node/device power; a no-op outside a Ray worker."""
+class CollectorMetrics:
+    """One node's collector metrics; every call is a no-op where Ray metrics are unavailable."""
 
-    def __init__(self) -> None:
-        try:
-            from ray.util.metrics import Gauge
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._devices = [(catalog.create(spec), field) for spec, field in (
+            (catalog.POWER_WATTS, "power_watts"), (catalog.UTILIZATION_PERCENT, "utilization"),
+            (catalog.MEMORY_USAGE_PERCENT, "memory_usage"))]
+        self._samples = catalog.create(catalog.TELEMETRY_SAMPLES)
+        self._stored = catalog.create(catalog.TELEMETRY_STORED)
+        self._buffered = catalog.create(catalog.TELEMETRY_BUFFERED)
+        self._last_sample = catalog.create(catalog.TELEMETRY_LAST_SAMPLE)
 
-            self._power = Gauge("kcloud_power_watts", "power draw by node, source and device",
-                                tag_keys=("node_id", "source", "device_id"))
-            self._util = Gauge("kcloud_utilization_percent", "utilization by node, source and device",
-                               tag_keys=("node_id", "source", "device_id"))
-        except Exception:  # noqa: BLE001 - metrics are optional
-            self._power = self._util = None
-
-    def publish(self, samples: list[TelemetrySample]) -> None:
-        if self._power is None:
-            return
+    def publish_round(self, samples: list[TelemetrySample], buffered: int) -> None:
+        """One round's accepted samples: device gauges, samples by source, the newest time, the backlog."""
+        by_source: dict[str, int] = {}
         for sample in samples:
             tags = {"node_id": sample.node_id, "source": sample.source.value, "device_id": sample.device_id}
-            if sample.power_watts is not None:
-                self._power.set(sample.power_watts, tags=tags)
-            if sample.utilization is not None:
-                self._util.set(sample.utilization, tags=tags)
+            for gauge, field in self._devices:
+                value = getattr(sample, field)
+                if gauge is not None and value is not None:
+                    gauge.set(value, tags=tags)
+            by_source[sample.source.value] = by_source.get(sample.source.value, 0) + 1
+        node = {"node_id": self.node_id}
+        if self._samples is not None:
+            for source, count in by_source.items():
+                self._samples.inc(count, tags={**node, "source": source})
+        if samples and self._last_sample is not None:
+            self._last_sample.set(max(sample.timestamp for sample in samples).timestamp(), tags=node)
+        if self._buffered is not None:
+            self._buffered.set(buffered, tags=node)
+
+    def stored(self, count: int) -> None:
+        """`count` samples reached the store."""
+        if count > 0 and self._stored is not None:
+            self._stored.inc(count, tags={"node_id": self.node_id})
 
 
 class LossCounter:
@@ -50,26 +64,18 @@ class LossCounter:
     Args:
         what: the verb the log uses, e.g. "rejected" or "dropped".
         node_id: the node the samples came from (or the buffer's directory when there is no node).
-        metric: the Ray counter's name, None for none.
+        metric: the Ray counter (core/metrics_catalog.py), None for none.
     """
 
-    def __init__(self, what: str, node_id: str, *, metric: str | None = None, log_every_s: float = LOG_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, what: str, node_id: str, *, metric: MetricSpec | None = None,
+                 log_every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.what, self.node_id, self.log_every_s = what, node_id, log_every_s
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._unlogged: dict[str, tuple[int, str]] = {}  # reason -> (count, latest detail)
         self._next_log: dict[str, float] = {}
-        self._counter = None
-        if metric is not None:
-            try:
-                from ray.util.metrics import Counter
-
-                self._counter = Counter(metric, f"telemetry samples {what}, by node and reason",
-                                        tag_keys=("node_id", "reason"))
-            except Exception:  # noqa: BLE001 - metrics are optional; the counts and the log remain
-                self._counter = None
+        self._counter = catalog.create(metric) if metric is not None else None
 
     @property
     def counts(self) -> dict[str, int]:

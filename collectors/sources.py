@@ -1,7 +1,8 @@
 """build_sources: the telemetry sources of this node, from the collectors' config and the node's settings.
 
-The BMC hosts come from the config's `ipmi_hosts` (IPMI_HOSTS); credentials, tool paths and switches from
-`collectors.settings.NodeSettings`. Credentials are passed to the IPMI source and never logged or put in a reason.
+The BMCs come from the node's IPMI_BMC_MAP_FILE entry, else the config's `ipmi_hosts` (IPMI_HOSTS); logins,
+tool paths and switches from `collectors.settings.NodeSettings` (`bmc_targets` says the precedence).
+Credentials are passed to the IPMI source and never logged or put in a reason.
 """
 
 from __future__ import annotations
@@ -38,26 +39,27 @@ class UnavailableSource(TelemetrySource):
 
 def _ipmi_sources(config: CollectorConfig, node_id: str, node: NodeSettings,
                   explicit: bool) -> list[TelemetrySource]:
-    if not config.ipmi_hosts:
-        reason = "no BMC configured (ipmi_hosts / IPMI_HOSTS)"
-        return [UnavailableSource(SourceKind.IPMI, reason)] if explicit else []
     try:
-        credentials = node.ipmi_credentials()
-    except ConfigError as exc:  # the message names variables and files, never the secret
-        return [UnavailableSource(SourceKind.IPMI, str(exc), f"ipmi ({host})") for host in config.ipmi_hosts]
+        targets = node.bmc_targets(node_id, config.ipmi_hosts)
+    except ConfigError as exc:  # the message names variables, files and entries, never the secret
+        return [UnavailableSource(SourceKind.IPMI, str(exc))]
+    if not targets:
+        reason = (f"no BMC configured for node {node_id!r} in IPMI_BMC_MAP_FILE {node.ipmi_bmc_map_file}"
+                  if node.ipmi_bmc_map_file else "no BMC configured (ipmi_hosts / IPMI_HOSTS, or IPMI_BMC_MAP_FILE)")
+        return [UnavailableSource(SourceKind.IPMI, reason)] if explicit else []
     try:
         from collectors.ipmi import IpmiSource  # optional module, written separately
     except ImportError as exc:
         reason = f"IPMI support is not available here (collectors.ipmi: {exc})"
-        return [UnavailableSource(SourceKind.IPMI, reason, f"ipmi ({host})") for host in config.ipmi_hosts]
+        return [UnavailableSource(SourceKind.IPMI, reason, f"ipmi ({t.address})") for t in targets]
     sources: list[TelemetrySource] = []
-    for host in config.ipmi_hosts:
+    for target in targets:
         try:
-            sources.append(IpmiSource(host, username=credentials.username,
-                                      password=credentials.password.get_secret_value(), node_id=node_id))
+            sources.append(IpmiSource(target.address, username=target.credentials.username,
+                                      password=target.credentials.password.get_secret_value(), node_id=node_id))
         except (TypeError, ValueError) as exc:  # a signature or host problem; the message holds no secret
-            sources.append(UnavailableSource(SourceKind.IPMI, f"cannot set up IPMI for {host}: {exc}",
-                                             f"ipmi ({host})"))
+            sources.append(UnavailableSource(SourceKind.IPMI, f"cannot set up IPMI for {target.address}: {exc}",
+                                             f"ipmi ({target.address})"))
     return sources
 
 
@@ -66,7 +68,7 @@ def build_sources(config: CollectorConfig, node_id: str, *, selected: set[str] |
     """The telemetry sources of this node.
 
     Args:
-        config: the collectors' config (`gpu_monitoring_enabled`, `ipmi_hosts`).
+        config: the collectors' config on this node (`gpu_monitoring_enabled`, `ipmi_hosts`).
         node_id: the node every sample is attributed to.
         selected: source names to build (of SOURCE_NAMES; "npu" means both Ascend and Kunlun); None = all.
             A selected source that cannot be built here comes back as an UnavailableSource saying why; with

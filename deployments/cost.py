@@ -32,7 +32,7 @@ class CostPredictor(RegistryFollower):
     def __init__(self, model_path: str, model_id: str = "cost_gbm"):
         self.registry = ModelRegistry(model_path)
         self.model_id = model_id
-        self.latency = LatencyRecorder()
+        self.latency = LatencyRecorder(model_id)
         self.version: int | None = None
         self.model: CostModel | None = None
         self._load(None)  # fail fast: no model, no replica
@@ -50,7 +50,7 @@ class CostPredictor(RegistryFollower):
             raise RuntimeError("no model loaded")
         started = time.perf_counter()
         estimate = self.model.predict(query)
-        self.latency.record((time.perf_counter() - started) * 1000.0)
+        self.latency.record((time.perf_counter() - started) * 1000.0, f"{self.model_id}/{self.version}")
         return estimate
 
     def describe(self) -> ServedCostModel:

@@ -1,4 +1,5 @@
-"""Live inference latency of a replica: the last N model calls, as percentiles."""
+"""Live inference latency of a replica: the last N model calls as percentiles, and every call as the
+kcloud_model_inference_seconds histogram of its model and version (core/metrics_catalog.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,27 @@ from collections import deque
 
 import numpy as np
 
+from core.metrics_catalog import MODEL_INFERENCE_SECONDS, create
+
 
 class LatencyRecorder:
-    """Keeps the latest `size` model-call durations (ms) and how many requests they served."""
+    """Keeps the latest `size` model-call durations (ms) of model `model_id` and how many requests they served."""
 
-    def __init__(self, size: int = 2048):
+    def __init__(self, model_id: str, size: int = 2048):
+        self.model_id = model_id
         self._durations: deque[float] = deque(maxlen=size)
+        self._histogram = create(MODEL_INFERENCE_SECONDS)
         self.calls = 0
         self.requests = 0
 
-    def record(self, milliseconds: float, count: int = 1) -> None:
+    def record(self, milliseconds: float, model_version: str, count: int = 1) -> None:
+        """One model call of `model_version` (e.g. "power_lstm/3") that served `count` requests."""
         self._durations.append(milliseconds)
         self.calls += 1
         self.requests += count
+        if self._histogram is not None:
+            self._histogram.observe(milliseconds / 1000.0,
+                                    tags={"model_id": self.model_id, "model_version": model_version})
 
     def percentiles(self) -> dict[str, float | int]:
         """p50/p90/p99 of model-call latency in ms over the window, plus totals since start."""

@@ -18,6 +18,7 @@ from ray import serve
 
 from core.registry import ModelRegistry
 from core.stores.remote import RemoteStore
+from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
@@ -55,7 +56,8 @@ class PowerPredictor(RegistryFollower):
         self.store = RemoteStore()
         self.device = device or _default_device()
         self.settings = PowerPredictorUserConfig()
-        self.latency = LatencyRecorder()
+        self.latency = LatencyRecorder(model_id)
+        self.forecast_gauges = ForecastGauges()
         self.version: int | None = None
         self.forecaster: PowerForecaster | None = None
         self._load(None)  # fail fast: no model, no replica
@@ -111,6 +113,8 @@ class PowerPredictor(RegistryFollower):
         stored = [await asyncio.to_thread(self._stored_history, node, horizon_s, workload_type, workload_id)
                   for node in nodes]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
+        for node, forecast in zip(nodes, forecasts, strict=True):
+            self.forecast_gauges.publish(node, forecast)
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
@@ -135,7 +139,7 @@ class PowerPredictor(RegistryFollower):
         forecaster = self._require()
         started = time.perf_counter()
         result = forecast_histories(forecaster, histories, self.model_version)
-        self.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
+        self.latency.record((time.perf_counter() - started) * 1000.0, self.model_version, count=len(histories))
         return result
 
     def _require(self) -> PowerForecaster:

@@ -51,7 +51,8 @@ def create_store(settings: StoreSettings | Mapping[str, str] | None = None) -> T
     if settings.prometheus_url:
         from core.stores.prometheus import PrometheusStore
 
-        return PrometheusStore(settings.prometheus_url, settings.prometheus_metrics, settings.prometheus_node_labels)
+        return PrometheusStore(settings.prometheus_url, settings.prometheus_metrics, settings.prometheus_node_labels,
+                               kepler=settings.prometheus_kepler_names)
     from core.stores.sqlite import SqliteStore
 
     return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention)

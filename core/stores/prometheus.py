@@ -1,12 +1,19 @@
 """PrometheusStore: read-only node windows from metrics Kepler, dcgm-exporter and node-exporter collect.
 
-Metric and node-label names are configurable (`metric_names`, `node_labels`, keyed as in DEFAULT_METRICS);
-the exporters must agree on node label values (relabel them if one says "gpu-node-1" and another
-"10.0.0.5:9100"). A power metric whose name ends in `_total` is a joules counter read as
-`rate(...)` = watts (Kepler); any other name is a gauge in watts. Per bin the rule matches the other
-stores (core.stores.window): node power when present, else the sum of GPU powers; GPU utilization is
-the mean over GPUs; temperature the hottest GPU; CPU utilization 100 * (1 - idle share of
-node_cpu_seconds_total); memory usage 100 * (1 - MemAvailable / MemTotal).
+Metric and node-label names are configurable (`metric_names`, `node_labels`, keyed as in DEFAULT_METRICS; a
+name may carry label matchers, `name{zone="package"}`). The defaults are current Kepler's (0.10 and later,
+node label `node_name`): `kepler_platform_watts` (whole-node power from the BMC over Redfish, one series per
+BMC power-control entry) and `kepler_node_cpu_joules_total{zone="package"}` (RAPL); `kepler="0.7"` selects
+Kepler 0.7's names (KEPLER_07_METRICS). The exporters must agree on node label values (relabel them if one
+says "gpu-node-1" and another "10.0.0.5:9100").
+
+A power metric whose name ends in `_total` is a joules counter read as `rate(...)` = watts; any other name
+is a gauge in watts. Per bin the rule matches the other stores (core.stores.window): the node's power
+(`node_power`: a counter summed over its series, a gauge the largest series, since Kepler's power-control
+entries include sub-systems of the whole) when present, else the sum of the device powers the bin has
+(GPUs plus CPU packages); GPU utilization is the mean over GPUs; temperature the hottest GPU; CPU
+utilization 100 * (1 - idle share of node_cpu_seconds_total); memory usage 100 * (1 - MemAvailable /
+MemTotal).
 
 Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
@@ -35,7 +42,8 @@ from core.telemetry_csv import CANONICAL_COLUMNS
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS = {
-    "node_power": "kepler_node_platform_joules_total",  # or a gauge in watts, e.g. node_power_watts
+    "node_power": "kepler_platform_watts",  # or a joules counter, or a gauge in watts, e.g. node_power_watts
+    "cpu_power": 'kepler_node_cpu_joules_total{zone="package"}',
     "gpu_power": "DCGM_FI_DEV_POWER_USAGE",
     "gpu_utilization": "DCGM_FI_DEV_GPU_UTIL",
     "gpu_temperature": "DCGM_FI_DEV_GPU_TEMP",
@@ -45,10 +53,14 @@ DEFAULT_METRICS = {
     "memory_total": "node_memory_MemTotal_bytes",
 }
 DEFAULT_NODE_LABELS = {
-    "node_power": "instance", "gpu_power": "Hostname", "gpu_utilization": "Hostname", "gpu_temperature": "Hostname",
-    "npu_utilization": "instance", "cpu_seconds": "instance", "memory_available": "instance",
-    "memory_total": "instance",
+    "node_power": "node_name", "cpu_power": "node_name", "gpu_power": "Hostname", "gpu_utilization": "Hostname",
+    "gpu_temperature": "Hostname", "npu_utilization": "instance", "cpu_seconds": "instance",
+    "memory_available": "instance", "memory_total": "instance",
 }
+KEPLER_07_METRICS = {"node_power": "kepler_node_platform_joules_total", "cpu_power": "kepler_node_package_joules_total"}
+KEPLER_07_NODE_LABELS = {"node_power": "instance", "cpu_power": "instance"}
+KEPLER_NAMES = {"current": ({}, {}), "0.7": (KEPLER_07_METRICS, KEPLER_07_NODE_LABELS)}
+DEVICE_POWER = ("gpu_power", "cpu_power")  # summed when a node has no node_power
 MAX_POINTS = 10_000  # Prometheus refuses query_range with more than 11,000 points per series
 
 
@@ -58,15 +70,19 @@ class PrometheusStore(TelemetryStore):
     read_only = True
 
     def __init__(self, url: str, metric_names: Mapping[str, str] | None = None,
-                 node_labels: Mapping[str, str] | None = None, *, min_rate_window_s: int = 120,
-                 timeout_s: float = 10.0) -> None:
+                 node_labels: Mapping[str, str] | None = None, *, kepler: str = "current",
+                 min_rate_window_s: int = 120, timeout_s: float = 10.0) -> None:
         for given in (metric_names or {}, node_labels or {}):
             unknown = sorted(set(given) - set(DEFAULT_METRICS))
             if unknown:
                 raise ValueError(f"unknown Prometheus metric key(s) {unknown}; known: {sorted(DEFAULT_METRICS)}")
+        if kepler not in KEPLER_NAMES:
+            raise ValueError(f"unknown Kepler metric names {kepler!r}; choose from {sorted(KEPLER_NAMES)}")
+        kepler_metrics, kepler_labels = KEPLER_NAMES[kepler]
         self.url = url.rstrip("/")
-        self.metrics = {**DEFAULT_METRICS, **(metric_names or {})}
-        self.labels = {**DEFAULT_NODE_LABELS, **(node_labels or {})}
+        self.metrics = {**DEFAULT_METRICS, **kepler_metrics, **(metric_names or {})}
+        self.labels = {**DEFAULT_NODE_LABELS, **kepler_labels, **(node_labels or {})}
+        self._selectors = {key: _split_selector(key, text) for key, text in self.metrics.items()}
         self.min_rate_window_s = min_rate_window_s
         self.timeout_s = timeout_s
         logger.info("telemetry store: Prometheus at %s (read-only)", self.url)
@@ -77,15 +93,18 @@ class PrometheusStore(TelemetryStore):
 
     # --- PromQL -------------------------------------------------------------------------------------
     def _sel(self, key: str, node_id: str | None, extra: str = "") -> str:
+        name, own = self._selectors[key]
         matchers = [f'{self.labels[key]}="{_quote(node_id)}"'] if node_id is not None else []
-        matchers += [extra] if extra else []
-        return f"{self.metrics[key]}{{{','.join(matchers)}}}"
+        matchers += [m for m in (own, extra) if m]
+        return f"{name}{{{','.join(matchers)}}}"
 
-    def _power_expr(self, node_id: str | None, step_s: int | None) -> str:
-        label = self.labels["node_power"]
-        if self.metrics["node_power"].endswith("_total"):
-            return f"sum by ({label}) (rate({self._sel('node_power', node_id)}[{self._rate_s(step_s)}s]))"
-        return f"sum by ({label}) ({self._gauge('node_power', node_id, step_s)})"
+    def _power_expr(self, key: str, node_id: str | None, step_s: int | None) -> str:
+        """Watts per node of a power metric: a joules counter's rate summed over the node's series; a gauge's
+        series summed (devices) or, for node_power, the largest (a whole and its parts)."""
+        label = self.labels[key]
+        if self._selectors[key][0].endswith("_total"):
+            return f"sum by ({label}) (rate({self._sel(key, node_id)}[{self._rate_s(step_s)}s]))"
+        return f"{'max' if key == 'node_power' else 'sum'} by ({label}) ({self._gauge(key, node_id, step_s)})"
 
     def _gauge(self, key: str, node_id: str | None, step_s: int | None, extra: str = "") -> str:
         sel = self._sel(key, node_id, extra)
@@ -101,8 +120,7 @@ class PrometheusStore(TelemetryStore):
         available = f"sum by ({lab['memory_available']}) ({self._gauge('memory_available', node_id, step_s)})"
         total = f"sum by ({lab['memory_total']}) ({self._gauge('memory_total', node_id, step_s)})"
         return {
-            "node_power": self._power_expr(node_id, step_s),
-            "gpu_power": f"sum by ({lab['gpu_power']}) ({self._gauge('gpu_power', node_id, step_s)})",
+            **{key: self._power_expr(key, node_id, step_s) for key in ("node_power", *DEVICE_POWER)},
             "gpu_utilization": f"avg by ({lab['gpu_utilization']}) ({self._gauge('gpu_utilization', node_id, step_s)})",
             "temperature": f"max by ({lab['gpu_temperature']}) ({self._gauge('gpu_temperature', node_id, step_s)})",
             "npu_utilization": f"avg by ({lab['npu_utilization']}) ({self._gauge('npu_utilization', node_id, step_s)})",
@@ -115,7 +133,8 @@ class PrometheusStore(TelemetryStore):
         start_ms, end_ms = check_window(start, end, step_s)
         bins = bin_starts(start_ms, end_ms, step_s)
         series = {name: self._range(expr, bins, step_s) for name, expr in self._window_exprs(node_id, step_s).items()}
-        power = series.pop("node_power").fillna(series.pop("gpu_power"))
+        devices = series.pop(DEVICE_POWER[0]).add(series.pop(DEVICE_POWER[1]), fill_value=0.0)  # NaN: neither
+        power = series.pop("node_power").fillna(devices)
         frame = pd.DataFrame({"timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
                               "node_id": node_id, "power_watts": power.to_numpy(), "workload_type": np.nan})
         for name, values in series.items():
@@ -138,19 +157,18 @@ class PrometheusStore(TelemetryStore):
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         now = datetime.now(UTC)
-        found: dict[str, tuple[float, float]] = {}
-        for key, expr in (("node_power", self._power_expr(node_id, None)),
-                          ("gpu_power", f"sum by ({self.labels['gpu_power']}) ({self._sel('gpu_power', node_id)})")):
+        found: dict[str, dict[str, tuple[float, float]]] = {}  # node -> power key -> (watts, Unix time)
+        for key in ("node_power", *DEVICE_POWER):
             label = self.labels[key]
             stamps = self._instant(f"min by ({label}) (timestamp({self._sel(key, node_id)}))", label)
-            for node, watts in self._instant(expr, label).items():
-                if node not in found and node in stamps:
-                    found[node] = (watts, stamps[node])
+            for node, watts in self._instant(self._power_expr(key, node_id, None), label).items():
+                if node and node in stamps:  # a series without the node label belongs to no node
+                    found.setdefault(node, {})[key] = (watts, stamps[node])
         result = []
-        for node in sorted(found):
-            watts, stamp = found[node]
-            moment = datetime.fromtimestamp(stamp, tz=UTC)
-            result.append(NodeLatest(node_id=node, timestamp=moment, power_watts=watts,
+        for node, readings in sorted(found.items()):
+            parts = [readings["node_power"]] if "node_power" in readings else list(readings.values())
+            moment = datetime.fromtimestamp(min(stamp for _, stamp in parts), tz=UTC)
+            result.append(NodeLatest(node_id=node, timestamp=moment, power_watts=sum(watts for watts, _ in parts),
                                      age_s=max(0.0, (now - moment).total_seconds())))
         return result
 
@@ -161,9 +179,9 @@ class PrometheusStore(TelemetryStore):
 
     def nodes(self) -> list[str]:
         found: set[str] = set()
-        for key in ("node_power", "gpu_power"):
-            found.update(self._get(f"/api/v1/label/{self.labels[key]}/values", {"match[]": self.metrics[key]}))
-        return sorted(found)
+        for key in ("node_power", *DEVICE_POWER):
+            found.update(self._get(f"/api/v1/label/{self.labels[key]}/values", {"match[]": self._sel(key, None)}))
+        return sorted(found - {""})
 
     def _get(self, path: str, params: dict) -> dict | list:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
@@ -181,6 +199,14 @@ class PrometheusStore(TelemetryStore):
 
     def __repr__(self) -> str:
         return f"PrometheusStore({self.url!r})"
+
+
+def _split_selector(key: str, text: str) -> tuple[str, str]:
+    """`name` or `name{matchers}` -> (name, matchers)."""
+    name, brace, rest = text.strip().partition("{")
+    if brace and not rest.endswith("}"):
+        raise ValueError(f"Prometheus metric {key} {text!r}: label matchers must end with '}}'")
+    return name.strip(), rest[:-1].strip() if brace else ""
 
 
 def _quote(value: str) -> str:

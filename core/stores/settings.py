@@ -2,8 +2,9 @@
 
 - INFLUX_HOST (else the config's `influx_host`): InfluxDB 2.x, with INFLUX_ORG, INFLUX_BUCKET and the
   token INFLUX_TOKEN or INFLUX_TOKEN_FILE (environment only, never the config file).
-- else PROMETHEUS_URL: Prometheus, read-only; PROMETHEUS_METRICS / PROMETHEUS_NODE_LABELS are JSON objects
-  overriding metric and label names.
+- else PROMETHEUS_URL: Prometheus, read-only, over current Kepler's metric names (PROMETHEUS_KEPLER_NAMES=0.7
+  for Kepler 0.7's); PROMETHEUS_METRICS / PROMETHEUS_NODE_LABELS are JSON objects overriding metric and label
+  names (core/stores/prometheus.py has the keys and defaults).
 - else the embedded SQLite store under TELEMETRY_DATA_DIR (default data/telemetry), which deletes rows
   older than TELEMETRY_RETENTION (a duration such as "30d", the default; at least an hour).
 An empty value counts as unset.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
@@ -57,6 +58,7 @@ class StoreSettings(EnvSettings):
     prometheus_url: str | None = Field(None, alias="PROMETHEUS_URL")
     prometheus_metrics: NameMap = Field(None, alias="PROMETHEUS_METRICS")
     prometheus_node_labels: NameMap = Field(None, alias="PROMETHEUS_NODE_LABELS")
+    prometheus_kepler_names: Literal["current", "0.7"] = Field("current", alias="PROMETHEUS_KEPLER_NAMES")
     telemetry_data_dir: str = Field(DEFAULT_DATA_DIR, alias="TELEMETRY_DATA_DIR")
     telemetry_retention: Duration = Field(DEFAULT_RETENTION_S, ge=3600, alias="TELEMETRY_RETENTION")
 

@@ -1,7 +1,9 @@
 """PrometheusStore against a real Prometheus (Debian 2.42) fed through its remote-write receiver.
 
-The series imitate what Kepler (joules counters), dcgm-exporter (GPU gauges, label `Hostname`) and
-node-exporter (CPU seconds counters, memory gauges) expose, 15 s apart over the last 20 minutes. No Ray.
+The series imitate what Kepler 0.7 (joules counters, label `instance`), current Kepler (`kepler_platform_watts`
+per BMC power-control entry and `kepler_node_cpu_joules_total` per RAPL zone, label `node_name`),
+dcgm-exporter (GPU gauges, label `Hostname`) and node-exporter (CPU seconds counters, memory gauges) expose,
+15 s apart over the last 20 minutes. No Ray.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def counter(labels: dict, per_second: float, now_ms: int) -> tuple[dict, list]:
                     for k in range(POINTS)]
 
 
+def platform(node: str, control_id: str, control_name: str) -> dict:
+    return {"__name__": "kepler_platform_watts", "node_name": node, "source": "redfish", "bmc_id": f"bmc-{node}",
+            "chassis_id": "System.Embedded.1", "power_control_id": control_id, "power_control_name": control_name}
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     """A fresh Prometheus holding the exporters' series; yields (server, now_ms of the last sample)."""
@@ -57,6 +64,15 @@ def prometheus(tmp_path_factory):
         gauge({"__name__": "DCGM_FI_DEV_GPU_UTIL", "Hostname": "gpu-2", "gpu": "0"}, 10, now_ms, GAP),
         # a site that exports wall power as a gauge under its own names
         gauge({"__name__": "node_power_watts", "node": "gpu-3"}, 812.5, now_ms),
+        # current Kepler: k-1 has Redfish platform power (the server and its CPU sub-system), k-2 only RAPL
+        # zones and GPUs (dcgm-exporter's series relabelled with the node's name)
+        gauge(platform("k-1", "PC1", "Server Power Control"), 450.5, now_ms),
+        gauge(platform("k-1", "PC2", "CPU Sub-system Power"), 85.2, now_ms),
+        counter({"__name__": "kepler_node_cpu_joules_total", "node_name": "k-1", "zone": "package"}, 100, now_ms),
+        *[counter({"__name__": "kepler_node_cpu_joules_total", "node_name": "k-2", "zone": zone,
+                   "path": "/sys/class/powercap/intel-rapl:0"}, watts, now_ms)
+          for zone, watts in (("package", 120), ("core", 90), ("dram", 30))],
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "node_name": "k-2", "gpu": "0"}, 200, now_ms),
     ]
     assert server.remote_write(series) == 204
     yield server, now_ms
@@ -71,7 +87,7 @@ def window_span(now_ms: int, minutes_back: int, minutes: int) -> tuple[datetime,
 
 def test_window_from_kepler_dcgm_and_node_exporter(prometheus):
     server, now_ms = prometheus
-    store = PrometheusStore(server.url, min_rate_window_s=60)
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     start, end = window_span(now_ms, 15, 10)
     frame = store.window("gpu-1", start, end, 60)
     assert list(frame.columns) == list(CANONICAL_COLUMNS)
@@ -86,7 +102,7 @@ def test_window_from_kepler_dcgm_and_node_exporter(prometheus):
 
 def test_window_falls_back_to_gpu_power_and_keeps_gaps_missing(prometheus):
     server, now_ms = prometheus
-    store = PrometheusStore(server.url, min_rate_window_s=60)
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     start, end = window_span(now_ms, 18, 16)
     frame = store.window("gpu-2", start, end, 60)
     missing = frame["power_watts"].isna()
@@ -98,7 +114,7 @@ def test_window_falls_back_to_gpu_power_and_keeps_gaps_missing(prometheus):
 
 def test_latest_nodes_and_configurable_names(prometheus):
     server, now_ms = prometheus
-    store = PrometheusStore(server.url, min_rate_window_s=60)
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     latest = {item.node_id: item for item in store.latest()}
     assert set(latest) == {"gpu-1", "gpu-2"}
     assert latest["gpu-1"].power_watts == pytest.approx(600.0)
@@ -115,9 +131,21 @@ def test_latest_nodes_and_configurable_names(prometheus):
     assert "gpu-3" in custom.nodes()
 
 
+def test_current_kepler_names_by_default(prometheus):
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, node_labels={"gpu_power": "node_name"}, min_rate_window_s=60)
+    start, end = window_span(now_ms, 15, 10)
+    # the BMC's whole-server entry, not the sum with its CPU sub-system; RAPL is not added to it
+    assert store.window("k-1", start, end, 60)["power_watts"].tolist() == pytest.approx([450.5] * 10)
+    # no platform power: the device sum, CPU package (not its core and DRAM zones) plus the GPU
+    assert store.window("k-2", start, end, 60)["power_watts"].tolist() == pytest.approx([320.0] * 10)
+    assert {i.node_id: i.power_watts for i in store.latest()} == pytest.approx({"k-1": 450.5, "k-2": 320.0})
+    assert store.nodes() == ["k-1", "k-2"]
+
+
 def test_long_windows_are_split_under_the_point_limit(prometheus):
     server, now_ms = prometheus
-    store = PrometheusStore(server.url, min_rate_window_s=60)
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     start, _ = window_span(now_ms, 15, 0)
     frame = store.window("gpu-1", start - timedelta(days=8), start + timedelta(minutes=10), 60)  # 11,530 bins
     assert len(frame) == 8 * 1440 + 10

@@ -1,10 +1,21 @@
-"""LossCounter: every lost sample counted, warnings at once for a new reason and then at most once a minute."""
+"""A collector's metrics: every lost sample counted (warnings at once for a new reason, then at most once a
+minute), and each round exported as device gauges, throughput, backlog and freshness."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from collectors.base import TelemetrySource
+from collectors.collector import Collector
 from collectors.metrics import LossCounter
+from collectors.settings import TelemetryConfig
+from core import metrics_catalog
+from core.metrics_catalog import TELEMETRY_DROPPED, MetricSpec
+from core.stores.sqlite import SqliteStore
+from core.telemetry import SourceKind, TelemetrySample
 
 
 def test_losses_are_counted_and_their_warnings_rate_limited(caplog):
@@ -30,6 +41,63 @@ def test_losses_are_counted_and_their_warnings_rate_limited(caplog):
 
 
 def test_a_metric_counter_outside_ray_is_harmless():
-    losses = LossCounter("dropped", "n1", metric="kcloud_telemetry_dropped_samples_total")
+    losses = LossCounter("dropped", "n1", metric=TELEMETRY_DROPPED)
     losses.add("spill_cap", 3)
     assert losses.counts == {"spill_cap": 3}
+
+
+class FakeMetric:
+    """Records what a Ray metric would export."""
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec, self.calls = spec, []
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        self.calls.append(("set", value, tags))
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        self.calls.append(("inc", value, tags))
+
+
+@pytest.fixture()
+def exported(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeMetric]:
+    """Metric name -> the fake the collector's code created from the catalog."""
+    made: dict[str, FakeMetric] = {}
+
+    def create(spec: MetricSpec) -> FakeMetric:
+        return made.setdefault(spec.name, FakeMetric(spec))
+
+    monkeypatch.setattr(metrics_catalog, "create", create)
+    return made
+
+
+class GpuSource(TelemetrySource):
+    kind = SourceKind.NVML
+    min_interval_s = 0.0
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def sample(self) -> list[TelemetrySample]:
+        now = datetime.now(UTC)
+        return [TelemetrySample(timestamp=now - timedelta(seconds=i), node_id="n1", source=SourceKind.NVML,
+                                device_id=f"gpu{i}", power_watts=300.0 + i, utilization=50.0, memory_usage=40.0 + i)
+                for i in range(2)]
+
+
+def test_a_round_exports_device_gauges_throughput_backlog_and_freshness(tmp_path, exported):
+    store = SqliteStore(tmp_path / "db")
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=1, spill_dir=str(tmp_path / "spill"))
+    collector = Collector("n1", [GpuSource()], store, settings, start=False)
+    kept = collector.collect_once()
+    memory = exported["kcloud_memory_usage_percent"].calls
+    assert memory == [("set", 40.0, {"node_id": "n1", "source": "nvml", "device_id": "gpu0"}),
+                      ("set", 41.0, {"node_id": "n1", "source": "nvml", "device_id": "gpu1"})]  # GPU memory per device
+    assert len(exported["kcloud_power_watts"].calls) == 2
+    assert exported["kcloud_telemetry_samples_total"].calls == [("inc", 2, {"node_id": "n1", "source": "nvml"})]
+    assert exported["kcloud_telemetry_buffered_samples"].calls == [("set", 2, {"node_id": "n1"})]
+    newest = max(s.timestamp for s in kept).timestamp()
+    assert exported["kcloud_telemetry_last_sample_timestamp_seconds"].calls == [("set", newest, {"node_id": "n1"})]
+    assert collector.flush() == 2 and collector.flush() == 0
+    assert exported["kcloud_telemetry_stored_samples_total"].calls == [("inc", 2, {"node_id": "n1"})]
+    collector.stop()

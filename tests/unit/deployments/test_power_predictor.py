@@ -11,6 +11,7 @@ import pytest
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
+from deployments.forecast_gauges import ForecastGauges
 from deployments.power import PowerPredictor
 from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import UnknownNode
@@ -38,6 +39,7 @@ def predictor(tmp_path):
         replica.store, replica.stale_after_s = store, 120.0
         replica.forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=60), sequence_length=5)
         replica.forecast = echo_forecast
+        replica.forecast_gauges = ForecastGauges()
         yield replica
 
 

@@ -1,0 +1,49 @@
+"""PrometheusStore's metric names: current Kepler's by default, Kepler 0.7's on request, selectors with matchers.
+(tests/integration/test_prometheus_store.py reads them from a real Prometheus.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from core.settings import ConfigError
+from core.stores import create_store
+from core.stores.prometheus import PrometheusStore
+
+URL = "http://prom:9090"
+
+
+def test_current_kepler_names_keyed_by_node_name() -> None:
+    store = PrometheusStore(URL)
+    assert store._power_expr("node_power", "n1", 60) == (
+        'max by (node_name) (avg_over_time(kepler_platform_watts{node_name="n1"}[60s]))')
+    assert store._power_expr("cpu_power", "n1", 60) == (
+        'sum by (node_name) (rate(kepler_node_cpu_joules_total{node_name="n1",zone="package"}[120s]))')
+    assert store._power_expr("gpu_power", None, None) == "sum by (Hostname) (DCGM_FI_DEV_POWER_USAGE{})"
+
+
+def test_kepler_0_7_names_and_explicit_overrides() -> None:
+    old = PrometheusStore(URL, kepler="0.7", min_rate_window_s=60)
+    assert old._power_expr("node_power", "n1", 60) == (
+        'sum by (instance) (rate(kepler_node_platform_joules_total{instance="n1"}[60s]))')
+    assert old._power_expr("cpu_power", "n1", 60) == (
+        'sum by (instance) (rate(kepler_node_package_joules_total{instance="n1"}[60s]))')
+    mine = PrometheusStore(URL, kepler="0.7", metric_names={"node_power": 'wall_watts{kind="psu"}'},
+                           node_labels={"node_power": "node"})
+    assert mine._power_expr("node_power", "n1", None) == 'max by (node) (wall_watts{node="n1",kind="psu"})'
+
+
+def test_bad_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown Kepler metric names '0.9'"):
+        PrometheusStore(URL, kepler="0.9")
+    with pytest.raises(ValueError, match="cpu_power .* must end with '}'"):
+        PrometheusStore(URL, metric_names={"cpu_power": 'x{zone="package"'})
+    with pytest.raises(ValueError, match="unknown Prometheus metric key"):
+        PrometheusStore(URL, metric_names={"platform": "x"})
+
+
+def test_the_setting_selects_the_names() -> None:
+    store = create_store({"PROMETHEUS_URL": URL, "PROMETHEUS_KEPLER_NAMES": "0.7"})
+    assert isinstance(store, PrometheusStore) and store.metrics["node_power"] == "kepler_node_platform_joules_total"
+    assert create_store({"PROMETHEUS_URL": URL}).metrics["node_power"] == "kepler_platform_watts"
+    with pytest.raises(ConfigError, match="PROMETHEUS_KEPLER_NAMES"):
+        create_store({"PROMETHEUS_URL": URL, "PROMETHEUS_KEPLER_NAMES": "0.8"})

@@ -1,0 +1,126 @@
+"""core/metrics_catalog.py lists every metric the code creates, with the series names Prometheus really stores."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core import metrics_catalog as catalog
+from core.metrics_catalog import METRICS, MetricKind, MetricSpec
+from tests.paths import REPO_ROOT
+
+PACKAGES = ("app", "deployments", "training", "collectors", "autoscaler", "core")
+CATALOG = REPO_ROOT / "core" / "metrics_catalog.py"
+CONSTRUCTORS = {"Gauge": MetricKind.GAUGE, "Counter": MetricKind.COUNTER, "Histogram": MetricKind.HISTOGRAM}
+CONSTANTS = {name: value for name, value in vars(catalog).items() if isinstance(value, MetricSpec)}
+
+
+def _modules() -> Iterator[tuple[Path, ast.Module]]:
+    for package in PACKAGES:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if path != CATALOG:
+                yield path, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _ray_constructor(call: ast.Call, imported: set[str]) -> bool:
+    """Gauge/Counter/Histogram of ray.util.metrics or ray.serve.metrics (by name imported from there, or as
+    `<...>metrics.Gauge`), not e.g. collections.Counter."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id in imported
+    return (isinstance(func, ast.Attribute) and func.attr in CONSTRUCTORS
+            and ast.unparse(func.value).endswith("metrics"))
+
+
+def _direct_creations() -> list[tuple[str, ast.Call]]:
+    """Ray metric constructors called outside the catalog: (where, call)."""
+    found = []
+    for path, tree in _modules():
+        imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and node.module in ("ray.util.metrics", "ray.serve.metrics") for alias in node.names
+                    if alias.name in CONSTRUCTORS}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _ray_constructor(node, imported):
+                found.append((f"{path.relative_to(REPO_ROOT)}:{node.lineno}", node))
+    return found
+
+
+def test_every_constant_is_listed_once_and_names_are_unique():
+    assert set(CONSTANTS.values()) == set(METRICS) and len(set(METRICS)) == len(METRICS)
+    assert len({spec.name for spec in METRICS}) == len(METRICS)
+    for spec in METRICS:
+        assert spec.name.startswith("kcloud_") and spec.tags
+        assert (spec.kind is MetricKind.HISTOGRAM) == bool(spec.boundaries), spec.name
+        assert list(spec.boundaries) == sorted(set(spec.boundaries)), spec.name
+
+
+def test_metrics_created_directly_are_literal_catalog_entries():
+    """A direct Gauge(/Counter(/Histogram( call (the controller's DecisionMetrics) names a catalog metric of the
+    same kind and tags; everything else goes through `catalog.create(<catalog entry>)`."""
+    by_name = {spec.name: spec for spec in METRICS}
+    for where, call in _direct_creations():
+        first = call.args[0] if call.args else None
+        assert isinstance(first, ast.Constant) and isinstance(first.value, str), f"{where}: name a catalog metric"
+        spec = by_name.get(first.value)
+        assert spec is not None, f"{where}: {first.value} is not in core/metrics_catalog.py"
+        assert spec.kind is CONSTRUCTORS[str(_called_name(call))], where
+        tags = next((k.value for k in call.keywords if k.arg == "tag_keys"), None)
+        assert tags is not None and tuple(ast.literal_eval(tags)) == spec.tags, where
+
+
+def test_metric_specs_are_made_only_in_the_catalog_and_every_one_is_created_somewhere():
+    literal_names = {call.args[0].value for _, call in _direct_creations()}
+    referenced: set[str] = set()
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                assert _called_name(node) != "MetricSpec", f"{path}:{node.lineno}: define metrics in the catalog"
+            if isinstance(node, ast.Name | ast.Attribute):
+                referenced.add(node.id if isinstance(node, ast.Name) else node.attr)
+    for name, spec in CONSTANTS.items():
+        assert name in referenced or spec.name in literal_names, f"{spec.name} is listed but never created"
+
+
+def test_create_refuses_nothing_it_lists_and_outside_ray_is_harmless():
+    for spec in METRICS:
+        created = catalog.create(spec)
+        assert created is None or type(created).__name__ == spec.kind.value.capitalize()
+
+
+@pytest.mark.parametrize(("spec", "series"), [
+    (catalog.SCALING_DECISIONS, ("ray_kcloud_scaling_decisions_total",)),
+    (catalog.POWER_WATTS, ("ray_kcloud_power_watts",)),
+    (catalog.MODEL_INFERENCE_SECONDS, ("ray_kcloud_model_inference_seconds_bucket",
+                                       "ray_kcloud_model_inference_seconds_sum",
+                                       "ray_kcloud_model_inference_seconds_count")),
+    (MetricSpec(name="kcloud_x", kind=MetricKind.COUNTER, description="x", tags=("a",)), ("ray_kcloud_x_total",)),
+])
+def test_exported_names_follow_ray_s_rules(spec: MetricSpec, series: tuple[str, ...]):
+    assert spec.exported == series
+
+
+def test_ray_s_own_exporter_stores_exactly_the_catalog_s_series():
+    """Every catalog metric through Ray's metrics agent recorder (OpenTelemetry -> Prometheus text), as a node's
+    metrics port serves it: the series names scraped are the catalog's `exported` names."""
+    recorder_module = pytest.importorskip("ray._private.telemetry.open_telemetry_metric_recorder")
+    from prometheus_client import REGISTRY, generate_latest
+
+    recorder = recorder_module.OpenTelemetryMetricRecorder(gauge_metric_ttl_seconds=600)
+    register = {MetricKind.GAUGE: recorder.register_gauge_metric, MetricKind.COUNTER: recorder.register_counter_metric}
+    for spec in METRICS:
+        if spec.kind is MetricKind.HISTOGRAM:
+            recorder.register_histogram_metric(spec.name, spec.description, list(spec.boundaries))
+        else:
+            register[spec.kind](spec.name, spec.description)
+        recorder.set_metric_value(spec.name, dict.fromkeys(spec.tags, "x"), 1.0)
+    scraped = {line.split("{")[0].split(" ")[0] for line in generate_latest(REGISTRY).decode().splitlines()
+               if line.startswith("ray_kcloud_")}
+    assert scraped == set(catalog.exported_names())

@@ -1,0 +1,50 @@
+"""Serving metrics: every model call in the inference-time histogram of its model and version, and a node's
+stored-telemetry forecast as point/lower/upper gauges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from deployments import forecast_gauges, latency
+from deployments.forecast_gauges import ForecastGauges
+from deployments.latency import LatencyRecorder
+from training.power.inference import PowerForecast
+
+
+class FakeMetric:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, dict[str, str]]] = []
+
+    def observe(self, value: float, tags: dict[str, str]) -> None:
+        self.calls.append(("observe", value, tags))
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        self.calls.append(("set", value, tags))
+
+
+def test_each_model_call_is_observed_in_seconds_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    histogram = FakeMetric()
+    monkeypatch.setattr(latency, "create", lambda spec: histogram if spec.name == "kcloud_model_inference_seconds"
+                        else None)
+    recorder = LatencyRecorder("power_lstm")
+    recorder.record(12.5, "power_lstm/3", count=4)
+    recorder.record(2.0, "power_lstm/4")
+    assert histogram.calls == [("observe", 0.0125, {"model_id": "power_lstm", "model_version": "power_lstm/3"}),
+                               ("observe", 0.002, {"model_id": "power_lstm", "model_version": "power_lstm/4"})]
+    assert recorder.percentiles()["calls"] == 2 and recorder.percentiles()["requests"] == 5
+    assert LatencyRecorder("cost_gbm").percentiles() == {"calls": 0, "requests": 0}
+
+
+def test_a_node_s_forecast_is_published_for_the_next_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    gauge = FakeMetric()
+    monkeypatch.setattr(forecast_gauges, "create", lambda spec: gauge)
+    now = datetime.now(UTC)
+    forecast = PowerForecast(model_version="power_lstm/3", step_s=60, timestamps=(now, now + timedelta(minutes=1)),
+                             point=(410.0, 420.0), lower=(390.0, 395.0), upper=(430.0, 445.0), confidence=(0.9, 0.8),
+                             window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+    ForecastGauges().publish("gpu-1", forecast)
+    tags = {"node_id": "gpu-1", "model_version": "power_lstm/3"}
+    assert gauge.calls == [("set", 410.0, {**tags, "bound": "point"}), ("set", 390.0, {**tags, "bound": "lower"}),
+                           ("set", 430.0, {**tags, "bound": "upper"})]
