@@ -57,6 +57,7 @@ class PowerPredictorConfig(Section):
     num_layers: int = Field(2, ge=1, le=4)
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(60, ge=1)
+    min_epochs: int = Field(4, ge=1)  # a retraining asking for fewer epochs is refused
     patience: int = Field(8, ge=1)
     learning_rate: float = Field(0.002, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)

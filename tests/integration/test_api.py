@@ -160,10 +160,10 @@ def test_models_and_metrics(api: httpx.Client):
 
 @pytest.mark.slow
 def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: httpx.Client):
-    assert api.post("/api/v1/models/retrain", json={"epochs": 2}).status_code == 401
-    wrong = api.post("/api/v1/models/retrain", json={"epochs": 2}, headers={"Authorization": "Bearer nope"})
+    assert api.post("/api/v1/models/retrain", json={"epochs": 4}).status_code == 401
+    wrong = api.post("/api/v1/models/retrain", json={"epochs": 4}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    started = api.post("/api/v1/models/retrain", json={"epochs": 2, "prediction_horizon": "20m"},
+    started = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"},
                        headers={"Authorization": "Bearer test-token"})
     assert started.status_code == 202, started.text
     job = _wait_for(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)

@@ -1,14 +1,26 @@
-"""Scores on the holdout: the new forecaster's, and the active model's on the very same windows."""
+"""Scores on the holdout: the new forecaster's, and the active model's on the very same points."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from core.durations import format_duration
 from core.registry import ModelRegistry
+from core.registry_metadata import ModelNotFoundError
+from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, point_metrics
+from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
 from training.power.forecaster import ArtifactError, PowerForecaster
 from training.power.windows import NotEnoughData, Role
+
+logger = logging.getLogger(__name__)
 
 
 class HoldoutMetrics(BaseModel):
@@ -30,12 +42,25 @@ class HoldoutMetrics(BaseModel):
 
 
 class Incumbent(BaseModel):
-    """The active version and its MAE on the new model's holdout."""
+    """The active version scored on the new model's holdout, and the new model's MAE on the very same points."""
 
     model_config = ConfigDict(frozen=True)
 
     version: int
     mae: float
+    challenger_mae: float
+    step_s: int  # the step both were scored at
+    lead_steps: int  # leads scored, in steps of `step_s`
+    resampled: bool = False  # True: another step or horizon, scored at the coarser step over the common leads
+
+
+class Incomparable(BaseModel):
+    """The active version, when no fair comparison with it was possible, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    why: str
 
 
 def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverage: float,
@@ -55,17 +80,70 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
     )
 
 
-def score_incumbent(registry: ModelRegistry, model_id: str, prepared: PreparedData, coverage: float,
-                    tolerance: float) -> Incumbent | None:
-    """The active model scored on `prepared`'s holdout; None when none is active or it is not comparable
-    (unreadable, or another step or horizon)."""
-    if registry.active_version(model_id) is None:
+def holdout_spans(prepared: PreparedData) -> HoldoutSpans:
+    """Per series, [start, end) of its holdout (TEST role) in Unix seconds."""
+    spans: dict[str, tuple[int, int]] = {}
+    step_s = prepared.pipeline.step_s
+    for segment, roles in zip(prepared.segments, prepared.roles, strict=True):
+        held = np.flatnonzero(roles == Role.TEST)
+        if held.size:
+            first = int(segment.start.timestamp()) + int(held[0]) * step_s
+            end = int(segment.start.timestamp()) + (int(held[-1]) + 1) * step_s
+            known = spans.get(segment.node_id, (first, end))
+            spans[segment.node_id] = (min(known[0], first), max(known[1], end))
+    return spans
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """The new forecaster with what it was scored on: its holdout, and telemetry readable at any step."""
+
+    forecaster: PowerForecaster
+    metrics: HoldoutMetrics
+    prepared: PreparedData
+    telemetry: Callable[[int], pd.DataFrame]  # canonical frame fine enough for the given step
+    max_gap_s: int
+
+
+def score_incumbent(registry: ModelRegistry, model_id: str, challenger: Challenger, coverage: float,
+                    tolerance: float) -> Incumbent | Incomparable | None:
+    """The active model scored on the challenger's holdout; None when no version is active.
+
+    Same step and horizon: on the challenger's holdout windows. Otherwise both at the coarser step over their
+    common leads (training.power.common_leads). Incomparable when neither is possible (an unreadable model,
+    steps that do not nest, no common lead, a holdout too short for the active model's window).
+    """
+    version = registry.active_version(model_id)
+    if version is None:
         return None
-    folder, metadata = registry.get(model_id)
     try:
-        current = PowerForecaster.load(folder)
-    except ArtifactError:
-        return None
-    if current.pipeline.step_s != prepared.pipeline.step_s or current.horizon != prepared.horizon:
-        return None
-    return Incumbent(version=metadata.version, mae=holdout_metrics(current, prepared, coverage, tolerance).mae)
+        folder, _ = registry.get(model_id, version)
+        return _score(PowerForecaster.load(folder), version, challenger, coverage, tolerance)
+    except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
+        logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
+        return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
+    except NotComparable as exc:
+        return Incomparable(version=version, why=str(exc))
+
+
+def _score(current: PowerForecaster, version: int, challenger: Challenger, coverage: float,
+           tolerance: float) -> Incumbent:
+    new, prepared = challenger.forecaster, challenger.prepared
+    if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon:
+        try:
+            mae = holdout_metrics(current, prepared, coverage, tolerance).mae
+        except NotEnoughData as exc:
+            raise NotComparable(f"the holdout is too short for its window of {current.sequence_length} steps") from exc
+        return Incumbent(version=version, mae=mae, challenger_mae=challenger.metrics.mae,
+                         step_s=new.pipeline.step_s, lead_steps=new.horizon)
+    step_s, _ = common_step_and_leads(current, new)
+    fine_step = min(current.pipeline.step_s, new.pipeline.step_s)
+    try:
+        frame = challenger.telemetry(fine_step)
+    except (ValueError, OSError, StoreUnavailable) as exc:
+        logger.warning("telemetry at a %ds step for the comparison: %s", fine_step, exc)
+        raise NotComparable(f"telemetry at a {format_duration(fine_step)} step could not be read "
+                            f"({type(exc).__name__}; details in the log)") from exc
+    score = score_common(current, new, frame, holdout_spans(prepared), challenger.max_gap_s)
+    return Incumbent(version=version, mae=score.mae[0], challenger_mae=score.mae[1], step_s=step_s,
+                     lead_steps=score.lead_steps, resampled=True)

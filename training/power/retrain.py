@@ -2,12 +2,15 @@
 
 The one sequence behind `python -m training.train_lstm` and `POST /api/v1/models/retrain`. The last
 `holdout_fraction` of every series is never trained on; the new version's metrics are measured there, and
-so is the active version's, so the two are compared on the same windows.
+so is the active version's, so the two are compared on the same points (at the coarser step over the common
+leads when their steps or horizons differ). A new version that cannot be compared fairly is registered but not
+activated unless activation is forced.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +18,7 @@ import pandas as pd
 from core.registry import ModelRegistry
 from training.power.dataset import PreparedData, prepare, train_forecaster
 from training.power.forecaster import PowerForecaster
-from training.power.holdout import HoldoutMetrics, Incumbent, holdout_metrics, score_incumbent
+from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Incumbent, holdout_metrics, score_incumbent
 from training.power.retrain_result import ACTIVATING, Decision, RetrainResult, TrainingFacts
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
 from training.settings import TrainingConfig
@@ -28,12 +31,14 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
 
     Raises:
         ConfigError: the overrides make an invalid config.
+        RetrainRefused: too few epochs, or a horizon too short for a model that may be served.
         NotEnoughData: a series, the training part or the holdout is too short for one window.
         TelemetryDataError, ValueError, OSError: from `source`.
     """
     config = spec.effective_config()
     predictor, model_config = config.predictor, config.models.power_predictor
-    frame = source if isinstance(source, pd.DataFrame) else source(predictor.step)
+    telemetry = _reader(source)
+    frame = telemetry(predictor.step)
     synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
@@ -43,26 +48,46 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                                            verbose=spec.verbose)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
-    incumbent = score_incumbent(registry, spec.model_id, prepared, coverage, tolerance)
-    decision = decide(spec.activation, metrics.mae, incumbent)
+    challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
+    incumbent = score_incumbent(registry, spec.model_id, challenger, coverage, tolerance)
+    decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
+    compared = incumbent if isinstance(incumbent, Incumbent) else None
     return RetrainResult(model_id=spec.model_id, version=version, decision=decision, metrics=metrics,
-                         incumbent=incumbent, synthetic=synthetic, training=facts)
+                         incumbent=compared, incomparable=incumbent if compared is None else None,
+                         synthetic=synthetic, training=facts)
 
 
-def decide(activation: Activation, mae: float, incumbent: Incumbent | None) -> Decision:
-    """Whether the new version goes into service: as asked, else if it is no worse than the active one."""
+def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -> Decision:
+    """Whether the new version goes into service: as asked, else if none is active or it is no worse than the
+    active one on the same points; never when the two could not be compared."""
     if activation == "never":
         return "not_requested"
     if activation == "force":
         return "forced"
     if incumbent is None:
         return "no_incumbent"
-    return "beat_incumbent" if mae <= incumbent.mae else "did_not_beat"
+    if isinstance(incumbent, Incomparable):
+        return "not_comparable"
+    return "beat_incumbent" if incumbent.challenger_mae <= incumbent.mae else "did_not_beat"
+
+
+def _reader(source: FrameSource) -> Callable[[int], pd.DataFrame]:
+    """`source` as a callable that reads at most once per step (a frame serves every step)."""
+    if isinstance(source, pd.DataFrame):
+        return lambda _step_s: source
+    frames: dict[int, pd.DataFrame] = {}
+
+    def read(step: int) -> pd.DataFrame:
+        if step not in frames:
+            frames[step] = source(step)
+        return frames[step]
+
+    return read
 
 
 def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster, prepared: PreparedData,

@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
-from training.power.holdout import HoldoutMetrics, Incumbent
+from core.durations import format_duration
+from training.power.holdout import HoldoutMetrics, Incomparable, Incumbent
 
-Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "forced", "not_requested"]
+Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "not_comparable", "forced", "not_requested"]
 ACTIVATING: frozenset[Decision] = frozenset({"no_incumbent", "beat_incumbent", "forced"})
 _REASONS: dict[Decision, str] = {"no_incumbent": "no comparable active model", "forced": "activation forced",
                                  "not_requested": "activation not requested"}
@@ -38,6 +39,7 @@ class RetrainResult(BaseModel):
     decision: Decision
     metrics: HoldoutMetrics
     incumbent: Incumbent | None = None  # the active version scored on the same holdout, when comparable
+    incomparable: Incomparable | None = None  # the active version, when it could not be compared fairly
     synthetic: bool  # trained on generated data only (training.synthetic): for demos
     training: TrainingFacts
 
@@ -50,16 +52,24 @@ class RetrainResult(BaseModel):
     @property
     def reason(self) -> str:
         """The activation decision in words."""
+        if self.decision == "not_comparable" and self.incomparable is not None:
+            return (f"not compared with active version {self.incomparable.version}: {self.incomparable.why}; "
+                    "registered without activation (force the activation to serve it anyway)")
         if self.incumbent is None or self.decision not in ("beat_incumbent", "did_not_beat"):
             return _REASONS[self.decision]
         verb = "beat" if self.decision == "beat_incumbent" else "did not beat"
-        return (f"{verb} active version {self.incumbent.version}: holdout MAE {self.metrics.mae:.2f} W "
-                f"vs {self.incumbent.mae:.2f} W")
+        where = f" on the same holdout {_common(self.incumbent)}" if self.incumbent.resampled else ""
+        return (f"{verb} active version {self.incumbent.version}{where}: holdout MAE "
+                f"{self.incumbent.challenger_mae:.2f} W vs {self.incumbent.mae:.2f} W")
 
     @model_validator(mode="after")
-    def _compared_needs_incumbent(self) -> RetrainResult:
+    def _decision_has_its_grounds(self) -> RetrainResult:
         if self.incumbent is None and self.decision in ("beat_incumbent", "did_not_beat"):
             raise ValueError(f"decision {self.decision!r} needs the incumbent it was compared with")
+        if self.incomparable is None and self.decision == "not_comparable":
+            raise ValueError("decision 'not_comparable' needs the active version and why")
+        if self.incumbent is not None and self.incomparable is not None:
+            raise ValueError("the active version was either compared or not")
         return self
 
     def summary_lines(self) -> list[str]:
@@ -70,9 +80,20 @@ class RetrainResult(BaseModel):
                  f"(last value {m.last_value_mae:.2f} W), {m.nominal_coverage:.0%} interval covers {m.coverage:.1%}, "
                  f"mean confidence {m.mean_confidence:.3f} vs hit rate {m.hit_rate:.3f}"]
         if self.incumbent is not None:
-            kept = "activated" if self.activated else f"NOT activated (kept version {self.incumbent.version})"
-            lines.append(f"active version {self.incumbent.version} scores {self.incumbent.mae:.2f} W on the same "
-                         f"holdout: {kept}")
+            best = self.incumbent
+            kept = "activated" if self.activated else f"NOT activated (kept version {best.version})"
+            where = (f"vs {best.challenger_mae:.2f} W for this version on the same holdout {_common(best)}"
+                     if best.resampled else "on the same holdout")
+            lines.append(f"active version {best.version} scores {best.mae:.2f} W {where}: {kept}")
+        elif self.incomparable is not None:
+            other = self.incomparable
+            kept = "activated (forced)" if self.activated else f"NOT activated (kept version {other.version})"
+            hint = "; --force-activate serves it anyway" if self.decision == "not_comparable" else ""
+            lines.append(f"active version {other.version} could not be compared: {other.why}: {kept}{hint}")
         elif self.activated:
             lines.append("activated (no model was active)")
         return lines
+
+
+def _common(incumbent: Incumbent) -> str:
+    return f"at a {format_duration(incumbent.step_s)} step over {incumbent.lead_steps} common lead(s)"

@@ -8,6 +8,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from core.durations import format_duration
 from core.registry_metadata import ModelId
 from core.settings import ConfigError, Duration, format_errors
 from training.settings import TrainingConfig
@@ -18,6 +19,21 @@ seconds: the caller decides where the data comes from (a CSV, the telemetry stor
 
 Activation = Literal["if_better", "force", "never"]
 """Promote the new version if it beats the active one on the same holdout, always, or never."""
+
+MIN_SERVED_HORIZON_STEPS = 2
+"""The shortest horizon, in steps, of a model that may be served (activation other than "never")."""
+
+
+class RetrainRefused(ConfigError):
+    """A run the service will not do (too little training, a horizon too short to serve); `field` names the value."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def __reduce__(self):  # survives pickling across Ray tasks
+        return (RetrainRefused, (self.field, self.message))
 
 
 class ModelOverrides(BaseModel):
@@ -68,5 +84,22 @@ class RetrainSpec(BaseModel):
     verbose: bool = Field(True, description="per-epoch progress lines from the Ray Train workers")
 
     def effective_config(self) -> TrainingConfig:
-        """The config this run trains with (raises ConfigError for overrides the config refuses)."""
-        return self.overrides.apply(self.config)
+        """The config this run trains with.
+
+        Raises:
+            ConfigError: overrides the config refuses.
+            RetrainRefused: fewer epochs than `models.power_predictor.min_epochs`, or a horizon under
+                MIN_SERVED_HORIZON_STEPS steps for a version that may be activated.
+        """
+        config = self.overrides.apply(self.config)
+        model_config, predictor = config.models.power_predictor, config.predictor
+        if model_config.epochs < model_config.min_epochs:
+            raise RetrainRefused("epochs", f"{model_config.epochs} is below the minimum of {model_config.min_epochs} "
+                                           "training epochs (models.power_predictor.min_epochs)")
+        if self.activation != "never" and predictor.horizon_steps < MIN_SERVED_HORIZON_STEPS:
+            raise RetrainRefused(
+                "prediction_horizon",
+                f"{format_duration(predictor.prediction_horizon)} is {predictor.horizon_steps} step of "
+                f"{format_duration(predictor.step)}; a model that may be served forecasts at least "
+                f"{MIN_SERVED_HORIZON_STEPS} steps (use a longer horizon or a shorter step)")
+        return config

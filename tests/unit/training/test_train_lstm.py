@@ -54,3 +54,21 @@ def test_a_bad_model_id_is_named_before_training(models, capsys):
     assert train_lstm.main([*SMALL, "--model-path", str(models), "--model-id", "Bad Id"]) == 2
     assert _lines(capsys)[-1].startswith("train_lstm: error: command line: model_id: invalid model id 'Bad Id'")
     assert not models.exists()
+
+
+def test_a_version_that_cannot_be_compared_is_registered_and_says_why(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models)]) == 0
+    capsys.readouterr()
+    other_step = [*SMALL, "--model-path", str(models), "--step", "3min", "--horizon", "21min"]
+    assert train_lstm.main(other_step) == 0
+    assert [line for line in _lines(capsys) if line.startswith("train_lstm")][-1] == (
+        "train_lstm: active version 1 could not be compared: steps 2min and 3min do not nest: "
+        "NOT activated (kept version 1); --force-activate serves it anyway")
+    assert ModelRegistry(models).active_version("power_lstm") == 1
+
+
+def test_too_few_epochs_are_refused_before_training(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--epochs", "1"]) == 2
+    assert _lines(capsys)[-1] == ("train_lstm: error: epochs: 1 is below the minimum of 4 training epochs "
+                                  "(models.power_predictor.min_epochs)")
+    assert not models.exists()

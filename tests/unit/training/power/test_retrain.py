@@ -1,22 +1,15 @@
 """retrain_power: train -> holdout scores -> publish -> promote if better, on the real sample in tests/data.
 
-Ray Train is replaced by tests.fakes.trainer (an untrained PowerLSTM with a chosen bias, no Ray); windows,
-calibration, holdout scoring and the registry are the real code.
+Ray Train is replaced by tests.fakes.trainer (an untrained PowerLSTM with a chosen bias, no Ray: the `shift`
+fixture in conftest.py); windows, calibration, holdout scoring and the registry are the real code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pandas as pd
 import pytest
-import torch
 
-from core.registry import ModelRegistry
 from core.settings import ConfigError
-from core.telemetry_csv import load_telemetry_csv
-from tests.fakes.trainer import untrained
-from tests.paths import TEST_DATA
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainSpec
 from training.power.windows import NotEnoughData
@@ -27,25 +20,6 @@ SMALL = TrainingConfig.model_validate({
     "models": {"power_predictor": {"sequence_length": 15, "hidden_size": 8, "num_layers": 1}},
 })
 GOOD, BAD = 0.0, 5.0
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return load_telemetry_csv(TEST_DATA / "upm_sample.csv")
-
-
-@pytest.fixture
-def registry(tmp_path) -> ModelRegistry:
-    return ModelRegistry(tmp_path / "models")
-
-
-@pytest.fixture
-def shift(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], None]]:
-    """`shift(units)`: the next trainings return an untrained model whose median is off by `units`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield lambda units: monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(units))
-    torch.set_num_threads(threads)
 
 
 def spec(**fields) -> RetrainSpec:

@@ -1,0 +1,161 @@
+"""Promotion never blind: a new version whose step or horizon differs from the active one's is compared on the
+same holdout at the coarser step over the common leads, or registered without activation, with the reason.
+And a minimum of training: too few epochs, or a served horizon under two steps, is refused before training.
+
+Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py); the rest is the real code.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from training.power.common_leads import NotComparable, score_common
+from training.power.dataset import prepare
+from training.power.forecaster import PowerForecaster
+from training.power.holdout import holdout_spans
+from training.power.retrain import retrain_power
+from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
+from training.settings import TrainingConfig
+
+SMALL = TrainingConfig.model_validate({
+    "predictor": {"step": "2min", "prediction_horizon": "20min"},
+    "models": {"power_predictor": {"sequence_length": 15, "hidden_size": 8, "num_layers": 1}},
+})
+GOOD, BAD = 0.0, 5.0
+COARSER = ModelOverrides(step="4min", horizon="20min")
+SHORTER = ModelOverrides(horizon="10min")
+
+
+def spec(**fields) -> RetrainSpec:
+    return RetrainSpec(config=SMALL, verbose=False, **fields)
+
+
+def champion(sample, registry, shift, units: float, **fields) -> None:
+    shift(units)
+    assert retrain_power(sample, spec(**fields), registry=registry).activated
+
+
+@pytest.mark.parametrize("overrides", [COARSER, SHORTER], ids=["other-step", "other-horizon"])
+def test_a_worse_version_of_another_step_or_horizon_is_not_activated(sample, registry, shift, overrides):
+    champion(sample, registry, shift, GOOD)
+    shift(BAD)
+    result = retrain_power(sample, spec(overrides=overrides), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "did_not_beat", False)
+    best = result.incumbent
+    assert best is not None and best.resampled and best.version == 1 and best.mae < best.challenger_mae
+    assert (best.step_s, best.lead_steps) == ((240, 5) if overrides == COARSER else (120, 5))
+    assert result.reason.startswith("did not beat active version 1 on the same holdout at a ")
+    assert result.summary_lines()[-1].endswith(": NOT activated (kept version 1)")
+    assert registry.active_version("power_lstm") == 1
+
+
+@pytest.mark.parametrize("overrides", [COARSER, SHORTER], ids=["other-step", "other-horizon"])
+def test_a_better_version_of_another_step_or_horizon_is_activated(sample, registry, shift, overrides):
+    champion(sample, registry, shift, BAD)
+    shift(GOOD)
+    result = retrain_power(sample, spec(overrides=overrides), registry=registry)
+    assert (result.decision, result.activated) == ("beat_incumbent", True)
+    assert result.incumbent is not None and result.incumbent.challenger_mae < result.incumbent.mae
+    assert registry.active_version("power_lstm") == 2
+
+
+def test_a_finer_active_model_is_scored_on_telemetry_read_at_its_own_step(sample, registry, shift):
+    champion(sample, registry, shift, BAD)
+    steps: list[int] = []
+
+    def source(step_s: int) -> pd.DataFrame:
+        steps.append(step_s)
+        return sample
+
+    shift(GOOD)
+    result = retrain_power(source, spec(overrides=COARSER), registry=registry)
+    assert steps == [240, 120] and result.decision == "beat_incumbent"
+
+
+def test_an_incomparable_version_is_registered_not_activated_with_the_reason(sample, registry, shift):
+    champion(sample, registry, shift, BAD)
+    shift(GOOD)
+    result = retrain_power(sample, spec(overrides=ModelOverrides(step="3min", horizon="21min")), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "not_comparable", False)
+    assert result.incumbent is None and result.incomparable is not None
+    assert result.incomparable.version == 1 and result.incomparable.why == "steps 2min and 3min do not nest"
+    assert result.reason == ("not compared with active version 1: steps 2min and 3min do not nest; registered "
+                             "without activation (force the activation to serve it anyway)")
+    assert result.summary_lines()[-1] == ("active version 1 could not be compared: steps 2min and 3min do not "
+                                          "nest: NOT activated (kept version 1); --force-activate serves it anyway")
+    assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
+
+
+def test_an_unreadable_active_model_is_not_replaced_blindly(sample, registry, shift):
+    champion(sample, registry, shift, GOOD)
+    folder, _ = registry.get("power_lstm", 1)
+    (folder / "architecture.json").unlink()
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False)
+    assert result.incomparable is not None and result.incomparable.why.startswith("it cannot be loaded (")
+    assert str(folder) not in result.reason  # no paths in what the API shows
+    assert registry.active_version("power_lstm") == 1
+
+
+def test_recent_data_too_short_for_the_active_models_window_is_not_comparable(sample, registry, shift):
+    shift(GOOD)
+    model = SMALL.models.power_predictor.model_copy(update={"sequence_length": 100})
+    long_window = SMALL.model_copy(update={"models": SMALL.models.model_copy(update={"power_predictor": model})})
+    assert retrain_power(sample, RetrainSpec(config=long_window, verbose=False), registry=registry).activated
+    last = sample.groupby("node_id")["timestamp"].transform("max")
+    recent = sample[sample["timestamp"] > last - pd.Timedelta(minutes=90)]  # 45 steps a series
+    result = retrain_power(recent, spec(), registry=registry)
+    assert result.decision == "not_comparable" and result.incomparable is not None
+    assert result.incomparable.why == "the holdout is too short for its window of 100 steps"
+    assert registry.active_version("power_lstm") == 1
+
+
+def test_forced_activation_serves_an_incomparable_version(sample, registry, shift):
+    champion(sample, registry, shift, GOOD)
+    shift(BAD)
+    result = retrain_power(sample, spec(overrides=ModelOverrides(step="3min", horizon="21min"), activation="force"),
+                           registry=registry)
+    assert (result.decision, result.activated, result.reason) == ("forced", True, "activation forced")
+    assert result.incomparable is not None and result.summary_lines()[-1] == (
+        "active version 1 could not be compared: steps 2min and 3min do not nest: activated (forced)")
+    assert registry.active_version("power_lstm") == 2
+
+
+def test_the_common_score_compares_a_model_with_itself_evenly(sample, registry, shift):
+    champion(sample, registry, shift, BAD, overrides=COARSER)
+    model = PowerForecaster.load(registry.get("power_lstm")[0])
+    prepared = prepare(sample, step_s=240, max_gap_s=300, features=SMALL.features, sequence_length=15, horizon=5,
+                       train_fraction=0.9)
+    score = score_common(model, model, sample, holdout_spans(prepared), max_gap_s=300)
+    assert score.mae[0] == score.mae[1] and (score.step_s, score.lead_steps) == (240, 5) and score.points > 0
+    with pytest.raises(NotComparable, match="no holdout point"):
+        score_common(model, model, sample, {}, max_gap_s=300)
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_too_few_epochs_are_refused_naming_the_field(sample, registry, epochs):
+    with pytest.raises(RetrainRefused, match=rf"^epochs: {epochs} is below the minimum of 4 training epochs "
+                                             r"\(models.power_predictor.min_epochs\)$") as caught:
+        retrain_power(sample, spec(overrides=ModelOverrides(epochs=epochs)), registry=registry)
+    assert caught.value.field == "epochs"
+    assert not registry.root.exists()
+
+
+def test_the_epochs_floor_is_a_setting(sample, registry, shift):
+    shift(GOOD)
+    relaxed = TrainingConfig.model_validate({**SMALL.model_dump(), "models": {
+        "power_predictor": {**SMALL.models.power_predictor.model_dump(), "min_epochs": 1}}})
+    result = retrain_power(sample, RetrainSpec(config=relaxed, overrides=ModelOverrides(epochs=1), verbose=False),
+                           registry=registry)
+    assert result.version == 1
+
+
+def test_a_served_horizon_under_two_steps_is_refused(sample, registry, shift):
+    one_step = ModelOverrides(horizon="2min")
+    with pytest.raises(RetrainRefused, match=r"^prediction_horizon: 2min is 1 step of 2min; a model that may be "
+                                             r"served forecasts at least 2 steps") as caught:
+        retrain_power(sample, spec(overrides=one_step), registry=registry)
+    assert caught.value.field == "prediction_horizon" and not registry.root.exists()
+    shift(GOOD)
+    assert retrain_power(sample, spec(overrides=one_step, activation="never"), registry=registry).version == 1

@@ -1,0 +1,144 @@
+"""Two forecasters of different steps or horizons scored on the same held-out points.
+
+Both forecast from their own windows at their own steps, at origins on the coarser step's grid; the finer
+model's leads are averaged into coarser steps, and both are scored against the telemetry resampled to the
+coarser step, over the lead times both cover, on target bins inside the challenger's holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.durations import format_duration
+from training.power.features import Segment, resample
+from training.power.forecaster import PowerForecaster
+
+
+class NotComparable(ValueError):
+    """No fair comparison of the two forecasters on this holdout; the message says why."""
+
+
+HoldoutSpans = dict[str, tuple[int, int]]
+"""Per series, [start, end) of its holdout in Unix seconds."""
+
+
+@dataclass(frozen=True)
+class CommonScore:
+    """Both forecasters' MAE on the same (origin, lead) points at `step_s`, over leads 1..`lead_steps`."""
+
+    step_s: int
+    lead_steps: int
+    points: int
+    mae: tuple[float, float]  # in the order the forecasters were given
+
+
+@dataclass(frozen=True)
+class _Forecasts:
+    ends: np.ndarray  # [N] Unix seconds where each input window ends (the origin bin's end)
+    point: np.ndarray  # [N, leads] watts, one value per coarse lead
+
+    @classmethod
+    def none(cls, leads: int) -> _Forecasts:
+        return cls(np.zeros(0, np.int64), np.zeros((0, leads)))
+
+
+def common_step_and_leads(first: PowerForecaster, second: PowerForecaster) -> tuple[int, int]:
+    """The coarser of the two steps and the number of its leads both horizons cover.
+
+    Raises:
+        NotComparable: steps that do not nest, or no lead in common.
+    """
+    steps = sorted((first.pipeline.step_s, second.pipeline.step_s))
+    if steps[1] % steps[0]:
+        raise NotComparable(f"steps {format_duration(steps[0])} and {format_duration(steps[1])} do not nest")
+    reach = min(first.horizon * first.pipeline.step_s, second.horizon * second.pipeline.step_s)
+    leads = reach // steps[1]
+    if leads == 0:
+        raise NotComparable(f"no common lead: a {format_duration(reach)} horizon is shorter than the coarser "
+                            f"{format_duration(steps[1])} step")
+    return steps[1], leads
+
+
+def score_common(first: PowerForecaster, second: PowerForecaster, frame: pd.DataFrame, holdout: HoldoutSpans,
+                 max_gap_s: int) -> CommonScore:
+    """MAE of both forecasters on the same points of `frame` (canonical telemetry at least as fine as both steps).
+
+    Raises:
+        NotComparable: steps that do not nest, no common lead, or no point both can forecast (e.g. a holdout
+            too short for a window).
+    """
+    step_s, leads = common_step_and_leads(first, second)
+    truth = _truth(frame, step_s, max_gap_s, holdout)
+    forecasts = [_forecasts(model, frame, step_s, leads, max_gap_s, holdout) for model in (first, second)]
+    errors: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    for node, (bins, power) in truth.items():
+        a, b = (f.get(node, _Forecasts.none(leads)) for f in forecasts)
+        ends, rows_a, rows_b = np.intersect1d(a.ends, b.ends, return_indices=True)
+        position = ends[:, None] // step_s + np.arange(leads)[None, :] - bins[0]
+        inside = (position >= 0) & (position < len(bins))
+        actual = np.where(inside, power[np.clip(position, 0, len(bins) - 1)], np.nan)
+        scored = np.isfinite(actual)
+        errors[0].append(np.abs(a.point[rows_a] - actual)[scored])
+        errors[1].append(np.abs(b.point[rows_b] - actual)[scored])
+    points = sum(len(e) for e in errors[0])
+    if points == 0:
+        raise NotComparable("no holdout point both models can forecast (holdout too short for their windows?)")
+    mae_first, mae_second = (float(np.concatenate(e).mean()) for e in errors)
+    return CommonScore(step_s=step_s, lead_steps=leads, points=points, mae=(mae_first, mae_second))
+
+
+def _truth(frame: pd.DataFrame, step_s: int, max_gap_s: int,
+           holdout: HoldoutSpans) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series in `holdout`: consecutive bin numbers at `step_s` and their observed mean power, NaN where
+    the bin was not observed or lies outside the holdout."""
+    by_node: dict[str, list[Segment]] = {}
+    for segment in resample(frame, step_s, max(max_gap_s, step_s)):
+        by_node.setdefault(segment.node_id, []).append(segment)
+    truth = {}
+    for node, segments in by_node.items():
+        if node not in holdout:
+            continue
+        first = _seconds(segments[0].start) // step_s
+        last = _seconds(segments[-1].start) // step_s + len(segments[-1])
+        bins = np.arange(first, last)
+        power = np.full(len(bins), np.nan)
+        for segment in segments:
+            at = _seconds(segment.start) // step_s - first
+            power[at:at + len(segment)] = np.where(segment.imputed, np.nan, segment.power)
+        start, end = holdout[node]
+        power[(bins * step_s < start) | ((bins + 1) * step_s > end)] = np.nan
+        truth[node] = (bins, power)
+    return truth
+
+
+def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, leads: int, max_gap_s: int,
+               holdout: HoldoutSpans) -> dict[str, _Forecasts]:
+    """Per series, the forecaster's point forecasts from every window at its own step that ends on the `step_s`
+    grid with a lead inside the holdout, averaged into `leads` leads of `step_s`."""
+    own_step, length = forecaster.pipeline.step_s, forecaster.sequence_length
+    per_lead = step_s // own_step
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for segment in resample(frame, own_step, max(max_gap_s, own_step)):
+        if segment.node_id not in holdout:
+            continue
+        start, end = holdout[segment.node_id]
+        origins = np.arange(length - 1, len(segment))
+        ends = _seconds(segment.start) + (origins + 1) * own_step
+        keep = (ends % step_s == 0) & (ends + leads * step_s > start) & (ends < end)
+        if not keep.any():
+            continue
+        origins, ends = origins[keep], ends[keep]
+        features = forecaster.pipeline.transform(segment)
+        view = np.lib.stride_tricks.sliding_window_view(features, length, axis=0)  # [T-L+1, F, L]
+        inputs = np.ascontiguousarray(view[origins - length + 1].transpose(0, 2, 1))
+        point = forecaster.forecast(inputs, segment.power[origins]).point[:, :leads * per_lead]
+        parts.setdefault(segment.node_id, []).append((ends, point.reshape(len(origins), leads, per_lead).mean(axis=2)))
+    return {node: _Forecasts(np.concatenate([e for e, _ in found]), np.concatenate([p for _, p in found]))
+            for node, found in parts.items()}
+
+
+def _seconds(timestamp: pd.Timestamp) -> int:
+    return int(timestamp.timestamp())
