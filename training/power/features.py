@@ -2,8 +2,10 @@
 
 Raw telemetry (irregular, gappy, several nodes) becomes regular segments at the configured step:
 samples are averaged into step-wide bins, gaps up to `max_gap` are filled forward (and flagged), longer
-gaps end a segment so that no window ever bridges them. A fitted `FeaturePipeline` (scalers and the
-workload vocabulary, fitted on training rows only) turns a segment into the model's input matrix.
+gaps end a segment so that no window ever bridges them. A fitted `FeaturePipeline` (scalers, the
+workload vocabulary and the calendar cycles, fitted on training rows only) turns a segment into the
+model's input matrix; the calendar columns come from the segment's own timestamps, so training and
+inference compute them the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from core.telemetry_csv import NUMERIC_FEATURES, OPTIONAL_FEATURES, TARGET
+from training.power import calendar as cal
 
 OTHER_WORKLOAD = "<other>"
 
@@ -104,7 +107,11 @@ def _runs_split_at_long_gaps(observed: np.ndarray, max_missing: int) -> list[tup
 
 
 class FeaturePipeline(BaseModel):
-    """Fitted feature state: which inputs, their scalers and the workload vocabulary. JSON-serializable."""
+    """Fitted feature state: which inputs, their scalers, the workload vocabulary and the calendar cycles.
+
+    JSON-serializable. `calendar` is empty in pipelines saved before calendar inputs existed, which keeps
+    their layout (and spec hash): those models load and serve unchanged.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -115,10 +122,15 @@ class FeaturePipeline(BaseModel):
     numeric_mean: dict[str, float]
     numeric_std: dict[str, float]
     workload_vocab: tuple[str, ...]
+    calendar: tuple[cal.CalendarFeature, ...] = ()
 
     @classmethod
-    def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int) -> FeaturePipeline:
-        """Fit scalers on the given (training-only) segments."""
+    def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int,
+            calendar: tuple[cal.CalendarFeature, ...] | None = None) -> FeaturePipeline:
+        """Fit scalers on the given (training-only) segments.
+
+        `calendar`: the calendar cycles to encode; None picks those the segments cover (calendar.MIN_CYCLES).
+        """
         unknown = sorted(set(features) - set(OPTIONAL_FEATURES))
         if unknown:
             raise ValueError(f"features: unknown feature(s) {unknown}; known: {list(OPTIONAL_FEATURES)}")
@@ -143,6 +155,7 @@ class FeaturePipeline(BaseModel):
             numeric_mean=numeric_mean,
             numeric_std=numeric_std,
             workload_vocab=vocab,
+            calendar=cal.covered_cycles(_spans_s(segments)) if calendar is None else tuple(calendar),
         )
 
     @property
@@ -153,7 +166,7 @@ class FeaturePipeline(BaseModel):
                 names += [name, f"{name}_missing"]
         if "workload_type" in self.features:
             names += [f"workload={k}" for k in (*self.workload_vocab, OTHER_WORKLOAD)]
-        return names
+        return names + cal.column_names(self.calendar)
 
     @property
     def spec_hash(self) -> str:
@@ -180,7 +193,19 @@ class FeaturePipeline(BaseModel):
             index = {k: i for i, k in enumerate(self.workload_vocab)}
             codes = np.array([index.get(k, len(index)) for k in segment.workload])
             columns += list(np.eye(len(index) + 1)[codes].T)
+        columns += cal.encode(segment.times, self.calendar)
         return np.stack(columns, axis=1).astype(np.float32)
+
+
+def _spans_s(segments: list[Segment]) -> list[float]:
+    """Clock time each series covers, first step to last, gaps included."""
+    first: dict[str, pd.Timestamp] = {}
+    last: dict[str, pd.Timestamp] = {}
+    for segment in segments:
+        end = segment.start + pd.Timedelta(seconds=segment.step_s * (len(segment) - 1))
+        first[segment.node_id] = min(first.get(segment.node_id, segment.start), segment.start)
+        last[segment.node_id] = max(last.get(segment.node_id, end), end)
+    return [(last[node] - first[node]).total_seconds() for node in first]
 
 
 def _safe_std(values: np.ndarray) -> float:

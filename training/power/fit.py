@@ -1,12 +1,21 @@
-"""Plain torch training steps for PowerLSTM, shared by the Ray Train worker and tests. No Ray here."""
+"""Plain torch training for PowerLSTM, shared by the Ray Train worker and tests. No Ray here.
+
+`fit_epochs` is the whole loop: one pass over the training windows per epoch, validation MAE on the
+held-out tail after each, a learning rate halved when validation stops improving (ReduceLROnPlateau),
+and early stopping that ends the run after `patience` epochs without improvement and restores the
+weights of the best epoch. The returned `FitHistory` says what happened, epoch by epoch.
+"""
 
 from __future__ import annotations
 
+import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch.utils.data import DataLoader, TensorDataset
 
 from training.power.model import PowerLSTM, quantile_loss
@@ -91,3 +100,96 @@ def validation_mae(model: torch.nn.Module, arrays: SupervisedArrays, device: tor
 def build_model(n_features: int, horizon: int, hidden_size: int, num_layers: int, dropout: float) -> PowerLSTM:
     return PowerLSTM(n_features=n_features, hidden_size=hidden_size, num_layers=num_layers,
                      horizon=horizon, dropout=dropout)
+
+
+MIN_IMPROVEMENT = 1e-3  # relative: a validation MAE this much below the best counts as an improvement
+LR_FACTOR = 0.5  # the learning rate is multiplied by this on a plateau
+MIN_LR_FRACTION = 1.0 / 64  # ... but never below this share of the initial rate
+
+
+class EpochRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epoch: int
+    train_loss: float
+    val_mae_watts: float
+    learning_rate: float  # the rate this epoch trained with
+    improved: bool
+
+
+class FitHistory(BaseModel):
+    """Every epoch of a run, and which one the returned weights come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: tuple[EpochRecord, ...]
+    best_epoch: int
+    stopped_early: bool
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def best_val_mae_watts(self) -> float:
+        return self.epochs[self.best_epoch - 1].val_mae_watts
+
+
+class EarlyStopping:
+    """Keeps a copy of the best weights seen on validation; `should_stop` after `patience` epochs without
+    an improvement of at least `min_improvement` (relative)."""
+
+    def __init__(self, patience: int, min_improvement: float = MIN_IMPROVEMENT):
+        self.patience, self.min_improvement = patience, min_improvement
+        self.best, self.best_epoch, self.stale = float("inf"), 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
+        """Record an epoch's validation score; True when it is the new best."""
+        if score < self.best * (1.0 - self.min_improvement) or self.best_state is None:
+            self.best, self.best_epoch, self.stale = score, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: SupervisedArrays, *, epochs: int,
+               patience: int, learning_rate: float, levels: tuple[float, float, float], power_std: float,
+               device: torch.device, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitHistory:
+    """Train `model` (a DDP wrapper or the bare PowerLSTM) and leave the best epoch's weights in it.
+
+    Every worker of a data-parallel run scores the whole validation tail, so all of them stop together.
+    """
+    plain = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=LR_FACTOR, patience=max(1, patience // 3), threshold=MIN_IMPROVEMENT,
+        min_lr=learning_rate * MIN_LR_FRACTION)
+    stopping = EarlyStopping(patience)
+    records: list[EpochRecord] = []
+    for epoch in range(1, epochs + 1):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        rate = optimizer.param_groups[0]["lr"]
+        loss = train_one_epoch(model, loader, optimizer, levels, device)
+        val_mae = validation_mae(plain, val_arrays, device) * power_std
+        scheduler.step(val_mae)
+        improved = stopping.update(epoch, val_mae, plain)
+        records.append(EpochRecord(epoch=epoch, train_loss=loss, val_mae_watts=val_mae, learning_rate=rate,
+                                   improved=improved))
+        if on_epoch is not None:
+            on_epoch(records[-1])
+        if stopping.should_stop:
+            break
+    stopping.restore(plain)
+    return FitHistory(epochs=tuple(records), best_epoch=stopping.best_epoch,
+                      stopped_early=len(records) < epochs)

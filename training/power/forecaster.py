@@ -1,7 +1,11 @@
-"""PowerForecaster: a trained PowerLSTM with its feature pipeline and calibration, as one artifact.
+"""PowerForecaster: a trained PowerLSTM with its feature pipeline and calibration, as one artifact,
+and the served forecast built on it (training.power.blend: the LSTM, the direct LightGBM or both).
 
-The same object serves the backtest, the CLI and the Serve deployment. On disk it is a folder:
-`model.pt` (state dict), `architecture.json`, `pipeline.json` (fitted scalers) and `calibration.json`.
+The same object serves the backtest, the CLI and the Serve deployment: `forecast` is what the service
+answers with, `forecast_lstm` the LSTM alone. On disk it is a folder: `model.pt` (state dict),
+`architecture.json`, `pipeline.json` (fitted scalers), `calibration.json` (the LSTM's), and for models
+trained with a served blend `served.json` plus, when the blend uses it, `lightgbm.txt`/`lightgbm.json`.
+A folder without `served.json` (an older model) serves the LSTM alone.
 """
 
 from __future__ import annotations
@@ -10,16 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightgbm.basic import LightGBMError
 from pydantic import BaseModel, ConfigDict
 
+from training.power.blend import ServedBlend
 from training.power.calibration import CalibratedForecast, Calibration
 from training.power.features import FeaturePipeline
 from training.power.fit import build_model, predict_changes
+from training.power.gbm import MODEL_FILE as GBM_FILE
+from training.power.gbm import DirectLightGBM
 
 WEIGHTS_FILE = "model.pt"
 ARCHITECTURE_FILE = "architecture.json"
 PIPELINE_FILE = "pipeline.json"
 CALIBRATION_FILE = "calibration.json"
+SERVED_FILE = "served.json"
 
 
 class ArtifactError(ValueError):
@@ -41,10 +50,13 @@ class PowerForecaster:
     """Forecast power for every lead time with intervals and confidence."""
 
     def __init__(self, state_dict: dict[str, torch.Tensor], architecture: Architecture,
-                 pipeline: FeaturePipeline, calibration: Calibration | None = None, device: str = "cpu"):
+                 pipeline: FeaturePipeline, calibration: Calibration | None = None, device: str = "cpu",
+                 served: ServedBlend | None = None, gbm: DirectLightGBM | None = None):
         self.architecture = architecture
         self.pipeline = pipeline
         self.calibration = calibration
+        self.served = served
+        self.gbm = gbm
         self.device = torch.device(device)
         self.model = build_model(architecture.n_features, architecture.horizon, architecture.hidden_size,
                                  architecture.num_layers, architecture.dropout)
@@ -64,8 +76,29 @@ class PowerForecaster:
         changes = predict_changes(self.model, inputs, self.device)
         return last_power[:, None, None] + changes * self.pipeline.power_std
 
+    @property
+    def served_method(self) -> str:
+        return self.served.method if self.served is not None else "lstm"
+
+    @property
+    def interval_coverage(self) -> float:
+        """Nominal coverage of the served interval (0 without a calibration)."""
+        calibration = self.served.calibration if self.served is not None else self.calibration
+        return calibration.coverage if calibration is not None else 0.0
+
     def forecast(self, inputs: np.ndarray, last_power: np.ndarray) -> CalibratedForecast:
-        """Calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]."""
+        """The served calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]."""
+        if self.served is None:
+            return self.forecast_lstm(inputs, last_power)
+        gbm = None
+        if self.served.needs_gbm:
+            if self.gbm is None:
+                raise ArtifactError(f"the served {self.served.method} forecast needs the LightGBM model")
+            gbm = self.gbm.predict_arrays(inputs, last_power, self.horizon)
+        return self.served.apply(self.raw_quantiles(inputs, last_power), gbm)
+
+    def forecast_lstm(self, inputs: np.ndarray, last_power: np.ndarray) -> CalibratedForecast:
+        """The LSTM's own calibrated forecast."""
         if self.calibration is None:
             raise ArtifactError("this model has no calibration; it cannot give intervals")
         return self.calibration.apply(self.raw_quantiles(inputs, last_power))
@@ -77,6 +110,10 @@ class PowerForecaster:
         (folder / PIPELINE_FILE).write_text(self.pipeline.model_dump_json(indent=2))
         if self.calibration is not None:
             (folder / CALIBRATION_FILE).write_text(self.calibration.model_dump_json(indent=2))
+        if self.served is not None:
+            (folder / SERVED_FILE).write_text(self.served.model_dump_json(indent=2))
+            if self.served.needs_gbm and self.gbm is not None:
+                self.gbm.save(folder)
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> PowerForecaster:
@@ -87,9 +124,14 @@ class PowerForecaster:
             calibration = (Calibration.model_validate_json(calibration_path.read_text())
                            if calibration_path.exists() else None)
             state = torch.load(folder / WEIGHTS_FILE, map_location=device, weights_only=True)
-        except (OSError, ValueError, RuntimeError) as exc:
+            served_path = folder / SERVED_FILE
+            served = ServedBlend.model_validate_json(served_path.read_text()) if served_path.exists() else None
+            gbm = DirectLightGBM.load(folder) if (folder / GBM_FILE).exists() else None
+        except (OSError, ValueError, RuntimeError, LightGBMError) as exc:
             raise ArtifactError(f"{folder}: not a loadable power model ({exc})") from exc
         if len(pipeline.feature_names) != architecture.n_features:
             raise ArtifactError(f"{folder}: pipeline has {len(pipeline.feature_names)} features, "
                                 f"model expects {architecture.n_features}")
-        return cls(state, architecture, pipeline, calibration, device)
+        if served is not None and served.needs_gbm and gbm is None:
+            raise ArtifactError(f"{folder}: served.json asks for {served.method} but {GBM_FILE} is missing")
+        return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm)

@@ -130,7 +130,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
         last_power.append(segment.power[-1])
         padding.append(padded)
     result = forecaster.forecast(np.stack(windows), np.asarray(last_power))
-    coverage = forecaster.calibration.coverage if forecaster.calibration else 0.0
+    coverage = forecaster.interval_coverage
     forecasts = []
     for row, (end, steps, padded) in enumerate(zip(ends, horizons, padding, strict=True)):
         forecasts.append(PowerForecast(

@@ -12,9 +12,10 @@ from training.power.dataset import PreparedData
 from training.power.windows import Windows
 
 
-def plot_backtest(path: Path, prepared: PreparedData, test: Windows, lstm: CalibratedForecast,
-                  forecasts: dict[str, np.ndarray], mask: np.ndarray) -> None:
-    """Draw the series with the most test points, at the longest lead, into a PNG at `path`."""
+def plot_backtest(path: Path, prepared: PreparedData, test: Windows, served: CalibratedForecast,
+                  forecasts: dict[str, np.ndarray], mask: np.ndarray, method: str = "lstm") -> None:
+    """Draw the series with the most test points, at the longest lead, into a PNG at `path`: the served
+    forecast (`method` says what it is) with its interval, the LSTM alone, last value and LightGBM."""
     lead = test.targets.shape[1] - 1
     counts = {node: int(mask[test.node_ids == node, lead].sum()) for node in set(test.node_ids)}
     node = max(counts, key=counts.__getitem__)
@@ -23,11 +24,11 @@ def plot_backtest(path: Path, prepared: PreparedData, test: Windows, lstm: Calib
     times = [prepared.segments[s].times[o + lead + 1] for s, o in zip(segment_of, test.origin_index[rows], strict=True)]
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(11, 4.5))
-    axes.fill_between(times, lstm.lower[rows, lead], lstm.upper[rows, lead], color="tab:blue", alpha=0.2,
-                      label=f"LSTM interval ({prepared.pipeline.step_s * (lead + 1) // 60} min ahead)")
+    axes.fill_between(times, served.lower[rows, lead], served.upper[rows, lead], color="tab:blue", alpha=0.2,
+                      label=f"served interval ({prepared.pipeline.step_s * (lead + 1) // 60} min ahead)")
     axes.plot(times, test.targets[rows, lead], color="black", linewidth=1.2, label="actual")
-    axes.plot(times, lstm.point[rows, lead], color="tab:blue", label="LSTM")
-    for name, style in (("last_value", ":"), ("lightgbm", "--")):
+    axes.plot(times, served.point[rows, lead], color="tab:blue", label=f"served ({method})")
+    for name, style in (("lstm", "-."), ("last_value", ":"), ("lightgbm", "--")):
         axes.plot(times, forecasts[name][rows, lead], linestyle=style, linewidth=1, label=name)
     axes.set_title(f"{node}: test part, forecast made {lead + 1} steps earlier")
     axes.set_ylabel("power (W)")

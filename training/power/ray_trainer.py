@@ -1,10 +1,12 @@
 """Distributed PowerLSTM training with Ray Train (`TorchTrainer`).
 
 The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP
-when more than one); each epoch every worker scores the whole validation tail, so all of them take the
-same early-stopping decision. Rank 0 prints progress and reports a checkpoint whenever validation MAE
-improves, so the run's final checkpoint is its best. It runs unchanged on a laptop (`ray.init()` starts a
-local Ray) and under `ray job submit` (it joins the job's cluster).
+when more than one); each runs `fit.fit_epochs` (every worker scores the whole validation tail, so all
+of them take the same early-stopping decision). Rank 0 prints progress, reports every epoch's metrics,
+and at the end reports one checkpoint: the best epoch's weights with the run's history. (Ray Train
+answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch; the history
+in the checkpoint is what says how many epochs ran.) It runs unchanged on a laptop (`ray.init()` starts
+a local Ray) and under `ray job submit` (it joins the job's cluster).
 """
 
 from __future__ import annotations
@@ -23,18 +25,20 @@ from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer, prepare_data_loader, prepare_model
 
 from training.power.fit import (
+    EpochRecord,
+    FitHistory,
     SupervisedArrays,
     build_model,
+    fit_epochs,
     interval_levels,
     make_loader,
     seed_everything,
-    train_one_epoch,
-    validation_mae,
 )
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
 
 WEIGHTS_FILE = "model.pt"
+HISTORY_FILE = "history.json"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class TrainedWeights:
     duration_s: float
     num_workers: int
     use_gpu: bool
+    history: FitHistory | None = None
 
 
 def _progress(line: str) -> None:
@@ -58,45 +63,36 @@ def _train_loop(config: dict[str, Any]) -> None:
     seed_everything(config["seed"])
     train_arrays: SupervisedArrays = ray.get(config["train_ref"])
     val_arrays: SupervisedArrays = ray.get(config["val_ref"])
-    context = train.get_context()
-    rank = context.get_world_rank()
+    rank = train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], config["hidden_size"],
                         config["num_layers"], config["dropout"])
     model = prepare_model(model)
-    loader = make_loader(train_arrays, config["batch_size"], shuffle=True, seed=config["seed"])
-    loader = prepare_data_loader(loader)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"], weight_decay=1e-4)
-    plateau = max(1, config["patience"] // 3)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=plateau)
-    levels = interval_levels(config["interval_coverage"])
-    plain = model.module if hasattr(model, "module") else model
-    best, best_epoch, stale = float("inf"), 0, 0
-    for epoch in range(1, config["epochs"] + 1):
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        loss = train_one_epoch(model, loader, optimizer, levels, device)
-        val_mae = validation_mae(plain, val_arrays, device) * config["power_std"]
-        scheduler.step(val_mae)
-        improved = val_mae < best - 1e-6
-        if improved:
-            best, best_epoch, stale = val_mae, epoch, 0
-        else:
-            stale += 1
-        metrics = {"epoch": epoch, "train_loss": loss, "val_mae_watts": val_mae, "best_epoch": best_epoch}
-        if rank == 0 and config["verbose"]:
-            mark = "  *best" if improved else ""
-            _progress(f"[train] epoch {epoch:3d}/{config['epochs']}  loss {loss:.4f}  val MAE {val_mae:7.2f} W{mark}")
-        if improved and rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(plain.state_dict(), Path(folder) / WEIGHTS_FILE)
-                train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-        else:
-            train.report(metrics)
-        if stale >= config["patience"]:
-            if rank == 0 and config["verbose"]:
-                _progress(f"[train] early stop: no improvement for {stale} epochs; best epoch {best_epoch}")
-            break
+    loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], shuffle=True, seed=config["seed"]))
+    verbose = rank == 0 and config["verbose"]
+
+    def on_epoch(record: EpochRecord) -> None:
+        if verbose:
+            mark = "  *best" if record.improved else ""
+            _progress(f"[train] epoch {record.epoch:3d}/{config['epochs']}  loss {record.train_loss:.4f}  "
+                      f"val MAE {record.val_mae_watts:7.2f} W  lr {record.learning_rate:.2g}{mark}")
+        train.report(record.model_dump())
+
+    history = fit_epochs(model, loader, val_arrays, epochs=config["epochs"], patience=config["patience"],
+                         learning_rate=config["learning_rate"], levels=interval_levels(config["interval_coverage"]),
+                         power_std=config["power_std"], device=device, on_epoch=on_epoch)
+    if verbose and history.stopped_early:
+        _progress(f"[train] early stop after epoch {history.epochs_run}: no improvement for {config['patience']} "
+                  f"epochs; restored best epoch {history.best_epoch}")
+    final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch}
+    if rank == 0:
+        plain = model.module if hasattr(model, "module") else model
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(plain.state_dict(), Path(folder) / WEIGHTS_FILE)
+            (Path(folder) / HISTORY_FILE).write_text(history.model_dump_json())
+            train.report(final, checkpoint=Checkpoint.from_directory(folder))
+    else:
+        train.report(final)
 
 
 def train_power_lstm(
@@ -150,14 +146,14 @@ def train_power_lstm(
             raise RuntimeError("training reported no checkpoint")
         with result.checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    final = result.metrics or {}
+            history = FitHistory.model_validate_json((Path(folder) / HISTORY_FILE).read_text())
     return TrainedWeights(
         state_dict=state,
-        best_epoch=int(final.get("best_epoch", 0)),
-        epochs_run=int(final.get("epoch", 0)),
-        best_val_mae_watts=float(result.metrics_dataframe["val_mae_watts"].min())
-        if result.metrics_dataframe is not None else float("nan"),
+        best_epoch=history.best_epoch,
+        epochs_run=history.epochs_run,
+        best_val_mae_watts=history.best_val_mae_watts,
         duration_s=time.monotonic() - started,
         num_workers=num_workers,
         use_gpu=use_gpu,
+        history=history,
     )

@@ -1,4 +1,4 @@
-"""Unit tests for the baseline forecasts (training.power.baselines)."""
+"""Unit tests for the simple baseline forecasts (training.power.baselines)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.metrics import point_metrics
-from training.power.baselines import DirectLightGBM, last_value, lgbm_features, seasonal_naive, seasonal_period
+from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.features import FeaturePipeline, Segment
-from training.power.windows import Role, assign_roles, build_windows
+from training.power.windows import Role, build_windows
 
 STEP = 60
 
@@ -101,52 +100,3 @@ def test_seasonal_naive_reads_the_window_segment() -> None:
     perfect = make_segment(np.tile([1.0, 5.0, 9.0, 2.0], 10))  # exactly periodic: seasonal naive is exact
     w = all_windows([perfect], sequence_length=4, horizon=6)
     np.testing.assert_array_equal(seasonal_naive(w, [perfect], 4)[w.mask], w.targets[w.mask])
-
-
-def test_lgbm_features_are_relative_to_the_origin() -> None:
-    segment = make_segment(np.random.default_rng(2).normal(500, 50, size=80))
-    pipeline = FeaturePipeline.fit([segment], (), STEP)
-    roles = [np.full(80, Role.TEST, np.int8)]
-    windows = build_windows([segment], roles, pipeline, role=Role.TEST, sequence_length=20, horizon=3)
-    rows = lgbm_features(windows)
-    # 12 lags + level, spread and trend over spans 6 and 15 + the last step's 2 features
-    assert rows.shape == (len(windows), 12 + 3 * 2 + 2) and rows.dtype == np.float32
-    assert (rows[:, 11] == 0).all()  # the last lag is the origin minus itself
-    power = windows.inputs[:, :, 0]
-    np.testing.assert_allclose(rows[:, 0], power[:, -12] - power[:, -1], rtol=1e-6)
-    np.testing.assert_allclose(rows[:, 12], power[:, -6:].mean(axis=1) - power[:, -1], rtol=1e-5, atol=1e-6)
-    raised = make_segment(segment.power + 200.0)  # same shape, higher level
-    higher = lgbm_features(build_windows([raised], roles, pipeline, role=Role.TEST, sequence_length=20, horizon=3))
-    np.testing.assert_allclose(higher[:, :-2], rows[:, :-2], atol=1e-5)  # relative features do not move
-    assert (higher[:, -2] > rows[:, -2]).all()  # the scaled level does
-
-
-@pytest.mark.slow
-def test_direct_lightgbm_beats_last_value() -> None:
-    rng = np.random.default_rng(3)
-    steps = np.arange(900)
-    power = 1000 + 300 * np.sin(2 * np.pi * steps / 30) + 10 * rng.normal(size=steps.size)
-    segment = make_segment(power)
-    (roles,) = assign_roles([segment], train_fraction=0.7, calib_fraction=0.2)
-    pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), STEP)
-
-    def windows(role: Role):
-        return build_windows([segment], [roles], pipeline, role=role, sequence_length=32, horizon=6)
-
-    train, valid, test = windows(Role.FIT), windows(Role.CALIB), windows(Role.TEST)
-    assert len(train) and len(valid) and len(test)
-    model = DirectLightGBM(n_estimators=80, learning_rate=0.1, num_leaves=15).fit(train, valid, pipeline.power_std)
-    forecast = model.predict(test)
-    assert forecast.shape == test.targets.shape and np.isfinite(forecast).all()
-    lgbm = point_metrics(forecast, test.targets, test.mask)["mae"]
-    naive = point_metrics(last_value(test), test.targets, test.mask)["mae"]
-    assert lgbm < 0.5 * naive
-    # deterministic for a fixed seed
-    again = DirectLightGBM(n_estimators=80, learning_rate=0.1, num_leaves=15).fit(train, valid, pipeline.power_std)
-    np.testing.assert_allclose(again.predict(test), forecast)
-
-
-def test_direct_lightgbm_must_be_fitted_first() -> None:
-    windows = all_windows([make_segment(np.arange(30.0))], sequence_length=4, horizon=2)
-    with pytest.raises(RuntimeError, match="fit"):
-        DirectLightGBM().predict(windows)

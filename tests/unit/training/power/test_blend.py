@@ -1,0 +1,185 @@
+"""The served forecast (training.power.blend): the combination, the champion/challenger choice on held-out
+data, calibrated intervals, and the artifact that carries it (training.power.forecaster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from training.power.blend import (
+    ServedBlend,
+    blend_quantiles,
+    choose_served,
+    cross_fitted_mae,
+    fit_weights,
+    time_halves,
+)
+from training.power.calibration import fit_calibration
+from training.power.features import FeaturePipeline, Segment
+from training.power.fit import build_model
+from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
+from training.power.gbm import MODEL_FILE, DirectLightGBM
+from training.power.windows import Role, assign_roles, build_windows
+
+N, H = 400, 4
+
+
+def make_segment(power) -> Segment:
+    power = np.asarray(power, float)
+    names = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature")
+    return Segment(node_id="n", start=pd.Timestamp("2026-01-05", tz="UTC"), step_s=60, power=power,
+                   numeric={name: np.full(len(power), np.nan) for name in names},
+                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
+
+
+def held_out(seed: int = 0, lstm_bias: float = 0.0, gbm_bias: float = 0.0, lstm_noise: float = 1.0,
+             gbm_noise: float = 1.0):
+    """Actual values and two forecasts of them with chosen bias and noise; LSTM quantiles +-2 around its median."""
+    rng = np.random.default_rng(seed)
+    actual = 100 + rng.normal(0, 5, (N, H))
+    lstm = actual + lstm_bias + rng.normal(0, lstm_noise, (N, H))
+    gbm = actual + gbm_bias + rng.normal(0, gbm_noise, (N, H))
+    quantiles = np.stack([lstm - 2, lstm, lstm + 2], axis=-1)
+    folds = (np.arange(N) >= N // 2).astype(int)
+    return quantiles, gbm, actual, np.ones((N, H), bool), folds
+
+
+def choose(*args, **kwargs) -> ServedBlend:
+    quantiles, gbm, actual, mask, folds = held_out(*args, **kwargs)
+    return choose_served(quantiles, gbm, actual, mask, folds, coverage=0.8, tolerance=0.1)
+
+
+def test_blend_moves_the_point_and_keeps_the_lstm_spread() -> None:
+    lstm = np.array([[[8.0, 10.0, 13.0], [0.0, 1.0, 2.0]]])
+    gbm = np.array([[20.0, 3.0]])
+    out = blend_quantiles(lstm, gbm, np.array([0.5, 0.0]))
+    np.testing.assert_allclose(out, [[[13.0, 15.0, 18.0], [2.0, 3.0, 4.0]]])
+
+
+def test_weights_follow_the_better_model_per_lead() -> None:
+    rng = np.random.default_rng(1)
+    actual = rng.normal(0, 1, (200, 3))
+    lstm = actual + np.array([0.0, 5.0, 0.0]) + rng.normal(0, 0.1, (200, 3))  # wrong at lead 2 only
+    gbm = actual + np.array([5.0, 0.0, -5.0]) + rng.normal(0, 0.1, (200, 3))
+    weights = fit_weights(lstm, gbm, actual, np.ones((200, 3), bool))
+    assert weights[0] == 1.0 and weights[1] == 0.0 and weights[2] == 1.0
+
+
+def nested(better: str):
+    """One forecast is the other plus noise of its own: mixing them cannot beat the better one."""
+    quantiles, _, actual, mask, folds = held_out()
+    worse = quantiles[..., 1] + np.random.default_rng(9).normal(0, 2.0, (N, H))
+    if better == "lstm":
+        return quantiles, worse, actual, mask, folds
+    return np.stack([worse - 2, worse, worse + 2], axis=-1), quantiles[..., 1], actual, mask, folds
+
+
+def test_the_better_model_on_held_out_data_is_served() -> None:
+    assert choose_served(*nested("lstm"), coverage=0.8, tolerance=0.1).method == "lstm"
+    served = choose_served(*nested("lightgbm"), coverage=0.8, tolerance=0.1)
+    assert served.method == "lightgbm" and served.lstm_weight == (0.0,) * H
+    assert served.calibration_mae["lightgbm"] < served.calibration_mae["lstm"]
+
+
+def test_opposite_errors_are_served_combined() -> None:
+    served = choose(lstm_bias=3.0, gbm_bias=-3.0)
+    assert served.method == "combined"
+    assert all(0.3 <= w <= 0.7 for w in served.lstm_weight)
+    assert served.calibration_mae["combined"] < min(served.calibration_mae["lstm"], served.calibration_mae["lightgbm"])
+
+
+def test_a_tie_keeps_the_champion() -> None:
+    quantiles, _, actual, mask, folds = held_out()
+    served = choose_served(quantiles, quantiles[..., 1].copy(), actual, mask, folds, coverage=0.8, tolerance=0.1)
+    assert served.method == "lstm"
+
+
+def test_combination_is_scored_cross_fitted() -> None:
+    """Pure noise in both: the in-sample weights would look better than either model, cross-fitted they do not."""
+    quantiles, gbm, actual, mask, folds = held_out(lstm_noise=1.0, gbm_noise=1.0)
+    lstm = quantiles[..., 1]
+    crossed = cross_fitted_mae(lstm, gbm, actual, mask, folds)
+    weights = fit_weights(lstm, gbm, actual, mask)
+    in_sample = np.abs(weights * lstm + (1 - weights) * gbm - actual).mean()
+    assert crossed > in_sample
+
+
+def test_time_halves_split_each_segment_by_origin() -> None:
+    folds = time_halves(np.array([0, 0, 0, 0, 1, 1, 1]), np.array([9, 3, 7, 5, 1, 2, 3]))
+    assert folds.tolist() == [1, 0, 1, 0, 0, 1, 1]
+
+
+def test_served_intervals_are_calibrated_on_held_out_data() -> None:
+    quantiles, gbm, actual, mask, folds = held_out(lstm_bias=4.0, gbm_bias=-4.0, lstm_noise=3.0, gbm_noise=3.0)
+    served = choose_served(quantiles, gbm, actual, mask, folds, coverage=0.8, tolerance=0.1)
+    assert served.method == "combined"
+    raw = served.quantiles(quantiles, gbm)
+    assert ((actual >= raw[..., 0]) & (actual <= raw[..., 2])).mean() < 0.7  # +-2 W around the point: too narrow
+    calibrated = served.apply(quantiles, gbm)
+    inside = (actual >= calibrated.lower) & (actual <= calibrated.upper)
+    assert inside.mean() == pytest.approx(0.8, abs=0.02)
+    assert served.calibration.calibration_points == N * H
+
+
+def test_a_blend_that_needs_the_gbm_refuses_to_go_without() -> None:
+    served = choose_served(*nested("lightgbm"), coverage=0.8, tolerance=0.1)
+    with pytest.raises(ValueError, match="LightGBM"):
+        served.quantiles(held_out()[0], None)
+
+
+# --- the artifact --------------------------------------------------------------------------------------------------
+
+
+def trained_parts():
+    rng = np.random.default_rng(3)
+    steps = np.arange(700)
+    segment = make_segment(1000 + 300 * np.sin(2 * np.pi * steps / 30) + 10 * rng.normal(size=steps.size))
+    (roles,) = assign_roles([segment], train_fraction=0.8, calib_fraction=0.25)
+    pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), 60)
+    windows = {role: build_windows([segment], [roles], pipeline, role=role, sequence_length=20, horizon=H)
+               for role in Role}
+    gbm = DirectLightGBM(n_estimators=40, learning_rate=0.1, num_leaves=7).fit(
+        windows[Role.FIT], windows[Role.CALIB], pipeline.power_std, pipeline)
+    torch.manual_seed(0)
+    model = build_model(len(pipeline.feature_names), H, 8, 1, 0.0)
+    architecture = Architecture(n_features=len(pipeline.feature_names), sequence_length=20, horizon=H, hidden_size=8,
+                                num_layers=1, dropout=0.0)
+    forecaster = PowerForecaster(model.state_dict(), architecture, pipeline)
+    calib = windows[Role.CALIB]
+    raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
+    forecaster.calibration = fit_calibration(raw, calib.targets, calib.mask, coverage=0.8, tolerance=0.1)
+    return forecaster, gbm, windows
+
+
+@pytest.mark.slow
+def test_served_forecaster_round_trips_and_old_folders_serve_the_lstm(tmp_path) -> None:
+    forecaster, gbm, windows = trained_parts()
+    calib, test = windows[Role.CALIB], windows[Role.TEST]
+    raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
+    forecaster.served = choose_served(raw, gbm.predict(calib), calib.targets, calib.mask,
+                                      time_halves(calib.segment_index, calib.origin_index), coverage=0.8,
+                                      tolerance=0.1)
+    forecaster.gbm = gbm
+    assert forecaster.served_method != "lstm"  # an untrained LSTM is no match for the GBM on a sine
+    forecaster.save(tmp_path / "new")
+    loaded = PowerForecaster.load(tmp_path / "new")
+    expected = forecaster.forecast(test.inputs, test.last_power)
+    got = loaded.forecast(test.inputs, test.last_power)
+    np.testing.assert_allclose(got.point, expected.point, rtol=1e-6)
+    np.testing.assert_allclose(got.upper, expected.upper, rtol=1e-6)
+    assert loaded.interval_coverage == 0.8
+    np.testing.assert_allclose(loaded.forecast_lstm(test.inputs, test.last_power).point,
+                               forecaster.forecast_lstm(test.inputs, test.last_power).point, rtol=1e-6)
+    # a folder from before served forecasts: the LSTM alone, as before
+    forecaster.served, forecaster.gbm = None, None
+    forecaster.save(tmp_path / "old")
+    old = PowerForecaster.load(tmp_path / "old")
+    assert old.served_method == "lstm" and not (tmp_path / "old" / SERVED_FILE).exists()
+    np.testing.assert_array_equal(old.forecast(test.inputs, test.last_power).point,
+                                  old.forecast_lstm(test.inputs, test.last_power).point)
+    # a served blend whose GBM is missing is refused with the file's name
+    (tmp_path / "new" / MODEL_FILE).unlink()
+    with pytest.raises(ArtifactError, match=MODEL_FILE):
+        PowerForecaster.load(tmp_path / "new")

@@ -1,0 +1,106 @@
+"""Early stopping and the learning-rate schedule of the PowerLSTM training loop (training.power.fit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from training.power.fit import (
+    EarlyStopping,
+    EpochRecord,
+    FitHistory,
+    SupervisedArrays,
+    build_model,
+    fit_epochs,
+    make_loader,
+    seed_everything,
+    validation_mae,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:
+    rng = np.random.default_rng(seed)
+    return SupervisedArrays(rng.normal(size=(n, 4, 2)).astype(np.float32), np.full((n, 2), value, np.float32),
+                            np.ones((n, 2), bool))
+
+
+def test_early_stopping_keeps_the_best_state_and_counts_stale_epochs() -> None:
+    model = torch.nn.Linear(1, 1)
+    stopping = EarlyStopping(patience=2)
+    assert stopping.update(1, 5.0, model)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    best_weight = model.weight.clone()
+    assert stopping.update(2, 4.0, model)
+    with torch.no_grad():
+        model.weight.fill_(-7.0)
+    assert not stopping.update(3, 4.0, model)
+    assert not stopping.should_stop
+    assert not stopping.update(4, 3.999, model)  # below the minimum relative improvement: still stale
+    assert stopping.should_stop and (stopping.best_epoch, stopping.best) == (2, 4.0)
+    stopping.restore(model)
+    assert torch.equal(model.weight, best_weight)
+
+
+def test_training_stops_after_validation_turns_and_restores_the_best_epoch() -> None:
+    """Training pulls the forecast change from 0 towards 1.0 while validation wants 0.3: validation error
+    falls, then rises. The run stops `patience` epochs after the turn, with the best epoch's weights."""
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    valid = constant_change(32, 0.3, seed=1)
+    seen: list[EpochRecord] = []
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0), valid,
+                         epochs=40, patience=4, learning_rate=0.003, levels=(0.1, 0.5, 0.9), power_std=10.0,
+                         device=CPU, on_epoch=seen.append)
+    assert list(history.epochs) == seen
+    assert history.stopped_early and 1 < history.best_epoch < history.epochs_run < 40
+    assert history.epochs_run == history.best_epoch + 4  # patience counted in epochs without improvement
+    maes = [r.val_mae_watts for r in history.epochs]
+    assert maes[history.best_epoch - 1] == min(maes)
+    assert maes[-1] > 2 * min(maes)  # validation error really rose after the best epoch
+    assert [r.improved for r in history.epochs].count(True) == history.best_epoch  # fell steadily until then
+    assert validation_mae(model, valid, CPU) * 10.0 == pytest.approx(history.best_val_mae_watts, rel=1e-5)
+
+
+def test_learning_rate_is_halved_on_a_plateau_and_not_before() -> None:
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0),
+                         constant_change(32, 0.3, seed=1), epochs=40, patience=6, learning_rate=0.003,
+                         levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
+    rates = [r.learning_rate for r in history.epochs]
+    best = history.best_epoch
+    assert set(rates[:best]) == {0.003}  # full rate while validation improves
+    # plateau patience max(1, 6 // 3) = 2: after 3 stale epochs the rate halves, then again 3 epochs later
+    assert rates[best:best + 3] == [0.003] * 3 and rates[best + 3] == pytest.approx(0.0015)
+    assert min(rates) >= 0.003 / 64
+
+
+def test_a_run_that_keeps_improving_is_not_stopped_early() -> None:
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0),
+                         constant_change(32, 1.0, seed=1), epochs=3, patience=5, learning_rate=0.003,
+                         levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
+    assert (history.best_epoch, history.epochs_run, history.stopped_early) == (3, 3, False)
+
+
+def test_history_round_trips_as_json() -> None:
+    record = EpochRecord(epoch=1, train_loss=0.5, val_mae_watts=3.0, learning_rate=0.002, improved=True)
+    history = FitHistory(epochs=(record,), best_epoch=1, stopped_early=False)
+    assert FitHistory.model_validate_json(history.model_dump_json()) == history
+    assert history.best_val_mae_watts == 3.0 and history.epochs_run == 1

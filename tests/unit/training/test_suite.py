@@ -1,0 +1,162 @@
+"""The backtest suite: its file, its runner on a tiny suite, its summaries and table (training.suite*).
+
+Ray Train is replaced by tests.fakes.trainer (an untrained PowerLSTM); windows, the LightGBM, the served
+choice, calibration and scoring are the real code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.settings import ConfigError
+from tests.fakes.trainer import untrained
+from tests.paths import REPO_ROOT
+from training import evaluate
+from training.settings import TrainingConfig
+from training.suite import case_config
+from training.suite_config import Suite, SuiteCase, load_suite, trace_path
+from training.suite_report import aggregate, mean_spread, summarize_case, table
+from training.synthetic import write_csv
+from training.synthetic_patterns import generate_pattern
+
+TINY = """
+seeds: [0, 1]
+cases:
+  - name: csv_spikes
+    trace: spikes.csv
+    step: 1h
+    horizons: [3h]
+    sequence_length: 12
+    hidden_size: 8
+  - name: shifts
+    synthetic: level_shifts
+    days: 10
+    step: 1h
+    horizons: [2h, 4h]
+    sequence_length: 12
+    hidden_size: 8
+"""
+
+
+def test_suite_file_is_validated_with_the_key_named(tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text("cases:\n  - {name: a, step: 1min, horizons: [30min]}\n")
+    with pytest.raises(ConfigError, match="trace .a CSV. or synthetic"):
+        load_suite(path)
+    path.write_text("cases:\n  - {name: a, trace: x.csv, step: 2min, horizons: [5min]}\n")
+    with pytest.raises(ConfigError, match="whole multiple of step"):
+        load_suite(path)
+    path.write_text("cases:\n  - {name: a, trace: x.csv, step: 1min, horizons: [5min]}\n"
+                    "  - {name: a, synthetic: regime_change, step: 1min, horizons: [5min]}\n")
+    with pytest.raises(ConfigError, match="repeated: \\['a'\\]"):
+        load_suite(path)
+    path.write_text("cases:\n  - {name: a, synthetic: sawtooth, step: 1min, horizons: [5min]}\n")
+    with pytest.raises(ConfigError, match=r"cases\[0\]\.synthetic: Input should be"):
+        load_suite(path)
+
+
+def test_trace_paths_resolve_against_the_data_root(tmp_path: Path) -> None:
+    case = SuiteCase(name="a", trace="t/canonical.csv", step=60, horizons=(600,))
+    suite_file = tmp_path / "configs" / "suite.yaml"
+    plain = Suite(cases=(case,))
+    assert trace_path(case, suite_file, plain, None) == tmp_path / "configs" / "t" / "canonical.csv"
+    rooted = Suite(data_root="../data", cases=(case,))
+    assert trace_path(case, suite_file, rooted, None) == tmp_path / "configs" / "../data" / "t" / "canonical.csv"
+    assert trace_path(case, suite_file, rooted, "/elsewhere") == Path("/elsewhere/t/canonical.csv")
+
+
+def test_shipped_suites_are_valid() -> None:
+    backtest = load_suite(REPO_ROOT / "configs" / "suite.backtest.yaml")
+    assert backtest.seeds == (0, 1, 2)
+    real = {case.name: case for case in backtest.cases if case.trace}
+    assert set(real) == {"upm_servers_workloads_1s", "upm_servers_hybrid_1s", "alpaca_h100_gpu_30s"}
+    assert (real["alpaca_h100_gpu_30s"].step, real["upm_servers_hybrid_1s"].step) == (30, 60)
+    assert {case.synthetic for case in backtest.cases} >= {"recurring_spikes", "level_shifts", "regime_change"}
+    smoke = load_suite(REPO_ROOT / "configs" / "suite.smoke.yaml")
+    assert trace_path(smoke.cases[0], REPO_ROOT / "configs" / "suite.smoke.yaml", smoke, None).resolve() == (
+        REPO_ROOT / "tests" / "data" / "upm_sample.csv")
+
+
+def test_case_config_applies_the_case_and_keeps_max_gap_at_least_a_step() -> None:
+    case = SuiteCase(name="a", synthetic="recurring_spikes", step=600, horizons=(3600,), sequence_length=36,
+                     epochs=7)
+    config = case_config(TrainingConfig(), case, 3600, seed=5)
+    assert (config.predictor.step, config.predictor.horizon_steps, config.predictor.max_gap) == (600, 6, 600)
+    model = config.models.power_predictor
+    assert (model.sequence_length, model.epochs, model.seed, model.hidden_size) == (36, 7, 5, 64)
+    fine = SuiteCase(name="b", trace="x.csv", step=30, horizons=(600,))
+    assert case_config(TrainingConfig(), fine, 600, seed=0).predictor.max_gap == 300  # the config's
+
+
+def run(metrics: dict[str, float], coverage: float = 0.8, seed: int = 0) -> dict:
+    """A single-trace report with the fields the summaries read."""
+    report = {"step_seconds": 60, "horizon_steps": 30, "model": {"seed": seed}, "served": {"method": "combined"},
+              "metrics": {name: {"mae": mae, "rmse": 2 * mae, "mape": 1.0} for name, mae in metrics.items()}}
+    for name in ("lstm", "served"):
+        report["metrics"][name].update(coverage=coverage, mean_interval_width=5.0, mean_confidence=0.9, hit_rate=0.92)
+    return report
+
+
+def test_summaries_targets_and_aggregate() -> None:
+    assert mean_spread([1.0, 2.0, 3.0]) == {"mean": 2.0, "spread": 1.0, "min": 1.0, "max": 3.0}
+    assert mean_spread([4.0])["spread"] == 0.0
+    good = summarize_case("good", "a.csv", [run({"lstm": 9.0, "served": 8.0, "last_value": 12.0, "lightgbm": 10.0},
+                                                seed=s) for s in (0, 1)])
+    assert good["best_baseline"] == "lightgbm" and good["seeds"] == [0, 1]
+    assert good["mae_ratio_to_best_baseline"] == {"lstm": 0.9, "served": 0.8}
+    assert all(good["targets"].values())
+    bad = summarize_case("bad", "b.csv", [run({"lstm": 11.0, "served": 9.5, "last_value": 10.0, "lightgbm": 12.0},
+                                              coverage=0.6)])
+    assert bad["best_baseline"] == "last_value"
+    assert bad["targets"] == {"served_mae_le_0.9x_best_baseline": False, "lstm_mae_le_best_baseline": False,
+                              "served_coverage_in_75_85": False, "served_confidence_within_0.05": True}
+    totals = aggregate([good, bad])
+    assert totals["served"] == {"median_ratio": 0.875, "worst_ratio": 0.95, "worst_case": "bad @ 30min"}
+    assert totals["targets_met"]["served_mae_le_0.9x_best_baseline"] == 1 and totals["cases"] == 2
+    text = table([good, bad], totals)
+    assert "| good | 1min | 30min | 8.00 ± 0.00 | combined |" in text
+    assert "served: MAE / best baseline median 0.88, worst 0.95 (bad @ 30min)" in text
+
+
+@pytest.mark.slow
+def test_a_tiny_suite_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    (tmp_path / "data").mkdir()
+    write_csv(generate_pattern("recurring_spikes", days=8, step_s=3600, seed=1), tmp_path / "data" / "spikes.csv")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY)
+    output = tmp_path / "out" / "suite.json"
+    code = evaluate.main(["--suite", str(suite), "--data-root", str(tmp_path / "data"), "--output", str(output),
+                          "--quiet"])
+    assert code == 0
+    result = json.loads(output.read_text())
+    assert result["complete"] is True
+    assert [(c["case"], c["horizon_seconds"]) for c in result["cases"]] == [
+        ("csv_spikes", 10800), ("shifts", 7200), ("shifts", 14400)]
+    for case in result["cases"]:
+        assert case["seeds"] == [0, 1] and len(case["runs"]) == 2
+        for report in case["runs"]:
+            assert set(report["metrics"]["served"]) == set(report["metrics"]["lstm"])
+            assert {"horizon_steps", "test_points", "best_baseline", "lstm_mae_vs_best_baseline", "mae_by_lead",
+                    "per_series", "model", "data", "served"} <= set(report)
+        assert set(case["summary"]["served"]["mae"]) == {"mean", "spread", "min", "max"}
+        assert np.isfinite(case["mae_ratio_to_best_baseline"]["served"])
+    assert result["cases"][0]["source"].endswith("spikes.csv")
+    assert result["cases"][1]["source"].startswith("synthetic:level_shifts")
+    assert set(result["aggregate"]) >= {"lstm", "served", "targets_met"}
+    out = capsys.readouterr()
+    assert out.out.startswith("| case | step | horizon |") and "| shifts | 1h | 4h |" in out.out
+    assert "suite: shifts step 1h horizon 4h seed 1" in out.err
+
+
+def test_suite_refuses_single_trace_flags(capsys) -> None:
+    with pytest.raises(SystemExit):
+        evaluate.main(["--suite", "s.yaml", "--horizon", "1h", "--output", "r.json"])
+    assert "--horizon: not with --suite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data", "x.csv", "--data-root", "d", "--output", "r.json"])
+    assert "--data-root: only with --suite" in capsys.readouterr().err

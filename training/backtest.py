@@ -1,0 +1,162 @@
+"""Backtest of one trace: train on the first part of every series, forecast the rest from rolling origins.
+
+Test points are the observed (not imputed) steps of the last part of every series. Every one is forecast
+at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by the served forecast
+(training.power.blend) and by each baseline, so all methods are scored on exactly the same (origin, lead)
+pairs; inputs may reach back into the training part (that is history), targets never do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.registry import ModelRegistry
+from training.cli import write_atomically
+from training.metrics import interval_metrics, mae_by_lead, point_metrics
+from training.power.baselines import last_value, seasonal_naive, seasonal_period
+from training.power.calibration import CalibratedForecast
+from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.forecaster import PowerForecaster
+from training.power.served import attach_served, fit_gbm
+from training.power.windows import Role, Windows
+from training.settings import TrainingConfig
+
+FORECASTERS = ("lstm", "served")  # the project's own; every other forecast in a report is a baseline
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the LSTM trains (Ray Train scaling) and whether it prints progress."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    verbose: bool = True
+
+
+def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: float, options: TrainOptions,
+             model: str | None = None, model_path: str | None = None, plot: str | None = None) -> dict[str, Any]:
+    """Train (or load `model` from the registry) the forecaster and the baselines, score them all."""
+    started = time.monotonic()
+    predictor, model_config = config.predictor, config.models.power_predictor
+    model_info: dict[str, Any]
+    if model:
+        folder, metadata = ModelRegistry(model_path or config.model_path).resolve(model)
+        forecaster = PowerForecaster.load(folder)
+        _check_compatible(forecaster, predictor.step, predictor.horizon_steps)
+        prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap,
+                           features=forecaster.pipeline.features, sequence_length=forecaster.sequence_length,
+                           horizon=forecaster.horizon, train_fraction=train_fraction)
+        prepared = PreparedData(prepared.segments, prepared.roles, forecaster.pipeline,
+                                forecaster.sequence_length, forecaster.horizon)
+        gbm = fit_gbm(prepared, model_config.seed)
+        model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version}
+    else:
+        prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
+                           sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
+                           train_fraction=train_fraction)
+        forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
+                                               use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
+                                               verbose=options.verbose)
+        gbm = fit_gbm(prepared, model_config.seed)
+        attach_served(forecaster, prepared, coverage=model_config.interval_coverage,
+                      tolerance=model_config.confidence_tolerance, gbm=gbm)
+        model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
+                      "stopped_early": bool(weights.history and weights.history.stopped_early),
+                      "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
+                      "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers,
+                      "calendar": list(prepared.pipeline.calendar)}
+    test = prepared.windows(Role.TEST)
+    if len(test) == 0:
+        raise ValueError("no test windows: the series are too short for the sequence length and train fraction")
+    forecasts = {"lightgbm": gbm.predict(test)}
+    report = score(prepared, test, forecaster, forecasts, model_config.interval_coverage,
+                   model_config.confidence_tolerance, plot=plot)
+    report["model"] = model_info
+    report["data"] = {"series": sorted({s.node_id for s in prepared.segments}), "train_fraction": train_fraction,
+                      "sequence_length": prepared.sequence_length}
+    report["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _check_compatible(forecaster: PowerForecaster, step_s: int, horizon_steps: int) -> None:
+    if forecaster.pipeline.step_s != step_s:
+        raise ValueError(f"--step: the model works at {forecaster.pipeline.step_s}s steps, not {step_s}s")
+    if forecaster.horizon != horizon_steps:
+        raise ValueError(f"--horizon: the model forecasts {forecaster.horizon} steps, not {horizon_steps}")
+
+
+def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, extra: dict[str, np.ndarray],
+          coverage: float, tolerance: float, *, plot: str | None = None) -> dict[str, Any]:
+    """Score the LSTM, the served forecast and the baselines (`extra`, already forecast) on the test windows."""
+    lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
+    served = forecaster.forecast(test.inputs, test.last_power)
+    calibrated = {"lstm": lstm, "served": served}
+    forecasts: dict[str, np.ndarray] = {"lstm": lstm.point, "served": served.point, "last_value": last_value(test)}
+    train_series = [s.power[r != Role.TEST] for s, r in zip(prepared.segments, prepared.roles, strict=True)]
+    period = seasonal_period([p for p in train_series if p.size], prepared.pipeline.step_s)
+    mask = test.mask.copy()
+    if period is not None:
+        forecasts["seasonal_naive"] = seasonal_naive(test, prepared.segments, period)
+        mask &= np.isfinite(forecasts["seasonal_naive"])
+    forecasts.update(extra)
+    metrics = {name: point_metrics(values, test.targets, mask) for name, values in forecasts.items()}
+    for name, forecast in calibrated.items():
+        metrics[name].update(interval_metrics(forecast.lower, forecast.upper, forecast.point, forecast.confidence,
+                                              test.targets, mask, nominal=coverage, tolerance=tolerance))
+    baselines = {k: v["mae"] for k, v in metrics.items() if k not in FORECASTERS}
+    best = min(baselines, key=baselines.__getitem__)
+    report: dict[str, Any] = {
+        "horizon_steps": prepared.horizon,
+        "step_seconds": prepared.pipeline.step_s,
+        "test_points": _distinct_targets(test, mask),
+        "forecasts_scored": int(mask.sum()),
+        "seasonal_period_steps": period,
+        "metrics": metrics,
+        "best_baseline": best,
+        "lstm_mae_vs_best_baseline": round(metrics["lstm"]["mae"] / baselines[best] - 1.0, 4),
+        "served_mae_vs_best_baseline": round(metrics["served"]["mae"] / baselines[best] - 1.0, 4),
+        "served": _served_facts(forecaster),
+        "mae_by_lead": {name: mae_by_lead(values, test.targets, mask) for name, values in forecasts.items()},
+        "per_series": _per_series(test, forecasts, mask),
+    }
+    if plot:
+        _plot(Path(plot), prepared, test, served, forecasts, mask, forecaster.served_method)
+    return report
+
+
+def _served_facts(forecaster: PowerForecaster) -> dict[str, Any]:
+    if forecaster.served is None:
+        return {"method": "lstm", "lstm_weight": None, "calibration_mae": None}
+    blend = forecaster.served
+    return {"method": blend.method, "lstm_weight": [round(w, 3) for w in blend.lstm_weight],
+            "calibration_mae": blend.calibration_mae}
+
+
+def _plot(path: Path, prepared: PreparedData, test: Windows, served: CalibratedForecast,
+          forecasts: dict[str, np.ndarray], mask: np.ndarray, method: str) -> None:
+    from training.power.plots import plot_backtest
+
+    write_atomically(path, lambda tmp: plot_backtest(tmp, prepared, test, served, forecasts, mask, method))
+
+
+def _distinct_targets(test: Windows, mask: np.ndarray) -> int:
+    origins = test.segment_index[:, None] * 10**9 + test.origin_index[:, None] + np.arange(1, mask.shape[1] + 1)
+    return int(np.unique(origins[mask]).size)
+
+
+def _per_series(test: Windows, forecasts: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, dict[str, float]]:
+    result = {}
+    for node in sorted(set(test.node_ids)):
+        rows = test.node_ids == node
+        node_mask = mask & rows[:, None]
+        if node_mask.any():
+            result[node] = {name: round(float(np.abs(values - test.targets)[node_mask].mean()), 3)
+                            for name, values in forecasts.items()}
+    return result

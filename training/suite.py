@@ -1,0 +1,80 @@
+"""Run a backtest suite: every case of a suite file, at each of its horizons, once per seed.
+
+    python -m training.evaluate --suite configs/suite.backtest.yaml --data-root DIR --output suite.json
+
+Each run is the single-trace backtest (training.backtest) with the case's step, horizon and overrides
+applied to the service config; the result keeps every run's full report, adds per case the mean +-
+spread over the seeds and the targets, and an aggregate over the cases (training.suite_report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from core.durations import format_duration
+from core.settings import ConfigError, format_errors
+from core.telemetry_csv import load_telemetry_csv, validate_telemetry
+from training.backtest import TrainOptions, backtest
+from training.settings import TrainingConfig
+from training.suite_config import Suite, SuiteCase, trace_path
+from training.suite_report import aggregate, summarize_case
+from training.synthetic_patterns import generate_pattern
+
+
+def case_config(base: TrainingConfig, case: SuiteCase, horizon_s: int, seed: int) -> TrainingConfig:
+    """The service config with a case's step, horizon, overrides and seed; ConfigError if they do not fit."""
+    data = base.model_dump()
+    predictor, model = data["predictor"], data["models"]["power_predictor"]
+    predictor.update(step=case.step, prediction_horizon=horizon_s,
+                     max_gap=case.max_gap if case.max_gap is not None else max(predictor["max_gap"], case.step))
+    model.update(seed=seed, **case.model_dump(include={"sequence_length", "epochs", "hidden_size"}, exclude_none=True))
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
+
+
+def case_frame(case: SuiteCase, suite: Suite, suite_file: Path, data_root: str | None) -> tuple[pd.DataFrame, str]:
+    """A case's validated telemetry, and where it came from."""
+    if case.synthetic is not None:
+        frame = generate_pattern(case.synthetic, days=case.days, step_s=case.step, seed=case.data_seed)
+        return validate_telemetry(frame), f"synthetic:{case.synthetic} ({case.days} d, seed {case.data_seed})"
+    path = trace_path(case, suite_file, suite, data_root)
+    return load_telemetry_csv(path), str(path)
+
+
+def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root: str | None,
+              options: TrainOptions, log: Callable[[str], None],
+              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every case, horizon and seed; returns the suite result (cases, aggregate, complete).
+
+    `progress` gets the result so far (`complete` false) after every case and horizon, so a long run
+    that is stopped keeps what it measured.
+    """
+    cases: list[dict[str, Any]] = []
+    for case in suite.cases:
+        frame, source = case_frame(case, suite, suite_file, data_root)
+        train_fraction = case.train_fraction or suite.train_fraction
+        for horizon in case.horizons:
+            runs = []
+            for seed in suite.seeds:
+                log(f"suite: {case.name} step {format_duration(case.step)} horizon {format_duration(horizon)} "
+                    f"seed {seed}")
+                report = backtest(frame, case_config(base, case, horizon, seed), train_fraction=train_fraction,
+                                  options=options)
+                report["data"]["file"] = source
+                runs.append(report)
+            cases.append(summarize_case(case.name, source, runs))
+            if progress is not None:
+                progress(_result(suite, suite_file, cases, complete=False))
+    return _result(suite, suite_file, cases, complete=True)
+
+
+def _result(suite: Suite, suite_file: Path, cases: list[dict[str, Any]], *, complete: bool) -> dict[str, Any]:
+    return {"suite": str(suite_file), "seeds": list(suite.seeds), "complete": complete, "cases": cases,
+            "aggregate": aggregate(cases)}
