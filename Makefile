@@ -51,13 +51,24 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The API token: yours ($API_TOKEN or $API_TOKEN_FILE), else one generated once into state/api-token (mode
+# 0600, reused afterwards; its path and usage are printed, never the token). Writes need it; none = closed.
+ifeq ($(strip $(API_TOKEN)$(API_TOKEN_FILE)),)
+export API_TOKEN_FILE := $(CURDIR)/state/api-token
+TOKEN := $(PY) -m app.local_token $(API_TOKEN_FILE)
+else
+TOKEN := @true
+endif
+
 # The whole service on a local Ray: demo models first if the registry has none, then both Serve apps.
 run: install
 	$(PY) -m app.demo_model --data $(DATA)
+	$(TOKEN)
 	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
 
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
+	$(TOKEN)
 	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
 
 # Container images (Dockerfile, Dockerfile.gpu): the service as `make run` runs it, or Ray nodes on KubeRay.

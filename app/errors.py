@@ -1,7 +1,9 @@
 """The one place where domain errors become HTTP answers.
 
 Every error body has FastAPI's shape, `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, so a
-client finds the offending field the same way for pydantic's 422s and for ours.
+client finds the offending field the same way for pydantic's 422s and for ours, plus the `request_id` under
+which the server's log holds the details (app/middleware.py). Messages are written for people: never a
+traceback, a file path or an upstream address.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
+from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
 from app.records import RecordNotFound
+from app.retrain_jobs import DataNotAllowed, RetrainRunning
 from core.actors import ActorUnavailable
 from core.registry import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from training.power.inference import ForecastRequestError
+from training.power.retrain_spec import RetrainRefused
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
 
 logger = logging.getLogger("ray.serve")
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class ErrorItem(BaseModel):
@@ -38,13 +43,17 @@ class ErrorBody(BaseModel):
     """Every error answer: where and why."""
 
     detail: list[ErrorItem]
+    request_id: str = Field(description="quote it when reporting a problem: the server's log holds the details")
+
+
+REASONS = {401: "missing or wrong API token", 403: "no API token configured on the server: writes are closed",
+           404: "unknown id (model, batch, job or node)", 409: "the model is being retrained by another job",
+           413: "request body too large", 429: "the batch queue is full", 503: "model or dependency not available now"}
 
 
 def responses(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI entries for the error statuses a route can answer."""
-    reasons = {401: "missing or wrong API token", 404: "unknown id (model, batch, job or node)",
-               413: "request body too large", 503: "model or dependency not available now"}
-    return {status: {"model": ErrorBody, "description": reasons[status]} for status in statuses}
+    return {status: {"model": ErrorBody, "description": REASONS[status]} for status in statuses}
 
 
 class ApiError(Exception):
@@ -55,19 +64,15 @@ class ApiError(Exception):
         self.status, self.loc, self.message, self.kind = status, loc, message, kind
 
 
-def error_body(loc: list[str | int], message: str, kind: str) -> dict:
-    return {"detail": [{"loc": loc, "msg": message, "type": kind}]}
-
-
 def unavailable(what: str, exc: BaseException) -> ApiError:
     """503 for a dependency (model replica, store) that cannot answer now; the cause goes to the log."""
-    logger.warning("%s unavailable: %s", what, exc)
+    logger.warning("request %s: %s unavailable: %s", current_request_id(), what, exc)
     return ApiError(503, [], f"{what} is not available right now: {type(exc).__name__}", "unavailable")
 
 
 def _model_not_found(exc: ModelNotFoundError) -> ApiError:
     version = f" version {exc.version}" if exc.version is not None else ""
-    logger.info("model lookup failed: %s", exc)  # the reason may name registry paths: log only
+    logger.info("request %s: model lookup failed: %s", current_request_id(), exc)  # may name paths: log only
     return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: not found", "not_found")
 
 
@@ -83,6 +88,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
     ModelNotFoundError: _model_not_found,
+    DataNotAllowed: lambda exc: ApiError(422, ["body", "data"], str(exc)),
+    RetrainRunning: lambda exc: ApiError(409, ["body", "model_id"], str(exc), "conflict"),
+    RetrainRefused: lambda exc: ApiError(422, ["body", exc.field], exc.message),
     RecordNotFound: lambda exc: ApiError(404, ["path"], str(exc), "not_found"),
     UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
     NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),
@@ -90,6 +98,14 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     StoreUnavailable: _store_unavailable,
     ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
 }
+
+
+def public_error(exc: BaseException) -> ApiError | None:
+    """The HTTP error a domain error maps to (the nearest entry along its MRO); None for any other error."""
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[kind](exc)
+    return None
 
 
 def _render(exc: ApiError) -> JSONResponse:
@@ -109,7 +125,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry.
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": details}, status_code=422)
+        return JSONResponse({"detail": details, "request_id": current_request_id()}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:  # unknown route, wrong method, bad body
+        return JSONResponse(error_body([], str(exc.detail), "http_error"), status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -117,14 +138,3 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind, to_http in DOMAIN_ERRORS.items():  # Starlette picks the entry nearest along the error's MRO
         app.add_exception_handler(kind, _handler(to_http))
-
-
-def install_body_limit(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:
-    """413 for a declared body over `limit` bytes, before anything parses it."""
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse(error_body(["body"], f"request body over {limit} bytes", "too_large"), status_code=413)
-        return await call_next(request)

@@ -9,18 +9,20 @@ one hop away (app/power_route.py); the actors behind the API are started by app/
 # No `from __future__ import annotations` here: Serve pickles the route methods below by value (while the
 # class is being decorated), and FastAPI must still resolve their annotations in the replica.
 
-from fastapi import FastAPI, Header
+from typing import Annotated
+
+from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from ray import serve
 
-from app import model_routes, predict_routes, scaling_routes, tasks, telemetry_routes
-from app.errors import ApiError, install_body_limit, install_error_handlers, responses
+from app import model_routes, predict_routes, scaling_routes, telemetry_routes
+from app.access import READ, WRITE
+from app.errors import install_error_handlers, responses
 from app.ingress_state import IngressState
+from app.middleware import install_middleware
 from app.power_route import power_api
 from app.schemas import Health, RetrainJob, RetrainRequest
 from core.names import POWER_ROUTE_PREFIX
-from training.power.retrain_spec import ModelOverrides, RetrainSpec
-from training.settings import load_training_config
 
 api = FastAPI(
     title="kcloud-opt-predictor",
@@ -28,7 +30,7 @@ api = FastAPI(
     description="Power forecasts with calibrated intervals, job cost estimates, and model management.",
 )
 install_error_handlers(api)
-install_body_limit(api)
+install_middleware(api)
 
 
 def _openapi_with_power_route() -> dict:
@@ -37,7 +39,8 @@ def _openapi_with_power_route() -> dict:
         schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
         power = power_api.openapi()
         schema["paths"][POWER_ROUTE_PREFIX] = power["paths"]["/"]
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(power["components"]["schemas"])
+        for kind, entries in power["components"].items():  # schemas, and security schemes if it has any
+            schema.setdefault("components", {}).setdefault(kind, {}).update(entries)
         api.openapi_schema = schema
     return api.openapi_schema
 
@@ -65,24 +68,16 @@ def _job(record: dict) -> RetrainJob:
 class ApiIngress(IngressState):
     """HTTP front of the app (routes above); holds a handle to CostPredictor and reaches PowerPredictor."""
 
-    @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202,
-              responses=responses(401, 413))
-    async def retrain(self, request: RetrainRequest, authorization: str | None = Header(None)) -> RetrainJob:
-        """Start a Ray Train retraining job; the new version is promoted only if it beats the active one."""
-        self.authorize(authorization)
-        data = request.data or self.args.retrain.data
-        if data is None:
-            raise ApiError(422, ["body", "data"], "no training data given and none configured (args.retrain.data)")
-        defaults = self.args.retrain
-        spec = RetrainSpec(config=load_training_config(self.args.config_path), model_id=request.model_id,
-                           overrides=ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs),
-                           num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
-                           cpus_per_worker=defaults.cpus_per_worker, verbose=False)
-        record = self.jobs.create({"status": "pending", "model_id": request.model_id})
-        tasks.run_retrain.remote(self.state_path, record["id"], self.model_path, data, spec)
-        return _job(record)
+    @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202, dependencies=[WRITE],
+              responses=responses(401, 403, 409, 413))
+    async def retrain(self, request: RetrainRequest) -> RetrainJob:
+        """Start a Ray Train retraining job, one at a time per model, on a CSV in the server's
+        args.retrain.data_dir (default: args.retrain.data) or on the telemetry store (`"source": "store"`);
+        the new version is promoted only if it beats the active one."""
+        return _job(self.retrains.submit(request))
 
-    @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, responses=responses(404))
-    async def retrain_status(self, job_id: str) -> RetrainJob:
+    @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, dependencies=[READ],
+             responses=responses(401, 404))
+    async def retrain_status(self, job_id: Annotated[str, Path(max_length=64)]) -> RetrainJob:
         """Status of a retraining job and the version it registered."""
-        return _job(self.jobs.get(job_id))
+        return _job(self.retrains.records.get(job_id))

@@ -19,11 +19,10 @@ from ray.serve import Application
 
 from app.bootstrap import start_actors
 from app.ingress import ApiIngress
-from app.power_route import power_api
+from app.power_route import PowerRoute, power_api
 from app.settings import AppArgs
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, POWER_DEPLOYMENT
 from deployments.cost import CostPredictor
-from deployments.power import PowerPredictor
 
 
 def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
@@ -52,6 +51,5 @@ def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application
     app_args = _validated(args)
     config = app_args.service_config()
     workloads = {workload: list(nodes) for workload, nodes in config.workloads.items()}
-    return serve.deployment(serve.ingress(power_api)(PowerPredictor), name=POWER_DEPLOYMENT).options(
-        **app_args.power_predictor.as_options()).bind(app_args.model_path, app_args.power_model_id,
-                                                     config.telemetry.stale_after, workloads)
+    return serve.deployment(serve.ingress(power_api)(PowerRoute), name=POWER_DEPLOYMENT).options(
+        **app_args.power_predictor.as_options()).bind(app_args, config.telemetry.stale_after, workloads)

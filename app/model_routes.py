@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from app.access import READ
 from app.errors import responses
 from app.ingress_state import Ingress
 from app.schemas import ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
@@ -16,7 +17,7 @@ logger = logging.getLogger("ray.serve")
 router = APIRouter()
 
 
-@router.get("/api/v1/models", response_model=ModelsResponse)
+@router.get("/api/v1/models", response_model=ModelsResponse, dependencies=[READ], responses=responses(401))
 async def list_models(replica: Ingress) -> ModelsResponse:
     """Registered models, their versions and which one is active."""
     registry = replica.registry
@@ -36,7 +37,8 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     return ModelsResponse(models=models)
 
 
-@router.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse, responses=responses(404))
+@router.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse, dependencies=[READ],
+            responses=responses(401, 404))
 async def model_metrics(
     model_id: Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="e.g. power_lstm")], replica: Ingress
 ) -> ModelMetricsResponse:

@@ -3,25 +3,38 @@
 `POST /api/v1/predict/power` is the hot path. Serve's proxy sends it straight to the PowerPredictor
 replicas (the `kcloud-power` application at that route prefix), instead of ingress -> handle -> predictor:
 one hop, like `/healthz`. The main ingress documents the route in its OpenAPI and reaches the same
-replicas through a handle for batches. This module adds only HTTP around deployments/power.py.
+replicas through a handle for batches. This module adds only HTTP around deployments/power.py: the route,
+and `PowerRoute`, the PowerPredictor with the API's access rules (a forecast is a read).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from app.errors import install_body_limit, install_error_handlers, responses
+from app.access import READ, Access
+from app.errors import install_error_handlers, responses
+from app.middleware import install_middleware
 from app.power_api import stored_nodes, to_history, to_response
 from app.replica import serving_replica
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
+from app.settings import AppArgs
 from core.durations import parse_duration
 from deployments.power import PowerPredictor
 
 power_api = FastAPI(title="kcloud-opt-predictor power forecasts", version="0.1.0")
 install_error_handlers(power_api)
-install_body_limit(power_api)
+install_middleware(power_api)
+
+
+class PowerRoute(PowerPredictor):
+    """The power application's deployment: a PowerPredictor that also knows who may read its forecasts."""
+
+    def __init__(self, args: AppArgs, stale_after_s: float, workloads: Mapping[str, Sequence[str]]):
+        self.access = Access.from_args(args)
+        super().__init__(args.model_path, args.power_model_id, stale_after_s, workloads)
 
 
 class _ServeAtPrefix:
@@ -39,8 +52,8 @@ class _ServeAtPrefix:
 power_api.add_middleware(_ServeAtPrefix)
 
 
-@power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power",
-                responses=responses(404, 413, 503))
+@power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power", dependencies=[READ],
+                responses=responses(401, 404, 413, 503))
 async def predict_power(request: PowerPredictionRequest,
                         replica: Annotated[PowerPredictor, Depends(serving_replica)]) -> PowerPredictionResponse:
     """Forecast power for every step of the horizon, with interval and confidence.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Path
+
+from app.access import READ, WRITE
 from app.errors import ApiError, responses, unavailable
 from app.ingress_state import Ingress
 from app.power_api import MissingPowerHistory, to_history
@@ -18,7 +21,8 @@ def batch_status(record: dict) -> BatchStatus:
                        results=record.get("results", []), error=record.get("error"))
 
 
-@router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, responses=responses(413, 503))
+@router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, dependencies=[READ],
+             responses=responses(401, 413, 503))
 async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> CostPredictionResponse:
     """Estimate the cost of a resource request, with breakdown and interval."""
     try:
@@ -28,9 +32,11 @@ async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> Cost
     return CostPredictionResponse.model_validate(estimate.model_dump())
 
 
-@router.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202, responses=responses(413))
+@router.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202, dependencies=[WRITE],
+             responses=responses(401, 403, 413, 429, 503))
 async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
-    """Queue many power/cost requests; read the results back by batch id."""
+    """Queue many power/cost requests; read the results back by batch id (kept for args.batches.retention
+    after the batch ends)."""
     for index, item in enumerate(request.items):
         if item.type == "power":
             try:
@@ -42,11 +48,20 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
         "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
         "items": [item.model_dump(mode="json") for item in request.items],
     })
-    replica.start_batch(record["id"])
+    queued = False
+    try:
+        queued = await replica.batch_queue.submit(record["id"])  # ActorUnavailable: 503 (app/errors.py)
+    finally:
+        if not queued:  # refused or failed: nothing is left to run later
+            replica.batches.delete(record["id"])
+    if not queued:
+        raise ApiError(429, [], f"the batch queue is full ({replica.args.batches.max_waiting} batches wait); "
+                                "try again later", "queue_full")
     return batch_status(record)
 
 
-@router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, responses=responses(404))
-async def get_batch(batch_id: str, replica: Ingress) -> BatchStatus:
+@router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, dependencies=[READ],
+            responses=responses(401, 404))
+async def get_batch(batch_id: Annotated[str, Path(max_length=64)], replica: Ingress) -> BatchStatus:
     """Status of a batch and, once done, every item's result or error."""
     return batch_status(replica.batches.get(batch_id))

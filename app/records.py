@@ -1,17 +1,23 @@
 """Persisted job records (batches, retrain jobs): one JSON file each, written atomically.
 
-Records outlive the app: after a restart the API still answers for every batch and job it accepted.
+Records outlive the app: after a restart the API still answers for every batch and job it accepted, until a
+finished record is older than the store's retention (then it is deleted, and unknown from then on).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from core.atomic_files import atomic_write_json
+
+logger = logging.getLogger(__name__)
+UNFINISHED = ("pending", "running")
 
 
 class RecordNotFound(LookupError):
@@ -19,49 +25,83 @@ class RecordNotFound(LookupError):
         super().__init__(f"unknown {kind} id {record_id!r}")
 
 
-class RecordStore:
-    """Records of one kind under `root/<kind>/<id>.json`."""
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, root: str | Path, kind: str):
-        self.kind = kind
+
+class RecordStore:
+    """Records of one kind under `root/<kind>/<id>.json`; finished ones expire `retention_s` after their last
+    update (None: never)."""
+
+    def __init__(self, root: str | Path, kind: str, retention_s: float | None = None,
+                 clock: Callable[[], datetime] = _now):
+        self.kind, self.retention_s, self.clock = kind, retention_s, clock
         self.folder = Path(root) / kind
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def create(self, fields: dict[str, Any]) -> dict[str, Any]:
-        now = _now()
+        now = self.clock().isoformat()
         record = {"id": uuid.uuid4().hex, "created_at": now, "updated_at": now, **fields}
         atomic_write_json(self._path(record["id"]), record)
         return record
 
     def get(self, record_id: str) -> dict[str, Any]:
-        path = self._path(record_id)
-        if not path.is_file():
+        """The record; RecordNotFound when there is none, or it expired (it is deleted then)."""
+        record = self._read(self._path(record_id))
+        if record is None:
             raise RecordNotFound(self.kind, record_id)
-        return json.loads(path.read_text())
+        if self._expired(record):
+            self.delete(record_id)
+            raise RecordNotFound(self.kind, record_id)
+        return record
 
     def update(self, record_id: str, **fields: Any) -> dict[str, Any]:
         record = self.get(record_id)
-        record.update(fields, updated_at=_now())
+        record.update(fields, updated_at=self.clock().isoformat())
         atomic_write_json(self._path(record_id), record)
         return record
 
-    def unfinished(self, states: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Records still in one of `states` (e.g. interrupted by a restart)."""
-        records = []
-        for path in self.folder.glob("*.json"):
-            try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if record.get("status") in states:
-                records.append(record)
-        return records
+    def delete(self, record_id: str) -> None:
+        self._path(record_id).unlink(missing_ok=True)
+
+    def unfinished(self, states: tuple[str, ...] = UNFINISHED) -> list[dict[str, Any]]:
+        """Records still in one of `states` (e.g. interrupted by a restart), oldest first."""
+        records = [record for path in self.folder.glob("*.json")
+                   if (record := self._read(path)) is not None and record.get("status") in states]
+        return sorted(records, key=lambda record: record.get("created_at", ""))
+
+    def expire(self) -> int:
+        """Delete every finished record past the retention; returns how many."""
+        if self.retention_s is None:
+            return 0
+        expired = [record["id"] for path in self.folder.glob("*.json")
+                   if (record := self._read(path)) is not None and self._expired(record)]
+        for record_id in expired:
+            self.delete(record_id)
+        if expired:
+            logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
+        return len(expired)
+
+    def _expired(self, record: dict[str, Any]) -> bool:
+        if self.retention_s is None or record.get("status") in UNFINISHED:
+            return False
+        try:
+            updated = datetime.fromisoformat(record["updated_at"])
+        except (KeyError, TypeError, ValueError):
+            return True
+        return self.clock() - updated > timedelta(seconds=self.retention_s)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            logger.warning("unreadable %s record %s", self.kind, path.name)
+            return None
+        return record if isinstance(record, dict) else None
 
     def _path(self, record_id: str) -> Path:
-        if not record_id.isalnum():
+        if not record_id.isalnum() or not record_id.isascii():
             raise RecordNotFound(self.kind, record_id)
         return self.folder / f"{record_id}.json"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, ValidationError
 
+from app.access import READ, WRITE
 from app.errors import ApiError, responses
 from app.ingress_state import Ingress, IngressState
 from app.schemas import ScalingEventsResponse, ScalingPoliciesResponse
@@ -28,21 +29,20 @@ def _no_policy(name: str) -> ApiError:
     return ApiError(404, ["path", "name"], f"no scaling policy named {name!r}", "not_found")
 
 
-@router.get("/api/v1/scaling/policies", response_model=ScalingPoliciesResponse, responses=responses(503))
+@router.get("/api/v1/scaling/policies", response_model=ScalingPoliciesResponse, dependencies=[READ],
+            responses=responses(401, 503))
 async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
     """Every scaling policy, by name."""
     return ScalingPoliciesResponse(policies=await _controller(replica, "policies"))
 
 
-@router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200,
-             responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 413, 503)},
+@router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
+             responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 403, 413, 503)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
-async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress,
-                     authorization: str | None = Header(None)) -> ScalingPolicy:
+async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress) -> ScalingPolicy:
     """Create (201) or replace (200) a policy by name. Keys left out take the config file's
     `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
-    replica.authorize(authorization)
     try:  # validated once, after the merge: a partial section is checked against the config's defaults
         policy = policy_from(body, replica.scaling_defaults)
     except ValidationError as exc:
@@ -52,7 +52,8 @@ async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response
     return policy
 
 
-@router.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, responses=responses(404, 503))
+@router.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, dependencies=[READ],
+            responses=responses(401, 404, 503))
 async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
     """One policy."""
     policy = await _controller(replica, "policy", name)
@@ -61,16 +62,17 @@ async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
     return policy
 
 
-@router.delete("/api/v1/scaling/policies/{name}", status_code=204, responses=responses(401, 404, 503))
-async def delete_policy(name: PolicyName, replica: Ingress, authorization: str | None = Header(None)) -> Response:
+@router.delete("/api/v1/scaling/policies/{name}", status_code=204, dependencies=[WRITE],
+               responses=responses(401, 403, 404, 503))
+async def delete_policy(name: PolicyName, replica: Ingress) -> Response:
     """Delete a policy (its past events stay)."""
-    replica.authorize(authorization)
     if not await _controller(replica, "delete_policy", name):
         raise _no_policy(name)
     return Response(status_code=204)
 
 
-@router.get("/api/v1/scaling/events", response_model=ScalingEventsResponse, responses=responses(503))
+@router.get("/api/v1/scaling/events", response_model=ScalingEventsResponse, dependencies=[READ],
+            responses=responses(401, 503))
 async def scaling_events(
     replica: Ingress,
     policy: Annotated[str | None, Query(max_length=63, description="only this policy's events")] = None,

@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autoscaler.schema import ScalingEvent, ScalingPolicy
-from core.durations import parse_duration
+from core.durations import MAX_TEXT_CHARS, parse_duration
 from training.cost.schema import CostEstimate, CostQuery
 
 MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
 MAX_HORIZON_SECONDS = 7 * 86400
+MAX_PATH_CHARS = 1024
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
@@ -44,7 +45,7 @@ class PowerPredictionRequest(_Body):
     workload_id: str = Field(min_length=1, max_length=128)
     node_id: str | None = Field(None, min_length=1, max_length=128)
     features: PowerFeatures | None = None
-    prediction_horizon: str = Field("1h", description='"30m", "1h", "24h" ... (m = minutes)')
+    prediction_horizon: str = Field("1h", max_length=MAX_TEXT_CHARS, description='"30m", "1h", "24h" ... (m = minutes)')
     end_time: datetime | None = Field(None, description="time of the last value in the lists (default: now)")
 
     @field_validator("prediction_horizon")
@@ -166,13 +167,19 @@ class ModelMetricsResponse(BaseModel):
 
 class RetrainRequest(_Body):
     model_id: Literal["power_lstm"] = "power_lstm"
-    data: str | None = Field(None, description="canonical telemetry CSV on the cluster (default: configured)")
-    prediction_horizon: str | None = None
+    source: Literal["csv", "store"] = Field("csv", description='"csv": the file `data` names (default: the '
+                                                               'configured one); "store": the telemetry store')
+    data: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS,
+                             description="canonical telemetry CSV inside the server's args.retrain.data_dir "
+                                         "(relative to it, or absolute)")
+    since: str | None = Field(None, max_length=MAX_TEXT_CHARS,
+                              description='with "source": "store": how much history to read (default 14d)')
+    prediction_horizon: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     epochs: int | None = Field(None, ge=1, le=1000)
 
-    @field_validator("prediction_horizon")
+    @field_validator("prediction_horizon", "since")
     @classmethod
-    def _horizon(cls, value: str | None) -> str | None:
+    def _duration(cls, value: str | None) -> str | None:
         if value is not None:
             parse_duration(value)
         return value

@@ -8,19 +8,22 @@ their own keys (each through its own settings module).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from autoscaler.settings import AutoscalerConfig, ControllerEnvironment, ControllerSettings
 from collectors.collector_actor import ReplaySettings
 from collectors.settings import CollectorConfig, CollectorOverrides
 from core.names import POWER_APP
-from core.settings import ConfigError, EnvSettings, config_path, load_keys, read_secret
+from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
 from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
+
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|API_KEY", re.IGNORECASE)
 
 
 class ServiceConfig(TrainingConfig, CollectorConfig, AutoscalerConfig, StoreConfig):
@@ -39,6 +42,8 @@ class RetrainDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str | None = Field(None, description="canonical telemetry CSV readable by the cluster")
+    data_dir: str | None = Field(None, description="folder whose CSV files a request's `data` may name "
+                                                   "(none: requests may not name files)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -47,13 +52,34 @@ class RetrainDefaults(BaseModel):
 class TelemetryArgs(BaseModel):
     """Collector actors started with the app (see collectors/supervisor.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an error never shows a value
 
     enabled: bool = Field(False, description="start the store actor and a collector on every node")
     sources: list[str] | None = Field(None, description="host, nvml, npu, ipmi; default: all that apply")
     replay: ReplaySettings | None = Field(None, description="also replay a canonical CSV as live telemetry")
     store_settings: dict[str, str] | None = Field(
-        None, description="store settings (INFLUX_HOST, TELEMETRY_DATA_DIR, ...); default: the environment")
+        None, description="store settings (INFLUX_HOST, TELEMETRY_DATA_DIR, ...; never a secret); default: the "
+                          "environment")
+
+    @field_validator("store_settings")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        secrets = [key for key in value or {} if _SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
+        if secrets:
+            raise ValueError(f"{', '.join(secrets)}: secrets do not belong in app args (the Serve REST API shows "
+                             f"them to anyone who can reach the Ray dashboard); set {secrets[0]} in the "
+                             f"environment, or {secrets[0]}_FILE to a file holding it")
+        return value
+
+
+class BatchArgs(BaseModel):
+    """How prediction batches (`POST /api/v1/predict/batch`) run: in a queue, a bounded number at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_running: int = Field(2, ge=1, le=64, description="batches answered at once; the others wait in order")
+    max_waiting: int = Field(100, ge=1, le=100_000, description="batches waiting at most; one more is a 429")
+    retention: Duration = Field(86400, ge=60, description="how long a finished batch's results are kept")
 
 
 class AutoscalerArgs(BaseModel):
@@ -72,7 +98,7 @@ class AutoscalerArgs(BaseModel):
 class AppArgs(BaseModel):
     """Everything the app needs to start; validated once, at `serve run`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors name keys, never values
 
     config_path: str | None = Field(None, description="service config YAML (default: $KCLOUD_CONFIG, "
                                                       "else configs/config.yaml)")
@@ -83,6 +109,9 @@ class AppArgs(BaseModel):
     cost_model_id: str = "cost_gbm"
     api_token_file: str | None = Field(None, description="file holding the API token "
                                                          "(else $API_TOKEN_FILE / $API_TOKEN)")
+    protect_reads: bool = Field(False, description="require the API token on reads too (all but /healthz and "
+                                                   "the OpenAPI docs); writes always need it")
+    batches: BatchArgs = BatchArgs()
     retrain: RetrainDefaults = RetrainDefaults()
     telemetry: TelemetryArgs = TelemetryArgs()
     autoscaler: AutoscalerArgs = Field(default_factory=AutoscalerArgs)  # reads $RAY_DASHBOARD_URL when built
@@ -106,7 +135,8 @@ class AppArgs(BaseModel):
         found = config_path(self.config_path)  # actors on other nodes and directories read the same file
         config_file = str(found.resolve()) if found is not None else None
         model_path = self.model_path or load_training_config(config_file).model_path
-        data = self.retrain.data
+        retrain = {key: str(Path(value).resolve()) if value else None
+                   for key, value in (("data", self.retrain.data), ("data_dir", self.retrain.data_dir))}
         telemetry = self.telemetry
         if telemetry.replay is not None:
             replay = telemetry.replay.model_copy(update={"path": str(Path(telemetry.replay.path).resolve())})
@@ -125,7 +155,7 @@ class AppArgs(BaseModel):
             "model_path": str(Path(model_path).resolve()),
             "state_path": str(Path(self.state_path).resolve()),
             "api_token_file": str(Path(self.api_token_file).resolve()) if self.api_token_file else None,
-            "retrain": self.retrain.model_copy(update={"data": str(Path(data).resolve()) if data else None}),
+            "retrain": self.retrain.model_copy(update=retrain),
         })
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 
+from app.access import READ
 from app.errors import responses
 from app.ingress_state import Ingress
 from app.schemas import TelemetryNode, TelemetryNodesResponse
@@ -13,7 +14,8 @@ from app.schemas import TelemetryNode, TelemetryNodesResponse
 router = APIRouter()
 
 
-@router.get("/api/v1/telemetry/nodes", response_model=TelemetryNodesResponse, responses=responses(503))
+@router.get("/api/v1/telemetry/nodes", response_model=TelemetryNodesResponse, dependencies=[READ],
+            responses=responses(401, 503))
 async def telemetry_nodes(replica: Ingress) -> TelemetryNodesResponse:
     """Nodes with stored telemetry, their latest power and its age."""
     latest = await asyncio.to_thread(replica.store.latest)  # StoreUnavailable: 503 (app/errors.py)

@@ -1,10 +1,12 @@
-"""Shared fixtures: the carried real sample and one local Ray cluster per test session."""
+"""Shared fixtures: the carried real sample, one local Ray cluster per test session, and the app served over HTTP
+on it (small real models in a temporary registry) for tests/integration and tests/security."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.factories import free_port
@@ -42,3 +44,77 @@ def ray_dashboard_url(ray_cluster) -> str:
     """http://127.0.0.1:PORT of the session's Ray dashboard."""
     return _started["dashboard_url"]
 
+
+
+SMALL_POWER = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
+API_TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, ray_cluster, upm_sample):
+    """A registry with power_lstm/1 (trained on the real sample through Ray Train) and cost_gbm/1."""
+    from training import train_gbm, train_lstm
+
+    root = tmp_path_factory.mktemp("served-models")
+    assert train_lstm.main(["--data", str(upm_sample), "--model-path", str(root), *SMALL_POWER]) == 0
+    assert train_gbm.main(["--model-path", str(root), "--records", "3000"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster):
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def telemetry_store(ray_cluster, tmp_path_factory):
+    """The session's one telemetry store actor (embedded SQLite); returns its data directory."""
+    from collectors.store_actor import start_store_actor
+
+    folder = tmp_path_factory.mktemp("telemetry-store")
+    start_store_actor({"TELEMETRY_DATA_DIR": str(folder)})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_args(served_models, tmp_path_factory, upm_sample, ray_dashboard_url) -> dict:
+    """The args of the session's app (AppArgs as a dict): the token API_TOKEN, a config file, small replicas."""
+    state = tmp_path_factory.mktemp("state")
+    token_file = state / "token"
+    token_file.write_text(f"{API_TOKEN}\n")
+    config = state / "config.yaml"  # the service config: a workload spanning two nodes, a policy default
+    config.write_text("workloads:\n  api-workload: [api-node, api-node-2]\n"
+                      "auto_scaling:\n  power_based:\n    scale_in_threshold: 40\n")
+    return {
+        "config_path": str(config),
+        "model_path": str(served_models),
+        "state_path": str(state),
+        "api_token_file": str(token_file),
+        "retrain": {"data": str(upm_sample), "data_dir": str(upm_sample.parent), "cpus_per_worker": 0.5},
+        "ingress": {"ray_actor_options": {"num_cpus": 0.1}},
+        "power_predictor": {"ray_actor_options": {"num_cpus": 0.2}, "user_config": {"registry_poll_s": 1}},
+        "cost_predictor": {"ray_actor_options": {"num_cpus": 0.1}},
+        # the controller ticks when a test asks (an hour between its own ticks)
+        "autoscaler": {"enabled": True, "ray_dashboard_url": ray_dashboard_url, "interval_s": 3600},
+    }
+
+
+@pytest.fixture(scope="session")
+def api(app_args, serve_port, telemetry_store):
+    """The whole app (ingress + PowerPredictor + CostPredictor) under `serve.run`, and an HTTP client."""
+    from ray import serve
+
+    from app.main import build_app, build_power_app
+    from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
+
+    serve.run(build_power_app(app_args), name=POWER_APP, route_prefix=POWER_ROUTE_PREFIX)
+    serve.run(build_app(app_args), name=MAIN_APP, route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
+        yield client
+    serve.delete(MAIN_APP)
+    serve.delete(POWER_APP)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
+AUTH = {"Authorization": "Bearer test-token"}
 
 HISTORY = [250.0 + 10 * math.sin(i / 5) for i in range(30)]
 POWER_REQUEST = {
@@ -124,7 +125,7 @@ def test_bad_cost_requests_are_422(api: httpx.Client, change, field):
 def test_batch_runs_and_reports_per_item(api: httpx.Client):
     items = [{"type": "power", "request": POWER_REQUEST}, {"type": "cost", "request": COST_REQUEST},
              {"type": "power", "request": {**POWER_REQUEST, "prediction_horizon": "2h"}}]
-    submitted = api.post("/api/v1/predict/batch", json={"items": items})
+    submitted = api.post("/api/v1/predict/batch", json={"items": items}, headers=AUTH)
     assert submitted.status_code == 202, submitted.text
     batch_id = submitted.json()["batch_id"]
     status = _wait_for(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"})
@@ -137,11 +138,11 @@ def test_batch_runs_and_reports_per_item(api: httpx.Client):
 
 def test_batch_limits_and_unknown_id(api: httpx.Client):
     assert api.get("/api/v1/predict/batch/0123456789abcdef").status_code == 404
-    assert api.post("/api/v1/predict/batch", json={"items": []}).status_code == 422
+    assert api.post("/api/v1/predict/batch", json={"items": []}, headers=AUTH).status_code == 422
     too_many = [{"type": "cost", "request": COST_REQUEST}] * 1001
-    assert api.post("/api/v1/predict/batch", json={"items": too_many}).status_code == 422
+    assert api.post("/api/v1/predict/batch", json={"items": too_many}, headers=AUTH).status_code == 422
     bad_item = [{"type": "power", "request": {**POWER_REQUEST, "features": None}}]
-    response = api.post("/api/v1/predict/batch", json={"items": bad_item})
+    response = api.post("/api/v1/predict/batch", json={"items": bad_item}, headers=AUTH)
     assert response.status_code == 422 and "power_watts" in _details(response)
 
 
@@ -164,7 +165,7 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     wrong = api.post("/api/v1/models/retrain", json={"epochs": 4}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     started = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"},
-                       headers={"Authorization": "Bearer test-token"})
+                       headers=AUTH)
     assert started.status_code == 202, started.text
     job = _wait_for(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)
     assert job["status"] == "succeeded", job

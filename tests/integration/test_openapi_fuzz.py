@@ -1,8 +1,8 @@
 """Property-based run of schemathesis against the app's own OpenAPI schema, over real HTTP.
 
 Bounded in examples per operation; checks that nothing answers 5xx and that every answer (status,
-content type, body) matches what the schema documents. Retraining is left out: each example would start
-a Ray Train job.
+content type, body) matches what the schema documents. No valid token is sent, so every write endpoint
+answers 401 (documented) and retraining starts no Ray Train job.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ EXAMPLES_PER_OPERATION = 12
 
 def test_no_server_errors_and_documented_responses(api):
     schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    fuzzed = [op for op in operations if not (op.method.upper() == "POST" and op.path == "/api/v1/models/retrain")]
-    assert len(fuzzed) >= 8, [op.path for op in fuzzed]
+    fuzzed = [result.ok() for result in schema.get_all_operations()]
+    assert len(fuzzed) >= 9, [op.path for op in fuzzed]
     for operation in fuzzed:
 
         @given(case=operation.as_strategy())

@@ -36,7 +36,7 @@ class Resources(_Frozen):
     cpu_cores: float = Field(gt=0, le=4096, description="vCPUs")
     memory_gb: float = Field(gt=0, le=65536, description="RAM, GB")
     gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs)")
-    gpu_type: str | None = Field(None, validate_default=True,
+    gpu_type: str | None = Field(None, max_length=64, validate_default=True,
                                  description="accelerator type from the price catalog; default: its default type")
     storage_gb: float = Field(0.0, ge=0, le=1_000_000, description="block storage kept for the job, GB")
     network_gb: float = Field(0.0, ge=0, le=1_000_000, description="network egress, GB")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app import local_token
 from app.settings import AppArgs, ServiceConfig, load_service_config, read_api_token
 from autoscaler.policy_config import policies_from_config
 from core.settings import TOP_LEVEL_KEYS, ConfigError
@@ -105,3 +106,36 @@ def test_empty_api_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
         read_api_token(str(token), environ={})
     with pytest.raises(ConfigError, match="cannot be read"):
         read_api_token(str(tmp_path / "missing"), environ={})
+
+
+# -- secrets stay out of the args; the local token of `make run` ----------------------------------------
+@pytest.mark.parametrize("key", ["INFLUX_TOKEN", "influx_token", "IPMI_PASSWORD", "AWS_SECRET_ACCESS_KEY"])
+def test_a_secret_in_store_settings_is_refused_naming_it(key: str) -> None:
+    with pytest.raises(ValueError, match=f"{key}: secrets do not belong in app args") as refused:
+        AppArgs.model_validate({"telemetry": {"store_settings": {key: "s3cr3t", "INFLUX_HOST": "http://db:8086"}}})
+    assert f"{key}_FILE" in str(refused.value) and "s3cr3t" not in str(refused.value)
+
+
+def test_secret_files_and_plain_settings_are_accepted() -> None:
+    settings = {"INFLUX_HOST": "http://db:8086", "INFLUX_TOKEN_FILE": "/run/secrets/influx", "INFLUX_ORG": "o"}
+    assert AppArgs.model_validate({"telemetry": {"store_settings": settings}}).telemetry.store_settings == settings
+
+
+def test_the_data_directory_and_batch_settings_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = AppArgs.model_validate({"retrain": {"data_dir": "data"}, "batches": {"retention": "2h"}})
+    assert args.with_absolute_paths().retrain.data_dir == str(tmp_path / "data")
+    assert (args.batches.retention, args.batches.max_running, AppArgs().batches.retention) == (7200, 2, 86400)
+    assert AppArgs().protect_reads is False
+
+
+def test_the_local_token_is_generated_once_private_and_never_printed(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "state" / "api-token"
+    assert local_token.main([str(path)]) == 0
+    token = path.read_text().strip()
+    assert len(token) >= 40 and path.stat().st_mode & 0o777 == 0o600
+    first = capsys.readouterr().err
+    assert str(path) in first and f"$(cat {path})" in first and token not in first
+    assert local_token.main([str(path)]) == 0
+    assert path.read_text().strip() == token and token not in capsys.readouterr().err
+    assert read_api_token(None, environ={"API_TOKEN_FILE": str(path)}) == token

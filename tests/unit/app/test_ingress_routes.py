@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import ApiError
+from app.access import Access
 from app.ingress import api
 from app.records import RecordNotFound
 from app.replica import serving_replica
@@ -59,13 +59,9 @@ class Replica:
     registry = Registry()
 
     def __init__(self):
+        self.access = Access("t")
         self.controller = Controller()
         self.store = Unavailable(StoreActorUnavailable("the telemetry store is not running"))
-
-    def authorize(self, authorization):
-        if authorization != "Bearer t":
-            raise ApiError(401, ["header", "authorization"], "a valid 'Authorization: Bearer <token>' is required",
-                           "unauthorized")
 
 
 @pytest.fixture
@@ -123,7 +119,7 @@ def test_unknown_ids_are_404_without_paths(replica, client):
 
 def test_a_batch_power_item_without_history_is_422_naming_the_item(replica, client):
     items = [{"type": "power", "request": {"workload_id": "w"}}]
-    response = client.post("/api/v1/predict/batch", json={"items": items})
+    response = client.post("/api/v1/predict/batch", json={"items": items}, headers=AUTH)
     assert response.status_code == 422
     assert detail(response)["loc"] == ["body", "items", 0, "request", "features", "power_watts"]
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.access import Access
 from app.power_route import power_api
 from app.replica import serving_replica
 from core.stores.remote import StoreActorUnavailable
@@ -29,6 +30,7 @@ class Replica:
     """Stands in for the PowerPredictor replica the route runs in."""
 
     workloads = {"llm": ["n1", "n2"]}
+    access = Access(None)
 
     def __init__(self, failure: Exception | None = None):
         self.failure = failure

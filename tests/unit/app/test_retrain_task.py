@@ -6,6 +6,7 @@ import pytest
 
 from app import tasks
 from app.records import RecordStore
+from app.retrain_jobs import TrainingData
 from tests.fakes.trainer import untrained
 from tests.paths import TEST_DATA
 from training.power.retrain_spec import RetrainSpec
@@ -20,7 +21,8 @@ SMALL = TrainingConfig.model_validate({
 def _run(tmp_path, data: str, spec: RetrainSpec) -> tuple[str, dict]:
     store = RecordStore(tmp_path / "state", "retrain")
     job = store.create({"status": "pending", "model_id": spec.model_id})
-    outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"), data, spec)
+    outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
+                                          TrainingData(source="csv", path=data), spec)
     return outcome, store.get(job["id"])
 
 

@@ -1,0 +1,95 @@
+"""Who may call what (DESIGN.md §4): the API token and the two dependencies routes declare.
+
+Writes (every endpoint that changes state or starts work) need `Authorization: Bearer <token>`; with no
+token configured they are closed (403, saying how to set one), never open. Reads are open unless
+`args.protect_reads`. Tokens are compared as SHA-256 digests of their bytes, in constant time, so any header
+(non-ASCII included) is a clean 401 and the comparison reveals neither content nor length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import ApiError
+from app.middleware import current_request_id
+from app.replica import serving_replica
+from app.settings import AppArgs, read_api_token
+from core.settings import ConfigError
+
+logger = logging.getLogger("ray.serve")
+HOW_TO_SET = ("set API_TOKEN or API_TOKEN_FILE in the server's environment, or args.api_token_file "
+              "(`make run` generates one in state/api-token)")
+_bearer = HTTPBearer(auto_error=False, description="the API token (API_TOKEN / API_TOKEN_FILE on the server)")
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def _raw(text: str) -> bytes:
+    """The header's bytes as the client sent them (ASGI headers are bytes; Starlette decodes them as latin-1)."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+class Access:
+    """The configured token (None: none) and whether reads need it too."""
+
+    def __init__(self, token: str | None, protect_reads: bool = False):
+        if protect_reads and token is None:
+            raise ConfigError(f"args.protect_reads needs an API token: {HOW_TO_SET}")
+        self._digest = None if token is None else _digest(token.encode("utf-8"))
+        self.protect_reads = protect_reads
+
+    @classmethod
+    def from_args(cls, args: AppArgs) -> Access:
+        """The token from args.api_token_file, $API_TOKEN_FILE or $API_TOKEN (ConfigError for a bad file)."""
+        access = cls(read_api_token(args.api_token_file), args.protect_reads)
+        if not access.configured:
+            logger.warning("no API token configured: write endpoints answer 403 until one is set (%s)", HOW_TO_SET)
+        return access
+
+    @property
+    def configured(self) -> bool:
+        return self._digest is not None
+
+    def check(self, presented: str | None, *, write: bool) -> None:
+        """Raises ApiError: 403 for a write with no token configured, 401 for a missing or wrong token."""
+        if not write and not self.protect_reads:
+            return
+        if self._digest is None:
+            raise ApiError(403, ["header", "authorization"],
+                           f"this endpoint is closed: no API token is configured on the server; {HOW_TO_SET}",
+                           "forbidden")
+        if presented is None or not hmac.compare_digest(_digest(_raw(presented)), self._digest):
+            logger.info("request %s: refused: %s API token", current_request_id(),
+                        "no" if presented is None else "wrong")
+            raise ApiError(401, ["header", "authorization"], "a valid 'Authorization: Bearer <token>' is required",
+                           "unauthorized")
+
+
+Replica = Annotated[Any, Depends(serving_replica)]
+
+
+async def write_access(replica: Replica,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Dependency of every route that changes state or starts work."""
+    replica.access.check(credentials.credentials if credentials else None, write=True)
+
+
+async def read_access(replica: Replica, request: Request) -> None:
+    """Dependency of every other route but /healthz: open unless `protect_reads`."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    replica.access.check(presented.strip() if scheme.lower() == "bearer" else None, write=False)
+
+
+READ = Depends(read_access)
+WRITE = Depends(write_access)

@@ -1,0 +1,132 @@
+"""The batch queue: prediction batches run here, at most `batches.max_running` at once, in the order they came.
+
+One actor per records directory (named after it, num_cpus=0), created by the ingress replica that first needs
+it and owned by it, so it ends with the app and a redeploy brings one with the new settings. When it starts it
+queues every batch its records still show pending or running, oldest first: an app restart resumes them through
+the queue, not all at once. It also deletes finished batches once they are older than `batches.retention`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import ray
+from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from app.batches import run_batch
+from app.records import RecordNotFound, RecordStore
+from app.settings import BatchArgs
+from core.actors import ActorUnavailable
+from core.names import NAMESPACE
+
+logger = logging.getLogger(__name__)
+RunBatch = Callable[[RecordStore, str, str, str], Awaitable[str]]
+MAX_SWEEP_INTERVAL_S = 3600.0
+
+
+class BatchRunner:
+    """The queue (plain asyncio; `BatchQueueActor` hosts it in a Ray actor). Call its methods on one event loop."""
+
+    def __init__(self, state_path: str, settings: BatchArgs, app_name: str, power_app_name: str,
+                 run: RunBatch = run_batch):
+        self.records = RecordStore(state_path, "batches", retention_s=settings.retention)
+        self.settings, self.app_name, self.power_app_name, self.run = settings, app_name, power_app_name, run
+        self.waiting: deque[str] = deque()
+        self.running: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+
+    async def start(self) -> int:
+        """Begin once: queue the batches left unfinished, start the expiry sweep. Returns how many wait."""
+        if not self._started:
+            self._started = True
+            resumed = [record["id"] for record in self.records.unfinished()]
+            if resumed:
+                logger.info("batch queue: resuming %d unfinished batches", len(resumed))
+            self.waiting.extend(resumed)
+            self._spawn(self._sweep_forever())
+            self._dispatch()
+        return len(self.waiting)
+
+    async def submit(self, batch_id: str) -> bool:
+        """Queue a stored batch; False (nothing queued) when `max_waiting` batches wait already."""
+        await self.start()
+        if batch_id in self.running or batch_id in self.waiting:
+            return True
+        if len(self.waiting) >= self.settings.max_waiting:
+            return False
+        self.waiting.append(batch_id)
+        self._dispatch()
+        return True
+
+    def _dispatch(self) -> None:
+        while self.waiting and len(self.running) < self.settings.max_running:
+            batch_id = self.waiting.popleft()
+            self.running.add(batch_id)
+            self._spawn(self._run(batch_id))
+
+    async def _run(self, batch_id: str) -> None:
+        try:
+            await self.run(self.records, batch_id, self.app_name, self.power_app_name)
+        except RecordNotFound:
+            logger.info("batch %s: its record is gone (expired or deleted); skipped", batch_id)
+        except Exception:
+            logger.exception("batch %s could not be run", batch_id)
+        finally:
+            self.running.discard(batch_id)
+            self._dispatch()
+
+    async def _sweep_forever(self) -> None:
+        interval = min(self.settings.retention / 4, MAX_SWEEP_INTERVAL_S)
+        while True:
+            try:
+                await asyncio.to_thread(self.records.expire)
+            except OSError:
+                logger.warning("batch queue: expiry sweep failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)  # a reference, so the task is not collected while it runs
+        task.add_done_callback(self._tasks.discard)
+
+
+BatchQueueActor = ray.remote(num_cpus=0)(BatchRunner)
+
+
+def queue_name(state_path: str) -> str:
+    """The actor's name: one queue per records directory."""
+    return f"batch_queue-{hashlib.sha256(state_path.encode()).hexdigest()[:16]}"
+
+
+class BatchQueueClient:
+    """The ingress replica's handle on its queue; creates the actor (owned by this replica) when there is none."""
+
+    def __init__(self, state_path: str, settings: BatchArgs, app_name: str, power_app_name: str):
+        self.args = (state_path, settings, app_name, power_app_name)
+        self.name = queue_name(state_path)
+
+    def start(self) -> None:
+        """Create (or find) the queue now, so batches left unfinished resume without waiting for a new one."""
+        self._actor().start.remote()
+
+    async def submit(self, batch_id: str) -> bool:
+        """Queue a stored batch (False: the queue is full). Raises ActorUnavailable."""
+        try:
+            return await self._actor().submit.remote(batch_id)
+        except RayActorError:  # it ended with its owner (another replica): a new queue takes over
+            pass
+        try:
+            return await self._actor().submit.remote(batch_id)
+        except RayActorError as exc:
+            raise ActorUnavailable(f"the batch queue did not answer: {type(exc).__name__}") from exc
+
+    def _actor(self) -> ray.actor.ActorHandle:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # beside the records
+        return BatchQueueActor.options(name=self.name, namespace=NAMESPACE, get_if_exists=True,
+                                       scheduling_strategy=here).remote(*self.args)

@@ -1,0 +1,77 @@
+"""One prediction batch answered: every item through its predictor deployment, the outcome on its record.
+
+Runs in the batch queue's actor (app/batch_queue.py), on its event loop, where Serve handles work directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter
+from ray import serve
+
+from app.errors import public_error
+from app.power_api import to_history, to_response
+from app.records import RecordStore
+from app.schemas import BatchItem, BatchItemResult
+from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
+
+logger = logging.getLogger(__name__)
+
+ITEM_TIMEOUT_S = 120.0
+BATCH_TIMEOUT_S = 600.0
+ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
+_ITEMS = TypeAdapter(list[BatchItem])
+
+
+async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_app_name: str) -> str:
+    """Answer every item of a stored batch; its record ends `done` (per-item results) or `failed` (a reason).
+
+    Raises:
+        RecordNotFound: the record is gone (expired or deleted while it waited).
+    """
+    record = records.update(batch_id, status="running")
+    try:
+        items = _ITEMS.validate_python(record["items"])
+        results = await asyncio.wait_for(answer_items(items, app_name, power_app_name), BATCH_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
+        logger.warning("batch %s failed", batch_id, exc_info=True)
+        records.update(batch_id, status="failed", error=reason(exc))
+        return "failed"
+    records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results])
+    return "done"
+
+
+async def answer_items(items: list[Any], app_name: str, power_app_name: str) -> list[BatchItemResult]:
+    """Every item through its predictor, ITEMS_IN_FLIGHT at a time; one item's failure is that item's result."""
+    power = serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=power_app_name)
+    cost = serve.get_deployment_handle(COST_DEPLOYMENT, app_name=app_name)
+    slots = asyncio.Semaphore(ITEMS_IN_FLIGHT)
+
+    async def one(index: int, item: Any) -> BatchItemResult:
+        async with slots:
+            try:
+                call = (power.forecast.remote(to_history(item.request)) if item.type == "power"
+                        else cost.predict.remote(item.request))
+                answer = await asyncio.wait_for(call, ITEM_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - one item's failure is that item's result
+                return BatchItemResult(index=index, status="error", error=reason(exc))
+        body = to_response(item.request, answer) if item.type == "power" else answer
+        return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+
+    return list(await asyncio.gather(*(one(index, item) for index, item in enumerate(items))))
+
+
+def reason(exc: BaseException) -> str:
+    """What a user may read about a failure: a domain error's own message, else only its type (details: log)."""
+    cause = getattr(exc, "cause", None) or exc  # a deployment's error arrives wrapped, with its cause
+    known = public_error(cause)
+    if known is not None:
+        where = ".".join(str(part) for part in known.loc[1:])  # the request field, without "body"
+        return f"{type(cause).__name__}: {where + ': ' if where else ''}{known.message}"
+    if isinstance(cause, TimeoutError):
+        return "TimeoutError: no answer in time"
+    logger.warning("batch item failed: %r", cause)
+    return type(cause).__name__

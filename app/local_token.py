@@ -1,0 +1,48 @@
+"""The local API token of `make run`: `python -m app.local_token state/api-token [--url http://127.0.0.1:8002]`.
+
+Creates the file with a random token (mode 0600) when there is none, reuses it afterwards, and says where it
+is and how to use it, without ever printing the token itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+
+def ensure_token(path: Path) -> bool:
+    """Write a new random token into `path` (mode 0600) unless it exists; True when it was created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(32) + "\n")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.local_token", description=__doc__.split("\n")[0])
+    parser.add_argument("path", type=Path, help="the token file (created when missing)")
+    parser.add_argument("--url", default="http://127.0.0.1:8002", help="the API, for the usage example")
+    args = parser.parse_args(argv)
+    path = args.path.resolve()
+    if ensure_token(path):
+        sys.stderr.write(
+            f"API token: generated {path} (mode 0600); it is reused on the next runs. Writes need it, e.g.\n"
+            f'  curl -H "Authorization: Bearer $(cat {path})" -H "Content-Type: application/json" \\\n'
+            f"       -d '{{\"items\": [{{\"type\": \"cost\", \"request\": {{\"resources\": {{\"cpu_cores\": 4, "
+            f"\"memory_gb\": 16}}, \"duration_hours\": 1}}}}]}}' {args.url}/api/v1/predict/batch\n")
+    else:
+        sys.stderr.write(f"API token: {path} (writes need 'Authorization: Bearer $(cat {path})')\n")
+        if path.stat().st_mode & 0o077:
+            sys.stderr.write(f"API token: warning: {path} is readable by others; chmod 600 it\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""ASGI middleware of both FastAPI apps: a request id on every answer and in every error body, a catch-all that
+turns an unexpected error into a generic 500, and the body limit counted as the bytes arrive.
+
+Request ids: a sane incoming `X-Request-ID` is kept (Serve's proxy puts one on every request, the client's own
+or a generated one, and returns it in the answer's header), anything else is replaced by a new id, which this
+middleware then returns in the header itself. Log lines about a request carry its id; error bodies carry it as
+`request_id`, so a user can quote it and an operator can find the details (never sent to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("ray.serve")
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def current_request_id() -> str:
+    """The id of the request being answered ("-" outside a request)."""
+    return _request_id.get()
+
+
+def error_body(loc: list[str | int], message: str, kind: str) -> dict[str, Any]:
+    """Every error answer's body: FastAPI's `detail` list (where and why) and the request id."""
+    return {"detail": [{"loc": loc, "msg": message, "type": kind}], "request_id": current_request_id()}
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= 200 else f"{path[:200]}... ({len(path)} characters)"
+
+
+class RequestIds:
+    """Give every request an id (see the module's docstring); answer an unexpected error with a generic 500."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = incoming if incoming is not None and _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if request_id != incoming:  # an id the request carried is echoed by Serve's proxy already
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                    message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        token = _request_id.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s: %s %s failed", request_id, scope.get("method"), _shown(scope.get("path", "")))
+            if started:
+                raise
+            body = error_body([], f"internal error; the server's log has the details under request id {request_id}",
+                              "internal_error")
+            await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+        finally:
+            _request_id.reset(token)
+
+
+class BodyLimit:
+    """413 for a body over `limit` bytes: declared (Content-Length) or counted as it arrives (chunked).
+
+    The body is read here, before the app runs, and handed on in one piece; a route never sees a partial one.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nobody to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = error_body(["body"], f"request body over {self.limit} bytes", "too_large")
+        await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+
+
+def install_middleware(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:
+    """Request ids outside, the body limit inside (so a 413 carries the id too)."""
+    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(RequestIds)  # added last: runs first

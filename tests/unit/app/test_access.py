@@ -1,0 +1,151 @@
+"""Who may call what: writes closed without a token, any header a clean 401, reads protected on request (no Ray).
+
+Regressions of issue 10: writes were open with no token configured, and `Authorization: Bearer é` was a 500.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ray import serve
+
+from app.access import Access
+from app.ingress import api
+from app.power_route import power_api
+from app.records import RecordNotFound
+from app.replica import serving_replica
+from app.retrain_jobs import RetrainJobs
+from app.settings import AppArgs, RetrainDefaults
+from autoscaler.settings import AutoScalingConfig
+from core.settings import ConfigError
+from tests.factories import policy_data
+from tests.paths import TEST_DATA
+
+BATCH = {"items": [{"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 4},
+                                                 "duration_hours": 1}}]}
+WRITES = [
+    ("post", "/api/v1/scaling/policies", policy_data(name="p1")),
+    ("delete", "/api/v1/scaling/policies/p1", None),
+    ("post", "/api/v1/predict/batch", BATCH),
+    ("post", "/api/v1/models/retrain", {"epochs": 4}),
+]
+READS = [("get", "/api/v1/models"), ("get", "/api/v1/scaling/policies"), ("get", "/api/v1/predict/batch/abc"),
+         ("get", "/api/v1/models/retrain/abc"), ("get", "/api/v1/scaling/events")]
+
+
+class Everything:
+    """A stand-in replica where every call would succeed, so only the access rules can refuse."""
+
+    def __init__(self, access: Access, tmp_path):
+        self.access = access
+        self.calls: list = []
+        self.scaling_defaults = AutoScalingConfig()
+        self.args = AppArgs()
+        self.controller = SimpleNamespace(call=lambda method, *args: self.calls.append(method) or
+                                          {"policy": None, "put_policy": True, "delete_policy": True}.get(method, []))
+        self.batches = SimpleNamespace(create=lambda fields: self.calls.append("batch") or {
+            "id": "b1", "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00",
+            **fields}, get=self._no_batch)
+        self.batch_queue = SimpleNamespace(submit=self._queued)
+        self.retrains = RetrainJobs(str(tmp_path), str(tmp_path / "models"), None,
+                                    RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv")),
+                                    launch=lambda *args: self.calls.append("retrain"))
+        self.registry = SimpleNamespace(model_ids=lambda: [])
+
+    async def _queued(self, batch_id):
+        return True
+
+    def _no_batch(self, batch_id):
+        raise RecordNotFound("batches", batch_id)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, tmp_path, http):
+    """`served(access)`: an HTTP client of the main app around a stand-in replica with those access rules."""
+
+    def serve_with(access: Access):
+        replica = Everything(access, tmp_path)
+        # Class-based routes (retrain) and routes with `serving_replica` both ask Serve for the replica.
+        monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
+        return replica, http(api)
+
+    yield serve_with
+    api.dependency_overrides.clear()
+
+
+def call(client, method: str, path: str, body=None, headers=None):
+    return client.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+def test_with_no_token_configured_every_write_is_403_saying_how_to_set_one(served, method, path, body):
+    replica, client = served(Access(None))
+    response = call(client, method, path, body)
+    assert response.status_code == 403, response.text
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["header", "authorization"]
+    assert all(name in detail["msg"] for name in ("API_TOKEN", "API_TOKEN_FILE", "args.api_token_file"))
+    assert replica.calls == []  # nothing changed, nothing started
+    assert call(client, method, path, body, {"Authorization": "Bearer anything"}).status_code == 403
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic dDpw", "Bearer", "bearer  t x",
+                                    "Bearer é".encode(), "Bearer \xff".encode("latin-1"), b"Bearer t\xc3"])
+def test_a_missing_wrong_or_non_ascii_token_is_a_clean_401(served, method, path, body, header):
+    replica, client = served(Access("t"))
+    response = call(client, method, path, body, None if header is None else {"Authorization": header})
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert replica.calls == []
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+def test_the_right_token_passes(served, method, path, body):
+    replica, client = served(Access("t"))
+    response = call(client, method, path, body, {"Authorization": "Bearer t"})
+    assert response.status_code in (200, 201, 202, 204), response.text
+    assert replica.calls
+
+
+def test_a_non_ascii_token_is_compared_as_the_bytes_sent(served):
+    _, client = served(Access("pässwörd"))
+    ok = call(client, "post", "/api/v1/predict/batch", BATCH, {"Authorization": "Bearer pässwörd".encode()})
+    assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize(("method", "path"), READS)
+def test_reads_are_open_by_default_and_closed_with_protect_reads(served, method, path):
+    _, client = served(Access("t"))
+    assert call(client, method, path).status_code != 401
+    _, client = served(Access("t", protect_reads=True))
+    assert call(client, method, path).status_code == 401
+    assert call(client, method, path, headers={"Authorization": "Bearer t"}).status_code != 401
+    assert client.get("/healthz").status_code == 200
+
+
+def test_protect_reads_covers_the_power_route(monkeypatch: pytest.MonkeyPatch, http):
+    stand_in = SimpleNamespace(access=Access("t", protect_reads=True), workloads={})
+    power_api.dependency_overrides[serving_replica] = lambda: stand_in
+    try:
+        response = http(power_api).post("/", json={"workload_id": "w", "features": {"power_watts": [1.0]}})
+    finally:
+        power_api.dependency_overrides.clear()
+    assert response.status_code == 401
+
+
+def test_protect_reads_without_a_token_stops_the_replica():
+    with pytest.raises(ConfigError, match="protect_reads needs an API token"):
+        Access(None, protect_reads=True)
+
+
+def test_the_token_comes_from_args_file_or_environment(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("API_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("API_TOKEN", "from-env")
+    assert Access.from_args(AppArgs()).configured
+    monkeypatch.delenv("API_TOKEN")
+    assert not Access.from_args(AppArgs()).configured
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    assert Access.from_args(AppArgs(api_token_file=str(token))).configured

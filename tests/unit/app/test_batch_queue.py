@@ -1,0 +1,152 @@
+"""Batches run through a bounded queue, resume through it after a restart, and expire (no Ray).
+
+Regressions of issue 10: every batch was its own Ray task (no cap), a restart resubmitted them all at once,
+and their records never expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from app.access import Access
+from app.batch_queue import BatchRunner, queue_name
+from app.ingress import api
+from app.records import RecordNotFound, RecordStore
+from app.replica import serving_replica
+from app.settings import AppArgs, BatchArgs
+
+COST_ITEM = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 4}, "duration_hours": 1}}
+
+
+class Recorder:
+    """A stand-in for answering a batch: records the order and how many ran at once."""
+
+    def __init__(self, seconds: float = 0.02):
+        self.seconds, self.order, self.now, self.peak = seconds, [], 0, 0
+
+    async def __call__(self, records: RecordStore, batch_id: str, app_name: str, power_app_name: str) -> str:
+        records.update(batch_id, status="running")
+        self.order.append(batch_id)
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        await asyncio.sleep(self.seconds)
+        self.now -= 1
+        records.update(batch_id, status="done")
+        return "done"
+
+
+def pending(records: RecordStore, count: int, status: str = "pending") -> list[str]:
+    return [records.create({"status": status})["id"] for _ in range(count)]
+
+
+async def drained(runner: BatchRunner) -> None:
+    while runner.waiting or runner.running:
+        await asyncio.sleep(0.01)
+
+
+def test_at_most_max_running_batches_run_at_once_in_the_order_they_came(tmp_path):
+    run = Recorder()
+
+    async def scenario() -> list[str]:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=2), "app", "power", run=run)
+        await runner.start()
+        ids = pending(runner.records, 7)
+        for batch_id in ids:
+            assert await runner.submit(batch_id)
+        assert len(runner.running) == 2 and len(runner.waiting) == 5
+        await drained(runner)
+        return ids
+
+    ids = asyncio.run(scenario())
+    assert run.peak == 2 and run.order == ids
+
+
+def test_a_full_queue_refuses_one_more(tmp_path):
+    async def scenario() -> None:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=1, max_waiting=2), "app", "power",
+                             run=Recorder(0.05))
+        await runner.start()
+        ids = pending(runner.records, 4)
+        assert [await runner.submit(batch_id) for batch_id in ids] == [True, True, True, False]
+        assert await runner.submit(ids[0])  # already queued: accepted once, not twice
+        await drained(runner)
+
+    asyncio.run(scenario())
+
+
+def test_a_restart_resumes_unfinished_batches_through_the_queue_oldest_first(tmp_path):
+    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=s) for s in range(100))
+    records = RecordStore(tmp_path, "batches", clock=lambda: next(clock))
+    left = pending(records, 2, "running") + pending(records, 3) + pending(records, 1, "done")
+    run = Recorder()
+
+    async def scenario() -> None:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=2), "app", "power", run=run)
+        assert await runner.start() == 3  # two run at once, three wait
+        assert await runner.start() == 3  # starting again queues nothing twice
+        await drained(runner)
+
+    asyncio.run(scenario())
+    assert run.order == left[:5] and run.peak == 2
+
+
+def test_finished_records_expire_after_the_retention(tmp_path):
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    records = RecordStore(tmp_path, "batches", retention_s=3600, clock=lambda: now[0])
+    done, failed, waiting = (records.create({"status": status})["id"] for status in ("done", "failed", "pending"))
+    now[0] += timedelta(minutes=59)
+    assert records.get(done)["status"] == "done" and records.expire() == 0
+    now[0] += timedelta(minutes=2)
+    with pytest.raises(RecordNotFound):
+        records.get(done)  # expired on read: deleted, then unknown
+    assert not (records.folder / f"{done}.json").exists()
+    assert records.expire() == 1 and not (records.folder / f"{failed}.json").exists()
+    assert records.get(waiting)["status"] == "pending"  # unfinished batches never expire
+
+
+def test_the_queue_sweeps_expired_records_when_it_starts(tmp_path):
+    old = datetime.now(UTC) - timedelta(days=2)
+    RecordStore(tmp_path, "batches", clock=lambda: old).create({"status": "done"})
+
+    async def scenario() -> RecordStore:
+        runner = BatchRunner(str(tmp_path), BatchArgs(retention="1d"), "app", "power", run=Recorder())
+        await runner.start()
+        await asyncio.sleep(0.1)
+        return runner.records
+
+    assert list(asyncio.run(scenario()).folder.glob("*.json")) == []
+
+
+def test_one_queue_per_records_directory():
+    assert queue_name("/srv/a/state") == queue_name("/srv/a/state") != queue_name("/srv/b/state")
+
+
+class Ingress:
+    def __init__(self, tmp_path, accepts: bool):
+        self.access = Access("t")
+        self.args = AppArgs(batches=BatchArgs(max_waiting=5))
+        self.batches = RecordStore(tmp_path, "batches")
+        self.accepts = accepts
+        self.batch_queue = SimpleNamespace(submit=self._submit)
+
+    async def _submit(self, batch_id: str) -> bool:
+        return self.accepts
+
+
+@pytest.mark.parametrize(("accepts", "status"), [(True, 202), (False, 429)])
+def test_the_route_queues_a_batch_or_answers_429_leaving_nothing_behind(http, tmp_path, accepts, status):
+    replica = Ingress(tmp_path, accepts)
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
+                                  headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == status, response.text
+    assert len(list(replica.batches.folder.glob("*.json"))) == (1 if accepts else 0)
+    if not accepts:
+        assert "queue is full (5 batches wait)" in response.json()["detail"][0]["msg"]

@@ -1,0 +1,168 @@
+"""Hostile input refused fast with a 4xx naming the field; every answer carries a request id; no error body
+carries a traceback, a file path or an address (no Ray).
+
+Regressions of issue 10: a chunked body over the limit was parsed; "9"*400 as a horizon was a 500; a
+200 kB horizon took seconds; an unexpected error answered without a request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+from ray import serve
+
+from app.access import Access
+from app.ingress import api
+from app.middleware import MAX_BODY_BYTES
+from app.power_route import power_api
+from app.replica import serving_replica
+from training.power.inference import PowerForecast
+
+REQUEST = {"workload_id": "w", "features": {"power_watts": [200.0, 210.0]}, "prediction_horizon": "2m"}
+
+
+class Forecaster:
+    """A PowerPredictor stand-in that answers every forecast."""
+
+    access = Access(None)
+    workloads: dict = {}
+
+    async def forecast(self, history) -> PowerForecast:
+        return PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                             confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+
+
+class Broken:
+    """An ingress stand-in whose registry fails the way an unexpected bug would."""
+
+    access = Access("t")
+
+    @property
+    def registry(self):
+        raise RuntimeError("cannot read /srv/secret/trained_models via http://10.1.2.3:8086/api\nTraceback ...")
+
+
+@pytest.fixture
+def power(http):
+    power_api.dependency_overrides[serving_replica] = Forecaster
+    yield http(power_api)
+    power_api.dependency_overrides.clear()
+
+
+@pytest.fixture
+def broken(http):
+    api.dependency_overrides[serving_replica] = Broken
+    yield http(api)
+    api.dependency_overrides.clear()
+
+
+def only_detail(response) -> dict:
+    [detail] = response.json()["detail"]
+    return detail
+
+
+def test_a_chunked_body_over_the_limit_is_413_before_it_is_parsed(power):
+    def chunks():  # valid JSON: the request padded with whitespace to 6 MiB, sent without a Content-Length
+        yield b'{"workload_id": "w", "features": {"power_watts": [200.0]},'
+        for _ in range(6 * 16):
+            yield b" " * (64 * 1024)
+        yield b'"prediction_horizon": "2m"}'
+
+    response = power.post("/", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and only_detail(response)["loc"] == ["body"]
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_a_declared_body_over_the_limit_is_413_and_one_under_it_is_served(power):
+    declared = power.post("/", content=b" " * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    padded = b'{"workload_id": "w", "features": {"power_watts": [1.0]}}' + b" " * (MAX_BODY_BYTES - 100)
+    assert power.post("/", content=padded, headers={"content-type": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize("horizon", ["9" * 400, "1" * 200_000, "1" + " " * 50_000 + "h", "9" * 12 + "w"])
+def test_a_hostile_horizon_is_422_naming_it_fast(power, horizon):
+    started = time.perf_counter()
+    response = power.post("/", json={**REQUEST, "prediction_horizon": horizon})
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert response.status_code == 422, response.text
+    assert only_detail(response)["loc"] == ["body", "prediction_horizon"]
+    assert len(response.content) < 1000  # the input is never echoed back
+    assert elapsed_ms < 250, elapsed_ms  # in process, on a shared machine; bench/bench_hostile_input.py: < 50 ms
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"workload_id": "w" * 129}, "workload_id"),
+    ({"node_id": "n" * 129}, "node_id"),
+    ({"features": {"power_watts": [1.0], "workload_type": "x" * 65}}, "workload_type"),
+    ({"features": {"power_watts": [1.0] * 10_081}}, "power_watts"),
+])
+def test_long_strings_and_lists_are_422_naming_the_field(power, body, field):
+    response = power.post("/", json={**REQUEST, **body})
+    assert response.status_code == 422 and field in only_detail(response)["loc"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_422(power, value):
+    text = f'{{"workload_id": "w", "features": {{"power_watts": [{value}, 1.0]}}}}'
+    response = power.post("/", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "power_watts" in only_detail(response)["loc"]
+
+
+def test_retrain_strings_are_bounded(http, monkeypatch: pytest.MonkeyPatch):
+    # Validation needs no replica state beyond the access rules: a valid token, then a hostile body.
+    replica = SimpleNamespace(servable_object=SimpleNamespace(access=Access("t")))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: replica)
+    client, auth = http(api), {"Authorization": "Bearer t"}
+    for body, field in (({"data": "x" * 1025}, "data"), ({"prediction_horizon": "9" * 400}, "prediction_horizon"),
+                        ({"since": "1" * 100}, "since"), ({"source": "s3"}, "source")):
+        response = client.post("/api/v1/models/retrain", json=body, headers=auth)
+        assert response.status_code == 422 and field in only_detail(response)["loc"], response.text
+
+
+def test_an_unexpected_error_is_a_generic_500_with_the_request_id_and_the_details_in_the_log(broken, caplog):
+    with caplog.at_level(logging.ERROR, logger="ray.serve"):
+        response = broken.get("/api/v1/models")
+    assert response.status_code == 500
+    body = response.json()
+    request_id = body["request_id"]
+    assert response.headers["x-request-id"] == request_id and request_id in only_detail(response)["msg"]
+    assert only_detail(response)["type"] == "internal_error"
+    for leak in ("/srv/secret", "10.1.2.3", "Traceback", "RuntimeError"):
+        assert leak not in response.text
+    logged = "\n".join(record.getMessage() + str(record.exc_info) for record in caplog.records)
+    assert request_id in logged and "/srv/secret" in logged
+
+
+def test_a_sane_incoming_request_id_is_kept_and_a_hostile_one_replaced(power):
+    kept = power.post("/", json={**REQUEST, "prediction_horizon": "x"}, headers={"X-Request-ID": "abc-123.4:5"})
+    assert kept.json()["request_id"] == "abc-123.4:5"
+    for hostile in ("a" * 200, "a b", "<script>", ""):
+        replaced = power.post("/", json={**REQUEST, "prediction_horizon": "x"}, headers={"X-Request-ID": hostile})
+        request_id = replaced.json()["request_id"]
+        assert request_id != hostile and len(request_id) == 32
+        assert replaced.headers.get_list("x-request-id")[-1] == request_id
+
+
+def test_every_answer_carries_a_request_id(power, broken):
+    for response in (power.post("/", json=REQUEST), broken.get("/healthz"), broken.get("/no/such/route"),
+                     broken.post("/api/v1/predict/batch", content=b"{", headers={"Authorization": "Bearer t"})):
+        assert len(response.headers["x-request-id"]) == 32, response
+        if response.status_code >= 400:
+            assert response.json()["request_id"] == response.headers["x-request-id"]
+            assert isinstance(response.json()["detail"], list)
+
+
+def test_a_long_gpu_type_is_422_without_echoing_it(http):
+    api.dependency_overrides[serving_replica] = lambda: SimpleNamespace(access=Access(None))
+    try:
+        response = http(api).post("/api/v1/predict/cost", json={
+            "resources": {"cpu_cores": 2, "memory_gb": 4, "gpu_count": 1, "gpu_type": "Q" * 100_000},
+            "duration_hours": 1})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 422 and "gpu_type" in only_detail(response)["loc"]
+    assert len(response.content) < 1000

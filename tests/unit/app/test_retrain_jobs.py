@@ -1,0 +1,132 @@
+"""Retraining from the API: one job per model at a time, `data` only inside the data directory (no Ray).
+
+Regressions of issue 10: concurrent retrains were unlimited and `data` could be any path on the cluster.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ray import serve
+
+from app import tasks
+from app.access import Access
+from app.ingress import api
+from app.retrain_jobs import DataNotAllowed, RetrainJobs, RetrainRunning, data_file
+from app.schemas import RetrainRequest
+from app.settings import RetrainDefaults
+from tests.paths import TEST_DATA
+
+AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.csv").write_text("timestamp,power_watts\n")
+    (tmp_path / "secret.csv").write_text("outside\n")
+    (folder / "escape.csv").symlink_to(tmp_path / "secret.csv")
+    return folder
+
+
+def jobs_in(tmp_path, data_dir=None, launched=None) -> RetrainJobs:
+    defaults = RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv"), data_dir=str(data_dir) if data_dir else None)
+    return RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, defaults,
+                       launch=lambda *args: launched.append(args) if launched is not None else None)
+
+
+def test_files_inside_the_data_directory_are_allowed(data_dir):
+    assert data_file("sub/a.csv", str(data_dir)) == (str(data_dir / "sub" / "a.csv"), "sub/a.csv")
+    assert data_file(str(data_dir / "sub" / "a.csv"), str(data_dir))[1] == "sub/a.csv"
+
+
+@pytest.mark.parametrize("requested", ["../secret.csv", "sub/../sub/a.csv", "/etc/passwd", "escape.csv", "missing.csv",
+                                       "sub", "a\x00.csv"])
+def test_paths_outside_with_dot_dot_through_a_symlink_or_missing_are_refused(data_dir, requested):
+    with pytest.raises(DataNotAllowed) as refused:
+        data_file(requested, str(data_dir))
+    assert str(data_dir) not in str(refused.value) and "/etc" not in str(refused.value)
+
+
+def test_without_a_data_directory_no_file_may_be_named(tmp_path):
+    with pytest.raises(DataNotAllowed, match="args.retrain.data_dir"):
+        data_file("upm_sample.csv", None)
+
+
+def test_training_data_from_the_default_a_file_or_the_store(tmp_path, data_dir):
+    jobs = jobs_in(tmp_path, data_dir)
+    assert jobs.training_data(RetrainRequest()).path == str(TEST_DATA / "upm_sample.csv")
+    assert jobs.training_data(RetrainRequest(data="sub/a.csv")).label == "sub/a.csv"
+    store = jobs.training_data(RetrainRequest(source="store", since="2d"))
+    assert (store.source, store.path, store.since_s) == ("store", None, 2 * 86400)
+    with pytest.raises(DataNotAllowed, match="not both"):
+        jobs.training_data(RetrainRequest(source="store", data="sub/a.csv"))
+
+
+def test_a_second_job_for_a_model_being_retrained_is_refused_naming_the_first(tmp_path):
+    launched: list = []
+    jobs = jobs_in(tmp_path, launched=launched)
+    first = jobs.submit(RetrainRequest(epochs=4))
+    with pytest.raises(RetrainRunning) as refused:
+        jobs.submit(RetrainRequest(epochs=4))
+    assert refused.value.job_id == first["id"] and first["id"] in str(refused.value)
+    assert len(launched) == 1 and len(list(jobs.records.folder.glob("*.json"))) == 1  # nothing left behind
+    jobs.records.update(first["id"], status="succeeded")  # ended without releasing its lock: taken over
+    assert jobs.submit(RetrainRequest(epochs=4))["id"] != first["id"]
+
+
+def test_the_task_releases_the_lock_when_it_ends(tmp_path):
+    launched: list = []
+    jobs = jobs_in(tmp_path, launched=launched)
+    jobs.submit(RetrainRequest(data=None, epochs=4))
+    state, job_id, models, _, spec = launched[0]
+    failing = jobs.training_data(RetrainRequest()).model_copy(update={"path": str(tmp_path / "missing.csv")})
+    assert tasks.run_retrain._function(state, job_id, models, failing, spec) == "failed"
+    assert jobs.records.get(job_id)["status"] == "failed"
+    jobs.submit(RetrainRequest(epochs=4))  # free again
+
+
+def test_an_app_restart_fails_interrupted_jobs_and_frees_their_models(tmp_path):
+    jobs = jobs_in(tmp_path, launched=[])
+    job = jobs.submit(RetrainRequest(epochs=4))
+    jobs_in(tmp_path).fail_interrupted()
+    assert "interrupted" in jobs.records.get(job["id"])["message"]
+    jobs.submit(RetrainRequest(epochs=4))
+
+
+@pytest.fixture
+def route(http, monkeypatch: pytest.MonkeyPatch, tmp_path, data_dir):
+    replica = SimpleNamespace(access=Access("t"), retrains=jobs_in(tmp_path, data_dir, launched=[]))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=replica))
+    return http(api)
+
+
+def test_the_route_answers_409_for_a_concurrent_retrain(route):
+    first = route.post("/api/v1/models/retrain", json={"epochs": 4}, headers=AUTH)
+    assert first.status_code == 202, first.text
+    second = route.post("/api/v1/models/retrain", json={"epochs": 4}, headers=AUTH)
+    assert second.status_code == 409
+    [detail] = second.json()["detail"]
+    assert detail["loc"] == ["body", "model_id"] and first.json()["job_id"] in detail["msg"]
+
+
+@pytest.mark.parametrize("data", ["../secret.csv", "/etc/passwd", "escape.csv", "sub/../../secret.csv"])
+def test_the_route_answers_422_naming_data_for_a_path_escape(route, data):
+    response = route.post("/api/v1/models/retrain", json={"data": data}, headers=AUTH)
+    assert response.status_code == 422
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["body", "data"] and "/tmp" not in response.text
+
+
+@pytest.mark.parametrize(("body", "field", "phrase"), [
+    ({"epochs": 2}, "epochs", "below the minimum"),
+    ({"prediction_horizon": "90s"}, "prediction_horizon", "whole multiple of step"),
+    ({"prediction_horizon": "1min"}, "prediction_horizon", "at least 2 steps"),
+])
+def test_the_route_refuses_what_the_job_would_refuse_naming_the_field(route, body, field, phrase):
+    response = route.post("/api/v1/models/retrain", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["body", field] and phrase in detail["msg"]
