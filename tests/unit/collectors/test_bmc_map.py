@@ -7,10 +7,13 @@ import json
 import sys
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from collectors.settings import CollectorConfig, NodeSettings, load_bmc_map, on_this_node
+from collectors import collector_actor
+from collectors.nvml import NvmlSource
+from collectors.settings import CollectorConfig, NodeSettings, TelemetryConfig, load_bmc_map, on_this_node
 from collectors.sources import UnavailableSource, build_sources
 from core.settings import ConfigError
 from core.telemetry import SourceKind
@@ -138,3 +141,16 @@ def test_the_node_s_own_switches_win_over_the_shipped_config() -> None:
     assert here.telemetry == shipped.telemetry
     with pytest.raises(ConfigError, match="GPU_MONITORING_ENABLED"):
         on_this_node(shipped, {"GPU_MONITORING_ENABLED": "perhaps"})
+
+
+def test_the_collector_actor_honours_its_node_s_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(collector_actor, "RemoteStore", lambda: SimpleNamespace(is_read_only=lambda: True))
+    monkeypatch.setenv("NODE_NAME", "gpu-7")
+    monkeypatch.setenv("GPU_MONITORING_ENABLED", "false")  # set on this worker; the head shipped true
+    shipped = CollectorConfig(gpu_monitoring_enabled=True, telemetry=TelemetryConfig(spill_dir=str(tmp_path)))
+    actor = collector_actor.CollectorActor(shipped.model_dump(mode="json"), ["nvml"], None)
+    try:
+        (nvml,) = actor.collector.sources
+        assert actor.node_id() == "gpu-7" and isinstance(nvml, NvmlSource) and nvml.enabled is False
+    finally:
+        actor.stop()

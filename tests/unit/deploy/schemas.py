@@ -1,4 +1,5 @@
-"""Offline admission checks: KubeRay objects against the real CRD schemas, core objects with kubernetes-validate."""
+"""Offline admission checks: custom objects (KubeRay's, the Prometheus Operator's PodMonitor) against the real CRD
+schemas, core objects with kubernetes-validate."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ import yaml
 
 from tests.paths import TEST_DATA
 
-CRD_DIR = TEST_DATA / "kuberay-crds"
+CRD_DIRS = (TEST_DATA / "kuberay-crds", TEST_DATA / "prometheus-operator-crds")
 # The oldest Kubernetes the manifests are meant for, and the newest the installed kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 
 
 @functools.cache
 def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    """{(apiVersion, kind): validator} for every served version of every CRD in tests/data/kuberay-crds."""
+    """{(apiVersion, kind): validator} for every served version of every CRD in CRD_DIRS."""
     validators = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(path for folder in CRD_DIRS for path in folder.glob("*.yaml")):
         crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -48,8 +49,9 @@ def core_errors(manifest: dict[str, Any]) -> list[str]:
     return errors
 
 
-def is_kuberay(manifest: dict[str, Any]) -> bool:
-    return manifest["apiVersion"].startswith("ray.io/")
+def is_custom(manifest: dict[str, Any]) -> bool:
+    """A custom object of a CRD the tests hold (KubeRay's, PodMonitor)."""
+    return (manifest["apiVersion"], manifest["kind"]) in crd_validators()
 
 
 def ray_cluster_spec(manifest: dict[str, Any]) -> dict[str, Any] | None:

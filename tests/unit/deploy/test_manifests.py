@@ -11,7 +11,7 @@ import yaml
 
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build, containers, load_documents
-from tests.unit.deploy.schemas import core_errors, crd_errors, is_kuberay, ray_cluster_spec
+from tests.unit.deploy.schemas import core_errors, crd_errors, is_custom, ray_cluster_spec
 
 DEPLOY = REPO_ROOT / "deploy"
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
@@ -47,7 +47,7 @@ def _ray_containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_every_file_is_admitted(path: Path):
     for manifest in load_documents(path):
-        errors = crd_errors(manifest) if is_kuberay(manifest) else core_errors(manifest)
+        errors = crd_errors(manifest) if is_custom(manifest) else core_errors(manifest)
         assert not errors, f"{manifest['kind']}/{manifest['metadata']['name']}: {errors}"
 
 
@@ -56,7 +56,7 @@ def test_every_built_object_is_admitted(folder: str):
     objects = _built(folder)
     assert objects
     for manifest in objects:
-        errors = crd_errors(manifest) if is_kuberay(manifest) else core_errors(manifest)
+        errors = crd_errors(manifest) if is_custom(manifest) else core_errors(manifest)
         assert not errors, f"{folder}: {manifest['kind']}/{manifest['metadata']['name']}: {errors}"
         if manifest["kind"] != "Namespace":
             assert manifest["metadata"]["namespace"] == "kcloud"
