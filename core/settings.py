@@ -23,7 +23,7 @@ from core.durations import parse_duration
 CONFIG_ENV = "KCLOUD_CONFIG"
 DEFAULT_CONFIG_PATH = Path("configs/config.yaml")
 TOP_LEVEL_KEYS = frozenset({
-    "predictor", "models", "features", "model_path",  # training
+    "predictor", "models", "features", "model_path", "storage_path",  # training
     "telemetry", "gpu_monitoring_enabled", "ipmi_hosts",  # collectors
     "auto_scaling", "workloads",  # autoscaler
     "influx_host",  # core.stores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,19 @@ def fraction_arg(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
     return value
+
+
+def resources_arg(text: str) -> dict[str, float]:
+    """argparse type for Ray resources as JSON, e.g. '{"trainer": 1}'."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON: {exc}") from exc
+    valid = isinstance(value, dict) and all(
+        isinstance(amount, int | float) and not isinstance(amount, bool) and amount >= 0 for amount in value.values())
+    if not valid:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object of resource names to amounts >= 0")
+    return {str(name): float(amount) for name, amount in value.items()}
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:

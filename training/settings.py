@@ -1,7 +1,8 @@
-"""The training settings: the config file's `predictor`, `models`, `features` and `model_path` keys.
+"""The training settings: the config file's `predictor`, `models`, `features`, `model_path` and `storage_path`.
 
-`MODEL_PATH` overrides `model_path`. Load with `load_training_config`; every failure is a
-`core.settings.ConfigError` naming the file (or variable), the dotted key and the reason.
+`MODEL_PATH` overrides `model_path`, `KCLOUD_STORAGE_PATH` overrides `storage_path`. Load with
+`load_training_config`; every failure is a `core.settings.ConfigError` naming the file (or variable), the
+dotted key and the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from core.durations import format_duration
-from core.settings import Duration, EnvSettings, Section, load_keys
+from core.settings import ConfigError, Duration, EnvSettings, Section, load_keys
 
 # Canonical optional input columns; must match core.telemetry_csv.OPTIONAL_FEATURES (checked by the tests).
 FeatureName = Literal[
@@ -87,6 +88,18 @@ class TrainingConfig(Section):
     models: ModelsConfig = ModelsConfig()
     features: tuple[FeatureName, ...] = ALL_FEATURES  # type: ignore[assignment]
     model_path: str = Field("trained_models", min_length=1)
+    storage_path: str | None = Field(
+        None, min_length=1, description="where Ray Train keeps a run's checkpoints: a filesystem path every node "
+        "mounts at the same place, or an object-store URI (s3://, gs://, ...); none: a temporary local folder, "
+        "for clusters on one machine (training.power.checkpoint_storage)")
+
+    def with_storage_path(self, storage_path: str | None) -> TrainingConfig:
+        """This config with `storage_path` replaced (None keeps it). Raises ConfigError for an empty path."""
+        if storage_path is None:
+            return self
+        if not storage_path.strip():
+            raise ConfigError("storage_path: must not be empty")
+        return self.model_copy(update={"storage_path": storage_path})
 
     @field_validator("features")
     @classmethod
@@ -101,9 +114,10 @@ class TrainingOverrides(EnvSettings):
     """Environment overrides of the training keys."""
 
     model_path: str | None = Field(None, alias="MODEL_PATH")
+    storage_path: str | None = Field(None, alias="KCLOUD_STORAGE_PATH")
 
 
 def load_training_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> TrainingConfig:
     """The training keys of the config file (`path`, else $KCLOUD_CONFIG, else configs/config.yaml if present,
-    else defaults), with MODEL_PATH applied. Raises ConfigError."""
+    else defaults), with MODEL_PATH and KCLOUD_STORAGE_PATH applied. Raises ConfigError."""
     return load_keys(TrainingConfig, path, environ, overrides=[TrainingOverrides])

@@ -2,13 +2,16 @@
 
     python -m training.train_lstm --data FILE.csv [--horizon 1h] [--step 1min] [--epochs N]
         [--holdout-fraction 0.1] [--model-id power_lstm] [--num-workers N] [--use-gpu]
+        [--storage-path PATH|URI] [--resources-per-worker JSON] [--settings-from tune.json]
 
 The last `--holdout-fraction` of every series is never trained on: the registered model's metrics
 (MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured there. When a model is already
 active, the new one is activated only if it has a lower MAE on that same holdout (at the coarser step over
 the common leads when the steps or horizons differ); one that cannot be compared fairly is registered but
 not activated (`--force-activate` skips the comparison). Fewer epochs than `models.power_predictor.min_epochs`,
-or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`.
+or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`
+(on several machines, `--storage-path` must be storage they all reach: training.power.checkpoint_storage).
+`--settings-from` trains with the best settings of a `python -m training.tune` search (flags still win).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from core.registry import ModelRegistry
 from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import add_model_flags, duration_arg, model_overrides, run_cli
+from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import RetrainSpec
+from training.power.tune_report import with_best_settings
 from training.settings import load_training_config
 
 
@@ -46,6 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force-activate", action="store_true",
                         help="activate even if it does not beat the active one")
     parser.add_argument("--no-activate", action="store_true", help="register without activating")
+    parser.add_argument("--storage-path", help="Ray Train checkpoints: a path every node mounts, or a URI such as "
+                                               "s3://bucket/dir (default: config storage_path / $KCLOUD_STORAGE_PATH, "
+                                               "else a local temporary folder, for one machine)")
+    parser.add_argument("--resources-per-worker", type=resources_arg, default={},
+                        help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
+    parser.add_argument("--settings-from", metavar="TUNE_JSON",
+                        help="use the best settings of a search (python -m training.tune --output TUNE_JSON)")
     add_model_flags(parser)
     args = parser.parse_args(argv)
     if not 0.0 < args.holdout_fraction < 0.5:
@@ -57,11 +68,14 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
     """The run the flags ask for (the config file is read here; its overrides apply when the run starts)."""
     activation = "never" if args.no_activate else "force" if args.force_activate else "if_better"
     try:
-        return RetrainSpec(config=load_training_config(args.config),
-                           overrides=model_overrides(args, horizon_s=args.horizon),
+        config = load_training_config(args.config).with_storage_path(args.storage_path)
+        if args.settings_from:
+            config = with_best_settings(config, args.settings_from, step_s=args.step)
+        return RetrainSpec(config=config, overrides=model_overrides(args, horizon_s=args.horizon),
                            model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
                            num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                           skip_short=args.from_store, verbose=not args.quiet)
+                           resources_per_worker=args.resources_per_worker, skip_short=args.from_store,
+                           verbose=not args.quiet)
     except ValidationError as exc:
         raise ConfigError(format_errors("command line", exc)) from None
 

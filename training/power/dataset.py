@@ -7,7 +7,9 @@ Used by `train_lstm` (train fraction 1.0: everything trains, the tail calibrates
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,9 @@ from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
 from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
+
+if TYPE_CHECKING:
+    from ray.train import UserCallback
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +109,11 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
 
 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
-                     use_gpu: bool = False, cpus_per_worker: float = 1.0,
-                     verbose: bool = True) -> tuple[PowerForecaster, TrainedWeights]:
-    """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail."""
+                     use_gpu: bool = False, cpus_per_worker: float = 1.0, verbose: bool = True,
+                     storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
+                     callbacks: Sequence[UserCallback] = ()) -> tuple[PowerForecaster, TrainedWeights]:
+    """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail (the run options are
+    `train_power_lstm`'s)."""
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
@@ -114,7 +121,7 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
         SupervisedArrays.from_windows(fit_windows, power_std),
         SupervisedArrays.from_windows(calib_windows, power_std),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
-        verbose=verbose,
+        verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
     )
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,

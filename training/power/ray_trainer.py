@@ -6,7 +6,9 @@ of them take the same early-stopping decision). Rank 0 prints progress, reports 
 and at the end reports one checkpoint: the best epoch's weights with the run's history. (Ray Train
 answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch; the history
 in the checkpoint is what says how many epochs ran.) It runs unchanged on a laptop (`ray.init()` starts
-a local Ray) and under `ray job submit` (it joins the job's cluster).
+a local Ray) and under `ray job submit` (it joins the job's cluster). Every worker reports the Ray node it
+ran on (`TrainedWeights.worker_nodes`); checkpoints go to `storage_path`, which must be storage every
+machine of the run reaches (training.power.checkpoint_storage refuses a local one otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,10 @@ from typing import Any
 import ray
 import torch
 from ray import train
-from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer, prepare_data_loader, prepare_model
 
+from training.power.checkpoint_storage import check_after_run, check_before_run, worker_needs
 from training.power.fit import (
     EpochRecord,
     FitHistory,
@@ -51,11 +56,22 @@ class TrainedWeights:
     num_workers: int
     use_gpu: bool
     history: FitHistory | None = None
+    worker_nodes: tuple[str, ...] = ()  # Ray node id of every worker, in rank order
 
 
 def _progress(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def _worker_nodes() -> list[str]:
+    """The Ray node id of every worker, in rank order (a collective: every worker calls it)."""
+    node = ray.get_runtime_context().get_node_id()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [node]
+    nodes: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(nodes, node)
+    return [str(each) for each in nodes]
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -84,7 +100,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     if verbose and history.stopped_early:
         _progress(f"[train] early stop after epoch {history.epochs_run}: no improvement for {config['patience']} "
                   f"epochs; restored best epoch {history.best_epoch}")
-    final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch}
+    final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "worker_nodes": _worker_nodes()}
     if rank == 0:
         plain = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as folder:
@@ -105,6 +121,8 @@ def train_power_lstm(
     use_gpu: bool = False,
     cpus_per_worker: float = 1.0,
     storage_path: str | None = None,
+    resources_per_worker: Mapping[str, float] | None = None,
+    callbacks: Sequence[UserCallback] = (),
     verbose: bool = True,
 ) -> TrainedWeights:
     """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights.
@@ -113,12 +131,20 @@ def train_power_lstm(
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
         model_config: sizes and optimizer settings. power_std: watts per model unit (for readable MAE).
         num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig`.
-        storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default).
+        storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default); must be
+            reachable from every machine of the run. resources_per_worker: custom resources each worker reserves
+            besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
+        callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
+
+    Raises:
+        StorageNotShared: a local `storage_path` when the run's workers may span machines.
     """
     if len(train_arrays.inputs) == 0 or len(val_arrays.inputs) == 0:
         raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
     if not ray.is_initialized():
         ray.init(log_to_driver=verbose, include_dashboard=False)
+    needs = worker_needs(cpus_per_worker, use_gpu, resources_per_worker)
+    check_before_run(storage_path, needs)
     config = {
         "train_ref": ray.put(train_arrays),
         "val_ref": ray.put(val_arrays),
@@ -133,15 +159,18 @@ def train_power_lstm(
             _train_loop,
             train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cpus_per_worker}),
+                                         resources_per_worker={"CPU": cpus_per_worker, **(resources_per_worker or {})}),
             run_config=RunConfig(
-                name=f"power_lstm_{int(time.time())}",
+                name=f"power_lstm_{int(time.time())}_{uuid.uuid4().hex[:8]}",  # unique in a shared storage_path
                 storage_path=storage_path or scratch,
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
                 logging_config=LoggingConfig(log_level="WARNING"),
+                callbacks=list(callbacks),
             ),
         )
         result = trainer.fit()
+        worker_nodes = tuple(str(node) for node in (result.metrics or {}).get("worker_nodes", ()))
+        check_after_run(storage_path, worker_nodes)
         if result.checkpoint is None:
             raise RuntimeError("training reported no checkpoint")
         with result.checkpoint.as_directory() as folder:
@@ -156,4 +185,5 @@ def train_power_lstm(
         num_workers=num_workers,
         use_gpu=use_gpu,
         history=history,
+        worker_nodes=worker_nodes,
     )

@@ -45,7 +45,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
     forecaster, weights = train_forecaster(prepared, model_config, num_workers=spec.num_workers,
                                            use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
-                                           verbose=spec.verbose)
+                                           verbose=spec.verbose, storage_path=config.storage_path,
+                                           resources_per_worker=spec.resources_per_worker)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
@@ -53,7 +54,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
-                          use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction)
+                          use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
+                          worker_nodes=weights.worker_nodes)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
     compared = incumbent if isinstance(incumbent, Incumbent) else None

@@ -27,6 +27,7 @@ class TrainingFacts(BaseModel):
     num_workers: int
     use_gpu: bool
     holdout_fraction: float
+    worker_nodes: list[str] = []  # the Ray node id each training worker ran on, in rank order
 
 
 class RetrainResult(BaseModel):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
 
 from core.durations import format_duration
 from core.registry_metadata import ModelId
@@ -80,6 +80,9 @@ class RetrainSpec(BaseModel):
     num_workers: PositiveInt = Field(1, description="Ray Train workers")
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    resources_per_worker: dict[str, NonNegativeFloat] = Field(
+        default_factory=dict, description="custom Ray resources each worker reserves besides its CPUs, e.g. "
+        '{"trainer": 1} so that each node offering one trainer hosts one worker')
     skip_short: bool = Field(False, description="leave out series too short for one window instead of failing")
     verbose: bool = Field(True, description="per-epoch progress lines from the Ray Train workers")
 

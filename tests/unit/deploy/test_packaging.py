@@ -11,7 +11,7 @@ from packaging.version import Version
 from tests.unit.deploy.project import pyproject, ray_specifier, requirements
 
 EXTERNAL_SCALER_RAY = Version("2.53.0")  # the first Ray whose Serve apps take `external_scaler_enabled`
-CLI_MODULES = {"training.train_lstm", "training.train_gbm", "training.evaluate", "training.preprocess",
+CLI_MODULES = {"training.train_lstm", "training.train_gbm", "training.tune", "training.evaluate", "training.preprocess",
                "training.synthetic", "autoscaler.simulate", "collectors.__main__", "app.demo_model"}
 
 

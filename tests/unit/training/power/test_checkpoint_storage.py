@@ -1,0 +1,99 @@
+"""Checkpoint storage: URIs and network mounts are shared; a local path only while the run stays on one machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.settings import ConfigError
+from training.power.checkpoint_storage import (
+    StorageNotShared,
+    check_after_run,
+    check_before_run,
+    filesystem_type,
+    is_shared,
+    is_uri,
+    worker_needs,
+)
+
+MOUNTS = """overlay / overlay rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+server:/export /mnt/shared nfs4 rw,vers=4.2 0 0
+bucket /mnt/gcs fuse.gcsfuse rw 0 0
+/dev/sda1 /mnt/shared/local ext4 rw 0 0
+server:/x /mnt/with\\040space nfs rw 0 0
+"""
+
+
+def node(node_id: str, address: str, cpus: float = 1.0, alive: bool = True, **extra: float) -> dict:
+    return {"NodeID": node_id, "NodeManagerAddress": address, "Alive": alive, "Resources": {"CPU": cpus, **extra}}
+
+
+def test_uris_are_remote_but_file_uris_are_local():
+    assert is_uri("s3://bucket/checkpoints") and is_uri("gs://b/c") and is_uri("abfss://c@a.dfs.core.windows.net/p")
+    assert not is_uri("file:///mnt/shared") and not is_uri("/mnt/shared") and not is_uri("relative/dir")
+
+
+def test_the_longest_mount_point_names_the_filesystem():
+    assert filesystem_type("/mnt/shared/runs", MOUNTS) == "nfs4"
+    assert filesystem_type("/mnt/shared/local/runs", MOUNTS) == "ext4"
+    assert filesystem_type("/mnt/shared", MOUNTS) == "nfs4"
+    assert filesystem_type("/mnt/sharedother", MOUNTS) == "overlay"
+    assert filesystem_type("/mnt/with space/x", MOUNTS) == "nfs"
+    assert filesystem_type("file:///tmp/x", MOUNTS) == "tmpfs"
+
+
+def test_shared_storage():
+    assert is_shared("s3://bucket/x", MOUNTS)
+    assert is_shared("/mnt/shared/runs", MOUNTS) and is_shared("/mnt/gcs/runs", MOUNTS)
+    assert not is_shared("/mnt/shared/local/runs", MOUNTS) and not is_shared("/tmp/runs", MOUNTS)
+    assert not is_shared(None, MOUNTS)
+
+
+def test_one_machine_with_several_raylets_may_keep_a_local_path():
+    nodes = [node("head", "10.0.0.1"), node("second", "10.0.0.1")]
+    check_before_run("/tmp/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
+    check_before_run(None, worker_needs(1.0, False), nodes, "head", MOUNTS)
+    check_after_run(None, ["head", "second"], nodes, "head", MOUNTS)
+
+
+def test_a_local_path_is_refused_when_workers_may_land_on_another_machine():
+    nodes = [node("head", "10.0.0.1"), node("worker", "10.0.0.2")]
+    with pytest.raises(StorageNotShared) as refused:
+        check_before_run("/tmp/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
+    message = str(refused.value)
+    assert message.startswith("storage_path: '/tmp/runs' is local to one machine, but the driver and the nodes that")
+    assert "10.0.0.1, 10.0.0.2" in message and "--storage-path" in message and "s3://" in message
+    assert isinstance(refused.value, ConfigError)
+    with pytest.raises(StorageNotShared, match="the default \\(a temporary local folder\\)"):
+        check_before_run(None, worker_needs(1.0, False), nodes, "head", MOUNTS)
+
+
+def test_a_driver_on_a_cpu_less_head_with_workers_elsewhere_is_refused():
+    nodes = [node("head", "10.0.0.1", cpus=0), node("worker", "10.0.0.2")]
+    with pytest.raises(StorageNotShared):
+        check_before_run(None, worker_needs(1.0, False), nodes, "head", MOUNTS)
+
+
+def test_nodes_that_cannot_host_a_worker_or_are_dead_do_not_count():
+    nodes = [node("head", "10.0.0.1", trainer=1), node("gpu-less", "10.0.0.2"),
+             node("gone", "10.0.0.3", alive=False, trainer=1)]
+    check_before_run(None, worker_needs(1.0, False, {"trainer": 1}), nodes, "head", MOUNTS)
+    with pytest.raises(StorageNotShared):
+        check_before_run(None, worker_needs(1.0, False), nodes, "head", MOUNTS)
+    with pytest.raises(StorageNotShared):  # a GPU worker fits only on the GPU node
+        check_before_run(None, worker_needs(1.0, True), [node("head", "10.0.0.1"),
+                                                         node("gpu", "10.0.0.2", GPU=1)], "head", MOUNTS)
+
+
+def test_shared_storage_is_never_refused():
+    nodes = [node("head", "10.0.0.1"), node("worker", "10.0.0.2")]
+    check_before_run("s3://bucket/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
+    check_before_run("/mnt/shared/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
+    check_after_run("/mnt/shared/runs", ["worker"], nodes, "head", MOUNTS)
+
+
+def test_after_the_run_the_nodes_the_workers_used_decide():
+    nodes = [node("head", "10.0.0.1"), node("autoscaled", "10.0.0.2")]
+    check_after_run("/tmp/runs", ["head"], nodes, "head", MOUNTS)
+    with pytest.raises(StorageNotShared, match="the driver and the training workers span 2 machines"):
+        check_after_run("/tmp/runs", ["head", "autoscaled"], nodes, "head", MOUNTS)

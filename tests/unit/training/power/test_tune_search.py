@@ -1,0 +1,94 @@
+"""The search's pieces without Ray: its space, ASHA that spares the baseline, and the common holdout."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from tests.fakes.trainer import untrained
+from training.power.dataset import train_forecaster
+from training.power.holdout import holdout_metrics
+from training.power.tune_search import (
+    BaselineKeepingASHA,
+    SearchPlan,
+    defaults_of,
+    prepare_longest,
+    search_space,
+    sequence_lengths,
+)
+from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout
+from training.power.windows import NotEnoughData
+from training.settings import PowerPredictorConfig, TrainingConfig
+
+SMALL = {"predictor": {"step": 120, "prediction_horizon": 1200},
+         "models": {"power_predictor": {"sequence_length": 15, "hidden_size": 8, "epochs": 4}}}
+
+
+def test_the_space_is_centred_on_the_configured_settings():
+    base = PowerPredictorConfig()
+    lengths = sequence_lengths(base)
+    assert lengths == (30, 60, 120)
+    space = search_space(base, lengths)
+    assert set(space) == set(defaults_of(base))
+    assert (space["learning_rate"].lower, space["learning_rate"].upper) == pytest.approx((0.0005, 0.008))
+    assert space["hidden_size"].categories == [32, 64, 128]
+    assert space["batch_size"].categories == [32, 64, 128]
+    assert space["sequence_length"].categories == [30, 60, 120]
+    assert sequence_lengths(PowerPredictorConfig(sequence_length=3)) == (2, 3, 6)
+
+
+def _asha(defaults: dict) -> BaselineKeepingASHA:
+    return BaselineKeepingASHA(defaults, time_attr="training_iteration", metric=VAL_METRIC, mode="min", max_t=9,
+                               grace_period=1, reduction_factor=3, stop_last_trials=False)
+
+
+def test_asha_stops_poor_trials_but_never_the_baseline():
+    defaults = {"learning_rate": 0.002}
+    scheduler = _asha(defaults)
+    good = SimpleNamespace(trial_id="good", config={"learning_rate": 0.003})
+    baseline = SimpleNamespace(trial_id="baseline", config=dict(defaults))
+    poor = SimpleNamespace(trial_id="poor", config={"learning_rate": 0.01})
+    for trial in (good, baseline, poor):
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, good, {"training_iteration": 1, VAL_METRIC: 5.0}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, baseline, {"training_iteration": 1, VAL_METRIC: 50.0}) == \
+        TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, poor, {"training_iteration": 1, VAL_METRIC: 60.0}) == TrialScheduler.STOP
+    assert scheduler.stopped == {"poor"}
+    end = {"training_iteration": 2, VAL_METRIC: 70.0, SCORE: 1.0}
+    assert scheduler.on_trial_result(None, good, end) == TrialScheduler.CONTINUE
+
+
+def test_the_longest_window_the_data_holds_bounds_the_lengths_tried(sample):
+    config = TrainingConfig.model_validate(SMALL)
+    prepared, lengths = prepare_longest(sample, config, SearchPlan())
+    assert lengths == (7, 15, 30) and prepared.sequence_length == 30
+    prepared, lengths = prepare_longest(_first(sample, minutes=50), config, SearchPlan())  # 25 steps of 2 min
+    assert lengths == (7, 15) and prepared.sequence_length == 15
+    with pytest.raises(NotEnoughData):
+        prepare_longest(_first(sample, minutes=20), config, SearchPlan())
+
+
+def _first(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
+    """The first `minutes` of every series."""
+    start = frame.groupby("node_id")["timestamp"].transform("min")
+    return frame[frame["timestamp"] < start + pd.Timedelta(minutes=minutes)]
+
+
+def test_every_window_length_is_scored_on_the_same_points(sample, monkeypatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    config = TrainingConfig.model_validate(SMALL)
+    prepared, lengths = prepare_longest(sample, config, SearchPlan())
+    holdout = CommonHoldout.of(prepared, max(lengths))
+    base = config.models.power_predictor
+    longest, _ = train_forecaster(prepared, base.model_copy(update={"sequence_length": 30}))
+    shorter, _ = train_forecaster(replace(prepared, sequence_length=7), base.model_copy(update={"sequence_length": 7}))
+    assert shorter.sequence_length == 7 and longest.sequence_length == 30
+    same = holdout_metrics(longest, prepared, base.interval_coverage, base.confidence_tolerance)
+    assert holdout.points == same.holdout_points
+    assert holdout.mae(longest) == pytest.approx(same.mae)
+    assert holdout.mae(shorter) > 0

@@ -1,0 +1,116 @@
+"""The tune command line: a real two-trial search on the carried sample (slow), and `train_lstm --settings-from`.
+
+`--settings-from` runs with the fake Ray Train step (tests.fakes.trainer); the search itself runs the real one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.registry import ModelRegistry
+from tests.fakes.trainer import untrained
+from tests.paths import TEST_DATA
+from training import train_lstm, tune
+from training.power.tune_report import DataFacts, SearchFacts, TrialOutcome, TuneReport
+
+SAMPLE = str(TEST_DATA / "upm_sample.csv")
+SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--hidden-size", "8", "--quiet"]
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_two_trial_search_writes_its_report(tmp_path, local_ray, capsys):
+    output = tmp_path / "tune.json"
+    code = tune.main(["--data", SAMPLE, *SMALL, "--epochs", "4", "--trials", "2", "--time-budget", "10m",
+                      "--output", str(output)])
+    assert code == 0
+    report = json.loads(output.read_text())
+    assert len(report["trials"]) == 2
+    default = [trial for trial in report["trials"] if trial["default"]]
+    assert len(default) == 1 and default[0]["status"] == "completed"
+    assert default[0]["config"] == {"learning_rate": 0.002, "hidden_size": 8, "num_layers": 2, "sequence_length": 15,
+                                    "dropout": 0.1, "batch_size": 64}
+    assert report["default_score"] == default[0]["score"] > 0
+    assert report["best_score"] <= report["default_score"]
+    assert report["best_config"] in [trial["config"] for trial in report["trials"]]
+    for trial in report["trials"]:
+        assert trial["status"] in ("completed", "early_stopped") and 1 <= trial["epochs"] <= 4
+        assert (trial["score"] is not None) == (trial["status"] == "completed")
+    assert report["data"]["step_s"] == 120 and report["data"]["holdout_points"] > 0
+    assert report["search"]["trials_requested"] == 2 and report["search"]["time_budget_s"] == 600
+    assert "tune: holdout MAE: best " in capsys.readouterr().err
+
+
+def _report(tmp_path, **best) -> str:
+    settings = {"learning_rate": 0.002, "hidden_size": 8, "num_layers": 2, "sequence_length": 15, "dropout": 0.1,
+                "batch_size": 64}
+    trials = [TrialOutcome(trial_id="a", config=settings, default=True, status="completed", score=10.0, val_mae=9.0,
+                           epochs=4),
+              TrialOutcome(trial_id="b", config={**settings, **best}, default=False, status="completed", score=9.0,
+                           val_mae=8.0, epochs=4)]
+    data = DataFacts(source=SAMPLE, series=3, step_s=120, horizon_steps=10, features=[], holdout_fraction=0.1,
+                     holdout_points=300)
+    search = SearchFacts(trials_requested=2, time_budget_s=None, elapsed_s=60.0, num_workers=1,
+                         max_concurrent_trials=2, scheduler="ASHA", seed=42)
+    path = tmp_path / "tune.json"
+    path.write_text(TuneReport.from_trials(trials, data, search).model_dump_json())
+    return str(path)
+
+
+def test_train_lstm_trains_with_the_best_settings_and_flags_still_win(tmp_path, monkeypatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    models = tmp_path / "models"
+    path = _report(tmp_path, learning_rate=0.004, num_layers=1, sequence_length=7, dropout=0.2, batch_size=32)
+    args = ["--data", SAMPLE, "--step", "2min", "--horizon", "20min", "--quiet", "--model-path", str(models)]
+    assert train_lstm.main([*args, "--settings-from", path]) == 0
+    _, metadata = ModelRegistry(models).get("power_lstm", 1)
+    model = metadata.config["models"]["power_predictor"]
+    assert (model["learning_rate"], model["num_layers"], model["sequence_length"], model["dropout"],
+            model["batch_size"], model["hidden_size"]) == (0.004, 1, 7, 0.2, 32, 8)
+    assert metadata.feature_spec["sequence_length"] == 7
+    assert train_lstm.main([*args, "--settings-from", path, "--sequence-length", "15", "--no-activate"]) == 0
+    assert ModelRegistry(models).get("power_lstm", 2)[1].feature_spec["sequence_length"] == 15
+
+
+def test_train_lstm_records_the_storage_path_and_the_worker_options(tmp_path, monkeypatch):
+    seen = {}
+    fake = untrained(0.0)
+
+    def train(*args, **options):
+        seen.update(options)
+        return fake(*args, **options)
+
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", train)
+    monkeypatch.setenv("KCLOUD_STORAGE_PATH", "s3://from-env/runs")
+    models = tmp_path / "models"
+    common = ["--data", SAMPLE, *SMALL, "--epochs", "4", "--model-path", str(models)]
+    assert train_lstm.main(common) == 0
+    assert seen["storage_path"] == "s3://from-env/runs"
+    assert train_lstm.main([*common, "--storage-path", "/mnt/shared/runs", "--resources-per-worker",
+                            '{"trainer": 1}']) == 0
+    assert seen["storage_path"] == "/mnt/shared/runs" and seen["resources_per_worker"] == {"trainer": 1.0}
+    _, metadata = ModelRegistry(models).get("power_lstm", 2)
+    assert metadata.config["storage_path"] == "/mnt/shared/runs"
+    assert metadata.training["worker_nodes"] == []  # the fake trainer runs no Ray workers
+
+
+def test_bad_settings_files_and_resources_are_refused(tmp_path, capsys):
+    args = ["--data", SAMPLE, *SMALL, "--model-path", str(tmp_path / "models")]
+    assert train_lstm.main([*args, "--settings-from", str(tmp_path / "none.json")]) == 2
+    assert "none.json: cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        train_lstm.main([*args, "--resources-per-worker", '{"trainer": -1}'])
+    assert refused.value.code == 2
+    assert "must be a JSON object of resource names to amounts >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tune.main(["--data", SAMPLE, "--output", str(tmp_path / "t.json"), "--resources-per-worker", "not json"])
+    assert not (tmp_path / "t.json").exists()

@@ -1,0 +1,88 @@
+"""One trial of the search: train as `train_lstm` does (the same Ray Train loop), score on the common holdout.
+
+Each epoch's validation report goes on to the trial (`EpochsToTune`), so ASHA can stop a trial between
+epochs; a trial that ends on its own reports its holdout MAE once more at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from training.metrics import point_metrics
+from training.power.dataset import PreparedData, train_forecaster
+from training.power.forecaster import PowerForecaster
+from training.power.windows import NotEnoughData, Role
+from training.settings import PowerPredictorConfig
+
+VAL_METRIC = "val_mae_watts"  # what each epoch reports (training.power.fit.EpochRecord) and ASHA compares
+SCORE = "holdout_mae_watts"  # reported once, by a trial that trained to its end
+
+
+@dataclass(frozen=True)
+class CommonHoldout:
+    """The holdout windows at the longest input window searched. A trial with a shorter window forecasts from
+    the last steps of each, so every trial is scored on the very same (origin, lead) points."""
+
+    inputs: np.ndarray  # [N, longest, F]
+    last_power: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+
+    @classmethod
+    def of(cls, prepared: PreparedData, longest: int) -> CommonHoldout:
+        test = prepared.windows(Role.TEST, sequence_length=longest)
+        if len(test) == 0:
+            raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
+        return cls(test.inputs, test.last_power, test.targets, test.mask)
+
+    @property
+    def points(self) -> int:
+        return int(self.mask.sum())
+
+    def mae(self, forecaster: PowerForecaster) -> float:
+        """The forecaster's served forecast's MAE in watts over the common points."""
+        forecast = forecaster.forecast(self.inputs[:, -forecaster.sequence_length:], self.last_power)
+        return point_metrics(forecast.point, self.targets, self.mask)["mae"]
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial shares (put in Ray's object store once by `tune.with_parameters`)."""
+
+    prepared: PreparedData
+    holdout: CommonHoldout
+    base: PowerPredictorConfig  # the configured settings; a trial replaces the tuned ones
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    storage_path: str | None = None
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+
+    def settings(self, tuned: dict[str, Any]) -> PowerPredictorConfig:
+        return PowerPredictorConfig.model_validate({**self.base.model_dump(), **tuned})
+
+
+class EpochsToTune(TuneReportCallback):
+    """Forwards rank 0's per-epoch reports to the Tune trial; the run's final report (no validation MAE,
+    the checkpoint) stays with Ray Train."""
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if metrics and VAL_METRIC in metrics[0]:
+            super().after_report(run_context, metrics, None)
+
+
+def run_trial(tuned: dict[str, Any], data: TrialData) -> None:
+    """The Tune trainable: one training run with `tuned` settings, then its holdout MAE."""
+    model_config = data.settings(tuned)
+    prepared = replace(data.prepared, sequence_length=model_config.sequence_length)
+    forecaster, weights = train_forecaster(
+        prepared, model_config, num_workers=data.num_workers, use_gpu=data.use_gpu,
+        cpus_per_worker=data.cpus_per_worker, verbose=False, storage_path=data.storage_path,
+        resources_per_worker=data.resources_per_worker, callbacks=[EpochsToTune()])
+    tune.report({VAL_METRIC: weights.best_val_mae_watts, SCORE: data.holdout.mae(forecaster),
+                 "epochs_run": weights.epochs_run, "best_epoch": weights.best_epoch})

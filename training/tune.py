@@ -1,0 +1,98 @@
+"""Search the power forecaster's settings with Ray Tune (ASHA early stopping) and write tune.json.
+
+    python -m training.tune --data FILE.csv | --from-store [--since 14d] [--trials 8] [--time-budget 30m]
+        [--num-workers K] [--storage-path PATH|URI] --output tune.json
+
+Every trial trains with `train_lstm`'s Ray Train loop on the same split (the last `--holdout-fraction` of every
+series is never trained on) and, when it runs to its end, is scored on that holdout; the first trial runs the
+configured settings, the baseline. `train_lstm --settings-from tune.json` trains with the best settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from core.stores.frame import open_store, stored_frame
+from core.telemetry_csv import load_telemetry_csv
+from training.cli import (
+    add_model_flags,
+    duration_arg,
+    model_overrides,
+    positive_int,
+    resources_arg,
+    run_cli,
+    write_atomically,
+)
+from training.power.tune_search import SearchPlan, run_search
+from training.settings import TrainingConfig, load_training_config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="canonical telemetry CSV")
+    source.add_argument("--from-store", action="store_true",
+                        help="search on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
+    parser.add_argument("--since", type=duration_arg, default=14 * 86400,
+                        help="with --from-store: how much history to read (default 14d)")
+    parser.add_argument("--output", required=True, help="where to write the report (tune.json)")
+    parser.add_argument("--trials", type=positive_int, default=8,
+                        help="trials, the configured settings' included (default 8)")
+    parser.add_argument("--time-budget", type=duration_arg,
+                        help="stop the search after this long, e.g. 30m (default: no limit)")
+    parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
+    parser.add_argument("--holdout-fraction", type=float, default=0.1,
+                        help="last share of every series the trials never train on (default 0.1)")
+    parser.add_argument("--storage-path", help="Ray Tune/Train checkpoints: a path every node mounts, or a URI "
+                                               "(default: config storage_path / $KCLOUD_STORAGE_PATH, else local)")
+    parser.add_argument("--resources-per-worker", type=resources_arg, default={},
+                        help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
+    add_model_flags(parser)
+    args = parser.parse_args(argv)
+    if not 0.0 < args.holdout_fraction < 0.5:
+        parser.error(f"--holdout-fraction: {args.holdout_fraction} must lie between 0 and 0.5")
+    return args
+
+
+def base_config(args: argparse.Namespace) -> TrainingConfig:
+    """The config file with the flags applied: its power_predictor values are the search's baseline."""
+    config = model_overrides(args, horizon_s=args.horizon).apply(load_training_config(args.config))
+    return config.with_storage_path(args.storage_path)
+
+
+def read_frame(args: argparse.Namespace, step_s: int) -> pd.DataFrame:
+    if not args.from_store:
+        return load_telemetry_csv(args.data)
+    store = open_store()
+    try:
+        return stored_frame(store, args.since, step_s)
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        config = base_config(args)
+        plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
+                          num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                          resources_per_worker=args.resources_per_worker, skip_short=args.from_store,
+                          verbose=not args.quiet)
+        source = "telemetry store" if args.from_store else args.data
+        report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)
+        write_atomically(Path(args.output), lambda path: path.write_text(report.model_dump_json(indent=2) + "\n"))
+        for line in report.summary_lines():
+            sys.stderr.write(f"tune: {line}\n")
+        sys.stderr.write(f"tune: wrote {args.output}\n")
+        return 0 if report.best_config is not None else 1
+
+    return run_cli("tune", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
