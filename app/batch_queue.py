@@ -105,11 +105,15 @@ def queue_name(state_path: str) -> str:
 
 
 class BatchQueueClient:
-    """The ingress replica's handle on its queue; creates the actor (owned by this replica) when there is none."""
+    """The ingress replica's handle on its queue; creates the actor (owned by this replica) when there is none.
+
+    It keeps the handle: a non-detached actor ends when no handle to it is left.
+    """
 
     def __init__(self, state_path: str, settings: BatchArgs, app_name: str, power_app_name: str):
         self.args = (state_path, settings, app_name, power_app_name)
         self.name = queue_name(state_path)
+        self._handle: ray.actor.ActorHandle | None = None
 
     def start(self) -> None:
         """Create (or find) the queue now, so batches left unfinished resume without waiting for a new one."""
@@ -120,13 +124,15 @@ class BatchQueueClient:
         try:
             return await self._actor().submit.remote(batch_id)
         except RayActorError:  # it ended with its owner (another replica): a new queue takes over
-            pass
+            self._handle = None
         try:
             return await self._actor().submit.remote(batch_id)
         except RayActorError as exc:
             raise ActorUnavailable(f"the batch queue did not answer: {type(exc).__name__}") from exc
 
     def _actor(self) -> ray.actor.ActorHandle:
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # beside the records
-        return BatchQueueActor.options(name=self.name, namespace=NAMESPACE, get_if_exists=True,
-                                       scheduling_strategy=here).remote(*self.args)
+        if self._handle is None:
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # by the records
+            self._handle = BatchQueueActor.options(name=self.name, namespace=NAMESPACE, get_if_exists=True,
+                                                   scheduling_strategy=here).remote(*self.args)
+        return self._handle
