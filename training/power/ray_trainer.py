@@ -2,10 +2,11 @@
 
 The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP
 when more than one); each runs `fit.fit_epochs` (every worker scores the whole validation tail, so all
-of them take the same early-stopping decision). Rank 0 prints progress, reports every epoch's metrics,
-and at the end reports one checkpoint: the best epoch's weights with the run's history. (Ray Train
-answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch; the history
-in the checkpoint is what says how many epochs ran.) It runs unchanged on a laptop (`ray.init()` starts
+of them take the same early-stopping decision). Rank 0 prints progress and at the end reports one
+checkpoint: the best epoch's weights with the run's history, the one record of how many epochs ran
+(Ray Train answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch).
+Each epoch's metrics are reported only when a callback listens (a Ray Tune trial): a report costs about
+2 s on a 2-core machine, several times a small model's epoch. It runs unchanged on a laptop (`ray.init()` starts
 a local Ray) and under `ray job submit` (it joins the job's cluster). Every worker reports the Ray node it
 ran on (`TrainedWeights.worker_nodes`); checkpoints go to `storage_path`, which must be storage every
 machine of the run reaches (training.power.checkpoint_storage refuses a local one otherwise).
@@ -92,7 +93,8 @@ def _train_loop(config: dict[str, Any]) -> None:
             mark = "  *best" if record.improved else ""
             _progress(f"[train] epoch {record.epoch:3d}/{config['epochs']}  loss {record.train_loss:.4f}  "
                       f"val MAE {record.val_mae_watts:7.2f} W  lr {record.learning_rate:.2g}{mark}")
-        train.report(record.model_dump())
+        if config["report_epochs"]:
+            train.report(record.model_dump())
 
     history = fit_epochs(model, loader, val_arrays, epochs=config["epochs"], patience=config["patience"],
                          learning_rate=config["learning_rate"], levels=interval_levels(config["interval_coverage"]),
@@ -150,6 +152,7 @@ def train_power_lstm(
         "val_ref": ray.put(val_arrays),
         "power_std": power_std,
         "verbose": verbose,
+        "report_epochs": bool(callbacks),
         **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "batch_size", "epochs",
                                            "patience", "learning_rate", "seed", "interval_coverage"}),
     }

@@ -1,0 +1,56 @@
+"""The backtest suite end to end through real Ray Train (configs/suite.smoke.yaml), and early stopping as
+Ray Train reports it: the run stops after validation turns and says how many epochs it really ran."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.paths import REPO_ROOT
+from training import evaluate
+from training.power.fit import SupervisedArrays
+from training.power.ray_trainer import train_power_lstm
+from training.settings import PowerPredictorConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_smoke_suite_end_to_end(tmp_path, ray_cluster, capsys):
+    output = tmp_path / "suite.json"
+    code = evaluate.main(["--suite", str(REPO_ROOT / "configs" / "suite.smoke.yaml"), "--output", str(output),
+                          "--quiet"])
+    assert code == 0
+    result = json.loads(output.read_text())
+    assert result["complete"] is True
+    assert [case["case"] for case in result["cases"]] == ["upm_sample", "recurring_spikes"]
+    for case in result["cases"]:
+        (report,) = case["runs"]
+        assert set(report["metrics"]["served"]) == set(report["metrics"]["lstm"])
+        assert report["served"]["method"] in {"lstm", "lightgbm", "combined"}
+        assert {"last_value", "lightgbm"} <= set(report["metrics"])
+        assert 0.0 <= report["metrics"]["served"]["coverage"] <= 1.0
+        assert report["model"]["source"] == "trained" and report["model"]["epochs_run"] >= report["model"]["best_epoch"]
+    spikes = result["cases"][1]["runs"][0]
+    assert spikes["model"]["calendar"] == ["time_of_day"]  # 16 days: the time of day, not yet the day of week
+    assert result["aggregate"]["cases"] == 2
+    assert "| upm_sample | 2min | 20min |" in capsys.readouterr().out
+
+
+def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:
+    rng = np.random.default_rng(seed)
+    return SupervisedArrays(rng.normal(size=(n, 4, 2)).astype(np.float32), np.full((n, 2), value, np.float32),
+                            np.ones((n, 2), bool))
+
+
+def test_ray_train_stops_early_and_reports_the_epochs_it_ran(ray_cluster):
+    """Validation wants a change of 0.3 while training pulls towards 1.0: the error turns, the run stops."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
+                                  learning_rate=0.003, dropout=0.0, seed=0)
+    weights = train_power_lstm(constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1), config,
+                               power_std=1.0, verbose=False)
+    assert weights.history is not None and weights.history.stopped_early
+    assert 1 < weights.best_epoch < weights.epochs_run < 40
+    assert weights.epochs_run == weights.best_epoch + 4 == len(weights.history.epochs)
+    assert weights.best_val_mae_watts == min(r.val_mae_watts for r in weights.history.epochs)
