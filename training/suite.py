@@ -26,13 +26,15 @@ from training.suite_report import aggregate, summarize_case
 from training.synthetic_patterns import generate_pattern
 
 
-def case_config(base: TrainingConfig, case: SuiteCase, horizon_s: int, seed: int) -> TrainingConfig:
-    """The service config with a case's step, horizon, overrides and seed; ConfigError if they do not fit."""
+def case_config(base: TrainingConfig, suite: Suite, case: SuiteCase, horizon_s: int, seed: int) -> TrainingConfig:
+    """The service config with a case's step, horizon, the suite's and then the case's overrides, and the seed;
+    ConfigError if they do not fit."""
     data = base.model_dump()
     predictor, model = data["predictor"], data["models"]["power_predictor"]
     predictor.update(step=case.step, prediction_horizon=horizon_s,
                      max_gap=case.max_gap if case.max_gap is not None else max(predictor["max_gap"], case.step))
-    model.update(seed=seed, **case.model_dump(include={"sequence_length", "epochs", "hidden_size"}, exclude_none=True))
+    model.update(seed=seed, **suite.knobs())
+    model.update(case.knobs())
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
@@ -65,7 +67,7 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
             for seed in suite.seeds:
                 log(f"suite: {case.name} step {format_duration(case.step)} horizon {format_duration(horizon)} "
                     f"seed {seed}")
-                report = backtest(frame, case_config(base, case, horizon, seed), train_fraction=train_fraction,
+                report = backtest(frame, case_config(base, suite, case, horizon, seed), train_fraction=train_fraction,
                                   options=options)
                 report["data"]["file"] = source
                 runs.append(report)

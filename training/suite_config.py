@@ -3,12 +3,14 @@
     data_root: ../data            # optional; relative to this file; `--data-root` overrides it
     seeds: [0, 1, 2]              # training seeds of every case (results are mean +- spread over them)
     train_fraction: 0.8
+    learning_rate: 0.01           # optional model overrides for every case (a case's own win): sequence_length,
+                                  # epochs, hidden_size, learning_rate
     cases:
       - name: upm_workloads
         trace: upm_servers_workloads_1s/canonical.csv   # relative to the data root
         step: 1min
         horizons: [30min, 1h]
-        sequence_length: 60       # optional model overrides: sequence_length, epochs, hidden_size, max_gap
+        sequence_length: 60       # optional overrides: the model's (as above) and max_gap
       - name: spikes
         synthetic: recurring_spikes                     # training.synthetic_patterns
         days: 42
@@ -22,16 +24,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
 from training.synthetic_patterns import Pattern
 
 
-class SuiteCase(BaseModel):
-    """One trace (a CSV or a synthetic pattern) at one step, backtested at every listed horizon."""
+class ModelKnobs(BaseModel):
+    """Power forecaster settings that replace the service config's (None keeps it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sequence_length: PositiveInt | None = None
+    epochs: PositiveInt | None = None
+    hidden_size: PositiveInt | None = None
+    learning_rate: PositiveFloat | None = None
+
+    def knobs(self) -> dict[str, int | float]:
+        return self.model_dump(include=set(ModelKnobs.model_fields), exclude_none=True)
+
+
+class SuiteCase(ModelKnobs):
+    """One trace (a CSV or a synthetic pattern) at one step, backtested at every listed horizon."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     trace: str | None = None
@@ -40,9 +54,6 @@ class SuiteCase(BaseModel):
     data_seed: int = Field(0, ge=0)  # synthetic only: the trace's own seed (the training seeds vary apart)
     step: Duration
     horizons: tuple[Duration, ...] = Field(min_length=1)
-    sequence_length: PositiveInt | None = None
-    epochs: PositiveInt | None = None
-    hidden_size: PositiveInt | None = None
     max_gap: Duration | None = None  # default: the config's, at least one step
     train_fraction: float | None = Field(None, gt=0.0, lt=1.0)
 
@@ -56,8 +67,8 @@ class SuiteCase(BaseModel):
         return self
 
 
-class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Suite(ModelKnobs):
+    """The suite file: where the traces are, the seeds, defaults for every case, and the cases."""
 
     data_root: str | None = None
     seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
