@@ -1,7 +1,8 @@
 """One trial of the search: train as `train_lstm` does (the same Ray Train loop), score on the common holdout.
 
-Each epoch's validation report goes on to the trial (`EpochsToTune`), so ASHA can stop a trial between
-epochs; a trial that ends on its own reports its holdout MAE once more at the end.
+Each epoch's validation report goes on to the trial with the best validation MAE so far (`EpochsToTune`),
+so ASHA can stop a trial between epochs on what it would deliver if stopped there (early stopping keeps the
+best epoch's weights); a trial that ends on its own reports its holdout MAE once more at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from training.power.forecaster import PowerForecaster
 from training.power.windows import NotEnoughData, Role
 from training.settings import PowerPredictorConfig
 
-VAL_METRIC = "val_mae_watts"  # what each epoch reports (training.power.fit.EpochRecord) and ASHA compares
+EPOCH_METRIC = "val_mae_watts"  # what each epoch reports (training.power.fit.EpochRecord)
+VAL_METRIC = "best_val_mae_watts"  # the best EPOCH_METRIC so far: what ASHA compares
 SCORE = "holdout_mae_watts"  # reported once, by a trial that trained to its end
 
 
@@ -68,12 +70,17 @@ class TrialData:
 
 
 class EpochsToTune(TuneReportCallback):
-    """Forwards rank 0's per-epoch reports to the Tune trial; the run's final report (no validation MAE,
-    the checkpoint) stays with Ray Train."""
+    """Forwards rank 0's per-epoch reports, with the best validation MAE so far, to the Tune trial; the run's
+    final report (no validation MAE, the checkpoint) stays with Ray Train."""
+
+    def __init__(self):
+        super().__init__()
+        self.best = float("inf")
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        if metrics and VAL_METRIC in metrics[0]:
-            super().after_report(run_context, metrics, None)
+        if metrics and EPOCH_METRIC in metrics[0]:
+            self.best = min(self.best, metrics[0][EPOCH_METRIC])
+            super().after_report(run_context, [{**metrics[0], VAL_METRIC: self.best}], None)
 
 
 def run_trial(tuned: dict[str, Any], data: TrialData) -> None:
