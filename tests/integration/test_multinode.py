@@ -1,0 +1,171 @@
+"""A real two-node Ray cluster on one machine: a `ray job submit` training whose two workers must run on
+different nodes, and one collector actor pinned to each node.
+
+Two raylets (`ray start --head` and `ray start --address=...`, one CPU and one `trainer` resource each, each
+with its own --temp-dir) are started with `--block` as subprocesses of this test, in their own process groups;
+the test stops exactly those (never `ray stop`). The job asks each worker for `{"trainer": 1}`, so the two
+workers cannot share a node. Checkpoints go to a --storage-path both nodes see (they share this machine's disk).
+Each node has its own NODE_NAME, as two machines would have their own host names (the collectors' spill
+folders are per node name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.registry import ModelRegistry
+from tests.factories import free_port
+from tests.paths import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RAY = str(Path(sys.executable).parent / "ray")
+NODE_NAMES = {"head": "kcloud-head", "second": "kcloud-second"}  # each node's NODE_NAME (telemetry node id)
+NODE_OPTIONS = ["--num-cpus=1", '--resources={"trainer": 1}', "--node-ip-address=127.0.0.1",
+                "--object-store-memory=100000000", "--block"]
+TRAIN = ["python", "-m", "training.train_lstm", "--num-workers", "2", "--resources-per-worker", '{"trainer": 1}',
+         "--data", "tests/data/upm_sample.csv", "--step", "2min", "--horizon", "20min", "--sequence-length", "15",
+         "--epochs", "4", "--quiet"]
+COLLECTORS = """
+import json, sys, time
+import ray
+from collectors.settings import CollectorConfig
+from collectors.supervisor import start_telemetry
+
+address, folder = sys.argv[1], sys.argv[2]
+ray.init(address=address, log_to_driver=False)
+config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
+                                                       "spill_dir": folder + "/spill"}})
+# reconcile_s: time for a collector's worker to start on a busy machine before its health is judged
+supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
+                             reconcile_s=10.0)
+healthy, status, deadline = {}, {}, time.monotonic() + 240
+while len(healthy) < 2 and time.monotonic() < deadline:
+    time.sleep(2)
+    status = ray.get(supervisor.status.remote(), timeout=60)
+    healthy = {key: value for key, value in status.items() if key.startswith("node-") and "error" not in value}
+names = ray.get(supervisor.node_names.remote(), timeout=60)
+print(json.dumps({"healthy": sorted(healthy), "names": names, "status": status}, default=str))
+"""
+
+
+@dataclass
+class Cluster:
+    address: str  # GCS 127.0.0.1:PORT
+    dashboard: str  # http://127.0.0.1:PORT
+    env: dict[str, str]
+    node_ids: dict[str, str]  # "head" / "second" -> Ray node id
+
+
+def _wait(predicate: Callable[[], object], timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([RAY, "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to our `ray start --block` (it stops its node's processes), then SIGKILL whatever is left in the
+    process group it leads: only processes this test started."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def _alive_nodes(dashboard: str) -> list:
+    from ray.util.state import list_nodes
+
+    try:
+        return [node for node in list_nodes(address=dashboard, raise_on_missing_output=False)
+                if node.state == "ALIVE"]
+    except Exception:  # noqa: BLE001 - the dashboard is still starting
+        return []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("ray")  # short: Ray's Unix sockets live under it (108 bytes at most)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard_port = free_port(), free_port()
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    started: list[subprocess.Popen] = []
+    try:
+        started.append(_start(["--head", f"--port={port}", "--dashboard-host=127.0.0.1",
+                               f"--dashboard-port={dashboard_port}", f"--temp-dir={root / 'h'}", *NODE_OPTIONS],
+                              {**env, "NODE_NAME": NODE_NAMES["head"]}, root / "head.log"))
+        head = _wait(lambda: _alive_nodes(dashboard), 180, "the head node")[0]
+        started.append(_start([f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'w'}", *NODE_OPTIONS],
+                              {**env, "NODE_NAME": NODE_NAMES["second"]}, root / "second.log"))
+        nodes = _wait(lambda: len(found := _alive_nodes(dashboard)) == 2 and found, 180, "the second node")
+        second = next(node for node in nodes if node.node_id != head.node_id)
+        yield Cluster(f"127.0.0.1:{port}", dashboard, env, {"head": head.node_id, "second": second.node_id})
+    finally:
+        for process in reversed(started):
+            _stop(process)
+
+
+def test_a_submitted_job_trains_on_workers_spread_over_both_nodes(cluster, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    models, storage, job = tmp_path / "models", tmp_path / "checkpoints", f"multinode-{int(time.time())}"
+    submitted = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster.dashboard, "--submission-id", job, "--working-dir", ".", "--",
+         *TRAIN, "--model-path", str(models), "--storage-path", str(storage)],
+        cwd=REPO_ROOT, env=cluster.env, capture_output=True, text=True, timeout=900)
+    client = JobSubmissionClient(cluster.dashboard)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "train_lstm: registered power_lstm version 1" in logs
+    registry = ModelRegistry(models)
+    assert registry.versions("power_lstm") == [1] and registry.active_version("power_lstm") == 1
+    _, metadata = registry.get("power_lstm", 1)
+    workers = metadata.training["worker_nodes"]
+    assert metadata.training["num_workers"] == 2 and len(workers) == 2
+    assert set(workers) == set(cluster.node_ids.values())  # one worker on each node
+    assert metadata.config["storage_path"] == str(storage)
+    assert any(storage.iterdir())  # Ray Train's run folder, with the checkpoint both nodes could reach
+
+
+def test_one_collector_actor_is_pinned_to_each_node(cluster, tmp_path):
+    from ray.util.state import list_actors
+
+    driver = subprocess.run([sys.executable, "-c", COLLECTORS, cluster.address, str(tmp_path)], cwd=REPO_ROOT,
+                            env={**cluster.env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                            timeout=420)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    seen = json.loads(driver.stdout.strip().splitlines()[-1])
+    assert seen["healthy"] == sorted(f"node-{node}" for node in cluster.node_ids.values()), seen["status"]
+    # each collector read NODE_NAME from its own raylet's environment: it runs on that node
+    assert seen["names"] == {cluster.node_ids[role]: NODE_NAMES[role] for role in NODE_NAMES}
+    collectors = _wait(lambda: len(found := list_actors(
+        address=cluster.dashboard, filters=[("class_name", "=", "CollectorActor"), ("state", "=", "ALIVE")],
+        raise_on_missing_output=False)) == 2 and found, 60, "two live collector actors")
+    assert sorted(actor.node_id for actor in collectors) == sorted(cluster.node_ids.values())
