@@ -21,6 +21,7 @@ from training.power.features import FeaturePipeline, Segment
 from training.power.fit import build_model
 from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
 from training.power.gbm import MODEL_FILE, DirectLightGBM
+from training.power.inference import PowerHistory, forecast_histories, history_segment
 from training.power.windows import Role, assign_roles, build_windows
 
 N, H = 400, 4
@@ -170,6 +171,15 @@ def test_served_forecaster_round_trips_and_old_folders_serve_the_lstm(tmp_path) 
     np.testing.assert_allclose(got.point, expected.point, rtol=1e-6)
     np.testing.assert_allclose(got.upper, expected.upper, rtol=1e-6)
     assert loaded.interval_coverage == 0.8
+    # what a PowerPredictor replica answers with: the served forecast, in the same PowerForecast shape
+    history = PowerHistory(power_watts=tuple(test.inputs[0, :, 0] * loaded.pipeline.power_std
+                                             + loaded.pipeline.power_mean), horizon_s=2 * 60)
+    (answer,) = forecast_histories(loaded, [history], "power_lstm/3")
+    assert len(answer.point) == 2 and answer.interval_coverage == 0.8
+    segment, _ = history_segment(history, loaded.sequence_length, 60)
+    inputs = loaded.pipeline.transform(segment)[None]
+    direct = loaded.forecast(inputs, segment.power[-1:])
+    np.testing.assert_allclose(answer.point, direct.point[0, :2], atol=0.01)
     np.testing.assert_allclose(loaded.forecast_lstm(test.inputs, test.last_power).point,
                                forecaster.forecast_lstm(test.inputs, test.last_power).point, rtol=1e-6)
     # a folder from before served forecasts: the LSTM alone, as before
