@@ -1,4 +1,4 @@
-"""Who may call what (DESIGN.md §4): the API token and the two dependencies routes declare.
+"""Who may call what (docs/architecture.md, REST API): the API token and the two dependencies routes declare.
 
 Writes (every endpoint that changes state or starts work) need `Authorization: Bearer <token>`; with no
 token configured they are closed (403, saying how to set one), never open. Reads are open unless

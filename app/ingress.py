@@ -1,4 +1,4 @@
-"""ApiIngress: the REST API (DESIGN.md §4) as a Ray Serve FastAPI ingress.
+"""ApiIngress: the REST API (docs/architecture.md, REST API) as a Ray Serve FastAPI ingress.
 
 HTTP in, schemas validated, calls to the predictor deployments through handles, HTTP out. No model code.
 Routes live by concern (app/predict_routes.py, model_routes.py, telemetry_routes.py, scaling_routes.py)

@@ -1,4 +1,4 @@
-"""The decision maths of DESIGN.md §5: one pure function from a policy and its inputs to a decision.
+"""The scaling decision maths (docs/architecture.md): one pure function from a policy and its inputs to a decision.
 
 Power plays the role CPU plays in a Kubernetes HPA. The signal is the target's per-node power (mean or max
 over its nodes) as a percent share of `max_power_budget`. With a usable forecast the share is the larger of

@@ -81,7 +81,7 @@ ScalingTarget = Annotated[
 
 
 class ScalingPolicy(_Model):
-    """One workload's power-aware scaling policy (DESIGN.md §5).
+    """One workload's power-aware scaling policy (docs/architecture.md).
 
     `power_based.max_power_budget` is watts per node of the target; thresholds are percent of it.
     `cluster_power_budget` (W, optional) caps scale-out for the target as a whole. `stale_after_s` accepts

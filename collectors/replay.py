@@ -27,7 +27,7 @@ class ReplaySource(TelemetrySource):
     """A recorded trace replayed as this node's (or the trace's nodes') telemetry.
 
     Args:
-        path: canonical telemetry CSV (DESIGN.md §3).
+        path: canonical telemetry CSV (docs/architecture.md, contracts).
         node_id: name for the trace's rows when it holds a single series (its own node ids are kept otherwise).
         speed: how many seconds of the trace pass per wall-clock second.
         loop: start again after the last row instead of finishing.

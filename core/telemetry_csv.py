@@ -1,4 +1,4 @@
-"""Read and validate the canonical telemetry CSV (DESIGN.md §3).
+"""Read and validate the canonical telemetry CSV (docs/architecture.md, contracts).
 
 The loader is strict about what it cannot repair (no target column, unparsable times, negative watts,
 percentages out of range) and lenient about what it can (missing optional columns, extra columns,

@@ -1,6 +1,6 @@
 """The actuator interface: read and set the replica count of one scaling target.
 
-Only actuators change replica counts, and only the controller calls them (DESIGN.md §2). Each backend
+Only actuators change replica counts, and only the controller calls them (docs/architecture.md). Each backend
 (Ray Serve, Kubernetes, KubeRay) implements `replicas` and `scale` for its target kinds; failures raise
 `ActuationError` with a message an operator can act on, which the controller records in the event.
 """
