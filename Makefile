@@ -54,8 +54,9 @@ lint: install
 # The API token: yours ($API_TOKEN or $API_TOKEN_FILE), else one generated once into state/api-token (mode
 # 0600, reused afterwards; its path and usage are printed, never the token). Writes need it; none = closed.
 ifeq ($(strip $(API_TOKEN)$(API_TOKEN_FILE)),)
-export API_TOKEN_FILE := $(CURDIR)/state/api-token
-TOKEN := $(PY) -m app.local_token $(API_TOKEN_FILE)
+LOCAL_TOKEN_FILE := $(CURDIR)/state/api-token
+run run-api: export API_TOKEN_FILE := $(LOCAL_TOKEN_FILE)
+TOKEN := $(PY) -m app.local_token $(LOCAL_TOKEN_FILE)
 else
 TOKEN := @true
 endif

@@ -109,6 +109,13 @@ def _alive_nodes(dashboard: str) -> list:
         return []
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents: the defaults (the job agent's 52365 among them) belong to the test
+    session's own Ray on this machine, and a second agent on a taken port never comes up."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("ray")  # short: Ray's Unix sockets live under it (108 bytes at most)
@@ -119,10 +126,12 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     started: list[subprocess.Popen] = []
     try:
         started.append(_start(["--head", f"--port={port}", "--dashboard-host=127.0.0.1",
-                               f"--dashboard-port={dashboard_port}", f"--temp-dir={root / 'h'}", *NODE_OPTIONS],
+                               f"--dashboard-port={dashboard_port}", f"--temp-dir={root / 'h'}", *NODE_OPTIONS,
+                               *_agent_ports()],
                               {**env, "NODE_NAME": NODE_NAMES["head"]}, root / "head.log"))
         head = _wait(lambda: _alive_nodes(dashboard), 180, "the head node")[0]
-        started.append(_start([f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'w'}", *NODE_OPTIONS],
+        started.append(_start([f"--address=127.0.0.1:{port}", f"--temp-dir={root / 'w'}", *NODE_OPTIONS,
+                               *_agent_ports()],
                               {**env, "NODE_NAME": NODE_NAMES["second"]}, root / "second.log"))
         nodes = _wait(lambda: len(found := _alive_nodes(dashboard)) == 2 and found, 180, "the second node")
         second = next(node for node in nodes if node.node_id != head.node_id)
@@ -135,11 +144,18 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
 def test_a_submitted_job_trains_on_workers_spread_over_both_nodes(cluster, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    models, storage, job = tmp_path / "models", tmp_path / "checkpoints", f"multinode-{int(time.time())}"
-    submitted = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster.dashboard, "--submission-id", job, "--working-dir", ".", "--",
-         *TRAIN, "--model-path", str(models), "--storage-path", str(storage)],
-        cwd=REPO_ROOT, env=cluster.env, capture_output=True, text=True, timeout=900)
+    models, storage = tmp_path / "models", tmp_path / "checkpoints"
+    deadline = time.monotonic() + 120
+    while True:  # the head's job agent may come up after its node is alive: the CLI then says to try again
+        job = f"multinode-{time.time_ns()}"
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster.dashboard, "--submission-id", job, "--working-dir", ".",
+             "--", *TRAIN, "--model-path", str(models), "--storage-path", str(storage)],
+            cwd=REPO_ROOT, env=cluster.env, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in submitted.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     client = JobSubmissionClient(cluster.dashboard)
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, submitted.stdout[-3000:] + submitted.stderr[-3000:]

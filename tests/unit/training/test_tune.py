@@ -20,11 +20,9 @@ SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--h
 
 
 @pytest.fixture
-def local_ray():
-    import ray
-
-    yield
-    ray.shutdown()
+def local_ray(ray_cluster):
+    """The test session's Ray (shared with every other test: never shut down here)."""
+    yield ray_cluster
 
 
 @pytest.mark.slow
