@@ -22,6 +22,7 @@ from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
 from app.records import RecordNotFound
 from app.retrain_jobs import DataNotAllowed, RetrainRunning
+from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.registry import ModelNotFoundError
 from core.stores.base import StoreUnavailable
@@ -47,7 +48,9 @@ class ErrorBody(BaseModel):
 
 
 REASONS = {401: "missing or wrong API token", 403: "no API token configured on the server: writes are closed",
-           404: "unknown id (model, batch, job or node)", 409: "the model is being retrained by another job",
+           404: "unknown id (model, batch, job or node)",
+           409: "conflict: that model is being retrained, the stored policy no longer validates, or the policy limit "
+                "is reached",
            413: "request body too large", 429: "the batch queue is full", 503: "model or dependency not available now"}
 
 
@@ -97,6 +100,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),
     StoreUnavailable: _store_unavailable,
     ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
+    # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
+    TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
 }
 
 

@@ -32,12 +32,15 @@ def _no_policy(name: str) -> ApiError:
 @router.get("/api/v1/scaling/policies", response_model=ScalingPoliciesResponse, dependencies=[READ],
             responses=responses(401, 503))
 async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
-    """Every scaling policy, by name."""
-    return ScalingPoliciesResponse(policies=await _controller(replica, "policies"))
+    """Every scaling policy, by name, and the stored ones that no longer validate (with the reason)."""
+    policies, invalid = await asyncio.gather(_controller(replica, "policies"),
+                                             _controller(replica, "invalid_policies"))
+    return ScalingPoliciesResponse(policies=policies, invalid=invalid)
 
 
 @router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
-             responses={201: {"model": ScalingPolicy, "description": "created"}, **responses(401, 403, 413, 503)},
+             responses={201: {"model": ScalingPolicy, "description": "created"},
+                        **responses(401, 403, 409, 413, 503)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
 async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress) -> ScalingPolicy:
@@ -53,13 +56,17 @@ async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response
 
 
 @router.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, dependencies=[READ],
-            responses=responses(401, 404, 503))
+            responses=responses(401, 404, 409, 503))
 async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
-    """One policy."""
+    """One policy; 409 with the reason when the stored policy no longer validates."""
     policy = await _controller(replica, "policy", name)
-    if policy is None:
-        raise _no_policy(name)
-    return policy
+    if policy is not None:
+        return policy
+    for invalid in await _controller(replica, "invalid_policies"):
+        if invalid.name == name:
+            raise ApiError(409, ["path", "name"], f"stored policy {name!r} no longer validates ({invalid.reason}); "
+                           "replace it (POST) or delete it", "conflict")
+    raise _no_policy(name)
 
 
 @router.delete("/api/v1/scaling/policies/{name}", status_code=204, dependencies=[WRITE],

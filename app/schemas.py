@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autoscaler.schema import ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, parse_duration
 from training.cost.schema import CostEstimate, CostQuery
 
@@ -216,6 +216,8 @@ class Health(BaseModel):
 
 class ScalingPoliciesResponse(BaseModel):
     policies: list[ScalingPolicy]
+    invalid: list[InvalidStoredPolicy] = Field(
+        [], description="stored policies that no longer validate: every tick skips them; replace or delete each")
 
 
 class ScalingEventsResponse(BaseModel):

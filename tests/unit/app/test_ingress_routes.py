@@ -8,7 +8,9 @@ from app.access import Access
 from app.ingress import api
 from app.records import RecordNotFound
 from app.replica import serving_replica
+from autoscaler.schema import InvalidStoredPolicy
 from autoscaler.settings import AutoScalingConfig
+from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.registry_metadata import ModelNotFoundError
 from core.stores.base import StoreUnavailable
@@ -130,3 +132,36 @@ def test_route_methods_carry_resolved_annotations():
 
     for method in (ApiIngress.retrain, ApiIngress.retrain_status):
         assert not any(isinstance(annotation, str) for annotation in method.__annotations__.values()), method
+
+
+class StoredInvalid(Controller):
+    """A controller whose state holds one policy that no longer validates."""
+
+    invalid = InvalidStoredPolicy(name="old", reason="power_based.max_power_budget: Input should be a finite number")
+
+    def call(self, method, *args):
+        self.calls.append((method, args))
+        return [self.invalid] if method == "invalid_policies" else super().call(method, *args)
+
+
+def test_a_stored_policy_that_no_longer_validates_is_listed_and_named_not_a_500(replica, client):
+    replica.controller = StoredInvalid()
+    listed = client.get("/api/v1/scaling/policies")
+    assert listed.status_code == 200
+    assert listed.json()["invalid"] == [{"name": "old", "reason": StoredInvalid.invalid.reason, "updated_at": None}]
+    one = client.get("/api/v1/scaling/policies/old")
+    assert one.status_code == 409 and detail(one)["loc"] == ["path", "name"]
+    assert "finite number" in detail(one)["msg"] and "delete" in detail(one)["msg"]
+
+
+class Full(Controller):
+    def call(self, method, *args):
+        if method == "put_policy":
+            raise TooManyPolicies("at most 2 scaling policies (auto_scaling.max_policies); delete one first")
+        return super().call(method, *args)
+
+
+def test_a_policy_over_the_limit_is_409_naming_the_setting(replica, client):
+    replica.controller = Full()
+    response = client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)
+    assert response.status_code == 409 and "auto_scaling.max_policies" in detail(response)["msg"]
