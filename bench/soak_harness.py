@@ -27,6 +27,7 @@ from bench.soak_faults import CONTROLLER_FAULT, REPLICA_FAULT, faults, wait_back
 from bench.soak_load import Clients, TelemetryWriter, request_mix
 from bench.soak_report import (
     FaultRecord,
+    FaultSpan,
     SampleFigures,
     ScalingFigures,
     SoakReport,
@@ -128,25 +129,27 @@ class SoakRun:
         try:
             kills = self._inject_faults(started)
             # a slow recovery delays the faults after it: the last one still gets a quarter of the duration
-            time.sleep(max(started + max(plan.duration_s, kills[-1][1] + plan.duration_s / 4) - time.monotonic(), 0))
+            end = started + max(plan.duration_s, kills[-1][1].killed_at_s + plan.duration_s / 4)
+            time.sleep(max(end - time.monotonic(), 0.0))
         finally:  # no thread outlives the soak
             answers = clients.stop()
             duration_s = time.monotonic() - started
             self.writer.stop()
         time.sleep(plan.settle_s)  # the controller's last ticks complete what an interrupted one left
-        bounds = [0.0, *(at for _, at in kills), max([duration_s, *(a.done_s for a in answers)]) + 0.001]
+        bounds = [0.0, *(span.killed_at_s for _, span in kills),
+                  max([duration_s, *(a.done_s for a in answers)]) + 0.001]
+        spans = [None, *(span for _, span in kills)]
         names = ["baseline", *(record.name for record, _ in kills)]
-        replica_killed_at = next(at for record, at in kills if record.name == REPLICA_FAULT)
-        windows = [window_figures(answers, name, start, end, replica_killed_at if name == REPLICA_FAULT else None)
-                   for name, start, end in zip(names, bounds[:-1], bounds[1:], strict=True)]
+        windows = [window_figures(answers, *window) for window in zip(names, bounds[:-1], bounds[1:], spans,
+                                                                        strict=True)]
         records = [record for record, _ in kills]
         samples = self._samples()
         scaling = [self._scaling(api, name) for name in (STEADY, STEP)]
         return SoakReport(clients=plan.clients, duration_s=round(duration_s, 1), windows=windows, faults=records,
                           samples=samples, scaling=scaling, criteria=criteria(windows, records, samples, scaling))
 
-    def _inject_faults(self, started: float) -> list[tuple[FaultRecord, float]]:
-        """Each fault at its share of the duration, once the one before is back; with its time since `started`."""
+    def _inject_faults(self, started: float) -> list[tuple[FaultRecord, FaultSpan]]:
+        """Each fault at its share of the duration, once the one before is back; times since `started`."""
         kills = []
         for index, fault in enumerate(faults(self.plan.power_app), start=1):
             due = started + self.plan.duration_s * index / 4
@@ -157,8 +160,10 @@ class SoakRun:
             killed_at = time.monotonic()
             killed = fault.kill()
             back = wait_back(fault, killed_at, self.plan.recovery_timeout_s)
-            kills.append((FaultRecord(name=fault.name, at_s=round(killed_at - started, 1), killed=killed,
-                                      recovered_after_s=back), killed_at - started))
+            span = FaultSpan(killed_at - started, None if back is None else killed_at - started + back,
+                             replica=fault.name == REPLICA_FAULT)
+            kills.append((FaultRecord(name=fault.name, at_s=round(span.killed_at_s, 1), killed=killed,
+                                      recovered_after_s=back), span))
         return kills
 
     def _samples(self) -> SampleFigures:

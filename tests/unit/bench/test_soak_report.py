@@ -9,7 +9,17 @@ from datetime import UTC, datetime
 import httpx
 
 from bench.soak_load import TelemetryWriter, _app_error
-from bench.soak_report import Answer, SampleFigures, ScalingFigures, SoakReport, criteria, render, window_figures
+from bench.soak_report import (
+    RESTART_SLACK_S,
+    Answer,
+    FaultSpan,
+    SampleFigures,
+    ScalingFigures,
+    SoakReport,
+    criteria,
+    render,
+    window_figures,
+)
 from core.stores.base import StoreUnavailable
 from core.telemetry import TelemetrySample
 
@@ -36,13 +46,23 @@ def test_answers_are_counted_in_the_window_they_came_back_in():
     ]
     baseline = window_figures(answers, "baseline", 0.0, 10.0)
     assert (baseline.requests, baseline.ok) == (1, 1)
-    window = window_figures(answers, "predictor replica killed", 10.0, 20.0, replica_killed_at_s=10.0)
+    window = window_figures(answers, "predictor replica killed", 10.0, 20.0, FaultSpan(10.0, 12.0, replica=True))
     assert (window.requests, window.ok, window.documented_503, window.killed_in_flight) == (5, 0, 1, 1)
     assert (window.other_5xx, window.other) == (2, 1)
     assert window.unavailable == ["telemetry nodes: the telemetry store did not answer"]
     assert len(window.examples) == 3
-    without_kill = window_figures(answers, "store actor killed", 10.0, 20.0)
-    assert (without_kill.killed_in_flight, without_kill.other_5xx) == (0, 3)
+    not_a_replica = window_figures(answers, "store actor killed", 10.0, 20.0, FaultSpan(10.0, 12.0))
+    assert (not_a_replica.documented_503, not_a_replica.killed_in_flight, not_a_replica.other_5xx) == (1, 0, 3)
+
+
+def test_a_503_counts_as_documented_only_while_a_part_restarts():
+    answers = [Answer(at, "telemetry nodes", 503, 10.0, app_body=True, detail="not available")
+               for at in (1.0, 20.0, 21.0 + RESTART_SLACK_S)]
+    assert window_figures(answers, "baseline", 0.0, 10.0).other_5xx == 1  # nothing restarts in the baseline
+    after = window_figures(answers, "store actor killed", 10.0, 60.0, FaultSpan(10.0, 21.0))
+    assert (after.documented_503, after.other_5xx) == (1, 1)  # the last came long after the store was back
+    never_back = window_figures(answers, "store actor killed", 10.0, 60.0, FaultSpan(10.0, None))
+    assert (never_back.documented_503, never_back.other_5xx) == (2, 0)
 
 
 def test_criteria_catch_double_scaling_lost_samples_and_5xx():
@@ -56,7 +76,7 @@ def test_criteria_catch_double_scaling_lost_samples_and_5xx():
     failed = window_figures([Answer(1.0, "cost", 502, 5.0)], "baseline", 0.0, 10.0)
     verdict = criteria([failed], [], samples(), [scaling()])
     assert [name for name, ok in verdict.items() if not ok] == [
-        "no 5xx but documented 503s (and Serve's 500s for what a killed replica held)"]
+        "no 5xx but documented 503s while a part restarts (and Serve's 500s for what a killed replica held)"]
     report = SoakReport(clients=16, duration_s=60, windows=[failed], faults=[], samples=samples(),
                         scaling=[scaling()], criteria=verdict)
     assert not report.passed
