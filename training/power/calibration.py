@@ -8,6 +8,9 @@ Confidence: the probability that the actual power lands within ±`tolerance` (10
 point forecast. A raw value comes from the calibrated interval (its width read as a normal spread); a
 monotone map fitted on the calibration tail turns it into the observed hit rate, so that on held-out
 data the mean confidence matches how often forecasts really land within the band.
+
+Peak: a bound on the most power reached within the next k steps, calibrated on the same tail
+(training.power.peak_bound); calibrations saved without it fall back to the maximum of the per-step uppers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from statistics import NormalDist
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from training.power.peak_bound import fit_peak_margins, peak_upper
 
 _MIN_POINTS_PER_LEAD = 30
 _CONFIDENCE_BINS = 10
@@ -30,6 +35,7 @@ class CalibratedForecast:
     lower: np.ndarray
     upper: np.ndarray
     confidence: np.ndarray  # [N, H] in [0, 1]
+    peak_upper: np.ndarray | None = None  # [N, H] bound on max(actual[1..k]) (training.power.peak_bound)
 
 
 class Calibration(BaseModel):
@@ -44,6 +50,7 @@ class Calibration(BaseModel):
     rate_knots: tuple[float, ...]
     calibration_points: int
     calibration_coverage: float  # coverage on the calibration tail after widening (in-sample)
+    peak_margins_watts: tuple[float, ...] | None = None  # peak bound per lead (None: saved before it existed)
 
     def apply(self, quantiles_watts: np.ndarray) -> CalibratedForecast:
         """Raw quantiles [N, H, 3] in watts -> calibrated forecast."""
@@ -53,7 +60,7 @@ class Calibration(BaseModel):
         upper = np.maximum(quantiles_watts[..., 2] + margins, point)
         raw = raw_confidence(point, lower, upper, self.coverage, self.tolerance)
         confidence = np.interp(raw, self.raw_knots, self.rate_knots)
-        return CalibratedForecast(point, lower, upper, confidence)
+        return CalibratedForecast(point, lower, upper, confidence, peak_upper(upper, self.peak_margins_watts or ()))
 
 
 def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, coverage: float,
@@ -93,6 +100,7 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
         "raw_knots": raw_knots,
         "rate_knots": rate_knots,
         "calibration_coverage": float(inside[mask].mean()),
+        "peak_margins_watts": fit_peak_margins(forecast.upper, actual, mask, coverage),
     })
 
 

@@ -81,6 +81,11 @@ class PowerForecaster:
         return self.served.method if self.served is not None else "lstm"
 
     @property
+    def served_calibration(self) -> Calibration | None:
+        """The calibration behind the served forecast (intervals, confidence and the peak bound)."""
+        return self.served.calibration if self.served is not None else self.calibration
+
+    @property
     def interval_coverage(self) -> float:
         """Nominal coverage of the served interval (0 without a calibration)."""
         calibration = self.served.calibration if self.served is not None else self.calibration

@@ -75,6 +75,9 @@ class PowerForecast(BaseModel):
     window_coverage: float  # share of the input window that was real power history
     padded_steps: int
     interval_coverage: float  # nominal coverage of [lower, upper]
+    # peak_upper[k-1] bounds max(actual[1..k]) with probability (1 + interval_coverage) / 2, the level of `upper`
+    # (training.power.peak_bound); None from code that cannot bound the peak (a decision then uses max(upper))
+    peak_upper: tuple[float, ...] | None = None
 
 
 class ServedModel(BaseModel):
@@ -144,6 +147,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             window_coverage=round(1.0 - padded / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
+            peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),
         ))
     return forecasts
 

@@ -29,8 +29,9 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
 
     Point, lower and upper are summed: the summed bounds hold whenever every node's do. That is exact for
     nodes whose errors move together and wider than needed for independent ones; it is not a formal
-    coverage guarantee for the sum. Confidence is the lowest node's, window coverage the lowest, padding
-    the largest.
+    coverage guarantee for the sum. The peak bounds are summed the same way (the sum of the nodes' peaks is at
+    least the peak of their sum), or dropped when a node has none. Confidence is the lowest node's, window
+    coverage the lowest, padding the largest.
     """
     first = forecasts[0]
     if len(forecasts) == 1:
@@ -41,6 +42,7 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
 
     return first.model_copy(update={
         "point": total("point"), "lower": total("lower"), "upper": total("upper"),
+        "peak_upper": total("peak_upper") if all(f.peak_upper is not None for f in forecasts) else None,
         "confidence": tuple(min(values) for values in zip(*(f.confidence for f in forecasts), strict=True)),
         "window_coverage": min(f.window_coverage for f in forecasts),
         "padded_steps": max(f.padded_steps for f in forecasts),
