@@ -19,10 +19,10 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from app.batches import run_batch
-from app.records import RecordNotFound, RecordStore
 from app.settings import BatchArgs
 from core.actors import ActorUnavailable
 from core.names import NAMESPACE
+from core.records import RecordNotFound, RecordStore
 
 logger = logging.getLogger(__name__)
 RunBatch = Callable[[RecordStore, str, str, str], Awaitable[str]]

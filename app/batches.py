@@ -14,9 +14,9 @@ from ray import serve
 
 from app.errors import public_error
 from app.power_api import to_history, to_response
-from app.records import RecordStore
 from app.schemas import BatchItem, BatchItemResult
 from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
+from core.records import RecordStore
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,12 @@
 """Start the cluster's long-lived actors the app's args ask for, from the app builder (not the HTTP ingress).
 
-The store actor with the collector supervisor (`args.telemetry.enabled`) and the scaling controller
-(`args.autoscaler.enabled`). All are named, detached and created with get_if_exists, so a builder that runs
-again (a redeploy, another `serve run`) finds them instead of starting twins, and they outlive the process
-that built the app (the `serve run` driver or Serve's build task). The controller is kept only when its
-settings are unchanged (else replaced), stopped when the autoscaler is disabled, and ends itself when the app
-is deleted (autoscaler/actor.py).
+The store actor with the collector supervisor (`args.telemetry.enabled`), the scaling controller
+(`args.autoscaler.enabled`) and the retrain scheduler (`args.retrain.schedule`, by default with the
+telemetry). All are named, detached and created with get_if_exists, so a builder that runs again (a redeploy,
+another `serve run`) finds them instead of starting twins, and they outlive the process that built the app
+(the `serve run` driver or Serve's build task). The controller and the scheduler are kept only when their
+settings are unchanged (else replaced) and stopped when disabled; the controller also ends itself when the
+app is deleted (autoscaler/actor.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from app.settings import AppArgs
 from autoscaler.actor import start_controller, stop_controller
 from autoscaler.policy_config import policies_from_config
 from collectors.supervisor import start_telemetry
+from training.power.scheduler_actor import start_scheduler, stop_scheduler
 
 
 def start_actors(args: AppArgs) -> None:
@@ -29,3 +31,8 @@ def start_actors(args: AppArgs) -> None:
         start_telemetry(config, selected=telemetry.sources,
                         replay=telemetry.replay.model_dump() if telemetry.replay else None,
                         store_settings=telemetry.store_settings, config_path=args.config_path)
+    scheduler = args.scheduler_settings()
+    if scheduler is not None:
+        start_scheduler(scheduler)
+    else:
+        stop_scheduler()  # scheduled retraining turned off: no scheduler keeps the old schedule

@@ -20,16 +20,17 @@ from starlette.exceptions import HTTPException
 
 from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
-from app.records import RecordNotFound
-from app.retrain_jobs import DataNotAllowed, RetrainRunning
+from app.retrain_jobs import DataNotAllowed
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
+from core.records import RecordNotFound
 from core.registry import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from training.power.inference import ForecastRequestError
 from training.power.retrain_spec import RetrainRefused
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
+from training.retrain_lock import RetrainRunning
 
 logger = logging.getLogger("ray.serve")
 

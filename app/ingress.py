@@ -11,7 +11,7 @@ one hop away (app/power_route.py); the actors behind the API are started by app/
 
 from typing import Annotated
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from fastapi.openapi.utils import get_openapi
 from ray import serve
 
@@ -21,8 +21,9 @@ from app.errors import install_error_handlers, responses
 from app.ingress_state import IngressState
 from app.middleware import install_middleware
 from app.power_route import power_api
-from app.schemas import Health, RetrainJob, RetrainRequest
+from app.schemas import Health, RetrainJob, RetrainJobsResponse, RetrainRequest
 from core.names import POWER_ROUTE_PREFIX
+from core.registry_metadata import MODEL_ID_PATTERN
 
 api = FastAPI(
     title="kcloud-opt-predictor",
@@ -59,9 +60,7 @@ for _routes in (predict_routes, model_routes, telemetry_routes, scaling_routes):
 
 
 def _job(record: dict) -> RetrainJob:
-    return RetrainJob(job_id=record["id"], status=record["status"], model_id=record["model_id"],
-                      created_at=record["created_at"], updated_at=record["updated_at"],
-                      registered_version=record.get("registered_version"), message=record.get("message"))
+    return RetrainJob.model_validate({**record, "job_id": record["id"]})
 
 
 @serve.ingress(api)
@@ -71,13 +70,26 @@ class ApiIngress(IngressState):
     @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202, dependencies=[WRITE],
               responses=responses(401, 403, 409, 413))
     async def retrain(self, request: RetrainRequest) -> RetrainJob:
-        """Start a Ray Train retraining job, one at a time per model, on a CSV in the server's
-        args.retrain.data_dir (default: args.retrain.data) or on the telemetry store (`"source": "store"`);
-        the new version is promoted only if it beats the active one."""
+        """Start retraining a model, one attempt at a time per model: the power forecaster (Ray Train) on a CSV
+        in the server's args.retrain.data_dir (default: args.retrain.data) or on the telemetry store
+        (`"source": "store"`); the cost model on a jobs CSV there (default: args.retrain.cost_data) or on jobs
+        generated from the price catalog. The new version is promoted only if it beats the active one on the
+        same held-out data."""
         return _job(self.retrains.submit(request))
+
+    @api.get("/api/v1/models/retrain", response_model=RetrainJobsResponse, dependencies=[READ],
+             responses=responses(401))
+    async def retrain_jobs(
+        self,
+        model_id: Annotated[str | None, Query(pattern=MODEL_ID_PATTERN, description="only this model's")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RetrainJobsResponse:
+        """Every retraining attempt, newest first: the API's jobs and the scheduler's (trigger "interval" or
+        "degradation"), each with its data, the scores of both versions and the decision."""
+        return RetrainJobsResponse(jobs=[_job(record) for record in self.retrains.newest(model_id, limit)])
 
     @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, dependencies=[READ],
              responses=responses(401, 404))
     async def retrain_status(self, job_id: Annotated[str, Path(max_length=64)]) -> RetrainJob:
-        """Status of a retraining job and the version it registered."""
+        """One retraining attempt: its status, the version it registered and the decision."""
         return _job(self.retrains.records.get(job_id))

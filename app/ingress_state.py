@@ -11,14 +11,15 @@ from ray.serve.handle import DeploymentHandle
 
 from app.access import Access
 from app.batch_queue import BatchQueueClient
-from app.records import RecordStore
 from app.replica import serving_replica
 from app.retrain_jobs import RetrainJobs
 from app.settings import AppArgs
 from autoscaler.actor import controller_client
 from core.names import POWER_DEPLOYMENT
+from core.records import RecordStore
 from core.registry import ModelRegistry
 from core.stores.remote import RemoteStore
+from deployments.cost import CostPredictor
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,6 +33,7 @@ class IngressState:
         self.model_path = args.model_path or args.with_absolute_paths().model_path
         self.state_path = args.state_path
         self.registry = ModelRegistry(self.model_path)
+        self.cost_model = CostPredictor(self.model_path, args.cost_model_id)  # the cost route's: one hop, no handle
         self.access = Access.from_args(args)
         self.batches = RecordStore(self.state_path, "batches", retention_s=args.batches.retention)
         self.batch_queue = BatchQueueClient(self.state_path, args.batches, self.app_name(), args.power_app_name)

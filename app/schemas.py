@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, parse_duration
 from training.cost.schema import CostEstimate, CostQuery
+from training.power.retrain_result import Decision
+from training.retrain_attempt import ChampionScore, Trigger
 
 MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
@@ -166,16 +168,18 @@ class ModelMetricsResponse(BaseModel):
 
 
 class RetrainRequest(_Body):
-    model_id: Literal["power_lstm"] = "power_lstm"
-    source: Literal["csv", "store"] = Field("csv", description='"csv": the file `data` names (default: the '
-                                                               'configured one); "store": the telemetry store')
+    model_id: Literal["power_lstm", "cost_gbm"] = Field(
+        "power_lstm", description="the power forecaster (trains on telemetry) or the cost model (on past jobs)")
+    source: Literal["csv", "store", "catalog"] = Field(
+        "csv", description='"csv": the file `data` names (default: the configured one); "store": the telemetry store '
+                           '(power); "catalog": jobs generated from the price catalog (cost, for demos)')
     data: str | None = Field(None, min_length=1, max_length=MAX_PATH_CHARS,
-                             description="canonical telemetry CSV inside the server's args.retrain.data_dir "
-                                         "(relative to it, or absolute)")
+                             description="inside the server's args.retrain.data_dir (relative to it, or absolute): "
+                                         "a canonical telemetry CSV (power) or a CSV of past jobs (cost)")
     since: str | None = Field(None, max_length=MAX_TEXT_CHARS,
                               description='with "source": "store": how much history to read (default 14d)')
-    prediction_horizon: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-    epochs: int | None = Field(None, ge=1, le=1000)
+    prediction_horizon: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="power only")
+    epochs: int | None = Field(None, ge=1, le=1000, description="power only")
 
     @field_validator("prediction_horizon", "since")
     @classmethod
@@ -189,6 +193,8 @@ JobState = Literal["pending", "running", "succeeded", "failed"]
 
 
 class RetrainJob(BaseModel):
+    """One retraining attempt, started by the API or the scheduler."""
+
     job_id: str
     status: JobState
     model_id: str
@@ -196,6 +202,23 @@ class RetrainJob(BaseModel):
     updated_at: datetime
     registered_version: int | None = None
     message: str | None = None
+    trigger: Trigger = Field("api", description='"api": a POST; "interval": the scheduler '
+                                                '(predictor.model_update_interval); "degradation": the active '
+                                                "version's live error past its held-out error times the factor")
+    source: Literal["csv", "store", "catalog"] | None = None
+    data: str | None = Field(None, description="what it trains on: a file's name, the store's span, generated jobs")
+    data_span: dict[str, Any] | None = Field(None, description="what the registered version trained on (power: "
+                                                               "start, end, series, rows; cost: rows)")
+    decision: Decision | None = Field(None, description="whether the new version went into service, and why")
+    reason: str | None = None
+    activated: bool | None = None
+    challenger: dict[str, Any] | None = Field(None, description="the new version's held-out metrics")
+    champion: ChampionScore | None = Field(None, description="the version active before, scored on the same "
+                                                             "held-out data")
+
+
+class RetrainJobsResponse(BaseModel):
+    jobs: list[RetrainJob] = Field(description="newest first")
 
 
 class TelemetryNode(BaseModel):

@@ -17,10 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from autoscaler.settings import AutoscalerConfig, ControllerEnvironment, ControllerSettings
 from collectors.collector_actor import ReplaySettings
 from collectors.settings import CollectorConfig, CollectorOverrides
+from core.durations import parse_duration
 from core.names import POWER_APP
 from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
 from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
+from training.power.scheduler import SchedulerSettings
+from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
 
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|API_KEY", re.IGNORECASE)
@@ -36,17 +39,36 @@ def load_service_config(path: str | Path | None = None, environ: Mapping[str, st
     return load_keys(ServiceConfig, path, environ, overrides=[TrainingOverrides, CollectorOverrides])
 
 
+class RetrainSchedule(BaseModel):
+    """Scheduled retraining of the power forecaster on the telemetry store (training/power/scheduler.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = Field(None, description="run the retrain scheduler actor; default: with the app's "
+                                                   "telemetry (args.telemetry.enabled), the store it trains on")
+    interval: Duration | None = Field(None, gt=0, description="time between scheduled retrains; default "
+                                                              "predictor.model_update_interval")
+    since: Duration = Field(parse_duration(DEFAULT_STORE_SPAN), gt=0,
+                            description="how much recent telemetry each scheduled retrain trains on")
+    retrain_on_degradation_factor: float | None = Field(
+        1.5, gt=1, description="retrain early when the active version's live MAE exceeds this times its "
+                               "held-out MAE (acts once live accuracy is reported); null: never")
+
+
 class RetrainDefaults(BaseModel):
-    """How `POST /api/v1/models/retrain` runs its Ray Train job when the request does not say."""
+    """How retraining runs: `POST /api/v1/models/retrain` when the request does not say, and the schedule."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: str | None = Field(None, description="canonical telemetry CSV readable by the cluster")
     data_dir: str | None = Field(None, description="folder whose CSV files a request's `data` may name "
                                                    "(none: requests may not name files)")
+    cost_data: str | None = Field(None, description="CSV of past jobs the cost model retrains on (default: jobs "
+                                                    "generated from the price catalog)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    schedule: RetrainSchedule = RetrainSchedule()
 
 
 class TelemetryArgs(BaseModel):
@@ -130,13 +152,27 @@ class AppArgs(BaseModel):
                                   ray_dashboard_url=scaler.ray_dashboard_url, kubeconfig=scaler.kubeconfig,
                                   interval_s=scaler.interval_s)
 
+    def scheduler_settings(self) -> SchedulerSettings | None:
+        """The retrain scheduler actor's settings; None when scheduled retraining is off (call on absolute-path
+        args)."""
+        retrain, schedule = self.retrain, self.retrain.schedule
+        if not (schedule.enabled if schedule.enabled is not None else self.telemetry.enabled):
+            return None
+        interval = schedule.interval or self.service_config().predictor.model_update_interval
+        return SchedulerSettings(
+            state_path=self.state_path, model_path=self.model_path or load_training_config(self.config_path).model_path,
+            config_path=self.config_path, model_id=self.power_model_id, interval_s=interval, since_s=schedule.since,
+            degradation_factor=schedule.retrain_on_degradation_factor, check_s=min(30.0, max(1.0, interval / 4)),
+            num_workers=retrain.num_workers, use_gpu=retrain.use_gpu, cpus_per_worker=retrain.cpus_per_worker)
+
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""
         found = config_path(self.config_path)  # actors on other nodes and directories read the same file
         config_file = str(found.resolve()) if found is not None else None
         model_path = self.model_path or load_training_config(config_file).model_path
         retrain = {key: str(Path(value).resolve()) if value else None
-                   for key, value in (("data", self.retrain.data), ("data_dir", self.retrain.data_dir))}
+                   for key, value in (("data", self.retrain.data), ("data_dir", self.retrain.data_dir),
+                                       ("cost_data", self.retrain.cost_data))}
         telemetry = self.telemetry
         if telemetry.replay is not None:
             replay = telemetry.replay.model_copy(update={"path": str(Path(telemetry.replay.path).resolve())})

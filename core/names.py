@@ -19,6 +19,7 @@ COST_DEPLOYMENT = "CostPredictor"
 STORE_ACTOR = "telemetry_store"
 SUPERVISOR_ACTOR = "collector_supervisor"
 CONTROLLER_ACTOR = "scaling_controller"
+SCHEDULER_ACTOR = "retrain_scheduler"  # scheduled retraining (training/power/scheduler_actor.py)
 
 
 def collector_actor(key: str) -> str:

@@ -12,10 +12,7 @@ held-out metrics (MAE, MAPE, interval coverage, confidence vs hit rate) and acti
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,8 @@ import pandas as pd
 from core.registry import ModelRegistry
 from training.cli import positive_int, run_cli
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
-from training.cost.model import CATEGORICAL, FEATURES, INCREASING, CostModel, component_features
+from training.cost.model import CostModel
+from training.cost.publish import publish_cost_model
 from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
 from training.settings import load_training_config
 
@@ -116,21 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             records = load_job_records(args.data, catalog)
         model = CostModel(catalog)
         metrics = model.fit(records, config.models.cost_predictor, seed=args.seed)
-        spec = {"features": FEATURES, "categorical": CATEGORICAL, "vocab": model.vocab,
-                "increasing": sorted(INCREASING), "component_features": {c: component_features(c) for c in COMPONENTS}}
-        spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-        registry = ModelRegistry(args.model_path or config.model_path)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save(Path(folder))
-            metadata = registry.publish(
-                args.model_id, Path(folder), model_type="lightgbm", data_span=None, feature_spec=spec,
-                feature_spec_hash=spec_hash, config=config.model_dump(mode="json"), metrics=metrics,
-                training={"seed": args.seed, "records": len(records), "synthetic_data": synthetic,
-                          "data": args.data, "catalog": catalog_name, "currency": catalog.currency},
-                activate=True)
+        version = publish_cost_model(
+            ModelRegistry(args.model_path or config.model_path), args.model_id, model, config, metrics,
+            training={"seed": args.seed, "records": len(records), "synthetic_data": synthetic, "data": args.data,
+                      "catalog": catalog_name, "currency": catalog.currency}, activate=True)
         label = " (trained on SYNTHETIC jobs: for demos only)" if synthetic else ""
         sys.stderr.write(
-            f"train_gbm: registered and activated {metadata.model_id} version {metadata.version}{label}; holdout "
+            f"train_gbm: registered and activated {args.model_id} version {version}{label}; holdout "
             f"MAE {metrics['mae']:.2f} {catalog.currency}, MAPE {metrics['mape']:.1f}% (list price "
             f"{metrics['list_price_mape']:.1f}%), {metrics['nominal_coverage']:.0%} interval covers "
             f"{metrics['coverage']:.1%}, mean confidence {metrics['mean_confidence']:.3f} vs hit rate "

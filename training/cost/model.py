@@ -218,6 +218,11 @@ class CostModel:
         metrics["list_price_mape"] = point_metrics(list_total, actual, mask)["mape"]
         return metrics
 
+    def evaluate(self, records: pd.DataFrame) -> dict[str, Any]:
+        """MAE, MAPE, coverage, ... on past jobs (``RECORD_COLUMNS``), e.g. ones held out of its training."""
+        frame = self._normalize(records)
+        return self._evaluate(frame, expected_power(frame, self.catalog))
+
     # --- prediction -------------------------------------------------------------------------------
     def predict(self, query: CostQuery, expected_power_watts: float | None = None) -> CostEstimate:
         """Estimate one job; ``expected_power_watts`` replaces the catalog's expected power (e.g. a forecast)."""

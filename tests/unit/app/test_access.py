@@ -13,11 +13,11 @@ from ray import serve
 from app.access import Access
 from app.ingress import api
 from app.power_route import power_api
-from app.records import RecordNotFound
 from app.replica import serving_replica
 from app.retrain_jobs import RetrainJobs
 from app.settings import AppArgs, RetrainDefaults
 from autoscaler.settings import AutoScalingConfig
+from core.records import RecordNotFound
 from core.settings import ConfigError
 from tests.factories import policy_data
 from tests.paths import TEST_DATA

@@ -15,9 +15,9 @@ import pytest
 from app.access import Access
 from app.batch_queue import BatchRunner, queue_name
 from app.ingress import api
-from app.records import RecordNotFound, RecordStore
 from app.replica import serving_replica
 from app.settings import AppArgs, BatchArgs
+from core.records import RecordNotFound, RecordStore
 
 COST_ITEM = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 4}, "duration_hours": 1}}
 

@@ -6,12 +6,12 @@ import pytest
 
 from app.access import Access
 from app.ingress import api
-from app.records import RecordNotFound
 from app.replica import serving_replica
 from autoscaler.schema import InvalidStoredPolicy
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
+from core.records import RecordNotFound
 from core.registry_metadata import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from core.stores.remote import StoreActorUnavailable

@@ -5,6 +5,7 @@ Regressions of issue 10: concurrent retrains were unlimited and `data` could be 
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -13,10 +14,12 @@ from ray import serve
 from app import tasks
 from app.access import Access
 from app.ingress import api
-from app.retrain_jobs import DataNotAllowed, RetrainJobs, RetrainRunning, data_file
+from app.retrain_jobs import DataNotAllowed, RetrainJobs, data_file
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
+from core.records import RecordStore
 from tests.paths import TEST_DATA
+from training.retrain_lock import RetrainRunning
 
 AUTH = {"Authorization": "Bearer t"}
 
@@ -130,3 +133,79 @@ def test_the_route_refuses_what_the_job_would_refuse_naming_the_field(route, bod
     assert response.status_code == 422, response.text
     [detail] = response.json()["detail"]
     assert detail["loc"] == ["body", field] and phrase in detail["msg"]
+
+
+# --- issue 13: scheduled attempts beside the API's jobs, the cost model, the list of attempts ------------------
+
+
+def test_an_app_restart_leaves_the_schedulers_attempts_to_the_scheduler(tmp_path):
+    jobs = jobs_in(tmp_path, launched=[])
+    scheduled = jobs.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval"})
+    jobs.locks.acquire("power_lstm", scheduled["id"])
+    jobs_in(tmp_path).fail_interrupted()
+    assert jobs.records.get(scheduled["id"])["status"] == "running"
+    with pytest.raises(RetrainRunning):  # still retraining: the API waits for the scheduled attempt
+        jobs.submit(RetrainRequest(epochs=4))
+
+
+def test_the_cost_model_trains_on_the_configured_jobs_file_a_named_one_or_generated_jobs(tmp_path, data_dir):
+    (data_dir / "jobs.csv").write_text("cost\n")
+    jobs = jobs_in(tmp_path, data_dir)
+    generated = jobs.job_records(RetrainRequest(model_id="cost_gbm"))
+    assert (generated.source, generated.synthetic) == ("catalog", True)
+    assert jobs.job_records(RetrainRequest(model_id="cost_gbm", data="jobs.csv")).label == "jobs.csv"
+    configured = RetrainDefaults(data_dir=str(data_dir), cost_data=str(data_dir / "jobs.csv"))
+    jobs = RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, configured, launch=lambda *a: None)
+    assert jobs.job_records(RetrainRequest(model_id="cost_gbm")).path == str(data_dir / "jobs.csv")
+    with pytest.raises(DataNotAllowed):
+        jobs.job_records(RetrainRequest(model_id="cost_gbm", data="../secret.csv"))
+
+
+def test_a_cost_job_is_launched_beside_a_running_power_job(tmp_path):
+    launched: list = []
+    jobs = jobs_in(tmp_path, launched=launched)
+    power = jobs.submit(RetrainRequest(epochs=4))
+    cost = jobs.submit(RetrainRequest(model_id="cost_gbm"))
+    assert (power["trigger"], cost["trigger"], cost["source"]) == ("api", "api", "catalog")
+    _, job_id, _, data, spec = launched[1]
+    assert (job_id, spec.model_id, data.source, spec.synthetic) == (cost["id"], "cost_gbm", "catalog", True)
+    with pytest.raises(RetrainRunning):
+        jobs.submit(RetrainRequest(model_id="cost_gbm"))
+
+
+@pytest.mark.parametrize(("body", "field", "phrase"), [
+    ({"model_id": "cost_gbm", "epochs": 4}, "epochs", "power forecaster only"),
+    ({"model_id": "cost_gbm", "since": "2d"}, "since", "power forecaster only"),
+    ({"model_id": "cost_gbm", "source": "store"}, "source", "past jobs"),
+    ({"source": "catalog"}, "source", "telemetry"),
+])
+def test_the_route_refuses_a_source_or_field_the_model_cannot_use(route, body, field, phrase):
+    response = route.post("/api/v1/models/retrain", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["body", field] and phrase in detail["msg"]
+
+
+def test_the_list_holds_api_jobs_and_scheduled_attempts_newest_first(route, tmp_path, monkeypatch):
+    records = RecordStore(tmp_path / "state", "retrain")
+    times = iter(f"2026-01-05T12:0{minute}:00+00:00" for minute in range(10))
+    monkeypatch.setattr(records, "clock", lambda: datetime.fromisoformat(next(times)))
+    old = records.create({"status": "succeeded", "model_id": "power_lstm"})  # recorded before triggers existed
+    scheduled = records.create({
+        "status": "succeeded", "model_id": "power_lstm", "trigger": "interval", "source": "store",
+        "data": "telemetry store, last 14d", "registered_version": 2, "decision": "did_not_beat", "activated": False,
+        "reason": "did not beat active version 1", "challenger": {"mae": 9.0},
+        "champion": {"version": 1, "mae": 8.0, "challenger_mae": 9.0}})
+    cost = records.create({"status": "pending", "model_id": "cost_gbm", "trigger": "api", "source": "catalog"})
+    listed = route.get("/api/v1/models/retrain").json()["jobs"]
+    assert [job["job_id"] for job in listed] == [cost["id"], scheduled["id"], old["id"]]
+    assert listed[2]["trigger"] == "api" and listed[2]["decision"] is None
+    assert {"trigger": "interval", "decision": "did_not_beat", "activated": False,
+            "champion": {"version": 1, "mae": 8.0, "challenger_mae": 9.0, "not_compared": None}}.items() \
+        <= listed[1].items()
+    power = route.get("/api/v1/models/retrain", params={"model_id": "power_lstm", "limit": 1}).json()["jobs"]
+    assert [job["job_id"] for job in power] == [scheduled["id"]]
+    one = route.get(f"/api/v1/models/retrain/{scheduled['id']}").json()
+    assert one == listed[1] and {"job_id", "status", "model_id", "created_at", "updated_at", "registered_version",
+                                 "message"} <= one.keys()
+    assert route.get("/api/v1/models/retrain", params={"limit": 0}).status_code == 422

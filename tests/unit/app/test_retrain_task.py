@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from app import tasks
-from app.records import RecordStore
-from app.retrain_jobs import TrainingData
+from core.records import RecordStore
 from tests.fakes.trainer import untrained
 from tests.paths import TEST_DATA
+from training.cost.catalog import generate_job_records
+from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import RetrainSpec
+from training.retrain_data import JobRecordsData, TrainingData
 from training.settings import TrainingConfig
 
 SMALL = TrainingConfig.model_validate({
@@ -47,3 +49,46 @@ def test_an_unexpected_error_fails_the_job_without_its_details(tmp_path, monkeyp
     monkeypatch.setattr("training.power.dataset.train_power_lstm", crash)
     outcome, job = _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
     assert outcome == "failed" and job["message"] == "training failed: RuntimeError"
+
+
+def test_a_retrain_records_the_decision_both_scores_and_the_data_span(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(5.0))
+    _, job = _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
+    assert (job["registered_version"], job["decision"], job["activated"]) == (2, "did_not_beat", False)
+    assert job["reason"].startswith("did not beat active version 1: holdout MAE ")
+    assert job["champion"]["version"] == 1 and job["champion"]["mae"] < job["champion"]["challenger_mae"]
+    assert job["challenger"]["mae"] == job["champion"]["challenger_mae"]
+    assert job["data_span"]["rows"] > 0 and len(job["data_span"]["series"]) == 3
+
+
+@pytest.mark.slow
+def test_a_cost_retrain_records_its_decision(tmp_path):
+    jobs_file = tmp_path / "jobs.csv"
+    generate_job_records(600, 1).to_csv(jobs_file, index=False)
+    config = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 20}}})
+    store = RecordStore(tmp_path / "state", "retrain")
+    for expected in ("no_incumbent", "beat_incumbent"):  # the same jobs again: no worse, so promoted
+        job = store.create({"status": "pending", "model_id": "cost_gbm"})
+        outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
+                                              JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
+                                              CostRetrainSpec(config=config))
+        record = store.get(job["id"])
+        assert outcome == "succeeded" and (record["decision"], record["activated"]) == (expected, True), record
+        assert record["message"].startswith("train_gbm: registered cost_gbm version ")
+        assert record["data_span"] == {"rows": 600, "synthetic": False}
+    assert record["champion"]["version"] == 1 and record["champion"]["mae"] == record["champion"]["challenger_mae"]
+
+
+def test_a_bad_jobs_file_fails_the_cost_job_naming_it_not_its_path(tmp_path):
+    jobs_file = tmp_path / "jobs.csv"
+    jobs_file.write_text("cost\n1\n")
+    store = RecordStore(tmp_path / "state", "retrain")
+    job = store.create({"status": "pending", "model_id": "cost_gbm"})
+    outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
+                                          JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
+                                          CostRetrainSpec(config=SMALL))
+    message = store.get(job["id"])["message"]
+    assert outcome == "failed" and message.startswith("train_gbm: error: jobs.csv: missing column(s) ")
+    assert str(tmp_path) not in message

@@ -64,3 +64,28 @@ def test_rayjob_entrypoint_is_a_valid_train_command(folder: str):
         args = train_lstm.parse_args(argv[3:])
         assert args.use_gpu == (folder == "overlays/gpu") and args.num_workers == 2
         assert args.from_store and args.model_path == "/models"
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_retraining_jobs_keep_checkpoints_on_storage_every_pod_mounts(folder: str):
+    objects = _objects(folder)
+    for job in (objects["RayJob"]["spec"], objects["RayCronJob"]["spec"]["jobTemplate"]):
+        args = train_lstm.parse_args(job["entrypoint"].split()[3:])
+        cluster = job["rayClusterSpec"]
+        pods = [cluster["headGroupSpec"]["template"], *(group["template"] for group in cluster["workerGroupSpecs"])]
+        for pod in pods:
+            [container] = pod["spec"]["containers"]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["spec"]["volumes"]}
+            assert claims[mounts["/models"]] == "kcloud-models"  # ReadWriteMany (storage.yaml)
+        assert args.storage_path is not None and args.storage_path.startswith("/models/")
+
+
+def test_one_scheduler_retrains_by_default_the_services_or_the_raycronjob():
+    objects = _objects("overlays/cpu")
+    service = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])
+    args = AppArgs.model_validate(_apps(service)["kcloud"]["args"])
+    assert args.with_absolute_paths().scheduler_settings() is not None
+    assert objects["RayCronJob"]["spec"]["suspend"] is True
+    head = objects["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "KCLOUD_STORAGE_PATH", "value": "/models/ray-checkpoints"} in head["env"]

@@ -1,4 +1,4 @@
-"""Persisted job records (batches, retrain jobs): one JSON file each, written atomically.
+"""Persisted job records (prediction batches, retraining attempts): one JSON file each, written atomically.
 
 Records outlive the app: after a restart the API still answers for every batch and job it accepted, until a
 finished record is older than the store's retention (then it is deleted, and unknown from then on).
@@ -63,6 +63,15 @@ class RecordStore:
 
     def delete(self, record_id: str) -> None:
         self._path(record_id).unlink(missing_ok=True)
+
+    def newest(self, limit: int, **equal: Any) -> list[dict[str, Any]]:
+        """At most `limit` records whose fields equal `equal` (e.g. model_id="power_lstm"), newest first;
+        expired ones are left out."""
+        records = [record for path in self.folder.glob("*.json")
+                   if (record := self._read(path)) is not None and not self._expired(record)
+                   and all(record.get(key) == value for key, value in equal.items())]
+        records.sort(key=lambda record: record.get("created_at", ""), reverse=True)
+        return records[:limit]
 
     def unfinished(self, states: tuple[str, ...] = UNFINISHED) -> list[dict[str, Any]]:
         """Records still in one of `states` (e.g. interrupted by a restart), oldest first."""

@@ -1,0 +1,73 @@
+"""retrain_cost: the cost model's challenger is promoted only when it beats the champion on the same held-out jobs
+(issue 13: before, every cost retraining was activated). Small real LightGBM fits, so `slow`."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.registry import ModelRegistry
+from training.cost.catalog import generate_job_records
+from training.cost.retrain import CostRetrainSpec, retrain_cost
+from training.settings import TrainingConfig
+
+pytestmark = pytest.mark.slow
+SMALL = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 20}}})
+
+
+def spec(**fields) -> CostRetrainSpec:
+    return CostRetrainSpec(config=SMALL, **fields)
+
+
+def test_the_first_version_is_activated_with_its_held_out_scores(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    result = retrain_cost(generate_job_records(600, 1), spec(), registry=registry)
+    assert (result.version, result.decision, result.activated) == (1, "no_incumbent", True)
+    assert result.records == 600 and result.metrics["n_holdout"] == 90
+    assert result.summary_lines()[0].startswith("registered cost_gbm version 1; holdout MAE ")
+    _, metadata = registry.get("cost_gbm", 1)
+    assert metadata.model_type == "lightgbm" and metadata.metrics["mae"] == result.metrics["mae"]
+    assert registry.active_version("cost_gbm") == 1
+
+
+def test_a_worse_challenger_stays_registered_inactive_with_the_reason(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
+    result = retrain_cost(generate_job_records(200, 2), spec(seed=3), registry=registry)  # far fewer jobs
+    champion = result.incumbent
+    assert (result.version, result.decision, result.activated) == (2, "did_not_beat", False)
+    assert champion is not None and champion.version == 1 and champion.mae < champion.challenger_mae
+    assert result.reason.startswith("did not beat active version 1 on the same held-out jobs: MAE ")
+    assert registry.active_version("cost_gbm") == 1 and registry.versions("cost_gbm") == [1, 2]
+
+
+def test_a_better_challenger_is_activated(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(200, 2), spec(seed=3), registry=registry)
+    result = retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
+    assert (result.decision, result.activated) == ("beat_incumbent", True)
+    assert registry.active_version("cost_gbm") == 2
+
+
+def test_an_unreadable_champion_is_not_compared_and_not_replaced(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(600, 1), spec(), registry=registry)
+    folder, _ = registry.get("cost_gbm", 1)
+    (folder / "cost_model.json").write_text("{}")
+    result = retrain_cost(generate_job_records(600, 2), spec(), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False)
+    assert result.incomparable is not None and "cannot score it" in result.incomparable.why
+    assert registry.active_version("cost_gbm") == 1
+
+
+def test_forced_and_never_activation(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
+    forced = retrain_cost(generate_job_records(200, 2), spec(activation="force"), registry=registry)
+    assert (forced.decision, registry.active_version("cost_gbm")) == ("forced", 2)
+    never = retrain_cost(generate_job_records(2000, 1), spec(activation="never"), registry=registry)
+    assert (never.decision, registry.active_version("cost_gbm")) == ("not_requested", 2)
+
+
+def test_too_few_records_for_a_holdout_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="holdout"):
+        retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))

@@ -1,0 +1,201 @@
+"""Scheduled retraining (issue 13): `predictor.model_update_interval` is honoured by the retrain scheduler's body,
+without Ray. Attempts train on the telemetry store's recent data (a real SQLite store holding the shipped
+sample as recent telemetry), promote only a better challenger, are recorded like API jobs, share the API's
+per-model lock, keep their schedule across restarts, and retrain early when the champion's live error degrades.
+
+Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py); the rest is the real code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.records import RecordStore
+from core.registry import ModelRegistry
+from core.stores.sqlite import SqliteStore
+from tests.fakes.stored_trace import store_trace
+from training.power import scheduler as scheduler_module
+from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings
+from training.retrain_lock import RetrainLocks
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+HOUR = 3600
+SMALL_CONFIG = ("predictor: {step: 2min, prediction_horizon: 20min}\n"
+                "models: {power_predictor: {sequence_length: 15, hidden_size: 8, num_layers: 1, epochs: 4}}\n")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def settings(tmp_path) -> SchedulerSettings:
+    config = tmp_path / "config.yaml"
+    config.write_text(SMALL_CONFIG)
+    return SchedulerSettings(state_path=str(tmp_path / "state"), model_path=str(tmp_path / "models"),
+                             config_path=str(config), interval_s=HOUR, since_s=400 * 86400)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Attempts run without training: each is recorded as succeeded (the ids of those run)."""
+    ran: list[str] = []
+
+    def run_attempt(records, job_id, data, spec, registry):
+        ran.append(job_id)
+        records.update(job_id, status="succeeded")
+        RetrainLocks(records).release(spec.model_id, job_id)
+        return "succeeded"
+
+    monkeypatch.setattr(scheduler_module, "run_attempt", run_attempt)
+    return ran
+
+
+@pytest.fixture
+def stored_sample(sample, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """The shipped sample as the last hours of an embedded store (the one `open_store` finds without Ray)."""
+    folder = tmp_path / "telemetry"
+    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(folder))
+    for name in ("INFLUX_HOST", "PROMETHEUS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with SqliteStore(folder) as store:
+        assert store_trace(store, sample, datetime.now(UTC)) > 0
+
+
+def test_the_first_attempt_is_due_one_interval_after_the_scheduler_first_started(settings, clock, runs):
+    scheduler = RetrainScheduler(settings, clock=clock)
+    assert scheduler.next_due() == T0 + timedelta(seconds=HOUR)
+    clock.advance(HOUR - 1)
+    assert scheduler.step() is None and runs == []
+    clock.advance(1)
+    record = scheduler.step()
+    assert record is not None and record["trigger"] == "interval" and runs == [record["id"]]
+    assert scheduler.due() is None and scheduler.next_due() == clock.now + timedelta(seconds=HOUR)
+
+
+def test_a_restarted_scheduler_retrains_at_once_only_when_due(settings, clock, runs):
+    RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    assert RetrainScheduler(settings, clock=clock).step() is not None  # the attempt that was due
+    clock.advance(HOUR / 2)
+    restarted = RetrainScheduler(settings, clock=clock)
+    assert restarted.due() is None and restarted.next_due() == T0 + timedelta(seconds=2 * HOUR)
+    clock.advance(HOUR / 2)
+    assert RetrainScheduler(settings, clock=clock).due() == "interval"
+
+
+def test_a_scheduled_attempt_trains_on_the_store_and_promotes_only_a_better_version(
+        settings, clock, shift, stored_sample):
+    registry = ModelRegistry(settings.model_path)
+    shift(0.0)
+    scheduler = RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    first = scheduler.step()
+    assert first is not None, "nothing was due"
+    assert first["status"] == "succeeded", first.get("message")
+    assert (first["trigger"], first["source"], first["model_id"]) == ("interval", "store", "power_lstm")
+    assert first["data"] == "telemetry store, last 400d"
+    assert (first["registered_version"], first["decision"], first["activated"]) == (1, "no_incumbent", True)
+    assert first["champion"] is None and first["challenger"]["mae"] > 0
+    assert sorted(first["data_span"]["series"]) == ["hybrid_1", "radiance_1", "sysbench_2"]
+
+    shift(5.0)  # a clearly worse challenger
+    clock.advance(HOUR)
+    second = RetrainScheduler(settings, clock=clock).step()
+    assert second is not None and second["status"] == "succeeded", second
+    assert (second["registered_version"], second["decision"], second["activated"]) == (2, "did_not_beat", False)
+    champion = second["champion"]
+    assert champion["version"] == 1 and champion["mae"] < champion["challenger_mae"] == second["challenger"]["mae"]
+    assert second["reason"].startswith("did not beat active version 1")
+    assert registry.active_version("power_lstm") == 1 and registry.versions("power_lstm") == [1, 2]
+    assert RetrainLocks(RecordStore(settings.state_path, "retrain")).holder("power_lstm") is None
+
+
+def test_an_attempt_without_stored_telemetry_fails_with_the_reason(settings, clock, tmp_path, monkeypatch):
+    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(tmp_path / "empty-store"))
+    scheduler = RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    record = scheduler.step()
+    assert record is not None and record["status"] == "failed"
+    assert record["message"].startswith("train_lstm: error: the telemetry store holds no power readings")
+
+
+def test_nothing_starts_while_the_api_retrains_the_model_and_the_next_step_tries_again(settings, clock, runs):
+    scheduler = RetrainScheduler(settings, clock=clock)
+    api_job = scheduler.records.create({"status": "running", "model_id": "power_lstm", "trigger": "api"})
+    scheduler.locks.acquire("power_lstm", api_job["id"])
+    clock.advance(HOUR)
+    assert scheduler.step() is None and runs == []
+    assert [r["id"] for r in scheduler.records.newest(10)] == [api_job["id"]]  # nothing recorded for the skip
+    scheduler.records.update(api_job["id"], status="succeeded")
+    scheduler.locks.release("power_lstm", api_job["id"])
+    assert scheduler.step() is not None and len(runs) == 1
+
+
+def test_recover_fails_only_the_scheduled_attempts_a_restart_interrupted(settings, clock):
+    scheduler = RetrainScheduler(settings, clock=clock)
+    scheduled = scheduler.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval"})
+    scheduler.locks.acquire("power_lstm", scheduled["id"])
+    api_job = scheduler.records.create({"status": "running", "model_id": "cost_gbm", "trigger": "api"})
+    assert RetrainScheduler(settings, clock=clock).recover() == 1
+    assert scheduler.records.get(scheduled["id"])["status"] == "failed"
+    assert "interrupted" in scheduler.records.get(scheduled["id"])["message"]
+    assert scheduler.records.get(api_job["id"])["status"] == "running"
+    assert scheduler.locks.holder("power_lstm") is None
+
+
+# --- retraining early when the champion's live error degrades ------------------------------------------------
+
+
+@pytest.fixture
+def champion(settings, tmp_path) -> ModelRegistry:
+    """Version 1 of power_lstm, active, with a held-out MAE of 10 W."""
+    registry = ModelRegistry(settings.model_path)
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"0")
+    registry.publish("power_lstm", folder, model_type="lstm", metrics={"mae": 10.0})
+    return registry
+
+
+def live(mae: float, version: int = 1, samples: int = 100) -> LiveAccuracy:
+    return LiveAccuracy(model_id="power_lstm", version=version, mae=mae, samples=samples)
+
+
+@pytest.mark.parametrize(("reported", "due"), [
+    (live(15.5), "degradation"),  # past 1.5 x 10 W
+    (live(14.5), None),  # within the factor
+    (live(50.0, samples=5), None),  # too few points to tell
+    (live(50.0, version=2), None),  # another version's error
+    (None, None),  # no live accuracy measured (yet)
+])
+def test_the_champions_live_error_past_the_factor_makes_an_attempt_due(settings, clock, champion, reported, due):
+    scheduler = RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: reported)
+    assert scheduler.due() == due
+
+
+def test_each_champion_gets_one_early_retrain_and_no_factor_means_never(settings, clock, champion, runs):
+    degraded = live(40.0)
+    scheduler = RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: degraded)
+    record = scheduler.step()
+    assert record is not None and record["trigger"] == "degradation"
+    assert scheduler.due() is None  # the challenger did not replace version 1 (no loop of early retrains)
+    assert scheduler.next_due() == T0 + timedelta(seconds=HOUR)  # the interval counts from this attempt
+    assert RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: degraded).due() is None
+    off = settings.model_copy(update={"degradation_factor": None})
+    other = off.model_copy(update={"state_path": settings.state_path + "-other"})
+    assert RetrainScheduler(other, clock=clock, live_accuracy=lambda model_id: degraded).due() is None

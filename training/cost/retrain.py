@@ -1,0 +1,170 @@
+"""Retrain the job cost model: train, score on held-out jobs, publish, and promote if it beats the active model.
+
+The cost model's counterpart of `training.power.retrain.retrain_power`. A seeded share of the job records
+(`holdout_fraction`) is set aside before training; the new version (the challenger) is scored there, and so
+is the active version (the champion), on the very same records. The challenger goes into service only when
+its MAE is no worse; otherwise it stays registered, inactive, with the reason. A champion trained on some of
+the same records has seen them, so the comparison can only favour keeping it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from core.registry import ModelRegistry
+from core.registry_metadata import ModelId
+from training.cost.catalog import PriceCatalog, default_catalog
+from training.cost.model import CostModel, CostModelError
+from training.cost.publish import publish_cost_model
+from training.power.retrain_result import ACTIVATING, Decision
+from training.power.retrain_spec import Activation
+from training.settings import TrainingConfig
+
+RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
+MIN_HOLDOUT_RECORDS = 20
+_REASONS: dict[Decision, str] = {"no_incumbent": "no active model", "forced": "activation forced",
+                                 "not_requested": "activation not requested"}
+
+
+class CostRetrainSpec(BaseModel):
+    """What one retraining of the cost model is asked to do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    config: TrainingConfig = Field(description="the service config (models.cost_predictor)")
+    model_id: ModelId = "cost_gbm"
+    catalog: PriceCatalog | None = Field(None, description="price catalog of the list-price offsets (default: "
+                                                           "configs/prices.yaml)")
+    seed: int = Field(0, ge=0, description="seed of the holdout split and the trees")
+    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="share of the records never trained on")
+    activation: Activation = "if_better"
+    synthetic: bool = Field(False, description="the records were generated from the price catalog")
+    data: str | None = Field(None, description="what the records are, as recorded in the registry")
+
+
+class CostIncumbent(BaseModel):
+    """The active version's MAE on the challenger's held-out records, and the challenger's on the same ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    mae: float
+    challenger_mae: float
+
+
+class CostIncomparable(BaseModel):
+    """The active version, when it could not be scored (e.g. unreadable), and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    why: str
+
+
+class CostRetrainResult(BaseModel):
+    """The registered version and the activation decision, with the scores it rests on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_id: str
+    version: int
+    decision: Decision
+    metrics: dict[str, float]  # the challenger's scores on the held-out records (currency units, percent)
+    incumbent: CostIncumbent | None = None
+    incomparable: CostIncomparable | None = None
+    records: int  # job records read, holdout included
+    synthetic: bool
+    currency: str
+
+    @computed_field
+    @property
+    def activated(self) -> bool:
+        return self.decision in ACTIVATING
+
+    @computed_field
+    @property
+    def reason(self) -> str:
+        """The activation decision in words."""
+        if self.decision == "not_comparable" and self.incomparable is not None:
+            return (f"not compared with active version {self.incomparable.version}: {self.incomparable.why}; "
+                    "registered without activation")
+        if self.incumbent is None or self.decision not in ("beat_incumbent", "did_not_beat"):
+            return _REASONS[self.decision]
+        verb = "beat" if self.decision == "beat_incumbent" else "did not beat"
+        return (f"{verb} active version {self.incumbent.version} on the same held-out jobs: MAE "
+                f"{self.incumbent.challenger_mae:.2f} vs {self.incumbent.mae:.2f} {self.currency}")
+
+    @model_validator(mode="after")
+    def _decision_has_its_grounds(self) -> CostRetrainResult:
+        if self.incumbent is None and self.decision in ("beat_incumbent", "did_not_beat"):
+            raise ValueError(f"decision {self.decision!r} needs the incumbent it was compared with")
+        if self.incomparable is None and self.decision == "not_comparable":
+            raise ValueError("decision 'not_comparable' needs the active version and why")
+        return self
+
+    def summary_lines(self) -> list[str]:
+        """The outcome as `train_gbm` would report it, one line per fact."""
+        m, label = self.metrics, " (trained on SYNTHETIC jobs: for demos only)" if self.synthetic else ""
+        state = "activated" if self.activated else "NOT activated"
+        return [f"registered {self.model_id} version {self.version}{label}; holdout MAE {m['mae']:.2f} "
+                f"{self.currency}, MAPE {m['mape']:.1f}%, {m['nominal_coverage']:.0%} interval covers "
+                f"{m['coverage']:.1%}", f"{state}: {self.reason}"]
+
+
+def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: ModelRegistry) -> CostRetrainResult:
+    """Train a cost model on the job records of `source`, register it in `registry`, activate it if it wins.
+
+    Raises:
+        ValueError: too few records, or records the model refuses (naming the column).
+    """
+    records = (source() if callable(source) else source).reset_index(drop=True)
+    catalog = spec.catalog or default_catalog()
+    held = np.random.default_rng(spec.seed).permutation(len(records))[:round(spec.holdout_fraction * len(records))]
+    if len(held) < MIN_HOLDOUT_RECORDS:
+        raise ValueError(f"{len(records)} job records leave {len(held)} for the holdout; need at least "
+                         f"{MIN_HOLDOUT_RECORDS}")
+    holdout, train = records.iloc[held], records.drop(index=held)
+    model = CostModel(catalog)
+    fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)
+    metrics = {**model.evaluate(holdout), "n_train": fitted["n_train"], "n_calibration": fitted["n_calibration"],
+               "n_holdout": len(holdout), "conformal_margin": fitted["conformal_margin"]}
+    champion = _score_champion(registry, spec.model_id, holdout, metrics["mae"])
+    decision = _decide(spec.activation, champion)
+    version = publish_cost_model(
+        registry, spec.model_id, model, spec.config, metrics, activate=decision in ACTIVATING,
+        training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
+                  "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction})
+    return CostRetrainResult(
+        model_id=spec.model_id, version=version, decision=decision, metrics=metrics, synthetic=spec.synthetic,
+        incumbent=champion if isinstance(champion, CostIncumbent) else None,
+        incomparable=champion if isinstance(champion, CostIncomparable) else None, records=len(records),
+        currency=catalog.currency)
+
+
+def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame,
+                    challenger_mae: float) -> CostIncumbent | CostIncomparable | None:
+    version = registry.active_version(model_id)
+    if version is None:
+        return None
+    try:
+        folder, _ = registry.get(model_id, version)
+        mae = CostModel.load(folder).evaluate(holdout)["mae"]
+    except (CostModelError, LookupError, OSError, ValueError) as exc:
+        return CostIncomparable(version=version, why=f"cannot score it: {' '.join(str(exc).split())}")
+    return CostIncumbent(version=version, mae=mae, challenger_mae=challenger_mae)
+
+
+def _decide(activation: Activation, champion: CostIncumbent | CostIncomparable | None) -> Decision:
+    if activation == "never":
+        return "not_requested"
+    if activation == "force":
+        return "forced"
+    if champion is None:
+        return "no_incumbent"
+    if isinstance(champion, CostIncomparable):
+        return "not_comparable"
+    return "beat_incumbent" if champion.challenger_mae <= champion.mae else "did_not_beat"

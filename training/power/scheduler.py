@@ -1,0 +1,218 @@
+"""Scheduled retraining of the power forecaster: every interval, and early when the champion degrades.
+
+`RetrainScheduler` is the body of the scheduler actor (training/power/scheduler_actor.py) without Ray. Each
+`step` looks at what is due: the interval (`predictor.model_update_interval`, or the app's override) since
+the last attempt, or else the champion's live error past `degradation_factor` times its held-out MAE. A due
+attempt trains on the telemetry store's last `since_s` seconds through `retrain_power`, which promotes the new
+version only if it beats the champion on the same recent held-out data, and is recorded like an API job
+(training/retrain_attempt.py), so `GET /api/v1/models/retrain` lists both. The model's retrain lock is shared
+with the API: while another attempt holds it, nothing starts and the next step tries again.
+
+The schedule survives restarts: the last attempt's time is kept in `<state_path>/retrain_scheduler.json`, so a
+restarted scheduler retrains at once only when an attempt is due; the first attempt comes one interval after the
+scheduler first started (the store fills meanwhile). An attempt a kill interrupted is failed by `recover`.
+
+Live accuracy is an input (`LiveAccuracySource`): the degradation trigger acts once something measures the
+served version's live error and reports it (the actor's `report_live_accuracy`); until then it never fires.
+Each champion version gets at most one early retrain, so a challenger that cannot beat it does not loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.atomic_files import atomic_write_json
+from core.records import RecordStore
+from core.registry import ModelRegistry
+from core.registry_metadata import ModelId, ModelNotFoundError
+from core.settings import ConfigError
+from training.power.retrain_spec import RetrainSpec
+from training.retrain_attempt import Trigger, run_attempt
+from training.retrain_data import TrainingData
+from training.retrain_lock import RetrainLocks, RetrainRunning
+from training.settings import load_training_config
+
+logger = logging.getLogger(__name__)
+MIN_LIVE_SAMPLES = 30  # live errors over fewer forecast points are too noisy to act on
+SCHEDULED: tuple[Trigger, ...] = ("interval", "degradation")
+
+
+class SchedulerSettings(BaseModel):
+    """What the scheduler retrains, how often, on what."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    state_path: str = Field(description="attempt records under <state_path>/retrain, the schedule beside them")
+    model_path: str = Field(description="the model registry")
+    config_path: str | None = Field(None, description="service config (model settings, read at each attempt)")
+    model_id: ModelId = "power_lstm"
+    interval_s: int = Field(gt=0, description="time between scheduled attempts")
+    since_s: int = Field(gt=0, description="recent telemetry each attempt trains on")
+    degradation_factor: float | None = Field(1.5, gt=1, description="retrain early when the champion's live MAE "
+                                                                     "exceeds this times its held-out MAE")
+    check_s: float = Field(30.0, gt=0, description="how often to look at what is due")
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+class LiveAccuracy(BaseModel):
+    """A served version's error on forecasts whose actual power is now known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_id: ModelId
+    version: int = Field(ge=1)
+    mae: float = Field(ge=0, allow_inf_nan=False, description="watts")
+    samples: int = Field(ge=0, description="forecast points behind `mae`")
+
+
+LiveAccuracySource = Callable[[str], LiveAccuracy | None]
+"""The live accuracy of a model id's served version; None while unknown."""
+
+
+def no_live_accuracy(_model_id: str) -> LiveAccuracy | None:
+    return None
+
+
+class ScheduleState(BaseModel):
+    """What the schedule remembers across restarts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    started_at: datetime  # when the scheduler first ran for the model
+    last_attempt_at: datetime | None = None
+    early_retrain_of: int | None = None  # the champion version a degradation attempt was made for
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RetrainScheduler:
+    """Decides when to retrain the power forecaster and runs the attempt (see module docstring)."""
+
+    def __init__(self, settings: SchedulerSettings, *, live_accuracy: LiveAccuracySource = no_live_accuracy,
+                 clock: Callable[[], datetime] = _now):
+        self.settings, self.live_accuracy, self.clock = settings, live_accuracy, clock
+        self.records = RecordStore(settings.state_path, "retrain")
+        self.locks = RetrainLocks(self.records)
+        self.registry = ModelRegistry(settings.model_path)
+        self.state_file = Path(settings.state_path) / "retrain_scheduler.json"
+        self.state = self._load_state()
+
+    def next_due(self) -> datetime:
+        """When the next interval attempt is due."""
+        return (self.state.last_attempt_at or self.state.started_at) + timedelta(seconds=self.settings.interval_s)
+
+    def due(self) -> Trigger | None:
+        """What is due now: "interval", "degradation", or nothing."""
+        if self.clock() >= self.next_due():
+            return "interval"
+        return "degradation" if self._degraded() else None
+
+    def step(self) -> dict | None:
+        """Run the attempt that is due, if any; its final record (None: nothing due, or the model is busy)."""
+        trigger = self.due()
+        return self.attempt(trigger) if trigger is not None else None
+
+    def attempt(self, trigger: Trigger) -> dict | None:
+        """Retrain now on the store's recent telemetry; the final record, or None when another attempt holds
+        the model's lock (nothing is recorded then)."""
+        settings = self.settings
+        data = TrainingData(source="store", since_s=settings.since_s)
+        record = self.records.create({"status": "pending", "model_id": settings.model_id, "source": data.source,
+                                      "trigger": trigger, "data": data.describe()})
+        try:
+            self.locks.acquire(settings.model_id, record["id"])
+        except RetrainRunning as busy:
+            self.records.delete(record["id"])
+            logger.info("retrain scheduler: %s due, but %s", trigger, busy)
+            return None
+        champion = self.registry.active_version(settings.model_id)
+        self._save_state(last_attempt_at=self.clock(),
+                         early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
+        try:
+            spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
+                               num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                               cpus_per_worker=settings.cpus_per_worker, skip_short=True, verbose=False)
+        except ConfigError as exc:  # the config file became invalid since the app started
+            self.records.update(record["id"], status="failed", message=f"train_lstm: error: {exc}")
+            self.locks.release(settings.model_id, record["id"])
+        else:
+            logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())
+            run_attempt(self.records, record["id"], data, spec, self.registry)
+        return self.records.get(record["id"])
+
+    def recover(self) -> int:
+        """Fail the scheduled attempts a restart interrupted and free their locks; how many."""
+        return fail_interrupted(self.records, self.settings.model_id)
+
+    def _degraded(self) -> bool:
+        factor = self.settings.degradation_factor
+        live = self.live_accuracy(self.settings.model_id) if factor is not None else None
+        if live is None or live.samples < MIN_LIVE_SAMPLES:
+            return False
+        champion = self.registry.active_version(self.settings.model_id)
+        if champion is None or live.version != champion or self.state.early_retrain_of == champion:
+            return False
+        try:
+            held_out = float(self.registry.get(self.settings.model_id, champion)[1].metrics["mae"])
+        except (ModelNotFoundError, KeyError, TypeError, ValueError):
+            return False
+        if live.mae <= factor * held_out:
+            return False
+        logger.info("retrain scheduler: %s version %d live MAE %.2f W > %.2f x held-out %.2f W", live.model_id,
+                    champion, live.mae, factor, held_out)
+        return True
+
+    def _load_state(self) -> ScheduleState:
+        stored = _read_states(self.state_file).get(self.settings.model_id)
+        if stored is not None:
+            try:
+                return ScheduleState.model_validate(stored)
+            except ValidationError:
+                logger.warning("retrain scheduler: unreadable schedule in %s: starting it afresh", self.state_file)
+        state = ScheduleState(started_at=self.clock())
+        self._write(state)
+        return state
+
+    def _save_state(self, **changes: object) -> None:
+        self.state = self.state.model_copy(update=changes)
+        self._write(self.state)
+
+    def _write(self, state: ScheduleState) -> None:
+        states = _read_states(self.state_file)
+        states[self.settings.model_id] = state.model_dump(mode="json")
+        atomic_write_json(self.state_file, states)
+
+
+def _read_states(path: Path) -> dict[str, object]:
+    """Every model's schedule in the file; {} when it is missing or unreadable."""
+    try:
+        states = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return states if isinstance(states, dict) else {}
+
+
+def fail_interrupted(records: RecordStore, model_id: str) -> int:
+    """Fail the unfinished scheduled attempts of `model_id` (their scheduler is gone) and free their locks."""
+    locks, interrupted = RetrainLocks(records), 0
+    for record in records.unfinished():
+        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED:
+            records.update(record["id"], status="failed", message="interrupted: the retrain scheduler stopped or "
+                                                                   "restarted; the next due attempt retrains")
+            locks.release(model_id, record["id"])
+            interrupted += 1
+    return interrupted

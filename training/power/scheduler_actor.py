@@ -1,0 +1,115 @@
+"""The retraining scheduler as a detached, named Ray actor beside the scaling controller, and its lifecycle.
+
+The actor is pinned to the head node (where the state directory is) and restarted by Ray after a failure
+(`max_restarts=-1`); a restarted one fails the attempt the failure interrupted and keeps the schedule it had
+(training/power/scheduler.py). A background thread looks at what is due every `check_s`; an attempt runs in
+that thread (Ray Train starts its workers from there), so the actor still answers while it trains.
+
+The app's bootstrap calls `start_scheduler`, which keeps a running scheduler only when it was started with the
+same settings (`SchedulerSettings.fingerprint`) and otherwise replaces it, and `stop_scheduler` when
+scheduled retraining is disabled. Stopping fails the attempt it interrupts and frees the model's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from core.actors import NamedActor
+from core.names import NAMESPACE, SCHEDULER_ACTOR
+from core.records import RecordStore
+from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings, fail_interrupted
+
+logger = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 15.0
+
+
+class RetrainSchedulerService:
+    """Actor body: a RetrainScheduler stepped by a daemon thread, fed the live accuracy it is told."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = SchedulerSettings.model_validate(settings)
+        self._live: dict[str, LiveAccuracy] = {}
+        self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get)
+        interrupted = self.scheduler.recover()
+        if interrupted:
+            logger.warning("retrain scheduler: %d attempt(s) interrupted by a restart marked failed", interrupted)
+        threading.Thread(target=self._loop, name="retrain-scheduler", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:  # a daemon thread: it ends with the actor
+            time.sleep(self.settings.check_s)
+            try:
+                self.scheduler.step()
+            except Exception:  # noqa: BLE001 - a failed step is logged; the next one tries again
+                logger.exception("retrain scheduler: step failed")
+
+    def fingerprint(self) -> str:
+        """The digest of the settings this scheduler was started with."""
+        return self.settings.fingerprint()
+
+    def settings_dict(self) -> dict[str, Any]:
+        return self.settings.model_dump()
+
+    def next_due(self) -> str:
+        """When the next interval attempt is due (ISO 8601)."""
+        return self.scheduler.next_due().isoformat()
+
+    def report_live_accuracy(self, accuracy: LiveAccuracy) -> None:
+        """The live error of a served version (what the degradation trigger compares with its held-out MAE)."""
+        self._live[accuracy.model_id] = accuracy
+
+
+def _running_scheduler() -> ray.actor.ActorHandle | None:
+    try:
+        return ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_scheduler(settings: SchedulerSettings) -> ray.actor.ActorHandle:
+    """The cluster's scheduler actor with these settings (detached, pinned to the head node): a running one
+    started with the same settings is kept, one started otherwise is replaced."""
+    running = _running_scheduler()
+    if running is not None:
+        try:
+            if ray.get(running.fingerprint.remote(), timeout=CALL_TIMEOUT_S) == settings.fingerprint():
+                return running
+        except (AttributeError, GetTimeoutError, RayActorError):  # an older version, or not answering
+            pass
+        logger.info("retrain scheduler: settings changed, replacing the running scheduler")
+        stop_scheduler()
+    return ray.remote(RetrainSchedulerService).options(
+        name=SCHEDULER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
+    ).remote(settings.model_dump())
+
+
+def stop_scheduler(timeout_s: float = 60.0) -> bool:
+    """End the scheduler actor if it runs, failing the attempt it was running; True when there was one."""
+    running = _running_scheduler()
+    if running is None:
+        return False
+    try:
+        settings = SchedulerSettings.model_validate(ray.get(running.settings_dict.remote(), timeout=CALL_TIMEOUT_S))
+    except (AttributeError, GetTimeoutError, RayActorError):
+        settings = None
+    ray.kill(running, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while _running_scheduler() is not None and time.monotonic() < deadline:  # until its name is free
+        time.sleep(0.2)
+    if settings is not None:
+        fail_interrupted(RecordStore(settings.state_path, "retrain"), settings.model_id)
+    return True
+
+
+def scheduler_client(timeout_s: float = CALL_TIMEOUT_S) -> NamedActor:
+    """A client of the scheduler actor: `.call("report_live_accuracy", accuracy)`, `.call("next_due")`;
+    ActorUnavailable when it is not running."""
+    return NamedActor(SCHEDULER_ACTOR, "the retrain scheduler", timeout_s=timeout_s,
+                      hint=" (enable it with args.retrain.schedule)")

@@ -1,0 +1,128 @@
+"""One retraining attempt, run and recorded the same way whoever started it (the API, the scheduler).
+
+The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a
+succeeded one holds the version it registered, the decision and its reason, the new version's held-out scores
+(`challenger`), the active version's score on the very same held-out data (`champion`) and the data span. The
+model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from core.records import RecordStore
+from core.registry import ModelRegistry
+from training.cost.catalog import default_catalog
+from training.cost.retrain import CostIncomparable, CostIncumbent, CostRetrainResult, CostRetrainSpec, retrain_cost
+from training.power.holdout import Incomparable, Incumbent
+from training.power.retrain import retrain_power
+from training.power.retrain_result import Decision, RetrainResult
+from training.power.retrain_spec import RetrainSpec
+from training.retrain_data import JobRecordsData, TrainingData
+from training.retrain_lock import RetrainLocks
+
+logger = logging.getLogger(__name__)
+
+Trigger = Literal["api", "interval", "degradation"]
+"""Who started an attempt: a POST to the API, the scheduler's interval, or the champion's live error."""
+
+
+class ChampionScore(BaseModel):
+    """The version that was active when the attempt ran, scored on the new version's held-out data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    mae: float | None = None  # its MAE there (None: not compared)
+    challenger_mae: float | None = None  # the new version's MAE on the very same points
+    not_compared: str | None = None  # why no fair comparison was possible
+
+
+class AttemptOutcome(BaseModel):
+    """What a succeeded attempt adds to its record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registered_version: int
+    decision: Decision
+    reason: str
+    activated: bool
+    challenger: dict[str, Any]
+    champion: ChampionScore | None
+    data_span: dict[str, Any] | None
+    message: str
+
+
+def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
+                spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry) -> str:
+    """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns the final
+    status. The lock is released at the end."""
+    try:
+        return _run(records, job_id, data, spec, registry)
+    finally:
+        RetrainLocks(records).release(spec.model_id, job_id)
+
+
+def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
+         registry: ModelRegistry) -> str:
+    records.update(job_id, status="running")
+    tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
+    try:
+        outcome = retrain(data, spec, registry)
+    except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
+        message = data.public(" ".join(str(exc).splitlines()))
+        records.update(job_id, status="failed", message=f"{tool}: error: {message}")
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the attempt fails, its cause is logged
+        logger.warning("retrain attempt %s failed", job_id, exc_info=True)
+        records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
+        return "failed"
+    records.update(job_id, status="succeeded", **outcome.model_dump(mode="json"))
+    return "succeeded"
+
+
+def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
+            registry: ModelRegistry) -> AttemptOutcome:
+    """Retrain the power forecaster (a RetrainSpec, on telemetry) or the cost model (a CostRetrainSpec, on job
+    records). Raises what retrain_power / retrain_cost raise."""
+    if isinstance(spec, CostRetrainSpec):
+        if not isinstance(data, JobRecordsData):
+            raise TypeError("the cost model trains on job records")
+        catalog = spec.catalog or default_catalog()
+        return cost_outcome(retrain_cost(lambda: data.records(catalog), spec, registry=registry))
+    if not isinstance(data, TrainingData):
+        raise TypeError("the power forecaster trains on telemetry")
+    return power_outcome(retrain_power(data.frames(), spec, registry=registry), registry)
+
+
+def power_outcome(result: RetrainResult, registry: ModelRegistry) -> AttemptOutcome:
+    """The record's view of a power retraining; the data span is the registered version's."""
+    span = registry.get(result.model_id, result.version)[1].data_span
+    return AttemptOutcome(
+        registered_version=result.version, decision=result.decision, reason=result.reason,
+        activated=result.activated, challenger=result.metrics.model_dump(),
+        champion=_champion(result.incumbent, result.incomparable),
+        data_span=span.model_dump(mode="json") if span else None,
+        message=" ".join(f"train_lstm: {line}" for line in result.summary_lines()))
+
+
+def cost_outcome(result: CostRetrainResult) -> AttemptOutcome:
+    """The record's view of a cost retraining; its data span is the number of job records and whether generated."""
+    return AttemptOutcome(
+        registered_version=result.version, decision=result.decision, reason=result.reason,
+        activated=result.activated, challenger=result.metrics,
+        champion=_champion(result.incumbent, result.incomparable),
+        data_span={"rows": result.records, "synthetic": result.synthetic},
+        message=" ".join(f"train_gbm: {line}" for line in result.summary_lines()))
+
+
+def _champion(incumbent: Incumbent | CostIncumbent | None,
+              incomparable: Incomparable | CostIncomparable | None) -> ChampionScore | None:
+    if incumbent is not None:
+        return ChampionScore(version=incumbent.version, mae=incumbent.mae, challenger_mae=incumbent.challenger_mae)
+    if incomparable is not None:
+        return ChampionScore(version=incomparable.version, not_compared=incomparable.why)
+    return None

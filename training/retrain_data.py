@@ -1,0 +1,86 @@
+"""What one retraining attempt trains on: telemetry for the power forecaster, past jobs for the cost model.
+
+The values are small and picklable (they travel to the Ray task or actor that trains), and read the data only
+when the attempt runs. A CSV file's absolute path stays out of what users see: `label` names it instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.durations import format_duration, parse_duration
+from core.stores.frame import open_store, stored_frame
+from core.telemetry_csv import load_telemetry_csv
+from training.cost.catalog import PriceCatalog, generate_job_records
+from training.train_gbm import load_job_records
+
+DEFAULT_STORE_SPAN = "14d"
+GENERATED_JOBS = 20_000  # as `train_gbm` without --data
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str | None = None
+    label: str | None = None
+
+    def public(self, message: str) -> str:
+        """`message` with the file's absolute path replaced by the name users know it by."""
+        return message.replace(self.path, self._name()) if self.path else message
+
+    def _name(self) -> str:
+        return self.label or Path(self.path or "").name
+
+
+class TrainingData(_Data):
+    """Telemetry for the power forecaster: a canonical CSV file (`path`, shown as `label`) or the telemetry
+    store's last `since_s` seconds."""
+
+    source: Literal["csv", "store"]
+    since_s: int = Field(parse_duration(DEFAULT_STORE_SPAN), gt=0)
+
+    def frames(self) -> Callable[[int], pd.DataFrame]:
+        """The frame source `retrain_power` reads (called with the model's step)."""
+        if self.source == "csv":
+            return lambda _step_s: load_telemetry_csv(self.path)
+
+        def read(step_s: int) -> pd.DataFrame:
+            store = open_store()
+            try:
+                return stored_frame(store, self.since_s, step_s)
+            finally:
+                store.close()
+
+        return read
+
+    def describe(self) -> str:
+        """The data in words, for the attempt's record."""
+        return self._name() if self.source == "csv" else f"telemetry store, last {format_duration(self.since_s)}"
+
+
+class JobRecordsData(_Data):
+    """Past jobs for the cost model: a CSV of job records (`path`, shown as `label`) or `count` jobs generated
+    from the price catalog with `seed` (for demos, like `train_gbm` without --data)."""
+
+    source: Literal["csv", "catalog"]
+    count: int = Field(GENERATED_JOBS, ge=1)
+    seed: int = Field(0, ge=0)
+
+    def records(self, catalog: PriceCatalog) -> pd.DataFrame:
+        """The job records (`training.cost.catalog.RECORD_COLUMNS`). Raises ValueError naming file, line, column."""
+        if self.source == "catalog":
+            return generate_job_records(self.count, self.seed, catalog)
+        return load_job_records(self.path, catalog)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "catalog"
+
+    def describe(self) -> str:
+        """The data in words, for the attempt's record."""
+        return self._name() if self.source == "csv" else f"{self.count} jobs generated from the price catalog"
