@@ -1,4 +1,9 @@
-"""CostPredictor: the Serve deployment that hosts the active LightGBM cost model."""
+"""CostPredictor: the active LightGBM cost model, following the registry.
+
+It is the Serve deployment that prediction batches use, and the main ingress holds one in process for
+`POST /api/v1/predict/cost` (app/ingress_state.py): a prediction takes about a millisecond, less than a
+handle call to another replica, so the route answers in one hop like the power route.
+"""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ List price (the catalog's deterministic price; spot factor = 1 - spot.discount f
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ JOB_COLUMNS = ("cpu_cores", "memory_gb", "gpu_count", "gpu_type", "storage_gb", 
                "spot_instance", "workload_type")
 RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
 WORKLOADS = ("training", "inference", "batch", "idle")
+Jobs = pd.DataFrame | Mapping[str, np.ndarray]
+"""Job rows by column (``JOB_COLUMNS``): a DataFrame (training) or one array per column (a request: no pandas)."""
 
 
 class CatalogError(ValueError):
@@ -145,17 +147,32 @@ def default_catalog() -> PriceCatalog:
     return load_catalog()
 
 
+def job_columns(queries: Sequence[CostQuery]) -> dict[str, np.ndarray]:
+    """The ``JOB_COLUMNS`` of the queries, one array each (a `Jobs` table without pandas, for requests)."""
+    resources = [q.resources for q in queries]
+    columns = {name: np.array([getattr(r, name) for r in resources], float)
+               for name in ("cpu_cores", "memory_gb", "gpu_count", "storage_gb", "network_gb")}
+    return {**columns, "gpu_type": np.array([r.gpu_type for r in resources], object),
+            "duration_hours": np.array([q.duration_hours for q in queries], float),
+            "spot_instance": np.array([q.spot_instance for q in queries], bool),
+            "workload_type": np.array([q.workload_type for q in queries], object)}
+
+
 def jobs_frame(queries: Sequence[CostQuery]) -> pd.DataFrame:
     """One row per query, in the ``JOB_COLUMNS`` layout of job records."""
-    rows = [{**q.resources.model_dump(), "duration_hours": q.duration_hours, "spot_instance": q.spot_instance,
-             "workload_type": q.workload_type} for q in queries]
-    return pd.DataFrame(rows, columns=list(JOB_COLUMNS))
+    return pd.DataFrame(job_columns(queries), columns=list(JOB_COLUMNS))
 
 
-def _gpu_specs(frame: pd.DataFrame, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:
+def numbers(jobs: Jobs, name: str) -> np.ndarray:
+    """A numeric column of a `Jobs` table as floats."""
+    return np.asarray(jobs[name], dtype=float)
+
+
+def _gpu_specs(frame: Jobs, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:
     """Per row: (GPU price per hour, TDP watts); the default type where GPUs are asked for without a type."""
-    price, tdp = np.zeros(len(frame)), np.zeros(len(frame))
-    for i, (count, name) in enumerate(zip(frame["gpu_count"], frame["gpu_type"], strict=True)):
+    counts = numbers(frame, "gpu_count")
+    price, tdp = np.zeros(len(counts)), np.zeros(len(counts))
+    for i, (count, name) in enumerate(zip(counts, frame["gpu_type"], strict=True)):
         if count <= 0:
             continue
         known = catalog.gpu_type_name(name) if isinstance(name, str) and name.strip() else catalog.gpu.default_type
@@ -165,44 +182,50 @@ def _gpu_specs(frame: pd.DataFrame, catalog: PriceCatalog) -> tuple[np.ndarray, 
     return price, tdp
 
 
-def expected_power(frame: pd.DataFrame, catalog: PriceCatalog) -> np.ndarray:
+def expected_power(frame: Jobs, catalog: PriceCatalog) -> np.ndarray:
     """Expected average IT power (W) of every job in ``frame`` (the formula in the module docstring)."""
     util = [catalog.utilization(w) for w in frame["workload_type"]]
     u_cpu, u_acc = np.array([u.cpu for u in util]), np.array([u.accelerator for u in util])
     _, tdp = _gpu_specs(frame, catalog)
-    cores, gpus = frame["cpu_cores"].to_numpy(float), frame["gpu_count"].to_numpy(float)
+    cores, gpus = numbers(frame, "cpu_cores"), numbers(frame, "gpu_count")
     return catalog.power.node_base_watts + cores * catalog.power.per_core_watts * u_cpu + gpus * tdp * u_acc
 
 
-def price_frame(frame: pd.DataFrame, catalog: PriceCatalog, power: np.ndarray | None = None) -> pd.DataFrame:
-    """List price components of every job; ``power`` (W) defaults to ``expected_power``."""
+def price_components(frame: Jobs, catalog: PriceCatalog, power: np.ndarray | None = None) -> np.ndarray:
+    """List price of every job by component: one row per job, one column per ``COMPONENTS`` entry; ``power``
+    (W) defaults to ``expected_power``."""
     power = expected_power(frame, catalog) if power is None else np.asarray(power, float)
-    hours = frame["duration_hours"].to_numpy(float)
-    spot = np.where(frame["spot_instance"].to_numpy(bool), 1.0 - catalog.spot.discount, 1.0)
+    hours = numbers(frame, "duration_hours")
+    spot = np.where(np.asarray(frame["spot_instance"], dtype=bool), 1.0 - catalog.spot.discount, 1.0)
     gpu_hour, _ = _gpu_specs(frame, catalog)
-    compute = frame["cpu_cores"].to_numpy(float) * catalog.compute.vcpu_hour
-    compute = compute + frame["memory_gb"].to_numpy(float) * catalog.compute.memory_gb_hour
-    return pd.DataFrame({
+    compute = numbers(frame, "cpu_cores") * catalog.compute.vcpu_hour
+    compute = compute + numbers(frame, "memory_gb") * catalog.compute.memory_gb_hour
+    by_name = {
         "compute": compute * hours * spot,
-        "gpu": frame["gpu_count"].to_numpy(float) * gpu_hour * hours * spot,
-        "storage": frame["storage_gb"].to_numpy(float) * catalog.storage.gb_month / catalog.storage.hours_per_month
-        * hours,
-        "network": frame["network_gb"].to_numpy(float) * catalog.network.egress_gb,
+        "gpu": numbers(frame, "gpu_count") * gpu_hour * hours * spot,
+        "storage": numbers(frame, "storage_gb") * catalog.storage.gb_month / catalog.storage.hours_per_month * hours,
+        "network": numbers(frame, "network_gb") * catalog.network.egress_gb,
         "energy": power * hours / 1000.0 * catalog.energy.tariff_kwh * catalog.energy.pue,
-    }, index=frame.index)
+    }
+    return np.column_stack([by_name[name] for name in COMPONENTS])
+
+
+def price_frame(frame: pd.DataFrame, catalog: PriceCatalog, power: np.ndarray | None = None) -> pd.DataFrame:
+    """`price_components` as a DataFrame with the ``COMPONENTS`` as columns and ``frame``'s index."""
+    return pd.DataFrame(price_components(frame, catalog, power), columns=list(COMPONENTS), index=frame.index)
 
 
 def expected_job_power_watts(query: CostQuery, catalog: PriceCatalog | None = None) -> float:
     """Expected average IT power of one job, in watts."""
-    return float(expected_power(jobs_frame([query]), catalog or default_catalog())[0])
+    return float(expected_power(job_columns([query]), catalog or default_catalog())[0])
 
 
 def list_price(query: CostQuery, catalog: PriceCatalog | None = None,
                expected_power_watts: float | None = None) -> dict[str, float]:
     """The catalog's price of one job by component (``COMPONENTS``); energy at the given or expected power."""
     power = None if expected_power_watts is None else np.array([expected_power_watts], float)
-    row = price_frame(jobs_frame([query]), catalog or default_catalog(), power).iloc[0]
-    return {name: float(row[name]) for name in COMPONENTS}
+    row = price_components(job_columns([query]), catalog or default_catalog(), power)[0]
+    return {name: float(row[j]) for j, name in enumerate(COMPONENTS)}
 
 
 def generate_job_records(n: int, seed: int = 0, catalog: PriceCatalog | None = None) -> pd.DataFrame:

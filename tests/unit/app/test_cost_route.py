@@ -1,0 +1,66 @@
+"""The cost route answers from the model in the ingress replica itself: one hop, no handle call (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.access import Access
+from app.ingress import api
+from app.replica import serving_replica
+from training.cost.catalog import generate_job_records
+from training.cost.model import CostModel
+from training.settings import CostPredictorConfig
+
+REQUEST = {"resources": {"cpu_cores": 16, "memory_gb": 128, "gpu_count": 2, "gpu_type": "A100-80GB"},
+           "duration_hours": 6, "workload_type": "training"}
+
+
+class NoHandle:
+    """The CostPredictor deployment's handle: the route must not need it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the cost route called the CostPredictor deployment ({name})")
+
+
+class InProcess:
+    def __init__(self, model: CostModel):
+        self.model, self.queries = model, []
+
+    def predict(self, query):
+        self.queries.append(query)
+        return self.model.predict(query)
+
+
+@pytest.fixture(scope="module")
+def model() -> CostModel:
+    fitted = CostModel()
+    fitted.fit(generate_job_records(400, seed=2), CostPredictorConfig(n_estimators=10, num_leaves=7))
+    return fitted
+
+
+@pytest.fixture
+def replica(model):
+    class Replica:
+        access = Access(None)  # reads are open without a token
+        cost = NoHandle()
+        cost_model = InProcess(model)
+
+    api.dependency_overrides[serving_replica] = lambda: Replica
+    yield Replica
+    api.dependency_overrides.clear()
+
+
+def test_the_cost_route_uses_the_model_in_its_replica(replica, http, model):
+    response = http(api).post("/api/v1/predict/cost", json=REQUEST)
+    assert response.status_code == 200, response.text
+    [query] = replica.cost_model.queries
+    assert response.json() == model.predict(query).model_dump(mode="json")
+
+
+def test_a_failing_model_is_503(replica, http):
+    def broken(query):
+        raise RuntimeError("no model loaded")
+
+    replica.cost_model.predict = broken
+    response = http(api).post("/api/v1/predict/cost", json=REQUEST)
+    assert response.status_code == 503 and "the cost model" in response.text
