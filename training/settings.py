@@ -24,7 +24,7 @@ ALL_FEATURES: tuple[str, ...] = get_args(FeatureName)
 
 
 class PredictorConfig(Section):
-    """Series and forecasting cadence (`model_update_interval` is not used yet)."""
+    """Series and forecasting cadence (`model_update_interval`: the retrain scheduler's interval)."""
 
     model_update_interval: Duration = 3600
     prediction_horizon: Duration = 3600

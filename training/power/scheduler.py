@@ -8,9 +8,10 @@ version only if it beats the champion on the same recent held-out data, and is r
 (training/retrain_attempt.py), so `GET /api/v1/models/retrain` lists both. The model's retrain lock is shared
 with the API: while another attempt holds it, nothing starts and the next step tries again.
 
-The schedule survives restarts: the last attempt's time is kept in `<state_path>/retrain_scheduler.json`, so a
-restarted scheduler retrains at once only when an attempt is due; the first attempt comes one interval after the
-scheduler first started (the store fills meanwhile). An attempt a kill interrupted is failed by `recover`.
+The interval counts from the end of the last attempt (from its start when a kill interrupted it). The schedule
+survives restarts: it is kept in `<state_path>/retrain_scheduler.json`, so a restarted scheduler retrains at
+once only when an attempt is due; the first attempt comes one interval after the scheduler first started (the
+store fills meanwhile). An attempt a kill interrupted is failed by `recover`.
 
 Live accuracy is an input (`LiveAccuracySource`): the degradation trigger acts once something measures the
 served version's live error and reports it (the actor's `report_live_accuracy`); until then it never fires.
@@ -140,7 +141,7 @@ class RetrainScheduler:
             logger.info("retrain scheduler: %s due, but %s", trigger, busy)
             return None
         champion = self.registry.active_version(settings.model_id)
-        self._save_state(last_attempt_at=self.clock(),
+        self._save_state(last_attempt_at=self.clock(),  # at the start too: a restart mid-attempt waits an interval
                          early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
         try:
             spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
@@ -152,6 +153,7 @@ class RetrainScheduler:
         else:
             logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())
             run_attempt(self.records, record["id"], data, spec, self.registry)
+        self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
 
     def recover(self) -> int:

@@ -98,6 +98,19 @@ def test_a_restarted_scheduler_retrains_at_once_only_when_due(settings, clock, r
     assert RetrainScheduler(settings, clock=clock).due() == "interval"
 
 
+def test_the_interval_counts_from_the_end_of_an_attempt_that_ran_longer(settings, clock, monkeypatch):
+    def slow_attempt(records, job_id, data, spec, registry):
+        clock.advance(2 * HOUR)  # a retraining longer than the interval
+        records.update(job_id, status="succeeded")
+        RetrainLocks(records).release(spec.model_id, job_id)
+
+    monkeypatch.setattr(scheduler_module, "run_attempt", slow_attempt)
+    scheduler = RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    assert scheduler.step() is not None
+    assert scheduler.due() is None and scheduler.next_due() == T0 + timedelta(seconds=4 * HOUR)
+
+
 def test_a_scheduled_attempt_trains_on_the_store_and_promotes_only_a_better_version(
         settings, clock, shift, stored_sample):
     registry = ModelRegistry(settings.model_path)
