@@ -12,7 +12,7 @@ export MODEL_PATH
 SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
              RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000
 
-.PHONY: install run run-api test test-fast train evaluate bench lint image image-gpu clean
+.PHONY: install run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Check a config file without starting anything (default: the one every command reads): prints the effective
+# settings, or the file, the dotted key and the reason of every problem (exit status 2).
+CONFIG ?=
+check-config: install
+	$(PY) -m app.check_config $(CONFIG)
 
 # The API token: yours ($API_TOKEN or $API_TOKEN_FILE), else one generated once into state/api-token (mode
 # 0600, reused afterwards; its path and usage are printed, never the token). Writes need it; none = closed.

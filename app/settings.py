@@ -26,7 +26,8 @@ from training.power.scheduler import SchedulerSettings
 from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
 
-_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|API_KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|CREDENTIAL|API_KEY", re.IGNORECASE)
+"""Names of settings that hold secrets (refused in app args, masked by app.check_config)."""
 
 
 class ServiceConfig(TrainingConfig, CollectorConfig, AutoscalerConfig, StoreConfig):
@@ -86,7 +87,7 @@ class TelemetryArgs(BaseModel):
     @field_validator("store_settings")
     @classmethod
     def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        secrets = [key for key in value or {} if _SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
+        secrets = [key for key in value or {} if SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
         if secrets:
             raise ValueError(f"{', '.join(secrets)}: secrets do not belong in app args (the Serve REST API shows "
                              f"them to anyone who can reach the Ray dashboard); set {secrets[0]} in the "

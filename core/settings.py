@@ -1,13 +1,16 @@
 """Settings building blocks every package uses: config-file sections, environment settings, secrets, errors.
 
 The config file (YAML) is shared: each package validates only its own top-level keys with its own frozen
-model (`load_keys`), and the app validates the whole file at once. Environment variables are read through
+model (`load_keys`), and the app validates the whole file at once. `models` and `features` may also sit under
+`predictor`, as in the seed's config.yaml; they mean the same there. Environment variables are read through
 `EnvSettings` models (pydantic-settings), once per call of `from_env`; a blank variable counts as unset.
 Every failure is a `ConfigError` naming the file (or variable), the dotted key and the reason.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,8 +23,13 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from core.durations import parse_duration
 
+logger = logging.getLogger(__name__)
+
 CONFIG_ENV = "KCLOUD_CONFIG"
+ROOT_CONFIG_PATH = Path("config.yaml")
 DEFAULT_CONFIG_PATH = Path("configs/config.yaml")
+NESTED_UNDER_PREDICTOR = ("models", "features")
+"""Top-level keys the seed's layout writes under `predictor` (`predictor.models` is `models`)."""
 TOP_LEVEL_KEYS = frozenset({
     "predictor", "models", "features", "model_path", "storage_path",  # training
     "telemetry", "gpu_monitoring_enabled", "ipmi_hosts",  # collectors
@@ -70,15 +78,17 @@ Workloads = dict[NonEmpty, tuple[NonEmpty, ...]]
 """workload_id -> telemetry node ids (the config's `workloads` map; the app and the autoscaler read it)."""
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
+def _key_path(loc: tuple[int | str, ...], written: Mapping[str, str]) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else written.get(part, part))
     return path or "(top level)"
 
 
-def format_errors(source: str | None, error: ValidationError) -> str:
-    """One line per pydantic error: `source: dotted.key: reason (got value)` (no prefix when source is None)."""
+def format_errors(source: str | None, error: ValidationError, written: Mapping[str, str] | None = None) -> str:
+    """One line per pydantic error: `source: dotted.key: reason (got value)` (no prefix when source is None).
+
+    `written` maps a top-level key to where the file wrote it (`models` -> `predictor.models`)."""
     lines = []
     for item in error.errors():
         if item["type"] == "extra_forbidden":
@@ -87,7 +97,7 @@ def format_errors(source: str | None, error: ValidationError) -> str:
             reason = item["msg"].removeprefix("Value error, ")
             if item["type"] != "value_error" and not isinstance(item["input"], dict | list | tuple):
                 reason += f" (got {item['input']!r})"
-        key = _key_path(item["loc"])
+        key = _key_path(item["loc"], written or {})
         lines.append(f"{source}: {key}: {reason}" if source else f"{key}: {reason}")
     return "\n".join(lines)
 
@@ -116,12 +126,40 @@ def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
 
 
 def config_path(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
-    """The config file to read: `path`, else $KCLOUD_CONFIG, else configs/config.yaml if it exists, else None."""
+    """The config file to read: `path`, else $KCLOUD_CONFIG, else ./config.yaml, else configs/config.yaml (the
+    first that exists; a warning when both do), else None (the defaults)."""
     if path is None:
         path = environment(environ).get(CONFIG_ENV) or None
-    if path is None and DEFAULT_CONFIG_PATH.is_file():
-        path = DEFAULT_CONFIG_PATH
+    if path is None:
+        found = [candidate for candidate in (ROOT_CONFIG_PATH, DEFAULT_CONFIG_PATH) if candidate.is_file()]
+        if len(found) == 2:
+            _warn_both(str(Path.cwd()))
+        path = found[0] if found else None
     return Path(path) if path is not None else None
+
+
+@functools.cache
+def _warn_both(directory: str) -> None:
+    """Once per working directory: both default files exist, and only ./config.yaml is read."""
+    logger.warning("%s: both %s and %s exist; reading %s only (set $%s to choose)", directory, ROOT_CONFIG_PATH,
+                   DEFAULT_CONFIG_PATH, ROOT_CONFIG_PATH, CONFIG_ENV)
+
+
+def lift_predictor_keys(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The file's keys with `predictor.models` / `predictor.features` moved to the top level, where they live.
+
+    Returns the keys, where each moved key was written (for error messages), and the errors: a key given at
+    both places (`source: predictor.models and models: ...`).
+    """
+    predictor = data.get("predictor")
+    nested = [key for key in NESTED_UNDER_PREDICTOR if isinstance(predictor, Mapping) and key in predictor]
+    if not nested:
+        return dict(data), {}, []
+    errors = [f"{source}: predictor.{key} and {key}: both given; write {key} at one place only (top level or "
+              f"under predictor, they mean the same)" for key in nested if key in data]
+    lifted = {**data, "predictor": {key: value for key, value in predictor.items() if key not in nested}}
+    lifted.update({key: predictor[key] for key in nested if key not in data})
+    return lifted, {key: f"predictor.{key}" for key in nested}, errors
 
 
 S = TypeVar("S", bound=Section)
@@ -133,7 +171,7 @@ def load_keys(model: type[S], path: str | Path | None = None, environ: Mapping[s
     the environment overrides (each EnvSettings field named as the key it overrides).
 
     Without `path` the file is found by `config_path`; without a file, the defaults. A top-level key no
-    package knows is refused.
+    package knows is refused; `models` and `features` may be written under `predictor` (`lift_predictor_keys`).
 
     Raises:
         ConfigError: naming the file (or variable), the dotted key and the reason (all errors listed).
@@ -142,10 +180,12 @@ def load_keys(model: type[S], path: str | Path | None = None, environ: Mapping[s
     data = read_yaml_mapping(found) if found is not None else {}
     source = str(found) if found is not None else "defaults"
     errors = [f"{source}: {key}: unknown key" for key in sorted(map(str, data)) if key not in TOP_LEVEL_KEYS]
+    data, written, both = lift_predictor_keys(data, source)
+    errors += both
     try:
         config = model.model_validate({key: value for key, value in data.items() if key in model.model_fields})
     except ValidationError as exc:
-        errors.append(format_errors(source, exc))
+        errors.append(format_errors(source, exc, written))
     if errors:
         raise ConfigError("\n".join(errors))
     changed: dict[str, Any] = {}
@@ -154,7 +194,7 @@ def load_keys(model: type[S], path: str | Path | None = None, environ: Mapping[s
     if not changed:
         return config
     try:
-        return model.model_validate({**config.model_dump(), **changed})
+        return model.model_validate({**config.model_dump(exclude_unset=True), **changed})  # defaults stay defaults
     except ValidationError as exc:
         raise ConfigError(format_errors("environment", exc)) from None
 

@@ -1,5 +1,9 @@
 """The training settings: the config file's `predictor`, `models`, `features`, `model_path` and `storage_path`.
 
+The defaults are the seed's config.yaml values (tests/data/seed/config.yaml); `models` and `features` may be
+written under `predictor` as the seed does (core.settings.lift_predictor_keys), and the cost model's type
+`gradient_boosting` is read as `lightgbm`, which it is.
+
 `MODEL_PATH` overrides `model_path`, `KCLOUD_STORAGE_PATH` overrides `storage_path`. Load with
 `load_training_config`; every failure is a `core.settings.ConfigError` naming the file (or variable), the
 dotted key and the reason.
@@ -9,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from core.durations import format_duration
 from core.settings import ConfigError, Duration, EnvSettings, Section, load_keys
@@ -23,16 +27,28 @@ FeatureName = Literal[
 ALL_FEATURES: tuple[str, ...] = get_args(FeatureName)
 
 
+MIN_DEFAULT_MAX_GAP_S = 300
+MAX_GAP_STEPS = 5
+
+
+def default_max_gap(step_s: int) -> int:
+    """`max_gap` when the config does not say: 5 steps, at least 5 minutes."""
+    return max(MIN_DEFAULT_MAX_GAP_S, MAX_GAP_STEPS * step_s)
+
+
 class PredictorConfig(Section):
-    """Series and forecasting cadence (`model_update_interval`: the retrain scheduler's interval)."""
+    """Series and forecasting cadence (`model_update_interval` is not used yet). Without `max_gap`, it follows
+    the step (`default_max_gap`); a `max_gap` given is kept as given."""
 
     model_update_interval: Duration = 3600
     prediction_horizon: Duration = 3600
     step: Duration = 60
-    max_gap: Duration = 300
+    max_gap: Duration = Field(None, validate_default=False)  # type: ignore[assignment]  # None: set below
 
     @model_validator(mode="after")
     def _check_steps(self) -> PredictorConfig:
+        if self.max_gap is None:  # not given (so not in model_fields_set): follows the step
+            object.__setattr__(self, "max_gap", default_max_gap(self.step))
         step, problems = format_duration(self.step), []
         if self.max_gap < self.step:
             problems.append(f"max_gap ({format_duration(self.max_gap)}) must be at least step ({step})")
@@ -54,9 +70,9 @@ class PowerPredictorConfig(Section):
 
     type: Literal["lstm"] = "lstm"
     sequence_length: int = Field(60, ge=2)
-    hidden_size: int = Field(64, ge=1)
+    hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(2, ge=1, le=4)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     epochs: int = Field(60, ge=1)
     min_epochs: int = Field(4, ge=1)  # a retraining asking for fewer epochs is refused
     patience: int = Field(8, ge=1)
@@ -67,11 +83,21 @@ class PowerPredictorConfig(Section):
     confidence_tolerance: float = Field(0.1, gt=0, lt=1)
 
 
-class CostPredictorConfig(Section):
-    """The LightGBM cost model."""
+COST_MODEL_TYPES = {"lightgbm": "lightgbm", "gradient_boosting": "lightgbm"}
+"""Names the config may give the cost model's type -> the type loaded (the seed says gradient_boosting)."""
 
-    type: Literal["lightgbm"] = "lightgbm"
-    n_estimators: int = Field(300, ge=1)
+
+def _cost_model_type(value: Any) -> Any:
+    if isinstance(value, str) and value in COST_MODEL_TYPES:
+        return COST_MODEL_TYPES[value]
+    raise ValueError(f"{value!r} is not a cost model type; use lightgbm (or gradient_boosting, the same model)")
+
+
+class CostPredictorConfig(Section):
+    """The LightGBM cost model (gradient-boosted trees)."""
+
+    type: Annotated[Literal["lightgbm"], BeforeValidator(_cost_model_type)] = "lightgbm"
+    n_estimators: int = Field(100, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(31, ge=2)
 
@@ -118,6 +144,6 @@ class TrainingOverrides(EnvSettings):
 
 
 def load_training_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> TrainingConfig:
-    """The training keys of the config file (`path`, else $KCLOUD_CONFIG, else configs/config.yaml if present,
-    else defaults), with MODEL_PATH and KCLOUD_STORAGE_PATH applied. Raises ConfigError."""
+    """The training keys of the config file (found as `core.settings.config_path` says, else defaults), with
+    MODEL_PATH and KCLOUD_STORAGE_PATH applied. Raises ConfigError."""
     return load_keys(TrainingConfig, path, environ, overrides=[TrainingOverrides])

@@ -55,6 +55,8 @@ class ModelOverrides(BaseModel):
             ConfigError: naming the key and the reason (e.g. a horizon that is no whole multiple of the step).
         """
         data = config.model_dump()
+        if "max_gap" not in config.predictor.model_fields_set:
+            del data["predictor"]["max_gap"]  # not given: it follows the (new) step, as its default does
         if self.step is not None:
             data["predictor"]["step"] = self.step
         if self.horizon is not None:

@@ -13,7 +13,7 @@ from autoscaler.policy_config import policies_from_config
 from core.settings import TOP_LEVEL_KEYS, ConfigError
 from tests.paths import REPO_ROOT
 
-EXAMPLE = REPO_ROOT / "configs" / "config.example.yaml"
+EXAMPLE = REPO_ROOT / "config.example.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -57,6 +57,58 @@ def test_file_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert config_path("given.yaml", environ={"KCLOUD_CONFIG": "/etc/k.yaml"}) == Path("given.yaml")
 
 
+def test_a_config_yaml_at_the_root_is_read_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12: the seed's `cp config.example.yaml config.yaml` at the repository root was not read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("model_path: from_root\n")
+    assert config_path(environ={}) == Path("config.yaml")
+    assert load_keys(Sample, environ={}).model_path == "from_root"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "config.yaml").write_text("model_path: from_configs\n")
+    with caplog.at_level("WARNING", logger="core.settings"):
+        assert load_keys(Sample, environ={}).model_path == "from_root"
+        assert config_path(environ={}) == Path("config.yaml")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "core.settings"]
+    assert len(warnings) == 1  # once, however often the file is looked up
+    assert "both config.yaml and configs/config.yaml exist; reading config.yaml only" in warnings[0]
+    assert config_path(environ={"KCLOUD_CONFIG": "/etc/k.yaml"}) == Path("/etc/k.yaml")  # the variable wins
+    (tmp_path / "config.yaml").unlink()
+    assert config_path(environ={}) == Path("configs/config.yaml")
+
+
+class Training(Section):
+    """Keys a package may find under `predictor` in the seed's layout."""
+
+    predictor: dict[str, Duration] = {}
+    models: dict[str, dict[str, int]] = {}
+    features: tuple[str, ...] = ()
+
+
+def test_models_and_features_may_sit_under_predictor(tmp_path: Path) -> None:
+    nested = write(tmp_path, "predictor:\n  step: 1min\n  models: {m: {size: 3}}\n  features: [a, b]\n")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("predictor:\n  step: 1min\nmodels: {m: {size: 3}}\nfeatures: [a, b]\n")
+    assert load_keys(Training, nested, {}) == load_keys(Training, flat, {}) == Training(
+        predictor={"step": 60}, models={"m": {"size": 3}}, features=("a", "b"))
+    assert load_keys(Sample, nested, {}) == Sample()  # other packages' keys are left to them, wherever written
+
+
+def test_nested_errors_name_the_key_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path, "predictor:\n  models: {m: {size: big}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_keys(Training, path, {})
+    assert str(caught.value).startswith(f"{path}: predictor.models.m.size: Input should be a valid integer")
+
+
+def test_a_key_both_under_predictor_and_at_the_top_is_refused_naming_both(tmp_path: Path) -> None:
+    path = write(tmp_path, "predictor:\n  features: [a]\nfeatures: [b]\nmodels: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_keys(Training, path, {})
+    assert str(caught.value) == (f"{path}: predictor.features and features: both given; write features at one "
+                                 "place only (top level or under predictor, they mean the same)")
+
+
 @pytest.mark.parametrize(("text", "expected"), [("30m", 1800), ("10min", 600), ("1h", 3600), ("90", 90)])
 def test_durations(tmp_path: Path, text: str, expected: int) -> None:
     path = write(tmp_path, f"telemetry:\n  stale_after: {text}\n")

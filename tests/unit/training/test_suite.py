@@ -85,7 +85,7 @@ def test_case_config_applies_the_suite_then_the_case_and_keeps_max_gap_at_least_
     case = SuiteCase(name="a", synthetic="recurring_spikes", step=600, horizons=(3600,), sequence_length=36,
                      epochs=7)
     suite = Suite(epochs=50, learning_rate=0.01, cases=(case,))
-    config = case_config(TrainingConfig(), suite, case, 3600, seed=5)
+    config = case_config(TrainingConfig(models={"power_predictor": {"hidden_size": 64}}), suite, case, 3600, seed=5)
     assert (config.predictor.step, config.predictor.horizon_steps, config.predictor.max_gap) == (600, 6, 600)
     model = config.models.power_predictor
     assert (model.sequence_length, model.epochs, model.seed, model.hidden_size) == (36, 7, 5, 64)

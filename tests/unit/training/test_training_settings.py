@@ -10,6 +10,7 @@ import yaml
 from core.settings import ConfigError
 from core.telemetry_csv import OPTIONAL_FEATURES
 from tests.paths import REPO_ROOT
+from training.power.retrain_spec import ModelOverrides
 from training.settings import (
     ALL_FEATURES,
     PowerPredictorConfig,
@@ -18,7 +19,7 @@ from training.settings import (
     load_training_config,
 )
 
-EXAMPLE = REPO_ROOT / "configs" / "config.example.yaml"
+EXAMPLE = REPO_ROOT / "config.example.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -45,7 +46,7 @@ def test_defaults_are_valid(in_empty_dir: Path) -> None:
     assert config.predictor == PredictorConfig(model_update_interval=3600, prediction_horizon=3600,
                                                step=60, max_gap=300)
     assert config.predictor.horizon_steps == 60
-    assert config.models.power_predictor.hidden_size == 64
+    assert config.models.power_predictor.hidden_size == 128  # the seed's
     assert config.features == ALL_FEATURES
     assert config.model_path == "trained_models"
 
@@ -61,8 +62,8 @@ def test_feature_names_match_the_data_loader() -> None:
 def test_example_file_documents_the_defaults() -> None:
     assert load_training_config(EXAMPLE, environ={}) == TrainingConfig()
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert raw["predictor"] == {"model_update_interval": "1h", "prediction_horizon": "1h", "step": "1min",
-                                "max_gap": "5min"}
+    assert raw["predictor"] == {"model_update_interval": "1h", "prediction_horizon": "1h", "step": "1min"}
+    # max_gap is left out (commented), so that a copy of the example still lets it follow --step
     assert raw["models"]["power_predictor"] == PowerPredictorConfig().model_dump()
 
 
@@ -131,3 +132,38 @@ def test_config_is_frozen_and_round_trips() -> None:
     with pytest.raises(ValueError):
         config.model_path = "elsewhere"  # type: ignore[misc]
     assert TrainingConfig.model_validate(config.model_dump()) == config
+
+
+# --- issue 12: defaults for any step, the seed's names ----------------------------------------------------------
+@pytest.mark.parametrize(("step", "max_gap"), [("1s", 300), ("30s", 300), ("1min", 300), ("10min", 3000),
+                                               ("1h", 18000)])
+def test_max_gap_defaults_to_five_steps_and_at_least_five_minutes(step: str, max_gap: int) -> None:
+    """Issue 12: --step 10min failed with "max_gap (5min) must be at least step (10min)" without a config."""
+    predictor = PredictorConfig(step=step, prediction_horizon="1h" if step != "1h" else "2h")
+    assert predictor.max_gap == max_gap and "max_gap" not in predictor.model_fields_set
+
+
+def test_a_given_max_gap_is_kept_and_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "predictor:\n  step: 10min\n  max_gap: 20min\n")
+    assert load_training_config(path, environ={}).predictor.max_gap == 1200
+    assert "max_gap (5min) must be at least step (10min)" in error_of(
+        write(tmp_path, "predictor:\n  step: 10min\n  max_gap: 5min\n"))
+
+
+def test_command_line_step_without_a_config_file(in_empty_dir: Path) -> None:
+    """`python -m training.evaluate --step 10min --horizon 1h` with no config file (training.cli's overrides)."""
+    config = ModelOverrides(step="10min", horizon="1h").apply(load_training_config(environ={"MODEL_PATH": "/m"}))
+    assert (config.predictor.step, config.predictor.max_gap, config.predictor.horizon_steps) == (600, 3000, 6)
+    assert ModelOverrides(step="30s").apply(TrainingConfig()).predictor.max_gap == 300
+    given = TrainingConfig(predictor={"max_gap": "5min"})
+    with pytest.raises(ConfigError, match=r"max_gap \(5min\) must be at least step \(10min\)"):
+        ModelOverrides(step="10min").apply(given)  # a max_gap the file gives is the user's: kept, and checked
+
+
+def test_gradient_boosting_is_the_lightgbm_cost_model(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  cost_predictor:\n    type: gradient_boosting\n")
+    assert load_training_config(path, environ={}).models.cost_predictor.type == "lightgbm"
+    message = error_of(write(tmp_path, "models:\n  cost_predictor:\n    type: xgboost\n"))
+    assert message == (f"{tmp_path / 'config.yaml'}: models.cost_predictor.type: 'xgboost' is not a cost model "
+                       "type; use lightgbm (or gradient_boosting, the same model)")
+

@@ -29,7 +29,7 @@ SMALL = {"predictor": {"step": 120, "prediction_horizon": 1200},
 
 
 def test_the_space_is_centred_on_the_configured_settings():
-    base = PowerPredictorConfig()
+    base = PowerPredictorConfig(sequence_length=60, hidden_size=64, batch_size=64)
     lengths = sequence_lengths(base)
     assert lengths == (30, 60, 120)
     space = search_space(base, lengths)
