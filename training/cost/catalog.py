@@ -20,7 +20,6 @@ List price (the catalog's deterministic price; spot factor = 1 - spot.discount f
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +28,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.settings import format_errors
+from training.cost.jobs import JOB_COLUMNS, NONE, Jobs, job_columns, numbers
 from training.cost.schema import COMPONENTS, CostQuery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CATALOG_PATH = REPO_ROOT / "configs" / "prices.yaml"
-JOB_COLUMNS = ("cpu_cores", "memory_gb", "gpu_count", "gpu_type", "storage_gb", "network_gb", "duration_hours",
-               "spot_instance", "workload_type")
 RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
 WORKLOADS = ("training", "inference", "batch", "idle")
-Jobs = pd.DataFrame | Mapping[str, np.ndarray]
-"""Job rows by column (``JOB_COLUMNS``): a DataFrame (training) or one array per column (a request: no pandas)."""
 
 
 class CatalogError(ValueError):
@@ -122,6 +118,15 @@ class PriceCatalog(_Section):
         wanted = name.strip().lower()
         return next((known for known in self.gpu.types if known.lower() == wanted), None)
 
+    def job_gpu_type(self, count: float, name: object) -> str:
+        """A job's gpu_type in the catalog's spelling: "none" without GPUs, the default type when not named (an
+        unknown name is kept as given: `price_components` refuses it)."""
+        if count <= 0:
+            return NONE
+        if not isinstance(name, str) or not name.strip():
+            return self.gpu.default_type
+        return self.gpu_type_name(name) or name
+
     def utilization(self, workload: object) -> Utilization:
         """Typical utilization of ``workload``; the ``default`` entry for unknown or missing types."""
         key = workload.strip().lower() if isinstance(workload, str) else "default"
@@ -145,27 +150,6 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
 def default_catalog() -> PriceCatalog:
     """``configs/prices.yaml``, read once."""
     return load_catalog()
-
-
-def job_columns(queries: Sequence[CostQuery]) -> dict[str, np.ndarray]:
-    """The ``JOB_COLUMNS`` of the queries, one array each (a `Jobs` table without pandas, for requests)."""
-    resources = [q.resources for q in queries]
-    columns = {name: np.array([getattr(r, name) for r in resources], float)
-               for name in ("cpu_cores", "memory_gb", "gpu_count", "storage_gb", "network_gb")}
-    return {**columns, "gpu_type": np.array([r.gpu_type for r in resources], object),
-            "duration_hours": np.array([q.duration_hours for q in queries], float),
-            "spot_instance": np.array([q.spot_instance for q in queries], bool),
-            "workload_type": np.array([q.workload_type for q in queries], object)}
-
-
-def jobs_frame(queries: Sequence[CostQuery]) -> pd.DataFrame:
-    """One row per query, in the ``JOB_COLUMNS`` layout of job records."""
-    return pd.DataFrame(job_columns(queries), columns=list(JOB_COLUMNS))
-
-
-def numbers(jobs: Jobs, name: str) -> np.ndarray:
-    """A numeric column of a `Jobs` table as floats."""
-    return np.asarray(jobs[name], dtype=float)
 
 
 def _gpu_specs(frame: Jobs, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:

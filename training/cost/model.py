@@ -41,15 +41,13 @@ import pandas as pd
 from core.atomic_files import atomic_write_json
 from training.cost.catalog import (
     RECORD_COLUMNS,
-    Jobs,
     PriceCatalog,
     default_catalog,
     expected_power,
-    job_columns,
-    numbers,
     price_components,
     price_frame,
 )
+from training.cost.jobs import Jobs, normalized_frame, numbers, query_jobs
 from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery
 from training.metrics import interval_metrics, point_metrics
 from training.settings import CostPredictorConfig
@@ -60,7 +58,7 @@ CATEGORICAL = ("gpu_type", "workload_type")
 FEATURES = (*NUMERIC, *CATEGORICAL)
 INCREASING = frozenset(NUMERIC) - {"spot_instance"}
 QUANTILES = ("lower", "upper")
-OTHER, NONE = "other", "none"
+OTHER = "other"
 MODEL_FILE = "cost_model.json"
 FORMAT = 1
 MIN_RECORDS = 100
@@ -96,34 +94,6 @@ class CostModel:
         self.model_version = "unregistered"
 
     # --- features and raw predictions -------------------------------------------------------------
-    def _gpu_name(self, count: float, name: object) -> str:
-        """Catalog spelling of a job's gpu_type: "none" without GPUs, the default type when not named."""
-        if count <= 0:
-            return NONE
-        if not isinstance(name, str) or not name.strip():
-            return self.catalog.gpu.default_type
-        return self.catalog.gpu_type_name(name) or name  # an unknown name is refused by price_components
-
-    @staticmethod
-    def _workload_name(name: object) -> str:
-        return name.strip().lower() if isinstance(name, str) and name.strip() else NONE
-
-    def _normalize(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Catalog spelling of gpu_type ("none" without GPUs), lower-case workload_type ("none" if missing)."""
-        frame = frame.reset_index(drop=True).copy()
-        frame["gpu_type"] = [self._gpu_name(c, t) for c, t in zip(frame["gpu_count"], frame["gpu_type"], strict=True)]
-        frame["workload_type"] = [self._workload_name(w) for w in frame["workload_type"]]
-        frame["spot_instance"] = frame["spot_instance"].astype(bool)
-        return frame
-
-    def _query_jobs(self, queries: Sequence[CostQuery]) -> dict[str, np.ndarray]:
-        """`_normalize` for requests: the same columns as arrays, without pandas (it cost ~3 ms a request)."""
-        jobs = job_columns(queries)
-        jobs["gpu_type"] = np.array([self._gpu_name(c, t) for c, t in zip(jobs["gpu_count"], jobs["gpu_type"],
-                                                                          strict=True)], object)
-        jobs["workload_type"] = np.array([self._workload_name(w) for w in jobs["workload_type"]], object)
-        return jobs
-
     def _matrix(self, frame: Jobs, power: np.ndarray, names: Sequence[str]) -> np.ndarray:
         columns = []
         for name in names:
@@ -184,11 +154,11 @@ class CostModel:
             raise ValueError(f"job records lack column(s) {', '.join(missing)}")
         if len(records) < MIN_RECORDS:
             raise ValueError(f"need at least {MIN_RECORDS} job records, got {len(records)}")
-        numbers = [c for c in RECORD_COLUMNS if c not in CATEGORICAL]
-        bad = [c for c in numbers if not np.isfinite(pd.to_numeric(records[c], errors="coerce")).all()]
+        numeric = [c for c in RECORD_COLUMNS if c not in CATEGORICAL]
+        bad = [c for c in numeric if not np.isfinite(pd.to_numeric(records[c], errors="coerce")).all()]
         if bad or not (records["cost"] > 0).all():
             raise ValueError(f"job records: column(s) {', '.join(bad or ['cost'])} need finite (cost: positive) values")
-        frame = self._normalize(records)
+        frame = normalized_frame(records, self.catalog)
         n = len(frame)
         order = np.random.default_rng(seed).permutation(n)
         k = max(1, round(0.15 * n))
@@ -248,7 +218,7 @@ class CostModel:
 
     def evaluate(self, records: pd.DataFrame) -> dict[str, Any]:
         """MAE, MAPE, coverage, ... on past jobs (``RECORD_COLUMNS``), e.g. ones held out of its training."""
-        frame = self._normalize(records)
+        frame = normalized_frame(records, self.catalog)
         return self._evaluate(frame, expected_power(frame, self.catalog))
 
     # --- prediction -------------------------------------------------------------------------------
@@ -262,7 +232,7 @@ class CostModel:
         """Estimate many jobs at once (one power override per query, or none)."""
         if not queries:
             return []
-        frame = self._query_jobs(queries)
+        frame = query_jobs(queries, self.catalog)
         if expected_power_watts is None:
             power = expected_power(frame, self.catalog)
         else:
