@@ -1,8 +1,9 @@
-"""Test factories shared by every test tree: free local ports and scaling policies."""
+"""Test factories shared by every test tree: free local ports, scaling policies, waiting for a served version."""
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from autoscaler.schema import ScalingPolicy
@@ -37,3 +38,16 @@ def policy_data(**overrides: Any) -> dict[str, Any]:
 def make_policy(**overrides: Any) -> ScalingPolicy:
     """`policy_data(**overrides)` validated as a ScalingPolicy."""
     return ScalingPolicy.model_validate(policy_data(**overrides))
+
+
+def activate_and_wait(api: Any, registry: Any, model_id: str, version: int, request: dict, timeout_s: float = 60.0) -> None:
+    """Make `version` active and wait until POST /api/v1/predict/power with `request` answers from it (the
+    replicas follow the registry at their next poll)."""
+    registry.activate(model_id, version)
+    deadline, served = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        served = api.post("/api/v1/predict/power", json=request).json().get("model_version")
+        if served == f"{model_id}/{version}":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the replicas still serve {served}, not {model_id}/{version}, after {timeout_s} s")

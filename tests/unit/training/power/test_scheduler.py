@@ -66,12 +66,19 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def stored_sample(sample, tmp_path, monkeypatch: pytest.MonkeyPatch):
-    """The shipped sample as the last hours of an embedded store (the one `open_store` finds without Ray)."""
-    folder = tmp_path / "telemetry"
-    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(folder))
+def embedded_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`open_store` finds the environment's embedded store, as on a machine without Ray: the test session's
+    Ray may run a store actor that other tests fill."""
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
     for name in ("INFLUX_HOST", "PROMETHEUS_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def stored_sample(sample, tmp_path, monkeypatch: pytest.MonkeyPatch, embedded_store):
+    """The shipped sample as the last hours of an embedded store."""
+    folder = tmp_path / "telemetry"
+    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(folder))
     with SqliteStore(folder) as store:
         assert store_trace(store, sample, datetime.now(UTC)) > 0
 
@@ -138,7 +145,8 @@ def test_a_scheduled_attempt_trains_on_the_store_and_promotes_only_a_better_vers
     assert RetrainLocks(RecordStore(settings.state_path, "retrain")).holder("power_lstm") is None
 
 
-def test_an_attempt_without_stored_telemetry_fails_with_the_reason(settings, clock, tmp_path, monkeypatch):
+def test_an_attempt_without_stored_telemetry_fails_with_the_reason(settings, clock, tmp_path, monkeypatch,
+                                                                   embedded_store):
     monkeypatch.setenv("TELEMETRY_DATA_DIR", str(tmp_path / "empty-store"))
     scheduler = RetrainScheduler(settings, clock=clock)
     clock.advance(HOUR)
