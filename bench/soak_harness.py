@@ -140,8 +140,9 @@ class SoakRun:
                   max([duration_s, *(a.done_s for a in answers)]) + 0.001]
         spans = [None, *(span for _, span in kills)]
         names = ["baseline", *(record.name for record, _ in kills)]
-        windows = [window_figures(answers, *window) for window in zip(names, bounds[:-1], bounds[1:], spans,
-                                                                        strict=True)]
+        all_faults = [span for _, span in kills]
+        windows = [window_figures(answers, *window, all_faults=all_faults)
+                   for window in zip(names, bounds[:-1], bounds[1:], spans, strict=True)]
         records = [record for record, _ in kills]
         samples = self._samples()
         scaling = [self._scaling(api, name) for name in (STEADY, STEP)]

@@ -49,8 +49,9 @@ class FaultSpan:
                                                      or answer.done_s <= self.back_at_s + RESTART_SLACK_S)
 
     def held(self, answer: Answer) -> bool:
-        """Serve's bare 500 for a request the killed replica had already accepted (its code died with it)."""
-        return (self.replica and answer.status == 500 and not answer.app_body
+        """A request the killed replica may have held when it died: sent before the kill, answered after it by
+        Serve's bare 500 or not at all (the client's timeout), whichever window the answer falls in."""
+        return (self.replica and answer.status in (0, 500) and not answer.app_body
                 and answer.at_s <= self.killed_at_s <= answer.done_s)
 
 
@@ -63,7 +64,7 @@ class WindowFigures(BaseModel):
     requests: int
     ok: int
     documented_503: int  # the API's 503s while the part killed restarted
-    killed_in_flight: int  # Serve's bare 500s for requests the killed replica had accepted (its code died too)
+    killed_in_flight: int  # requests a killed replica held: Serve's bare 500, or no answer in the client's timeout
     other_5xx: int  # any other 5xx, a 503 when nothing restarts included
     other: int  # unexpected 4xx and requests that got no answer
     p50_ms: float | None
@@ -118,12 +119,14 @@ class SoakReport(BaseModel):
 
 
 def window_figures(answers: Sequence[Answer], name: str, start_s: float, end_s: float,
-                   fault: FaultSpan | None = None) -> WindowFigures:
-    """Figures of the answers that came in [start_s, end_s), after `fault` (none for the baseline)."""
+                   fault: FaultSpan | None = None, all_faults: Sequence[FaultSpan] = ()) -> WindowFigures:
+    """Figures of the answers that came in [start_s, end_s), after `fault` (none for the baseline); a request
+    a replica killed at any time of `all_faults` held may come back in a later window."""
     inside = [a for a in answers if start_s <= a.done_s < end_s]
     latencies = np.asarray([a.latency_ms for a in inside if a.status])
     restarting = [a for a in inside if a.unavailable and fault is not None and fault.restarting(a)]
-    held = [a for a in inside if fault is not None and fault.held(a)]
+    killers = [span for span in (fault, *all_faults) if span is not None]
+    held = [a for a in inside if any(span.held(a) for span in killers)]
     excused = {id(a) for a in restarting + held}
     unexpected = [a for a in inside if a.status != 200 and id(a) not in excused]
     return WindowFigures(
@@ -162,7 +165,7 @@ def render(report: SoakReport) -> str:
     faults = {f.name: f for f in report.faults}
     columns = ("requests", "200", "doc. 503", "in flight", "other 5xx", "other")
     lines = [f"Soak: {report.clients} clients for {report.duration_s:.0f} s; windows by answer time; 'in flight': "
-             "Serve's 500s for requests the killed replica had accepted",
+             "requests a killed replica held (Serve's bare 500, or no answer)",
              f"{'window':<26}{'from-to s':>11}" + "".join(f"{c:>10}" for c in columns)
              + f"{'p50 ms':>8}{'p99 ms':>8}{'back after':>12}"]
     for w in report.windows:

@@ -55,6 +55,15 @@ def test_answers_are_counted_in_the_window_they_came_back_in():
     assert (not_a_replica.documented_503, not_a_replica.killed_in_flight, not_a_replica.other_5xx) == (1, 0, 3)
 
 
+def test_a_request_the_killed_replica_held_is_excused_in_whichever_window_it_ends():
+    killed = FaultSpan(10.0, 12.0, replica=True)
+    answers = [Answer(9.5, "power, history", 0, 30000.0, detail="ReadTimeout"),  # held, timed out at 39.5 s
+               Answer(10.5, "power, history", 0, 30000.0, detail="ReadTimeout")]  # sent after the kill: a fault
+    later = window_figures(answers, "controller killed", 30.0, 60.0, FaultSpan(30.0, 31.0), all_faults=[killed])
+    assert (later.killed_in_flight, later.other) == (1, 1)
+    assert window_figures(answers, "controller killed", 30.0, 60.0, FaultSpan(30.0, 31.0)).other == 2
+
+
 def test_a_503_counts_as_documented_only_while_a_part_restarts():
     answers = [Answer(at, "telemetry nodes", 503, 10.0, app_body=True, detail="not available")
                for at in (1.0, 20.0, 21.0 + RESTART_SLACK_S)]
