@@ -40,7 +40,8 @@ def make_policy(**overrides: Any) -> ScalingPolicy:
     return ScalingPolicy.model_validate(policy_data(**overrides))
 
 
-def activate_and_wait(api: Any, registry: Any, model_id: str, version: int, request: dict, timeout_s: float = 60.0) -> None:
+def activate_and_wait(api: Any, registry: Any, model_id: str, version: int, request: dict,
+                      timeout_s: float = 60.0) -> None:
     """Make `version` active and wait until POST /api/v1/predict/power with `request` answers from it (the
     replicas follow the registry at their next poll)."""
     registry.activate(model_id, version)
