@@ -24,9 +24,10 @@ from statistics import fmean
 from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
+from autoscaler.forecast_view import ForecastView
 from autoscaler.intents import Enactor, PolicyTurn
 from autoscaler.policy_config import policy_from, target_nodes
-from autoscaler.schema import ForecastView, InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
@@ -244,10 +245,10 @@ class ScalingController:
                            latest: Mapping[str, NodeLatest]) -> ForecastView | None:
         """Append the item's node histories to the batch; a view only when the forecast cannot be made."""
         policy = item.policy
-        wanted_steps = -(-policy.predictive_scaling.lookahead_minutes * 60 // shape.step_s)
+        wanted_steps = -(-policy.risk_window_s // shape.step_s)
         lead_steps = min(wanted_steps, shape.horizon_steps)
         if wanted_steps > lead_steps and item.note is None:
-            item.note = (f"look-ahead cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
+            item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
                          f"({shape.model_version})")
         found = []
         for node in item.nodes:
@@ -273,6 +274,9 @@ def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tu
     coverage = forecasts[0].interval_coverage
     if not 0 < coverage < 1:
         return ForecastView.unavailable("the served model's calibration has not been measured"), None
+    peaks = [f.peak_upper for f in forecasts]
     view = ForecastView.from_interval([f.point for f in forecasts], [f.upper for f in forecasts],
-                                      coverage=coverage, level=policy.predictive_scaling.confidence_threshold)
+                                      coverage=coverage, level=policy.predictive_scaling.confidence_threshold,
+                                      peak=None if None in peaks else peaks,
+                                      window_s=len(forecasts[0].point) * forecasts[0].step_s)
     return view, round(fmean(c for f in forecasts for c in f.confidence), 4)

@@ -25,7 +25,10 @@ from statistics import fmean
 from pydantic import BaseModel, ConfigDict
 
 from autoscaler.behavior import Recommendation, limit_change, remember
-from autoscaler.schema import ForecastView, PowerObservation, ScaleAction, ScalingDecision, ScalingPolicy
+from autoscaler.forecast_view import ForecastView
+from autoscaler.peak_rule import peak_count
+from autoscaler.schema import PowerObservation, ScaleAction, ScalingDecision, ScalingPolicy
+from core.durations import format_duration
 
 
 class PolicyState(BaseModel):
@@ -69,6 +72,12 @@ def _forecast_problem(forecast: ForecastView | None) -> str | None:
     if not forecast.upper_quantile_per_node_watts:
         return "forecast has no nodes"
     return None
+
+
+def _forecast_label(policy: ScalingPolicy, forecast: ForecastView) -> str:
+    level = f"p{policy.predictive_scaling.confidence_threshold * 100:g}"
+    window = f" over the next {format_duration(forecast.window_s)}" if forecast.window_s else ""
+    return f"forecast {level} {'peak bound' if forecast.peak_bound else 'upper quantile'}{window}"
 
 
 def _share(values: list[float], policy: ScalingPolicy) -> float:
@@ -146,24 +155,19 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     measured_values = observation.measured_per_node_watts
     measured = _share(measured_values, policy)
     notes: list[str] = []
-    forecast_values: list[float] = []
+    view = None
     if policy.predictive_scaling.enabled:
         if problem := _forecast_problem(forecast):
             notes.append(f"forecast unavailable: {problem}; using measured power")
-        elif forecast is not None:
-            forecast_values = forecast.upper_quantile_per_node_watts
-    predicted = _share(forecast_values, policy) if forecast_values else None
-    used = predicted is not None
-    if predicted is not None and predicted >= measured:
-        share, signal, values = predicted, "forecast", forecast_values
-        level = policy.predictive_scaling.confidence_threshold
-        label = f"forecast p{level * 100:g} upper quantile"
+        else:
+            view = forecast
+    if view is not None and view.peak_bound and view.expected_per_node_watts:
+        values, signal = view.upper_quantile_per_node_watts, "forecast"
+        predicted = _share(values, policy)
+        expected = max(_share(view.expected_per_node_watts, policy), measured)
+        desired, why = peak_count(policy, replicas, expected, predicted, _forecast_label(policy, view))
     else:
-        share, signal, values, label = measured, "measured", measured_values, "measured power"
-        if used:
-            notes.append(f"measured {measured:.1f}% exceeds the forecast upper quantile {predicted:.1f}%")
-
-    desired, why = _proportional(policy, replicas, share, label, confident=signal == "forecast")
+        desired, why, signal, values, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
     parts = [why, *notes]
     clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
     if clamped != desired:
@@ -180,4 +184,20 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
         if left > 0:
             parts.insert(0, f"cooldown, {math.ceil(left)} s left (would go to {target})")
             target = replicas
-    return result(target, "; ".join(parts), signal, measured, predicted, used, recommended)
+    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended)
+
+
+def _upper_rule(policy: ScalingPolicy, replicas: int, measured_values: list[float], view: ForecastView | None,
+                notes: list[str]) -> tuple[int, str, str, list[float], float | None]:
+    """The count on measured power and, without a peak bound, the forecast's highest per-step quantile: the larger
+    share drives (desired, why, signal, its per-node values, the forecast's share or None)."""
+    measured = _share(measured_values, policy)
+    forecast_values = view.upper_quantile_per_node_watts if view is not None else []
+    predicted = _share(forecast_values, policy) if forecast_values else None
+    if view is not None and predicted is not None and predicted >= measured:
+        desired, why = _proportional(policy, replicas, predicted, _forecast_label(policy, view), confident=True)
+        return desired, why, "forecast", forecast_values, predicted
+    if predicted is not None:
+        notes.append(f"measured {measured:.1f}% exceeds the forecast upper quantile {predicted:.1f}%")
+    desired, why = _proportional(policy, replicas, measured, "measured power", confident=False)
+    return desired, why, "measured", measured_values, predicted

@@ -27,10 +27,10 @@ from datetime import datetime
 
 from autoscaler.actuators import Actuators
 from autoscaler.decision import PolicyState, decide
+from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
     ActuationResult,
     ActuationStatus,
-    ForecastView,
     PowerObservation,
     ScaleAction,
     ScalingDecision,

@@ -8,15 +8,13 @@ the validation context carries it (`policy_context`), by the config's `auto_scal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from autoscaler.behavior import ScalingBehavior
+from autoscaler.behavior import ScalingBehavior, WindowSeconds
 from autoscaler.settings import REPLICAS_LIMIT, PowerBasedScalingConfig, PredictiveScalingConfig
 from core.settings import Duration
 
@@ -90,6 +88,8 @@ class ScalingPolicy(_Model):
     else, for a Ray Serve target, the nodes its running replicas are on. `behavior` limits how far one change
     may move the target (autoscaler/behavior.py). `min_replicas` 0 needs `allow_scale_to_zero: true` (power alone
     never takes a target to zero; a target someone else scaled to zero may then stay there).
+    `actuation_delay` (0 or a duration) is how long a replica change takes to take effect (replicas started and
+    ready); with the cooldown it sets the forecast's risk window (`risk_window_s`).
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
@@ -100,12 +100,20 @@ class ScalingPolicy(_Model):
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
     behavior: ScalingBehavior = ScalingBehavior()
+    actuation_delay: WindowSeconds = Field(0, ge=0, le=86400)
     cluster_power_budget: float | None = None
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120
     nodes: list[Name] = Field([], max_length=1000, description="telemetry node ids the target runs on")
     workload_id: Name | None = Field(None, description="key of the config's workloads map")
+
+    @property
+    def risk_window_s(self) -> int:
+        """How far ahead a decision must look: until a change decided now takes effect and holds until the next
+        change could (actuation delay + cooldown), and at least the look-ahead."""
+        return max(self.predictive_scaling.lookahead_minutes * 60,
+                   self.actuation_delay + self.power_based.cooldown_period)
 
     @field_validator("max_replicas")
     @classmethod
@@ -160,55 +168,6 @@ class PowerObservation(_Model):
     age_s: float | None = Field(None, ge=0)
     replicas: int = Field(ge=0)
     missing_nodes: list[str] = []
-
-
-class ForecastView(_Model):
-    """What the decision needs from the power forecast over the look-ahead.
-
-    `upper_quantile_per_node_watts[i]` is, for node i of the target, the maximum over the lead times within
-    `lookahead_minutes` of the forecast's `confidence_threshold` upper quantile: power that node stays under
-    with that probability at each lead. Build it with `from_interval` from the forecaster's calibrated
-    distribution, or `unavailable(reason)` when there is none (no model, stale window, calibration not yet
-    measured); the policy then falls back to measured power and says why.
-    """
-
-    upper_quantile_per_node_watts: list[Watts] = []
-    calibrated: bool = False
-    reason: str | None = None
-
-    @classmethod
-    def unavailable(cls, reason: str) -> ForecastView:
-        return cls(calibrated=False, reason=reason)
-
-    @classmethod
-    def from_interval(cls, median: Sequence[Sequence[float]], upper: Sequence[Sequence[float]], *,
-                      coverage: float, level: float) -> ForecastView:
-        """The `level` upper quantile from a calibrated central interval, per node, max over leads.
-
-        Args:
-            median: [nodes][leads] point forecast in watts (`CalibratedForecast.point`), leads already cut
-                to the look-ahead.
-            upper: [nodes][leads] upper end of the central `coverage` interval (`CalibratedForecast.upper`).
-            coverage: the interval's nominal coverage (`Calibration.coverage`, e.g. 0.8).
-            level: the policy's `confidence_threshold`.
-
-        The upper end of a central interval is the (1 + coverage) / 2 quantile. Reading the upper half-width
-        as a normal spread, sigma = (upper - median) / z((1 + coverage) / 2), and the `level` quantile is
-        median + z(level) * sigma. When level equals (1 + coverage) / 2 this is exactly `upper`; using the
-        upper half only keeps skewed (CQR-widened) intervals honest on the side that matters.
-        """
-        if not (0 < coverage < 1 and 0 < level < 1):
-            raise ValueError(f"coverage ({coverage}) and level ({level}) must lie strictly between 0 and 1")
-        if len(median) != len(upper):
-            raise ValueError(f"median has {len(median)} nodes but upper has {len(upper)}")
-        normal = NormalDist()
-        ratio = normal.inv_cdf(level) / normal.inv_cdf((1 + coverage) / 2)
-        per_node = []
-        for node, (points, highs) in enumerate(zip(median, upper, strict=True)):
-            if len(points) != len(highs) or not points:
-                raise ValueError(f"node {node}: median and upper need the same, non-zero number of leads")
-            per_node.append(max(max(p + ratio * max(h - p, 0.0), 0.0) for p, h in zip(points, highs, strict=True)))
-        return cls(upper_quantile_per_node_watts=per_node, calibrated=True)
 
 
 # --- decision --------------------------------------------------------------------------------------------

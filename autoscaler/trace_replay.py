@@ -9,16 +9,27 @@ predictive run, on the forecast mapped through the same model); a replica-count 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from autoscaler.decision import PolicyState, decide
-from autoscaler.schema import ForecastView, PowerObservation, ScalingPolicy
+from autoscaler.forecast_view import ForecastView
+from autoscaler.schema import PowerObservation, ScalingPolicy
 
-# At step i of a series: (median, upper) trace-power forecasts at leads 1..L, or None when there is none.
-ForecastFn = Callable[[int], tuple[Sequence[float], Sequence[float]] | None]
+
+@dataclass(frozen=True)
+class LeadForecast:
+    """Trace-power forecasts at leads 1..L from one step: median, interval upper end and, when the model has one,
+    the calibrated peak bound (training.power.peak_bound)."""
+
+    median: Sequence[float]
+    upper: Sequence[float]
+    peak: Sequence[float] | None = None
+
+
+ForecastFn = Callable[[int], LeadForecast | None]
+"""The forecast made at step i of a series, or None when there is none."""
 
 
 @dataclass(frozen=True)
@@ -106,14 +117,18 @@ class RunResult:
     steps: list[StepRecord] = field(default_factory=list)
 
 
-def forecast_view(model: DemandModel, median: Sequence[float], upper: Sequence[float], replicas: int, *,
-                  coverage: float, level: float) -> ForecastView:
-    """Trace-power forecasts mapped to per-node power at `replicas` (monotone), as the policy's view."""
+def forecast_view(model: DemandModel, forecast: LeadForecast, replicas: int, *, coverage: float, level: float,
+                  step_s: int) -> ForecastView:
+    """Trace-power forecasts mapped to per-node power at `replicas` (monotone, so a peak stays a peak), as the
+    policy's view."""
     nodes = max(replicas, 1)
-    per_node_median = [model.per_node(q, nodes) for q in median]
-    per_node_upper = [model.per_node(q, nodes) for q in upper]
-    return ForecastView.from_interval([per_node_median] * nodes, [per_node_upper] * nodes,
-                                      coverage=coverage, level=level)
+
+    def per_node(values: Sequence[float]) -> list[list[float]]:
+        return [[model.per_node(q, nodes) for q in values]] * nodes
+
+    peak = None if forecast.peak is None else per_node(forecast.peak)
+    return ForecastView.from_interval(per_node(forecast.median), per_node(forecast.upper), coverage=coverage,
+                                      level=level, peak=peak, window_s=len(forecast.median) * step_s)
 
 
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
@@ -151,7 +166,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         view = None
         if policy.predictive_scaling.enabled:
             interval = forecast(i) if forecast is not None else None
-            view = (forecast_view(model, *interval, replicas, coverage=coverage, level=level)
+            view = (forecast_view(model, interval, replicas, coverage=coverage, level=level, step_s=step_s)
                     if interval is not None else ForecastView.unavailable("no forecast window at this step"))
         observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=0.0,
                                        replicas=replicas)
@@ -164,8 +179,3 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
                                        decision.forecast_share))
     return result
-
-
-def horizon_steps(lookahead_minutes: int, step_s: int) -> int:
-    """The look-ahead in whole steps, rounded up."""
-    return max(math.ceil(lookahead_minutes * 60 / step_s), 1)

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from autoscaler.decision import PolicyState, decide
+from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
     DeploymentTarget,
-    ForecastView,
     PowerObservation,
     RayClusterTarget,
     RayServeTarget,

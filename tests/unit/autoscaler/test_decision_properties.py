@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.decision import PolicyState, decide
-from autoscaler.schema import ForecastView, PowerObservation, ScaleAction, ScalingPolicy
+from autoscaler.forecast_view import ForecastView
+from autoscaler.schema import PowerObservation, ScaleAction, ScalingPolicy
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 BUDGET = 1000.0

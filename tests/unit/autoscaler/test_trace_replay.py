@@ -9,11 +9,12 @@ import pytest
 
 from autoscaler import simulate
 from autoscaler.schema import ScalingPolicy
+from autoscaler.sim_report import window_steps
 from autoscaler.trace_replay import (
     DemandModel,
+    LeadForecast,
     RunMetrics,
     forecast_view,
-    horizon_steps,
     initial_replicas,
     reactive,
     simulate_series,
@@ -43,7 +44,7 @@ def perfect_forecast(trace: list[float], leads: int = 3):
         if not future:
             return None
         future = future + [future[-1]] * (leads - len(future))
-        return future, future
+        return LeadForecast(future, future)
     return forecast
 
 
@@ -64,6 +65,11 @@ def test_initial_replicas_keep_the_first_step_under_the_threshold():
 
 
 def test_horizon_rounds_the_lookahead_up_to_whole_steps():
+    def horizon_steps(lookahead_minutes: int, step_s: int) -> int:  # the risk window is the look-ahead here
+        return window_steps(sim_policy(power_based={"cooldown_period": 60}).model_copy(update={
+            "predictive_scaling": sim_policy().predictive_scaling.model_copy(
+                update={"lookahead_minutes": lookahead_minutes})}), step_s)
+
     assert horizon_steps(30, 600) == 3
     assert horizon_steps(25, 600) == 3
     assert horizon_steps(1, 600) == 1
@@ -121,7 +127,7 @@ def test_pending_changes_queue_and_count_only_real_changes():
 
 def test_forecast_view_maps_trace_power_to_per_node_power():
     model = DemandModel(idle_watts=300.0, scale=40.0, offset=150.0)
-    view = forecast_view(model, [200.0, 210.0], [220.0, 230.0], 4, coverage=0.8, level=0.9)
+    view = forecast_view(model, LeadForecast([200.0, 210.0], [220.0, 230.0]), 4, coverage=0.8, level=0.9, step_s=STEP)
     assert view.calibrated and len(view.upper_quantile_per_node_watts) == 4
     # level 0.9 is the upper end of a central 80 % interval: the mapped upper at the worst lead.
     assert view.upper_quantile_per_node_watts[0] == pytest.approx(model.per_node(230.0, 4))

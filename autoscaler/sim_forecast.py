@@ -1,0 +1,91 @@
+"""The simulator's forecaster: trained on the first part of every series exactly as the backtest does (the LSTM,
+then the served forecast chosen and calibrated on the calibration split), and its calibrated forecast at every
+replayed step of the test part, cut to the leads a policy's risk window needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoscaler.trace_replay import ForecastFn, LeadForecast
+from training.backtest import TrainOptions
+from training.power.calibration import CalibratedForecast
+from training.power.dataset import prepare, train_forecaster
+from training.power.served import attach_served, fit_gbm
+from training.power.windows import Role
+from training.settings import PowerPredictorConfig
+
+
+@dataclass(frozen=True)
+class ReplaySeries:
+    """The test part of one gap-free segment, and the forecast row of each of its steps (None: no window)."""
+
+    node_id: str
+    times: list[datetime]
+    trace_watts: list[float]
+    rows: list[int | None]
+
+
+@dataclass(frozen=True)
+class ReplayData:
+    """What a replay needs from a trained forecaster: the test parts and their calibrated forecasts."""
+
+    series: list[ReplaySeries]
+    forecast: CalibratedForecast
+    coverage: float
+    horizon: int
+    facts: dict[str, Any]  # how the model was trained (reported in the settings)
+
+    def forecast_fn(self, series: ReplaySeries, leads: int) -> ForecastFn:
+        """The forecast at each step of `series`, cut to its first `leads` leads."""
+        if not 1 <= leads <= self.horizon:
+            raise ValueError(f"{leads} leads asked of a forecaster trained for 1..{self.horizon}")
+        point, upper, peak = self.forecast.point, self.forecast.upper, self.forecast.peak_upper
+
+        def forecast(i: int) -> LeadForecast | None:
+            row = series.rows[i]
+            if row is None:
+                return None
+            return LeadForecast(point[row, :leads].tolist(), upper[row, :leads].tolist(),
+                                None if peak is None else peak[row, :leads].tolist())
+
+        return forecast
+
+
+def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, step_s: int, max_gap_s: int,
+                     features: list[str] | tuple[str, ...], horizon: int, train_fraction: float,
+                     options: TrainOptions) -> ReplayData:
+    """Train on the first `train_fraction` of every series and forecast every test step at leads 1..`horizon`."""
+    prepared = prepare(frame, step_s=step_s, max_gap_s=max(max_gap_s, step_s), features=features,
+                       sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction)
+    test = prepared.windows(Role.TEST)
+    if len(test) == 0:
+        raise ValueError("--train-fraction: no test part left to replay (series too short for the sequence length)")
+    forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
+                                           use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
+                                           verbose=options.verbose)
+    attach_served(forecaster, prepared, coverage=model_config.interval_coverage,
+                  tolerance=model_config.confidence_tolerance, gbm=fit_gbm(prepared, model_config.seed))
+    calibrated = forecaster.forecast(test.inputs, test.last_power)
+    row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
+    series = []
+    for index, (segment, roles) in enumerate(zip(prepared.segments, prepared.roles, strict=True)):
+        positions = np.flatnonzero(roles == Role.TEST)
+        if not positions.size:
+            continue
+        first = int(positions[0])
+        series.append(ReplaySeries(
+            node_id=segment.node_id, times=[t.to_pydatetime() for t in segment.times[first:]],
+            trace_watts=[float(w) for w in segment.power[first:]],
+            rows=[row_of.get((index, position)) for position in range(first, len(segment))]))
+    calibration = forecaster.served_calibration
+    facts = {"best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
+             "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
+             "served_method": forecaster.served_method,
+             "peak_bound_margins_watts": calibration.peak_margins_watts if calibration is not None else None}
+    return ReplayData(series, calibrated, forecaster.interval_coverage, horizon, facts)

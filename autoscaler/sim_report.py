@@ -1,0 +1,71 @@
+"""One replay of a trained forecaster's test part under a policy, a demand model and an actuation delay: the three
+runs (`predictive`, `reactive`, `reactive_margin`) and the simulator's report (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from autoscaler.schema import ScalingPolicy
+from autoscaler.sim_forecast import ReplayData
+from autoscaler.trace_replay import DemandModel, RunMetrics, reactive, simulate_series, with_margin
+
+RUNS = ("predictive", "reactive", "reactive_margin")
+
+
+def planned(policy: ScalingPolicy, actuation_delay_s: int) -> ScalingPolicy:
+    """The policy as it runs in a world whose changes take `actuation_delay_s`: its own `actuation_delay` when the
+    file sets one, else that delay."""
+    if "actuation_delay" in policy.model_fields_set:
+        return policy
+    return policy.model_copy(update={"actuation_delay": actuation_delay_s})
+
+
+def window_steps(policy: ScalingPolicy, step_s: int) -> int:
+    """The policy's risk window in whole steps, rounded up (at least one)."""
+    return max(math.ceil(policy.risk_window_s / step_s), 1)
+
+
+def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_s: int, actuation_delay_s: int,
+           margin: float) -> dict[str, Any]:
+    """The three runs over every test series, summed, and every replayed step (`steps`).
+
+    Raises:
+        ValueError: the margin leaves no scale-out threshold, or the forecaster does not reach the risk window.
+    """
+    margined = with_margin(policy, margin)
+    leads = window_steps(policy, step_s)
+    totals = {name: RunMetrics() for name in RUNS}
+    steps: list[dict[str, Any]] = []
+    for series in data.series:
+        common = {"model": model, "times": series.times, "trace_watts": series.trace_watts, "step_s": step_s,
+                  "actuation_delay_s": actuation_delay_s}
+        runs = {"predictive": simulate_series(policy, forecast=data.forecast_fn(series, leads),
+                                              coverage=data.coverage, **common),
+                "reactive": simulate_series(reactive(policy), **common),
+                "reactive_margin": simulate_series(margined, **common)}
+        for name, run in runs.items():
+            totals[name] = totals[name].add(run.metrics)
+        for i, (when, watts) in enumerate(zip(series.times, series.trace_watts, strict=True)):
+            steps.append({"series": series.node_id, "time": when.isoformat(), "trace_watts": round(watts, 3),
+                          "demand_watts": round(model.dynamic(watts), 3),
+                          **{name: vars(runs[name].steps[i]) for name in RUNS}})
+    report: dict[str, Any] = {name: totals[name].report() for name in RUNS}
+    report["steps"] = steps
+    return report
+
+
+def settings(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, trace: str, policy_file: str,
+             step_s: int, actuation_delay_s: int, train_fraction: float, margin: float, sequence_length: int,
+             epochs: int) -> dict[str, Any]:
+    """The report's `settings`: the inputs of one replay and how its forecaster was trained."""
+    return {
+        "trace": trace, "policy_file": policy_file, "policy": policy.model_dump(mode="json"),
+        "step_seconds": step_s, "idle_watts": model.idle_watts, "demand_scale": model.scale,
+        "demand_offset": model.offset, "actuation_delay_seconds": actuation_delay_s,
+        "train_fraction": train_fraction, "horizon_steps": window_steps(policy, step_s),
+        "risk_window_seconds": policy.risk_window_s, "margin_points": margin,
+        "sequence_length": sequence_length, "epochs": epochs, "interval_coverage": data.coverage,
+        "model": data.facts,
+    }

@@ -1,0 +1,111 @@
+"""Run a simulation suite: every case of a suite file under each of its demand transforms and actuation delays.
+
+    python -m autoscaler.simulate --suite configs/suite.simulate.yaml --data-root DIR --output suite.json
+
+Per case and seed one forecaster is trained on the first part of every series (autoscaler.sim_forecast), for
+the longest risk window the case's delays need; every transform and delay then replays the test part three
+ways (autoscaler.sim_report), with the suite's policy planning for that delay. The result keeps every replay's
+full single-trace report (its `steps` included), with its case, transform and ratios, and an aggregate over
+them (autoscaler.sim_suite_report).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from autoscaler.schema import ScalingPolicy
+from autoscaler.sim_forecast import ReplayData, train_for_replay
+from autoscaler.sim_report import planned, replay, settings, window_steps
+from autoscaler.sim_suite_config import SimCase, SimSuite, suite_path, trace_root
+from autoscaler.sim_suite_report import aggregate, summarize
+from autoscaler.trace_replay import DemandModel, with_margin
+from core.settings import ConfigError, format_errors
+from core.telemetry_csv import load_telemetry_csv, validate_telemetry
+from training.backtest import TrainOptions
+from training.settings import PowerPredictorConfig, TrainingConfig
+from training.synthetic_patterns import generate_pattern
+
+
+def case_model(base: TrainingConfig, suite: SimSuite, case: SimCase, seed: int) -> PowerPredictorConfig:
+    """The service's power model settings with the suite's, then the case's overrides, and the seed."""
+    data = base.models.power_predictor.model_dump()
+    data.update(seed=seed, **suite.knobs())
+    data.update(case.knobs())
+    try:
+        return PowerPredictorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
+
+
+def case_frame(case: SimCase, suite_file: Path, root: str | None) -> tuple[pd.DataFrame, str]:
+    """A case's validated telemetry, and where it came from."""
+    if case.synthetic is not None:
+        frame = generate_pattern(case.synthetic, days=case.days, step_s=case.step, seed=case.data_seed)
+        return validate_telemetry(frame), f"synthetic:{case.synthetic} ({case.days} d, seed {case.data_seed})"
+    assert case.trace is not None  # one of the two, checked by SimCase
+    path = suite_path(suite_file, case.trace, root)
+    return load_telemetry_csv(path), str(path)
+
+
+def _policies(policy: ScalingPolicy, delays: tuple[int, ...], margin: float, case: str) -> dict[int, ScalingPolicy]:
+    """The policy as it plans for each delay; ConfigError when the margin leaves no scale-out threshold."""
+    try:
+        with_margin(policy, margin)
+    except ValueError as exc:
+        raise ConfigError(f"suite margin ({case}): {exc}") from None
+    return {delay: planned(policy, delay) for delay in delays}
+
+
+def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, base: TrainingConfig,
+                  data_root: str | None, options: TrainOptions, log: Callable[[str], None],
+                  progress: Callable[[dict[str, Any]], None] | None = None,
+                  train: Callable[..., ReplayData] = train_for_replay) -> dict[str, Any]:
+    """Every case, seed, transform and delay under `policy` (the suite's); returns the suite result (cases,
+    aggregate, complete).
+
+    `progress` gets the result so far (`complete` false) after every case and seed, so a long run that is
+    stopped keeps what it measured. `train` has `train_for_replay`'s signature (tests pass a stand-in).
+    """
+    policy_file = suite_path(suite_file, suite.policy)
+    root = trace_root(suite, suite_file, data_root)
+    results: list[dict[str, Any]] = []
+    for case in suite.cases:
+        frame, source = case_frame(case, suite_file, root)
+        policies = _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
+        horizon = max(window_steps(p, case.step) for p in policies.values())
+        train_fraction = case.train_fraction or suite.train_fraction
+        max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap
+        for seed in suite.seeds:
+            log(f"simulate suite: {case.name} seed {seed}: training for {horizon} steps ahead")
+            started = time.monotonic()
+            model_config = case_model(base, suite, case, seed)
+            data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap,
+                                    features=base.features, horizon=horizon, train_fraction=train_fraction,
+                                    options=options)
+            for transform in case.transforms:
+                demand = DemandModel(transform.idle_watts, transform.demand_scale, transform.demand_offset)
+                for delay, planned_policy in policies.items():
+                    report = replay(data, planned_policy, demand, step_s=case.step, actuation_delay_s=delay,
+                                    margin=suite.margin)
+                    steps = report.pop("steps")
+                    report["settings"] = settings(
+                        data, planned_policy, demand, trace=source, policy_file=str(policy_file), step_s=case.step,
+                        actuation_delay_s=delay, train_fraction=train_fraction, margin=suite.margin,
+                        sequence_length=model_config.sequence_length, epochs=model_config.epochs)
+                    report["steps"] = steps
+                    report["elapsed_seconds"] = round(time.monotonic() - started, 1)
+                    results.append(summarize(case.name, transform.name, seed, report))
+            if progress is not None:
+                progress(_result(suite, suite_file, results, complete=False))
+    return _result(suite, suite_file, results, complete=True)
+
+
+def _result(suite: SimSuite, suite_file: Path, cases: list[dict[str, Any]], *, complete: bool) -> dict[str, Any]:
+    return {"suite": str(suite_file), "seeds": list(suite.seeds), "complete": complete, "cases": cases,
+            "aggregate": aggregate(cases)}

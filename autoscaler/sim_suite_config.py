@@ -1,0 +1,124 @@
+"""The simulation suite file: which traces, replayed as which demands, under which actuation delays and policy.
+
+    data_root: ../data              # optional; relative to this file; `--data-root` overrides it
+    policy: policy.simulation.yaml  # relative to this file: the policy every case runs
+    seeds: [0]                      # training seeds of the forecaster (every case is replayed once per seed)
+    train_fraction: 0.8
+    margin: 10                      # reactive_margin: both thresholds lowered by this many points
+    actuation_delays: [step, 10min] # for every case that gives none; `step` is the case's own step
+    learning_rate: 0.01             # optional model overrides for every case, a case's own winning:
+                                    # sequence_length, epochs, hidden_size, learning_rate
+    cases:
+      - name: upm_workloads
+        trace: upm_servers_workloads_1s/canonical.csv   # relative to the data root
+        step: 1min
+        sequence_length: 60
+        transforms:                 # dynamic demand = demand_scale * max(trace - demand_offset, 0)
+          - {name: x40, idle_watts: 300, demand_scale: 40, demand_offset: 150}
+      - name: spikes
+        synthetic: recurring_spikes # training.synthetic_patterns
+        days: 42
+        step: 10min
+        transforms: [{name: x100, idle_watts: 300, demand_scale: 100, demand_offset: 35}]
+
+A relative `trace` with no data root is read relative to the suite file. One forecaster is trained per case and
+seed (for the longest risk window its delays need) and replayed under every transform and delay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
+from training.suite_config import ModelKnobs
+from training.synthetic_patterns import Pattern
+
+Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Delay = Literal["step"] | Duration
+CaseName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class DemandTransform(BaseModel):
+    """How trace power becomes the workload's demand (autoscaler.trace_replay.DemandModel)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: CaseName
+    idle_watts: Watts = 100.0
+    demand_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+    demand_offset: Watts = 0.0
+
+
+class SimCase(ModelKnobs):
+    """One trace (a CSV or a synthetic pattern) at one step, replayed under every transform and delay."""
+
+    name: CaseName
+    trace: str | None = None
+    synthetic: Pattern | None = None
+    days: PositiveInt = 42  # synthetic only
+    data_seed: int = Field(0, ge=0)  # synthetic only: the trace's own seed
+    step: Duration
+    max_gap: Duration | None = None  # default: the config's, at least one step
+    train_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    transforms: tuple[DemandTransform, ...] = Field(min_length=1)
+    actuation_delays: tuple[Delay, ...] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SimCase:
+        if (self.trace is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of trace (a CSV) or synthetic (a pattern)")
+        names = [t.name for t in self.transforms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"transform names must be unique within a case; got {names}")
+        return self
+
+    def delays(self, default: tuple[Delay, ...]) -> tuple[int, ...]:
+        """The case's actuation delays in seconds (`step` is its step), each once, in the order given."""
+        seconds = [self.step if d == "step" else d for d in (self.actuation_delays or default)]
+        return tuple(dict.fromkeys(seconds))
+
+
+class SimSuite(ModelKnobs):
+    """The suite file: the policy, where the traces are, the seeds, defaults for every case, and the cases."""
+
+    data_root: str | None = None
+    policy: str = Field(min_length=1)
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
+    margin: float = Field(10.0, ge=0, allow_inf_nan=False)
+    actuation_delays: tuple[Delay, ...] = Field(("step", 600), min_length=1)
+    cases: tuple[SimCase, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SimSuite:
+        names = [case.name for case in self.cases]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"case names must be unique; repeated: {repeated}")
+        return self
+
+
+def load_sim_suite(path: str | Path) -> SimSuite:
+    """Read and validate a simulation suite file; ConfigError names the file, the key and the reason."""
+    path = Path(path)
+    data = read_yaml_mapping(path, what="simulation suite file")
+    try:
+        return SimSuite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(str(path), exc)) from exc
+
+
+def suite_path(suite_file: Path, relative: str, root: str | None = None) -> Path:
+    """A path named in the suite file: under `root` when given, else relative to the suite file."""
+    base = Path(root) if root is not None else suite_file.parent
+    return base / relative
+
+
+def trace_root(suite: SimSuite, suite_file: Path, data_root: str | None) -> str | None:
+    """Where the cases' traces are: `--data-root`, else the file's `data_root` (relative to the file)."""
+    if data_root is not None:
+        return data_root
+    return None if suite.data_root is None else str(suite_file.parent / suite.data_root)

@@ -1,0 +1,120 @@
+"""Summaries of a simulation suite: per replay the ratios of predictive to reactive and to reactive + margin and the
+targets (issue 11), the aggregate over the replays where reactive scaling violates the budget, and a table.
+
+A ratio is predictive / other for one metric; None when the other run's value is 0 (and 1.0 when both are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core.durations import format_duration
+
+METRICS = ("budget_violation_seconds", "replica_hours", "scale_events")
+SHORT = {"budget_violation_seconds": "violation", "replica_hours": "replica-h", "scale_events": "events"}
+VIOLATION_TARGET = 0.5  # predictive <= this x reactive violation time
+REPLICA_HOURS_TARGET = 1.1
+EVENTS_TARGET = 0.5
+
+
+def ratio(value: float, other: float) -> float | None:
+    if other == 0:
+        return 1.0 if value == 0 else None
+    return round(value / other, 4)
+
+
+def _within(value: float | None, limit: float) -> bool:
+    return value is not None and value <= limit
+
+
+def summarize(case: str, transform: str, seed: int, report: dict[str, Any]) -> dict[str, Any]:
+    """One replay: its identity, ratios, targets (None where reactive does not violate) and the full report."""
+    predictive, reactive, margin = report["predictive"], report["reactive"], report["reactive_margin"]
+    ratios = {"vs_reactive": {m: ratio(predictive[m], reactive[m]) for m in METRICS},
+              "vs_reactive_margin": {m: ratio(predictive[m], margin[m]) for m in METRICS}}
+    violates = reactive["budget_violation_seconds"] > 0
+    targets = None
+    if violates:
+        vs = ratios["vs_reactive"]
+        targets = {
+            "violation_le_0.5x_reactive": _within(vs["budget_violation_seconds"], VIOLATION_TARGET),
+            "replica_hours_le_1.1x_reactive": _within(vs["replica_hours"], REPLICA_HOURS_TARGET),
+            "scale_events_le_0.5x_reactive": _within(vs["scale_events"], EVENTS_TARGET),
+            "beats_reactive_margin": predictive["budget_violation_seconds"] <= margin["budget_violation_seconds"]
+            and (predictive["replica_hours"] < margin["replica_hours"]
+                 or predictive["scale_events"] < margin["scale_events"]),
+        }
+    settings = report["settings"]
+    return {"case": case, "transform": transform, "seed": seed, "step_seconds": settings["step_seconds"],
+            "actuation_delay_seconds": settings["actuation_delay_seconds"], "reactive_violates": violates,
+            "ratios": ratios, "targets": targets, "report": report}
+
+
+def label(entry: dict[str, Any]) -> str:
+    return (f"{entry['case']}/{entry['transform']} delay {format_duration(entry['actuation_delay_seconds'])} "
+            f"seed {entry['seed']}")
+
+
+def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the replays where reactive violates: per comparison and metric the median and worst (highest) ratio and
+    where the worst is, and how many replays meet each target."""
+    scored = [e for e in entries if e["reactive_violates"]]
+    result: dict[str, Any] = {"replays": len(entries), "replays_where_reactive_violates": len(scored)}
+    for versus in ("vs_reactive", "vs_reactive_margin"):
+        result[versus] = {}
+        for metric in METRICS:
+            pairs = [(e["ratios"][versus][metric], e) for e in scored]
+            known = [(r, e) for r, e in pairs if r is not None]
+            if not known:
+                result[versus][metric] = None
+                continue
+            worst, where = max(known, key=lambda pair: pair[0])
+            result[versus][metric] = {"median_ratio": round(float(np.median([r for r, _ in known])), 4),
+                                      "worst_ratio": worst, "worst_case": label(where),
+                                      "undefined": len(pairs) - len(known)}
+    keys = scored[0]["targets"] if scored else {}
+    result["targets_met"] = {key: sum(bool(e["targets"][key]) for e in scored) for key in keys}
+    return result
+
+
+def _run(run: dict[str, Any]) -> str:
+    return f"{run['budget_violation_seconds']:,.0f} s / {run['replica_hours']:.1f} / {run['scale_events']}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def table(entries: list[dict[str, Any]], totals: dict[str, Any]) -> str:
+    """A Markdown table: one row per replay (violation / replica-hours / events per run, ratios, targets), then the
+    aggregate."""
+    lines = [
+        "| case | demand | step | delay | reactive | reactive + margin | predictive | P/R violation | P/R replica-h "
+        "| P/R events | targets met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        report, vs = entry["report"], entry["ratios"]["vs_reactive"]
+        met = "—" if entry["targets"] is None else f"{sum(entry['targets'].values())}/{len(entry['targets'])}"
+        lines.append(
+            f"| {entry['case']} | {entry['transform']} | {format_duration(entry['step_seconds'])} "
+            f"| {format_duration(entry['actuation_delay_seconds'])} | {_run(report['reactive'])} "
+            f"| {_run(report['reactive_margin'])} | {_run(report['predictive'])} "
+            f"| {_ratio(vs['budget_violation_seconds'])} | {_ratio(vs['replica_hours'])} "
+            f"| {_ratio(vs['scale_events'])} | {met} |")
+    lines.append("")
+    lines.append(f"runs: violation s / replica-hours / scale events. Aggregate over the "
+                 f"{totals['replays_where_reactive_violates']} of {totals['replays']} replays where reactive violates:")
+    for versus, name in (("vs_reactive", "reactive"), ("vs_reactive_margin", "reactive + margin")):
+        for metric in METRICS:
+            row = totals[versus][metric]
+            if row is not None:
+                lines.append(f"- predictive / {name} {SHORT[metric]}: median {row['median_ratio']:.2f}, worst "
+                             f"{row['worst_ratio']:.2f} ({row['worst_case']})"
+                             + (f", undefined on {row['undefined']}" if row["undefined"] else ""))
+    met = ", ".join(f"{key} {count}/{totals['replays_where_reactive_violates']}"
+                    for key, count in totals["targets_met"].items())
+    lines.append(f"targets met: {met}")
+    return "\n".join(lines)

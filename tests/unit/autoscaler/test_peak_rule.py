@@ -1,0 +1,207 @@
+"""The decision under a calibrated peak bound (autoscaler.peak_rule through autoscaler.decision.decide), the view
+built from a forecast's peak (autoscaler.forecast_view) and the policy's risk window; a hand-made recurring-spike
+series that the earlier rule churned on and this one does not.
+
+Defaults: 1000 W per node, scale out above 80 %, scale in below 50 %, cooldown 300 s, replicas 1..10.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.decision import PolicyState, decide
+from autoscaler.forecast_view import ForecastView
+from autoscaler.schema import PowerObservation, ScaleAction
+from autoscaler.trace_replay import DemandModel, LeadForecast, simulate_series
+from tests.factories import make_policy
+from tests.unit.autoscaler.test_decision_properties import fresh_inputs
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+OUT, IN, HOLD = ScaleAction.SCALE_OUT, ScaleAction.SCALE_IN, ScaleAction.HOLD
+
+
+def peak_view(expected: list[float], bound: list[float], window_s: int = 900) -> ForecastView:
+    return ForecastView(expected_per_node_watts=expected, upper_quantile_per_node_watts=bound, calibrated=True,
+                        peak_bound=True, window_s=window_s)
+
+
+def run(measured: list[float], view: ForecastView, **policy_overrides):
+    observation = PowerObservation(measured_per_node_watts=measured, replicas=len(measured), age_s=5.0)
+    return decide(make_policy(**policy_overrides), observation, view, PolicyState(), NOW)
+
+
+@pytest.mark.parametrize(("measured", "expected", "bound", "action", "to", "phrase"), [
+    pytest.param([600] * 2, [900] * 2, [950] * 2, OUT, 3, "expected peak > scale-out threshold 80%",
+                 id="expected-peak-crosses-scales-out-sized-by-the-bound"),
+    pytest.param([600] * 4, [700] * 4, [1100] * 4, OUT, 6, "the budget is at risk",
+                 id="budget-at-risk-scales-out-though-expected-is-in-the-band"),
+    pytest.param([600] * 4, [700] * 4, [950] * 4, HOLD, 4, "expected peak within the hysteresis band",
+                 id="bound-over-threshold-but-within-budget-holds"),
+    pytest.param([300] * 4, [450] * 4, [600] * 4, IN, 3, "consolidating to 3 keeps the expected peak at 60.0%",
+                 id="quiet-window-consolidates"),
+    pytest.param([300] * 4, [450] * 4, [900] * 4, HOLD, 4, "fewer replicas would not keep it under 80% within",
+                 id="bound-keeps-the-replicas-the-budget-needs"),
+    pytest.param([300] * 4, [300] * 4, [700] * 4, IN, 3, "and the bound at 93.3%",
+                 id="bound-limits-how-far-it-consolidates"),
+    pytest.param([300] * 4, [550] * 4, [600] * 4, HOLD, 4, "hysteresis band",
+                 id="a-spike-in-the-window-blocks-scale-in"),
+    pytest.param([900] * 2, [500] * 2, [700] * 2, OUT, 3, "expected peak 90.0%",
+                 id="a-present-overload-is-never-ignored"),
+])
+def test_peak_rule(measured, expected, bound, action, to, phrase):
+    decision = run(measured, peak_view(expected, bound))
+    assert (decision.action, decision.to_replicas) == (action, to), decision.reason
+    assert phrase in decision.reason
+    assert decision.signal == "forecast" and decision.used_forecast
+    assert decision.forecast_share == pytest.approx(max(bound) / 10)
+    assert "forecast p90 peak bound over the next 15min" in decision.reason
+
+
+def test_stabilization_and_cooldown_still_hold_a_peak_rule_scale_in():
+    view = peak_view([300] * 4, [400] * 4)
+    observation = PowerObservation(measured_per_node_watts=[300] * 4, replicas=4, age_s=5.0)
+    cooling = decide(make_policy(), observation, view, PolicyState(last_scale_at=NOW - timedelta(seconds=60)), NOW)
+    assert cooling.action is HOLD and "cooldown, 240 s left (would go to 2)" in cooling.reason
+    earlier = decide(make_policy(), observation.model_copy(update={"measured_per_node_watts": [900] * 4}), view,
+                     PolicyState(), NOW - timedelta(seconds=120))
+    held = decide(make_policy(), observation, view, PolicyState().after(earlier, scaled=False), NOW)
+    assert held.to_replicas == 4 and "stabilization window" in held.reason
+
+
+def test_view_from_a_peak_bound_converts_it_to_the_policy_level():
+    view = ForecastView.from_interval([[500.0, 520.0]], [[600.0, 640.0]], coverage=0.8, level=0.9,
+                                      peak=[[610.0, 700.0]], window_s=120)
+    assert view.peak_bound and view.window_s == 120
+    assert view.expected_per_node_watts == [520.0]
+    assert view.upper_quantile_per_node_watts == [pytest.approx(700.0)]  # level 0.9 = the upper end's level
+    lower = ForecastView.from_interval([[500.0, 520.0]], [[600.0, 640.0]], coverage=0.8, level=0.8,
+                                       peak=[[610.0, 700.0]])
+    assert 520.0 < lower.upper_quantile_per_node_watts[0] < 700.0
+    per_step = ForecastView.from_interval([[500.0, 520.0]], [[600.0, 640.0]], coverage=0.8, level=0.9)
+    assert not per_step.peak_bound and per_step.upper_quantile_per_node_watts == [pytest.approx(640.0)]
+    with pytest.raises(ValueError, match="same, non-zero number of leads"):
+        ForecastView.from_interval([[1.0, 2.0]], [[1.0, 2.0]], coverage=0.8, level=0.8, peak=[[1.0]])
+
+
+def test_risk_window_covers_the_delay_and_the_cooldown_at_least_the_look_ahead():
+    policy = make_policy(actuation_delay="10min", power_based={"cooldown_period": "5min"},
+                         predictive_scaling={"lookahead_minutes": 5})
+    assert policy.risk_window_s == 900
+    assert make_policy(actuation_delay=0, predictive_scaling={"lookahead_minutes": 30}).risk_window_s == 1800
+    with pytest.raises(ValueError, match="actuation_delay"):
+        make_policy(actuation_delay="soon")
+
+
+# --- a recurring spike: the earlier rule churned, the peak rule stays put -----------------------------------
+
+STEP = 60
+START = datetime(2024, 6, 1, tzinfo=UTC)
+MODEL = DemandModel(idle_watts=100.0, scale=1.0, offset=0.0)
+# 1000 W of demand with a 2400 W spike for 2 of every 9 steps: 2 replicas carry the base at 60 %, the spike
+# needs 4 (70 %). Changes land 5 minutes after they are decided; the cooldown is 3 minutes.
+SPIKY = ([1000.0] * 7 + [2400.0] * 2) * 8
+
+
+def perfect(trace: list[float], leads: int, *, peak: bool):
+    """The true future as median, upper and (when `peak`) peak bound: what a perfect model would say."""
+    def forecast(i: int) -> LeadForecast | None:
+        future = trace[i + 1:i + 1 + leads]
+        if not future:
+            return None
+        future = future + [future[-1]] * (leads - len(future))
+        running = [max(future[:k + 1]) for k in range(leads)]
+        return LeadForecast(future, future, running if peak else None)
+    return forecast
+
+
+def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
+    """The earlier code looked only as far as the look-ahead (1 min here) at each lead's own quantile: the series
+    below made it scale in after every spike, 5 minutes too late for the next one (7 changes, 480 s over budget,
+    checked against the code before this rule). The risk window covers the delay and the cooldown (8 min > the
+    7 quiet steps), so the peak rule sees the next spike and stays put."""
+    policy = make_policy(actuation_delay=300, power_based={"cooldown_period": 180},
+                         predictive_scaling={"lookahead_minutes": 1, "confidence_threshold": 0.9})
+    times = [START + timedelta(seconds=STEP * i) for i in range(len(SPIKY))]
+    window = policy.risk_window_s // STEP
+    assert window == 8
+    run_kwargs = {"step_s": STEP, "actuation_delay_s": 300, "coverage": 0.8}
+    earlier = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, 1, peak=False), **run_kwargs)
+    new = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, window, peak=True), **run_kwargs)
+    assert (earlier.metrics.scale_events, earlier.metrics.budget_violation_seconds) == (7, 480)
+    assert (new.metrics.scale_events, new.metrics.budget_violation_seconds) == (1, 0)  # up once, ahead, and stays
+    assert [s.replicas for s in new.steps] == [2] * 5 + [4] * (len(SPIKY) - 5)
+
+
+# --- properties of the peak rule ------------------------------------------------------------------------------
+
+watts = st.floats(0, 2000)
+
+
+@st.composite
+def peak_inputs(draw: st.DrawFn):
+    policy, observation, _, state = draw(fresh_inputs(cluster_budget=False))
+    policy = policy.model_copy(update={"predictive_scaling": policy.predictive_scaling.model_copy(
+        update={"enabled": True})})
+    nodes = len(observation.measured_per_node_watts)
+    expected = draw(st.lists(watts, min_size=nodes, max_size=nodes))
+    bound = [e + draw(st.floats(0, 1000)) for e in expected]
+    return policy, observation, peak_view(expected, bound), state
+
+
+def shares(policy, observation, view):
+    def share(values):
+        power = max(values) if policy.aggregation == "max" else sum(values) / len(values)
+        return power / policy.power_based.max_power_budget * 100
+    expected = max(share(view.expected_per_node_watts), share(observation.measured_per_node_watts))
+    return expected, share(view.upper_quantile_per_node_watts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(peak_inputs())
+def test_peak_rule_scales_in_only_on_a_quiet_window_and_out_when_at_risk(inputs):
+    policy, observation, view, state = inputs
+    decision = decide(policy, observation, view, state, NOW)
+    expected, bound = shares(policy, observation, view)
+    out, inn = policy.power_based.scale_out_threshold, policy.power_based.scale_in_threshold
+    r, n = decision.from_replicas, decision.to_replicas
+    assert policy.min_replicas <= n <= policy.max_replicas
+    if decision.action is IN:
+        assert expected < inn
+        if n > policy.min_replicas:
+            assert r * expected / n < out and r * bound / n <= 100 + 1e-9
+    if (expected > out or bound > 100) and r >= policy.min_replicas:
+        assert n >= r
+
+
+@settings(max_examples=200, deadline=None)
+@given(peak_inputs(), st.floats(1, 3))
+def test_peak_rule_more_power_never_means_fewer_replicas(inputs, factor):
+    policy, observation, view, state = inputs
+    hotter = observation.model_copy(update={
+        "measured_per_node_watts": [w * factor for w in observation.measured_per_node_watts]})
+    hotter_view = view.model_copy(update={
+        "expected_per_node_watts": [w * factor for w in view.expected_per_node_watts],
+        "upper_quantile_per_node_watts": [w * factor for w in view.upper_quantile_per_node_watts]})
+    assert decide(policy, hotter, hotter_view, state, NOW).to_replicas >= \
+        decide(policy, observation, view, state, NOW).to_replicas
+
+
+def test_the_controller_builds_a_peak_view_when_every_node_has_a_peak_bound():
+    from autoscaler.controller import _view
+    from training.power.inference import PowerForecast
+
+    def forecast(peak: tuple[float, ...] | None) -> PowerForecast:
+        return PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=(NOW, NOW), point=(500.0, 520.0),
+                             lower=(400.0, 410.0), upper=(600.0, 640.0), confidence=(0.9, 0.9), window_coverage=1.0,
+                             padded_steps=0, interval_coverage=0.8, peak_upper=peak)
+
+    policy = make_policy(predictive_scaling={"confidence_threshold": 0.9})
+    view, _ = _view(policy, [forecast((610.0, 700.0)), forecast((620.0, 650.0))])
+    assert view.peak_bound and view.window_s == 120
+    assert view.upper_quantile_per_node_watts == [pytest.approx(700.0), pytest.approx(650.0)]
+    older, _ = _view(policy, [forecast((610.0, 700.0)), forecast(None)])  # a replica without the bound
+    assert not older.peak_bound and older.upper_quantile_per_node_watts == [pytest.approx(640.0)] * 2

@@ -1,0 +1,178 @@
+"""The simulation suite (autoscaler.sim_suite*) on a tiny suite with a stand-in forecaster (no Ray): the file's
+checks, every case under every transform and delay, the per-case reports, the ratios, targets and aggregate, and
+the command line's refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autoscaler import simulate
+from autoscaler.sim_forecast import ReplayData, ReplaySeries
+from autoscaler.sim_suite import run_sim_suite
+from autoscaler.sim_suite_config import SimSuite, load_sim_suite
+from autoscaler.sim_suite_report import aggregate, ratio, summarize, table
+from core.settings import ConfigError
+from training.backtest import TrainOptions
+from training.power.calibration import CalibratedForecast
+from training.settings import TrainingConfig
+
+SUITE = """\
+policy: policy.yaml
+seeds: [0]
+actuation_delays: [step, 10min]
+cases:
+  - name: spikes
+    synthetic: recurring_spikes
+    days: 4
+    step: 10min
+    transforms:
+      - {name: k100, idle_watts: 300, demand_scale: 100, demand_offset: 35}
+  - name: spikes-1min
+    synthetic: recurring_spikes
+    days: 2
+    step: 1min
+    transforms:
+      - {name: k100, idle_watts: 300, demand_scale: 100, demand_offset: 35}
+      - {name: k60, idle_watts: 100, demand_scale: 60, demand_offset: 30}
+"""
+POLICY = """\
+name: sim
+target: {kind: ray_serve, app: llm, deployment: Model}
+max_replicas: 40
+power_based: {max_power_budget: 1000, scale_out_threshold: 80, scale_in_threshold: 50, cooldown_period: 5min}
+predictive_scaling: {enabled: true, lookahead_minutes: 5, confidence_threshold: 0.8}
+"""
+
+
+def perfect_replay(frame: pd.DataFrame, model_config, *, step_s: int, max_gap_s: int, features, horizon: int,
+                   train_fraction: float, options: TrainOptions, calls: list[dict[str, Any]]) -> ReplayData:
+    """A stand-in for train_for_replay: the last part of every series, forecast by the truth itself."""
+    calls.append({"step_s": step_s, "horizon": horizon, "seed": model_config.seed})
+    series, rows = [], []
+    for node, group in frame.groupby("node_id"):
+        watts = group["power_watts"].to_numpy(float)
+        first = int(len(watts) * train_fraction)
+        padded = np.concatenate([watts, np.full(horizon, watts[-1])])
+        start = len(rows)
+        rows += [padded[i + 1:i + 1 + horizon] for i in range(first, len(watts))]
+        series.append(ReplaySeries(str(node), [t.to_pydatetime() for t in group["timestamp"].iloc[first:]],
+                                   watts[first:].tolist(), list(range(start, len(rows)))))
+    truth = np.stack(rows)
+    forecast = CalibratedForecast(truth, truth, truth, np.ones_like(truth), np.maximum.accumulate(truth, axis=1))
+    return ReplayData(series, forecast, 0.8, horizon, {"seed": model_config.seed, "served_method": "perfect"})
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path) -> Path:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+def run(suite_file: Path, progress=None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+    suite = load_sim_suite(suite_file)
+    policy = simulate.load_policy(suite_file.parent / suite.policy)
+    result = run_sim_suite(suite, suite_file, policy=policy, base=TrainingConfig(), data_root=None,
+                           options=TrainOptions(verbose=False), log=lambda _line: None, progress=progress,
+                           train=lambda *args, **kwargs: perfect_replay(*args, **kwargs, calls=calls))
+    return result, calls
+
+
+def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
+    seen: list[bool] = []
+    result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
+    assert result["complete"] and seen == [False, False]
+    # one forecaster per case and seed, for the longest risk window: 10 min delay + 5 min cooldown
+    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0}, {"step_s": 60, "horizon": 15, "seed": 0}]
+    labels = [(c["case"], c["transform"], c["actuation_delay_seconds"]) for c in result["cases"]]
+    assert labels == [("spikes", "k100", 600),  # one step is 10 min here: one delay
+                      ("spikes-1min", "k100", 60), ("spikes-1min", "k100", 600),
+                      ("spikes-1min", "k60", 60), ("spikes-1min", "k60", 600)]
+    for case in result["cases"]:
+        report = case["report"]
+        assert {"predictive", "reactive", "reactive_margin", "settings", "steps", "elapsed_seconds"} <= set(report)
+        settings = report["settings"]
+        assert settings["policy"]["actuation_delay"] == case["actuation_delay_seconds"]  # the policy plans for it
+        assert settings["risk_window_seconds"] == max(300, case["actuation_delay_seconds"] + 300)
+        assert settings["model"]["served_method"] == "perfect"
+        assert report["predictive"]["decisions"] == len(report["steps"])
+        assert case["ratios"]["vs_reactive"]["replica_hours"] == pytest.approx(
+            report["predictive"]["replica_hours"] / report["reactive"]["replica_hours"], abs=1e-4)
+    spikes = result["cases"][0]
+    assert spikes["reactive_violates"] and spikes["report"]["predictive"]["budget_violation_seconds"] == 0
+    assert result["aggregate"]["replays"] == 5
+    text = table(result["cases"], result["aggregate"])
+    assert text.count("\n| spikes") == 5 and "targets met:" in text
+
+
+def test_ratios_targets_and_aggregate():
+    def report(p, r, m):
+        runs = {name: {"budget_violation_seconds": v, "replica_hours": h, "scale_events": e}
+                for name, (v, h, e) in zip(("predictive", "reactive", "reactive_margin"), (p, r, m), strict=True)}
+        return {**runs, "settings": {"step_seconds": 60, "actuation_delay_seconds": 600}}
+
+    good = summarize("a", "t", 0, report((60, 10.5, 4), (600, 10.0, 10), (120, 13.0, 9)))
+    assert good["targets"] == {"violation_le_0.5x_reactive": True, "replica_hours_le_1.1x_reactive": True,
+                               "scale_events_le_0.5x_reactive": True, "beats_reactive_margin": True}
+    bad = summarize("b", "t", 0, report((400, 12.0, 8), (600, 10.0, 10), (0, 13.0, 9)))
+    assert bad["targets"] == {"violation_le_0.5x_reactive": False, "replica_hours_le_1.1x_reactive": False,
+                              "scale_events_le_0.5x_reactive": False, "beats_reactive_margin": False}
+    assert bad["ratios"]["vs_reactive_margin"]["budget_violation_seconds"] is None  # over a margin run at 0 s
+    calm = summarize("c", "t", 0, report((0, 9.0, 2), (0, 10.0, 2), (0, 12.0, 2)))
+    assert calm["targets"] is None and not calm["reactive_violates"]
+    totals = aggregate([good, bad, calm])
+    assert totals["replays_where_reactive_violates"] == 2
+    assert totals["vs_reactive"]["budget_violation_seconds"] == {
+        "median_ratio": pytest.approx(0.3833, abs=1e-4), "worst_ratio": 0.6667,
+        "worst_case": "b/t delay 10min seed 0", "undefined": 0}
+    assert totals["vs_reactive_margin"]["budget_violation_seconds"]["undefined"] == 1
+    assert totals["targets_met"]["beats_reactive_margin"] == 1
+    assert (ratio(0, 0), ratio(3, 0), ratio(1, 4)) == (1.0, None, 0.25)
+
+
+@pytest.mark.parametrize(("patch", "phrase"), [
+    pytest.param({"cases": []}, "cases", id="no-cases"),
+    pytest.param({"margin": -1}, "margin", id="negative-margin"),
+    pytest.param({"actuation_delays": ["soon"]}, "actuation_delays", id="bad-delay"),
+    pytest.param({"surprise": 1}, "surprise", id="unknown-key"),
+])
+def test_suite_file_errors_name_the_key(tmp_path, patch, phrase):
+    import yaml
+
+    data = yaml.safe_load(SUITE) | patch
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=phrase):
+        load_sim_suite(path)
+
+
+@pytest.mark.parametrize(("case", "phrase"), [
+    pytest.param({"trace": "a.csv", "synthetic": "level_shifts"}, "exactly one of trace", id="two-sources"),
+    pytest.param({"transforms": [{"name": "k", "demand_scale": 1}] * 2}, "unique within a case", id="twin"),
+    pytest.param({"transforms": [{"name": "k", "demand_scale": 0}]}, "greater than 0", id="zero-scale"),
+])
+def test_case_checks(case, phrase):
+    base = {"name": "c", "synthetic": "recurring_spikes", "step": 600, "transforms": [{"name": "k"}]}
+    with pytest.raises(ValueError, match=phrase):
+        SimSuite.model_validate({"policy": "p.yaml", "cases": [base | case]})
+
+
+@pytest.mark.parametrize("argv", [
+    ["--suite", "s.yaml", "--policy", "p.yaml"],
+    ["--suite", "s.yaml", "--actuation-delay", "5min"],
+    ["--suite", "s.yaml", "--step", "1min"],
+    ["--trace", "t.csv", "--policy", "p.yaml", "--data-root", "d"],
+    ["--trace", "t.csv"],
+])
+def test_command_line_refuses_flags_that_do_not_fit_the_mode(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        simulate.main([*argv, "--output", str(tmp_path / "o.json")])
+    assert exit_info.value.code == 2
+    assert any(flag in capsys.readouterr().err for flag in ("--suite", "--data-root", "--policy"))
