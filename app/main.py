@@ -4,7 +4,8 @@ Two Serve applications make up the service (names in core/names.py):
 - `kcloud` (route "/"): `build_app` -> ApiIngress + CostPredictor, every endpoint but the power forecast;
   it also starts the actors the args enable (app/bootstrap.py);
 - `kcloud-power` (route "/api/v1/predict/power"): `build_power_app` -> PowerPredictor with its HTTP route,
-  so the proxy reaches the forecaster in one hop (see app/power_route.py).
+  so the proxy reaches the forecaster in one hop (see app/power_route.py); it serves `power_model_id` and
+  every other model of the config's `predictor.resolutions`.
 Both take the same `args` (AppArgs).
 
     serve run serve_config.yaml
@@ -47,9 +48,10 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
 
 
 def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
-    """PowerPredictor with its own HTTP route (POST /api/v1/predict/power)."""
+    """PowerPredictor with its own HTTP route (POST /api/v1/predict/power), serving every configured resolution."""
     app_args = _validated(args)
     config = app_args.service_config()
     workloads = {workload: list(nodes) for workload, nodes in config.workloads.items()}
+    resolutions = [resolution.model_id for resolution in config.predictor.resolutions]
     return serve.deployment(serve.ingress(power_api)(PowerRoute), name=POWER_DEPLOYMENT).options(
-        **app_args.power_predictor.as_options()).bind(app_args, config.telemetry.stale_after, workloads)
+        **app_args.power_predictor.as_options()).bind(app_args, config.telemetry.stale_after, workloads, resolutions)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
@@ -11,7 +11,8 @@ from app.access import READ
 from app.errors import responses
 from app.ingress_state import Ingress
 from app.schemas import ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
-from core.registry_metadata import MODEL_ID_PATTERN
+from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
+from deployments.power import trained_on_synthetic_data
 
 logger = logging.getLogger("ray.serve")
 router = APIRouter()
@@ -19,22 +20,35 @@ router = APIRouter()
 
 @router.get("/api/v1/models", response_model=ModelsResponse, dependencies=[READ], responses=responses(401))
 async def list_models(replica: Ingress) -> ModelsResponse:
-    """Registered models, their versions and which one is active."""
+    """Registered models, their versions and which one is active; power models with the step, horizon and window
+    of the active version (a forecast goes to the finest step whose horizon covers it) and whether it was trained
+    on generated data."""
     registry = replica.registry
     models = []
     for model_id in registry.model_ids():
         active = registry.active_version(model_id)
         versions = [registry.get(model_id, v)[1] for v in registry.versions(model_id)]
+        shown = active if active is not None else versions[-1].version
+        current = next(m for m in versions if m.version == shown)
         models.append(ModelPublic(
-            model_id=model_id, model_type=versions[-1].model_type,
-            active_version=active if active is not None else versions[-1].version,
+            model_id=model_id, model_type=versions[-1].model_type, active_version=shown,
             versions=[ModelVersionPublic(
-                version=m.version, created_at=m.created_at, metrics=m.metrics,
-                active=m.version == (active if active is not None else versions[-1].version),
+                version=m.version, created_at=m.created_at, metrics=m.metrics, active=m.version == shown,
                 data_span=m.data_span.model_dump(mode="json") if m.data_span else None,
             ) for m in versions],
+            **_resolution(current),
         ))
     return ModelsResponse(models=models)
+
+
+def _resolution(metadata: ModelMetadata) -> dict[str, Any]:
+    """Step, horizon and window of a power model's version (none for other models), and its data's provenance."""
+    spec = metadata.feature_spec
+    synthetic = trained_on_synthetic_data(metadata)
+    if not {"step_s", "horizon_steps"} <= set(spec):
+        return {"trained_on_synthetic_data": synthetic}
+    return {"step_seconds": spec["step_s"], "horizon_seconds": spec["step_s"] * spec["horizon_steps"],
+            "sequence_length": spec.get("sequence_length"), "trained_on_synthetic_data": synthetic}
 
 
 @router.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse, dependencies=[READ],
@@ -45,10 +59,11 @@ async def model_metrics(
     """Held-out accuracy of the active version and live inference latency."""
     _, metadata = replica.registry.get(model_id)
     served, latency = None, {}
-    handle = {replica.args.power_model_id: replica.power, replica.args.cost_model_id: replica.cost}.get(model_id)
-    if handle is not None:
+    if model_id == replica.args.cost_model_id or metadata.model_type == "lstm":
         try:
-            description = await handle.describe.remote()  # ServedModel or ServedCostModel
+            call = (replica.cost.describe.remote() if model_id == replica.args.cost_model_id
+                    else replica.power.describe.remote(model_id))
+            description = await call  # ServedModel or ServedCostModel
             served, latency = description.model_version, description.latency_ms
         except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
             logger.warning("latency of %s unavailable: %s", model_id, exc)

@@ -11,7 +11,8 @@ from training.power.inference import PowerForecast, PowerHistory
 
 
 class MissingPowerHistory(ValueError):
-    """A request brings no power history and names no node or configured workload to read one for."""
+    """A request brings no power history, no features to estimate one from, and names no node or configured
+    workload to read one for."""
 
 
 def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -25,37 +26,45 @@ def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequen
 
 
 def to_history(request: PowerPredictionRequest) -> PowerHistory:
-    """The forecaster's input for a request that brings its power history.
+    """The forecaster's input for a request that brings its own lists: its power history, or without one the
+    features to estimate it from (the features-only mode).
 
     Raises:
-        MissingPowerHistory: `features.power_watts` is absent or empty.
+        MissingPowerHistory: no power history and no features.
     """
     features = request.features
-    if features is None or not features.power_watts:
-        raise MissingPowerHistory("recent power history is required (or a node_id whose telemetry is stored, or a "
-                                  "workload_id listed in the config's workloads)")
-    numeric = {name: tuple(values) for name in NUMERIC_FEATURES if (values := getattr(features, name))}
-    return PowerHistory(power_watts=tuple(features.power_watts), numeric=numeric,
+    numeric = {name: tuple(values) for name in NUMERIC_FEATURES if features and (values := getattr(features, name))}
+    if features is None or not (features.power_watts or numeric or features.workload_type):
+        raise MissingPowerHistory(
+            "recent power history is required, or features to estimate it from (" + ", ".join(NUMERIC_FEATURES)
+            + ", workload_type), or a node_id whose telemetry is stored, or a workload_id listed in the config's "
+              "workloads")
+    return PowerHistory(power_watts=tuple(features.power_watts or ()), numeric=numeric,
                         workload_type=features.workload_type, end_time=request.end_time,
                         horizon_s=parse_duration(request.prediction_horizon))
 
 
 def to_response(request: PowerPredictionRequest, forecast: PowerForecast) -> PowerPredictionResponse:
+    """The HTTP answer: every step, and the workload's power averaged over the horizon, its peak and the energy."""
     points = [
         PowerPoint(timestamp=t, predicted_power=p, lower=lo, upper=hi, confidence=c)
         for t, p, lo, hi, c in zip(forecast.timestamps, forecast.point, forecast.lower, forecast.upper,
                                    forecast.confidence, strict=True)
     ]
-    total = float(sum(forecast.point))
+    watt_steps = float(sum(forecast.point))
     return PowerPredictionResponse(
         workload_id=request.workload_id,
         node_id=request.node_id,
         predictions=points,
-        total_predicted_power=round(total, 2),
-        predicted_energy_kwh=round(total * forecast.step_s / 3600.0 / 1000.0, 4),
+        total_predicted_power=round(watt_steps / len(forecast.point), 2) if forecast.point else 0.0,
+        peak_predicted_power=round(max(forecast.point, default=0.0), 2),
+        predicted_energy_kwh=round(watt_steps * forecast.step_s / 3600.0 / 1000.0, 4),
         model_version=forecast.model_version,
         step_seconds=forecast.step_s,
         interval_coverage=forecast.interval_coverage,
         window_coverage=forecast.window_coverage,
         padded_steps=forecast.padded_steps,
+        history_source="features_only" if forecast.estimated_from else "request",
+        estimated_from=list(forecast.estimated_from) or None,
+        trained_on_synthetic_data=forecast.trained_on_synthetic_data,
     )

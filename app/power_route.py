@@ -32,9 +32,10 @@ install_middleware(power_api)
 class PowerRoute(PowerPredictor):
     """The power application's deployment: a PowerPredictor that also knows who may read its forecasts."""
 
-    def __init__(self, args: AppArgs, stale_after_s: float, workloads: Mapping[str, Sequence[str]]):
+    def __init__(self, args: AppArgs, stale_after_s: float, workloads: Mapping[str, Sequence[str]],
+                 resolutions: Sequence[str] = ()):
         self.access = Access.from_args(args)
-        super().__init__(args.model_path, args.power_model_id, stale_after_s, workloads)
+        super().__init__(args.model_path, args.power_model_id, stale_after_s, workloads, resolutions=resolutions)
 
 
 class _ServeAtPrefix:
@@ -56,10 +57,12 @@ power_api.add_middleware(_ServeAtPrefix)
                 responses=responses(401, 404, 413, 503))
 async def predict_power(request: PowerPredictionRequest,
                         replica: Annotated[PowerPredictor, Depends(serving_replica)]) -> PowerPredictionResponse:
-    """Forecast power for every step of the horizon, with interval and confidence.
+    """Forecast power for every step of the horizon, with interval and confidence, by the served model of the
+    finest step whose horizon covers `prediction_horizon` (GET /api/v1/models lists each one's step and horizon).
 
     Without `features.power_watts`, the window comes from stored telemetry: the `node_id`'s, or, for a
-    `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed).
+    `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed). Without
+    those, its power is estimated from the request's other features (`history_source`: features_only).
     """
     nodes = stored_nodes(request, replica.workloads)
     if nodes is None:

@@ -32,9 +32,12 @@ class _Body(BaseModel):
 
 
 class PowerFeatures(_Body):
-    """Recent telemetry at the model's step, oldest first; lists may be shorter than the model's window."""
+    """Recent telemetry, oldest first, one value per step of the model that answers (`step_seconds` in the
+    response; GET /api/v1/models lists each model's step and horizon); lists may be shorter than its window."""
 
-    power_watts: list[Watts] | None = _history("measured power, W (required unless a store holds it)")
+    power_watts: list[Watts] | None = _history(
+        "measured power, W; without it the window comes from stored telemetry (node_id, or a workload_id the config "
+        "lists), else its power is estimated from the other lists (history_source features_only)")
     cpu_utilization: list[Percent] | None = _history("CPU utilization, %")
     memory_usage: list[Percent] | None = _history("memory usage, %")
     gpu_utilization: list[Percent] | None = _history("mean GPU utilization, %")
@@ -79,15 +82,27 @@ class PowerPredictionResponse(BaseModel):
     workload_id: str
     node_id: str | None = None
     predictions: list[PowerPoint]
-    total_predicted_power: float = Field(description="sum of predicted_power over the horizon, W")
-    predicted_energy_kwh: float
+    total_predicted_power: float = Field(
+        description="the workload's total power (summed over its nodes when it has several), averaged over the "
+                    "horizon, W")
+    peak_predicted_power: float = Field(description="highest predicted_power over the horizon (the workload's "
+                                                    "total), W")
+    predicted_energy_kwh: float = Field(description="energy over the horizon: predicted_power times the step, summed "
+                                                    "over the horizon, kWh")
     model_version: str
     step_seconds: int
     interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
     window_coverage: float = Field(description="share of the model's input window that was real history")
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
-    history_source: Literal["request", "store"] = Field(
-        "request", description="where the input window came from: the request's lists or stored telemetry")
+    history_source: Literal["request", "store", "features_only"] = Field(
+        "request", description="where the input window's power came from: the request's power_watts (request), "
+                               "stored telemetry (store), or estimated from the request's other features "
+                               "(features_only; intervals calibrated for that mode)")
+    estimated_from: list[str] | None = Field(None, description="features_only: the features the power history was "
+                                                               "estimated from")
+    trained_on_synthetic_data: bool = Field(
+        False, description="the answering model was trained on generated (synthetic) telemetry, not measured: its "
+                           "numbers demonstrate the service, they are not a measured forecast")
     data_age_seconds: float | None = Field(None, description="age of the newest stored sample used (the oldest "
                                                            "such age over a workload's nodes)")
     stale: bool = Field(False, description="the stored telemetry is older than telemetry.stale_after")
@@ -152,6 +167,11 @@ class ModelPublic(BaseModel):
     model_type: str
     active_version: int | None
     versions: list[ModelVersionPublic]
+    step_seconds: int | None = Field(None, description="power models: the active version's step")
+    horizon_seconds: int | None = Field(None, description="power models: how far the active version forecasts; "
+                                                          "a forecast goes to the finest step covering it")
+    sequence_length: int | None = Field(None, description="power models: the active version's input window, steps")
+    trained_on_synthetic_data: bool = Field(False, description="the active version was trained on generated data")
 
 
 class ModelsResponse(BaseModel):

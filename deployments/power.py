@@ -1,9 +1,12 @@
-"""PowerPredictor: the Serve deployment that hosts the active PowerLSTM.
+"""PowerPredictor: the Serve deployment that hosts the active power forecasters, one per served resolution.
 
-It batches concurrent requests into one forward pass (`@serve.batch`), runs on CPU or GPU replicas as
-`ray_actor_options` say, and follows the registry: a new active version (or a pinned one in
-`user_config`) is loaded without restarting the app. It forecasts from a history it is given or from the
-newest stored telemetry of a node or of a configured workload's nodes. Its HTTP route is app/power_route.py.
+It serves the default model (`model_id`, e.g. a 1-minute one) and every other resolution the config lists
+(e.g. an hourly one) that the registry holds, and sends each forecast to the finest step whose horizon covers
+it (training.power.routing). It batches concurrent requests into one forward pass per model
+(`@serve.batch`), runs on CPU or GPU replicas as `ray_actor_options` say, and follows the registry: a new
+active version of any of its models (or a pinned default in `user_config`) is loaded without restarting the
+app. It forecasts from a history it is given (measured, or features only), or from the newest stored
+telemetry of a node or of a configured workload's nodes. Its HTTP route is app/power_route.py.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from core.registry import ModelRegistry
+from core.registry_metadata import ModelMetadata, ModelNotFoundError
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
-from training.power.inference import PowerForecast, PowerHistory, ServedModel, forecast_histories, horizon_steps
+from training.power.inference import PowerForecast, PowerHistory, ServedModel, check_history, forecast_histories
+from training.power.routing import Coverage, route
 from training.power.stored_history import NoStoredTelemetry, StoredHistory, stored_history
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing, sum_forecasts
 
@@ -34,34 +40,74 @@ class PowerPredictorUserConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_version: int | None = Field(None, description="pin a registry version; None follows the active one")
+    model_version: int | None = Field(None, description="pin a registry version of the default model; None "
+                                                        "follows the active one")
     batching: bool = True
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     registry_poll_s: float = Field(10.0, gt=0.0, description="how often to look for a new active version")
 
 
-class PowerPredictor(RegistryFollower):
-    """Serve replica holding one PowerForecaster.
+@dataclass
+class ServedPower:
+    """One loaded model: its id and version, the forecaster, its provenance and its live latency."""
 
+    model_id: str
+    version: int
+    forecaster: PowerForecaster
+    synthetic: bool  # trained on generated data
+    latency: LatencyRecorder
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.model_id}/{self.version}"
+
+    @property
+    def coverage(self) -> Coverage:
+        step_s = self.forecaster.pipeline.step_s
+        return Coverage(self.model_id, step_s, step_s * self.forecaster.horizon)
+
+    def describe(self) -> ServedModel:
+        forecaster = self.forecaster
+        return ServedModel(model_version=self.model_version, step_seconds=forecaster.pipeline.step_s,
+                           sequence_length=forecaster.sequence_length, horizon_steps=forecaster.horizon,
+                           features=tuple(forecaster.pipeline.features), latency_ms=self.latency.percentiles(),
+                           trained_on_synthetic_data=self.synthetic)
+
+
+def trained_on_synthetic_data(metadata: ModelMetadata) -> bool:
+    if metadata.data_span is not None and metadata.data_span.synthetic:
+        return True
+    return bool(metadata.training.get("synthetic_data", False))
+
+
+class PowerPredictor(RegistryFollower):
+    """Serve replica holding a PowerForecaster per served resolution.
+
+    `model_id` is the default model (it must be registered; the scaling controller's `describe` is its);
+    `resolutions` the other model ids to serve, each loaded once the registry has an active version of it.
     `stale_after_s` is the config's telemetry.stale_after; `workloads` its workload id -> node ids map.
     """
 
     def __init__(self, model_path: str, model_id: str = "power_lstm", stale_after_s: float = 120.0,
-                 workloads: Mapping[str, Sequence[str]] | None = None, device: str | None = None):
+                 workloads: Mapping[str, Sequence[str]] | None = None, device: str | None = None,
+                 resolutions: Sequence[str] = ()):
         self.registry = ModelRegistry(model_path)
         self.model_id = model_id
+        self.model_ids = [model_id, *(other for other in dict.fromkeys(resolutions) if other != model_id)]
         self.stale_after_s = stale_after_s
         self.workloads = {workload: list(nodes) for workload, nodes in (workloads or {}).items()}
         self.store = RemoteStore()
         self.device = device or _default_device()
         self.settings = PowerPredictorUserConfig()
-        self.latency = LatencyRecorder(model_id)
         self.forecast_gauges = ForecastGauges()
-        self.version: int | None = None
-        self.forecaster: PowerForecaster | None = None
-        self._load(None)  # fail fast: no model, no replica
-        self._start_following(lambda: self.settings.registry_poll_s, lambda: self.settings.model_version is not None)
+        self.served: dict[str, ServedPower] = {}
+        self._load(None)  # fail fast: no default model, no replica
+        try:
+            self._refresh()
+        except Exception:  # noqa: BLE001 - the other resolutions load on a later poll; the default serves
+            logger.exception("PowerPredictor: could not load every resolution of %s", self.model_ids)
+        self._start_following(lambda: self.settings.registry_poll_s)
 
     def reconfigure(self, user_config: dict) -> None:
         self.settings = PowerPredictorUserConfig.model_validate(user_config or {})
@@ -71,29 +117,60 @@ class PowerPredictor(RegistryFollower):
             self._load(self.settings.model_version)
 
     def _load(self, version: int | None) -> None:
-        folder, metadata = self.registry.get(self.model_id, version)
-        self.forecaster = PowerForecaster.load(folder, device=self.device)
-        self.version = metadata.version
-        logger.info("PowerPredictor: serving %s version %d on %s", self.model_id, metadata.version, self.device)
+        self._load_model(self.model_id, version)
+
+    def _load_model(self, model_id: str, version: int | None) -> None:
+        folder, metadata = self.registry.get(model_id, version)
+        forecaster = PowerForecaster.load(folder, device=self.device)
+        latency = self.served[model_id].latency if model_id in self.served else LatencyRecorder(model_id)
+        self.served[model_id] = ServedPower(model_id, metadata.version, forecaster,
+                                            trained_on_synthetic_data(metadata), latency)
+        logger.info("PowerPredictor: serving %s version %d on %s", model_id, metadata.version, self.device)
+
+    def _refresh(self) -> None:
+        """Load every served model's active version (the default stays on a pinned version)."""
+        for model_id in self.model_ids:
+            if model_id == self.model_id and self.settings.model_version is not None:
+                continue
+            active = self.registry.active_version(model_id)
+            current = self.served.get(model_id)
+            if active is not None and (current is None or current.version != active):
+                self._load_model(model_id, active)
+
+    @property
+    def version(self) -> int | None:
+        """The default model's served version."""
+        default = self.served.get(self.model_id)
+        return default.version if default is not None else None
 
     @property
     def model_version(self) -> str:
-        return f"{self.model_id}/{self.version}"
+        return self._default().model_version
 
-    def describe(self) -> ServedModel:
-        """What the replica serves: version, step, window, horizon, features and live latency."""
-        forecaster = self._require()
-        return ServedModel(model_version=self.model_version, step_seconds=forecaster.pipeline.step_s,
-                           sequence_length=forecaster.sequence_length, horizon_steps=forecaster.horizon,
-                           features=tuple(forecaster.pipeline.features), latency_ms=self.latency.percentiles())
-
-    async def forecast(self, history: PowerHistory) -> PowerForecast:
-        """Forecast one history (batched with concurrent calls).
+    def describe(self, model_id: str | None = None) -> ServedModel:
+        """What the replica serves of a model (default: the default model): version, step, window, horizon,
+        features, provenance and live latency.
 
         Raises:
-            ForecastRequestError: the horizon is not a whole number of steps or beyond the model's.
+            ModelNotFoundError: the replica does not serve `model_id`.
         """
-        horizon_steps(self._require(), history.horizon_s)  # refuse before joining a batch
+        if model_id is None:
+            return self._default().describe()
+        if model_id not in self.served:
+            raise ModelNotFoundError(model_id, reason="not served by the PowerPredictor")
+        return self.served[model_id].describe()
+
+    def _route(self, horizon_s: int, step_s: int | None = None) -> ServedPower:
+        """The served model that answers a horizon (ForecastRequestError when none does)."""
+        return self.served[route([served.coverage for served in self.served.values()], horizon_s, step_s)]
+
+    async def forecast(self, history: PowerHistory) -> PowerForecast:
+        """Forecast one history with the finest model covering its horizon (batched with concurrent calls).
+
+        Raises:
+            ForecastRequestError: no served model covers the horizon, or the features cannot estimate power.
+        """
+        check_history(self._route(history.horizon_s, history.step_s).forecaster, history)  # refuse before a batch
         if self.settings.batching:
             return await self._batched(history)
         return self._infer([history])[0]
@@ -105,12 +182,14 @@ class PowerPredictor(RegistryFollower):
         `workload_id` says the nodes are that workload's (from `workloads`), not ones the caller named.
 
         Raises:
+            ForecastRequestError: no served model covers the horizon.
             UnknownNode: nothing stored for a node the caller named.
             NoStoredTelemetry: no recent power stored for a node the caller named.
             WorkloadTelemetryMissing: either of the two for a node of `workload_id`.
             StoreUnavailable: the store could not be read.
         """
-        stored = [await asyncio.to_thread(self._stored_history, node, horizon_s, workload_type, workload_id)
+        served = self._route(horizon_s)
+        stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type, workload_id)
                   for node in nodes]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         for node, forecast in zip(nodes, forecasts, strict=True):
@@ -118,13 +197,12 @@ class PowerPredictor(RegistryFollower):
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
-    def _stored_history(self, node_id: str, horizon_s: int, workload_type: str | None,
+    def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None) -> StoredHistory:
         """The model's window for the node, ending at its newest stored sample."""
-        forecaster = self._require()
         try:
-            return stored_history(self.store, node_id, step_s=forecaster.pipeline.step_s,
-                                  sequence_length=forecaster.sequence_length, horizon_s=horizon_s,
+            return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
+                                  sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
                                   workload_type=workload_type)
         except NoStoredTelemetry as exc:
             if workload_id is None:
@@ -136,19 +214,27 @@ class PowerPredictor(RegistryFollower):
         return self._infer(histories)
 
     def _infer(self, histories: list[PowerHistory]) -> list[PowerForecast]:
-        forecaster = self._require()
-        started = time.perf_counter()
-        result = forecast_histories(forecaster, histories, self.model_version)
-        self.latency.record((time.perf_counter() - started) * 1000.0, self.model_version, count=len(histories))
-        return result
+        """One forward pass per model (and mode) for the histories routed to it."""
+        groups: dict[str, list[int]] = {}
+        for index, history in enumerate(histories):
+            groups.setdefault(self._route(history.horizon_s, history.step_s).model_id, []).append(index)
+        answers: dict[int, PowerForecast] = {}
+        for model_id, rows in groups.items():
+            served = self.served[model_id]
+            started = time.perf_counter()
+            forecasts = forecast_histories(served.forecaster, [histories[i] for i in rows], served.model_version,
+                                           synthetic=served.synthetic)
+            served.latency.record((time.perf_counter() - started) * 1000.0, served.model_version, count=len(rows))
+            answers.update(zip(rows, forecasts, strict=True))
+        return [answers[index] for index in range(len(histories))]
 
-    def _require(self) -> PowerForecaster:
-        if self.forecaster is None:
+    def _default(self) -> ServedPower:
+        if self.model_id not in self.served:
             raise RuntimeError("no model loaded")
-        return self.forecaster
+        return self.served[self.model_id]
 
     def check_health(self) -> None:
-        self._require()
+        self._default()
 
 
 def _default_device() -> str:

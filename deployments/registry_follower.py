@@ -21,6 +21,12 @@ class RegistryFollower:
     def _load(self, version: int | None) -> None:
         raise NotImplementedError
 
+    def _refresh(self) -> None:
+        """Load the active version if it is not the one served (a replica serving several models overrides it)."""
+        active = self.registry.active_version(self.model_id)
+        if active is not None and active != self.version:
+            self._load(active)
+
     def _start_following(self, poll_s: Callable[[], float], pinned: Callable[[], bool] = lambda: False) -> None:
         """Poll every `poll_s()` seconds; while `pinned()` is true, stay on the current version."""
         self._follower = asyncio.get_event_loop().create_task(self._follow(poll_s, pinned))
@@ -31,9 +37,7 @@ class RegistryFollower:
             if pinned():
                 continue
             try:
-                active = self.registry.active_version(self.model_id)
-                if active is not None and active != self.version:
-                    self._load(active)
+                self._refresh()
             except Exception:  # noqa: BLE001 - keep serving the loaded model
                 logger.exception("%s: could not load the new active version; keeping version %s",
                                  type(self).__name__, self.version)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
 import httpx
 import pytest
+
+from tests.factories import activate_and_wait
+from tests.paths import TEST_DATA
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": "Bearer test-token"}
@@ -46,8 +50,9 @@ def test_power_prediction(api: httpx.Client):
     for point in body["predictions"]:
         assert point["lower"] <= point["predicted_power"] <= point["upper"]
         assert 0.0 <= point["confidence"] <= 1.0
-    assert body["total_predicted_power"] == pytest.approx(sum(p["predicted_power"] for p in body["predictions"]),
-                                                          abs=0.05)
+    watts = [p["predicted_power"] for p in body["predictions"]]  # the average over the horizon (issue 12)
+    assert body["total_predicted_power"] == pytest.approx(sum(watts) / len(watts), abs=0.05)
+    assert body["peak_predicted_power"] == max(watts)
     assert body["window_coverage"] == 1.0 and body["padded_steps"] == 0
 
 
@@ -146,21 +151,28 @@ def test_batch_limits_and_unknown_id(api: httpx.Client):
     assert response.status_code == 422 and "power_watts" in _details(response)
 
 
-def test_models_and_metrics(api: httpx.Client):
+def test_models_and_metrics(api: httpx.Client, served_models):
+    from core.registry import ModelRegistry
+
+    active = ModelRegistry(served_models).active_version("power_lstm")
     models = {m["model_id"]: m for m in api.get("/api/v1/models").json()["models"]}
-    assert models["power_lstm"]["active_version"] == 1 and models["power_lstm"]["model_type"] == "lstm"
+    assert models["power_lstm"]["active_version"] == active and models["power_lstm"]["model_type"] == "lstm"
     assert models["cost_gbm"]["model_type"] == "lightgbm"
     api.post("/api/v1/predict/power", json=POWER_REQUEST)
     metrics = api.get("/api/v1/models/power_lstm/metrics").json()
     for key in ("mae", "rmse", "mape", "coverage"):
         assert key in metrics["held_out"]
-    assert metrics["served_version"] == "power_lstm/1"
+    assert metrics["served_version"] == f"power_lstm/{active}"
     assert metrics["inference_latency_ms"]["p50"] > 0
     assert api.get("/api/v1/models/nope/metrics").status_code == 404
 
 
 @pytest.mark.slow
-def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: httpx.Client):
+def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: httpx.Client, served_models):
+    from core.registry import ModelRegistry
+
+    registry = ModelRegistry(served_models)
+    latest, active = registry.versions("power_lstm")[-1], registry.active_version("power_lstm")
     assert api.post("/api/v1/models/retrain", json={"epochs": 4}).status_code == 401
     wrong = api.post("/api/v1/models/retrain", json={"epochs": 4}, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
@@ -169,7 +181,8 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     assert started.status_code == 202, started.text
     job = _wait_for(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)
     assert job["status"] == "succeeded", job
-    assert job["registered_version"] == 2
+    assert job["registered_version"] == latest + 1
+    activate_and_wait(api, registry, "power_lstm", active, POWER_REQUEST)  # promoted or not: back to where it was
     assert api.get("/api/v1/models/retrain/0123456789abcdef").status_code == 404
 
 
@@ -177,18 +190,65 @@ def test_replicas_follow_the_active_version_without_restart(api: httpx.Client, s
     from core.registry import ModelRegistry
 
     registry = ModelRegistry(served_models)
-    assert registry.versions("power_lstm")[-1] >= 2  # registered by the retrain test
-    registry.activate("power_lstm", 2)
+    active, latest = registry.active_version("power_lstm"), registry.versions("power_lstm")[-1]
+    assert latest != active  # the retrain test registered a version and left the one it found active
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            served = api.post("/api/v1/predict/power", json=POWER_REQUEST).json()["model_version"]
-            if served == "power_lstm/2":
-                break
-            time.sleep(0.5)
-        assert served == "power_lstm/2"
+        activate_and_wait(api, registry, "power_lstm", latest, POWER_REQUEST, timeout_s=30)
     finally:
-        registry.activate("power_lstm", 1)
+        activate_and_wait(api, registry, "power_lstm", active, POWER_REQUEST)
+
+
+SEED_POWER_REQUEST = json.loads((TEST_DATA / "seed" / "power_request.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def hourly_model(api: httpx.Client, served_models, tmp_path_factory) -> str:
+    """power_lstm_1h/1, an hourly model (24 h ahead) trained on a SYNTHETIC 3-week trace beside the session's
+    2-minute power_lstm; the PowerPredictor loads it at its next registry poll (`predictor.resolutions`). The
+    tests using it come last here: from then on, horizons beyond 20 minutes are answered by it."""
+    from training import train_lstm
+    from training.synthetic import generate_trace, write_csv
+
+    trace = tmp_path_factory.mktemp("hourly") / "synthetic.csv"
+    write_csv(generate_trace(nodes=4, duration_s=21 * 86400, step_s=600), trace)
+    assert train_lstm.main(["--data", str(trace), "--model-path", str(served_models), "--model-id", "power_lstm_1h",
+                            "--step", "1h", "--horizon", "24h", "--sequence-length", "24", "--hidden-size", "8",
+                            "--epochs", "4", "--quiet"]) == 0
+    deadline = time.monotonic() + 60
+    while api.post("/api/v1/predict/power", json={**POWER_REQUEST, "prediction_horizon": "24h"}).status_code != 200:
+        assert time.monotonic() < deadline, "the PowerPredictor did not load power_lstm_1h"
+        time.sleep(0.5)
+    return "power_lstm_1h/1"
+
+
+@pytest.mark.slow
+def test_the_seed_s_power_request_is_answered_from_its_features(api: httpx.Client, hourly_model: str):
+    """Regression (issue 12): the seed's example (features, no power history, no node, 1 h) was a 422."""
+    response = api.post("/api/v1/predict/power", json=SEED_POWER_REQUEST)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["history_source"] == "features_only" and body["model_version"] == hourly_model
+    assert body["estimated_from"] == ["cpu_utilization", "gpu_utilization", "temperature"]
+    assert body["trained_on_synthetic_data"] is True and body["window_coverage"] == 0.0
+    [point] = body["predictions"]  # one hourly step
+    assert point["lower"] <= point["predicted_power"] <= point["upper"] and body["interval_coverage"] == 0.8
+    assert body["total_predicted_power"] == body["peak_predicted_power"] == point["predicted_power"]
+
+
+@pytest.mark.slow
+def test_each_horizon_goes_to_the_finest_model_that_covers_it(api: httpx.Client, hourly_model: str):
+    for horizon, version, steps in (("10m", "power_lstm/1", 5), ("1h", hourly_model, 1), ("24h", hourly_model, 24)):
+        body = api.post("/api/v1/predict/power", json={**POWER_REQUEST, "prediction_horizon": horizon}).json()
+        assert (body["model_version"], len(body["predictions"])) == (version, steps), horizon
+    refused = api.post("/api/v1/predict/power", json={**POWER_REQUEST, "prediction_horizon": "30m"})
+    assert refused.status_code == 422 and "prediction_horizon" in _details(refused)  # past 20 min, not whole hours
+    models = {m["model_id"]: m for m in api.get("/api/v1/models").json()["models"]}
+    assert (models["power_lstm"]["step_seconds"], models["power_lstm"]["horizon_seconds"]) == (120, 1200)
+    hourly = models["power_lstm_1h"]
+    assert (hourly["step_seconds"], hourly["horizon_seconds"], hourly["trained_on_synthetic_data"]) == (3600, 86400,
+                                                                                                      True)
+    assert models["power_lstm"]["trained_on_synthetic_data"] is False
+    assert api.get("/api/v1/models/power_lstm_1h/metrics").json()["served_version"] == hourly_model
 
 
 def _wait_for(api: httpx.Client, path: str, states: set[str], timeout_s: float = 60.0) -> dict:

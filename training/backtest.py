@@ -2,8 +2,9 @@
 
 Test points are the observed (not imputed) steps of the last part of every series. Every one is forecast
 at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by the served forecast
-(training.power.blend) and by each baseline, so all methods are scored on exactly the same (origin, lead)
-pairs; inputs may reach back into the training part (that is history), targets never do.
+(training.power.blend), by the features-only mode (the input window's power withheld and estimated from its
+other features: training.power.features_only) and by each baseline, so all methods are scored on exactly the
+same (origin, lead) pairs; inputs may reach back into the training part (that is history), targets never do.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
 from training.power.served import attach_served, fit_gbm
 from training.power.windows import Role, Windows
 from training.settings import TrainingConfig
 
-FORECASTERS = ("lstm", "served")  # the project's own; every other forecast in a report is a baseline
+FORECASTERS = ("lstm", "served")  # the project's own from a measured power history
+MODES = ("features_only",)  # the project's own without one: the cost of not measuring power
+OWN = (*FORECASTERS, *MODES)  # every other forecast in a report is a baseline
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         prepared = PreparedData(prepared.segments, prepared.roles, forecaster.pipeline,
                                 forecaster.sequence_length, forecaster.horizon)
         gbm = fit_gbm(prepared, model_config.seed)
+        if forecaster.features_only is None:  # a model from before the mode: fitted on this training part
+            forecaster.features_only = fit_features_only(forecaster, prepared, coverage=model_config.interval_coverage,
+                                                         tolerance=model_config.confidence_tolerance)
         model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version}
     else:
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
@@ -94,11 +101,13 @@ def _check_compatible(forecaster: PowerForecaster, step_s: int, horizon_steps: i
 
 def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, extra: dict[str, np.ndarray],
           coverage: float, tolerance: float, *, plot: str | None = None) -> dict[str, Any]:
-    """Score the LSTM, the served forecast and the baselines (`extra`, already forecast) on the test windows."""
+    """Score the LSTM, the served forecast, the features-only mode and the baselines (`extra`, already forecast)
+    on the test windows."""
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
     served = forecaster.forecast(test.inputs, test.last_power)
-    calibrated = {"lstm": lstm, "served": served}
-    forecasts: dict[str, np.ndarray] = {"lstm": lstm.point, "served": served.point, "last_value": last_value(test)}
+    calibrated = {"lstm": lstm, "served": served, "features_only": _features_only(prepared, test, forecaster)}
+    forecasts: dict[str, np.ndarray] = {name: forecast.point for name, forecast in calibrated.items()}
+    forecasts["last_value"] = last_value(test)
     train_series = [s.power[r != Role.TEST] for s, r in zip(prepared.segments, prepared.roles, strict=True)]
     period = seasonal_period([p for p in train_series if p.size], prepared.pipeline.step_s)
     mask = test.mask.copy()
@@ -110,7 +119,7 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     for name, forecast in calibrated.items():
         metrics[name].update(interval_metrics(forecast.lower, forecast.upper, forecast.point, forecast.confidence,
                                               test.targets, mask, nominal=coverage, tolerance=tolerance))
-    baselines = {k: v["mae"] for k, v in metrics.items() if k not in FORECASTERS}
+    baselines = {k: v["mae"] for k, v in metrics.items() if k not in OWN}
     best = min(baselines, key=baselines.__getitem__)
     report: dict[str, Any] = {
         "horizon_steps": prepared.horizon,
@@ -129,6 +138,17 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     if plot:
         _plot(Path(plot), prepared, test, served, forecasts, mask, forecaster.served_method)
     return report
+
+
+def _features_only(prepared: PreparedData, test: Windows, forecaster: PowerForecaster) -> CalibratedForecast:
+    """The features-only forecast of the test windows: their power withheld, estimated from the features."""
+    if forecaster.features_only is None:
+        raise ValueError("the forecaster has no features-only mode")
+    withheld, scale = withheld_windows(prepared, Role.TEST, forecaster.features_only.estimator, forecaster.pipeline,
+                                       forecaster.sequence_length)
+    if len(withheld) != len(test) or not np.array_equal(withheld.mask, test.mask):
+        raise RuntimeError("the features-only windows are not the test windows")
+    return forecaster.forecast_features_only(withheld.inputs, withheld.last_power, scale)
 
 
 def _served_facts(forecaster: PowerForecaster) -> dict[str, Any]:

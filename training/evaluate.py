@@ -4,7 +4,8 @@
         [--train-fraction 0.8] [--epochs N] --output report.json [--plot report.png] [--model ID]
     python -m training.evaluate --suite SUITE.yaml [--data-root DIR] --output suite.json
 
-The first form backtests one trace (training.backtest); the second runs every case of a suite file
+The first form backtests one trace (training.backtest; `metrics.features_only` scores the same points with the
+power history withheld and estimated from the other features); the second runs every case of a suite file
 (training.suite), prints a table and writes per-case results with an aggregate.
 """
 
@@ -73,11 +74,12 @@ def _single(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     write_atomically(Path(args.output), lambda tmp: tmp.write_text(text))
     summary = ", ".join(f"{k} {v['mae']:.2f}" for k, v in report["metrics"].items())
-    served = report["metrics"]["served"]
+    served, alone = report["metrics"]["served"], report["metrics"]["features_only"]
     sys.stderr.write(f"evaluate: MAE (W) at 1..{report['horizon_steps']} steps: {summary}; "
                      f"served as {report['served']['method']}: {served['nominal_coverage']:.0%} interval covers "
                      f"{served['coverage']:.1%}; mean confidence {served['mean_confidence']:.3f} vs hit rate "
-                     f"{served['hit_rate']:.3f}; report in {args.output}\n")
+                     f"{served['hit_rate']:.3f}; features only (power withheld): interval covers "
+                     f"{alone['coverage']:.1%}; report in {args.output}\n")
     return 0
 
 

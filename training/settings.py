@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from core.durations import format_duration
+from core.registry_metadata import MODEL_ID_PATTERN
 from core.settings import ConfigError, Duration, EnvSettings, Section, load_keys
 
 # Canonical optional input columns; must match core.telemetry_csv.OPTIONAL_FEATURES (checked by the tests).
@@ -36,14 +37,51 @@ def default_max_gap(step_s: int) -> int:
     return max(MIN_DEFAULT_MAX_GAP_S, MAX_GAP_STEPS * step_s)
 
 
+class Resolution(Section):
+    """One power model the service serves: its registry id, step, horizon and input window. A forecast request
+    goes to the model of the finest step whose horizon covers it."""
+
+    model_id: str = Field(pattern=MODEL_ID_PATTERN)
+    step: Duration
+    horizon: Duration
+    sequence_length: int = Field(ge=2)
+
+    @model_validator(mode="after")
+    def _whole_steps(self) -> Resolution:
+        if self.horizon % self.step or self.horizon < 2 * self.step:
+            raise ValueError(f"horizon ({format_duration(self.horizon)}) must be a whole multiple of step "
+                             f"({format_duration(self.step)}), at least two steps")
+        return self
+
+
+# A 1-minute model for the next hour, an hourly one with the seed's week-long window for a day and up to the
+# API's longest horizon (7 days).
+DEFAULT_RESOLUTIONS = (
+    Resolution(model_id="power_lstm", step=60, horizon=3600, sequence_length=60),
+    Resolution(model_id="power_lstm_1h", step=3600, horizon=7 * 86400, sequence_length=168),
+)
+
+
 class PredictorConfig(Section):
-    """Series and forecasting cadence (`model_update_interval` is not used yet). Without `max_gap`, it follows
-    the step (`default_max_gap`); a `max_gap` given is kept as given."""
+    """Series and forecasting cadence (`model_update_interval`: the retrain scheduler's interval). Without
+    `max_gap`, it follows the step (`default_max_gap`); a `max_gap` given is kept as given."""
 
     model_update_interval: Duration = 3600
     prediction_horizon: Duration = 3600
     step: Duration = 60
     max_gap: Duration = Field(None, validate_default=False)  # type: ignore[assignment]  # None: set below
+    resolutions: tuple[Resolution, ...] = Field(DEFAULT_RESOLUTIONS,
+                                                description="the power models served, by step and horizon")
+
+    @field_validator("resolutions")
+    @classmethod
+    def _distinct_ids(cls, value: tuple[Resolution, ...]) -> tuple[Resolution, ...]:
+        ids = [r.model_id for r in value]
+        if not ids:
+            raise ValueError("list at least one model")
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"model ids must differ: {ids}")
+        return value
 
     @model_validator(mode="after")
     def _check_steps(self) -> PredictorConfig:
@@ -69,7 +107,7 @@ class PowerPredictorConfig(Section):
     """The LSTM power forecaster: sizes, optimizer and interval settings."""
 
     type: Literal["lstm"] = "lstm"
-    sequence_length: int = Field(60, ge=2)
+    sequence_length: int = Field(168, ge=2)
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(2, ge=1, le=4)
     batch_size: int = Field(32, ge=1)
@@ -134,6 +172,20 @@ class TrainingConfig(Section):
         if repeated:
             raise ValueError(f"duplicate feature(s) {repeated}")
         return value
+
+    @model_validator(mode="after")
+    def _seed_window_for_the_coarsest_model(self) -> TrainingConfig:
+        """Without `predictor.resolutions`, `models.power_predictor.sequence_length` (the seed's 168: a week of
+        hours) is the input window of the coarsest resolution, the hourly model."""
+        resolutions, window = self.predictor.resolutions, self.models.power_predictor.sequence_length
+        coarsest = max(range(len(resolutions)), key=lambda i: resolutions[i].step)
+        if "resolutions" in self.predictor.model_fields_set or resolutions[coarsest].sequence_length == window:
+            return self
+        predictor = self.predictor.model_copy()  # still without "resolutions" given: they follow the window
+        object.__setattr__(predictor, "resolutions", tuple(r.model_copy(update={"sequence_length": window})
+                                                           if i == coarsest else r for i, r in enumerate(resolutions)))
+        object.__setattr__(self, "predictor", predictor)
+        return self
 
 
 class TrainingOverrides(EnvSettings):

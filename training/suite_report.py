@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from core.durations import format_duration
-from training.backtest import FORECASTERS
+from training.backtest import FORECASTERS, OWN
 
 SUMMARY_KEYS = ("mae", "rmse", "mape", "coverage", "mean_interval_width", "mean_confidence", "hit_rate")
 SERVED_TARGET = 0.9  # served MAE <= this x the best baseline's
@@ -31,7 +31,7 @@ def summarize_case(name: str, source: str, runs: list[dict[str, Any]]) -> dict[s
     methods = [m for m in runs[0]["metrics"] if all(m in run["metrics"] for run in runs)]
     summary = {method: {key: mean_spread([run["metrics"][method][key] for run in runs])
                         for key in SUMMARY_KEYS if key in runs[0]["metrics"][method]} for method in methods}
-    baselines = {m: summary[m]["mae"]["mean"] for m in methods if m not in FORECASTERS}
+    baselines = {m: summary[m]["mae"]["mean"] for m in methods if m not in OWN}
     best = min(baselines, key=baselines.__getitem__)
     ratios = {m: round(summary[m]["mae"]["mean"] / baselines[best], 4) for m in FORECASTERS}
     served = summary["served"]

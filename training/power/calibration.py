@@ -2,7 +2,9 @@
 
 Intervals: conformalized quantile regression (CQR). On the calibration tail, the score of a point is how
 far the actual lies outside the model's raw [lower, upper]; the interval is widened (or narrowed) per
-lead time by the score quantile that gives the nominal coverage.
+lead time by the score quantile that gives the nominal coverage. A `scaled` calibration (the features-only
+mode) measures the scores in multiples of a per-forecast scale, so its margins grow with that scale
+(normalized conformal prediction).
 
 Confidence: the probability that the actual power lands within ±`tolerance` (10 % by default) of the
 point forecast. A raw value comes from the calibrated interval (its width read as a normal spread); a
@@ -45,16 +47,21 @@ class Calibration(BaseModel):
 
     coverage: float  # nominal interval coverage
     tolerance: float  # confidence band, as a fraction of the point forecast
-    margins_watts: tuple[float, ...]  # CQR widening per lead
+    margins_watts: tuple[float, ...]  # CQR widening per lead (multiples of the forecast's scale when `scaled`)
     raw_knots: tuple[float, ...]  # confidence map: raw value -> observed hit rate
     rate_knots: tuple[float, ...]
     calibration_points: int
     calibration_coverage: float  # coverage on the calibration tail after widening (in-sample)
     peak_margins_watts: tuple[float, ...] | None = None  # peak bound per lead (None: saved before it existed)
+    scaled: bool = False
 
-    def apply(self, quantiles_watts: np.ndarray) -> CalibratedForecast:
-        """Raw quantiles [N, H, 3] in watts -> calibrated forecast."""
+    def apply(self, quantiles_watts: np.ndarray, scale: np.ndarray | None = None) -> CalibratedForecast:
+        """Raw quantiles [N, H, 3] in watts -> calibrated forecast; a `scaled` one needs every forecast's scale [N]."""
         margins = np.asarray(self.margins_watts)[None, :]
+        if self.scaled:
+            if scale is None:
+                raise ValueError("this calibration widens by each forecast's scale; none was given")
+            margins = margins * np.asarray(scale, dtype=float)[:, None]
         point = np.maximum(quantiles_watts[..., 1], 0.0)  # the median stays the point forecast
         lower = np.clip(quantiles_watts[..., 0] - margins, 0.0, point)
         upper = np.maximum(quantiles_watts[..., 2] + margins, point)
@@ -72,16 +79,19 @@ def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, cove
 
 
 def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.ndarray, *,
-                    coverage: float, tolerance: float) -> Calibration:
+                    coverage: float, tolerance: float, scale: np.ndarray | None = None) -> Calibration:
     """Fit interval margins and the confidence map on scored calibration points.
 
     Args:
         quantiles_watts: [N, H, 3] raw model quantiles in watts.
         actual: [N, H] observed watts. mask: [N, H] which pairs are calibration points.
+        scale: [N] positive per-forecast scale; given, the margins are multiples of it (`scaled`).
     """
     if mask.sum() < _MIN_POINTS_PER_LEAD:
         raise ValueError(f"calibration needs at least {_MIN_POINTS_PER_LEAD} held-out points, got {int(mask.sum())}")
     scores = np.maximum(quantiles_watts[..., 0] - actual, actual - quantiles_watts[..., 2])
+    if scale is not None:
+        scores = scores / np.asarray(scale, dtype=float)[:, None]
     pooled = _conformal_quantile(scores[mask], coverage)
     margins = []
     for lead in range(actual.shape[1]):
@@ -90,8 +100,8 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
                        else pooled)
     partial = Calibration(coverage=coverage, tolerance=tolerance, margins_watts=tuple(margins),
                           raw_knots=(0.0, 1.0), rate_knots=(0.0, 1.0), calibration_points=int(mask.sum()),
-                          calibration_coverage=0.0)
-    forecast = partial.apply(quantiles_watts)
+                          calibration_coverage=0.0, scaled=scale is not None)
+    forecast = partial.apply(quantiles_watts, scale)
     inside = (actual >= forecast.lower) & (actual <= forecast.upper)
     hits = np.abs(actual - forecast.point) <= tolerance * np.abs(forecast.point)
     raw = raw_confidence(forecast.point, forecast.lower, forecast.upper, coverage, tolerance)

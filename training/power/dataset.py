@@ -17,6 +17,7 @@ import pandas as pd
 from core.registry_metadata import DataSpan
 from training.power.calibration import fit_calibration
 from training.power.features import FeaturePipeline, Segment, resample
+from training.power.features_only import fit_features_only
 from training.power.fit import SupervisedArrays
 from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
@@ -112,8 +113,8 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
                      use_gpu: bool = False, cpus_per_worker: float = 1.0, verbose: bool = True,
                      storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
                      callbacks: Sequence[UserCallback] = ()) -> tuple[PowerForecaster, TrainedWeights]:
-    """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail (the run options are
-    `train_power_lstm`'s)."""
+    """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail, both with the measured
+    power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s."""
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
@@ -134,4 +135,6 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
         quantiles, calib_windows.targets, calib_windows.mask,
         coverage=model_config.interval_coverage, tolerance=model_config.confidence_tolerance,
     )
+    forecaster.features_only = fit_features_only(forecaster, prepared, coverage=model_config.interval_coverage,
+                                                 tolerance=model_config.confidence_tolerance)
     return forecaster, weights

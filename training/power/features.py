@@ -123,6 +123,12 @@ class FeaturePipeline(BaseModel):
     numeric_std: dict[str, float]
     workload_vocab: tuple[str, ...]
     calendar: tuple[cal.CalendarFeature, ...] = ()
+    observed: tuple[str, ...] | None = None  # numeric features the training rows had; None: saved before this
+
+    def sees(self, name: str) -> bool:
+        """Whether numeric feature `name` was in the training data: a value for a feature the model never saw
+        carries no meaning for it, so it is read as missing."""
+        return name in self.features and (self.observed is None or name in self.observed)
 
     @classmethod
     def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int,
@@ -135,7 +141,7 @@ class FeaturePipeline(BaseModel):
         if unknown:
             raise ValueError(f"features: unknown feature(s) {unknown}; known: {list(OPTIONAL_FEATURES)}")
         power = np.concatenate([s.power for s in segments])
-        numeric_mean, numeric_std = {}, {}
+        numeric_mean, numeric_std, observed = {}, {}, []
         for name in features:
             if name not in NUMERIC_FEATURES:
                 continue
@@ -143,6 +149,8 @@ class FeaturePipeline(BaseModel):
             values = values[np.isfinite(values)]
             numeric_mean[name] = float(values.mean()) if values.size else 0.0
             numeric_std[name] = _safe_std(values)
+            if values.size:
+                observed.append(name)
         vocab: tuple[str, ...] = ()
         if "workload_type" in features:
             kinds = {k for s in segments for k in s.workload if isinstance(k, str)}
@@ -156,6 +164,7 @@ class FeaturePipeline(BaseModel):
             numeric_std=numeric_std,
             workload_vocab=vocab,
             calendar=cal.covered_cycles(_spans_s(segments)) if calendar is None else tuple(calendar),
+            observed=tuple(observed),
         )
 
     @property
@@ -185,7 +194,7 @@ class FeaturePipeline(BaseModel):
         for name in self.features:
             if name not in NUMERIC_FEATURES:
                 continue
-            raw = segment.numeric[name]
+            raw = segment.numeric[name] if self.sees(name) else np.full(len(segment), np.nan)
             missing = ~np.isfinite(raw)
             scaled = (raw - self.numeric_mean[name]) / self.numeric_std[name]
             columns += [np.where(missing, 0.0, scaled), missing.astype(float)]

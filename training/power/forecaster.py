@@ -4,8 +4,9 @@ and the served forecast built on it (training.power.blend: the LSTM, the direct 
 The same object serves the backtest, the CLI and the Serve deployment: `forecast` is what the service
 answers with, `forecast_lstm` the LSTM alone. On disk it is a folder: `model.pt` (state dict),
 `architecture.json`, `pipeline.json` (fitted scalers), `calibration.json` (the LSTM's), and for models
-trained with a served blend `served.json` plus, when the blend uses it, `lightgbm.txt`/`lightgbm.json`.
-A folder without `served.json` (an older model) serves the LSTM alone.
+trained with a served blend `served.json` plus, when the blend uses it, `lightgbm.txt`/`lightgbm.json`, and
+`features_only.json` (the power estimator and its calibration: training.power.features_only). A folder without
+`served.json` (an older model) serves the LSTM alone; one without `features_only.json` needs a power history.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from training.power.blend import ServedBlend
 from training.power.calibration import CalibratedForecast, Calibration
 from training.power.features import FeaturePipeline
+from training.power.features_only import FeaturesOnly
 from training.power.fit import build_model, predict_changes
 from training.power.gbm import MODEL_FILE as GBM_FILE
 from training.power.gbm import DirectLightGBM
@@ -29,6 +31,7 @@ ARCHITECTURE_FILE = "architecture.json"
 PIPELINE_FILE = "pipeline.json"
 CALIBRATION_FILE = "calibration.json"
 SERVED_FILE = "served.json"
+FEATURES_ONLY_FILE = "features_only.json"
 
 
 class ArtifactError(ValueError):
@@ -51,12 +54,14 @@ class PowerForecaster:
 
     def __init__(self, state_dict: dict[str, torch.Tensor], architecture: Architecture,
                  pipeline: FeaturePipeline, calibration: Calibration | None = None, device: str = "cpu",
-                 served: ServedBlend | None = None, gbm: DirectLightGBM | None = None):
+                 served: ServedBlend | None = None, gbm: DirectLightGBM | None = None,
+                 features_only: FeaturesOnly | None = None):
         self.architecture = architecture
         self.pipeline = pipeline
         self.calibration = calibration
         self.served = served
         self.gbm = gbm
+        self.features_only = features_only
         self.device = torch.device(device)
         self.model = build_model(architecture.n_features, architecture.horizon, architecture.hidden_size,
                                  architecture.num_layers, architecture.dropout)
@@ -108,6 +113,14 @@ class PowerForecaster:
             raise ArtifactError("this model has no calibration; it cannot give intervals")
         return self.calibration.apply(self.raw_quantiles(inputs, last_power))
 
+    def forecast_features_only(self, inputs: np.ndarray, last_power: np.ndarray,
+                               scale: np.ndarray) -> CalibratedForecast:
+        """The LSTM on windows whose power was estimated from the features, with the mode's calibration;
+        `scale` [N] is the estimate's typical error at each origin."""
+        if self.features_only is None:
+            raise ArtifactError("this model has no features-only mode (trained before it); send a power history")
+        return self.features_only.calibration.apply(self.raw_quantiles(inputs, last_power), scale)
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), folder / WEIGHTS_FILE)
@@ -119,6 +132,8 @@ class PowerForecaster:
             (folder / SERVED_FILE).write_text(self.served.model_dump_json(indent=2))
             if self.served.needs_gbm and self.gbm is not None:
                 self.gbm.save(folder)
+        if self.features_only is not None:
+            (folder / FEATURES_ONLY_FILE).write_text(self.features_only.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> PowerForecaster:
@@ -132,6 +147,9 @@ class PowerForecaster:
             served_path = folder / SERVED_FILE
             served = ServedBlend.model_validate_json(served_path.read_text()) if served_path.exists() else None
             gbm = DirectLightGBM.load(folder) if (folder / GBM_FILE).exists() else None
+            features_only_path = folder / FEATURES_ONLY_FILE
+            features_only = (FeaturesOnly.model_validate_json(features_only_path.read_text())
+                             if features_only_path.exists() else None)
         except (OSError, ValueError, RuntimeError, LightGBMError) as exc:
             raise ArtifactError(f"{folder}: not a loadable power model ({exc})") from exc
         if len(pipeline.feature_names) != architecture.n_features:
@@ -139,4 +157,5 @@ class PowerForecaster:
                                 f"model expects {architecture.n_features}")
         if served is not None and served.needs_gbm and gbm is None:
             raise ArtifactError(f"{folder}: served.json asks for {served.method} but {GBM_FILE} is missing")
-        return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm)
+        return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm,
+                   features_only=features_only)

@@ -5,10 +5,15 @@ the model's step, most recent last, aligned at their ends. When they are shorter
 the window is filled honestly: the earliest known value of each series is repeated backwards and those
 steps are flagged imputed; a feature that is absent entirely is marked missing (the model was trained
 with missing flags). `window_coverage` says what share of the window was real power history.
+
+Without any power history (the features-only mode), the window's power is estimated from its features and
+the forecast carries the mode's own calibration (training.power.features_only); `estimated_from` names the
+features the estimate used.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,20 +22,26 @@ from pydantic import BaseModel, ConfigDict
 
 from core.durations import format_duration
 from core.telemetry_csv import NUMERIC_FEATURES
+from training.power.calibration import CalibratedForecast
 from training.power.features import Segment
+from training.power.features_only import estimated_segment
 from training.power.forecaster import PowerForecaster
 
 
 class PowerHistory(BaseModel):
-    """Recent telemetry of one node or workload, one value per model step, oldest first."""
+    """Recent telemetry of one node or workload, one value per model step, oldest first.
+
+    No `power_watts`: the features-only mode (power estimated from `numeric` and `workload_type`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    power_watts: tuple[float, ...]
+    power_watts: tuple[float, ...] = ()
     numeric: dict[str, tuple[float, ...]] = {}
     workload_type: str | None = None
     end_time: datetime | None = None  # time of the last value (UTC); None means now, floored to the step
     horizon_s: int  # how far ahead to forecast
+    step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
 
 
 class ForecastRequestError(ValueError):
@@ -78,6 +89,8 @@ class PowerForecast(BaseModel):
     # peak_upper[k-1] bounds max(actual[1..k]) with probability (1 + interval_coverage) / 2, the level of `upper`
     # (training.power.peak_bound); None from code that cannot bound the peak (a decision then uses max(upper))
     peak_upper: tuple[float, ...] | None = None
+    estimated_from: tuple[str, ...] = ()  # features-only mode: the features the power history was estimated from
+    trained_on_synthetic_data: bool = False
 
 
 class ServedModel(BaseModel):
@@ -91,12 +104,14 @@ class ServedModel(BaseModel):
     horizon_steps: int
     features: tuple[str, ...]
     latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
+    trained_on_synthetic_data: bool = False
 
 
 def history_segment(history: PowerHistory, sequence_length: int, step_s: int) -> tuple[Segment, int]:
-    """The model's input segment for a history, and how many leading steps were padded."""
+    """The model's input segment for a history, and how many leading steps were padded (power NaN: none given)."""
+    given = history.power_watts or max((history.numeric.get(name, ()) for name in NUMERIC_FEATURES), key=len)
+    padded = sequence_length - min(len(given), sequence_length)
     power = np.asarray(history.power_watts[-sequence_length:], dtype=float)
-    padded = sequence_length - len(power)
     numeric = {}
     for name in NUMERIC_FEATURES:
         values = np.asarray(history.numeric.get(name, ())[-sequence_length:], dtype=float)
@@ -107,7 +122,7 @@ def history_segment(history: PowerHistory, sequence_length: int, step_s: int) ->
         node_id="request",
         start=start,
         step_s=step_s,
-        power=_pad_front(power, sequence_length),
+        power=_pad_front(power, sequence_length) if power.size else np.full(sequence_length, np.nan),
         numeric=numeric,
         workload=np.full(sequence_length, history.workload_type, dtype=object),
         imputed=np.arange(sequence_length) < padded,
@@ -121,21 +136,80 @@ def _pad_front(values: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([np.full(length - values.size, values[0]), values])
 
 
-def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory], version: str) -> list[PowerForecast]:
-    """Forecast many histories in one forward pass (validate each with `horizon_steps` first)."""
+def check_history(forecaster: PowerForecaster, history: PowerHistory) -> int:
+    """Lead steps of a history the model can answer; refuses (ForecastRequestError) one it cannot."""
+    steps = horizon_steps(forecaster, history.horizon_s)
+    if not history.power_watts:
+        estimation_features(forecaster, history)
+    return steps
+
+
+def estimation_features(forecaster: PowerForecaster, history: PowerHistory) -> tuple[str, ...]:
+    """The features the power of a history without one will be estimated from."""
+    if forecaster.features_only is None:
+        raise ForecastRequestError("features", "power_watts is required: this model was trained before the "
+                                               "features-only mode; retrain it")
+    estimator = forecaster.features_only.estimator
+    given = {name for name, values in history.numeric.items() if values}
+    given |= {"workload_type"} if history.workload_type else set()
+    used = estimator.fits[estimator.choose(given)].features
+    if not used:
+        raise ForecastRequestError(
+            "features", f"none of the given features ({', '.join(sorted(given)) or 'none'}) can estimate power for "
+            f"this model, which learned it from {', '.join(estimator.inputs) or 'none'}; send power_watts")
+    return used
+
+
+@dataclass(frozen=True)
+class _Input:
+    window: np.ndarray  # [T, F]
+    last_power: float
+    padded: int
+    end: datetime
+    scale: float | None  # the power estimate's typical error (features-only mode); None: measured power
+    estimated_from: tuple[str, ...]
+
+
+def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
+    segment, padded = history_segment(history, forecaster.sequence_length, forecaster.pipeline.step_s)
+    scale, used = None, ()
+    if not history.power_watts:
+        used = estimation_features(forecaster, history)
+        estimator = forecaster.features_only.estimator
+        segment, chosen = estimated_segment(segment, estimator)
+        scale = estimator.fits[chosen[-1]].scale
+    return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded,
+                  segment.times[-1].to_pydatetime(), scale, used)
+
+
+def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input]) -> list[tuple[CalibratedForecast, int]]:
+    """Each input's calibrated forecast and its row in it: one pass for measured histories, one for estimated."""
+    answers: list[tuple[CalibratedForecast, int] | None] = [None] * len(inputs)
+    for estimated in (False, True):
+        rows = [i for i, given in enumerate(inputs) if (given.scale is not None) == estimated]
+        if not rows:
+            continue
+        windows = np.stack([inputs[i].window for i in rows])
+        last = np.asarray([inputs[i].last_power for i in rows])
+        result = (forecaster.forecast_features_only(windows, last, np.asarray([inputs[i].scale for i in rows]))
+                  if estimated else forecaster.forecast(windows, last))
+        for row, i in enumerate(rows):
+            answers[i] = (result, row)
+    return [answer for answer in answers if answer is not None]
+
+
+def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory], version: str, *,
+                       synthetic: bool = False) -> list[PowerForecast]:
+    """Forecast many histories in one forward pass per mode (validate each with `check_history` first).
+
+    `synthetic`: the model was trained on generated data (said in every forecast)."""
     step_s = forecaster.pipeline.step_s
     horizons = [horizon_steps(forecaster, h.horizon_s) for h in histories]
-    windows, last_power, padding, ends = [], [], [], []
-    for history in histories:
-        segment, padded = history_segment(history, forecaster.sequence_length, step_s)
-        ends.append(segment.times[-1].to_pydatetime())
-        windows.append(forecaster.pipeline.transform(segment))
-        last_power.append(segment.power[-1])
-        padding.append(padded)
-    result = forecaster.forecast(np.stack(windows), np.asarray(last_power))
+    inputs = [_model_input(forecaster, history) for history in histories]
     coverage = forecaster.interval_coverage
     forecasts = []
-    for row, (end, steps, padded) in enumerate(zip(ends, horizons, padding, strict=True)):
+    for (result, row), given, steps in zip(_forecast_inputs(forecaster, inputs), inputs, horizons, strict=True):
+        end, padded = given.end, given.padded
         forecasts.append(PowerForecast(
             model_version=version,
             step_s=step_s,
@@ -144,10 +218,12 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             lower=_rounded(result.lower[row, :steps]),
             upper=_rounded(result.upper[row, :steps]),
             confidence=tuple(round(float(v), 4) for v in result.confidence[row, :steps]),
-            window_coverage=round(1.0 - padded / forecaster.sequence_length, 4),
+            window_coverage=0.0 if given.estimated_from else round(1.0 - padded / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
             peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),
+            estimated_from=given.estimated_from,
+            trained_on_synthetic_data=synthetic,
         ))
     return forecasts
 

@@ -61,7 +61,8 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
             numeric[name] = tuple(values.tolist())
     times = window["timestamp"]
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
-                           workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s)
+                           workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,
+                           step_s=step_s)
     last = times.iloc[observed[-1]].to_pydatetime()
     return StoredHistory(history, ((now or datetime.now(UTC)) - last).total_seconds())
 

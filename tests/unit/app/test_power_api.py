@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.power_api import MissingPowerHistory, stored_nodes, to_history
+from app.power_api import MissingPowerHistory, stored_nodes, to_history, to_response
 from app.schemas import PowerPredictionRequest
+from tests.paths import TEST_DATA
 from training.power.inference import PowerForecast
 from training.power.workload import sum_forecasts
 
@@ -40,6 +41,31 @@ def test_no_power_history_is_a_plain_domain_error():
     history = to_history(PowerPredictionRequest(workload_id="w", features={"power_watts": [1.0, 2.0]},
                                                 prediction_horizon="10m"))
     assert history.power_watts == (1.0, 2.0) and history.horizon_s == 600
+
+
+def test_the_seed_s_request_is_a_features_only_history():
+    """Regression (issue 12): the seed's own example had no power history and was refused (422)."""
+    request = PowerPredictionRequest.model_validate_json((TEST_DATA / "seed" / "power_request.json").read_text())
+    assert stored_nodes(request, WORKLOADS) is None
+    history = to_history(request)
+    assert history.power_watts == () and history.horizon_s == 3600
+    assert history.numeric == {"cpu_utilization": (75.2, 78.1, 82.3), "gpu_utilization": (92.1, 94.5, 91.8),
+                               "temperature": (65.2, 67.1, 68.5)}
+
+
+def test_total_is_the_average_power_peak_the_highest_energy_the_sum_over_time():
+    """Regression (issue 12): total_predicted_power was the sum of the per-step watts (6,155 W for 30 steps of a
+    ~200 W node)."""
+    steps = forecast(200, 10, 0.9).model_copy(update={"point": (200.0, 220.0)})
+    body = to_response(PowerPredictionRequest(workload_id="w"), steps)
+    assert body.total_predicted_power == 210.0 and body.peak_predicted_power == 220.0
+    assert body.predicted_energy_kwh == round((200 + 220) * 60 / 3600 / 1000, 4)
+    thirty = steps.model_copy(update={"point": (205.0,) * 30, "timestamps": steps.timestamps[:1] * 30,
+                                      "lower": (0.0,) * 30, "upper": (300.0,) * 30, "confidence": (0.9,) * 30})
+    body = to_response(PowerPredictionRequest(workload_id="w"), thirty)
+    assert body.total_predicted_power == 205.0 and body.predicted_energy_kwh == round(205 * 30 / 60 / 1000, 4)
+    workload = sum_forecasts([forecast(100, 10, 0.9), forecast(300, 30, 0.7)])  # two nodes: their sum, averaged
+    assert to_response(PowerPredictionRequest(workload_id="llm"), workload).total_predicted_power == 410.0
 
 
 def test_node_forecasts_sum_lead_by_lead_with_the_weakest_confidence():

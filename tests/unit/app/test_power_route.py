@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from app.access import Access
 from app.power_route import power_api
 from app.replica import serving_replica
 from core.stores.remote import StoreActorUnavailable
+from tests.paths import TEST_DATA
 from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing
@@ -38,7 +40,10 @@ class Replica:
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         self.calls.append(("forecast", history.power_watts, history.horizon_s))
-        return forecast()
+        if history.power_watts:
+            return forecast()
+        return forecast().model_copy(update={"estimated_from": tuple(sorted(history.numeric)),
+                                             "trained_on_synthetic_data": True, "window_coverage": 0.0})
 
     async def forecast_stored(self, nodes, horizon_s, workload_type=None, workload_id=None) -> StoredForecast:
         self.calls.append(("stored", nodes, horizon_s, workload_type, workload_id))
@@ -65,8 +70,22 @@ def test_a_request_s_own_history_is_forecast_as_given(replica, post):
     assert response.status_code == 200, response.text
     assert replica.calls == [("forecast", (200.0, 210.0), 120)]
     body = response.json()
-    assert body["history_source"] == "request" and body["total_predicted_power"] == 210.0
+    # the average over the horizon (it was the sum, 210 W, before issue 12), the peak, the energy
+    assert body["history_source"] == "request" and body["total_predicted_power"] == 105.0
+    assert body["peak_predicted_power"] == 110.0
     assert body["predicted_energy_kwh"] == 0.0035 and body["nodes"] is None and body["stale"] is False
+    assert body["estimated_from"] is None and body["trained_on_synthetic_data"] is False
+
+
+def test_the_seed_s_request_is_answered_from_its_features(replica, post):
+    """Regression (issue 12): the seed's example (features, no power history, no node) was a 422."""
+    response = post(json.loads((TEST_DATA / "seed" / "power_request.json").read_text()))
+    assert response.status_code == 200, response.text
+    assert replica.calls == [("forecast", (), 3600)]
+    body = response.json()
+    assert body["history_source"] == "features_only" and body["window_coverage"] == 0.0
+    assert body["estimated_from"] == ["cpu_utilization", "gpu_utilization", "temperature"]
+    assert body["trained_on_synthetic_data"] is True
 
 
 def test_a_node_or_a_configured_workload_is_forecast_from_the_store(replica, post):

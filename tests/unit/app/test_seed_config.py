@@ -39,6 +39,12 @@ def test_the_seed_config_means_what_it_says(seed: ServiceConfig) -> None:
     assert (based.max_power_budget, based.scale_out_threshold, based.scale_in_threshold) == (10000, 80, 50)
     assert based.cooldown_period == 300
     assert (ahead.enabled, ahead.lookahead_minutes, ahead.confidence_threshold) == (True, 30, 0.8)
+    hourly = max(predictor.resolutions, key=lambda r: r.step)
+    assert hourly.sequence_length == 168  # the seed's window is the hourly model's
+
+
+def test_the_seeds_values_are_the_defaults(seed: ServiceConfig) -> None:
+    assert seed == ServiceConfig()
 
 
 def test_the_seed_layout_and_the_flat_one_are_the_same(tmp_path: Path, seed: ServiceConfig) -> None:

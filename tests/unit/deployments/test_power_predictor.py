@@ -1,4 +1,5 @@
-"""PowerPredictor's stored-telemetry forecasts: windows from the store, summed per workload, domain errors."""
+"""PowerPredictor: routing to the finest served resolution, stored-telemetry forecasts (windows from the store,
+summed per workload), domain errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
-from deployments.power import PowerPredictor
+from deployments.latency import LatencyRecorder
+from deployments.power import PowerPredictor, ServedPower
 from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
@@ -28,6 +30,13 @@ async def echo_forecast(history: PowerHistory) -> PowerForecast:
                          interval_coverage=0.8)
 
 
+def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5) -> ServedPower:
+    """A loaded model as far as routing and stored windows see it."""
+    forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=step_s, features=()), sequence_length=sequence_length,
+                                 horizon=horizon_steps, features_only=None)
+    return ServedPower(model_id, 1, forecaster, model_id.endswith("_1h"), LatencyRecorder(model_id))
+
+
 @pytest.fixture
 def predictor(tmp_path):
     now = datetime.now(UTC)
@@ -37,7 +46,9 @@ def predictor(tmp_path):
                      for m in range(6)])
         replica = object.__new__(PowerPredictor)  # no registry, no model: only what stored forecasts use
         replica.store, replica.stale_after_s = store, 120.0
-        replica.forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=60), sequence_length=5)
+        replica.model_id = "power_lstm"
+        replica.served = {"power_lstm": served("power_lstm", 60, 60),
+                          "power_lstm_1h": served("power_lstm_1h", 3600, 168)}
         replica.forecast = echo_forecast
         replica.forecast_gauges = ForecastGauges()
         yield replica
@@ -66,3 +77,39 @@ def test_a_store_that_cannot_answer_says_so(predictor):
     predictor.store = Down()
     with pytest.raises(StoreUnavailable):
         asyncio.run(predictor.forecast_stored(["n1"], 120))
+
+
+def test_a_horizon_goes_to_the_finest_served_model_that_covers_it(predictor):
+    assert predictor._route(1800).model_id == "power_lstm" and predictor._route(3600).model_id == "power_lstm"
+    assert predictor._route(86400).model_id == "power_lstm_1h"
+    assert predictor.describe("power_lstm_1h").step_seconds == 3600
+    assert predictor.describe().model_version == "power_lstm/1"  # the scaling controller's model
+
+
+def test_a_stored_day_ahead_forecast_reads_the_hourly_window(predictor):
+    seen = []
+
+    async def forecast(history: PowerHistory) -> PowerForecast:
+        seen.append(history)
+        return await echo_forecast(history)
+
+    predictor.forecast = forecast
+    asyncio.run(predictor.forecast_stored(["n1"], 86400))
+    assert seen[0].step_s == 3600 and seen[0].horizon_s == 86400  # answered by the hourly model only
+
+
+def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monkeypatch):
+    passes = []
+
+    def fake(forecaster, histories, version, *, synthetic=False):
+        passes.append((version, [h.horizon_s for h in histories], synthetic))
+        return [PowerForecast(model_version=version, step_s=forecaster.pipeline.step_s, timestamps=(), point=(),
+                              lower=(), upper=(), confidence=(), window_coverage=1.0, padded_steps=0,
+                              interval_coverage=0.8, trained_on_synthetic_data=synthetic) for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", fake)
+    histories = [PowerHistory(power_watts=(1.0,), horizon_s=h) for h in (1800, 86400, 3600)]
+    answers = predictor._infer(histories)
+    assert [a.model_version for a in answers] == ["power_lstm/1", "power_lstm_1h/1", "power_lstm/1"]
+    assert passes == [("power_lstm/1", [1800, 3600], False), ("power_lstm_1h/1", [86400], True)]
+    assert predictor.served["power_lstm_1h"].latency.requests == 1

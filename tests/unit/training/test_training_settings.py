@@ -167,3 +167,17 @@ def test_gradient_boosting_is_the_lightgbm_cost_model(tmp_path: Path) -> None:
     assert message == (f"{tmp_path / 'config.yaml'}: models.cost_predictor.type: 'xgboost' is not a cost model "
                        "type; use lightgbm (or gradient_boosting, the same model)")
 
+
+def test_the_power_window_is_the_hourly_models_unless_resolutions_are_given() -> None:
+    default = TrainingConfig()
+    assert default.models.power_predictor.sequence_length == 168  # the seed's: a week of hours
+    hourly = max(default.predictor.resolutions, key=lambda r: r.step)
+    assert (hourly.step, hourly.sequence_length) == (3600, 168)
+    longer = TrainingConfig(models={"power_predictor": {"sequence_length": 336}})
+    assert [r.sequence_length for r in longer.predictor.resolutions] == [
+        r.sequence_length if r is not hourly else 336 for r in default.predictor.resolutions]
+    assert "resolutions" not in longer.predictor.model_fields_set
+    assert TrainingConfig.model_validate(longer.model_dump()) == longer
+    own = [{"model_id": "power_lstm", "step": 60, "horizon": 3600, "sequence_length": 30}]
+    explicit = TrainingConfig(predictor={"resolutions": own}, models={"power_predictor": {"sequence_length": 336}})
+    assert explicit.predictor.resolutions[0].sequence_length == 30

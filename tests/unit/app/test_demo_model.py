@@ -1,0 +1,51 @@
+"""The demo registry `make run` builds: every served resolution, each on data the project ships or generates
+(training is replaced by a recorder here; the real runs are in tests/test_api.py and `make run`)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from app import demo_model
+from core.telemetry_csv import load_telemetry_csv
+from tests.paths import TEST_DATA
+from training.settings import DEFAULT_RESOLUTIONS
+
+SAMPLE = str(TEST_DATA / "upm_sample.csv")
+
+
+def test_the_shipped_sample_trains_the_fine_model_and_the_hourly_one_needs_weeks():
+    fine, hourly = DEFAULT_RESOLUTIONS
+    assert demo_model.needs_generated_data(fine, SAMPLE) is False
+    assert demo_model.needs_generated_data(hourly, SAMPLE) is True
+
+
+def test_every_missing_resolution_is_trained_and_the_hourly_one_on_a_synthetic_trace(tmp_path, monkeypatch):
+    runs: list[tuple[list[str], pd.DataFrame]] = []
+
+    def train(argv: list[str]) -> int:
+        runs.append((argv, load_telemetry_csv(argv[argv.index("--data") + 1])))
+        return 0
+
+    monkeypatch.setattr(demo_model.train_lstm, "main", train)
+    monkeypatch.setattr(demo_model.train_gbm, "main", lambda argv: 0)
+    assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models")]) == 0
+    (fine, sample), (hourly, generated) = runs
+    flags = {argv[argv.index("--model-id") + 1]: argv for argv, _ in runs}
+    assert set(flags) == {"power_lstm", "power_lstm_1h"}
+    assert fine[fine.index("--step") + 1] == "60s" and fine[fine.index("--horizon") + 1] == "3600s"
+    assert hourly[hourly.index("--step") + 1] == "3600s" and hourly[hourly.index("--horizon") + 1] == "604800s"
+    assert hourly[hourly.index("--sequence-length") + 1] == "168"  # the seed's window
+    assert len(sample) == len(load_telemetry_csv(SAMPLE))
+    # node ids of training.synthetic mark the registered model as trained on generated data (retrain_power)
+    assert generated["node_id"].str.startswith("syn-").all()
+    span = generated["timestamp"].max() - generated["timestamp"].min()
+    assert span >= pd.Timedelta(weeks=demo_model.SYNTHETIC_WEEKS) - pd.Timedelta(hours=1)
+
+
+@pytest.mark.parametrize("failing", ["power_lstm", "power_lstm_1h"])
+def test_a_failed_training_stops_with_its_code(tmp_path, monkeypatch, failing):
+    monkeypatch.setattr(demo_model.train_lstm, "main",
+                        lambda argv: 2 if argv[argv.index("--model-id") + 1] == failing else 0)
+    monkeypatch.setattr(demo_model.train_gbm, "main", lambda argv: 0)
+    assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models")]) == 2
