@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -9,8 +10,10 @@ from fastapi import APIRouter, Path
 
 from app.access import READ
 from app.errors import responses
-from app.ingress_state import Ingress
-from app.schemas import ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
+from app.ingress_state import Ingress, IngressState
+from app.schemas import ModelLiveAccuracy, ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
+from core.actors import ActorUnavailable
+from core.durations import format_duration
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
@@ -56,7 +59,8 @@ def _resolution(metadata: ModelMetadata) -> dict[str, Any]:
 async def model_metrics(
     model_id: Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="e.g. power_lstm")], replica: Ingress
 ) -> ModelMetricsResponse:
-    """Held-out accuracy of the active version and live inference latency."""
+    """Held-out accuracy of the active version, live inference latency, and live accuracy: the scaling
+    controller's forecasts scored against the power measured since (null with `live_reason` when none)."""
     _, metadata = replica.registry.get(model_id)
     served, latency = None, {}
     if model_id == replica.args.cost_model_id or metadata.model_type == "lstm":
@@ -67,5 +71,25 @@ async def model_metrics(
             served, latency = description.model_version, description.latency_ms
         except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
             logger.warning("latency of %s unavailable: %s", model_id, exc)
+    live, live_reason = await _live(replica, model_id)
     return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
-                                held_out=metadata.metrics, served_version=served, inference_latency_ms=latency)
+                                held_out=metadata.metrics, served_version=served, inference_latency_ms=latency,
+                                live=live, live_reason=live_reason)
+
+
+async def _live(replica: IngressState, model_id: str) -> tuple[ModelLiveAccuracy | None, str | None]:
+    """The model's live scores from the scaling controller, or None and why."""
+    if model_id == replica.args.cost_model_id:
+        return None, "live accuracy is measured for the power forecaster the scaling controller uses"
+    try:
+        report = await asyncio.to_thread(replica.controller.call, "live_accuracy")
+    except ActorUnavailable as exc:
+        return None, f"no live accuracy: {exc}"
+    except Exception as exc:  # noqa: BLE001 - e.g. a controller of an older version: the rest still answers
+        logger.warning("live accuracy of %s unavailable: %s", model_id, exc)
+        return None, "no live accuracy: the scaling controller could not report it"
+    versions = [v for v in report.versions if v.model_version.rpartition("/")[0] == model_id]
+    if not versions:
+        return None, (f"no forecast of {model_id} scored in the last {format_duration(report.window_s)}: the "
+                      "scaling controller scores its predictive policies' forecasts as their telemetry arrives")
+    return ModelLiveAccuracy(window_s=report.window_s, hit_tolerance=report.hit_tolerance, versions=versions), None

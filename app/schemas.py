@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from autoscaler.live_accuracy import VersionLiveAccuracy
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, parse_duration
 from training.cost.schema import CostEstimate, CostQuery
@@ -178,6 +179,14 @@ class ModelsResponse(BaseModel):
     models: list[ModelPublic]
 
 
+class ModelLiveAccuracy(BaseModel):
+    """The scaling controller's forecasts of the model scored against the power measured since."""
+
+    window_s: int = Field(description="the rolling window the scores cover, seconds")
+    hit_tolerance: float = Field(description="a hit: the actual within this fraction of the point forecast")
+    versions: list[VersionLiveAccuracy] = Field(description="per served version: pooled, and per node")
+
+
 class ModelMetricsResponse(BaseModel):
     model_id: str
     version: int
@@ -185,6 +194,8 @@ class ModelMetricsResponse(BaseModel):
     held_out: dict[str, Any] = Field(description="metrics measured on data the model did not train on")
     served_version: str | None = Field(None, description="version the answering replica serves")
     inference_latency_ms: dict[str, float | int] = Field(description="live model-call latency percentiles")
+    live: ModelLiveAccuracy | None = Field(None, description="live forecast accuracy; null: `live_reason` says why")
+    live_reason: str | None = None
 
 
 class RetrainRequest(_Body):

@@ -29,6 +29,8 @@ from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.controller import LEASE_TICKS, ScalingController
+from autoscaler.live_accuracy import LiveAccuracyReport
+from autoscaler.live_export import LiveAccuracyExport
 from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
@@ -139,6 +141,7 @@ class ScalingControllerService:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
         self.app = AppWatch(serve_actuator.deployment_names)
         self.metrics = DecisionMetrics()
+        self.live_export = LiveAccuracyExport()
         self._tick_lock = threading.Lock()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
 
@@ -176,8 +179,13 @@ class ScalingControllerService:
             started = time.perf_counter()
             events = self.controller.tick()
             self.metrics.publish(events)
+            self.live_export.publish(self.controller.live_accuracy())
             logger.debug("scaling controller: %d policies in %.3f s", len(events), time.perf_counter() - started)
             return events
+
+    def live_accuracy(self) -> LiveAccuracyReport:
+        """Live scores of the controller's forecasts, per model version and node."""
+        return self.controller.live_accuracy()
 
     def policies(self) -> list[ScalingPolicy]:
         return self.controller.state.policies()

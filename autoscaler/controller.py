@@ -8,6 +8,8 @@ of every node once, builds the forecast inputs of every predictive policy and se
 one batch, then decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before
 the actuation). Every policy gets an event every tick, holds included. One policy's failure is an event for
 that policy and never stops the others; a stored policy that no longer validates is logged and skipped.
+Each tick also scores earlier forecasts against the power stored since (autoscaler/live_tracker.py); a node whose
+live interval coverage collapsed falls back to measured power, the event saying why.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any, Protocol
 from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.forecast_view import ForecastView
 from autoscaler.intents import Enactor, PolicyTurn
+from autoscaler.live_accuracy import LiveAccuracyReport
+from autoscaler.live_tracker import LiveTracker
 from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
@@ -81,7 +85,7 @@ class ScalingController:
         """`node_names` maps Ray node ids to telemetry node ids; with it, a policy that names no nodes (and has
         no `workloads` entry) uses the nodes its target's replicas run on, where the actuator can tell.
         `holder` names this controller in the lease (default: `controller_id()`); `lease_ttl_s` defaults to
-        LEASE_TICKS evaluation intervals."""
+        LEASE_TICKS evaluation intervals. Every forecast is scored once its actuals are stored (`live_accuracy`)."""
         self.state = state
         self.store = store
         self.forecaster = forecaster
@@ -93,6 +97,7 @@ class ScalingController:
         self.holder = holder or controller_id()
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
         self.enactor = Enactor(state, actuators, self.holder)
+        self.live = LiveTracker(store, self.defaults.live_accuracy)
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -120,14 +125,19 @@ class ScalingController:
         self._report(stored.invalid)
         turns = [PolicyTurn(policy, target_nodes(policy, self.workloads)) for policy in stored.policies]
         latest, store_problem = self._latest()
+        self.live.score(latest, now)
         self._read_replicas(turns)
         for item in turns:
             try:
                 self._observe(item, latest, store_problem)
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
-        self._forecast([item for item in turns if self._wants_forecast(item)], latest)
+        self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         return [event for item in turns if (event := self.enactor.act(item, now)) is not None]
+
+    def live_accuracy(self) -> LiveAccuracyReport:
+        """Live scores of the forecasts this controller made, per model version and node."""
+        return self.live.report(self.clock())
 
     def stop(self) -> None:
         """Give the lease up, so that another controller takes over without waiting for it to expire."""
@@ -208,7 +218,7 @@ class ScalingController:
         return (policy.power_based.enabled and policy.predictive_scaling.enabled and observation is not None
                 and bool(observation.measured_per_node_watts) and not observation.missing_nodes)
 
-    def _forecast(self, items: list[PolicyTurn], latest: Mapping[str, NodeLatest]) -> None:
+    def _forecast(self, items: list[PolicyTurn], latest: Mapping[str, NodeLatest], now: datetime) -> None:
         """Fill each item's forecast view: one batched forecaster call for every node of every item."""
         if not items:
             return
@@ -236,8 +246,12 @@ class ScalingController:
             results = [exc] * len(histories)
         for item in items:
             if item.requests is not None:
+                found = [results[i] for i in item.requests]
+                self.live.record(item.nodes, found)
                 try:
-                    item.forecast, item.confidence = _view(item.policy, [results[i] for i in item.requests])
+                    item.forecast, item.confidence = _view(item.policy, found)
+                    if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
+                        item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {type(exc).__name__}: {exc}")
 

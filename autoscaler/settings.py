@@ -58,6 +58,19 @@ class PredictiveScalingConfig(FiniteSection):
     confidence_threshold: float = Field(0.8, gt=0, lt=1)
 
 
+class LiveAccuracyConfig(FiniteSection):
+    """How the controller scores its forecasts against the power measured later (autoscaler/live_accuracy.py),
+    and when it stops trusting a node's forecasts: live interval coverage over at least `min_points` scored points
+    below the forecast's nominal coverage minus `coverage_margin` (then that node's policies use measured power)."""
+
+    window: Annotated[Duration, Field(ge=60, le=7 * 86400)] = 3600
+    hit_tolerance: float = Field(0.1, gt=0, lt=1, description="a hit: the actual within this fraction of the point")
+    min_points: int = Field(100, ge=1)
+    coverage_margin: float = Field(0.2, gt=0, lt=1)
+    fallback: bool = True
+    max_pending_forecasts: int = Field(10_000, ge=1, le=1_000_000)
+
+
 class AutoScalingConfig(FiniteSection):
     """Defaults for every policy, the controller's tick interval, limits, and the policies declared in the file.
 
@@ -73,6 +86,7 @@ class AutoScalingConfig(FiniteSection):
     evaluation_interval: Annotated[Duration, Field(ge=1)] = 30
     max_replicas_cap: int = Field(DEFAULT_MAX_REPLICAS_CAP, ge=1, le=REPLICAS_LIMIT)
     max_policies: int = Field(DEFAULT_MAX_POLICIES, ge=1, le=10_000)
+    live_accuracy: LiveAccuracyConfig = LiveAccuracyConfig()
     policies: tuple[dict[str, Any], ...] = ()
 
 

@@ -91,6 +91,22 @@ FORECAST_POWER_WATTS = MetricSpec(
     description="a node's latest forecast from stored telemetry, for the next model step: point, lower, upper",
     tags=("node_id", "model_version", "bound"))
 
+# --- live forecast accuracy (autoscaler/live_export.py: the controller's forecasts scored as telemetry arrives) -
+_LIVE_TAGS = ("model_version", "node_id")
+FORECAST_LIVE_MAE = MetricSpec(name="kcloud_forecast_live_mae_watts", kind=MetricKind.GAUGE,
+                               description="mean absolute error of the controller's forecasts over the rolling "
+                                           "window, by model version and node", tags=_LIVE_TAGS)
+FORECAST_LIVE_COVERAGE = MetricSpec(name="kcloud_forecast_live_coverage", kind=MetricKind.GAUGE,
+                                    description="share of actuals inside the calibrated interval over the rolling "
+                                                "window, by model version and node", tags=_LIVE_TAGS)
+FORECAST_LIVE_HIT_RATE = MetricSpec(name="kcloud_forecast_live_hit_rate", kind=MetricKind.GAUGE,
+                                    description="share of actuals within the confidence tolerance of the point "
+                                                "forecast over the rolling window, by model version and node",
+                                    tags=_LIVE_TAGS)
+FORECAST_LIVE_POINTS = MetricSpec(name="kcloud_forecast_live_points", kind=MetricKind.GAUGE,
+                                  description="forecast points scored over the rolling window, by model version "
+                                              "and node", tags=_LIVE_TAGS)
+
 # --- scaling (autoscaler/actor.py DecisionMetrics) ----------------------------------------------------------
 SCALING_DESIRED_REPLICAS = MetricSpec(name="kcloud_scaling_desired_replicas", kind=MetricKind.GAUGE,
                                       description="replicas each policy decided on", tags=("policy", "mode"))
@@ -103,7 +119,8 @@ SCALING_DECISIONS = MetricSpec(name="kcloud_scaling_decisions_total", kind=Metri
 METRICS: tuple[MetricSpec, ...] = (
     POWER_WATTS, UTILIZATION_PERCENT, MEMORY_USAGE_PERCENT, TELEMETRY_SAMPLES, TELEMETRY_STORED, TELEMETRY_BUFFERED,
     TELEMETRY_LAST_SAMPLE, TELEMETRY_REJECTED, TELEMETRY_DROPPED, MODEL_INFERENCE_SECONDS, FORECAST_POWER_WATTS,
-    SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, SCALING_DECISIONS,
+    FORECAST_LIVE_MAE, FORECAST_LIVE_COVERAGE, FORECAST_LIVE_HIT_RATE, FORECAST_LIVE_POINTS, SCALING_DESIRED_REPLICAS,
+    SCALING_SIGNAL_WATTS, SCALING_DECISIONS,
 )
 
 

@@ -1,0 +1,252 @@
+"""Live forecast accuracy: the controller's forecasts scored against the power the store records afterwards.
+
+`LiveLedger` is pure (no Ray, no store). It keeps the forecasts the controller made (one per node, model version
+and origin: policies sharing a node forecast it once) until the telemetry of each lead's bin is complete, then
+scores each lead against the measured power of that bin (`score`). A scored lead is one *point*: its absolute
+error, whether the actual lay inside the calibrated [lower, upper] (interval coverage), whether it lay within
+`hit_tolerance` of the point forecast (a hit, the event whose probability `confidence` states, as
+training/power/calibration.py defines it), its confidence and the interval's nominal coverage. Points are summed
+per (model version, node) in time buckets of 1/60 of the rolling `window`, so memory stays bounded whatever the
+rate; buckets older than the window, and forecasts whose leads can no longer land in it, expire. At most
+`max_pending_forecasts` forecasts wait (the oldest go first).
+
+A node's forecasts are not trusted (`collapse`) when its live coverage over at least `min_points` points of the
+window is below the nominal coverage minus `coverage_margin`; the controller then decides on measured power.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autoscaler.settings import LiveAccuracyConfig
+from core.durations import format_duration
+from training.power.inference import PowerForecast
+
+BUCKETS = 60  # time buckets per window
+
+
+class LiveScore(BaseModel):
+    """Scores over the rolling window of forecast points whose actual power is known (None: no points)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    points: int = Field(ge=0, description="scored (forecast, lead) pairs")
+    mae: float | None = Field(None, description="mean absolute error, watts")
+    coverage: float | None = Field(None, description="share of actuals inside the calibrated interval")
+    nominal_coverage: float | None = Field(None, description="the coverage the interval promises")
+    hit_rate: float | None = Field(None, description="share of actuals within the tolerance of the point forecast")
+    mean_confidence: float | None = Field(None, description="mean stated confidence (a calibrated model's hit rate)")
+
+
+class NodeLiveAccuracy(LiveScore):
+    node_id: str
+    fallback: str | None = Field(None, description="why decisions on this node use measured power, else null")
+
+
+class VersionLiveAccuracy(LiveScore):
+    model_version: str = Field(description="as served, e.g. power_lstm/3")
+    nodes: list[NodeLiveAccuracy]
+
+
+class LiveAccuracyReport(BaseModel):
+    """Every model version's live scores, per node, over the window ending `at`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    window_s: int
+    hit_tolerance: float
+    pending_forecasts: int = Field(description="forecasts waiting for their actuals")
+    served_version: str | None = Field(None, description="the version the controller forecast with last")
+    versions: list[VersionLiveAccuracy] = []
+
+
+@dataclass
+class Sums:
+    """Running sums of scored points."""
+
+    points: int = 0
+    abs_error: float = 0.0
+    inside: int = 0
+    hits: int = 0
+    confidence: float = 0.0
+    nominal: float = 0.0
+
+    def add(self, other: Sums) -> None:
+        self.points += other.points
+        self.abs_error += other.abs_error
+        self.inside += other.inside
+        self.hits += other.hits
+        self.confidence += other.confidence
+        self.nominal += other.nominal
+
+    def score(self) -> dict[str, float | int | None]:
+        n = self.points
+        if not n:
+            return {"points": 0}
+        return {"points": n, "mae": round(self.abs_error / n, 3), "coverage": round(self.inside / n, 4),
+                "nominal_coverage": round(self.nominal / n, 4), "hit_rate": round(self.hits / n, 4),
+                "mean_confidence": round(self.confidence / n, 4)}
+
+
+@dataclass
+class Lead:
+    at: datetime  # the start of the lead's bin (PowerForecast.timestamps)
+    point: float
+    lower: float
+    upper: float
+    confidence: float
+
+
+@dataclass
+class Pending:
+    """A forecast's leads not scored yet, oldest first."""
+
+    node: str
+    version: str
+    step_s: int
+    nominal: float
+    leads: list[Lead] = field(default_factory=list)
+    last: datetime | None = None  # the latest lead ever recorded
+
+
+@dataclass(frozen=True)
+class ActualsRead:
+    """The store read one node's matured leads need: [start, end) at `step_s`, complete up to `through`."""
+
+    node: str
+    step_s: int
+    start: datetime
+    end: datetime
+
+
+class LiveLedger:
+    """The forecasts awaiting their actuals and the scores of those that matured (not thread-safe)."""
+
+    def __init__(self, config: LiveAccuracyConfig | None = None):
+        self.config = config or LiveAccuracyConfig()
+        self.bucket_s = max(self.config.window // BUCKETS, 1)
+        self.pending: OrderedDict[tuple[str, str, datetime], Pending] = OrderedDict()
+        self.scores: dict[tuple[str, str], dict[int, Sums]] = {}
+        self.served_version: str | None = None
+
+    def record(self, node: str, forecast: PowerForecast) -> None:
+        """Keep a forecast until its leads can be scored (the same node, version and origin once)."""
+        if not forecast.timestamps:
+            return
+        self.served_version = forecast.model_version
+        key = (node, forecast.model_version, forecast.timestamps[0])
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.pending[key] = Pending(node, forecast.model_version, forecast.step_s,
+                                                forecast.interval_coverage)
+        for at, point, lower, upper, confidence in zip(forecast.timestamps, forecast.point, forecast.lower,
+                                                       forecast.upper, forecast.confidence, strict=True):
+            if entry.last is None or at > entry.last:  # a longer forecast from the same origin adds its leads
+                entry.leads.append(Lead(at, point, lower, upper, confidence))
+                entry.last = at
+        while len(self.pending) > self.config.max_pending_forecasts:
+            self.pending.popitem(last=False)
+
+    def due(self, latest: Mapping[str, datetime]) -> list[ActualsRead]:
+        """The reads that score every lead whose bin is complete: per node and step, from its oldest such lead
+        to the end of its newest (`latest`: each node's newest stored reading)."""
+        spans: dict[tuple[str, int], tuple[datetime, datetime]] = {}
+        for entry in self.pending.values():
+            newest = latest.get(entry.node)
+            if newest is None:
+                continue
+            step = timedelta(seconds=entry.step_s)
+            matured = [lead.at for lead in entry.leads if lead.at + step <= newest]
+            if matured:
+                start, end = spans.get((entry.node, entry.step_s), (matured[0], matured[-1] + step))
+                spans[(entry.node, entry.step_s)] = (min(start, matured[0]), max(end, matured[-1] + step))
+        return [ActualsRead(node, step_s, start, end) for (node, step_s), (start, end) in sorted(spans.items())]
+
+    def score(self, read: ActualsRead, actuals: Mapping[datetime, float]) -> int:
+        """Score the node's leads at `read.step_s` whose bins end by `read.end` against `actuals` (bin start ->
+        measured watts); a bin without a measurement is dropped unscored. Returns how many points were scored."""
+        step, scored = timedelta(seconds=read.step_s), 0
+        tolerance = self.config.hit_tolerance
+        for key, entry in list(self.pending.items()):
+            if entry.node != read.node or entry.step_s != read.step_s:
+                continue
+            buckets = self.scores.setdefault((entry.version, entry.node), {})
+            waiting = []
+            for lead in entry.leads:
+                if lead.at + step > read.end:
+                    waiting.append(lead)
+                    continue
+                actual = actuals.get(lead.at)
+                if actual is None or not math.isfinite(actual):
+                    continue
+                error = abs(actual - lead.point)
+                inside, hit = lead.lower <= actual <= lead.upper, error <= tolerance * abs(lead.point)
+                buckets.setdefault(self._bucket(lead.at), Sums()).add(
+                    Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal))
+                scored += 1
+            entry.leads = waiting
+            if not waiting:
+                del self.pending[key]
+        return scored
+
+    def expire(self, now: datetime) -> None:
+        """Forget buckets that left the window and forecasts whose leads all lie before it."""
+        start = now - timedelta(seconds=self.config.window)
+        oldest = self._bucket(start)
+        for key in list(self.scores):
+            buckets = self.scores[key]
+            for index in [i for i in buckets if i < oldest]:
+                del buckets[index]
+            if not buckets:
+                del self.scores[key]
+        for key in [k for k, e in self.pending.items() if e.last is None or e.last < start]:
+            del self.pending[key]
+
+    def node_sums(self, version: str, node: str, now: datetime) -> Sums:
+        """The node's points of `version` over the window ending `now`."""
+        total, oldest = Sums(), self._bucket(now - timedelta(seconds=self.config.window))
+        for index, sums in self.scores.get((version, node), {}).items():
+            if index >= oldest:
+                total.add(sums)
+        return total
+
+    def collapse(self, version: str, node: str, now: datetime) -> str | None:
+        """Why the node's forecasts of `version` are not to be trusted now, or None."""
+        config = self.config
+        sums = self.node_sums(version, node, now)
+        if not config.fallback or sums.points < config.min_points:
+            return None
+        coverage, nominal = sums.inside / sums.points, sums.nominal / sums.points
+        threshold = nominal - config.coverage_margin
+        if coverage >= threshold - 1e-9:  # at the threshold (float rounding aside) the forecast stays
+            return None
+        return (f"live interval coverage {coverage:.0%} over {sums.points} points in the last "
+                f"{format_duration(config.window)} for node {node} < {threshold:.0%} (nominal {nominal:.0%} - margin "
+                f"{config.coverage_margin:.0%}, {version})")
+
+    def report(self, now: datetime) -> LiveAccuracyReport:
+        """Every version's scores with points in the window, per node, nodes and versions sorted."""
+        versions = []
+        for version in sorted({v for v, _ in self.scores}):
+            total, nodes = Sums(), []
+            for node in sorted(n for v, n in self.scores if v == version):
+                sums = self.node_sums(version, node, now)
+                if sums.points:
+                    total.add(sums)
+                    nodes.append(NodeLiveAccuracy(node_id=node, fallback=self.collapse(version, node, now),
+                                                  **sums.score()))
+            if nodes:
+                versions.append(VersionLiveAccuracy(model_version=version, nodes=nodes, **total.score()))
+        return LiveAccuracyReport(at=now.astimezone(UTC), window_s=self.config.window,
+                                  hit_tolerance=self.config.hit_tolerance, pending_forecasts=len(self.pending),
+                                  served_version=self.served_version, versions=versions)
+
+    def _bucket(self, at: datetime) -> int:
+        return int(at.timestamp() // self.bucket_s)

@@ -1,0 +1,75 @@
+"""Where the controller's live accuracy goes after each tick: Ray gauges per model version and node
+(core/metrics_catalog.py FORECAST_LIVE_*), and the served version's pooled error to the retrain scheduler,
+whose degradation trigger compares it with the held-out MAE (training/power/scheduler.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from autoscaler.live_accuracy import LiveAccuracyReport
+from core.actors import ActorUnavailable, NamedActor
+from core.metrics_catalog import (
+    FORECAST_LIVE_COVERAGE,
+    FORECAST_LIVE_HIT_RATE,
+    FORECAST_LIVE_MAE,
+    FORECAST_LIVE_POINTS,
+    create,
+)
+from training.power.scheduler import LiveAccuracy
+from training.power.scheduler_actor import scheduler_client
+
+logger = logging.getLogger(__name__)
+REPORT_EVERY_S = 60.0  # at most one report to the scheduler per this many seconds
+
+
+def served_accuracy(report: LiveAccuracyReport) -> LiveAccuracy | None:
+    """The served version's pooled live error as the scheduler takes it; None without points or a registry
+    version ("<model_id>/<version>")."""
+    served = next((v for v in report.versions if v.model_version == report.served_version), None)
+    if served is None or served.mae is None:
+        return None
+    model_id, _, version = served.model_version.rpartition("/")
+    if not model_id or not version.isdigit():
+        return None
+    return LiveAccuracy(model_id=model_id, version=int(version), mae=served.mae, samples=served.points)
+
+
+class LiveAccuracyExport:
+    """Publishes a tick's live accuracy; never raises (metrics and the scheduler are optional)."""
+
+    def __init__(self, scheduler: NamedActor | None = None, every_s: float = REPORT_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.scheduler, self.every_s, self.clock = scheduler or scheduler_client(), every_s, clock
+        fields = ((FORECAST_LIVE_MAE, "mae"), (FORECAST_LIVE_COVERAGE, "coverage"),
+                  (FORECAST_LIVE_HIT_RATE, "hit_rate"), (FORECAST_LIVE_POINTS, "points"))
+        self._gauges: list[tuple[Any, str]] = [(create(spec), name) for spec, name in fields]
+        self._reported_at = -float("inf")
+
+    def publish(self, report: LiveAccuracyReport) -> None:
+        try:
+            self._set_gauges(report)
+            self._report(report)
+        except Exception:  # noqa: BLE001 - exporting never fails a tick
+            logger.exception("scaling controller: publishing live accuracy failed")
+
+    def _set_gauges(self, report: LiveAccuracyReport) -> None:
+        for version in report.versions:
+            for node in version.nodes:
+                tags = {"model_version": version.model_version, "node_id": node.node_id}
+                for gauge, name in self._gauges:
+                    value = getattr(node, name)
+                    if gauge is not None and value is not None:
+                        gauge.set(value, tags=tags)
+
+    def _report(self, report: LiveAccuracyReport) -> None:
+        accuracy = served_accuracy(report)
+        if accuracy is None or self.clock() - self._reported_at < self.every_s:
+            return
+        try:
+            self.scheduler.call("report_live_accuracy", accuracy)
+        except ActorUnavailable as exc:  # scheduled retraining is off: nobody to tell
+            logger.debug("live accuracy not reported: %s", exc)
+        self._reported_at = self.clock()

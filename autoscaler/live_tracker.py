@@ -1,0 +1,72 @@
+"""The controller's side of live accuracy: it records each tick's forecasts, scores those whose actuals arrived and
+says which nodes' forecasts have stopped being trusted (the maths: autoscaler/live_accuracy.py).
+
+Actuals come from the telemetry store, read once per tick per node (and model step) over the span of that node's
+matured leads only (leads whose bin ended before the node's newest reading), so the reads stay bounded by the
+window and the horizon. A failed read is logged and its leads wait for the next tick. Thread-safe: the actor's
+tick thread records and scores while its API calls read the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from autoscaler.live_accuracy import LiveAccuracyReport, LiveLedger
+from autoscaler.settings import LiveAccuracyConfig
+from core.stores.base import NodeLatest, TelemetryStore
+from training.power.inference import PowerForecast
+
+logger = logging.getLogger(__name__)
+
+
+class LiveTracker:
+    """A `LiveLedger` fed by the controller's forecasts and the store's readings."""
+
+    def __init__(self, store: TelemetryStore, config: LiveAccuracyConfig | None = None):
+        self.store = store
+        self.ledger = LiveLedger(config)
+        self._lock = threading.Lock()
+
+    def record(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception]) -> None:
+        """One policy's forecasts, one per node (failed ones are skipped)."""
+        with self._lock:
+            for node, result in zip(nodes, results, strict=True):
+                if isinstance(result, PowerForecast):
+                    self.ledger.record(node, result)
+
+    def score(self, latest: Mapping[str, NodeLatest], now: datetime) -> int:
+        """Score every lead whose bin is complete (`latest`: each node's newest reading); never raises.
+        Returns how many points were scored."""
+        with self._lock:
+            self.ledger.expire(now)
+            reads = self.ledger.due({node: found.timestamp for node, found in latest.items()})
+        scored = 0
+        for read in reads:
+            try:
+                frame = self.store.window(read.node, read.start, read.end, read.step_s)
+                actuals = {pd.Timestamp(at).to_pydatetime(): float(watts)
+                           for at, watts in zip(frame["timestamp"], frame["power_watts"], strict=True)}
+            except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the leads wait for the next one
+                logger.warning("scaling controller: actuals of node %s unreadable, scoring later: %s", read.node, exc)
+                continue
+            with self._lock:
+                scored += self.ledger.score(read, actuals)
+        return scored
+
+    def fallback(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception], now: datetime) -> str | None:
+        """Why a policy over `nodes` must not act on these forecasts (a node's live coverage collapsed), or None."""
+        with self._lock:
+            for node, result in zip(nodes, results, strict=True):
+                if isinstance(result, PowerForecast):
+                    if (reason := self.ledger.collapse(result.model_version, node, now)) is not None:
+                        return reason
+        return None
+
+    def report(self, now: datetime) -> LiveAccuracyReport:
+        with self._lock:
+            return self.ledger.report(now)

@@ -1,0 +1,143 @@
+"""The live-accuracy ledger's maths on hand-made forecasts and actuals (autoscaler/live_accuracy.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from autoscaler.live_accuracy import ActualsRead, LiveLedger
+from autoscaler.settings import LiveAccuracyConfig
+from training.power.inference import PowerForecast
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+STEP = 60
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def forecast(origin: float = 0, points=(100.0, 100.0, 100.0), version: str = "power_lstm/1",
+             coverage: float = 0.8) -> PowerForecast:
+    """Leads at origin+1.. minutes, interval point ± 10 W, confidence 0.5, 0.6, 0.7, ..."""
+    leads = len(points)
+    times = tuple(at(origin + k) for k in range(1, leads + 1))
+    return PowerForecast(model_version=version, step_s=STEP, timestamps=times,
+                         point=tuple(points), lower=tuple(p - 10 for p in points), upper=tuple(p + 10 for p in points),
+                         confidence=tuple(0.5 + 0.1 * k for k in range(leads)), window_coverage=1.0, padded_steps=0,
+                         interval_coverage=coverage)
+
+
+def scored(ledger: LiveLedger, newest: datetime, actuals: dict[datetime, float], node: str = "n1") -> int:
+    return sum(ledger.score(read, actuals) for read in ledger.due({node: newest}))
+
+
+def config(**changes) -> LiveAccuracyConfig:
+    return LiveAccuracyConfig(**{"min_points": 3, **changes})
+
+
+def test_points_are_scored_for_error_coverage_hits_and_confidence():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    # 105: inside, a hit (|5| <= 10 % of 100); 120: outside, a miss; 95: inside, a hit
+    assert scored(ledger, at(4), {at(1): 105.0, at(2): 120.0, at(3): 95.0}) == 3
+    (version,) = ledger.report(at(4)).versions
+    assert version.model_version == "power_lstm/1" and version.points == 3
+    assert (version.mae, version.coverage, version.hit_rate) == (10.0, pytest.approx(0.6667), pytest.approx(0.6667))
+    assert (version.mean_confidence, version.nominal_coverage) == (pytest.approx(0.6), 0.8)
+    assert [n.node_id for n in version.nodes] == ["n1"] and version.nodes[0].mae == 10.0
+    assert ledger.report(at(4)).pending_forecasts == 0  # every lead scored: the forecast is done
+
+
+def test_a_lead_is_scored_only_once_its_bin_is_complete():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    (read,) = ledger.due({"n1": at(2.5)})  # bin [1, 2) complete, [2, 3) not yet
+    assert read == ActualsRead("n1", STEP, at(1), at(2))
+    assert ledger.score(read, {at(1): 100.0, at(2): 500.0}) == 1
+    assert ledger.due({"n1": at(2.5)}) == [] and ledger.due({}) == []  # nothing new; unknown nodes wait
+    assert scored(ledger, at(4), {at(2): 100.0, at(3): 100.0}) == 2
+    assert ledger.report(at(4)).versions[0].points == 3
+
+
+def test_a_bin_without_measurement_is_dropped_unscored():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    assert scored(ledger, at(4), {at(1): 100.0, at(2): float("nan")}) == 1
+    assert ledger.report(at(4)).pending_forecasts == 0
+
+
+def test_the_same_origin_is_recorded_once_and_a_longer_forecast_adds_its_leads():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast(points=(100.0, 100.0)))
+    ledger.record("n1", forecast(points=(100.0, 100.0)))  # a second policy over the same node
+    ledger.record("n1", forecast(points=(100.0, 100.0, 100.0)))  # a policy with a longer risk window
+    assert scored(ledger, at(4), {at(1): 100.0, at(2): 100.0, at(3): 100.0}) == 3
+    ledger.record("n2", forecast())
+    ledger.record("n1", forecast(version="power_lstm/2"))
+    assert len(ledger.pending) == 2  # other node, other version: other forecasts
+
+
+def test_pending_forecasts_are_capped_oldest_first():
+    ledger = LiveLedger(config(max_pending_forecasts=2))
+    for origin in range(3):
+        ledger.record("n1", forecast(origin))
+    assert [key[2] for key in ledger.pending] == [at(2), at(3)]
+
+
+def test_scores_roll_out_of_the_window_and_stale_forecasts_expire():
+    ledger = LiveLedger(config(window=600))  # 10 min, buckets of 10 s
+    ledger.record("n1", forecast())
+    scored(ledger, at(4), {at(1): 100.0, at(2): 100.0, at(3): 100.0})
+    assert ledger.report(at(10)).versions[0].points == 3  # [0, 10] holds every point
+    assert ledger.report(at(11.5)).versions[0].points == 2  # the point at 1 min left the window
+    ledger.expire(at(20))
+    assert ledger.scores == {} and ledger.report(at(20)).versions == []
+    ledger.record("n1", forecast(origin=30))
+    ledger.expire(at(45))  # its last lead (33 min) is older than the window: it can never count
+    assert not ledger.pending
+
+
+def test_versions_and_nodes_are_reported_apart_and_pooled():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    ledger.record("n2", forecast(points=(200.0, 200.0, 200.0)))
+    ledger.record("n1", forecast(version="power_lstm/2"))
+    for node, actual in (("n1", 110.0), ("n2", 230.0)):
+        scored(ledger, at(4), dict.fromkeys((at(1), at(2), at(3)), actual), node)
+    report = ledger.report(at(4))
+    assert report.served_version == "power_lstm/2"
+    first, second = report.versions
+    assert (first.model_version, second.model_version) == ("power_lstm/1", "power_lstm/2")
+    assert [(n.node_id, n.mae, n.coverage, n.hit_rate) for n in first.nodes] == [("n1", 10.0, 1.0, 1.0),
+                                                                                   ("n2", 30.0, 0.0, 0.0)]
+    assert (first.points, first.mae, first.coverage, first.hit_rate) == (6, 20.0, 0.5, 0.5)
+    assert second.points == 3 and second.nodes[0].node_id == "n1"
+
+
+def test_collapsed_coverage_says_why_and_needs_enough_points():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    scored(ledger, at(4), {at(1): 100.0, at(2): 130.0, at(3): 60.0})  # 1 of 3 inside: 33 % < 80 % - 20 %
+    reason = ledger.collapse("power_lstm/1", "n1", at(4))
+    assert reason == ("live interval coverage 33% over 3 points in the last 1h for node n1 < 60% "
+                      "(nominal 80% - margin 20%, power_lstm/1)")
+    assert ledger.report(at(4)).versions[0].nodes[0].fallback == reason
+    assert ledger.collapse("power_lstm/2", "n1", at(4)) is None  # another version starts afresh
+    assert ledger.collapse("power_lstm/1", "n2", at(4)) is None
+    assert LiveLedger(config(min_points=4)).collapse("power_lstm/1", "n1", at(4)) is None
+    for changes, expected in (({"min_points": 4}, None), ({"fallback": False}, None),
+                              ({"coverage_margin": 0.5}, None), ({}, reason)):
+        other = LiveLedger(config(**changes))
+        other.record("n1", forecast())
+        scored(other, at(4), {at(1): 100.0, at(2): 130.0, at(3): 60.0})
+        assert other.collapse("power_lstm/1", "n1", at(4)) == expected, changes
+
+
+def test_coverage_at_the_threshold_keeps_the_forecast():
+    ledger = LiveLedger(config(min_points=5, coverage_margin=0.2))
+    ledger.record("n1", forecast(points=(100.0,) * 5))
+    actuals = {at(1): 100.0, at(2): 100.0, at(3): 100.0, at(4): 500.0, at(5): 500.0}  # 60 % = 80 % - 20 %
+    assert scored(ledger, at(6), actuals) == 5
+    assert ledger.collapse("power_lstm/1", "n1", at(6)) is None

@@ -1,0 +1,155 @@
+"""The controller scores its forecasts as telemetry arrives, falls back to measured power for a node whose live
+coverage collapsed (the event says why), and publishes the scores (autoscaler/live_tracker.py, live_export.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from autoscaler.actuators import Actuators
+from autoscaler.controller import ScalingController
+from autoscaler.live_accuracy import LiveAccuracyReport, NodeLiveAccuracy, VersionLiveAccuracy
+from autoscaler.live_export import LiveAccuracyExport, served_accuracy
+from autoscaler.settings import AutoScalingConfig, LiveAccuracyConfig
+from autoscaler.state import ControllerState
+from core.actors import ActorUnavailable
+from core.stores.base import StoreUnavailable
+from tests.unit.autoscaler.doubles import FixedForecaster, RecordingActuator, policy_data, write_power
+
+MINUTES_BEFORE = 12  # the first forecast is made from telemetry this old; what arrives since scores it
+
+
+def controller(tmp_path, store, **live) -> ScalingController:
+    defaults = AutoScalingConfig(live_accuracy=LiveAccuracyConfig(**{"min_points": 5, **live}))
+    return ScalingController(ControllerState(tmp_path / "state.sqlite"), store, FixedForecaster(),
+                             Actuators([RecordingActuator(2)]), defaults=defaults)
+
+
+def replay(made: ScalingController, store, before: float, after: float):
+    """A tick on telemetry at `before` W ending MINUTES_BEFORE ago, then `after` W arrives up to now and the next
+    tick scores the first tick's forecasts (5 leads of 1 min per node) against it; returns the second event."""
+    made.put_policy(policy_data(stale_after_s="1h"))
+    now = datetime.now(UTC)
+    write_power(store, {"n1": before, "n2": before}, minutes=15, end=now - timedelta(minutes=MINUTES_BEFORE))
+    made.tick()
+    write_power(store, {"n1": after, "n2": after}, minutes=MINUTES_BEFORE, end=now)
+    [event] = made.tick()
+    return event
+
+
+def test_forecasts_are_scored_against_the_power_stored_since(tmp_path, store):
+    made = controller(tmp_path, store)
+    event = replay(made, store, 500, 500)
+    assert event.signal == "forecast" and "live interval coverage" not in event.reason
+    report = made.live_accuracy()
+    (version,) = report.versions
+    assert version.model_version == "power_lstm/1" == report.served_version
+    assert [(n.node_id, n.points, n.mae, n.coverage, n.hit_rate) for n in version.nodes] == [
+        ("n1", 5, 0.0, 1.0, 1.0), ("n2", 5, 0.0, 1.0, 1.0)]
+    assert version.points == 10 and version.nominal_coverage == 0.8
+    assert report.pending_forecasts == 2  # the second tick's forecasts wait for their actuals
+
+
+def test_a_node_whose_coverage_collapsed_decides_on_measured_power_and_says_why(tmp_path, store):
+    made = controller(tmp_path, store)
+    event = replay(made, store, 500, 900)  # every actual 400 W above a zero-width interval
+    assert event.signal == "measured", event
+    assert ("forecast unavailable: live interval coverage 0% over 5 points in the last 1h for node n1 < 60% "
+            "(nominal 80% - margin 20%, power_lstm/1); using measured power") in event.reason
+    assert event.confidence is None
+    node = made.live_accuracy().versions[0].nodes[0]
+    assert (node.mae, node.coverage, node.hit_rate) == (400.0, 0.0, 0.0) and node.fallback
+
+
+@pytest.mark.parametrize("live", [{"min_points": 6}, {"fallback": False}, {"coverage_margin": 0.9}])
+def test_too_few_points_or_fallback_disabled_keep_the_forecast(tmp_path, store, live):
+    made = controller(tmp_path, store, **live)
+    event = replay(made, store, 500, 900)
+    assert event.signal == "forecast", event.reason
+    assert made.live_accuracy().versions[0].nodes[0].coverage == 0.0
+
+
+class FailingWindows:
+    """The store, except that windows of `broken` nodes cannot be read."""
+
+    def __init__(self, store, broken: set[str]):
+        self.store, self.broken = store, broken
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def window(self, node_id, start, end, step_s):
+        if node_id in self.broken and end - start < timedelta(minutes=10):  # the actuals read (5 min), not the history
+            raise StoreUnavailable("store restarting")
+        return self.store.window(node_id, start, end, step_s)
+
+
+def test_unreadable_actuals_never_stop_a_tick_and_are_scored_later(tmp_path, store):
+    flaky = FailingWindows(store, {"n1"})
+    made = controller(tmp_path, flaky)
+    event = replay(made, store, 500, 500)
+    assert event.signal == "forecast"
+    assert [n.node_id for n in made.live_accuracy().versions[0].nodes] == ["n2"]
+    flaky.broken.clear()
+    made.tick()
+    assert [n.node_id for n in made.live_accuracy().versions[0].nodes] == ["n1", "n2"]
+
+
+def test_no_forecasts_no_scores(make):
+    made, _ = make()
+    report = made.live_accuracy()
+    assert report.versions == [] and report.pending_forecasts == 0 and report.window_s == 3600
+
+
+def report(version: str = "power_lstm/3", mae: float | None = 12.5, points: int = 40) -> LiveAccuracyReport:
+    score = {"points": points, "mae": mae, "coverage": 0.75, "hit_rate": 0.5}
+    node = NodeLiveAccuracy(node_id="n1", **score)
+    return LiveAccuracyReport(at=datetime.now(UTC), window_s=3600, hit_tolerance=0.1, pending_forecasts=0,
+                              served_version=version, versions=[VersionLiveAccuracy(model_version=version,
+                                                                                    nodes=[node], **score)])
+
+
+class Scheduler:
+    def __init__(self, running: bool = True):
+        self.running, self.calls = running, []
+
+    def call(self, method, *args):
+        if not self.running:
+            raise ActorUnavailable("the retrain scheduler is not running")
+        self.calls.append((method, *args))
+
+
+class Gauge:
+    def __init__(self):
+        self.values = {}
+
+    def set(self, value, tags):
+        self.values[tuple(sorted(tags.items()))] = value
+
+
+def test_the_served_version_is_reported_to_the_scheduler_at_most_once_a_minute():
+    clock = iter([0.0, 0.0, 30.0, 61.0, 61.0]).__next__
+    scheduler = Scheduler()
+    export = LiveAccuracyExport(scheduler, clock=clock)
+    for _ in range(3):
+        export.publish(report())
+    assert [call[0] for call in scheduler.calls] == ["report_live_accuracy"] * 2
+    accuracy = scheduler.calls[0][1]
+    assert (accuracy.model_id, accuracy.version, accuracy.mae, accuracy.samples) == ("power_lstm", 3, 12.5, 40)
+    LiveAccuracyExport(Scheduler(running=False)).publish(report())  # retraining off: nothing to tell, no error
+
+
+@pytest.mark.parametrize("made", [report(mae=None, points=0), report(version="local-model"),
+                                  report().model_copy(update={"served_version": "power_lstm/4"})])
+def test_nothing_to_report_without_points_or_a_registry_version(made):
+    assert served_accuracy(made) is None
+
+
+def test_gauges_carry_each_node_s_scores():
+    export = LiveAccuracyExport(Scheduler())
+    gauges = [Gauge() for _ in export._gauges]
+    export._gauges = [(gauge, name) for gauge, (_, name) in zip(gauges, export._gauges, strict=True)]
+    export.publish(report())
+    tags = (("model_version", "power_lstm/3"), ("node_id", "n1"))
+    assert [gauge.values[tags] for gauge in gauges] == [12.5, 0.75, 0.5, 40]
