@@ -6,12 +6,13 @@ Two Serve applications make up the service (names in core/names.py):
 - `kcloud-power` (route "/api/v1/predict/power"): `build_power_app` -> PowerPredictor with its HTTP route,
   so the proxy reaches the forecaster in one hop (see app/power_route.py); it serves `power_model_id` and
   every other model of the config's `predictor.resolutions`.
-Both take the same `args` (AppArgs).
+Both take the same `args`. Serve validates a config's `args` into `ServeConfigArgs` (the builders' parameter
+type; hence no `from __future__ import annotations` here, which would hide it from Serve), and applies each
+deployment's options from the config's `applications[].deployments[]` over the code-level ones passed here.
+Python callers may pass a dict or `AppArgs` instead, code-level deployment options included.
 
     serve run serve_config.yaml
 """
-
-from __future__ import annotations
 
 from typing import Any
 
@@ -21,7 +22,7 @@ from ray.serve import Application
 from app.bootstrap import start_actors
 from app.ingress import ApiIngress
 from app.power_route import PowerRoute, power_api
-from app.settings import AppArgs
+from app.settings import AppArgs, ServeConfigArgs
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, POWER_DEPLOYMENT
 from deployments.cost import CostPredictor
 
@@ -31,13 +32,13 @@ def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
     return app_args.with_absolute_paths()  # replicas may run in another working directory
 
 
-def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
+def build_app(args: ServeConfigArgs) -> Application:
     """ApiIngress bound to CostPredictor; reaches PowerPredictor in the `power_app_name` application.
     Starts (or finds) the store actor, the collector supervisor and the scaling controller as `args` say.
 
     Args:
-        args: the `args:` block of serve_config.yaml (see `AppArgs`); validated here, so a wrong key or
-            value stops `serve run` with its name.
+        args: the `args:` block of serve_config.yaml, validated by Serve (a wrong key or value stops `serve run`
+            with its name), or from Python a dict or `AppArgs`.
     """
     app_args = _validated(args)
     start_actors(app_args)
@@ -47,7 +48,7 @@ def build_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
         **app_args.ingress.as_options()).bind(cost, app_args)
 
 
-def build_power_app(args: dict[str, Any] | AppArgs | None = None) -> Application:
+def build_power_app(args: ServeConfigArgs) -> Application:
     """PowerPredictor with its own HTTP route (POST /api/v1/predict/power), serving every configured resolution."""
     app_args = _validated(args)
     config = app_args.service_config()

@@ -1,5 +1,6 @@
-"""The app's settings: its builder's arguments (`AppArgs`, the `args:` block of serve_config.yaml), the whole
-config file (`ServiceConfig`, every package's keys at once), and the API token (API_TOKEN / API_TOKEN_FILE).
+"""The app's settings: its builders' arguments (`AppArgs`; `ServeConfigArgs`, the `args:` block of
+serve_config.yaml), the whole config file (`ServiceConfig`, every package's keys at once), and the API token
+(API_TOKEN / API_TOKEN_FILE).
 
 Only the app may import every package, so the whole file is composed here; the packages below read only
 their own keys (each through its own settings module).
@@ -11,14 +12,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from autoscaler.settings import AutoscalerConfig, ControllerEnvironment, ControllerSettings
 from collectors.collector_actor import ReplaySettings
 from collectors.settings import CollectorConfig, CollectorOverrides
 from core.durations import parse_duration
-from core.names import POWER_APP
+from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP, POWER_DEPLOYMENT
 from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
 from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
@@ -118,8 +120,18 @@ class AutoscalerArgs(BaseModel):
     interval_s: float | None = Field(None, gt=0, description="tick interval; default auto_scaling.evaluation_interval")
 
 
+DEPLOYMENT_ARGS = {"ingress": (MAIN_APP, INGRESS_DEPLOYMENT), "power_predictor": (POWER_APP, POWER_DEPLOYMENT),
+                   "cost_predictor": (MAIN_APP, COST_DEPLOYMENT)}
+"""AppArgs' code-level deployment options -> (application, deployment) whose `deployments[]` entry sets them."""
+
+
 class AppArgs(BaseModel):
-    """Everything the app needs to start; validated once, at `serve run`."""
+    """Everything the app needs to start; validated once, when a builder runs.
+
+    `ingress`, `power_predictor` and `cost_predictor` are code-level deployment options (`.options()`), for
+    Python callers (tests, benchmarks, the soak) that build the apps without a Serve config. A Serve config sets
+    them under `applications[].deployments[]` instead, which Serve applies over these (see `ServeConfigArgs`).
+    """
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors name keys, never values
 
@@ -194,6 +206,27 @@ class AppArgs(BaseModel):
             "api_token_file": str(Path(self.api_token_file).resolve()) if self.api_token_file else None,
             "retrain": self.retrain.model_copy(update=retrain),
         })
+
+
+class ServeConfigArgs(AppArgs):
+    """The `args:` of a Serve config (serve_config.yaml, a RayService's serveConfigV2): AppArgs without the
+    deployment options, which a config sets under `applications[].deployments[]`. There Serve applies them,
+    and a changed `num_replicas`, `max_ongoing_requests` or `user_config` is a lightweight update (the
+    replicas' `reconfigure`) instead of rebuilding both apps. Serve validates a config's args into this model
+    before calling a builder (the builders' parameter type), so a config still carrying them is refused."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_deployment_options(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            misplaced = [key for key in DEPLOYMENT_ARGS if key in data]
+            if misplaced:
+                raise ValueError("; ".join(
+                    f"args.{key}: deployment options are not app args in a Serve config (Serve applies them per "
+                    f"deployment, user_config without a redeploy); move them to application "
+                    f"{DEPLOYMENT_ARGS[key][0]!r}, deployments: [{{name: {DEPLOYMENT_ARGS[key][1]}, ...}}]"
+                    for key in misplaced))
+        return data
 
 
 class ApiEnvironment(EnvSettings):

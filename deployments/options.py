@@ -1,4 +1,5 @@
-"""Deployment options read from serve_config.yaml args, so the same code runs on CPU or GPU replicas."""
+"""Code-level deployment options (`AppArgs`, from Python callers); a Serve config sets them per deployment
+under `applications[].deployments[]`, which Serve applies over these."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from app import local_token
-from app.settings import AppArgs, ServiceConfig, load_service_config, read_api_token
+from app.settings import AppArgs, ServeConfigArgs, ServiceConfig, load_service_config, read_api_token
 from autoscaler.policy_config import policies_from_config
 from core.settings import TOP_LEVEL_KEYS, ConfigError
 from tests.paths import REPO_ROOT
@@ -139,3 +140,17 @@ def test_the_local_token_is_generated_once_private_and_never_printed(tmp_path: P
     assert local_token.main([str(path)]) == 0
     assert path.read_text().strip() == token and token not in capsys.readouterr().err
     assert read_api_token(None, environ={"API_TOKEN_FILE": str(path)}) == token
+
+
+def test_deployment_options_are_code_level_args_never_a_serve_configs() -> None:
+    options = {"ingress": {"num_replicas": 2}, "power_predictor": {"user_config": {"batching": False}}}
+    assert AppArgs.model_validate(options).ingress.num_replicas == 2  # Python callers: tests, benchmarks, soak
+    with pytest.raises(ValidationError) as caught:
+        ServeConfigArgs.model_validate({"state_path": "state", **options})
+    message = str(caught.value)
+    assert "args.ingress: deployment options are not app args in a Serve config" in message
+    assert "move them to application 'kcloud', deployments: [{name: ApiIngress, ...}]" in message
+    assert "move them to application 'kcloud-power', deployments: [{name: PowerPredictor, ...}]" in message
+    assert "cost_predictor" not in message and "False" not in message  # names keys, never values
+    serve_args = ServeConfigArgs.model_validate({"state_path": "state"})
+    assert serve_args.model_dump() == AppArgs(state_path="state").model_dump()

@@ -9,7 +9,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from app.settings import AppArgs
+from app.settings import ServeConfigArgs
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build
 from tests.unit.deploy.project import ray_specifier
@@ -40,7 +40,7 @@ def test_rayservice_serves_the_same_applications_as_serve_config(folder: str):
         assert app.get("external_scaler_enabled", False) == local[name].get("external_scaler_enabled", False)
         module, _, builder = app["import_path"].partition(":")
         assert callable(getattr(importlib.import_module(module), builder))
-        AppArgs.model_validate(app["args"])  # a wrong key or value would stop the RayService
+        ServeConfigArgs.model_validate(app["args"])  # a wrong key or value would stop the RayService
     for config in (embedded_config, local_config):
         ServeDeploySchema.model_validate(config)  # what Serve itself accepts (external scaler rules included)
 
@@ -84,7 +84,7 @@ def test_retraining_jobs_keep_checkpoints_on_storage_every_pod_mounts(folder: st
 def test_one_scheduler_retrains_by_default_the_services_or_the_raycronjob():
     objects = _objects("overlays/cpu")
     service = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])
-    args = AppArgs.model_validate(_apps(service)["kcloud"]["args"])
+    args = ServeConfigArgs.model_validate(_apps(service)["kcloud"]["args"])
     assert args.with_absolute_paths().scheduler_settings() is not None
     assert objects["RayCronJob"]["spec"]["suspend"] is True
     head = objects["RayService"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]

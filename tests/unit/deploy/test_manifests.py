@@ -96,8 +96,10 @@ def test_the_scaled_app_uses_the_external_scaler_and_no_autoscaling_config(folde
 def test_gpu_overlay_puts_power_replicas_and_training_on_gpus():
     objects = _built("overlays/gpu")
     config = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])
-    args = config["applications"][0]["args"]
-    assert args["power_predictor"]["ray_actor_options"]["num_gpus"] == 1 and args["retrain"]["use_gpu"]
+    main, power = config["applications"]
+    assert main["args"]["retrain"]["use_gpu"]
+    [predictor] = power["deployments"]
+    assert predictor["name"] == "PowerPredictor" and predictor["ray_actor_options"]["num_gpus"] == 1
     for kind, cluster in _ray_clusters(objects):
         for group in cluster["workerGroupSpecs"]:
             limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
