@@ -132,7 +132,8 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
     body = response.json()
     assert body["history_source"] == "store" and body["stale"] is False and body["data_age_seconds"] < 120
     assert len(body["predictions"]) == 5 and body["window_coverage"] == 1.0
-    unknown = api.post("/api/v1/predict/power", json={"workload_id": "w", "node_id": "no-such-node"})
+    unknown = api.post("/api/v1/predict/power", json={"workload_id": "w", "node_id": "no-such-node",
+                                                      "prediction_horizon": "10m"})
     assert unknown.status_code == 404 and "no-such-node" in unknown.text
 
     # A workload of the config's `workloads` map: its second node has no telemetry yet, then it has.
