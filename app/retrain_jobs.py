@@ -19,6 +19,8 @@ from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.durations import parse_duration
 from core.records import RecordStore
+from core.registry import ModelRegistry
+from core.registry_metadata import ModelNotFoundError
 from core.settings import ConfigError
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
@@ -129,8 +131,9 @@ class RetrainJobs:
 
     def _power_spec(self, request: RetrainRequest, config: TrainingConfig) -> RetrainSpec:
         defaults = self.defaults
+        overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
         spec = RetrainSpec(config=config, model_id=request.model_id,
-                           overrides=ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs),
+                           overrides=overrides.keeping_shape(self._active_spec(request.model_id)),
                            num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
                            cpus_per_worker=defaults.cpus_per_worker, skip_short=request.source == "store",
                            verbose=False)
@@ -141,6 +144,13 @@ class RetrainJobs:
         except ConfigError as exc:  # of the request's overrides, the config can refuse only the horizon
             raise RetrainRefused("prediction_horizon", str(exc).rpartition(": ")[2]) from None
         return spec
+
+    def _active_spec(self, model_id: str) -> dict[str, Any]:
+        """The feature spec of the model's active version (empty without one): a retrain keeps its shape."""
+        try:
+            return ModelRegistry(self.model_path).get(model_id)[1].feature_spec
+        except ModelNotFoundError:
+            return {}
 
     def newest(self, model_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Every attempt (the API's and the scheduler's), newest first."""

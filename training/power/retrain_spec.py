@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
@@ -47,6 +47,19 @@ class ModelOverrides(BaseModel):
     epochs: PositiveInt | None = None
     hidden_size: PositiveInt | None = None
     seed: int | None = None
+
+    def keeping_shape(self, feature_spec: Mapping[str, Any]) -> ModelOverrides:
+        """These overrides, with the step, horizon and input window of the version a run retrains
+        (`feature_spec` of its metadata) where they leave them unset: a challenger answers what its champion
+        answered and is compared with it on the same points."""
+        try:
+            step, horizon_steps = int(feature_spec["step_s"]), int(feature_spec["horizon_steps"])
+        except (KeyError, TypeError, ValueError):
+            return self  # not a power forecaster's spec: nothing to keep
+        window = feature_spec.get("sequence_length")
+        return self.model_copy(update={
+            "step": self.step or step, "horizon": self.horizon or step * horizon_steps,
+            "sequence_length": self.sequence_length or (int(window) if window else None)})
 
     def apply(self, config: TrainingConfig) -> TrainingConfig:
         """`config` with these values, validated again.

@@ -34,7 +34,7 @@ from core.records import RecordStore
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
-from training.power.retrain_spec import RetrainSpec
+from training.power.retrain_spec import ModelOverrides, RetrainSpec
 from training.retrain_attempt import Trigger, run_attempt
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning
@@ -145,6 +145,7 @@ class RetrainScheduler:
                          early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
         try:
             spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
+                               overrides=ModelOverrides().keeping_shape(self._champion_spec(champion)),
                                num_workers=settings.num_workers, use_gpu=settings.use_gpu,
                                cpus_per_worker=settings.cpus_per_worker, skip_short=True, verbose=False)
         except ConfigError as exc:  # the config file became invalid since the app started
@@ -155,6 +156,15 @@ class RetrainScheduler:
             run_attempt(self.records, record["id"], data, spec, self.registry)
         self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
+
+    def _champion_spec(self, champion: int | None) -> dict:
+        """The feature spec of the version this attempt challenges (empty without one)."""
+        if champion is None:
+            return {}
+        try:
+            return self.registry.get(self.settings.model_id, champion)[1].feature_spec
+        except ModelNotFoundError:
+            return {}
 
     def recover(self) -> int:
         """Fail the scheduled attempts a restart interrupted and free their locks; how many."""

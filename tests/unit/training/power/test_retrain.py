@@ -120,3 +120,12 @@ def test_synthetic_data_is_flagged(sample, registry, shift):
     assert result.synthetic
     assert "(trained on SYNTHETIC data: for demos only)" in result.summary_lines()[0]
     assert registry.get("power_lstm", 1)[1].training["synthetic_data"] is True
+
+
+def test_a_retrain_keeps_the_shape_of_the_version_it_challenges_unless_told_otherwise():
+    champion = {"step_s": 60, "horizon_steps": 60, "sequence_length": 60}
+    kept = ModelOverrides(epochs=5).keeping_shape(champion)
+    assert (kept.step, kept.horizon, kept.sequence_length, kept.epochs) == (60, 3600, 60, 5)
+    asked = ModelOverrides(horizon=1800).keeping_shape(champion)
+    assert (asked.step, asked.horizon, asked.sequence_length) == (60, 1800, 60)
+    assert ModelOverrides(epochs=5).keeping_shape({}) == ModelOverrides(epochs=5)  # no champion: the config's

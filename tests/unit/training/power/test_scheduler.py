@@ -9,6 +9,7 @@ Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -135,8 +136,12 @@ def test_a_scheduled_attempt_trains_on_the_store_and_promotes_only_a_better_vers
 
     shift(5.0)  # a clearly worse challenger
     clock.advance(HOUR)
+    config = Path(settings.config_path)  # the config's window changes; the challenger keeps its champion's
+    config.write_text(config.read_text().replace("sequence_length: 15", "sequence_length: 20"))
     second = RetrainScheduler(settings, clock=clock).step()
     assert second is not None and second["status"] == "succeeded", second
+    spec = registry.get("power_lstm", 2)[1].feature_spec
+    assert (spec["sequence_length"], spec["step_s"], spec["horizon_steps"]) == (15, 120, 10)
     assert (second["registered_version"], second["decision"], second["activated"]) == (2, "did_not_beat", False)
     champion = second["champion"]
     assert champion["version"] == 1 and champion["mae"] < champion["challenger_mae"] == second["challenger"]["mae"]
