@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from collectors.collector import Collector
 from collectors.replay import ReplaySource
@@ -22,6 +22,8 @@ class ReplaySettings(BaseModel):
     path: str
     speed: float = 1.0
     loop: bool = True
+    backfill: bool = Field(False, description="first store one cycle of the trace as the recent past, so a fresh "
+                                              "store has the history forecasts and scheduled retrains need")
 
 
 class CollectorActor:
@@ -36,7 +38,8 @@ class CollectorActor:
         if replay is not None:
             settings = ReplaySettings.model_validate(replay)
             node_name = "replay"
-            sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop)]
+            sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop,
+                                    backfill=settings.backfill)]
         else:
             node = NodeSettings.from_env()  # this node's environment
             node_name = node.node_name or socket.gethostname()

@@ -2,7 +2,9 @@
 
 Row times are shifted so the first row happens at the first `sample()` call; each call returns the rows whose
 time has come since the previous call, stamped with the (sped-up) wall time at which they happened. With `loop`
-the trace starts again one step after its last row; without it the source reports itself finished.
+the trace starts again one step after its last row; without it the source reports itself finished. With
+`backfill`, the first calls first return one whole cycle of the trace as the recent past, ending when the live
+replay begins: a fresh store then holds the history a forecast or a scheduled retrain needs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ReplaySource(TelemetrySource):
         loop: start again after the last row instead of finishing.
         clock: wall-clock seconds since the epoch (time.time); tests pass a fake.
         max_rows_per_call: cap on the rows one call returns (a very high speed cannot flood the caller).
+        backfill: before the live replay, the trace's whole cycle as the past that ends at the first call.
 
     Each row becomes the replay samples of `core.stores.window.replay_samples` (device "node" with
     power, memory and temperature; devices "cpu"/"gpu"/"npu" with the matching utilization), so a store
@@ -42,7 +45,8 @@ class ReplaySource(TelemetrySource):
     kind = SourceKind.REPLAY
 
     def __init__(self, path: str | Path, *, node_id: str | None = None, speed: float = 1.0, loop: bool = False,
-                 clock: Callable[[], float] = time.time, max_rows_per_call: int = 100_000) -> None:
+                 clock: Callable[[], float] = time.time, max_rows_per_call: int = 100_000,
+                 backfill: bool = False) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.path = Path(path)
@@ -51,6 +55,7 @@ class ReplaySource(TelemetrySource):
         self._error = ""
         self._start: float | None = None
         self._cursor, self._cycle, self._done = 0, 0, False
+        self._backfill_cursor: int | None = 0 if backfill else None  # the next past row; None: done or off
         self._rows = 0
         try:
             frame = load_telemetry_csv(self.path)
@@ -85,6 +90,8 @@ class ReplaySource(TelemetrySource):
         now = self._clock()
         if self._start is None:
             self._start = now
+        if self._backfill_cursor is not None:
+            return self._backfill()
         position = (now - self._start) * self.speed  # seconds into the trace
         samples: list[TelemetrySample] = []
         while len(samples) < self._cap:
@@ -100,4 +107,18 @@ class ReplaySource(TelemetrySource):
                     logger.info("replay of %s finished after %d rows", self.path, self._rows)
                     break
                 self._cursor, self._cycle = 0, self._cycle + 1
+        return samples
+
+    def _backfill(self) -> list[TelemetrySample]:
+        """The next rows of the cycle laid out before the live start (one cycle earlier), up to the cap."""
+        assert self._start is not None and self._backfill_cursor is not None
+        samples: list[TelemetrySample] = []
+        cursor = self._backfill_cursor
+        while cursor < self._rows and len(samples) < self._cap:
+            when = datetime.fromtimestamp(self._start + (self._offsets[cursor] - self._period) / self.speed, UTC)
+            samples.extend(replay_samples(when, self._nodes[cursor], self._records[cursor]))
+            cursor += 1
+        self._backfill_cursor = cursor if cursor < self._rows else None
+        if self._backfill_cursor is None:
+            logger.info("replay of %s: %d rows backfilled as the past cycle", self.path, self._rows)
         return samples

@@ -118,3 +118,15 @@ def test_bad_file_is_unavailable_with_the_reason(tmp_path: Path) -> None:
 def test_speed_must_be_positive(trace: Path) -> None:
     with pytest.raises(ValueError, match="speed"):
         ReplaySource(trace, speed=0)
+
+
+def test_backfill_lays_one_cycle_out_as_the_past_before_the_live_replay(trace: Path) -> None:
+    clock = Clock()
+    source = ReplaySource(trace, clock=clock, backfill=True, max_rows_per_call=8)
+    first, second = source.sample(), source.sample()  # the cap (in samples) splits the past over two calls
+    past = node_rows(first) + node_rows(second)
+    assert len(node_rows(first)) == 4 and [(s.node_id, s.power_watts) for s in past] == [
+        ("a", 100.0), ("b", 200.0), ("a", 110.0), ("b", 210.0), ("a", 120.0), ("b", 220.0)]
+    assert [s.timestamp for s in past] == [at(-30), at(-30), at(-20), at(-20), at(-10), at(-10)]  # period 30 s
+    live = source.sample()  # then the trace again from its start, stamped from the first call on
+    assert keys(live) == [("a", 100.0), ("b", 200.0)] and {s.timestamp for s in live} == {at(0)}
