@@ -58,6 +58,27 @@ names = ray.get(supervisor.node_names.remote(), timeout=60)
 print(json.dumps({"healthy": sorted(healthy), "names": names, "status": status}, default=str))
 """
 
+# The retrain scheduler started from a driver, as the bootstrap starts it: where does Ray place it?
+SCHEDULER = """
+import json, sys
+import ray
+from ray.util.state import list_actors
+from core.names import NAMESPACE
+from training.power.scheduler import SchedulerSettings
+from training.power.scheduler_actor import scheduler_client, start_scheduler, stop_scheduler
+
+address, folder = sys.argv[1], sys.argv[2]
+ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
+                                  since_s=86400))
+try:
+    due = scheduler_client(timeout_s=120).call("next_due")
+    [actor] = list_actors(filters=[("class_name", "=", "RetrainSchedulerService"), ("state", "=", "ALIVE")])
+    print(json.dumps({"node_id": actor.node_id, "next_due": due}))
+finally:
+    stop_scheduler()
+"""
+
 
 @dataclass
 class Cluster:
@@ -173,11 +194,7 @@ def test_a_submitted_job_trains_on_workers_spread_over_both_nodes(cluster, tmp_p
 def test_one_collector_actor_is_pinned_to_each_node(cluster, tmp_path):
     from ray.util.state import list_actors
 
-    driver = subprocess.run([sys.executable, "-c", COLLECTORS, cluster.address, str(tmp_path)], cwd=REPO_ROOT,
-                            env={**cluster.env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
-                            timeout=420)
-    assert driver.returncode == 0, driver.stderr[-3000:]
-    seen = json.loads(driver.stdout.strip().splitlines()[-1])
+    seen = _driver(COLLECTORS, cluster, tmp_path, timeout_s=420)
     assert seen["healthy"] == sorted(f"node-{node}" for node in cluster.node_ids.values()), seen["status"]
     # each collector read NODE_NAME from its own raylet's environment: it runs on that node
     assert seen["names"] == {cluster.node_ids[role]: NODE_NAMES[role] for role in NODE_NAMES}
@@ -185,3 +202,18 @@ def test_one_collector_actor_is_pinned_to_each_node(cluster, tmp_path):
         address=cluster.dashboard, filters=[("class_name", "=", "CollectorActor"), ("state", "=", "ALIVE")],
         raise_on_missing_output=False)) == 2 and found, 60, "two live collector actors")
     assert sorted(actor.node_id for actor in collectors) == sorted(cluster.node_ids.values())
+
+
+def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tmp_path):
+    """Designed: beside the controller on the head, where the state directory is (node:__internal_head__)."""
+    placed = _driver(SCHEDULER, cluster, tmp_path, timeout_s=300)
+    assert placed["node_id"] == cluster.node_ids["head"] and placed["next_due"]
+
+
+def _driver(script: str, cluster: Cluster, folder, timeout_s: float) -> dict:
+    """Run `script` as a Ray driver of the cluster (argv: its address and `folder`); its last stdout line, as JSON."""
+    driver = subprocess.run([sys.executable, "-c", script, cluster.address, str(folder)], cwd=REPO_ROOT,
+                            env={**cluster.env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+                            timeout=timeout_s)
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    return json.loads(driver.stdout.strip().splitlines()[-1])
