@@ -20,7 +20,7 @@ from core.registry_metadata import ModelId
 from training.cost.catalog import PriceCatalog, default_catalog
 from training.cost.model import CostModel, CostModelError
 from training.cost.publish import publish_cost_model
-from training.power.retrain_result import ACTIVATING, Decision
+from training.power.retrain_result import ACTIVATING, Decision, describe_decision
 from training.power.retrain_spec import Activation
 from training.settings import TrainingConfig
 
@@ -89,14 +89,11 @@ class CostRetrainResult(BaseModel):
     @property
     def reason(self) -> str:
         """The activation decision in words."""
-        if self.decision == "not_comparable" and self.incomparable is not None:
-            return (f"not compared with active version {self.incomparable.version}: {self.incomparable.why}; "
-                    "registered without activation")
-        if self.incumbent is None or self.decision not in ("beat_incumbent", "did_not_beat"):
-            return _REASONS[self.decision]
-        verb = "beat" if self.decision == "beat_incumbent" else "did not beat"
-        return (f"{verb} active version {self.incumbent.version} on the same held-out jobs: MAE "
-                f"{self.incumbent.challenger_mae:.2f} vs {self.incumbent.mae:.2f} {self.currency}")
+        incumbent = self.incumbent
+        comparison = "" if incumbent is None else (f" on the same held-out jobs: MAE {incumbent.challenger_mae:.2f} "
+                                                   f"vs {incumbent.mae:.2f} {self.currency}")
+        return describe_decision(self.decision, _REASONS, incumbent and incumbent.version, comparison,
+                                 self.incomparable and (self.incomparable.version, self.incomparable.why))
 
     @model_validator(mode="after")
     def _decision_has_its_grounds(self) -> CostRetrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
@@ -53,15 +54,13 @@ class RetrainResult(BaseModel):
     @property
     def reason(self) -> str:
         """The activation decision in words."""
-        if self.decision == "not_comparable" and self.incomparable is not None:
-            return (f"not compared with active version {self.incomparable.version}: {self.incomparable.why}; "
-                    "registered without activation (force the activation to serve it anyway)")
-        if self.incumbent is None or self.decision not in ("beat_incumbent", "did_not_beat"):
-            return _REASONS[self.decision]
-        verb = "beat" if self.decision == "beat_incumbent" else "did not beat"
-        where = f" on the same holdout {_common(self.incumbent)}" if self.incumbent.resampled else ""
-        return (f"{verb} active version {self.incumbent.version}{where}: holdout MAE "
-                f"{self.incumbent.challenger_mae:.2f} W vs {self.incumbent.mae:.2f} W")
+        incumbent, comparison = self.incumbent, ""
+        if incumbent is not None:
+            where = f" on the same holdout {_common(incumbent)}" if incumbent.resampled else ""
+            comparison = f"{where}: holdout MAE {incumbent.challenger_mae:.2f} W vs {incumbent.mae:.2f} W"
+        return describe_decision(self.decision, _REASONS, incumbent and incumbent.version, comparison,
+                                 self.incomparable and (self.incomparable.version, self.incomparable.why),
+                                 " (force the activation to serve it anyway)")
 
     @model_validator(mode="after")
     def _decision_has_its_grounds(self) -> RetrainResult:
@@ -98,3 +97,16 @@ class RetrainResult(BaseModel):
 
 def _common(incumbent: Incumbent) -> str:
     return f"at a {format_duration(incumbent.step_s)} step over {incumbent.lead_steps} common lead(s)"
+
+
+def describe_decision(decision: Decision, reasons: Mapping[Decision, str], incumbent_version: int | None,
+                      comparison: str, incomparable: tuple[int, str] | None, hint: str = "") -> str:
+    """A promotion decision in words, for any model: `comparison` follows "beat active version N" (where and by
+    how much), `incomparable` is (version, why) when the active version could not be compared fairly."""
+    if decision == "not_comparable" and incomparable is not None:
+        return (f"not compared with active version {incomparable[0]}: {incomparable[1]}; registered without "
+                f"activation{hint}")
+    if incumbent_version is None or decision not in ("beat_incumbent", "did_not_beat"):
+        return reasons[decision]
+    verb = "beat" if decision == "beat_incumbent" else "did not beat"
+    return f"{verb} active version {incumbent_version}{comparison}"
