@@ -52,3 +52,14 @@ def activate_and_wait(api: Any, registry: Any, model_id: str, version: int, requ
             return
         time.sleep(0.5)
     raise AssertionError(f"the replicas still serve {served}, not {model_id}/{version}, after {timeout_s} s")
+
+
+def wait_for_status(api: Any, path: str, states: set[str], timeout_s: float = 60.0) -> dict:
+    """GET `path` until its body's `status` is one of `states`; that body (AssertionError after `timeout_s`)."""
+    deadline, body = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        body = api.get(path).json()
+        if body["status"] in states:
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"{path} did not reach {states}: {body}")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.factories import activate_and_wait
+from tests.factories import activate_and_wait, wait_for_status
 from tests.paths import TEST_DATA
 
 pytestmark = pytest.mark.integration
@@ -133,7 +133,7 @@ def test_batch_runs_and_reports_per_item(api: httpx.Client):
     submitted = api.post("/api/v1/predict/batch", json={"items": items}, headers=AUTH)
     assert submitted.status_code == 202, submitted.text
     batch_id = submitted.json()["batch_id"]
-    status = _wait_for(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"})
+    status = wait_for_status(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"})
     assert status["status"] == "done" and status["completed"] == 3
     results = {r["index"]: r for r in status["results"]}
     assert results[0]["status"] == "ok" and len(results[0]["result"]["predictions"]) == 5
@@ -179,7 +179,7 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     started = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"},
                        headers=AUTH)
     assert started.status_code == 202, started.text
-    job = _wait_for(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)
+    job = wait_for_status(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)
     assert job["status"] == "succeeded", job
     assert job["registered_version"] == latest + 1
     activate_and_wait(api, registry, "power_lstm", active, POWER_REQUEST)  # promoted or not: back to where it was
@@ -251,11 +251,3 @@ def test_each_horizon_goes_to_the_finest_model_that_covers_it(api: httpx.Client,
     assert api.get("/api/v1/models/power_lstm_1h/metrics").json()["served_version"] == hourly_model
 
 
-def _wait_for(api: httpx.Client, path: str, states: set[str], timeout_s: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body = api.get(path).json()
-        if body["status"] in states:
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"{path} did not reach {states}: {body}")

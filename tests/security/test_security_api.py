@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.factories import activate_and_wait, policy_data
+from tests.factories import activate_and_wait, policy_data, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +160,6 @@ def test_every_answer_carries_a_request_id_and_a_sane_incoming_one_is_kept(api):
 
 
 # -- bounded work -----------------------------------------------------------------------------------------
-def _wait_for(api: httpx.Client, path: str, states: set[str], timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body = api.get(path).json()
-        if body["status"] in states:
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"{path} did not reach {states}: {body}")
 
 
 def test_batches_run_through_the_queue(api, app_args):
@@ -181,7 +173,7 @@ def test_batches_run_through_the_queue(api, app_args):
            for _ in range(4)]
     assert ray.get_actor(queue_name(app_args["state_path"]), namespace=NAMESPACE)  # one queue, found by name
     for batch_id in ids:
-        done = _wait_for(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"}, 120)
+        done = wait_for_status(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"}, 120)
         assert done["status"] == "done" and [r["status"] for r in done["results"]] == ["ok", "ok"], done
 
 
@@ -200,5 +192,5 @@ def test_a_second_retrain_of_the_same_model_is_409_while_the_first_runs(api, ser
         item = error(second)
         assert item["loc"] == ["body", "model_id"] and job_id in item["msg"]
     finally:
-        _wait_for(api, f"/api/v1/models/retrain/{job_id}", {"succeeded", "failed"}, 300)
+        wait_for_status(api, f"/api/v1/models/retrain/{job_id}", {"succeeded", "failed"}, 300)
         activate_and_wait(api, registry, "power_lstm", active, POWER)  # the next tests expect the version they found
