@@ -67,13 +67,14 @@ from core.names import NAMESPACE
 from training.power.scheduler import SchedulerSettings
 from training.power.scheduler_actor import scheduler_client, start_scheduler, stop_scheduler
 
-address, folder = sys.argv[1], sys.argv[2]
+address, folder, dashboard = sys.argv[1], sys.argv[2], sys.argv[3]
 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
                                   since_s=86400))
 try:
     due = scheduler_client(timeout_s=120).call("next_due")
-    [actor] = list_actors(filters=[("class_name", "=", "RetrainSchedulerService"), ("state", "=", "ALIVE")])
+    [actor] = list_actors(address=dashboard,  # the test session's own Ray runs on this machine too
+                          filters=[("class_name", "=", "RetrainSchedulerService"), ("state", "=", "ALIVE")])
     print(json.dumps({"node_id": actor.node_id, "next_due": due}))
 finally:
     stop_scheduler()
@@ -211,8 +212,10 @@ def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tmp_path):
 
 
 def _driver(script: str, cluster: Cluster, folder, timeout_s: float) -> dict:
-    """Run `script` as a Ray driver of the cluster (argv: its address and `folder`); its last stdout line, as JSON."""
-    driver = subprocess.run([sys.executable, "-c", script, cluster.address, str(folder)], cwd=REPO_ROOT,
+    """Run `script` as a Ray driver of the cluster (argv: its address, `folder`, its dashboard); its last stdout
+    line, as JSON."""
+    driver = subprocess.run([sys.executable, "-c", script, cluster.address, str(folder), cluster.dashboard],
+                            cwd=REPO_ROOT,
                             env={**cluster.env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
                             timeout=timeout_s)
     assert driver.returncode == 0, driver.stderr[-3000:]
