@@ -30,10 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
-from training.suite_config import ModelKnobs
+from core.settings import Duration
+from training.suite_config import ModelKnobs, check_unique_names, load_suite_file
 from training.synthetic_patterns import Pattern
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -94,21 +94,13 @@ class SimSuite(ModelKnobs):
 
     @model_validator(mode="after")
     def _unique_names(self) -> SimSuite:
-        names = [case.name for case in self.cases]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"case names must be unique; repeated: {repeated}")
+        check_unique_names(case.name for case in self.cases)
         return self
 
 
 def load_sim_suite(path: str | Path) -> SimSuite:
     """Read and validate a simulation suite file; ConfigError names the file, the key and the reason."""
-    path = Path(path)
-    data = read_yaml_mapping(path, what="simulation suite file")
-    try:
-        return SimSuite.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(str(path), exc)) from exc
+    return load_suite_file(path, SimSuite, what="simulation suite file")
 
 
 def suite_path(suite_file: Path, relative: str, root: str | None = None) -> Path:

@@ -22,12 +22,16 @@ A relative `trace` with no data root is read relative to the suite file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
 from training.synthetic_patterns import Pattern
+
+SuiteModel = TypeVar("SuiteModel", bound=BaseModel)
 
 
 class ModelKnobs(BaseModel):
@@ -77,21 +81,31 @@ class Suite(ModelKnobs):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Suite:
-        names = [case.name for case in self.cases]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"case names must be unique; repeated: {repeated}")
+        check_unique_names(case.name for case in self.cases)
         return self
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; ConfigError names the file, the key and the reason."""
+def check_unique_names(names: Iterable[str]) -> None:
+    """A suite's case names, each once (ValueError naming the repeated ones)."""
+    names = list(names)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"case names must be unique; repeated: {repeated}")
+
+
+def load_suite_file(path: str | Path, model: type[SuiteModel], what: str = "suite file") -> SuiteModel:
+    """Read and validate a suite file as `model`; ConfigError names the file, the key and the reason."""
     path = Path(path)
-    data = read_yaml_mapping(path, what="suite file")
+    data = read_yaml_mapping(path, what=what)
     try:
-        return Suite.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(str(path), exc)) from exc
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a backtest suite file."""
+    return load_suite_file(path, Suite)
 
 
 def trace_path(case: SuiteCase, suite_file: Path, suite: Suite, data_root: str | None) -> Path:
