@@ -3,6 +3,8 @@
 `untrained(units)` returns a `train_power_lstm` replacement whose model's median is off by `units` power-scale
 units: 0 gives (nearly) the last-value forecast, a large shift a clearly worse one. Patch it over
 `training.power.dataset.train_power_lstm`; windows, calibration, scoring and the registry stay real.
+`serve_lstm_alone(monkeypatch)` keeps retrain_power from blending in the LightGBM, so a version's quality is its
+shift's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 
 from training.power.fit import SupervisedArrays, build_model
@@ -29,3 +32,8 @@ def untrained(units: float) -> Callable[..., TrainedWeights]:
                               duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"])
 
     return train
+
+
+def serve_lstm_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retrained versions serve their LSTM alone (no LightGBM partner fitted, no blend chosen)."""
+    monkeypatch.setattr("training.power.retrain.serve_best", lambda forecaster, *_args, **_kwargs: forecaster)

@@ -21,6 +21,7 @@ from training.power.forecaster import PowerForecaster
 from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Incumbent, holdout_metrics, score_incumbent
 from training.power.retrain_result import ACTIVATING, Decision, RetrainResult, TrainingFacts
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
+from training.power.served import serve_best
 from training.settings import TrainingConfig
 
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
@@ -48,6 +49,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                                            verbose=spec.verbose, storage_path=config.storage_path,
                                            resources_per_worker=spec.resources_per_worker)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
+    serve_best(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=model_config.seed)
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger, coverage, tolerance)
@@ -55,7 +57,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
-                          worker_nodes=weights.worker_nodes)
+                          worker_nodes=weights.worker_nodes, served=forecaster.served_method)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
     compared = incumbent if isinstance(incumbent, Incumbent) else None

@@ -29,6 +29,7 @@ class TrainingFacts(BaseModel):
     use_gpu: bool
     holdout_fraction: float
     worker_nodes: list[str] = []  # the Ray node id each training worker ran on, in rank order
+    served: str = "lstm"  # what the service answers with (training.power.blend): lstm, lightgbm or a blend
 
 
 class RetrainResult(BaseModel):

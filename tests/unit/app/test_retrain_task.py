@@ -6,7 +6,7 @@ import pytest
 
 from app import tasks
 from core.records import RecordStore
-from tests.fakes.trainer import untrained
+from tests.fakes.trainer import serve_lstm_alone, untrained
 from tests.paths import TEST_DATA
 from training.cost.catalog import generate_job_records
 from training.cost.retrain import CostRetrainSpec
@@ -52,6 +52,7 @@ def test_an_unexpected_error_fails_the_job_without_its_details(tmp_path, monkeyp
 
 
 def test_a_retrain_records_the_decision_both_scores_and_the_data_span(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    serve_lstm_alone(monkeypatch)
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
     _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(5.0))

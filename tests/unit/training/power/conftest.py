@@ -10,7 +10,7 @@ import torch
 
 from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
-from tests.fakes.trainer import untrained
+from tests.fakes.trainer import serve_lstm_alone, untrained
 from tests.paths import TEST_DATA
 
 
@@ -26,8 +26,10 @@ def registry(tmp_path) -> ModelRegistry:
 
 @pytest.fixture
 def shift(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[float], None]]:
-    """`shift(units)`: the next trainings return an untrained model whose median is off by `units`."""
+    """`shift(units)`: the next trainings return an untrained model whose median is off by `units`, served alone
+    (no LightGBM blend to make up for it), so a version's quality is its shift's."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    serve_lstm_alone(monkeypatch)
     yield lambda units: monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(units))
     torch.set_num_threads(threads)

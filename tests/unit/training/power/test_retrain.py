@@ -10,9 +10,13 @@ import pandas as pd
 import pytest
 
 from core.settings import ConfigError
+from tests.fakes.trainer import serve_lstm_alone, untrained
+from training.power.dataset import prepare, train_forecaster
+from training.power.forecaster import PowerForecaster
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainSpec
-from training.power.windows import NotEnoughData
+from training.power.served import MIN_GBM_WINDOWS, serve_best
+from training.power.windows import NotEnoughData, Role
 from training.settings import TrainingConfig
 
 SMALL = TrainingConfig.model_validate({
@@ -129,3 +133,27 @@ def test_a_retrain_keeps_the_shape_of_the_version_it_challenges_unless_told_othe
     asked = ModelOverrides(horizon=1800).keeping_shape(champion)
     assert (asked.step, asked.horizon, asked.sequence_length) == (60, 1800, 60)
     assert ModelOverrides(epochs=5).keeping_shape({}) == ModelOverrides(epochs=5)  # no champion: the config's
+
+
+def test_a_retrained_version_is_served_blend_chosen_on_its_calibration_split(sample, registry, monkeypatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(BAD))  # an LSTM the GBM beats
+    result = retrain_power(sample, spec(), registry=registry)
+    assert result.training.served != "lstm"
+    folder, metadata = registry.get("power_lstm", result.version)
+    assert metadata.training["served"] == result.training.served
+    served = PowerForecaster.load(folder)
+    assert served.served_method == result.training.served and served.gbm is not None
+    serve_lstm_alone(monkeypatch)
+    lstm_alone = retrain_power(sample, spec(activation="never"), registry=registry)  # same seed, same LSTM
+    assert lstm_alone.training.served == "lstm" and result.metrics.mae < lstm_alone.metrics.mae
+
+
+def test_a_training_part_too_short_for_a_gbm_serves_the_lstm_alone(sample, monkeypatch):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(BAD))  # an LSTM the GBM would beat
+    last = sample.groupby("node_id")["timestamp"].transform("max")
+    recent = sample[sample["timestamp"] > last - pd.Timedelta(minutes=70)]
+    prepared = prepare(recent, step_s=120, max_gap_s=600, features=["cpu_utilization"], sequence_length=15,
+                       horizon=10, train_fraction=0.8)
+    assert len(prepared.windows(Role.FIT)) < MIN_GBM_WINDOWS <= len(prepared.windows(Role.CALIB))
+    forecaster, _ = train_forecaster(prepared, SMALL.models.power_predictor, verbose=False)
+    assert serve_best(forecaster, prepared, coverage=0.8, tolerance=0.1, seed=0).served_method == "lstm"
