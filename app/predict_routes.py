@@ -25,8 +25,8 @@ def batch_status(record: dict) -> BatchStatus:
              responses=responses(401, 413, 503))
 async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> CostPredictionResponse:
     """Estimate the cost of a resource request, with breakdown and interval."""
-    try:  # the model runs in this replica (about a millisecond): a request takes one hop, like the power route's
-        estimate = replica.cost_model.predict(request)
+    try:  # the model runs in this replica (under a millisecond): a request takes one hop, like the power route's
+        estimate = await replica.cost_model.predict(request)
     except Exception as exc:  # noqa: BLE001
         raise unavailable("the cost model", exc) from exc
     return CostPredictionResponse.model_validate(estimate.model_dump())

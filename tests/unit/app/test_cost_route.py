@@ -26,7 +26,7 @@ class InProcess:
     def __init__(self, model: CostModel):
         self.model, self.queries = model, []
 
-    def predict(self, query):
+    async def predict(self, query):
         self.queries.append(query)
         return self.model.predict(query)
 
@@ -58,7 +58,7 @@ def test_the_cost_route_uses_the_model_in_its_replica(replica, http, model):
 
 
 def test_a_failing_model_is_503(replica, http):
-    def broken(query):
+    async def broken(query):
         raise RuntimeError("no model loaded")
 
     replica.cost_model.predict = broken
