@@ -12,8 +12,9 @@ agree before scaling in, and a present overload is never ignored.
 Then clamp to [min_replicas, max_replicas] and cap scale-out by the cluster power budget: that is the
 recommendation. The policy's `behavior` (autoscaler/behavior.py) holds a scale-in at the highest recommendation
 of its stabilization window and limits how far one change moves the target (the step limit); the cooldown
-holds the target between changes. Stale or missing telemetry always holds. Replicas never go to zero on power
-alone. Every decision's reason says which of these rules shaped it.
+holds the target between changes, and at least until the last change has taken effect (`actuation_delay`).
+Stale or missing telemetry always holds. Replicas never go to zero on power alone. Every decision's reason says
+which of these rules shaped it.
 """
 
 from __future__ import annotations
@@ -180,9 +181,12 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     parts += limits
 
     if target != replicas and state.last_scale_at is not None:
-        left = policy.power_based.cooldown_period - (now - state.last_scale_at).total_seconds()
+        left = policy.hold_s - (now - state.last_scale_at).total_seconds()
         if left > 0:
-            parts.insert(0, f"cooldown, {math.ceil(left)} s left (would go to {target})")
+            cooldown = policy.power_based.cooldown_period
+            why = ("cooldown" if cooldown >= policy.actuation_delay else
+                   f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)")
+            parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
             target = replicas
     return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended)
 

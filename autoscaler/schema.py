@@ -89,7 +89,8 @@ class ScalingPolicy(_Model):
     may move the target (autoscaler/behavior.py). `min_replicas` 0 needs `allow_scale_to_zero: true` (power alone
     never takes a target to zero; a target someone else scaled to zero may then stay there).
     `actuation_delay` (0 or a duration) is how long a replica change takes to take effect (replicas started and
-    ready); with the cooldown it sets the forecast's risk window (`risk_window_s`).
+    ready); no change follows another before it has taken effect (`hold_s`), and with the cooldown it sets the
+    forecast's risk window (`risk_window_s`).
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
@@ -109,11 +110,16 @@ class ScalingPolicy(_Model):
     workload_id: Name | None = Field(None, description="key of the config's workloads map")
 
     @property
+    def hold_s(self) -> int:
+        """How long after a change the target holds: the cooldown, and at least until the change has taken effect
+        (a change still in flight is not yet in the measured power, so acting again would count it twice)."""
+        return max(self.power_based.cooldown_period, self.actuation_delay)
+
+    @property
     def risk_window_s(self) -> int:
         """How far ahead a decision must look: until a change decided now takes effect and holds until the next
-        change could (actuation delay + cooldown), and at least the look-ahead."""
-        return max(self.predictive_scaling.lookahead_minutes * 60,
-                   self.actuation_delay + self.power_based.cooldown_period)
+        change could take effect (hold + actuation delay), and at least the look-ahead."""
+        return max(self.predictive_scaling.lookahead_minutes * 60, self.hold_s + self.actuation_delay)
 
     @field_validator("max_replicas")
     @classmethod

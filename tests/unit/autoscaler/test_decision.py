@@ -120,6 +120,18 @@ def test_cooldown(watts, ago, action, to, phrase):
         assert "cooldown" not in decision.reason
 
 
+@pytest.mark.parametrize(("ago", "action", "phrase"), [
+    pytest.param(400, HOLD, "the last change is still taking effect (actuation_delay 600 s), 200 s left",
+                 id="past-the-cooldown-but-in-flight"),
+    pytest.param(600, OUT, "> scale-out", id="taken-effect"),
+])
+def test_a_change_still_in_flight_holds_the_target_past_the_cooldown(ago, action, phrase):
+    """A change takes effect `actuation_delay` after it is decided; until then the measured power does not show it,
+    and acting again on it would count the change twice."""
+    decision = run(make_policy(actuation_delay="10min"), observe([950, 950]), last_scale_s_ago=ago)
+    assert decision.action is action and phrase in decision.reason, decision.reason
+
+
 def test_state_after_restarts_cooldown_only_on_change():
     state = PolicyState()
     held = run(make_policy(), observe([650, 650]))

@@ -87,10 +87,10 @@ def test_view_from_a_peak_bound_converts_it_to_the_policy_level():
         ForecastView.from_interval([[1.0, 2.0]], [[1.0, 2.0]], coverage=0.8, level=0.8, peak=[[1.0]])
 
 
-def test_risk_window_covers_the_delay_and_the_cooldown_at_least_the_look_ahead():
+def test_risk_window_covers_the_hold_and_the_delay_at_least_the_look_ahead():
     policy = make_policy(actuation_delay="10min", power_based={"cooldown_period": "5min"},
                          predictive_scaling={"lookahead_minutes": 5})
-    assert policy.risk_window_s == 900
+    assert policy.risk_window_s == 1200  # hold (max of cooldown and delay) + delay
     assert make_policy(actuation_delay=0, predictive_scaling={"lookahead_minutes": 30}).risk_window_s == 1800
     with pytest.raises(ValueError, match="actuation_delay"):
         make_policy(actuation_delay="soon")
@@ -121,13 +121,14 @@ def perfect(trace: list[float], leads: int, *, peak: bool):
 def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
     """The earlier code looked only as far as the look-ahead (1 min here) at each lead's own quantile: the series
     below made it scale in after every spike, 5 minutes too late for the next one (7 changes, 480 s over budget,
-    checked against the code before this rule). The risk window covers the delay and the cooldown (8 min > the
-    7 quiet steps), so the peak rule sees the next spike and stays put."""
+    checked against the code before this rule). The risk window covers the hold after a change (the delay, longer
+    than the cooldown) and the next change's delay (10 min > the 7 quiet steps), so the peak rule sees the next spike
+    and stays put."""
     policy = make_policy(actuation_delay=300, power_based={"cooldown_period": 180},
                          predictive_scaling={"lookahead_minutes": 1, "confidence_threshold": 0.9})
     times = [START + timedelta(seconds=STEP * i) for i in range(len(SPIKY))]
     window = policy.risk_window_s // STEP
-    assert window == 8
+    assert window == 10
     run_kwargs = {"step_s": STEP, "actuation_delay_s": 300, "coverage": 0.8}
     earlier = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, 1, peak=False), **run_kwargs)
     new = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, window, peak=True), **run_kwargs)

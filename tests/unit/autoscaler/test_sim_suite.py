@@ -89,8 +89,8 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     seen: list[bool] = []
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
     assert result["complete"] and seen == [False, False]
-    # one forecaster per case and seed, for the longest risk window: 10 min delay + 5 min cooldown
-    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0}, {"step_s": 60, "horizon": 15, "seed": 0}]
+    # one forecaster per case and seed, for the longest risk window: a 10 min hold + a 10 min delay
+    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0}, {"step_s": 60, "horizon": 20, "seed": 0}]
     labels = [(c["case"], c["transform"], c["actuation_delay_seconds"]) for c in result["cases"]]
     assert labels == [("spikes", "k100", 600),  # one step is 10 min here: one delay
                       ("spikes-1min", "k100", 60), ("spikes-1min", "k100", 600),
@@ -100,7 +100,8 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
         assert {"predictive", "reactive", "reactive_margin", "settings", "steps", "elapsed_seconds"} <= set(report)
         settings = report["settings"]
         assert settings["policy"]["actuation_delay"] == case["actuation_delay_seconds"]  # the policy plans for it
-        assert settings["risk_window_seconds"] == max(300, case["actuation_delay_seconds"] + 300)
+        delay = case["actuation_delay_seconds"]
+        assert settings["risk_window_seconds"] == max(300, delay) + delay  # the hold after a change + its delay
         assert settings["model"]["served_method"] == "perfect"
         assert report["predictive"]["decisions"] == len(report["steps"])
         assert case["ratios"]["vs_reactive"]["replica_hours"] == pytest.approx(
