@@ -139,6 +139,9 @@ def main() -> None:
               f"{'met' if cost <= 3 * healthz else 'NOT met'})\n")
     out.write(f"target: 16-client cost throughput {cost_load.throughput:.0f}/s (>= 150/s: "
               f"{'met' if cost_load.throughput >= 150 else 'NOT met'})\n")
+    ceiling = results["healthz, 16 clients"].throughput  # the proxy's own ceiling on this machine now
+    out.write(f"16-client throughput over /healthz's ({ceiling:.0f}/s, the HTTP path's ceiling): power "
+              f"{on.throughput / ceiling:.2f}x, cost {cost_load.throughput / ceiling:.2f}x\n")
 
 
 if __name__ == "__main__":
