@@ -106,12 +106,12 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to our `ray start --block` (it stops its node's processes), then SIGKILL whatever is left in the
-    process group it leads: only processes this test started."""
+    """SIGTERM to our `ray start --block` (it stops its node's processes), then, after 20 s at most, SIGKILL
+    whatever is left in the process group it leads: only processes this test started."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             pass
     try:
