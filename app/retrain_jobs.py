@@ -20,7 +20,6 @@ from app.settings import RetrainDefaults
 from core.durations import parse_duration
 from core.records import RecordStore
 from core.registry import ModelRegistry
-from core.registry_metadata import ModelNotFoundError
 from core.settings import ConfigError
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
@@ -133,7 +132,7 @@ class RetrainJobs:
         defaults = self.defaults
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
         spec = RetrainSpec(config=config, model_id=request.model_id,
-                           overrides=overrides.keeping_shape(self._active_spec(request.model_id)),
+                           overrides=overrides.keeping_shape(ModelRegistry(self.model_path).feature_spec(request.model_id)),
                            num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
                            cpus_per_worker=defaults.cpus_per_worker, skip_short=request.source == "store",
                            verbose=False)
@@ -144,13 +143,6 @@ class RetrainJobs:
         except ConfigError as exc:  # of the request's overrides, the config can refuse only the horizon
             raise RetrainRefused("prediction_horizon", str(exc).rpartition(": ")[2]) from None
         return spec
-
-    def _active_spec(self, model_id: str) -> dict[str, Any]:
-        """The feature spec of the model's active version (empty without one): a retrain keeps its shape."""
-        try:
-            return ModelRegistry(self.model_path).get(model_id)[1].feature_spec
-        except ModelNotFoundError:
-            return {}
 
     def newest(self, model_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Every attempt (the API's and the scheduler's), newest first."""

@@ -109,6 +109,13 @@ class ModelRegistry:
             raise ValueError(f"version must be an int, got {version!r}")
         return self._load(model_id, version)
 
+    def feature_spec(self, model_id: str, version: int | None = None) -> dict[str, Any]:
+        """The feature spec of ``version`` (as `get` picks it); empty when the model has no such version."""
+        try:
+            return dict(self.get(model_id, version)[1].feature_spec)
+        except ModelNotFoundError:
+            return {}
+
     def resolve(self, ref: str) -> tuple[Path, ModelMetadata]:
         """Resolve ``"id"`` (active), ``"id/3"`` or ``"id:3"``."""
         match = _REF_RE.fullmatch(ref.strip())

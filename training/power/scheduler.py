@@ -159,12 +159,7 @@ class RetrainScheduler:
 
     def _champion_spec(self, champion: int | None) -> dict:
         """The feature spec of the version this attempt challenges (empty without one)."""
-        if champion is None:
-            return {}
-        try:
-            return self.registry.get(self.settings.model_id, champion)[1].feature_spec
-        except ModelNotFoundError:
-            return {}
+        return {} if champion is None else self.registry.feature_spec(self.settings.model_id, champion)
 
     def recover(self) -> int:
         """Fail the scheduled attempts a restart interrupted and free their locks; how many."""

@@ -11,7 +11,7 @@ from training.power.blend import choose_served, time_halves
 from training.power.dataset import PreparedData
 from training.power.forecaster import PowerForecaster
 from training.power.gbm import DirectLightGBM
-from training.power.windows import Role
+from training.power.windows import Role, Windows
 
 MIN_GBM_WINDOWS = 30
 """The fewest FIT and CALIB windows each on which a LightGBM partner is fitted and the blend chosen."""
@@ -19,14 +19,31 @@ MIN_GBM_WINDOWS = 30
 
 def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
     """The direct LightGBM on the FIT windows, early-stopped on the CALIB windows."""
-    return DirectLightGBM(seed=seed).fit(prepared.windows(Role.FIT), prepared.windows(Role.CALIB),
-                                         prepared.pipeline.power_std, prepared.pipeline)
+    return _fit_gbm(prepared, prepared.windows(Role.FIT), prepared.windows(Role.CALIB), seed)
 
 
 def attach_served(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
                   gbm: DirectLightGBM) -> PowerForecaster:
     """Choose the served forecast on the CALIB windows and set it (and the GBM when it is used) on `forecaster`."""
-    calib = prepared.windows(Role.CALIB)
+    return _attach(forecaster, prepared.windows(Role.CALIB), gbm, coverage, tolerance)
+
+
+def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
+               seed: int) -> PowerForecaster:
+    """`attach_served` with a GBM fitted here; the LSTM alone when the training part has too few windows.
+    Each role's windows are built once (on a large training part they are the memory peak)."""
+    fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
+    if min(len(fit), len(calib)) < MIN_GBM_WINDOWS:
+        return forecaster
+    return _attach(forecaster, calib, _fit_gbm(prepared, fit, calib, seed), coverage, tolerance)
+
+
+def _fit_gbm(prepared: PreparedData, fit: Windows, calib: Windows, seed: int) -> DirectLightGBM:
+    return DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline)
+
+
+def _attach(forecaster: PowerForecaster, calib: Windows, gbm: DirectLightGBM, coverage: float,
+            tolerance: float) -> PowerForecaster:
     lstm = forecaster.raw_quantiles(calib.inputs, calib.last_power)
     blend = choose_served(lstm, gbm.predict(calib), calib.targets, calib.mask,
                           time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
@@ -34,11 +51,3 @@ def attach_served(forecaster: PowerForecaster, prepared: PreparedData, *, covera
     forecaster.served = blend
     forecaster.gbm = gbm if blend.needs_gbm else None
     return forecaster
-
-
-def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-               seed: int) -> PowerForecaster:
-    """`attach_served` with a GBM fitted here; the LSTM alone when the training part has too few windows."""
-    if min(len(prepared.windows(Role.FIT)), len(prepared.windows(Role.CALIB))) < MIN_GBM_WINDOWS:
-        return forecaster
-    return attach_served(forecaster, prepared, coverage=coverage, tolerance=tolerance, gbm=fit_gbm(prepared, seed))

@@ -66,6 +66,15 @@ def test_files_copied_and_metadata_round_trips(reg: ModelRegistry, source: Path)
     assert on_disk["model_id"] == "power_lstm" and on_disk["version"] == 1 and on_disk["model_type"] == "lstm"
 
 
+
+def test_feature_spec_of_a_version_or_empty_without_one(reg: ModelRegistry, source: Path) -> None:
+    assert reg.feature_spec("power_lstm") == {}
+    reg.publish("power_lstm", source, model_type="lstm", feature_spec={"step_s": 60})
+    reg.publish("power_lstm", source, model_type="lstm", feature_spec={"step_s": 3600})
+    assert reg.feature_spec("power_lstm") == {"step_s": 3600}
+    assert reg.feature_spec("power_lstm", 1) == {"step_s": 60} and reg.feature_spec("power_lstm", 9) == {}
+
+
 def test_active_pointer_moves_and_can_point_back(reg: ModelRegistry, source: Path) -> None:
     reg.publish("cost_gbm", source, model_type="lightgbm")
     reg.publish("cost_gbm", source, model_type="lightgbm", activate=False)
