@@ -26,6 +26,7 @@ from core.actors import ActorUnavailable
 from core.records import RecordNotFound
 from core.registry import ModelNotFoundError
 from core.stores.base import StoreUnavailable
+from training.cost.catalog import UnknownGpuType
 from training.power.inference import ForecastRequestError
 from training.power.retrain_spec import RetrainRefused
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
@@ -95,6 +96,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     DataNotAllowed: lambda exc: ApiError(422, ["body", "data"], str(exc)),
     RetrainRunning: lambda exc: ApiError(409, ["body", "model_id"], str(exc), "conflict"),
     RetrainRefused: lambda exc: ApiError(422, ["body", exc.field], exc.message),
+    # configs/prices.yaml knows the type (requests are checked against it), the active cost model's catalog does not
+    UnknownGpuType: lambda exc: ApiError(422, ["body", "resources", "gpu_type"], f"{exc}: the active cost model "
+                                         "cannot price it until it is retrained with the current catalog"),
     RecordNotFound: lambda exc: ApiError(404, ["path"], str(exc), "not_found"),
     UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
     NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),

@@ -11,6 +11,7 @@ from app.errors import ApiError, responses, unavailable
 from app.ingress_state import Ingress
 from app.power_api import MissingPowerHistory, to_history
 from app.schemas import BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
+from training.cost.catalog import UnknownGpuType
 
 router = APIRouter()
 
@@ -27,6 +28,8 @@ async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> Cost
     """Estimate the cost of a resource request, with breakdown and interval."""
     try:  # the model runs in this replica (under a millisecond): a request takes one hop, like the power route's
         estimate = await replica.cost_model.predict(request)
+    except UnknownGpuType:  # a 422 naming the field (app/errors.py)
+        raise
     except Exception as exc:  # noqa: BLE001
         raise unavailable("the cost model", exc) from exc
     return CostPredictionResponse.model_validate(estimate.model_dump())

@@ -34,6 +34,22 @@ class ServedCostModel(BaseModel):
     latency_ms: dict[str, float | int]
 
 
+def price_batch(model: CostModel, queries: list[CostQuery]) -> list[CostEstimate | ValueError]:
+    """Every query's estimate in one model call; when the model refuses one, each is priced alone, so only that one
+    gets its reason instead of an estimate."""
+    try:
+        return list(model.predict_many(queries))
+    except ValueError:
+        return [_price_alone(model, query) for query in queries]
+
+
+def _price_alone(model: CostModel, query: CostQuery) -> CostEstimate | ValueError:
+    try:
+        return model.predict_many([query])[0]
+    except ValueError as exc:
+        return exc
+
+
 class CostPredictor(RegistryFollower):
     """Serve replica holding one CostModel; follows the registry's active version."""
 
@@ -54,14 +70,17 @@ class CostPredictor(RegistryFollower):
 
     async def predict(self, query: CostQuery) -> CostEstimate:
         """Price one job: breakdown, interval and confidence (priced together with concurrent calls)."""
-        return await self._batched(query)
+        estimate = await self._batched(query)
+        if isinstance(estimate, Exception):
+            raise estimate
+        return estimate
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _batched(self, queries: list[CostQuery]) -> list[CostEstimate]:
+    async def _batched(self, queries: list[CostQuery]) -> list[CostEstimate | ValueError]:
         if self.model is None:
             raise RuntimeError("no model loaded")
         started = time.perf_counter()
-        estimates = self.model.predict_many(queries)
+        estimates = price_batch(self.model, queries)
         self.latency.record((time.perf_counter() - started) * 1000.0, f"{self.model_id}/{self.version}",
                             count=len(queries))
         return estimates

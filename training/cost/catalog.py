@@ -152,6 +152,13 @@ def default_catalog() -> PriceCatalog:
     return load_catalog()
 
 
+class UnknownGpuType(ValueError):
+    """A job names a GPU type that the catalog a model was trained with does not have."""
+
+    def __init__(self, name: object, catalog: PriceCatalog):
+        super().__init__(f"gpu_type {name!r} is not in the price catalog ({', '.join(catalog.gpu.types)})")
+
+
 def _gpu_specs(frame: Jobs, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:
     """Per row: (GPU price per hour, TDP watts); the default type where GPUs are asked for without a type."""
     counts = numbers(frame, "gpu_count")
@@ -161,7 +168,7 @@ def _gpu_specs(frame: Jobs, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarr
             continue
         known = catalog.gpu_type_name(name) if isinstance(name, str) and name.strip() else catalog.gpu.default_type
         if known is None:
-            raise ValueError(f"gpu_type {name!r} is not in the price catalog ({', '.join(catalog.gpu.types)})")
+            raise UnknownGpuType(name, catalog)
         price[i], tdp[i] = catalog.gpu.types[known].hour, catalog.gpu.types[known].tdp_watts
     return price, tdp
 

@@ -7,7 +7,7 @@ import pytest
 from app.access import Access
 from app.ingress import api
 from app.replica import serving_replica
-from training.cost.catalog import generate_job_records
+from training.cost.catalog import UnknownGpuType, generate_job_records, load_catalog
 from training.cost.model import CostModel
 from training.settings import CostPredictorConfig
 
@@ -64,3 +64,15 @@ def test_a_failing_model_is_503(replica, http):
     replica.cost_model.predict = broken
     response = http(api).post("/api/v1/predict/cost", json=REQUEST)
     assert response.status_code == 503 and "the cost model" in response.text
+
+
+def test_a_gpu_type_the_active_model_cannot_price_is_422_naming_the_field(replica, http):
+    async def refuses(query):
+        raise UnknownGpuType("A100-80GB", load_catalog())
+
+    replica.cost_model.predict = refuses
+    response = http(api).post("/api/v1/predict/cost", json=REQUEST)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "resources", "gpu_type"] and "'A100-80GB'" in detail["msg"]
+    assert "retrained with the current catalog" in detail["msg"]

@@ -1,0 +1,56 @@
+"""CostPredictor's batches: concurrent estimates are priced in one model call, and a query the model refuses
+fails alone (Serve gives a batch function's exception to every request of the batch)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.cost import price_batch
+from training.cost.catalog import UnknownGpuType, generate_job_records, load_catalog
+from training.cost.model import CostModel
+from training.cost.schema import CostQuery, Resources
+from training.settings import CostPredictorConfig
+
+
+def query(gpus: int, gpu_type: str | None = None) -> CostQuery:
+    return CostQuery(resources=Resources(cpu_cores=8, memory_gb=64, gpu_count=gpus, gpu_type=gpu_type),
+                     duration_hours=4)
+
+
+@pytest.fixture(scope="module")
+def t4_only_model() -> CostModel:
+    """A model whose saved catalog has only the T4, while requests are checked against configs/prices.yaml."""
+    model = CostModel()
+    model.fit(generate_job_records(400, seed=3), CostPredictorConfig(n_estimators=10, num_leaves=7))
+    data = load_catalog().model_dump()
+    data["gpu"] = {"default_type": "T4", "types": {"T4": data["gpu"]["types"]["T4"]}}
+    model.catalog = type(load_catalog()).model_validate(data)
+    return model
+
+
+class CountingModel:
+    def __init__(self, model: CostModel):
+        self.model, self.calls = model, []
+
+    def predict_many(self, queries):
+        self.calls.append(len(queries))
+        return self.model.predict_many(queries)
+
+
+def test_a_batch_is_priced_in_one_model_call(t4_only_model):
+    queries = [query(0), query(1, "T4"), query(2, "T4")]
+    counting = CountingModel(t4_only_model)
+    estimates = price_batch(counting, queries)
+    assert counting.calls == [3]
+    assert [e.predicted_cost for e in estimates] == [t4_only_model.predict_many([q])[0].predicted_cost
+                                                      for q in queries]
+
+
+def test_a_refused_query_fails_alone_and_the_others_are_priced(t4_only_model):
+    good, refused, other = query(1, "T4"), query(2, "H100"), query(0)
+    counting = CountingModel(t4_only_model)
+    priced, failed, priced_too = price_batch(counting, [good, refused, other])
+    assert counting.calls == [3, 1, 1, 1]  # the batch, then each query alone
+    assert priced.predicted_cost == t4_only_model.predict_many([good])[0].predicted_cost
+    assert priced_too.predicted_cost == t4_only_model.predict_many([other])[0].predicted_cost
+    assert isinstance(failed, UnknownGpuType) and "'H100'" in str(failed)
