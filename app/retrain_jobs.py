@@ -130,9 +130,9 @@ class RetrainJobs:
 
     def _power_spec(self, request: RetrainRequest, config: TrainingConfig) -> RetrainSpec:
         defaults = self.defaults
+        served_spec = ModelRegistry(self.model_path).feature_spec(request.model_id)  # the version serving now
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
-        spec = RetrainSpec(config=config, model_id=request.model_id,
-                           overrides=overrides.keeping_shape(ModelRegistry(self.model_path).feature_spec(request.model_id)),
+        spec = RetrainSpec(config=config, model_id=request.model_id, overrides=overrides.keeping_shape(served_spec),
                            num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
                            cpus_per_worker=defaults.cpus_per_worker, skip_short=request.source == "store",
                            verbose=False)

@@ -109,10 +109,11 @@ class ModelRegistry:
             raise ValueError(f"version must be an int, got {version!r}")
         return self._load(model_id, version)
 
-    def feature_spec(self, model_id: str, version: int | None = None) -> dict[str, Any]:
-        """The feature spec of ``version`` (as `get` picks it); empty when the model has no such version."""
+    def feature_spec(self, model_id: str) -> dict[str, Any]:
+        """The feature spec of the version serving now (the active one, else the latest); empty when the model has
+        no version, or its metadata cannot be read."""
         try:
-            return dict(self.get(model_id, version)[1].feature_spec)
+            return dict(self.get(model_id)[1].feature_spec)
         except ModelNotFoundError:
             return {}
 

@@ -145,7 +145,7 @@ class RetrainScheduler:
                          early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
         try:
             spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
-                               overrides=ModelOverrides().keeping_shape(self._champion_spec(champion)),
+                               overrides=ModelOverrides().keeping_shape(self.registry.feature_spec(settings.model_id)),
                                num_workers=settings.num_workers, use_gpu=settings.use_gpu,
                                cpus_per_worker=settings.cpus_per_worker, skip_short=True, verbose=False)
         except ConfigError as exc:  # the config file became invalid since the app started
@@ -156,10 +156,6 @@ class RetrainScheduler:
             run_attempt(self.records, record["id"], data, spec, self.registry)
         self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
-
-    def _champion_spec(self, champion: int | None) -> dict:
-        """The feature spec of the version this attempt challenges (empty without one)."""
-        return {} if champion is None else self.registry.feature_spec(self.settings.model_id, champion)
 
     def recover(self) -> int:
         """Fail the scheduled attempts a restart interrupted and free their locks; how many."""

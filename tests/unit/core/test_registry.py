@@ -67,12 +67,13 @@ def test_files_copied_and_metadata_round_trips(reg: ModelRegistry, source: Path)
 
 
 
-def test_feature_spec_of_a_version_or_empty_without_one(reg: ModelRegistry, source: Path) -> None:
+def test_feature_spec_of_the_serving_version_or_empty_without_one(reg: ModelRegistry, source: Path) -> None:
     assert reg.feature_spec("power_lstm") == {}
     reg.publish("power_lstm", source, model_type="lstm", feature_spec={"step_s": 60})
     reg.publish("power_lstm", source, model_type="lstm", feature_spec={"step_s": 3600})
-    assert reg.feature_spec("power_lstm") == {"step_s": 3600}
-    assert reg.feature_spec("power_lstm", 1) == {"step_s": 60} and reg.feature_spec("power_lstm", 9) == {}
+    assert reg.feature_spec("power_lstm") == {"step_s": 3600}  # the active (latest published) version
+    reg.activate("power_lstm", 1)
+    assert reg.feature_spec("power_lstm") == {"step_s": 60}
 
 
 def test_active_pointer_moves_and_can_point_back(reg: ModelRegistry, source: Path) -> None:
