@@ -16,7 +16,7 @@ from autoscaler.trace_replay import ForecastFn, LeadForecast
 from training.backtest import TrainOptions
 from training.power.calibration import CalibratedForecast
 from training.power.dataset import prepare, train_forecaster
-from training.power.served import attach_served, fit_gbm
+from training.power.served import serve_best
 from training.power.windows import Role
 from training.settings import PowerPredictorConfig
 
@@ -69,8 +69,8 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
                                            use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
                                            verbose=options.verbose)
-    attach_served(forecaster, prepared, coverage=model_config.interval_coverage,
-                  tolerance=model_config.confidence_tolerance, gbm=fit_gbm(prepared, model_config.seed))
+    serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
+               tolerance=model_config.confidence_tolerance, seed=model_config.seed)
     calibrated = forecaster.forecast(test.inputs, test.last_power)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []

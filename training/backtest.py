@@ -25,7 +25,7 @@ from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData, prepare, train_forecaster
 from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
-from training.power.served import attach_served, fit_gbm
+from training.power.served import fit_gbm, serve_best
 from training.power.windows import Role, Windows
 from training.settings import TrainingConfig
 
@@ -71,9 +71,9 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
                                                use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
                                                verbose=options.verbose)
-        gbm = fit_gbm(prepared, model_config.seed)
-        attach_served(forecaster, prepared, coverage=model_config.interval_coverage,
-                      tolerance=model_config.confidence_tolerance, gbm=gbm)
+        gbm = (serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
+                          tolerance=model_config.confidence_tolerance, seed=model_config.seed)
+               or fit_gbm(prepared, model_config.seed))  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "stopped_early": bool(weights.history and weights.history.stopped_early),
                       "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,

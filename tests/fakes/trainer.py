@@ -36,4 +36,4 @@ def untrained(units: float) -> Callable[..., TrainedWeights]:
 
 def serve_lstm_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retrained versions serve their LSTM alone (no LightGBM partner fitted, no blend chosen)."""
-    monkeypatch.setattr("training.power.retrain.serve_best", lambda forecaster, *_args, **_kwargs: forecaster)
+    monkeypatch.setattr("training.power.retrain.serve_best", lambda *_args, **_kwargs: None)

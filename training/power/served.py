@@ -22,32 +22,24 @@ def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
     return _fit_gbm(prepared, prepared.windows(Role.FIT), prepared.windows(Role.CALIB), seed)
 
 
-def attach_served(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-                  gbm: DirectLightGBM) -> PowerForecaster:
-    """Choose the served forecast on the CALIB windows and set it (and the GBM when it is used) on `forecaster`."""
-    return _attach(forecaster, prepared.windows(Role.CALIB), gbm, coverage, tolerance)
-
-
 def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-               seed: int) -> PowerForecaster:
-    """`attach_served` with a GBM fitted here; the LSTM alone when the training part has too few windows.
-    Each role's windows are built once (on a large training part they are the memory peak)."""
+               seed: int) -> DirectLightGBM | None:
+    """Fit the LightGBM partner, choose the served forecast on the CALIB windows and set it (and the GBM when the
+    choice uses it) on `forecaster`; returns the fitted partner. With fewer than `MIN_GBM_WINDOWS` FIT or CALIB
+    windows nothing is fitted (None) and the LSTM is served alone. Each role's windows are built once (on a large
+    training part they are the memory peak)."""
     fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
     if min(len(fit), len(calib)) < MIN_GBM_WINDOWS:
-        return forecaster
-    return _attach(forecaster, calib, _fit_gbm(prepared, fit, calib, seed), coverage, tolerance)
-
-
-def _fit_gbm(prepared: PreparedData, fit: Windows, calib: Windows, seed: int) -> DirectLightGBM:
-    return DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline)
-
-
-def _attach(forecaster: PowerForecaster, calib: Windows, gbm: DirectLightGBM, coverage: float,
-            tolerance: float) -> PowerForecaster:
+        return None
+    gbm = _fit_gbm(prepared, fit, calib, seed)
     lstm = forecaster.raw_quantiles(calib.inputs, calib.last_power)
     blend = choose_served(lstm, gbm.predict(calib), calib.targets, calib.mask,
                           time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
                           tolerance=tolerance)
     forecaster.served = blend
     forecaster.gbm = gbm if blend.needs_gbm else None
-    return forecaster
+    return gbm
+
+
+def _fit_gbm(prepared: PreparedData, fit: Windows, calib: Windows, seed: int) -> DirectLightGBM:
+    return DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline)
