@@ -8,7 +8,8 @@ scale-down stabilization window, as policy fields with safe defaults and pure fu
   100 % (as far as the signal asks), and never below the highest count recommended within the last
   `scale_down.stabilization_window` (default 5 min), so one low reading never consolidates.
 
-The policy's cooldown holds the target between changes, so a limit per change is a limit per cooldown period.
+The policy holds the target between changes (`ScalingPolicy.hold_s`: the cooldown, and at least until the last change
+has taken effect), so a limit per change is a limit per hold.
 """
 
 from __future__ import annotations
