@@ -37,7 +37,7 @@ class ServiceConfig(TrainingConfig, CollectorConfig, AutoscalerConfig, StoreConf
 
 
 def load_service_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-    """The whole config file (`path`, else $KCLOUD_CONFIG, else configs/config.yaml if present, else defaults)
+    """The whole config file (`path`, else $KCLOUD_CONFIG, else ./config.yaml or configs/config.yaml, else defaults)
     with MODEL_PATH, GPU_MONITORING_ENABLED and IPMI_HOSTS applied. Raises ConfigError naming file, key, reason."""
     return load_keys(ServiceConfig, path, environ, overrides=[TrainingOverrides, CollectorOverrides])
 
@@ -136,7 +136,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # errors name keys, never values
 
     config_path: str | None = Field(None, description="service config YAML (default: $KCLOUD_CONFIG, "
-                                                      "else configs/config.yaml)")
+                                                      "else ./config.yaml, else configs/config.yaml)")
     model_path: str | None = Field(None, description="model registry root (default: config model_path / $MODEL_PATH)")
     state_path: str = Field("state", description="where batch results and retrain jobs are persisted")
     power_app_name: str = Field(POWER_APP, description="Serve application of the PowerPredictor")

@@ -63,7 +63,8 @@ def resources_arg(text: str) -> dict[str, float]:
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the config's model and series settings."""
-    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG or configs/config.yaml)")
+    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG, else ./config.yaml, "
+                        "else configs/config.yaml)")
     parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
     parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
     parser.add_argument("--epochs", type=positive_int, help="maximum training epochs")
