@@ -7,10 +7,10 @@ MODEL_PATH ?= trained_models
 # A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README).
 export RAY_AUTH_MODE ?= disabled
 export MODEL_PATH
-# Serve settings measured to help on small nodes (bench/bench_serve.py): user code and router on the
-# replica's event loop, request-path logs buffered.
+# Serve settings measured to help on small nodes (bench/bench_serve.py; core/serve_tuning.py says why): user
+# code and router on the replica's event loop, request-path logs buffered, proxy to replicas over gRPC.
 SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
-             RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000
+             RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000 RAY_SERVE_PROXY_USE_GRPC=1
 
 .PHONY: install run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 

@@ -24,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.serve_tuning import apply_serve_tuning  # noqa: E402
+
 HOST = "127.0.0.1"
 TOKEN = "bench-token"
 POWER = {"workload_id": "bench", "features": {"power_watts": [250.0] * 30}, "prediction_horizon": "30m"}
@@ -61,8 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="requests per case")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    for name in ("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"):
-        os.environ.setdefault(name, "0")  # as `make run`
+    apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve
 

@@ -25,15 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_load import encode_request, run_load  # noqa: E402
+from core.serve_tuning import SERVE_TUNING, apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
-# Serve settings that helped on 2 cores (also exported by `make run`): user code and the router on the
-# replica's main event loop, and request-path logs buffered instead of flushed per request.
-THROUGHPUT_SETTINGS = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
-}
 POWER = {"workload_id": "bench", "prediction_horizon": "30m",
          "features": {"power_watts": [250.0 + 10 * math.sin(i / 5) for i in range(30)],
                       "cpu_utilization": [55.0] * 30, "workload_type": "hybrid"}}
@@ -78,8 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not args.serve_defaults:
-        for name, value in THROUGHPUT_SETTINGS.items():
-            os.environ.setdefault(name, value)
+        apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve
 
@@ -118,7 +111,7 @@ def main() -> None:
     floor = _in_process_floor(args.model_path)
     out = sys.stdout
     settings = ("Serve defaults" if args.serve_defaults
-                else ", ".join(f"{k}={v}" for k, v in THROUGHPUT_SETTINGS.items()))
+                else ", ".join(f"{k}={os.environ[k]}" for k in SERVE_TUNING))
     out.write(f"Serve over HTTP on {os.cpu_count()} cores (1 ingress with the cost model, 1 PowerPredictor replica); "
               f"{settings}\n")
     for name, result in results.items():

@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.serve_tuning import apply_serve_tuning  # noqa: E402
+
 HOST = "127.0.0.1"
 TOKEN = "soak-token"
 
@@ -53,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    for name in ("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"):
-        os.environ.setdefault(name, "0")  # as `make run`
+    apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve
 

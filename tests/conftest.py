@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.serve_tuning import apply_serve_tuning
 from tests.factories import free_port
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -30,8 +31,7 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    for name in ("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP"):
-        os.environ.setdefault(name, "0")  # Serve's settings under `make run` (Makefile SERVE_ENV)
+    apply_serve_tuning()  # Serve's settings under `make run`
     context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
                        log_to_driver=False, ignore_reinit_error=True)
     _started["dashboard_url"] = f"http://{context.dashboard_url}"
