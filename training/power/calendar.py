@@ -33,8 +33,7 @@ def encode(times: pd.DatetimeIndex, calendar: tuple[str, ...]) -> list[np.ndarra
     """[sin, cos] columns per calendar feature, for timestamps `times` (naive ones are read as UTC)."""
     if times.tz is None:
         times = times.tz_localize("UTC")
-    seconds = (times - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-    seconds = np.asarray(seconds, dtype=float)
+    seconds = times.as_unit("ns").asi8 / 1e9  # Unix seconds (asi8 counts from the epoch in UTC)
     columns = []
     for name in calendar:
         angle = phase(seconds, name)

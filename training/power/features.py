@@ -43,6 +43,11 @@ class Segment:
     def times(self) -> pd.DatetimeIndex:
         return pd.date_range(self.start, periods=len(self), freq=pd.Timedelta(seconds=self.step_s))
 
+    @property
+    def end(self) -> pd.Timestamp:
+        """The time of the last step (without building every step's time, as `times` does)."""
+        return self.start + pd.Timedelta(seconds=self.step_s * (len(self) - 1))
+
     def slice(self, begin: int, end: int) -> Segment:
         return Segment(
             node_id=self.node_id,
@@ -202,7 +207,8 @@ class FeaturePipeline(BaseModel):
             index = {k: i for i, k in enumerate(self.workload_vocab)}
             codes = np.array([index.get(k, len(index)) for k in segment.workload])
             columns += list(np.eye(len(index) + 1)[codes].T)
-        columns += cal.encode(segment.times, self.calendar)
+        if self.calendar:
+            columns += cal.encode(segment.times, self.calendar)
         return np.stack(columns, axis=1).astype(np.float32)
 
 

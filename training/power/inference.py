@@ -179,7 +179,7 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
         segment, chosen = estimated_segment(segment, estimator)
         scale = estimator.fits[chosen[-1]].scale
     return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded,
-                  segment.times[-1].to_pydatetime(), scale, used)
+                  segment.end.to_pydatetime(), scale, used)
 
 
 def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input]) -> list[tuple[CalibratedForecast, int]]:
@@ -217,7 +217,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             point=_rounded(result.point[row, :steps]),
             lower=_rounded(result.lower[row, :steps]),
             upper=_rounded(result.upper[row, :steps]),
-            confidence=tuple(round(float(v), 4) for v in result.confidence[row, :steps]),
+            confidence=_rounded(result.confidence[row, :steps], 4),
             window_coverage=0.0 if given.estimated_from else round(1.0 - padded / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
@@ -228,8 +228,8 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
     return forecasts
 
 
-def _rounded(values: np.ndarray) -> tuple[float, ...]:
-    return tuple(round(float(v), 2) for v in values)
+def _rounded(values: np.ndarray, decimals: int = 2) -> tuple[float, ...]:
+    return tuple(np.round(np.asarray(values, dtype=float), decimals).tolist())
 
 
 def utc_now_floor(step_s: int) -> datetime:
