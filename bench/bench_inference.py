@@ -52,7 +52,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     window = rng.normal(size=(1, args.sequence_length, n_features)).astype(np.float32)
     last = np.array([2100.0])
-    p50, p90, p99 = _percentiles(lambda: forecaster.forecast(window, last), args.runs)
+    p50, p90, p99 = _percentiles(args.runs, forecaster.forecast, window, last)
     sys.stdout.write(
         f"inference, 1 window (sequence {args.sequence_length}, hidden {args.hidden_size}, horizon {args.horizon}, "
         f"{n_features} features), 1 thread, {args.runs} runs: p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms "
@@ -61,20 +61,19 @@ def main() -> None:
                            numeric={name: (50.0,) * args.sequence_length for name in features[:5]},
                            workload_type="training", horizon_s=args.horizon * 60)
     for batch in (1, 16):
-        histories = [history] * batch
-        p50, p90, p99 = _percentiles(lambda: forecast_histories(forecaster, histories, "bench"), args.runs)  # noqa: B023
+        p50, p90, p99 = _percentiles(args.runs, forecast_histories, forecaster, [history] * batch, "bench")
         sys.stdout.write(f"request path (forecast_histories), {batch} {'history' if batch == 1 else 'histories'}: "
                          f"p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms ({p50 / batch:.2f} ms per history)\n")
 
 
-def _percentiles(call, runs: int) -> tuple[float, float, float]:
-    """p50, p90, p99 in ms of `runs` calls after 20 warm-up calls."""
+def _percentiles(runs: int, call, *args) -> tuple[float, float, float]:
+    """p50, p90, p99 in ms of `runs` calls of `call(*args)` after 20 warm-up calls."""
     for _ in range(20):
-        call()
+        call(*args)
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        call()
+        call(*args)
         timings.append((time.perf_counter() - started) * 1000.0)
     p50, p90, p99 = np.percentile(timings, [50, 90, 99])
     return float(p50), float(p90), float(p99)
