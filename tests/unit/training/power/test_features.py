@@ -64,6 +64,7 @@ def test_samples_are_averaged_into_step_bins() -> None:
     assert segment.start == pd.Timestamp(T0, unit="s", tz="UTC")
     assert segment.step_s == STEP and len(segment) == 3
     assert list(segment.times) == [pd.Timestamp(T0 + k * STEP, unit="s", tz="UTC") for k in range(3)]
+    assert segment.end == segment.times[-1]
 
 
 def test_workload_unknown_until_first_seen() -> None:
