@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
@@ -18,6 +19,8 @@ from core.registry import ModelRegistry
 from training.cost.catalog import RECORD_COLUMNS, generate_job_records, list_price, load_catalog
 from training.cost.model import CostModel
 from training.cost.schema import COMPONENTS, CostQuery, Resources
+from training.power import calendar as cal
+from training.power.features import FeaturePipeline, Segment
 from training.power.fit import (
     SupervisedArrays,
     build_model,
@@ -108,6 +111,50 @@ def test_output_depends_on_the_input() -> None:
         a = model(torch.zeros(1, 5, 2))
         b = model(torch.ones(1, 5, 2))
     assert not torch.allclose(a, b)
+
+
+def _calendar_model(horizon: int = 6, step_s: int = 600) -> tuple[PowerLSTM, FeaturePipeline]:
+    pipeline = FeaturePipeline(features=(), step_s=step_s, power_mean=0.0, power_std=1.0, numeric_mean={},
+                               numeric_std={}, workload_vocab=(), calendar=("time_of_day", "day_of_week"))
+    model = PowerLSTM(n_features=len(pipeline.feature_names), hidden_size=16, num_layers=1, horizon=horizon,
+                      target_calendar=pipeline.target_calendar)
+    return model.eval(), pipeline
+
+
+def test_a_model_without_calendar_inputs_keeps_the_layout_saved_before_the_per_lead_head() -> None:
+    keys = set(PowerLSTM(n_features=3, hidden_size=8, num_layers=1, horizon=4).state_dict())
+    assert keys == {f"encoder.{kind}_{part}_l0" for kind in ("weight", "bias") for part in ("ih", "hh")} | {
+        "head.0.weight", "head.0.bias", "head.3.weight", "head.3.bias"}
+
+
+def test_the_per_lead_head_reads_each_target_time_on_the_calendar() -> None:
+    step_s, horizon = 600, 6
+    model, pipeline = _calendar_model(horizon, step_s)
+    origins = pd.date_range("2026-01-05 01:30", periods=5, freq="7h", tz="UTC")
+    last = torch.tensor(np.stack([pipeline.transform(_one_step(pipeline, t))[-1] for t in origins]))
+    with torch.no_grad():
+        positions = model.target_positions(last).numpy()  # [B, H, 4]
+    for row, origin in enumerate(origins):
+        targets = pd.DatetimeIndex([origin + pd.Timedelta(seconds=step_s * lead) for lead in range(1, horizon + 1)])
+        np.testing.assert_allclose(positions[row], np.column_stack(cal.encode(targets, pipeline.calendar)), atol=1e-5)
+
+
+def test_the_per_lead_head_keeps_quantiles_ordered_and_starts_at_no_change() -> None:
+    torch.manual_seed(4)
+    model, pipeline = _calendar_model()
+    inputs = torch.randn(16, 10, len(pipeline.feature_names))
+    with torch.no_grad():
+        start = model(inputs)
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 2.0)
+        wild = model(inputs * 10)
+    assert start.shape == (16, 6, 3) and start[..., 1].abs().max() < 0.05
+    assert torch.isfinite(wild).all() and (wild[..., 0] <= wild[..., 1]).all() and (wild[..., 1] <= wild[..., 2]).all()
+
+
+def _one_step(pipeline: FeaturePipeline, when: pd.Timestamp) -> Segment:
+    return Segment(node_id="n", start=when, step_s=pipeline.step_s, power=np.zeros(1), numeric={},
+                   workload=np.array([None], dtype=object), imputed=np.zeros(1, bool))
 
 
 # --- quantile_loss ------------------------------------------------------------------------------------------------

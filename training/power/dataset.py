@@ -123,11 +123,12 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
         SupervisedArrays.from_windows(calib_windows, power_std),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
         verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
+        target_calendar=prepared.pipeline.target_calendar,
     )
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,
-        dropout=model_config.dropout,
+        dropout=model_config.dropout, target_calendar=prepared.pipeline.target_calendar,
     )
     forecaster = PowerForecaster(weights.state_dict, architecture, prepared.pipeline)
     quantiles = forecaster.raw_quantiles(calib_windows.inputs, calib_windows.last_power)

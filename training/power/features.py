@@ -183,6 +183,13 @@ class FeaturePipeline(BaseModel):
         return names + cal.column_names(self.calendar)
 
     @property
+    def target_calendar(self) -> tuple[tuple[int, int, float], ...]:
+        """Per calendar cycle: its (sin, cos) input columns and radians per step (the model's TargetCalendar)."""
+        names = self.feature_names
+        return tuple((names.index(f"{name}_sin"), names.index(f"{name}_cos"),
+                      2.0 * np.pi * self.step_s / cal.PERIOD_S[name]) for name in self.calendar)
+
+    @property
     def spec_hash(self) -> str:
         """Identifies the input layout (not the fitted values): models refuse inputs of another layout."""
         layout = {"names": self.feature_names, "step_s": self.step_s}

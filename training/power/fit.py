@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch.utils.data import DataLoader, TensorDataset
 
-from training.power.model import PowerLSTM, quantile_loss
+from training.power.model import PowerLSTM, TargetCalendar, quantile_loss
 from training.power.windows import Windows
 
 
@@ -97,9 +97,10 @@ def validation_mae(model: torch.nn.Module, arrays: SupervisedArrays, device: tor
     return float(np.abs(median - arrays.targets)[arrays.mask].mean())
 
 
-def build_model(n_features: int, horizon: int, hidden_size: int, num_layers: int, dropout: float) -> PowerLSTM:
+def build_model(n_features: int, horizon: int, hidden_size: int, num_layers: int, dropout: float,
+                target_calendar: TargetCalendar = ()) -> PowerLSTM:
     return PowerLSTM(n_features=n_features, hidden_size=hidden_size, num_layers=num_layers,
-                     horizon=horizon, dropout=dropout)
+                     horizon=horizon, dropout=dropout, target_calendar=target_calendar)
 
 
 MIN_IMPROVEMENT = 1e-3  # relative: a validation MAE this much below the best counts as an improvement

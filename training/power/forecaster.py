@@ -25,6 +25,7 @@ from training.power.features_only import FeaturesOnly
 from training.power.fit import build_model, predict_changes
 from training.power.gbm import MODEL_FILE as GBM_FILE
 from training.power.gbm import DirectLightGBM
+from training.power.model import TargetCalendar
 
 WEIGHTS_FILE = "model.pt"
 ARCHITECTURE_FILE = "architecture.json"
@@ -47,6 +48,7 @@ class Architecture(BaseModel):
     hidden_size: int
     num_layers: int
     dropout: float
+    target_calendar: TargetCalendar = ()  # the per-lead calendar head's inputs; () in models saved before it
 
 
 class PowerForecaster:
@@ -64,7 +66,7 @@ class PowerForecaster:
         self.features_only = features_only
         self.device = torch.device(device)
         self.model = build_model(architecture.n_features, architecture.horizon, architecture.hidden_size,
-                                 architecture.num_layers, architecture.dropout)
+                                 architecture.num_layers, architecture.dropout, architecture.target_calendar)
         self.model.load_state_dict(state_dict)
         self.model.to(self.device).eval()
 

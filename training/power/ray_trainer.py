@@ -40,6 +40,7 @@ from training.power.fit import (
     make_loader,
     seed_everything,
 )
+from training.power.model import TargetCalendar
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
 
@@ -83,7 +84,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     rank = train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], config["hidden_size"],
-                        config["num_layers"], config["dropout"])
+                        config["num_layers"], config["dropout"], config["target_calendar"])
     model = prepare_model(model)
     loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], shuffle=True, seed=config["seed"]))
     verbose = rank == 0 and config["verbose"]
@@ -126,6 +127,7 @@ def train_power_lstm(
     resources_per_worker: Mapping[str, float] | None = None,
     callbacks: Sequence[UserCallback] = (),
     verbose: bool = True,
+    target_calendar: TargetCalendar = (),
 ) -> TrainedWeights:
     """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights.
 
@@ -137,6 +139,7 @@ def train_power_lstm(
             reachable from every machine of the run. resources_per_worker: custom resources each worker reserves
             besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
         callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
+        target_calendar: the calendar inputs of the model's per-lead head (FeaturePipeline.target_calendar).
 
     Raises:
         StorageNotShared: a local `storage_path` when the run's workers may span machines.
@@ -153,6 +156,7 @@ def train_power_lstm(
         "power_std": power_std,
         "verbose": verbose,
         "report_epochs": bool(callbacks),
+        "target_calendar": tuple(target_calendar),
         **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "batch_size", "epochs",
                                            "patience", "learning_rate", "seed", "interval_coverage"}),
     }

@@ -8,12 +8,15 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from core.stores.sqlite import SqliteStore
 from core.stores.window import replay_samples
 from core.telemetry_csv import validate_telemetry
 from training.power import calendar as cal
 from training.power.features import FeaturePipeline, resample
+from training.power.fit import build_model
+from training.power.forecaster import Architecture, PowerForecaster
 from training.power.inference import PowerHistory, history_segment
 from training.power.stored_history import stored_history
 
@@ -97,6 +100,28 @@ def test_a_pipeline_saved_before_calendar_inputs_loads_with_its_old_layout() -> 
     assert loaded.calendar == () and loaded.feature_names == ["power", "power_change", "cpu_utilization",
                                                                "cpu_utilization_missing"]
     assert loaded.spec_hash == pipeline.spec_hash
+
+
+def test_a_forecaster_with_the_per_lead_calendar_head_round_trips_and_older_ones_keep_their_layout(tmp_path) -> None:
+    pipeline = FeaturePipeline.fit(resample(frame(15), STEP, STEP), (), STEP)
+    assert pipeline.calendar == ("time_of_day", "day_of_week")
+    (sin_at, cos_at, radians), _ = pipeline.target_calendar
+    assert (sin_at, cos_at) == (2, 3) and radians == pytest.approx(2 * np.pi * STEP / 86400)
+    torch.manual_seed(0)
+    architecture = Architecture(n_features=len(pipeline.feature_names), sequence_length=4, horizon=3, hidden_size=8,
+                                num_layers=1, dropout=0.0, target_calendar=pipeline.target_calendar)
+    model = build_model(architecture.n_features, 3, 8, 1, 0.0, pipeline.target_calendar)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)
+    forecaster = PowerForecaster(model.state_dict(), architecture, pipeline)
+    forecaster.save(tmp_path / "new")
+    inputs = np.random.default_rng(0).normal(size=(5, 4, architecture.n_features)).astype(np.float32)
+    np.testing.assert_allclose(PowerForecaster.load(tmp_path / "new").raw_quantiles(inputs, np.zeros(5)),
+                               forecaster.raw_quantiles(inputs, np.zeros(5)), rtol=1e-6)
+    saved_before = architecture.model_dump(mode="json")
+    del saved_before["target_calendar"]
+    assert Architecture.model_validate(saved_before).target_calendar == ()  # the old head, as saved
 
 
 def test_history_lists_give_the_training_columns() -> None:
