@@ -25,7 +25,7 @@ def untrained(units: float) -> Callable[..., TrainedWeights]:
               power_std: float, **options: Any) -> TrainedWeights:
         torch.manual_seed(model_config.seed)
         model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], model_config.hidden_size,
-                            model_config.num_layers, model_config.dropout)
+                            model_config.num_layers, model_config.dropout, options.get("target_calendar", ()))
         with torch.no_grad():
             model.head[-1].bias.view(-1, 3)[:, 1] += units
         return TrainedWeights(state_dict=model.state_dict(), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
