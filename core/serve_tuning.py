@@ -4,7 +4,7 @@ User code and the router on the replica's own event loop, request-path logs buff
 request, and the HTTP proxy reaching replicas over Serve's inter-deployment gRPC transport instead of Ray actor
 calls (the replicas serve it anyway, behind Ray's token check when token authentication is on). They must be in
 the environment before Ray starts: the Makefile (`make run`), deploy/image/start.sh and the KubeRay RayService
-export the same values (tests/unit/test_serve_tuning.py keeps them in step), tests and benchmarks call
+export the same values (tests/unit/deploy/test_serve_tuning.py keeps them in step), tests and benchmarks call
 `apply_serve_tuning`. An operator's own value of any of them wins.
 """
 

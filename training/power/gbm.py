@@ -36,8 +36,8 @@ class GbmSpec(BaseModel):
 
     @classmethod
     def of(cls, pipeline: FeaturePipeline) -> GbmSpec:
-        names = pipeline.feature_names
-        columns = {name: (names.index(f"{name}_sin"), names.index(f"{name}_cos")) for name in pipeline.calendar}
+        inputs = zip(pipeline.calendar, pipeline.target_calendar, strict=True)
+        columns = {name: (sin_at, cos_at) for name, (sin_at, cos_at, _) in inputs}
         return cls(power_std=pipeline.power_std, step_s=pipeline.step_s, calendar_columns=columns)
 
 
