@@ -19,11 +19,20 @@ STORE_FAULT, REPLICA_FAULT, CONTROLLER_FAULT = "store actor killed", "predictor 
 
 
 @dataclass(frozen=True)
+class Kill:
+    """What a fault killed, and when the kill was sent (time.monotonic()): after finding the actor, which can take
+    a while on a busy cluster, so the time the fault was asked for would be too early."""
+
+    killed: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Fault:
-    """A part to kill: `kill` returns what it killed; `back` says whether the part answers again."""
+    """A part to kill: `kill` says what it killed and when; `back` says whether the part answers again."""
 
     name: str
-    kill: Callable[[], str]
+    kill: Callable[[], Kill]
     back: Callable[[], bool]
 
 
@@ -35,10 +44,16 @@ def _answers(call: Callable[[], object]) -> bool:
     return True
 
 
-def kill_named_actor(name: str) -> str:
+def _kill(name: str, namespace: str, *, no_restart: bool) -> Kill:
+    actor = ray.get_actor(name, namespace=namespace)
+    at = time.monotonic()
+    ray.kill(actor, no_restart=no_restart)
+    return Kill(name, at)
+
+
+def kill_named_actor(name: str) -> Kill:
     """ray.kill a named actor of the app, leaving Ray to restart it (its max_restarts)."""
-    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=False)
-    return name
+    return _kill(name, NAMESPACE, no_restart=False)
 
 
 def _replicas(power_app: str) -> list[str]:
@@ -56,13 +71,12 @@ class ReplicaFault:
         self.killed: str | None = None
         self.count = 0
 
-    def kill(self) -> str:
+    def kill(self) -> Kill:
         replicas = _replicas(self.power_app)
         if not replicas:
             raise RuntimeError(f"no PowerPredictor replica of {self.power_app!r} is alive")
         self.count, self.killed = len(replicas), replicas[0]
-        ray.kill(ray.get_actor(self.killed, namespace=SERVE_NAMESPACE), no_restart=True)  # Serve starts another
-        return self.killed
+        return _kill(self.killed, SERVE_NAMESPACE, no_restart=True)  # Serve starts another
 
     def back(self) -> bool:
         from ray import serve

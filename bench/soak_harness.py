@@ -158,8 +158,8 @@ class SoakRun:
                 time.sleep(max(due - 1.0 - time.monotonic(), 0.0))
                 self.writer.set(f"{STEP}-node", HIGH_WATTS)
             time.sleep(max(due - time.monotonic(), 0.0))
-            killed_at = time.monotonic()
-            killed = fault.kill()
+            kill = fault.kill()
+            killed_at, killed = kill.at, kill.killed
             back = wait_back(fault, killed_at, self.plan.recovery_timeout_s)
             span = FaultSpan(killed_at - started, None if back is None else killed_at - started + back,
                              replica=fault.name == REPLICA_FAULT)

@@ -12,6 +12,9 @@ from pydantic import BaseModel
 RESTART_SLACK_S = 15.0
 """A 503 answered this long after its part came back still counts as "while it restarts": the API waits up to
 10 s (store) or 15 s (controller) for an actor before it answers 503."""
+KILL_LANDS_S = 0.5
+"""ray.kill returns before the replica's process has ended: a request Serve hands it this long after the kill
+was sent still dies with it."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,11 @@ class FaultSpan:
                                                      or answer.done_s <= self.back_at_s + RESTART_SLACK_S)
 
     def held(self, answer: Answer) -> bool:
-        """A request the killed replica may have held when it died: sent before the kill, answered after it by
-        Serve's bare 500 or not at all (the client's timeout), whichever window the answer falls in."""
+        """A request the killed replica may have held when it died: sent before the kill landed (KILL_LANDS_S
+        after it was sent), answered after the kill by Serve's bare 500 or not at all (the client's timeout),
+        whichever window the answer falls in."""
         return (self.replica and answer.status in (0, 500) and not answer.app_body
-                and answer.at_s <= self.killed_at_s <= answer.done_s)
+                and answer.at_s <= self.killed_at_s + KILL_LANDS_S and self.killed_at_s <= answer.done_s)
 
 
 class WindowFigures(BaseModel):
@@ -136,7 +140,8 @@ def window_figures(answers: Sequence[Answer], name: str, start_s: float, end_s: 
         p50_ms=round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
         p99_ms=round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
         unavailable=sorted({f"{a.kind}: {a.detail}"[:200] for a in restarting})[:5],
-        examples=sorted({f"{a.kind}: {a.status} {a.detail}"[:240] for a in unexpected})[:5])
+        examples=sorted({f"{a.kind}: {a.status} {a.detail}"[:200] + f" (sent {a.at_s:.2f} s, answered {a.done_s:.2f} s)"
+                         for a in unexpected})[:5])
 
 
 def criteria(windows: Sequence[WindowFigures], faults: Sequence[FaultRecord], samples: SampleFigures,

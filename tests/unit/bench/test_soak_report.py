@@ -10,6 +10,7 @@ import httpx
 
 from bench.soak_load import TelemetryWriter, _app_error
 from bench.soak_report import (
+    KILL_LANDS_S,
     RESTART_SLACK_S,
     Answer,
     FaultSpan,
@@ -58,10 +59,11 @@ def test_answers_are_counted_in_the_window_they_came_back_in():
 def test_a_request_the_killed_replica_held_is_excused_in_whichever_window_it_ends():
     killed = FaultSpan(10.0, 12.0, replica=True)
     answers = [Answer(9.5, "power, history", 0, 30000.0, detail="ReadTimeout"),  # held, timed out at 39.5 s
-               Answer(10.5, "power, history", 0, 30000.0, detail="ReadTimeout")]  # sent after the kill: a fault
+               Answer(10.0 + KILL_LANDS_S / 2, "power, history", 0, 30000.0),  # sent before the kill landed: held
+               Answer(10.1 + KILL_LANDS_S, "power, history", 0, 30000.0, detail="ReadTimeout")]  # after it: a fault
     later = window_figures(answers, "controller killed", 30.0, 60.0, FaultSpan(30.0, 31.0), all_faults=[killed])
-    assert (later.killed_in_flight, later.other) == (1, 1)
-    assert window_figures(answers, "controller killed", 30.0, 60.0, FaultSpan(30.0, 31.0)).other == 2
+    assert (later.killed_in_flight, later.other) == (2, 1)
+    assert window_figures(answers, "controller killed", 30.0, 60.0, FaultSpan(30.0, 31.0)).other == 3
 
 
 def test_a_503_counts_as_documented_only_while_a_part_restarts():
