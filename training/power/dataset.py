@@ -45,6 +45,12 @@ class PreparedData:
         return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
                              sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
 
+    def training_windows(self) -> Windows:
+        """Every window with a target in the training part (the FIT and CALIB roles as one), for a final refit."""
+        merged = [np.where(roles == Role.CALIB, Role.FIT, roles).astype(roles.dtype) for roles in self.roles]
+        return build_windows(self.segments, merged, self.pipeline, role=Role.FIT,
+                             sequence_length=self.sequence_length, horizon=self.horizon)
+
     def data_span(self, synthetic: bool = False) -> DataSpan:
         """Span of the rows that trained the model (FIT and CALIB roles)."""
         starts, ends, rows = [], [], 0

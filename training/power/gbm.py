@@ -4,7 +4,9 @@ It reads the same input window as the LSTM (lags, recent level and spread, load 
 calendar), the lead time is a feature (one direct model for every lead), and where the pipeline has
 calendar inputs, the calendar position of the *target* time too (the origin's, rotated by the lead), so
 a recurring spike can be anticipated. It predicts the change from the last value with an L1 objective
-and early-stops on the calibration tail. Saved as LightGBM's text model plus a small JSON.
+and early-stops on the calibration tail; `refit` then trains it again on the whole training part (the
+calibration tail is the newest data) for as many rounds, scaled by the extra data. Saved as LightGBM's text
+model plus a small JSON.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class DirectLightGBM:
         self.n_estimators = n_estimators
         self.booster: lgb.Booster | None = None
         self.spec = GbmSpec()
+        self.fit_windows: int | None = None  # windows it was trained on (None: loaded, or not fitted yet)
 
     def rows(self, inputs: np.ndarray, horizon: int) -> np.ndarray:
         """Design matrix: one row per (window, lead), window-major."""
@@ -103,7 +106,20 @@ class DirectLightGBM:
         valid_set = lgb.Dataset(*self._supervised(valid), reference=train_set)
         self.booster = lgb.train(self.params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
                                  callbacks=[lgb.early_stopping(50, verbose=False)])
+        self.fit_windows = len(train)
         return self
+
+    def refit(self, windows: Windows) -> DirectLightGBM:
+        """A copy trained on `windows` (the fitting windows and the early-stopping ones together) for the rounds
+        early stopping chose, scaled by how many more windows it now has than the fit had (`fit_windows`)."""
+        if self.booster is None or self.fit_windows is None:
+            raise RuntimeError("fit the model first")
+        chosen = self.booster.best_iteration or self.booster.current_iteration()
+        rounds = max(1, round(chosen * len(windows) / max(self.fit_windows, 1)))
+        model = DirectLightGBM(n_estimators=rounds)
+        model.params, model.spec, model.fit_windows = dict(self.params), self.spec, len(windows)
+        model.booster = lgb.train(model.params, lgb.Dataset(*model._supervised(windows)), num_boost_round=rounds)
+        return model
 
     def predict_arrays(self, inputs: np.ndarray, last_power: np.ndarray, horizon: int) -> np.ndarray:
         """[N, H] watts for windows [N, T, F] whose last observed power is `last_power` [N]."""

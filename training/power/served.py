@@ -1,8 +1,10 @@
 """Give a trained forecaster its served forecast: fit the LightGBM partner, choose and calibrate the blend.
 
 Everything is fitted on the training part: the GBM on the FIT windows (early-stopped on CALIB), the
-choice and the calibration on the CALIB windows (training.power.blend). The test part is never seen. A training
-part too short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
+choice and the calibration on the CALIB windows (training.power.blend), all on forecasts of data the GBM did not
+train on. The GBM that is then kept (served, and the backtest's baseline) is trained again on FIT and CALIB
+together, so that the newest part of the training data is in it (`DirectLightGBM.refit`). The test part is never
+seen. A training part too short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
 """
 
 from __future__ import annotations
@@ -18,26 +20,30 @@ MIN_GBM_WINDOWS = 30
 
 
 def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
-    """The direct LightGBM on the FIT windows, early-stopped on the CALIB windows."""
-    return _fit_gbm(prepared, prepared.windows(Role.FIT), prepared.windows(Role.CALIB), seed)
+    """The direct LightGBM early-stopped on the CALIB windows, then refitted on the whole training part."""
+    gbm = _fit_gbm(prepared, prepared.windows(Role.FIT), prepared.windows(Role.CALIB), seed)
+    return gbm.refit(prepared.training_windows())
 
 
 def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
                seed: int) -> DirectLightGBM | None:
-    """Fit the LightGBM partner, choose the served forecast on the CALIB windows and set it (and the GBM when the
-    choice uses it) on `forecaster`; returns the fitted partner. With fewer than `MIN_GBM_WINDOWS` FIT or CALIB
-    windows nothing is fitted (None) and the LSTM is served alone. Each role's windows are built once (on a large
-    training part they are the memory peak)."""
+    """Fit the LightGBM partner, choose the served forecast on the CALIB windows and set it (and the GBM, refitted
+    on the whole training part, when the choice uses it) on `forecaster`; returns the refitted partner. With fewer
+    than `MIN_GBM_WINDOWS` FIT or CALIB windows nothing is fitted (None) and the LSTM is served alone. Each role's
+    windows are built once and let go before the refit builds its own (on a large training part they are the
+    memory peak)."""
     fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
     if min(len(fit), len(calib)) < MIN_GBM_WINDOWS:
         return None
     gbm = _fit_gbm(prepared, fit, calib, seed)
+    del fit
     lstm = forecaster.raw_quantiles(calib.inputs, calib.last_power)
-    blend = choose_served(lstm, gbm.predict(calib), calib.targets, calib.mask,
-                          time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
-                          tolerance=tolerance)
-    forecaster.served = blend
-    forecaster.gbm = gbm if blend.needs_gbm else None
+    forecaster.served = choose_served(lstm, gbm.predict(calib), calib.targets, calib.mask,
+                                      time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
+                                      tolerance=tolerance)
+    del calib, lstm
+    gbm = gbm.refit(prepared.training_windows())
+    forecaster.gbm = gbm if forecaster.served.needs_gbm else None
     return gbm
 
 

@@ -1,12 +1,15 @@
-"""prepare(): series too short for one window are refused, or left out when training from a store."""
+"""prepare(): series too short for one window are refused, or left out when training from a store; the training
+windows of a final refit."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from core.telemetry_csv import validate_telemetry
 from training.power.dataset import prepare
+from training.power.windows import Role
 
 ARGS = {"step_s": 60, "max_gap_s": 300, "features": ("cpu_utilization",), "sequence_length": 10, "horizon": 2,
         "train_fraction": 0.8}
@@ -33,3 +36,19 @@ def test_skip_short_leaves_it_out_and_keeps_the_rest(caplog):
 def test_skip_short_still_refuses_when_nothing_is_long_enough():
     with pytest.raises(ValueError, match="'a' \\(3 steps\\), 'b' \\(4 steps\\)"):
         prepare(frame({"a": 3, "b": 4}), **ARGS, skip_short=True)
+
+
+def scored_targets(windows) -> set[tuple[int, int]]:
+    """(segment, step) of every target the windows score."""
+    rows, leads = np.nonzero(windows.mask)
+    return set(zip(windows.segment_index[rows].tolist(), (windows.origin_index[rows] + leads + 1).tolist(),
+                   strict=True))
+
+
+def test_the_training_windows_score_every_fit_and_calib_target_and_no_test_one():
+    prepared = prepare(frame({"a": 200, "b": 120}), **ARGS)
+    fit, calib, test = (prepared.windows(role) for role in Role)
+    both = prepared.training_windows()
+    assert scored_targets(both) == scored_targets(fit) | scored_targets(calib)
+    assert not scored_targets(both) & scored_targets(test)
+    assert both.mask.sum() == fit.mask.sum() + calib.mask.sum()  # every (origin, lead) once

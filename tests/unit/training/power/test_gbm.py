@@ -105,3 +105,34 @@ def test_saved_model_predicts_the_same(tmp_path) -> None:
     model = DirectLightGBM(n_estimators=30, learning_rate=0.1, num_leaves=7).fit(windows, windows, 300.0)
     model.save(tmp_path)
     np.testing.assert_allclose(DirectLightGBM.load(tmp_path).predict(windows), model.predict(windows), rtol=1e-9)
+
+
+def test_the_refit_learns_the_newest_part_of_the_training_data() -> None:
+    """A change of rhythm inside the calibration tail: the model early-stopped on it never trained on the new
+    rhythm, the refit on FIT and CALIB together has, and it trains the chosen rounds scaled by the extra windows."""
+    rng = np.random.default_rng(5)
+    steps = np.arange(1200)
+    period = np.where(steps < 600, 30, 12)  # the rhythm changes at 600 (FIT ends at 672, the test part at 960)
+    power = 1000 + 300 * np.sin(2 * np.pi * steps / period) + 10 * rng.normal(size=steps.size)
+    segment = make_segment(power)
+    (roles,) = assign_roles([segment], train_fraction=0.8, calib_fraction=0.3)
+    pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), STEP)
+
+    def windows(role: Role, of=(roles,)):
+        return build_windows([segment], list(of), pipeline, role=role, sequence_length=32, horizon=4)
+
+    fit, calib, test = windows(Role.FIT), windows(Role.CALIB), windows(Role.TEST)
+    model = DirectLightGBM(n_estimators=120, learning_rate=0.1, num_leaves=15).fit(fit, calib, pipeline.power_std)
+    everything = windows(Role.FIT, of=(np.where(roles == Role.CALIB, Role.FIT, roles).astype(np.int8),))
+    refit = model.refit(everything)
+    chosen = model.booster.best_iteration or model.booster.current_iteration()
+    assert refit.booster.current_iteration() == round(chosen * len(everything) / len(fit))
+    assert refit.spec == model.spec and refit.fit_windows == len(everything)
+    early, late = (point_metrics(m.predict(test), test.targets, test.mask)["mae"] for m in (model, refit))
+    assert late < 0.8 * early
+
+
+def test_only_a_fitted_model_can_be_refitted() -> None:
+    windows = all_windows([make_segment(np.arange(30.0))], sequence_length=4, horizon=2)
+    with pytest.raises(RuntimeError, match="fit"):
+        DirectLightGBM().refit(windows)
