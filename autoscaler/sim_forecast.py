@@ -70,7 +70,8 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
                                            use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
                                            verbose=options.verbose)
     serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
-               tolerance=model_config.confidence_tolerance, seed=model_config.seed)
+               tolerance=model_config.confidence_tolerance, seed=model_config.seed,
+               refitted=weights.refit_state_dict)
     calibrated = forecaster.forecast(test.inputs, test.last_power)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []
@@ -85,6 +86,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
             rows=[row_of.get((index, position)) for position in range(first, len(segment))]))
     calibration = forecaster.served_calibration
     facts = {"best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
+             "refit_epochs": weights.refit_epochs,
              "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
              "served_method": forecaster.served_method,
              "peak_bound_margins_watts": calibration.peak_margins_watts if calibration is not None else None}

@@ -72,9 +72,11 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                                                use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
                                                verbose=options.verbose)
         gbm = (serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
-                          tolerance=model_config.confidence_tolerance, seed=model_config.seed)
+                          tolerance=model_config.confidence_tolerance, seed=model_config.seed,
+                          refitted=weights.refit_state_dict)
                or fit_gbm(prepared, model_config.seed))  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
+                      "refit_epochs": weights.refit_epochs,
                       "stopped_early": bool(weights.history and weights.history.stopped_early),
                       "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
                       "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers,

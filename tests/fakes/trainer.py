@@ -20,16 +20,23 @@ from training.power.ray_trainer import TrainedWeights
 from training.settings import PowerPredictorConfig
 
 
-def untrained(units: float) -> Callable[..., TrainedWeights]:
+def untrained(units: float, refit_units: float | None = None) -> Callable[..., TrainedWeights]:
+    """`refit_units`: the shift of the refit's weights, when the caller asks for a refit (else the same as `units`)."""
     def train(train_arrays: SupervisedArrays, val_arrays: SupervisedArrays, model_config: PowerPredictorConfig,
               power_std: float, **options: Any) -> TrainedWeights:
-        torch.manual_seed(model_config.seed)
-        model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], model_config.hidden_size,
-                            model_config.num_layers, model_config.dropout, options.get("target_calendar", ()))
-        with torch.no_grad():
-            model.head[-1].bias.view(-1, 3)[:, 1] += units
-        return TrainedWeights(state_dict=model.state_dict(), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
-                              duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"])
+        def shifted(by: float) -> dict[str, torch.Tensor]:
+            torch.manual_seed(model_config.seed)
+            model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], model_config.hidden_size,
+                                model_config.num_layers, model_config.dropout, options.get("target_calendar", ()))
+            with torch.no_grad():
+                model.head[-1].bias.view(-1, 3)[:, 1] += by
+            return model.state_dict()
+
+        refit = options.get("refit_arrays") is not None
+        refit_state = shifted(units if refit_units is None else refit_units) if refit else None
+        return TrainedWeights(state_dict=shifted(units), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
+                              duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"],
+                              refit_state_dict=refit_state, refit_epochs=1 if refit else 0)
 
     return train
 

@@ -1,5 +1,6 @@
 """The backtest suite end to end through real Ray Train (configs/suite.smoke.yaml), and early stopping as
-Ray Train reports it: the run stops after validation turns and says how many epochs it really ran."""
+Ray Train reports it: the run stops after validation turns and says how many epochs it really ran, and the
+refit on the whole training part comes back beside the early-stopped weights."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.paths import REPO_ROOT
 from training import evaluate
-from training.power.fit import SupervisedArrays
+from training.power.fit import SupervisedArrays, build_model, predict_changes, refit_epochs
 from training.power.ray_trainer import train_power_lstm
 from training.settings import PowerPredictorConfig
 
@@ -54,3 +56,23 @@ def test_ray_train_stops_early_and_reports_the_epochs_it_ran(ray_cluster):
     assert 1 < weights.best_epoch < weights.epochs_run < 40
     assert weights.epochs_run == weights.best_epoch + 4 == len(weights.history.epochs)
     assert weights.best_val_mae_watts == min(r.val_mae_watts for r in weights.history.epochs)
+
+
+def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluster):
+    """With the whole training part passed, the run returns the early-stopped weights and, beside them, those
+    weights trained further on it for the best epoch's count scaled by the windows it adds."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
+                                  learning_rate=0.003, dropout=0.0, seed=0)
+    fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
+    whole = SupervisedArrays(np.concatenate([fit.inputs, tail.inputs]), np.concatenate([fit.targets, tail.targets]),
+                             np.concatenate([fit.mask, tail.mask]))
+    weights = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit_arrays=whole)
+    assert weights.refit_epochs == refit_epochs(weights.best_epoch, 64, 32) >= 1
+    assert weights.refit_state_dict is not None
+
+    def median(state: dict[str, torch.Tensor]) -> float:
+        net = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+        net.load_state_dict(state)
+        return float(predict_changes(net, tail.inputs, torch.device("cpu"))[..., 1].mean())
+
+    assert median(weights.refit_state_dict) > median(weights.state_dict)  # pulled on towards the older 1.0

@@ -118,19 +118,26 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
                      use_gpu: bool = False, cpus_per_worker: float = 1.0, verbose: bool = True,
                      storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
-                     callbacks: Sequence[UserCallback] = ()) -> tuple[PowerForecaster, TrainedWeights]:
+                     callbacks: Sequence[UserCallback] = (), refit: bool = True,
+                     ) -> tuple[PowerForecaster, TrainedWeights]:
     """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail, both with the measured
-    power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s."""
+    power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s.
+
+    The forecaster returned holds the early-stopped weights, whose CALIB forecasts are held out: the calibration
+    here and the served choice (`served.serve_best`) rest on them. With `refit`, `TrainedWeights.refit_state_dict`
+    holds those weights trained further on FIT and CALIB together; `serve_best` puts them in service last."""
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
+    whole = SupervisedArrays.from_windows(prepared.training_windows(), power_std) if refit else None
     weights = train_power_lstm(
         SupervisedArrays.from_windows(fit_windows, power_std),
         SupervisedArrays.from_windows(calib_windows, power_std),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
         verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
-        target_calendar=prepared.pipeline.target_calendar,
+        target_calendar=prepared.pipeline.target_calendar, refit_arrays=whole,
     )
+    del whole
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,

@@ -3,12 +3,15 @@
 `fit_epochs` is the whole loop: one pass over the training windows per epoch, validation MAE on the
 held-out tail after each, a learning rate halved when validation stops improving (ReduceLROnPlateau),
 and early stopping that ends the run after `patience` epochs without improvement and restores the
-weights of the best epoch. The returned `FitHistory` says what happened, epoch by epoch.
+weights of the best epoch. The returned `FitHistory` says what happened, epoch by epoch. `refine` then
+trains those weights further on the whole training part (the held-out tail is the newest data) for
+`refit_epochs` epochs at the best epoch's rate: nothing is left to stop on, so the count comes from the run.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,3 +197,19 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
     stopping.restore(plain)
     return FitHistory(epochs=tuple(records), best_epoch=stopping.best_epoch,
                       stopped_early=len(records) < epochs)
+
+
+def refit_epochs(best_epoch: int, fit_windows: int, calib_windows: int) -> int:
+    """Epochs of the refit on the whole training part: the best epoch's count scaled by the share of windows
+    the held-out tail adds (about a quarter of it with the 20 % tail), at least one."""
+    return max(1, math.ceil(best_epoch * calib_windows / max(fit_windows, 1)))
+
+
+def refine(model: torch.nn.Module, loader: DataLoader, *, epochs: int, learning_rate: float,
+           levels: tuple[float, float, float], device: torch.device) -> None:
+    """Train `model` further for `epochs` passes over `loader` at a fixed rate (a fresh optimizer)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    for epoch in range(1, epochs + 1):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        train_one_epoch(model, loader, optimizer, levels, device)

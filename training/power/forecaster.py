@@ -70,6 +70,11 @@ class PowerForecaster:
         self.model.load_state_dict(state_dict)
         self.model.to(self.device).eval()
 
+    def use_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Serve other weights of the same architecture (the refit on the whole training part)."""
+        self.model.load_state_dict(state_dict)
+        self.model.to(self.device).eval()
+
     @property
     def horizon(self) -> int:
         return self.architecture.horizon

@@ -3,7 +3,8 @@
 The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP
 when more than one); each runs `fit.fit_epochs` (every worker scores the whole validation tail, so all
 of them take the same early-stopping decision). Rank 0 prints progress and at the end reports one
-checkpoint: the best epoch's weights with the run's history, the one record of how many epochs ran
+checkpoint: the best epoch's weights with the run's history, the one record of how many epochs ran, and, when
+the driver passes the whole training part (`refit_arrays`), the weights `fit.refine` then trained on it
 (Ray Train answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch).
 Each epoch's metrics are reported only when a callback listens (a Ray Tune trial): a report costs about
 2 s on a 2-core machine, several times a small model's epoch. It runs unchanged on a laptop (`ray.init()` starts
@@ -14,6 +15,7 @@ machine of the run reaches (training.power.checkpoint_storage refuses a local on
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import time
@@ -38,6 +40,8 @@ from training.power.fit import (
     fit_epochs,
     interval_levels,
     make_loader,
+    refine,
+    refit_epochs,
     seed_everything,
 )
 from training.power.model import TargetCalendar
@@ -45,6 +49,7 @@ from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
 
 WEIGHTS_FILE = "model.pt"
+REFIT_FILE = "refit.pt"
 HISTORY_FILE = "history.json"
 
 
@@ -58,6 +63,8 @@ class TrainedWeights:
     num_workers: int
     use_gpu: bool
     history: FitHistory | None = None
+    refit_state_dict: dict[str, torch.Tensor] | None = None  # trained further on the whole training part
+    refit_epochs: int = 0
     worker_nodes: tuple[str, ...] = ()  # Ray node id of every worker, in rank order
 
 
@@ -103,15 +110,37 @@ def _train_loop(config: dict[str, Any]) -> None:
     if verbose and history.stopped_early:
         _progress(f"[train] early stop after epoch {history.epochs_run}: no improvement for {config['patience']} "
                   f"epochs; restored best epoch {history.best_epoch}")
-    final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "worker_nodes": _worker_nodes()}
+    plain = model.module if hasattr(model, "module") else model
+    chosen = copy.deepcopy(plain.state_dict())
+    refitted = _refit(model, history, train_arrays, val_arrays, config, device, verbose)
+    final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "refit_epochs": refitted,
+             "worker_nodes": _worker_nodes()}
     if rank == 0:
-        plain = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(plain.state_dict(), Path(folder) / WEIGHTS_FILE)
+            torch.save(chosen, Path(folder) / WEIGHTS_FILE)
+            if refitted:
+                torch.save(plain.state_dict(), Path(folder) / REFIT_FILE)
             (Path(folder) / HISTORY_FILE).write_text(history.model_dump_json())
             train.report(final, checkpoint=Checkpoint.from_directory(folder))
     else:
         train.report(final)
+
+
+def _refit(model: torch.nn.Module, history: FitHistory, train_arrays: SupervisedArrays,
+           val_arrays: SupervisedArrays, config: dict[str, Any], device: torch.device, verbose: bool) -> int:
+    """Train the best epoch's weights further on the whole training part, if the driver passed it; the epochs run."""
+    if config["refit_ref"] is None:
+        return 0
+    whole: SupervisedArrays = ray.get(config["refit_ref"])
+    epochs = refit_epochs(history.best_epoch, len(train_arrays.inputs), len(val_arrays.inputs))
+    rate = history.epochs[history.best_epoch - 1].learning_rate
+    if verbose:
+        _progress(f"[train] refit on the whole training part ({len(whole.inputs)} windows): {epochs} epoch(s) "
+                  f"at lr {rate:.2g}")
+    loader = prepare_data_loader(make_loader(whole, config["batch_size"], shuffle=True, seed=config["seed"]))
+    refine(model, loader, epochs=epochs, learning_rate=rate, levels=interval_levels(config["interval_coverage"]),
+           device=device)
+    return epochs
 
 
 def train_power_lstm(
@@ -128,8 +157,10 @@ def train_power_lstm(
     callbacks: Sequence[UserCallback] = (),
     verbose: bool = True,
     target_calendar: TargetCalendar = (),
+    refit_arrays: SupervisedArrays | None = None,
 ) -> TrainedWeights:
-    """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights.
+    """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights, and with `refit_arrays` (the
+    whole training part) those weights trained further on it (`fit.refine`).
 
     Args:
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
@@ -140,6 +171,7 @@ def train_power_lstm(
             besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
         callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
         target_calendar: the calendar inputs of the model's per-lead head (FeaturePipeline.target_calendar).
+        refit_arrays: FIT and CALIB windows together, for the refit; None for none (a Tune trial's run).
 
     Raises:
         StorageNotShared: a local `storage_path` when the run's workers may span machines.
@@ -153,6 +185,7 @@ def train_power_lstm(
     config = {
         "train_ref": ray.put(train_arrays),
         "val_ref": ray.put(val_arrays),
+        "refit_ref": ray.put(refit_arrays) if refit_arrays is not None else None,
         "power_std": power_std,
         "verbose": verbose,
         "report_epochs": bool(callbacks),
@@ -182,6 +215,8 @@ def train_power_lstm(
             raise RuntimeError("training reported no checkpoint")
         with result.checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+            refit_path = Path(folder) / REFIT_FILE
+            refit_state = torch.load(refit_path, map_location="cpu", weights_only=True) if refit_path.exists() else None
             history = FitHistory.model_validate_json((Path(folder) / HISTORY_FILE).read_text())
     return TrainedWeights(
         state_dict=state,
@@ -193,4 +228,6 @@ def train_power_lstm(
         use_gpu=use_gpu,
         history=history,
         worker_nodes=worker_nodes,
+        refit_state_dict=refit_state,
+        refit_epochs=int((result.metrics or {}).get("refit_epochs", 0)),
     )

@@ -49,12 +49,14 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                                            verbose=spec.verbose, storage_path=config.storage_path,
                                            resources_per_worker=spec.resources_per_worker)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
-    serve_best(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=model_config.seed)
+    serve_best(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=model_config.seed,
+               refitted=weights.refit_state_dict)
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger, coverage, tolerance)
     decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
+                          refit_epochs=weights.refit_epochs,
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
                           worker_nodes=weights.worker_nodes, served=forecaster.served_method)

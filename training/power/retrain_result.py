@@ -24,6 +24,7 @@ class TrainingFacts(BaseModel):
     seed: int
     best_epoch: int
     epochs_run: int
+    refit_epochs: int = 0  # epochs the best weights then trained on the whole training part (training.power.fit)
     duration_s: float
     num_workers: int
     use_gpu: bool

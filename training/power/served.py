@@ -1,13 +1,16 @@
 """Give a trained forecaster its served forecast: fit the LightGBM partner, choose and calibrate the blend.
 
 Everything is fitted on the training part: the GBM on the FIT windows (early-stopped on CALIB), the
-choice and the calibration on the CALIB windows (training.power.blend), all on forecasts of data the GBM did not
-train on. The GBM that is then kept (served, and the backtest's baseline) is trained again on FIT and CALIB
-together, so that the newest part of the training data is in it (`DirectLightGBM.refit`). The test part is never
-seen. A training part too short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
+choice and the calibration on the CALIB windows (training.power.blend), all on forecasts of data neither the GBM
+nor the LSTM trained on. Both models are then trained again on FIT and CALIB together, so that the newest part of
+the training data is in what serves: the GBM here (`DirectLightGBM.refit`; it is also the backtest's baseline), the
+LSTM by Ray Train (`fit.refine`), whose weights `serve_best` puts in service last. The test part is never seen. A
+training part too short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
 """
 
 from __future__ import annotations
+
+import torch
 
 from training.power.blend import choose_served, time_halves
 from training.power.dataset import PreparedData
@@ -26,12 +29,21 @@ def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
 
 
 def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-               seed: int) -> DirectLightGBM | None:
+               seed: int, refitted: dict[str, torch.Tensor] | None = None) -> DirectLightGBM | None:
     """Fit the LightGBM partner, choose the served forecast on the CALIB windows and set it (and the GBM, refitted
-    on the whole training part, when the choice uses it) on `forecaster`; returns the refitted partner. With fewer
-    than `MIN_GBM_WINDOWS` FIT or CALIB windows nothing is fitted (None) and the LSTM is served alone. Each role's
-    windows are built once and let go before the refit builds its own (on a large training part they are the
-    memory peak)."""
+    on the whole training part, when the choice uses it) on `forecaster`, then the LSTM's `refitted` weights
+    (`TrainedWeights.refit_state_dict`) when given; returns the refitted partner."""
+    gbm = _choose(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=seed)
+    if refitted is not None:
+        forecaster.use_weights(refitted)
+    return gbm
+
+
+def _choose(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
+            seed: int) -> DirectLightGBM | None:
+    """With fewer than `MIN_GBM_WINDOWS` FIT or CALIB windows nothing is fitted (None) and the LSTM is served
+    alone. Each role's windows are built once and let go before the refit builds its own (on a large training part
+    they are the memory peak)."""
     fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
     if min(len(fit), len(calib)) < MIN_GBM_WINDOWS:
         return None

@@ -90,6 +90,7 @@ def run_trial(tuned: dict[str, Any], data: TrialData) -> None:
     forecaster, weights = train_forecaster(
         prepared, model_config, num_workers=data.num_workers, use_gpu=data.use_gpu,
         cpus_per_worker=data.cpus_per_worker, verbose=False, storage_path=data.storage_path,
-        resources_per_worker=data.resources_per_worker, callbacks=[EpochsToTune()])
+        resources_per_worker=data.resources_per_worker, callbacks=[EpochsToTune()],
+        refit=False)  # a trial is scored on the early-stopped weights; the chosen settings retrain with a refit
     tune.report({VAL_METRIC: weights.best_val_mae_watts, SCORE: data.holdout.mae(forecaster),
                  "epochs_run": weights.epochs_run, "best_epoch": weights.best_epoch})

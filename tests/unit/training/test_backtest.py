@@ -27,3 +27,22 @@ def test_the_report_scores_the_features_only_mode_on_the_same_points(tmp_path, m
     assert report["best_baseline"] not in {"lstm", "served", "features_only"}
     assert len(report["mae_by_lead"]["features_only"]) == report["horizon_steps"]
     assert "features only (power withheld): interval covers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_refitted_lstm_serves_and_the_early_stopped_one_is_calibrated(tmp_path, monkeypatch):
+    """The choice and the calibration rest on the early-stopped weights' held-out forecasts; the weights that
+    forecast the test part are the refit's. Here the refit is made much worse, and only the forecasts show it."""
+    trace = tmp_path / "trace.csv"
+    write_csv(generate_trace(nodes=2, duration_s=2 * 86400, step_s=300, seed=4), trace)
+    reports = {}
+    for name, refit_units in (("same", 0.0), ("worse", 3.0)):
+        monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0, refit_units=refit_units))
+        output = tmp_path / f"{name}.json"
+        assert evaluate.main(["--data", str(trace), "--step", "10min", "--horizon", "1h", "--sequence-length", "12",
+                              "--epochs", "1", "--output", str(output), "--quiet"]) == 0
+        reports[name] = json.loads(output.read_text())
+    same, worse = reports["same"], reports["worse"]
+    assert same["model"]["refit_epochs"] == worse["model"]["refit_epochs"] == 1
+    assert same["served"] == worse["served"]  # chosen and calibrated before the refit went in
+    assert worse["metrics"]["lstm"]["mae"] > 1.5 * same["metrics"]["lstm"]["mae"]

@@ -1,4 +1,4 @@
-"""Early stopping and the learning-rate schedule of the PowerLSTM training loop (training.power.fit)."""
+"""Early stopping, the learning-rate schedule and the refit of the PowerLSTM training loop (training.power.fit)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from training.power.fit import (
     build_model,
     fit_epochs,
     make_loader,
+    predict_changes,
+    refine,
+    refit_epochs,
     seed_everything,
     validation_mae,
 )
@@ -104,3 +107,36 @@ def test_history_round_trips_as_json() -> None:
     history = FitHistory(epochs=(record,), best_epoch=1, stopped_early=False)
     assert FitHistory.model_validate_json(history.model_dump_json()) == history
     assert history.best_val_mae_watts == 3.0 and history.epochs_run == 1
+
+
+def test_the_refit_runs_the_best_epochs_scaled_by_the_share_of_windows_it_adds() -> None:
+    assert refit_epochs(best_epoch=48, fit_windows=3000, calib_windows=750) == 12
+    assert refit_epochs(best_epoch=14, fit_windows=3000, calib_windows=750) == 4  # rounded up
+    assert refit_epochs(best_epoch=1, fit_windows=3000, calib_windows=750) == 1  # never none
+
+
+def test_refine_moves_the_early_stopped_weights_towards_the_whole_training_part() -> None:
+    """Early stopping holds the forecast near the tail's 0.3; the whole training part (older windows wanting 1.0,
+    the tail 0.3) pulls the refined weights up, and more epochs further, while the tail stays in view."""
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    tail = constant_change(32, 0.3, seed=1)
+    fit_epochs(model, make_loader(tail, 16, shuffle=True, seed=0), tail, epochs=30, patience=4,
+               learning_rate=0.01, levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
+    older = constant_change(96, 1.0, seed=2)
+    whole = SupervisedArrays(np.concatenate([older.inputs, tail.inputs]),
+                             np.concatenate([older.targets, tail.targets]), np.concatenate([older.mask, tail.mask]))
+
+    def median(net: torch.nn.Module) -> float:
+        return float(predict_changes(net, tail.inputs, CPU)[..., 1].mean())
+
+    before = median(model)
+    medians = []
+    for epochs in (1, 5):
+        refined = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+        refined.load_state_dict(model.state_dict())
+        refine(refined, make_loader(whole, 16, shuffle=True, seed=0), epochs=epochs, learning_rate=0.01,
+               levels=(0.1, 0.5, 0.9), device=CPU)
+        medians.append(median(refined))
+    assert abs(before - 0.3) < 0.1
+    assert before + 0.1 < medians[0] < medians[1] < 1.0
