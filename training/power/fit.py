@@ -5,7 +5,8 @@ held-out tail after each, a learning rate halved when validation stops improving
 and early stopping that ends the run after `patience` epochs without improvement and restores the
 weights of the best epoch. The returned `FitHistory` says what happened, epoch by epoch. `refine` then
 trains those weights further on the whole training part (the held-out tail is the newest data) for
-`refit_epochs` epochs at the best epoch's rate: nothing is left to stop on, so the count comes from the run.
+`refit_epochs` epochs at the best epoch's rate: nothing is left to stop on, so the count comes from the run
+(only a run that early stopping ended is refitted: training/power/ray_trainer.py).
 """
 
 from __future__ import annotations

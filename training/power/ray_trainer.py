@@ -128,8 +128,10 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 def _refit(model: torch.nn.Module, history: FitHistory, train_arrays: SupervisedArrays,
            val_arrays: SupervisedArrays, config: dict[str, Any], device: torch.device, verbose: bool) -> int:
-    """Train the best epoch's weights further on the whole training part, if the driver passed it; the epochs run."""
-    if config["refit_ref"] is None:
+    """Train the best epoch's weights further on the whole training part, if the driver passed it and early stopping
+    ended the run; the epochs run. A run the epoch limit cut short was still learning: more epochs would take it past
+    the model its calibration was measured on by more than a converged run's small step, so it is not refitted."""
+    if config["refit_ref"] is None or not history.stopped_early:
         return 0
     whole: SupervisedArrays = ray.get(config["refit_ref"])
     epochs = refit_epochs(history.best_epoch, len(train_arrays.inputs), len(val_arrays.inputs))
