@@ -38,6 +38,7 @@ from training.power.fit import (
     SupervisedArrays,
     build_model,
     fit_epochs,
+    flush_denormals,
     interval_levels,
     make_loader,
     refine,
@@ -86,6 +87,7 @@ def _worker_nodes() -> list[str]:
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     seed_everything(config["seed"])
+    flush_denormals()
     train_arrays: SupervisedArrays = ray.get(config["train_ref"])
     val_arrays: SupervisedArrays = ray.get(config["val_ref"])
     rank = train.get_context().get_world_rank()

@@ -15,6 +15,7 @@ from training.power.fit import (
     SupervisedArrays,
     build_model,
     fit_epochs,
+    flush_denormals,
     make_loader,
     predict_changes,
     refine,
@@ -33,6 +34,17 @@ def _one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+def test_flush_denormals_makes_the_cpu_treat_them_as_zero() -> None:
+    tiny = torch.tensor([1e-39])  # a denormal float32 (the smallest normal is 1.18e-38)
+    try:
+        torch.set_flush_denormal(False)
+        assert float(tiny * 1.0) != 0.0
+        flush_denormals()
+        assert float(tiny * 1.0) == 0.0
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:
