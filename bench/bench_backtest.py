@@ -44,10 +44,12 @@ def main() -> None:
             raise SystemExit(code)
         report = json.loads(report_path.read_text())
     maes = ", ".join(f"{k} {v['mae']:.1f} W" for k, v in report["metrics"].items())
+    model = report["model"]
     sys.stdout.write(
         f"backtest of {rows:,} rows ({'synthetic' if args.data is None else data}), step {args.step}, horizon "
         f"{args.horizon}: {elapsed:.0f} s wall on {os.cpu_count()} cores (target < 600 s: "
-        f"{'met' if elapsed < 600 else 'NOT met'}); MAE {maes}\n")
+        f"{'met' if elapsed < 600 else 'NOT met'}); LSTM training {model['train_seconds']:.0f} s: "
+        f"{model['epochs_run']} epochs (best {model['best_epoch']}) + {model['refit_epochs']} refit; MAE {maes}\n")
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ def train(seed: int, epochs: int) -> tuple[torch.nn.Module, list[float]]:
     seed_everything(seed)
     model = build_model(n_features=2, horizon=3, hidden_size=16, num_layers=1, dropout=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    loader = make_loader(synthetic_problem(256, seed=10), batch_size=32, shuffle=True, seed=seed)
+    loader = make_loader(synthetic_problem(256, seed=10), batch_size=32, seed=seed)
     losses = [train_one_epoch(model, loader, optimizer, LEVELS, CPU) for _ in range(epochs)]
     return model, losses
 

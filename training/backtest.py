@@ -40,7 +40,7 @@ class TrainOptions:
 
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = 1.0  # None: ray_trainer.free_cpus_each
     verbose: bool = True
 
 

@@ -38,6 +38,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return value
+
+
 def fraction_arg(text: str) -> float:
     try:
         value = float(text)
@@ -72,7 +82,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (same seed, same model)")
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each Ray Train worker reserves")
+    parser.add_argument("--cpus-per-worker", type=positive_float,
+                        help="CPUs each Ray Train worker reserves, and torch's threads in it (default: on a Ray of one "
+                        "machine, its free CPUs shared among the workers; 1 on a larger cluster)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 

@@ -111,6 +111,7 @@ class PowerPredictorConfig(Section):
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(2, ge=1, le=4)
     batch_size: int = Field(32, ge=1)
+    windows_per_epoch: int | None = Field(4096, ge=1)  # a fresh random sample each epoch; none: every window
     epochs: int = Field(60, ge=1)
     min_epochs: int = Field(4, ge=1)  # a retraining asking for fewer epochs is refused
     patience: int = Field(8, ge=1)

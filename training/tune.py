@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         config = base_config(args)
         plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
-                          num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                          num_workers=args.num_workers, use_gpu=args.use_gpu,
+                          cpus_per_worker=args.cpus_per_worker or 1.0,
                           resources_per_worker=args.resources_per_worker, skip_short=args.from_store,
                           verbose=not args.quiet)
         source = "telemetry store" if args.from_store else args.data

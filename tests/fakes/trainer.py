@@ -32,7 +32,7 @@ def untrained(units: float, refit_units: float | None = None) -> Callable[..., T
                 model.head[-1].bias.view(-1, 3)[:, 1] += by
             return model.state_dict()
 
-        refit = options.get("refit_arrays") is not None
+        refit = bool(options.get("refit"))
         refit_state = shifted(units if refit_units is None else refit_units) if refit else None
         return TrainedWeights(state_dict=shifted(units), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
                               duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"],

@@ -59,15 +59,13 @@ def test_ray_train_stops_early_and_reports_the_epochs_it_ran(ray_cluster):
 
 
 def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluster):
-    """With the whole training part passed, a run that early stopping ended returns the early-stopped weights and,
-    beside them, those weights trained further on it for the best epoch's count scaled by the windows it adds; a
-    run the epoch limit cut short is not refitted."""
+    """Asked for a refit, a run that early stopping ended returns the early-stopped weights and, beside them, those
+    weights trained further on the FIT and CALIB windows together for the best epoch's count scaled by the windows
+    CALIB adds; a run the epoch limit cut short is not refitted."""
     config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
                                   learning_rate=0.003, dropout=0.0, seed=0)
     fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
-    whole = SupervisedArrays(np.concatenate([fit.inputs, tail.inputs]), np.concatenate([fit.targets, tail.targets]),
-                             np.concatenate([fit.mask, tail.mask]))
-    weights = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit_arrays=whole)
+    weights = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
     assert weights.refit_epochs == refit_epochs(weights.best_epoch, 64, 32) >= 1
     assert weights.refit_state_dict is not None
 
@@ -79,6 +77,6 @@ def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluste
     assert median(weights.refit_state_dict) > median(weights.state_dict)  # pulled on towards the older 1.0
 
     cut_short = train_power_lstm(fit, tail, config.model_copy(update={"epochs": 3}), power_std=1.0, verbose=False,
-                                 refit_arrays=whole)
+                                 refit=True)
     assert not cut_short.history.stopped_early  # still learning at the limit: not refitted
     assert (cut_short.refit_epochs, cut_short.refit_state_dict) == (0, None)

@@ -116,7 +116,7 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
 
 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
-                     use_gpu: bool = False, cpus_per_worker: float = 1.0, verbose: bool = True,
+                     use_gpu: bool = False, cpus_per_worker: float | None = 1.0, verbose: bool = True,
                      storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
                      callbacks: Sequence[UserCallback] = (), refit: bool = True,
                      ) -> tuple[PowerForecaster, TrainedWeights]:
@@ -129,15 +129,13 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
-    whole = SupervisedArrays.from_windows(prepared.training_windows(), power_std) if refit else None
     weights = train_power_lstm(
         SupervisedArrays.from_windows(fit_windows, power_std),
         SupervisedArrays.from_windows(calib_windows, power_std),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
         verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
-        target_calendar=prepared.pipeline.target_calendar, refit_arrays=whole,
+        target_calendar=prepared.pipeline.target_calendar, refit=refit,
     )
-    del whole
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,

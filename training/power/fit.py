@@ -12,15 +12,16 @@ trains those weights further on the whole training part (the held-out tail is th
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, TensorDataset
 
 from training.power.model import PowerLSTM, TargetCalendar, quantile_loss
 from training.power.windows import Windows
@@ -55,8 +56,9 @@ def seed_everything(seed: int) -> None:
 
 def flush_denormals() -> None:
     """Make this process's CPU math treat denormal floats as zero. LSTM training makes them (tiny gradients and
-    their squares in AdamW), and x86 CPUs compute with them many times slower: one epoch of the seed's model
-    (hidden 128, sequence 168, batch 32) took 0.53 s per batch with them and 0.15 s without, on one core. The
+    their squares in AdamW), and x86 CPUs compute with them many times slower: batches of the seed's model
+    (hidden 128, sequence 168, batch 32) took 2 to 3.5 times longer with them on one core (0.37 against 0.18 s
+    per batch over a run's first 30 batches; 0.53 against 0.15 s from another start). The
     values flushed are below 1.2e-38, far under anything the model's units can resolve."""
     torch.set_flush_denormal(True)
 
@@ -67,9 +69,34 @@ def interval_levels(coverage: float) -> tuple[float, float, float]:
     return (tail, 0.5, 1.0 - tail)
 
 
-def make_loader(arrays: SupervisedArrays, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(arrays.tensors(), batch_size=batch_size, shuffle=shuffle, generator=generator)
+class EpochSample(DistributedSampler):
+    """A data-parallel worker's share of a fresh random sample of at most `per_epoch` windows each epoch (the
+    epoch set by `set_epoch`; every worker draws the same sample and takes its own part of it)."""
+
+    def __init__(self, dataset: Dataset, per_epoch: int, *, replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
+        self.per_replica = min(self.num_samples, math.ceil(per_epoch / replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.per_replica)
+
+    def __len__(self) -> int:
+        return self.per_replica
+
+
+def make_loader(data: SupervisedArrays | Dataset, batch_size: int, *, seed: int, per_epoch: int | None = None,
+                replicas: int = 1, rank: int = 0) -> DataLoader:
+    """Shuffled batches of a fresh random sample of at most `per_epoch` windows every epoch (all windows without a
+    cap), split among `replicas` data-parallel workers. Windows a step apart share all but one input step, so a
+    sample of them teaches nearly what all do, and early stopping looks at validation more often."""
+    dataset = data.tensors() if isinstance(data, SupervisedArrays) else data
+    if replicas > 1:
+        return DataLoader(dataset, batch_size=batch_size,
+                          sampler=EpochSample(dataset, per_epoch or len(dataset), replicas=replicas, rank=rank,
+                                              seed=seed))
+    generator = torch.Generator().manual_seed(seed)  # with no cap, the very sampler of DataLoader(shuffle=True)
+    sampler = RandomSampler(dataset, num_samples=min(per_epoch or len(dataset), len(dataset)), generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
 
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,

@@ -1,16 +1,18 @@
 """Distributed PowerLSTM training with Ray Train (`TorchTrainer`).
 
 The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP
-when more than one); each runs `fit.fit_epochs` (every worker scores the whole validation tail, so all
-of them take the same early-stopping decision). Rank 0 prints progress and at the end reports one
-checkpoint: the best epoch's weights with the run's history, the one record of how many epochs ran, and, when
-the driver passes the whole training part (`refit_arrays`), the weights `fit.refine` then trained on it
-(Ray Train answers `Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch).
-Each epoch's metrics are reported only when a callback listens (a Ray Tune trial): a report costs about
-2 s on a 2-core machine, several times a small model's epoch. It runs unchanged on a laptop (`ray.init()` starts
-a local Ray) and under `ray job submit` (it joins the job's cluster). Every worker reports the Ray node it
-ran on (`TrainedWeights.worker_nodes`); checkpoints go to `storage_path`, which must be storage every
-machine of the run reaches (training.power.checkpoint_storage refuses a local one otherwise).
+when more than one); each runs `fit.fit_epochs` on its share of every epoch's sample of windows (every
+worker scores the whole validation tail, so all of them take the same early-stopping decision). Rank 0
+prints progress and at the end reports one checkpoint: the best epoch's weights with the run's history,
+the one record of how many epochs ran, and, when the driver asks for a `refit`, the weights `fit.refine`
+then trained on the FIT and CALIB windows together (Ray Train answers `Result.metrics` with the metrics
+of the latest *checkpoint*, not of the last epoch). Each epoch's metrics are reported only when a
+callback listens (a Ray Tune trial): a report costs about 2 s on a 2-core machine, several times a small
+model's epoch. It runs unchanged on a laptop (training.power.local_ray starts a local Ray; the workers
+share its free CPUs unless told otherwise: `free_cpus_each`) and under `ray job submit` (it joins the
+job's cluster). Every worker reports the Ray node it ran on (`TrainedWeights.worker_nodes`); checkpoints
+go to `storage_path`, which must be storage every machine of the run reaches
+(training.power.checkpoint_storage refuses a local one otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from ray import train
 from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer, prepare_data_loader, prepare_model
+from torch.utils.data import ConcatDataset, Dataset
 
 from training.power.checkpoint_storage import check_after_run, check_before_run, worker_needs
 from training.power.fit import (
@@ -45,6 +48,7 @@ from training.power.fit import (
     refit_epochs,
     seed_everything,
 )
+from training.power.local_ray import start_local_ray
 from training.power.model import TargetCalendar
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
@@ -95,7 +99,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], config["hidden_size"],
                         config["num_layers"], config["dropout"], config["target_calendar"])
     model = prepare_model(model)
-    loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], shuffle=True, seed=config["seed"]))
+    sampling = {"per_epoch": config["windows_per_epoch"], "replicas": train.get_context().get_world_size(),
+                "rank": rank}
+    loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], seed=config["seed"], **sampling))
     verbose = rank == 0 and config["verbose"]
 
     def on_epoch(record: EpochRecord) -> None:
@@ -114,7 +120,7 @@ def _train_loop(config: dict[str, Any]) -> None:
                   f"epochs; restored best epoch {history.best_epoch}")
     plain = model.module if hasattr(model, "module") else model
     chosen = copy.deepcopy(plain.state_dict())
-    refitted = _refit(model, history, train_arrays, val_arrays, config, device, verbose)
+    refitted = _refit(model, history, loader.dataset, val_arrays, config, sampling, device, verbose)
     final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "refit_epochs": refitted,
              "worker_nodes": _worker_nodes()}
     if rank == 0:
@@ -128,23 +134,33 @@ def _train_loop(config: dict[str, Any]) -> None:
         train.report(final)
 
 
-def _refit(model: torch.nn.Module, history: FitHistory, train_arrays: SupervisedArrays,
-           val_arrays: SupervisedArrays, config: dict[str, Any], device: torch.device, verbose: bool) -> int:
-    """Train the best epoch's weights further on the whole training part, if the driver passed it and early stopping
-    ended the run; the epochs run. A run the epoch limit cut short was still learning: more epochs would take it past
-    the model its calibration was measured on by more than a converged run's small step, so it is not refitted."""
-    if config["refit_ref"] is None or not history.stopped_early:
+def _refit(model: torch.nn.Module, history: FitHistory, fit_windows: Dataset, val_arrays: SupervisedArrays,
+           config: dict[str, Any], sampling: dict[str, Any], device: torch.device, verbose: bool) -> int:
+    """Train the best epoch's weights further on the FIT and CALIB windows together, if the driver asked and early
+    stopping ended the run; the epochs run. A run the epoch limit cut short was still learning: more epochs would
+    take it past the model its calibration was measured on by more than a converged run's small step, so it is not
+    refitted. (A window whose targets straddle the two roles is in both, each copy scored on its own targets.)"""
+    if not config["refit"] or not history.stopped_early:
         return 0
-    whole: SupervisedArrays = ray.get(config["refit_ref"])
-    epochs = refit_epochs(history.best_epoch, len(train_arrays.inputs), len(val_arrays.inputs))
+    whole = ConcatDataset([fit_windows, val_arrays.tensors()])
+    epochs = refit_epochs(history.best_epoch, len(fit_windows), len(val_arrays.inputs))
     rate = history.epochs[history.best_epoch - 1].learning_rate
     if verbose:
-        _progress(f"[train] refit on the whole training part ({len(whole.inputs)} windows): {epochs} epoch(s) "
+        _progress(f"[train] refit on the whole training part ({len(whole)} windows): {epochs} epoch(s) "
                   f"at lr {rate:.2g}")
-    loader = prepare_data_loader(make_loader(whole, config["batch_size"], shuffle=True, seed=config["seed"]))
+    loader = prepare_data_loader(make_loader(whole, config["batch_size"], seed=config["seed"], **sampling))
     refine(model, loader, epochs=epochs, learning_rate=rate, levels=interval_levels(config["interval_coverage"]),
            device=device)
     return epochs
+
+
+def free_cpus_each(num_workers: int) -> float:
+    """CPUs per worker when the caller names none: on a Ray of one machine (a laptop, a backtest's own local Ray)
+    its free CPUs shared among the workers, so torch computes with that many threads (an LSTM epoch of the seed's
+    model ran 1.6x faster on 2 threads than on 1); on a larger cluster, 1."""
+    if sum(1 for node in ray.nodes() if node.get("Alive")) != 1:
+        return 1.0
+    return float(max(1, int(ray.available_resources().get("CPU", 0.0) // num_workers)))
 
 
 def train_power_lstm(
@@ -155,27 +171,27 @@ def train_power_lstm(
     *,
     num_workers: int = 1,
     use_gpu: bool = False,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float | None = 1.0,
     storage_path: str | None = None,
     resources_per_worker: Mapping[str, float] | None = None,
     callbacks: Sequence[UserCallback] = (),
     verbose: bool = True,
     target_calendar: TargetCalendar = (),
-    refit_arrays: SupervisedArrays | None = None,
+    refit: bool = False,
 ) -> TrainedWeights:
-    """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights, and with `refit_arrays` (the
-    whole training part) those weights trained further on it (`fit.refine`).
+    """Train on `train_arrays`, early-stop on `val_arrays`; returns the best weights, and with `refit` those weights
+    trained further on both (`fit.refine`).
 
     Args:
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
         model_config: sizes and optimizer settings. power_std: watts per model unit (for readable MAE).
-        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig`.
+        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig` (cpus_per_worker None: `free_cpus_each`).
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default); must be
             reachable from every machine of the run. resources_per_worker: custom resources each worker reserves
             besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
         callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
         target_calendar: the calendar inputs of the model's per-lead head (FeaturePipeline.target_calendar).
-        refit_arrays: FIT and CALIB windows together, for the refit; None for none (a Tune trial's run).
+        refit: refine the early-stopped weights on FIT and CALIB together (not for a Tune trial's run).
 
     Raises:
         StorageNotShared: a local `storage_path` when the run's workers may span machines.
@@ -183,19 +199,20 @@ def train_power_lstm(
     if len(train_arrays.inputs) == 0 or len(val_arrays.inputs) == 0:
         raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
     if not ray.is_initialized():
-        ray.init(log_to_driver=verbose, include_dashboard=False)
+        start_local_ray(verbose)
+    cpus_per_worker = cpus_per_worker or free_cpus_each(num_workers)
     needs = worker_needs(cpus_per_worker, use_gpu, resources_per_worker)
     check_before_run(storage_path, needs)
     config = {
         "train_ref": ray.put(train_arrays),
         "val_ref": ray.put(val_arrays),
-        "refit_ref": ray.put(refit_arrays) if refit_arrays is not None else None,
+        "refit": refit,
         "power_std": power_std,
         "verbose": verbose,
         "report_epochs": bool(callbacks),
         "target_calendar": tuple(target_calendar),
-        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "batch_size", "epochs",
-                                           "patience", "learning_rate", "seed", "interval_coverage"}),
+        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "batch_size", "windows_per_epoch",
+                                           "epochs", "patience", "learning_rate", "seed", "interval_coverage"}),
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="power-lstm-") as scratch:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from training.power.checkpoint_storage import check_before_run, worker_needs
 from training.power.dataset import PreparedData, prepare
+from training.power.local_ray import start_local_ray
 from training.power.tune_report import TUNED_KEYS, DataFacts, SearchFacts, TrialOutcome, TuneReport
 from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout, TrialData, run_trial
 from training.power.windows import NotEnoughData
@@ -132,17 +132,6 @@ def prepare_longest(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPla
     raise AssertionError("unreachable: the configured length is always tried")
 
 
-def _start_local_ray(verbose: bool) -> None:
-    """A local Ray with its dashboard. Ray Train's placement-group cleaner asks the state API whether the run of
-    a trial ASHA stopped is gone; without an answer that run's CPUs stay reserved and later trials starve. The
-    dashboard's address goes to every worker, so the cleaner never guesses among other Ray instances here."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    ray.init(log_to_driver=verbose, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
-
-
 def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *, source: str) -> TuneReport:
     """Search, and return the report (tune.json's contents).
 
@@ -154,7 +143,7 @@ def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *,
     prepared, lengths = prepare_longest(frame, config, plan)
     holdout = CommonHoldout.of(prepared, max(lengths))
     if not ray.is_initialized():
-        _start_local_ray(plan.verbose)
+        start_local_ray(plan.verbose)
     needs = worker_needs(plan.cpus_per_worker, plan.use_gpu, plan.resources_per_worker)
     check_before_run(config.storage_path, needs)
     per_trial = plan.num_workers * plan.cpus_per_worker

@@ -78,7 +78,7 @@ def test_training_stops_after_validation_turns_and_restores_the_best_epoch() -> 
     model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
     valid = constant_change(32, 0.3, seed=1)
     seen: list[EpochRecord] = []
-    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0), valid,
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, seed=0), valid,
                          epochs=40, patience=4, learning_rate=0.003, levels=(0.1, 0.5, 0.9), power_std=10.0,
                          device=CPU, on_epoch=seen.append)
     assert list(history.epochs) == seen
@@ -94,7 +94,7 @@ def test_training_stops_after_validation_turns_and_restores_the_best_epoch() -> 
 def test_learning_rate_is_halved_on_a_plateau_and_not_before() -> None:
     seed_everything(0)
     model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
-    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0),
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, seed=0),
                          constant_change(32, 0.3, seed=1), epochs=40, patience=6, learning_rate=0.003,
                          levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
     rates = [r.learning_rate for r in history.epochs]
@@ -108,7 +108,7 @@ def test_learning_rate_is_halved_on_a_plateau_and_not_before() -> None:
 def test_a_run_that_keeps_improving_is_not_stopped_early() -> None:
     seed_everything(0)
     model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
-    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, shuffle=True, seed=0),
+    history = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, seed=0),
                          constant_change(32, 1.0, seed=1), epochs=3, patience=5, learning_rate=0.003,
                          levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
     assert (history.best_epoch, history.epochs_run, history.stopped_early) == (3, 3, False)
@@ -133,7 +133,7 @@ def test_refine_moves_the_early_stopped_weights_towards_the_whole_training_part(
     seed_everything(0)
     model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
     tail = constant_change(32, 0.3, seed=1)
-    fit_epochs(model, make_loader(tail, 16, shuffle=True, seed=0), tail, epochs=30, patience=4,
+    fit_epochs(model, make_loader(tail, 16, seed=0), tail, epochs=30, patience=4,
                learning_rate=0.01, levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
     older = constant_change(96, 1.0, seed=2)
     whole = SupervisedArrays(np.concatenate([older.inputs, tail.inputs]),
@@ -147,7 +147,7 @@ def test_refine_moves_the_early_stopped_weights_towards_the_whole_training_part(
     for epochs in (1, 5):
         refined = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
         refined.load_state_dict(model.state_dict())
-        refine(refined, make_loader(whole, 16, shuffle=True, seed=0), epochs=epochs, learning_rate=0.01,
+        refine(refined, make_loader(whole, 16, seed=0), epochs=epochs, learning_rate=0.01,
                levels=(0.1, 0.5, 0.9), device=CPU)
         medians.append(median(refined))
     assert abs(before - 0.3) < 0.1

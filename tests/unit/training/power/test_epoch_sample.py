@@ -1,0 +1,51 @@
+"""Each training epoch's sample of windows (training.power.fit.make_loader, EpochSample)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from training.power.fit import EpochSample, SupervisedArrays, make_loader
+
+
+def numbered(n: int) -> SupervisedArrays:
+    """Windows whose single input value is their index."""
+    return SupervisedArrays(np.arange(n, dtype=np.float32).reshape(n, 1, 1), np.zeros((n, 1), np.float32),
+                            np.ones((n, 1), bool))
+
+
+def epoch_indices(loader: DataLoader, epoch: int) -> list[int]:
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    return [int(value) for inputs, _, _ in loader for value in inputs.flatten()]
+
+
+def test_a_capped_epoch_trains_on_a_fresh_sample_of_distinct_windows() -> None:
+    loader = make_loader(numbered(100), 8, seed=0, per_epoch=30)
+    first, second = epoch_indices(loader, 1), epoch_indices(loader, 2)
+    assert len(first) == len(set(first)) == 30 and len(second) == len(set(second)) == 30
+    assert set(first) != set(second)
+    assert len(loader) == 4  # batches: 8 + 8 + 8 + 6
+
+
+def test_without_a_binding_cap_an_epoch_is_what_a_shuffled_loader_gives() -> None:
+    """The same seed gives the very batches of DataLoader(shuffle=True): runs on small data are unchanged."""
+    arrays = numbered(50)
+    for cap in (None, 50, 4096):
+        plain = DataLoader(arrays.tensors(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3))
+        loader = make_loader(arrays, 8, seed=3, per_epoch=cap)
+        assert [epoch_indices(loader, epoch) for epoch in (1, 2)] == [epoch_indices(plain, epoch) for epoch in (1, 2)]
+
+
+def test_data_parallel_workers_split_one_sample_between_them() -> None:
+    dataset = numbered(100).tensors()
+    shares = [EpochSample(dataset, 40, replicas=2, rank=rank, seed=5) for rank in (0, 1)]
+    for sampler in shares:
+        sampler.set_epoch(1)
+    first = [list(sampler) for sampler in shares]
+    assert [len(share) for share in first] == [20, 20] and not set(first[0]) & set(first[1])
+    for sampler in shares:
+        sampler.set_epoch(2)
+    assert set(first[0]) | set(first[1]) != {index for sampler in shares for index in sampler}
+    assert len(make_loader(numbered(100), 10, seed=5, per_epoch=40, replicas=2, rank=1)) == 2

@@ -1,0 +1,21 @@
+"""The local Ray a training command starts when no cluster is running: with its dashboard on 127.0.0.1.
+
+Ray Train's placement-group cleaner asks the state API (served by the dashboard) whether a run's controller is
+gone; without a dashboard it logs a warning every few seconds of every run, and the resources of a run that ended
+badly (or a trial ASHA stopped) stay reserved, so later runs starve. The dashboard's address goes to every worker,
+so the cleaner never guesses among other Ray instances on the machine.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import ray
+
+
+def start_local_ray(verbose: bool) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray.init(log_to_driver=verbose, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
