@@ -8,12 +8,13 @@ import json
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from tests.paths import REPO_ROOT
 from training import evaluate
 from training.power.fit import SupervisedArrays, build_model, predict_changes, refit_epochs
-from training.power.ray_trainer import train_power_lstm
+from training.power.ray_trainer import free_cpus_each, train_power_lstm
 from training.settings import PowerPredictorConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,6 +39,13 @@ def test_smoke_suite_end_to_end(tmp_path, ray_cluster, capsys):
     assert spikes["model"]["calendar"] == ["time_of_day"]  # 16 days: the time of day, not yet the day of week
     assert result["aggregate"]["cases"] == 2
     assert "| upm_sample | 2min | 20min |" in capsys.readouterr().out
+
+
+def test_a_one_machine_ray_shares_its_free_cpus_among_the_workers(ray_cluster):
+    free = int(ray.available_resources().get("CPU", 0.0))
+    assert free_cpus_each(1) == max(1, free)
+    assert free_cpus_each(2) == max(1, free // 2)
+    assert free_cpus_each(64) == 1.0  # never below one CPU a worker
 
 
 def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:

@@ -1,12 +1,13 @@
 """Plain torch training for PowerLSTM, shared by the Ray Train worker and tests. No Ray here.
 
-`fit_epochs` is the whole loop: one pass over the training windows per epoch, validation MAE on the
-held-out tail after each, a learning rate halved when validation stops improving (ReduceLROnPlateau),
-and early stopping that ends the run after `patience` epochs without improvement and restores the
-weights of the best epoch. The returned `FitHistory` says what happened, epoch by epoch. `refine` then
-trains those weights further on the whole training part (the held-out tail is the newest data) for
-`refit_epochs` epochs at the best epoch's rate: nothing is left to stop on, so the count comes from the run
-(only a run that early stopping ended is refitted: training/power/ray_trainer.py).
+`fit_epochs` is the whole loop: one pass over the loader per epoch (`make_loader`: a fresh random
+sample of the training windows, all of them when few), validation MAE on the held-out tail after each, a
+learning rate halved when validation stops improving (ReduceLROnPlateau), and early stopping that ends
+the run after `patience` epochs without improvement and restores the weights of the best epoch. The
+returned `FitHistory` says what happened, epoch by epoch. `refine` then trains those weights further on
+the whole training part (the held-out tail is the newest data) for `refit_epochs` epochs at the best
+epoch's rate: nothing is left to stop on, so the count comes from the run (only a run that early stopping
+ended is refitted: training/power/ray_trainer.py).
 """
 
 from __future__ import annotations

@@ -63,6 +63,15 @@ def test_bad_horizon_unit_is_an_argument_error(tmp_path, capsys):
     assert "--horizon" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cpus", ["0", "-1", "nan", "inf", "two"])
+def test_cpus_per_worker_must_be_a_number_above_zero(capsys, cpus):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--data", "x.csv", "--cpus-per-worker", cpus, "--output", "r.json"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--cpus-per-worker" in error and repr(cpus) in error
+
+
 def test_horizon_not_multiple_of_step_names_the_key(tmp_path, capsys):
     data = _csv(tmp_path, GOOD_HEADER + _long_series(30))
     code = evaluate.main(["--data", str(data), "--step", "2min", "--horizon", "5min",
