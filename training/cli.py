@@ -83,8 +83,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
     parser.add_argument("--cpus-per-worker", type=positive_float,
-                        help="CPUs each Ray Train worker reserves, and torch's threads in it (default: on a Ray of one "
-                        "machine, its free CPUs shared among the workers; 1 on a larger cluster)")
+                        help="CPUs each Ray Train worker reserves, and torch's threads in it (default: when the "
+                        "command starts Ray itself on one machine, its free CPUs shared among the workers; else 1)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 

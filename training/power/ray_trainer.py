@@ -48,7 +48,7 @@ from training.power.fit import (
     refit_epochs,
     seed_everything,
 )
-from training.power.local_ray import start_local_ray
+from training.power.local_ray import start_local_ray, started_here
 from training.power.model import TargetCalendar
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
@@ -155,9 +155,10 @@ def _refit(model: torch.nn.Module, history: FitHistory, fit_windows: Dataset, va
 
 
 def free_cpus_each(num_workers: int) -> float:
-    """CPUs per worker when the caller names none: on a Ray of one machine (a laptop, a backtest's own local Ray)
-    its free CPUs shared among the workers, so torch computes with that many threads (an LSTM epoch of the seed's
-    model ran 1.6x faster on 2 threads than on 1); on a larger cluster, 1."""
+    """CPUs per worker when the caller names none and the run started its own Ray (`local_ray.started_here`; else
+    1): on a Ray of one machine (a laptop, a backtest's own local Ray) its free CPUs shared among the workers, so
+    torch computes with that many threads (a batch of the seed's model ran 1.6x faster on 2 threads than on 1); on
+    a larger cluster, 1."""
     if sum(1 for node in ray.nodes() if node.get("Alive")) != 1:
         return 1.0
     return float(max(1, int(ray.available_resources().get("CPU", 0.0) // num_workers)))
@@ -185,7 +186,8 @@ def train_power_lstm(
     Args:
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
         model_config: sizes and optimizer settings. power_std: watts per model unit (for readable MAE).
-        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig` (cpus_per_worker None: `free_cpus_each`).
+        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig` (cpus_per_worker None: `free_cpus_each` on
+            a Ray this call started, else 1).
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default); must be
             reachable from every machine of the run. resources_per_worker: custom resources each worker reserves
             besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
@@ -200,7 +202,7 @@ def train_power_lstm(
         raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
     if not ray.is_initialized():
         start_local_ray(verbose)
-    cpus_per_worker = cpus_per_worker or free_cpus_each(num_workers)
+    cpus_per_worker = cpus_per_worker or (free_cpus_each(num_workers) if started_here() else 1.0)
     needs = worker_needs(cpus_per_worker, use_gpu, resources_per_worker)
     check_before_run(storage_path, needs)
     config = {

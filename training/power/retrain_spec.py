@@ -94,8 +94,8 @@ class RetrainSpec(BaseModel):
     activation: Activation = "if_better"
     num_workers: PositiveInt = Field(1, description="Ray Train workers")
     use_gpu: bool = False
-    cpus_per_worker: float | None = Field(1.0, gt=0, description="None: a Ray of one machine shares its free CPUs "
-                                          "among the workers (training.power.ray_trainer.free_cpus_each)")
+    cpus_per_worker: float | None = Field(1.0, gt=0, description="None: a Ray of one machine the run starts shares "
+                                          "its free CPUs among the workers (ray_trainer.free_cpus_each), else 1")
     resources_per_worker: dict[str, NonNegativeFloat] = Field(
         default_factory=dict, description="custom Ray resources each worker reserves besides its CPUs, e.g. "
         '{"trainer": 1} so that each node offering one trainer hosts one worker')
