@@ -1,4 +1,5 @@
-"""The local Ray a training command starts when no cluster is running: with its dashboard on 127.0.0.1.
+"""The Ray a training command starts (or joins, as a `ray job submit` driver) when none is initialized: a local
+one gets its dashboard on 127.0.0.1.
 
 Ray Train's placement-group cleaner asks the state API (served by the dashboard) whether a run's controller is
 gone; without a dashboard it logs a warning every few seconds of every run, and the resources of a run that ended
