@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/bench_collector.py --interval 5s
 	$(PY) bench/bench_store.py
 	$(PY) bench/bench_controller.py
+	$(PY) bench/bench_hostile_input.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,7 @@ from typing import TextIO
 from collectors.base import TelemetrySource
 from collectors.settings import NodeSettings, load_collector_config
 from collectors.sources import SOURCE_NAMES, build_sources
-from core.settings import ConfigError
+from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry import TelemetrySample
 
 _COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")
@@ -32,8 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"comma-separated sources to read (default: all of {','.join(SOURCE_NAMES)})")
     parser.add_argument("--json", action="store_true", help="print one TelemetrySample JSON object per line")
     parser.add_argument("--node-id", default=None, help="node name for the samples (default: this host's name)")
-    parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG or "
-                                                       "configs/config.yaml when present)")
+    parser.add_argument("--config", default=None, help=CONFIG_FLAG_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log source details on stderr")
     return parser
 

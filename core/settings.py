@@ -125,6 +125,10 @@ def environment(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
 
 
+CONFIG_FLAG_HELP = "service config YAML (default: $KCLOUD_CONFIG, else ./config.yaml, else configs/config.yaml)"
+"""The help of every command's --config flag: the lookup `config_path` does."""
+
+
 def config_path(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
     """The config file to read: `path`, else $KCLOUD_CONFIG, else ./config.yaml, else configs/config.yaml (the
     first that exists; a warning when both do), else None (the defaults)."""

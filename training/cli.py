@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError
-from core.settings import ConfigError
+from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
@@ -73,8 +73,7 @@ def resources_arg(text: str) -> dict[str, float]:
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the config's model and series settings."""
-    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG, else ./config.yaml, "
-                        "else configs/config.yaml)")
+    parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
     parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
     parser.add_argument("--epochs", type=positive_int, help="maximum training epochs")

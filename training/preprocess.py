@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.settings import CONFIG_FLAG_HELP
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
 from training.cli import duration_arg, run_cli, write_atomically
 from training.power.features import Segment, resample
@@ -24,7 +25,7 @@ from training.settings import load_training_config
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.preprocess", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="canonical telemetry CSV")
-    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG or configs/config.yaml)")
+    parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--step", type=duration_arg, help="resampling step (default: config predictor.step)")
     parser.add_argument("--max-gap", type=duration_arg, help="longest gap filled forward (default: config)")
     parser.add_argument("--output", help="write the resampled series here (CSV)")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.registry import ModelRegistry
+from core.settings import CONFIG_FLAG_HELP
 from training.cli import positive_int, run_cli
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
 from training.cost.model import CostModel
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, trees and generated jobs")
     parser.add_argument("--model-id", default="cost_gbm", help="registry id (default cost_gbm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
-    parser.add_argument("--config", help="service config YAML (default: $KCLOUD_CONFIG or configs/config.yaml)")
+    parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--catalog", help="price catalog YAML (default configs/prices.yaml)")
     return parser.parse_args(argv)
 
