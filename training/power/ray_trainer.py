@@ -155,10 +155,10 @@ def _refit(model: torch.nn.Module, history: FitHistory, fit_windows: Dataset, va
 
 
 def free_cpus_each(num_workers: int) -> float:
-    """CPUs per worker when the caller names none and the run started its own Ray (`local_ray.started_here`; else
-    1): on a Ray of one machine (a laptop, a backtest's own local Ray) its free CPUs shared among the workers, so
-    torch computes with that many threads (a batch of the seed's model ran 1.6x faster on 2 threads than on 1); on
-    a larger cluster, 1."""
+    """CPUs per worker for a run on the Ray it started itself when the caller names none (`train_power_lstm` uses 1
+    on any other Ray): on one machine (a laptop, a backtest's own local Ray) its free CPUs shared among the
+    workers, so torch computes with that many threads (a batch of the seed's model ran 1.6x faster on 2 threads
+    than on 1); on a larger cluster, 1."""
     if sum(1 for node in ray.nodes() if node.get("Alive")) != 1:
         return 1.0
     return float(max(1, int(ray.available_resources().get("CPU", 0.0) // num_workers)))
