@@ -43,6 +43,7 @@ evaluate: install
 bench: install
 	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_backtest.py
+	$(PY) bench/bench_train_overhead.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_collector.py --interval 5s
 	$(PY) bench/bench_store.py

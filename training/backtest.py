@@ -78,7 +78,9 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "refit_epochs": weights.refit_epochs,
                       "stopped_early": bool(weights.history and weights.history.stopped_early),
-                      "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
+                      "train_seconds": round(weights.duration_s, 1),
+                      "epoch_seconds": round(weights.history.epoch_seconds, 1) if weights.history else None,
+                      "seed": model_config.seed,
                       "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers,
                       "calendar": list(prepared.pipeline.calendar)}
     test = prepared.windows(Role.TEST)

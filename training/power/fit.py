@@ -16,6 +16,7 @@ import copy
 import itertools
 import math
 import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -156,6 +157,7 @@ class EpochRecord(BaseModel):
     val_mae_watts: float
     learning_rate: float  # the rate this epoch trained with
     improved: bool
+    seconds: float  # wall time of the epoch's training and validation
 
 
 class FitHistory(BaseModel):
@@ -174,6 +176,11 @@ class FitHistory(BaseModel):
     @property
     def best_val_mae_watts(self) -> float:
         return self.epochs[self.best_epoch - 1].val_mae_watts
+
+    @property
+    def epoch_seconds(self) -> float:
+        """Wall time of all the epochs (training and validation), without the run's start, refit and stop."""
+        return sum(record.seconds for record in self.epochs)
 
 
 class EarlyStopping:
@@ -220,13 +227,13 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
     for epoch in range(1, epochs + 1):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        rate = optimizer.param_groups[0]["lr"]
+        rate, started = optimizer.param_groups[0]["lr"], time.monotonic()
         loss = train_one_epoch(model, loader, optimizer, levels, device)
         val_mae = validation_mae(plain, val_arrays, device) * power_std
         scheduler.step(val_mae)
         improved = stopping.update(epoch, val_mae, plain)
         records.append(EpochRecord(epoch=epoch, train_loss=loss, val_mae_watts=val_mae, learning_rate=rate,
-                                   improved=improved))
+                                   improved=improved, seconds=time.monotonic() - started))
         if on_epoch is not None:
             on_epoch(records[-1])
         if stopping.should_stop:

@@ -112,10 +112,12 @@ def test_a_run_that_keeps_improving_is_not_stopped_early() -> None:
                          constant_change(32, 1.0, seed=1), epochs=3, patience=5, learning_rate=0.003,
                          levels=(0.1, 0.5, 0.9), power_std=1.0, device=CPU)
     assert (history.best_epoch, history.epochs_run, history.stopped_early) == (3, 3, False)
+    assert all(record.seconds > 0 for record in history.epochs)
+    assert history.epoch_seconds == sum(record.seconds for record in history.epochs)
 
 
 def test_history_round_trips_as_json() -> None:
-    record = EpochRecord(epoch=1, train_loss=0.5, val_mae_watts=3.0, learning_rate=0.002, improved=True)
+    record = EpochRecord(epoch=1, train_loss=0.5, val_mae_watts=3.0, learning_rate=0.002, improved=True, seconds=0.4)
     history = FitHistory(epochs=(record,), best_epoch=1, stopped_early=False)
     assert FitHistory.model_validate_json(history.model_dump_json()) == history
     assert history.best_val_mae_watts == 3.0 and history.epochs_run == 1

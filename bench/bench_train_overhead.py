@@ -1,0 +1,103 @@
+"""Where the LSTM's training time goes: the same epochs in a plain process and in a Ray Train run, and the run's fixed
+start and stop cost.
+
+    python bench/bench_train_overhead.py [--data FILE.csv] [--step 1min] [--horizon 30min] [--epochs 16]
+
+Without --data it generates a SYNTHETIC trace (4 nodes x 2 days at 1 min). Every epoch trains on the same windows
+with validation; early stopping is off so both sides run exactly --epochs. The Ray run's worker reserves every CPU
+of the machine and computes with that many torch threads, as a training command on its own Ray does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from core.durations import parse_duration  # noqa: E402
+from core.telemetry_csv import load_telemetry_csv  # noqa: E402
+from training.power.dataset import prepare  # noqa: E402
+from training.power.fit import (  # noqa: E402
+    SupervisedArrays,
+    build_model,
+    fit_epochs,
+    flush_denormals,
+    interval_levels,
+    make_loader,
+    seed_everything,
+)
+from training.power.ray_trainer import train_power_lstm  # noqa: E402
+from training.power.windows import Role  # noqa: E402
+from training.settings import TrainingConfig, default_max_gap  # noqa: E402
+from training.synthetic import generate_trace, write_csv  # noqa: E402
+
+
+def plain_seconds(fit: SupervisedArrays, val: SupervisedArrays, config: TrainingConfig, power_std: float) -> float:
+    """The epochs in this process's main thread, as `fit_epochs` runs them in the Ray Train worker."""
+    model_config = config.models.power_predictor
+    seed_everything(model_config.seed)
+    flush_denormals()
+    model = build_model(fit.inputs.shape[2], fit.targets.shape[1], model_config.hidden_size, model_config.num_layers,
+                        model_config.dropout)
+    loader = make_loader(fit, model_config.batch_size, seed=model_config.seed, per_epoch=model_config.windows_per_epoch)
+    levels = interval_levels(model_config.interval_coverage)
+    history = fit_epochs(model, loader, val, epochs=model_config.epochs, patience=model_config.epochs,
+                         learning_rate=model_config.learning_rate, levels=levels, power_std=power_std,
+                         device=torch.device("cpu"))
+    return history.epoch_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", help="canonical telemetry CSV (default: generated synthetic trace)")
+    parser.add_argument("--step", default="1min")
+    parser.add_argument("--horizon", default="30min")
+    parser.add_argument("--sequence-length", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=16)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    config = TrainingConfig()
+    model_config = config.models.power_predictor.model_copy(update={"epochs": args.epochs, "patience": args.epochs,
+                                                                    "sequence_length": args.sequence_length})
+    config = config.model_copy(update={"models": config.models.model_copy(update={"power_predictor": model_config})})
+    with tempfile.TemporaryDirectory() as scratch:
+        data = args.data
+        if data is None:
+            data = str(Path(scratch) / "synthetic.csv")
+            write_csv(generate_trace(nodes=4, duration_s=2 * 86400, step_s=60, seed=7), Path(data))
+        frame = load_telemetry_csv(data)
+    step_s = parse_duration(args.step)
+    prepared = prepare(frame, step_s=step_s, max_gap_s=default_max_gap(step_s),
+                       features=config.features, sequence_length=args.sequence_length,
+                       horizon=parse_duration(args.horizon) // step_s, train_fraction=0.8)
+    power_std = prepared.pipeline.power_std
+    fit = SupervisedArrays.from_windows(prepared.windows(Role.FIT), power_std)
+    val = SupervisedArrays.from_windows(prepared.windows(Role.CALIB), power_std)
+    plain = plain_seconds(fit, val, config, power_std)
+    cpus = os.cpu_count() or 1
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        started = time.monotonic()
+        weights = train_power_lstm(fit, val, model_config, power_std, cpus_per_worker=float(cpus), verbose=False)
+        whole = time.monotonic() - started
+    finally:
+        ray.shutdown()
+    worker = weights.history.epoch_seconds if weights.history else float("nan")
+    sys.stdout.write(
+        f"{args.epochs} epochs of {len(fit.inputs):,} FIT windows ({'synthetic' if args.data is None else data}, "
+        f"step {args.step}, sequence {args.sequence_length}) on {cpus} cores: plain process {plain:.1f} s "
+        f"({plain / args.epochs:.2f} s/epoch, {torch.get_num_threads()} threads); Ray Train worker {worker:.1f} s "
+        f"({worker / args.epochs:.2f} s/epoch); the whole Ray Train run {whole:.1f} s, of which "
+        f"{whole - worker:.1f} s start and stop\n")
+
+
+if __name__ == "__main__":
+    main()
