@@ -108,7 +108,8 @@ def _train_loop(config: dict[str, Any]) -> None:
         if verbose:
             mark = "  *best" if record.improved else ""
             _progress(f"[train] epoch {record.epoch:3d}/{config['epochs']}  loss {record.train_loss:.4f}  "
-                      f"val MAE {record.val_mae_watts:7.2f} W  lr {record.learning_rate:.2g}{mark}")
+                      f"val MAE {record.val_mae_watts:7.2f} W  lr {record.learning_rate:.2g}  "
+                      f"{record.seconds:5.1f} s{mark}")
         if config["report_epochs"]:
             train.report(record.model_dump())
 
