@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from core.durations import parse_duration  # noqa: E402
+from core.durations import format_duration  # noqa: E402
 from core.telemetry_csv import load_telemetry_csv  # noqa: E402
+from training.cli import duration_arg, positive_int  # noqa: E402
 from training.power.dataset import prepare  # noqa: E402
 from training.power.fit import (  # noqa: E402
     SupervisedArrays,
@@ -58,10 +59,10 @@ def plain_seconds(fit: SupervisedArrays, val: SupervisedArrays, config: Training
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="canonical telemetry CSV (default: generated synthetic trace)")
-    parser.add_argument("--step", default="1min")
-    parser.add_argument("--horizon", default="30min")
-    parser.add_argument("--sequence-length", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--step", type=duration_arg, default="1min")
+    parser.add_argument("--horizon", type=duration_arg, default="30min")
+    parser.add_argument("--sequence-length", type=positive_int, default=60)
+    parser.add_argument("--epochs", type=positive_int, default=16)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     config = TrainingConfig()
@@ -74,10 +75,9 @@ def main() -> None:
             data = str(Path(scratch) / "synthetic.csv")
             write_csv(generate_trace(nodes=4, duration_s=2 * 86400, step_s=60, seed=7), Path(data))
         frame = load_telemetry_csv(data)
-    step_s = parse_duration(args.step)
-    prepared = prepare(frame, step_s=step_s, max_gap_s=default_max_gap(step_s),
+    prepared = prepare(frame, step_s=args.step, max_gap_s=default_max_gap(args.step),
                        features=config.features, sequence_length=args.sequence_length,
-                       horizon=parse_duration(args.horizon) // step_s, train_fraction=0.8)
+                       horizon=max(args.horizon // args.step, 1), train_fraction=0.8)
     power_std = prepared.pipeline.power_std
     fit = SupervisedArrays.from_windows(prepared.windows(Role.FIT), power_std)
     val = SupervisedArrays.from_windows(prepared.windows(Role.CALIB), power_std)
@@ -93,7 +93,8 @@ def main() -> None:
     worker = weights.history.epoch_seconds if weights.history else float("nan")
     sys.stdout.write(
         f"{args.epochs} epochs of {len(fit.inputs):,} FIT windows ({'synthetic' if args.data is None else data}, "
-        f"step {args.step}, sequence {args.sequence_length}) on {cpus} cores: plain process {plain:.1f} s "
+        f"step {format_duration(args.step)}, sequence {args.sequence_length}) on {cpus} cores: "
+        f"plain process {plain:.1f} s "
         f"({plain / args.epochs:.2f} s/epoch, {torch.get_num_threads()} threads); Ray Train worker {worker:.1f} s "
         f"({worker / args.epochs:.2f} s/epoch); the whole Ray Train run {whole:.1f} s, of which "
         f"{whole - worker:.1f} s start and stop\n")
