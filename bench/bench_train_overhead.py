@@ -37,13 +37,13 @@ from training.power.fit import (  # noqa: E402
 )
 from training.power.ray_trainer import train_power_lstm  # noqa: E402
 from training.power.windows import Role  # noqa: E402
-from training.settings import TrainingConfig, default_max_gap  # noqa: E402
+from training.settings import PowerPredictorConfig, TrainingConfig, default_max_gap  # noqa: E402
 from training.synthetic import generate_trace, write_csv  # noqa: E402
 
 
-def plain_seconds(fit: SupervisedArrays, val: SupervisedArrays, config: TrainingConfig, power_std: float) -> float:
+def plain_seconds(fit: SupervisedArrays, val: SupervisedArrays, model_config: PowerPredictorConfig,
+                  power_std: float) -> float:
     """The epochs in this process's main thread, as `fit_epochs` runs them in the Ray Train worker."""
-    model_config = config.models.power_predictor
     seed_everything(model_config.seed)
     flush_denormals()
     model = build_model(fit.inputs.shape[2], fit.targets.shape[1], model_config.hidden_size, model_config.num_layers,
@@ -68,20 +68,21 @@ def main() -> None:
     config = TrainingConfig()
     model_config = config.models.power_predictor.model_copy(update={"epochs": args.epochs, "patience": args.epochs,
                                                                     "sequence_length": args.sequence_length})
-    config = config.model_copy(update={"models": config.models.model_copy(update={"power_predictor": model_config})})
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data
         if data is None:
             data = str(Path(scratch) / "synthetic.csv")
             write_csv(generate_trace(nodes=4, duration_s=2 * 86400, step_s=60, seed=7), Path(data))
-        frame = load_telemetry_csv(data)
-    prepared = prepare(frame, step_s=args.step, max_gap_s=default_max_gap(args.step),
-                       features=config.features, sequence_length=args.sequence_length,
-                       horizon=max(args.horizon // args.step, 1), train_fraction=0.8)
+        try:
+            prepared = prepare(load_telemetry_csv(data), step_s=args.step, max_gap_s=default_max_gap(args.step),
+                               features=config.features, sequence_length=args.sequence_length,
+                               horizon=max(args.horizon // args.step, 1), train_fraction=0.8)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--data: {exc}")
     power_std = prepared.pipeline.power_std
     fit = SupervisedArrays.from_windows(prepared.windows(Role.FIT), power_std)
     val = SupervisedArrays.from_windows(prepared.windows(Role.CALIB), power_std)
-    plain = plain_seconds(fit, val, config, power_std)
+    plain = plain_seconds(fit, val, model_config, power_std)
     cpus = os.cpu_count() or 1
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
