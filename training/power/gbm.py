@@ -5,8 +5,9 @@ calendar), the lead time is a feature (one direct model for every lead), and whe
 calendar inputs, the calendar position of the *target* time too (the origin's, rotated by the lead), so
 a recurring spike can be anticipated. It predicts the change from the last value with an L1 objective
 and early-stops on the calibration tail; `refit` then trains it again on the whole training part (the
-calibration tail is the newest data) for as many rounds, scaled by the extra data. Saved as LightGBM's text
-model plus a small JSON.
+calibration tail is the newest data) for as many rounds, scaled by the extra data. With a half-life, every
+window weighs 0.5 ** (age / half-life) (training.power.recency), in the fit and the refit alike. Saved as
+LightGBM's text model plus a small JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class GbmSpec(BaseModel):
     power_std: float = 1.0
     step_s: int = 60
     calendar_columns: dict[str, tuple[int, int]] = {}  # calendar feature -> (sin, cos) input column
+    half_life_steps: float | None = None  # recency weighting of the training windows (None: all weigh the same)
 
     @classmethod
     def of(cls, pipeline: FeaturePipeline) -> GbmSpec:
@@ -91,34 +93,46 @@ class DirectLightGBM:
             columns.append(np.column_stack([sin, cos]).astype(np.float32))
         return np.column_stack(columns)
 
-    def _supervised(self, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
+    def _supervised(self, windows: Windows, ages: np.ndarray | None = None,
+                    reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        """The scored (window, lead) rows; weighted by their window's age when `ages` is given and the spec has a
+        half-life."""
         horizon = windows.targets.shape[1]
         change = ((windows.targets - windows.last_power[:, None]) / self.spec.power_std).reshape(-1)
         keep = windows.mask.reshape(-1)
-        return self.rows(windows.inputs, horizon)[keep], change[keep]
+        weight = None
+        if ages is not None and self.spec.half_life_steps is not None:
+            weight = np.repeat(np.power(0.5, ages / self.spec.half_life_steps), horizon)[keep]
+        return lgb.Dataset(self.rows(windows.inputs, horizon)[keep], change[keep], weight=weight, reference=reference)
 
-    def fit(self, train: Windows, valid: Windows, power_std: float,
-            pipeline: FeaturePipeline | None = None) -> DirectLightGBM:
-        """Fit on `train`, early-stop on `valid`; `pipeline` (the windows' own) adds target-time calendar rows."""
+    def fit(self, train: Windows, valid: Windows, power_std: float, pipeline: FeaturePipeline | None = None, *,
+            ages: np.ndarray | None = None, half_life: float | None = None) -> DirectLightGBM:
+        """Fit on `train`, early-stop on `valid` (unweighted); `pipeline` (the windows' own) adds target-time calendar
+        rows; with a `half_life` (steps) each training window weighs 0.5 ** (age / half_life), `ages` [N] in steps."""
+        if half_life is not None and (ages is None or len(ages) != len(train)):
+            raise ValueError("a recency-weighted fit needs the age of every training window")
         self.spec = GbmSpec.of(pipeline) if pipeline is not None else GbmSpec(power_std=power_std)
-        self.spec = self.spec.model_copy(update={"power_std": power_std})
-        train_set = lgb.Dataset(*self._supervised(train))
-        valid_set = lgb.Dataset(*self._supervised(valid), reference=train_set)
+        self.spec = self.spec.model_copy(update={"power_std": power_std, "half_life_steps": half_life})
+        train_set = self._supervised(train, ages)
+        valid_set = self._supervised(valid, reference=train_set)
         self.booster = lgb.train(self.params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
                                  callbacks=[lgb.early_stopping(50, verbose=False)])
         self.fit_windows = len(train)
         return self
 
-    def refit(self, windows: Windows) -> DirectLightGBM:
+    def refit(self, windows: Windows, ages: np.ndarray | None = None) -> DirectLightGBM:
         """A copy trained on `windows` (the fitting windows and the early-stopping ones together) for the rounds
-        early stopping chose, scaled by how many more windows it now has than the fit had (`fit_windows`)."""
+        early stopping chose, scaled by how many more windows it now has than the fit had (`fit_windows`), with
+        the fit's recency weighting (`ages` [N] in steps: needed when the spec has a half-life)."""
         if self.booster is None or self.fit_windows is None:
             raise RuntimeError("fit the model first")
+        if self.spec.half_life_steps is not None and (ages is None or len(ages) != len(windows)):
+            raise ValueError("a recency-weighted refit needs the age of every window")
         chosen = self.booster.best_iteration or self.booster.current_iteration()
         rounds = max(1, round(chosen * len(windows) / max(self.fit_windows, 1)))
         model = DirectLightGBM(n_estimators=rounds)
         model.params, model.spec, model.fit_windows = dict(self.params), self.spec, len(windows)
-        model.booster = lgb.train(model.params, lgb.Dataset(*model._supervised(windows)), num_boost_round=rounds)
+        model.booster = lgb.train(model.params, model._supervised(windows, ages), num_boost_round=rounds)
         return model
 
     def predict_arrays(self, inputs: np.ndarray, last_power: np.ndarray, horizon: int) -> np.ndarray:

@@ -1,21 +1,24 @@
 """Give a trained forecaster its served forecast: fit the LightGBM partner, choose and calibrate the blend.
 
-Everything is fitted on the training part: the GBM on the FIT windows (early-stopped on CALIB), the
-choice and the calibration on the CALIB windows (training.power.blend), all on forecasts of data neither the GBM
-nor the LSTM trained on. Both models are then trained again on FIT and CALIB together, so that the newest part of
-the training data is in what serves: the GBM here (`DirectLightGBM.refit`; it is also the backtest's baseline), the
-LSTM by Ray Train (`fit.refine`), whose weights `serve_best` puts in service last. The test part is never seen. A
-training part too short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
+Everything is fitted on the training part: the GBM on the FIT windows (early-stopped on CALIB, its recency
+weighting chosen there: training.power.recency), the choice and the calibration on the CALIB windows
+(training.power.blend), all on forecasts of data neither the GBM nor the LSTM trained on. Both models are then
+trained again on FIT and CALIB together, so that the newest part of the training data is in what serves: the GBM
+here (`DirectLightGBM.refit`, with the weighting chosen; it is also the backtest's baseline), the LSTM by Ray Train
+(`fit.refine`), whose weights `serve_best` puts in service last. The test part is never seen. A training part too
+short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from training.power.blend import choose_served, time_halves
 from training.power.dataset import PreparedData
 from training.power.forecaster import PowerForecaster
 from training.power.gbm import DirectLightGBM
+from training.power.recency import candidate_half_lives, window_ages
 from training.power.windows import Role, Windows
 
 MIN_GBM_WINDOWS = 30
@@ -25,7 +28,7 @@ MIN_GBM_WINDOWS = 30
 def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
     """The direct LightGBM early-stopped on the CALIB windows, then refitted on the whole training part."""
     gbm = _fit_gbm(prepared, prepared.windows(Role.FIT), prepared.windows(Role.CALIB), seed)
-    return gbm.refit(prepared.training_windows())
+    return _refit(gbm, prepared)
 
 
 def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
@@ -54,10 +57,23 @@ def _choose(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: fl
                                       time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
                                       tolerance=tolerance)
     del calib, lstm
-    gbm = gbm.refit(prepared.training_windows())
+    gbm = _refit(gbm, prepared)
     forecaster.gbm = gbm if forecaster.served.needs_gbm else None
     return gbm
 
 
 def _fit_gbm(prepared: PreparedData, fit: Windows, calib: Windows, seed: int) -> DirectLightGBM:
-    return DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline)
+    """The GBM, of one fitted per candidate half-life (training.power.recency), with the lowest CALIB MAE; the
+    unweighted one, tried first, wins a tie (and is the only one without CALIB points to judge on)."""
+    ages = window_ages(prepared, fit)
+    half_lives = candidate_half_lives(prepared) if calib.points else [None]
+    fitted = [DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline, ages=ages,
+                                            half_life=half_life) for half_life in half_lives]
+    if len(fitted) == 1:
+        return fitted[0]
+    return min(fitted, key=lambda gbm: float(np.abs(gbm.predict(calib) - calib.targets)[calib.mask].mean()))
+
+
+def _refit(gbm: DirectLightGBM, prepared: PreparedData) -> DirectLightGBM:
+    windows = prepared.training_windows()
+    return gbm.refit(windows, window_ages(prepared, windows))

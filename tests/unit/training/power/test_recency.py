@@ -1,0 +1,104 @@
+"""Unit tests for the LightGBM partner's recency weighting (training.power.recency, training.power.served)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.metrics import point_metrics
+from training.power.dataset import PreparedData
+from training.power.features import NUMERIC_FEATURES, FeaturePipeline, Segment
+from training.power.gbm import DirectLightGBM
+from training.power.recency import HALF_LIFE_FRACTIONS, candidate_half_lives, window_ages
+from training.power.served import fit_gbm
+from training.power.windows import Role, assign_roles
+
+STEP = 60
+START = pd.Timestamp("2026-01-05", tz="UTC")
+
+
+def make_segment(power, node: str = "n", start_step: int = 0) -> Segment:
+    power = np.asarray(power, float)
+    return Segment(node_id=node, start=START + pd.Timedelta(seconds=start_step * STEP), step_s=STEP, power=power,
+                   numeric={name: np.full(len(power), np.nan) for name in NUMERIC_FEATURES},
+                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
+
+
+def prepared_of(segments, train_fraction: float = 0.8, calib_fraction: float = 0.2, sequence_length: int = 8,
+                horizon: int = 3) -> PreparedData:
+    roles = assign_roles(segments, train_fraction, calib_fraction)
+    fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)]
+    pipeline = FeaturePipeline.fit(fit_parts, (), STEP)
+    return PreparedData(segments, roles, pipeline, sequence_length, horizon)
+
+
+def test_a_window_s_age_is_the_steps_from_its_origin_to_the_series_last_training_step() -> None:
+    prepared = prepared_of([make_segment(np.arange(100.0))], train_fraction=0.5)  # training steps 0..49
+    windows = prepared.training_windows()
+    np.testing.assert_array_equal(window_ages(prepared, windows), 49 - windows.origin_index)
+    test = prepared.windows(Role.TEST)
+    # a test window's origin may lie in the training part (its input is history); past the end, age 0
+    np.testing.assert_array_equal(window_ages(prepared, test), np.maximum(49 - test.origin_index, 0))
+
+
+def test_ages_count_the_gap_between_a_series_segments_and_each_series_ends_on_its_own() -> None:
+    first = make_segment(np.arange(40.0))
+    second = make_segment(np.arange(60.0), start_step=40 + 20)  # a 20-step gap, then 60 steps
+    other = make_segment(np.arange(50.0), node="m")
+    prepared = prepared_of([first, second, other], train_fraction=0.8)  # "n": 80 training steps, "m": 40
+    windows = prepared.training_windows()
+    ages = window_ages(prepared, windows)
+    # "n" trains on all of the first segment and the second's first 40 steps: its last training step is 99 steps
+    # after the first segment's start (gap included) and 39 after the second's; "m" trains on its first 40 steps
+    for segment_index, expected_end in ((0, 99), (1, 39), (2, 39)):
+        rows = windows.segment_index == segment_index
+        assert rows.any()
+        np.testing.assert_array_equal(ages[rows], expected_end - windows.origin_index[rows])
+
+
+def test_candidates_are_none_then_fractions_of_the_median_series_training_steps() -> None:
+    segments = [make_segment(np.arange(n, dtype=float), node=f"n{n}") for n in (100, 200, 1000)]
+    prepared = prepared_of(segments, train_fraction=0.5)  # training steps 50, 100, 500: median 100
+    assert candidate_half_lives(prepared) == [None, *(100 * f for f in HALF_LIFE_FRACTIONS)]
+    tiny = prepared_of([make_segment(np.arange(20.0))], train_fraction=0.5)  # 10 training steps
+    assert candidate_half_lives(tiny) == [None, 5.0, 2.5, 1.25]  # no half-life under one step
+
+
+def test_a_weighted_fit_needs_every_window_s_age() -> None:
+    prepared = prepared_of([make_segment(np.random.default_rng(1).normal(100, 5, 300))])
+    fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
+    with pytest.raises(ValueError, match="age"):
+        DirectLightGBM(n_estimators=5).fit(fit, calib, 5.0, half_life=10.0)
+    model = DirectLightGBM(n_estimators=5).fit(fit, calib, 5.0, ages=window_ages(prepared, fit), half_life=10.0)
+    assert model.spec.half_life_steps == 10.0
+    with pytest.raises(ValueError, match="age"):
+        model.refit(prepared.training_windows())
+
+
+def test_without_a_half_life_the_ages_change_nothing() -> None:
+    prepared = prepared_of([make_segment(np.random.default_rng(2).normal(100, 5, 400))])
+    fit, calib, test = (prepared.windows(role) for role in (Role.FIT, Role.CALIB, Role.TEST))
+    plain = DirectLightGBM(n_estimators=20).fit(fit, calib, 5.0)
+    aged = DirectLightGBM(n_estimators=20).fit(fit, calib, 5.0, ages=window_ages(prepared, fit))
+    np.testing.assert_array_equal(aged.predict(test), plain.predict(test))
+
+
+@pytest.mark.slow
+def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() -> None:
+    """The spike rhythm drifts slowly all through the series: the newest training windows are the best guide to the
+    test part, the calibration split says so, and the chosen weighting is better on the test part too."""
+    rng = np.random.default_rng(7)
+    steps = np.arange(2400)
+    period = np.linspace(40, 16, steps.size)  # the rhythm quickens
+    phase = 2 * np.pi * np.cumsum(1.0 / period)
+    power = 500 + 150 * np.sin(phase) + 5 * rng.normal(size=steps.size)
+    prepared = prepared_of([make_segment(power)], sequence_length=48, horizon=6)
+    weighted = fit_gbm(prepared, seed=0)
+    assert weighted.spec.half_life_steps is not None
+    fit, calib, test = (prepared.windows(role) for role in (Role.FIT, Role.CALIB, Role.TEST))
+    plain = DirectLightGBM(seed=0).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline)
+    plain = plain.refit(prepared.training_windows())
+    weighted_mae, plain_mae = (point_metrics(m.predict(test), test.targets, test.mask)["mae"]
+                               for m in (weighted, plain))
+    assert weighted_mae < 0.9 * plain_mae

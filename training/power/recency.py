@@ -1,0 +1,43 @@
+"""Recency weights for the LightGBM partner: newer training windows count more where the calibration split says so.
+
+A window's age is the number of steps from its origin to its series' last training step (by time, so a gap
+between segments counts). Its weight is 0.5 ** (age / half-life). The half-life is chosen on the calibration
+split among `HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every window weighs the same)
+wins a tie, so a trace whose rhythm does not drift keeps the unweighted model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.power.dataset import PreparedData
+from training.power.windows import Role, Windows
+
+HALF_LIFE_FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
+"""Half-lives tried besides none, as fractions of the median series' training steps."""
+
+
+def candidate_half_lives(prepared: PreparedData) -> list[float | None]:
+    """None first (unweighted), then each fraction of the median series' count of training steps."""
+    steps: dict[str, int] = {}
+    for segment, roles in zip(prepared.segments, prepared.roles, strict=True):
+        steps[segment.node_id] = steps.get(segment.node_id, 0) + int((roles != Role.TEST).sum())
+    span = float(np.median(list(steps.values())))
+    return [None, *(span * fraction for fraction in HALF_LIFE_FRACTIONS if span * fraction >= 1.0)]
+
+
+def window_ages(prepared: PreparedData, windows: Windows) -> np.ndarray:
+    """[N] steps from each window's origin to the last training step of its series (0 for a series with none)."""
+    step_s = prepared.pipeline.step_s
+    training_end: dict[str, float] = {}
+    for segment, roles in zip(prepared.segments, prepared.roles, strict=True):
+        trained = np.flatnonzero(roles != Role.TEST)
+        if trained.size:
+            end = segment.start.timestamp() + float(trained[-1]) * step_s
+            training_end[segment.node_id] = max(training_end.get(segment.node_id, end), end)
+    segment_offset = np.array([(training_end.get(s.node_id, s.start.timestamp()) - s.start.timestamp()) / step_s
+                               for s in prepared.segments])
+    if len(windows) == 0:
+        return np.zeros(0)
+    return np.maximum(segment_offset[windows.segment_index] - windows.origin_index, 0.0)
+
