@@ -90,6 +90,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
     report = score(prepared, test, forecaster, forecasts, model_config.interval_coverage,
                    model_config.confidence_tolerance, plot=plot)
     report["model"] = model_info
+    report["lightgbm"] = {"half_life_steps": gbm.spec.half_life_steps, "rounds": gbm.booster.current_iteration()}
     report["data"] = {"series": sorted({s.node_id for s in prepared.segments}), "train_fraction": train_fraction,
                       "sequence_length": prepared.sequence_length}
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)

@@ -37,6 +37,8 @@ def test_smoke_suite_end_to_end(tmp_path, ray_cluster, capsys):
         assert 0.0 <= report["metrics"]["served"]["coverage"] <= 1.0
         assert report["model"]["source"] == "trained" and report["model"]["epochs_run"] >= report["model"]["best_epoch"]
         assert 0 < report["model"]["epoch_seconds"] < report["model"]["train_seconds"]  # the start is no epoch
+        half_life = report["lightgbm"]["half_life_steps"]
+        assert report["lightgbm"]["rounds"] >= 1 and (half_life is None or half_life >= 1.0)
     spikes = result["cases"][1]["runs"][0]
     assert spikes["model"]["calendar"] == ["time_of_day"]  # 16 days: the time of day, not yet the day of week
     assert result["aggregate"]["cases"] == 2
