@@ -79,8 +79,8 @@ def test_a_weighted_fit_needs_every_window_s_age() -> None:
 def test_without_a_half_life_the_ages_change_nothing() -> None:
     prepared = prepared_of([make_segment(np.random.default_rng(2).normal(100, 5, 400))])
     fit, calib, test = (prepared.windows(role) for role in (Role.FIT, Role.CALIB, Role.TEST))
-    plain = DirectLightGBM(n_estimators=20).fit(fit, calib, 5.0)
-    aged = DirectLightGBM(n_estimators=20).fit(fit, calib, 5.0, ages=window_ages(prepared, fit))
+    plain = DirectLightGBM(n_estimators=10).fit(fit, calib, 5.0)
+    aged = DirectLightGBM(n_estimators=10).fit(fit, calib, 5.0, ages=window_ages(prepared, fit))
     np.testing.assert_array_equal(aged.predict(test), plain.predict(test))
 
 
@@ -89,11 +89,11 @@ def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() ->
     """The spike rhythm drifts slowly all through the series: the newest training windows are the best guide to the
     test part, the calibration split says so, and the chosen weighting is better on the test part too."""
     rng = np.random.default_rng(7)
-    steps = np.arange(2400)
-    period = np.linspace(40, 16, steps.size)  # the rhythm quickens
+    steps = np.arange(1200)
+    period = np.linspace(40, 12, steps.size)  # the rhythm quickens
     phase = 2 * np.pi * np.cumsum(1.0 / period)
     power = 500 + 150 * np.sin(phase) + 5 * rng.normal(size=steps.size)
-    prepared = prepared_of([make_segment(power)], sequence_length=48, horizon=6)
+    prepared = prepared_of([make_segment(power)], sequence_length=24, horizon=4)
     weighted = fit_gbm(prepared, seed=0)
     assert weighted.spec.half_life_steps is not None
     fit, calib, test = (prepared.windows(role) for role in (Role.FIT, Role.CALIB, Role.TEST))
