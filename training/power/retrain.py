@@ -59,7 +59,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                           refit_epochs=weights.refit_epochs,
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
-                          worker_nodes=weights.worker_nodes, served=forecaster.served_method)
+                          worker_nodes=weights.worker_nodes, served=forecaster.served_method,
+                          gbm_half_life_steps=forecaster.gbm.spec.half_life_steps if forecaster.gbm else None)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
     compared = incumbent if isinstance(incumbent, Incumbent) else None

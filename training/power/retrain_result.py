@@ -31,6 +31,7 @@ class TrainingFacts(BaseModel):
     holdout_fraction: float
     worker_nodes: list[str] = []  # the Ray node id each training worker ran on, in rank order
     served: str = "lstm"  # what the service answers with (training.power.blend): lstm, lightgbm or a blend
+    gbm_half_life_steps: float | None = None  # the served LightGBM's recency half-life (training.power.recency)
 
 
 class RetrainResult(BaseModel):
