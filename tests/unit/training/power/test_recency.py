@@ -86,7 +86,7 @@ def test_without_a_half_life_the_ages_change_nothing() -> None:
 
 @pytest.mark.slow
 def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() -> None:
-    """The spike rhythm drifts slowly all through the series: the newest training windows are the best guide to the
+    """The rhythm quickens slowly all through the series: the newest training windows are the best guide to the
     test part, the calibration split says so, and the chosen weighting is better on the test part too."""
     rng = np.random.default_rng(7)
     steps = np.arange(1200)
