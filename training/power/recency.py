@@ -40,4 +40,3 @@ def window_ages(prepared: PreparedData, windows: Windows) -> np.ndarray:
     if len(windows) == 0:
         return np.zeros(0)
     return np.maximum(segment_offset[windows.segment_index] - windows.origin_index, 0.0)
-

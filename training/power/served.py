@@ -11,9 +11,9 @@ short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from training.metrics import point_metrics
 from training.power.blend import choose_served, time_halves
 from training.power.dataset import PreparedData
 from training.power.forecaster import PowerForecaster
@@ -64,14 +64,26 @@ def _choose(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: fl
 
 def _fit_gbm(prepared: PreparedData, fit: Windows, calib: Windows, seed: int) -> DirectLightGBM:
     """The GBM, of one fitted per candidate half-life (training.power.recency), with the lowest CALIB MAE; the
-    unweighted one, tried first, wins a tie (and is the only one without CALIB points to judge on)."""
+    unweighted one, tried first, wins a tie (and is the only one without CALIB points to judge on). Only the best
+    so far is kept, so at most two boosters are held at a time."""
     ages = window_ages(prepared, fit)
-    half_lives = candidate_half_lives(prepared) if calib.points else [None]
-    fitted = [DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline, ages=ages,
-                                            half_life=half_life) for half_life in half_lives]
-    if len(fitted) == 1:
-        return fitted[0]
-    return min(fitted, key=lambda gbm: float(np.abs(gbm.predict(calib) - calib.targets)[calib.mask].mean()))
+
+    def fitted(half_life: float | None) -> DirectLightGBM:
+        return DirectLightGBM(seed=seed).fit(fit, calib, prepared.pipeline.power_std, prepared.pipeline, ages=ages,
+                                             half_life=half_life)
+
+    def calib_mae(gbm: DirectLightGBM) -> float:
+        return point_metrics(gbm.predict(calib), calib.targets, calib.mask)["mae"]
+
+    unweighted, *weighted = candidate_half_lives(prepared) if calib.points else [None]
+    best = fitted(unweighted)
+    best_mae = calib_mae(best) if weighted else 0.0
+    for half_life in weighted:
+        challenger = fitted(half_life)
+        challenger_mae = calib_mae(challenger)
+        if challenger_mae < best_mae:
+            best, best_mae = challenger, challenger_mae
+    return best
 
 
 def _refit(gbm: DirectLightGBM, prepared: PreparedData) -> DirectLightGBM:
