@@ -15,8 +15,8 @@ import pandas as pd
 from autoscaler.trace_replay import ForecastFn, LeadForecast
 from training.backtest import TrainOptions
 from training.power.calibration import CalibratedForecast
-from training.power.dataset import prepare, train_forecaster
-from training.power.served import serve_best
+from training.power.dataset import prepare
+from training.power.served import train_served
 from training.power.windows import Role
 from training.settings import PowerPredictorConfig
 
@@ -66,12 +66,9 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise ValueError("--train-fraction: no test part left to replay (series too short for the sequence length)")
-    forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
-                                           use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
-                                           verbose=options.verbose)
-    serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
-               tolerance=model_config.confidence_tolerance, seed=model_config.seed,
-               refitted=weights.refit_state_dict)
+    forecaster, weights, _ = train_served(prepared, model_config, num_workers=options.num_workers,
+                                                use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
+                                                verbose=options.verbose)
     calibrated = forecaster.forecast(test.inputs, test.last_power)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []
@@ -87,6 +84,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     calibration = forecaster.served_calibration
     facts = {"best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
              "refit_epochs": weights.refit_epochs,
+             "half_life_steps": weights.half_life_steps,
              "train_seconds": round(weights.duration_s, 1), "seed": model_config.seed,
              "served_method": forecaster.served_method,
              "peak_bound_margins_watts": calibration.peak_margins_watts if calibration is not None else None}

@@ -22,10 +22,10 @@ from training.cli import write_atomically
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.calibration import CalibratedForecast
-from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.dataset import PreparedData, prepare
 from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
-from training.power.served import fit_gbm, serve_best
+from training.power.served import fit_gbm, train_served
 from training.power.windows import Role, Windows
 from training.settings import TrainingConfig
 
@@ -68,15 +68,13 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                            train_fraction=train_fraction)
-        forecaster, weights = train_forecaster(prepared, model_config, num_workers=options.num_workers,
-                                               use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
-                                               verbose=options.verbose)
-        gbm = (serve_best(forecaster, prepared, coverage=model_config.interval_coverage,
-                          tolerance=model_config.confidence_tolerance, seed=model_config.seed,
-                          refitted=weights.refit_state_dict)
-               or fit_gbm(prepared, model_config.seed))  # the baseline, even where the LSTM is served alone
+        forecaster, weights, partner = train_served(prepared, model_config, num_workers=options.num_workers,
+                                                    use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
+                                                    verbose=options.verbose)
+        gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "refit_epochs": weights.refit_epochs,
+                      "half_life_steps": weights.half_life_steps,
                       "stopped_early": bool(weights.history and weights.history.stopped_early),
                       "train_seconds": round(weights.duration_s, 1),
                       "epoch_seconds": round(weights.history.epoch_seconds, 1) if weights.history else None,

@@ -43,4 +43,4 @@ def untrained(units: float, refit_units: float | None = None) -> Callable[..., T
 
 def serve_lstm_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retrained versions serve their LSTM alone (no LightGBM partner fitted, no blend chosen)."""
-    monkeypatch.setattr("training.power.retrain.serve_best", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr("training.power.served.fit_partner", lambda *_args, **_kwargs: None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +21,7 @@ from training.power.features_only import fit_features_only
 from training.power.fit import SupervisedArrays
 from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
+from training.power.recency import recency_weights, window_ages
 from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
 
@@ -118,10 +119,11 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
                      use_gpu: bool = False, cpus_per_worker: float | None = 1.0, verbose: bool = True,
                      storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
-                     callbacks: Sequence[UserCallback] = (), refit: bool = True,
+                     callbacks: Sequence[UserCallback] = (), refit: bool = True, half_life: float | None = None,
                      ) -> tuple[PowerForecaster, TrainedWeights]:
     """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail, both with the measured
-    power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s.
+    power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s. With a
+    `half_life` (steps) each epoch's sample, and the refit's, favours newer windows (training.power.recency).
 
     The forecaster returned holds the early-stopped weights, whose CALIB forecasts are held out: the calibration
     here and the served choice (`served.serve_best`) rest on them. With `refit`, `TrainedWeights.refit_state_dict`
@@ -129,13 +131,18 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
+    fit_weights = calib_weights = None
+    if half_life is not None:
+        fit_weights = recency_weights(window_ages(prepared, fit_windows), half_life)
+        calib_weights = recency_weights(window_ages(prepared, calib_windows), half_life)
     weights = train_power_lstm(
-        SupervisedArrays.from_windows(fit_windows, power_std),
-        SupervisedArrays.from_windows(calib_windows, power_std),
+        SupervisedArrays.from_windows(fit_windows, power_std, fit_weights),
+        SupervisedArrays.from_windows(calib_windows, power_std, calib_weights),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
         verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
         target_calendar=prepared.pipeline.target_calendar, refit=refit,
     )
+    weights = replace(weights, half_life_steps=half_life)
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,

@@ -36,12 +36,16 @@ class SupervisedArrays:
     inputs: np.ndarray  # [N, T, F] float32
     targets: np.ndarray  # [N, H] float32 (0 where unscored)
     mask: np.ndarray  # [N, H] bool
+    sample_weights: np.ndarray | None = None  # [N] a window's relative chance in each epoch's sample (None: equal)
 
     @classmethod
-    def from_windows(cls, windows: Windows, power_std: float) -> SupervisedArrays:
+    def from_windows(cls, windows: Windows, power_std: float,
+                     sample_weights: np.ndarray | None = None) -> SupervisedArrays:
+        if sample_weights is not None and len(sample_weights) != len(windows):
+            raise ValueError("a weighted sample needs one weight per window")
         change = (windows.targets - windows.last_power[:, None]) / power_std
         change = np.where(windows.mask, change, 0.0).astype(np.float32)
-        return cls(windows.inputs.astype(np.float32), change, windows.mask)
+        return cls(windows.inputs.astype(np.float32), change, windows.mask, sample_weights)
 
     def tensors(self) -> TensorDataset:
         # Copies: arrays fetched from Ray's object store are read-only.
@@ -86,12 +90,40 @@ class EpochSample(DistributedSampler):
         return self.per_replica
 
 
+class WeightedEpochSample(DistributedSampler):
+    """A data-parallel worker's share of each epoch's sample of `per_epoch` windows (at most all of them) drawn with
+    replacement, a window's chance in proportion to its weight (training.power.recency); the epoch set by
+    `set_epoch`, every worker draws the same sample and takes its own part of it."""
+
+    def __init__(self, dataset: Dataset, weights: np.ndarray, per_epoch: int, *, replicas: int, rank: int,
+                 seed: int):
+        super().__init__(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=float))
+        self.per_replica = math.ceil(min(per_epoch, len(self.weights)) / replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.per_replica * self.num_replicas, replacement=True,
+                                  generator=generator)
+        return iter(drawn[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.per_replica
+
+
 def make_loader(data: SupervisedArrays | Dataset, batch_size: int, *, seed: int, per_epoch: int | None = None,
-                replicas: int = 1, rank: int = 0) -> DataLoader:
+                replicas: int = 1, rank: int = 0, weights: np.ndarray | None = None) -> DataLoader:
     """Shuffled batches of a fresh random sample of at most `per_epoch` windows every epoch (all windows without a
     cap), split among `replicas` data-parallel workers. Windows a step apart share all but one input step, so a
-    sample of them teaches nearly what all do, and early stopping looks at validation more often."""
+    sample of them teaches nearly what all do, and early stopping looks at validation more often. With `weights`
+    ([N], one per window) the sample is drawn with chances in proportion to them (`WeightedEpochSample`)."""
     dataset = data.tensors() if isinstance(data, SupervisedArrays) else data
+    if weights is not None:
+        if len(weights) != len(dataset):
+            raise ValueError("a weighted sample needs one weight per window")
+        sampler = WeightedEpochSample(dataset, weights, per_epoch or len(dataset), replicas=replicas, rank=rank,
+                                      seed=seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     if replicas > 1:
         return DataLoader(dataset, batch_size=batch_size,
                           sampler=EpochSample(dataset, per_epoch or len(dataset), replicas=replicas, rank=rank,

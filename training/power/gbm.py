@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from training.power import calendar as cal
 from training.power.features import FeaturePipeline
+from training.power.recency import recency_weights
 from training.power.windows import Windows
 
 MODEL_FILE = "lightgbm.txt"
@@ -102,7 +103,7 @@ class DirectLightGBM:
         keep = windows.mask.reshape(-1)
         weight = None
         if ages is not None and self.spec.half_life_steps is not None:
-            weight = np.repeat(np.power(0.5, ages / self.spec.half_life_steps), horizon)[keep]
+            weight = np.repeat(recency_weights(ages, self.spec.half_life_steps), horizon)[keep]
         return lgb.Dataset(self.rows(windows.inputs, horizon)[keep], change[keep], weight=weight, reference=reference)
 
     def fit(self, train: Windows, valid: Windows, power_std: float, pipeline: FeaturePipeline | None = None, *,

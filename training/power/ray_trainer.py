@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import train
@@ -71,6 +72,7 @@ class TrainedWeights:
     refit_state_dict: dict[str, torch.Tensor] | None = None  # trained further on the whole training part
     refit_epochs: int = 0
     worker_nodes: tuple[str, ...] = ()  # Ray node id of every worker, in rank order
+    half_life_steps: float | None = None  # the recency half-life its samples were drawn with (None: uniform)
 
 
 def _progress(line: str) -> None:
@@ -101,7 +103,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     model = prepare_model(model)
     sampling = {"per_epoch": config["windows_per_epoch"], "replicas": train.get_context().get_world_size(),
                 "rank": rank}
-    loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], seed=config["seed"], **sampling))
+    loader = prepare_data_loader(make_loader(train_arrays, config["batch_size"], seed=config["seed"],
+                                             weights=train_arrays.sample_weights, **sampling))
     verbose = rank == 0 and config["verbose"]
 
     def on_epoch(record: EpochRecord) -> None:
@@ -121,7 +124,8 @@ def _train_loop(config: dict[str, Any]) -> None:
                   f"epochs; restored best epoch {history.best_epoch}")
     plain = model.module if hasattr(model, "module") else model
     chosen = copy.deepcopy(plain.state_dict())
-    refitted = _refit(model, history, loader.dataset, val_arrays, config, sampling, device, verbose)
+    refitted = _refit(model, history, loader.dataset, train_arrays.sample_weights, val_arrays, config, sampling, device,
+                      verbose)
     final = {"epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "refit_epochs": refitted,
              "worker_nodes": _worker_nodes()}
     if rank == 0:
@@ -135,21 +139,27 @@ def _train_loop(config: dict[str, Any]) -> None:
         train.report(final)
 
 
-def _refit(model: torch.nn.Module, history: FitHistory, fit_windows: Dataset, val_arrays: SupervisedArrays,
-           config: dict[str, Any], sampling: dict[str, Any], device: torch.device, verbose: bool) -> int:
-    """Train the best epoch's weights further on the FIT and CALIB windows together, if the driver asked and early
-    stopping ended the run; the epochs run. A run the epoch limit cut short was still learning: more epochs would
-    take it past the model its calibration was measured on by more than a converged run's small step, so it is not
-    refitted. (A window whose targets straddle the two roles is in both, each copy scored on its own targets.)"""
+def _refit(model: torch.nn.Module, history: FitHistory, fit_windows: Dataset, fit_weights: np.ndarray | None,
+           val_arrays: SupervisedArrays, config: dict[str, Any], sampling: dict[str, Any], device: torch.device,
+           verbose: bool) -> int:
+    """Train the best epoch's weights further on the FIT and CALIB windows together (drawn as their sample weights
+    say, when they have them), if the driver asked and early stopping ended the run; the epochs run. A run the
+    epoch limit cut short was still learning: more epochs would take it past the model its calibration was
+    measured on by more than a converged run's small step, so it is not refitted. (A window whose targets
+    straddle the two roles is in both, each copy scored on its own targets.)"""
     if not config["refit"] or not history.stopped_early:
         return 0
     whole = ConcatDataset([fit_windows, val_arrays.tensors()])
+    weights = None
+    if fit_weights is not None and val_arrays.sample_weights is not None:
+        weights = np.concatenate([fit_weights, val_arrays.sample_weights])
     epochs = refit_epochs(history.best_epoch, len(fit_windows), len(val_arrays.inputs))
     rate = history.epochs[history.best_epoch - 1].learning_rate
     if verbose:
         _progress(f"[train] refit on the whole training part ({len(whole)} windows): {epochs} epoch(s) "
                   f"at lr {rate:.2g}")
-    loader = prepare_data_loader(make_loader(whole, config["batch_size"], seed=config["seed"], **sampling))
+    loader = prepare_data_loader(make_loader(whole, config["batch_size"], seed=config["seed"], weights=weights,
+                                             **sampling))
     refine(model, loader, epochs=epochs, learning_rate=rate, levels=interval_levels(config["interval_coverage"]),
            device=device)
     return epochs

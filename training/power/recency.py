@@ -1,17 +1,23 @@
-"""Recency weights for the LightGBM partner: newer training windows count more where the calibration split says so.
+"""Recency weights: newer training windows count more where the calibration split says so.
 
 A window's age is the number of steps from its origin to its series' last training step (by time, so a gap
 between segments counts). Its weight is 0.5 ** (age / half-life). The half-life is chosen on the calibration
-split among `HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every window weighs the same)
-wins a tie, so a trace whose rhythm does not drift keeps the unweighted model.
+split with the LightGBM partner, five of which are cheap to fit (training.power.served), among
+`HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every window weighs the same) wins a tie,
+so a trace whose rhythm does not drift keeps unweighted models. The LightGBM weighs its training rows by it; the
+LSTM, trained once, draws each epoch's sample of windows with chances in proportion to it (training.power.fit).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from training.power.dataset import PreparedData
 from training.power.windows import Role, Windows
+
+if TYPE_CHECKING:
+    from training.power.dataset import PreparedData
 
 HALF_LIFE_FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 """Half-lives tried besides none, as fractions of the median series' training steps."""
@@ -40,3 +46,8 @@ def window_ages(prepared: PreparedData, windows: Windows) -> np.ndarray:
     if len(windows) == 0:
         return np.zeros(0)
     return np.maximum(segment_offset[windows.segment_index] - windows.origin_index, 0.0)
+
+
+def recency_weights(ages: np.ndarray, half_life: float) -> np.ndarray:
+    """[N] weight of each window: 0.5 ** (age / half_life), both in steps."""
+    return np.power(0.5, np.asarray(ages, dtype=float) / half_life)

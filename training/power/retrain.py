@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from core.registry import ModelRegistry
-from training.power.dataset import PreparedData, prepare, train_forecaster
+from training.power.dataset import PreparedData, prepare
 from training.power.forecaster import PowerForecaster
 from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Incumbent, holdout_metrics, score_incumbent
 from training.power.retrain_result import ACTIVATING, Decision, RetrainResult, TrainingFacts
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
-from training.power.served import serve_best
+from training.power.served import train_served
 from training.settings import TrainingConfig
 
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
@@ -44,13 +44,11 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
-    forecaster, weights = train_forecaster(prepared, model_config, num_workers=spec.num_workers,
-                                           use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
-                                           verbose=spec.verbose, storage_path=config.storage_path,
-                                           resources_per_worker=spec.resources_per_worker)
+    forecaster, weights, _ = train_served(prepared, model_config, num_workers=spec.num_workers,
+                                                use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
+                                                verbose=spec.verbose, storage_path=config.storage_path,
+                                                resources_per_worker=spec.resources_per_worker)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
-    serve_best(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=model_config.seed,
-               refitted=weights.refit_state_dict)
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger, coverage, tolerance)
@@ -60,7 +58,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                           duration_s=round(weights.duration_s, 1), num_workers=weights.num_workers,
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
                           worker_nodes=weights.worker_nodes, served=forecaster.served_method,
-                          gbm_half_life_steps=forecaster.gbm.spec.half_life_steps if forecaster.gbm else None)
+                          gbm_half_life_steps=forecaster.gbm.spec.half_life_steps if forecaster.gbm else None,
+                          lstm_half_life_steps=weights.half_life_steps)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
     compared = incumbent if isinstance(incumbent, Incumbent) else None

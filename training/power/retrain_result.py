@@ -32,6 +32,7 @@ class TrainingFacts(BaseModel):
     worker_nodes: list[str] = []  # the Ray node id each training worker ran on, in rank order
     served: str = "lstm"  # what the service answers with (training.power.blend): lstm, lightgbm or a blend
     gbm_half_life_steps: float | None = None  # the served LightGBM's recency half-life (training.power.recency)
+    lstm_half_life_steps: float | None = None  # the recency half-life the LSTM's samples were drawn with
 
 
 class RetrainResult(BaseModel):

@@ -1,25 +1,28 @@
-"""Give a trained forecaster its served forecast: fit the LightGBM partner, choose and calibrate the blend.
+"""Train the forecaster that serves: the LightGBM partner, the LSTM, and the choice and calibration of the blend.
 
-Everything is fitted on the training part: the GBM on the FIT windows (early-stopped on CALIB, its recency
-weighting chosen there: training.power.recency), the choice and the calibration on the CALIB windows
-(training.power.blend), all on forecasts of data neither the GBM nor the LSTM trained on. Both models are then
-trained again on FIT and CALIB together, so that the newest part of the training data is in what serves: the GBM
-here (`DirectLightGBM.refit`, with the weighting chosen; it is also the backtest's baseline), the LSTM by Ray Train
-(`fit.refine`), whose weights `serve_best` puts in service last. The test part is never seen. A training part too
-short to fit and judge a GBM on leaves the LSTM served alone (`serve_best`).
+Everything is fitted on the training part. The GBM first, on the FIT windows (early-stopped on CALIB), where its
+recency weighting is chosen (training.power.recency). The LSTM then trains on FIT, early-stopped on CALIB, and where
+the GBM chose a half-life once more with it, the run with the lower CALIB MAE kept. The choice and the calibration
+of the served forecast use the CALIB windows (training.power.blend), forecasts of data neither model trained on.
+Both models are then trained again on FIT and CALIB together, so that the newest part of the training data is in
+what serves: the GBM here (`DirectLightGBM.refit`, with the weighting chosen; it is also the backtest's baseline),
+the LSTM by Ray Train (`fit.refine`), whose weights `train_served` puts in service last. The test part is never
+seen. A training part too short to fit and judge a GBM on leaves the LSTM served alone, unweighted.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
 from training.metrics import point_metrics
 from training.power.blend import choose_served, time_halves
-from training.power.dataset import PreparedData
+from training.power.dataset import PreparedData, train_forecaster
 from training.power.forecaster import PowerForecaster
 from training.power.gbm import DirectLightGBM
+from training.power.ray_trainer import TrainedWeights
 from training.power.recency import candidate_half_lives, window_ages
 from training.power.windows import Role, Windows
+from training.settings import PowerPredictorConfig
 
 MIN_GBM_WINDOWS = 30
 """The fewest FIT and CALIB windows each on which a LightGBM partner is fitted and the blend chosen."""
@@ -31,33 +34,52 @@ def fit_gbm(prepared: PreparedData, seed: int) -> DirectLightGBM:
     return _refit(gbm, prepared)
 
 
-def serve_best(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-               seed: int, refitted: dict[str, torch.Tensor] | None = None) -> DirectLightGBM | None:
-    """Fit the LightGBM partner, choose the served forecast on the CALIB windows and set it (and the GBM, refitted
-    on the whole training part, when the choice uses it) on `forecaster`, then the LSTM's `refitted` weights
-    (`TrainedWeights.refit_state_dict`) when given; returns the refitted partner."""
-    gbm = _choose(forecaster, prepared, coverage=coverage, tolerance=tolerance, seed=seed)
-    if refitted is not None:
-        forecaster.use_weights(refitted)
-    return gbm
-
-
-def _choose(forecaster: PowerForecaster, prepared: PreparedData, *, coverage: float, tolerance: float,
-            seed: int) -> DirectLightGBM | None:
-    """With fewer than `MIN_GBM_WINDOWS` FIT or CALIB windows nothing is fitted (None) and the LSTM is served
-    alone. Each role's windows are built once and let go before the refit builds its own (on a large training part
-    they are the memory peak)."""
+def fit_partner(prepared: PreparedData, seed: int) -> DirectLightGBM | None:
+    """The LightGBM partner fitted on FIT and early-stopped on CALIB, its recency half-life chosen there (not yet
+    refitted); None with fewer than `MIN_GBM_WINDOWS` FIT or CALIB windows, where the LSTM is served alone."""
     fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
     if min(len(fit), len(calib)) < MIN_GBM_WINDOWS:
         return None
-    gbm = _fit_gbm(prepared, fit, calib, seed)
-    del fit
+    return _fit_gbm(prepared, fit, calib, seed)
+
+
+def train_served(prepared: PreparedData, model_config: PowerPredictorConfig, **run_options: Any,
+                 ) -> tuple[PowerForecaster, TrainedWeights, DirectLightGBM | None]:
+    """Fit the LightGBM partner, train the LSTM (Ray Train: `dataset.train_forecaster`, `run_options` are its),
+    choose and calibrate the served forecast on the CALIB windows, and put the LSTM's refitted weights in service.
+
+    Where the partner chose a recency half-life, the LSTM is trained a second time with each epoch's sample drawn by
+    it, and serves only with a lower CALIB MAE (`TrainedWeights.half_life_steps` says which did). Returns the
+    forecaster, the run's weights and the partner refitted on the whole training part (None where the training part
+    is too short for one)."""
+    partner = fit_partner(prepared, model_config.seed)
+    forecaster, weights = train_forecaster(prepared, model_config, **run_options)
+    half_life = partner.spec.half_life_steps if partner is not None else None
+    if half_life is not None:
+        challenger, challenger_weights = train_forecaster(prepared, model_config, half_life=half_life, **run_options)
+        if challenger_weights.best_val_mae_watts < weights.best_val_mae_watts:
+            forecaster, weights = challenger, challenger_weights
+    gbm = None
+    if partner is not None:
+        gbm = _choose(forecaster, prepared, partner, coverage=model_config.interval_coverage,
+                      tolerance=model_config.confidence_tolerance)
+    if weights.refit_state_dict is not None:
+        forecaster.use_weights(weights.refit_state_dict)
+    return forecaster, weights, gbm
+
+
+def _choose(forecaster: PowerForecaster, prepared: PreparedData, partner: DirectLightGBM, *, coverage: float,
+            tolerance: float) -> DirectLightGBM:
+    """Set the served forecast chosen on the CALIB windows (and the partner, refitted on the whole training part,
+    when the choice uses it) on `forecaster`; returns the refitted partner. The CALIB windows are let go before the
+    refit builds its own (on a large training part they are the memory peak)."""
+    calib = prepared.windows(Role.CALIB)
     lstm = forecaster.raw_quantiles(calib.inputs, calib.last_power)
-    forecaster.served = choose_served(lstm, gbm.predict(calib), calib.targets, calib.mask,
+    forecaster.served = choose_served(lstm, partner.predict(calib), calib.targets, calib.mask,
                                       time_halves(calib.segment_index, calib.origin_index), coverage=coverage,
                                       tolerance=tolerance)
     del calib, lstm
-    gbm = _refit(gbm, prepared)
+    gbm = _refit(partner, prepared)
     forecaster.gbm = gbm if forecaster.served.needs_gbm else None
     return gbm
 

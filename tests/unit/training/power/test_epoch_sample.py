@@ -1,12 +1,14 @@
-"""Each training epoch's sample of windows (training.power.fit.make_loader, EpochSample)."""
+"""Each training epoch's sample of windows (training.power.fit.make_loader, EpochSample, WeightedEpochSample)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.power.fit import EpochSample, SupervisedArrays, make_loader
+from training.power.fit import EpochSample, SupervisedArrays, WeightedEpochSample, make_loader
+from training.power.recency import recency_weights
 
 
 def numbered(n: int) -> SupervisedArrays:
@@ -49,3 +51,32 @@ def test_data_parallel_workers_split_one_sample_between_them() -> None:
         sampler.set_epoch(2)
     assert set(first[0]) | set(first[1]) != {index for sampler in shares for index in sampler}
     assert len(make_loader(numbered(100), 10, seed=5, per_epoch=40, replicas=2, rank=1)) == 2
+
+
+def test_a_weighted_epoch_draws_windows_in_proportion_to_their_weights() -> None:
+    """Recency weights with a 10-step half-life on 100 windows, the last the newest: the newest ten are drawn about
+    half the time, the oldest half almost never, and the epochs differ but repeat with the seed."""
+    weights = recency_weights(np.arange(99, -1, -1, dtype=float), half_life=10.0)
+    loader = make_loader(numbered(100), 64, seed=0, per_epoch=4000, weights=weights)
+    drawn = np.array(epoch_indices(loader, 1))
+    assert drawn.size == 100  # at most as many draws as windows, like an unweighted epoch
+    many = np.array([index for epoch in range(1, 41) for index in epoch_indices(loader, epoch)])
+    share_newest = np.mean(many >= 90)
+    assert 0.4 < share_newest < 0.6  # 1 - 0.5 ** (10 / 10) = 0.5 of the weight
+    assert np.mean(many < 50) < 0.05  # 0.5 ** 5 = 3 % of the weight
+    assert epoch_indices(loader, 1) == drawn.tolist() and epoch_indices(loader, 2) != drawn.tolist()
+
+
+def test_data_parallel_workers_split_one_weighted_sample_between_them() -> None:
+    dataset, weights = numbered(100).tensors(), recency_weights(np.arange(100.0), half_life=20.0)
+    shares = [WeightedEpochSample(dataset, weights, 40, replicas=2, rank=rank, seed=5) for rank in (0, 1)]
+    whole = WeightedEpochSample(dataset, weights, 40, replicas=1, rank=0, seed=5)
+    for sampler in (*shares, whole):
+        sampler.set_epoch(3)
+    assert [len(share) for share in shares] == [20, 20]
+    assert sorted(list(shares[0]) + list(shares[1])) == sorted(whole)
+
+
+def test_a_weighted_sample_needs_one_weight_per_window() -> None:
+    with pytest.raises(ValueError, match="one weight per window"):
+        make_loader(numbered(10), 4, seed=0, weights=np.ones(9))

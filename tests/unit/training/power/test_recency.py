@@ -1,18 +1,23 @@
-"""Unit tests for the LightGBM partner's recency weighting (training.power.recency, training.power.served)."""
+"""Unit tests for the recency weighting of the LightGBM partner and the LSTM (training.power.recency, served, fit)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.fakes.trainer import untrained
 from training.metrics import point_metrics
-from training.power.dataset import PreparedData
+from training.power.dataset import PreparedData, train_forecaster
 from training.power.features import NUMERIC_FEATURES, FeaturePipeline, Segment
+from training.power.fit import SupervisedArrays
 from training.power.gbm import DirectLightGBM
-from training.power.recency import HALF_LIFE_FRACTIONS, candidate_half_lives, window_ages
-from training.power.served import fit_gbm
+from training.power.recency import HALF_LIFE_FRACTIONS, candidate_half_lives, recency_weights, window_ages
+from training.power.served import fit_gbm, train_served
 from training.power.windows import Role, assign_roles
+from training.settings import PowerPredictorConfig
 
 STEP = 60
 START = pd.Timestamp("2026-01-05", tz="UTC")
@@ -84,16 +89,22 @@ def test_without_a_half_life_the_ages_change_nothing() -> None:
     np.testing.assert_array_equal(aged.predict(test), plain.predict(test))
 
 
-@pytest.mark.slow
-def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() -> None:
+def drifting_rhythm() -> PreparedData:
     """The rhythm quickens slowly all through the series: the newest training windows are the best guide to the
-    test part, the calibration split says so, and the chosen weighting is better on the test part too."""
+    test part."""
     rng = np.random.default_rng(7)
     steps = np.arange(1200)
-    period = np.linspace(40, 12, steps.size)  # the rhythm quickens
+    period = np.linspace(40, 12, steps.size)
     phase = 2 * np.pi * np.cumsum(1.0 / period)
     power = 500 + 150 * np.sin(phase) + 5 * rng.normal(size=steps.size)
-    prepared = prepared_of([make_segment(power)], sequence_length=24, horizon=4)
+    return prepared_of([make_segment(power)], sequence_length=24, horizon=4)
+
+
+@pytest.mark.slow
+def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() -> None:
+    """The calibration split says the newest windows are the best guide, and the chosen weighting is better on the
+    test part too."""
+    prepared = drifting_rhythm()
     weighted = fit_gbm(prepared, seed=0)
     assert weighted.spec.half_life_steps is not None
     fit, calib, test = (prepared.windows(role) for role in (Role.FIT, Role.CALIB, Role.TEST))
@@ -102,3 +113,65 @@ def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() ->
     weighted_mae, plain_mae = (point_metrics(m.predict(test), test.targets, test.mask)["mae"]
                                for m in (weighted, plain))
     assert weighted_mae < 0.9 * plain_mae
+
+
+def capture_training(monkeypatch: pytest.MonkeyPatch, weighted_val_mae: float = 0.0,
+                     ) -> list[tuple[SupervisedArrays, SupervisedArrays]]:
+    """Replace Ray Train with an untrained LSTM and keep the (FIT, CALIB) arrays of every training; a run on
+    weighted samples reports `weighted_val_mae` as its best CALIB MAE, an unweighted one 1.0."""
+    seen: list[tuple[SupervisedArrays, SupervisedArrays]] = []
+    train = untrained(0.0)
+
+    def capture(train_arrays: SupervisedArrays, val_arrays: SupervisedArrays, *args, **kwargs):
+        seen.append((train_arrays, val_arrays))
+        val_mae = 1.0 if train_arrays.sample_weights is None else weighted_val_mae
+        return replace(train(train_arrays, val_arrays, *args, **kwargs), best_val_mae_watts=val_mae)
+
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", capture)
+    return seen
+
+
+SMALL_LSTM = PowerPredictorConfig(hidden_size=8, num_layers=1, sequence_length=8, epochs=4, min_epochs=1)
+
+
+def test_the_lstm_draws_its_windows_with_the_recency_weights_of_a_half_life(monkeypatch) -> None:
+    seen = capture_training(monkeypatch)
+    prepared = prepared_of([make_segment(np.random.default_rng(3).normal(100, 5, 300))])
+    train_forecaster(prepared, SMALL_LSTM, verbose=False)
+    train_forecaster(prepared, SMALL_LSTM, verbose=False, half_life=20.0)
+    (plain_fit, plain_calib), (fit, calib) = seen
+    assert plain_fit.sample_weights is None and plain_calib.sample_weights is None
+    for arrays, role in ((fit, Role.FIT), (calib, Role.CALIB)):
+        expected = recency_weights(window_ages(prepared, prepared.windows(role)), 20.0)
+        np.testing.assert_array_equal(arrays.sample_weights, expected)
+    assert fit.sample_weights.min() < 0.1 < 0.9 < calib.sample_weights.max()  # the oldest FIT windows, the newest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weighted_val_mae", [0.5, 1.0])
+def test_the_lstm_trains_again_with_its_partner_s_half_life_and_serves_only_if_better(monkeypatch,
+                                                                                    weighted_val_mae) -> None:
+    """The second run draws with the half-life the LightGBM partner chose; it serves only with a lower CALIB MAE
+    (a tie keeps the uniform run)."""
+    seen = capture_training(monkeypatch, weighted_val_mae)
+    prepared = drifting_rhythm()
+    forecaster, weights, partner = train_served(prepared, SMALL_LSTM.model_copy(update={"sequence_length": 24}),
+                                                verbose=False)
+    assert partner is not None and partner.spec.half_life_steps is not None
+    [(uniform, _), (weighted, _)] = seen
+    expected = recency_weights(window_ages(prepared, prepared.windows(Role.FIT)), partner.spec.half_life_steps)
+    assert uniform.sample_weights is None
+    np.testing.assert_array_equal(weighted.sample_weights, expected)
+    assert weights.half_life_steps == (partner.spec.half_life_steps if weighted_val_mae < 1.0 else None)
+    assert weights.best_val_mae_watts == min(weighted_val_mae, 1.0)
+    assert forecaster.served is not None  # the blend was chosen on the calibration split
+
+
+def test_without_a_partner_the_lstm_trains_once_on_uniform_samples(monkeypatch) -> None:
+    seen = capture_training(monkeypatch)
+    monkeypatch.setattr("training.power.served.fit_partner", lambda *_args, **_kwargs: None)
+    prepared = prepared_of([make_segment(np.random.default_rng(4).normal(100, 5, 300))])
+    _, weights, partner = train_served(prepared, SMALL_LSTM, verbose=False)
+    assert partner is None and weights.half_life_steps is None
+    [(uniform, _)] = seen
+    assert uniform.sample_weights is None

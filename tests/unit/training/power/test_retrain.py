@@ -11,11 +11,11 @@ import pytest
 
 from core.settings import ConfigError
 from tests.fakes.trainer import serve_lstm_alone, untrained
-from training.power.dataset import prepare, train_forecaster
+from training.power.dataset import prepare
 from training.power.forecaster import PowerForecaster
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainSpec
-from training.power.served import MIN_GBM_WINDOWS, serve_best
+from training.power.served import MIN_GBM_WINDOWS, train_served
 from training.power.windows import NotEnoughData, Role
 from training.settings import TrainingConfig
 
@@ -144,6 +144,7 @@ def test_a_retrained_version_is_served_blend_chosen_on_its_calibration_split(sam
     served = PowerForecaster.load(folder)
     assert served.served_method == result.training.served and served.gbm is not None
     assert metadata.training["gbm_half_life_steps"] == served.gbm.spec.half_life_steps  # None: unweighted
+    assert metadata.training["lstm_half_life_steps"] == result.training.lstm_half_life_steps  # None: uniform samples
     serve_lstm_alone(monkeypatch)
     lstm_alone = retrain_power(sample, spec(activation="never"), registry=registry)  # same seed, same LSTM
     assert lstm_alone.training.served == "lstm" and result.metrics.mae < lstm_alone.metrics.mae
@@ -156,6 +157,6 @@ def test_a_training_part_too_short_for_a_gbm_serves_the_lstm_alone(sample, monke
     prepared = prepare(recent, step_s=120, max_gap_s=600, features=["cpu_utilization"], sequence_length=15,
                        horizon=10, train_fraction=0.8)
     assert len(prepared.windows(Role.FIT)) < MIN_GBM_WINDOWS <= len(prepared.windows(Role.CALIB))
-    forecaster, _ = train_forecaster(prepared, SMALL.models.power_predictor, verbose=False)
-    assert serve_best(forecaster, prepared, coverage=0.8, tolerance=0.1, seed=0) is None
+    forecaster, weights, partner = train_served(prepared, SMALL.models.power_predictor, verbose=False)
+    assert partner is None and weights.half_life_steps is None
     assert forecaster.served_method == "lstm"
