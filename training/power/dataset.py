@@ -126,8 +126,8 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
     `half_life` (steps) each epoch's sample, and the refit's, favours newer windows (training.power.recency).
 
     The forecaster returned holds the early-stopped weights, whose CALIB forecasts are held out: the calibration
-    here and the served choice (`served.serve_best`) rest on them. With `refit`, `TrainedWeights.refit_state_dict`
-    holds those weights trained further on FIT and CALIB together; `serve_best` puts them in service last."""
+    here and the served choice (`served.train_served`) rest on them. With `refit`, `TrainedWeights.refit_state_dict`
+    holds those weights trained further on FIT and CALIB together; `train_served` puts them in service last."""
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
