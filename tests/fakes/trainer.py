@@ -1,7 +1,8 @@
 """A stand-in for the Ray Train step of the power forecaster: an untrained PowerLSTM, no Ray.
 
 `untrained(units)` returns a `train_power_lstm` replacement whose model's median is off by `units` power-scale
-units: 0 gives (nearly) the last-value forecast, a large shift a clearly worse one. Patch it over
+units: 0 gives (nearly) the last-value forecast, a large shift a clearly worse one; a recency-weighted challenger is
+never kept. Patch it over
 `training.power.dataset.train_power_lstm`; windows, calibration, scoring and the registry stay real.
 `serve_lstm_alone(monkeypatch)` keeps retrain_power from blending in the LightGBM, so a version's quality is its
 shift's.

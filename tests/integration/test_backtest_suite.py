@@ -1,6 +1,7 @@
 """The backtest suite end to end through real Ray Train (configs/suite.smoke.yaml), and early stopping as
-Ray Train reports it: the run stops after validation turns and says how many epochs it really ran, and the
-refit on the whole training part comes back beside the early-stopped weights."""
+Ray Train reports it: the run stops after validation turns and says how many epochs it really ran, the refit on
+the whole training part comes back beside the early-stopped weights, and a recency-weighted challenger trains in
+the same run, kept only if it validates better."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from training import evaluate
 from training.power.fit import SupervisedArrays, build_model, predict_changes, refit_epochs
 from training.power.local_ray import started_here
 from training.power.ray_trainer import free_cpus_each, train_power_lstm
+from training.power.recency import recency_weights
+from training.power.train_loop import WeightedChallenger
 from training.settings import PowerPredictorConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -95,3 +98,34 @@ def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluste
                                  refit=True)
     assert not cut_short.history.stopped_early  # still learning at the limit: not refitted
     assert (cut_short.refit_epochs, cut_short.refit_state_dict) == (0, None)
+
+
+def test_a_recency_weighted_challenger_trains_in_the_same_run_and_only_the_better_run_is_kept(ray_cluster):
+    """FIT drifts from a change of 1.0 to the 0.3 the tail wants. A challenger drawing mostly the newest FIT windows
+    validates better and is kept; one drawing mostly the oldest is not, and the run returned is then, bit for bit,
+    the uniform run alone: the same early-stopped weights, history and refit (dropout on, so the refit's draws
+    must go on from where that run's epochs left the generators)."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
+                                  learning_rate=0.003, dropout=0.1, seed=0)
+    old, new = constant_change(32, 1.0, seed=0), constant_change(32, 0.3, seed=2)
+    fit = SupervisedArrays(*(np.concatenate([a, b]) for a, b in ((old.inputs, new.inputs),
+                                                                  (old.targets, new.targets), (old.mask, new.mask))))
+    tail = constant_change(32, 0.3, seed=1)
+    newest_first = recency_weights(np.arange(63.0, -1.0, -1.0), half_life=4.0)
+
+    def challenger(fit_weights: np.ndarray) -> WeightedChallenger:
+        return WeightedChallenger(4.0, fit_weights, np.ones(32))
+
+    alone = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
+    kept = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True,
+                            challenger=challenger(newest_first))
+    assert kept.half_life_steps == 4.0 and kept.best_val_mae_watts < alone.best_val_mae_watts
+    rejected = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True,
+                                challenger=challenger(newest_first[::-1]))
+    assert rejected.half_life_steps is None
+    assert alone.history is not None and alone.history.stopped_early and alone.refit_state_dict is not None
+    assert rejected.history is not None
+    assert [r.val_mae_watts for r in rejected.history.epochs] == [r.val_mae_watts for r in alone.history.epochs]
+    for ours, theirs in ((rejected.state_dict, alone.state_dict), (rejected.refit_state_dict, alone.refit_state_dict)):
+        assert ours is not None and ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,7 @@ from training.power.fit import SupervisedArrays
 from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
 from training.power.recency import recency_weights, window_ages
+from training.power.train_loop import WeightedChallenger
 from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
 
@@ -123,7 +124,9 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
                      ) -> tuple[PowerForecaster, TrainedWeights]:
     """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail, both with the measured
     power and with it withheld (the features-only mode); the run options are `train_power_lstm`'s. With a
-    `half_life` (steps) each epoch's sample, and the refit's, favours newer windows (training.power.recency).
+    `half_life` (steps) the same Ray Train run trains a second time, each epoch's sample (and the refit's) favouring
+    newer windows (training.power.recency), and keeps the run with the lower CALIB MAE
+    (`TrainedWeights.half_life_steps` is None where the uniform run was kept).
 
     The forecaster returned holds the early-stopped weights, whose CALIB forecasts are held out: the calibration
     here and the served choice (`served.train_served`) rest on them. With `refit`, `TrainedWeights.refit_state_dict`
@@ -131,18 +134,16 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
     fit_windows = prepared.windows(Role.FIT)
     calib_windows = prepared.windows(Role.CALIB)
     power_std = prepared.pipeline.power_std
-    fit_weights = calib_weights = None
+    challenger = None
     if half_life is not None:
-        fit_weights = recency_weights(window_ages(prepared, fit_windows), half_life)
-        calib_weights = recency_weights(window_ages(prepared, calib_windows), half_life)
+        challenger = WeightedChallenger(half_life, recency_weights(window_ages(prepared, fit_windows), half_life),
+                                        recency_weights(window_ages(prepared, calib_windows), half_life))
     weights = train_power_lstm(
-        SupervisedArrays.from_windows(fit_windows, power_std, fit_weights),
-        SupervisedArrays.from_windows(calib_windows, power_std, calib_weights),
+        SupervisedArrays.from_windows(fit_windows, power_std), SupervisedArrays.from_windows(calib_windows, power_std),
         model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
         verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
-        target_calendar=prepared.pipeline.target_calendar, refit=refit,
+        target_calendar=prepared.pipeline.target_calendar, refit=refit, challenger=challenger,
     )
-    weights = replace(weights, half_life_steps=half_life)
     architecture = Architecture(
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,

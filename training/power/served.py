@@ -2,12 +2,13 @@
 
 Everything is fitted on the training part. The GBM first, on the FIT windows (early-stopped on CALIB), where its
 recency weighting is chosen (training.power.recency). The LSTM then trains on FIT, early-stopped on CALIB, and where
-the GBM chose a half-life once more with it, the run with the lower CALIB MAE kept. The choice and the calibration
-of the served forecast use the CALIB windows (training.power.blend), forecasts of data neither model trained on.
-Both models are then trained again on FIT and CALIB together, so that the newest part of the training data is in
-what serves: the GBM here (`DirectLightGBM.refit`, with the weighting chosen; it is also the backtest's baseline),
-the LSTM by Ray Train (`fit.refine`), whose weights `train_served` puts in service last. The test part is never
-seen. A training part too short to fit and judge a GBM on leaves the LSTM served alone, unweighted.
+the GBM chose a half-life once more with it in the same Ray Train run, the run with the lower CALIB MAE kept. The
+choice and the calibration of the served forecast use the CALIB windows (training.power.blend), forecasts of data
+neither model trained on. Both models are then trained again on FIT and CALIB together, so that the newest part of
+the training data is in what serves: the GBM here (`DirectLightGBM.refit`, with the weighting chosen; it is also the
+backtest's baseline), the LSTM by Ray Train (`fit.refine`), whose weights `train_served` puts in service last. The
+test part is never seen. A training part too short to fit and judge a GBM on leaves the LSTM served alone,
+unweighted.
 """
 
 from __future__ import annotations
@@ -48,17 +49,13 @@ def train_served(prepared: PreparedData, model_config: PowerPredictorConfig, **r
     """Fit the LightGBM partner, train the LSTM (Ray Train: `dataset.train_forecaster`, `run_options` are its),
     choose and calibrate the served forecast on the CALIB windows, and put the LSTM's refitted weights in service.
 
-    Where the partner chose a recency half-life, the LSTM is trained a second time with each epoch's sample drawn by
-    it, and serves only with a lower CALIB MAE (`TrainedWeights.half_life_steps` says which did). Returns the
-    forecaster, the run's weights and the partner refitted on the whole training part (None where the training part
-    is too short for one)."""
+    Where the partner chose a recency half-life, the LSTM's Ray Train run trains a second time with each epoch's
+    sample drawn by it, which serves only with a lower CALIB MAE (`TrainedWeights.half_life_steps` says which did).
+    Returns the forecaster, the run's weights and the partner refitted on the whole training part (None where the
+    training part is too short for one)."""
     partner = fit_partner(prepared, model_config.seed)
-    forecaster, weights = train_forecaster(prepared, model_config, **run_options)
     half_life = partner.spec.half_life_steps if partner is not None else None
-    if half_life is not None:
-        challenger, challenger_weights = train_forecaster(prepared, model_config, half_life=half_life, **run_options)
-        if challenger_weights.best_val_mae_watts < weights.best_val_mae_watts:
-            forecaster, weights = challenger, challenger_weights
+    forecaster, weights = train_forecaster(prepared, model_config, half_life=half_life, **run_options)
     gbm = None
     if partner is not None:
         gbm = _choose(forecaster, prepared, partner, coverage=model_config.interval_coverage,

@@ -16,6 +16,7 @@ from training.power.fit import SupervisedArrays
 from training.power.gbm import DirectLightGBM
 from training.power.recency import HALF_LIFE_FRACTIONS, candidate_half_lives, recency_weights, window_ages
 from training.power.served import fit_gbm, train_served
+from training.power.train_loop import WeightedChallenger
 from training.power.windows import Role, assign_roles
 from training.settings import PowerPredictorConfig
 
@@ -115,17 +116,18 @@ def test_a_drifting_rhythm_gets_a_half_life_that_beats_the_unweighted_model() ->
     assert weighted_mae < 0.9 * plain_mae
 
 
-def capture_training(monkeypatch: pytest.MonkeyPatch, weighted_val_mae: float = 0.0,
-                     ) -> list[tuple[SupervisedArrays, SupervisedArrays]]:
-    """Replace Ray Train with an untrained LSTM and keep the (FIT, CALIB) arrays of every training; a run on
-    weighted samples reports `weighted_val_mae` as its best CALIB MAE, an unweighted one 1.0."""
-    seen: list[tuple[SupervisedArrays, SupervisedArrays]] = []
+def capture_training(monkeypatch: pytest.MonkeyPatch, challenger_kept: bool = False,
+                     ) -> list[tuple[SupervisedArrays, SupervisedArrays, WeightedChallenger | None]]:
+    """Replace Ray Train with an untrained LSTM and keep the (FIT, CALIB, challenger) of every training; the
+    challenger, when there is one, is reported kept as `challenger_kept` says (the choice itself is Ray Train's:
+    tests/integration/test_backtest_suite.py)."""
+    seen: list[tuple[SupervisedArrays, SupervisedArrays, WeightedChallenger | None]] = []
     train = untrained(0.0)
 
-    def capture(train_arrays: SupervisedArrays, val_arrays: SupervisedArrays, *args, **kwargs):
-        seen.append((train_arrays, val_arrays))
-        val_mae = 1.0 if train_arrays.sample_weights is None else weighted_val_mae
-        return replace(train(train_arrays, val_arrays, *args, **kwargs), best_val_mae_watts=val_mae)
+    def capture(train_arrays: SupervisedArrays, val_arrays: SupervisedArrays, *args, challenger=None, **kwargs):
+        seen.append((train_arrays, val_arrays, challenger))
+        kept = challenger.half_life_steps if challenger is not None and challenger_kept else None
+        return replace(train(train_arrays, val_arrays, *args, **kwargs), half_life_steps=kept)
 
     monkeypatch.setattr("training.power.dataset.train_power_lstm", capture)
     return seen
@@ -134,36 +136,36 @@ def capture_training(monkeypatch: pytest.MonkeyPatch, weighted_val_mae: float = 
 SMALL_LSTM = PowerPredictorConfig(hidden_size=8, num_layers=1, sequence_length=8, epochs=4, min_epochs=1)
 
 
-def test_the_lstm_draws_its_windows_with_the_recency_weights_of_a_half_life(monkeypatch) -> None:
+def test_the_lstm_s_challenger_draws_its_windows_with_the_recency_weights_of_a_half_life(monkeypatch) -> None:
     seen = capture_training(monkeypatch)
     prepared = prepared_of([make_segment(np.random.default_rng(3).normal(100, 5, 300))])
     train_forecaster(prepared, SMALL_LSTM, verbose=False)
     train_forecaster(prepared, SMALL_LSTM, verbose=False, half_life=20.0)
-    (plain_fit, plain_calib), (fit, calib) = seen
-    assert plain_fit.sample_weights is None and plain_calib.sample_weights is None
-    for arrays, role in ((fit, Role.FIT), (calib, Role.CALIB)):
-        expected = recency_weights(window_ages(prepared, prepared.windows(role)), 20.0)
-        np.testing.assert_array_equal(arrays.sample_weights, expected)
-    assert fit.sample_weights.min() < 0.1 < 0.9 < calib.sample_weights.max()  # the oldest FIT windows, the newest
+    (plain_fit, plain_calib, none), (fit, calib, challenger) = seen
+    assert none is None and challenger is not None and challenger.half_life_steps == 20.0
+    for arrays in (plain_fit, plain_calib, fit, calib):
+        assert arrays.sample_weights is None  # the first run of each draws uniformly
+    for weights, role in ((challenger.fit_weights, Role.FIT), (challenger.calib_weights, Role.CALIB)):
+        np.testing.assert_array_equal(weights, recency_weights(window_ages(prepared, prepared.windows(role)), 20.0))
+    assert challenger.fit_weights.min() < 0.1 < 0.9 < challenger.calib_weights.max()  # the oldest, the newest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weighted_val_mae", [0.5, 1.0])
-def test_the_lstm_trains_again_with_its_partner_s_half_life_and_serves_only_if_better(monkeypatch,
-                                                                                    weighted_val_mae) -> None:
-    """The second run draws with the half-life the LightGBM partner chose; it serves only with a lower CALIB MAE
-    (a tie keeps the uniform run)."""
-    seen = capture_training(monkeypatch, weighted_val_mae)
+@pytest.mark.parametrize("challenger_kept", [True, False])
+def test_the_lstm_trains_again_with_its_partner_s_half_life_and_says_which_run_serves(monkeypatch,
+                                                                                    challenger_kept) -> None:
+    """The challenger draws with the half-life the LightGBM partner chose, in the same training; the weights say
+    whether it was kept."""
+    seen = capture_training(monkeypatch, challenger_kept)
     prepared = drifting_rhythm()
     forecaster, weights, partner = train_served(prepared, SMALL_LSTM.model_copy(update={"sequence_length": 24}),
                                                 verbose=False)
     assert partner is not None and partner.spec.half_life_steps is not None
-    [(uniform, _), (weighted, _)] = seen
+    [(uniform, _, challenger)] = seen
     expected = recency_weights(window_ages(prepared, prepared.windows(Role.FIT)), partner.spec.half_life_steps)
-    assert uniform.sample_weights is None
-    np.testing.assert_array_equal(weighted.sample_weights, expected)
-    assert weights.half_life_steps == (partner.spec.half_life_steps if weighted_val_mae < 1.0 else None)
-    assert weights.best_val_mae_watts == min(weighted_val_mae, 1.0)
+    assert uniform.sample_weights is None and challenger is not None
+    np.testing.assert_array_equal(challenger.fit_weights, expected)
+    assert weights.half_life_steps == (partner.spec.half_life_steps if challenger_kept else None)
     assert forecaster.served is not None  # the blend was chosen on the calibration split
 
 
@@ -173,5 +175,5 @@ def test_without_a_partner_the_lstm_trains_once_on_uniform_samples(monkeypatch) 
     prepared = prepared_of([make_segment(np.random.default_rng(4).normal(100, 5, 300))])
     _, weights, partner = train_served(prepared, SMALL_LSTM, verbose=False)
     assert partner is None and weights.half_life_steps is None
-    [(uniform, _)] = seen
-    assert uniform.sample_weights is None
+    [(uniform, _, challenger)] = seen
+    assert uniform.sample_weights is None and challenger is None
