@@ -1,11 +1,13 @@
 """Where the LSTM's training time goes: the same epochs in a plain process and in a Ray Train run, and the run's fixed
 start and stop cost.
 
-    python bench/bench_train_overhead.py [--data FILE.csv] [--step 1min] [--horizon 30min] [--epochs 16]
+    python bench/bench_train_overhead.py [--data FILE.csv] [--step 1min] [--horizon 30min] [--epochs 16] [--challenger]
 
 Without --data it generates a SYNTHETIC trace (4 nodes x 2 days at 1 min). Every epoch trains on the same windows
 with validation; early stopping is off so both sides run exactly --epochs. The Ray run's worker reserves every CPU
-of the machine and computes with that many torch threads, as a training command on its own Ray does.
+of the machine and computes with that many torch threads, as a training command on its own Ray does. With
+--challenger a second Ray Train run also trains a recency-weighted challenger (half-life 1/8 of the FIT windows), as
+`served.train_served` does where the LightGBM chose a half-life: the figure to set against two runs' time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from training.power.fit import (  # noqa: E402
     seed_everything,
 )
 from training.power.ray_trainer import train_power_lstm  # noqa: E402
+from training.power.recency import recency_weights, window_ages  # noqa: E402
+from training.power.train_loop import WeightedChallenger  # noqa: E402
 from training.power.windows import Role  # noqa: E402
 from training.settings import PowerPredictorConfig, TrainingConfig, default_max_gap  # noqa: E402
 from training.synthetic import generate_trace, write_csv  # noqa: E402
@@ -63,6 +67,7 @@ def main() -> None:
     parser.add_argument("--horizon", type=duration_arg, default="30min")
     parser.add_argument("--sequence-length", type=positive_int, default=60)
     parser.add_argument("--epochs", type=positive_int, default=16)
+    parser.add_argument("--challenger", action="store_true", help="also time a run with a recency-weighted challenger")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     config = TrainingConfig()
@@ -89,6 +94,16 @@ def main() -> None:
         started = time.monotonic()
         weights = train_power_lstm(fit, val, model_config, power_std, cpus_per_worker=float(cpus), verbose=False)
         whole = time.monotonic() - started
+        with_challenger = None
+        if args.challenger:
+            half_life = len(fit.inputs) / 8
+            challenger = WeightedChallenger(half_life, *(
+                recency_weights(window_ages(prepared, prepared.windows(role)), half_life)
+                for role in (Role.FIT, Role.CALIB)))
+            started = time.monotonic()
+            train_power_lstm(fit, val, model_config, power_std, cpus_per_worker=float(cpus), verbose=False,
+                             challenger=challenger)
+            with_challenger = time.monotonic() - started
     finally:
         ray.shutdown()
     worker = weights.history.epoch_seconds if weights.history else float("nan")
@@ -99,6 +114,9 @@ def main() -> None:
         f"({plain / args.epochs:.2f} s/epoch, {torch.get_num_threads()} threads); Ray Train worker {worker:.1f} s "
         f"({worker / args.epochs:.2f} s/epoch); the whole Ray Train run {whole:.1f} s, of which "
         f"{whole - worker:.1f} s start and stop\n")
+    if with_challenger is not None:
+        sys.stdout.write(f"with a recency-weighted challenger in the same run: {with_challenger:.1f} s, against "
+                         f"{2 * whole:.1f} s for two runs of the first's length\n")
 
 
 if __name__ == "__main__":
