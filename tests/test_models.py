@@ -113,6 +113,23 @@ def test_output_depends_on_the_input() -> None:
     assert not torch.allclose(a, b)
 
 
+def test_a_relative_power_model_reads_the_power_input_free_of_its_level() -> None:
+    torch.manual_seed(4)
+    inputs = torch.randn(3, 6, 4)
+    shifted = inputs.clone()
+    shifted[:, :, 0] += 2.5  # the same window at another level; the other columns are the same
+    for relative in (False, True):
+        torch.manual_seed(5)
+        model = PowerLSTM(n_features=4, hidden_size=8, num_layers=1, horizon=3, relative_power=relative).eval()
+        with torch.no_grad():
+            model.head[-1].weight.normal_(0.0, 0.5)
+            same = torch.allclose(model(inputs), model(shifted), atol=1e-6)
+            moved_other_column = inputs.clone()
+            moved_other_column[:, :, 1] += 2.5
+            assert not torch.allclose(model(inputs), model(moved_other_column))
+        assert same is relative
+
+
 def _calendar_model(horizon: int = 6, step_s: int = 600) -> tuple[PowerLSTM, FeaturePipeline]:
     pipeline = FeaturePipeline(features=(), step_s=step_s, power_mean=0.0, power_std=1.0, numeric_mean={},
                                numeric_std={}, workload_vocab=(), calendar=("time_of_day", "day_of_week"))

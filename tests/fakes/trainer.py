@@ -28,7 +28,8 @@ def untrained(units: float, refit_units: float | None = None) -> Callable[..., T
         def shifted(by: float) -> dict[str, torch.Tensor]:
             torch.manual_seed(model_config.seed)
             model = build_model(train_arrays.inputs.shape[2], train_arrays.targets.shape[1], model_config.hidden_size,
-                                model_config.num_layers, model_config.dropout, options.get("target_calendar", ()))
+                                model_config.num_layers, model_config.dropout, options.get("target_calendar", ()),
+                                model_config.relative_power)
             with torch.no_grad():
                 model.head[-1].bias.view(-1, 3)[:, 1] += by
             return model.state_dict()

@@ -100,6 +100,23 @@ def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluste
     assert (cut_short.refit_epochs, cut_short.refit_state_dict) == (0, None)
 
 
+def test_the_relative_power_setting_reaches_the_ray_train_worker(ray_cluster):
+    """The same seed and windows train other weights when the worker's model reads the power input relative to the
+    window's last value, and those weights forecast the same whatever the input's level."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=2, dropout=0.0, seed=0)
+    fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
+    absolute = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False)
+    relative = train_power_lstm(fit, tail, config.model_copy(update={"relative_power": True}), power_std=1.0,
+                                verbose=False)
+    assert any(not torch.equal(absolute.state_dict[name], relative.state_dict[name]) for name in absolute.state_dict)
+    net = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0, relative_power=True)
+    net.load_state_dict(relative.state_dict)
+    moved = tail.inputs.copy()
+    moved[:, :, 0] += 5.0
+    np.testing.assert_allclose(predict_changes(net, moved, torch.device("cpu")),
+                               predict_changes(net, tail.inputs, torch.device("cpu")), atol=1e-5)
+
+
 def test_a_recency_weighted_challenger_trains_in_the_same_run_and_only_the_better_run_is_kept(ray_cluster):
     """FIT drifts from a change of 1.0 to the 0.3 the tail wants. A challenger drawing mostly the newest FIT windows
     validates better and is kept; one drawing mostly the oldest is not, and the run returned is then, bit for bit,

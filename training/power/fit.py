@@ -171,9 +171,9 @@ def validation_mae(model: torch.nn.Module, arrays: SupervisedArrays, device: tor
 
 
 def build_model(n_features: int, horizon: int, hidden_size: int, num_layers: int, dropout: float,
-                target_calendar: TargetCalendar = ()) -> PowerLSTM:
+                target_calendar: TargetCalendar = (), relative_power: bool = False) -> PowerLSTM:
     return PowerLSTM(n_features=n_features, hidden_size=hidden_size, num_layers=num_layers,
-                     horizon=horizon, dropout=dropout, target_calendar=target_calendar)
+                     horizon=horizon, dropout=dropout, target_calendar=target_calendar, relative_power=relative_power)
 
 
 MIN_IMPROVEMENT = 1e-3  # relative: a validation MAE this much below the best counts as an improvement

@@ -49,6 +49,7 @@ class Architecture(BaseModel):
     num_layers: int
     dropout: float
     target_calendar: TargetCalendar = ()  # the per-lead calendar head's inputs; () in models saved before it
+    relative_power: bool = False  # the power input read relative to the window's last value (PowerLSTM)
 
 
 class PowerForecaster:
@@ -66,7 +67,8 @@ class PowerForecaster:
         self.features_only = features_only
         self.device = torch.device(device)
         self.model = build_model(architecture.n_features, architecture.horizon, architecture.hidden_size,
-                                 architecture.num_layers, architecture.dropout, architecture.target_calendar)
+                                 architecture.num_layers, architecture.dropout, architecture.target_calendar,
+                                 architecture.relative_power)
         self.model.load_state_dict(state_dict)
         self.model.to(self.device).eval()
 

@@ -8,7 +8,12 @@ The lower and upper quantiles are the median minus/plus a softplus, so they neve
 Where the inputs carry calendar cycles (`target_calendar`), a second, per-lead head also reads the calendar
 position of each lead's *target* time (the origin's, rotated by the lead), so a spike that recurs at a time of
 day is anticipated by every lead from the same weights instead of each lead learning the rotation on its own.
-Models saved before it have no `target_calendar` and keep their layout. Pure torch.
+Models saved before it have no `target_calendar` and keep their layout.
+
+With `relative_power` the power input (feature column 0, FeaturePipeline's "power") is read relative to the window's
+last value, so the forecast does not depend on the absolute level: a server whose level moves (a new week, a new
+regime) looks like one the model has seen. It is opt-in (`models.power_predictor.relative_power`); docs/results.md
+has where it helps and where it hurts. Pure torch.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ class PowerLSTM(nn.Module):
         horizon: lead times predicted (steps).
         dropout: dropout between LSTM layers and in the head.
         target_calendar: the calendar inputs the per-lead head rotates to each target time; () for none.
+        relative_power: read the power input (column 0) relative to the window's last value.
     """
 
     def __init__(self, n_features: int, hidden_size: int, num_layers: int, horizon: int, dropout: float = 0.0,
-                 target_calendar: TargetCalendar = ()):
+                 target_calendar: TargetCalendar = (), relative_power: bool = False):
         super().__init__()
         self.horizon = horizon
+        self.relative_power = relative_power
         self.target_calendar = tuple(target_calendar)
         self.encoder = nn.LSTM(
             input_size=n_features,
@@ -84,6 +91,8 @@ class PowerLSTM(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs [B, T, F] -> quantile changes [B, H, 3] ordered (lower, median, upper)."""
+        if self.relative_power:
+            inputs = torch.cat([inputs[:, :, :1] - inputs[:, -1:, :1], inputs[:, :, 1:]], dim=2)
         encoded, _ = self.encoder(inputs)  # [B, T, hidden]
         summary = torch.cat([encoded[:, -1, :], inputs[:, -1, :]], dim=1)  # [B, hidden + F]
         raw = self.head(summary).view(-1, self.horizon, 3)  # [B, H, 3]

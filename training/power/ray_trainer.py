@@ -113,8 +113,9 @@ def train_power_lstm(
         "verbose": verbose,
         "report_epochs": bool(callbacks),
         "target_calendar": tuple(target_calendar),
-        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "batch_size", "windows_per_epoch",
-                                           "epochs", "patience", "learning_rate", "seed", "interval_coverage"}),
+        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "relative_power", "batch_size",
+                                           "windows_per_epoch", "epochs", "patience", "learning_rate", "seed",
+                                           "interval_coverage"}),
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="power-lstm-") as scratch:

@@ -119,7 +119,8 @@ def _train(fit: SupervisedArrays, val: SupervisedArrays, config: dict[str, Any],
     seed_everything(config["seed"])
     device = ray.train.torch.get_device()
     model = prepare_model(build_model(fit.inputs.shape[2], fit.targets.shape[1], config["hidden_size"],
-                                      config["num_layers"], config["dropout"], config["target_calendar"]))
+                                      config["num_layers"], config["dropout"], config["target_calendar"],
+                                      config["relative_power"]))
     loader = prepare_data_loader(make_loader(fit, config["batch_size"], seed=config["seed"],
                                              weights=fit.sample_weights, **sampling))
 

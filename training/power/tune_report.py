@@ -18,7 +18,8 @@ from training.settings import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
-TunedKey = Literal["learning_rate", "hidden_size", "num_layers", "sequence_length", "dropout", "batch_size"]
+TunedKey = Literal["learning_rate", "hidden_size", "num_layers", "sequence_length", "dropout", "batch_size",
+                   "relative_power"]
 TUNED_KEYS: tuple[str, ...] = get_args(TunedKey)
 """The `models.power_predictor` settings a search varies."""
 
@@ -26,7 +27,7 @@ TrialStatus = Literal["completed", "early_stopped", "stopped", "error"]
 """completed: trained to its end (its own early stopping included) and scored; early_stopped: ASHA ended it on
 its validation MAE; stopped: the time budget ended it; error: it failed (`error` says why)."""
 
-Settings = dict[TunedKey, float | int]
+Settings = dict[TunedKey, bool | int | float]
 
 
 class TrialOutcome(BaseModel):

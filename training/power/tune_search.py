@@ -1,10 +1,10 @@
 """Ray Tune search over the power forecaster's settings, with ASHA early stopping.
 
 The first trial runs the configured settings (never stopped early: it is the baseline); the others sample
-around them (learning rate, hidden size, layers, input window, dropout, batch size). Every trial trains with
-the Ray Train loop `train_lstm` uses, on the split `retrain_power` uses: FIT windows train, the CALIB tail is
-the validation ASHA sees each epoch, and the holdout (the last `holdout_fraction` of every series, never
-trained on) scores the trials that finish (training.power.tune_trial).
+around them (learning rate, hidden size, layers, input window, dropout, batch size, whether the power input is read
+relative to the window's last value). Every trial trains with the Ray Train loop `train_lstm` uses, on the split
+`retrain_power` uses: FIT windows train, the CALIB tail is the validation ASHA sees each epoch, and the holdout (the
+last `holdout_fraction` of every series, never trained on) scores the trials that finish (training.power.tune_trial).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def search_space(base: PowerPredictorConfig, lengths: tuple[int, ...]) -> dict:
         "sequence_length": tune.choice(list(lengths)),
         "dropout": tune.uniform(0.0, 0.3),
         "batch_size": tune.choice(sorted({max(8, batch // 2), batch, batch * 2})),
+        "relative_power": tune.choice([False, True]),
     }
 
 

@@ -36,7 +36,7 @@ def test_a_two_trial_search_writes_its_report(tmp_path, local_ray, capsys):
     default = [trial for trial in report["trials"] if trial["default"]]
     assert len(default) == 1 and default[0]["status"] == "completed"
     assert default[0]["config"] == {"learning_rate": 0.002, "hidden_size": 8, "num_layers": 2, "sequence_length": 15,
-                                    "dropout": 0.1, "batch_size": 32}
+                                    "dropout": 0.1, "batch_size": 32, "relative_power": False}
     assert report["default_score"] == default[0]["score"] > 0
     assert report["best_score"] <= report["default_score"]
     assert report["best_config"] in [trial["config"] for trial in report["trials"]]

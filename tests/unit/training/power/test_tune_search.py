@@ -38,6 +38,7 @@ def test_the_space_is_centred_on_the_configured_settings():
     assert space["hidden_size"].categories == [32, 64, 128]
     assert space["batch_size"].categories == [32, 64, 128]
     assert space["sequence_length"].categories == [30, 60, 120]
+    assert space["relative_power"].categories == [False, True]
     assert sequence_lengths(PowerPredictorConfig(sequence_length=3)) == (2, 3, 6)
 
 

@@ -1,0 +1,44 @@
+"""The opt-in relative power input (`models.power_predictor.relative_power`): from the config to the trained model,
+its saved architecture and its forecasts (the Ray Train side: tests/integration/test_backtest_suite.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.telemetry_csv import validate_telemetry
+from tests.fakes.trainer import untrained
+from training.power.dataset import prepare, train_forecaster
+from training.power.forecaster import PowerForecaster
+from training.settings import PowerPredictorConfig
+from training.synthetic_patterns import generate_pattern
+
+STEP = 600
+SMALL = PowerPredictorConfig(hidden_size=8, num_layers=1, sequence_length=12, epochs=4, min_epochs=1)
+
+
+def test_the_config_s_relative_power_reaches_the_model_its_saved_architecture_and_its_forecasts(monkeypatch,
+                                                                                                 tmp_path) -> None:
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    frame = validate_telemetry(generate_pattern("level_shifts", days=6, step_s=STEP))
+    prepared = prepare(frame, step_s=STEP, max_gap_s=STEP, features=(), sequence_length=12, horizon=3,
+                       train_fraction=0.8)
+    absolute, _ = train_forecaster(prepared, SMALL, verbose=False)
+    relative, _ = train_forecaster(prepared, SMALL.model_copy(update={"relative_power": True}), verbose=False)
+    assert not absolute.architecture.relative_power and not absolute.model.relative_power
+    assert relative.architecture.relative_power and relative.model.relative_power
+
+    inputs = np.random.default_rng(1).normal(size=(5, 12, relative.architecture.n_features)).astype(np.float32)
+    higher = inputs.copy()
+    higher[:, :, 0] += 3.0  # the same windows at another level
+    last = np.full(5, 40.0)
+    for forecaster, name in ((absolute, "absolute"), (relative, "relative")):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for parameter in forecaster.model.parameters():
+                parameter.normal_(0.0, 0.5)  # weights that read their inputs (the fake's barely do)
+        forecaster.save(tmp_path / name)
+        loaded = PowerForecaster.load(tmp_path / name)
+        assert loaded.architecture.relative_power is (name == "relative")
+        same = np.allclose(loaded.raw_quantiles(higher, last), loaded.raw_quantiles(inputs, last), atol=1e-4)
+        assert same is (name == "relative")
