@@ -74,7 +74,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "refit_epochs": weights.refit_epochs,
-                      "half_life_steps": weights.half_life_steps,
+                      "half_life_steps": weights.half_life_steps, "relative_power": weights.relative_power,
                       "stopped_early": bool(weights.history and weights.history.stopped_early),
                       "train_seconds": round(weights.duration_s, 1),
                       "epoch_seconds": round(weights.history.epoch_seconds, 1) if weights.history else None,

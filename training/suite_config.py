@@ -4,7 +4,8 @@
     seeds: [0, 1, 2]              # training seeds of every case (results are mean +- spread over them)
     train_fraction: 0.8
     learning_rate: 0.01           # optional model overrides for every case (a case's own win): sequence_length,
-                                  # epochs, hidden_size, learning_rate, relative_power
+                                  # epochs, hidden_size, learning_rate, relative_power,
+                                  # power_input_challenger
     cases:
       - name: upm_workloads
         trace: upm_servers_workloads_1s/canonical.csv   # relative to the data root
@@ -44,6 +45,7 @@ class ModelKnobs(BaseModel):
     hidden_size: PositiveInt | None = None
     learning_rate: PositiveFloat | None = None
     relative_power: bool | None = None
+    power_input_challenger: bool | None = None
 
     def knobs(self) -> dict[str, int | float | bool]:
         return self.model_dump(include=set(ModelKnobs.model_fields), exclude_none=True)

@@ -1,7 +1,7 @@
 """The backtest suite end to end through real Ray Train (configs/suite.smoke.yaml), and early stopping as
 Ray Train reports it: the run stops after validation turns and says how many epochs it really ran, the refit on
-the whole training part comes back beside the early-stopped weights, and a recency-weighted challenger trains in
-the same run, kept only if it validates better."""
+the whole training part comes back beside the early-stopped weights, and a recency-weighted challenger and one
+reading the other power input train in the same run, each kept only if it validates better."""
 
 from __future__ import annotations
 
@@ -145,4 +145,44 @@ def test_a_recency_weighted_challenger_trains_in_the_same_run_and_only_the_bette
     assert [r.val_mae_watts for r in rejected.history.epochs] == [r.val_mae_watts for r in alone.history.epochs]
     for ours, theirs in ((rejected.state_dict, alone.state_dict), (rejected.refit_state_dict, alone.refit_state_dict)):
         assert ours is not None and ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
+def trend(levels: np.ndarray, seed: int) -> SupervisedArrays:
+    """Windows whose power climbs by a random slope from its level; the target is the slope (level-free)."""
+    slopes = np.random.default_rng(seed).normal(size=len(levels))
+    power = levels[:, None] + slopes[:, None] * np.arange(4.0)
+    inputs = np.stack([power, np.zeros_like(power)], axis=2).astype(np.float32)
+    return SupervisedArrays(inputs, np.repeat(slopes[:, None], 2, axis=1).astype(np.float32),
+                            np.ones((len(levels), 2), bool))
+
+
+def reverting(levels: np.ndarray) -> SupervisedArrays:
+    """Flat windows at their level whose target pulls half way back to 0 (only the level tells it)."""
+    inputs = np.stack([np.repeat(levels[:, None], 4, axis=1), np.zeros((len(levels), 4))], axis=2).astype(np.float32)
+    return SupervisedArrays(inputs, np.repeat(-0.5 * levels[:, None], 2, axis=1).astype(np.float32),
+                            np.ones((len(levels), 2), bool))
+
+
+def test_a_challenger_reading_the_other_power_input_is_kept_only_where_it_validates_better(ray_cluster):
+    """Trends learnt near level 0 and validated near level 4: the run reading power relative to the window's last
+    value sees the same windows at both levels, validates better and is kept. Reversion to a level: only the
+    measured input shows it, and the run returned is, bit for bit, the absolute run alone."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
+                                  learning_rate=0.01, dropout=0.1, seed=0)
+    both = config.model_copy(update={"power_input_challenger": True})
+    rng = np.random.default_rng(3)
+    fit, tail = trend(rng.normal(0.0, 0.3, 64), seed=4), trend(rng.normal(4.0, 0.3, 32), seed=5)
+    alone = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
+    kept = train_power_lstm(fit, tail, both, power_std=1.0, verbose=False, refit=True)
+    assert not alone.relative_power and kept.relative_power
+    assert kept.best_val_mae_watts < alone.best_val_mae_watts
+
+    fit, tail = reverting(rng.normal(0.0, 1.0, 64)), reverting(rng.normal(0.0, 1.0, 32))
+    alone = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
+    rejected = train_power_lstm(fit, tail, both, power_std=1.0, verbose=False, refit=True)
+    assert not rejected.relative_power and rejected.history is not None and alone.history is not None
+    assert [r.val_mae_watts for r in rejected.history.epochs] == [r.val_mae_watts for r in alone.history.epochs]
+    for ours, theirs in ((rejected.state_dict, alone.state_dict), (rejected.refit_state_dict, alone.refit_state_dict)):
+        assert ours is not None and theirs is not None
         assert all(torch.equal(ours[name], theirs[name]) for name in ours)

@@ -148,7 +148,7 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
         n_features=len(prepared.pipeline.feature_names), sequence_length=prepared.sequence_length,
         horizon=prepared.horizon, hidden_size=model_config.hidden_size, num_layers=model_config.num_layers,
         dropout=model_config.dropout, target_calendar=prepared.pipeline.target_calendar,
-        relative_power=model_config.relative_power,
+        relative_power=weights.relative_power,
     )
     forecaster = PowerForecaster(weights.state_dict, architecture, prepared.pipeline)
     quantiles = forecaster.raw_quantiles(calib_windows.inputs, calib_windows.last_power)

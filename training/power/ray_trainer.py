@@ -1,13 +1,13 @@
 """Distributed PowerLSTM training with Ray Train (`TorchTrainer`): the driver's side.
 
-The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP when more
-than one), which run `train_loop.train_loop`: train, early-stop on the CALIB tail, where asked train once more on
-recency-weighted samples and keep the better run, and refit. Ray Train answers `Result.metrics` with the metrics
-of the latest *checkpoint*, not of the last epoch, so the worker reports one checkpoint at the end. It runs
-unchanged on a laptop (training.power.local_ray starts a local Ray; the workers share its free CPUs unless told
-otherwise: `free_cpus_each`) and under `ray job submit` (it joins the job's cluster). Every worker reports the
-Ray node it ran on (`TrainedWeights.worker_nodes`); checkpoints go to `storage_path`, which must be storage every
-machine of the run reaches (training.power.checkpoint_storage refuses a local one otherwise).
+The driver puts the windows in the object store and starts `num_workers` workers (data-parallel, DDP when more than
+one), which run `train_loop.train_loop`: train, early-stop on the CALIB tail, where asked train again on recency-
+weighted samples and with the other power input, keeping the better run each time, and refit. Ray Train answers
+`Result.metrics` with the metrics of the latest *checkpoint*, not of the last epoch, so the worker reports one
+checkpoint at the end. It runs unchanged on a laptop (training.power.local_ray starts a local Ray; the workers share
+its free CPUs unless told otherwise: `free_cpus_each`) and under `ray job submit` (it joins the job's cluster).
+Every worker reports the Ray node it ran on (`TrainedWeights.worker_nodes`); checkpoints go to `storage_path`, which
+must be storage every machine of the run reaches (training.power.checkpoint_storage refuses a local one otherwise).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class TrainedWeights:
     duration_s: float
     num_workers: int
     use_gpu: bool
+    relative_power: bool  # the power input its model reads (the config's, unless the other input's run was kept)
     history: FitHistory | None = None
     refit_state_dict: dict[str, torch.Tensor] | None = None  # trained further on the whole training part
     refit_epochs: int = 0
@@ -92,7 +93,8 @@ def train_power_lstm(
         refit: refine the early-stopped weights on FIT and CALIB together (not for a Tune trial's run).
         challenger: train a second time with each epoch's sample drawn by its weights, in the same Ray Train run;
             the run with the lower best validation MAE is returned (the first wins a tie; `half_life_steps` says
-            which) and only that one is refitted.
+            which) and only that one is refitted. With `model_config.power_input_challenger` the run kept trains
+            once more with the other power input, the same way (`relative_power` says which input was kept).
 
     Raises:
         StorageNotShared: a local `storage_path` when the run's workers may span machines.
@@ -113,7 +115,8 @@ def train_power_lstm(
         "verbose": verbose,
         "report_epochs": bool(callbacks),
         "target_calendar": tuple(target_calendar),
-        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "relative_power", "batch_size",
+        **model_config.model_dump(include={"hidden_size", "num_layers", "dropout", "relative_power",
+                                           "power_input_challenger", "batch_size",
                                            "windows_per_epoch", "epochs", "patience", "learning_rate", "seed",
                                            "interval_coverage"}),
     }
@@ -133,8 +136,8 @@ def train_power_lstm(
             ),
         )
         result = trainer.fit()
-        worker_nodes = tuple(str(node) for node in (result.metrics or {}).get("worker_nodes", ()))
-        kept_challenger = challenger is not None and (result.metrics or {}).get("kept_run") == 1
+        final = result.metrics or {}
+        worker_nodes = tuple(str(node) for node in final.get("worker_nodes", ()))
         check_after_run(storage_path, worker_nodes)
         if result.checkpoint is None:
             raise RuntimeError("training reported no checkpoint")
@@ -154,6 +157,7 @@ def train_power_lstm(
         history=history,
         worker_nodes=worker_nodes,
         refit_state_dict=refit_state,
-        refit_epochs=int((result.metrics or {}).get("refit_epochs", 0)),
-        half_life_steps=challenger.half_life_steps if kept_challenger else None,
+        relative_power=bool(final.get("relative_power", model_config.relative_power)),
+        refit_epochs=int(final.get("refit_epochs", 0)),
+        half_life_steps=challenger.half_life_steps if challenger and final.get("recency_weighted") else None,
     )

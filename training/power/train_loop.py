@@ -1,12 +1,15 @@
 """What every Ray Train worker of a PowerLSTM run does (training.power.ray_trainer starts them).
 
 Each worker runs `fit.fit_epochs` on its share of every epoch's sample of windows (every worker scores the whole
-validation tail, so all of them take the same early-stopping decision). Given a `WeightedChallenger`, the same
-model is trained a second time, from the same seed, with each epoch's sample drawn by the challenger's weights,
-and the run with the lower best validation MAE is kept (the first wins a tie): one Ray Train run pays the start
-and stop once, and only the run kept is refitted. Rank 0 prints progress and at the end reports one checkpoint:
-the kept run's best weights with its history, the one record of how many epochs ran and which run was kept, and,
-when the driver asks for a `refit`, the weights `fit.refine` then trained on the FIT and CALIB windows together.
+validation tail, so all of them take the same early-stopping decision). Challengers train the same model again,
+from the same seed, in the same Ray Train run (which pays its start and stop once), and the run with the lower
+best validation MAE is kept (the earlier run wins a tie):
+1. given a `WeightedChallenger`, with each epoch's sample drawn by its weights, against the uniform run;
+2. with `power_input_challenger`, with the other power input (`relative_power` flipped), drawn as the run kept
+   in 1 draws, against that run.
+Only the run kept is refitted. Rank 0 prints progress and at the end reports one checkpoint: the kept run's best
+weights with its history, the one record of how many epochs ran and which run was kept, and, when the driver asks
+for a `refit`, the weights `fit.refine` then trained on the FIT and CALIB windows together.
 Each epoch's metrics are reported only when a callback listens (a Ray Tune trial): a report costs about 2 s on a
 2-core machine, several times a small model's epoch.
 """
@@ -62,6 +65,9 @@ class WeightedChallenger:
 class _Run:
     """One training of the model: its early-stopped state and what its refit needs."""
 
+    name: str  # for the progress lines
+    recency_weighted: bool
+    relative_power: bool
     model: torch.nn.Module
     loader: DataLoader
     fit: SupervisedArrays
@@ -85,22 +91,24 @@ def train_loop(config: dict[str, Any]) -> None:
     verbose = rank == 0 and config["verbose"]
     sampling = {"per_epoch": config["windows_per_epoch"], "replicas": train.get_context().get_world_size(),
                 "rank": rank}
-    runs = [_train(fit, val, config, sampling, verbose)]
+    run = _train(fit, val, config, sampling, verbose, relative_power=config["relative_power"])
     if config["challenger_ref"] is not None:
         challenger: WeightedChallenger = ray.get(config["challenger_ref"])
         if verbose:
             progress("[train] second run: each epoch's sample drawn by the recency weights")
-        runs.append(_train(replace(fit, sample_weights=challenger.fit_weights),
-                           replace(val, sample_weights=challenger.calib_weights), config, sampling, verbose))
-    kept = min(range(len(runs)), key=lambda index: (runs[index].history.best_val_mae_watts, index))
-    if verbose and len(runs) > 1:
-        progress(f"[train] CALIB MAE {runs[0].history.best_val_mae_watts:.2f} W uniform, "
-                 f"{runs[1].history.best_val_mae_watts:.2f} W recency-weighted: keeping the "
-                 f"{'recency-weighted' if kept else 'uniform'} run")
-    run = runs[kept]
+        weighted = _train(replace(fit, sample_weights=challenger.fit_weights),
+                          replace(val, sample_weights=challenger.calib_weights), config, sampling, verbose,
+                          relative_power=config["relative_power"])
+        run = _better(run, weighted, verbose)
+    if config["power_input_challenger"]:
+        if verbose:
+            progress(f"[train] next run: the power input read {_input_name(not run.relative_power)}")
+        other = _train(run.fit, run.val, config, sampling, verbose, relative_power=not run.relative_power)
+        run = _better(run, other, verbose)
     refitted = _refit(run, config, sampling, verbose)
     final = {"epochs_run": run.history.epochs_run, "best_epoch": run.history.best_epoch, "refit_epochs": refitted,
-             "kept_run": kept, "worker_nodes": _worker_nodes()}
+             "recency_weighted": run.recency_weighted, "relative_power": run.relative_power,
+             "worker_nodes": _worker_nodes()}
     if rank == 0:
         plain = run.model.module if hasattr(run.model, "module") else run.model
         with tempfile.TemporaryDirectory() as folder:
@@ -113,14 +121,27 @@ def train_loop(config: dict[str, Any]) -> None:
         train.report(final)
 
 
+def _better(incumbent: _Run, challenger: _Run, verbose: bool) -> _Run:
+    """The run with the lower best validation MAE; the incumbent on a tie."""
+    kept = challenger if challenger.history.best_val_mae_watts < incumbent.history.best_val_mae_watts else incumbent
+    if verbose:
+        progress(f"[train] CALIB MAE {incumbent.history.best_val_mae_watts:.2f} W {incumbent.name}, "
+                 f"{challenger.history.best_val_mae_watts:.2f} W {challenger.name}: keeping the {kept.name} run")
+    return kept
+
+
+def _input_name(relative_power: bool) -> str:
+    return "relative to the window's last value" if relative_power else "as measured"
+
+
 def _train(fit: SupervisedArrays, val: SupervisedArrays, config: dict[str, Any], sampling: dict[str, Any],
-           verbose: bool) -> _Run:
-    """Build the model from the run's seed and train it, early-stopped on `val`."""
+           verbose: bool, *, relative_power: bool) -> _Run:
+    """Build the model from the run's seed and train it, early-stopped on `val` (drawn by their sample weights)."""
     seed_everything(config["seed"])
     device = ray.train.torch.get_device()
     model = prepare_model(build_model(fit.inputs.shape[2], fit.targets.shape[1], config["hidden_size"],
                                       config["num_layers"], config["dropout"], config["target_calendar"],
-                                      config["relative_power"]))
+                                      relative_power))
     loader = prepare_data_loader(make_loader(fit, config["batch_size"], seed=config["seed"],
                                              weights=fit.sample_weights, **sampling))
 
@@ -140,7 +161,10 @@ def _train(fit: SupervisedArrays, val: SupervisedArrays, config: dict[str, Any],
         progress(f"[train] early stop after epoch {history.epochs_run}: no improvement for {config['patience']} "
                  f"epochs; restored best epoch {history.best_epoch}")
     plain = model.module if hasattr(model, "module") else model
-    return _Run(model, loader, fit, val, history, copy.deepcopy(plain.state_dict()), _rng_state())
+    recency_weighted = fit.sample_weights is not None
+    name = f"{'recency-weighted' if recency_weighted else 'uniform'}, power {_input_name(relative_power)}"
+    return _Run(name, recency_weighted, relative_power, model, loader, fit, val, history,
+                copy.deepcopy(plain.state_dict()), _rng_state())
 
 
 def _refit(run: _Run, config: dict[str, Any], sampling: dict[str, Any], verbose: bool) -> int:
