@@ -59,7 +59,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                           use_gpu=weights.use_gpu, holdout_fraction=spec.holdout_fraction,
                           worker_nodes=weights.worker_nodes, served=forecaster.served_method,
                           gbm_half_life_steps=forecaster.gbm.spec.half_life_steps if forecaster.gbm else None,
-                          lstm_half_life_steps=weights.half_life_steps)
+                          lstm_half_life_steps=weights.half_life_steps, lstm_relative_power=weights.relative_power)
     version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
                        activate=decision in ACTIVATING)
     compared = incumbent if isinstance(incumbent, Incumbent) else None

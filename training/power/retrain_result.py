@@ -33,6 +33,7 @@ class TrainingFacts(BaseModel):
     served: str = "lstm"  # what the service answers with (training.power.blend): lstm, lightgbm or a blend
     gbm_half_life_steps: float | None = None  # the served LightGBM's recency half-life (training.power.recency)
     lstm_half_life_steps: float | None = None  # the recency half-life the LSTM's samples were drawn with
+    lstm_relative_power: bool = False  # the LSTM reads power relative to the window's last value (PowerLSTM)
 
 
 class RetrainResult(BaseModel):

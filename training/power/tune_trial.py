@@ -66,7 +66,9 @@ class TrialData:
     resources_per_worker: dict[str, float] = field(default_factory=dict)
 
     def settings(self, tuned: dict[str, Any]) -> PowerPredictorConfig:
-        return PowerPredictorConfig.model_validate({**self.base.model_dump(), **tuned})
+        """A trial's settings: it trains the one power input it was given (the search tries both; a second run in
+        the trial would also restart the epochs its scheduler reads)."""
+        return PowerPredictorConfig.model_validate({**self.base.model_dump(), **tuned, "power_input_challenger": False})
 
 
 class EpochsToTune(TuneReportCallback):

@@ -84,12 +84,12 @@ def test_shipped_suites_are_valid() -> None:
 def test_case_config_applies_the_suite_then_the_case_and_keeps_max_gap_at_least_a_step() -> None:
     case = SuiteCase(name="a", synthetic="recurring_spikes", step=600, horizons=(3600,), sequence_length=36,
                      epochs=7)
-    suite = Suite(epochs=50, learning_rate=0.01, relative_power=True, cases=(case,))
+    suite = Suite(epochs=50, learning_rate=0.01, relative_power=True, power_input_challenger=True, cases=(case,))
     config = case_config(TrainingConfig(models={"power_predictor": {"hidden_size": 64}}), suite, case, 3600, seed=5)
     assert (config.predictor.step, config.predictor.horizon_steps, config.predictor.max_gap) == (600, 6, 600)
     model = config.models.power_predictor
     assert (model.sequence_length, model.epochs, model.seed, model.hidden_size) == (36, 7, 5, 64)
-    assert model.learning_rate == 0.01 and model.relative_power
+    assert model.learning_rate == 0.01 and model.relative_power and model.power_input_challenger
     fine = SuiteCase(name="b", trace="x.csv", step=30, horizons=(600,))
     assert case_config(TrainingConfig(), suite, fine, 600, seed=0).predictor.max_gap == 300  # the config's
 

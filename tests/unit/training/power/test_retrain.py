@@ -145,6 +145,7 @@ def test_a_retrained_version_is_served_blend_chosen_on_its_calibration_split(sam
     assert served.served_method == result.training.served and served.gbm is not None
     assert metadata.training["gbm_half_life_steps"] == served.gbm.spec.half_life_steps  # None: unweighted
     assert metadata.training["lstm_half_life_steps"] == result.training.lstm_half_life_steps  # None: uniform samples
+    assert metadata.training["lstm_relative_power"] is False  # the config's input; no challenger to replace it
     serve_lstm_alone(monkeypatch)
     lstm_alone = retrain_power(sample, spec(activation="never"), registry=registry)  # same seed, same LSTM
     assert lstm_alone.training.served == "lstm" and result.metrics.mae < lstm_alone.metrics.mae

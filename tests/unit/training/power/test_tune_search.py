@@ -20,7 +20,7 @@ from training.power.tune_search import (
     search_space,
     sequence_lengths,
 )
-from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout
+from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout, TrialData
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig, TrainingConfig
 
@@ -45,6 +45,15 @@ def test_the_space_is_centred_on_the_configured_settings():
 def _asha(defaults: dict) -> BaselineKeepingASHA:
     return BaselineKeepingASHA(defaults, time_attr="training_iteration", metric=VAL_METRIC, mode="min", max_t=9,
                                grace_period=1, reduction_factor=3, stop_last_trials=False)
+
+
+def test_a_trial_trains_only_the_power_input_it_was_given():
+    """A configured power-input challenger would train the other input inside the trial, which the search tries as
+    a trial of its own, and restart the epochs ASHA reads."""
+    base = PowerPredictorConfig(power_input_challenger=True, hidden_size=16)
+    data = TrialData(prepared=None, holdout=None, base=base)  # type: ignore[arg-type]  # settings reads neither
+    trial = data.settings({"relative_power": True, "hidden_size": 32})
+    assert trial.relative_power and trial.hidden_size == 32 and not trial.power_input_challenger
 
 
 def test_asha_stops_poor_trials_but_never_the_baseline():
