@@ -12,7 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from app.access import Access
 from app.batch_queue import BatchQueueClient
 from app.replica import serving_replica
-from app.retrain_jobs import RetrainJobs
+from app.retrain_jobs import RetrainJobs, ServedModels
 from app.settings import AppArgs
 from autoscaler.actor import controller_client
 from core.names import POWER_DEPLOYMENT
@@ -38,9 +38,11 @@ class IngressState:
         self.batches = RecordStore(self.state_path, "batches", retention_s=args.batches.retention)
         self.batch_queue = BatchQueueClient(self.state_path, args.batches, self.app_name(), args.power_app_name)
         self.batch_queue.start()  # batches an earlier run left unfinished resume through the queue
-        self.retrains = RetrainJobs(self.state_path, self.model_path, args.config_path, args.retrain)
-        self.retrains.fail_interrupted()
         config = args.service_config()
+        served = ServedModels(power=tuple(dict.fromkeys([args.power_model_id, *(
+            r.model_id for r in config.predictor.resolutions)])), cost=args.cost_model_id)
+        self.retrains = RetrainJobs(self.state_path, self.model_path, args.config_path, args.retrain, served)
+        self.retrains.fail_interrupted()
         self.store = RemoteStore()
         self.stale_after_s = float(config.telemetry.stale_after)
         self.controller = controller_client(hint="" if args.autoscaler.enabled

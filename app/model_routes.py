@@ -63,12 +63,13 @@ async def model_metrics(
     controller's forecasts scored against the power measured since (null with `live_reason` when none)."""
     _, metadata = replica.registry.get(model_id)
     served, latency = None, {}
-    if model_id == replica.args.cost_model_id or metadata.model_type == "lstm":
+    if model_id == replica.args.cost_model_id:  # the cost route's own copy answers POST /predict/cost
+        description = replica.cost_model.describe()
+        served, latency = description.model_version, description.latency_ms
+    elif metadata.model_type == "lstm":
         try:
-            call = (replica.cost.describe.remote() if model_id == replica.args.cost_model_id
-                    else replica.power.describe.remote(model_id))
-            description = await call  # ServedModel or ServedCostModel
-            served, latency = description.model_version, description.latency_ms
+            forecaster = await replica.power.describe.remote(model_id)
+            served, latency = forecaster.model_version, forecaster.latency_ms
         except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
             logger.warning("latency of %s unavailable: %s", model_id, exc)
     live, live_reason = await _live(replica, model_id)

@@ -45,8 +45,9 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
             try:
                 to_history(item.request)
             except MissingPowerHistory as exc:
-                raise ApiError(422, ["body", "items", index, "request", "features", "power_watts"],
-                               "batch items need their recent power history in features.power_watts") from exc
+                raise ApiError(422, ["body", "items", index, "request", "features"],
+                               "a batch item brings its own lists (stored telemetry is not read in a batch): "
+                               "power_watts, or features to estimate it from") from exc
     record = replica.batches.create({
         "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
         "items": [item.model_dump(mode="json") for item in request.items],

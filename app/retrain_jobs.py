@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,24 @@ from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingDa
 from training.retrain_lock import RetrainLocks, RetrainRunning
 from training.settings import TrainingConfig, load_training_config
 
-COST_MODEL = "cost_gbm"
 _POWER_ONLY = ("since", "prediction_horizon", "epochs")
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """The model ids a retrain may name: the power models served (the default first) and the cost model."""
+
+    power: tuple[str, ...]
+    cost: str
+
+    def resolve(self, model_id: str | None) -> str:
+        """`model_id`, or the default power model when None. Raises RetrainRefused for an id not served here."""
+        if model_id is None:
+            return self.power[0]
+        if model_id == self.cost or model_id in self.power:
+            return model_id
+        raise RetrainRefused("model_id", f"{model_id!r} is not served here: power models {', '.join(self.power)}; "
+                                         f"cost model {self.cost}")
 
 
 class DataNotAllowed(ValueError):
@@ -67,11 +84,11 @@ class RetrainJobs:
     """Start, list and clean up the API's retraining jobs (records under `state_path/retrain`)."""
 
     def __init__(self, state_path: str, model_path: str, config_path: str | None, defaults: RetrainDefaults,
-                 launch: Callable[..., None] = _launch):
+                 models: ServedModels, launch: Callable[..., None] = _launch):
         self.records = RecordStore(state_path, "retrain")
         self.locks = RetrainLocks(self.records)
         self.state_path, self.model_path, self.config_path = state_path, model_path, config_path
-        self.defaults, self.launch = defaults, launch
+        self.defaults, self.models, self.launch = defaults, models, launch
 
     def training_data(self, request: RetrainRequest) -> TrainingData:
         """What a power `request` trains on. Raises DataNotAllowed (about `data`)."""
@@ -109,30 +126,35 @@ class RetrainJobs:
     def submit(self, request: RetrainRequest) -> dict[str, Any]:
         """Record a pending job and start it. Raises DataNotAllowed, RetrainRefused (naming the field),
         RetrainRunning."""
+        model_id = self.models.resolve(request.model_id)
         config = load_training_config(self.config_path)
         data: TrainingData | JobRecordsData
         spec: RetrainSpec | CostRetrainSpec
-        if request.model_id == COST_MODEL:
+        if model_id == self.models.cost:
             data = self.job_records(request)
-            spec = CostRetrainSpec(config=config, model_id=request.model_id, seed=data.seed,
-                                   synthetic=data.synthetic, data=data.describe())
+            spec = CostRetrainSpec(config=config, model_id=model_id, seed=data.seed, synthetic=data.synthetic,
+                                   data=data.describe())
         else:
-            data, spec = self.training_data(request), self._power_spec(request, config)
-        record = self.records.create({"status": "pending", "model_id": request.model_id, "source": data.source,
+            data, spec = self.training_data(request), self._power_spec(model_id, request, config)
+        record = self.records.create({"status": "pending", "model_id": model_id, "source": data.source,
                                       "trigger": "api", "data": data.describe()})
         try:
-            self.locks.acquire(request.model_id, record["id"])
+            self.locks.acquire(model_id, record["id"])
         except RetrainRunning:
             self.records.delete(record["id"])
             raise
         self.launch(self.state_path, record["id"], self.model_path, data, spec)
         return record
 
-    def _power_spec(self, request: RetrainRequest, config: TrainingConfig) -> RetrainSpec:
+    def _power_spec(self, model_id: str, request: RetrainRequest, config: TrainingConfig) -> RetrainSpec:
+        """The run for a power model: the request's overrides, the rest of the shape kept from the version serving
+        now, else from the model's resolution in the config."""
         defaults = self.defaults
-        served_spec = ModelRegistry(self.model_path).feature_spec(request.model_id)  # the version serving now
+        resolution = config.predictor.resolution(model_id)
+        shape = ModelRegistry(self.model_path).feature_spec(model_id) or (resolution.feature_spec() if resolution
+                                                                           else {})
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
-        spec = RetrainSpec(config=config, model_id=request.model_id, overrides=overrides.keeping_shape(served_spec),
+        spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
                            num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
                            cpus_per_worker=defaults.cpus_per_worker, skip_short=request.source == "store",
                            verbose=False)

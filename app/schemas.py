@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from autoscaler.live_accuracy import VersionLiveAccuracy
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, parse_duration
+from core.registry_metadata import MODEL_ID_PATTERN
 from training.cost.schema import CostEstimate, CostQuery
 from training.power.retrain_result import Decision
 from training.retrain_attempt import ChampionScore, Trigger
@@ -199,8 +200,10 @@ class ModelMetricsResponse(BaseModel):
 
 
 class RetrainRequest(_Body):
-    model_id: Literal["power_lstm", "cost_gbm"] = Field(
-        "power_lstm", description="the power forecaster (trains on telemetry) or the cost model (on past jobs)")
+    model_id: str | None = Field(
+        None, pattern=MODEL_ID_PATTERN, description="a power model the service serves (args.power_model_id, the "
+        "default, or another of predictor.resolutions; trains on telemetry) or the cost model (args.cost_model_id; "
+        "on past jobs)")
     source: Literal["csv", "store", "catalog"] = Field(
         "csv", description='"csv": the file `data` names (default: the configured one); "store": the telemetry store '
                            '(power); "catalog": jobs generated from the price catalog (cost, for demos)')

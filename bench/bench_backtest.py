@@ -1,6 +1,6 @@
-"""Wall time of the full backtest (Ray Train LSTM + all baselines) on a 20,000-row trace, 2 cores.
+"""Wall time of the full backtest (Ray Train LSTM + all baselines) on a 20,160-row trace, 2 cores.
 
-    python bench/bench_backtest.py [--data FILE.csv] [--rows 20000]
+    python bench/bench_backtest.py [--data FILE.csv] [--step 1min] [--horizon 1h]
 
 Without --data it generates a SYNTHETIC 20,160-row trace (4 nodes x 3.5 days at 1 min) so the figure
 is reproducible anywhere; pass a real trace to time that instead. Target: under 10 minutes.

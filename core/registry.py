@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -28,7 +27,6 @@ METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
-_METRICS_LOCK = threading.Lock()
 
 
 class ModelRegistry:
@@ -145,7 +143,8 @@ class ModelRegistry:
         training: dict[str, Any] | None = None,
         activate: bool = True,
     ) -> ModelMetadata:
-        """Copy ``source_dir`` into a new version folder atomically and return its metadata."""
+        """Copy ``source_dir`` into a new version folder atomically and return its metadata (first removing the
+        model's staging folders that a publish killed over an hour ago left behind)."""
         source_dir = Path(source_dir)
         if not source_dir.is_dir() or not any(source_dir.iterdir()):
             raise ValueError(f"source dir {source_dir} is missing or empty")
@@ -157,6 +156,7 @@ class ModelRegistry:
         )  # fmt: skip
         model_dir = self._dir(model_id)
         model_dir.mkdir(parents=True, exist_ok=True)
+        self.cleanup_staging(model_id)
         staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         try:
             shutil.copytree(source_dir, staging)
@@ -189,14 +189,6 @@ class ModelRegistry:
         logger.info("published %s version %d", model_id, version)
         if activate:
             self.activate(model_id, version)
-        return meta
-
-    def update_metrics(self, model_id: str, version: int | None, metrics: dict[str, Any]) -> ModelMetadata:
-        """Merge ``metrics`` into a version's metadata and rewrite metadata.json atomically."""
-        with _METRICS_LOCK:  # serialises threads; across processes the last writer wins
-            vdir, meta = self.get(model_id, version)
-            meta = meta.model_copy(update={"metrics": {**meta.metrics, **to_jsonable(metrics)}})
-            atomic_write_json(vdir / METADATA_FILE, meta)
         return meta
 
     def cleanup_staging(self, model_id: str | None = None, *, max_age_s: float = 3600.0) -> int:

@@ -71,8 +71,13 @@ def resources_arg(text: str) -> dict[str, float]:
     return {str(name): float(amount) for name, amount in value.items()}
 
 
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags that override the config's model and series settings."""
+CPUS_PER_WORKER_DEFAULT = ("when the command starts Ray itself on one machine, its free CPUs shared among the "
+                           "workers; else 1")
+
+
+def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: str = CPUS_PER_WORKER_DEFAULT) -> None:
+    """Flags that override the config's model and series settings (`cpus_per_worker_default`: what the command
+    reserves without --cpus-per-worker, for its help)."""
     parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
     parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
@@ -82,8 +87,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
     parser.add_argument("--cpus-per-worker", type=positive_float,
-                        help="CPUs each Ray Train worker reserves, and torch's threads in it (default: when the "
-                        "command starts Ray itself on one machine, its free CPUs shared among the workers; else 1)")
+                        help=f"CPUs each Ray Train worker reserves, and torch's threads in it (default: "
+                             f"{cpus_per_worker_default})")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 

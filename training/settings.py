@@ -46,6 +46,11 @@ class Resolution(Section):
     horizon: Duration
     sequence_length: int = Field(ge=2)
 
+    def feature_spec(self) -> dict[str, int]:
+        """Its shape as a trained version's `feature_spec` names it."""
+        return {"step_s": self.step, "horizon_steps": self.horizon // self.step,
+                "sequence_length": self.sequence_length}
+
     @model_validator(mode="after")
     def _whole_steps(self) -> Resolution:
         if self.horizon % self.step or self.horizon < 2 * self.step:
@@ -72,6 +77,10 @@ class PredictorConfig(Section):
     max_gap: Duration = Field(None, validate_default=False)  # type: ignore[assignment]  # None: set below
     resolutions: tuple[Resolution, ...] = Field(DEFAULT_RESOLUTIONS,
                                                 description="the power models served, by step and horizon")
+
+    def resolution(self, model_id: str) -> Resolution | None:
+        """The served resolution with this model id, if any."""
+        return next((r for r in self.resolutions if r.model_id == model_id), None)
 
     @field_validator("resolutions")
     @classmethod

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import pandas as pd
 from pydantic import ValidationError
 
+from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
@@ -80,6 +81,26 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
         raise ConfigError(format_errors("command line", exc)) from None
 
 
+def shape_note(spec: RetrainSpec) -> str | None:
+    """A note when this run trains another shape than the one `predictor.resolutions` serves its model id at (the
+    flags and the config's `predictor` set what is trained; the service routes by what each version was trained
+    for)."""
+    served = spec.config.predictor.resolution(spec.model_id)
+    if served is None:
+        return None
+    config = spec.effective_config()
+    trained = config.predictor.step, config.predictor.prediction_horizon, config.models.power_predictor.sequence_length
+    serving = served.step, served.horizon, served.sequence_length
+    if trained == serving:
+        return None
+
+    def shape(step: int, horizon: int, window: int) -> str:
+        return f"{format_duration(step)} steps up to {format_duration(horizon)} from {window} steps"
+
+    return (f"note: predictor.resolutions serves {spec.model_id} at {shape(*serving)}; this run trains "
+            f"{shape(*trained)} (--step, --horizon and --sequence-length set it)")
+
+
 def _csv(path: str) -> Callable[[int], pd.DataFrame]:
     return lambda _step_s: load_telemetry_csv(path)
 
@@ -100,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         spec = build_spec(args)
+        if note := shape_note(spec):
+            sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since) if args.from_store else _csv(args.data)
         result = retrain_power(source, spec, registry=ModelRegistry(args.model_path or spec.config.model_path))
         for line in result.summary_lines():

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                "(default: config storage_path / $KCLOUD_STORAGE_PATH, else local)")
     parser.add_argument("--resources-per-worker", type=resources_arg, default={},
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
-    add_model_flags(parser)
+    add_model_flags(parser, cpus_per_worker_default="1 per trial's worker")
     args = parser.parse_args(argv)
     if not 0.0 < args.holdout_fraction < 0.5:
         parser.error(f"--holdout-fraction: {args.holdout_fraction} must lie between 0 and 0.5")

@@ -14,7 +14,7 @@ from app.access import Access
 from app.ingress import api
 from app.power_route import power_api
 from app.replica import serving_replica
-from app.retrain_jobs import RetrainJobs
+from app.retrain_jobs import RetrainJobs, ServedModels
 from app.settings import AppArgs, RetrainDefaults
 from autoscaler.settings import AutoScalingConfig
 from core.records import RecordNotFound
@@ -50,6 +50,7 @@ class Everything:
         self.batch_queue = SimpleNamespace(submit=self._queued)
         self.retrains = RetrainJobs(str(tmp_path), str(tmp_path / "models"), None,
                                     RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv")),
+                                    ServedModels(power=("power_lstm",), cost="cost_gbm"),
                                     launch=lambda *args: self.calls.append("retrain"))
         self.registry = SimpleNamespace(model_ids=lambda: [])
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from app.access import Access
 from app.ingress import api
 from app.replica import serving_replica
+from deployments.cost import ServedCostModel
 from training.cost.catalog import UnknownGpuType, generate_job_records, load_catalog
 from training.cost.model import CostModel
 from training.settings import CostPredictorConfig
@@ -76,3 +79,15 @@ def test_a_gpu_type_the_active_model_cannot_price_is_422_naming_the_field(replic
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "resources", "gpu_type"] and "'A100-80GB'" in detail["msg"]
     assert "retrained with the current catalog" in detail["msg"]
+
+
+def test_the_cost_models_metrics_report_the_copy_that_answers_the_route(replica, http):
+    replica.args = SimpleNamespace(cost_model_id="cost_gbm")
+    held_out = SimpleNamespace(version=3, model_type="lightgbm", metrics={"mae": 1.5})
+    replica.registry = SimpleNamespace(get=lambda model_id: (None, held_out))
+    served = ServedCostModel(model_version="cost_gbm/3", latency_ms={"p50": 2.5, "count": 4})
+    replica.cost_model.describe = lambda: served
+    response = http(api).get("/api/v1/models/cost_gbm/metrics")  # the NoHandle deployment is never asked
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["served_version"], body["inference_latency_ms"]) == ("cost_gbm/3", {"p50": 2.5, "count": 4})

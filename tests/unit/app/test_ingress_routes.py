@@ -123,7 +123,8 @@ def test_a_batch_power_item_without_history_is_422_naming_the_item(replica, clie
     items = [{"type": "power", "request": {"workload_id": "w"}}]
     response = client.post("/api/v1/predict/batch", json={"items": items}, headers=AUTH)
     assert response.status_code == 422
-    assert detail(response)["loc"] == ["body", "items", 0, "request", "features", "power_watts"]
+    assert detail(response)["loc"] == ["body", "items", 0, "request", "features"]
+    assert "stored telemetry is not read" in detail(response)["msg"]
 
 
 def test_route_methods_carry_resolved_annotations():

@@ -14,11 +14,12 @@ from ray import serve
 from app import tasks
 from app.access import Access
 from app.ingress import api
-from app.retrain_jobs import DataNotAllowed, RetrainJobs, data_file
+from app.retrain_jobs import DataNotAllowed, RetrainJobs, ServedModels, data_file
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.records import RecordStore
 from tests.paths import TEST_DATA
+from training.power.retrain_spec import RetrainRefused
 from training.retrain_lock import RetrainRunning
 
 AUTH = {"Authorization": "Bearer t"}
@@ -34,10 +35,33 @@ def data_dir(tmp_path):
     return folder
 
 
-def jobs_in(tmp_path, data_dir=None, launched=None) -> RetrainJobs:
+SERVED = ServedModels(power=("power_lstm", "power_lstm_1h"), cost="cost_gbm")
+
+
+def jobs_in(tmp_path, data_dir=None, launched=None, models=SERVED) -> RetrainJobs:
     defaults = RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv"), data_dir=str(data_dir) if data_dir else None)
-    return RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, defaults,
+    return RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, defaults, models,
                        launch=lambda *args: launched.append(args) if launched is not None else None)
+
+
+def test_a_retrain_names_a_served_model_and_defaults_to_the_first_power_model(tmp_path):
+    launched: list = []
+    custom = ServedModels(power=("gpu_power", "gpu_power_1h"), cost="job_cost")
+    jobs = jobs_in(tmp_path, launched=launched, models=custom)
+    assert jobs.submit(RetrainRequest(epochs=4))["model_id"] == "gpu_power"
+    assert jobs.submit(RetrainRequest(model_id="job_cost"))["model_id"] == "job_cost"
+    with pytest.raises(RetrainRefused) as refused:
+        jobs.submit(RetrainRequest(model_id="power_lstm"))
+    assert refused.value.field == "model_id" and "gpu_power, gpu_power_1h" in refused.value.message
+    assert [args[4].model_id for args in launched] == ["gpu_power", "job_cost"]
+
+
+def test_a_resolution_without_a_version_retrains_at_its_configured_shape(tmp_path):
+    launched: list = []
+    jobs_in(tmp_path, launched=launched).submit(RetrainRequest(model_id="power_lstm_1h", epochs=4))
+    config = launched[0][4].effective_config()
+    assert (config.predictor.step, config.predictor.prediction_horizon) == (3600, 7 * 86400)
+    assert config.models.power_predictor.sequence_length == 168
 
 
 def test_files_inside_the_data_directory_are_allowed(data_dir):
@@ -155,7 +179,8 @@ def test_the_cost_model_trains_on_the_configured_jobs_file_a_named_one_or_genera
     assert (generated.source, generated.synthetic) == ("catalog", True)
     assert jobs.job_records(RetrainRequest(model_id="cost_gbm", data="jobs.csv")).label == "jobs.csv"
     configured = RetrainDefaults(data_dir=str(data_dir), cost_data=str(data_dir / "jobs.csv"))
-    jobs = RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, configured, launch=lambda *a: None)
+    jobs = RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, configured, SERVED,
+                       launch=lambda *a: None)
     assert jobs.job_records(RetrainRequest(model_id="cost_gbm")).path == str(data_dir / "jobs.csv")
     with pytest.raises(DataNotAllowed):
         jobs.job_records(RetrainRequest(model_id="cost_gbm", data="../secret.csv"))

@@ -185,6 +185,17 @@ def test_leftover_staging_and_junk_are_invisible(reg: ModelRegistry, source: Pat
     assert not stale.exists()
 
 
+def test_a_publish_removes_the_staging_folders_a_killed_publish_left(reg: ModelRegistry, source: Path) -> None:
+    model_dir = reg.root / "power_lstm"
+    left, fresh = model_dir / ".staging-killed", model_dir / ".staging-running"
+    left.mkdir(parents=True)
+    fresh.mkdir()
+    old = time.time() - 7200
+    os.utime(left, (old, old))
+    reg.publish("power_lstm", source, model_type="lstm")
+    assert not left.exists() and fresh.exists()  # a publish still under way elsewhere keeps its folder
+
+
 def test_corrupt_metadata_skipped_with_reason(
     reg: ModelRegistry, source: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -213,15 +224,6 @@ def test_failed_publish_leaves_nothing(
     assert reg.versions("power_lstm") == []
     assert reg.active_version("power_lstm") is None
     assert not list((reg.root / "power_lstm").iterdir())
-
-
-def test_update_metrics_merges(reg: ModelRegistry, source: Path) -> None:
-    reg.publish("cost_gbm", source, model_type="lightgbm", metrics={"mae": 2.0, "rmse": 3.0})
-    meta = reg.update_metrics("cost_gbm", 1, {"mae": 1.0, "coverage": np.float64(0.9)})
-    assert meta.metrics == {"mae": 1.0, "rmse": 3.0, "coverage": 0.9}
-    assert reg.get("cost_gbm", 1)[1].metrics == meta.metrics
-    with pytest.raises(ModelNotFoundError):
-        reg.update_metrics("cost_gbm", 2, {})
 
 
 def test_nonexistent_root_lists_nothing_and_is_not_created(tmp_path: Path) -> None:

@@ -23,7 +23,19 @@ def models(tmp_path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _lines(capsys) -> list[str]:
-    return capsys.readouterr().err.splitlines()
+    """stderr's lines but the note on the trained shape (SMALL is not the shape `power_lstm` is served at)."""
+    return [line for line in capsys.readouterr().err.splitlines() if not line.startswith("train_lstm: note:")]
+
+
+def test_a_shape_other_than_the_served_resolution_is_noted(models, capsys):
+    assert train_lstm.main([*SMALL, "--model-path", str(models)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train_lstm: note:")]
+    assert notes == ["train_lstm: note: predictor.resolutions serves power_lstm at 1min steps up to 1h from 60 "
+                     "steps; this run trains 2min steps up to 20min from 15 steps (--step, --horizon and "
+                     "--sequence-length set it)"]
+    matching = ["--step", "1min", "--horizon", "1h", "--sequence-length", "60"]
+    assert train_lstm.main([*SMALL, *matching, "--model-path", str(models), "--no-activate"]) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_registers_activates_and_says_so(models, capsys):
