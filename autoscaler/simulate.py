@@ -34,10 +34,11 @@ from autoscaler.sim_suite import run_sim_suite
 from autoscaler.sim_suite_config import load_sim_suite, suite_path
 from autoscaler.sim_suite_report import table
 from autoscaler.trace_replay import DemandModel, with_margin
+from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
                    "train_fraction": 0.8, "margin": 10.0, "step": 600}
@@ -137,8 +138,8 @@ def _single(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=1)
     if args.plot:
         policy = report["settings"]["policy"]
-        write_atomically(Path(args.plot), lambda tmp: plot_simulation(tmp, report["steps"], policy, args.step))
-    write_atomically(Path(args.output), lambda tmp: tmp.write_text(text))
+        atomic_write_with(Path(args.plot), lambda tmp: plot_simulation(tmp, report["steps"], policy, args.step))
+    atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
     summary = "; ".join(f"{name}: {report[name]['budget_violation_seconds']:.0f} s over budget, "
                         f"{report[name]['replica_hours']:.1f} replica-h, {report[name]['scale_events']} "
                         f"scale events" for name in RUNS)
@@ -154,7 +155,7 @@ def _suite(args: argparse.Namespace) -> int:
 
     def write(result: dict[str, Any]) -> None:
         text = json.dumps(result, indent=1)
-        write_atomically(Path(args.output), lambda tmp: tmp.write_text(text))
+        atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
 
     result = run_sim_suite(suite, suite_file, policy=policy, base=base, data_root=args.data_root,
                            options=train_options(args), log=lambda line: sys.stderr.write(line + "\n"), progress=write)

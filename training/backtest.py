@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.atomic_files import atomic_write_with
 from core.registry import ModelRegistry
-from training.cli import write_atomically
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.calibration import CalibratedForecast
@@ -166,7 +166,7 @@ def _plot(path: Path, prepared: PreparedData, test: Windows, served: CalibratedF
           forecasts: dict[str, np.ndarray], mask: np.ndarray, method: str) -> None:
     from training.power.plots import plot_backtest
 
-    write_atomically(path, lambda tmp: plot_backtest(tmp, prepared, test, served, forecasts, mask, method))
+    atomic_write_with(path, lambda tmp: plot_backtest(tmp, prepared, test, served, forecasts, mask, method))
 
 
 def _distinct_targets(test: Windows, mask: np.ndarray) -> int:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError
@@ -111,16 +108,3 @@ def run_cli(name: str, body: Callable[[], int]) -> int:
     except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError) as exc:
         sys.stderr.write(f"{name}: error: {exc}\n")
         return 2
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temp file beside `path`, then move it into place: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions, backtest
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli, write_atomically
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -72,7 +73,7 @@ def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
 def _single(args: argparse.Namespace) -> int:
     report = run_backtest(args)
     text = json.dumps(report, indent=2)
-    write_atomically(Path(args.output), lambda tmp: tmp.write_text(text))
+    atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
     summary = ", ".join(f"{k} {v['mae']:.2f}" for k, v in report["metrics"].items())
     served, alone = report["metrics"]["served"], report["metrics"]["features_only"]
     sys.stderr.write(f"evaluate: MAE (W) at 1..{report['horizon_steps']} steps: {summary}; "
@@ -90,7 +91,7 @@ def _suite(args: argparse.Namespace) -> int:
 
     def write(result: dict[str, Any]) -> None:
         text = json.dumps(result, indent=2)
-        write_atomically(Path(args.output), lambda tmp: tmp.write_text(text))
+        atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
 
     result = run_suite(suite, suite_file, base=base, data_root=args.data_root, options=_options(args),
                        log=lambda line: sys.stderr.write(line + "\n"), progress=write)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.atomic_files import atomic_write_with
 from core.settings import CONFIG_FLAG_HELP
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
-from training.cli import duration_arg, run_cli, write_atomically
+from training.cli import duration_arg, run_cli
 from training.power.features import Segment, resample
 from training.settings import load_training_config
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write(f"{str(node):<24}{len(rows):>9,}{steps:>9,}{imputed:>9,}{len(mine):>10}\n")
         if args.output:
             resampled = segments_frame(segments)
-            write_atomically(Path(args.output), lambda tmp: resampled.to_csv(tmp, index=False,
+            atomic_write_with(Path(args.output), lambda tmp: resampled.to_csv(tmp, index=False,
                                                                                date_format="%Y-%m-%dT%H:%M:%SZ"))
             sys.stderr.write(f"preprocess: wrote {len(resampled):,} rows at a {step}s step to {args.output}\n")
         return 0

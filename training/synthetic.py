@@ -10,10 +10,8 @@ measured on them. Every constant below is an assumption, with its source noted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter, lfilter_zi
 
+from core.atomic_files import atomic_write_with
 from core.durations import format_duration, parse_duration
 
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
@@ -220,20 +219,15 @@ def _kept_rows(rng: np.random.Generator, nodes: int, steps: int, step_s: int, dr
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write `frame` as canonical CSV atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
+    """Write `frame` as canonical CSV atomically (a fsynced temporary file in the same folder, then rename)."""
     codes, uniques = pd.factorize(frame["timestamp"])
     text = frame.assign(timestamp=np.asarray(uniques.strftime("%Y-%m-%dT%H:%M:%SZ"), dtype=object)[codes])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            text.to_csv(handle, index=False, na_rep="", float_format="%g")
+
+    def write(tmp: Path) -> None:
+        text.to_csv(tmp, index=False, na_rep="", float_format="%g")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write_with(Path(path), write)
 
 
 def _count(minimum: int):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.atomic_files import atomic_write_with
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import (
@@ -25,7 +26,6 @@ from training.cli import (
     positive_int,
     resources_arg,
     run_cli,
-    write_atomically,
 )
 from training.power.tune_search import SearchPlan, run_search
 from training.settings import TrainingConfig, load_training_config
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                           verbose=not args.quiet)
         source = "telemetry store" if args.from_store else args.data
         report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)
-        write_atomically(Path(args.output), lambda path: path.write_text(report.model_dump_json(indent=2) + "\n"))
+        atomic_write_with(Path(args.output), lambda path: path.write_text(report.model_dump_json(indent=2) + "\n"))
         for line in report.summary_lines():
             sys.stderr.write(f"tune: {line}\n")
         sys.stderr.write(f"tune: wrote {args.output}\n")
