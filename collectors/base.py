@@ -7,10 +7,6 @@ from abc import ABC, abstractmethod
 from core.telemetry import SourceKind, TelemetrySample
 
 
-class SourceUnavailable(RuntimeError):
-    """The source cannot be read on this node (no device, no library, switched off); the reason says why."""
-
-
 class TelemetrySource(ABC):
     """One kind of telemetry on one node.
 

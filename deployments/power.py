@@ -90,15 +90,14 @@ class PowerPredictor(RegistryFollower):
     """
 
     def __init__(self, model_path: str, model_id: str = "power_lstm", stale_after_s: float = 120.0,
-                 workloads: Mapping[str, Sequence[str]] | None = None, device: str | None = None,
-                 resolutions: Sequence[str] = ()):
+                 workloads: Mapping[str, Sequence[str]] | None = None, resolutions: Sequence[str] = ()):
         self.registry = ModelRegistry(model_path)
         self.model_id = model_id
         self.model_ids = [model_id, *(other for other in dict.fromkeys(resolutions) if other != model_id)]
         self.stale_after_s = stale_after_s
         self.workloads = {workload: list(nodes) for workload, nodes in (workloads or {}).items()}
         self.store = RemoteStore()
-        self.device = device or _default_device()
+        self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
         self.served: dict[str, ServedPower] = {}
@@ -142,10 +141,6 @@ class PowerPredictor(RegistryFollower):
         """The default model's served version."""
         default = self.served.get(self.model_id)
         return default.version if default is not None else None
-
-    @property
-    def model_version(self) -> str:
-        return self._default().model_version
 
     def describe(self, model_id: str | None = None) -> ServedModel:
         """What the replica serves of a model (default: the default model): version, step, window, horizon,

@@ -206,11 +206,6 @@ def price_frame(frame: pd.DataFrame, catalog: PriceCatalog, power: np.ndarray | 
     return pd.DataFrame(price_components(frame, catalog, power), columns=list(COMPONENTS), index=frame.index)
 
 
-def expected_job_power_watts(query: CostQuery, catalog: PriceCatalog | None = None) -> float:
-    """Expected average IT power of one job, in watts."""
-    return float(expected_power(job_columns([query]), catalog or default_catalog())[0])
-
-
 def list_price(query: CostQuery, catalog: PriceCatalog | None = None,
                expected_power_watts: float | None = None) -> dict[str, float]:
     """The catalog's price of one job by component (``COMPONENTS``); energy at the given or expected power."""
