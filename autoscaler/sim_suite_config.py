@@ -7,7 +7,8 @@
     margin: 10                      # reactive_margin: both thresholds lowered by this many points
     actuation_delays: [step, 10min] # for every case that gives none; `step` is the case's own step
     learning_rate: 0.01             # optional model overrides for every case, a case's own winning:
-                                    # sequence_length, epochs, hidden_size, learning_rate
+                                    # sequence_length, epochs, hidden_size, learning_rate,
+                                    # relative_power, power_input_challenger
     cases:
       - name: upm_workloads
         trace: upm_servers_workloads_1s/canonical.csv   # relative to the data root

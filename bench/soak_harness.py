@@ -2,7 +2,7 @@
 store actor, a PowerPredictor replica and the scaling controller are killed in turn.
 
 The app must already run on this driver's Ray (bench/soak.py starts one; tests/integration/test_soak.py uses
-the test session's), with its scaling controller ticking every few seconds. `run_soak` deploys two Serve
+the test session's), with its scaling controller ticking every few seconds. `SoakRun.run` deploys two Serve
 targets and one policy for each, so the scale actions to expect are certain:
 
 - `soak-steady`: its node draws 95 % of its budget from the start: one scale-out, 1 -> 2 replicas (the step

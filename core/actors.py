@@ -1,4 +1,4 @@
-"""One client for the cluster's named actors (store, collector supervisor, scaling controller)."""
+"""One client for the cluster's named actors (store, collector supervisor, scaling controller, retrain scheduler)."""
 
 from __future__ import annotations
 
