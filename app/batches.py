@@ -56,10 +56,10 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str) -> 
                 call = (power.forecast.remote(to_history(item.request)) if item.type == "power"
                         else cost.predict.remote(item.request))
                 answer = await asyncio.wait_for(call, ITEM_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - one item's failure is that item's result
+                body = to_response(item.request, answer) if item.type == "power" else answer
+                return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+            except Exception as exc:  # noqa: BLE001 - one item's failure (answering or shaping it) is that item's
                 return BatchItemResult(index=index, status="error", error=reason(exc))
-        body = to_response(item.request, answer) if item.type == "power" else answer
-        return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
 
     return list(await asyncio.gather(*(one(index, item) for index, item in enumerate(items))))
 

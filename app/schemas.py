@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,8 +19,10 @@ MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
 MAX_HORIZON_SECONDS = 7 * 86400
 MAX_PATH_CHARS = 1024
+MAX_WATTS = 1e7  # 10 MW: above any node's or workload's draw; larger values only overflow the model
+MAX_CLOCK_SKEW = timedelta(days=1)  # how far past the server's clock a history may end
 
-Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Watts = Annotated[float, Field(ge=0, le=MAX_WATTS, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Celsius = Annotated[float, Field(ge=-50, le=150, allow_inf_nan=False)]
 
@@ -66,8 +68,12 @@ class PowerPredictionRequest(_Body):
     @field_validator("end_time")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return value
+        if value.tzinfo is None:
             raise ValueError("must carry a time zone, e.g. 2026-01-05T12:00:00Z")
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("lies more than a day after the server's clock")
         return value
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from app.batches import reason
+import asyncio
+from types import SimpleNamespace
+
+from app.batches import answer_items, reason
+from app.schemas import PowerPredictionRequest
 from training.cost.catalog import UnknownGpuType, load_catalog
 
 
@@ -22,3 +26,27 @@ def test_a_gpu_type_the_cost_model_cannot_price_names_the_field():
 
 def test_any_other_error_is_only_its_type():
     assert reason(Wrapped(RuntimeError("cannot open /var/lib/models/cost_gbm/3"))) == "RuntimeError"
+
+
+def test_an_item_whose_answer_cannot_be_shaped_fails_alone(monkeypatch):
+    """A forecast that does not fit the response (it made the whole batch fail, its good items' answers lost)."""
+
+    async def answered(value):
+        return value
+
+    handle = SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
+                             predict=SimpleNamespace(remote=lambda query: answered(query)))
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+
+    def shaped(request, forecast):
+        if request.workload_id == "bad":
+            raise ValueError("confidence: input is NaN")
+        return SimpleNamespace(model_dump=lambda mode: {"workload_id": request.workload_id})
+
+    monkeypatch.setattr("app.batches.to_response", shaped)
+    items = [SimpleNamespace(type="power", request=PowerPredictionRequest(
+        workload_id=name, features={"power_watts": [100.0]})) for name in ("good", "bad", "also-good")]
+    results = asyncio.run(answer_items(items, "app", "power"))
+    assert [(r.status, r.result) for r in results] == [
+        ("ok", {"workload_id": "good"}), ("error", None), ("ok", {"workload_id": "also-good"})]
+    assert results[1].error == "ValueError"

@@ -112,6 +112,16 @@ def test_non_finite_numbers_are_422(power, value):
     assert response.status_code == 422 and "power_watts" in only_detail(response)["loc"]
 
 
+@pytest.mark.parametrize(("body", "field"), [
+    ({"features": {"power_watts": [1e308, 100.0]}}, "power_watts"),  # overflowed the model: a 500
+    ({"features": {"power_watts": [1e15, 100.0]}}, "power_watts"),  # a nonsense forecast
+    ({"end_time": "9999-12-31T23:59:00Z"}, "end_time"),  # its timestamps overflowed: a 500
+])
+def test_absurd_magnitudes_are_422_naming_the_field(power, body, field):
+    response = power.post("/", json={**REQUEST, **body})
+    assert response.status_code == 422 and field in only_detail(response)["loc"], response.text
+
+
 def test_retrain_strings_are_bounded(http, monkeypatch: pytest.MonkeyPatch):
     # Validation needs no replica state beyond the access rules: a valid token, then a hostile body.
     replica = SimpleNamespace(servable_object=SimpleNamespace(access=Access("t")))
