@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 
 from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
-from app.retrain_jobs import DataNotAllowed
+from app.retrain_jobs import DataNotAllowed, LaunchFailed
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.records import RecordNotFound
@@ -105,6 +105,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),
     StoreUnavailable: _store_unavailable,
     ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
+    LaunchFailed: lambda exc: ApiError(503, [], str(exc), "unavailable"),
     # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
     TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
 }

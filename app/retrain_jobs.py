@@ -10,6 +10,7 @@ elsewhere on the cluster. Jobs are recorded beside the scheduler's attempts and 
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingDa
 from training.retrain_lock import RetrainLocks, RetrainRunning
 from training.settings import TrainingConfig, load_training_config
 
+logger = logging.getLogger("ray.serve")
 _POWER_ONLY = ("since", "prediction_horizon", "epochs")
 
 
@@ -72,6 +74,10 @@ def data_file(requested: str, data_dir: str | None) -> tuple[str, str]:
     if not path.is_file():
         raise DataNotAllowed(f"no file {label!r} in args.retrain.data_dir")
     return str(path), label
+
+
+class LaunchFailed(RuntimeError):
+    """The retraining task could not be started (the cluster refused it); the attempt is recorded as failed."""
 
 
 def _launch(*args: Any) -> None:
@@ -143,7 +149,14 @@ class RetrainJobs:
         except RetrainRunning:
             self.records.delete(record["id"])
             raise
-        self.launch(self.state_path, record["id"], self.model_path, data, spec)
+        try:
+            self.launch(self.state_path, record["id"], self.model_path, data, spec)
+        except Exception as exc:  # noqa: BLE001 - the attempt fails and the model is free again, never locked
+            logger.warning("retrain job %s could not be started", record["id"], exc_info=True)
+            message = f"the retraining task could not be started ({type(exc).__name__}); try again"
+            self.records.update(record["id"], status="failed", message=message)
+            self.locks.release(model_id, record["id"])
+            raise LaunchFailed(message) from None
         return record
 
     def _power_spec(self, model_id: str, request: RetrainRequest, config: TrainingConfig) -> RetrainSpec:

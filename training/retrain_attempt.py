@@ -9,6 +9,7 @@ model's retrain lock (training/retrain_lock.py) is released when the attempt end
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -73,7 +74,8 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
     try:
         outcome = retrain(data, spec, registry)
     except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
-        message = data.public(" ".join(str(exc).splitlines()))
+        message = public_message(str(exc), data, registry)
+        logger.warning("retrain attempt %s failed: %s", job_id, exc)
         records.update(job_id, status="failed", message=f"{tool}: error: {message}")
         return "failed"
     except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the attempt fails, its cause is logged
@@ -82,6 +84,18 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         return "failed"
     records.update(job_id, status="succeeded", **outcome.model_dump(mode="json"))
     return "succeeded"
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
+
+
+def public_message(text: str, data: TrainingData | JobRecordsData, registry: ModelRegistry) -> str:
+    """An error's text as a job record may show it to anyone who can read the API: one line, the data file by the
+    name users know it by, the registry as MODEL_PATH, and any other absolute path cut to its last part."""
+    text = data.public(" ".join(text.splitlines()))
+    for root in sorted({str(registry.root.resolve()), str(registry.root)}, key=len, reverse=True):
+        text = text.replace(root, "MODEL_PATH")
+    return _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
 
 
 def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,

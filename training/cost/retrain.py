@@ -9,6 +9,7 @@ the same records has seen them, so the comparison can only favour keeping it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +24,8 @@ from training.cost.publish import publish_cost_model
 from training.power.retrain_result import ACTIVATING, Decision, describe_decision
 from training.power.retrain_spec import Activation
 from training.settings import TrainingConfig
+
+logger = logging.getLogger(__name__)
 
 RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
 MIN_HOLDOUT_RECORDS = 20
@@ -151,7 +154,8 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
         folder, _ = registry.get(model_id, version)
         mae = CostModel.load(folder).evaluate(holdout)["mae"]
     except (CostModelError, LookupError, OSError, ValueError) as exc:
-        return CostIncomparable(version=version, why=f"cannot score it: {' '.join(str(exc).split())}")
+        logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
+        return CostIncomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
     return CostIncumbent(version=version, mae=mae, challenger_mae=challenger_mae)
 
 

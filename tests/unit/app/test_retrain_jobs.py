@@ -14,7 +14,7 @@ from ray import serve
 from app import tasks
 from app.access import Access
 from app.ingress import api
-from app.retrain_jobs import DataNotAllowed, RetrainJobs, ServedModels, data_file
+from app.retrain_jobs import DataNotAllowed, LaunchFailed, RetrainJobs, ServedModels, data_file
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.records import RecordStore
@@ -234,3 +234,19 @@ def test_the_list_holds_api_jobs_and_scheduled_attempts_newest_first(route, tmp_
     assert one == listed[1] and {"job_id", "status", "model_id", "created_at", "updated_at", "registered_version",
                                  "message"} <= one.keys()
     assert route.get("/api/v1/models/retrain", params={"limit": 0}).status_code == 422
+
+
+def test_a_task_that_cannot_start_fails_its_job_and_leaves_the_model_free(tmp_path):
+    def refused(*args):
+        raise RuntimeError("cluster at /srv/ray refused the task")
+
+    jobs = jobs_in(tmp_path)
+    jobs.launch = refused
+    with pytest.raises(LaunchFailed) as failed:
+        jobs.submit(RetrainRequest(model_id="cost_gbm"))
+    assert "/srv" not in str(failed.value)
+    [record] = jobs.newest(None, 5)
+    assert record["status"] == "failed" and "could not be started" in record["message"]
+    launched: list = []
+    jobs.launch = lambda *args: launched.append(args)
+    assert jobs.submit(RetrainRequest(model_id="cost_gbm"))["status"] == "pending" and launched  # not a 409

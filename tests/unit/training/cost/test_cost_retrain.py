@@ -55,7 +55,8 @@ def test_an_unreadable_champion_is_not_compared_and_not_replaced(tmp_path):
     (folder / "cost_model.json").write_text("{}")
     result = retrain_cost(generate_job_records(600, 2), spec(), registry=registry)
     assert (result.decision, result.activated) == ("not_comparable", False)
-    assert result.incomparable is not None and "cannot score it" in result.incomparable.why
+    assert result.incomparable is not None and "cannot be loaded" in result.incomparable.why
+    assert str(tmp_path) not in result.incomparable.why  # a job record shows it to every reader
     assert registry.active_version("cost_gbm") == 1
 
 
