@@ -11,7 +11,6 @@ on stderr, and exit status 2. Without PATH, the file every command would read (`
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,11 +20,10 @@ import yaml
 
 from app.settings import SECRET_NAME, ServiceConfig, load_service_config
 from autoscaler.policy_config import policies_from_config
-from core.settings import ConfigError, config_path, environment
+from core.settings import SECRET_MASK, ConfigError, config_path, environment, without_url_password
 from training.settings import TrainingOverrides
 
-MASK = "********"
-_URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)[^/@\s]+@")
+MASK = SECRET_MASK
 OVERRIDING = (*(field.alias for field in TrainingOverrides.model_fields.values()),
               "GPU_MONITORING_ENABLED", "IPMI_HOSTS")
 """The environment variables that override config keys (the collectors' two and the training ones)."""
@@ -41,7 +39,7 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [masked(item, key) for item in value]
     if isinstance(value, str):
-        return MASK if SECRET_NAME.search(key) else _URL_PASSWORD.sub(rf"\g<user>{MASK}@", value)
+        return MASK if SECRET_NAME.search(key) else without_url_password(value)
     return value
 
 

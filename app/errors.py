@@ -131,11 +131,19 @@ def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception
     return handle
 
 
+MAX_ERRORS_SHOWN = 20
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry.
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry. At most
+        # MAX_ERRORS_SHOWN, so a small body of many bad values never makes a body of megabytes.
+        errors = exc.errors()
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_ERRORS_SHOWN]]
+        if len(errors) > MAX_ERRORS_SHOWN:
+            details.append({"loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS_SHOWN} more errors not shown",
+                            "type": "too_many_errors"})
         return JSONResponse({"detail": details, "request_id": current_request_id()}, status_code=422)
 
     @app.exception_handler(HTTPException)

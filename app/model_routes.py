@@ -31,8 +31,9 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     for model_id in registry.model_ids():
         active = registry.active_version(model_id)
         versions = [registry.get(model_id, v)[1] for v in registry.versions(model_id)]
-        shown = active if active is not None else versions[-1].version
-        current = next(m for m in versions if m.version == shown)
+        readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
+        shown = active if active in readable else versions[-1].version
+        current = readable[shown]
         models.append(ModelPublic(
             model_id=model_id, model_type=versions[-1].model_type, active_version=shown,
             versions=[ModelVersionPublic(

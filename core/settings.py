@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
@@ -238,6 +239,15 @@ class EnvSettings(BaseSettings):
             return cls(**_MappingEnvSource(cls, environment(environ))())
         except ValidationError as exc:
             raise ConfigError(format_errors(None, exc)) from None
+
+
+SECRET_MASK = "********"
+_URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)[^/@\s]+@")
+
+
+def without_url_password(text: str) -> str:
+    """`text` with the password of every URL in it (``scheme://user:password@host``) masked: for logs and errors."""
+    return _URL_PASSWORD.sub(rf"\g<user>{SECRET_MASK}@", text)
 
 
 def read_secret(name: str, value: SecretStr | None, file: str | Path | None) -> SecretStr | None:

@@ -19,6 +19,7 @@ import pandas as pd
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from core.settings import without_url_password
 from core.stores import flux
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.stores.window import DEVICE_BIN_COLUMNS, LATEST_COLUMNS, check_window, combine_latest, node_frame, to_ms
@@ -60,11 +61,12 @@ class InfluxStore(TelemetryStore):
     def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 10_000,
                  latest_lookback_s: int = 3600, client: InfluxDBClient | None = None) -> None:
         self.url, self.org, self.bucket = url, org, bucket
+        self.shown_url = without_url_password(url)  # for logs and errors
         self.latest_lookback_s = latest_lookback_s
         self._client = client or InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._query_api = self._client.query_api()
-        logger.info("telemetry store: InfluxDB at %s, org %s, bucket %s", url, org, bucket)
+        logger.info("telemetry store: InfluxDB at %s, org %s, bucket %s", self.shown_url, org, bucket)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         lines = [to_line(s) for s in samples]
@@ -73,7 +75,8 @@ class InfluxStore(TelemetryStore):
                 self._write_api.write(bucket=self.bucket, org=self.org, record=lines[begin:begin + BATCH_LINES],
                                       write_precision=WritePrecision.MS)
             except Exception as exc:  # urllib3 connection errors and ApiException alike
-                raise StoreUnavailable(f"InfluxDB write to {self.url} failed: {_reason(exc)}") from exc
+                reason = without_url_password(_reason(exc))
+                raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
         return len(lines)
 
     def query_csv(self, query: str) -> pd.DataFrame:
@@ -82,7 +85,8 @@ class InfluxStore(TelemetryStore):
             response = self._query_api.query_raw(query, org=self.org)
             text = response.data.decode("utf-8")
         except Exception as exc:
-            raise StoreUnavailable(f"InfluxDB query at {self.url} failed: {_reason(exc)}") from exc
+            reason = without_url_password(_reason(exc))
+            raise StoreUnavailable(f"InfluxDB query at {self.shown_url} failed: {reason}") from exc
         return flux.parse_annotated_csv(text)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
@@ -113,7 +117,7 @@ class InfluxStore(TelemetryStore):
         self._client.close()
 
     def __repr__(self) -> str:
-        return f"InfluxStore(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
+        return f"InfluxStore(url={self.shown_url!r}, org={self.org!r}, bucket={self.bucket!r})"
 
 
 def _reason(exc: Exception) -> str:

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from core.settings import without_url_password
 from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, TelemetryStore
 from core.stores.window import bin_starts, check_window
 from core.telemetry import TelemetrySample
@@ -80,12 +81,13 @@ class PrometheusStore(TelemetryStore):
             raise ValueError(f"unknown Kepler metric names {kepler!r}; choose from {sorted(KEPLER_NAMES)}")
         kepler_metrics, kepler_labels = KEPLER_NAMES[kepler]
         self.url = url.rstrip("/")
+        self.shown_url = without_url_password(self.url)  # for logs and errors
         self.metrics = {**DEFAULT_METRICS, **kepler_metrics, **(metric_names or {})}
         self.labels = {**DEFAULT_NODE_LABELS, **kepler_labels, **(node_labels or {})}
         self._selectors = {key: _split_selector(key, text) for key, text in self.metrics.items()}
         self.min_rate_window_s = min_rate_window_s
         self.timeout_s = timeout_s
-        logger.info("telemetry store: Prometheus at %s (read-only)", self.url)
+        logger.info("telemetry store: Prometheus at %s (read-only)", self.shown_url)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         raise ReadOnlyStore("PrometheusStore is read-only: Prometheus gets its data by scraping exporters "
@@ -192,13 +194,14 @@ class PrometheusStore(TelemetryStore):
             detail = exc.read().decode("utf-8", "replace")[:500]
             raise StoreUnavailable(f"Prometheus {path} answered HTTP {exc.code}: {detail}") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise StoreUnavailable(f"Prometheus at {self.url} unreachable: {exc}") from exc
+            reason = without_url_password(str(exc))
+            raise StoreUnavailable(f"Prometheus at {self.shown_url} unreachable: {reason}") from exc
         if body.get("status") != "success":
             raise StoreUnavailable(f"Prometheus {path} failed: {body.get('error', body)}")
         return body["data"]
 
     def __repr__(self) -> str:
-        return f"PrometheusStore({self.url!r})"
+        return f"PrometheusStore({self.shown_url!r})"
 
 
 def _split_selector(key: str, text: str) -> tuple[str, str]:

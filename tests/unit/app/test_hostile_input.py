@@ -122,6 +122,14 @@ def test_absurd_magnitudes_are_422_naming_the_field(power, body, field):
     assert response.status_code == 422 and field in only_detail(response)["loc"], response.text
 
 
+def test_many_bad_values_get_a_short_answer(power):
+    body = {**REQUEST, "features": {"power_watts": ["x"] * 10_000, "cpu_utilization": ["x"] * 10_000}}
+    response = power.post("/", json=body)
+    assert response.status_code == 422 and len(response.content) < 5_000
+    details = response.json()["detail"]
+    assert len(details) == 21 and details[-1]["msg"] == "19980 more errors not shown"
+
+
 def test_retrain_strings_are_bounded(http, monkeypatch: pytest.MonkeyPatch):
     # Validation needs no replica state beyond the access rules: a valid token, then a hostile body.
     replica = SimpleNamespace(servable_object=SimpleNamespace(access=Access("t")))

@@ -166,3 +166,20 @@ def test_a_policy_over_the_limit_is_409_naming_the_setting(replica, client):
     replica.controller = Full()
     response = client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)
     assert response.status_code == 409 and "auto_scaling.max_policies" in detail(response)["msg"]
+
+
+def test_models_are_listed_when_the_active_versions_metadata_broke(replica, client, tmp_path):
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "cost_model.json").write_text("{}")
+    registry = ModelRegistry(tmp_path / "models")
+    registry.publish("cost_gbm", source, model_type="lightgbm")
+    registry.publish("cost_gbm", source, model_type="lightgbm")  # version 2, active
+    (tmp_path / "models" / "cost_gbm" / "2" / "metadata.json").write_text("{bad")
+    replica.registry = registry
+    response = client.get("/api/v1/models")
+    assert response.status_code == 200, response.text  # was a 500
+    [model] = response.json()["models"]
+    assert model["active_version"] == 1 and [v["version"] for v in model["versions"]] == [1]

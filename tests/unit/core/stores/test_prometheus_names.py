@@ -47,3 +47,14 @@ def test_the_setting_selects_the_names() -> None:
     assert create_store({"PROMETHEUS_URL": URL}).metrics["node_power"] == "kepler_platform_watts"
     with pytest.raises(ConfigError, match="PROMETHEUS_KEPLER_NAMES"):
         create_store({"PROMETHEUS_URL": URL, "PROMETHEUS_KEPLER_NAMES": "0.8"})
+
+
+def test_a_password_in_the_store_url_stays_out_of_logs_and_errors(caplog: pytest.LogCaptureFixture) -> None:
+    from core.stores.base import StoreUnavailable
+
+    with caplog.at_level("INFO"):
+        store = PrometheusStore("http://scraper:Sup3rSecret@127.0.0.1:9/", timeout_s=1)
+    with pytest.raises(StoreUnavailable) as unreachable:
+        store.latest()
+    shown = " ".join([caplog.text, str(unreachable.value), repr(store)])
+    assert "Sup3rSecret" not in shown and "scraper:********@127.0.0.1:9" in shown
