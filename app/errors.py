@@ -89,6 +89,9 @@ def _store_unavailable(exc: StoreUnavailable) -> ApiError:
 
 # Domain error -> HTTP error, in one table. A subclass's entry wins over its base's (e.g. UnknownNode's over
 # NoStoredTelemetry's); messages are the errors' own, written for people, never a traceback or an address.
+RECORD_ID_PARAMS = {"batches": "batch_id", "retrain": "job_id"}
+"""The path parameter that names a record of each kind (core.records folders)."""
+
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
@@ -99,7 +102,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     # configs/prices.yaml knows the type (requests are checked against it), the active cost model's catalog does not
     UnknownGpuType: lambda exc: ApiError(422, ["body", "resources", "gpu_type"], f"{exc}: the active cost model "
                                          "cannot price it until it is retrained with the current catalog"),
-    RecordNotFound: lambda exc: ApiError(404, ["path"], str(exc), "not_found"),
+    RecordNotFound: lambda exc: ApiError(404, ["path", RECORD_ID_PARAMS.get(exc.kind, "id")], str(exc), "not_found"),
     UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
     NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),
     WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),

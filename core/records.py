@@ -23,6 +23,10 @@ UNFINISHED = ("pending", "running")
 class RecordNotFound(LookupError):
     def __init__(self, kind: str, record_id: str):
         super().__init__(f"unknown {kind} id {record_id!r}")
+        self.kind, self.record_id = kind, record_id
+
+    def __reduce__(self):  # survives pickling across Ray calls
+        return (RecordNotFound, (self.kind, self.record_id))
 
 
 def _now() -> datetime:

@@ -132,8 +132,8 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
         "seasonal_period_steps": period,
         "metrics": metrics,
         "best_baseline": best,
-        "lstm_mae_vs_best_baseline": round(metrics["lstm"]["mae"] / baselines[best] - 1.0, 4),
-        "served_mae_vs_best_baseline": round(metrics["served"]["mae"] / baselines[best] - 1.0, 4),
+        "lstm_mae_vs_best_baseline": _relative(metrics["lstm"]["mae"], baselines[best]),
+        "served_mae_vs_best_baseline": _relative(metrics["served"]["mae"], baselines[best]),
         "served": _served_facts(forecaster),
         "mae_by_lead": {name: mae_by_lead(values, test.targets, mask) for name, values in forecasts.items()},
         "per_series": _per_series(test, forecasts, mask),
@@ -141,6 +141,12 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     if plot:
         _plot(Path(plot), prepared, test, served, forecasts, mask, forecaster.served_method)
     return report
+
+
+def _relative(mae: float, best: float) -> float | None:
+    """How much larger `mae` is than the best baseline's, as a fraction; None when that baseline is exact (a
+    constant series), where no ratio exists."""
+    return round(mae / best - 1.0, 4) if best > 0 else None
 
 
 def _features_only(prepared: PreparedData, test: Windows, forecaster: PowerForecaster) -> CalibratedForecast:

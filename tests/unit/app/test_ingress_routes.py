@@ -113,7 +113,7 @@ def test_store_errors_are_503_without_addresses(replica, client):
 
 def test_unknown_ids_are_404_without_paths(replica, client):
     batch = client.get("/api/v1/predict/batch/0123456789abcdef")
-    assert batch.status_code == 404 and detail(batch)["loc"] == ["path"]
+    assert batch.status_code == 404 and detail(batch)["loc"] == ["path", "batch_id"]
     model = client.get("/api/v1/models/nope/metrics")
     assert model.status_code == 404 and detail(model)["loc"] == ["path", "model_id"]
     assert "/srv/secret" not in model.text and "'nope'" in detail(model)["msg"]

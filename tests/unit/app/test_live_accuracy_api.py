@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,7 @@ from app.settings import AppArgs
 from autoscaler.live_accuracy import LiveAccuracyReport, NodeLiveAccuracy, VersionLiveAccuracy
 from core.actors import ActorUnavailable
 from core.registry_metadata import ModelMetadata
+from deployments.cost import ServedCostModel
 
 with warnings.catch_warnings():  # starlette's notice about its httpx-based client (as tests/unit/app/conftest.py)
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
@@ -59,6 +61,7 @@ class Unanswered:
 class Replica:
     registry = Registry()
     power = cost = Unanswered()
+    cost_model = SimpleNamespace(describe=lambda: ServedCostModel(model_version="cost_gbm/1", latency_ms={}))
 
     def __init__(self, controller):
         self.access = Access("t")
