@@ -104,6 +104,8 @@ class RetrainJobs:
             return TrainingData(source="store", since_s=parse_duration(request.since or DEFAULT_STORE_SPAN))
         if request.source == "catalog":
             raise RetrainRefused("source", 'the power forecaster trains on telemetry: "csv" or "store"')
+        if request.since is not None:
+            raise RetrainRefused("since", 'only with "source": "store" (a CSV is read whole)')
         if request.data is not None:
             path, label = data_file(request.data, self.defaults.data_dir)
             return TrainingData(source="csv", path=path, label=label)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from autoscaler.live_accuracy import VersionLiveAccuracy
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
-from core.durations import MAX_TEXT_CHARS, parse_duration
+from core.durations import MAX_TEXT_CHARS, format_duration, parse_duration
 from core.registry_metadata import MODEL_ID_PATTERN
 from training.cost.schema import CostEstimate, CostQuery
 from training.power.retrain_result import Decision
@@ -18,6 +18,7 @@ from training.retrain_attempt import ChampionScore, Trigger
 MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
 MAX_HORIZON_SECONDS = 7 * 86400
+MAX_RETRAIN_HISTORY_SECONDS = 366 * 86400
 MAX_PATH_CHARS = 1024
 MAX_WATTS = 1e7  # 10 MW: above any node's or workload's draw; larger values only overflow the model
 MAX_CLOCK_SKEW = timedelta(days=1)  # how far past the server's clock a history may end
@@ -223,9 +224,10 @@ class RetrainRequest(_Body):
 
     @field_validator("prediction_horizon", "since")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        longest = MAX_HORIZON_SECONDS if info.field_name == "prediction_horizon" else MAX_RETRAIN_HISTORY_SECONDS
+        if value is not None and parse_duration(value) > longest:
+            raise ValueError(f"{value!r} is longer than the maximum of {format_duration(longest)}")
         return value
 
 

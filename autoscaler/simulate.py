@@ -38,7 +38,7 @@ from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
                    "train_fraction": 0.8, "margin": 10.0, "step": 600}
@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-fraction", type=fraction_arg, help="share of every series that trains (default 0.8)")
     parser.add_argument("--margin", type=_watts,
                         help="percentage points taken off both thresholds for the reactive_margin run (default 10)")
-    parser.add_argument("--output", required=True, help="report JSON path")
-    parser.add_argument("--plot", help="PNG of demand, replicas and per-node power against the budget")
+    parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
+    parser.add_argument("--plot", type=output_path,
+                        help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
     args = parser.parse_args(argv)
     single_only = ["policy", "plot", *SINGLE_DEFAULTS]

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError
@@ -23,6 +24,18 @@ def duration_arg(text: str) -> int:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def output_path(text: str) -> str:
+    """argparse type for a file a command writes at its end: refused at once when it is a folder, or its folder
+    is a file, so a long run never ends unable to save its result."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(parent)!r} is a file")
+    return text
 
 
 def positive_int(text: str) -> int:

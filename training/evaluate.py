@@ -20,7 +20,7 @@ from typing import Any
 from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions, backtest
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, run_cli
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--train-fraction", type=fraction_arg,
                         help=f"share of every series that trains (default {DEFAULT_TRAIN_FRACTION}; a suite's own)")
-    parser.add_argument("--output", required=True, help="report JSON path")
-    parser.add_argument("--plot", help="PNG of actual vs forecast with the interval")
+    parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
+    parser.add_argument("--plot", type=output_path, help="PNG of actual vs forecast with the interval")
     parser.add_argument("--model", help="evaluate a registered model (id or id/version) instead of training")
     parser.add_argument("--model-path", help="model registry root (default: config model_path / $MODEL_PATH)")
     add_model_flags(parser)

@@ -22,6 +22,7 @@ from scipy.signal import lfilter, lfilter_zi
 
 from core.atomic_files import atomic_write_with
 from core.durations import format_duration, parse_duration
+from training.cli import output_path
 
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
            "npu_utilization", "temperature", "workload_type")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.synthetic",
         description="Write a SYNTHETIC telemetry CSV (for demos and tests only).")
-    parser.add_argument("--output", required=True, help="CSV file to write")
+    parser.add_argument("--output", required=True, type=output_path, help="CSV file to write")
     parser.add_argument("--nodes", type=_count(1), default=4, help="number of nodes (default 4)")
     parser.add_argument("--duration", type=_duration, default=2 * 86400, help="trace length (default 2d)")
     parser.add_argument("--step", type=_duration, default=60, help="sample interval (default 1min)")

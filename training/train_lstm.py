@@ -48,9 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="last share of every series kept for the model's metrics (default 0.1)")
     parser.add_argument("--model-id", default="power_lstm", help="registry id (default power_lstm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
-    parser.add_argument("--force-activate", action="store_true",
-                        help="activate even if it does not beat the active one")
-    parser.add_argument("--no-activate", action="store_true", help="register without activating")
+    activation = parser.add_mutually_exclusive_group()
+    activation.add_argument("--force-activate", action="store_true",
+                            help="activate even if it does not beat the active one")
+    activation.add_argument("--no-activate", action="store_true", help="register without activating")
     parser.add_argument("--storage-path", help="Ray Train checkpoints: a path every node mounts, or a URI such as "
                                                "s3://bucket/dir (default: config storage_path / $KCLOUD_STORAGE_PATH, "
                                                "else a local temporary folder, for one machine)")

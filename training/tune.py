@@ -23,6 +23,7 @@ from training.cli import (
     add_model_flags,
     duration_arg,
     model_overrides,
+    output_path,
     positive_int,
     resources_arg,
     run_cli,
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="search on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
     parser.add_argument("--since", type=duration_arg, default=14 * 86400,
                         help="with --from-store: how much history to read (default 14d)")
-    parser.add_argument("--output", required=True, help="where to write the report (tune.json)")
+    parser.add_argument("--output", required=True, type=output_path, help="where to write the report (tune.json)")
     parser.add_argument("--trials", type=positive_int, default=8,
                         help="trials, the configured settings' included (default 8)")
     parser.add_argument("--time-budget", type=duration_arg,

@@ -250,3 +250,12 @@ def test_a_task_that_cannot_start_fails_its_job_and_leaves_the_model_free(tmp_pa
     launched: list = []
     jobs.launch = lambda *args: launched.append(args)
     assert jobs.submit(RetrainRequest(model_id="cost_gbm"))["status"] == "pending" and launched  # not a 409
+
+
+def test_retrain_spans_are_bounded_and_since_only_reads_the_store(tmp_path):
+    for body in ({"prediction_horizon": "520w"}, {"source": "store", "since": "520w"}):
+        with pytest.raises(ValueError, match="longer than the maximum"):
+            RetrainRequest(**body)
+    with pytest.raises(RetrainRefused) as refused:
+        jobs_in(tmp_path).training_data(RetrainRequest(since="2d"))
+    assert refused.value.field == "since"

@@ -88,3 +88,13 @@ def test_preprocess_reports_segments_and_writes_regular_series(tmp_path, capsys)
     table = capsys.readouterr().out
     assert "n1" in table and table.split("\n")[1].split()[-1] == "2"  # the 30-minute gap splits the series
     assert output.read_text().count("\n") == 21
+
+
+@pytest.mark.parametrize("command", [evaluate, preprocess])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for output, reason in ((tmp_path, "is a folder"), (blocker / "report.json", "is a file")):
+        with pytest.raises(SystemExit) as refused:
+            command.main(["--data", str(tmp_path / "never-read.csv"), "--output", str(output)])
+        assert refused.value.code == 2 and reason in capsys.readouterr().err

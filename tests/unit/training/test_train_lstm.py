@@ -49,11 +49,18 @@ def test_registers_activates_and_says_so(models, capsys):
 def test_a_second_run_is_compared_and_no_activate_keeps_the_active_one(models, capsys):
     assert train_lstm.main([*SMALL, "--model-path", str(models)]) == 0
     capsys.readouterr()
-    assert train_lstm.main([*SMALL, "--model-path", str(models), "--no-activate", "--force-activate"]) == 0
+    assert train_lstm.main([*SMALL, "--model-path", str(models), "--no-activate"]) == 0
     last = [line for line in _lines(capsys) if line.startswith("train_lstm")][-1]
     assert last.startswith("train_lstm: active version 1 scores ")
     assert last.endswith(" W on the same holdout: NOT activated (kept version 1)")
     assert ModelRegistry(models).active_version("power_lstm") == 1
+
+
+def test_force_activate_and_no_activate_together_are_refused(models, capsys):
+    with pytest.raises(SystemExit) as refused:
+        train_lstm.main([*SMALL, "--model-path", str(models), "--no-activate", "--force-activate"])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert not models.exists()
 
 
 def test_force_activate_activates(models, capsys):
