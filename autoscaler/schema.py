@@ -20,8 +20,12 @@ from core.settings import Duration
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-Name = Annotated[str, Field(min_length=1, max_length=253)]  # a Kubernetes object name, a Serve app, a node id
-Label = Annotated[str, Field(min_length=1, max_length=63)]  # a Kubernetes namespace, a worker group
+Name = Annotated[str, Field(min_length=1, max_length=253)]  # a Serve app or deployment, a node id
+Label = Annotated[str, Field(min_length=1, max_length=63)]  # a KubeRay worker group
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # DNS-1123 subdomain
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=K8S_NAME_PATTERN)]  # a Kubernetes object
+Namespace = Annotated[str, Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)]  # DNS-1123 label
+MAX_CLUSTER_WATTS = 1e9
 MAX_REPLICAS_CAP = "max_replicas_cap"
 
 
@@ -49,24 +53,24 @@ class DeploymentTarget(_Model):
     """A Kubernetes Deployment, scaled through its scale subresource."""
 
     kind: Literal["deployment"] = "deployment"
-    name: Name
-    namespace: Label = "default"
+    name: ObjectName
+    namespace: Namespace = "default"
 
 
 class StatefulSetTarget(_Model):
     """A Kubernetes StatefulSet, scaled through its scale subresource."""
 
     kind: Literal["statefulset"] = "statefulset"
-    name: Name
-    namespace: Label = "default"
+    name: ObjectName
+    namespace: Namespace = "default"
 
 
 class RayClusterTarget(_Model):
     """One worker group of a KubeRay RayCluster (its `replicas`)."""
 
     kind: Literal["raycluster"] = "raycluster"
-    name: Name
-    namespace: Label = "default"
+    name: ObjectName
+    namespace: Namespace = "default"
     worker_group: Label
 
 
@@ -102,7 +106,7 @@ class ScalingPolicy(_Model):
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
     behavior: ScalingBehavior = ScalingBehavior()
     actuation_delay: WindowSeconds = Field(0, ge=0, le=86400)
-    cluster_power_budget: float | None = None
+    cluster_power_budget: float | None = Field(None, le=MAX_CLUSTER_WATTS)
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120

@@ -37,7 +37,7 @@ class PowerBasedScalingConfig(FiniteSection):
     """Reactive scaling on measured power, in percent of the per-node budget."""
 
     enabled: bool = True
-    max_power_budget: float = Field(10000.0, gt=0)
+    max_power_budget: float = Field(10000.0, gt=0, le=1e6)  # W per node
     scale_out_threshold: float = Field(80.0, gt=0, le=100)
     scale_in_threshold: float = Field(50.0, ge=0, lt=100)
     cooldown_period: Duration = 300

@@ -99,6 +99,25 @@ def test_strings_are_bounded(overrides, field):
     assert message.startswith(f"{field}: String should have at most")
 
 
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"target": {"kind": "deployment", "name": "../../x"}}, "target.deployment.name"),
+    ({"target": {"kind": "statefulset", "name": "Db"}}, "target.statefulset.name"),
+    ({"target": {"kind": "raycluster", "name": "rc", "namespace": "a.b", "worker_group": "g"}},
+     "target.raycluster.namespace"),
+])
+def test_kubernetes_names_follow_dns_1123(overrides, field):
+    """Refused when the policy is stored, not when the controller first asks the API server to scale it."""
+    assert refusal(policy_data(**overrides)).startswith(f"{field}: String should match pattern")
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"power_based": {"max_power_budget": 1e308}}, "power_based.max_power_budget"),
+    ({"cluster_power_budget": 1e308}, "cluster_power_budget"),
+])
+def test_budgets_are_bounded(overrides, field):
+    assert refusal(policy_data(**overrides)).startswith(f"{field}: Input should be less than or equal to")
+
+
 def test_max_replicas_is_capped_by_the_setting():
     assert policy_from(policy_data(max_replicas=100), AutoScalingConfig()).max_replicas == 100
     message = refusal(policy_data(max_replicas=101))
