@@ -31,7 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8002", help="the API, for the usage example")
     args = parser.parse_args(argv)
     path = args.path.resolve()
-    if ensure_token(path):
+    try:
+        created = ensure_token(path)
+        problem = None if created or (path.is_file() and path.read_text().strip()) else (
+            "is not a file" if not path.is_file() else "is empty: delete it and a new token is generated")
+    except (FileExistsError, NotADirectoryError):  # mkdir of the folder, or a path through a file
+        created, problem = False, "cannot be written: a folder on its path is a file"
+    except OSError as exc:
+        created, problem = False, f"cannot be written ({exc.strerror or type(exc).__name__})"
+    if problem:
+        sys.stderr.write(f"local_token: error: {path} {problem}\n")
+        return 2
+    if created:
         sys.stderr.write(
             f"API token: generated {path} (mode 0600); it is reused on the next runs. Writes need it, e.g.\n"
             f'  curl -H "Authorization: Bearer $(cat {path})" -H "Content-Type: application/json" \\\n'

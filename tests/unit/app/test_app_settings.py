@@ -142,6 +142,15 @@ def test_the_local_token_is_generated_once_private_and_never_printed(tmp_path: P
     assert read_api_token(None, environ={"API_TOKEN_FILE": str(path)}) == token
 
 
+def test_a_token_path_that_cannot_hold_a_token_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "file").write_text("x")
+    for path, reason in ((tmp_path, "is not a file"), (tmp_path / "empty", "is empty"),
+                         (tmp_path / "file" / "api-token", "a folder on its path is a file")):
+        assert local_token.main([str(path)]) == 2  # was 0 (the server then refused it) or a traceback
+        assert reason in capsys.readouterr().err
+
+
 def test_deployment_options_are_code_level_args_never_a_serve_configs() -> None:
     options = {"ingress": {"num_replicas": 2}, "power_predictor": {"user_config": {"batching": False}}}
     assert AppArgs.model_validate(options).ingress.num_replicas == 2  # Python callers: tests, benchmarks, soak
