@@ -23,9 +23,10 @@ MAX_PATH_CHARS = 1024
 MAX_WATTS = 1e7  # 10 MW: above any node's or workload's draw; larger values only overflow the model
 MAX_CLOCK_SKEW = timedelta(days=1)  # how far past the server's clock a history may end
 
-Watts = Annotated[float, Field(ge=0, le=MAX_WATTS, allow_inf_nan=False)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
-Celsius = Annotated[float, Field(ge=-50, le=150, allow_inf_nan=False)]
+# Strict: a number, never a bool or a numeric string.
+Watts = Annotated[float, Field(ge=0, le=MAX_WATTS, allow_inf_nan=False, strict=True)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)]
+Celsius = Annotated[float, Field(ge=-50, le=150, allow_inf_nan=False, strict=True)]
 
 
 def _history(description: str) -> Any:
