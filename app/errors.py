@@ -151,8 +151,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:  # unknown route, wrong method, bad body
-        return JSONResponse(error_body([], str(exc.detail), "http_error"), status_code=exc.status_code,
-                            headers=exc.headers)
+        if exc.status_code == 400:  # the body could not be parsed at all
+            body = error_body(["body"], "not valid JSON (or nested too deep, or a number too long to read)",
+                              "http_error")
+        else:
+            body = error_body([], str(exc.detail), "http_error")
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -124,6 +124,13 @@ def test_absurd_magnitudes_are_422_naming_the_field(power, body, field):
     assert response.status_code == 422 and field in only_detail(response)["loc"], response.text
 
 
+def test_a_body_too_deep_to_parse_is_400_naming_the_body(power):
+    deep = '{"workload_id": "w", "features": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = power.post("/", content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and only_detail(response)["loc"] == ["body"]
+    assert "not valid JSON" in only_detail(response)["msg"]
+
+
 def test_many_bad_values_get_a_short_answer(power):
     body = {**REQUEST, "features": {"power_watts": ["x"] * 10_000, "cpu_utilization": ["x"] * 10_000}}
     response = power.post("/", json=body)
