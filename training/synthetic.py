@@ -21,8 +21,8 @@ import pandas as pd
 from scipy.signal import lfilter, lfilter_zi
 
 from core.atomic_files import atomic_write_with
-from core.durations import format_duration, parse_duration
-from training.cli import output_path
+from core.durations import format_duration
+from training.cli import duration_arg, output_path
 
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
            "npu_utilization", "temperature", "workload_type")
@@ -231,14 +231,18 @@ def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     atomic_write_with(Path(path), write)
 
 
-def _count(minimum: int):
+MAX_ROWS = 20_000_000
+"""The most rows one trace may have (nodes x steps): about 2 GB of CSV."""
+
+
+def _count(minimum: int, maximum: int = 2**31 - 1):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
         return value
     return parse
 
@@ -253,30 +257,28 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _duration(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2 for bad arguments)."""
     parser = argparse.ArgumentParser(
         prog="python -m training.synthetic",
         description="Write a SYNTHETIC telemetry CSV (for demos and tests only).")
     parser.add_argument("--output", required=True, type=output_path, help="CSV file to write")
-    parser.add_argument("--nodes", type=_count(1), default=4, help="number of nodes (default 4)")
-    parser.add_argument("--duration", type=_duration, default=2 * 86400, help="trace length (default 2d)")
-    parser.add_argument("--step", type=_duration, default=60, help="sample interval (default 1min)")
+    parser.add_argument("--nodes", type=_count(1, 10_000), default=4, help="number of nodes (default 4)")
+    parser.add_argument("--duration", type=duration_arg, default=2 * 86400, help="trace length (default 2d)")
+    parser.add_argument("--step", type=duration_arg, default=60, help="sample interval (default 1min)")
     parser.add_argument("--seed", type=_count(0), default=0, help="random seed (default 0)")
     parser.add_argument("--drop-fraction", type=_fraction, default=0.0, help="share of rows to drop")
-    parser.add_argument("--gaps", type=_count(0), default=0, help="collector outages to insert (default 0)")
+    parser.add_argument("--gaps", type=_count(0, 100_000), default=0, help="collector outages to insert (default 0)")
     try:
         args = parser.parse_args(argv)
         if args.step > args.duration:
             parser.error(f"argument --duration: {format_duration(args.duration)} is shorter than "
                          f"--step {format_duration(args.step)}")
+        rows = args.nodes * (args.duration // args.step)
+        if rows > MAX_ROWS:
+            parser.error(f"argument --duration: {args.nodes} nodes x {args.duration // args.step:,} steps make "
+                         f"{rows:,} rows, more than {MAX_ROWS:,}; use fewer nodes, a shorter --duration or a longer "
+                         "--step")
         frame = generate_trace(nodes=args.nodes, duration_s=args.duration, step_s=args.step, seed=args.seed,
                                drop_fraction=args.drop_fraction, gaps=args.gaps)
         try:

@@ -130,6 +130,9 @@ def test_cli_writes_a_csv(tmp_path, capsys) -> None:
         (["--duration", "soon"], "--duration"),
         (["--seed", "-3"], "--seed"),
         (["--step", "1h", "--duration", "1min"], "--duration"),
+        (["--nodes", "100000000"], "--nodes"),  # these three ran until killed
+        (["--duration", "520w", "--step", "1s"], "--duration"),
+        (["--gaps", "1000000000"], "--gaps"),
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv: list[str], flag: str) -> None:
