@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+MAX_TRACE_WATTS = 1e7  # 10 MW: above any node or workload; larger is a unit or sentinel error
 TARGET = "power_watts"
 PERCENT_FEATURES = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization")
 NUMERIC_FEATURES = (*PERCENT_FEATURES, "temperature")
@@ -66,6 +67,8 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
     frame["node_id"] = node.where(node != "", DEFAULT_SERIES) if node is not None else DEFAULT_SERIES
     frame[TARGET] = _parse_numbers(raw[TARGET], TARGET, lines, source, required=True)
     _check_range(frame[TARGET], TARGET, lines, source, low=0.0, high=None, why="negative watts")
+    _check_range(frame[TARGET], TARGET, lines, source, low=-np.inf, high=MAX_TRACE_WATTS,
+                 why="above 10 MW (a unit or sentinel error)")
     for column in NUMERIC_FEATURES:
         values = raw[column] if column in raw.columns else pd.Series(np.nan, index=raw.index)
         frame[column] = _parse_numbers(values, column, lines, source, required=False)

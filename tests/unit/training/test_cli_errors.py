@@ -25,6 +25,7 @@ def _long_series(minutes: int = 30) -> str:
         ("timestamp,node_id,cpu_utilization\n2026-01-01T00:00:00Z,n1,5\n", "power_watts"),
         (GOOD_HEADER + "yesterday,n1,200,5\n", "line 2"),
         (GOOD_HEADER + "2026-01-01T00:00:00Z,n1,-5,5\n", "negative watts"),
+        (GOOD_HEADER + "2026-01-01T00:00:00Z,n1,1e308,5\n", "above 10 MW"),
         (GOOD_HEADER + "2026-01-01T00:00:00Z,n1,abc,5\n", "not a finite number"),
         (GOOD_HEADER + _long_series(5), "series shorter than one window"),
     ],
