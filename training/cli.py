@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.durations import parse_duration
-from core.registry_metadata import ModelNotFoundError
+from core.registry_metadata import ModelNotFoundError, check_model_id
 from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
@@ -46,6 +46,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type for a random seed: a whole number from 0 to 2**32 - 1 (what numpy and LightGBM take)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} must lie between 0 and {2**32 - 1}")
+    return value
+
+
+def model_id_arg(text: str) -> str:
+    """argparse type for a registry model id, checked before any work."""
+    try:
+        return check_model_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def positive_float(text: str) -> float:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from core.registry import ModelRegistry
 from core.settings import CONFIG_FLAG_HELP
-from training.cli import positive_int, run_cli
+from training.cli import model_id_arg, positive_int, run_cli, seed_arg
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, generate_job_records, load_catalog
 from training.cost.model import CostModel
 from training.cost.publish import publish_cost_model
@@ -91,8 +91,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", help="CSV of past jobs (default: generate them from the price catalog)")
     parser.add_argument("--records", type=positive_int, default=20000,
                         help="generated jobs when --data is not given (default 20000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for the split, trees and generated jobs")
-    parser.add_argument("--model-id", default="cost_gbm", help="registry id (default cost_gbm)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed for the split, trees and generated jobs")
+    parser.add_argument("--model-id", type=model_id_arg, default="cost_gbm", help="registry id (default cost_gbm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
     parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--catalog", help="price catalog YAML (default configs/prices.yaml)")

@@ -99,3 +99,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, c
         with pytest.raises(SystemExit) as refused:
             command.main(["--data", str(tmp_path / "never-read.csv"), "--output", str(output)])
         assert refused.value.code == 2 and reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "flag"), [(["--seed", "-1"], "--seed"), (["--model-id", "A/../x"], "--model-id")])
+def test_train_gbm_names_a_bad_flag_before_training(tmp_path, capsys, argv, flag):
+    from training import train_gbm
+
+    with pytest.raises(SystemExit) as refused:
+        train_gbm.main([*argv, "--model-path", str(tmp_path / "models")])
+    assert refused.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
