@@ -133,7 +133,7 @@ class RetrainJobs:
 
     def submit(self, request: RetrainRequest) -> dict[str, Any]:
         """Record a pending job and start it. Raises DataNotAllowed, RetrainRefused (naming the field),
-        RetrainRunning."""
+        RetrainRunning, LaunchFailed (the job is then recorded as failed and the model left free)."""
         model_id = self.models.resolve(request.model_id)
         config = load_training_config(self.config_path)
         data: TrainingData | JobRecordsData
