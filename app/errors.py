@@ -87,11 +87,11 @@ def _store_unavailable(exc: StoreUnavailable) -> ApiError:
     return unavailable("the telemetry store", exc)  # a backend's message may hold its URL or path
 
 
-# Domain error -> HTTP error, in one table. A subclass's entry wins over its base's (e.g. UnknownNode's over
-# NoStoredTelemetry's); messages are the errors' own, written for people, never a traceback or an address.
 RECORD_ID_PARAMS = {"batches": "batch_id", "retrain": "job_id"}
 """The path parameter that names a record of each kind (core.records folders)."""
 
+# Domain error -> HTTP error, in one table. A subclass's entry wins over its base's (e.g. UnknownNode's over
+# NoStoredTelemetry's); messages are the errors' own, written for people, never a traceback or an address.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, NotADirectoryError):  # mkdir of the folder, or a path through a file
         created, problem = False, "cannot be written: a folder on its path is a file"
     except OSError as exc:
-        created, problem = False, f"cannot be written ({exc.strerror or type(exc).__name__})"
+        created, problem = False, f"cannot be written or read ({exc.strerror or type(exc).__name__})"
     if problem:
         sys.stderr.write(f"local_token: error: {path} {problem}\n")
         return 2
