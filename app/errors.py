@@ -8,6 +8,7 @@ traceback, a file path or an upstream address.
 
 from __future__ import annotations
 
+import email.message
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +54,8 @@ REASONS = {401: "missing or wrong API token", 403: "no API token configured on t
            404: "unknown id (model, batch, job or node)",
            409: "conflict: that model is being retrained, the stored policy no longer validates, or the policy limit "
                 "is reached",
-           413: "request body too large", 429: "the batch queue is full", 503: "model or dependency not available now"}
+           413: "request body too large", 415: "the body is not sent as JSON (Content-Type: application/json)",
+           429: "the batch queue is full", 503: "model or dependency not available now"}
 
 
 def responses(*statuses: int) -> dict[int | str, dict]:
@@ -137,12 +139,35 @@ def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception
 MAX_ERRORS_SHOWN = 20
 
 
+def _sent_as_json(content_type: str | None) -> bool:
+    """The media types FastAPI parses as JSON: application/json and application/*+json."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _not_json(request: Request, errors: list[dict]) -> JSONResponse | None:
+    """415 for a body FastAPI left unparsed because of its Content-Type (`curl -d` sends a form type): the
+    validation error alone would only say the body is not an object."""
+    body_not_object = any(tuple(e["loc"]) == ("body",) and e["type"] == "model_attributes_type" for e in errors)
+    if not body_not_object or _sent_as_json(request.headers.get("content-type")):
+        return None
+    body = error_body(["header", "content-type"], "the body must be JSON, sent with Content-Type: application/json",
+                      "unsupported_media_type")
+    return JSONResponse(body, status_code=415)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if (wrong_type := _not_json(request, errors)) is not None:
+            return wrong_type
         # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry. At most
         # MAX_ERRORS_SHOWN, so a small body of many bad values never makes a body of megabytes.
-        errors = exc.errors()
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             details.append({"loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS_SHOWN} more errors not shown",

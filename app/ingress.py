@@ -68,7 +68,7 @@ class ApiIngress(IngressState):
     """HTTP front of the app (routes above); holds a handle to CostPredictor and reaches PowerPredictor."""
 
     @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202, dependencies=[WRITE],
-              responses=responses(401, 403, 409, 413))
+              responses=responses(401, 403, 409, 413, 415))
     async def retrain(self, request: RetrainRequest) -> RetrainJob:
         """Start retraining a model, one attempt at a time per model: the power forecaster (Ray Train) on a CSV
         in the server's args.retrain.data_dir (default: args.retrain.data) or on the telemetry store

@@ -54,7 +54,7 @@ power_api.add_middleware(_ServeAtPrefix)
 
 
 @power_api.post("/", response_model=PowerPredictionResponse, summary="Predict Power", dependencies=[READ],
-                responses=responses(401, 404, 413, 503))
+                responses=responses(401, 404, 413, 415, 503))
 async def predict_power(request: PowerPredictionRequest,
                         replica: Annotated[PowerPredictor, Depends(serving_replica)]) -> PowerPredictionResponse:
     """Forecast power for every step of the horizon, with interval and confidence, by the served model of the

@@ -23,7 +23,7 @@ def batch_status(record: dict) -> BatchStatus:
 
 
 @router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, dependencies=[READ],
-             responses=responses(401, 413, 503))
+             responses=responses(401, 413, 415, 503))
 async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> CostPredictionResponse:
     """Estimate the cost of a resource request, with breakdown and interval."""
     try:  # the model runs in this replica (under a millisecond): a request takes one hop, like the power route's
@@ -36,7 +36,7 @@ async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> Cost
 
 
 @router.post("/api/v1/predict/batch", response_model=BatchStatus, status_code=202, dependencies=[WRITE],
-             responses=responses(401, 403, 413, 429, 503))
+             responses=responses(401, 403, 413, 415, 429, 503))
 async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
     """Queue many power/cost requests; read the results back by batch id (kept for args.batches.retention
     after the batch ends)."""

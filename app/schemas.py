@@ -39,7 +39,8 @@ class _Body(BaseModel):
 
 class PowerFeatures(_Body):
     """Recent telemetry, oldest first, one value per step of the model that answers (`step_seconds` in the
-    response; GET /api/v1/models lists each model's step and horizon); lists may be shorter than its window."""
+    response; GET /api/v1/models lists each model's step and horizon). Lists may be shorter than its window and
+    of different lengths: each list's last value is at `end_time`."""
 
     power_watts: list[Watts] | None = _history(
         "measured power, W; without it the window comes from stored telemetry (node_id, or a workload_id the config "

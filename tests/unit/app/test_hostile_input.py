@@ -7,6 +7,7 @@ Regressions of issue 10: a chunked body over the limit was parsed; "9"*400 as a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from types import SimpleNamespace
@@ -129,6 +130,21 @@ def test_a_body_too_deep_to_parse_is_400_naming_the_body(power):
     response = power.post("/", content=deep, headers={"content-type": "application/json"})
     assert response.status_code == 400 and only_detail(response)["loc"] == ["body"]
     assert "not valid JSON" in only_detail(response)["msg"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_sent_as_another_type_is_415_naming_the_header(power, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    response = power.post("/", content=json.dumps(REQUEST), headers=headers)
+    assert response.status_code == 415 and only_detail(response)["loc"] == ["header", "content-type"]
+    assert "application/json" in only_detail(response)["msg"]
+
+
+def test_json_media_types_and_non_object_json_keep_their_answers(power):
+    charset = power.post("/", content=json.dumps(REQUEST), headers={"content-type": "application/json; charset=utf-8"})
+    array = power.post("/", json=[REQUEST])
+    assert charset.status_code == 200
+    assert array.status_code == 422 and only_detail(array)["loc"] == ["body"]
 
 
 def test_many_bad_values_get_a_short_answer(power):
