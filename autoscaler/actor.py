@@ -36,8 +36,8 @@ from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
-from core.actors import ActorUnavailable, NamedActor
-from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, NAMESPACE, SUPERVISOR_ACTOR
+from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
+from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, SUPERVISOR_ACTOR
 from core.stores.remote import RemoteStore
 
 logger = logging.getLogger(__name__)
@@ -208,45 +208,24 @@ class ScalingControllerService:
         return self.controller.state.events(policy, since, limit)
 
 
-def _running_controller() -> ray.actor.ActorHandle | None:
-    try:
-        return ray.get_actor(CONTROLLER_ACTOR, namespace=NAMESPACE)
-    except ValueError:
-        return None
-
-
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:
     """The cluster's controller actor with these settings (detached, pinned to the head node): a running one
     started with the same settings and autoscaler config is kept, one started otherwise is replaced."""
-    running = _running_controller()
-    if running is not None:
-        wanted = settings.fingerprint(load_autoscaler_config(settings.config_path))
-        try:
-            if ray.get(running.fingerprint.remote(), timeout=CALL_TIMEOUT_S) == wanted:
-                return running
-        except (AttributeError, GetTimeoutError, RayActorError):  # an older version, or not answering
-            pass
-        logger.info("scaling controller: settings changed, replacing the running controller")
-        stop_controller()
-    return ray.remote(ScalingControllerService).options(
-        name=CONTROLLER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
-        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
-    ).remote(settings.model_dump())
+    wanted = settings.fingerprint(load_autoscaler_config(settings.config_path))
+    return start_head_singleton(ScalingControllerService, CONTROLLER_ACTOR, wanted, stop_controller,
+                                settings.model_dump(), timeout_s=CALL_TIMEOUT_S)
 
 
 def stop_controller(timeout_s: float = 60.0) -> bool:
     """End the controller actor if it runs (it gives its lease up first); True when there was one."""
-    running = _running_controller()
+    running = find_actor(CONTROLLER_ACTOR)
     if running is None:
         return False
     try:
         ray.get(running.stop.remote(), timeout=CALL_TIMEOUT_S)
     except (AttributeError, GetTimeoutError, RayActorError):  # the lease then expires on its own
         pass
-    ray.kill(running, no_restart=True)
-    deadline = time.monotonic() + timeout_s
-    while _running_controller() is not None and time.monotonic() < deadline:  # until its name is free
-        time.sleep(0.2)
+    kill_and_wait(CONTROLLER_ACTOR, running, timeout_s)
     return True
 
 

@@ -1,13 +1,19 @@
-"""One client for the cluster's named actors (store, collector supervisor, scaling controller, retrain scheduler)."""
+"""The cluster's named actors (store, collector supervisor, scaling controller, retrain scheduler): one client
+for calling them, and the lifecycle of the singletons pinned to the head node."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from core.names import NAMESPACE
+
+logger = logging.getLogger(__name__)
 
 
 class ActorUnavailable(RuntimeError):
@@ -45,3 +51,39 @@ class NamedActor:
             return ray.get(getattr(actor, method).remote(*args), timeout=self.timeout_s)
         except (GetTimeoutError, RayActorError) as exc:
             raise self.error(f"{self.description} did not answer: {type(exc).__name__}{self.hint}") from exc
+
+
+def find_actor(name: str, namespace: str = NAMESPACE) -> ray.actor.ActorHandle | None:
+    """The handle of the actor registered as `name`, or None."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def start_head_singleton(service: type, name: str, fingerprint: str, stop: Callable[[], object], *args: Any,
+                         timeout_s: float = 15.0) -> ray.actor.ActorHandle:
+    """The cluster's one `service` actor called `name`: detached, pinned to the head node and restarted after a
+    failure. A running one whose `fingerprint()` answers `fingerprint` is kept; any other (started with other
+    settings, an older version, one not answering) is ended by `stop` and a new one started with `args`."""
+    running = find_actor(name)
+    if running is not None:
+        try:
+            if ray.get(running.fingerprint.remote(), timeout=timeout_s) == fingerprint:
+                return running
+        except (AttributeError, GetTimeoutError, RayActorError):
+            pass
+        logger.info("%s: settings changed, replacing the running actor", name)
+        stop()
+    return ray.remote(service).options(
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
+        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
+    ).remote(*args)
+
+
+def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) -> None:
+    """End the actor for good and wait, at most `timeout_s`, until its name is free for a new one."""
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while find_actor(name) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -20,8 +20,8 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from core.actors import NamedActor
-from core.names import NAMESPACE, SCHEDULER_ACTOR
+from core.actors import NamedActor, find_actor, kill_and_wait, start_head_singleton
+from core.names import SCHEDULER_ACTOR
 from core.records import RecordStore
 from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings, fail_interrupted
 
@@ -65,44 +65,23 @@ class RetrainSchedulerService:
         self._live[accuracy.model_id] = accuracy
 
 
-def _running_scheduler() -> ray.actor.ActorHandle | None:
-    try:
-        return ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE)
-    except ValueError:
-        return None
-
-
 def start_scheduler(settings: SchedulerSettings) -> ray.actor.ActorHandle:
     """The cluster's scheduler actor with these settings (detached, pinned to the head node): a running one
     started with the same settings is kept, one started otherwise is replaced."""
-    running = _running_scheduler()
-    if running is not None:
-        try:
-            if ray.get(running.fingerprint.remote(), timeout=CALL_TIMEOUT_S) == settings.fingerprint():
-                return running
-        except (AttributeError, GetTimeoutError, RayActorError):  # an older version, or not answering
-            pass
-        logger.info("retrain scheduler: settings changed, replacing the running scheduler")
-        stop_scheduler()
-    return ray.remote(RetrainSchedulerService).options(
-        name=SCHEDULER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
-        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
-    ).remote(settings.model_dump())
+    return start_head_singleton(RetrainSchedulerService, SCHEDULER_ACTOR, settings.fingerprint(), stop_scheduler,
+                                settings.model_dump(), timeout_s=CALL_TIMEOUT_S)
 
 
 def stop_scheduler(timeout_s: float = 60.0) -> bool:
     """End the scheduler actor if it runs, failing the attempt it was running; True when there was one."""
-    running = _running_scheduler()
+    running = find_actor(SCHEDULER_ACTOR)
     if running is None:
         return False
     try:
         settings = SchedulerSettings.model_validate(ray.get(running.settings_dict.remote(), timeout=CALL_TIMEOUT_S))
     except (AttributeError, GetTimeoutError, RayActorError):
         settings = None
-    ray.kill(running, no_restart=True)
-    deadline = time.monotonic() + timeout_s
-    while _running_scheduler() is not None and time.monotonic() < deadline:  # until its name is free
-        time.sleep(0.2)
+    kill_and_wait(SCHEDULER_ACTOR, running, timeout_s)
     if settings is not None:
         fail_interrupted(RecordStore(settings.state_path, "retrain"), settings.model_id)
     return True
