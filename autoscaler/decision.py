@@ -38,7 +38,6 @@ class PolicyState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     last_scale_at: datetime | None = None
-    last_decision: ScalingDecision | None = None
     recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
 
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None) -> PolicyState:
@@ -48,8 +47,7 @@ class PolicyState(BaseModel):
         recent = self.recent
         if decision.recommended_replicas is not None:
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
-        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, last_decision=decision,
-                           recent=recent)
+        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent)
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:

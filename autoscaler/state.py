@@ -1,4 +1,4 @@
-"""The controller's durable state: policies, each policy's cooldown clock and last decision, events, the
+"""The controller's durable state: policies, each policy's cooldown clock and recent recommendations, events, the
 actuations in flight (intents), and the lease that lets one controller act on targets.
 
 One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it had.
@@ -15,6 +15,7 @@ caller's, and renews it; an intent is only written while its writer holds the le
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -188,7 +189,11 @@ class ControllerState:
 
     def policy_state(self, name: str) -> PolicyState:
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
-        return PolicyState.model_validate_json(rows[0][0]) if rows else PolicyState()
+        if not rows:
+            return PolicyState()
+        body = json.loads(rows[0][0])
+        body.pop("last_decision", None)  # stored until 2026-12; the events hold every decision
+        return PolicyState.model_validate(body)
 
     # --- events and intents ------------------------------------------------------------------------------
 

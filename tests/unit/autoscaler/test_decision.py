@@ -5,6 +5,8 @@ Defaults below: 1000 W per node, scale out above 80 %, scale in below 50 %, cool
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +23,7 @@ from autoscaler.schema import (
     ScalingPolicy,
     StatefulSetTarget,
 )
+from autoscaler.state import ControllerState
 from tests.factories import make_policy
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -132,10 +135,24 @@ def test_a_change_still_in_flight_holds_the_target_past_the_cooldown(ago, action
     assert decision.action is action and phrase in decision.reason, decision.reason
 
 
+def test_a_state_stored_with_its_last_decision_still_loads(tmp_path):
+    """Versions before 2026-12 stored the last decision beside the cooldown clock (nothing read it)."""
+    path = tmp_path / "s.sqlite"
+    state = ControllerState(path)
+    state.put_policy(make_policy(name="p"), NOW)
+    held = run(make_policy(), observe([650, 650]))
+    expected = PolicyState().after(held)
+    older = {**expected.model_dump(mode="json"), "last_decision": held.model_dump(mode="json")}
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", ("p", json.dumps(older)))
+    assert state.policy_state("p") == expected
+
+
 def test_state_after_restarts_cooldown_only_on_change():
     state = PolicyState()
     held = run(make_policy(), observe([650, 650]))
-    assert state.after(held).last_scale_at is None and state.after(held).last_decision == held
+    after = state.after(held)
+    assert after.last_scale_at is None and after.recent[-1].replicas == held.recommended_replicas
     scaled = run(make_policy(), observe([950, 950]))
     assert state.after(scaled).last_scale_at == NOW
 
