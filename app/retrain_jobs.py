@@ -170,8 +170,7 @@ class RetrainJobs:
                                                                            else {})
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
         spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
-                           num_workers=defaults.num_workers, use_gpu=defaults.use_gpu,
-                           cpus_per_worker=defaults.cpus_per_worker, skip_short=request.source == "store",
+                           scaling=defaults.train_scaling(), skip_short=request.source == "store",
                            verbose=False)
         try:
             spec.effective_config()  # refuse now what the job would refuse later

@@ -24,6 +24,7 @@ from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP,
 from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
 from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
+from training.power.scaling import TrainScaling
 from training.power.scheduler import SchedulerSettings
 from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
@@ -58,8 +59,9 @@ class RetrainSchedule(BaseModel):
                                "held-out MAE (acts once live accuracy is reported); null: never")
 
 
-class RetrainDefaults(BaseModel):
-    """How retraining runs: `POST /api/v1/models/retrain` when the request does not say, and the schedule."""
+class RetrainDefaults(TrainScaling):
+    """How retraining runs: `POST /api/v1/models/retrain` when the request does not say, and the schedule (Ray
+    Train's scaling flat beside the rest: `num_workers`, `use_gpu`, `cpus_per_worker`, `resources_per_worker`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,9 +70,6 @@ class RetrainDefaults(BaseModel):
                                                    "(none: requests may not name files)")
     cost_data: str | None = Field(None, description="CSV of past jobs the cost model retrains on (default: jobs "
                                                     "generated from the price catalog)")
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
     schedule: RetrainSchedule = RetrainSchedule()
 
 
@@ -176,7 +175,7 @@ class AppArgs(BaseModel):
             state_path=self.state_path, model_path=self.model_path or load_training_config(self.config_path).model_path,
             config_path=self.config_path, model_id=self.power_model_id, interval_s=interval, since_s=schedule.since,
             degradation_factor=schedule.retrain_on_degradation_factor, check_s=min(30.0, max(1.0, interval / 4)),
-            num_workers=retrain.num_workers, use_gpu=retrain.use_gpu, cpus_per_worker=retrain.cpus_per_worker)
+            scaling=retrain.train_scaling())
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""

@@ -66,9 +66,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise ValueError("--train-fraction: no test part left to replay (series too short for the sequence length)")
-    forecaster, weights, _ = train_served(prepared, model_config, num_workers=options.num_workers,
-                                                use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
-                                                verbose=options.verbose)
+    forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
     calibrated = forecaster.forecast(test.inputs, test.last_power)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []

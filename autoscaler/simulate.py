@@ -38,7 +38,15 @@ from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
+from training.cli import (
+    add_model_flags,
+    duration_arg,
+    fraction_arg,
+    load_with_overrides,
+    output_path,
+    run_cli,
+    train_scaling,
+)
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
                    "train_fraction": 0.8, "margin": 10.0, "step": 600}
@@ -101,8 +109,7 @@ def load_policy(path: str | Path, label: str = "--policy") -> ScalingPolicy:
 
 
 def train_options(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                        verbose=not args.quiet)
+    return TrainOptions(scaling=train_scaling(args), verbose=not args.quiet)
 
 
 def run_simulation(args: argparse.Namespace) -> dict[str, Any]:

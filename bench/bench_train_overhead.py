@@ -39,6 +39,7 @@ from training.power.fit import (  # noqa: E402
 )
 from training.power.ray_trainer import train_power_lstm  # noqa: E402
 from training.power.recency import recency_weights, window_ages  # noqa: E402
+from training.power.scaling import TrainScaling  # noqa: E402
 from training.power.train_loop import WeightedChallenger  # noqa: E402
 from training.power.windows import Role  # noqa: E402
 from training.settings import PowerPredictorConfig, TrainingConfig, default_max_gap  # noqa: E402
@@ -90,9 +91,10 @@ def main() -> None:
     plain = plain_seconds(fit, val, model_config, power_std)
     cpus = os.cpu_count() or 1
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    all_cpus = TrainScaling(cpus_per_worker=float(cpus))
     try:
         started = time.monotonic()
-        weights = train_power_lstm(fit, val, model_config, power_std, cpus_per_worker=float(cpus), verbose=False)
+        weights = train_power_lstm(fit, val, model_config, power_std, scaling=all_cpus, verbose=False)
         whole = time.monotonic() - started
         with_challenger = None
         if args.challenger:
@@ -101,8 +103,7 @@ def main() -> None:
                 recency_weights(window_ages(prepared, prepared.windows(role)), half_life)
                 for role in (Role.FIT, Role.CALIB)))
             started = time.monotonic()
-            train_power_lstm(fit, val, model_config, power_std, cpus_per_worker=float(cpus), verbose=False,
-                             challenger=challenger)
+            train_power_lstm(fit, val, model_config, power_std, scaling=all_cpus, verbose=False, challenger=challenger)
             with_challenger = time.monotonic() - started
     finally:
         ray.shutdown()

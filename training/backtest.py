@@ -25,6 +25,7 @@ from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData, prepare
 from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
+from training.power.scaling import TrainScaling
 from training.power.served import fit_gbm, train_served
 from training.power.windows import Role, Windows
 from training.settings import TrainingConfig
@@ -38,9 +39,7 @@ OWN = (*FORECASTERS, *MODES)  # every other forecast in a report is a baseline
 class TrainOptions:
     """How the LSTM trains (Ray Train scaling) and whether it prints progress."""
 
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float | None = 1.0  # None: ray_trainer.free_cpus_each
+    scaling: TrainScaling = TrainScaling()
     verbose: bool = True
 
 
@@ -68,8 +67,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                            train_fraction=train_fraction)
-        forecaster, weights, partner = train_served(prepared, model_config, num_workers=options.num_workers,
-                                                    use_gpu=options.use_gpu, cpus_per_worker=options.cpus_per_worker,
+        forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
                                                     verbose=options.verbose)
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,

@@ -15,6 +15,7 @@ from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
+from training.power.scaling import TrainScaling
 from training.settings import TrainingConfig, load_training_config
 
 
@@ -119,6 +120,13 @@ def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: st
                         help=f"CPUs each Ray Train worker reserves, and torch's threads in it (default: "
                              f"{cpus_per_worker_default})")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
+def train_scaling(args: argparse.Namespace, cpus_per_worker_default: float | None = None) -> TrainScaling:
+    """Ray Train's scaling from `add_model_flags`' flags (and --resources-per-worker, where the command has it)."""
+    return TrainScaling(num_workers=args.num_workers, use_gpu=args.use_gpu,
+                        cpus_per_worker=args.cpus_per_worker or cpus_per_worker_default,
+                        resources_per_worker=getattr(args, "resources_per_worker", {}))
 
 
 def model_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> ModelOverrides:

@@ -20,7 +20,15 @@ from typing import Any
 from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions, backtest
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
+from training.cli import (
+    add_model_flags,
+    duration_arg,
+    fraction_arg,
+    load_with_overrides,
+    output_path,
+    run_cli,
+    train_scaling,
+)
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -55,8 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _options(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                        verbose=not args.quiet)
+    return TrainOptions(scaling=train_scaling(args), verbose=not args.quiet)
 
 
 def run_backtest(args: argparse.Namespace) -> dict[str, Any]:

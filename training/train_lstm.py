@@ -28,7 +28,7 @@ from core.registry import ModelRegistry
 from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli
+from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli, train_scaling
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import RetrainSpec
 from training.power.tune_report import with_best_settings
@@ -75,8 +75,7 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
             config = with_best_settings(config, args.settings_from, step_s=args.step)
         return RetrainSpec(config=config, overrides=model_overrides(args, horizon_s=args.horizon),
                            model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
-                           num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
-                           resources_per_worker=args.resources_per_worker, skip_short=args.from_store,
+                           scaling=train_scaling(args), skip_short=args.from_store,
                            verbose=not args.quiet)
     except ValidationError as exc:
         raise ConfigError(format_errors("command line", exc)) from None

@@ -27,6 +27,7 @@ from training.cli import (
     positive_int,
     resources_arg,
     run_cli,
+    train_scaling,
 )
 from training.power.tune_search import SearchPlan, run_search
 from training.settings import TrainingConfig, load_training_config
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         config = base_config(args)
         plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
-                          num_workers=args.num_workers, use_gpu=args.use_gpu,
-                          cpus_per_worker=args.cpus_per_worker or 1.0,
-                          resources_per_worker=args.resources_per_worker, skip_short=args.from_store,
+                          scaling=train_scaling(args, cpus_per_worker_default=1.0), skip_short=args.from_store,
                           verbose=not args.quiet)
         source = "telemetry store" if args.from_store else args.data
         report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)

@@ -36,8 +36,9 @@ def untrained(units: float, refit_units: float | None = None) -> Callable[..., T
 
         refit = bool(options.get("refit"))
         refit_state = shifted(units if refit_units is None else refit_units) if refit else None
+        scaling = options["scaling"]
         return TrainedWeights(state_dict=shifted(units), best_epoch=1, epochs_run=1, best_val_mae_watts=0.0,
-                              duration_s=0.0, num_workers=options["num_workers"], use_gpu=options["use_gpu"],
+                              duration_s=0.0, num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                               relative_power=model_config.relative_power,
                               refit_state_dict=refit_state, refit_epochs=1 if refit else 0)
 

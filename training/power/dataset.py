@@ -7,7 +7,7 @@ Used by `train_lstm` (train fraction 1.0: everything trains, the tail calibrates
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from training.power.fit import SupervisedArrays
 from training.power.forecaster import Architecture, PowerForecaster
 from training.power.ray_trainer import TrainedWeights, train_power_lstm
 from training.power.recency import recency_weights, window_ages
+from training.power.scaling import ONE_WORKER, TrainScaling
 from training.power.train_loop import WeightedChallenger
 from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
@@ -117,9 +118,8 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
             f"(longest gap-free stretch): {detail}; use a shorter --sequence-length or step, or drop them")
 
 
-def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *, num_workers: int = 1,
-                     use_gpu: bool = False, cpus_per_worker: float | None = 1.0, verbose: bool = True,
-                     storage_path: str | None = None, resources_per_worker: Mapping[str, float] | None = None,
+def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *,
+                     scaling: TrainScaling = ONE_WORKER, verbose: bool = True, storage_path: str | None = None,
                      callbacks: Sequence[UserCallback] = (), refit: bool = True, half_life: float | None = None,
                      ) -> tuple[PowerForecaster, TrainedWeights]:
     """Train with Ray Train on FIT windows, early-stop and calibrate on the CALIB tail, both with the measured
@@ -140,8 +140,7 @@ def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig,
                                         recency_weights(window_ages(prepared, calib_windows), half_life))
     weights = train_power_lstm(
         SupervisedArrays.from_windows(fit_windows, power_std), SupervisedArrays.from_windows(calib_windows, power_std),
-        model_config, power_std, num_workers=num_workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker,
-        verbose=verbose, storage_path=storage_path, resources_per_worker=resources_per_worker, callbacks=callbacks,
+        model_config, power_std, scaling=scaling, verbose=verbose, storage_path=storage_path, callbacks=callbacks,
         target_calendar=prepared.pipeline.target_calendar, refit=refit, challenger=challenger,
     )
     architecture = Architecture(

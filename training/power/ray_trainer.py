@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from training.power.checkpoint_storage import check_after_run, check_before_run,
 from training.power.fit import FitHistory, SupervisedArrays
 from training.power.local_ray import start_local_ray, started_here
 from training.power.model import TargetCalendar
+from training.power.scaling import ONE_WORKER, TrainScaling
 from training.power.train_loop import HISTORY_FILE, REFIT_FILE, WEIGHTS_FILE, WeightedChallenger, train_loop
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
@@ -66,11 +67,8 @@ def train_power_lstm(
     model_config: PowerPredictorConfig,
     power_std: float,
     *,
-    num_workers: int = 1,
-    use_gpu: bool = False,
-    cpus_per_worker: float | None = 1.0,
+    scaling: TrainScaling = ONE_WORKER,
     storage_path: str | None = None,
-    resources_per_worker: Mapping[str, float] | None = None,
     callbacks: Sequence[UserCallback] = (),
     verbose: bool = True,
     target_calendar: TargetCalendar = (),
@@ -83,11 +81,10 @@ def train_power_lstm(
     Args:
         train_arrays: FIT windows. val_arrays: CALIB windows (the held-out tail of the training part).
         model_config: sizes and optimizer settings. power_std: watts per model unit (for readable MAE).
-        num_workers, use_gpu, cpus_per_worker: Ray Train `ScalingConfig` (cpus_per_worker None: `free_cpus_each` on
-            a Ray this call started, else 1).
+        scaling: Ray Train's workers and what each reserves (cpus_per_worker None: `free_cpus_each` on a Ray this
+            call started, else 1).
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default); must be
-            reachable from every machine of the run. resources_per_worker: custom resources each worker reserves
-            besides its CPUs/GPU (e.g. {"trainer": 1} to put one worker on each node offering one).
+            reachable from every machine of the run.
         callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
         target_calendar: the calendar inputs of the model's per-lead head (FeaturePipeline.target_calendar).
         refit: refine the early-stopped weights on FIT and CALIB together (not for a Tune trial's run).
@@ -103,8 +100,9 @@ def train_power_lstm(
         raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
     if not ray.is_initialized():
         start_local_ray(verbose)
-    cpus_per_worker = cpus_per_worker or (free_cpus_each(num_workers) if started_here() else 1.0)
-    needs = worker_needs(cpus_per_worker, use_gpu, resources_per_worker)
+    num_workers, use_gpu = scaling.num_workers, scaling.use_gpu
+    cpus_per_worker = scaling.cpus_per_worker or (free_cpus_each(num_workers) if started_here() else 1.0)
+    needs = worker_needs(cpus_per_worker, use_gpu, scaling.resources_per_worker)
     check_before_run(storage_path, needs)
     config = {
         "train_ref": ray.put(train_arrays),
@@ -126,7 +124,7 @@ def train_power_lstm(
             train_loop,
             train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cpus_per_worker, **(resources_per_worker or {})}),
+                                         resources_per_worker={"CPU": cpus_per_worker, **scaling.resources_per_worker}),
             run_config=RunConfig(
                 name=f"power_lstm_{int(time.time())}_{uuid.uuid4().hex[:8]}",  # unique in a shared storage_path
                 storage_path=storage_path or scratch,

@@ -44,10 +44,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
-    forecaster, weights, _ = train_served(prepared, model_config, num_workers=spec.num_workers,
-                                                use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
-                                                verbose=spec.verbose, storage_path=config.storage_path,
-                                                resources_per_worker=spec.resources_per_worker)
+    forecaster, weights, _ = train_served(prepared, model_config, scaling=spec.scaling, verbose=spec.verbose,
+                                          storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)

@@ -6,11 +6,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from core.durations import format_duration
 from core.registry_metadata import ModelId
 from core.settings import ConfigError, Duration, format_errors
+from training.power.scaling import TrainScaling
 from training.settings import TrainingConfig
 
 FrameSource = pd.DataFrame | Callable[[int], pd.DataFrame]
@@ -92,13 +93,7 @@ class RetrainSpec(BaseModel):
     model_id: ModelId = "power_lstm"
     holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="last share of every series never trained on")
     activation: Activation = "if_better"
-    num_workers: PositiveInt = Field(1, description="Ray Train workers")
-    use_gpu: bool = False
-    cpus_per_worker: float | None = Field(1.0, gt=0, description="None: a Ray of one machine the run starts shares "
-                                          "its free CPUs among the workers (ray_trainer.free_cpus_each), else 1")
-    resources_per_worker: dict[str, NonNegativeFloat] = Field(
-        default_factory=dict, description="custom Ray resources each worker reserves besides its CPUs, e.g. "
-        '{"trainer": 1} so that each node offering one trainer hosts one worker')
+    scaling: TrainScaling = TrainScaling()
     skip_short: bool = Field(False, description="leave out series too short for one window instead of failing")
     verbose: bool = Field(True, description="per-epoch progress lines from the Ray Train workers")
 

@@ -35,6 +35,7 @@ from core.registry import ModelRegistry
 from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
 from training.power.retrain_spec import ModelOverrides, RetrainSpec
+from training.power.scaling import TrainScaling
 from training.retrain_attempt import Trigger, run_attempt
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning
@@ -59,9 +60,7 @@ class SchedulerSettings(BaseModel):
     degradation_factor: float | None = Field(1.5, gt=1, description="retrain early when the champion's live MAE "
                                                                      "exceeds this times its held-out MAE")
     check_s: float = Field(30.0, gt=0, description="how often to look at what is due")
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    scaling: TrainScaling = TrainScaling()
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -146,8 +145,7 @@ class RetrainScheduler:
         try:
             spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
                                overrides=ModelOverrides().keeping_shape(self.registry.feature_spec(settings.model_id)),
-                               num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                               cpus_per_worker=settings.cpus_per_worker, skip_short=True, verbose=False)
+                               scaling=settings.scaling, skip_short=True, verbose=False)
         except ConfigError as exc:  # the config file became invalid since the app started
             self.records.update(record["id"], status="failed", message=f"train_lstm: error: {exc}")
             self.locks.release(settings.model_id, record["id"])

@@ -17,7 +17,7 @@ import time
 
 import pandas as pd
 import ray
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
@@ -25,6 +25,7 @@ from ray.tune.search import BasicVariantGenerator
 from training.power.checkpoint_storage import check_before_run, worker_needs
 from training.power.dataset import PreparedData, prepare
 from training.power.local_ray import start_local_ray
+from training.power.scaling import TrainScaling
 from training.power.tune_report import TUNED_KEYS, DataFacts, SearchFacts, TrialOutcome, TuneReport
 from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout, TrialData, run_trial
 from training.power.windows import NotEnoughData
@@ -46,10 +47,7 @@ class SearchPlan(BaseModel):
     trials: PositiveInt = 8
     time_budget_s: PositiveInt | None = None
     holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    num_workers: PositiveInt = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    resources_per_worker: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    scaling: TrainScaling = TrainScaling()  # each trial's run; cpus_per_worker None reserves 1
     skip_short: bool = False
     verbose: bool = True
 
@@ -145,12 +143,12 @@ def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *,
     holdout = CommonHoldout.of(prepared, max(lengths))
     if not ray.is_initialized():
         start_local_ray(plan.verbose)
-    needs = worker_needs(plan.cpus_per_worker, plan.use_gpu, plan.resources_per_worker)
+    scaling = plan.scaling.model_copy(update={"cpus_per_worker": plan.scaling.cpus_per_worker or 1.0})
+    needs = worker_needs(scaling.cpus_per_worker, scaling.use_gpu, scaling.resources_per_worker)
     check_before_run(config.storage_path, needs)
-    per_trial = plan.num_workers * plan.cpus_per_worker
+    per_trial = scaling.num_workers * scaling.cpus_per_worker
     concurrent = max(1, min(plan.trials, math.floor(ray.cluster_resources().get("CPU", 1.0) / per_trial)))
-    data = TrialData(prepared, holdout, base, plan.num_workers, plan.use_gpu, plan.cpus_per_worker,
-                     config.storage_path, dict(plan.resources_per_worker))
+    data = TrialData(prepared, holdout, base, scaling, config.storage_path)
     defaults = defaults_of(base)
     grace = max(1, min(base.epochs, max(base.min_epochs, base.epochs // 6)))
     scheduler = BaselineKeepingASHA(defaults, time_attr="training_iteration", metric=VAL_METRIC, mode="min",
@@ -176,7 +174,7 @@ def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *,
                       features=list(config.features), holdout_fraction=plan.holdout_fraction,
                       holdout_points=holdout.points)
     search = SearchFacts(trials_requested=plan.trials, time_budget_s=plan.time_budget_s,
-                         elapsed_s=round(time.monotonic() - started, 1), num_workers=plan.num_workers,
+                         elapsed_s=round(time.monotonic() - started, 1), num_workers=scaling.num_workers,
                          max_concurrent_trials=concurrent, seed=base.seed,
                          scheduler=f"ASHA on {VAL_METRIC}: grace {grace} epochs, reduction factor "
                                    f"{REDUCTION_FACTOR}, at most {base.epochs} epochs")

@@ -7,7 +7,7 @@ best epoch's weights); a trial that ends on its own reports its holdout MAE once
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from training.metrics import point_metrics
 from training.power.dataset import PreparedData, train_forecaster
 from training.power.forecaster import PowerForecaster
+from training.power.scaling import TrainScaling
 from training.power.windows import NotEnoughData, Role
 from training.settings import PowerPredictorConfig
 
@@ -59,11 +60,8 @@ class TrialData:
     prepared: PreparedData
     holdout: CommonHoldout
     base: PowerPredictorConfig  # the configured settings; a trial replaces the tuned ones
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    scaling: TrainScaling = TrainScaling()
     storage_path: str | None = None
-    resources_per_worker: dict[str, float] = field(default_factory=dict)
 
     def settings(self, tuned: dict[str, Any]) -> PowerPredictorConfig:
         """A trial's settings: it trains the one power input it was given (the search tries both; a second run in
@@ -90,9 +88,8 @@ def run_trial(tuned: dict[str, Any], data: TrialData) -> None:
     model_config = data.settings(tuned)
     prepared = replace(data.prepared, sequence_length=model_config.sequence_length)
     forecaster, weights = train_forecaster(
-        prepared, model_config, num_workers=data.num_workers, use_gpu=data.use_gpu,
-        cpus_per_worker=data.cpus_per_worker, verbose=False, storage_path=data.storage_path,
-        resources_per_worker=data.resources_per_worker, callbacks=[EpochsToTune()],
+        prepared, model_config, scaling=data.scaling, verbose=False, storage_path=data.storage_path,
+        callbacks=[EpochsToTune()],
         refit=False)  # a trial is scored on the early-stopped weights; the chosen settings retrain with a refit
     tune.report({VAL_METRIC: weights.best_val_mae_watts, SCORE: data.holdout.mae(forecaster),
                  "epochs_run": weights.epochs_run, "best_epoch": weights.best_epoch})

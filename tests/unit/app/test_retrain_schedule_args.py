@@ -22,7 +22,7 @@ def test_the_interval_is_the_configs_model_update_interval(tmp_path):
     assert settings is not None
     assert (settings.interval_s, settings.since_s, settings.degradation_factor) == (7200, 14 * 86400, 1.5)
     assert (settings.state_path, settings.model_path) == (str(tmp_path / "state"), str(tmp_path / "models"))
-    assert (settings.model_id, settings.num_workers, settings.check_s) == ("power_lstm", 2, 30.0)
+    assert (settings.model_id, settings.scaling.num_workers, settings.check_s) == ("power_lstm", 2, 30.0)
 
 
 def test_the_schedule_can_override_the_interval_span_and_factor(tmp_path):

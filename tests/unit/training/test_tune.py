@@ -95,7 +95,7 @@ def test_train_lstm_records_the_storage_path_and_the_worker_options(tmp_path, mo
     assert seen["storage_path"] == "s3://from-env/runs"
     assert train_lstm.main([*common, "--storage-path", "/mnt/shared/runs", "--resources-per-worker",
                             '{"trainer": 1}']) == 0
-    assert seen["storage_path"] == "/mnt/shared/runs" and seen["resources_per_worker"] == {"trainer": 1.0}
+    assert seen["storage_path"] == "/mnt/shared/runs" and seen["scaling"].resources_per_worker == {"trainer": 1.0}
     _, metadata = ModelRegistry(models).get("power_lstm", 2)
     assert metadata.config["storage_path"] == "/mnt/shared/runs"
     assert metadata.training["worker_nodes"] == []  # the fake trainer runs no Ray workers
