@@ -487,23 +487,30 @@ def small_config(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.mark.slow
-def test_train_gbm_cli_publishes_version_1(tmp_path, small_config, capsys):
+def test_train_gbm_cli_publishes_and_activates_by_the_champion_challenger_rule(tmp_path, small_config, capsys):
     root = tmp_path / "registry"
-    rc = train_gbm(["--records", "400", "--seed", "3", "--model-path", str(root), "--config", str(small_config)])
+    common = ["--model-path", str(root), "--config", str(small_config)]
+    rc = train_gbm(["--records", "400", "--seed", "3", *common])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "no job records given: training on 400 records generated from the price catalog configs/prices.yaml" in err
+    assert "train_gbm: activated: no active model" in err
     folder, metadata = ModelRegistry(root).get("cost_gbm")
     assert metadata.version == 1 and metadata.model_type == "lightgbm"
     assert ModelRegistry(root).active_version("cost_gbm") == 1
-    assert {"mae", "mape", "coverage"} <= set(metadata.metrics)
+    assert {"mae", "mape", "coverage", "n_holdout"} <= set(metadata.metrics)
     assert CostModel.load(folder).predict(TYPICAL[0]).model_version == "cost_gbm/1"
 
     csv = tmp_path / "jobs.csv"
     generate_job_records(300, seed=5).to_csv(csv, index=False)
-    rc = train_gbm(["--data", str(csv), "--model-path", str(root), "--config", str(small_config)])
-    assert rc == 0, capsys.readouterr().err
-    assert ModelRegistry(root).active_version("cost_gbm") == 2
+    assert train_gbm(["--data", str(csv), "--no-activate", *common]) == 0
+    assert "NOT activated" in capsys.readouterr().err and ModelRegistry(root).active_version("cost_gbm") == 1
+    assert train_gbm(["--data", str(csv), *common]) == 0  # v1 and v3 scored on the same held-out jobs
+    err = capsys.readouterr().err
+    assert "on the same held-out jobs: MAE" in err
+    assert ("train_gbm: activated" in err) == (ModelRegistry(root).active_version("cost_gbm") == 3), err
+    assert train_gbm(["--data", str(csv), "--force-activate", *common]) == 0
+    assert ModelRegistry(root).active_version("cost_gbm") == 4
 
 
 @pytest.mark.slow

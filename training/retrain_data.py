@@ -17,7 +17,7 @@ from core.durations import format_duration, parse_duration
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cost.catalog import PriceCatalog, generate_job_records
-from training.train_gbm import load_job_records
+from training.cost.job_records import load_job_records
 
 DEFAULT_STORE_SPAN = "14d"
 GENERATED_JOBS = 20_000  # as `train_gbm` without --data

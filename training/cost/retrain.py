@@ -111,8 +111,9 @@ class CostRetrainResult(BaseModel):
         m, label = self.metrics, " (trained on SYNTHETIC jobs: for demos only)" if self.synthetic else ""
         state = "activated" if self.activated else "NOT activated"
         return [f"registered {self.model_id} version {self.version}{label}; holdout MAE {m['mae']:.2f} "
-                f"{self.currency}, MAPE {m['mape']:.1f}%, {m['nominal_coverage']:.0%} interval covers "
-                f"{m['coverage']:.1%}", f"{state}: {self.reason}"]
+                f"{self.currency}, MAPE {m['mape']:.1f}% (list price {m['list_price_mape']:.1f}%), "
+                f"{m['nominal_coverage']:.0%} interval covers {m['coverage']:.1%}, mean confidence "
+                f"{m['mean_confidence']:.3f} vs hit rate {m['hit_rate']:.3f}", f"{state}: {self.reason}"]
 
 
 def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: ModelRegistry) -> CostRetrainResult:

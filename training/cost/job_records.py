@@ -1,0 +1,70 @@
+"""Past jobs from a CSV file (`training.cost.catalog.RECORD_COLUMNS`), checked value by value: what the cost
+model trains on (`train_gbm --data`, a cost retraining's CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.cost.catalog import RECORD_COLUMNS, PriceCatalog
+from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
+
+# column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is)
+_NUMBERS: dict[str, tuple[float, bool, float, str]] = {
+    "cpu_cores": (0.0, True, np.inf, "a positive number"),
+    "memory_gb": (0.0, True, np.inf, "a positive number"),
+    "gpu_count": (0.0, False, MAX_GPUS, f"a whole number 0..{MAX_GPUS}"),
+    "storage_gb": (0.0, False, np.inf, "a non-negative number"),
+    "network_gb": (0.0, False, np.inf, "a non-negative number"),
+    "duration_hours": (0.0, True, MAX_HOURS, f"a positive number up to {MAX_HOURS:g}"),
+    "avg_power_watts": (0.0, False, np.inf, "a non-negative number"),
+    "cost": (0.0, True, np.inf, "a positive number"),
+    **{name: (0.0, False, np.inf, "a non-negative number") for name in COMPONENTS},
+}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _refuse(bad: pd.Series, text: pd.Series, source: str, column: str, what: str) -> None:
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        more = f" (and {int(bad.sum()) - 1} more rows)" if bad.sum() > 1 else ""
+        raise ValueError(f"{source} line {row + 2}: column {column}: {text.iloc[row]!r} is not {what}{more}")
+
+
+def load_job_records(path: str | Path, catalog: PriceCatalog) -> pd.DataFrame:
+    """Read and check a CSV of past jobs; errors name the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = [c for c in RECORD_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    if raw.empty:
+        raise ValueError(f"{path}: no job records")
+    frame = pd.DataFrame(index=raw.index)
+    for column, (low, exclusive, high, what) in _NUMBERS.items():
+        text = raw[column].str.strip()
+        values = pd.to_numeric(text, errors="coerce").astype(float)
+        ok = np.isfinite(values) & ((values > low) if exclusive else (values >= low)) & (values <= high)
+        if column == "gpu_count":
+            ok &= values % 1 == 0
+        _refuse(~ok, text, str(path), column, what)
+        frame[column] = values
+    frame["gpu_count"] = frame["gpu_count"].astype(int)
+    spot = raw["spot_instance"].str.strip().str.lower()
+    _refuse(~spot.isin(list(_BOOLEANS)), raw["spot_instance"], str(path), "spot_instance", "true/false, 1/0 or yes/no")
+    frame["spot_instance"] = spot.map(_BOOLEANS).astype(bool)
+    gpu_type = raw["gpu_type"].str.strip()
+    unknown = (gpu_type != "") & gpu_type.map(lambda t: t != "" and catalog.gpu_type_name(t) is None)
+    _refuse(unknown, gpu_type, str(path), "gpu_type", f"in the price catalog ({', '.join(catalog.gpu.types)})")
+    frame["gpu_type"] = gpu_type.map(lambda t: catalog.gpu_type_name(t) if t else None)
+    workload = raw["workload_type"].str.strip().str.lower()
+    frame["workload_type"] = workload.where(workload != "", None)
+    return frame[list(RECORD_COLUMNS)].reset_index(drop=True)
