@@ -16,20 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
 from autoscaler.sim_forecast import ReplayData, train_for_replay
 from autoscaler.sim_report import planned, replay, settings, window_steps
-from autoscaler.sim_suite_config import SimCase, SimSuite, suite_path, trace_root
+from autoscaler.sim_suite_config import SimCase, SimSuite
 from autoscaler.sim_suite_report import aggregate, summarize
 from autoscaler.trace_replay import DemandModel, with_margin
 from core.settings import ConfigError, format_errors
-from core.telemetry_csv import load_telemetry_csv, validate_telemetry
 from training.backtest import TrainOptions
 from training.settings import PowerPredictorConfig, TrainingConfig
-from training.synthetic_patterns import generate_pattern
+from training.suite import case_frame
 
 
 def case_model(base: TrainingConfig, suite: SimSuite, case: SimCase, seed: int) -> PowerPredictorConfig:
@@ -41,16 +39,6 @@ def case_model(base: TrainingConfig, suite: SimSuite, case: SimCase, seed: int) 
         return PowerPredictorConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
-
-
-def case_frame(case: SimCase, suite_file: Path, root: str | None) -> tuple[pd.DataFrame, str]:
-    """A case's validated telemetry, and where it came from."""
-    if case.synthetic is not None:
-        frame = generate_pattern(case.synthetic, days=case.days, step_s=case.step, seed=case.data_seed)
-        return validate_telemetry(frame), f"synthetic:{case.synthetic} ({case.days} d, seed {case.data_seed})"
-    assert case.trace is not None  # one of the two, checked by SimCase
-    path = suite_path(suite_file, case.trace, root)
-    return load_telemetry_csv(path), str(path)
 
 
 def _policies(policy: ScalingPolicy, delays: tuple[int, ...], margin: float, case: str) -> dict[int, ScalingPolicy]:
@@ -72,11 +60,11 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
     `progress` gets the result so far (`complete` false) after every case and seed, so a long run that is
     stopped keeps what it measured. `train` has `train_for_replay`'s signature (tests pass a stand-in).
     """
-    policy_file = suite_path(suite_file, suite.policy)
-    root = trace_root(suite, suite_file, data_root)
+    policy_file = suite.policy_file(suite_file)
+    root = suite.trace_root(suite_file, data_root)
     results: list[dict[str, Any]] = []
     for case in suite.cases:
-        frame, source = case_frame(case, suite_file, root)
+        frame, source = case_frame(case, root)
         policies = _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
         horizon = max(window_steps(p, case.step) for p in policies.values())
         train_fraction = case.train_fraction or suite.train_fraction

@@ -31,15 +31,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.settings import Duration
-from training.suite_config import ModelKnobs, check_unique_names, load_suite_file
-from training.synthetic_patterns import Pattern
+from training.suite_config import CaseName, SuiteFile, TraceCase, load_suite_file
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Delay = Literal["step"] | Duration
-CaseName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class DemandTransform(BaseModel):
@@ -53,24 +51,14 @@ class DemandTransform(BaseModel):
     demand_offset: Watts = 0.0
 
 
-class SimCase(ModelKnobs):
-    """One trace (a CSV or a synthetic pattern) at one step, replayed under every transform and delay."""
+class SimCase(TraceCase):
+    """One trace at one step, replayed under every transform and delay."""
 
-    name: CaseName
-    trace: str | None = None
-    synthetic: Pattern | None = None
-    days: PositiveInt = 42  # synthetic only
-    data_seed: int = Field(0, ge=0)  # synthetic only: the trace's own seed
-    step: Duration
-    max_gap: Duration | None = None  # default: the config's, at least one step
-    train_fraction: float | None = Field(None, gt=0.0, lt=1.0)
     transforms: tuple[DemandTransform, ...] = Field(min_length=1)
     actuation_delays: tuple[Delay, ...] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> SimCase:
-        if (self.trace is None) == (self.synthetic is None):
-            raise ValueError("give exactly one of trace (a CSV) or synthetic (a pattern)")
+    def _unique_transforms(self) -> SimCase:
         names = [t.name for t in self.transforms]
         if len(set(names)) != len(names):
             raise ValueError(f"transform names must be unique within a case; got {names}")
@@ -82,36 +70,21 @@ class SimCase(ModelKnobs):
         return tuple(dict.fromkeys(seconds))
 
 
-class SimSuite(ModelKnobs):
-    """The suite file: the policy, where the traces are, the seeds, defaults for every case, and the cases."""
+class SimSuite(SuiteFile):
+    """The simulation suite file: its policy, seeds, margin, delays and cases besides what every suite holds."""
 
-    data_root: str | None = None
     policy: str = Field(min_length=1)
     seeds: tuple[int, ...] = Field((0,), min_length=1)
-    train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
     margin: float = Field(10.0, ge=0, allow_inf_nan=False)
     actuation_delays: tuple[Delay, ...] = Field(("step", 600), min_length=1)
     cases: tuple[SimCase, ...] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> SimSuite:
-        check_unique_names(case.name for case in self.cases)
-        return self
+    def policy_file(self, suite_file: Path) -> Path:
+        """The policy every case runs (relative to the suite file)."""
+        return suite_file.parent / self.policy
 
 
 def load_sim_suite(path: str | Path) -> SimSuite:
     """Read and validate a simulation suite file; ConfigError names the file, the key and the reason."""
     return load_suite_file(path, SimSuite, what="simulation suite file")
 
-
-def suite_path(suite_file: Path, relative: str, root: str | None = None) -> Path:
-    """A path named in the suite file: under `root` when given, else relative to the suite file."""
-    base = Path(root) if root is not None else suite_file.parent
-    return base / relative
-
-
-def trace_root(suite: SimSuite, suite_file: Path, data_root: str | None) -> str | None:
-    """Where the cases' traces are: `--data-root`, else the file's `data_root` (relative to the file)."""
-    if data_root is not None:
-        return data_root
-    return None if suite.data_root is None else str(suite_file.parent / suite.data_root)

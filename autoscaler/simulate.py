@@ -31,7 +31,7 @@ from autoscaler.schema import ScalingPolicy
 from autoscaler.sim_forecast import train_for_replay
 from autoscaler.sim_report import RUNS, planned, replay, settings, window_steps
 from autoscaler.sim_suite import run_sim_suite
-from autoscaler.sim_suite_config import load_sim_suite, suite_path
+from autoscaler.sim_suite_config import load_sim_suite
 from autoscaler.sim_suite_report import table
 from autoscaler.trace_replay import DemandModel, with_margin
 from core.atomic_files import atomic_write_with
@@ -158,7 +158,7 @@ def _single(args: argparse.Namespace) -> int:
 def _suite(args: argparse.Namespace) -> int:
     suite_file = Path(args.suite)
     suite = load_sim_suite(suite_file)
-    policy = load_policy(suite_path(suite_file, suite.policy), label=f"{suite_file}: policy")
+    policy = load_policy(suite.policy_file(suite_file), label=f"{suite_file}: policy")
     base = load_with_overrides(argparse.Namespace(**{**vars(args), "step": None}))
 
     def write(result: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from core.settings import ConfigError, format_errors
 from core.telemetry_csv import load_telemetry_csv, validate_telemetry
 from training.backtest import TrainOptions, backtest
 from training.settings import TrainingConfig
-from training.suite_config import Suite, SuiteCase, trace_path
+from training.suite_config import Suite, SuiteCase, TraceCase
 from training.suite_report import aggregate, summarize_case
 from training.synthetic_patterns import generate_pattern
 
@@ -41,12 +41,12 @@ def case_config(base: TrainingConfig, suite: Suite, case: SuiteCase, horizon_s: 
         raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
 
 
-def case_frame(case: SuiteCase, suite: Suite, suite_file: Path, data_root: str | None) -> tuple[pd.DataFrame, str]:
-    """A case's validated telemetry, and where it came from."""
+def case_frame(case: TraceCase, root: Path) -> tuple[pd.DataFrame, str]:
+    """A case's validated telemetry, and where it came from (`root`: SuiteFile.trace_root)."""
     if case.synthetic is not None:
         frame = generate_pattern(case.synthetic, days=case.days, step_s=case.step, seed=case.data_seed)
         return validate_telemetry(frame), f"synthetic:{case.synthetic} ({case.days} d, seed {case.data_seed})"
-    path = trace_path(case, suite_file, suite, data_root)
+    path = case.trace_file(root)
     return load_telemetry_csv(path), str(path)
 
 
@@ -59,8 +59,9 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
     that is stopped keeps what it measured.
     """
     cases: list[dict[str, Any]] = []
+    root = suite.trace_root(suite_file, data_root)
     for case in suite.cases:
-        frame, source = case_frame(case, suite, suite_file, data_root)
+        frame, source = case_frame(case, root)
         train_fraction = case.train_fraction or suite.train_fraction
         for horizon in case.horizons:
             runs = []

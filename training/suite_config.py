@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
@@ -33,6 +33,7 @@ from core.settings import ConfigError, Duration, format_errors, read_yaml_mappin
 from training.synthetic_patterns import Pattern
 
 SuiteModel = TypeVar("SuiteModel", bound=BaseModel)
+CaseName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class ModelKnobs(BaseModel):
@@ -51,41 +52,70 @@ class ModelKnobs(BaseModel):
         return self.model_dump(include=set(ModelKnobs.model_fields), exclude_none=True)
 
 
-class SuiteCase(ModelKnobs):
-    """One trace (a CSV or a synthetic pattern) at one step, backtested at every listed horizon."""
+class TraceCase(ModelKnobs):
+    """A case's telemetry, in both suites: a CSV (`trace`) or a synthetic pattern, at one step."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: CaseName
     trace: str | None = None
     synthetic: Pattern | None = None
     days: PositiveInt = 42  # synthetic only
     data_seed: int = Field(0, ge=0)  # synthetic only: the trace's own seed (the training seeds vary apart)
     step: Duration
-    horizons: tuple[Duration, ...] = Field(min_length=1)
     max_gap: Duration | None = None  # default: the config's, at least one step
     train_fraction: float | None = Field(None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _one_source(self) -> SuiteCase:
+    def _one_source(self) -> TraceCase:
         if (self.trace is None) == (self.synthetic is None):
             raise ValueError("give exactly one of trace (a CSV) or synthetic (a pattern)")
+        return self
+
+    def trace_file(self, root: Path) -> Path:
+        """The case's CSV under `root` (SuiteFile.trace_root)."""
+        if self.trace is None:
+            raise ValueError(f"case {self.name} is synthetic: it has no trace file")
+        return root / self.trace
+
+
+class SuiteCase(TraceCase):
+    """One trace at one step, backtested at every listed horizon."""
+
+    horizons: tuple[Duration, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _whole_steps(self) -> SuiteCase:
         for horizon in self.horizons:
             if horizon % self.step or horizon < self.step:
                 raise ValueError(f"horizon {horizon}s is not a whole multiple of step {self.step}s")
         return self
 
 
-class Suite(ModelKnobs):
-    """The suite file: where the traces are, the seeds, defaults for every case, and the cases."""
+class SuiteFile(ModelKnobs):
+    """What both suite files hold: where the traces are, the training share, defaults for every case, the cases
+    (each name once)."""
 
     data_root: str | None = None
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
     train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
-    cases: tuple[SuiteCase, ...] = Field(min_length=1)
+    cases: tuple[TraceCase, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> Suite:
+    def _unique_names(self) -> SuiteFile:
         check_unique_names(case.name for case in self.cases)
         return self
+
+    def trace_root(self, suite_file: Path, data_root: str | None) -> Path:
+        """Where the cases' traces are: `--data-root`, else the file's `data_root` (relative to the file), else
+        the file's folder."""
+        if data_root is not None:
+            return Path(data_root)
+        return suite_file.parent / self.data_root if self.data_root is not None else suite_file.parent
+
+
+class Suite(SuiteFile):
+    """The backtest suite file: its seeds and cases besides what every suite holds."""
+
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
+    cases: tuple[SuiteCase, ...] = Field(min_length=1)
 
 
 def check_unique_names(names: Iterable[str]) -> None:
@@ -110,16 +140,3 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a backtest suite file."""
     return load_suite_file(path, Suite)
 
-
-def trace_path(case: SuiteCase, suite_file: Path, suite: Suite, data_root: str | None) -> Path:
-    """Where a case's CSV is: under `--data-root`, else the suite's `data_root` (relative to the suite file),
-    else relative to the suite file."""
-    if case.trace is None:
-        raise ValueError(f"case {case.name} is synthetic: it has no trace file")
-    if data_root is not None:
-        root = Path(data_root)
-    elif suite.data_root is not None:
-        root = suite_file.parent / suite.data_root
-    else:
-        root = suite_file.parent
-    return root / case.trace

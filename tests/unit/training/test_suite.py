@@ -18,7 +18,7 @@ from tests.paths import REPO_ROOT
 from training import evaluate
 from training.settings import TrainingConfig
 from training.suite import case_config
-from training.suite_config import Suite, SuiteCase, load_suite, trace_path
+from training.suite_config import Suite, SuiteCase, load_suite
 from training.suite_report import aggregate, mean_spread, summarize_case, table
 from training.synthetic import write_csv
 from training.synthetic_patterns import generate_pattern
@@ -63,10 +63,11 @@ def test_trace_paths_resolve_against_the_data_root(tmp_path: Path) -> None:
     case = SuiteCase(name="a", trace="t/canonical.csv", step=60, horizons=(600,))
     suite_file = tmp_path / "configs" / "suite.yaml"
     plain = Suite(cases=(case,))
-    assert trace_path(case, suite_file, plain, None) == tmp_path / "configs" / "t" / "canonical.csv"
+    assert case.trace_file(plain.trace_root(suite_file, None)) == tmp_path / "configs" / "t" / "canonical.csv"
     rooted = Suite(data_root="../data", cases=(case,))
-    assert trace_path(case, suite_file, rooted, None) == tmp_path / "configs" / "../data" / "t" / "canonical.csv"
-    assert trace_path(case, suite_file, rooted, "/elsewhere") == Path("/elsewhere/t/canonical.csv")
+    configs = tmp_path / "configs"
+    assert case.trace_file(rooted.trace_root(suite_file, None)) == configs / "../data" / "t" / "canonical.csv"
+    assert case.trace_file(rooted.trace_root(suite_file, "/elsewhere")) == Path("/elsewhere/t/canonical.csv")
 
 
 def test_shipped_suites_are_valid() -> None:
@@ -77,8 +78,8 @@ def test_shipped_suites_are_valid() -> None:
     assert (real["alpaca_h100_gpu_30s"].step, real["upm_servers_hybrid_1s"].step) == (30, 60)
     assert {case.synthetic for case in backtest.cases} >= {"recurring_spikes", "level_shifts", "regime_change"}
     smoke = load_suite(REPO_ROOT / "configs" / "suite.smoke.yaml")
-    assert trace_path(smoke.cases[0], REPO_ROOT / "configs" / "suite.smoke.yaml", smoke, None).resolve() == (
-        REPO_ROOT / "tests" / "data" / "upm_sample.csv")
+    root = smoke.trace_root(REPO_ROOT / "configs" / "suite.smoke.yaml", None)
+    assert smoke.cases[0].trace_file(root).resolve() == REPO_ROOT / "tests" / "data" / "upm_sample.csv"
 
 
 def test_case_config_applies_the_suite_then_the_case_and_keeps_max_gap_at_least_a_step() -> None:
