@@ -37,7 +37,6 @@ from autoscaler.trace_replay import DemandModel, with_margin
 from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
-from training.backtest import TrainOptions
 from training.cli import (
     add_model_flags,
     duration_arg,
@@ -45,7 +44,7 @@ from training.cli import (
     load_with_overrides,
     output_path,
     run_cli,
-    train_scaling,
+    train_options,
 )
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
@@ -106,10 +105,6 @@ def load_policy(path: str | Path, label: str = "--policy") -> ScalingPolicy:
         return ScalingPolicy.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(" ".join(format_errors(f"{label} {path}", exc).splitlines())) from None
-
-
-def train_options(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(scaling=train_scaling(args), verbose=not args.quiet)
 
 
 def run_simulation(args: argparse.Namespace) -> dict[str, Any]:

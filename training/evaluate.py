@@ -19,7 +19,7 @@ from typing import Any
 
 from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
-from training.backtest import TrainOptions, backtest
+from training.backtest import backtest
 from training.cli import (
     add_model_flags,
     duration_arg,
@@ -27,7 +27,7 @@ from training.cli import (
     load_with_overrides,
     output_path,
     run_cli,
-    train_scaling,
+    train_options,
 )
 from training.suite import run_suite
 from training.suite_config import load_suite
@@ -62,16 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _options(args: argparse.Namespace) -> TrainOptions:
-    return TrainOptions(scaling=train_scaling(args), verbose=not args.quiet)
-
-
 def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or load) the forecaster and the baselines on `--data`, score them all; returns the report."""
     config = load_with_overrides(args, horizon_s=args.horizon)
     frame = load_telemetry_csv(args.data)
     train_fraction = args.train_fraction or DEFAULT_TRAIN_FRACTION
-    report = backtest(frame, config, train_fraction=train_fraction, options=_options(args), model=args.model,
+    report = backtest(frame, config, train_fraction=train_fraction, options=train_options(args), model=args.model,
                       model_path=args.model_path, plot=args.plot)
     report["data"] = {"file": str(args.data), **report["data"]}
     return report
@@ -100,7 +96,7 @@ def _suite(args: argparse.Namespace) -> int:
         text = json.dumps(result, indent=2)
         atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
 
-    result = run_suite(suite, suite_file, base=base, data_root=args.data_root, options=_options(args),
+    result = run_suite(suite, suite_file, base=base, data_root=args.data_root, options=train_options(args),
                        log=lambda line: sys.stderr.write(line + "\n"), progress=write)
     write(result)
     sys.stdout.write(table(result["cases"], result["aggregate"]) + "\n")
