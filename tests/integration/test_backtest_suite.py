@@ -64,26 +64,19 @@ def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:
                             np.ones((n, 2), bool))
 
 
-def test_ray_train_stops_early_and_reports_the_epochs_it_ran(ray_cluster):
-    """Validation wants a change of 0.3 while training pulls towards 1.0: the error turns, the run stops."""
-    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
-                                  learning_rate=0.003, dropout=0.0, seed=0)
-    weights = train_power_lstm(constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1), config,
-                               power_std=1.0, verbose=False)
-    assert weights.history is not None and weights.history.stopped_early
-    assert 1 < weights.best_epoch < weights.epochs_run < 40
-    assert weights.epochs_run == weights.best_epoch + 4 == len(weights.history.epochs)
-    assert weights.best_val_mae_watts == min(r.val_mae_watts for r in weights.history.epochs)
-
-
-def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluster):
-    """Asked for a refit, a run that early stopping ended returns the early-stopped weights and, beside them, those
-    weights trained further on the FIT and CALIB windows together for the best epoch's count scaled by the windows
-    CALIB adds; a run the epoch limit cut short is not refitted."""
+def test_ray_train_stops_early_and_refits_the_best_weights_on_the_whole_training_part(ray_cluster):
+    """Validation wants a change of 0.3 while training pulls towards 1.0: the error turns, the run stops and says how
+    many epochs it ran. Asked for a refit, it returns the early-stopped weights and, beside them, those weights
+    trained further on the FIT and CALIB windows together for the best epoch's count scaled by the windows CALIB
+    adds; a run the epoch limit cut short is not refitted."""
     config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
                                   learning_rate=0.003, dropout=0.0, seed=0)
     fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
     weights = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
+    assert weights.history is not None and weights.history.stopped_early
+    assert 1 < weights.best_epoch < weights.epochs_run < 40
+    assert weights.epochs_run == weights.best_epoch + 4 == len(weights.history.epochs)
+    assert weights.best_val_mae_watts == min(r.val_mae_watts for r in weights.history.epochs)
     assert weights.refit_epochs == refit_epochs(weights.best_epoch, 64, 32) >= 1
     assert weights.refit_state_dict is not None
 
@@ -101,20 +94,21 @@ def test_ray_train_refits_the_best_weights_on_the_whole_training_part(ray_cluste
 
 
 def test_the_relative_power_setting_reaches_the_ray_train_worker(ray_cluster):
-    """The same seed and windows train other weights when the worker's model reads the power input relative to the
-    window's last value, and those weights forecast the same whatever the input's level."""
-    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=2, dropout=0.0, seed=0)
+    """Weights trained with the power input read relative to the window's last value forecast the same whatever
+    the input's level, while the same weights read as measured power do not: the worker's model read it relative."""
+    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=2, dropout=0.0, seed=0,
+                                  relative_power=True)
     fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
-    absolute = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False)
-    relative = train_power_lstm(fit, tail, config.model_copy(update={"relative_power": True}), power_std=1.0,
-                                verbose=False)
-    assert any(not torch.equal(absolute.state_dict[name], relative.state_dict[name]) for name in absolute.state_dict)
-    net = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0, relative_power=True)
-    net.load_state_dict(relative.state_dict)
+    relative = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False)
     moved = tail.inputs.copy()
     moved[:, :, 0] += 5.0
-    np.testing.assert_allclose(predict_changes(net, moved, torch.device("cpu")),
-                               predict_changes(net, tail.inputs, torch.device("cpu")), atol=1e-5)
+    for reads_relative in (True, False):
+        net = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0,
+                          relative_power=reads_relative)
+        net.load_state_dict(relative.state_dict)
+        level_free = np.allclose(predict_changes(net, moved, torch.device("cpu")),
+                                 predict_changes(net, tail.inputs, torch.device("cpu")), atol=1e-5)
+        assert level_free == reads_relative
 
 
 def test_a_recency_weighted_challenger_trains_in_the_same_run_and_only_the_better_run_is_kept(ray_cluster):

@@ -105,20 +105,25 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to our `ray start --block` (it stops its node's processes), then, after 20 s at most, SIGKILL
-    whatever is left in the process group it leads: only processes this test started."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to our `ray start --block` processes (each stops its node's processes), then, after 20 s at most
+    for all of them together, SIGKILL whatever is left in the process groups they lead: only processes this test
+    started."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in processes:
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
 
 
 def _alive_nodes(dashboard: str) -> list:
@@ -159,8 +164,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         second = next(node for node in nodes if node.node_id != head.node_id)
         yield Cluster(f"127.0.0.1:{port}", dashboard, env, {"head": head.node_id, "second": second.node_id})
     finally:
-        for process in reversed(started):
-            _stop(process)
+        _stop(started[::-1])
 
 
 def test_a_submitted_job_trains_on_workers_spread_over_both_nodes(cluster, tmp_path):
