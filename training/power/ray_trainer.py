@@ -12,6 +12,7 @@ must be storage every machine of the run reaches (training.power.checkpoint_stor
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -32,6 +33,11 @@ from training.power.scaling import ONE_WORKER, TrainScaling
 from training.power.train_loop import HISTORY_FILE, REFIT_FILE, WEIGHTS_FILE, WeightedChallenger, train_loop
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
+
+# How often Ray Train's controller looks at its workers (Ray's default: 2 s). A run waits for several looks while
+# it starts and ends; at 0.25 s a small run took about 3 s less on 2 cores (15 s -> 12 s). Read from the
+# environment when a run starts its controller; an operator's own value wins.
+HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ def train_power_lstm(
                                            "interval_coverage"}),
     }
     started = time.monotonic()
+    os.environ.setdefault(*HEALTH_CHECK_INTERVAL)
     with tempfile.TemporaryDirectory(prefix="power-lstm-") as scratch:
         trainer = TorchTrainer(
             train_loop,
