@@ -37,15 +37,8 @@ from autoscaler.trace_replay import DemandModel, with_margin
 from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import (
-    add_model_flags,
-    duration_arg,
-    fraction_arg,
-    load_with_overrides,
-    output_path,
-    run_cli,
-    train_options,
-)
+from training.backtest import TrainOptions
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
                    "train_fraction": 0.8, "margin": 10.0, "step": 600}
@@ -122,7 +115,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     data = train_for_replay(load_telemetry_csv(args.trace), model_config, step_s=args.step,
                             max_gap_s=config.predictor.max_gap, features=config.features,
                             horizon=window_steps(policy, args.step), train_fraction=args.train_fraction,
-                            options=train_options(args))
+                            options=TrainOptions.from_flags(args))
     report = replay(data, policy, model, step_s=args.step, actuation_delay_s=args.actuation_delay, margin=args.margin)
     steps = report.pop("steps")
     report["settings"] = settings(data, policy, model, trace=str(args.trace), policy_file=str(args.policy),
@@ -161,7 +154,8 @@ def _suite(args: argparse.Namespace) -> int:
         atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
 
     result = run_sim_suite(suite, suite_file, policy=policy, base=base, data_root=args.data_root,
-                           options=train_options(args), log=lambda line: sys.stderr.write(line + "\n"), progress=write)
+                           options=TrainOptions.from_flags(args), log=lambda line: sys.stderr.write(line + "\n"),
+                           progress=write)
     write(result)
     sys.stdout.write(table(result["cases"], result["aggregate"]) + "\n")
     sys.stderr.write(f"simulate: {len(result['cases'])} suite runs; results in {args.output}\n")

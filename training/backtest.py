@@ -9,6 +9,7 @@ same (origin, lead) pairs; inputs may reach back into the training part (that is
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 
 from core.atomic_files import atomic_write_with
 from core.registry import ModelRegistry
+from training.cli import train_scaling
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.calibration import CalibratedForecast
@@ -41,6 +43,11 @@ class TrainOptions:
 
     scaling: TrainScaling = TrainScaling()
     verbose: bool = True
+
+    @classmethod
+    def from_flags(cls, args: argparse.Namespace) -> TrainOptions:
+        """The options `training.cli.add_model_flags`' flags give (the backtest's and the replay's commands)."""
+        return cls(scaling=train_scaling(args), verbose=not args.quiet)
 
 
 def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: float, options: TrainOptions,

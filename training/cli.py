@@ -13,7 +13,6 @@ from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError, check_model_id
 from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry_csv import TelemetryDataError
-from training.backtest import TrainOptions
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
 from training.power.scaling import TrainScaling
@@ -128,11 +127,6 @@ def train_scaling(args: argparse.Namespace, cpus_per_worker_default: float | Non
     return TrainScaling(num_workers=args.num_workers, use_gpu=args.use_gpu,
                         cpus_per_worker=args.cpus_per_worker or cpus_per_worker_default,
                         resources_per_worker=getattr(args, "resources_per_worker", {}))
-
-
-def train_options(args: argparse.Namespace) -> TrainOptions:
-    """How a backtest or a replay trains its forecaster, from `add_model_flags`' flags."""
-    return TrainOptions(scaling=train_scaling(args), verbose=not args.quiet)
 
 
 def model_overrides(args: argparse.Namespace, horizon_s: int | None = None) -> ModelOverrides:

@@ -19,16 +19,8 @@ from typing import Any
 
 from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
-from training.backtest import backtest
-from training.cli import (
-    add_model_flags,
-    duration_arg,
-    fraction_arg,
-    load_with_overrides,
-    output_path,
-    run_cli,
-    train_options,
-)
+from training.backtest import TrainOptions, backtest
+from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -67,8 +59,8 @@ def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
     config = load_with_overrides(args, horizon_s=args.horizon)
     frame = load_telemetry_csv(args.data)
     train_fraction = args.train_fraction or DEFAULT_TRAIN_FRACTION
-    report = backtest(frame, config, train_fraction=train_fraction, options=train_options(args), model=args.model,
-                      model_path=args.model_path, plot=args.plot)
+    report = backtest(frame, config, train_fraction=train_fraction, options=TrainOptions.from_flags(args),
+                      model=args.model, model_path=args.model_path, plot=args.plot)
     report["data"] = {"file": str(args.data), **report["data"]}
     return report
 
@@ -96,7 +88,7 @@ def _suite(args: argparse.Namespace) -> int:
         text = json.dumps(result, indent=2)
         atomic_write_with(Path(args.output), lambda tmp: tmp.write_text(text))
 
-    result = run_suite(suite, suite_file, base=base, data_root=args.data_root, options=train_options(args),
+    result = run_suite(suite, suite_file, base=base, data_root=args.data_root, options=TrainOptions.from_flags(args),
                        log=lambda line: sys.stderr.write(line + "\n"), progress=write)
     write(result)
     sys.stdout.write(table(result["cases"], result["aggregate"]) + "\n")
