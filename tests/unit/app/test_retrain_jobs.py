@@ -38,8 +38,9 @@ def data_dir(tmp_path):
 SERVED = ServedModels(power=("power_lstm", "power_lstm_1h"), cost="cost_gbm")
 
 
-def jobs_in(tmp_path, data_dir=None, launched=None, models=SERVED) -> RetrainJobs:
-    defaults = RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv"), data_dir=str(data_dir) if data_dir else None)
+def jobs_in(tmp_path, data_dir=None, launched=None, models=SERVED, **scaling) -> RetrainJobs:
+    defaults = RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv"), data_dir=str(data_dir) if data_dir else None,
+                               **scaling)
     return RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, defaults, models,
                        launch=lambda *args: launched.append(args) if launched is not None else None)
 
@@ -54,6 +55,13 @@ def test_a_retrain_names_a_served_model_and_defaults_to_the_first_power_model(tm
         jobs.submit(RetrainRequest(model_id="power_lstm"))
     assert refused.value.field == "model_id" and "gpu_power, gpu_power_1h" in refused.value.message
     assert [args[4].model_id for args in launched] == ["gpu_power", "job_cost"]
+
+
+def test_a_power_retrain_trains_with_the_configured_ray_train_scaling(tmp_path):
+    launched: list = []
+    scaling = {"num_workers": 2, "use_gpu": False, "cpus_per_worker": 0.5, "resources_per_worker": {"trainer": 1.0}}
+    jobs_in(tmp_path, launched=launched, **scaling).submit(RetrainRequest(epochs=4))
+    assert launched[0][4].scaling.model_dump() == scaling
 
 
 def test_a_resolution_without_a_version_retrains_at_its_configured_shape(tmp_path):

@@ -25,6 +25,12 @@ def test_the_interval_is_the_configs_model_update_interval(tmp_path):
     assert (settings.model_id, settings.scaling.num_workers, settings.check_s) == ("power_lstm", 2, 30.0)
 
 
+def test_the_scheduler_trains_with_the_retrain_settings_ray_train_scaling(tmp_path):
+    retrain = {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 0.5, "resources_per_worker": {"trainer": 1.0}}
+    settings = args(tmp_path, **retrain).scheduler_settings()
+    assert settings is not None and settings.scaling.model_dump() == retrain
+
+
 def test_the_schedule_can_override_the_interval_span_and_factor(tmp_path):
     schedule = {"interval": "20s", "since": "3h", "retrain_on_degradation_factor": None}
     settings = args(tmp_path, schedule=schedule).scheduler_settings()
