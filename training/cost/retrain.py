@@ -9,6 +9,7 @@ the same records has seen them, so the comparison can only favour keeping it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -124,10 +125,12 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     """
     records = (source() if callable(source) else source).reset_index(drop=True)
     catalog = spec.catalog or default_catalog()
-    held = np.random.default_rng(spec.seed).permutation(len(records))[:round(spec.holdout_fraction * len(records))]
+    fraction = spec.holdout_fraction
+    held = np.random.default_rng(spec.seed).permutation(len(records))[:round(fraction * len(records))]
     if len(held) < MIN_HOLDOUT_RECORDS:
+        needed = next(n for n in itertools.count(len(records)) if round(n * fraction) >= MIN_HOLDOUT_RECORDS)
         raise ValueError(f"{len(records)} job records leave {len(held)} for the holdout; need at least "
-                         f"{MIN_HOLDOUT_RECORDS}")
+                         f"{MIN_HOLDOUT_RECORDS}, so at least {needed} records")
     holdout, train = records.iloc[held], records.drop(index=held)
     model = CostModel(catalog)
     fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)

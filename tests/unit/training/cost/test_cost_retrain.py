@@ -70,5 +70,6 @@ def test_forced_and_never_activation(tmp_path):
 
 
 def test_too_few_records_for_a_holdout_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="holdout"):
+    with pytest.raises(ValueError, match="leave 15 for the holdout; need at least 20, so at least 130 records"):
         retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))
+    assert retrain_cost(generate_job_records(130, 1), spec(), registry=ModelRegistry(tmp_path)).version == 1
