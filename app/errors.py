@@ -152,7 +152,8 @@ def _sent_as_json(content_type: str | None) -> bool:
 def _not_json(request: Request, errors: list[dict]) -> JSONResponse | None:
     """415 for a body FastAPI left unparsed because of its Content-Type (`curl -d` sends a form type): the
     validation error alone would only say the body is not an object."""
-    body_not_object = any(tuple(e["loc"]) == ("body",) and e["type"] == "model_attributes_type" for e in errors)
+    body_not_object = any(tuple(e["loc"]) == ("body",) and e["type"] in ("model_attributes_type", "dict_type")
+                          for e in errors)
     if not body_not_object or _sent_as_json(request.headers.get("content-type")):
         return None
     body = error_body(["header", "content-type"], "the body must be JSON, sent with Content-Type: application/json",

@@ -140,6 +140,19 @@ def test_a_json_body_sent_as_another_type_is_415_naming_the_header(power, conten
     assert "application/json" in only_detail(response)["msg"]
 
 
+def test_a_policy_sent_as_text_is_415_too(http):
+    class Writer:
+        access = Access("t")
+
+    api.dependency_overrides[serving_replica] = Writer
+    try:
+        response = http(api).post("/api/v1/scaling/policies", content="{}",
+                                  headers={"content-type": "text/plain", "authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 415 and only_detail(response)["loc"] == ["header", "content-type"]
+
+
 def test_json_media_types_and_non_object_json_keep_their_answers(power):
     charset = power.post("/", content=json.dumps(REQUEST), headers={"content-type": "application/json; charset=utf-8"})
     array = power.post("/", json=[REQUEST])
