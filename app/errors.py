@@ -24,11 +24,11 @@ from app.power_api import MissingPowerHistory
 from app.retrain_jobs import DataNotAllowed, LaunchFailed
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
+from core.forecasts import ForecastRequestError
 from core.records import RecordNotFound
 from core.registry import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from training.cost.catalog import UnknownGpuType
-from training.power.inference import ForecastRequestError
 from training.power.retrain_spec import RetrainRefused
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
 from training.power.workload import WorkloadTelemetryMissing

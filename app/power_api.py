@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from app.schemas import PowerPoint, PowerPredictionRequest, PowerPredictionResponse
 from core.durations import parse_duration
+from core.forecasts import PowerForecast, PowerHistory
 from core.telemetry_csv import NUMERIC_FEATURES
-from training.power.inference import PowerForecast, PowerHistory
 
 
 class MissingPowerHistory(ValueError):

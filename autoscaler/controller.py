@@ -34,8 +34,8 @@ from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
+from core.forecasts import PowerForecast, PowerHistory
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
-from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import NoStoredTelemetry, stored_history
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.settings import LiveAccuracyConfig
 from core.durations import format_duration
-from training.power.inference import PowerForecast
+from core.forecasts import PowerForecast
 
 BUCKETS = 60  # time buckets per window
 

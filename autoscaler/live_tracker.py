@@ -18,8 +18,8 @@ import pandas as pd
 
 from autoscaler.live_accuracy import LiveAccuracyReport, LiveLedger
 from autoscaler.settings import LiveAccuracyConfig
+from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, TelemetryStore
-from training.power.inference import PowerForecast
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 from ray import serve
 
 from autoscaler.controller import ModelShape
+from core.forecasts import PowerForecast, PowerHistory, ServedModel
 from core.handle_loop import run_with_handles
 from core.names import POWER_APP, POWER_DEPLOYMENT
-from training.power.inference import PowerForecast, PowerHistory, ServedModel
 
 
 class ServeForecaster:

@@ -33,13 +33,14 @@ from autoscaler.actuators import Actuator, Actuators  # noqa: E402
 from autoscaler.controller import ModelShape, ScalingController  # noqa: E402
 from autoscaler.schema import ScalingTarget  # noqa: E402
 from autoscaler.state import ControllerState  # noqa: E402
+from core.forecasts import PowerForecast, PowerHistory  # noqa: E402
 from core.stores.sqlite import SqliteStore  # noqa: E402
 from core.telemetry import Quality, SourceKind, TelemetrySample  # noqa: E402
 from training.power.calibration import Calibration  # noqa: E402
 from training.power.features import FeaturePipeline  # noqa: E402
 from training.power.fit import build_model  # noqa: E402
 from training.power.forecaster import Architecture, PowerForecaster  # noqa: E402
-from training.power.inference import PowerForecast, PowerHistory, forecast_histories  # noqa: E402
+from training.power.inference import forecast_histories  # noqa: E402
 
 STEP_S = 60
 HORIZON_STEPS = 30

@@ -20,11 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.forecasts import PowerHistory  # noqa: E402
 from training.power.calibration import Calibration  # noqa: E402
 from training.power.features import FeaturePipeline  # noqa: E402
 from training.power.fit import build_model  # noqa: E402
 from training.power.forecaster import Architecture, PowerForecaster  # noqa: E402
-from training.power.inference import PowerHistory, forecast_histories  # noqa: E402
+from training.power.inference import forecast_histories  # noqa: E402
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ and interval (kcloud_forecast_power_watts, bound point/lower/upper; core/metrics
 
 from __future__ import annotations
 
+from core.forecasts import PowerForecast
 from core.metrics_catalog import FORECAST_POWER_WATTS, create
-from training.power.inference import PowerForecast
 
 
 class ForecastGauges:

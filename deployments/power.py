@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from core.forecasts import PowerForecast, PowerHistory, ServedModel
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
 from core.stores.remote import RemoteStore
@@ -27,7 +28,7 @@ from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
-from training.power.inference import PowerForecast, PowerHistory, ServedModel, check_history, forecast_histories
+from training.power.inference import check_history, forecast_histories
 from training.power.routing import Coverage, route
 from training.power.stored_history import NoStoredTelemetry, StoredHistory, stored_history
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing, sum_forecasts

@@ -1,6 +1,6 @@
 """Forecasting from what a caller knows: recent history lists in, a calibrated `PowerForecast` out.
 
-Value types shared by the Serve deployments and the API (no Ray, no HTTP here). History lists are at
+The value types live in core.forecasts (no Ray, no HTTP here). History lists are at
 the model's step, most recent last, aligned at their ends. When they are shorter than the model's window,
 the window is filled honestly: the earliest known value of each series is repeated backwards and those
 steps are flagged imputed; a feature that is absent entirely is marked missing (the model was trained
@@ -18,42 +18,14 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from core.durations import format_duration
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.power.calibration import CalibratedForecast
 from training.power.features import Segment
 from training.power.features_only import estimated_segment
 from training.power.forecaster import PowerForecaster
-
-
-class PowerHistory(BaseModel):
-    """Recent telemetry of one node or workload, one value per model step, oldest first.
-
-    No `power_watts`: the features-only mode (power estimated from `numeric` and `workload_type`).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    power_watts: tuple[float, ...] = ()
-    numeric: dict[str, tuple[float, ...]] = {}
-    workload_type: str | None = None
-    end_time: datetime | None = None  # time of the last value (UTC); None means now, floored to the step
-    horizon_s: int  # how far ahead to forecast
-    step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
-
-
-class ForecastRequestError(ValueError):
-    """A request the model cannot answer as asked; `field` names the offending request field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-    def __reduce__(self):  # survives pickling across Serve replicas
-        return (ForecastRequestError, (self.field, self.message))
 
 
 def horizon_steps(forecaster: PowerForecaster, horizon_s: int) -> int:
@@ -69,42 +41,6 @@ def horizon_steps(forecaster: PowerForecaster, horizon_s: int) -> int:
             f"{format_duration(horizon_s)} is beyond the served model's horizon of {limit}; "
             "train a model with a longer --horizon")
     return steps
-
-
-class PowerForecast(BaseModel):
-    """Calibrated forecast for lead steps 1..n after `end_time`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_version: str
-    step_s: int
-    timestamps: tuple[datetime, ...]
-    point: tuple[float, ...]
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-    confidence: tuple[float, ...]
-    window_coverage: float  # share of the input window that was real power history
-    padded_steps: int
-    interval_coverage: float  # nominal coverage of [lower, upper]
-    # peak_upper[k-1] bounds max(actual[1..k]) with probability (1 + interval_coverage) / 2, the level of `upper`
-    # (training.power.peak_bound); None from code that cannot bound the peak (a decision then uses max(upper))
-    peak_upper: tuple[float, ...] | None = None
-    estimated_from: tuple[str, ...] = ()  # features-only mode: the features the power history was estimated from
-    trained_on_synthetic_data: bool = False
-
-
-class ServedModel(BaseModel):
-    """What a PowerPredictor replica serves: version, step, window, horizon, features and live latency."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_version: str
-    step_seconds: int
-    sequence_length: int
-    horizon_steps: int
-    features: tuple[str, ...]
-    latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
-    trained_on_synthetic_data: bool = False
 
 
 def history_segment(history: PowerHistory, sequence_length: int, step_s: int) -> tuple[Segment, int]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.durations import format_duration
-from training.power.inference import ForecastRequestError
+from core.forecasts import ForecastRequestError
 
 
 @dataclass(frozen=True)

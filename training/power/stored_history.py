@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from core.forecasts import PowerHistory
 from core.stores.base import NodeLatest, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
-from training.power.inference import PowerHistory
 
 
 class NoStoredTelemetry(LookupError):

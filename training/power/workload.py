@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from training.power.inference import PowerForecast
+from core.forecasts import PowerForecast
 from training.power.stored_history import NoStoredTelemetry
 
 

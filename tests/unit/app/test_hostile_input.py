@@ -20,7 +20,7 @@ from app.ingress import api
 from app.middleware import MAX_BODY_BYTES
 from app.power_route import power_api
 from app.replica import serving_replica
-from training.power.inference import PowerForecast
+from core.forecasts import PowerForecast
 
 REQUEST = {"workload_id": "w", "features": {"power_watts": [200.0, 210.0]}, "prediction_horizon": "2m"}
 

@@ -8,8 +8,8 @@ import pytest
 
 from app.power_api import MissingPowerHistory, stored_nodes, to_history, to_response
 from app.schemas import PowerPredictionRequest
+from core.forecasts import PowerForecast
 from tests.paths import TEST_DATA
-from training.power.inference import PowerForecast
 from training.power.workload import sum_forecasts
 
 WORKLOADS = {"llm": ("n1", "n2")}

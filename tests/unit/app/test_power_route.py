@@ -10,9 +10,9 @@ import pytest
 from app.access import Access
 from app.power_route import power_api
 from app.replica import serving_replica
+from core.forecasts import PowerForecast, PowerHistory
 from core.stores.remote import StoreActorUnavailable
 from tests.paths import TEST_DATA
-from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing
 

@@ -13,10 +13,10 @@ from typing import Any
 from autoscaler.actuators import ActuationError, Actuator
 from autoscaler.controller import ModelShape
 from autoscaler.schema import ScalingTarget
+from core.forecasts import PowerForecast, PowerHistory
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from tests import factories
-from training.power.inference import PowerForecast, PowerHistory
 
 STEP = 60
 

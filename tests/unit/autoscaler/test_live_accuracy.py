@@ -8,7 +8,7 @@ import pytest
 
 from autoscaler.live_accuracy import ActualsRead, LiveLedger
 from autoscaler.settings import LiveAccuracyConfig
-from training.power.inference import PowerForecast
+from core.forecasts import PowerForecast
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 STEP = 60

@@ -193,7 +193,7 @@ def test_peak_rule_more_power_never_means_fewer_replicas(inputs, factor):
 
 def test_the_controller_builds_a_peak_view_when_every_node_has_a_peak_bound():
     from autoscaler.controller import _view
-    from training.power.inference import PowerForecast
+    from core.forecasts import PowerForecast
 
     def forecast(peak: tuple[float, ...] | None) -> PowerForecast:
         return PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=(NOW, NOW), point=(500.0, 520.0),

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from core.forecasts import PowerForecast, PowerHistory
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.power import PowerPredictor, ServedPower
-from training.power.inference import PowerForecast, PowerHistory
 from training.power.stored_history import UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
 

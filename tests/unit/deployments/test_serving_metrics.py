@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.forecasts import PowerForecast
 from deployments import forecast_gauges, latency
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
-from training.power.inference import PowerForecast
 
 
 class FakeMetric:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.forecasts import PowerHistory
 from training.power.blend import (
     ServedBlend,
     blend_quantiles,
@@ -21,7 +22,7 @@ from training.power.features import FeaturePipeline, Segment
 from training.power.fit import build_model
 from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
 from training.power.gbm import MODEL_FILE, DirectLightGBM
-from training.power.inference import PowerHistory, forecast_histories, history_segment
+from training.power.inference import forecast_histories, history_segment
 from training.power.windows import Role, assign_roles, build_windows
 
 N, H = 400, 4

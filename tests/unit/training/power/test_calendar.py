@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.forecasts import PowerHistory
 from core.stores.sqlite import SqliteStore
 from core.stores.window import replay_samples
 from core.telemetry_csv import validate_telemetry
@@ -17,7 +18,7 @@ from training.power import calendar as cal
 from training.power.features import FeaturePipeline, resample
 from training.power.fit import build_model
 from training.power.forecaster import Architecture, PowerForecaster
-from training.power.inference import PowerHistory, history_segment
+from training.power.inference import history_segment
 from training.power.stored_history import stored_history
 
 MONDAY = pd.Timestamp("2026-01-05T00:00:00Z")

@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 
+from core.forecasts import ForecastRequestError, PowerHistory
 from tests.fakes.trainer import untrained
 from tests.paths import TEST_DATA
 from training.metrics import interval_metrics
 from training.power.dataset import prepare, train_forecaster
 from training.power.features_only import withheld_windows
 from training.power.forecaster import PowerForecaster
-from training.power.inference import ForecastRequestError, PowerHistory, check_history, forecast_histories
+from training.power.inference import check_history, forecast_histories
 from training.power.windows import Role
 from training.settings import ALL_FEATURES, PowerPredictorConfig
 from training.synthetic import generate_trace

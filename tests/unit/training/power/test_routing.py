@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.durations import parse_duration
-from training.power.inference import ForecastRequestError
+from core.forecasts import ForecastRequestError
 from training.power.routing import Coverage, route
 
 # The default resolutions (training.settings.DEFAULT_RESOLUTIONS): 1 min up to 1 h, 1 h up to 7 days.
