@@ -23,17 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from training.power.model import PowerLSTM, TargetCalendar, quantile_loss
-from training.power.windows import Windows
+from training.power.windows import WindowInputs, Windows
 
 
 @dataclass(frozen=True)
 class SupervisedArrays:
     """Windows in the model's units: targets are changes from the last power over the power scale."""
 
-    inputs: np.ndarray  # [N, T, F] float32
+    inputs: WindowInputs | np.ndarray  # [N, T, F] float32
     targets: np.ndarray  # [N, H] float32 (0 where unscored)
     mask: np.ndarray  # [N, H] bool
     sample_weights: np.ndarray | None = None  # [N] a window's relative chance in each epoch's sample (None: equal)
@@ -45,11 +45,28 @@ class SupervisedArrays:
             raise ValueError("a weighted sample needs one weight per window")
         change = (windows.targets - windows.last_power[:, None]) / power_std
         change = np.where(windows.mask, change, 0.0).astype(np.float32)
-        return cls(windows.inputs.astype(np.float32), change, windows.mask, sample_weights)
+        inputs = windows.inputs if isinstance(windows.inputs, WindowInputs) else windows.inputs.astype(np.float32)
+        return cls(inputs, change, windows.mask, sample_weights)
 
-    def tensors(self) -> TensorDataset:
+    def tensors(self) -> WindowDataset:
+        return WindowDataset(self)
+
+
+class WindowDataset(Dataset):
+    """The training windows as (input, target, mask) tensors; an input is gathered when a batch asks for it, so a
+    worker never holds the stacked [N, T, F] array."""
+
+    def __init__(self, arrays: SupervisedArrays):
+        self.inputs = arrays.inputs
         # Copies: arrays fetched from Ray's object store are read-only.
-        return TensorDataset(torch.tensor(self.inputs), torch.tensor(self.targets), torch.tensor(self.mask))
+        self.targets, self.mask = torch.tensor(arrays.targets), torch.tensor(arrays.mask)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        window = torch.from_numpy(np.array(self.inputs[index], dtype=np.float32))
+        return window, self.targets[index], self.mask[index]
 
 
 def seed_everything(seed: int) -> None:

@@ -8,6 +8,10 @@ and early-stops on the calibration tail; `refit` then trains it again on the who
 calibration tail is the newest data) for as many rounds, scaled by the extra data. With a half-life, every
 window weighs 0.5 ** (age / half-life) (training.power.recency), in the fit and the refit alike. Saved as
 LightGBM's text model plus a small JSON.
+
+Memory stays bounded on a cluster's worth of telemetry: a fit trains on at most `MAX_FIT_ROWS` (window, lead)
+rows (a seeded sample of the windows beyond that; early stopping's windows too), and predictions build their rows
+`PREDICT_ROWS` at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ MODEL_FILE = "lightgbm.txt"
 SPEC_FILE = "lightgbm.json"
 _LAGS = 12
 _SPANS = (6, 15, 30, 60)
+MAX_FIT_ROWS = 2_000_000  # about 0.3 GiB of design matrix; every suite case (docs/results.md) fits under it
+PREDICT_ROWS = 500_000
+
+
+def fit_sample(windows: int, horizon: int, seed: int) -> np.ndarray | None:
+    """The windows a fit trains on when all of them would exceed `MAX_FIT_ROWS` rows: a seeded uniform sample,
+    in order (None: all of them)."""
+    keep = _trained_windows(windows, horizon)
+    if keep == windows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(windows, size=keep, replace=False))
 
 
 class GbmSpec(BaseModel):
@@ -99,12 +114,17 @@ class DirectLightGBM:
         """The scored (window, lead) rows; weighted by their window's age when `ages` is given and the spec has a
         half-life."""
         horizon = windows.targets.shape[1]
-        change = ((windows.targets - windows.last_power[:, None]) / self.spec.power_std).reshape(-1)
-        keep = windows.mask.reshape(-1)
+        chosen = fit_sample(len(windows), horizon, self.params["seed"])
+        inputs, last, targets, mask = windows.inputs, windows.last_power, windows.targets, windows.mask
+        if chosen is not None:
+            inputs, last, targets, mask = inputs[chosen], last[chosen], targets[chosen], mask[chosen]
+            ages = None if ages is None else ages[chosen]
+        change = ((targets - last[:, None]) / self.spec.power_std).reshape(-1)
+        keep = mask.reshape(-1)
         weight = None
         if ages is not None and self.spec.half_life_steps is not None:
             weight = np.repeat(recency_weights(ages, self.spec.half_life_steps), horizon)[keep]
-        return lgb.Dataset(self.rows(windows.inputs, horizon)[keep], change[keep], weight=weight, reference=reference)
+        return lgb.Dataset(self.rows(inputs, horizon)[keep], change[keep], weight=weight, reference=reference)
 
     def fit(self, train: Windows, valid: Windows, power_std: float, pipeline: FeaturePipeline | None = None, *,
             ages: np.ndarray | None = None, half_life: float | None = None) -> DirectLightGBM:
@@ -118,7 +138,7 @@ class DirectLightGBM:
         valid_set = self._supervised(valid, reference=train_set)
         self.booster = lgb.train(self.params, train_set, num_boost_round=self.n_estimators, valid_sets=[valid_set],
                                  callbacks=[lgb.early_stopping(50, verbose=False)])
-        self.fit_windows = len(train)
+        self.fit_windows = _trained_windows(len(train), train.targets.shape[1])
         return self
 
     def refit(self, windows: Windows, ages: np.ndarray | None = None) -> DirectLightGBM:
@@ -130,9 +150,10 @@ class DirectLightGBM:
         if self.spec.half_life_steps is not None and (ages is None or len(ages) != len(windows)):
             raise ValueError("a recency-weighted refit needs the age of every window")
         chosen = self.booster.best_iteration or self.booster.current_iteration()
-        rounds = max(1, round(chosen * len(windows) / max(self.fit_windows, 1)))
+        trained = _trained_windows(len(windows), windows.targets.shape[1])
+        rounds = max(1, round(chosen * trained / max(self.fit_windows, 1)))
         model = DirectLightGBM(n_estimators=rounds)
-        model.params, model.spec, model.fit_windows = dict(self.params), self.spec, len(windows)
+        model.params, model.spec, model.fit_windows = dict(self.params), self.spec, trained
         model.booster = lgb.train(model.params, model._supervised(windows, ages), num_boost_round=rounds)
         return model
 
@@ -140,7 +161,11 @@ class DirectLightGBM:
         """[N, H] watts for windows [N, T, F] whose last observed power is `last_power` [N]."""
         if self.booster is None:
             raise RuntimeError("fit the model first")
-        change = self.booster.predict(self.rows(inputs, horizon), num_iteration=self.booster.best_iteration or None)
+        per_call = max(1, PREDICT_ROWS // horizon)
+        iteration = self.booster.best_iteration or None
+        change = [self.booster.predict(self.rows(inputs[begin:begin + per_call], horizon), num_iteration=iteration)
+                  for begin in range(0, len(inputs), per_call)]
+        change = np.concatenate(change) if change else np.zeros(0)
         return last_power[:, None] + change.reshape(len(inputs), horizon) * self.spec.power_std
 
     def predict(self, windows: Windows) -> np.ndarray:
@@ -160,3 +185,8 @@ class DirectLightGBM:
         model.spec = GbmSpec.model_validate_json((folder / SPEC_FILE).read_text())
         model.booster = lgb.Booster(model_str=(folder / MODEL_FILE).read_text())
         return model
+
+
+def _trained_windows(windows: int, horizon: int) -> int:
+    """How many windows a fit on `windows` trains on (`fit_sample`)."""
+    return min(windows, MAX_FIT_ROWS // max(horizon, 1))

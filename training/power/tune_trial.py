@@ -18,7 +18,7 @@ from training.metrics import point_metrics
 from training.power.dataset import PreparedData, train_forecaster
 from training.power.forecaster import PowerForecaster
 from training.power.scaling import TrainScaling
-from training.power.windows import NotEnoughData, Role
+from training.power.windows import NotEnoughData, Role, WindowInputs
 from training.settings import PowerPredictorConfig
 
 EPOCH_METRIC = "val_mae_watts"  # what each epoch reports (training.power.fit.EpochRecord)
@@ -31,7 +31,7 @@ class CommonHoldout:
     """The holdout windows at the longest input window searched. A trial with a shorter window forecasts from
     the last steps of each, so every trial is scored on the very same (origin, lead) points."""
 
-    inputs: np.ndarray  # [N, longest, F]
+    inputs: WindowInputs  # [N, longest, F]
     last_power: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
@@ -49,7 +49,7 @@ class CommonHoldout:
 
     def mae(self, forecaster: PowerForecaster) -> float:
         """The forecaster's served forecast's MAE in watts over the common points."""
-        forecast = forecaster.forecast(self.inputs[:, -forecaster.sequence_length:], self.last_power)
+        forecast = forecaster.forecast(self.inputs.last_steps(forecaster.sequence_length), self.last_power)
         return point_metrics(forecast.point, self.targets, self.mask)["mae"]
 
 

@@ -27,10 +27,52 @@ class Role(IntEnum):
 
 
 @dataclass(frozen=True)
-class Windows:
-    """Stacked windows; all arrays share the first axis (N windows)."""
+class WindowInputs:
+    """The model input of N windows, [N, T, F] float32, kept as the feature rows the windows share: window n is
+    the T rows of `rows` from `starts[n]`. Windows a step apart share all but one row, so this holds 1/T of the
+    memory of the stacked array (a cluster's 14 days at 1 min are 2 million windows: 9 GiB stacked at T = 60).
 
-    inputs: np.ndarray  # [N, T, F] float32 model input
+    Indexing gathers only what it is asked for, by numpy's rules for `[window, step, feature]` with a window
+    index (an int, a slice or an array) and optional step and feature indexes; `np.asarray` stacks them all."""
+
+    rows: np.ndarray  # [R, F] float32: the feature rows of every segment with a window, one after another
+    starts: np.ndarray  # [N] int: the row of each window's first step
+    length: int  # T: steps per window
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.starts), self.length, self.rows.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, key) -> np.ndarray:
+        parts = key if isinstance(key, tuple) else (key,)
+        if len(parts) > 3 or any(part is Ellipsis or part is None for part in parts):
+            raise IndexError("window inputs take [window, step, feature] indexes only")
+        window, step, feature = (*parts, slice(None), slice(None))[:3]
+        columns = self.rows[:, feature]  # a view for a slice; one column's copy for an int
+        return columns[np.add.outer(self.starts[window], np.arange(self.length)[step])]
+
+    def last_steps(self, steps: int) -> WindowInputs:
+        """The same windows cut to their last `steps` steps (nothing copied)."""
+        if not 0 < steps <= self.length:
+            raise ValueError(f"steps must be in 1..{self.length}, got {steps}")
+        return WindowInputs(self.rows, self.starts + (self.length - steps), steps)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        stacked = self[:]
+        return stacked if dtype is None else stacked.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Windows over segments; all fields share the first axis (N windows)."""
+
+    inputs: WindowInputs | np.ndarray  # [N, T, F] float32 model input (an array where a caller stacked its own)
     last_power: np.ndarray  # [N] watts at the origin
     targets: np.ndarray  # [N, H] watts (NaN past a segment's end)
     mask: np.ndarray  # [N, H] bool: this (window, lead) is scored
@@ -76,25 +118,31 @@ def build_windows(
     horizon: int,
 ) -> Windows:
     """Every origin with a full input window and at least one scored target of `role`."""
-    parts = []
+    parts, rows, offset = [], [], 0
     for index, (segment, segment_roles) in enumerate(zip(segments, roles, strict=True)):
         if len(segment) < sequence_length + 1:
             continue
-        features = pipeline.transform(segment)
-        part = _segment_windows(segment, segment_roles, features, role, sequence_length, horizon)
-        if part is not None:
-            parts.append((*part, np.full(len(part[0]), index)))
+        part = _segment_windows(segment, segment_roles, role, sequence_length, horizon)
+        if part is None:
+            continue
+        last, targets, mask, nodes, origins = part
+        rows.append(pipeline.transform(segment))
+        parts.append((last, targets, mask, nodes, origins, np.full(len(origins), index),
+                      offset + origins - (sequence_length - 1)))
+        offset += len(segment)
     if not parts:
         n_features = len(pipeline.feature_names)
         return Windows(
-            np.zeros((0, sequence_length, n_features), np.float32), np.zeros(0), np.zeros((0, horizon)),
-            np.zeros((0, horizon), bool), np.zeros(0, object), np.zeros(0, int), np.zeros(0, int),
+            WindowInputs(np.zeros((0, n_features), np.float32), np.zeros(0, np.int64), sequence_length),
+            np.zeros(0), np.zeros((0, horizon)), np.zeros((0, horizon), bool), np.zeros(0, object), np.zeros(0, int),
+            np.zeros(0, int),
         )
-    inputs, last, targets, mask, nodes, origins, segment_ids = (np.concatenate(p) for p in zip(*parts, strict=True))
+    last, targets, mask, nodes, origins, segment_ids, starts = (np.concatenate(p) for p in zip(*parts, strict=True))
+    inputs = WindowInputs(np.concatenate(rows), starts.astype(np.int64), sequence_length)
     return Windows(inputs, last, targets, mask, nodes, origins, segment_ids)
 
 
-def _segment_windows(segment, segment_roles, features, role, sequence_length, horizon):
+def _segment_windows(segment, segment_roles, role, sequence_length, horizon):
     length = len(segment)
     padded_power = np.concatenate([segment.power, np.full(horizon, np.nan)])
     padded_roles = np.concatenate([segment_roles, np.full(horizon, -1, dtype=np.int8)])
@@ -106,7 +154,5 @@ def _segment_windows(segment, segment_roles, features, role, sequence_length, ho
     if not keep.any():
         return None
     origins, leads, mask = origins[keep], leads[keep], mask[keep]
-    view = np.lib.stride_tricks.sliding_window_view(features, sequence_length, axis=0)  # [T-L+1, F, L]
-    inputs = np.ascontiguousarray(view[origins - sequence_length + 1].transpose(0, 2, 1))
     nodes = np.full(len(origins), segment.node_id, dtype=object)
-    return inputs, segment.power[origins], padded_power[leads], mask, nodes, origins
+    return segment.power[origins], padded_power[leads], mask, nodes, origins

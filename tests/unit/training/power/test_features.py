@@ -326,6 +326,30 @@ def test_window_shapes_and_contents() -> None:
     assert set(windows.node_ids) == {"n"} and set(windows.segment_index) == {0}
 
 
+def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> None:
+    """Two series, one of them in two segments: every index the training code uses gathers what the stacked
+    [N, T, F] array would give, and the inputs keep each feature row once, not once per window."""
+    segments = [make_segment(np.arange(12, dtype=float) * 7 + 50, node="a"),
+                make_segment(np.arange(9, dtype=float) * 3 + 90, node="b")]
+    segments.append(make_segment(np.arange(8, dtype=float) + 200, node="b", start_bin=20))
+    pipeline = ramp_pipeline(segments)
+    roles = [np.full(len(s), Role.TEST, np.int8) for s in segments]
+    windows = build_windows(segments, roles, pipeline, role=Role.TEST, sequence_length=4, horizon=2)
+    stacked = np.stack([pipeline.transform(segments[s])[o - 3:o + 1]
+                        for s, o in zip(windows.segment_index, windows.origin_index, strict=True)])
+    inputs = windows.inputs
+    assert inputs.shape == stacked.shape and len(inputs) == len(stacked) == 8 + 5 + 4
+    assert inputs.rows.shape[0] == sum(len(s) for s in segments)  # 29 rows for 17 windows of 4 steps
+    picked = np.array([16, 0, 9, 9])
+    for key in (3, slice(2, 11), picked, (slice(None), -1), (slice(None), slice(None), 0), (picked, -1, slice(1, 3)),
+                (slice(None), slice(-3, None)), (-1, slice(None), 1)):
+        np.testing.assert_array_equal(inputs[key], stacked[key])
+    np.testing.assert_array_equal(np.asarray(inputs), stacked)
+    np.testing.assert_array_equal(np.asarray(inputs.last_steps(2)), stacked[:, -2:])  # a shorter window's input
+    with pytest.raises(IndexError):
+        inputs[..., 0]
+
+
 def test_mask_only_on_the_wanted_role() -> None:
     segment = make_segment(np.arange(30, dtype=float))
     (roles,) = assign_roles([segment], train_fraction=0.5, calib_fraction=0.2)  # FIT 0..11, CALIB 12..14, TEST 15..

@@ -8,6 +8,7 @@ import pytest
 
 from training.metrics import point_metrics
 from training.power import calendar as cal
+from training.power import gbm
 from training.power.baselines import last_value
 from training.power.features import FeaturePipeline, Segment
 from training.power.gbm import DirectLightGBM, GbmSpec, lgbm_features
@@ -136,3 +137,26 @@ def test_only_a_fitted_model_can_be_refitted() -> None:
     windows = all_windows([make_segment(np.arange(30.0))], sequence_length=4, horizon=2)
     with pytest.raises(RuntimeError, match="fit"):
         DirectLightGBM().refit(windows)
+
+
+def test_a_fit_past_the_row_budget_trains_on_a_seeded_sample_and_predictions_go_in_parts(monkeypatch) -> None:
+    """A cluster's worth of windows would not fit in memory as (window, lead) rows: past `MAX_FIT_ROWS` a fit (and
+    its refit) trains on a seeded sample of the windows, and a prediction built in parts equals one built at once."""
+    power = 500 + 100 * np.sin(np.arange(400) / 9.0) + np.random.default_rng(4).normal(0, 5, 400)
+    fit, calib = (all_windows([make_segment(part)], sequence_length=8, horizon=4)
+                  for part in (power[:300], power[300:]))
+    whole = DirectLightGBM(n_estimators=20).fit(fit, calib, power_std=50.0)
+    assert whole.fit_windows == len(fit) == 292
+    monkeypatch.setattr(gbm, "MAX_FIT_ROWS", 400)  # 100 windows of 4 leads
+    sampled = DirectLightGBM(n_estimators=20).fit(fit, calib, power_std=50.0)
+    again = DirectLightGBM(n_estimators=20).fit(fit, calib, power_std=50.0)
+    assert sampled.fit_windows == 100
+    assert sampled.booster.model_to_string() == again.booster.model_to_string()  # the same sample each time
+    assert sampled.booster.model_to_string() != whole.booster.model_to_string()
+    chosen = gbm.fit_sample(len(fit), 4, seed=0)
+    assert len(chosen) == 100 and len(set(chosen)) == 100 and (np.diff(chosen) > 0).all()
+    assert gbm.fit_sample(100, 4, seed=0) is None
+    assert sampled.refit(fit).fit_windows == 100  # as many windows as the fit: as many rounds
+    at_once = sampled.predict(calib)
+    monkeypatch.setattr(gbm, "PREDICT_ROWS", 12)  # 3 windows per part
+    np.testing.assert_array_equal(sampled.predict(calib), at_once)
