@@ -73,7 +73,7 @@ def _resample_node(node_id: str, rows: pd.DataFrame, step_s: int, max_gap_s: int
     bins = (seconds // step_s).to_numpy()
     grouped = rows.assign(_bin=bins).groupby("_bin", sort=True)
     means = grouped[[TARGET, *NUMERIC_FEATURES]].mean()
-    workload = grouped["workload_type"].agg(lambda s: s.dropna().iloc[-1] if s.notna().any() else None)
+    workload = grouped["workload_type"].last()  # each bin's last label given (a bin with none: missing)
     full = np.arange(means.index.min(), means.index.max() + 1)
     means = means.reindex(full)
     workload = workload.reindex(full)
