@@ -44,6 +44,7 @@ bench: install
 	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_backtest.py
 	$(PY) bench/bench_train_overhead.py
+	$(PY) bench/bench_train_memory.py --nodes 100 --days 14 --no-gbm
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_collector.py --interval 5s
 	$(PY) bench/bench_store.py

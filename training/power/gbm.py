@@ -31,7 +31,7 @@ MODEL_FILE = "lightgbm.txt"
 SPEC_FILE = "lightgbm.json"
 _LAGS = 12
 _SPANS = (6, 15, 30, 60)
-MAX_FIT_ROWS = 2_000_000  # about 0.3 GiB of design matrix; every suite case (docs/results.md) fits under it
+MAX_FIT_ROWS = 2_000_000  # about 0.35 GiB of design matrix; every backtest suite case fits under it
 PREDICT_ROWS = 500_000
 
 
