@@ -12,7 +12,7 @@ export MODEL_PATH
 SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
              RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000 RAY_SERVE_PROXY_USE_GRPC=1
 
-.PHONY: install run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
+.PHONY: install test-servers run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 
 install: $(STAMP)
 
@@ -25,13 +25,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+# The Python packages and the test servers (Debian packages) install side by side: neither waits on the other.
+test-servers:
 	scripts/install-test-servers.sh
+
+test:
+	$(MAKE) --no-print-directory -j2 install test-servers
 	$(PY) -m pytest -q
 
 # Everything but the tests that train models (marked `slow`): a quick loop while editing.
-test-fast: install
-	scripts/install-test-servers.sh
+test-fast:
+	$(MAKE) --no-print-directory -j2 install test-servers
 	$(PY) -m pytest -q -m "not slow"
 
 train: install
