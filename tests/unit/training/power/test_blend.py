@@ -4,11 +4,11 @@ data, calibrated intervals, and the artifact that carries it (training.power.for
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from core.forecasts import PowerHistory
+from tests.unit.training.power.segments import make_segment
 from training.power.blend import (
     ServedBlend,
     blend_quantiles,
@@ -18,7 +18,7 @@ from training.power.blend import (
     time_halves,
 )
 from training.power.calibration import fit_calibration
-from training.power.features import FeaturePipeline, Segment
+from training.power.features import FeaturePipeline
 from training.power.fit import build_model
 from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
 from training.power.gbm import MODEL_FILE, DirectLightGBM
@@ -27,13 +27,6 @@ from training.power.windows import Role, assign_roles, build_windows
 
 N, H = 400, 4
 
-
-def make_segment(power) -> Segment:
-    power = np.asarray(power, float)
-    names = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature")
-    return Segment(node_id="n", start=pd.Timestamp("2026-01-05", tz="UTC"), step_s=60, power=power,
-                   numeric={name: np.full(len(power), np.nan) for name in names},
-                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
 
 
 def held_out(seed: int = 0, lstm_bias: float = 0.0, gbm_bias: float = 0.0, lstm_noise: float = 1.0,

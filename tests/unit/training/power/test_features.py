@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from core.telemetry_csv import validate_telemetry
+from tests.unit.training.power.segments import STEP, make_segment
 from training.power.features import OTHER_WORKLOAD, FeaturePipeline, Segment, resample
 from training.power.windows import Role, Windows, assign_roles, build_windows
 
 T0 = 1767571200  # 2026-01-05T00:00:00Z, a multiple of every step used here
-STEP = 60
 
 
 def telemetry(node: str, seconds, power, **columns) -> pd.DataFrame:
@@ -28,22 +28,6 @@ def regular(node: str, bins, power, step: int = STEP, **columns) -> pd.DataFrame
     """One sample at the start of each listed bin."""
     return telemetry(node, np.asarray(bins) * step, power, **columns)
 
-
-def make_segment(power, *, node: str = "n", numeric: dict | None = None, workload=None, imputed=None,
-                 start_bin: int = 0) -> Segment:
-    power = np.asarray(power, float)
-    names = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature")
-    values = {name: np.full(len(power), np.nan) for name in names}
-    values.update({k: np.asarray(v, float) for k, v in (numeric or {}).items()})
-    return Segment(
-        node_id=node,
-        start=pd.Timestamp((T0 // STEP + start_bin) * STEP, unit="s", tz="UTC"),
-        step_s=STEP,
-        power=power,
-        numeric=values,
-        workload=np.asarray(workload if workload is not None else [None] * len(power), dtype=object),
-        imputed=np.zeros(len(power), bool) if imputed is None else np.asarray(imputed, bool),
-    )
 
 
 # --- resample ---------------------------------------------------------------------------------------------------
@@ -275,7 +259,7 @@ def test_roles_in_time_order_with_proportions() -> None:
 
 
 def test_roles_span_segments_of_one_series_and_each_series_separately() -> None:
-    segments = [make_segment(np.ones(30), node="a"), make_segment(np.ones(70), node="a", start_bin=100),
+    segments = [make_segment(np.ones(30), node="a"), make_segment(np.ones(70), node="a", start_step=100),
                 make_segment(np.ones(10), node="b")]
     roles = assign_roles(segments, train_fraction=0.5, calib_fraction=0.2)
     joined = np.concatenate(roles[:2])  # series a: 100 steps -> 40 FIT, 10 CALIB, 50 TEST
@@ -331,7 +315,7 @@ def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> 
     [N, T, F] array would give, and the inputs keep each feature row once, not once per window."""
     segments = [make_segment(np.arange(12, dtype=float) * 7 + 50, node="a"),
                 make_segment(np.arange(9, dtype=float) * 3 + 90, node="b")]
-    segments.append(make_segment(np.arange(8, dtype=float) + 200, node="b", start_bin=20))
+    segments.append(make_segment(np.arange(8, dtype=float) + 200, node="b", start_step=20))
     pipeline = ramp_pipeline(segments)
     roles = [np.full(len(s), Role.TEST, np.int8) for s in segments]
     windows = build_windows(segments, roles, pipeline, role=Role.TEST, sequence_length=4, horizon=2)

@@ -6,29 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.unit.training.power.segments import STEP, all_windows, make_segment
 from training.metrics import point_metrics
 from training.power import calendar as cal
 from training.power import gbm
 from training.power.baselines import last_value
-from training.power.features import FeaturePipeline, Segment
+from training.power.features import FeaturePipeline
 from training.power.gbm import DirectLightGBM, GbmSpec, lgbm_features
 from training.power.windows import Role, assign_roles, build_windows
-
-STEP = 60
-
-
-def make_segment(power, node: str = "n", step: int = STEP) -> Segment:
-    power = np.asarray(power, float)
-    names = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization", "temperature")
-    return Segment(node_id=node, start=pd.Timestamp("2026-01-05", tz="UTC"), step_s=step, power=power,
-                   numeric={name: np.full(len(power), np.nan) for name in names},
-                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
-
-
-def all_windows(segments: list[Segment], sequence_length: int, horizon: int, role: Role = Role.TEST):
-    roles = [np.full(len(s), role, np.int8) for s in segments]
-    pipeline = FeaturePipeline.fit(segments, (), STEP)
-    return build_windows(segments, roles, pipeline, role=role, sequence_length=sequence_length, horizon=horizon)
 
 
 def test_lgbm_features_are_relative_to_the_origin() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.fakes.trainer import untrained
+from tests.unit.training.power.segments import STEP, make_segment
 from training.metrics import point_metrics
 from training.power.dataset import PreparedData, train_forecaster
-from training.power.features import NUMERIC_FEATURES, FeaturePipeline, Segment
+from training.power.features import FeaturePipeline
 from training.power.fit import SupervisedArrays
 from training.power.gbm import DirectLightGBM
 from training.power.recency import HALF_LIFE_FRACTIONS, candidate_half_lives, recency_weights, window_ages
@@ -19,16 +19,6 @@ from training.power.served import fit_gbm, train_served
 from training.power.train_loop import WeightedChallenger
 from training.power.windows import Role, assign_roles
 from training.settings import PowerPredictorConfig
-
-STEP = 60
-START = pd.Timestamp("2026-01-05", tz="UTC")
-
-
-def make_segment(power, node: str = "n", start_step: int = 0) -> Segment:
-    power = np.asarray(power, float)
-    return Segment(node_id=node, start=START + pd.Timedelta(seconds=start_step * STEP), step_s=STEP, power=power,
-                   numeric={name: np.full(len(power), np.nan) for name in NUMERIC_FEATURES},
-                   workload=np.full(len(power), None, dtype=object), imputed=np.zeros(len(power), bool))
 
 
 def prepared_of(segments, train_fraction: float = 0.8, calib_fraction: float = 0.2, sequence_length: int = 8,
