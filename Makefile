@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The Python packages and the test servers (Debian packages) install side by side: neither waits on the other.
 test-servers:
 	scripts/install-test-servers.sh
 
+# The Python packages and the test servers (Debian packages) install side by side: neither waits on the other.
 test:
 	$(MAKE) --no-print-directory -j2 install test-servers
 	$(PY) -m pytest -q

@@ -28,7 +28,6 @@ from training.power.windows import Role, assign_roles, build_windows
 N, H = 400, 4
 
 
-
 def held_out(seed: int = 0, lstm_bias: float = 0.0, gbm_bias: float = 0.0, lstm_noise: float = 1.0,
              gbm_noise: float = 1.0):
     """Actual values and two forecasts of them with chosen bias and noise; LSTM quantiles +-2 around its median."""

@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from core.telemetry_csv import validate_telemetry
-from tests.unit.training.power.segments import STEP, make_segment
+from tests.unit.training.power.segments import START, STEP, make_segment
 from training.power.features import OTHER_WORKLOAD, FeaturePipeline, Segment, resample
 from training.power.windows import Role, Windows, assign_roles, build_windows
 
-T0 = 1767571200  # 2026-01-05T00:00:00Z, a multiple of every step used here
+T0 = int(START.timestamp())  # the segments' midnight, a multiple of every step used here
 
 
 def telemetry(node: str, seconds, power, **columns) -> pd.DataFrame:
@@ -27,7 +27,6 @@ def telemetry(node: str, seconds, power, **columns) -> pd.DataFrame:
 def regular(node: str, bins, power, step: int = STEP, **columns) -> pd.DataFrame:
     """One sample at the start of each listed bin."""
     return telemetry(node, np.asarray(bins) * step, power, **columns)
-
 
 
 # --- resample ---------------------------------------------------------------------------------------------------
