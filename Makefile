@@ -8,9 +8,12 @@ MODEL_PATH ?= trained_models
 export RAY_AUTH_MODE ?= disabled
 export MODEL_PATH
 # Serve settings measured to help on small nodes (bench/bench_serve.py; core/serve_tuning.py says why): user
-# code and router on the replica's event loop, request-path logs buffered, proxy to replicas over gRPC.
-SERVE_ENV := RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
-             RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000 RAY_SERVE_PROXY_USE_GRPC=1
+# code and router on the replica's event loop, request-path logs buffered, proxy to replicas over gRPC. A value
+# already in your environment wins.
+run run-api: export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD ?= 0
+run run-api: export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 0
+run run-api: export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE ?= 1000
+run run-api: export RAY_SERVE_PROXY_USE_GRPC ?= 1
 
 .PHONY: install test-servers run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 
@@ -78,12 +81,12 @@ endif
 run: install
 	$(PY) -m app.demo_model --data $(DATA)
 	$(TOKEN)
-	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
+	$(VENV)/bin/serve run serve_config.yaml
 
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
 	$(TOKEN)
-	$(SERVE_ENV) $(VENV)/bin/serve run serve_config.yaml
+	$(VENV)/bin/serve run serve_config.yaml
 
 # Container images (Dockerfile, Dockerfile.gpu): the service as `make run` runs it, or Ray nodes on KubeRay.
 image:

@@ -1,9 +1,11 @@
 """Serve's tuned process settings (core/serve_tuning.py) are the same under `make run`, in the image's start
-script and on every container of the KubeRay RayService that runs Ray."""
+script and on every container of the KubeRay RayService that runs Ray; where an operator's value can win, it does."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -12,12 +14,21 @@ from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build, containers
 
 
-def test_make_run_exports_the_tuning() -> None:
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    block = re.search(r"^SERVE_ENV := ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
-    assert block is not None, "Makefile: no SERVE_ENV"
-    pairs = dict(item.split("=", 1) for item in block.group(1).replace("\\\n", " ").split())
-    assert pairs == SERVE_TUNING
+def _make_run_environment(target: str, environment: dict[str, str]) -> dict[str, str]:
+    """The RAY_SERVE_* variables `make TARGET`'s commands get, read by a probe prerequisite (`+` runs it under
+    `make -n`, which runs nothing else)."""
+    probe = ["--eval", f"{target}: serve-env-probe", "--eval", "serve-env-probe: ; +@env"]
+    result = subprocess.run(["make", "-n", "--no-print-directory", *probe, target], cwd=REPO_ROOT,
+                            env=environment, capture_output=True, text=True, check=True)
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if line.startswith("RAY_SERVE_"))
+
+
+@pytest.mark.parametrize("target", ["run", "run-api"])
+def test_make_run_exports_the_tuning_and_keeps_the_operators_value(target: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    assert _make_run_environment(target, clean) == SERVE_TUNING
+    own = _make_run_environment(target, {**clean, "RAY_SERVE_PROXY_USE_GRPC": "0"})
+    assert own == {**SERVE_TUNING, "RAY_SERVE_PROXY_USE_GRPC": "0"}
 
 
 def test_the_image_start_script_exports_the_tuning() -> None:
