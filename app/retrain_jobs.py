@@ -24,7 +24,7 @@ from core.records import RecordStore
 from core.registry import ModelRegistry
 from core.settings import ConfigError
 from training.cost.retrain import CostRetrainSpec
-from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
+from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
 from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning
 from training.settings import TrainingConfig, load_training_config
@@ -165,9 +165,7 @@ class RetrainJobs:
         """The run for a power model: the request's overrides, the rest of the shape kept from the version serving
         now, else from the model's resolution in the config."""
         defaults = self.defaults
-        resolution = config.predictor.resolution(model_id)
-        shape = ModelRegistry(self.model_path).feature_spec(model_id) or (resolution.feature_spec() if resolution
-                                                                           else {})
+        shape = retrained_shape(ModelRegistry(self.model_path), config, model_id)
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
         spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
                            scaling=defaults.train_scaling(), skip_short=request.source == "store",

@@ -9,6 +9,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from core.durations import format_duration
+from core.registry import ModelRegistry
 from core.registry_metadata import ModelId
 from core.settings import ConfigError, Duration, format_errors
 from training.power.scaling import TrainScaling
@@ -81,6 +82,13 @@ class ModelOverrides(BaseModel):
             return TrainingConfig.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(format_errors("command line", exc)) from exc
+
+
+def retrained_shape(registry: ModelRegistry, config: TrainingConfig, model_id: str) -> dict[str, Any]:
+    """The step, horizon and input window a retrain of `model_id` keeps (as a `feature_spec`): the version serving
+    now's, else the model's resolution's in `config`; empty when it has neither."""
+    resolution = config.predictor.resolution(model_id)
+    return registry.feature_spec(model_id) or (resolution.feature_spec() if resolution else {})
 
 
 class RetrainSpec(BaseModel):

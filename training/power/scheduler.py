@@ -34,7 +34,7 @@ from core.records import RecordStore
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
-from training.power.retrain_spec import ModelOverrides, RetrainSpec
+from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_shape
 from training.power.scaling import TrainScaling
 from training.retrain_attempt import Trigger, run_attempt
 from training.retrain_data import TrainingData
@@ -143,8 +143,9 @@ class RetrainScheduler:
         self._save_state(last_attempt_at=self.clock(),  # at the start too: a restart mid-attempt waits an interval
                          early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
         try:
-            spec = RetrainSpec(config=load_training_config(settings.config_path), model_id=settings.model_id,
-                               overrides=ModelOverrides().keeping_shape(self.registry.feature_spec(settings.model_id)),
+            config = load_training_config(settings.config_path)
+            overrides = ModelOverrides().keeping_shape(retrained_shape(self.registry, config, settings.model_id))
+            spec = RetrainSpec(config=config, model_id=settings.model_id, overrides=overrides,
                                scaling=settings.scaling, skip_short=True, verbose=False)
         except ConfigError as exc:  # the config file became invalid since the app started
             self.records.update(record["id"], status="failed", message=f"train_lstm: error: {exc}")

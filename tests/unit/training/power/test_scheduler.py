@@ -23,7 +23,9 @@ from training.retrain_lock import RetrainLocks
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUR = 3600
-SMALL_CONFIG = ("predictor: {step: 2min, prediction_horizon: 20min}\n"
+# The resolution serves power_lstm with a shorter window than the flat config's: a first version takes it.
+SMALL_CONFIG = ("predictor: {step: 2min, prediction_horizon: 20min,\n"
+                "            resolutions: [{model_id: power_lstm, step: 2min, horizon: 20min, sequence_length: 12}]}\n"
                 "models: {power_predictor: {sequence_length: 15, hidden_size: 8, num_layers: 1, epochs: 4}}\n")
 
 
@@ -133,15 +135,17 @@ def test_a_scheduled_attempt_trains_on_the_store_and_promotes_only_a_better_vers
     assert (first["registered_version"], first["decision"], first["activated"]) == (1, "no_incumbent", True)
     assert first["champion"] is None and first["challenger"]["mae"] > 0
     assert sorted(first["data_span"]["series"]) == ["hybrid_1", "radiance_1", "sysbench_2"]
+    first_spec = registry.get("power_lstm", 1)[1].feature_spec
+    assert (first_spec["sequence_length"], first_spec["step_s"], first_spec["horizon_steps"]) == (12, 120, 10)
 
     shift(5.0)  # a clearly worse challenger
     clock.advance(HOUR)
-    config = Path(settings.config_path)  # the config's window changes; the challenger keeps its champion's
-    config.write_text(config.read_text().replace("sequence_length: 15", "sequence_length: 20"))
+    config = Path(settings.config_path)  # the config's windows change; the challenger keeps its champion's
+    config.write_text(config.read_text().replace("sequence_length: 1", "sequence_length: 2"))
     second = RetrainScheduler(settings, clock=clock).step()
     assert second is not None and second["status"] == "succeeded", second
     spec = registry.get("power_lstm", 2)[1].feature_spec
-    assert (spec["sequence_length"], spec["step_s"], spec["horizon_steps"]) == (15, 120, 10)
+    assert (spec["sequence_length"], spec["step_s"], spec["horizon_steps"]) == (12, 120, 10)
     assert (second["registered_version"], second["decision"], second["activated"]) == (2, "did_not_beat", False)
     champion = second["champion"]
     assert champion["version"] == 1 and champion["mae"] < champion["challenger_mae"] == second["challenger"]["mae"]
