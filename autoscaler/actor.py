@@ -37,6 +37,7 @@ from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
 from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
+from core.metrics_catalog import SCALING_DECISIONS, SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, create
 from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, SUPERVISOR_ACTOR
 from core.stores.remote import RemoteStore
 
@@ -71,27 +72,24 @@ class AppWatch:
 
 
 class DecisionMetrics:
-    """Ray metrics (Ray's Prometheus endpoint) for every decision: desired replicas, power, decision counts."""
+    """Ray metrics (Ray's Prometheus endpoint) for every decision: desired replicas, power, decision counts. Each is
+    None where Ray metrics cannot be created, and then records nothing."""
 
     def __init__(self) -> None:
-        from ray.util.metrics import Counter, Gauge
-
-        self._replicas = Gauge("kcloud_scaling_desired_replicas", "replicas each policy decided on",
-                               tag_keys=("policy", "mode"))
-        self._power = Gauge("kcloud_scaling_signal_watts", "per-node power behind each decision",
-                            tag_keys=("policy", "signal"))
-        self._decisions = Counter("kcloud_scaling_decisions_total", "decisions by policy, action and outcome",
-                                  tag_keys=("policy", "action", "actuation"))
+        self._replicas = create(SCALING_DESIRED_REPLICAS)
+        self._power = create(SCALING_SIGNAL_WATTS)
+        self._decisions = create(SCALING_DECISIONS)
 
     def publish(self, events: list[ScalingEvent]) -> None:
         for event in events:
-            if event.to_replicas is not None:
+            if self._replicas is not None and event.to_replicas is not None:
                 self._replicas.set(event.to_replicas, tags={"policy": event.policy, "mode": event.mode})
             for signal, watts in (("measured", event.measured_power_watts), ("forecast", event.forecast_power_watts)):
-                if watts is not None:
+                if self._power is not None and watts is not None:
                     self._power.set(watts, tags={"policy": event.policy, "signal": signal})
-            self._decisions.inc(tags={"policy": event.policy, "action": event.action.value,
-                                      "actuation": event.actuation.status.value})
+            if self._decisions is not None:
+                self._decisions.inc(tags={"policy": event.policy, "action": event.action.value,
+                                          "actuation": event.actuation.status.value})
 
 
 class TelemetryNodeNames:

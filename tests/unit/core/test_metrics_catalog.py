@@ -62,22 +62,13 @@ def test_every_constant_is_listed_once_and_names_are_unique():
         assert list(spec.boundaries) == sorted(set(spec.boundaries)), spec.name
 
 
-def test_metrics_created_directly_are_literal_catalog_entries():
-    """A direct Gauge(/Counter(/Histogram( call (the controller's DecisionMetrics) names a catalog metric of the
-    same kind and tags; everything else goes through `catalog.create(<catalog entry>)`."""
-    by_name = {spec.name: spec for spec in METRICS}
-    for where, call in _direct_creations():
-        first = call.args[0] if call.args else None
-        assert isinstance(first, ast.Constant) and isinstance(first.value, str), f"{where}: name a catalog metric"
-        spec = by_name.get(first.value)
-        assert spec is not None, f"{where}: {first.value} is not in core/metrics_catalog.py"
-        assert spec.kind is CONSTRUCTORS[str(_called_name(call))], where
-        tags = next((k.value for k in call.keywords if k.arg == "tag_keys"), None)
-        assert tags is not None and tuple(ast.literal_eval(tags)) == spec.tags, where
+def test_no_metric_is_created_outside_the_catalog():
+    """Every Ray metric comes from `catalog.create(<catalog entry>)`: no Gauge(/Counter(/Histogram( call of
+    ray.util.metrics or ray.serve.metrics anywhere else."""
+    assert [where for where, _ in _direct_creations()] == []
 
 
 def test_metric_specs_are_made_only_in_the_catalog_and_every_one_is_created_somewhere():
-    literal_names = {call.args[0].value for _, call in _direct_creations()}
     referenced: set[str] = set()
     for path, tree in _modules():
         for node in ast.walk(tree):
@@ -86,7 +77,7 @@ def test_metric_specs_are_made_only_in_the_catalog_and_every_one_is_created_some
             if isinstance(node, ast.Name | ast.Attribute):
                 referenced.add(node.id if isinstance(node, ast.Name) else node.attr)
     for name, spec in CONSTANTS.items():
-        assert name in referenced or spec.name in literal_names, f"{spec.name} is listed but never created"
+        assert name in referenced, f"{spec.name} is listed but never created"
 
 
 def test_create_refuses_nothing_it_lists_and_outside_ray_is_harmless():
