@@ -1,11 +1,7 @@
-"""The tune command line: a real two-trial search on the carried sample (slow), and `train_lstm --settings-from`.
-
-`--settings-from` runs with the fake Ray Train step (tests.fakes.trainer); the search itself runs the real one.
-"""
+"""`train_lstm --settings-from` a tune report (with the fake Ray Train step, tests.fakes.trainer) and the flags both
+commands refuse; the real search is tests/integration/test_tune_search.py."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -17,35 +13,6 @@ from training.power.tune_report import DataFacts, SearchFacts, TrialOutcome, Tun
 
 SAMPLE = str(TEST_DATA / "upm_sample.csv")
 SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--hidden-size", "8", "--quiet"]
-
-
-@pytest.fixture
-def local_ray(ray_cluster):
-    """The test session's Ray (shared with every other test: never shut down here)."""
-    yield ray_cluster
-
-
-@pytest.mark.slow
-def test_a_two_trial_search_writes_its_report(tmp_path, local_ray, capsys):
-    output = tmp_path / "tune.json"
-    code = tune.main(["--data", SAMPLE, *SMALL, "--epochs", "4", "--trials", "2", "--time-budget", "10m",
-                      "--output", str(output)])
-    assert code == 0
-    report = json.loads(output.read_text())
-    assert len(report["trials"]) == 2
-    default = [trial for trial in report["trials"] if trial["default"]]
-    assert len(default) == 1 and default[0]["status"] == "completed"
-    assert default[0]["config"] == {"learning_rate": 0.002, "hidden_size": 8, "num_layers": 2, "sequence_length": 15,
-                                    "dropout": 0.1, "batch_size": 32, "relative_power": False}
-    assert report["default_score"] == default[0]["score"] > 0
-    assert report["best_score"] <= report["default_score"]
-    assert report["best_config"] in [trial["config"] for trial in report["trials"]]
-    for trial in report["trials"]:
-        assert trial["status"] in ("completed", "early_stopped") and 1 <= trial["epochs"] <= 4
-        assert (trial["score"] is not None) == (trial["status"] == "completed")
-    assert report["data"]["step_s"] == 120 and report["data"]["holdout_points"] > 0
-    assert report["search"]["trials_requested"] == 2 and report["search"]["time_budget_s"] == 600
-    assert "tune: holdout MAE: best " in capsys.readouterr().err
 
 
 def _report(tmp_path, **best) -> str:
