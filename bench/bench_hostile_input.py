@@ -73,7 +73,7 @@ def main() -> None:
 
     state = Path(tempfile.mkdtemp(prefix="kcloud-bench-hostile-"))
     (state / "token").write_text(TOKEN + "\n")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
         raise SystemExit("could not prepare the demo models")
     port = _free_port()

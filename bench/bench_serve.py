@@ -80,7 +80,7 @@ def main() -> None:
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
         raise SystemExit("could not prepare the demo models")
     port = _free_port()

@@ -32,8 +32,8 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     apply_serve_tuning()  # Serve's settings under `make run`
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
-                       log_to_driver=False, ignore_reinit_error=True)
+    context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                       dashboard_port=free_port(), log_to_driver=False, ignore_reinit_error=True)
     _started["dashboard_url"] = f"http://{context.dashboard_url}"
     yield ray
     ray.shutdown()
