@@ -28,13 +28,13 @@ from core.durations import format_duration  # noqa: E402
 from core.telemetry_csv import load_telemetry_csv  # noqa: E402
 from training.cli import duration_arg, positive_int  # noqa: E402
 from training.power.dataset import prepare  # noqa: E402
+from training.power.epoch_sample import make_loader  # noqa: E402
 from training.power.fit import (  # noqa: E402
     SupervisedArrays,
     build_model,
     fit_epochs,
     flush_denormals,
     interval_levels,
-    make_loader,
     seed_everything,
 )
 from training.power.ray_trainer import train_power_lstm  # noqa: E402

@@ -20,12 +20,12 @@ from training.cost.catalog import RECORD_COLUMNS, generate_job_records, list_pri
 from training.cost.model import CostModel
 from training.cost.schema import COMPONENTS, CostQuery, Resources
 from training.power import calendar as cal
+from training.power.epoch_sample import make_loader
 from training.power.features import FeaturePipeline, Segment
 from training.power.fit import (
     SupervisedArrays,
     build_model,
     interval_levels,
-    make_loader,
     predict_changes,
     seed_everything,
     train_one_epoch,

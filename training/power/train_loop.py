@@ -32,6 +32,7 @@ from ray.train import Checkpoint
 from ray.train.torch import prepare_data_loader, prepare_model
 from torch.utils.data import ConcatDataset, DataLoader
 
+from training.power.epoch_sample import make_loader
 from training.power.fit import (
     EpochRecord,
     FitHistory,
@@ -40,7 +41,6 @@ from training.power.fit import (
     fit_epochs,
     flush_denormals,
     interval_levels,
-    make_loader,
     refine,
     refit_epochs,
     seed_everything,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.power.epoch_sample import make_loader
 from training.power.fit import (
     EarlyStopping,
     EpochRecord,
@@ -16,7 +17,6 @@ from training.power.fit import (
     build_model,
     fit_epochs,
     flush_denormals,
-    make_loader,
     predict_changes,
     refine,
     refit_epochs,

@@ -1,4 +1,4 @@
-"""Each training epoch's sample of windows (training.power.fit.make_loader, EpochSample, WeightedEpochSample)."""
+"""Each training epoch's sample of windows (training.power.epoch_sample)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.power.fit import EpochSample, SupervisedArrays, WeightedEpochSample, make_loader
+from training.power.epoch_sample import EpochSample, WeightedEpochSample, make_loader
+from training.power.fit import SupervisedArrays
 from training.power.recency import recency_weights
 
 
