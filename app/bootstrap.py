@@ -6,7 +6,8 @@ telemetry). All are named, detached and created with get_if_exists, so a builder
 another `serve run`) finds them instead of starting twins, and they outlive the process that built the app
 (the `serve run` driver or Serve's build task). The controller and the scheduler are kept only when their
 settings are unchanged (else replaced) and stopped when disabled; the controller also ends itself when the
-app is deleted (autoscaler/actor.py).
+app is deleted (autoscaler/actor.py). Telemetry turned off stops the supervisor and its collectors; the store
+actor stays, with what it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from app.settings import AppArgs
 from autoscaler.actor import start_controller, stop_controller
 from autoscaler.policy_config import policies_from_config
-from collectors.supervisor import start_telemetry
+from collectors.supervisor import start_telemetry, stop_telemetry
 from training.power.scheduler_actor import start_scheduler, stop_scheduler
 
 
@@ -31,6 +32,8 @@ def start_actors(args: AppArgs) -> None:
         start_telemetry(config, selected=telemetry.sources,
                         replay=telemetry.replay.model_dump() if telemetry.replay else None,
                         store_settings=telemetry.store_settings, config_path=args.config_path)
+    else:
+        stop_telemetry()  # collection turned off: no collector keeps sampling (the store actor and its data stay)
     scheduler = args.scheduler_settings()
     if scheduler is not None:
         start_scheduler(scheduler)

@@ -1,6 +1,7 @@
 """One collector actor per alive Ray node, kept that way as nodes come and go.
 
-`start_telemetry` starts (or finds) the store actor and the supervisor; the supervisor reconciles every
+`start_telemetry` starts (or finds) the store actor and the supervisor, `stop_telemetry` stops the supervisor and
+its collectors (the store actor stays); the supervisor reconciles every
 `reconcile_s`: a node without a healthy collector gets one, pinned to it with node-affinity scheduling;
 collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller
 (the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
@@ -14,11 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from collectors.collector_actor import CollectorActor
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
+from core.actors import find_actor, kill_and_wait
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
@@ -109,8 +112,10 @@ class CollectorSupervisor:
         return names
 
     def stop(self) -> None:
-        """Stop every collector (each flushes what it holds) and the reconcile loop."""
+        """Stop the reconcile loop (after the round it may be in, which could start a collector), then every
+        collector (each flushes what it holds)."""
         self._stop.set()
+        self._thread.join(timeout=2 * HEALTH_TIMEOUT_S)
         for handle in self.collectors.values():
             try:
                 ray.get(handle.stop.remote(), timeout=HEALTH_TIMEOUT_S)
@@ -134,3 +139,17 @@ def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = Non
         num_cpus=0,
     ).remote(config.model_dump(mode="json", include=set(CollectorConfig.model_fields)), selected, replay,
              reconcile_s)
+
+
+def stop_telemetry(timeout_s: float = 60.0) -> bool:
+    """Stop the collector supervisor and its collectors if they run; True when there was one. The store actor
+    stays: what it holds remains readable and the API's telemetry pushes keep working."""
+    running = find_actor(SUPERVISOR_ACTOR)
+    if running is None:
+        return False
+    try:
+        ray.get(running.stop.remote(), timeout=timeout_s)
+    except (GetTimeoutError, RayActorError):
+        logger.warning("collector supervisor did not stop its collectors in %.0f s", timeout_s)
+    kill_and_wait(SUPERVISOR_ACTOR, running, timeout_s)
+    return True

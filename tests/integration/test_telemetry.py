@@ -11,8 +11,9 @@ import pytest
 import ray
 
 from collectors.settings import CollectorConfig
-from collectors.supervisor import start_telemetry
-from core.names import NAMESPACE, STORE_ACTOR, collector_actor
+from collectors.supervisor import start_telemetry, stop_telemetry
+from core.actors import find_actor
+from core.names import NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR, collector_actor
 from core.stores.remote import RemoteStore
 from core.stores.sqlite import DB_FILENAME
 from core.stores.window import replay_samples
@@ -47,8 +48,7 @@ def telemetry(telemetry_store, ray_cluster, upm_sample, tmp_path_factory):
     supervisor = start_telemetry(config, selected=["host"], replay={"path": str(replay_csv), "speed": 600},
                                  reconcile_s=1.0)
     yield supervisor
-    ray.get(supervisor.stop.remote(), timeout=60)
-    ray.kill(supervisor, no_restart=True)
+    stop_telemetry()  # already done where the last test ran
 
 
 def test_collectors_fill_the_store(telemetry):
@@ -151,3 +151,14 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
         assert workload_point["upper"] == pytest.approx(2 * node_point["upper"], abs=0.05)
     unmapped = api.post("/api/v1/predict/power", json={"workload_id": "not-in-config"})
     assert unmapped.status_code == 422 and "workloads" in unmapped.text
+
+
+def test_stopping_telemetry_ends_the_supervisor_and_every_collector_and_keeps_the_store(telemetry):
+    """Last in the module (it ends the fixture's telemetry): what the bootstrap does when telemetry is turned off."""
+    collectors = [key for key in ray.get(telemetry.status.remote(), timeout=30)
+                  if key == "replay" or key.startswith("node-")]
+    assert collectors and stop_telemetry() is True
+    assert find_actor(SUPERVISOR_ACTOR) is None
+    _wait(lambda: all(find_actor(collector_actor(key)) is None for key in collectors), 60, "the collectors to end")
+    assert "hybrid_1" in RemoteStore().nodes()  # the store actor and what it holds stay
+    assert stop_telemetry() is False
