@@ -4,10 +4,10 @@ The store actor with the collector supervisor (`args.telemetry.enabled`), the sc
 (`args.autoscaler.enabled`) and the retrain scheduler (`args.retrain.schedule`, by default with the
 telemetry). All are named, detached and created with get_if_exists, so a builder that runs again (a redeploy,
 another `serve run`) finds them instead of starting twins, and they outlive the process that built the app
-(the `serve run` driver or Serve's build task). The controller and the scheduler are kept only when their
-settings are unchanged (else replaced) and stopped when disabled; the controller also ends itself when the
-app is deleted (autoscaler/actor.py). Telemetry turned off stops the supervisor and its collectors; the store
-actor stays, with what it holds.
+(the `serve run` driver or Serve's build task). The controller, the scheduler and the supervisor are kept only
+when their settings are unchanged (else replaced) and stopped when disabled (the supervisor with its collectors;
+the store actor stays, with what it holds); the controller also ends itself when the app is deleted
+(autoscaler/actor.py).
 """
 
 from __future__ import annotations

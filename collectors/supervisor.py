@@ -1,14 +1,16 @@
 """One collector actor per alive Ray node, kept that way as nodes come and go.
 
-`start_telemetry` starts (or finds) the store actor and the supervisor, `stop_telemetry` stops the supervisor and
-its collectors (the store actor stays); the supervisor reconciles every
-`reconcile_s`: a node without a healthy collector gets one, pinned to it with node-affinity scheduling;
-collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller
-(the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
+`start_telemetry` starts (or finds) the store actor and the supervisor (on the head node; one started with other
+settings is replaced), `stop_telemetry` stops the supervisor and its collectors (the store actor stays). The
+supervisor reconciles every `reconcile_s`: a node without a healthy collector gets one, pinned to it with
+node-affinity scheduling; collectors of nodes that left are forgotten. All actors are named and detached, so they
+outlive the caller (the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -21,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from collectors.collector_actor import CollectorActor
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
-from core.actors import find_actor, kill_and_wait
+from core.actors import find_actor, kill_and_wait, start_head_singleton
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class CollectorSupervisor:
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
                  replay: dict | None = None, reconcile_s: float = 10.0):
         self.config_data, self.selected, self.replay = config_data, selected, replay
+        self._fingerprint = settings_fingerprint(config_data, selected, replay, reconcile_s)
         self.collectors: dict[str, Any] = {}
         self._stop = threading.Event()
         self.reconcile()
@@ -87,6 +90,10 @@ class CollectorSupervisor:
         except Exception:  # noqa: BLE001 - dead, restarting or wedged
             return False
 
+    def fingerprint(self) -> str:
+        """The digest of the settings this supervisor (and so each of its collectors) was started with."""
+        return self._fingerprint
+
     def status(self) -> dict[str, Any]:
         result = {}
         for key, handle in self.collectors.items():
@@ -116,29 +123,37 @@ class CollectorSupervisor:
         collector (each flushes what it holds)."""
         self._stop.set()
         self._thread.join(timeout=2 * HEALTH_TIMEOUT_S)
-        for handle in self.collectors.values():
+        for key, handle in self.collectors.items():
             try:
                 ray.get(handle.stop.remote(), timeout=HEALTH_TIMEOUT_S)
             except Exception:  # noqa: BLE001
                 pass
-            ray.kill(handle, no_restart=True)
+            kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
         self.collectors.clear()
 
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,
                     store_settings: Mapping[str, str] | None = None, config_path: str | None = None,
                     reconcile_s: float = 10.0):
-    """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle.
+    """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle. A running
+    supervisor started with other settings is stopped with its collectors and replaced (collectors are found by
+    name, so they would otherwise keep the old settings).
 
     `store_settings` (variable names) and `config_path` (the file whose `influx_host` applies) go to the store
     actor, which reads them over its own environment (core/stores/settings.py).
     """
     start_store_actor(store_settings, config_path)
-    return ray.remote(CollectorSupervisor).options(
-        name=SUPERVISOR_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
-        num_cpus=0,
-    ).remote(config.model_dump(mode="json", include=set(CollectorConfig.model_fields)), selected, replay,
-             reconcile_s)
+    config_data = config.model_dump(mode="json", include=set(CollectorConfig.model_fields))
+    return start_head_singleton(CollectorSupervisor, SUPERVISOR_ACTOR,
+                                settings_fingerprint(config_data, selected, replay, reconcile_s), stop_telemetry,
+                                config_data, selected, replay, reconcile_s)
+
+
+def settings_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
+                         reconcile_s: float) -> str:
+    """A digest of what a supervisor is started with."""
+    payload = json.dumps([config_data, selected, replay, reconcile_s], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def stop_telemetry(timeout_s: float = 60.0) -> bool:

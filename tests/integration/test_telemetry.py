@@ -162,3 +162,26 @@ def test_stopping_telemetry_ends_the_supervisor_and_every_collector_and_keeps_th
     _wait(lambda: all(find_actor(collector_actor(key)) is None for key in collectors), 60, "the collectors to end")
     assert "hybrid_1" in RemoteStore().nodes()  # the store actor and what it holds stay
     assert stop_telemetry() is False
+
+
+def test_other_telemetry_settings_replace_the_supervisor_and_its_collectors(tmp_path):
+    """A redeploy with the same settings finds the running supervisor; with others (collectors are found by
+    name, so they would keep the old ones) both are replaced."""
+    def config(sampling: str) -> CollectorConfig:
+        return CollectorConfig.model_validate({"telemetry": {"sampling_interval": sampling, "flush_interval": "1s",
+                                                             "spill_dir": str(tmp_path / "spill")}})
+
+    def node_collector(supervisor) -> str:
+        key = _wait(lambda: next((k for k in ray.get(supervisor.status.remote(), timeout=30)
+                                  if k.startswith("node-")), None), 60, "a node collector")
+        return ray.get_actor(collector_actor(key), namespace=NAMESPACE)._actor_id.hex()
+
+    try:
+        first = start_telemetry(config("1s"), selected=["host"], reconcile_s=1.0)
+        collector = node_collector(first)
+        again = start_telemetry(config("1s"), selected=["host"], reconcile_s=1.0)
+        assert again._actor_id == first._actor_id and node_collector(again) == collector
+        other = start_telemetry(config("2s"), selected=["host"], reconcile_s=1.0)
+        assert other._actor_id != first._actor_id and node_collector(other) != collector
+    finally:
+        stop_telemetry()
