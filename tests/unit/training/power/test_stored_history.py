@@ -1,0 +1,32 @@
+"""A node's stored window as a forecaster input: its age is the newest reading's, whatever the model's step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.stores.base import TelemetrySample
+from core.stores.sqlite import SqliteStore
+from training.power.stored_history import stored_history
+
+NOW = datetime(2026, 1, 5, 12, 59, 50, tzinfo=UTC)  # 59 min 50 s into an hourly bin
+
+
+@pytest.mark.parametrize("step_s", [60, 3600])
+def test_the_age_is_the_newest_readings_not_its_bins_start(tmp_path, step_s: int):
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(seconds=5 * k), node_id="n", source="ipmi",
+                                     power_watts=400.0 + k) for k in range(1, 240)])
+        stored = stored_history(store, "n", step_s=step_s, sequence_length=4, horizon_s=4 * step_s, now=NOW)
+    assert stored.age_s == pytest.approx(5.0)
+    assert stored.history.power_watts[-1] > 0
+
+
+def test_a_window_whose_last_bin_has_no_power_is_as_old_as_its_newest_bin_with_power(tmp_path):
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m), node_id="n", source="ipmi",
+                                     power_watts=500.0) for m in range(3, 10)])
+        latest = store.latest("n")[0].model_copy(update={"timestamp": NOW - timedelta(seconds=20)})
+        stored = stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300, now=NOW, latest=latest)
+    assert stored.age_s >= 180.0
