@@ -15,8 +15,9 @@ class ForecastView(BaseModel):
 
     `upper_quantile_per_node_watts[i]`: power node i stays under over the whole window with probability the
     policy's `confidence_threshold`: a bound on the window's maximum when `peak_bound` (training.power.peak_bound;
-    the decision then follows autoscaler.peak_rule), else (a model saved before that bound) the highest per-lead
-    quantile, with which the decision keeps its earlier rule. `expected_per_node_watts[i]`: the highest point
+    the decision then follows autoscaler.peak_rule), else (a forecast without `peak_upper`) the highest per-lead
+    quantile, with which the decision keeps its earlier rule. Every served model gives `peak_upper`: one saved
+    before the calibrated bound gives the running maximum of its per-step uppers (Calibration.apply), uncalibrated. `expected_per_node_watts[i]`: the highest point
     forecast in the window. Build it with `from_interval`, or `unavailable(reason)` when there is no forecast (no
     model, stale window, calibration not measured): the policy then uses measured power and says why.
     """
