@@ -17,9 +17,10 @@ class ForecastView(BaseModel):
     policy's `confidence_threshold`: a bound on the window's maximum when `peak_bound` (training.power.peak_bound;
     the decision then follows autoscaler.peak_rule), else (a forecast without `peak_upper`) the highest per-lead
     quantile, with which the decision keeps its earlier rule. Every served model gives `peak_upper`: one saved
-    before the calibrated bound gives the running maximum of its per-step uppers (Calibration.apply), uncalibrated. `expected_per_node_watts[i]`: the highest point
-    forecast in the window. Build it with `from_interval`, or `unavailable(reason)` when there is no forecast (no
-    model, stale window, calibration not measured): the policy then uses measured power and says why.
+    before the calibrated bound gives the running maximum of its per-step uppers (Calibration.apply),
+    uncalibrated. `expected_per_node_watts[i]`: the highest point forecast in the window. Build it with
+    `from_interval`, or `unavailable(reason)` when there is no forecast (no model, stale window, calibration not
+    measured): the policy then uses measured power and says why.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

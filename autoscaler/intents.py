@@ -9,7 +9,9 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    an intent row. If that write fails (or the lease is gone, or the policy was deleted), nothing is actuated.
 3. Then the actuator runs, and the intent is *completed* in one transaction: the same event (same id) with
    status `applied` or `failed`, the intent row dropped, and, when the actuation failed, the state written with
-   the cooldown clock as it was before, because nothing changed and the next tick may try again at once.
+   the cooldown clock as it was before, because nothing changed and the next tick may try again at once. A
+   change sent and not answered (`ActuationOutcomeUnknown`, a timeout) or an unexpected error is `failed` with
+   the cooldown kept: whether it landed cannot be known.
 4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
    stays started, so the next ticks hold instead of scaling again. The next tick that reads the target's
    replicas completes the old event: `applied` when the target is at the intended count, else `failed`

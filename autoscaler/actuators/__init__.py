@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
 
 
@@ -29,7 +29,8 @@ class Actuators:
         return self._for(policy).ray_nodes(policy.target)
 
     def apply(self, policy: ScalingPolicy, current: int, desired: int) -> ActuationResult:
-        """Carry out `current -> desired` (enforce) or only describe it (dry_run); never raises."""
+        """Carry out `current -> desired` (enforce) or only describe it (dry_run). Raises only
+        `ActuationOutcomeUnknown` (a change sent and not answered); any other failure is a `failed` result."""
         if desired == current:
             return ActuationResult(status=ActuationStatus.NONE, detail="no change")
         if policy.mode == "dry_run":
@@ -38,8 +39,10 @@ class Actuators:
         try:
             return ActuationResult(status=ActuationStatus.APPLIED, detail=self._for(policy).scale(policy.target,
                                                                                                   desired))
+        except ActuationOutcomeUnknown:
+            raise
         except ActuationError as exc:
             return ActuationResult(status=ActuationStatus.FAILED, detail=str(exc))
 
 
-__all__ = ["ActuationError", "Actuator", "Actuators"]
+__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators"]

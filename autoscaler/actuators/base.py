@@ -16,6 +16,11 @@ class ActuationError(RuntimeError):
     """The target could not be read or scaled (missing object, refused, unreachable); the message says why."""
 
 
+class ActuationOutcomeUnknown(ActuationError):
+    """A change was sent but no answer came (a timeout, a connection dropped): it may have landed, so the caller
+    keeps the cooldown it started (autoscaler/intents.py)."""
+
+
 class Actuator(ABC):
     """Reads and sets the replica count of the targets of one or more kinds."""
 

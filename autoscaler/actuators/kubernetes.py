@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
 
@@ -169,6 +169,13 @@ class KubernetesActuator(Actuator):
             elif error.status == 401:
                 message += "; check the credentials (service account token or kubeconfig)"
             raise ActuationError(message) from error
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as error:
+            if doing != "read":  # the write was sent and not answered
+                host = self.api_client.configuration.host
+                raise ActuationOutcomeUnknown(f"cannot tell whether {doing} {what} landed: API server {host} sent "
+                                              f"no answer: {error}") from error
+            raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
+                                 f"did not answer: {error}") from error
         except urllib3.exceptions.HTTPError as error:
             raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
                                  f"unreachable: {error}") from error

@@ -9,6 +9,7 @@ again after every change. When the cluster uses token authentication, Ray's own 
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from autoscaler.actuators.base import ActuationError, Actuator
+from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import RayServeTarget, ScalingTarget
 
 
@@ -60,7 +61,12 @@ class RayServeActuator(Actuator):
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise ActuationError(f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:  # sent; urlopen wraps unsent ones
+            if method != "GET":
+                raise ActuationOutcomeUnknown(f"Ray dashboard {method} {path}: sent, no answer ({exc}): the change "
+                                              f"may have landed") from None
+            raise ActuationError(f"Ray dashboard at {self.dashboard_url} did not answer: {exc}") from None
+        except OSError as exc:  # URLError included: the request was not sent
             raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
 
     def _deployment(self, target: ScalingTarget) -> dict[str, Any]:

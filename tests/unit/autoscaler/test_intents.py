@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from autoscaler.actuators import ActuationOutcomeUnknown
 from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.state import ControllerState
 from tests.unit.autoscaler.doubles import policy_data, write_power
@@ -125,6 +126,25 @@ def test_a_failed_actuation_completes_the_intent_without_the_cooldown(make, stor
     assert failed.actuation.status is ActuationStatus.FAILED
     assert controller.state.policy_state("web").last_scale_at is None and controller.state.pending_intent("web") is None
     assert [e.actuation.status for e in controller.state.events()] == [ActuationStatus.FAILED]  # one event, completed
+
+
+def test_a_change_sent_and_not_answered_keeps_the_cooldown_and_the_next_tick_holds(make, store):
+    """A timeout after the write was sent: it may have landed, so the next tick must not scale again."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+
+    def lands_without_an_answer(key: str, replicas: int) -> None:
+        actuator.counts[key] = replicas
+        raise ActuationOutcomeUnknown("Ray dashboard POST /x: sent, no answer (timed out): the change may have landed")
+
+    actuator.on_scale = lands_without_an_answer
+    [unknown] = controller.tick()
+    assert unknown.actuation.status is ActuationStatus.FAILED and "cooldown kept" in unknown.actuation.detail
+    assert controller.state.policy_state("web").last_scale_at is not None
+    actuator.on_scale = None
+    [held] = controller.tick()  # the power is still high: without the cooldown it would scale 3 -> 4
+    assert held.action is ScaleAction.HOLD and held.reason.startswith("hold at 3: cooldown, ")
 
 
 def test_holds_and_dry_runs_need_no_intent(make, store, monkeypatch):
