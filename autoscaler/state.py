@@ -4,7 +4,8 @@ actuations in flight (intents), and the lease that lets one controller act on ta
 One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it had.
 Every write is one transaction (BEGIN IMMEDIATE, so controllers sharing the file take turns). Policies from the
 config file are "seeded": applied when their content differs from what was last seeded under that name, so a
-restart never undoes an API change, while an edited config file still takes effect.
+restart never undoes an API change, while an edited config file still takes effect (a policy removed from it is
+deleted, unless the API changed it since).
 
 A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
 `max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
@@ -169,10 +170,19 @@ class ControllerState:
         return deleted
 
     def seed(self, policies: list[ScalingPolicy], now: datetime) -> list[str]:
-        """Apply config-file policies whose content changed since they were last seeded; returns their names.
+        """Apply config-file policies whose content changed since they were last seeded; returns their names. One
+        seeded before and no longer in the file is deleted, unless the API changed it since (then it is the API's).
 
         The config file is the operator's: `max_policies` does not refuse its policies (its count is checked
         when the file is read)."""
+        listed = {policy.name for policy in policies}
+        for name, digest in self._read("SELECT name, digest FROM seeded"):
+            if name not in listed:
+                body = self._read("SELECT body FROM policies WHERE name = ?", (name,))
+                if body and hashlib.sha256(body[0][0].encode()).hexdigest() == digest:
+                    self.delete_policy(name)
+                with self._write() as db:
+                    db.execute("DELETE FROM seeded WHERE name = ?", (name,))
         applied = []
         for policy in policies:
             digest = _digest(policy)

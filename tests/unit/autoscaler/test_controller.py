@@ -13,6 +13,7 @@ from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.settings import AutoscalerConfig
 from autoscaler.state import ControllerState
 from core.settings import ConfigError
+from tests.factories import make_policy
 from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
 
 
@@ -166,6 +167,19 @@ def test_config_policies_are_seeded_once_and_an_api_change_survives_a_restart(tm
     edited = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data(max_replicas=7)]}})
     assert state.seed(policies_from_config(edited), now) == ["web"]
     assert state.policy("web").max_replicas == 7
+
+
+def test_a_policy_removed_from_the_config_is_deleted_unless_the_api_changed_it(tmp_path):
+    both = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data(), policy_data(name="batch")]}})
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    assert state.seed(policies_from_config(both), now) == ["web", "batch"]
+    state.put_policy(state.policy("batch").model_copy(update={"max_replicas": 4}), now)  # now the API's
+    state.put_policy(make_policy(name="api-only"), now)
+    assert state.seed([], now) == []  # both left the file
+    assert sorted(p.name for p in state.policies()) == ["api-only", "batch"]
+    assert state.policy("batch").max_replicas == 4
+    assert state.seed(policies_from_config(both), now) == ["web", "batch"]  # back in the file: applied again
 
 
 def test_invalid_config_policies_name_the_entry_and_field():
