@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from collectors.settings import CollectorConfig
+from collectors.store_actor import start_store_actor
 from collectors.supervisor import start_telemetry, stop_telemetry
 from core.actors import find_actor
 from core.names import NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR, collector_actor
@@ -20,6 +21,11 @@ from core.stores.window import replay_samples
 from core.telemetry_csv import load_telemetry_csv
 
 pytestmark = pytest.mark.integration
+
+
+def session_store(folder) -> dict[str, str]:
+    """The session's store actor's settings (tests/conftest.py): the same settings find it, others replace it."""
+    return {"TELEMETRY_DATA_DIR": str(folder)}
 
 
 def _wait(predicate, timeout_s: float = 60.0, what: str = "condition"):
@@ -33,8 +39,9 @@ def _wait(predicate, timeout_s: float = 60.0, what: str = "condition"):
 
 
 @pytest.fixture(scope="module")
-def telemetry(telemetry_store, ray_cluster, upm_sample, tmp_path_factory):
-    """The session's store actor + a supervisor with the host source and a 1-minute replay at 600x."""
+def telemetry(telemetry_store, ray_cluster, api, upm_sample, tmp_path_factory):
+    """The session's store actor + a supervisor with the host source and a 1-minute replay at 600x. After the
+    session's app: building it (telemetry off in its args) stops any supervisor."""
     folder = tmp_path_factory.mktemp("telemetry")
     frame = load_telemetry_csv(upm_sample)
     minute = (frame.set_index("timestamp").groupby("node_id")[["power_watts", "cpu_utilization"]]
@@ -46,7 +53,7 @@ def telemetry(telemetry_store, ray_cluster, upm_sample, tmp_path_factory):
     config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
                                                            "spill_dir": str(folder / "spill")}})
     supervisor = start_telemetry(config, selected=["host"], replay={"path": str(replay_csv), "speed": 600},
-                                 reconcile_s=1.0)
+                                 store_settings=session_store(telemetry_store), reconcile_s=1.0)
     yield supervisor
     stop_telemetry()  # already done where the last test ran
 
@@ -164,7 +171,7 @@ def test_stopping_telemetry_ends_the_supervisor_and_every_collector_and_keeps_th
     assert stop_telemetry() is False
 
 
-def test_other_telemetry_settings_replace_the_supervisor_and_its_collectors(tmp_path):
+def test_other_telemetry_settings_replace_the_supervisor_and_its_collectors(telemetry_store, tmp_path):
     """A redeploy with the same settings finds the running supervisor; with others (collectors are found by
     name, so they would keep the old ones) both are replaced."""
     def config(sampling: str) -> CollectorConfig:
@@ -176,12 +183,26 @@ def test_other_telemetry_settings_replace_the_supervisor_and_its_collectors(tmp_
                                   if k.startswith("node-")), None), 60, "a node collector")
         return ray.get_actor(collector_actor(key), namespace=NAMESPACE)._actor_id.hex()
 
+    store = session_store(telemetry_store)
     try:
-        first = start_telemetry(config("1s"), selected=["host"], reconcile_s=1.0)
+        first = start_telemetry(config("1s"), selected=["host"], store_settings=store, reconcile_s=1.0)
         collector = node_collector(first)
-        again = start_telemetry(config("1s"), selected=["host"], reconcile_s=1.0)
+        again = start_telemetry(config("1s"), selected=["host"], store_settings=store, reconcile_s=1.0)
         assert again._actor_id == first._actor_id and node_collector(again) == collector
-        other = start_telemetry(config("2s"), selected=["host"], reconcile_s=1.0)
+        other = start_telemetry(config("2s"), selected=["host"], store_settings=store, reconcile_s=1.0)
         assert other._actor_id != first._actor_id and node_collector(other) != collector
     finally:
         stop_telemetry()
+
+
+def test_other_store_settings_replace_the_store_actor_and_its_data_stays_on_disk(telemetry_store, tmp_path):
+    session = session_store(telemetry_store)
+    first = start_store_actor(session)
+    assert start_store_actor(session)._actor_id == first._actor_id
+    try:
+        moved = start_store_actor({"TELEMETRY_DATA_DIR": str(tmp_path / "moved")})
+        assert moved._actor_id != first._actor_id
+        assert RemoteStore().nodes() == []  # the new backend: an empty store
+    finally:
+        start_store_actor(session)
+    assert "hybrid_1" in RemoteStore().nodes()  # the session's data, on disk all along
