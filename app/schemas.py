@@ -103,7 +103,8 @@ class PowerPredictionResponse(BaseModel):
     model_version: str
     step_seconds: int
     interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
-    window_coverage: float = Field(description="share of the model's input window that was real history")
+    window_coverage: float = Field(description="share of the model's input window that was real history (not padded "
+                                               "in front, not held over a gap in stored telemetry)")
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
     history_source: Literal["request", "store", "features_only"] = Field(
         "request", description="where the input window's power came from: the request's power_watts (request), "

@@ -28,6 +28,7 @@ class PowerHistory(BaseModel):
     end_time: datetime | None = None  # time of the last value (UTC); None means now, floored to the step
     horizon_s: int  # how far ahead to forecast
     step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
+    filled_steps: int = 0  # power values repeated from the one before over steps without a reading (a store's gaps)
 
 
 class ForecastRequestError(ValueError):
@@ -54,7 +55,7 @@ class PowerForecast(BaseModel):
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     confidence: tuple[float, ...]
-    window_coverage: float  # share of the input window that was real power history
+    window_coverage: float  # share of the input window that was real power history (not padded, not filled)
     padded_steps: int
     interval_coverage: float  # nominal coverage of [lower, upper]
     # peak_upper[k-1] bounds max(actual[1..k]) with probability (1 + interval_coverage) / 2, the level of `upper`

@@ -4,7 +4,8 @@ The value types live in core.forecasts (no Ray, no HTTP here). History lists are
 the model's step, most recent last, aligned at their ends. When they are shorter than the model's window,
 the window is filled honestly: the earliest known value of each series is repeated backwards and those
 steps are flagged imputed; a feature that is absent entirely is marked missing (the model was trained
-with missing flags). `window_coverage` says what share of the window was real power history.
+with missing flags). `window_coverage` says what share of the window was real power history (not padded
+in front, not held over a gap in a store's telemetry).
 
 Without any power history (the features-only mode), the window's power is estimated from its features and
 the forecast carries the mode's own calibration (training.power.features_only); `estimated_from` names the
@@ -101,6 +102,7 @@ class _Input:
     window: np.ndarray  # [T, F]
     last_power: float
     padded: int
+    filled: int  # steps inside the window held over a gap (PowerHistory.filled_steps)
     end: datetime
     scale: float | None  # the power estimate's typical error (features-only mode); None: measured power
     estimated_from: tuple[str, ...]
@@ -114,7 +116,8 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
         estimator = forecaster.features_only.estimator
         segment, chosen = estimated_segment(segment, estimator)
         scale = estimator.fits[chosen[-1]].scale
-    return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded,
+    filled = min(history.filled_steps, forecaster.sequence_length - padded) if history.power_watts else 0
+    return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded, filled,
                   segment.end.to_pydatetime(), scale, used)
 
 
@@ -154,7 +157,8 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             lower=_rounded(result.lower[row, :steps]),
             upper=_rounded(result.upper[row, :steps]),
             confidence=_rounded(result.confidence[row, :steps], 4),
-            window_coverage=0.0 if given.estimated_from else round(1.0 - padded / forecaster.sequence_length, 4),
+            window_coverage=0.0 if given.estimated_from else round(1.0 - (padded + given.filled)
+                                                                     / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
             peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),

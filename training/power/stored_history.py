@@ -62,7 +62,7 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     times = window["timestamp"]
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
                            workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,
-                           step_s=step_s)
+                           step_s=step_s, filled_steps=int(np.isnan(power[first:]).sum()))
     # the newest reading is `latest`, in the window's last bin; were that bin empty, the newest bin with power
     # starts no later than its reading (an age that errs old, never fresh)
     newest_reading = latest.timestamp if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()

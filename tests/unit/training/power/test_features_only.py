@@ -67,7 +67,9 @@ def test_the_seed_s_request_is_forecast_from_its_features(trained, tmp_path):
     assert 2000 < np.mean(answer.point) < 6000  # a busy 8-GPU node of the generated trace draws kilowatts
     measured = PowerHistory(power_watts=(4000.0,) * 24, horizon_s=3600)
     both = forecast_histories(loaded, [measured, history], "power_lstm_1h/1")  # one batch, two modes
-    assert both[1].point == answer.point and both[0].estimated_from == ()
+    assert both[1].point == answer.point and both[0].estimated_from == () and both[0].window_coverage == 1.0
+    held = measured.model_copy(update={"filled_steps": 6})  # a store's window with 6 steps held over a gap
+    assert forecast_histories(loaded, [held], "power_lstm_1h/1")[0].window_coverage == 0.75
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""A node's stored window as a forecaster input: its age is the newest reading's, whatever the model's step."""
+"""A node's stored window as a forecaster input: its age is the newest reading's, whatever the model's step, and the
+steps held over a gap are counted (they are not real history)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def test_a_window_whose_last_bin_has_no_power_is_as_old_as_its_newest_bin_with_p
         latest = store.latest("n")[0].model_copy(update={"timestamp": NOW - timedelta(seconds=20)})
         stored = stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300, now=NOW, latest=latest)
     assert stored.age_s >= 180.0
+
+
+def test_steps_held_over_a_gap_are_counted(tmp_path):
+    minutes = [0, 1, 2, 7, 8, 9]  # no reading 3 to 6 minutes ago: a 4-step gap
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
+                                     power_watts=300.0 + m) for m in minutes])
+        stored = stored_history(store, "n", step_s=60, sequence_length=10, horizon_s=600, now=NOW)
+    assert len(stored.history.power_watts) == 10 and stored.history.filled_steps == 4
+    assert stored.history.power_watts[3:7] == (307.0,) * 4  # held from the value before the gap
