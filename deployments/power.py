@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -187,6 +188,10 @@ class PowerPredictor(RegistryFollower):
         served = self._route(horizon_s)
         stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type, workload_id)
                   for node in nodes]
+        if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin
+            until = min(s.newest for s in stored)
+            stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type,
+                                              workload_id, until) for node in nodes]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         for node, forecast in zip(nodes, forecasts, strict=True):
             self.forecast_gauges.publish(node, forecast)
@@ -194,12 +199,12 @@ class PowerPredictor(RegistryFollower):
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
-                        workload_id: str | None) -> StoredHistory:
-        """The model's window for the node, ending at its newest stored sample."""
+                        workload_id: str | None, until: datetime | None = None) -> StoredHistory:
+        """The model's window for the node, ending at its newest stored sample (or at the bin of `until`)."""
         try:
             return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
                                   sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
-                                  workload_type=workload_type)
+                                  workload_type=workload_type, until=until)
         except NoStoredTelemetry as exc:
             if workload_id is None:
                 raise

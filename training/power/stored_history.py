@@ -29,12 +29,14 @@ class UnknownNode(NoStoredTelemetry):
 class StoredHistory:
     history: PowerHistory
     age_s: float  # seconds since the newest power reading in the window
+    newest: datetime  # that reading's time (or, were the last bin empty, the start of the newest bin with power)
 
 
 def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
                    workload_type: str | None = None, now: datetime | None = None,
-                   latest: NodeLatest | None = None) -> StoredHistory:
-    """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given).
+                   latest: NodeLatest | None = None, until: datetime | None = None) -> StoredHistory:
+    """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given), or at
+    the bin of `until` when that is earlier (the nodes of a workload, summed lead by lead, end at one bin).
 
     Raises:
         UnknownNode: nothing stored for the node.
@@ -46,7 +48,8 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
         if not found:
             raise UnknownNode(f"no telemetry stored for node {node_id!r}")
         latest = found[0]
-    newest = latest.timestamp.timestamp()
+    newest_time = min(latest.timestamp, until) if until is not None else latest.timestamp
+    newest = newest_time.timestamp()
     end = datetime.fromtimestamp(newest - newest % step_s + step_s, UTC)
     window = store.window(node_id, end - timedelta(seconds=step_s * sequence_length), end, step_s)
     power = window["power_watts"].to_numpy(dtype=float)
@@ -63,10 +66,10 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
                            workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,
                            step_s=step_s, filled_steps=int(np.isnan(power[first:]).sum()))
-    # the newest reading is `latest`, in the window's last bin; were that bin empty, the newest bin with power
-    # starts no later than its reading (an age that errs old, never fresh)
-    newest_reading = latest.timestamp if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
-    return StoredHistory(history, ((now or datetime.now(UTC)) - newest_reading).total_seconds())
+    # the newest reading is `latest` (or `until`), in the window's last bin; were that bin empty, the newest bin
+    # with power starts no later than its reading (an age that errs old, never fresh)
+    newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
+    return StoredHistory(history, ((now or datetime.now(UTC)) - newest_reading).total_seconds(), newest_reading)
 
 
 def _hold(values: np.ndarray) -> np.ndarray:

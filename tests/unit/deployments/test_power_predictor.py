@@ -62,6 +62,24 @@ def test_a_workload_s_nodes_are_forecast_from_their_windows_and_summed(predictor
     assert asyncio.run(predictor.forecast_stored(["n1"], 120)).stale is True
 
 
+def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):
+    """n3 last reported a minute and a half before n1: both windows end at n3's bin, so the sum adds the same
+    minutes; the age is n3's (the older)."""
+    now = datetime.now(UTC)
+    predictor.store.write([TelemetrySample(timestamp=now - timedelta(seconds=90 + 60 * m), node_id="n3",
+                                           source="ipmi", power_watts=50.0) for m in range(6)])
+    ends: list[datetime] = []
+
+    async def recording(history: PowerHistory) -> PowerForecast:
+        ends.append(history.end_time)
+        return await echo_forecast(history)
+
+    predictor.forecast = recording
+    stored = asyncio.run(predictor.forecast_stored(["n1", "n3"], 120, workload_id="llm"))
+    assert len(set(ends[-2:])) == 1 and stored.forecast.timestamps[0] == ends[-1] + timedelta(minutes=1)
+    assert 90 <= stored.age_s < 100 and stored.forecast.point == (150.0, 150.0)
+
+
 def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predictor):
     with pytest.raises(UnknownNode, match="'ghost'"):
         asyncio.run(predictor.forecast_stored(["ghost"], 120))
