@@ -7,16 +7,13 @@ A redeploy with other store settings replaces the actor (`start_store_actor`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import pandas as pd
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
 
-from core.actors import find_actor, kill_and_wait
+from core.actors import find_actor, keep_unchanged, kill_and_wait, settings_digest
 from core.names import NAMESPACE, STORE_ACTOR
 from core.stores.base import NodeLatest
 from core.stores.factory import create_store
@@ -32,7 +29,7 @@ class TelemetryStoreService:
     def __init__(self, settings: Mapping[str, str] | None = None, config_path: str | None = None):
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
         self.store = create_store(StoreSettings.load(settings, config_path=config_path))
-        self._fingerprint = settings_fingerprint(settings, config_path)
+        self._fingerprint = _fingerprint(settings, config_path)
 
     def fingerprint(self) -> str:
         """The digest of the arguments this actor was started with."""
@@ -59,22 +56,21 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
     """The cluster's store actor, created (detached, restarted on failure) if it does not exist yet; one started
     with other arguments (a redeploy that moved the store) is ended first. Collectors keep what they could not
     write meanwhile in their buffers."""
-    wanted = settings_fingerprint(settings, config_path)
-    running = find_actor(STORE_ACTOR)
+    running = keep_unchanged(STORE_ACTOR, _fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
     if running is not None:
-        try:
-            if ray.get(running.fingerprint.remote(), timeout=CALL_TIMEOUT_S) == wanted:
-                return running
-        except (AttributeError, GetTimeoutError, RayActorError):
-            pass
-        kill_and_wait(STORE_ACTOR, running, CALL_TIMEOUT_S)
+        return running
     return ray.remote(TelemetryStoreService).options(
         name=STORE_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=0, num_cpus=0,
     ).remote(dict(settings) if settings is not None else None, config_path)
 
 
-def settings_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
-    """A digest of what a store actor is started with."""
-    payload = json.dumps([dict(settings) if settings is not None else None, config_path], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
+    """End the store actor if it runs (what it stored stays in its backend)."""
+    running = find_actor(STORE_ACTOR)
+    if running is not None:
+        kill_and_wait(STORE_ACTOR, running, timeout_s)
+
+
+def _fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
+    return settings_digest(dict(settings) if settings is not None else None, config_path)

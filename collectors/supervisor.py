@@ -9,8 +9,6 @@ outlive the caller (the app's bootstrap, app/bootstrap.py, starts them) and are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -23,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from collectors.collector_actor import CollectorActor
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
-from core.actors import find_actor, kill_and_wait, start_head_singleton
+from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
@@ -37,7 +35,7 @@ class CollectorSupervisor:
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
                  replay: dict | None = None, reconcile_s: float = 10.0):
         self.config_data, self.selected, self.replay = config_data, selected, replay
-        self._fingerprint = settings_fingerprint(config_data, selected, replay, reconcile_s)
+        self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s)
         self.collectors: dict[str, Any] = {}
         self._stop = threading.Event()
         self.reconcile()
@@ -145,15 +143,8 @@ def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = Non
     start_store_actor(store_settings, config_path)
     config_data = config.model_dump(mode="json", include=set(CollectorConfig.model_fields))
     return start_head_singleton(CollectorSupervisor, SUPERVISOR_ACTOR,
-                                settings_fingerprint(config_data, selected, replay, reconcile_s), stop_telemetry,
+                                settings_digest(config_data, selected, replay, reconcile_s), stop_telemetry,
                                 config_data, selected, replay, reconcile_s)
-
-
-def settings_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
-                         reconcile_s: float) -> str:
-    """A digest of what a supervisor is started with."""
-    payload = json.dumps([config_data, selected, replay, reconcile_s], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def stop_telemetry(timeout_s: float = 60.0) -> bool:

@@ -3,6 +3,8 @@ for calling them, and the lifecycle of the singletons pinned to the head node.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +55,11 @@ class NamedActor:
             raise self.error(f"{self.description} did not answer: {type(exc).__name__}{self.hint}") from exc
 
 
+def settings_digest(*parts: Any) -> str:
+    """A singleton's fingerprint: the digest of the JSON-able arguments it was started with."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def find_actor(name: str, namespace: str = NAMESPACE) -> ray.actor.ActorHandle | None:
     """The handle of the actor registered as `name`, or None."""
     try:
@@ -66,19 +73,30 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
     """The cluster's one `service` actor called `name`: detached, pinned to the head node and restarted after a
     failure. A running one whose `fingerprint()` answers `fingerprint` is kept; any other (started with other
     settings, an older version, one not answering) is ended by `stop` and a new one started with `args`."""
-    running = find_actor(name)
+    running = keep_unchanged(name, fingerprint, stop, timeout_s)
     if running is not None:
-        try:
-            if ray.get(running.fingerprint.remote(), timeout=timeout_s) == fingerprint:
-                return running
-        except (AttributeError, GetTimeoutError, RayActorError):
-            pass
-        logger.info("%s: settings changed, replacing the running actor", name)
-        stop()
+        return running
     return ray.remote(service).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
     ).remote(*args)
+
+
+def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
+                   timeout_s: float) -> ray.actor.ActorHandle | None:
+    """The running actor `name` when its `fingerprint()` answers `fingerprint`; otherwise any running one (started
+    with other settings, an older version, one not answering) is ended by `stop`, and None is returned."""
+    running = find_actor(name)
+    if running is None:
+        return None
+    try:
+        if ray.get(running.fingerprint.remote(), timeout=timeout_s) == fingerprint:
+            return running
+    except (AttributeError, GetTimeoutError, RayActorError):
+        pass
+    logger.info("%s: settings changed, replacing the running actor", name)
+    stop()
+    return None
 
 
 def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) -> None:
