@@ -4,9 +4,9 @@ The store actor with the collector supervisor (`args.telemetry.enabled`), the sc
 (`args.autoscaler.enabled`) and the retrain scheduler (`args.retrain.schedule`, by default with the
 telemetry). All are named, detached and created with get_if_exists, so a builder that runs again (a redeploy,
 another `serve run`) finds them instead of starting twins, and they outlive the process that built the app
-(the `serve run` driver or Serve's build task). The controller, the scheduler and the supervisor are kept only
-when their settings are unchanged (else replaced) and stopped when disabled (the supervisor with its collectors;
-the store actor stays, with what it holds); the controller also ends itself when the app is deleted
+(the `serve run` driver or Serve's build task). Each is kept only when its settings are unchanged (else
+replaced); the controller, the scheduler and the supervisor (with its collectors) are stopped when disabled, while
+the store actor stays, with what it holds; the controller also ends itself when the app is deleted
 (autoscaler/actor.py).
 """
 
