@@ -1,5 +1,5 @@
 """`train_lstm --settings-from` a tune report (with the fake Ray Train step, tests.fakes.trainer) and the flags both
-commands refuse; the real search is tests/integration/test_tune_search.py."""
+commands refuse; the real search is tests/integration/test_tune_command.py."""
 
 from __future__ import annotations
 
