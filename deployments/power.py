@@ -189,9 +189,11 @@ class PowerPredictor(RegistryFollower):
         stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type, workload_id)
                   for node in nodes]
         if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin
-            until = min(s.newest for s in stored)
-            stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type,
-                                              workload_id, until) for node in nodes]
+            oldest = min(stored, key=lambda s: s.newest)
+            stored = [s if s.history.end_time == oldest.history.end_time else
+                      await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type,
+                                              workload_id, oldest.newest)
+                      for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         for node, forecast in zip(nodes, forecasts, strict=True):
             self.forecast_gauges.publish(node, forecast)
