@@ -17,8 +17,9 @@ from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
+from training.power.features import FeaturePipeline
 from training.power.forecaster import ArtifactError, PowerForecaster
-from training.power.windows import NotEnoughData, Role
+from training.power.windows import NotEnoughData, Role, WindowInputs
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Incumbent(BaseModel):
     challenger_mae: float
     step_s: int  # the step both were scored at
     lead_steps: int  # leads scored, in steps of `step_s`
+    points: int  # (origin, lead) points both were scored on
     resampled: bool = False  # True: another step or horizon, scored at the coarser step over the common leads
 
 
@@ -61,6 +63,34 @@ class Incomparable(BaseModel):
 
     version: int
     why: str
+
+
+@dataclass(frozen=True)
+class CommonHoldout:
+    """The holdout windows at the longest input window of the forecasters compared. One with a shorter window
+    forecasts from the last steps of each, so all are scored on the very same (origin, lead) points."""
+
+    inputs: WindowInputs  # [N, longest, F]
+    last_power: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+
+    @classmethod
+    def of(cls, prepared: PreparedData, longest: int, pipeline: FeaturePipeline | None = None) -> CommonHoldout:
+        """The holdout windows of `longest` steps, with `pipeline`'s input columns (default: the data's)."""
+        test = prepared.windows(Role.TEST, pipeline=pipeline, sequence_length=longest)
+        if len(test) == 0:
+            raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
+        return cls(test.inputs, test.last_power, test.targets, test.mask)
+
+    @property
+    def points(self) -> int:
+        return int(self.mask.sum())
+
+    def mae(self, forecaster: PowerForecaster) -> float:
+        """The forecaster's served forecast's MAE in watts over the common points."""
+        forecast = forecaster.forecast(self.inputs.last_steps(forecaster.sequence_length), self.last_power)
+        return point_metrics(forecast.point, self.targets, self.mask)["mae"]
 
 
 def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverage: float,
@@ -105,11 +135,12 @@ class Challenger:
     max_gap_s: int
 
 
-def score_incumbent(registry: ModelRegistry, model_id: str, challenger: Challenger, coverage: float,
-                    tolerance: float) -> Incumbent | Incomparable | None:
+def score_incumbent(registry: ModelRegistry, model_id: str,
+                    challenger: Challenger) -> Incumbent | Incomparable | None:
     """The active model scored on the challenger's holdout; None when no version is active.
 
-    Same step and horizon: on the challenger's holdout windows. Otherwise both at the coarser step over their
+    Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input windows so both
+    score the very same (origin, lead) points. Otherwise both at the coarser step over their
     common leads (training.power.common_leads). Incomparable when neither is possible (an unreadable model,
     steps that do not nest, no common lead, a holdout too short for the active model's window).
     """
@@ -118,7 +149,7 @@ def score_incumbent(registry: ModelRegistry, model_id: str, challenger: Challeng
         return None
     try:
         folder, _ = registry.get(model_id, version)
-        return _score(PowerForecaster.load(folder), version, challenger, coverage, tolerance)
+        return _score(PowerForecaster.load(folder), version, challenger)
     except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
@@ -126,16 +157,16 @@ def score_incumbent(registry: ModelRegistry, model_id: str, challenger: Challeng
         return Incomparable(version=version, why=str(exc))
 
 
-def _score(current: PowerForecaster, version: int, challenger: Challenger, coverage: float,
-           tolerance: float) -> Incumbent:
+def _score(current: PowerForecaster, version: int, challenger: Challenger) -> Incumbent:
     new, prepared = challenger.forecaster, challenger.prepared
     if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon:
+        longest = max(current.sequence_length, new.sequence_length)  # both read the same windows' ends
         try:
-            mae = holdout_metrics(current, prepared, coverage, tolerance).mae
+            holdouts = [CommonHoldout.of(prepared, longest, model.pipeline) for model in (current, new)]
         except NotEnoughData as exc:
-            raise NotComparable(f"the holdout is too short for its window of {current.sequence_length} steps") from exc
-        return Incumbent(version=version, mae=mae, challenger_mae=challenger.metrics.mae,
-                         step_s=new.pipeline.step_s, lead_steps=new.horizon)
+            raise NotComparable(f"the holdout is too short for a window of {longest} steps") from exc
+        return Incumbent(version=version, mae=holdouts[0].mae(current), challenger_mae=holdouts[1].mae(new),
+                         step_s=new.pipeline.step_s, lead_steps=new.horizon, points=holdouts[0].points)
     step_s, _ = common_step_and_leads(current, new)
     fine_step = min(current.pipeline.step_s, new.pipeline.step_s)
     try:
@@ -146,4 +177,4 @@ def _score(current: PowerForecaster, version: int, challenger: Challenger, cover
                             f"({type(exc).__name__}; details in the log)") from exc
     score = score_common(current, new, frame, holdout_spans(prepared), challenger.max_gap_s)
     return Incumbent(version=version, mae=score.mae[0], challenger_mae=score.mae[1], step_s=step_s,
-                     lead_steps=score.lead_steps, resampled=True)
+                     lead_steps=score.lead_steps, points=score.points, resampled=True)

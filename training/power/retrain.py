@@ -49,7 +49,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
-    incumbent = score_incumbent(registry, spec.model_id, challenger, coverage, tolerance)
+    incumbent = score_incumbent(registry, spec.model_id, challenger)
     decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
                           refit_epochs=weights.refit_epochs,

@@ -24,10 +24,11 @@ from ray.tune.search import BasicVariantGenerator
 
 from training.power.checkpoint_storage import check_before_run, worker_needs
 from training.power.dataset import PreparedData, prepare
+from training.power.holdout import CommonHoldout
 from training.power.local_ray import start_local_ray
 from training.power.scaling import TrainScaling
 from training.power.tune_report import TUNED_KEYS, DataFacts, SearchFacts, TrialOutcome, TuneReport
-from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout, TrialData, run_trial
+from training.power.tune_trial import SCORE, VAL_METRIC, TrialData, run_trial
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig, TrainingConfig
 

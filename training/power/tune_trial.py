@@ -10,47 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from training.metrics import point_metrics
 from training.power.dataset import PreparedData, train_forecaster
-from training.power.forecaster import PowerForecaster
+from training.power.holdout import CommonHoldout
 from training.power.scaling import TrainScaling
-from training.power.windows import NotEnoughData, Role, WindowInputs
 from training.settings import PowerPredictorConfig
 
 EPOCH_METRIC = "val_mae_watts"  # what each epoch reports (training.power.fit.EpochRecord)
 VAL_METRIC = "best_val_mae_watts"  # the best EPOCH_METRIC so far: what ASHA compares
 SCORE = "holdout_mae_watts"  # reported once, by a trial that trained to its end
-
-
-@dataclass(frozen=True)
-class CommonHoldout:
-    """The holdout windows at the longest input window searched. A trial with a shorter window forecasts from
-    the last steps of each, so every trial is scored on the very same (origin, lead) points."""
-
-    inputs: WindowInputs  # [N, longest, F]
-    last_power: np.ndarray
-    targets: np.ndarray
-    mask: np.ndarray
-
-    @classmethod
-    def of(cls, prepared: PreparedData, longest: int) -> CommonHoldout:
-        test = prepared.windows(Role.TEST, sequence_length=longest)
-        if len(test) == 0:
-            raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
-        return cls(test.inputs, test.last_power, test.targets, test.mask)
-
-    @property
-    def points(self) -> int:
-        return int(self.mask.sum())
-
-    def mae(self, forecaster: PowerForecaster) -> float:
-        """The forecaster's served forecast's MAE in watts over the common points."""
-        forecast = forecaster.forecast(self.inputs.last_steps(forecaster.sequence_length), self.last_power)
-        return point_metrics(forecast.point, self.targets, self.mask)["mae"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from training.power.forecaster import PowerForecaster
 from training.power.holdout import holdout_spans
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
+from training.power.windows import Role
 from training.settings import TrainingConfig
 
 SMALL = TrainingConfig.model_validate({
@@ -107,8 +108,29 @@ def test_recent_data_too_short_for_the_active_models_window_is_not_comparable(sa
     recent = sample[sample["timestamp"] > last - pd.Timedelta(minutes=90)]  # 45 steps a series
     result = retrain_power(recent, spec(), registry=registry)
     assert result.decision == "not_comparable" and result.incomparable is not None
-    assert result.incomparable.why == "the holdout is too short for its window of 100 steps"
+    assert result.incomparable.why == "the holdout is too short for a window of 100 steps"
     assert registry.active_version("power_lstm") == 1
+
+
+def with_window(steps: int) -> TrainingConfig:
+    model = SMALL.models.power_predictor.model_copy(update={"sequence_length": steps})
+    return SMALL.model_copy(update={"models": SMALL.models.model_copy(update={"power_predictor": model})})
+
+
+def test_versions_with_other_input_windows_are_scored_on_the_same_points(sample, registry, shift):
+    """A 20-min gap splits each series: fewer holdout origins of its short last segment have 32 steps before them
+    than 15, so the two versions' own holdouts differ; the comparison scores both on the 32-step windows'."""
+    last = sample.groupby("node_id")["timestamp"].transform("max")
+    gapped = sample[(sample["timestamp"] <= last - pd.Timedelta(minutes=100))
+                    | (sample["timestamp"] > last - pd.Timedelta(minutes=80))]
+    shift(GOOD)
+    assert retrain_power(sample, RetrainSpec(config=with_window(32), verbose=False), registry=registry).activated
+    result = retrain_power(gapped, spec(), registry=registry)
+    assert result.incumbent is not None and not result.incumbent.resampled
+    common = prepare(gapped, step_s=120, max_gap_s=600, features=SMALL.features, sequence_length=32, horizon=10,
+                     train_fraction=0.9).windows(Role.TEST)
+    assert result.incumbent.points == int(common.mask.sum()) < result.metrics.holdout_points
+    assert result.incumbent.challenger_mae != pytest.approx(result.metrics.mae)  # not its own holdout's MAE
 
 
 def test_forced_activation_serves_an_incomparable_version(sample, registry, shift):

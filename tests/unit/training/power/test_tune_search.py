@@ -11,7 +11,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from tests.fakes.trainer import untrained
 from training.power.dataset import train_forecaster
-from training.power.holdout import holdout_metrics
+from training.power.holdout import CommonHoldout, holdout_metrics
 from training.power.tune_search import (
     BaselineKeepingASHA,
     SearchPlan,
@@ -20,7 +20,7 @@ from training.power.tune_search import (
     search_space,
     sequence_lengths,
 )
-from training.power.tune_trial import SCORE, VAL_METRIC, CommonHoldout, TrialData
+from training.power.tune_trial import SCORE, VAL_METRIC, TrialData
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig, TrainingConfig
 
