@@ -13,7 +13,8 @@ stays under with probability `confidence_threshold` (training.power.peak_bound).
   as it comes nearer, instead of one change per step.
 - Scale in only when E < the scale-in threshold over the whole window, so no spike expected before the next
   change could land is left without its replicas (no down-up churn): to the fewest n with r * E / n < out and
-  r * U / n <= 100 %.
+  r * U / n <= out. The bound's band [out, 100 %] is its hysteresis: a scale-out brings it under out, and a
+  scale-in never takes it back above, so a steady forecast makes one change, not a scale-out and a scale-in.
 - Otherwise hold (the hysteresis band).
 """
 
@@ -35,9 +36,10 @@ def _scale_out(replicas: int, bound: float, out: float) -> int:
 
 
 def _consolidated(replicas: int, expected: float, bound: float, out: float) -> int:
-    """The fewest replicas n >= 1 with replicas * expected / n < out and replicas * bound / n <= the budget."""
-    n = max(math.floor(replicas * expected / out) + 1, math.ceil(replicas * bound / BUDGET_SHARE), 1)
-    while replicas * expected / n >= out or replicas * bound / n > BUDGET_SHARE:  # guard against float rounding
+    """The fewest replicas n >= 1 with replicas * expected / n < out and replicas * bound / n <= out: where a
+    scale-out would have put the bound, so the next hold does not give its headroom back."""
+    n = max(math.floor(replicas * expected / out) + 1, _scale_out(replicas, bound, out))
+    while replicas * expected / n >= out:  # guard against float rounding
         n += 1
     return n
 
@@ -60,7 +62,7 @@ def peak_count(policy: ScalingPolicy, replicas: int, expected: float, bound: flo
     desired = min(_consolidated(replicas, expected, bound, out), replicas)
     quiet = f"expected peak < scale-in threshold {inn:g}% over the whole window"
     if desired >= replicas:
-        return replicas, f"{what}; {quiet}, but fewer replicas would not keep it under {out:g}% within the budget"
+        return replicas, f"{what}; {quiet}, but fewer replicas would not keep the bound under {out:g}%"
     return desired, (f"{what}; {quiet}; consolidating to {desired} keeps the expected peak at "
                      f"{replicas * expected / desired:.1f}% < {out:g}% and the bound at "
                      f"{replicas * bound / desired:.1f}%")

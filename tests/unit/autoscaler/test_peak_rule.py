@@ -43,9 +43,9 @@ def run(measured: list[float], view: ForecastView, **policy_overrides):
                  id="bound-over-threshold-but-within-budget-holds"),
     pytest.param([300] * 4, [450] * 4, [600] * 4, IN, 3, "consolidating to 3 keeps the expected peak at 60.0%",
                  id="quiet-window-consolidates"),
-    pytest.param([300] * 4, [450] * 4, [900] * 4, HOLD, 4, "fewer replicas would not keep it under 80% within",
+    pytest.param([300] * 4, [450] * 4, [900] * 4, HOLD, 4, "fewer replicas would not keep the bound under 80%",
                  id="bound-keeps-the-replicas-the-budget-needs"),
-    pytest.param([300] * 4, [300] * 4, [700] * 4, IN, 3, "and the bound at 93.3%",
+    pytest.param([300] * 4, [300] * 4, [500] * 4, IN, 3, "and the bound at 66.7%",
                  id="bound-limits-how-far-it-consolidates"),
     pytest.param([300] * 4, [550] * 4, [600] * 4, HOLD, 4, "hysteresis band",
                  id="a-spike-in-the-window-blocks-scale-in"),
@@ -59,6 +59,16 @@ def test_peak_rule(measured, expected, bound, action, to, phrase):
     assert decision.signal == "forecast" and decision.used_forecast
     assert decision.forecast_share == pytest.approx(max(bound) / 10)
     assert "forecast p90 peak bound over the next 15min" in decision.reason
+
+
+def test_a_steady_forecast_makes_one_change_not_a_scale_out_and_a_scale_in():
+    """The scale-out brings the bound under the scale-out threshold; the same forecast re-spread over the new count
+    must not consolidate again (a scale-in up to a 100 % bound would give one replica back: 4 -> 6 -> 5)."""
+    out = run([300] * 4, peak_view([300] * 4, [1100] * 4))
+    assert (out.action, out.to_replicas) == (OUT, 6)
+    after = run([200] * 6, peak_view([200] * 6, [1100 * 4 / 6] * 6))
+    assert after.action is HOLD, after.reason
+    assert "fewer replicas would not keep the bound under 80%" in after.reason
 
 
 def test_stabilization_and_cooldown_still_hold_a_peak_rule_scale_in():
