@@ -165,14 +165,18 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
         predicted = _share(values, policy)
         expected = max(_share(view.expected_per_node_watts, policy), measured)
         desired, why = peak_count(policy, replicas, expected, predicted, _forecast_label(policy, view))
+        # the cap counts what the nodes draw now when that is more than the bound (a present overload)
+        cap_values, cap_source = ((values, signal) if sum(values) >= sum(measured_values)
+                                  else (measured_values, "measured"))
     else:
         desired, why, signal, values, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
+        cap_values, cap_source = values, signal
     parts = [why, *notes]
     clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
     if clamped != desired:
         bound = "max_replicas" if clamped < desired else "min_replicas"
         parts.append(f"clamped to {bound} {clamped}")
-    recommended, capped = _cluster_cap(policy, replicas, clamped, values, signal)
+    recommended, capped = _cluster_cap(policy, replicas, clamped, cap_values, cap_source)
     if capped:
         parts.append(capped)
     target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now, policy.max_replicas)

@@ -39,6 +39,11 @@ def upper(watts: list[float]) -> ForecastView:
     return ForecastView(upper_quantile_per_node_watts=watts, calibrated=True)
 
 
+def peak(expected: list[float], bound: list[float]) -> ForecastView:
+    return ForecastView(expected_per_node_watts=expected, upper_quantile_per_node_watts=bound, calibrated=True,
+                        peak_bound=True, window_s=900)
+
+
 def run(policy: ScalingPolicy, observation: PowerObservation, forecast: ForecastView | None = None,
         last_scale_s_ago: float | None = None):
     last = None if last_scale_s_ago is None else NOW - timedelta(seconds=last_scale_s_ago)
@@ -220,6 +225,11 @@ def test_predictive_disabled_ignores_forecast_silently():
     pytest.param(4500, [700] * 4, upper([1000] * 4), HOLD, 4, "forecast total 4000 W + 1000 W",
                  id="forecast-total-used-when-forecast-drives"),
     pytest.param(100, [200] * 4, None, IN, 2, "", id="never-blocks-scale-in"),
+    pytest.param(5000, [1200] * 4, peak([500] * 4, [900] * 4), HOLD, 4,
+                 "capped at 4 by cluster_power_budget 5000 W (measured total 4800 W + 1200 W",
+                 id="peak-bound-under-a-present-overload-caps-on-measured"),
+    pytest.param(4500, [700] * 4, peak([800] * 4, [1100] * 4), HOLD, 4, "forecast total 4400 W + 1100 W",
+                 id="peak-bound-total-used-when-it-is-higher"),
 ])
 def test_cluster_power_budget(budget, measured, forecast, action, to, phrase):
     decision = run(make_policy(cluster_power_budget=budget), observe(measured), forecast)
