@@ -33,6 +33,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autoscaler.trace_replay import delay_problem
 from core.settings import Duration
 from training.suite_config import CaseName, SuiteFile, TraceCase, load_suite_file
 
@@ -78,6 +79,14 @@ class SimSuite(SuiteFile):
     margin: float = Field(10.0, ge=0, allow_inf_nan=False)
     actuation_delays: tuple[Delay, ...] = Field(("step", 600), min_length=1)
     cases: tuple[SimCase, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _delays_on_steps(self) -> SimSuite:
+        for case in self.cases:
+            for delay in case.delays(self.actuation_delays):
+                if problem := delay_problem(case.step, delay):
+                    raise ValueError(f"case {case.name!r}: actuation delay {problem}")
+        return self
 
     def policy_file(self, suite_file: Path) -> Path:
         """The policy every case runs (relative to the suite file)."""

@@ -1,7 +1,7 @@
 """Replay telemetry as one workload's demand and compare the predictive policy with the reactive one.
 
     python -m autoscaler.simulate --trace FILE.csv --policy POLICY.yaml [--step 10min] [--idle-watts W]
-        [--demand-scale K] [--demand-offset W0] [--actuation-delay 5min] [--train-fraction 0.8]
+        [--demand-scale K] [--demand-offset W0] [--actuation-delay STEP] [--train-fraction 0.8]
         [--margin 10] --output report.json [--plot P.png]
     python -m autoscaler.simulate --suite SUITE.yaml [--data-root DIR] --output suite.json
 
@@ -11,8 +11,9 @@ step by step through the controller's own `decide()`: with the policy as given (
 scaling off ("reactive"), and reactive with both thresholds lowered by `--margin` percentage points
 ("reactive_margin", the fixed safety margin a forecast has to beat). Series are simulated separately and
 their metrics summed (autoscaler.trace_replay). A policy that sets no `actuation_delay` plans with
-`--actuation-delay`. The second form runs every case of a suite file (autoscaler.sim_suite), prints a table and
-writes per-case reports with an aggregate.
+`--actuation-delay` (a whole number of steps, since a replayed change lands on a step; default one step). The
+second form runs every case of a suite file (autoscaler.sim_suite), prints a table and writes per-case reports with
+an aggregate.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from autoscaler.sim_report import RUNS, planned, replay, settings, window_steps
 from autoscaler.sim_suite import run_sim_suite
 from autoscaler.sim_suite_config import load_sim_suite
 from autoscaler.sim_suite_report import table
-from autoscaler.trace_replay import DemandModel, with_margin
+from autoscaler.trace_replay import DemandModel, delay_problem, with_margin
 from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
 from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
 
-SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "actuation_delay": 300,
-                   "train_fraction": 0.8, "margin": 10.0, "step": 600}
+SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "train_fraction": 0.8,
+                   "margin": 10.0, "step": 600}  # and --actuation-delay: one step
 
 
 def _watts(text: str, *, positive: bool = False) -> float:
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="K: dynamic power = K * max(trace power - W0, 0) (default 1)")
     parser.add_argument("--demand-offset", type=_watts, help="W0 subtracted from the trace (W, default 0)")
     parser.add_argument("--actuation-delay", type=duration_arg,
-                        help="time before a replica change takes effect (default 5min)")
+                        help="time before a replica change takes effect, a multiple of --step (default one step)")
     parser.add_argument("--train-fraction", type=fraction_arg, help="share of every series that trains (default 0.8)")
     parser.add_argument("--margin", type=_watts,
                         help="percentage points taken off both thresholds for the reactive_margin run (default 10)")
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
     args = parser.parse_args(argv)
-    single_only = ["policy", "plot", *SINGLE_DEFAULTS]
+    single_only = ["policy", "plot", "actuation_delay", *SINGLE_DEFAULTS]
     if args.suite:
         clashing = [f"--{name.replace('_', '-')}" for name in single_only if getattr(args, name) is not None]
         if clashing:
@@ -88,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in SINGLE_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.actuation_delay is None:
+        args.actuation_delay = args.step
+    if problem := delay_problem(args.step, args.actuation_delay):
+        parser.error(f"--actuation-delay: {problem} (--step {args.step} s)")
     return args
 
 

@@ -131,6 +131,15 @@ def forecast_view(model: DemandModel, forecast: LeadForecast, replicas: int, *, 
                                       level=level, peak=peak, window_s=len(forecast.median) * step_s)
 
 
+def delay_problem(step_s: int, actuation_delay_s: int) -> str | None:
+    """Why a replay at `step_s` cannot honour `actuation_delay_s`, or None: a change lands on a step, so the delay
+    must be a whole number of steps (a shorter or uneven one would silently land later than stated)."""
+    if actuation_delay_s % step_s:
+        return (f"{actuation_delay_s} s is not a whole number of {step_s} s steps (a replayed change lands on a "
+                f"step; use a multiple of the step)")
+    return None
+
+
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
                     trace_watts: Sequence[float], *, step_s: int, actuation_delay_s: int,
                     forecast: ForecastFn | None = None, coverage: float = 0.8) -> RunResult:
@@ -139,6 +148,8 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     At each step pending changes due by now take effect, the step is accounted, then the policy decides
     on the measured per-node power (age 0) and, when `forecast` gives one, the forecast view.
     """
+    if problem := delay_problem(step_s, actuation_delay_s):
+        raise ValueError(f"actuation delay {problem}")
     if not times:
         return RunResult()
     budget = policy.power_based.max_power_budget

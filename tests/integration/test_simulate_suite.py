@@ -26,7 +26,7 @@ def test_smoke_simulation_suite_end_to_end(tmp_path, ray_cluster, capsys):
     assert result["complete"] is True and result["seeds"] == [0]
     replays = [(c["case"], c["transform"], c["actuation_delay_seconds"]) for c in result["cases"]]
     assert replays == [("upm_sample", "k40-w150", 120), ("upm_sample", "k40-w150", 600),
-                       ("recurring_spikes", "k100-w35", 1800), ("recurring_spikes", "k100-w35", 600)]
+                       ("recurring_spikes", "k100-w35", 1800), ("recurring_spikes", "k100-w35", 3600)]
     for case in result["cases"]:
         report = case["report"]
         steps, settings = report["steps"], report["settings"]

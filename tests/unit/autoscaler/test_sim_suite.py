@@ -158,6 +158,8 @@ def test_suite_file_errors_name_the_key(tmp_path, patch, phrase):
     pytest.param({"trace": "a.csv", "synthetic": "level_shifts"}, "exactly one of trace", id="two-sources"),
     pytest.param({"transforms": [{"name": "k", "demand_scale": 1}] * 2}, "unique within a case", id="twin"),
     pytest.param({"transforms": [{"name": "k", "demand_scale": 0}]}, "greater than 0", id="zero-scale"),
+    pytest.param({"actuation_delays": [900]}, "case 'c': actuation delay 900 s is not a whole number of 600 s",
+                 id="delay-off-the-steps"),
 ])
 def test_case_checks(case, phrase):
     base = {"name": "c", "synthetic": "recurring_spikes", "step": 600, "transforms": [{"name": "k"}]}

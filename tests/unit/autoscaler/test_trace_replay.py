@@ -193,6 +193,22 @@ def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flag, value):
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--step", "1min", "--actuation-delay", "90s"], ["--actuation-delay", "5min"]],
+                         ids=["uneven", "under-the-default-10min-step"])
+def test_an_actuation_delay_off_the_steps_is_refused(tmp_path, capsys, argv):
+    """A replayed change lands on a step: 90 s at a 60 s step would land at 120 s while the report said 90."""
+    with pytest.raises(SystemExit) as exit_info:
+        simulate.main(["--trace", "t.csv", "--policy", "p.yaml", "--output", str(tmp_path / "o"), *argv])
+    assert exit_info.value.code == 2 and "--actuation-delay: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a whole number of 60 s steps"):
+        simulate_series(sim_policy(), MODEL, times(3), [100.0] * 3, step_s=60, actuation_delay_s=90)
+
+
+def test_the_actuation_delay_defaults_to_one_step():
+    args = simulate.parse_args(["--trace", "t.csv", "--policy", "p.yaml", "--output", "o.json", "--step", "1min"])
+    assert args.actuation_delay == args.step == 60
+
+
 def test_example_policy_loads():
     policy = simulate.load_policy("configs/policy.example.yaml")
     assert policy.predictive_scaling.enabled and policy.min_replicas <= policy.max_replicas
