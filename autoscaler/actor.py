@@ -85,8 +85,9 @@ class DecisionMetrics:
             if self._replicas is not None and event.to_replicas is not None:
                 self._replicas.set(event.to_replicas, tags={"policy": event.policy, "mode": event.mode})
             for signal, watts in (("measured", event.measured_power_watts), ("forecast", event.forecast_power_watts)):
-                if self._power is not None and watts is not None:
-                    self._power.set(watts, tags={"policy": event.policy, "signal": signal})
+                if self._power is not None:  # NaN: this decision had no such value (no stale forecast on a panel)
+                    value = math.nan if watts is None else watts
+                    self._power.set(value, tags={"policy": event.policy, "signal": signal})
             if self._decisions is not None:
                 self._decisions.inc(tags={"policy": event.policy, "action": event.action.value,
                                           "actuation": event.actuation.status.value})

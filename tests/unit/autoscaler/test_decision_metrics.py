@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -38,9 +39,11 @@ def test_each_decision_sets_the_catalog_metrics_with_its_tags(monkeypatch: pytes
     replicas, power, decisions = (made[s.name].calls for s in (SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS,
                                                                SCALING_DECISIONS))
     assert replicas == [(3, {"policy": "gpu-pool", "mode": "enforce"})]
-    assert power == [(610.0, {"policy": "gpu-pool", "signal": "measured"}),
-                     (840.0, {"policy": "gpu-pool", "signal": "forecast"}),
-                     (610.0, {"policy": "gpu-pool", "signal": "measured"})]
+    assert power[:3] == [(610.0, {"policy": "gpu-pool", "signal": "measured"}),
+                         (840.0, {"policy": "gpu-pool", "signal": "forecast"}),
+                         (610.0, {"policy": "gpu-pool", "signal": "measured"})]
+    (cleared, tags), = power[3:]  # the forecast the policy no longer decides on does not linger on a panel
+    assert math.isnan(cleared) and tags == {"policy": "gpu-pool", "signal": "forecast"}
     assert [tags["action"] for _, tags in decisions] == ["scale_out", "hold"]
     assert {tags["actuation"] for _, tags in decisions} == {"applied"}
 
