@@ -67,11 +67,16 @@ def data_file(requested: str, data_dir: str | None) -> tuple[str, str]:
     if "\x00" in requested or ".." in Path(requested).parts:
         raise DataNotAllowed("must name a file inside args.retrain.data_dir, without '..'")
     root = Path(data_dir).resolve()
-    path = (root / requested).resolve()  # an absolute `requested` replaces root; symlinks are followed
-    if not path.is_relative_to(root):
+    try:
+        path = (root / requested).resolve()  # an absolute `requested` replaces root; symlinks are followed
+        inside = path.is_relative_to(root)
+        label = str(path.relative_to(root)) if inside else ""
+        is_file = inside and path.is_file()
+    except OSError as exc:  # a name too long for the file system, a symlink loop: no file it can name
+        raise DataNotAllowed(f"names no readable file in args.retrain.data_dir ({exc.strerror or 'invalid'})") from None
+    if not inside:
         raise DataNotAllowed("must name a file inside args.retrain.data_dir")
-    label = str(path.relative_to(root))
-    if not path.is_file():
+    if not is_file:
         raise DataNotAllowed(f"no file {label!r} in args.retrain.data_dir")
     return str(path), label
 

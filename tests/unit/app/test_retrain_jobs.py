@@ -78,7 +78,7 @@ def test_files_inside_the_data_directory_are_allowed(data_dir):
 
 
 @pytest.mark.parametrize("requested", ["../secret.csv", "sub/../sub/a.csv", "/etc/passwd", "escape.csv", "missing.csv",
-                                       "sub", "a\x00.csv"])
+                                       "sub", "a\x00.csv", "a" * 300, "sub/" + "b" * 256 + "/a.csv"])
 def test_paths_outside_with_dot_dot_through_a_symlink_or_missing_are_refused(data_dir, requested):
     with pytest.raises(DataNotAllowed) as refused:
         data_file(requested, str(data_dir))
