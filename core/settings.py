@@ -75,7 +75,7 @@ EnvBool = Annotated[bool, BeforeValidator(_flag)]
 """A boolean variable: true/false, 1/0 or yes/no, any case."""
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-Workloads = dict[NonEmpty, tuple[NonEmpty, ...]]
+Workloads = dict[NonEmpty, Annotated[tuple[NonEmpty, ...], Field(min_length=1)]]
 """workload_id -> telemetry node ids (the config's `workloads` map; the app and the autoscaler read it)."""
 
 

@@ -55,6 +55,8 @@ def test_workloads_map(tmp_path: Path) -> None:
     assert load_autoscaler_config(path, environ={}).workloads == {"llm": ("gpu-1", "gpu-2")}
     message = error_of(write(tmp_path, "workloads:\n  llm: [gpu-1, '']\n"))
     assert message.startswith(f"{path}: workloads.llm[1]: String should have at least 1 character")
+    message = error_of(write(tmp_path, "workloads:\n  llm: []\n"))  # a workload no node answers for
+    assert message.startswith(f"{path}: workloads.llm: Tuple should have at least 1 item")
 
 
 def test_controller_environment() -> None:
