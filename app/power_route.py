@@ -17,12 +17,13 @@ from fastapi import Depends, FastAPI
 from app.access import READ, Access
 from app.errors import install_error_handlers, responses
 from app.middleware import install_middleware
-from app.power_api import stored_nodes, to_history, to_response
+from app.power_api import MissingPowerHistory, stored_nodes, to_history, to_response
 from app.replica import serving_replica
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
 from app.settings import AppArgs
 from core.durations import parse_duration
 from deployments.power import PowerPredictor
+from training.power.stored_history import UnknownNode
 
 power_api = FastAPI(title="kcloud-opt-predictor power forecasts", version="0.1.0")
 install_error_handlers(power_api)
@@ -62,15 +63,23 @@ async def predict_power(request: PowerPredictionRequest,
 
     Without `features.power_watts`, the window comes from stored telemetry: the `node_id`'s, or, for a
     `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed). Without
-    those, its power is estimated from the request's other features (`history_source`: features_only).
+    those (or for a `node_id` the store does not know), its power is estimated from the request's other features
+    (`history_source`: features_only).
     """
     nodes = stored_nodes(request, replica.workloads)
     if nodes is None:
         return to_response(request, await replica.forecast(to_history(request)))
-    stored = await replica.forecast_stored(
-        nodes, parse_duration(request.prediction_horizon),
-        workload_type=request.features.workload_type if request.features else None,
-        workload_id=request.workload_id if request.node_id is None else None)
+    try:
+        stored = await replica.forecast_stored(
+            nodes, parse_duration(request.prediction_horizon),
+            workload_type=request.features.workload_type if request.features else None,
+            workload_id=request.workload_id if request.node_id is None else None)
+    except UnknownNode as unknown:
+        try:
+            history = to_history(request)
+        except MissingPowerHistory:  # nothing else to forecast from: the unknown node is the answer (404)
+            raise unknown from None
+        return to_response(request, await replica.forecast(history))
     return to_response(request, stored.forecast).model_copy(update={
         "history_source": "store", "data_age_seconds": round(stored.age_s, 1), "stale": stored.stale,
         "nodes": nodes if request.node_id is None else None})

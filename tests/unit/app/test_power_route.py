@@ -98,6 +98,20 @@ def test_a_node_or_a_configured_workload_is_forecast_from_the_store(replica, pos
     assert workload.json()["nodes"] == ["n1", "n2"]
 
 
+def test_a_node_the_store_does_not_know_is_forecast_from_the_request_s_features(replica, post):
+    """README: the store answers for a node it knows; a new node with feature lists gets the features-only mode."""
+    replica.failure = UnknownNode("no telemetry stored for node 'new-node'")
+    body = {"workload_id": "w", "node_id": "new-node", "features": {"cpu_utilization": [50.0, 60.0]},
+            "prediction_horizon": "2m"}
+    response = post(body)
+    assert response.status_code == 200, response.text
+    assert replica.calls == [("stored", ["new-node"], 120, None, None), ("forecast", (), 120)]
+    assert response.json()["history_source"] == "features_only"
+    assert response.json()["estimated_from"] == ["cpu_utilization"]
+    empty = post({**body, "features": {}})  # nothing to estimate from: the unknown node stays the answer
+    assert empty.status_code == 404 and empty.json()["detail"][0]["loc"] == ["body", "node_id"]
+
+
 @pytest.mark.parametrize(("failure", "status", "loc", "phrase"), [
     (UnknownNode("no telemetry stored for node 'n7'"), 404, ["body", "node_id"], "'n7'"),
     (NoStoredTelemetry("no recent power telemetry stored for node 'n7'"), 503, ["body", "node_id"], "no recent"),
