@@ -161,12 +161,20 @@ def _not_json(request: Request, errors: list[dict]) -> JSONResponse | None:
     return JSONResponse(body, status_code=415)
 
 
+def _unparsable() -> JSONResponse:
+    """400: the body could not be parsed as JSON at all (a syntax error, bytes that are not text, too deep)."""
+    body = error_body(["body"], "not valid JSON (or nested too deep, or a number too long to read)", "http_error")
+    return JSONResponse(body, status_code=400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if (wrong_type := _not_json(request, errors)) is not None:
             return wrong_type
+        if any(e["type"] == "json_invalid" for e in errors):
+            return _unparsable()
         # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry. At most
         # MAX_ERRORS_SHOWN, so a small body of many bad values never makes a body of megabytes.
         details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_ERRORS_SHOWN]]
@@ -178,11 +186,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:  # unknown route, wrong method, bad body
         if exc.status_code == 400:  # the body could not be parsed at all
-            body = error_body(["body"], "not valid JSON (or nested too deep, or a number too long to read)",
-                              "http_error")
-        else:
-            body = error_body([], str(exc.detail), "http_error")
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+            return _unparsable()
+        return JSONResponse(error_body([], str(exc.detail), "http_error"), status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:

@@ -125,10 +125,14 @@ def test_absurd_magnitudes_are_422_naming_the_field(power, body, field):
     assert response.status_code == 422 and field in only_detail(response)["loc"], response.text
 
 
-def test_a_body_too_deep_to_parse_is_400_naming_the_body(power):
-    deep = '{"workload_id": "w", "features": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    response = power.post("/", content=deep, headers={"content-type": "application/json"})
-    assert response.status_code == 400 and only_detail(response)["loc"] == ["body"]
+@pytest.mark.parametrize("body", [
+    pytest.param('{"workload_id": "w", "features": ' + "[" * 100_000 + "]" * 100_000 + "}", id="too-deep"),
+    pytest.param("{not json", id="syntax"), pytest.param("[1, 2", id="cut-short"),
+    pytest.param(b"\xff\xfe{}", id="not-text"),
+])
+def test_a_body_that_is_not_json_is_400_naming_the_body(power, body):
+    response = power.post("/", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and only_detail(response)["loc"] == ["body"], response.text
     assert "not valid JSON" in only_detail(response)["msg"]
 
 
