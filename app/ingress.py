@@ -92,4 +92,4 @@ class ApiIngress(IngressState):
              responses=responses(401, 404))
     async def retrain_status(self, job_id: Annotated[str, Path(max_length=64)]) -> RetrainJob:
         """One retraining attempt: its status, the version it registered and the decision."""
-        return _job(self.retrains.records.get(job_id))
+        return _job(self.retrains.get(job_id))

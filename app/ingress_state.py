@@ -42,7 +42,7 @@ class IngressState:
         served = ServedModels(power=tuple(dict.fromkeys([args.power_model_id, *(
             r.model_id for r in config.predictor.resolutions)])), cost=args.cost_model_id)
         self.retrains = RetrainJobs(self.state_path, self.model_path, args.config_path, args.retrain, served)
-        self.retrains.fail_interrupted()
+        self.retrains.fail_stopped()
         self.store = RemoteStore()
         self.stale_after_s = float(config.telemetry.stale_after)
         self.controller = controller_client(hint="" if args.autoscaler.enabled

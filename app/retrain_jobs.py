@@ -26,7 +26,7 @@ from core.settings import ConfigError
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
 from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
-from training.retrain_lock import RetrainLocks, RetrainRunning
+from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
 from training.settings import TrainingConfig, load_training_config
 
 logger = logging.getLogger("ray.serve")
@@ -86,9 +86,15 @@ class LaunchFailed(RuntimeError):
 
 
 def _launch(*args: Any) -> None:
-    from app.tasks import run_retrain  # Ray task; imported here so this module stays free of Ray
+    """Start the attempt as a Ray task on this replica's node, which holds `state_path` (a volume on the head in the
+    KubeRay manifests): elsewhere the task could not write its record."""
+    import ray  # imported here so this module stays free of Ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    run_retrain.remote(*args)
+    from app.tasks import run_retrain
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    run_retrain.options(scheduling_strategy=here).remote(*args)
 
 
 class RetrainJobs:
@@ -185,13 +191,22 @@ class RetrainJobs:
 
     def newest(self, model_id: str | None, limit: int) -> list[dict[str, Any]]:
         """Every attempt (the API's and the scheduler's), newest first."""
+        self.fail_stopped()
         return self.records.newest(limit, **({"model_id": model_id} if model_id else {}))
 
-    def fail_interrupted(self) -> None:
-        """API jobs an app restart interrupted (their Ray tasks ended with the replica that started them); the
-        scheduler's attempts are its own to recover."""
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One attempt; RecordNotFound when there is none."""
+        self.fail_stopped()
+        return self.records.get(job_id)
+
+    def fail_stopped(self) -> None:
+        """Fail the API jobs whose task stopped (silent for `SILENT_AFTER_S`: the replica that started it or its
+        worker died) and free their models. A job of another replica that is alive keeps running; the scheduler's
+        attempts are its own to recover."""
+        now = self.records.clock()
         for record in self.records.unfinished():
-            if record.get("trigger", "api") == "api":
+            if record.get("trigger", "api") == "api" and silent(record, now):
                 self.records.update(record["id"], status="failed",
-                                    message="interrupted by an app restart; submit again")
+                                    message=f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min "
+                                            "(the app restarted or its worker died); submit again")
                 self.locks.release(record["model_id"], record["id"])

@@ -3,18 +3,22 @@
 The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a
 succeeded one holds the version it registered, the decision and its reason, the new version's held-out scores
 (`challenger`), the active version's score on the very same held-out data (`champion`) and the data span. The
-model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened.
+model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened; while it
+runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died is known to have stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.records import RecordStore
+from core.records import RecordNotFound, RecordStore
 from core.registry import ModelRegistry
 from training.cost.catalog import default_catalog
 from training.cost.retrain import CostIncomparable, CostIncumbent, CostRetrainResult, CostRetrainSpec, retrain_cost
@@ -23,7 +27,7 @@ from training.power.retrain import retrain_power
 from training.power.retrain_result import Decision, RetrainResult
 from training.power.retrain_spec import RetrainSpec
 from training.retrain_data import JobRecordsData, TrainingData
-from training.retrain_lock import RetrainLocks
+from training.retrain_lock import HEARTBEAT_S, RetrainLocks
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +71,35 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
         RetrainLocks(records).release(spec.model_id, job_id)
 
 
+@contextmanager
+def heartbeat(records: RecordStore, job_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Refresh the record's `updated_at` every `every_s` while the block runs, so that the attempt is known to be
+    alive (training.retrain_lock.silent); stopped and joined before the block's outcome is recorded."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                records.update(job_id)
+            except (OSError, RecordNotFound) as exc:
+                logger.warning("retrain attempt %s: heartbeat not written: %s", job_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"retrain-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
          registry: ModelRegistry) -> str:
     records.update(job_id, status="running")
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
     try:
-        outcome = retrain(data, spec, registry)
+        with heartbeat(records, job_id):
+            outcome = retrain(data, spec, registry)
     except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
         message = public_message(str(exc), data, registry)
         logger.warning("retrain attempt %s failed: %s", job_id, exc)

@@ -1,16 +1,30 @@
 """One retraining of a model at a time, whoever starts it (the API's jobs, the scheduler's attempts).
 
-A lock file per model beside the retraining records (`<state_path>/retrain/<model_id>.lock`, created
-atomically) holds the id of the attempt that retrains the model. A lock whose attempt has ended (its record
-is finished or gone) is stale and taken over.
+A lock file per model beside the retraining records (`<state_path>/retrain/<model_id>.lock`) holds the id of the
+attempt that retrains the model. Taking and freeing a lock happen under an exclusive `flock` on one guard file, so
+two processes can never both take a model. A lock is stale, and taken over, when its attempt has ended (its
+record is finished or gone) or has stopped: a running attempt refreshes its record every `HEARTBEAT_S`
+(training/retrain_attempt.py), and one silent for `SILENT_AFTER_S` died with its process (an OOM-killed worker, an
+app restart).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from core.atomic_files import atomic_write_with
 from core.records import UNFINISHED, RecordNotFound, RecordStore
+
+HEARTBEAT_S = 30
+"""How often a running attempt refreshes its record's `updated_at`."""
+SILENT_AFTER_S = 300
+"""An unfinished attempt whose record has not changed for this long has stopped."""
 
 
 class RetrainRunning(RuntimeError):
@@ -25,6 +39,15 @@ class RetrainRunning(RuntimeError):
         return (RetrainRunning, (self.model_id, self.job_id))
 
 
+def silent(record: dict[str, Any], now: datetime) -> bool:
+    """Whether an unfinished attempt's record has gone without an update for `SILENT_AFTER_S` (its process died)."""
+    try:
+        updated = datetime.fromisoformat(record["updated_at"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    return now - updated > timedelta(seconds=SILENT_AFTER_S)
+
+
 class RetrainLocks:
     """One lock file per model in the records' folder, holding the id of the attempt that retrains it."""
 
@@ -32,25 +55,18 @@ class RetrainLocks:
         self.records = records
 
     def acquire(self, model_id: str, job_id: str) -> None:
-        """Raises RetrainRunning naming the running attempt (a lock left by a finished one is taken over)."""
-        for _ in range(2):
-            try:
-                descriptor = os.open(self._path(model_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.holder(model_id)
-                if holder is not None and self._unfinished(holder):
-                    raise RetrainRunning(model_id, holder) from None
-                self._path(model_id).unlink(missing_ok=True)  # stale: its attempt ended without releasing it
-                continue
-            with os.fdopen(descriptor, "w") as file:
-                file.write(job_id)
-            return
-        raise RetrainRunning(model_id, self.holder(model_id) or "?")
+        """Raises RetrainRunning naming the running attempt (a lock left by an ended or stopped one is taken over)."""
+        with self._guard():
+            holder = self.holder(model_id)
+            if holder is not None and self.running(holder):
+                raise RetrainRunning(model_id, holder)
+            atomic_write_with(self._path(model_id), lambda tmp: tmp.write_text(job_id))
 
     def release(self, model_id: str, job_id: str) -> None:
         """Free the model if `job_id` holds it."""
-        if self.holder(model_id) == job_id:
-            self._path(model_id).unlink(missing_ok=True)
+        with self._guard():
+            if self.holder(model_id) == job_id:
+                self._path(model_id).unlink(missing_ok=True)
 
     def holder(self, model_id: str) -> str | None:
         """The id of the attempt holding the model's lock, if any."""
@@ -59,11 +75,22 @@ class RetrainLocks:
         except OSError:
             return None
 
-    def _unfinished(self, job_id: str) -> bool:
+    def running(self, job_id: str) -> bool:
+        """Whether the attempt `job_id` is still retraining: unfinished, and not silent."""
         try:
-            return self.records.get(job_id)["status"] in UNFINISHED
+            record = self.records.get(job_id)
         except RecordNotFound:
             return False
+        return record.get("status") in UNFINISHED and not silent(record, self.records.clock())
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the flock
 
     def _path(self, model_id: str) -> Path:
         return self.records.folder / f"{model_id}.lock"

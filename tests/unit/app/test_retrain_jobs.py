@@ -5,7 +5,7 @@ Regressions of issue 10: concurrent retrains were unlimited and `data` could be 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -17,10 +17,11 @@ from app.ingress import api
 from app.retrain_jobs import DataNotAllowed, LaunchFailed, RetrainJobs, ServedModels, data_file
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
+from core.atomic_files import atomic_write_json
 from core.records import RecordStore
 from tests.paths import TEST_DATA
 from training.power.retrain_spec import RetrainRefused
-from training.retrain_lock import RetrainRunning
+from training.retrain_lock import SILENT_AFTER_S, RetrainRunning
 
 AUTH = {"Authorization": "Bearer t"}
 
@@ -123,12 +124,27 @@ def test_the_task_releases_the_lock_when_it_ends(tmp_path):
     jobs.submit(RetrainRequest(epochs=4))  # free again
 
 
-def test_an_app_restart_fails_interrupted_jobs_and_frees_their_models(tmp_path):
+def silence(jobs: RetrainJobs, job_id: str, seconds: float) -> None:
+    """As if the job's task had given no sign of life for `seconds`."""
+    record = jobs.records.get(job_id)
+    record["updated_at"] = (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+    atomic_write_json(jobs.records.folder / f"{job_id}.json", record)
+
+
+def test_a_job_whose_task_stopped_is_failed_and_frees_its_model_one_still_alive_is_left(tmp_path):
+    """Another ingress replica starting (or this app restarting) must not fail a job a live replica runs; a job
+    whose task is silent for SILENT_AFTER_S died with its replica or worker."""
     jobs = jobs_in(tmp_path, launched=[])
     job = jobs.submit(RetrainRequest(epochs=4))
-    jobs_in(tmp_path).fail_interrupted()
-    assert "interrupted" in jobs.records.get(job["id"])["message"]
-    jobs.submit(RetrainRequest(epochs=4))
+    other = jobs_in(tmp_path, launched=[])
+    other.fail_stopped()
+    assert other.get(job["id"])["status"] == "pending"
+    with pytest.raises(RetrainRunning):
+        other.submit(RetrainRequest(epochs=4))
+    silence(jobs, job["id"], SILENT_AFTER_S + 1)
+    listed = other.newest(None, 10)[0]
+    assert listed["status"] == "failed" and listed["message"].startswith("stopped: its task gave no sign of life")
+    other.submit(RetrainRequest(epochs=4))  # the model is free again
 
 
 @pytest.fixture
@@ -174,10 +190,14 @@ def test_an_app_restart_leaves_the_schedulers_attempts_to_the_scheduler(tmp_path
     jobs = jobs_in(tmp_path, launched=[])
     scheduled = jobs.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval"})
     jobs.locks.acquire("power_lstm", scheduled["id"])
-    jobs_in(tmp_path).fail_interrupted()
+    jobs_in(tmp_path).fail_stopped()
     assert jobs.records.get(scheduled["id"])["status"] == "running"
     with pytest.raises(RetrainRunning):  # still retraining: the API waits for the scheduled attempt
         jobs.submit(RetrainRequest(epochs=4))
+    silence(jobs, scheduled["id"], SILENT_AFTER_S + 1)  # the scheduler died with its attempt
+    jobs.fail_stopped()
+    assert jobs.records.get(scheduled["id"])["status"] == "running"  # its record is the scheduler's to recover
+    jobs.submit(RetrainRequest(epochs=4))  # but its lock no longer holds the model
 
 
 def test_the_cost_model_trains_on_the_configured_jobs_file_a_named_one_or_generated_jobs(tmp_path, data_dir):
