@@ -232,7 +232,7 @@ def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:
     crash mid-append: logged and skipped)."""
     samples = []
     unreadable = 0
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is one unreadable line, not a failed read
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -304,3 +304,16 @@ def test_unreadable_lines_are_counted_once_when_their_segment_is_done(tmp_path):
     reopened = DurableBuffer(store, tmp_path)
     assert reopened.flush() == 0 and reopened.drops.counts == {}  # the retry reads the segment again
     assert reopened.flush() == 3 and reopened.drops.counts == {"unreadable": 1}
+
+
+def test_a_line_that_is_not_utf8_is_skipped_not_a_segment_retried_forever(tmp_path):
+    """A torn write can leave bytes that are not text: reading the segment as text failed every flush, and the
+    node's backlog never reached the store."""
+    buffer = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=100)
+    buffer.put(make_samples(3))
+    buffer.close()
+    with segments(tmp_path)[0].open("ab") as handle:
+        handle.write(b'{"node_id": "\xff\xfe"}\n')
+    store = FlakyStore(failures=0)
+    reopened = DurableBuffer(store, tmp_path)
+    assert reopened.flush() == 3 and reopened.drops.counts == {"unreadable": 1} and reopened.pending == 0
