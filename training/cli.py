@@ -12,6 +12,8 @@ from pathlib import Path
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError, check_model_id
 from core.settings import CONFIG_FLAG_HELP, ConfigError
+from core.stores.base import StoreUnavailable
+from core.stores.flux import FluxQueryError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
@@ -113,7 +115,7 @@ def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: st
     parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
     parser.add_argument("--epochs", type=positive_int, help="maximum training epochs")
     parser.add_argument("--hidden-size", type=positive_int, help="LSTM hidden units")
-    parser.add_argument("--seed", type=int, help="random seed (same seed, same model)")
+    parser.add_argument("--seed", type=seed_arg, help="random seed, 0 to 2**32 - 1 (same seed, same model)")
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")
     parser.add_argument("--cpus-per-worker", type=positive_float,
@@ -145,6 +147,7 @@ def run_cli(name: str, body: Callable[[], int]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body()
-    except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError) as exc:
+    except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError,
+            StoreUnavailable, FluxQueryError) as exc:
         sys.stderr.write(f"{name}: error: {exc}\n")
         return 2

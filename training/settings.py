@@ -128,7 +128,7 @@ class PowerPredictorConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     relative_power: bool = False  # read the power input relative to the window's last value (training/power/model.py)
     power_input_challenger: bool = False  # also train with the other power input; keep the lower CALIB MAE
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy and LightGBM take 0 .. 2**32 - 1
     interval_coverage: float = Field(0.8, gt=0, lt=1)
     confidence_tolerance: float = Field(0.1, gt=0, lt=1)
 

@@ -109,3 +109,21 @@ def test_train_gbm_names_a_bad_flag_before_training(tmp_path, capsys, argv, flag
         train_gbm.main([*argv, "--model-path", str(tmp_path / "models")])
     assert refused.value.code == 2 and f"argument {flag}:" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("command", [train_lstm, evaluate])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_cannot_take_is_refused_naming_the_flag(tmp_path, capsys, command, seed):
+    """2**32 passed the flag and failed inside the Ray Train worker, after the data was read, with a traceback."""
+    with pytest.raises(SystemExit) as refused:
+        command.main(["--data", str(tmp_path / "never-read.csv"), "--seed", seed, "--output", str(tmp_path / "r.json")]
+                     if command is evaluate else ["--data", str(tmp_path / "never-read.csv"), "--seed", seed])
+    assert refused.value.code == 2 and "argument --seed:" in capsys.readouterr().err
+
+
+def test_an_unreachable_store_is_one_line_naming_it_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_URL", "http://127.0.0.1:1")  # nothing listens there
+    code = train_lstm.main(["--from-store", "--model-path", str(tmp_path / "models")])
+    error = capsys.readouterr().err
+    assert code == 2 and "train_lstm: error:" in error and "Traceback" not in error, error
+    assert not (tmp_path / "models").exists()
