@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
     args = parser.parse_args(argv)
-    single_only = ["policy", "plot", "actuation_delay", *SINGLE_DEFAULTS]
+    single_only = ["policy", "plot", "actuation_delay", "seed", *SINGLE_DEFAULTS]  # a suite sets these itself
     if args.suite:
         clashing = [f"--{name.replace('_', '-')}" for name in single_only if getattr(args, name) is not None]
         if clashing:

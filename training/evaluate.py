@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.suite:
         clashing = [flag for flag, value in (("--horizon", args.horizon), ("--plot", args.plot),
-                                             ("--model", args.model), ("--train-fraction", args.train_fraction))
+                                             ("--model", args.model), ("--train-fraction", args.train_fraction),
+                                             ("--step", args.step), ("--seed", args.seed))
                     if value is not None]
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")

@@ -171,6 +171,7 @@ def test_case_checks(case, phrase):
     ["--suite", "s.yaml", "--policy", "p.yaml"],
     ["--suite", "s.yaml", "--actuation-delay", "5min"],
     ["--suite", "s.yaml", "--step", "1min"],
+    ["--suite", "s.yaml", "--seed", "7"],
     ["--trace", "t.csv", "--policy", "p.yaml", "--data-root", "d"],
     ["--trace", "t.csv"],
 ])

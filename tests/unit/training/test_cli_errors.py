@@ -91,6 +91,15 @@ def test_preprocess_reports_segments_and_writes_regular_series(tmp_path, capsys)
     assert output.read_text().count("\n") == 21
 
 
+def test_preprocess_splits_gaps_as_training_does_at_another_step(tmp_path, capsys):
+    """At --step 1h training allows gaps of 5 steps (the config's max_gap follows the step); preprocess used the
+    config's 5 minutes and split an hourly series at every missing hour."""
+    hours = [h for h in range(24) if h not in (10, 11, 12)]
+    data = _csv(tmp_path, GOOD_HEADER + "".join(f"2026-01-01T{h:02d}:00:00Z,n1,{200 + h},50\n" for h in hours))
+    assert preprocess.main(["--data", str(data), "--step", "1h"]) == 0
+    assert capsys.readouterr().out.split("\n")[1].split()[-1] == "1"
+
+
 @pytest.mark.parametrize("command", [evaluate, preprocess])
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, command):
     blocker = tmp_path / "a-file"

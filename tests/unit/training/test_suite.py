@@ -160,6 +160,10 @@ def test_suite_refuses_single_trace_flags(capsys) -> None:
     with pytest.raises(SystemExit):
         evaluate.main(["--suite", "s.yaml", "--horizon", "1h", "--output", "r.json"])
     assert "--horizon: not with --suite" in capsys.readouterr().err
+    for flag, value in (("--step", "1min"), ("--seed", "7")):  # each case sets its step, the suite its seeds
+        with pytest.raises(SystemExit):
+            evaluate.main(["--suite", "s.yaml", flag, value, "--output", "r.json"])
+        assert f"{flag}: not with --suite" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main(["--data", "x.csv", "--data-root", "d", "--output", "r.json"])
     assert "--data-root: only with --suite" in capsys.readouterr().err
