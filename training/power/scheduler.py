@@ -36,7 +36,7 @@ from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
 from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_shape
 from training.power.scaling import TrainScaling
-from training.retrain_attempt import Trigger, run_attempt
+from training.retrain_attempt import Trigger, public_message, run_attempt
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning
 from training.settings import load_training_config
@@ -148,7 +148,9 @@ class RetrainScheduler:
             spec = RetrainSpec(config=config, model_id=settings.model_id, overrides=overrides,
                                scaling=settings.scaling, skip_short=True, verbose=False)
         except ConfigError as exc:  # the config file became invalid since the app started
-            self.records.update(record["id"], status="failed", message=f"train_lstm: error: {exc}")
+            logger.warning("retrain scheduler: attempt %s: %s", record["id"], exc)
+            message = public_message(str(exc), data, self.registry)  # anyone who can read the API sees it
+            self.records.update(record["id"], status="failed", message=f"train_lstm: error: {message}")
             self.locks.release(settings.model_id, record["id"])
         else:
             logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())

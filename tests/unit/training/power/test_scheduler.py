@@ -229,3 +229,14 @@ def test_each_champion_gets_one_early_retrain_and_no_factor_means_never(settings
     off = settings.model_copy(update={"degradation_factor": None})
     other = off.model_copy(update={"state_path": settings.state_path + "-other"})
     assert RetrainScheduler(other, clock=clock, live_accuracy=lambda model_id: degraded).due() is None
+
+
+def test_a_config_that_became_invalid_fails_the_attempt_without_showing_its_path(settings, clock, runs, tmp_path):
+    """The record is readable by anyone who can read the API: the config file's path stays in the log."""
+    scheduler = RetrainScheduler(settings, clock=clock)
+    Path(settings.config_path).write_text("predictor:\n  step: banana\n")
+    clock.advance(HOUR)
+    record = scheduler.step()
+    assert record is not None and record["status"] == "failed" and runs == []
+    assert record["message"].startswith("train_lstm: error: ") and "step" in record["message"]
+    assert str(tmp_path) not in record["message"], record["message"]
