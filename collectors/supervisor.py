@@ -2,9 +2,10 @@
 
 `start_telemetry` starts (or finds) the store actor and the supervisor (on the head node; one started with other
 settings is replaced), `stop_telemetry` stops the supervisor and its collectors (the store actor stays). The
-supervisor reconciles every `reconcile_s`: a node without a healthy collector gets one, pinned to it with
-node-affinity scheduling; collectors of nodes that left are forgotten. All actors are named and detached, so they
-outlive the caller (the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
+supervisor reconciles every `reconcile_s`: a node without a collector gets one, pinned to it with node-affinity
+scheduling, and so does a node whose collector is dead or left `UNANSWERED_PINGS` pings in a row unanswered;
+collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller (the
+app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 10.0
+UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
 
 
@@ -37,6 +39,7 @@ class CollectorSupervisor:
         self.config_data, self.selected, self.replay = config_data, selected, replay
         self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s)
         self.collectors: dict[str, Any] = {}
+        self._misses: dict[str, int] = {}  # unanswered pings in a row, per collector key
         self._stop = threading.Event()
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True)
@@ -62,10 +65,11 @@ class CollectorSupervisor:
                 actions[key] = "forgotten (node left)"
         for key, node_id in wanted.items():
             handle = self.collectors.get(key)
-            if handle is not None and self._healthy(handle):
+            if handle is not None and not self._must_replace(key, handle):
                 continue
             if handle is not None:
                 ray.kill(handle, no_restart=True)
+            self._misses.pop(key, None)
             self.collectors[key] = self._start(key, node_id)
             actions[key] = "started"
         if actions:
@@ -80,13 +84,19 @@ class CollectorSupervisor:
         replay = self.replay if node_id is None else None
         return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected, replay)
 
-    @staticmethod
-    def _healthy(handle) -> bool:
+    def _must_replace(self, key: str, handle) -> bool:
+        """Whether the collector under `key` is dead, or wedged: it left `UNANSWERED_PINGS` pings in a row
+        unanswered. The ping reads nothing (`status` probes every source, and a slow tool may take seconds), and one
+        slow answer is no reason to kill a collector and the samples it has not flushed yet."""
         try:
-            ray.get(handle.status.remote(), timeout=HEALTH_TIMEOUT_S)
+            ray.get(handle.node_id.remote(), timeout=HEALTH_TIMEOUT_S)
+        except GetTimeoutError:
+            self._misses[key] = self._misses.get(key, 0) + 1
+            return self._misses[key] >= UNANSWERED_PINGS
+        except Exception:  # noqa: BLE001 - dead, or its restart failed
             return True
-        except Exception:  # noqa: BLE001 - dead, restarting or wedged
-            return False
+        self._misses.pop(key, None)
+        return False
 
     def fingerprint(self) -> str:
         """The digest of the settings this supervisor (and so each of its collectors) was started with."""
