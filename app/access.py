@@ -25,6 +25,7 @@ from core.settings import ConfigError
 logger = logging.getLogger("ray.serve")
 HOW_TO_SET = ("set API_TOKEN or API_TOKEN_FILE in the server's environment, or args.api_token_file "
               "(`make run` generates one in state/api-token)")
+PLACEHOLDER = "REPLACE_ME"  # what the Secret templates ship in place of every value
 _bearer = HTTPBearer(auto_error=False, description="the API token (API_TOKEN / API_TOKEN_FILE on the server)")
 
 
@@ -46,6 +47,9 @@ class Access:
     def __init__(self, token: str | None, protect_reads: bool = False):
         if protect_reads and token is None:
             raise ConfigError(f"args.protect_reads needs an API token: {HOW_TO_SET}")
+        if token is not None and token.startswith(PLACEHOLDER):  # anyone with the repository knows it
+            raise ConfigError(f"the API token is still the template's {PLACEHOLDER} placeholder "
+                              "(deploy/secrets/secrets.yaml): set a secret value of your own")
         self._digest = None if token is None else _digest(token.encode("utf-8"))
         self.protect_reads = protect_reads
 

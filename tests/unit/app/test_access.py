@@ -141,6 +141,14 @@ def test_protect_reads_without_a_token_stops_the_replica():
         Access(None, protect_reads=True)
 
 
+def test_the_secret_template_s_placeholder_token_stops_the_replica(monkeypatch: pytest.MonkeyPatch):
+    """deploy/secrets/secrets.yaml applied unchanged would open every write to a token the repository publishes."""
+    monkeypatch.delenv("API_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("API_TOKEN", "REPLACE_ME-api-token")
+    with pytest.raises(ConfigError, match="placeholder"):
+        Access.from_args(AppArgs())
+
+
 def test_the_token_comes_from_args_file_or_environment(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("API_TOKEN_FILE", raising=False)
     monkeypatch.setenv("API_TOKEN", "from-env")

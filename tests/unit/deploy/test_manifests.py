@@ -38,10 +38,14 @@ def _ray_clusters(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, An
     return [(manifest["kind"], cluster) for manifest in objects if (cluster := ray_cluster_spec(manifest))]
 
 
+def _ray_templates(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod template of the head and of every worker group."""
+    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
+
+
 def _ray_containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
     """The Ray container (the first) of the head and of every worker group."""
-    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
-    return [template["spec"]["containers"][0] for template in templates]
+    return [template["spec"]["containers"][0] for template in _ray_templates(cluster)]
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(DEPLOY)))
@@ -137,7 +141,7 @@ def test_every_referenced_secret_configmap_and_claim_is_defined():
 
 
 def test_secrets_are_placeholders_and_never_in_serve_config():
-    secrets = _built("secrets")
+    secrets = [o for o in _built("secrets") if o["kind"] == "Secret"]
     values = [v for s in secrets for v in s["stringData"].values()]
     assert values and all(v.startswith("REPLACE_ME") for v in values)
     by_name = {s["metadata"]["name"]: s["stringData"] for s in secrets}
@@ -182,6 +186,26 @@ def test_retraining_jobs_name_the_registry_and_the_cron_schedule():
     assert len(cron["spec"]["schedule"].split()) == 5
     for entrypoint in (_one(objects, "RayJob")["spec"]["entrypoint"], cron["spec"]["jobTemplate"]["entrypoint"]):
         assert "--model-path /models" in entrypoint
+
+
+def test_retraining_jobs_start_no_work_until_an_operator_resumes_them():
+    """A default install must not launch a 10-CPU training cluster (that would also fail on the embedded store)."""
+    objects = _built("base")
+    assert _one(objects, "RayJob")["spec"]["suspend"] is True
+    assert _one(objects, "RayCronJob")["spec"]["suspend"] is True
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_every_ray_pod_writes_its_volumes_as_the_image_s_group(folder: str):
+    """The image runs as 1000:100; a fresh block volume's root is root:root 0755 without fsGroup."""
+    for kind, cluster in _ray_clusters(_built(folder)):
+        for template in _ray_templates(cluster):
+            assert template["spec"].get("securityContext", {}).get("fsGroup") == 100, kind
+
+
+def test_the_secrets_create_their_namespace():
+    """`kubectl apply -k deploy/secrets` runs first, before the base has made the namespace."""
+    assert _one(_built("secrets"), "Namespace")["metadata"]["name"] == "kcloud"
 
 
 def _keys(node: Any) -> list[str]:
