@@ -25,6 +25,11 @@ def stored_nodes(request: PowerPredictionRequest, workloads: Mapping[str, Sequen
     return list(workloads[request.workload_id]) if request.workload_id in workloads else None
 
 
+def has_feature_lists(request: PowerPredictionRequest) -> bool:
+    """Whether the request brings feature lists (utilization, temperature, ...) to estimate power from."""
+    return request.features is not None and any(getattr(request.features, name) for name in NUMERIC_FEATURES)
+
+
 def to_history(request: PowerPredictionRequest) -> PowerHistory:
     """The forecaster's input for a request that brings its own lists: its power history, or without one the
     features to estimate it from (the features-only mode).

@@ -17,11 +17,12 @@ from fastapi import Depends, FastAPI
 from app.access import READ, Access
 from app.errors import install_error_handlers, responses
 from app.middleware import install_middleware
-from app.power_api import MissingPowerHistory, stored_nodes, to_history, to_response
+from app.power_api import has_feature_lists, stored_nodes, to_history, to_response
 from app.replica import serving_replica
 from app.schemas import PowerPredictionRequest, PowerPredictionResponse
 from app.settings import AppArgs
 from core.durations import parse_duration
+from core.forecasts import ForecastRequestError
 from deployments.power import PowerPredictor
 from training.power.stored_history import UnknownNode
 
@@ -75,11 +76,12 @@ async def predict_power(request: PowerPredictionRequest,
             workload_type=request.features.workload_type if request.features else None,
             workload_id=request.workload_id if request.node_id is None else None)
     except UnknownNode as unknown:
+        if not has_feature_lists(request):  # nothing to estimate its power from: the unknown node is the answer
+            raise
         try:
-            history = to_history(request)
-        except MissingPowerHistory:  # nothing else to forecast from: the unknown node is the answer (404)
+            return to_response(request, await replica.forecast(to_history(request)))
+        except ForecastRequestError:  # e.g. a model without the features-only mode
             raise unknown from None
-        return to_response(request, await replica.forecast(history))
     return to_response(request, stored.forecast).model_copy(update={
         "history_source": "store", "data_age_seconds": round(stored.age_s, 1), "stale": stored.stale,
         "nodes": nodes if request.node_id is None else None})

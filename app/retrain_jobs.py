@@ -14,13 +14,14 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.durations import parse_duration
-from core.records import RecordStore
+from core.records import UNFINISHED, RecordStore
 from core.registry import ModelRegistry
 from core.settings import ConfigError
 from training.cost.retrain import CostRetrainSpec
@@ -195,9 +196,9 @@ class RetrainJobs:
         return self.records.newest(limit, **({"model_id": model_id} if model_id else {}))
 
     def get(self, job_id: str) -> dict[str, Any]:
-        """One attempt; RecordNotFound when there is none."""
-        self.fail_stopped()
-        return self.records.get(job_id)
+        """One attempt (failed first if it is an API job whose task stopped); RecordNotFound when there is none."""
+        record = self.records.get(job_id)
+        return self._fail_if_stopped(record, self.records.clock()) or record
 
     def fail_stopped(self) -> None:
         """Fail the API jobs whose task stopped (silent for `SILENT_AFTER_S`: the replica that started it or its
@@ -205,8 +206,14 @@ class RetrainJobs:
         attempts are its own to recover."""
         now = self.records.clock()
         for record in self.records.unfinished():
-            if record.get("trigger", "api") == "api" and silent(record, now):
-                self.records.update(record["id"], status="failed",
-                                    message=f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min "
-                                            "(the app restarted or its worker died); submit again")
-                self.locks.release(record["model_id"], record["id"])
+            self._fail_if_stopped(record, now)
+
+    def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """The record failed, when it is an unfinished API job gone silent; else None."""
+        if record.get("status") not in UNFINISHED or record.get("trigger", "api") != "api" or not silent(record, now):
+            return None
+        failed = self.records.update(record["id"], status="failed",
+                                     message=f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min "
+                                             "(the app restarted or its worker died); submit again")
+        self.locks.release(record["model_id"], record["id"])
+        return failed

@@ -17,7 +17,7 @@ from training.retrain_attempt import run_attempt
 from training.retrain_data import JobRecordsData, TrainingData
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_retries=0)  # a worker that died leaves a silent record; a rerun would train twice
 def run_retrain(state_path: str, job_id: str, model_path: str, data: TrainingData | JobRecordsData,
                 spec: RetrainSpec | CostRetrainSpec) -> str:
     """Retrain the power forecaster or the cost model on `data` as a Ray task; record the outcome or the error."""

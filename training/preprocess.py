@@ -20,8 +20,7 @@ from core.settings import CONFIG_FLAG_HELP
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
 from training.cli import duration_arg, output_path, run_cli
 from training.power.features import Segment, resample
-from training.power.retrain_spec import ModelOverrides
-from training.settings import load_training_config
+from training.settings import default_max_gap, load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        predictor = ModelOverrides(step=args.step).apply(load_training_config(args.config)).predictor
-        step = predictor.step  # and a max_gap the config does not set follows it, as in training
-        max_gap = max(args.max_gap or predictor.max_gap, step)
+        predictor = load_training_config(args.config).predictor
+        step = args.step or predictor.step
+        configured = predictor.max_gap if "max_gap" in predictor.model_fields_set else default_max_gap(step)
+        max_gap = max(args.max_gap or configured, step)  # a max_gap the config does not set follows the step
         frame = load_telemetry_csv(args.data)
         segments = resample(frame, step, max_gap)
         out = sys.stdout

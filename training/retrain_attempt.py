@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.records import RecordNotFound, RecordStore
+from core.records import RecordStore
 from core.registry import ModelRegistry
 from training.cost.catalog import default_catalog
 from training.cost.retrain import CostIncomparable, CostIncumbent, CostRetrainResult, CostRetrainSpec, retrain_cost
@@ -72,16 +72,20 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
 
 
 @contextmanager
-def heartbeat(records: RecordStore, job_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
-    """Refresh the record's `updated_at` every `every_s` while the block runs, so that the attempt is known to be
-    alive (training.retrain_lock.silent); stopped and joined before the block's outcome is recorded."""
+def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Refresh the record's `updated_at` every `every_s` while the block runs and the attempt still holds the model,
+    so that it is known to be alive (training.retrain_lock.silent); stopped and joined before the block's outcome is
+    recorded."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every_s):
             try:
-                records.update(job_id)
-            except (OSError, RecordNotFound) as exc:
+                if not locks.beat(model_id, job_id):
+                    logger.warning("retrain attempt %s: no longer holds %s (failed as stopped, or taken over)",
+                                   job_id, model_id)
+                    return
+            except OSError as exc:
                 logger.warning("retrain attempt %s: heartbeat not written: %s", job_id, exc)
 
     thread = threading.Thread(target=beat, name=f"retrain-heartbeat-{job_id}", daemon=True)
@@ -95,10 +99,13 @@ def heartbeat(records: RecordStore, job_id: str, every_s: float = HEARTBEAT_S) -
 
 def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
          registry: ModelRegistry) -> str:
-    records.update(job_id, status="running")
+    locks = RetrainLocks(records)
+    if not locks.beat(spec.model_id, job_id, status="running"):  # e.g. a task Ray ran again after it was failed
+        logger.warning("retrain attempt %s: not started: it no longer holds %s or has ended", job_id, spec.model_id)
+        return "failed"
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
     try:
-        with heartbeat(records, job_id):
+        with heartbeat(locks, spec.model_id, job_id):
             outcome = retrain(data, spec, registry)
     except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
         message = public_message(str(exc), data, registry)

@@ -75,6 +75,21 @@ class RetrainLocks:
         except OSError:
             return None
 
+    def beat(self, model_id: str, job_id: str, **fields: Any) -> bool:
+        """Update the attempt's record (its `updated_at` at least) only while it still holds the model and is
+        unfinished; False when it does not (another process failed it as stopped, or took the model over): the
+        attempt must not run on, nor undo that verdict."""
+        with self._guard():
+            if self.holder(model_id) != job_id:
+                return False
+            try:
+                if self.records.get(job_id).get("status") not in UNFINISHED:
+                    return False
+            except RecordNotFound:
+                return False
+            self.records.update(job_id, **fields)
+            return True
+
     def running(self, job_id: str) -> bool:
         """Whether the attempt `job_id` is still retraining: unfinished, and not silent."""
         try:

@@ -11,7 +11,7 @@ with the API: while another attempt holds it, nothing starts and the next step t
 The interval counts from the end of the last attempt (from its start when a kill interrupted it). The schedule
 survives restarts: it is kept in `<state_path>/retrain_scheduler.json`, so a restarted scheduler retrains at
 once only when an attempt is due; the first attempt comes one interval after the scheduler first started (the
-store fills meanwhile). An attempt a kill interrupted is failed by `recover`.
+store fills meanwhile). An attempt a kill interrupted is failed by `recover` once its record is silent.
 
 Live accuracy is an input (`LiveAccuracySource`): the degradation trigger acts once something measures the
 served version's live error and reports it (the actor's `report_live_accuracy`); until then it never fires.
@@ -38,7 +38,7 @@ from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_s
 from training.power.scaling import TrainScaling
 from training.retrain_attempt import Trigger, public_message, run_attempt
 from training.retrain_data import TrainingData
-from training.retrain_lock import RetrainLocks, RetrainRunning
+from training.retrain_lock import RetrainLocks, RetrainRunning, silent
 from training.settings import load_training_config
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class RetrainScheduler:
 
     def step(self) -> dict | None:
         """Run the attempt that is due, if any; its final record (None: nothing due, or the model is busy)."""
+        self.recover()
         trigger = self.due()
         return self.attempt(trigger) if trigger is not None else None
 
@@ -159,7 +160,7 @@ class RetrainScheduler:
         return self.records.get(record["id"])
 
     def recover(self) -> int:
-        """Fail the scheduled attempts a restart interrupted and free their locks; how many."""
+        """Fail the scheduled attempts a restart interrupted (silent ones) and free their locks; how many."""
         return fail_interrupted(self.records, self.settings.model_id)
 
     def _degraded(self) -> bool:
@@ -211,10 +212,11 @@ def _read_states(path: Path) -> dict[str, object]:
 
 
 def fail_interrupted(records: RecordStore, model_id: str) -> int:
-    """Fail the unfinished scheduled attempts of `model_id` (their scheduler is gone) and free their locks."""
-    locks, interrupted = RetrainLocks(records), 0
+    """Fail the scheduled attempts of `model_id` whose process died (silent: training.retrain_lock) and free their
+    locks; how many. One still alive (another cluster's scheduler during an upgrade) is left running."""
+    locks, interrupted, now = RetrainLocks(records), 0, records.clock()
     for record in records.unfinished():
-        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED:
+        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and silent(record, now):
             records.update(record["id"], status="failed", message="interrupted: the retrain scheduler stopped or "
                                                                    "restarted; the next due attempt retrains")
             locks.release(model_id, record["id"])

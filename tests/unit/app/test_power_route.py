@@ -10,7 +10,7 @@ import pytest
 from app.access import Access
 from app.power_route import power_api
 from app.replica import serving_replica
-from core.forecasts import PowerForecast, PowerHistory
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory
 from core.stores.remote import StoreActorUnavailable
 from tests.paths import TEST_DATA
 from training.power.stored_history import NoStoredTelemetry, UnknownNode
@@ -36,12 +36,15 @@ class Replica:
 
     def __init__(self, failure: Exception | None = None):
         self.failure = failure
+        self.features_only = True
         self.calls: list = []
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         self.calls.append(("forecast", history.power_watts, history.horizon_s))
         if history.power_watts:
             return forecast()
+        if not self.features_only:
+            raise ForecastRequestError("power_watts", "required: this model has no features-only mode")
         return forecast().model_copy(update={"estimated_from": tuple(sorted(history.numeric)),
                                              "trained_on_synthetic_data": True, "window_coverage": 0.0})
 
@@ -108,8 +111,12 @@ def test_a_node_the_store_does_not_know_is_forecast_from_the_request_s_features(
     assert replica.calls == [("stored", ["new-node"], 120, None, None), ("forecast", (), 120)]
     assert response.json()["history_source"] == "features_only"
     assert response.json()["estimated_from"] == ["cpu_utilization"]
-    empty = post({**body, "features": {}})  # nothing to estimate from: the unknown node stays the answer
-    assert empty.status_code == 404 and empty.json()["detail"][0]["loc"] == ["body", "node_id"]
+    for features in ({}, {"workload_type": "training"}):  # no lists to estimate from: the unknown node stays the answer
+        unknown = post({**body, "features": features})
+        assert unknown.status_code == 404 and unknown.json()["detail"][0]["loc"] == ["body", "node_id"], features
+    replica.features_only = False  # a model without the features-only mode: still the unknown node, not a 422
+    older = post(body)
+    assert older.status_code == 404 and "'new-node'" in older.json()["detail"][0]["msg"]
 
 
 @pytest.mark.parametrize(("failure", "status", "loc", "phrase"), [

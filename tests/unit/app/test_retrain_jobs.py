@@ -142,8 +142,9 @@ def test_a_job_whose_task_stopped_is_failed_and_frees_its_model_one_still_alive_
     with pytest.raises(RetrainRunning):
         other.submit(RetrainRequest(epochs=4))
     silence(jobs, job["id"], SILENT_AFTER_S + 1)
-    listed = other.newest(None, 10)[0]
-    assert listed["status"] == "failed" and listed["message"].startswith("stopped: its task gave no sign of life")
+    looked_up = other.get(job["id"])  # one lookup reads that record only, and fails it
+    assert looked_up["status"] == "failed" and looked_up["message"].startswith("stopped: its task gave no sign")
+    assert other.newest(None, 10)[0] == looked_up
     other.submit(RetrainRequest(epochs=4))  # the model is free again
 
 

@@ -98,6 +98,7 @@ def test_preprocess_splits_gaps_as_training_does_at_another_step(tmp_path, capsy
     data = _csv(tmp_path, GOOD_HEADER + "".join(f"2026-01-01T{h:02d}:00:00Z,n1,{200 + h},50\n" for h in hours))
     assert preprocess.main(["--data", str(data), "--step", "1h"]) == 0
     assert capsys.readouterr().out.split("\n")[1].split()[-1] == "1"
+    assert preprocess.main(["--data", str(data), "--step", "45min"]) == 0  # no horizon to divide: any step resamples
 
 
 @pytest.mark.parametrize("command", [evaluate, preprocess])

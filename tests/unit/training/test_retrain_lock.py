@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from core.atomic_files import atomic_write_json
 from core.records import RecordStore
-from training.retrain_attempt import heartbeat
+from training.retrain_attempt import heartbeat, run_attempt
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning
 
 
@@ -75,11 +76,39 @@ def test_a_lock_is_taken_over_only_from_an_ended_or_silent_attempt(tmp_path):
 
 def test_a_running_attempt_keeps_its_record_fresh_until_it_ends(tmp_path):
     records = RecordStore(tmp_path, "retrain")
-    job = running(records, age_s=SILENT_AFTER_S + 1)
-    assert not RetrainLocks(records).running(job)
-    with heartbeat(records, job, every_s=0.05):
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    running_record = records.get(job)
+    running_record["updated_at"] = (datetime.now(UTC) - timedelta(seconds=SILENT_AFTER_S + 1)).isoformat()
+    atomic_write_json(records.folder / f"{job}.json", running_record)
+    assert not locks.running(job)
+    with heartbeat(locks, "m", job, every_s=0.05):
         time.sleep(0.3)
-        assert RetrainLocks(records).running(job)
+        assert locks.running(job)
     after = records.get(job)["updated_at"]
     time.sleep(0.2)
     assert records.get(job)["updated_at"] == after  # stopped with the block
+
+
+def test_a_heartbeat_never_undoes_a_stopped_verdict(tmp_path):
+    """Another process failed the attempt as stopped and freed its model: its heartbeat must not make it running."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    with heartbeat(locks, "m", job, every_s=0.05):
+        records.update(job, status="failed", message="stopped")
+        locks.release("m", job)
+        time.sleep(0.3)
+    assert records.get(job)["status"] == "failed"
+    assert not locks.beat("m", job, status="running")
+
+
+def test_an_attempt_that_lost_its_model_is_not_started(tmp_path):
+    """A task Ray ran again after its job was failed (or another job took the model) must not train."""
+    records = RecordStore(tmp_path, "retrain")
+    job = running(records)
+    spec = SimpleNamespace(model_id="m")
+    assert run_attempt(records, job, data=None, spec=spec, registry=None) == "failed"  # type: ignore[arg-type]
+    assert records.get(job)["status"] == "running"  # untouched: it never held the model

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from core.atomic_files import atomic_write_json
 from core.records import RecordStore
 from core.registry import ModelRegistry
 from core.stores.sqlite import SqliteStore
 from tests.fakes.stored_trace import store_trace
 from training.power import scheduler as scheduler_module
 from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings
-from training.retrain_lock import RetrainLocks
+from training.retrain_lock import SILENT_AFTER_S, RetrainLocks
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUR = 3600
@@ -181,6 +182,11 @@ def test_recover_fails_only_the_scheduled_attempts_a_restart_interrupted(setting
     scheduled = scheduler.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval"})
     scheduler.locks.acquire("power_lstm", scheduled["id"])
     api_job = scheduler.records.create({"status": "running", "model_id": "cost_gbm", "trigger": "api"})
+    assert RetrainScheduler(settings, clock=clock).recover() == 0  # alive: another cluster's, during an upgrade
+    assert scheduler.records.get(scheduled["id"])["status"] == "running"
+    record = scheduler.records.get(scheduled["id"])
+    record["updated_at"] = (datetime.now(UTC) - timedelta(seconds=SILENT_AFTER_S + 1)).isoformat()
+    atomic_write_json(scheduler.records.folder / f"{scheduled['id']}.json", record)
     assert RetrainScheduler(settings, clock=clock).recover() == 1
     assert scheduler.records.get(scheduled["id"])["status"] == "failed"
     assert "interrupted" in scheduler.records.get(scheduled["id"])["message"]
