@@ -12,6 +12,7 @@ from training.cost.catalog import generate_job_records
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import RetrainSpec
 from training.retrain_data import JobRecordsData, TrainingData
+from training.retrain_lock import RetrainLocks
 from training.settings import TrainingConfig
 
 SMALL = TrainingConfig.model_validate({
@@ -20,9 +21,16 @@ SMALL = TrainingConfig.model_validate({
 })
 
 
+def pending(store: RecordStore, model_id: str) -> dict:
+    """A job as `RetrainJobs.submit` leaves it for its task: recorded pending, holding the model's lock."""
+    job = store.create({"status": "pending", "model_id": model_id})
+    RetrainLocks(store).acquire(model_id, job["id"])
+    return job
+
+
 def _run(tmp_path, data: str, spec: RetrainSpec) -> tuple[str, dict]:
     store = RecordStore(tmp_path / "state", "retrain")
-    job = store.create({"status": "pending", "model_id": spec.model_id})
+    job = pending(store, spec.model_id)
     outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                           TrainingData(source="csv", path=data), spec)
     return outcome, store.get(job["id"])
@@ -51,6 +59,18 @@ def test_an_unexpected_error_fails_the_job_without_its_details(tmp_path, monkeyp
     assert outcome == "failed" and job["message"] == "training failed: RuntimeError"
 
 
+def test_a_task_for_a_job_that_no_longer_holds_its_model_does_not_train(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """What a task Ray ran again finds after the job was failed as stopped and its model freed."""
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    store = RecordStore(tmp_path / "state", "retrain")
+    job = store.create({"status": "failed", "model_id": "power_lstm", "message": "stopped: ..."})
+    outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
+                                          TrainingData(source="csv", path=str(TEST_DATA / "upm_sample.csv")),
+                                          RetrainSpec(config=SMALL, verbose=False))
+    assert outcome == "failed" and store.get(job["id"])["message"] == "stopped: ..."
+    assert not (tmp_path / "models").exists()
+
+
 def test_a_retrain_records_the_decision_both_scores_and_the_data_span(tmp_path, monkeypatch: pytest.MonkeyPatch):
     serve_lstm_alone(monkeypatch)
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
@@ -71,7 +91,7 @@ def test_a_cost_retrain_records_its_decision(tmp_path):
     config = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 20}}})
     store = RecordStore(tmp_path / "state", "retrain")
     for expected in ("no_incumbent", "beat_incumbent"):  # the same jobs again: no worse, so promoted
-        job = store.create({"status": "pending", "model_id": "cost_gbm"})
+        job = pending(store, "cost_gbm")
         outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                               JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
                                               CostRetrainSpec(config=config))
@@ -86,7 +106,7 @@ def test_a_bad_jobs_file_fails_the_cost_job_naming_it_not_its_path(tmp_path):
     jobs_file = tmp_path / "jobs.csv"
     jobs_file.write_text("cost\n1\n")
     store = RecordStore(tmp_path / "state", "retrain")
-    job = store.create({"status": "pending", "model_id": "cost_gbm"})
+    job = pending(store, "cost_gbm")
     outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                           JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
                                           CostRetrainSpec(config=SMALL))

@@ -132,6 +132,8 @@ def test_a_seed_numpy_cannot_take_is_refused_naming_the_flag(tmp_path, capsys, c
 
 
 def test_an_unreachable_store_is_one_line_naming_it_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ray.is_initialized", lambda: False)  # not the test session's store actor: the environment's
+    monkeypatch.delenv("INFLUX_HOST", raising=False)
     monkeypatch.setenv("PROMETHEUS_URL", "http://127.0.0.1:1")  # nothing listens there
     code = train_lstm.main(["--from-store", "--model-path", str(tmp_path / "models")])
     error = capsys.readouterr().err
