@@ -31,13 +31,13 @@ class SmiToolSource(TelemetrySource):
     parse: Callable[[str], list[ChipReading]]
 
     def __init__(self, node_id: str, *, executable: str | None = None, enabled: bool = True,
-                 timeout_s: float = 10.0, max_failures: int = 5) -> None:
+                 timeout_s: float = 10.0, max_failures: int = 5, retry_s: float = 60.0) -> None:
         self.node_id = node_id
         self.label = f"{self.kind.value} ({self.tool})"
         self.executable = executable
         self.enabled = enabled
         self.timeout_s = timeout_s
-        self._failures = FailureTracker(f"{self.tool} source on {node_id}", max_failures)
+        self._failures = FailureTracker(f"{self.tool} source on {node_id}", max_failures, retry_s)
         self._probed = False
 
     def _resolve(self) -> tuple[str | None, str]:
@@ -68,7 +68,7 @@ class SmiToolSource(TelemetrySource):
         return True, ""
 
     def sample(self) -> list[TelemetrySample]:
-        if not self.enabled or self._failures.tripped:
+        if not self.enabled or self._failures.blocked():  # tripped: one read a minute, to notice a recovery
             return []
         path, reason = self._resolve()
         if path is None:

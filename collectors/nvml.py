@@ -1,8 +1,9 @@
 """NvmlSource: NVIDIA GPU power, limit, utilization, memory, temperature and energy through NVML (nvidia-ml-py).
 
 A node without NVML (no driver, no library, no GPU) reports itself unavailable with the reason instead of failing;
-a field the GPU does not support is left empty (and not asked for again); a failed read is logged, counted and
-answered with no samples; after `max_failures` failed reads in a row the source reports itself unavailable.
+a field the GPU does not support is left empty (and not asked for again); a GPU whose read fails is left out of
+that round and the others are still read; a round in which every GPU fails is counted, and after `max_failures`
+such rounds in a row the source reports itself unavailable, trying one read a minute until a GPU answers again.
 """
 
 from __future__ import annotations
@@ -40,44 +41,46 @@ class NvmlSource(TelemetrySource):
         library_path: absolute path of libnvidia-ml.so.1 when it is not where the dynamic loader looks
             (NVML_LIBRARY_PATH); the binding's own lookup is used otherwise.
         max_failures: consecutive failed reads before the source reports itself unavailable.
+        retry_s: while unavailable after failed reads, one read is tried this often.
     """
 
     kind = SourceKind.NVML
     min_interval_s = 1.0  # NVML refreshes power about every 20-100 ms, utilization over 1/6-1 s
 
     def __init__(self, node_id: str, *, enabled: bool = True, library_path: str | None = None,
-                 max_failures: int = 5) -> None:
+                 max_failures: int = 5, retry_s: float = 60.0) -> None:
         self.node_id = node_id
         self.label = "nvml"
         self.enabled = enabled
         self.library_path = library_path
-        self._failures = FailureTracker(f"NVML source on {node_id}", max_failures)
+        self._failures = FailureTracker(f"NVML source on {node_id}", max_failures, retry_s)
         self._gpus: list[_Gpu] | None = None
         self._init_error = ""
+        self._failing: list[str] = []  # the GPUs whose last read failed while others answered (logged on change)
 
     # -- TelemetrySource -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
-        if not self.enabled:
-            return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
-        if self._failures.tripped:
+        if self.enabled and self._failures.tripped:
             return False, self._failures.reason()
-        if self._gpus is None and not self._init_error:
-            self._start()
-        if self._init_error:
-            return False, self._init_error
-        if not self._gpus:
-            return False, "NVML found no NVIDIA GPU on this node"
-        return True, ""
+        return self._ready()
 
     def sample(self) -> list[TelemetrySample]:
-        if not self.available()[0]:
+        if not self._ready()[0] or self._failures.blocked():
             return []
         stamp = datetime.now(UTC)
-        try:
-            samples = [self._read(gpu, stamp) for gpu in self._gpus or []]
-        except pynvml.NVMLError as exc:
-            self._failures.failed(f"NVML read failed: {exc}")
+        samples, failures = [], []
+        for gpu in self._gpus or []:
+            try:
+                samples.append(self._read(gpu, stamp))
+            except pynvml.NVMLError as exc:  # one GPU off the bus must not silence the others
+                failures.append(f"GPU {gpu.index}: {exc}")
+        if failures and not samples:
+            self._failures.failed(f"NVML read failed: {'; '.join(failures)}")
             return []
+        if failures != self._failing:
+            if failures:
+                logger.warning("NVML on %s: %s (the other GPUs are still read)", self.node_id, "; ".join(failures))
+            self._failing = failures
         self._failures.ok()
         return samples
 
@@ -91,6 +94,18 @@ class NvmlSource(TelemetrySource):
         self._init_error = ""
 
     # -- internals -------------------------------------------------------------------------------------------
+    def _ready(self) -> tuple[bool, str]:
+        """Enabled, NVML started and at least one GPU found (or why not); starts NVML on first use."""
+        if not self.enabled:
+            return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
+        if self._gpus is None and not self._init_error:
+            self._start()
+        if self._init_error:
+            return False, self._init_error
+        if not self._gpus:
+            return False, "NVML found no NVIDIA GPU on this node"
+        return True, ""
+
     def _start(self) -> None:
         """Load and initialise NVML once; on failure remember why (never raise)."""
         if self.library_path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,6 +161,17 @@ def test_failing_tool_is_counted_then_unavailable(fake_tool: Callable[..., Path]
     assert source.sample() == [] and source.sample() == []
     ok, reason = source.available()
     assert not ok and "2 consecutive failed reads" in reason
+
+
+def test_an_unavailable_tool_is_tried_again_and_recovers(fake_tool: Callable[..., Path]) -> None:
+    """Five failed runs used to switch NPU telemetry off until the collector was restarted by hand."""
+    fake_tool("npu-smi", exit_code=255, stderr="dcmi busy")
+    source = AscendSource("n1", max_failures=2, retry_s=0.2)
+    assert source.sample() == [] and source.sample() == [] and not source.available()[0]
+    fake_tool("npu-smi", DATA / "npu_smi_info_atlas_a3_25.3.rc1.txt")
+    assert source.sample() == []  # the retry is not due yet
+    time.sleep(0.25)
+    assert len(source.sample()) == 16 and source.available() == (True, "")
 
 
 def test_unparsable_output_fails_the_read_loudly(fake_tool: Callable[..., Path], tmp_path: Path,

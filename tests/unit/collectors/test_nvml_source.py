@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pynvml
@@ -74,8 +75,13 @@ def test_unsupported_energy_counter_is_left_empty(fake_nvml_lib: Path, gpus: Pat
     source.close()
 
 
+def fail(gpus: Path, error: int, *indexes: int) -> None:
+    for index in indexes:
+        (gpus / f"fail{index}").write_text(str(error))
+
+
 def test_failed_reads_count_then_mark_the_source_unavailable(fake_nvml_lib: Path, gpus: Path) -> None:
-    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_GPU_IS_LOST))
+    fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 0, 1)
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=3)
     assert source.available()[0]
     assert source.sample() == [] and source.sample() == []
@@ -88,13 +94,34 @@ def test_failed_reads_count_then_mark_the_source_unavailable(fake_nvml_lib: Path
 
 def test_a_good_read_resets_the_failure_run(fake_nvml_lib: Path, gpus: Path) -> None:
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2)
-    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_UNKNOWN))
+    fail(gpus, pynvml.NVML_ERROR_UNKNOWN, 0, 1)
     assert source.sample() == []
-    (gpus / "fail0").write_text("0")
+    fail(gpus, 0, 0, 1)
     assert len(source.sample()) == 2
-    (gpus / "fail0").write_text(str(pynvml.NVML_ERROR_UNKNOWN))
+    fail(gpus, pynvml.NVML_ERROR_UNKNOWN, 0, 1)
     assert source.sample() == []
     assert source.available()[0]
+    source.close()
+
+
+def test_one_lost_gpu_does_not_silence_the_others(fake_nvml_lib: Path, gpus: Path) -> None:
+    """A GPU off the bus used to fail the whole read: the node lost every GPU's power, then the source."""
+    fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 1)
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2)
+    for _ in range(3):
+        assert [s.device_id for s in source.sample()] == ["gpu0"]
+    assert source.available() == (True, "")
+    source.close()
+
+
+def test_an_unavailable_source_tries_again_and_recovers(fake_nvml_lib: Path, gpus: Path) -> None:
+    fail(gpus, pynvml.NVML_ERROR_UNKNOWN, 0, 1)
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2, retry_s=0.2)
+    assert source.sample() == [] and source.sample() == [] and not source.available()[0]
+    fail(gpus, 0, 0, 1)
+    assert source.sample() == []  # the retry is not due yet: no read
+    time.sleep(0.25)
+    assert len(source.sample()) == 2 and source.available() == (True, "")
     source.close()
 
 
