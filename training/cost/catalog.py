@@ -158,6 +158,15 @@ class UnknownGpuType(ValueError):
     def __init__(self, name: object, catalog: PriceCatalog):
         super().__init__(f"gpu_type {name!r} is not in the price catalog ({', '.join(catalog.gpu.types)})")
 
+    def __reduce__(self):  # survives pickling across Ray (a batch item's error), its message kept
+        return (_unknown_gpu_type, (str(self),))
+
+
+def _unknown_gpu_type(message: str) -> UnknownGpuType:
+    error = UnknownGpuType.__new__(UnknownGpuType)
+    ValueError.__init__(error, message)
+    return error
+
 
 def _gpu_specs(frame: Jobs, catalog: PriceCatalog) -> tuple[np.ndarray, np.ndarray]:
     """Per row: (GPU price per hour, TDP watts); the default type where GPUs are asked for without a type."""

@@ -33,13 +33,15 @@ def _catalog(info: ValidationInfo) -> Any:
 class Resources(_Frozen):
     """What the job reserves."""
 
-    cpu_cores: float = Field(gt=0, le=4096, description="vCPUs")
-    memory_gb: float = Field(gt=0, le=65536, description="RAM, GB")
-    gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs)")
+    # strict: a string or a boolean where a number belongs is refused (true was read as 1), as in the power request
+    cpu_cores: float = Field(gt=0, le=4096, strict=True, description="vCPUs")
+    memory_gb: float = Field(gt=0, le=65536, strict=True, description="RAM, GB")
+    gpu_count: int = Field(0, ge=0, le=MAX_GPUS, strict=True, description="accelerators (GPUs or NPUs)")
     gpu_type: str | None = Field(None, max_length=64, validate_default=True,
-                                 description="accelerator type from the price catalog; default: its default type")
-    storage_gb: float = Field(0.0, ge=0, le=1_000_000, description="block storage kept for the job, GB")
-    network_gb: float = Field(0.0, ge=0, le=1_000_000, description="network egress, GB")
+                                 description="accelerator type from the price catalog (with gpu_count >= 1); "
+                                             "default: its default type")
+    storage_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="block storage kept for the job, GB")
+    network_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="network egress, GB")
 
     @field_validator("gpu_type")
     @classmethod
@@ -47,6 +49,9 @@ class Resources(_Frozen):
         catalog = _catalog(info)
         if value is None:
             return catalog.gpu.default_type if info.data.get("gpu_count", 0) > 0 else None
+        if "gpu_count" in info.data and info.data["gpu_count"] == 0:  # the type would be priced as no accelerator
+            raise ValueError("names an accelerator but gpu_count is 0: give gpu_count (1 or more) or leave "
+                             "gpu_type out")
         name = catalog.gpu_type_name(value)
         if name is None:
             raise ValueError(f"unknown gpu_type {value!r}; the price catalog knows {', '.join(catalog.gpu.types)}")
@@ -57,8 +62,8 @@ class CostQuery(_Frozen):
     """One job to price."""
 
     resources: Resources
-    duration_hours: float = Field(gt=0, le=MAX_HOURS)
-    spot_instance: bool = False
+    duration_hours: float = Field(gt=0, le=MAX_HOURS, strict=True)
+    spot_instance: bool = Field(False, strict=True)
     workload_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_ -]{1,32}$",
                                       description="training, inference, batch, idle, ... (others allowed)")
 

@@ -24,6 +24,16 @@ def test_a_gpu_type_the_cost_model_cannot_price_names_the_field():
     assert "Traceback" not in text
 
 
+def test_the_gpu_type_error_survives_the_trip_through_ray():
+    """Ray pickles a deployment's error: UnknownGpuType's two-argument constructor made that fail, and the item's
+    reason became "UnserializableException"."""
+    import ray.cloudpickle as pickle
+
+    error = pickle.loads(pickle.dumps(UnknownGpuType("B200", load_catalog())))
+    assert isinstance(error, UnknownGpuType) and reason(Wrapped(error)).startswith(
+        "UnknownGpuType: resources.gpu_type: gpu_type 'B200' is not in the price catalog")
+
+
 def test_any_other_error_is_only_its_type():
     assert reason(Wrapped(RuntimeError("cannot open /var/lib/models/cost_gbm/3"))) == "RuntimeError"
 

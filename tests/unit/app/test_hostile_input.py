@@ -226,3 +226,22 @@ def test_a_long_gpu_type_is_422_without_echoing_it(http):
         api.dependency_overrides.clear()
     assert response.status_code == 422 and "gpu_type" in only_detail(response)["loc"]
     assert len(response.content) < 1000
+
+
+@pytest.mark.parametrize(("resources", "extra", "field"), [
+    pytest.param({"cpu_cores": "16", "memory_gb": 64}, {}, "cpu_cores", id="string-cores"),
+    pytest.param({"cpu_cores": 16, "memory_gb": True}, {}, "memory_gb", id="bool-memory"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_count": True}, {}, "gpu_count", id="bool-gpus"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64}, {"duration_hours": "6"}, "duration_hours", id="string-hours"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64}, {"spot_instance": "yes"}, "spot_instance", id="string-spot"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_type": "H100"}, {}, "gpu_type", id="type-without-count"),
+])
+def test_a_cost_request_that_would_be_priced_as_something_else_is_422_naming_the_field(http, resources, extra,
+                                                                                        field):
+    """`true` GB of memory was priced as 1 GB, and an H100 without gpu_count as no GPU at all."""
+    api.dependency_overrides[serving_replica] = lambda: SimpleNamespace(access=Access(None))
+    try:
+        response = http(api).post("/api/v1/predict/cost", json={"resources": resources, "duration_hours": 6, **extra})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 422 and only_detail(response)["loc"][-1] == field, response.text
