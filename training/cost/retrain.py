@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelId
 from training.cost.catalog import PriceCatalog, default_catalog
+from training.cost.jobs import NONE
 from training.cost.model import CostModel, CostModelError
 from training.cost.publish import publish_cost_model
 from training.power.retrain_result import ACTIVATING, Decision, describe_decision
@@ -58,6 +59,8 @@ class CostIncumbent(BaseModel):
     version: int
     mae: float
     challenger_mae: float
+    jobs: int | None = None  # held-out jobs both were scored on (None: saved before it was recorded)
+    left_out: int = 0  # held-out jobs whose GPU type the active version's catalog does not have
 
 
 class CostIncomparable(BaseModel):
@@ -96,6 +99,9 @@ class CostRetrainResult(BaseModel):
         incumbent = self.incumbent
         comparison = "" if incumbent is None else (f" on the same held-out jobs: MAE {incumbent.challenger_mae:.2f} "
                                                    f"vs {incumbent.mae:.2f} {self.currency}")
+        if incumbent is not None and incumbent.left_out:
+            comparison += (f" ({incumbent.left_out} held-out jobs left out: GPU types the active version's catalog "
+                           f"does not have)")
         return describe_decision(self.decision, _REASONS, incumbent and incumbent.version, comparison,
                                  self.incomparable and (self.incomparable.version, self.incomparable.why))
 
@@ -136,7 +142,7 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)
     metrics = {**model.evaluate(holdout), "n_train": fitted["n_train"], "n_calibration": fitted["n_calibration"],
                "n_holdout": len(holdout), "conformal_margin": fitted["conformal_margin"]}
-    champion = _score_champion(registry, spec.model_id, holdout, metrics["mae"])
+    champion = _score_champion(registry, spec.model_id, holdout, model)
     decision = _decide(spec.activation, champion)
     version = publish_cost_model(
         registry, spec.model_id, model, spec.config, metrics, activate=decision in ACTIVATING,
@@ -150,17 +156,33 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
 
 
 def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame,
-                    challenger_mae: float) -> CostIncumbent | CostIncomparable | None:
+                    challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
+    """The active version scored on the held-out jobs it can price (a GPU type added to the catalog since it was
+    trained is left out, or its retraining could never be compared), and the challenger on the very same jobs."""
     version = registry.active_version(model_id)
     if version is None:
         return None
     try:
         folder, _ = registry.get(model_id, version)
-        mae = CostModel.load(folder).evaluate(holdout)["mae"]
+        champion = CostModel.load(folder)
+        common = holdout[_priceable(holdout, champion.catalog)]
+        if len(common) < MIN_HOLDOUT_RECORDS:
+            return CostIncomparable(version=version, why=f"only {len(common)} of the {len(holdout)} held-out jobs use "
+                                                         "GPU types its catalog has")
+        mae = champion.evaluate(common)["mae"]
     except (CostModelError, LookupError, OSError, ValueError) as exc:
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return CostIncomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
-    return CostIncumbent(version=version, mae=mae, challenger_mae=challenger_mae)
+    return CostIncumbent(version=version, mae=mae, challenger_mae=challenger.evaluate(common)["mae"],
+                         jobs=len(common), left_out=len(holdout) - len(common))
+
+
+def _priceable(records: pd.DataFrame, catalog: PriceCatalog) -> np.ndarray:
+    """Per record: whether `catalog` can price its GPU type (no GPU, the default type, or a type it has)."""
+    counts = pd.to_numeric(records["gpu_count"], errors="coerce").fillna(0).to_numpy()
+    names = records["gpu_type"].to_numpy() if "gpu_type" in records else [None] * len(records)
+    kinds = (catalog.job_gpu_type(count, name) for count, name in zip(counts, names, strict=True))
+    return np.array([kind == NONE or catalog.gpu_type_name(kind) is not None for kind in kinds], dtype=bool)
 
 
 def _decide(activation: Activation, champion: CostIncumbent | CostIncomparable | None) -> Decision:

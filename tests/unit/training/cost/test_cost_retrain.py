@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.registry import ModelRegistry
-from training.cost.catalog import generate_job_records
+from training.cost.catalog import generate_job_records, load_catalog
 from training.cost.retrain import CostRetrainSpec, retrain_cost
 from training.settings import TrainingConfig
 
@@ -73,3 +73,20 @@ def test_too_few_records_for_a_holdout_are_refused(tmp_path):
     with pytest.raises(ValueError, match="leave 15 for the holdout; need at least 20, so at least 130 records"):
         retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))
     assert retrain_cost(generate_job_records(130, 1), spec(), registry=ModelRegistry(tmp_path)).version == 1
+
+
+def test_a_gpu_type_added_to_the_catalog_leaves_its_jobs_out_of_the_comparison(tmp_path):
+    """The active version cannot price a type added since it was trained: compared on every other held-out job, not
+    refused as incomparable (then the API's retraining could never put a version that prices it in service)."""
+    full = load_catalog()
+    data = full.model_dump()
+    dropped = next(name for name in data["gpu"]["types"] if name != data["gpu"]["default_type"])
+    del data["gpu"]["types"][dropped]
+    older = type(full).model_validate(data)
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(600, 1, older), spec(catalog=older), registry=registry)
+    result = retrain_cost(generate_job_records(2000, 1, full), spec(catalog=full), registry=registry)
+    champion = result.incumbent
+    assert result.decision in ("beat_incumbent", "did_not_beat"), result.reason
+    assert champion is not None and champion.left_out > 0 and champion.jobs + champion.left_out == 300
+    assert f"({champion.left_out} held-out jobs left out" in result.reason
