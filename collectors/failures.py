@@ -18,10 +18,10 @@ class FailureTracker:
 
     `failed(reason)` logs and counts; after `limit` failures in a row the tracker trips and the source reports
     itself unavailable with `reason()`. A successful read (`ok()`) resets the run, not the total. While tripped,
-    `blocked()` lets one read through every `retry_s`.
+    `blocked()` lets one read through every `retry_s` (None: every read goes through; the source decides).
     """
 
-    def __init__(self, name: str, limit: int = 5, retry_s: float = 60.0,
+    def __init__(self, name: str, limit: int = 5, retry_s: float | None = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
@@ -40,7 +40,7 @@ class FailureTracker:
 
     def blocked(self) -> bool:
         """Whether the source should skip this read: tripped, and its next retry not due yet."""
-        if not self.tripped:
+        if not self.tripped or self.retry_s is None:
             return False
         now = self.clock()
         if now < self._next_try:
@@ -58,8 +58,11 @@ class FailureTracker:
         self.total += 1
         self.last_error = reason
         if self.consecutive == self.limit:
-            logger.error("%s: %s; retrying every %.0f s", self.name, self.reason(), self.retry_s)
-            self._next_try = self.clock() + self.retry_s
+            if self.retry_s is None:  # the source reads every round anyway (e.g. the host's files)
+                logger.error("%s: %s", self.name, self.reason())
+            else:
+                logger.error("%s: %s; retrying every %.0f s", self.name, self.reason(), self.retry_s)
+                self._next_try = self.clock() + self.retry_s
         elif not self.tripped:
             logger.warning("%s: read failed (%d in a row): %s", self.name, self.consecutive, reason)
 

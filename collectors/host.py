@@ -69,7 +69,7 @@ class HostSource(TelemetrySource):
         self._meminfo = Path(proc_root) / "meminfo"
         self._per_package = per_package
         self._clock = clock
-        self._failures = FailureTracker(f"host source on {node_id}", max_failures)
+        self._failures = FailureTracker(f"host source on {node_id}", max_failures, retry_s=None)  # reads every round
         self._zones = self._find_zones(Path(powercap_root))
         self._last_cpu: tuple[int, int] | None = None
         try:

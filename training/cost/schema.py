@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 COMPONENTS = ("compute", "gpu", "storage", "network", "energy")
 MAX_GPUS = 64
 MAX_HOURS = 8760.0
+_COUNT_MISSING = object()  # gpu_type given without gpu_count (Resources._count_with_a_type)
 
 
 class _Frozen(BaseModel):
@@ -36,12 +37,28 @@ class Resources(_Frozen):
     # strict: a string or a boolean where a number belongs is refused (true was read as 1), as in the power request
     cpu_cores: float = Field(gt=0, le=4096, strict=True, description="vCPUs")
     memory_gb: float = Field(gt=0, le=65536, strict=True, description="RAM, GB")
-    gpu_count: int = Field(0, ge=0, le=MAX_GPUS, strict=True, description="accelerators (GPUs or NPUs)")
+    gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs); required with gpu_type")
     gpu_type: str | None = Field(None, max_length=64, validate_default=True,
-                                 description="accelerator type from the price catalog (with gpu_count >= 1); "
-                                             "default: its default type")
+                                 description="accelerator type from the price catalog; default: its default type")
     storage_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="block storage kept for the job, GB")
     network_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="network egress, GB")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_with_a_type(cls, data: Any) -> Any:
+        """A gpu_type without gpu_count would be priced as no accelerator at all: make gpu_count's check refuse it."""
+        if isinstance(data, dict) and data.get("gpu_type") is not None and "gpu_count" not in data:
+            return {**data, "gpu_count": _COUNT_MISSING}
+        return data
+
+    @field_validator("gpu_count", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        if value is _COUNT_MISSING:
+            raise ValueError("required with gpu_type (1 or more; 0 prices the job without an accelerator)")
+        if isinstance(value, bool | str):  # 2.0 is a whole number; true and "2" are not numbers
+            raise ValueError(f"must be a whole number, not {type(value).__name__}")
+        return value
 
     @field_validator("gpu_type")
     @classmethod
@@ -49,9 +66,6 @@ class Resources(_Frozen):
         catalog = _catalog(info)
         if value is None:
             return catalog.gpu.default_type if info.data.get("gpu_count", 0) > 0 else None
-        if "gpu_count" in info.data and info.data["gpu_count"] == 0:  # the type would be priced as no accelerator
-            raise ValueError("names an accelerator but gpu_count is 0: give gpu_count (1 or more) or leave "
-                             "gpu_type out")
         name = catalog.gpu_type_name(value)
         if name is None:
             raise ValueError(f"unknown gpu_type {value!r}; the price catalog knows {', '.join(catalog.gpu.types)}")

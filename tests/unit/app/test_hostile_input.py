@@ -234,7 +234,8 @@ def test_a_long_gpu_type_is_422_without_echoing_it(http):
     pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_count": True}, {}, "gpu_count", id="bool-gpus"),
     pytest.param({"cpu_cores": 16, "memory_gb": 64}, {"duration_hours": "6"}, "duration_hours", id="string-hours"),
     pytest.param({"cpu_cores": 16, "memory_gb": 64}, {"spot_instance": "yes"}, "spot_instance", id="string-spot"),
-    pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_type": "H100"}, {}, "gpu_type", id="type-without-count"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_type": "H100"}, {}, "gpu_count", id="type-without-count"),
+    pytest.param({"cpu_cores": 16, "memory_gb": 64, "gpu_count": "2"}, {}, "gpu_count", id="string-gpus"),
 ])
 def test_a_cost_request_that_would_be_priced_as_something_else_is_422_naming_the_field(http, resources, extra,
                                                                                         field):
@@ -245,3 +246,13 @@ def test_a_cost_request_that_would_be_priced_as_something_else_is_422_naming_the
     finally:
         api.dependency_overrides.clear()
     assert response.status_code == 422 and only_detail(response)["loc"][-1] == field, response.text
+
+
+def test_a_whole_float_gpu_count_and_an_explicit_zero_with_a_type_are_priced():
+    """2.0 is a whole number (pandas writes counts that way), and gpu_count 0 with a type means no accelerator."""
+    from training.cost.schema import CostQuery
+
+    for resources, gpus in (({"gpu_count": 2.0, "gpu_type": "H100"}, 2), ({"gpu_count": 0, "gpu_type": "H100"}, 0)):
+        query = CostQuery.model_validate({"resources": {"cpu_cores": 16, "memory_gb": 64, **resources},
+                                          "duration_hours": 6})
+        assert query.resources.gpu_count == gpus
