@@ -22,6 +22,7 @@ MAX_RETRAIN_HISTORY_SECONDS = 366 * 86400
 MAX_PATH_CHARS = 1024
 MAX_WATTS = 1e7  # 10 MW: above any node's or workload's draw; larger values only overflow the model
 MAX_CLOCK_SKEW = timedelta(days=1)  # how far past the server's clock a history may end
+EARLIEST_END_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # no power telemetry is older; the model's clock needs it
 
 # Strict: a number, never a bool or a numeric string.
 Watts = Annotated[float, Field(ge=0, le=MAX_WATTS, allow_inf_nan=False, strict=True)]
@@ -77,6 +78,8 @@ class PowerPredictionRequest(_Body):
             raise ValueError("must carry a time zone, e.g. 2026-01-05T12:00:00Z")
         if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("lies more than a day after the server's clock")
+        if value < EARLIEST_END_TIME:  # its calendar inputs overflowed before 1677: a 500 for the whole batch
+            raise ValueError(f"lies before {EARLIEST_END_TIME:%Y-%m-%d}")
         return value
 
 

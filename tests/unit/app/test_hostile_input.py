@@ -117,6 +117,7 @@ def test_non_finite_numbers_are_422(power, value):
     ({"features": {"power_watts": [1e308, 100.0]}}, "power_watts"),  # overflowed the model: a 500
     ({"features": {"power_watts": [1e15, 100.0]}}, "power_watts"),  # a nonsense forecast
     ({"end_time": "9999-12-31T23:59:00Z"}, "end_time"),  # its timestamps overflowed: a 500
+    ({"end_time": "1500-01-01T00:00:00Z"}, "end_time"),  # its calendar inputs overflowed: a 500 for the batch
     ({"features": {"power_watts": [True, 100.0]}}, "power_watts"),  # was read as 1 W
     ({"features": {"power_watts": [100.0], "cpu_utilization": ["50"]}}, "cpu_utilization"),
 ])
