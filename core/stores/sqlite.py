@@ -71,7 +71,11 @@ WITH RECURSIVE walk(node_id) AS (
 )
 SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
-_NEWEST = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
+# The newest row with power (walking the (node_id, ts_ms) index back from now): a node whose power feed stopped while
+# another source still writes (CPU utilization) shows its last power reading, stale, instead of vanishing.
+_NEWEST = """
+SELECT ts_ms FROM telemetry WHERE node_id = ? AND ts_ms <= ? AND power_watts IS NOT NULL ORDER BY ts_ms DESC LIMIT 1
+"""
 _RECENT_POWER = """
 SELECT node_id, source, device_id, ts_ms, power_watts FROM telemetry
 WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
@@ -143,8 +147,9 @@ class SqliteStore(TelemetryStore):
         with self._lock:
             targets = [node_id] if node_id is not None else [r[0] for r in self._conn.execute(_NODES)]
             for node in targets:
-                newest = self._conn.execute(_NEWEST, (node, until)).fetchone()[0]
-                if newest is not None:
+                found = self._conn.execute(_NEWEST, (node, until)).fetchone()
+                if found is not None:
+                    newest = found[0]
                     since = newest - int(LATEST_SPREAD_S * 1000)
                     rows.extend(self._conn.execute(_RECENT_POWER, (node, since, newest)).fetchall())
         return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)), now)

@@ -129,6 +129,16 @@ def test_latest_prefers_the_wall_reading_and_reports_age(store):
     assert store.nodes() == ["a", "b"]
 
 
+def test_a_node_whose_power_feed_stopped_shows_its_last_power_stale_not_gone(store):
+    """The BMC stopped; the host collector still writes CPU utilization (no power) every few seconds."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write([TelemetrySample(timestamp=now - timedelta(minutes=3), node_id="c", source="ipmi", power_watts=640),
+                 *(TelemetrySample(timestamp=now - timedelta(seconds=s), node_id="c", source="host", utilization=9)
+                   for s in range(1, 120, 5))])
+    (node,) = store.latest("c")
+    assert node.power_watts == 640 and node.age_s >= 180
+
+
 def test_concurrent_writers_and_readers_share_one_store(store):
     errors = []
 
