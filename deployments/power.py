@@ -106,8 +106,8 @@ class PowerPredictor(RegistryFollower):
         self._load(None)  # fail fast: no default model, no replica
         try:
             self._refresh()
-        except Exception:  # noqa: BLE001 - the other resolutions load on a later poll; the default serves
-            logger.exception("PowerPredictor: could not load every resolution of %s", self.model_ids)
+        except Exception:  # noqa: BLE001 - e.g. an unreadable registry: the other resolutions load on a later poll
+            logger.exception("PowerPredictor: could not look up the resolutions of %s", self.model_ids)
         self._start_following(lambda: self.settings.registry_poll_s)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -129,14 +129,19 @@ class PowerPredictor(RegistryFollower):
         logger.info("PowerPredictor: serving %s version %d on %s", model_id, metadata.version, self.device)
 
     def _refresh(self) -> None:
-        """Load every served model's active version (the default stays on a pinned version)."""
+        """Load every served model's active version (the default stays on a pinned version). A version that cannot
+        be loaded is logged and skipped: the model keeps the version it serves, and the others still move on."""
         for model_id in self.model_ids:
             if model_id == self.model_id and self.settings.model_version is not None:
                 continue
             active = self.registry.active_version(model_id)
             current = self.served.get(model_id)
             if active is not None and (current is None or current.version != active):
-                self._load_model(model_id, active)
+                try:
+                    self._load_model(model_id, active)
+                except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
+                    logger.exception("PowerPredictor: could not load %s version %d; keeping %s", model_id, active,
+                                     f"version {current.version}" if current is not None else "it unserved")
 
     @property
     def version(self) -> int | None:

@@ -131,3 +131,22 @@ def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monk
     assert [a.model_version for a in answers] == ["power_lstm/1", "power_lstm_1h/1", "power_lstm/1"]
     assert passes == [("power_lstm/1", [1800, 3600], False), ("power_lstm_1h/1", [86400], True)]
     assert predictor.served["power_lstm_1h"].latency.requests == 1
+
+
+def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, monkeypatch):
+    """The default model's new version is broken; the hourly model's new version must still go into service."""
+    active = {"power_lstm": 2, "power_lstm_1h": 2}
+    predictor.model_ids = ["power_lstm", "power_lstm_1h"]
+    predictor.settings = SimpleNamespace(model_version=None)
+    predictor.registry = SimpleNamespace(active_version=active.get)
+    loaded: list[tuple[str, int]] = []
+
+    def load(model_id: str, version: int) -> None:
+        if model_id == "power_lstm":
+            raise OSError("weights.pt: truncated")
+        loaded.append((model_id, version))
+
+    monkeypatch.setattr(predictor, "_load_model", load)
+    predictor._refresh()
+    assert loaded == [("power_lstm_1h", 2)]
+    assert predictor.served["power_lstm"].version == 1  # still serving the version it had
