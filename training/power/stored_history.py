@@ -59,9 +59,10 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     first = observed[0]
     numeric = {}
     for name in NUMERIC_FEATURES:
-        values = _hold(window[name].to_numpy(dtype=float)[first:])
-        if not np.isnan(values).any():
-            numeric[name] = tuple(values.tolist())
+        values = window[name].to_numpy(dtype=float)[first:]
+        seen = np.flatnonzero(~np.isnan(values))
+        if seen.size:  # from its first reading on: a shorter list, padded at the front like a client's
+            numeric[name] = tuple(_hold(values[seen[0]:]).tolist())
     times = window["timestamp"]
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
                            workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,

@@ -41,3 +41,14 @@ def test_steps_held_over_a_gap_are_counted(tmp_path):
         stored = stored_history(store, "n", step_s=60, sequence_length=10, horizon_s=600, now=NOW)
     assert len(stored.history.power_watts) == 10 and stored.history.filled_steps == 4
     assert stored.history.power_watts[3:7] == (307.0,) * 4  # held from the value before the gap
+
+
+def test_a_feature_missing_only_in_the_first_bin_is_kept_from_its_first_reading(tmp_path):
+    """The feature was dropped for the whole window when its first bin with power had no reading of it."""
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
+                                     power_watts=300.0 + m) for m in range(10)])
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="host",
+                                     utilization=40.0 + m) for m in range(9)])  # none in the oldest minute
+        stored = stored_history(store, "n", step_s=60, sequence_length=10, horizon_s=600, now=NOW)
+    assert stored.history.numeric["cpu_utilization"] == tuple(48.0 - k for k in range(9))
