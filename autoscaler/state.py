@@ -93,7 +93,7 @@ class ControllerState:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -159,3 +159,13 @@ def test_holds_and_dry_runs_need_no_intent(make, store, monkeypatch):
     monkeypatch.setattr(controller.state, "record_intent", no_intent)
     statuses = {e.policy: e.actuation.status for e in controller.tick()}
     assert statuses == {"dry": ActuationStatus.DRY_RUN, "calm": ActuationStatus.NONE}
+
+
+def test_the_state_file_syncs_every_commit(tmp_path):
+    """An intent recorded before actuating must survive a power loss, not only a process crash (WAL with
+    synchronous=NORMAL may roll the last commits back)."""
+    state = ControllerState(tmp_path / "state.sqlite")
+    try:
+        assert state._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        state.close()
