@@ -2,10 +2,10 @@
 
 The value types live in core.forecasts (no Ray, no HTTP here). History lists are at
 the model's step, most recent last, aligned at their ends. When they are shorter than the model's window,
-the window is filled honestly: the earliest known value of each series is repeated backwards and those
-steps are flagged imputed; a feature that is absent entirely is marked missing (the model was trained
-with missing flags). `window_coverage` says what share of the window was real power history (not padded
-in front, not held over a gap in a store's telemetry).
+the earliest known value of each series is repeated backwards (the segment marks those steps imputed, but the
+model has no input for that: it reads them as history); a feature that is absent entirely is marked missing (the
+model was trained with missing flags). `window_coverage` says what share of the window was real power history
+(not padded in front, not held over a gap in a store's telemetry).
 
 Without any power history (the features-only mode), the window's power is estimated from its features and
 the forecast carries the mode's own calibration (training.power.features_only); `estimated_from` names the
