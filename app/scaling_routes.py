@@ -14,7 +14,8 @@ from app.errors import ApiError, responses
 from app.ingress_state import Ingress, IngressState
 from app.schemas import ScalingEventsResponse, ScalingPoliciesResponse
 from autoscaler.policy_config import policy_from
-from autoscaler.schema import ScalingPolicy
+from autoscaler.schema import ScalingEvent, ScalingPolicy
+from core.public_text import without_addresses
 
 router = APIRouter()
 PolicyName = Annotated[str, Path(max_length=63)]
@@ -86,5 +87,12 @@ async def scaling_events(
     since: Annotated[AwareDatetime | None, Query(description="only events at or after this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ScalingEventsResponse:
-    """Scaling decisions, holds included, newest first."""
-    return ScalingEventsResponse(events=await _controller(replica, "events", policy, since, limit))
+    """Scaling decisions, holds included, newest first (addresses and paths in their reasons cut out: the
+    controller's log keeps them)."""
+    events = await _controller(replica, "events", policy, since, limit)
+    return ScalingEventsResponse(events=[_public(event) for event in events])
+
+
+def _public(event: ScalingEvent) -> ScalingEvent:
+    actuation = event.actuation.model_copy(update={"detail": without_addresses(event.actuation.detail)})
+    return event.model_copy(update={"reason": without_addresses(event.reason), "actuation": actuation})

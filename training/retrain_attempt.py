@@ -10,7 +10,6 @@ runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process d
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from core.public_text import without_addresses
 from core.records import RecordStore
 from core.registry import ModelRegistry
 from training.cost.catalog import default_catalog
@@ -120,16 +120,14 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
     return "succeeded"
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
-
-
 def public_message(text: str, data: TrainingData | JobRecordsData, registry: ModelRegistry) -> str:
     """An error's text as a job record may show it to anyone who can read the API: one line, the data file by the
-    name users know it by, the registry as MODEL_PATH, and any other absolute path cut to its last part."""
+    name users know it by, the registry as MODEL_PATH, any other absolute path cut to its last part and any
+    address (a store's URL) left out."""
     text = data.public(" ".join(text.splitlines()))
     for root in sorted({str(registry.root.resolve()), str(registry.root)}, key=len, reverse=True):
         text = text.replace(root, "MODEL_PATH")
-    return _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
+    return without_addresses(text)
 
 
 def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,

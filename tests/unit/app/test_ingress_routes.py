@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from app.access import Access
 from app.ingress import api
 from app.replica import serving_replica
-from autoscaler.schema import InvalidStoredPolicy
+from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
@@ -183,3 +185,29 @@ def test_models_are_listed_when_the_active_versions_metadata_broke(replica, clie
     assert response.status_code == 200, response.text  # was a 500
     [model] = response.json()["models"]
     assert model["active_version"] == 1 and [v["version"] for v in model["versions"]] == [1]
+
+
+class Eventful(Controller):
+    """A controller whose last actuation failed with the addresses its actuator named."""
+
+    def call(self, method, *args):
+        if method != "events":
+            return super().call(method, *args)
+        return [ScalingEvent(
+            at=datetime(2026, 1, 5, tzinfo=UTC), policy="web", target={"kind": "ray_serve", "app": "a",
+                                                                       "deployment": "d"},
+            action="scale_out", from_replicas=2, to_replicas=3, mode="enforce",
+            reason="scale_out 2 -> 3: telemetry store failed: InfluxDB at http://10.0.0.9:8086 refused",
+            actuation=ActuationResult(status="failed", detail="Ray dashboard at http://10.0.0.7:8265 not reachable; "
+                                                              "kubeconfig /home/ops/.kube/config"))]
+
+
+def test_scaling_events_carry_no_internal_address_or_path(replica, client):
+    """Reads are open by default: the controller's log keeps the addresses, the API does not show them."""
+    replica.controller = Eventful()
+    response = client.get("/api/v1/scaling/events")
+    assert response.status_code == 200
+    text = response.text
+    assert "10.0.0." not in text and "/home/ops" not in text, text
+    (event,) = response.json()["events"]
+    assert event["actuation"]["detail"] == "Ray dashboard at <address> not reachable; kubeconfig .../config"
