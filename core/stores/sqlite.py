@@ -71,11 +71,15 @@ WITH RECURSIVE walk(node_id) AS (
 )
 SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
-# The newest row with power (walking the (node_id, ts_ms) index back from now): a node whose power feed stopped while
-# another source still writes (CPU utilization) shows its last power reading, stale, instead of vanishing.
+_NEWEST_ROW = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
+# The newest row with power within POWER_LOOKBACK_S of the node's newest row (walking the (node_id, ts_ms) index
+# back): a node whose power feed stopped while another source still writes (CPU utilization) shows its last power
+# reading, stale, instead of vanishing; the bound keeps a node that never reports power (a VM) from a long scan.
 _NEWEST = """
-SELECT ts_ms FROM telemetry WHERE node_id = ? AND ts_ms <= ? AND power_watts IS NOT NULL ORDER BY ts_ms DESC LIMIT 1
+SELECT ts_ms FROM telemetry WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
+ORDER BY ts_ms DESC LIMIT 1
 """
+POWER_LOOKBACK_S = 3600  # as InfluxStore's latest_lookback_s
 _RECENT_POWER = """
 SELECT node_id, source, device_id, ts_ms, power_watts FROM telemetry
 WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
@@ -147,7 +151,9 @@ class SqliteStore(TelemetryStore):
         with self._lock:
             targets = [node_id] if node_id is not None else [r[0] for r in self._conn.execute(_NODES)]
             for node in targets:
-                found = self._conn.execute(_NEWEST, (node, until)).fetchone()
+                newest_row = self._conn.execute(_NEWEST_ROW, (node, until)).fetchone()[0]
+                found = None if newest_row is None else self._conn.execute(
+                    _NEWEST, (node, newest_row - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
                 if found is not None:
                     newest = found[0]
                     since = newest - int(LATEST_SPREAD_S * 1000)

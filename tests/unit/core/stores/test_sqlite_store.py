@@ -137,6 +137,9 @@ def test_a_node_whose_power_feed_stopped_shows_its_last_power_stale_not_gone(sto
                    for s in range(1, 120, 5))])
     (node,) = store.latest("c")
     assert node.power_watts == 640 and node.age_s >= 180
+    store.write([TelemetrySample(timestamp=now - timedelta(seconds=s), node_id="vm", source="host", utilization=9)
+                 for s in range(1, 120, 5)])
+    assert store.latest("vm") == []  # a node that never reports power has no latest power
 
 
 def test_concurrent_writers_and_readers_share_one_store(store):
