@@ -103,7 +103,7 @@ class RetrainJobs:
 
     def __init__(self, state_path: str, model_path: str, config_path: str | None, defaults: RetrainDefaults,
                  models: ServedModels, launch: Callable[..., None] = _launch):
-        self.records = RecordStore(state_path, "retrain")
+        self.records = RecordStore(state_path, "retrain", retention_s=defaults.retention)
         self.locks = RetrainLocks(self.records)
         self.state_path, self.model_path, self.config_path = state_path, model_path, config_path
         self.defaults, self.models, self.launch = defaults, models, launch
@@ -156,6 +156,7 @@ class RetrainJobs:
                                    data=data.describe())
         else:
             data, spec = self.training_data(request), self._power_spec(model_id, request, config)
+        self.records.expire()
         record = self.records.create({"status": "pending", "model_id": model_id, "source": data.source,
                                       "trigger": "api", "data": data.describe()})
         try:

@@ -26,6 +26,7 @@ from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
 from training.power.scaling import TrainScaling
 from training.power.scheduler import SchedulerSettings
+from training.retrain_attempt import RETRAIN_RETENTION_S
 from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
 
@@ -70,6 +71,9 @@ class RetrainDefaults(TrainScaling):
                                                    "(none: requests may not name files)")
     cost_data: str | None = Field(None, description="CSV of past jobs the cost model retrains on (default: jobs "
                                                     "generated from the price catalog)")
+    retention: Duration = Field(RETRAIN_RETENTION_S, ge=3600,
+                                description="how long a finished retraining record (the API's and the "
+                                            "scheduler's) is kept")
     schedule: RetrainSchedule = RetrainSchedule()
 
 
@@ -175,7 +179,7 @@ class AppArgs(BaseModel):
             state_path=self.state_path, model_path=self.model_path or load_training_config(self.config_path).model_path,
             config_path=self.config_path, model_id=self.power_model_id, interval_s=interval, since_s=schedule.since,
             degradation_factor=schedule.retrain_on_degradation_factor, check_s=min(30.0, max(1.0, interval / 4)),
-            scaling=retrain.train_scaling())
+            retention_s=retrain.retention, scaling=retrain.train_scaling())
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""

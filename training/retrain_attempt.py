@@ -5,6 +5,7 @@ succeeded one holds the version it registered, the decision and its reason, the 
 (`challenger`), the active version's score on the very same held-out data (`champion`) and the data span. The
 model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened; while it
 runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died is known to have stopped.
+Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from training.retrain_data import JobRecordsData, TrainingData
 from training.retrain_lock import HEARTBEAT_S, RetrainLocks
 
 logger = logging.getLogger(__name__)
+
+RETRAIN_RETENTION_S = 90 * 86400
+"""How long a finished attempt's record is kept by default (then deleted by the next attempt's start)."""
 
 Trigger = Literal["api", "interval", "degradation"]
 """Who started an attempt: a POST to the API, the scheduler's interval, or the champion's live error."""

@@ -36,7 +36,7 @@ from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
 from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_shape
 from training.power.scaling import TrainScaling
-from training.retrain_attempt import Trigger, public_message, run_attempt
+from training.retrain_attempt import RETRAIN_RETENTION_S, Trigger, public_message, run_attempt
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning, silent
 from training.settings import load_training_config
@@ -60,6 +60,8 @@ class SchedulerSettings(BaseModel):
     degradation_factor: float | None = Field(1.5, gt=1, description="retrain early when the champion's live MAE "
                                                                      "exceeds this times its held-out MAE")
     check_s: float = Field(30.0, gt=0, description="how often to look at what is due")
+    retention_s: int = Field(RETRAIN_RETENTION_S, gt=0, description="finished attempt records older than this "
+                                                                     "are deleted")
     scaling: TrainScaling = TrainScaling()
 
     def fingerprint(self) -> str:
@@ -105,7 +107,7 @@ class RetrainScheduler:
     def __init__(self, settings: SchedulerSettings, *, live_accuracy: LiveAccuracySource = no_live_accuracy,
                  clock: Callable[[], datetime] = _now):
         self.settings, self.live_accuracy, self.clock = settings, live_accuracy, clock
-        self.records = RecordStore(settings.state_path, "retrain")
+        self.records = RecordStore(settings.state_path, "retrain", retention_s=settings.retention_s)
         self.locks = RetrainLocks(self.records)
         self.registry = ModelRegistry(settings.model_path)
         self.state_file = Path(settings.state_path) / "retrain_scheduler.json"
@@ -132,6 +134,7 @@ class RetrainScheduler:
         the model's lock (nothing is recorded then)."""
         settings = self.settings
         data = TrainingData(source="store", since_s=settings.since_s)
+        self.records.expire()
         record = self.records.create({"status": "pending", "model_id": settings.model_id, "source": data.source,
                                       "trigger": trigger, "data": data.describe()})
         try:

@@ -242,8 +242,9 @@ def test_the_route_refuses_a_source_or_field_the_model_cannot_use(route, body, f
 
 def test_the_list_holds_api_jobs_and_scheduled_attempts_newest_first(route, tmp_path, monkeypatch):
     records = RecordStore(tmp_path / "state", "retrain")
-    times = iter(f"2026-01-05T12:0{minute}:00+00:00" for minute in range(10))
-    monkeypatch.setattr(records, "clock", lambda: datetime.fromisoformat(next(times)))
+    start = datetime.now(UTC) - timedelta(hours=1)  # recent: inside the retention
+    times = iter(start + timedelta(minutes=minute) for minute in range(10))
+    monkeypatch.setattr(records, "clock", lambda: next(times))
     old = records.create({"status": "succeeded", "model_id": "power_lstm"})  # recorded before triggers existed
     scheduled = records.create({
         "status": "succeeded", "model_id": "power_lstm", "trigger": "interval", "source": "store",
@@ -288,3 +289,25 @@ def test_retrain_spans_are_bounded_and_since_only_reads_the_store(tmp_path):
     with pytest.raises(RetrainRefused) as refused:
         jobs_in(tmp_path).training_data(RetrainRequest(since="2d"))
     assert refused.value.field == "since"
+
+
+def test_finished_records_past_the_retention_are_deleted_when_a_job_starts(tmp_path):
+    records = RecordStore(tmp_path / "state", "retrain")
+    old = (datetime.now(UTC) - timedelta(days=91)).isoformat()
+    for status in ("succeeded", "failed", "running"):
+        atomic_write_json(records.folder / f"old{status}.json",
+                          {"id": f"old{status}", "status": status, "model_id": "power_lstm", "created_at": old,
+                           "updated_at": old})
+    recent = records.create({"status": "failed", "model_id": "power_lstm"})
+    jobs = jobs_in(tmp_path)
+    assert {record["id"] for record in jobs.newest(None, 10)} >= {recent["id"]}
+    jobs.submit(RetrainRequest(epochs=4))
+    kept = {path.stem for path in records.folder.glob("*.json")}
+    assert "oldsucceeded" not in kept and "oldfailed" not in kept
+    assert {"oldrunning", recent["id"]} <= kept  # an unfinished record is never expired; a recent one stays
+
+
+def test_the_retention_is_a_setting_of_at_least_an_hour():
+    assert RetrainDefaults(retention="7d").retention == 7 * 86400
+    with pytest.raises(ValueError, match="retention"):
+        RetrainDefaults(retention="10min")

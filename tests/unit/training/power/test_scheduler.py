@@ -246,3 +246,12 @@ def test_a_config_that_became_invalid_fails_the_attempt_without_showing_its_path
     assert record is not None and record["status"] == "failed" and runs == []
     assert record["message"].startswith("train_lstm: error: ") and "step" in record["message"]
     assert str(tmp_path) not in record["message"], record["message"]
+
+
+def test_an_attempt_deletes_finished_records_past_the_retention(settings, clock, runs):
+    records = RecordStore(settings.state_path, "retrain")
+    old = (datetime.now(UTC) - timedelta(seconds=settings.retention_s + 60)).isoformat()
+    atomic_write_json(records.folder / "oldattempt.json", {"id": "oldattempt", "status": "succeeded",
+                                                           "model_id": "power_lstm", "updated_at": old})
+    record = RetrainScheduler(settings, clock=clock).attempt("interval")
+    assert [path.stem for path in records.folder.glob("*.json")] == [record["id"]]
