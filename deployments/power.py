@@ -173,9 +173,10 @@ class PowerPredictor(RegistryFollower):
             ForecastRequestError: no served model covers the horizon, or the features cannot estimate power.
         """
         check_history(self._route(history.horizon_s, history.step_s).forecaster, history)  # refuse before a batch
-        if self.settings.batching:
-            return await self._batched(history)
-        return self._infer([history])[0]
+        answer = await self._batched(history) if self.settings.batching else self._infer([history])[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,
                               workload_id: str | None = None) -> StoredForecast:
@@ -218,23 +219,42 @@ class PowerPredictor(RegistryFollower):
             raise WorkloadTelemetryMissing(f"{exc} (workload {workload_id!r})") from exc
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _batched(self, histories: list[PowerHistory]) -> list[PowerForecast]:
+    async def _batched(self, histories: list[PowerHistory]) -> list[PowerForecast | Exception]:
         return self._infer(histories)
 
-    def _infer(self, histories: list[PowerHistory]) -> list[PowerForecast]:
-        """One forward pass per model (and mode) for the histories routed to it."""
+    def _infer(self, histories: list[PowerHistory]) -> list[PowerForecast | Exception]:
+        """One forward pass per model (and mode) for the histories routed to it; each history's forecast, or the
+        error that its own pass raised (a pass that fails is retried one history at a time, so one history the
+        model cannot take never fails the requests batched with it)."""
         groups: dict[str, list[int]] = {}
         for index, history in enumerate(histories):
             groups.setdefault(self._route(history.horizon_s, history.step_s).model_id, []).append(index)
-        answers: dict[int, PowerForecast] = {}
+        answers: dict[int, PowerForecast | Exception] = {}
         for model_id, rows in groups.items():
-            served = self.served[model_id]
-            started = time.perf_counter()
-            forecasts = forecast_histories(served.forecaster, [histories[i] for i in rows], served.model_version,
-                                           synthetic=served.synthetic)
-            served.latency.record((time.perf_counter() - started) * 1000.0, served.model_version, count=len(rows))
-            answers.update(zip(rows, forecasts, strict=True))
+            try:
+                answers.update(zip(rows, self._pass(self.served[model_id], [histories[i] for i in rows]),
+                                   strict=True))
+            except Exception as exc:  # noqa: BLE001 - answered per history below
+                if len(rows) == 1:
+                    answers[rows[0]] = exc
+                    continue
+                logger.warning("PowerPredictor: a batch of %d failed (%s); answering one by one", len(rows),
+                               type(exc).__name__)
+                for row in rows:
+                    answers[row] = self._alone(self.served[model_id], histories[row])
         return [answers[index] for index in range(len(histories))]
+
+    def _pass(self, served: ServedPower, histories: list[PowerHistory]) -> list[PowerForecast]:
+        started = time.perf_counter()
+        forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic)
+        served.latency.record((time.perf_counter() - started) * 1000.0, served.model_version, count=len(histories))
+        return forecasts
+
+    def _alone(self, served: ServedPower, history: PowerHistory) -> PowerForecast | Exception:
+        try:
+            return self._pass(served, [history])[0]
+        except Exception as exc:  # noqa: BLE001 - this history's own error, raised to its caller
+            return exc
 
     def _default(self) -> ServedPower:
         if self.model_id not in self.served:

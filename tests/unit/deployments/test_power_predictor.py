@@ -150,3 +150,21 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
     predictor._refresh()
     assert loaded == [("power_lstm_1h", 2)]
     assert predictor.served["power_lstm"].version == 1  # still serving the version it had
+
+
+def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
+    def fake(forecaster, histories, version, *, synthetic=False):
+        if any(h.power_watts == (-1.0,) for h in histories):
+            raise ValueError("the model cannot take this window")
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", fake)
+    histories = [PowerHistory(power_watts=(watts,), horizon_s=1800) for watts in (1.0, -1.0, 2.0)]
+    answers = predictor._infer(histories)
+    assert isinstance(answers[0], PowerForecast) and isinstance(answers[2], PowerForecast)
+    assert isinstance(answers[1], ValueError)
+    predictor.settings = SimpleNamespace(batching=False)
+    with pytest.raises(ValueError, match="cannot take"):
+        asyncio.run(PowerPredictor.forecast(predictor, histories[1]))
