@@ -9,7 +9,7 @@ import asyncio
 import logging
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from ray import serve
 
 from app.errors import public_error
@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 ITEM_TIMEOUT_S = 120.0
 BATCH_TIMEOUT_S = 600.0
 ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
-_ITEMS = TypeAdapter(list[BatchItem])
+_ITEM = TypeAdapter(BatchItem)
+
+
+class RefusedItem(str):
+    """Why a stored item no longer passes the request schema (tightened since the batch was queued)."""
 
 
 async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_app_name: str) -> str:
@@ -34,7 +38,7 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     """
     record = records.update(batch_id, status="running")
     try:
-        items = _ITEMS.validate_python(record["items"])
+        items = [revalidated(item) for item in record["items"]]
         results = await asyncio.wait_for(answer_items(items, app_name, power_app_name), BATCH_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         logger.warning("batch %s failed", batch_id, exc_info=True)
@@ -44,13 +48,28 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     return "done"
 
 
+def revalidated(stored: Any) -> BatchItem | RefusedItem:
+    """A stored item validated again on its own (a batch resumed after an upgrade may hold items that the
+    schema, or the price catalog it checks against, now refuses): the item, or why it is refused."""
+    try:
+        return _ITEM.validate_python(stored)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in error["loc"][2:])  # without the item's type and "request"
+        return RefusedItem(f"ValidationError: {where + ': ' if where else ''}"
+                           f"{error['msg'].removeprefix('Value error, ')}")
+
+
 async def answer_items(items: list[Any], app_name: str, power_app_name: str) -> list[BatchItemResult]:
-    """Every item through its predictor, ITEMS_IN_FLIGHT at a time; one item's failure is that item's result."""
+    """Every item through its predictor, ITEMS_IN_FLIGHT at a time; one item's failure (or refusal) is that
+    item's result."""
     power = serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=power_app_name)
     cost = serve.get_deployment_handle(COST_DEPLOYMENT, app_name=app_name)
     slots = asyncio.Semaphore(ITEMS_IN_FLIGHT)
 
     async def one(index: int, item: Any) -> BatchItemResult:
+        if isinstance(item, RefusedItem):
+            return BatchItemResult(index=index, status="error", error=item)
         async with slots:
             try:
                 call = (power.forecast.remote(to_history(item.request)) if item.type == "power"

@@ -60,3 +60,22 @@ def test_an_item_whose_answer_cannot_be_shaped_fails_alone(monkeypatch):
     assert [(r.status, r.result) for r in results] == [
         ("ok", {"workload_id": "good"}), ("error", None), ("ok", {"workload_id": "also-good"})]
     assert results[1].error == "ValueError"
+
+
+def test_a_stored_item_the_schema_now_refuses_fails_alone_naming_the_field(monkeypatch):
+    """A batch queued before `gpu_count` became required with `gpu_type`: on resume, that item is refused with
+    the field's name and the others are still answered (the batch used to fail as a whole)."""
+    from app.batches import RefusedItem, revalidated
+
+    async def answered(value):
+        return value
+
+    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)))
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    good = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 8}, "duration_hours": 1}}
+    stale = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 8, "gpu_type": "H100"},
+                                         "duration_hours": 1}}
+    items = [revalidated(item) for item in (good, stale, good)]
+    assert isinstance(items[1], RefusedItem) and items[1].startswith("ValidationError: resources.gpu_count: required")
+    results = asyncio.run(answer_items(items, "app", "power"))
+    assert [r.status for r in results] == ["ok", "error", "ok"] and results[1].error == items[1]
