@@ -12,8 +12,7 @@ from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, format_duration, parse_duration
 from core.registry_metadata import MODEL_ID_PATTERN
 from training.cost.schema import CostEstimate, CostQuery
-from training.power.retrain_result import Decision
-from training.retrain_attempt import ChampionScore, Trigger
+from training.retrain_attempt import AttemptOutcome, Trigger
 
 MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
@@ -240,29 +239,19 @@ class RetrainRequest(_Body):
 JobState = Literal["pending", "running", "succeeded", "failed"]
 
 
-class RetrainJob(BaseModel):
-    """One retraining attempt, started by the API or the scheduler."""
+class RetrainJob(AttemptOutcome):
+    """One retraining attempt, started by the API or the scheduler (its outcome's fields once it succeeded)."""
 
     job_id: str
     status: JobState
     model_id: str
     created_at: datetime
     updated_at: datetime
-    registered_version: int | None = None
-    message: str | None = None
     trigger: Trigger = Field("api", description='"api": a POST; "interval": the scheduler '
                                                 '(predictor.model_update_interval); "degradation": the active '
                                                 "version's live error past its held-out error times the factor")
     source: Literal["csv", "store", "catalog"] | None = None
     data: str | None = Field(None, description="what it trains on: a file's name, the store's span, generated jobs")
-    data_span: dict[str, Any] | None = Field(None, description="what the registered version trained on (power: "
-                                                               "start, end, series, rows; cost: rows)")
-    decision: Decision | None = Field(None, description="whether the new version went into service, and why")
-    reason: str | None = None
-    activated: bool | None = None
-    challenger: dict[str, Any] | None = Field(None, description="the new version's held-out metrics")
-    champion: ChampionScore | None = Field(None, description="the version active before, scored on the same "
-                                                             "held-out data")
 
 
 class RetrainJobsResponse(BaseModel):

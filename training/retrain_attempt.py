@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.public_text import without_addresses
 from core.records import RecordStore
@@ -51,18 +51,19 @@ class ChampionScore(BaseModel):
 
 
 class AttemptOutcome(BaseModel):
-    """What a succeeded attempt adds to its record."""
+    """What a succeeded attempt adds to its record (the API's `RetrainJob` shows these fields: None until then;
+    a failed attempt has only its `message`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    registered_version: int
-    decision: Decision
-    reason: str
-    activated: bool
-    challenger: dict[str, Any]
-    champion: ChampionScore | None
-    data_span: dict[str, Any] | None
-    message: str
+    registered_version: int | None = None
+    decision: Decision | None = Field(None, description="whether the new version went into service, and why")
+    reason: str | None = None
+    activated: bool | None = None
+    challenger: dict[str, Any] | None = Field(None, description="the new version's held-out metrics")
+    champion: ChampionScore | None = Field(None, description="the version active before, scored on the same "
+                                                             "held-out data")
+    data_span: dict[str, Any] | None = Field(None, description="what the registered version trained on (power: "
+                                                               "start, end, series, rows; cost: rows)")
+    message: str | None = None
 
 
 def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
