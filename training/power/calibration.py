@@ -66,8 +66,18 @@ class Calibration(BaseModel):
         lower = np.clip(quantiles_watts[..., 0] - margins, 0.0, point)
         upper = np.maximum(quantiles_watts[..., 2] + margins, point)
         raw = raw_confidence(point, lower, upper, self.coverage, self.tolerance)
-        confidence = np.interp(raw, self.raw_knots, self.rate_knots)
+        confidence = self.confidence(raw)
         return CalibratedForecast(point, lower, upper, confidence, peak_upper(upper, self.peak_margins_watts or ()))
+
+
+    def confidence(self, raw: np.ndarray) -> np.ndarray:
+        """The hit rate observed at a raw value (the fitted map). Below the lowest calibrated raw value it falls
+        linearly to 0 at raw 0, where the hit band has no width: a forecast less certain than any seen in
+        calibration is never given their hit rate."""
+        knots, rates = self.raw_knots, self.rate_knots
+        if knots[0] > 0.0:
+            knots, rates = (0.0, *knots), (0.0, *rates)
+        return np.interp(raw, knots, rates)
 
 
 def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, coverage: float,
@@ -133,8 +143,11 @@ def _monotone_bins(raw: np.ndarray, hits: np.ndarray) -> tuple[tuple[float, ...]
         while len(merged) > 1 and merged[-2][1] / merged[-2][2] > merged[-1][1] / merged[-1][2]:
             last = merged.pop()
             merged[-1] = [a + b for a, b in zip(merged[-1], last, strict=True)]
-    knots = tuple(m[0] / m[2] for m in merged)
-    values = tuple(m[1] / m[2] for m in merged)
+    knots = [m[0] / m[2] for m in merged]
+    values = [m[1] / m[2] for m in merged]
+    lowest, highest = float(raw[order[0]]), float(raw[order[-1]])
+    if lowest < knots[0]:  # the first bin's rate holds from the lowest value seen (below it: Calibration.confidence)
+        knots, values = [lowest, *knots], [values[0], *values]
     if len(knots) == 1:
-        return (0.0, 1.0), (values[0], values[0])
-    return knots, values
+        knots, values = [lowest, max(highest, lowest + 1e-6)], [values[0], values[0]]
+    return tuple(knots), tuple(values)

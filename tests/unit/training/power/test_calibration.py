@@ -122,7 +122,21 @@ def test_apply_is_monotone() -> None:
     assert (calibration.apply(narrow).confidence >= base.confidence - 1e-12).all()
     # the confidence map itself is non-decreasing in the raw value
     grid = np.linspace(0.0, 1.0, 101)
-    assert np.all(np.diff(np.interp(grid, calibration.raw_knots, calibration.rate_knots)) >= 0)
+    assert np.all(np.diff(calibration.confidence(grid)) >= 0)
+
+
+def test_a_forecast_less_certain_than_any_in_calibration_is_not_given_their_hit_rate() -> None:
+    """Raw values below the calibrated range used to get the lowest bin's hit rate (0.93 for an idle node whose
+    hit band is a watt wide); now the map falls to 0 at raw 0 and keeps the fitted rates over the range seen."""
+    quantiles, actual, mask = synthetic(1000, width_factor=0.5, seed=5)
+    calibration = fit_calibration(quantiles, actual, mask, coverage=COVERAGE, tolerance=TOLERANCE)
+    lowest, first_rate = calibration.raw_knots[0], calibration.rate_knots[0]
+    assert lowest > 0.05 and first_rate > 0.2
+    np.testing.assert_allclose(calibration.confidence(np.array([0.0, lowest / 2, lowest])),
+                               [0.0, first_rate / 2, first_rate])
+    idle = calibration.apply(np.zeros((1, len(calibration.margins_watts), 3)))  # 0 W: a band of no width
+    assert (idle.confidence == 0.0).all()
+
 
 
 def test_margins_widen_or_narrow_the_raw_interval() -> None:
