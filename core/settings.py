@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -75,7 +75,16 @@ EnvBool = Annotated[bool, BeforeValidator(_flag)]
 """A boolean variable: true/false, 1/0 or yes/no, any case."""
 
 NonEmpty = Annotated[str, Field(min_length=1)]
-Workloads = dict[NonEmpty, Annotated[tuple[NonEmpty, ...], Field(min_length=1)]]
+
+
+def _each_once(nodes: tuple[str, ...]) -> tuple[str, ...]:
+    repeated = sorted({node for node in nodes if nodes.count(node) > 1})
+    if repeated:
+        raise ValueError(f"a node is listed more than once: {', '.join(repeated)} (its power would be summed twice)")
+    return nodes
+
+
+Workloads = dict[NonEmpty, Annotated[tuple[NonEmpty, ...], Field(min_length=1), AfterValidator(_each_once)]]
 """workload_id -> telemetry node ids (the config's `workloads` map; the app and the autoscaler read it)."""
 
 

@@ -57,6 +57,8 @@ def test_workloads_map(tmp_path: Path) -> None:
     assert message.startswith(f"{path}: workloads.llm[1]: String should have at least 1 character")
     message = error_of(write(tmp_path, "workloads:\n  llm: []\n"))  # a workload no node answers for
     assert message.startswith(f"{path}: workloads.llm: Tuple should have at least 1 item")
+    message = error_of(write(tmp_path, "workloads:\n  llm: [gpu-1, gpu-2, gpu-1]\n"))  # its power summed twice
+    assert message.startswith(f"{path}: workloads.llm: a node is listed more than once: gpu-1")
 
 
 def test_controller_environment() -> None:
