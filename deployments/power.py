@@ -21,7 +21,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from core.forecasts import PowerForecast, PowerHistory, ServedModel
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, ServedModel
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
 from core.stores.remote import RemoteStore
@@ -227,9 +227,12 @@ class PowerPredictor(RegistryFollower):
         error that its own pass raised (a pass that fails is retried one history at a time, so one history the
         model cannot take never fails the requests batched with it)."""
         groups: dict[str, list[int]] = {}
-        for index, history in enumerate(histories):
-            groups.setdefault(self._route(history.horizon_s, history.step_s).model_id, []).append(index)
         answers: dict[int, PowerForecast | Exception] = {}
+        for index, history in enumerate(histories):
+            try:  # checked when it came in; a reload since may have dropped the model that covered it
+                groups.setdefault(self._route(history.horizon_s, history.step_s).model_id, []).append(index)
+            except ForecastRequestError as exc:
+                answers[index] = exc
         for model_id, rows in groups.items():
             try:
                 answers.update(zip(rows, self._pass(self.served[model_id], [histories[i] for i in rows]),

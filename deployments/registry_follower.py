@@ -36,8 +36,8 @@ class RegistryFollower:
             await asyncio.sleep(poll_s())
             if pinned():
                 continue
-            try:
-                self._refresh()
+            try:  # off the event loop: loading weights must not stall the replica's requests and health checks
+                await asyncio.to_thread(self._refresh)
             except Exception:  # noqa: BLE001 - keep serving the loaded model
                 logger.exception("%s: could not load the new active version; keeping version %s",
                                  type(self).__name__, self.version)

@@ -168,3 +168,19 @@ def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_wi
     predictor.settings = SimpleNamespace(batching=False)
     with pytest.raises(ValueError, match="cannot take"):
         asyncio.run(PowerPredictor.forecast(predictor, histories[1]))
+
+
+def test_a_history_no_served_model_covers_any_more_fails_alone(predictor, monkeypatch):
+    """A reload between a request's check and its batch can drop the model that covered its horizon."""
+    from core.forecasts import ForecastRequestError
+
+    def fake(forecaster, histories, version, *, synthetic=False):
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", fake)
+    histories = [PowerHistory(power_watts=(1.0,), horizon_s=h) for h in (1800, 30 * 86400, 3600)]
+    answers = predictor._infer(histories)
+    assert isinstance(answers[1], ForecastRequestError)
+    assert [a.model_version for a in (answers[0], answers[2])] == ["power_lstm/1", "power_lstm/1"]
