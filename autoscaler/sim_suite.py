@@ -27,7 +27,7 @@ from autoscaler.trace_replay import DemandModel, with_margin
 from core.settings import ConfigError, format_errors
 from training.backtest import TrainOptions
 from training.settings import PowerPredictorConfig, TrainingConfig
-from training.suite import case_frame
+from training.suite import case_frame, check_trace
 
 
 def case_model(base: TrainingConfig, suite: SimSuite, case: SimCase, seed: int) -> PowerPredictorConfig:
@@ -63,12 +63,16 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
     policy_file = suite.policy_file(suite_file)
     root = suite.trace_root(suite_file, data_root)
     results: list[dict[str, Any]] = []
+    for case in suite.cases:  # every case's file and settings, before hours of training
+        check_trace(case, root)
+        case_model(base, suite, case, suite.seeds[0])
+        _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
     for case in suite.cases:
         frame, source = case_frame(case, root)
         policies = _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
         horizon = max(window_steps(p, case.step) for p in policies.values())
         train_fraction = case.train_fraction or suite.train_fraction
-        max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap
+        max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step)
         for seed in suite.seeds:
             log(f"simulate suite: {case.name} seed {seed}: training for {horizon} steps ahead")
             started = time.monotonic()

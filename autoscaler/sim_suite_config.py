@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autoscaler.trace_replay import delay_problem
 from core.settings import Duration
-from training.suite_config import CaseName, SuiteFile, TraceCase, load_suite_file
+from training.suite_config import CaseName, Seeds, SuiteFile, TraceCase, load_suite_file
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Delay = Literal["step"] | Duration
@@ -75,7 +75,7 @@ class SimSuite(SuiteFile):
     """The simulation suite file: its policy, seeds, margin, delays and cases besides what every suite holds."""
 
     policy: str = Field(min_length=1)
-    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    seeds: Seeds = (0,)
     margin: float = Field(10.0, ge=0, allow_inf_nan=False)
     actuation_delays: tuple[Delay, ...] = Field(("step", 600), min_length=1)
     cases: tuple[SimCase, ...] = Field(min_length=1)

@@ -20,7 +20,7 @@ from core.settings import CONFIG_FLAG_HELP
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
 from training.cli import duration_arg, output_path, run_cli
 from training.power.features import Segment, resample
-from training.settings import default_max_gap, load_training_config
+from training.settings import load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         predictor = load_training_config(args.config).predictor
         step = args.step or predictor.step
-        configured = predictor.max_gap if "max_gap" in predictor.model_fields_set else default_max_gap(step)
-        max_gap = max(args.max_gap or configured, step)  # a max_gap the config does not set follows the step
+        max_gap = max(args.max_gap, step) if args.max_gap else predictor.max_gap_at(step)
         frame = load_telemetry_csv(args.data)
         segments = resample(frame, step, max_gap)
         out = sys.stdout

@@ -78,6 +78,10 @@ class PredictorConfig(Section):
     resolutions: tuple[Resolution, ...] = Field(DEFAULT_RESOLUTIONS,
                                                 description="the power models served, by step and horizon")
 
+    def max_gap_at(self, step_s: int) -> int:
+        """`max_gap` for series resampled at another step: the one given, else that step's default; at least a step."""
+        return max(self.max_gap if "max_gap" in self.model_fields_set else default_max_gap(step_s), step_s)
+
     def resolution(self, model_id: str) -> Resolution | None:
         """The served resolution with this model id, if any."""
         return next((r for r in self.resolutions if r.model_id == model_id), None)

@@ -32,13 +32,20 @@ def case_config(base: TrainingConfig, suite: Suite, case: SuiteCase, horizon_s: 
     data = base.model_dump()
     predictor, model = data["predictor"], data["models"]["power_predictor"]
     predictor.update(step=case.step, prediction_horizon=horizon_s,
-                     max_gap=case.max_gap if case.max_gap is not None else max(predictor["max_gap"], case.step))
+                     max_gap=case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step))
     model.update(seed=seed, **suite.knobs())
     model.update(case.knobs())
     try:
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
+
+
+def check_trace(case: TraceCase, root: Path) -> None:
+    """ConfigError when a case's CSV is not there (checked for every case before the first one trains)."""
+    if case.trace is not None and not case.trace_file(root).is_file():
+        raise ConfigError(f"suite case {case.name}: trace {case.trace!r} not found under the data root ({root}); "
+                          f"check --data-root")
 
 
 def case_frame(case: TraceCase, root: Path) -> tuple[pd.DataFrame, str]:
@@ -53,13 +60,18 @@ def case_frame(case: TraceCase, root: Path) -> tuple[pd.DataFrame, str]:
 def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root: str | None,
               options: TrainOptions, log: Callable[[str], None],
               progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every case, horizon and seed; returns the suite result (cases, aggregate, complete).
+    """Every case, horizon and seed; returns the suite result (cases, aggregate, complete). ConfigError, before
+    anything trains, when a case's trace is missing or its settings do not fit.
 
     `progress` gets the result so far (`complete` false) after every case and horizon, so a long run
     that is stopped keeps what it measured.
     """
     cases: list[dict[str, Any]] = []
     root = suite.trace_root(suite_file, data_root)
+    for case in suite.cases:  # every case's file and settings, before hours of training
+        check_trace(case, root)
+        for horizon in case.horizons:
+            case_config(base, suite, case, horizon, suite.seeds[0])
     for case in suite.cases:
         frame, source = case_frame(case, root)
         train_fraction = case.train_fraction or suite.train_fraction

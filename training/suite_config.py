@@ -27,13 +27,32 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
 from training.synthetic_patterns import Pattern
 
 SuiteModel = TypeVar("SuiteModel", bound=BaseModel)
 CaseName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+def _distinct(values: tuple) -> tuple:
+    if len(set(values)) < len(values):
+        raise ValueError(f"each value once (a repeat measures the same thing twice): {list(values)}")
+    return values
+
+
+Seeds = Annotated[tuple[Annotated[int, Field(ge=0, lt=2**32)], ...], Field(min_length=1), AfterValidator(_distinct)]
+"""Training seeds of a suite: distinct, 0 .. 2**32 - 1 (what numpy and LightGBM take)."""
 
 
 class ModelKnobs(BaseModel):
@@ -68,6 +87,8 @@ class TraceCase(ModelKnobs):
     def _one_source(self) -> TraceCase:
         if (self.trace is None) == (self.synthetic is None):
             raise ValueError("give exactly one of trace (a CSV) or synthetic (a pattern)")
+        if self.max_gap is not None and self.max_gap < self.step:
+            raise ValueError(f"max_gap ({self.max_gap}s) must be at least step ({self.step}s)")
         return self
 
     def trace_file(self, root: Path) -> Path:
@@ -80,7 +101,7 @@ class TraceCase(ModelKnobs):
 class SuiteCase(TraceCase):
     """One trace at one step, backtested at every listed horizon."""
 
-    horizons: tuple[Duration, ...] = Field(min_length=1)
+    horizons: Annotated[tuple[Duration, ...], Field(min_length=1), AfterValidator(_distinct)]
 
     @model_validator(mode="after")
     def _whole_steps(self) -> SuiteCase:
@@ -114,7 +135,7 @@ class SuiteFile(ModelKnobs):
 class Suite(SuiteFile):
     """The backtest suite file: its seeds and cases besides what every suite holds."""
 
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
+    seeds: Seeds = (0, 1, 2)
     cases: tuple[SuiteCase, ...] = Field(min_length=1)
 
 

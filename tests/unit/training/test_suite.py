@@ -7,6 +7,7 @@ choice, calibration and scoring are the real code.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from tests.fakes.trainer import untrained
 from tests.paths import REPO_ROOT
 from training import evaluate
 from training.settings import TrainingConfig
-from training.suite import case_config
+from training.backtest import TrainOptions
+from training.suite import case_config, run_suite
 from training.suite_config import Suite, SuiteCase, load_suite
 from training.suite_report import aggregate, mean_spread, summarize_case, table
 from training.synthetic import write_csv
@@ -82,17 +84,21 @@ def test_shipped_suites_are_valid() -> None:
     assert smoke.cases[0].trace_file(root).resolve() == REPO_ROOT / "tests" / "data" / "upm_sample.csv"
 
 
-def test_case_config_applies_the_suite_then_the_case_and_keeps_max_gap_at_least_a_step() -> None:
+def test_case_config_applies_the_suite_then_the_case_and_max_gap_follows_the_step() -> None:
     case = SuiteCase(name="a", synthetic="recurring_spikes", step=600, horizons=(3600,), sequence_length=36,
                      epochs=7)
     suite = Suite(epochs=50, learning_rate=0.01, relative_power=True, power_input_challenger=True, cases=(case,))
     config = case_config(TrainingConfig(models={"power_predictor": {"hidden_size": 64}}), suite, case, 3600, seed=5)
-    assert (config.predictor.step, config.predictor.horizon_steps, config.predictor.max_gap) == (600, 6, 600)
+    assert (config.predictor.step, config.predictor.horizon_steps, config.predictor.max_gap) == (600, 6, 3000)
     model = config.models.power_predictor
     assert (model.sequence_length, model.epochs, model.seed, model.hidden_size) == (36, 7, 5, 64)
     assert model.learning_rate == 0.01 and model.relative_power and model.power_input_challenger
     fine = SuiteCase(name="b", trace="x.csv", step=30, horizons=(600,))
-    assert case_config(TrainingConfig(), suite, fine, 600, seed=0).predictor.max_gap == 300  # the config's
+    assert case_config(TrainingConfig(), suite, fine, 600, seed=0).predictor.max_gap == 300  # 5 steps, at least 5 min
+    given = TrainingConfig(predictor={"max_gap": "20min"})  # a max_gap the config sets is kept, at least a step
+    assert case_config(given, suite, case, 3600, seed=0).predictor.max_gap == 1200
+    assert case_config(given, suite, SuiteCase(name="c", trace="x.csv", step=3600, horizons=(7200,)), 7200,
+                       seed=0).predictor.max_gap == 3600
 
 
 def run(metrics: dict[str, float], coverage: float = 0.8, seed: int = 0) -> dict:
@@ -167,3 +173,57 @@ def test_suite_refuses_single_trace_flags(capsys) -> None:
     with pytest.raises(SystemExit):
         evaluate.main(["--data", "x.csv", "--data-root", "d", "--output", "r.json"])
     assert "--data-root: only with --suite" in capsys.readouterr().err
+
+
+def test_a_flat_trace_where_a_baseline_is_perfect_is_summarized_not_a_crash() -> None:
+    flat = summarize_case("flat", "f.csv", [run({"lstm": 0.4, "served": 0.0, "last_value": 0.0, "lightgbm": 0.3})])
+    assert flat["mae_ratio_to_best_baseline"] == {"lstm": None, "served": None}
+    assert flat["targets"]["served_mae_le_0.9x_best_baseline"] and not flat["targets"]["lstm_mae_le_best_baseline"]
+    good = summarize_case("good", "a.csv", [run({"lstm": 9.0, "served": 8.0, "last_value": 12.0, "lightgbm": 10.0})])
+    totals = aggregate([flat, good])
+    assert totals["served"] == {"median_ratio": 0.8, "worst_ratio": 0.8, "worst_case": "good @ 30min"}
+    assert "| n/a | n/a |" in table([flat, good], totals)
+    assert aggregate([flat])["lstm"]["median_ratio"] is None and "n/a" in table([flat], aggregate([flat]))
+
+
+def test_the_coverage_target_is_the_nominal_coverage_plus_or_minus_5_points() -> None:
+    report = run({"lstm": 9.0, "served": 8.0, "last_value": 12.0}, coverage=0.88)
+    report["metrics"]["served"]["nominal_coverage"] = 0.9
+    case = summarize_case("c", "a.csv", [report])
+    assert case["coverage_band"] == (0.85, 0.95) and case["targets"]["served_coverage_in_75_85"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("seeds: [0, -1]", "seeds[1]: Input should be greater than or equal to 0"),
+    ("seeds: [0, 0]", "seeds: each value once"),
+    ("horizons: [1h, 1h]", "horizons: each value once"),
+    ("max_gap: 1min", "max_gap (60s) must be at least step (600s)"),
+])
+def test_a_suite_file_that_would_fail_mid_run_is_refused_when_loaded(tmp_path: Path, change: str,
+                                                                        message: str) -> None:
+    key = change.split(":")[0]
+    case = {"name": "a", "synthetic": "recurring_spikes", "step": "10min", "horizons": "[1h]"}
+    top = {"seeds": "[0, 1]"}
+    (case if key in case or key == "max_gap" else top)[key] = change.split(": ", 1)[1]
+    body = "".join(f"{k}: {v}\n" for k, v in top.items()) + "cases:\n  - " + "\n    ".join(
+        f"{k}: {v}" for k, v in case.items()) + "\n"
+    (tmp_path / "suite.yaml").write_text(body)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_suite(tmp_path / "suite.yaml")
+
+
+def test_every_case_is_checked_before_the_first_one_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing trace or a window the model cannot take, in the last case, used to fail after the first cases had
+    trained for hours."""
+    trained: list[str] = []
+    monkeypatch.setattr("training.suite.backtest", lambda *args, **kwargs: trained.append("x"))
+    first = SuiteCase(name="first", synthetic="recurring_spikes", step=600, horizons=(3600,))
+    for last, message in ((SuiteCase(name="gone", trace="missing.csv", step=60, horizons=(600,)),
+                           "suite case gone: trace 'missing.csv' not found"),
+                          (SuiteCase(name="short", synthetic="level_shifts", step=600, horizons=(3600,),
+                                     sequence_length=1), "suite case short")):
+        suite = Suite(seeds=(0,), cases=(first, last))
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            run_suite(suite, tmp_path / "suite.yaml", base=TrainingConfig(), data_root=str(tmp_path),
+                      options=TrainOptions(verbose=False), log=lambda line: None)
+    assert trained == []
