@@ -8,7 +8,9 @@ error, whether the actual lay inside the calibrated [lower, upper] (interval cov
 training/power/calibration.py defines it), its confidence and the interval's nominal coverage. Points are summed
 per (model version, node) in time buckets of 1/60 of the rolling `window`, so memory stays bounded whatever the
 rate; buckets older than the window, and forecasts whose leads can no longer land in it, expire. At most
-`max_pending_forecasts` forecasts wait (the oldest go first).
+`max_pending_forecasts` forecasts wait (the oldest go first, counted in `evicted_forecasts`). A newer forecast from
+an origin already kept (the next tick's, with more of the last input bin) updates the leads still waiting: the
+points scored are those of the forecasts the policies acted on last.
 
 A node's forecasts are not trusted (`collapse`) when its live coverage over at least `min_points` points of the
 window is below the nominal coverage minus `coverage_margin`; the controller then decides on measured power.
@@ -16,6 +18,7 @@ window is below the nominal coverage minus `coverage_margin`; the controller the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -29,6 +32,8 @@ from core.durations import format_duration
 from core.forecasts import PowerForecast
 
 BUCKETS = 60  # time buckets per window
+Key = tuple[str, str, datetime]  # a pending forecast: node, model version, origin (its first lead's bin)
+logger = logging.getLogger(__name__)
 
 
 class LiveScore(BaseModel):
@@ -63,6 +68,9 @@ class LiveAccuracyReport(BaseModel):
     window_s: int
     hit_tolerance: float
     pending_forecasts: int = Field(description="forecasts waiting for their actuals")
+    evicted_forecasts: int = Field(0, description="forecasts dropped unscored since the controller started, because "
+                                                  "max_pending_forecasts were waiting (their longest leads are "
+                                                  "missing from the scores)")
     served_version: str | None = Field(None, description="the version the controller forecast with last")
     versions: list[VersionLiveAccuracy] = []
 
@@ -114,6 +122,20 @@ class Pending:
     nominal: float
     leads: list[Lead] = field(default_factory=list)
     last: datetime | None = None  # the latest lead ever recorded
+    done: datetime | None = None  # the latest lead taken off (scored, or dropped without an actual)
+
+    def merge(self, forecast: PowerForecast) -> None:
+        """Take a forecast from this origin: a lead it gives replaces the one waiting for the same bin (the newer
+        forecast is the one the policies act on), a lead beyond the others is added, a lead already taken off
+        is not scored twice."""
+        waiting = {lead.at: lead for lead in self.leads}
+        for at, point, lower, upper, confidence in zip(forecast.timestamps, forecast.point, forecast.lower,
+                                                       forecast.upper, forecast.confidence, strict=True):
+            if self.done is None or at > self.done:
+                waiting[at] = Lead(at, point, lower, upper, confidence)
+        self.leads = [waiting[at] for at in sorted(waiting)]
+        if self.leads and (self.last is None or self.leads[-1].at > self.last):
+            self.last = self.leads[-1].at
 
 
 @dataclass(frozen=True)
@@ -132,12 +154,15 @@ class LiveLedger:
     def __init__(self, config: LiveAccuracyConfig | None = None):
         self.config = config or LiveAccuracyConfig()
         self.bucket_s = max(self.config.window // BUCKETS, 1)
-        self.pending: OrderedDict[tuple[str, str, datetime], Pending] = OrderedDict()
+        self.pending: OrderedDict[Key, Pending] = OrderedDict()
+        self.by_series: dict[tuple[str, int], dict[Key, None]] = {}  # (node, step) -> its pending keys, in order
         self.scores: dict[tuple[str, str], dict[int, Sums]] = {}
         self.served_version: str | None = None
+        self.evicted = 0  # forecasts dropped unscored because `max_pending_forecasts` were waiting
 
     def record(self, node: str, forecast: PowerForecast) -> None:
-        """Keep a forecast until its leads can be scored (the same node, version and origin once)."""
+        """Keep a forecast until its leads can be scored (per node, version and origin: a newer forecast from the
+        same origin updates the leads still waiting)."""
         if not forecast.timestamps:
             return
         self.served_version = forecast.model_version
@@ -146,13 +171,15 @@ class LiveLedger:
         if entry is None:
             entry = self.pending[key] = Pending(node, forecast.model_version, forecast.step_s,
                                                 forecast.interval_coverage)
-        for at, point, lower, upper, confidence in zip(forecast.timestamps, forecast.point, forecast.lower,
-                                                       forecast.upper, forecast.confidence, strict=True):
-            if entry.last is None or at > entry.last:  # a longer forecast from the same origin adds its leads
-                entry.leads.append(Lead(at, point, lower, upper, confidence))
-                entry.last = at
+            self.by_series.setdefault((node, forecast.step_s), {})[key] = None
+        entry.merge(forecast)
         while len(self.pending) > self.config.max_pending_forecasts:
-            self.pending.popitem(last=False)
+            if not self.evicted:
+                logger.warning("live accuracy: more than %d forecasts await their actuals; the oldest go unscored "
+                               "(raise auto_scaling.live_accuracy.max_pending_forecasts to about nodes x leads)",
+                               self.config.max_pending_forecasts)
+            self.evicted += 1
+            self._forget(next(iter(self.pending)))
 
     def due(self, latest: Mapping[str, datetime]) -> list[ActualsRead]:
         """The reads that score every lead whose bin is complete: per node and step, from its oldest such lead
@@ -174,15 +201,15 @@ class LiveLedger:
         measured watts); a bin without a measurement is dropped unscored. Returns how many points were scored."""
         step, scored = timedelta(seconds=read.step_s), 0
         tolerance = self.config.hit_tolerance
-        for key, entry in list(self.pending.items()):
-            if entry.node != read.node or entry.step_s != read.step_s:
-                continue
+        for key in list(self.by_series.get((read.node, read.step_s), ())):
+            entry = self.pending[key]
             buckets = self.scores.setdefault((entry.version, entry.node), {})
             waiting = []
             for lead in entry.leads:
                 if lead.at + step > read.end:
                     waiting.append(lead)
                     continue
+                entry.done = lead.at if entry.done is None else max(entry.done, lead.at)
                 actual = actuals.get(lead.at)
                 if actual is None or not math.isfinite(actual):
                     continue
@@ -193,7 +220,7 @@ class LiveLedger:
                 scored += 1
             entry.leads = waiting
             if not waiting:
-                del self.pending[key]
+                self._forget(key)
         return scored
 
     def expire(self, now: datetime) -> None:
@@ -207,7 +234,14 @@ class LiveLedger:
             if not buckets:
                 del self.scores[key]
         for key in [k for k, e in self.pending.items() if e.last is None or e.last < start]:
-            del self.pending[key]
+            self._forget(key)
+
+    def _forget(self, key: Key) -> None:
+        entry = self.pending.pop(key)
+        series = self.by_series[(entry.node, entry.step_s)]
+        del series[key]
+        if not series:
+            del self.by_series[(entry.node, entry.step_s)]
 
     def node_sums(self, version: str, node: str, now: datetime) -> Sums:
         """The node's points of `version` over the window ending `now`."""
@@ -246,6 +280,7 @@ class LiveLedger:
                 versions.append(VersionLiveAccuracy(model_version=version, nodes=nodes, **total.score()))
         return LiveAccuracyReport(at=now.astimezone(UTC), window_s=self.config.window,
                                   hit_tolerance=self.config.hit_tolerance, pending_forecasts=len(self.pending),
+                                  evicted_forecasts=self.evicted,
                                   served_version=self.served_version, versions=versions)
 
     def _bucket(self, at: datetime) -> int:

@@ -5,6 +5,7 @@ whose degradation trigger compares it with the held-out MAE (training/power/sche
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ class LiveAccuracyExport:
         fields = ((FORECAST_LIVE_MAE, "mae"), (FORECAST_LIVE_COVERAGE, "coverage"),
                   (FORECAST_LIVE_HIT_RATE, "hit_rate"), (FORECAST_LIVE_POINTS, "points"))
         self._gauges: list[tuple[Any, str]] = [(create(spec), name) for spec, name in fields]
+        self._shown: set[tuple[str, str]] = set()  # (model version, node) pairs the gauges carry
         self._reported_at = -float("inf")
 
     def publish(self, report: LiveAccuracyReport) -> None:
@@ -56,13 +58,23 @@ class LiveAccuracyExport:
             logger.exception("scaling controller: publishing live accuracy failed")
 
     def _set_gauges(self, report: LiveAccuracyReport) -> None:
+        """Every (version, node) with points in the window; one that had points before and has none now (a
+        replaced version, a node no longer forecast) shows 0 points and NaN scores, not its last values."""
+        shown: set[tuple[str, str]] = set()
         for version in report.versions:
             for node in version.nodes:
+                shown.add((version.model_version, node.node_id))
                 tags = {"model_version": version.model_version, "node_id": node.node_id}
                 for gauge, name in self._gauges:
                     value = getattr(node, name)
                     if gauge is not None and value is not None:
                         gauge.set(value, tags=tags)
+        for model_version, node_id in self._shown - shown:
+            for gauge, name in self._gauges:
+                if gauge is not None:
+                    gauge.set(0 if name == "points" else math.nan,
+                              tags={"model_version": model_version, "node_id": node_id})
+        self._shown = shown
 
     def _report(self, report: LiveAccuracyReport) -> None:
         accuracy = served_accuracy(report)

@@ -38,6 +38,13 @@ class DataSpan(BaseModel):
     series: list[str]
     rows: int = Field(ge=0)
     synthetic: bool = False
+    series_end: dict[str, UtcDatetime] | None = None  # per series, its last trained step (None: saved before it)
+
+    def trained_until(self, series: str) -> datetime | None:
+        """The last step of `series` the model trained on (None: a series it never saw)."""
+        if series not in self.series:
+            return None
+        return self.series_end.get(series) if self.series_end is not None else self.end
 
     @model_validator(mode="after")
     def check_order(self) -> DataSpan:

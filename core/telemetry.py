@@ -28,15 +28,20 @@ class Quality(StrEnum):
     ESTIMATED = "estimated"  # filled or modelled, not measured
 
 
+ID_PATTERN = r"^[^\x00-\x1f\x7f\\]+$"
+"""Node and device ids: no control character and no backslash, which InfluxDB's line protocol cannot carry in a tag
+(the same ids in every store)."""
+
+
 class TelemetrySample(BaseModel):
     """One reading of one device (or the whole node, device_id "node") at one time."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timestamp: datetime  # UTC
-    node_id: str = Field(min_length=1)
+    node_id: str = Field(min_length=1, max_length=253, pattern=ID_PATTERN)
     source: SourceKind
-    device_id: str = Field("node", min_length=1)
+    device_id: str = Field("node", min_length=1, max_length=253, pattern=ID_PATTERN)
     power_watts: Watts | None = None
     utilization: Percent | None = None  # GPU/NPU/AI-core or CPU utilization of this device
     memory_usage: Percent | None = None

@@ -5,6 +5,7 @@ at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by
 (training.power.blend), by the features-only mode (the input window's power withheld and estimated from its
 other features: training.power.features_only) and by each baseline, so all methods are scored on exactly the
 same (origin, lead) pairs; inputs may reach back into the training part (that is history), targets never do.
+A registered model (`--model`) is scored only on test steps after those it trained on (its data span, per series).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from core.atomic_files import atomic_write_with
 from core.registry import ModelRegistry
+from core.registry_metadata import DataSpan
 from training.cli import train_scaling
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
@@ -64,12 +66,13 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                            features=forecaster.pipeline.features, sequence_length=forecaster.sequence_length,
                            horizon=forecaster.horizon, train_fraction=train_fraction)
         prepared = PreparedData(prepared.segments, prepared.roles, forecaster.pipeline,
-                                forecaster.sequence_length, forecaster.horizon)
+                                forecaster.sequence_length, forecaster.horizon).unseen_by(metadata.data_span)
         gbm = fit_gbm(prepared, model_config.seed)
         if forecaster.features_only is None:  # a model from before the mode: fitted on this training part
             forecaster.features_only = fit_features_only(forecaster, prepared, coverage=model_config.interval_coverage,
                                                          tolerance=model_config.confidence_tolerance)
-        model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version}
+        model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version,
+                      "data_span": metadata.data_span.model_dump(mode="json") if metadata.data_span else None}
     else:
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
@@ -87,6 +90,9 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                       "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers,
                       "calendar": list(prepared.pipeline.calendar)}
     test = prepared.windows(Role.TEST)
+    if len(test) == 0 and model:
+        raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
+                         f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
     if len(test) == 0:
         raise ValueError("no test windows: the series are too short for the sequence length and train fraction")
     forecasts = {"lightgbm": gbm.predict(test)}
@@ -98,6 +104,10 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                       "sequence_length": prepared.sequence_length}
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _until(span: DataSpan | None) -> str:
+    return span.end.isoformat() if span is not None else "unknown"
 
 
 def _check_compatible(forecaster: PowerForecaster, step_s: int, horizon_steps: int) -> None:

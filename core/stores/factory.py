@@ -20,8 +20,8 @@ def influx_url(host: str) -> str:
     if "://" not in text:
         text = f"http://{text}"
     parts = urlsplit(text)
-    if parts.port is None:
-        text = f"{parts.scheme}://{parts.hostname}:{INFLUX_DEFAULT_PORT}{parts.path}"
+    if parts.port is None:  # the netloc keeps an IPv6 address's brackets and any user info
+        text = parts._replace(netloc=f"{parts.netloc}:{INFLUX_DEFAULT_PORT}").geturl()
     return text
 
 

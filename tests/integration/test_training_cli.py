@@ -68,7 +68,13 @@ def test_backtest_of_a_registered_model(tmp_path, registry_root, upm_sample):
                           "--model", "power_lstm/1", "--output", str(report_path)])
     assert code == 0
     report = json.loads(report_path.read_text())
-    assert report["model"] == {"source": "registry", "model_id": "power_lstm", "version": 1}
+    assert {"source": "registry", "model_id": "power_lstm", "version": 1}.items() <= report["model"].items()
+    # trained on 90 % of every series: scored only on the last 10 %, whatever --train-fraction says
+    assert evaluate.main(["--data", str(upm_sample), "--step", "2min", "--horizon", "20min", "--model",
+                          "power_lstm/1", "--train-fraction", "0.5", "--output", str(tmp_path / "half.json")]) == 0
+    half = json.loads((tmp_path / "half.json").read_text())
+    assert half["test_points"] == report["test_points"] > 0
+    assert set(report["model"]["data_span"]["series_end"]) == set(report["data"]["series"])
 
 
 def test_second_training_is_compared_with_the_active_model(registry_root, upm_sample, capsys):

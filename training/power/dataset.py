@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,19 +54,36 @@ class PreparedData:
         return build_windows(self.segments, merged, self.pipeline, role=Role.FIT,
                              sequence_length=self.sequence_length, horizon=self.horizon)
 
+    def unseen_by(self, span: DataSpan | None) -> PreparedData:
+        """This data with the test steps that a model trained on `span` saw (a series it names, up to the span's
+        end) moved into the training part, so that model is scored only where it never saw the answer."""
+        if span is None:
+            return self
+        roles = []
+        for segment, segment_roles in zip(self.segments, self.roles, strict=True):
+            until = span.trained_until(segment.node_id)
+            if until is not None and segment.start <= (end := pd.Timestamp(until)):
+                seen = np.arange(len(segment)) <= (end - segment.start) // pd.Timedelta(seconds=segment.step_s)
+                segment_roles = np.where(seen & (segment_roles == Role.TEST), Role.CALIB,
+                                         segment_roles).astype(segment_roles.dtype)
+            roles.append(segment_roles)
+        return replace(self, roles=roles)
+
     def data_span(self, synthetic: bool = False) -> DataSpan:
         """Span of the rows that trained the model (FIT and CALIB roles)."""
-        starts, ends, rows = [], [], 0
+        starts, ends, rows, series_end = [], [], 0, {}
         for segment, roles in zip(self.segments, self.roles, strict=True):
             trained = np.flatnonzero(roles != Role.TEST)
             if trained.size:
                 times = segment.times
                 starts.append(times[trained[0]])
                 ends.append(times[trained[-1]])
+                series_end[segment.node_id] = max(series_end.get(segment.node_id, ends[-1]), ends[-1])
                 rows += int(trained.size)
         series = sorted({s.node_id for s in self.segments})
         return DataSpan(start=min(starts).to_pydatetime(), end=max(ends).to_pydatetime(), series=series,
-                        rows=rows, synthetic=synthetic)
+                        rows=rows, synthetic=synthetic,
+                        series_end={node: end.to_pydatetime() for node, end in sorted(series_end.items())})
 
 
 def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[str] | tuple[str, ...],

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.durations import format_duration
 from core.registry import ModelRegistry
-from core.registry_metadata import ModelNotFoundError
+from core.registry_metadata import DataSpan, ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
@@ -139,8 +139,9 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
                     challenger: Challenger) -> Incumbent | Incomparable | None:
     """The active model scored on the challenger's holdout; None when no version is active.
 
-    Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input windows so both
-    score the very same (origin, lead) points. Otherwise both at the coarser step over their
+    Only holdout points the active version never trained on count (a version trained on a later or longer span
+    has seen some). Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input
+    windows so both score the very same (origin, lead) points. Otherwise both at the coarser step over their
     common leads (training.power.common_leads). Incomparable when neither is possible (an unreadable model,
     steps that do not nest, no common lead, a holdout too short for the active model's window).
     """
@@ -148,8 +149,8 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     if version is None:
         return None
     try:
-        folder, _ = registry.get(model_id, version)
-        return _score(PowerForecaster.load(folder), version, challenger)
+        folder, metadata = registry.get(model_id, version)
+        return _score(PowerForecaster.load(folder), version, challenger, metadata.data_span)
     except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
@@ -157,14 +158,18 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
         return Incomparable(version=version, why=str(exc))
 
 
-def _score(current: PowerForecaster, version: int, challenger: Challenger) -> Incumbent:
-    new, prepared = challenger.forecaster, challenger.prepared
+def _score(current: PowerForecaster, version: int, challenger: Challenger, trained_on: DataSpan | None) -> Incumbent:
+    """Both on the holdout points the active version never trained on (`trained_on`: its data span)."""
+    new, prepared = challenger.forecaster, challenger.prepared.unseen_by(trained_on)
+    if not any((roles == Role.TEST).any() for roles in prepared.roles):
+        raise NotComparable("it trained on all of this holdout's data; compare once newer telemetry is held out")
     if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon:
         longest = max(current.sequence_length, new.sequence_length)  # both read the same windows' ends
         try:
             holdouts = [CommonHoldout.of(prepared, longest, model.pipeline) for model in (current, new)]
         except NotEnoughData as exc:
-            raise NotComparable(f"the holdout is too short for a window of {longest} steps") from exc
+            raise NotComparable(f"the holdout it never trained on is too short for a window of {longest} "
+                                f"steps") from exc
         return Incumbent(version=version, mae=holdouts[0].mae(current), challenger_mae=holdouts[1].mae(new),
                          step_s=new.pipeline.step_s, lead_steps=new.horizon, points=holdouts[0].points)
     step_s, _ = common_step_and_leads(current, new)

@@ -79,11 +79,27 @@ def test_the_same_origin_is_recorded_once_and_a_longer_forecast_adds_its_leads()
     assert len(ledger.pending) == 2  # other node, other version: other forecasts
 
 
-def test_pending_forecasts_are_capped_oldest_first():
+def test_a_newer_forecast_from_the_same_origin_is_the_one_scored_and_no_lead_twice():
+    """The next tick's forecast from the same origin is what the policies act on: it replaces the leads still
+    waiting (a shorter one keeps the longer one's later leads); a lead already scored is not scored again."""
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast(points=(100.0, 100.0, 100.0)))
+    ledger.record("n1", forecast(points=(150.0, 150.0)))  # later, with more of the last input bin
+    assert scored(ledger, at(2.5), {at(1): 150.0}) == 1
+    ledger.record("n1", forecast(points=(170.0, 170.0)))  # lead 1 is scored already: only lead 2 is updated
+    assert scored(ledger, at(4), {at(1): 0.0, at(2): 170.0, at(3): 100.0}) == 2
+    (version,) = ledger.report(at(4)).versions
+    assert (version.points, version.mae) == (3, 0.0)
+
+
+def test_pending_forecasts_are_capped_oldest_first_and_the_evictions_counted():
     ledger = LiveLedger(config(max_pending_forecasts=2))
     for origin in range(3):
         ledger.record("n1", forecast(origin))
     assert [key[2] for key in ledger.pending] == [at(2), at(3)]
+    assert ledger.report(at(3)).evicted_forecasts == 1
+    assert list(ledger.by_series[("n1", STEP)]) == list(ledger.pending)  # the index follows
+    assert scored(ledger, at(10), {at(m): 100.0 for m in range(10)}) == 6 and ledger.by_series == {}
 
 
 def test_scores_roll_out_of_the_window_and_stale_forecasts_expire():

@@ -3,6 +3,7 @@ coverage collapsed (the event says why), and publishes the scores (autoscaler/li
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -153,3 +154,7 @@ def test_gauges_carry_each_node_s_scores():
     export.publish(report())
     tags = (("model_version", "power_lstm/3"), ("node_id", "n1"))
     assert [gauge.values[tags] for gauge in gauges] == [12.5, 0.75, 0.5, 40]
+    export.publish(report(version="power_lstm/4"))  # version 3 replaced: its gauges no longer show old values
+    old = [gauge.values[tags] for gauge in gauges]
+    assert old[3] == 0 and all(math.isnan(value) for value in old[:3])
+    assert gauges[3].values[(("model_version", "power_lstm/4"), ("node_id", "n1"))] == 40

@@ -15,9 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from core.stores import flux
 from core.stores.base import StoreUnavailable
+from core.stores.factory import influx_url
 from core.stores.influx import InfluxStore, to_line
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
@@ -184,6 +186,20 @@ def test_line_protocol_tags_fields_and_escaping():
     # an infinite counter cannot be written as line protocol: the field is left out
     assert line == ('telemetry,node_id=rack\\ 1\\,n\\=2,source=nvml,device_id=GPU-ab '
                     'power_watts=250.5,utilization=97.0,quality="ok" 1740830400123')
+
+
+def test_ids_line_protocol_cannot_carry_are_refused_naming_the_field():
+    """A trailing backslash would escape the next comma (the point lost its `source` tag); a newline cannot be
+    written in a tag at all."""
+    for node, device in (("rack\\", "GPU-0"), ("n1", "GPU\n0"), ("n\x00", "GPU-0")):
+        with pytest.raises(ValidationError, match="node_id" if node != "n1" else "device_id"):
+            TelemetrySample(timestamp=START, node_id=node, source="nvml", device_id=device, power_watts=1)
+
+
+def test_the_store_url_keeps_ipv6_brackets_and_user_info():
+    assert influx_url("http://[::1]") == "http://[::1]:8086"
+    assert influx_url("https://user:pw@influx") == "https://user:pw@influx:8086"
+    assert influx_url("influx:9999") == "http://influx:9999" and influx_url("influx/") == "http://influx:8086"
 
 
 def test_write_to_an_unreachable_server_raises_store_unavailable():

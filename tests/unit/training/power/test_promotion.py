@@ -108,7 +108,7 @@ def test_recent_data_too_short_for_the_active_models_window_is_not_comparable(sa
     recent = sample[sample["timestamp"] > last - pd.Timedelta(minutes=90)]  # 45 steps a series
     result = retrain_power(recent, spec(), registry=registry)
     assert result.decision == "not_comparable" and result.incomparable is not None
-    assert result.incomparable.why == "the holdout is too short for a window of 100 steps"
+    assert result.incomparable.why == "the holdout it never trained on is too short for a window of 100 steps"
     assert registry.active_version("power_lstm") == 1
 
 
@@ -181,3 +181,19 @@ def test_a_served_horizon_under_two_steps_is_refused(sample, registry, shift):
     assert caught.value.field == "prediction_horizon" and not registry.root.exists()
     shift(GOOD)
     assert retrain_power(sample, spec(overrides=one_step, activation="never"), registry=registry).version == 1
+
+
+def test_the_active_version_is_scored_only_where_it_never_trained(sample, registry, shift):
+    """Trained with a 5 % holdout, the active version saw the first half of the new version's 10 % holdout: those
+    points flattered it. Both are now scored on the last 5 % only; and on data it trained on entirely, there is
+    nothing fair to compare."""
+    champion(sample, registry, shift, GOOD, holdout_fraction=0.05)
+    result = retrain_power(sample, spec(), registry=registry)
+    unseen = prepare(sample, step_s=120, max_gap_s=600, features=SMALL.features, sequence_length=15, horizon=10,
+                     train_fraction=0.95).windows(Role.TEST)
+    assert result.incumbent is not None
+    assert result.incumbent.points == int(unseen.mask.sum()) < result.metrics.holdout_points
+    middle = sample.groupby("node_id")["timestamp"].transform(lambda times: times.quantile(0.6))
+    trained_on_all = retrain_power(sample[sample["timestamp"] <= middle], spec(), registry=registry)
+    assert trained_on_all.incomparable is not None
+    assert trained_on_all.incomparable.why.startswith("it trained on all of this holdout's data")
