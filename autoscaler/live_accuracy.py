@@ -56,6 +56,8 @@ class NodeLiveAccuracy(LiveScore):
 
 class VersionLiveAccuracy(LiveScore):
     model_version: str = Field(description="as served, e.g. power_lstm/3")
+    points_by_lead: dict[int, int] = Field({}, description="points per lead (1: a step ahead): the controller "
+                                                           "scores only the leads its policies look at")
     nodes: list[NodeLiveAccuracy]
 
 
@@ -85,6 +87,7 @@ class Sums:
     hits: int = 0
     confidence: float = 0.0
     nominal: float = 0.0
+    by_lead: dict[int, int] = field(default_factory=dict)  # lead (1 = the first step ahead) -> points
 
     def add(self, other: Sums) -> None:
         self.points += other.points
@@ -93,6 +96,8 @@ class Sums:
         self.hits += other.hits
         self.confidence += other.confidence
         self.nominal += other.nominal
+        for lead, points in other.by_lead.items():
+            self.by_lead[lead] = self.by_lead.get(lead, 0) + points
 
     def score(self) -> dict[str, float | int | None]:
         n = self.points
@@ -215,8 +220,9 @@ class LiveLedger:
                     continue
                 error = abs(actual - lead.point)
                 inside, hit = lead.lower <= actual <= lead.upper, error <= tolerance * abs(lead.point)
+                number = round((lead.at - key[2]).total_seconds() / read.step_s) + 1  # key[2]: lead 1's bin
                 buckets.setdefault(self._bucket(lead.at), Sums()).add(
-                    Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal))
+                    Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal, {number: 1}))
                 scored += 1
             entry.leads = waiting
             if not waiting:
@@ -277,7 +283,9 @@ class LiveLedger:
                     nodes.append(NodeLiveAccuracy(node_id=node, fallback=self.collapse(version, node, now),
                                                   **sums.score()))
             if nodes:
-                versions.append(VersionLiveAccuracy(model_version=version, nodes=nodes, **total.score()))
+                versions.append(VersionLiveAccuracy(model_version=version, nodes=nodes,
+                                                    points_by_lead=dict(sorted(total.by_lead.items())),
+                                                    **total.score()))
         return LiveAccuracyReport(at=now.astimezone(UTC), window_s=self.config.window,
                                   hit_tolerance=self.config.hit_tolerance, pending_forecasts=len(self.pending),
                                   evicted_forecasts=self.evicted,

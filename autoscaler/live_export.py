@@ -35,7 +35,8 @@ def served_accuracy(report: LiveAccuracyReport) -> LiveAccuracy | None:
     model_id, _, version = served.model_version.rpartition("/")
     if not model_id or not version.isdigit():
         return None
-    return LiveAccuracy(model_id=model_id, version=int(version), mae=served.mae, samples=served.points)
+    return LiveAccuracy(model_id=model_id, version=int(version), mae=served.mae, samples=served.points,
+                        points_by_lead=served.points_by_lead)
 
 
 class LiveAccuracyExport:

@@ -40,6 +40,7 @@ class HoldoutMetrics(BaseModel):
     confidence_tolerance: float
     last_value_mae: float  # the "no change" baseline on the same points
     holdout_points: int
+    mae_by_lead: list[float | None] | None = None  # leads 1..H (None: a lead without points; saved before it)
 
 
 class Incumbent(BaseModel):
@@ -107,6 +108,8 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
                            test.targets, test.mask, nominal=coverage, tolerance=tolerance),
         last_value_mae=point_metrics(last_value, test.targets, test.mask)["mae"],
         holdout_points=int(test.mask.sum()),
+        mae_by_lead=[round(float(np.abs(forecast.point - test.targets)[test.mask[:, lead], lead].mean()), 3)
+                     if test.mask[:, lead].any() else None for lead in range(test.targets.shape[1])],
     )
 
 

@@ -77,6 +77,19 @@ class LiveAccuracy(BaseModel):
     version: int = Field(ge=1)
     mae: float = Field(ge=0, allow_inf_nan=False, description="watts")
     samples: int = Field(ge=0, description="forecast points behind `mae`")
+    points_by_lead: dict[int, int] = Field({}, description="those points per lead (1: a step ahead)")
+
+    def held_out_equivalent(self, metrics: dict) -> float:
+        """The version's held-out MAE over the same mix of leads as the live points (the controller scores only
+        the leads its policies look at, and near leads err less); its overall held-out MAE when either side does
+        not say per lead."""
+        by_lead = metrics.get("mae_by_lead") or []
+        weighted = [(points, by_lead[lead - 1]) for lead, points in self.points_by_lead.items()
+                    if 1 <= lead <= len(by_lead) and by_lead[lead - 1] is not None]
+        total = sum(points for points, _ in weighted)
+        if not total:
+            return float(metrics["mae"])
+        return sum(points * mae for points, mae in weighted) / total
 
 
 LiveAccuracySource = Callable[[str], LiveAccuracy | None]
@@ -175,13 +188,13 @@ class RetrainScheduler:
         if champion is None or live.version != champion or self.state.early_retrain_of == champion:
             return False
         try:
-            held_out = float(self.registry.get(self.settings.model_id, champion)[1].metrics["mae"])
+            held_out = live.held_out_equivalent(self.registry.get(self.settings.model_id, champion)[1].metrics)
         except (ModelNotFoundError, KeyError, TypeError, ValueError):
             return False
         if live.mae <= factor * held_out:
             return False
-        logger.info("retrain scheduler: %s version %d live MAE %.2f W > %.2f x held-out %.2f W", live.model_id,
-                    champion, live.mae, factor, held_out)
+        logger.info("retrain scheduler: %s version %d live MAE %.2f W > %.2f x held-out %.2f W (same leads)",
+                    live.model_id, champion, live.mae, factor, held_out)
         return True
 
     def _load_state(self) -> ScheduleState:

@@ -48,6 +48,7 @@ def test_points_are_scored_for_error_coverage_hits_and_confidence():
     assert (version.mean_confidence, version.nominal_coverage) == (pytest.approx(0.6), 0.8)
     assert [n.node_id for n in version.nodes] == ["n1"] and version.nodes[0].mae == 10.0
     assert ledger.report(at(4)).pending_forecasts == 0  # every lead scored: the forecast is done
+    assert version.points_by_lead == {1: 1, 2: 1, 3: 1}
 
 
 def test_a_lead_is_scored_only_once_its_bin_is_complete():

@@ -17,8 +17,8 @@ from core.settings import ConfigError
 from tests.fakes.trainer import untrained
 from tests.paths import REPO_ROOT
 from training import evaluate
-from training.settings import TrainingConfig
 from training.backtest import TrainOptions
+from training.settings import TrainingConfig
 from training.suite import case_config, run_suite
 from training.suite_config import Suite, SuiteCase, load_suite
 from training.suite_report import aggregate, mean_spread, summarize_case, table

@@ -193,6 +193,7 @@ def test_the_active_version_is_scored_only_where_it_never_trained(sample, regist
                      train_fraction=0.95).windows(Role.TEST)
     assert result.incumbent is not None
     assert result.incumbent.points == int(unseen.mask.sum()) < result.metrics.holdout_points
+    assert len(result.metrics.mae_by_lead) == 10 and None not in result.metrics.mae_by_lead
     middle = sample.groupby("node_id")["timestamp"].transform(lambda times: times.quantile(0.6))
     trained_on_all = retrain_power(sample[sample["timestamp"] <= middle], spec(), registry=registry)
     assert trained_on_all.incomparable is not None

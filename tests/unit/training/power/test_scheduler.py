@@ -224,6 +224,22 @@ def test_the_champions_live_error_past_the_factor_makes_an_attempt_due(settings,
     assert scheduler.due() == due
 
 
+def test_live_error_on_near_leads_is_compared_with_the_held_out_error_on_the_same_leads(settings, clock, tmp_path):
+    """Held out: 4 W a step ahead, 20 W ten steps ahead (10 W over all). The controller scores only leads 1-2:
+    8 W live there is twice their held-out error and degraded, though under 1.5 x the 10 W overall."""
+    registry = ModelRegistry(settings.model_path)
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"0")
+    registry.publish("power_lstm", folder, model_type="lstm",
+                     metrics={"mae": 10.0, "mae_by_lead": [4.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0]})
+    near = LiveAccuracy(model_id="power_lstm", version=1, mae=8.0, samples=100, points_by_lead={1: 50, 2: 50})
+    assert near.held_out_equivalent(registry.get("power_lstm")[1].metrics) == 4.0
+    assert RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: near).due() == "degradation"
+    unknown = near.model_copy(update={"points_by_lead": {}})  # no lead mix: the overall held-out error
+    assert RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: unknown).due() is None
+
+
 def test_each_champion_gets_one_early_retrain_and_no_factor_means_never(settings, clock, champion, runs):
     degraded = live(40.0)
     scheduler = RetrainScheduler(settings, clock=clock, live_accuracy=lambda model_id: degraded)
