@@ -46,7 +46,7 @@ def to_history(request: PowerPredictionRequest) -> PowerHistory:
               "workloads")
     return PowerHistory(power_watts=tuple(features.power_watts or ()), numeric=numeric,
                         workload_type=features.workload_type, end_time=request.end_time,
-                        horizon_s=parse_duration(request.prediction_horizon))
+                        horizon_s=parse_duration(request.prediction_horizon), step_s=request.step_s)
 
 
 def to_response(request: PowerPredictionRequest, forecast: PowerForecast) -> PowerPredictionResponse:

@@ -72,7 +72,7 @@ async def predict_power(request: PowerPredictionRequest,
         return to_response(request, await replica.forecast(to_history(request)))
     try:
         stored = await replica.forecast_stored(
-            nodes, parse_duration(request.prediction_horizon),
+            nodes, parse_duration(request.prediction_horizon), step_s=request.step_s,
             workload_type=request.features.workload_type if request.features else None,
             workload_id=request.workload_id if request.node_id is None else None)
     except UnknownNode as unknown:

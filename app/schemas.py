@@ -58,6 +58,10 @@ class PowerPredictionRequest(_Body):
     node_id: str | None = Field(None, min_length=1, max_length=128)
     features: PowerFeatures | None = None
     prediction_horizon: str = Field("1h", max_length=MAX_TEXT_CHARS, description='"30m", "1h", "24h" ... (m = minutes)')
+    step: str | None = Field(None, max_length=MAX_TEXT_CHARS,
+                             description='the step of the lists ("1min", "1h"): given, only a served model of that '
+                                         "step answers (else a 422 listing the served steps); default: the model "
+                                         "the horizon routes to, whose step the lists are read at")
     end_time: datetime | None = Field(None, description="time of the last value in the lists (default: now)")
 
     @field_validator("prediction_horizon")
@@ -67,6 +71,17 @@ class PowerPredictionRequest(_Body):
         if seconds > MAX_HORIZON_SECONDS:
             raise ValueError(f"{value!r} is longer than the maximum of 7 days")
         return value
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: str | None) -> str | None:
+        if value is not None and not 0 < parse_duration(value) <= MAX_HORIZON_SECONDS:
+            raise ValueError(f"{value!r} must be longer than 0 and at most 7 days")
+        return value
+
+    @property
+    def step_s(self) -> int | None:
+        return parse_duration(self.step) if self.step is not None else None
 
     @field_validator("end_time")
     @classmethod

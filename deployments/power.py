@@ -179,8 +179,9 @@ class PowerPredictor(RegistryFollower):
         return answer
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,
-                              workload_id: str | None = None) -> StoredForecast:
-        """Forecast from the nodes' newest stored windows, summed over the nodes of a workload.
+                              workload_id: str | None = None, step_s: int | None = None) -> StoredForecast:
+        """Forecast from the nodes' newest stored windows (at `step_s`, when the caller asks for a step), summed
+        over the nodes of a workload.
 
         `workload_id` says the nodes are that workload's (from `workloads`), not ones the caller named.
 
@@ -191,7 +192,7 @@ class PowerPredictor(RegistryFollower):
             WorkloadTelemetryMissing: either of the two for a node of `workload_id`.
             StoreUnavailable: the store could not be read.
         """
-        served = self._route(horizon_s)
+        served = self._route(horizon_s, step_s)
         stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type, workload_id)
                   for node in nodes]
         if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin

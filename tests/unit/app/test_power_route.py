@@ -38,9 +38,13 @@ class Replica:
         self.failure = failure
         self.features_only = True
         self.calls: list = []
+        self.steps: list = []  # the step each call asked for (None: the horizon's model)
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         self.calls.append(("forecast", history.power_watts, history.horizon_s))
+        self.steps.append(history.step_s)
+        if history.step_s == 300:
+            raise ForecastRequestError("step", "no served model works at a 5min step")
         if history.power_watts:
             return forecast()
         if not self.features_only:
@@ -48,8 +52,10 @@ class Replica:
         return forecast().model_copy(update={"estimated_from": tuple(sorted(history.numeric)),
                                              "trained_on_synthetic_data": True, "window_coverage": 0.0})
 
-    async def forecast_stored(self, nodes, horizon_s, workload_type=None, workload_id=None) -> StoredForecast:
+    async def forecast_stored(self, nodes, horizon_s, workload_type=None, workload_id=None,
+                              step_s=None) -> StoredForecast:
         self.calls.append(("stored", nodes, horizon_s, workload_type, workload_id))
+        self.steps.append(step_s)
         if self.failure is not None:
             raise self.failure
         return StoredForecast(forecast=forecast(200.0), age_s=130.04, stale=True)
@@ -139,3 +145,16 @@ def test_without_history_node_or_configured_workload_it_is_422_naming_power_watt
     assert response.status_code == 422 and replica.calls == []
     [detail] = response.json()["detail"]
     assert detail["loc"] == ["body", "features", "power_watts"] and "workloads" in detail["msg"]
+
+
+def test_a_request_may_say_the_step_of_its_lists_and_only_a_model_of_that_step_answers(replica, post):
+    """Without it, 60 one-minute values sent with a 2 h horizon went to the hourly model, read as 60 hours."""
+    assert post({**HISTORY, "step": "1min"}).status_code == 200
+    assert post({"workload_id": "w", "node_id": "n7", "prediction_horizon": "2m", "step": "1min"}).status_code == 200
+    assert post(HISTORY).status_code == 200
+    assert replica.steps == [60, 60, None]
+    wrong = post({**HISTORY, "step": "5min"})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "step"]
+    for bad in ("0s", "8d", "soon"):
+        refused = post({**HISTORY, "step": bad})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "step"], bad

@@ -34,8 +34,9 @@ def test_beyond_every_horizon_names_what_each_model_covers():
 def test_a_history_at_a_known_step_is_answered_by_a_model_of_that_step():
     assert route(SERVED, 1800, step_s=3600 // 60) == "power_lstm"
     assert route(SERVED, 3600, step_s=3600) == "power_lstm_1h"  # a stored hourly window, not the 1-minute model
-    with pytest.raises(ForecastRequestError, match="no served model works at a 5min step"):
+    with pytest.raises(ForecastRequestError, match="no served model works at a 5min step") as refused:
         route(SERVED, 3600, step_s=300)
+    assert refused.value.field == "step"  # the request's `step`, not its horizon
 
 
 def test_among_equal_steps_the_shorter_horizon_that_covers_wins():
