@@ -31,6 +31,16 @@ def _report(tmp_path, **best) -> str:
     return str(path)
 
 
+def test_train_lstm_says_when_it_reports_on_the_holdout_the_settings_were_chosen_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    path = _report(tmp_path)
+    args = ["--data", SAMPLE, *SMALL, "--model-path", str(tmp_path / "models"), "--settings-from", path]
+    assert train_lstm.main(args) == 0
+    assert "chose its settings on this data's last 10%" in capsys.readouterr().err
+    assert train_lstm.main([*args, "--holdout-fraction", "0.2"]) == 0
+    assert "chose its settings" not in capsys.readouterr().err
+
+
 def test_train_lstm_trains_with_the_best_settings_and_flags_still_win(tmp_path, monkeypatch):
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
     models = tmp_path / "models"
