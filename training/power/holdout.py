@@ -36,7 +36,7 @@ class HoldoutMetrics(BaseModel):
     nominal_coverage: float
     mean_interval_width: float
     mean_confidence: float
-    hit_rate: float  # share of forecasts within `confidence_tolerance` of the actual value
+    hit_rate: float  # share of actuals within `confidence_tolerance` x the point forecast of it
     confidence_tolerance: float
     last_value_mae: float  # the "no change" baseline on the same points
     holdout_points: int
