@@ -1,16 +1,16 @@
 """Live forecast accuracy: the controller's forecasts scored against the power the store records afterwards.
 
-`LiveLedger` is pure (no Ray, no store). It keeps the forecasts the controller made (one per node, model version
-and origin: policies sharing a node forecast it once) until the telemetry of each lead's bin is complete, then
-scores each lead against the measured power of that bin (`score`). A scored lead is one *point*: its absolute
-error, whether the actual lay inside the calibrated [lower, upper] (interval coverage), whether it lay within
-`hit_tolerance` of the point forecast (a hit, the event whose probability `confidence` states, as
-training/power/calibration.py defines it), its confidence and the interval's nominal coverage. Points are summed
-per (model version, node) in time buckets of 1/60 of the rolling `window`, so memory stays bounded whatever the
-rate; buckets older than the window, and forecasts whose leads can no longer land in it, expire. At most
-`max_pending_forecasts` forecasts wait (the oldest go first, counted in `evicted_forecasts`). A newer forecast from
-an origin already kept (the next tick's, with more of the last input bin) updates the leads still waiting: the
-points scored are those of the forecasts the policies acted on last.
+`LiveLedger` is pure (no Ray, no store). It keeps the forecasts the controller made (one per node, model version and
+origin: policies sharing a node forecast it once) until the telemetry of each lead's bin is complete, then scores
+each lead against the measured power of that bin (`score`). A scored lead is one *point*: its absolute error,
+whether the actual lay inside the calibrated [lower, upper] (interval coverage), whether it lay within the model's
+confidence band of the point forecast (a hit, the event whose probability `confidence` states, as
+training/power/calibration.py defines it; `hit_tolerance` for a forecast that does not say its band), its confidence
+and the interval's nominal coverage. Points are summed per (model version, node) in time buckets of 1/60 of the
+rolling `window`, so memory stays bounded whatever the rate; buckets older than the window, and forecasts whose
+leads can no longer land in it, expire. At most `max_pending_forecasts` forecasts wait (the oldest go first, counted
+in `evicted_forecasts`). A newer forecast from an origin already kept (the next tick's, with more of the last input
+bin) updates the leads still waiting: the points scored are those of the forecasts the policies acted on last.
 
 A node's forecasts are not trusted (`collapse`) when its live coverage over at least `min_points` points of the
 window is below the nominal coverage minus `coverage_margin`; the controller then decides on measured power.
@@ -125,6 +125,7 @@ class Pending:
     version: str
     step_s: int
     nominal: float
+    tolerance: float  # a hit: the actual within this fraction of the point (the model's confidence band)
     leads: list[Lead] = field(default_factory=list)
     last: datetime | None = None  # the latest lead ever recorded
     done: datetime | None = None  # the latest lead taken off (scored, or dropped without an actual)
@@ -175,7 +176,8 @@ class LiveLedger:
         entry = self.pending.get(key)
         if entry is None:
             entry = self.pending[key] = Pending(node, forecast.model_version, forecast.step_s,
-                                                forecast.interval_coverage)
+                                                forecast.interval_coverage,
+                                                forecast.confidence_tolerance or self.config.hit_tolerance)
             self.by_series.setdefault((node, forecast.step_s), {})[key] = None
         entry.merge(forecast)
         while len(self.pending) > self.config.max_pending_forecasts:
@@ -205,7 +207,6 @@ class LiveLedger:
         """Score the node's leads at `read.step_s` whose bins end by `read.end` against `actuals` (bin start ->
         measured watts); a bin without a measurement is dropped unscored. Returns how many points were scored."""
         step, scored = timedelta(seconds=read.step_s), 0
-        tolerance = self.config.hit_tolerance
         for key in list(self.by_series.get((read.node, read.step_s), ())):
             entry = self.pending[key]
             buckets = self.scores.setdefault((entry.version, entry.node), {})
@@ -219,7 +220,7 @@ class LiveLedger:
                 if actual is None or not math.isfinite(actual):
                     continue
                 error = abs(actual - lead.point)
-                inside, hit = lead.lower <= actual <= lead.upper, error <= tolerance * abs(lead.point)
+                inside, hit = lead.lower <= actual <= lead.upper, error <= entry.tolerance * abs(lead.point)
                 number = round((lead.at - key[2]).total_seconds() / read.step_s) + 1  # key[2]: lead 1's bin
                 buckets.setdefault(self._bucket(lead.at), Sums()).add(
                     Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal, {number: 1}))

@@ -64,7 +64,8 @@ class LiveAccuracyConfig(FiniteSection):
     below the forecast's nominal coverage minus `coverage_margin` (then that node's policies use measured power)."""
 
     window: Annotated[Duration, Field(ge=60, le=7 * 86400)] = 3600
-    hit_tolerance: float = Field(0.1, gt=0, lt=1, description="a hit: the actual within this fraction of the point")
+    hit_tolerance: float = Field(0.1, gt=0, lt=1, description="a hit: the actual within this fraction of the point, "
+                                                              "for forecasts that do not carry their model's band")
     min_points: int = Field(100, ge=1)
     coverage_margin: float = Field(0.2, gt=0, lt=1)
     fallback: bool = True

@@ -58,6 +58,7 @@ class PowerForecast(BaseModel):
     window_coverage: float  # share of the input window that was real power history (not padded, not filled)
     padded_steps: int
     interval_coverage: float  # nominal coverage of [lower, upper]
+    confidence_tolerance: float | None = None  # `confidence`: P(|actual - point| <= this x point); None: unknown
     # peak_upper[k-1] bounds max(actual[1..k]) with probability (1 + interval_coverage) / 2, the level of `upper`
     # (training.power.peak_bound); None from code that cannot bound the peak (a decision then uses max(upper))
     peak_upper: tuple[float, ...] | None = None

@@ -105,6 +105,13 @@ class PowerForecaster:
         calibration = self.served.calibration if self.served is not None else self.calibration
         return calibration.coverage if calibration is not None else 0.0
 
+    @property
+    def confidence_tolerance(self) -> float | None:
+        """The band (a fraction of the point forecast) whose hit `confidence` states the probability of (None
+        without a calibration)."""
+        calibration = self.served.calibration if self.served is not None else self.calibration
+        return calibration.tolerance if calibration is not None else None
+
     def forecast(self, inputs: np.ndarray, last_power: np.ndarray) -> CalibratedForecast:
         """The served calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]."""
         if self.served is None:

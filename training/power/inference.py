@@ -161,6 +161,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
                                                                      / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
+            confidence_tolerance=forecaster.confidence_tolerance,
             peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),
             estimated_from=given.estimated_from,
             trained_on_synthetic_data=synthetic,

@@ -158,3 +158,15 @@ def test_coverage_at_the_threshold_keeps_the_forecast():
     actuals = {at(1): 100.0, at(2): 100.0, at(3): 100.0, at(4): 500.0, at(5): 500.0}  # 60 % = 80 % - 20 %
     assert scored(ledger, at(6), actuals) == 5
     assert ledger.collapse("power_lstm/1", "n1", at(6)) is None
+
+
+def test_a_hit_uses_the_band_the_model_calibrated_its_confidence_to():
+    """A model calibrated to a 20 % band: 115 W against 100 W is a hit for it, though outside the 10 %
+    hit_tolerance that forecasts without a band are judged by."""
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast(points=(100.0,)).model_copy(update={"confidence_tolerance": 0.2}))
+    ledger.record("n2", forecast(points=(100.0,)))
+    for node in ("n1", "n2"):
+        assert scored(ledger, at(2), {at(1): 115.0}, node=node) == 1
+    (version,) = ledger.report(at(2)).versions
+    assert {node.node_id: node.hit_rate for node in version.nodes} == {"n1": 1.0, "n2": 0.0}

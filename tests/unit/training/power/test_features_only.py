@@ -62,6 +62,7 @@ def test_the_seed_s_request_is_forecast_from_its_features(trained, tmp_path):
     (answer,) = forecast_histories(loaded, [history], "power_lstm_1h/1", synthetic=True)
     assert answer.estimated_from == ("cpu_utilization", "gpu_utilization", "temperature")
     assert answer.window_coverage == 0.0 and answer.padded_steps == 24 - 3 and answer.trained_on_synthetic_data
+    assert answer.confidence_tolerance == loaded.confidence_tolerance == 0.1  # the band `confidence` is about
     assert len(answer.point) == 12 and all(lo <= p <= hi for lo, p, hi in zip(answer.lower, answer.point,
                                                                            answer.upper, strict=True))
     assert 2000 < np.mean(answer.point) < 6000  # a busy 8-GPU node of the generated trace draws kilowatts
