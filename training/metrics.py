@@ -32,6 +32,8 @@ def interval_metrics(lower: np.ndarray, upper: np.ndarray, point: np.ndarray, co
     }
 
 
-def mae_by_lead(forecast: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> list[float]:
-    error = np.where(mask, np.abs(forecast - actual), np.nan)
-    return [round(float(v), 3) for v in np.nanmean(error, axis=0)]
+def mae_by_lead(forecast: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> list[float | None]:
+    """MAE per lead (column) over its scored points; None for a lead without any (JSON has no NaN)."""
+    error = np.where(mask, np.abs(forecast - actual), 0.0).sum(axis=0)
+    points = mask.sum(axis=0)
+    return [round(float(total / count), 3) if count else None for total, count in zip(error, points, strict=True)]

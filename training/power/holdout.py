@@ -14,7 +14,7 @@ from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.registry_metadata import DataSpan, ModelNotFoundError
 from core.stores.base import StoreUnavailable
-from training.metrics import interval_metrics, point_metrics
+from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
 from training.power.features import FeaturePipeline
@@ -108,8 +108,7 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
                            test.targets, test.mask, nominal=coverage, tolerance=tolerance),
         last_value_mae=point_metrics(last_value, test.targets, test.mask)["mae"],
         holdout_points=int(test.mask.sum()),
-        mae_by_lead=[round(float(np.abs(forecast.point - test.targets)[test.mask[:, lead], lead].mean()), 3)
-                     if test.mask[:, lead].any() else None for lead in range(test.targets.shape[1])],
+        mae_by_lead=mae_by_lead(forecast.point, test.targets, test.mask),
     )
 
 

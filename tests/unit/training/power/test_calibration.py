@@ -237,3 +237,4 @@ def test_mae_by_lead() -> None:
     actual = np.array([[2.0, 2.0], [3.0, 0.0]])
     mask = np.array([[True, True], [True, False]])
     assert mae_by_lead(forecast, actual, mask) == [0.5, 0.0]
+    assert mae_by_lead(forecast, actual, np.array([[True, False], [True, False]])) == [0.5, None]  # no NaN in JSON
