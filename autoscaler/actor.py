@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 15.0  # how often the controller looks for its app
 APP_GRACE_S = 180.0  # how long its app may be missing before the controller ends itself
+STOP_WAIT_S = 10.0  # how long stop() waits for a tick under way before giving the lease up
 
 
 class AppWatch:
@@ -142,39 +143,48 @@ class ScalingControllerService:
         self.metrics = DecisionMetrics()
         self.live_export = LiveAccuracyExport()
         self._tick_lock = threading.Lock()
+        self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
 
     def _loop(self) -> None:
         due = time.monotonic() + self.interval_s
-        while True:  # a daemon thread: it ends with the actor
+        while not self._stopped.is_set():  # a daemon thread: it ends with the actor, or when stopped
             time.sleep(min(WATCH_INTERVAL_S, max(due - time.monotonic(), 0.0)))
-            if self.app.gone():
-                logger.warning("scaling controller: no Serve application has %s any more (serve shutdown or the "
-                               "app deleted): ending", INGRESS_DEPLOYMENT)
-                self.stop()
-                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-                return
-            if time.monotonic() >= due:
-                due = time.monotonic() + self.interval_s
-                try:
+            try:
+                if self.app.gone():
+                    logger.warning("scaling controller: no Serve application has %s any more (serve shutdown or "
+                                   "the app deleted): ending", INGRESS_DEPLOYMENT)
+                    self.stop()
+                    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                    return
+                if time.monotonic() >= due:
+                    due = time.monotonic() + self.interval_s
                     self.tick()
-                except Exception:  # noqa: BLE001 - a failed tick is logged; the next one tries again
-                    logger.exception("scaling controller: tick failed")
+            except Exception:  # noqa: BLE001 - logged; the loop goes on (a dead loop would stop all scaling)
+                logger.exception("scaling controller: tick failed")
 
     def fingerprint(self) -> str:
         """The digest of the settings and autoscaler config this controller was started with."""
         return self.settings_fingerprint
 
     def stop(self) -> None:
-        """Give the lease up (before this actor ends), so that a successor acts without waiting for its expiry."""
+        """Stop ticking and give the lease up (before this actor ends), so that a successor acts without waiting
+        for its expiry; a tick under way finishes first (for at most STOP_WAIT_S)."""
+        self._stopped.set()
+        finished = self._tick_lock.acquire(timeout=STOP_WAIT_S)
         try:
             self.controller.stop()
         except Exception:  # noqa: BLE001 - the lease then expires on its own
             logger.exception("scaling controller: cannot give the lease up")
+        finally:
+            if finished:
+                self._tick_lock.release()
 
     def tick(self) -> list[ScalingEvent]:
         """Evaluate every policy now; returns the events recorded."""
         with self._tick_lock:
+            if self._stopped.is_set():
+                return []
             started = time.perf_counter()
             events = self.controller.tick()
             self.metrics.publish(events)

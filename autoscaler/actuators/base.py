@@ -17,8 +17,14 @@ class ActuationError(RuntimeError):
 
 
 class ActuationOutcomeUnknown(ActuationError):
-    """A change was sent but no answer came (a timeout, a connection dropped): it may have landed, so the caller
-    keeps the cooldown it started (autoscaler/intents.py)."""
+    """A change was sent but no answer came (a timeout, a connection dropped), or the answer does not say whether
+    it was applied (a gateway's 5xx, a proxy's page): it may have landed, so the caller keeps the cooldown it
+    started (autoscaler/intents.py)."""
+
+
+UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
+"""HTTP statuses of a write that may have been applied all the same (the server failed while or after applying it,
+or a gateway lost its answer); 503 and 4xx say the write was refused."""
 
 
 class Actuator(ABC):

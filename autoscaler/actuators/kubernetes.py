@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
 
@@ -164,6 +164,8 @@ class KubernetesActuator(Actuator):
                 message = f"cannot {doing} {what}: {(error.reason or 'error').lower()} ({error.status})"
             if detail := _server_message(error):
                 message += f": {detail}"
+            if doing != "read" and error.status in UNKNOWN_OUTCOME_STATUSES:
+                raise ActuationOutcomeUnknown(f"{message}; the change may have landed") from error
             if error.status == 403:
                 message += f"; check the RBAC in {RBAC_FILE} (service account kcloud-autoscaler)"
             elif error.status == 401:

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import RayServeTarget, ScalingTarget
 
 
@@ -49,7 +49,7 @@ class RayServeActuator(Actuator):
         with self._details_lock:
             if self._details is None or time.monotonic() - self._details[0] > self.details_max_age_s:
                 details = self._request("GET", "/api/serve/applications/") or {}
-                self._details = (time.monotonic(), details.get("applications") or {})
+                self._details = (time.monotonic(), _applications_of(details))
             return self._details[1]
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -58,9 +58,12 @@ class RayServeActuator(Actuator):
                                          headers={"Content-Type": "application/json", **_ray_auth_headers()})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read() or b"null")
+                text = response.read()
         except urllib.error.HTTPError as exc:
-            raise ActuationError(f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}") from None
+            what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}"
+            if method != "GET" and exc.code in UNKNOWN_OUTCOME_STATUSES:
+                raise ActuationOutcomeUnknown(f"{what}; the change may have landed") from None
+            raise ActuationError(what) from None
         except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:  # sent; urlopen wraps unsent ones
             if method != "GET":
                 raise ActuationOutcomeUnknown(f"Ray dashboard {method} {path}: sent, no answer ({exc}): the change "
@@ -68,6 +71,13 @@ class RayServeActuator(Actuator):
             raise ActuationError(f"Ray dashboard at {self.dashboard_url} did not answer: {exc}") from None
         except OSError as exc:  # URLError included: the request was not sent
             raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
+        try:
+            return json.loads(text or b"null")
+        except ValueError:  # a proxy's login page, say: the dashboard did not take the request
+            what = f"Ray dashboard {method} {path}: the answer is not JSON (a proxy in the way?)"
+            if method != "GET":
+                raise ActuationOutcomeUnknown(f"{what}: the change may have landed") from None
+            raise ActuationError(what) from None
 
     def _deployment(self, target: ScalingTarget) -> dict[str, Any]:
         target = _serve_target(target)
@@ -78,10 +88,17 @@ class RayServeActuator(Actuator):
         if deployment is None:
             raise ActuationError(f"Serve application {target.app!r} has no deployment {target.deployment!r} "
                                  f"(it has {sorted(app.get('deployments') or {})})")
+        if not isinstance(deployment, dict):
+            raise ActuationError(f"Ray dashboard: deployment {target.deployment!r} is described by a "
+                                 f"{type(deployment).__name__}, not a mapping")
         return deployment
 
     def replicas(self, target: ScalingTarget) -> int:
-        return int(self._deployment(target)["target_num_replicas"])
+        count = self._deployment(target).get("target_num_replicas")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ActuationError(f"Ray dashboard: target_num_replicas of {_serve_target(target).deployment!r} is "
+                                 f"{count!r}, not a replica count")
+        return count
 
     def deployment_names(self) -> set[str]:
         """Every deployment of every Serve application (none when Serve is not running); ActuationError when
@@ -91,7 +108,8 @@ class RayServeActuator(Actuator):
     def ray_nodes(self, target: ScalingTarget) -> list[str]:
         """The Ray nodes of the deployment's running replicas."""
         replicas = self._deployment(target).get("replicas") or []
-        return sorted({r["node_id"] for r in replicas if r.get("state") == "RUNNING" and r.get("node_id")})
+        return sorted({r["node_id"] for r in replicas
+                       if isinstance(r, dict) and r.get("state") == "RUNNING" and isinstance(r.get("node_id"), str)})
 
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         target = _serve_target(target)
@@ -101,6 +119,18 @@ class RayServeActuator(Actuator):
         with self._details_lock:
             self._details = None  # the next read sees the new target
         return f"Serve {target.app}/{target.deployment} num_replicas -> {replicas}"
+
+
+def _applications_of(details: Any) -> dict[str, dict[str, Any]]:
+    """The `applications` of Serve's details answer, each a mapping; ActuationError for an answer of another
+    shape."""
+    applications = details.get("applications") if isinstance(details, dict) else None
+    if applications is None and isinstance(details, dict):
+        return {}
+    if not isinstance(applications, dict):
+        raise ActuationError("Ray dashboard: Serve's application details are not a mapping of applications")
+    return {name: app for name, app in applications.items()
+            if isinstance(app, dict) and isinstance(app.get("deployments") or {}, dict)}
 
 
 def _serve_target(target: ScalingTarget) -> RayServeTarget:

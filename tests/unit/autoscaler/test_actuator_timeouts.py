@@ -91,3 +91,89 @@ def test_a_kubernetes_scale_that_cannot_be_sent_is_a_plain_failure():
     with pytest.raises(ActuationError, match="unreachable") as raised:
         kubernetes_actuator(closed_port_url()).scale(DeploymentTarget(name="web"), 3)
     assert not isinstance(raised.value, ActuationOutcomeUnknown)
+
+
+def answering_server(status: int, body: bytes, content_type: str, writes_only: bool):
+    """A server that answers every request (or, `writes_only`, every write: reads get a scale of 2) with `status`
+    and `body`."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            read = self.command == "GET" and writes_only
+            self.send_response(200 if read else status)
+            self.send_header("Content-Type", "application/json" if read else content_type)
+            answer = json.dumps({"spec": {"replicas": 2}}).encode() if read else body
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        do_GET = do_POST = do_PATCH = _answer  # noqa: N815
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@contextmanager
+def answering(status: int, body: bytes, content_type: str = "application/json", *,
+              writes_only: bool = False) -> Iterator[str]:
+    server = answering_server(status, body, content_type, writes_only)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_write_answered_by_a_gateway_error_is_an_unknown_outcome(status):
+    """A 5xx that may come after the change was applied keeps the cooldown (the next tick must not count twice)."""
+    body = json.dumps({"kind": "Status", "message": "etcdserver: request timed out"}).encode()
+    with answering(status, body, writes_only=True) as url:
+        with pytest.raises(ActuationOutcomeUnknown, match="may have landed"):
+            RayServeActuator(url, timeout_s=0.5).scale(RayServeTarget(app="a", deployment="d"), 3)
+        with pytest.raises(ActuationOutcomeUnknown, match="may have landed"):
+            kubernetes_actuator(url).scale(DeploymentTarget(name="web"), 3)
+
+
+@pytest.mark.parametrize("status", [400, 403, 409, 503])
+def test_a_write_refused_is_a_plain_failure(status):
+    with answering(status, b'{"error": "no"}', writes_only=True) as url:
+        for scale in (lambda: RayServeActuator(url, timeout_s=0.5).scale(RayServeTarget(app="a", deployment="d"), 3),
+                      lambda: kubernetes_actuator(url).scale(DeploymentTarget(name="web"), 3)):
+            with pytest.raises(ActuationError) as raised:
+                scale()
+            assert not isinstance(raised.value, ActuationOutcomeUnknown)
+
+
+def test_a_dashboard_answering_with_a_login_page_is_an_actuation_error():
+    """A proxy's HTML page (HTTP 200) is neither a count nor a crash: reads fail plainly, writes are unknown."""
+    with answering(200, b"<html>Sign in</html>", "text/html") as url:
+        actuator = RayServeActuator(url, timeout_s=0.5)
+        with pytest.raises(ActuationError, match="not JSON") as raised:
+            actuator.deployment_names()
+        assert not isinstance(raised.value, ActuationOutcomeUnknown)
+        with pytest.raises(ActuationOutcomeUnknown, match="not JSON"):
+            actuator.scale(RayServeTarget(app="a", deployment="d"), 3)
+
+
+@pytest.mark.parametrize("details", [
+    [], {"applications": []}, {"applications": {"kcloud": None}}, {"applications": {"kcloud": {"deployments": []}}},
+    {"applications": {"kcloud": {"deployments": {"Model": None}}}},
+    {"applications": {"kcloud": {"deployments": {"Model": {"target_num_replicas": "3"}}}}},
+])
+def test_serve_details_of_an_unexpected_shape_are_actuation_errors(details):
+    with answering(200, json.dumps(details).encode()) as url:
+        actuator = RayServeActuator(url, timeout_s=0.5)
+        try:
+            names = actuator.deployment_names()
+        except ActuationError:
+            names = None
+        assert names is None or names <= {"Model"}
+        with pytest.raises(ActuationError):
+            actuator.replicas(RayServeTarget(app="kcloud", deployment="Model"))
