@@ -35,6 +35,7 @@ from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEven
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
 from core.forecasts import PowerForecast, PowerHistory
+from core.public_text import error_text
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from training.power.stored_history import NoStoredTelemetry, stored_history
 
@@ -70,7 +71,7 @@ class Forecaster(Protocol):
 
 def _failed(item: PolicyTurn, stage: str, exc: Exception) -> None:
     logger.exception("scaling controller: %s failed for policy %s", stage, item.policy.name)
-    item.error = f"{stage} failed: {type(exc).__name__}: {exc}"
+    item.error = f"{stage} failed: {error_text(exc)}"
 
 
 class ScalingController:
@@ -169,7 +170,7 @@ class ScalingController:
             return {}, f"telemetry store unavailable: {exc}"
         except Exception as exc:  # noqa: BLE001 - every policy holds on missing data and says why
             logger.exception("scaling controller: reading the latest telemetry failed")
-            return {}, f"telemetry store failed: {type(exc).__name__}: {exc}"
+            return {}, f"telemetry store failed: {error_text(exc)}"
 
     def _read_replicas(self, items: list[PolicyTurn]) -> None:
         """Every target's replica count, read concurrently (each read is a network call)."""
@@ -238,7 +239,7 @@ class ScalingController:
                 item.forecast = self._collect_histories(item, shape, histories, latest)
             except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
                 logger.exception("scaling controller: forecast window of policy %s failed", item.policy.name)
-                item.forecast = ForecastView.unavailable(f"no forecast window: {type(exc).__name__}: {exc}")
+                item.forecast = ForecastView.unavailable(f"no forecast window: {error_text(exc)}")
         try:
             results = self.forecaster.forecast(histories) if histories else []
         except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
@@ -253,7 +254,7 @@ class ScalingController:
                     if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
-                    item.forecast = ForecastView.unavailable(f"forecast unusable: {type(exc).__name__}: {exc}")
+                    item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 
     def _collect_histories(self, item: PolicyTurn, shape: ModelShape, histories: list[PowerHistory],
                            latest: Mapping[str, NodeLatest]) -> ForecastView | None:
@@ -283,7 +284,7 @@ def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tu
     """The policy's forecast view from its nodes' forecasts, and their mean calibrated confidence."""
     failed = next((r for r in results if isinstance(r, Exception)), None)
     if failed is not None:
-        return ForecastView.unavailable(f"forecast failed: {type(failed).__name__}: {failed}"), None
+        return ForecastView.unavailable(f"forecast failed: {error_text(failed)}"), None
     forecasts = [r for r in results if isinstance(r, PowerForecast)]
     coverage = forecasts[0].interval_coverage
     if not 0 < coverage < 1:

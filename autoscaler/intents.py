@@ -40,6 +40,7 @@ from autoscaler.schema import (
     ScalingPolicy,
 )
 from autoscaler.state import ControllerState, IntentRefused
+from core.public_text import error_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Enactor:
             return self._act(turn, now)
         except Exception as exc:  # noqa: BLE001 - one policy's failure is its event; the tick goes on
             logger.exception("scaling controller: policy %s failed", turn.policy.name)
-            return self.hold(turn.policy, now, f"evaluation failed: {type(exc).__name__}: {exc}")
+            return self.hold(turn.policy, now, f"evaluation failed: {error_text(exc)}")
 
     def hold(self, policy: ScalingPolicy, now: datetime, problem: str) -> ScalingEvent | None:
         """A `failed` hold event for a policy that could not be evaluated (its state is left as it was)."""
@@ -117,7 +118,7 @@ class Enactor:
         except Exception as exc:  # noqa: BLE001 - unknown whether it landed: fail the event, keep the cooldown
             logger.exception("scaling controller: actuator of policy %s failed", policy.name)
             actuation = ActuationResult(status=ActuationStatus.FAILED,
-                                        detail=f"{type(exc).__name__}: {exc} (outcome unknown: cooldown kept)")
+                                        detail=f"{error_text(exc)} (outcome unknown: cooldown kept)")
             scaled = True
         outcome = intent.model_copy(update={"actuation": actuation})
         try:

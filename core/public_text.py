@@ -1,4 +1,4 @@
-"""Text that anyone who can read the API may see: internal addresses and absolute paths cut out.
+"""Text that anyone who can read the API may see: internal addresses, absolute paths and tracebacks cut out.
 
 Operators keep the full text in the logs; records and events the API serves carry this form (DESIGN: no body
 carries a path or an internal address).
@@ -10,12 +10,48 @@ import re
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;)'\"]+", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])")
+_H = r"[0-9a-f]{1,4}"
+_IPV6 = re.compile(  # full form, or compressed (with "::"); a bracketed one keeps its port with it
+    rf"\[?(?<![\w:])(?:(?:{_H}:){{7}}{_H}|(?:{_H}(?::{_H}){{0,6}})?::(?:{_H}(?::{_H}){{0,6}})?)(?![\w:])"
+    r"(?:\]:\d+|\])?",
+    re.IGNORECASE)
+_HOST_ARGUMENT = re.compile(r"\b(host|port)=('[^']*'|\"[^\"]*\"|[^\s,)]+)")  # urllib3: host='name', port=6443
+_NAME_AND_PORT = re.compile(r"(?<![\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+:\d{1,5}(?![\w])", re.IGNORECASE)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
+_TRACEBACK_LINE = re.compile(r'^\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+.*)$')
+
+
+def _without_tracebacks(text: str) -> str:
+    lines, kept, frame = text.splitlines(), [], False
+    for line in lines:
+        if _TRACEBACK_LINE.match(line):
+            frame = line.lstrip().startswith("File ")
+            continue
+        if frame and line.startswith("    "):  # the source line a frame quotes
+            frame = False
+            continue
+        frame = False
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def without_addresses(text: str) -> str:
-    """`text` with every URL and IPv4 address (with its port) replaced by <address>, and every absolute path cut to
-    its last part (.../name)."""
+    """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument and `name:port` replaced by <address>,
+    every absolute path cut to its last part (.../name) and traceback frames left out."""
+    text = _without_tracebacks(text)
     text = _URL.sub("<address>", text)
+    text = _HOST_ARGUMENT.sub(lambda match: f"{match.group(1)}=<address>", text)
     text = _IPV4.sub("<address>", text)
+    text = _IPV6.sub("<address>", text)
+    text = _NAME_AND_PORT.sub("<address>", text)
     return _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
+
+
+def error_text(error: BaseException) -> str:
+    """`Type: message` of an error for events and records: a Ray task error reads as the error it wraps (its own
+    text is a remote traceback), and only the message's first line is kept; the log keeps the rest."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
