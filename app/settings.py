@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,21 @@ class TelemetryArgs(BaseModel):
     @field_validator("store_settings")
     @classmethod
     def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        secrets = [key for key in value or {} if SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
+        secrets = [key for key, text in (value or {}).items()
+                   if (SECRET_NAME.search(key) and not key.upper().endswith("_FILE")) or _has_password(text)]
         if secrets:
-            raise ValueError(f"{', '.join(secrets)}: secrets do not belong in app args (the Serve REST API shows "
-                             f"them to anyone who can reach the Ray dashboard); set {secrets[0]} in the "
-                             f"environment, or {secrets[0]}_FILE to a file holding it")
+            raise ValueError(f"{', '.join(secrets)}: secrets (or a URL with a password) do not belong in app args "
+                             f"(the Serve REST API shows them to anyone who can reach the Ray dashboard); set "
+                             f"{secrets[0]} in the environment, or a secret's {secrets[0]}_FILE to a file holding it")
         return value
+
+
+def _has_password(text: str) -> bool:
+    """Whether `text` is a URL carrying a password (scheme://user:password@host)."""
+    try:
+        return urllib.parse.urlsplit(text.strip()).password is not None
+    except ValueError:  # not a URL at all (an odd port, say): nothing to find
+        return False
 
 
 class BatchArgs(BaseModel):
@@ -113,7 +123,7 @@ class BatchArgs(BaseModel):
 class AutoscalerArgs(BaseModel):
     """The scaling controller actor started with the app (see autoscaler/actor.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an error never shows a value
 
     enabled: bool = Field(False, description="start the controller actor and serve /api/v1/scaling/*")
     ray_dashboard_url: str = Field(default_factory=lambda: ControllerEnvironment.from_env().ray_dashboard_url,
@@ -121,6 +131,14 @@ class AutoscalerArgs(BaseModel):
     kubeconfig: str | None = Field(None, description="kubeconfig for Kubernetes targets (default: in-cluster "
                                                      "service account, else $KUBECONFIG)")
     interval_s: float | None = Field(None, gt=0, description="tick interval; default auto_scaling.evaluation_interval")
+
+    @field_validator("ray_dashboard_url")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if _has_password(value):
+            raise ValueError("a URL with a password does not belong in app args (the Serve REST API shows them); "
+                             "set RAY_DASHBOARD_URL in the environment instead")
+        return value
 
 
 DEPLOYMENT_ARGS = {"ingress": (MAIN_APP, INGRESS_DEPLOYMENT), "power_predictor": (POWER_APP, POWER_DEPLOYMENT),

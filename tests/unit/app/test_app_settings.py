@@ -112,9 +112,23 @@ def test_empty_api_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
 # -- secrets stay out of the args; the local token of `make run` ----------------------------------------
 @pytest.mark.parametrize("key", ["INFLUX_TOKEN", "influx_token", "IPMI_PASSWORD", "AWS_SECRET_ACCESS_KEY"])
 def test_a_secret_in_store_settings_is_refused_naming_it(key: str) -> None:
-    with pytest.raises(ValueError, match=f"{key}: secrets do not belong in app args") as refused:
+    with pytest.raises(ValueError, match=f"{key}: secrets .*do not belong in app args") as refused:
         AppArgs.model_validate({"telemetry": {"store_settings": {key: "s3cr3t", "INFLUX_HOST": "http://db:8086"}}})
     assert f"{key}_FILE" in str(refused.value) and "s3cr3t" not in str(refused.value)
+
+
+def test_a_url_with_a_password_in_the_args_is_refused_without_showing_it() -> None:
+    """The Serve REST API shows app args: a Prometheus or dashboard URL with user:password@ would leak there."""
+    with pytest.raises(ValueError, match="PROMETHEUS_URL: secrets .*do not belong") as refused:
+        AppArgs.model_validate({"telemetry": {"store_settings": {
+            "PROMETHEUS_URL": "https://12345:glc_s3cr3t@prom.example/api/prom"}}})
+    assert "s3cr3t" not in str(refused.value)
+    with pytest.raises(ValueError, match="ray_dashboard_url") as refused:
+        AppArgs.model_validate({"autoscaler": {"ray_dashboard_url": "http://admin:hunter2@head:8265"}})
+    assert "hunter2" not in str(refused.value)
+    plain = {"autoscaler": {"ray_dashboard_url": "http://head:8265"},
+             "telemetry": {"store_settings": {"PROMETHEUS_URL": "https://prom.example/api/prom", "X": "a:b@c"}}}
+    assert AppArgs.model_validate(plain).autoscaler.ray_dashboard_url == "http://head:8265"
 
 
 def test_secret_files_and_plain_settings_are_accepted() -> None:
