@@ -112,6 +112,15 @@ def format_errors(source: str | None, error: ValidationError, written: Mapping[s
     return "\n".join(lines)
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, without the text of the line: a broken line may hold a secret (a BMC map's
+    password), and the message goes to logs and status."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = [part for part in (getattr(error, "context", None), getattr(error, "problem", None)) if part]
+    return f"{where}: {'; '.join(what)}" if what else where
+
+
 def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "config file") -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty file: {}); ConfigError prefixed with `label` (the path)."""
     label = label or str(path)
@@ -122,7 +131,7 @@ def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "conf
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{label}: cannot read {what}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: not valid YAML: {' '.join(str(exc).split())}") from exc
+        raise ConfigError(f"{label}: not valid YAML{_yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

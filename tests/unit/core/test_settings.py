@@ -151,7 +151,16 @@ def test_non_mapping_yaml_refused(tmp_path: Path, text: str) -> None:
 
 def test_unparsable_yaml_refused(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "predictor: [unclosed\n"))
-    assert message.startswith(f"{tmp_path / 'config.yaml'}: not valid YAML")
+    assert message.startswith(f"{tmp_path / 'config.yaml'}: not valid YAML at line 2, column 1: ")
+
+
+@pytest.mark.parametrize("line", ['  password: "Sup3r"Secr3t!"', '\tpassword: Sup3rSecr3t!',
+                                  '  p@ss: word: Sup3rSecr3t!'])
+def test_a_yaml_error_never_shows_the_broken_line(tmp_path: Path, line: str) -> None:
+    """The message reaches logs and a collector's status; the line may hold a BMC password."""
+    message = error_of(write(tmp_path, f"nodes:\n  gpu-1:\n  address: 10.0.0.9\n{line}\n"))
+    assert "not valid YAML at line" in message
+    assert "Secr3t" not in message and "word" not in message
 
 
 # -- environment settings -------------------------------------------------------------------------------
