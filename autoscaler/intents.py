@@ -104,7 +104,7 @@ class Enactor:
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
-                                              before.after(decision), self.holder, now)
+                                              before.after(decision), policy, self.holder, now)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from autoscaler.decision import PolicyState
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy, StoredPolicies, policy_context
 from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
 from core.settings import format_errors
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -68,6 +71,13 @@ class Lease(BaseModel):
 
 
 def _digest(policy: ScalingPolicy) -> str:
+    """What a seeded policy says, as a digest: only the values that differ from the schema's defaults, so a version
+    that adds a field (with its default) does not make an unchanged config file look edited."""
+    return hashlib.sha256(policy.model_dump_json(exclude_defaults=True).encode()).hexdigest()
+
+
+def _digest_until_2026_12(policy: ScalingPolicy) -> str:
+    """The digest as stored until 2026-12: over every field."""
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
 
 
@@ -178,16 +188,19 @@ class ControllerState:
         listed = {policy.name for policy in policies}
         for name, digest in self._read("SELECT name, digest FROM seeded"):
             if name not in listed:
-                body = self._read("SELECT body FROM policies WHERE name = ?", (name,))
-                if body and hashlib.sha256(body[0][0].encode()).hexdigest() == digest:
-                    self.delete_policy(name)
+                stored = self.policy(name)
+                if stored is not None and digest in (_digest(stored), _digest_until_2026_12(stored)):
+                    self.delete_policy(name)  # not changed through the API since it was seeded
                 with self._write() as db:
                     db.execute("DELETE FROM seeded WHERE name = ?", (name,))
         applied = []
         for policy in policies:
             digest = _digest(policy)
             row = self._read("SELECT digest FROM seeded WHERE name = ?", (policy.name,))
-            if row and row[0][0] == digest:
+            if row and row[0][0] in (digest, _digest_until_2026_12(policy)):
+                if row[0][0] != digest:  # the same file, seeded by an earlier version: the digest's new form
+                    with self._write() as db:
+                        db.execute("UPDATE seeded SET digest = ? WHERE name = ?", (digest, policy.name))
                 continue
             self.put_policy(policy, now, limited=False)
             with self._write() as db:
@@ -230,16 +243,22 @@ class ControllerState:
                 self._save_state(db, event.policy, state)
         return stored
 
-    def record_intent(self, event: ScalingEvent, state: PolicyState, holder: str, now: datetime) -> ScalingEvent:
+    def record_intent(self, event: ScalingEvent, state: PolicyState, policy: ScalingPolicy, holder: str,
+                      now: datetime) -> ScalingEvent:
         """Store a pending actuation (its event, the state with the cooldown started, the intent) in one
-        transaction, only while `holder` holds the lease and the policy exists; else IntentRefused."""
+        transaction, only while `holder` holds the lease and the stored policy is still `policy` (the one the
+        tick decided on: not deleted, not replaced by another target or mode); else IntentRefused."""
         with self._write() as db:
             lease = self._lease(db)
             if lease is None or not lease.held_by(holder, now):
                 raise IntentRefused(f"the lease is held by {lease.holder if lease else 'nobody'}")
-            stored = self._insert(db, event)
-            if not self._save_state(db, event.policy, state):
+            row = db.execute("SELECT name, body, updated_at FROM policies WHERE name = ?", (policy.name,)).fetchone()
+            if row is None:
                 raise IntentRefused("the policy was deleted during the tick")
+            if self._parse(*row) != policy:
+                raise IntentRefused("the policy was replaced during the tick (the next tick decides on the new one)")
+            stored = self._insert(db, event)
+            self._save_state(db, event.policy, state)
             db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
         return stored
 
@@ -257,7 +276,8 @@ class ControllerState:
         return ScalingEvent.model_validate_json(rows[0][0]) if rows else None
 
     def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
-        """Events newest first, optionally of one policy and at or after `since`."""
+        """Events newest first, optionally of one policy and at or after `since`; a stored event that no longer
+        validates (written by an older version) is left out and logged, never an error for the whole list."""
         clauses, params = [], []
         if policy is not None:
             clauses.append("policy = ?")
@@ -266,8 +286,15 @@ class ControllerState:
             clauses.append("at >= ?")
             params.append(since.timestamp())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._read(f"SELECT body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?", (*params, limit))
-        return [ScalingEvent.model_validate_json(body) for (body,) in rows]
+        rows = self._read(f"SELECT id, body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?", (*params, limit))
+        events = []
+        for event_id, body in rows:
+            try:
+                events.append(ScalingEvent.model_validate_json(body))
+            except ValidationError as exc:
+                logger.warning("scaling controller: stored event %s no longer validates, left out: %s", event_id,
+                               " ".join(format_errors(None, exc).splitlines()))
+        return events
 
     # --- the lease ---------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.settings import AutoscalerConfig
-from autoscaler.state import ControllerState
+from autoscaler.state import ControllerState, _digest, _digest_until_2026_12
 from core.settings import ConfigError
 from tests.factories import make_policy
 from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
@@ -167,6 +168,37 @@ def test_config_policies_are_seeded_once_and_an_api_change_survives_a_restart(tm
     edited = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data(max_replicas=7)]}})
     assert state.seed(policies_from_config(edited), now) == ["web"]
     assert state.policy("web").max_replicas == 7
+
+
+def test_a_field_written_at_its_default_or_a_digest_of_an_earlier_version_is_no_edit(tmp_path):
+    """A version that adds a policy field (with its default) must not make an unchanged config file look edited:
+    that re-seeded every policy at the restart after an upgrade and undid the API's changes."""
+    config = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data()]}})
+    spelled_out = AutoscalerConfig.model_validate({"auto_scaling": {"policies": [policy_data(
+        behavior={}, actuation_delay=0, cluster_power_budget=None)]}})
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    assert state.seed(policies_from_config(config), now) == ["web"]
+    state.put_policy(state.policy("web").model_copy(update={"max_replicas": 4, "mode": "enforce"}), now)
+    assert state.seed(policies_from_config(spelled_out), now) == []
+    seeded = policies_from_config(config)[0]
+    with state._write() as db:  # the digest as an earlier version stored it: over every field
+        db.execute("UPDATE seeded SET digest = ? WHERE name = 'web'", (_digest_until_2026_12(seeded),))
+    assert state.seed(policies_from_config(config), now) == []
+    assert (state.policy("web").max_replicas, state.policy("web").mode) == (4, "enforce")
+    assert state._read("SELECT digest FROM seeded WHERE name = 'web'") == [(_digest(seeded),)]
+
+
+def test_a_stored_event_that_no_longer_validates_is_left_out_of_the_list(make, store):
+    controller, _ = make()
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 700, "n2": 700})
+    first, second = controller.tick()[0], controller.tick()[0]
+    old = first.model_dump(mode="json")
+    old["target"] = {"kind": "deployment", "name": "Web_App"}  # accepted by an earlier version, refused now
+    with controller.state._write() as db:
+        db.execute("UPDATE events SET body = ? WHERE id = ?", (json.dumps(old), first.id))
+    assert [e.id for e in controller.state.events()] == [second.id]
 
 
 def test_a_policy_removed_from_the_config_is_deleted_unless_the_api_changed_it(tmp_path):

@@ -169,3 +169,25 @@ def test_the_state_file_syncs_every_commit(tmp_path):
         assert state._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     finally:
         state.close()
+
+
+def test_a_policy_replaced_during_the_tick_is_not_actuated(make, store, monkeypatch):
+    """An operator who switches a policy to dry_run (or to another target) while a tick runs gets no more enforced
+    change from the old one: the intent checks the stored policy is still the one decided on."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+    record = controller.state.record_intent
+
+    def replaced_first(*args):
+        controller.put_policy(policy_data(mode="dry_run", predictive_scaling=REACTIVE))
+        return record(*args)
+
+    monkeypatch.setattr(controller.state, "record_intent", replaced_first)
+    [event] = controller.tick()
+    assert actuator.calls == []
+    assert event.actuation.status is ActuationStatus.FAILED and "replaced during the tick" in event.actuation.detail
+    assert controller.state.policy_state("web").last_scale_at is None  # the new policy's cooldown not started
+    monkeypatch.setattr(controller.state, "record_intent", record)
+    [dry] = controller.tick()  # the next tick decides on the new policy
+    assert dry.actuation.status is ActuationStatus.DRY_RUN and actuator.calls == []
