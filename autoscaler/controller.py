@@ -126,6 +126,7 @@ class ScalingController:
         self._report(stored.invalid)
         turns = [PolicyTurn(policy, target_nodes(policy, self.workloads)) for policy in stored.policies]
         latest, store_problem = self._latest()
+        read_at = self.clock()
         self.live.score(latest, now)
         self._read_replicas(turns)
         for item in turns:
@@ -134,7 +135,13 @@ class ScalingController:
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
-        return [event for item in turns if (event := self.enactor.act(item, now)) is not None]
+        events = []
+        for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
+            at = self.clock()
+            _age(item, (at - read_at).total_seconds())
+            if (event := self.enactor.act(item, at)) is not None:
+                events.append(event)
+        return events
 
     def live_accuracy(self) -> LiveAccuracyReport:
         """Live scores of the forecasts this controller made, per model version and node."""
@@ -278,6 +285,14 @@ class ScalingController:
         item.requests = list(range(len(histories), len(histories) + len(found)))
         histories.extend(found)
         return None
+
+
+def _age(item: PolicyTurn, elapsed_s: float) -> None:
+    """Age the item's telemetry by the time the tick took since it was read (store reads, forecasts and earlier
+    actuations can take minutes), so the stale check in `decide` sees its age at the decision."""
+    observation = item.observation
+    if observation is not None and observation.age_s is not None and elapsed_s > 0:
+        item.observation = observation.model_copy(update={"age_s": observation.age_s + elapsed_s})
 
 
 def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tuple[ForecastView, float | None]:

@@ -243,3 +243,31 @@ def test_a_policy_deleted_during_its_tick_leaves_no_state_behind(tmp_path):
     state.record(event, PolicyState(last_scale_at=now))
     assert state.policy_state("gone") == PolicyState()  # a re-created "gone" starts without a cooldown
     assert len(state.events(policy="gone")) == 1  # the event itself is kept
+
+
+class SlowForecaster(FixedForecaster):
+    """A forecast that takes `seconds` of the controller's clock (a loaded predictor, a slow store before it)."""
+
+    def __init__(self, clock: list[datetime], seconds: float):
+        super().__init__(upper_watts=1000)
+        self.clock, self.seconds = clock, seconds
+
+    def forecast(self, histories):
+        self.clock[0] += timedelta(seconds=self.seconds)
+        return super().forecast(histories)
+
+
+@pytest.mark.parametrize(("seconds", "stale"), [(5, False), (200, True)])
+def test_telemetry_ages_while_the_tick_runs(make, store, seconds, stale):
+    """Telemetry fresh when the tick read it can be stale by the time a slow tick decides (stale_after_s 120 s):
+    before, the decision judged it by its age at the start of the tick and scaled on it."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(SlowForecaster(clock, seconds), clock=lambda: clock[0])
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 950, "n2": 950})
+    [event] = controller.tick()
+    assert event.at == clock[0]  # decided when it was decided, not when the tick began
+    if stale:
+        assert event.action is ScaleAction.HOLD and "telemetry stale" in event.reason and actuator.calls == []
+    else:
+        assert event.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
