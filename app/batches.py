@@ -39,7 +39,7 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     record = records.update(batch_id, status="running")
     try:
         items = [revalidated(item) for item in record["items"]]
-        results = await asyncio.wait_for(answer_items(items, app_name, power_app_name), BATCH_TIMEOUT_S)
+        results = await answer_items(items, app_name, power_app_name)
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         logger.warning("batch %s failed", batch_id, exc_info=True)
         records.update(batch_id, status="failed", error=reason(exc))
@@ -60,21 +60,34 @@ def revalidated(stored: Any) -> BatchItem | RefusedItem:
                            f"{error['msg'].removeprefix('Value error, ')}")
 
 
-async def answer_items(items: list[Any], app_name: str, power_app_name: str) -> list[BatchItemResult]:
+async def answer_items(items: list[Any], app_name: str, power_app_name: str,
+                       batch_timeout_s: float = BATCH_TIMEOUT_S) -> list[BatchItemResult]:
     """Every item through its predictor, ITEMS_IN_FLIGHT at a time; one item's failure (or refusal) is that
-    item's result."""
+    item's result. The batch has `batch_timeout_s` in all: an item still waiting or unanswered when it runs out
+    gets a TimeoutError result, and every item answered before keeps its own."""
     power = serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=power_app_name)
     cost = serve.get_deployment_handle(COST_DEPLOYMENT, app_name=app_name)
     slots = asyncio.Semaphore(ITEMS_IN_FLIGHT)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + batch_timeout_s
+    out_of_time = f"TimeoutError: the batch's {batch_timeout_s:g} s ran out before this item was answered"
 
     async def one(index: int, item: Any) -> BatchItemResult:
         if isinstance(item, RefusedItem):
             return BatchItemResult(index=index, status="error", error=item)
         async with slots:
+            left = deadline - loop.time()
+            if left <= 0:
+                return BatchItemResult(index=index, status="error", error=out_of_time)
             try:
                 call = (power.forecast.remote(to_history(item.request)) if item.type == "power"
                         else cost.predict.remote(item.request))
-                answer = await asyncio.wait_for(call, ITEM_TIMEOUT_S)
+                try:
+                    answer = await asyncio.wait_for(call, min(ITEM_TIMEOUT_S, left))
+                except TimeoutError:
+                    if left < ITEM_TIMEOUT_S:
+                        return BatchItemResult(index=index, status="error", error=out_of_time)
+                    raise
                 body = to_response(item.request, answer) if item.type == "power" else answer
                 return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
             except Exception as exc:  # noqa: BLE001 - one item's failure (answering or shaping it) is that item's

@@ -79,3 +79,20 @@ def test_a_stored_item_the_schema_now_refuses_fails_alone_naming_the_field(monke
     assert isinstance(items[1], RefusedItem) and items[1].startswith("ValidationError: resources.gpu_count: required")
     results = asyncio.run(answer_items(items, "app", "power"))
     assert [r.status for r in results] == ["ok", "error", "ok"] and results[1].error == items[1]
+
+
+def test_a_batch_out_of_time_keeps_the_answers_it_has(monkeypatch):
+    """The batch's own time limit used to cancel everything: a batch of many slow items failed as a whole, its
+    answered items lost. Now the answered items keep their results and only the rest time out."""
+
+    async def answered(query):
+        await asyncio.sleep(0.05 if query["n"] < 3 else 5)
+        return SimpleNamespace(model_dump=lambda mode: {"n": query["n"]})
+
+    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)))
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    items = [SimpleNamespace(type="cost", request={"n": n}) for n in range(5)]
+    results = asyncio.run(answer_items(items, "app", "power", batch_timeout_s=0.5))
+    assert [r.status for r in results] == ["ok", "ok", "ok", "error", "error"]
+    assert [r.result for r in results[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert all("the batch's 0.5 s ran out" in r.error for r in results[3:])
