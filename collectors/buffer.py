@@ -13,7 +13,9 @@ The spill directory is capped at `max_spill_bytes`: when a spill would pass the 
 are deleted first (a segment rolls over at an eighth of the cap, so one drop is small), and only if that
 is not enough the oldest samples of the spill itself. Dropped samples are counted by reason in `drops`
 (a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse count as
-`unreadable`. Nothing else that was accepted is ever dropped.
+`unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points older
+than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
+Nothing else that was accepted is ever dropped.
 
 One lock guards the buffer, so `put()` waits while a flush is writing; one process owns a spill
 directory at a time (an advisory lock on `spill_dir/.lock`).
@@ -28,15 +30,12 @@ import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from collectors.metrics import LossCounter
+from core.stores.base import TelemetryStore, WriteRefused
 from core.telemetry import TelemetrySample
-
-if TYPE_CHECKING:
-    from core.stores.base import TelemetryStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,7 @@ _SEGMENT = re.compile(r"^segment-(\d{12})\.jsonl$")
 _SEGMENTS_PER_CAP = 8
 SPILL_CAP = "spill_cap"
 UNREADABLE = "unreadable"
+REFUSED = "refused"
 
 
 class DurableBuffer:
@@ -130,14 +130,11 @@ class DurableBuffer:
                 while self._segments:
                     segment = self._segments[0]
                     samples, unreadable = _read_segment(segment)
-                    if samples:
-                        self.store.write(samples)
+                    written += self._write(samples, f"segment {segment.name}")
                     self._drop_segment(segment)
                     self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
-                    written += len(samples)
                 if self._memory:
-                    self.store.write(self._memory)
-                    written += len(self._memory)
+                    written += self._write(self._memory, "samples in memory")
                     self._memory = []
                 self.last_error = None
             except Exception as exc:  # any store failure: keep everything, retry on the next flush
@@ -145,6 +142,19 @@ class DurableBuffer:
                 self._spill()
                 logger.warning("buffer: flush failed, %d sample(s) kept for retry: %s", self.pending, self.last_error)
         return written
+
+    def _write(self, samples: list[TelemetrySample], what: str) -> int:
+        """Write `samples`; how many the store took. A write the store refuses for good (WriteRefused) counts as
+        `refused` and returns 0, so the samples after it are not held back behind it for ever; any other failure
+        raises (the samples stay for the next flush)."""
+        if not samples:
+            return 0
+        try:
+            self.store.write(samples)
+        except WriteRefused as exc:
+            self.drops.add(REFUSED, len(samples), f"the store refused the {what} for good: {exc}")
+            return 0
+        return len(samples)
 
     def close(self) -> None:
         """Flush what can be flushed, spill the rest, release the spill directory."""

@@ -16,6 +16,11 @@ class StoreUnavailable(RuntimeError):
     """The backend could not be reached or refused the request; the data may be retried later."""
 
 
+class WriteRefused(RuntimeError):
+    """The backend refuses these samples for good (InfluxDB's 400 or 422: points outside the bucket's retention, a
+    line it cannot parse): writing them again cannot succeed, so a buffer drops and counts them."""
+
+
 class ReadOnlyStore(RuntimeError):
     """A write was sent to a backend that only reads (Prometheus)."""
 

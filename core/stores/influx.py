@@ -21,7 +21,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from core.settings import without_url_password
 from core.stores import flux
-from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore, WriteRefused
 from core.stores.window import DEVICE_BIN_COLUMNS, LATEST_COLUMNS, check_window, combine_latest, node_frame, to_ms
 from core.telemetry import TelemetrySample
 
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
 BATCH_LINES = 5000
+REFUSED_WRITE_STATUSES = frozenset({400, 422})  # a line it cannot parse; points outside the bucket's retention
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
 
 
@@ -69,14 +70,23 @@ class InfluxStore(TelemetryStore):
         logger.info("telemetry store: InfluxDB at %s, org %s, bucket %s", self.shown_url, org, bucket)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
+        """Write in batches of BATCH_LINES. StoreUnavailable at the first batch that fails for now (the caller
+        writes everything again; the key makes repeats harmless); WriteRefused, after every other batch was
+        written, when InfluxDB refused some for good."""
         lines = [to_line(s) for s in samples]
+        refused, reason = 0, ""
         for begin in range(0, len(lines), BATCH_LINES):
+            batch = lines[begin:begin + BATCH_LINES]
             try:
-                self._write_api.write(bucket=self.bucket, org=self.org, record=lines[begin:begin + BATCH_LINES],
+                self._write_api.write(bucket=self.bucket, org=self.org, record=batch,
                                       write_precision=WritePrecision.MS)
             except Exception as exc:  # urllib3 connection errors and ApiException alike
                 reason = without_url_password(_reason(exc))
-                raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
+                if getattr(exc, "status", None) not in REFUSED_WRITE_STATUSES:
+                    raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
+                refused += len(batch)
+        if refused:
+            raise WriteRefused(f"InfluxDB at {self.shown_url} refused {refused} of {len(lines)} line(s): {reason}")
         return len(lines)
 
     def query_csv(self, query: str) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
-from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore, WriteRefused
 from core.telemetry import TelemetrySample
 
 CALL_TIMEOUT_S = 10.0
@@ -20,7 +20,8 @@ class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
 
 
 class RemoteStore(TelemetryStore):
-    """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable)."""
+    """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable),
+    except a write the backend refuses for good (WriteRefused)."""
 
     def __init__(self, timeout_s: float = CALL_TIMEOUT_S):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
@@ -32,6 +33,8 @@ class RemoteStore(TelemetryStore):
             raise
         except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
             cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
+            if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
+                raise WriteRefused(str(cause)) from exc
             raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from collectors.buffer import DurableBuffer
-from core.stores.base import StoreUnavailable, TelemetryStore
+from core.stores.base import StoreUnavailable, TelemetryStore, WriteRefused
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from tests.paths import REPO_ROOT
@@ -317,3 +317,26 @@ def test_a_line_that_is_not_utf8_is_skipped_not_a_segment_retried_forever(tmp_pa
     store = FlakyStore(failures=0)
     reopened = DurableBuffer(store, tmp_path)
     assert reopened.flush() == 3 and reopened.drops.counts == {"unreadable": 1} and reopened.pending == 0
+
+
+def test_samples_the_store_refuses_for_good_are_counted_and_do_not_block_the_rest(tmp_path):
+    """InfluxDB refuses points older than its bucket's retention (422) after a long outage: the oldest segment was
+    retried first on every flush, so nothing newer ever reached the store."""
+
+    class RefusesOldest(FlakyStore):
+        def write(self, samples):
+            if samples[0].timestamp < T0 + timedelta(seconds=5):
+                raise WriteRefused("InfluxDB refused 5 of 5 line(s): HTTP 422: points beyond retention policy")
+            return super().write(samples)
+
+    down = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=5)
+    down.put(make_samples(6))  # the oldest segment
+    down.put(make_samples(6, start=6))  # the next one
+    down.close()
+    assert len(segments(tmp_path)) == 2
+    store = RefusesOldest()
+    buffer = DurableBuffer(store, tmp_path, max_memory=5)
+    buffer.put(make_samples(3, start=12))
+    assert buffer.flush() == 9
+    assert [s.power_watts for s in store.stored] == [100.0 + i for i in range(6, 15)]
+    assert buffer.pending == 0 and buffer.drops.counts == {"refused": 6} and buffer.last_error is None

@@ -6,7 +6,7 @@ import pytest
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
-from core.stores.base import StoreUnavailable
+from core.stores.base import StoreUnavailable, WriteRefused
 from core.stores.remote import RemoteStore, StoreActorUnavailable
 
 
@@ -40,3 +40,15 @@ def test_a_missing_actor_and_a_failing_backend_are_store_unavailable(monkeypatch
         RemoteStore().latest()
     assert str(caught.value) == "the telemetry store failed: StoreUnavailable"
     assert isinstance(caught.value, StoreUnavailable) and isinstance(caught.value, ActorUnavailable)
+
+
+def test_a_write_refused_for_good_stays_a_refusal(monkeypatch):
+    """A buffer retries StoreUnavailable for ever; a refusal must reach it as such, so it can drop and count."""
+
+    def refused(self, method, *args):
+        raise _RayTaskError(WriteRefused("InfluxDB at <address> refused 3 of 3 line(s): HTTP 422: retention"))
+
+    monkeypatch.setattr(NamedActor, "call", refused)
+    with pytest.raises(WriteRefused, match="refused 3 of 3") as caught:
+        RemoteStore().write([])
+    assert not isinstance(caught.value, StoreUnavailable)

@@ -1,0 +1,58 @@
+"""InfluxStore.write's failures: a batch refused for good (400/422) is WriteRefused after the other batches were
+written; anything else is StoreUnavailable at once (the caller writes everything again). No server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from influxdb_client.rest import ApiException
+
+from core.stores import influx
+from core.stores.base import StoreUnavailable, WriteRefused
+from core.stores.influx import InfluxStore
+from core.telemetry import TelemetrySample
+
+
+class FakeWrites:
+    """A write API that fails the batches whose number is in `failures` with that HTTP status."""
+
+    def __init__(self, failures: dict[int, int]):
+        self.failures, self.batches, self.calls = failures, [], 0
+
+    def write(self, bucket, org, record, write_precision):
+        self.calls += 1
+        if (status := self.failures.get(self.calls)) is not None:
+            raise ApiException(status=status, reason="points beyond retention policy")
+        self.batches.append(record)
+
+
+def store(writes: FakeWrites) -> InfluxStore:
+    client = SimpleNamespace(write_api=lambda write_options: writes, query_api=lambda: None)
+    return InfluxStore("http://user:pw@influx:8086", "token", "org", "bucket", client=client)
+
+
+def samples(count: int) -> list[TelemetrySample]:
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    return [TelemetrySample(timestamp=start + timedelta(seconds=i), node_id="n1", source="ipmi", power_watts=100.0)
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_refused_batch_does_not_stop_the_others(monkeypatch, status):
+    monkeypatch.setattr(influx, "BATCH_LINES", 2)
+    writes = FakeWrites({1: status})
+    with pytest.raises(WriteRefused, match=f"refused 2 of 5 line\\(s\\): HTTP {status}") as refused:
+        store(writes).write(samples(5))
+    assert [len(batch) for batch in writes.batches] == [2, 1]  # the 2nd and 3rd batches were written
+    assert "pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize("status", [401, 404, 429, 500, 503])
+def test_any_other_failure_is_unavailable_at_once(monkeypatch, status):
+    monkeypatch.setattr(influx, "BATCH_LINES", 2)
+    writes = FakeWrites({1: status})
+    with pytest.raises(StoreUnavailable, match=f"HTTP {status}"):
+        store(writes).write(samples(5))
+    assert writes.calls == 1
