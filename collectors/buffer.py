@@ -15,7 +15,8 @@ is not enough the oldest samples of the spill itself. Dropped samples are counte
 (a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse count as
 `unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points older
 than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
-Nothing else that was accepted is ever dropped.
+While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
+samples, the oldest dropped first as `spill_failed`. Nothing else that was accepted is ever dropped.
 
 One lock guards the buffer, so `put()` waits while a flush is writing; one process owns a spill
 directory at a time (an advisory lock on `spill_dir/.lock`).
@@ -28,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +46,9 @@ _SEGMENTS_PER_CAP = 8
 SPILL_CAP = "spill_cap"
 UNREADABLE = "unreadable"
 REFUSED = "refused"
+SPILL_FAILED = "spill_failed"
+SPILL_RETRY_S = 30.0  # after a failed spill, how long puts wait before they try the disk again
+MEMORY_LIMIT_FACTOR = 10  # while spilling fails, memory keeps at most this many x max_memory samples
 
 
 class DurableBuffer:
@@ -84,6 +89,7 @@ class DurableBuffer:
         self._on_disk = {p: _count_lines(p) for p in self._segments}
         self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
+        self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
         self._closed = False
         self._make_room([])  # a smaller cap than the last process had applies at once
         if self._segments:
@@ -162,14 +168,19 @@ class DurableBuffer:
             if self._closed:
                 return
             self.flush()
-            self._spill()
+            self._spill(force=True)
             self._closed = True
             self.drops.report(force=True)
             self._lock_file.close()
 
-    def _spill(self) -> None:
-        """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap."""
+    def _spill(self, *, force: bool = False) -> None:
+        """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap. After
+        a failed spill (disk full, read-only) the next tries wait SPILL_RETRY_S unless `force`d, and memory keeps
+        at most MEMORY_LIMIT_FACTOR x max_memory samples, the oldest dropped first (counted as `spill_failed`)."""
         if not self._memory:
+            return
+        if not force and time.monotonic() < self._spill_retry_at:
+            self._limit_memory()
             return
         lines = self._make_room([(sample.model_dump_json() + "\n").encode() for sample in self._memory])
         if not lines:
@@ -189,12 +200,22 @@ class DurableBuffer:
         except OSError as exc:
             logger.error("buffer: cannot spill %d sample(s) to %s, keeping them in memory: %s",
                          len(self._memory), path, exc)
+            self._spill_retry_at = time.monotonic() + SPILL_RETRY_S
+            self._limit_memory()
             return
+        self._spill_retry_at = 0.0
         if path not in self._on_disk:
             self._segments.append(path)
         self._on_disk[path] = self._on_disk.get(path, 0) + len(lines)
         self._bytes[path] = self._bytes.get(path, 0) + len(data)
         self._memory = []
+
+    def _limit_memory(self) -> None:
+        """Keep at most MEMORY_LIMIT_FACTOR x max_memory samples in memory while spilling fails (the newest)."""
+        excess = len(self._memory) - MEMORY_LIMIT_FACTOR * self.max_memory
+        if excess > 0:
+            self._memory = self._memory[excess:]
+            self.drops.add(SPILL_FAILED, excess, f"{self.spill_dir} cannot be written and memory is full")
 
     def _segment_full(self, segment: Path) -> bool:
         if self._on_disk.get(segment, 0) >= self.max_memory:

@@ -340,3 +340,28 @@ def test_samples_the_store_refuses_for_good_are_counted_and_do_not_block_the_res
     assert buffer.flush() == 9
     assert [s.power_watts for s in store.stored] == [100.0 + i for i in range(6, 15)]
     assert buffer.pending == 0 and buffer.drops.counts == {"refused": 6} and buffer.last_error is None
+
+
+def test_memory_is_bounded_while_the_spill_directory_cannot_be_written(tmp_path, monkeypatch):
+    """Disk full and the store down: memory grew without bound and every put serialised the whole backlog again,
+    until the process ran out of memory and lost it all."""
+    import collectors.buffer as buffer_module
+
+    buffer = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=5)
+    attempts = []
+
+    def disk_full(path, mode="r", *args, **kwargs):
+        attempts.append(path)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(buffer_module, "open", disk_full, raising=False)
+    for start in range(0, 200, 10):
+        buffer.put(make_samples(10, start=start))
+    assert len(attempts) == 1  # one try, then a pause before the disk is tried again
+    assert buffer.memory_pending == 50 and buffer.drops.counts == {"spill_failed": 150}
+    monkeypatch.delattr(buffer_module, "open")
+    buffer.close()  # the disk is back: close spills what memory holds, whatever the pause
+    store = FlakyStore()
+    reopened = DurableBuffer(store, tmp_path)
+    assert reopened.flush() == 50
+    assert [s.power_watts for s in store.stored] == [100.0 + i for i in range(150, 200)]
