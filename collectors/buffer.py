@@ -163,10 +163,12 @@ class DurableBuffer:
         return len(samples)
 
     def close(self) -> None:
-        """Flush what can be flushed, spill the rest, release the spill directory."""
+        """Spill memory to disk, then flush what can be flushed, and release the spill directory: a process killed
+        during the last store write (a stop that waits no longer) leaves its samples on disk, not lost."""
         with self._lock:
             if self._closed:
                 return
+            self._spill(force=True)
             self.flush()
             self._spill(force=True)
             self._closed = True

@@ -47,6 +47,7 @@ class Collector:
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
+        self._round_done_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"collector-{node_id}", daemon=True)
         if start:
             self._thread.start()
@@ -84,13 +85,22 @@ class Collector:
         next_flush = time.monotonic() + self.settings.flush_interval
         while not self._stop.is_set():
             started = time.monotonic()
-            self.collect_once()
-            self.rejected.report()
-            self.dropped.report()
-            if time.monotonic() >= next_flush:
-                self.flush()
-                next_flush = time.monotonic() + self.settings.flush_interval
+            try:
+                self.collect_once()
+                self.rejected.report()
+                self.dropped.report()
+                if time.monotonic() >= next_flush:
+                    self.flush()
+                    next_flush = time.monotonic() + self.settings.flush_interval
+            except Exception:  # noqa: BLE001 - logged; a dead thread would stop the node's telemetry unseen
+                logger.exception("collector %s: round failed", self.node_id)
+            self._round_done_at = time.monotonic()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def round_age_s(self) -> float:
+        """Seconds since the sampling thread last finished a round (since start, before the first): the supervisor
+        replaces a collector whose rounds have stalled (a GPU read hung in the driver, say)."""
+        return time.monotonic() - self._round_done_at
 
     def status(self) -> dict:
         available = {getattr(s, "label", s.kind.value): s.available() for s in self.sources}

@@ -51,6 +51,10 @@ class CollectorActor:
         """The telemetry node id this collector stamps on its samples."""
         return self.collector.node_id
 
+    def round_age_s(self) -> float:
+        """Seconds since the last finished sampling round (the supervisor's health check)."""
+        return self.collector.round_age_s()
+
     def status(self) -> dict:
         return self.collector.status()
 

@@ -3,7 +3,8 @@
 `start_telemetry` starts (or finds) the store actor and the supervisor (on the head node; one started with other
 settings is replaced), `stop_telemetry` stops the supervisor and its collectors (the store actor stays). The
 supervisor reconciles every `reconcile_s`: a node without a collector gets one, pinned to it with node-affinity
-scheduling, and so does a node whose collector is dead or left `UNANSWERED_PINGS` pings in a row unanswered;
+scheduling, and so does a node whose collector is dead, or left `UNANSWERED_PINGS` pings in a row unanswered or
+with its sampling stalled;
 collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller (the
 app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
 """
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 10.0
 UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
+STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no round finished for max(10 intervals, 2 min): sampling has stalled
 
 
 class CollectorSupervisor:
@@ -40,6 +42,8 @@ class CollectorSupervisor:
         self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s)
         self.collectors: dict[str, Any] = {}
         self._misses: dict[str, int] = {}  # unanswered pings in a row, per collector key
+        interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
+        self.stall_after_s = max(STALL_ROUNDS * interval_s, MIN_STALL_S)
         self._stop = threading.Event()
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True)
@@ -85,18 +89,26 @@ class CollectorSupervisor:
         return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected, replay)
 
     def _must_replace(self, key: str, handle) -> bool:
-        """Whether the collector under `key` is dead, or wedged: it left `UNANSWERED_PINGS` pings in a row
-        unanswered. The ping reads nothing (`status` probes every source, and a slow tool may take seconds), and one
-        slow answer is no reason to kill a collector and the samples it has not flushed yet."""
+        """Whether the collector under `key` is dead, or wedged: `UNANSWERED_PINGS` pings in a row went unanswered
+        or found its sampling stalled (no round finished for `stall_after_s`: a GPU read hung in the driver keeps
+        the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
+        source, and a slow tool may take seconds), and one slow answer is no reason to kill a collector and the
+        samples it has not flushed yet."""
         try:
-            ray.get(handle.node_id.remote(), timeout=HEALTH_TIMEOUT_S)
+            age_s = ray.get(handle.round_age_s.remote(), timeout=HEALTH_TIMEOUT_S)
         except GetTimeoutError:
-            self._misses[key] = self._misses.get(key, 0) + 1
-            return self._misses[key] >= UNANSWERED_PINGS
-        except Exception:  # noqa: BLE001 - dead, or its restart failed
+            return self._missed(key)
+        except Exception:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
             return True
+        if age_s > self.stall_after_s:
+            logger.warning("collector supervisor: collector %s finished no round for %.0f s", key, age_s)
+            return self._missed(key)
         self._misses.pop(key, None)
         return False
+
+    def _missed(self, key: str) -> bool:
+        self._misses[key] = self._misses.get(key, 0) + 1
+        return self._misses[key] >= UNANSWERED_PINGS
 
     def fingerprint(self) -> str:
         """The digest of the settings this supervisor (and so each of its collectors) was started with."""
@@ -131,11 +143,12 @@ class CollectorSupervisor:
         collector (each flushes what it holds)."""
         self._stop.set()
         self._thread.join(timeout=2 * HEALTH_TIMEOUT_S)
+        stops = [handle.stop.remote() for handle in self.collectors.values()]  # all at once, one deadline
+        if stops:
+            ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
+        for handle in self.collectors.values():
+            ray.kill(handle, no_restart=True)
         for key, handle in self.collectors.items():
-            try:
-                ray.get(handle.stop.remote(), timeout=HEALTH_TIMEOUT_S)
-            except Exception:  # noqa: BLE001
-                pass
             kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
         self.collectors.clear()
 

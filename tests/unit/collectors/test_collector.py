@@ -128,3 +128,38 @@ def test_the_spill_cap_from_the_settings_drops_and_shows_in_status(tmp_path):
     assert status["dropped"]["spill_cap"] + status["buffered"] == 8000
     assert collector.buffer.disk_bytes <= 2**20
     collector.stop()
+
+
+def test_round_age_tells_a_stalled_sampling_thread(tmp_path):
+    """The supervisor's health check: the age grows while a source's read hangs, and is small after a round."""
+    import threading as _threading
+
+    release = _threading.Event()
+
+    class Hangs:
+        kind = SourceKind.NVML
+        min_interval_s = 0.0
+
+        def sample(self):
+            release.wait(5)
+            return []
+
+        def available(self):
+            return True, ""
+
+        def close(self):
+            pass
+
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=60, spill_dir=str(tmp_path))
+    collector = Collector("n1", [Hangs()], None, settings)
+    try:
+        time.sleep(1.5)
+        assert collector.rounds == 0 and collector.round_age_s() >= 1.5  # the first round still hangs
+        release.set()
+        deadline = time.monotonic() + 5
+        while collector.rounds == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert collector.round_age_s() < 1.0  # within one interval of the round that finished
+    finally:
+        release.set()
+        collector.stop()

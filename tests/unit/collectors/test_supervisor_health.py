@@ -1,6 +1,7 @@
 """When the supervisor replaces a collector: at once when it is dead, after UNANSWERED_PINGS unanswered pings in a
-row when it is wedged, never for one slow answer (a status call probing a slow NPU tool made the health check time
-out, and the replacement lost the samples the collector had not flushed). Ray's calls are stood in for; no Ray."""
+row when it is wedged or its sampling has stalled, never for one slow answer (a status call probing a slow NPU
+tool made the health check time out, and the replacement lost the samples the collector had not flushed). Ray's
+calls are stood in for; no Ray."""
 
 from __future__ import annotations
 
@@ -23,19 +24,20 @@ class Method:
 class Handle:
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.node_id, self.status = Method("node_id", self.calls), Method("status", self.calls)
+        self.round_age_s, self.status = Method("round_age_s", self.calls), Method("status", self.calls)
 
 
 @pytest.fixture
-def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | None]:
-    """What each ping gets, in order: None answers, an exception is raised by ray.get."""
-    queue: list[Exception | None] = []
+def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | float | None]:
+    """What each ping gets, in order: None answers (a round just finished), a number is the seconds since the last
+    round, an exception is raised by ray.get."""
+    queue: list[Exception | float | None] = []
 
     def get(_ref, timeout=None):
         outcome = queue.pop(0)
-        if outcome is not None:
+        if isinstance(outcome, Exception):
             raise outcome
-        return "n1"
+        return 0.5 if outcome is None else outcome
 
     monkeypatch.setattr(supervisor.ray, "get", get)
     return queue
@@ -44,6 +46,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | None]:
 def bare() -> CollectorSupervisor:
     instance = object.__new__(CollectorSupervisor)
     instance._misses = {}
+    instance.stall_after_s = 120.0
     return instance
 
 
@@ -52,9 +55,18 @@ def test_a_wedged_collector_is_replaced_only_after_pings_in_a_row_go_unanswered(
     answers += [GetTimeoutError()] * (UNANSWERED_PINGS - 1) + [None] + [GetTimeoutError()] * UNANSWERED_PINGS
     verdicts = [watcher._must_replace("node-a", handle) for _ in range(2 * UNANSWERED_PINGS)]
     assert verdicts == [False] * (2 * UNANSWERED_PINGS - 1) + [True]  # the answer in between reset the count
-    assert set(handle.calls) == {"node_id"}  # the ping probes no source
+    assert set(handle.calls) == {"round_age_s"}  # the ping probes no source
 
 
 def test_a_dead_collector_is_replaced_at_once(answers):
     answers.append(RayActorError())
     assert bare()._must_replace("node-a", Handle())
+
+
+def test_a_collector_whose_sampling_stalled_is_replaced_though_it_answers(answers):
+    """A GPU read hung in the driver stops the sampling thread while the actor still answers: before, the ping
+    (node_id) kept such a collector for ever and the node's telemetry had stopped unseen."""
+    watcher = bare()
+    answers += [500.0] * UNANSWERED_PINGS
+    assert [watcher._must_replace("node-a", Handle()) for _ in range(UNANSWERED_PINGS)] == (
+        [False] * (UNANSWERED_PINGS - 1) + [True])
