@@ -1,7 +1,8 @@
 """The batch queue: prediction batches run here, at most `batches.max_running` at once, in the order they came.
 
 One actor per records directory (named after it, num_cpus=0), created by the ingress replica that first needs
-it and owned by it, so it ends with the app and a redeploy brings one with the new settings. When it starts it
+it and owned by it, so it ends with the app and a redeploy brings one with the new settings (if its owner ends
+first, the next submission or read of an unfinished batch starts another). When it starts it
 queues every batch its records still show pending or running, oldest first: an app restart resumes them through
 the queue, not all at once. It also deletes finished batches once they are older than `batches.retention`.
 """
@@ -129,6 +130,15 @@ class BatchQueueClient:
             return await self._actor().submit.remote(batch_id)
         except RayActorError as exc:
             raise ActorUnavailable(f"the batch queue did not answer: {type(exc).__name__}") from exc
+
+    async def resume_if_lost(self) -> None:
+        """Bring the queue back when it ended with the replica that owned it (a new one resumes the unfinished
+        batches): a read of a pending or running batch calls this, so such a batch never waits on nothing."""
+        try:
+            await self._actor().start.remote()
+        except RayActorError:
+            self._handle = None
+            self._actor().start.remote()
 
     def _actor(self) -> ray.actor.ActorHandle:
         if self._handle is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -11,8 +12,10 @@ from app.errors import ApiError, responses, unavailable
 from app.ingress_state import Ingress
 from app.power_api import MissingPowerHistory, to_history
 from app.schemas import BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
+from core.records import UNFINISHED
 from training.cost.catalog import UnknownGpuType
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -68,4 +71,10 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
             responses=responses(401, 404))
 async def get_batch(batch_id: Annotated[str, Path(max_length=64)], replica: Ingress) -> BatchStatus:
     """Status of a batch and, once done, every item's result or error."""
-    return batch_status(replica.batches.get(batch_id))
+    record = replica.batches.get(batch_id)
+    if record["status"] in UNFINISHED:
+        try:
+            await replica.batch_queue.resume_if_lost()
+        except Exception:  # noqa: BLE001 - the status is still answered; the next read tries again
+            logger.warning("batch %s: cannot reach or restart the batch queue", batch_id, exc_info=True)
+    return batch_status(record)

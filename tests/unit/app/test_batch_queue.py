@@ -150,3 +150,63 @@ def test_the_route_queues_a_batch_or_answers_429_leaving_nothing_behind(http, tm
     assert len(list(replica.batches.folder.glob("*.json"))) == (1 if accepts else 0)
     if not accepts:
         assert "queue is full (5 batches wait)" in response.json()["detail"][0]["msg"]
+
+
+def test_a_queue_that_ended_with_its_owner_is_started_again(monkeypatch):
+    """The queue actor is owned by the replica that created it: when that replica ends, its batches showed
+    `running` for ever unless a new batch was posted. Now a read of an unfinished batch brings a new queue."""
+    from ray.exceptions import RayActorError
+
+    from app.batch_queue import BatchQueueClient
+
+    made = []
+
+    class Actor:
+        def __init__(self, dead: bool):
+            self.dead, self.starts = dead, 0
+            self.start = SimpleNamespace(remote=self._start)
+
+        def _start(self):
+            self.starts += 1
+
+            async def answer():
+                if self.dead:
+                    raise RayActorError()
+                return 0
+
+            return answer()
+
+    class Client(BatchQueueClient):
+        def _actor(self):
+            if self._handle is None:  # what get_if_exists does when the old queue is gone: a new one
+                made.append(Actor(dead=False))
+                self._handle = made[-1]
+            return self._handle
+
+    client = Client("/srv/state", BatchArgs(), "app", "power")
+    client._handle = Actor(dead=True)
+    asyncio.run(client.resume_if_lost())
+    assert len(made) == 1 and made[0].starts == 1  # a new queue, started (it resumes the unfinished batches)
+    asyncio.run(client.resume_if_lost())
+    assert len(made) == 1 and made[0].starts == 2  # alive: only asked again, nothing new made
+
+
+@pytest.mark.parametrize(("status", "asks"), [("running", 1), ("pending", 1), ("done", 0)])
+def test_reading_an_unfinished_batch_checks_its_queue(http, tmp_path, status, asks):
+    replica = Ingress(tmp_path, accepts=True)
+    asked = []
+
+    async def resume_if_lost():
+        asked.append(1)
+        raise RuntimeError("Ray is down")  # the status is answered all the same
+
+    replica.batch_queue.resume_if_lost = resume_if_lost
+    record = replica.batches.create({"status": status, "items": [COST_ITEM], "items_count": 1, "completed": 0,
+                                     "results": []})
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        response = http(api).get(f"/api/v1/predict/batch/{record['id']}", headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 200 and response.json()["status"] == status
+    assert len(asked) == asks
