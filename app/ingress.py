@@ -9,6 +9,7 @@ one hop away (app/power_route.py); the actors behind the API are started by app/
 # No `from __future__ import annotations` here: Serve pickles the route methods below by value (while the
 # class is being decorated), and FastAPI must still resolve their annotations in the replica.
 
+import asyncio
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query
@@ -86,10 +87,11 @@ class ApiIngress(IngressState):
     ) -> RetrainJobsResponse:
         """Every retraining attempt, newest first: the API's jobs and the scheduler's (trigger "interval" or
         "degradation"), each with its data, the scores of both versions and the decision."""
-        return RetrainJobsResponse(jobs=[_job(record) for record in self.retrains.newest(model_id, limit)])
+        records = await asyncio.to_thread(self.retrains.newest, model_id, limit)  # a folder scan: off the loop
+        return RetrainJobsResponse(jobs=[_job(record) for record in records])
 
     @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, dependencies=[READ],
              responses=responses(401, 404))
     async def retrain_status(self, job_id: Annotated[str, Path(max_length=64)]) -> RetrainJob:
         """One retraining attempt: its status, the version it registered and the decision."""
-        return _job(self.retrains.get(job_id))
+        return _job(await asyncio.to_thread(self.retrains.get, job_id))

@@ -14,6 +14,7 @@ from app.ingress_state import Ingress, IngressState
 from app.schemas import ModelLiveAccuracy, ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
 from core.actors import ActorUnavailable
 from core.durations import format_duration
+from core.registry import ModelRegistry
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
@@ -26,7 +27,10 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     """Registered models, their versions and which one is active; power models with the step, horizon and window
     of the active version (a forecast goes to the finest step whose horizon covers it) and whether it was trained
     on generated data."""
-    registry = replica.registry
+    return await asyncio.to_thread(_models, replica.registry)  # every version's metadata read: off the loop
+
+
+def _models(registry: ModelRegistry) -> ModelsResponse:
     models = []
     for model_id in registry.model_ids():
         active = registry.active_version(model_id)
