@@ -13,6 +13,8 @@ from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore, Write
 from core.telemetry import TelemetrySample
 
 CALL_TIMEOUT_S = 10.0
+WRITE_CHUNK = 5000  # samples per write call (InfluxStore's batch: one HTTP write each)
+WRITE_TIMEOUT_S = 30.0  # per write call: above InfluxStore's own 10 s request timeout
 
 
 class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
@@ -23,12 +25,14 @@ class RemoteStore(TelemetryStore):
     """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable),
     except a write the backend refuses for good (WriteRefused)."""
 
-    def __init__(self, timeout_s: float = CALL_TIMEOUT_S):
+    def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
+        self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
+                                 error=StoreActorUnavailable)
 
-    def _call(self, method: str, *args):
+    def _call(self, method: str, *args, actor: NamedActor | None = None):
         try:
-            return self.actor.call(method, *args)
+            return (actor or self.actor).call(method, *args)
         except StoreActorUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
@@ -38,7 +42,18 @@ class RemoteStore(TelemetryStore):
             raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
-        return self._call("write", list(samples))
+        """Write in calls of at most WRITE_CHUNK samples, each with its own WRITE_TIMEOUT_S: one call for a whole
+        spilled segment could outlast any fixed timeout, and the caller then sent it again while the store actor
+        was still writing it. A chunk refused for good does not stop the others (WriteRefused after them)."""
+        samples, written, refused = list(samples), 0, None
+        for begin in range(0, len(samples), WRITE_CHUNK):
+            try:
+                written += self._call("write", samples[begin:begin + WRITE_CHUNK], actor=self.writer)
+            except WriteRefused as exc:
+                refused = exc
+        if refused is not None:
+            raise refused
+        return written
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self._call("window", node_id, start, end, step_s)

@@ -21,7 +21,22 @@ class _RayTaskError(RuntimeError):
 def test_calls_go_to_the_store_actor(monkeypatch):
     monkeypatch.setattr(NamedActor, "call", lambda self, method, *args: (self.name, method, args))
     assert RemoteStore().latest("n1") == (STORE_ACTOR, "latest", ("n1",))
-    assert RemoteStore().write(iter([])) == (STORE_ACTOR, "write", ([],))
+
+
+def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
+    """One call for a whole spilled segment (20,000 samples: four InfluxDB writes of up to 10 s) timed out at 10 s
+    while the actor went on writing, and the buffer sent it again."""
+    calls = []
+
+    def call(self, method, *args):
+        calls.append((method, len(args[0]), self.timeout_s))
+        return len(args[0])
+
+    monkeypatch.setattr(NamedActor, "call", call)
+    assert RemoteStore().write(iter([object()] * 12_000)) == 12_000
+    assert calls == [("write", 5000, 30.0), ("write", 5000, 30.0), ("write", 2000, 30.0)]
+    calls.clear()
+    assert RemoteStore().write([]) == 0 and calls == []  # nothing to send
 
 
 def test_a_missing_actor_and_a_failing_backend_are_store_unavailable(monkeypatch):
@@ -45,10 +60,16 @@ def test_a_missing_actor_and_a_failing_backend_are_store_unavailable(monkeypatch
 def test_a_write_refused_for_good_stays_a_refusal(monkeypatch):
     """A buffer retries StoreUnavailable for ever; a refusal must reach it as such, so it can drop and count."""
 
-    def refused(self, method, *args):
-        raise _RayTaskError(WriteRefused("InfluxDB at <address> refused 3 of 3 line(s): HTTP 422: retention"))
+    calls = []
 
-    monkeypatch.setattr(NamedActor, "call", refused)
-    with pytest.raises(WriteRefused, match="refused 3 of 3") as caught:
-        RemoteStore().write([])
+    def refused_first(self, method, *args):
+        calls.append(len(args[0]))
+        if len(calls) == 1:
+            raise _RayTaskError(WriteRefused("InfluxDB at <address> refused 5000 of 5000 line(s): HTTP 422"))
+        return len(args[0])
+
+    monkeypatch.setattr(NamedActor, "call", refused_first)
+    with pytest.raises(WriteRefused, match="refused 5000 of 5000") as caught:
+        RemoteStore().write([object()] * 6000)
     assert not isinstance(caught.value, StoreUnavailable)
+    assert calls == [5000, 1000]  # the chunk after the refused one was still written
