@@ -231,8 +231,9 @@ class ControllerState:
                                                                                         event.policy))
         stored = event.model_copy(update={"id": cursor.lastrowid})
         db.execute("UPDATE events SET body = ? WHERE id = ?", (stored.model_dump_json(), stored.id))
-        if stored.id % 1000 == 0:  # keep the newest max_events
-            db.execute("DELETE FROM events WHERE id <= ?", (stored.id - self.max_events,))
+        if stored.id % 1000 == 0:  # keep the newest max_events, and every event an intent still waits on
+            db.execute("DELETE FROM events WHERE id <= ? AND id NOT IN (SELECT event_id FROM intents)",
+                       (stored.id - self.max_events,))
         return stored
 
     def record(self, event: ScalingEvent, state: PolicyState | None = None) -> ScalingEvent:

@@ -191,3 +191,29 @@ def test_a_policy_replaced_during_the_tick_is_not_actuated(make, store, monkeypa
     monkeypatch.setattr(controller.state, "record_intent", record)
     [dry] = controller.tick()  # the next tick decides on the new policy
     assert dry.actuation.status is ActuationStatus.DRY_RUN and actuator.calls == []
+
+
+def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
+    """Events are pruned to the newest max_events; an intent's event pruned with them left the intent an orphan
+    that the next tick could no longer complete."""
+    from autoscaler.schema import ActuationResult, ScalingEvent
+    from tests.factories import make_policy
+
+    state = ControllerState(tmp_path / "s.sqlite", max_events=10)
+    now = datetime.now(UTC)
+    policy = make_policy(name="web")
+    state.put_policy(policy, now)
+    state.acquire_lease("me", now, 60)
+
+    def event(status: ActuationStatus) -> ScalingEvent:
+        return ScalingEvent(at=now, policy="web", target=policy.target, action=ScaleAction.SCALE_OUT,
+                            from_replicas=2, to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
+                            actuation=ActuationResult(status=status))
+
+    pending = state.record_intent(event(ActuationStatus.PENDING), state.policy_state("web"), policy, "me", now)
+    with state._write() as db:
+        db.execute("UPDATE sqlite_sequence SET seq = 998 WHERE name = 'events'")
+    state.record(event(ActuationStatus.NONE))
+    state.record(event(ActuationStatus.NONE))  # id 1000: the pruning runs
+    assert state.pending_intent("web").id == pending.id
+    assert [e.id for e in state.events()] == [1000, 999, pending.id]
