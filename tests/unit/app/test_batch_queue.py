@@ -168,13 +168,13 @@ def test_a_queue_that_ended_with_its_owner_is_started_again(monkeypatch):
 
         def _start(self):
             self.starts += 1
+            return self
 
-            async def answer():
-                if self.dead:
-                    raise RayActorError()
-                return 0
-
-            return answer()
+        def __await__(self):  # like an ObjectRef: awaiting it is optional (a fire-and-forget start is not)
+            if self.dead:
+                raise RayActorError()
+            return 0
+            yield
 
     class Client(BatchQueueClient):
         def _actor(self):
