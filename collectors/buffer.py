@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -123,7 +123,7 @@ class DurableBuffer:
             if len(self._memory) > self.max_memory:
                 self._spill()
 
-    def flush(self) -> int:
+    def flush(self, progress: Callable[[], None] | None = None) -> int:
         """Write spilled segments, then memory, to the store; return how many samples were written.
 
         Never raises for a store failure: the samples stay (on disk) and `last_error` says why.
@@ -137,6 +137,8 @@ class DurableBuffer:
                     segment = self._segments[0]
                     samples, unreadable = _read_segment(segment)
                     written += self._write(samples, f"segment {segment.name}")
+                    if progress is not None:
+                        progress()  # a long backlog is progress, not a stall (collectors/supervisor.py)
                     self._drop_segment(segment)
                     self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
                 if self._memory:
@@ -150,40 +152,46 @@ class DurableBuffer:
         return written
 
     def _write(self, samples: list[TelemetrySample], what: str) -> int:
-        """Write `samples`; how many the store took. A write the store refuses for good (WriteRefused) counts as
-        `refused` and returns 0, so the samples after it are not held back behind it for ever; any other failure
-        raises (the samples stay for the next flush)."""
+        """Write `samples`; how many the store took. What the store refuses for good (WriteRefused) counts as
+        `refused` and is not written again, so the samples after it are not held back behind it for ever; any
+        other failure raises (the samples stay for the next flush)."""
         if not samples:
             return 0
         try:
             self.store.write(samples)
         except WriteRefused as exc:
-            self.drops.add(REFUSED, len(samples), f"the store refused the {what} for good: {exc}")
-            return 0
+            refused = exc.refused or len(samples) - exc.written
+            self.drops.add(REFUSED, refused, f"the store refused {refused} of the {what} for good: {exc}")
+            return exc.written
         return len(samples)
 
     def close(self) -> None:
-        """Spill memory to disk, then flush what can be flushed, and release the spill directory: a process killed
-        during the last store write (a stop that waits no longer) leaves its samples on disk, not lost."""
+        """Spill memory to disk (where it fits without deleting older segments), then flush what can be flushed,
+        spill the rest and release the spill directory: a process killed during the last store write (a stop that
+        waits no longer) leaves its samples on disk, not lost."""
         with self._lock:
             if self._closed:
                 return
-            self._spill(force=True)
+            self._spill(force=True, keep_segments=True)
             self.flush()
             self._spill(force=True)
             self._closed = True
             self.drops.report(force=True)
             self._lock_file.close()
 
-    def _spill(self, *, force: bool = False) -> None:
+    def _spill(self, *, force: bool = False, keep_segments: bool = False) -> None:
         """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap. After
         a failed spill (disk full, read-only) the next tries wait SPILL_RETRY_S unless `force`d, and memory keeps
-        at most MEMORY_LIMIT_FACTOR x max_memory samples, the oldest dropped first (counted as `spill_failed`)."""
+        at most MEMORY_LIMIT_FACTOR x max_memory samples, the oldest dropped first (counted as `spill_failed`).
+        `keep_segments`: spill only what fits without deleting a segment (else leave memory as it is)."""
         if not self._memory:
             return
         if not force and time.monotonic() < self._spill_retry_at:
             self._limit_memory()
             return
+        if keep_segments and self.max_spill_bytes is not None and self.disk_bytes + sum(
+                len(sample.model_dump_json()) + 1 for sample in self._memory) > self.max_spill_bytes:
+            return  # it would delete spilled segments the flush may still write
         lines = self._make_room([(sample.model_dump_json() + "\n").encode() for sample in self._memory])
         if not lines:
             self._memory = []

@@ -47,7 +47,7 @@ class Collector:
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
-        self._round_done_at = time.monotonic()
+        self._alive_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"collector-{node_id}", daemon=True)
         if start:
             self._thread.start()
@@ -68,6 +68,7 @@ class Collector:
         for reason, count in screened.rejected.items():
             self.rejected.add(reason.value, count, f"e.g. {_describe(screened.examples[reason])}")
         samples = screened.accepted
+        self._beat()
         if self.buffer is not None:
             self.buffer.put(samples)
         self.metrics.publish_round(samples, self.buffer.pending if self.buffer is not None else 0)
@@ -77,7 +78,7 @@ class Collector:
 
     def flush(self) -> int:
         """Push what is buffered; on a store failure the buffer keeps it (in order) for the next try."""
-        written = self.buffer.flush() if self.buffer is not None else 0
+        written = self.buffer.flush(progress=self._beat) if self.buffer is not None else 0
         self.metrics.stored(written)
         return written
 
@@ -94,13 +95,17 @@ class Collector:
                     next_flush = time.monotonic() + self.settings.flush_interval
             except Exception:  # noqa: BLE001 - logged; a dead thread would stop the node's telemetry unseen
                 logger.exception("collector %s: round failed", self.node_id)
-            self._round_done_at = time.monotonic()
+            self._beat()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
+    def _beat(self) -> None:
+        self._alive_at = time.monotonic()
+
     def round_age_s(self) -> float:
-        """Seconds since the sampling thread last finished a round (since start, before the first): the supervisor
-        replaces a collector whose rounds have stalled (a GPU read hung in the driver, say)."""
-        return time.monotonic() - self._round_done_at
+        """Seconds since the sampling thread last made progress (finished its sources' reads, or wrote a spilled
+        segment while it catches up after an outage; since start, before the first round): the supervisor
+        replaces a collector whose sampling has stalled (a GPU read hung in the driver, say)."""
+        return time.monotonic() - self._alive_at
 
     def status(self) -> dict:
         available = {getattr(s, "label", s.kind.value): s.available() for s in self.sources}

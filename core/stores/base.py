@@ -17,8 +17,16 @@ class StoreUnavailable(RuntimeError):
 
 
 class WriteRefused(RuntimeError):
-    """The backend refuses these samples for good (InfluxDB's 400 or 422: points outside the bucket's retention, a
-    line it cannot parse): writing them again cannot succeed, so a buffer drops and counts them."""
+    """The backend refuses samples for good (InfluxDB's 400 or 422: points outside the bucket's retention, a line it
+    cannot parse): writing them again cannot succeed, so a buffer drops and counts them. `refused` and `written`
+    count the samples of the write each way (the backend wrote the others)."""
+
+    def __init__(self, message: str, refused: int = 0, written: int = 0):
+        super().__init__(message, refused, written)  # all in args: the error survives pickling (Ray) whole
+        self.refused, self.written = refused, written
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ReadOnlyStore(RuntimeError):

@@ -86,7 +86,8 @@ class InfluxStore(TelemetryStore):
                     raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
                 refused += len(batch)
         if refused:
-            raise WriteRefused(f"InfluxDB at {self.shown_url} refused {refused} of {len(lines)} line(s): {reason}")
+            raise WriteRefused(f"InfluxDB at {self.shown_url} refused {refused} of {len(lines)} line(s): {reason}",
+                               refused=refused, written=len(lines) - refused)
         return len(lines)
 
     def query_csv(self, query: str) -> pd.DataFrame:

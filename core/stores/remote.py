@@ -38,21 +38,21 @@ class RemoteStore(TelemetryStore):
         except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
             cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
             if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
-                raise WriteRefused(str(cause)) from exc
+                raise WriteRefused(str(cause), cause.refused, cause.written) from exc
             raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         """Write in calls of at most WRITE_CHUNK samples, each with its own WRITE_TIMEOUT_S: one call for a whole
         spilled segment could outlast any fixed timeout, and the caller then sent it again while the store actor
         was still writing it. A chunk refused for good does not stop the others (WriteRefused after them)."""
-        samples, written, refused = list(samples), 0, None
+        samples, written, refused, reason = list(samples), 0, 0, ""
         for begin in range(0, len(samples), WRITE_CHUNK):
             try:
                 written += self._call("write", samples[begin:begin + WRITE_CHUNK], actor=self.writer)
             except WriteRefused as exc:
-                refused = exc
-        if refused is not None:
-            raise refused
+                refused, written, reason = refused + exc.refused, written + exc.written, str(exc)
+        if refused:
+            raise WriteRefused(reason, refused, written)
         return written
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:

@@ -326,7 +326,7 @@ def test_samples_the_store_refuses_for_good_are_counted_and_do_not_block_the_res
     class RefusesOldest(FlakyStore):
         def write(self, samples):
             if samples[0].timestamp < T0 + timedelta(seconds=5):
-                raise WriteRefused("InfluxDB refused 5 of 5 line(s): HTTP 422: points beyond retention policy")
+                raise WriteRefused("InfluxDB refused 6 of 6 line(s): HTTP 422: points beyond retention", 6, 0)
             return super().write(samples)
 
     down = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=5)
@@ -365,3 +365,41 @@ def test_memory_is_bounded_while_the_spill_directory_cannot_be_written(tmp_path,
     reopened = DurableBuffer(store, tmp_path)
     assert reopened.flush() == 50
     assert [s.power_watts for s in store.stored] == [100.0 + i for i in range(150, 200)]
+
+
+def test_a_partly_refused_write_counts_only_what_was_refused(tmp_path):
+    """InfluxDB took some batches of a write and refused others: the taken ones are written, not dropped."""
+
+    class RefusesSome(FlakyStore):
+        def write(self, samples):
+            raise WriteRefused("InfluxDB refused 2 of 7 line(s): HTTP 422", refused=2, written=5)
+
+    buffer = DurableBuffer(RefusesSome(), tmp_path, max_memory=100)
+    buffer.put(make_samples(7))
+    assert buffer.flush() == 5 and buffer.drops.counts == {"refused": 2} and buffer.pending == 0
+
+
+def test_closing_near_the_cap_deletes_no_segment_before_the_store_had_its_chance(tmp_path):
+    """close() spills memory first (a kill during the last write then loses nothing), but not at the cost of the
+    oldest segments: with the store back, everything on disk and in memory reaches it."""
+    down = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=100, max_spill_bytes=8 * 600)
+    down.put(make_samples(20))
+    down.close()
+    on_disk = len(make_samples(20))
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path, max_memory=100, max_spill_bytes=8 * 600)
+    kept = buffer.disk_pending
+    buffer.put(make_samples(8, start=20))
+    buffer.close()
+    assert len(store.stored) == kept + 8 and buffer.drops.counts.get("spill_cap", 0) == on_disk - kept
+
+
+def test_a_long_catch_up_flush_is_progress(tmp_path):
+    """Writing a long backlog of segments after an outage beats the collector's heart: it is not a stall."""
+    down = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=5)
+    for start in range(0, 30, 6):
+        down.put(make_samples(6, start=start))
+    down.close()
+    beats = []
+    assert DurableBuffer(FlakyStore(), tmp_path, max_memory=5).flush(progress=lambda: beats.append(1)) == 30
+    assert len(beats) == len(list(range(0, 30, 6)))

@@ -46,6 +46,7 @@ def test_a_refused_batch_does_not_stop_the_others(monkeypatch, status):
     with pytest.raises(WriteRefused, match=f"refused 2 of 5 line\\(s\\): HTTP {status}") as refused:
         store(writes).write(samples(5))
     assert [len(batch) for batch in writes.batches] == [2, 1]  # the 2nd and 3rd batches were written
+    assert (refused.value.refused, refused.value.written) == (2, 3)
     assert "pw" not in str(refused.value)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from core.actors import ActorUnavailable, NamedActor
@@ -65,11 +67,13 @@ def test_a_write_refused_for_good_stays_a_refusal(monkeypatch):
     def refused_first(self, method, *args):
         calls.append(len(args[0]))
         if len(calls) == 1:
-            raise _RayTaskError(WriteRefused("InfluxDB at <address> refused 5000 of 5000 line(s): HTTP 422"))
+            error = WriteRefused("InfluxDB at <address> refused 3000 of 5000 line(s): HTTP 422", 3000, 2000)
+            raise _RayTaskError(pickle.loads(pickle.dumps(error)))  # as Ray brings it back
         return len(args[0])
 
     monkeypatch.setattr(NamedActor, "call", refused_first)
-    with pytest.raises(WriteRefused, match="refused 5000 of 5000") as caught:
+    with pytest.raises(WriteRefused, match="refused 3000 of 5000") as caught:
         RemoteStore().write([object()] * 6000)
     assert not isinstance(caught.value, StoreUnavailable)
     assert calls == [5000, 1000]  # the chunk after the refused one was still written
+    assert (caught.value.refused, caught.value.written) == (3000, 3000)
