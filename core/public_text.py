@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from pydantic import ValidationError
+
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;)'\"]+", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])")
 _H = r"[0-9a-f]{1,4}"
@@ -16,7 +18,11 @@ _IPV6 = re.compile(  # full form, or compressed (with "::"); a bracketed one kee
     r"(?:\]:\d+|\])?",
     re.IGNORECASE)
 _HOST_ARGUMENT = re.compile(r"\b(host|port)=('[^']*'|\"[^\"]*\"|[^\s,)]+)")  # urllib3: host='name', port=6443
-_NAME_AND_PORT = re.compile(r"(?<![\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+:\d{1,5}(?![\w])", re.IGNORECASE)
+_NAME_AND_PORT = re.compile(  # a dotted host name with a letter in its last label, a one-label name with a hyphen
+    r"(?<![\w.-])(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z][a-z0-9-]*|[a-z0-9]+-[a-z0-9-]+|localhost)"
+    r":\d{1,5}(?![\w:])", re.IGNORECASE)
+_QUOTED_HOST = re.compile(  # urllib3's words around a bare host name
+    r"(Failed to resolve |Connection to |connect to host |Name or service not known: )('[^']+'|\S+)", re.IGNORECASE)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
 _TRACEBACK_LINE = re.compile(r'^\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+.*)$')
 
@@ -36,11 +42,13 @@ def _without_tracebacks(text: str) -> str:
 
 
 def without_addresses(text: str) -> str:
-    """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument and `name:port` replaced by <address>,
+    """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument, `name:port` and host name urllib3
+    quotes ("Failed to resolve 'name'", "Connection to name timed out") replaced by <address>,
     every absolute path cut to its last part (.../name) and traceback frames left out."""
     text = _without_tracebacks(text)
     text = _URL.sub("<address>", text)
     text = _HOST_ARGUMENT.sub(lambda match: f"{match.group(1)}=<address>", text)
+    text = _QUOTED_HOST.sub(lambda match: f"{match.group(1)}<address>", text)
     text = _IPV4.sub("<address>", text)
     text = _IPV6.sub("<address>", text)
     text = _NAME_AND_PORT.sub("<address>", text)
@@ -53,5 +61,9 @@ def error_text(error: BaseException) -> str:
     cause = getattr(error, "cause", None)
     if isinstance(cause, BaseException):
         error = cause
+    if isinstance(error, ValidationError):  # its first line names only the model: say the field and the reason
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"ValidationError: {where + ': ' if where else ''}{first['msg']}"
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

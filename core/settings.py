@@ -115,6 +115,8 @@ def format_errors(source: str | None, error: ValidationError, written: Mapping[s
 def _yaml_problem(error: yaml.YAMLError) -> str:
     """Where and what a YAML error is, without the text of the line: a broken line may hold a secret (a BMC map's
     password), and the message goes to logs and status."""
+    if isinstance(error, yaml.reader.ReaderError):  # a control character or a bad encoding: no line text in it
+        return f" at character {error.position}: {error.reason}"
     mark = getattr(error, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     what = [part for part in (getattr(error, "context", None), getattr(error, "problem", None)) if part]

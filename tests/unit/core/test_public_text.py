@@ -16,6 +16,9 @@ from core.public_text import error_text, without_addresses
     ("gpu-node-1.cluster.local:9100 is down", ["gpu-node-1", "9100"]),
     ("the store at 10.0.0.5:8086 and http://influx.internal:8086/api", ["10.0.0.5", "influx.internal"]),
     ("cannot read /var/lib/kcloud/models/power/v3/meta.json", ["/var/lib"]),
+    ("ConnectTimeoutError(<conn>, 'Connection to api.prod.corp timed out. (connect timeout=5.0)')", ["api.prod"]),
+    ("Failed to resolve 'influx.corp.internal' ([Errno -2] Name or service not known)", ["influx.corp"]),
+    ("kube-apiserver:6443 refused, localhost:8265 too", ["kube-apiserver", "8265"]),
 ])
 def test_addresses_are_cut_out(text, hidden):
     shown = without_addresses(text)
@@ -29,6 +32,7 @@ def test_addresses_are_cut_out(text, hidden):
     "cooldown, 120 s left; decided at 2026-12-04T11:48:58+00:00",
     "Serve kcloud/Model num_replicas -> 3; model v1.2",
     "ray::ServeReplica failed",
+    "config.yaml:12: bad value; ratio 1.5:1; model v1.2:30; at 12:30:45",
 ])
 def test_ordinary_text_is_left_alone(text):
     assert without_addresses(text) == text
@@ -55,3 +59,15 @@ def test_error_text_is_the_wrapped_errors_first_line():
     assert error_text(WrappedError(ValueError("bad window\nmore"))) == "ValueError: bad window"
     assert error_text(TimeoutError()) == "TimeoutError"
     assert error_text(KeyError("gpu0")) == "KeyError: 'gpu0'"
+
+
+def test_a_validation_error_says_the_field_and_the_reason():
+    from pydantic import BaseModel
+
+    class Window(BaseModel):
+        steps: int
+
+    with pytest.raises(ValueError) as raised:
+        Window(steps="many")
+    assert error_text(raised.value) == ("ValidationError: steps: Input should be a valid integer, unable to parse "
+                                        "string as an integer")

@@ -154,6 +154,12 @@ def test_unparsable_yaml_refused(tmp_path: Path) -> None:
     assert message.startswith(f"{tmp_path / 'config.yaml'}: not valid YAML at line 2, column 1: ")
 
 
+def test_a_control_character_says_where_it_is(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "nodes:\n  password: S3cr3t\x07\n"))
+    assert "not valid YAML at character 25: special characters are not allowed" in message
+    assert "S3cr3t" not in message
+
+
 @pytest.mark.parametrize("line", ['  password: "Sup3r"Secr3t!"', '\tpassword: Sup3rSecr3t!',
                                   '  p@ss: word: Sup3rSecr3t!'])
 def test_a_yaml_error_never_shows_the_broken_line(tmp_path: Path, line: str) -> None:
