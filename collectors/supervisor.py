@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 10.0
 UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
-STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no round finished for max(10 intervals, 2 min): sampling has stalled
+STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min): sampling has stalled
 
 
 class CollectorSupervisor:
@@ -90,7 +90,7 @@ class CollectorSupervisor:
 
     def _must_replace(self, key: str, handle) -> bool:
         """Whether the collector under `key` is dead, or wedged: `UNANSWERED_PINGS` pings in a row went unanswered
-        or found its sampling stalled (no round finished for `stall_after_s`: a GPU read hung in the driver keeps
+        or found its sampling stalled (no progress for `stall_after_s`: a GPU read hung in the driver keeps
         the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
         source, and a slow tool may take seconds), and one slow answer is no reason to kill a collector and the
         samples it has not flushed yet."""
@@ -101,7 +101,7 @@ class CollectorSupervisor:
         except Exception:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
             return True
         if age_s > self.stall_after_s:
-            logger.warning("collector supervisor: collector %s finished no round for %.0f s", key, age_s)
+            logger.warning("collector supervisor: collector %s made no progress for %.0f s", key, age_s)
             return self._missed(key)
         self._misses.pop(key, None)
         return False
