@@ -93,12 +93,14 @@ class TelemetryArgs(BaseModel):
     @field_validator("store_settings")
     @classmethod
     def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        secrets = [key for key, text in (value or {}).items()
-                   if (SECRET_NAME.search(key) and not key.upper().endswith("_FILE")) or _has_password(text)]
+        named = [key for key in value or {} if SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
+        secrets = named + [key for key, text in (value or {}).items() if key not in named and _has_password(text)]
         if secrets:
+            first = secrets[0]
+            instead = f", or {first}_FILE to a file holding it" if first in named else ""
             raise ValueError(f"{', '.join(secrets)}: secrets (or a URL with a password) do not belong in app args "
                              f"(the Serve REST API shows them to anyone who can reach the Ray dashboard); set "
-                             f"{secrets[0]} in the environment, or a secret's {secrets[0]}_FILE to a file holding it")
+                             f"{first} in the environment{instead}")
         return value
 
 

@@ -189,10 +189,11 @@ class DurableBuffer:
         if not force and time.monotonic() < self._spill_retry_at:
             self._limit_memory()
             return
-        if keep_segments and self.max_spill_bytes is not None and self.disk_bytes + sum(
-                len(sample.model_dump_json()) + 1 for sample in self._memory) > self.max_spill_bytes:
+        lines = [(sample.model_dump_json() + "\n").encode() for sample in self._memory]
+        if keep_segments and self.max_spill_bytes is not None and (
+                self.disk_bytes + sum(len(line) for line in lines) > self.max_spill_bytes):
             return  # it would delete spilled segments the flush may still write
-        lines = self._make_room([(sample.model_dump_json() + "\n").encode() for sample in self._memory])
+        lines = self._make_room(lines)
         if not lines:
             self._memory = []
             return

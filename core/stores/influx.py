@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
 BATCH_LINES = 5000
-REFUSED_WRITE_STATUSES = frozenset({400, 422})  # a line it cannot parse; points outside the bucket's retention
+_UNPARSABLE = ("unable to parse", "partial write")  # what InfluxDB's 400 says of lines it will never take
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
 
 
@@ -82,7 +82,7 @@ class InfluxStore(TelemetryStore):
                                       write_precision=WritePrecision.MS)
             except Exception as exc:  # urllib3 connection errors and ApiException alike
                 reason = without_url_password(_reason(exc))
-                if getattr(exc, "status", None) not in REFUSED_WRITE_STATUSES:
+                if not _refused_for_good(exc):
                     raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
                 refused += len(batch)
         if refused:
@@ -129,6 +129,15 @@ class InfluxStore(TelemetryStore):
 
     def __repr__(self) -> str:
         return f"InfluxStore(url={self.shown_url!r}, org={self.org!r}, bucket={self.bucket!r})"
+
+
+def _refused_for_good(exc: Exception) -> bool:
+    """Whether InfluxDB refused a write's lines for good: 422 (points outside the bucket's retention), or a 400 that
+    says it cannot parse them. Any other 400 (a wrong setting, say) is "not now": dropping every sample for a
+    configuration mistake would lose them all."""
+    status = getattr(exc, "status", None)
+    text = f"{getattr(exc, 'body', '') or ''} {getattr(exc, 'message', '') or ''} {exc}".lower()
+    return status == 422 or (status == 400 and any(words in text for words in _UNPARSABLE))
 
 
 def _reason(exc: Exception) -> str:

@@ -18,13 +18,13 @@ from core.telemetry import TelemetrySample
 class FakeWrites:
     """A write API that fails the batches whose number is in `failures` with that HTTP status."""
 
-    def __init__(self, failures: dict[int, int]):
-        self.failures, self.batches, self.calls = failures, [], 0
+    def __init__(self, failures: dict[int, int], reason: str = "unable to parse 'telemetry,node_id=n1 x': bad"):
+        self.failures, self.batches, self.calls, self.reason = failures, [], 0, reason
 
     def write(self, bucket, org, record, write_precision):
         self.calls += 1
         if (status := self.failures.get(self.calls)) is not None:
-            raise ApiException(status=status, reason="points beyond retention policy")
+            raise ApiException(status=status, reason=self.reason)
         self.batches.append(record)
 
 
@@ -55,5 +55,14 @@ def test_any_other_failure_is_unavailable_at_once(monkeypatch, status):
     monkeypatch.setattr(influx, "BATCH_LINES", 2)
     writes = FakeWrites({1: status})
     with pytest.raises(StoreUnavailable, match=f"HTTP {status}"):
+        store(writes).write(samples(5))
+    assert writes.calls == 1
+
+
+def test_a_400_that_is_not_about_the_lines_is_not_a_refusal(monkeypatch):
+    """A 400 for a setting (not the data) must not make a buffer drop every sample it holds."""
+    monkeypatch.setattr(influx, "BATCH_LINES", 2)
+    writes = FakeWrites({1: 400}, reason="invalid: precision must be one of ms, s, us, ns")
+    with pytest.raises(StoreUnavailable, match="HTTP 400"):
         store(writes).write(samples(5))
     assert writes.calls == 1
