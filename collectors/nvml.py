@@ -1,5 +1,10 @@
 """NvmlSource: NVIDIA GPU power, limit, utilization, memory, temperature and energy through NVML (nvidia-ml-py).
 
+A GPU's samples carry its UUID as device id (`GPU-8c6b...`, as nvidia-smi, DCGM and CUDA_VISIBLE_DEVICES name it),
+not its index: two containers on one host (two Ray pods on one Kubernetes node, both stamping the node's
+NODE_NAME) each see their own GPU at index 0, and indices would merge two GPUs into one series and undercount the
+node's power. A GPU that cannot say its UUID falls back to "gpu<index>".
+
 A node without NVML (no driver, no library, no GPU) reports itself unavailable with the reason instead of failing;
 a field the GPU does not support is left empty (and not asked for again); a GPU whose read fails is left out of
 that round and the others are still read; a round in which every GPU fails is counted, and after `max_failures`
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,17 +29,19 @@ from core.telemetry import SourceKind, TelemetrySample
 logger = logging.getLogger(__name__)
 
 _UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+_UUID = re.compile(r"[A-Za-z]{3}-[0-9A-Za-z-]{8,80}")  # GPU-<hex groups> (MIG-... for a MIG instance)
 
 
 @dataclass
 class _Gpu:
     index: int
     handle: Any
+    device_id: str  # the UUID, else "gpu<index>"
     unsupported: set[str] = field(default_factory=set)  # optional fields this GPU refused once
 
 
 class NvmlSource(TelemetrySource):
-    """Every NVIDIA GPU on this node, one sample per GPU (device_id "gpu<index>").
+    """Every NVIDIA GPU this container sees, one sample per GPU (device_id: the GPU's UUID, module docstring).
 
     Args:
         node_id: node the samples belong to.
@@ -120,12 +128,14 @@ class NvmlSource(TelemetrySource):
             self._init_error = f"NVML not available: {exc}"
             return
         try:
-            self._gpus = [_Gpu(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         except pynvml.NVMLError as exc:
             self._init_error = f"NVML could not list the GPUs: {exc}"
             pynvml.nvmlShutdown()
             return
-        logger.info("NVML: %d GPU(s) on %s", len(self._gpus), self.node_id)
+        self._gpus = [_Gpu(index, handle, _device_id(index, handle)) for index, handle in enumerate(handles)]
+        logger.info("NVML: %d GPU(s) on %s: %s", len(self._gpus), self.node_id,
+                    ", ".join(f"{gpu.index} {gpu.device_id}" for gpu in self._gpus))
 
     @staticmethod
     def _load_library(path: str) -> None:
@@ -157,7 +167,7 @@ class NvmlSource(TelemetrySource):
         temperature = self._optional(gpu, "temperature", pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU)
         energy_mj = self._optional(gpu, "energy", pynvml.nvmlDeviceGetTotalEnergyConsumption)
         return TelemetrySample(
-            timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=f"gpu{gpu.index}",
+            timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=gpu.device_id,
             power_watts=None if power_mw is None else power_mw / 1000.0,
             power_limit_watts=None if limit_mw is None else limit_mw / 1000.0,
             utilization=None if rates is None else float(min(rates.gpu, 100)),
@@ -165,3 +175,17 @@ class NvmlSource(TelemetrySource):
             temperature=None if temperature is None else float(temperature),
             energy_joules=None if energy_mj is None else energy_mj / 1000.0,
         )
+
+
+def _device_id(index: int, handle: Any) -> str:
+    """The GPU's UUID (stable, unique across hosts), else "gpu<index>" with the reason logged."""
+    try:
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+    except pynvml.NVMLError as exc:
+        logger.warning("GPU %d has no UUID (%s); its samples use device id gpu%d", index, exc, index)
+        return f"gpu{index}"
+    uuid = uuid.decode(errors="replace") if isinstance(uuid, bytes) else str(uuid)
+    if not _UUID.fullmatch(uuid):
+        logger.warning("GPU %d reports an unexpected UUID %r; its samples use device id gpu%d", index, uuid, index)
+        return f"gpu{index}"
+    return uuid

@@ -12,6 +12,8 @@
  *   memused<i> used memory in MiB (of 81920 MiB total; default 0)
  *   energy<i> holding a negative number -> nvmlDeviceGetTotalEnergyConsumption says Not Supported
  *   fail<i>   an NVML return code (e.g. 15 = GPU is lost) that nvmlDeviceGetPowerUsage returns instead
+ *   uuid<i>   the number that ends GPU i's UUID (default i), as another container on the same host would
+ *             see a different GPU at index 0; a negative number -> nvmlDeviceGetUUID says Not Supported
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,8 +80,10 @@ nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *buf, unsigned int n) { if (
     return copy_str("Fake NVIDIA GPU", buf, n); }
 nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *buf, unsigned int n) {
     if (!valid(d)) return ERR_INVALID;
+    long long serial = read_val("uuid", d->index, d->index);
+    if (serial < 0) return ERR_NOT_SUPPORTED;
     char s[80];
-    snprintf(s, sizeof s, "GPU-00000000-0000-0000-0000-%012u", d->index); return copy_str(s, buf, n); }
+    snprintf(s, sizeof s, "GPU-00000000-0000-0000-0000-%012lld", serial); return copy_str(s, buf, n); }
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
     if (!valid(d) || !mw) return ERR_INVALID;
     long long fail = read_val("fail", d->index, 0);

@@ -7,15 +7,19 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pynvml
 import pytest
 
 from collectors.nvml import NvmlSource
+from core.stores.sqlite import SqliteStore
+from core.telemetry import TelemetrySample
 from tests.paths import REPO_ROOT
 
 REPO = REPO_ROOT
+UUID = "GPU-00000000-0000-0000-0000-{:012d}"  # the fake library's UUID of GPU i (its uuid<i> file, default i)
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def test_two_gpus_read_from_the_fake_library(fake_nvml_lib: Path, gpus: Path) ->
     source = NvmlSource("n1", library_path=str(fake_nvml_lib))
     assert source.available() == (True, "")
     first, second = source.sample()
-    assert (first.device_id, second.device_id) == ("gpu0", "gpu1")
+    assert (first.device_id, second.device_id) == (UUID.format(0), UUID.format(1))
     assert first.source.value == "nvml" and first.node_id == "n1"
     assert first.power_watts == 250.0 and second.power_watts == 120.5  # mW -> W
     assert first.power_limit_watts == 700.0 and second.power_limit_watts == 400.0
@@ -52,6 +56,38 @@ def test_two_gpus_read_from_the_fake_library(fake_nvml_lib: Path, gpus: Path) ->
     assert (first.temperature, second.temperature) == (61.0, 35.0)
     assert first.memory_usage == pytest.approx(50.0) and second.memory_usage == 0.0  # 40 of 80 GiB
     assert first.energy_joules == 5000.0 and second.energy_joules == 1.0  # mJ -> J
+    source.close()
+
+
+def test_two_containers_on_one_host_keep_their_gpus_apart(fake_nvml_lib: Path, gpus: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two Ray pods on one Kubernetes node stamp the same NODE_NAME and each sees its own GPU at index 0. Named by
+    index, the two GPUs were one series whose bin mean halved the node's GPU power; by UUID the node sums both."""
+    monkeypatch.setenv("FAKE_NVML_COUNT", "1")
+    stamp = datetime(2026, 12, 4, 12, 0, 10, tzinfo=UTC)
+
+    def one_round() -> list[TelemetrySample]:
+        source = NvmlSource("k8s-node-1", library_path=str(fake_nvml_lib))
+        samples = [s.model_copy(update={"timestamp": stamp}) for s in source.sample()]
+        source.close()
+        return samples
+
+    first = one_round()
+    (gpus / "uuid0").write_text("7")  # the second container: another physical GPU, also at index 0
+    (gpus / "power0").write_text("300000")
+    second = one_round()
+    assert [s.device_id for s in first] == [UUID.format(0)] and [s.device_id for s in second] == [UUID.format(7)]
+    store = SqliteStore(tmp_path / "telemetry.db")
+    store.write(first + second)
+    frame = store.window("k8s-node-1", stamp - timedelta(seconds=10), stamp + timedelta(seconds=50), 60)
+    assert frame["power_watts"].tolist() == [550.0]  # 250 W + 300 W, not their mean
+    store.close()
+
+
+def test_a_gpu_without_a_uuid_is_named_by_its_index(fake_nvml_lib: Path, gpus: Path) -> None:
+    (gpus / "uuid1").write_text("-1")  # the fake answers Not Supported
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    assert [s.device_id for s in source.sample()] == [UUID.format(0), "gpu1"]
     source.close()
 
 
@@ -109,7 +145,7 @@ def test_one_lost_gpu_does_not_silence_the_others(fake_nvml_lib: Path, gpus: Pat
     fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 1)
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2)
     for _ in range(3):
-        assert [s.device_id for s in source.sample()] == ["gpu0"]
+        assert [s.device_id for s in source.sample()] == [UUID.format(0)]
     assert source.available() == (True, "")
     source.close()
 
@@ -167,5 +203,5 @@ def test_library_found_by_name_through_ld_library_path(fake_nvml_lib: Path, gpus
                            "--node-id", "gpu-node"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [(r["device_id"], r["power_watts"], r["node_id"]) for r in rows] == [("gpu0", 250.0, "gpu-node"),
-                                                                                ("gpu1", 120.5, "gpu-node")]
+    assert [(r["device_id"], r["power_watts"], r["node_id"]) for r in rows] == [(UUID.format(0), 250.0, "gpu-node"),
+                                                                                (UUID.format(1), 120.5, "gpu-node")]
