@@ -8,6 +8,9 @@ scale-down stabilization window, as policy fields with safe defaults and pure fu
   100 % (as far as the signal asks), and never below the highest count recommended within the last
   `scale_down.stabilization_window` (default 5 min), so one low reading never consolidates.
 
+A change that brings a target back inside [`min_replicas`, `max_replicas`] (a bound changed on a live policy, or
+the target scaled by hand) is never cut short of the bound: as in the HPA, the bounds win over the step limits.
+
 The policy holds the target between changes (`ScalingPolicy.hold_s`: the cooldown, and at least until the last change
 has taken effect), so a limit per change is a limit per hold.
 """
@@ -88,10 +91,11 @@ def stabilized(recent: tuple[Recommendation, ...], recommended: int, now: dateti
 
 
 def limit_change(behavior: ScalingBehavior, replicas: int, recommended: int, recent: tuple[Recommendation, ...],
-                 now: datetime, ceiling: int) -> tuple[int, list[str]]:
+                 now: datetime, floor: int, ceiling: int) -> tuple[int, list[str]]:
     """Where the target may go this change from `replicas` towards `recommended`, and why it stopped short.
 
-    `ceiling` (the policy's `max_replicas`) bounds what the stabilization window can hold a scale-in at.
+    `floor` and `ceiling` (the policy's `min_replicas` and `max_replicas`): a step limit never stops a change
+    short of them, and the stabilization window never holds a scale-in above `ceiling`.
     """
     target, notes = recommended, []
     if target < replicas:
@@ -102,13 +106,13 @@ def limit_change(behavior: ScalingBehavior, replicas: int, recommended: int, rec
                          f"(highest recommendation since; would go to {target})")
             target = held
     if target > replicas:
-        limit = replicas + behavior.scale_up.step(replicas)
+        limit = max(replicas + behavior.scale_up.step(replicas), floor)
         if target > limit:
             notes.append(f"step limit: scale-up of at most {behavior.scale_up.describe()} per change, "
                          f"cut to {limit} (would go to {target})")
             target = limit
     elif target < replicas:
-        limit = replicas - behavior.scale_down.step(replicas)
+        limit = min(replicas - behavior.scale_down.step(replicas), ceiling)
         if target < limit:
             notes.append(f"step limit: scale-down of at most {behavior.scale_down.describe()} per change, "
                          f"cut to {limit} (would go to {target})")

@@ -171,6 +171,8 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     else:
         desired, why, signal, values, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
         cap_values, cap_source = values, signal
+    if signal == "forecast" and desired < replicas and view is not None:
+        desired = _partial_window_floor(policy, replicas, desired, measured, view, notes)
     parts = [why, *notes]
     clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
     if clamped != desired:
@@ -179,7 +181,8 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     recommended, capped = _cluster_cap(policy, replicas, clamped, cap_values, cap_source)
     if capped:
         parts.append(capped)
-    target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now, policy.max_replicas)
+    target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now,
+                                   policy.min_replicas, policy.max_replicas)
     parts += limits
 
     if target != replicas and state.last_scale_at is not None:
@@ -191,6 +194,20 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
             target = replicas
     return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended)
+
+
+def _partial_window_floor(policy: ScalingPolicy, replicas: int, desired: int, measured: float, view: ForecastView,
+                          notes: list[str]) -> int:
+    """A scale-in on a forecast that covers only part of the risk window (a served model with a shorter horizon)
+    goes no further than measured power alone would take it: the uncovered end is not known to be quiet."""
+    if view.window_s is None or view.window_s >= policy.risk_window_s:
+        return desired
+    floor, _ = _proportional(policy, replicas, measured, "measured power", confident=False)
+    if floor <= desired:
+        return desired
+    notes.append(f"the forecast covers {format_duration(view.window_s)} of the {format_duration(policy.risk_window_s)} "
+                 f"risk window, so the scale-in goes only as far as measured power allows ({floor})")
+    return floor
 
 
 def _upper_rule(policy: ScalingPolicy, replicas: int, measured_values: list[float], view: ForecastView | None,

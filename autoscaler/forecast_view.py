@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -60,6 +62,9 @@ class ForecastView(BaseModel):
         if len(median) != len(upper) or (peak is not None and len(peak) != len(median)):
             raise ValueError(f"median, upper and peak need one row per node (got {len(median)}, {len(upper)}, "
                              f"{None if peak is None else len(peak)})")
+        rows = [*median, *upper, *(peak or [])]
+        if not all(math.isfinite(value) for row in rows for value in row):
+            raise ValueError("the forecast holds a value that is not a finite number (NaN or infinite)")
         normal = NormalDist()
         ratio = normal.inv_cdf(level) / normal.inv_cdf((1 + coverage) / 2)
         per_node, expected = [], []

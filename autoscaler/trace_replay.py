@@ -3,8 +3,9 @@
 A trace's power is the demand of one workload. Its dynamic power D = K * max(p - W0, 0) is spread evenly
 over the replicas, and each replica's node draws `idle_watts` on top: per-node power = idle + D / replicas.
 Every step the same `decide()` as the controller runs on the measured per-node power (and, for the
-predictive run, on the forecast mapped through the same model); a replica-count change takes effect
-`actuation_delay_s` after it was decided.
+predictive run, on the forecast mapped through the same model). A step's reading is its bin's mean, known only when
+the bin ends, so that is when its decision is made (the forecast from that step starts there too); a replica-count
+change takes effect `actuation_delay_s` later, on the first step that starts then or after (delay 0: the next step).
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"
         if decision.to_replicas != replicas:
-            pending.append((now + timedelta(seconds=actuation_delay_s), decision.to_replicas))
+            decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
+            pending.append((decided_at + timedelta(seconds=actuation_delay_s), decision.to_replicas))
         result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
                                        decision.forecast_share))
     return result

@@ -91,6 +91,21 @@ def test_the_window_never_holds_a_target_above_max_replicas():
     assert decision.to_replicas == 4
 
 
+@pytest.mark.parametrize(("bounds", "replicas", "watts", "to"), [
+    pytest.param({"min_replicas": 10, "max_replicas": 20}, 1, 500, 10, id="up-to-a-raised-min"),
+    pytest.param({"max_replicas": 10, "behavior": {"scale_down": {"step_replicas": 1, "step_percent": 10}}},
+                 40, 500, 10, id="down-to-a-lowered-max"),
+    pytest.param({"max_replicas": 10, "behavior": {"scale_down": {"step_replicas": 1, "step_percent": 10}}},
+                 40, 900, 10, id="down-to-max-while-busy"),
+])
+def test_the_bounds_win_over_the_step_limits(bounds, replicas, watts, to):
+    """Regression: a step limit cut the move back inside [min, max] short (1 -> 5 for a min of 10; 40 -> 36 for a
+    max of 10), leaving the target outside its bounds for several cooldowns."""
+    decision = decide(reactive(**bounds), observe(watts, replicas), None, PolicyState(), NOW)
+    assert decision.to_replicas == to, decision.reason
+    assert "step limit" not in decision.reason
+
+
 def test_stale_data_recommends_nothing():
     decision = decide(reactive(), PowerObservation(replicas=3), None, PolicyState(), NOW)
     assert decision.recommended_replicas is None

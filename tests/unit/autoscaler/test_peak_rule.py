@@ -83,6 +83,33 @@ def test_stabilization_and_cooldown_still_hold_a_peak_rule_scale_in():
     assert held.to_replicas == 4 and "stabilization window" in held.reason
 
 
+def test_a_forecast_shorter_than_the_risk_window_scales_in_only_as_far_as_measured_power_allows():
+    """Regression: a served model whose horizon is shorter than the risk window (cooldown 45 min + delay 20 min =
+    65 min against a 1 h model) consolidated on its quiet hour, though the change holds over minutes it never saw.
+    (The peak rule already needs measured power under the scale-in threshold; a per-step upper quantile did not.)"""
+    policy = {"actuation_delay": 1200, "power_based": {"cooldown_period": 2700}}
+
+    def upper_view(window_s: int) -> ForecastView:
+        return ForecastView(upper_quantile_per_node_watts=[550] * 4, calibrated=True, window_s=window_s)
+
+    covered = run([520] * 4, upper_view(3900), **policy)
+    assert (covered.action, covered.to_replicas) == (IN, 3), covered.reason
+    short = run([520] * 4, upper_view(3600), **policy)
+    assert (short.action, short.to_replicas) == (HOLD, 4), short.reason
+    assert "the forecast covers 1h of the 65min risk window" in short.reason
+    quiet = run([300] * 4, upper_view(3600), **policy)
+    assert (quiet.action, quiet.to_replicas) == (IN, 3), quiet.reason  # measured power is quiet too
+
+
+@pytest.mark.parametrize("where", ["median", "upper", "peak"])
+def test_a_forecast_with_a_nan_at_any_lead_is_refused(where):
+    """Regression: max() skipped a NaN after the first lead, so a partly missing forecast counted as calibrated."""
+    rows = {"median": [[500.0, 520.0]], "upper": [[600.0, 640.0]], "peak": [[610.0, 700.0]]}
+    rows[where] = [[rows[where][0][0], float("nan")]]
+    with pytest.raises(ValueError, match="not a finite number"):
+        ForecastView.from_interval(rows["median"], rows["upper"], coverage=0.8, level=0.8, peak=rows["peak"])
+
+
 def test_view_from_a_peak_bound_converts_it_to_the_policy_level():
     view = ForecastView.from_interval([[500.0, 520.0]], [[600.0, 640.0]], coverage=0.8, level=0.9,
                                       peak=[[610.0, 700.0]], window_s=120)
@@ -145,7 +172,7 @@ def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
     new = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, window, peak=True), **run_kwargs)
     assert (earlier.metrics.scale_events, earlier.metrics.budget_violation_seconds) == (7, 480)
     assert (new.metrics.scale_events, new.metrics.budget_violation_seconds) == (1, 0)  # up once, ahead, and stays
-    assert [s.replicas for s in new.steps] == [2] * 5 + [4] * (len(SPIKY) - 5)
+    assert [s.replicas for s in new.steps] == [2] * 6 + [4] * (len(SPIKY) - 6)
 
 
 # --- properties of the peak rule ------------------------------------------------------------------------------

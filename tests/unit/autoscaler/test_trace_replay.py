@@ -90,23 +90,35 @@ def test_reactive_run_violates_until_the_delayed_scale_out_lands():
     result = simulate_series(sim_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
                              actuation_delay_s=120)
     m = result.metrics
-    # Decided at step 5 (130 % -> ceil(2 * 130 / 80) = 4), effective two steps later.
-    assert [s.replicas for s in result.steps] == [2] * 7 + [4] * 3
-    assert m.budget_violation_seconds == 2 * STEP
-    assert m.over_threshold_seconds == 2 * STEP
+    # Step 5's reading (130 % -> ceil(2 * 130 / 80) = 4) is known when its bin ends, at step 6; the change lands
+    # two steps after that.
+    assert [s.replicas for s in result.steps] == [2] * 8 + [4] * 2
+    assert m.budget_violation_seconds == 3 * STEP
+    assert m.over_threshold_seconds == 3 * STEP
     assert m.scale_events == 1
-    assert m.replica_hours == pytest.approx((7 * 2 + 3 * 4) * STEP / 3600)
+    assert m.replica_hours == pytest.approx((8 * 2 + 2 * 4) * STEP / 3600)
     assert m.max_per_node_watts == pytest.approx(1300.0)
+
+
+def test_a_decision_waits_for_its_bin_so_no_delay_still_lands_a_step_later():
+    """Regression: the decision read a bin's mean at the bin's start, so delay 0 and delay one step gave the same
+    run: every replay had one step less delay than it stated."""
+    runs = {delay: simulate_series(sim_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
+                                   actuation_delay_s=delay) for delay in (0, STEP)}
+    assert [s.replicas for s in runs[0].steps] == [2] * 6 + [4] * 4
+    assert [s.replicas for s in runs[STEP].steps] == [2] * 7 + [4] * 3
+    assert (runs[0].metrics.budget_violation_seconds, runs[STEP].metrics.budget_violation_seconds) == (STEP, 2 * STEP)
 
 
 def test_predictive_run_scales_out_ahead_of_the_forecast_rise():
     result = simulate_series(sim_policy(), MODEL, times(10), STEP_UP, step_s=STEP, actuation_delay_s=120,
                              forecast=perfect_forecast(STEP_UP), coverage=0.8)
     m = result.metrics
-    assert [s.replicas for s in result.steps] == [2] * 4 + [4] * 6  # decided at step 2, seen 3 steps ahead
+    # decided on step 2's bin (its forecast sees step 5's rise), at step 3; landing two steps later, just in time
+    assert [s.replicas for s in result.steps] == [2] * 5 + [4] * 5
     assert m.budget_violation_seconds == 0 and m.over_threshold_seconds == 0
     assert m.scale_events == 1
-    assert m.replica_hours == pytest.approx((4 * 2 + 6 * 4) * STEP / 3600)
+    assert m.replica_hours == pytest.approx((5 * 2 + 5 * 4) * STEP / 3600)
     assert result.steps[2].signal == "forecast" and result.steps[2].action == "scale_out"
     assert result.steps[-1].signal == "measured"  # no forecast window at the last step: measured power
     assert m.forecast_used_fraction == pytest.approx(0.9)
