@@ -1,19 +1,27 @@
 """Versioned model registry on the local file system (``MODEL_PATH``, default ``trained_models/``).
 
 Layout: ``<root>/<model_id>/<version>/`` holds the weights, fitted scalers and ``metadata.json``;
-``<root>/<model_id>/ACTIVE`` names the served version. A version folder appears only by renaming a
-complete, fsynced staging folder, so readers never see a half-written model.
+``<root>/<model_id>/ACTIVE`` names the served version (without it, the latest version is served). A version folder
+appears only by renaming a complete, fsynced staging folder, so readers never see a half-written model.
+
+Changes of ACTIVE happen under an exclusive ``flock`` on ``<root>/<model_id>/.activation``: `promote` activates a
+version only while the version it was compared with is still the served one, and publishing a version without
+activating it first pins ACTIVE to the version served until then, so an inactive version never becomes the served
+one by being the latest.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +34,7 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
+ACTIVATION_GUARD = ".activation"
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
 
@@ -94,6 +103,14 @@ class ModelRegistry:
             return None
         return int(text)
 
+    def served_version(self, model_id: str) -> int | None:
+        """The version the service loads: the active one, else the latest; None when the model has no version."""
+        active = self.active_version(model_id)
+        if active is not None:
+            return active
+        available = self.versions(model_id)
+        return available[-1] if available else None
+
     def get(self, model_id: str, version: int | None = None) -> tuple[Path, ModelMetadata]:
         """Folder and metadata of ``version``; None means the active version, else the latest."""
         if version is None:
@@ -126,8 +143,43 @@ class ModelRegistry:
     def activate(self, model_id: str, version: int) -> None:
         """Point ACTIVE at an existing, readable version."""
         self._load(model_id, version)
+        with self._activation_guard(model_id):
+            self._write_active(model_id, version)
+
+    def promote(self, model_id: str, version: int, *, over: int | None) -> bool:
+        """Activate `version` only if the served version is still `over`, the one it was compared with (None: no
+        version was served); False, and nothing changed, when another version has been activated meanwhile."""
+        self._load(model_id, version)
+        with self._activation_guard(model_id):
+            served = self.active_version(model_id)
+            if served != over:
+                logger.warning("%s version %d not activated: version %s is served now, not %s, the one it was "
+                               "compared with", model_id, version, served, over)
+                return False
+            self._write_active(model_id, version)
+            return True
+
+    def _write_active(self, model_id: str, version: int) -> None:
         atomic_write_text(self._dir(model_id) / ACTIVE_FILE, f"{version}\n")
         logger.info("activated %s version %d", model_id, version)
+
+    def _pin_served(self, model_id: str) -> None:
+        """Without an ACTIVE pointer, point it at the latest version (the one served now), before a version that is
+        not to be activated appears and would be served for being the latest."""
+        with self._activation_guard(model_id):
+            if self.active_version(model_id) is None and (available := self.versions(model_id)):
+                self._write_active(model_id, available[-1])
+
+    @contextmanager
+    def _activation_guard(self, model_id: str) -> Iterator[None]:
+        model_dir = self._dir(model_id)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(model_dir / ACTIVATION_GUARD, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the flock
 
     def publish(
         self,
@@ -166,6 +218,8 @@ class ModelRegistry:
                 if path.is_file():
                     with open(path, "rb") as fh:
                         os.fsync(fh.fileno())
+            if not activate:
+                self._pin_served(model_id)
             version = max(self._int_dirs(model_id), default=0) + 1
             for _ in range(1000):
                 meta = meta.model_copy(update={"version": version})

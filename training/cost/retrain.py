@@ -23,7 +23,7 @@ from training.cost.catalog import PriceCatalog, default_catalog
 from training.cost.jobs import NONE
 from training.cost.model import CostModel, CostModelError
 from training.cost.publish import publish_cost_model
-from training.power.retrain_result import ACTIVATING, Decision, describe_decision
+from training.power.retrain_result import ACTIVATING, CHAMPION_CHANGED, Decision, describe_decision, promote
 from training.power.retrain_spec import Activation
 from training.settings import TrainingConfig
 
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
 MIN_HOLDOUT_RECORDS = 20
 _REASONS: dict[Decision, str] = {"no_incumbent": "no active model", "forced": "activation forced",
-                                 "not_requested": "activation not requested"}
+                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED}
 
 
 class CostRetrainSpec(BaseModel):
@@ -145,9 +145,10 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     champion = _score_champion(registry, spec.model_id, holdout, model)
     decision = _decide(spec.activation, champion)
     version = publish_cost_model(
-        registry, spec.model_id, model, spec.config, metrics, activate=decision in ACTIVATING,
+        registry, spec.model_id, model, spec.config, metrics, activate=decision == "forced",
         training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
                   "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction})
+    decision = promote(registry, spec.model_id, version, decision, None if champion is None else champion.version)
     return CostRetrainResult(
         model_id=spec.model_id, version=version, decision=decision, metrics=metrics, synthetic=spec.synthetic,
         incumbent=champion if isinstance(champion, CostIncumbent) else None,
@@ -157,9 +158,9 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
 
 def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame,
                     challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
-    """The active version scored on the held-out jobs it can price (a GPU type added to the catalog since it was
+    """The served version (the active one, else the latest) scored on the held-out jobs it can price (a GPU type added to the catalog since it was
     trained is left out, or its retraining could never be compared), and the challenger on the very same jobs."""
-    version = registry.active_version(model_id)
+    version = registry.served_version(model_id)
     if version is None:
         return None
     try:

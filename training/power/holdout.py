@@ -139,7 +139,8 @@ class Challenger:
 
 def score_incumbent(registry: ModelRegistry, model_id: str,
                     challenger: Challenger) -> Incumbent | Incomparable | None:
-    """The active model scored on the challenger's holdout; None when no version is active.
+    """The served model (the active version, else the latest) scored on the challenger's holdout; None when the
+    model has no version yet.
 
     Only holdout points the active version never trained on count (a version trained on a later or longer span
     has seen some). Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input
@@ -147,7 +148,7 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     common leads (training.power.common_leads). Incomparable when neither is possible (an unreadable model,
     steps that do not nest, no common lead, a holdout too short for the active model's window).
     """
-    version = registry.active_version(model_id)
+    version = registry.served_version(model_id)
     if version is None:
         return None
     try:

@@ -8,12 +8,26 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 from core.durations import format_duration
+from core.registry import ModelRegistry
 from training.power.holdout import HoldoutMetrics, Incomparable, Incumbent
 
-Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "not_comparable", "forced", "not_requested"]
+Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "not_comparable", "forced", "not_requested",
+                   "champion_changed"]
 ACTIVATING: frozenset[Decision] = frozenset({"no_incumbent", "beat_incumbent", "forced"})
+CHAMPION_CHANGED = ("another version was activated while this one trained; registered without activation (the next "
+                    "retraining compares with it)")
 _REASONS: dict[Decision, str] = {"no_incumbent": "no comparable active model", "forced": "activation forced",
-                                 "not_requested": "activation not requested"}
+                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED}
+
+
+def promote(registry: ModelRegistry, model_id: str, version: int, decision: Decision,
+            compared: int | None) -> Decision:
+    """Activate a published version that won (or met no served version) unless the served version is no longer
+    `compared`, the one it was scored against: then it stays registered without activation ("champion_changed").
+    A forced activation happens on publishing; other decisions activate nothing."""
+    if decision not in ("no_incumbent", "beat_incumbent"):
+        return decision
+    return decision if registry.promote(model_id, version, over=compared) else "champion_changed"
 
 
 class TrainingFacts(BaseModel):

@@ -94,6 +94,8 @@ def test_missing_or_corrupt_pointer_falls_back_to_latest(
 ) -> None:
     for _ in range(2):
         reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.active_version("power_lstm") == 1  # pinned before version 2 appeared (next test)
+    (reg.root / "power_lstm" / "ACTIVE").unlink()
     assert reg.active_version("power_lstm") is None
     assert reg.get("power_lstm")[1].version == 2
     for bad in ("", "garbage", "9\n"):  # empty, unparsable, dangling
@@ -103,6 +105,34 @@ def test_missing_or_corrupt_pointer_falls_back_to_latest(
             assert reg.active_version("power_lstm") is None
             assert reg.get("power_lstm")[1].version == 2
         assert "ACTIVE" in caplog.text
+
+
+def test_an_inactive_version_never_becomes_the_served_one_by_being_the_latest(reg: ModelRegistry,
+                                                                              source: Path) -> None:
+    """Regression: without an ACTIVE pointer the latest version is served, so a version registered without
+    activation (a retraining that did not beat it) displaced the served one at the next replica start."""
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)  # the only version: served as the latest
+    assert reg.active_version("power_lstm") is None and reg.served_version("power_lstm") == 1
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.served_version("power_lstm") == 1 and reg.get("power_lstm")[1].version == 1
+    assert reg.served_version("cost_gbm") is None
+
+
+def test_promote_activates_only_while_the_compared_version_is_still_served(reg: ModelRegistry,
+                                                                           source: Path) -> None:
+    """Regression: a retraining compared with version 1 activated its version 3 after another retraining had
+    activated version 2, replacing a version it was never compared with."""
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.promote("power_lstm", 2, over=1) and reg.active_version("power_lstm") == 2
+    assert not reg.promote("power_lstm", 3, over=1) and reg.active_version("power_lstm") == 2
+    assert reg.promote("power_lstm", 3, over=2) and reg.active_version("power_lstm") == 3
+    reg.publish("fresh", source, model_type="lstm", activate=False)
+    assert reg.promote("fresh", 1, over=None) and reg.active_version("fresh") == 1
+    assert not reg.promote("fresh", 1, over=None)  # version 1 is active now, not "none"
+    with pytest.raises(ModelNotFoundError):
+        reg.promote("power_lstm", 9, over=3)
 
 
 def test_resolve_forms(reg: ModelRegistry, source: Path) -> None:

@@ -14,6 +14,7 @@ from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
 from training.power.forecaster import PowerForecaster
 from training.power.holdout import holdout_spans
+import training.power.retrain as retrain_module
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
 from training.power.windows import Role
@@ -86,6 +87,39 @@ def test_an_incomparable_version_is_registered_not_activated_with_the_reason(sam
     assert result.summary_lines()[-1] == ("active version 1 could not be compared: steps 2min and 3min do not "
                                           "nest: NOT activated (kept version 1); --force-activate serves it anyway")
     assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
+
+
+def test_a_winner_compared_with_a_champion_replaced_meanwhile_is_not_activated(sample, registry, shift,
+                                                                               monkeypatch):
+    """Regression: a retraining compared with version 1 activated its own version after another retraining had
+    activated version 2 meanwhile, replacing a version it was never compared with."""
+    champion(sample, registry, shift, BAD)
+    publish = retrain_module._publish
+
+    def another_retraining_finishes_first(*args, **kwargs):
+        publish(*args, **{**kwargs, "activate": True})  # version 2, activated while version 3 trained
+        return publish(*args, **kwargs)
+
+    monkeypatch.setattr(retrain_module, "_publish", another_retraining_finishes_first)
+    shift(GOOD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.version, result.decision, result.activated) == (3, "champion_changed", False)
+    assert result.incumbent is not None and result.incumbent.version == 1  # what it was compared with
+    assert "another version was activated while this one trained" in result.reason
+    assert registry.active_version("power_lstm") == 2
+
+
+def test_without_an_active_pointer_the_served_latest_version_is_the_incumbent(sample, registry, shift):
+    """Regression: with no ACTIVE pointer (a first version trained with --no-activate) the service serves the
+    latest version, yet the next retraining met "no incumbent" and was activated without any comparison."""
+    shift(GOOD)
+    first = retrain_power(sample, spec(activation="never"), registry=registry)
+    assert first.decision == "not_requested" and registry.active_version("power_lstm") is None
+    shift(BAD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("did_not_beat", False)
+    assert result.incumbent is not None and result.incumbent.version == 1
+    assert registry.served_version("power_lstm") == 1  # pinned: version 2 is not served for being the latest
 
 
 def test_an_unreadable_active_model_is_not_replaced_blindly(sample, registry, shift):
