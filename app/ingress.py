@@ -76,7 +76,7 @@ class ApiIngress(IngressState):
         (`"source": "store"`); the cost model on a jobs CSV there (default: args.retrain.cost_data) or on jobs
         generated from the price catalog. The new version is promoted only if it beats the active one on the
         same held-out data."""
-        return _job(self.retrains.submit(request))
+        return _job(await asyncio.to_thread(self.retrains.submit, request))  # file reads and a flock: off the loop
 
     @api.get("/api/v1/models/retrain", response_model=RetrainJobsResponse, dependencies=[READ],
              responses=responses(401))

@@ -28,7 +28,7 @@ from training.power.retrain import retrain_power
 from training.power.retrain_result import Decision, RetrainResult
 from training.power.retrain_spec import RetrainSpec
 from training.retrain_data import JobRecordsData, TrainingData
-from training.retrain_lock import HEARTBEAT_S, RetrainLocks
+from training.retrain_lock import HEARTBEAT_S, AttemptStopped, HeldRegistry, RetrainLocks
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,10 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
     try:
         with heartbeat(locks, spec.model_id, job_id):
-            outcome = retrain(data, spec, registry)
+            outcome = retrain(data, spec, HeldRegistry(registry, locks, spec.model_id, job_id))
+    except AttemptStopped as exc:  # its record already says why (whoever failed it wrote that)
+        logger.warning("%s", exc)
+        return "failed"
     except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
         message = public_message(str(exc), data, registry)
         logger.warning("retrain attempt %s failed: %s", job_id, exc)
@@ -121,7 +124,10 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         logger.warning("retrain attempt %s failed", job_id, exc_info=True)
         records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
         return "failed"
-    records.update(job_id, status="succeeded", **outcome.model_dump(mode="json"))
+    if not locks.beat(spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json")):
+        logger.warning("retrain attempt %s registered version %s after it was failed as stopped; its record is left "
+                       "as it is", job_id, outcome.registered_version)
+        return "failed"
     return "succeeded"
 
 

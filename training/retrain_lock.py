@@ -20,6 +20,8 @@ from typing import Any
 
 from core.atomic_files import atomic_write_with
 from core.records import UNFINISHED, RecordNotFound, RecordStore
+from core.registry import ModelRegistry
+from core.registry_metadata import ModelMetadata
 
 HEARTBEAT_S = 30
 """How often a running attempt refreshes its record's `updated_at`."""
@@ -69,10 +71,11 @@ class RetrainLocks:
                 self._path(model_id).unlink(missing_ok=True)
 
     def holder(self, model_id: str) -> str | None:
-        """The id of the attempt holding the model's lock, if any."""
+        """The id of the attempt holding the model's lock, if any. Raises OSError when the lock cannot be read (a
+        passing file-system error must neither free the model nor end an attempt's heartbeat)."""
         try:
             return self._path(model_id).read_text().strip() or None
-        except OSError:
+        except FileNotFoundError:
             return None
 
     def beat(self, model_id: str, job_id: str, **fields: Any) -> bool:
@@ -80,15 +83,23 @@ class RetrainLocks:
         unfinished; False when it does not (another process failed it as stopped, or took the model over): the
         attempt must not run on, nor undo that verdict."""
         with self._guard():
-            if self.holder(model_id) != job_id:
-                return False
-            try:
-                if self.records.get(job_id).get("status") not in UNFINISHED:
-                    return False
-            except RecordNotFound:
+            if not self._holds(model_id, job_id):
                 return False
             self.records.update(job_id, **fields)
             return True
+
+    def holds(self, model_id: str, job_id: str) -> bool:
+        """Whether the attempt `job_id` still holds the model and is unfinished (what `beat` checks)."""
+        with self._guard():
+            return self._holds(model_id, job_id)
+
+    def _holds(self, model_id: str, job_id: str) -> bool:
+        if self.holder(model_id) != job_id:
+            return False
+        try:
+            return self.records.get(job_id).get("status") in UNFINISHED
+        except RecordNotFound:
+            return False
 
     def running(self, job_id: str) -> bool:
         """Whether the attempt `job_id` is still retraining: unfinished, and not silent."""
@@ -109,3 +120,32 @@ class RetrainLocks:
 
     def _path(self, model_id: str) -> Path:
         return self.records.folder / f"{model_id}.lock"
+
+
+class AttemptStopped(RuntimeError):
+    """The attempt lost the model's lock (failed as stopped, or taken over): it must not change the registry."""
+
+
+class HeldRegistry(ModelRegistry):
+    """The registry as an attempt may change it: publishing and activating only while it still holds the model."""
+
+    def __init__(self, registry: ModelRegistry, locks: RetrainLocks, model_id: str, job_id: str):
+        super().__init__(registry.root)
+        self._still_held = lambda: locks.holds(model_id, job_id)
+        self._what = f"retrain attempt {job_id} no longer holds {model_id}"
+
+    def publish(self, *args: Any, **kwargs: Any) -> ModelMetadata:
+        self._check()
+        return super().publish(*args, **kwargs)
+
+    def activate(self, model_id: str, version: int) -> None:
+        self._check()
+        super().activate(model_id, version)
+
+    def promote(self, model_id: str, version: int, *, over: int | None) -> bool:
+        self._check()
+        return super().promote(model_id, version, over=over)
+
+    def _check(self) -> None:
+        if not self._still_held():
+            raise AttemptStopped(f"{self._what} (failed as stopped, or taken over): the registry is left as it is")

@@ -22,10 +22,9 @@ Bins without data stay NaN; the feature pipeline decides how to fill gaps.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-
-import re
 
 import numpy as np
 import pandas as pd

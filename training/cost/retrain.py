@@ -158,8 +158,9 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
 
 def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame,
                     challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
-    """The served version (the active one, else the latest) scored on the held-out jobs it can price (a GPU type added to the catalog since it was
-    trained is left out, or its retraining could never be compared), and the challenger on the very same jobs."""
+    """The served version (the active one, else the latest) scored on the held-out jobs it can price (a GPU type
+    added to the catalog since it was trained is left out, or its retraining could never be compared), and the
+    challenger on the very same jobs."""
     version = registry.served_version(model_id)
     if version is None:
         return None

@@ -118,8 +118,10 @@ class RetrainScheduler:
     """Decides when to retrain the power forecaster and runs the attempt (see module docstring)."""
 
     def __init__(self, settings: SchedulerSettings, *, live_accuracy: LiveAccuracySource = no_live_accuracy,
-                 clock: Callable[[], datetime] = _now):
-        self.settings, self.live_accuracy, self.clock = settings, live_accuracy, clock
+                 clock: Callable[[], datetime] = _now, owner: str | None = None):
+        """`owner`: who runs this scheduler (its actor's id), stamped on its records so that whoever stops it can
+        fail the attempt it interrupted at once (`fail_interrupted`)."""
+        self.settings, self.live_accuracy, self.clock, self.owner = settings, live_accuracy, clock, owner
         self.records = RecordStore(settings.state_path, "retrain", retention_s=settings.retention_s)
         self.locks = RetrainLocks(self.records)
         self.registry = ModelRegistry(settings.model_path)
@@ -149,7 +151,8 @@ class RetrainScheduler:
         data = TrainingData(source="store", since_s=settings.since_s)
         self.records.expire()
         record = self.records.create({"status": "pending", "model_id": settings.model_id, "source": data.source,
-                                      "trigger": trigger, "data": data.describe()})
+                                      "trigger": trigger, "data": data.describe(),
+                                      **({"owner": self.owner} if self.owner else {})})
         try:
             self.locks.acquire(settings.model_id, record["id"])
         except RetrainRunning as busy:
@@ -227,12 +230,14 @@ def _read_states(path: Path) -> dict[str, object]:
     return states if isinstance(states, dict) else {}
 
 
-def fail_interrupted(records: RecordStore, model_id: str) -> int:
-    """Fail the scheduled attempts of `model_id` whose process died (silent: training.retrain_lock) and free their
-    locks; how many. One still alive (another cluster's scheduler during an upgrade) is left running."""
+def fail_interrupted(records: RecordStore, model_id: str, *, owner: str | None = None) -> int:
+    """Fail the scheduled attempts of `model_id` whose process died (silent: training.retrain_lock), and those of
+    `owner`, a scheduler known to be stopped, however recent; free their locks; how many. One still alive (another
+    cluster's scheduler during an upgrade) is left running."""
     locks, interrupted, now = RetrainLocks(records), 0, records.clock()
     for record in records.unfinished():
-        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and silent(record, now):
+        stopped = silent(record, now) or (owner is not None and record.get("owner") == owner)
+        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped:
             records.update(record["id"], status="failed", message="interrupted: the retrain scheduler stopped or "
                                                                    "restarted; the next due attempt retrains")
             locks.release(model_id, record["id"])

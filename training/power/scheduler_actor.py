@@ -35,7 +35,8 @@ class RetrainSchedulerService:
     def __init__(self, settings: dict[str, Any]):
         self.settings = SchedulerSettings.model_validate(settings)
         self._live: dict[str, LiveAccuracy] = {}
-        self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get)
+        self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get,
+                                          owner=ray.get_runtime_context().get_actor_id())
         interrupted = self.scheduler.recover()
         if interrupted:
             logger.warning("retrain scheduler: %d attempt(s) interrupted by a restart marked failed", interrupted)
@@ -82,8 +83,8 @@ def stop_scheduler(timeout_s: float = 60.0) -> bool:
     except (AttributeError, GetTimeoutError, RayActorError):
         settings = None
     kill_and_wait(SCHEDULER_ACTOR, running, timeout_s)
-    if settings is not None:
-        fail_interrupted(RecordStore(settings.state_path, "retrain"), settings.model_id)
+    if settings is not None:  # it is gone: the attempt it ran (its record fresh until now) has stopped too
+        fail_interrupted(RecordStore(settings.state_path, "retrain"), settings.model_id, owner=running._actor_id.hex())
     return True
 
 

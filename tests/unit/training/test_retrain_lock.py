@@ -12,6 +12,8 @@ import pytest
 
 from core.atomic_files import atomic_write_json
 from core.records import RecordStore
+from core.registry import ModelRegistry
+from training import retrain_attempt
 from training.retrain_attempt import heartbeat, run_attempt
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning
 
@@ -112,3 +114,50 @@ def test_an_attempt_that_lost_its_model_is_not_started(tmp_path):
     spec = SimpleNamespace(model_id="m")
     assert run_attempt(records, job, data=None, spec=spec, registry=None) == "failed"  # type: ignore[arg-type]
     assert records.get(job)["status"] == "running"  # untouched: it never held the model
+
+
+def test_a_passing_error_reading_the_lock_neither_frees_the_model_nor_ends_the_heartbeat(tmp_path):
+    """Regression: one failed read of the lock file counted as "nobody holds it": the heartbeat stopped for good
+    (the attempt was later failed as silent while it still trained) and another attempt could take the model."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    lock = locks._path("m")
+    with heartbeat(locks, "m", job, every_s=0.05):
+        lock.rename(tmp_path / "aside")
+        lock.mkdir()  # reading it now fails with IsADirectoryError, not "no such file"
+        with pytest.raises(OSError):
+            locks.acquire("m", running(records))
+        time.sleep(0.2)
+        lock.rmdir()
+        (tmp_path / "aside").rename(lock)
+        before = records.get(job)["updated_at"]
+        time.sleep(0.3)
+        assert records.get(job)["updated_at"] > before  # still beating
+    assert locks.holder("m") == job
+
+
+def test_an_attempt_that_lost_its_model_while_training_changes_neither_the_registry_nor_its_record(tmp_path,
+                                                                                                  monkeypatch):
+    """Regression: an attempt failed as stopped while it trained still published and activated its version, and
+    then overwrote the verdict with "succeeded"."""
+    records = RecordStore(tmp_path / "state", "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    registry = ModelRegistry(tmp_path / "models")
+    source = tmp_path / "weights"
+    source.mkdir()
+    (source / "w.bin").write_bytes(b"0")
+
+    def trains_then_publishes(data, spec, held):
+        records.update(job, status="failed", message="interrupted: the retrain scheduler stopped")  # another process
+        locks.release("m", job)
+        held.publish("m", source, model_type="lstm")
+
+    monkeypatch.setattr(retrain_attempt, "retrain", trains_then_publishes)
+    spec = SimpleNamespace(model_id="m")
+    assert run_attempt(records, job, data=None, spec=spec, registry=registry) == "failed"  # type: ignore[arg-type]
+    assert registry.versions("m") == []
+    assert records.get(job)["message"] == "interrupted: the retrain scheduler stopped"

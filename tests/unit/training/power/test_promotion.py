@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+import training.power.retrain as retrain_module
 from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
 from training.power.forecaster import PowerForecaster
 from training.power.holdout import holdout_spans
-import training.power.retrain as retrain_module
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
 from training.power.windows import Role

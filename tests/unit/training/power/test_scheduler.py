@@ -194,6 +194,25 @@ def test_recover_fails_only_the_scheduled_attempts_a_restart_interrupted(setting
     assert scheduler.locks.holder("power_lstm") is None
 
 
+def test_the_attempt_of_a_stopped_scheduler_is_failed_at_once_and_frees_the_model(settings, clock):
+    """Regression: stopping the scheduler failed only attempts silent for 5 minutes, so the one it had just been
+    running kept the model's lock (the API answered 409) and stayed "running" for good."""
+    mine = RetrainScheduler(settings, clock=clock, owner="actor-1")
+    record = mine.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval",
+                                  "owner": "actor-1"})
+    mine.locks.acquire("power_lstm", record["id"])
+    assert scheduler_module.fail_interrupted(mine.records, "power_lstm", owner="actor-2") == 0  # another's
+    assert scheduler_module.fail_interrupted(mine.records, "power_lstm", owner="actor-1") == 1
+    assert mine.records.get(record["id"])["status"] == "failed"
+    assert mine.locks.holder("power_lstm") is None
+
+
+def test_a_schedulers_records_carry_its_owner(settings, clock, runs):
+    scheduler = RetrainScheduler(settings, clock=clock, owner="actor-1")
+    clock.advance(settings.interval_s + 1)
+    assert scheduler.step()["owner"] == "actor-1"
+
+
 # --- retraining early when the champion's live error degrades ------------------------------------------------
 
 
