@@ -165,7 +165,7 @@ class RetrainJobs:
             self.records.delete(record["id"])
             raise
         try:
-            self.launch(self.state_path, record["id"], self.model_path, data, spec)
+            self.launch(self.state_path, record["id"], self.model_path, data, spec, self.defaults.keep_versions)
         except Exception as exc:  # noqa: BLE001 - the attempt fails and the model is free again, never locked
             logger.warning("retrain job %s could not be started", record["id"], exc_info=True)
             message = f"the retraining task could not be started ({type(exc).__name__}); try again"

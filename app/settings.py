@@ -27,7 +27,7 @@ from core.stores.settings import StoreConfig
 from deployments.options import DeploymentOptions
 from training.power.scaling import TrainScaling
 from training.power.scheduler import SchedulerSettings
-from training.retrain_attempt import RETRAIN_RETENTION_S
+from training.retrain_attempt import KEEP_VERSIONS, RETRAIN_RETENTION_S
 from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
 
@@ -75,6 +75,10 @@ class RetrainDefaults(TrainScaling):
     retention: Duration = Field(RETRAIN_RETENTION_S, ge=3600,
                                 description="how long a finished retraining record (the API's and the "
                                             "scheduler's) is kept")
+    keep_versions: int = Field(KEEP_VERSIONS, ge=1, le=10_000,
+                               description="after each retraining, the registry keeps this many of the model's "
+                                           "newest versions, besides the served one and as many formerly served "
+                                           "(the rollback targets); older ones are deleted")
     schedule: RetrainSchedule = RetrainSchedule()
 
 
@@ -199,7 +203,7 @@ class AppArgs(BaseModel):
             state_path=self.state_path, model_path=self.model_path or load_training_config(self.config_path).model_path,
             config_path=self.config_path, model_id=self.power_model_id, interval_s=interval, since_s=schedule.since,
             degradation_factor=schedule.retrain_on_degradation_factor, check_s=min(30.0, max(1.0, interval / 4)),
-            retention_s=retrain.retention, scaling=retrain.train_scaling())
+            retention_s=retrain.retention, keep_versions=retrain.keep_versions, scaling=retrain.train_scaling())
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""

@@ -19,6 +19,7 @@ from training.retrain_data import JobRecordsData, TrainingData
 
 @ray.remote(num_cpus=0, max_retries=0)  # a worker that died leaves a silent record; a rerun would train twice
 def run_retrain(state_path: str, job_id: str, model_path: str, data: TrainingData | JobRecordsData,
-                spec: RetrainSpec | CostRetrainSpec) -> str:
+                spec: RetrainSpec | CostRetrainSpec, keep_versions: int) -> str:
     """Retrain the power forecaster or the cost model on `data` as a Ray task; record the outcome or the error."""
-    return run_attempt(RecordStore(state_path, "retrain"), job_id, data, spec, ModelRegistry(model_path))
+    return run_attempt(RecordStore(state_path, "retrain"), job_id, data, spec, ModelRegistry(model_path),
+                       keep_versions=keep_versions)

@@ -7,7 +7,8 @@ appears only by renaming a complete, fsynced staging folder, so readers never se
 Changes of ACTIVE happen under an exclusive ``flock`` on ``<root>/<model_id>/.activation``: `promote` activates a
 version only while the version it was compared with is still the served one, and publishing a version without
 activating it first pins ACTIVE to the version served until then, so an inactive version never becomes the served
-one by being the latest.
+one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at before (the newest last): `prune`
+keeps the newest of them, the served version and the newest versions, and deletes the rest.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
 ACTIVATION_GUARD = ".activation"
+HISTORY_FILE = "ACTIVE.history"
+_HISTORY_LINES = 100
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
 
@@ -160,8 +163,41 @@ class ModelRegistry:
             return True
 
     def _write_active(self, model_id: str, version: int) -> None:
+        previous = self.active_version(model_id)
+        if previous is not None and previous != version:
+            history = [*self.former_versions(model_id), previous][-_HISTORY_LINES:]
+            atomic_write_text(self._dir(model_id) / HISTORY_FILE, "".join(f"{v}\n" for v in history))
         atomic_write_text(self._dir(model_id) / ACTIVE_FILE, f"{version}\n")
         logger.info("activated %s version %d", model_id, version)
+
+    def former_versions(self, model_id: str) -> list[int]:
+        """The versions ACTIVE pointed at before the current one, the most recent last (unreadable lines skipped)."""
+        try:
+            lines = (self._dir(model_id) / HISTORY_FILE).read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return []
+        return [int(line) for line in lines if line.isdigit()]
+
+    def prune(self, model_id: str, keep: int) -> list[int]:
+        """Delete the versions beyond the newest `keep`, never the served one nor the `keep` most recently served
+        before it (the rollback targets); the versions deleted. A version folder is renamed out of sight before it
+        is deleted, so a reader sees it whole or not at all."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        with self._activation_guard(model_id):
+            versions = self.versions(model_id)
+            served = self.active_version(model_id) or (versions[-1] if versions else None)
+            former = list(dict.fromkeys(reversed(self.former_versions(model_id))))[:keep]
+            kept = {*versions[-keep:], served, *former}
+            doomed = [v for v in versions if v not in kept]
+            for version in doomed:
+                aside = self._dir(model_id) / f"{STAGING_PREFIX}pruned-{version}-{uuid.uuid4().hex}"
+                os.rename(self._dir(model_id) / str(version), aside)
+                shutil.rmtree(aside, ignore_errors=True)
+        if doomed:
+            logger.info("pruned %s versions %s (kept the newest %d, the served and the formerly served)", model_id,
+                        doomed, keep)
+        return doomed
 
     def _pin_served(self, model_id: str) -> None:
         """Without an ACTIVE pointer, point it at the latest version (the one served now), before a version that is

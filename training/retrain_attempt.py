@@ -5,7 +5,8 @@ succeeded one holds the version it registered, the decision and its reason, the 
 (`challenger`), the active version's score on the very same held-out data (`champion`) and the data span. The
 model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened; while it
 runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died is known to have stopped.
-Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`).
+Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
+`KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 RETRAIN_RETENTION_S = 90 * 86400
 """How long a finished attempt's record is kept by default (then deleted by the next attempt's start)."""
+KEEP_VERSIONS = 30
+"""Versions of a model kept after each retraining attempt (args.retrain.keep_versions), besides the served one and
+as many formerly served."""
 
 Trigger = Literal["api", "interval", "degradation"]
 """Who started an attempt: a POST to the API, the scheduler's interval, or the champion's live error."""
@@ -67,13 +71,21 @@ class AttemptOutcome(BaseModel):
 
 
 def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
-                spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry) -> str:
+                spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry, *,
+                keep_versions: int | None = None) -> str:
     """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns the final
-    status. The lock is released at the end."""
+    status. The lock is released at the end. After a success, `keep_versions` (None: keep all) prunes the model's
+    versions (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk."""
     try:
-        return _run(records, job_id, data, spec, registry)
+        status = _run(records, job_id, data, spec, registry)
     finally:
         RetrainLocks(records).release(spec.model_id, job_id)
+    if status == "succeeded" and keep_versions is not None:
+        try:
+            registry.prune(spec.model_id, keep_versions)
+        except OSError as exc:  # the attempt stands; the next one prunes again
+            logger.warning("retrain attempt %s: old versions of %s not pruned: %s", job_id, spec.model_id, exc)
+    return status
 
 
 @contextmanager

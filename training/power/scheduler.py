@@ -36,7 +36,7 @@ from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
 from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_shape
 from training.power.scaling import TrainScaling
-from training.retrain_attempt import RETRAIN_RETENTION_S, Trigger, public_message, run_attempt
+from training.retrain_attempt import KEEP_VERSIONS, RETRAIN_RETENTION_S, Trigger, public_message, run_attempt
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning, silent
 from training.settings import load_training_config
@@ -62,6 +62,8 @@ class SchedulerSettings(BaseModel):
     check_s: float = Field(30.0, gt=0, description="how often to look at what is due")
     retention_s: int = Field(RETRAIN_RETENTION_S, gt=0, description="finished attempt records older than this "
                                                                      "are deleted")
+    keep_versions: int = Field(KEEP_VERSIONS, ge=1, description="versions the registry keeps after an attempt "
+                                                                 "(training.retrain_attempt.run_attempt)")
     scaling: TrainScaling = TrainScaling()
 
     def fingerprint(self) -> str:
@@ -174,7 +176,7 @@ class RetrainScheduler:
             self.locks.release(settings.model_id, record["id"])
         else:
             logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())
-            run_attempt(self.records, record["id"], data, spec, self.registry)
+            run_attempt(self.records, record["id"], data, spec, self.registry, keep_versions=settings.keep_versions)
         self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
 

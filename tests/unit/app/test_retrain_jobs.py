@@ -117,9 +117,9 @@ def test_the_task_releases_the_lock_when_it_ends(tmp_path):
     launched: list = []
     jobs = jobs_in(tmp_path, launched=launched)
     jobs.submit(RetrainRequest(data=None, epochs=4))
-    state, job_id, models, _, spec = launched[0]
+    state, job_id, models, _, spec, keep = launched[0]
     failing = jobs.training_data(RetrainRequest()).model_copy(update={"path": str(tmp_path / "missing.csv")})
-    assert tasks.run_retrain._function(state, job_id, models, failing, spec) == "failed"
+    assert tasks.run_retrain._function(state, job_id, models, failing, spec, keep) == "failed"
     assert jobs.records.get(job_id)["status"] == "failed"
     jobs.submit(RetrainRequest(epochs=4))  # free again
 
@@ -221,7 +221,7 @@ def test_a_cost_job_is_launched_beside_a_running_power_job(tmp_path):
     power = jobs.submit(RetrainRequest(epochs=4))
     cost = jobs.submit(RetrainRequest(model_id="cost_gbm"))
     assert (power["trigger"], cost["trigger"], cost["source"]) == ("api", "api", "catalog")
-    _, job_id, _, data, spec = launched[1]
+    _, job_id, _, data, spec, _ = launched[1]
     assert (job_id, spec.model_id, data.source, spec.synthetic) == (cost["id"], "cost_gbm", "catalog", True)
     with pytest.raises(RetrainRunning):
         jobs.submit(RetrainRequest(model_id="cost_gbm"))

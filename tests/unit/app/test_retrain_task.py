@@ -11,6 +11,7 @@ from tests.paths import TEST_DATA
 from training.cost.catalog import generate_job_records
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import RetrainSpec
+from training.retrain_attempt import KEEP_VERSIONS
 from training.retrain_data import JobRecordsData, TrainingData
 from training.retrain_lock import RetrainLocks
 from training.settings import TrainingConfig
@@ -32,7 +33,7 @@ def _run(tmp_path, data: str, spec: RetrainSpec) -> tuple[str, dict]:
     store = RecordStore(tmp_path / "state", "retrain")
     job = pending(store, spec.model_id)
     outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
-                                          TrainingData(source="csv", path=data), spec)
+                                          TrainingData(source="csv", path=data), spec, KEEP_VERSIONS)
     return outcome, store.get(job["id"])
 
 
@@ -66,7 +67,7 @@ def test_a_task_for_a_job_that_no_longer_holds_its_model_does_not_train(tmp_path
     job = store.create({"status": "failed", "model_id": "power_lstm", "message": "stopped: ..."})
     outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                           TrainingData(source="csv", path=str(TEST_DATA / "upm_sample.csv")),
-                                          RetrainSpec(config=SMALL, verbose=False))
+                                          RetrainSpec(config=SMALL, verbose=False), KEEP_VERSIONS)
     assert outcome == "failed" and store.get(job["id"])["message"] == "stopped: ..."
     assert not (tmp_path / "models").exists()
 
@@ -94,7 +95,7 @@ def test_a_cost_retrain_records_its_decision(tmp_path):
         job = pending(store, "cost_gbm")
         outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                               JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
-                                              CostRetrainSpec(config=config))
+                                              CostRetrainSpec(config=config), KEEP_VERSIONS)
         record = store.get(job["id"])
         assert outcome == "succeeded" and (record["decision"], record["activated"]) == (expected, True), record
         assert record["message"].startswith("train_gbm: registered cost_gbm version ")
@@ -109,7 +110,7 @@ def test_a_bad_jobs_file_fails_the_cost_job_naming_it_not_its_path(tmp_path):
     job = pending(store, "cost_gbm")
     outcome = tasks.run_retrain._function(str(tmp_path / "state"), job["id"], str(tmp_path / "models"),
                                           JobRecordsData(source="csv", path=str(jobs_file), label="jobs.csv"),
-                                          CostRetrainSpec(config=SMALL))
+                                          CostRetrainSpec(config=SMALL), KEEP_VERSIONS)
     message = store.get(job["id"])["message"]
     assert outcome == "failed" and message.startswith("train_gbm: error: jobs.csv: missing column(s) ")
     assert str(tmp_path) not in message

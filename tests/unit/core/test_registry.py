@@ -135,6 +135,26 @@ def test_promote_activates_only_while_the_compared_version_is_still_served(reg: 
         reg.promote("power_lstm", 9, over=3)
 
 
+def test_prune_keeps_the_newest_the_served_and_the_formerly_served_versions(reg: ModelRegistry,
+                                                                            source: Path) -> None:
+    """Regression: every scheduled retraining published a version and none was ever deleted (thousands a year)."""
+    reg.publish("power_lstm", source, model_type="lstm")  # 1, then served
+    for _ in range(3):
+        reg.publish("power_lstm", source, model_type="lstm", activate=False)  # 2-4 lost
+    assert reg.publish("power_lstm", source, model_type="lstm").version == 5  # activated: 5 served, 1 before
+    for _ in range(4):
+        reg.publish("power_lstm", source, model_type="lstm", activate=False)  # 6-9 lost
+    reg.promote("power_lstm", 7, over=5)  # 7 served; 5 and 1 served before it
+    assert reg.former_versions("power_lstm") == [1, 5]
+    assert reg.prune("power_lstm", keep=2) == [2, 3, 4, 6]
+    assert reg.versions("power_lstm") == [1, 5, 7, 8, 9]
+    assert reg.prune("power_lstm", keep=1) == [1, 8]  # 5: the last served before 7; 9: the newest
+    assert reg.versions("power_lstm") == [5, 7, 9] and reg.active_version("power_lstm") == 7
+    assert not list((reg.root / "power_lstm").glob(".staging-*"))
+    with pytest.raises(ValueError, match="at least 1"):
+        reg.prune("power_lstm", keep=0)
+
+
 def test_resolve_forms(reg: ModelRegistry, source: Path) -> None:
     reg.publish("power_lstm", source, model_type="lstm")
     reg.publish("power_lstm", source, model_type="lstm", activate=False)

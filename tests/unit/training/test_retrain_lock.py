@@ -161,3 +161,24 @@ def test_an_attempt_that_lost_its_model_while_training_changes_neither_the_regis
     assert run_attempt(records, job, data=None, spec=spec, registry=registry) == "failed"  # type: ignore[arg-type]
     assert registry.versions("m") == []
     assert records.get(job)["message"] == "interrupted: the retrain scheduler stopped"
+
+
+def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypatch):
+    records = RecordStore(tmp_path / "state", "retrain")
+    job = running(records)
+    RetrainLocks(records).acquire("m", job)
+    registry = ModelRegistry(tmp_path / "models")
+    source = tmp_path / "weights"
+    source.mkdir()
+    (source / "w.bin").write_bytes(b"0")
+    for _ in range(4):
+        registry.publish("m", source, model_type="lstm", activate=False)  # 1 served (the latest, pinned), 2-4 lost
+
+    def publishes_a_loser(data, spec, held):
+        version = held.publish("m", source, model_type="lstm", activate=False).version
+        return retrain_attempt.AttemptOutcome(registered_version=version, decision="did_not_beat", activated=False)
+
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes_a_loser)
+    spec = SimpleNamespace(model_id="m")
+    assert run_attempt(records, job, data=None, spec=spec, registry=registry, keep_versions=2) == "succeeded"
+    assert registry.versions("m") == [1, 4, 5] and registry.served_version("m") == 1

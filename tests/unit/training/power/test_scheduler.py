@@ -59,7 +59,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Attempts run without training: each is recorded as succeeded (the ids of those run)."""
     ran: list[str] = []
 
-    def run_attempt(records, job_id, data, spec, registry):
+    def run_attempt(records, job_id, data, spec, registry, *, keep_versions):
         ran.append(job_id)
         records.update(job_id, status="succeeded")
         RetrainLocks(records).release(spec.model_id, job_id)
@@ -110,7 +110,7 @@ def test_a_restarted_scheduler_retrains_at_once_only_when_due(settings, clock, r
 
 
 def test_the_interval_counts_from_the_end_of_an_attempt_that_ran_longer(settings, clock, monkeypatch):
-    def slow_attempt(records, job_id, data, spec, registry):
+    def slow_attempt(records, job_id, data, spec, registry, *, keep_versions):
         clock.advance(2 * HOUR)  # a retraining longer than the interval
         records.update(job_id, status="succeeded")
         RetrainLocks(records).release(spec.model_id, job_id)
