@@ -34,7 +34,9 @@ def _models(registry: ModelRegistry) -> ModelsResponse:
     models = []
     for model_id in registry.model_ids():
         active = registry.active_version(model_id)
-        versions = [registry.get(model_id, v)[1] for v in registry.versions(model_id)]
+        versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
+        if not versions:
+            continue
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
         shown = active if active in readable else versions[-1].version
         current = readable[shown]

@@ -213,8 +213,6 @@ class RetrainJobs:
         """The record failed, when it is an unfinished API job gone silent; else None."""
         if record.get("status") not in UNFINISHED or record.get("trigger", "api") != "api" or not silent(record, now):
             return None
-        failed = self.records.update(record["id"], status="failed",
-                                     message=f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min "
-                                             "(the app restarted or its worker died); submit again")
-        self.locks.release(record["model_id"], record["id"])
-        return failed
+        return self.locks.fail(record["model_id"], record["id"],
+                               f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min (the app "
+                               "restarted or its worker died); submit again", lambda fresh: silent(fresh, now))

@@ -7,14 +7,16 @@ appears only by renaming a complete, fsynced staging folder, so readers never se
 Changes of ACTIVE happen under an exclusive ``flock`` on ``<root>/<model_id>/.activation``: `promote` activates a
 version only while the version it was compared with is still the served one, and publishing a version without
 activating it first pins ACTIVE to the version served until then, so an inactive version never becomes the served
-one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at before (the newest last): `prune`
-keeps the newest of them, the served version and the newest versions, and deletes the rest.
+one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at before (the newest last) and
+``PINNED`` the versions replicas serve by number: `prune` keeps the newest of the former, the recently pinned, the
+served version and the newest versions, and deletes the rest.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -23,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +39,9 @@ ACTIVE_FILE = "ACTIVE"
 STAGING_PREFIX = ".staging-"
 ACTIVATION_GUARD = ".activation"
 HISTORY_FILE = "ACTIVE.history"
+PINS_FILE = "PINNED"
+PIN_TTL_S = 86400
+"""How long a `pin` mark keeps a version from being pruned; replicas renew theirs hourly."""
 _HISTORY_LINES = 100
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
@@ -80,16 +85,20 @@ class ModelRegistry:
 
     def versions(self, model_id: str) -> list[int]:
         """Complete versions, ascending; corrupt ones are skipped with a warning."""
+        return [metadata.version for metadata in self.version_metadata(model_id)]
+
+    def version_metadata(self, model_id: str) -> list[ModelMetadata]:
+        """The metadata of every complete version, ascending, each read once; corrupt ones are skipped with a
+        warning, and one pruned meanwhile quietly."""
         found = []
         for v in self._int_dirs(model_id):
             if not (self._dir(model_id) / str(v) / METADATA_FILE).is_file():
                 continue
             try:
-                self._load(model_id, v)
+                found.append(self._load(model_id, v)[1])
             except ModelNotFoundError as exc:
-                logger.warning("skipping %s", exc)
-                continue
-            found.append(v)
+                if (self._dir(model_id) / str(v)).is_dir():
+                    logger.warning("skipping %s", exc)
         return found
 
     def active_version(self, model_id: str) -> int | None:
@@ -178,22 +187,57 @@ class ModelRegistry:
             return []
         return [int(line) for line in lines if line.isdigit()]
 
+    def pin(self, model_id: str, version: int, now: datetime | None = None) -> None:
+        """Mark `version` as served by number (a replica's `model_version`): `prune` keeps it while marked within
+        `PIN_TTL_S`, so a replica pinned to it can still start. Replicas renew the mark while they stay pinned."""
+        self._load(model_id, version)
+        with self._activation_guard(model_id):
+            pins = self._pins(model_id)
+            pins[str(version)] = (now or datetime.now(UTC)).isoformat()
+            atomic_write_text(self._dir(model_id) / PINS_FILE, json.dumps(pins, sort_keys=True))
+
+    def pinned_versions(self, model_id: str, now: datetime | None = None) -> set[int]:
+        """The versions marked by `pin` within the last `PIN_TTL_S`."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=PIN_TTL_S)
+        found = set()
+        for version, stamp in self._pins(model_id).items():
+            try:
+                if version.isdigit() and datetime.fromisoformat(stamp) >= cutoff:
+                    found.add(int(version))
+            except (TypeError, ValueError):
+                continue
+        return found
+
+    def _pins(self, model_id: str) -> dict[str, str]:
+        try:
+            pins = json.loads((self._dir(model_id) / PINS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            logger.warning("%s of %s is unreadable: starting it afresh", PINS_FILE, model_id)
+            return {}
+        return pins if isinstance(pins, dict) else {}
+
     def prune(self, model_id: str, keep: int) -> list[int]:
-        """Delete the versions beyond the newest `keep`, never the served one nor the `keep` most recently served
-        before it (the rollback targets); the versions deleted. A version folder is renamed out of sight before it
-        is deleted, so a reader sees it whole or not at all."""
+        """Delete the versions beyond the newest `keep`, never the served one, the `keep` most recently served
+        before it (the rollback targets) nor a pinned one (`pin`); the versions deleted. A version folder is
+        renamed out of sight under the activation lock and deleted after it, so a reader sees it whole or not at
+        all and activations wait only for the renames."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        asides = []
         with self._activation_guard(model_id):
             versions = self.versions(model_id)
             served = self.active_version(model_id) or (versions[-1] if versions else None)
             former = list(dict.fromkeys(reversed(self.former_versions(model_id))))[:keep]
-            kept = {*versions[-keep:], served, *former}
+            kept = {*versions[-keep:], served, *former, *self.pinned_versions(model_id)}
             doomed = [v for v in versions if v not in kept]
             for version in doomed:
                 aside = self._dir(model_id) / f"{STAGING_PREFIX}pruned-{version}-{uuid.uuid4().hex}"
                 os.rename(self._dir(model_id) / str(version), aside)
-                shutil.rmtree(aside, ignore_errors=True)
+                asides.append(aside)
+        for aside in asides:  # left behind if this fails: publish's staging clean-up removes it after an hour
+            shutil.rmtree(aside, ignore_errors=True)
         if doomed:
             logger.info("pruned %s versions %s (kept the newest %d, the served and the formerly served)", model_id,
                         doomed, keep)
@@ -254,8 +298,7 @@ class ModelRegistry:
                 if path.is_file():
                     with open(path, "rb") as fh:
                         os.fsync(fh.fileno())
-            if not activate:
-                self._pin_served(model_id)
+            self._pin_served(model_id)  # even when activating: the activation may never come (a killed process)
             version = max(self._int_dirs(model_id), default=0) + 1
             for _ in range(1000):
                 meta = meta.model_copy(update={"version": version})

@@ -35,6 +35,7 @@ from training.power.stored_history import NoStoredTelemetry, StoredHistory, stor
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing, sum_forecasts
 
 logger = logging.getLogger("ray.serve")
+PIN_RENEW_S = 3600.0  # how often a pinned replica renews its registry mark (core/registry.py PIN_TTL_S: a day)
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -103,6 +104,7 @@ class PowerPredictor(RegistryFollower):
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
         self.served: dict[str, ServedPower] = {}
+        self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
         self._load(None)  # fail fast: no default model, no replica
         try:
             self._refresh()
@@ -116,6 +118,8 @@ class PowerPredictor(RegistryFollower):
         self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
         if self.settings.model_version is not None and self.settings.model_version != self.version:
             self._load(self.settings.model_version)
+        self._pinned_at = None
+        self._renew_pin()
 
     def _load(self, version: int | None) -> None:
         self._load_model(self.model_id, version)
@@ -131,6 +135,7 @@ class PowerPredictor(RegistryFollower):
     def _refresh(self) -> None:
         """Load every served model's active version (the default stays on a pinned version). A version that cannot
         be loaded is logged and skipped: the model keeps the version it serves, and the others still move on."""
+        self._renew_pin()
         for model_id in self.model_ids:
             if model_id == self.model_id and self.settings.model_version is not None:
                 continue
@@ -142,6 +147,18 @@ class PowerPredictor(RegistryFollower):
                 except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
                     logger.exception("PowerPredictor: could not load %s version %d; keeping %s", model_id, active,
                                      f"version {current.version}" if current is not None else "it unserved")
+
+    def _renew_pin(self) -> None:
+        """While pinned to a version, mark it in the registry (hourly) so that pruning keeps it: a replica started
+        later must find it."""
+        version = self.settings.model_version
+        if version is None or (self._pinned_at is not None and time.monotonic() - self._pinned_at < PIN_RENEW_S):
+            return
+        try:
+            self.registry.pin(self.model_id, version)
+            self._pinned_at = time.monotonic()
+        except (ModelNotFoundError, OSError) as exc:
+            logger.warning("PowerPredictor: could not mark %s version %d as pinned: %s", self.model_id, version, exc)
 
     @property
     def version(self) -> int | None:

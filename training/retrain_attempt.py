@@ -117,7 +117,14 @@ def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = 
 def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
          registry: ModelRegistry) -> str:
     locks = RetrainLocks(records)
-    if not locks.beat(spec.model_id, job_id, status="running"):  # e.g. a task Ray ran again after it was failed
+    try:
+        started = locks.beat(spec.model_id, job_id, status="running")
+    except OSError as exc:
+        logger.warning("retrain attempt %s: not started: the lock of %s cannot be read: %s", job_id, spec.model_id, exc)
+        records.update(job_id, status="failed", message="not started: the model's retrain lock could not be read; "
+                                                        "submit again")
+        return "failed"
+    if not started:  # e.g. a task Ray ran again after it was failed
         logger.warning("retrain attempt %s: not started: it no longer holds %s or has ended", job_id, spec.model_id)
         return "failed"
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
@@ -136,7 +143,13 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         logger.warning("retrain attempt %s failed", job_id, exc_info=True)
         records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
         return "failed"
-    if not locks.beat(spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json")):
+    try:
+        recorded = locks.beat(spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
+    except OSError as exc:  # the lock cannot be read just now: the outcome is true, so record it anyway
+        logger.warning("retrain attempt %s: lock unreadable at the end (%s); recording the outcome", job_id, exc)
+        records.update(job_id, status="succeeded", **outcome.model_dump(mode="json"))
+        recorded = True
+    if not recorded:
         logger.warning("retrain attempt %s registered version %s after it was failed as stopped; its record is left "
                        "as it is", job_id, outcome.registered_version)
         return "failed"

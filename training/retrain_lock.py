@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -67,12 +67,37 @@ class RetrainLocks:
     def release(self, model_id: str, job_id: str) -> None:
         """Free the model if `job_id` holds it."""
         with self._guard():
-            if self.holder(model_id) == job_id:
-                self._path(model_id).unlink(missing_ok=True)
+            self._release(model_id, job_id)
+
+    def fail(self, model_id: str, job_id: str, message: str,
+             stopped: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """Fail the attempt and free its model in one step under the guard, if its record, read again there, is
+        unfinished and `stopped` says so still; the failed record, else None. So a verdict never lands on an attempt
+        that has just finished (or written its heartbeat)."""
+        with self._guard():
+            try:
+                record = self.records.get(job_id)
+            except RecordNotFound:
+                return None
+            if record.get("status") not in UNFINISHED or not stopped(record):
+                return None
+            failed = self.records.update(job_id, status="failed", message=message)
+            self._release(model_id, job_id)
+            return failed
+
+    def _release(self, model_id: str, job_id: str) -> None:
+        if self.holder(model_id) == job_id:
+            self._path(model_id).unlink(missing_ok=True)
 
     def holder(self, model_id: str) -> str | None:
-        """The id of the attempt holding the model's lock, if any. Raises OSError when the lock cannot be read (a
-        passing file-system error must neither free the model nor end an attempt's heartbeat)."""
+        """The id of the attempt holding the model's lock, if any (None also when the lock cannot be read)."""
+        try:
+            return self._read_holder(model_id)
+        except OSError:
+            return None
+
+    def _read_holder(self, model_id: str) -> str | None:
+        """The holder; OSError when the lock cannot be read (other than not existing)."""
         try:
             return self._path(model_id).read_text().strip() or None
         except FileNotFoundError:
@@ -94,7 +119,9 @@ class RetrainLocks:
             return self._holds(model_id, job_id)
 
     def _holds(self, model_id: str, job_id: str) -> bool:
-        if self.holder(model_id) != job_id:
+        """Raises OSError when the lock cannot be read: a passing file-system error must not end an attempt's
+        heartbeat, nor let it change the registry unchecked."""
+        if self._read_holder(model_id) != job_id:
             return False
         try:
             return self.records.get(job_id).get("status") in UNFINISHED

@@ -7,9 +7,6 @@ each device's readings are first averaged within the bin, then combined across d
   power devices, e.g. per-PSU sensors) when the bin has one; else a replayed node power (replay, "node");
   else the sum of the device powers that bin has (nvml + npu + xpu accelerators plus host RAPL). The
   device sum leaves out fans, disks and PSU losses, so it reads lower than the wall.
-- NVML devices are named by GPU UUID (collectors/nvml.py); collectors before 2026-12-04 named them by index
-  ("gpu0"). Where a bin (or a node's latest readings) has a UUID-named GPU, index-named ones are left out, so the
-  switch-over (and a RayService upgrade, while the old cluster's collectors still run) never counts a GPU twice.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
   cpu_utilization and memory_usage: mean over HOST devices; temperature: the hottest device.
 - replay samples carry canonical fields back: device "node" holds power_watts, memory_usage and
@@ -22,7 +19,6 @@ Bins without data stay NaN; the feature pipeline decides how to fill gaps.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -43,7 +39,6 @@ MAX_BINS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACCELERATORS = (SourceKind.NVML.value, SourceKind.NPU.value, SourceKind.XPU.value)
 _DEVICE_POWER = (*_ACCELERATORS, SourceKind.HOST.value)
-_INDEX_NAMED_GPU = re.compile(r"gpu\d+")  # an NVML device as collectors before 2026-12-04 named it
 
 
 def to_ms(moment: datetime) -> int:
@@ -92,8 +87,8 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
         return _reduce(pos, mask, value[name], n, how)
 
     power = per_bin(ipmi & node_device, "power_watts", "mean")
-    device_power = np.isin(source, _DEVICE_POWER) & ~_superseded_gpus(pos, source, device, value["power_watts"], n)
-    for mask, how in ((ipmi & ~node_device, "sum"), (replay & node_device, "mean"), (device_power, "sum")):
+    for mask, how in ((ipmi & ~node_device, "sum"), (replay & node_device, "mean"),
+                      (np.isin(source, _DEVICE_POWER), "sum")):
         power = np.where(np.isnan(power), per_bin(mask, "power_watts", how), power)
     frame = pd.DataFrame({
         "timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
@@ -109,15 +104,6 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
         "workload_type": np.nan,
     })
     return frame[list(CANONICAL_COLUMNS)]
-
-
-def _superseded_gpus(pos: np.ndarray, source: np.ndarray, device: np.ndarray, watts: np.ndarray,
-                     n: int) -> np.ndarray:
-    """Index-named NVML rows in bins that also have a UUID-named GPU's power (module docstring)."""
-    index_named = np.array([_is_index_gpu(s, d) for s, d in zip(source, device, strict=True)], dtype=bool)
-    uuid_named = (source == SourceKind.NVML.value) & ~index_named
-    named_bins = np.bincount(pos[uuid_named & ~np.isnan(watts)], minlength=n) > 0
-    return index_named & named_bins[pos]
 
 
 def _reduce(pos: np.ndarray, mask: np.ndarray, values: np.ndarray, n: int, how: str) -> np.ndarray:
@@ -156,8 +142,6 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
         for ts_ms, source, device, watts in rows:
             if ts_ms >= newest - LATEST_SPREAD_S * 1000:
                 last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
-        if any(_is_uuid_gpu(*key) for key in last):
-            last = {key: reading for key, reading in last.items() if not _is_index_gpu(*key)}
         for tier in _LATEST_TIERS:
             used = [reading for key, reading in last.items() if tier(*key)]
             if used:
@@ -166,14 +150,6 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
                                          age_s=max(0.0, (now - moment).total_seconds())))
                 break
     return result
-
-
-def _is_index_gpu(source: str, device: str) -> bool:
-    return source == SourceKind.NVML.value and bool(_INDEX_NAMED_GPU.fullmatch(device))
-
-
-def _is_uuid_gpu(source: str, device: str) -> bool:
-    return source == SourceKind.NVML.value and not _INDEX_NAMED_GPU.fullmatch(device)
 
 
 _LATEST_TIERS = (

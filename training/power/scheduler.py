@@ -237,11 +237,11 @@ def fail_interrupted(records: RecordStore, model_id: str, *, owner: str | None =
     `owner`, a scheduler known to be stopped, however recent; free their locks; how many. One still alive (another
     cluster's scheduler during an upgrade) is left running."""
     locks, interrupted, now = RetrainLocks(records), 0, records.clock()
+    def stopped(record: dict) -> bool:
+        return silent(record, now) or (owner is not None and record.get("owner") == owner)
+
     for record in records.unfinished():
-        stopped = silent(record, now) or (owner is not None and record.get("owner") == owner)
-        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped:
-            records.update(record["id"], status="failed", message="interrupted: the retrain scheduler stopped or "
-                                                                   "restarted; the next due attempt retrains")
-            locks.release(model_id, record["id"])
-            interrupted += 1
+        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped(record):
+            message = "interrupted: the retrain scheduler stopped or restarted; the next due attempt retrains"
+            interrupted += locks.fail(model_id, record["id"], message, stopped) is not None
     return interrupted

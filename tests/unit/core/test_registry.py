@@ -9,7 +9,7 @@ import os
 import pickle
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +155,33 @@ def test_prune_keeps_the_newest_the_served_and_the_formerly_served_versions(reg:
         reg.prune("power_lstm", keep=0)
 
 
+def test_prune_keeps_a_version_a_replica_is_pinned_to_while_the_mark_is_fresh(reg: ModelRegistry,
+                                                                              source: Path) -> None:
+    """Regression: a PowerPredictor pinned to a version by `model_version` could not start once pruning deleted it."""
+    for _ in range(5):
+        reg.publish("power_lstm", source, model_type="lstm")  # 5 served, 4 before it
+    now = datetime.now(UTC)
+    reg.pin("power_lstm", 2, now=now - timedelta(hours=2))
+    reg.pin("power_lstm", 1, now=now - timedelta(days=2))  # a pin removed two days ago: its mark has expired
+    assert reg.pinned_versions("power_lstm", now=now) == {2}
+    assert reg.prune("power_lstm", keep=1) == [1, 3]
+    with pytest.raises(ModelNotFoundError):
+        reg.pin("power_lstm", 3)
+    (reg.root / "power_lstm" / "PINNED").write_text("{not json")
+    assert reg.pinned_versions("power_lstm") == set()  # unreadable: no pins, said in the log
+
+
+def test_a_forced_publish_pins_the_served_version_before_it_appears(reg: ModelRegistry, source: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: publishing with activation did not pin first, so a process killed between the rename and the
+    activation left the new version served for being the latest."""
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)  # 1: served as the only version
+    monkeypatch.setattr(reg, "activate", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))  # killed there
+    with pytest.raises(KeyboardInterrupt):
+        reg.publish("power_lstm", source, model_type="lstm")
+    assert reg.versions("power_lstm") == [1, 2] and reg.served_version("power_lstm") == 1
+
+
 def test_resolve_forms(reg: ModelRegistry, source: Path) -> None:
     reg.publish("power_lstm", source, model_type="lstm")
     reg.publish("power_lstm", source, model_type="lstm", activate=False)
@@ -273,7 +300,7 @@ def test_failed_publish_leaves_nothing(
         reg.publish("power_lstm", source, model_type="lstm")
     assert reg.versions("power_lstm") == []
     assert reg.active_version("power_lstm") is None
-    assert not list((reg.root / "power_lstm").iterdir())
+    assert {p.name for p in (reg.root / "power_lstm").iterdir()} <= {".activation"}  # the (empty) lock file at most
 
 
 def test_nonexistent_root_lists_nothing_and_is_not_created(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.forecasts import PowerForecast, PowerHistory
+from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
@@ -184,3 +185,23 @@ def test_a_history_no_served_model_covers_any_more_fails_alone(predictor, monkey
     answers = predictor._infer(histories)
     assert isinstance(answers[1], ForecastRequestError)
     assert [a.model_version for a in (answers[0], answers[2])] == ["power_lstm/1", "power_lstm/1"]
+
+
+def test_a_pinned_replica_marks_its_version_so_that_pruning_keeps_it(predictor, tmp_path, monkeypatch):
+    """Regression: pruning deleted the version a replica was pinned to (`model_version`); the next replica start
+    failed."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.bin").write_bytes(b"0")
+    registry = ModelRegistry(tmp_path / "models")
+    for _ in range(3):
+        registry.publish("power_lstm", weights, model_type="lstm")
+    predictor.registry, predictor._pinned_at = registry, None
+    predictor.settings = SimpleNamespace(model_version=1)
+    predictor._renew_pin()
+    assert registry.pinned_versions("power_lstm") == {1}
+    assert registry.prune("power_lstm", keep=1) == []  # 1 pinned, 2 served before 3, 3 served
+    renewals = []
+    monkeypatch.setattr(registry, "pin", lambda *args: renewals.append(args))
+    predictor._renew_pin()
+    assert renewals == []  # renewed at most hourly

@@ -15,7 +15,7 @@ from core.records import RecordStore
 from core.registry import ModelRegistry
 from training import retrain_attempt
 from training.retrain_attempt import heartbeat, run_attempt
-from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning
+from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
 
 
 def running(records: RecordStore, age_s: float = 0.0) -> str:
@@ -182,3 +182,20 @@ def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypat
     spec = SimpleNamespace(model_id="m")
     assert run_attempt(records, job, data=None, spec=spec, registry=registry, keep_versions=2) == "succeeded"
     assert registry.versions("m") == [1, 4, 5] and registry.served_version("m") == 1
+
+
+def test_a_stopped_verdict_never_lands_on_an_attempt_that_has_just_finished(tmp_path):
+    """Regression: the API and the scheduler failed a silent attempt by read-modify-write outside the guard, so an
+    attempt finishing in between ended "failed" with its outcome lost."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records, age_s=SILENT_AFTER_S + 10)
+    locks.acquire("m", job)
+    assert silent(records.get(job), records.clock())  # what the failer saw
+    records.update(job, status="succeeded")  # the attempt's last write, before the failer's
+    assert locks.fail("m", job, "stopped", lambda fresh: silent(fresh, records.clock())) is None
+    assert records.get(job)["status"] == "succeeded"
+    other = running(records, age_s=SILENT_AFTER_S + 10)
+    locks.acquire("m", other)
+    failed = locks.fail("m", other, "stopped", lambda fresh: silent(fresh, records.clock()))
+    assert failed is not None and failed["status"] == "failed" and locks.holder("m") is None

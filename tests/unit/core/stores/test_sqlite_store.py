@@ -77,23 +77,6 @@ def test_per_psu_bmc_sensors_are_summed_and_beat_device_sums(store):
     assert store.window("n1", at(0), at(60), 60)["power_watts"].tolist() == [610.0]
 
 
-def test_index_named_gpus_give_way_to_uuid_named_ones_at_the_switch_over(store):
-    """Collectors before 2026-12-04 named GPUs "gpu<index>", now by UUID: while both run (a RayService upgrade)
-    one GPU writes under both names, and the node's power must count it once."""
-    uuid = "GPU-00000000-0000-0000-0000-000000000000"
-    store.write([sample(5, "nvml", "gpu0", power_watts=250), sample(6, "nvml", "gpu1", power_watts=240),  # old only
-                 sample(65, "nvml", "gpu0", power_watts=250), sample(66, "nvml", uuid, power_watts=252),  # both
-                 sample(125, "nvml", uuid, power_watts=254), sample(125, "host", power_watts=40)])  # new only
-    assert store.window("n1", at(0), at(180), 60)["power_watts"].tolist() == [490.0, 252.0, 294.0]
-    now = datetime.now(UTC)
-    store.write([TelemetrySample(timestamp=now - timedelta(seconds=2), node_id="m", source="nvml", device_id="gpu0",
-                                 power_watts=250),
-                 TelemetrySample(timestamp=now - timedelta(seconds=1), node_id="m", source="nvml", device_id=uuid,
-                                 power_watts=252),
-                 TelemetrySample(timestamp=now, node_id="m", source="host", power_watts=40)])
-    assert store.latest("m")[0].power_watts == 292.0
-
-
 def test_window_bins_align_to_the_epoch_and_exclude_the_end(store):
     store.write([sample(s, "ipmi", power_watts=100 + s) for s in range(0, 300, 10)])
     frame = store.window("n1", at(45), at(150), 60)  # bins 0 (from 45 s on), 60, 120 (until 150 s)
