@@ -116,10 +116,11 @@ class PowerPredictor(RegistryFollower):
         self.settings = PowerPredictorUserConfig.model_validate(user_config or {})
         self._batched.set_max_batch_size(self.settings.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        if self.settings.model_version is not None and self.settings.model_version != self.version:
-            self._load(self.settings.model_version)
-        self._pinned_at = None
-        self._renew_pin()
+        if self.settings.model_version is not None:
+            if self.settings.model_version != self.version:
+                self._load(self.settings.model_version)
+            self._pinned_at = None  # (re)pinned: mark it now
+            self._renew_pin()
 
     def _load(self, version: int | None) -> None:
         self._load_model(self.model_id, version)

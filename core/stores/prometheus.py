@@ -15,6 +15,11 @@ entries include sub-systems of the whole) when present, else the sum of the devi
 utilization 100 * (1 - idle share of node_cpu_seconds_total); memory usage 100 * (1 - MemAvailable /
 MemTotal).
 
+GPU series are first reduced to one per physical GPU (`max without` the labels dcgm-exporter adds per MIG instance
+and per Kubernetes pod: GPU_I_ID, GPU_I_PROFILE, pod, namespace, container and their `exported_` forms): with MIG
+every instance repeats the whole GPU's power, and a GPU moving to another pod has two series in that bin.
+Percentages are clamped to 0..100 (a counter's rate can make the idle share pass 1) and non-finite values dropped.
+
 Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
 `latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
@@ -63,6 +68,9 @@ KEPLER_07_NODE_LABELS = {"node_power": "instance", "cpu_power": "instance"}
 KEPLER_NAMES = {"current": ({}, {}), "0.7": (KEPLER_07_METRICS, KEPLER_07_NODE_LABELS)}
 DEVICE_POWER = ("gpu_power", "cpu_power")  # summed when a node has no node_power
 MAX_POINTS = 10_000  # Prometheus refuses query_range with more than 11,000 points per series
+GPU_KEYS = ("gpu_power", "gpu_utilization", "gpu_temperature")
+PER_GPU_DUPLICATES = ("GPU_I_ID", "GPU_I_PROFILE", "pod", "namespace", "container", "exported_pod",
+                      "exported_namespace", "exported_container")  # labels that split one GPU into several series
 
 
 class PrometheusStore(TelemetryStore):
@@ -110,7 +118,8 @@ class PrometheusStore(TelemetryStore):
 
     def _gauge(self, key: str, node_id: str | None, step_s: int | None, extra: str = "") -> str:
         sel = self._sel(key, node_id, extra)
-        return f"avg_over_time({sel}[{step_s}s])" if step_s else sel
+        gauge = f"avg_over_time({sel}[{step_s}s])" if step_s else sel
+        return f"max without ({', '.join(PER_GPU_DUPLICATES)}) ({gauge})" if key in GPU_KEYS else gauge
 
     def _rate_s(self, step_s: int | None) -> int:
         return max(step_s or 0, self.min_rate_window_s)
@@ -123,11 +132,13 @@ class PrometheusStore(TelemetryStore):
         total = f"sum by ({lab['memory_total']}) ({self._gauge('memory_total', node_id, step_s)})"
         return {
             **{key: self._power_expr(key, node_id, step_s) for key in ("node_power", *DEVICE_POWER)},
-            "gpu_utilization": f"avg by ({lab['gpu_utilization']}) ({self._gauge('gpu_utilization', node_id, step_s)})",
+            "gpu_utilization": _percent(f"avg by ({lab['gpu_utilization']}) "
+                                        f"({self._gauge('gpu_utilization', node_id, step_s)})"),
             "temperature": f"max by ({lab['gpu_temperature']}) ({self._gauge('gpu_temperature', node_id, step_s)})",
-            "npu_utilization": f"avg by ({lab['npu_utilization']}) ({self._gauge('npu_utilization', node_id, step_s)})",
-            "cpu_utilization": f"100 * (1 - avg by ({lab['cpu_seconds']}) ({cpu_idle}))",
-            "memory_usage": f"100 * (1 - {available} / on() {total})",
+            "npu_utilization": _percent(f"avg by ({lab['npu_utilization']}) "
+                                        f"({self._gauge('npu_utilization', node_id, step_s)})"),
+            "cpu_utilization": _percent(f"100 * (1 - avg by ({lab['cpu_seconds']}) ({cpu_idle}))"),
+            "memory_usage": _percent(f"100 * (1 - {available} / on() {total})"),
         }
 
     # --- reads --------------------------------------------------------------------------------------
@@ -152,8 +163,10 @@ class PrometheusStore(TelemetryStore):
             data = self._get("/api/v1/query_range", {"query": expr, "start": int(part[0]) + step_s,
                                                      "end": int(part[-1]) + step_s, "step": f"{step_s}s"})
             for result in data["result"]:
-                stamps += [float(stamp) for stamp, _ in result["values"]]
-                values += [float(value) for _, value in result["values"]]
+                kept = [(float(stamp), float(value)) for stamp, value in result["values"]
+                        if np.isfinite(float(value))]  # e.g. +Inf from a memory total of 0
+                stamps += [stamp for stamp, _ in kept]
+                values += [value for _, value in kept]
         found = pd.Series(values, index=np.round(stamps).astype(np.int64) - step_s, dtype=float)
         return found[~found.index.duplicated(keep="last")].reindex(bins)
 
@@ -210,6 +223,10 @@ def _split_selector(key: str, text: str) -> tuple[str, str]:
     if brace and not rest.endswith("}"):
         raise ValueError(f"Prometheus metric {key} {text!r}: label matchers must end with '}}'")
     return name.strip(), rest[:-1].strip() if brace else ""
+
+
+def _percent(expr: str) -> str:
+    return f"clamp({expr}, 0, 100)"
 
 
 def _quote(value: str) -> str:

@@ -73,6 +73,13 @@ def prometheus(tmp_path_factory):
                    "path": "/sys/class/powercap/intel-rapl:0"}, watts, now_ms)
           for zone, watts in (("package", 120), ("core", 90), ("dram", 30))],
         gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "node_name": "k-2", "gpu": "0"}, 200, now_ms),
+        # mig-1: GPU 0 split into two MIG instances, each repeating the whole GPU's power, the second in a pod;
+        # its idle CPU counter runs faster than wall time (a rate over 1, as node-exporter's can)
+        *[gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "mig-1", "gpu": "0", "UUID": "GPU-a",
+                 "GPU_I_ID": instance, **extra}, 250, now_ms)
+          for instance, extra in (("1", {}), ("2", {"pod": "train-0", "namespace": "ml", "container": "c"}))],
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "mig-1", "gpu": "1", "UUID": "GPU-b"}, 100, now_ms),
+        counter({"__name__": "node_cpu_seconds_total", "instance": "mig-1", "cpu": "0", "mode": "idle"}, 1.2, now_ms),
     ]
     assert server.remote_write(series) == 204
     yield server, now_ms
@@ -112,16 +119,28 @@ def test_window_falls_back_to_gpu_power_and_keeps_gaps_missing(prometheus):
     assert frame.loc[~missing, "gpu_utilization"].tolist() == pytest.approx([10.0] * int((~missing).sum()))
 
 
+def test_mig_instances_count_their_gpu_once_and_percentages_stay_in_range(prometheus):
+    """Regression: every MIG instance's series carries its whole GPU's power, so summing series counted GPU 0
+    twice (600 W for 350 W); an idle rate over 1 gave a negative CPU utilization that retraining refused."""
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
+    start, end = window_span(now_ms, 15, 10)
+    frame = store.window("mig-1", start, end, 60)
+    assert frame["power_watts"].tolist() == pytest.approx([350.0] * 10)
+    assert frame["cpu_utilization"].tolist() == pytest.approx([0.0] * 10)
+    assert [(i.node_id, i.power_watts) for i in store.latest("mig-1")] == [("mig-1", pytest.approx(350.0))]
+
+
 def test_latest_nodes_and_configurable_names(prometheus):
     server, now_ms = prometheus
     store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     latest = {item.node_id: item for item in store.latest()}
-    assert set(latest) == {"gpu-1", "gpu-2"}
+    assert set(latest) == {"gpu-1", "gpu-2", "mig-1"}
     assert latest["gpu-1"].power_watts == pytest.approx(600.0)
     assert latest["gpu-2"].power_watts == pytest.approx(450.0)
     assert latest["gpu-1"].timestamp == datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     assert 0 <= latest["gpu-1"].age_s < 60
-    assert store.nodes() == ["gpu-1", "gpu-2"]
+    assert store.nodes() == ["gpu-1", "gpu-2", "mig-1"]
 
     custom = PrometheusStore(server.url, metric_names={"node_power": "node_power_watts"},
                              node_labels={"node_power": "node"})

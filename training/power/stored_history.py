@@ -40,15 +40,20 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
 
     Raises:
         UnknownNode: nothing stored for the node.
-        NoStoredTelemetry: no power in its latest window.
+        NoStoredTelemetry: no power in its latest window, or its power readings stopped (the node is known).
         StoreUnavailable: the store could not be read.
     """
     if latest is None:
         found = store.latest(node_id)
         if not found:
+            if node_id in store.nodes():  # known, but its power has not been read for longer than `latest` looks back
+                raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r} (its power readings "
+                                        "stopped)")
             raise UnknownNode(f"no telemetry stored for node {node_id!r}")
         latest = found[0]
-    newest_time = min(latest.timestamp, until) if until is not None else latest.timestamp
+    current = now or datetime.now(UTC)
+    newest_time = min(latest.timestamp, current)  # a node whose clock runs ahead has not reported the future
+    newest_time = min(newest_time, until) if until is not None else newest_time
     newest = newest_time.timestamp()
     end = datetime.fromtimestamp(newest - newest % step_s + step_s, UTC)
     window = store.window(node_id, end - timedelta(seconds=step_s * sequence_length), end, step_s)
@@ -70,7 +75,7 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     # the newest reading is `latest` (or `until`), in the window's last bin; were that bin empty, the newest bin
     # with power starts no later than its reading (an age that errs old, never fresh)
     newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
-    return StoredHistory(history, ((now or datetime.now(UTC)) - newest_reading).total_seconds(), newest_reading)
+    return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading)
 
 
 def _hold(values: np.ndarray) -> np.ndarray:

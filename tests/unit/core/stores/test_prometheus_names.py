@@ -18,7 +18,9 @@ def test_current_kepler_names_keyed_by_node_name() -> None:
         'max by (node_name) (avg_over_time(kepler_platform_watts{node_name="n1"}[60s]))')
     assert store._power_expr("cpu_power", "n1", 60) == (
         'sum by (node_name) (rate(kepler_node_cpu_joules_total{node_name="n1",zone="package"}[120s]))')
-    assert store._power_expr("gpu_power", None, None) == "sum by (Hostname) (DCGM_FI_DEV_POWER_USAGE{})"
+    assert store._power_expr("gpu_power", None, None) == (
+        "sum by (Hostname) (max without (GPU_I_ID, GPU_I_PROFILE, pod, namespace, container, exported_pod, "
+        "exported_namespace, exported_container) (DCGM_FI_DEV_POWER_USAGE{}))")
 
 
 def test_kepler_0_7_names_and_explicit_overrides() -> None:

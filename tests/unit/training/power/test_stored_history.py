@@ -9,7 +9,7 @@ import pytest
 
 from core.stores.base import TelemetrySample
 from core.stores.sqlite import SqliteStore
-from training.power.stored_history import stored_history
+from training.power.stored_history import NoStoredTelemetry, UnknownNode, stored_history
 
 NOW = datetime(2026, 1, 5, 12, 59, 50, tzinfo=UTC)  # 59 min 50 s into an hourly bin
 
@@ -52,3 +52,29 @@ def test_a_feature_missing_only_in_the_first_bin_is_kept_from_its_first_reading(
                                      utilization=40.0 + m) for m in range(9)])  # none in the oldest minute
         stored = stored_history(store, "n", step_s=60, sequence_length=10, horizon_s=600, now=NOW)
     assert stored.history.numeric["cpu_utilization"] == tuple(48.0 - k for k in range(9))
+
+
+def test_a_node_whose_clock_runs_ahead_is_not_read_as_fresher_than_now(tmp_path):
+    """Regression: samples stamped 4 min ahead gave a negative age and a window ending in the future."""
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW + timedelta(seconds=240 - 10 * k), node_id="n", source="ipmi",
+                                     power_watts=400.0) for k in range(60)])
+        stored = stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300, now=NOW)
+    assert stored.age_s == 0.0 and stored.newest == NOW
+    assert stored.history.end_time <= NOW
+
+
+def test_a_known_node_whose_power_readings_stopped_is_not_unknown(tmp_path):
+    """Regression: power last read 90 min ago (beyond the store's look-back), CPU still read: the API answered 404
+    "no telemetry stored", as if the id were mistyped, instead of saying its power stopped."""
+    now = datetime.now(UTC)
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=now - timedelta(minutes=90), node_id="n", source="ipmi",
+                                     power_watts=400.0),
+                     TelemetrySample(timestamp=now - timedelta(seconds=5), node_id="n", source="host",
+                                     utilization=30.0)])
+        with pytest.raises(NoStoredTelemetry, match="its power readings stopped") as raised:
+            stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300)
+        assert not isinstance(raised.value, UnknownNode)
+        with pytest.raises(UnknownNode):
+            stored_history(store, "nobody", step_s=60, sequence_length=5, horizon_s=300)
