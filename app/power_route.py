@@ -24,7 +24,7 @@ from app.settings import AppArgs
 from core.durations import parse_duration
 from core.forecasts import ForecastRequestError
 from deployments.power import PowerPredictor
-from training.power.stored_history import UnknownNode
+from training.power.stored_history import PowerStopped, UnknownNode
 
 power_api = FastAPI(title="kcloud-opt-predictor power forecasts", version="0.1.0")
 install_error_handlers(power_api)
@@ -75,8 +75,8 @@ async def predict_power(request: PowerPredictionRequest,
             nodes, parse_duration(request.prediction_horizon), step_s=request.step_s,
             workload_type=request.features.workload_type if request.features else None,
             workload_id=request.workload_id if request.node_id is None else None)
-    except UnknownNode as unknown:
-        if not has_feature_lists(request):  # nothing to estimate its power from: the unknown node is the answer
+    except (UnknownNode, PowerStopped) as unknown:
+        if not has_feature_lists(request):  # nothing to estimate its power from: the missing power is the answer
             raise
         try:
             return to_response(request, await replica.forecast(to_history(request)))

@@ -164,6 +164,10 @@ class RetrainJobs:
         except RetrainRunning:
             self.records.delete(record["id"])
             raise
+        except OSError as exc:
+            self.records.delete(record["id"])
+            logger.warning("retrain job for %s not started: its lock cannot be read: %s", model_id, exc)
+            raise LaunchFailed("the model's retrain lock could not be read; try again") from None
         try:
             self.launch(self.state_path, record["id"], self.model_path, data, spec, self.defaults.keep_versions)
         except Exception as exc:  # noqa: BLE001 - the attempt fails and the model is free again, never locked

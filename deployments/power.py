@@ -117,10 +117,10 @@ class PowerPredictor(RegistryFollower):
         self._batched.set_max_batch_size(self.settings.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
         if self.settings.model_version is not None:
+            self._pinned_at = None  # (re)pinned: marked before it loads, so that pruning cannot take it meanwhile
+            self._renew_pin()
             if self.settings.model_version != self.version:
                 self._load(self.settings.model_version)
-            self._pinned_at = None  # (re)pinned: mark it now
-            self._renew_pin()
 
     def _load(self, version: int | None) -> None:
         self._load_model(self.model_id, version)
@@ -231,7 +231,7 @@ class PowerPredictor(RegistryFollower):
         try:
             return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
                                   sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
-                                  workload_type=workload_type, until=until)
+                                  workload_type=workload_type, until=until, tell_stopped=True)
         except NoStoredTelemetry as exc:
             if workload_id is None:
                 raise

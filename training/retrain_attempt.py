@@ -145,10 +145,9 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         return "failed"
     try:
         recorded = locks.beat(spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
-    except OSError as exc:  # the lock cannot be read just now: the outcome is true, so record it anyway
+    except OSError as exc:  # the lock cannot be read just now: record the outcome unless a verdict came first
         logger.warning("retrain attempt %s: lock unreadable at the end (%s); recording the outcome", job_id, exc)
-        records.update(job_id, status="succeeded", **outcome.model_dump(mode="json"))
-        recorded = True
+        recorded = locks.record_if_unfinished(job_id, status="succeeded", **outcome.model_dump(mode="json"))
     if not recorded:
         logger.warning("retrain attempt %s registered version %s after it was failed as stopped; its record is left "
                        "as it is", job_id, outcome.registered_version)

@@ -57,9 +57,10 @@ class RetrainLocks:
         self.records = records
 
     def acquire(self, model_id: str, job_id: str) -> None:
-        """Raises RetrainRunning naming the running attempt (a lock left by an ended or stopped one is taken over)."""
+        """Raises RetrainRunning naming the running attempt (a lock left by an ended or stopped one is taken over),
+        OSError when the lock cannot be read (never taken over on a passing error)."""
         with self._guard():
-            holder = self.holder(model_id)
+            holder = self._read_holder(model_id)
             if holder is not None and self.running(holder):
                 raise RetrainRunning(model_id, holder)
             atomic_write_with(self._path(model_id), lambda tmp: tmp.write_text(job_id))
@@ -84,6 +85,18 @@ class RetrainLocks:
             failed = self.records.update(job_id, status="failed", message=message)
             self._release(model_id, job_id)
             return failed
+
+    def record_if_unfinished(self, job_id: str, **fields: Any) -> bool:
+        """Update the attempt's record only while it is unfinished (under the guard, without reading the lock):
+        an attempt whose lock cannot be read records its outcome unless someone has already given a verdict."""
+        with self._guard():
+            try:
+                if self.records.get(job_id).get("status") not in UNFINISHED:
+                    return False
+            except RecordNotFound:
+                return False
+            self.records.update(job_id, **fields)
+            return True
 
     def _release(self, model_id: str, job_id: str) -> None:
         if self.holder(model_id) == job_id:

@@ -113,13 +113,14 @@ class PrometheusStore(TelemetryStore):
         series summed (devices) or, for node_power, the largest (a whole and its parts)."""
         label = self.labels[key]
         if self._selectors[key][0].endswith("_total"):
-            return f"sum by ({label}) (rate({self._sel(key, node_id)}[{self._rate_s(step_s)}s]))"
+            rate = f"rate({self._sel(key, node_id)}[{self._rate_s(step_s)}s])"
+            return f"sum by ({label}) ({_per_gpu(rate) if key in GPU_KEYS else rate})"
         return f"{'max' if key == 'node_power' else 'sum'} by ({label}) ({self._gauge(key, node_id, step_s)})"
 
     def _gauge(self, key: str, node_id: str | None, step_s: int | None, extra: str = "") -> str:
         sel = self._sel(key, node_id, extra)
         gauge = f"avg_over_time({sel}[{step_s}s])" if step_s else sel
-        return f"max without ({', '.join(PER_GPU_DUPLICATES)}) ({gauge})" if key in GPU_KEYS else gauge
+        return _per_gpu(gauge) if key in GPU_KEYS else gauge
 
     def _rate_s(self, step_s: int | None) -> int:
         return max(step_s or 0, self.min_rate_window_s)
@@ -223,6 +224,11 @@ def _split_selector(key: str, text: str) -> tuple[str, str]:
     if brace and not rest.endswith("}"):
         raise ValueError(f"Prometheus metric {key} {text!r}: label matchers must end with '}}'")
     return name.strip(), rest[:-1].strip() if brace else ""
+
+
+def _per_gpu(expr: str) -> str:
+    """One series per GPU: the copies MIG instances and pod labels make are merged (module docstring)."""
+    return f"max without ({', '.join(PER_GPU_DUPLICATES)}) ({expr})"
 
 
 def _percent(expr: str) -> str:

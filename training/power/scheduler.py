@@ -157,7 +157,7 @@ class RetrainScheduler:
                                       **({"owner": self.owner} if self.owner else {})})
         try:
             self.locks.acquire(settings.model_id, record["id"])
-        except RetrainRunning as busy:
+        except (RetrainRunning, OSError) as busy:  # another attempt, or a lock that cannot be read now
             self.records.delete(record["id"])
             logger.info("retrain scheduler: %s due, but %s", trigger, busy)
             return None

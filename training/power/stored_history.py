@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from core.forecasts import PowerHistory
-from core.stores.base import NodeLatest, TelemetryStore
+from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
 
 
@@ -25,6 +25,10 @@ class UnknownNode(NoStoredTelemetry):
     """The store has never seen the node."""
 
 
+class PowerStopped(NoStoredTelemetry):
+    """The store knows the node, but has had no power reading from it for longer than `latest` looks back."""
+
+
 @dataclass(frozen=True)
 class StoredHistory:
     history: PowerHistory
@@ -34,21 +38,25 @@ class StoredHistory:
 
 def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
                    workload_type: str | None = None, now: datetime | None = None,
-                   latest: NodeLatest | None = None, until: datetime | None = None) -> StoredHistory:
+                   latest: NodeLatest | None = None, until: datetime | None = None,
+                   tell_stopped: bool = False) -> StoredHistory:
     """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given), or at
     the bin of `until` when that is earlier (the nodes of a workload, summed lead by lead, end at one bin).
+    `tell_stopped`: tell a known node whose power stopped from an unknown one (one more store read, on that error
+    path only: the API, which answers them differently).
 
     Raises:
-        UnknownNode: nothing stored for the node.
-        NoStoredTelemetry: no power in its latest window, or its power readings stopped (the node is known).
+        UnknownNode: nothing stored for the node (or no recent power, without `tell_stopped`).
+        PowerStopped: with `tell_stopped`, a known node without recent power.
+        NoStoredTelemetry: no power in its latest window.
         StoreUnavailable: the store could not be read.
     """
     if latest is None:
         found = store.latest(node_id)
         if not found:
-            if node_id in store.nodes():  # known, but its power has not been read for longer than `latest` looks back
-                raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r} (its power readings "
-                                        "stopped)")
+            if tell_stopped and _known(store, node_id):
+                raise PowerStopped(f"no recent power telemetry stored for node {node_id!r} (its power readings "
+                                   "stopped)")
             raise UnknownNode(f"no telemetry stored for node {node_id!r}")
         latest = found[0]
     current = now or datetime.now(UTC)
@@ -76,6 +84,14 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     # with power starts no later than its reading (an age that errs old, never fresh)
     newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
     return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading)
+
+
+def _known(store: TelemetryStore, node_id: str) -> bool:
+    """Whether the store has the node at all (False when it cannot say just now: the caller's unknown-node path)."""
+    try:
+        return node_id in store.nodes()
+    except StoreUnavailable:
+        return False
 
 
 def _hold(values: np.ndarray) -> np.ndarray:

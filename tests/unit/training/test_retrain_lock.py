@@ -116,9 +116,9 @@ def test_an_attempt_that_lost_its_model_is_not_started(tmp_path):
     assert records.get(job)["status"] == "running"  # untouched: it never held the model
 
 
-def test_a_passing_error_reading_the_lock_does_not_end_the_heartbeat(tmp_path):
-    """Regression: one failed read of the lock file counted as "nobody holds it", so the heartbeat stopped for good
-    and the attempt was later failed as silent while it still trained."""
+def test_a_passing_error_reading_the_lock_neither_frees_the_model_nor_ends_the_heartbeat(tmp_path):
+    """Regression: one failed read of the lock file counted as "nobody holds it": the heartbeat stopped for good
+    (the attempt was later failed as silent while it still trained) and another attempt could take the model."""
     records = RecordStore(tmp_path, "retrain")
     locks = RetrainLocks(records)
     job = running(records)
@@ -127,6 +127,9 @@ def test_a_passing_error_reading_the_lock_does_not_end_the_heartbeat(tmp_path):
     with heartbeat(locks, "m", job, every_s=0.05):
         lock.rename(tmp_path / "aside")
         lock.mkdir()  # reading it now fails with IsADirectoryError, not "no such file"
+        other = running(records)
+        with pytest.raises(IsADirectoryError):
+            locks.acquire("m", other)
         time.sleep(0.2)
         lock.rmdir()
         (tmp_path / "aside").rename(lock)
@@ -197,3 +200,12 @@ def test_a_stopped_verdict_never_lands_on_an_attempt_that_has_just_finished(tmp_
     locks.acquire("m", other)
     failed = locks.fail("m", other, "stopped", lambda fresh: silent(fresh, records.clock()))
     assert failed is not None and failed["status"] == "failed" and locks.holder("m") is None
+
+
+def test_an_outcome_recorded_without_the_lock_never_overwrites_a_verdict(tmp_path):
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    assert locks.record_if_unfinished(job, status="succeeded", message="done")
+    assert not locks.record_if_unfinished(job, status="failed", message="stopped")
+    assert records.get(job)["status"] == "succeeded"

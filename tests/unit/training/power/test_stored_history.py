@@ -9,7 +9,7 @@ import pytest
 
 from core.stores.base import TelemetrySample
 from core.stores.sqlite import SqliteStore
-from training.power.stored_history import NoStoredTelemetry, UnknownNode, stored_history
+from training.power.stored_history import PowerStopped, UnknownNode, stored_history
 
 NOW = datetime(2026, 1, 5, 12, 59, 50, tzinfo=UTC)  # 59 min 50 s into an hourly bin
 
@@ -73,8 +73,9 @@ def test_a_known_node_whose_power_readings_stopped_is_not_unknown(tmp_path):
                                      power_watts=400.0),
                      TelemetrySample(timestamp=now - timedelta(seconds=5), node_id="n", source="host",
                                      utilization=30.0)])
-        with pytest.raises(NoStoredTelemetry, match="its power readings stopped") as raised:
-            stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300)
-        assert not isinstance(raised.value, UnknownNode)
+        with pytest.raises(PowerStopped, match="its power readings stopped"):
+            stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300, tell_stopped=True)
         with pytest.raises(UnknownNode):
-            stored_history(store, "nobody", step_s=60, sequence_length=5, horizon_s=300)
+            stored_history(store, "nobody", step_s=60, sequence_length=5, horizon_s=300, tell_stopped=True)
+        with pytest.raises(UnknownNode):  # the controller's ticks do not pay for the extra read
+            stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300)
