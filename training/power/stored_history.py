@@ -2,7 +2,10 @@
 
 The window ends at the node's newest stored sample, covers the model's sequence length at its step, and is
 sample-and-hold filled over gaps (never from later samples), so a forecast from stored telemetry sees what
-a forecast from a client's history list would.
+a forecast from a client's history list would. A feature other than power is held for at most the default
+`max_gap` (5 steps, at least 5 minutes: `training.settings.default_max_gap`), as training fills it; after that it
+is missing (NaN, which the model reads as missing, as in training), so a feature whose source stopped is not
+read as fresh.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from core.forecasts import PowerHistory
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
+from training.settings import default_max_gap
 
 
 class NoStoredTelemetry(LookupError):
@@ -70,12 +74,13 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     if observed.size == 0:
         raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r}")
     first = observed[0]
+    hold_steps = default_max_gap(step_s) // step_s
     numeric = {}
     for name in NUMERIC_FEATURES:
         values = window[name].to_numpy(dtype=float)[first:]
         seen = np.flatnonzero(~np.isnan(values))
         if seen.size:  # from its first reading on: a shorter list, padded at the front like a client's
-            numeric[name] = tuple(_hold(values[seen[0]:]).tolist())
+            numeric[name] = tuple(_hold(values[seen[0]:], hold_steps).tolist())
     times = window["timestamp"]
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
                            workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,
@@ -94,7 +99,12 @@ def _known(store: TelemetryStore, node_id: str) -> bool:
         return False
 
 
-def _hold(values: np.ndarray) -> np.ndarray:
-    """Sample and hold: each NaN takes the last value before it (leading NaNs point at index 0 and stay NaN)."""
-    index = np.where(np.isnan(values), 0, np.arange(values.size))
-    return values[np.maximum.accumulate(index)]
+def _hold(values: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Sample and hold: each NaN takes the last value before it, for at most `limit` steps (None: any number);
+    leading NaNs, and those past the limit, stay NaN."""
+    steps = np.arange(values.size)
+    last = np.maximum.accumulate(np.where(np.isnan(values), 0, steps))
+    held = values[last]
+    if limit is not None:
+        held = np.where(steps - last <= limit, held, np.nan)
+    return held

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from core.stores.base import TelemetrySample
@@ -79,3 +80,19 @@ def test_a_known_node_whose_power_readings_stopped_is_not_unknown(tmp_path):
             stored_history(store, "nobody", step_s=60, sequence_length=5, horizon_s=300, tell_stopped=True)
         with pytest.raises(UnknownNode):  # the controller's ticks do not pay for the extra read
             stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300)
+
+
+def test_a_feature_whose_source_stopped_is_held_no_longer_than_training_fills_it(tmp_path):
+    """Regression: GPU utilization last stored 45 min ago at 95 % was fed as 95 % for all 45 steps, looking fresh;
+    training fills a feature for at most 5 steps (the default max_gap) and reads the rest as missing."""
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
+                                     power_watts=500.0) for m in range(60)])
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="nvml",
+                                     device_id="GPU-1", utilization=95.0) for m in range(45, 60)])
+        stored = stored_history(store, "n", step_s=60, sequence_length=60, horizon_s=600, now=NOW)
+    utilization = np.array(stored.history.numeric["gpu_utilization"])
+    assert (utilization[:15] == 95.0).all()  # read, minutes 59 to 45 ago
+    assert (utilization[15:20] == 95.0).all()  # held over the first 5 steps of the gap
+    assert np.isnan(utilization[20:]).all()  # then missing, as training reads it
+    assert stored.history.power_watts[-1] == 500.0
