@@ -76,11 +76,8 @@ class RetrainLocks:
         unfinished and `stopped` says so still; the failed record, else None. So a verdict never lands on an attempt
         that has just finished (or written its heartbeat)."""
         with self._guard():
-            try:
-                record = self.records.get(job_id)
-            except RecordNotFound:
-                return None
-            if record.get("status") not in UNFINISHED or not stopped(record):
+            record = self._unfinished(job_id)
+            if record is None or not stopped(record):
                 return None
             failed = self.records.update(job_id, status="failed", message=message)
             self._release(model_id, job_id)
@@ -90,13 +87,18 @@ class RetrainLocks:
         """Update the attempt's record only while it is unfinished (under the guard, without reading the lock):
         an attempt whose lock cannot be read records its outcome unless someone has already given a verdict."""
         with self._guard():
-            try:
-                if self.records.get(job_id).get("status") not in UNFINISHED:
-                    return False
-            except RecordNotFound:
+            if self._unfinished(job_id) is None:
                 return False
             self.records.update(job_id, **fields)
             return True
+
+    def _unfinished(self, job_id: str) -> dict[str, Any] | None:
+        """The attempt's record while it is unfinished, else None (also when there is none)."""
+        try:
+            record = self.records.get(job_id)
+        except RecordNotFound:
+            return None
+        return record if record.get("status") in UNFINISHED else None
 
     def _release(self, model_id: str, job_id: str) -> None:
         if self.holder(model_id) == job_id:
@@ -134,20 +136,12 @@ class RetrainLocks:
     def _holds(self, model_id: str, job_id: str) -> bool:
         """Raises OSError when the lock cannot be read: a passing file-system error must not end an attempt's
         heartbeat, nor let it change the registry unchecked."""
-        if self._read_holder(model_id) != job_id:
-            return False
-        try:
-            return self.records.get(job_id).get("status") in UNFINISHED
-        except RecordNotFound:
-            return False
+        return self._read_holder(model_id) == job_id and self._unfinished(job_id) is not None
 
     def running(self, job_id: str) -> bool:
         """Whether the attempt `job_id` is still retraining: unfinished, and not silent."""
-        try:
-            record = self.records.get(job_id)
-        except RecordNotFound:
-            return False
-        return record.get("status") in UNFINISHED and not silent(record, self.records.clock())
+        record = self._unfinished(job_id)
+        return record is not None and not silent(record, self.records.clock())
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
