@@ -57,6 +57,7 @@ class ModelShape:
     step_s: int
     sequence_length: int
     horizon_steps: int
+    max_gap_s: int | None = None  # how long a missing reading is held (ServedModel.max_gap_seconds)
 
 
 class Forecaster(Protocol):
@@ -276,7 +277,8 @@ class ScalingController:
         for node in item.nodes:
             try:
                 stored = stored_history(self.store, node, step_s=shape.step_s, sequence_length=shape.sequence_length,
-                                        horizon_s=lead_steps * shape.step_s, latest=latest.get(node))
+                                        horizon_s=lead_steps * shape.step_s, latest=latest.get(node),
+                                        max_gap_s=shape.max_gap_s)
             except (NoStoredTelemetry, StoreUnavailable) as exc:
                 return ForecastView.unavailable(f"no forecast window: {exc}")
             if stored.age_s > policy.stale_after_s:

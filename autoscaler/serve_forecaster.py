@@ -37,7 +37,8 @@ class ServeForecaster:
 
         served = self._run(describe())
         return ModelShape(model_version=served.model_version, step_s=served.step_seconds,
-                          sequence_length=served.sequence_length, horizon_steps=served.horizon_steps)
+                          sequence_length=served.sequence_length, horizon_steps=served.horizon_steps,
+                          max_gap_s=served.max_gap_seconds)
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
         async def forecast_all() -> list[PowerForecast | BaseException]:

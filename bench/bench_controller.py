@@ -105,7 +105,8 @@ class LocalForecaster:
 
     def shape(self) -> ModelShape:
         return ModelShape(model_version=self.version, step_s=self.forecaster.pipeline.step_s,
-                          sequence_length=self.forecaster.sequence_length, horizon_steps=self.forecaster.horizon)
+                          sequence_length=self.forecaster.sequence_length, horizon_steps=self.forecaster.horizon,
+                          max_gap_s=self.forecaster.pipeline.max_gap_s)
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
         return list(forecast_histories(self.forecaster, list(histories), self.version))

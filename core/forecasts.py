@@ -75,6 +75,7 @@ class ServedModel(BaseModel):
     step_seconds: int
     sequence_length: int
     horizon_steps: int
+    max_gap_seconds: int | None = None  # the longest gap training filled a reading over; None: the default rule
     features: tuple[str, ...]
     latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
     trained_on_synthetic_data: bool = False

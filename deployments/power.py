@@ -74,7 +74,7 @@ class ServedPower:
         forecaster = self.forecaster
         return ServedModel(model_version=self.model_version, step_seconds=forecaster.pipeline.step_s,
                            sequence_length=forecaster.sequence_length, horizon_steps=forecaster.horizon,
-                           features=tuple(forecaster.pipeline.features), latency_ms=self.latency.percentiles(),
+                           max_gap_seconds=forecaster.pipeline.max_gap_s, features=tuple(forecaster.pipeline.features), latency_ms=self.latency.percentiles(),
                            trained_on_synthetic_data=self.synthetic)
 
 
@@ -231,7 +231,8 @@ class PowerPredictor(RegistryFollower):
         try:
             return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
                                   sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
-                                  workload_type=workload_type, until=until, tell_stopped=True)
+                                  workload_type=workload_type, until=until, tell_stopped=True,
+                                  max_gap_s=served.forecaster.pipeline.max_gap_s)
         except NoStoredTelemetry as exc:
             if workload_id is None:
                 raise

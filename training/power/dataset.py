@@ -96,7 +96,8 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     Raises:
         NotEnoughData: naming a series too short for one window, or when nothing is left to train on.
     """
-    segments = resample(frame, step_s, max(max_gap_s, step_s))
+    max_gap_s = max(max_gap_s, step_s)
+    segments = resample(frame, step_s, max_gap_s)
     if skip_short:
         segments = _drop_short(segments, sequence_length, step_s)
     _require_long_enough(segments, sequence_length, step_s)
@@ -105,7 +106,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
                  if (r == Role.FIT).any()]
     if not fit_parts:
         raise NotEnoughData("no training rows: the train fraction leaves nothing to fit on")
-    pipeline = FeaturePipeline.fit(fit_parts, features, step_s)
+    pipeline = FeaturePipeline.fit(fit_parts, features, step_s, max_gap_s=max_gap_s)
     return PreparedData(segments, roles, pipeline, sequence_length, horizon)
 
 

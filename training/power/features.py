@@ -129,6 +129,7 @@ class FeaturePipeline(BaseModel):
     workload_vocab: tuple[str, ...]
     calendar: tuple[cal.CalendarFeature, ...] = ()
     observed: tuple[str, ...] | None = None  # numeric features the training rows had; None: saved before this
+    max_gap_s: int | None = None  # the longest gap training filled forward; None: saved before this (the default)
 
     def sees(self, name: str) -> bool:
         """Whether numeric feature `name` was in the training data: a value for a feature the model never saw
@@ -137,10 +138,11 @@ class FeaturePipeline(BaseModel):
 
     @classmethod
     def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int,
-            calendar: tuple[cal.CalendarFeature, ...] | None = None) -> FeaturePipeline:
+            calendar: tuple[cal.CalendarFeature, ...] | None = None, max_gap_s: int | None = None) -> FeaturePipeline:
         """Fit scalers on the given (training-only) segments.
 
         `calendar`: the calendar cycles to encode; None picks those the segments cover (calendar.MIN_CYCLES).
+        `max_gap_s`: the longest gap the segments were filled over (None: `training.settings.default_max_gap`).
         """
         unknown = sorted(set(features) - set(OPTIONAL_FEATURES))
         if unknown:
@@ -170,6 +172,7 @@ class FeaturePipeline(BaseModel):
             workload_vocab=vocab,
             calendar=cal.covered_cycles(_spans_s(segments)) if calendar is None else tuple(calendar),
             observed=tuple(observed),
+            max_gap_s=max_gap_s,
         )
 
     @property

@@ -2,9 +2,9 @@
 
 The window ends at the node's newest stored sample, covers the model's sequence length at its step, and is
 sample-and-hold filled over gaps (never from later samples), so a forecast from stored telemetry sees what
-a forecast from a client's history list would. A feature other than power is held for at most the default
-`max_gap` (5 steps, at least 5 minutes: `training.settings.default_max_gap`), as training fills it; after that it
-is missing (NaN, which the model reads as missing, as in training), so a feature whose source stopped is not
+a forecast from a client's history list would. A feature other than power is held for at most the model's
+`max_gap` (`FeaturePipeline.max_gap_s`; for a model saved without it, the default: 5 steps, at least 5 minutes),
+as training filled it; after that it is missing (NaN, which the model reads as missing, as in training), so a feature whose source stopped is not
 read as fresh.
 """
 
@@ -43,11 +43,12 @@ class StoredHistory:
 def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
                    workload_type: str | None = None, now: datetime | None = None,
                    latest: NodeLatest | None = None, until: datetime | None = None,
-                   tell_stopped: bool = False) -> StoredHistory:
+                   tell_stopped: bool = False, max_gap_s: int | None = None) -> StoredHistory:
     """The forecaster input for `node_id` ending at its newest stored sample (`latest`, read when not given), or at
     the bin of `until` when that is earlier (the nodes of a workload, summed lead by lead, end at one bin).
     `tell_stopped`: tell a known node whose power stopped from an unknown one (one more store read, on that error
-    path only: the API, which answers them differently).
+    path only: the API, which answers them differently). `max_gap_s`: how long training held a missing feature
+    (None: `training.settings.default_max_gap`).
 
     Raises:
         UnknownNode: nothing stored for the node (or no recent power, without `tell_stopped`).
@@ -74,7 +75,7 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     if observed.size == 0:
         raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r}")
     first = observed[0]
-    hold_steps = default_max_gap(step_s) // step_s
+    hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
     numeric = {}
     for name in NUMERIC_FEATURES:
         values = window[name].to_numpy(dtype=float)[first:]

@@ -66,19 +66,23 @@ class FixedForecaster:
     """A served model of 10 steps x 60 s whose upper bound is `upper_watts` at every lead; `fail` makes the
     batched call raise."""
 
-    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8):
+    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8, max_gap_s: int | None = None):
         self.upper_watts = upper_watts
         self.coverage = coverage
+        self.max_gap_s = max_gap_s
         self.batches: list[int] = []
+        self.histories: list[PowerHistory] = []
         self.fail = False
 
     def shape(self) -> ModelShape:
-        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10)
+        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10,
+                          max_gap_s=self.max_gap_s)
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
         if self.fail:
             raise ConnectionError("predictor replica died")
         self.batches.append(len(histories))
+        self.histories.extend(histories)
         out: list[PowerForecast | Exception] = []
         for history in histories:
             steps = history.horizon_s // STEP

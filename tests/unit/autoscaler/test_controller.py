@@ -13,6 +13,7 @@ from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.settings import AutoscalerConfig
 from autoscaler.state import ControllerState, _digest, _digest_until_2026_12
+from core.telemetry import TelemetrySample
 from core.settings import ConfigError
 from tests.factories import make_policy
 from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
@@ -39,6 +40,22 @@ def test_confident_forecast_scales_out_before_measured_power_crosses(make, store
     assert event.forecast_power_watts is not None and event.forecast_power_watts > 800
     assert event.confidence == pytest.approx(0.9)
     assert forecaster.batches == [2]  # both nodes in one batched call
+
+
+@pytest.mark.parametrize(("max_gap_s", "missing"), [(None, True), (600, False)])
+def test_a_stopped_feature_is_held_as_long_as_the_served_model_was_trained_to(make, store, max_gap_s, missing):
+    """GPU utilization stopped 8 minutes ago: the default holds it 5 steps, then it is missing; a model trained
+    with a 10-minute max_gap holds it to the window's end (before, every model got the default)."""
+    forecaster = FixedForecaster(upper_watts=700, max_gap_s=max_gap_s)
+    controller, _ = make(forecaster)
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 700, "n2": 700})
+    now = datetime.now(UTC)
+    store.write([TelemetrySample(timestamp=now - timedelta(minutes=m, seconds=10), node_id=node, source="nvml",
+                                 device_id="GPU-1", utilization=80.0) for node in ("n1", "n2") for m in range(8, 15)])
+    controller.tick()
+    utilization = forecaster.histories[0].numeric["gpu_utilization"]
+    assert utilization[0] == 80.0 and (utilization[-1] != utilization[-1]) is missing
 
 
 def test_dry_run_records_without_touching_the_target_and_keeps_the_cooldown(make, store):

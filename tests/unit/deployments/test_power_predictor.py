@@ -31,10 +31,11 @@ async def echo_forecast(history: PowerHistory) -> PowerForecast:
                          interval_coverage=0.8)
 
 
-def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5) -> ServedPower:
+def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5,
+           max_gap_s: int | None = None) -> ServedPower:
     """A loaded model as far as routing and stored windows see it."""
-    forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=step_s, features=()), sequence_length=sequence_length,
-                                 horizon=horizon_steps, features_only=None)
+    forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=step_s, features=(), max_gap_s=max_gap_s),
+                                 sequence_length=sequence_length, horizon=horizon_steps, features_only=None)
     return ServedPower(model_id, 1, forecaster, model_id.endswith("_1h"), LatencyRecorder(model_id))
 
 
@@ -79,6 +80,28 @@ def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_dif
     stored = asyncio.run(predictor.forecast_stored(["n1", "n3"], 120, workload_id="llm"))
     assert len(set(ends[-2:])) == 1 and stored.forecast.timestamps[0] == ends[-1] + timedelta(minutes=1)
     assert 90 <= stored.age_s < 100 and stored.forecast.point == (150.0, 150.0)
+
+
+def test_a_stored_window_holds_a_stopped_feature_as_long_as_the_model_was_trained_to(predictor):
+    """Regression: the stored window held a feature for the default 5 steps whatever `max_gap` the model had."""
+    now = datetime.now(UTC)
+    predictor.store.write([TelemetrySample(timestamp=now - timedelta(minutes=m), node_id="n3", source="ipmi",
+                                           power_watts=300.0) for m in range(30)])
+    predictor.store.write([TelemetrySample(timestamp=now - timedelta(minutes=m), node_id="n3", source="nvml",
+                                           device_id="GPU-1", utilization=90.0) for m in range(20, 30)])
+    predictor.served["power_lstm"] = served("power_lstm", 60, 60, sequence_length=40, max_gap_s=600)
+    windows = []
+
+    async def keep(history: PowerHistory) -> PowerForecast:
+        windows.append(history)
+        return await echo_forecast(history)
+
+    predictor.forecast = keep
+    asyncio.run(predictor.forecast_stored(["n3"], 120))
+    utilization = windows[0].numeric["gpu_utilization"]
+    held = [value for value in utilization if value == 90.0]
+    assert len(held) == 20  # 10 read, 10 held (max_gap 10 min at 1-min steps)
+    assert all(value != value for value in utilization[len(held):])  # then missing
 
 
 def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predictor):

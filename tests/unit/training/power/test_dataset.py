@@ -1,5 +1,5 @@
 """prepare(): series too short for one window are refused, or left out when training from a store; the training
-windows of a final refit."""
+windows of a final refit; the gap limit the pipeline records."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def test_skip_short_leaves_it_out_and_keeps_the_rest(caplog):
 def test_skip_short_still_refuses_when_nothing_is_long_enough():
     with pytest.raises(ValueError, match="'a' \\(3 steps\\), 'b' \\(4 steps\\)"):
         prepare(frame({"a": 3, "b": 4}), **ARGS, skip_short=True)
+
+
+def test_the_pipeline_records_the_longest_gap_training_filled():
+    """Serving holds a missing reading as long as training filled one (training.power.stored_history)."""
+    assert prepare(frame({"a": 200}), **ARGS).pipeline.max_gap_s == 300
+    assert prepare(frame({"a": 200}), **{**ARGS, "max_gap_s": 30}).pipeline.max_gap_s == 60  # at least a step
 
 
 def scored_targets(windows) -> set[tuple[int, int]]:

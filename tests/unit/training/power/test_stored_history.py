@@ -96,3 +96,16 @@ def test_a_feature_whose_source_stopped_is_held_no_longer_than_training_fills_it
     assert (utilization[15:20] == 95.0).all()  # held over the first 5 steps of the gap
     assert np.isnan(utilization[20:]).all()  # then missing, as training reads it
     assert stored.history.power_watts[-1] == 500.0
+
+
+def test_a_feature_is_held_as_long_as_the_models_own_max_gap(tmp_path):
+    """A model trained with `max_gap: 10min` filled a feature over 10 steps; its stored window holds it as long."""
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
+                                     power_watts=500.0) for m in range(60)])
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="nvml",
+                                     device_id="GPU-1", utilization=95.0) for m in range(45, 60)])
+        stored = stored_history(store, "n", step_s=60, sequence_length=60, horizon_s=600, now=NOW, max_gap_s=600)
+    utilization = np.array(stored.history.numeric["gpu_utilization"])
+    assert (utilization[15:25] == 95.0).all()
+    assert np.isnan(utilization[25:]).all()
