@@ -80,6 +80,12 @@ def prometheus(tmp_path_factory):
           for instance, extra in (("1", {}), ("2", {"pod": "train-0", "namespace": "ml", "container": "c"}))],
         gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "mig-1", "gpu": "1", "UUID": "GPU-b"}, 100, now_ms),
         counter({"__name__": "node_cpu_seconds_total", "instance": "mig-1", "cpu": "0", "mode": "idle"}, 1.2, now_ms),
+        # cmig-1: the same MIG layout, its GPU power exported as a joules counter under a site's own name
+        *[counter({"__name__": "gpu_energy_joules_total", "Hostname": "cmig-1", "gpu": "0", "UUID": "GPU-c",
+                   "GPU_I_ID": instance, **extra}, 250, now_ms)
+          for instance, extra in (("1", {}), ("2", {"pod": "train-0", "namespace": "ml", "container": "c"}))],
+        counter({"__name__": "gpu_energy_joules_total", "Hostname": "cmig-1", "gpu": "1", "UUID": "GPU-d"}, 100,
+                now_ms),
     ]
     assert server.remote_write(series) == 204
     yield server, now_ms
@@ -129,6 +135,16 @@ def test_mig_instances_count_their_gpu_once_and_percentages_stay_in_range(promet
     assert frame["power_watts"].tolist() == pytest.approx([350.0] * 10)
     assert frame["cpu_utilization"].tolist() == pytest.approx([0.0] * 10)
     assert [(i.node_id, i.power_watts) for i in store.latest("mig-1")] == [("mig-1", pytest.approx(350.0))]
+
+
+def test_mig_instances_of_a_gpu_energy_counter_count_their_gpu_once(prometheus):
+    """A GPU power read as the rate of a joules counter is merged per GPU too, before the node's sum."""
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, kepler="0.7", metric_names={"gpu_power": "gpu_energy_joules_total"},
+                            min_rate_window_s=60)
+    start, end = window_span(now_ms, 15, 10)
+    assert store.window("cmig-1", start, end, 60)["power_watts"].tolist() == pytest.approx([350.0] * 10)
+    assert [(i.node_id, i.power_watts) for i in store.latest("cmig-1")] == [("cmig-1", pytest.approx(350.0))]
 
 
 def test_latest_nodes_and_configurable_names(prometheus):
