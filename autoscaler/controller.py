@@ -100,6 +100,8 @@ class ScalingController:
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
         self.enactor = Enactor(state, actuators, self.holder)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
+        self._saved_fallen = state.fallen()
+        self.live.restore(self._saved_fallen)
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -136,6 +138,7 @@ class ScalingController:
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
+        self._save_fallen()
         events = []
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
@@ -143,6 +146,13 @@ class ScalingController:
             if (event := self.enactor.act(item, at)) is not None:
                 events.append(event)
         return events
+
+    def _save_fallen(self) -> None:
+        """Keep the nodes live accuracy distrusts in the state file when they changed (a restart keeps them)."""
+        fallen = self.live.fallen()
+        if fallen != self._saved_fallen:
+            self.state.save_fallen(fallen)
+            self._saved_fallen = fallen
 
     def live_accuracy(self) -> LiveAccuracyReport:
         """Live scores of the forecasts this controller made, per model version and node."""

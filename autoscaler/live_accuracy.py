@@ -12,8 +12,12 @@ leads can no longer land in it, expire. At most `max_pending_forecasts` forecast
 in `evicted_forecasts`). A newer forecast from an origin already kept (the next tick's, with more of the last input
 bin) updates the leads still waiting: the points scored are those of the forecasts the policies acted on last.
 
-A node's forecasts are not trusted (`collapse`) when its live coverage over at least `min_points` points of the
-window is below the nominal coverage minus `coverage_margin`; the controller then decides on measured power.
+A node's forecasts are not trusted (`collapse`) when its live coverage over at least `min_points` points, scored
+against at least `min_bins` distinct measured bins (the overlapping forecasts of one tick after another score each bin
+up to once per lead, so the points alone overstate the evidence), is below the nominal coverage minus
+`coverage_margin`; the controller then decides on measured power. A node that fell back stays there until the same
+evidence shows coverage back above the nominal minus half the margin (no flapping at the threshold); a new model
+version starts trusted. A lead whose point, bounds or confidence is not finite is not scored.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class LiveScore(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     points: int = Field(ge=0, description="scored (forecast, lead) pairs")
+    bins: int = Field(0, ge=0, description="distinct measured bins the points were scored against")
     mae: float | None = Field(None, description="mean absolute error, watts")
     coverage: float | None = Field(None, description="share of actuals inside the calibrated interval")
     nominal_coverage: float | None = Field(None, description="the coverage the interval promises")
@@ -88,6 +93,7 @@ class Sums:
     confidence: float = 0.0
     nominal: float = 0.0
     by_lead: dict[int, int] = field(default_factory=dict)  # lead (1 = the first step ahead) -> points
+    bins: set[float] = field(default_factory=set)  # the measured bins scored (their start, epoch seconds)
 
     def add(self, other: Sums) -> None:
         self.points += other.points
@@ -98,12 +104,13 @@ class Sums:
         self.nominal += other.nominal
         for lead, points in other.by_lead.items():
             self.by_lead[lead] = self.by_lead.get(lead, 0) + points
+        self.bins |= other.bins
 
     def score(self) -> dict[str, float | int | None]:
         n = self.points
         if not n:
             return {"points": 0}
-        return {"points": n, "mae": round(self.abs_error / n, 3), "coverage": round(self.inside / n, 4),
+        return {"points": n, "bins": len(self.bins), "mae": round(self.abs_error / n, 3), "coverage": round(self.inside / n, 4),
                 "nominal_coverage": round(self.nominal / n, 4), "hit_rate": round(self.hits / n, 4),
                 "mean_confidence": round(self.confidence / n, 4)}
 
@@ -137,7 +144,7 @@ class Pending:
         waiting = {lead.at: lead for lead in self.leads}
         for at, point, lower, upper, confidence in zip(forecast.timestamps, forecast.point, forecast.lower,
                                                        forecast.upper, forecast.confidence, strict=True):
-            if self.done is None or at > self.done:
+            if (self.done is None or at > self.done) and all(map(math.isfinite, (point, lower, upper, confidence))):
                 waiting[at] = Lead(at, point, lower, upper, confidence)
         self.leads = [waiting[at] for at in sorted(waiting)]
         if self.leads and (self.last is None or self.leads[-1].at > self.last):
@@ -165,21 +172,26 @@ class LiveLedger:
         self.scores: dict[tuple[str, str], dict[int, Sums]] = {}
         self.served_version: str | None = None
         self.evicted = 0  # forecasts dropped unscored because `max_pending_forecasts` were waiting
+        self.fallen: dict[tuple[str, str], datetime] = {}  # (version, node) -> since when it is not trusted
 
     def record(self, node: str, forecast: PowerForecast) -> None:
         """Keep a forecast until its leads can be scored (per node, version and origin: a newer forecast from the
         same origin updates the leads still waiting)."""
         if not forecast.timestamps:
             return
+        if forecast.model_version != self.served_version:  # a new version starts trusted
+            self.fallen = {key: since for key, since in self.fallen.items() if key[0] == forecast.model_version}
         self.served_version = forecast.model_version
         key = (node, forecast.model_version, forecast.timestamps[0])
         entry = self.pending.get(key)
-        if entry is None:
-            entry = self.pending[key] = Pending(node, forecast.model_version, forecast.step_s,
-                                                forecast.interval_coverage,
-                                                forecast.confidence_tolerance or self.config.hit_tolerance)
+        if entry is not None:
+            entry.merge(forecast)
+        else:
+            entry = Pending(node, forecast.model_version, forecast.step_s, forecast.interval_coverage,
+                            forecast.confidence_tolerance or self.config.hit_tolerance)
+            entry.merge(forecast)  # raises (a forecast whose lists differ in length) before anything is kept
+            self.pending[key] = entry
             self.by_series.setdefault((node, forecast.step_s), {})[key] = None
-        entry.merge(forecast)
         while len(self.pending) > self.config.max_pending_forecasts:
             if not self.evicted:
                 logger.warning("live accuracy: more than %d forecasts await their actuals; the oldest go unscored "
@@ -223,7 +235,8 @@ class LiveLedger:
                 inside, hit = lead.lower <= actual <= lead.upper, error <= entry.tolerance * abs(lead.point)
                 number = round((lead.at - key[2]).total_seconds() / read.step_s) + 1  # key[2]: lead 1's bin
                 buckets.setdefault(self._bucket(lead.at), Sums()).add(
-                    Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal, {number: 1}))
+                    Sums(1, error, int(inside), int(hit), lead.confidence, entry.nominal, {number: 1},
+                         {lead.at.timestamp()}))
                 scored += 1
             entry.leads = waiting
             if not waiting:
@@ -243,6 +256,11 @@ class LiveLedger:
         for key in [k for k, e in self.pending.items() if e.last is None or e.last < start]:
             self._forget(key)
 
+    def drop(self, node: str, step_s: int) -> None:
+        """Forget the node's forecasts at `step_s` unscored."""
+        for key in list(self.by_series.get((node, step_s), ())):
+            self._forget(key)
+
     def _forget(self, key: Key) -> None:
         entry = self.pending.pop(key)
         series = self.by_series[(entry.node, entry.step_s)]
@@ -259,18 +277,41 @@ class LiveLedger:
         return total
 
     def collapse(self, version: str, node: str, now: datetime) -> str | None:
-        """Why the node's forecasts of `version` are not to be trusted now, or None."""
+        """Why the node's forecasts of `version` are not to be trusted now, or None; records a fall or a recovery."""
+        reason = self.verdict(version, node, now)
+        if reason is None:
+            self.fallen.pop((version, node), None)
+        else:
+            self.fallen.setdefault((version, node), now)
+        return reason
+
+    def verdict(self, version: str, node: str, now: datetime) -> str | None:
+        """`collapse`'s answer without recording it."""
         config = self.config
+        if not config.fallback:
+            return None
         sums = self.node_sums(version, node, now)
-        if not config.fallback or sums.points < config.min_points:
-            return None
-        coverage, nominal = sums.inside / sums.points, sums.nominal / sums.points
+        enough = sums.points >= config.min_points and len(sums.bins) >= config.min_bins
+        coverage = sums.inside / sums.points if sums.points else 0.0
+        nominal = sums.nominal / sums.points if sums.points else 0.0
+        evidence = (f"live interval coverage {coverage:.0%} over {sums.points} points ({len(sums.bins)} measured "
+                    f"bins) in the last {format_duration(config.window)} for node {node}")
+        since = self.fallen.get((version, node))
+        if since is not None:
+            recovery = nominal - config.coverage_margin / 2
+            if enough and coverage >= recovery - 1e-9:
+                return None
+            fell = f"not trusted since {since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+            if not enough:
+                return (f"{evidence}: {fell}, too few points to trust it again (needs {config.min_points} points "
+                        f"over {config.min_bins} bins, {version})")
+            return (f"{evidence} < {recovery:.0%} (nominal {nominal:.0%} - half the margin, to trust it again; "
+                    f"{fell}, {version})")
         threshold = nominal - config.coverage_margin
-        if coverage >= threshold - 1e-9:  # at the threshold (float rounding aside) the forecast stays
+        if not enough or coverage >= threshold - 1e-9:  # at the threshold (float rounding aside) the forecast stays
             return None
-        return (f"live interval coverage {coverage:.0%} over {sums.points} points in the last "
-                f"{format_duration(config.window)} for node {node} < {threshold:.0%} (nominal {nominal:.0%} - margin "
-                f"{config.coverage_margin:.0%}, {version})")
+        return (f"{evidence} < {threshold:.0%} (nominal {nominal:.0%} - margin {config.coverage_margin:.0%}, "
+                f"{version})")
 
     def report(self, now: datetime) -> LiveAccuracyReport:
         """Every version's scores with points in the window, per node, nodes and versions sorted."""
@@ -281,7 +322,7 @@ class LiveLedger:
                 sums = self.node_sums(version, node, now)
                 if sums.points:
                     total.add(sums)
-                    nodes.append(NodeLiveAccuracy(node_id=node, fallback=self.collapse(version, node, now),
+                    nodes.append(NodeLiveAccuracy(node_id=node, fallback=self.verdict(version, node, now),
                                                   **sums.score()))
             if nodes:
                 versions.append(VersionLiveAccuracy(model_version=version, nodes=nodes,

@@ -33,11 +33,14 @@ class LiveTracker:
         self._lock = threading.Lock()
 
     def record(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception]) -> None:
-        """One policy's forecasts, one per node (failed ones are skipped)."""
+        """One policy's forecasts, one per node (failed ones are skipped); never raises."""
         with self._lock:
             for node, result in zip(nodes, results, strict=True):
                 if isinstance(result, PowerForecast):
-                    self.ledger.record(node, result)
+                    try:
+                        self.ledger.record(node, result)
+                    except Exception:  # noqa: BLE001 - bookkeeping never stops a tick; this forecast goes unscored
+                        logger.exception("scaling controller: forecast of node %s not kept for scoring", node)
 
     def score(self, latest: Mapping[str, NodeLatest], now: datetime) -> int:
         """Score every lead whose bin is complete (`latest`: each node's newest reading); never raises.
@@ -55,7 +58,11 @@ class LiveTracker:
                 logger.warning("scaling controller: actuals of node %s unreadable, scoring later: %s", read.node, exc)
                 continue
             with self._lock:
-                scored += self.ledger.score(read, actuals)
+                try:
+                    scored += self.ledger.score(read, actuals)
+                except Exception:  # noqa: BLE001 - as above; the leads are dropped so that they cannot fail again
+                    logger.exception("scaling controller: forecasts of node %s not scored", read.node)
+                    self.ledger.drop(read.node, read.step_s)
         return scored
 
     def fallback(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception], now: datetime) -> str | None:
@@ -66,6 +73,16 @@ class LiveTracker:
                     if (reason := self.ledger.collapse(result.model_version, node, now)) is not None:
                         return reason
         return None
+
+    def fallen(self) -> dict[tuple[str, str], datetime]:
+        """(model version, node) -> since when its forecasts are not trusted."""
+        with self._lock:
+            return dict(self.ledger.fallen)
+
+    def restore(self, fallen: Mapping[tuple[str, str], datetime]) -> None:
+        """Distrust again what a controller before this one did (its state file's `fallen`)."""
+        with self._lock:
+            self.ledger.fallen = dict(fallen)
 
     def report(self, now: datetime) -> LiveAccuracyReport:
         with self._lock:

@@ -61,12 +61,15 @@ class PredictiveScalingConfig(FiniteSection):
 class LiveAccuracyConfig(FiniteSection):
     """How the controller scores its forecasts against the power measured later (autoscaler/live_accuracy.py),
     and when it stops trusting a node's forecasts: live interval coverage over at least `min_points` scored points
-    below the forecast's nominal coverage minus `coverage_margin` (then that node's policies use measured power)."""
+    and `min_bins` distinct measured bins below the forecast's nominal coverage minus `coverage_margin` (then that
+    node's policies use measured power, until coverage is back above the nominal minus half the margin)."""
 
     window: Annotated[Duration, Field(ge=60, le=7 * 86400)] = 3600
     hit_tolerance: float = Field(0.1, gt=0, lt=1, description="a hit: the actual within this fraction of the point, "
                                                               "for forecasts that do not carry their model's band")
     min_points: int = Field(100, ge=1)
+    min_bins: int = Field(20, ge=1, description="distinct measured bins among the points (a window of an hour at "
+                                                 "a 60 s step holds 60)")
     coverage_margin: float = Field(0.2, gt=0, lt=1)
     fallback: bool = True
     max_pending_forecasts: int = Field(10_000, ge=1, le=1_000_000)

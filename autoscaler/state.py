@@ -1,5 +1,6 @@
 """The controller's durable state: policies, each policy's cooldown clock and recent recommendations, events, the
-actuations in flight (intents), and the lease that lets one controller act on targets.
+actuations in flight (intents), the lease that lets one controller act on targets, and the nodes whose forecasts
+live accuracy stopped trusting.
 
 One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it had.
 Every write is one transaction (BEGIN IMMEDIATE, so controllers sharing the file take turns). Policies from the
@@ -20,7 +21,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +46,8 @@ CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS intents (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS lease (
     id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS live_fallback (
+    version TEXT NOT NULL, node TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (version, node));
 """
 _MAX_REASON_CHARS = 2000
 _POLICY_EXISTS = "EXISTS (SELECT 1 FROM policies WHERE name = ?)"
@@ -317,3 +320,17 @@ class ControllerState:
         """Give the lease up (when `holder` has it), so another controller need not wait for it to expire."""
         with self._write() as db:
             db.execute("DELETE FROM lease WHERE holder = ?", (holder,))
+
+    # --- nodes whose forecasts are not trusted (autoscaler/live_accuracy.py) ---------------------------------
+
+    def fallen(self) -> dict[tuple[str, str], datetime]:
+        """(model version, node) -> since when the node's live coverage keeps it on measured power."""
+        return {(version, node): datetime.fromtimestamp(since, UTC)
+                for version, node, since in self._read("SELECT version, node, since FROM live_fallback")}
+
+    def save_fallen(self, fallen: Mapping[tuple[str, str], datetime]) -> None:
+        """Replace the stored set (a restarted controller keeps distrusting them until the evidence says otherwise)."""
+        with self._write() as db:
+            db.execute("DELETE FROM live_fallback")
+            db.executemany("INSERT INTO live_fallback VALUES (?, ?, ?)",
+                           [(version, node, since.timestamp()) for (version, node), since in fallen.items()])

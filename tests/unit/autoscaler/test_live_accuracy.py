@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from autoscaler.live_accuracy import ActualsRead, LiveLedger
+from autoscaler.live_tracker import LiveTracker
 from autoscaler.settings import LiveAccuracyConfig
 from core.forecasts import PowerForecast
 
@@ -34,7 +35,7 @@ def scored(ledger: LiveLedger, newest: datetime, actuals: dict[datetime, float],
 
 
 def config(**changes) -> LiveAccuracyConfig:
-    return LiveAccuracyConfig(**{"min_points": 3, **changes})
+    return LiveAccuracyConfig(**{"min_points": 3, "min_bins": 3, **changes})
 
 
 def test_points_are_scored_for_error_coverage_hits_and_confidence():
@@ -138,9 +139,11 @@ def test_collapsed_coverage_says_why_and_needs_enough_points():
     ledger.record("n1", forecast())
     scored(ledger, at(4), {at(1): 100.0, at(2): 130.0, at(3): 60.0})  # 1 of 3 inside: 33 % < 80 % - 20 %
     reason = ledger.collapse("power_lstm/1", "n1", at(4))
-    assert reason == ("live interval coverage 33% over 3 points in the last 1h for node n1 < 60% "
+    assert reason == ("live interval coverage 33% over 3 points (3 measured bins) in the last 1h for node n1 < 60% "
                       "(nominal 80% - margin 20%, power_lstm/1)")
-    assert ledger.report(at(4)).versions[0].nodes[0].fallback == reason
+    assert ledger.report(at(4)).versions[0].nodes[0].fallback == (
+        "live interval coverage 33% over 3 points (3 measured bins) in the last 1h for node n1 < 70% (nominal 80% - "
+        "half the margin, to trust it again; not trusted since 2025-03-01T12:04:00Z, power_lstm/1)")
     assert ledger.collapse("power_lstm/2", "n1", at(4)) is None  # another version starts afresh
     assert ledger.collapse("power_lstm/1", "n2", at(4)) is None
     assert LiveLedger(config(min_points=4)).collapse("power_lstm/1", "n1", at(4)) is None
@@ -170,3 +173,60 @@ def test_a_hit_uses_the_band_the_model_calibrated_its_confidence_to():
         assert scored(ledger, at(2), {at(1): 115.0}, node=node) == 1
     (version,) = ledger.report(at(2)).versions
     assert {node.node_id: node.hit_rate for node in version.nodes} == {"n1": 1.0, "n2": 0.0}
+
+
+def test_overlapping_forecasts_of_few_measured_bins_are_not_enough_to_distrust_a_node():
+    """Regression: each tick's forecast scores the same bins again, so 100 points could come from 14 minutes of
+    measurements; the fall now also needs `min_bins` distinct bins."""
+    ledger = LiveLedger(config(min_points=6, min_bins=4))
+    for origin in range(3):  # three origins over the same three bins: 6 points, 3 bins
+        ledger.record("n1", forecast(origin=origin, points=(100.0,) * (3 - origin)))
+    assert scored(ledger, at(4), {at(1): 500.0, at(2): 500.0, at(3): 500.0}) == 6
+    (node,) = ledger.report(at(4)).versions[0].nodes
+    assert (node.points, node.bins, node.coverage) == (6, 3, 0.0)
+    assert ledger.collapse("power_lstm/1", "n1", at(4)) is None
+    ledger.record("n1", forecast(origin=3, points=(100.0,)))
+    scored(ledger, at(5), {at(4): 500.0})
+    assert ledger.collapse("power_lstm/1", "n1", at(5)) is not None  # a fourth bin
+
+
+def test_a_distrusted_node_is_trusted_again_only_above_the_nominal_minus_half_the_margin():
+    """No flapping at the threshold: fallen at 0 % coverage, the node stays on measured power at 62.5 % (above the
+    60 % that made it fall, below 70 %) and is trusted again at 79.5 %."""
+    ledger = LiveLedger(config(min_points=4, min_bins=4))
+    ledger.record("n1", forecast(points=(100.0,) * 4))
+    scored(ledger, at(5), {at(k): 500.0 for k in range(1, 5)})
+    assert ledger.collapse("power_lstm/1", "n1", at(5)) is not None
+    ledger.record("n1", forecast(origin=5, points=(100.0,) * 20))
+    scored(ledger, at(26), {at(5 + k): (100.0 if k <= 15 else 500.0) for k in range(1, 21)})  # 15 of 24 inside
+    reason = ledger.collapse("power_lstm/1", "n1", at(26))
+    assert reason is not None and "62% over 24 points" in reason and "< 70%" in reason, reason
+    ledger.record("n1", forecast(origin=25, points=(100.0,) * 20))
+    scored(ledger, at(46), {at(25 + k): 100.0 for k in range(1, 21)})  # 35 of 44
+    assert ledger.collapse("power_lstm/1", "n1", at(46)) is None
+    assert ledger.fallen == {}
+
+
+def test_a_new_model_version_starts_trusted():
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast())
+    scored(ledger, at(4), {at(1): 500.0, at(2): 500.0, at(3): 500.0})
+    assert ledger.collapse("power_lstm/1", "n1", at(4)) is not None
+    ledger.record("n1", forecast(origin=4, version="power_lstm/2"))
+    assert ledger.fallen == {} and ledger.collapse("power_lstm/2", "n1", at(5)) is None
+
+
+def test_a_lead_that_is_not_finite_is_not_scored():
+    """Regression: a NaN point made the node's MAE NaN for a whole window and counted as a coverage miss."""
+    ledger = LiveLedger(config())
+    ledger.record("n1", forecast(points=(100.0, float("nan"), 100.0)))
+    assert scored(ledger, at(4), {at(1): 100.0, at(2): 100.0, at(3): 100.0}) == 2
+    (node,) = ledger.report(at(4)).versions[0].nodes
+    assert (node.points, node.mae, node.coverage) == (2, 0.0, 1.0)
+
+
+def test_a_forecast_that_cannot_be_kept_never_stops_the_tick():
+    """Regression: an exception in the bookkeeping failed the whole tick, for every policy, on every tick."""
+    tracker = LiveTracker(store=None, config=config())
+    tracker.record(["n1", "n2"], [forecast().model_copy(update={"point": (100.0,)}), forecast()])
+    assert tracker.report(at(0)).pending_forecasts == 1  # n2's; n1's lists differ in length

@@ -22,7 +22,7 @@ MINUTES_BEFORE = 12  # the first forecast is made from telemetry this old; what 
 
 
 def controller(tmp_path, store, **live) -> ScalingController:
-    defaults = AutoScalingConfig(live_accuracy=LiveAccuracyConfig(**{"min_points": 5, **live}))
+    defaults = AutoScalingConfig(live_accuracy=LiveAccuracyConfig(**{"min_points": 5, "min_bins": 5, **live}))
     return ScalingController(ControllerState(tmp_path / "state.sqlite"), store, FixedForecaster(),
                              Actuators([RecordingActuator(2)]), defaults=defaults)
 
@@ -56,11 +56,24 @@ def test_a_node_whose_coverage_collapsed_decides_on_measured_power_and_says_why(
     made = controller(tmp_path, store)
     event = replay(made, store, 500, 900)  # every actual 400 W above a zero-width interval
     assert event.signal == "measured", event
-    assert ("forecast unavailable: live interval coverage 0% over 5 points in the last 1h for node n1 < 60% "
+    assert ("forecast unavailable: live interval coverage 0% over 5 points (5 measured bins) in the last 1h for node n1 < 60% "
             "(nominal 80% - margin 20%, power_lstm/1); using measured power") in event.reason
     assert event.confidence is None
     node = made.live_accuracy().versions[0].nodes[0]
     assert (node.mae, node.coverage, node.hit_rate) == (400.0, 0.0, 0.0) and node.fallback
+
+
+def test_a_restarted_controller_keeps_distrusting_a_node_until_the_evidence_says_otherwise(tmp_path, store):
+    """Regression: live scores live in memory, so a restarted controller acted again on forecasts its
+    predecessor had stopped trusting, until enough new points built up."""
+    first = controller(tmp_path, store)
+    assert replay(first, store, 500, 900).signal == "measured"
+    first.state.release_lease(first.holder)  # it stopped
+    restarted = controller(tmp_path, store)  # the same state file
+    write_power(store, {"n1": 900, "n2": 900}, minutes=1)
+    [event] = restarted.tick()
+    assert event.signal == "measured" and "not trusted since" in event.reason, event.reason
+    assert "too few points to trust it again" in event.reason
 
 
 @pytest.mark.parametrize("live", [{"min_points": 6}, {"fallback": False}, {"coverage_margin": 0.9}])
