@@ -89,7 +89,8 @@ def test_forecasts_are_scored_as_telemetry_arrives_and_a_collapsed_node_falls_ba
     assert by_policy["live-tracked"].signal == "forecast", by_policy["live-tracked"].reason
     noisy_event = by_policy["live-noisy"]
     assert noisy_event.signal == "measured" and noisy_event.confidence is None, noisy_event.reason
-    assert "live interval coverage" in noisy_event.reason and f"for node {NOISY} < 60%" in noisy_event.reason
+    # fallen below 60 % in an earlier round, it stays until coverage is back above 70 %
+    assert "live interval coverage" in noisy_event.reason and f"for node {NOISY} < 70%" in noisy_event.reason
     assert "using measured power" in noisy_event.reason
     stored = api.get("/api/v1/scaling/events", params={"policy": "live-noisy", "limit": 1}).json()["events"]
     assert stored[0]["reason"] == noisy_event.reason
