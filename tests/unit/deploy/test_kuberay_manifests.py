@@ -81,6 +81,21 @@ def test_retraining_jobs_keep_checkpoints_on_storage_every_pod_mounts(folder: st
         assert args.storage_path is not None and args.storage_path.startswith("/models/")
 
 
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_each_training_worker_takes_a_trainer_pod_of_its_own(folder: str):
+    """Regression: without --cpus-per-worker a worker reserved 1 CPU, both packed onto one pod (or the head) and
+    trained on one thread while a 4-CPU trainer pod idled."""
+    objects = _objects(folder)
+    for job in (objects["RayJob"]["spec"], objects["RayCronJob"]["spec"]["jobTemplate"]):
+        args = train_lstm.parse_args(job["entrypoint"].split()[3:])
+        cluster = job["rayClusterSpec"]
+        [trainers] = cluster["workerGroupSpecs"]
+        cpus = {name: float(pod["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+                for name, pod in (("head", cluster["headGroupSpec"]["template"]), ("trainer", trainers["template"]))}
+        assert trainers["replicas"] == args.num_workers and args.cpus_per_worker is not None
+        assert cpus["head"] < args.cpus_per_worker <= cpus["trainer"] < 2 * args.cpus_per_worker
+
+
 def test_one_scheduler_retrains_by_default_the_services_or_the_raycronjob():
     objects = _objects("overlays/cpu")
     service = yaml.safe_load(objects["RayService"]["spec"]["serveConfigV2"])
