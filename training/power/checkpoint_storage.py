@@ -7,6 +7,10 @@ path (the default, a temporary folder) does only while the driver and every node
 share one machine (several raylets on one host are fine). Training refuses a local path up front when the
 alive nodes able to host a worker are on another machine than the driver, and again after the run when a
 worker did land elsewhere (an autoscaled node): `StorageNotShared`, a ConfigError that says why.
+
+A shared volume of a type the mount table does not tell (a ReadWriteMany class on WekaFS, Alluxio, a hostPath on a
+one-machine test cluster whose pods each have an IP) is declared by the operator: `KCLOUD_SHARED_PATHS`, folders
+separated by `:`, under which a path counts as shared (the KubeRay manifests declare their `/models` volume).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ NETWORK_FILESYSTEMS = frozenset({
 """Mount types whose files every machine that mounts them sees (fuse.* ones named by their helper)."""
 
 MOUNTS_FILE = Path("/proc/mounts")
+SHARED_PATHS_ENV = "KCLOUD_SHARED_PATHS"
 
 
 class StorageNotShared(ConfigError):
@@ -59,11 +64,19 @@ def filesystem_type(path: str, mounts: str | None = None) -> str | None:
     return kind
 
 
-def is_shared(storage_path: str | None, mounts: str | None = None) -> bool:
-    """A URI, or a path on a network filesystem; None (a temporary local folder) is not."""
+def is_shared(storage_path: str | None, mounts: str | None = None, declared: str | None = None) -> bool:
+    """A URI, a path on a network filesystem, or one under a folder declared shared (`declared`, else the
+    environment's KCLOUD_SHARED_PATHS); None (a temporary local folder) is not."""
     if storage_path is None:
         return False
-    return is_uri(storage_path) or filesystem_type(storage_path, mounts) in NETWORK_FILESYSTEMS
+    return (is_uri(storage_path) or filesystem_type(storage_path, mounts) in NETWORK_FILESYSTEMS
+            or _declared_shared(storage_path, os.environ.get(SHARED_PATHS_ENV, "") if declared is None else declared))
+
+
+def _declared_shared(storage_path: str, declared: str) -> bool:
+    target = os.path.realpath(storage_path.removeprefix("file://"))
+    folders = [os.path.realpath(folder) for folder in declared.split(":") if folder.strip()]
+    return any(target == folder or target.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
 def worker_needs(cpus_per_worker: float, use_gpu: bool, extra: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -86,7 +99,8 @@ def _refusal(storage_path: str | None, hosts: set[str], when: str) -> StorageNot
         f"storage_path: {what} local to one machine, but {when} span {len(hosts)} machines "
         f"({', '.join(sorted(hosts))}): Ray Train's checkpoints must be on storage all of them reach; give "
         "--storage-path (or KCLOUD_STORAGE_PATH, or the config's storage_path) an object-store URI (s3://..., "
-        "gs://...) or a path on a shared filesystem (NFS, CephFS, ...) mounted at the same place on every node")
+        "gs://...) or a path on a shared filesystem (NFS, CephFS, ...) mounted at the same place on every node; "
+        f"a shared volume of a type not recognised here is declared with {SHARED_PATHS_ENV}=FOLDER")
 
 
 def check_before_run(storage_path: str | None, needs: Mapping[str, float], nodes: list[Mapping] | None = None,

@@ -49,6 +49,18 @@ def test_shared_storage():
     assert not is_shared(None, MOUNTS)
 
 
+def test_a_folder_the_operator_declares_shared_is_shared(monkeypatch):
+    """A ReadWriteMany volume of a type /proc/mounts does not tell (WekaFS, a hostPath class on a one-machine test
+    cluster) was refused with no way round it."""
+    assert is_shared("/models/ray-checkpoints", MOUNTS, declared="/data:/models")
+    assert not is_shared("/modelsx/runs", MOUNTS, declared="/models") and not is_shared(None, MOUNTS, "/models")
+    monkeypatch.setenv("KCLOUD_SHARED_PATHS", "/models")
+    nodes = [node("head", "10.0.0.1"), node("worker", "10.0.0.2")]
+    check_before_run("/models/ray-checkpoints", worker_needs(1.0, False), nodes, "head", MOUNTS)
+    with pytest.raises(StorageNotShared, match="KCLOUD_SHARED_PATHS"):
+        check_before_run("/tmp/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
+
+
 def test_one_machine_with_several_raylets_may_keep_a_local_path():
     nodes = [node("head", "10.0.0.1"), node("second", "10.0.0.1")]
     check_before_run("/tmp/runs", worker_needs(1.0, False), nodes, "head", MOUNTS)
