@@ -19,7 +19,8 @@ List price (the catalog's deterministic price; spot factor = 1 - spot.discount f
 
 from __future__ import annotations
 
-import functools
+import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from training.cost.schema import COMPONENTS, CostQuery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CATALOG_PATH = REPO_ROOT / "configs" / "prices.yaml"
+logger = logging.getLogger(__name__)
 RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
 WORKLOADS = ("training", "inference", "batch", "idle")
 
@@ -146,10 +148,43 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
         raise CatalogError(format_errors(str(path), exc)) from None
 
 
-@functools.lru_cache(maxsize=1)
+class _FileCache:
+    """The default catalog, read again when the file changes (its mtime or size): a GPU type added to
+    ``configs/prices.yaml`` is known to a running service's request checks and retrainings without a restart. An
+    edit that does not validate keeps the last good catalog (and says so once)."""
+
+    def __init__(self, path: Path):
+        self.path, self._lock = path, threading.Lock()
+        self._key: tuple[int, int] | None = None
+        self._catalog: PriceCatalog | None = None
+
+    def get(self) -> PriceCatalog:
+        try:
+            stat = self.path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = None
+        with self._lock:
+            if self._catalog is not None and key == self._key:
+                return self._catalog
+            try:
+                catalog = load_catalog(self.path)
+            except CatalogError as exc:
+                if self._catalog is None:
+                    raise
+                logger.warning("price catalog not reloaded, the last good one stays: %s", exc)
+                self._key = key
+                return self._catalog
+            self._key, self._catalog = key, catalog
+            return catalog
+
+
+_DEFAULT = _FileCache(DEFAULT_CATALOG_PATH)
+
+
 def default_catalog() -> PriceCatalog:
-    """``configs/prices.yaml``, read once."""
-    return load_catalog()
+    """``configs/prices.yaml``, read again when it changed."""
+    return _DEFAULT.get()
 
 
 class UnknownGpuType(ValueError):

@@ -1,0 +1,31 @@
+"""The default price catalog follows its file: an added GPU type is known without a restart."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from training.cost.catalog import DEFAULT_CATALOG_PATH, CatalogError, _FileCache
+
+
+def test_an_edited_catalog_is_read_again_and_a_broken_edit_keeps_the_last_good_one(tmp_path, caplog):
+    """Regression: the catalog was read once per process, so a type added to prices.yaml (and a cost model
+    retrained on it) was still refused as unknown by the running service's request checks."""
+    path = tmp_path / "prices.yaml"
+    original = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
+    path.write_text(original, encoding="utf-8")
+    cache = _FileCache(path)
+    first = cache.get()
+    assert cache.get() is first  # unchanged: not read again
+    assert first.gpu_type_name("MI300X") is None
+    added = original.replace("\n  types:", "\n  types:\n    MI300X: {hour: 6.0, tdp_watts: 750}", 1)
+    assert added != original
+    path.write_text(added, encoding="utf-8")
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
+    assert cache.get().gpu_type_name("mi300x") == "MI300X"
+    path.write_text("gpu: [", encoding="utf-8")
+    assert cache.get().gpu_type_name("MI300X") == "MI300X" and "last good one" in caplog.text
+    with pytest.raises(CatalogError):
+        _FileCache(path).get()  # nothing good read yet: the error stands
+
