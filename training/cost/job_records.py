@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog
+from training.cost.jobs import NONE
 from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
 
 # column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is)
@@ -23,6 +24,7 @@ _NUMBERS: dict[str, tuple[float, bool, float, str]] = {
     "cost": (0.0, True, np.inf, "a positive number"),
     **{name: (0.0, False, np.inf, "a non-negative number") for name in COMPONENTS},
 }
+COST_TOLERANCE = 0.01  # `cost` may differ from the sum of its components by this fraction (rounding)
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -58,10 +60,15 @@ def load_job_records(path: str | Path, catalog: PriceCatalog) -> pd.DataFrame:
         _refuse(~ok, text, str(path), column, what)
         frame[column] = values
     frame["gpu_count"] = frame["gpu_count"].astype(int)
+    parts = frame[list(COMPONENTS)].sum(axis=1)
+    _refuse((frame["cost"] - parts).abs() > COST_TOLERANCE * frame["cost"], raw["cost"].str.strip(), str(path), "cost",
+            f"the sum of {', '.join(COMPONENTS)} (within {COST_TOLERANCE:.0%}): the model learns the components and "
+            "scores their total against cost; itemise a fee or tax in one of them")
     spot = raw["spot_instance"].str.strip().str.lower()
     _refuse(~spot.isin(list(_BOOLEANS)), raw["spot_instance"], str(path), "spot_instance", "true/false, 1/0 or yes/no")
     frame["spot_instance"] = spot.map(_BOOLEANS).astype(bool)
     gpu_type = raw["gpu_type"].str.strip()
+    gpu_type = gpu_type.where(~((gpu_type.str.lower() == NONE) & (frame["gpu_count"] == 0)), "")  # as written out
     unknown = (gpu_type != "") & gpu_type.map(lambda t: t != "" and catalog.gpu_type_name(t) is None)
     _refuse(unknown, gpu_type, str(path), "gpu_type", f"in the price catalog ({', '.join(catalog.gpu.types)})")
     frame["gpu_type"] = gpu_type.map(lambda t: catalog.gpu_type_name(t) if t else None)
