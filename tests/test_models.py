@@ -534,3 +534,16 @@ def test_train_gbm_names_the_line_of_a_bad_value(tmp_path, small_config, capsys)
     rc = train_gbm(["--data", str(csv), "--model-path", str(tmp_path / "r"), "--config", str(small_config)])
     err = capsys.readouterr().err
     assert rc == 2 and "line 3" in err and "gpu_count" in err and "'two'" in err
+
+
+@pytest.mark.slow
+def test_free_power_still_says_how_much_energy_a_job_uses():
+    """Regression: energy_kwh was read back from the energy cost, so an on-premises catalog with a tariff of 0
+    reported 0 kWh for every job."""
+    catalog = load_catalog()
+    free = catalog.model_copy(update={"energy": catalog.energy.model_copy(update={"tariff_kwh": 0.0})})
+    model = CostModel(free)
+    model.fit(generate_job_records(400, seed=1, catalog=free), SMALL, seed=0)
+    [estimate] = model.predict_many([query(8, 32, 1, "H100", 10)])
+    assert estimate.cost_breakdown.energy == 0.0
+    assert estimate.energy_kwh == pytest.approx(estimate.expected_power_watts * 10 / 1000)

@@ -248,7 +248,8 @@ class CostModel:
             estimates.append(CostEstimate(
                 predicted_cost=total, lower=min(float(lower[i]), total), upper=max(float(upper[i]), total),
                 interval_coverage=self.coverage, confidence=float(confidence[i]), cost_breakdown=breakdown,
-                expected_power_watts=float(power[i]), energy_kwh=breakdown.energy / per_kwh if per_kwh else 0.0,
+                expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(breakdown.energy, per_kwh, power[i],
+                                                                             queries[i].duration_hours),
                 currency=self.catalog.currency, model_version=self.model_version))
         return estimates
 
@@ -294,3 +295,9 @@ class CostModel:
         registry_ref = f"{folder.parent.name}/{folder.name}" if folder.name.isdigit() else None
         model.model_version = model_version or registry_ref or spec.get("model_version", "unregistered")
         return model
+
+
+def _energy_kwh(energy_cost: float, per_kwh: float, power_watts: float, hours: float) -> float:
+    """The IT energy behind the energy cost; with free power (a tariff of 0, on premises) the expected power over
+    the job's hours, where the cost says nothing."""
+    return energy_cost / per_kwh if per_kwh else float(power_watts) * hours / 1000.0
