@@ -13,7 +13,7 @@ from app.replica import serving_replica
 from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory
 from core.stores.remote import StoreActorUnavailable
 from tests.paths import TEST_DATA
-from training.power.stored_history import NoStoredTelemetry, UnknownNode
+from training.power.stored_history import NoStoredTelemetry, PowerStopped, UnknownNode
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing
 
 HISTORY = {"workload_id": "w", "node_id": "n1", "features": {"power_watts": [200.0, 210.0]},
@@ -107,9 +107,14 @@ def test_a_node_or_a_configured_workload_is_forecast_from_the_store(replica, pos
     assert workload.json()["nodes"] == ["n1", "n2"]
 
 
-def test_a_node_the_store_does_not_know_is_forecast_from_the_request_s_features(replica, post):
-    """README: the store answers for a node it knows; a new node with feature lists gets the features-only mode."""
-    replica.failure = UnknownNode("no telemetry stored for node 'new-node'")
+@pytest.mark.parametrize(("failure", "status"), [
+    (UnknownNode("no telemetry stored for node 'new-node'"), 404),
+    (PowerStopped("no recent power telemetry stored for node 'new-node' (its power readings stopped)"), 503),
+])
+def test_a_node_without_stored_power_is_forecast_from_the_request_s_features(replica, post, failure, status):
+    """README: the store answers for a node it knows; a new node, or one whose power readings stopped, with feature
+    lists gets the features-only mode."""
+    replica.failure = failure
     body = {"workload_id": "w", "node_id": "new-node", "features": {"cpu_utilization": [50.0, 60.0]},
             "prediction_horizon": "2m"}
     response = post(body)
@@ -119,10 +124,10 @@ def test_a_node_the_store_does_not_know_is_forecast_from_the_request_s_features(
     assert response.json()["estimated_from"] == ["cpu_utilization"]
     for features in ({}, {"workload_type": "training"}):  # no lists to estimate from: the unknown node stays the answer
         unknown = post({**body, "features": features})
-        assert unknown.status_code == 404 and unknown.json()["detail"][0]["loc"] == ["body", "node_id"], features
-    replica.features_only = False  # a model without the features-only mode: still the unknown node, not a 422
+        assert unknown.status_code == status and unknown.json()["detail"][0]["loc"] == ["body", "node_id"], features
+    replica.features_only = False  # a model without the features-only mode: still the missing power, not a 422
     older = post(body)
-    assert older.status_code == 404 and "'new-node'" in older.json()["detail"][0]["msg"]
+    assert older.status_code == status and "'new-node'" in older.json()["detail"][0]["msg"]
 
 
 @pytest.mark.parametrize(("failure", "status", "loc", "phrase"), [

@@ -228,3 +228,14 @@ def test_a_pinned_replica_marks_its_version_so_that_pruning_keeps_it(predictor, 
     monkeypatch.setattr(registry, "pin", lambda *args: renewals.append(args))
     predictor._renew_pin()
     assert renewals == []  # renewed at most hourly
+
+
+def test_a_replica_pinned_to_a_version_marks_it_before_loading_it(predictor, monkeypatch):
+    """Pruning between the load and the mark could delete the version a replica was about to load."""
+    calls = []
+    predictor.registry = SimpleNamespace(pin=lambda model_id, version: calls.append(("pin", version)))
+    predictor._pinned_at = None
+    predictor._batched = SimpleNamespace(set_max_batch_size=lambda size: None, set_batch_wait_timeout_s=lambda s: None)
+    monkeypatch.setattr(predictor, "_load", lambda version: calls.append(("load", version)))
+    predictor.reconfigure({"model_version": 4})
+    assert calls == [("pin", 4), ("load", 4)]
