@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.settings import load_service_config
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build, containers, load_documents
 from tests.unit.deploy.schemas import core_errors, crd_errors, is_custom, ray_cluster_spec
@@ -133,11 +134,31 @@ def test_every_referenced_secret_configmap_and_claim_is_defined():
     text = yaml.safe_dump(_built("overlays/gpu"))
     for kind, pattern in (("Secret", r"secretName: (\S+)"), ("Secret", r"secretKeyRef:\n\s+key: \S+\n\s+name: (\S+)"),
                           ("ConfigMap", r"configMapRef:\n\s+name: (\S+)"),
+                          ("ConfigMap", r"configMap:\n\s+name: (\S+)"),
                           ("PersistentVolumeClaim", r"claimName: (\S+)"),
                           ("ServiceAccount", r"serviceAccountName: (\S+)")):
         names = set(re.findall(pattern, text))
         assert names, pattern
         assert {(kind, name) for name in names} <= defined, (kind, names)
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_every_ray_container_reads_the_config_file_of_the_configmap(folder: str, tmp_path):
+    """Without it, `workloads`, `auto_scaling.policies` and `predictor.resolutions` could only be set by building
+    them into the image."""
+    objects = _built(folder)
+    shipped = _one([o for o in objects if o["metadata"]["name"] == "kcloud-config"], "ConfigMap")["data"]["config.yaml"]
+    path = tmp_path / "config.yaml"
+    path.write_text(shipped)
+    load_service_config(path, environ={})  # the shipped file validates (empty: the defaults)
+    for kind, cluster in _ray_clusters(objects):
+        for template in _ray_templates(cluster):
+            [container] = template["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+            assert env["KCLOUD_CONFIG"] == f"{mounts['config']}/config.yaml", kind
+            assert volumes["config"]["configMap"]["name"] == "kcloud-config", kind
 
 
 def test_secrets_are_placeholders_and_never_in_serve_config():
