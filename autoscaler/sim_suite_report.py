@@ -1,7 +1,9 @@
 """Summaries of a simulation suite: per replay the ratios of predictive to reactive and to reactive + margin and the
 targets (issue 11), the aggregate over the replays where reactive scaling violates the budget, and a table.
 
-A ratio is predictive / other for one metric; None when the other run's value is 0 (and 1.0 when both are).
+A ratio is predictive / other for one metric; None when the other run's value is 0 (and 1.0 when both are). In the
+aggregate such a replay (predictive above a run that scored 0) counts as an unbounded ratio: it is the worst, and it
+moves the median, rather than being left out.
 """
 
 from __future__ import annotations
@@ -59,21 +61,26 @@ def label(entry: dict[str, Any]) -> str:
 
 def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Over the replays where reactive violates: per comparison and metric the median and worst (highest) ratio and
-    where the worst is, and how many replays meet each target."""
+    where the worst is, and how many replays meet each target. A ratio over a run that scored 0 (`undefined`) is
+    unbounded: a median or worst that is one is null, with `median_unbounded` / `worst_unbounded` true."""
     scored = [e for e in entries if e["reactive_violates"]]
     result: dict[str, Any] = {"replays": len(entries), "replays_where_reactive_violates": len(scored)}
     for versus in ("vs_reactive", "vs_reactive_margin"):
         result[versus] = {}
         for metric in METRICS:
             pairs = [(e["ratios"][versus][metric], e) for e in scored]
-            known = [(r, e) for r, e in pairs if r is not None]
-            if not known:
+            if not pairs:
                 result[versus][metric] = None
                 continue
-            worst, where = max(known, key=lambda pair: pair[0])
-            result[versus][metric] = {"median_ratio": round(float(np.median([r for r, _ in known])), 4),
-                                      "worst_ratio": worst, "worst_case": label(where),
-                                      "undefined": len(pairs) - len(known)}
+            values = [np.inf if r is None else r for r, _ in pairs]
+            worst = int(np.argmax(values))
+            median = float(np.median(values))
+            result[versus][metric] = {
+                "median_ratio": round(median, 4) if np.isfinite(median) else None,
+                "median_unbounded": not np.isfinite(median),
+                "worst_ratio": pairs[worst][0], "worst_unbounded": pairs[worst][0] is None,
+                "worst_case": label(pairs[worst][1]),
+                "undefined": sum(r is None for r, _ in pairs)}
     keys = scored[0]["targets"] if scored else {}
     result["targets_met"] = {key: sum(bool(e["targets"][key]) for e in scored) for key in keys}
     return result
@@ -81,6 +88,10 @@ def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _run(run: dict[str, Any]) -> str:
     return f"{run['budget_violation_seconds']:,.0f} s / {run['replica_hours']:.1f} / {run['scale_events']}"
+
+
+def _bound(row: dict[str, Any], which: str) -> str:
+    return "unbounded (above 0)" if row[f"{which}_unbounded"] else f"{row[f'{which}_ratio']:.2f}"
 
 
 def _ratio(value: float | None) -> str:
@@ -111,9 +122,9 @@ def table(entries: list[dict[str, Any]], totals: dict[str, Any]) -> str:
         for metric in METRICS:
             row = totals[versus][metric]
             if row is not None:
-                lines.append(f"- predictive / {name} {SHORT[metric]}: median {row['median_ratio']:.2f}, worst "
-                             f"{row['worst_ratio']:.2f} ({row['worst_case']})"
-                             + (f", undefined on {row['undefined']}" if row["undefined"] else ""))
+                lines.append(f"- predictive / {name} {SHORT[metric]}: median {_bound(row, 'median')}, worst "
+                             f"{_bound(row, 'worst')} ({row['worst_case']})"
+                             + (f", above a run of 0 on {row['undefined']}" if row["undefined"] else ""))
     met = ", ".join(f"{key} {count}/{totals['replays_where_reactive_violates']}"
                     for key, count in totals["targets_met"].items())
     lines.append(f"targets met: {met}")

@@ -131,9 +131,13 @@ def test_ratios_targets_and_aggregate():
     totals = aggregate([good, bad, calm])
     assert totals["replays_where_reactive_violates"] == 2
     assert totals["vs_reactive"]["budget_violation_seconds"] == {
-        "median_ratio": pytest.approx(0.3833, abs=1e-4), "worst_ratio": 0.6667,
-        "worst_case": "b/t delay 10min seed 0", "undefined": 0}
-    assert totals["vs_reactive_margin"]["budget_violation_seconds"]["undefined"] == 1
+        "median_ratio": pytest.approx(0.3833, abs=1e-4), "median_unbounded": False, "worst_ratio": 0.6667,
+        "worst_unbounded": False, "worst_case": "b/t delay 10min seed 0", "undefined": 0}
+    # regression: b (400 s against a margin run's 0 s) was left out, so the worst was a's 0.5
+    assert totals["vs_reactive_margin"]["budget_violation_seconds"] == {
+        "median_ratio": None, "median_unbounded": True, "worst_ratio": None, "worst_unbounded": True,
+        "worst_case": "b/t delay 10min seed 0", "undefined": 1}
+    assert "worst unbounded (above 0) (b/t delay 10min seed 0), above a run of 0 on 1" in table([good, bad], totals)
     assert totals["targets_met"]["beats_reactive_margin"] == 1
     assert (ratio(0, 0), ratio(3, 0), ratio(1, 4)) == (1.0, None, 0.25)
 
