@@ -118,7 +118,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     config = load_with_overrides(argparse.Namespace(**{**vars(args), "step": None}))
     model_config = config.models.power_predictor
     data = train_for_replay(load_telemetry_csv(args.trace), model_config, step_s=args.step,
-                            max_gap_s=config.predictor.max_gap, features=config.features,
+                            max_gap_s=config.predictor.max_gap_at(args.step), features=config.features,
                             horizon=window_steps(policy, args.step), train_fraction=args.train_fraction,
                             options=TrainOptions.from_flags(args))
     report = replay(data, policy, model, step_s=args.step, actuation_delay_s=args.actuation_delay, margin=args.margin)

@@ -20,6 +20,7 @@ from autoscaler.trace_replay import (
     simulate_series,
 )
 from tests.factories import make_policy
+from tests.paths import REPO_ROOT
 
 START = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 STEP = 60
@@ -219,6 +220,25 @@ def test_an_actuation_delay_off_the_steps_is_refused(tmp_path, capsys, argv):
 def test_the_actuation_delay_defaults_to_one_step():
     args = simulate.parse_args(["--trace", "t.csv", "--policy", "p.yaml", "--output", "o.json", "--step", "1min"])
     assert args.actuation_delay == args.step == 60
+
+
+def test_the_series_split_at_gaps_longer_than_the_steps_own_max_gap(monkeypatch, upm_sample, tmp_path):
+    """Regression: without a config file, --step 10min trained on series split at any gap over 10 min (the 1-minute
+    config's 5-minute max_gap, raised to a step), where the suite and training.evaluate allow 50 min."""
+    given = {}
+
+    def stop(*args, **kwargs):
+        given.update(kwargs)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(simulate, "train_for_replay", stop)
+    monkeypatch.delenv("KCLOUD_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no config file: the defaults
+    args = simulate.parse_args(["--trace", str(upm_sample), "--policy", str(REPO_ROOT / "configs/policy.example.yaml"),
+                                "--output", "o.json", "--step", "10min"])
+    with pytest.raises(RuntimeError, match="stop before training"):
+        simulate.run_simulation(args)
+    assert given["step_s"] == 600 and given["max_gap_s"] == 3000
 
 
 def test_example_policy_loads():
