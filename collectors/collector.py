@@ -1,6 +1,8 @@
 """CollectorActor: samples one node's sources on an interval and pushes batches to the store.
 
-It runs a background thread: sample every source (a slow or failing source costs only its own reading),
+It runs a background thread: sample every source, each on a thread of its own against one deadline per round
+(`read_timeout`: a read hung in a driver is left behind and that source skipped until it returns, so the others,
+the BMC's wall power among them, go on; a failing source costs only its own reading),
 screen each round (core/telemetry_screen.py: implausible power and future timestamps are refused and
 counted), put the rest into a DurableBuffer (memory, then disk), flush to the store every `flush_interval`,
 and publish the round as Ray metrics (collectors/metrics.py). A store outage never loses samples:
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collectors.base import TelemetrySource
+from collectors.bounded import BoundedCall, StillRunning
 from collectors.buffer import DurableBuffer
 from collectors.metrics import CollectorMetrics, LossCounter
 from collectors.settings import TelemetryConfig
@@ -44,6 +47,7 @@ class Collector:
                                      max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped)
                        if store is not None else None)
         self.metrics = CollectorMetrics(node_id)
+        self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
@@ -56,11 +60,22 @@ class Collector:
         """One round over every available source; returns the samples kept (`samples` in `status()` counts
         them, `rejected` the ones the screen refused)."""
         taken: list[TelemetrySample] = []
-        for source in self.sources:
+        reads = []
+        for source, call in zip(self.sources, self._calls, strict=True):
             try:
-                taken.extend(source.sample())
+                reads.append((source, call.start(source.sample)))
+            except StillRunning:
+                logger.warning("collector %s: source %s is still in a read that outlasted a round; skipped",
+                               self.node_id, _name(source))
+        deadline = time.monotonic() + float(self.settings.read_timeout)
+        for source, read in reads:
+            try:
+                taken.extend(read.result(timeout=max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                logger.warning("collector %s: source %s did not answer within %g s; skipped until it does",
+                               self.node_id, _name(source), float(self.settings.read_timeout))
             except Exception:  # noqa: BLE001 - one bad source never stops the others
-                logger.exception("collector %s: source %s failed", self.node_id, source.kind.value)
+                logger.exception("collector %s: source %s failed", self.node_id, _name(source))
         if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
             return []
         screened = screen_samples(taken, datetime.now(UTC), future_tolerance_s=self.settings.future_tolerance,
@@ -104,11 +119,11 @@ class Collector:
     def round_age_s(self) -> float:
         """Seconds since the sampling thread last made progress (finished its sources' reads, or wrote a spilled
         segment while it catches up after an outage; since start, before the first round): the supervisor
-        replaces a collector whose sampling has stalled (a GPU read hung in the driver, say)."""
+        replaces a collector whose sampling has stalled (stuck outside its bounded source reads)."""
         return time.monotonic() - self._alive_at
 
     def status(self) -> dict:
-        available = {getattr(s, "label", s.kind.value): s.available() for s in self.sources}
+        available = {_name(s): s.available() for s in self.sources}
         return {
             "node_id": self.node_id,
             "interval_s": self.interval_s,
@@ -137,3 +152,7 @@ class Collector:
 def _describe(sample: TelemetrySample) -> str:
     return (f"{sample.source.value}/{sample.device_id} at {sample.timestamp.isoformat()}: {sample.power_watts} W"
             f" (limit {sample.power_limit_watts} W)")
+
+
+def _name(source: TelemetrySource) -> str:
+    return getattr(source, "label", source.kind.value)

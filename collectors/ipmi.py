@@ -12,12 +12,11 @@ import random
 import re
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from collectors.base import TelemetrySource
+from collectors.bounded import BoundedCall, StillRunning
 from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_limit, parse_dcmi_power_reading, select_power_sensors
 from collectors.settings import parse_bmc_target
 from core.telemetry import Quality, SourceKind, TelemetrySample
@@ -79,7 +78,7 @@ class IpmiSource(TelemetrySource):
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._limit: float | None = None
         self._limit_at = float("-inf")
-        self._worker: threading.Thread | None = None
+        self._call = BoundedCall(f"ipmi-{self.host}")
         self._failures, self._ever_ok, self._auth_failed = 0, False, False
         self._next_try, self._reason = 0.0, ""
 
@@ -124,21 +123,11 @@ class IpmiSource(TelemetrySource):
         return reading
 
     def _bounded(self, fn: Any) -> Any:
-        if self._worker is not None and self._worker.is_alive():
-            raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled")
-        future: Future = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as err:  # handed to the caller
-                future.set_exception(err)
-
-        self._worker = threading.Thread(target=run, name=f"ipmi-{self.host}", daemon=True)
-        self._worker.start()
         try:
-            return future.result(timeout=self.timeout_s)
-        except FutureTimeout:
+            return self._call.run(fn, self.timeout_s)
+        except StillRunning:
+            raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
+        except TimeoutError:
             self._reset()
             raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
 

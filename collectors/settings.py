@@ -82,6 +82,7 @@ class TelemetryConfig(Section):
     much), and which samples they refuse (core/telemetry_screen.py has the rule)."""
 
     sampling_interval: Duration = 5
+    read_timeout: Annotated[Duration, Field(ge=1, le=600)] = 15  # a source's read, longer is skipped until it ends
     flush_interval: Duration = 10
     spill_dir: str = Field("data/spill", min_length=1)
     max_buffered_samples: int = Field(10_000, ge=100)

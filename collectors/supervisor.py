@@ -90,8 +90,9 @@ class CollectorSupervisor:
 
     def _must_replace(self, key: str, handle) -> bool:
         """Whether the collector under `key` is dead, or wedged: `UNANSWERED_PINGS` pings in a row went unanswered
-        or found its sampling stalled (no progress for `stall_after_s`: a GPU read hung in the driver keeps
-        the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
+        or found its sampling stalled (no progress for `stall_after_s`: a sampling thread stuck outside its
+        bounded source reads, in a store write say, keeps the actor answering while the node's telemetry has
+        stopped). The ping reads nothing (`status` probes every
         source, and a slow tool may take seconds), and one slow answer is no reason to kill a collector and the
         samples it has not flushed yet."""
         try:

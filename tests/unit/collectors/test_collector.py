@@ -163,3 +163,37 @@ def test_round_age_tells_a_stalled_sampling_thread(tmp_path):
     finally:
         release.set()
         collector.stop()
+
+
+def test_a_read_hung_in_a_driver_costs_only_its_own_source(tmp_path, caplog):
+    """Regression: sources were read one after the other, so a GPU read hung in the driver stopped the node's BMC
+    wall power too, round after round (and in the collector the supervisor started in its place)."""
+    import threading as _threading
+
+    release = _threading.Event()
+
+    class Hangs(CountingSource):
+        kind = SourceKind.NVML
+
+        def sample(self):
+            self.n += 1
+            release.wait(10)
+            return []
+
+    hangs, counting = Hangs(), CountingSource()
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=60, spill_dir=str(tmp_path), read_timeout=1)
+    collector = Collector("n1", [hangs, counting], None, settings, start=False)
+    try:
+        started = time.monotonic()
+        assert len(collector.collect_once()) == 1  # the host's reading, after the 1 s deadline
+        assert 1.0 <= time.monotonic() - started < 3.0
+        started = time.monotonic()
+        assert len(collector.collect_once()) == 1 and time.monotonic() - started < 0.5  # skipped at once
+        assert hangs.n == 1 and "still in a read" in caplog.text  # no second thread on the hung device
+        release.set()
+        time.sleep(0.1)
+        collector.collect_once()
+        assert hangs.n == 2 and counting.n == 3  # read again once its stuck read returned
+    finally:
+        release.set()
+        collector.stop()

@@ -1,0 +1,51 @@
+"""A call that may hang in a driver or on the network, made on a daemon thread of its own and waited for at most
+a deadline. A call still running after it (a device read stuck in the kernel, a BMC that stopped answering) is left
+to finish alone; the next call is refused until it has, so stuck threads never pile up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+
+class StillRunning(TimeoutError):
+    """The previous call has not returned yet."""
+
+
+class BoundedCall:
+    """One call at a time on its own daemon thread (`name` names the thread)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._worker: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def start(self, fn: Callable[[], Any]) -> Future:
+        """Start `fn`; its Future holds the result or the exception. Raises StillRunning while the last call runs."""
+        if self.busy:
+            raise StillRunning(f"{self.name}: the previous call is still running")
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # handed to the caller through the Future
+                future.set_exception(err)
+
+        self._worker = threading.Thread(target=run, name=self.name, daemon=True)
+        self._worker.start()
+        return future
+
+    def run(self, fn: Callable[[], Any], timeout_s: float) -> Any:
+        """`fn()`'s result, waited for at most `timeout_s`. Raises StillRunning, TimeoutError, or what `fn` raised."""
+        future = self.start(fn)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise TimeoutError(f"{self.name}: no answer within {timeout_s:g} s") from None
