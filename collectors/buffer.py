@@ -135,7 +135,11 @@ class DurableBuffer:
             try:
                 while self._segments:
                     segment = self._segments[0]
-                    samples, unreadable = _read_segment(segment)
+                    try:
+                        samples, unreadable = _read_segment(segment)
+                    except OSError as exc:  # deleted by hand, or a disk error: set aside, never block the rest
+                        self._set_aside(segment, exc)
+                        continue
                     written += self._write(samples, f"segment {segment.name}")
                     if progress is not None:
                         progress()  # a long backlog is progress, not a stall (collectors/supervisor.py)
@@ -259,9 +263,23 @@ class DurableBuffer:
         numbers = [int(_SEGMENT.match(p.name).group(1)) for p in self._segments]  # type: ignore[union-attr]
         return max(numbers, default=0) + 1
 
+    def _set_aside(self, segment: Path, error: OSError) -> None:
+        """A segment that cannot be read: its samples count as `unreadable`, the file (if any) is renamed
+        `*.unreadable` for the operator, and the flush goes on with the next one."""
+        lost = self._on_disk.get(segment, 0)
+        try:
+            segment.rename(segment.with_name(segment.name + ".unreadable"))
+        except OSError:
+            pass  # gone, or not renamable: it is left out of the index either way
+        self._forget(segment)
+        self.drops.add(UNREADABLE, lost, f"{segment} could not be read ({error})")
+
     def _drop_segment(self, segment: Path) -> None:
         segment.unlink(missing_ok=True)
         _fsync_dir(self.spill_dir)
+        self._forget(segment)
+
+    def _forget(self, segment: Path) -> None:
         self._segments.remove(segment)
         self._on_disk.pop(segment, None)
         self._bytes.pop(segment, None)
@@ -287,8 +305,13 @@ def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
+    """The samples in a segment; 0 for one that cannot be read (flush sets it aside)."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError as exc:
+        logger.error("buffer: %s cannot be read: %s", path, exc)
+        return 0
 
 
 def _fsync_dir(path: Path) -> None:

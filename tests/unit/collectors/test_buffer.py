@@ -403,3 +403,29 @@ def test_a_long_catch_up_flush_is_progress(tmp_path):
     beats = []
     assert DurableBuffer(FlakyStore(), tmp_path, max_memory=5).flush(progress=lambda: beats.append(1)) == 30
     assert len(beats) == len(list(range(0, 30, 6)))
+
+
+def test_a_segment_that_cannot_be_read_is_set_aside_and_the_rest_still_flows(tmp_path, monkeypatch):
+    """Regression: a spilled segment deleted by hand (or failing with EIO) failed every later flush, so nothing
+    reached the store again until the actor restarted."""
+    from collectors import buffer as buffer_module
+
+    store = FlakyStore(failures=1)
+    buffer = DurableBuffer(store, tmp_path, max_memory=4)
+    for start in (0, 5, 10):
+        buffer.put(make_samples(5, start=start))
+    buffer.flush()  # fails: three segments on disk
+    first, second, third = segments(tmp_path)
+    first.unlink()  # an operator freeing disk
+    reader = buffer_module._read_segment
+
+    def failing(path):
+        if path == second:
+            raise OSError(5, "Input/output error")
+        return reader(path)
+
+    monkeypatch.setattr(buffer_module, "_read_segment", failing)
+    assert buffer.flush() == 5
+    assert store.stored == make_samples(5, start=10) and buffer.pending == 0
+    assert buffer.drops.counts == {"unreadable": 10}
+    assert second.with_name(second.name + ".unreadable").exists()  # kept for the operator, out of the replay
