@@ -207,7 +207,7 @@ class IpmiSource(TelemetrySource):
         return self._sample(sum(values), quality, None)
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
-        return TelemetrySample(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,
+        return TelemetrySample.reading(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,
                                device_id="node", power_watts=watts, power_limit_watts=limit, quality=quality)
 
     @staticmethod

@@ -166,7 +166,7 @@ class NvmlSource(TelemetrySource):
         memory = self._optional(gpu, "memory", pynvml.nvmlDeviceGetMemoryInfo)
         temperature = self._optional(gpu, "temperature", pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU)
         energy_mj = self._optional(gpu, "energy", pynvml.nvmlDeviceGetTotalEnergyConsumption)
-        return TelemetrySample(
+        return TelemetrySample.reading(
             timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=gpu.device_id,
             power_watts=None if power_mw is None else power_mw / 1000.0,
             power_limit_watts=None if limit_mw is None else limit_mw / 1000.0,

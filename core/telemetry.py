@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+logger = logging.getLogger(__name__)
+_REPORTED: set[tuple[str, str, str]] = set()  # (node, device, field) already logged as out of range
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
@@ -33,6 +37,11 @@ ID_PATTERN = r"^[^\x00-\x1f\x7f\\]+$"
 (the same ids in every store)."""
 
 
+READING_FIELDS = frozenset({"power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts",
+                            "energy_joules"})
+"""The measured values of a sample (what `TelemetrySample.reading` may leave out)."""
+
+
 class TelemetrySample(BaseModel):
     """One reading of one device (or the whole node, device_id "node") at one time."""
 
@@ -56,3 +65,22 @@ class TelemetrySample(BaseModel):
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a time zone (UTC)")
         return value
+
+    @classmethod
+    def reading(cls, **fields: Any) -> TelemetrySample:
+        """A device's reading, where a value out of its range (a sensor's 255 °C, a negative power) is left out
+        (None, logged once per device and field) instead of costing the whole sample, or every device's in a source's round. Identity
+        fields (timestamp, node, source, device) still raise ValidationError."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            if not bad or not bad <= READING_FIELDS:
+                raise
+            node, device = str(fields.get("node_id")), str(fields.get("device_id", "node"))
+            new = sorted(name for name in bad if (node, device, name) not in _REPORTED)
+            if new:  # once per device and field: a broken sensor would repeat it every round
+                _REPORTED.update((node, device, name) for name in new)
+                logger.warning("telemetry: %s %s: out of range, left out (from now on without a word): %s", node,
+                               device, ", ".join(f"{name}={fields[name]!r}" for name in new))
+            return cls(**{**fields, **dict.fromkeys(bad)})

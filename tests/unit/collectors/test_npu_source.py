@@ -141,6 +141,19 @@ def test_kunlun_source_with_configured_path(fake_tool: Callable[..., Path]) -> N
     assert samples[0].memory_usage == pytest.approx(92.0, abs=0.01)
 
 
+def test_one_chip_s_reading_out_of_range_costs_only_that_value(fake_tool: Callable[..., Path], tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: a chip reporting 255 °C failed the sample's validation, and with it every chip of the round."""
+    rows = (DATA / "xpu_smi_m_p800.txt").read_text().splitlines()
+    fields = rows[0].split(" ")
+    fields[4] = "255"  # the temperature of xpu0
+    output = tmp_path / "xpu_smi.txt"
+    output.write_text("\n".join([" ".join(fields), *rows[1:]]) + "\n")
+    samples = KunlunSource("n1", executable=str(fake_tool("my-xpu-smi", output))).sample()
+    assert [(s.device_id, s.temperature, s.power_watts) for s in samples] == [("xpu0", None, 86.0), ("xpu1", 39.0, 86.0)]
+    assert "temperature=255.0" in caplog.text
+
+
 def test_missing_tool_and_disabled_switch(fake_tool: Callable[..., Path], tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))

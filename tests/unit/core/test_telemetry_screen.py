@@ -1,12 +1,14 @@
-"""The ingestion screen: implausible power and future timestamps are refused and counted, the rest kept in order."""
+"""The ingestion screen: implausible power and future timestamps are refused and counted, the rest kept in order;
+a device reading out of range loses only that value."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
-from core.telemetry import TelemetrySample
+from core.telemetry import SourceKind, TelemetrySample
 from core.telemetry_screen import RejectReason, power_bound, screen_samples
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -66,3 +68,12 @@ def test_all_ones_values_of_narrower_registers_are_ordinary_readings(watts: floa
 def test_the_first_reason_that_applies_is_counted_once() -> None:
     screened = screen_samples([reading(65_535.0, ahead_s=86400)], NOW)
     assert screened.rejected == {RejectReason.FUTURE_TIMESTAMP: 1}
+
+
+def test_a_reading_out_of_range_is_left_out_but_a_bad_identity_still_raises():
+    """A device's out-of-range value (TelemetrySample.reading, what the collectors build samples with)."""
+    sample = TelemetrySample.reading(timestamp=NOW, node_id="n1", source=SourceKind.NVML, device_id="GPU-1",
+                                     power_watts=-3.0, utilization=40.0, temperature=255.0)
+    assert (sample.power_watts, sample.utilization, sample.temperature) == (None, 40.0, None)
+    with pytest.raises(ValidationError):
+        TelemetrySample.reading(timestamp=NOW, node_id="", source=SourceKind.NVML, power_watts=-3.0)
