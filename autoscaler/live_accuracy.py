@@ -110,9 +110,9 @@ class Sums:
         n = self.points
         if not n:
             return {"points": 0}
-        return {"points": n, "bins": len(self.bins), "mae": round(self.abs_error / n, 3), "coverage": round(self.inside / n, 4),
-                "nominal_coverage": round(self.nominal / n, 4), "hit_rate": round(self.hits / n, 4),
-                "mean_confidence": round(self.confidence / n, 4)}
+        return {"points": n, "bins": len(self.bins), "mae": round(self.abs_error / n, 3),
+                "coverage": round(self.inside / n, 4), "nominal_coverage": round(self.nominal / n, 4),
+                "hit_rate": round(self.hits / n, 4), "mean_confidence": round(self.confidence / n, 4)}
 
 
 @dataclass

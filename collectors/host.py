@@ -98,13 +98,13 @@ class HostSource(TelemetrySource):
         stamp = datetime.now(UTC)
         readings = [watts for watts in powers.values() if watts is not None]
         node_power = sum(readings) if powers and len(readings) == len(powers) else None
-        samples = [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind, device_id="node",
-                                   power_watts=node_power, utilization=utilization, memory_usage=memory,
-                                   quality=Quality.DERIVED)]
+        samples = [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind,
+                                           device_id="node", power_watts=node_power, utilization=utilization,
+                                           memory_usage=memory, quality=Quality.DERIVED)]
         if self._per_package:
             samples += [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind,
-                                        device_id=zone.device_id, power_watts=powers.get(zone.device_id),
-                                        energy_joules=zone.total_j, quality=Quality.DERIVED)
+                                                device_id=zone.device_id, power_watts=powers.get(zone.device_id),
+                                                energy_joules=zone.total_j, quality=Quality.DERIVED)
                         for zone in self._zones]
         return samples
 

@@ -208,7 +208,7 @@ class IpmiSource(TelemetrySource):
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
         return TelemetrySample.reading(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,
-                               device_id="node", power_watts=watts, power_limit_watts=limit, quality=quality)
+                                       device_id="node", power_watts=watts, power_limit_watts=limit, quality=quality)
 
     @staticmethod
     def _quietly(fn: Any) -> None:

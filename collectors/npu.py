@@ -81,9 +81,10 @@ class SmiToolSource(TelemetrySource):
             self._failures.failed(str(exc))
             return []
         self._failures.ok()
-        return [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind, device_id=chip.device_id,
-                                power_watts=chip.power_watts, utilization=chip.utilization,
-                                memory_usage=chip.memory_usage, temperature=chip.temperature, quality=Quality.OK)
+        return [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind,
+                                        device_id=chip.device_id, power_watts=chip.power_watts,
+                                        utilization=chip.utilization, memory_usage=chip.memory_usage,
+                                        temperature=chip.temperature, quality=Quality.OK)
                 for chip in chips]
 
     def _read(self, path: str) -> list[ChipReading]:

@@ -69,8 +69,8 @@ class TelemetrySample(BaseModel):
     @classmethod
     def reading(cls, **fields: Any) -> TelemetrySample:
         """A device's reading, where a value out of its range (a sensor's 255 °C, a negative power) is left out
-        (None, logged once per device and field) instead of costing the whole sample, or every device's in a source's round. Identity
-        fields (timestamp, node, source, device) still raise ValidationError."""
+        (None, logged once per device and field) instead of costing the whole sample, or every device's in a
+        source's round. Identity fields (timestamp, node, source, device) still raise ValidationError."""
         try:
             return cls(**fields)
         except ValidationError as exc:

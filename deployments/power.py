@@ -74,8 +74,8 @@ class ServedPower:
         forecaster = self.forecaster
         return ServedModel(model_version=self.model_version, step_seconds=forecaster.pipeline.step_s,
                            sequence_length=forecaster.sequence_length, horizon_steps=forecaster.horizon,
-                           max_gap_seconds=forecaster.pipeline.max_gap_s, features=tuple(forecaster.pipeline.features), latency_ms=self.latency.percentiles(),
-                           trained_on_synthetic_data=self.synthetic)
+                           max_gap_seconds=forecaster.pipeline.max_gap_s, features=tuple(forecaster.pipeline.features),
+                           latency_ms=self.latency.percentiles(), trained_on_synthetic_data=self.synthetic)
 
 
 def trained_on_synthetic_data(metadata: ModelMetadata) -> bool:

@@ -4,8 +4,8 @@ The window ends at the node's newest stored sample, covers the model's sequence 
 sample-and-hold filled over gaps (never from later samples), so a forecast from stored telemetry sees what
 a forecast from a client's history list would. A feature other than power is held for at most the model's
 `max_gap` (`FeaturePipeline.max_gap_s`; for a model saved without it, the default: 5 steps, at least 5 minutes),
-as training filled it; after that it is missing (NaN, which the model reads as missing, as in training), so a feature whose source stopped is not
-read as fresh.
+as training filled it; after that it is missing (NaN, which the model reads as missing, as in training), so a
+feature whose source stopped is not read as fresh.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.settings import AutoscalerConfig
 from autoscaler.state import ControllerState, _digest, _digest_until_2026_12
-from core.telemetry import TelemetrySample
 from core.settings import ConfigError
+from core.telemetry import TelemetrySample
 from tests.factories import make_policy
 from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
 

@@ -56,8 +56,8 @@ def test_a_node_whose_coverage_collapsed_decides_on_measured_power_and_says_why(
     made = controller(tmp_path, store)
     event = replay(made, store, 500, 900)  # every actual 400 W above a zero-width interval
     assert event.signal == "measured", event
-    assert ("forecast unavailable: live interval coverage 0% over 5 points (5 measured bins) in the last 1h for node n1 < 60% "
-            "(nominal 80% - margin 20%, power_lstm/1); using measured power") in event.reason
+    assert ("forecast unavailable: live interval coverage 0% over 5 points (5 measured bins) in the last 1h for node "
+            "n1 < 60% (nominal 80% - margin 20%, power_lstm/1); using measured power") in event.reason
     assert event.confidence is None
     node = made.live_accuracy().versions[0].nodes[0]
     assert (node.mae, node.coverage, node.hit_rate) == (400.0, 0.0, 0.0) and node.fallback

@@ -150,7 +150,8 @@ def test_one_chip_s_reading_out_of_range_costs_only_that_value(fake_tool: Callab
     output = tmp_path / "xpu_smi.txt"
     output.write_text("\n".join([" ".join(fields), *rows[1:]]) + "\n")
     samples = KunlunSource("n1", executable=str(fake_tool("my-xpu-smi", output))).sample()
-    assert [(s.device_id, s.temperature, s.power_watts) for s in samples] == [("xpu0", None, 86.0), ("xpu1", 39.0, 86.0)]
+    assert [(s.device_id, s.temperature, s.power_watts) for s in samples] == [("xpu0", None, 86.0),
+                                                                              ("xpu1", 39.0, 86.0)]
     assert "temperature=255.0" in caplog.text
 
 
