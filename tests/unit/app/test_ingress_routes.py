@@ -211,3 +211,10 @@ def test_scaling_events_carry_no_internal_address_or_path(replica, client):
     assert "10.0.0." not in text and "/home/ops" not in text, text
     (event,) = response.json()["events"]
     assert event["actuation"]["detail"] == "Ray dashboard at <address> not reachable; kubeconfig .../config"
+
+
+@pytest.mark.parametrize("field", ["stale_after_s", "actuation_delay"])
+def test_a_400_digit_duration_in_a_policy_is_422_naming_it(replica, client, field):
+    """Regression: Python reads a 400-digit JSON integer whole, and the duration check overflowed on it: a 500."""
+    response = client.post("/api/v1/scaling/policies", json={**policy_data(name="p4"), field: 10**400}, headers=AUTH)
+    assert response.status_code == 422 and detail(response)["loc"] == ["body", field], response.text
