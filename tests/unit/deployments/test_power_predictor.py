@@ -239,3 +239,13 @@ def test_a_replica_pinned_to_a_version_marks_it_before_loading_it(predictor, mon
     monkeypatch.setattr(predictor, "_load", lambda version: calls.append(("load", version)))
     predictor.reconfigure({"model_version": 4})
     assert calls == [("pin", 4), ("load", 4)]
+
+
+def test_only_a_node_s_own_forecast_is_published_as_its_gauge(predictor):
+    """Regression: any caller's request with another workload_type set the node's published forecast gauge."""
+    published = []
+    predictor.forecast_gauges = SimpleNamespace(publish=lambda node, forecast: published.append(node))
+    asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="idle"))
+    assert published == []
+    asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert published == ["n1"]
