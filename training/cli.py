@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,14 +31,23 @@ def duration_arg(text: str) -> int:
 
 
 def output_path(text: str) -> str:
-    """argparse type for a file a command writes at its end: refused at once when it is a folder, or its folder
-    is a file, so a long run never ends unable to save its result."""
+    """argparse type for a file a command writes at its end: refused at once when it is a folder, its folder is a
+    file, or it (or the folder it would be made in) is not writable, so a long run never ends unable to save its
+    result."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it")
     parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(parent)!r} is a file")
+    try:
+        if path.exists():
+            with open(path, "a"):  # appends nothing: the file is not changed
+                pass
+        else:
+            tempfile.TemporaryFile(dir=parent or Path.cwd()).close()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {exc.strerror or exc}") from None
     return text
 
 

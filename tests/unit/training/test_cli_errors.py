@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from training import evaluate, preprocess, train_lstm
@@ -105,7 +107,8 @@ def test_preprocess_splits_gaps_as_training_does_at_another_step(tmp_path, capsy
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, command):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    for output, reason in ((tmp_path, "is a folder"), (blocker / "report.json", "is a file")):
+    for output, reason in ((tmp_path, "is a folder"), (blocker / "report.json", "is a file"),
+                           (Path("/sys/report.json"), "cannot be written")):  # a folder no one may write in
         with pytest.raises(SystemExit) as refused:
             command.main(["--data", str(tmp_path / "never-read.csv"), "--output", str(output)])
         assert refused.value.code == 2 and reason in capsys.readouterr().err
