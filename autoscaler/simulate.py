@@ -39,7 +39,16 @@ from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
+from training.cli import (
+    MODEL_KNOB_FLAGS,
+    add_model_flags,
+    duration_arg,
+    fraction_arg,
+    given,
+    load_with_overrides,
+    output_path,
+    run_cli,
+)
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "train_fraction": 0.8,
                    "margin": 10.0, "step": 600}  # and --actuation-delay: one step
@@ -78,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     single_only = ["policy", "plot", "actuation_delay", "seed", *SINGLE_DEFAULTS]  # a suite sets these itself
     if args.suite:
-        clashing = [f"--{name.replace('_', '-')}" for name in single_only if getattr(args, name) is not None]
+        clashing = given(args, [f"--{name.replace('_', '-')}" for name in single_only] + list(MODEL_KNOB_FLAGS))
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
         return args

@@ -113,6 +113,15 @@ def resources_arg(text: str) -> dict[str, float]:
     return {str(name): float(amount) for name, amount in value.items()}
 
 
+MODEL_KNOB_FLAGS = ("--sequence-length", "--epochs", "--hidden-size")
+"""`add_model_flags`' model settings, which a suite file sets per suite or case (refused with --suite)."""
+
+
+def given(args: argparse.Namespace, flags: tuple[str, ...] | list[str]) -> list[str]:
+    """Those of `flags` the command line gave a value."""
+    return [flag for flag in flags if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None]
+
+
 CPUS_PER_WORKER_DEFAULT = ("when the command starts Ray itself on one machine, its free CPUs shared among the "
                            "workers; else 1")
 

@@ -20,7 +20,16 @@ from typing import Any
 from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions, backtest
-from training.cli import add_model_flags, duration_arg, fraction_arg, load_with_overrides, output_path, run_cli
+from training.cli import (
+    MODEL_KNOB_FLAGS,
+    add_model_flags,
+    duration_arg,
+    fraction_arg,
+    given,
+    load_with_overrides,
+    output_path,
+    run_cli,
+)
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -44,10 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_model_flags(parser)
     args = parser.parse_args(argv)
     if args.suite:
-        clashing = [flag for flag, value in (("--horizon", args.horizon), ("--plot", args.plot),
-                                             ("--model", args.model), ("--train-fraction", args.train_fraction),
-                                             ("--step", args.step), ("--seed", args.seed))
-                    if value is not None]
+        clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--step", "--seed",
+                                "--model-path", *MODEL_KNOB_FLAGS])
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
     elif args.data_root:
