@@ -5,6 +5,10 @@ diurnal inference load, sensor noise, missing rows), but they are invented: neve
 measured on them. Every constant below is an assumption, with its source noted.
 
     python -m training.synthetic --output data/synthetic.csv --nodes 4 --duration 2d --step 1min
+    python -m training.synthetic --output spikes.csv --pattern recurring_spikes --duration 42d --step 10min
+
+`--pattern` writes one server's trace with a failure mode of the evaluation suites instead
+(training.synthetic_patterns: recurring_spikes, level_shifts, regime_change).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from training.cli import duration_arg, output_path
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
            "npu_utilization", "temperature", "workload_type")
 WORKLOADS = ("training", "inference", "batch", "idle")
+PATTERNS = ("recurring_spikes", "level_shifts", "regime_change")  # training.synthetic_patterns.Pattern
 TRAINING, INFERENCE, BATCH, IDLE = range(4)
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, so default output is reproducible
 
@@ -269,8 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=_count(0), default=0, help="random seed (default 0)")
     parser.add_argument("--drop-fraction", type=_fraction, default=0.0, help="share of rows to drop")
     parser.add_argument("--gaps", type=_count(0, 100_000), default=0, help="collector outages to insert (default 0)")
+    parser.add_argument("--pattern", choices=PATTERNS,
+                        help="one server's trace with a failure mode of the evaluation suites instead (whole days; "
+                             "--nodes, --drop-fraction and --gaps do not apply)")
     try:
         args = parser.parse_args(argv)
+        if args.pattern is not None:
+            return _write_pattern(parser, args)
         if args.step > args.duration:
             parser.error(f"argument --duration: {format_duration(args.duration)} is shorter than "
                          f"--step {format_duration(args.step)}")
@@ -289,6 +299,25 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     sys.stderr.write(f"wrote {len(frame):,} rows for {args.nodes} nodes "
                      f"(SYNTHETIC, for demos and tests only) to {args.output}\n")
+    return 0
+
+
+def _write_pattern(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from training.synthetic_patterns import generate_pattern  # it builds on this module's start date
+
+    if args.duration % 86400:
+        parser.error(f"argument --duration: {format_duration(args.duration)} is not a whole number of days "
+                     "(with --pattern)")
+    if args.step > 86400 or args.duration // args.step > MAX_ROWS:
+        parser.error(f"argument --step: {format_duration(args.step)} gives no trace of at most {MAX_ROWS:,} rows "
+                     f"over {format_duration(args.duration)}")
+    frame = generate_pattern(args.pattern, days=args.duration // 86400, step_s=args.step, seed=args.seed)
+    try:
+        write_csv(frame, args.output)
+    except OSError as exc:
+        parser.error(f"argument --output: cannot write {args.output}: {exc.strerror or exc}")
+    sys.stderr.write(f"wrote {len(frame):,} rows of the {args.pattern} pattern (SYNTHETIC, for tests and the "
+                     f"evaluation suites only) to {args.output}\n")
     return 0
 
 

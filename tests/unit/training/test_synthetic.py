@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from training.synthetic import COLUMNS, WORKLOADS, generate_trace, main
+from training.synthetic import COLUMNS, PATTERNS, WORKLOADS, generate_trace, main
+from training.synthetic_patterns import Pattern, generate_pattern
 
 DAY = 86400
 
@@ -141,3 +144,16 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys, argv: list[str], flag: str)
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_cli_writes_a_failure_mode_pattern_of_the_suites(tmp_path, capsys) -> None:
+    """The suites' synthetic cases come from training.synthetic too (`--pattern`), not only from Python."""
+    assert PATTERNS == get_args(Pattern)
+    output = tmp_path / "spikes.csv"
+    assert main(["--output", str(output), "--pattern", "recurring_spikes", "--duration", "3d", "--step", "10min",
+                 "--seed", "2"]) == 0
+    written = pd.read_csv(output)
+    expected = generate_pattern("recurring_spikes", days=3, step_s=600, seed=2)
+    assert len(written) == 3 * 144 and written["power_watts"].tolist() == expected["power_watts"].tolist()
+    assert main(["--output", str(output), "--pattern", "level_shifts", "--duration", "36h"]) == 2
+    assert "not a whole number of days" in capsys.readouterr().err
