@@ -1,6 +1,8 @@
 """CollectorActor: samples one node's sources on an interval and pushes batches to the store.
 
-It runs a background thread: sample every source, each on a thread of its own against one deadline per round
+It runs a background thread: every `sampling_interval`, sample every source due (each at most every
+`min_interval_s`, how often its device refreshes: an NPU tool on a node without NPUs never slows the GPU reads),
+each on a thread of its own against one deadline per round
 (`read_timeout`: a read hung in a driver is left behind and that source skipped until it returns, so the others,
 the BMC's wall power among them, go on; a failing source costs only its own reading),
 screen each round (core/telemetry_screen.py: implausible power and future timestamps are refused and
@@ -39,8 +41,7 @@ class Collector:
         self.node_id = node_id
         self.sources = sources
         self.settings = settings
-        slowest = max((s.min_interval_s for s in sources), default=0.0)
-        self.interval_s = max(float(settings.sampling_interval), slowest)  # never faster than a source refreshes
+        self.interval_s = float(settings.sampling_interval)
         self.rejected = LossCounter("rejected", node_id, metric=TELEMETRY_REJECTED)
         self.dropped = LossCounter("dropped", node_id, metric=TELEMETRY_DROPPED)
         self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id, settings.max_buffered_samples,
@@ -48,6 +49,7 @@ class Collector:
                        if store is not None else None)
         self.metrics = CollectorMetrics(node_id)
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
+        self._next_read = [0.0] * len(sources)  # monotonic time a source may be read again (its min_interval_s)
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
@@ -61,7 +63,11 @@ class Collector:
         them, `rejected` the ones the screen refused)."""
         taken: list[TelemetrySample] = []
         reads = []
-        for source, call in zip(self.sources, self._calls, strict=True):
+        now = time.monotonic()
+        for index, (source, call) in enumerate(zip(self.sources, self._calls, strict=True)):
+            if now < self._next_read[index] - 0.05:  # never faster than the device refreshes (a jitter's grace)
+                continue
+            self._next_read[index] = now + source.min_interval_s
             try:
                 reads.append((source, call.start(source.sample)))
             except StillRunning:

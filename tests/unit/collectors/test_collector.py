@@ -63,12 +63,19 @@ def test_outage_keeps_every_sample_until_the_store_is_back(tmp_path):
     collector.stop()
 
 
-def test_slower_source_sets_the_interval(tmp_path):
-    slow = CountingSource()
+def test_a_slower_source_is_read_at_its_own_pace_and_the_others_at_the_interval(tmp_path):
+    """Regression: the slowest source set every source's interval, so a node without NPUs sampled its GPUs every
+    5 s (npu-smi's pace) whatever sampling_interval said."""
+    slow, fast = CountingSource(), CountingSource()
     slow.min_interval_s = 15.0
-    collector = Collector("n1", [slow], None, _settings(tmp_path), start=False)
-    assert collector.interval_s == 15.0  # never poll faster than the device refreshes
+    collector = Collector("n1", [slow, fast], None, _settings(tmp_path), start=False)
+    assert collector.interval_s == 1.0
     assert collector.collect_once() and collector.flush() == 0  # no store: gauges only
+    collector.collect_once()
+    assert (slow.n, fast.n) == (1, 2)  # never poll faster than the device refreshes
+    collector._next_read[0] = 0.0  # its 15 s have passed
+    collector.collect_once()
+    assert (slow.n, fast.n) == (2, 3)
     collector.stop()
 
 
