@@ -9,6 +9,10 @@ A node without NVML (no driver, no library, no GPU) reports itself unavailable w
 a field the GPU does not support is left empty (and not asked for again); a GPU whose read fails is left out of
 that round and the others are still read; a round in which every GPU fails is counted, and after `max_failures`
 such rounds in a row the source reports itself unavailable, trying one read a minute until a GPU answers again.
+
+NVML is started again (shut down, initialised, its GPUs listed afresh), at most once every `retry_s`, while it
+could not start, found no GPU, or every GPU's read fails: a driver that was not ready when the collector started,
+a driver reload (stale handles) or a GPU added later is picked up without restarting the collector.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +70,11 @@ class NvmlSource(TelemetrySource):
         self._failures = FailureTracker(f"NVML source on {node_id}", max_failures, retry_s)
         self._gpus: list[_Gpu] | None = None
         self._init_error = ""
+        self._retry_s = retry_s
+        self._started = False  # nvmlInit succeeded and nvmlShutdown is owed
+        self._restart_now = True  # start NVML at the next look (the first, or after every GPU failed)
+        self._starting = threading.Lock()
+        self._restart_at = 0.0  # monotonic time before which NVML is not started again
         self._failing: list[str] = []  # the GPUs whose last read failed while others answered (logged on change)
 
     # -- TelemetrySource -------------------------------------------------------------------------------------
@@ -84,6 +95,8 @@ class NvmlSource(TelemetrySource):
                 failures.append(f"GPU {gpu.index}: {exc}")
         if failures and not samples:
             self._failures.failed(f"NVML read failed: {'; '.join(failures)}")
+            if time.monotonic() >= self._restart_at:  # stale handles after a driver reload: listed afresh
+                self._restart_now = True
             return []
         if failures != self._failing:
             if failures:
@@ -93,21 +106,29 @@ class NvmlSource(TelemetrySource):
         return samples
 
     def close(self) -> None:
-        if self._gpus is not None and not self._init_error:
+        self._shutdown()
+        self._gpus, self._init_error, self._restart_now = None, "", True
+
+    def _shutdown(self) -> None:
+        if self._started:
             try:
                 pynvml.nvmlShutdown()
             except pynvml.NVMLError as exc:
                 logger.debug("nvmlShutdown: %s", exc)
-        self._gpus = None
-        self._init_error = ""
+        self._started = False
 
     # -- internals -------------------------------------------------------------------------------------------
     def _ready(self) -> tuple[bool, str]:
         """Enabled, NVML started and at least one GPU found (or why not); starts NVML on first use."""
         if not self.enabled:
             return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
-        if self._gpus is None and not self._init_error:
-            self._start()
+        with self._starting:  # the collector's status() asks too, from another thread
+            now = time.monotonic()
+            if self._restart_now or ((not self._gpus or self._init_error) and now >= self._restart_at):
+                self._restart_now, self._restart_at = False, now + self._retry_s
+                self._shutdown()
+                self._gpus, self._init_error = None, ""
+                self._start()
         if self._init_error:
             return False, self._init_error
         if not self._gpus:
@@ -115,7 +136,7 @@ class NvmlSource(TelemetrySource):
         return True, ""
 
     def _start(self) -> None:
-        """Load and initialise NVML once; on failure remember why (never raise)."""
+        """Load and initialise NVML and list its GPUs; on failure remember why (never raise)."""
         if self.library_path:
             try:
                 self._load_library(self.library_path)
@@ -133,6 +154,7 @@ class NvmlSource(TelemetrySource):
             self._init_error = f"NVML could not list the GPUs: {exc}"
             pynvml.nvmlShutdown()
             return
+        self._started = True
         self._gpus = [_Gpu(index, handle, _device_id(index, handle)) for index, handle in enumerate(handles)]
         logger.info("NVML: %d GPU(s) on %s: %s", len(self._gpus), self.node_id,
                     ", ".join(f"{gpu.index} {gpu.device_id}" for gpu in self._gpus))

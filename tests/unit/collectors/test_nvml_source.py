@@ -205,3 +205,34 @@ def test_library_found_by_name_through_ld_library_path(fake_nvml_lib: Path, gpus
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["device_id"], r["power_watts"], r["node_id"]) for r in rows] == [(UUID.format(0), 250.0, "gpu-node"),
                                                                                 (UUID.format(1), 120.5, "gpu-node")]
+
+
+def test_gpus_that_appear_later_are_found_without_a_new_collector(fake_nvml_lib: Path, gpus: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a driver not ready at the collector's start (or a GPU added later) left GPU telemetry off for
+    the actor's whole life: NVML was started once."""
+    monkeypatch.setenv("FAKE_NVML_COUNT", "0")
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.2)
+    assert source.available() == (False, "NVML found no NVIDIA GPU on this node")
+    monkeypatch.setenv("FAKE_NVML_COUNT", "2")
+    assert source.sample() == []  # not listed again before retry_s
+    time.sleep(0.25)
+    assert len(source.sample()) == 2 and source.available() == (True, "")
+    source.close()
+
+
+def test_every_gpu_failing_lists_them_afresh_once_a_restart_is_due(fake_nvml_lib: Path, gpus: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a driver reload the old handles fail for ever: NVML is started again and its GPUs listed anew."""
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.2)
+    assert len(source.sample()) == 2
+    listed = []
+    real = pynvml.nvmlDeviceGetCount
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: listed.append(1) or real())
+    fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 0, 1)
+    assert source.sample() == [] and listed == []  # the first start was under retry_s ago
+    time.sleep(0.25)
+    assert source.sample() == []
+    fail(gpus, 0, 0, 1)
+    assert len(source.sample()) == 2 and listed == [1]  # restarted once, then read
+    source.close()
