@@ -134,10 +134,13 @@ def parse_xpu_smi_m(text: str) -> list[ChipReading]:
 
     Fields by position (0-based): 0 bus id, 2 device id, 4 temperature C, 8 power, 17/18 memory used/total MiB,
     19 utilization %, 21 quoted model name. Power is watts on recent drivers (P800) and milliwatts on older
-    ones (K200, xpu 4.x): a value above 2000 is read as milliwatts. Lines that do not start with a bus id are
+    ones (K200, xpu 4.x): a value above 2000 is read as milliwatts. Both dies of a two-die card (K200) report
+    the whole card's power: dies of one PCI device (the same bus id but its function) with the same power keep it
+    on the first die only, so the node's sum counts the card once. Lines that do not start with a bus id are
     ignored (banners, warnings); a row that starts with one but cannot be read raises ParseError.
     """
     chips: list[ChipReading] = []
+    card_power: dict[str, float | None] = {}  # bus id without its function -> the power its first die reported
     for line in text.splitlines():
         tokens = _XPU_TOKEN.findall(line)
         if not tokens or not _BUS_ID.match(tokens[0]):
@@ -148,6 +151,11 @@ def parse_xpu_smi_m(text: str) -> list[ChipReading]:
         if power is not None and power > _XPU_MW_THRESHOLD:
             power /= 1000.0
         name = tokens[21].strip('"') if len(tokens) > 21 and tokens[21].startswith('"') else "Kunlun XPU"
+        card = tokens[0].rsplit(".", 1)[0].lower()
+        if card in card_power and card_power[card] == power:
+            power = None  # the card's second die repeats the card's power
+        else:
+            card_power.setdefault(card, power)
         chips.append(ChipReading(
             device_id=f"xpu{tokens[2]}", name=name, power_watts=power, temperature=_number(tokens[4], line),
             utilization=_number(tokens[19], line), memory_used_mb=_number(tokens[17], line),

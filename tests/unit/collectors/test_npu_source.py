@@ -204,3 +204,13 @@ def test_slow_tool_times_out(fake_tool: Callable[..., Path]) -> None:
     assert source.sample() == []
     ok, reason = source.available()
     assert not ok and "timed out" in reason
+
+
+def test_the_second_die_of_a_two_die_card_does_not_count_the_card_again() -> None:
+    """Both dies of a K200 report the whole card's power (tests/data/npu/SOURCES.md). The rows here are the P800
+    capture's, given one card's bus id with functions .0 and .1 (an assumption: no K200 capture was found)."""
+    first, second = read("xpu_smi_m_p800.txt").splitlines()[:2]
+    one_card = second.replace("00000000:05:00.0", "00000000:03:00.1")
+    dies = parse_xpu_smi_m(f"{first}\n{one_card}\n")
+    assert [(d.device_id, d.power_watts) for d in dies] == [("xpu0", 86.0), ("xpu1", None)]
+    assert [d.power_watts for d in parse_xpu_smi_m(f"{first}\n{second}\n")] == [86.0, 86.0]  # two cards
