@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # starlette's notice about its httpx-based clie
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-SCORE = {"points": 120, "mae": 14.2, "coverage": 0.78, "nominal_coverage": 0.8, "hit_rate": 0.61,
+SCORE = {"points": 120, "bins": 40, "mae": 14.2, "coverage": 0.78, "nominal_coverage": 0.8, "hit_rate": 0.61,
          "mean_confidence": 0.64}
 
 
