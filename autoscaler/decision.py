@@ -39,15 +39,23 @@ class PolicyState(BaseModel):
 
     last_scale_at: datetime | None = None
     recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
+    # the target's replica count after the last decision as the controller knows it (what it set, else what it
+    # saw); None: unknown. Another count at the next tick was set by someone else (a redeploy resets a Serve
+    # deployment to its config's num_replicas): that decision is not held back by the cooldown.
+    replicas_after: int | None = None
 
-    def after(self, decision: ScalingDecision, *, scaled: bool | None = None) -> PolicyState:
+    def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
-        replica count changed (`scaled`; default: when the decision is a change)."""
+        replica count changed (`scaled`; default: when the decision is a change). `known` False: the count the
+        target has now is not known (an actuation of unknown outcome, a dry run, a replay that observes capacity
+        lagging its target)."""
         changed = decision.action is not ScaleAction.HOLD if scaled is None else scaled
         recent = self.recent
         if decision.recommended_replicas is not None:
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
-        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent)
+        count = (decision.to_replicas if changed else decision.from_replicas) if known else None
+        return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent,
+                           replicas_after=count)
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
@@ -185,7 +193,11 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
                                    policy.min_replicas, policy.max_replicas)
     parts += limits
 
-    if target != replicas and state.last_scale_at is not None:
+    drifted = state.replicas_after is not None and replicas != state.replicas_after
+    if drifted:
+        parts.append(f"replicas changed outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
+                     "redeploy): not held by the cooldown")
+    if target != replicas and state.last_scale_at is not None and not drifted:
         left = policy.hold_s - (now - state.last_scale_at).total_seconds()
         if left > 0:
             cooldown = policy.power_based.cooldown_period

@@ -100,11 +100,12 @@ class Enactor:
         if decision.action is ScaleAction.HOLD or policy.mode == "dry_run":
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
             return self.state.record(_event(policy, decision, actuation, reason, turn.confidence),
-                                     before.after(decision))
+                                     before.after(decision, known=policy.mode != "dry_run"))
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
-                                              before.after(decision), policy, self.holder, now)
+                                              before.after(decision, known=False),  # until it lands
+                                              policy, self.holder, now)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
@@ -114,15 +115,15 @@ class Enactor:
                  before: PolicyState) -> ScalingEvent:
         try:
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
-            scaled = actuation.status is not ActuationStatus.FAILED
+            scaled, known = actuation.status is not ActuationStatus.FAILED, True
         except Exception as exc:  # noqa: BLE001 - unknown whether it landed: fail the event, keep the cooldown
             logger.exception("scaling controller: actuator of policy %s failed", policy.name)
             actuation = ActuationResult(status=ActuationStatus.FAILED,
                                         detail=f"{error_text(exc)} (outcome unknown: cooldown kept)")
-            scaled = True
+            scaled, known = True, False
         outcome = intent.model_copy(update={"actuation": actuation})
         try:
-            return self.state.complete(outcome, before.after(decision, scaled=scaled))
+            return self.state.complete(outcome, before.after(decision, scaled=scaled, known=known))
         except Exception:  # noqa: BLE001 - the intent stays; the cooldown it started holds the next ticks
             logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
             return outcome

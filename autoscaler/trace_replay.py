@@ -183,7 +183,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=0.0,
                                        replicas=replicas)
         decision = decide(policy, observation, view, state, now)
-        state = state.after(decision)
+        state = state.after(decision, known=False)  # the replay observes capacity, which lags its target
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"
         if decision.to_replicas != replicas:

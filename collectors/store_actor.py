@@ -1,4 +1,5 @@
-"""The telemetry store as one named Ray actor (its client is core/stores/remote.py RemoteStore).
+"""The telemetry store as one named Ray actor (its client is core/stores/remote.py RemoteStore), on the head node
+like the other singletons: the embedded store's file lies on the head's disk, and a restarted actor must find it.
 
 Collectors on every node push batches to the actor; the API reads windows and latest values from it. The
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST).
@@ -13,7 +14,7 @@ from datetime import datetime
 import pandas as pd
 import ray
 
-from core.actors import find_actor, keep_unchanged, kill_and_wait, settings_digest
+from core.actors import HEAD, find_actor, keep_unchanged, kill_and_wait, settings_digest
 from core.names import NAMESPACE, STORE_ACTOR
 from core.stores.base import NodeLatest
 from core.stores.factory import create_store
@@ -61,7 +62,7 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
         return running
     return ray.remote(TelemetryStoreService).options(
         name=STORE_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
-        max_task_retries=0, num_cpus=0,
+        max_task_retries=0, num_cpus=0, resources=HEAD,  # the embedded store's file is on the head's disk
     ).remote(dict(settings) if settings is not None else None, config_path)
 
 

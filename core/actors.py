@@ -60,6 +60,10 @@ def settings_digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+HEAD = {"node:__internal_head__": 0.001}
+"""The resource request that places an actor on the head node."""
+
+
 def find_actor(name: str, namespace: str = NAMESPACE) -> ray.actor.ActorHandle | None:
     """The handle of the actor registered as `name`, or None."""
     try:
@@ -78,7 +82,7 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
         return running
     return ray.remote(service).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
-        max_task_retries=-1, num_cpus=0, resources={"node:__internal_head__": 0.001},
+        max_task_retries=-1, num_cpus=0, resources=HEAD,
     ).remote(*args)
 
 

@@ -59,7 +59,7 @@ class CostPredictor(RegistryFollower):
         self.latency = LatencyRecorder(model_id)
         self.version: int | None = None
         self.model: CostModel | None = None
-        self._load(None)  # fail fast: no model, no replica
+        self._unloadable = self._load_default()  # none: /predict/cost answers 503 until a version loads
         self._start_following(lambda: REGISTRY_POLL_S)
 
     def _load(self, version: int | None) -> None:
@@ -78,7 +78,7 @@ class CostPredictor(RegistryFollower):
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, queries: list[CostQuery]) -> list[CostEstimate | ValueError]:
         if self.model is None:
-            raise RuntimeError("no model loaded")
+            raise RuntimeError(f"no cost model loaded: {self._unloadable}")
         started = time.perf_counter()
         estimates = price_batch(self.model, queries)
         self.latency.record((time.perf_counter() - started) * 1000.0, f"{self.model_id}/{self.version}",
@@ -90,4 +90,4 @@ class CostPredictor(RegistryFollower):
 
     def check_health(self) -> None:
         if self.model is None:
-            raise RuntimeError("no model loaded")
+            raise RuntimeError(f"no cost model loaded: {self._unloadable}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,22 +106,32 @@ class PowerPredictor(RegistryFollower):
         self.forecast_gauges = ForecastGauges()
         self.served: dict[str, ServedPower] = {}
         self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
-        self._load(None)  # fail fast: no default model, no replica
+        self._loading = threading.Lock()  # one load-and-swap at a time: the follower's, or a pin's (reconfigure)
+        self._unloadable = self._load_default()  # why no default model is served (until a pin loads one), or ""
         try:
             self._refresh()
         except Exception:  # noqa: BLE001 - e.g. an unreadable registry: the other resolutions load on a later poll
             logger.exception("PowerPredictor: could not look up the resolutions of %s", self.model_ids)
         self._start_following(lambda: self.settings.registry_poll_s)
 
-    def reconfigure(self, user_config: dict) -> None:
-        self.settings = PowerPredictorUserConfig.model_validate(user_config or {})
-        self._batched.set_max_batch_size(self.settings.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        if self.settings.model_version is not None:
-            self._pinned_at = None  # (re)pinned: marked before it loads, so that pruning cannot take it meanwhile
-            self._renew_pin()
-            if self.settings.model_version != self.version:
-                self._load(self.settings.model_version)
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve's user_config: batching and polling now; a pinned `model_version` is loaded (off the event loop)
+        before it takes effect, so a version that cannot load leaves the settings and the served model as they
+        were (the update fails with the reason)."""
+        settings = PowerPredictorUserConfig.model_validate(user_config or {})
+        self._batched.set_max_batch_size(settings.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        await asyncio.to_thread(self._apply, settings)
+
+    def _apply(self, settings: PowerPredictorUserConfig) -> None:
+        with self._loading:  # the follower cannot swap the default model between the pin's check and its load
+            version = settings.model_version
+            if version is not None:
+                self._pinned_at = None  # (re)pinned: marked before it loads, so that pruning cannot take it meanwhile
+                self._renew_pin(version)
+                if version != self.version:
+                    self._load(version)
+            self.settings = settings
 
     def _load(self, version: int | None) -> None:
         self._load_model(self.model_id, version)
@@ -136,7 +147,11 @@ class PowerPredictor(RegistryFollower):
     def _refresh(self) -> None:
         """Load every served model's active version (the default stays on a pinned version). A version that cannot
         be loaded is logged and skipped: the model keeps the version it serves, and the others still move on."""
-        self._renew_pin()
+        with self._loading:
+            self._follow_active()
+
+    def _follow_active(self) -> None:
+        self._renew_pin(self.settings.model_version)
         for model_id in self.model_ids:
             if model_id == self.model_id and self.settings.model_version is not None:
                 continue
@@ -149,10 +164,9 @@ class PowerPredictor(RegistryFollower):
                     logger.exception("PowerPredictor: could not load %s version %d; keeping %s", model_id, active,
                                      f"version {current.version}" if current is not None else "it unserved")
 
-    def _renew_pin(self) -> None:
-        """While pinned to a version, mark it in the registry (hourly) so that pruning keeps it: a replica started
+    def _renew_pin(self, version: int | None) -> None:
+        """While pinned to `version`, mark it in the registry (hourly) so that pruning keeps it: a replica started
         later must find it."""
-        version = self.settings.model_version
         if version is None or (self._pinned_at is not None and time.monotonic() - self._pinned_at < PIN_RENEW_S):
             return
         try:
@@ -182,7 +196,7 @@ class PowerPredictor(RegistryFollower):
 
     def _route(self, horizon_s: int, step_s: int | None = None) -> ServedPower:
         """The served model that answers a horizon (ForecastRequestError when none does)."""
-        return self.served[route([served.coverage for served in self.served.values()], horizon_s, step_s)]
+        return self.served[route([served.coverage for served in list(self.served.values())], horizon_s, step_s)]
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         """Forecast one history with the finest model covering its horizon (batched with concurrent calls).
@@ -282,7 +296,7 @@ class PowerPredictor(RegistryFollower):
 
     def _default(self) -> ServedPower:
         if self.model_id not in self.served:
-            raise RuntimeError("no model loaded")
+            raise RuntimeError(f"no model loaded: {self._unloadable or 'none yet'}")
         return self.served[self.model_id]
 
     def check_health(self) -> None:

@@ -21,6 +21,26 @@ class RegistryFollower:
     def _load(self, version: int | None) -> None:
         raise NotImplementedError
 
+    def _load_default(self) -> str:
+        """Load the active version, else the newest one served before it that loads (an active version this image
+        cannot read must not take the replica, or the API holding it, down); "" when one loaded, else why none did
+        (the replica serves nothing and says so until a later version loads)."""
+        try:
+            self._load(None)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - any unloadable version: try the ones served before
+            first = exc
+            logger.exception("%s: the active version of %s cannot be loaded", type(self).__name__, self.model_id)
+        for version in reversed(self.registry.former_versions(self.model_id)):
+            try:
+                self._load(version)
+            except Exception:  # noqa: BLE001 - older still
+                continue
+            logger.error("%s: serving %s version %d, served before the active one, which cannot be loaded",
+                         type(self).__name__, self.model_id, version)
+            return ""
+        return f"no version of {self.model_id} could be loaded ({type(first).__name__}: {first})"
+
     def _refresh(self) -> None:
         """Load the active version if it is not the one served (a replica serving several models overrides it)."""
         active = self.registry.active_version(self.model_id)

@@ -58,6 +58,20 @@ def test_a_stopped_feature_is_held_as_long_as_the_served_model_was_trained_to(ma
     assert utilization[0] == 80.0 and (utilization[-1] != utilization[-1]) is missing
 
 
+def test_a_redeploy_that_resets_the_count_is_answered_at_once_not_after_the_cooldown(make, store):
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 900})
+    [first] = controller.tick()
+    assert (first.action, first.to_replicas) == (ScaleAction.SCALE_OUT, 3)
+    actuator.counts["web"] = 1  # `serve deploy` of a changed config: back to its num_replicas
+    [second] = controller.tick()  # seconds later, deep in the cooldown
+    assert second.action is ScaleAction.SCALE_OUT and actuator.calls[-1][1] > 1, second.reason
+    assert "replicas changed outside this controller (3 -> 1" in second.reason
+    [third] = controller.tick()
+    assert third.action is ScaleAction.HOLD and "cooldown" in third.reason  # its own change: held as before
+
+
 def test_dry_run_records_without_touching_the_target_and_keeps_the_cooldown(make, store):
     controller, actuator = make()
     controller.put_policy(policy_data(mode="dry_run", predictive_scaling={"enabled": False}))

@@ -140,6 +140,21 @@ def test_a_change_still_in_flight_holds_the_target_past_the_cooldown(ago, action
     assert decision.action is action and phrase in decision.reason, decision.reason
 
 
+def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():
+    """Regression: a redeploy resets a Serve deployment to its config's num_replicas (Ray 2.60 on any settings
+    change); the controller's cooldown then kept it there, under load, for the rest of the cooldown."""
+    scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=30), replicas_after=4)
+    reset = decide(make_policy(), observe([950], replicas=1), None, scaled, NOW)
+    assert reset.action is OUT and "replicas changed outside this controller (4 -> 1" in reset.reason, reset.reason
+    ours = decide(make_policy(), observe([950] * 4), None, scaled, NOW)  # the count it set: the cooldown holds
+    assert ours.action is HOLD and "cooldown" in ours.reason
+    never_known = scaled.model_copy(update={"replicas_after": None})
+    unknown = decide(make_policy(), observe([950], replicas=1), None, never_known, NOW)
+    assert unknown.action is HOLD and "cooldown" in unknown.reason  # an outcome never known is no drift
+    assert scaled.after(reset).replicas_after == reset.to_replicas
+    assert scaled.after(reset, known=False).replicas_after is None
+
+
 def test_a_state_stored_with_its_last_decision_still_loads(tmp_path):
     """Versions before 2026-12 stored the last decision beside the cooldown clock (nothing read it)."""
     path = tmp_path / "s.sqlite"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -115,7 +117,7 @@ def test_the_power_predictors_user_config_reaches_its_reconfigure(name: str):
     user_config = _deployments(CONFIGS[name](), POWER_APP)[POWER_DEPLOYMENT]["user_config"]
     assert {"batching", "max_batch_size", "batch_wait_timeout_s", "registry_poll_s"} <= set(user_config)
     replica = _replica()
-    PowerPredictor.reconfigure(replica, user_config)  # what Serve calls with the config's user_config
+    asyncio.run(PowerPredictor.reconfigure(replica, user_config))  # what Serve calls with the config's user_config
     assert replica.settings == PowerPredictorUserConfig(**user_config)
     assert replica.settings.model_dump(include=set(user_config)) == user_config
     assert replica._batched.calls == [("max_batch_size", user_config["max_batch_size"]),
@@ -128,7 +130,7 @@ def test_the_power_predictors_user_config_reaches_its_reconfigure(name: str):
 def test_a_bad_user_config_is_refused_naming_the_key(user_config: dict[str, Any], key: str):
     replica = _replica()
     with pytest.raises(ValidationError, match=rf"PowerPredictorUserConfig\n{key}\n"):
-        PowerPredictor.reconfigure(replica, user_config)
+        asyncio.run(PowerPredictor.reconfigure(replica, user_config))
     assert replica._batched.calls == []  # nothing applied
 
 
@@ -169,4 +171,7 @@ class _Batcher:
 
 def _replica() -> SimpleNamespace:
     """The state PowerPredictor.reconfigure touches, without loading a model."""
-    return SimpleNamespace(settings=PowerPredictorUserConfig(), _batched=_Batcher(), version=1)
+    replica = SimpleNamespace(settings=PowerPredictorUserConfig(), _batched=_Batcher(), version=1,
+                              _loading=threading.Lock())
+    replica._apply = lambda settings: PowerPredictor._apply(replica, settings)
+    return replica

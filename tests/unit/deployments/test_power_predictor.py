@@ -4,6 +4,8 @@ summed per workload), domain errors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -16,7 +18,8 @@ from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
-from deployments.power import PowerPredictor, ServedPower
+from deployments.power import PowerPredictor, PowerPredictorUserConfig, ServedPower
+from training.power.forecaster import ArtifactError
 from training.power.stored_history import UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
 
@@ -47,6 +50,7 @@ def predictor(tmp_path):
                                      power_watts=watts) for node, watts in (("n1", 100.0), ("n2", 250.0))
                      for m in range(6)])
         replica = object.__new__(PowerPredictor)  # no registry, no model: only what stored forecasts use
+        replica._loading = threading.Lock()
         replica.store, replica.stale_after_s = store, 120.0
         replica.model_id = "power_lstm"
         replica.served = {"power_lstm": served("power_lstm", 60, 60),
@@ -221,12 +225,12 @@ def test_a_pinned_replica_marks_its_version_so_that_pruning_keeps_it(predictor, 
         registry.publish("power_lstm", weights, model_type="lstm")
     predictor.registry, predictor._pinned_at = registry, None
     predictor.settings = SimpleNamespace(model_version=1)
-    predictor._renew_pin()
+    predictor._renew_pin(1)
     assert registry.pinned_versions("power_lstm") == {1}
     assert registry.prune("power_lstm", keep=1) == []  # 1 pinned, 2 served before 3, 3 served
     renewals = []
     monkeypatch.setattr(registry, "pin", lambda *args: renewals.append(args))
-    predictor._renew_pin()
+    predictor._renew_pin(1)
     assert renewals == []  # renewed at most hourly
 
 
@@ -234,11 +238,11 @@ def test_a_replica_pinned_to_a_version_marks_it_before_loading_it(predictor, mon
     """Pruning between the load and the mark could delete the version a replica was about to load."""
     calls = []
     predictor.registry = SimpleNamespace(pin=lambda model_id, version: calls.append(("pin", version)))
-    predictor._pinned_at = None
+    predictor._pinned_at, predictor._loading = None, threading.Lock()
     predictor._batched = SimpleNamespace(set_max_batch_size=lambda size: None, set_batch_wait_timeout_s=lambda s: None)
     monkeypatch.setattr(predictor, "_load", lambda version: calls.append(("load", version)))
-    predictor.reconfigure({"model_version": 4})
-    assert calls == [("pin", 4), ("load", 4)]
+    asyncio.run(predictor.reconfigure({"model_version": 4}))
+    assert calls == [("pin", 4), ("load", 4)] and predictor.settings.model_version == 4
 
 
 def test_only_a_node_s_own_forecast_is_published_as_its_gauge(predictor):
@@ -249,3 +253,60 @@ def test_only_a_node_s_own_forecast_is_published_as_its_gauge(predictor):
     assert published == []
     asyncio.run(predictor.forecast_stored(["n1"], 120))
     assert published == ["n1"]
+
+
+def registered(tmp_path, versions: int) -> ModelRegistry:
+    """A registry with `versions` versions of power_lstm, each activated in turn (so each was served)."""
+    weights = tmp_path / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "w.bin").write_bytes(b"0")
+    registry = ModelRegistry(tmp_path / "models")
+    for _ in range(versions):
+        registry.activate("power_lstm", registry.publish("power_lstm", weights, model_type="lstm").version)
+    return registry
+
+
+def bare_replica(registry: ModelRegistry, loadable: set[int]) -> PowerPredictor:
+    """A replica whose model loads are faked: versions in `loadable` load, others raise as a torch upgrade would."""
+    replica = object.__new__(PowerPredictor)
+    replica.registry, replica.model_id, replica.model_ids = registry, "power_lstm", ["power_lstm"]
+    replica.served, replica._pinned_at, replica._loading = {}, None, threading.Lock()
+    replica.settings = PowerPredictorUserConfig()
+    replica._batched = SimpleNamespace(set_max_batch_size=lambda size: None, set_batch_wait_timeout_s=lambda s: None)
+
+    def load(model_id, version):
+        version = version or registry.active_version(model_id)
+        if version not in loadable:
+            raise ArtifactError(f"version {version}: not a loadable power model")
+        replica.served[model_id] = dataclasses.replace(served(model_id, 60, 60), version=version)
+
+    replica._load_model = load
+    return replica
+
+
+def test_an_active_version_that_cannot_load_falls_back_to_the_one_served_before(tmp_path):
+    """Regression: an active version this image could not read failed every new replica (the controller's
+    scale-outs included) while a version served before would have loaded."""
+    replica = bare_replica(registered(tmp_path, 3), loadable={1, 2})
+    assert replica._load_default() == "" and replica.version == 2
+    loadable: set[int] = set()
+    nothing = bare_replica(registered(tmp_path / "other", 2), loadable)
+    nothing._unloadable = nothing._load_default()
+    assert "no version of power_lstm could be loaded" in nothing._unloadable and nothing.version is None
+    with pytest.raises(RuntimeError, match="no model loaded: no version"):
+        nothing.check_health()  # unserved, and it says why (a constructor that raised restarted in a loop)
+    loadable.add(1)
+    asyncio.run(nothing.reconfigure({"model_version": 1}))  # a pin brings it into service
+    nothing.check_health()
+    assert nothing.version == 1
+
+
+def test_a_pin_that_cannot_load_changes_nothing(tmp_path):
+    replica = bare_replica(registered(tmp_path, 3), loadable={2, 3})
+    replica._load_default()
+    with pytest.raises(ArtifactError):
+        asyncio.run(replica.reconfigure({"model_version": 1}))
+    assert replica.version == 3 and replica.settings.model_version is None
+    asyncio.run(replica.reconfigure({"model_version": 2}))
+    replica._refresh()  # the follower keeps off a pinned model
+    assert replica.version == 2 and replica.settings.model_version == 2
