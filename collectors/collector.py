@@ -50,6 +50,7 @@ class Collector:
         self.metrics = CollectorMetrics(node_id)
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
         self._next_read = [0.0] * len(sources)  # monotonic time a source may be read again (its min_interval_s)
+        self._hung: set[int] = set()  # sources whose last read outlasted its round and has not returned
         self.rounds = 0
         self.samples_taken = 0
         self._stop = threading.Event()
@@ -69,19 +70,24 @@ class Collector:
                 continue
             self._next_read[index] = now + source.min_interval_s
             try:
-                reads.append((source, call.start(source.sample)))
-            except StillRunning:
-                logger.warning("collector %s: source %s is still in a read that outlasted a round; skipped",
-                               self.node_id, _name(source))
+                reads.append((index, call.start(source.sample)))
+            except StillRunning:  # said once, when it hung
+                continue
+            if index in self._hung:
+                self._hung.discard(index)
+                logger.info("collector %s: source %s answers again", self.node_id, _name(source))
         deadline = time.monotonic() + float(self.settings.read_timeout)
-        for source, read in reads:
+        for index, read in reads:
+            source = self.sources[index]
             try:
                 taken.extend(read.result(timeout=max(0.0, deadline - time.monotonic())))
-            except TimeoutError:
-                logger.warning("collector %s: source %s did not answer within %g s; skipped until it does",
-                               self.node_id, _name(source), float(self.settings.read_timeout))
             except Exception:  # noqa: BLE001 - one bad source never stops the others
-                logger.exception("collector %s: source %s failed", self.node_id, _name(source))
+                if read.done():
+                    logger.exception("collector %s: source %s failed", self.node_id, _name(source))
+                else:
+                    self._hung.add(index)
+                    logger.warning("collector %s: source %s did not answer within %g s; skipped until its read "
+                                   "returns", self.node_id, _name(source), float(self.settings.read_timeout))
         if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
             return []
         screened = screen_samples(taken, datetime.now(UTC), future_tolerance_s=self.settings.future_tolerance,

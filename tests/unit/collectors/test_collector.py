@@ -196,7 +196,7 @@ def test_a_read_hung_in_a_driver_costs_only_its_own_source(tmp_path, caplog):
         assert 1.0 <= time.monotonic() - started < 3.0
         started = time.monotonic()
         assert len(collector.collect_once()) == 1 and time.monotonic() - started < 0.5  # skipped at once
-        assert hangs.n == 1 and "still in a read" in caplog.text  # no second thread on the hung device
+        assert hangs.n == 1 and caplog.text.count("did not answer within 1 s") == 1  # said once, no second read
         release.set()
         time.sleep(0.1)
         collector.collect_once()
