@@ -1,6 +1,8 @@
 """BMC wall power over IPMI-over-LAN (RMCP+, pyghmi): DCMI Get Power Reading, else SDR watts sensors.
 
 Every BMC exchange runs in a worker thread under a hard timeout, so a stalled BMC never blocks the caller.
+A DCMI reading whose BMC time stamp has stopped moving (firmware that hung on its last value) is refused as no
+reading after `frozen_after_s`, so a frozen node power never looks fresh.
 Failures back off exponentially (with jitter); credentials never appear in logs, reprs or reasons. What the
 BMC's answers mean (DCMI parsing, the SDR sensor choice) is in collectors/ipmi_readings.py.
 """
@@ -17,7 +19,14 @@ from typing import Any
 
 from collectors.base import TelemetrySource
 from collectors.bounded import BoundedCall, StillRunning
-from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_limit, parse_dcmi_power_reading, select_power_sensors
+from collectors.ipmi_readings import (
+    FrozenReading,
+    PowerSensor,
+    dcmi_timestamp,
+    parse_dcmi_power_limit,
+    parse_dcmi_power_reading,
+    select_power_sensors,
+)
 from collectors.settings import parse_bmc_target
 from core.telemetry import Quality, SourceKind, TelemetrySample
 
@@ -64,7 +73,8 @@ class IpmiSource(TelemetrySource):
 
     def __init__(self, target: str | tuple[str, int], username: str, password: str, node_id: str, *,
                  timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
-                 dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0) -> None:
+                 dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0,
+                 frozen_after_s: float = 300.0) -> None:
         self.host, self.port = parse_bmc_target(target) if isinstance(target, str) else target
         self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
         self.__password = password
@@ -78,6 +88,7 @@ class IpmiSource(TelemetrySource):
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._limit: float | None = None
         self._limit_at = float("-inf")
+        self._frozen = FrozenReading(frozen_after_s)  # a DCMI reading the BMC stopped updating is no reading
         self._call = BoundedCall(f"ipmi-{self.host}")
         self._failures, self._ever_ok, self._auth_failed = 0, False, False
         self._next_try, self._reason = 0.0, ""
@@ -156,8 +167,12 @@ class IpmiSource(TelemetrySource):
             self._cmd = command(bmc=self.host, userid=self.username, password=self.__password, port=self.port)
         cmd, now = self._cmd, time.monotonic()
         if now >= self._dcmi_retry_at:
-            watts = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00), parse_dcmi_power_reading)
+            reading = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00),
+                                 lambda data: (parse_dcmi_power_reading(data), dcmi_timestamp(data)))
+            watts, stamp = reading or (None, None)
             if watts is not None:
+                if frozen := self._frozen.check(stamp, now):
+                    raise LookupError(frozen)
                 if now - self._limit_at >= self.limit_refresh_s:
                     self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
                     self._limit_at = now
@@ -168,7 +183,7 @@ class IpmiSource(TelemetrySource):
         return self._read_sdr(cmd)
 
     @staticmethod
-    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any) -> float | None:
+    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any) -> Any:
         from pyghmi.exceptions import IpmiException
 
         try:

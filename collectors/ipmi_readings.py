@@ -46,6 +46,36 @@ def parse_dcmi_power_reading(data: bytes) -> float | None:
     return float(watts) if active and watts > 0 else None
 
 
+def dcmi_timestamp(data: bytes) -> int | None:
+    """The BMC's time stamp of a DCMI Get Power Reading response (seconds, the BMC's clock), or None."""
+    return struct.unpack_from("<I", data, 9)[0] if len(data) >= 18 and data[0] == 0xDC else None
+
+
+class FrozenReading:
+    """Tells a DCMI power reading the BMC has stopped updating: its time stamp moved before, then stood still for
+    `after_s` (a BMC whose firmware hung keeps answering with its last value, marked active). A BMC that never
+    moves its stamp (0, or a fixed value) is not judged by it."""
+
+    def __init__(self, after_s: float = 300.0):
+        self.after_s = after_s
+        self._stamp: int | None = None
+        self._changed_at = 0.0
+        self._moves = False
+
+    def check(self, stamp: int | None, now: float) -> str | None:
+        """Why the reading is frozen (`now`: a monotonic clock), else None."""
+        if not stamp:
+            return None
+        if stamp != self._stamp:
+            self._moves = self._moves or self._stamp is not None
+            self._stamp, self._changed_at = stamp, now
+            return None
+        if self._moves and now - self._changed_at >= self.after_s:
+            return (f"the BMC's power reading has not been updated for {now - self._changed_at:.0f} s (its DCMI time "
+                    f"stamp stands at {stamp})")
+        return None
+
+
 def parse_dcmi_power_limit(data: bytes) -> float | None:
     """Watts from a DCMI Get Power Limit response (only answered when a limit is active)."""
     return float(struct.unpack_from("<H", data, 4)[0]) if len(data) >= 6 and data[0] == 0xDC else None

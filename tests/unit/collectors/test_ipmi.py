@@ -51,8 +51,8 @@ def test_total_named_sensor_is_preferred_and_vague_entities_need_a_node_name():
 
 
 # -- DCMI -----------------------------------------------------------------------------------------------
-def _dcmi(watts: int, state: int = 0x40) -> bytes:
-    return struct.pack("<BHHHHIIB", 0xDC, watts, watts, watts, watts, 0, 1000, state)
+def _dcmi(watts: int, state: int = 0x40, stamp: int = 0) -> bytes:
+    return struct.pack("<BHHHHIIB", 0xDC, watts, watts, watts, watts, stamp, 1000, state)
 
 
 def test_parse_dcmi_power_reading():
@@ -96,6 +96,22 @@ def _with_cmd(cmd, **kw) -> IpmiSource:
 def test_dcmi_reading_and_limit():
     [sample] = _with_cmd(FakeCmd(_dcmi(612))).sample()
     assert (sample.power_watts, sample.power_limit_watts, sample.quality) == (612.0, 900.0, Quality.OK)
+
+
+def test_a_dcmi_reading_the_bmc_stopped_updating_is_no_reading():
+    """Regression: a BMC whose power meter hung kept answering its last value, marked active, and it was stored as a
+    fresh reading for ever (the staleness checks never saw it)."""
+    cmd = FakeCmd(_dcmi(612, stamp=1_000))
+    source = _with_cmd(cmd, frozen_after_s=0.2, backoff_s=0)
+    assert [s.power_watts for s in source.sample()] == [612.0]
+    cmd.dcmi = _dcmi(615, stamp=1_001)  # the stamp moves: a live meter
+    assert [s.power_watts for s in source.sample()] == [615.0]
+    time.sleep(0.25)
+    assert source.sample() == [] and "has not been updated" in source._reason  # the same stamp 0.25 s on
+    cmd.dcmi = _dcmi(700, stamp=1_010)
+    assert [s.power_watts for s in source.sample()] == [700.0]
+    still = _with_cmd(FakeCmd(_dcmi(612)), frozen_after_s=0.0)  # a BMC that leaves its stamp at 0: not judged
+    assert [s.power_watts for s in still.sample() + still.sample()] == [612.0, 612.0]
 
 
 @pytest.mark.parametrize("dcmi", [None, _dcmi(612, state=0)], ids=["invalid command", "not active"])
