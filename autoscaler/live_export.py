@@ -1,5 +1,6 @@
-"""Where the controller's live accuracy goes after each tick: Ray gauges per model version and node
-(core/metrics_catalog.py FORECAST_LIVE_*), and the served version's pooled error to the retrain scheduler,
+"""Where the controller's live accuracy goes after each tick: Ray gauges of the served version's scores per node
+(core/metrics_catalog.py FORECAST_LIVE_*; per node only: Ray cannot delete a label set, so a version label would
+leave a series per node behind at every activation), and the served version's pooled error to the retrain scheduler,
 whose degradation trigger compares it with the held-out MAE (training/power/scheduler.py)."""
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class LiveAccuracyExport:
         fields = ((FORECAST_LIVE_MAE, "mae"), (FORECAST_LIVE_COVERAGE, "coverage"),
                   (FORECAST_LIVE_HIT_RATE, "hit_rate"), (FORECAST_LIVE_POINTS, "points"))
         self._gauges: list[tuple[Any, str]] = [(create(spec), name) for spec, name in fields]
-        self._shown: set[tuple[str, str]] = set()  # (model version, node) pairs the gauges carry
+        self._shown: set[str] = set()  # the nodes the gauges carry
         self._reported_at = -float("inf")
 
     def publish(self, report: LiveAccuracyReport) -> None:
@@ -59,22 +60,21 @@ class LiveAccuracyExport:
             logger.exception("scaling controller: publishing live accuracy failed")
 
     def _set_gauges(self, report: LiveAccuracyReport) -> None:
-        """Every (version, node) with points in the window; one that had points before and has none now (a
-        replaced version, a node no longer forecast) shows 0 points and NaN scores, not its last values."""
-        shown: set[tuple[str, str]] = set()
-        for version in report.versions:
-            for node in version.nodes:
-                shown.add((version.model_version, node.node_id))
-                tags = {"model_version": version.model_version, "node_id": node.node_id}
-                for gauge, name in self._gauges:
-                    value = getattr(node, name)
-                    if gauge is not None and value is not None:
-                        gauge.set(value, tags=tags)
-        for model_version, node_id in self._shown - shown:
+        """The served version's scores of every node with points in the window; a node that had points before and
+        has none now (no longer forecast, or a new version without points yet) shows 0 points and NaN scores, not
+        its last values."""
+        served = next((v for v in report.versions if v.model_version == report.served_version), None)
+        shown: set[str] = set()
+        for node in served.nodes if served is not None else []:
+            shown.add(node.node_id)
+            for gauge, name in self._gauges:
+                value = getattr(node, name)
+                if gauge is not None and value is not None:
+                    gauge.set(value, tags={"node_id": node.node_id})
+        for node_id in self._shown - shown:
             for gauge, name in self._gauges:
                 if gauge is not None:
-                    gauge.set(0 if name == "points" else math.nan,
-                              tags={"model_version": model_version, "node_id": node_id})
+                    gauge.set(0 if name == "points" else math.nan, tags={"node_id": node_id})
         self._shown = shown
 
     def _report(self, report: LiveAccuracyReport) -> None:

@@ -92,20 +92,20 @@ FORECAST_POWER_WATTS = MetricSpec(
     tags=("node_id", "model_version", "bound"))
 
 # --- live forecast accuracy (autoscaler/live_export.py: the controller's forecasts scored as telemetry arrives) -
-_LIVE_TAGS = ("model_version", "node_id")
+_LIVE_TAGS = ("node_id",)  # the served version's (no version label: Ray keeps every label set it saw)
 FORECAST_LIVE_MAE = MetricSpec(name="kcloud_forecast_live_mae_watts", kind=MetricKind.GAUGE,
                                description="mean absolute error of the controller's forecasts over the rolling "
-                                           "window, by model version and node", tags=_LIVE_TAGS)
+                                           "window, per node (the served version)", tags=_LIVE_TAGS)
 FORECAST_LIVE_COVERAGE = MetricSpec(name="kcloud_forecast_live_coverage", kind=MetricKind.GAUGE,
                                     description="share of actuals inside the calibrated interval over the rolling "
-                                                "window, by model version and node", tags=_LIVE_TAGS)
+                                                "window, per node (the served version)", tags=_LIVE_TAGS)
 FORECAST_LIVE_HIT_RATE = MetricSpec(name="kcloud_forecast_live_hit_rate", kind=MetricKind.GAUGE,
                                     description="share of actuals within the confidence tolerance of the point "
-                                                "forecast over the rolling window, by model version and node",
+                                                "forecast over the rolling window, per node (the served version)",
                                     tags=_LIVE_TAGS)
 FORECAST_LIVE_POINTS = MetricSpec(name="kcloud_forecast_live_points", kind=MetricKind.GAUGE,
-                                  description="forecast points scored over the rolling window, by model version "
-                                              "and node", tags=_LIVE_TAGS)
+                                  description="forecast points scored over the rolling window, per node (the "
+                                              "served version)", tags=_LIVE_TAGS)
 
 # --- scaling (autoscaler/actor.py DecisionMetrics) ----------------------------------------------------------
 SCALING_DESIRED_REPLICAS = MetricSpec(name="kcloud_scaling_desired_replicas", kind=MetricKind.GAUGE,
