@@ -89,7 +89,7 @@ MODEL_INFERENCE_SECONDS = MetricSpec(
 FORECAST_POWER_WATTS = MetricSpec(
     name="kcloud_forecast_power_watts", kind=MetricKind.GAUGE,
     description="a node's latest forecast from stored telemetry, for the next model step: point, lower, upper",
-    tags=("node_id", "model_version", "bound"))
+    tags=("node_id", "model_id", "bound"))  # not the version: Ray keeps every label set, one per activation
 
 # --- live forecast accuracy (autoscaler/live_export.py: the controller's forecasts scored as telemetry arrives) -
 _LIVE_TAGS = ("node_id",)  # the served version's (no version label: Ray keeps every label set it saw)

@@ -16,6 +16,6 @@ class ForecastGauges:
     def publish(self, node_id: str, forecast: PowerForecast) -> None:
         if self._gauge is None or not forecast.point:
             return
+        model_id = forecast.model_version.rpartition("/")[0] or forecast.model_version  # "power_lstm/3" -> power_lstm
         for bound, values in (("point", forecast.point), ("lower", forecast.lower), ("upper", forecast.upper)):
-            self._gauge.set(values[0], tags={"node_id": node_id, "model_version": forecast.model_version,
-                                             "bound": bound})
+            self._gauge.set(values[0], tags={"node_id": node_id, "model_id": model_id, "bound": bound})

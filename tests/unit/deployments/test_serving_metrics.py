@@ -45,6 +45,6 @@ def test_a_node_s_forecast_is_published_for_the_next_step(monkeypatch: pytest.Mo
                              point=(410.0, 420.0), lower=(390.0, 395.0), upper=(430.0, 445.0), confidence=(0.9, 0.8),
                              window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
     ForecastGauges().publish("gpu-1", forecast)
-    tags = {"node_id": "gpu-1", "model_version": "power_lstm/3"}
+    tags = {"node_id": "gpu-1", "model_id": "power_lstm"}  # not the version: a series per activation
     assert gauge.calls == [("set", 410.0, {**tags, "bound": "point"}), ("set", 390.0, {**tags, "bound": "lower"}),
                            ("set", 430.0, {**tags, "bound": "upper"})]
