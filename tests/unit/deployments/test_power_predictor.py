@@ -34,6 +34,18 @@ async def echo_forecast(history: PowerHistory) -> PowerForecast:
                          interval_coverage=0.8)
 
 
+def recording(replica: PowerPredictor) -> list[PowerHistory]:
+    """The histories the replica forecasts from, as they come (each answered by `echo_forecast`)."""
+    seen: list[PowerHistory] = []
+
+    async def forecast(history: PowerHistory) -> PowerForecast:
+        seen.append(history)
+        return await echo_forecast(history)
+
+    replica.forecast = forecast
+    return seen
+
+
 def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5,
            max_gap_s: int | None = None) -> ServedPower:
     """A loaded model as far as routing and stored windows see it."""
@@ -94,13 +106,7 @@ def test_a_stored_window_holds_a_stopped_feature_as_long_as_the_model_was_traine
     predictor.store.write([TelemetrySample(timestamp=now - timedelta(minutes=m), node_id="n3", source="nvml",
                                            device_id="GPU-1", utilization=90.0) for m in range(20, 30)])
     predictor.served["power_lstm"] = served("power_lstm", 60, 60, sequence_length=40, max_gap_s=600)
-    windows = []
-
-    async def keep(history: PowerHistory) -> PowerForecast:
-        windows.append(history)
-        return await echo_forecast(history)
-
-    predictor.forecast = keep
+    windows = recording(predictor)
     asyncio.run(predictor.forecast_stored(["n3"], 120))
     utilization = windows[0].numeric["gpu_utilization"]
     held = [value for value in utilization if value == 90.0]
@@ -133,13 +139,7 @@ def test_a_horizon_goes_to_the_finest_served_model_that_covers_it(predictor):
 
 
 def test_a_stored_day_ahead_forecast_reads_the_hourly_window(predictor):
-    seen = []
-
-    async def forecast(history: PowerHistory) -> PowerForecast:
-        seen.append(history)
-        return await echo_forecast(history)
-
-    predictor.forecast = forecast
+    seen = recording(predictor)
     asyncio.run(predictor.forecast_stored(["n1"], 86400))
     assert seen[0].step_s == 3600 and seen[0].horizon_s == 86400  # answered by the hourly model only
 
