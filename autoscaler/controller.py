@@ -100,8 +100,7 @@ class ScalingController:
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
         self.enactor = Enactor(state, actuators, self.holder)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
-        self._saved_fallen = state.fallen()
-        self.live.restore(self._saved_fallen)
+        self._saved_fallen: dict[tuple[str, str], datetime] = {}
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -147,12 +146,25 @@ class ScalingController:
                 events.append(event)
         return events
 
+    def _restore_fallen(self) -> None:
+        try:
+            self._saved_fallen = self.state.fallen()
+        except Exception:  # noqa: BLE001 - unreadable: this controller judges the nodes afresh
+            logger.exception("scaling controller: the nodes in live-accuracy fallback could not be read")
+            return
+        self.live.restore(self._saved_fallen)
+
     def _save_fallen(self) -> None:
-        """Keep the nodes live accuracy distrusts in the state file when they changed (a restart keeps them)."""
+        """Keep the nodes live accuracy distrusts in the state file when they changed (the next lease holder, or
+        this controller restarted, goes on from them); never fails the tick."""
         fallen = self.live.fallen()
-        if fallen != self._saved_fallen:
+        if fallen == self._saved_fallen:
+            return
+        try:
             self.state.save_fallen(fallen)
             self._saved_fallen = fallen
+        except Exception:  # noqa: BLE001 - tried again at the next tick
+            logger.exception("scaling controller: the nodes in live-accuracy fallback could not be saved")
 
     def live_accuracy(self) -> LiveAccuracyReport:
         """Live scores of the forecasts this controller made, per model version and node."""
@@ -167,6 +179,7 @@ class ScalingController:
         if lease.holder != self._lease_holder:
             if lease.holder == self.holder:
                 logger.info("scaling controller %s: holds the lease, acting on targets", self.holder)
+                self._restore_fallen()  # what the controller before it distrusted, as it left it
             else:
                 logger.info("scaling controller %s: %s holds the lease until %s; holding (no actuation)",
                             self.holder, lease.holder, lease.expires_at.isoformat())

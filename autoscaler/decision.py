@@ -40,7 +40,7 @@ class PolicyState(BaseModel):
     last_scale_at: datetime | None = None
     recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
     # the target's replica count after the last decision as the controller knows it (what it set, else what it
-    # saw); None: unknown. Another count at the next tick was set by someone else (a redeploy resets a Serve
+    # saw); None: unknown. A lower count at the next tick was set by someone else (a redeploy resets a Serve
     # deployment to its config's num_replicas): that decision is not held back by the cooldown.
     replicas_after: int | None = None
 
@@ -193,9 +193,11 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
                                    policy.min_replicas, policy.max_replicas)
     parts += limits
 
-    drifted = state.replicas_after is not None and replicas != state.replicas_after
+    # only a count lowered by someone else (the harm: more power per node); a count raised by another policy on the
+    # same target, or by another autoscaler, is held as before, so two writers never fight every tick
+    drifted = state.replicas_after is not None and replicas < state.replicas_after
     if drifted:
-        parts.append(f"replicas changed outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
+        parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
                      "redeploy): not held by the cooldown")
     if target != replicas and state.last_scale_at is not None and not drifted:
         left = policy.hold_s - (now - state.last_scale_at).total_seconds()

@@ -179,8 +179,6 @@ class LiveLedger:
         same origin updates the leads still waiting)."""
         if not forecast.timestamps:
             return
-        if forecast.model_version != self.served_version:  # a new version starts trusted
-            self.fallen = {key: since for key, since in self.fallen.items() if key[0] == forecast.model_version}
         self.served_version = forecast.model_version
         key = (node, forecast.model_version, forecast.timestamps[0])
         entry = self.pending.get(key)
@@ -255,7 +253,9 @@ class LiveLedger:
                 del self.scores[key]
         for key in [k for k, e in self.pending.items() if e.last is None or e.last < start]:
             self._forget(key)
-
+        if self.served_version is not None:  # (after a restart: once a forecast says which version is served)
+            self.fallen = {key: since for key, since in self.fallen.items()
+                           if key[0] == self.served_version or key in self.scores}
     def drop(self, node: str, step_s: int) -> None:
         """Forget the node's forecasts at `step_s` unscored."""
         for key in list(self.by_series.get((node, step_s), ())):

@@ -40,7 +40,6 @@ from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions
 from training.cli import (
-    MODEL_KNOB_FLAGS,
     add_model_flags,
     duration_arg,
     fraction_arg,
@@ -87,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     single_only = ["policy", "plot", "actuation_delay", "seed", *SINGLE_DEFAULTS]  # a suite sets these itself
     if args.suite:
-        clashing = given(args, [f"--{name.replace('_', '-')}" for name in single_only] + list(MODEL_KNOB_FLAGS))
+        clashing = given(args, [f"--{name.replace('_', '-')}" for name in single_only])
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
         return args

@@ -47,6 +47,7 @@ SPILL_CAP = "spill_cap"
 UNREADABLE = "unreadable"
 REFUSED = "refused"
 SPILL_FAILED = "spill_failed"
+SEGMENT_READ_TRIES = 3  # flushes a segment that cannot be read is tried in before it is set aside (*.unreadable)
 SPILL_RETRY_S = 30.0  # after a failed spill, how long puts wait before they try the disk again
 MEMORY_LIMIT_FACTOR = 10  # while spilling fails, memory keeps at most this many x max_memory samples
 
@@ -90,6 +91,7 @@ class DurableBuffer:
         self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
+        self._read_failures: dict[Path, int] = {}  # segments that could not be read, and how many flushes in a row
         self._closed = False
         self._make_room([])  # a smaller cap than the last process had applies at once
         if self._segments:
@@ -137,9 +139,12 @@ class DurableBuffer:
                     segment = self._segments[0]
                     try:
                         samples, unreadable = _read_segment(segment)
-                    except OSError as exc:  # deleted by hand, or a disk error: set aside, never block the rest
-                        self._set_aside(segment, exc)
-                        continue
+                    except OSError as exc:  # deleted by hand, or a disk error that persists: never block the rest
+                        failures = self._read_failures[segment] = self._read_failures.get(segment, 0) + 1
+                        if isinstance(exc, FileNotFoundError) or failures >= SEGMENT_READ_TRIES:
+                            self._set_aside(segment, exc)
+                            continue
+                        raise  # a passing error (EMFILE, a network file system's hiccup): tried again next flush
                     written += self._write(samples, f"segment {segment.name}")
                     if progress is not None:
                         progress()  # a long backlog is progress, not a stall (collectors/supervisor.py)
@@ -264,8 +269,8 @@ class DurableBuffer:
         return max(numbers, default=0) + 1
 
     def _set_aside(self, segment: Path, error: OSError) -> None:
-        """A segment that cannot be read: its samples count as `unreadable`, the file (if any) is renamed
-        `*.unreadable` for the operator, and the flush goes on with the next one."""
+        """A segment gone, or unreadable in SEGMENT_READ_TRIES flushes: its samples count as `unreadable`, the file
+        (if any) is renamed `*.unreadable` for the operator, and the flush goes on with the next one."""
         lost = self._on_disk.get(segment, 0)
         try:
             segment.rename(segment.with_name(segment.name + ".unreadable"))
@@ -280,6 +285,7 @@ class DurableBuffer:
         self._forget(segment)
 
     def _forget(self, segment: Path) -> None:
+        self._read_failures.pop(segment, None)
         self._segments.remove(segment)
         self._on_disk.pop(segment, None)
         self._bytes.pop(segment, None)

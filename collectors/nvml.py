@@ -122,13 +122,18 @@ class NvmlSource(TelemetrySource):
         """Enabled, NVML started and at least one GPU found (or why not); starts NVML on first use."""
         if not self.enabled:
             return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
-        with self._starting:  # the collector's status() asks too, from another thread
-            now = time.monotonic()
-            if self._restart_now or ((not self._gpus or self._init_error) and now >= self._restart_at):
+        now = time.monotonic()
+        if self._restart_now or ((not self._gpus or self._init_error) and now >= self._restart_at):
+            # the collector's status() asks too, from another thread; never waits on a start hung in the driver
+            if not self._starting.acquire(blocking=False):
+                return False, "NVML is being started"
+            try:
                 self._restart_now, self._restart_at = False, now + self._retry_s
                 self._shutdown()
                 self._gpus, self._init_error = None, ""
                 self._start()
+            finally:
+                self._starting.release()
         if self._init_error:
             return False, self._init_error
         if not self._gpus:

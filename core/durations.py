@@ -64,7 +64,7 @@ def parse_duration(text: str | int | float) -> int:
     """
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a duration")
-    if isinstance(text, int) and text > MAX_SECONDS:  # before any float: a 400-digit int would overflow one
+    if isinstance(text, int) and abs(text) > MAX_SECONDS:  # before any float: a 400-digit int would overflow one
         raise ValueError(f"{_shown(str(text))} is longer than the longest duration accepted "
                          f"({MAX_SECONDS // 86400} days)")
     if isinstance(text, int | float):

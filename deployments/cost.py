@@ -59,7 +59,9 @@ class CostPredictor(RegistryFollower):
         self.latency = LatencyRecorder(model_id)
         self.version: int | None = None
         self.model: CostModel | None = None
-        self._unloadable = self._load_default()  # none: /predict/cost answers 503 until a version loads
+        # none loads: the ingress's own copy (no health check) answers /predict/cost with a 503 until a version
+        # does; as a deployment, its health check fails with the reason
+        self._unloadable = self._load_default()
         self._start_following(lambda: REGISTRY_POLL_S)
 
     def _load(self, version: int | None) -> None:

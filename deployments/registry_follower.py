@@ -24,7 +24,7 @@ class RegistryFollower:
     def _load_default(self) -> str:
         """Load the active version, else the newest one served before it that loads (an active version this image
         cannot read must not take the replica, or the API holding it, down); "" when one loaded, else why none did
-        (the replica serves nothing and says so until a later version loads)."""
+        (the replica serves nothing and its health check says why, until a later or pinned version loads)."""
         try:
             self._load(None)
             return ""

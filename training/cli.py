@@ -32,20 +32,15 @@ def duration_arg(text: str) -> int:
 
 def output_path(text: str) -> str:
     """argparse type for a file a command writes at its end: refused at once when it is a folder, its folder is a
-    file, or it (or the folder it would be made in) is not writable, so a long run never ends unable to save its
-    result."""
+    file, or the folder it is written in cannot take a file, so a long run never ends unable to save its result."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it")
     parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(parent)!r} is a file")
-    try:
-        if path.exists():
-            with open(path, "a"):  # appends nothing: the file is not changed
-                pass
-        else:
-            tempfile.TemporaryFile(dir=parent or Path.cwd()).close()
+    try:  # the result is written beside its path and moved over it (core/atomic_files.py): the folder must take files
+        tempfile.TemporaryFile(dir=parent or Path.cwd()).close()
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {exc.strerror or exc}") from None
     return text
@@ -113,10 +108,6 @@ def resources_arg(text: str) -> dict[str, float]:
     return {str(name): float(amount) for name, amount in value.items()}
 
 
-MODEL_KNOB_FLAGS = ("--sequence-length", "--epochs", "--hidden-size")
-"""`add_model_flags`' model settings, which a suite file sets per suite or case (refused with --suite)."""
-
-
 def given(args: argparse.Namespace, flags: tuple[str, ...] | list[str]) -> list[str]:
     """Those of `flags` the command line gave a value."""
     return [flag for flag in flags if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None]
@@ -131,9 +122,12 @@ def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: st
     reserves without --cpus-per-worker, for its help)."""
     parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
-    parser.add_argument("--sequence-length", type=positive_int, help="input window in steps")
-    parser.add_argument("--epochs", type=positive_int, help="maximum training epochs")
-    parser.add_argument("--hidden-size", type=positive_int, help="LSTM hidden units")
+    parser.add_argument("--sequence-length", type=positive_int,
+                        help="input window in steps (with --suite: where the suite and its case do not set it)")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="maximum training epochs (with --suite: where the suite and its case do not set them)")
+    parser.add_argument("--hidden-size", type=positive_int,
+                        help="LSTM hidden units (with --suite: where the suite and its case do not set them)")
     parser.add_argument("--seed", type=seed_arg, help="random seed, 0 to 2**32 - 1 (same seed, same model)")
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")

@@ -21,7 +21,6 @@ from core.atomic_files import atomic_write_with
 from core.telemetry_csv import load_telemetry_csv
 from training.backtest import TrainOptions, backtest
 from training.cli import (
-    MODEL_KNOB_FLAGS,
     add_model_flags,
     duration_arg,
     fraction_arg,
@@ -54,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.suite:
         clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--step", "--seed",
-                                "--model-path", *MODEL_KNOB_FLAGS])
+                                "--model-path"])
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
     elif args.data_root:

@@ -25,6 +25,7 @@ _NUMBERS: dict[str, tuple[float, bool, float, str]] = {
     **{name: (0.0, False, np.inf, "a non-negative number") for name in COMPONENTS},
 }
 COST_TOLERANCE = 0.01  # `cost` may differ from the sum of its components by this fraction (rounding)
+COST_ROUNDING = 0.01  # ... or by this much (a bill's components rounded to cents: a one-minute job's 0.01)
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -61,9 +62,10 @@ def load_job_records(path: str | Path, catalog: PriceCatalog) -> pd.DataFrame:
         frame[column] = values
     frame["gpu_count"] = frame["gpu_count"].astype(int)
     parts = frame[list(COMPONENTS)].sum(axis=1)
-    _refuse((frame["cost"] - parts).abs() > COST_TOLERANCE * frame["cost"], raw["cost"].str.strip(), str(path), "cost",
-            f"the sum of {', '.join(COMPONENTS)} (within {COST_TOLERANCE:.0%}): the model learns the components and "
-            "scores their total against cost; itemise a fee or tax in one of them")
+    allowed = np.maximum(COST_TOLERANCE * frame["cost"], COST_ROUNDING)
+    _refuse((frame["cost"] - parts).abs() > allowed, raw["cost"].str.strip(), str(path), "cost",
+            f"the sum of {', '.join(COMPONENTS)} (within {COST_TOLERANCE:.0%} or {COST_ROUNDING:g}): the model learns "
+            "the components and scores their total against cost; itemise a fee or tax in one of them")
     spot = raw["spot_instance"].str.strip().str.lower()
     _refuse(~spot.isin(list(_BOOLEANS)), raw["spot_instance"], str(path), "spot_instance", "true/false, 1/0 or yes/no")
     frame["spot_instance"] = spot.map(_BOOLEANS).astype(bool)

@@ -67,7 +67,7 @@ def test_a_redeploy_that_resets_the_count_is_answered_at_once_not_after_the_cool
     actuator.counts["web"] = 1  # `serve deploy` of a changed config: back to its num_replicas
     [second] = controller.tick()  # seconds later, deep in the cooldown
     assert second.action is ScaleAction.SCALE_OUT and actuator.calls[-1][1] > 1, second.reason
-    assert "replicas changed outside this controller (3 -> 1" in second.reason
+    assert "replicas lowered outside this controller (3 -> 1" in second.reason
     [third] = controller.tick()
     assert third.action is ScaleAction.HOLD and "cooldown" in third.reason  # its own change: held as before
 

@@ -145,7 +145,9 @@ def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():
     change); the controller's cooldown then kept it there, under load, for the rest of the cooldown."""
     scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=30), replicas_after=4)
     reset = decide(make_policy(), observe([950], replicas=1), None, scaled, NOW)
-    assert reset.action is OUT and "replicas changed outside this controller (4 -> 1" in reset.reason, reset.reason
+    assert reset.action is OUT and "replicas lowered outside this controller (4 -> 1" in reset.reason, reset.reason
+    raised = decide(make_policy(), observe([200] * 6), None, scaled, NOW)  # another writer's scale-out: no fight
+    assert raised.action is HOLD and "cooldown" in raised.reason
     ours = decide(make_policy(), observe([950] * 4), None, scaled, NOW)  # the count it set: the cooldown holds
     assert ours.action is HOLD and "cooldown" in ours.reason
     never_known = scaled.model_copy(update={"replicas_after": None})

@@ -207,13 +207,19 @@ def test_a_distrusted_node_is_trusted_again_only_above_the_nominal_minus_half_th
     assert ledger.fallen == {}
 
 
-def test_a_new_model_version_starts_trusted():
+def test_a_new_model_version_starts_trusted_and_a_rollout_keeps_the_old_one_s_verdict():
     ledger = LiveLedger(config())
     ledger.record("n1", forecast())
     scored(ledger, at(4), {at(1): 500.0, at(2): 500.0, at(3): 500.0})
     assert ledger.collapse("power_lstm/1", "n1", at(4)) is not None
     ledger.record("n1", forecast(origin=4, version="power_lstm/2"))
-    assert ledger.fallen == {} and ledger.collapse("power_lstm/2", "n1", at(5)) is None
+    assert ledger.collapse("power_lstm/2", "n1", at(5)) is None
+    ledger.record("n1", forecast(origin=5))  # replicas of both versions answer during a rollout
+    ledger.expire(at(6))
+    assert "not trusted since" in ledger.collapse("power_lstm/1", "n1", at(6))  # hysteresis kept, not reset
+    ledger.record("n1", forecast(origin=6, version="power_lstm/2"))
+    ledger.expire(at(6) + timedelta(hours=2))  # version 1's points have left the window: its verdict goes too
+    assert ledger.fallen == {}
 
 
 def test_a_lead_that_is_not_finite_is_not_scored():

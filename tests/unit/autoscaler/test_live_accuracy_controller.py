@@ -63,13 +63,15 @@ def test_a_node_whose_coverage_collapsed_decides_on_measured_power_and_says_why(
     assert (node.mae, node.coverage, node.hit_rate) == (400.0, 0.0, 0.0) and node.fallback
 
 
-def test_a_restarted_controller_keeps_distrusting_a_node_until_the_evidence_says_otherwise(tmp_path, store):
-    """Regression: live scores live in memory, so a restarted controller acted again on forecasts its
-    predecessor had stopped trusting, until enough new points built up."""
+@pytest.mark.parametrize("standby", [False, True], ids=["restarted", "standby-taking-over"])
+def test_the_next_lease_holder_keeps_distrusting_a_node_until_the_evidence_says_otherwise(tmp_path, store, standby):
+    """Regression: live scores live in memory, so a restarted controller (or a standby started before the leader
+    distrusted the node) acted again on forecasts its predecessor had stopped trusting."""
+    waiting = controller(tmp_path, store) if standby else None  # built before the fall, leading only after it
     first = controller(tmp_path, store)
     assert replay(first, store, 500, 900).signal == "measured"
     first.state.release_lease(first.holder)  # it stopped
-    restarted = controller(tmp_path, store)  # the same state file
+    restarted = waiting or controller(tmp_path, store)  # the same state file
     write_power(store, {"n1": 900, "n2": 900}, minutes=1)
     [event] = restarted.tick()
     assert event.signal == "measured" and "not trusted since" in event.reason, event.reason

@@ -176,7 +176,6 @@ def test_case_checks(case, phrase):
     ["--suite", "s.yaml", "--actuation-delay", "5min"],
     ["--suite", "s.yaml", "--step", "1min"],
     ["--suite", "s.yaml", "--seed", "7"],
-    ["--suite", "s.yaml", "--epochs", "3"],
     ["--trace", "t.csv", "--policy", "p.yaml", "--data-root", "d"],
     ["--trace", "t.csv"],
 ])

@@ -54,6 +54,17 @@ def test_every_dashboard_query_reads_only_exported_series(dashboard: dict[str, A
     assert len(used) >= 10
 
 
+def test_a_query_over_one_series_of_ours_groups_and_matches_only_by_its_labels(dashboard: dict[str, Any]):
+    """Regression: the live-accuracy panels grouped by model_version after the gauges dropped that label."""
+    for title, expr in _targets(dashboard):
+        ours = [EXPORTED[name] for name in _metric_names(expr) if name.startswith("ray_kcloud_")]
+        if len(ours) != 1:
+            continue
+        grouped = {label.strip() for labels in re.findall(r"\bby\s*\(([^)]*)\)", expr) for label in labels.split(",")}
+        matched = set(re.findall(r"(\w+)\s*=~?\s*\"", expr))
+        assert grouped | matched <= {*ours[0].tags, "le", "instance"}, (title, expr)
+
+
 def test_the_dashboard_has_the_issue_s_panels(dashboard: dict[str, Any]):
     titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
     for wanted in ("measured, forecast and interval against the budget", "replicas per policy", "decisions",

@@ -294,7 +294,8 @@ def test_an_active_version_that_cannot_load_falls_back_to_the_one_served_before(
     nothing._unloadable = nothing._load_default()
     assert "no version of power_lstm could be loaded" in nothing._unloadable and nothing.version is None
     with pytest.raises(RuntimeError, match="no model loaded: no version"):
-        nothing.check_health()  # unserved, and it says why (a constructor that raised restarted in a loop)
+        nothing.check_health()  # unserved, and its health check says why
+    # Serve calls reconfigure before the first health check: a pinned version that loads brings it up
     loadable.add(1)
     asyncio.run(nothing.reconfigure({"model_version": 1}))  # a pin brings it into service
     nothing.check_health()

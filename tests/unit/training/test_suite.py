@@ -167,7 +167,6 @@ def test_suite_refuses_single_trace_flags(capsys) -> None:
         evaluate.main(["--suite", "s.yaml", "--horizon", "1h", "--output", "r.json"])
     assert "--horizon: not with --suite" in capsys.readouterr().err
     for flag, value in (("--step", "1min"), ("--seed", "7"),  # each case sets its step, the suite its seeds
-                        ("--epochs", "3"), ("--sequence-length", "10"), ("--hidden-size", "8"),  # and the model's
                         ("--model-path", "m")):  # (a suite registers nothing)
         with pytest.raises(SystemExit):
             evaluate.main(["--suite", "s.yaml", flag, value, "--output", "r.json"])

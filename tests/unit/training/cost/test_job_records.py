@@ -7,6 +7,7 @@ import pytest
 
 from training.cost.catalog import RECORD_COLUMNS, generate_job_records, load_catalog
 from training.cost.job_records import load_job_records
+from training.cost.schema import COMPONENTS
 
 CATALOG = load_catalog()
 
@@ -35,6 +36,8 @@ def test_a_cost_that_is_not_the_sum_of_its_components_names_the_line(records):
         load_job_records(path, CATALOG)
     frame.loc[3, "cost"] /= 1.2
     frame.loc[3, "cost"] *= 1.005  # rounding stays within 1 %
+    frame.loc[4, list(COMPONENTS)] = [0.0, 0.0, 0.0, 0.0, 0.0]  # a one-minute job's parts rounded to cents
+    frame.loc[4, "cost"] = 0.01
     frame.to_csv(path, index=False)
     load_job_records(path, CATALOG)
 
