@@ -256,6 +256,7 @@ class LiveLedger:
         if self.served_version is not None:  # (after a restart: once a forecast says which version is served)
             self.fallen = {key: since for key, since in self.fallen.items()
                            if key[0] == self.served_version or key in self.scores}
+
     def drop(self, node: str, step_s: int) -> None:
         """Forget the node's forecasts at `step_s` unscored."""
         for key in list(self.by_series.get((node, step_s), ())):
