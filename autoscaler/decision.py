@@ -41,8 +41,10 @@ class PolicyState(BaseModel):
     recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
     # the target's replica count after the last decision as the controller knows it (what it set, else what it
     # saw); None: unknown. A lower count at the next tick was set by someone else (a redeploy resets a Serve
-    # deployment to its config's num_replicas): that decision is not held back by the cooldown.
+    # deployment to its config's num_replicas): that decision is not held back by the cooldown, once per hold (a
+    # writer that keeps lowering it is answered at the cooldown's pace, as before).
     replicas_after: int | None = None
+    outside_answered_at: datetime | None = None  # when a decision last skipped the cooldown for such a change
 
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
@@ -54,8 +56,9 @@ class PolicyState(BaseModel):
         if decision.recommended_replicas is not None:
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
         count = (decision.to_replicas if changed else decision.from_replicas) if known else None
+        answered = decision.at if decision.outside_change else self.outside_answered_at
         return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent,
-                           replicas_after=count)
+                           replicas_after=count, outside_answered_at=answered)
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
@@ -146,13 +149,14 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
 
     def result(to: int, reason: str, signal: str = "none", measured: float | None = None,
                predicted: float | None = None, used: bool = False,
-               recommended: int | None = None) -> ScalingDecision:
+               recommended: int | None = None, outside: bool = False) -> ScalingDecision:
         action = (ScaleAction.SCALE_OUT if to > replicas else ScaleAction.SCALE_IN if to < replicas
                   else ScaleAction.HOLD)
         head = f"hold at {replicas}" if to == replicas else f"{action.value} {replicas} -> {to}"
         return ScalingDecision(action=action, from_replicas=replicas, to_replicas=to,
                                recommended_replicas=recommended, reason=f"{head}: {reason}", signal=signal,
-                               measured_share=measured, forecast_share=predicted, used_forecast=used, at=now)
+                               measured_share=measured, forecast_share=predicted, used_forecast=used, at=now,
+                               outside_change=outside)
 
     if not policy.power_based.enabled:
         return result(replicas, "power-based scaling is disabled for this policy")
@@ -195,10 +199,12 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
 
     # only a count lowered by someone else (the harm: more power per node); a count raised by another policy on the
     # same target, or by another autoscaler, is held as before, so two writers never fight every tick
-    drifted = state.replicas_after is not None and replicas < state.replicas_after
-    if drifted:
+    lowered = state.replicas_after is not None and replicas < state.replicas_after
+    answered = state.outside_answered_at
+    drifted = lowered and (answered is None or (now - answered).total_seconds() >= policy.hold_s)
+    if lowered:
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
-                     "redeploy): not held by the cooldown")
+                     "redeploy): " + ("not held by the cooldown" if drifted else "answered once within the hold"))
     if target != replicas and state.last_scale_at is not None and not drifted:
         left = policy.hold_s - (now - state.last_scale_at).total_seconds()
         if left > 0:
@@ -207,7 +213,8 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
                    f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)")
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
             target = replicas
-    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended)
+    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended,
+                  outside=drifted and target != replicas)
 
 
 def _partial_window_floor(policy: ScalingPolicy, replicas: int, desired: int, measured: float, view: ForecastView,

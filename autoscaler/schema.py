@@ -200,6 +200,7 @@ class ScalingDecision(_Model):
     forecast_share: float | None = None
     used_forecast: bool = False
     at: datetime
+    outside_change: bool = False  # the cooldown was skipped: someone else lowered the count (PolicyState)
 
 
 # --- events ----------------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ def test_a_redeploy_that_resets_the_count_is_answered_at_once_not_after_the_cool
     assert "replicas lowered outside this controller (3 -> 1" in second.reason
     [third] = controller.tick()
     assert third.action is ScaleAction.HOLD and "cooldown" in third.reason  # its own change: held as before
+    actuator.counts["web"] = 1  # a writer that keeps lowering it: answered once per hold, not every tick
+    [fourth] = controller.tick()
+    assert fourth.action is ScaleAction.HOLD and "answered once within the hold" in fourth.reason, fourth.reason
 
 
 def test_dry_run_records_without_touching_the_target_and_keeps_the_cooldown(make, store):
