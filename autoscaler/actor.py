@@ -8,8 +8,9 @@ holder id is its Ray actor id, the same after such a restart. A background threa
 The controller is tied to its app. The app's bootstrap calls `start_controller`, which keeps a running
 controller only when it was started with the same settings and autoscaler config (`ControllerSettings.
 fingerprint`) and otherwise stops it and starts a new one, and `stop_controller` when the autoscaler is
-disabled. The controller itself watches for the API's ingress deployment in Serve (`AppWatch`) and ends
-itself, giving its lease up, once it has been gone for a few minutes (`serve shutdown`, the app deleted).
+disabled. The controller itself watches for the API's ingress deployment in Serve and ends
+itself, giving its lease up, once it has been gone for a few minutes (`serve shutdown`, the app deleted;
+core/app_watch.py).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from autoscaler.actuators import ActuationError, Actuators
+from autoscaler.actuators import Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.controller import LEASE_TICKS, ScalingController
@@ -37,39 +37,14 @@ from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
 from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
+from core.app_watch import end_with_app
 from core.metrics_catalog import SCALING_DECISIONS, SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, create
-from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, SUPERVISOR_ACTOR
+from core.names import CONTROLLER_ACTOR, SUPERVISOR_ACTOR
 from core.stores.remote import RemoteStore
 
 logger = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 15.0
-WATCH_INTERVAL_S = 15.0  # how often the controller looks for its app
-APP_GRACE_S = 180.0  # how long its app may be missing before the controller ends itself
 STOP_WAIT_S = 10.0  # how long stop() waits for a tick under way before giving the lease up
-
-
-class AppWatch:
-    """Whether the API's Serve application is gone: no application has its ingress deployment, seen over
-    `grace_s` (at most one look every `every_s`). An unanswered look changes nothing."""
-
-    def __init__(self, deployments: Callable[[], set[str]], grace_s: float = APP_GRACE_S,
-                 every_s: float = WATCH_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
-        self.deployments, self.grace_s, self.every_s, self.clock = deployments, grace_s, every_s, clock
-        self.missing_since: float | None = None
-        self._looked_at = -math.inf
-
-    def gone(self) -> bool:
-        now = self.clock()
-        if now - self._looked_at >= self.every_s:
-            self._looked_at = now
-            try:
-                present = INGRESS_DEPLOYMENT in self.deployments()
-            except ActuationError as exc:
-                logger.debug("scaling controller: cannot tell whether its app runs: %s", exc)
-            else:
-                self.missing_since = None if present else (self.missing_since if self.missing_since is not None
-                                                           else now)
-        return self.missing_since is not None and now - self.missing_since >= self.grace_s
 
 
 class DecisionMetrics:
@@ -139,27 +114,17 @@ class ScalingControllerService:
         seeded = state.seed(policies_from_config(config, self.settings.config_path or "config"), datetime.now(UTC))
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
-        self.app = AppWatch(serve_actuator.deployment_names)
         self.metrics = DecisionMetrics()
         self.live_export = LiveAccuracyExport()
         self._tick_lock = threading.Lock()
         self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
+        end_with_app("scaling controller", self.stop)
 
     def _loop(self) -> None:
-        due = time.monotonic() + self.interval_s
-        while not self._stopped.is_set():  # a daemon thread: it ends with the actor, or when stopped
-            time.sleep(min(WATCH_INTERVAL_S, max(due - time.monotonic(), 0.0)))
+        while not self._stopped.wait(self.interval_s):  # a daemon thread: it ends with the actor, or when stopped
             try:
-                if self.app.gone():
-                    logger.warning("scaling controller: no Serve application has %s any more (serve shutdown or "
-                                   "the app deleted): ending", INGRESS_DEPLOYMENT)
-                    self.stop()
-                    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-                    return
-                if time.monotonic() >= due:
-                    due = time.monotonic() + self.interval_s
-                    self.tick()
+                self.tick()
             except Exception:  # noqa: BLE001 - logged; the loop goes on (a dead loop would stop all scaling)
                 logger.exception("scaling controller: tick failed")
 

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collectors.base import TelemetrySource
-from collectors.bounded import BoundedCall, StillRunning
 from collectors.buffer import DurableBuffer
 from collectors.metrics import CollectorMetrics, LossCounter
 from collectors.settings import TelemetryConfig
+from core.bounded import BoundedCall, StillRunning
 from core.metrics_catalog import TELEMETRY_DROPPED, TELEMETRY_REJECTED
 from core.stores.base import TelemetryStore
 from core.telemetry import TelemetrySample

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collectors.base import TelemetrySource
-from collectors.bounded import BoundedCall, StillRunning
 from collectors.ipmi_readings import (
     FrozenReading,
     PowerSensor,
@@ -28,6 +27,7 @@ from collectors.ipmi_readings import (
     select_power_sensors,
 )
 from collectors.settings import parse_bmc_target
+from core.bounded import BoundedCall, StillRunning
 from core.telemetry import Quality, SourceKind, TelemetrySample
 
 log = logging.getLogger(__name__)

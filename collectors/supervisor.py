@@ -6,7 +6,8 @@ supervisor reconciles every `reconcile_s`: a node without a collector gets one, 
 scheduling, and so does a node whose collector is dead, or left `UNANSWERED_PINGS` pings in a row unanswered or
 with its sampling stalled;
 collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller (the
-app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart.
+app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart; the supervisor the app
+starts stops them and itself once the app is gone (core/app_watch.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collectors.collector_actor import CollectorActor
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton
+from core.app_watch import end_with_app
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,9 @@ class CollectorSupervisor:
     """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured)."""
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
-                 replay: dict | None = None, reconcile_s: float = 10.0):
+                 replay: dict | None = None, reconcile_s: float = 10.0, app_grace_s: float | None = None):
         self.config_data, self.selected, self.replay = config_data, selected, replay
-        self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s)
+        self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s, app_grace_s)
         self.collectors: dict[str, Any] = {}
         self._misses: dict[str, int] = {}  # unanswered pings in a row, per collector key
         interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
@@ -48,6 +50,8 @@ class CollectorSupervisor:
         self.reconcile()
         self._thread = threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True)
         self._thread.start()
+        if app_grace_s is not None:
+            end_with_app("collector supervisor", self.stop, app_grace_s)
 
     def _loop(self, reconcile_s: float) -> None:
         while not self._stop.wait(reconcile_s):
@@ -156,10 +160,11 @@ class CollectorSupervisor:
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,
                     store_settings: Mapping[str, str] | None = None, config_path: str | None = None,
-                    reconcile_s: float = 10.0):
+                    reconcile_s: float = 10.0, app_grace_s: float | None = None):
     """Start (or find) the store actor and the collector supervisor; returns the supervisor's handle. A running
     supervisor started with other settings is stopped with its collectors and replaced (collectors are found by
-    name, so they would otherwise keep the old settings).
+    name, so they would otherwise keep the old settings). `app_grace_s` (the app's bootstrap sets it): the supervisor
+    stops its collectors and ends itself once the API's Serve app has been gone that long (core/app_watch.py).
 
     `store_settings` (variable names) and `config_path` (the file whose `influx_host` applies) go to the store
     actor, which reads them over its own environment (core/stores/settings.py).
@@ -167,8 +172,8 @@ def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = Non
     start_store_actor(store_settings, config_path)
     config_data = config.model_dump(mode="json", include=set(CollectorConfig.model_fields))
     return start_head_singleton(CollectorSupervisor, SUPERVISOR_ACTOR,
-                                settings_digest(config_data, selected, replay, reconcile_s), stop_telemetry,
-                                config_data, selected, replay, reconcile_s)
+                                settings_digest(config_data, selected, replay, reconcile_s, app_grace_s),
+                                stop_telemetry, config_data, selected, replay, reconcile_s, app_grace_s)
 
 
 def stop_telemetry(timeout_s: float = 60.0) -> bool:

@@ -100,11 +100,6 @@ class RayServeActuator(Actuator):
                                  f"{count!r}, not a replica count")
         return count
 
-    def deployment_names(self) -> set[str]:
-        """Every deployment of every Serve application (none when Serve is not running); ActuationError when
-        the dashboard cannot be asked."""
-        return {name for app in self._applications().values() for name in app.get("deployments") or {}}
-
     def ray_nodes(self, target: ScalingTarget) -> list[str]:
         """The Ray nodes of the deployment's running replicas."""
         replicas = self._deployment(target).get("replicas") or []

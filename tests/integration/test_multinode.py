@@ -80,6 +80,43 @@ finally:
     stop_scheduler()
 """
 
+# The supervisor and the scheduler as the app's bootstrap starts them (tied to the app), on a cluster where no
+# Serve app runs: both, and the collectors, must end themselves after the grace period.
+TIED_TO_THE_APP = """
+import json, sys, time
+import ray
+from ray.util.state import list_actors
+from collectors.settings import CollectorConfig
+from collectors.supervisor import start_telemetry
+from core.actors import find_actor
+from core.names import NAMESPACE, SCHEDULER_ACTOR, SUPERVISOR_ACTOR
+from training.power.scheduler import SchedulerSettings
+from training.power.scheduler_actor import start_scheduler
+
+address, folder, dashboard = sys.argv[1], sys.argv[2], sys.argv[3]
+ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
+                                                       "spill_dir": folder + "/spill"}})
+supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
+                             app_grace_s=6.0)
+start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
+                                  since_s=86400), app_grace_s=6.0)
+collectors = sorted(ray.get(supervisor.status.remote(), timeout=120))  # the keys of those it started
+
+def alive(cls):
+    return len(list_actors(address=dashboard, filters=[("class_name", "=", cls), ("state", "=", "ALIVE")],
+                           raise_on_missing_output=False))
+
+def running():
+    return {"supervisor": find_actor(SUPERVISOR_ACTOR) is not None,
+            "scheduler": find_actor(SCHEDULER_ACTOR) is not None, "collectors": alive("CollectorActor")}
+
+deadline = time.monotonic() + 150
+while any(running().values()) and time.monotonic() < deadline:
+    time.sleep(2)
+print(json.dumps({"collectors_started": collectors, "running": running()}))
+"""
+
 
 @dataclass
 class Cluster:
@@ -216,6 +253,14 @@ def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tmp_path):
     """Designed: beside the controller on the head, where the state directory is (node:__internal_head__)."""
     placed = _driver(SCHEDULER, cluster, tmp_path, timeout_s=300)
     assert placed["node_id"] == cluster.node_ids["head"] and placed["next_due"]
+
+
+def test_the_actors_the_app_starts_end_themselves_without_it(cluster, tmp_path):
+    """`serve shutdown` must not leave collectors sampling and a scheduler retraining: started as the bootstrap
+    starts them, on a cluster with no Serve app, they end themselves once the grace period is over."""
+    seen = _driver(TIED_TO_THE_APP, cluster, tmp_path, timeout_s=400)
+    assert len(seen["collectors_started"]) == 2  # one per node, before the supervisor stopped them
+    assert seen["running"] == {"supervisor": False, "scheduler": False, "collectors": 0}
 
 
 def _driver(script: str, cluster: Cluster, folder, timeout_s: float) -> dict:

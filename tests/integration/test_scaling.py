@@ -11,7 +11,8 @@ import ray
 from ray import serve
 
 from autoscaler.actor import controller_client
-from core.names import CONTROLLER_ACTOR, NAMESPACE
+from core.app_watch import serve_deployments
+from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, NAMESPACE
 from core.stores.remote import RemoteStore
 from core.telemetry import TelemetrySample
 
@@ -188,3 +189,14 @@ def _try(call):
         return call()
     except Exception:  # noqa: BLE001 - not back yet
         return None
+
+
+def test_the_app_watch_sees_the_running_apps_from_inside_the_cluster(api, target):
+    """What the controller, the scheduler and the supervisor ask Serve to tell whether their app still runs
+    (core/app_watch.py), asked where they ask it: in a Ray worker of the cluster."""
+
+    @ray.remote(num_cpus=0)
+    def look() -> set[str]:
+        return serve_deployments()()
+
+    assert {INGRESS_DEPLOYMENT, TARGET_DEPLOYMENT} <= ray.get(look.remote(), timeout=60)

@@ -7,20 +7,21 @@ that thread (Ray Train starts its workers from there), so the actor still answer
 
 The app's bootstrap calls `start_scheduler`, which keeps a running scheduler only when it was started with the
 same settings (`SchedulerSettings.fingerprint`) and otherwise replaces it, and `stop_scheduler` when
-scheduled retraining is disabled. Stopping fails the attempt it interrupts and frees the model's lock.
+scheduled retraining is disabled. Stopping fails the attempt it interrupts and frees the model's lock. The
+scheduler the app starts also ends itself once the app is gone, after the attempt under way (core/app_watch.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from core.actors import NamedActor, find_actor, kill_and_wait, start_head_singleton
+from core.actors import NamedActor, find_actor, kill_and_wait, settings_digest, start_head_singleton
+from core.app_watch import end_with_app
 from core.names import SCHEDULER_ACTOR
 from core.records import RecordStore
 from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings, fail_interrupted
@@ -32,27 +33,40 @@ CALL_TIMEOUT_S = 15.0
 class RetrainSchedulerService:
     """Actor body: a RetrainScheduler stepped by a daemon thread, fed the live accuracy it is told."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], app_grace_s: float | None = None):
         self.settings = SchedulerSettings.model_validate(settings)
+        self.app_grace_s = app_grace_s
         self._live: dict[str, LiveAccuracy] = {}
         self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get,
                                           owner=ray.get_runtime_context().get_actor_id())
         interrupted = self.scheduler.recover()
         if interrupted:
             logger.warning("retrain scheduler: %d attempt(s) interrupted by a restart marked failed", interrupted)
+        self._stepping = threading.Lock()
+        self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="retrain-scheduler", daemon=True).start()
+        if app_grace_s is not None:
+            end_with_app("retrain scheduler", self.stop, app_grace_s)
 
     def _loop(self) -> None:
-        while True:  # a daemon thread: it ends with the actor
-            time.sleep(self.settings.check_s)
-            try:
-                self.scheduler.step()
-            except Exception:  # noqa: BLE001 - a failed step is logged; the next one tries again
-                logger.exception("retrain scheduler: step failed")
+        while not self._stopped.wait(self.settings.check_s):  # a daemon thread: it ends with the actor
+            with self._stepping:
+                if self._stopped.is_set():
+                    return
+                try:
+                    self.scheduler.step()
+                except Exception:  # noqa: BLE001 - a failed step is logged; the next one tries again
+                    logger.exception("retrain scheduler: step failed")
+
+    def stop(self) -> None:
+        """Start no attempt any more; returns once the attempt under way, if any, has finished."""
+        self._stopped.set()
+        with self._stepping:
+            pass
 
     def fingerprint(self) -> str:
-        """The digest of the settings this scheduler was started with."""
-        return self.settings.fingerprint()
+        """The digest of the settings this scheduler was started with, and whether it ends with the app."""
+        return scheduler_fingerprint(self.settings, self.app_grace_s)
 
     def settings_dict(self) -> dict[str, Any]:
         return self.settings.model_dump()
@@ -66,11 +80,17 @@ class RetrainSchedulerService:
         self._live[accuracy.model_id] = accuracy
 
 
-def start_scheduler(settings: SchedulerSettings) -> ray.actor.ActorHandle:
+def scheduler_fingerprint(settings: SchedulerSettings, app_grace_s: float | None) -> str:
+    return settings_digest(settings.fingerprint(), app_grace_s)
+
+
+def start_scheduler(settings: SchedulerSettings, app_grace_s: float | None = None) -> ray.actor.ActorHandle:
     """The cluster's scheduler actor with these settings (detached, pinned to the head node): a running one
-    started with the same settings is kept, one started otherwise is replaced."""
-    return start_head_singleton(RetrainSchedulerService, SCHEDULER_ACTOR, settings.fingerprint(), stop_scheduler,
-                                settings.model_dump(), timeout_s=CALL_TIMEOUT_S)
+    started with the same settings is kept, one started otherwise is replaced. `app_grace_s` (the app's
+    bootstrap sets it): it ends itself, after the attempt under way, once the API's Serve app has been gone that
+    long (core/app_watch.py)."""
+    return start_head_singleton(RetrainSchedulerService, SCHEDULER_ACTOR, scheduler_fingerprint(settings, app_grace_s),
+                                stop_scheduler, settings.model_dump(), app_grace_s, timeout_s=CALL_TIMEOUT_S)
 
 
 def stop_scheduler(timeout_s: float = 60.0) -> bool:

@@ -7,6 +7,7 @@ import pytest
 
 from app import bootstrap
 from app.settings import AppArgs
+from core.app_watch import APP_GRACE_S
 
 
 def args(tmp_path, **retrain) -> AppArgs:
@@ -55,13 +56,14 @@ def test_bad_schedules_are_refused(schedule):
 
 def test_the_bootstrap_starts_the_scheduler_with_its_settings_or_stops_it(tmp_path, monkeypatch: pytest.MonkeyPatch):
     calls: list = []
-    monkeypatch.setattr(bootstrap, "start_telemetry", lambda *a, **k: calls.append("telemetry"))
+    monkeypatch.setattr(bootstrap, "start_telemetry", lambda *a, **k: calls.append(("telemetry", k["app_grace_s"])))
     monkeypatch.setattr(bootstrap, "stop_controller", lambda: calls.append("stop controller"))
-    monkeypatch.setattr(bootstrap, "start_scheduler", lambda settings: calls.append(settings))
+    monkeypatch.setattr(bootstrap, "start_scheduler",
+                        lambda settings, app_grace_s: calls.append((settings, app_grace_s)))
     monkeypatch.setattr(bootstrap, "stop_scheduler", lambda: calls.append("stop scheduler"))
     enabled = args(tmp_path)
     bootstrap.start_actors(enabled)
-    assert calls == ["stop controller", "telemetry", enabled.scheduler_settings()]
+    assert calls == ["stop controller", ("telemetry", APP_GRACE_S), (enabled.scheduler_settings(), APP_GRACE_S)]
     calls.clear()
     bootstrap.start_actors(args(tmp_path, schedule={"enabled": False}))
-    assert calls == ["stop controller", "telemetry", "stop scheduler"]
+    assert calls == ["stop controller", ("telemetry", APP_GRACE_S), "stop scheduler"]
