@@ -11,6 +11,7 @@ from collectors.collector import Collector
 from collectors.replay import ReplaySource
 from collectors.settings import CollectorConfig, NodeSettings, on_this_node
 from collectors.sources import build_sources
+from core.actors import settings_digest
 from core.stores.remote import RemoteStore
 
 
@@ -24,6 +25,11 @@ class ReplaySettings(BaseModel):
     loop: bool = True
     backfill: bool = Field(False, description="first store one cycle of the trace as the recent past, so a fresh "
                                               "store has the history forecasts and scheduled retrains need")
+
+
+def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None) -> str:
+    """The digest of the settings a collector is started with."""
+    return settings_digest(config_data, selected, replay)
 
 
 class CollectorActor:
@@ -46,14 +52,16 @@ class CollectorActor:
             sources = build_sources(config, node_name, selected=set(selected) if selected else None, node=node)
         store = RemoteStore()
         self.collector = Collector(node_name, sources, None if store.is_read_only() else store, config.telemetry)
+        self.fingerprint = collector_fingerprint(config_data, selected, replay)
 
     def node_id(self) -> str:
         """The telemetry node id this collector stamps on its samples."""
         return self.collector.node_id
 
-    def round_age_s(self) -> float:
-        """Seconds since the last finished sampling round (the supervisor's health check)."""
-        return self.collector.round_age_s()
+    def health(self) -> tuple[str, float]:
+        """The supervisor's ping: the digest of the settings this collector was started with, and the seconds
+        since its last finished sampling round."""
+        return self.fingerprint, self.collector.round_age_s()
 
     def status(self) -> dict:
         return self.collector.status()

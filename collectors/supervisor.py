@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from collectors.collector_actor import CollectorActor
+from collectors.collector_actor import CollectorActor, collector_fingerprint
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 10.0
 UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
+REPLAY_KEY = "replay"  # supervisor key of the replay collector
 STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min): sampling has stalled
 
 
@@ -65,7 +66,7 @@ class CollectorSupervisor:
         alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
         wanted = {f"{NODE_KEY}{node_id}": node_id for node_id in alive}
         if self.replay is not None:
-            wanted["replay"] = None
+            wanted[REPLAY_KEY] = None
         actions = {}
         for key in list(self.collectors):
             if key not in wanted:
@@ -75,8 +76,8 @@ class CollectorSupervisor:
             handle = self.collectors.get(key)
             if handle is not None and not self._must_replace(key, handle):
                 continue
-            if handle is not None:
-                ray.kill(handle, no_restart=True)
+            if handle is not None:  # its name freed first, or the start below would find the old actor again
+                kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)
             self._misses.pop(key, None)
             self.collectors[key] = self._start(key, node_id)
             actions[key] = "started"
@@ -89,21 +90,29 @@ class CollectorSupervisor:
                                    "get_if_exists": True, "max_restarts": -1, "num_cpus": 0}
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        replay = self.replay if node_id is None else None
-        return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected, replay)
+        return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected,
+                                                                    self._replay_of(key))
+
+    def _replay_of(self, key: str) -> dict | None:
+        return self.replay if key == REPLAY_KEY else None
 
     def _must_replace(self, key: str, handle) -> bool:
-        """Whether the collector under `key` is dead, or wedged: `UNANSWERED_PINGS` pings in a row went unanswered
-        or found its sampling stalled (no progress for `stall_after_s`: a sampling thread stuck outside its
-        bounded source reads, in a store write say, keeps the actor answering while the node's telemetry has
-        stopped). The ping reads nothing (`status` probes every
+        """Whether the collector under `key` is dead, runs with other settings, or is wedged.
+
+        Other settings: a collector left by a supervisor that was replaced before it could stop it, found again by
+        name. Wedged: `UNANSWERED_PINGS` pings in a row went unanswered or found its sampling stalled (no progress
+        for `stall_after_s`: a sampling thread stuck outside its bounded source reads, in a store write say, keeps
+        the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
         source, and a slow tool may take seconds), and one slow answer is no reason to kill a collector and the
         samples it has not flushed yet."""
         try:
-            age_s = ray.get(handle.round_age_s.remote(), timeout=HEALTH_TIMEOUT_S)
+            fingerprint, age_s = ray.get(handle.health.remote(), timeout=HEALTH_TIMEOUT_S)
         except GetTimeoutError:
             return self._missed(key)
         except Exception:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
+            return True
+        if fingerprint != collector_fingerprint(self.config_data, self.selected, self._replay_of(key)):
+            logger.warning("collector supervisor: collector %s runs with other settings: replacing it", key)
             return True
         if age_s > self.stall_after_s:
             logger.warning("collector supervisor: collector %s made no progress for %.0f s", key, age_s)

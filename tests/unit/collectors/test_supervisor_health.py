@@ -1,7 +1,7 @@
 """When the supervisor replaces a collector: at once when it is dead, after UNANSWERED_PINGS unanswered pings in a
 row when it is wedged or its sampling has stalled, never for one slow answer (a status call probing a slow NPU
-tool made the health check time out, and the replacement lost the samples the collector had not flushed). Ray's
-calls are stood in for; no Ray."""
+tool made the health check time out, and the replacement lost the samples the collector had not flushed); at once
+too when it runs with other settings (left by a replaced supervisor). Ray's calls are stood in for; no Ray."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import pytest
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from collectors import supervisor
+from collectors.collector_actor import collector_fingerprint
 from collectors.supervisor import UNANSWERED_PINGS, CollectorSupervisor
+
+CONFIG = {"telemetry": {"sampling_interval": "10s"}}
+SAME = collector_fingerprint(CONFIG, None, None)
 
 
 class Method:
@@ -24,20 +28,22 @@ class Method:
 class Handle:
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.round_age_s, self.status = Method("round_age_s", self.calls), Method("status", self.calls)
+        self.health, self.status = Method("health", self.calls), Method("status", self.calls)
 
 
 @pytest.fixture
 def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | float | None]:
     """What each ping gets, in order: None answers (a round just finished), a number is the seconds since the last
-    round, an exception is raised by ray.get."""
+    round, an exception is raised by ray.get, a (fingerprint, seconds) pair is answered as it is."""
     queue: list[Exception | float | None] = []
 
     def get(_ref, timeout=None):
         outcome = queue.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        return 0.5 if outcome is None else outcome
+        if isinstance(outcome, tuple):
+            return outcome
+        return SAME, 0.5 if outcome is None else outcome
 
     monkeypatch.setattr(supervisor.ray, "get", get)
     return queue
@@ -47,6 +53,7 @@ def bare() -> CollectorSupervisor:
     instance = object.__new__(CollectorSupervisor)
     instance._misses = {}
     instance.stall_after_s = 120.0
+    instance.config_data, instance.selected, instance.replay = CONFIG, None, None
     return instance
 
 
@@ -55,7 +62,7 @@ def test_a_wedged_collector_is_replaced_only_after_pings_in_a_row_go_unanswered(
     answers += [GetTimeoutError()] * (UNANSWERED_PINGS - 1) + [None] + [GetTimeoutError()] * UNANSWERED_PINGS
     verdicts = [watcher._must_replace("node-a", handle) for _ in range(2 * UNANSWERED_PINGS)]
     assert verdicts == [False] * (2 * UNANSWERED_PINGS - 1) + [True]  # the answer in between reset the count
-    assert set(handle.calls) == {"round_age_s"}  # the ping probes no source
+    assert set(handle.calls) == {"health"}  # the ping probes no source
 
 
 def test_a_dead_collector_is_replaced_at_once(answers):
@@ -70,3 +77,13 @@ def test_a_collector_whose_sampling_stalled_is_replaced_though_it_answers(answer
     answers += [500.0] * UNANSWERED_PINGS
     assert [watcher._must_replace("node-a", Handle()) for _ in range(UNANSWERED_PINGS)] == (
         [False] * (UNANSWERED_PINGS - 1) + [True])
+
+
+def test_a_collector_started_with_other_settings_is_replaced_at_once(answers):
+    """A supervisor replaced before it could stop its collectors (they did not answer in time) left them running
+    with the old settings; the new one found them by name and kept them."""
+    other = collector_fingerprint({"telemetry": {"sampling_interval": "1s"}}, None, None)
+    answers += [(other, 0.5), (SAME, 0.5)]
+    watcher = bare()
+    assert watcher._must_replace("node-a", Handle())
+    assert not watcher._must_replace("node-a", Handle())
