@@ -83,8 +83,8 @@ TELEMETRY_DROPPED = MetricSpec(name="kcloud_telemetry_dropped_samples_total", ki
 # --- serving (deployments/) ----------------------------------------------------------------------------------
 MODEL_INFERENCE_SECONDS = MetricSpec(
     name="kcloud_model_inference_seconds", kind=MetricKind.HISTOGRAM,
-    description="duration of one model call (a batch of requests for the power model), by model and version",
-    tags=("model_id", "model_version"),
+    description="duration of one model call (a batch of requests for the power model), by model",
+    tags=("model_id",),  # not the version: Ray keeps every label set, 16 series per activation and replica
     boundaries=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 FORECAST_POWER_WATTS = MetricSpec(
     name="kcloud_forecast_power_watts", kind=MetricKind.GAUGE,

@@ -83,8 +83,7 @@ class CostPredictor(RegistryFollower):
             raise RuntimeError(f"no cost model loaded: {self._unloadable}")
         started = time.perf_counter()
         estimates = price_batch(self.model, queries)
-        self.latency.record((time.perf_counter() - started) * 1000.0, f"{self.model_id}/{self.version}",
-                            count=len(queries))
+        self.latency.record((time.perf_counter() - started) * 1000.0, count=len(queries))
         return estimates
 
     def describe(self) -> ServedCostModel:

@@ -1,5 +1,5 @@
 """Live inference latency of a replica: the last N model calls as percentiles, and every call as the
-kcloud_model_inference_seconds histogram of its model and version (core/metrics_catalog.py)."""
+kcloud_model_inference_seconds histogram of its model (core/metrics_catalog.py)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,13 @@ class LatencyRecorder:
         self.calls = 0
         self.requests = 0
 
-    def record(self, milliseconds: float, model_version: str, count: int = 1) -> None:
-        """One model call of `model_version` (e.g. "power_lstm/3") that served `count` requests."""
+    def record(self, milliseconds: float, count: int = 1) -> None:
+        """One model call that served `count` requests."""
         self._durations.append(milliseconds)
         self.calls += 1
         self.requests += count
         if self._histogram is not None:
-            self._histogram.observe(milliseconds / 1000.0,
-                                    tags={"model_id": self.model_id, "model_version": model_version})
+            self._histogram.observe(milliseconds / 1000.0, tags={"model_id": self.model_id})
 
     def percentiles(self) -> dict[str, float | int]:
         """p50/p90/p99 of model-call latency in ms over the window, plus totals since start."""

@@ -285,7 +285,7 @@ class PowerPredictor(RegistryFollower):
     def _pass(self, served: ServedPower, histories: list[PowerHistory]) -> list[PowerForecast]:
         started = time.perf_counter()
         forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic)
-        served.latency.record((time.perf_counter() - started) * 1000.0, served.model_version, count=len(histories))
+        served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return forecasts
 
     def _alone(self, served: ServedPower, history: PowerHistory) -> PowerForecast | Exception:
