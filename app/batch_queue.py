@@ -4,7 +4,8 @@ One actor per records directory (named after it, num_cpus=0), created by the ing
 it and owned by it, so it ends with the app and a redeploy brings one with the new settings (if its owner ends
 first, the next submission or read of an unfinished batch starts another). When it starts it
 queues every batch its records still show pending or running, oldest first: an app restart resumes them through
-the queue, not all at once. It also deletes finished batches once they are older than `batches.retention`.
+the queue, not all at once. It also deletes finished batches once they are older than `batches.retention`, and the
+oldest beyond `batches.max_finished`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class BatchRunner:
         finally:
             self.running.discard(batch_id)
             self._dispatch()
+        try:
+            await asyncio.to_thread(self.records.trim, self.settings.max_finished)
+        except OSError:
+            logger.warning("batch queue: cannot trim the finished batches", exc_info=True)
 
     async def _sweep_forever(self) -> None:
         interval = min(self.settings.retention / 4, MAX_SWEEP_INTERVAL_S)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from app.access import READ, WRITE
 from app.errors import ApiError, responses, unavailable
 from app.ingress_state import Ingress
 from app.power_api import MissingPowerHistory, to_history
-from app.schemas import BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
+from app.schemas import MAX_BATCH_ITEMS, BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
 from core.records import UNFINISHED
 from training.cost.catalog import UnknownGpuType
 
@@ -19,10 +19,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def batch_status(record: dict) -> BatchStatus:
+def batch_status(record: dict, offset: int = 0, limit: int = MAX_BATCH_ITEMS) -> BatchStatus:
+    """The record as the API shows it, with the results of items `offset` to `offset + limit - 1`."""
+    results = record.get("results", [])
     return BatchStatus(batch_id=record["id"], status=record["status"], created_at=record["created_at"],
                        updated_at=record["updated_at"], items=record["items_count"], completed=record["completed"],
-                       results=record.get("results", []), error=record.get("error"))
+                       results=results[offset:offset + limit], results_offset=offset, error=record.get("error"))
 
 
 @router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, dependencies=[READ],
@@ -69,12 +71,16 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
 
 @router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, dependencies=[READ],
             responses=responses(401, 404))
-async def get_batch(batch_id: Annotated[str, Path(max_length=64)], replica: Ingress) -> BatchStatus:
-    """Status of a batch and, once done, every item's result or error."""
+async def get_batch(
+        batch_id: Annotated[str, Path(max_length=64)], replica: Ingress,
+        offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS, description="the first item's result shown")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_BATCH_ITEMS, description="results shown at most")] = MAX_BATCH_ITEMS,
+) -> BatchStatus:
+    """Status of a batch and, once done, every item's result or error (a page of them with offset and limit)."""
     record = replica.batches.get(batch_id)
     if record["status"] in UNFINISHED:
         try:
             await replica.batch_queue.resume_if_lost()
         except Exception:  # noqa: BLE001 - the status is still answered; the next read tries again
             logger.warning("batch %s: cannot reach or restart the batch queue", batch_id, exc_info=True)
-    return batch_status(record)
+    return batch_status(record, offset, limit)

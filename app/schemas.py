@@ -179,7 +179,9 @@ class BatchStatus(BaseModel):
     updated_at: datetime
     items: int
     completed: int
-    results: list[BatchItemResult] = []
+    results: list[BatchItemResult] = Field([], description="per item, in item order: those from results_offset on "
+                                                            "(every one unless the read asked for a page)")
+    results_offset: int = Field(0, description="the item index of the first result shown")
     error: str | None = None
 
 

@@ -1,7 +1,8 @@
 """Persisted job records (prediction batches, retraining attempts): one JSON file each, written atomically.
 
 Records outlive the app: after a restart the API still answers for every batch and job it accepted, until a
-finished record is older than the store's retention (then it is deleted, and unknown from then on).
+finished record is older than the store's retention, or is among the oldest beyond a cap on finished records (then it
+is deleted, and unknown from then on).
 """
 
 from __future__ import annotations
@@ -94,6 +95,24 @@ class RecordStore:
         if expired:
             logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
         return len(expired)
+
+    def trim(self, keep: int) -> int:
+        """Keep at most `keep` finished records: when there are more, the oldest (by last update) are deleted down to
+        9/10 of `keep`, so that the next ones added do not each read every record again. Unfinished records are
+        never deleted. Reads no record while the folder holds at most `keep` files. Returns how many it deleted."""
+        paths = list(self.folder.glob("*.json"))
+        if len(paths) <= keep:
+            return 0
+        finished = [(record.get("updated_at", ""), path) for path in paths
+                    if (record := self._read(path)) is not None and record.get("status") not in UNFINISHED]
+        finished.sort(key=lambda pair: pair[0])
+        excess = finished[:max(0, len(finished) - keep * 9 // 10)] if len(finished) > keep else []
+        for _, path in excess:
+            path.unlink(missing_ok=True)
+        if excess:
+            logger.info("deleted the %d oldest finished %s records (at most %d are kept)", len(excess), self.kind,
+                        keep)
+        return len(excess)
 
     def _expired(self, record: dict[str, Any]) -> bool:
         if self.retention_s is None or record.get("status") in UNFINISHED:

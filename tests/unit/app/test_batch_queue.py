@@ -121,6 +121,52 @@ def test_the_queue_sweeps_expired_records_when_it_starts(tmp_path):
     assert list(asyncio.run(scenario()).folder.glob("*.json")) == []
 
 
+def test_beyond_the_cap_the_oldest_finished_records_go_first_and_unfinished_ones_stay(tmp_path):
+    clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=s) for s in range(100))
+    records = RecordStore(tmp_path, "batches", retention_s=86400, clock=lambda: next(clock))
+    waiting = records.create({"status": "pending"})["id"]  # the oldest record of all
+    finished = [records.create({"status": "done" if n % 2 else "failed"})["id"] for n in range(25)]
+    assert records.trim(keep=26) == 0  # 26 files: within the cap, nothing read
+    assert records.trim(keep=20) == 7  # down to 9/10 of the cap, oldest first
+    left = {path.stem for path in records.folder.glob("*.json")}
+    assert left == {waiting, *finished[7:]}
+    assert records.trim(keep=20) == 0  # 19 files
+
+
+def test_the_queue_trims_finished_batches_to_the_cap_as_they_finish(tmp_path):
+    async def scenario() -> RecordStore:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_finished=10), "app", "power", run=Recorder(seconds=0))
+        await runner.start()
+        for batch_id in pending(runner.records, 15):
+            assert await runner.submit(batch_id)
+        await drained(runner)
+        await asyncio.sleep(0.2)  # the last trims run in threads
+        return runner.records
+
+    assert len(list(asyncio.run(scenario()).folder.glob("*.json"))) <= 10
+
+
+def test_a_batch_s_results_can_be_read_a_page_at_a_time(http, tmp_path):
+    replica = Ingress(tmp_path, accepts=True)
+    results = [{"index": n, "status": "ok", "result": {"n": n}} for n in range(5)]
+    record = replica.batches.create({"status": "done", "items": [COST_ITEM] * 5, "items_count": 5, "completed": 5,
+                                     "results": results})
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        client, auth = http(api), {"Authorization": "Bearer t"}
+        url = f"/api/v1/predict/batch/{record['id']}"
+        whole = client.get(url, headers=auth).json()
+        page = client.get(url, params={"offset": 2, "limit": 2}, headers=auth).json()
+        past = client.get(url, params={"offset": 9}, headers=auth).json()
+        refused = client.get(url, params={"limit": 0}, headers=auth)
+    finally:
+        api.dependency_overrides.clear()
+    assert [r["index"] for r in whole["results"]] == [0, 1, 2, 3, 4] and whole["results_offset"] == 0
+    assert [r["index"] for r in page["results"]] == [2, 3] and page["results_offset"] == 2 and page["items"] == 5
+    assert past["results"] == []
+    assert refused.status_code == 422 and "limit" in refused.text
+
+
 def test_one_queue_per_records_directory():
     assert queue_name("/srv/a/state") == queue_name("/srv/a/state") != queue_name("/srv/b/state")
 
