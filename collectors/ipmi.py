@@ -66,6 +66,10 @@ def _pyghmi() -> tuple[Any, Any]:
     return command.Command, ps.Session
 
 
+class SdrLoading(RuntimeError):
+    """The BMC's sensor repository is still downloading (the first SDR read): no reading yet, and no failure."""
+
+
 class IpmiSource(TelemetrySource):
     """Wall power of one node from its BMC (device_id "node")."""
 
@@ -74,17 +78,19 @@ class IpmiSource(TelemetrySource):
     def __init__(self, target: str | tuple[str, int], username: str, password: str, node_id: str, *,
                  timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0,
-                 frozen_after_s: float = 300.0) -> None:
+                 frozen_after_s: float = 300.0, sdr_load_timeout_s: float = 300.0) -> None:
         self.host, self.port = parse_bmc_target(target) if isinstance(target, str) else target
         self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
         self.__password = password
         self.timeout_s, self.max_failures, self.min_interval_s = timeout_s, max_failures, min_interval_s
+        self.sdr_load_timeout_s = sdr_load_timeout_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.dcmi_reprobe_s, self.limit_refresh_s = dcmi_reprobe_s, limit_refresh_s
         self.method: str | None = None  # "dcmi" or "sdr", as of the last good read
         self.sensors_used: list[str] = []  # SDR sensor names summed or read by the last SDR read
         self._cmd: Any = None
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
+        self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._limit: float | None = None
         self._limit_at = float("-inf")
@@ -101,6 +107,8 @@ class IpmiSource(TelemetrySource):
     def available(self) -> tuple[bool, str]:
         if not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try:
             self._attempt()  # never read yet: probe once (bounded by timeout_s)
+        if self._sdr_loading_since is not None:
+            return False, self._reason
         if self._auth_failed or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
             return False, self._reason
         return True, ""
@@ -127,6 +135,9 @@ class IpmiSource(TelemetrySource):
     def _attempt(self) -> TelemetrySample | None:
         try:
             reading = self._bounded(self._read)
+        except SdrLoading as loading:  # no failure: the next read finds the download finished, or still under way
+            self._reason = str(loading)
+            return None
         except Exception as err:  # every failure becomes a reason
             self._fail(err)
             return None
@@ -134,11 +145,22 @@ class IpmiSource(TelemetrySource):
         return reading
 
     def _bounded(self, fn: Any) -> Any:
+        """`fn()` in the worker thread within `timeout_s`. The first SDR download, hundreds of requests that take a
+        real BMC tens of seconds, is no stall: it is left to finish in its thread (SdrLoading) for up to
+        `sdr_load_timeout_s`, and only then is the session dropped as for any stall."""
         try:
             return self._call.run(fn, self.timeout_s)
-        except StillRunning:
-            raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
-        except TimeoutError:
+        except (StillRunning, TimeoutError) as err:
+            loading_since = self._sdr_loading_since
+            if loading_since is not None:
+                if time.monotonic() - loading_since < self.sdr_load_timeout_s:
+                    raise SdrLoading(f"BMC {self.host}:{self.port}: downloading its sensor repository (SDR) for the "
+                                     f"first read, {time.monotonic() - loading_since:.0f} s so far") from None
+                self._reset()
+                raise TimeoutError(f"BMC {self.host}:{self.port} did not finish sending its sensor repository (SDR) "
+                                   f"within {self.sdr_load_timeout_s:g} s") from None
+            if isinstance(err, StillRunning):
+                raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
             self._reset()
             raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
 
@@ -195,7 +217,11 @@ class IpmiSource(TelemetrySource):
 
     def _read_sdr(self, cmd: Any) -> TelemetrySample:
         if self._sdr is None:
-            sdr = cmd.init_sdr()
+            self._sdr_loading_since = time.monotonic()
+            try:
+                sdr = cmd.init_sdr()
+            finally:
+                self._sdr_loading_since = None
             entries = {key: e for key, e in sdr.sensors.items() if getattr(e, "baseunit", None) == "W"}
             described = [PowerSensor(str(key), e.name, e.entity, e.baseunit, bool(e.unit_mod or e.percent))
                          for key, e in entries.items()]

@@ -164,6 +164,43 @@ def test_a_stalled_bmc_is_bounded_and_never_piles_up_threads():
     release.set()
 
 
+class SlowSdrCmd(FakeCmd):
+    """A BMC without DCMI whose sensor repository takes `seconds` to download (a real one: tens of seconds)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(None)
+        self.seconds, self.broken = seconds, False
+        self.ipmi_session = self
+
+    def init_sdr(self):
+        time.sleep(self.seconds)
+        return self.sdr
+
+    def logout(self):
+        pass
+
+
+def test_the_first_sdr_download_may_outlast_the_read_timeout_without_failing():
+    """Regression: the first read of a BMC without DCMI downloads its SDR; it got the 5 s of any read, so on a real
+    BMC it timed out, the session was dropped, and the next read started the download over: never a reading."""
+    cmd = SlowSdrCmd(0.6)
+    source = _with_cmd(cmd, timeout_s=0.1, backoff_s=0)
+    assert source.sample() == [] and "downloading its sensor repository" in source._reason
+    assert source.available()[0] is False and source._failures == 0 and not cmd.broken
+    time.sleep(0.7)
+    [sample] = source.sample()
+    assert (sample.power_watts, source._failures) == (400.0, 0)
+
+
+def test_an_sdr_download_is_given_up_after_its_own_limit():
+    cmd = SlowSdrCmd(2.0)
+    source = _with_cmd(cmd, timeout_s=0.1, backoff_s=0, sdr_load_timeout_s=0.3)
+    assert source.sample() == [] and source._failures == 0
+    time.sleep(0.35)
+    assert source.sample() == [] and source._failures == 1 and cmd.broken  # dropped as any stalled session
+    assert "did not finish sending its sensor repository (SDR) within 0.3 s" in source._reason
+
+
 def test_unavailable_only_after_repeated_failures_once_it_worked():
     source = IpmiSource("10.0.0.9", "admin", "pw", "n1", backoff_s=0, max_failures=3)
     good = source._sample(300.0, Quality.OK, None)
