@@ -2,7 +2,8 @@
 like the other singletons: the embedded store's file lies on the head's disk, and a restarted actor must find it.
 
 Collectors on every node push batches to the actor; the API reads windows and latest values from it. The
-backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST).
+backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
+safe to call from several threads: the actor answers up to MAX_CONCURRENT_CALLS calls at once.
 A redeploy with other store settings replaces the actor (`start_store_actor`).
 """
 
@@ -22,6 +23,7 @@ from core.stores.settings import StoreSettings
 from core.telemetry import TelemetrySample
 
 CALL_TIMEOUT_S = 15.0
+MAX_CONCURRENT_CALLS = 8  # a long read (weeks of a node for a retraining) must not hold the collectors' writes up
 
 
 class TelemetryStoreService:
@@ -63,6 +65,7 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
     return ray.remote(TelemetryStoreService).options(
         name=STORE_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=0, num_cpus=0, resources=HEAD,  # the embedded store's file is on the head's disk
+        max_concurrency=MAX_CONCURRENT_CALLS,
     ).remote(dict(settings) if settings is not None else None, config_path)
 
 

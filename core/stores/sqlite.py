@@ -4,7 +4,9 @@ One table keyed on the idempotency key, ordered (node_id, ts_ms, source, device_
 replaces itself instead of duplicating, and the key's (node_id, ts_ms) prefix is the index that serves
 windows and latest readings (a clustered table, so no second index to maintain on every insert). WAL journal with
 synchronous=FULL: a committed batch survives a crash or power loss, which the durable buffer relies on
-before it drops its copy. One connection behind a lock makes the store safe to share between threads.
+before it drops its copy. Writes go through one connection behind a lock; reads through a small pool of read-only
+connections of their own, so a long read (two weeks of a node for a retraining) neither waits for the writers nor
+holds them up (WAL lets readers and one writer work at once). The store is safe to share between threads.
 
 Latest readings ignore rows stamped more than `future_tolerance_s` ahead of now, so one sample from a
 clock far ahead never freezes its node as fresh. With a `retention_s`, a background thread deletes rows
@@ -17,7 +19,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,6 +94,7 @@ DELETE FROM telemetry WHERE (node_id, ts_ms, source, device_id) IN (
 """
 PRUNE_INTERVAL_S = 300.0
 PRUNE_CHUNK = 5000
+MAX_IDLE_READERS = 8  # read connections kept open between reads (as many as the store actor's concurrent calls)
 
 
 class SqliteStore(TelemetryStore):
@@ -105,6 +109,8 @@ class SqliteStore(TelemetryStore):
         self.path = Path(data_dir) / DB_FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []  # under _readers_lock
+        self._readers_lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -140,24 +146,24 @@ class SqliteStore(TelemetryStore):
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         start_ms, end_ms = check_window(start, end, step_s)
         params = {"step_ms": step_s * 1000, "step_s": step_s, "node": node_id, "start": start_ms, "end": end_ms}
-        with self._lock:
-            rows = self._conn.execute(_WINDOW, params).fetchall()
+        with self._reading() as conn:
+            rows = conn.execute(_WINDOW, params).fetchall()
         return node_frame(pd.DataFrame(rows, columns=list(DEVICE_BIN_COLUMNS)), node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         now = datetime.now(UTC)
         until = to_ms(now + timedelta(seconds=self.future_tolerance_s))
         rows: list[tuple] = []
-        with self._lock:
-            targets = [node_id] if node_id is not None else [r[0] for r in self._conn.execute(_NODES)]
+        with self._reading() as conn:
+            targets = [node_id] if node_id is not None else [r[0] for r in conn.execute(_NODES)]
             for node in targets:
-                newest_row = self._conn.execute(_NEWEST_ROW, (node, until)).fetchone()[0]
-                found = None if newest_row is None else self._conn.execute(
+                newest_row = conn.execute(_NEWEST_ROW, (node, until)).fetchone()[0]
+                found = None if newest_row is None else conn.execute(
                     _NEWEST, (node, newest_row - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
                 if found is not None:
                     newest = found[0]
                     since = newest - int(LATEST_SPREAD_S * 1000)
-                    rows.extend(self._conn.execute(_RECENT_POWER, (node, since, newest)).fetchall())
+                    rows.extend(conn.execute(_RECENT_POWER, (node, since, newest)).fetchall())
         return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)), now)
 
     def prune(self, now: datetime | None = None) -> int:
@@ -194,12 +200,36 @@ class SqliteStore(TelemetryStore):
                 return
 
     def nodes(self) -> list[str]:
-        with self._lock:
-            return [row[0] for row in self._conn.execute(_NODES)]
+        with self._reading() as conn:
+            return [row[0] for row in conn.execute(_NODES)]
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection for one read: an idle one, else a new one; at most MAX_IDLE_READERS are kept."""
+        with self._readers_lock:
+            if self._closed.is_set():
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            conn = self._idle_readers.pop() if self._idle_readers else None
+        if conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA query_only=ON")
+        try:
+            yield conn
+        finally:
+            with self._readers_lock:
+                keep = not self._closed.is_set() and len(self._idle_readers) < MAX_IDLE_READERS
+                if keep:
+                    self._idle_readers.append(conn)
+            if not keep:
+                conn.close()
 
     def close(self) -> None:
+        with self._readers_lock:
+            self._closed.set()  # a read under way closes its connection when it ends
+            idle, self._idle_readers = self._idle_readers, []
+        for conn in idle:
+            conn.close()
         with self._lock:
-            self._closed.set()
             self._conn.close()
         if self._pruner is not None and self._pruner is not threading.current_thread():
             self._pruner.join(timeout=10)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from core.stores import create_store, sqlite
+from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 
@@ -117,3 +120,49 @@ def test_the_factory_gives_the_embedded_store_its_retention(tmp_path):
         assert default.retention_s == 30 * DAY
     with create_store({"TELEMETRY_DATA_DIR": str(tmp_path / "b"), "TELEMETRY_RETENTION": "7d"}) as week:
         assert week.retention_s == 7 * DAY
+
+
+def test_reads_neither_wait_for_a_writer_nor_hold_one_up(tmp_path):
+    """Regression: reads shared the writers' one connection and lock, so two weeks of a node read for a retraining
+    held every collector's write (and every forecast's read) up until it ended."""
+    now = datetime.now(UTC)
+    with SqliteStore(tmp_path) as store:
+        store.write([power(now - timedelta(minutes=m), 100.0 + m) for m in range(10)])
+        read: dict = {}
+
+        def reads() -> None:
+            read["window"] = store.window("n1", now - timedelta(minutes=10), now, 60)
+            read["nodes"], read["latest"] = store.nodes(), [n.node_id for n in store.latest()]
+
+        with store._lock:  # a writer (or a retention chunk) holds the write connection
+            reader = threading.Thread(target=reads, daemon=True)
+            reader.start()
+            reader.join(timeout=5)
+            assert not reader.is_alive(), "the reads waited for the writer"
+        assert read["window"]["power_watts"].notna().sum() >= 9
+        assert read["nodes"] == ["n1"] and read["latest"] == ["n1"]
+        with store._reading() as reader:  # a long read under way, its snapshot open
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM telemetry").fetchone()
+            assert store.write([power(now + timedelta(seconds=1), 300.0)]) == 1  # the writer goes on
+            reader.execute("COMMIT")
+        assert count(store) == 11
+        with store._reading() as reader, pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.execute("DELETE FROM telemetry")  # read connections never write
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.nodes()
+
+
+def test_idle_read_connections_are_kept_up_to_a_bound_and_closed_with_the_store(tmp_path):
+    store = SqliteStore(tmp_path)
+    opened = [store._reading() for _ in range(sqlite.MAX_IDLE_READERS + 3)]
+    for reading in opened:
+        reading.__enter__()
+    for reading in opened:
+        reading.__exit__(None, None, None)
+    assert len(store._idle_readers) == sqlite.MAX_IDLE_READERS
+    idle = list(store._idle_readers)
+    store.close()
+    assert store._idle_readers == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        idle[0].execute("SELECT 1")
