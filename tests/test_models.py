@@ -446,6 +446,20 @@ def test_power_override_drives_the_energy_cost(fitted):
 
 
 @pytest.mark.slow
+def test_a_job_outside_the_training_range_is_named_and_never_confident(fitted):
+    """The boosters extrapolate flat beyond the training jobs: before, a 10-times-longer job than any seen got the
+    confidence of a typical one."""
+    model, _ = fitted
+    longest = model.training_ranges["duration_hours"][1]
+    typical, far = model.predict_many([TYPICAL[0], TYPICAL[0].model_copy(update={"duration_hours": 10 * longest})])
+    assert typical.outside_training_range == () and typical.confidence > min(model.hit_rates)
+    assert far.outside_training_range == ("duration_hours",)
+    assert far.confidence <= min(model.hit_rates)
+    many_gpus = model.predict(query(64, 512, 64, "H100", 6))
+    assert "gpu_count" in many_gpus.outside_training_range
+
+
+@pytest.mark.slow
 def test_save_load_round_trip(fitted, tmp_path):
     model, _ = fitted
     folder = tmp_path / "cost_gbm" / "7"
@@ -455,6 +469,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     queries = TYPICAL + [q.model_copy(update={"spot_instance": True}) for q in TYPICAL]
     for a, b in zip(model.predict_many(queries), loaded.predict_many(queries), strict=True):
         assert a.model_dump(exclude={"model_version"}) == b.model_dump(exclude={"model_version"})
+    assert loaded.training_ranges == model.training_ranges
 
 
 @pytest.mark.slow

@@ -19,7 +19,10 @@ The promised properties hold by construction, whatever the training data:
   clipped so that lower <= predicted_cost <= upper.
 * confidence = estimated P(|actual - predicted_cost| <= ``tolerance`` * predicted_cost): the hit rate, on
   the calibration split, of jobs whose relative interval width (upper - lower) / predicted falls in the
-  same width quintile (Laplace-smoothed, made non-increasing in width).
+  same width quintile (Laplace-smoothed, made non-increasing in width). A job outside the range the model
+  trained on (more GPUs, hours, ... than any training job, or fewer) is named so (``outside_training_range``) and
+  given at most the lowest of those hit rates: the boosters only extrapolate flat there, and no held-out job
+  says how well that works.
 
 Records are split at random 70/15/15 into train / calibration / test; ``fit`` returns test metrics.
 On disk: one LightGBM text model per booster plus ``cost_model.json`` (features, vocabularies,
@@ -90,6 +93,7 @@ class CostModel:
         self.margin = 0.0
         self.width_edges: list[float] = []
         self.hit_rates: list[float] = [0.5]
+        self.training_ranges: dict[str, tuple[float, float]] = {}  # numeric feature -> (min, max) of training jobs
         self.metrics: dict[str, Any] = {}
         self.model_version = "unregistered"
 
@@ -136,7 +140,18 @@ class CostModel:
         upper = np.maximum(np.exp(np.maximum(lo, hi) + self.margin), point)
         width = (upper - lower) / np.maximum(point, 1e-12)
         confidence = np.asarray(self.hit_rates)[np.searchsorted(self.width_edges, width, side="right")]
+        outside = self.outside_training_range(frame, power).any(axis=1)
+        confidence = np.where(outside, np.minimum(confidence, min(self.hit_rates)), confidence)
         return components, point, lower, upper, confidence
+
+    def outside_training_range(self, frame: Jobs, power: np.ndarray) -> np.ndarray:
+        """[rows, len(training_ranges)]: which numeric features of each job lie outside the training jobs' range
+        (none for a model saved before the ranges were kept)."""
+        columns = [(power if name == "expected_power_watts" else numbers(frame, name), low, high)
+                   for name, (low, high) in self.training_ranges.items()]
+        if not columns:
+            return np.zeros((len(power), 0), bool)
+        return np.column_stack([(values < low) | (values > high) for values, low, high in columns])
 
     # --- training ---------------------------------------------------------------------------------
     def _train(self, matrix: np.ndarray, target: np.ndarray, offset: np.ndarray, names: Sequence[str],
@@ -171,6 +186,10 @@ class CostModel:
                   "force_col_wise": True, "num_threads": 1, "verbosity": -1}
         in_train = np.zeros(n, bool)
         in_train[train] = True
+        self.training_ranges = {
+            name: (float(values.min()), float(values.max()))
+            for name in sorted(INCREASING)
+            if len(values := (power[train] if name == "expected_power_watts" else numbers(frame.iloc[train], name)))}
         self.boosters = {}
         for name in COMPONENTS:
             rows = in_train & (listed[name].to_numpy() > 0) & (frame[name].to_numpy(float) > 0)
@@ -240,6 +259,8 @@ class CostModel:
             if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
                 raise ValueError("expected_power_watts needs one finite, non-negative value per query")
         components, _, lower, upper, confidence = self._arrays(frame, power)
+        outside = self.outside_training_range(frame, power)
+        ranged = list(self.training_ranges)
         per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
         estimates = []
         for i in range(len(queries)):
@@ -250,7 +271,8 @@ class CostModel:
                 interval_coverage=self.coverage, confidence=float(confidence[i]), cost_breakdown=breakdown,
                 expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(breakdown.energy, per_kwh, power[i],
                                                                              queries[i].duration_hours),
-                currency=self.catalog.currency, model_version=self.model_version))
+                currency=self.catalog.currency, model_version=self.model_version,
+                outside_training_range=tuple(name for name, out in zip(ranged, outside[i], strict=True) if out)))
         return estimates
 
     # --- persistence ------------------------------------------------------------------------------
@@ -269,7 +291,8 @@ class CostModel:
             "format": FORMAT, "features": FEATURES, "categorical": CATEGORICAL, "vocab": self.vocab,
             "component_features": {c: component_features(c) for c in COMPONENTS}, "increasing": sorted(INCREASING),
             "boosters": files, "coverage": self.coverage, "tolerance": self.tolerance, "conformal_margin": self.margin,
-            "width_edges": self.width_edges, "hit_rates": self.hit_rates, "metrics": self.metrics,
+            "width_edges": self.width_edges, "hit_rates": self.hit_rates, "training_ranges": self.training_ranges,
+            "metrics": self.metrics,
             "model_version": self.model_version, "catalog": self.catalog.model_dump(mode="json")})
 
     @classmethod
@@ -290,6 +313,8 @@ class CostModel:
                 raise ValueError("interval boosters missing")
             model.margin, model.width_edges = float(spec["conformal_margin"]), list(spec["width_edges"])
             model.hit_rates, model.metrics = list(spec["hit_rates"]), dict(spec["metrics"])
+            model.training_ranges = {name: (float(low), float(high))
+                                     for name, (low, high) in spec.get("training_ranges", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
             raise CostModelError(f"{path}: cannot load cost model: {exc}") from exc
         registry_ref = f"{folder.parent.name}/{folder.name}" if folder.name.isdigit() else None

@@ -114,6 +114,9 @@ class CostEstimate(_Frozen):
     energy_kwh: float = Field(ge=0, description="IT energy the energy cost pays for (before PUE)")
     currency: str = "USD"
     model_version: str
+    outside_training_range: tuple[str, ...] = Field(
+        (), description="the job's features outside the range of the jobs the model trained on (e.g. gpu_count): "
+                        "its estimate is an extrapolation, and its confidence at most the lowest seen in calibration")
 
     @model_validator(mode="after")
     def _consistent(self) -> CostEstimate:
