@@ -62,14 +62,20 @@ async def predict_power(request: PowerPredictionRequest,
     """Forecast power for every step of the horizon, with interval and confidence, by the served model of the
     finest step whose horizon covers `prediction_horizon` (GET /api/v1/models lists each one's step and horizon).
 
-    Without `features.power_watts`, the window comes from stored telemetry: the `node_id`'s, or, for a
+    With a `node_id`, a `power_watts` list shorter than the model's window is completed at the front from that
+    node's stored telemetry (`store_filled_steps`). Without `features.power_watts`, the window comes from stored
+    telemetry: the `node_id`'s, or, for a
     `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed). Without
     those (or for a `node_id` the store does not know), its power is estimated from the request's other features
     (`history_source`: features_only).
     """
     nodes = stored_nodes(request, replica.workloads)
     if nodes is None:
-        return to_response(request, await replica.forecast(to_history(request)))
+        history = to_history(request)
+        if request.node_id is None or not history.power_watts:
+            return to_response(request, await replica.forecast(history))
+        forecast, from_store = await replica.forecast_filled(history, request.node_id)
+        return to_response(request, forecast).model_copy(update={"store_filled_steps": from_store})
     try:
         stored = await replica.forecast_stored(
             nodes, parse_duration(request.prediction_horizon), step_s=request.step_s,

@@ -40,7 +40,8 @@ class _Body(BaseModel):
 class PowerFeatures(_Body):
     """Recent telemetry, oldest first, one value per step of the model that answers (`step_seconds` in the
     response; GET /api/v1/models lists each model's step and horizon). Lists may be shorter than its window and
-    of different lengths: each list's last value is at `end_time`."""
+    of different lengths: each list's last value is at `end_time`. With a `node_id` the store knows, a short
+    `power_watts` window is completed at the front from its stored telemetry (`store_filled_steps`)."""
 
     power_watts: list[Watts] | None = _history(
         "measured power, W; without it the window comes from stored telemetry (node_id, or a workload_id the config "
@@ -123,6 +124,9 @@ class PowerPredictionResponse(BaseModel):
     window_coverage: float = Field(description="share of the model's input window that was real history (not padded "
                                                "in front, not held over a gap in stored telemetry)")
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest value")
+    store_filled_steps: int = Field(0, description="leading window steps taken from the node's stored telemetry: a "
+                                                   "power_watts list shorter than the model's window, with a node_id "
+                                                   "the store knows")
     history_source: Literal["request", "store", "features_only"] = Field(
         "request", description="where the input window's power came from: the request's power_watts (request), "
                                "stored telemetry (store), or estimated from the request's other features "

@@ -25,6 +25,7 @@ from ray import serve
 from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, ServedModel
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
+from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
@@ -32,7 +33,7 @@ from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
 from training.power.inference import check_history, forecast_histories
 from training.power.routing import Coverage, route
-from training.power.stored_history import NoStoredTelemetry, StoredHistory, stored_history
+from training.power.stored_history import NoStoredTelemetry, StoredHistory, fill_from_store, stored_history
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing, sum_forecasts
 
 logger = logging.getLogger("ray.serve")
@@ -209,6 +210,25 @@ class PowerPredictor(RegistryFollower):
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    async def forecast_filled(self, history: PowerHistory, node_id: str) -> tuple[PowerForecast, int]:
+        """Forecast a client's history, its front completed from the node's stored telemetry when it is shorter
+        than the answering model's window; returns the forecast and how many power steps came from the store (0
+        when the store has nothing there, or cannot be read: the client's lists alone then answer).
+
+        Raises:
+            ForecastRequestError: as `forecast`.
+        """
+        served = self._route(history.horizon_s, history.step_s)
+        pipeline = served.forecaster.pipeline
+        try:
+            history, from_store = await asyncio.to_thread(
+                fill_from_store, self.store, node_id, history, step_s=pipeline.step_s,
+                sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s)
+        except StoreUnavailable as exc:
+            logger.debug("power forecast: the request's window not completed from the store: %s", exc)
+            from_store = 0
+        return await self.forecast(history), from_store
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,
                               workload_id: str | None = None, step_s: int | None = None) -> StoredForecast:

@@ -139,6 +139,14 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
     body = response.json()
     assert body["history_source"] == "store" and body["stale"] is False and body["data_age_seconds"] < 120
     assert len(body["predictions"]) == 5 and body["window_coverage"] == 1.0
+    # A short power list with the node_id: completed at the front from the node's stored telemetry
+    short = {"workload_id": "w", "features": {"power_watts": [400.0, 410.0, 420.0]}, "prediction_horizon": "10m"}
+    alone = api.post("/api/v1/predict/power", json=short).json()
+    completed = api.post("/api/v1/predict/power", json={**short, "node_id": "api-node"}).json()
+    assert alone["store_filled_steps"] == 0 and alone["padded_steps"] > 0
+    assert completed["store_filled_steps"] > 0 and completed["history_source"] == "request"
+    assert completed["padded_steps"] == alone["padded_steps"] - completed["store_filled_steps"]
+    assert completed["window_coverage"] > alone["window_coverage"]
     unknown = api.post("/api/v1/predict/power", json={"workload_id": "w", "node_id": "no-such-node",
                                                       "prediction_horizon": "10m"})
     assert unknown.status_code == 404 and "no-such-node" in unknown.text

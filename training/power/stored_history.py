@@ -1,4 +1,5 @@
-"""A node's recent telemetry from the store as a forecaster input (used by the API and the controller).
+"""A node's recent telemetry from the store as a forecaster input (used by the API and the controller), and a
+client's short history completed from it (`fill_from_store`).
 
 The window ends at the node's newest stored sample, covers the model's sequence length at its step, and is
 sample-and-hold filled over gaps (never from later samples), so a forecast from stored telemetry sees what
@@ -18,6 +19,7 @@ import numpy as np
 from core.forecasts import PowerHistory
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
+from training.power.inference import utc_now_floor
 from training.settings import default_max_gap
 
 
@@ -90,6 +92,40 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     # with power starts no later than its reading (an age that errs old, never fresh)
     newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
     return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading)
+
+
+def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, *, step_s: int, sequence_length: int,
+                    max_gap_s: int | None = None) -> tuple[PowerHistory, int]:
+    """A client's power history shorter than the model's window, completed at the front with the node's stored
+    telemetry: the power list, and each feature list the client gave, get the stored steps before their own first
+    value, from the node's first stored power reading in the window on (held over gaps as in `stored_history`).
+    Lists the client did not give stay absent. Returns the history and how many power steps came from the store
+    (0: it was long enough, or nothing is stored there).
+
+    Raises:
+        StoreUnavailable: the store could not be read.
+    """
+    given = len(history.power_watts)
+    if not 0 < given < sequence_length:
+        return history, 0
+    end_time = history.end_time or utc_now_floor(step_s)
+    last = end_time.timestamp()
+    window_end = datetime.fromtimestamp(last - last % step_s + step_s, UTC)  # just after the bin of the last value
+    window = store.window(node_id, window_end - timedelta(seconds=step_s * sequence_length), window_end, step_s)
+    power = window["power_watts"].to_numpy(dtype=float)[:sequence_length - given]
+    observed = np.flatnonzero(~np.isnan(power))
+    if observed.size == 0:
+        return history, 0
+    prefix = power[observed[0]:]
+    hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
+    numeric = {}
+    for name, values in history.numeric.items():
+        stored = window[name].to_numpy(dtype=float)[observed[0]:max(observed[0], sequence_length - len(values))]
+        numeric[name] = (*_hold(stored, hold_steps).tolist(), *values) if len(values) < sequence_length else values
+    filled = history.model_copy(update={
+        "power_watts": (*_hold(prefix).tolist(), *history.power_watts), "numeric": numeric, "end_time": end_time,
+        "filled_steps": history.filled_steps + int(np.isnan(prefix).sum())})
+    return filled, int(prefix.size)
 
 
 def _known(store: TelemetryStore, node_id: str) -> bool:

@@ -52,6 +52,10 @@ class Replica:
         return forecast().model_copy(update={"estimated_from": tuple(sorted(history.numeric)),
                                              "trained_on_synthetic_data": True, "window_coverage": 0.0})
 
+    async def forecast_filled(self, history: PowerHistory, node_id: str) -> tuple[PowerForecast, int]:
+        self.calls.append(("filled", node_id))
+        return await self.forecast(history), 3
+
     async def forecast_stored(self, nodes, horizon_s, workload_type=None, workload_id=None,
                               step_s=None) -> StoredForecast:
         self.calls.append(("stored", nodes, horizon_s, workload_type, workload_id))
@@ -77,8 +81,13 @@ def post(http):
 def test_a_request_s_own_history_is_forecast_as_given(replica, post):
     response = post(HISTORY)
     assert response.status_code == 200, response.text
-    assert replica.calls == [("forecast", (200.0, 210.0), 120)]
+    # with its node_id: the replica may complete a short window from that node's stored telemetry
+    assert replica.calls == [("filled", "n1"), ("forecast", (200.0, 210.0), 120)]
     body = response.json()
+    assert body["store_filled_steps"] == 3
+    replica.calls.clear()
+    without_node = post({key: value for key, value in HISTORY.items() if key != "node_id"}).json()
+    assert replica.calls == [("forecast", (200.0, 210.0), 120)] and without_node["store_filled_steps"] == 0
     # the average over the horizon (it was the sum, 210 W, before issue 12), the peak, the energy
     assert body["history_source"] == "request" and body["total_predicted_power"] == 105.0
     assert body["peak_predicted_power"] == 110.0

@@ -1,5 +1,5 @@
 """A node's stored window as a forecaster input: its age is the newest reading's, whatever the model's step, and the
-steps held over a gap are counted (they are not real history)."""
+steps held over a gap are counted (they are not real history); a client's short history completed from it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from core.forecasts import PowerHistory
 from core.stores.base import TelemetrySample
 from core.stores.sqlite import SqliteStore
-from training.power.stored_history import PowerStopped, UnknownNode, stored_history
+from training.power.stored_history import PowerStopped, UnknownNode, fill_from_store, stored_history
 
 NOW = datetime(2026, 1, 5, 12, 59, 50, tzinfo=UTC)  # 59 min 50 s into an hourly bin
 
@@ -109,3 +110,38 @@ def test_a_feature_is_held_as_long_as_the_models_own_max_gap(tmp_path):
     utilization = np.array(stored.history.numeric["gpu_utilization"])
     assert (utilization[15:25] == 95.0).all()
     assert np.isnan(utilization[25:]).all()
+
+
+def _request(power: tuple[float, ...], **numeric: tuple[float, ...]) -> PowerHistory:
+    end = datetime(2026, 1, 5, 12, 59, 0, tzinfo=UTC)  # the client's last value: the 12:59 bin
+    return PowerHistory(power_watts=power, numeric=numeric, end_time=end, horizon_s=600)
+
+
+def test_a_short_client_history_is_completed_at_the_front_from_the_store(tmp_path):
+    """The design's contract: a short power list with a node_id is filled from recent stored telemetry (it was
+    padded by repeating its first value, and the window said so in window_coverage)."""
+    with SqliteStore(tmp_path) as store:  # stored: 12:40 .. 12:57, minute bins, one 2-minute gap (12:50, 12:51)
+        store.write([TelemetrySample(timestamp=datetime(2026, 1, 5, 12, m, 5, tzinfo=UTC), node_id="n",
+                                     source="ipmi", power_watts=float(m)) for m in range(40, 58) if m not in (50, 51)])
+        store.write([TelemetrySample(timestamp=datetime(2026, 1, 5, 12, m, 5, tzinfo=UTC), node_id="n",
+                                     source="host", utilization=float(m)) for m in range(40, 58)])
+        request = _request((1000.0, 1001.0, 1002.0), cpu_utilization=(7.0,))  # 12:57..12:59; cpu at 12:59
+        filled, from_store = fill_from_store(store, "n", request, step_s=60, sequence_length=15)
+        unknown, none = fill_from_store(store, "other", request, step_s=60, sequence_length=15)
+        long_enough, zero = fill_from_store(store, "n", request, step_s=60, sequence_length=3)
+    # 15 steps end at 12:59: 12:45 .. 12:56 from the store (12 steps), then the client's three
+    assert from_store == 12 and filled.power_watts == (45.0, 46.0, 47.0, 48.0, 49.0, 49.0, 49.0, 52.0, 53.0, 54.0,
+                                                       55.0, 56.0, 1000.0, 1001.0, 1002.0)
+    assert filled.filled_steps == 2  # 12:50 and 12:51 held over the gap: not real history
+    # the feature from the same first bin; its 12:58 bin held from 12:57 (within max_gap); its own 12:59 value kept
+    assert filled.numeric["cpu_utilization"] == (*(float(m) for m in range(45, 58)), 57.0, 7.0)
+    assert filled.end_time == request.end_time and filled.horizon_s == request.horizon_s
+    assert (unknown, none) == (request, 0) and (long_enough, zero) == (request, 0)
+
+
+def test_nothing_stored_before_the_client_history_leaves_it_as_it_is(tmp_path):
+    with SqliteStore(tmp_path) as store:  # only after the client's first value
+        store.write([TelemetrySample(timestamp=datetime(2026, 1, 5, 12, 58, 5, tzinfo=UTC), node_id="n",
+                                     source="ipmi", power_watts=5.0)])
+        request = _request((1000.0, 1001.0, 1002.0))
+        assert fill_from_store(store, "n", request, step_s=60, sequence_length=15) == (request, 0)
