@@ -11,9 +11,11 @@ The promised properties hold by construction, whatever the training data:
   first GPU cannot move another component to a different category branch.
 * Energy follows the expected power (the catalog's, or a forecast passed to ``predict``): it sets the
   energy list price (the offset) and is a feature of f_energy only, so it never changes other components.
-* Spot never costs more than on demand: f_c may learn the preemption overhead of spot runs, but each
-  component of a spot job is min(spot prediction, the same job on demand); a min of monotone functions
-  stays monotone.
+* Spot never costs more than on demand: f_c may learn the preemption overhead of spot runs (reruns draw
+  more energy), and a spot job's components keep it; only where its total would pass the same job's on
+  demand are all its components scaled down to that total. The total is min(spot, on demand), a min of
+  monotone functions, so it stays monotone (capping each component instead understated a spot job's energy,
+  about 3 % on the generated records, in the 80 % of jobs where the cap bound).
 * Interval (nominal ``coverage`` c): quantile boosters (alpha (1-c)/2, (1+c)/2) on log(actual total) with
   offset log(list total), widened (or narrowed) by a split-conformal margin from a calibration split, then
   clipped so that lower <= predicted_cost <= upper.
@@ -133,7 +135,8 @@ class CostModel:
         if spot.any():
             on_demand = (frame.assign(spot_instance=False) if isinstance(frame, pd.DataFrame)
                          else {**frame, "spot_instance": np.zeros_like(spot)})
-            components = np.minimum(components, self._components(on_demand, power))
+            total, cap = components.sum(axis=1), self._components(on_demand, power).sum(axis=1)
+            components = components * np.where(total > cap, cap / np.maximum(total, 1e-12), 1.0)[:, None]
         point = components.sum(axis=1)
         lo, hi = self._log_bounds(frame, power)
         lower = np.minimum(np.exp(np.minimum(lo, hi) - self.margin), point)
