@@ -83,7 +83,8 @@ class BatchRunner:
             self.running.discard(batch_id)
             self._dispatch()
         try:
-            await asyncio.to_thread(self.records.trim, self.settings.max_finished)
+            await asyncio.to_thread(self.records.trim, self.settings.max_finished,
+                                    self.settings.max_waiting + self.settings.max_running)
         except OSError:
             logger.warning("batch queue: cannot trim the finished batches", exc_info=True)
 

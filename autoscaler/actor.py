@@ -37,7 +37,7 @@ from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState
 from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
-from core.app_watch import end_with_app
+from core.app_watch import answered_fingerprint, end_with_app
 from core.metrics_catalog import SCALING_DECISIONS, SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, create
 from core.names import CONTROLLER_ACTOR, SUPERVISOR_ACTOR
 from core.stores.remote import RemoteStore
@@ -119,7 +119,7 @@ class ScalingControllerService:
         self._tick_lock = threading.Lock()
         self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="scaling-controller", daemon=True).start()
-        end_with_app("scaling controller", self.stop)
+        self.app_watch = end_with_app("scaling controller", self.stop)
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval_s):  # a daemon thread: it ends with the actor, or when stopped
@@ -129,8 +129,8 @@ class ScalingControllerService:
                 logger.exception("scaling controller: tick failed")
 
     def fingerprint(self) -> str:
-        """The digest of the settings and autoscaler config this controller was started with."""
-        return self.settings_fingerprint
+        """The digest of the settings and autoscaler config this controller was started with (ENDING once it ends)."""
+        return answered_fingerprint(self.settings_fingerprint, self._stopped.is_set(), self.app_watch)
 
     def stop(self) -> None:
         """Stop ticking and give the lease up (before this actor ends), so that a successor acts without waiting

@@ -7,7 +7,9 @@ GPU: 3 samples per node-minute by default, 3.0 M in all. Writes go in batches of
 buffer's default) and only `write()` is timed, not building the samples.
 
 - Embedded SQLite (SqliteStore, WAL, synchronous=FULL): write throughput, then `window()` latency for a
-  7-day and a 1-hour window at 1 minute (the model's input), `latest()` over all nodes, file size.
+  7-day and a 1-hour window at 1 minute (the model's input), `latest()` over all nodes, file size, and the
+  latency of one minute's writes while another thread reads the 7-day window again and again (a collector's
+  flush during a retraining's read).
 - InfluxDB-compatible path: InfluxStore's line-protocol writes to a local VictoriaMetrics (Debian
   `victoria-metrics`), timed until accepted and until every sample is queryable; reads through VM's PromQL
   (`query_range` of the four feature series a window needs), since no Flux server installs here.
@@ -21,6 +23,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -92,11 +95,41 @@ def bench_sqlite(args: argparse.Namespace, start: datetime, scratch: Path) -> No
     week = median_ms(lambda: store.window(node, start, end, 60), 5)
     hour = median_ms(lambda: store.window(node, end - timedelta(hours=1), end, 60), 50)
     latest = median_ms(store.latest, 5)
+    write_p50, write_max, reads = writes_during_reads(store, node, start, end, args)
     size = sum(p.stat().st_size for p in store.path.parent.iterdir())
     store.close()
     out(f"SQLite (embedded, WAL, synchronous=FULL): {total:,} samples in {spent:.1f} s = {total / spent:,.0f} "
         f"samples/s ({size / total:.0f} B/sample on disk); window {args.days} d @ 1 min ({args.days * 1440:,} rows): "
-        f"{week:.0f} ms; window 1 h @ 1 min: {hour:.1f} ms; latest() over {args.nodes} nodes: {latest:.0f} ms")
+        f"{week:.0f} ms; window 1 h @ 1 min: {hour:.1f} ms; latest() over {args.nodes} nodes: {latest:.0f} ms; "
+        f"one minute's writes ({args.nodes * (2 + args.gpus)} samples) during {reads} {args.days}-day window reads: "
+        f"median {write_p50:.0f} ms, max {write_max:.0f} ms")
+
+
+def writes_during_reads(store: SqliteStore, node: str, start: datetime, end: datetime,
+                        args: argparse.Namespace, rounds: int = 40) -> tuple[float, float, int]:
+    """Median and longest write of one minute of samples (after the window) while another thread reads the whole
+    window again and again; and how many reads ran meanwhile."""
+    stop, reads = threading.Event(), [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            store.window(node, start, end, 60)
+            reads[0] += 1
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    times = []
+    try:
+        for minute in range(rounds):
+            batch = build(args.nodes, args.gpus, end, minute, 1)
+            began = time.perf_counter()
+            store.write(batch)
+            times.append((time.perf_counter() - began) * 1000)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    return statistics.median(times), max(times), reads[0]
 
 
 def promql(url: str, path: str, **params: str) -> dict:

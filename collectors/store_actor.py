@@ -77,4 +77,6 @@ def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
 
 
 def _fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
-    return settings_digest(dict(settings) if settings is not None else None, config_path)
+    """The digest of the actor's arguments and of how it runs (an actor that answered one call at a time, started
+    by an earlier version, is replaced)."""
+    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)

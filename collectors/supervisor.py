@@ -25,7 +25,7 @@ from collectors.collector_actor import CollectorActor, collector_fingerprint
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton
-from core.app_watch import end_with_app
+from core.app_watch import answered_fingerprint, end_with_app
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
 logger = logging.getLogger(__name__)
@@ -48,11 +48,10 @@ class CollectorSupervisor:
         interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
         self.stall_after_s = max(STALL_ROUNDS * interval_s, MIN_STALL_S)
         self._stop = threading.Event()
+        self._reconciling = threading.Lock()  # a round, or stop() taking the collectors over
         self.reconcile()
-        self._thread = threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True)
-        self._thread.start()
-        if app_grace_s is not None:
-            end_with_app("collector supervisor", self.stop, app_grace_s)
+        threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True).start()
+        self.app_watch = None if app_grace_s is None else end_with_app("collector supervisor", self.stop, app_grace_s)
 
     def _loop(self, reconcile_s: float) -> None:
         while not self._stop.wait(reconcile_s):
@@ -62,7 +61,12 @@ class CollectorSupervisor:
                 logger.exception("collector supervisor: reconcile failed")
 
     def reconcile(self) -> dict[str, str]:
-        """Start missing or unhealthy collectors; forget those of departed nodes. Returns what it did."""
+        """Start missing or unhealthy collectors; forget those of departed nodes. Returns what it did (nothing once
+        stopped: a round never starts a collector after stop() took them over)."""
+        with self._reconciling:
+            return {} if self._stop.is_set() else self._reconcile()
+
+    def _reconcile(self) -> dict[str, str]:
         alive = {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
         wanted = {f"{NODE_KEY}{node_id}": node_id for node_id in alive}
         if self.replay is not None:
@@ -74,6 +78,8 @@ class CollectorSupervisor:
                 actions[key] = "forgotten (node left)"
         for key, node_id in wanted.items():
             handle = self.collectors.get(key)
+            if self._stop.is_set():
+                break
             if handle is not None and not self._must_replace(key, handle):
                 continue
             if handle is not None:  # its name freed first, or the start below would find the old actor again
@@ -125,12 +131,13 @@ class CollectorSupervisor:
         return self._misses[key] >= UNANSWERED_PINGS
 
     def fingerprint(self) -> str:
-        """The digest of the settings this supervisor (and so each of its collectors) was started with."""
-        return self._fingerprint
+        """The digest of the settings this supervisor (and so each of its collectors) was started with (ENDING once
+        it ends)."""
+        return answered_fingerprint(self._fingerprint, self._stop.is_set(), self.app_watch)
 
     def status(self) -> dict[str, Any]:
         result = {}
-        for key, handle in self.collectors.items():
+        for key, handle in list(self.collectors.items()):
             try:
                 result[key] = ray.get(handle.status.remote(), timeout=HEALTH_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001
@@ -153,18 +160,18 @@ class CollectorSupervisor:
         return names
 
     def stop(self) -> None:
-        """Stop the reconcile loop (after the round it may be in, which could start a collector), then every
-        collector (each flushes what it holds)."""
+        """Stop the reconcile loop (after the round it may be in, which starts no collector once asked to stop),
+        then every collector (each flushes what it holds). A second call finds none left to stop."""
         self._stop.set()
-        self._thread.join(timeout=2 * HEALTH_TIMEOUT_S)
-        stops = [handle.stop.remote() for handle in self.collectors.values()]  # all at once, one deadline
+        with self._reconciling:
+            collectors, self.collectors = self.collectors, {}
+        stops = [handle.stop.remote() for handle in collectors.values()]  # all at once, one deadline
         if stops:
             ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
-        for handle in self.collectors.values():
+        for handle in collectors.values():
             ray.kill(handle, no_restart=True)
-        for key, handle in self.collectors.items():
+        for key, handle in collectors.items():
             kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
-        self.collectors.clear()
 
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,

@@ -9,7 +9,7 @@ importing the forecaster.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
@@ -79,3 +79,9 @@ class ServedModel(BaseModel):
     features: tuple[str, ...]
     latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
     trained_on_synthetic_data: bool = False
+
+
+def utc_now_floor(step_s: int) -> datetime:
+    """Now, rounded down to the step: the default time of a history's last value."""
+    now = datetime.now(UTC).timestamp()
+    return datetime.fromtimestamp(now - now % step_s, UTC)

@@ -96,12 +96,13 @@ class RecordStore:
             logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
         return len(expired)
 
-    def trim(self, keep: int) -> int:
+    def trim(self, keep: int, unfinished_at_most: int = 0) -> int:
         """Keep at most `keep` finished records: when there are more, the oldest (by last update) are deleted down to
         9/10 of `keep`, so that the next ones added do not each read every record again. Unfinished records are
-        never deleted. Reads no record while the folder holds at most `keep` files. Returns how many it deleted."""
+        never deleted. Reads no record while the folder holds at most `keep` + `unfinished_at_most` files (the
+        caller's bound on unfinished ones). Returns how many it deleted."""
         paths = list(self.folder.glob("*.json"))
-        if len(paths) <= keep:
+        if len(paths) <= keep + unfinished_at_most:
             return 0
         finished = [(record.get("updated_at", ""), path) for path in paths
                     if (record := self._read(path)) is not None and record.get("status") not in UNFINISHED]

@@ -38,6 +38,7 @@ from training.power.workload import StoredForecast, WorkloadTelemetryMissing, su
 
 logger = logging.getLogger("ray.serve")
 PIN_RENEW_S = 3600.0  # how often a pinned replica renews its registry mark (core/registry.py PIN_TTL_S: a day)
+FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read waited for at most this long
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -102,6 +103,7 @@ class PowerPredictor(RegistryFollower):
         self.stale_after_s = stale_after_s
         self.workloads = {workload: list(nodes) for workload, nodes in (workloads or {}).items()}
         self.store = RemoteStore()
+        self.fill_store = RemoteStore(timeout_s=FILL_TIMEOUT_S)  # an optional read: never holds a forecast up long
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -223,7 +225,7 @@ class PowerPredictor(RegistryFollower):
         pipeline = served.forecaster.pipeline
         try:
             history, from_store = await asyncio.to_thread(
-                fill_from_store, self.store, node_id, history, step_s=pipeline.step_s,
+                fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,
                 sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s)
         except StoreUnavailable as exc:
             logger.debug("power forecast: the request's window not completed from the store: %s", exc)

@@ -192,7 +192,7 @@ class SqliteStore(TelemetryStore):
         while not self._closed.is_set():
             try:
                 self.prune()
-            except sqlite3.Error as exc:  # e.g. the disk is full: retry on the next pass
+            except (sqlite3.Error, StoreUnavailable) as exc:  # e.g. the disk is full: retry; or closed meanwhile
                 if self._closed.is_set():
                     return
                 logger.warning("telemetry store: retention pass failed, retried in %.0f s: %s", PRUNE_INTERVAL_S, exc)

@@ -80,21 +80,34 @@ finally:
     stop_scheduler()
 """
 
-# The supervisor and the scheduler as the app's bootstrap starts them (tied to the app), on a cluster where no
-# Serve app runs: both, and the collectors, must end themselves after the grace period.
+# The supervisor and the scheduler as the app's bootstrap starts them (tied to the app), beside a Serve app with the
+# API's ingress deployment: they stay while it runs, and end themselves, the collectors with them, once
+# `serve shutdown` has taken it away for the grace period.
 TIED_TO_THE_APP = """
-import json, sys, time
+import json, socket, sys, time
 import ray
+from ray import serve
 from ray.util.state import list_actors
 from collectors.settings import CollectorConfig
 from collectors.supervisor import start_telemetry
 from core.actors import find_actor
-from core.names import NAMESPACE, SCHEDULER_ACTOR, SUPERVISOR_ACTOR
+from core.names import INGRESS_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR, SUPERVISOR_ACTOR
 from training.power.scheduler import SchedulerSettings
 from training.power.scheduler_actor import start_scheduler
 
 address, folder, dashboard = sys.argv[1], sys.argv[2], sys.argv[3]
 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+
+@serve.deployment(name=INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
+class Ingress:
+    def __call__(self, request):
+        return "ok"
+
+serve.run(Ingress.bind(), name="kcloud", route_prefix=None)
 config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
                                                        "spill_dir": folder + "/spill"}})
 supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
@@ -111,10 +124,13 @@ def running():
     return {"supervisor": find_actor(SUPERVISOR_ACTOR) is not None,
             "scheduler": find_actor(SCHEDULER_ACTOR) is not None, "collectors": alive("CollectorActor")}
 
+time.sleep(20)  # more than three grace periods with the app running
+with_app = running()
+serve.shutdown()
 deadline = time.monotonic() + 150
 while any(running().values()) and time.monotonic() < deadline:
     time.sleep(2)
-print(json.dumps({"collectors_started": collectors, "running": running()}))
+print(json.dumps({"collectors_started": collectors, "with_app": with_app, "running": running()}))
 """
 
 
@@ -257,9 +273,11 @@ def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tmp_path):
 
 def test_the_actors_the_app_starts_end_themselves_without_it(cluster, tmp_path):
     """`serve shutdown` must not leave collectors sampling and a scheduler retraining: started as the bootstrap
-    starts them, on a cluster with no Serve app, they end themselves once the grace period is over."""
+    starts them, they stay while the app runs and end themselves once it has been shut down for the grace period
+    (before, serve.status() kept the dead Serve controller's handle, so no look ever saw the app gone)."""
     seen = _driver(TIED_TO_THE_APP, cluster, tmp_path, timeout_s=400)
     assert len(seen["collectors_started"]) == 2  # one per node, before the supervisor stopped them
+    assert seen["with_app"] == {"supervisor": True, "scheduler": True, "collectors": 2}
     assert seen["running"] == {"supervisor": False, "scheduler": False, "collectors": 0}
 
 

@@ -127,7 +127,8 @@ class CostModel:
                      for key in QUANTILES)
 
     def _arrays(self, frame: Jobs, power: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(components, point, lower, upper, confidence) of normalized job rows."""
+        """(components, point, lower, upper, confidence, outside) of normalized job rows; outside: which numeric
+        features of each lie outside the training range (`outside_training_range`)."""
         if not self.boosters:
             raise ValueError("the cost model is not fitted")
         components = self._components(frame, power)
@@ -143,9 +144,9 @@ class CostModel:
         upper = np.maximum(np.exp(np.maximum(lo, hi) + self.margin), point)
         width = (upper - lower) / np.maximum(point, 1e-12)
         confidence = np.asarray(self.hit_rates)[np.searchsorted(self.width_edges, width, side="right")]
-        outside = self.outside_training_range(frame, power).any(axis=1)
-        confidence = np.where(outside, np.minimum(confidence, min(self.hit_rates)), confidence)
-        return components, point, lower, upper, confidence
+        outside = self.outside_training_range(frame, power)
+        confidence = np.where(outside.any(axis=1), np.minimum(confidence, min(self.hit_rates)), confidence)
+        return components, point, lower, upper, confidence, outside
 
     def outside_training_range(self, frame: Jobs, power: np.ndarray) -> np.ndarray:
         """[rows, len(training_ranges)]: which numeric features of each job lie outside the training jobs' range
@@ -219,7 +220,7 @@ class CostModel:
         scores = np.maximum(np.minimum(lo, hi) - np.log(actual), np.log(actual) - np.maximum(lo, hi))
         level = min(1.0, math.ceil((len(scores) + 1) * self.coverage) / len(scores))
         self.margin, self.width_edges, self.hit_rates = float(np.quantile(scores, level, method="higher")), [], [0.5]
-        _, point, lower, upper, _ = self._arrays(frame, power)
+        _, point, lower, upper, _, _ = self._arrays(frame, power)
         width = (upper - lower) / point
         hits = np.abs(actual - point) <= self.tolerance * point
         self.width_edges = np.unique(np.quantile(width, [0.2, 0.4, 0.6, 0.8])).tolist()
@@ -229,7 +230,7 @@ class CostModel:
 
     def _evaluate(self, frame: pd.DataFrame, power: np.ndarray) -> dict[str, Any]:
         actual = frame["cost"].to_numpy(float)
-        _, point, lower, upper, confidence = self._arrays(frame, power)
+        _, point, lower, upper, confidence, _ = self._arrays(frame, power)
         mask = np.ones(len(actual), bool)
         metrics: dict[str, Any] = point_metrics(point, actual, mask)
         metrics.update(interval_metrics(lower, upper, point, confidence, actual, mask,
@@ -261,8 +262,7 @@ class CostModel:
             power = np.asarray(expected_power_watts, float)
             if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
                 raise ValueError("expected_power_watts needs one finite, non-negative value per query")
-        components, _, lower, upper, confidence = self._arrays(frame, power)
-        outside = self.outside_training_range(frame, power)
+        components, _, lower, upper, confidence, outside = self._arrays(frame, power)
         ranged = list(self.training_ranges)
         per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
         estimates = []

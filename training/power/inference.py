@@ -15,13 +15,13 @@ features the estimate used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from core.durations import format_duration
-from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, utc_now_floor
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.power.calibration import CalibratedForecast
 from training.power.features import Segment
@@ -172,8 +172,3 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
 def _rounded(values: np.ndarray, decimals: int = 2) -> tuple[float, ...]:
     return tuple(np.round(np.asarray(values, dtype=float), decimals).tolist())
 
-
-def utc_now_floor(step_s: int) -> datetime:
-    """Now, rounded down to the step: the default time of a history's last value."""
-    now = datetime.now(UTC).timestamp()
-    return datetime.fromtimestamp(now - now % step_s, UTC)

@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from core.actors import NamedActor, find_actor, kill_and_wait, settings_digest, start_head_singleton
-from core.app_watch import end_with_app
+from core.app_watch import answered_fingerprint, end_with_app
 from core.names import SCHEDULER_ACTOR
 from core.records import RecordStore
 from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings, fail_interrupted
@@ -45,8 +45,7 @@ class RetrainSchedulerService:
         self._stepping = threading.Lock()
         self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="retrain-scheduler", daemon=True).start()
-        if app_grace_s is not None:
-            end_with_app("retrain scheduler", self.stop, app_grace_s)
+        self.app_watch = None if app_grace_s is None else end_with_app("retrain scheduler", self.stop, app_grace_s)
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.settings.check_s):  # a daemon thread: it ends with the actor
@@ -65,8 +64,10 @@ class RetrainSchedulerService:
             pass
 
     def fingerprint(self) -> str:
-        """The digest of the settings this scheduler was started with, and whether it ends with the app."""
-        return scheduler_fingerprint(self.settings, self.app_grace_s)
+        """The digest of the settings this scheduler was started with, and whether it ends with the app (ENDING once
+        it ends)."""
+        return answered_fingerprint(scheduler_fingerprint(self.settings, self.app_grace_s), self._stopped.is_set(),
+                                    self.app_watch)
 
     def settings_dict(self) -> dict[str, Any]:
         return self.settings.model_dump()

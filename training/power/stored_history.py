@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from core.forecasts import PowerHistory
+from core.forecasts import PowerHistory, utc_now_floor
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
-from training.power.inference import utc_now_floor
 from training.settings import default_max_gap
 
 
@@ -99,8 +98,10 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
     """A client's power history shorter than the model's window, completed at the front with the node's stored
     telemetry: the power list, and each feature list the client gave, get the stored steps before their own first
     value, from the node's first stored power reading in the window on (held over gaps as in `stored_history`).
-    Lists the client did not give stay absent. Returns the history and how many power steps came from the store
-    (0: it was long enough, or nothing is stored there).
+    Only stored power that reaches the client's first value within the model's `max_gap` is taken: a node whose
+    readings stopped long before is not held up to the client's values. Lists the client did not give stay
+    absent. Returns the history and how many power steps came from the store (0: it was long enough, or nothing
+    stored reaches it).
 
     Raises:
         StoreUnavailable: the store could not be read.
@@ -114,10 +115,10 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
     window = store.window(node_id, window_end - timedelta(seconds=step_s * sequence_length), window_end, step_s)
     power = window["power_watts"].to_numpy(dtype=float)[:sequence_length - given]
     observed = np.flatnonzero(~np.isnan(power))
-    if observed.size == 0:
+    hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
+    if observed.size == 0 or power.size - 1 - observed[-1] > hold_steps:
         return history, 0
     prefix = power[observed[0]:]
-    hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
     numeric = {}
     for name, values in history.numeric.items():
         stored = window[name].to_numpy(dtype=float)[observed[0]:max(observed[0], sequence_length - len(values))]

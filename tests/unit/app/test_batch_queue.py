@@ -131,19 +131,24 @@ def test_beyond_the_cap_the_oldest_finished_records_go_first_and_unfinished_ones
     left = {path.stem for path in records.folder.glob("*.json")}
     assert left == {waiting, *finished[7:]}
     assert records.trim(keep=20) == 0  # 19 files
+    for _ in range(5):
+        records.create({"status": "done"})
+    assert records.trim(keep=20, unfinished_at_most=5) == 0  # 24 files: within the cap and the unfinished allowance
 
 
 def test_the_queue_trims_finished_batches_to_the_cap_as_they_finish(tmp_path):
     async def scenario() -> RecordStore:
-        runner = BatchRunner(str(tmp_path), BatchArgs(max_finished=10), "app", "power", run=Recorder(seconds=0))
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_finished=10, max_waiting=1, max_running=1), "app", "power",
+                             run=Recorder(seconds=0))
         await runner.start()
         for batch_id in pending(runner.records, 15):
+            await drained(runner)
             assert await runner.submit(batch_id)
         await drained(runner)
         await asyncio.sleep(0.2)  # the last trims run in threads
         return runner.records
 
-    assert len(list(asyncio.run(scenario()).folder.glob("*.json"))) <= 10
+    assert len(list(asyncio.run(scenario()).folder.glob("*.json"))) <= 12  # the cap, and 2 unfinished at most
 
 
 def test_a_batch_s_results_can_be_read_a_page_at_a_time(http, tmp_path):

@@ -5,8 +5,9 @@ ending on a real cluster without the app, run in tests/integration/test_multinod
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
-from core.app_watch import AppWatch, end_with_app
+from core.app_watch import ENDING, AppWatch, answered_fingerprint, end_with_app, serve_deployments
 from core.names import INGRESS_DEPLOYMENT
 
 
@@ -63,15 +64,54 @@ def test_unanswered_looks_change_nothing_and_looks_are_spaced():
     assert serve.looks == 600 // 15
 
 
-def test_an_unanswered_look_neither_starts_nor_ends_the_grace_period():
+def test_the_app_is_gone_only_when_the_latest_look_answered():
+    """Regression: looks that failed after one that found the app missing let the grace period run out on stale
+    evidence (a redeploy meanwhile could not be seen)."""
     serve = FakeServe()
     app = watch(serve)
     serve.deployments = set()
     app.gone()  # missing since 0
-    serve.now, serve.deployments = 30, None
+    serve.now, serve.deployments = 60, None  # Serve stops answering
     assert not app.gone()
-    serve.now = 60
-    assert app.gone()  # the unanswered look at 30 kept the clock running
+    serve.now, serve.deployments = 75, set()
+    assert app.gone()  # answered again: missing since 0
+
+
+def test_a_bootstrap_keeping_the_actor_starts_the_grace_over_and_an_ending_one_is_not_kept():
+    serve = FakeServe()
+    app = watch(serve)
+    serve.deployments = set()
+    app.gone()  # missing since 0
+    serve.now = 50
+    assert app.keep()  # a redeploy's bootstrap keeps the actor while its app is being built
+    assert answered_fingerprint("digest", False, app) == "digest"
+    serve.now = 75
+    assert not app.conclude()  # missing since the look at 75 only
+    serve.now = 135
+    assert app.conclude() and app.ending
+    assert not app.keep() and answered_fingerprint("digest", False, app) == ENDING  # the bootstrap starts a new one
+    assert answered_fingerprint("digest", True, None) == ENDING  # stopped by hand
+
+
+def test_a_look_after_serve_shutdown_finds_the_current_controller(monkeypatch):
+    """serve.status() caches the Serve controller's handle: after `serve shutdown` every look failed on the dead
+    handle, so the actors never ended."""
+    from ray import serve
+    from ray.exceptions import RayActorError
+    from ray.serve import context
+
+    calls: list[str] = []
+
+    def status():
+        calls.append("status")
+        if len(calls) == 1:
+            raise RayActorError()
+        return SimpleNamespace(applications={})  # no controller any more: Serve reports no application
+
+    monkeypatch.setattr(serve, "status", status)
+    monkeypatch.setattr(context, "_set_global_client", lambda client: calls.append(f"cache {client}"))
+    assert serve_deployments(timeout_s=5)() == set()
+    assert calls == ["status", "cache None", "status"]
 
 
 class Actor:

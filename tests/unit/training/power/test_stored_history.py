@@ -145,3 +145,15 @@ def test_nothing_stored_before_the_client_history_leaves_it_as_it_is(tmp_path):
                                      source="ipmi", power_watts=5.0)])
         request = _request((1000.0, 1001.0, 1002.0))
         assert fill_from_store(store, "n", request, step_s=60, sequence_length=15) == (request, 0)
+
+
+def test_stored_power_that_stopped_long_before_the_client_history_is_not_held_up_to_it(tmp_path):
+    """A node whose readings stopped 10 minutes before the client's first value: holding its last reading over
+    those minutes would feed the model a frozen value as history."""
+    with SqliteStore(tmp_path) as store:  # stored 12:40 .. 12:46; the client's values 12:57 .. 12:59
+        store.write([TelemetrySample(timestamp=datetime(2026, 1, 5, 12, m, 5, tzinfo=UTC), node_id="n",
+                                     source="ipmi", power_watts=float(m)) for m in range(40, 47)])
+        request = _request((1000.0, 1001.0, 1002.0))
+        assert fill_from_store(store, "n", request, step_s=60, sequence_length=15, max_gap_s=300) == (request, 0)
+        filled, from_store = fill_from_store(store, "n", request, step_s=60, sequence_length=15, max_gap_s=900)
+    assert from_store == 12 and filled.filled_steps == 10  # within a 15-minute max_gap: held, and counted so
