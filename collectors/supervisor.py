@@ -49,6 +49,7 @@ class CollectorSupervisor:
         self.stall_after_s = max(STALL_ROUNDS * interval_s, MIN_STALL_S)
         self._stop = threading.Event()
         self._reconciling = threading.Lock()  # a round, or stop() taking the collectors over
+        self._stopping = threading.Lock()  # held for the whole of a stop(): a second one returns after it
         self.reconcile()
         threading.Thread(target=self._loop, args=(reconcile_s,), daemon=True).start()
         self.app_watch = None if app_grace_s is None else end_with_app("collector supervisor", self.stop, app_grace_s)
@@ -161,17 +162,19 @@ class CollectorSupervisor:
 
     def stop(self) -> None:
         """Stop the reconcile loop (after the round it may be in, which starts no collector once asked to stop),
-        then every collector (each flushes what it holds). A second call finds none left to stop."""
+        then every collector (each flushes what it holds). A second call (the app watch's and a bootstrap's at
+        once) returns only when the first has ended the collectors, and finds none left."""
         self._stop.set()
-        with self._reconciling:
-            collectors, self.collectors = self.collectors, {}
-        stops = [handle.stop.remote() for handle in collectors.values()]  # all at once, one deadline
-        if stops:
-            ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
-        for handle in collectors.values():
-            ray.kill(handle, no_restart=True)
-        for key, handle in collectors.items():
-            kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
+        with self._stopping:
+            with self._reconciling:
+                collectors, self.collectors = self.collectors, {}
+            stops = [handle.stop.remote() for handle in collectors.values()]  # all at once, one deadline
+            if stops:
+                ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
+            for handle in collectors.values():
+                ray.kill(handle, no_restart=True)
+            for key, handle in collectors.items():
+                kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
 
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,

@@ -60,6 +60,11 @@ def settings_digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+LIFECYCLE = "lifecycle-2"
+"""Added to the fingerprints of the singletons tied to the app (core/app_watch.py `answered_fingerprint`): a
+singleton started by code from before a lifecycle change answers without it, so a bootstrap replaces it even when
+its settings are unchanged."""
+
 HEAD = {"node:__internal_head__": 0.001}
 """The resource request that places an actor on the head node."""
 
@@ -77,7 +82,7 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
     """The cluster's one `service` actor called `name`: detached, pinned to the head node and restarted after a
     failure. A running one whose `fingerprint()` answers `fingerprint` is kept; any other (started with other
     settings, an older version, one not answering) is ended by `stop` and a new one started with `args`."""
-    running = keep_unchanged(name, fingerprint, stop, timeout_s)
+    running = keep_unchanged(name, f"{fingerprint}+{LIFECYCLE}", stop, timeout_s)
     if running is not None:
         return running
     return ray.remote(service).options(
@@ -89,16 +94,23 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
 def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
                    timeout_s: float) -> ray.actor.ActorHandle | None:
     """The running actor `name` when its `fingerprint()` answers `fingerprint`; otherwise any running one (started
-    with other settings, an older version, one not answering) is ended by `stop`, and None is returned."""
+    with other settings, an older version, ending, or not answering twice in a row: a busy actor gets a second
+    chance) is ended by `stop`, and None is returned."""
     running = find_actor(name)
     if running is None:
         return None
-    try:
-        if ray.get(running.fingerprint.remote(), timeout=timeout_s) == fingerprint:
-            return running
-    except (AttributeError, GetTimeoutError, RayActorError):
-        pass
-    logger.info("%s: settings changed, replacing the running actor", name)
+    answer = "no answer"
+    for _ in range(2):
+        try:
+            answer = ray.get(running.fingerprint.remote(), timeout=timeout_s)
+        except GetTimeoutError:
+            continue
+        except (AttributeError, RayActorError):
+            answer = "gone or of an older version"
+        break
+    if answer == fingerprint:
+        return running
+    logger.info("%s: replacing the running actor (its fingerprint: %s)", name, answer)
     stop()
     return None
 

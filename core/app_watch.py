@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from core.actors import LIFECYCLE
 from core.bounded import BoundedCall
 from core.names import INGRESS_DEPLOYMENT
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 15.0  # how often an actor looks for its app
 APP_GRACE_S = 180.0  # how long its app may be missing before the actor ends itself
 LOOK_TIMEOUT_S = 10.0  # how long one look waits for Serve's controller
-END_ATTEMPTS = 3
+MAX_END_RETRY_S = 60.0  # the longest wait between two attempts to end the actor
 
 
 class AppWatch:
@@ -84,11 +85,11 @@ ENDING = "ending"
 
 def answered_fingerprint(fingerprint: str, stopped: bool, watch: AppWatch | None) -> str:
     """What an actor answers a bootstrap that asks for its fingerprint (core/actors.py `keep_unchanged`): ENDING once
-    it has stopped or its app watch has decided it ends; else `fingerprint`, its app watch's grace period starting
-    over (the app is being built again)."""
+    it has stopped or its app watch has decided it ends; else `fingerprint` with the LIFECYCLE version, its app
+    watch's grace period starting over (the app is being built again)."""
     if stopped or (watch is not None and not watch.keep()):
         return ENDING
-    return fingerprint
+    return f"{fingerprint}+{LIFECYCLE}"
 
 
 def serve_deployments(timeout_s: float = LOOK_TIMEOUT_S) -> Callable[[], set[str]]:
@@ -98,12 +99,12 @@ def serve_deployments(timeout_s: float = LOOK_TIMEOUT_S) -> Callable[[], set[str
 
     def names() -> set[str]:
         from ray import serve  # imported where it runs: a Ray actor of the cluster
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorDiedError
         from ray.serve import context
 
         try:
             status = look.run(serve.status, timeout_s)
-        except RayActorError:  # the Serve controller it cached has ended (serve shutdown): find the current one
+        except ActorDiedError:  # the Serve controller it cached has ended (serve shutdown): find the current one
             context._set_global_client(None)
             status = look.run(serve.status, timeout_s)
         return {name for app in status.applications.values() for name in app.deployments}
@@ -135,13 +136,15 @@ def end_with_app(what: str, stop: Callable[[], None], grace_s: float = APP_GRACE
             stop()
         except Exception:  # noqa: BLE001 - logged; it ends all the same
             logger.exception("%s: stopping failed", what)
-        for attempt in range(END_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
                 end_actor()
                 return
-            except Exception:  # noqa: BLE001 - a stopped actor answers ENDING: the next bootstrap replaces it
-                logger.exception("%s: could not end itself (attempt %d)", what, attempt + 1)
-                sleep(watch.every_s)
+            except Exception:  # noqa: BLE001 - tried again; meanwhile it answers ENDING, so a bootstrap replaces it
+                attempt += 1
+                logger.exception("%s: could not end itself (attempt %d)", what, attempt)
+                sleep(min(watch.every_s * attempt, MAX_END_RETRY_S))
 
     threading.Thread(target=run, name="app-watch", daemon=True).start()
     return watch

@@ -20,11 +20,12 @@ class BoundedCall:
 
     def __init__(self, name: str):
         self.name = name
-        self._worker: threading.Thread | None = None
+        self._last: Future | None = None
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
+        """Whether the last call has not returned yet (its thread may still be exiting after it did)."""
+        return self._last is not None and not self._last.done()
 
     def start(self, fn: Callable[[], Any]) -> Future:
         """Start `fn`; its Future holds the result or the exception. Raises StillRunning while the last call runs."""
@@ -38,8 +39,8 @@ class BoundedCall:
             except BaseException as err:  # handed to the caller through the Future
                 future.set_exception(err)
 
-        self._worker = threading.Thread(target=run, name=self.name, daemon=True)
-        self._worker.start()
+        self._last = future
+        threading.Thread(target=run, name=self.name, daemon=True).start()
         return future
 
     def run(self, fn: Callable[[], Any], timeout_s: float) -> Any:

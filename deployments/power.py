@@ -39,6 +39,7 @@ from training.power.workload import StoredForecast, WorkloadTelemetryMissing, su
 logger = logging.getLogger("ray.serve")
 PIN_RENEW_S = 3600.0  # how often a pinned replica renews its registry mark (core/registry.py PIN_TTL_S: a day)
 FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read waited for at most this long
+MAX_FILLS = 2  # such reads under way at once per replica (of the store actor's 8 call slots)
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -104,6 +105,7 @@ class PowerPredictor(RegistryFollower):
         self.workloads = {workload: list(nodes) for workload, nodes in (workloads or {}).items()}
         self.store = RemoteStore()
         self.fill_store = RemoteStore(timeout_s=FILL_TIMEOUT_S)  # an optional read: never holds a forecast up long
+        self._fills = threading.BoundedSemaphore(MAX_FILLS)
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -223,13 +225,16 @@ class PowerPredictor(RegistryFollower):
         """
         served = self._route(history.horizon_s, history.step_s)
         pipeline = served.forecaster.pipeline
-        try:
-            history, from_store = await asyncio.to_thread(
-                fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,
-                sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s)
-        except StoreUnavailable as exc:
-            logger.debug("power forecast: the request's window not completed from the store: %s", exc)
-            from_store = 0
+        from_store = 0
+        if self._fills.acquire(blocking=False):  # a slow store is not asked more: the lists alone answer meanwhile
+            try:
+                history, from_store = await asyncio.to_thread(
+                    fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,
+                    sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s)
+            except StoreUnavailable as exc:
+                logger.debug("power forecast: the request's window not completed from the store: %s", exc)
+            finally:
+                self._fills.release()
         return await self.forecast(history), from_store
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,

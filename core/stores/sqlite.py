@@ -138,7 +138,7 @@ class SqliteStore(TelemetryStore):
                 self._conn.executemany(_INSERT, rows)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
+                if not self._closed.is_set() and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise StoreUnavailable(f"SQLite write to {self.path} failed: {exc}") from exc
         return len(rows)
@@ -212,7 +212,11 @@ class SqliteStore(TelemetryStore):
             conn = self._idle_readers.pop() if self._idle_readers else None
         if conn is None:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA query_only=ON")
+            try:
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error:
+                conn.close()
+                raise
         try:
             yield conn
         finally:

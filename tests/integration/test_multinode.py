@@ -124,6 +124,9 @@ def running():
     return {"supervisor": find_actor(SUPERVISOR_ACTOR) is not None,
             "scheduler": find_actor(SCHEDULER_ACTOR) is not None, "collectors": alive("CollectorActor")}
 
+deadline = time.monotonic() + 240  # the collectors' workers may take a while to start on a busy machine
+while running()["collectors"] < 2 and time.monotonic() < deadline:
+    time.sleep(2)
 time.sleep(20)  # more than three grace periods with the app running
 with_app = running()
 serve.shutdown()

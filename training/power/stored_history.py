@@ -98,8 +98,9 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
     """A client's power history shorter than the model's window, completed at the front with the node's stored
     telemetry: the power list, and each feature list the client gave, get the stored steps before their own first
     value, from the node's first stored power reading in the window on (held over gaps as in `stored_history`).
-    Only stored power that reaches the client's first value within the model's `max_gap` is taken: a node whose
-    readings stopped long before is not held up to the client's values. Lists the client did not give stay
+    Only stored power that reaches the client's first value within the model's `max_gap` is taken (a node whose
+    readings stopped long before is not held up to the client's values), and only after the last gap longer than
+    that (where training splits a series). Lists the client did not give stay
     absent. Returns the history and how many power steps came from the store (0: it was long enough, or nothing
     stored reaches it).
 
@@ -118,10 +119,12 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
     hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
     if observed.size == 0 or power.size - 1 - observed[-1] > hold_steps:
         return history, 0
-    prefix = power[observed[0]:]
+    splits = np.flatnonzero(np.diff(observed) - 1 > hold_steps)  # gaps training would have split the series at
+    first = observed[splits[-1] + 1] if splits.size else observed[0]
+    prefix = power[first:]
     numeric = {}
     for name, values in history.numeric.items():
-        stored = window[name].to_numpy(dtype=float)[observed[0]:max(observed[0], sequence_length - len(values))]
+        stored = window[name].to_numpy(dtype=float)[first:max(first, sequence_length - len(values))]
         numeric[name] = (*_hold(stored, hold_steps).tolist(), *values) if len(values) < sequence_length else values
     filled = history.model_copy(update={
         "power_watts": (*_hold(prefix).tolist(), *history.power_watts), "numeric": numeric, "end_time": end_time,

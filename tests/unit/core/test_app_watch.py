@@ -7,6 +7,9 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
+import pytest
+
+from core.actors import LIFECYCLE
 from core.app_watch import ENDING, AppWatch, answered_fingerprint, end_with_app, serve_deployments
 from core.names import INGRESS_DEPLOYMENT
 
@@ -84,7 +87,7 @@ def test_a_bootstrap_keeping_the_actor_starts_the_grace_over_and_an_ending_one_i
     app.gone()  # missing since 0
     serve.now = 50
     assert app.keep()  # a redeploy's bootstrap keeps the actor while its app is being built
-    assert answered_fingerprint("digest", False, app) == "digest"
+    assert answered_fingerprint("digest", False, app) == f"digest+{LIFECYCLE}"
     serve.now = 75
     assert not app.conclude()  # missing since the look at 75 only
     serve.now = 135
@@ -97,7 +100,7 @@ def test_a_look_after_serve_shutdown_finds_the_current_controller(monkeypatch):
     """serve.status() caches the Serve controller's handle: after `serve shutdown` every look failed on the dead
     handle, so the actors never ended."""
     from ray import serve
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
     from ray.serve import context
 
     calls: list[str] = []
@@ -105,13 +108,19 @@ def test_a_look_after_serve_shutdown_finds_the_current_controller(monkeypatch):
     def status():
         calls.append("status")
         if len(calls) == 1:
-            raise RayActorError()
+            raise ActorDiedError()
+        if len(calls) == 4:
+            raise ActorUnavailableError("restarting", None)  # passing: no evidence, the cache kept
         return SimpleNamespace(applications={})  # no controller any more: Serve reports no application
 
     monkeypatch.setattr(serve, "status", status)
     monkeypatch.setattr(context, "_set_global_client", lambda client: calls.append(f"cache {client}"))
-    assert serve_deployments(timeout_s=5)() == set()
+    look = serve_deployments(timeout_s=5)
+    assert look() == set()
     assert calls == ["status", "cache None", "status"]
+    with pytest.raises(ActorUnavailableError):
+        look()
+    assert calls[3:] == ["status"]
 
 
 class Actor:

@@ -157,3 +157,18 @@ def test_stored_power_that_stopped_long_before_the_client_history_is_not_held_up
         assert fill_from_store(store, "n", request, step_s=60, sequence_length=15, max_gap_s=300) == (request, 0)
         filled, from_store = fill_from_store(store, "n", request, step_s=60, sequence_length=15, max_gap_s=900)
     assert from_store == 12 and filled.filled_steps == 10  # within a 15-minute max_gap: held, and counted so
+
+
+def test_the_fill_starts_after_the_last_gap_training_would_have_split_at(tmp_path):
+    with SqliteStore(tmp_path) as store:  # 12:45 .. 12:46, nothing for 7 minutes, then 12:54 .. 12:56
+        store.write([TelemetrySample(timestamp=datetime(2026, 1, 5, 12, m, 5, tzinfo=UTC), node_id="n",
+                                     source="ipmi", power_watts=float(m)) for m in (45, 46, 54, 55, 56)])
+        request = _request((1000.0, 1001.0, 1002.0))
+        filled, from_store = fill_from_store(store, "n", request, step_s=60, sequence_length=15, max_gap_s=300)
+        assert from_store == 3 and filled.power_watts[:3] == (54.0, 55.0, 56.0) and filled.filled_steps == 0
+        # the last stored reading exactly max_gap (5 steps) before the client's first value: still taken
+        later = request.model_copy(update={"end_time": datetime(2026, 1, 5, 13, 4, 0, tzinfo=UTC)})
+        held, held_steps = fill_from_store(store, "n", later, step_s=60, sequence_length=15, max_gap_s=300)
+        assert held_steps == 8 and held.filled_steps == 5  # 12:54 .. 13:01, 12:57 .. 13:01 held
+        too_late = request.model_copy(update={"end_time": datetime(2026, 1, 5, 13, 5, 0, tzinfo=UTC)})
+        assert fill_from_store(store, "n", too_late, step_s=60, sequence_length=15, max_gap_s=300) == (too_late, 0)
