@@ -84,7 +84,7 @@ class BatchRunner:
             self._dispatch()
         try:
             await asyncio.to_thread(self.records.trim, self.settings.max_finished,
-                                    len(self.waiting) + len(self.running))
+                                    len(self.waiting) + len(self.running) + self.settings.max_running)
         except OSError:
             logger.warning("batch queue: cannot trim the finished batches", exc_info=True)
 

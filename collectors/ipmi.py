@@ -105,8 +105,9 @@ class IpmiSource(TelemetrySource):
     __str__ = __repr__
 
     def available(self) -> tuple[bool, str]:
-        if not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try:
-            self._attempt()  # never read yet: probe once (bounded by timeout_s)
+        if (not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try
+                and not self._call.busy):
+            self._attempt()  # never read yet: probe once (bounded by timeout_s), unless a read is under way
         if self._sdr_loading_since is not None:
             return False, self._reason
         if self._auth_failed or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
@@ -159,9 +160,9 @@ class IpmiSource(TelemetrySource):
                 self._reset()
                 raise TimeoutError(f"BMC {self.host}:{self.port} did not finish sending its sensor repository (SDR) "
                                    f"within {self.sdr_load_timeout_s:g} s") from None
+            self._reset()  # a stalled session is marked broken, which ends pyghmi's own waits on it
             if isinstance(err, StillRunning):
                 raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
-            self._reset()
             raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
 
     def _fail(self, err: Exception) -> None:

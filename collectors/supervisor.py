@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from collectors.collector_actor import CollectorActor, collector_fingerprint
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor
-from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton
+from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton, wait_until_gone
 from core.app_watch import answered_fingerprint, end_with_app
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 
@@ -173,8 +173,7 @@ class CollectorSupervisor:
                 ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
             for handle in collectors.values():
                 ray.kill(handle, no_restart=True)
-            for key, handle in collectors.items():
-                kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)  # its name free for a successor's
+            wait_until_gone([collector_actor(key) for key in collectors], HEALTH_TIMEOUT_S)  # names free, one deadline
 
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,

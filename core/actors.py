@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from core.names import NAMESPACE
 
@@ -103,7 +103,7 @@ def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
     for _ in range(2):
         try:
             answer = ray.get(running.fingerprint.remote(), timeout=timeout_s)
-        except GetTimeoutError:
+        except (GetTimeoutError, ActorUnavailableError):  # busy, or restarting
             continue
         except (AttributeError, RayActorError):
             answer = "gone or of an older version"
@@ -118,6 +118,14 @@ def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
 def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) -> None:
     """End the actor for good and wait, at most `timeout_s`, until its name is free for a new one."""
     ray.kill(handle, no_restart=True)
+    wait_until_gone([name], timeout_s)
+
+
+def wait_until_gone(names: list[str], timeout_s: float) -> None:
+    """Wait, at most `timeout_s` for all of them together, until no actor is registered under these names."""
     deadline = time.monotonic() + timeout_s
-    while find_actor(name) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    left = list(names)
+    while left and time.monotonic() < deadline:
+        left = [name for name in left if find_actor(name) is not None]
+        if left:
+            time.sleep(0.2)

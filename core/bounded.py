@@ -21,6 +21,7 @@ class BoundedCall:
     def __init__(self, name: str):
         self.name = name
         self._last: Future | None = None
+        self._starting = threading.Lock()  # the check and the start as one step (two callers: one call)
 
     @property
     def busy(self) -> bool:
@@ -29,9 +30,8 @@ class BoundedCall:
 
     def start(self, fn: Callable[[], Any]) -> Future:
         """Start `fn`; its Future holds the result or the exception. Raises StillRunning while the last call runs."""
-        if self.busy:
-            raise StillRunning(f"{self.name}: the previous call is still running")
         future: Future = Future()
+        future.set_running_or_notify_cancel()  # a caller's cancel() cannot make the call look finished
 
         def run() -> None:
             try:
@@ -39,8 +39,15 @@ class BoundedCall:
             except BaseException as err:  # handed to the caller through the Future
                 future.set_exception(err)
 
-        self._last = future
-        threading.Thread(target=run, name=self.name, daemon=True).start()
+        with self._starting:
+            if self.busy:
+                raise StillRunning(f"{self.name}: the previous call is still running")
+            self._last = future
+            try:
+                threading.Thread(target=run, name=self.name, daemon=True).start()
+            except RuntimeError as err:  # no thread to be had: this call failed, the next may start
+                future.set_exception(err)
+                raise
         return future
 
     def run(self, fn: Callable[[], Any], timeout_s: float) -> Any:

@@ -100,7 +100,8 @@ class RecordStore:
         """Keep at most `keep` finished records: when there are more, the oldest (by last update) are deleted down to
         9/10 of `keep`, so that the next ones added do not each read every record again. Unfinished records are
         never deleted. Reads no record while the folder holds at most `keep` + `unfinished_at_most` files (the
-        caller's count of unfinished ones). Returns how many it deleted."""
+        caller's count of unfinished ones, with some slack for those it does not see). Returns how many it
+        deleted."""
         paths = list(self.folder.glob("*.json"))
         if len(paths) <= keep + unfinished_at_most:
             return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import ray
-from ray.exceptions import ActorDiedError, GetTimeoutError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 
-from core.actors import ActorUnavailable, NamedActor
+from core.actors import ActorUnavailable, NamedActor, keep_unchanged
+from core.app_watch import ENDING
 from core.names import NAMESPACE
 
 
@@ -74,3 +75,27 @@ def test_the_method_s_own_error_reaches_the_caller(actor, monkeypatch):
     monkeypatch.setattr(ray, "get", get)
     with pytest.raises(KeyError):
         NamedActor("store", "the telemetry store").call("policy", "x")
+
+
+def test_a_busy_or_restarting_actor_gets_a_second_chance_before_a_bootstrap_replaces_it(actor, monkeypatch):
+    """Before, one fingerprint call that timed out (a supervisor busy stopping, a store actor restarting) had the
+    bootstrap kill a healthy actor."""
+    answers: list = []
+
+    def get(ref, timeout):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(ray, "get", get)
+    stopped: list[str] = []
+    answers += [GetTimeoutError(), "digest"]
+    assert keep_unchanged("store", "digest", lambda: stopped.append("stop"), 1.0) is actor and stopped == []
+    answers += [ActorUnavailableError("restarting", None), "digest"]
+    assert keep_unchanged("store", "digest", lambda: stopped.append("stop"), 1.0) is actor and stopped == []
+    answers += [GetTimeoutError(), GetTimeoutError()]  # twice: not answering
+    assert keep_unchanged("store", "digest", lambda: stopped.append("stop"), 1.0) is None and stopped == ["stop"]
+    answers += [ENDING]  # an actor that is ending is replaced, not kept
+    assert keep_unchanged("store", "digest", lambda: stopped.append("stop"), 1.0) is None
+    assert stopped == ["stop", "stop"]

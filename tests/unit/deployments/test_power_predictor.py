@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.forecasts import PowerForecast, PowerHistory
+from core.forecasts import PowerForecast, PowerHistory, utc_now_floor
 from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
@@ -311,3 +311,26 @@ def test_a_pin_that_cannot_load_changes_nothing(tmp_path):
     asyncio.run(replica.reconfigure({"model_version": 2}))
     replica._refresh()  # the follower keeps off a pinned model
     assert replica.version == 2 and replica.settings.model_version == 2
+
+
+class SlowStore:
+    """A store whose reads time out (the RemoteStore's 2 s limit), counting them."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def window(self, *args):
+        self.reads += 1
+        raise StoreUnavailable("the telemetry store did not answer: GetTimeoutError")
+
+
+def test_a_short_list_is_completed_from_the_store_and_a_slow_store_is_left_alone_a_while(predictor):
+    predictor.fill_store, predictor._fill_paused_until = predictor.store, 0.0
+    short = PowerHistory(power_watts=(100.0, 101.0), horizon_s=120, end_time=utc_now_floor(60))
+    _, from_store = asyncio.run(predictor.forecast_filled(short, "n1"))
+    assert from_store == 3  # the window is 5 steps: 3 stored before the request's 2
+    slow = predictor.fill_store = SlowStore()
+    forecast, from_store = asyncio.run(predictor.forecast_filled(short, "n1"))
+    assert from_store == 0 and forecast.point  # answered from the request's own lists
+    asyncio.run(predictor.forecast_filled(short, "n1"))
+    assert slow.reads == 1  # paused: a timed-out read still runs in the store actor, none is added to it

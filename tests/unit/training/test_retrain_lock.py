@@ -3,6 +3,7 @@ only from an attempt that ended or stopped (its record silent); a running attemp
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -124,15 +125,18 @@ def test_a_passing_error_reading_the_lock_neither_frees_the_model_nor_ends_the_h
     job = running(records)
     locks.acquire("m", job)
     lock = locks._path("m")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "to_folder").symlink_to(tmp_path / "a_folder")
     with heartbeat(locks, "m", job, every_s=0.05):
-        lock.rename(tmp_path / "aside")
-        lock.mkdir()  # reading it now fails with IsADirectoryError, not "no such file"
+        # swapped in one step (a moment with no lock file at all would rightly read as "nobody holds it"):
+        # reading it now fails with IsADirectoryError, not "no such file"
+        os.replace(tmp_path / "to_folder", lock)
         other = running(records)
         with pytest.raises(IsADirectoryError):
             locks.acquire("m", other)
         time.sleep(0.2)
-        lock.rmdir()
-        (tmp_path / "aside").rename(lock)
+        (tmp_path / "restored").write_text(job)
+        os.replace(tmp_path / "restored", lock)
         before = records.get(job)["updated_at"]
         time.sleep(0.3)
         assert records.get(job)["updated_at"] > before  # still beating

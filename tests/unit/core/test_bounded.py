@@ -1,0 +1,60 @@
+"""A bounded call: one at a time, free again once it returned, even when its thread could not start (no Ray)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from core import bounded
+from core.bounded import BoundedCall, StillRunning
+
+
+def test_one_call_at_a_time_and_free_once_it_returned():
+    release = threading.Event()
+    call = BoundedCall("test")
+    with pytest.raises(TimeoutError):
+        call.run(lambda: release.wait(5), timeout_s=0.05)
+    with pytest.raises(StillRunning):
+        call.run(lambda: "second", timeout_s=0.05)
+    release.set()
+    call._last.result(timeout=5)
+    assert call.run(lambda: "third", timeout_s=5) == "third"
+
+
+def test_two_callers_at_once_start_one_call():
+    """The check and the start were two steps: two threads could both find the call free and read one device at
+    once (an IPMI status probe beside the sampling thread)."""
+    call, release, started = BoundedCall("test"), threading.Event(), []
+    barrier = threading.Barrier(8)
+
+    def caller() -> None:
+        barrier.wait()
+        try:
+            call.start(lambda: started.append(1) or release.wait(5))
+        except StillRunning:
+            pass
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    release.set()
+    assert len(started) == 1
+
+
+def test_a_thread_that_cannot_start_leaves_the_call_free(monkeypatch):
+    """Before, the call stayed busy for good: the source was skipped every round without a word."""
+    call = BoundedCall("test")
+
+    class NoThread(threading.Thread):
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(bounded.threading, "Thread", NoThread)
+    with pytest.raises(RuntimeError, match="new thread"):
+        call.run(lambda: 1, timeout_s=1)
+    assert not call.busy
+    monkeypatch.undo()
+    assert call.run(lambda: 2, timeout_s=1) == 2
