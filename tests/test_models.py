@@ -409,6 +409,9 @@ def test_spot_is_never_dearer_and_typically_cheaper(fitted):
     spot = model.predict_many([q.model_copy(update={"spot_instance": True}) for q in grid])
     for od, sp in zip(on_demand, spot, strict=True):
         assert sp.predicted_cost <= od.predicted_cost + 1e-9
+        # the discounted components stay under on demand; storage, network and energy may not (preempted work)
+        assert sp.cost_breakdown.compute <= od.cost_breakdown.compute + 1e-9
+        assert sp.cost_breakdown.gpu <= od.cost_breakdown.gpu + 1e-9
     # a spot run's energy keeps its preemption overhead (capping each component at on demand hid it)
     energy_ratio = np.median([sp.cost_breakdown.energy / od.cost_breakdown.energy
                               for od, sp in zip(on_demand, spot, strict=True) if od.cost_breakdown.energy > 0])
