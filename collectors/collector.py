@@ -73,6 +73,9 @@ class Collector:
                 reads.append((index, call.start(source.sample)))
             except StillRunning:  # said once, when it hung
                 continue
+            except RuntimeError as exc:  # no thread to read it on: this source misses the round, the others not
+                logger.warning("collector %s: source %s not read: %s", self.node_id, _name(source), exc)
+                continue
             if index in self._hung:
                 self._hung.discard(index)
                 logger.info("collector %s: source %s answers again", self.node_id, _name(source))

@@ -66,7 +66,11 @@ def _pyghmi() -> tuple[Any, Any]:
     return command.Command, ps.Session
 
 
-class SdrLoading(RuntimeError):
+class ReadUnderWay(RuntimeError):
+    """A read of the BMC is under way and not late yet (a status probe's, say): no reading now, and no failure."""
+
+
+class SdrLoading(ReadUnderWay):
     """The BMC's sensor repository is still downloading (the first SDR read): no reading yet, and no failure."""
 
 
@@ -105,11 +109,10 @@ class IpmiSource(TelemetrySource):
     __str__ = __repr__
 
     def available(self) -> tuple[bool, str]:
-        if (not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try
-                and not self._call.busy):
+        if not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try:
             self._attempt()  # never read yet: probe once (bounded by timeout_s), unless a read is under way
-        if self._sdr_loading_since is not None:
-            return False, self._reason
+        if self._sdr_loading_since is not None or (not self._ever_ok and self._call.busy):
+            return False, self._reason or "the first read is under way"
         if self._auth_failed or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
             return False, self._reason
         return True, ""
@@ -128,7 +131,7 @@ class IpmiSource(TelemetrySource):
         """Drop the session; pyghmi shares sessions per BMC and user, so mark it broken to never get it back."""
         cmd, self._cmd = self._cmd, None
         if cmd is not None:
-            cmd.ipmi_session.broken = True  # also ends pyghmi's own waits on it
+            cmd.ipmi_session.broken = True  # never handed out again; the logout below ends pyghmi's waits on it
             # log out in the background: a dead BMC must not hold anything up
             threading.Thread(target=self._quietly, args=(cmd.ipmi_session.logout,), daemon=True).start()
 
@@ -136,7 +139,7 @@ class IpmiSource(TelemetrySource):
     def _attempt(self) -> TelemetrySample | None:
         try:
             reading = self._bounded(self._read)
-        except SdrLoading as loading:  # no failure: the next read finds the download finished, or still under way
+        except ReadUnderWay as loading:  # no failure: the next read finds it finished, or still under way
             self._reason = str(loading)
             return None
         except Exception as err:  # every failure becomes a reason
@@ -160,9 +163,12 @@ class IpmiSource(TelemetrySource):
                 self._reset()
                 raise TimeoutError(f"BMC {self.host}:{self.port} did not finish sending its sensor repository (SDR) "
                                    f"within {self.sdr_load_timeout_s:g} s") from None
-            self._reset()  # a stalled session is marked broken, which ends pyghmi's own waits on it
             if isinstance(err, StillRunning):
+                if self._call.running_for() < self.timeout_s:  # another caller's read, not late: no stall
+                    raise ReadUnderWay(f"BMC {self.host}:{self.port}: a read is under way") from None
+                self._reset()  # stalled past its limit: the session dropped (broken, logged out in the background)
                 raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
+            self._reset()
             raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
 
     def _fail(self, err: Exception) -> None:

@@ -66,6 +66,7 @@ singleton started by code from before a lifecycle change answers without it, so 
 its settings are unchanged."""
 
 HEAD = {"node:__internal_head__": 0.001}
+RESTART_WAIT_S = 2.0  # how long keep_unchanged gives an actor that is restarting before asking again
 """The resource request that places an actor on the head node."""
 
 
@@ -103,7 +104,10 @@ def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
     for _ in range(2):
         try:
             answer = ray.get(running.fingerprint.remote(), timeout=timeout_s)
-        except (GetTimeoutError, ActorUnavailableError):  # busy, or restarting
+        except GetTimeoutError:  # busy
+            continue
+        except ActorUnavailableError:  # restarting: it answers fast, so give it a moment
+            time.sleep(RESTART_WAIT_S)
             continue
         except (AttributeError, RayActorError):
             answer = "gone or of an older version"
@@ -121,11 +125,15 @@ def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) ->
     wait_until_gone([name], timeout_s)
 
 
-def wait_until_gone(names: list[str], timeout_s: float) -> None:
-    """Wait, at most `timeout_s` for all of them together, until no actor is registered under these names."""
+def wait_until_gone(names: list[str], timeout_s: float) -> list[str]:
+    """Wait, at most `timeout_s` for all of them together, until no actor is registered under these names; returns
+    those still registered then (logged)."""
     deadline = time.monotonic() + timeout_s
     left = list(names)
     while left and time.monotonic() < deadline:
         left = [name for name in left if find_actor(name) is not None]
         if left:
             time.sleep(0.2)
+    if left:
+        logger.warning("actors still registered %.0f s after they were ended: %s", timeout_s, left)
+    return left

@@ -5,6 +5,7 @@ to finish alone; the next call is refused until it has, so stuck threads never p
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -21,12 +22,17 @@ class BoundedCall:
     def __init__(self, name: str):
         self.name = name
         self._last: Future | None = None
+        self._started_at = 0.0  # monotonic start of the last call
         self._starting = threading.Lock()  # the check and the start as one step (two callers: one call)
 
     @property
     def busy(self) -> bool:
         """Whether the last call has not returned yet (its thread may still be exiting after it did)."""
         return self._last is not None and not self._last.done()
+
+    def running_for(self) -> float:
+        """Seconds the call under way has run (0 when none is)."""
+        return time.monotonic() - self._started_at if self.busy else 0.0
 
     def start(self, fn: Callable[[], Any]) -> Future:
         """Start `fn`; its Future holds the result or the exception. Raises StillRunning while the last call runs."""
@@ -42,7 +48,7 @@ class BoundedCall:
         with self._starting:
             if self.busy:
                 raise StillRunning(f"{self.name}: the previous call is still running")
-            self._last = future
+            self._last, self._started_at = future, time.monotonic()
             try:
                 threading.Thread(target=run, name=self.name, daemon=True).start()
             except RuntimeError as err:  # no thread to be had: this call failed, the next may start

@@ -40,6 +40,7 @@ logger = logging.getLogger("ray.serve")
 PIN_RENEW_S = 3600.0  # how often a pinned replica renews its registry mark (core/registry.py PIN_TTL_S: a day)
 FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read waited for at most this long
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
+MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -106,6 +107,7 @@ class PowerPredictor(RegistryFollower):
         self.store = RemoteStore()
         self.fill_store = RemoteStore(timeout_s=FILL_TIMEOUT_S)  # an optional read: never holds a forecast up long
         self._fill_paused_until = 0.0  # monotonic time until which no window is completed from the store
+        self._fills = threading.BoundedSemaphore(MAX_FILLS)
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -226,7 +228,8 @@ class PowerPredictor(RegistryFollower):
         served = self._route(history.horizon_s, history.step_s)
         pipeline = served.forecaster.pipeline
         from_store = 0
-        if time.monotonic() >= self._fill_paused_until:  # a slow store is left alone a while: the lists answer
+        # a slow store is left alone a while, and never asked more than MAX_FILLS at once: the lists answer
+        if time.monotonic() >= self._fill_paused_until and self._fills.acquire(blocking=False):
             try:
                 history, from_store = await asyncio.to_thread(
                     fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,
@@ -235,6 +238,8 @@ class PowerPredictor(RegistryFollower):
                 self._fill_paused_until = time.monotonic() + FILL_PAUSE_S
                 logger.warning("power forecast: windows not completed from the store for %.0f s: %s", FILL_PAUSE_S,
                                exc)
+            finally:
+                self._fills.release()
         return await self.forecast(history), from_store
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,

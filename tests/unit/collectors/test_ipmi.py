@@ -217,3 +217,26 @@ def test_unavailable_only_after_repeated_failures_once_it_worked():
     assert "network unreachable" in source.available()[1]
     source._read = lambda: good
     assert source.sample() == [good] and source.available() == (True, "")
+
+
+def test_a_read_under_way_for_a_status_probe_is_neither_a_failure_nor_a_stall():
+    """A status probe (before the first good read) and the sampling round met: the round dropped the probe's healthy
+    session as stalled and both counted a failure."""
+    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", timeout_s=2.0, backoff_s=0)
+    good = source._sample(300.0, Quality.OK, None)
+    resets: list[int] = []
+    source._reset = lambda: resets.append(1)
+
+    def slow_read():
+        time.sleep(0.3)
+        return good
+
+    source._read = slow_read
+    probe = threading.Thread(target=source.available)
+    probe.start()
+    time.sleep(0.1)
+    ok, reason = source.available()
+    assert not ok and reason.endswith("a read is under way")
+    assert source.sample() == [] and "a read is under way" in source._reason
+    probe.join(timeout=5)
+    assert source._failures == 0 and resets == [] and source.sample() == [good]

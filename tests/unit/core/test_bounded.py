@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_a_thread_that_cannot_start_leaves_the_call_free(monkeypatch):
         def start(self):
             raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(bounded.threading, "Thread", NoThread)
+    monkeypatch.setattr(bounded, "threading", SimpleNamespace(Thread=NoThread))  # in that module only
     with pytest.raises(RuntimeError, match="new thread"):
         call.run(lambda: 1, timeout_s=1)
     assert not call.busy

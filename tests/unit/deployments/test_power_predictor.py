@@ -326,6 +326,7 @@ class SlowStore:
 
 def test_a_short_list_is_completed_from_the_store_and_a_slow_store_is_left_alone_a_while(predictor):
     predictor.fill_store, predictor._fill_paused_until = predictor.store, 0.0
+    predictor._fills = threading.BoundedSemaphore(2)
     short = PowerHistory(power_watts=(100.0, 101.0), horizon_s=120, end_time=utc_now_floor(60))
     _, from_store = asyncio.run(predictor.forecast_filled(short, "n1"))
     assert from_store == 3  # the window is 5 steps: 3 stored before the request's 2
@@ -334,3 +335,6 @@ def test_a_short_list_is_completed_from_the_store_and_a_slow_store_is_left_alone
     assert from_store == 0 and forecast.point  # answered from the request's own lists
     asyncio.run(predictor.forecast_filled(short, "n1"))
     assert slow.reads == 1  # paused: a timed-out read still runs in the store actor, none is added to it
+    predictor._fill_paused_until = 0.0  # the pause over
+    asyncio.run(predictor.forecast_filled(short, "n1"))
+    assert slow.reads == 2
