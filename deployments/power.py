@@ -228,8 +228,9 @@ class PowerPredictor(RegistryFollower):
         served = self._route(history.horizon_s, history.step_s)
         pipeline = served.forecaster.pipeline
         from_store = 0
+        short = 0 < len(history.power_watts) < served.forecaster.sequence_length  # else no store read, no thread hop
         # a slow store is left alone a while, and never asked more than MAX_FILLS at once: the lists answer
-        if time.monotonic() >= self._fill_paused_until and self._fills.acquire(blocking=False):
+        if short and time.monotonic() >= self._fill_paused_until and self._fills.acquire(blocking=False):
             try:
                 history, from_store = await asyncio.to_thread(
                     fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,

@@ -338,3 +338,19 @@ def test_a_short_list_is_completed_from_the_store_and_a_slow_store_is_left_alone
     predictor._fill_paused_until = 0.0  # the pause over
     asyncio.run(predictor.forecast_filled(short, "n1"))
     assert slow.reads == 2
+
+
+def test_a_list_as_long_as_the_window_reads_nothing_from_the_store(predictor, monkeypatch):
+    """The hot path: a request that brings a whole window costs no store read, nor a thread hop to ask."""
+    predictor._fill_paused_until, predictor._fills = 0.0, threading.BoundedSemaphore(2)
+    slow = predictor.fill_store = SlowStore()
+    hops: list = []
+
+    async def to_thread(fn, *args, **kwargs):
+        hops.append(fn)
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    whole = PowerHistory(power_watts=(100.0,) * 5, horizon_s=120, end_time=utc_now_floor(60))
+    forecast, from_store = asyncio.run(predictor.forecast_filled(whole, "n1"))
+    assert (from_store, slow.reads, predictor._fill_paused_until, hops) == (0, 0, 0.0, []) and forecast.point
