@@ -25,6 +25,8 @@ class ReplaySettings(BaseModel):
     loop: bool = True
     backfill: bool = Field(False, description="first store one cycle of the trace as the recent past, so a fresh "
                                               "store has the history forecasts and scheduled retrains need")
+    align_nodes: bool = Field(False, description="start every node's series with the replay, so runs recorded on "
+                                                 "different days play as nodes running together")
 
 
 def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None) -> str:
@@ -45,7 +47,7 @@ class CollectorActor:
             settings = ReplaySettings.model_validate(replay)
             node_name = "replay"
             sources = [ReplaySource(settings.path, speed=settings.speed, loop=settings.loop,
-                                    backfill=settings.backfill)]
+                                    backfill=settings.backfill, align_nodes=settings.align_nodes)]
         else:
             node = NodeSettings.from_env()  # this node's environment
             node_name = node.node_name or socket.gethostname()

@@ -72,7 +72,8 @@ class SmiToolSource(TelemetrySource):
             return []
         path, reason = self._resolve()
         if path is None:
-            self._failures.failed(reason)
+            if self.executable:  # a configured path that is missing is a fault; no tool on PATH: not an NPU node
+                self._failures.failed(reason)
             return []
         stamp = datetime.now(UTC)
         try:

@@ -4,7 +4,9 @@ Row times are shifted so the first row happens at the first `sample()` call; eac
 time has come since the previous call, stamped with the (sped-up) wall time at which they happened. With `loop`
 the trace starts again one step after its last row; without it the source reports itself finished. With
 `backfill`, the first calls first return one whole cycle of the trace as the recent past, ending when the live
-replay begins: a fresh store then holds the history a forecast or a scheduled retrain needs.
+replay begins: a fresh store then holds the history a forecast or a scheduled retrain needs. With `align_nodes`,
+every node's series starts with the replay: runs recorded on different days (as in the shipped sample) play as
+nodes that run together, instead of one node at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ReplaySource(TelemetrySource):
         clock: wall-clock seconds since the epoch (time.time); tests pass a fake.
         max_rows_per_call: cap on the rows one call returns (a very high speed cannot flood the caller).
         backfill: before the live replay, the trace's whole cycle as the past that ends at the first call.
+        align_nodes: shift each node's series to start when the first one does (the cycle is the longest series).
 
     Each row becomes the replay samples of `core.stores.window.replay_samples` (device "node" with
     power, memory and temperature; devices "cpu"/"gpu"/"npu" with the matching utilization), so a store
@@ -46,7 +49,7 @@ class ReplaySource(TelemetrySource):
 
     def __init__(self, path: str | Path, *, node_id: str | None = None, speed: float = 1.0, loop: bool = False,
                  clock: Callable[[], float] = time.time, max_rows_per_call: int = 100_000,
-                 backfill: bool = False) -> None:
+                 backfill: bool = False, align_nodes: bool = False) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.path = Path(path)
@@ -62,6 +65,9 @@ class ReplaySource(TelemetrySource):
         except TelemetryDataError as exc:
             self._error = f"cannot replay {self.path}: {exc}"
             return
+        if align_nodes:
+            first = frame.groupby("node_id")["timestamp"].transform("min")
+            frame = frame.assign(timestamp=frame["timestamp"] - first + frame["timestamp"].min())
         frame = frame.sort_values(["timestamp", "node_id"], kind="stable").reset_index(drop=True)
         nodes = frame["node_id"].astype(str).tolist()
         if node_id and len(set(nodes)) == 1:

@@ -167,6 +167,18 @@ def test_missing_tool_and_disabled_switch(fake_tool: Callable[..., Path], tmp_pa
     assert AscendSource("n1", enabled=False).sample() == []
 
 
+def test_a_node_without_the_tool_is_quiet_and_a_configured_path_that_is_missing_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Every node without NPUs used to log a failed npu-smi and xpu_smi read per round until both tripped."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    absent = AscendSource("n1", max_failures=2)
+    assert [absent.sample() for _ in range(3)] == [[], [], []]
+    assert "failed" not in caplog.text and "not found on PATH" in absent.available()[1]
+    configured = KunlunSource("n1", executable=str(tmp_path / "xpu_smi"), max_failures=2)
+    assert configured.sample() == [] and configured.sample() == []
+    assert "2 consecutive failed reads" in configured.available()[1]
+
+
 def test_failing_tool_is_counted_then_unavailable(fake_tool: Callable[..., Path]) -> None:
     fake_tool("npu-smi", exit_code=3, stderr="dcmi module initialize failed. ret is -8005")
     source = AscendSource("n1", max_failures=2)

@@ -130,3 +130,23 @@ def test_backfill_lays_one_cycle_out_as_the_past_before_the_live_replay(trace: P
     assert [s.timestamp for s in past] == [at(-30), at(-30), at(-20), at(-20), at(-10), at(-10)]  # period 30 s
     live = source.sample()  # then the trace again from its start, stamped from the first call on
     assert keys(live) == [("a", 100.0), ("b", 200.0)] and {s.timestamp for s in live} == {at(0)}
+
+
+def test_aligned_nodes_start_together_and_loop_on_the_longest_series(tmp_path: Path) -> None:
+    """The shipped sample's runs were recorded on different days: replayed as recorded, one node was live and the
+    others days stale, so the README's scaling policy on `hybrid_1` only held on stale telemetry."""
+    path = tmp_path / "runs.csv"
+    path.write_text("timestamp,node_id,power_watts\n"
+                    "2024-01-01T00:00:00Z,a,100\n2024-01-01T00:00:10Z,a,110\n2024-01-01T00:00:20Z,a,120\n"
+                    "2024-01-03T00:00:00Z,b,200\n2024-01-03T00:00:10Z,b,210\n")
+    clock = Clock()
+    source = ReplaySource(path, clock=clock, loop=True, align_nodes=True)
+    assert keys(source.sample()) == [("a", 100.0), ("b", 200.0)]
+    clock.now = T0 + 10
+    assert keys(source.sample()) == [("a", 110.0), ("b", 210.0)]
+    clock.now = T0 + 30  # the cycle is a's 20 s plus a step
+    assert keys(source.sample()) == [("a", 120.0), ("a", 100.0), ("b", 200.0)]
+    backfilled = ReplaySource(path, clock=Clock(), align_nodes=True, backfill=True)
+    past = node_rows(backfilled.sample())
+    assert {s.node_id for s in past} == {"a", "b"} and min(s.timestamp for s in past) == at(-30)
+    assert keys(ReplaySource(path, clock=Clock()).sample()) == [("a", 100.0)]  # as recorded: b is two days later
