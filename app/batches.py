@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from app.errors import public_error
 from app.power_api import to_history, to_response
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 ITEM_TIMEOUT_S = 120.0
 BATCH_TIMEOUT_S = 600.0
 ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
+HANDLE_RETRY_S = 2.0  # how often a deployment that is not deployed is looked up again
 _ITEM = TypeAdapter(BatchItem)
 
 
@@ -39,7 +42,8 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     record = records.update(batch_id, status="running")
     try:
         items = [revalidated(item) for item in record["items"]]
-        results = await answer_items(items, app_name, power_app_name)
+        results = await answer_items(items, app_name, power_app_name,
+                                     accepted_at=datetime.fromisoformat(record["created_at"]))
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         logger.warning("batch %s failed", batch_id, exc_info=True)
         records.update(batch_id, status="failed", error=reason(exc))
@@ -60,13 +64,13 @@ def revalidated(stored: Any) -> BatchItem | RefusedItem:
                            f"{error['msg'].removeprefix('Value error, ')}")
 
 
-async def answer_items(items: list[Any], app_name: str, power_app_name: str,
+async def answer_items(items: list[Any], app_name: str, power_app_name: str, *, accepted_at: datetime | None = None,
                        batch_timeout_s: float = BATCH_TIMEOUT_S) -> list[BatchItemResult]:
     """Every item through its predictor, ITEMS_IN_FLIGHT at a time; one item's failure (or refusal) is that
     item's result. The batch has `batch_timeout_s` in all: an item still waiting or unanswered when it runs out
-    gets a TimeoutError result, and every item answered before keeps its own."""
-    power = serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=power_app_name)
-    cost = serve.get_deployment_handle(COST_DEPLOYMENT, app_name=app_name)
+    gets a TimeoutError result, and every item answered before keeps its own. A power item without `end_time`
+    ends at `accepted_at` (when the batch was accepted), not when it runs."""
+    handles = _Handles({"power": (POWER_DEPLOYMENT, power_app_name), "cost": (COST_DEPLOYMENT, app_name)})
     slots = asyncio.Semaphore(ITEMS_IN_FLIGHT)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + batch_timeout_s
@@ -80,11 +84,11 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str,
             if left <= 0:
                 return BatchItemResult(index=index, status="error", error=out_of_time)
             try:
-                call = (power.forecast.remote(to_history(item.request)) if item.type == "power"
-                        else cost.predict.remote(item.request))
                 try:
-                    answer = await asyncio.wait_for(call, min(ITEM_TIMEOUT_S, left))
+                    answer = await asyncio.wait_for(call(item), min(ITEM_TIMEOUT_S, left))
                 except TimeoutError:
+                    if item.type not in handles.found:
+                        return BatchItemResult(index=index, status="error", error=handles.not_deployed(item.type))
                     if left < ITEM_TIMEOUT_S:
                         return BatchItemResult(index=index, status="error", error=out_of_time)
                     raise
@@ -93,7 +97,40 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str,
             except Exception as exc:  # noqa: BLE001 - one item's failure (answering or shaping it) is that item's
                 return BatchItemResult(index=index, status="error", error=reason(exc))
 
+    async def call(item: Any) -> Any:
+        handle = await handles.get(item.type)
+        if item.type == "power":
+            return await handle.forecast.remote(to_history(item.request).model_copy(update={"as_of": accepted_at}))
+        return await handle.predict.remote(item.request)
+
     return list(await asyncio.gather(*(one(index, item) for index, item in enumerate(items))))
+
+
+class _Handles:
+    """The predictor deployments' handles, looked up when an item first needs one: a batch of cost items runs
+    without the power app, and a batch resumed as the app starts waits (within its items' time) for a deployment
+    that is not registered yet, rather than failing as a whole."""
+
+    def __init__(self, deployments: dict[str, tuple[str, str]]):
+        self.deployments = deployments
+        self.found: dict[str, DeploymentHandle] = {}
+        self.missed: set[str] = set()
+
+    async def get(self, item_type: str) -> DeploymentHandle:
+        name, app = self.deployments[item_type]
+        while item_type not in self.found:
+            try:
+                self.found[item_type] = serve.get_deployment_handle(name, app_name=app)
+            except KeyError:  # not deployed (yet): the item's timeout bounds the wait
+                if item_type not in self.missed:
+                    logger.info("batch: %s; looking again every %g s", self.not_deployed(item_type), HANDLE_RETRY_S)
+                    self.missed.add(item_type)
+                await asyncio.sleep(HANDLE_RETRY_S)
+        return self.found[item_type]
+
+    def not_deployed(self, item_type: str) -> str:
+        name, app = self.deployments[item_type]
+        return f"DeploymentMissing: the {name} deployment of app {app!r} is not deployed"
 
 
 def reason(exc: BaseException) -> str:

@@ -27,10 +27,15 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     """Registered models, their versions and which one is active; power models with the step, horizon and window
     of the active version (a forecast goes to the finest step whose horizon covers it) and whether it was trained
     on generated data."""
-    return await asyncio.to_thread(_models, replica.registry)  # every version's metadata read: off the loop
+    registry = replica.registry
+    serve_latest = {replica.args.power_model_id, replica.args.cost_model_id}
+    return await asyncio.to_thread(_models, registry, serve_latest)  # every version's metadata read: off the loop
 
 
-def _models(registry: ModelRegistry) -> ModelsResponse:
+def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
+    """Every model with its versions; the active one is the one served: the ACTIVE pointer's, else the latest for
+    the models in `serve_latest` (the default power model and the cost model), else none (the other power
+    resolutions are served only once a version is activated)."""
     models = []
     for model_id in registry.model_ids():
         active = registry.active_version(model_id)
@@ -38,15 +43,14 @@ def _models(registry: ModelRegistry) -> ModelsResponse:
         if not versions:
             continue
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
-        shown = active if active in readable else versions[-1].version
-        current = readable[shown]
+        shown = active if active in readable else versions[-1].version if model_id in serve_latest else None
         models.append(ModelPublic(
             model_id=model_id, model_type=versions[-1].model_type, active_version=shown,
             versions=[ModelVersionPublic(
                 version=m.version, created_at=m.created_at, metrics=m.metrics, active=m.version == shown,
                 data_span=m.data_span.model_dump(mode="json") if m.data_span else None,
             ) for m in versions],
-            **_resolution(current),
+            **(_resolution(readable[shown]) if shown is not None else {}),
         ))
     return ModelsResponse(models=models)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -53,7 +54,7 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
                 raise ApiError(422, ["body", "items", index, "request", "features"],
                                "a batch item brings its own lists (stored telemetry is not read in a batch): "
                                "power_watts, or features to estimate it from") from exc
-    record = replica.batches.create({
+    record = await asyncio.to_thread(replica.batches.create, {  # a record of up to 4 MiB, fsynced: off the loop
         "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
         "items": [item.model_dump(mode="json") for item in request.items],
     })
@@ -62,7 +63,7 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
         queued = await replica.batch_queue.submit(record["id"])  # ActorUnavailable: 503 (app/errors.py)
     finally:
         if not queued:  # refused or failed: nothing is left to run later
-            replica.batches.delete(record["id"])
+            await asyncio.to_thread(replica.batches.delete, record["id"])
     if not queued:
         raise ApiError(429, [], f"the batch queue is full ({replica.args.batches.max_waiting} batches wait); "
                                 "try again later", "queue_full")
@@ -77,10 +78,10 @@ async def get_batch(
         limit: Annotated[int, Query(ge=1, le=MAX_BATCH_ITEMS, description="results shown at most")] = MAX_BATCH_ITEMS,
 ) -> BatchStatus:
     """Status of a batch and, once done, every item's result or error (a page of them with offset and limit)."""
-    record = replica.batches.get(batch_id)
+    record = await asyncio.to_thread(replica.batches.get, batch_id)  # a done batch's record is tens of MB
     if record["status"] in UNFINISHED:
         try:
             await replica.batch_queue.resume_if_lost()
         except Exception:  # noqa: BLE001 - the status is still answered; the next read tries again
             logger.warning("batch %s: cannot reach or restart the batch queue", batch_id, exc_info=True)
-    return batch_status(record, offset, limit)
+    return await asyncio.to_thread(batch_status, record, offset, limit)

@@ -60,7 +60,7 @@ def data_file(requested: str, data_dir: str | None) -> tuple[str, str]:
 
     Raises:
         DataNotAllowed: no data directory configured; `..` in the path; the path (symlinks resolved) lies
-            outside the directory; or it is no file.
+            outside the directory; it is no file; or it is not named .csv.
     """
     if data_dir is None:
         raise DataNotAllowed("naming a file is disabled: the server has no args.retrain.data_dir; leave `data` "
@@ -79,6 +79,9 @@ def data_file(requested: str, data_dir: str | None) -> tuple[str, str]:
         raise DataNotAllowed("must name a file inside args.retrain.data_dir")
     if not is_file:
         raise DataNotAllowed(f"no file {label!r} in args.retrain.data_dir")
+    if path.suffix.lower() != ".csv":
+        raise DataNotAllowed(f"{label!r} is not a CSV file (.csv): training reads the canonical telemetry CSV, "
+                             "or job records for the cost model")
     return str(path), label
 
 

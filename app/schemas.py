@@ -51,7 +51,14 @@ class PowerFeatures(_Body):
     gpu_utilization: list[Percent] | None = _history("mean GPU utilization, %")
     npu_utilization: list[Percent] | None = _history("mean NPU utilization, %")
     temperature: list[Celsius] | None = _history("hottest device, °C")
-    workload_type: str | None = Field(None, max_length=64, description="training, inference, batch, idle, ...")
+    workload_type: str | None = Field(None, max_length=64, description="training, inference, batch, idle, ... "
+                                                                      "(case and surrounding spaces ignored)")
+
+    @field_validator("workload_type")
+    @classmethod
+    def _normalize_workload(cls, value: str | None) -> str | None:
+        """As training reads the label (core.telemetry_csv): "Training " is the model's "training"."""
+        return (value.strip().lower() or None) if value is not None else None
 
 
 class PowerPredictionRequest(_Body):

@@ -25,7 +25,8 @@ class PowerHistory(BaseModel):
     power_watts: tuple[float, ...] = ()
     numeric: dict[str, tuple[float, ...]] = {}
     workload_type: str | None = None
-    end_time: datetime | None = None  # time of the last value (UTC); None means now, floored to the step
+    end_time: datetime | None = None  # time of the last value (UTC); None means `as_of`, floored to the step
+    as_of: datetime | None = None  # the "now" of a default end_time (a batch's acceptance); None: when answered
     horizon_s: int  # how far ahead to forecast
     step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
     filled_steps: int = 0  # power values repeated from the one before over steps without a reading (a store's gaps)
@@ -81,7 +82,12 @@ class ServedModel(BaseModel):
     trained_on_synthetic_data: bool = False
 
 
-def utc_now_floor(step_s: int) -> datetime:
-    """Now, rounded down to the step: the default time of a history's last value."""
-    now = datetime.now(UTC).timestamp()
-    return datetime.fromtimestamp(now - now % step_s, UTC)
+def utc_now_floor(step_s: int, now: datetime | None = None) -> datetime:
+    """Now (or `now`), rounded down to the step: the default time of a history's last value."""
+    stamp = (now or datetime.now(UTC)).timestamp()
+    return datetime.fromtimestamp(stamp - stamp % step_s, UTC)
+
+
+def last_value_time(history: PowerHistory, step_s: int) -> datetime:
+    """When a history's last value was: its `end_time`, else its `as_of` (or now) floored to the step."""
+    return history.end_time or utc_now_floor(step_s, history.as_of)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -41,6 +42,7 @@ PIN_RENEW_S = 3600.0  # how often a pinned replica renews its registry mark (cor
 FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read waited for at most this long
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
+MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -108,6 +110,7 @@ class PowerPredictor(RegistryFollower):
         self.fill_store = RemoteStore(timeout_s=FILL_TIMEOUT_S)  # an optional read: never holds a forecast up long
         self._fill_paused_until = 0.0  # monotonic time until which no window is completed from the store
         self._fills = threading.BoundedSemaphore(MAX_FILLS)
+        self._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -258,13 +261,11 @@ class PowerPredictor(RegistryFollower):
             StoreUnavailable: the store could not be read.
         """
         served = self._route(horizon_s, step_s)
-        stored = [await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type, workload_id)
-                  for node in nodes]
+        stored = [await self._read_stored(served, node, horizon_s, workload_type, workload_id) for node in nodes]
         if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin
             oldest = min(stored, key=lambda s: s.newest)
             stored = [s if s.history.end_time == oldest.history.end_time else
-                      await asyncio.to_thread(self._stored_history, served, node, horizon_s, workload_type,
-                                              workload_id, oldest.newest)
+                      await self._read_stored(served, node, horizon_s, workload_type, workload_id, oldest.newest)
                       for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
@@ -272,6 +273,13 @@ class PowerPredictor(RegistryFollower):
                 self.forecast_gauges.publish(node, forecast)
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
+
+    async def _read_stored(self, *args: Any) -> StoredHistory:
+        """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without
+        lists wait their turn rather than take every call the store actor answers (the collectors' writes and the
+        scaling controller's reads share them)."""
+        async with self._stored_reads:
+            return await asyncio.to_thread(self._stored_history, *args)
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None, until: datetime | None = None) -> StoredHistory:

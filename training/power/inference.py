@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.durations import format_duration
-from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, utc_now_floor
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, last_value_time
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.power.calibration import CalibratedForecast
 from training.power.features import Segment
@@ -53,7 +53,7 @@ def history_segment(history: PowerHistory, sequence_length: int, step_s: int) ->
     for name in NUMERIC_FEATURES:
         values = np.asarray(history.numeric.get(name, ())[-sequence_length:], dtype=float)
         numeric[name] = _pad_front(values, sequence_length) if values.size else np.full(sequence_length, np.nan)
-    end_time = history.end_time or utc_now_floor(step_s)
+    end_time = last_value_time(history, step_s)
     start = pd.Timestamp(end_time) - pd.Timedelta(seconds=step_s * (sequence_length - 1))
     segment = Segment(
         node_id="request",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from core.forecasts import PowerHistory, utc_now_floor
+from core.forecasts import PowerHistory, last_value_time
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.settings import default_max_gap
@@ -110,7 +110,7 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
     given = len(history.power_watts)
     if not 0 < given < sequence_length:
         return history, 0
-    end_time = history.end_time or utc_now_floor(step_s)
+    end_time = last_value_time(history, step_s)
     last = end_time.timestamp()
     window_end = datetime.fromtimestamp(last - last % step_s + step_s, UTC)  # just after the bin of the last value
     window = store.window(node_id, window_end - timedelta(seconds=step_s * sequence_length), window_end, step_s)

@@ -96,3 +96,61 @@ def test_a_batch_out_of_time_keeps_the_answers_it_has(monkeypatch):
     assert [r.status for r in results] == ["ok", "ok", "ok", "error", "error"]
     assert [r.result for r in results[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert all("the batch's 0.5 s ran out" in r.error for r in results[3:])
+
+
+def test_a_power_item_without_end_time_ends_when_the_batch_was_accepted(monkeypatch):
+    """Items were dated when the batch ran: a batch that waited in the queue (or was resumed after a restart)
+    forecast from the wrong time, its timestamps late by the whole wait."""
+    from datetime import UTC, datetime
+
+    from core.forecasts import last_value_time
+
+    seen = []
+
+    async def answered(history):
+        seen.append(history)
+        return history
+
+    handle = SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)))
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    monkeypatch.setattr("app.batches.to_response", lambda request, forecast: SimpleNamespace(
+        model_dump=lambda mode: {}))
+    accepted = datetime(2026, 1, 2, 3, 4, 35, tzinfo=UTC)
+    items = [SimpleNamespace(type="power", request=PowerPredictionRequest(
+        workload_id="w", features={"power_watts": [100.0, 101.0]}))]
+    results = asyncio.run(answer_items(items, "app", "power", accepted_at=accepted))
+    assert results[0].status == "ok" and seen[0].end_time is None
+    assert last_value_time(seen[0], 60) == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+
+
+def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appears_is_waited_for(monkeypatch):
+    """Both handles were looked up before any item ran: without the power app, a batch of cost items failed as
+    a whole (KeyError), and so did a batch resumed as the app started, before the power app was registered."""
+    monkeypatch.setattr("app.batches.HANDLE_RETRY_S", 0.05)
+    monkeypatch.setattr("app.batches.ITEM_TIMEOUT_S", 0.3)
+
+    async def answered(value):
+        return SimpleNamespace(model_dump=lambda mode: {"ok": True})
+
+    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)),
+                             forecast=SimpleNamespace(remote=lambda history: answered(history)))
+    lookups = {"PowerPredictor": 0}
+
+    def get_handle(name, app_name):
+        if name == "PowerPredictor":
+            lookups[name] += 1
+            if lookups[name] < limit:
+                raise KeyError(name)
+        return handle
+
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", get_handle)
+    monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
+    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
+                                                                         features={"power_watts": [100.0]}))
+    cost = SimpleNamespace(type="cost", request={"n": 1})
+    limit = 10 ** 6  # never deployed
+    results = asyncio.run(answer_items([cost, power, cost], "app", "kcloud-power"))
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert results[1].error == "DeploymentMissing: the PowerPredictor deployment of app 'kcloud-power' is not deployed"
+    lookups["PowerPredictor"], limit = 0, 3  # registered a moment later
+    assert [r.status for r in asyncio.run(answer_items([power], "app", "kcloud-power"))] == ["ok"]

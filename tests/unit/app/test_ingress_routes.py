@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,6 +62,7 @@ class Replica:
     scaling_defaults = AutoScalingConfig()
     batches = Records()
     registry = Registry()
+    args = SimpleNamespace(power_model_id="power_lstm", cost_model_id="cost_gbm")
 
     def __init__(self):
         self.access = Access("t")
@@ -185,6 +187,25 @@ def test_models_are_listed_when_the_active_versions_metadata_broke(replica, clie
     assert response.status_code == 200, response.text  # was a 500
     [model] = response.json()["models"]
     assert model["active_version"] == 1 and [v["version"] for v in model["versions"]] == [1]
+
+
+def test_a_resolution_never_activated_is_listed_without_an_active_version(replica, client, tmp_path):
+    """Only the default power model and the cost model serve their latest version without an ACTIVE pointer: an
+    hourly model registered with --no-activate was listed as active while its horizons got a 422."""
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "weights.bin").write_text("w")
+    registry = ModelRegistry(tmp_path / "models")
+    for model_id in ("power_lstm", "power_lstm_1h"):
+        registry.publish(model_id, source, model_type="lstm", activate=False,
+                         feature_spec={"step_s": 60, "horizon_steps": 60, "sequence_length": 60})
+    replica.registry = registry
+    listed = {m["model_id"]: m for m in client.get("/api/v1/models").json()["models"]}
+    assert (listed["power_lstm"]["active_version"], listed["power_lstm"]["step_seconds"]) == (1, 60)
+    hourly = listed["power_lstm_1h"]
+    assert (hourly["active_version"], hourly["step_seconds"], hourly["versions"][0]["active"]) == (None, None, False)
 
 
 class Eventful(Controller):

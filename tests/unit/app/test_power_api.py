@@ -43,6 +43,13 @@ def test_no_power_history_is_a_plain_domain_error():
     assert history.power_watts == (1.0, 2.0) and history.horizon_s == 600
 
 
+def test_the_workload_label_is_read_as_training_reads_it():
+    """Training lowercases and strips the label; "Training" used to reach the model as an unseen workload."""
+    for given, read in (("Training ", "training"), ("INFERENCE", "inference"), ("  ", None)):
+        request = PowerPredictionRequest(workload_id="w", features={"power_watts": [1.0], "workload_type": given})
+        assert to_history(request).workload_type == read
+
+
 def test_the_seed_s_request_is_a_features_only_history():
     """Regression (issue 12): the seed's own example had no power history and was refused (422)."""
     request = PowerPredictionRequest.model_validate_json((TEST_DATA / "seed" / "power_request.json").read_text())

@@ -86,6 +86,15 @@ def test_paths_outside_with_dot_dot_through_a_symlink_or_missing_are_refused(dat
     assert str(data_dir) not in str(refused.value) and "/etc" not in str(refused.value)
 
 
+def test_a_file_that_is_not_a_csv_is_refused_before_any_training_starts(data_dir):
+    """A config file in the data folder was accepted (202) and failed later inside a Ray task."""
+    (data_dir / "config.yaml").write_text("predictor: {}\n")
+    with pytest.raises(DataNotAllowed, match="'config.yaml' is not a CSV file"):
+        data_file("config.yaml", str(data_dir))
+    (data_dir / "upper.CSV").write_text("timestamp\n")
+    assert data_file("upper.CSV", str(data_dir))[1] == "upper.CSV"
+
+
 def test_without_a_data_directory_no_file_may_be_named(tmp_path):
     with pytest.raises(DataNotAllowed, match="args.retrain.data_dir"):
         data_file("upm_sample.csv", None)

@@ -18,7 +18,7 @@ from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
-from deployments.power import PowerPredictor, PowerPredictorUserConfig, ServedPower
+from deployments.power import MAX_STORED_READS, PowerPredictor, PowerPredictorUserConfig, ServedPower
 from training.power.forecaster import ArtifactError
 from training.power.stored_history import UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
@@ -63,6 +63,7 @@ def predictor(tmp_path):
                      for m in range(6)])
         replica = object.__new__(PowerPredictor)  # no registry, no model: only what stored forecasts use
         replica._loading = threading.Lock()
+        replica._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
         replica.store, replica.stale_after_s = store, 120.0
         replica.model_id = "power_lstm"
         replica.served = {"power_lstm": served("power_lstm", 60, 60),
@@ -112,6 +113,31 @@ def test_a_stored_window_holds_a_stopped_feature_as_long_as_the_model_was_traine
     held = [value for value in utilization if value == 90.0]
     assert len(held) == 20  # 10 read, 10 held (max_gap 10 min at 1-min steps)
     assert all(value != value for value in utilization[len(held):])  # then missing
+
+
+def test_requests_without_lists_read_at_most_a_few_windows_at_once(predictor, monkeypatch):
+    """Every request without lists read the store at once: an anonymous flood took all of the store actor's calls,
+    which the collectors' writes and the scaling controller's reads share."""
+    reading, most, counting = [0], [0], threading.Lock()
+    read = predictor._stored_history
+
+    def slow(*args):
+        with counting:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        try:
+            threading.Event().wait(0.05)
+            return read(*args)
+        finally:
+            with counting:
+                reading[0] -= 1
+
+    monkeypatch.setattr(predictor, "_stored_history", slow)
+
+    async def flood():
+        return await asyncio.gather(*(predictor.forecast_stored(["n1"], 120) for _ in range(12)))
+
+    assert len(asyncio.run(flood())) == 12 and most[0] == MAX_STORED_READS
 
 
 def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predictor):
