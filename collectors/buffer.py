@@ -1,25 +1,27 @@
 """DurableBuffer: accepted telemetry reaches the store exactly in order, through outages and restarts.
 
-Collectors `put()` samples; `flush()` writes them to the store. While the store is down (its write
-raises) nothing is dropped: after a failed flush every sample held in memory is appended to an
-append-only JSON-lines segment in `spill_dir` and fsync'd, and memory also spills when it passes
-`max_memory`. The next successful flush replays the segments oldest first, then memory, so the store
-sees samples in the order they were accepted; a segment is deleted only after its write succeeded. A new
-buffer on the same `spill_dir` (after a restart or a crash) finds the old segments and replays them
-first. A write that failed half-way is replayed whole: the store's idempotent key makes the repeat
-harmless. Only samples put since the last flush or spill live in RAM alone.
+Collectors `put()` samples; `flush()` writes them to the store. Every flush first appends what memory holds
+to an append-only JSON-lines segment in `spill_dir` (fsync'd), then writes the segments to the store oldest first;
+memory also spills when it passes `max_memory`. So the store sees samples in the order they were accepted, and
+while the store is down (its write raises) nothing is dropped; a segment is deleted only after its write
+succeeded. A new buffer on the same `spill_dir` (after a restart or a crash) finds the old segments and replays
+them first. A write that failed half-way is replayed whole: the store's idempotent key makes the repeat
+harmless. Only samples put since the last flush or spill live in RAM alone (and memory that cannot be spilled:
+a flush then writes it directly, after every segment).
 
 The spill directory is capped at `max_spill_bytes`: when a spill would pass the cap, the oldest segments
-are deleted first (a segment rolls over at an eighth of the cap, so one drop is small), and only if that
-is not enough the oldest samples of the spill itself. Dropped samples are counted by reason in `drops`
-(a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse count as
-`unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points older
-than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
+are deleted first (a segment rolls over at an eighth of the cap, so one drop is small; never the one a flush is
+writing), and only if that is not enough the oldest samples of the spill itself. Dropped samples are counted by
+reason in `drops` (a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse
+count as `unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points
+older than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
 While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
-samples, the oldest dropped first as `spill_failed`. Nothing else that was accepted is ever dropped.
+samples, the oldest dropped first as `spill_failed`; an append that failed half-way is cut off again, so the
+segment keeps no torn line. Nothing else that was accepted is ever dropped.
 
-One lock guards the buffer, so `put()` waits while a flush is writing; one process owns a spill
-directory at a time (an advisory lock on `spill_dir/.lock`).
+A flush writes segments to the store outside the buffer's lock: `put()` does not wait for a slow store (only
+for a spill to disk, or for the direct write of memory that could not be spilled). One flush runs at a time;
+one process owns a spill directory at a time (an advisory lock on `spill_dir/.lock`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -85,11 +87,13 @@ class DurableBuffer:
             self._lock_file.close()
             raise RuntimeError(f"{self.spill_dir} is in use by another buffer") from exc
         self._lock = threading.RLock()
+        self._flushing = threading.Lock()  # one flush at a time; taken before `_lock`, never while holding it
         self._memory: list[TelemetrySample] = []
         self._segments = sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
         self._on_disk = {p: _count_lines(p) for p in self._segments}
         self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
+        self._writing: Path | None = None  # the segment a flush is writing to the store (no spill touches it)
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
         self._read_failures: dict[Path, int] = {}  # segments that could not be read, and how many flushes in a row
         self._closed = False
@@ -125,39 +129,64 @@ class DurableBuffer:
             if len(self._memory) > self.max_memory:
                 self._spill()
 
-    def flush(self, progress: Callable[[], None] | None = None) -> int:
-        """Write spilled segments, then memory, to the store; return how many samples were written.
+    def flush(self) -> int:
+        """Spill memory, then write the segments to the store oldest first (each outside the lock, so puts go on
+        while the store is slow), then memory that could not be spilled; return how many samples were written.
 
         Never raises for a store failure: the samples stay (on disk) and `last_error` says why.
         """
-        written = 0
-        with self._lock:
-            if self._closed:
-                return 0  # close() already flushed or spilled everything
+        with self._flushing:
+            with self._lock:
+                if self._closed:
+                    return 0  # close() already flushed or spilled everything
+                self._spill(keep_segments=True)
+                segments = list(self._segments)  # segments spilled meanwhile wait for the next flush
+            written = 0
             try:
-                while self._segments:
-                    segment = self._segments[0]
-                    try:
-                        samples, unreadable = _read_segment(segment)
-                    except OSError as exc:  # deleted by hand, or a disk error that persists: never block the rest
-                        failures = self._read_failures[segment] = self._read_failures.get(segment, 0) + 1
-                        if isinstance(exc, FileNotFoundError) or failures >= SEGMENT_READ_TRIES:
-                            self._set_aside(segment, exc)
-                            continue
-                        raise  # a passing error (EMFILE, a network file system's hiccup): tried again next flush
-                    written += self._write(samples, f"segment {segment.name}")
-                    if progress is not None:
-                        progress()  # a long backlog is progress, not a stall (collectors/supervisor.py)
-                    self._drop_segment(segment)
-                    self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
-                if self._memory:
-                    written += self._write(self._memory, "samples in memory")
-                    self._memory = []
+                for segment in segments:
+                    written += self._flush_segment(segment)
+                with self._lock:
+                    written += self._flush_memory()
                 self.last_error = None
             except Exception as exc:  # any store failure: keep everything, retry on the next flush
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._spill()
+                with self._lock:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._spill()
                 logger.warning("buffer: flush failed, %d sample(s) kept for retry: %s", self.pending, self.last_error)
+            return written
+
+    def _flush_segment(self, segment: Path) -> int:
+        """Write one segment to the store and delete it; how many samples the store took. One that cannot be read
+        is tried again at the next flushes, and set aside when gone or after SEGMENT_READ_TRIES flushes."""
+        with self._lock:
+            if segment not in self._on_disk:
+                return 0  # dropped meanwhile (the spill cap)
+            self._writing = segment  # spills from now on go to a new segment
+        try:
+            try:
+                samples, unreadable = _read_segment(segment)
+            except OSError as exc:  # deleted by hand, or a disk error that persists: never block the rest
+                with self._lock:
+                    failures = self._read_failures[segment] = self._read_failures.get(segment, 0) + 1
+                    if isinstance(exc, FileNotFoundError) or failures >= SEGMENT_READ_TRIES:
+                        self._set_aside(segment, exc)
+                        return 0
+                raise  # a passing error (EMFILE, a network file system's hiccup): tried again next flush
+            written = self._write(samples, f"segment {segment.name}")
+            with self._lock:
+                self._drop_segment(segment)
+                self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
+            return written
+        finally:
+            self._writing = None
+
+    def _flush_memory(self) -> int:
+        """Write memory that could not be spilled (the disk fails, or it does not fit under the cap), behind every
+        segment: with segments left (spilled during this flush) it waits for the next flush."""
+        if not self._memory or self._segments:
+            return 0
+        written = self._write(self._memory, "samples in memory")
+        self._memory = []
         return written
 
     def _write(self, samples: list[TelemetrySample], what: str) -> int:
@@ -177,15 +206,26 @@ class DurableBuffer:
     def close(self) -> None:
         """Spill memory to disk (where it fits without deleting older segments), then flush what can be flushed,
         spill the rest and release the spill directory: a process killed during the last store write (a stop that
-        waits no longer) leaves its samples on disk, not lost."""
+        waits no longer, or a flush still writing) leaves its samples on disk, not lost."""
         with self._lock:
             if self._closed:
                 return
             self._spill(force=True, keep_segments=True)
-            self.flush()
+        self.flush()
+        with self._flushing, self._lock:
+            if self._closed:
+                return
             self._spill(force=True)
             self._closed = True
             self.drops.report(force=True)
+            self._lock_file.close()
+
+    def release(self) -> None:
+        """Let the spill directory go without writing or spilling memory (the store turned out read-only: nothing
+        is to be stored); segments spilled before stay for a writable store."""
+        with self._flushing, self._lock:
+            self._memory = []
+            self._closed = True
             self._lock_file.close()
 
     def _spill(self, *, force: bool = False, keep_segments: bool = False) -> None:
@@ -206,9 +246,9 @@ class DurableBuffer:
         if not lines:
             self._memory = []
             return
-        if self._open is None or self._segment_full(self._open):
+        if self._open is None or self._open == self._writing or self._segment_full(self._open):
             self._open = self.spill_dir / f"segment-{self._next_sequence():012d}.jsonl"
-        path, is_new = self._open, not self._open.exists()
+        path, is_new = self._open, self._open not in self._on_disk
         data = b"".join(lines)
         try:
             with open(path, "ab") as handle:
@@ -218,6 +258,7 @@ class DurableBuffer:
             if is_new:
                 _fsync_dir(self.spill_dir)
         except OSError as exc:
+            self._cut_back(path)
             logger.error("buffer: cannot spill %d sample(s) to %s, keeping them in memory: %s",
                          len(self._memory), path, exc)
             self._spill_retry_at = time.monotonic() + SPILL_RETRY_S
@@ -229,6 +270,14 @@ class DurableBuffer:
         self._on_disk[path] = self._on_disk.get(path, 0) + len(lines)
         self._bytes[path] = self._bytes.get(path, 0) + len(data)
         self._memory = []
+
+    def _cut_back(self, path: Path) -> None:
+        """Cut a failed append (disk full mid-write) off the segment: its torn last line would fuse with the next
+        append's first. A segment that cannot be cut is appended to no more."""
+        try:
+            os.truncate(path, self._bytes.get(path, 0))
+        except OSError:
+            self._open = None
 
     def _limit_memory(self) -> None:
         """Keep at most MEMORY_LIMIT_FACTOR x max_memory samples in memory while spilling fails (the newest)."""
@@ -244,18 +293,19 @@ class DurableBuffer:
             self._bytes.get(segment, 0) >= self.max_spill_bytes // _SEGMENTS_PER_CAP)
 
     def _make_room(self, lines: list[bytes]) -> list[bytes]:
-        """Drop the oldest segments, then the oldest of `lines`, until `lines` fit under the cap; return the
-        lines that fit (memory is trimmed to match)."""
+        """Drop the oldest segments (but the one a flush is writing), then the oldest of `lines`, until `lines` fit
+        under the cap; return the lines that fit (memory is trimmed to match)."""
         if self.max_spill_bytes is None:
             return lines
         needed = sum(len(line) for line in lines)
         dropped = 0
-        while self._segments and self.disk_bytes + needed > self.max_spill_bytes:
-            oldest = self._segments[0]
+        for oldest in [segment for segment in self._segments if segment != self._writing]:
+            if self.disk_bytes + needed <= self.max_spill_bytes:
+                break
             dropped += self._on_disk[oldest]
             self._drop_segment(oldest)
         skip = 0
-        while needed > self.max_spill_bytes:
+        while skip < len(lines) and self.disk_bytes + needed > self.max_spill_bytes:
             needed -= len(lines[skip])
             skip += 1
         if skip:

@@ -6,9 +6,12 @@ each on a thread of its own against one deadline per round
 (`read_timeout`: a read hung in a driver is left behind and that source skipped until it returns, so the others,
 the BMC's wall power among them, go on; a failing source costs only its own reading),
 screen each round (core/telemetry_screen.py: implausible power and future timestamps are refused and
-counted), put the rest into a DurableBuffer (memory, then disk), flush to the store every `flush_interval`,
-and publish the round as Ray metrics (collectors/metrics.py). A store outage never loses samples:
-they wait in the buffer and replay in order, unless the spill directory reaches its cap (counted).
+counted), put the rest into a DurableBuffer (memory, then disk) and publish the round as Ray metrics
+(collectors/metrics.py). A second thread flushes the buffer to the store every `flush_interval`, so a slow or
+hung store never delays a sampling round. A store outage never loses samples: they wait in the buffer and replay
+in order, unless the spill directory reaches its cap (counted). Whether the store takes writes at all is asked
+at the first flush it answers: a read-only one (Prometheus) ends the buffering, and the collector then only
+exports its gauges.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collectors.metrics import CollectorMetrics, LossCounter
 from collectors.settings import TelemetryConfig
 from core.bounded import BoundedCall, StillRunning
 from core.metrics_catalog import TELEMETRY_DROPPED, TELEMETRY_REJECTED
-from core.stores.base import TelemetryStore
+from core.stores.base import StoreUnavailable, TelemetryStore
 from core.telemetry import TelemetrySample
 from core.telemetry_screen import screen_samples
 
@@ -39,6 +42,7 @@ class Collector:
                  settings: TelemetryConfig, *, start: bool = True):
         """`store` None: export gauges only (the telemetry already reaches a read-only store, e.g. Prometheus)."""
         self.node_id = node_id
+        self.store = store
         self.sources = sources
         self.settings = settings
         self.interval_s = float(settings.sampling_interval)
@@ -53,11 +57,16 @@ class Collector:
         self._hung: set[int] = set()  # sources whose last read outlasted its round and has not returned
         self.rounds = 0
         self.samples_taken = 0
+        self._store_asked = store is None  # whether the store said if it takes writes (`_stores`)
         self._stop = threading.Event()
+        self._keeping = threading.Lock()  # a round's stop check and put: stop() and `_stores` wait for them
         self._alive_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"collector-{node_id}", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name=f"collector-{node_id}-flush", daemon=True)
         if start:
             self._thread.start()
+            if self.buffer is not None:
+                self._flusher.start()
 
     def collect_once(self) -> list[TelemetrySample]:
         """One round over every available source; returns the samples kept (`samples` in `status()` counts
@@ -91,73 +100,105 @@ class Collector:
                     self._hung.add(index)
                     logger.warning("collector %s: source %s did not answer within %g s; skipped until its read "
                                    "returns", self.node_id, _name(source), float(self.settings.read_timeout))
-        if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
-            return []
-        screened = screen_samples(taken, datetime.now(UTC), future_tolerance_s=self.settings.future_tolerance,
-                                  max_node_watts=self.settings.max_node_watts)
-        for reason, count in screened.rejected.items():
-            self.rejected.add(reason.value, count, f"e.g. {_describe(screened.examples[reason])}")
-        samples = screened.accepted
-        self._beat()
-        if self.buffer is not None:
-            self.buffer.put(samples)
-        self.metrics.publish_round(samples, self.buffer.pending if self.buffer is not None else 0)
+        with self._keeping:
+            if self._stop.is_set():  # a round that finished after stop() was asked for is not kept
+                return []
+            screened = screen_samples(taken, datetime.now(UTC), future_tolerance_s=self.settings.future_tolerance,
+                                      max_node_watts=self.settings.max_node_watts)
+            for reason, count in screened.rejected.items():
+                self.rejected.add(reason.value, count, f"e.g. {_describe(screened.examples[reason])}")
+            samples = screened.accepted
+            self._beat()
+            buffer = self.buffer
+            if buffer is not None:
+                buffer.put(samples)
+        self.metrics.publish_round(samples, buffer.pending if buffer is not None else 0)
         self.rounds += 1
         self.samples_taken += len(samples)
         return samples
 
     def flush(self) -> int:
         """Push what is buffered; on a store failure the buffer keeps it (in order) for the next try."""
-        written = self.buffer.flush(progress=self._beat) if self.buffer is not None else 0
+        buffer = self.buffer if self._stores() else None
+        written = buffer.flush() if buffer is not None else 0
         self.metrics.stored(written)
         return written
 
+    def _stores(self) -> bool:
+        """Whether this collector writes to the store. The store is asked once it answers (a store actor busy or
+        restarting is asked again at the next flush); a read-only one ends the buffering: gauges only."""
+        if not self._store_asked:
+            try:
+                read_only = self.store.is_read_only()  # type: ignore[union-attr]
+            except StoreUnavailable as exc:
+                logger.warning("collector %s: cannot tell yet whether the store takes writes (asked again at the "
+                               "next flush): %s", self.node_id, exc)
+                return False
+            self._store_asked = True
+            if read_only:
+                self._end_buffering()
+        return self.buffer is not None
+
+    def _end_buffering(self) -> None:
+        with self._keeping:
+            buffer, self.buffer = self.buffer, None
+        if buffer is not None:
+            buffer.release()
+            logger.info("collector %s: the store is read-only: exporting gauges only", self.node_id)
+
     def _run(self) -> None:
-        next_flush = time.monotonic() + self.settings.flush_interval
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 self.collect_once()
                 self.rejected.report()
                 self.dropped.report()
-                if time.monotonic() >= next_flush:
-                    self.flush()
-                    next_flush = time.monotonic() + self.settings.flush_interval
             except Exception:  # noqa: BLE001 - logged; a dead thread would stop the node's telemetry unseen
                 logger.exception("collector %s: round failed", self.node_id)
             self._beat()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(float(self.settings.flush_interval)):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - logged; tried again at the next interval
+                logger.exception("collector %s: flush failed", self.node_id)
+
     def _beat(self) -> None:
         self._alive_at = time.monotonic()
 
     def round_age_s(self) -> float:
-        """Seconds since the sampling thread last made progress (finished its sources' reads, or wrote a spilled
-        segment while it catches up after an outage; since start, before the first round): the supervisor
-        replaces a collector whose sampling has stalled (stuck outside its bounded source reads)."""
+        """Seconds since the sampling thread last made progress (finished its sources' reads; since start, before
+        the first round): the supervisor replaces a collector whose sampling has stalled (stuck outside its bounded
+        source reads). Flushes run on a thread of their own: a long one is no stall."""
         return time.monotonic() - self._alive_at
 
     def status(self) -> dict:
         available = {_name(s): s.available() for s in self.sources}
+        buffer = self.buffer
         return {
             "node_id": self.node_id,
             "interval_s": self.interval_s,
             "rounds": self.rounds,
             "samples": self.samples_taken,
-            "buffered": self.buffer.pending if self.buffer is not None else 0,
+            "buffered": buffer.pending if buffer is not None else 0,
             "rejected": self.rejected.counts,
             "dropped": self.dropped.counts,
-            "last_flush_error": self.buffer.last_error if self.buffer is not None else None,
+            "last_flush_error": buffer.last_error if buffer is not None else None,
             "sources": {name: {"available": ok, "reason": why} for name, (ok, why) in available.items()},
         }
 
     def stop(self) -> None:
-        """Stop sampling and push what is left (kept on disk if the store is still down)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.interval_s + 30)
+        """Stop sampling and push what is left (kept on disk if the store is still down). Memory is spilled
+        first, before any wait: the supervisor ends a collector whose stop takes long, and what was on disk then
+        is replayed by the next one."""
+        with self._keeping:
+            self._stop.set()  # no round keeps samples from now on
         if self.buffer is not None:
-            self.buffer.close()  # flushes, or keeps the rest on disk for the next collector
+            self.buffer.close()  # spills, flushes, and keeps the rest on disk for the next collector
+        if self._thread.is_alive():  # a round still reading: its sources are closed once it is over
+            self._thread.join(timeout=float(self.settings.read_timeout) + 1)
         self.rejected.report(force=True)
         self.dropped.report(force=True)
         for source in self.sources:

@@ -29,19 +29,23 @@ class ReplaySettings(BaseModel):
                                                  "different days play as nodes running together")
 
 
-def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None) -> str:
-    """The digest of the settings a collector is started with."""
-    return settings_digest(config_data, selected, replay)
+def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
+                          store: str | None = None) -> str:
+    """The digest of the settings a collector is started with; `store` is the store actor's
+    (collectors/store_actor.py `store_fingerprint`): a collector outlives no change of store."""
+    return settings_digest(config_data, selected, replay, store)
 
 
 class CollectorActor:
     """Actor body: builds this node's sources (or a replay) and runs a Collector over them into the store actor.
 
     `config_data` is the head's collector config; this node's own GPU_MONITORING_ENABLED and IPMI_HOSTS win over
-    it, and its NodeSettings (NODE_NAME, IPMI_BMC_MAP_FILE, ...) are read here, on the node.
+    it, and its NodeSettings (NODE_NAME, IPMI_BMC_MAP_FILE, ...) are read here, on the node. `store`: the store
+    actor's fingerprint, part of this collector's own.
     """
 
-    def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None):
+    def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
+                 store: str | None = None):
         config = on_this_node(CollectorConfig.model_validate(config_data))
         if replay is not None:
             settings = ReplaySettings.model_validate(replay)
@@ -52,9 +56,8 @@ class CollectorActor:
             node = NodeSettings.from_env()  # this node's environment
             node_name = node.node_name or socket.gethostname()
             sources = build_sources(config, node_name, selected=set(selected) if selected else None, node=node)
-        store = RemoteStore()
-        self.collector = Collector(node_name, sources, None if store.is_read_only() else store, config.telemetry)
-        self.fingerprint = collector_fingerprint(config_data, selected, replay)
+        self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry)  # asks it at the first flush
+        self.fingerprint = collector_fingerprint(config_data, selected, replay, store)
 
     def node_id(self) -> str:
         """The telemetry node id this collector stamps on its samples."""

@@ -32,7 +32,7 @@ class TelemetryStoreService:
     def __init__(self, settings: Mapping[str, str] | None = None, config_path: str | None = None):
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
         self.store = create_store(StoreSettings.load(settings, config_path=config_path))
-        self._fingerprint = _fingerprint(settings, config_path)
+        self._fingerprint = store_fingerprint(settings, config_path)
 
     def fingerprint(self) -> str:
         """The digest of the arguments this actor was started with."""
@@ -59,7 +59,7 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
     """The cluster's store actor, created (detached, restarted on failure) if it does not exist yet; one started
     with other arguments (a redeploy that moved the store) is ended first. Collectors keep what they could not
     write meanwhile in their buffers."""
-    running = keep_unchanged(STORE_ACTOR, _fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
+    running = keep_unchanged(STORE_ACTOR, store_fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
     if running is not None:
         return running
     return ray.remote(TelemetryStoreService).options(
@@ -76,7 +76,8 @@ def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
         kill_and_wait(STORE_ACTOR, running, timeout_s)
 
 
-def _fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
+def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
     """The digest of the actor's arguments and of how it runs (an actor that answered one call at a time, started
-    by an earlier version, is replaced)."""
+    by an earlier version, is replaced); the collector supervisor and its collectors carry it in theirs, so a change
+    of store replaces them too (whether a collector writes is decided once, against the store it started with)."""
     return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)

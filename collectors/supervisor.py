@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from collectors.collector_actor import CollectorActor, collector_fingerprint
 from collectors.settings import CollectorConfig
-from collectors.store_actor import start_store_actor
+from collectors.store_actor import start_store_actor, store_fingerprint
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton, wait_until_gone
 from core.app_watch import answered_fingerprint, end_with_app
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
@@ -37,12 +37,15 @@ STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min
 
 
 class CollectorSupervisor:
-    """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured)."""
+    """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured). `store` is
+    the store actor's fingerprint (collectors/store_actor.py `store_fingerprint`), part of this supervisor's and its
+    collectors' own."""
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
-                 replay: dict | None = None, reconcile_s: float = 10.0, app_grace_s: float | None = None):
-        self.config_data, self.selected, self.replay = config_data, selected, replay
-        self._fingerprint = settings_digest(config_data, selected, replay, reconcile_s, app_grace_s)
+                 replay: dict | None = None, reconcile_s: float = 10.0, app_grace_s: float | None = None,
+                 store: str | None = None):
+        self.config_data, self.selected, self.replay, self.store = config_data, selected, replay, store
+        self._fingerprint = supervisor_fingerprint(config_data, selected, replay, reconcile_s, app_grace_s, store)
         self.collectors: dict[str, Any] = {}
         self._misses: dict[str, int] = {}  # unanswered pings in a row, per collector key
         interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
@@ -98,7 +101,7 @@ class CollectorSupervisor:
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected,
-                                                                    self._replay_of(key))
+                                                                    self._replay_of(key), self.store)
 
     def _replay_of(self, key: str) -> dict | None:
         return self.replay if key == REPLAY_KEY else None
@@ -108,8 +111,8 @@ class CollectorSupervisor:
 
         Other settings: a collector left by a supervisor that was replaced before it could stop it, found again by
         name. Wedged: `UNANSWERED_PINGS` pings in a row went unanswered or found its sampling stalled (no progress
-        for `stall_after_s`: a sampling thread stuck outside its bounded source reads, in a store write say, keeps
-        the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
+        for `stall_after_s`: a sampling thread stuck outside its bounded source reads, in a spill to a hung disk say,
+        keeps the actor answering while the node's telemetry has stopped). The ping reads nothing (`status` probes every
         source, and a slow tool may take seconds), and one slow answer is no reason to kill a collector and the
         samples it has not flushed yet."""
         try:
@@ -118,7 +121,7 @@ class CollectorSupervisor:
             return self._missed(key)
         except Exception:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
             return True
-        if fingerprint != collector_fingerprint(self.config_data, self.selected, self._replay_of(key)):
+        if fingerprint != collector_fingerprint(self.config_data, self.selected, self._replay_of(key), self.store):
             logger.warning("collector supervisor: collector %s runs with other settings: replacing it", key)
             return True
         if age_s > self.stall_after_s:
@@ -188,10 +191,18 @@ def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = Non
     actor, which reads them over its own environment (core/stores/settings.py).
     """
     start_store_actor(store_settings, config_path)
+    store = store_fingerprint(store_settings, config_path)
     config_data = config.model_dump(mode="json", include=set(CollectorConfig.model_fields))
     return start_head_singleton(CollectorSupervisor, SUPERVISOR_ACTOR,
-                                settings_digest(config_data, selected, replay, reconcile_s, app_grace_s),
-                                stop_telemetry, config_data, selected, replay, reconcile_s, app_grace_s)
+                                supervisor_fingerprint(config_data, selected, replay, reconcile_s, app_grace_s, store),
+                                stop_telemetry, config_data, selected, replay, reconcile_s, app_grace_s, store)
+
+
+def supervisor_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
+                           reconcile_s: float, app_grace_s: float | None, store: str | None) -> str:
+    """The digest of the settings a supervisor is started with, the store's among them (a change of store
+    replaces the supervisor and its collectors)."""
+    return settings_digest(config_data, selected, replay, reconcile_s, app_grace_s, store)
 
 
 def stop_telemetry(timeout_s: float = 60.0) -> bool:

@@ -10,9 +10,11 @@ A sample is refused, for the first reason that applies, when it is
   own conversion factors turn into watts, so an all-ones byte has no fixed watt value, and 255 W or
   4,095 W are ordinary readings;
 - `implausible_power`: a power reading above its bound: POWER_LIMIT_MARGIN times the sample's own
-  `power_limit_watts` when it carries one above zero (NVML's enforced GPU limit, a BMC's active DCMI
-  limit; capping acts over a control period, so a reading may overshoot the limit for a moment, but half
-  again above it is a bad reading), else `max_node_watts`, the wall power of a whole node.
+  `power_limit_watts` when it carries one above zero and its device enforces it (NVML's GPU limit: capping
+  acts over a control period, so a reading may overshoot the limit for a moment, but half again above it is
+  a bad reading), else `max_node_watts`, the wall power of a whole node. A BMC's active DCMI limit only
+  raises that bound (POWER_LIMIT_MARGIN times it, when higher): GPU servers routinely draw above it, since
+  the BMC's capping cannot throttle the GPUs.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from core.telemetry import TelemetrySample
+from core.telemetry import SourceKind, TelemetrySample
 
 DEFAULT_FUTURE_TOLERANCE_S = 300
 DEFAULT_MAX_NODE_WATTS = 15_000.0  # 8-GPU servers: DGX H100 is rated 10.2 kW at most, DGX B200 about 14.3 kW
 POWER_LIMIT_MARGIN = 1.5
 BMC_SENTINEL_WATTS = 65_535.0  # 0xFFFF in DCMI's 16-bit watts field
+ENFORCED_LIMIT_SOURCES = frozenset({SourceKind.NVML})  # whose power_limit_watts the device itself holds power to
 
 
 class RejectReason(StrEnum):
@@ -49,7 +52,11 @@ class Screened:
 def power_bound(sample: TelemetrySample, max_node_watts: float) -> float:
     """The highest power reading `sample` may carry (module rule)."""
     limit = sample.power_limit_watts
-    return limit * POWER_LIMIT_MARGIN if limit else max_node_watts
+    if not limit:
+        return max_node_watts
+    if sample.source in ENFORCED_LIMIT_SOURCES:
+        return limit * POWER_LIMIT_MARGIN
+    return max(limit * POWER_LIMIT_MARGIN, max_node_watts)
 
 
 def reject_reason(sample: TelemetrySample, latest_allowed: datetime, max_node_watts: float) -> RejectReason | None:

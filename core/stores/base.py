@@ -71,6 +71,11 @@ class TelemetryStore(ABC):
     def nodes(self) -> list[str]:
         """Every node id with stored telemetry, sorted."""
 
+    def is_read_only(self) -> bool:
+        """Whether the backend only reads (`read_only`; RemoteStore asks the store actor, StoreUnavailable when it
+        does not answer)."""
+        return self.read_only
+
     def close(self) -> None:  # noqa: B027 - optional hook, not every backend holds a connection
         """Release connections (default: nothing to release)."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
 BATCH_LINES = 5000
 _UNPARSABLE = ("unable to parse", "partial write")  # what InfluxDB's 400 says of lines it will never take
+_BEYOND_RETENTION = "points beyond retention"  # refused for good whatever the status says
+_DROPPED = re.compile(r"dropped=(\d+)")  # a partial write's count of the lines InfluxDB did not take
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
 
 
@@ -84,7 +87,7 @@ class InfluxStore(TelemetryStore):
                 reason = without_url_password(_reason(exc))
                 if not _refused_for_good(exc):
                     raise StoreUnavailable(f"InfluxDB write to {self.shown_url} failed: {reason}") from exc
-                refused += len(batch)
+                refused += _dropped(exc, len(batch))
         if refused:
             raise WriteRefused(f"InfluxDB at {self.shown_url} refused {refused} of {len(lines)} line(s): {reason}",
                                refused=refused, written=len(lines) - refused)
@@ -132,12 +135,25 @@ class InfluxStore(TelemetryStore):
 
 
 def _refused_for_good(exc: Exception) -> bool:
-    """Whether InfluxDB refused a write's lines for good: 422 (points outside the bucket's retention), or a 400 that
-    says it cannot parse them. Any other 400 (a wrong setting, say) is "not now": dropping every sample for a
+    """Whether InfluxDB refused a write's lines for good: 422 (points outside the bucket's retention), a 400 that
+    says it cannot parse them, or any answer that says they are beyond the retention (a 500 with it would otherwise
+    hold the queue for ever). Any other 400 (a wrong setting, say) is "not now": dropping every sample for a
     configuration mistake would lose them all."""
     status = getattr(exc, "status", None)
-    text = f"{getattr(exc, 'body', '') or ''} {getattr(exc, 'message', '') or ''} {exc}".lower()
-    return status == 422 or (status == 400 and any(words in text for words in _UNPARSABLE))
+    text = _text(exc)
+    return (status == 422 or _BEYOND_RETENTION in text
+            or (status == 400 and any(words in text for words in _UNPARSABLE)))
+
+
+def _dropped(exc: Exception, lines: int) -> int:
+    """How many of a batch's `lines` a refusal dropped: a partial write says `dropped=N` (InfluxDB wrote the
+    rest); without it, the whole batch."""
+    found = _DROPPED.search(_text(exc))
+    return min(int(found.group(1)), lines) if found else lines
+
+
+def _text(exc: Exception) -> str:
+    return f"{getattr(exc, 'body', '') or ''} {getattr(exc, 'message', '') or ''} {exc}".lower()
 
 
 def _reason(exc: Exception) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+from collectors import collector_actor
 from collectors.base import TelemetrySource
+from collectors.buffer import DurableBuffer
 from collectors.collector import Collector
-from collectors.settings import TelemetryConfig
+from collectors.settings import CollectorConfig, TelemetryConfig
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import SourceKind, TelemetrySample
@@ -204,3 +208,112 @@ def test_a_read_hung_in_a_driver_costs_only_its_own_source(tmp_path, caplog):
     finally:
         release.set()
         collector.stop()
+
+
+class HungStore(FlakyStore):
+    """Its writes hang until `release` is set (a store actor stuck in its backend), then store."""
+
+    down = False
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+
+    def write(self, samples):
+        self.release.wait(30)
+        return super().write(samples)
+
+
+def test_sampling_keeps_its_interval_while_a_flush_hangs_in_the_store(tmp_path):
+    """Regression: the sampling thread flushed inline (and the buffer held its lock during the write), so a hung
+    store stopped sampling: rounds were lost, uncounted."""
+    store = HungStore(tmp_path / "db")
+    source = CountingSource()
+    collector = Collector("n1", [source], store, _settings(tmp_path))
+    try:
+        time.sleep(3.5)  # the first flush starts at 1 s and hangs
+        assert collector.rounds >= 3
+    finally:
+        store.release.set()
+        collector.stop()
+    assert len(store.window("n1", datetime.fromtimestamp(1_700_000_000, UTC),
+                            datetime.fromtimestamp(1_700_000_100, UTC), 1).dropna(subset=["power_watts"])) == source.n
+
+
+def test_stop_spills_memory_before_it_waits_for_a_round_still_reading(tmp_path):
+    """Regression: stop() joined the sampling thread (up to interval + 30 s) before it spilled memory, and the
+    supervisor ends a collector after 10 s: the samples in memory were lost, uncounted."""
+    reading, release = threading.Event(), threading.Event()
+
+    class HangsSecond(CountingSource):
+        def sample(self):
+            if self.n >= 1:
+                reading.set()
+                release.wait(30)
+            return super().sample()
+
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=60, read_timeout=30, spill_dir=str(tmp_path))
+    collector = Collector("n1", [HangsSecond()], FlakyStore(tmp_path / "db"), settings)
+    stopping = threading.Thread(target=collector.stop)
+    try:
+        assert reading.wait(10)  # the first round is in memory, the second one reading
+        stopping.start()
+        time.sleep(1.0)
+        assert sum(1 for path in (tmp_path / "n1").glob("segment-*.jsonl") for _ in path.open()) == 1
+    finally:
+        release.set()
+        if stopping.is_alive():
+            stopping.join()
+
+
+class AsksTwice(SqliteStore):
+    """A store actor busy when first asked whether it takes writes."""
+
+    def __init__(self, path, read_only: bool) -> None:
+        super().__init__(path)
+        self.answers = [StoreUnavailable("the telemetry store did not answer: GetTimeoutError"), read_only]
+
+    def is_read_only(self) -> bool:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_a_store_that_does_not_answer_yet_is_asked_again_at_the_next_flush(tmp_path):
+    collector = Collector("n1", [CountingSource()], AsksTwice(tmp_path / "db", read_only=False),
+                          _settings(tmp_path), start=False)
+    collector.collect_once()
+    assert collector.flush() == 0 and collector.status()["buffered"] == 1  # kept, not decided
+    collector.collect_once()
+    assert collector.flush() == 2
+    collector.stop()
+
+
+def test_a_read_only_store_ends_the_buffering_once_it_answers(tmp_path):
+    collector = Collector("n1", [CountingSource()], AsksTwice(tmp_path / "db", read_only=True),
+                          _settings(tmp_path), start=False)
+    collector.collect_once()
+    collector.flush()
+    assert collector.buffer is not None
+    collector.flush()
+    assert collector.buffer is None and collector.status()["buffered"] == 0  # gauges only
+    assert collector.collect_once()
+    DurableBuffer(SqliteStore(tmp_path / "db2"), tmp_path / "spill" / "n1").close()  # the directory was let go
+    collector.stop()
+
+
+def test_the_collector_actor_starts_while_the_store_actor_is_busy(monkeypatch, tmp_path):
+    """Regression: the actor asked the store actor whether it takes writes in its constructor, so a busy or
+    restarting store actor failed the collector's start."""
+
+    def busy():
+        raise StoreUnavailable("the telemetry store did not answer: GetTimeoutError")
+
+    monkeypatch.setattr(collector_actor, "RemoteStore", lambda: SimpleNamespace(is_read_only=busy))
+    config = CollectorConfig(telemetry=TelemetryConfig(spill_dir=str(tmp_path)))
+    actor = collector_actor.CollectorActor(config.model_dump(mode="json"), ["host"], None)
+    try:
+        assert actor.flush() == 0  # not decided yet: it buffers meanwhile
+    finally:
+        actor.stop()

@@ -10,6 +10,8 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from collectors import supervisor
 from collectors.collector_actor import collector_fingerprint
+from collectors.settings import CollectorConfig
+from collectors.store_actor import store_fingerprint
 from collectors.supervisor import UNANSWERED_PINGS, CollectorSupervisor
 
 CONFIG = {"telemetry": {"sampling_interval": "10s"}}
@@ -53,7 +55,7 @@ def bare() -> CollectorSupervisor:
     instance = object.__new__(CollectorSupervisor)
     instance._misses = {}
     instance.stall_after_s = 120.0
-    instance.config_data, instance.selected, instance.replay = CONFIG, None, None
+    instance.config_data, instance.selected, instance.replay, instance.store = CONFIG, None, None, None
     return instance
 
 
@@ -87,3 +89,28 @@ def test_a_collector_started_with_other_settings_is_replaced_at_once(answers):
     watcher = bare()
     assert watcher._must_replace("node-a", Handle())
     assert not watcher._must_replace("node-a", Handle())
+
+
+def test_a_collector_started_against_another_store_is_replaced_at_once(answers):
+    """Regression: the store's settings were no part of the fingerprints, so collectors that decided against
+    Prometheus never to write kept running after the store moved to InfluxDB or SQLite (and the other way round
+    every write failed)."""
+    watcher = bare()
+    watcher.store = store_fingerprint({"INFLUX_HOST": "http://influx:8086"}, None)
+    answers += [(SAME, 0.5), (collector_fingerprint(CONFIG, None, None, watcher.store), 0.5)]
+    assert watcher._must_replace("node-a", Handle())
+    assert not watcher._must_replace("node-a", Handle())
+
+
+def test_the_store_settings_are_part_of_the_supervisor_s_fingerprint(monkeypatch):
+    started = []
+    monkeypatch.setattr(supervisor, "start_store_actor", lambda *args: None)
+    monkeypatch.setattr(supervisor, "start_head_singleton",
+                        lambda service, name, fingerprint, stop, *args: started.append((fingerprint, args[-1])))
+    for settings in ({"PROMETHEUS_URL": "http://prom:9090"}, {"PROMETHEUS_URL": "http://prom:9090"},
+                     {"TELEMETRY_DATA_DIR": "/data/store"}, None):
+        supervisor.start_telemetry(CollectorConfig(), store_settings=settings)
+    prometheus, again, sqlite, default = started
+    assert prometheus == again
+    assert len({prometheus[0], sqlite[0], default[0]}) == 3
+    assert sqlite[1] == store_fingerprint({"TELEMETRY_DATA_DIR": "/data/store"}, None)  # what its collectors carry

@@ -60,6 +60,15 @@ def test_a_sample_with_its_own_limit_is_bounded_by_it() -> None:
     assert power_bound(reading(1.0, limit=0.0), 15_000.0) == 15_000.0  # a zero limit is no limit
 
 
+def test_a_bmc_reading_above_its_dcmi_limit_is_bounded_by_the_node_not_the_limit() -> None:
+    """Regression: the BMC's DCMI limit bounded its readings like NVML's enforced GPU limit, but the BMC's capping
+    cannot throttle GPUs, so an 8-GPU server above its DCMI limit had every wall reading refused."""
+    screened = screen_samples([reading(6_500.0, limit=2_000.0), reading(15_001.0, limit=2_000.0)], NOW)
+    assert [s.power_watts for s in screened.accepted] == [6_500.0]
+    assert screened.rejected == {RejectReason.IMPLAUSIBLE_POWER: 1}  # the node bound still holds
+    assert power_bound(reading(1.0, limit=12_000.0), 15_000.0) == 18_000.0  # a higher limit raises the bound
+
+
 @pytest.mark.parametrize("watts", [0.0, 255.0, 4_095.0, 12_000.0])
 def test_all_ones_values_of_narrower_registers_are_ordinary_readings(watts: float) -> None:
     assert len(screen_samples([reading(watts)], NOW).accepted) == 1

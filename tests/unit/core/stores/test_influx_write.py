@@ -1,5 +1,6 @@
-"""InfluxStore.write's failures: a batch refused for good (400/422) is WriteRefused after the other batches were
-written; anything else is StoreUnavailable at once (the caller writes everything again). No server."""
+"""InfluxStore.write's failures: a batch refused for good (400/422, or points beyond the retention) is WriteRefused
+after the other batches were written, counting what InfluxDB says it dropped; anything else is StoreUnavailable at
+once (the caller writes everything again). No server."""
 
 from __future__ import annotations
 
@@ -48,6 +49,26 @@ def test_a_refused_batch_does_not_stop_the_others(monkeypatch, status):
     assert [len(batch) for batch in writes.batches] == [2, 1]  # the 2nd and 3rd batches were written
     assert (refused.value.refused, refused.value.written) == (2, 3)
     assert "pw" not in str(refused.value)
+
+
+RETENTION = "failure writing points to database: partial write: points beyond retention policy dropped=1"
+
+
+def test_a_partial_write_beyond_retention_counts_only_the_dropped_points(monkeypatch):
+    """Regression: InfluxDB's 422 for points past the retention wrote the rest of the batch, but the whole batch
+    counted as refused."""
+    monkeypatch.setattr(influx, "BATCH_LINES", 2)
+    with pytest.raises(WriteRefused, match="refused 1 of 5") as refused:
+        store(FakeWrites({1: 422}, reason=RETENTION)).write(samples(5))
+    assert (refused.value.refused, refused.value.written) == (1, 4)
+
+
+def test_points_beyond_retention_are_refused_for_good_whatever_the_status(monkeypatch):
+    """Regression: a 500 saying so was "not now", and the buffer retried the same points for ever."""
+    monkeypatch.setattr(influx, "BATCH_LINES", 2)
+    with pytest.raises(WriteRefused) as refused:
+        store(FakeWrites({1: 500}, reason=RETENTION)).write(samples(5))
+    assert (refused.value.refused, refused.value.written) == (1, 4)
 
 
 @pytest.mark.parametrize("status", [401, 404, 429, 500, 503])

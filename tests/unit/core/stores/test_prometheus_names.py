@@ -60,3 +60,26 @@ def test_a_password_in_the_store_url_stays_out_of_logs_and_errors(caplog: pytest
         store.latest()
     shown = " ".join([caplog.text, str(unreachable.value), repr(store)])
     assert "Sup3rSecret" not in shown and "scraper:********@127.0.0.1:9" in shown
+
+
+def test_a_login_in_the_store_url_is_sent_as_basic_auth_not_as_part_of_the_host(monkeypatch) -> None:
+    """Regression: urllib took `user:password@host` for the host, so PROMETHEUS_URL with a login never worked."""
+    import base64
+    import io
+    import json
+
+    from core.stores import prometheus
+
+    sent = []
+
+    def urlopen(request, timeout):
+        sent.append(request)
+        return io.BytesIO(json.dumps({"status": "success", "data": {"result": []}}).encode())
+
+    monkeypatch.setattr(prometheus.urllib.request, "urlopen", urlopen)
+    store = PrometheusStore("http://scraper:S%40crEt@prom.example:9090/api/prom/")
+    assert store.latest() == [] and "crEt" not in store.url + repr(store)
+    request = sent[0]
+    assert request.full_url.startswith("http://prom.example:9090/api/prom/api/v1/query?")
+    assert request.get_header("Authorization") == "Basic " + base64.b64encode(b"scraper:S@crEt").decode()
+    assert PrometheusStore(URL).url == URL and PrometheusStore(URL)._auth == {}  # no login, no header
