@@ -6,8 +6,9 @@ benchmarked without a cluster. A tick first takes or renews the lease in the sta
 a few tick intervals, so a successor takes over when the holder stops renewing). It then reads the latest power
 of every node once, builds the forecast inputs of every predictive policy and sends them to the forecaster as
 one batch, then decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before
-the actuation). Every policy gets an event every tick, holds included. One policy's failure is an event for
-that policy and never stops the others; a stored policy that no longer validates is logged and skipped.
+the actuation; a policy decides from the count an earlier policy of the tick set on the same target). Every
+policy gets an event every tick, holds included. One policy's failure is an event for that policy and never stops
+the others; a stored policy that no longer validates is logged and skipped.
 Each tick also scores earlier forecasts against the power stored since (autoscaler/live_tracker.py); a node whose
 live interval coverage collapsed falls back to measured power, the event saying why.
 """
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.forecast_view import ForecastView
-from autoscaler.intents import Enactor, PolicyTurn
+from autoscaler.intents import Enactor, PolicyTurn, TickCounts
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
 from autoscaler.policy_config import policy_from, target_nodes
@@ -98,7 +99,7 @@ class ScalingController:
         self.clock = clock
         self.holder = holder or controller_id()
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
-        self.enactor = Enactor(state, actuators, self.holder)
+        self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self._saved_fallen: dict[tuple[str, str], datetime] = {}
         self._lease_holder: str | None = None
@@ -138,12 +139,14 @@ class ScalingController:
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save_fallen()
-        events = []
+        events, counts = [], TickCounts()
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
             _age(item, (at - read_at).total_seconds())
+            counts.follow(item)
             if (event := self.enactor.act(item, at)) is not None:
                 events.append(event)
+            counts.note(item)
         return events
 
     def _restore_fallen(self) -> None:

@@ -13,8 +13,11 @@ Then clamp to [min_replicas, max_replicas] and cap scale-out by the cluster powe
 recommendation. The policy's `behavior` (autoscaler/behavior.py) holds a scale-in at the highest recommendation
 of its stabilization window and limits how far one change moves the target (the step limit); the cooldown
 holds the target between changes, and at least until the last change has taken effect (`actuation_delay`).
-Stale or missing telemetry always holds. Replicas never go to zero on power alone. Every decision's reason says
-which of these rules shaped it.
+Stale or missing telemetry holds, except that a target outside [min_replicas, max_replicas] still goes back inside
+(the bounds need no telemetry; the step limits and the cooldown apply as to any change). Replicas never go to zero
+on power alone. When another policy on the same target changed it earlier in the tick (`EarlierChange`), the
+decision starts from that count, and once any change of the tick raised it, a scale-in holds: two policies never
+undo each other within a tick. Every decision's reason says which of these rules shaped it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,16 @@ class PolicyState(BaseModel):
         answered = decision.at if decision.outside_change else self.outside_answered_at
         return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent,
                            replicas_after=count, outside_answered_at=answered)
+
+
+class EarlierChange(BaseModel):
+    """A change another policy made to the same target earlier in this tick; the observation's count is its result
+    (or may be: an outcome unknown counts as landed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str  # the policy that set the count
+    raised: bool  # a change of this tick raised the count: no later policy lowers it within the tick
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
@@ -128,7 +141,9 @@ def _cluster_cap(policy: ScalingPolicy, replicas: int, desired: int, values: lis
     if budget is None or desired <= replicas:
         return desired, None
     total = sum(values)
-    per_replica = total / len(values)
+    # the nodes' power spread over the replicas or over the nodes, whichever is more: idle nodes (or the draw of
+    # other workloads on them) must not lower it, nor replicas packed on few nodes (one more may need a new node)
+    per_replica = total / min(len(values), max(replicas, 1))
     if per_replica <= 0:
         return desired, None
     admitted = replicas + max(math.floor((budget - total) / per_replica + 1e-9), 0)
@@ -140,10 +155,11 @@ def _cluster_cap(policy: ScalingPolicy, replicas: int, desired: int, values: lis
 
 
 def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: ForecastView | None,
-           state: PolicyState, now: datetime) -> ScalingDecision:
+           state: PolicyState, now: datetime, earlier: EarlierChange | None = None) -> ScalingDecision:
     """Decide the replica count for one policy at `now`; every outcome, including hold, carries a reason.
 
-    `now` and `state.last_scale_at` must both be timezone-aware (or both naive).
+    `now` and `state.last_scale_at` must both be timezone-aware (or both naive). `earlier`: another policy changed
+    the target earlier in this tick.
     """
     replicas = observation.replicas
 
@@ -161,7 +177,13 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     if not policy.power_based.enabled:
         return result(replicas, "power-based scaling is disabled for this policy")
     if stale := _stale_reason(policy, observation):
-        return result(replicas, f"{stale}; holding (never scale on missing data)")
+        bounded = min(max(replicas, policy.min_replicas), policy.max_replicas)
+        if bounded == replicas:
+            return result(replicas, f"{stale}; holding (never scale on missing data)")
+        bound = "min_replicas" if bounded > replicas else "max_replicas"
+        parts = [f"{stale}, but the target is outside its bounds: back to {bound} {bounded} (needs no telemetry)"]
+        target, drifted = _paced(policy, replicas, bounded, state, now, earlier, parts)
+        return result(target, "; ".join(parts), outside=drifted and target != replicas)
 
     measured_values = observation.measured_per_node_watts
     measured = _share(measured_values, policy)
@@ -193,13 +215,24 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     recommended, capped = _cluster_cap(policy, replicas, clamped, cap_values, cap_source)
     if capped:
         parts.append(capped)
+    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts)
+    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended,
+                  outside=drifted and target != replicas)
+
+
+def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: PolicyState, now: datetime,
+           earlier: EarlierChange | None, parts: list[str]) -> tuple[int, bool]:
+    """Where the target goes this change towards `recommended` (step limits, stabilization, cooldown, the tick's
+    earlier changes), and whether the cooldown was skipped for a count lowered outside this controller; each rule
+    that shaped it is added to `parts`."""
     target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now,
-                                   policy.min_replicas, policy.max_replicas)
+                                  policy.min_replicas, policy.max_replicas)
     parts += limits
 
     # only a count lowered by someone else (the harm: more power per node); a count raised by another policy on the
-    # same target, or by another autoscaler, is held as before, so two writers never fight every tick
-    lowered = state.replicas_after is not None and replicas < state.replicas_after
+    # same target, or by another autoscaler, is held as before, so two writers never fight every tick. A count set
+    # earlier in this tick is this controller's own.
+    lowered = earlier is None and state.replicas_after is not None and replicas < state.replicas_after
     answered = state.outside_answered_at
     drifted = lowered and (answered is None or (now - answered).total_seconds() >= policy.hold_s)
     if lowered:
@@ -213,8 +246,11 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
                    f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)")
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
             target = replicas
-    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended,
-                  outside=drifted and target != replicas)
+    if target < replicas and earlier is not None and earlier.raised:
+        parts.insert(0, f"policy {earlier.policy} raised the target to {replicas} earlier in this tick, and no "
+                        f"policy lowers that within the tick (would go to {target})")
+        target = replicas
+    return target, drifted
 
 
 def _partial_window_floor(policy: ScalingPolicy, replicas: int, desired: int, measured: float, view: ForecastView,

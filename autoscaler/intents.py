@@ -5,8 +5,9 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
 1. A hold or a dry-run change needs no actuation: its event and the policy's new state (a dry-run change
    restarts the cooldown, as an applied one would) are written in one transaction.
 2. An enforced change is first written as an *intent*, in one transaction and only while this controller holds
-   the lease: the event with actuation status `pending`, the policy's state with the cooldown clock started, and
-   an intent row. If that write fails (or the lease is gone, or the policy was deleted), nothing is actuated.
+   the lease (renewing it, so a long tick never outlives its own lease): the event with actuation status
+   `pending`, the policy's state with the cooldown clock started, and an intent row. If that write fails (or the
+   lease is gone, or the policy was deleted), nothing is actuated.
 3. Then the actuator runs, and the intent is *completed* in one transaction: the same event (same id) with
    status `applied` or `failed`, the intent row dropped, and, when the actuation failed, the state written with
    the cooldown clock as it was before, because nothing changed and the next tick may try again at once. A
@@ -18,7 +19,8 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    (interrupted); the cooldown is kept either way, since whether the write landed cannot be known.
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
-traceback); the other policies' turns go on.
+traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
+earlier policy of the tick changed (applied, or of unknown outcome) decides from that count (`TickCounts`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from autoscaler.actuators import Actuators
-from autoscaler.decision import PolicyState, decide
+from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
     ActuationResult,
@@ -38,6 +40,7 @@ from autoscaler.schema import (
     ScalingDecision,
     ScalingEvent,
     ScalingPolicy,
+    ScalingTarget,
 )
 from autoscaler.state import ControllerState, IntentRefused
 from core.public_text import error_text
@@ -58,13 +61,37 @@ class PolicyTurn:
     note: str | None = None  # said in the event's reason
     error: str | None = None  # the turn failed: a hold event says why
     requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
+    earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
+    set_to: int | None = None  # the count this turn's change set, or may have set (outcome unknown)
+
+
+class TickCounts:
+    """The counts set by the tick's changes so far, by target: a later policy on the same target decides from them,
+    not from the count read at the start of the tick (which its write would otherwise restore)."""
+
+    def __init__(self) -> None:
+        self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
+
+    def follow(self, turn: PolicyTurn) -> None:
+        """Start the turn from the count an earlier turn of this tick set on its target, if any."""
+        found = self._set.get(turn.policy.target)
+        if found is not None and turn.observation is not None:
+            turn.observation = turn.observation.model_copy(update={"replicas": found[0]})
+            turn.earlier = found[1]
+
+    def note(self, turn: PolicyTurn) -> None:
+        """Remember the count the turn's change set; once a change of the tick raised it, it stays raised."""
+        if turn.set_to is None or turn.observation is None:
+            return
+        raised = turn.set_to > turn.observation.replicas or (turn.earlier is not None and turn.earlier.raised)
+        self._set[turn.policy.target] = (turn.set_to, EarlierChange(policy=turn.policy.name, raised=raised))
 
 
 class Enactor:
     """Carries out policy turns against the actuators, writing intents and events to the state."""
 
-    def __init__(self, state: ControllerState, actuators: Actuators, holder: str):
-        self.state, self.actuators, self.holder = state, actuators, holder
+    def __init__(self, state: ControllerState, actuators: Actuators, holder: str, lease_ttl_s: float):
+        self.state, self.actuators, self.holder, self.lease_ttl_s = state, actuators, holder, lease_ttl_s
 
     def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
         """The turn's event as stored; None only when even the failure event could not be written."""
@@ -95,7 +122,7 @@ class Enactor:
         notes = [turn.note] if turn.note else []
         if (pending := self.state.pending_intent(policy.name)) is not None:
             notes.append(self._complete_interrupted(pending, turn.observation.replicas, before))
-        decision = decide(policy, turn.observation, turn.forecast, before, now)
+        decision = decide(policy, turn.observation, turn.forecast, before, now, turn.earlier)
         reason = "; ".join([decision.reason, *notes])
         if decision.action is ScaleAction.HOLD or policy.mode == "dry_run":
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
@@ -105,14 +132,15 @@ class Enactor:
         try:
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
                                               before.after(decision, known=False),  # until it lands
-                                              policy, self.holder, now)
+                                              policy, self.holder, now, self.lease_ttl_s)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
-        return self._actuate(policy, decision, intent, before)
+        return self._actuate(turn, decision, intent, before)
 
-    def _actuate(self, policy: ScalingPolicy, decision: ScalingDecision, intent: ScalingEvent,
+    def _actuate(self, turn: PolicyTurn, decision: ScalingDecision, intent: ScalingEvent,
                  before: PolicyState) -> ScalingEvent:
+        policy = turn.policy
         try:
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
             scaled, known = actuation.status is not ActuationStatus.FAILED, True
@@ -121,6 +149,8 @@ class Enactor:
             actuation = ActuationResult(status=ActuationStatus.FAILED,
                                         detail=f"{error_text(exc)} (outcome unknown: cooldown kept)")
             scaled, known = True, False
+        if scaled:
+            turn.set_to = decision.to_replicas
         outcome = intent.model_copy(update={"actuation": actuation})
         try:
             return self.state.complete(outcome, before.after(decision, scaled=scaled, known=known))

@@ -11,7 +11,8 @@ deleted, unless the API changed it since).
 A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
 `max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
 The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
-caller's, and renews it; an intent is only written while its writer holds the lease (autoscaler/intents.py).
+caller's, and renews it; an intent is only written while the lease row names its writer, and renews it
+(autoscaler/intents.py).
 """
 
 from __future__ import annotations
@@ -26,10 +27,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from autoscaler.decision import PolicyState
-from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy, StoredPolicies, policy_context
+from autoscaler.schema import (
+    ActuationResult,
+    ActuationStatus,
+    InvalidStoredPolicy,
+    ScalingEvent,
+    ScalingPolicy,
+    ScalingTarget,
+    StoredPolicies,
+    policy_context,
+)
 from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
 from core.settings import format_errors
 
@@ -50,7 +60,7 @@ CREATE TABLE IF NOT EXISTS live_fallback (
     version TEXT NOT NULL, node TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (version, node));
 """
 _MAX_REASON_CHARS = 2000
-_POLICY_EXISTS = "EXISTS (SELECT 1 FROM policies WHERE name = ?)"
+_TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
 
 
 class TooManyPolicies(ValueError):
@@ -82,6 +92,14 @@ def _digest(policy: ScalingPolicy) -> str:
 def _digest_until_2026_12(policy: ScalingPolicy) -> str:
     """The digest as stored until 2026-12: over every field."""
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+
+
+def _targets(body: str, target: ScalingTarget) -> bool:
+    """Whether the stored policy `body` scales `target` (a body whose target cannot be read does not)."""
+    try:
+        return _TARGET.validate_python(json.loads(body).get("target")) == target
+    except (ValueError, AttributeError):  # ValidationError included
+        return False
 
 
 def _time(text: str) -> datetime | None:
@@ -159,12 +177,18 @@ class ControllerState:
         return parsed if isinstance(parsed, ScalingPolicy) else None
 
     def put_policy(self, policy: ScalingPolicy, now: datetime, *, limited: bool = True) -> bool:
-        """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock.
+        """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock, unless
+        it now scales another target: then its state (cooldown clock, count, recommendations) is dropped, and an
+        actuation left pending on the old target is completed as abandoned (its event keeps the old target; a
+        tick still carrying it out records its outcome there, not in the new target's state).
 
         Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`.
         """
         with self._write() as db:
-            created = db.execute("SELECT 1 FROM policies WHERE name = ?", (policy.name,)).fetchone() is None
+            stored = db.execute("SELECT body FROM policies WHERE name = ?", (policy.name,)).fetchone()
+            created = stored is None
+            if stored is not None and not _targets(stored[0], policy.target):
+                self._forget_target(db, policy.name)
             if created and limited:
                 (count,) = db.execute("SELECT COUNT(*) FROM policies").fetchone()
                 if count >= self.max_policies:
@@ -173,6 +197,17 @@ class ControllerState:
             db.execute("INSERT OR REPLACE INTO policies VALUES (?, ?, ?)",
                        (policy.name, policy.model_dump_json(), now.isoformat()))
         return created
+
+    def _forget_target(self, db: sqlite3.Connection, name: str) -> None:
+        """Drop a re-pointed policy's state and intent; the intent's pending event says it was abandoned."""
+        if (pending := self._pending(db, name)) is not None:
+            detail = ("abandoned: the policy was re-pointed to another target before this change was confirmed "
+                      "(whether it landed on this target is not known)")
+            abandoned = pending.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED,
+                                                                                detail=detail)})
+            db.execute("UPDATE events SET body = ? WHERE id = ?", (abandoned.model_dump_json(), abandoned.id))
+        db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
+        db.execute("DELETE FROM intents WHERE name = ?", (name,))
 
     def delete_policy(self, name: str) -> bool:
         """Remove a policy, valid or not, and its state (its events stay); False when there was none."""
@@ -224,10 +259,12 @@ class ControllerState:
     # --- events and intents ------------------------------------------------------------------------------
 
     @staticmethod
-    def _save_state(db: sqlite3.Connection, name: str, state: PolicyState) -> bool:
-        """Store a policy's state unless the policy was deleted meanwhile; whether it was stored."""
-        return db.execute(f"INSERT OR REPLACE INTO policy_state SELECT ?, ? WHERE {_POLICY_EXISTS}",
-                          (name, state.model_dump_json(), name)).rowcount > 0
+    def _save_state(db: sqlite3.Connection, event: ScalingEvent, state: PolicyState) -> None:
+        """Store the state of the event's policy, unless the policy was deleted or re-pointed at another target
+        meanwhile (the state is that of the event's target)."""
+        stored = db.execute("SELECT body FROM policies WHERE name = ?", (event.policy,)).fetchone()
+        if stored is not None and _targets(stored[0], event.target):
+            db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", (event.policy, state.model_dump_json()))
 
     def _insert(self, db: sqlite3.Connection, event: ScalingEvent) -> ScalingEvent:
         cursor = db.execute("INSERT INTO events (at, policy, body) VALUES (?, ?, '')", (event.at.timestamp(),
@@ -243,26 +280,30 @@ class ControllerState:
         """Store an event (and the policy's new state, in the same transaction); returns it with its id."""
         with self._write() as db:
             stored = self._insert(db, event)
-            if state is not None:  # not for a policy deleted while its tick ran
-                self._save_state(db, event.policy, state)
+            if state is not None:
+                self._save_state(db, stored, state)
         return stored
 
     def record_intent(self, event: ScalingEvent, state: PolicyState, policy: ScalingPolicy, holder: str,
-                      now: datetime) -> ScalingEvent:
+                      now: datetime, ttl_s: float) -> ScalingEvent:
         """Store a pending actuation (its event, the state with the cooldown started, the intent) in one
-        transaction, only while `holder` holds the lease and the stored policy is still `policy` (the one the
-        tick decided on: not deleted, not replaced by another target or mode); else IntentRefused."""
+        transaction, only while the lease is `holder`'s and the stored policy is still `policy` (the one the
+        tick decided on: not deleted, not replaced by another target or mode); else IntentRefused.
+
+        The lease is renewed for `ttl_s` with it, even when it expired during a long tick, as long as no other
+        controller took it meanwhile (the row still names `holder`); one released or taken over refuses."""
         with self._write() as db:
             lease = self._lease(db)
-            if lease is None or not lease.held_by(holder, now):
+            if lease is None or lease.holder != holder:
                 raise IntentRefused(f"the lease is held by {lease.holder if lease else 'nobody'}")
+            self._hold_lease(db, holder, now, ttl_s)
             row = db.execute("SELECT name, body, updated_at FROM policies WHERE name = ?", (policy.name,)).fetchone()
             if row is None:
                 raise IntentRefused("the policy was deleted during the tick")
             if self._parse(*row) != policy:
                 raise IntentRefused("the policy was replaced during the tick (the next tick decides on the new one)")
             stored = self._insert(db, event)
-            self._save_state(db, event.policy, state)
+            self._save_state(db, event, state)
             db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
         return stored
 
@@ -270,14 +311,20 @@ class ControllerState:
         """Replace a pending event by its outcome, store the policy's state and drop the intent, at once."""
         with self._write() as db:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
-            self._save_state(db, event.policy, state)
+            self._save_state(db, event, state)
             db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (event.policy, event.id))
         return event
 
     def pending_intent(self, name: str) -> ScalingEvent | None:
         """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""
-        rows = self._read("SELECT e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?", (name,))
-        return ScalingEvent.model_validate_json(rows[0][0]) if rows else None
+        with self._lock:
+            return self._pending(self._db, name)
+
+    @staticmethod
+    def _pending(db: sqlite3.Connection, name: str) -> ScalingEvent | None:
+        row = db.execute("SELECT e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?",
+                         (name,)).fetchone()
+        return ScalingEvent.model_validate_json(row[0]) if row else None
 
     def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
         """Events newest first, optionally of one policy and at or after `since`; a stored event that no longer
@@ -307,13 +354,18 @@ class ControllerState:
         row = db.execute("SELECT holder, expires_at FROM lease WHERE id = 0").fetchone()
         return Lease(holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC)) if row else None
 
+    @staticmethod
+    def _hold_lease(db: sqlite3.Connection, holder: str, now: datetime, ttl_s: float) -> Lease:
+        lease = Lease(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
+        db.execute("INSERT OR REPLACE INTO lease VALUES (0, ?, ?)", (holder, lease.expires_at.timestamp()))
+        return lease
+
     def acquire_lease(self, holder: str, now: datetime, ttl_s: float) -> Lease:
         """Take or renew the lease for `ttl_s` when it is free, expired or `holder`'s; returns the lease now."""
         with self._write() as db:
             lease = self._lease(db)
             if lease is None or lease.holder == holder or lease.expires_at <= now:
-                lease = Lease(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
-                db.execute("INSERT OR REPLACE INTO lease VALUES (0, ?, ?)", (holder, lease.expires_at.timestamp()))
+                lease = self._hold_lease(db, holder, now, ttl_s)
         return lease
 
     def release_lease(self, holder: str) -> None:

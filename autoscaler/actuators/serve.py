@@ -4,7 +4,8 @@ Uses Serve's external-scaler REST API on the Ray dashboard (`POST /api/v1/applic
 {deployment}/scale`), which only accepts applications deployed with `external_scaler_enabled: true`
 (serve_config.yaml or `serve.run(..., external_scaler_enabled=True)`). The current target comes from
 `GET /api/serve/applications/`, read once per `details_max_age_s` for all targets (a tick reads many) and
-again after every change. When the cluster uses token authentication, Ray's own token is sent.
+again after every change; a failed read is kept as long, so a dashboard that is down costs a tick one timeout,
+not one per target. When the cluster uses token authentication, Ray's own token is sent.
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ class RayServeActuator(Actuator):
         self.dashboard_url = dashboard_url.rstrip("/")
         self.timeout_s = timeout_s
         self.details_max_age_s = details_max_age_s
-        self._details: tuple[float, dict[str, Any]] | None = None
+        self._details: tuple[float, dict[str, Any] | ActuationError] | None = None
         self._details_lock = threading.Lock()
 
     def _applications(self) -> dict[str, Any]:
-        """Serve's application details, fetched at most once per `details_max_age_s` (one caller fetches)."""
+        """Serve's application details, fetched at most once per `details_max_age_s` (one caller fetches); a
+        failed fetch raises its error again to every caller within that age."""
         with self._details_lock:
             if self._details is None or time.monotonic() - self._details[0] > self.details_max_age_s:
-                details = self._request("GET", "/api/serve/applications/") or {}
-                self._details = (time.monotonic(), _applications_of(details))
-            return self._details[1]
+                self._details = (time.monotonic(), self._fetch_applications())
+            found = self._details[1]
+        if isinstance(found, ActuationError):
+            raise ActuationError(str(found))
+        return found
+
+    def _fetch_applications(self) -> dict[str, Any] | ActuationError:
+        """Serve's application details, or the error that kept them from being read."""
+        try:
+            return _applications_of(self._request("GET", "/api/serve/applications/") or {})
+        except ActuationError as exc:
+            return exc
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -172,3 +173,38 @@ def test_serve_details_of_an_unexpected_shape_are_actuation_errors(details):
         actuator = RayServeActuator(url, timeout_s=0.5)
         with pytest.raises(ActuationError):
             actuator.replicas(RayServeTarget(app="kcloud", deployment="Model"))
+
+
+def test_regression_a_failed_serve_details_read_is_kept_for_details_max_age():
+    """The failure was not cached: each policy's reader thread waited its turn for another timed-out GET while
+    holding the details lock (8 targets x 10 s on a hung dashboard)."""
+    gets: list[str] = []
+
+    class Hung(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            gets.append(self.path)
+            time.sleep(SILENCE_S)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hung)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        actuator = RayServeActuator(url, timeout_s=0.5, details_max_age_s=60)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            errors = list(pool.map(lambda i: _read_error(actuator, f"app{i}"), range(8)))
+        assert len(gets) == 1 and all("did not answer" in error for error in errors), errors
+        actuator.details_max_age_s = 0  # past the age: read again
+        assert "did not answer" in _read_error(actuator, "app0") and len(gets) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _read_error(actuator: RayServeActuator, app: str) -> str:
+    with pytest.raises(ActuationError) as raised:
+        actuator.replicas(RayServeTarget(app=app, deployment="Model"))
+    return str(raised.value)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from autoscaler.decision import PolicyState, decide
+from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
     DeploymentTarget,
@@ -157,6 +157,24 @@ def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():
     assert scaled.after(reset, known=False).replicas_after is None
 
 
+def test_a_count_another_policy_set_earlier_in_the_tick_is_no_outside_change():
+    """A sibling policy's scale-in this tick is this controller's own change: the cooldown holds as usual (it was
+    reported as lowered outside the controller, and answered at once)."""
+    scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=30), replicas_after=8)
+    sibling = EarlierChange(policy="a", raised=False)
+    decision = decide(make_policy(), observe([950], replicas=5), None, scaled, NOW, sibling)
+    assert decision.action is HOLD and "cooldown" in decision.reason and not decision.outside_change
+    assert "lowered outside" not in decision.reason
+
+
+def test_a_count_raised_earlier_in_the_tick_is_never_lowered():
+    raised = EarlierChange(policy="a-hot", raised=True)
+    decision = decide(make_policy(), observe([100] * 8), None, PolicyState(), NOW, raised)
+    assert decision.action is HOLD and decision.to_replicas == 8
+    assert "policy a-hot raised the target to 8 earlier in this tick" in decision.reason, decision.reason
+    assert decide(make_policy(), observe([950] * 8), None, PolicyState(), NOW, raised).action is OUT
+
+
 def test_a_state_stored_with_its_last_decision_still_loads(tmp_path):
     """Versions before 2026-12 stored the last decision beside the cooldown clock (nothing read it)."""
     path = tmp_path / "s.sqlite"
@@ -256,6 +274,21 @@ def test_cluster_power_budget(budget, measured, forecast, action, to, phrase):
         assert "cluster_power_budget" not in decision.reason
 
 
+def test_regression_cluster_budget_counts_the_draw_per_replica_not_per_node():
+    """2 replicas on 4 nodes (2 busy, 2 idle): the mean per node (1150 W) admitted a third replica at ~6.6 kW
+    against a 6000 W budget; each replica draws ~2300 W."""
+    decision = run(make_policy(cluster_power_budget=6000), observe([2000, 2000, 300, 300], replicas=2))
+    assert decision.action is HOLD and decision.to_replicas == 2, decision.reason
+    assert "measured total 4600 W + 2300 W expected per added replica" in decision.reason
+
+
+def test_cluster_budget_counts_a_node_per_added_replica_when_replicas_share_nodes():
+    """4 replicas on 2 nodes: one more may need a node of its own, so the larger per-node mean counts."""
+    decision = run(make_policy(cluster_power_budget=2500), observe([900, 900], replicas=4))
+    assert decision.action is HOLD and decision.to_replicas == 4, decision.reason
+    assert "total 1800 W + 900 W expected per added replica" in decision.reason
+
+
 def test_cluster_budget_does_not_override_min_replicas():
     policy = make_policy(min_replicas=4, cluster_power_budget=100)
     decision = run(policy, observe([900, 900]))
@@ -276,6 +309,20 @@ def test_stale_or_missing_telemetry_holds(observation, phrase, forecast):
     assert decision.action is HOLD and decision.to_replicas == 4
     assert decision.signal == "none" and not decision.used_forecast
     assert phrase in decision.reason and "never scale on missing data" in decision.reason
+
+
+@pytest.mark.parametrize(("replicas", "bounds", "to", "phrase"), [
+    pytest.param(0, {}, 1, "back to min_replicas 1", id="serve-deployment-at-zero-has-no-nodes"),
+    pytest.param(12, {"max_replicas": 6}, 6, "back to max_replicas 6", id="above-a-lowered-max"),
+])
+def test_regression_a_target_outside_its_bounds_goes_back_without_telemetry(replicas, bounds, to, phrase):
+    """README: a target outside [min_replicas, max_replicas] goes back inside in one change; the missing-telemetry
+    hold came first, and a Serve deployment at 0 replicas (no nodes, so no telemetry) stayed at 0."""
+    decision = run(make_policy(**bounds), observe([], replicas=replicas))
+    assert decision.to_replicas == to and decision.signal == "none", decision.reason
+    assert "no power telemetry" in decision.reason and phrase in decision.reason
+    held = run(make_policy(**bounds), observe([], replicas=replicas), last_scale_s_ago=30)
+    assert held.action is HOLD and "cooldown, 270 s left" in held.reason  # as any change, after the cooldown
 
 
 def test_age_at_the_limit_is_fresh():

@@ -80,12 +80,14 @@ def test_decision_is_deterministic(inputs):
 @SETTINGS
 @given(policies(), st.integers(0, 12), st.sampled_from(["empty", "unknown-age", "old"]), node_lists, forecasts,
        states)
-def test_stale_or_missing_telemetry_always_holds(policy, replicas, kind, nodes, forecast, state):
+def test_stale_or_missing_telemetry_holds_inside_the_bounds(policy, replicas, kind, nodes, forecast, state):
+    """Inside [min_replicas, max_replicas] it holds; outside, it goes only back to the nearer bound (or holds)."""
     age = {"empty": 1.0, "unknown-age": None, "old": policy.stale_after_s + 1.0}[kind]
     observation = PowerObservation(measured_per_node_watts=[] if kind == "empty" else nodes, age_s=age,
                                    replicas=replicas)
     decision = decide(policy, observation, forecast, state, NOW)
-    assert decision.action is ScaleAction.HOLD and decision.to_replicas == replicas
+    bounded = min(max(replicas, policy.min_replicas), policy.max_replicas)
+    assert decision.to_replicas in {replicas, bounded}
     assert decision.signal == "none" and decision.reason
 
 

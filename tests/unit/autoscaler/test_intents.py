@@ -210,7 +210,7 @@ def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
                             from_replicas=2, to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
                             actuation=ActuationResult(status=status))
 
-    pending = state.record_intent(event(ActuationStatus.PENDING), state.policy_state("web"), policy, "me", now)
+    pending = state.record_intent(event(ActuationStatus.PENDING), state.policy_state("web"), policy, "me", now, 60)
     with state._write() as db:
         db.execute("UPDATE sqlite_sequence SET seq = 998 WHERE name = 'events'")
     state.record(event(ActuationStatus.NONE))

@@ -92,3 +92,38 @@ def test_the_lease_lasts_a_few_tick_intervals(tmp_path, store):
                                    defaults=AutoScalingConfig(evaluation_interval=20))
     assert controller.lease_ttl_s == LEASE_TICKS * 20 == 60
     assert controller.holder != ScalingController(controller.state, store, None, None).holder  # type: ignore[arg-type]
+
+
+def test_regression_a_tick_longer_than_the_lease_renews_it_and_still_actuates(make, store, clock):
+    """Slow target reads (an API server retrying) made the tick outlive its own lease: every intent was refused
+    with "the lease is held by <its own id>". The intent renews the lease, as no other controller took it."""
+    controller, actuator = make(clock=lambda: clock[0], holder="a", lease_ttl_s=TTL)
+    for name in ("one", "two"):
+        controller.put_policy(policy_data(name, predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 950})
+    read = actuator.replicas
+
+    def slow_read(target):
+        clock[0] += timedelta(seconds=50)  # two reads outlive the 90 s lease, not the 120 s stale limit
+        return read(target)
+
+    actuator.replicas = slow_read
+    events = controller.tick()
+    assert [e.actuation.status for e in events] == [ActuationStatus.APPLIED] * 2
+    assert actuator.calls == [("one", 3), ("two", 3)]
+    lease = controller.state.acquire_lease("b", clock[0], TTL)
+    assert lease.holder == "a" and lease.expires_at == clock[0] + timedelta(seconds=TTL)
+
+
+def test_a_lease_released_during_the_tick_actuates_nothing(pair):
+    (a, a_actuator), _ = pair
+    a_actuator.on_scale = lambda *_: pytest.fail("no actuation expected")
+    read = a_actuator.replicas
+
+    def read_then_stop(target):
+        a.stop()
+        return read(target)
+
+    a_actuator.replicas = read_then_stop
+    [event] = a.tick()
+    assert event.actuation.detail == "not actuated: the lease is held by nobody"

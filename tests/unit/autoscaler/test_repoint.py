@@ -1,0 +1,71 @@
+"""A policy re-pointed at another target (same name) starts afresh there: the old target's cooldown clock, count and
+recommendations are dropped, and an actuation pending on the old target is abandoned, never completed against the
+new one (autoscaler/state.py `put_policy`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoscaler.decision import PolicyState
+from autoscaler.schema import ActuationStatus, ScaleAction
+from tests.unit.autoscaler.doubles import policy_data, write_power
+
+MEASURED = {"enabled": False}
+
+
+class Crash(BaseException):
+    """The controller dies between the intent and its completion."""
+
+
+def web(name: str) -> dict:
+    return policy_data(target={"kind": "deployment", "name": name}, nodes=["n1"], predictive_scaling=MEASURED)
+
+
+def test_regression_a_repointed_policy_forgets_the_old_targets_state(make, store):
+    """The new target (2 replicas) looked lowered from the old one's 9 ("lowered outside this controller")."""
+    controller, actuator = make()
+    actuator.counts = {"old": 8, "new": 2}
+    controller.put_policy(web("old"))
+    write_power(store, {"n1": 900})
+    assert controller.tick()[0].to_replicas == 9
+    controller.put_policy(web("old") | {"mode": "dry_run"})  # same target: the state stays
+    assert controller.state.policy_state("web").replicas_after == 9
+    controller.put_policy(web("new"))
+    assert controller.state.policy_state("web") == PolicyState()
+    [event] = controller.tick()
+    assert (event.action, event.from_replicas) == (ScaleAction.SCALE_OUT, 2)
+    assert "lowered outside" not in event.reason, event.reason
+
+
+def test_regression_an_intent_pending_on_the_old_target_is_abandoned(make, store):
+    """It stayed pending, and the next tick completed it against the new target's count."""
+    controller, actuator = make()
+    controller.put_policy(web("old"))
+    write_power(store, {"n1": 900})
+
+    def crash(_target: str, _replicas: int) -> None:
+        raise Crash
+
+    actuator.on_scale = crash
+    with pytest.raises(Crash):
+        controller.tick()
+    pending = controller.state.pending_intent("web")
+    assert pending is not None and pending.actuation.status is ActuationStatus.PENDING
+    controller.put_policy(web("new"))
+    assert controller.state.pending_intent("web") is None
+    [abandoned] = [e for e in controller.state.events() if e.id == pending.id]
+    assert abandoned.actuation.status is ActuationStatus.FAILED and abandoned.target == pending.target
+    assert "abandoned: the policy was re-pointed" in abandoned.actuation.detail
+    actuator.on_scale = None
+    [event] = controller.tick()
+    assert "left pending" not in event.reason and event.actuation.status is ActuationStatus.APPLIED
+
+
+def test_a_repoint_while_the_old_target_is_being_scaled_keeps_its_outcome_off_the_new_target(make, store):
+    controller, actuator = make()
+    controller.put_policy(web("old"))
+    write_power(store, {"n1": 900})
+    actuator.on_scale = lambda _target, _replicas: controller.put_policy(web("new"))
+    [event] = controller.tick()
+    assert event.actuation.status is ActuationStatus.APPLIED and event.target.name == "old"
+    assert controller.state.policy_state("web") == PolicyState()  # no cooldown from the old target's change
