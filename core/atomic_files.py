@@ -1,4 +1,8 @@
-"""Crash-safe file writes: a fsynced temp file in the same folder, then ``os.replace``."""
+"""Crash-safe file writes: a fsynced temp file in the same folder, then ``os.replace``.
+
+The file gets the mode a plain ``open`` would give it (``0o666`` less the umask), not the temp file's ``0o600``: a
+registry written by one user (a host's ``train_lstm``) stays readable by the service's.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+
+def process_umask() -> int:
+    """The process's umask: read from /proc/self/status where Linux shows it, else set and restored (process-wide,
+    so only at import, before any thread writes)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~process_umask()
+"""The mode of every file written here (the umask as the process started)."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -31,6 +53,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -51,6 +74,7 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -187,6 +187,11 @@ class ModelRegistry:
             return []
         return [int(line) for line in lines if line.isdigit()]
 
+    def fallback_versions(self, model_id: str) -> list[int]:
+        """What a replica tries, in order, when the served version cannot be loaded: the versions ACTIVE pointed at
+        before, the most recent first; the first that loads is served."""
+        return list(reversed(self.former_versions(model_id)))
+
     def pin(self, model_id: str, version: int, now: datetime | None = None) -> None:
         """Mark `version` as served by number (a replica's `model_version`): `prune` keeps it while marked within
         `PIN_TTL_S`, so a replica pinned to it can still start. Replicas renew the mark while they stay pinned."""

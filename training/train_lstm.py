@@ -12,6 +12,8 @@ not activated (`--force-activate` skips the comparison). Fewer epochs than `mode
 or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`
 (on several machines, `--storage-path` must be storage they all reach: training.power.checkpoint_storage).
 `--settings-from` trains with the best settings of a `python -m training.tune` search (flags still win).
+Without `--sequence-length` or `--settings-from`, a run at a step and horizon `predictor.resolutions` serves
+takes that resolution's input window (else `models.power_predictor.sequence_length`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli, train_scaling
+from training.power.local_ray import join_submitted_cluster
 from training.power.retrain import retrain_power
-from training.power.retrain_spec import RetrainSpec
+from training.power.retrain_spec import ModelOverrides, RetrainSpec
 from training.power.tune_report import load_report, with_best_settings
-from training.settings import load_training_config
+from training.settings import TrainingConfig, load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,12 +76,27 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
         config = load_training_config(args.config).with_storage_path(args.storage_path)
         if args.settings_from:
             config = with_best_settings(config, args.settings_from, step_s=args.step)
-        return RetrainSpec(config=config, overrides=model_overrides(args, horizon_s=args.horizon),
+        overrides = model_overrides(args, horizon_s=args.horizon)
+        if not args.settings_from:  # a search's best settings include its input window
+            overrides = with_served_window(overrides, config)
+        return RetrainSpec(config=config, overrides=overrides,
                            model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
                            scaling=train_scaling(args), skip_short=args.from_store,
                            verbose=not args.quiet)
     except ValidationError as exc:
         raise ConfigError(format_errors("command line", exc)) from None
+
+
+def with_served_window(overrides: ModelOverrides, config: TrainingConfig) -> ModelOverrides:
+    """`overrides` with the input window `predictor.resolutions` serves at the run's step and horizon, where they
+    leave the window unset: `--step 1min --horizon 1h` trains power_lstm's 60 steps, not `models.power_predictor`'s
+    168 (the hourly model's). Unchanged when no resolution has that step and horizon."""
+    if overrides.sequence_length is not None:
+        return overrides
+    predictor = config.predictor
+    shape = (overrides.step or predictor.step, overrides.horizon or predictor.prediction_horizon)
+    served = next((r for r in predictor.resolutions if (r.step, r.horizon) == shape), None)
+    return overrides.model_copy(update={"sequence_length": served.sequence_length}) if served else overrides
 
 
 def tune_holdout_note(args: argparse.Namespace) -> str | None:
@@ -119,8 +137,9 @@ def _csv(path: str) -> Callable[[int], pd.DataFrame]:
     return lambda _step_s: load_telemetry_csv(path)
 
 
-def _store(since_s: int) -> Callable[[int], pd.DataFrame]:
+def _store(since_s: int, verbose: bool) -> Callable[[int], pd.DataFrame]:
     def read(step_s: int) -> pd.DataFrame:
+        join_submitted_cluster(verbose)
         store = open_store()
         try:
             return stored_frame(store, since_s, step_s)
@@ -138,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in (shape_note(spec), tune_holdout_note(args)):
             if note:
                 sys.stderr.write(f"train_lstm: {note}\n")
-        source = _store(args.since) if args.from_store else _csv(args.data)
+        source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
         result = retrain_power(source, spec, registry=ModelRegistry(args.model_path or spec.config.model_path))
         for line in result.summary_lines():
             sys.stderr.write(f"train_lstm: {line}\n")

@@ -29,6 +29,7 @@ from training.cli import (
     run_cli,
     train_scaling,
 )
+from training.power.local_ray import join_submitted_cluster
 from training.power.tune_search import SearchPlan, run_search
 from training.settings import TrainingConfig, load_training_config
 
@@ -69,6 +70,7 @@ def base_config(args: argparse.Namespace) -> TrainingConfig:
 def read_frame(args: argparse.Namespace, step_s: int) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
+    join_submitted_cluster(verbose=not args.quiet)
     store = open_store()
     try:
         return stored_frame(store, args.since, step_s)

@@ -33,7 +33,7 @@ from training.cost.jobs import JOB_COLUMNS, NONE, Jobs, job_columns, numbers
 from training.cost.schema import COMPONENTS, CostQuery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CATALOG_PATH = REPO_ROOT / "configs" / "prices.yaml"
+PACKAGED_CATALOG_PATH = Path(__file__).resolve().with_name("prices.yaml")  # a copy of configs/prices.yaml
 logger = logging.getLogger(__name__)
 RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
 WORKLOADS = ("training", "inference", "batch", "idle")
@@ -135,8 +135,18 @@ class PriceCatalog(_Section):
         return self.power.utilization.get(key, self.power.utilization["default"])
 
 
+def default_catalog_path(repo_root: Path = REPO_ROOT) -> Path:
+    """``configs/prices.yaml`` of a checkout (the image's included), the documented file to edit; else the copy the
+    package ships (a non-editable ``pip install .``)."""
+    checkout = repo_root / "configs" / "prices.yaml"
+    return checkout if checkout.is_file() else PACKAGED_CATALOG_PATH
+
+
+DEFAULT_CATALOG_PATH = default_catalog_path()
+
+
 def load_catalog(path: str | Path | None = None) -> PriceCatalog:
-    """Read and validate a price catalog (default ``configs/prices.yaml`` in this repository)."""
+    """Read and validate a price catalog (default ``DEFAULT_CATALOG_PATH``: ``configs/prices.yaml``)."""
     path = Path(path) if path is not None else DEFAULT_CATALOG_PATH
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -11,15 +11,25 @@ worker did land elsewhere (an autoscaled node): `StorageNotShared`, a ConfigErro
 A shared volume of a type the mount table does not tell (a ReadWriteMany class on WekaFS, Alluxio, a hostPath on a
 one-machine test cluster whose pods each have an IP) is declared by the operator: `KCLOUD_SHARED_PATHS`, folders
 separated by `:`, under which a path counts as shared (the KubeRay manifests declare their `/models` volume).
+
+Each run keeps its state in a folder of its own under `storage_path` (`run_storage`), deleted once its result has
+been read: the registry holds the weights, and an hourly retrain would otherwise fill the volume.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+from pyarrow.fs import FileSystem
 
 from core.settings import ConfigError
 
@@ -29,6 +39,8 @@ NETWORK_FILESYSTEMS = frozenset({
     "fuse.rclone", "fuse.mountpoint-s3", "fuse.goofys", "fuse.blobfuse", "fuse.blobfuse2",
 })
 """Mount types whose files every machine that mounts them sees (fuse.* ones named by their helper)."""
+
+logger = logging.getLogger(__name__)
 
 MOUNTS_FILE = Path("/proc/mounts")
 SHARED_PATHS_ENV = "KCLOUD_SHARED_PATHS"
@@ -136,3 +148,33 @@ def check_after_run(storage_path: str | None, worker_nodes: Iterable[str], nodes
     hosts = _hosts(node for node in nodes if node.get("NodeID") in wanted)
     if len(hosts) > 1:
         raise _refusal(storage_path, hosts, "the driver and the training workers")
+
+
+@contextmanager
+def run_storage(storage_path: str | None, prefix: str) -> Iterator[tuple[str, str]]:
+    """(storage path, run name) for one Ray Train or Tune run, the name unique in a shared storage path; on exit
+    the run's folder is deleted: a temporary folder without `storage_path`, else `remove_run`."""
+    name = f"{prefix}_{int(time.time())}_{uuid.uuid4().hex[:8]}"
+    if storage_path is None:
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as scratch:
+            yield scratch, name
+        return
+    try:
+        yield storage_path, name
+    finally:
+        remove_run(storage_path, name)
+
+
+def remove_run(storage_path: str, name: str) -> None:
+    """Delete the folder `name` under `storage_path` (a path, or a URI pyarrow reads, as Ray Train does); a failure
+    is logged, not raised: the run's result was read already."""
+    try:
+        if is_uri(storage_path):
+            filesystem, root = FileSystem.from_uri(storage_path)
+            filesystem.delete_dir(f"{root.rstrip('/')}/{name}")
+        else:
+            shutil.rmtree(Path(storage_path.removeprefix("file://")) / name)
+    except FileNotFoundError:
+        pass  # the run failed before writing anything
+    except (OSError, ValueError) as exc:  # pyarrow's errors are OSError or ValueError (ArrowInvalid)
+        logger.warning("could not delete the run folder %s under %s: %s", name, storage_path, exc)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.durations import format_duration
 from core.registry import ModelRegistry
-from core.registry_metadata import DataSpan, ModelNotFoundError
+from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
@@ -55,6 +55,7 @@ class Incumbent(BaseModel):
     lead_steps: int  # leads scored, in steps of `step_s`
     points: int  # (origin, lead) points both were scored on
     resampled: bool = False  # True: another step or horizon, scored at the coarser step over the common leads
+    scored_version: int | None = None  # scored in place of `version`, which cannot be loaded: what replicas serve
 
 
 class Incomparable(BaseModel):
@@ -145,20 +146,46 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     Only holdout points the active version never trained on count (a version trained on a later or longer span
     has seen some). Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input
     windows so both score the very same (origin, lead) points. Otherwise both at the coarser step over their
-    common leads (training.power.common_leads). Incomparable when neither is possible (an unreadable model,
-    steps that do not nest, no common lead, a holdout too short for the active model's window).
+    common leads (training.power.common_leads). An active version that cannot be loaded is replaced, as replicas
+    replace it, by the newest version served before it that loads (`Incumbent.scored_version`). Incomparable when
+    neither is possible (no version loads, steps that do not nest, no common lead, a holdout too short for the
+    active model's window).
     """
     version = registry.served_version(model_id)
     if version is None:
         return None
     try:
-        folder, metadata = registry.get(model_id, version)
-        return _score(PowerForecaster.load(folder), version, challenger, metadata.data_span)
+        scored, current, metadata = _load_served(registry, model_id, version)
+        incumbent = _score(current, version, challenger, metadata.data_span)
     except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
     except NotComparable as exc:
         return Incomparable(version=version, why=str(exc))
+    return incumbent if scored == version else incumbent.model_copy(update={"scored_version": scored})
+
+
+def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, PowerForecaster, ModelMetadata]:
+    """`version` loaded, else what replicas serve in its place (deployments.registry_follower): the first of
+    `registry.fallback_versions` that loads. Raises `version`'s own error when none does."""
+    try:
+        return _load(registry, model_id, version)
+    except (ModelNotFoundError, ArtifactError) as exc:
+        first = exc
+    for former in registry.fallback_versions(model_id):
+        try:
+            loaded = _load(registry, model_id, former)
+        except (ModelNotFoundError, ArtifactError):
+            continue
+        logger.warning("active %s version %d cannot be loaded (%s); scoring version %d, which replicas serve in its "
+                       "place", model_id, version, first, former)
+        return loaded
+    raise first
+
+
+def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, PowerForecaster, ModelMetadata]:
+    folder, metadata = registry.get(model_id, version)
+    return version, PowerForecaster.load(folder), metadata
 
 
 def _score(current: PowerForecaster, version: int, challenger: Challenger, trained_on: DataSpan | None) -> Incumbent:

@@ -42,6 +42,14 @@ def start_local_ray(verbose: bool) -> None:
     atexit.register(stop_local_ray)  # runs before Ray's own exit hook, registered when ray was imported
 
 
+def join_submitted_cluster(verbose: bool) -> None:
+    """Join the cluster of a `ray job submit` driver (RAY_ADDRESS set) now, when Ray is not initialized yet, so that
+    reading the telemetry store before training finds the cluster's store actor (core.stores.frame.open_store).
+    Without RAY_ADDRESS nothing starts: a local Ray is started only when training needs one."""
+    if os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        start_local_ray(verbose)
+
+
 def started_here() -> bool:
     """Whether this process's Ray connection is the one `start_local_ray` made: the command's own Ray, not one a
     caller (a test session, the Serve app) had already started, whose CPUs others need."""

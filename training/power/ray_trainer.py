@@ -13,9 +13,7 @@ must be storage every machine of the run reaches (training.power.checkpoint_stor
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch
 from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
-from training.power.checkpoint_storage import check_after_run, check_before_run, worker_needs
+from training.power.checkpoint_storage import check_after_run, check_before_run, run_storage, worker_needs
 from training.power.fit import FitHistory, SupervisedArrays
 from training.power.local_ray import start_local_ray, started_here
 from training.power.model import TargetCalendar
@@ -90,7 +88,7 @@ def train_power_lstm(
         scaling: Ray Train's workers and what each reserves (cpus_per_worker None: `free_cpus_each` on a Ray this
             call started, else 1).
         storage_path: where Ray Train keeps run state and checkpoints (a temp folder by default); must be
-            reachable from every machine of the run.
+            reachable from every machine of the run. The run's folder there is deleted once its weights are read.
         callbacks: Ray Train callbacks (e.g. forwarding each epoch's report to a Ray Tune trial).
         target_calendar: the calendar inputs of the model's per-lead head (FeaturePipeline.target_calendar).
         refit: refine the early-stopped weights on FIT and CALIB together (not for a Tune trial's run).
@@ -126,15 +124,15 @@ def train_power_lstm(
     }
     started = time.monotonic()
     os.environ.setdefault(*HEALTH_CHECK_INTERVAL)
-    with tempfile.TemporaryDirectory(prefix="power-lstm-") as scratch:
+    with run_storage(storage_path, "power_lstm") as (storage, name):
         trainer = TorchTrainer(
             train_loop,
             train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": cpus_per_worker, **scaling.resources_per_worker}),
             run_config=RunConfig(
-                name=f"power_lstm_{int(time.time())}_{uuid.uuid4().hex[:8]}",  # unique in a shared storage_path
-                storage_path=storage_path or scratch,
+                name=name,
+                storage_path=storage,
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
                 logging_config=LoggingConfig(log_level="WARNING"),
                 callbacks=list(callbacks),

@@ -103,7 +103,10 @@ class RetrainResult(BaseModel):
             kept = "activated" if self.activated else f"NOT activated (kept version {best.version})"
             where = (f"vs {best.challenger_mae:.2f} W for this version on the same holdout {_common(best)}"
                      if best.resampled else "on the same holdout")
-            lines.append(f"active version {best.version} scores {best.mae:.2f} W {where}: {kept}")
+            scored = (f"active version {best.version} scores" if best.scored_version is None else
+                      f"active version {best.version} cannot be loaded; version {best.scored_version}, served in "
+                      f"its place, scores")
+            lines.append(f"{scored} {best.mae:.2f} W {where}: {kept}")
         elif self.incomparable is not None:
             other = self.incomparable
             kept = "activated (forced)" if self.activated else f"NOT activated (kept version {other.version})"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.durations import format_duration
 from core.settings import ConfigError, format_errors
-from training.settings import TrainingConfig
+from training.settings import PowerPredictorConfig, TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +136,11 @@ def with_best_settings(config: TrainingConfig, path: str | Path, step_s: int | N
     if step_s != report.data.step_s:
         logger.warning("%s was searched at a %s step; this run uses %s (its sequence length counts steps)",
                        path, format_duration(report.data.step_s), format_duration(step_s))
-    data = config.model_dump()
-    data["models"]["power_predictor"].update(report.best_config)
     try:
-        return TrainingConfig.model_validate(data)
+        tuned = PowerPredictorConfig.model_validate({**config.models.power_predictor.model_dump(),
+                                                     **report.best_config})
     except ValidationError as exc:
         raise ConfigError(format_errors(f"{path}: best_config", exc)) from None
+    # Only `models.power_predictor` changes: the rest keeps which keys were given (a `predictor.max_gap` not given
+    # still follows a new --step: ModelOverrides.apply).
+    return config.model_copy(update={"models": config.models.model_copy(update={"power_predictor": tuned})})

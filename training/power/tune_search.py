@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import tempfile
 import time
 
 import pandas as pd
@@ -22,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from training.power.checkpoint_storage import check_before_run, worker_needs
+from training.power.checkpoint_storage import check_before_run, run_storage, worker_needs
 from training.power.dataset import PreparedData, prepare
 from training.power.holdout import CommonHoldout
 from training.power.local_ray import start_local_ray
@@ -156,7 +155,7 @@ def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *,
                                     max_t=base.epochs, grace_period=grace, reduction_factor=REDUCTION_FACTOR,
                                     stop_last_trials=False)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="power-tune-") as scratch:
+    with run_storage(config.storage_path, "power_lstm_tune") as (storage, name):
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(run_trial, data=data), TRIAL_DRIVER),
             param_space=search_space(base, lengths),
@@ -164,8 +163,7 @@ def run_search(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPlan, *,
                 search_alg=BasicVariantGenerator(points_to_evaluate=[defaults], max_concurrent=concurrent,
                                                  random_state=base.seed),
                 scheduler=scheduler, num_samples=plan.trials, time_budget_s=plan.time_budget_s),
-            run_config=tune.RunConfig(name=f"power_lstm_tune_{int(time.time())}",
-                                      storage_path=config.storage_path or scratch, verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                       callbacks=[_Progress(scheduler.stopped)] if plan.verbose else []),
         )
         results = tuner.fit()

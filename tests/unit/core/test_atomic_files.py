@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
-from core.atomic_files import atomic_write_text, atomic_write_with
+from core.atomic_files import FILE_MODE, atomic_write_text, atomic_write_with, process_umask
 
 
 def test_a_writer_fills_a_temp_beside_the_target_which_then_replaces_it(tmp_path):
@@ -24,3 +27,23 @@ def test_a_writer_that_fails_leaves_the_old_file_and_no_temp(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write_with(target, half_then_crash)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_the_umask_is_read_without_changing_it():
+    assert process_umask() == _umask() and FILE_MODE == 0o666 & ~_umask()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o664])
+def test_written_files_take_the_umask_s_mode_not_the_temp_file_s(tmp_path, monkeypatch, mode):
+    """Regression: files came out 0600 (mkstemp's mode), so metadata.json, ACTIVE and PINNED written by a host
+    user could not be read by the service's user."""
+    monkeypatch.setattr("core.atomic_files.FILE_MODE", mode)
+    atomic_write_text(tmp_path / "ACTIVE", "1\n")
+    atomic_write_with(tmp_path / "report.csv", lambda tmp: tmp.write_text("a,b\n"))
+    assert {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("ACTIVE", "report.csv")} == {mode}

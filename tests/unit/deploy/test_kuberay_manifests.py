@@ -64,6 +64,7 @@ def test_rayjob_entrypoint_is_a_valid_train_command(folder: str):
         args = train_lstm.parse_args(argv[3:])
         assert args.use_gpu == (folder == "overlays/gpu") and args.num_workers == 2
         assert args.from_store and args.model_path == "/models"
+        assert train_lstm.shape_note(train_lstm.build_spec(args)) is None  # the shape power_lstm is served at
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)

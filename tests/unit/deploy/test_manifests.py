@@ -161,6 +161,30 @@ def test_every_ray_container_reads_the_config_file_of_the_configmap(folder: str,
             assert volumes["config"]["configMap"]["name"] == "kcloud-config", kind
 
 
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_init_containers_read_the_config_and_registry_of_their_ray_container(folder: str):
+    """Regression: the demo-models initContainer trained without the config file, at the default resolutions and
+    features, and later retrains kept that shape."""
+    checked = 0
+    for _, cluster in _ray_clusters(_built(folder)):
+        for template in _ray_templates(cluster):
+            ray_container = template["spec"]["containers"][0]
+            for init in template["spec"].get("initContainers", []):
+                for name in ("KCLOUD_CONFIG", "MODEL_PATH"):
+                    assert _env(init)[name] == _env(ray_container)[name], (init["name"], name)
+                assert _mounts(init)["config"] == _mounts(ray_container)["config"], init["name"]
+                checked += 1
+    assert checked >= 1  # the RayService head's demo-models
+
+
+def _env(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def _mounts(container: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
 def test_secrets_are_placeholders_and_never_in_serve_config():
     secrets = [o for o in _built("secrets") if o["kind"] == "Secret"]
     values = [v for s in secrets for v in s["stringData"].values()]

@@ -90,3 +90,24 @@ def test_too_few_epochs_are_refused_before_training(models, capsys):
     assert _lines(capsys)[-1] == ("train_lstm: error: epochs: 1 is below the minimum of 4 training epochs "
                                   "(models.power_predictor.min_epochs)")
     assert not models.exists()
+
+
+def _window(*flags: str) -> int:
+    spec = train_lstm.build_spec(train_lstm.parse_args(["--data", str(TEST_DATA / "upm_sample.csv"), *flags]))
+    return spec.effective_config().models.power_predictor.sequence_length
+
+
+def test_a_served_step_and_horizon_train_the_served_window_unless_the_window_is_given(tmp_path):
+    """Regression: the retraining jobs' `--step 1min --horizon 1h` trained power_lstm from the hourly model's 168
+    steps, while predictor.resolutions serves it from 60."""
+    assert _window("--step", "1min", "--horizon", "1h") == 60
+    assert _window() == 60  # the config's step and horizon: power_lstm's
+    assert _window("--step", "1h", "--horizon", "7d") == 168
+    assert _window("--step", "2min", "--horizon", "20min") == 168  # served by no resolution: the config's window
+    assert _window("--step", "1min", "--horizon", "1h", "--sequence-length", "30") == 30
+    config = tmp_path / "config.yaml"
+    config.write_text("predictor:\n  resolutions:\n    - {model_id: power_lstm, step: 1min, horizon: 1h, "
+                      "sequence_length: 90}\n")
+    assert _window("--config", str(config), "--step", "1min", "--horizon", "1h") == 90
+    spec = train_lstm.build_spec(train_lstm.parse_args(["--data", "x.csv", "--step", "1min", "--horizon", "1h"]))
+    assert train_lstm.shape_note(spec) is None

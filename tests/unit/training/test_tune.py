@@ -89,3 +89,11 @@ def test_bad_settings_files_and_resources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tune.main(["--data", SAMPLE, "--output", str(tmp_path / "t.json"), "--resources-per-worker", "not json"])
     assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize(("step", "max_gap"), [("10min", 3000), ("2min", 600)])
+def test_max_gap_follows_the_step_with_settings_from(tmp_path, step, max_gap):
+    """A `predictor.max_gap` the config does not give follows --step, tuned settings or not (5 steps, >= 5min)."""
+    args = train_lstm.parse_args(["--data", SAMPLE, "--step", step, "--horizon", "1h", "--settings-from",
+                                  _report(tmp_path)])
+    assert train_lstm.build_spec(args).effective_config().predictor.max_gap == max_gap

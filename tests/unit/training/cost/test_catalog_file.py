@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from training.cost.catalog import DEFAULT_CATALOG_PATH, CatalogError, _FileCache
+from tests.paths import REPO_ROOT
+from tests.unit.deploy.project import pyproject
+from training.cost import catalog
+from training.cost.catalog import (
+    DEFAULT_CATALOG_PATH,
+    PACKAGED_CATALOG_PATH,
+    CatalogError,
+    _FileCache,
+    default_catalog_path,
+    load_catalog,
+)
 
 
 def test_an_edited_catalog_is_read_again_and_a_broken_edit_keeps_the_last_good_one(tmp_path, caplog):
@@ -29,3 +40,17 @@ def test_an_edited_catalog_is_read_again_and_a_broken_edit_keeps_the_last_good_o
     with pytest.raises(CatalogError):
         _FileCache(path).get()  # nothing good read yet: the error stands
 
+
+
+def test_the_default_catalog_resolves_from_the_package_without_a_checkout(tmp_path):
+    """Regression: the default was configs/prices.yaml beside the package, which `pip install .` does not
+    install; the package ships a copy, used where configs/ is absent."""
+    assert default_catalog_path(REPO_ROOT) == REPO_ROOT / "configs" / "prices.yaml"  # a checkout: the file to edit
+    assert default_catalog_path(tmp_path) == PACKAGED_CATALOG_PATH
+    assert PACKAGED_CATALOG_PATH.parent == Path(catalog.__file__).resolve().parent
+    assert load_catalog(default_catalog_path(tmp_path)) == load_catalog(REPO_ROOT / "configs" / "prices.yaml")
+    assert "prices.yaml" in pyproject()["tool"]["setuptools"]["package-data"]["training.cost"]
+
+
+def test_the_packaged_catalog_is_a_copy_of_configs_prices_yaml():
+    assert PACKAGED_CATALOG_PATH.read_bytes() == (REPO_ROOT / "configs" / "prices.yaml").read_bytes()

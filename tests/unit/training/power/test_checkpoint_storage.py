@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.fs
 import pytest
 
 from core.settings import ConfigError
@@ -12,6 +17,7 @@ from training.power.checkpoint_storage import (
     filesystem_type,
     is_shared,
     is_uri,
+    run_storage,
     worker_needs,
 )
 
@@ -109,3 +115,60 @@ def test_after_the_run_the_nodes_the_workers_used_decide():
     check_after_run("/tmp/runs", ["head"], nodes, "head", MOUNTS)
     with pytest.raises(StorageNotShared, match="the driver and the training workers span 2 machines"):
         check_after_run("/tmp/runs", ["head", "autoscaled"], nodes, "head", MOUNTS)
+
+
+def _run_writes(storage: str, name: str) -> Path:
+    """What Ray Train leaves of a run: a checkpoint in the run's folder."""
+    checkpoint = Path(storage.removeprefix("file://")) / name / "checkpoint_000000"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "weights.pt").write_bytes(b"w")
+    return checkpoint.parent
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"])
+def test_a_run_folder_under_a_storage_path_is_deleted_once_read_and_its_neighbours_kept(tmp_path, scheme):
+    (tmp_path / "other_run").mkdir()
+    with run_storage(f"{scheme}{tmp_path}", "power_lstm") as (storage, name):
+        assert storage == f"{scheme}{tmp_path}" and name.startswith("power_lstm_")
+        folder = _run_writes(storage, name)
+    assert not folder.exists() and (tmp_path / "other_run").exists()
+
+
+def test_a_failed_run_is_cleaned_too_and_the_error_kept(tmp_path, caplog):
+    with pytest.raises(RuntimeError, match="no checkpoint"):
+        with run_storage(str(tmp_path), "power_lstm") as (storage, name):
+            folder = _run_writes(storage, name)
+            raise RuntimeError("training reported no checkpoint")
+    assert not folder.exists()
+    with caplog.at_level(logging.WARNING), run_storage(str(tmp_path), "power_lstm"):
+        pass  # nothing written: nothing to delete
+    assert not caplog.records
+
+
+def test_a_run_under_a_uri_is_deleted_through_pyarrow(tmp_path, monkeypatch):
+    opened = []
+
+    def from_uri(uri: str):
+        opened.append(uri)
+        return pyarrow.fs.LocalFileSystem(), f"{tmp_path}/runs/"
+
+    monkeypatch.setattr("training.power.checkpoint_storage.FileSystem", SimpleNamespace(from_uri=from_uri))
+    with run_storage("s3://bucket/runs", "power_lstm_tune") as (storage, name):
+        folder = _run_writes(str(tmp_path / "runs"), name)
+    assert opened == ["s3://bucket/runs"] and not folder.exists() and (tmp_path / "runs").exists()
+
+
+def test_a_folder_that_cannot_be_deleted_is_logged_not_raised(tmp_path, monkeypatch, caplog):
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("training.power.checkpoint_storage.shutil.rmtree", refuse)
+    with caplog.at_level(logging.WARNING), run_storage(str(tmp_path), "power_lstm") as (storage, name):
+        _run_writes(storage, name)
+    assert f"could not delete the run folder {name} under {tmp_path}" in caplog.text
+
+
+def test_without_a_storage_path_a_temporary_folder_is_used_and_removed():
+    with run_storage(None, "power_lstm") as (storage, name):
+        folder = _run_writes(storage, name)
+    assert not Path(storage).exists() and not folder.exists()

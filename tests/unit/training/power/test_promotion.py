@@ -232,3 +232,21 @@ def test_the_active_version_is_scored_only_where_it_never_trained(sample, regist
     trained_on_all = retrain_power(sample[sample["timestamp"] <= middle], spec(), registry=registry)
     assert trained_on_all.incomparable is not None
     assert trained_on_all.incomparable.why.startswith("it trained on all of this holdout's data")
+
+
+def test_an_unreadable_active_model_is_scored_by_the_version_replicas_serve_in_its_place(sample, registry, shift):
+    """Regression: an active version that cannot be loaded made every retraining 'not_comparable', although the
+    replicas serve the newest formerly served version that loads (deployments.registry_follower)."""
+    champion(sample, registry, shift, GOOD)
+    champion(sample, registry, shift, GOOD, activation="force")
+    folder, _ = registry.get("power_lstm", 2)
+    (folder / "architecture.json").unlink()
+    shift(BAD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("did_not_beat", False)
+    assert (result.incumbent.version, result.incumbent.scored_version) == (2, 1)
+    assert "active version 2 cannot be loaded; version 1, served in its place, scores" in result.summary_lines()[1]
+    shift(GOOD)
+    better = retrain_power(sample, spec(), registry=registry)
+    assert (better.decision, better.activated) == ("beat_incumbent", True)
+    assert registry.active_version("power_lstm") == better.version

@@ -1,0 +1,57 @@
+"""A `ray job submit` driver joins its cluster before reading the telemetry store (no real Ray here)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from training import train_lstm, tune
+from training.power import local_ray
+
+
+@pytest.fixture
+def starts(monkeypatch) -> list[bool]:
+    """The `start_local_ray` calls (their `verbose`), with Ray not initialized."""
+    calls: list[bool] = []
+    monkeypatch.setattr(local_ray.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(local_ray, "start_local_ray", calls.append)
+    return calls
+
+
+def test_a_submitted_job_joins_its_cluster(starts, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    local_ray.join_submitted_cluster(verbose=False)
+    assert starts == [False]
+
+
+def test_without_ray_address_no_ray_is_started(starts, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    local_ray.join_submitted_cluster(verbose=True)
+    assert starts == []
+
+
+def test_an_initialized_ray_is_kept(starts, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setattr(local_ray.ray, "is_initialized", lambda: True)
+    local_ray.join_submitted_cluster(verbose=True)
+    assert starts == []
+
+
+class _Store:
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("command", [train_lstm, tune])
+def test_from_store_commands_join_before_opening_the_store(command, monkeypatch):
+    """Regression: they opened the store before Ray was initialized, so under `ray job submit` they read the job
+    environment's default store instead of the cluster's store actor."""
+    steps: list[str] = []
+    monkeypatch.setattr(command, "join_submitted_cluster", lambda verbose: steps.append("join"))
+    monkeypatch.setattr(command, "open_store", lambda: steps.append("open") or _Store())
+    monkeypatch.setattr(command, "stored_frame", lambda store, since_s, step_s: pd.DataFrame())
+    if command is train_lstm:
+        train_lstm._store(3600, verbose=False)(60)
+    else:
+        tune.read_frame(tune.parse_args(["--from-store", "--output", "t.json"]), 60)
+    assert steps == ["join", "open"]
