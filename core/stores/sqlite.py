@@ -29,8 +29,8 @@ import pandas as pd
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from core.stores.window import (
     DEVICE_BIN_COLUMNS,
+    EXPECT_DEVICE_S,
     LATEST_COLUMNS,
-    LATEST_SPREAD_S,
     check_window,
     combine_latest,
     node_frame,
@@ -84,9 +84,10 @@ ORDER BY ts_ms DESC LIMIT 1
 """
 POWER_LOOKBACK_S = 3600  # as InfluxStore's latest_lookback_s
 _RECENT_POWER = """
-SELECT node_id, source, device_id, ts_ms, power_watts FROM telemetry
+SELECT node_id, source, device_id, MAX(ts_ms), power_watts FROM telemetry
 WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
-"""
+GROUP BY source, device_id
+"""  # each device's last power reading (SQLite takes the bare columns from the row of the MAX)
 # One chunk of one node's expired rows (the primary key's (node_id, ts_ms) prefix finds them).
 _EXPIRE = """
 DELETE FROM telemetry WHERE (node_id, ts_ms, source, device_id) IN (
@@ -162,7 +163,7 @@ class SqliteStore(TelemetryStore):
                     _NEWEST, (node, newest_row - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
                 if found is not None:
                     newest = found[0]
-                    since = newest - int(LATEST_SPREAD_S * 1000)
+                    since = newest - int(EXPECT_DEVICE_S * 1000)  # devices silent for a while still count as missing
                     rows.extend(conn.execute(_RECENT_POWER, (node, since, newest)).fetchall())
         return combine_latest(pd.DataFrame(rows, columns=list(LATEST_COLUMNS)), now)
 

@@ -5,8 +5,13 @@ each device's readings are first averaged within the bin, then combined across d
 
 - power_watts: the BMC wall reading (source ipmi, device "node"; else the sum of the node's other IPMI
   power devices, e.g. per-PSU sensors) when the bin has one; else a replayed node power (replay, "node");
-  else the sum of the device powers that bin has (nvml + npu + xpu accelerators plus host RAPL). The
-  device sum leaves out fans, disks and PSU losses, so it reads lower than the wall.
+  else the sum of the device powers (nvml + npu + xpu accelerators plus host RAPL). The device sum leaves
+  out fans, disks and PSU losses, so it reads lower than the wall. A partial sum is no node power: the
+  device sum is NaN in a bin missing a power device that reported in one of the bins covering the
+  EXPECT_DEVICE_S before it (at least one bin), so a hung or failing source reads as a gap, not a drop; a
+  device gone for good stops being expected after that look-back. The look-back stays inside the
+  requested window, so a window's first bins may still hold a partial sum. `combine_latest` applies the
+  same rule to the devices' last readings.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
   cpu_utilization and memory_usage: mean over HOST devices; temperature: the hottest device.
 - replay samples carry canonical fields back: device "node" holds power_watts, memory_usage and
@@ -35,6 +40,7 @@ LATEST_COLUMNS = ("node_id", "source", "device_id", "ts_ms", "power_watts")
 NODE_DEVICE = "node"
 REPLAY_UTILIZATION = {"cpu": "cpu_utilization", "gpu": "gpu_utilization", "npu": "npu_utilization"}
 LATEST_SPREAD_S = 60.0  # device readings this much older than a node's newest one are not summed into it
+EXPECT_DEVICE_S = 600  # a power device that reported this recently must be in a device sum (module rule)
 MAX_BINS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACCELERATORS = (SourceKind.NVML.value, SourceKind.NPU.value, SourceKind.XPU.value)
@@ -86,10 +92,13 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
     def per_bin(mask: np.ndarray, name: str, how: str) -> np.ndarray:
         return _reduce(pos, mask, value[name], n, how)
 
+    device_power = np.isin(source, _DEVICE_POWER) & ~np.isnan(value["power_watts"])
+    device_sum = per_bin(device_power, "power_watts", "sum")
+    device_sum[_missing_device(pos[device_power], source[device_power], device[device_power], n, step_s)] = np.nan
     power = per_bin(ipmi & node_device, "power_watts", "mean")
-    for mask, how in ((ipmi & ~node_device, "sum"), (replay & node_device, "mean"),
-                      (np.isin(source, _DEVICE_POWER), "sum")):
-        power = np.where(np.isnan(power), per_bin(mask, "power_watts", how), power)
+    for fallback in (per_bin(ipmi & ~node_device, "power_watts", "sum"),
+                     per_bin(replay & node_device, "power_watts", "mean"), device_sum):
+        power = np.where(np.isnan(power), fallback, power)
     frame = pd.DataFrame({
         "timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
         "node_id": node_id,
@@ -104,6 +113,20 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
         "workload_type": np.nan,
     })
     return frame[list(CANONICAL_COLUMNS)]
+
+
+def _missing_device(pos: np.ndarray, source: np.ndarray, device: np.ndarray, n: int, step_s: int) -> np.ndarray:
+    """Per bin, whether a device (source, device id) of these readings is absent from it but present in one of the
+    bins covering the EXPECT_DEVICE_S before it (at least one)."""
+    lookback = max(1, -(-EXPECT_DEVICE_S // step_s))
+    missing = np.zeros(n, dtype=bool)
+    for _, where in pd.Series(pos).groupby([source, device]):
+        present = np.zeros(n, dtype=bool)
+        present[where.to_numpy()] = True
+        before = np.concatenate(([0], np.cumsum(present)))  # before[b]: bins before b the device is in
+        recent = before[:n] > before[np.maximum(np.arange(n) - lookback, 0)]
+        missing |= recent & ~present
+    return missing
 
 
 def _reduce(pos: np.ndarray, mask: np.ndarray, values: np.ndarray, n: int, how: str) -> np.ndarray:
@@ -127,7 +150,9 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
 
     Only readings within LATEST_SPREAD_S of the node's newest one count; of those, the first present of
     IPMI "node", other IPMI devices (summed), replay "node", and device powers (summed) gives the power.
-    The timestamp is the oldest reading used, so `age_s` never flatters a partly stale sum.
+    Device powers count only when every power device whose last reading is within EXPECT_DEVICE_S of the
+    node's newest one is also within LATEST_SPREAD_S: a partial sum is no node power, so such a node has
+    none from them. The timestamp is the oldest reading used, so `age_s` never flatters a partly stale sum.
     """
     now = now or datetime.now(UTC)
     by_node: dict[str, list[tuple]] = {}
@@ -140,10 +165,14 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
         newest = rows[-1][0]
         last: dict[tuple[str, str], tuple[int, float]] = {}
         for ts_ms, source, device, watts in rows:
-            if ts_ms >= newest - LATEST_SPREAD_S * 1000:
-                last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
+            last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
+        spread_from, expect_from = newest - LATEST_SPREAD_S * 1000, newest - EXPECT_DEVICE_S * 1000
+        devices_complete = all(ts_ms >= spread_from for (source, _), (ts_ms, _) in last.items()
+                               if source in _DEVICE_POWER and ts_ms >= expect_from)
+        usable = {key: (ts_ms, watts) for key, (ts_ms, watts) in last.items()
+                  if ts_ms >= spread_from and (devices_complete or key[0] not in _DEVICE_POWER)}
         for tier in _LATEST_TIERS:
-            used = [reading for key, reading in last.items() if tier(*key)]
+            used = [reading for key, reading in usable.items() if tier(*key)]
             if used:
                 moment = datetime.fromtimestamp(min(ts for ts, _ in used) / 1000, tz=UTC)
                 result.append(NodeLatest(node_id=node_id, timestamp=moment, power_watts=sum(w for _, w in used),

@@ -129,6 +129,21 @@ def test_latest_prefers_the_wall_reading_and_reports_age(store):
     assert store.nodes() == ["a", "b"]
 
 
+def test_latest_leaves_out_a_device_sum_while_a_device_that_reported_minutes_ago_is_silent(store):
+    """A hung NVML: the host's RAPL alone (300 W) was the node's latest power, read as a real drop from 1,700 W."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write([
+        *(TelemetrySample(timestamp=now - timedelta(minutes=3), node_id="g", source="nvml", device_id=str(gpu),
+                          power_watts=700) for gpu in (0, 1)),
+        TelemetrySample(timestamp=now - timedelta(minutes=3), node_id="g", source="host", power_watts=300),
+        TelemetrySample(timestamp=now - timedelta(seconds=2), node_id="g", source="host", power_watts=310),
+        TelemetrySample(timestamp=now - timedelta(minutes=30), node_id="h", source="nvml", device_id="0",
+                        power_watts=700),  # gone for good: no longer expected
+        TelemetrySample(timestamp=now - timedelta(seconds=2), node_id="h", source="host", power_watts=320),
+    ])
+    assert {item.node_id: item.power_watts for item in store.latest()} == {"h": 320}
+
+
 def test_a_node_whose_power_feed_stopped_shows_its_last_power_stale_not_gone(store):
     """The BMC stopped; the host collector still writes CPU utilization (no power) every few seconds."""
     now = datetime.now(UTC).replace(microsecond=0)
