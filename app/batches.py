@@ -26,6 +26,7 @@ ITEM_TIMEOUT_S = 120.0
 BATCH_TIMEOUT_S = 600.0
 ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
 HANDLE_RETRY_S = 2.0  # how often a deployment that is not deployed is looked up again
+HANDLE_WAIT_S = 30.0  # how long a batch looks for a deployment that is not deployed before its items fail
 _ITEM = TypeAdapter(BatchItem)
 
 
@@ -87,13 +88,13 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str, *, 
                 try:
                     answer = await asyncio.wait_for(call(item), min(ITEM_TIMEOUT_S, left))
                 except TimeoutError:
-                    if item.type not in handles.found:
-                        return BatchItemResult(index=index, status="error", error=handles.not_deployed(item.type))
                     if left < ITEM_TIMEOUT_S:
                         return BatchItemResult(index=index, status="error", error=out_of_time)
                     raise
                 body = to_response(item.request, answer) if item.type == "power" else answer
                 return BatchItemResult(index=index, status="ok", result=body.model_dump(mode="json"))
+            except DeploymentMissing as exc:
+                return BatchItemResult(index=index, status="error", error=str(exc))
             except Exception as exc:  # noqa: BLE001 - one item's failure (answering or shaping it) is that item's
                 return BatchItemResult(index=index, status="error", error=reason(exc))
 
@@ -106,25 +107,37 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str, *, 
     return list(await asyncio.gather(*(one(index, item) for index, item in enumerate(items))))
 
 
+class DeploymentMissing(LookupError):
+    """A predictor deployment that items need is not deployed (the batch looked for it for HANDLE_WAIT_S)."""
+
+
 class _Handles:
     """The predictor deployments' handles, looked up when an item first needs one: a batch of cost items runs
-    without the power app, and a batch resumed as the app starts waits (within its items' time) for a deployment
-    that is not registered yet, rather than failing as a whole."""
+    without the power app, and a batch resumed as the app starts waits for a deployment that is not registered yet
+    (HANDLE_WAIT_S at most, once per batch) rather than failing as a whole; after that, that type's items fail at
+    once, so they never hold the batch's slots that other items wait for."""
 
     def __init__(self, deployments: dict[str, tuple[str, str]]):
         self.deployments = deployments
         self.found: dict[str, DeploymentHandle] = {}
-        self.missed: set[str] = set()
+        self.missing_since: dict[str, float] = {}  # loop time of a type's first failed lookup
+        self.given_up: set[str] = set()
 
     async def get(self, item_type: str) -> DeploymentHandle:
         name, app = self.deployments[item_type]
+        loop = asyncio.get_running_loop()
         while item_type not in self.found:
+            if item_type in self.given_up:
+                raise DeploymentMissing(self.not_deployed(item_type))
             try:
                 self.found[item_type] = serve.get_deployment_handle(name, app_name=app)
-            except KeyError:  # not deployed (yet): the item's timeout bounds the wait
-                if item_type not in self.missed:
-                    logger.info("batch: %s; looking again every %g s", self.not_deployed(item_type), HANDLE_RETRY_S)
-                    self.missed.add(item_type)
+            except KeyError:  # not deployed (yet)
+                if item_type not in self.missing_since:
+                    self.missing_since[item_type] = loop.time()
+                    logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)
+                if loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
+                    self.given_up.add(item_type)
+                    continue
                 await asyncio.sleep(HANDLE_RETRY_S)
         return self.found[item_type]
 

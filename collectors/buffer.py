@@ -220,6 +220,12 @@ class DurableBuffer:
             self.drops.report(force=True)
             self._lock_file.close()
 
+    def spill(self) -> None:
+        """Move memory to disk now, writing nothing to the store (one that cannot be asked yet)."""
+        with self._lock:
+            if not self._closed:
+                self._spill(keep_segments=True)
+
     def release(self) -> None:
         """Let the spill directory go without writing or spilling memory (the store turned out read-only: nothing
         is to be stored); segments spilled before stay for a writable store."""

@@ -119,8 +119,13 @@ class Collector:
 
     def flush(self) -> int:
         """Push what is buffered; on a store failure the buffer keeps it (in order) for the next try."""
-        buffer = self.buffer if self._stores() else None
-        written = buffer.flush() if buffer is not None else 0
+        stores, buffer = self._stores(), self.buffer
+        if buffer is None:
+            return 0
+        if not stores:  # the store has not said yet whether it takes writes: memory goes to disk meanwhile
+            buffer.spill()
+            return 0
+        written = buffer.flush()
         self.metrics.stored(written)
         return written
 
@@ -195,8 +200,9 @@ class Collector:
         is replayed by the next one."""
         with self._keeping:
             self._stop.set()  # no round keeps samples from now on
-        if self.buffer is not None:
-            self.buffer.close()  # spills, flushes, and keeps the rest on disk for the next collector
+        buffer = self.buffer  # read once: the flusher may end the buffering meanwhile (a read-only store)
+        if buffer is not None:
+            buffer.close()  # spills, flushes, and keeps the rest on disk for the next collector
         if self._thread.is_alive():  # a round still reading: its sources are closed once it is over
             self._thread.join(timeout=float(self.settings.read_timeout) + 1)
         self.rejected.report(force=True)

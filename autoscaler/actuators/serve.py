@@ -50,7 +50,8 @@ class RayServeActuator(Actuator):
         failed fetch raises its error again to every caller within that age."""
         with self._details_lock:
             if self._details is None or time.monotonic() - self._details[0] > self.details_max_age_s:
-                self._details = (time.monotonic(), self._fetch_applications())
+                found = self._fetch_applications()
+                self._details = (time.monotonic(), found)  # aged from the answer: a fetch may outlast the max age
             found = self._details[1]
         if isinstance(found, ActuationError):
             raise ActuationError(str(found))

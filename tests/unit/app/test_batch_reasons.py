@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 from app.batches import answer_items, reason
@@ -127,7 +128,7 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
     """Both handles were looked up before any item ran: without the power app, a batch of cost items failed as
     a whole (KeyError), and so did a batch resumed as the app started, before the power app was registered."""
     monkeypatch.setattr("app.batches.HANDLE_RETRY_S", 0.05)
-    monkeypatch.setattr("app.batches.ITEM_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("app.batches.HANDLE_WAIT_S", 0.3)
 
     async def answered(value):
         return SimpleNamespace(model_dump=lambda mode: {"ok": True})
@@ -152,5 +153,8 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
     results = asyncio.run(answer_items([cost, power, cost], "app", "kcloud-power"))
     assert [r.status for r in results] == ["ok", "error", "ok"]
     assert results[1].error == "DeploymentMissing: the PowerPredictor deployment of app 'kcloud-power' is not deployed"
+    started = time.monotonic()  # many power items wait once together, then fail at once: no slot held for long
+    results = asyncio.run(answer_items([power] * 100 + [cost] * 20, "app", "kcloud-power", batch_timeout_s=5))
+    assert [r.status for r in results] == ["error"] * 100 + ["ok"] * 20 and time.monotonic() - started < 2
     lookups["PowerPredictor"], limit = 0, 3  # registered a moment later
     assert [r.status for r in asyncio.run(answer_items([power], "app", "kcloud-power"))] == ["ok"]

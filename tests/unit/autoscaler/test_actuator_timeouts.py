@@ -193,7 +193,7 @@ def test_regression_a_failed_serve_details_read_is_kept_for_details_max_age():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        actuator = RayServeActuator(url, timeout_s=0.5, details_max_age_s=60)
+        actuator = RayServeActuator(url, timeout_s=0.5, details_max_age_s=0.3)  # under the timeout, as by default
         with ThreadPoolExecutor(max_workers=8) as pool:
             errors = list(pool.map(lambda i: _read_error(actuator, f"app{i}"), range(8)))
         assert len(gets) == 1 and all("did not answer" in error for error in errors), errors

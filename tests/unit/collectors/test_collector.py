@@ -285,9 +285,11 @@ def test_a_store_that_does_not_answer_yet_is_asked_again_at_the_next_flush(tmp_p
                           _settings(tmp_path), start=False)
     collector.collect_once()
     assert collector.flush() == 0 and collector.status()["buffered"] == 1  # kept, not decided
+    assert collector.buffer.disk_pending == 1  # on disk meanwhile: a collector killed then loses nothing
     collector.collect_once()
     assert collector.flush() == 2
     collector.stop()
+
 
 
 def test_a_read_only_store_ends_the_buffering_once_it_answers(tmp_path):
