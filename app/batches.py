@@ -114,29 +114,31 @@ class DeploymentMissing(LookupError):
 class _Handles:
     """The predictor deployments' handles, looked up when an item first needs one: a batch of cost items runs
     without the power app, and a batch resumed as the app starts waits for a deployment that is not registered yet
-    (HANDLE_WAIT_S at most, once per batch) rather than failing as a whole; after that, that type's items fail at
-    once, so they never hold the batch's slots that other items wait for."""
+    (HANDLE_WAIT_S at most) rather than failing as a whole. After that wait, that type's items fail at once, so
+    they never hold the slots other items wait for, and the deployment is looked for again once per HANDLE_WAIT_S
+    (one that comes up later in a long batch answers its remaining items)."""
 
     def __init__(self, deployments: dict[str, tuple[str, str]]):
         self.deployments = deployments
         self.found: dict[str, DeploymentHandle] = {}
         self.missing_since: dict[str, float] = {}  # loop time of a type's first failed lookup
-        self.given_up: set[str] = set()
+        self.given_up_at: dict[str, float] = {}  # loop time of a type's last failed lookup after the wait
 
     async def get(self, item_type: str) -> DeploymentHandle:
-        name, app = self.deployments[item_type]
         loop = asyncio.get_running_loop()
         while item_type not in self.found:
-            if item_type in self.given_up:
+            gave_up = self.given_up_at.get(item_type)
+            if gave_up is not None and loop.time() - gave_up < HANDLE_WAIT_S:
                 raise DeploymentMissing(self.not_deployed(item_type))
+            name, app = self.deployments[item_type]
             try:
                 self.found[item_type] = serve.get_deployment_handle(name, app_name=app)
             except KeyError:  # not deployed (yet)
                 if item_type not in self.missing_since:
                     self.missing_since[item_type] = loop.time()
                     logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)
-                if loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
-                    self.given_up.add(item_type)
+                if gave_up is not None or loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
+                    self.given_up_at[item_type] = loop.time()
                     continue
                 await asyncio.sleep(HANDLE_RETRY_S)
         return self.found[item_type]

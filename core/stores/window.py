@@ -5,13 +5,15 @@ each device's readings are first averaged within the bin, then combined across d
 
 - power_watts: the BMC wall reading (source ipmi, device "node"; else the sum of the node's other IPMI
   power devices, e.g. per-PSU sensors) when the bin has one; else a replayed node power (replay, "node");
-  else the sum of the device powers (nvml + npu + xpu accelerators plus host RAPL). The device sum leaves
-  out fans, disks and PSU losses, so it reads lower than the wall. A partial sum is no node power: the
-  device sum is NaN in a bin missing a power device that reported in one of the bins covering the
-  EXPECT_DEVICE_S before it (at least one bin), so a hung or failing source reads as a gap, not a drop; a
-  device gone for good stops being expected after that look-back. The look-back stays inside the
-  requested window, so a window's first bins may still hold a partial sum. `combine_latest` applies the
-  same rule to the devices' last readings.
+  else the sum of the device powers (nvml + npu + xpu accelerators plus the host RAPL total, not its
+  per-package parts). The device sum leaves out fans, disks and PSU losses, so it reads lower than the wall.
+  A partial sum is no node power: the device sum is NaN in a bin missing a power device that reported in one
+  of the bins covering the EXPECT_DEVICE_S before it (at least one bin), so a hung or failing source reads
+  as a gap, not a drop. A device silent for longer (gone for good, or a driver hung for good) is no longer
+  expected: a node without a BMC reading then reads its remaining devices' sum, and the collector's source
+  status says why the other is silent. The look-back stays inside the requested window, so a window's
+  first bins may still hold a partial sum. `combine_latest` applies the same rule to the devices' last
+  readings.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
   cpu_utilization and memory_usage: mean over HOST devices; temperature: the hottest device.
 - replay samples carry canonical fields back: device "node" holds power_watts, memory_usage and
@@ -44,7 +46,6 @@ EXPECT_DEVICE_S = 600  # a power device that reported this recently must be in a
 MAX_BINS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACCELERATORS = (SourceKind.NVML.value, SourceKind.NPU.value, SourceKind.XPU.value)
-_DEVICE_POWER = (*_ACCELERATORS, SourceKind.HOST.value)
 
 
 def to_ms(moment: datetime) -> int:
@@ -92,7 +93,7 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
     def per_bin(mask: np.ndarray, name: str, how: str) -> np.ndarray:
         return _reduce(pos, mask, value[name], n, how)
 
-    device_power = np.isin(source, _DEVICE_POWER) & ~np.isnan(value["power_watts"])
+    device_power = (np.isin(source, _ACCELERATORS) | (host & node_device)) & ~np.isnan(value["power_watts"])
     device_sum = per_bin(device_power, "power_watts", "sum")
     device_sum[_missing_device(pos[device_power], source[device_power], device[device_power], n, step_s)] = np.nan
     power = per_bin(ipmi & node_device, "power_watts", "mean")
@@ -167,10 +168,10 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
         for ts_ms, source, device, watts in rows:
             last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
         spread_from, expect_from = newest - LATEST_SPREAD_S * 1000, newest - EXPECT_DEVICE_S * 1000
-        devices_complete = all(ts_ms >= spread_from for (source, _), (ts_ms, _) in last.items()
-                               if source in _DEVICE_POWER and ts_ms >= expect_from)
+        devices_complete = all(ts_ms >= spread_from for key, (ts_ms, _) in last.items()
+                               if _device_power(*key) and ts_ms >= expect_from)
         usable = {key: (ts_ms, watts) for key, (ts_ms, watts) in last.items()
-                  if ts_ms >= spread_from and (devices_complete or key[0] not in _DEVICE_POWER)}
+                  if ts_ms >= spread_from and (devices_complete or not _device_power(*key))}
         for tier in _LATEST_TIERS:
             used = [reading for key, reading in usable.items() if tier(*key)]
             if used:
@@ -185,8 +186,14 @@ _LATEST_TIERS = (
     lambda source, device: source == SourceKind.IPMI.value and device == NODE_DEVICE,
     lambda source, device: source == SourceKind.IPMI.value and device != NODE_DEVICE,
     lambda source, device: source == SourceKind.REPLAY.value and device == NODE_DEVICE,
-    lambda source, device: source in _DEVICE_POWER,
+    lambda source, device: _device_power(source, device),
 )
+
+
+def _device_power(source: str, device: str) -> bool:
+    """Whether a reading is a device power of the device sum: an accelerator's, or the host's RAPL total (its
+    per-package rows, `HostSource(per_package=True)`, are parts of that total)."""
+    return source in _ACCELERATORS or (source == SourceKind.HOST.value and device == NODE_DEVICE)
 
 
 def replay_samples(timestamp: datetime, node_id: str, row: Mapping[str, object],

@@ -158,3 +158,30 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
     assert [r.status for r in results] == ["error"] * 100 + ["ok"] * 20 and time.monotonic() - started < 2
     lookups["PowerPredictor"], limit = 0, 3  # registered a moment later
     assert [r.status for r in asyncio.run(answer_items([power], "app", "kcloud-power"))] == ["ok"]
+
+
+def test_a_deployment_that_comes_up_after_the_batch_gave_up_answers_its_later_items(monkeypatch):
+    """The give-up was for good: a power app that came up 31 s into a 10-minute batch left every later power item
+    failed."""
+    monkeypatch.setattr("app.batches.HANDLE_RETRY_S", 0.02)
+    monkeypatch.setattr("app.batches.HANDLE_WAIT_S", 0.1)
+    monkeypatch.setattr("app.batches.ITEMS_IN_FLIGHT", 1)  # one item at a time: the items come in order
+    deployed_at = time.monotonic() + 0.3
+
+    async def answered(value):
+        await asyncio.sleep(0.05)
+        return SimpleNamespace(model_dump=lambda mode: {"ok": True})
+
+    def get_handle(name, app_name):
+        if name == "PowerPredictor" and time.monotonic() < deployed_at:
+            raise KeyError(name)
+        return SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
+                               predict=SimpleNamespace(remote=lambda query: answered(query)))
+
+    monkeypatch.setattr("app.batches.serve.get_deployment_handle", get_handle)
+    monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
+    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
+                                                                         features={"power_watts": [100.0]}))
+    cost = SimpleNamespace(type="cost", request={"n": 1})  # 0.05 s each: the batch lasts past the deployment
+    statuses = [r.status for r in asyncio.run(answer_items([power, cost] * 10, "app", "kcloud-power"))]
+    assert statuses[0] == "error" and statuses[-2:] == ["ok", "ok"], statuses

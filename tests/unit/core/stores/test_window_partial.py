@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.stores.window import DEVICE_BIN_COLUMNS, EXPECT_DEVICE_S, LATEST_COLUMNS, combine_latest, node_frame
+from core.stores.window import (
+    DEVICE_BIN_COLUMNS,
+    EXPECT_DEVICE_S,
+    LATEST_COLUMNS,
+    combine_latest,
+    node_frame,
+    to_ms,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 FULL = (("nvml", "0", 700.0), ("nvml", "1", 700.0), ("host", "node", 300.0))
@@ -76,3 +83,13 @@ def test_latest_forgets_a_device_after_the_look_back_and_keeps_higher_tiers():
                    ("bmc", "ipmi", "node", 290, 1900.0))
     assert found["gone"].power_watts == 300.0
     assert found["bmc"].power_watts == 1900.0
+
+
+def test_the_host_s_per_package_rows_are_parts_of_its_total_not_more_power():
+    """HostSource(per_package=True) writes the RAPL total ("node") and each package: both were summed (400 W for
+    200 W of CPU)."""
+    now = datetime.now(UTC)
+    readings = pd.DataFrame([("n", "host", device, to_ms(now), watts)
+                             for device, watts in (("node", 200.0), ("package-0", 120.0), ("package-1", 80.0))],
+                            columns=list(LATEST_COLUMNS))
+    assert [item.power_watts for item in combine_latest(readings, now)] == [200.0]
