@@ -198,11 +198,12 @@ class ControllerState:
                        (policy.name, policy.model_dump_json(), now.isoformat()))
         return created
 
-    def _forget_target(self, db: sqlite3.Connection, name: str) -> None:
-        """Drop a re-pointed policy's state and intent; the intent's pending event says it was abandoned."""
+    def _forget_target(self, db: sqlite3.Connection, name: str, why: str = "re-pointed to another target") -> None:
+        """Drop a policy's state and intent (re-pointed, or deleted); the intent's pending event says it was
+        abandoned, unless the tick that actuates it completes it first."""
         if (pending := self._pending(db, name)) is not None:
-            detail = ("abandoned: the policy was re-pointed to another target before this change was confirmed "
-                      "(whether it landed on this target is not known)")
+            detail = (f"abandoned: the policy was {why} before this change was confirmed (whether it landed on this "
+                      "target is not known)")
             abandoned = pending.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED,
                                                                                 detail=detail)})
             db.execute("UPDATE events SET body = ? WHERE id = ?", (abandoned.model_dump_json(), abandoned.id))
@@ -210,11 +211,11 @@ class ControllerState:
         db.execute("DELETE FROM intents WHERE name = ?", (name,))
 
     def delete_policy(self, name: str) -> bool:
-        """Remove a policy, valid or not, and its state (its events stay); False when there was none."""
+        """Remove a policy, valid or not, and its state (its events stay; a pending one says it was abandoned);
+        False when there was none."""
         with self._write() as db:
             deleted = db.execute("DELETE FROM policies WHERE name = ?", (name,)).rowcount > 0
-            db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
-            db.execute("DELETE FROM intents WHERE name = ?", (name,))
+            self._forget_target(db, name, "deleted")
         return deleted
 
     def seed(self, policies: list[ScalingPolicy], now: datetime) -> list[str]:

@@ -61,6 +61,25 @@ def test_regression_an_intent_pending_on_the_old_target_is_abandoned(make, store
     assert "left pending" not in event.reason and event.actuation.status is ActuationStatus.APPLIED
 
 
+def test_an_intent_pending_when_its_policy_is_deleted_is_abandoned(make, store):
+    """Deleting the policy dropped the intent and left its event `pending` for good."""
+    controller, actuator = make()
+    controller.put_policy(web("old"))
+    write_power(store, {"n1": 900})
+
+    def crash(_target: str, _replicas: int) -> None:
+        raise Crash
+
+    actuator.on_scale = crash
+    with pytest.raises(Crash):
+        controller.tick()
+    pending = controller.state.pending_intent("web")
+    assert pending is not None and controller.state.delete_policy("web")
+    [abandoned] = [e for e in controller.state.events() if e.id == pending.id]
+    assert abandoned.actuation.status is ActuationStatus.FAILED
+    assert "abandoned: the policy was deleted" in abandoned.actuation.detail
+
+
 def test_a_repoint_while_the_old_target_is_being_scaled_keeps_its_outcome_off_the_new_target(make, store):
     controller, actuator = make()
     controller.put_policy(web("old"))
