@@ -33,9 +33,9 @@ from core.telemetry_csv import load_telemetry_csv
 from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli, train_scaling
 from training.power.local_ray import join_submitted_cluster
 from training.power.retrain import retrain_power
-from training.power.retrain_spec import ModelOverrides, RetrainSpec
+from training.power.retrain_spec import RetrainSpec
 from training.power.tune_report import load_report, with_best_settings
-from training.settings import TrainingConfig, load_training_config
+from training.settings import load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,25 +78,13 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
             config = with_best_settings(config, args.settings_from, step_s=args.step)
         overrides = model_overrides(args, horizon_s=args.horizon)
         if not args.settings_from:  # a search's best settings include its input window
-            overrides = with_served_window(overrides, config)
+            overrides = overrides.with_served_window(config)
         return RetrainSpec(config=config, overrides=overrides,
                            model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
                            scaling=train_scaling(args), skip_short=args.from_store,
                            verbose=not args.quiet)
     except ValidationError as exc:
         raise ConfigError(format_errors("command line", exc)) from None
-
-
-def with_served_window(overrides: ModelOverrides, config: TrainingConfig) -> ModelOverrides:
-    """`overrides` with the input window `predictor.resolutions` serves at the run's step and horizon, where they
-    leave the window unset: `--step 1min --horizon 1h` trains power_lstm's 60 steps, not `models.power_predictor`'s
-    168 (the hourly model's). Unchanged when no resolution has that step and horizon."""
-    if overrides.sequence_length is not None:
-        return overrides
-    predictor = config.predictor
-    shape = (overrides.step or predictor.step, overrides.horizon or predictor.prediction_horizon)
-    served = next((r for r in predictor.resolutions if (r.step, r.horizon) == shape), None)
-    return overrides.model_copy(update={"sequence_length": served.sequence_length}) if served else overrides
 
 
 def tune_holdout_note(args: argparse.Namespace) -> str | None:

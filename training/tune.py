@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def base_config(args: argparse.Namespace) -> TrainingConfig:
     """The config file with the flags applied: its power_predictor values are the search's baseline."""
-    config = model_overrides(args, horizon_s=args.horizon).apply(load_training_config(args.config))
+    config = load_training_config(args.config)
+    config = model_overrides(args, horizon_s=args.horizon).with_served_window(config).apply(config)
     return config.with_storage_path(args.storage_path)
 
 

@@ -63,6 +63,17 @@ class ModelOverrides(BaseModel):
             "step": self.step or step, "horizon": self.horizon or step * horizon_steps,
             "sequence_length": self.sequence_length or (int(window) if window else None)})
 
+    def with_served_window(self, config: TrainingConfig) -> ModelOverrides:
+        """These overrides, with the input window `predictor.resolutions` serves at the run's step and horizon where
+        they leave the window unset: `--step 1min --horizon 1h` trains power_lstm's 60 steps, not
+        `models.power_predictor`'s 168 (the hourly model's). Unchanged when no resolution has that step and horizon."""
+        if self.sequence_length is not None:
+            return self
+        predictor = config.predictor
+        shape = (self.step or predictor.step, self.horizon or predictor.prediction_horizon)
+        served = next((r for r in predictor.resolutions if (r.step, r.horizon) == shape), None)
+        return self.model_copy(update={"sequence_length": served.sequence_length}) if served else self
+
     def apply(self, config: TrainingConfig) -> TrainingConfig:
         """`config` with these values, validated again.
 

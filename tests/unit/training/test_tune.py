@@ -97,3 +97,14 @@ def test_max_gap_follows_the_step_with_settings_from(tmp_path, step, max_gap):
     args = train_lstm.parse_args(["--data", SAMPLE, "--step", step, "--horizon", "1h", "--settings-from",
                                   _report(tmp_path)])
     assert train_lstm.build_spec(args).effective_config().predictor.max_gap == max_gap
+
+
+def test_the_search_centres_on_the_served_window_of_its_step_and_horizon():
+    """`tune --step 1min --horizon 1h` searched around the hourly model's 168-step window, not power_lstm's 60."""
+    def window(*flags: str) -> int:
+        args = tune.parse_args(["--data", SAMPLE, "--output", "tune.json", *flags])
+        return tune.base_config(args).models.power_predictor.sequence_length
+
+    assert window("--step", "1min", "--horizon", "1h") == 60
+    assert window("--step", "1h", "--horizon", "7d") == 168
+    assert window("--step", "1min", "--horizon", "1h", "--sequence-length", "30") == 30
