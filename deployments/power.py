@@ -30,6 +30,7 @@ from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
+from deployments.node_calibration import NodeCalibrations
 from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
 from training.power.inference import check_history, forecast_histories
@@ -114,6 +115,7 @@ class PowerPredictor(RegistryFollower):
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
+        self.node_calibrations = NodeCalibrations()  # online correction of the nodes' stored-window forecasts
         self.served: dict[str, ServedPower] = {}
         self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
         self._loading = threading.Lock()  # one load-and-swap at a time: the follower's, or a pin's (reconfigure)
@@ -251,7 +253,9 @@ class PowerPredictor(RegistryFollower):
         """Forecast from the nodes' newest stored windows (at `step_s`, when the caller asks for a step), summed
         over the nodes of a workload.
 
-        `workload_id` says the nodes are that workload's (from `workloads`), not ones the caller named.
+        `workload_id` says the nodes are that workload's (from `workloads`), not ones the caller named. A node's own
+        forecast (no `workload_type`) is corrected online by the outcomes of the ones before it
+        (deployments/node_calibration.py).
 
         Raises:
             ForecastRequestError: no served model covers the horizon.
@@ -269,6 +273,8 @@ class PowerPredictor(RegistryFollower):
                       for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
+            forecasts = [self.node_calibrations.correct(node, s.history, forecast, served.forecaster.horizon)
+                         for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
             for node, forecast in zip(nodes, forecasts, strict=True):
                 self.forecast_gauges.publish(node, forecast)
         age = max(s.age_s for s in stored)

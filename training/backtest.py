@@ -6,6 +6,9 @@ at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by
 other features: training.power.features_only) and by each baseline, so all methods are scored on exactly the
 same (origin, lead) pairs; inputs may reach back into the training part (that is history), targets never do.
 A registered model (`--model`) is scored only on test steps after those it trained on (its data span, per series).
+The served forecast's intervals and confidence are corrected online, series by series, by the outcomes of its
+earlier forecasts as they land (training.power.online_calibration), as the service does for a node it forecasts from
+the store; `served_static_calibration` keeps the interval figures without that correction.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData, prepare
 from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
+from training.power.online_calibration import adapt_in_time
 from training.power.scaling import TrainScaling
 from training.power.served import fit_gbm, train_served
 from training.power.windows import Role, Windows
@@ -122,7 +126,9 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     """Score the LSTM, the served forecast, the features-only mode and the baselines (`extra`, already forecast)
     on the test windows."""
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
-    served = forecaster.forecast(test.inputs, test.last_power)
+    static = forecaster.forecast(test.inputs, test.last_power)
+    served = adapt_in_time(static, test.targets, test.mask, test.node_ids, _origin_times(prepared, test),
+                           prepared.pipeline.step_s, coverage=coverage, tolerance=tolerance)
     calibrated = {"lstm": lstm, "served": served, "features_only": _features_only(prepared, test, forecaster)}
     forecasts: dict[str, np.ndarray] = {name: forecast.point for name, forecast in calibrated.items()}
     forecasts["last_value"] = last_value(test)
@@ -150,12 +156,23 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
         "lstm_mae_vs_best_baseline": _relative(metrics["lstm"]["mae"], baselines[best]),
         "served_mae_vs_best_baseline": _relative(metrics["served"]["mae"], baselines[best]),
         "served": _served_facts(forecaster),
+        "served_static_calibration": interval_metrics(static.lower, static.upper, static.point, static.confidence,
+                                                      test.targets, mask, nominal=coverage, tolerance=tolerance),
         "mae_by_lead": {name: mae_by_lead(values, test.targets, mask) for name, values in forecasts.items()},
         "per_series": _per_series(test, forecasts, mask),
     }
     if plot:
         _plot(Path(plot), prepared, test, served, forecasts, mask, forecaster.served_method)
     return report
+
+
+def _origin_times(prepared: PreparedData, test: Windows) -> np.ndarray:
+    """The time of every window's origin (datetime64)."""
+    times = np.empty(len(test), dtype="datetime64[ns]")
+    for index in np.unique(test.segment_index):
+        rows = test.segment_index == index
+        times[rows] = prepared.segments[int(index)].times[test.origin_index[rows]].to_numpy(dtype="datetime64[ns]")
+    return times
 
 
 def _relative(mae: float, best: float) -> float | None:

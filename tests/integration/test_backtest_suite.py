@@ -38,6 +38,9 @@ def test_smoke_suite_end_to_end(tmp_path, ray_cluster, capsys):
         assert report["served"]["method"] in {"lstm", "lightgbm", "combined"}
         assert {"last_value", "lightgbm"} <= set(report["metrics"])
         assert 0.0 <= report["metrics"]["served"]["coverage"] <= 1.0
+        static = report["served_static_calibration"]  # the intervals before the online correction
+        assert static["nominal_coverage"] == report["metrics"]["served"]["nominal_coverage"]
+        assert static["mean_interval_width"] != report["metrics"]["served"]["mean_interval_width"]  # corrected
         assert report["model"]["source"] == "trained" and report["model"]["epochs_run"] >= report["model"]["best_epoch"]
         assert 0 < report["model"]["epoch_seconds"] < report["model"]["train_seconds"]  # the start is no epoch
         half_life = report["lightgbm"]["half_life_steps"]

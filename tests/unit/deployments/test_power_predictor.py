@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from core.forecasts import PowerForecast, PowerHistory, utc_now_floor
@@ -18,6 +19,7 @@ from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
+from deployments.node_calibration import NodeCalibrations
 from deployments.power import MAX_STORED_READS, PowerPredictor, PowerPredictorUserConfig, ServedPower
 from training.power.forecaster import ArtifactError
 from training.power.stored_history import UnknownNode
@@ -70,6 +72,7 @@ def predictor(tmp_path):
                           "power_lstm_1h": served("power_lstm_1h", 3600, 168)}
         replica.forecast = echo_forecast
         replica.forecast_gauges = ForecastGauges()
+        replica.node_calibrations = NodeCalibrations()
         yield replica
 
 
@@ -79,6 +82,21 @@ def test_a_workload_s_nodes_are_forecast_from_their_windows_and_summed(predictor
     assert 0 <= stored.age_s < 60 and stored.stale is False
     predictor.stale_after_s = 0.0
     assert asyncio.run(predictor.forecast_stored(["n1"], 120)).stale is True
+
+
+def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_not(predictor):
+    """The replica's online calibration of n1 (here: widened by an earlier run of misses) corrects n1's stored
+    forecast, and says so; a forecast shaped with a workload type is the static calibration's."""
+    first = asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert first.forecast.online_calibration_points == 0 and first.forecast.upper == (101.0, 101.0)
+    model = predictor.node_calibrations._models["power_lstm/1"]
+    model.pooled.log_width[:] = np.log(2.0)
+    model.pooled.points = 40
+    corrected = asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast
+    assert corrected.upper == (102.0, 102.0) and corrected.lower == (98.0, 98.0)
+    assert corrected.online_calibration_points == 40
+    shaped = asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="training")).forecast
+    assert shaped.upper == (101.0, 101.0) and shaped.online_calibration_points == 0
 
 
 def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):

@@ -1,0 +1,67 @@
+"""A node's stored-window forecasts corrected online by the outcomes of its earlier ones (no Ray)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from core.forecasts import PowerForecast, PowerHistory
+from deployments.node_calibration import NodeCalibrations
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+STEP = timedelta(minutes=1)
+
+
+def window(end: datetime, watts: float, length: int = 5) -> PowerHistory:
+    return PowerHistory(power_watts=(watts,) * length, end_time=end, horizon_s=120, step_s=60)
+
+
+def forecast(end: datetime, version: str = "power_lstm/1") -> PowerForecast:
+    return PowerForecast(model_version=version, step_s=60, timestamps=(end + STEP, end + 2 * STEP),
+                         point=(100.0, 100.0), lower=(99.0, 99.0), upper=(101.0, 101.0), confidence=(0.9, 0.9),
+                         window_coverage=1.0, padded_steps=0, interval_coverage=0.8, confidence_tolerance=0.1,
+                         peak_upper=(101.5, 101.5))
+
+
+def test_misses_widen_the_node_s_intervals_and_lower_its_confidence():
+    calibrations = NodeCalibrations()
+    answers = []
+    for minute in range(120):  # asked every step; the node really draws 130 W, the model says 100 ± 1
+        end = T0 + minute * STEP
+        answers.append(calibrations.correct("n1", window(end, 130.0), forecast(end), horizon_steps=2))
+    assert answers[0] == forecast(T0).model_copy(update={"online_calibration_points": 0})
+    last = answers[-1]
+    assert last.upper[0] > 101.0 and last.lower[0] < 99.0 and last.point == (100.0, 100.0)
+    assert last.confidence[0] < 0.9  # every forecast missed the 10 % band
+    assert last.peak_upper[1] >= max(last.upper)  # the peak bound stays above the corrected uppers
+    assert last.online_calibration_points == 118 + 117  # leads 1 and 2 landing before the newest bin, once each
+
+
+def test_the_newest_bin_is_not_scored_until_the_next_window():
+    calibrations = NodeCalibrations()
+    calibrations.correct("n1", window(T0, 130.0), forecast(T0), horizon_steps=2)
+    # the next window ends at the first lead's bin, which may still be filling: nothing scored
+    assert calibrations.correct("n1", window(T0 + STEP, 130.0), forecast(T0 + STEP), 2).online_calibration_points == 0
+    # one more step: that bin is complete (lead 1 of the first forecast); its lead 2 is now the newest
+    assert calibrations.correct("n1", window(T0 + 2 * STEP, 130.0), forecast(T0 + 2 * STEP),
+                                2).online_calibration_points == 1
+
+
+def test_missing_power_teaches_nothing_the_model_s_nodes_share_a_pooled_correction_and_versions_are_apart():
+    calibrations = NodeCalibrations()
+    for minute in range(20):
+        end = T0 + minute * STEP
+        missing = PowerHistory(power_watts=(float("nan"),) * 5, end_time=end, horizon_s=120, step_s=60)
+        quiet = calibrations.correct("n1", missing, forecast(end), 2)
+        calibrations.correct("n2", window(end, 130.0), forecast(end), 2)
+    assert len(calibrations._waiting[("power_lstm/1", "n1")]) <= 3  # expired unscored, not kept for good
+    assert calibrations._models["power_lstm/1"].own["n1"].points == 0  # n1 itself taught nothing...
+    assert quiet.upper[0] > 101.0  # ...but n2's misses, pooled, widen n1's intervals too
+    fresh = calibrations.correct("n2", window(T0 + 20 * STEP, 130.0), forecast(T0 + 20 * STEP, "power_lstm/2"), 2)
+    assert fresh.online_calibration_points == 0 and fresh.upper == (101.0, 101.0)  # a new version starts afresh
+
+
+def test_the_series_kept_are_bounded():
+    calibrations = NodeCalibrations(max_series=3)
+    for node in ("a", "b", "c", "d"):
+        calibrations.correct(node, window(T0, 100.0), forecast(T0), 2)
+    assert [node for _, node in calibrations._waiting] == ["b", "c", "d"]
