@@ -2,12 +2,13 @@
 
 Per model version a replica keeps a `ModelCalibration` (training/power/online_calibration.py: a correction pooled
 over the version's nodes plus each node's own), and per (version, node) the forecasts it answered that still wait
-for actuals. A node's next stored window carries those actuals: every bin of
-it before the newest (which may still be filling) that has a power value scores the waiting leads that fall on it,
-each lead once. The window holds `sequence_length` steps, so a forecast a node is asked again within that span has
-all its leads scored. Only windows read from the store feed it; a client's lists never do, so no request can steer
-another's intervals. Each replica learns from the forecasts it answered itself (Serve spreads a node's requests over
-the replicas), and a new model version starts uncorrected.
+for actuals. A node's next stored window carries those actuals: every bin of it before the newest (which may still
+be filling) that has a power value scores the waiting leads that fall on it, each lead once (a bin the store held
+over a short gap counts with its held value, as the model reads it). The window holds `sequence_length` steps,
+so a forecast of a node asked again within that span has all its leads scored. Only windows read from the store
+feed it; a client's lists never do, so no request can steer another's intervals. Each replica learns from the
+forecasts it answered itself (Serve spreads a node's requests over the replicas), and a new model version starts
+uncorrected.
 
 Bounded: at most `MAX_VERSIONS` versions and `MAX_SERIES` (version, node) pairs (the least recently forecast go
 first), and `MAX_WAITING` forecasts per pair (the oldest go first).
