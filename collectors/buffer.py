@@ -17,7 +17,8 @@ count as `unreadable`, and samples the store refuses for good (`WriteRefused`: I
 older than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
 While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
 samples, the oldest dropped first as `spill_failed`; an append that failed half-way is cut off again, so the
-segment keeps no torn line. Nothing else that was accepted is ever dropped.
+segment keeps no torn line. Nothing else that was accepted is ever dropped, unless the store turns out read-only:
+`release()` then deletes what this buffer holds (memory and the segments it spilled), never an earlier buffer's.
 
 A flush writes segments to the store outside the buffer's lock: `put()` does not wait for a slow store (only
 for a spill to disk, or for the direct write of memory that could not be spilled). One flush runs at a time;
@@ -33,6 +34,8 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -52,6 +55,16 @@ SPILL_FAILED = "spill_failed"
 SEGMENT_READ_TRIES = 3  # flushes a segment that cannot be read is tried in before it is set aside (*.unreadable)
 SPILL_RETRY_S = 30.0  # after a failed spill, how long puts wait before they try the disk again
 MEMORY_LIMIT_FACTOR = 10  # while spilling fails, memory keeps at most this many x max_memory samples
+
+
+@dataclass(frozen=True)
+class Released:
+    """What `DurableBuffer.release` deleted (this buffer's memory and spill) and left (earlier buffers' segments)."""
+
+    discarded_samples: int = 0
+    discarded_bytes: int = 0
+    kept_samples: int = 0
+    kept_segments: int = 0
 
 
 class DurableBuffer:
@@ -90,6 +103,7 @@ class DurableBuffer:
         self._flushing = threading.Lock()  # one flush at a time; taken before `_lock`, never while holding it
         self._memory: list[TelemetrySample] = []
         self._segments = sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
+        self._spilled: set[Path] = set()  # segments this buffer created (the others are an earlier buffer's)
         self._on_disk = {p: _count_lines(p) for p in self._segments}
         self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
@@ -226,13 +240,37 @@ class DurableBuffer:
             if not self._closed:
                 self._spill(keep_segments=True)
 
-    def release(self) -> None:
-        """Let the spill directory go without writing or spilling memory (the store turned out read-only: nothing
-        is to be stored); segments spilled before stay for a writable store."""
+    def release(self) -> Released:
+        """Let the spill directory go, writing nothing (the store turned out read-only: nothing is to be stored):
+        memory and the segments this buffer spilled are deleted; segments an earlier buffer spilled stay, to be
+        replayed into a writable store configured later. A buffer already closed is left as it is."""
         with self._flushing, self._lock:
+            if self._closed:
+                return Released()
+            samples, size = self._delete_spilled()
+            samples += len(self._memory)
             self._memory = []
             self._closed = True
             self._lock_file.close()
+            return Released(samples, size, self.disk_pending, len(self._segments))
+
+    def _delete_spilled(self) -> tuple[int, int]:
+        """Delete the segments this buffer spilled; how many samples and bytes they held (one that cannot be
+        deleted is logged and stays)."""
+        samples = size = 0
+        for segment in [segment for segment in self._segments if segment in self._spilled]:
+            try:
+                segment.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.error("buffer: cannot delete %s: %s", segment, exc)
+                continue
+            samples += self._on_disk.get(segment, 0)
+            size += self._bytes.get(segment, 0)
+            self._forget(segment)
+        if size:
+            with suppress(OSError):
+                _fsync_dir(self.spill_dir)
+        return samples, size
 
     def _spill(self, *, force: bool = False, keep_segments: bool = False) -> None:
         """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap. After
@@ -273,6 +311,7 @@ class DurableBuffer:
         self._spill_retry_at = 0.0
         if path not in self._on_disk:
             self._segments.append(path)
+            self._spilled.add(path)
         self._on_disk[path] = self._on_disk.get(path, 0) + len(lines)
         self._bytes[path] = self._bytes.get(path, 0) + len(data)
         self._memory = []
@@ -342,6 +381,7 @@ class DurableBuffer:
 
     def _forget(self, segment: Path) -> None:
         self._read_failures.pop(segment, None)
+        self._spilled.discard(segment)
         self._segments.remove(segment)
         self._on_disk.pop(segment, None)
         self._bytes.pop(segment, None)

@@ -10,8 +10,9 @@ counted), put the rest into a DurableBuffer (memory, then disk) and publish the 
 (collectors/metrics.py). A second thread flushes the buffer to the store every `flush_interval`, so a slow or
 hung store never delays a sampling round. A store outage never loses samples: they wait in the buffer and replay
 in order, unless the spill directory reaches its cap (counted). Whether the store takes writes at all is asked
-at the first flush it answers: a read-only one (Prometheus) ends the buffering, and the collector then only
-exports its gauges.
+at the first flush it answers (memory spills to disk meanwhile): a read-only one (Prometheus) ends the buffering,
+deleting what this collector buffered meanwhile (segments an earlier collector spilled stay, for a writable store
+configured later), and the collector then only exports its gauges.
 """
 
 from __future__ import annotations
@@ -145,11 +146,20 @@ class Collector:
         return self.buffer is not None
 
     def _end_buffering(self) -> None:
+        """The store is read-only: stop buffering and delete what this collector buffered while that was unknown
+        (it is never to be stored); said once."""
         with self._keeping:
             buffer, self.buffer = self.buffer, None
-        if buffer is not None:
-            buffer.release()
-            logger.info("collector %s: the store is read-only: exporting gauges only", self.node_id)
+        if buffer is None:
+            return
+        released = buffer.release()
+        logger.info("collector %s: the store is read-only: exporting gauges only; discarded %d sample(s) (%d bytes "
+                    "spilled) buffered while it was unknown whether the store takes writes", self.node_id,
+                    released.discarded_samples, released.discarded_bytes)
+        if released.kept_segments:
+            logger.info("collector %s: %d sample(s) in %d segment(s) under %s, spilled before this collector "
+                        "started, are kept for a writable store", self.node_id, released.kept_samples,
+                        released.kept_segments, buffer.spill_dir)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -460,3 +460,34 @@ def test_an_append_that_fails_half_way_leaves_no_torn_line(tmp_path, monkeypatch
     buffer.close()  # the disk is back: memory spills
     store = FlakyStore()
     assert DurableBuffer(store, tmp_path).flush() == 6 and store.stored == make_samples(6)
+
+
+def test_release_deletes_only_what_this_buffer_spilled_and_held(tmp_path):
+    """Regression: a buffer let go for a read-only store left the segments it spilled meanwhile on disk, to be
+    replayed into a writable store configured later; an earlier buffer's segments still stay for that store."""
+    earlier = DurableBuffer(FlakyStore(failures=99), tmp_path / "spill", max_memory=100)
+    earlier.put(make_samples(3))
+    earlier.close()  # store down: spilled, for the next buffer
+    old = segments(tmp_path / "spill")
+    buffer = DurableBuffer(FlakyStore(), tmp_path / "spill", max_memory=4)
+    buffer.put(make_samples(5, start=3))  # past max_memory: spills
+    buffer.spill()
+    buffer.put(make_samples(2, start=8))  # memory only
+    spilled = sum(path.stat().st_size for path in segments(tmp_path / "spill") if path not in old)
+    released = buffer.release()
+    assert (released.discarded_samples, released.discarded_bytes) == (7, spilled)
+    assert (released.kept_samples, released.kept_segments) == (3, len(old))
+    assert segments(tmp_path / "spill") == old
+    store = FlakyStore()
+    DurableBuffer(store, tmp_path / "spill").close()  # the directory was let go; only the earlier spill replays
+    assert store.stored == make_samples(3)
+
+
+def test_release_after_close_leaves_the_directory_alone(tmp_path):
+    """A buffer closed first (a stop racing the store's answer) let the directory go: a later owner may hold it."""
+    buffer = DurableBuffer(FlakyStore(failures=99), tmp_path / "spill", max_memory=100)
+    buffer.put(make_samples(3))
+    buffer.close()
+    kept = segments(tmp_path / "spill")
+    assert buffer.release().discarded_samples == 0
+    assert segments(tmp_path / "spill") == kept

@@ -305,6 +305,49 @@ def test_a_read_only_store_ends_the_buffering_once_it_answers(tmp_path):
     collector.stop()
 
 
+class Recording(SqliteStore):
+    """Keeps every sample written to it, in order."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.written: list[TelemetrySample] = []
+
+    def write(self, samples):
+        self.written.extend(samples)
+        return super().write(samples)
+
+
+def test_a_read_only_store_discards_what_was_spilled_while_unknown_and_keeps_older_segments(tmp_path, caplog):
+    """Regression: segments spilled while the store had not answered stayed on disk once it turned out read-only
+    (and replayed into a writable store configured later); an earlier collector's segments stay for that store."""
+    spill = tmp_path / "spill" / "n1"
+    earlier = DurableBuffer(FlakyStore(tmp_path / "old-db"), spill)  # an earlier, writable store that was down
+    earlier.put([TelemetrySample(timestamp=datetime.fromtimestamp(1_600_000_000, UTC), node_id="n1",
+                                 source=SourceKind.HOST, power_watts=90.0)])
+    earlier.close()
+    old = sorted(spill.glob("segment-*.jsonl"))
+    collector = Collector("n1", [CountingSource()], AsksTwice(tmp_path / "db", read_only=True),
+                          _settings(tmp_path), start=False)
+    collector.collect_once()
+    collector.flush()  # not answered: memory spills
+    spilled = [path for path in sorted(spill.glob("segment-*.jsonl")) if path not in old]
+    assert len(spilled) == 1
+    size = spilled[0].stat().st_size
+    collector.collect_once()
+    with caplog.at_level(logging.INFO, logger="collectors.collector"):
+        collector.flush()  # read-only
+        collector.collect_once()
+        collector.flush()
+        collector.stop()
+    assert sorted(spill.glob("segment-*.jsonl")) == old  # this collector's spill deleted, nothing spilled since
+    said = [r.getMessage() for r in caplog.records if "discarded" in r.getMessage()]
+    assert len(said) == 1 and f"discarded 2 sample(s) ({size} bytes spilled)" in said[0]
+    assert any("1 sample(s) in 1 segment(s)" in r.getMessage() and "kept" in r.getMessage() for r in caplog.records)
+    later = Recording(tmp_path / "later-db")
+    DurableBuffer(later, spill).close()  # a writable store configured later gets only the earlier spill
+    assert [sample.power_watts for sample in later.written] == [90.0]
+
+
 def test_the_collector_actor_starts_while_the_store_actor_is_busy(monkeypatch, tmp_path):
     """Regression: the actor asked the store actor whether it takes writes in its constructor, so a busy or
     restarting store actor failed the collector's start."""
