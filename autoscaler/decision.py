@@ -17,16 +17,20 @@ Stale or missing telemetry holds, except that a target outside [min_replicas, ma
 (the bounds need no telemetry; the step limits and the cooldown apply as to any change). Replicas never go to zero
 on power alone. When another policy on the same target changed it earlier in the tick (`EarlierChange`), the
 decision starts from that count, and once any change of the tick raised it, a scale-in holds: two policies never
-undo each other within a tick. Every decision's reason says which of these rules shaped it.
+undo each other within a tick. Its power, measured and forecast at the count read at the tick's start (r), is then
+the load of r replicas: re-spread over the count set earlier (n), each node carries r / n of it, and the cluster
+budget counts the replicas added beyond r as drawing too; so a later policy never adds a replica for load that an
+earlier raise already spread. Every decision's reason says which of these rules shaped it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from statistics import fmean
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from autoscaler.behavior import Recommendation, limit_change, remember
 from autoscaler.forecast_view import ForecastView
@@ -72,6 +76,54 @@ class EarlierChange(BaseModel):
 
     policy: str  # the policy that set the count
     raised: bool  # a change of this tick raised the count: no later policy lowers it within the tick
+    # the count the target had when this policy's power was measured and forecast (the tick's start): that power is
+    # the load of that many replicas, re-spread over the count set earlier to decide; None: taken as it is
+    read_replicas: int | None = Field(None, ge=0)
+
+
+@dataclass(frozen=True)
+class _Respread:
+    """Power read at `read` replicas, decided on at the `count` an earlier policy of the tick set: each node's
+    share of the same load is read / count of what was read (the re-spread the proportional rule assumes)."""
+
+    read: int
+    count: int
+    policy: str
+
+    @classmethod
+    def of(cls, observation: PowerObservation, earlier: EarlierChange | None) -> _Respread | None:
+        """None when nothing is to re-spread: no earlier change, the count read unknown or unchanged, or either at
+        zero (no replicas to spread over)."""
+        if earlier is None or earlier.read_replicas is None:
+            return None
+        read, count = earlier.read_replicas, observation.replicas
+        return None if read == count or read == 0 or count == 0 else cls(read, count, earlier.policy)
+
+    def watts(self, values: list[float]) -> list[float]:
+        return [value * self.read / self.count for value in values]
+
+    def view(self, view: ForecastView | None) -> ForecastView | None:
+        if view is None:
+            return None
+        return view.model_copy(update={"upper_quantile_per_node_watts": self.watts(view.upper_quantile_per_node_watts),
+                                       "expected_per_node_watts": self.watts(view.expected_per_node_watts)})
+
+    def note(self) -> str:
+        moved = "raised" if self.count > self.read else "lowered"
+        return (f"policy {self.policy} {moved} the target to {self.count} earlier in this tick: the power read at "
+                f"{self.read} replicas is counted re-spread over {self.count} (x{self.read / self.count:.3g})")
+
+
+@dataclass(frozen=True)
+class _Signal:
+    """The count the power asks for, why, which signal drove it, the forecast's share, and whose values the cluster
+    budget counts ("forecast": the forecast's upper quantile, else measured power)."""
+
+    desired: int
+    why: str
+    signal: str
+    predicted: float | None
+    cap_source: str
 
 
 def _stale_reason(policy: ScalingPolicy, observation: PowerObservation) -> str | None:
@@ -135,23 +187,28 @@ def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str
 
 
 def _cluster_cap(policy: ScalingPolicy, replicas: int, desired: int, values: list[float],
-                 source: str) -> tuple[int, str | None]:
-    """Admit added replicas only while total + expected draw per added replica stays inside the budget."""
+                 source: str, read: int) -> tuple[int, str | None]:
+    """Admit added replicas only while total + expected draw per added replica stays inside the budget.
+
+    `values` were read at `read` replicas (`replicas` unless an earlier policy of the tick changed the count): the
+    replicas it added beyond them are not in the total yet, so they count as added replicas too.
+    """
     budget = policy.cluster_power_budget
     if budget is None or desired <= replicas:
         return desired, None
     total = sum(values)
     # the nodes' power spread over the replicas or over the nodes, whichever is more: idle nodes (or the draw of
     # other workloads on them) must not lower it, nor replicas packed on few nodes (one more may need a new node)
-    per_replica = total / min(len(values), max(replicas, 1))
+    per_replica = total / min(len(values), max(read, 1))
     if per_replica <= 0:
         return desired, None
-    admitted = replicas + max(math.floor((budget - total) / per_replica + 1e-9), 0)
+    admitted = read + max(math.floor((budget - total) / per_replica + 1e-9), 0)
     if desired <= admitted:
         return desired, None
-    capped = max(admitted, policy.min_replicas)
+    capped = max(admitted, policy.min_replicas, replicas)  # never below the count set earlier in the tick
+    earlier = f", {replicas - read} of them added earlier in this tick" if replicas > read else ""
     return capped, (f"capped at {capped} by cluster_power_budget {budget:g} W ({source} total {total:.0f} W "
-                    f"+ {per_replica:.0f} W expected per added replica)")
+                    f"+ {per_replica:.0f} W expected per added replica{earlier})")
 
 
 def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: ForecastView | None,
@@ -186,7 +243,6 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
         return result(target, "; ".join(parts), outside=drifted and target != replicas)
 
     measured_values = observation.measured_per_node_watts
-    measured = _share(measured_values, policy)
     notes: list[str] = []
     view = None
     if policy.predictive_scaling.enabled:
@@ -194,30 +250,50 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
             notes.append(f"forecast unavailable: {problem}; using measured power")
         else:
             view = forecast
-    if view is not None and view.peak_bound and view.expected_per_node_watts:
-        values, signal = view.upper_quantile_per_node_watts, "forecast"
-        predicted = _share(values, policy)
-        expected = max(_share(view.expected_per_node_watts, policy), measured)
-        desired, why = peak_count(policy, replicas, expected, predicted, _forecast_label(policy, view))
-        # the cap counts what the nodes draw now when that is more than the bound (a present overload)
-        cap_values, cap_source = ((values, signal) if sum(values) >= sum(measured_values)
-                                  else (measured_values, "measured"))
-    else:
-        desired, why, signal, values, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
-        cap_values, cap_source = values, signal
-    if signal == "forecast" and desired < replicas and view is not None:
-        desired = _partial_window_floor(policy, replicas, desired, measured, view, notes)
-    parts = [why, *notes]
-    clamped = min(max(desired, policy.min_replicas), policy.max_replicas)
-    if clamped != desired:
-        bound = "max_replicas" if clamped < desired else "min_replicas"
+    respread = _Respread.of(observation, earlier)
+    if respread is None:
+        asked = _signal(policy, replicas, measured_values, view, notes)
+    else:  # decide on the load read at the tick's start, spread over the count an earlier policy set
+        notes.insert(0, respread.note())
+        asked = _signal(policy, replicas, respread.watts(measured_values), respread.view(view), notes)
+    parts = [asked.why, *notes]
+    clamped = min(max(asked.desired, policy.min_replicas), policy.max_replicas)
+    if clamped != asked.desired:
+        bound = "max_replicas" if clamped < asked.desired else "min_replicas"
         parts.append(f"clamped to {bound} {clamped}")
-    recommended, capped = _cluster_cap(policy, replicas, clamped, cap_values, cap_source)
+    forecast_values = view.upper_quantile_per_node_watts if view is not None else []
+    cap_values = forecast_values if asked.cap_source == "forecast" else measured_values
+    recommended, capped = _cluster_cap(policy, replicas, clamped, cap_values, asked.cap_source,
+                                       replicas if respread is None else respread.read)
     if capped:
         parts.append(capped)
     target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts)
-    return result(target, "; ".join(parts), signal, measured, predicted, predicted is not None, recommended,
+    # the decision reports the power as read (the reason gives the re-spread shares it decided on)
+    measured = _share(measured_values, policy)
+    predicted = None if asked.predicted is None else _share(forecast_values, policy)
+    return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, recommended,
                   outside=drifted and target != replicas)
+
+
+def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], view: ForecastView | None,
+            notes: list[str]) -> _Signal:
+    """The count the measured power and the usable forecast `view` ask for at `replicas` (a peak bound when the
+    forecast has one, else the larger of measured power and the forecast's upper quantile)."""
+    measured = _share(measured_values, policy)
+    if view is not None and view.peak_bound and view.expected_per_node_watts:
+        values = view.upper_quantile_per_node_watts
+        predicted = _share(values, policy)
+        expected = max(_share(view.expected_per_node_watts, policy), measured)
+        desired, why = peak_count(policy, replicas, expected, predicted, _forecast_label(policy, view))
+        signal = "forecast"
+        # the cap counts what the nodes draw now when that is more than the bound (a present overload)
+        cap_source = signal if sum(values) >= sum(measured_values) else "measured"
+    else:
+        desired, why, signal, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
+        cap_source = signal
+    if signal == "forecast" and desired < replicas and view is not None:
+        desired = _partial_window_floor(policy, replicas, desired, measured, view, notes)
+    return _Signal(desired, why, signal, predicted, cap_source)
 
 
 def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: PolicyState, now: datetime,
@@ -268,16 +344,16 @@ def _partial_window_floor(policy: ScalingPolicy, replicas: int, desired: int, me
 
 
 def _upper_rule(policy: ScalingPolicy, replicas: int, measured_values: list[float], view: ForecastView | None,
-                notes: list[str]) -> tuple[int, str, str, list[float], float | None]:
+                notes: list[str]) -> tuple[int, str, str, float | None]:
     """The count on measured power and, without a peak bound, the forecast's highest per-step quantile: the larger
-    share drives (desired, why, signal, its per-node values, the forecast's share or None)."""
+    share drives (desired, why, signal, the forecast's share or None)."""
     measured = _share(measured_values, policy)
     forecast_values = view.upper_quantile_per_node_watts if view is not None else []
     predicted = _share(forecast_values, policy) if forecast_values else None
     if view is not None and predicted is not None and predicted >= measured:
         desired, why = _proportional(policy, replicas, predicted, _forecast_label(policy, view), confident=True)
-        return desired, why, "forecast", forecast_values, predicted
+        return desired, why, "forecast", predicted
     if predicted is not None:
         notes.append(f"measured {measured:.1f}% exceeds the forecast upper quantile {predicted:.1f}%")
     desired, why = _proportional(policy, replicas, measured, "measured power", confident=False)
-    return desired, why, "measured", measured_values, predicted
+    return desired, why, "measured", predicted

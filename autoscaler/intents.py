@@ -20,7 +20,8 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
-earlier policy of the tick changed (applied, or of unknown outcome) decides from that count (`TickCounts`).
+earlier policy of the tick changed (applied, or of unknown outcome) decides from that count, with its power, read
+before that change, re-spread over it (`TickCounts`).
 """
 
 from __future__ import annotations
@@ -73,11 +74,13 @@ class TickCounts:
         self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
 
     def follow(self, turn: PolicyTurn) -> None:
-        """Start the turn from the count an earlier turn of this tick set on its target, if any."""
+        """Start the turn from the count an earlier turn of this tick set on its target, if any; the earlier change
+        keeps the count the turn's power was read at (the decision re-spreads that power over the new count)."""
         found = self._set.get(turn.policy.target)
         if found is not None and turn.observation is not None:
-            turn.observation = turn.observation.model_copy(update={"replicas": found[0]})
-            turn.earlier = found[1]
+            count, change = found
+            turn.earlier = change.model_copy(update={"read_replicas": turn.observation.replicas})
+            turn.observation = turn.observation.model_copy(update={"replicas": count})
 
     def note(self, turn: PolicyTurn) -> None:
         """Remember the count the turn's change set; once a change of the tick raised it, it stays raised."""

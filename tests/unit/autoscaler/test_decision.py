@@ -175,6 +175,51 @@ def test_a_count_raised_earlier_in_the_tick_is_never_lowered():
     assert decide(make_policy(), observe([950] * 8), None, PolicyState(), NOW, raised).action is OUT
 
 
+RAISED_4_TO_5 = EarlierChange(policy="a", raised=True, read_replicas=4)
+
+
+@pytest.mark.parametrize(("measured", "forecast", "signal", "phrase"), [
+    pytest.param([960], None, "measured", "measured power 76.8%", id="measured"),
+    pytest.param([500], upper([960]), "forecast", "upper quantile 76.8%", id="forecast-upper-quantile"),
+    pytest.param([500], peak([900], [950]), "forecast", "expected peak 72.0%", id="forecast-peak-bound"),
+])
+def test_regression_a_later_policy_adds_no_replica_for_load_an_earlier_raise_spread(measured, forecast, signal,
+                                                                                    phrase):
+    """Policy a raised the target 4 -> 5 in this tick; b's power was read at 4 replicas (96 %, or an expected peak of
+    90 %: 5 replicas at 4's load). b decided as if each of the 5 carried it and went to 6: one replica too many."""
+    decision = decide(make_policy(), observe(measured, replicas=5), forecast, PolicyState(), NOW, RAISED_4_TO_5)
+    assert (decision.action, decision.to_replicas) == (HOLD, 5), decision.reason
+    assert phrase in decision.reason and decision.signal == signal
+    assert ("policy a raised the target to 5 earlier in this tick: the power read at 4 replicas is counted re-spread "
+            "over 5 (x0.8)") in decision.reason
+    assert decision.measured_share == pytest.approx(measured[0] / 10)  # the event reports the power as read
+
+
+def test_a_later_policy_still_adds_what_its_load_needs_beyond_an_earlier_raise():
+    """150 % at 4 replicas needs 8 (75 % each) whatever a raised it to; from 5 that was 10 (the max)."""
+    decision = decide(make_policy(), observe([1500], replicas=5), None, PolicyState(), NOW, RAISED_4_TO_5)
+    assert (decision.action, decision.to_replicas) == (OUT, 8), decision.reason
+
+
+def test_a_count_lowered_earlier_in_the_tick_spreads_the_same_load_over_fewer_replicas():
+    """a lowered 8 -> 5: b's 60 % at 8 replicas is 96 % at 5, so b raises to 6 (it held at 5, nodes at 96 %)."""
+    lowered = EarlierChange(policy="a", raised=False, read_replicas=8)
+    decision = decide(make_policy(), observe([600], replicas=5), None, PolicyState(), NOW, lowered)
+    assert (decision.action, decision.to_replicas) == (OUT, 6), decision.reason
+    assert "policy a lowered the target to 5 earlier in this tick" in decision.reason
+
+
+def test_the_cluster_budget_counts_the_replicas_an_earlier_policy_added():
+    """4 nodes at 1500 W read at 4 replicas, 9000 W budget: room for 2 more (1500 W each); a already added them, so
+    b holds at 6 (it admitted 2 more on top, to 8: 12000 W expected)."""
+    policy = make_policy(cluster_power_budget=9000, predictive_scaling={"enabled": False})
+    raised = EarlierChange(policy="a", raised=True, read_replicas=4)
+    decision = decide(policy, observe([1500] * 4, replicas=6), None, PolicyState(), NOW, raised)
+    assert (decision.action, decision.to_replicas, decision.recommended_replicas) == (HOLD, 6, 6), decision.reason
+    assert "capped at 6 by cluster_power_budget 9000 W" in decision.reason
+    assert "2 of them added earlier in this tick" in decision.reason
+
+
 def test_a_state_stored_with_its_last_decision_still_loads(tmp_path):
     """Versions before 2026-12 stored the last decision beside the cooldown clock (nothing read it)."""
     path = tmp_path / "s.sqlite"

@@ -1,0 +1,111 @@
+"""A policy with no earlier change in its tick (one policy per target: the controller's usual case and every
+simulation) decides bit for bit as before the same-tick re-spread (autoscaler/decision.py `EarlierChange`).
+
+The digest below pins every field of decisions over a seeded grid of inputs (measured power, upper-quantile and
+peak-bound forecasts, a forecast shorter than the risk window, the cluster budget, bounds, step limits,
+stabilization, cooldown, counts changed outside the controller, stale telemetry), as the decision maths gave them
+before the re-spread existed. A change to it changes the simulation suite's results: re-pin only on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from autoscaler.behavior import Recommendation
+from autoscaler.decision import EarlierChange, PolicyState, decide
+from autoscaler.forecast_view import ForecastView
+from autoscaler.schema import PowerObservation, ScalingDecision, ScalingPolicy
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+CASES = 800
+DIGEST = "3e945a85960311847a5fb31bb7ae4b99647305e2de5ab1edcd67f1723dfd6edd"
+
+
+def _pick(rng: random.Random, options: list) -> object:
+    return options[int(rng.random() * len(options))]
+
+
+def _count(rng: random.Random, low: int, high: int) -> int:
+    return low + int(rng.random() * (high - low + 1))
+
+
+def _policy(rng: random.Random) -> ScalingPolicy:
+    low = _count(rng, 0, 4)
+    out = round(40 + rng.random() * 55, 1)
+    return ScalingPolicy.model_validate({
+        "name": "p", "target": {"kind": "deployment", "name": "web"},
+        "min_replicas": low, "max_replicas": _count(rng, max(low, 1), 16), "allow_scale_to_zero": low == 0,
+        "power_based": {"max_power_budget": 1000, "scale_out_threshold": out,
+                        "scale_in_threshold": round(out * 0.9 * rng.random(), 1),
+                        "cooldown_period": _pick(rng, [60, 300])},
+        "predictive_scaling": {"enabled": rng.random() < 0.7, "confidence_threshold": _pick(rng, [0.8, 0.9, 0.95])},
+        "cluster_power_budget": _pick(rng, [None, None, 2000.0, 6000.0, 20000.0]),
+        "aggregation": _pick(rng, ["mean", "max"]),
+        "behavior": {"scale_up": {"step_replicas": _count(rng, 1, 4)},
+                     "scale_down": {"stabilization_window": _pick(rng, [0, 300])}},
+    })
+
+
+def _watts(rng: random.Random, nodes: int) -> list[float]:
+    return [round(rng.random() * 1600, 1) for _ in range(nodes)]
+
+
+def _forecast(rng: random.Random, nodes: int) -> ForecastView | None:
+    kind = _pick(rng, ["none", "unavailable", "upper", "upper-short", "peak", "peak-short"])
+    if kind == "none":
+        return None
+    if kind == "unavailable":
+        return ForecastView.unavailable("no model")
+    bound = _watts(rng, nodes)
+    if kind.startswith("upper"):
+        return ForecastView(upper_quantile_per_node_watts=bound, calibrated=True,
+                            window_s=60 if kind == "upper-short" else None)
+    expected = [round(value * rng.random(), 1) for value in bound]
+    return ForecastView(upper_quantile_per_node_watts=bound, expected_per_node_watts=expected, calibrated=True,
+                        peak_bound=True, window_s=60 if kind == "peak-short" else 3600)
+
+
+def _state(rng: random.Random, replicas: int) -> PolicyState:
+    last = _pick(rng, [None, 30, 200, 1000])
+    recent = tuple(Recommendation(at=NOW - timedelta(seconds=s), replicas=_count(rng, 1, 12)) for s in (240, 60)
+                   if rng.random() < 0.4)
+    after = _pick(rng, [None, replicas, replicas + 2])
+    return PolicyState(last_scale_at=None if last is None else NOW - timedelta(seconds=last), recent=recent,
+                       replicas_after=after)
+
+
+def cases() -> Iterator[tuple[ScalingPolicy, PowerObservation, ForecastView | None, PolicyState]]:
+    rng = random.Random(20240601)
+    for _ in range(CASES):
+        policy, nodes, replicas = _policy(rng), _count(rng, 1, 4), _count(rng, 0, 12)
+        age = _pick(rng, [5.0] * 7 + [500.0])
+        observation = PowerObservation(measured_per_node_watts=_watts(rng, nodes), replicas=replicas, age_s=age)
+        yield policy, observation, _forecast(rng, nodes), _state(rng, replicas)
+
+
+def _fields(decision: ScalingDecision) -> str:
+    return repr((decision.action.value, decision.from_replicas, decision.to_replicas, decision.recommended_replicas,
+                 decision.measured_share, decision.forecast_share, decision.used_forecast, decision.signal,
+                 decision.outside_change, decision.reason))
+
+
+def test_decisions_without_an_earlier_change_are_unchanged():
+    decisions = [decide(policy, observation, forecast, state, NOW) for policy, observation, forecast, state in cases()]
+    digest = hashlib.sha256("\n".join(_fields(d) for d in decisions).encode()).hexdigest()
+    assert digest == DIGEST, "a single policy's decisions changed (and with them the simulation suite's results)"
+    assert len({d.action for d in decisions}) == 3 and {d.signal for d in decisions} >= {"measured", "forecast"}
+    assert any("cluster_power_budget" in d.reason for d in decisions)
+    assert any("risk window" in d.reason for d in decisions) and any("cooldown" in d.reason for d in decisions)
+
+
+def test_an_earlier_change_that_left_the_count_where_it_was_read_re_spreads_nothing():
+    """The same tick's change at the count the power was read at (or at a count not known) decides as before."""
+    for policy, observation, forecast, state in cases():
+        for raised in (False, True):
+            known = EarlierChange(policy="a", raised=raised, read_replicas=observation.replicas)
+            unknown = EarlierChange(policy="a", raised=raised)
+            assert decide(policy, observation, forecast, state, NOW, known) == \
+                decide(policy, observation, forecast, state, NOW, unknown)
