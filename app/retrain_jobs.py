@@ -4,8 +4,9 @@ The power forecaster trains on a telemetry CSV or the telemetry store (`"source"
 `train_lstm --from-store`); the cost model on a CSV of past jobs or, for demos, jobs generated from the price
 catalog (`"source": "catalog"`, the default when no jobs file is configured, like `train_gbm` without --data).
 A request's `data` names a file inside the configured data directory (`args.retrain.data_dir`), never
-elsewhere on the cluster. Jobs are recorded beside the scheduler's attempts and share their per-model lock
-(training/retrain_lock.py): a second attempt on a model that is being retrained is a 409.
+elsewhere on the cluster. Jobs are recorded beside the scheduler's attempts and the training command lines' runs
+and share their per-model lock (training/retrain_lock.py): a second attempt on a model that is being retrained is a
+409.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from core.durations import parse_duration
 from core.records import UNFINISHED, RecordStore
 from core.registry import ModelRegistry
 from core.settings import ConfigError
+from training.cli_attempt import CLI_STOPPED, CLI_TRIGGER
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
 from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
@@ -32,6 +34,10 @@ from training.settings import TrainingConfig, load_training_config
 
 logger = logging.getLogger("ray.serve")
 _POWER_ONLY = ("since", "prediction_horizon", "epochs")
+_STOPPED = {"api": f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min (the app restarted or its "
+                   "worker died); submit again",
+            CLI_TRIGGER: CLI_STOPPED}
+"""The verdict on an attempt gone silent, by who started it (the scheduler's attempts are its own to recover)."""
 
 
 @dataclass(frozen=True)
@@ -210,16 +216,15 @@ class RetrainJobs:
 
     def fail_stopped(self) -> None:
         """Fail the API jobs whose task stopped (silent for `SILENT_AFTER_S`: the replica that started it or its
-        worker died) and free their models. A job of another replica that is alive keeps running; the scheduler's
-        attempts are its own to recover."""
+        worker died), and the command-line runs whose process died, and free their models. A job of another
+        replica that is alive keeps running; the scheduler's attempts are its own to recover."""
         now = self.records.clock()
         for record in self.records.unfinished():
             self._fail_if_stopped(record, now)
 
     def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-        """The record failed, when it is an unfinished API job gone silent; else None."""
-        if record.get("status") not in UNFINISHED or record.get("trigger", "api") != "api" or not silent(record, now):
+        """The record failed, when it is an unfinished API job or command-line run gone silent; else None."""
+        message = _STOPPED.get(record.get("trigger", "api"))
+        if record.get("status") not in UNFINISHED or message is None or not silent(record, now):
             return None
-        return self.locks.fail(record["model_id"], record["id"],
-                               f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min (the app "
-                               "restarted or its worker died); submit again", lambda fresh: silent(fresh, now))
+        return self.locks.fail(record["model_id"], record["id"], message, lambda fresh: silent(fresh, now))

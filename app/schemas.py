@@ -281,7 +281,8 @@ class RetrainJob(AttemptOutcome):
     updated_at: datetime
     trigger: Trigger = Field("api", description='"api": a POST; "interval": the scheduler '
                                                 '(predictor.model_update_interval); "degradation": the active '
-                                                "version's live error past its held-out error times the factor")
+                                                "version's live error past its held-out error times the factor; "
+                                                '"cli": a train_lstm or train_gbm command line')
     source: Literal["csv", "store", "catalog"] | None = None
     data: str | None = Field(None, description="what it trains on: a file's name, the store's span, generated jobs")
 

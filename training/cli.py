@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,7 +20,11 @@ from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
 from training.power.scaling import TrainScaling
+from training.retrain_lock import AttemptStopped, ModelBusy
 from training.settings import TrainingConfig, load_training_config
+
+STATE_PATH_ENV = "KCLOUD_STATE_PATH"
+DEFAULT_STATE_PATH = "state"  # the service's default args.state_path (app/settings.py)
 
 
 def duration_arg(text: str) -> int:
@@ -155,12 +160,26 @@ def load_with_overrides(args: argparse.Namespace, horizon_s: int | None = None) 
     return model_overrides(args, horizon_s).apply(load_training_config(args.config))
 
 
+def add_state_path_flag(parser: argparse.ArgumentParser) -> None:
+    """`--state-path`: where the run takes the model's retrain lock and is recorded (training/cli_attempt.py)."""
+    parser.add_argument("--state-path",
+                        help="the service's state_path (serve config args.state_path): the run takes the model's "
+                             "retrain lock there, as the API's retrain jobs and the retrain scheduler do, and is "
+                             f"listed with them (default: ${STATE_PATH_ENV}, else ./{DEFAULT_STATE_PATH}, the "
+                             "service's default)")
+
+
+def state_path(args: argparse.Namespace) -> str:
+    """The state path `add_state_path_flag` names: the flag, else $KCLOUD_STATE_PATH, else the service's default."""
+    return args.state_path or os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
+
+
 def run_cli(name: str, body: Callable[[], int]) -> int:
     """Run a command's body; expected failures become one clear line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body()
     except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError,
-            StoreUnavailable, FluxQueryError) as exc:
+            StoreUnavailable, FluxQueryError, ModelBusy, AttemptStopped) as exc:
         sys.stderr.write(f"{name}: error: {exc}\n")
         return 2

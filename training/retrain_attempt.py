@@ -1,4 +1,5 @@
-"""One retraining attempt, run and recorded the same way whoever started it (the API, the scheduler).
+"""One retraining attempt, run and recorded the same way whoever started it (the API, the scheduler; a training
+command line records its run with training/cli_attempt.py).
 
 The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a
 succeeded one holds the version it registered, the decision and its reason, the new version's held-out scores
@@ -39,12 +40,15 @@ KEEP_VERSIONS = 30
 """Versions of a model kept after each retraining attempt (args.retrain.keep_versions), besides the served one and
 as many formerly served."""
 
-Trigger = Literal["api", "interval", "degradation"]
-"""Who started an attempt: a POST to the API, the scheduler's interval, or the champion's live error."""
+Trigger = Literal["api", "interval", "degradation", "cli"]
+"""Who started an attempt: a POST to the API, the scheduler's interval, the champion's live error, or a training
+command line (`train_lstm`, `train_gbm`: training/cli_attempt.py)."""
 
 
 class ChampionScore(BaseModel):
-    """The version that was active when the attempt ran, scored on the new version's held-out data."""
+    """The version served when the attempt ran, scored on the new version's held-out data: the active one, or, when
+    that cannot be loaded, the one replicas serve in its place (`unloadable_active_version` then names the active
+    one)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +56,9 @@ class ChampionScore(BaseModel):
     mae: float | None = None  # its MAE there (None: not compared)
     challenger_mae: float | None = None  # the new version's MAE on the very same points
     not_compared: str | None = None  # why no fair comparison was possible
+    unloadable_active_version: int | None = Field(
+        None, description="the active version, when it could not be loaded: `version` is then the one replicas "
+                          "serve in its place, the one scored (null: `version` is the active one)")
 
 
 class AttemptOutcome(BaseModel):
@@ -63,8 +70,9 @@ class AttemptOutcome(BaseModel):
     reason: str | None = None
     activated: bool | None = None
     challenger: dict[str, Any] | None = Field(None, description="the new version's held-out metrics")
-    champion: ChampionScore | None = Field(None, description="the version active before, scored on the same "
-                                                             "held-out data")
+    champion: ChampionScore | None = Field(None, description="the version served before (the active one, or the one "
+                                                             "served in place of an active version that cannot be "
+                                                             "loaded), scored on the same held-out data")
     data_span: dict[str, Any] | None = Field(None, description="what the registered version trained on (power: "
                                                                "start, end, series, rows; cost: rows)")
     message: str | None = None
@@ -202,6 +210,9 @@ def cost_outcome(result: CostRetrainResult) -> AttemptOutcome:
 
 def _champion(incumbent: Incumbent | CostIncumbent | None,
               incomparable: Incomparable | CostIncomparable | None) -> ChampionScore | None:
+    if isinstance(incumbent, Incumbent) and incumbent.scored_version is not None:  # the active one cannot be loaded
+        return ChampionScore(version=incumbent.scored_version, mae=incumbent.mae,
+                             challenger_mae=incumbent.challenger_mae, unloadable_active_version=incumbent.version)
     if incumbent is not None:
         return ChampionScore(version=incumbent.version, mae=incumbent.mae, challenger_mae=incumbent.challenger_mae)
     if incomparable is not None:

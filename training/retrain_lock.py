@@ -1,4 +1,5 @@
-"""One retraining of a model at a time, whoever starts it (the API's jobs, the scheduler's attempts).
+"""One retraining of a model at a time, whoever starts it (the API's jobs, the scheduler's attempts, the training
+command lines: training/cli_attempt.py).
 
 A lock file per model beside the retraining records (`<state_path>/retrain/<model_id>.lock`) holds the id of the
 attempt that retrains the model. Taking and freeing a lock happen under an exclusive `flock` on one guard file, so
@@ -39,6 +40,10 @@ class RetrainRunning(RuntimeError):
 
     def __reduce__(self):  # survives pickling across Ray workers
         return (RetrainRunning, (self.model_id, self.job_id))
+
+
+class ModelBusy(RuntimeError):
+    """A command line's retraining did not start: another attempt holds the model (the message names it)."""
 
 
 def silent(record: dict[str, Any], now: datetime) -> bool:

@@ -1,26 +1,31 @@
 """Train the job cost model (LightGBM) and register it.
 
     python -m training.train_gbm [--data jobs.csv] [--records 20000] [--seed 0] [--model-id cost_gbm]
-        [--model-path DIR] [--config FILE] [--catalog FILE] [--force-activate | --no-activate]
+        [--model-path DIR] [--config FILE] [--catalog FILE] [--force-activate | --no-activate] [--state-path DIR]
 
 `--data` is a CSV of past jobs with the columns of `training.cost.catalog.RECORD_COLUMNS` (gpu_type and
 workload_type may be blank). Without it the model is trained on `--records` jobs generated from the
 price catalog: fine for demos, never for quoting accuracy. A seeded 15 % of the records is held out; the new
 version is registered with its metrics there (MAE, MAPE, interval coverage, confidence vs hit rate) and
 activated only if its MAE on those records is no worse than the active version's (`training.cost.retrain`, the
-rule `POST /api/v1/models/retrain` applies too; `--force-activate` skips the comparison).
+rule `POST /api/v1/models/retrain` applies too; `--force-activate` skips the comparison). The run holds the model's
+retrain lock in the service's `--state-path`, as the API's retrain jobs do (training/cli_attempt.py): a model another
+retraining holds is refused, naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from core.registry import ModelRegistry
 from core.settings import CONFIG_FLAG_HELP
-from training.cli import model_id_arg, positive_int, run_cli, seed_arg
+from training.cli import add_state_path_flag, model_id_arg, positive_int, run_cli, seed_arg, state_path
+from training.cli_attempt import CliRun
 from training.cost.catalog import load_catalog
 from training.cost.retrain import CostRetrainSpec, retrain_cost
+from training.retrain_attempt import cost_outcome
 from training.retrain_data import JobRecordsData
 from training.settings import load_training_config
 
@@ -39,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     activation.add_argument("--force-activate", action="store_true",
                             help="activate even if it does not beat the active one")
     activation.add_argument("--no-activate", action="store_true", help="register without activating")
+    add_state_path_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -58,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = CostRetrainSpec(config=config, model_id=args.model_id, catalog=catalog, seed=args.seed,
                                activation=activation, synthetic=data.synthetic, data=data.describe())
         records = data.records(catalog)  # refused before anything is written
-        result = retrain_cost(records, spec, registry=ModelRegistry(args.model_path or config.model_path))
+        registry = ModelRegistry(args.model_path or config.model_path)
+        recorded = data if args.data is None else data.model_copy(update={"label": Path(args.data).name})
+        run = CliRun("train_gbm", args.model_id, recorded, state_path(args), registry)
+        result = run.run(lambda held: retrain_cost(records, spec, registry=held), cost_outcome)
         for line in result.summary_lines():
             sys.stderr.write(f"train_gbm: {line}\n")
         return 0

@@ -2,7 +2,7 @@
 
     python -m training.train_lstm --data FILE.csv [--horizon 1h] [--step 1min] [--epochs N]
         [--holdout-fraction 0.1] [--model-id power_lstm] [--num-workers N] [--use-gpu]
-        [--storage-path PATH|URI] [--resources-per-worker JSON] [--settings-from tune.json]
+        [--storage-path PATH|URI] [--resources-per-worker JSON] [--settings-from tune.json] [--state-path DIR]
 
 The last `--holdout-fraction` of every series is never trained on: the registered model's metrics
 (MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured there. When a model is already
@@ -12,6 +12,8 @@ not activated (`--force-activate` skips the comparison). Fewer epochs than `mode
 or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`
 (on several machines, `--storage-path` must be storage they all reach: training.power.checkpoint_storage).
 `--settings-from` trains with the best settings of a `python -m training.tune` search (flags still win).
+The run holds the model's retrain lock in the service's `--state-path`, as the API's retrain jobs and the retrain
+scheduler do (training/cli_attempt.py): a model another retraining holds is refused, naming it.
 Without `--sequence-length` or `--settings-from`, a run at a step and horizon `predictor.resolutions` serves
 takes that resolution's input window (else `models.power_predictor.sequence_length`).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 from pydantic import ValidationError
@@ -30,11 +33,23 @@ from core.registry import ModelRegistry
 from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import add_model_flags, duration_arg, model_overrides, resources_arg, run_cli, train_scaling
+from training.cli import (
+    add_model_flags,
+    add_state_path_flag,
+    duration_arg,
+    model_overrides,
+    resources_arg,
+    run_cli,
+    state_path,
+    train_scaling,
+)
+from training.cli_attempt import CliRun
 from training.power.local_ray import join_submitted_cluster
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import RetrainSpec
 from training.power.tune_report import load_report, with_best_settings
+from training.retrain_attempt import power_outcome
+from training.retrain_data import TrainingData
 from training.settings import load_training_config
 
 
@@ -62,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
     parser.add_argument("--settings-from", metavar="TUNE_JSON",
                         help="use the best settings of a search (python -m training.tune --output TUNE_JSON)")
+    add_state_path_flag(parser)
     add_model_flags(parser)
     args = parser.parse_args(argv)
     if not 0.0 < args.holdout_fraction < 0.5:
@@ -137,16 +153,27 @@ def _store(since_s: int, verbose: bool) -> Callable[[int], pd.DataFrame]:
     return read
 
 
+def training_data(args: argparse.Namespace) -> TrainingData:
+    """What the run trains on, as its record names it (a file by its name only)."""
+    if args.from_store:
+        return TrainingData(source="store", since_s=args.since)
+    return TrainingData(source="csv", path=str(Path(args.data).resolve()), label=Path(args.data).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
         spec = build_spec(args)
+        spec.effective_config()  # what the run would refuse, refused before the model's retrain lock is taken
         for note in (shape_note(spec), tune_holdout_note(args)):
             if note:
                 sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
-        result = retrain_power(source, spec, registry=ModelRegistry(args.model_path or spec.config.model_path))
+        registry = ModelRegistry(args.model_path or spec.config.model_path)
+        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args), registry)
+        result = run.run(lambda held: retrain_power(source, spec, registry=held),
+                         lambda done: power_outcome(done, registry))
         for line in result.summary_lines():
             sys.stderr.write(f"train_lstm: {line}\n")
         return 0

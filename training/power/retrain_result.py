@@ -76,7 +76,9 @@ class RetrainResult(BaseModel):
         incumbent, comparison = self.incumbent, ""
         if incumbent is not None:
             where = f" on the same holdout {_common(incumbent)}" if incumbent.resampled else ""
-            comparison = f"{where}: holdout MAE {incumbent.challenger_mae:.2f} W vs {incumbent.mae:.2f} W"
+            stand_in = ("" if incumbent.scored_version is None else
+                        f" (it cannot be loaded: version {incumbent.scored_version}, served in its place, was scored)")
+            comparison = f"{stand_in}{where}: holdout MAE {incumbent.challenger_mae:.2f} W vs {incumbent.mae:.2f} W"
         return describe_decision(self.decision, _REASONS, incumbent and incumbent.version, comparison,
                                  self.incomparable and (self.incomparable.version, self.incomparable.why),
                                  " (force the activation to serve it anyway)")

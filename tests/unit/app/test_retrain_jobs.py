@@ -265,7 +265,8 @@ def test_the_list_holds_api_jobs_and_scheduled_attempts_newest_first(route, tmp_
     assert [job["job_id"] for job in listed] == [cost["id"], scheduled["id"], old["id"]]
     assert listed[2]["trigger"] == "api" and listed[2]["decision"] is None
     assert {"trigger": "interval", "decision": "did_not_beat", "activated": False,
-            "champion": {"version": 1, "mae": 8.0, "challenger_mae": 9.0, "not_compared": None}}.items() \
+            "champion": {"version": 1, "mae": 8.0, "challenger_mae": 9.0, "not_compared": None,
+                         "unloadable_active_version": None}}.items() \
         <= listed[1].items()
     power = route.get("/api/v1/models/retrain", params={"model_id": "power_lstm", "limit": 1}).json()["jobs"]
     assert [job["job_id"] for job in power] == [scheduled["id"]]

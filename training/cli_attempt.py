@@ -1,0 +1,149 @@
+"""A training command line's run (`train_lstm`, `train_gbm`), locked and recorded like the API's jobs and the
+scheduler's attempts.
+
+The run takes the model's retrain lock (training/retrain_lock.py) in the service's `state_path` (`--state-path`)
+before it trains, holds it to its end, and publishes and activates only while it holds it (HeldRegistry). Its record
+(trigger "cli", core/records.py) is listed by `GET /api/v1/models/retrain` like any attempt and refreshed every
+`HEARTBEAT_S`; a run whose process died frees the model once silent for `SILENT_AFTER_S`, and is failed by the
+API's listing or the model's next command-line run. A model another attempt holds is refused (ModelBusy), naming
+that attempt, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from core.records import RecordNotFound, RecordStore
+from core.registry import ModelRegistry
+from core.stores.base import StoreUnavailable
+from core.stores.flux import FluxQueryError
+from training.retrain_attempt import RETRAIN_RETENTION_S, AttemptOutcome, heartbeat, public_message
+from training.retrain_data import JobRecordsData, TrainingData
+from training.retrain_lock import SILENT_AFTER_S, HeldRegistry, ModelBusy, RetrainLocks, RetrainRunning, silent
+
+logger = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
+CLI_TRIGGER = "cli"
+CLI_STOPPED = (f"stopped: its command line gave no sign of life for {SILENT_AFTER_S // 60} min (its process died or "
+               "was killed); run it again")
+_EXPECTED = (ValueError, LookupError, OSError, StoreUnavailable, FluxQueryError)  # what a command line reports
+_WHO = {"api": "started by POST /api/v1/models/retrain", "interval": "started by the retrain scheduler",
+        "degradation": "started by the retrain scheduler for the active version's live error"}
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What a command line retrains, on what, and where the service keeps its retrain locks and records."""
+
+    tool: str  # train_lstm, train_gbm
+    model_id: str
+    data: TrainingData | JobRecordsData  # what it trains on, as its record names it
+    state_path: str  # the service's args.state_path: the lock and the record are in its retrain/ folder
+    registry: ModelRegistry
+
+    def run(self, train: Callable[[ModelRegistry], Result], outcome: Callable[[Result], AttemptOutcome]) -> Result:
+        """`train(held)` as a recorded attempt holding the model's retrain lock: `held` is the registry publishing
+        and activating only while the run holds the model. The record ends with `outcome(result)` or the error,
+        and the lock is freed, whatever happens.
+
+        Raises:
+            ModelBusy: another attempt holds the model (nothing is recorded).
+            OSError: the records or the lock cannot be read or written.
+            AttemptStopped: the run lost the model (silent too long, taken over); the registry is left as it is.
+            Whatever `train` raises, once recorded.
+        """
+        records = RecordStore(self.state_path, "retrain", retention_s=RETRAIN_RETENTION_S)
+        locks = RetrainLocks(records)
+        job_id = self._take(records, locks)
+        try:
+            return self._run(locks, job_id, train, outcome)
+        finally:
+            locks.release(self.model_id, job_id)
+
+    def _take(self, records: RecordStore, locks: RetrainLocks) -> str:
+        """Record the run and take the model's lock; the run's id. Raises ModelBusy naming the holder."""
+        records.expire()
+        fail_stopped_runs(records, locks, self.model_id)
+        record = records.create({"status": "running", "model_id": self.model_id, "trigger": CLI_TRIGGER,
+                                 "source": self.data.source, "data": self.data.describe(),
+                                 "owner": f"{self.tool}, pid {os.getpid()} on {socket.gethostname()}"})
+        try:
+            locks.acquire(self.model_id, record["id"])
+        except RetrainRunning as busy:
+            records.delete(record["id"])
+            raise ModelBusy(busy_message(records, self.model_id, busy.job_id)) from None
+        except OSError:
+            records.delete(record["id"])
+            raise
+        return record["id"]
+
+    def _run(self, locks: RetrainLocks, job_id: str, train: Callable[[ModelRegistry], Result],
+             outcome: Callable[[Result], AttemptOutcome]) -> Result:
+        try:
+            with heartbeat(locks, self.model_id, job_id):
+                result = train(HeldRegistry(self.registry, locks, self.model_id, job_id))
+                done = outcome(result)
+        except BaseException as exc:  # incl. Ctrl-C: the record says how the run ended, then the error goes on
+            _end(locks, self.model_id, job_id, status="failed", message=self._failure(exc))
+            raise
+        _end(locks, self.model_id, job_id, status="succeeded", **done.model_dump(mode="json"))
+        return result
+
+    def _failure(self, exc: BaseException) -> str:
+        """The run's error as its record shows it to anyone who can read the API."""
+        if isinstance(exc, KeyboardInterrupt):
+            return f"{self.tool}: interrupted"
+        if isinstance(exc, _EXPECTED):
+            return f"{self.tool}: error: {public_message(str(exc), self.data, self.registry)}"
+        return f"training failed: {type(exc).__name__}"
+
+
+def _end(locks: RetrainLocks, model_id: str, job_id: str, **fields: Any) -> None:
+    """Record how the run ended, unless someone already gave a verdict on it (failed it as stopped)."""
+    try:
+        try:
+            recorded = locks.beat(model_id, job_id, **fields)
+        except OSError:  # the lock cannot be read just now: record the end unless a verdict came first
+            recorded = locks.record_if_unfinished(job_id, **fields)
+    except OSError as exc:
+        logger.warning("retrain run %s: its end was not recorded: %s", job_id, exc)
+        return
+    if not recorded:
+        logger.warning("retrain run %s: no longer holds %s; its record is left as it is", job_id, model_id)
+
+
+def busy_message(records: RecordStore, model_id: str, job_id: str) -> str:
+    """Who holds the model, in words: the holding attempt's id, who started it and when."""
+    try:
+        holder = records.get(job_id)
+    except (RecordNotFound, OSError):
+        holder = {}
+    trigger = holder.get("trigger", "api" if holder else None)  # records from before triggers are the API's
+    who = holder.get("owner") if trigger == CLI_TRIGGER else _WHO.get(trigger or "")
+    facts = ", ".join(fact for fact in (who, _since(holder.get("created_at"))) if fact)
+    return (f"{model_id} is being retrained by job {job_id}{f' ({facts})' if facts else ''}; wait until it ends "
+            f"(GET /api/v1/models/retrain/{job_id}), then run this again")
+
+
+def _since(created_at: Any) -> str | None:
+    try:
+        return f"since {datetime.fromisoformat(created_at):%Y-%m-%d %H:%M:%S %Z}".rstrip()
+    except (TypeError, ValueError):
+        return None
+
+
+def fail_stopped_runs(records: RecordStore, locks: RetrainLocks, model_id: str) -> int:
+    """Fail the command-line runs of `model_id` whose process died (silent: training.retrain_lock) and free their
+    model; how many."""
+    now, failed = records.clock(), 0
+    for record in records.unfinished():
+        if record.get("model_id") == model_id and record.get("trigger") == CLI_TRIGGER and silent(record, now):
+            failed += locks.fail(model_id, record["id"], CLI_STOPPED, lambda fresh: silent(fresh, now)) is not None
+    return failed
