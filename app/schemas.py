@@ -144,9 +144,9 @@ class PowerPredictionResponse(BaseModel):
         False, description="the answering model was trained on generated (synthetic) telemetry, not measured: its "
                            "numbers demonstrate the service, they are not a measured forecast")
     online_calibration_points: int = Field(
-        0, description="history_source store: how many outcomes of the node's earlier forecasts (leads scored on its "
-                       "stored power) corrected the intervals and confidence online; 0: the held-out calibration "
-                       "alone")
+        0, description="history_source store: how many outcomes of earlier forecasts (leads scored on stored power: "
+                       "the answering replica's forecasts of this model version's nodes, this node's among them) "
+                       "corrected the intervals and confidence online; 0: the held-out calibration alone")
     data_age_seconds: float | None = Field(None, description="age of the newest stored sample used (the oldest "
                                                            "such age over a workload's nodes)")
     stale: bool = Field(False, description="the stored telemetry is older than telemetry.stale_after")

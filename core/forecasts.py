@@ -65,8 +65,9 @@ class PowerForecast(BaseModel):
     peak_upper: tuple[float, ...] | None = None
     estimated_from: tuple[str, ...] = ()  # features-only mode: the features the power history was estimated from
     trained_on_synthetic_data: bool = False
-    # leads of the node's earlier forecasts, scored on its stored power, that corrected [lower, upper] and the
-    # confidence online (training/power/online_calibration.py); 0: the static calibration alone
+    # scored leads (earlier forecasts of this model version's nodes on this replica, scored on their stored power)
+    # that corrected [lower, upper] and the confidence online (training/power/online_calibration.py); 0: the static
+    # calibration alone
     online_calibration_points: int = 0
 
 

@@ -273,7 +273,7 @@ class PowerPredictor(RegistryFollower):
                       for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
-            forecasts = [self.node_calibrations.correct(node, s.history, forecast, served.forecaster.horizon)
+            forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon)
                          for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
             for node, forecast in zip(nodes, forecasts, strict=True):
                 self.forecast_gauges.publish(node, forecast)

@@ -11,9 +11,19 @@ import pytest
 
 from core.serve_tuning import apply_serve_tuning
 from tests.factories import free_port
+from training.cli import STATE_PATH_ENV
 
 DATA_DIR = Path(__file__).parent / "data"
 _started: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def cli_state_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where a training command line without --state-path records its run and takes the retrain lock: a folder of
+    the test's own, never ./state beside the checkout (a local service's)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv(STATE_PATH_ENV, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

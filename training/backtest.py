@@ -128,7 +128,8 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
     static = forecaster.forecast(test.inputs, test.last_power)
     served = adapt_in_time(static, test.targets, test.mask, test.node_ids, _origin_times(prepared, test),
-                           prepared.pipeline.step_s, coverage=coverage, tolerance=tolerance)
+                           prepared.pipeline.step_s, coverage=forecaster.interval_coverage,
+                           tolerance=forecaster.confidence_tolerance)  # the model's own, as the service corrects
     calibrated = {"lstm": lstm, "served": served, "features_only": _features_only(prepared, test, forecaster)}
     forecasts: dict[str, np.ndarray] = {name: forecast.point for name, forecast in calibrated.items()}
     forecasts["last_value"] = last_value(test)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -63,7 +66,8 @@ class CliRun:
         locks = RetrainLocks(records)
         job_id = self._take(records, locks)
         try:
-            return self._run(locks, job_id, train, outcome)
+            with _terminate_as_exit():
+                return self._run(locks, job_id, train, outcome)
         finally:
             locks.release(self.model_id, job_id)
 
@@ -100,9 +104,29 @@ class CliRun:
         """The run's error as its record shows it to anyone who can read the API."""
         if isinstance(exc, KeyboardInterrupt):
             return f"{self.tool}: interrupted"
+        if isinstance(exc, SystemExit):
+            return f"{self.tool}: terminated"
         if isinstance(exc, _EXPECTED):
             return f"{self.tool}: error: {public_message(str(exc), self.data, self.registry)}"
         return f"training failed: {type(exc).__name__}"
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (`ray job stop`, a pod deleted) ends the run as SystemExit, so its record and lock are settled at once
+    rather than left to go silent (only in the main thread, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _end(locks: RetrainLocks, model_id: str, job_id: str, **fields: Any) -> None:

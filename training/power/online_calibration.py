@@ -13,7 +13,8 @@ Tibshirani 2023):
   b += `CONFIDENCE_RATE` × (hit − stated), so the mean stated confidence comes to the hit rate.
 - **Pooled and own:** a model's correction is the sum of one tracker fed by every series it forecasts (a new node
   starts from what the others taught) and one per series fed by that series alone (so each series' own long-run
-  miss rate still comes to the nominal one).
+  miss rate still comes to the nominal one). The pooled tracker's rate is divided by the series that learned within
+  the last two steps, so it moves about as fast for a cluster of nodes as for one.
 
 Both stay within bounds (widths × 1/4..4, confidence ± 0.5), so a burst of outliers cannot blow a forecast up. The
 rates are fixed a priori (not fitted to any trace): a width step of 5 % per scored point and a confidence step of
@@ -42,23 +43,34 @@ MAX_CONFIDENCE_SHIFT = 0.5
 
 @dataclass
 class OnlineCalibration:
-    """One tracker's running corrections, per lead (index 0: a step ahead)."""
+    """One tracker's running corrections, per lead (index 0: a step ahead); the arrays grow with the leads seen."""
 
     log_width: np.ndarray  # [H] θ per lead
     confidence_shift: np.ndarray  # [H] b per lead
     points: int = 0  # scored leads learned from
+    last_s: float = -math.inf  # when it last learned (the newest scored bin, unix seconds)
 
     @classmethod
     def start(cls, horizon: int) -> OnlineCalibration:
         return cls(np.zeros(horizon), np.zeros(horizon))
 
-    def step(self, leads: np.ndarray, width_error: np.ndarray, confidence_error: np.ndarray | None) -> None:
-        """Learn from scored leads `leads` [n] (0-based): missed − nominal miss rate, and hit − stated confidence."""
-        np.add.at(self.log_width, leads, WIDTH_RATE * width_error)
+    def reach(self, leads: int) -> None:
+        """Hold at least `leads` leads (a model answering longer horizons than first seen)."""
+        if leads > self.log_width.size:
+            extra = np.zeros(leads - self.log_width.size)
+            self.log_width = np.concatenate([self.log_width, extra])
+            self.confidence_shift = np.concatenate([self.confidence_shift, extra])
+
+    def step(self, leads: np.ndarray, width_error: np.ndarray, confidence_error: np.ndarray | None,
+             rate: float = 1.0) -> None:
+        """Learn from scored leads `leads` [n] (0-based): missed − nominal miss rate, and hit − stated confidence;
+        `rate` scales both steps."""
+        self.reach(int(leads.max()) + 1)
+        np.add.at(self.log_width, leads, rate * WIDTH_RATE * width_error)
         bound = math.log(MAX_WIDTH_FACTOR)
         np.clip(self.log_width, -bound, bound, out=self.log_width)
         if confidence_error is not None:
-            np.add.at(self.confidence_shift, leads, CONFIDENCE_RATE * confidence_error)
+            np.add.at(self.confidence_shift, leads, rate * CONFIDENCE_RATE * confidence_error)
             np.clip(self.confidence_shift, -MAX_CONFIDENCE_SHIFT, MAX_CONFIDENCE_SHIFT, out=self.confidence_shift)
         self.points += int(leads.size)
 
@@ -69,9 +81,10 @@ class ModelCalibration:
     most recently learned or forecast are kept)."""
 
     horizon: int
+    step_s: int
     coverage: float  # the nominal coverage of the interval
     tolerance: float | None  # the confidence band (a fraction of the point); None: confidence is left as stated
-    max_series: int = 4096
+    max_series: int = 1024
     pooled: OnlineCalibration = field(init=False)
     own: OrderedDict[str, OnlineCalibration] = field(init=False, default_factory=OrderedDict)
 
@@ -80,9 +93,11 @@ class ModelCalibration:
 
     def adapt(self, series: str, point: np.ndarray, lower: np.ndarray, upper: np.ndarray,
               confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The corrected lower, upper and confidence of `series`' forecasts [..., h] (h ≤ H leads, from lead 1)."""
+        """The corrected lower, upper and confidence of `series`' forecasts [..., h] (from lead 1)."""
         leads = point.shape[-1]
         own = self._own(series)
+        own.reach(leads)
+        self.pooled.reach(leads)
         bound = math.log(MAX_WIDTH_FACTOR)
         factor = np.exp(np.clip(self.pooled.log_width[:leads] + own.log_width[:leads], -bound, bound))
         new_lower = np.maximum(point - (point - lower) * factor, 0.0)
@@ -94,17 +109,20 @@ class ModelCalibration:
         return new_lower, new_upper, np.clip(confidence + shift, 0.0, 1.0)
 
     def learn(self, series: str, leads: np.ndarray, point: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-              confidence: np.ndarray, actual: np.ndarray) -> None:
+              confidence: np.ndarray, actual: np.ndarray, at_s: float) -> None:
         """Learn from `series`' scored leads: `leads` [n] (0-based) and, at each, the forecast as it was served
-        (already corrected) and the actual."""
+        (already corrected) and the actual; `at_s`: the newest scored bin's time (unix seconds)."""
         if leads.size == 0:
             return
         width_error = ((actual < lower) | (actual > upper)).astype(float) - (1.0 - self.coverage)
         confidence_error = None
         if self.tolerance is not None:
             confidence_error = (np.abs(actual - point) <= self.tolerance * np.abs(point)).astype(float) - confidence
-        self.pooled.step(leads, width_error, confidence_error)
-        self._own(series).step(leads, width_error, confidence_error)
+        own = self._own(series)
+        own.step(leads, width_error, confidence_error)
+        own.last_s = max(own.last_s, at_s)
+        learning = sum(1 for other in self.own.values() if other.last_s > at_s - 2 * self.step_s)
+        self.pooled.step(leads, width_error, confidence_error, rate=1.0 / max(learning, 1))
 
     def _own(self, series: str) -> OnlineCalibration:
         own = self.own.get(series)
@@ -131,31 +149,27 @@ def adapt_in_time(forecast: CalibratedForecast, actual: np.ndarray, observed: np
     time order: the forecast at time t uses the outcome of every lead k of an earlier forecast that landed by t
     (origin + k steps ≤ t) on an observed actual (`observed` [N, H]; imputed bins are never learned from)."""
     lower, upper, confidence = forecast.lower.copy(), forecast.upper.copy(), forecast.confidence.copy()
-    n, horizon = forecast.point.shape
-    model = ModelCalibration(horizon, coverage, tolerance, max_series=max(1, len(np.unique(series))))
+    horizon = forecast.point.shape[1]
+    names, codes = np.unique(np.asarray(series).astype(str), return_inverse=True)
+    model = ModelCalibration(horizon, step_s, coverage, tolerance, max_series=max(1, names.size))
     origins = origin_time.astype("datetime64[s]").astype(np.int64)
     rows, leads = np.nonzero(observed)
     landed = origins[rows] + (leads + 1) * step_s
     order = np.argsort(landed, kind="stable")
     rows, leads, landed = rows[order], leads[order], landed[order]
-    names = [str(name) for name in series]
     done = 0
     for row in np.argsort(origins, kind="stable"):
         ready = int(np.searchsorted(landed, origins[row], side="right"))
         if ready > done:
-            _learn(model, names, rows[done:ready], leads[done:ready], forecast.point, lower, upper, confidence,
-                   actual)
+            batch = slice(done, ready)
+            for code in np.unique(codes[rows[batch]]):  # series by series
+                mine = codes[rows[batch]] == code
+                r, k = rows[batch][mine], leads[batch][mine]
+                model.learn(str(names[code]), k, forecast.point[r, k], lower[r, k], upper[r, k], confidence[r, k],
+                            actual[r, k], float(landed[batch][mine].max()))
             done = ready
-        lower[row], upper[row], confidence[row] = model.adapt(names[row], forecast.point[row], forecast.lower[row],
-                                                              forecast.upper[row], forecast.confidence[row])
+        lower[row], upper[row], confidence[row] = model.adapt(str(names[codes[row]]), forecast.point[row],
+                                                              forecast.lower[row], forecast.upper[row],
+                                                              forecast.confidence[row])
     return replace(forecast, lower=lower, upper=upper, confidence=confidence,
                    peak_upper=consistent_peak(forecast.peak_upper, upper))
-
-
-def _learn(model: ModelCalibration, names: list[str], rows: np.ndarray, leads: np.ndarray, point: np.ndarray,
-           lower: np.ndarray, upper: np.ndarray, confidence: np.ndarray, actual: np.ndarray) -> None:
-    """Feed the landed (row, lead) pairs to the model, series by series."""
-    for name in dict.fromkeys(names[row] for row in rows):
-        mine = np.array([names[row] == name for row in rows])
-        r, k = rows[mine], leads[mine]
-        model.learn(name, k, point[r, k], lower[r, k], upper[r, k], confidence[r, k], actual[r, k])

@@ -39,6 +39,7 @@ class StoredHistory:
     history: PowerHistory
     age_s: float  # seconds since the newest power reading in the window
     newest: datetime  # that reading's time (or, were the last bin empty, the start of the newest bin with power)
+    measured: tuple[bool, ...] = ()  # per power bin of the history: measured (False: held over a gap); (): unknown
 
 
 def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence_length: int, horizon_s: int,
@@ -90,7 +91,8 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     # the newest reading is `latest` (or `until`), in the window's last bin; were that bin empty, the newest bin
     # with power starts no later than its reading (an age that errs old, never fresh)
     newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
-    return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading)
+    return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading,
+                         tuple((~np.isnan(power[first:])).tolist()))
 
 
 def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, *, step_s: int, sequence_length: int,

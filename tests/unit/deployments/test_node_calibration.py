@@ -6,20 +6,23 @@ from datetime import UTC, datetime, timedelta
 
 from core.forecasts import PowerForecast, PowerHistory
 from deployments.node_calibration import NodeCalibrations
+from training.power.stored_history import StoredHistory
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 STEP = timedelta(minutes=1)
 
 
-def window(end: datetime, watts: float, length: int = 5) -> PowerHistory:
-    return PowerHistory(power_watts=(watts,) * length, end_time=end, horizon_s=120, step_s=60)
+def window(end: datetime, watts: float, length: int = 5, measured: bool = True) -> StoredHistory:
+    history = PowerHistory(power_watts=(watts,) * length, end_time=end, horizon_s=120, step_s=60)
+    return StoredHistory(history, 0.0, end, measured=(measured,) * length)
 
 
-def forecast(end: datetime, version: str = "power_lstm/1") -> PowerForecast:
-    return PowerForecast(model_version=version, step_s=60, timestamps=(end + STEP, end + 2 * STEP),
-                         point=(100.0, 100.0), lower=(99.0, 99.0), upper=(101.0, 101.0), confidence=(0.9, 0.9),
-                         window_coverage=1.0, padded_steps=0, interval_coverage=0.8, confidence_tolerance=0.1,
-                         peak_upper=(101.5, 101.5))
+def forecast(end: datetime, version: str = "power_lstm/1", leads: int = 2) -> PowerForecast:
+    times = tuple(end + k * STEP for k in range(1, leads + 1))
+    return PowerForecast(model_version=version, step_s=60, timestamps=times,
+                         point=(100.0,) * leads, lower=(99.0,) * leads, upper=(101.0,) * leads,
+                         confidence=(0.9,) * leads, window_coverage=1.0, padded_steps=0, interval_coverage=0.8,
+                         confidence_tolerance=0.1, peak_upper=(101.5,) * leads)
 
 
 def test_misses_widen_the_node_s_intervals_and_lower_its_confidence():
@@ -46,18 +49,38 @@ def test_the_newest_bin_is_not_scored_until_the_next_window():
                                 2).online_calibration_points == 1
 
 
-def test_missing_power_teaches_nothing_the_model_s_nodes_share_a_pooled_correction_and_versions_are_apart():
+def test_a_node_asked_again_from_the_same_window_teaches_once():
+    """Regression: every ask was kept and scored, so a node asked every 10 s learned 6 times as fast."""
+    once, often = NodeCalibrations(), NodeCalibrations()
+    for minute in range(30):
+        end = T0 + minute * STEP
+        a = once.correct("n1", window(end, 130.0), forecast(end), 2)
+        for _ in range(6):
+            b = often.correct("n1", window(end, 130.0), forecast(end), 2)
+    assert a == b and a.online_calibration_points == 28 + 27
+
+
+def test_held_bins_teach_nothing_the_model_s_nodes_share_a_pooled_correction_and_versions_are_apart():
+    """Regression: bins the store held over a gap (the last value repeated) were scored as measured power."""
     calibrations = NodeCalibrations()
     for minute in range(20):
         end = T0 + minute * STEP
-        missing = PowerHistory(power_watts=(float("nan"),) * 5, end_time=end, horizon_s=120, step_s=60)
-        quiet = calibrations.correct("n1", missing, forecast(end), 2)
+        held = calibrations.correct("n1", window(end, 100.0, measured=False), forecast(end), 2)
         calibrations.correct("n2", window(end, 130.0), forecast(end), 2)
-    assert len(calibrations._waiting[("power_lstm/1", "n1")]) <= 3  # expired unscored, not kept for good
+    assert len(calibrations._waiting[("power_lstm/1", "n1")]) <= 4  # expired unscored, not kept for good
     assert calibrations._models["power_lstm/1"].own["n1"].points == 0  # n1 itself taught nothing...
-    assert quiet.upper[0] > 101.0  # ...but n2's misses, pooled, widen n1's intervals too
+    assert held.upper[0] > 101.0  # ...but n2's misses, pooled, widen n1's intervals too
     fresh = calibrations.correct("n2", window(T0 + 20 * STEP, 130.0), forecast(T0 + 20 * STEP, "power_lstm/2"), 2)
     assert fresh.online_calibration_points == 0 and fresh.upper == (101.0, 101.0)  # a new version starts afresh
+
+
+def test_a_version_answering_more_leads_than_first_seen_is_corrected_too():
+    """Regression: a version first seen answering 2 leads failed every later forecast of 3 (a reload between routing
+    and forecasting sized it by the model routed first)."""
+    calibrations = NodeCalibrations()
+    calibrations.correct("n1", window(T0, 100.0), forecast(T0), horizon_steps=2)
+    longer = calibrations.correct("n1", window(T0 + STEP, 100.0), forecast(T0 + STEP, leads=3), horizon_steps=2)
+    assert len(longer.upper) == 3
 
 
 def test_the_series_kept_are_bounded():

@@ -58,9 +58,9 @@ def test_train_lstm_refuses_a_model_an_api_job_retrains_naming_it(tmp_path, mode
     assert RetrainLocks(records).holder("power_lstm") == job and [r["id"] for r in records.newest(10)] == [job]
 
 
-def test_train_gbm_refuses_a_model_the_scheduler_retrains(state_path, tmp_path, capsys):
-    """The lock is found in $KCLOUD_STATE_PATH without --state-path (tests/unit/training/conftest.py sets it)."""
-    job = held_by(state_path, "cost_gbm", "interval")
+def test_train_gbm_refuses_a_model_the_scheduler_retrains(cli_state_path, tmp_path, capsys):
+    """The lock is found in $KCLOUD_STATE_PATH without --state-path (tests/conftest.py sets it)."""
+    job = held_by(cli_state_path, "cost_gbm", "interval")
     code = train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models")])
     [line] = error_lines(capsys)
     assert code == 2 and line.startswith(f"train_gbm: error: cost_gbm is being retrained by job {job} (started by "
@@ -144,3 +144,30 @@ def test_a_run_whose_process_died_is_failed_by_the_next_run_and_by_the_api(tmp_p
     jobs = RetrainJobs(str(other), str(models), None, RetrainDefaults(), ServedModels(("power_lstm",), "cost_gbm"))
     assert {job["id"]: job["status"] for job in jobs.newest(None, 10)} == {dead: "failed"}
     assert jobs.locks.holder("power_lstm") is None
+
+
+def test_a_terminated_run_is_recorded_and_frees_the_model_at_once(tmp_path):
+    """Regression: SIGTERM (`ray job stop`, a pod deleted) ended the process without its `finally`, so the model
+    stayed locked and the record "running" until they went silent 5 min later."""
+    import os
+    import signal
+
+    from training.cli_attempt import CliRun
+    from training.retrain_data import TrainingData
+
+    state = tmp_path / "state"
+    run = CliRun("train_lstm", "power_lstm", TrainingData(source="store"), str(state),
+                 ModelRegistry(tmp_path / "models"))
+
+    def train(_registry):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    with pytest.raises(SystemExit) as stopped:
+        run.run(train, lambda _result: None)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    records = RecordStore(state, "retrain")
+    [record] = records.newest(10)
+    assert record["status"] == "failed" and record["message"] == "train_lstm: terminated"
+    assert RetrainLocks(records).holder("power_lstm") is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the process's again

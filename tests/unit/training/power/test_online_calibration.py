@@ -95,10 +95,10 @@ def test_a_new_series_starts_from_what_the_others_taught_and_keeps_its_own_corre
 
 
 def test_corrections_stay_bounded_and_the_peak_bound_above_the_uppers():
-    model = ModelCalibration(2, coverage=0.8, tolerance=0.1)
-    for _ in range(1000):  # every actual far outside: widen, but never past the bound
+    model = ModelCalibration(2, 60, coverage=0.8, tolerance=0.1)
+    for minute in range(1000):  # every actual far outside: widen, but never past the bound
         model.learn("n1", np.array([0, 1]), np.full(2, 100.0), np.full(2, 99.0), np.full(2, 101.0), np.full(2, 0.9),
-                    np.full(2, 500.0))
+                    np.full(2, 500.0), at_s=60.0 * minute)
     assert model.pooled.points == 2000
     lower, upper, confidence = model.adapt("n1", np.full(2, 100.0), np.full(2, 99.0), np.full(2, 101.0),
                                            np.full(2, 0.9))
@@ -113,7 +113,20 @@ def test_corrections_stay_bounded_and_the_peak_bound_above_the_uppers():
 
 
 def test_the_series_kept_are_bounded():
-    model = ModelCalibration(1, coverage=0.8, tolerance=None, max_series=2)
+    model = ModelCalibration(1, 60, coverage=0.8, tolerance=None, max_series=2)
     for name in ("a", "b", "c"):
-        model.learn(name, np.array([0]), np.ones(1), np.ones(1), np.ones(1), np.ones(1), np.full(1, 9.0))
+        model.learn(name, np.array([0]), np.ones(1), np.ones(1), np.ones(1), np.ones(1), np.full(1, 9.0), at_s=0.0)
     assert list(model.own) == ["b", "c"]
+
+
+def test_the_pooled_tracker_moves_as_fast_for_many_series_learning_at_once_as_for_one():
+    """Regression: every node's outcome stepped the pooled tracker in full, so 200 nodes missing together moved it
+    200 times as far in one step and swung it between its bounds."""
+    one, many = ModelCalibration(1, 60, 0.8, None), ModelCalibration(1, 60, 0.8, None)
+    miss = (np.array([0]), np.ones(1), np.ones(1), np.ones(1), np.ones(1), np.full(1, 9.0))
+    for minute in range(10):
+        one.learn("a", *miss, at_s=60.0 * minute)
+        for node in range(200):
+            many.learn(f"n{node}", *miss, at_s=60.0 * minute)
+    assert many.pooled.log_width[0] < 2 * one.pooled.log_width[0]  # 200 times as far before (to its bound)
+    assert many.own["n0"].log_width[0] == one.own["a"].log_width[0]  # each node's own tracker as before

@@ -35,7 +35,7 @@ def test_a_window_whose_last_bin_has_no_power_is_as_old_as_its_newest_bin_with_p
     assert stored.age_s >= 180.0
 
 
-def test_steps_held_over_a_gap_are_counted(tmp_path):
+def test_steps_held_over_a_gap_are_counted_and_marked(tmp_path):
     minutes = [0, 1, 2, 7, 8, 9]  # no reading 3 to 6 minutes ago: a 4-step gap
     with SqliteStore(tmp_path) as store:
         store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
@@ -43,6 +43,7 @@ def test_steps_held_over_a_gap_are_counted(tmp_path):
         stored = stored_history(store, "n", step_s=60, sequence_length=10, horizon_s=600, now=NOW)
     assert len(stored.history.power_watts) == 10 and stored.history.filled_steps == 4
     assert stored.history.power_watts[3:7] == (307.0,) * 4  # held from the value before the gap
+    assert stored.measured == (True,) * 3 + (False,) * 4 + (True,) * 3  # which bins online calibration may score
 
 
 def test_a_feature_missing_only_in_the_first_bin_is_kept_from_its_first_reading(tmp_path):
