@@ -4,6 +4,7 @@ on it (small real models in a temporary registry) for tests/integration and test
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,15 @@ from training.cli import STATE_PATH_ENV
 
 DATA_DIR = Path(__file__).parent / "data"
 _started: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
+    """The same for session fixtures that run the command lines (e.g. `served_models`); each test gets its own."""
+    path = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(STATE_PATH_ENV, str(path))
+        yield path
 
 
 @pytest.fixture(autouse=True)
