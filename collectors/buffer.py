@@ -11,14 +11,21 @@ a flush then writes it directly, after every segment).
 
 The spill directory is capped at `max_spill_bytes`: when a spill would pass the cap, the oldest segments
 are deleted first (a segment rolls over at an eighth of the cap, so one drop is small; never the one a flush is
-writing), and only if that is not enough the oldest samples of the spill itself. Dropped samples are counted by
+writing), and only if that is not enough the oldest samples of the spill itself. Until the store has said that it
+takes writes (`confirmed`), the cap deletes no segment for a spill: the newest samples that do not fit are dropped
+instead, as older segments may be meant for a writable store and these samples are discarded if this one is
+read-only (a smaller cap than the last process had still applies at once, oldest first). Dropped samples are counted by
 reason in `drops` (a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse
 count as `unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points
 older than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
 While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
 samples, the oldest dropped first as `spill_failed`; an append that failed half-way is cut off again, so the
 segment keeps no torn line. Nothing else that was accepted is ever dropped, unless the store turns out read-only:
-`release()` then deletes what this buffer holds (memory and the segments it spilled), never an earlier buffer's.
+`release()` then deletes what this buffer holds (memory and the segments it spilled), and the segments an earlier
+buffer spilled for the same store (`store_key`) before it was known whether that store takes writes: such a segment
+is named `segment-<n>.pending-<digest of the key>.jsonl` until the store says it takes writes (`confirm_writable`
+renames it `segment-<n>.jsonl`). Every other earlier segment stays: one pending for another store, and every unmarked
+one (spilled for a store known to take writes, without a `store_key`, or by an older version).
 
 A flush writes segments to the store outside the buffer's lock: `put()` does not wait for a slow store (only
 for a spill to disk, or for the direct write of memory that could not be spilled). One flush runs at a time;
@@ -28,6 +35,7 @@ one process owns a spill directory at a time (an advisory lock on `spill_dir/.lo
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -46,7 +54,7 @@ from core.telemetry import TelemetrySample
 
 logger = logging.getLogger(__name__)
 
-_SEGMENT = re.compile(r"^segment-(\d{12})\.jsonl$")
+_SEGMENT = re.compile(r"^segment-(\d{12})(?:\.pending-([0-9a-f]{16}))?\.jsonl$")  # sequence, store key digest
 _SEGMENTS_PER_CAP = 8
 SPILL_CAP = "spill_cap"
 UNREADABLE = "unreadable"
@@ -59,7 +67,8 @@ MEMORY_LIMIT_FACTOR = 10  # while spilling fails, memory keeps at most this many
 
 @dataclass(frozen=True)
 class Released:
-    """What `DurableBuffer.release` deleted (this buffer's memory and spill) and left (earlier buffers' segments)."""
+    """What `DurableBuffer.release` deleted (this buffer's memory and spill, segments pending for its store) and left
+    (the other segments of earlier buffers)."""
 
     discarded_samples: int = 0
     discarded_bytes: int = 0
@@ -76,10 +85,15 @@ class DurableBuffer:
         max_memory: samples held in memory before they spill; also the most samples in one segment file.
         max_spill_bytes: cap on the segments' total size (None: no cap).
         drops: counts dropped samples (default: a LossCounter named after `spill_dir`, without a metric).
+        store_key: names the store (e.g. the digest of its settings); segments spilled before it is `confirmed`
+            carry it, so a later buffer for the same store that finds it read-only deletes them (`release`).
+        confirmed: whether the store is known to take writes; if not, until `confirm_writable()`, no spill
+            deletes a segment (the newest samples that do not fit under the cap are dropped instead).
     """
 
     def __init__(self, store: TelemetryStore, spill_dir: str | Path, max_memory: int = 10_000, *,
-                 max_spill_bytes: int | None = None, drops: LossCounter | None = None) -> None:
+                 max_spill_bytes: int | None = None, drops: LossCounter | None = None,
+                 store_key: str | None = None, confirmed: bool = True) -> None:
         if getattr(store, "read_only", False):
             raise ValueError(f"{store!r} is read-only; collectors need a writable store")
         if max_memory < 1:
@@ -92,6 +106,8 @@ class DurableBuffer:
         self.max_spill_bytes = max_spill_bytes
         self.drops = drops or LossCounter("dropped", str(self.spill_dir))
         self.last_error: str | None = None
+        self._store_tag = _digest(store_key) if store_key is not None else None
+        self._confirmed = confirmed
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.spill_dir / ".lock", "w")  # held open: its flock marks the directory in use
         try:
@@ -111,7 +127,8 @@ class DurableBuffer:
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
         self._read_failures: dict[Path, int] = {}  # segments that could not be read, and how many flushes in a row
         self._closed = False
-        self._make_room([])  # a smaller cap than the last process had applies at once
+        # a smaller cap than the last process had applies at once, whether or not the store is confirmed
+        self._count_cap_drops(self._drop_oldest_segments(0), "the oldest spilled samples went first")
         if self._segments:
             logger.info("buffer: %d spilled sample(s) in %d segment(s) under %s will be replayed first",
                         self.disk_pending, len(self._segments), self.spill_dir)
@@ -240,10 +257,22 @@ class DurableBuffer:
             if not self._closed:
                 self._spill(keep_segments=True)
 
+    def confirm_writable(self) -> None:
+        """The store said it takes writes: the cap deletes the oldest segments again, and the segments spilled for
+        it meanwhile (by this buffer or an earlier one) lose their pending mark, so no buffer deletes them if a
+        store under the same key later turns out read-only. A buffer already closed is left as it is."""
+        with self._flushing, self._lock:
+            if self._closed or self._confirmed:
+                return
+            self._confirmed = True
+            for segment in [segment for segment in self._segments if self._pending_here(segment)]:
+                self._unmark(segment)
+
     def release(self) -> Released:
         """Let the spill directory go, writing nothing (the store turned out read-only: nothing is to be stored):
-        memory and the segments this buffer spilled are deleted; segments an earlier buffer spilled stay, to be
-        replayed into a writable store configured later. A buffer already closed is left as it is."""
+        memory, the segments this buffer spilled and those pending for the same store (`store_key`) are deleted;
+        the other segments an earlier buffer spilled stay, to be replayed into a writable store configured later.
+        A buffer already closed is left as it is."""
         with self._flushing, self._lock:
             if self._closed:
                 return Released()
@@ -255,10 +284,10 @@ class DurableBuffer:
             return Released(samples, size, self.disk_pending, len(self._segments))
 
     def _delete_spilled(self) -> tuple[int, int]:
-        """Delete the segments this buffer spilled; how many samples and bytes they held (one that cannot be
-        deleted is logged and stays)."""
+        """Delete the segments this buffer spilled and those pending for its store; how many samples and bytes they
+        held (one that cannot be deleted is logged and stays)."""
         samples = size = 0
-        for segment in [segment for segment in self._segments if segment in self._spilled]:
+        for segment in [s for s in self._segments if s in self._spilled or self._pending_here(s)]:
             try:
                 segment.unlink(missing_ok=True)
             except OSError as exc:
@@ -291,7 +320,7 @@ class DurableBuffer:
             self._memory = []
             return
         if self._open is None or self._open == self._writing or self._segment_full(self._open):
-            self._open = self.spill_dir / f"segment-{self._next_sequence():012d}.jsonl"
+            self._open = self._new_segment()
         path, is_new = self._open, self._open not in self._on_disk
         data = b"".join(lines)
         try:
@@ -338,30 +367,70 @@ class DurableBuffer:
             self._bytes.get(segment, 0) >= self.max_spill_bytes // _SEGMENTS_PER_CAP)
 
     def _make_room(self, lines: list[bytes]) -> list[bytes]:
-        """Drop the oldest segments (but the one a flush is writing), then the oldest of `lines`, until `lines` fit
-        under the cap; return the lines that fit (memory is trimmed to match)."""
+        """The lines of memory that fit under the cap (memory is trimmed to match). Once the store is `confirmed`,
+        the oldest segments go first (but the one a flush is writing), then the oldest of `lines`; before that no
+        segment goes, only the newest of `lines`."""
         if self.max_spill_bytes is None:
             return lines
-        needed = sum(len(line) for line in lines)
+        if not self._confirmed:
+            kept = _fitting(lines, self.max_spill_bytes - self.disk_bytes)
+            self._memory = self._memory[:kept]
+            self._count_cap_drops(len(lines) - kept, "it is not known yet whether the store takes writes: the newest "
+                                                     "samples went, no spilled segment")
+            return lines[:kept]
+        dropped = self._drop_oldest_segments(sum(len(line) for line in lines))
+        skip = len(lines) - _fitting(lines[::-1], self.max_spill_bytes - self.disk_bytes)
+        self._memory = self._memory[skip:]
+        self._count_cap_drops(dropped + skip, "the oldest spilled samples went first")
+        return lines[skip:]
+
+    def _drop_oldest_segments(self, needed: int) -> int:
+        """Delete the oldest segments (but the one a flush is writing) until `needed` more bytes fit under the cap;
+        how many samples they held."""
         dropped = 0
         for oldest in [segment for segment in self._segments if segment != self._writing]:
-            if self.disk_bytes + needed <= self.max_spill_bytes:
+            if self.max_spill_bytes is None or self.disk_bytes + needed <= self.max_spill_bytes:
                 break
             dropped += self._on_disk[oldest]
             self._drop_segment(oldest)
-        skip = 0
-        while skip < len(lines) and self.disk_bytes + needed > self.max_spill_bytes:
-            needed -= len(lines[skip])
-            skip += 1
-        if skip:
-            self._memory = self._memory[skip:]
-        self.drops.add(SPILL_CAP, dropped + skip, f"{self.spill_dir} reached its cap of {self.max_spill_bytes} "
-                                                  "bytes; the oldest spilled samples went first")
-        return lines[skip:]
+        return dropped
+
+    def _count_cap_drops(self, count: int, why: str) -> None:
+        self.drops.add(SPILL_CAP, count, f"{self.spill_dir} reached its cap of {self.max_spill_bytes} bytes; {why}")
+
+    def _new_segment(self) -> Path:
+        """The next segment's path, marked pending for this buffer's store until the store is `confirmed`."""
+        mark = f".pending-{self._store_tag}" if self._store_tag is not None and not self._confirmed else ""
+        return self.spill_dir / f"segment-{self._next_sequence():012d}{mark}.jsonl"
+
+    def _pending_here(self, segment: Path) -> bool:
+        """Whether `segment` was spilled for this buffer's store before that store was known to take writes."""
+        return self._store_tag is not None and _name_parts(segment)[1] == self._store_tag
+
+    def _unmark(self, segment: Path) -> None:
+        """Rename a pending segment `segment-<n>.jsonl` (one that cannot be, or whose new name is taken, is logged
+        and stays pending)."""
+        plain = segment.with_name(f"segment-{_name_parts(segment)[0]:012d}.jsonl")
+        try:
+            if plain.exists():  # an older version, blind to pending segments, spilled under the same number
+                raise FileExistsError(f"{plain.name} exists")
+            segment.rename(plain)
+            _fsync_dir(self.spill_dir)
+        except OSError as exc:
+            logger.error("buffer: %s stays pending (cannot rename it): %s", segment, exc)
+            return
+        self._segments[self._segments.index(segment)] = plain
+        for index in (self._on_disk, self._bytes, self._read_failures):
+            if segment in index:
+                index[plain] = index.pop(segment)
+        if segment in self._spilled:
+            self._spilled.discard(segment)
+            self._spilled.add(plain)
+        if self._open == segment:
+            self._open = plain
 
     def _next_sequence(self) -> int:
-        numbers = [int(_SEGMENT.match(p.name).group(1)) for p in self._segments]  # type: ignore[union-attr]
-        return max(numbers, default=0) + 1
+        return max((_name_parts(segment)[0] for segment in self._segments), default=0) + 1
 
     def _set_aside(self, segment: Path, error: OSError) -> None:
         """A segment gone, or unreadable in SEGMENT_READ_TRIES flushes: its samples count as `unreadable`, the file
@@ -404,6 +473,27 @@ def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:
                 logger.error("buffer: %s line %d is not a sample, skipped: %s", path, number, exc.errors()[0]["msg"])
                 unreadable += 1
     return samples, unreadable
+
+
+def _name_parts(segment: Path) -> tuple[int, str | None]:
+    """A segment's sequence number and the digest of the store key it is pending for (None: not pending)."""
+    sequence, tag = _SEGMENT.match(segment.name).groups()  # type: ignore[union-attr]
+    return int(sequence), tag
+
+
+def _digest(store_key: str) -> str:
+    return hashlib.sha256(store_key.encode()).hexdigest()[:16]
+
+
+def _fitting(lines: list[bytes], room: int) -> int:
+    """How many of `lines`, taken from the first, fit in `room` bytes."""
+    count = 0
+    for line in lines:
+        room -= len(line)
+        if room < 0:
+            break
+        count += 1
+    return count
 
 
 def _count_lines(path: Path) -> int:

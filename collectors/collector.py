@@ -10,9 +10,11 @@ counted), put the rest into a DurableBuffer (memory, then disk) and publish the 
 (collectors/metrics.py). A second thread flushes the buffer to the store every `flush_interval`, so a slow or
 hung store never delays a sampling round. A store outage never loses samples: they wait in the buffer and replay
 in order, unless the spill directory reaches its cap (counted). Whether the store takes writes at all is asked
-at the first flush it answers (memory spills to disk meanwhile): a read-only one (Prometheus) ends the buffering,
-deleting what this collector buffered meanwhile (segments an earlier collector spilled stay, for a writable store
-configured later), and the collector then only exports its gauges.
+at the first flush it answers (memory spills to disk meanwhile, and the cap then deletes no older segment: the
+newest samples that do not fit are dropped): a read-only one (Prometheus) ends the buffering, deleting what this
+collector buffered meanwhile and what an earlier collector spilled for the same store (`store_key`) before it
+answered; other segments an earlier collector spilled stay, for a writable store configured later. The collector
+then only exports its gauges.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class Collector:
     """The actor body (plain class: tests drive it without Ray)."""
 
     def __init__(self, node_id: str, sources: list[TelemetrySource], store: TelemetryStore | None,
-                 settings: TelemetryConfig, *, start: bool = True):
-        """`store` None: export gauges only (the telemetry already reaches a read-only store, e.g. Prometheus)."""
+                 settings: TelemetryConfig, *, start: bool = True, store_key: str | None = None):
+        """`store` None: export gauges only (the telemetry already reaches a read-only store, e.g. Prometheus).
+        `store_key` names the store (the store actor's fingerprint) in what is spilled before it answers."""
         self.node_id = node_id
         self.store = store
         self.sources = sources
@@ -50,7 +53,8 @@ class Collector:
         self.rejected = LossCounter("rejected", node_id, metric=TELEMETRY_REJECTED)
         self.dropped = LossCounter("dropped", node_id, metric=TELEMETRY_DROPPED)
         self.buffer = (DurableBuffer(store, Path(settings.spill_dir) / node_id, settings.max_buffered_samples,
-                                     max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped)
+                                     max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped,
+                                     store_key=store_key, confirmed=False)
                        if store is not None else None)
         self.metrics = CollectorMetrics(node_id)
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
@@ -143,6 +147,8 @@ class Collector:
             self._store_asked = True
             if read_only:
                 self._end_buffering()
+            elif self.buffer is not None:
+                self.buffer.confirm_writable()
         return self.buffer is not None
 
     def _end_buffering(self) -> None:

@@ -56,7 +56,8 @@ class CollectorActor:
             node = NodeSettings.from_env()  # this node's environment
             node_name = node.node_name or socket.gethostname()
             sources = build_sources(config, node_name, selected=set(selected) if selected else None, node=node)
-        self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry)  # asks it at the first flush
+        # the store is asked whether it takes writes at the first flush; `store` names it in what is spilled before
+        self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry, store_key=store)
         self.fingerprint = collector_fingerprint(config_data, selected, replay, store)
 
     def node_id(self) -> str:

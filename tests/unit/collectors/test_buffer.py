@@ -491,3 +491,104 @@ def test_release_after_close_leaves_the_directory_alone(tmp_path):
     kept = segments(tmp_path / "spill")
     assert buffer.release().discarded_samples == 0
     assert segments(tmp_path / "spill") == kept
+
+
+def _spill_and_stop(spill_dir: Path, samples: list[TelemetrySample], **marks) -> list[Path]:
+    """An earlier collector's buffer that spilled `samples` and stopped with the store down; its new segments."""
+    before = segments(spill_dir)
+    buffer = DurableBuffer(FlakyStore(failures=99), spill_dir, max_memory=100, **marks)
+    buffer.put(samples)
+    buffer.spill()
+    buffer.close()
+    return [path for path in segments(spill_dir) if path not in before]
+
+
+def test_release_deletes_what_an_earlier_buffer_spilled_for_the_same_store_before_it_answered(tmp_path):
+    """Regression: a collector that stopped before the store answered left its segments to the next one, which took
+    them for an earlier store's and kept them for ever once this store turned out read-only. Segments pending for
+    another store, confirmed for a writable one, or from before store keys (no mark) still stay."""
+    spill = tmp_path / "spill"
+    legacy = _spill_and_stop(spill, make_samples(1))
+    other = _spill_and_stop(spill, make_samples(2, start=1), store_key="influx", confirmed=False)
+    same = _spill_and_stop(spill, make_samples(3, start=3), store_key="prometheus", confirmed=False)
+    assert [path.name.count(".pending-") for path in legacy + other + same] == [0, 1, 1]
+    size = sum(path.stat().st_size for path in same)
+    released = DurableBuffer(FlakyStore(), spill, store_key="prometheus", confirmed=False).release()
+    assert (released.discarded_samples, released.discarded_bytes) == (3, size)
+    assert (released.kept_samples, released.kept_segments) == (3, 2)
+    assert segments(spill) == legacy + other
+    store = FlakyStore()
+    DurableBuffer(store, spill).close()  # a writable store configured later gets the other two
+    assert store.stored == make_samples(3)
+
+
+def test_segments_confirmed_for_a_writable_store_stay_when_a_store_under_that_key_turns_read_only(tmp_path):
+    """Once the store said it takes writes, what was spilled for it while that was unknown is meant for a writable
+    store: it loses its pending mark (also an earlier buffer's), and no later release under the key deletes it."""
+    spill = tmp_path / "spill"
+    _spill_and_stop(spill, make_samples(2), store_key="k", confirmed=False)
+    buffer = DurableBuffer(FlakyStore(failures=99), spill, max_memory=100, store_key="k", confirmed=False)
+    buffer.put(make_samples(3, start=2))
+    buffer.spill()
+    assert all(".pending-" in path.name for path in segments(spill))
+    buffer.confirm_writable()
+    buffer.put(make_samples(1, start=5))
+    buffer.close()  # the store is down: everything stays on disk, the last sample in the renamed open segment
+    assert [path.name for path in segments(spill)] == ["segment-000000000001.jsonl", "segment-000000000002.jsonl"]
+    released = DurableBuffer(FlakyStore(), spill, store_key="k", confirmed=False).release()
+    assert (released.discarded_samples, released.kept_samples) == (0, 6)
+    store = FlakyStore()
+    DurableBuffer(store, spill).close()
+    assert store.stored == make_samples(6)
+
+
+def test_a_pending_segment_never_overwrites_one_an_older_version_spilled_under_its_number(tmp_path):
+    """An older version, blind to pending segments, numbers its own from 1 again: confirming leaves the pending one
+    as it is rather than renaming it over the other."""
+    spill = tmp_path / "spill"
+    pending = _spill_and_stop(spill, make_samples(2), store_key="k", confirmed=False)
+    (spill / "segment-000000000001.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in make_samples(
+        1, start=2)))
+    store = FlakyStore()
+    buffer = DurableBuffer(store, spill, store_key="k", confirmed=False)
+    buffer.confirm_writable()
+    assert pending[0].exists()
+    assert buffer.flush() == 3 and sorted(store.stored, key=lambda s: s.timestamp) == make_samples(3)
+    buffer.close()
+
+
+def test_before_the_store_confirms_writes_the_cap_drops_the_newest_samples_not_older_segments(tmp_path, caplog):
+    """Regression: at the cap, a buffer whose store had not said yet whether it takes writes deleted the oldest
+    segments (an earlier collector's, maybe for a writable store) to make room for samples that are discarded if
+    the store is read-only. Once the store takes writes, the oldest go first again."""
+    cap = 80 * LINE_BYTES  # segments roll over at 10 samples
+    spill = tmp_path / "spill"
+    earlier = DurableBuffer(FlakyStore(failures=99), spill, max_memory=10, max_spill_bytes=cap)
+    for start in range(0, 60, 20):
+        earlier.put(make_samples(20, start=start))  # past max_memory: spills
+    earlier.close()
+    old = segments(spill)
+    store = FlakyStore(failures=99)
+    buffer = DurableBuffer(store, spill, max_memory=10, max_spill_bytes=cap, confirmed=False)
+    with caplog.at_level(logging.WARNING, logger="collectors.metrics"):
+        buffer.put(make_samples(20, start=60))  # fits
+        buffer.put(make_samples(15, start=80))  # does not fit: the newest go
+    assert set(old) <= set(segments(spill)) and buffer.pending == 80
+    assert buffer.drops.counts == {"spill_cap": 15} and "not known yet whether the store takes writes" in caplog.text
+    buffer.confirm_writable()
+    buffer.put(make_samples(20, start=95))  # the oldest segment goes
+    assert old[0] not in segments(spill) and buffer.drops.counts == {"spill_cap": 35}
+    store.failures = 0
+    assert buffer.flush() == 80
+    assert store.stored == make_samples(60, start=20) + make_samples(20, start=95)
+
+
+def test_before_the_store_confirms_writes_the_spill_keeps_its_oldest_samples_that_fit(tmp_path):
+    """A spill that only partly fits keeps the samples accepted first, in order (the ones after them wait for
+    nothing: they are dropped, and counted)."""
+    store = FlakyStore(failures=99)
+    buffer = DurableBuffer(store, tmp_path, max_memory=10, max_spill_bytes=16 * LINE_BYTES, confirmed=False)
+    buffer.put(make_samples(25))
+    assert buffer.drops.counts == {"spill_cap": 9} and buffer.pending == 16
+    store.failures = 0
+    assert buffer.flush() == 16 and store.stored == make_samples(16)

@@ -348,6 +348,60 @@ def test_a_read_only_store_discards_what_was_spilled_while_unknown_and_keeps_old
     assert [sample.power_watts for sample in later.written] == [90.0]
 
 
+class NeverAnswers(FlakyStore):
+    """A store actor that is down for good: it neither answers nor takes writes."""
+
+    def is_read_only(self) -> bool:
+        raise StoreUnavailable("the telemetry store did not answer: GetTimeoutError")
+
+
+def _stopped_before_the_store_answered(tmp_path, store_key: str) -> list:
+    """A collector (for the store `store_key`) that spilled and stopped before the store answered; its segments."""
+    spill = tmp_path / "spill" / "n1"
+    before = sorted(spill.glob("segment-*.jsonl"))
+    collector = Collector("n1", [CountingSource()], NeverAnswers(tmp_path / store_key), _settings(tmp_path),
+                          start=False, store_key=store_key)
+    collector.collect_once()
+    collector.flush()
+    collector.stop()
+    return [path for path in sorted(spill.glob("segment-*.jsonl")) if path not in before]
+
+
+def test_a_read_only_store_discards_what_an_earlier_collector_spilled_for_it_before_it_answered(tmp_path):
+    """Regression: a collector that stopped before the store answered left its spill to the next collector, which
+    took it for an earlier store's and kept it for ever once the store turned out read-only; a spill for another
+    store still stays."""
+    other = _stopped_before_the_store_answered(tmp_path, "influx")
+    same = _stopped_before_the_store_answered(tmp_path, "prometheus")
+    assert len(other) == len(same) == 1
+    collector = Collector("n1", [CountingSource()], AsksTwice(tmp_path / "db", read_only=True), _settings(tmp_path),
+                          start=False, store_key="prometheus")
+    collector.flush()
+    collector.flush()  # read-only
+    assert collector.buffer is None
+    assert sorted((tmp_path / "spill" / "n1").glob("segment-*.jsonl")) == other
+    collector.stop()
+
+
+class DownButAnswers(AsksTwice):
+    """A store actor that answers whether it takes writes, while its backend is down."""
+
+    def write(self, samples):
+        raise StoreUnavailable("down for maintenance")
+
+
+def test_a_writable_answer_clears_the_pending_mark_of_what_was_spilled_meanwhile(tmp_path):
+    collector = Collector("n1", [CountingSource()], DownButAnswers(tmp_path / "db", read_only=False),
+                          _settings(tmp_path), start=False, store_key="influx")
+    spill = tmp_path / "spill" / "n1"
+    collector.collect_once()
+    collector.flush()  # not answered: spilled, pending for this store
+    assert [".pending-" in path.name for path in spill.glob("segment-*.jsonl")] == [True]
+    collector.flush()  # writable (the write fails): kept, for a writable store
+    assert [path.name for path in spill.glob("segment-*.jsonl")] == ["segment-000000000001.jsonl"]
+    collector.stop()
+
+
 def test_the_collector_actor_starts_while_the_store_actor_is_busy(monkeypatch, tmp_path):
     """Regression: the actor asked the store actor whether it takes writes in its constructor, so a busy or
     restarting store actor failed the collector's start."""
