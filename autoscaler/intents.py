@@ -22,6 +22,14 @@ An exception anywhere in one policy's turn becomes a `failed` hold event for tha
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
 earlier policy of the tick changed (applied, or of unknown outcome) decides from that count, with its power, read
 before that change, re-spread over it (`TickCounts`).
+
+The policies that scale one target (enforced, power-based scaling enabled) share it as a Kubernetes HPA shares one
+among its metrics: a raise is carried out at once, a scale-in only once every one of them has asked. The tick takes
+policies by name: an earlier one's scale-in is a hold that names the last of them, and that last one lowers the
+target once, to the most any of them asks for (a hold asks for the count it holds at). No scale-in goes through while
+one of them asks for no fewer replicas or cannot decide (stale telemetry, a failed turn); the event of the policy
+that stops it says which scale-in it stopped. So a target is never lowered and raised again within a tick. A dry
+run, or a policy whose power-based scaling is disabled, has no say.
 """
 
 from __future__ import annotations
@@ -49,6 +57,15 @@ from core.public_text import error_text
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Ask:
+    """What a policy that scales its target asked for in a tick."""
+
+    policy: str
+    count: int | None  # None: it could not decide (no telemetry, a failed turn)
+    lower: bool = False  # fewer replicas than the target had
+
+
 @dataclass
 class PolicyTurn:
     """What the reading phase of a tick found for one policy."""
@@ -64,18 +81,24 @@ class PolicyTurn:
     requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
     earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
     set_to: int | None = None  # the count this turn's change set, or may have set (outcome unknown)
+    asks: tuple[Ask, ...] = ()  # what the tick's earlier policies that scale the target asked for
+    ask: Ask | None = None  # what this turn asked for; None: the policy has no say (a dry run, ...)
 
 
 class TickCounts:
-    """The counts set by the tick's changes so far, by target: a later policy on the same target decides from them,
-    not from the count read at the start of the tick (which its write would otherwise restore)."""
+    """The tick's turns so far, by target: the counts their changes set (a later policy on the same target decides
+    from them, not from the count read at the start of the tick, which its write would otherwise restore) and what
+    the policies that scale it asked for (a scale-in is shared: `Enactor`)."""
 
     def __init__(self) -> None:
         self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
+        self._asks: dict[ScalingTarget, list[Ask]] = {}
 
     def follow(self, turn: PolicyTurn) -> None:
-        """Start the turn from the count an earlier turn of this tick set on its target, if any; the earlier change
-        keeps the count the turn's power was read at (the decision re-spreads that power over the new count)."""
+        """Hand the turn what the tick's earlier policies on its target asked for, and start it from the count an
+        earlier turn set, if any; the earlier change keeps the count the turn's power was read at (the decision
+        re-spreads that power over the new count)."""
+        turn.asks = tuple(self._asks.get(turn.policy.target, ()))
         found = self._set.get(turn.policy.target)
         if found is not None and turn.observation is not None:
             count, change = found
@@ -83,7 +106,10 @@ class TickCounts:
             turn.observation = turn.observation.model_copy(update={"replicas": count})
 
     def note(self, turn: PolicyTurn) -> None:
-        """Remember the count the turn's change set; once a change of the tick raised it, it stays raised."""
+        """Remember what the turn asked for and the count its change set; once a change of the tick raised it, it
+        stays raised."""
+        if turn.ask is not None:
+            self._asks.setdefault(turn.policy.target, []).append(turn.ask)
         if turn.set_to is None or turn.observation is None:
             return
         raised = turn.set_to > turn.observation.replicas or (turn.earlier is not None and turn.earlier.raised)
@@ -98,16 +124,20 @@ class Enactor:
 
     def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
         """The turn's event as stored; None only when even the failure event could not be written."""
+        turn.ask = Ask(turn.policy.name, None) if _scales(turn.policy) else None  # until it decides
         try:
             return self._act(turn, now)
         except Exception as exc:  # noqa: BLE001 - one policy's failure is its event; the tick goes on
             logger.exception("scaling controller: policy %s failed", turn.policy.name)
-            return self.hold(turn.policy, now, f"evaluation failed: {error_text(exc)}")
+            return self.hold(turn, now, f"evaluation failed: {error_text(exc)}")
 
-    def hold(self, policy: ScalingPolicy, now: datetime, problem: str) -> ScalingEvent | None:
-        """A `failed` hold event for a policy that could not be evaluated (its state is left as it was)."""
+    def hold(self, turn: PolicyTurn, now: datetime, problem: str) -> ScalingEvent | None:
+        """A `failed` hold event for a policy that could not be evaluated (its state is left as it was); it names
+        the tick's earlier scale-ins on the target that it stops."""
+        policy = turn.policy
+        reason = "; ".join(filter(None, [f"hold: {problem}", _dropped(turn)]))
         event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
-                             from_replicas=None, to_replicas=None, reason=f"hold: {problem}", mode=policy.mode,
+                             from_replicas=None, to_replicas=None, reason=reason, mode=policy.mode,
                              actuation=ActuationResult(status=ActuationStatus.FAILED, detail=problem))
         try:
             return self.state.record(event)
@@ -118,19 +148,24 @@ class Enactor:
     def _act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
         policy = turn.policy
         if turn.error is not None:
-            return self.hold(policy, now, turn.error)
+            return self.hold(turn, now, turn.error)
         if turn.observation is None:  # the replica count could not be read: nothing to decide on
-            return self.hold(policy, now, turn.note or "no observation")
+            return self.hold(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name)
         notes = [turn.note] if turn.note else []
         if (pending := self.state.pending_intent(policy.name)) is not None:
             notes.append(self._complete_interrupted(pending, turn.observation.replicas, before))
         decision = decide(policy, turn.observation, turn.forecast, before, now, turn.earlier)
+        left = False
+        if turn.ask is not None:
+            turn.ask = _asked(policy, decision)
+            decision, left = self._share(turn, decision)
         reason = "; ".join([decision.reason, *notes])
         if decision.action is ScaleAction.HOLD or policy.mode == "dry_run":
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
+            # a scale-in left to a later policy may lower the target in this tick: the count is not known
             return self.state.record(_event(policy, decision, actuation, reason, turn.confidence),
-                                     before.after(decision, known=policy.mode != "dry_run"))
+                                     before.after(decision, known=policy.mode != "dry_run" and not left))
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
@@ -140,6 +175,23 @@ class Enactor:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
         return self._actuate(turn, decision, intent, before)
+
+    def _share(self, turn: PolicyTurn, decision: ScalingDecision) -> tuple[ScalingDecision, bool]:
+        """The decision of a policy that scales its target, as the tick's policies on the target share it: a
+        scale-in goes no lower than any of them asks for, and is left (True) to the last of them."""
+        if decision.action is not ScaleAction.SCALE_IN:
+            return _noted(decision, _dropped(turn)), False
+        if (stop := _stopped(turn.asks)) is not None:
+            return _redirect(decision, decision.from_replicas, stop), False
+        if (last := self._last_after(turn.policy)) is not None:
+            return _redirect(decision, decision.from_replicas,
+                             f"policy {last} decides on this target later in this tick, and {ONCE}"), True
+        return _floored(decision, turn.asks), False
+
+    def _last_after(self, policy: ScalingPolicy) -> str | None:
+        """The last policy that scales the same target and that the tick takes after `policy` (by name), if any."""
+        return max((other.name for other in self.state.policies() if other.target == policy.target
+                    and other.name > policy.name and _scales(other)), default=None)
 
     def _actuate(self, turn: PolicyTurn, decision: ScalingDecision, intent: ScalingEvent,
                  before: PolicyState) -> ScalingEvent:
@@ -171,6 +223,76 @@ class Enactor:
                                      detail=f"interrupted before completion: the target is at {replicas}")
         self.state.complete(pending.model_copy(update={"actuation": result}), state)
         return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}"
+
+
+NO_LOWER = "a target that several policies scale goes no lower than any of them asks for"
+ONCE = "a target that several policies scale is lowered once a tick, by the last of them, to the most any asks for"
+
+
+def _scales(policy: ScalingPolicy) -> bool:
+    """Whether the policy's decisions move its target (a dry run's, or a disabled power-based scaling's, do not)."""
+    return policy.mode == "enforce" and policy.power_based.enabled
+
+
+def _asked(policy: ScalingPolicy, decision: ScalingDecision) -> Ask:
+    """What a decision asks for: its count, or nothing when it holds without a recommendation (no telemetry)."""
+    blind = decision.action is ScaleAction.HOLD and decision.recommended_replicas is None
+    return Ask(policy.name, None if blind else decision.to_replicas, decision.to_replicas < decision.from_replicas)
+
+
+def _stopped(asks: tuple[Ask, ...]) -> str | None:
+    """Why the tick's earlier asks keep a scale-in from going through, if they do: one of their policies could not
+    decide, or asks for no fewer replicas."""
+    if (blind := next((ask for ask in asks if ask.count is None), None)) is not None:
+        return (f"policy {blind.policy} cannot decide in this tick, and a target that several policies scale is "
+                "not lowered while one of them cannot")
+    kept = [ask for ask in asks if not ask.lower]
+    return f"policy {_most(kept).policy} asks for {_most(kept).count} in this tick, and {NO_LOWER}" if kept else None
+
+
+def _floored(decision: ScalingDecision, asks: tuple[Ask, ...]) -> ScalingDecision:
+    """The tick's last scale-in on its target, no lower than the earlier scale-ins asked for."""
+    if not asks:
+        return decision
+    top = _most(asks)
+    if top.count is None or top.count <= decision.to_replicas:
+        return _noted(decision, f"it carries out the scale-in asked for earlier in this tick ({_listed(asks)}) as "
+                                f"far as every policy allows")
+    return _redirect(decision, top.count, f"policy {top.policy} asks for {top.count} in this tick, and {NO_LOWER}")
+
+
+def _dropped(turn: PolicyTurn) -> str | None:
+    """What the turn's event says of the tick's earlier scale-ins on its target that it stops, if it stops any (it
+    asks for no fewer replicas, or cannot decide)."""
+    if turn.ask is None or turn.ask.lower or not turn.asks or not all(ask.lower for ask in turn.asks):
+        return None
+    asked = "this policy cannot decide" if turn.ask.count is None else f"this policy asks for {turn.ask.count}"
+    return f"the scale-in asked for earlier in this tick ({_listed(turn.asks)}) is not carried out: {asked}"
+
+
+def _most(asks: list[Ask] | tuple[Ask, ...]) -> Ask:
+    """The ask for the most replicas (one that could not decide counts as none)."""
+    return max(asks, key=lambda ask: ask.count or 0)
+
+
+def _listed(asks: tuple[Ask, ...]) -> str:
+    return ", ".join(f"policy {ask.policy} to {ask.count}" for ask in asks)
+
+
+def _noted(decision: ScalingDecision, note: str | None) -> ScalingDecision:
+    return decision if note is None else decision.model_copy(update={"reason": f"{decision.reason}; {note}"})
+
+
+def _redirect(decision: ScalingDecision, to: int, why: str) -> ScalingDecision:
+    """A scale-in sent to `to` instead (a hold at its count, or a smaller scale-in), `why` leading the reason."""
+    moved = to != decision.from_replicas
+    head = f"{ScaleAction.SCALE_IN.value} {decision.from_replicas} -> {to}" if moved else \
+        f"hold at {decision.from_replicas}"
+    own = decision.reason.partition(": ")[2]
+    return decision.model_copy(update={
+        "action": ScaleAction.SCALE_IN if moved else ScaleAction.HOLD, "to_replicas": to,
+        "outside_change": decision.outside_change and moved,
+        "reason": f"{head}: {why} (would go to {decision.to_replicas}); {own}"})
 
 
 def _event(policy: ScalingPolicy, decision: ScalingDecision, actuation: ActuationResult, reason: str,

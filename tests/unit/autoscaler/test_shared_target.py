@@ -1,11 +1,14 @@
 """Two policies on one target within one tick: each write sets an absolute count, so a later policy decides from
 the count an earlier one set (autoscaler/intents.py `TickCounts`), with its power (read before that change)
-re-spread over it, and never lowers a count raised in the same tick."""
+re-spread over it, and never lowers a count raised in the same tick. A scale-in waits until every policy that
+scales the target has asked: the last of them lowers it once, to the most any asks for, and none while one asks
+for no fewer or cannot decide, so a target is never lowered and raised again in one tick."""
 
 from __future__ import annotations
 
 import pytest
 
+from autoscaler import intents
 from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.schema import ActuationStatus, ScaleAction
 from tests.unit.autoscaler.doubles import policy_data, write_power
@@ -94,3 +97,128 @@ def test_only_a_change_that_may_have_landed_moves_the_count(pair, failure, mode,
     a, b = controller.tick()
     assert a.actuation.status in (ActuationStatus.FAILED, ActuationStatus.DRY_RUN)
     assert (b.action, b.from_replicas) == (ScaleAction.HOLD, seen), b.reason
+
+
+# --- a scale-in is shared: the target is lowered once a tick, after every policy on it has asked --------------
+
+
+@pytest.fixture
+def at_eight(make, store):
+    """a-first (node n1) sorts before b-last (node n2): enforced measured-power policies (80/50 %) on one target at
+    8 replicas; `b` overrides b-last's policy fields."""
+    def build(a_watts: float, b_watts: float | None, **b):
+        controller, actuator = make(replicas=8)
+        controller.put_policy(policy_data("a-first", target=TARGET, nodes=["n1"], predictive_scaling=MEASURED))
+        controller.put_policy(policy_data("b-last", **{"target": TARGET, "nodes": ["n2"],
+                                                       "predictive_scaling": MEASURED, **b}))
+        write_power(store, {"n1": a_watts} | ({} if b_watts is None else {"n2": b_watts}))
+        return controller, actuator
+    return build
+
+
+LEFT_TO_B = "policy b-last decides on this target later in this tick"
+
+
+@pytest.mark.parametrize(("b_watts", "b_action", "calls"), [
+    pytest.param(700, ScaleAction.HOLD, [], id="b-holds-in-its-band-was-8-2-6"),
+    pytest.param(900, ScaleAction.SCALE_OUT, [("web", 9)], id="b-raises-was-8-2-6"),
+])
+def test_regression_a_scale_in_is_never_undone_by_a_later_policy_in_the_same_tick(at_eight, b_watts, b_action,
+                                                                                  calls):
+    """a-first lowered 8 -> 2 at once; b-last, deciding from 2 (its power re-spread: 280 % or 360 %), raised the
+    target again in the same tick, to 6 (its step limit): two actuations, four replicas stopped and started again,
+    and b-last's nodes still over its threshold. Now a-first's scale-in waits for b-last, which asks for 8 or 9: the
+    target is not lowered."""
+    controller, actuator = at_eight(a_watts=100, b_watts=b_watts)
+    a, b = controller.tick()
+    assert (a.action, a.from_replicas, a.to_replicas) == (ScaleAction.HOLD, 8, 8), a.reason
+    assert LEFT_TO_B in a.reason and "(would go to 2)" in a.reason
+    assert (b.action, b.from_replicas) == (b_action, 8), b.reason
+    assert "the scale-in asked for earlier in this tick (policy a-first to 2) is not carried out" in b.reason
+    assert actuator.calls == calls
+
+
+def test_regression_two_scale_ins_are_one_actuation_to_the_higher_count(at_eight):
+    """a-first lowered 8 -> 2, then b-last (120 % once re-spread over 2) raised it to 3. Both ask for fewer: the last
+    lowers the target once, to the higher count (b-last's 4)."""
+    controller, actuator = at_eight(a_watts=100, b_watts=300)
+    a, b = controller.tick()
+    assert (a.action, a.to_replicas) == (ScaleAction.HOLD, 8) and LEFT_TO_B in a.reason, a.reason
+    assert (b.action, b.from_replicas, b.to_replicas) == (ScaleAction.SCALE_IN, 8, 4), b.reason
+    assert "it carries out the scale-in asked for earlier in this tick (policy a-first to 2)" in b.reason
+    assert actuator.calls == [("web", 4)]
+    a, b = controller.tick()  # b-last's cooldown holds 4, so a-first's next scale-in is not carried out either
+    assert "lowered outside" not in a.reason and (b.action, b.to_replicas) == (ScaleAction.HOLD, 4), b.reason
+    assert actuator.calls == [("web", 4)]
+
+
+def test_regression_a_later_scale_in_goes_no_lower_than_an_earlier_policy_asks(at_eight):
+    """a-first lowered 8 -> 4, then b-last (its 10 % re-spread over 4: 20 %) lowered again to 2, under a-first's
+    load: a-first asks for 4, so the target goes to 4 once."""
+    controller, actuator = at_eight(a_watts=300, b_watts=100)
+    a, b = controller.tick()
+    assert (a.action, a.to_replicas) == (ScaleAction.HOLD, 8) and "(would go to 4)" in a.reason, a.reason
+    assert (b.action, b.from_replicas, b.to_replicas) == (ScaleAction.SCALE_IN, 8, 4), b.reason
+    assert "policy a-first asks for 4 in this tick" in b.reason and "(would go to 2)" in b.reason
+    assert actuator.calls == [("web", 4)]
+
+
+def test_regression_a_scale_in_holds_while_an_earlier_policy_needs_the_count(at_eight):
+    """a-first holds at 8 (70 %, in its band); b-last lowered 8 -> 2, putting a-first's load at 280 % per node."""
+    controller, actuator = at_eight(a_watts=700, b_watts=100)
+    a, b = controller.tick()
+    assert a.action is ScaleAction.HOLD, a.reason
+    assert (b.action, b.to_replicas) == (ScaleAction.HOLD, 8), b.reason
+    assert "policy a-first asks for 8 in this tick" in b.reason and "(would go to 2)" in b.reason
+    assert actuator.calls == []
+
+
+def test_regression_a_target_is_not_lowered_while_one_of_its_policies_cannot_decide(at_eight):
+    """b-last has no telemetry for its node: it cannot tell whether 2 replicas would overload it."""
+    controller, actuator = at_eight(a_watts=100, b_watts=None)
+    a, b = controller.tick()
+    assert a.action is ScaleAction.HOLD and LEFT_TO_B in a.reason, a.reason
+    assert b.action is ScaleAction.HOLD and "no power telemetry for node(s) n2" in b.reason, b.reason
+    assert "(policy a-first to 2) is not carried out: this policy cannot decide" in b.reason
+    assert actuator.calls == []
+
+
+def test_a_failed_turn_stops_the_scale_in_left_to_it(at_eight, monkeypatch):
+    controller, actuator = at_eight(a_watts=100, b_watts=300)
+
+    def decide(policy, *args):
+        if policy.name == "b-last":
+            raise RuntimeError("a bug")
+        return real(policy, *args)
+
+    real = intents.decide
+    monkeypatch.setattr(intents, "decide", decide)
+    a, b = controller.tick()
+    assert b.actuation.status is ActuationStatus.FAILED and "evaluation failed" in b.reason, b.reason
+    assert "(policy a-first to 2) is not carried out: this policy cannot decide" in b.reason
+    assert actuator.calls == []
+
+
+def test_every_earlier_scale_in_waits_for_the_last_policy_and_bounds_it(at_eight, store):
+    """a-first asks for 2 and b-last for 4: both hold, naming c-third, which lowers the target once to 4."""
+    controller, actuator = at_eight(a_watts=100, b_watts=300)
+    controller.put_policy(policy_data("c-third", target=TARGET, nodes=["n3"], predictive_scaling=MEASURED))
+    write_power(store, {"n3": 100})
+    a, b, c = controller.tick()
+    for held in (a, b):
+        assert held.action is ScaleAction.HOLD and "policy c-third decides on this target later" in held.reason
+    assert (c.action, c.from_replicas, c.to_replicas) == (ScaleAction.SCALE_IN, 8, 4), c.reason
+    assert "policy b-last asks for 4 in this tick" in c.reason
+    assert actuator.calls == [("web", 4)]
+
+
+@pytest.mark.parametrize("b_policy", [
+    pytest.param({"mode": "dry_run"}, id="dry-run"),
+    pytest.param({"power_based": {"enabled": False}}, id="power-based-scaling-disabled"),
+])
+def test_a_policy_that_never_scales_the_target_has_no_say(at_eight, b_policy):
+    controller, actuator = at_eight(a_watts=100, b_watts=700, **b_policy)
+    a, b = controller.tick()
+    assert (a.action, a.from_replicas, a.to_replicas) == (ScaleAction.SCALE_IN, 8, 2), a.reason
+    assert "not carried out" not in b.reason
+    assert actuator.calls == [("web", 2)]
