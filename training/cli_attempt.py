@@ -7,6 +7,12 @@ before it trains, holds it to its end, and publishes and activates only while it
 `HEARTBEAT_S`; a run whose process died frees the model once silent for `SILENT_AFTER_S`, and is failed by the
 API's listing or the model's next command-line run. A model another attempt holds is refused (ModelBusy), naming
 that attempt, before anything is trained.
+
+Once `train` has returned, its version is registered and the run has succeeded, whatever comes after (only a verdict
+given first, failing it as stopped, stands in its record): should its outcome fail (`outcome(result)` raising, or
+Ctrl-C / SIGTERM just then), the record names the version without its scores; a record that cannot be written, or a
+lock that cannot be freed, is a warning (a lock left by a finished run is taken over by the next attempt at once,
+one left by a run still recorded as running once that run is silent).
 """
 
 from __future__ import annotations
@@ -20,19 +26,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from core.records import RecordNotFound, RecordStore
 from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.flux import FluxQueryError
-from training.retrain_attempt import RETRAIN_RETENTION_S, AttemptOutcome, heartbeat, public_message
+from training.retrain_attempt import (
+    RETRAIN_RETENTION_S,
+    AttemptOutcome,
+    Result,
+    end_attempt,
+    free_model,
+    heartbeat,
+    public_message,
+    recorded_outcome,
+    registered_outcome,
+)
 from training.retrain_data import JobRecordsData, TrainingData
 from training.retrain_lock import SILENT_AFTER_S, HeldRegistry, ModelBusy, RetrainLocks, RetrainRunning, silent
 
 logger = logging.getLogger(__name__)
 
-Result = TypeVar("Result")
 CLI_TRIGGER = "cli"
 CLI_STOPPED = (f"stopped: its command line gave no sign of life for {SILENT_AFTER_S // 60} min (its process died or "
                "was killed); run it again")
@@ -53,14 +68,15 @@ class CliRun:
 
     def run(self, train: Callable[[ModelRegistry], Result], outcome: Callable[[Result], AttemptOutcome]) -> Result:
         """`train(held)` as a recorded attempt holding the model's retrain lock: `held` is the registry publishing
-        and activating only while the run holds the model. The record ends with `outcome(result)` or the error,
-        and the lock is freed, whatever happens.
+        and activating only while the run holds the model. The record ends with the error, or, once `train`
+        returned, succeeded with `outcome(result)` (recorded_outcome); the lock is freed (free_model), whatever
+        happens.
 
         Raises:
             ModelBusy: another attempt holds the model (nothing is recorded).
-            OSError: the records or the lock cannot be read or written.
+            OSError: the records or the lock cannot be read or written when the run starts.
             AttemptStopped: the run lost the model (silent too long, taken over); the registry is left as it is.
-            Whatever `train` raises, once recorded.
+            Whatever `train` raises, once recorded; KeyboardInterrupt or SystemExit (SIGTERM) when stopped.
         """
         records = RecordStore(self.state_path, "retrain", retention_s=RETRAIN_RETENTION_S)
         locks = RetrainLocks(records)
@@ -69,7 +85,7 @@ class CliRun:
             with _terminate_as_exit():
                 return self._run(locks, job_id, train, outcome)
         finally:
-            locks.release(self.model_id, job_id)
+            free_model(locks, self.model_id, job_id)
 
     def _take(self, records: RecordStore, locks: RetrainLocks) -> str:
         """Record the run and take the model's lock; the run's id. Raises ModelBusy naming the holder."""
@@ -93,11 +109,14 @@ class CliRun:
         try:
             with heartbeat(locks, self.model_id, job_id):
                 result = train(HeldRegistry(self.registry, locks, self.model_id, job_id))
-                done = outcome(result)
         except BaseException as exc:  # incl. Ctrl-C: the record says how the run ended, then the error goes on
             _end(locks, self.model_id, job_id, status="failed", message=self._failure(exc))
             raise
-        _end(locks, self.model_id, job_id, status="succeeded", **done.model_dump(mode="json"))
+        done = registered_outcome(self.tool, result, "interrupted")  # the record's, should the run be stopped now
+        try:
+            done = recorded_outcome(self.tool, result, outcome)
+        finally:  # the version is registered: the run succeeded, even when stopped now
+            _end(locks, self.model_id, job_id, status="succeeded", **done.model_dump(mode="json"))
         return result
 
     def _failure(self, exc: BaseException) -> str:
@@ -130,14 +149,13 @@ def _terminate_as_exit() -> Iterator[None]:
 
 
 def _end(locks: RetrainLocks, model_id: str, job_id: str, **fields: Any) -> None:
-    """Record how the run ended, unless someone already gave a verdict on it (failed it as stopped)."""
+    """Record how the run ended, unless someone already gave a verdict on it (failed it as stopped); a record that
+    cannot be written is a warning (the run then reads as running, and as stopped once silent)."""
     try:
-        try:
-            recorded = locks.beat(model_id, job_id, **fields)
-        except OSError:  # the lock cannot be read just now: record the end unless a verdict came first
-            recorded = locks.record_if_unfinished(job_id, **fields)
+        recorded = end_attempt(locks, model_id, job_id, **fields)
     except OSError as exc:
-        logger.warning("retrain run %s: its end was not recorded: %s", job_id, exc)
+        logger.warning("retrain run %s: its end (%s: %s) was not recorded: %s; it reads as stopped once silent for "
+                       "%d min", job_id, fields["status"], fields.get("message"), exc, SILENT_AFTER_S // 60)
         return
     if not recorded:
         logger.warning("retrain run %s: no longer holds %s; its record is left as it is", job_id, model_id)

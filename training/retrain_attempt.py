@@ -1,11 +1,16 @@
 """One retraining attempt, run and recorded the same way whoever started it (the API, the scheduler; a training
 command line records its run with training/cli_attempt.py).
 
-The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a
-succeeded one holds the version it registered, the decision and its reason, the new version's held-out scores
-(`challenger`), the active version's score on the very same held-out data (`champion`) and the data span. The
-model's retrain lock (training/retrain_lock.py) is released when the attempt ends, whatever happened; while it
-runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died is known to have stopped.
+The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a succeeded
+one holds the version it registered, the decision and its reason, the new version's held-out scores (`challenger`),
+the active version's score on the very same held-out data (`champion`) and the data span. An attempt that registered
+its version has succeeded, whatever fails after (only a verdict given first, failing it as stopped, stands): should
+its scores not be read (the version's metadata unreadable just now), its record names the version, the decision and
+the activation without them and says so (`message`); a record that cannot be written, or a lock that cannot be
+released, is a logged warning. The model's retrain lock (training/retrain_lock.py) is released when the attempt
+ends; one left behind is taken over by the next attempt, at once when the record has ended, else once the record is
+silent. While it runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died (or whose end
+could not be recorded) is known to have stopped.
 Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
 `KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """
@@ -14,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,16 +83,36 @@ class AttemptOutcome(BaseModel):
     message: str | None = None
 
 
+class Registered(Protocol):
+    """What a retraining's result says of the version it registered (RetrainResult, CostRetrainResult)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def decision(self) -> Decision: ...
+
+    @property
+    def activated(self) -> bool: ...
+
+
+Result = TypeVar("Result", bound=Registered)
+
+
 def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
                 spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry, *,
                 keep_versions: int | None = None) -> str:
-    """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns the final
-    status. The lock is released at the end. After a success, `keep_versions` (None: keep all) prunes the model's
-    versions (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk."""
+    """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns its status
+    ("succeeded" once it registered its version, even when its record could not be written). The lock is released
+    at the end (free_model). After a success, `keep_versions` (None: keep all) prunes the model's versions
+    (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk."""
     try:
         status = _run(records, job_id, data, spec, registry)
     finally:
-        RetrainLocks(records).release(spec.model_id, job_id)
+        free_model(RetrainLocks(records), spec.model_id, job_id)
     if status == "succeeded" and keep_versions is not None:
         try:
             registry.prune(spec.model_id, keep_versions)
@@ -152,15 +177,37 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
         return "failed"
     try:
-        recorded = locks.beat(spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
-    except OSError as exc:  # the lock cannot be read just now: record the outcome unless a verdict came first
-        logger.warning("retrain attempt %s: lock unreadable at the end (%s); recording the outcome", job_id, exc)
-        recorded = locks.record_if_unfinished(job_id, status="succeeded", **outcome.model_dump(mode="json"))
+        recorded = end_attempt(locks, spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
+    except OSError as exc:  # the version is registered all the same; the record reads as stopped once silent
+        logger.warning("retrain attempt %s registered version %s, but its record could not be written: %s", job_id,
+                       outcome.registered_version, exc)
+        return "succeeded"
     if not recorded:
         logger.warning("retrain attempt %s registered version %s after it was failed as stopped; its record is left "
                        "as it is", job_id, outcome.registered_version)
         return "failed"
     return "succeeded"
+
+
+def end_attempt(locks: RetrainLocks, model_id: str, job_id: str, **fields: Any) -> bool:
+    """Record how the attempt ended, unless someone already gave a verdict on it (failed it as stopped, took the
+    model over): False then. Raises OSError when the record cannot be written."""
+    try:
+        return locks.beat(model_id, job_id, **fields)
+    except OSError as exc:  # the lock cannot be read just now: record the end unless a verdict came first
+        logger.warning("retrain attempt %s: lock or record unreadable at the end (%s); recording its end unless a "
+                       "verdict came first", job_id, exc)
+        return locks.record_if_unfinished(job_id, **fields)
+
+
+def free_model(locks: RetrainLocks, model_id: str, job_id: str) -> None:
+    """Release the attempt's lock on the model. One that cannot be released (OSError) is logged and left: the next
+    attempt takes it over, at once when this attempt's record has ended, else once it is silent."""
+    try:
+        locks.release(model_id, job_id)
+    except OSError as exc:
+        logger.warning("retrain attempt %s: its lock on %s was not released (%s); the next attempt takes it over",
+                       job_id, model_id, exc)
 
 
 def public_message(text: str, data: TrainingData | JobRecordsData, registry: ModelRegistry) -> str:
@@ -176,15 +223,37 @@ def public_message(text: str, data: TrainingData | JobRecordsData, registry: Mod
 def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
             registry: ModelRegistry) -> AttemptOutcome:
     """Retrain the power forecaster (a RetrainSpec, on telemetry) or the cost model (a CostRetrainSpec, on job
-    records). Raises what retrain_power / retrain_cost raise."""
+    records); the outcome of the version registered (recorded_outcome). Raises what retrain_power / retrain_cost
+    raise."""
     if isinstance(spec, CostRetrainSpec):
         if not isinstance(data, JobRecordsData):
             raise TypeError("the cost model trains on job records")
         catalog = spec.catalog or default_catalog()
-        return cost_outcome(retrain_cost(lambda: data.records(catalog), spec, registry=registry))
+        return recorded_outcome("train_gbm", retrain_cost(lambda: data.records(catalog), spec, registry=registry),
+                                cost_outcome)
     if not isinstance(data, TrainingData):
         raise TypeError("the power forecaster trains on telemetry")
-    return power_outcome(retrain_power(data.frames(), spec, registry=registry), registry)
+    return recorded_outcome("train_lstm", retrain_power(data.frames(), spec, registry=registry),
+                            lambda result: power_outcome(result, registry))
+
+
+def recorded_outcome(tool: str, result: Result, outcome: Callable[[Result], AttemptOutcome]) -> AttemptOutcome:
+    """`outcome(result)`; should that fail (e.g. the new version's metadata unreadable just now), the version
+    `result` registered without its scores (registered_outcome), and a warning: registered, it stays a success."""
+    try:
+        return outcome(result)
+    except Exception as exc:  # noqa: BLE001 - the version is in the registry: not a failure
+        logger.warning("%s: registered %s version %d, but its scores could not be recorded: %s: %s", tool,
+                       result.model_id, result.version, type(exc).__name__, exc)
+        return registered_outcome(tool, result, type(exc).__name__)
+
+
+def registered_outcome(tool: str, result: Registered, cause: str) -> AttemptOutcome:
+    """The outcome of the version `result` registered, without its scores (`cause`: why they are missing)."""
+    state = "activated" if result.activated else "NOT activated"
+    return AttemptOutcome(registered_version=result.version, decision=result.decision, activated=result.activated,
+                          message=f"{tool}: registered {result.model_id} version {result.version} ({state}); its "
+                                  f"scores could not be recorded ({cause})")
 
 
 def power_outcome(result: RetrainResult, registry: ModelRegistry) -> AttemptOutcome:

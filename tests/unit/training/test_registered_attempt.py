@@ -1,0 +1,183 @@
+"""A retraining that registered its version has succeeded, whatever fails after: its outcome not computed (the new
+version's metadata unreadable), its record not written, its lock not freed. The record and the command line's exit
+say the version was registered, naming it; a warning says what was not done; a lock left behind never blocks the
+next attempt for good. No Ray, nothing trained but by train_gbm (seconds)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from core.records import RecordStore
+from core.registry import ModelRegistry
+from training import retrain_attempt, train_gbm
+from training.cli_attempt import CliRun
+from training.retrain_attempt import AttemptOutcome, run_attempt
+from training.retrain_data import TrainingData
+from training.retrain_lock import RetrainLocks
+
+UNREADABLE = OSError(5, "Input/output error")
+
+
+def weights(tmp_path):
+    source = tmp_path / "weights"
+    source.mkdir(exist_ok=True)
+    (source / "w.bin").write_bytes(b"0")
+    return source
+
+
+def publishes(tmp_path):
+    """A training that publishes and activates a version of "m" through the registry it is given; its result."""
+    def train(held: ModelRegistry) -> SimpleNamespace:
+        version = held.publish("m", weights(tmp_path), model_type="lstm").version
+        return SimpleNamespace(model_id="m", version=version, decision="no_incumbent", activated=True)
+
+    return train
+
+
+def fails(exc: BaseException):
+    def outcome(*_args):
+        raise exc
+
+    return outcome
+
+
+def only_record(records: RecordStore) -> dict:
+    [record] = records.newest(10)
+    return record
+
+
+def cli_run(tmp_path) -> CliRun:
+    return CliRun("train_lstm", "m", TrainingData(source="store"), str(tmp_path / "state"),
+                  ModelRegistry(tmp_path / "models"))
+
+
+def test_a_cli_run_whose_outcome_fails_after_publishing_succeeds_naming_the_version(tmp_path, caplog):
+    """Regression: the run was recorded as failed (and the command line exited 2) though its version was active."""
+    with caplog.at_level(logging.WARNING):
+        result = cli_run(tmp_path).run(publishes(tmp_path), fails(UNREADABLE))
+    assert result.version == 1 and ModelRegistry(tmp_path / "models").active_version("m") == 1
+    records = RecordStore(tmp_path / "state", "retrain")
+    record = only_record(records)
+    assert {"status": "succeeded", "registered_version": 1, "decision": "no_incumbent", "activated": True,
+            "challenger": None}.items() <= record.items()
+    assert record["message"] == "train_lstm: registered m version 1 (activated); its scores could not be recorded " \
+                                "(OSError)"
+    assert "registered m version 1, but its scores could not be recorded: OSError" in caplog.text
+    assert RetrainLocks(records).holder("m") is None
+
+
+def test_a_cli_run_stopped_after_publishing_is_recorded_as_registered(tmp_path):
+    """Regression: Ctrl-C (or SIGTERM) between the publication and the record failed the run as interrupted."""
+    with pytest.raises(KeyboardInterrupt):
+        cli_run(tmp_path).run(publishes(tmp_path), fails(KeyboardInterrupt()))
+    records = RecordStore(tmp_path / "state", "retrain")
+    record = only_record(records)
+    assert (record["status"], record["registered_version"]) == ("succeeded", 1)
+    assert record["message"].endswith("its scores could not be recorded (interrupted)")
+    assert RetrainLocks(records).holder("m") is None
+
+
+def unreleasable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RetrainLocks, "release", fails(UNREADABLE))
+
+
+def gbm(tmp_path, state) -> int:
+    return train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models"), "--state-path", str(state)])
+
+
+@pytest.mark.parametrize("fault", ["outcome", "release"])
+def test_train_gbm_exits_0_naming_its_version_when_what_follows_the_publication_fails(
+        fault, tmp_path, monkeypatch, capsys, caplog):
+    """Regression: exit 2 ("train_gbm: error: ...") after the version was registered and activated; a lock it could
+    not free is taken over by the next run at once (its record has ended)."""
+    state = tmp_path / "state"
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING):
+        if fault == "outcome":
+            patch.setattr("training.train_gbm.cost_outcome", fails(UNREADABLE))
+        else:
+            unreleasable(patch)
+        assert gbm(tmp_path, state) == 0
+    err = capsys.readouterr().err
+    assert "train_gbm: registered cost_gbm version 1" in err and "error" not in err
+    warned = ("registered cost_gbm version 1, but its scores could not be recorded" if fault == "outcome" else
+              "its lock on cost_gbm was not released")
+    assert warned in caplog.text
+    records = RecordStore(state, "retrain")
+    first = only_record(records)
+    assert (first["status"], first["registered_version"], first["activated"]) == ("succeeded", 1, True)
+    assert RetrainLocks(records).holder("cost_gbm") == (first["id"] if fault == "release" else None)
+    assert gbm(tmp_path, state) == 0  # not refused: the lock left behind is stale
+    assert ModelRegistry(tmp_path / "models").versions("cost_gbm") == [1, 2]
+    assert RetrainLocks(records).holder("cost_gbm") is None
+
+
+def service_attempt(tmp_path) -> tuple[RecordStore, str]:
+    """A recorded attempt holding model "m", as the API or the scheduler starts one."""
+    records = RecordStore(tmp_path / "state", "retrain")
+    job = records.create({"status": "pending", "model_id": "m", "trigger": "api"})["id"]
+    RetrainLocks(records).acquire("m", job)
+    return records, job
+
+
+def attempt(tmp_path, records: RecordStore, job: str) -> str:
+    data = TrainingData(source="csv", path=str(tmp_path / "unread.csv"), label="unread.csv")
+    spec = SimpleNamespace(model_id="m")
+    return run_attempt(records, job, data, spec, ModelRegistry(tmp_path / "models"),  # type: ignore[arg-type]
+                       keep_versions=5)
+
+
+def test_a_service_attempt_whose_outcome_fails_after_publishing_succeeds_naming_the_version(tmp_path, monkeypatch):
+    """Regression: power_outcome's error after the publication failed the attempt ("train_lstm: error: ...")."""
+    monkeypatch.setattr(retrain_attempt, "retrain_power",
+                        lambda _frames, _spec, registry: publishes(tmp_path)(registry))
+    monkeypatch.setattr(retrain_attempt, "power_outcome", fails(UNREADABLE))
+    records, job = service_attempt(tmp_path)
+    assert attempt(tmp_path, records, job) == "succeeded"
+    record = records.get(job)
+    assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= record.items()
+    assert record["message"] == "train_lstm: registered m version 1 (activated); its scores could not be recorded " \
+                                "(OSError)"
+    assert RetrainLocks(records).holder("m") is None
+
+
+def publishes_outcome(tmp_path):
+    def retrain(_data, _spec, held: ModelRegistry) -> AttemptOutcome:
+        return AttemptOutcome(registered_version=publishes(tmp_path)(held).version, decision="no_incumbent",
+                              activated=True)
+
+    return retrain
+
+
+def test_a_service_attempt_whose_lock_cannot_be_freed_succeeds_and_the_next_takes_the_model(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """Regression: run_attempt raised the OSError (the scheduler's step "failed", old versions were not pruned)."""
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes_outcome(tmp_path))
+    unreleasable(monkeypatch)
+    records, job = service_attempt(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert attempt(tmp_path, records, job) == "succeeded"
+    assert f"retrain attempt {job}: its lock on m was not released" in caplog.text
+    assert records.get(job)["status"] == "succeeded" and RetrainLocks(records).holder("m") == job
+    _, nxt = service_attempt(tmp_path)  # taken over at once: the holder's record has ended
+    assert RetrainLocks(records).holder("m") == nxt
+
+
+def test_a_service_attempt_whose_record_cannot_be_ended_still_succeeds(tmp_path, monkeypatch, caplog):
+    """Regression: run_attempt raised the OSError; the record, left running, reads as stopped once silent."""
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes_outcome(tmp_path))
+    records, job = service_attempt(tmp_path)
+    update = RecordStore.update
+
+    def unwritable_end(self, job_id, **fields):
+        if fields.get("status") == "succeeded":
+            raise UNREADABLE
+        return update(self, job_id, **fields)
+
+    monkeypatch.setattr(RecordStore, "update", unwritable_end)
+    with caplog.at_level(logging.WARNING):
+        assert attempt(tmp_path, records, job) == "succeeded"
+    assert f"retrain attempt {job} registered version 1, but its record could not be written" in caplog.text
+    assert records.get(job)["status"] == "running" and RetrainLocks(records).holder("m") is None
