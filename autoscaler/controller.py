@@ -11,7 +11,8 @@ read before that change, re-spread over that count). Every policy gets an event 
 policy's failure is an event for that policy and never stops the others; a stored policy that no longer validates
 is logged and skipped.
 Each tick also scores earlier forecasts against the power stored since (autoscaler/live_tracker.py); a node whose
-live interval coverage collapsed falls back to measured power, the event saying why.
+live interval coverage collapsed falls back to measured power, the event saying why. A policy's peak bound is
+corrected online by how often its earlier bounds were exceeded (autoscaler/policy_bounds.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from autoscaler.forecast_view import ForecastView
 from autoscaler.intents import Enactor, PolicyTurn, TickCounts
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
+from autoscaler.policy_bounds import PolicyBounds
 from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
@@ -102,6 +104,7 @@ class ScalingController:
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
         self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
+        self.bounds = PolicyBounds()
         self._saved_fallen: dict[tuple[str, str], datetime] = {}
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
@@ -133,9 +136,11 @@ class ScalingController:
         read_at = self.clock()
         self.live.score(latest, now)
         self._read_replicas(turns)
+        self.bounds.retain(item.policy.name for item in turns)
         for item in turns:
             try:
                 self._observe(item, latest, store_problem)
+                self.bounds.observe(item.policy, item.observation, now)
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
@@ -288,6 +293,9 @@ class ScalingController:
                     item.forecast, item.confidence = _view(item.policy, found)
                     if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
+                    else:
+                        item.forecast = self.bounds.correct(item.policy, item.forecast, item.replicas, now,
+                                                            shape.step_s)
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 

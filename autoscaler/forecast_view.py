@@ -32,10 +32,20 @@ class ForecastView(BaseModel):
     peak_bound: bool = False
     window_s: int | None = Field(None, ge=0)
     reason: str | None = None
+    spread_factor: float | None = Field(None, gt=0)  # the bound's spread stretched online (autoscaler.peak_tracking)
 
     @classmethod
     def unavailable(cls, reason: str) -> ForecastView:
         return cls(calibrated=False, reason=reason)
+
+    def spread(self, factor: float) -> ForecastView:
+        """The bound's distance above the expected peak scaled by `factor` (online: U' = E + f (U - E))."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"the spread factor ({factor}) must be a finite number > 0")
+        bounds = [expected + factor * max(bound - expected, 0.0)
+                  for bound, expected in zip(self.upper_quantile_per_node_watts, self.expected_per_node_watts,
+                                             strict=True)]
+        return self.model_copy(update={"upper_quantile_per_node_watts": bounds, "spread_factor": factor})
 
     @classmethod
     def from_interval(cls, median: Sequence[Sequence[float]], upper: Sequence[Sequence[float]], *,

@@ -56,6 +56,8 @@ class PredictiveScalingConfig(FiniteSection):
     enabled: bool = True
     lookahead_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
     confidence_threshold: float = Field(0.8, gt=0, lt=1)
+    online_bound: bool = Field(True, description="correct the forecast's peak bound online by how often this "
+                                                 "policy's earlier bounds were exceeded (autoscaler/peak_tracking.py)")
 
 
 class LiveAccuracyConfig(FiniteSection):

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from autoscaler.peak_tracking import PeakTracker
 from autoscaler.schema import ScalingPolicy
 from autoscaler.sim_forecast import ReplayData
-from autoscaler.trace_replay import DemandModel, RunMetrics, reactive, simulate_series, with_margin
+from autoscaler.trace_replay import DemandModel, RunMetrics, RunResult, reactive, simulate_series, with_margin
 
 RUNS = ("predictive", "reactive", "reactive_margin")
 
@@ -29,7 +30,10 @@ def window_steps(policy: ScalingPolicy, step_s: int) -> int:
 
 def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_s: int, actuation_delay_s: int,
            margin: float) -> dict[str, Any]:
-    """The three runs over every test series, summed, and every replayed step (`steps`).
+    """The three runs over every test series, summed, and every replayed step (`steps`). The predictive run replays
+    the series in time order, its online peak correction (autoscaler.peak_tracking) going on from one series to the
+    next as a controller's would; a series that starts before the last one it would follow has ended starts its own
+    (so no bound learns from an outcome later than itself).
 
     Raises:
         ValueError: the margin leaves no scale-out threshold, or the forecaster does not reach the risk window.
@@ -38,11 +42,22 @@ def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_
     leads = window_steps(policy, step_s)
     totals = {name: RunMetrics() for name in RUNS}
     steps: list[dict[str, Any]] = []
-    for series in data.series:
+    predicted: dict[int, RunResult] = {}
+    level = policy.predictive_scaling.confidence_threshold
+    shared, shared_until = PeakTracker(level), None
+    for index in sorted(range(len(data.series)), key=lambda n: data.series[n].times[0]):
+        series = data.series[index]
+        follows = shared_until is None or series.times[0] >= shared_until  # nothing it learns from lies ahead
+        predicted[index] = simulate_series(
+            policy, model, series.times, series.trace_watts, step_s=step_s, actuation_delay_s=actuation_delay_s,
+            forecast=data.forecast_fn(series, leads), coverage=data.coverage,
+            peak_tracker=shared if follows else PeakTracker(level))
+        if follows:
+            shared_until = series.times[-1]
+    for index, series in enumerate(data.series):
         common = {"model": model, "times": series.times, "trace_watts": series.trace_watts, "step_s": step_s,
                   "actuation_delay_s": actuation_delay_s}
-        runs = {"predictive": simulate_series(policy, forecast=data.forecast_fn(series, leads),
-                                              coverage=data.coverage, **common),
+        runs = {"predictive": predicted[index],
                 "reactive": simulate_series(reactive(policy), **common),
                 "reactive_margin": simulate_series(margined, **common)}
         for name, run in runs.items():

@@ -10,12 +10,14 @@ change takes effect `actuation_delay_s` later, on the first step that starts the
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from autoscaler.decision import PolicyState, decide
 from autoscaler.forecast_view import ForecastView
+from autoscaler.peak_tracking import PeakTracker
 from autoscaler.schema import PowerObservation, ScalingPolicy
 
 
@@ -141,13 +143,52 @@ def delay_problem(step_s: int, actuation_delay_s: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _WaitingBound:
+    """A decision's bound (per-node watts at `replicas`) over the steps origin + 1 .. `last` of the series."""
+
+    origin: int
+    last: int
+    bound: float
+    replicas: int
+
+
+class _BoundOutcomes:
+    """The replay's side of the online peak correction (autoscaler.peak_tracking): each bound the predictive run
+    decided on is scored once its window's last step has been read, against the window's highest demand at the
+    replica count the bound was made for (the demand, not the power the run's own changes left on a node)."""
+
+    def __init__(self, tracker: PeakTracker):
+        self.tracker = tracker
+        self._waiting: deque[_WaitingBound] = deque()
+
+    def correct(self, view: ForecastView) -> ForecastView:
+        return view.spread(self.tracker.factor) if view.calibrated and view.upper_quantile_per_node_watts else view
+
+    def wait(self, origin: int, view: ForecastView, leads: int, replicas: int) -> None:
+        if view.calibrated and view.upper_quantile_per_node_watts:
+            self._waiting.append(_WaitingBound(origin, origin + leads, max(view.upper_quantile_per_node_watts),
+                                               replicas))
+
+    def score(self, now: int, model: DemandModel, trace_watts: Sequence[float]) -> None:
+        """Learn from every bound whose window ends at step `now` or before (step `now` has been read)."""
+        while self._waiting and self._waiting[0].last <= now:
+            done = self._waiting.popleft()
+            if done.last < len(trace_watts):
+                peak = max(trace_watts[done.origin + 1:done.last + 1])
+                self.tracker.learn(done.bound, model.per_node(peak, done.replicas))
+
+
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
                     trace_watts: Sequence[float], *, step_s: int, actuation_delay_s: int,
-                    forecast: ForecastFn | None = None, coverage: float = 0.8) -> RunResult:
+                    forecast: ForecastFn | None = None, coverage: float = 0.8,
+                    peak_tracker: PeakTracker | None = None) -> RunResult:
     """Replay one gap-free series step by step; each step holds its power for `step_s` seconds.
 
     At each step pending changes due by now take effect, the step is accounted, then the policy decides
-    on the measured per-node power (age 0) and, when `forecast` gives one, the forecast view.
+    on the measured per-node power (age 0) and, when `forecast` gives one, the forecast view. With the policy's
+    `online_bound` the view's bound is corrected online by the outcomes of the earlier bounds (autoscaler.peak_tracking)
+    that `peak_tracker` learned from (series replayed one after another in time share one; default: a new one).
     """
     if problem := delay_problem(step_s, actuation_delay_s):
         raise ValueError(f"actuation delay {problem}")
@@ -159,6 +200,8 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     replicas = initial_replicas(policy, model, trace_watts[0])
     pending: list[tuple[datetime, int]] = []
     state = PolicyState()
+    online = policy.predictive_scaling.enabled and policy.predictive_scaling.online_bound
+    outcomes = _BoundOutcomes(peak_tracker or PeakTracker(level)) if online else None
     result = RunResult()
     metrics = result.metrics
     for i, (now, watts) in enumerate(zip(times, trace_watts, strict=True)):
@@ -180,6 +223,11 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
             interval = forecast(i) if forecast is not None else None
             view = (forecast_view(model, interval, replicas, coverage=coverage, level=level, step_s=step_s)
                     if interval is not None else ForecastView.unavailable("no forecast window at this step"))
+            if outcomes is not None:
+                outcomes.score(i, model, trace_watts)
+                view = outcomes.correct(view)
+                if interval is not None:
+                    outcomes.wait(i, view, len(interval.median), replicas)
         observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=0.0,
                                        replicas=replicas)
         decision = decide(policy, observation, view, state, now)
