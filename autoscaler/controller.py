@@ -2,17 +2,18 @@
 
 `ScalingController` is plain Python (the Ray actor in autoscaler/actor.py wraps it), so the tick is tested and
 benchmarked without a cluster. A tick first takes or renews the lease in the state file: only the holder acts
-(another controller on the same file logs who holds it and waits; the lease expires after `lease_ttl_s`,
-a few tick intervals, so a successor takes over when the holder stops renewing). It then reads the latest power
-of every node once, builds the forecast inputs of every predictive policy and sends them to the forecaster as
-one batch, then decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before
-the actuation; a policy decides from the count an earlier policy of the tick set on the same target, its power,
-read before that change, re-spread over that count). Every policy gets an event every tick, holds included. One
-policy's failure is an event for that policy and never stops the others; a stored policy that no longer validates
-is logged and skipped.
-Each tick also scores earlier forecasts against the power stored since (autoscaler/live_tracker.py); a node whose
-live interval coverage collapsed falls back to measured power, the event saying why. A policy's peak bound is
-corrected online by how often its earlier bounds were exceeded (autoscaler/policy_bounds.py).
+(another controller on the same file logs who holds it and waits; the lease expires after `lease_ttl_s`, a few tick
+intervals, so a successor takes over when the holder stops renewing). It then reads the latest power of every node
+once, builds the forecast inputs of every predictive policy and sends them to the forecaster as one batch, then
+decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before the actuation; a policy
+decides from the count an earlier policy of the tick set on the same target, its power, read before that change,
+re-spread over that count; a raise is carried out at once, and a target several policies scale is lowered only by
+the last of them, once, to the most any of them asks for). Every policy gets an event every tick, holds included.
+One policy's failure is an event for that policy and never stops the others; a stored policy that no longer
+validates is logged and skipped. Each tick also scores earlier forecasts against the power stored since
+(autoscaler/live_tracker.py); a node whose live interval coverage collapsed falls back to measured power, the event
+saying why. A policy's peak bound is corrected online by how often its earlier bounds were exceeded
+(autoscaler/policy_bounds.py).
 """
 
 from __future__ import annotations
