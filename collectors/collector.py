@@ -44,7 +44,8 @@ class Collector:
     def __init__(self, node_id: str, sources: list[TelemetrySource], store: TelemetryStore | None,
                  settings: TelemetryConfig, *, start: bool = True, store_key: str | None = None):
         """`store` None: export gauges only (the telemetry already reaches a read-only store, e.g. Prometheus).
-        `store_key` names the store (the store actor's fingerprint) in what is spilled before it answers."""
+        `store_key` names the store (collectors/supervisor.py `store_key`: the store actor's fingerprint and the store
+        its settings reach) in what is spilled before it answers."""
         self.node_id = node_id
         self.store = store
         self.sources = sources

@@ -31,8 +31,8 @@ class ReplaySettings(BaseModel):
 
 def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
                           store: str | None = None) -> str:
-    """The digest of the settings a collector is started with; `store` is the store actor's
-    (collectors/store_actor.py `store_fingerprint`): a collector outlives no change of store."""
+    """The digest of the settings a collector is started with; `store` names the resolved store
+    (collectors/supervisor.py `store_key`): a collector outlives no change of store."""
     return settings_digest(config_data, selected, replay, store)
 
 
@@ -40,8 +40,8 @@ class CollectorActor:
     """Actor body: builds this node's sources (or a replay) and runs a Collector over them into the store actor.
 
     `config_data` is the head's collector config; this node's own GPU_MONITORING_ENABLED and IPMI_HOSTS win over
-    it, and its NodeSettings (NODE_NAME, IPMI_BMC_MAP_FILE, ...) are read here, on the node. `store`: the store
-    actor's fingerprint, part of this collector's own.
+    it, and its NodeSettings (NODE_NAME, IPMI_BMC_MAP_FILE, ...) are read here, on the node. `store` names the store
+    the store actor's settings reach (collectors/supervisor.py `store_key`), part of this collector's own fingerprint.
     """
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,

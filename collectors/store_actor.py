@@ -4,7 +4,8 @@ like the other singletons: the embedded store's file lies on the head's disk, an
 Collectors on every node push batches to the actor; the API reads windows and latest values from it. The
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
 safe to call from several threads: the actor answers up to MAX_CONCURRENT_CALLS calls at once.
-A redeploy with other store settings replaces the actor (`start_store_actor`).
+A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
+its settings reach, for the collectors (collectors/supervisor.py `store_key`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import ray
 
 from core.actors import HEAD, find_actor, keep_unchanged, kill_and_wait, settings_digest
 from core.names import NAMESPACE, STORE_ACTOR
+from core.settings import ConfigError
 from core.stores.base import NodeLatest
 from core.stores.factory import create_store
 from core.stores.settings import StoreSettings
 from core.telemetry import TelemetrySample
 
 CALL_TIMEOUT_S = 15.0
+UNRESOLVED = "unresolved"  # `store_identity` of settings that do not resolve
 MAX_CONCURRENT_CALLS = 8  # a long read (weeks of a node for a retraining) must not hold the collectors' writes up
 
 
@@ -78,6 +81,20 @@ def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
 
 def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
     """The digest of the actor's arguments and of how it runs (an actor that answered one call at a time, started
-    by an earlier version, is replaced); the collector supervisor and its collectors carry it in theirs, so a change
-    of store replaces them too (whether a collector writes is decided once, against the store it started with)."""
+    by an earlier version, is replaced). It names the arguments, not the store they reach (None: the environment):
+    the collector supervisor and its collectors carry it with `store_identity` (collectors/supervisor.py
+    `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
+    store it started with)."""
     return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)
+
+
+def store_identity(settings: Mapping[str, str] | None, config_path: str | None) -> str:
+    """A short digest of the store the actor's arguments reach (`StoreSettings.identity`: the backend and where it
+    is, over this process's environment and the config file's contents), resolved here as the actor resolves it:
+    the app that starts the actor runs on the head, with its environment. UNRESOLVED when they do not resolve
+    (ConfigError): a store actor cannot start with them either."""
+    try:
+        resolved = StoreSettings.load(settings, config_path=config_path)
+    except ConfigError:
+        return UNRESOLVED
+    return settings_digest(resolved.identity())[:16]

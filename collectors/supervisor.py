@@ -1,10 +1,10 @@
 """One collector actor per alive Ray node, kept that way as nodes come and go.
 
 `start_telemetry` starts (or finds) the store actor and the supervisor (on the head node; one started with other
-settings is replaced), `stop_telemetry` stops the supervisor and its collectors (the store actor stays). The
-supervisor reconciles every `reconcile_s`: a node without a collector gets one, pinned to it with node-affinity
-scheduling, and so does a node whose collector is dead, or left `UNANSWERED_PINGS` pings in a row unanswered or
-with its sampling stalled;
+settings, or whose store settings now reach another store, is replaced), `stop_telemetry` stops the supervisor and
+its collectors (the store actor stays). The supervisor reconciles every `reconcile_s`: a node without a collector
+gets one, pinned to it with node-affinity scheduling, and so does a node whose collector is dead, or left
+`UNANSWERED_PINGS` pings in a row unanswered or with its sampling stalled;
 collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller (the
 app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart; the supervisor the app
 starts stops them and itself once the app is gone (core/app_watch.py).
@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from collectors.collector_actor import CollectorActor, collector_fingerprint
 from collectors.settings import CollectorConfig
-from collectors.store_actor import start_store_actor, store_fingerprint
+from collectors.store_actor import start_store_actor, store_fingerprint, store_identity
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton, wait_until_gone
 from core.app_watch import answered_fingerprint, end_with_app
 from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
@@ -37,9 +37,8 @@ STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min
 
 
 class CollectorSupervisor:
-    """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured). `store` is
-    the store actor's fingerprint (collectors/store_actor.py `store_fingerprint`), part of this supervisor's and its
-    collectors' own."""
+    """Actor body: keeps one CollectorActor per alive node (plus one replay collector when configured). `store`
+    names the store (`store_key`), part of this supervisor's and its collectors' own fingerprints."""
 
     def __init__(self, config_data: dict[str, Any], selected: list[str] | None = None,
                  replay: dict | None = None, reconcile_s: float = 10.0, app_grace_s: float | None = None,
@@ -191,11 +190,19 @@ def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = Non
     actor, which reads them over its own environment (core/stores/settings.py).
     """
     start_store_actor(store_settings, config_path)
-    store = store_fingerprint(store_settings, config_path)
+    store = store_key(store_settings, config_path)
     config_data = config.model_dump(mode="json", include=set(CollectorConfig.model_fields))
     return start_head_singleton(CollectorSupervisor, SUPERVISOR_ACTOR,
                                 supervisor_fingerprint(config_data, selected, replay, reconcile_s, app_grace_s, store),
                                 stop_telemetry, config_data, selected, replay, reconcile_s, app_grace_s, store)
+
+
+def store_key(store_settings: Mapping[str, str] | None, config_path: str | None) -> str:
+    """The `store` the supervisor and its collectors carry (the collectors' `store_key`): the store actor's
+    fingerprint and the digest of the store its settings reach (collectors/store_actor.py `store_identity`), so it
+    names the resolved store, also one set in the environment or the config file, and a switch of store there
+    (PROMETHEUS_URL set in the ConfigMap) replaces them too."""
+    return f"{store_fingerprint(store_settings, config_path)}-{store_identity(store_settings, config_path)}"
 
 
 def supervisor_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,

@@ -7,7 +7,7 @@
   names (core/stores/prometheus.py has the keys and defaults).
 - else the embedded SQLite store under TELEMETRY_DATA_DIR (default data/telemetry), which deletes rows
   older than TELEMETRY_RETENTION (a duration such as "30d", the default; at least an hour).
-An empty value counts as unset.
+An empty value counts as unset. `StoreSettings.identity` names the store they reach, without secrets.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
@@ -36,6 +37,15 @@ def _json_object(value: object) -> object:
     if not isinstance(decoded, dict) or not all(isinstance(v, str) for v in decoded.values()):
         raise ValueError("must be a JSON object of strings, e.g. '{\"node_power\": \"node_power_watts\"}'")
     return decoded
+
+
+def _without_login(address: str) -> str:
+    """A URL or bare `host[:port]` without its `user:password@` and trailing slashes."""
+    text = address.strip().rstrip("/")
+    bare = "://" not in text  # parsed as a network location, not as a scheme ("influx:8086")
+    parts = urlsplit(f"//{text}" if bare else text)
+    text = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return text.removeprefix("//") if bare else text
 
 
 NameMap = Annotated[dict[str, str] | None, NoDecode, BeforeValidator(_json_object)]
@@ -61,6 +71,16 @@ class StoreSettings(EnvSettings):
     prometheus_kepler_names: Literal["current", "0.7"] = Field("current", alias="PROMETHEUS_KEPLER_NAMES")
     telemetry_data_dir: str = Field(DEFAULT_DATA_DIR, alias="TELEMETRY_DATA_DIR")
     telemetry_retention: Duration = Field(DEFAULT_RETENTION_S, ge=3600, alias="TELEMETRY_RETENTION")
+
+    def identity(self) -> tuple[str, ...]:
+        """Which store these settings reach, in `create_store`'s order and without secrets (no token, no login in a
+        URL): ("influxdb", host, org, bucket), else ("prometheus", URL), else ("sqlite", the data directory as an
+        absolute path, a relative one resolved against this process's working directory)."""
+        if self.influx_host:
+            return "influxdb", _without_login(self.influx_host), self.influx_org or "", self.influx_bucket or ""
+        if self.prometheus_url:
+            return "prometheus", _without_login(self.prometheus_url)
+        return "sqlite", str(Path(self.telemetry_data_dir).resolve())
 
     def token(self) -> SecretStr | None:
         """The InfluxDB token (INFLUX_TOKEN_FILE wins over INFLUX_TOKEN); ConfigError for an unreadable file."""

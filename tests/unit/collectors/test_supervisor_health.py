@@ -113,4 +113,4 @@ def test_the_store_settings_are_part_of_the_supervisor_s_fingerprint(monkeypatch
     prometheus, again, sqlite, default = started
     assert prometheus == again
     assert len({prometheus[0], sqlite[0], default[0]}) == 3
-    assert sqlite[1] == store_fingerprint({"TELEMETRY_DATA_DIR": "/data/store"}, None)  # what its collectors carry
+    assert sqlite[1] == supervisor.store_key({"TELEMETRY_DATA_DIR": "/data/store"}, None)  # what its collectors carry
