@@ -25,16 +25,18 @@ before that change, re-spread over it (`TickCounts`).
 
 The policies that scale one target (enforced, power-based scaling enabled) share it as a Kubernetes HPA shares one
 among its metrics: a raise is carried out at once, a scale-in only once every one of them has asked. The tick takes
-policies by name: an earlier one's scale-in is a hold that names the last of them, and that last one lowers the
-target once, to the most any of them asks for (a hold asks for the count it holds at). No scale-in goes through while
-one of them asks for no fewer replicas or cannot decide (stale telemetry, a failed turn); the event of the policy
-that stops it says which scale-in it stopped. So a target is never lowered and raised again within a tick. A dry
-run, or a policy whose power-based scaling is disabled, has no say.
+policies by name: an earlier one's scale-in is a hold that names the last of them among the tick's own turns (the
+policies as the tick read them: one stored, deleted or changed during the tick counts from the next tick), and that
+last one lowers the target once, to the most any of them asks for (a hold asks for the count it holds at). No
+scale-in goes through while one of them asks for no fewer replicas or cannot decide (stale telemetry, a failed turn);
+the event of the policy that stops it says which scale-in it stopped. So a target is never lowered and raised again
+within a tick. A dry run, or a policy whose power-based scaling is disabled, has no say.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,24 +84,32 @@ class PolicyTurn:
     earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
     set_to: int | None = None  # the count this turn's change set, or may have set (outcome unknown)
     asks: tuple[Ask, ...] = ()  # what the tick's earlier policies that scale the target asked for
+    later: str | None = None  # the tick's last policy after this one that scales the target, if any
     ask: Ask | None = None  # what this turn asked for; None: the policy has no say (a dry run, ...)
 
 
 class TickCounts:
-    """The tick's turns so far, by target: the counts their changes set (a later policy on the same target decides
-    from them, not from the count read at the start of the tick, which its write would otherwise restore) and what
-    the policies that scale it asked for (a scale-in is shared: `Enactor`)."""
+    """The tick's turns, by target: the counts their changes set so far (a later policy on the same target decides
+    from them, not from the count read at the start of the tick, which its write would otherwise restore), what the
+    policies that scale it asked for so far, and the last of those policies (a scale-in is shared: `Enactor`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, turns: Sequence[PolicyTurn]) -> None:
+        """`turns`: all the tick's turns, in the order they are acted on (each is then followed in that order)."""
         self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
         self._asks: dict[ScalingTarget, list[Ask]] = {}
+        self._last = {turn.policy.target: turn for turn in turns if _scales(turn.policy)}
 
     def follow(self, turn: PolicyTurn) -> None:
-        """Hand the turn what the tick's earlier policies on its target asked for, and start it from the count an
-        earlier turn set, if any; the earlier change keeps the count the turn's power was read at (the decision
-        re-spreads that power over the new count)."""
-        turn.asks = tuple(self._asks.get(turn.policy.target, ()))
-        found = self._set.get(turn.policy.target)
+        """Hand the turn what the tick's earlier policies on its target asked for and the last later one that
+        scales it, and start it from the count an earlier turn set, if any; the earlier change keeps the count the
+        turn's power was read at (the decision re-spreads that power over the new count)."""
+        target = turn.policy.target
+        turn.asks = tuple(self._asks.get(target, ()))
+        last = self._last.get(target)
+        if last is turn:  # the turns after it on the target have no later one
+            del self._last[target]
+        turn.later = None if last is None or last is turn else last.policy.name
+        found = self._set.get(target)
         if found is not None and turn.observation is not None:
             count, change = found
             turn.earlier = change.model_copy(update={"read_replicas": turn.observation.replicas})
@@ -183,15 +193,10 @@ class Enactor:
             return _noted(decision, _dropped(turn)), False
         if (stop := _stopped(turn.asks)) is not None:
             return _redirect(decision, decision.from_replicas, stop), False
-        if (last := self._last_after(turn.policy)) is not None:
+        if turn.later is not None:
             return _redirect(decision, decision.from_replicas,
-                             f"policy {last} decides on this target later in this tick, and {ONCE}"), True
+                             f"policy {turn.later} decides on this target later in this tick, and {ONCE}"), True
         return _floored(decision, turn.asks), False
-
-    def _last_after(self, policy: ScalingPolicy) -> str | None:
-        """The last policy that scales the same target and that the tick takes after `policy` (by name), if any."""
-        return max((other.name for other in self.state.policies() if other.target == policy.target
-                    and other.name > policy.name and _scales(other)), default=None)
 
     def _actuate(self, turn: PolicyTurn, decision: ScalingDecision, intent: ScalingEvent,
                  before: PolicyState) -> ScalingEvent:

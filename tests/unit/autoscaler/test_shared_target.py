@@ -10,7 +10,8 @@ import pytest
 
 from autoscaler import intents
 from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
-from autoscaler.schema import ActuationStatus, ScaleAction
+from autoscaler.intents import PolicyTurn, TickCounts
+from autoscaler.schema import ActuationStatus, ScaleAction, ScalingPolicy
 from tests.unit.autoscaler.doubles import policy_data, write_power
 
 TARGET = {"kind": "deployment", "name": "web"}
@@ -222,3 +223,59 @@ def test_a_policy_that_never_scales_the_target_has_no_say(at_eight, b_policy):
     assert (a.action, a.from_replicas, a.to_replicas) == (ScaleAction.SCALE_IN, 8, 2), a.reason
     assert "not carried out" not in b.reason
     assert actuator.calls == [("web", 2)]
+
+
+@pytest.mark.parametrize("stored_before", [
+    pytest.param(None, id="created-during-the-tick"),
+    pytest.param("dry_run", id="switched-to-enforce-during-the-tick"),
+])
+def test_regression_a_policy_stored_during_the_tick_is_not_left_a_scale_in(at_eight, monkeypatch, stored_before):
+    """c-late was stored (enforced, on the same target) after the tick had read the policies: b-last's scale-in was
+    left to c-late, which does not decide in this tick, so it was lost and its event named c-late falsely."""
+    controller, actuator = at_eight(a_watts=100, b_watts=300)
+    late = policy_data("c-late", target=TARGET, nodes=["n3"], predictive_scaling=MEASURED)
+    if stored_before is not None:
+        controller.put_policy({**late, "mode": stored_before})
+    read = controller.state.stored_policies
+
+    def read_then_store():
+        stored = read()
+        controller.put_policy(late)
+        return stored
+
+    monkeypatch.setattr(controller.state, "stored_policies", read_then_store)
+    a, b, *_ = controller.tick()
+    assert (a.action, a.to_replicas) == (ScaleAction.HOLD, 8) and LEFT_TO_B in a.reason, a.reason
+    assert (b.action, b.from_replicas, b.to_replicas) == (ScaleAction.SCALE_IN, 8, 4), b.reason
+    assert "c-late" not in b.reason
+    assert actuator.calls == [("web", 4)]
+
+
+def test_regression_a_single_policy_scale_in_does_not_read_the_stored_policies(make, store, monkeypatch):
+    """Each scale-in re-read every stored policy to find the last on its target: when that read failed, even a
+    target only one policy scales got a failed event instead of its scale-in."""
+    controller, actuator = make(replicas=8)
+    controller.put_policy(policy_data("a-only", target=TARGET, nodes=["n1"], predictive_scaling=MEASURED))
+    write_power(store, {"n1": 100})
+
+    def broken():
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(controller.state, "policies", broken)
+    [event] = controller.tick()
+    assert (event.action, event.from_replicas, event.to_replicas) == (ScaleAction.SCALE_IN, 8, 2), event.reason
+    assert event.actuation.status is ActuationStatus.APPLIED
+    assert actuator.calls == [("web", 2)]
+
+
+def test_each_turn_is_handed_the_last_later_turn_that_scales_its_target():
+    """Only the tick's own turns count, in the order they are acted on; a dry run or another target has no say."""
+    def turn(name: str, mode: str = "enforce", target: dict = TARGET) -> PolicyTurn:
+        return PolicyTurn(ScalingPolicy.model_validate(policy_data(name, target=target, mode=mode)), [])
+
+    turns = [turn("a"), turn("b", "dry_run"), turn("c"), turn("d", target={"kind": "deployment", "name": "api"}),
+             turn("e", "dry_run")]
+    counts = TickCounts(turns)
+    for each in turns:
+        counts.follow(each)
+    assert [each.later for each in turns] == ["c", "c", None, None, None]
