@@ -136,6 +136,7 @@ class ScalingController:
         latest, store_problem = self._latest()
         read_at = self.clock()
         self.live.score(latest, now)
+        self.bounds.score(self.store, latest, now)
         self._read_replicas(turns)
         self.bounds.retain(item.policy.name for item in turns)
         for item in turns:
@@ -146,7 +147,7 @@ class ScalingController:
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save_fallen()
-        events, counts = [], TickCounts()
+        events, counts = [], TickCounts(turns)
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
             _age(item, (at - read_at).total_seconds())
@@ -295,8 +296,8 @@ class ScalingController:
                     if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                     else:
-                        item.forecast = self.bounds.correct(item.policy, item.forecast, item.replicas, now,
-                                                            shape.step_s)
+                        item.forecast = self.bounds.correct(item.policy, item.forecast, item.nodes, item.replicas,
+                                                            [r for r in found if isinstance(r, PowerForecast)])
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 

@@ -13,13 +13,16 @@ its distance above the expected peak E:
 At ℓ = 0.8 a miss widens the bound four times as much as a window under it narrows it, so over a long run the
 share of missed windows comes to 1 − ℓ whatever the shift. θ stays within ± log 4 (the bound's spread ¼–4×). A
 window is learned from once, when its last step has been measured, so nothing is learned from the future. The rate
-is the served intervals' (fixed a priori, not fitted to any trace).
+is the served intervals' (fixed a priori, not fitted to any trace). Only a level above 0.5 is corrected: below it
+the level's bound lies under the expected peak, with no spread left to correct.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from autoscaler.forecast_view import ForecastView
 
 RATE = 0.05
 MAX_FACTOR = 4.0
@@ -50,3 +53,11 @@ class PeakTracker:
         self.log_factor = min(max(self.log_factor + RATE * (missed - (1.0 - self.level)), -limit), limit)
         self.windows += 1
         self.misses += int(missed)
+
+
+def corrected(view: ForecastView, tracker: PeakTracker) -> ForecastView:
+    """The view with the tracker's correction once it has learned from a window (the calibrated bound until then,
+    and always at a level of 0.5 or below)."""
+    if tracker.level <= 0.5 or not tracker.windows or not view.calibrated or not view.upper_quantile_per_node_watts:
+        return view
+    return view.spread(tracker.factor)

@@ -1,104 +1,163 @@
-"""The controller's side of the online peak correction (autoscaler.peak_tracking): each policy's bound, as its decision
-used it, scored against the power the policy's nodes drew over the window the bound was for.
+"""The controller's side of the online peak correction (autoscaler.peak_tracking): each policy's bound, as its
+decision used it, scored against the power the policy's nodes then drew over the bins the bound was for.
 
-The bound is the policy's aggregate (its `aggregation`, max or mean over the nodes) of the per-node bounds, for the
-replica count read at that tick. Every later tick inside the window folds its reading (the same aggregate of the
-nodes' latest power, when none is missing or stale) into the window's peak, re-spread to that replica count (the
-decision's own rule: r replicas' power carried by n nodes is r / n of it each), so the controller's own scaling does
-not count as the forecast being right or wrong. One bound per model step waits (ticks within a step forecast from
-the same stored window), so the correction learns at the pace the simulator replays it. A window is learned from
-when it has ended, once, and only when at least one reading fell inside it. A policy's correction starts afresh when
-its confidence level changes; the corrections live in the controller (a restarted controller starts uncorrected).
+One bound waits per forecast origin (ticks within a model step forecast from the same stored window). Once every
+node's newest reading lies past the window's last bin, the window is read from the store at the model's step, as
+the bound was calibrated: per bin the policy's aggregate (its `aggregation`, max or mean) over its nodes, in bins
+every node measured. The bound was made for the replica count read at its tick; from the first tick that reads
+another count, the nodes' power is no longer the load the bound was for (the controller's own change, or someone
+else's), so only the bins that ended before that tick are read. Then:
+
+- a measured bin above the bound: a miss;
+- no bin above it, the whole window read and at least half its bins measured: a window under its bound;
+- otherwise (cut short by a change of count, or too few bins measured, e.g. a stall of the ticks) it teaches
+  nothing. A window cut short counts when it was already missed and never when it was not: near a change of
+  count the correction errs towards a wider bound, the side of the budget.
+
+A store read that fails leaves the window for the next tick; a window still unread `EXPIRE_S` after its end is
+dropped. A policy starts afresh when what its bound means changes (target, nodes, aggregation, confidence level,
+risk window), and corrects only at a confidence level above 0.5 (below it the level's bound lies under the expected
+peak, and no spread is left to correct). The corrections live in the controller: a restarted controller starts
+from the calibrated bound.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import fmean
 
 from autoscaler.forecast_view import ForecastView
-from autoscaler.peak_tracking import PeakTracker
+from autoscaler.peak_tracking import PeakTracker, corrected
 from autoscaler.schema import PowerObservation, ScalingPolicy
+from core.forecasts import PowerForecast
+from core.stores.base import NodeLatest, TelemetryStore
+
+logger = logging.getLogger(__name__)
+EXPIRE_S = 3600  # a window whose bins are still unread this long after its end is dropped
 
 
 @dataclass
 class _Window:
-    """A bound waiting for the power of its window (origin, end]."""
+    """A bound waiting for the measured power of its bins [start, end)."""
 
-    origin: datetime
+    start: datetime
     end: datetime
+    step_s: int
     bound: float  # watts per node, the policy's aggregate
     replicas: int  # the count the bound was made for
-    peak: float = -math.inf  # the highest reading inside the window so far, re-spread to `replicas`
+    cut_at: datetime | None = None  # the first tick that read another count
+
+
+@dataclass
+class _PolicyBounds:
+    """One policy's tracker and its waiting windows, for what its bound means (`meaning`)."""
+
+    meaning: tuple
+    tracker: PeakTracker
+    nodes: tuple[str, ...]
+    aggregation: str
+    waiting: deque[_Window] = field(default_factory=deque)
 
 
 class PolicyBounds:
     """Per policy: its peak tracker and the bounds waiting for their windows' power."""
 
     def __init__(self) -> None:
-        self._trackers: dict[str, PeakTracker] = {}
-        self._waiting: dict[str, deque[_Window]] = {}
+        self._policies: dict[str, _PolicyBounds] = {}
+
+    def correct(self, policy: ScalingPolicy, view: ForecastView, nodes: Sequence[str], replicas: int | None,
+                forecasts: Sequence[PowerForecast]) -> ForecastView:
+        """The policy's view with its bound's spread corrected (once its tracker has learned); the bound then
+        waits for its window's power, once per forecast origin."""
+        level = policy.predictive_scaling.confidence_threshold
+        if not (policy.predictive_scaling.online_bound and level > 0.5 and view.calibrated
+                and view.upper_quantile_per_node_watts and forecasts and forecasts[0].timestamps):
+            return view
+        entry = self._entry(policy, nodes)
+        view = corrected(view, entry.tracker)
+        first = forecasts[0]
+        start, step = first.timestamps[0], first.step_s
+        if replicas and (not entry.waiting or entry.waiting[-1].start != start):
+            bound = _aggregate(policy, view.upper_quantile_per_node_watts)
+            end = first.timestamps[-1] + timedelta(seconds=step)
+            entry.waiting.append(_Window(start, end, step, bound, replicas))
+        return view
 
     def observe(self, policy: ScalingPolicy, observation: PowerObservation | None, now: datetime) -> None:
-        """Fold the tick's reading into the policy's waiting windows, then learn from those that have ended."""
-        waiting = self._waiting.get(policy.name)
-        if not waiting:
+        """Note the tick's replica count: windows made for another count are cut short from `now`."""
+        entry = self._policies.get(policy.name)
+        if entry is None or observation is None:
             return
-        reading = _reading(policy, observation)
-        if reading is not None and observation is not None:
-            for window in waiting:
-                if window.origin < now <= window.end:
-                    window.peak = max(window.peak, reading * observation.replicas / window.replicas)
-        tracker = self._tracker(policy)
-        while waiting and waiting[0].end <= now:
-            done = waiting.popleft()
-            if done.peak > -math.inf:
-                tracker.learn(done.bound, done.peak)
+        for window in entry.waiting:
+            if window.cut_at is None and observation.replicas != window.replicas:
+                window.cut_at = now
 
-    def correct(self, policy: ScalingPolicy, view: ForecastView, replicas: int | None, now: datetime,
-                step_s: int) -> ForecastView:
-        """The policy's view with its bound's spread corrected. The corrected bound then waits for its window, at
-        most one per `step_s` (the model's step: ticks within one step forecast from the same window)."""
-        if not (policy.predictive_scaling.online_bound and view.calibrated and view.upper_quantile_per_node_watts):
-            return view
-        corrected = view.spread(self._tracker(policy).factor)
-        waiting = self._waiting.setdefault(policy.name, deque())
-        if replicas and (not waiting or (now - waiting[-1].origin).total_seconds() >= step_s):
-            window_s = corrected.window_s or policy.risk_window_s
-            bound = _aggregate(policy, corrected.upper_quantile_per_node_watts)
-            waiting.append(_Window(now, now + timedelta(seconds=window_s), bound, replicas))
-        return corrected
+    def score(self, store: TelemetryStore, latest: Mapping[str, NodeLatest], now: datetime) -> None:
+        """Learn from every window whose bins every node has measured past; never raises."""
+        for name, entry in self._policies.items():
+            while entry.waiting:
+                window = entry.waiting[0]
+                if (now - window.end).total_seconds() > EXPIRE_S:
+                    entry.waiting.popleft()
+                    continue
+                if not all(node in latest and latest[node].timestamp >= window.end for node in entry.nodes):
+                    break  # later windows end later still
+                try:
+                    bins = _measured_bins(store, entry.nodes, window)
+                except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the window waits
+                    logger.warning("scaling controller: power of policy %s's nodes unreadable, its peak bound is "
+                                   "scored later: %s", name, exc)
+                    break
+                entry.waiting.popleft()
+                _learn(entry, window, bins)
 
     def tracker(self, name: str) -> PeakTracker | None:
         """The named policy's tracker, if it has one."""
-        return self._trackers.get(name)
+        entry = self._policies.get(name)
+        return entry.tracker if entry is not None else None
 
     def retain(self, names: Iterable[str]) -> None:
         """Forget the policies not named (deleted ones)."""
         kept = set(names)
-        for table in (self._trackers, self._waiting):
-            for name in [name for name in table if name not in kept]:
-                del table[name]
+        for name in [name for name in self._policies if name not in kept]:
+            del self._policies[name]
 
-    def _tracker(self, policy: ScalingPolicy) -> PeakTracker:
-        level = policy.predictive_scaling.confidence_threshold
-        tracker = self._trackers.get(policy.name)
-        if tracker is None or tracker.level != level:
-            tracker = self._trackers[policy.name] = PeakTracker(level)
-        return tracker
+    def _entry(self, policy: ScalingPolicy, nodes: Sequence[str]) -> _PolicyBounds:
+        meaning = (policy.target, tuple(nodes), policy.aggregation, policy.predictive_scaling.confidence_threshold,
+                   policy.risk_window_s)
+        entry = self._policies.get(policy.name)
+        if entry is None or entry.meaning != meaning:
+            entry = self._policies[policy.name] = _PolicyBounds(
+                meaning, PeakTracker(policy.predictive_scaling.confidence_threshold), tuple(nodes), policy.aggregation)
+        return entry
 
 
-def _aggregate(policy: ScalingPolicy, values: list[float]) -> float:
+def _aggregate(policy: ScalingPolicy, values: Sequence[float]) -> float:
     return max(values) if policy.aggregation == "max" else fmean(values)
 
 
-def _reading(policy: ScalingPolicy, observation: PowerObservation | None) -> float | None:
-    """The tick's aggregate per-node power, or None when a node is missing, the reading is stale or no replica runs."""
-    if (observation is None or observation.missing_nodes or not observation.measured_per_node_watts
-            or not observation.replicas or observation.age_s is None or observation.age_s > policy.stale_after_s):
-        return None
-    return _aggregate(policy, observation.measured_per_node_watts)
+def _measured_bins(store: TelemetryStore, nodes: Sequence[str], window: _Window) -> list[tuple[datetime, list[float]]]:
+    """The window's bins that every node measured, with each node's mean power, oldest first."""
+    per_bin: dict[datetime, list[float]] = {}
+    for node in nodes:
+        frame = store.window(node, window.start, window.end, window.step_s).dropna(subset=["power_watts"])
+        for at, watts in zip(frame["timestamp"], frame["power_watts"], strict=True):
+            per_bin.setdefault(at.to_pydatetime(), []).append(float(watts))
+    return sorted((at, values) for at, values in per_bin.items() if len(values) == len(nodes))
+
+
+def _learn(entry: _PolicyBounds, window: _Window, bins: list[tuple[datetime, list[float]]]) -> None:
+    """Teach the policy's tracker the window's outcome, if it has one (see the module docstring)."""
+    step = timedelta(seconds=window.step_s)
+    read = [values for at, values in bins if window.cut_at is None or at + step <= window.cut_at]
+    if not read:
+        return
+    aggregate = max if entry.aggregation == "max" else fmean
+    peak = max(aggregate(values) for values in read)
+    full = (window.end - window.start) // step
+    if peak > window.bound or (window.cut_at is None and 2 * len(read) >= full):
+        entry.tracker.learn(window.bound, peak)

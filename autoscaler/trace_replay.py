@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from autoscaler.decision import PolicyState, decide
 from autoscaler.forecast_view import ForecastView
-from autoscaler.peak_tracking import PeakTracker
+from autoscaler.peak_tracking import PeakTracker, corrected
 from autoscaler.schema import PowerObservation, ScalingPolicy
 
 
@@ -163,7 +163,7 @@ class _BoundOutcomes:
         self._waiting: deque[_WaitingBound] = deque()
 
     def correct(self, view: ForecastView) -> ForecastView:
-        return view.spread(self.tracker.factor) if view.calibrated and view.upper_quantile_per_node_watts else view
+        return corrected(view, self.tracker)
 
     def wait(self, origin: int, view: ForecastView, leads: int, replicas: int) -> None:
         if view.calibrated and view.upper_quantile_per_node_watts:
@@ -200,7 +200,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     replicas = initial_replicas(policy, model, trace_watts[0])
     pending: list[tuple[datetime, int]] = []
     state = PolicyState()
-    online = policy.predictive_scaling.enabled and policy.predictive_scaling.online_bound
+    online = policy.predictive_scaling.enabled and policy.predictive_scaling.online_bound and level > 0.5
     outcomes = _BoundOutcomes(peak_tracker or PeakTracker(level)) if online else None
     result = RunResult()
     metrics = result.metrics

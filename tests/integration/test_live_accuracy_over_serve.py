@@ -1,7 +1,9 @@
 """Live forecast accuracy through real Ray + Serve: the session's scaling controller forecasts two nodes with the
 served PowerPredictor while their telemetry is replayed into the store actor step by step; each tick scores the
 forecasts whose actuals arrived. GET /api/v1/models/power_lstm/metrics shows the scores per version and node, and
-the node whose replayed power the model cannot follow falls back to measured power with the reason in its event."""
+the node whose replayed power the model cannot follow falls back to measured power with the reason in its event.
+Meanwhile a client's stored-window forecasts of a node, and the policy's peak bound, are corrected online by the
+outcomes of the earlier ones."""
 
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ def test_forecasts_are_scored_as_telemetry_arrives_and_a_collapsed_node_falls_ba
     samples, store, controller = replayed(upm_sample, end), RemoteStore(), controller_client(timeout_s=120)
     written = 0
     events: list = []
+    learned: list[int] = []  # online_calibration_points of a client's stored-window forecasts of TRACKED
     for round_ in range(ROUNDS + 1):
         arrived = end - timedelta(seconds=(ROUNDS - round_) * STEP_S)
         batch = [s for s in samples[written:] if s.timestamp <= arrived]
@@ -85,8 +88,16 @@ def test_forecasts_are_scored_as_telemetry_arrives_and_a_collapsed_node_falls_ba
             store.write(batch[i:i + 5000])
         written += len(batch)
         events = controller.call("tick")
+        answer = api.post("/api/v1/predict/power", json={"node_id": TRACKED, "prediction_horizon": "20m"})
+        assert answer.status_code == 200 and answer.json()["history_source"] == "store", answer.text
+        learned.append(answer.json()["online_calibration_points"])
+    # the predictor corrects a node's stored-window forecasts by the outcomes of those it answered before (each
+    # replica by its own: Serve spreads the rounds' requests over them)
+    assert learned[0] == 0 and max(learned[-6:]) > 0, learned
     by_policy = {e.policy: e for e in events}
     assert by_policy["live-tracked"].signal == "forecast", by_policy["live-tracked"].reason
+    # the policy's peak bound, scored against the power that followed each earlier one, is corrected online
+    assert "corrected online)" in by_policy["live-tracked"].reason, by_policy["live-tracked"].reason
     noisy_event = by_policy["live-noisy"]
     assert noisy_event.signal == "measured" and noisy_event.confidence is None, noisy_event.reason
     # fallen below 60 % in an earlier round, it stays until coverage is back above 70 %
