@@ -88,7 +88,8 @@ def test_forecasts_are_scored_as_telemetry_arrives_and_a_collapsed_node_falls_ba
             store.write(batch[i:i + 5000])
         written += len(batch)
         events = controller.call("tick")
-        answer = api.post("/api/v1/predict/power", json={"node_id": TRACKED, "prediction_horizon": "20m"})
+        answer = api.post("/api/v1/predict/power", json={"workload_id": "live", "node_id": TRACKED,
+                                                         "prediction_horizon": "20m"})
         assert answer.status_code == 200 and answer.json()["history_source"] == "store", answer.text
         learned.append(answer.json()["online_calibration_points"])
     # the predictor corrects a node's stored-window forecasts by the outcomes of those it answered before (each
