@@ -9,10 +9,12 @@ API's listing or the model's next command-line run. A model another attempt hold
 that attempt, before anything is trained.
 
 Once `train` has returned, its version is registered and the run has succeeded, whatever comes after (only a verdict
-given first, failing it as stopped, stands in its record): should its outcome fail (`outcome(result)` raising, or
-Ctrl-C / SIGTERM just then), the record names the version without its scores; a record that cannot be written, or a
-lock that cannot be freed, is a warning (a lock left by a finished run is taken over by the next attempt at once,
-one left by a run still recorded as running once that run is silent).
+given first, failing it as stopped, stands in its record): should its outcome fail (`outcome(result)` raising), or
+Ctrl-C / SIGTERM come from then on (as its heartbeat stops, its outcome is read or its end recorded), the record
+names the version without its scores, and the interruption still ends the process; a record that cannot be written,
+or a lock that cannot be freed, is a warning (a lock left by a finished run is taken over by the next attempt at
+once, one left by a run still recorded as running once that run is silent). What `train` raises fails the run, even
+once it has published (its activation, or the removal of its temporary folder, failing).
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class CliRun:
     def run(self, train: Callable[[ModelRegistry], Result], outcome: Callable[[Result], AttemptOutcome]) -> Result:
         """`train(held)` as a recorded attempt holding the model's retrain lock: `held` is the registry publishing
         and activating only while the run holds the model. The record ends with the error, or, once `train`
-        returned, succeeded with `outcome(result)` (recorded_outcome); the lock is freed (free_model), whatever
-        happens.
+        returned, succeeded with `outcome(result)` (recorded_outcome; without the scores when stopped from then
+        on); the lock is freed (free_model), whatever happens.
 
         Raises:
             ModelBusy: another attempt holds the model (nothing is recorded).
@@ -106,17 +108,17 @@ class CliRun:
 
     def _run(self, locks: RetrainLocks, job_id: str, train: Callable[[ModelRegistry], Result],
              outcome: Callable[[Result], AttemptOutcome]) -> Result:
+        result: Result | None = None  # train's, once it returned: its version is registered, the run succeeded
         try:
             with heartbeat(locks, self.model_id, job_id):
                 result = train(HeldRegistry(self.registry, locks, self.model_id, job_id))
+            _succeed(locks, self.model_id, job_id, recorded_outcome(self.tool, result, outcome))
         except BaseException as exc:  # incl. Ctrl-C: the record says how the run ended, then the error goes on
-            _end(locks, self.model_id, job_id, status="failed", message=self._failure(exc))
+            if result is None:
+                _end(locks, self.model_id, job_id, status="failed", message=self._failure(exc))
+            else:  # stopped once registered (its heartbeat stopping, its outcome read, its end recorded): a success
+                _succeed(locks, self.model_id, job_id, registered_outcome(self.tool, result, "interrupted"))
             raise
-        done = registered_outcome(self.tool, result, "interrupted")  # the record's, should the run be stopped now
-        try:
-            done = recorded_outcome(self.tool, result, outcome)
-        finally:  # the version is registered: the run succeeded, even when stopped now
-            _end(locks, self.model_id, job_id, status="succeeded", **done.model_dump(mode="json"))
         return result
 
     def _failure(self, exc: BaseException) -> str:
@@ -146,6 +148,11 @@ def _terminate_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _succeed(locks: RetrainLocks, model_id: str, job_id: str, done: AttemptOutcome) -> None:
+    """Record the run as succeeded with `done` (_end)."""
+    _end(locks, model_id, job_id, status="succeeded", **done.model_dump(mode="json"))
 
 
 def _end(locks: RetrainLocks, model_id: str, job_id: str, **fields: Any) -> None:

@@ -3,14 +3,17 @@ command line records its run with training/cli_attempt.py).
 
 The attempt's record (core/records.py, kind "retrain") goes pending -> running -> succeeded | failed; a succeeded
 one holds the version it registered, the decision and its reason, the new version's held-out scores (`challenger`),
-the active version's score on the very same held-out data (`champion`) and the data span. An attempt that registered
-its version has succeeded, whatever fails after (only a verdict given first, failing it as stopped, stands): should
-its scores not be read (the version's metadata unreadable just now), its record names the version, the decision and
-the activation without them and says so (`message`); a record that cannot be written, or a lock that cannot be
-released, is a logged warning. The model's retrain lock (training/retrain_lock.py) is released when the attempt
-ends; one left behind is taken over by the next attempt, at once when the record has ended, else once the record is
-silent. While it runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died (or whose end
-could not be recorded) is known to have stopped.
+the active version's score on the very same held-out data (`champion`) and the data span. Once its retraining
+(retrain_power, retrain_cost) has returned, the attempt has registered its version and succeeded, whatever fails
+after (only a verdict given first, failing it as stopped, stands): should its scores not be read (the version's
+metadata unreadable just now), its record names the version, the decision and the activation without them and says
+so (`message`); stopped then (a Ray worker's SIGTERM as its heartbeat stops), it is recorded as succeeded before it
+ends; a record that cannot be written, or a lock that cannot be released, is a logged warning. What the retraining
+raises fails the attempt, even once it has published (its activation, or the removal of its temporary folder,
+failing). The model's retrain lock (training/retrain_lock.py) is released when the attempt ends; one left behind is
+taken over by the next attempt, at once when the record has ended, else once the record is silent. While it runs,
+its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died (or whose end could not be recorded)
+is known to have stopped.
 Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
 `KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """
@@ -161,6 +164,7 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         logger.warning("retrain attempt %s: not started: it no longer holds %s or has ended", job_id, spec.model_id)
         return "failed"
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
+    outcome: AttemptOutcome | None = None  # retrain's, once it returned: its version is registered, a success
     try:
         with heartbeat(locks, spec.model_id, job_id):
             outcome = retrain(data, spec, HeldRegistry(registry, locks, spec.model_id, job_id))
@@ -176,8 +180,17 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         logger.warning("retrain attempt %s failed", job_id, exc_info=True)
         records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
         return "failed"
+    except BaseException:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped: a success
+        if outcome is not None:
+            _succeeded(locks, spec.model_id, job_id, outcome)
+        raise
+    return _succeeded(locks, spec.model_id, job_id, outcome)
+
+
+def _succeeded(locks: RetrainLocks, model_id: str, job_id: str, outcome: AttemptOutcome) -> str:
+    """Record the attempt as succeeded with `outcome`; its status ("failed" when a verdict came first)."""
     try:
-        recorded = end_attempt(locks, spec.model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
+        recorded = end_attempt(locks, model_id, job_id, status="succeeded", **outcome.model_dump(mode="json"))
     except OSError as exc:  # the version is registered all the same; the record reads as stopped once silent
         logger.warning("retrain attempt %s registered version %s, but its record could not be written: %s", job_id,
                        outcome.registered_version, exc)
@@ -239,12 +252,13 @@ def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrain
 
 def recorded_outcome(tool: str, result: Result, outcome: Callable[[Result], AttemptOutcome]) -> AttemptOutcome:
     """`outcome(result)`; should that fail (e.g. the new version's metadata unreadable just now), the version
-    `result` registered without its scores (registered_outcome), and a warning: registered, it stays a success."""
+    `result` registered without its scores (registered_outcome, naming only the error's type), and a warning with
+    the traceback: registered, it stays a success."""
     try:
         return outcome(result)
     except Exception as exc:  # noqa: BLE001 - the version is in the registry: not a failure
         logger.warning("%s: registered %s version %d, but its scores could not be recorded: %s: %s", tool,
-                       result.model_id, result.version, type(exc).__name__, exc)
+                       result.model_id, result.version, type(exc).__name__, exc, exc_info=True)
         return registered_outcome(tool, result, type(exc).__name__)
 
 

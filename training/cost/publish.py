@@ -20,7 +20,8 @@ def publish_cost_model(registry: ModelRegistry, model_id: str, model: CostModel,
     spec = {"features": FEATURES, "categorical": CATEGORICAL, "vocab": model.vocab,
             "increasing": sorted(INCREASING), "component_features": {c: component_features(c) for c in COMPONENTS}}
     spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    with tempfile.TemporaryDirectory() as folder:
+    # the version is published from this folder: a leftover copy must not fail the published retraining
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         model.save(Path(folder))
         metadata = registry.publish(model_id, Path(folder), model_type="lightgbm", data_span=None, feature_spec=spec,
                                     feature_spec_hash=spec_hash, config=config.model_dump(mode="json"),

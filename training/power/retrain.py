@@ -100,7 +100,8 @@ def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster
              activate: bool) -> int:
     """Register the forecaster with what it was trained on and how it scored; returns its version."""
     predictor, model_config = config.predictor, config.models.power_predictor
-    with tempfile.TemporaryDirectory() as folder:
+    # the version is published from this folder: a leftover copy must not fail the published retraining
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         forecaster.save(Path(folder))
         metadata = registry.publish(
             model_id, Path(folder), model_type="lstm", activate=activate,

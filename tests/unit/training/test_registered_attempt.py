@@ -1,11 +1,17 @@
-"""A retraining that registered its version has succeeded, whatever fails after: its outcome not computed (the new
-version's metadata unreadable), its record not written, its lock not freed. The record and the command line's exit
-say the version was registered, naming it; a warning says what was not done; a lock left behind never blocks the
-next attempt for good. No Ray, nothing trained but by train_gbm (seconds)."""
+"""A retraining that returned has registered its version and succeeded, whatever fails after: its outcome not
+computed (the new version's metadata unreadable), Ctrl-C / SIGTERM as its heartbeat stops, its record not written,
+its lock not freed. The record and the command line's exit say the version was registered, naming it; a warning
+says what was not done (with the traceback of an outcome that failed); a lock left behind never blocks the next
+attempt for good. No Ray, nothing trained but by train_gbm (seconds)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -77,6 +83,59 @@ def test_a_cli_run_stopped_after_publishing_is_recorded_as_registered(tmp_path):
     record = only_record(records)
     assert (record["status"], record["registered_version"]) == ("succeeded", 1)
     assert record["message"].endswith("its scores could not be recorded (interrupted)")
+    assert RetrainLocks(records).holder("m") is None
+
+
+def test_an_outcome_that_fails_logs_its_traceback_and_records_only_its_type(tmp_path, caplog):
+    """Regression: the warning had no traceback, so a bug in power_outcome / cost_outcome (a TypeError) could not
+    be traced from the logs."""
+    with caplog.at_level(logging.WARNING):
+        cli_run(tmp_path).run(publishes(tmp_path), fails(TypeError("unsupported operand type(s)")))
+    [warning] = [entry for entry in caplog.records if "scores could not be recorded" in entry.getMessage()]
+    assert warning.exc_info is not None and warning.exc_info[0] is TypeError
+    record = only_record(RecordStore(tmp_path / "state", "retrain"))
+    assert record["message"].endswith("its scores could not be recorded (TypeError)")
+    assert "Traceback" not in json.dumps(record) and str(tmp_path) not in json.dumps(record)
+
+
+def terminate() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # CliRun turns it into SystemExit(143)
+
+
+def interrupt() -> None:
+    raise KeyboardInterrupt  # Ctrl-C
+
+
+def exits() -> None:
+    raise SystemExit(143)  # a SIGTERM where the process turns it into SystemExit (a Ray worker)
+
+
+def stopped_as_the_heartbeat_stops(monkeypatch: pytest.MonkeyPatch, module: str, stop: Callable[[], None]) -> None:
+    """`module`'s heartbeat, stopped by `stop` after its block ran: the interruption reaches the run as the beat
+    thread is joined."""
+    beating = retrain_attempt.heartbeat
+
+    @contextmanager
+    def heartbeat(*args) -> Iterator[None]:
+        with beating(*args):
+            yield
+            stop()
+
+    monkeypatch.setattr(f"{module}.heartbeat", heartbeat)
+
+
+@pytest.mark.parametrize("stop", [terminate, interrupt])
+def test_a_cli_run_stopped_as_its_heartbeat_stops_is_recorded_as_registered(stop, tmp_path, monkeypatch):
+    """Regression: SIGTERM or Ctrl-C after `train` returned, as the heartbeat thread was joined, failed the run
+    ("interrupted" / "terminated") although its version was registered and active."""
+    stopped_as_the_heartbeat_stops(monkeypatch, "training.cli_attempt", stop)
+    with pytest.raises((SystemExit, KeyboardInterrupt)):  # the process still ends
+        cli_run(tmp_path).run(publishes(tmp_path), fails(AssertionError("outcome read after the interruption")))
+    records = RecordStore(tmp_path / "state", "retrain")
+    record = only_record(records)
+    assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= record.items()
+    assert record["message"] == "train_lstm: registered m version 1 (activated); its scores could not be recorded " \
+                                "(interrupted)"
     assert RetrainLocks(records).holder("m") is None
 
 
@@ -181,3 +240,15 @@ def test_a_service_attempt_whose_record_cannot_be_ended_still_succeeds(tmp_path,
         assert attempt(tmp_path, records, job) == "succeeded"
     assert f"retrain attempt {job} registered version 1, but its record could not be written" in caplog.text
     assert records.get(job)["status"] == "running" and RetrainLocks(records).holder("m") is None
+
+
+def test_a_service_attempt_stopped_as_its_heartbeat_stops_is_recorded_as_succeeded(tmp_path, monkeypatch):
+    """Regression: a SIGTERM (SystemExit) after the retraining returned, as the heartbeat thread was joined, left the
+    record running, to be failed as stopped once silent although its version was registered."""
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes_outcome(tmp_path))
+    stopped_as_the_heartbeat_stops(monkeypatch, "training.retrain_attempt", exits)
+    records, job = service_attempt(tmp_path)
+    with pytest.raises(SystemExit):
+        attempt(tmp_path, records, job)
+    assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= records.get(job).items()
+    assert RetrainLocks(records).holder("m") is None
