@@ -23,7 +23,14 @@ from training.cost.catalog import PriceCatalog, default_catalog
 from training.cost.jobs import NONE
 from training.cost.model import CostModel, CostModelError
 from training.cost.publish import publish_cost_model
-from training.power.retrain_result import ACTIVATING, CHAMPION_CHANGED, Decision, describe_decision, promote
+from training.power.retrain_result import (
+    ACTIVATING,
+    ACTIVATION_FAILED,
+    CHAMPION_CHANGED,
+    Decision,
+    describe_decision,
+    promote,
+)
 from training.power.retrain_spec import Activation
 from training.settings import TrainingConfig
 
@@ -32,7 +39,8 @@ logger = logging.getLogger(__name__)
 RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
 MIN_HOLDOUT_RECORDS = 20
 _REASONS: dict[Decision, str] = {"no_incumbent": "no active model", "forced": "activation forced",
-                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED}
+                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED,
+                                 "activation_failed": ACTIVATION_FAILED}
 
 
 class CostRetrainSpec(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Literal
 
@@ -11,23 +12,35 @@ from core.durations import format_duration
 from core.registry import ModelRegistry
 from training.power.holdout import HoldoutMetrics, Incomparable, Incumbent
 
+logger = logging.getLogger(__name__)
+
 Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "not_comparable", "forced", "not_requested",
-                   "champion_changed"]
+                   "champion_changed", "activation_failed"]
 ACTIVATING: frozenset[Decision] = frozenset({"no_incumbent", "beat_incumbent", "forced"})
 CHAMPION_CHANGED = ("another version was activated while this one trained; registered without activation (the next "
                     "retraining compares with it)")
+ACTIVATION_FAILED = ("it won, but its activation could not be written (the registry's files, see the log); registered "
+                     "without activation (the next retraining compares with the served version)")
 _REASONS: dict[Decision, str] = {"no_incumbent": "no comparable active model", "forced": "activation forced",
-                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED}
+                                 "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED,
+                                 "activation_failed": ACTIVATION_FAILED}
 
 
 def promote(registry: ModelRegistry, model_id: str, version: int, decision: Decision,
             compared: int | None) -> Decision:
     """Activate a published version that won (or met no served version) unless the served version is no longer
-    `compared`, the one it was scored against: then it stays registered without activation ("champion_changed").
-    A forced activation happens on publishing; other decisions activate nothing."""
+    `compared`, the one it was scored against: then it stays registered without activation ("champion_changed"),
+    as it does when the activation cannot be written ("activation_failed": the version is registered all the same,
+    so the retraining has not failed). A forced activation happens on publishing; other decisions activate
+    nothing."""
     if decision not in ("no_incumbent", "beat_incumbent"):
         return decision
-    return decision if registry.promote(model_id, version, over=compared) else "champion_changed"
+    try:
+        return decision if registry.promote(model_id, version, over=compared) else "champion_changed"
+    except OSError:
+        logger.warning("%s version %d registered, but its activation could not be written", model_id, version,
+                       exc_info=True)
+        return "activation_failed"
 
 
 class TrainingFacts(BaseModel):

@@ -110,6 +110,23 @@ def test_a_winner_compared_with_a_champion_replaced_meanwhile_is_not_activated(s
     assert registry.active_version("power_lstm") == 2
 
 
+def test_a_winner_whose_activation_cannot_be_written_is_registered_and_says_so(sample, registry, shift,
+                                                                               monkeypatch, caplog):
+    """Regression: an I/O error writing ACTIVE failed the whole retraining although its version was registered."""
+    champion(sample, registry, shift, BAD)
+
+    def unwritable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(registry), "promote", unwritable)
+    shift(GOOD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "activation_failed", False)
+    assert "its activation could not be written" in result.reason
+    assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
+    assert any(r.exc_info and "activation could not be written" in r.getMessage() for r in caplog.records)
+
+
 def test_without_an_active_pointer_the_served_latest_version_is_the_incumbent(sample, registry, shift):
     """Regression: with no ACTIVE pointer (a first version trained with --no-activate) the service serves the
     latest version, yet the next retraining met "no incumbent" and was activated without any comparison."""
