@@ -113,7 +113,10 @@ class PolicyBounds:
                                    "scored later: %s", name, exc)
                     break
                 entry.waiting.popleft()
-                _learn(entry, window, bins)
+                try:
+                    _learn(entry, window, bins)
+                except Exception:  # noqa: BLE001 - as above; this window goes unscored
+                    logger.exception("scaling controller: peak bound of policy %s not scored", name)
 
     def tracker(self, name: str) -> PeakTracker | None:
         """The named policy's tracker, if it has one."""

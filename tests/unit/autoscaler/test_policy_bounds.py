@@ -208,3 +208,22 @@ def test_the_controller_widens_a_policy_bound_that_its_nodes_keep_exceeding(tmp_
     assert "corrected online" not in events[0].reason  # nothing learned yet: the calibrated bound as it is
     factor = float(events[-1].reason.split("(its spread x")[1].split(",")[0])
     assert factor > 1.2, events[-1].reason
+
+
+def test_a_window_that_cannot_be_scored_is_dropped_without_failing_the_tick(caplog):
+    """Bins the store answers with naive times cannot be placed in the window: logged, the window dropped."""
+    bounds, store = PolicyBounds(), BinStore()
+    bounds.correct(POLICY, view(), NODES, 2, forecasts(0))
+    bounds.observe(POLICY, seen(4), at(1))  # cut at minute 1: the bins are compared with the cut
+    for minute in range(3):
+        store.put(minute, 900.0)
+    naive = store.window
+
+    def without_zone(*args):
+        frame = naive(*args)
+        return frame.assign(timestamp=frame["timestamp"].dt.tz_localize(None))
+
+    store.window = without_zone
+    bounds.score(store, store.latest(3), at(3))
+    assert bounds.tracker("web").windows == 0 and "not scored" in caplog.text
+    bounds.score(store, store.latest(3), at(3))  # nothing left waiting
