@@ -80,6 +80,18 @@ def _failed(item: PolicyTurn, stage: str, exc: Exception) -> None:
     item.error = f"{stage} failed: {error_text(exc)}"
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """A part of the controller that the lease holder keeps in the state file, so that the next holder (or itself
+    restarted) goes on from it: all mappings."""
+
+    what: str
+    read: Callable[[], Mapping]  # from the state file
+    resume: Callable[[Mapping], None]  # into this controller
+    current: Callable[[], Mapping]  # what it is now
+    write: Callable[[Mapping], None]  # into the state file
+
+
 class ScalingController:
     """Holds the policies and runs ticks over them; state lives in `ControllerState`."""
 
@@ -106,7 +118,12 @@ class ScalingController:
         self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds()
-        self._saved_fallen: dict[tuple[str, str], datetime] = {}
+        self._kept = (
+            _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,
+                  state.save_fallen),
+            _Kept("policies' peak bound corrections", state.bound_trackers, self.bounds.restore, self.bounds.saved,
+                  state.save_bound_trackers))
+        self._saved: dict[str, Any] = {}  # per kept part, what the state file holds
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -146,7 +163,7 @@ class ScalingController:
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
-        self._save_fallen()
+        self._save()
         events, counts = [], TickCounts(turns)
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
@@ -157,25 +174,28 @@ class ScalingController:
             counts.note(item)
         return events
 
-    def _restore_fallen(self) -> None:
-        try:
-            self._saved_fallen = self.state.fallen()
-        except Exception:  # noqa: BLE001 - unreadable: this controller judges the nodes afresh
-            logger.exception("scaling controller: the nodes in live-accuracy fallback could not be read")
-            return
-        self.live.restore(self._saved_fallen)
+    def _restore(self) -> None:
+        """Go on from what the controller before this one left (each part unreadable is judged afresh)."""
+        for part in self._kept:
+            try:
+                saved = part.read()
+            except Exception:  # noqa: BLE001 - unreadable: this controller starts that part afresh
+                logger.exception("scaling controller: the %s could not be read", part.what)
+                continue
+            self._saved[part.what] = saved
+            part.resume(saved)
 
-    def _save_fallen(self) -> None:
-        """Keep the nodes live accuracy distrusts in the state file when they changed (the next lease holder, or
-        this controller restarted, goes on from them); never fails the tick."""
-        fallen = self.live.fallen()
-        if fallen == self._saved_fallen:
-            return
-        try:
-            self.state.save_fallen(fallen)
-            self._saved_fallen = fallen
-        except Exception:  # noqa: BLE001 - tried again at the next tick
-            logger.exception("scaling controller: the nodes in live-accuracy fallback could not be saved")
+    def _save(self) -> None:
+        """Keep each part in the state file when it changed; never fails the tick."""
+        for part in self._kept:
+            now = part.current()
+            if now == self._saved.get(part.what, {}):  # (an unread part is not overwritten with nothing)
+                continue
+            try:
+                part.write(now)
+                self._saved[part.what] = now
+            except Exception:  # noqa: BLE001 - tried again at the next tick
+                logger.exception("scaling controller: the %s could not be saved", part.what)
 
     def live_accuracy(self) -> LiveAccuracyReport:
         """Live scores of the forecasts this controller made, per model version and node."""
@@ -190,7 +210,7 @@ class ScalingController:
         if lease.holder != self._lease_holder:
             if lease.holder == self.holder:
                 logger.info("scaling controller %s: holds the lease, acting on targets", self.holder)
-                self._restore_fallen()  # what the controller before it distrusted, as it left it
+                self._restore()  # what the controller before it distrusted and corrected, as it left them
             else:
                 logger.info("scaling controller %s: %s holds the lease until %s; holding (no actuation)",
                             self.holder, lease.holder, lease.expires_at.isoformat())

@@ -23,7 +23,10 @@ from the calibrated bound.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from autoscaler.forecast_view import ForecastView
-from autoscaler.peak_tracking import PeakTracker, corrected
+from autoscaler.peak_tracking import MAX_FACTOR, PeakTracker, corrected
 from autoscaler.schema import PowerObservation, ScalingPolicy
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, TelemetryStore
@@ -52,11 +55,21 @@ class _Window:
     cut_at: datetime | None = None  # the first tick that read another count
 
 
+@dataclass(frozen=True)
+class SavedBound:
+    """A policy's correction as kept in the state file: what its bound meant (a digest) and its tracker's state."""
+
+    meaning: str
+    log_factor: float
+    windows: int
+    misses: int
+
+
 @dataclass
 class _PolicyBounds:
-    """One policy's tracker and its waiting windows, for what its bound means (`meaning`)."""
+    """One policy's tracker and its waiting windows, for what its bound means (`meaning`, a digest)."""
 
-    meaning: tuple
+    meaning: str
     tracker: PeakTracker
     nodes: tuple[str, ...]
     aggregation: str
@@ -68,6 +81,19 @@ class PolicyBounds:
 
     def __init__(self) -> None:
         self._policies: dict[str, _PolicyBounds] = {}
+        self._restored: dict[str, SavedBound] = {}  # saved corrections of policies not corrected since
+
+    def restore(self, saved: Mapping[str, SavedBound]) -> None:
+        """Go on from the saved corrections (those of a controller that held the lease before): each resumes when
+        its policy is next corrected, if what its bound means is unchanged. Forgets this controller's own."""
+        self._policies.clear()
+        self._restored = dict(saved)
+
+    def saved(self) -> dict[str, SavedBound]:
+        """Every policy's correction that has learned something, for the state file."""
+        return {**self._restored, **{
+            name: SavedBound(entry.meaning, entry.tracker.log_factor, entry.tracker.windows, entry.tracker.misses)
+            for name, entry in self._policies.items() if entry.tracker.windows}}
 
     def correct(self, policy: ScalingPolicy, view: ForecastView, nodes: Sequence[str], replicas: int | None,
                 forecasts: Sequence[PowerForecast]) -> ForecastView:
@@ -126,17 +152,34 @@ class PolicyBounds:
     def retain(self, names: Iterable[str]) -> None:
         """Forget the policies not named (deleted ones)."""
         kept = set(names)
-        for name in [name for name in self._policies if name not in kept]:
-            del self._policies[name]
+        for held in (self._policies, self._restored):
+            for name in [name for name in held if name not in kept]:
+                del held[name]
 
     def _entry(self, policy: ScalingPolicy, nodes: Sequence[str]) -> _PolicyBounds:
-        meaning = (policy.target, tuple(nodes), policy.aggregation, policy.predictive_scaling.confidence_threshold,
-                   policy.risk_window_s)
+        meaning = _meaning(policy, nodes)
         entry = self._policies.get(policy.name)
         if entry is None or entry.meaning != meaning:
-            entry = self._policies[policy.name] = _PolicyBounds(
-                meaning, PeakTracker(policy.predictive_scaling.confidence_threshold), tuple(nodes), policy.aggregation)
+            saved = self._restored.pop(policy.name, None)
+            level = policy.predictive_scaling.confidence_threshold
+            tracker = _resumed(level, saved) if saved is not None and saved.meaning == meaning else PeakTracker(level)
+            entry = self._policies[policy.name] = _PolicyBounds(meaning, tracker, tuple(nodes), policy.aggregation)
         return entry
+
+
+def _meaning(policy: ScalingPolicy, nodes: Sequence[str]) -> str:
+    """A digest of what the policy's bound means: its target, nodes, aggregation, confidence level and risk window."""
+    parts = [policy.target.model_dump(mode="json"), list(nodes), policy.aggregation,
+             policy.predictive_scaling.confidence_threshold, policy.risk_window_s]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _resumed(level: float, saved: SavedBound) -> PeakTracker:
+    """A tracker going on from a saved correction (a value out of range, from an edited file, starts afresh)."""
+    limit = math.log(MAX_FACTOR)
+    if not (math.isfinite(saved.log_factor) and abs(saved.log_factor) <= limit and 0 <= saved.misses <= saved.windows):
+        return PeakTracker(level)
+    return PeakTracker(level, saved.log_factor, saved.windows, saved.misses)
 
 
 def _aggregate(policy: ScalingPolicy, values: Sequence[float]) -> float:

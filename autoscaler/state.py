@@ -1,6 +1,6 @@
 """The controller's durable state: policies, each policy's cooldown clock and recent recommendations, events, the
-actuations in flight (intents), the lease that lets one controller act on targets, and the nodes whose forecasts
-live accuracy stopped trusting.
+actuations in flight (intents), the lease that lets one controller act on targets, the nodes whose forecasts
+live accuracy stopped trusting, and each policy's online correction of its peak bound.
 
 One SQLite file (WAL) under the app's state directory, so a restarted controller actor finds everything it had.
 Every write is one transaction (BEGIN IMMEDIATE, so controllers sharing the file take turns). Policies from the
@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from autoscaler.decision import PolicyState
+from autoscaler.policy_bounds import SavedBound
 from autoscaler.schema import (
     ActuationResult,
     ActuationStatus,
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS lease (
     id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS live_fallback (
     version TEXT NOT NULL, node TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (version, node));
+CREATE TABLE IF NOT EXISTS bound_tracking (
+    policy TEXT PRIMARY KEY, meaning TEXT NOT NULL, log_factor REAL NOT NULL, windows INTEGER NOT NULL,
+    misses INTEGER NOT NULL);
 """
 _MAX_REASON_CHARS = 2000
 _TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
@@ -209,6 +213,7 @@ class ControllerState:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (abandoned.model_dump_json(), abandoned.id))
         db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
         db.execute("DELETE FROM intents WHERE name = ?", (name,))
+        db.execute("DELETE FROM bound_tracking WHERE policy = ?", (name,))
 
     def delete_policy(self, name: str) -> bool:
         """Remove a policy, valid or not, and its state (its events stay; a pending one says it was abandoned);
@@ -387,3 +392,17 @@ class ControllerState:
             db.execute("DELETE FROM live_fallback")
             db.executemany("INSERT INTO live_fallback VALUES (?, ?, ?)",
                            [(version, node, since.timestamp()) for (version, node), since in fallen.items()])
+
+    def bound_trackers(self) -> dict[str, SavedBound]:
+        """Policy name -> its peak bound's online correction, as the last lease holder left it."""
+        rows = self._read("SELECT policy, meaning, log_factor, windows, misses FROM bound_tracking")
+        return {policy: SavedBound(meaning, float(log_factor), int(windows), int(misses))
+                for policy, meaning, log_factor, windows, misses in rows}
+
+    def save_bound_trackers(self, saved: Mapping[str, SavedBound]) -> None:
+        """Replace the stored corrections (a restarted controller goes on from them)."""
+        with self._write() as db:
+            db.execute("DELETE FROM bound_tracking")
+            db.executemany("INSERT INTO bound_tracking VALUES (?, ?, ?, ?, ?)",
+                           [(name, bound.meaning, bound.log_factor, bound.windows, bound.misses)
+                            for name, bound in saved.items()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -227,3 +228,67 @@ def test_a_window_that_cannot_be_scored_is_dropped_without_failing_the_tick(capl
     bounds.score(store, store.latest(3), at(3))
     assert bounds.tracker("web").windows == 0 and "not scored" in caplog.text
     bounds.score(store, store.latest(3), at(3))  # nothing left waiting
+
+
+def test_a_saved_correction_resumes_where_its_policy_bound_means_the_same():
+    """A restarted controller goes on from the corrections its predecessor saved, not from the calibrated bound."""
+    before = PolicyBounds()
+    run(before, BinStore(), [900.0] * 10)
+    saved = before.saved()
+    assert set(saved) == {"web"} and saved["web"].windows == before.tracker("web").windows
+    after = PolicyBounds()
+    after.restore(saved)
+    assert after.saved() == saved  # kept while its policy has not been corrected yet
+    widened = after.correct(POLICY, view(), NODES, 2, forecasts(10)).upper_quantile_per_node_watts[0]
+    assert widened > 600.0 and after.tracker("web").factor == before.tracker("web").factor
+    other_nodes = PolicyBounds()
+    other_nodes.restore(saved)
+    assert other_nodes.correct(POLICY, view(), ("n1", "n3"), 2, forecasts(10)) == view()  # means something else
+    assert other_nodes.tracker("web").windows == 0 and other_nodes.saved() == {}
+
+
+def test_a_saved_correction_out_of_range_or_of_a_deleted_policy_is_dropped():
+    saved = PolicyBounds()
+    run(saved, BinStore(), [900.0] * 10)
+    good = saved.saved()["web"]
+    for bad in (dataclasses.replace(good, log_factor=9.0), dataclasses.replace(good, log_factor=float("nan")),
+                dataclasses.replace(good, misses=good.windows + 1)):
+        bounds = PolicyBounds()
+        bounds.restore({"web": bad})
+        assert bounds.correct(POLICY, view(), NODES, 2, forecasts(10)) == view()  # afresh
+    deleted = PolicyBounds()
+    deleted.restore({"web": good})
+    deleted.retain(["other"])
+    assert deleted.saved() == {}
+
+
+def test_a_restarted_controller_goes_on_from_the_saved_correction(tmp_path, store):
+    """Through real ticks: the corrections live in the state file, so the controller that takes over (here the same
+    file reopened) decides on the widened bound at its first tick; a deleted policy's correction goes with it."""
+    start = datetime.now(UTC) - timedelta(minutes=40)
+    clock = [start]
+
+    def controller() -> ScalingController:
+        return ScalingController(ControllerState(tmp_path / "state.sqlite"), store,
+                                 FixedForecaster(upper_watts=450.0), Actuators([RecordingActuator(2)]),
+                                 clock=lambda: clock[0])
+
+    first = controller()
+    first.put_policy(policy_data(stale_after_s="1h"))
+    write_power(store, {"n1": 400.0, "n2": 400.0}, minutes=15, end=start)
+    for minute in range(1, 12):
+        clock[0] = start + timedelta(minutes=minute)
+        watts = 400.0 + 100.0 * (minute % 2)
+        write_power(store, {"n1": watts, "n2": watts}, minutes=1, end=clock[0])
+        first.tick()
+    learned = first.bounds.tracker("web")
+    assert learned.windows > 0 and learned.factor > 1.0
+    assert first.state.bound_trackers()["web"].windows == learned.windows
+    first.stop()
+    restarted = controller()
+    clock[0] += timedelta(seconds=10)  # within the same minute: no new window has ended
+    [event] = restarted.tick()
+    assert "corrected online" in event.reason, event.reason
+    assert restarted.bounds.tracker("web").log_factor == learned.log_factor
+    restarted.state.delete_policy("web")
+    assert restarted.state.bound_trackers() == {}
