@@ -4,9 +4,10 @@ decision used it, scored against the power the policy's nodes then drew over the
 One bound waits per forecast origin (ticks within a model step forecast from the same stored window). Once every
 node's newest reading lies past the window's last bin, the window is read from the store at the model's step, as
 the bound was calibrated: per bin the policy's aggregate (its `aggregation`, max or mean) over its nodes, in bins
-every node measured. The bound was made for the replica count read at its tick; from the first tick that reads
-another count, the nodes' power is no longer the load the bound was for (the controller's own change, or someone
-else's), so only the bins that ended before that tick are read. Then:
+every node measured. The bound was made for the replica count read at its tick; once a tick reads another count,
+the nodes' power is no longer the load the bound was for (the controller's own change, or someone else's) since
+some time after the last tick that read the bound's count, so only the bins that ended before that tick are read.
+Then:
 
 - a measured bin above the bound: a miss;
 - no bin above it, the whole window read and at least half its bins measured: a window under its bound;
@@ -52,7 +53,8 @@ class _Window:
     step_s: int
     bound: float  # watts per node, the policy's aggregate
     replicas: int  # the count the bound was made for
-    cut_at: datetime | None = None  # the first tick that read another count
+    seen_at: datetime  # the last tick that read that count (its origin until a later tick reads it)
+    cut_at: datetime | None = None  # once a tick read another count: `seen_at` then, the change having come after it
 
 
 @dataclass(frozen=True)
@@ -110,17 +112,22 @@ class PolicyBounds:
         if replicas and (not entry.waiting or entry.waiting[-1].start != start):
             bound = _aggregate(policy, view.upper_quantile_per_node_watts)
             end = first.timestamps[-1] + timedelta(seconds=step)
-            entry.waiting.append(_Window(start, end, step, bound, replicas))
+            entry.waiting.append(_Window(start, end, step, bound, replicas, seen_at=start))
         return view
 
     def observe(self, policy: ScalingPolicy, observation: PowerObservation | None, now: datetime) -> None:
-        """Note the tick's replica count: windows made for another count are cut short from `now`."""
+        """Note the tick's replica count: a window made for another count is cut short from the last tick that read
+        its own (the change came between the two ticks, when exactly is not known)."""
         entry = self._policies.get(policy.name)
         if entry is None or observation is None:
             return
         for window in entry.waiting:
-            if window.cut_at is None and observation.replicas != window.replicas:
-                window.cut_at = now
+            if window.cut_at is not None:
+                continue
+            if observation.replicas == window.replicas:
+                window.seen_at = now
+            else:
+                window.cut_at = window.seen_at
 
     def score(self, store: TelemetryStore, latest: Mapping[str, NodeLatest], now: datetime) -> None:
         """Learn from every window whose bins every node has measured past; never raises."""

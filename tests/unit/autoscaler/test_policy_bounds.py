@@ -113,13 +113,14 @@ def test_a_window_is_scored_on_the_bins_the_bound_was_for_once_every_node_measur
 
 
 def test_a_window_cut_short_by_another_replica_count_counts_only_when_already_missed():
-    """Scaled out at minute 2: the bins that ended before it are read; a miss there counts, a hit does not."""
+    """Scaled out between the ticks of minutes 1 and 2: only the bin that ended by minute 1, the last tick that read
+    the bound's count, is read; a miss there counts, a hit does not."""
     for early, expected in ((650.0, (1, 1)), (500.0, (0, 0))):
         bounds, store = PolicyBounds(), BinStore()
         bounds.correct(POLICY, view(), NODES, 2, forecasts(0))
         bounds.observe(POLICY, seen(2), at(1))
-        bounds.observe(POLICY, seen(4), at(2))  # the count changed: bins 0 and 1 ended by then
-        for minute, watts in enumerate([early, 500.0, 900.0]):  # 900 W after the change does not count
+        bounds.observe(POLICY, seen(4), at(2))  # the count changed after minute 1: bin 0 ended by then
+        for minute, watts in enumerate([early, 900.0, 900.0]):  # bin 1 may be after the change: not read
             store.put(minute, watts)
         bounds.score(store, store.latest(3), at(3))
         tracker = bounds.tracker("web")
