@@ -46,6 +46,18 @@ _HISTORY_LINES = 100
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
 
+class ActivationFailed(OSError):
+    """`publish` registered the version `metadata` names, but could not activate it (the OSError is chained)."""
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+        super().__init__(f"{metadata.model_id} version {metadata.version} is registered, but its activation could "
+                         "not be written")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (e.g. across Ray workers) intact
+        return type(self), (self.metadata,)
+
+
 class ModelRegistry:
     """Publish, list, activate and load model versions under ``root``."""
 
@@ -281,7 +293,9 @@ class ModelRegistry:
         activate: bool = True,
     ) -> ModelMetadata:
         """Copy ``source_dir`` into a new version folder atomically and return its metadata (first removing the
-        model's staging folders that a publish killed over an hour ago left behind)."""
+        model's staging folders that a publish killed over an hour ago left behind). Once the folder is renamed into
+        place the version is registered: an activation that cannot be written then raises ActivationFailed, carrying
+        the version's metadata."""
         source_dir = Path(source_dir)
         if not source_dir.is_dir() or not any(source_dir.iterdir()):
             raise ValueError(f"source dir {source_dir} is missing or empty")
@@ -326,7 +340,10 @@ class ModelRegistry:
         fsync_dir(model_dir)
         logger.info("published %s version %d", model_id, version)
         if activate:
-            self.activate(model_id, version)
+            try:
+                self.activate(model_id, version)
+            except OSError as exc:
+                raise ActivationFailed(meta) from exc
         return meta
 
     def cleanup_staging(self, model_id: str | None = None, *, max_age_s: float = 3600.0) -> int:

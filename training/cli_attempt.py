@@ -13,8 +13,8 @@ given first, failing it as stopped, stands in its record): should its outcome fa
 Ctrl-C / SIGTERM come from then on (as its heartbeat stops, its outcome is read or its end recorded), the record
 names the version without its scores, and the interruption still ends the process; a record that cannot be written,
 or a lock that cannot be freed, is a warning (a lock left by a finished run is taken over by the next attempt at
-once, one left by a run still recorded as running once that run is silent). What `train` raises fails the run, even
-once it has published (its activation, or the removal of its temporary folder, failing).
+once, one left by a run still recorded as running once that run is silent). What `train` raises fails the run; an
+activation that cannot be written does not (the version stays registered, decision "activation_failed").
 """
 
 from __future__ import annotations

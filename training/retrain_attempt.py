@@ -9,11 +9,11 @@ after (only a verdict given first, failing it as stopped, stands): should its sc
 metadata unreadable just now), its record names the version, the decision and the activation without them and says
 so (`message`); stopped then (a Ray worker's SIGTERM as its heartbeat stops), it is recorded as succeeded before it
 ends; a record that cannot be written, or a lock that cannot be released, is a logged warning. What the retraining
-raises fails the attempt, even once it has published (its activation, or the removal of its temporary folder,
-failing). The model's retrain lock (training/retrain_lock.py) is released when the attempt ends; one left behind is
-taken over by the next attempt, at once when the record has ended, else once the record is silent. While it runs,
-its record is refreshed every `HEARTBEAT_S`, so an attempt whose process died (or whose end could not be recorded)
-is known to have stopped.
+raises fails the attempt; an activation that cannot be written does not (retrain_power, retrain_cost: the version
+stays registered, decision "activation_failed"). The model's retrain lock (training/retrain_lock.py) is released
+when the attempt ends; one left behind is taken over by the next attempt, at once when the record has ended, else
+once the record is silent. While it runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process
+died (or whose end could not be recorded) is known to have stopped.
 Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
 `KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """

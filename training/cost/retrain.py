@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from core.registry import ModelRegistry
+from core.registry import ActivationFailed, ModelRegistry
 from core.registry_metadata import ModelId
 from training.cost.catalog import PriceCatalog, default_catalog
 from training.cost.jobs import NONE
@@ -28,6 +28,7 @@ from training.power.retrain_result import (
     ACTIVATION_FAILED,
     CHAMPION_CHANGED,
     Decision,
+    activation_failed,
     describe_decision,
     promote,
 )
@@ -152,10 +153,13 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
                "n_holdout": len(holdout), "conformal_margin": fitted["conformal_margin"]}
     champion = _score_champion(registry, spec.model_id, holdout, model)
     decision = _decide(spec.activation, champion)
-    version = publish_cost_model(
-        registry, spec.model_id, model, spec.config, metrics, activate=decision == "forced",
-        training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
-                  "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction})
+    try:
+        version = publish_cost_model(
+            registry, spec.model_id, model, spec.config, metrics, activate=decision == "forced",
+            training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
+                      "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction})
+    except ActivationFailed as failed:  # registered all the same: the retraining has not failed
+        version, decision = activation_failed(failed)
     decision = promote(registry, spec.model_id, version, decision, None if champion is None else champion.version)
     return CostRetrainResult(
         model_id=spec.model_id, version=version, decision=decision, metrics=metrics, synthetic=spec.synthetic,

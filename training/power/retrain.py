@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.registry import ModelRegistry
+from core.registry import ActivationFailed, ModelRegistry
 from training.power.dataset import PreparedData, prepare
 from training.power.forecaster import PowerForecaster
 from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Incumbent, holdout_metrics, score_incumbent
-from training.power.retrain_result import Decision, RetrainResult, TrainingFacts, promote
+from training.power.retrain_result import Decision, RetrainResult, TrainingFacts, activation_failed, promote
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
 from training.power.served import train_served
 from training.settings import TrainingConfig
@@ -58,8 +58,11 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                           worker_nodes=weights.worker_nodes, served=forecaster.served_method,
                           gbm_half_life_steps=forecaster.gbm.spec.half_life_steps if forecaster.gbm else None,
                           lstm_half_life_steps=weights.half_life_steps, lstm_relative_power=weights.relative_power)
-    version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts, synthetic=synthetic,
-                       activate=decision == "forced")
+    try:
+        version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts,
+                           synthetic=synthetic, activate=decision == "forced")
+    except ActivationFailed as failed:  # registered all the same: the retraining has not failed
+        version, decision = activation_failed(failed)
     decision = promote(registry, spec.model_id, version, decision, None if incumbent is None else incumbent.version)
     compared = incumbent if isinstance(incumbent, Incumbent) else None
     return RetrainResult(model_id=spec.model_id, version=version, decision=decision, metrics=metrics,

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 from core.durations import format_duration
-from core.registry import ModelRegistry
+from core.registry import ActivationFailed, ModelRegistry
 from training.power.holdout import HoldoutMetrics, Incomparable, Incumbent
 
 logger = logging.getLogger(__name__)
@@ -19,8 +19,8 @@ Decision = Literal["no_incumbent", "beat_incumbent", "did_not_beat", "not_compar
 ACTIVATING: frozenset[Decision] = frozenset({"no_incumbent", "beat_incumbent", "forced"})
 CHAMPION_CHANGED = ("another version was activated while this one trained; registered without activation (the next "
                     "retraining compares with it)")
-ACTIVATION_FAILED = ("it won, but its activation could not be written (the registry's files, see the log); registered "
-                     "without activation (the next retraining compares with the served version)")
+ACTIVATION_FAILED = ("it won or was forced, but its activation could not be written (the registry's files, see the "
+                     "log); registered without activation (the next retraining compares with the served version)")
 _REASONS: dict[Decision, str] = {"no_incumbent": "no comparable active model", "forced": "activation forced",
                                  "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED,
                                  "activation_failed": ACTIVATION_FAILED}
@@ -31,8 +31,8 @@ def promote(registry: ModelRegistry, model_id: str, version: int, decision: Deci
     """Activate a published version that won (or met no served version) unless the served version is no longer
     `compared`, the one it was scored against: then it stays registered without activation ("champion_changed"),
     as it does when the activation cannot be written ("activation_failed": the version is registered all the same,
-    so the retraining has not failed). A forced activation happens on publishing; other decisions activate
-    nothing."""
+    so the retraining has not failed). A forced activation happens on publishing (when it fails:
+    `activation_failed`); other decisions activate nothing."""
     if decision not in ("no_incumbent", "beat_incumbent"):
         return decision
     try:
@@ -41,6 +41,15 @@ def promote(registry: ModelRegistry, model_id: str, version: int, decision: Deci
         logger.warning("%s version %d registered, but its activation could not be written", model_id, version,
                        exc_info=True)
         return "activation_failed"
+
+
+def activation_failed(failed: ActivationFailed) -> tuple[int, Decision]:
+    """The version a publishing registered without its (forced) activation, and the decision "activation_failed";
+    a warning with the traceback."""
+    meta = failed.metadata
+    logger.warning("%s version %d registered, but its activation could not be written", meta.model_id, meta.version,
+                   exc_info=failed)
+    return meta.version, "activation_failed"
 
 
 class TrainingFacts(BaseModel):

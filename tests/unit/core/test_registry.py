@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from core.atomic_files import atomic_write_json, atomic_write_text
-from core.registry import ModelRegistry
+from core.registry import ActivationFailed, ModelRegistry
 from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
 
 
@@ -301,6 +301,27 @@ def test_failed_publish_leaves_nothing(
     assert reg.versions("power_lstm") == []
     assert reg.active_version("power_lstm") is None
     assert {p.name for p in (reg.root / "power_lstm").iterdir()} <= {".activation"}  # the (empty) lock file at most
+
+
+def test_an_activation_that_fails_after_the_rename_names_the_registered_version(
+    reg: ModelRegistry, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: publish raised the activation's bare OSError, so its callers took the version for unregistered."""
+    reg.publish("power_lstm", source, model_type="lstm")
+    cause = OSError(errno.ENOSPC, "No space left on device", str(reg.root / "power_lstm" / "ACTIVE"))
+
+    def unwritable(*_args: object) -> None:
+        raise cause
+
+    monkeypatch.setattr(reg, "activate", unwritable)
+    with pytest.raises(ActivationFailed) as info:
+        reg.publish("power_lstm", source, model_type="lstm", metrics={"mae": 1.0})
+    failed = info.value
+    assert isinstance(failed, OSError) and failed.__cause__ is cause
+    assert (failed.metadata.version, failed.metadata.metrics) == (2, {"mae": 1.0})
+    assert str(failed) == "power_lstm version 2 is registered, but its activation could not be written"
+    assert pickle.loads(pickle.dumps(failed)).metadata == failed.metadata
+    assert reg.versions("power_lstm") == [1, 2] and reg.active_version("power_lstm") == 1
 
 
 def test_nonexistent_root_lists_nothing_and_is_not_created(tmp_path: Path) -> None:

@@ -143,8 +143,9 @@ def unreleasable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RetrainLocks, "release", fails(UNREADABLE))
 
 
-def gbm(tmp_path, state) -> int:
-    return train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models"), "--state-path", str(state)])
+def gbm(tmp_path, state, *flags: str) -> int:
+    return train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models"), "--state-path", str(state),
+                           *flags])
 
 
 @pytest.mark.parametrize("fault", ["outcome", "release"])
@@ -171,6 +172,20 @@ def test_train_gbm_exits_0_naming_its_version_when_what_follows_the_publication_
     assert gbm(tmp_path, state) == 0  # not refused: the lock left behind is stale
     assert ModelRegistry(tmp_path / "models").versions("cost_gbm") == [1, 2]
     assert RetrainLocks(records).holder("cost_gbm") is None
+
+
+def test_train_gbm_exits_0_naming_its_version_when_its_forced_activation_fails(tmp_path, monkeypatch, capsys):
+    """Regression: exit 2 and a failed record although the publication had registered the version."""
+    state = tmp_path / "state"
+    assert gbm(tmp_path, state) == 0
+    monkeypatch.setattr(ModelRegistry, "activate", fails(UNREADABLE))
+    assert gbm(tmp_path, state, "--force-activate") == 0
+    err = capsys.readouterr().err
+    assert "train_gbm: registered cost_gbm version 2" in err and "error" not in err
+    record = RecordStore(state, "retrain").newest(1)[0]
+    assert {"status": "succeeded", "registered_version": 2, "decision": "activation_failed",
+            "activated": False}.items() <= record.items()
+    assert ModelRegistry(tmp_path / "models").active_version("cost_gbm") == 1
 
 
 def service_attempt(tmp_path) -> tuple[RecordStore, str]:

@@ -69,6 +69,23 @@ def test_forced_and_never_activation(tmp_path):
     assert (never.decision, registry.active_version("cost_gbm")) == ("not_requested", 2)
 
 
+def test_a_forced_activation_that_cannot_be_written_leaves_the_version_registered(tmp_path, monkeypatch, caplog):
+    """Regression: the publication's failed activation failed the retraining although its version was registered."""
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(600, 1), spec(), registry=registry)
+
+    def unwritable(*_args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ModelRegistry, "activate", unwritable)
+    result = retrain_cost(generate_job_records(600, 2), spec(activation="force"), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "activation_failed", False)
+    assert result.reason.startswith("it won or was forced, but its activation could not be written")
+    assert registry.versions("cost_gbm") == [1, 2] and registry.active_version("cost_gbm") == 1
+    assert any(r.exc_info and "version 2 registered, but its activation could not be written" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_too_few_records_for_a_holdout_are_refused(tmp_path):
     with pytest.raises(ValueError, match="leave 15 for the holdout; need at least 20, so at least 130 records"):
         retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))

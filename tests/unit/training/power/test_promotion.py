@@ -196,6 +196,21 @@ def test_forced_activation_serves_an_incomparable_version(sample, registry, shif
     assert registry.active_version("power_lstm") == 2
 
 
+def test_a_forced_activation_that_cannot_be_written_leaves_the_version_registered(sample, registry, shift,
+                                                                                  monkeypatch):
+    """Regression: the publication's failed activation failed the retraining although its version was registered."""
+    champion(sample, registry, shift, GOOD)
+    shift(BAD)
+
+    def unwritable(*_args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(registry), "activate", unwritable)
+    result = retrain_power(sample, spec(activation="force"), registry=registry)
+    assert (result.version, result.decision, result.activated) == (2, "activation_failed", False)
+    assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
+
+
 def test_the_common_score_compares_a_model_with_itself_evenly(sample, registry, shift):
     champion(sample, registry, shift, BAD, overrides=COARSER)
     model = PowerForecaster.load(registry.get("power_lstm")[0])
