@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from core.stores.base import TelemetryStore
-from core.stores.settings import StoreSettings
+from core.stores.settings import StoreSettings, influx_url
 
 logger = logging.getLogger(__name__)
-
-INFLUX_DEFAULT_PORT = 8086
-
-
-def influx_url(host: str) -> str:
-    """`influx`, `influx:8086` or `https://influx` as a full URL (http and port 8086 by default)."""
-    text = host.strip().rstrip("/")
-    if "://" not in text:
-        text = f"http://{text}"
-    parts = urlsplit(text)
-    if parts.port is None:  # the netloc keeps an IPv6 address's brackets and any user info
-        text = parts._replace(netloc=f"{parts.netloc}:{INFLUX_DEFAULT_PORT}").geturl()
-    return text
 
 
 def create_store(settings: StoreSettings | Mapping[str, str] | None = None) -> TelemetryStore:

@@ -13,7 +13,7 @@ An empty value counts as unset. `StoreSettings.identity` names the store they re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -25,6 +25,19 @@ from core.settings import Duration, EnvSettings, Section, environment, load_keys
 
 DEFAULT_DATA_DIR = "data/telemetry"
 DEFAULT_RETENTION_S = 30 * 86400
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+INFLUX_DEFAULT_PORT = 8086
+
+
+def influx_url(host: str) -> str:
+    """`influx`, `influx:8086` or `https://influx` as a full URL (http and port 8086 by default)."""
+    text = host.strip().rstrip("/")
+    if "://" not in text:
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    if parts.port is None:  # the netloc keeps an IPv6 address's brackets and any user info
+        text = parts._replace(netloc=f"{parts.netloc}:{INFLUX_DEFAULT_PORT}").geturl()
+    return text
 
 
 def _json_object(value: object) -> object:
@@ -39,13 +52,20 @@ def _json_object(value: object) -> object:
     return decoded
 
 
-def _without_login(address: str) -> str:
-    """A URL or bare `host[:port]` without its `user:password@` and trailing slashes."""
-    text = address.strip().rstrip("/")
-    bare = "://" not in text  # parsed as a network location, not as a scheme ("influx:8086")
-    parts = urlsplit(f"//{text}" if bare else text)
-    text = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return text.removeprefix("//") if bare else text
+def _client_url(address: str, complete: Callable[[str], str] = str) -> str:
+    """The URL a store's client connects to for `address` (`complete`: what create_store does to it first): scheme
+    and host lower-case, the port explicit (else urllib's: 80 for http, 443 for https), the path without a trailing
+    slash; no login, query or fragment. Text that is no such URL: stripped, less what precedes its last `@`."""
+    text = address.strip()
+    try:
+        parts = urlsplit(complete(text))
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+        host = port = None
+    if not host or not port:
+        return text.rpartition("@")[2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 NameMap = Annotated[dict[str, str] | None, NoDecode, BeforeValidator(_json_object)]
@@ -73,13 +93,14 @@ class StoreSettings(EnvSettings):
     telemetry_retention: Duration = Field(DEFAULT_RETENTION_S, ge=3600, alias="TELEMETRY_RETENTION")
 
     def identity(self) -> tuple[str, ...]:
-        """Which store these settings reach, in `create_store`'s order and without secrets (no token, no login in a
-        URL): ("influxdb", host, org, bucket), else ("prometheus", URL), else ("sqlite", the data directory as an
-        absolute path, a relative one resolved against this process's working directory)."""
+        """Which store these settings reach, in `create_store`'s order and without secrets: ("influxdb", URL, org,
+        bucket), else ("prometheus", URL), each URL as `_client_url` gives what its client connects to, else
+        ("sqlite", the data directory as an absolute path, a relative one resolved against the working directory)."""
         if self.influx_host:
-            return "influxdb", _without_login(self.influx_host), self.influx_org or "", self.influx_bucket or ""
+            url = _client_url(self.influx_host, influx_url)
+            return "influxdb", url, self.influx_org or "", self.influx_bucket or ""
         if self.prometheus_url:
-            return "prometheus", _without_login(self.prometheus_url)
+            return "prometheus", _client_url(self.prometheus_url)
         return "sqlite", str(Path(self.telemetry_data_dir).resolve())
 
     def token(self) -> SecretStr | None:

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from core.stores import flux
 from core.stores.base import StoreUnavailable
-from core.stores.factory import influx_url
 from core.stores.influx import InfluxStore, to_line
+from core.stores.settings import influx_url
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
 from tests.paths import TEST_DATA
