@@ -8,7 +8,11 @@ actuals: every bin of it before the newest (which may still be filling) where po
 gap, scores the waiting leads that fall on it, each lead once. The window holds `sequence_length` steps, so a
 forecast of a node asked again within that span has all its leads scored. Only windows read from the store feed it;
 a client's lists never do, so no request can steer another's intervals. Each replica learns from the forecasts it
-answered itself (Serve spreads a node's requests over the replicas), and a new model version starts uncorrected.
+answered itself (Serve spreads a node's requests over the replicas). Before a replica answers a node's first stored
+forecast from a model version, it replays the model on the node's stored windows since that version was registered
+(at most `WARM_ORIGINS`, oldest first: `warm`), as if it had been asked at every step: a replica that starts (a
+restart, one more replica, a reload) goes on from the store's evidence rather than from nothing, every replica from
+the same, and nothing the model trained on is scored (its training data ended before it was registered).
 
 Bounded: at most `MAX_VERSIONS` versions and `MAX_SERIES` (version, node) pairs (the least recently forecast go
 first), and horizon + 2 waiting origins per pair (the oldest go first).
@@ -17,6 +21,7 @@ first), and horizon + 2 waiting origins per pair (the oldest go first).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +32,7 @@ from training.power.stored_history import StoredHistory
 
 MAX_VERSIONS = 8
 MAX_SERIES = 1024
+WARM_ORIGINS = 128  # past windows a replica replays for a node it has not answered yet
 
 
 @dataclass
@@ -75,6 +81,17 @@ class NodeCalibrations:
             "peak_upper": None if peak is None else tuple(peak.tolist()),
             "online_calibration_points": model.pooled.points})
 
+    def cold(self, version: str, node_id: str) -> bool:
+        """Whether this replica has answered none of the node's stored-window forecasts from `version` (or forgot)."""
+        return (version, node_id) not in self._waiting
+
+    def warm(self, node_id: str, windows: Sequence[StoredHistory], forecasts: Sequence[PowerForecast],
+             horizon_steps: int) -> None:
+        """Learn from the node's past windows (oldest first) and the forecasts made from them, as if it had been
+        asked at each."""
+        for stored, forecast in zip(windows, forecasts, strict=True):
+            self.correct(node_id, stored, forecast, horizon_steps)
+
     def _model(self, forecast: PowerForecast, horizon_steps: int) -> ModelCalibration:
         model = self._models.get(forecast.model_version)
         if model is None:
@@ -100,13 +117,15 @@ class NodeCalibrations:
 
 def _score(model: ModelCalibration, node_id: str, waiting: OrderedDict[float, _Waiting],
            stored: StoredHistory) -> None:
-    """Learn from the waiting leads that land on a measured bin of the window, before its newest bin."""
+    """Learn, in one step as the backtest does (training.power.online_calibration.adapt_in_time), from the waiting
+    leads that land on a measured bin of the window, before its newest bin."""
     history = stored.history
     step, bins = history.step_s, len(history.power_watts)
     first = history.end_time.timestamp() - step * (bins - 1)
     power = np.asarray(history.power_watts, dtype=float)
     measured = np.asarray(stored.measured, dtype=bool) if stored.measured else np.isfinite(power)
     scoreable = bins - 1  # the newest bin may still be filling: scored at the next window
+    scored = []  # per origin: its leads scored now, as served, and the bins they landed on
     for origin in list(waiting):
         forecast = waiting[origin]
         index = np.rint((origin - first) / step).astype(int) + 1 + np.arange(forecast.point.size)
@@ -114,8 +133,11 @@ def _score(model: ModelCalibration, node_id: str, waiting: OrderedDict[float, _W
         leads = np.flatnonzero(inside & forecast.unscored)
         leads = leads[measured[index[leads]]]
         if leads.size:
-            model.learn(node_id, leads, forecast.point[leads], forecast.lower[leads], forecast.upper[leads],
-                        forecast.confidence[leads], power[index[leads]], first + step * float(index[leads].max()))
+            scored.append((leads, forecast.point[leads], forecast.lower[leads], forecast.upper[leads],
+                           forecast.confidence[leads], index[leads]))
             forecast.unscored[leads] = False
         if index[-1] < scoreable:  # every lead's bin is behind: scored, or never measured
             del waiting[origin]
+    if scored:
+        leads, point, lower, upper, confidence, at = (np.concatenate(parts) for parts in zip(*scored, strict=True))
+        model.learn(node_id, leads, point, lower, upper, confidence, power[at], first + step * float(at.max()))

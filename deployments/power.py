@@ -30,12 +30,18 @@ from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
-from deployments.node_calibration import NodeCalibrations
+from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations
 from deployments.registry_follower import RegistryFollower
 from training.power.forecaster import PowerForecaster
 from training.power.inference import check_history, forecast_histories
 from training.power.routing import Coverage, route
-from training.power.stored_history import NoStoredTelemetry, StoredHistory, fill_from_store, stored_history
+from training.power.stored_history import (
+    NoStoredTelemetry,
+    StoredHistory,
+    fill_from_store,
+    past_windows,
+    stored_history,
+)
 from training.power.workload import StoredForecast, WorkloadTelemetryMissing, sum_forecasts
 
 logger = logging.getLogger("ray.serve")
@@ -44,6 +50,7 @@ FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read wa
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
+WARM_NODES_PER_REQUEST = 4  # nodes whose online calibration one request warms (deployments/node_calibration.py)
 
 
 class PowerPredictorUserConfig(BaseModel):
@@ -68,6 +75,7 @@ class ServedPower:
     forecaster: PowerForecaster
     synthetic: bool  # trained on generated data
     latency: LatencyRecorder
+    registered_at: datetime  # when the version was published (its training data ended before)
 
     @property
     def model_version(self) -> str:
@@ -153,7 +161,7 @@ class PowerPredictor(RegistryFollower):
         forecaster = PowerForecaster.load(folder, device=self.device)
         latency = self.served[model_id].latency if model_id in self.served else LatencyRecorder(model_id)
         self.served[model_id] = ServedPower(model_id, metadata.version, forecaster,
-                                            trained_on_synthetic_data(metadata), latency)
+                                            trained_on_synthetic_data(metadata), latency, metadata.created_at)
         logger.info("PowerPredictor: serving %s version %d on %s", model_id, metadata.version, self.device)
 
     def _refresh(self) -> None:
@@ -273,12 +281,37 @@ class PowerPredictor(RegistryFollower):
                       for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
+            await self._warm_calibrations(served, nodes, stored)
             forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon)
                          for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
             for node, forecast in zip(nodes, forecasts, strict=True):
                 self.forecast_gauges.publish(node, forecast)
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
+
+    async def _warm_calibrations(self, served: ServedPower, nodes: Sequence[str],
+                                 stored: Sequence[StoredHistory]) -> None:
+        """Before this replica answers a node's first stored-window forecast from `served`, replay the model on the
+        node's windows since the version was registered (`past_windows`), so that its online calibration starts from
+        the store's evidence (deployments/node_calibration.py); at most WARM_NODES_PER_REQUEST nodes per request,
+        the others at their next. A store that cannot be read leaves the nodes cold."""
+        version = served.model_version
+        cold = [(node, s) for node, s in zip(nodes, stored, strict=True) if self.node_calibrations.cold(version, node)]
+        for node, current in cold[:WARM_NODES_PER_REQUEST]:
+            try:
+                async with self._stored_reads:
+                    windows = await asyncio.to_thread(
+                        past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
+                        count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s)
+            except StoreUnavailable as exc:
+                logger.warning("power forecast: the online calibration of node %s starts cold: %s", node, exc)
+                return
+            answers = await asyncio.gather(*(self.forecast(window.history) for window in windows),
+                                           return_exceptions=True)
+            made = [(window, answer) for window, answer in zip(windows, answers, strict=True)
+                    if isinstance(answer, PowerForecast) and answer.model_version == version]
+            if made and self.node_calibrations.cold(version, node):  # no other request answered it meanwhile
+                self.node_calibrations.warm(node, *zip(*made, strict=True), served.forecaster.horizon)
 
     async def _read_stored(self, *args: Any) -> StoredHistory:
         """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 
 from core.forecasts import PowerHistory, last_value_time
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
@@ -72,6 +73,48 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     newest = newest_time.timestamp()
     end = datetime.fromtimestamp(newest - newest % step_s + step_s, UTC)
     window = store.window(node_id, end - timedelta(seconds=step_s * sequence_length), end, step_s)
+    history, measured, newest_bin = _window_history(window, node_id, step_s=step_s, horizon_s=horizon_s,
+                                                    workload_type=workload_type, max_gap_s=max_gap_s)
+    # the newest reading is `latest` (or `until`), in the window's last bin; were that bin empty, the newest bin
+    # with power starts no later than its reading (an age that errs old, never fresh)
+    newest_reading = newest_time if newest_bin == history.end_time else newest_bin
+    return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading, measured)
+
+
+def past_windows(store: TelemetryStore, node_id: str, current: StoredHistory, *, sequence_length: int, count: int,
+                 since: datetime, max_gap_s: int | None = None) -> list[StoredHistory]:
+    """The node's windows that ended at each of the `count` bins before `current`'s newest, oldest first, as
+    `stored_history` would have read them just as that bin closed (in one store read): those whose newest bin starts
+    at or after `since`, and that hold power.
+
+    Raises:
+        StoreUnavailable: the store could not be read.
+    """
+    history = current.history
+    step_s, last = history.step_s, history.end_time
+    if step_s is None or last is None or count < 1:
+        return []
+    step = timedelta(seconds=step_s)
+    window = store.window(node_id, last - step * (count + sequence_length - 1), last, step_s)
+    windows = []
+    for stop in range(sequence_length, len(window) + 1):
+        part = window.iloc[stop - sequence_length:stop]
+        if part["timestamp"].iloc[-1].to_pydatetime() < since:
+            continue
+        try:
+            past, measured, newest_bin = _window_history(part, node_id, step_s=step_s, horizon_s=history.horizon_s,
+                                                         workload_type=history.workload_type, max_gap_s=max_gap_s)
+        except NoStoredTelemetry:
+            continue
+        age = (past.end_time + step - newest_bin).total_seconds()
+        windows.append(StoredHistory(past, age, newest_bin, measured))
+    return windows
+
+
+def _window_history(window: pd.DataFrame, node_id: str, *, step_s: int, horizon_s: int, workload_type: str | None,
+                    max_gap_s: int | None) -> tuple[PowerHistory, tuple[bool, ...], datetime]:
+    """A store window's forecaster input: the history (from its first power reading, held over gaps), which of its
+    power bins were measured, and the start of its newest bin with power. Raises NoStoredTelemetry without power."""
     power = window["power_watts"].to_numpy(dtype=float)
     observed = np.flatnonzero(~np.isnan(power))
     if observed.size == 0:
@@ -88,11 +131,7 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,
                            workload_type=workload_type, end_time=times.iloc[-1].to_pydatetime(), horizon_s=horizon_s,
                            step_s=step_s, filled_steps=int(np.isnan(power[first:]).sum()))
-    # the newest reading is `latest` (or `until`), in the window's last bin; were that bin empty, the newest bin
-    # with power starts no later than its reading (an age that errs old, never fresh)
-    newest_reading = newest_time if observed[-1] == power.size - 1 else times.iloc[observed[-1]].to_pydatetime()
-    return StoredHistory(history, max(0.0, (current - newest_reading).total_seconds()), newest_reading,
-                         tuple((~np.isnan(power[first:])).tolist()))
+    return history, tuple((~np.isnan(power[first:])).tolist()), times.iloc[observed[-1]].to_pydatetime()
 
 
 def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, *, step_s: int, sequence_length: int,

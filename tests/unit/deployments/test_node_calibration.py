@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from core.forecasts import PowerForecast, PowerHistory
-from deployments.node_calibration import NodeCalibrations
-from training.power.stored_history import StoredHistory
+from core.stores.sqlite import SqliteStore
+from core.telemetry import TelemetrySample
+from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations
+from training.power.stored_history import StoredHistory, past_windows, stored_history
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 STEP = timedelta(minutes=1)
@@ -88,3 +90,42 @@ def test_the_series_kept_are_bounded():
     for node in ("a", "b", "c", "d"):
         calibrations.correct(node, window(T0, 100.0), forecast(T0), 2)
     assert [node for _, node in calibrations._waiting] == ["b", "c", "d"]
+
+
+def test_a_replica_warmed_from_the_store_answers_as_one_asked_at_every_step(tmp_path):
+    """A replica that starts late replays the model on the node's stored windows since the version was registered
+    (past_windows, then warm) and answers exactly as a replica that was asked at every one of those steps; the
+    windows before the registration teach nothing."""
+    start = T0 - 40 * STEP
+    with SqliteStore(tmp_path / "telemetry") as store:
+        store.write([TelemetrySample(timestamp=start + minute * STEP + timedelta(seconds=1), node_id="n1",
+                                     source="ipmi", power_watts=100.0 + 3.0 * (minute % 4)) for minute in range(41)])
+
+        def stored(end: datetime) -> StoredHistory:
+            return stored_history(store, "n1", step_s=60, sequence_length=5, horizon_s=120, now=T0, until=end)
+
+        registered = T0 - 20 * STEP
+        asked = NodeCalibrations()  # a replica answering n1 at every step since the registration
+        for minute in range(20):
+            end = registered + minute * STEP
+            asked.correct("n1", stored(end), echo(stored(end)), horizon_steps=2)
+        current = stored(T0)
+        windows = past_windows(store, "n1", current, sequence_length=5, count=WARM_ORIGINS, since=registered)
+        assert [w.history.end_time for w in windows] == [registered + minute * STEP for minute in range(20)]
+        assert windows[-1] == stored(T0 - STEP)  # each window as stored_history reads it
+        warmed = NodeCalibrations()
+        assert warmed.cold("power_lstm/1", "n1")
+        warmed.warm("n1", windows, [echo(w) for w in windows], horizon_steps=2)
+        assert not warmed.cold("power_lstm/1", "n1")
+        answer = warmed.correct("n1", current, echo(current), horizon_steps=2)
+        assert answer == asked.correct("n1", current, echo(current), horizon_steps=2)
+        assert answer.online_calibration_points > 0 and answer.upper != echo(current).upper
+
+
+def echo(stored: StoredHistory) -> PowerForecast:
+    """The window's last power for the next two steps, ± 2 W."""
+    end, last = stored.history.end_time, stored.history.power_watts[-1]
+    times = (end + STEP, end + 2 * STEP)
+    return PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=times, point=(last, last),
+                         lower=(last - 2, last - 2), upper=(last + 2, last + 2), confidence=(0.9, 0.9),
+                         window_coverage=1.0, padded_steps=0, interval_coverage=0.8, confidence_tolerance=0.1)

@@ -49,11 +49,13 @@ def recording(replica: PowerPredictor) -> list[PowerHistory]:
 
 
 def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5,
-           max_gap_s: int | None = None) -> ServedPower:
-    """A loaded model as far as routing and stored windows see it."""
+           max_gap_s: int | None = None, registered_at: datetime | None = None) -> ServedPower:
+    """A loaded model as far as routing and stored windows see it (registered now unless said otherwise: no
+    stored window since, so no online calibration warmed from the store)."""
     forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=step_s, features=(), max_gap_s=max_gap_s),
                                  sequence_length=sequence_length, horizon=horizon_steps, features_only=None)
-    return ServedPower(model_id, 1, forecaster, model_id.endswith("_1h"), LatencyRecorder(model_id))
+    return ServedPower(model_id, 1, forecaster, model_id.endswith("_1h"), LatencyRecorder(model_id),
+                       registered_at or datetime.now(UTC))
 
 
 @pytest.fixture
@@ -97,6 +99,35 @@ def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_
     assert corrected.online_calibration_points == 40
     shaped = asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="training")).forecast
     assert shaped.upper == (101.0, 101.0) and shaped.online_calibration_points == 0
+
+
+def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_answer(predictor, caplog):
+    """Registered before the node's stored windows: the first answer is already corrected by the forecasts the
+    model makes from them (each once: the next request replays nothing); a workload-shaped forecast warms nothing;
+    a store that fails the replay leaves the node cold and still answers."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 60, registered_at=datetime.now(UTC) - timedelta(hours=1))
+    seen = recording(predictor)
+    asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="training"))
+    assert len(seen) == 1 and predictor.node_calibrations.cold("power_lstm/1", "n2")
+    first = asyncio.run(predictor.forecast_stored(["n1", "n2"], 120, workload_id="llm"))
+    replayed = len(seen) - 3  # the two nodes' own windows, and the shaped one before
+    assert replayed >= 2 and first.forecast.online_calibration_points > 0
+    asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert len(seen) == 3 + replayed + 1
+
+    class FailingWindows:
+        def __init__(self, store):
+            self.latest, self.nodes, self.store = store.latest, store.nodes, store
+
+        def window(self, node_id, start, end, step_s):
+            if end - start > timedelta(minutes=5):  # the replay's read, longer than the model's window
+                raise StoreUnavailable("store restarting")
+            return self.store.window(node_id, start, end, step_s)
+
+    predictor.store = FailingWindows(predictor.store)
+    predictor.node_calibrations = NodeCalibrations()
+    cold = asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast
+    assert cold.online_calibration_points == 0 and "starts cold: store restarting" in caplog.text
 
 
 def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):
