@@ -4,8 +4,10 @@
 
 Measures PowerForecaster.forecast end to end (LSTM forward + calibration), and the whole request path a Serve
 replica runs for history lists (training.power.inference.forecast_histories: the input window built from the
-lists, the forecast, the answer's values) for one history and for a batch of 16. Target: p50 of one forecast
-under 5 ms. Weights are untrained: latency does not depend on their values.
+lists, the forecast, the answer's values) for one history and for a batch of 16, and what a replica adds before
+its first stored-window answer for a node: the online calibration warmed on WARM_ORIGINS past windows (forecast
+in batches of 16, then learned from; deployments/node_calibration.py), the store read left out. Target: p50 of one
+forecast under 5 ms. Weights are untrained: latency does not depend on their values.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.forecasts import PowerHistory  # noqa: E402
+from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations  # noqa: E402
 from training.power.calibration import Calibration  # noqa: E402
 from training.power.features import FeaturePipeline  # noqa: E402
 from training.power.fit import build_model  # noqa: E402
 from training.power.forecaster import Architecture, PowerForecaster  # noqa: E402
 from training.power.inference import forecast_histories  # noqa: E402
+from training.power.stored_history import StoredHistory  # noqa: E402
 
 
 def main() -> None:
@@ -65,6 +70,26 @@ def main() -> None:
         p50, p90, p99 = _percentiles(args.runs, forecast_histories, forecaster, [history] * batch, "bench")
         sys.stdout.write(f"request path (forecast_histories), {batch} {'history' if batch == 1 else 'histories'}: "
                          f"p50 {p50:.2f} ms  p90 {p90:.2f} ms  p99 {p99:.2f} ms ({p50 / batch:.2f} ms per history)\n")
+    windows = _past_windows(history, WARM_ORIGINS)
+    p50, p90, p99 = _percentiles(max(args.runs // 50, 5), _warm, forecaster, windows)
+    sys.stdout.write(f"online calibration warmed for one node ({WARM_ORIGINS} past windows): p50 {p50:.1f} ms  "
+                     f"p90 {p90:.1f} ms  p99 {p99:.1f} ms\n")
+
+
+def _past_windows(history: PowerHistory, count: int) -> list[StoredHistory]:
+    """`count` stored windows of `history`'s values ending at consecutive minutes, oldest first."""
+    end = datetime(2026, 12, 1, tzinfo=UTC)
+    measured = (True,) * len(history.power_watts)
+    return [StoredHistory(history.model_copy(update={"end_time": end + timedelta(minutes=k), "step_s": 60}), 60.0,
+                          end + timedelta(minutes=k), measured) for k in range(count)]
+
+
+def _warm(forecaster: PowerForecaster, windows: list[StoredHistory]) -> None:
+    """What PowerPredictor._warm_calibrations does in process: forecasts in batches of 16, then learned from."""
+    forecasts = []
+    for start in range(0, len(windows), 16):
+        forecasts += forecast_histories(forecaster, [w.history for w in windows[start:start + 16]], "bench/1")
+    NodeCalibrations().warm("n1", windows, forecasts, forecaster.horizon)
 
 
 def _percentiles(runs: int, call, *args) -> tuple[float, float, float]:
