@@ -124,6 +124,7 @@ class ScalingController:
             _Kept("policies' peak bound corrections", state.bound_trackers, self.bounds.restore, self.bounds.saved,
                   state.save_bound_trackers))
         self._saved: dict[str, Any] = {}  # per kept part, what the state file holds
+        self._unread: set[str] = set()  # kept parts the state file could not give at the last try
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -147,13 +148,14 @@ class ScalingController:
         lease = self.state.acquire_lease(self.holder, now, self.lease_ttl_s)
         if not self._leads(lease, now):
             return []
+        if self._unread:  # what the controller before it distrusted and corrected, as it left them
+            self._restore([part for part in self._kept if part.what in self._unread])
         stored = self.state.stored_policies()
         self._report(stored.invalid)
         turns = [PolicyTurn(policy, target_nodes(policy, self.workloads)) for policy in stored.policies]
         latest, store_problem = self._latest()
         read_at = self.clock()
         self.live.score(latest, now)
-        self.bounds.score(self.store, latest, now)
         self._read_replicas(turns)
         self.bounds.retain(item.policy.name for item in turns)
         for item in turns:
@@ -162,6 +164,7 @@ class ScalingController:
                 self.bounds.observe(item.policy, item.observation, now)
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
+        self.bounds.score(self.store, latest, now)  # after the tick's replica counts: windows they carried are whole
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
         events, counts = [], TickCounts(turns)
@@ -174,22 +177,26 @@ class ScalingController:
             counts.note(item)
         return events
 
-    def _restore(self) -> None:
-        """Go on from what the controller before this one left (each part unreadable is judged afresh)."""
-        for part in self._kept:
+    def _restore(self, parts: Sequence[_Kept]) -> None:
+        """Go on from what the controller before this one left (read at the first tick holding the lease); a part
+        that cannot be read is tried again at the next tick, and never saved until it has been read (it would
+        overwrite what it could not read)."""
+        for part in parts:
             try:
                 saved = part.read()
-            except Exception:  # noqa: BLE001 - unreadable: this controller starts that part afresh
+            except Exception:  # noqa: BLE001 - this controller goes on with what it holds until the read succeeds
                 logger.exception("scaling controller: the %s could not be read", part.what)
+                self._unread.add(part.what)
                 continue
+            self._unread.discard(part.what)
             self._saved[part.what] = saved
             part.resume(saved)
 
     def _save(self) -> None:
-        """Keep each part in the state file when it changed; never fails the tick."""
+        """Keep each part read from the state file there when it changed; never fails the tick."""
         for part in self._kept:
             now = part.current()
-            if now == self._saved.get(part.what, {}):  # (an unread part is not overwritten with nothing)
+            if part.what in self._unread or now == self._saved.get(part.what, {}):
                 continue
             try:
                 part.write(now)
@@ -210,7 +217,7 @@ class ScalingController:
         if lease.holder != self._lease_holder:
             if lease.holder == self.holder:
                 logger.info("scaling controller %s: holds the lease, acting on targets", self.holder)
-                self._restore()  # what the controller before it distrusted and corrected, as it left them
+                self._unread = {part.what for part in self._kept}  # read below: what the one before it left
             else:
                 logger.info("scaling controller %s: %s holds the lease until %s; holding (no actuation)",
                             self.holder, lease.holder, lease.expires_at.isoformat())

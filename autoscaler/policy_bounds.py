@@ -4,22 +4,23 @@ decision used it, scored against the power the policy's nodes then drew over the
 One bound waits per forecast origin (ticks within a model step forecast from the same stored window). Once every
 node's newest reading lies past the window's last bin, the window is read from the store at the model's step, as
 the bound was calibrated: per bin the policy's aggregate (its `aggregation`, max or mean) over its nodes, in bins
-every node measured. The bound was made for the replica count read at its tick; once a tick reads another count,
-the nodes' power is no longer the load the bound was for (the controller's own change, or someone else's) since
-some time after the last tick that read the bound's count, so only the bins that ended before that tick are read.
-Then:
+every node measured. The bound was made for the replica count read at its tick, and the nodes carried that load
+only as long as the ticks kept reading that count: after the last tick that read it the count may have changed
+(the controller's own change, or someone else's), so only the bins that ended by that tick are read, and the
+window is whole only when a tick at or after its end still read the count. Then:
 
 - a measured bin above the bound: a miss;
-- no bin above it, the whole window read and at least half its bins measured: a window under its bound;
-- otherwise (cut short by a change of count, or too few bins measured, e.g. a stall of the ticks) it teaches
-  nothing. A window cut short counts when it was already missed and never when it was not: near a change of
-  count the correction errs towards a wider bound, the side of the budget.
+- no bin above it, the window whole and at least half its bins measured: a window under its bound;
+- otherwise (cut short by a change of count or a tick not yet come, or too few bins measured, e.g. a stall of the
+  ticks) it teaches nothing. A window cut short counts when it was already missed and never when it was not: near
+  a change of count the correction errs towards a wider bound, the side of the budget.
 
 A store read that fails leaves the window for the next tick; a window still unread `EXPIRE_S` after its end is
 dropped. A policy starts afresh when what its bound means changes (target, nodes, aggregation, confidence level,
 risk window), and corrects only at a confidence level above 0.5 (below it the level's bound lies under the expected
-peak, and no spread is left to correct). The corrections live in the controller: a restarted controller starts
-from the calibrated bound.
+peak, and no spread is left to correct). Each policy's correction (not the windows still waiting) is kept in the
+controller's state file with what its bound meant (`SavedBound`), so a restarted controller, or the next lease
+holder, goes on from it rather than from the calibrated bound.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class _Window:
     step_s: int
     bound: float  # watts per node, the policy's aggregate
     replicas: int  # the count the bound was made for
-    seen_at: datetime  # the last tick that read that count (its origin until a later tick reads it)
-    cut_at: datetime | None = None  # once a tick read another count: `seen_at` then, the change having come after it
+    seen_at: datetime  # the last tick that read that count (until one does: the start of its first bin)
+    changed: bool = False  # a tick has read another count since
 
 
 @dataclass(frozen=True)
@@ -116,18 +117,18 @@ class PolicyBounds:
         return view
 
     def observe(self, policy: ScalingPolicy, observation: PowerObservation | None, now: datetime) -> None:
-        """Note the tick's replica count: a window made for another count is cut short from the last tick that read
-        its own (the change came between the two ticks, when exactly is not known)."""
+        """Note the tick's replica count: a window made for it was carried up to `now`; one made for another count
+        stays cut at the last tick that read its own (the change came after it, when exactly is not known)."""
         entry = self._policies.get(policy.name)
         if entry is None or observation is None:
             return
         for window in entry.waiting:
-            if window.cut_at is not None:
+            if window.changed:
                 continue
             if observation.replicas == window.replicas:
                 window.seen_at = now
             else:
-                window.cut_at = window.seen_at
+                window.changed = True
 
     def score(self, store: TelemetryStore, latest: Mapping[str, NodeLatest], now: datetime) -> None:
         """Learn from every window whose bins every node has measured past; never raises."""
@@ -206,11 +207,11 @@ def _measured_bins(store: TelemetryStore, nodes: Sequence[str], window: _Window)
 def _learn(entry: _PolicyBounds, window: _Window, bins: list[tuple[datetime, list[float]]]) -> None:
     """Teach the policy's tracker the window's outcome, if it has one (see the module docstring)."""
     step = timedelta(seconds=window.step_s)
-    read = [values for at, values in bins if window.cut_at is None or at + step <= window.cut_at]
+    read = [values for at, values in bins if at + step <= window.seen_at]
     if not read:
         return
     aggregate = max if entry.aggregation == "max" else fmean
     peak = max(aggregate(values) for values in read)
     full = (window.end - window.start) // step
-    if peak > window.bound or (window.cut_at is None and 2 * len(read) >= full):
+    if peak > window.bound or (window.seen_at >= window.end and 2 * len(read) >= full):
         entry.tracker.learn(window.bound, peak)

@@ -395,9 +395,15 @@ class ControllerState:
 
     def bound_trackers(self) -> dict[str, SavedBound]:
         """Policy name -> its peak bound's online correction, as the last lease holder left it."""
-        rows = self._read("SELECT policy, meaning, log_factor, windows, misses FROM bound_tracking")
-        return {policy: SavedBound(meaning, float(log_factor), int(windows), int(misses))
-                for policy, meaning, log_factor, windows, misses in rows}
+        saved = {}
+        for policy, meaning, log_factor, windows, misses in self._read(
+                "SELECT policy, meaning, log_factor, windows, misses FROM bound_tracking"):
+            try:
+                saved[policy] = SavedBound(str(meaning), float(log_factor), int(windows), int(misses))
+            except (TypeError, ValueError):  # a row edited by hand: that policy starts afresh
+                logger.warning("scaling controller state: the saved peak bound correction of %s is unreadable",
+                               policy)
+        return saved
 
     def save_bound_trackers(self, saved: Mapping[str, SavedBound]) -> None:
         """Replace the stored corrections (a restarted controller goes on from them)."""

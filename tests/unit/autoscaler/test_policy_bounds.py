@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -72,16 +73,16 @@ def seen(replicas: int = 2) -> PowerObservation:
 
 def run(bounds: PolicyBounds, store: BinStore, watts: list[float], *, replicas: list[int] | None = None,
         policy=POLICY) -> list[float]:
-    """A tick at the start of every minute: bin minute - 1 arrives at `watts[minute - 1]`, windows are scored, the
-    replica count is read, then the view is corrected; returns the bounds the ticks decided on."""
+    """A tick at the start of every minute: bin minute - 1 arrives at `watts[minute - 1]`, the replica count is
+    read, windows are scored, then the view is corrected; returns the bounds the ticks decided on."""
     used = []
     for minute in range(len(watts) + 1):
         if minute:
             store.put(minute - 1, watts[minute - 1])
         now = at(minute)
-        bounds.score(store, store.latest(minute), now)
         count = replicas[minute] if replicas else 2
         bounds.observe(policy, seen(count), now)
+        bounds.score(store, store.latest(minute), now)
         corrected = bounds.correct(policy, view(), NODES, count, forecasts(minute))
         used.extend(corrected.upper_quantile_per_node_watts[:1])
     return used
@@ -105,6 +106,7 @@ def test_a_window_is_scored_on_the_bins_the_bound_was_for_once_every_node_measur
     bounds.score(store, store.latest(2), at(2))
     assert bounds.tracker("web").windows == 0  # bin 2 not measured past yet
     store.put(2, 500.0)
+    bounds.observe(POLICY, seen(2), at(3))  # the tick at the window's end still reads the count it was made for
     bounds.score(store, {**store.latest(3), "n2": NodeLatest(node_id="n2", timestamp=at(2), power_watts=0.0,
                                                              age_s=0.0)}, at(3))
     assert bounds.tracker("web").windows == 0  # n2 has not reported past the window yet
@@ -143,6 +145,7 @@ def test_one_bound_waits_per_forecast_origin_however_often_the_controller_ticks(
         minute = second // 60
         if second % 60 == 0 and minute:
             store.put(minute - 1, 900.0)
+        bounds.observe(POLICY, seen(2), now)
         bounds.score(store, store.latest(minute), now)
         bounds.correct(POLICY, view(), NODES, 2, forecasts(minute))
     assert bounds.tracker("web").windows == 7  # origins at minutes 0..6: their bins end by minute 9
@@ -154,6 +157,7 @@ def test_an_unreadable_store_leaves_the_window_waiting_and_a_window_never_read_e
     for minute in range(3):
         store.put(minute, 900.0)
     store.fail = True
+    bounds.observe(POLICY, seen(2), at(3))
     bounds.score(store, store.latest(3), at(3))
     assert bounds.tracker("web").windows == 0
     store.fail = False
@@ -293,3 +297,52 @@ def test_a_restarted_controller_goes_on_from_the_saved_correction(tmp_path, stor
     assert restarted.bounds.tracker("web").log_factor == learned.log_factor
     restarted.state.delete_policy("web")
     assert restarted.state.bound_trackers() == {}
+
+
+def test_a_window_whose_count_no_tick_read_past_its_end_teaches_no_hit():
+    """Regression: windows were scored before the tick read its replica count, so a change between the last tick
+    and this one (the controller's own scale-out) let post-change bins teach a window under its bound."""
+    for last_tick, expected in ((at(2), (0, 0)), (at(3), (1, 0))):
+        bounds, store = PolicyBounds(), BinStore()
+        bounds.correct(POLICY, view(), NODES, 2, forecasts(0))  # bins 0, 1, 2: its end is minute 3
+        bounds.observe(POLICY, seen(2), last_tick)  # then scaled out, its power spread over 4 replicas since
+        for minute in range(4):
+            store.put(minute, 500.0)
+        bounds.score(store, store.latest(4), at(4))  # before any tick read the new count
+        tracker = bounds.tracker("web")
+        assert (tracker.windows, tracker.misses) == expected  # whole only when a tick at its end read 2
+
+
+def test_a_correction_the_state_file_cannot_give_is_not_overwritten_and_is_read_again(tmp_path, store, monkeypatch):
+    """Regression: a failed read left the controller saving what it learned alone over every saved correction."""
+    read, broken, reads = ControllerState.bound_trackers, [True], []
+
+    def bound_trackers(self):
+        reads.append(broken[0])
+        if broken[0]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return read(self)
+
+    monkeypatch.setattr(ControllerState, "bound_trackers", bound_trackers)
+    state = ControllerState(tmp_path / "state.sqlite")
+    others = {"other": _learned().saved()["web"]}
+    state.save_bound_trackers(others)
+    made = ScalingController(state, store, FixedForecaster(upper_watts=450.0), Actuators([RecordingActuator(2)]))
+    made.put_policy(policy_data(stale_after_s="1h"))
+    made._restore(made._kept)  # as at the first tick holding the lease
+    made.bounds._policies["web"] = _learned()._policies["web"]  # it learned something meanwhile
+    made._save()
+    assert read(state) == others  # not overwritten with its own alone
+    write_power(store, {"n1": 400.0, "n2": 400.0}, minutes=5)
+    made.tick()  # taking the lease: read again, in vain
+    assert read(state) == others
+    broken[0] = False
+    made.tick()  # read again at the next tick, then no more
+    made.tick()
+    assert reads == [True, True, False] and not made._unread
+
+
+def _learned() -> PolicyBounds:
+    bounds = PolicyBounds()
+    run(bounds, BinStore(), [900.0] * 10)
+    return bounds
