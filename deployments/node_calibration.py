@@ -12,7 +12,9 @@ answered itself (Serve spreads a node's requests over the replicas). Before a re
 forecast from a model version, it replays the model on the node's stored windows since that version was registered
 (at most `WARM_ORIGINS`, oldest first: `warm`), as if it had been asked at every step: a replica that starts (a
 restart, one more replica, a reload) goes on from the store's evidence rather than from nothing, every replica from
-the same, and nothing the model trained on is scored (its training data ended before it was registered).
+the same, and nothing the model trained on is scored (its training data ended before it was registered). A node
+not warmed yet (a request warms a few nodes at a time; a replay the store failed is tried again at the node's next
+request) is answered with its model's correction, and followed only once warmed.
 
 Bounded: at most `MAX_VERSIONS` versions and `MAX_SERIES` (version, node) pairs (the least recently forecast go
 first), and horizon + 2 waiting origins per pair (the oldest go first).
@@ -54,27 +56,31 @@ class NodeCalibrations:
         self._models: OrderedDict[str, ModelCalibration] = OrderedDict()
         self._waiting: OrderedDict[tuple[str, str], OrderedDict[float, _Waiting]] = OrderedDict()
 
-    def correct(self, node_id: str, stored: StoredHistory, forecast: PowerForecast,
-                horizon_steps: int) -> PowerForecast:
+    def correct(self, node_id: str, stored: StoredHistory, forecast: PowerForecast, horizon_steps: int, *,
+                follow: bool = True) -> PowerForecast:
         """Score the node's waiting forecasts on `stored` (its window), then answer `forecast` (made from that
-        window by a model forecasting `horizon_steps` leads) corrected, and keep it waiting for its actuals."""
+        window by a model forecasting `horizon_steps` leads) corrected, and keep it waiting for its actuals.
+        Without `follow` (a node not warmed yet), the answer is only corrected: nothing is scored or kept."""
         history = stored.history
         if history.end_time is None or history.step_s is None or history.step_s != forecast.step_s:
             return forecast  # not a stored window at the model's step: nothing to score it on
         model = self._model(forecast, horizon_steps)
-        waiting = self._queue(forecast.model_version, node_id)
-        _score(model, node_id, waiting, stored)
+        if follow:
+            waiting = self._queue(forecast.model_version, node_id)
+            _score(model, node_id, waiting, stored)
         point = np.asarray(forecast.point, dtype=float)
         lower, upper, confidence = model.adapt(node_id, point, np.asarray(forecast.lower, dtype=float),
                                                np.asarray(forecast.upper, dtype=float),
                                                np.asarray(forecast.confidence, dtype=float))
-        origin = history.end_time.timestamp()
-        kept = waiting.get(origin)
-        if kept is None or kept.point.size <= point.size:  # one per origin: the one with the most leads
-            waiting[origin] = _Waiting(*(np.asarray(a, dtype=np.float32) for a in (point, lower, upper, confidence)),
-                                       np.ones(point.size, dtype=bool))
-        while len(waiting) > max(horizon_steps, point.size) + 2:
-            waiting.popitem(last=False)
+        if follow:
+            origin = history.end_time.timestamp()
+            kept = waiting.get(origin)
+            if kept is None or kept.point.size <= point.size:  # one per origin: the one with the most leads
+                waiting[origin] = _Waiting(*(np.asarray(a, dtype=np.float32) for a in (point, lower, upper,
+                                                                                        confidence)),
+                                           np.ones(point.size, dtype=bool))
+            while len(waiting) > max(horizon_steps, point.size) + 2:
+                waiting.popitem(last=False)
         peak = consistent_peak(None if forecast.peak_upper is None else np.asarray(forecast.peak_upper), upper)
         return forecast.model_copy(update={
             "lower": tuple(lower.tolist()), "upper": tuple(upper.tolist()), "confidence": tuple(confidence.tolist()),
@@ -82,7 +88,8 @@ class NodeCalibrations:
             "online_calibration_points": model.pooled.points})
 
     def cold(self, version: str, node_id: str) -> bool:
-        """Whether this replica has answered none of the node's stored-window forecasts from `version` (or forgot)."""
+        """Whether this replica follows none of the node's stored-window forecasts from `version` (it has not
+        warmed or answered the node yet, or forgot it)."""
         return (version, node_id) not in self._waiting
 
     def warm(self, node_id: str, windows: Sequence[StoredHistory], forecasts: Sequence[PowerForecast],

@@ -281,37 +281,55 @@ class PowerPredictor(RegistryFollower):
                       for node, s in zip(nodes, stored, strict=True)]
         forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
         if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
-            await self._warm_calibrations(served, nodes, stored)
-            forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon)
+            followed = await self._warm_calibrations(nodes, stored, forecasts, served.forecaster.horizon)
+            forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon,
+                                                        follow=node in followed)
                          for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
             for node, forecast in zip(nodes, forecasts, strict=True):
                 self.forecast_gauges.publish(node, forecast)
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
-    async def _warm_calibrations(self, served: ServedPower, nodes: Sequence[str],
-                                 stored: Sequence[StoredHistory]) -> None:
-        """Before this replica answers a node's first stored-window forecast from `served`, replay the model on the
-        node's windows since the version was registered (`past_windows`), so that its online calibration starts from
-        the store's evidence (deployments/node_calibration.py); at most WARM_NODES_PER_REQUEST nodes per request,
-        the others at their next. A store that cannot be read leaves the nodes cold."""
-        version = served.model_version
-        cold = [(node, s) for node, s in zip(nodes, stored, strict=True) if self.node_calibrations.cold(version, node)]
-        for node, current in cold[:WARM_NODES_PER_REQUEST]:
-            try:
-                async with self._stored_reads:
-                    windows = await asyncio.to_thread(
-                        past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
-                        count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s)
-            except StoreUnavailable as exc:
-                logger.warning("power forecast: the online calibration of node %s starts cold: %s", node, exc)
-                return
+    async def _warm_calibrations(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
+                                 forecasts: Sequence[PowerForecast], horizon_steps: int) -> set[str]:
+        """Warm the online calibration of the nodes this replica does not follow yet for their forecasts' model
+        version (at most WARM_NODES_PER_REQUEST, concurrently; deployments/node_calibration.py); returns the nodes
+        followed now. A node whose replay failed, or beyond the first few, is warmed at a later request."""
+        ready, cold = set(), []
+        for node, current, forecast in zip(nodes, stored, forecasts, strict=True):
+            if not self.node_calibrations.cold(forecast.model_version, node):
+                ready.add(node)
+            elif len(cold) < WARM_NODES_PER_REQUEST:
+                cold.append((node, current, forecast.model_version))
+        replays = await asyncio.gather(*(self._replay(node, current, version) for node, current, version in cold))
+        for (node, _, version), made in zip(cold, replays, strict=True):
+            if made is None:
+                continue
+            if made and self.node_calibrations.cold(version, node):  # no other request warmed it meanwhile
+                self.node_calibrations.warm(node, *zip(*made, strict=True), horizon_steps)
+            ready.add(node)
+        return ready
+
+    async def _replay(self, node: str, current: StoredHistory,
+                      version: str) -> list[tuple[StoredHistory, PowerForecast]] | None:
+        """The node's windows before `current` since `version` was registered (`past_windows`), each with the
+        forecast `version` makes from it; None when they could not be read or forecast (logged)."""
+        served = next((s for s in self.served.values() if s.model_version == version), None)
+        if served is None:  # reloaded since the request's forecast
+            return None
+        try:
+            async with self._stored_reads:
+                windows = await asyncio.to_thread(
+                    past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
+                    count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s)
             answers = await asyncio.gather(*(self.forecast(window.history) for window in windows),
                                            return_exceptions=True)
-            made = [(window, answer) for window, answer in zip(windows, answers, strict=True)
-                    if isinstance(answer, PowerForecast) and answer.model_version == version]
-            if made and self.node_calibrations.cold(version, node):  # no other request answered it meanwhile
-                self.node_calibrations.warm(node, *zip(*made, strict=True), served.forecaster.horizon)
+        except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
+            logger.warning("power forecast: the online calibration of node %s not warmed yet: %s", node, exc,
+                           exc_info=not isinstance(exc, StoreUnavailable))
+            return None
+        return [(window, answer) for window, answer in zip(windows, answers, strict=True)
+                if isinstance(answer, PowerForecast) and answer.model_version == version]
 
     async def _read_stored(self, *args: Any) -> StoredHistory:
         """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without

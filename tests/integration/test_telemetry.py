@@ -163,7 +163,9 @@ def test_api_lists_nodes_and_forecasts_from_stored_telemetry(telemetry, api, upm
     one_node = body["predictions"]
     for node_point, workload_point in zip(one_node, total["predictions"], strict=True):
         assert workload_point["predicted_power"] == pytest.approx(2 * node_point["predicted_power"], abs=0.05)
-        assert workload_point["upper"] == pytest.approx(2 * node_point["upper"], abs=0.05)
+        # each node's upper as corrected online when answered: api-node-2's first answer replayed its stored windows
+        # (deployments/node_calibration.py), which moved the model's pooled correction a little
+        assert workload_point["upper"] == pytest.approx(2 * node_point["upper"], rel=0.01)
     unmapped = api.post("/api/v1/predict/power", json={"workload_id": "not-in-config"})
     assert unmapped.status_code == 422 and "workloads" in unmapped.text
 

@@ -20,7 +20,13 @@ from core.telemetry import TelemetrySample
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.node_calibration import NodeCalibrations
-from deployments.power import MAX_STORED_READS, PowerPredictor, PowerPredictorUserConfig, ServedPower
+from deployments.power import (
+    MAX_STORED_READS,
+    WARM_NODES_PER_REQUEST,
+    PowerPredictor,
+    PowerPredictorUserConfig,
+    ServedPower,
+)
 from training.power.forecaster import ArtifactError
 from training.power.stored_history import UnknownNode
 from training.power.workload import WorkloadTelemetryMissing
@@ -104,7 +110,8 @@ def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_
 def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_answer(predictor, caplog):
     """Registered before the node's stored windows: the first answer is already corrected by the forecasts the
     model makes from them (each once: the next request replays nothing); a workload-shaped forecast warms nothing;
-    a store that fails the replay leaves the node cold and still answers."""
+    a store that fails the replay leaves the node unfollowed, answers all the same, and is tried again at the node's
+    next request; a request warms at most a few nodes, the others at their next."""
     predictor.served["power_lstm"] = served("power_lstm", 60, 60, registered_at=datetime.now(UTC) - timedelta(hours=1))
     seen = recording(predictor)
     asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="training"))
@@ -124,10 +131,24 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
                 raise StoreUnavailable("store restarting")
             return self.store.window(node_id, start, end, step_s)
 
-    predictor.store = FailingWindows(predictor.store)
+    working = predictor.store
+    predictor.store = FailingWindows(working)
     predictor.node_calibrations = NodeCalibrations()
     cold = asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast
-    assert cold.online_calibration_points == 0 and "starts cold: store restarting" in caplog.text
+    assert cold.online_calibration_points == 0 and "n1 not warmed yet: store restarting" in caplog.text
+    assert predictor.node_calibrations.cold("power_lstm/1", "n1")  # answered, not followed
+    predictor.store = working
+    assert asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast.online_calibration_points > 0
+
+    predictor.node_calibrations = NodeCalibrations()
+    many = [f"n{index}" for index in range(1, WARM_NODES_PER_REQUEST + 3)]
+    working.write([TelemetrySample(timestamp=datetime.now(UTC) - timedelta(minutes=m), node_id=node, source="ipmi",
+                                   power_watts=100.0) for node in many[2:] for m in range(6)])
+    asyncio.run(predictor.forecast_stored(many, 120))
+    assert [predictor.node_calibrations.cold("power_lstm/1", node) for node in many] == (
+        [False] * WARM_NODES_PER_REQUEST + [True] * 2)
+    asyncio.run(predictor.forecast_stored(many, 120))
+    assert not any(predictor.node_calibrations.cold("power_lstm/1", node) for node in many)
 
 
 def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):
