@@ -166,25 +166,26 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
     tool = "train_gbm" if isinstance(spec, CostRetrainSpec) else "train_lstm"
     outcome: AttemptOutcome | None = None  # retrain's, once it returned: its version is registered, a success
     try:
-        with heartbeat(locks, spec.model_id, job_id):
-            outcome = retrain(data, spec, HeldRegistry(registry, locks, spec.model_id, job_id))
-    except AttemptStopped as exc:  # its record already says why (whoever failed it wrote that)
-        logger.warning("%s", exc)
-        return "failed"
-    except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
-        message = public_message(str(exc), data, registry)
-        logger.warning("retrain attempt %s failed: %s", job_id, exc)
-        records.update(job_id, status="failed", message=f"{tool}: error: {message}")
-        return "failed"
-    except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the attempt fails, its cause is logged
-        logger.warning("retrain attempt %s failed", job_id, exc_info=True)
-        records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
-        return "failed"
-    except BaseException:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped: a success
-        if outcome is not None:
+        try:
+            with heartbeat(locks, spec.model_id, job_id):
+                outcome = retrain(data, spec, HeldRegistry(registry, locks, spec.model_id, job_id))
+        except AttemptStopped as exc:  # its record already says why (whoever failed it wrote that)
+            logger.warning("%s", exc)
+            return "failed"
+        except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
+            message = public_message(str(exc), data, registry)
+            logger.warning("retrain attempt %s failed: %s", job_id, exc)
+            records.update(job_id, status="failed", message=f"{tool}: error: {message}")
+            return "failed"
+        except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the attempt fails, its cause logged
+            logger.warning("retrain attempt %s failed", job_id, exc_info=True)
+            records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
+            return "failed"
+        return _succeeded(locks, spec.model_id, job_id, outcome)
+    except BaseException:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped or before
+        if outcome is not None:  # its success was recorded: a success all the same
             _succeeded(locks, spec.model_id, job_id, outcome)
         raise
-    return _succeeded(locks, spec.model_id, job_id, outcome)
 
 
 def _succeeded(locks: RetrainLocks, model_id: str, job_id: str, outcome: AttemptOutcome) -> str:

@@ -267,3 +267,23 @@ def test_a_service_attempt_stopped_as_its_heartbeat_stops_is_recorded_as_succeed
         attempt(tmp_path, records, job)
     assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= records.get(job).items()
     assert RetrainLocks(records).holder("m") is None
+
+
+def test_a_service_attempt_stopped_before_its_success_is_recorded_is_recorded_as_succeeded(tmp_path, monkeypatch):
+    """Regression: a SIGTERM landing after the heartbeat stopped but before the success was recorded (here: as it
+    was being recorded) left the record running, to be failed as stopped although its version was registered."""
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes_outcome(tmp_path))
+    record_success, calls = retrain_attempt._succeeded, []
+
+    def interrupted_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise SystemExit(143)
+        return record_success(*args)
+
+    monkeypatch.setattr(retrain_attempt, "_succeeded", interrupted_once)
+    records, job = service_attempt(tmp_path)
+    with pytest.raises(SystemExit):
+        attempt(tmp_path, records, job)
+    assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= records.get(job).items()
+    assert RetrainLocks(records).holder("m") is None
