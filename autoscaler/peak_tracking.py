@@ -55,6 +55,14 @@ class PeakTracker:
         self.misses += int(missed)
 
 
+def learn_window(tracker: PeakTracker, bound: float, read_peak: float, whole: bool) -> None:
+    """Teach `tracker` a window's outcome as far as it was read: a miss whenever the part read passed the bound, a
+    window under it only when it was read whole (a window cut short errs towards a wider bound). The controller
+    (autoscaler.policy_bounds) and the replay (autoscaler.trace_replay) both learn through this."""
+    if read_peak > bound or whole:
+        tracker.learn(bound, read_peak)
+
+
 def corrected(view: ForecastView, tracker: PeakTracker) -> ForecastView:
     """The view with the tracker's correction once it has learned from a window (the calibrated bound until then,
     and always at a level of 0.5 or below)."""

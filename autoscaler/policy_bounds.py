@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from autoscaler.forecast_view import ForecastView
-from autoscaler.peak_tracking import MAX_FACTOR, PeakTracker, corrected
+from autoscaler.peak_tracking import MAX_FACTOR, PeakTracker, corrected, learn_window
 from autoscaler.schema import PowerObservation, ScalingPolicy
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, TelemetryStore
@@ -213,5 +213,4 @@ def _learn(entry: _PolicyBounds, window: _Window, bins: list[tuple[datetime, lis
     aggregate = max if entry.aggregation == "max" else fmean
     peak = max(aggregate(values) for values in read)
     full = (window.end - window.start) // step
-    if peak > window.bound or (window.seen_at >= window.end and 2 * len(read) >= full):
-        entry.tracker.learn(window.bound, peak)
+    learn_window(entry.tracker, window.bound, peak, window.seen_at >= window.end and 2 * len(read) >= full)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from autoscaler.decision import PolicyState, decide
 from autoscaler.forecast_view import ForecastView
-from autoscaler.peak_tracking import PeakTracker, corrected
+from autoscaler.peak_tracking import PeakTracker, corrected, learn_window
 from autoscaler.schema import PowerObservation, ScalingPolicy
 
 
@@ -143,7 +143,7 @@ def delay_problem(step_s: int, actuation_delay_s: int) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _WaitingBound:
     """A decision's bound (per-node watts at `replicas`) over the steps origin + 1 .. `last` of the series."""
 
@@ -151,12 +151,15 @@ class _WaitingBound:
     last: int
     bound: float
     replicas: int
+    seen_until: int  # the last step at `replicas` since the origin (a step at another count stops it)
+    changed: bool = False
 
 
 class _BoundOutcomes:
-    """The replay's side of the online peak correction (autoscaler.peak_tracking): each bound the predictive run
-    decided on is scored once its window's last step has been read, against the window's highest demand at the
-    replica count the bound was made for (the demand, not the power the run's own changes left on a node)."""
+    """The replay's side of the online peak correction (autoscaler.peak_tracking), scored as the controller scores
+    it (autoscaler.policy_bounds): once its window's last step has been read, each bound the predictive run decided
+    on is compared with the power of the window's steps that ran at the replica count it was made for, up to the
+    first step at another count (the run's own change or not); a window cut short that way teaches only a miss."""
 
     def __init__(self, tracker: PeakTracker):
         self.tracker = tracker
@@ -168,15 +171,26 @@ class _BoundOutcomes:
     def wait(self, origin: int, view: ForecastView, leads: int, replicas: int) -> None:
         if view.calibrated and view.upper_quantile_per_node_watts:
             self._waiting.append(_WaitingBound(origin, origin + leads, max(view.upper_quantile_per_node_watts),
-                                               replicas))
+                                               replicas, seen_until=origin))
+
+    def observe(self, now: int, replicas: int) -> None:
+        """Note the count step `now` ran at: windows made for it were carried through `now`."""
+        for waiting in self._waiting:
+            if waiting.changed:
+                continue
+            if replicas == waiting.replicas:
+                waiting.seen_until = now
+            else:
+                waiting.changed = True
 
     def score(self, now: int, model: DemandModel, trace_watts: Sequence[float]) -> None:
         """Learn from every bound whose window ends at step `now` or before (step `now` has been read)."""
         while self._waiting and self._waiting[0].last <= now:
             done = self._waiting.popleft()
-            if done.last < len(trace_watts):
-                peak = max(trace_watts[done.origin + 1:done.last + 1])
-                self.tracker.learn(done.bound, model.per_node(peak, done.replicas))
+            read = trace_watts[done.origin + 1:min(done.seen_until, done.last) + 1]
+            if done.last < len(trace_watts) and read:
+                learn_window(self.tracker, done.bound, model.per_node(max(read), done.replicas),
+                             whole=done.seen_until >= done.last)
 
 
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
@@ -224,6 +238,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
             view = (forecast_view(model, interval, replicas, coverage=coverage, level=level, step_s=step_s)
                     if interval is not None else ForecastView.unavailable("no forecast window at this step"))
             if outcomes is not None:
+                outcomes.observe(i, replicas)
                 outcomes.score(i, model, trace_watts)
                 view = outcomes.correct(view)
                 if interval is not None:

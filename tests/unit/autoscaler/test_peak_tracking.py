@@ -157,3 +157,32 @@ def test_the_replay_carries_the_correction_from_one_series_to_the_next_but_never
                                margin=10)
     assert seen["first"] == seen["second"] == seen["late"] != seen["overlapping"]
     assert [step["series"] for step in report["steps"]][::10] == ["late", "first", "overlapping", "second"]
+
+
+def test_a_window_the_run_changed_its_count_in_is_read_up_to_the_change_and_teaches_only_a_miss(monkeypatch):
+    """As the controller scores it (autoscaler.policy_bounds): the steps from the first one at another replica
+    count on no longer carry the load the bound was made for."""
+    bounds: list[float] = []
+    wait = trace_replay._BoundOutcomes.wait
+
+    def recording(self, origin, view, leads, replicas):
+        bounds.append(max(view.upper_quantile_per_node_watts))
+        wait(self, origin, view, leads, replicas)
+
+    monkeypatch.setattr(trace_replay._BoundOutcomes, "wait", recording)
+    trace = [400.0] * 3 + [1300.0] * 6 + [400.0] * 8
+    run, spies = _replay(trace, monkeypatch)
+    model = DemandModel(idle_watts=100.0, scale=1.0, offset=0.0)
+    counts = [step.replicas for step in run.steps]
+    expected, cut = [], 0
+    for origin in range(len(trace) - 3):
+        seen = origin
+        while seen < origin + 3 and counts[seen + 1] == counts[origin]:
+            seen += 1
+        cut += seen < origin + 3
+        if seen > origin:  # some step read at the bound's count
+            peak = model.per_node(max(trace[origin + 1:seen + 1]), counts[origin])
+            if seen == origin + 3 or peak > bounds[origin]:
+                expected.append((bounds[origin], peak))
+    assert cut >= 2 and len(set(counts)) > 1  # the run scaled, and windows spanned its changes
+    assert spies[0].learned == expected
