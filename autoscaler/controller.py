@@ -87,7 +87,7 @@ class _Kept:
 
     what: str
     read: Callable[[], Mapping]  # from the state file
-    resume: Callable[[Mapping], None]  # into this controller
+    resume: Callable[[Mapping, bool], None]  # into this controller (True: under what it learned itself)
     current: Callable[[], Mapping]  # what it is now
     write: Callable[[Mapping], None]  # into the state file
 
@@ -125,6 +125,7 @@ class ScalingController:
                   state.save_bound_trackers))
         self._saved: dict[str, Any] = {}  # per kept part, what the state file holds
         self._unread: set[str] = set()  # kept parts the state file could not give at the last try
+        self._not_resumed: set[str] = set()  # kept parts not resumed since this controller took the lease
         self._lease_holder: str | None = None
         self._reported: set[tuple[str, str]] = set()
 
@@ -178,19 +179,24 @@ class ScalingController:
         return events
 
     def _restore(self, parts: Sequence[_Kept]) -> None:
-        """Go on from what the controller before this one left (read at the first tick holding the lease); a part
-        that cannot be read is tried again at the next tick, and never saved until it has been read (it would
-        overwrite what it could not read)."""
+        """Go on from what the controller before this one left (read at the first tick holding the lease). A part
+        that cannot be read is tried again at each tick, and never saved until it has been read (it would overwrite
+        what it could not read); meanwhile this controller goes on from nothing but what it learns itself, and the
+        late read fills in only what it has not learned."""
         for part in parts:
+            fresh = part.what in self._not_resumed
+            self._not_resumed.discard(part.what)
             try:
                 saved = part.read()
-            except Exception:  # noqa: BLE001 - this controller goes on with what it holds until the read succeeds
+            except Exception:  # noqa: BLE001 - tried again at the next tick
                 logger.exception("scaling controller: the %s could not be read", part.what)
                 self._unread.add(part.what)
+                if fresh:  # what it held from an earlier lease is no one's latest
+                    part.resume({}, False)
                 continue
             self._unread.discard(part.what)
             self._saved[part.what] = saved
-            part.resume(saved)
+            part.resume(saved, not fresh)
 
     def _save(self) -> None:
         """Keep each part read from the state file there when it changed; never fails the tick."""
@@ -218,6 +224,7 @@ class ScalingController:
             if lease.holder == self.holder:
                 logger.info("scaling controller %s: holds the lease, acting on targets", self.holder)
                 self._unread = {part.what for part in self._kept}  # read below: what the one before it left
+                self._not_resumed = set(self._unread)
             else:
                 logger.info("scaling controller %s: %s holds the lease until %s; holding (no actuation)",
                             self.holder, lease.holder, lease.expires_at.isoformat())

@@ -79,10 +79,11 @@ class LiveTracker:
         with self._lock:
             return dict(self.ledger.fallen)
 
-    def restore(self, fallen: Mapping[tuple[str, str], datetime]) -> None:
-        """Distrust again what a controller before this one did (its state file's `fallen`)."""
+    def restore(self, fallen: Mapping[tuple[str, str], datetime], under_own: bool = False) -> None:
+        """Distrust again what a controller before this one did (its state file's `fallen`), instead of what this
+        one did, or (`under_own`: read late) besides it."""
         with self._lock:
-            self.ledger.fallen = dict(fallen)
+            self.ledger.fallen = {**fallen, **self.ledger.fallen} if under_own else dict(fallen)
 
     def report(self, now: datetime) -> LiveAccuracyReport:
         with self._lock:

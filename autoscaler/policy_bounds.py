@@ -15,12 +15,13 @@ window is whole only when a tick at or after its end still read the count. Then:
   ticks) it teaches nothing. A window cut short counts when it was already missed and never when it was not: near
   a change of count the correction errs towards a wider bound, the side of the budget.
 
-A store read that fails leaves the window for the next tick; a window still unread `EXPIRE_S` after its end is
-dropped. A policy starts afresh when what its bound means changes (target, nodes, aggregation, confidence level,
-risk window), and corrects only at a confidence level above 0.5 (below it the level's bound lies under the expected
-peak, and no spread is left to correct). Each policy's correction (not the windows still waiting) is kept in the
-controller's state file with what its bound meant (`SavedBound`), so a restarted controller, or the next lease
-holder, goes on from it rather than from the calibrated bound.
+A window waits for a tick at or after its end that read the replica count (one that could not read it, or a node
+whose clock runs ahead, does not end it); a store read that fails leaves the window for the next tick; a window
+still unread `EXPIRE_S` after its end is dropped. A policy starts afresh when what its bound means changes (target,
+nodes, aggregation, confidence level, risk window), and corrects only at a confidence level above 0.5 (below it the
+level's bound lies under the expected peak, and no spread is left to correct). Each policy's correction (not the
+windows still waiting) is kept in the controller's state file with what its bound meant (`SavedBound`), so a
+restarted controller, or the next lease holder, goes on from it rather than from the calibrated bound.
 """
 
 from __future__ import annotations
@@ -86,9 +87,14 @@ class PolicyBounds:
         self._policies: dict[str, _PolicyBounds] = {}
         self._restored: dict[str, SavedBound] = {}  # saved corrections of policies not corrected since
 
-    def restore(self, saved: Mapping[str, SavedBound]) -> None:
+    def restore(self, saved: Mapping[str, SavedBound], under_own: bool = False) -> None:
         """Go on from the saved corrections (those of a controller that held the lease before): each resumes when
-        its policy is next corrected, if what its bound means is unchanged. Forgets this controller's own."""
+        its policy is next corrected, if what its bound means is unchanged. Forgets this controller's own, or
+        (`under_own`: read late, this controller having learned while it held the lease) fills in only the
+        policies it has not corrected itself."""
+        if under_own:
+            self._restored.update((name, bound) for name, bound in saved.items() if name not in self._policies)
+            return
         self._policies.clear()
         self._restored = dict(saved)
 
@@ -140,6 +146,8 @@ class PolicyBounds:
                     continue
                 if not all(node in latest and latest[node].timestamp >= window.end for node in entry.nodes):
                     break  # later windows end later still
+                if not window.changed and window.seen_at < window.end:
+                    break  # no tick has read the replica count since its end (unread this tick, or a node ahead)
                 try:
                     bins = _measured_bins(store, entry.nodes, window)
                 except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the window waits

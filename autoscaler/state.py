@@ -382,9 +382,16 @@ class ControllerState:
     # --- nodes whose forecasts are not trusted (autoscaler/live_accuracy.py) ---------------------------------
 
     def fallen(self) -> dict[tuple[str, str], datetime]:
-        """(model version, node) -> since when the node's live coverage keeps it on measured power."""
-        return {(version, node): datetime.fromtimestamp(since, UTC)
-                for version, node, since in self._read("SELECT version, node, since FROM live_fallback")}
+        """(model version, node) -> since when the node's live coverage keeps it on measured power (a row that is no
+        time, edited by hand, is left out)."""
+        fallen = {}
+        for version, node, since in self._read("SELECT version, node, since FROM live_fallback"):
+            try:
+                fallen[(version, node)] = datetime.fromtimestamp(since, UTC)
+            except (TypeError, ValueError, ArithmeticError, OSError):
+                logger.warning("scaling controller state: the live-accuracy fallback of %s on %s is unreadable", node,
+                               version)
+        return fallen
 
     def save_fallen(self, fallen: Mapping[tuple[str, str], datetime]) -> None:
         """Replace the stored set (a restarted controller keeps distrusting them until the evidence says otherwise)."""
@@ -400,7 +407,7 @@ class ControllerState:
                 "SELECT policy, meaning, log_factor, windows, misses FROM bound_tracking"):
             try:
                 saved[policy] = SavedBound(str(meaning), float(log_factor), int(windows), int(misses))
-            except (TypeError, ValueError):  # a row edited by hand: that policy starts afresh
+            except (TypeError, ValueError, ArithmeticError):  # a row edited by hand: that policy starts afresh
                 logger.warning("scaling controller state: the saved peak bound correction of %s is unreadable",
                                policy)
         return saved

@@ -188,7 +188,7 @@ class _BoundOutcomes:
         while self._waiting and self._waiting[0].last <= now:
             done = self._waiting.popleft()
             read = trace_watts[done.origin + 1:min(done.seen_until, done.last) + 1]
-            if done.last < len(trace_watts) and read:
+            if read:
                 learn_window(self.tracker, done.bound, model.per_node(max(read), done.replicas),
                              whole=done.seen_until >= done.last)
 

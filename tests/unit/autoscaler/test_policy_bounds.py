@@ -11,7 +11,8 @@ import pandas as pd
 from autoscaler.actuators import Actuators
 from autoscaler.controller import ScalingController
 from autoscaler.forecast_view import ForecastView
-from autoscaler.policy_bounds import EXPIRE_S, PolicyBounds
+from autoscaler.peak_tracking import PeakTracker
+from autoscaler.policy_bounds import EXPIRE_S, PolicyBounds, SavedBound
 from autoscaler.schema import PowerObservation
 from autoscaler.state import ControllerState
 from core.forecasts import PowerForecast
@@ -314,7 +315,8 @@ def test_a_window_whose_count_no_tick_read_past_its_end_teaches_no_hit():
 
 
 def test_a_correction_the_state_file_cannot_give_is_not_overwritten_and_is_read_again(tmp_path, store, monkeypatch):
-    """Regression: a failed read left the controller saving what it learned alone over every saved correction."""
+    """Regression: a failed read left the controller saving what it learned alone over every saved correction, and
+    a late read threw away what it had learned since it took the lease."""
     read, broken, reads = ControllerState.bound_trackers, [True], []
 
     def bound_trackers(self):
@@ -325,21 +327,37 @@ def test_a_correction_the_state_file_cannot_give_is_not_overwritten_and_is_read_
 
     monkeypatch.setattr(ControllerState, "bound_trackers", bound_trackers)
     state = ControllerState(tmp_path / "state.sqlite")
-    others = {"other": _learned().saved()["web"]}
-    state.save_bound_trackers(others)
     made = ScalingController(state, store, FixedForecaster(upper_watts=450.0), Actuators([RecordingActuator(2)]))
     made.put_policy(policy_data(stale_after_s="1h"))
-    made._restore(made._kept)  # as at the first tick holding the lease
-    made.bounds._policies["web"] = _learned()._policies["web"]  # it learned something meanwhile
-    made._save()
-    assert read(state) == others  # not overwritten with its own alone
     write_power(store, {"n1": 400.0, "n2": 400.0}, minutes=5)
-    made.tick()  # taking the lease: read again, in vain
-    assert read(state) == others
+    made.tick()  # taking the lease: the read fails, it goes on from nothing
+    entry = made.bounds._policies["web"]
+    left = {"web": SavedBound(entry.meaning, 0.5, 20, 10), "gone": SavedBound("x", 0.1, 3, 1)}
+    state.save_bound_trackers(left)  # what the controller before it left there
+    entry.tracker = PeakTracker(0.8, 0.2, 5, 5)  # what it learned itself meanwhile
+    made._save()
+    made.tick()  # read again, in vain: nothing saved over it
+    assert read(state) == left
     broken[0] = False
-    made.tick()  # read again at the next tick, then no more
+    made.tick()  # read at last: it fills in only what this controller has not learned
     made.tick()
     assert reads == [True, True, False] and not made._unread
+    assert made.bounds.tracker("web").windows < 20 and read(state)["web"].windows < 20
+
+
+def test_a_window_no_tick_has_read_the_count_past_its_end_waits():
+    """A tick that could not read the replica count (an actuator error), or a node whose clock runs ahead, does not
+    end a window: it waits for a tick that read the count, as the replay's every step does."""
+    bounds, store = PolicyBounds(), BinStore()
+    bounds.correct(POLICY, view(), NODES, 2, forecasts(0))  # its end is minute 3
+    for minute in range(4):
+        store.put(minute, 500.0)
+    bounds.observe(POLICY, None, at(3))  # the count unread at the tick after its end
+    bounds.score(store, store.latest(4), at(3))
+    assert bounds.tracker("web").windows == 0
+    bounds.observe(POLICY, seen(2), at(4))
+    bounds.score(store, store.latest(4), at(4))
+    assert (bounds.tracker("web").windows, bounds.tracker("web").misses) == (1, 0)
 
 
 def _learned() -> PolicyBounds:
