@@ -145,7 +145,8 @@ class PowerPredictionResponse(BaseModel):
                            "numbers demonstrate the service, they are not a measured forecast")
     online_calibration_points: int = Field(
         0, description="history_source store: how many outcomes of earlier forecasts (leads scored on stored power: "
-                       "the answering replica's forecasts of this model version's nodes, this node's among them) "
+                       "the answering replica's forecasts of this model version's nodes, this node's among them once "
+                       "the replica follows it) "
                        "corrected the intervals and confidence online; 0: the held-out calibration alone")
     data_age_seconds: float | None = Field(None, description="age of the newest stored sample used (the oldest "
                                                            "such age over a workload's nodes)")

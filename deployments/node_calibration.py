@@ -60,7 +60,7 @@ class NodeCalibrations:
                 follow: bool = True) -> PowerForecast:
         """Score the node's waiting forecasts on `stored` (its window), then answer `forecast` (made from that
         window by a model forecasting `horizon_steps` leads) corrected, and keep it waiting for its actuals.
-        Without `follow` (a node not warmed yet), the answer is only corrected: nothing is scored or kept."""
+        Without `follow` (a node not warmed yet), the answer is only corrected: nothing is scored or waits."""
         history = stored.history
         if history.end_time is None or history.step_s is None or history.step_s != forecast.step_s:
             return forecast  # not a stored window at the model's step: nothing to score it on

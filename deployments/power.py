@@ -328,8 +328,13 @@ class PowerPredictor(RegistryFollower):
             logger.warning("power forecast: the online calibration of node %s not warmed yet: %s", node, exc,
                            exc_info=not isinstance(exc, StoreUnavailable))
             return None
-        return [(window, answer) for window, answer in zip(windows, answers, strict=True)
+        made = [(window, answer) for window, answer in zip(windows, answers, strict=True)
                 if isinstance(answer, PowerForecast) and answer.model_version == version]
+        if windows and not made:
+            logger.warning("power forecast: the online calibration of node %s not warmed yet: none of its %d past "
+                           "windows could be forecast", node, len(windows))
+            return None
+        return made
 
     async def _read_stored(self, *args: Any) -> StoredHistory:
         """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core.forecasts import PowerForecast, PowerHistory, utc_now_floor
+from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, utc_now_floor
 from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
@@ -149,6 +149,21 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
         [False] * WARM_NODES_PER_REQUEST + [True] * 2)
     asyncio.run(predictor.forecast_stored(many, 120))
     assert not any(predictor.node_calibrations.cold("power_lstm/1", node) for node in many)
+
+    predictor.node_calibrations = NodeCalibrations()
+    answer = predictor.forecast
+
+    calls: list[PowerHistory] = []
+
+    async def replays_fail(history):  # the request's own window comes first, then the replayed ones
+        calls.append(history)
+        if len(calls) > 1:
+            raise ForecastRequestError("features", "cannot estimate")
+        return await answer(history)
+
+    predictor.forecast = replays_fail
+    asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert len(calls) > 2 and predictor.node_calibrations.cold("power_lstm/1", "n1")  # warmed at a later request
 
 
 def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):
