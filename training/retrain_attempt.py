@@ -182,8 +182,8 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
             records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
             return "failed"
         return _succeeded(locks, spec.model_id, job_id, outcome)
-    except BaseException:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped or before
-        if outcome is not None:  # its success was recorded: a success all the same
+    except BaseException as exc:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped or
+        if outcome is not None and not isinstance(exc, Exception):  # before its success was recorded: a success
             _succeeded(locks, spec.model_id, job_id, outcome)
         raise
 
