@@ -84,23 +84,24 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
 def past_windows(store: TelemetryStore, node_id: str, current: StoredHistory, *, sequence_length: int, count: int,
                  since: datetime, max_gap_s: int | None = None) -> list[StoredHistory]:
     """The node's windows that ended at each of the `count` bins before `current`'s newest, oldest first, as
-    `stored_history` would have read them just as that bin closed (in one store read): those whose newest bin starts
-    at or after `since`, and that hold power.
+    `stored_history` would have read them just as that bin closed: those whose newest bin starts at or after `since`
+    (none: no store read; else one), and that hold power.
 
     Raises:
         StoreUnavailable: the store could not be read.
     """
     history = current.history
     step_s, last = history.step_s, history.end_time
-    if step_s is None or last is None or count < 1:
+    if step_s is None or last is None:
         return []
     step = timedelta(seconds=step_s)
-    window = store.window(node_id, last - step * (count + sequence_length - 1), last, step_s)
+    first = last - step * min(count, (last - since) // step)  # the oldest window's newest bin
+    if first >= last:
+        return []
+    window = store.window(node_id, first - step * (sequence_length - 1), last, step_s)
     windows = []
     for stop in range(sequence_length, len(window) + 1):
         part = window.iloc[stop - sequence_length:stop]
-        if part["timestamp"].iloc[-1].to_pydatetime() < since:
-            continue
         try:
             past, measured, newest_bin = _window_history(part, node_id, step_s=step_s, horizon_s=history.horizon_s,
                                                          workload_type=history.workload_type, max_gap_s=max_gap_s)

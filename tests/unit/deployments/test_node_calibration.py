@@ -113,6 +113,8 @@ def test_a_replica_warmed_from_the_store_answers_as_one_asked_at_every_step(tmp_
         windows = past_windows(store, "n1", current, sequence_length=5, count=WARM_ORIGINS, since=registered)
         assert [w.history.end_time for w in windows] == [registered + minute * STEP for minute in range(20)]
         assert windows[-1] == stored(T0 - STEP)  # each window as stored_history reads it
+        assert len(past_windows(store, "n1", current, sequence_length=5, count=7, since=registered)) == 7
+        assert past_windows(store, "n1", current, sequence_length=5, count=WARM_ORIGINS, since=T0) == []
         warmed = NodeCalibrations()
         assert warmed.cold("power_lstm/1", "n1")
         warmed.warm("n1", windows, [echo(w) for w in windows], horizon_steps=2)
