@@ -23,7 +23,7 @@ from collectors.settings import CollectorConfig, CollectorOverrides
 from core.durations import parse_duration
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP, POWER_DEPLOYMENT
 from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
-from core.stores.settings import StoreConfig
+from core.stores.settings import StoreConfig, StoreOverrides
 from deployments.options import DeploymentOptions
 from training.power.scaling import TrainScaling
 from training.power.scheduler import SchedulerSettings
@@ -41,8 +41,9 @@ class ServiceConfig(TrainingConfig, CollectorConfig, AutoscalerConfig, StoreConf
 
 def load_service_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> ServiceConfig:
     """The whole config file (`path`, else $KCLOUD_CONFIG, else ./config.yaml or configs/config.yaml, else defaults)
-    with MODEL_PATH, GPU_MONITORING_ENABLED and IPMI_HOSTS applied. Raises ConfigError naming file, key, reason."""
-    return load_keys(ServiceConfig, path, environ, overrides=[TrainingOverrides, CollectorOverrides])
+    with MODEL_PATH, KCLOUD_STORAGE_PATH, GPU_MONITORING_ENABLED, IPMI_HOSTS and INFLUX_HOST applied. Raises
+    ConfigError naming file, key, reason."""
+    return load_keys(ServiceConfig, path, environ, overrides=[TrainingOverrides, CollectorOverrides, StoreOverrides])
 
 
 class RetrainSchedule(BaseModel):

@@ -77,6 +77,12 @@ class StoreConfig(Section):
     influx_host: str | None = None
 
 
+class StoreOverrides(EnvSettings):
+    """The environment's override of the config file's store key (as StoreSettings.load layers them)."""
+
+    influx_host: str | None = Field(None, alias="INFLUX_HOST")
+
+
 class StoreSettings(EnvSettings):
     """Which backend the store uses and how to reach it."""
 

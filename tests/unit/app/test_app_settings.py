@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app import local_token
 from app.settings import AppArgs, ServeConfigArgs, ServiceConfig, load_service_config, read_api_token
@@ -26,6 +27,23 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_whole_file_has_every_packages_keys() -> None:
     assert set(ServiceConfig.model_fields) == TOP_LEVEL_KEYS
     assert set(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))) == TOP_LEVEL_KEYS
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every key a config section holds, nested ones as dotted paths."""
+    for name, field in model.model_fields.items():
+        yield prefix + name
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            yield from _keys(nested, f"{prefix}{name}.")
+
+
+def test_the_example_file_documents_every_key() -> None:
+    """config.example.yaml names every key, set or commented out ("# key:"), so no setting is hidden from users."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    named = {line.strip().lstrip("#").strip().split(":")[0] for line in lines}
+    missing = [key for key in _keys(ServiceConfig) if key.rsplit(".", 1)[-1] not in named]
+    assert not missing
 
 
 def test_defaults_and_the_example_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,9 +70,10 @@ def test_every_error_of_every_package_in_one_pass(tmp_path: Path) -> None:
 
 def test_env_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, "model_path: in_file\ngpu_monitoring_enabled: true\nipmi_hosts: [bmc0]\n")
-    environ = {"MODEL_PATH": "/srv/models", "GPU_MONITORING_ENABLED": "No", "IPMI_HOSTS": "bmc1, bmc2:623"}
+    environ = {"MODEL_PATH": "/srv/models", "GPU_MONITORING_ENABLED": "No", "IPMI_HOSTS": "bmc1, bmc2:623",
+               "INFLUX_HOST": "influx:8086"}
     config = load_service_config(path, environ=environ)
-    assert config.model_path == "/srv/models"
+    assert config.model_path == "/srv/models" and config.influx_host == "influx:8086"
     assert config.gpu_monitoring_enabled is False
     assert config.ipmi_hosts == ("bmc1", "bmc2:623")
 
