@@ -104,4 +104,6 @@ async def _live(replica: IngressState, model_id: str) -> tuple[ModelLiveAccuracy
     if not versions:
         return None, (f"no forecast of {model_id} scored in the last {format_duration(report.window_s)}: the "
                       "scaling controller scores its predictive policies' forecasts as their telemetry arrives")
-    return ModelLiveAccuracy(window_s=report.window_s, hit_tolerance=report.hit_tolerance, versions=versions), None
+    return ModelLiveAccuracy(window_s=report.window_s, hit_tolerance=report.hit_tolerance,
+                             pending_forecasts=report.pending_forecasts, evicted_forecasts=report.evicted_forecasts,
+                             versions=versions), None

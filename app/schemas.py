@@ -230,6 +230,10 @@ class ModelLiveAccuracy(BaseModel):
 
     window_s: int = Field(description="the rolling window the scores cover, seconds")
     hit_tolerance: float = Field(description="a hit: the actual within this fraction of the point forecast")
+    pending_forecasts: int = Field(description="the controller's forecasts (of every model) waiting for their actuals")
+    evicted_forecasts: int = Field(description="the controller's forecasts dropped unscored since it started, because "
+                                               "auto_scaling.live_accuracy.max_pending_forecasts were waiting (their "
+                                               "longest leads are missing from the scores)")
     versions: list[VersionLiveAccuracy] = Field(description="per served version: pooled, and per node")
 
 

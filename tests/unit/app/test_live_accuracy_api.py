@@ -28,7 +28,8 @@ SCORE = {"points": 120, "bins": 40, "mae": 14.2, "coverage": 0.78, "nominal_cove
 
 def report(*versions: str) -> LiveAccuracyReport:
     return LiveAccuracyReport(
-        at=datetime.now(UTC), window_s=3600, hit_tolerance=0.1, pending_forecasts=3, served_version=versions[-1],
+        at=datetime.now(UTC), window_s=3600, hit_tolerance=0.1, pending_forecasts=3, evicted_forecasts=7,
+        served_version=versions[-1],
         versions=[VersionLiveAccuracy(model_version=v, nodes=[NodeLiveAccuracy(node_id="n1", **SCORE)], **SCORE)
                   for v in versions])
 
@@ -86,7 +87,8 @@ def test_live_scores_of_the_model_s_versions_beside_the_held_out_ones(metrics):
     body = metrics(Controller(report("power_lstm/1", "power_lstm_1h/1", "power_lstm/2")))
     assert body["held_out"] == {"mae": 12.0} and body["live_reason"] is None
     live = body["live"]
-    assert (live["window_s"], live["hit_tolerance"]) == (3600, 0.1)
+    assert (live["window_s"], live["hit_tolerance"], live["pending_forecasts"], live["evicted_forecasts"]) == (
+        3600, 0.1, 3, 7)
     assert [v["model_version"] for v in live["versions"]] == ["power_lstm/1", "power_lstm/2"]
     version = live["versions"][1]
     assert {k: version[k] for k in SCORE} == SCORE
