@@ -28,8 +28,6 @@ class SourceKind(StrEnum):
 class Quality(StrEnum):
     OK = "ok"  # read from the device as is
     DERIVED = "derived"  # computed (summed PSUs, energy-counter delta, mean of devices)
-    STALE = "stale"  # the device answered with a value it did not refresh
-    ESTIMATED = "estimated"  # filled or modelled, not measured
 
 
 ID_PATTERN = r"^[^\x00-\x1f\x7f\\]+$"

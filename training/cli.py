@@ -122,17 +122,16 @@ CPUS_PER_WORKER_DEFAULT = ("when the command starts Ray itself on one machine, i
                            "workers; else 1")
 
 
-def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: str = CPUS_PER_WORKER_DEFAULT) -> None:
+def add_model_flags(parser: argparse.ArgumentParser, cpus_per_worker_default: str = CPUS_PER_WORKER_DEFAULT, *,
+                    suite: bool = False) -> None:
     """Flags that override the config's model and series settings (`cpus_per_worker_default`: what the command
-    reserves without --cpus-per-worker, for its help)."""
+    reserves without --cpus-per-worker, for its help; `suite`: the command also takes --suite)."""
+    with_suite = " (with --suite: where the suite and its case do not set it)" if suite else ""
     parser.add_argument("--config", help=CONFIG_FLAG_HELP)
     parser.add_argument("--step", type=duration_arg, help="sampling interval of the series, e.g. 1min")
-    parser.add_argument("--sequence-length", type=positive_int,
-                        help="input window in steps (with --suite: where the suite and its case do not set it)")
-    parser.add_argument("--epochs", type=positive_int,
-                        help="maximum training epochs (with --suite: where the suite and its case do not set them)")
-    parser.add_argument("--hidden-size", type=positive_int,
-                        help="LSTM hidden units (with --suite: where the suite and its case do not set them)")
+    parser.add_argument("--sequence-length", type=positive_int, help=f"input window in steps{with_suite}")
+    parser.add_argument("--epochs", type=positive_int, help=f"maximum training epochs{with_suite}")
+    parser.add_argument("--hidden-size", type=positive_int, help=f"LSTM hidden units{with_suite}")
     parser.add_argument("--seed", type=seed_arg, help="random seed, 0 to 2**32 - 1 (same seed, same model)")
     parser.add_argument("--num-workers", type=positive_int, default=1, help="Ray Train workers (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker)")

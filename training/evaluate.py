@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=output_path, help="PNG of actual vs forecast with the interval")
     parser.add_argument("--model", help="evaluate a registered model (id or id/version) instead of training")
     parser.add_argument("--model-path", help="model registry root (default: config model_path / $MODEL_PATH)")
-    add_model_flags(parser)
+    add_model_flags(parser, suite=True)
     args = parser.parse_args(argv)
     if args.suite:
         clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--step", "--seed",
