@@ -4,8 +4,13 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= tests/data/upm_sample.csv
 MODEL_PATH ?= trained_models
-# A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README).
+# A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README), so the Ray that
+# `make run` / `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for
+# Windows and macOS, works on Linux too). With RAY_ADDRESS set the commands join that cluster instead.
 export RAY_AUTH_MODE ?= disabled
+ifeq ($(strip $(RAY_ADDRESS)),)
+run run-api train evaluate: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+endif
 export MODEL_PATH
 # Serve settings measured to help on small nodes (bench/bench_serve.py; core/serve_tuning.py says why): user
 # code and router on the replica's event loop, request-path logs buffered, proxy to replicas over gRPC. A value
@@ -14,6 +19,7 @@ run run-api: export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD ?= 0
 run run-api: export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 0
 run run-api: export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE ?= 1000
 run run-api: export RAY_SERVE_PROXY_USE_GRPC ?= 1
+run run-api: export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH ?= 67108864
 
 .PHONY: install test-servers run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 
