@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Annotated
 
@@ -19,13 +20,26 @@ from training.cost.catalog import UnknownGpuType
 logger = logging.getLogger(__name__)
 router = APIRouter()
 
+RESULTS_MAX_BYTES = 32 * 2**20
+"""The most result bytes one batch read answers (the rest by `next_offset`): within the 64 MiB that Serve's proxy
+takes from a replica (core/serve_tuning.py), whatever the models' horizons."""
+
 
 def batch_status(record: dict, offset: int = 0, limit: int = MAX_BATCH_ITEMS) -> BatchStatus:
-    """The record as the API shows it, with the results of items `offset` to `offset + limit - 1`."""
+    """The record as the API shows it, with the results of items `offset` to `offset + limit - 1`, as many of them
+    as fit in RESULTS_MAX_BYTES (at least one); `next_offset` names the first result left out, if any."""
     results = record.get("results", [])
+    shown, size = [], 0
+    for result in results[offset:offset + limit]:
+        size += len(json.dumps(result, separators=(",", ":")))
+        if shown and size > RESULTS_MAX_BYTES:
+            break
+        shown.append(result)
+    following = offset + len(shown)
     return BatchStatus(batch_id=record["id"], status=record["status"], created_at=record["created_at"],
                        updated_at=record["updated_at"], items=record["items_count"], completed=record["completed"],
-                       results=results[offset:offset + limit], results_offset=offset, error=record.get("error"))
+                       results=shown, results_offset=offset,
+                       next_offset=following if following < len(results) else None, error=record.get("error"))
 
 
 @router.post("/api/v1/predict/cost", response_model=CostPredictionResponse, dependencies=[READ],

@@ -198,6 +198,9 @@ class BatchStatus(BaseModel):
     results: list[BatchItemResult] = Field([], description="per item, in item order: those from results_offset on "
                                                             "(every one unless the read asked for a page)")
     results_offset: int = Field(0, description="the item index of the first result shown")
+    next_offset: int | None = Field(None, description="the item index of the first result not shown, when later "
+                                                      "results exist (beyond the read's limit, or the 32 MiB one "
+                                                      "answer holds): read on with ?offset= it")
     error: str | None = None
 
 

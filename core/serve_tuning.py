@@ -17,6 +17,8 @@ SERVE_TUNING: dict[str, str] = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_PROXY_USE_GRPC": "1",
+    # ... whose messages gRPC caps at 4 MiB by default: a batch's results, up to RESULTS_MAX_BYTES, must pass
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(64 * 2**20),
 }
 
 

@@ -141,6 +141,29 @@ def test_batch_runs_and_reports_per_item(api: httpx.Client):
     assert results[2]["status"] == "error" and "horizon" in results[2]["error"]
 
 
+def test_a_batch_s_results_over_grpc_s_default_4_mib_are_read_back_whole_then_by_pages(api: httpx.Client, app_args):
+    """Through Serve's proxy (over gRPC, as `make run` runs it): 1,000 results of 22 kB (hourly forecasts a week
+    ahead are 17 kB) pass in one answer (a bare 500 under gRPC's default 4 MiB), and 1,000 of 40 kB come a 32 MiB
+    answer at a time, `next_offset` saying where to read on."""
+    from core.records import RecordStore
+
+    def stored(result_bytes: int) -> str:
+        results = [{"index": n, "status": "ok", "result": {"steps": "x" * result_bytes}} for n in range(1000)]
+        return RecordStore(app_args["state_path"], "batches").create(
+            {"status": "done", "items": [], "items_count": 1000, "completed": 1000, "results": results})["id"]
+
+    whole = api.get(f"/api/v1/predict/batch/{stored(22_000)}")
+    assert whole.status_code == 200, whole.text[:300]
+    assert len(whole.json()["results"]) == 1000 and whole.json()["next_offset"] is None
+    url, offset, pages = f"/api/v1/predict/batch/{stored(40_000)}", 0, []
+    while offset is not None:
+        page = api.get(url, params={"offset": offset})
+        assert page.status_code == 200, page.text[:300]
+        pages.append([r["index"] for r in page.json()["results"]])
+        offset = page.json()["next_offset"]
+    assert len(pages) == 2 and sum(pages, []) == list(range(1000))
+
+
 def test_batch_limits_and_unknown_id(api: httpx.Client):
     assert api.get("/api/v1/predict/batch/0123456789abcdef").status_code == 404
     assert api.post("/api/v1/predict/batch", json={"items": []}, headers=AUTH).status_code == 422

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from app import predict_routes
 from app.access import Access
 from app.batch_queue import BatchRunner, queue_name
 from app.ingress import api
@@ -169,9 +170,24 @@ def test_a_batch_s_results_can_be_read_a_page_at_a_time(http, tmp_path):
     finally:
         api.dependency_overrides.clear()
     assert [r["index"] for r in whole["results"]] == [0, 1, 2, 3, 4] and whole["results_offset"] == 0
+    assert whole["next_offset"] is None
     assert [r["index"] for r in page["results"]] == [2, 3] and page["results_offset"] == 2 and page["items"] == 5
-    assert past["results"] == []
+    assert page["next_offset"] == 4
+    assert past["results"] == [] and past["next_offset"] is None
     assert refused.status_code == 422 and "limit" in refused.text
+
+
+def test_one_batch_read_answers_at_most_the_size_cap_and_says_where_to_read_on(monkeypatch):
+    results = [{"index": n, "status": "ok", "result": {"steps": "x" * 1000}} for n in range(10)]
+    record = {"id": "b", "status": "done", "created_at": "2026-12-05T00:00:00Z", "updated_at": "2026-12-05T00:00:00Z",
+              "items_count": 10, "completed": 10, "results": results}
+    monkeypatch.setattr(predict_routes, "RESULTS_MAX_BYTES", 3500)  # three results of about 1,050 bytes each
+    first = predict_routes.batch_status(record)
+    assert [r.index for r in first.results] == [0, 1, 2] and first.next_offset == 3
+    last = predict_routes.batch_status(record, offset=9)
+    assert [r.index for r in last.results] == [9] and last.next_offset is None
+    monkeypatch.setattr(predict_routes, "RESULTS_MAX_BYTES", 10)  # one result larger than the cap is still shown
+    assert [r.index for r in predict_routes.batch_status(record, offset=4).results] == [4]
 
 
 def test_one_queue_per_records_directory():
