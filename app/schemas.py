@@ -265,7 +265,7 @@ class RetrainRequest(_Body):
     since: str | None = Field(None, max_length=MAX_TEXT_CHARS,
                               description='with "source": "store": how much history to read (default 14d)')
     prediction_horizon: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="power only")
-    epochs: int | None = Field(None, ge=1, le=1000, description="power only")
+    epochs: int | None = Field(None, ge=1, le=1000, strict=True, description="power only")
 
     @field_validator("prediction_horizon", "since")
     @classmethod

@@ -43,8 +43,8 @@ WindowSeconds = Annotated[int, BeforeValidator(_window_seconds)]
 class StepLimit(FiniteSection):
     """One change moves the target by at most max(`step_replicas`, `step_percent` % of the current count)."""
 
-    step_replicas: int = Field(4, ge=1, le=REPLICAS_LIMIT)
-    step_percent: float = Field(100.0, ge=0, le=1000)
+    step_replicas: int = Field(4, ge=1, le=REPLICAS_LIMIT, strict=True)
+    step_percent: float = Field(100.0, ge=0, le=1000, strict=True)
 
     def step(self, current: int) -> int:
         """The most replicas one change may add or remove at `current` replicas."""
@@ -57,7 +57,7 @@ class StepLimit(FiniteSection):
 class ScaleDownLimit(StepLimit):
     """The scale-down step and its stabilization window (whole seconds; "5min" works)."""
 
-    step_replicas: int = Field(1, ge=1, le=REPLICAS_LIMIT)
+    step_replicas: int = Field(1, ge=1, le=REPLICAS_LIMIT, strict=True)
     stabilization_window: WindowSeconds = Field(300, ge=0, le=MAX_STABILIZATION_S)
 
 

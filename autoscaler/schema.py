@@ -99,14 +99,14 @@ class ScalingPolicy(_Model):
 
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
     target: ScalingTarget
-    min_replicas: int = Field(1, ge=0, le=REPLICAS_LIMIT)
-    max_replicas: int = Field(10, ge=1, le=REPLICAS_LIMIT)
-    allow_scale_to_zero: bool = False
+    min_replicas: int = Field(1, ge=0, le=REPLICAS_LIMIT, strict=True)
+    max_replicas: int = Field(10, ge=1, le=REPLICAS_LIMIT, strict=True)
+    allow_scale_to_zero: bool = Field(False, strict=True)
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
     behavior: ScalingBehavior = ScalingBehavior()
     actuation_delay: WindowSeconds = Field(0, ge=0, le=86400)
-    cluster_power_budget: float | None = Field(None, le=MAX_CLUSTER_WATTS)
+    cluster_power_budget: float | None = Field(None, le=MAX_CLUSTER_WATTS, strict=True)
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120

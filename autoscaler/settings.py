@@ -36,10 +36,10 @@ class FiniteSection(Section):
 class PowerBasedScalingConfig(FiniteSection):
     """Reactive scaling on measured power, in percent of the per-node budget."""
 
-    enabled: bool = True
-    max_power_budget: float = Field(10000.0, gt=0, le=1e6)  # W per node
-    scale_out_threshold: float = Field(80.0, gt=0, le=100)
-    scale_in_threshold: float = Field(50.0, ge=0, lt=100)
+    enabled: bool = Field(True, strict=True)
+    max_power_budget: float = Field(10000.0, gt=0, le=1e6, strict=True)  # W per node
+    scale_out_threshold: float = Field(80.0, gt=0, le=100, strict=True)
+    scale_in_threshold: float = Field(50.0, ge=0, lt=100, strict=True)
     cooldown_period: Duration = 300
 
     @model_validator(mode="after")
@@ -53,11 +53,12 @@ class PowerBasedScalingConfig(FiniteSection):
 class PredictiveScalingConfig(FiniteSection):
     """Scaling ahead of forecast power."""
 
-    enabled: bool = True
-    lookahead_minutes: int = Field(30, ge=1, le=7 * 24 * 60)
-    confidence_threshold: float = Field(0.8, gt=0, lt=1)
-    online_bound: bool = Field(True, description="correct the forecast's peak bound online by how often this "
-                                                 "policy's earlier bounds were exceeded (autoscaler/peak_tracking.py)")
+    enabled: bool = Field(True, strict=True)
+    lookahead_minutes: int = Field(30, ge=1, le=7 * 24 * 60, strict=True)
+    confidence_threshold: float = Field(0.8, gt=0, lt=1, strict=True)
+    online_bound: bool = Field(True, strict=True, description="correct the forecast's peak bound online by how "
+                                                              "often this policy's earlier bounds were exceeded "
+                                                              "(autoscaler/peak_tracking.py)")
 
 
 class LiveAccuracyConfig(FiniteSection):

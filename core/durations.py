@@ -77,6 +77,8 @@ def parse_duration(text: str | int | float) -> int:
         number, unit = _split(text.strip())
         if _NUMBER.fullmatch(number) is None:
             raise ValueError(f"{text!r} is not a duration like '15s', '10min', '1h' or '7d'")
+        if unit == "M":  # "m" is minutes; a capital M as often means months
+            raise ValueError(f"{text!r}: 'M' could mean minutes or months; write 'min' for minutes")
         unit = unit.lower() or "s"
         if unit not in _UNIT_SECONDS:
             known = ", ".join(sorted({"s", "min", "m", "h", "d", "w"}))

@@ -185,6 +185,8 @@ def test_the_route_answers_422_naming_data_for_a_path_escape(route, data):
     ({"epochs": 2}, "epochs", "below the minimum"),
     ({"prediction_horizon": "90s"}, "prediction_horizon", "whole multiple of step"),
     ({"prediction_horizon": "1min"}, "prediction_horizon", "at least 2 steps"),
+    ({"epochs": "5"}, "epochs", "valid integer"),  # not parsed: a string where a number belongs
+    ({"epochs": True}, "epochs", "valid integer"),  # not read as 1
 ])
 def test_the_route_refuses_what_the_job_would_refuse_naming_the_field(route, body, field, phrase):
     response = route.post("/api/v1/models/retrain", json=body, headers=AUTH)

@@ -58,6 +58,35 @@ def test_every_float_field_of_a_policy_is_listed_here():
     assert floats(ScalingPolicy, ()) == set(FLOAT_FIELDS)
 
 
+def _plain_fields(model: type, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], type]:
+    """Every number and bool field of a policy (not durations, which take "5min"), by path."""
+    found: dict[tuple[str, ...], type] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= _plain_fields(annotation, (*prefix, name))
+            continue
+        kinds = [kind for kind in (getattr(annotation, "__args__", None) or (annotation,))
+                 if kind in (int, float, bool)]
+        if kinds and not any(type(meta).__name__ == "BeforeValidator" for meta in field.metadata):
+            found[(*prefix, name)] = kinds[0]
+    return found
+
+
+@pytest.mark.parametrize(("path", "kind"), list(_plain_fields(ScalingPolicy).items()),
+                         ids=[".".join(path) for path in _plain_fields(ScalingPolicy)])
+def test_a_bool_or_a_string_where_a_number_belongs_is_refused_naming_the_field(path, kind):
+    """Not read as 1 (`"max_power_budget": true` was a budget of 1 W, so every node over budget) or parsed."""
+    wrong = ["true", "yes"] if kind is bool else [True, "3"]
+    for value in wrong:
+        data = policy_data()
+        if len(path) > 1 and path[0] in data:
+            data[path[0]] = {**data[path[0]], **nested(path[1:], value)}
+        else:
+            data.update(nested(path, value))
+        assert ".".join(path) in refusal(data), value
+
+
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
 @pytest.mark.parametrize("path", FLOAT_FIELDS, ids=".".join)
 def test_non_finite_floats_are_refused_naming_the_field(path, value):

@@ -39,6 +39,12 @@ def test_parse_refuses(text: str | int | float) -> None:
     assert repr(text) in str(caught.value)  # the message names what was given
 
 
+def test_a_capital_m_is_refused_as_ambiguous() -> None:
+    """ "1M" read as a minute, by the case-insensitive units, would surprise someone who meant a month."""
+    with pytest.raises(ValueError, match=r"'1M'.*minutes or months.*'min'"):
+        parse_duration("1M")
+
+
 def test_unknown_unit_message_lists_units() -> None:
     with pytest.raises(ValueError, match=r"unknown unit 'y'.*h.*min"):
         parse_duration("5y")
