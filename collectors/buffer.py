@@ -20,7 +20,11 @@ count as `unreadable`, and samples the store refuses for good (`WriteRefused`: I
 older than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
 While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
 samples, the oldest dropped first as `spill_failed`; an append that failed half-way is cut off again, so the
-segment keeps no torn line. Nothing else that was accepted is ever dropped, unless the store turns out read-only:
+segment keeps no torn line. A segment the store has that cannot be deleted is not written again (deleting it is
+tried again at each flush; a later buffer replays it, harmlessly), and one the cap cannot delete stays (the spill
+failed). A spill directory that cannot be created, locked or listed at start leaves the buffer memory-only (logged):
+nothing is spilled or replayed, and memory keeps at most 10 x `max_memory` samples while the store is down.
+Nothing else that was accepted is ever dropped, unless the store turns out read-only:
 `release()` then deletes what this buffer holds (memory and the segments it spilled), and the segments an earlier
 buffer spilled for the same store (`store_key`) before it was known whether that store takes writes: such a segment
 is named `segment-<n>.pending-<digest of the key>.jsonl` until the store says it takes writes (`confirm_writable`
@@ -45,6 +49,7 @@ from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from pydantic import ValidationError
 
@@ -81,7 +86,7 @@ class DurableBuffer:
 
     Args:
         store: a writable TelemetryStore.
-        spill_dir: directory for spilled segments (created if missing).
+        spill_dir: directory for spilled segments (created if missing; one that cannot be used: memory only).
         max_memory: samples held in memory before they spill; also the most samples in one segment file.
         max_spill_bytes: cap on the segments' total size (None: no cap).
         drops: counts dropped samples (default: a LossCounter named after `spill_dir`, without a metric).
@@ -108,18 +113,12 @@ class DurableBuffer:
         self.last_error: str | None = None
         self._store_tag = _digest(store_key) if store_key is not None else None
         self._confirmed = confirmed
-        self.spill_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.spill_dir / ".lock", "w")  # held open: its flock marks the directory in use
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_file.close()
-            raise RuntimeError(f"{self.spill_dir} is in use by another buffer") from exc
+        self._lock_file, self._segments = self._take_spill_dir()  # no lock file: memory only
         self._lock = threading.RLock()
         self._flushing = threading.Lock()  # one flush at a time; taken before `_lock`, never while holding it
         self._memory: list[TelemetrySample] = []
-        self._segments = sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
         self._spilled: set[Path] = set()  # segments this buffer created (the others are an earlier buffer's)
+        self._written: set[Path] = set()  # segments the store has that could not be deleted (out of `_segments`)
         self._on_disk = {p: _count_lines(p) for p in self._segments}
         self._bytes = {p: p.stat().st_size for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
@@ -127,11 +126,33 @@ class DurableBuffer:
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
         self._read_failures: dict[Path, int] = {}  # segments that could not be read, and how many flushes in a row
         self._closed = False
-        # a smaller cap than the last process had applies at once, whether or not the store is confirmed
-        self._count_cap_drops(self._drop_oldest_segments(0), "the oldest spilled samples went first")
+        try:  # a smaller cap than the last process had applies at once, whether or not the store is confirmed
+            self._drop_oldest_segments(0)
+        except OSError as exc:
+            logger.error("buffer: %s stays over its cap of %s bytes: %s", self.spill_dir, self.max_spill_bytes, exc)
         if self._segments:
             logger.info("buffer: %d spilled sample(s) in %d segment(s) under %s will be replayed first",
                         self.disk_pending, len(self._segments), self.spill_dir)
+
+    def _take_spill_dir(self) -> tuple[IO[str] | None, list[Path]]:
+        """Create and lock `spill_dir` (the lock file is held open: its flock marks the directory in use); the lock
+        file and the segments found. One that cannot be created, locked or listed (a read-only volume) is logged and
+        left alone: no lock file and no segments, the buffer keeps memory only."""
+        lock_file = None
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.spill_dir / ".lock", "w")
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_file, sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
+        except OSError as exc:
+            if lock_file is not None:
+                lock_file.close()
+            if isinstance(exc, BlockingIOError):  # flock: another buffer holds it
+                raise RuntimeError(f"{self.spill_dir} is in use by another buffer") from exc
+            logger.error("buffer: cannot use %s (%s): memory only, nothing is spilled or replayed until a restart; "
+                         "while the store is down at most %d samples are kept", self.spill_dir, exc,
+                         MEMORY_LIMIT_FACTOR * self.max_memory)
+            return None, []
 
     @property
     def memory_pending(self) -> int:
@@ -164,12 +185,14 @@ class DurableBuffer:
         """Spill memory, then write the segments to the store oldest first (each outside the lock, so puts go on
         while the store is slow), then memory that could not be spilled; return how many samples were written.
 
-        Never raises for a store failure: the samples stay (on disk) and `last_error` says why.
+        Never raises for a store failure (the samples stay, on disk, and `last_error` says why) nor for a disk
+        failure (logged; the samples stay in memory, or on disk).
         """
         with self._flushing:
             with self._lock:
                 if self._closed:
                     return 0  # close() already flushed or spilled everything
+                self._delete_written()
                 self._spill(keep_segments=True)
                 segments = list(self._segments)  # segments spilled meanwhile wait for the next flush
             written = 0
@@ -205,8 +228,11 @@ class DurableBuffer:
                 raise  # a passing error (EMFILE, a network file system's hiccup): tried again next flush
             written = self._write(samples, f"segment {segment.name}")
             with self._lock:
-                self._drop_segment(segment)
                 self.drops.add(UNREADABLE, unreadable, f"{segment} had lines that are not samples")
+                try:
+                    self._drop_segment(segment)
+                except OSError as exc:
+                    self._keep_written(segment, exc)
             return written
         finally:
             self._writing = None
@@ -234,6 +260,23 @@ class DurableBuffer:
             return exc.written
         return len(samples)
 
+    def _keep_written(self, segment: Path, error: OSError) -> None:
+        """A segment the store has that cannot be deleted (a read-only volume): out of the index, so it is not written
+        again and nothing counts as dropped; deleting it is tried again at each flush. Logged once, until the
+        deletes work again."""
+        if not self._written:
+            logger.error("buffer: cannot delete %s, written to the store: it is not written again, and deleting it "
+                         "(and any later one) is tried again at each flush: %s", segment, error)
+        self._forget(segment)
+        self._written.add(segment)
+
+    def _delete_written(self) -> None:
+        """Try again to delete the segments the store has that could not be deleted."""
+        for segment in list(self._written):
+            with suppress(OSError):
+                segment.unlink(missing_ok=True)
+                self._written.discard(segment)
+
     def close(self) -> None:
         """Spill memory to disk (where it fits without deleting older segments), then flush what can be flushed,
         spill the rest and release the spill directory: a process killed during the last store write (a stop that
@@ -249,7 +292,7 @@ class DurableBuffer:
             self._spill(force=True)
             self._closed = True
             self.drops.report(force=True)
-            self._lock_file.close()
+            self._release_lock()
 
     def spill(self) -> None:
         """Move memory to disk now, writing nothing to the store (one that cannot be asked yet)."""
@@ -280,8 +323,12 @@ class DurableBuffer:
             samples += len(self._memory)
             self._memory = []
             self._closed = True
-            self._lock_file.close()
+            self._release_lock()
             return Released(samples, size, self.disk_pending, len(self._segments))
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     def _delete_spilled(self) -> tuple[int, int]:
         """Delete the segments this buffer spilled and those pending for its store; how many samples and bytes they
@@ -305,17 +352,22 @@ class DurableBuffer:
         """Append memory to the open segment (a new one when full or absent) and fsync it, within the cap. After
         a failed spill (disk full, read-only) the next tries wait SPILL_RETRY_S unless `force`d, and memory keeps
         at most MEMORY_LIMIT_FACTOR x max_memory samples, the oldest dropped first (counted as `spill_failed`).
-        `keep_segments`: spill only what fits without deleting a segment (else leave memory as it is)."""
+        `keep_segments`: spill only what fits without deleting a segment (else leave memory as it is). A buffer
+        without a spill directory (memory only) just limits memory."""
         if not self._memory:
             return
-        if not force and time.monotonic() < self._spill_retry_at:
+        if self._lock_file is None or (not force and time.monotonic() < self._spill_retry_at):
             self._limit_memory()
             return
         lines = [(sample.model_dump_json() + "\n").encode() for sample in self._memory]
         if keep_segments and self.max_spill_bytes is not None and (
                 self.disk_bytes + sum(len(line) for line in lines) > self.max_spill_bytes):
             return  # it would delete spilled segments the flush may still write
-        lines = self._make_room(lines)
+        try:
+            lines = self._make_room(lines)
+        except OSError as exc:  # a segment the cap was to delete cannot be
+            self._spill_failed(self.spill_dir, exc)
+            return
         if not lines:
             self._memory = []
             return
@@ -332,10 +384,7 @@ class DurableBuffer:
                 _fsync_dir(self.spill_dir)
         except OSError as exc:
             self._cut_back(path)
-            logger.error("buffer: cannot spill %d sample(s) to %s, keeping them in memory: %s",
-                         len(self._memory), path, exc)
-            self._spill_retry_at = time.monotonic() + SPILL_RETRY_S
-            self._limit_memory()
+            self._spill_failed(path, exc)
             return
         self._spill_retry_at = 0.0
         if path not in self._on_disk:
@@ -344,6 +393,13 @@ class DurableBuffer:
         self._on_disk[path] = self._on_disk.get(path, 0) + len(lines)
         self._bytes[path] = self._bytes.get(path, 0) + len(data)
         self._memory = []
+
+    def _spill_failed(self, where: Path, error: OSError) -> None:
+        """Memory stays after a failed spill: the next tries wait SPILL_RETRY_S, and memory is limited meanwhile."""
+        logger.error("buffer: cannot spill %d sample(s) to %s, keeping them in memory: %s",
+                     len(self._memory), where, error)
+        self._spill_retry_at = time.monotonic() + SPILL_RETRY_S
+        self._limit_memory()
 
     def _cut_back(self, path: Path) -> None:
         """Cut a failed append (disk full mid-write) off the segment: its torn last line would fuse with the next
@@ -369,7 +425,7 @@ class DurableBuffer:
     def _make_room(self, lines: list[bytes]) -> list[bytes]:
         """The lines of memory that fit under the cap (memory is trimmed to match). Once the store is `confirmed`,
         the oldest segments go first (but the one a flush is writing), then the oldest of `lines`; before that no
-        segment goes, only the newest of `lines`."""
+        segment goes, only the newest of `lines`. Raises OSError when a segment cannot be deleted (memory stays)."""
         if self.max_spill_bytes is None:
             return lines
         if not self._confirmed:
@@ -378,22 +434,26 @@ class DurableBuffer:
             self._count_cap_drops(len(lines) - kept, "it is not known yet whether the store takes writes: the newest "
                                                      "samples went, no spilled segment")
             return lines[:kept]
-        dropped = self._drop_oldest_segments(sum(len(line) for line in lines))
+        self._drop_oldest_segments(sum(len(line) for line in lines))
         skip = len(lines) - _fitting(lines[::-1], self.max_spill_bytes - self.disk_bytes)
         self._memory = self._memory[skip:]
-        self._count_cap_drops(dropped + skip, "the oldest spilled samples went first")
+        self._count_cap_drops(skip, "the oldest spilled samples went first")
         return lines[skip:]
 
-    def _drop_oldest_segments(self, needed: int) -> int:
-        """Delete the oldest segments (but the one a flush is writing) until `needed` more bytes fit under the cap;
-        how many samples they held."""
+    def _drop_oldest_segments(self, needed: int) -> None:
+        """Delete the oldest segments (but the one a flush is writing) until `needed` more bytes fit under the cap,
+        their samples counted as `spill_cap`. Raises OSError for one that cannot be deleted: it and the newer ones
+        stay."""
         dropped = 0
-        for oldest in [segment for segment in self._segments if segment != self._writing]:
-            if self.max_spill_bytes is None or self.disk_bytes + needed <= self.max_spill_bytes:
-                break
-            dropped += self._on_disk[oldest]
-            self._drop_segment(oldest)
-        return dropped
+        try:
+            for oldest in [segment for segment in self._segments if segment != self._writing]:
+                if self.max_spill_bytes is None or self.disk_bytes + needed <= self.max_spill_bytes:
+                    break
+                samples = self._on_disk[oldest]
+                self._drop_segment(oldest)
+                dropped += samples
+        finally:
+            self._count_cap_drops(dropped, "the oldest spilled samples went first")
 
     def _count_cap_drops(self, count: int, why: str) -> None:
         self.drops.add(SPILL_CAP, count, f"{self.spill_dir} reached its cap of {self.max_spill_bytes} bytes; {why}")
@@ -430,7 +490,8 @@ class DurableBuffer:
             self._open = plain
 
     def _next_sequence(self) -> int:
-        return max((_name_parts(segment)[0] for segment in self._segments), default=0) + 1
+        """One past the last segment's number (one still on disk after its write included: never appended to)."""
+        return max((_name_parts(segment)[0] for segment in [*self._segments, *self._written]), default=0) + 1
 
     def _set_aside(self, segment: Path, error: OSError) -> None:
         """A segment gone, or unreadable in SEGMENT_READ_TRIES flushes: its samples count as `unreadable`, the file
@@ -444,9 +505,11 @@ class DurableBuffer:
         self.drops.add(UNREADABLE, lost, f"{segment} could not be read ({error})")
 
     def _drop_segment(self, segment: Path) -> None:
+        """Delete a segment and forget it; raises OSError when it cannot be deleted (it stays, in the index too)."""
         segment.unlink(missing_ok=True)
-        _fsync_dir(self.spill_dir)
         self._forget(segment)
+        with suppress(OSError):  # the delete is done: a crash can undo it at worst (the segment is replayed or capped)
+            _fsync_dir(self.spill_dir)
 
     def _forget(self, segment: Path) -> None:
         self._read_failures.pop(segment, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import logging
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import collectors.buffer as buffer_module
 from collectors.buffer import DurableBuffer
 from core.stores.base import StoreUnavailable, TelemetryStore, WriteRefused
 from core.stores.sqlite import SqliteStore
@@ -592,3 +595,124 @@ def test_before_the_store_confirms_writes_the_spill_keeps_its_oldest_samples_tha
     assert buffer.drops.counts == {"spill_cap": 9} and buffer.pending == 16
     store.failures = 0
     assert buffer.flush() == 16 and store.stored == make_samples(16)
+
+
+def _read_only(path, *args, **kwargs):
+    """Path.unlink on a read-only spill volume."""
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+
+def _read_only_open(path, mode="r", *args, **kwargs):
+    """open() on a read-only spill volume: reads only."""
+    if mode not in ("r", "rb"):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    return builtins.open(path, mode, *args, **kwargs)
+
+
+def test_a_segment_the_store_has_but_a_read_only_disk_cannot_delete_is_written_once_and_memory_flows(
+        tmp_path, monkeypatch, caplog):
+    """Regression: on a read-only spill volume the delete after a segment's write raised: the flush stopped there,
+    wrote the same segment again at every later flush, and newer samples never reached the store (memory filled up
+    and was dropped as `spill_failed`)."""
+    store = FlakyStore(failures=1)
+    buffer = DurableBuffer(store, tmp_path, max_memory=100)
+    buffer.put(make_samples(5))
+    buffer.flush()  # the store is down: on disk
+    monkeypatch.setattr(Path, "unlink", _read_only)
+    monkeypatch.setattr(buffer_module, "open", _read_only_open, raising=False)
+    with caplog.at_level(logging.ERROR, logger="collectors.buffer"):
+        for start in range(5, 50, 5):
+            buffer.put(make_samples(5, start=start))
+            assert buffer.flush() == (10 if start == 5 else 5)  # the segment once, then memory written directly
+    assert store.stored == make_samples(50)
+    assert buffer.pending == 0 and buffer.drops.counts == {} and buffer.last_error is None
+    assert caplog.text.count("cannot delete") == 1
+    monkeypatch.undo()  # the volume is writable again: the next flush deletes what the store has
+    assert buffer.flush() == 0 and segments(tmp_path) == []
+
+
+def test_a_segment_left_on_disk_after_its_write_is_never_appended_to_again(tmp_path, monkeypatch):
+    """A directory whose files can be written but not deleted (`chattr +a`): the next spill reused the number of
+    the segment the store already had and appended to it, so its samples were written again."""
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path, max_memory=100)
+    monkeypatch.setattr(Path, "unlink", _read_only)
+    for start in range(0, 30, 10):
+        buffer.put(make_samples(10, start=start))
+        assert buffer.flush() == 10
+    assert store.stored == make_samples(30) and len(segments(tmp_path)) == 3
+
+
+def test_puts_never_raise_and_memory_stays_bounded_when_the_cap_cannot_delete_a_segment(tmp_path, monkeypatch):
+    """Regression: at the cap on a read-only volume, deleting the oldest segment raised out of put() (the
+    collector's round was cut short) before memory was limited, so memory grew without bound; flush() raised too."""
+    store = FlakyStore(failures=99)
+    buffer = DurableBuffer(store, tmp_path, max_memory=10, max_spill_bytes=40 * LINE_BYTES)
+    for start in range(0, 40, 10):
+        buffer.put(make_samples(10, start=start))
+        buffer.flush()  # the store is down: on disk, up to the cap
+    deletes = []
+    unlink = Path.unlink
+
+    def read_only_after_one_delete(path, **kwargs):
+        deletes.append(path)
+        return unlink(path, **kwargs) if len(deletes) == 1 else _read_only(path)
+
+    monkeypatch.setattr(Path, "unlink", read_only_after_one_delete)
+    for start in range(40, 370, 11):
+        buffer.put(make_samples(11, start=start))  # the first needs two segments' room: one goes, then the disk fails
+    assert buffer.flush() == 0
+    assert len(deletes) == 2  # one failed try, then a pause before the disk is tried again
+    assert buffer.disk_pending == 30 and buffer.memory_pending == 100
+    assert buffer.drops.counts == {"spill_cap": 10, "spill_failed": 230}
+    store.failures = 0
+    assert buffer.flush() == 130  # the segments, then memory written directly
+    assert store.stored == make_samples(30, start=10) + make_samples(100, start=270)
+
+
+def test_a_smaller_cap_that_cannot_delete_old_segments_at_start_keeps_them(tmp_path, monkeypatch):
+    """A buffer that starts on a volume where the cap cannot delete the oldest segments starts anyway; they stay."""
+    earlier = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=10)
+    for start in range(0, 30, 10):
+        earlier.put(make_samples(10, start=start))
+        earlier.flush()
+    earlier.close()
+    monkeypatch.setattr(Path, "unlink", _read_only)
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path, max_memory=10, max_spill_bytes=10 * LINE_BYTES)
+    assert buffer.pending == 30 and buffer.drops.counts == {}
+    assert buffer.flush() == 30 and store.stored == make_samples(30)
+
+
+def test_a_spill_directory_on_a_read_only_volume_leaves_the_buffer_memory_only(tmp_path, monkeypatch, caplog):
+    """Regression: a spill directory whose lock file could not be opened (a read-only volume) stopped the collector
+    from starting. Memory-only, it writes from memory, keeps at most 10 x max_memory samples while the store is
+    down, and leaves the directory (and an earlier buffer's segments in it) to a later buffer."""
+    earlier = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=10)
+    earlier.put(make_samples(5, start=1000))
+    earlier.close()  # the store is down: on disk
+    monkeypatch.setattr(buffer_module, "open", _read_only_open, raising=False)
+    store = FlakyStore(failures=1)
+    with caplog.at_level(logging.ERROR, logger="collectors.buffer"):
+        buffer = DurableBuffer(store, tmp_path, max_memory=10)
+    assert "memory only" in caplog.text and buffer.pending == 0
+    for start in range(0, 200, 10):
+        buffer.put(make_samples(10, start=start))
+    assert buffer.flush() == 0  # the store is down
+    assert buffer.memory_pending == 100 and buffer.drops.counts == {"spill_failed": 100}
+    assert buffer.flush() == 100 and store.stored == make_samples(100, start=100)
+    buffer.close()
+    monkeypatch.undo()
+    later = FlakyStore()
+    DurableBuffer(later, tmp_path).close()  # the directory was never held: the earlier spill replays
+    assert later.stored == make_samples(5, start=1000)
+
+
+def test_a_spill_directory_that_cannot_be_created_leaves_the_buffer_memory_only(tmp_path):
+    """A file where the spill directory should be: the buffer starts memory-only and writes from memory."""
+    (tmp_path / "file").touch()
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path / "file" / "spill", max_memory=10)
+    buffer.put(make_samples(25))
+    assert buffer.flush() == 25 and store.stored == make_samples(25)
+    buffer.close()
