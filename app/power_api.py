@@ -72,5 +72,6 @@ def to_response(request: PowerPredictionRequest, forecast: PowerForecast) -> Pow
         history_source="features_only" if forecast.estimated_from else "request",
         estimated_from=list(forecast.estimated_from) or None,
         trained_on_synthetic_data=forecast.trained_on_synthetic_data,
+        outside_training_range=list(forecast.outside_training_range),
         online_calibration_points=forecast.online_calibration_points,
     )

@@ -16,6 +16,7 @@ from autoscaler.trace_replay import ForecastFn, LeadForecast
 from training.backtest import TrainOptions
 from training.power.calibration import CalibratedForecast
 from training.power.dataset import prepare
+from training.power.extrapolation import served_forecast
 from training.power.served import train_served
 from training.power.windows import Role
 from training.settings import PowerPredictorConfig
@@ -67,7 +68,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     if len(test) == 0:
         raise ValueError("--train-fraction: no test part left to replay (series too short for the sequence length)")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
-    calibrated = forecaster.forecast(test.inputs, test.last_power)
+    calibrated = served_forecast(forecaster, test)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []
     for index, (segment, roles) in enumerate(zip(prepared.segments, prepared.roles, strict=True)):

@@ -64,6 +64,9 @@ class PowerForecast(BaseModel):
     # (training.power.peak_bound); None from code that cannot bound the peak (a decision then uses max(upper))
     peak_upper: tuple[float, ...] | None = None
     estimated_from: tuple[str, ...] = ()  # features-only mode: the features the power history was estimated from
+    # inputs beyond the range the model trained on ("power_watts"): an extrapolation, its intervals widened with the
+    # level and its confidence at most the lowest calibrated (training.power.inference)
+    outside_training_range: tuple[str, ...] = ()
     trained_on_synthetic_data: bool = False
     # scored leads (earlier forecasts of this model version's nodes on this replica, scored on their stored power)
     # that corrected [lower, upper] and the confidence online (training/power/online_calibration.py); 0: the static

@@ -30,6 +30,7 @@ from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.baselines import last_value, seasonal_naive, seasonal_period
 from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData, prepare
+from training.power.extrapolation import served_forecast
 from training.power.features_only import fit_features_only, withheld_windows
 from training.power.forecaster import PowerForecaster
 from training.power.online_calibration import adapt_in_time
@@ -126,7 +127,7 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     """Score the LSTM, the served forecast, the features-only mode and the baselines (`extra`, already forecast)
     on the test windows."""
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
-    static = forecaster.forecast(test.inputs, test.last_power)
+    static = served_forecast(forecaster, test)
     served = adapt_in_time(static, test.targets, test.mask, test.node_ids, _origin_times(prepared, test),
                            prepared.pipeline.step_s, coverage=forecaster.interval_coverage,
                            tolerance=forecaster.confidence_tolerance)  # the model's own, as the service corrects

@@ -130,6 +130,17 @@ class FeaturePipeline(BaseModel):
     calendar: tuple[cal.CalendarFeature, ...] = ()
     observed: tuple[str, ...] | None = None  # numeric features the training rows had; None: saved before this
     max_gap_s: int | None = None  # the longest gap training filled forward; None: saved before this (the default)
+    power_range: tuple[float, float] | None = None  # the training power's lowest and highest, W; None: saved before
+
+    def beyond_training_range(self, watts: np.ndarray) -> bool:
+        """Whether power values lie beyond the training power's range, widened by a tenth of it on each side:
+        the model has seen nothing of that level, so its forecast is an extrapolation (never, for a pipeline saved
+        before the range was kept)."""
+        if self.power_range is None:
+            return False
+        low, high = self.power_range
+        margin = 0.1 * (high - low)
+        return bool(np.any((watts < low - margin) | (watts > high + margin)))
 
     def sees(self, name: str) -> bool:
         """Whether numeric feature `name` was in the training data: a value for a feature the model never saw
@@ -173,6 +184,7 @@ class FeaturePipeline(BaseModel):
             calendar=cal.covered_cycles(_spans_s(segments)) if calendar is None else tuple(calendar),
             observed=tuple(observed),
             max_gap_s=max_gap_s,
+            power_range=(float(np.nanmin(power)), float(np.nanmax(power))),
         )
 
     @property

@@ -17,6 +17,7 @@ from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
+from training.power.extrapolation import served_forecast
 from training.power.features import FeaturePipeline
 from training.power.forecaster import ArtifactError, PowerForecaster
 from training.power.windows import NotEnoughData, Role, WindowInputs
@@ -101,7 +102,7 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
     test = prepared.windows(Role.TEST, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length)
     if len(test) == 0:
         raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
-    forecast = forecaster.forecast(test.inputs, test.last_power)
+    forecast = served_forecast(forecaster, test)
     last_value = test.last_power[:, None].repeat(test.targets.shape[1], axis=1)
     return HoldoutMetrics(
         **point_metrics(forecast.point, test.targets, test.mask),

@@ -11,11 +11,8 @@ Without any power history (the features-only mode), the window's power is estima
 the forecast carries the mode's own calibration (training.power.features_only); `estimated_from` names the
 features the estimate used.
 
-A window whose power lies beyond the range the model trained on (`FeaturePipeline.beyond_training_range`) makes the
-forecast an extrapolation, named so (`outside_training_range`): the model's intervals, calibrated in watts at the
-training level, are widened by how far the window's peak lies above the training peak (its errors assumed to grow
-with the level; at most tenfold) and at least to the window's last value, and its confidence is at most the lowest
-hit rate seen in calibration, since no held-out point says how well the model does there.
+A window whose power lies beyond the range the model trained on is answered as an extrapolation, named so
+(`outside_training_range`; training.power.extrapolation).
 """
 
 from __future__ import annotations
@@ -30,11 +27,10 @@ from core.durations import format_duration
 from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, last_value_time
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.power.calibration import CalibratedForecast
+from training.power.extrapolation import extrapolated, level_ratios
 from training.power.features import Segment
 from training.power.features_only import estimated_segment
 from training.power.forecaster import PowerForecaster
-
-MAX_LEVEL_RATIO = 10.0  # an extrapolation's interval widens with its level at most this much
 
 
 def horizon_steps(forecaster: PowerForecaster, horizon_s: int) -> int:
@@ -114,7 +110,7 @@ class _Input:
     end: datetime
     scale: float | None  # the power estimate's typical error (features-only mode); None: measured power
     estimated_from: tuple[str, ...]
-    level_ratio: float | None  # beyond the training range: the window's peak over the training peak (at least 1)
+    level_ratio: float  # NaN within the training range, else the window's peak over the training peak
 
 
 def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
@@ -127,32 +123,8 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
         scale = estimator.fits[chosen[-1]].scale
     filled = min(history.filled_steps, forecaster.sequence_length - padded) if history.power_watts else 0
     return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded, filled,
-                  segment.end.to_pydatetime(), scale, used, _level_ratio(forecaster, segment.power))
-
-
-def _level_ratio(forecaster: PowerForecaster, watts: np.ndarray) -> float | None:
-    """None for a window within the training range; else its peak over the training peak, 1 to 10."""
-    pipeline = forecaster.pipeline
-    if pipeline.power_range is None or not pipeline.beyond_training_range(watts):
-        return None
-    return min(max(1.0, float(np.max(watts)) / max(pipeline.power_range[1], 1e-6)), MAX_LEVEL_RATIO)
-
-
-def _extrapolated(forecaster: PowerForecaster, given: _Input, result: CalibratedForecast,
-                  row: int) -> CalibratedForecast:
-    """Row `row` of `result` as an extrapolation: its interval and peak bound widened by the level ratio and to
-    the last input value (the model's own level there is untested), its confidence at most the lowest calibrated
-    hit rate (one row, as the rest of forecast_histories reads it)."""
-    ratio, last = given.level_ratio or 1.0, given.last_power
-    point, lower, upper = result.point[row], result.lower[row], result.upper[row]
-    wide_upper = np.maximum(point + (upper - point) * ratio, last)
-    calibration = (forecaster.features_only.calibration if given.scale is not None and forecaster.features_only
-                   else forecaster.served_calibration)
-    floor = min(calibration.rate_knots) if calibration is not None else 0.0
-    return CalibratedForecast(
-        point[None], np.clip(np.minimum(point - (point - lower) * ratio, last), 0.0, None)[None], wide_upper[None],
-        np.minimum(result.confidence[row], floor)[None],
-        None if result.peak_upper is None else (result.peak_upper[row] + wide_upper - upper)[None])
+                  segment.end.to_pydatetime(), scale, used,
+                  float(level_ratios(forecaster.pipeline, segment.power[None])[0]))
 
 
 def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input]) -> list[tuple[CalibratedForecast, int]]:
@@ -166,6 +138,8 @@ def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input]) -> list[
         last = np.asarray([inputs[i].last_power for i in rows])
         result = (forecaster.forecast_features_only(windows, last, np.asarray([inputs[i].scale for i in rows]))
                   if estimated else forecaster.forecast(windows, last))
+        calibration = forecaster.features_only.calibration if estimated else forecaster.served_calibration
+        result = extrapolated(result, np.asarray([inputs[i].level_ratio for i in rows]), last, calibration)
         for row, i in enumerate(rows):
             answers[i] = (result, row)
     return [answer for answer in answers if answer is not None]
@@ -182,8 +156,6 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
     coverage = forecaster.interval_coverage
     forecasts = []
     for (result, row), given, steps in zip(_forecast_inputs(forecaster, inputs), inputs, horizons, strict=True):
-        if given.level_ratio is not None:
-            result, row = _extrapolated(forecaster, given, result, row), 0
         end, padded = given.end, given.padded
         forecasts.append(PowerForecast(
             model_version=version,
@@ -200,7 +172,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             confidence_tolerance=forecaster.confidence_tolerance,
             peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),
             estimated_from=given.estimated_from,
-            outside_training_range=("power_watts",) if given.level_ratio is not None else (),
+            outside_training_range=("power_watts",) if np.isfinite(given.level_ratio) else (),
             trained_on_synthetic_data=synthetic,
         ))
     return forecasts

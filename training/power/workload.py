@@ -31,7 +31,8 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
     nodes whose errors move together and wider than needed for independent ones; it is not a formal
     coverage guarantee for the sum. The peak bounds are summed the same way (the sum of the nodes' peaks is at
     least the peak of their sum), or dropped when a node has none. Confidence is the lowest node's, window
-    coverage the lowest, padding the largest, the online calibration's points the fewest.
+    coverage the lowest, padding the largest, the online calibration's points the fewest; an input beyond the
+    training range at any node is one for the workload.
     """
     first = forecasts[0]
     if len(forecasts) == 1:
@@ -47,4 +48,5 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
         "window_coverage": min(f.window_coverage for f in forecasts),
         "padded_steps": max(f.padded_steps for f in forecasts),
         "online_calibration_points": min(f.online_calibration_points for f in forecasts),
+        "outside_training_range": tuple(sorted({name for f in forecasts for name in f.outside_training_range})),
     })

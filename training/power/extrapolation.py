@@ -1,0 +1,66 @@
+"""A forecast from a window beyond the power the model trained on, as every caller serves it (the service's
+inference, the backtest's served forecast, the simulator's forecasts).
+
+A window is beyond the range when a power value lies outside the training power's range widened by a tenth of it
+on each side (`FeaturePipeline.beyond_training_range`): the model has seen nothing of that level, so its forecast
+is an extrapolation. Its intervals, calibrated in watts at the training level, are widened by the window's peak
+over the training peak (its errors assumed to grow with the level; at most `MAX_LEVEL_RATIO`), and at least to the
+window's last value (the model's own level there is untested); its confidence is at most the lowest hit rate seen
+in calibration, since no held-out point says how well the model does there. The online calibration then corrects
+both from the node's own outcomes, as for any forecast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from training.power.calibration import CalibratedForecast, Calibration
+from training.power.features import FeaturePipeline
+from training.power.forecaster import PowerForecaster
+from training.power.windows import Windows
+
+MAX_LEVEL_RATIO = 10.0
+
+
+def level_ratios(pipeline: FeaturePipeline, watts: np.ndarray) -> np.ndarray:
+    """Per window of `watts` [N, T]: NaN within the training range, else its peak over the training peak (1 to
+    MAX_LEVEL_RATIO); all NaN for a pipeline saved before the range was kept."""
+    ratios = np.full(len(watts), np.nan)
+    if pipeline.power_range is None:
+        return ratios
+    high = max(pipeline.power_range[1], 1e-6)
+    for row, window in enumerate(watts):
+        if pipeline.beyond_training_range(window):
+            ratios[row] = min(max(1.0, float(np.max(window)) / high), MAX_LEVEL_RATIO)
+    return ratios
+
+
+def served_forecast(forecaster: PowerForecaster, windows: Windows) -> CalibratedForecast:
+    """The served forecast of windows the forecaster's pipeline built, as the service answers them."""
+    pipeline = forecaster.pipeline
+    watts = windows.inputs[:, :, 0] * pipeline.power_std + pipeline.power_mean  # the pipeline's first column
+    return extrapolated(forecaster.forecast(windows.inputs, windows.last_power), level_ratios(pipeline, watts),
+                        windows.last_power, forecaster.served_calibration)
+
+
+def extrapolated(forecast: CalibratedForecast, ratios: np.ndarray, last_power: np.ndarray,
+                 calibration: Calibration | None) -> CalibratedForecast:
+    """`forecast` [N, H] with the rows whose ratio is not NaN answered as extrapolations."""
+    beyond = np.isfinite(ratios)
+    if not beyond.any():
+        return forecast
+    ratio, last = np.where(beyond, ratios, 1.0)[:, None], np.asarray(last_power, dtype=float)[:, None]
+    point, lower, upper = forecast.point, forecast.lower, forecast.upper
+    wide_lower = np.clip(np.minimum(point - (point - lower) * ratio, last), 0.0, None)
+    wide_upper = np.maximum(point + (upper - point) * ratio, last)
+    floor = min(calibration.rate_knots) if calibration is not None else 0.0
+    rows = beyond[:, None]
+    return replace(
+        forecast,
+        lower=np.where(rows, wide_lower, lower),
+        upper=np.where(rows, wide_upper, upper),
+        confidence=np.where(rows, np.minimum(forecast.confidence, floor), forecast.confidence),
+        peak_upper=None if forecast.peak_upper is None else np.where(
+            rows, forecast.peak_upper + wide_upper - upper, forecast.peak_upper))
