@@ -12,8 +12,10 @@ each device's readings are first averaged within the bin, then combined across d
   as a gap, not a drop. A device silent for longer (gone for good, or a driver hung for good) is no longer
   expected: a node without a BMC reading then reads its remaining devices' sum, and the collector's source
   status says why the other is silent. The look-back stays inside the requested window, so a window's
-  first bins may still hold a partial sum. `combine_latest` applies the same rule to the devices' last
-  readings.
+  first bins may still hold a partial sum. The same holds for the BMC: a bin without an IPMI power reading while
+  the BMC reported in the look-back is a gap, not the lower device sum (a flaky BMC backs off for minutes).
+  `combine_latest` applies the same rules to the devices' last readings: a BMC that reported within the look-back
+  gives the node's latest power, however old its last reading (its age says so), never the device sum.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
   cpu_utilization and memory_usage: mean over HOST devices; temperature: the hottest device.
 - replay samples carry canonical fields back: device "node" holds power_watts, memory_usage and
@@ -97,9 +99,11 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
     device_sum = per_bin(device_power, "power_watts", "sum")
     device_sum[_missing_device(pos[device_power], source[device_power], device[device_power], n, step_s)] = np.nan
     power = per_bin(ipmi & node_device, "power_watts", "mean")
-    for fallback in (per_bin(ipmi & ~node_device, "power_watts", "sum"),
-                     per_bin(replay & node_device, "power_watts", "mean"), device_sum):
-        power = np.where(np.isnan(power), fallback, power)
+    power = np.where(np.isnan(power), per_bin(ipmi & ~node_device, "power_watts", "sum"), power)
+    bmc = ipmi & ~np.isnan(value["power_watts"])
+    bmc_gap = _missing_device(pos[bmc], source[bmc], np.full(int(bmc.sum()), NODE_DEVICE), n, step_s)
+    for fallback in (per_bin(replay & node_device, "power_watts", "mean"), device_sum):
+        power = np.where(np.isnan(power) & ~bmc_gap, fallback, power)
     frame = pd.DataFrame({
         "timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
         "node_id": node_id,
@@ -168,6 +172,11 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
         for ts_ms, source, device, watts in rows:
             last[(source, device)] = (ts_ms, watts)  # rows are time-ordered: the newest wins
         spread_from, expect_from = newest - LATEST_SPREAD_S * 1000, newest - EXPECT_DEVICE_S * 1000
+        bmc = {key: reading for key, reading in last.items()
+               if key[0] == SourceKind.IPMI.value and reading[0] >= expect_from}
+        if bmc:  # the BMC's readings alone, however much older than the devices' (module rule)
+            last = bmc
+            spread_from = max(ts_ms for ts_ms, _ in bmc.values()) - LATEST_SPREAD_S * 1000
         devices_complete = all(ts_ms >= spread_from for key, (ts_ms, _) in last.items()
                                if _device_power(*key) and ts_ms >= expect_from)
         usable = {key: (ts_ms, watts) for key, (ts_ms, watts) in last.items()

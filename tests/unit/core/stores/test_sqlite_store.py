@@ -48,22 +48,24 @@ def test_writing_the_same_samples_twice_stores_them_once(store):
 
 def test_window_builds_canonical_rows_by_the_documented_rule(store):
     rows = []
-    for s in (0, 30, 60, 90):
-        rows += [
-            sample(s, "nvml", "0", power_watts=200, utilization=60, temperature=65),
-            sample(s, "nvml", "1", power_watts=100, utilization=20, temperature=71),
-            sample(s, "npu", "0", power_watts=80, utilization=30, temperature=50),
-            sample(s, "xpu", "0", power_watts=70, utilization=50),
-            sample(s, "host", "node", power_watts=50, utilization=25, memory_usage=40),
-        ]
-    rows += [sample(0, "ipmi", power_watts=700), sample(30, "ipmi", power_watts=720)]  # BMC only in bin 0
+    for node in ("n1", "no-bmc"):
+        for s in (0, 30, 60, 90):
+            rows += [
+                sample(s, "nvml", "0", node, power_watts=200, utilization=60, temperature=65),
+                sample(s, "nvml", "1", node, power_watts=100, utilization=20, temperature=71),
+                sample(s, "npu", "0", node, power_watts=80, utilization=30, temperature=50),
+                sample(s, "xpu", "0", node, power_watts=70, utilization=50),
+                sample(s, "host", "node", node, power_watts=50, utilization=25, memory_usage=40),
+            ]
+    rows += [sample(0, "ipmi", power_watts=700), sample(30, "ipmi", power_watts=720)]  # n1's BMC only in bin 0
     store.write(rows)
     frame = store.window("n1", at(0), at(180), 60)
     assert list(frame.columns) == list(CANONICAL_COLUMNS)
     assert frame["timestamp"].tolist() == [pd.Timestamp(at(s)) for s in (0, 60, 120)]
     first, second, empty = frame.to_dict("records")
     assert first["power_watts"] == 710.0  # the wall reading (mean within the bin)
-    assert second["power_watts"] == 200 + 100 + 80 + 70 + 50  # no BMC: the devices' sum
+    assert np.isnan(second["power_watts"])  # the BMC reported a bin before: a gap, not the lower devices' sum
+    assert store.window("no-bmc", at(0), at(120), 60)["power_watts"].tolist() == [500.0] * 2  # the devices' sum
     assert first["gpu_utilization"] == 40.0 and first["npu_utilization"] == 40.0
     assert first["cpu_utilization"] == 25.0 and first["memory_usage"] == 40.0
     assert first["temperature"] == 71.0  # the hottest device

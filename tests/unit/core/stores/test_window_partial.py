@@ -56,6 +56,24 @@ def test_the_wall_reading_and_the_first_bin_of_a_window_are_unchanged():
     assert power == [700.0, 1900.0, 1900.0]  # bin 0 has no earlier bin in the window to expect from
 
 
+def test_a_bin_without_the_bmc_that_just_reported_is_no_reading_not_the_lower_device_sum():
+    """A flaky BMC backs off for minutes: its bins fell to the GPU sum (2,000 of 3,000 W), a false drop."""
+    gpus, bmc = (("nvml", "0", 1000.0), ("nvml", "1", 1000.0)), (("ipmi", "node", 3000.0),)
+    power = frame({0: gpus + bmc, 1: gpus + bmc, 2: gpus, 3: gpus + bmc})["power_watts"].tolist()
+    assert power[0] == power[1] == power[3] == 3000.0 and np.isnan(power[2])
+    psus = (("ipmi", "psu1", 1500.0), ("ipmi", "psu2", 1500.0))  # a BMC without a node sensor: its PSUs summed
+    power = frame({0: gpus + psus, 1: gpus})["power_watts"].tolist()
+    assert power[0] == 3000.0 and np.isnan(power[1])
+
+
+def test_a_bmc_silent_past_the_look_back_leaves_the_device_sum():
+    step_s = 60
+    lookback = EXPECT_DEVICE_S // step_s
+    gpus, bmc = (("nvml", "0", 1000.0),), (("ipmi", "node", 3000.0),)
+    power = frame({0: gpus + bmc, **{i: gpus for i in range(1, lookback + 3)}}, step_s)["power_watts"].to_numpy()
+    assert np.isnan(power[1:lookback + 1]).all() and (power[lookback + 1:] == 1000.0).all()
+
+
 def test_an_empty_window_stays_empty():
     empty = pd.DataFrame(columns=list(DEVICE_BIN_COLUMNS))
     assert node_frame(empty, "n1", T0, T0 + timedelta(minutes=3), 60)["power_watts"].isna().all()
@@ -83,6 +101,16 @@ def test_latest_forgets_a_device_after_the_look_back_and_keeps_higher_tiers():
                    ("bmc", "ipmi", "node", 290, 1900.0))
     assert found["gone"].power_watts == 300.0
     assert found["bmc"].power_watts == 1900.0
+
+
+def test_latest_keeps_the_bmc_s_reading_while_it_is_expected_however_old():
+    """Its last reading 4 minutes older than the GPUs': the GPU sum (2,000 of 3,000 W) was the node's latest."""
+    found = latest(("flaky", "ipmi", "node", 60, 3000.0), ("flaky", "nvml", "0", 300, 1000.0),
+                   ("flaky", "nvml", "1", 300, 1000.0),
+                   ("gone", "ipmi", "node", 0, 3000.0), ("gone", "nvml", "0", EXPECT_DEVICE_S + 1, 1000.0))
+    assert found["flaky"].power_watts == 3000.0
+    assert found["flaky"].timestamp == T0 + timedelta(seconds=60)  # its age shows how old it is
+    assert found["gone"].power_watts == 1000.0  # silent past the look-back: no longer expected
 
 
 def test_the_host_s_per_package_rows_are_parts_of_its_total_not_more_power():
