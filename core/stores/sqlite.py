@@ -146,6 +146,7 @@ class SqliteStore(TelemetryStore):
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         start_ms, end_ms = check_window(start, end, step_s)
+        step_s = int(step_s)  # sqlite3 binds a numpy integer as NULL
         params = {"step_ms": step_s * 1000, "step_s": step_s, "node": node_id, "start": start_ms, "end": end_ms}
         with self._reading() as conn:
             rows = conn.execute(_WINDOW, params).fetchall()

@@ -73,6 +73,12 @@ def test_window_builds_canonical_rows_by_the_documented_rule(store):
     assert all(np.isnan(v) for k, v in empty.items() if k not in ("timestamp", "node_id"))
 
 
+def test_a_numpy_integer_step_reads_the_same_window(store):
+    """sqlite3 bound np.int64 as NULL: an all-NaN window, silently."""
+    store.write([sample(5, "ipmi", power_watts=100)])
+    assert store.window("n1", at(0), at(60), np.int64(60))["power_watts"].tolist() == [100.0]
+
+
 def test_per_psu_bmc_sensors_are_summed_and_beat_device_sums(store):
     store.write([sample(5, "ipmi", "psu1", power_watts=300), sample(5, "ipmi", "psu2", power_watts=310),
                  sample(5, "nvml", "0", power_watts=250)])
