@@ -6,20 +6,25 @@ backend behind it is whatever `create_store` picks (embedded SQLite by default, 
 safe to call from several threads: the actor answers up to MAX_CONCURRENT_CALLS calls at once.
 A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
 its settings reach, for the collectors (collectors/supervisor.py `store_key`).
+
+Samples stamped more than `telemetry.future_tolerance` ahead of this actor's clock (the head's) are refused for
+good (`WriteRefused`; the collector counts them as `refused`): a collector screens against its own node's clock,
+which cannot catch that clock itself running ahead, and such rows would land in bins that have not come yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import ray
 
+from collectors.settings import load_collector_config
 from core.actors import HEAD, find_actor, keep_unchanged, kill_and_wait, settings_digest
 from core.names import NAMESPACE, STORE_ACTOR
 from core.settings import ConfigError
-from core.stores.base import NodeLatest
+from core.stores.base import NodeLatest, WriteRefused
 from core.stores.factory import create_store
 from core.stores.settings import StoreSettings
 from core.telemetry import TelemetrySample
@@ -36,13 +41,23 @@ class TelemetryStoreService:
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
         self.store = create_store(StoreSettings.load(settings, config_path=config_path))
         self._fingerprint = store_fingerprint(settings, config_path)
+        self.future_tolerance_s = load_collector_config(config_path).telemetry.future_tolerance
 
     def fingerprint(self) -> str:
         """The digest of the arguments this actor was started with."""
         return self._fingerprint
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
-        return self.store.write(samples)
+        """Write the samples; WriteRefused (after writing the others) for those stamped too far ahead."""
+        latest_allowed = datetime.now(UTC) + timedelta(seconds=self.future_tolerance_s)
+        timely = [sample for sample in samples if sample.timestamp <= latest_allowed]
+        written = self.store.write(timely) if timely else 0
+        if len(timely) < len(samples):
+            ahead = {sample.node_id for sample in samples if sample.timestamp > latest_allowed}
+            raise WriteRefused(f"{len(samples) - len(timely)} sample(s) of node(s) {', '.join(sorted(ahead)[:5])} "
+                               f"stamped more than {self.future_tolerance_s} s ahead of the store's clock: the "
+                               "node's clock runs ahead", len(samples) - len(timely), written)
+        return written
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self.store.window(node_id, start, end, step_s)

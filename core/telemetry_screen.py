@@ -3,7 +3,9 @@
 A sample is refused, for the first reason that applies, when it is
 
 - `future_timestamp`: stamped more than `future_tolerance_s` after `now` (a clock far ahead would otherwise
-  make its node look fresh until real time catches up);
+  make its node look fresh until real time catches up). A collector screens against its own node's clock, so a
+  device whose clock runs ahead of it is caught here; the node's clock itself running ahead is caught by the store
+  actor, against the head's clock (collectors/store_actor.py);
 - `bmc_sentinel`: a power reading of 65,535 W. DCMI Get Power Reading carries watts in a 16-bit field
   (collectors/ipmi_readings.py parses it), and 0xFFFF, all ones, is what a BMC hands back for a failed
   read. Narrower registers are not screened by value: SDR sensors report a raw byte that the sensor's
