@@ -2,8 +2,10 @@
 turns an unexpected error into a generic 500, and the body limit counted as the bytes arrive.
 
 Request ids: a sane incoming `X-Request-ID` is kept (Serve's proxy puts one on every request, the client's own
-or a generated one, and returns it in the answer's header), anything else is replaced by a new id, which this
-middleware then returns in the header itself. Log lines about a request carry its id; error bodies carry it as
+or a generated one, and returns it in the answer's header); a request without one gets a new id, which this
+middleware then returns in the header itself. A malformed one (over 128 characters, or other than letters, digits
+and `._:-`) is a 400 naming the header, under a new id: Serve's proxy echoes the client's header whatever it holds,
+so a replaced id would leave the answer with two. Log lines about a request carry its id; error bodies carry it as
 `request_id`, so a user can quote it and an operator can find the details (never sent to the client).
 """
 
@@ -52,8 +54,9 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = incoming if incoming is not None and _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER) or None  # an empty header: none
+        sane = incoming is None or _SANE_ID.fullmatch(incoming) is not None
+        request_id = incoming if incoming is not None and sane else uuid.uuid4().hex
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -67,6 +70,11 @@ class RequestIds:
 
         token = _request_id.set(request_id)
         try:
+            if not sane:
+                body = error_body(["header", "X-Request-ID"], "must be 1 to 128 characters: letters, digits and "
+                                  "._:- (starting with a letter or digit)", "value_error")
+                await JSONResponse(body, status_code=400)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:
             logger.exception("request %s: %s %s failed", request_id, scope.get("method"), _shown(scope.get("path", "")))
