@@ -21,6 +21,7 @@ from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
 from training import train_gbm, train_lstm
+from training.cli import add_state_path_flag
 from training.settings import Resolution, load_training_config
 from training.synthetic import generate_trace, write_csv
 
@@ -41,7 +42,7 @@ def needs_generated_data(resolution: Resolution, data: str) -> bool:
 
 
 def train_resolution(resolution: Resolution, data: str, model_path: str, scratch: Path,
-                     config: str | None = None) -> int:
+                     config: str | None = None, state: str | None = None) -> int:
     """Train and register one resolution's demo model; its data as `needs_generated_data` decides."""
     what = (f"{resolution.model_id} (step {format_duration(resolution.step)}, horizon "
             f"{format_duration(resolution.horizon)}, window {resolution.sequence_length} steps)")
@@ -61,7 +62,7 @@ def train_resolution(resolution: Resolution, data: str, model_path: str, scratch
         "--step", f"{resolution.step}s", "--horizon", f"{resolution.horizon}s",
         "--sequence-length", str(resolution.sequence_length), "--hidden-size", str(hidden),
         "--epochs", str(epochs), "--quiet",
-        *(["--config", config] if config else [])])
+        *(["--config", config] if config else []), *(["--state-path", state] if state else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="canonical telemetry CSV for the demo power models")
     parser.add_argument("--model-path", default=None, help="registry root (default: config / $MODEL_PATH)")
     parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG, ...)")
+    add_state_path_flag(parser)
     args = parser.parse_args(argv)
     ray_auth_disabled_by_default()
     config = load_training_config(args.config)
@@ -77,12 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kcloud-demo-") as scratch:
         for resolution in config.predictor.resolutions:
             if registry.active_version(resolution.model_id) is None:
-                code = train_resolution(resolution, args.data, model_path, Path(scratch), args.config)
+                code = train_resolution(resolution, args.data, model_path, Path(scratch), args.config,
+                                        args.state_path)
                 if code != 0:
                     return code
     if registry.active_version("cost_gbm") is None:
         sys.stderr.write(f"demo: no cost model in {model_path}: training one from the price catalog\n")
-        code = train_gbm.main(["--model-path", model_path, "--records", "8000"])
+        code = train_gbm.main(["--model-path", model_path, "--records", "8000",
+                               *(["--state-path", args.state_path] if args.state_path else [])])
         if code != 0:
             return code
     sys.stderr.write(f"demo: models ready in {model_path}\n")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.forecasts import PowerForecast
+from training.power.inference import rounded
 from training.power.online_calibration import ModelCalibration, consistent_peak
 from training.power.stored_history import StoredHistory
 
@@ -82,9 +83,9 @@ class NodeCalibrations:
             while len(waiting) > max(horizon_steps, point.size) + 2:
                 waiting.popitem(last=False)
         peak = consistent_peak(None if forecast.peak_upper is None else np.asarray(forecast.peak_upper), upper)
-        return forecast.model_copy(update={
-            "lower": tuple(lower.tolist()), "upper": tuple(upper.tolist()), "confidence": tuple(confidence.tolist()),
-            "peak_upper": None if peak is None else tuple(peak.tolist()),
+        return forecast.model_copy(update={  # rounded as the static answer is (training.power.inference)
+            "lower": rounded(lower), "upper": rounded(upper), "confidence": rounded(confidence, 4),
+            "peak_upper": None if peak is None else rounded(peak),
             "online_calibration_points": model.pooled.points})
 
     def cold(self, version: str, node_id: str) -> bool:

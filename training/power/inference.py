@@ -92,12 +92,16 @@ def estimation_features(forecaster: PowerForecaster, history: PowerHistory) -> t
                                                "features-only mode; retrain it")
     estimator = forecaster.features_only.estimator
     given = {name for name, values in history.numeric.items() if values}
-    given |= {"workload_type"} if history.workload_type else set()
+    label = history.workload_type
+    if label and label in estimator.workload_vocab:  # a label the model never saw tells it nothing
+        given.add("workload_type")
     used = estimator.fits[estimator.choose(given)].features
     if not used:
+        unknown = (f"; workload_type {label[:64]!r} is not one it learned ({', '.join(estimator.workload_vocab[:10])})"
+                   if label and label not in estimator.workload_vocab and estimator.workload_vocab else "")
         raise ForecastRequestError(
             "features", f"none of the given features ({', '.join(sorted(given)) or 'none'}) can estimate power for "
-            f"this model, which learned it from {', '.join(estimator.inputs) or 'none'}; send power_watts")
+            f"this model, which learned it from {', '.join(estimator.inputs) or 'none'}{unknown}; send power_watts")
     return used
 
 
@@ -161,16 +165,16 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
             model_version=version,
             step_s=step_s,
             timestamps=tuple(end + timedelta(seconds=step_s * k) for k in range(1, steps + 1)),
-            point=_rounded(result.point[row, :steps]),
-            lower=_rounded(result.lower[row, :steps]),
-            upper=_rounded(result.upper[row, :steps]),
-            confidence=_rounded(result.confidence[row, :steps], 4),
+            point=rounded(result.point[row, :steps]),
+            lower=rounded(result.lower[row, :steps]),
+            upper=rounded(result.upper[row, :steps]),
+            confidence=rounded(result.confidence[row, :steps], 4),
             window_coverage=0.0 if given.estimated_from else round(1.0 - (padded + given.filled)
                                                                      / forecaster.sequence_length, 4),
             padded_steps=padded,
             interval_coverage=coverage,
             confidence_tolerance=forecaster.confidence_tolerance,
-            peak_upper=None if result.peak_upper is None else _rounded(result.peak_upper[row, :steps]),
+            peak_upper=None if result.peak_upper is None else rounded(result.peak_upper[row, :steps]),
             estimated_from=given.estimated_from,
             outside_training_range=("power_watts",) if np.isfinite(given.level_ratio) else (),
             trained_on_synthetic_data=synthetic,
@@ -178,6 +182,7 @@ def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory
     return forecasts
 
 
-def _rounded(values: np.ndarray, decimals: int = 2) -> tuple[float, ...]:
+def rounded(values: np.ndarray, decimals: int = 2) -> tuple[float, ...]:
+    """Values as an answer gives them: watts to 2 decimals (confidence to 4)."""
     return tuple(np.round(np.asarray(values, dtype=float), decimals).tolist())
 

@@ -44,7 +44,7 @@ def route(served: Sequence[Coverage], horizon_s: int, step_s: int | None = None)
     offered = "; ".join(model.describe() for model in sorted(served, key=lambda m: m.step_s))
     if within:
         steps = " or ".join(format_duration(model.step_s) for model in within)
-        reason = f"must be a whole number of the served model's steps ({steps})"
+        reason = f"must be a whole number of the served model's steps ({steps}; served: {offered})"
     else:
         reason = (f"{format_duration(horizon_s)} is beyond the served models' horizons ({offered}); "
                   "train a model with a longer --horizon")

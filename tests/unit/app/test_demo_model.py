@@ -49,3 +49,12 @@ def test_a_failed_training_stops_with_its_code(tmp_path, monkeypatch, failing):
                         lambda argv: 2 if argv[argv.index("--model-id") + 1] == failing else 0)
     monkeypatch.setattr(demo_model.train_gbm, "main", lambda argv: 0)
     assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models")]) == 2
+
+
+def test_the_state_path_reaches_every_training_so_the_service_lists_the_runs(tmp_path, monkeypatch):
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo_model.train_lstm, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(demo_model.train_gbm, "main", lambda argv: seen.append(argv) or 0)
+    state = str(tmp_path / "state")
+    assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models"), "--state-path", state]) == 0
+    assert len(seen) == 3 and all(argv[argv.index("--state-path") + 1] == state for argv in seen)

@@ -18,7 +18,8 @@ SERVED = [Coverage("power_lstm_1h", 3600, 7 * 86400), Coverage("power_lstm", 60,
 ])
 def test_the_seed_s_horizons_go_to_the_finest_model_that_covers_them(horizon, model_id):
     if model_id is None:  # 90 minutes: beyond the fine model, not a whole number of hours
-        with pytest.raises(ForecastRequestError, match="whole number of the served model's steps"):
+        with pytest.raises(ForecastRequestError, match=r"whole number of the served model's steps \(1h; served: "
+                                                       r"power_lstm: 1min steps up to 1h; power_lstm_1h"):
             route(SERVED, parse_duration(horizon))
         return
     assert route(SERVED, parse_duration(horizon)) == model_id
