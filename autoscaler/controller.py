@@ -382,4 +382,5 @@ def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tu
                                       coverage=coverage, level=policy.predictive_scaling.confidence_threshold,
                                       peak=None if None in peaks else peaks,
                                       window_s=len(forecasts[0].point) * forecasts[0].step_s)
+    view = view.model_copy(update={"extrapolated_nodes": sum(1 for f in forecasts if f.outside_training_range)})
     return view, round(fmean(c for f in forecasts for c in f.confidence), 4)

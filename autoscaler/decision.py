@@ -153,7 +153,9 @@ def _forecast_label(policy: ScalingPolicy, forecast: ForecastView) -> str:
     level = f"p{policy.predictive_scaling.confidence_threshold * 100:g}"
     window = f" over the next {format_duration(forecast.window_s)}" if forecast.window_s else ""
     online = f" (its spread x{forecast.spread_factor:.2f}, corrected online)" if forecast.spread_factor else ""
-    return f"forecast {level} {'peak bound' if forecast.peak_bound else 'upper quantile'}{window}{online}"
+    beyond = (f" ({forecast.extrapolated_nodes} node(s) beyond the model's training range: an extrapolation, "
+              "its bound widened)" if forecast.extrapolated_nodes else "")
+    return f"forecast {level} {'peak bound' if forecast.peak_bound else 'upper quantile'}{window}{online}{beyond}"
 
 
 def _share(values: list[float], policy: ScalingPolicy) -> float:

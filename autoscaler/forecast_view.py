@@ -33,6 +33,7 @@ class ForecastView(BaseModel):
     window_s: int | None = Field(None, ge=0)
     reason: str | None = None
     spread_factor: float | None = Field(None, gt=0)  # the bound's spread stretched online (autoscaler.peak_tracking)
+    extrapolated_nodes: int = Field(0, ge=0)  # nodes whose window lies beyond the model's training range
 
     @classmethod
     def unavailable(cls, reason: str) -> ForecastView:

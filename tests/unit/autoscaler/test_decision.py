@@ -458,3 +458,13 @@ def test_forecast_view_normal_scaling(level, expected):
 def test_forecast_view_rejects_bad_input(median, upper_, kwargs):
     with pytest.raises(ValueError):
         ForecastView.from_interval(median, upper_, **kwargs)
+
+
+def test_a_decision_on_an_extrapolated_forecast_says_so():
+    """A node's window beyond the power the model trained on: the event's reason names the extrapolation."""
+    beyond = peak([900], [1100]).model_copy(update={"extrapolated_nodes": 1})
+    decision = decide(make_policy(), observe([500], replicas=4), beyond, PolicyState(), NOW)
+    assert decision.signal == "forecast", decision.reason
+    assert "1 node(s) beyond the model's training range: an extrapolation" in decision.reason
+    assert "training range" not in decide(make_policy(), observe([500], replicas=4), peak([900], [1100]),
+                                          PolicyState(), NOW).reason

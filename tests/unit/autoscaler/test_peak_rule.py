@@ -264,3 +264,6 @@ def test_the_controller_builds_a_peak_view_when_every_node_has_a_peak_bound():
     assert view.upper_quantile_per_node_watts == [pytest.approx(700.0), pytest.approx(650.0)]
     older, _ = _view(policy, [forecast((610.0, 700.0)), forecast(None)])  # a replica without the bound
     assert not older.peak_bound and older.upper_quantile_per_node_watts == [pytest.approx(640.0)] * 2
+    beyond = forecast((610.0, 700.0)).model_copy(update={"outside_training_range": ("power_watts",)})
+    assert _view(policy, [beyond, forecast((620.0, 650.0))])[0].extrapolated_nodes == 1
+    assert view.extrapolated_nodes == 0
