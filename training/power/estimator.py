@@ -99,7 +99,8 @@ class PowerEstimator(BaseModel):
         present = {name: np.isfinite(np.asarray(numeric[name], float)) if name in numeric else np.zeros(length, bool)
                    for name in self.mean}
         codes = _codes(workload, self.workload_vocab)
-        present[WORKLOAD] = codes >= 0 if self.workload_vocab else np.zeros(length, bool)  # never empty
+        # a label outside the vocabulary is one the model never saw: no workload offset speaks for it
+        present[WORKLOAD] = (codes >= 0) & (codes < len(self.workload_vocab))
         names = list(present)
         patterns = np.stack([present[name] for name in names], axis=1)
         chosen = np.zeros(length, int)

@@ -89,3 +89,20 @@ def test_features_the_model_cannot_estimate_from_are_refused_naming_the_field(tr
             check_history(forecaster, history)
     finally:
         forecaster.features_only = kept
+
+
+@pytest.mark.slow
+def test_a_workload_label_the_model_never_saw_tells_it_nothing(trained):
+    """Alone, an unknown label was answered as a known one (the "any other" offset, which no training row had)."""
+    forecaster, _ = trained
+    known = forecaster.features_only.estimator.workload_vocab
+    assert known
+    (answer,) = forecast_histories(forecaster, [PowerHistory(workload_type=known[0], horizon_s=600)], "v")
+    assert answer.estimated_from == ("workload_type",)
+    unknown = PowerHistory(workload_type="nonsense-label", horizon_s=600)
+    with pytest.raises(ForecastRequestError, match=r"'nonsense-label' is not one it learned") as refused:
+        check_history(forecaster, unknown)
+    assert refused.value.field == "features" and known[0] in str(refused.value)
+    with_numbers = unknown.model_copy(update={"numeric": {"cpu_utilization": (50.0,) * 3}})
+    (answer,) = forecast_histories(forecaster, [with_numbers], "v")
+    assert "workload_type" not in answer.estimated_from
