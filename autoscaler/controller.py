@@ -168,7 +168,7 @@ class ScalingController:
         self.bounds.score(self.store, latest, now)  # after the tick's replica counts: windows they carried are whole
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
-        events, counts = [], TickCounts(turns)
+        events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).last_scale_at)
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
             _age(item, (at - read_at).total_seconds())
@@ -253,12 +253,17 @@ class ScalingController:
         def read(item: PolicyTurn) -> None:
             try:
                 item.replicas = self.actuators.replicas(item.policy)
-                if not item.nodes and self.node_names is not None:
-                    item.nodes = self._discover_nodes(item.policy)
             except ActuationError as exc:
                 item.note = f"cannot read the target's replicas: {exc}"
+                return
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading the target's replicas", exc)
+                return
+            if not item.nodes and self.node_names is not None:
+                try:  # the count stands without them: a target outside [min, max] still goes back inside
+                    item.nodes = self._discover_nodes(item.policy)
+                except Exception as exc:  # noqa: BLE001 - the observation's note says why no node is known
+                    item.discovery_problem = f"finding the target's nodes failed: {error_text(exc)}"
 
         if items:
             with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
@@ -284,8 +289,9 @@ class ScalingController:
         if store_problem:
             item.note = store_problem
         elif not item.nodes:
-            item.note = (f"no nodes known for the target: set the policy's nodes or "
-                         f"workloads.{item.policy.workload_id or item.policy.name} in the config")
+            item.note = item.discovery_problem or (f"no nodes known for the target: set the policy's nodes or "
+                                                   f"workloads.{item.policy.workload_id or item.policy.name} in the "
+                                                   "config")
         elif not target_nodes(item.policy, self.workloads):
             item.note = f"nodes found from the target's replicas: {', '.join(item.nodes)}"
 

@@ -36,7 +36,7 @@ within a tick. A dry run, or a policy whose power-based scaling is disabled, has
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -79,6 +79,7 @@ class PolicyTurn:
     forecast: ForecastView | None = None
     confidence: float | None = None
     note: str | None = None  # said in the event's reason
+    discovery_problem: str | None = None  # why the target's nodes could not be found from its replicas
     error: str | None = None  # the turn failed: a hold event says why
     requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
     earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
@@ -86,6 +87,8 @@ class PolicyTurn:
     asks: tuple[Ask, ...] = ()  # what the tick's earlier policies that scale the target asked for
     later: str | None = None  # the tick's last policy after this one that scales the target, if any
     ask: Ask | None = None  # what this turn asked for; None: the policy has no say (a dry run, ...)
+    # the newest change another enforcing policy on the same target made before this tick: (when, which policy)
+    target_changed: tuple[datetime, str] | None = None
 
 
 class TickCounts:
@@ -93,11 +96,22 @@ class TickCounts:
     from them, not from the count read at the start of the tick, which its write would otherwise restore), what the
     policies that scale it asked for so far, and the last of those policies (a scale-in is shared: `Enactor`)."""
 
-    def __init__(self, turns: Sequence[PolicyTurn]) -> None:
-        """`turns`: all the tick's turns, in the order they are acted on (each is then followed in that order)."""
+    def __init__(self, turns: Sequence[PolicyTurn],
+                 last_change: Callable[[str], datetime | None] | None = None) -> None:
+        """`turns`: all the tick's turns, in the order they are acted on (each is then followed in that order);
+        `last_change`: when a policy last changed its target (read before the tick acts), for the targets several
+        enforcing policies share: a change one of them made holds the others too."""
         self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
         self._asks: dict[ScalingTarget, list[Ask]] = {}
         self._last = {turn.policy.target: turn for turn in turns if _scales(turn.policy)}
+        self._changed: dict[ScalingTarget, list[tuple[datetime, str]]] = {}
+        sharing: dict[ScalingTarget, list[str]] = {}
+        for turn in turns:
+            if turn.policy.mode == "enforce":
+                sharing.setdefault(turn.policy.target, []).append(turn.policy.name)
+        for target, names in sharing.items():
+            if len(names) > 1 and last_change is not None:
+                self._changed[target] = [(at, name) for name in names if (at := last_change(name)) is not None]
 
     def follow(self, turn: PolicyTurn) -> None:
         """Hand the turn what the tick's earlier policies on its target asked for and the last later one that
@@ -109,6 +123,8 @@ class TickCounts:
         if last is turn:  # the turns after it on the target have no later one
             del self._last[target]
         turn.later = None if last is None or last is turn else last.policy.name
+        others = [change for change in self._changed.get(target, ()) if change[1] != turn.policy.name]
+        turn.target_changed = max(others) if others else None
         found = self._set.get(target)
         if found is not None and turn.observation is not None:
             count, change = found
@@ -163,8 +179,19 @@ class Enactor:
             return self.hold(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name)
         notes = [turn.note] if turn.note else []
-        if (pending := self.state.pending_intent(policy.name)) is not None:
-            notes.append(self._complete_interrupted(pending, turn.observation.replicas, before))
+        if turn.target_changed is not None and (before.last_scale_at is None
+                                                or turn.target_changed[0] > before.last_scale_at):
+            at, other = turn.target_changed
+            # its change may not be in the measured power yet: it holds this policy as its own would, and the count
+            # this policy last knew is no longer the target's (a lower one now is no outside change)
+            before = before.model_copy(update={"last_scale_at": at, "replicas_after": None})
+            if (now - at).total_seconds() < policy.hold_s:
+                notes.append(f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
+                             "hold applies to this policy too")
+        if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
+            read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
+            notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
+                                                    before))
         decision = decide(policy, turn.observation, turn.forecast, before, now, turn.earlier)
         left = False
         if turn.ask is not None:

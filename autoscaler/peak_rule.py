@@ -43,6 +43,8 @@ def peak_count(policy: ScalingPolicy, replicas: int, expected: float, bound: flo
     out, inn = policy.power_based.scale_out_threshold, policy.power_based.scale_in_threshold
     level = policy.predictive_scaling.confidence_threshold
     what = f"{label}: expected peak {expected:.1f}%, p{level * 100:g} bound {bound:.1f}% of the per-node budget"
+    if replicas == 0:  # the nodes' power is other workloads': a replica of this one would only add to it
+        return 0, f"{what}; the target has no replicas: power alone never takes it off zero (min_replicas does)"
     safe = _fewest_safe(replicas, expected, bound, out)
     after = (f"{replicas * expected / safe:.1f}% <= {out:g}% and the bound at {replicas * bound / safe:.1f}% "
              f"<= {BUDGET_SHARE:g}%")

@@ -30,15 +30,25 @@ class Actuators:
 
     def apply(self, policy: ScalingPolicy, current: int, desired: int) -> ActuationResult:
         """Carry out `current -> desired` (enforce) or only describe it (dry_run). Raises only
-        `ActuationOutcomeUnknown` (a change sent and not answered); any other failure is a `failed` result."""
+        `ActuationOutcomeUnknown` (a change sent and not answered); any other failure is a `failed` result.
+
+        The count is read again right before the write, which sets an absolute count: a target someone else
+        changed since the tick read it (the tick's forecasts can take a minute) is left as it is, and the next tick
+        decides from its new count; a write on the old count would undo their change (a scale-out written over an
+        operator's larger count lowers it, past every scale-in rule)."""
         if desired == current:
             return ActuationResult(status=ActuationStatus.NONE, detail="no change")
         if policy.mode == "dry_run":
             return ActuationResult(status=ActuationStatus.DRY_RUN,
                                    detail=f"would scale {policy.target.kind} from {current} to {desired} replicas")
         try:
-            return ActuationResult(status=ActuationStatus.APPLIED, detail=self._for(policy).scale(policy.target,
-                                                                                                  desired))
+            actuator = self._for(policy)
+            now = actuator.replicas(policy.target)
+            if now != current:
+                return ActuationResult(status=ActuationStatus.FAILED, detail=(
+                    f"not changed: the target is at {now} replicas, not the {current} this decision was made at "
+                    "(changed meanwhile by someone else); the next tick decides from its new count"))
+            return ActuationResult(status=ActuationStatus.APPLIED, detail=actuator.scale(policy.target, desired))
         except ActuationOutcomeUnknown:
             raise
         except ActuationError as exc:

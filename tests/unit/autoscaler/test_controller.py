@@ -146,6 +146,20 @@ def test_nodes_are_found_from_the_target_replicas_when_nothing_names_them(make, 
     assert "nodes found from the target's replicas: n1, ray-node-b" in event.reason
 
 
+def test_nodes_that_cannot_be_found_say_why_and_the_count_still_goes_back_inside_the_bounds(make, store):
+    """A failing node lookup failed the whole turn ("reading the target's replicas failed"), so a target below
+    min_replicas stayed there; a failed replica lookup's cause was overwritten by "no nodes known"."""
+    def broken(ids):
+        raise RuntimeError("ray.nodes() timed out")
+
+    controller, actuator = make(replicas=1, node_names=broken)
+    controller.put_policy(policy_data(nodes=[], min_replicas=2, predictive_scaling={"enabled": False}))
+    [event] = controller.tick()
+    assert (event.action, event.to_replicas) == (ScaleAction.SCALE_OUT, 2), event.reason
+    assert "finding the target's nodes failed: RuntimeError: ray.nodes() timed out" in event.reason
+    assert actuator.calls == [("web", 2)]
+
+
 def test_state_survives_a_new_controller_on_the_same_file(make, store, tmp_path):
     now = [datetime.now(UTC)]
     controller, _ = make(clock=lambda: now[0], holder="controller-actor")

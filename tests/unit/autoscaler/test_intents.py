@@ -217,3 +217,32 @@ def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
     state.record(event(ActuationStatus.NONE))  # id 1000: the pruning runs
     assert state.pending_intent("web").id == pending.id
     assert [e.id for e in state.events()] == [1000, 999, pending.id]
+
+
+def test_an_interrupted_intent_is_judged_on_the_count_read_not_one_an_earlier_policy_set_since(make, store, clock):
+    """b-web's 2 -> 4 landed before the crash; after the restart a-web (earlier by name) raised the target to 8 in
+    the same tick, and b-web's intent was completed as failed: "the target is at 8"."""
+    controller, actuator = make(clock=lambda: clock[0], holder="controller-actor")
+    target, quick = {"kind": "deployment", "name": "web"}, {"cooldown_period": "30s"}
+    for name, node in (("a-web", "n1"), ("b-web", "n2")):
+        controller.put_policy(policy_data(name, target=target, nodes=[node], predictive_scaling=REACTIVE,
+                                          max_replicas=20, power_based=quick))
+    write_power(store, {"n1": 500, "n2": 950}, end=clock[0])
+
+    def die(key: str, replicas: int) -> None:
+        actuator.counts[key] = replicas
+        raise Crash
+
+    actuator.on_scale = die
+    with pytest.raises(Crash):
+        controller.tick()
+    assert actuator.counts["web"] == 3 and controller.state.pending_intent("b-web") is not None
+    restarted, _ = make(replicas=3, clock=lambda: clock[0], holder="controller-actor")
+    clock[0] += timedelta(seconds=60)  # past b-web's hold: a-web may raise the target at once
+    write_power(store, {"n1": 1500, "n2": 500}, minutes=1, end=clock[0])
+    a, b = restarted.tick()
+    assert a.action is ScaleAction.SCALE_OUT and a.to_replicas > 3, a.reason
+    assert "completed as applied" in b.reason, b.reason
+    [interrupted] = [e for e in restarted.state.events(policy="b-web") if e.action is ScaleAction.SCALE_OUT]
+    assert interrupted.actuation.status is ActuationStatus.APPLIED
+    assert "the target is at 3" in interrupted.actuation.detail

@@ -61,6 +61,16 @@ def test_peak_rule(measured, expected, bound, action, to, phrase):
     assert "forecast p90 peak bound over the next 15min" in decision.reason
 
 
+def test_a_target_at_zero_replicas_is_never_scaled_off_zero_by_its_nodes_power():
+    """At 0 replicas the nodes' power is other workloads': the peak rule scaled 0 -> 1 ("1 replicas keep the
+    expected peak at 0.0%"), a replica that only adds to a hot node; the measured-power rule holds, as documented."""
+    observation = PowerObservation(measured_per_node_watts=[900], replicas=0, age_s=5.0)
+    policy = make_policy(min_replicas=0, allow_scale_to_zero=True)
+    decision = decide(policy, observation, peak_view([900], [1100]), PolicyState(), NOW)
+    assert (decision.action, decision.to_replicas) == (HOLD, 0), decision.reason
+    assert "power alone never takes it off zero" in decision.reason
+
+
 def test_a_steady_forecast_makes_one_change_not_a_scale_out_and_a_scale_in():
     """Both directions aim at the fewest safe count: the same forecast re-spread over the new count must not
     consolidate again (the earlier rule scaled out until the bound was under the scale-out threshold and in until it

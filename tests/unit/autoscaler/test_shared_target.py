@@ -6,6 +6,8 @@ for no fewer or cannot decide, so a target is never lowered and raised again in 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from autoscaler import intents
@@ -279,3 +281,72 @@ def test_each_turn_is_handed_the_last_later_turn_that_scales_its_target():
     for each in turns:
         counts.follow(each)
     assert [each.later for each in turns] == ["c", "c", None, None, None]
+
+
+# --- across ticks: one policy's change holds the others on the target ---------------------------------------------
+
+
+def test_a_change_one_policy_made_holds_the_others_on_the_target_at_the_next_ticks(make, store):
+    """Both policies see the nodes at 150 %. a-mean scaled 2 -> 4; 30 s later b-max, whose own cooldown had never
+    started, scaled 4 -> 8 on power that did not show a-mean's change yet (either policy alone holds at 4)."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    for name, aggregation in (("a-mean", "mean"), ("b-max", "max")):
+        controller.put_policy(policy_data(name, target=TARGET, aggregation=aggregation, predictive_scaling=MEASURED,
+                                          actuation_delay="2min", max_replicas=20,
+                                          power_based={"max_power_budget": 1000}))
+    write_power(store, {"n1": 1500, "n2": 1500}, end=clock[0])
+    first = controller.tick()
+    assert [(e.action, e.to_replicas) for e in first] == [(ScaleAction.SCALE_OUT, 4), (ScaleAction.HOLD, 4)]
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    a, b = controller.tick()
+    assert (a.action, b.action) == (ScaleAction.HOLD, ScaleAction.HOLD), b.reason
+    assert "policy a-mean changed the target 30 s ago: its hold applies to this policy too" in b.reason
+    assert "cooldown" in b.reason and "lowered outside" not in b.reason
+    assert actuator.calls == [("web", 4)]
+    clock[0] += timedelta(seconds=300)  # the hold over: b-max decides on power that shows the change
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    assert [e.action for e in controller.tick()] == [ScaleAction.SCALE_OUT, ScaleAction.HOLD]
+
+
+def test_a_dry_run_policy_s_would_be_change_holds_no_other(make, store):
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    controller.put_policy(policy_data("a-dry", target=TARGET, mode="dry_run", predictive_scaling=MEASURED))
+    controller.put_policy(policy_data("b-real", target=TARGET, predictive_scaling=MEASURED, max_replicas=20))
+    write_power(store, {"n1": 500, "n2": 500}, end=clock[0])
+    controller.tick()  # both at 50 %: a-dry would hold too; nothing changes
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 15000, "n2": 15000}, minutes=1, end=clock[0])
+    a, b = controller.tick()
+    assert a.actuation.status is ActuationStatus.DRY_RUN and b.action is ScaleAction.SCALE_OUT, b.reason
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 40000, "n2": 40000}, minutes=1, end=clock[0])
+    _, b = controller.tick()  # a-dry "scaled" at the tick before: no hold on b-real from that
+    assert "a-dry changed the target" not in b.reason
+
+
+# --- the count is read again right before the write --------------------------------------------------------------
+
+
+def test_a_count_someone_else_changed_during_the_tick_is_not_written_over(make, store):
+    """An operator scaled the target to 10 while the tick forecast: the tick's write of 4 (decided at 2) lowered it
+    to 4 under a "scale_out" event, past every scale-in rule."""
+    controller, actuator = make(replicas=2)
+    controller.put_policy(policy_data("web", target=TARGET, predictive_scaling=MEASURED, max_replicas=20))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    read, reads = actuator.replicas, []
+
+    def operator_scales_during_the_tick(target):
+        reads.append(target)
+        if len(reads) == 2:  # the read right before the write
+            actuator.counts["web"] = 10
+        return read(target)
+
+    actuator.replicas = operator_scales_during_the_tick
+    (event,) = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
+    assert "not changed: the target is at 10 replicas, not the 2 this decision was made at" in event.actuation.detail
+    assert actuator.calls == [] and actuator.counts["web"] == 10
+    assert controller.state.policy_state("web").last_scale_at is None  # refused: no cooldown

@@ -21,7 +21,9 @@ from autoscaler.schema import PowerObservation, ScalingDecision, ScalingPolicy
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 CASES = 800
-DIGEST = "3e945a85960311847a5fb31bb7ae4b99647305e2de5ab1edcd67f1723dfd6edd"
+# re-pinned on 2026-12-05: the peak rule no longer scales a target off zero replicas (13 of the 800 cases, all at
+# 0 replicas, which no simulation reaches: its policies keep at least one)
+DIGEST = "e922e8ddf376b032e1a43ac8503e1f0a4c43eece4a8df43cf3c9f8152192f04f"
 
 
 def _pick(rng: random.Random, options: list) -> object:
