@@ -2,7 +2,7 @@
 `make check-config CONFIG=PATH` and `kcloud-check-config [PATH]`.
 
 The file is validated as the service reads it: every package's keys at once, the environment's overrides
-(MODEL_PATH, KCLOUD_STORAGE_PATH, GPU_MONITORING_ENABLED, IPMI_HOSTS) and the policies under
+(MODEL_PATH, KCLOUD_STORAGE_PATH, GPU_MONITORING_ENABLED, IPMI_HOSTS, INFLUX_HOST) and the policies under
 `auto_scaling.policies`. Valid: the effective settings are printed as YAML (every section, durations in
 seconds, secrets masked) and the exit status is 0. Invalid: one line per problem, `file: dotted.key: reason`,
 on stderr, and exit status 2. Without PATH, the file every command would read (`core.settings.config_path`).
@@ -25,8 +25,8 @@ from training.settings import TrainingOverrides
 
 MASK = SECRET_MASK
 OVERRIDING = (*(field.alias for field in TrainingOverrides.model_fields.values()),
-              "GPU_MONITORING_ENABLED", "IPMI_HOSTS")
-"""The environment variables that override config keys (the collectors' two and the training ones)."""
+              "GPU_MONITORING_ENABLED", "IPMI_HOSTS", "INFLUX_HOST")
+"""The environment variables that override config keys (the training ones, the collectors' two, the store's)."""
 ORDER = ("predictor", "models", "features", "auto_scaling", "workloads", "telemetry", "model_path", "storage_path",
          "influx_host", "gpu_monitoring_enabled", "ipmi_hosts")
 """The sections in config.example.yaml's order (a key not listed comes last)."""

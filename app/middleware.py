@@ -3,9 +3,10 @@ turns an unexpected error into a generic 500, and the body limit counted as the 
 
 Request ids: a sane incoming `X-Request-ID` is kept (Serve's proxy puts one on every request, the client's own
 or a generated one, and returns it in the answer's header); a request without one gets a new id, which this
-middleware then returns in the header itself. A malformed one (over 128 characters, or other than letters, digits
-and `._:-`) is a 400 naming the header, under a new id: Serve's proxy echoes the client's header whatever it holds,
-so a replaced id would leave the answer with two. Log lines about a request carry its id; error bodies carry it as
+middleware then returns in the header itself. A malformed one (empty, over 128 characters, or other than letters,
+digits and `._:-`) is a 400 naming the header, under a new id. Serve's request-id middleware, around this one,
+echoes the client's header whatever it holds, so such an answer carries that value beside the new id: the 400 tells
+the client its id was not used, where a request served under a replaced id would carry two without a word. Log lines about a request carry its id; error bodies carry it as
 `request_id`, so a user can quote it and an operator can find the details (never sent to the client).
 """
 
@@ -54,7 +55,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER) or None  # an empty header: none
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
         sane = incoming is None or _SANE_ID.fullmatch(incoming) is not None
         request_id = incoming if incoming is not None and sane else uuid.uuid4().hex
         started = False

@@ -179,12 +179,13 @@ class Enactor:
             return self.hold(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name)
         notes = [turn.note] if turn.note else []
+        seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         if turn.target_changed is not None and (before.last_scale_at is None
                                                 or turn.target_changed[0] > before.last_scale_at):
             at, other = turn.target_changed
             # its change may not be in the measured power yet: it holds this policy as its own would, and the count
             # this policy last knew is no longer the target's (a lower one now is no outside change)
-            before = before.model_copy(update={"last_scale_at": at, "replicas_after": None})
+            seen = before.model_copy(update={"last_scale_at": at, "replicas_after": None})
             if (now - at).total_seconds() < policy.hold_s:
                 notes.append(f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
                              "hold applies to this policy too")
@@ -192,7 +193,7 @@ class Enactor:
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
                                                     before))
-        decision = decide(policy, turn.observation, turn.forecast, before, now, turn.earlier)
+        decision = decide(policy, turn.observation, turn.forecast, seen, now, turn.earlier)
         left = False
         if turn.ask is not None:
             turn.ask = _asked(policy, decision)

@@ -51,12 +51,19 @@ class TelemetryStoreService:
         """Write the samples; WriteRefused (after writing the others) for those stamped too far ahead."""
         latest_allowed = datetime.now(UTC) + timedelta(seconds=self.future_tolerance_s)
         timely = [sample for sample in samples if sample.timestamp <= latest_allowed]
-        written = self.store.write(timely) if timely else 0
-        if len(timely) < len(samples):
-            ahead = {sample.node_id for sample in samples if sample.timestamp > latest_allowed}
-            raise WriteRefused(f"{len(samples) - len(timely)} sample(s) of node(s) {', '.join(sorted(ahead)[:5])} "
-                               f"stamped more than {self.future_tolerance_s} s ahead of the store's clock: the "
-                               "node's clock runs ahead", len(samples) - len(timely), written)
+        ahead = len(samples) - len(timely)
+        why = ""
+        if ahead:
+            nodes = sorted({sample.node_id for sample in samples if sample.timestamp > latest_allowed})
+            why = (f"{ahead} sample(s) of node(s) {', '.join(nodes[:5])} stamped more than {self.future_tolerance_s} s "
+                   "ahead of the store's clock: the node's clock runs ahead")
+        try:
+            written = self.store.write(timely) if timely else 0
+        except WriteRefused as refused:  # the backend refused some too: one count of every sample refused
+            raise WriteRefused("; ".join(filter(None, [str(refused), why])), refused.refused + ahead,
+                               refused.written) from refused
+        if ahead:
+            raise WriteRefused(why, ahead, written)
         return written
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
@@ -99,8 +106,17 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
     by an earlier version, is replaced). It names the arguments, not the store they reach (None: the environment):
     the collector supervisor and its collectors carry it with `store_identity` (collectors/supervisor.py
     `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
-    store it started with)."""
-    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)
+    store it started with). The config file's `telemetry.future_tolerance`, read once by the actor, counts too."""
+    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS,
+                           _future_tolerance(config_path))
+
+
+def _future_tolerance(config_path: str | None) -> int | None:
+    """The config's `telemetry.future_tolerance` (None when the file does not load: the actor cannot start)."""
+    try:
+        return load_collector_config(config_path).telemetry.future_tolerance
+    except ConfigError:
+        return None
 
 
 def store_identity(settings: Mapping[str, str] | None, config_path: str | None) -> str:

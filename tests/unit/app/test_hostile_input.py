@@ -201,14 +201,12 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id_and_the_detail
 def test_a_sane_incoming_request_id_is_kept_and_a_hostile_one_refused_naming_the_header(power):
     kept = power.post("/", json={**REQUEST, "prediction_horizon": "x"}, headers={"X-Request-ID": "abc-123.4:5"})
     assert kept.json()["request_id"] == "abc-123.4:5"
-    for hostile in ("a" * 200, "a b", "<script>"):
+    for hostile in ("a" * 200, "a b", "<script>", ""):
         refused = power.post("/", json=REQUEST, headers={"X-Request-ID": hostile})
         assert refused.status_code == 400 and refused.json()["detail"][0]["loc"] == ["header", "X-Request-ID"]
         request_id = refused.json()["request_id"]
-        assert request_id != hostile and len(request_id) == 32 and hostile not in refused.text
+        assert request_id != hostile and len(request_id) == 32 and (not hostile or hostile not in refused.text)
         assert refused.headers.get_list("x-request-id")[-1] == request_id
-    blank = power.post("/", json={**REQUEST, "prediction_horizon": "x"}, headers={"X-Request-ID": ""})
-    assert blank.status_code == 422 and len(blank.json()["request_id"]) == 32  # an empty header is none
 
 
 def test_every_answer_carries_a_request_id(power, broken):

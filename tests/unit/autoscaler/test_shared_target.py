@@ -350,3 +350,21 @@ def test_a_count_someone_else_changed_during_the_tick_is_not_written_over(make, 
     assert "not changed: the target is at 10 replicas, not the 2 this decision was made at" in event.actuation.detail
     assert actuator.calls == [] and actuator.counts["web"] == 10
     assert controller.state.policy_state("web").last_scale_at is None  # refused: no cooldown
+
+
+def test_a_hold_borrowed_from_another_policy_is_not_stored_as_this_one_s_change(make, store):
+    """With three policies, c named b as the one that changed the target: b had stored a-first's change time as its
+    own while it held."""
+    clock = [datetime.now(UTC)]
+    controller, _ = make(replicas=2, clock=lambda: clock[0])
+    for name in ("a-first", "b-second", "c-third"):
+        controller.put_policy(policy_data(name, target=TARGET, predictive_scaling=MEASURED, max_replicas=20,
+                                          power_based={"max_power_budget": 1000}))
+    write_power(store, {"n1": 1500, "n2": 1500}, end=clock[0])
+    controller.tick()  # a-first scales out, the others hold in the same tick
+    assert controller.state.policy_state("b-second").last_scale_at is None
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    _, b, c = controller.tick()
+    assert "policy a-first changed the target 30 s ago" in b.reason and "policy a-first changed" in c.reason
+    assert controller.state.policy_state("c-third").last_scale_at is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.store_actor import TelemetryStoreService
+from collectors.store_actor import TelemetryStoreService, store_fingerprint
 from core.stores.base import WriteRefused
 from core.telemetry import TelemetrySample
 
@@ -30,3 +30,27 @@ def test_samples_of_a_node_whose_clock_runs_ahead_are_refused_for_good_and_the_o
     assert service.nodes() == ["fine"]
     assert service.write([sample("fine", now + timedelta(seconds=5))]) == 1
     service.store.close()
+
+
+def test_samples_the_backend_refuses_too_are_counted_with_those_stamped_ahead(tmp_path: Path, monkeypatch):
+    service = TelemetryStoreService({"TELEMETRY_DATA_DIR": str(tmp_path / "t")})
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def beyond_retention(samples):
+        raise WriteRefused("points beyond the bucket's retention", 1, len(samples) - 1)
+
+    monkeypatch.setattr(service.store, "write", beyond_retention)
+    with pytest.raises(WriteRefused) as refused:
+        service.write([sample("old", now - timedelta(days=400)), sample("fine", now),
+                       sample("fast-clock", now + timedelta(hours=1))])
+    assert (refused.value.refused, refused.value.written) == (2, 1)  # every sample accounted for
+    assert "retention" in str(refused.value) and "fast-clock" in str(refused.value)
+
+
+def test_a_changed_tolerance_in_the_same_file_replaces_the_store_actor(tmp_path: Path):
+    """The actor reads it once: a fingerprint of the file's path alone kept the old tolerance after a redeploy."""
+    config = tmp_path / "config.yaml"
+    config.write_text("telemetry:\n  future_tolerance: 2min\n")
+    before = store_fingerprint(None, str(config))
+    config.write_text("telemetry:\n  future_tolerance: 10min\n")
+    assert store_fingerprint(None, str(config)) != before
