@@ -6,8 +6,9 @@ or a generated one, and returns it in the answer's header); a request without on
 middleware then returns in the header itself. A malformed one (empty, over 128 characters, or other than letters,
 digits and `._:-`) is a 400 naming the header, under a new id. Serve's request-id middleware, around this one,
 echoes the client's header whatever it holds, so such an answer carries that value beside the new id: the 400 tells
-the client its id was not used, where a request served under a replaced id would carry two without a word. Log lines about a request carry its id; error bodies carry it as
-`request_id`, so a user can quote it and an operator can find the details (never sent to the client).
+the client its id was not used, where a request served under a replaced id would carry two without a word. Log
+lines about a request carry its id; error bodies carry it as `request_id`, so a user can quote it and an operator
+can find the details (never sent to the client).
 """
 
 from __future__ import annotations
