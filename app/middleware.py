@@ -1,5 +1,6 @@
 """ASGI middleware of both FastAPI apps: a request id on every answer and in every error body, a catch-all that
-turns an unexpected error into a generic 500, and the body limit counted as the bytes arrive.
+turns an unexpected error into a generic 500, HEAD answered as GET without the body, and the body limit counted as
+the bytes arrive.
 
 Request ids: a sane incoming `X-Request-ID` is kept (Serve's proxy puts one on every request, the client's own
 or a generated one, and returns it in the answer's header); a request without one gets a new id, which this
@@ -135,7 +136,28 @@ class BodyLimit:
         await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
+class HeadAsGet:
+    """HEAD on a route answers as its GET would, without the body (FastAPI routes GET only: `curl -I` and monitors
+    that probe with HEAD got 405); the headers, Content-Length included, are the GET answer's."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def install_middleware(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:
     """Request ids outside, the body limit inside (so a 413 carries the id too)."""
     app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(RequestIds)  # added last: runs first

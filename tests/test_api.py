@@ -36,6 +36,8 @@ def _details(response: httpx.Response) -> str:
 
 def test_healthz_and_docs(api: httpx.Client):
     assert api.get("/healthz").json() == {"status": "ok"}
+    head = api.head("/healthz")  # through Serve's proxy as `curl -I` sends it
+    assert head.status_code == 200 and head.content == b""
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/v1/predict/power", "/api/v1/predict/cost", "/api/v1/models"} <= set(paths)

@@ -209,6 +209,14 @@ def test_a_sane_incoming_request_id_is_kept_and_a_hostile_one_refused_naming_the
         assert refused.headers.get_list("x-request-id")[-1] == request_id
 
 
+def test_head_answers_as_get_without_the_body(broken):
+    """`curl -I` and monitors probing with HEAD got 405 from every route."""
+    got, head = broken.get("/healthz"), broken.head("/healthz")
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] and head.headers["x-request-id"]
+    assert broken.head("/api/v1/predict/cost").status_code == 405  # a POST route has no GET to answer as
+
+
 def test_every_answer_carries_a_request_id(power, broken):
     for response in (power.post("/", json=REQUEST), broken.get("/healthz"), broken.get("/no/such/route"),
                      broken.post("/api/v1/predict/batch", content=b"{", headers={"Authorization": "Bearer t"})):
