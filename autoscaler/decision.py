@@ -52,6 +52,9 @@ class PolicyState(BaseModel):
     # writer that keeps lowering it is answered at the cooldown's pace, as before).
     replicas_after: int | None = None
     outside_answered_at: datetime | None = None  # when a decision last skipped the cooldown for such a change
+    # when this policy last changed its target for real (an enforced change's intent; a dry run's never counts):
+    # what holds the other policies on the target (autoscaler/intents.py TickCounts)
+    changed_target_at: datetime | None = None
 
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
@@ -65,7 +68,8 @@ class PolicyState(BaseModel):
         count = (decision.to_replicas if changed else decision.from_replicas) if known else None
         answered = decision.at if decision.outside_change else self.outside_answered_at
         return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent,
-                           replicas_after=count, outside_answered_at=answered)
+                           replicas_after=count, outside_answered_at=answered,
+                           changed_target_at=self.changed_target_at)
 
 
 class EarlierChange(BaseModel):

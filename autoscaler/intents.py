@@ -206,8 +206,9 @@ class Enactor:
                                      before.after(decision, known=policy.mode != "dry_run" and not left))
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
+            changing = before.after(decision, known=False).model_copy(update={"changed_target_at": decision.at})
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
-                                              before.after(decision, known=False),  # until it lands
+                                              changing,  # the count unknown until it lands
                                               policy, self.holder, now, self.lease_ttl_s)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
@@ -241,7 +242,10 @@ class Enactor:
             turn.set_to = decision.to_replicas
         outcome = intent.model_copy(update={"actuation": actuation})
         try:
-            return self.state.complete(outcome, before.after(decision, scaled=scaled, known=known))
+            after = before.after(decision, scaled=scaled, known=known)
+            if scaled:  # landed, or may have: it holds the other policies on the target
+                after = after.model_copy(update={"changed_target_at": decision.at})
+            return self.state.complete(outcome, after)
         except Exception:  # noqa: BLE001 - the intent stays; the cooldown it started holds the next ticks
             logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
             return outcome

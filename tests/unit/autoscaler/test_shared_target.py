@@ -368,3 +368,23 @@ def test_a_hold_borrowed_from_another_policy_is_not_stored_as_this_one_s_change(
     _, b, c = controller.tick()
     assert "policy a-first changed the target 30 s ago" in b.reason and "policy a-first changed" in c.reason
     assert controller.state.policy_state("c-third").last_scale_at is None
+
+
+def test_a_would_be_change_of_a_dry_run_holds_no_one_after_the_policy_is_enforced(make, store):
+    """A dry run's would-be change restarts its own cooldown clock, which a mode change keeps: read as the time it
+    changed the target, it held the other policies for a change that never happened."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    controller.put_policy(policy_data("a-trial", target=TARGET, mode="dry_run", predictive_scaling=MEASURED,
+                                      max_replicas=20, power_based={"max_power_budget": 1000}))
+    controller.put_policy(policy_data("b-live", target=TARGET, predictive_scaling=MEASURED, max_replicas=20,
+                                      power_based={"max_power_budget": 1000, "scale_out_threshold": 95}))
+    write_power(store, {"n1": 900, "n2": 900}, end=clock[0])
+    a, _ = controller.tick()  # 90 %: a-trial would scale out, b-live (95 %) holds
+    assert a.actuation.status is ActuationStatus.DRY_RUN and a.action is ScaleAction.SCALE_OUT
+    controller.put_policy(policy_data("a-trial", target=TARGET, predictive_scaling=MEASURED, max_replicas=20,
+                                      power_based={"max_power_budget": 1000, "scale_out_threshold": 99}))
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    a, b = controller.tick()  # a-trial is in its own cooldown now; b-live is held by nobody
+    assert "changed the target" not in b.reason and b.action is ScaleAction.SCALE_OUT, b.reason
