@@ -40,7 +40,7 @@ class TelemetryStoreService:
     def __init__(self, settings: Mapping[str, str] | None = None, config_path: str | None = None):
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
         self.store = create_store(StoreSettings.load(settings, config_path=config_path))
-        self._fingerprint = store_fingerprint(settings, config_path)
+        self._fingerprint = actor_fingerprint(settings, config_path)
         self.future_tolerance_s = load_collector_config(config_path).telemetry.future_tolerance
 
     def fingerprint(self) -> str:
@@ -84,7 +84,7 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
     """The cluster's store actor, created (detached, restarted on failure) if it does not exist yet; one started
     with other arguments (a redeploy that moved the store) is ended first. Collectors keep what they could not
     write meanwhile in their buffers."""
-    running = keep_unchanged(STORE_ACTOR, store_fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
+    running = keep_unchanged(STORE_ACTOR, actor_fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
     if running is not None:
         return running
     return ray.remote(TelemetryStoreService).options(
@@ -106,17 +106,19 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
     by an earlier version, is replaced). It names the arguments, not the store they reach (None: the environment):
     the collector supervisor and its collectors carry it with `store_identity` (collectors/supervisor.py
     `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
-    store it started with). The config file's `telemetry.future_tolerance`, read once by the actor, counts too."""
-    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS,
-                           _future_tolerance(config_path))
+    store it started with)."""
+    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)
 
 
-def _future_tolerance(config_path: str | None) -> int | None:
-    """The config's `telemetry.future_tolerance` (None when the file does not load: the actor cannot start)."""
+def actor_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
+    """The running actor's fingerprint: `store_fingerprint` and the config file's `telemetry.future_tolerance`,
+    which the actor reads once (a changed tolerance replaces the actor; the collectors' store key stays, so their
+    spilled segments keep their store)."""
     try:
-        return load_collector_config(config_path).telemetry.future_tolerance
-    except ConfigError:
-        return None
+        tolerance = load_collector_config(config_path).telemetry.future_tolerance
+    except ConfigError:  # the actor cannot start with this file either
+        tolerance = None
+    return settings_digest(store_fingerprint(settings, config_path), tolerance)
 
 
 def store_identity(settings: Mapping[str, str] | None, config_path: str | None) -> str:

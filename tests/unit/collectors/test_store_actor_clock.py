@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.store_actor import TelemetryStoreService, store_fingerprint
+from collectors.store_actor import TelemetryStoreService, actor_fingerprint, store_fingerprint
 from core.stores.base import WriteRefused
 from core.telemetry import TelemetrySample
 
@@ -51,6 +51,7 @@ def test_a_changed_tolerance_in_the_same_file_replaces_the_store_actor(tmp_path:
     """The actor reads it once: a fingerprint of the file's path alone kept the old tolerance after a redeploy."""
     config = tmp_path / "config.yaml"
     config.write_text("telemetry:\n  future_tolerance: 2min\n")
-    before = store_fingerprint(None, str(config))
+    before, key = actor_fingerprint(None, str(config)), store_fingerprint(None, str(config))
     config.write_text("telemetry:\n  future_tolerance: 10min\n")
-    assert store_fingerprint(None, str(config)) != before
+    assert actor_fingerprint(None, str(config)) != before
+    assert store_fingerprint(None, str(config)) == key  # the collectors' store key: the same store
