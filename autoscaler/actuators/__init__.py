@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
+from core.public_text import error_text
 
 
 class Actuators:
@@ -43,7 +44,7 @@ class Actuators:
                                    detail=f"would scale {policy.target.kind} from {current} to {desired} replicas")
         try:
             actuator = self._for(policy)
-            now = actuator.replicas(policy.target)
+            now = _read_before_write(actuator, policy)
             if now != current:
                 return ActuationResult(status=ActuationStatus.FAILED, detail=(
                     f"not changed: the target is at {now} replicas, not the {current} this decision was made at "
@@ -53,6 +54,17 @@ class Actuators:
             raise
         except ActuationError as exc:
             return ActuationResult(status=ActuationStatus.FAILED, detail=str(exc))
+
+
+def _read_before_write(actuator: Actuator, policy: ScalingPolicy) -> int:
+    """The count right before the write. Nothing is sent yet, so any failure here is a plain one (no cooldown):
+    a client library's own error type would otherwise reach the caller as a write of unknown outcome."""
+    try:
+        return actuator.replicas(policy.target)
+    except ActuationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure: nothing was written
+        raise ActuationError(f"not changed: reading the count before the write failed: {error_text(exc)}") from exc
 
 
 __all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators"]

@@ -352,6 +352,28 @@ def test_a_count_someone_else_changed_during_the_tick_is_not_written_over(make, 
     assert controller.state.policy_state("web").last_scale_at is None  # refused: no cooldown
 
 
+def test_a_failed_read_before_the_write_is_a_plain_failure_with_no_cooldown(make, store):
+    """Nothing is sent when the read right before the write fails, whatever its error type: it was taken for a
+    write of unknown outcome, which kept the cooldown for a change never made."""
+    controller, actuator = make(replicas=2)
+    controller.put_policy(policy_data("web", target=TARGET, predictive_scaling=MEASURED, max_replicas=20))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    read, reads = actuator.replicas, []
+
+    def fails_right_before_the_write(target):
+        reads.append(target)
+        if len(reads) == 2:
+            raise KeyError("status")  # a client library's own error, not an ActuationError
+        return read(target)
+
+    actuator.replicas = fails_right_before_the_write
+    (event,) = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
+    assert "reading the count before the write failed" in event.actuation.detail
+    assert "outcome unknown" not in event.actuation.detail
+    assert actuator.calls == [] and controller.state.policy_state("web").last_scale_at is None
+
+
 def test_a_hold_borrowed_from_another_policy_is_not_stored_as_this_one_s_change(make, store):
     """With three policies, c named b as the one that changed the target: b had stored a-first's change time as its
     own while it held."""
