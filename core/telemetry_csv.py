@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.csv_text import CsvShapeError, read_text_csv
+
 MAX_TRACE_WATTS = 1e7  # 10 MW: above any node or workload; larger is a unit or sentinel error
 TARGET = "power_watts"
 PERCENT_FEATURES = ("cpu_utilization", "memory_usage", "gpu_utilization", "npu_utilization")
@@ -22,6 +24,10 @@ CANONICAL_COLUMNS = ("timestamp", "node_id", TARGET, *OPTIONAL_FEATURES)
 DEFAULT_SERIES = "default"
 _MAX_REPORTED = 5
 _TEMPERATURE_RANGE = (-50.0, 150.0)
+# Times outside these years are a unit error (milliseconds read as seconds, a compact date read as seconds) or a
+# sentinel; they would also make every step between them and the real data a bin to resample
+EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
+LATEST = pd.Timestamp("2100-01-01", tz="UTC")
 
 
 class TelemetryDataError(ValueError):
@@ -34,9 +40,9 @@ def load_telemetry_csv(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise TelemetryDataError(f"{path}: no such file")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise TelemetryDataError(f"{path}: not a readable CSV file ({exc})") from exc
+        raw = read_text_csv(path)
+    except CsvShapeError as exc:
+        raise TelemetryDataError(str(exc)) from exc
     blank = (raw.fillna("").astype(str).apply(lambda column: column.str.strip()) == "").all(axis=1)
     return validate_telemetry(raw[~blank], source=str(path), first_line=2)
 
@@ -87,12 +93,18 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
 def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str) -> pd.Series:
     text = values.astype(str).str.strip()
     as_number = pd.to_numeric(text, errors="coerce")
+    numeric = as_number.notna() & ~text.str.fullmatch(r"\d{8}")  # 20240101 is a compact ISO date, not seconds
+    seconds = as_number.where(numeric)
+    _refuse(numeric & ~seconds.between(EARLIEST.timestamp(), LATEST.timestamp(), inclusive="left"), lines, text,
+            source, "timestamp", f"as Unix seconds outside {EARLIEST.year}..{LATEST.year - 1} (milliseconds?)")
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    numeric = as_number.notna()
     if numeric.any():
-        parsed[numeric] = pd.to_datetime(as_number[numeric], unit="s", utc=True, errors="coerce")
+        parsed[numeric] = pd.to_datetime(seconds[numeric], unit="s", utc=True)
     if (~numeric).any():
-        parsed[~numeric] = pd.to_datetime(text[~numeric], utc=True, errors="coerce", format="ISO8601")
+        written = pd.to_datetime(text[~numeric], utc=True, errors="coerce", format="ISO8601")
+        _refuse(written.notna() & ((written < EARLIEST) | (written >= LATEST)), lines, text, source, "timestamp",
+                f"outside the years {EARLIEST.year}..{LATEST.year - 1}")
+        parsed[~numeric] = written
     _refuse(parsed.isna(), lines, text, source, "timestamp", "not an ISO 8601 time or Unix seconds")
     return parsed
 

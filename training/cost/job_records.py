@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.csv_text import read_text_csv
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog
 from training.cost.jobs import NONE
 from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
@@ -31,9 +32,9 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 
 def _refuse(bad: pd.Series, text: pd.Series, source: str, column: str, what: str) -> None:
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = bad[bad].index[0]  # labels count the file's lines (read_text_csv): blank lines included
         more = f" (and {int(bad.sum()) - 1} more rows)" if bad.sum() > 1 else ""
-        raise ValueError(f"{source} line {row + 2}: column {column}: {text.iloc[row]!r} is not {what}{more}")
+        raise ValueError(f"{source} line {row + 2}: column {column}: {text[row]!r} is not {what}{more}")
 
 
 def load_job_records(path: str | Path, catalog: PriceCatalog) -> pd.DataFrame:
@@ -41,11 +42,8 @@ def load_job_records(path: str | Path, catalog: PriceCatalog) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from exc
-    raw.columns = [str(c).strip() for c in raw.columns]
+    raw = read_text_csv(path)
+    raw = raw[~(raw.apply(lambda column: column.str.strip()) == "").all(axis=1)]
     missing = [c for c in RECORD_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -74,21 +74,19 @@ def _resample_node(node_id: str, rows: pd.DataFrame, step_s: int, max_gap_s: int
     grouped = rows.assign(_bin=bins).groupby("_bin", sort=True)
     means = grouped[[TARGET, *NUMERIC_FEATURES]].mean()
     workload = grouped["workload_type"].last()  # each bin's last label given (a bin with none: missing)
-    full = np.arange(means.index.min(), means.index.max() + 1)
-    means = means.reindex(full)
-    workload = workload.reindex(full)
-    observed = means[TARGET].notna().to_numpy()
     max_missing = max_gap_s // step_s
     segments = []
-    for begin, end in _runs_split_at_long_gaps(observed, max_missing):
-        part = means.iloc[begin:end]
-        imputed = ~observed[begin:end]
+    # split at the long gaps before filling any bin: a stray sample years away costs no bins between
+    for first, last in _runs_split_at_long_gaps(means.index[means[TARGET].notna()].to_numpy(), max_missing):
+        full = np.arange(first, last + 1)
+        part = means.reindex(full)
+        imputed = part[TARGET].isna().to_numpy()
         # Fill forward (sample and hold), never from later samples: an origin on a filled bin must not
         # see the future, exactly as a live request cannot.
         power = part[TARGET].ffill().to_numpy(dtype=float)
         numeric = {name: part[name].ffill(limit=max_missing).to_numpy(dtype=float) for name in NUMERIC_FEATURES}
-        kinds = workload.iloc[begin:end].ffill().to_numpy(dtype=object)
-        start = pd.Timestamp(int(full[begin]) * step_s, unit="s", tz="UTC")
+        kinds = workload.reindex(full).ffill().to_numpy(dtype=object)
+        start = pd.Timestamp(int(first) * step_s, unit="s", tz="UTC")
         segments.append(Segment(node_id, start, step_s, power, numeric, kinds, imputed))
     return segments
 
@@ -98,17 +96,12 @@ def _unix_seconds(timestamps: pd.Series) -> pd.Series:
     return ((timestamps - epoch) // pd.Timedelta(seconds=1)).astype("int64")
 
 
-def _runs_split_at_long_gaps(observed: np.ndarray, max_missing: int) -> list[tuple[int, int]]:
-    """[begin, end) ranges that start and end on observed bins and hold no gap over `max_missing` bins."""
-    runs: list[tuple[int, int]] = []
-    positions = np.flatnonzero(observed)
-    begin = positions[0]
-    for previous, current in zip(positions[:-1], positions[1:], strict=True):
-        if current - previous - 1 > max_missing:
-            runs.append((begin, previous + 1))
-            begin = current
-    runs.append((begin, positions[-1] + 1))
-    return runs
+def _runs_split_at_long_gaps(bins: np.ndarray, max_missing: int) -> list[tuple[int, int]]:
+    """[first, last] bin numbers of the runs of sorted observed `bins` that hold no gap over `max_missing` bins."""
+    breaks = np.flatnonzero(np.diff(bins) - 1 > max_missing)
+    firsts = np.concatenate([bins[:1], bins[breaks + 1]])
+    lasts = np.concatenate([bins[breaks], bins[-1:]])
+    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
 
 
 class FeaturePipeline(BaseModel):

@@ -227,6 +227,43 @@ def test_out_of_range_date_is_refused(tmp_path: Path) -> None:
     assert "line 2" in message and "timestamp" in message
 
 
+@pytest.mark.parametrize("value, why", [
+    ("1767571200000", "milliseconds?"),  # 2026-01-05 in milliseconds: was a traceback naming no line
+    ("-1000000000000", "milliseconds?"),
+    ("1000", "milliseconds?"),  # 1970: every step from there to the data would be a bin to resample
+    ("9999-01-01T00:00:00Z", "outside the years 2000..2099"),
+    ("0001-01-01", "outside the years 2000..2099"),
+])
+def test_implausible_times_are_refused_naming_the_line(tmp_path: Path, value: str, why: str) -> None:
+    _, message = load_error(tmp_path, [HEADER, "2026-01-05T00:00:00Z,n1,1", f"{value},n1,2"])
+    assert "line 3" in message and "timestamp" in message and why in message and value in message
+
+
+def test_a_compact_iso_date_is_a_date_not_seconds(tmp_path: Path) -> None:
+    """20260105 was read as Unix seconds: 1970-08-23."""
+    frame = load_lines(tmp_path, [HEADER, "20260105,n1,1"])
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2026-01-05", tz="UTC")
+
+
+def test_empty_fields_after_the_last_column_are_ignored(tmp_path: Path) -> None:
+    """A trailing comma on every data row (some exports write one) made pandas take the first column as the
+    index: every column shifted by one, and the loader failed with a traceback."""
+    frame = load_lines(tmp_path, [HEADER, "2026-01-05T00:00:00Z,n1,1,", "2026-01-05T00:01:00Z,n1,2,"])
+    assert frame["power_watts"].tolist() == [1.0, 2.0] and frame["node_id"].tolist() == ["n1", "n1"]
+
+
+def test_a_value_beyond_the_header_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, [HEADER, "2026-01-05T00:00:00Z,n1,1", "2026-01-05T00:01:00Z,n1,2,7"])
+    assert str(path) in message and "line(s) 3:" in message and "beyond the header's 3 columns" in message
+
+
+def test_header_names_are_stripped_and_must_be_unique(tmp_path: Path) -> None:
+    frame = load_lines(tmp_path, [" timestamp , node_id , power_watts ", "2026-01-05T00:00:00Z,n1,1"])
+    assert frame["power_watts"].tolist() == [1.0]
+    _, message = load_error(tmp_path, ["timestamp,power_watts,power_watts", "2026-01-05T00:00:00Z,1,2"])
+    assert "line 1" in message and "power_watts more than once" in message
+
+
 def test_negative_watts(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, [HEADER, "2026-01-05T00:00:00Z,n1,1", "2026-01-05T00:01:00Z,n1,-3"])
     assert str(path) in message

@@ -42,6 +42,22 @@ def test_a_cost_that_is_not_the_sum_of_its_components_names_the_line(records):
     load_job_records(path, CATALOG)
 
 
+def test_line_numbers_count_blank_lines_and_trailing_commas_shift_nothing(records):
+    """A blank line shifted every later line number by one; a trailing comma on every row shifted every column
+    (pandas took the first as the index), refused with a misleading message or, worse, read shifted."""
+    frame, path = records
+    frame.loc[3, "cpu_cores"] = -1  # line 5
+    lines = frame.to_csv(index=False).splitlines()
+    path.write_text("\n".join(lines[:3] + [""] + lines[3:]) + "\n")  # a blank line 4: the bad row is line 6
+    with pytest.raises(ValueError, match=r"jobs.csv line 6: column cpu_cores: '-1"):
+        load_job_records(path, CATALOG)
+    frame.loc[3, "cpu_cores"] = 4
+    lines = frame.to_csv(index=False).splitlines()
+    path.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    loaded = load_job_records(path, CATALOG)
+    assert loaded["cost"].tolist() == pytest.approx(frame["cost"].tolist())
+
+
 def test_gpu_type_none_is_accepted_only_without_gpus(records):
     frame, path = records
     cpu_only, with_gpus = frame.index[frame["gpu_count"] == 0][0], frame.index[frame["gpu_count"] > 0][0]

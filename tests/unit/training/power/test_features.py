@@ -103,6 +103,15 @@ def test_segments_start_and_end_on_observed_bins() -> None:
         assert np.isfinite(segment.power).all()
 
 
+def test_a_sample_decades_away_costs_no_bins_in_between() -> None:
+    """Every bin from the first sample to the last was allocated before the split at gaps: one stray sample in 2090
+    at a 1-second step asked for about 2 billion bins (a MemoryError, or the OOM killer)."""
+    frame = telemetry("n", [0, 1, 2, 2_000_000_000], [1, 2, 3, 4])
+    first, second = resample(frame, 1, 5)
+    assert first.power.tolist() == [1.0, 2.0, 3.0] and second.power.tolist() == [4.0]
+    assert second.start == pd.Timestamp(T0 + 2_000_000_000, unit="s", tz="UTC")
+
+
 def test_nodes_are_resampled_separately() -> None:
     frame = pd.concat([
         regular("b", [0, 1, 2], [100, 100, 100]),

@@ -1,0 +1,70 @@
+"""Read a CSV file's cells as text, refusing the shapes pandas would otherwise repair in silence.
+
+pandas takes a first column as the row index when every data row has one field more than the header (the
+trailing comma some exports write), which shifts every column by one, and it drops a row's extra values when told
+not to; it renames a duplicated header name. Both loaders of the project's CSV inputs (telemetry and job records)
+read through `read_text_csv`, so a value is never read under another column's name.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+_MAX_REPORTED = 5
+
+
+class CsvShapeError(ValueError):
+    """A CSV file whose shape cannot be read safely; the message names the file, the line and the reason."""
+
+
+def read_text_csv(path: Path) -> pd.DataFrame:
+    """Every cell as a string (none read as NaN), blank lines kept, so the row labelled i is line i + 2.
+
+    Header names are stripped of spaces and must be unique. A data row with more fields than the header is
+    refused when an extra field holds a value and trimmed when they are all empty."""
+    header = _header(path)
+    names = [name.strip() for name in header]
+    twice = sorted({name for name in names if name and names.count(name) > 1})
+    if twice:
+        raise CsvShapeError(f"{path}: line 1: the header names {', '.join(twice)} more than once")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        if isinstance(exc, pd.errors.ParserError):  # a later row longer than the first ones: name its values
+            _refuse_extra_values(path, header)
+        raise CsvShapeError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from exc
+    if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in caught):
+        _refuse_extra_values(path, header)
+    raw.columns = [str(name).strip() for name in raw.columns]
+    return raw
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            for row in csv.reader(handle):
+                if row:
+                    return row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CsvShapeError(f"{path}: not a readable CSV file ({exc})") from exc
+    raise CsvShapeError(f"{path}: not a readable CSV file (no header line)")
+
+
+def _refuse_extra_values(path: Path, header: list[str]) -> None:
+    width, found = len(header), []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        for row in reader:
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                found.append(reader.line_num)
+    if found:
+        shown = ", ".join(str(line) for line in found[:_MAX_REPORTED])
+        more = f" (and {len(found) - _MAX_REPORTED} more)" if len(found) > _MAX_REPORTED else ""
+        raise CsvShapeError(f"{path}: line(s) {shown}{more}: values beyond the header's {width} columns "
+                            f"({', '.join(header)}): a value without a column name cannot be read")
