@@ -193,15 +193,21 @@ class RetrainJobs:
         defaults = self.defaults
         shape = retrained_shape(ModelRegistry(self.model_path), config, model_id)
         overrides = ModelOverrides(horizon=request.prediction_horizon, epochs=request.epochs)
+        try:  # the shape kept alone: a refusal here is the config's, whatever the request says
+            ModelOverrides().keeping_shape(shape).apply(config, source=None)
+        except ConfigError as exc:
+            raise RetrainRefused("model_id", f"the service config cannot retrain {model_id} at the shape it keeps "
+                                             f"(the served version's step and window): {exc}") from None
         spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
                            scaling=defaults.train_scaling(), skip_short=request.source == "store",
                            verbose=False)
         try:
-            spec.effective_config()  # refuse now what the job would refuse later
+            spec.overrides.apply(config, source=None)  # refuse now what the job would refuse later
+            spec.effective_config()
         except RetrainRefused:
             raise
-        except ConfigError as exc:  # of the request's overrides, the config can refuse only the horizon
-            raise RetrainRefused("prediction_horizon", str(exc).rpartition(": ")[2]) from None
+        except ConfigError as exc:  # the shape alone passed: the request's horizon is what the config refuses
+            raise RetrainRefused("prediction_horizon", str(exc).partition(": ")[2]) from None
         return spec
 
     def newest(self, model_id: str | None, limit: int) -> list[dict[str, Any]]:

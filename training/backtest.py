@@ -40,6 +40,7 @@ from training.power.windows import Role, Windows
 from training.settings import TrainingConfig
 
 FORECASTERS = ("lstm", "served")  # the project's own from a measured power history
+NO_TEST_WINDOWS = "no test windows: the series are too short for the sequence length and train fraction"
 MODES = ("features_only",)  # the project's own without one: the cost of not measuring power
 OWN = (*FORECASTERS, *MODES)  # every other forecast in a report is a baseline
 
@@ -82,6 +83,8 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                            train_fraction=train_fraction)
+        if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
+            raise ValueError(NO_TEST_WINDOWS)
         forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
                                                     verbose=options.verbose)
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
@@ -99,7 +102,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
                          f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
     if len(test) == 0:
-        raise ValueError("no test windows: the series are too short for the sequence length and train fraction")
+        raise ValueError(NO_TEST_WINDOWS)
     forecasts = {"lightgbm": gbm.predict(test)}
     report = score(prepared, test, forecaster, forecasts, model_config.interval_coverage,
                    model_config.confidence_tolerance, plot=plot)

@@ -22,6 +22,7 @@ from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Inc
 from training.power.retrain_result import Decision, RetrainResult, TrainingFacts, activation_failed, promote
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
 from training.power.served import train_served
+from training.power.windows import NotEnoughData, Role
 from training.settings import TrainingConfig
 
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
@@ -44,6 +45,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
+    if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
+        raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=spec.scaling, verbose=spec.verbose,
                                           storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance

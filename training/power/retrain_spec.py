@@ -74,8 +74,8 @@ class ModelOverrides(BaseModel):
         served = next((r for r in predictor.resolutions if (r.step, r.horizon) == shape), None)
         return self.model_copy(update={"sequence_length": served.sequence_length}) if served else self
 
-    def apply(self, config: TrainingConfig) -> TrainingConfig:
-        """`config` with these values, validated again.
+    def apply(self, config: TrainingConfig, source: str | None = "command line") -> TrainingConfig:
+        """`config` with these values, validated again (`source`: who set them, in messages).
 
         Raises:
             ConfigError: naming the key and the reason (e.g. a horizon that is no whole multiple of the step).
@@ -92,7 +92,7 @@ class ModelOverrides(BaseModel):
         try:
             return TrainingConfig.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_errors("command line", exc)) from exc
+            raise ConfigError(format_errors(source, exc)) from exc
 
 
 def retrained_shape(registry: ModelRegistry, config: TrainingConfig, model_id: str) -> dict[str, Any]:

@@ -73,6 +73,26 @@ def test_a_resolution_without_a_version_retrains_at_its_configured_shape(tmp_pat
     assert config.models.power_predictor.sequence_length == 168
 
 
+def test_a_config_that_refuses_the_kept_shape_is_not_blamed_on_the_horizon(tmp_path, monkeypatch):
+    """With `predictor.max_gap: 2min` and a version served at a 10-minute step, a request naming no horizon was
+    refused as "prediction_horizon: max_gap (2min) must be at least step (10min)"."""
+    config = tmp_path / "config.yaml"
+    config.write_text("predictor:\n  max_gap: 2min\n")
+    served = {"step_s": 600, "horizon_steps": 6, "sequence_length": 36}
+    monkeypatch.setattr("app.retrain_jobs.retrained_shape", lambda *_args: served)
+    jobs = RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), str(config),
+                       RetrainDefaults(data=str(TEST_DATA / "upm_sample.csv")), SERVED, launch=lambda *args: None)
+    with pytest.raises(RetrainRefused) as refused:
+        jobs.submit(RetrainRequest(epochs=4))
+    assert refused.value.field == "model_id" and "the service config cannot retrain power_lstm" in refused.value.message
+    assert "max_gap (2min) must be at least step (10min)" in refused.value.message
+    assert "command line" not in refused.value.message
+    config.write_text("predictor:\n  max_gap: 20min\n")
+    with pytest.raises(RetrainRefused) as refused:  # a horizon the kept step does not divide is the request's
+        jobs.submit(RetrainRequest(epochs=4, prediction_horizon="15min"))
+    assert refused.value.field == "prediction_horizon" and "command line" not in refused.value.message
+
+
 def test_files_inside_the_data_directory_are_allowed(data_dir):
     assert data_file("sub/a.csv", str(data_dir)) == (str(data_dir / "sub" / "a.csv"), "sub/a.csv")
     assert data_file(str(data_dir / "sub" / "a.csv"), str(data_dir))[1] == "sub/a.csv"

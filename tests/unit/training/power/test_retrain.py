@@ -97,6 +97,17 @@ def test_too_little_data_is_a_typed_error_and_registers_nothing(sample, registry
     assert not registry.root.exists()
 
 
+def test_a_holdout_too_short_for_one_window_is_refused_before_training(sample, registry, monkeypatch):
+    """It was found only by the holdout scoring, after the whole Ray Train run."""
+    def trains(*_args, **_kwargs):
+        raise AssertionError("trained although nothing could score the result")
+
+    monkeypatch.setattr("training.power.retrain.train_served", trains)
+    with pytest.raises(NotEnoughData, match="holdout too short for one forecast"):
+        retrain_power(sample, spec(holdout_fraction=0.001), registry=registry)
+    assert not registry.root.exists()
+
+
 def test_a_source_callable_gets_the_effective_step(sample, registry, shift):
     shift(GOOD)
     steps: list[int] = []
