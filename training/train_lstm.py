@@ -6,7 +6,7 @@
 
 The last `--holdout-fraction` of every series is never trained on: the registered model's metrics
 (MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured there. When a model is already
-active, the new one is activated only if it has a lower MAE on that same holdout (at the coarser step over
+active, the new one is activated only if its MAE is no higher on that same holdout (at the coarser step over
 the common leads when the steps or horizons differ); one that cannot be compared fairly is registered but
 not activated (`--force-activate` skips the comparison). Fewer epochs than `models.power_predictor.min_epochs`,
 or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`

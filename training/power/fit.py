@@ -157,7 +157,7 @@ class FitHistory(BaseModel):
 
     epochs: tuple[EpochRecord, ...]
     best_epoch: int
-    stopped_early: bool
+    stopped_early: bool  # validation stopped improving for `patience` epochs (not: the epochs ran out)
 
     @property
     def epochs_run(self) -> int:
@@ -183,8 +183,11 @@ class EarlyStopping:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def update(self, epoch: int, score: float, model: torch.nn.Module) -> bool:
-        """Record an epoch's validation score; True when it is the new best."""
-        if score < self.best * (1.0 - self.min_improvement) or self.best_state is None:
+        """Record an epoch's validation score; True when it is the new best. A score that is no number (weights
+        that diverged) is the best only while nothing else is, and any number beats it."""
+        better = math.isfinite(score) and (not math.isfinite(self.best)
+                                           or score < self.best * (1.0 - self.min_improvement))
+        if better or self.best_state is None:
             self.best, self.best_epoch, self.stale = score, epoch, 0
             self.best_state = copy.deepcopy(model.state_dict())
             return True
@@ -230,7 +233,7 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
             break
     stopping.restore(plain)
     return FitHistory(epochs=tuple(records), best_epoch=stopping.best_epoch,
-                      stopped_early=len(records) < epochs)
+                      stopped_early=stopping.should_stop)  # patience ran out, on the last epoch too
 
 
 def refit_epochs(best_epoch: int, fit_windows: int, calib_windows: int) -> int:

@@ -71,6 +71,32 @@ def test_early_stopping_keeps_the_best_state_and_counts_stale_epochs() -> None:
     assert torch.equal(model.weight, best_weight)
 
 
+def test_a_score_that_is_no_number_never_stays_the_best() -> None:
+    """A first epoch scored NaN became the best for good (no number compares below NaN): its weights were
+    restored whatever the later epochs scored."""
+    model = torch.nn.Linear(1, 1)
+    stopping = EarlyStopping(patience=2)
+    assert stopping.update(1, float("nan"), model)  # the only state there is, for now
+    assert stopping.update(2, 7.0, model) and stopping.best_epoch == 2
+    assert not stopping.update(3, float("nan"), model) and stopping.best == 7.0
+
+
+def test_patience_running_out_on_the_last_epoch_is_a_stop() -> None:
+    """`stopped_early` was "fewer epochs than allowed": a run whose patience ran out on its last epoch counted as
+    never stopped, and its refit on the whole training part was skipped."""
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    loader, valid = make_loader(constant_change(64, 1.0, seed=0), 16, seed=0), constant_change(32, 0.3, seed=1)
+    free = fit_epochs(model, loader, valid, epochs=40, patience=4, learning_rate=0.003, levels=(0.1, 0.5, 0.9),
+                      power_std=10.0, device=CPU)
+    seed_everything(0)
+    model = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0)
+    exact = fit_epochs(model, make_loader(constant_change(64, 1.0, seed=0), 16, seed=0), valid,
+                       epochs=free.epochs_run, patience=4, learning_rate=0.003, levels=(0.1, 0.5, 0.9),
+                       power_std=10.0, device=CPU)
+    assert exact.epochs_run == free.epochs_run and exact.stopped_early
+
+
 def test_training_stops_after_validation_turns_and_restores_the_best_epoch() -> None:
     """Training pulls the forecast change from 0 towards 1.0 while validation wants 0.3: validation error
     falls, then rises. The run stops `patience` epochs after the turn, with the best epoch's weights."""
