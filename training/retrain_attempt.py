@@ -157,9 +157,8 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         started = locks.beat(spec.model_id, job_id, status="running")
     except OSError as exc:
         logger.warning("retrain attempt %s: not started: the lock of %s cannot be read: %s", job_id, spec.model_id, exc)
-        records.update(job_id, status="failed", message="not started: the model's retrain lock could not be read; "
-                                                        "submit again")
-        return "failed"
+        return _failed(locks, spec.model_id, job_id, "not started: the model's retrain lock could not be read; "
+                                                     "submit again")
     if not started:  # e.g. a task Ray ran again after it was failed
         logger.warning("retrain attempt %s: not started: it no longer holds %s or has ended", job_id, spec.model_id)
         return "failed"
@@ -175,17 +174,26 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
         except (ValueError, LookupError, OSError) as exc:  # bad data or config, too little data, unreadable model
             message = public_message(str(exc), data, registry)
             logger.warning("retrain attempt %s failed: %s", job_id, exc)
-            records.update(job_id, status="failed", message=f"{tool}: error: {message}")
-            return "failed"
+            return _failed(locks, spec.model_id, job_id, f"{tool}: error: {message}")
         except Exception as exc:  # noqa: BLE001 - e.g. a failed Ray Train run: the attempt fails, its cause logged
             logger.warning("retrain attempt %s failed", job_id, exc_info=True)
-            records.update(job_id, status="failed", message=f"training failed: {type(exc).__name__}")
-            return "failed"
+            return _failed(locks, spec.model_id, job_id, f"training failed: {type(exc).__name__}")
         return _succeeded(locks, spec.model_id, job_id, outcome)
     except BaseException as exc:  # stopped (a Ray worker's SIGTERM) once registered, as its heartbeat stopped or
         if outcome is not None and not isinstance(exc, Exception):  # before its success was recorded: a success
             _succeeded(locks, spec.model_id, job_id, outcome)
         raise
+
+
+def _failed(locks: RetrainLocks, model_id: str, job_id: str, message: str) -> str:
+    """Record the attempt as failed with `message`, unless a verdict came first; "failed". A record that cannot be
+    written is logged: the attempt reads as stopped once silent, and the exception that failed it is not lost to
+    one from the record store."""
+    try:
+        end_attempt(locks, model_id, job_id, status="failed", message=message)
+    except (OSError, LookupError) as exc:
+        logger.warning("retrain attempt %s failed (%s), and its record could not be written: %s", job_id, message, exc)
+    return "failed"
 
 
 def _succeeded(locks: RetrainLocks, model_id: str, job_id: str, outcome: AttemptOutcome) -> str:

@@ -287,3 +287,34 @@ def test_a_service_attempt_stopped_before_its_success_is_recorded_is_recorded_as
         attempt(tmp_path, records, job)
     assert {"status": "succeeded", "registered_version": 1, "activated": True}.items() <= records.get(job).items()
     assert RetrainLocks(records).holder("m") is None
+
+
+def test_a_failed_service_attempt_keeps_a_verdict_given_first_and_survives_an_unwritable_record(tmp_path, monkeypatch,
+                                                                                               caplog):
+    """The failure paths wrote the record directly: over a verdict someone had already given (failed as stopped,
+    taken over), and an OSError from the record store replaced the attempt's own error and left the lock held."""
+    records, job = service_attempt(tmp_path)
+
+    def stopped_meanwhile_then_fails(*_args):
+        RetrainLocks(records).record_if_unfinished(job, status="failed", message="stopped: no sign of life")
+        raise ValueError("bad data")
+
+    monkeypatch.setattr(retrain_attempt, "retrain", stopped_meanwhile_then_fails)
+    assert attempt(tmp_path, records, job) == "failed"
+    assert records.get(job)["message"] == "stopped: no sign of life"
+
+    records, job = service_attempt(tmp_path / "second")
+    monkeypatch.setattr(retrain_attempt, "retrain", fails(ValueError("bad data")))
+    update = RecordStore.update
+
+    def unwritable_failure(self, job_id, **fields):
+        if fields.get("status") == "failed":
+            raise UNREADABLE
+        return update(self, job_id, **fields)
+
+    monkeypatch.setattr(RecordStore, "update", unwritable_failure)
+    with caplog.at_level(logging.WARNING):
+        assert attempt(tmp_path, records, job) == "failed"
+    assert f"retrain attempt {job} failed (train_lstm: error: bad data), and its record could not be written" \
+        in caplog.text
+    assert RetrainLocks(records).holder("m") is None
