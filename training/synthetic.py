@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--step")
         frame = generate_trace(nodes=args.nodes, duration_s=args.duration, step_s=args.step, seed=args.seed,
                                drop_fraction=args.drop_fraction, gaps=args.gaps)
+        if empty := args.nodes - frame["node_id"].nunique():  # a file that reads as "no rows" for them
+            parser.error(f"argument --gaps: {args.gaps} outages (with --drop-fraction {args.drop_fraction:g}) leave "
+                         f"{empty} of {args.nodes} node(s) without a row; insert fewer")
         try:
             write_csv(frame, args.output)
         except OSError as exc:

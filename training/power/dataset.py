@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core.durations import format_duration
 from core.registry_metadata import DataSpan
 from training.power.calibration import fit_calibration
 from training.power.features import FeaturePipeline, Segment, resample
@@ -100,7 +101,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     segments = resample(frame, step_s, max_gap_s)
     if skip_short:
         segments = _drop_short(segments, sequence_length, step_s)
-    _require_long_enough(segments, sequence_length, step_s)
+    _require_long_enough(segments, sequence_length, step_s, max_gap_s)
     roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION)
     fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
                  if (r == Role.FIT).any()]
@@ -127,13 +128,17 @@ def _drop_short(segments: list[Segment], sequence_length: int, step_s: int) -> l
     return segments  # all short: let the check below refuse with every name
 
 
-def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int) -> None:
+def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int, max_gap_s: int) -> None:
     short = _short_series(segments, sequence_length)
     if short:
         detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
+        remedy = "use a shorter --sequence-length or step, or drop them"
+        if max(short.values()) == 1:  # no two samples of any of them closer than max_gap: a shorter step worsens it
+            remedy = (f"their samples lie more than max_gap ({format_duration(max_gap_s)}) apart: use a --step no "
+                      f"shorter than their interval, or a longer predictor.max_gap")
         raise NotEnoughData(
             f"series shorter than one window of {sequence_length + 1} steps at a {step_s}s step "
-            f"(longest gap-free stretch): {detail}; use a shorter --sequence-length or step, or drop them")
+            f"(longest gap-free stretch): {detail}; {remedy}")
 
 
 def train_forecaster(prepared: PreparedData, model_config: PowerPredictorConfig, *,

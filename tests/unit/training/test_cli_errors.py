@@ -53,6 +53,17 @@ def test_short_series_error_names_the_series(tmp_path, capsys):
     assert not (tmp_path / "models").exists()
 
 
+def test_data_sampled_coarser_than_max_gap_is_told_to_use_a_longer_step(tmp_path, capsys):
+    """10-minute samples at a 1-minute step: every sample its own stretch, and the message said "use a shorter
+    --sequence-length or step", which made it worse."""
+    text = GOOD_HEADER + "".join(f"2026-01-01T{h:02d}:{m:02d}:00Z,n1,{200 + m},50\n" for h in range(8)
+                                 for m in range(0, 60, 10))
+    code = train_lstm.main(["--data", str(_csv(tmp_path, text)), "--step", "1min", "--horizon", "5min",
+                            "--sequence-length", "10", "--model-path", str(tmp_path / "models")])
+    err = capsys.readouterr().err
+    assert code == 2 and "their samples lie more than max_gap (5min) apart" in err and "or step" not in err
+
+
 def test_missing_file_is_named(tmp_path, capsys):
     code = evaluate.main(["--data", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "r.json")])
     assert code == 2

@@ -136,6 +136,7 @@ def test_cli_writes_a_csv(tmp_path, capsys) -> None:
         (["--nodes", "100000000"], "--nodes"),  # these three ran until killed
         (["--duration", "520w", "--step", "1s"], "--duration"),
         (["--gaps", "1000000000"], "--gaps"),
+        (["--nodes", "2", "--duration", "1d", "--step", "10min", "--gaps", "100000"], "--gaps"),  # an empty file, rc 0
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv: list[str], flag: str) -> None:
