@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -107,9 +108,13 @@ def resources_arg(text: str) -> dict[str, float]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not JSON: {exc}") from exc
     valid = isinstance(value, dict) and all(
-        isinstance(amount, int | float) and not isinstance(amount, bool) and amount >= 0 for amount in value.values())
+        isinstance(amount, int | float) and not isinstance(amount, bool) and 0 <= amount < math.inf
+        for amount in value.values())
     if not valid:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object of resource names to amounts >= 0")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a JSON object of resource names to finite amounts >= 0")
+    if builtin := sorted(set(value) & {"CPU", "GPU"}):  # would silently override the flags that set them
+        raise argparse.ArgumentTypeError(f"{text!r}: set {' and '.join(builtin)} with --cpus-per-worker / --use-gpu, "
+                                         "not here")
     return {str(name): float(amount) for name, amount in value.items()}
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from core.durations import format_duration
 from core.settings import ConfigError, format_errors
-from core.telemetry_csv import load_telemetry_csv, validate_telemetry
+from core.telemetry_csv import TelemetryDataError, load_telemetry_csv, validate_telemetry
 from training.backtest import TrainOptions, backtest
 from training.settings import TrainingConfig
 from training.suite_config import Suite, SuiteCase, TraceCase
@@ -42,10 +42,17 @@ def case_config(base: TrainingConfig, suite: Suite, case: SuiteCase, horizon_s: 
 
 
 def check_trace(case: TraceCase, root: Path) -> None:
-    """ConfigError when a case's CSV is not there (checked for every case before the first one trains)."""
-    if case.trace is not None and not case.trace_file(root).is_file():
+    """ConfigError when a case's CSV is not there or not valid telemetry (checked for every case before the first
+    one trains: a bad line in the fifth case's file stopped the run after hours of training)."""
+    if case.trace is None:
+        return
+    if not case.trace_file(root).is_file():
         raise ConfigError(f"suite case {case.name}: trace {case.trace!r} not found under the data root ({root}); "
                           f"check --data-root")
+    try:
+        load_telemetry_csv(case.trace_file(root))
+    except TelemetryDataError as exc:
+        raise ConfigError(f"suite case {case.name}: {exc}") from exc
 
 
 def case_frame(case: TraceCase, root: Path) -> tuple[pd.DataFrame, str]:

@@ -219,8 +219,11 @@ def test_every_case_is_checked_before_the_first_one_trains(tmp_path: Path, monke
     trained: list[str] = []
     monkeypatch.setattr("training.suite.backtest", lambda *args, **kwargs: trained.append("x"))
     first = SuiteCase(name="first", synthetic="recurring_spikes", step=600, horizons=(3600,))
+    (tmp_path / "bad.csv").write_text("timestamp,power_watts\n2026-01-05T00:00:00Z,1\n2026-01-05T00:01:00Z,-5\n")
     for last, message in ((SuiteCase(name="gone", trace="missing.csv", step=60, horizons=(600,)),
                            "suite case gone: trace 'missing.csv' not found"),
+                          (SuiteCase(name="bad", trace="bad.csv", step=60, horizons=(600,)),  # found after hours
+                           "suite case bad: " + str(tmp_path / "bad.csv") + ": power_watts negative watts: line 3"),
                           (SuiteCase(name="short", synthetic="level_shifts", step=600, horizons=(3600,),
                                      sequence_length=1), "suite case short")):
         suite = Suite(seeds=(0,), cases=(first, last))

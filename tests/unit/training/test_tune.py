@@ -85,7 +85,11 @@ def test_bad_settings_files_and_resources_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         train_lstm.main([*args, "--resources-per-worker", '{"trainer": -1}'])
     assert refused.value.code == 2
-    assert "must be a JSON object of resource names to amounts >= 0" in capsys.readouterr().err
+    assert "must be a JSON object of resource names to finite amounts >= 0" in capsys.readouterr().err
+    for refused_json, phrase in (('{"trainer": Infinity}', "finite amounts"), ('{"CPU": 4}', "--cpus-per-worker")):
+        with pytest.raises(SystemExit):  # Infinity was taken; CPU silently overrode --cpus-per-worker
+            train_lstm.main([*args, "--resources-per-worker", refused_json])
+        assert phrase in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tune.main(["--data", SAMPLE, "--output", str(tmp_path / "t.json"), "--resources-per-worker", "not json"])
     assert not (tmp_path / "t.json").exists()
