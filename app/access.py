@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -39,6 +41,15 @@ def _raw(text: str) -> bytes:
         return text.encode("latin-1")
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace")
+
+
+def refuse_template_ray_token(environ: Mapping[str, str] = os.environ) -> None:
+    """ConfigError when Ray's own token (RAY_AUTH_TOKEN, which KubeRay sets from Secret kcloud-ray-auth) is the
+    Secret template's placeholder: the dashboard and the job API, which run code on the cluster, would take a token
+    anyone with the repository knows."""
+    if environ.get("RAY_AUTH_TOKEN", "").startswith(PLACEHOLDER):
+        raise ConfigError(f"Ray's auth token (RAY_AUTH_TOKEN, Secret kcloud-ray-auth) is still the template's "
+                          f"{PLACEHOLDER} placeholder (deploy/secrets/secrets.yaml): set a secret value of your own")
 
 
 class Access:

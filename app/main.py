@@ -19,6 +19,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from app.access import refuse_template_ray_token
 from app.bootstrap import start_actors
 from app.ingress import ApiIngress
 from app.power_route import PowerRoute, power_api
@@ -28,6 +29,7 @@ from deployments.cost import CostPredictor
 
 
 def _validated(args: dict[str, Any] | AppArgs | None) -> AppArgs:
+    refuse_template_ray_token()
     app_args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     return app_args.with_absolute_paths()  # replicas may run in another working directory
 

@@ -12,6 +12,7 @@ from ray import serve
 
 from app.access import Access
 from app.ingress import api
+from app.main import build_app, build_power_app
 from app.power_route import power_api
 from app.replica import serving_replica
 from app.retrain_jobs import RetrainJobs, ServedModels
@@ -158,3 +159,12 @@ def test_the_token_comes_from_args_file_or_environment(tmp_path, monkeypatch: py
     token = tmp_path / "token"
     token.write_text("from-file\n")
     assert Access.from_args(AppArgs(api_token_file=str(token))).configured
+
+
+def test_both_serve_apps_refuse_to_build_on_the_template_s_ray_token(monkeypatch):
+    """Only the API token's placeholder was refused: a cluster applied with the template's Ray token ran with a
+    dashboard and job API (code execution on the head) behind a token anyone with the repository knows."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "REPLACE_ME-ray-auth-token")
+    for build in (build_app, build_power_app):
+        with pytest.raises(ConfigError, match=r"Ray's auth token \(RAY_AUTH_TOKEN, Secret kcloud-ray-auth\) is still"):
+            build({})
