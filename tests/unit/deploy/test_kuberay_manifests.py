@@ -25,7 +25,9 @@ def _apps(serve_config: dict) -> dict[str, dict]:
 
 
 def _objects(folder: str) -> dict[str, dict]:
-    return {o["kind"]: o for o in build(ROOT / "deploy" / folder)}
+    """An overlay's objects by kind, with the one-off retraining RayJob of its flavour."""
+    one_off = ROOT / "deploy" / "retrain-once" / folder.rsplit("/", 1)[1]
+    return {o["kind"]: o for o in build(ROOT / "deploy" / folder) + build(one_off)}
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)

@@ -19,7 +19,8 @@ def _by_id(objects: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed")
-@pytest.mark.parametrize("folder", ["base", "secrets", "overlays/cpu", "overlays/gpu"])
+@pytest.mark.parametrize("folder", ["base", "secrets", "overlays/cpu", "overlays/gpu", "retrain-once/cpu",
+                                    "retrain-once/gpu"])
 def test_helper_builds_what_kubectl_kustomize_builds(folder: str):
     path = REPO_ROOT / "deploy" / folder
     result = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)

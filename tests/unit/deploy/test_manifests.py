@@ -16,17 +16,23 @@ from tests.unit.deploy.schemas import core_errors, crd_errors, is_custom, ray_cl
 
 DEPLOY = REPO_ROOT / "deploy"
 OVERLAYS = ("overlays/cpu", "overlays/gpu")
-FOLDERS = ("base", "secrets", *OVERLAYS)
+ONE_OFF = {"overlays/cpu": "retrain-once/cpu", "overlays/gpu": "retrain-once/gpu"}  # the same flavour's RayJob
+FOLDERS = ("base", "secrets", *OVERLAYS, "retrain-once/base", *ONE_OFF.values())
 SERVE_PORT = 8002
 
 
 def _files() -> list[Path]:
-    return sorted(p for folder in ("base", "secrets") for p in (DEPLOY / folder).glob("*.yaml")
+    return sorted(p for folder in ("base", "secrets", "retrain-once/base") for p in (DEPLOY / folder).glob("*.yaml")
                   if p.name != "kustomization.yaml")
 
 
 def _built(folder: str) -> list[dict[str, Any]]:
     return build(DEPLOY / folder)
+
+
+def _flavour(overlay: str) -> list[dict[str, Any]]:
+    """An overlay's objects and the one-off retraining of the same flavour."""
+    return _built(overlay) + _built(ONE_OFF[overlay])
 
 
 def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -69,7 +75,7 @@ def test_every_built_object_is_admitted(folder: str):
 
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_every_ray_container_has_the_serve_port_and_its_node_name(folder: str):
-    objects = _built(folder)
+    objects = _flavour(folder)
     assert {kind for kind, _ in _ray_clusters(objects)} == {"RayService", "RayJob", "RayCronJob"}
     for kind, cluster in _ray_clusters(objects):
         for container in _ray_containers(cluster):
@@ -82,7 +88,7 @@ def test_every_ray_container_has_the_serve_port_and_its_node_name(folder: str):
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_images_name_the_overlays_flavour(folder: str):
     flavour = folder.rsplit("/", 1)[1]
-    for manifest in _built(folder):
+    for manifest in _flavour(folder):
         for path, container in containers(manifest):
             assert container["image"].endswith(f"/predictor:{flavour}"), (manifest["kind"], path)
 
@@ -99,7 +105,7 @@ def test_the_scaled_app_uses_the_external_scaler_and_no_autoscaling_config(folde
 
 
 def test_gpu_overlay_puts_power_replicas_and_training_on_gpus():
-    objects = _built("overlays/gpu")
+    objects = _flavour("overlays/gpu")
     config = yaml.safe_load(_one(objects, "RayService")["spec"]["serveConfigV2"])
     main, power = config["applications"]
     assert main["args"]["retrain"]["use_gpu"]
@@ -109,12 +115,12 @@ def test_gpu_overlay_puts_power_replicas_and_training_on_gpus():
         for group in cluster["workerGroupSpecs"]:
             limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
             assert limits["nvidia.com/gpu"] == "1", kind
-    cpu_objects = _built("overlays/cpu")
+    cpu_objects = _flavour("overlays/cpu")
     assert "nvidia.com/gpu" not in yaml.safe_dump(cpu_objects)
 
 
 def test_model_volume_is_shared_and_state_volume_is_the_heads():
-    objects = _built("overlays/gpu")
+    objects = _flavour("overlays/gpu")
     claims = {o["metadata"]["name"]: o["spec"]["accessModes"] for o in objects
               if o["kind"] == "PersistentVolumeClaim"}
     assert claims == {"kcloud-models": ["ReadWriteMany"], "kcloud-state": ["ReadWriteOnce"]}
@@ -131,7 +137,7 @@ def test_model_volume_is_shared_and_state_volume_is_the_heads():
 
 def test_every_referenced_secret_configmap_and_claim_is_defined():
     defined = {(o["kind"], o["metadata"]["name"]) for folder in ("base", "secrets") for o in _built(folder)}
-    text = yaml.safe_dump(_built("overlays/gpu"))
+    text = yaml.safe_dump(_flavour("overlays/gpu"))
     for kind, pattern in (("Secret", r"secretName: (\S+)"), ("Secret", r"secretKeyRef:\n\s+key: \S+\n\s+name: (\S+)"),
                           ("ConfigMap", r"configMapRef:\n\s+name: (\S+)"),
                           ("ConfigMap", r"configMap:\n\s+name: (\S+)"),
@@ -146,7 +152,7 @@ def test_every_referenced_secret_configmap_and_claim_is_defined():
 def test_every_ray_container_reads_the_config_file_of_the_configmap(folder: str, tmp_path):
     """Without it, `workloads`, `auto_scaling.policies` and `predictor.resolutions` could only be set by building
     them into the image."""
-    objects = _built(folder)
+    objects = _flavour(folder)
     shipped = _one([o for o in objects if o["metadata"]["name"] == "kcloud-config"], "ConfigMap")["data"]["config.yaml"]
     path = tmp_path / "config.yaml"
     path.write_text(shipped)
@@ -166,7 +172,7 @@ def test_init_containers_read_the_config_and_registry_of_their_ray_container(fol
     """Regression: the demo-models initContainer trained without the config file, at the default resolutions and
     features, and later retrains kept that shape."""
     checked = 0
-    for _, cluster in _ray_clusters(_built(folder)):
+    for _, cluster in _ray_clusters(_flavour(folder)):
         for template in _ray_templates(cluster):
             ray_container = template["spec"]["containers"][0]
             for init in template["spec"].get("initContainers", []):
@@ -204,7 +210,7 @@ def test_secrets_are_placeholders_and_never_in_serve_config():
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_dashboard_is_not_exposed_without_ray_token_auth(folder: str):
     secrets = {s["metadata"]["name"]: s for s in _built("secrets")}
-    for kind, cluster in _ray_clusters(_built(folder)):
+    for kind, cluster in _ray_clusters(_flavour(folder)):
         auth = cluster.get("authOptions", {})
         host = cluster["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")
         if host != "127.0.0.1":
@@ -226,24 +232,28 @@ def test_autoscaler_rbac_is_get_and_patch_on_scale_targets_only():
 
 
 def test_retraining_jobs_name_the_registry_and_the_cron_schedule():
-    objects = _built("base")
+    objects = _flavour("overlays/cpu")
     cron = _one(objects, "RayCronJob")
     assert len(cron["spec"]["schedule"].split()) == 5
     for entrypoint in (_one(objects, "RayJob")["spec"]["entrypoint"], cron["spec"]["jobTemplate"]["entrypoint"]):
         assert "--model-path /models" in entrypoint
 
 
-def test_retraining_jobs_start_no_work_until_an_operator_resumes_them():
-    """A default install must not launch a 10-CPU training cluster (that would also fail on the embedded store)."""
-    objects = _built("base")
-    assert _one(objects, "RayJob")["spec"]["suspend"] is True
-    assert _one(objects, "RayCronJob")["spec"]["suspend"] is True
+def test_retraining_jobs_start_no_work_until_an_operator_asks():
+    """A default install must not launch a 10-CPU training cluster (that would also fail on the embedded store); and
+    re-applying an overlay must not touch a one-off retraining that runs (a suspended RayJob in the overlay was
+    suspended again, and KubeRay deleted its cluster mid-training)."""
+    for overlay in OVERLAYS:
+        objects = _built(overlay)
+        assert [o for o in objects if o["kind"] == "RayJob"] == []
+        assert _one(objects, "RayCronJob")["spec"]["suspend"] is True
+        assert "suspend" not in _one(_built(ONE_OFF[overlay]), "RayJob")["spec"]  # created when wanted
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_every_ray_pod_writes_its_volumes_as_the_image_s_group(folder: str):
     """The image runs as 1000:100; a fresh block volume's root is root:root 0755 without fsGroup."""
-    for kind, cluster in _ray_clusters(_built(folder)):
+    for kind, cluster in _ray_clusters(_flavour(folder)):
         for template in _ray_templates(cluster):
             assert template["spec"].get("securityContext", {}).get("fsGroup") == 100, kind
 
