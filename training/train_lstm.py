@@ -47,7 +47,7 @@ from training.cli_attempt import CliRun
 from training.power.local_ray import join_submitted_cluster
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import RetrainSpec
-from training.power.tune_report import load_report, with_best_settings
+from training.power.tune_report import with_best_settings
 from training.retrain_attempt import power_outcome
 from training.retrain_data import TrainingData
 from training.settings import load_training_config
@@ -103,20 +103,6 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
         raise ConfigError(format_errors("command line", exc)) from None
 
 
-def tune_holdout_note(args: argparse.Namespace) -> str | None:
-    """A note when `--settings-from` settings were chosen on the very holdout this run will report: the same data
-    and the same --holdout-fraction (its holdout MAE is then the search's selection score, not a fresh estimate)."""
-    if not args.settings_from:
-        return None
-    searched = load_report(args.settings_from).data
-    same_data = searched.source == ("telemetry store" if args.from_store else args.data)
-    if not same_data or searched.holdout_fraction != args.holdout_fraction:
-        return None
-    return (f"note: {args.settings_from} chose its settings on this data's last {args.holdout_fraction:.0%}, the "
-            f"holdout this run reports and compares on: its holdout MAE is the search's best score, not a fresh "
-            f"estimate (newer data measures them on points they were not chosen on)")
-
-
 def shape_note(spec: RetrainSpec) -> str | None:
     """A note when this run trains another shape than the one `predictor.resolutions` serves its model id at (the
     flags and the config's `predictor` set what is trained; the service routes by what each version was trained
@@ -166,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         spec = build_spec(args)
         spec.effective_config()  # what the run would refuse, refused before the model's retrain lock is taken
-        for note in (shape_note(spec), tune_holdout_note(args)):
-            if note:
-                sys.stderr.write(f"train_lstm: {note}\n")
+        if note := shape_note(spec):
+            sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
         registry = ModelRegistry(args.model_path or spec.config.model_path)
         run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args), registry)

@@ -78,21 +78,25 @@ class TuneReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = ("holdout MAE in watts (lower is better) on the last holdout_fraction of every series, which "
-                   "no trial trains on; every trial is scored on the same (origin, lead) points")
+    metric: str = ("trials are chosen on their best validation MAE (the split before the holdout that every trial "
+                   "early-stops on, as ASHA compares them); score: holdout MAE in watts on the last holdout_fraction "
+                   "of every series, which no trial trains on nor is chosen on, every trial on the same (origin, "
+                   "lead) points")
     trials: list[TrialOutcome]
     best_config: Settings | None
     best_score: float | None
     default_score: float | None
-    gain_percent: float | None  # how much lower the best holdout MAE is than the default settings'
+    gain_percent: float | None  # how much lower the chosen trial's holdout MAE is than the default settings'
     data: DataFacts
     search: SearchFacts
 
     @classmethod
     def from_trials(cls, trials: list[TrialOutcome], data: DataFacts, search: SearchFacts) -> TuneReport:
-        """The report with the best completed trial (lowest score) and the default settings' score."""
-        scored = [trial for trial in trials if trial.score is not None]
-        best = min(scored, key=lambda trial: trial.score) if scored else None
+        """The report with the completed trial of the lowest validation MAE, and the default settings' score. The
+        holdout is only reported, never chosen on: a `train_lstm --settings-from` run on the same data then reports
+        and compares the active version on points the settings were not chosen on."""
+        scored = [trial for trial in trials if trial.score is not None and trial.val_mae is not None]
+        best = min(scored, key=lambda trial: trial.val_mae) if scored else None
         default = next((trial.score for trial in scored if trial.default), None)
         gain = round(100.0 * (default - best.score) / default, 2) if best and default else None
         return cls(trials=trials, best_config=best.config if best else None, best_score=best.score if best else None,
@@ -102,11 +106,11 @@ class TuneReport(BaseModel):
         done = sum(trial.status == "completed" for trial in self.trials)
         lines = [f"{len(self.trials)} trial(s), {done} completed, in {format_duration(round(self.search.elapsed_s))}"]
         scores = sorted(trial.score for trial in self.trials if trial.score is not None)
-        if scores:
-            lines.append(f"holdout MAE: best {scores[0]:.2f} W, default "
+        if scores and self.best_score is not None:
+            lines.append(f"holdout MAE: chosen {self.best_score:.2f} W, default "
                          f"{'-' if self.default_score is None else f'{self.default_score:.2f} W'}, "
                          f"spread {scores[0]:.2f}..{scores[-1]:.2f} W over {len(scores)} scored trial(s)")
-            lines.append(f"best settings: {self.best_config}")
+            lines.append(f"best settings (lowest validation MAE): {self.best_config}")
         return lines
 
 

@@ -1,4 +1,5 @@
-"""tune.json: the best completed trial, the default's score, and reading the best settings back into a config."""
+"""tune.json: the completed trial of the lowest validation MAE, the default's score, and reading the best settings
+back into a config."""
 
 from __future__ import annotations
 
@@ -27,14 +28,14 @@ def report(*trials: TrialOutcome) -> TuneReport:
     return TuneReport.from_trials(list(trials), DATA, SEARCH)
 
 
-def test_best_is_the_lowest_holdout_score_and_the_default_is_its_baseline():
+def test_best_is_the_lowest_validation_mae_and_the_default_is_its_baseline():
     result = report(trial("t0", 10.0, default=True), trial("t1", 8.0, hidden_size=128),
                     trial("t2", None, "early_stopped", num_layers=1), trial("t3", 12.0, dropout=0.2))
     assert result.best_score == 8.0 and result.best_config["hidden_size"] == 128
     assert result.default_score == 10.0 and result.gain_percent == 20.0
     lines = result.summary_lines()
     assert lines[0] == "4 trial(s), 3 completed, in 10min"
-    assert lines[1] == "holdout MAE: best 8.00 W, default 10.00 W, spread 8.00..12.00 W over 3 scored trial(s)"
+    assert lines[1] == "holdout MAE: chosen 8.00 W, default 10.00 W, spread 8.00..12.00 W over 3 scored trial(s)"
 
 
 def test_nothing_completed_means_no_best():
