@@ -118,6 +118,18 @@ def resources_arg(text: str) -> dict[str, float]:
     return {str(name): float(amount) for name, amount in value.items()}
 
 
+DEFAULT_STORE_SPAN_S = 14 * 86400
+
+
+def store_span(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--since` for `--from-store` (default 14 days); refused without it, where it would be ignored (a CSV is read
+    whole)."""
+    if args.since is not None and not args.from_store:
+        parser.error("argument --since: applies to --from-store only (a CSV is read whole)")
+    if args.since is None:
+        args.since = DEFAULT_STORE_SPAN_S
+
+
 def given(args: argparse.Namespace, flags: tuple[str, ...] | list[str]) -> list[str]:
     """Those of `flags` the command line gave a value."""
     return [flag for flag in flags if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None]

@@ -41,6 +41,7 @@ from training.cli import (
     resources_arg,
     run_cli,
     state_path,
+    store_span,
     train_scaling,
 )
 from training.cli_attempt import CliRun
@@ -59,8 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--data", help="canonical telemetry CSV")
     source.add_argument("--from-store", action="store_true",
                         help="train on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
-    parser.add_argument("--since", type=duration_arg, default=14 * 86400,
-                        help="with --from-store: how much history to read (default 14d)")
+    parser.add_argument("--since", type=duration_arg, help="with --from-store: how much history to read (default 14d)")
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="last share of every series kept for the model's metrics (default 0.1)")
@@ -80,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_state_path_flag(parser)
     add_model_flags(parser)
     args = parser.parse_args(argv)
+    store_span(parser, args)
     if not 0.0 < args.holdout_fraction < 0.5:
         parser.error(f"--holdout-fraction: {args.holdout_fraction} must lie between 0 and 0.5")
     return args

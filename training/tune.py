@@ -27,6 +27,7 @@ from training.cli import (
     positive_int,
     resources_arg,
     run_cli,
+    store_span,
     train_scaling,
 )
 from training.power.local_ray import join_submitted_cluster
@@ -40,8 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--data", help="canonical telemetry CSV")
     source.add_argument("--from-store", action="store_true",
                         help="search on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
-    parser.add_argument("--since", type=duration_arg, default=14 * 86400,
-                        help="with --from-store: how much history to read (default 14d)")
+    parser.add_argument("--since", type=duration_arg, help="with --from-store: how much history to read (default 14d)")
     parser.add_argument("--output", required=True, type=output_path, help="where to write the report (tune.json)")
     parser.add_argument("--trials", type=positive_int, default=8,
                         help="trials, the configured settings' included (default 8)")
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
     add_model_flags(parser, cpus_per_worker_default="1 per trial's worker")
     args = parser.parse_args(argv)
+    store_span(parser, args)
     if not 0.0 < args.holdout_fraction < 0.5:
         parser.error(f"--holdout-fraction: {args.holdout_fraction} must lie between 0 and 0.5")
     return args

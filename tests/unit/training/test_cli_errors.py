@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training import evaluate, preprocess, train_lstm
+from training import evaluate, preprocess, train_lstm, tune
 
 GOOD_HEADER = "timestamp,node_id,power_watts,cpu_utilization\n"
 
@@ -153,3 +153,10 @@ def test_an_unreachable_store_is_one_line_naming_it_not_a_traceback(tmp_path, ca
     error = capsys.readouterr().err
     assert code == 2 and "train_lstm: error:" in error and "Traceback" not in error, error
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(("command", "extra"), [(train_lstm.main, []), (tune.main, ["--output", "t.json"])])
+def test_since_without_the_store_is_refused_not_ignored(command, extra, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        command(["--data", "x.csv", "--since", "3d", *extra])
+    assert exit_info.value.code == 2 and "--since: applies to --from-store only" in capsys.readouterr().err
