@@ -3,7 +3,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= tests/data/upm_sample.csv
-MODEL_PATH ?= trained_models
+MODEL_PATH ?= $(CURDIR)/trained_models
 # A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README), so the Ray that
 # `make run` / `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for
 # Windows and macOS, works on Linux too). With RAY_ADDRESS set the commands join that cluster instead.
@@ -20,6 +20,12 @@ run run-api: export RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP ?= 0
 run run-api: export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE ?= 1000
 run run-api: export RAY_SERVE_PROXY_USE_GRPC ?= 1
 run run-api: export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH ?= 67108864
+# What a job submitted to that cluster (`ray job submit ... -- python -m training.train_lstm ...`) inherits from
+# its raylet: the venv's python first on PATH, and the service's registry and state by absolute path, so a job's
+# model lands where the service serves from (not in the job's copy of the working directory) and takes the
+# service's retrain lock.
+run run-api: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+run run-api: export KCLOUD_STATE_PATH ?= $(CURDIR)/state
 
 .PHONY: install test-servers run run-api test test-fast train evaluate bench lint check-config image image-gpu clean
 

@@ -30,8 +30,13 @@ _started: dict[str, str] = {}  # the GCS address of the Ray start_local_ray conn
 
 
 def start_local_ray(verbose: bool) -> None:
-    """Start a local Ray, or join the one `ray.init()` finds (RAY_ADDRESS under `ray job submit`); a Ray started
-    here is stopped by `stop_local_ray` when the process exits."""
+    """Start a local Ray, or join the cluster RAY_ADDRESS names (under `ray job submit`); a Ray started here is
+    stopped by `stop_local_ray` when the process exits, a joined one is left as it is. A joined cluster's own
+    dashboard answers the state API: pointing its workers at a port of this process's choosing, where nothing
+    listens, made Ray Train's cleaner warn for as long as it lived (over 1,000 lines after one stopped job)."""
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=verbose)
+        return
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -47,7 +52,7 @@ def join_submitted_cluster(verbose: bool) -> None:
     reading the telemetry store before training finds the cluster's store actor (core.stores.frame.open_store).
     Without RAY_ADDRESS nothing starts: a local Ray is started only when training needs one."""
     if os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
-        start_local_ray(verbose)
+        ray.init(log_to_driver=verbose)
 
 
 def started_here() -> bool:

@@ -10,18 +10,23 @@ from training.power import local_ray
 
 
 @pytest.fixture
-def starts(monkeypatch) -> list[bool]:
-    """The `start_local_ray` calls (their `verbose`), with Ray not initialized."""
-    calls: list[bool] = []
+def starts(monkeypatch) -> list[dict]:
+    """The `ray.init` calls (their keyword arguments), with Ray not initialized."""
+    calls: list[dict] = []
     monkeypatch.setattr(local_ray.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(local_ray, "start_local_ray", calls.append)
+    monkeypatch.setattr(local_ray.ray, "init", lambda **kwargs: calls.append(kwargs))
     return calls
 
 
-def test_a_submitted_job_joins_its_cluster(starts, monkeypatch):
+@pytest.mark.parametrize("join", [local_ray.join_submitted_cluster, local_ray.start_local_ray])
+def test_a_submitted_job_joins_its_cluster_as_it_is(starts, monkeypatch, join):
+    """Regression: joining went through the local start, which pointed the cluster's workers at a dashboard port of
+    the job's choosing where nothing listened: Ray Train's cleaner warned every few seconds for as long as it
+    lived. A joined cluster's own dashboard answers; nothing of the job's is set on it."""
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    local_ray.join_submitted_cluster(verbose=False)
-    assert starts == [False]
+    join(verbose=False)
+    assert starts == [{"log_to_driver": False}]
+    assert not local_ray.started_here()
 
 
 def test_without_ray_address_no_ray_is_started(starts, monkeypatch):
