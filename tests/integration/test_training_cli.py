@@ -118,3 +118,18 @@ def test_train_from_the_telemetry_store(tmp_path, telemetry_store, upm_sample):
     _, metadata = ModelRegistry(models).get("power_lstm")
     assert {"stored-hybrid_1", "stored-radiance_1"} <= set(metadata.data_span.series)
     assert metadata.data_span.rows > 100
+
+
+def test_workers_the_cluster_cannot_place_fail_the_run_with_what_they_asked_for(tmp_path, ray_cluster, upm_sample,
+                                                                                 monkeypatch, capsys):
+    """Regression: `--use-gpu` on a cluster without GPUs retried the worker group's start without end (Ray's default),
+    holding the model's retrain lock until the job was stopped by hand."""
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")  # Ray Train hands it to its controller
+    monkeypatch.setattr("training.power.ray_trainer.STARTUP_TRIES", 2)
+    code = train_lstm.main(["--data", str(upm_sample), *SMALL, "--use-gpu", "--model-path", str(tmp_path / "models"),
+                            "--state-path", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Ray Train could not place 1 worker(s), each reserving CPU 1, GPU 1, in 2 tries; the cluster has" in err
+    assert "GPU 0" in err and "drop --use-gpu" in err
+    assert ModelRegistry(tmp_path / "models").versions("power_lstm") == []

@@ -20,9 +20,19 @@ from pathlib import Path
 
 import ray
 import torch
-from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import (
+    CheckpointConfig,
+    ControllerError,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.exceptions import WorkerGroupStartupFailedError, WorkerGroupStartupTimeoutError
 
+from core.settings import ConfigError
 from training.power.checkpoint_storage import check_after_run, check_before_run, run_storage, worker_needs
 from training.power.fit import FitHistory, SupervisedArrays
 from training.power.local_ray import start_local_ray, started_here
@@ -35,6 +45,19 @@ from training.settings import PowerPredictorConfig
 # How often Ray Train's controller looks at its workers (Ray's default: 2 s). A run waits for several looks while
 # it starts and ends; at 0.25 s a small run took about 3 s less on 2 cores (15 s -> 12 s). Read from the
 # environment when a run starts its controller; an operator's own value wins.
+STARTUP_TRIES = 15
+"""How often Ray Train waits for its workers to be placed (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S each, 60 s by
+default): time for an autoscaler to add a node, not forever (Ray's default retries without end, so a job asking for
+GPUs a cluster does not have held the model's retrain lock until stopped by hand)."""
+
+
+WORKERS_NOT_STARTED = (WorkerGroupStartupTimeoutError, WorkerGroupStartupFailedError)  # what those tries retry
+
+
+class WorkersUnavailable(ConfigError):
+    """Ray Train could not place its workers in STARTUP_TRIES tries; the message says what they asked for."""
+
+
 HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
@@ -53,6 +76,11 @@ class TrainedWeights:
     refit_epochs: int = 0
     worker_nodes: tuple[str, ...] = ()  # Ray node id of every worker, in rank order
     half_life_steps: float | None = None  # the recency half-life its samples were drawn with (None: uniform)
+
+
+def _offered() -> str:
+    total = ray.cluster_resources()
+    return ", ".join(f"{name} {total.get(name, 0.0):g}" for name in ("CPU", "GPU"))
 
 
 def free_cpus_each(num_workers: int) -> float:
@@ -136,9 +164,19 @@ def train_power_lstm(
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
                 logging_config=LoggingConfig(log_level="WARNING"),
                 callbacks=list(callbacks),
+                failure_config=FailureConfig(controller_failure_limit=STARTUP_TRIES - 1),
             ),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except ControllerError as exc:
+            if not isinstance(exc.controller_failure, WORKERS_NOT_STARTED):
+                raise
+            raise WorkersUnavailable(
+                f"Ray Train could not place {num_workers} worker(s), each reserving "
+                f"{', '.join(f'{name} {amount:g}' for name, amount in needs.items())}, in {STARTUP_TRIES} tries; the "
+                f"cluster has {_offered()}: lower --num-workers or --cpus-per-worker, drop --use-gpu, or add "
+                f"nodes") from exc
         final = result.metrics or {}
         worker_nodes = tuple(str(node) for node in final.get("worker_nodes", ()))
         check_after_run(storage_path, worker_nodes)
