@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +12,6 @@ from pydantic import BaseModel, ConfigDict
 from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
-from core.stores.base import StoreUnavailable
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
@@ -130,12 +128,12 @@ def holdout_spans(prepared: PreparedData) -> HoldoutSpans:
 
 @dataclass(frozen=True)
 class Challenger:
-    """The new forecaster with what it was scored on: its holdout, and telemetry readable at any step."""
+    """The new forecaster with what it was scored on: its holdout, and the telemetry it was trained from."""
 
     forecaster: PowerForecaster
     metrics: HoldoutMetrics
     prepared: PreparedData
-    telemetry: Callable[[int], pd.DataFrame]  # canonical frame fine enough for the given step
+    frame: pd.DataFrame  # canonical telemetry at the challenger's step, the finer of the two (_require_same_reach)
     max_gap_s: int
 
 
@@ -146,11 +144,12 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
 
     Only holdout points the active version never trained on count (a version trained on a later or longer span
     has seen some). Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input
-    windows so both score the very same (origin, lead) points. Otherwise both at the coarser step over their
-    common leads (training.power.common_leads). An active version that cannot be loaded is replaced, as replicas
-    replace it, by the newest version served before it that loads (`Incumbent.scored_version`). Incomparable when
-    neither is possible (no version loads, steps that do not nest, no common lead, a holdout too short for the
-    active model's window).
+    windows so both score the very same (origin, lead) points. A challenger of a finer step or a longer horizon:
+    both at the active version's step over its leads (training.power.common_leads). An active version that cannot be
+    loaded is replaced, as replicas replace it, by the newest version served before it that loads
+    (`Incumbent.scored_version`). Incomparable when neither is possible (no version loads, a challenger that does not
+    answer every request the active version answers, steps that do not nest, a holdout too short for the active
+    model's window).
     """
     version = registry.served_version(model_id)
     if version is None:
@@ -189,9 +188,23 @@ def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, Po
     return version, PowerForecaster.load(folder), metadata
 
 
+def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
+    """NotComparable unless the challenger answers every request the active version answers: a step no coarser and
+    a horizon no shorter. The service routes each request by what the versions were trained for, so a challenger
+    that forecasts 30 min ahead, activated in place of a 1-hour model, sent the hour's requests to another model."""
+    step, reach = current.pipeline.step_s, current.pipeline.step_s * current.horizon
+    new_step, new_reach = new.pipeline.step_s, new.pipeline.step_s * new.horizon
+    if new_reach < reach or new_step > step:
+        raise NotComparable(
+            f"it forecasts {format_duration(new_reach)} ahead at {format_duration(new_step)} steps, the active version "
+            f"{format_duration(reach)} at {format_duration(step)} steps: in its place, requests the active version "
+            f"answers would go to another model")
+
+
 def _score(current: PowerForecaster, version: int, challenger: Challenger, trained_on: DataSpan | None) -> Incumbent:
     """Both on the holdout points the active version never trained on (`trained_on`: its data span)."""
     new, prepared = challenger.forecaster, challenger.prepared.unseen_by(trained_on)
+    _require_same_reach(current, new)
     if not any((roles == Role.TEST).any() for roles in prepared.roles):
         raise NotComparable("it trained on all of this holdout's data; compare once newer telemetry is held out")
     if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon:
@@ -204,13 +217,6 @@ def _score(current: PowerForecaster, version: int, challenger: Challenger, train
         return Incumbent(version=version, mae=holdouts[0].mae(current), challenger_mae=holdouts[1].mae(new),
                          step_s=new.pipeline.step_s, lead_steps=new.horizon, points=holdouts[0].points)
     step_s, _ = common_step_and_leads(current, new)
-    fine_step = min(current.pipeline.step_s, new.pipeline.step_s)
-    try:
-        frame = challenger.telemetry(fine_step)
-    except (ValueError, OSError, StoreUnavailable) as exc:
-        logger.warning("telemetry at a %ds step for the comparison: %s", fine_step, exc)
-        raise NotComparable(f"telemetry at a {format_duration(fine_step)} step could not be read "
-                            f"({type(exc).__name__}; details in the log)") from exc
-    score = score_common(current, new, frame, holdout_spans(prepared), challenger.max_gap_s)
+    score = score_common(current, new, challenger.frame, holdout_spans(prepared), challenger.max_gap_s)
     return Incumbent(version=version, mae=score.mae[0], challenger_mae=score.mae[1], step_s=step_s,
                      lead_steps=score.lead_steps, points=score.points, resampled=True)

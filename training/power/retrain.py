@@ -10,7 +10,6 @@ activated unless activation is forced.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -39,8 +38,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     """
     config = spec.effective_config()
     predictor, model_config = config.predictor, config.models.power_predictor
-    telemetry = _reader(source)
-    frame = telemetry(predictor.step)
+    frame = source if isinstance(source, pd.DataFrame) else source(predictor.step)
     synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
@@ -51,7 +49,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                                           storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
-    challenger = Challenger(forecaster, metrics, prepared, telemetry, predictor.max_gap)
+    challenger = Challenger(forecaster, metrics, prepared, frame, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger)
     decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,
@@ -85,20 +83,6 @@ def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -
     if isinstance(incumbent, Incomparable):
         return "not_comparable"
     return "beat_incumbent" if incumbent.challenger_mae <= incumbent.mae else "did_not_beat"
-
-
-def _reader(source: FrameSource) -> Callable[[int], pd.DataFrame]:
-    """`source` as a callable that reads at most once per step (a frame serves every step)."""
-    if isinstance(source, pd.DataFrame):
-        return lambda _step_s: source
-    frames: dict[int, pd.DataFrame] = {}
-
-    def read(step: int) -> pd.DataFrame:
-        if step not in frames:
-            frames[step] = source(step)
-        return frames[step]
-
-    return read
 
 
 def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster, prepared: PreparedData,

@@ -1,5 +1,6 @@
-"""Promotion never blind: a new version whose step or horizon differs from the active one's is compared on the
-same holdout at the coarser step over the common leads, or registered without activation, with the reason.
+"""Promotion never blind: a new version of a finer step or a longer horizon than the active one's is compared on the
+same holdout at the active one's step over its leads; one that does not answer every request the active one answers
+(a coarser step, a shorter horizon) or cannot be compared is registered without activation, with the reason.
 And a minimum of training: too few epochs, or a served horizon under two steps, is refused before training.
 
 Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py); the rest is the real code.
@@ -28,6 +29,8 @@ SMALL = TrainingConfig.model_validate({
 GOOD, BAD = 0.0, 5.0
 COARSER = ModelOverrides(step="4min", horizon="20min")
 SHORTER = ModelOverrides(horizon="10min")
+FINER = ModelOverrides(step="1min", horizon="20min")
+LONGER = ModelOverrides(horizon="40min")
 
 
 def spec(**fields) -> RetrainSpec:
@@ -39,7 +42,7 @@ def champion(sample, registry, shift, units: float, **fields) -> None:
     assert retrain_power(sample, spec(**fields), registry=registry).activated
 
 
-@pytest.mark.parametrize("overrides", [COARSER, SHORTER], ids=["other-step", "other-horizon"])
+@pytest.mark.parametrize("overrides", [FINER, LONGER], ids=["finer-step", "longer-horizon"])
 def test_a_worse_version_of_another_step_or_horizon_is_not_activated(sample, registry, shift, overrides):
     champion(sample, registry, shift, GOOD)
     shift(BAD)
@@ -47,13 +50,13 @@ def test_a_worse_version_of_another_step_or_horizon_is_not_activated(sample, reg
     assert (result.version, result.decision, result.activated) == (2, "did_not_beat", False)
     best = result.incumbent
     assert best is not None and best.resampled and best.version == 1 and best.mae < best.challenger_mae
-    assert (best.step_s, best.lead_steps) == ((240, 5) if overrides == COARSER else (120, 5))
+    assert (best.step_s, best.lead_steps) == (120, 10)  # the active version's step and leads
     assert result.reason.startswith("did not beat active version 1 on the same holdout at a ")
     assert result.summary_lines()[-1].endswith(": NOT activated (kept version 1)")
     assert registry.active_version("power_lstm") == 1
 
 
-@pytest.mark.parametrize("overrides", [COARSER, SHORTER], ids=["other-step", "other-horizon"])
+@pytest.mark.parametrize("overrides", [FINER, LONGER], ids=["finer-step", "longer-horizon"])
 def test_a_better_version_of_another_step_or_horizon_is_activated(sample, registry, shift, overrides):
     champion(sample, registry, shift, BAD)
     shift(GOOD)
@@ -63,23 +66,24 @@ def test_a_better_version_of_another_step_or_horizon_is_activated(sample, regist
     assert registry.active_version("power_lstm") == 2
 
 
-def test_a_finer_active_model_is_scored_on_telemetry_read_at_its_own_step(sample, registry, shift):
+@pytest.mark.parametrize("overrides", [COARSER, SHORTER], ids=["coarser-step", "shorter-horizon"])
+def test_a_better_version_that_answers_less_than_the_active_one_is_not_activated(sample, registry, shift, overrides):
+    """Regression: an API retrain with `prediction_horizon: 30m` beat the 1-hour model over its 30 leads and was
+    activated; the service then routed the hour's requests (the seed's example) to the hourly model."""
     champion(sample, registry, shift, BAD)
-    steps: list[int] = []
-
-    def source(step_s: int) -> pd.DataFrame:
-        steps.append(step_s)
-        return sample
-
     shift(GOOD)
-    result = retrain_power(source, spec(overrides=COARSER), registry=registry)
-    assert steps == [240, 120] and result.decision == "beat_incumbent"
+    result = retrain_power(sample, spec(overrides=overrides), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False)
+    assert result.incomparable is not None and result.incomparable.why.endswith(
+        "the active version 20min at 2min steps: in its place, requests the active version answers would go to "
+        "another model")
+    assert registry.active_version("power_lstm") == 1
 
 
 def test_an_incomparable_version_is_registered_not_activated_with_the_reason(sample, registry, shift):
-    champion(sample, registry, shift, BAD)
+    champion(sample, registry, shift, BAD, overrides=ModelOverrides(step="3min", horizon="21min"))
     shift(GOOD)
-    result = retrain_power(sample, spec(overrides=ModelOverrides(step="3min", horizon="21min")), registry=registry)
+    result = retrain_power(sample, spec(overrides=ModelOverrides(horizon="22min")), registry=registry)
     assert (result.version, result.decision, result.activated) == (2, "not_comparable", False)
     assert result.incumbent is None and result.incomparable is not None
     assert result.incomparable.version == 1 and result.incomparable.why == "steps 2min and 3min do not nest"
@@ -186,9 +190,9 @@ def test_versions_with_other_input_windows_are_scored_on_the_same_points(sample,
 
 
 def test_forced_activation_serves_an_incomparable_version(sample, registry, shift):
-    champion(sample, registry, shift, GOOD)
+    champion(sample, registry, shift, GOOD, overrides=ModelOverrides(step="3min", horizon="21min"))
     shift(BAD)
-    result = retrain_power(sample, spec(overrides=ModelOverrides(step="3min", horizon="21min"), activation="force"),
+    result = retrain_power(sample, spec(overrides=ModelOverrides(horizon="22min"), activation="force"),
                            registry=registry)
     assert (result.decision, result.activated, result.reason) == ("forced", True, "activation forced")
     assert result.incomparable is not None and result.summary_lines()[-1] == (
