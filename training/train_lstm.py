@@ -8,8 +8,9 @@ The last `--holdout-fraction` of every series is never trained on: the registere
 (MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured there. When a model is already
 active, the new one is activated only if its MAE is no higher on that same holdout (at the active one's step
 over its leads for a finer step or a longer horizon); one that answers less than the active one (a coarser step, a
-shorter horizon) or cannot be compared fairly is registered but not activated (`--force-activate` skips the comparison). Fewer epochs than `models.power_predictor.min_epochs`,
-or a horizon under two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`
+shorter horizon) or cannot be compared fairly is registered but not activated (`--force-activate` skips the
+comparison). Fewer epochs than `models.power_predictor.min_epochs`, or a horizon under two steps unless
+`--no-activate`, are refused. Works locally and under `ray job submit`
 (on several machines, `--storage-path` must be storage they all reach: training.power.checkpoint_storage).
 `--settings-from` trains with the best settings of a `python -m training.tune` search (flags still win).
 The run holds the model's retrain lock in the service's `--state-path`, as the API's retrain jobs and the retrain
