@@ -80,7 +80,8 @@ def test_a_version_that_cannot_be_compared_is_registered_and_says_why(models, ca
     other_step = [*SMALL, "--model-path", str(models), "--step", "3min", "--horizon", "21min"]
     assert train_lstm.main(other_step) == 0
     assert [line for line in _lines(capsys) if line.startswith("train_lstm")][-1] == (
-        "train_lstm: active version 1 could not be compared: steps 2min and 3min do not nest: "
+        "train_lstm: active version 1 could not be compared: it forecasts 21min ahead at 3min steps, the active "
+        "version 20min at 2min steps: in its place, requests the active version answers would go to another model: "
         "NOT activated (kept version 1); --force-activate serves it anyway")
     assert ModelRegistry(models).active_version("power_lstm") == 1
 

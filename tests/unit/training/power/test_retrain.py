@@ -108,6 +108,15 @@ def test_a_holdout_too_short_for_one_window_is_refused_before_training(sample, r
     assert not registry.root.exists()
 
 
+def test_a_horizon_no_series_can_hold_is_refused_before_training(sample, registry, monkeypatch):
+    """An API retrain of a 7-day horizon at 1-minute steps on hours of data trained for 10 minutes and registered a
+    version with 181 of its 10,080 leads ever scored."""
+    monkeypatch.setattr("training.power.retrain.train_served", lambda *_args, **_kwargs: pytest.fail("trained"))
+    with pytest.raises(NotEnoughData, match="no series holds one window of 15 steps and the whole 720-step horizon"):
+        retrain_power(sample, spec(overrides=ModelOverrides(horizon="1d")), registry=registry)
+    assert not registry.root.exists()
+
+
 def test_a_source_callable_gets_the_effective_step(sample, registry, shift):
     shift(GOOD)
     steps: list[int] = []
