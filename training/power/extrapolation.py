@@ -4,10 +4,12 @@ inference, the backtest's served forecast, the simulator's forecasts).
 A window is beyond the range when a power value lies outside the training power's range widened by a tenth of it
 on each side (`FeaturePipeline.beyond_training_range`): the model has seen nothing of that level, so its forecast
 is an extrapolation. Its intervals, calibrated in watts at the training level, are widened by the window's peak
-over the training peak (its errors assumed to grow with the level; at most `MAX_LEVEL_RATIO`), and at least to the
-window's last value (the model's own level there is untested); its confidence is at most the lowest hit rate seen
-in calibration, since no held-out point says how well the model does there. The online calibration then corrects
-both from the node's own outcomes, as for any forecast.
+over the training peak (its errors assumed to grow with the level; at most `MAX_LEVEL_RATIO`) to the wider side's
+width on both sides, and at least to the window's last value on both sides: neither the model's level nor its
+direction there is tested, so the interval is centred on the forecast (a forecast falling from the window's level
+had its interval run from the forecast itself up to the last value, the median on its edge). Its confidence is at
+most the lowest hit rate seen in calibration, since no held-out point says how well the model does there. The
+online calibration then corrects both from the node's own outcomes, as for any forecast.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def extrapolated(forecast: CalibratedForecast, ratios: np.ndarray, last_power: n
         return forecast
     ratio, last = np.where(beyond, ratios, 1.0)[:, None], np.asarray(last_power, dtype=float)[:, None]
     point, lower, upper = forecast.point, forecast.lower, forecast.upper
-    wide_lower = np.clip(np.minimum(point - (point - lower) * ratio, last), 0.0, None)
-    wide_upper = np.maximum(point + (upper - point) * ratio, last)
+    half = np.maximum(np.maximum(point - lower, upper - point) * ratio, np.abs(last - point))
+    wide_lower, wide_upper = np.clip(point - half, 0.0, None), point + half
     floor = min(calibration.rate_knots) if calibration is not None else 0.0
     rows = beyond[:, None]
     return replace(

@@ -12,8 +12,8 @@ import torch
 
 from core.forecasts import PowerHistory
 from tests.unit.training.power.segments import make_segment
-from training.power.calibration import fit_calibration
-from training.power.extrapolation import served_forecast
+from training.power.calibration import CalibratedForecast, fit_calibration
+from training.power.extrapolation import extrapolated, served_forecast
 from training.power.features import FeaturePipeline
 from training.power.fit import build_model
 from training.power.forecaster import Architecture, PowerForecaster
@@ -104,3 +104,17 @@ def test_the_backtest_and_the_simulator_serve_a_window_as_the_service_does(forec
         np.testing.assert_allclose(served.upper[row], expected.upper, atol=0.01)
         np.testing.assert_allclose(served.lower[row], expected.lower, atol=0.01)
         np.testing.assert_allclose(served.confidence[row], expected.confidence, atol=1e-4)
+
+
+def test_an_extrapolated_interval_is_centred_on_the_forecast_and_holds_the_last_value():
+    """The API review: a forecast falling from a 2 kW window to 993 W had `lower == point` in 28 of 30 steps and
+    `upper` at the last value: an "80 % interval" with the median on its edge."""
+    point = np.array([[993.0, 1200.0]])
+    forecast = CalibratedForecast(point=point, lower=point - 0.0, upper=point + 5.0,
+                                  confidence=np.array([[0.9, 0.9]]))
+    served = extrapolated(forecast, np.array([6.0]), np.array([2080.0]), None)
+    np.testing.assert_allclose((served.upper - point)[0, 1], (point - served.lower)[0, 1])  # centred, unless clipped
+    np.testing.assert_allclose(served.upper, [[2080.0, 2080.0]])  # the last value, on both sides' width
+    np.testing.assert_allclose(served.lower, [[0.0, 320.0]])  # 993 - 1087 clipped at 0 W
+    wide = extrapolated(forecast, np.array([6.0]), np.array([1000.0]), None)  # near the last value: the model's spread
+    np.testing.assert_allclose(wide.upper - wide.lower, [[60.0, 400.0]])  # 2 x max(5 x 6, |1000 - point|)
