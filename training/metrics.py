@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+COVERAGE_TOLERANCE = 0.05  # an interval's coverage within this of the nominal (75-85 % for the default 80 % interval)
+
 
 def point_metrics(forecast: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """MAE and RMSE in watts, MAPE in percent (pairs with zero actual power are left out of MAPE)."""

@@ -13,10 +13,10 @@ import numpy as np
 
 from core.durations import format_duration
 from training.backtest import FORECASTERS, OWN
+from training.metrics import COVERAGE_TOLERANCE
 
 SUMMARY_KEYS = ("mae", "rmse", "mape", "coverage", "mean_interval_width", "mean_confidence", "hit_rate")
 SERVED_TARGET = 0.9  # served MAE <= this x the best baseline's
-COVERAGE_TOLERANCE = 0.05  # served coverage within this of the nominal (75-85 % for the default 80 % interval)
 CONFIDENCE_GAP = 0.05  # |mean confidence - hit rate|
 
 

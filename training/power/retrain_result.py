@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 from core.durations import format_duration
 from core.registry import ActivationFailed, ModelRegistry
+from training.metrics import COVERAGE_TOLERANCE
 from training.power.holdout import HoldoutMetrics, Incomparable, Incumbent
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,16 @@ class RetrainResult(BaseModel):
                                  self.incomparable and (self.incomparable.version, self.incomparable.why),
                                  " (force the activation to serve it anyway)")
 
+    def _calibration_note(self) -> list[str]:
+        """A warning when the holdout says the static intervals are off: promotion rests on MAE alone (a challenger
+        whose intervals the online correction fixes in service should not lose to a less accurate champion)."""
+        m = self.metrics
+        if abs(m.coverage - m.nominal_coverage) <= COVERAGE_TOLERANCE:
+            return []
+        return [f"note: its {m.nominal_coverage:.0%} interval covers {m.coverage:.1%} of the holdout, outside "
+                f"{m.nominal_coverage:.0%} +- {COVERAGE_TOLERANCE:.0%}: only forecasts from the telemetry store are "
+                f"corrected online from the nodes' outcomes"]
+
     @model_validator(mode="after")
     def _decision_has_its_grounds(self) -> RetrainResult:
         if self.incumbent is None and self.decision in ("beat_incumbent", "did_not_beat"):
@@ -121,7 +132,7 @@ class RetrainResult(BaseModel):
         label = " (trained on SYNTHETIC data: for demos only)" if self.synthetic else ""
         lines = [f"registered {self.model_id} version {self.version}{label}; holdout MAE {m.mae:.2f} W "
                  f"(last value {m.last_value_mae:.2f} W), {m.nominal_coverage:.0%} interval covers {m.coverage:.1%}, "
-                 f"mean confidence {m.mean_confidence:.3f} vs hit rate {m.hit_rate:.3f}"]
+                 f"mean confidence {m.mean_confidence:.3f} vs hit rate {m.hit_rate:.3f}", *self._calibration_note()]
         if self.incumbent is not None:
             best = self.incumbent
             kept = "activated" if self.activated else f"NOT activated (kept version {best.version})"
