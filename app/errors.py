@@ -104,7 +104,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     # configs/prices.yaml knows the type (requests are checked against it), the active cost model's catalog does not
     UnknownGpuType: lambda exc: ApiError(422, ["body", "resources", "gpu_type"], f"{exc}: the active cost model "
                                          "cannot price it until it is retrained with the current catalog"),
-    RecordNotFound: lambda exc: ApiError(404, ["path", RECORD_ID_PARAMS.get(exc.kind, "id")], str(exc), "not_found"),
+    RecordNotFound: lambda exc: ApiError(404, ["path", RECORD_ID_PARAMS.get(exc.kind, "id")],
+                                         f"unknown {RECORD_ID_PARAMS.get(exc.kind, 'id')} {exc.record_id!r}",
+                                         "not_found"),
     UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
     NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),
     WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),

@@ -69,13 +69,13 @@ class ApiIngress(IngressState):
     """HTTP front of the app (routes above); holds a handle to CostPredictor and reaches PowerPredictor."""
 
     @api.post("/api/v1/models/retrain", response_model=RetrainJob, status_code=202, dependencies=[WRITE],
-              responses=responses(401, 403, 409, 413, 415))
+              responses=responses(401, 403, 409, 413, 415, 503))
     async def retrain(self, request: RetrainRequest) -> RetrainJob:
         """Start retraining a model, one attempt at a time per model: the power forecaster (Ray Train) on a CSV
         in the server's args.retrain.data_dir (default: args.retrain.data) or on the telemetry store
         (`"source": "store"`); the cost model on a jobs CSV there (default: args.retrain.cost_data) or on jobs
-        generated from the price catalog. The new version is promoted only if it beats the active one on the
-        same held-out data."""
+        generated from the price catalog. The new version is promoted only if its MAE is no higher than the active
+        one's on the same held-out data, and it answers every request the active one answers."""
         return _job(await asyncio.to_thread(self.retrains.submit, request))  # file reads and a flock: off the loop
 
     @api.get("/api/v1/models/retrain", response_model=RetrainJobsResponse, dependencies=[READ],

@@ -89,7 +89,7 @@ class CostRetrainResult(BaseModel):
     model_id: str
     version: int
     decision: Decision
-    metrics: dict[str, float]  # the challenger's scores on the held-out records (currency units, percent)
+    metrics: dict[str, int | float]  # the challenger's scores on the held-out records (currency units, percent)
     incumbent: CostIncumbent | None = None
     incomparable: CostIncomparable | None = None
     records: int  # job records read, holdout included
