@@ -197,7 +197,7 @@ class RetrainJobs:
             ModelOverrides().keeping_shape(shape).apply(config, source=None)
         except ConfigError as exc:
             raise RetrainRefused("model_id", f"the service config cannot retrain {model_id} at the shape it keeps "
-                                             f"(the served version's step and window): {exc}") from None
+                                             f"(the served version's step, horizon and window): {exc}") from None
         spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
                            scaling=defaults.train_scaling(), skip_short=request.source == "store",
                            verbose=False)

@@ -9,6 +9,7 @@ read through `read_text_csv`, so a value is never read under another column's na
 from __future__ import annotations
 
 import csv
+import functools
 import warnings
 from pathlib import Path
 
@@ -22,35 +23,43 @@ class CsvShapeError(ValueError):
 
 
 def read_text_csv(path: Path) -> pd.DataFrame:
-    """Every cell as a string (none read as NaN), blank lines kept, so the row labelled i is line i + 2.
+    """Every cell as a string (none read as NaN), blank lines kept, so the row labelled i is line i + 2 (records of
+    one line each; blank lines before the header included).
 
     Header names are stripped of spaces and must be unique. A data row with more fields than the header is
     refused when an extra field holds a value and trimmed when they are all empty."""
-    header = _header(path)
+    header_line, header = _header(path)
     names = [name.strip() for name in header]
     twice = sorted({name for name in names if name and names.count(name) > 1})
     if twice:
-        raise CsvShapeError(f"{path}: line 1: the header names {', '.join(twice)} more than once")
+        raise CsvShapeError(f"{path}: line {header_line}: the header names {', '.join(twice)} more than once")
+    read = functools.partial(pd.read_csv, path, dtype=str, keep_default_na=False, skip_blank_lines=False,
+                             index_col=False, skiprows=header_line - 1)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            raw = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, index_col=False)
+            try:
+                raw = read()
+            except pd.errors.ParserError:  # a later row longer than the first ones
+                _refuse_extra_values(path, header)
+                raw = read(engine="python", on_bad_lines=lambda row: row[:len(header)])  # empty extras only: trim
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        if isinstance(exc, pd.errors.ParserError):  # a later row longer than the first ones: name its values
-            _refuse_extra_values(path, header)
         raise CsvShapeError(f"{path}: not a readable CSV file ({' '.join(str(exc).split())})") from exc
     if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in caught):
         _refuse_extra_values(path, header)
     raw.columns = [str(name).strip() for name in raw.columns]
+    raw.index = raw.index + header_line - 1  # labels keep counting the file's lines
     return raw
 
 
-def _header(path: Path) -> list[str]:
+def _header(path: Path) -> tuple[int, list[str]]:
+    """The header's line number and fields: the first line that is not blank."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            for row in csv.reader(handle):
+            reader = csv.reader(handle)
+            for row in reader:
                 if row:
-                    return row
+                    return reader.line_num, row
     except (UnicodeDecodeError, csv.Error) as exc:
         raise CsvShapeError(f"{path}: not a readable CSV file ({exc})") from exc
     raise CsvShapeError(f"{path}: not a readable CSV file (no header line)")

@@ -26,16 +26,18 @@ _MAX_REPORTED = 5
 _TEMPERATURE_RANGE = (-50.0, 150.0)
 # Times outside these years are a unit error (milliseconds read as seconds, a compact date read as seconds) or a
 # sentinel; they would also make every step between them and the real data a bin to resample
-EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
-LATEST = pd.Timestamp("2100-01-01", tz="UTC")
+DATED = (pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
+# What a trace of relative times (a replay's, starting at 0) may hold: what pandas' nanosecond times can
+ANY_TIME = (pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
 
 
 class TelemetryDataError(ValueError):
     """A telemetry file or frame that cannot be used; the message says where and why."""
 
 
-def load_telemetry_csv(path: str | Path) -> pd.DataFrame:
-    """Load a canonical telemetry CSV into a validated frame (see `validate_telemetry`)."""
+def load_telemetry_csv(path: str | Path, *, dated: bool = True) -> pd.DataFrame:
+    """Load a canonical telemetry CSV into a validated frame (see `validate_telemetry`); `dated=False` for a trace
+    whose times only count relative to each other (a replay), which may start at 0."""
     path = Path(path)
     if not path.is_file():
         raise TelemetryDataError(f"{path}: no such file")
@@ -44,10 +46,11 @@ def load_telemetry_csv(path: str | Path) -> pd.DataFrame:
     except CsvShapeError as exc:
         raise TelemetryDataError(str(exc)) from exc
     blank = (raw.fillna("").astype(str).apply(lambda column: column.str.strip()) == "").all(axis=1)
-    return validate_telemetry(raw[~blank], source=str(path), first_line=2)
+    return validate_telemetry(raw[~blank], source=str(path), first_line=2, dated=dated)
 
 
-def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line: int = 1) -> pd.DataFrame:
+def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line: int = 1,
+                       dated: bool = True) -> pd.DataFrame:
     """Check and normalize a frame in the canonical schema.
 
     Args:
@@ -55,6 +58,8 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
         source: name used in error messages (a file path, "request", ...).
         first_line: line number of the row labelled 0 in the index, for messages (2 for a CSV with a
             header); the index keeps counting lines when blank rows were dropped.
+        dated: times must lie in 2000..2099 (else a unit error such as milliseconds, or a sentinel); False takes
+            any time pandas can hold (a replay's relative times).
 
     Returns:
         A frame with every canonical column, sorted by node and time, one row per (node, timestamp):
@@ -68,7 +73,7 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
         raise TelemetryDataError(f"{source}: no rows")
     lines = pd.Series(np.asarray(raw.index) + first_line, index=raw.index)
     frame = pd.DataFrame(index=raw.index)
-    frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source)
+    frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source, DATED if dated else ANY_TIME)
     node = raw["node_id"].astype(str).str.strip() if "node_id" in raw.columns else None
     frame["node_id"] = node.where(node != "", DEFAULT_SERIES) if node is not None else DEFAULT_SERIES
     frame[TARGET] = _parse_numbers(raw[TARGET], TARGET, lines, source, required=True)
@@ -90,20 +95,23 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
     return frame.reset_index(drop=True)[list(CANONICAL_COLUMNS)]
 
 
-def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str) -> pd.Series:
+def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str,
+                      bounds: tuple[pd.Timestamp, pd.Timestamp]) -> pd.Series:
+    earliest, latest = bounds
+    years = f"{earliest.year}..{latest.year - 1}"
     text = values.astype(str).str.strip()
     as_number = pd.to_numeric(text, errors="coerce")
     numeric = as_number.notna() & ~text.str.fullmatch(r"\d{8}")  # 20240101 is a compact ISO date, not seconds
     seconds = as_number.where(numeric)
-    _refuse(numeric & ~seconds.between(EARLIEST.timestamp(), LATEST.timestamp(), inclusive="left"), lines, text,
-            source, "timestamp", f"as Unix seconds outside {EARLIEST.year}..{LATEST.year - 1} (milliseconds?)")
+    _refuse(numeric & ~seconds.between(earliest.timestamp(), latest.timestamp(), inclusive="left"), lines, text,
+            source, "timestamp", f"as Unix seconds outside {years} (milliseconds?)")
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if numeric.any():
         parsed[numeric] = pd.to_datetime(seconds[numeric], unit="s", utc=True)
     if (~numeric).any():
         written = pd.to_datetime(text[~numeric], utc=True, errors="coerce", format="ISO8601")
-        _refuse(written.notna() & ((written < EARLIEST) | (written >= LATEST)), lines, text, source, "timestamp",
-                f"outside the years {EARLIEST.year}..{LATEST.year - 1}")
+        _refuse(written.notna() & ((written < earliest) | (written >= latest)), lines, text, source, "timestamp",
+                f"outside the years {years}")
         parsed[~numeric] = written
     _refuse(parsed.isna(), lines, text, source, "timestamp", "not an ISO 8601 time or Unix seconds")
     return parsed

@@ -95,7 +95,8 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     a telemetry store, where a node that joined an hour ago must not stop the retraining of the others.
 
     Raises:
-        NotEnoughData: naming a series too short for one window, or when nothing is left to train on.
+        NotEnoughData: naming a series too short for one window, when no series holds a window and the whole
+            horizon after it, or when nothing is left to train on.
     """
     max_gap_s = max(max_gap_s, step_s)
     segments = resample(frame, step_s, max_gap_s)
@@ -146,7 +147,8 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
     if short:
         detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
         remedy = "use a shorter --sequence-length or step, or drop them"
-        if max(short.values()) == 1:  # no two samples of any of them closer than max_gap: a shorter step worsens it
+        stretches = {node: sum(segment.node_id == node for segment in segments) for node in short}
+        if max(short.values()) == 1 and min(stretches.values()) > 1:  # samples, but none two within max_gap
             remedy = (f"their samples lie more than max_gap ({format_duration(max_gap_s)}) apart: use a --step no "
                       f"shorter than their interval, or a longer predictor.max_gap")
         raise NotEnoughData(

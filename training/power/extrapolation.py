@@ -65,4 +65,13 @@ def extrapolated(forecast: CalibratedForecast, ratios: np.ndarray, last_power: n
         upper=np.where(rows, wide_upper, upper),
         confidence=np.where(rows, np.minimum(forecast.confidence, floor), forecast.confidence),
         peak_upper=None if forecast.peak_upper is None else np.where(
-            rows, forecast.peak_upper + wide_upper - upper, forecast.peak_upper))
+            rows, _peak(forecast, wide_upper), forecast.peak_upper))
+
+
+def _peak(forecast: CalibratedForecast, wide_upper: np.ndarray) -> np.ndarray:
+    """The peak bound moved by each lead's widening, and still what it promises (training.power.peak_bound): at
+    least the highest upper bound so far, never lower at a later lead. The centred widening differs from lead to lead
+    (it follows the lower side and the distance to the last value), so the moved bound alone could fall below an
+    earlier lead's upper bound."""
+    moved = forecast.peak_upper + wide_upper - forecast.upper
+    return np.maximum.accumulate(np.maximum(moved, np.maximum.accumulate(wide_upper, axis=-1)), axis=-1)

@@ -34,7 +34,7 @@ def start_local_ray(verbose: bool) -> None:
     stopped by `stop_local_ray` when the process exits, a joined one is left as it is. A joined cluster's own
     dashboard answers the state API: pointing its workers at a port of this process's choosing, where nothing
     listens, made Ray Train's cleaner warn for as long as it lived (over 1,000 lines after one stopped job)."""
-    if os.environ.get("RAY_ADDRESS"):
+    if _joins():
         ray.init(log_to_driver=verbose)
         return
     with socket.socket() as probe:
@@ -51,8 +51,13 @@ def join_submitted_cluster(verbose: bool) -> None:
     """Join the cluster of a `ray job submit` driver (RAY_ADDRESS set) now, when Ray is not initialized yet, so that
     reading the telemetry store before training finds the cluster's store actor (core.stores.frame.open_store).
     Without RAY_ADDRESS nothing starts: a local Ray is started only when training needs one."""
-    if os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+    if _joins() and not ray.is_initialized():
         ray.init(log_to_driver=verbose)
+
+
+def _joins() -> bool:
+    """Whether RAY_ADDRESS names a cluster to join (`local` asks for a new local Ray, as no address does)."""
+    return os.environ.get("RAY_ADDRESS", "local").strip() not in ("", "local")
 
 
 def started_here() -> bool:

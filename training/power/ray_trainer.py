@@ -42,9 +42,6 @@ from training.power.train_loop import HISTORY_FILE, REFIT_FILE, WEIGHTS_FILE, We
 from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig
 
-# How often Ray Train's controller looks at its workers (Ray's default: 2 s). A run waits for several looks while
-# it starts and ends; at 0.25 s a small run took about 3 s less on 2 cores (15 s -> 12 s). Read from the
-# environment when a run starts its controller; an operator's own value wins.
 STARTUP_TRIES = 15
 """How often Ray Train waits for its workers to be placed (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S each, 60 s by
 default): time for an autoscaler to add a node, not forever (Ray's default retries without end, so a job asking for
@@ -58,6 +55,9 @@ class WorkersUnavailable(ConfigError):
     """Ray Train could not place its workers in STARTUP_TRIES tries; the message says what they asked for."""
 
 
+# How often Ray Train's controller looks at its workers (Ray's default: 2 s). A run waits for several looks while
+# it starts and ends; at 0.25 s a small run took about 3 s less on 2 cores (15 s -> 12 s). Read from the
+# environment when a run starts its controller; an operator's own value wins.
 HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
@@ -175,8 +175,8 @@ def train_power_lstm(
             raise WorkersUnavailable(
                 f"Ray Train could not place {num_workers} worker(s), each reserving "
                 f"{', '.join(f'{name} {amount:g}' for name, amount in needs.items())}, in {STARTUP_TRIES} tries; the "
-                f"cluster has {_offered()}: lower --num-workers or --cpus-per-worker, drop --use-gpu, or add "
-                f"nodes") from exc
+                f"cluster has {_offered()}: ask for fewer workers or CPUs per worker, or no GPU (train_lstm's "
+                f"--num-workers, --cpus-per-worker, --use-gpu; the service's args.retrain), or add nodes") from exc
         final = result.metrics or {}
         worker_nodes = tuple(str(node) for node in final.get("worker_nodes", ()))
         check_after_run(storage_path, worker_nodes)

@@ -1,10 +1,12 @@
-"""Retrain the power forecaster: train, score on the holdout, publish, and promote if it beats the active model.
+"""Retrain the power forecaster: train, score on the holdout, publish, and promote it unless the active model does
+better.
 
 The one sequence behind `python -m training.train_lstm` and `POST /api/v1/models/retrain`. The last
 `holdout_fraction` of every series is never trained on; the new version's metrics are measured there, and
-so is the active version's, so the two are compared on the same points (at the coarser step over the common
-leads when their steps or horizons differ). A new version that cannot be compared fairly is registered but not
-activated unless activation is forced.
+so is the active version's, so the two are compared on the same points (at the active version's step over its
+leads when the new one has a finer step or a longer horizon). A new version that answers less than the active one
+(a coarser step, a shorter horizon) or cannot be compared fairly is registered but not activated unless
+activation is forced.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
     if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
-        raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
+        raise NotEnoughData("holdout too short for one forecast; raise the holdout fraction (--holdout-fraction)")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=spec.scaling, verbose=spec.verbose,
                                           storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance

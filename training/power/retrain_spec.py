@@ -20,7 +20,7 @@ FrameSource = pd.DataFrame | Callable[[int], pd.DataFrame]
 seconds: the caller decides where the data comes from (a CSV, the telemetry store, ...)."""
 
 Activation = Literal["if_better", "force", "never"]
-"""Promote the new version if it beats the active one on the same holdout, always, or never."""
+"""Promote the new version if its MAE is no higher than the active one's on the same holdout, always, or never."""
 
 MIN_SERVED_HORIZON_STEPS = 2
 """The shortest horizon, in steps, of a model that may be served (activation other than "never")."""

@@ -4,8 +4,8 @@
 `step` looks at what is due: the interval (`predictor.model_update_interval`, or the app's override) since
 the last attempt, or else the champion's live error past `degradation_factor` times its held-out MAE. A due
 attempt trains on the telemetry store's last `since_s` seconds through `retrain_power`, which promotes the new
-version only if it beats the champion on the same recent held-out data, and is recorded like an API job
-(training/retrain_attempt.py), so `GET /api/v1/models/retrain` lists both. The model's retrain lock is shared
+version only if its MAE is no higher than the champion's on the same recent held-out data, and is recorded like an
+API job (training/retrain_attempt.py), so `GET /api/v1/models/retrain` lists both. The model's retrain lock is shared
 with the API: while another attempt holds it, nothing starts and the next step tries again.
 
 The interval counts from the end of the last attempt (from its start when a kill interrupted it). The schedule

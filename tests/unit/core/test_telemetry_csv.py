@@ -373,3 +373,23 @@ def test_validate_frame_uses_source_and_first_line() -> None:
     assert str(caught.value).startswith("request:") and "line 2" in str(caught.value)
     with pytest.raises(TelemetryDataError, match="no rows"):
         validate_telemetry(pd.DataFrame({"timestamp": [], "power_watts": []}))
+
+
+def test_a_trace_of_relative_times_loads_when_undated(tmp_path: Path) -> None:
+    """A replay counts only relative times: a trace shifted to start at 0 (1970) is its legitimate input."""
+    path = write_csv(tmp_path, [HEADER, "0,n1,1", "60,n1,2"])
+    with pytest.raises(TelemetryDataError, match="milliseconds"):
+        load_telemetry_csv(path)
+    frame = load_telemetry_csv(path, dated=False)
+    assert frame["timestamp"].tolist() == [pd.Timestamp(0, tz="UTC"), pd.Timestamp(60, unit="s", tz="UTC")]
+
+
+def test_a_trailing_comma_on_a_later_row_only_is_trimmed(tmp_path: Path) -> None:
+    frame = load_lines(tmp_path, [HEADER, "2026-01-05T00:00:00Z,n1,1", "2026-01-05T00:01:00Z,n1,2,"])
+    assert frame["power_watts"].tolist() == [1.0, 2.0]
+
+
+def test_blank_lines_before_the_header_keep_the_line_numbers(tmp_path: Path) -> None:
+    """pandas took the first blank line for the header: the file had no columns."""
+    _, message = load_error(tmp_path, ["", "", HEADER, "2026-01-05T00:00:00Z,n1,1", "2026-01-05T00:01:00Z,n1,-2"])
+    assert "negative watts: line 5:" in message

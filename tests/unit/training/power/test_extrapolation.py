@@ -118,3 +118,15 @@ def test_an_extrapolated_interval_is_centred_on_the_forecast_and_holds_the_last_
     np.testing.assert_allclose(served.lower, [[0.0, 320.0]])  # 993 - 1087 clipped at 0 W
     wide = extrapolated(forecast, np.array([6.0]), np.array([1000.0]), None)  # near the last value: the model's spread
     np.testing.assert_allclose(wide.upper - wide.lower, [[60.0, 400.0]])  # 2 x max(5 x 6, |1000 - point|)
+
+
+def test_the_peak_bound_of_an_extrapolation_stays_a_running_maximum():
+    """The centred widening differs from lead to lead: moving the peak bound by each lead's own widening put it
+    under an earlier lead's upper bound (1,025 W after 1,100 W), which the autoscaler reads as the peak."""
+    point = np.array([[1000.0, 1000.0, 1000.0]])
+    forecast = CalibratedForecast(point=point, lower=np.array([[900.0, 980.0, 980.0]]),
+                                  upper=np.array([[1010.0, 1020.0, 1020.0]]), confidence=np.full((1, 3), 0.9),
+                                  peak_upper=np.array([[1015.0, 1025.0, 1025.0]]))
+    served = extrapolated(forecast, np.array([1.0]), np.array([1000.0]), None)
+    assert (np.diff(served.peak_upper) >= 0).all()
+    assert (served.peak_upper >= np.maximum.accumulate(served.upper, axis=-1)).all()
