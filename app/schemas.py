@@ -139,16 +139,17 @@ class PowerPredictionResponse(BaseModel):
                                "stored telemetry (store), or estimated from the request's other features "
                                "(features_only; intervals calibrated for that mode)")
     estimated_from: list[str] | None = Field(None, description="features_only: the features the power history was "
-                                                               "estimated from")
+                                                               "estimated from; any other the request gave is not "
+                                                               "used (the model learned power from none of them)")
     trained_on_synthetic_data: bool = Field(
         False, description="the answering model was trained on generated (synthetic) telemetry, not measured: its "
                            "numbers demonstrate the service, they are not a measured forecast")
     outside_training_range: list[str] = Field(
         [], description='inputs beyond the range the model trained on (["power_watts"]: the window\'s power lies '
                         "beyond the training power's range by more than a tenth of it): an extrapolation, its "
-                        "interval widened by the window's peak over the training peak (at most tenfold) and to the "
-                        "window's last value, its confidence at most the lowest seen in calibration (until the node's "
-                        "outcomes correct both online)")
+                        "interval widened by the window's peak over the training peak (at most tenfold), centred "
+                        "on the forecast and reaching the window's last value on both sides, its confidence at most "
+                        "the lowest seen in calibration (until the node's outcomes correct both online)")
     online_calibration_points: int = Field(
         0, description="history_source store: how many outcomes of earlier forecasts (leads scored on stored power: "
                        "the answering replica's forecasts of this model version's nodes, this node's among them once "
