@@ -131,5 +131,5 @@ def test_workers_the_cluster_cannot_place_fail_the_run_with_what_they_asked_for(
     err = capsys.readouterr().err
     assert code == 2
     assert "Ray Train could not place 1 worker(s), each reserving CPU 1, GPU 1, in 2 tries; the cluster has" in err
-    assert "GPU 0" in err and "drop --use-gpu" in err
+    assert "GPU 0" in err and "or no GPU (train_lstm's --num-workers, --cpus-per-worker, --use-gpu" in err
     assert ModelRegistry(tmp_path / "models").versions("power_lstm") == []
