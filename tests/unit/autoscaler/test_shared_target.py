@@ -330,21 +330,26 @@ def test_a_dry_run_policy_s_would_be_change_holds_no_other(make, store):
 # --- the count is read again right before the write --------------------------------------------------------------
 
 
+def on_the_read_before_the_write(actuator, act) -> None:
+    """`act()` runs at the tick's second read of the target's count: the one right before the write."""
+    read, reads = actuator.replicas, []
+
+    def replicas(target):
+        reads.append(target)
+        if len(reads) == 2:
+            act()
+        return read(target)
+
+    actuator.replicas = replicas
+
+
 def test_a_count_someone_else_changed_during_the_tick_is_not_written_over(make, store):
     """An operator scaled the target to 10 while the tick forecast: the tick's write of 4 (decided at 2) lowered it
     to 4 under a "scale_out" event, past every scale-in rule."""
     controller, actuator = make(replicas=2)
     controller.put_policy(policy_data("web", target=TARGET, predictive_scaling=MEASURED, max_replicas=20))
     write_power(store, {"n1": 1500, "n2": 1500})
-    read, reads = actuator.replicas, []
-
-    def operator_scales_during_the_tick(target):
-        reads.append(target)
-        if len(reads) == 2:  # the read right before the write
-            actuator.counts["web"] = 10
-        return read(target)
-
-    actuator.replicas = operator_scales_during_the_tick
+    on_the_read_before_the_write(actuator, lambda: actuator.counts.update(web=10))  # an operator scales meanwhile
     (event,) = controller.tick()
     assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
     assert "not changed: the target is at 10 replicas, not the 2 this decision was made at" in event.actuation.detail
@@ -358,15 +363,11 @@ def test_a_failed_read_before_the_write_is_a_plain_failure_with_no_cooldown(make
     controller, actuator = make(replicas=2)
     controller.put_policy(policy_data("web", target=TARGET, predictive_scaling=MEASURED, max_replicas=20))
     write_power(store, {"n1": 1500, "n2": 1500})
-    read, reads = actuator.replicas, []
 
-    def fails_right_before_the_write(target):
-        reads.append(target)
-        if len(reads) == 2:
-            raise KeyError("status")  # a client library's own error, not an ActuationError
-        return read(target)
+    def fails():
+        raise KeyError("status")  # a client library's own error, not an ActuationError
 
-    actuator.replicas = fails_right_before_the_write
+    on_the_read_before_the_write(actuator, fails)
     (event,) = controller.tick()
     assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
     assert "reading the count before the write failed" in event.actuation.detail

@@ -50,6 +50,18 @@ def fails(exc: BaseException):
     return outcome
 
 
+def unwritable(monkeypatch: pytest.MonkeyPatch, status: str) -> None:
+    """Records can no longer be written once an update ends them with `status`."""
+    update = RecordStore.update
+
+    def refuse(self, job_id, **fields):
+        if fields.get("status") == status:
+            raise UNREADABLE
+        return update(self, job_id, **fields)
+
+    monkeypatch.setattr(RecordStore, "update", refuse)
+
+
 def only_record(records: RecordStore) -> dict:
     [record] = records.newest(10)
     return record
@@ -243,14 +255,7 @@ def test_a_service_attempt_whose_record_cannot_be_ended_still_succeeds(tmp_path,
     """Regression: run_attempt raised the OSError; the record, left running, reads as stopped once silent."""
     monkeypatch.setattr(retrain_attempt, "retrain", publishes_outcome(tmp_path))
     records, job = service_attempt(tmp_path)
-    update = RecordStore.update
-
-    def unwritable_end(self, job_id, **fields):
-        if fields.get("status") == "succeeded":
-            raise UNREADABLE
-        return update(self, job_id, **fields)
-
-    monkeypatch.setattr(RecordStore, "update", unwritable_end)
+    unwritable(monkeypatch, "succeeded")
     with caplog.at_level(logging.WARNING):
         assert attempt(tmp_path, records, job) == "succeeded"
     assert f"retrain attempt {job} registered version 1, but its record could not be written" in caplog.text
@@ -305,14 +310,7 @@ def test_a_failed_service_attempt_keeps_a_verdict_given_first_and_survives_an_un
 
     records, job = service_attempt(tmp_path / "second")
     monkeypatch.setattr(retrain_attempt, "retrain", fails(ValueError("bad data")))
-    update = RecordStore.update
-
-    def unwritable_failure(self, job_id, **fields):
-        if fields.get("status") == "failed":
-            raise UNREADABLE
-        return update(self, job_id, **fields)
-
-    monkeypatch.setattr(RecordStore, "update", unwritable_failure)
+    unwritable(monkeypatch, "failed")
     with caplog.at_level(logging.WARNING):
         assert attempt(tmp_path, records, job) == "failed"
     assert f"retrain attempt {job} failed (train_lstm: error: bad data), and its record could not be written" \
