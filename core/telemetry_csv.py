@@ -101,7 +101,9 @@ def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str,
     years = f"{earliest.year}..{latest.year - 1}"
     text = values.astype(str).str.strip()
     as_number = pd.to_numeric(text, errors="coerce")
-    numeric = as_number.notna() & ~text.str.fullmatch(r"\d{8}")  # 20240101 is a compact ISO date, not seconds
+    numeric = as_number.notna()
+    if bounds == DATED:  # 20240101 is a compact ISO date, not seconds (which would be 1970); relative seconds are
+        numeric &= ~text.str.fullmatch(r"\d{8}")  # 8 digits from day 116 on
     seconds = as_number.where(numeric)
     _refuse(numeric & ~seconds.between(earliest.timestamp(), latest.timestamp(), inclusive="left"), lines, text,
             source, "timestamp", f"as Unix seconds outside {years} (milliseconds?)")

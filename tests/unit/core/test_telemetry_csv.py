@@ -382,6 +382,9 @@ def test_a_trace_of_relative_times_loads_when_undated(tmp_path: Path) -> None:
         load_telemetry_csv(path)
     frame = load_telemetry_csv(path, dated=False)
     assert frame["timestamp"].tolist() == [pd.Timestamp(0, tz="UTC"), pd.Timestamp(60, unit="s", tz="UTC")]
+    later = write_csv(tmp_path, [HEADER, "10000000,n1,1"], name="day-116.csv")  # 8 digits: seconds here, not a date
+    assert load_telemetry_csv(later, dated=False)["timestamp"].tolist() == [pd.Timestamp(10_000_000, unit="s",
+                                                                                          tz="UTC")]
 
 
 def test_a_trailing_comma_on_a_later_row_only_is_trimmed(tmp_path: Path) -> None:
