@@ -153,10 +153,7 @@ def test_every_ray_container_reads_the_config_file_of_the_configmap(folder: str,
     """Without it, `workloads`, `auto_scaling.policies` and `predictor.resolutions` could only be set by building
     them into the image."""
     objects = _flavour(folder)
-    shipped = _one([o for o in objects if o["metadata"]["name"] == "kcloud-config"], "ConfigMap")["data"]["config.yaml"]
-    path = tmp_path / "config.yaml"
-    path.write_text(shipped)
-    load_service_config(path, environ={})  # the shipped file validates (empty: the defaults)
+    load_service_config(_shipped_config(objects, tmp_path), environ={})  # the shipped file validates
     for kind, cluster in _ray_clusters(objects):
         for template in _ray_templates(cluster):
             [container] = template["spec"]["containers"]
@@ -181,6 +178,14 @@ def test_init_containers_read_the_config_and_registry_of_their_ray_container(fol
                 assert _mounts(init)["config"] == _mounts(ray_container)["config"], init["name"]
                 checked += 1
     assert checked >= 1  # the RayService head's demo-models
+
+
+def _shipped_config(objects: list[dict[str, Any]], folder: Path) -> Path:
+    """The config file of ConfigMap kcloud-config, written to `folder`."""
+    [config_map] = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kcloud-config"]
+    path = folder / "config.yaml"
+    path.write_text(config_map["data"]["config.yaml"])
+    return path
 
 
 def _env(container: dict[str, Any]) -> dict[str, str | None]:
@@ -250,12 +255,125 @@ def test_retraining_jobs_start_no_work_until_an_operator_asks():
         assert "suspend" not in _one(_built(ONE_OFF[overlay]), "RayJob")["spec"]  # created when wanted
 
 
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}
+"""The volume types Kubernetes' "restricted" Pod Security level admits."""
+
+
+def _pod_templates(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, pod template) of every pod the objects make: Ray heads and workers, and the RayJobs' submitters."""
+    found = []
+    for manifest in objects:
+        spec = manifest.get("spec", {}) if manifest["kind"] in ("RayJob", "RayCronJob") else {}
+        job = spec.get("jobTemplate", spec)
+        if "submitterPodTemplate" in job:
+            found.append((f"{manifest['kind']} submitter", job["submitterPodTemplate"]))
+    for kind, cluster in _ray_clusters(objects):
+        found += [(f"{kind} {index}", template) for index, template in enumerate(_ray_templates(cluster))]
+    return found
+
+
+def _restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec out of the "restricted" Pod Security level (the checks of its current version)."""
+    security = pod.get("securityContext", {})
+    found = [] if security.get("runAsNonRoot") is True else ["runAsNonRoot"]
+    found += [] if security.get("runAsUser", 1000) != 0 else ["runAsUser 0"]
+    found += [] if security.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost") else ["seccomp"]
+    found += [f"volume {v['name']}" for v in pod.get("volumes", []) if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        problems = _container_violations(container.get("securityContext"))
+        found += [f"{container['name']}: {problem}" for problem in problems]
+    return found
+
+
+def _container_violations(security: dict[str, Any] | None) -> list[str]:
+    security = security or {}
+    capabilities = security.get("capabilities", {})
+    found = [] if security.get("allowPrivilegeEscalation") is False else ["allowPrivilegeEscalation"]
+    found += [] if "ALL" in capabilities.get("drop", []) else ["capabilities not dropped"]
+    found += [] if set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"} else ["capabilities added"]
+    return found + (["privileged"] if security.get("privileged") else [])
+
+
 @pytest.mark.parametrize("folder", OVERLAYS)
-def test_every_ray_pod_writes_its_volumes_as_the_image_s_group(folder: str):
-    """The image runs as 1000:100; a fresh block volume's root is root:root 0755 without fsGroup."""
-    for kind, cluster in _ray_clusters(_flavour(folder)):
-        for template in _ray_templates(cluster):
-            assert template["spec"].get("securityContext", {}).get("fsGroup") == 100, kind
+def test_every_pod_meets_the_restricted_pod_security_level_its_namespace_enforces(folder: str):
+    """KubeRay's injected containers take theirs from the template: a worker's wait-gcs-ready from its Ray container,
+    the autoscaler sidecar from autoscalerOptions."""
+    objects = _flavour(folder)
+    namespaces = [o for o in _built("base") + _built("secrets") if o["kind"] == "Namespace"]
+    assert len(namespaces) == 2 and namespaces[0] == namespaces[1]  # neither apply drops the other's labels
+    assert namespaces[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    templates = _pod_templates(objects)
+    assert {where.split()[0] for where, _ in templates} == {"RayService", "RayJob", "RayCronJob"}
+    assert sum("submitter" in where for where, _ in templates) == 2
+    for where, template in templates:
+        assert _restricted_violations(template["spec"]) == [], where
+        security = template["spec"]["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (1000, 100, 100), where
+    for kind, cluster in _ray_clusters(objects):
+        if cluster.get("enableInTreeAutoscaling"):
+            assert _container_violations(cluster["autoscalerOptions"].get("securityContext")) == [], kind
+
+
+def test_a_pod_that_breaks_the_restricted_level_is_caught():
+    pod = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+           "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+           "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}}],
+           "initContainers": [{"name": "i"}]}
+    assert _restricted_violations(pod) == ["volume host", "c: capabilities added", "i: allowPrivilegeEscalation",
+                                           "i: capabilities not dropped"]
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_only_the_service_head_holds_a_kubernetes_api_token(folder: str):
+    """The scaling controller (on the service's head) patches scale targets; nothing else calls the API."""
+    for where, template in _pod_templates(_flavour(folder)):
+        automount = template["spec"].get("automountServiceAccountToken", True)
+        assert automount == (where == "RayService 0"), where
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_the_job_submitters_carry_the_ray_token(folder: str):
+    for where, template in _pod_templates(_flavour(folder)):
+        if "submitter" in where:
+            [container] = template["spec"]["containers"]
+            env = {e["name"]: e for e in container["env"]}
+            token = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert token == {"name": "kcloud-ray-auth", "key": "auth_token"}
+            assert "command" not in container  # KubeRay's `ray job submit`
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_every_service_pod_spills_telemetry_to_a_volume_that_holds_the_cap(folder: str, tmp_path):
+    """The collectors (one per node) spill while the store is down; on the container's own disk the spill would go
+    with any restart of the container and count against its ephemeral storage."""
+    objects = _built(folder)
+    telemetry = load_service_config(_shipped_config(objects, tmp_path), environ={}).telemetry
+    for template in _ray_templates(_one(objects, "RayService")["spec"]["rayClusterConfig"]):
+        spec = template["spec"]
+        [mount] = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == telemetry.spill_dir]
+        [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert _mib(volume["emptyDir"]["sizeLimit"]) >= 2 * telemetry.max_spill_mib
+
+
+def _mib(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_the_cron_runs_are_deleted_after_a_week_and_their_clusters_after_they_end():
+    """Without rules every daily run left its RayJob; KubeRay refuses rules beside shutdownAfterJobFinishes, and a
+    policy that deletes more must not come earlier than one that deletes less."""
+    job = _one(_built("base"), "RayCronJob")["spec"]["jobTemplate"]
+    assert "shutdownAfterJobFinishes" not in job and "ttlSecondsAfterFinished" not in job
+    ttls: dict[tuple[str, str], dict[str, int]] = {}
+    for rule in job["deletionStrategy"]["deletionRules"]:
+        [(field, status)] = [(k, v) for k, v in rule["condition"].items() if k != "ttlSeconds"]
+        ttls.setdefault((field, status), {})[rule["policy"]] = rule["condition"]["ttlSeconds"]
+    assert set(ttls) == {("jobStatus", "SUCCEEDED"), ("jobStatus", "FAILED"), ("jobDeploymentStatus", "Failed")}
+    for policies in ttls.values():
+        assert policies["DeleteCluster"] <= 3600 and policies["DeleteSelf"] >= max(policies["DeleteCluster"], 86_400)
 
 
 def test_the_secrets_create_their_namespace():
