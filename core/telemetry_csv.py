@@ -2,11 +2,13 @@
 
 The loader is strict about what it cannot repair (no target column, unparsable times, negative watts,
 percentages out of range) and lenient about what it can (missing optional columns, extra columns,
-unsorted or duplicated rows). Every refusal names the file, the line and the reason.
+unsorted rows, several rows of one node and time: averaged, as samples of one bin are, and logged). Every refusal
+names the file, the line and the reason.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ _TEMPERATURE_RANGE = (-50.0, 150.0)
 DATED = (pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
 # What a trace of relative times (a replay's, starting at 0) may hold: what pandas' nanosecond times can
 ANY_TIME = (pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
+
+logger = logging.getLogger(__name__)
 
 
 class TelemetryDataError(ValueError):
@@ -62,9 +66,10 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
             any time pandas can hold (a replay's relative times).
 
     Returns:
-        A frame with every canonical column, sorted by node and time, one row per (node, timestamp):
-        `timestamp` as UTC datetimes, numeric features as float (NaN where unknown), `node_id` and
-        `workload_type` as strings (`workload_type` NaN where unknown). Extra columns are dropped.
+        A frame with every canonical column, sorted by node and time, one row per (node, timestamp) (rows
+        sharing one are averaged, their first known workload kept): `timestamp` as UTC datetimes, numeric
+        features as float (NaN where unknown), `node_id` and `workload_type` as strings (`workload_type` NaN where
+        unknown). Extra columns are dropped.
     """
     missing = [c for c in ("timestamp", TARGET) if c not in raw.columns]
     if missing:
@@ -90,9 +95,25 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
         frame["workload_type"] = workload.where(workload != "", np.nan)
     else:
         frame["workload_type"] = np.nan
-    frame = frame.sort_values(["node_id", "timestamp"], kind="stable")
-    frame = frame.drop_duplicates(["node_id", "timestamp"], keep="first")
+    frame = _merge_same_instant(frame.sort_values(["node_id", "timestamp"], kind="stable"), lines, source)
     return frame.reset_index(drop=True)[list(CANONICAL_COLUMNS)]
+
+
+def _merge_same_instant(frame: pd.DataFrame, lines: pd.Series, source: str) -> pd.DataFrame:
+    """One row per (node, timestamp): rows sharing one (an export written twice, sub-second samples rounded to the
+    second) become their mean, as samples of one bin do when resampled, and the first known workload; logged with
+    the first such line, since two different values of one instant may also mean two sources writing one node."""
+    shared = frame.duplicated(["node_id", "timestamp"], keep=False)
+    if not shared.any():
+        return frame
+    rows = frame[shared]
+    merged = rows.groupby(["node_id", "timestamp"], sort=False).agg(
+        {TARGET: "mean", **dict.fromkeys(NUMERIC_FEATURES, "mean"), "workload_type": "first"}).reset_index()
+    differing = rows.groupby(["node_id", "timestamp"], sort=False)[TARGET].nunique().gt(1).sum()
+    logger.warning("%s: %d rows share a node and time with another row (first at line %d; %d instants with different "
+                   "power): each instant's rows were averaged", source, len(rows), int(lines[rows.index].min()),
+                   differing)
+    return pd.concat([frame[~shared], merged]).sort_values(["node_id", "timestamp"], kind="stable")
 
 
 def _parse_timestamps(values: pd.Series, lines: pd.Series, source: str,

@@ -124,20 +124,27 @@ def test_extra_columns_are_dropped(tmp_path: Path) -> None:
     assert frame.iloc[0]["node_id"] == "n1" and frame.iloc[0]["power_watts"] == 5.0
 
 
-def test_duplicates_are_dropped_keeping_the_first(tmp_path: Path) -> None:
+def test_rows_of_one_node_and_instant_are_averaged_and_logged(tmp_path: Path, caplog) -> None:
+    """As samples of one bin are when resampled; keeping one of them silently threw the others away."""
     frame = load_lines(tmp_path, [
-        HEADER,
-        "2026-01-05T00:00:00Z,n1,10",
-        "2026-01-05T00:01:00Z,n1,11",
-        "2026-01-05T00:00:00Z,n1,99",  # same node and time as line 2
-        "2026-01-05T01:00:00+01:00,n1,98",  # the same instant, written with an offset
-        "2026-01-05T00:00:00Z,n2,20",  # same time, other node: kept
+        "timestamp,node_id,power_watts,cpu_utilization,workload_type",
+        "2026-01-05T00:00:00Z,n1,10,,",
+        "2026-01-05T00:01:00Z,n1,11,5,idle",
+        "2026-01-05T00:00:00Z,n1,99,40,train",  # same node and time as line 2
+        "2026-01-05T01:00:00+01:00,n1,100,60,infer",  # the same instant, written with an offset
+        "2026-01-05T00:00:00Z,n2,20,1,idle",  # same time, other node: its own row
     ])
     assert len(frame) == 3
     n1 = frame[frame["node_id"] == "n1"]
-    assert n1["power_watts"].tolist() == [10.0, 11.0]
+    assert n1["power_watts"].tolist() == [(10 + 99 + 100) / 3, 11.0]
+    assert n1["cpu_utilization"].tolist() == [50.0, 5.0]  # the mean of what is known
+    assert n1["workload_type"].tolist() == ["train", "idle"]  # the first known
     assert frame[frame["node_id"] == "n2"]["power_watts"].tolist() == [20.0]
     assert not frame.duplicated(["node_id", "timestamp"]).any()
+    assert frame.index.tolist() == [0, 1, 2]
+    [record] = [r for r in caplog.records if r.name == "core.telemetry_csv"]
+    assert "3 rows share a node and time" in record.getMessage() and "first at line 2" in record.getMessage()
+    assert "1 instants with different power" in record.getMessage()
 
 
 def test_unsorted_input_is_sorted_by_node_then_time(tmp_path: Path) -> None:
