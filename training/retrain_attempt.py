@@ -256,7 +256,7 @@ def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrain
     if not isinstance(data, TrainingData):
         raise TypeError("the power forecaster trains on telemetry")
     return recorded_outcome("train_lstm", retrain_power(data.frames(), spec, registry=registry),
-                            lambda result: power_outcome(result, registry))
+                            lambda result: power_outcome(result, registry, cli=False))
 
 
 def recorded_outcome(tool: str, result: Result, outcome: Callable[[Result], AttemptOutcome]) -> AttemptOutcome:
@@ -279,15 +279,16 @@ def registered_outcome(tool: str, result: Registered, cause: str) -> AttemptOutc
                                   f"scores could not be recorded ({cause})")
 
 
-def power_outcome(result: RetrainResult, registry: ModelRegistry) -> AttemptOutcome:
-    """The record's view of a power retraining; the data span is the registered version's."""
+def power_outcome(result: RetrainResult, registry: ModelRegistry, *, cli: bool = True) -> AttemptOutcome:
+    """The record's view of a power retraining; the data span is the registered version's; `cli`: a `train_lstm`
+    run's (else an API or scheduled attempt's, whose message names no command-line flag)."""
     span = registry.get(result.model_id, result.version)[1].data_span
     return AttemptOutcome(
         registered_version=result.version, decision=result.decision, reason=result.reason,
         activated=result.activated, challenger=result.metrics.model_dump(),
         champion=_champion(result.incumbent, result.incomparable),
         data_span=span.model_dump(mode="json") if span else None,
-        message=" ".join(f"train_lstm: {line}" for line in result.summary_lines()))
+        message=" ".join(f"train_lstm: {line}" for line in result.summary_lines(cli=cli)))
 
 
 def cost_outcome(result: CostRetrainResult) -> AttemptOutcome:

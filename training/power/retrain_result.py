@@ -126,8 +126,9 @@ class RetrainResult(BaseModel):
             raise ValueError("the active version was either compared or not")
         return self
 
-    def summary_lines(self) -> list[str]:
-        """The outcome as `train_lstm` reports it, one line per fact."""
+    def summary_lines(self, *, cli: bool = True) -> list[str]:
+        """The outcome as `train_lstm` reports it, one line per fact; `cli=False` (an API or scheduled attempt's
+        record) leaves out what only the command line can do."""
         m = self.metrics
         label = " (trained on SYNTHETIC data: for demos only)" if self.synthetic else ""
         lines = [f"registered {self.model_id} version {self.version}{label}; holdout MAE {m.mae:.2f} W "
@@ -145,7 +146,7 @@ class RetrainResult(BaseModel):
         elif self.incomparable is not None:
             other = self.incomparable
             kept = "activated (forced)" if self.activated else f"NOT activated (kept version {other.version})"
-            hint = "; --force-activate serves it anyway" if self.decision == "not_comparable" else ""
+            hint = "; --force-activate serves it anyway" if cli and self.decision == "not_comparable" else ""
             lines.append(f"active version {other.version} could not be compared: {other.why}: {kept}{hint}")
         elif self.activated:
             lines.append("activated (no model was active)")

@@ -91,6 +91,8 @@ def test_an_incomparable_version_is_registered_not_activated_with_the_reason(sam
                              "without activation (force the activation to serve it anyway)")
     assert result.summary_lines()[-1] == ("active version 1 could not be compared: steps 2min and 3min do not "
                                           "nest: NOT activated (kept version 1); --force-activate serves it anyway")
+    # an API or scheduled attempt's record: no command-line flag to follow
+    assert power_outcome(result, registry, cli=False).message.endswith("do not nest: NOT activated (kept version 1)")
     assert registry.versions("power_lstm") == [1, 2] and registry.active_version("power_lstm") == 1
 
 
