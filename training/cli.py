@@ -185,9 +185,17 @@ def add_state_path_flag(parser: argparse.ArgumentParser) -> None:
                              "service's default)")
 
 
-def state_path(args: argparse.Namespace) -> str:
-    """The state path `add_state_path_flag` names: the flag, else $KCLOUD_STATE_PATH, else the service's default."""
-    return args.state_path or os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
+def state_path(args: argparse.Namespace, tool: str) -> str:
+    """The state path `add_state_path_flag` names: the flag, else $KCLOUD_STATE_PATH, else the service's default,
+    relative to the current directory: where that does not exist yet, a note says that no service shares the lock."""
+    chosen = args.state_path or os.environ.get(STATE_PATH_ENV)
+    if chosen:
+        return chosen
+    if not Path(DEFAULT_STATE_PATH).is_dir():
+        sys.stderr.write(f"{tool}: note: no ./{DEFAULT_STATE_PATH} in {Path.cwd()}: this run takes the model's retrain "
+                         f"lock in a new one, which no running service shares; to share a service's, give its "
+                         f"args.state_path as --state-path or ${STATE_PATH_ENV}\n")
+    return DEFAULT_STATE_PATH
 
 
 def run_cli(name: str, body: Callable[[], int]) -> int:

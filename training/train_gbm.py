@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         records = data.records(catalog)  # refused before anything is written
         registry = ModelRegistry(args.model_path or config.model_path)
         recorded = data if args.data is None else data.model_copy(update={"label": Path(args.data).name})
-        run = CliRun("train_gbm", args.model_id, recorded, state_path(args), registry)
+        run = CliRun("train_gbm", args.model_id, recorded, state_path(args, "train_gbm"), registry)
         result = run.run(lambda held: retrain_cost(records, spec, registry=held), cost_outcome)
         for line in result.summary_lines():
             sys.stderr.write(f"train_gbm: {line}\n")

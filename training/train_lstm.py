@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
         registry = ModelRegistry(args.model_path or spec.config.model_path)
-        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args), registry)
+        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args, "train_lstm"), registry)
         result = run.run(lambda held: retrain_power(source, spec, registry=held),
                          lambda done: power_outcome(done, registry))
         for line in result.summary_lines():

@@ -172,3 +172,16 @@ def test_a_terminated_run_is_recorded_and_frees_the_model_at_once(tmp_path):
     assert record["status"] == "failed" and record["message"] == "train_lstm: terminated"
     assert RetrainLocks(records).holder("power_lstm") is None
     assert signal.getsignal(signal.SIGTERM) is before  # the process's handler again
+
+
+def test_a_run_without_a_state_path_where_none_exists_says_no_service_shares_its_lock(tmp_path, monkeypatch, capsys):
+    """A run from another directory took its lock in a ./state of its own, beside the service's, without a word."""
+    monkeypatch.delenv("KCLOUD_STATE_PATH")
+    monkeypatch.chdir(tmp_path)
+    assert train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models")]) == 0
+    [note] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train_gbm: note: ")]
+    assert note.startswith(f"train_gbm: note: no ./state in {tmp_path}: this run takes the model's retrain lock in a "
+                           "new one, which no running service shares")
+    assert (tmp_path / "state" / "retrain").is_dir()
+    assert train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models")]) == 0  # ./state exists now
+    assert "note: no ./state" not in capsys.readouterr().err
