@@ -274,14 +274,16 @@ def _pod_templates(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, A
 
 
 def _restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """What keeps a pod spec out of the "restricted" Pod Security level (the checks of its current version)."""
+    """What keeps a pod spec out of the "restricted" Pod Security level (its checks, "baseline" included, for the
+    fields these manifests could set)."""
     security = pod.get("securityContext", {})
     found = [] if security.get("runAsNonRoot") is True else ["runAsNonRoot"]
-    found += [] if security.get("runAsUser", 1000) != 0 else ["runAsUser 0"]
-    found += [] if security.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost") else ["seccomp"]
+    found += [f"host namespace {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
     found += [f"volume {v['name']}" for v in pod.get("volumes", []) if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    found += _shared_violations(security, pod_level=True) + (["sysctls"] if security.get("sysctls") else [])
     for container in pod.get("containers", []) + pod.get("initContainers", []):
         problems = _container_violations(container.get("securityContext"))
+        problems += ["hostPort"] if any(port.get("hostPort") for port in container.get("ports", [])) else []
         found += [f"{container['name']}: {problem}" for problem in problems]
     return found
 
@@ -292,7 +294,22 @@ def _container_violations(security: dict[str, Any] | None) -> list[str]:
     found = [] if security.get("allowPrivilegeEscalation") is False else ["allowPrivilegeEscalation"]
     found += [] if "ALL" in capabilities.get("drop", []) else ["capabilities not dropped"]
     found += [] if set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"} else ["capabilities added"]
-    return found + (["privileged"] if security.get("privileged") else [])
+    found += ["privileged"] if security.get("privileged") else []
+    found += ["runAsNonRoot false"] if security.get("runAsNonRoot") is False else []
+    found += ["procMount"] if security.get("procMount", "Default") != "Default" else []
+    return found + _shared_violations(security, pod_level=False)
+
+
+def _shared_violations(security: dict[str, Any], *, pod_level: bool) -> list[str]:
+    """Checks that apply to a pod's and a container's securityContext alike (a container's overrides the pod's)."""
+    seccomp = security.get("seccompProfile", {}).get("type")
+    found = ["seccomp"] if (seccomp not in ("RuntimeDefault", "Localhost") if pod_level else seccomp == "Unconfined") \
+        else []
+    found += ["runAsUser 0"] if security.get("runAsUser") == 0 else []
+    found += ["appArmor unconfined"] if security.get("appArmorProfile", {}).get("type") == "Unconfined" else []
+    found += ["hostProcess"] if security.get("windowsOptions", {}).get("hostProcess") else []
+    selinux = security.get("seLinuxOptions", {})
+    return found + (["seLinuxOptions"] if selinux.get("user") or selinux.get("role") else [])
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)
@@ -316,13 +333,27 @@ def test_every_pod_meets_the_restricted_pod_security_level_its_namespace_enforce
 
 
 def test_a_pod_that_breaks_the_restricted_level_is_caught():
+    container = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     pod = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-           "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
-           "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False,
-                                                            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}}],
-           "initContainers": [{"name": "i"}]}
-    assert _restricted_violations(pod) == ["volume host", "c: capabilities added", "i: allowPrivilegeEscalation",
-                                           "i: capabilities not dropped"]
+           "containers": [{"name": "ok", "securityContext": container}]}
+    assert _restricted_violations(pod) == []
+    broken = [
+        ({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}, "volume host"),
+        ({"hostPID": True}, "host namespace hostPID"),
+        ({"securityContext": {**pod["securityContext"], "sysctls": [{"name": "kernel.msgmax", "value": "1"}]}},
+         "sysctls"),
+        ({"securityContext": {"runAsNonRoot": True}}, "seccomp"),
+        ({"containers": [{"name": "c", "securityContext": {**container, "capabilities": {
+            "drop": ["ALL"], "add": ["SYS_ADMIN"]}}}]}, "c: capabilities added"),
+        ({"containers": [{"name": "c", "securityContext": {**container, "runAsUser": 0}}]}, "c: runAsUser 0"),
+        ({"containers": [{"name": "c", "securityContext": {**container, "seccompProfile": {"type": "Unconfined"}}}]},
+         "c: seccomp"),
+        ({"containers": [{"name": "c", "securityContext": container,
+                          "ports": [{"containerPort": 80, "hostPort": 80}]}]}, "c: hostPort"),
+        ({"initContainers": [{"name": "i"}]}, "i: allowPrivilegeEscalation"),
+    ]
+    for change, expected in broken:
+        assert expected in _restricted_violations({**pod, **change}), expected
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)
