@@ -167,15 +167,16 @@ def test_every_ray_container_reads_the_config_file_of_the_configmap(folder: str,
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_init_containers_read_the_config_and_registry_of_their_ray_container(folder: str):
     """Regression: the demo-models initContainer trained without the config file, at the default resolutions and
-    features, and later retrains kept that shape."""
+    features, and later retrains kept that shape. It records its trainings with the service's attempts."""
     checked = 0
     for _, cluster in _ray_clusters(_flavour(folder)):
         for template in _ray_templates(cluster):
             ray_container = template["spec"]["containers"][0]
             for init in template["spec"].get("initContainers", []):
-                for name in ("KCLOUD_CONFIG", "MODEL_PATH"):
+                for name in ("KCLOUD_CONFIG", "MODEL_PATH", "KCLOUD_STATE_PATH"):
                     assert _env(init)[name] == _env(ray_container)[name], (init["name"], name)
-                assert _mounts(init)["config"] == _mounts(ray_container)["config"], init["name"]
+                for volume in ("config", "state"):
+                    assert _mounts(init)[volume] == _mounts(ray_container)[volume], (init["name"], volume)
                 checked += 1
     assert checked >= 1  # the RayService head's demo-models
 
@@ -242,6 +243,9 @@ def test_retraining_jobs_name_the_registry_and_the_cron_schedule():
     assert len(cron["spec"]["schedule"].split()) == 5
     for entrypoint in (_one(objects, "RayJob")["spec"]["entrypoint"], cron["spec"]["jobTemplate"]["entrypoint"]):
         assert "--model-path /models" in entrypoint
+    for kind, cluster in _ray_clusters(objects):  # the jobs lock alone (no state volume), said by a path of the pod's
+        if kind != "RayService":
+            assert _env(cluster["headGroupSpec"]["template"]["spec"]["containers"][0])["KCLOUD_STATE_PATH"], kind
 
 
 def test_retraining_jobs_start_no_work_until_an_operator_asks():
