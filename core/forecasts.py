@@ -65,7 +65,7 @@ class PowerForecast(BaseModel):
     peak_upper: tuple[float, ...] | None = None
     estimated_from: tuple[str, ...] = ()  # features-only mode: the features the power history was estimated from
     # inputs beyond the range the model trained on ("power_watts"): an extrapolation, its intervals widened with the
-    # level and its confidence at most the lowest calibrated (training.power.inference)
+    # level and its confidence that of the wider interval, at most the lowest calibrated (training.power.extrapolation)
     outside_training_range: tuple[str, ...] = ()
     trained_on_synthetic_data: bool = False
     # scored leads (earlier forecasts of this model version's nodes on this replica, scored on their stored power)

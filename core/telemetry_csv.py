@@ -108,7 +108,8 @@ def _merge_same_instant(frame: pd.DataFrame, lines: pd.Series, source: str) -> p
         return frame
     rows = frame[shared]
     merged = rows.groupby(["node_id", "timestamp"], sort=False).agg(
-        {TARGET: "mean", **dict.fromkeys(NUMERIC_FEATURES, "mean"), "workload_type": "first"}).reset_index()
+        {TARGET: "mean", **dict.fromkeys(NUMERIC_FEATURES, "mean"), **dict.fromkeys(CATEGORICAL_FEATURES, "first")}
+    ).reset_index()
     differing = rows.groupby(["node_id", "timestamp"], sort=False)[TARGET].nunique().gt(1).sum()
     logger.warning("%s: %d rows share a node and time with another row (first at line %d; %d instants with different "
                    "power): each instant's rows were averaged", source, len(rows), int(lines[rows.index].min()),
