@@ -82,21 +82,33 @@ class KubernetesActuator(Actuator):
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
             return int(self._worker_group(target)[1].get("replicas", 0))
-        read, _ = self._scale_methods(target)
-        with self._errors(target, "read"):
-            return _spec_replicas(read(target.name, target.namespace, _preload_content=False,
-                                       _request_timeout=self._timeout_s))
+        return _spec_replicas(self._read_scale(target))
 
     def scale(self, target: ScalingTarget, replicas: int) -> str:
+        """Set the count, on the object as this call read it: a change made in between fails the write (409 for a
+        Deployment or StatefulSet, whose patch carries the read's resourceVersion; 422 for a RayCluster, whose
+        patch tests the group's count), so nobody's change is overwritten."""
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
             return self._scale_worker_group(target, replicas)
-        current = self.replicas(target)
+        scale = self._read_scale(target)
+        current, version = _spec_replicas(scale), (scale.get("metadata") or {}).get("resourceVersion")
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if version:
+            body["metadata"] = {"resourceVersion": version}
         _, patch = self._scale_methods(target)
         with self._errors(target, "scale"):
-            stored = _spec_replicas(patch(target.name, target.namespace, {"spec": {"replicas": replicas}},
-                                          _preload_content=False, _request_timeout=self._timeout_s))
+            stored = _spec_replicas(json.loads(patch(target.name, target.namespace, body, _preload_content=False,
+                                                     _request_timeout=self._timeout_s).data))
         return f"{_describe(target)}: replicas {current} -> {stored}"
+
+    def _read_scale(self, target: DeploymentTarget | StatefulSetTarget) -> dict[str, Any]:
+        """The target's scale subresource as stored now (JSON, not V1Scale: kmock answers with the Deployment
+        itself, which V1Scale refuses)."""
+        read, _ = self._scale_methods(target)
+        with self._errors(target, "read"):
+            return json.loads(read(target.name, target.namespace, _preload_content=False,
+                                   _request_timeout=self._timeout_s).data)
 
     def _check_kind(self, target: ScalingTarget) -> KubernetesTarget:
         if isinstance(target, KubernetesTarget):
@@ -127,24 +139,30 @@ class KubernetesActuator(Actuator):
         raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
 
     def _scale_worker_group(self, target: RayClusterTarget, replicas: int) -> str:
+        """Scale the group, as far as its minReplicas/maxReplicas allow (KubeRay would clamp silently; refusing
+        left a group short of its bound while the budget was blown): the result says where it stopped."""
         index, group = self._worker_group(target)
         low, high = group.get("minReplicas", 0), group.get("maxReplicas", KUBERAY_MAX_REPLICAS)
-        if not low <= replicas <= high:  # KubeRay would clamp it silently
-            raise ActuationError(
-                f"{_describe(target)} worker group {target.worker_group!r}: {replicas} replicas is outside its "
-                f"minReplicas/maxReplicas [{low}, {high}]; change the group's bounds or the policy's")
+        current, bounded = group.get("replicas"), min(max(replicas, low), high)
+        where = f"{_describe(target)} worker group {target.worker_group!r}"
+        bound = f"its {'maxReplicas' if replicas > high else 'minReplicas'} {bounded}"
+        if bounded == (current or 0):
+            raise ActuationError(f"{where}: {replicas} replicas is outside its minReplicas/maxReplicas [{low}, "
+                                 f"{high}] and the group is at {bound}; change the group's bounds or the policy's")
         path = f"/spec/workerGroupSpecs/{index}"
         # `test` makes the API server refuse the patch (422) if the groups were reordered since the read, so the
-        # wrong group is never scaled. `add` sets the member whether or not `replicas` is present.
+        # wrong group is never scaled, or if its count changed since, so nobody's change is overwritten. `add`
+        # sets the member whether or not `replicas` is present.
         body = [{"op": "test", "path": f"{path}/groupName", "value": target.worker_group},
-                {"op": "add", "path": f"{path}/replicas", "value": replicas}]
+                *([{"op": "test", "path": f"{path}/replicas", "value": current}] if current is not None else []),
+                {"op": "add", "path": f"{path}/replicas", "value": bounded}]
         with self._errors(target, "scale"):
             # The client would send a list body as merge-patch (its default here), which the API server rejects.
             client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
                 RAY_GROUP, RAY_VERSION, target.namespace, RAY_PLURAL, target.name, body,
                 _content_type="application/json-patch+json", _request_timeout=self._timeout_s)
-        return (f"{_describe(target)} worker group {target.worker_group!r}: "
-                f"replicas {group.get('replicas', 0)} -> {replicas}")
+        stopped = "" if bounded == replicas else f" ({bound}; the policy asked {replicas})"
+        return f"{where}: replicas {current or 0} -> {bounded}{stopped}"
 
     # --- errors --------------------------------------------------------------------------------------------
 
@@ -166,7 +184,9 @@ class KubernetesActuator(Actuator):
                 message += f": {detail}"
             if doing != "read" and error.status in UNKNOWN_OUTCOME_STATUSES:
                 raise ActuationOutcomeUnknown(f"{message}; the change may have landed") from error
-            if error.status == 403:
+            if error.status == 409:
+                message += "; it changed since it was read: the next tick decides from its new count"
+            elif error.status == 403:
                 message += f"; check the RBAC in {RBAC_FILE} (service account kcloud-autoscaler)"
             elif error.status == 401:
                 message += "; check the credentials (service account token or kubeconfig)"
@@ -183,7 +203,6 @@ class KubernetesActuator(Actuator):
                                  f"unreachable: {error}") from error
 
 
-def _spec_replicas(response: urllib3.BaseHTTPResponse) -> int:
-    """`spec.replicas` of a raw scale response. Read as JSON, not as V1Scale: kmock answers with the Deployment
-    itself, which V1Scale refuses (no status.replicas); a real Scale omits replicas when it is 0."""
-    return int((json.loads(response.data).get("spec") or {}).get("replicas", 0))
+def _spec_replicas(scale: dict[str, Any]) -> int:
+    """`spec.replicas` of a scale subresource as JSON (a real Scale omits replicas when it is 0)."""
+    return int((scale.get("spec") or {}).get("replicas", 0))

@@ -75,6 +75,23 @@ def test_workload_is_read_and_scaled_through_the_scale_subresource(actuator, emu
     assert actuator.replicas(target) == 5
 
 
+def test_a_workload_write_carries_the_resource_version_it_read_and_a_conflict_changes_nothing(actuator, emulator):
+    """The API server refuses a patch whose resourceVersion is stale (409): a count set by someone else between the
+    read and the write stays (kmock does not check versions, so the conflict is answered as the server would)."""
+    emulator.objects["apps/v1/deployments", "default", "versioned"] = {
+        "metadata": {"name": "versioned", "namespace": "default", "resourceVersion": "41"}, "spec": {"replicas": 2}}
+    target = DeploymentTarget(name="versioned")
+    _, requests = requests_during(emulator, lambda: actuator.scale(target, 3))
+    assert requests[-1].data == {"spec": {"replicas": 3}, "metadata": {"resourceVersion": "41"}}
+
+    conflict = {"kind": "Status", "code": 409, "reason": "Conflict", "message": "the object has been modified"}
+    emulator[kmock.method.PATCH, kmock.resource("apps", "v1", "deployments"), kmock.name("versioned")] \
+        << 409 << conflict
+    with pytest.raises(ActuationError, match=r"cannot scale deployment default/versioned: conflict \(409\): the "
+                                             r"object has been modified; it changed since it was read"):
+        actuator.scale(target, 4)
+
+
 def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator):
     emulator.objects[RAYCLUSTERS, "default", "rc"] = raycluster("rc", ("cpu", 1, 0, 4), ("gpu", 2, 1, 8))
     target = RayClusterTarget(name="rc", worker_group="gpu")
@@ -89,6 +106,7 @@ def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator)
     assert (patch.method.value, patch.url.path) == ("PATCH", "/apis/ray.io/v1/namespaces/default/rayclusters/rc")
     assert patch.headers["Content-Type"] == "application/json-patch+json"
     assert patch.data == [{"op": "test", "path": "/spec/workerGroupSpecs/1/groupName", "value": "gpu"},
+                          {"op": "test", "path": "/spec/workerGroupSpecs/1/replicas", "value": 2},
                           {"op": "add", "path": "/spec/workerGroupSpecs/1/replicas", "value": 6}]
     assert actuator.replicas(RayClusterTarget(name="rc", worker_group="cpu")) == 1
 
@@ -105,15 +123,35 @@ def test_raycluster_reordered_after_the_read_is_not_scaled(actuator, emulator):
     assert emulator.objects[RAYCLUSTERS, "default", "moving"]["spec"] == stored["spec"]
 
 
-@pytest.mark.parametrize("replicas", [0, 9])
-def test_replicas_outside_the_worker_group_bounds_are_refused(actuator, emulator, replicas):
-    emulator.objects[RAYCLUSTERS, "default", "bounded"] = raycluster("bounded", ("gpu", 2, 1, 8))
+def test_raycluster_changed_after_the_read_is_not_scaled(actuator, emulator):
+    """Someone else's count (an operator, Ray's own autoscaler) set between the read and the write stays."""
+    emulator.objects[RAYCLUSTERS, "default", "busy"] = raycluster("busy", ("gpu", 4, 0, 8))
+    stale = raycluster("busy", ("gpu", 2, 0, 8))  # what the read sees
+    emulator[kmock.method.GET, kmock.resource("ray.io", "v1", "rayclusters"), kmock.name("busy")] << stale
 
+    with pytest.raises(ActuationError, match=r"cannot scale raycluster default/busy: .*\(500\)"):  # 422 in k8s
+        actuator.scale(RayClusterTarget(name="busy", worker_group="gpu"), 6)
+    assert emulator.objects[RAYCLUSTERS, "default", "busy"]["spec"]["workerGroupSpecs"][0]["replicas"] == 4
+
+
+@pytest.mark.parametrize(("replicas", "bound"), [(0, "minReplicas 1"), (12, "maxReplicas 8")])
+def test_a_count_beyond_the_worker_group_bounds_goes_as_far_as_they_allow(actuator, emulator, replicas, bound):
+    """Refusing it left the group at 2 while 8 were allowed and the budget was blown (KubeRay would clamp it
+    silently): the write stops at the bound and says so."""
+    emulator.objects[RAYCLUSTERS, "default", "bounded"] = raycluster("bounded", ("gpu", 2, 1, 8))
+    target = RayClusterTarget(name="bounded", worker_group="gpu")
+
+    summary = actuator.scale(target, replicas)
+
+    stopped = int(bound.split()[1])
+    assert summary == (f"raycluster default/bounded worker group 'gpu': replicas 2 -> {stopped} (its {bound}; the "
+                       f"policy asked {replicas})")
+    assert actuator.replicas(target) == stopped
     before = len(list(emulator))
-    with pytest.raises(ActuationError, match=rf"'gpu': {replicas} replicas is outside .*\[1, 8\]"):
-        actuator.scale(RayClusterTarget(name="bounded", worker_group="gpu"), replicas)
+    with pytest.raises(ActuationError, match=rf"'gpu': {replicas} replicas is outside .*\[1, 8\] and the group is "
+                                             rf"at its {bound}; change the group's bounds or the policy's"):
+        actuator.scale(target, replicas)  # already at the bound: nothing to write
     assert [r.method.value for r in list(emulator)[before:]] == ["GET"]  # read, never patched
-    assert emulator.objects[RAYCLUSTERS, "default", "bounded"]["spec"]["workerGroupSpecs"][0]["replicas"] == 2
 
 
 @pytest.mark.parametrize(("target", "message"), [
