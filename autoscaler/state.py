@@ -137,15 +137,17 @@ class ControllerState:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back when the block raises."""
+        """One write transaction; rolled back when the block or its commit raises (a commit that fails on a full
+        disk or a busy file may leave the transaction open, and every later write would then fail)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -255,12 +257,20 @@ class ControllerState:
     # --- per-policy state --------------------------------------------------------------------------------
 
     def policy_state(self, name: str) -> PolicyState:
+        """The policy's state as stored; keys this version does not know (a newer version's, after a rollback) are
+        left out, and a row that cannot be read at all counts as none, logged: either would otherwise fail every
+        tick of every policy on its target, since nothing rewrites the row then."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
             return PolicyState()
-        body = json.loads(rows[0][0])
-        body.pop("last_decision", None)  # stored until 2026-12; the events hold every decision
-        return PolicyState.model_validate(body)
+        try:
+            body = json.loads(rows[0][0])
+            return PolicyState.model_validate({key: value for key, value in body.items()
+                                               if key in PolicyState.model_fields})
+        except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
+            logger.warning("policy %s: its stored state cannot be read, so it starts afresh (no cooldown or "
+                           "stabilization history): %s", name, exc)
+            return PolicyState()
 
     # --- events and intents ------------------------------------------------------------------------------
 

@@ -107,19 +107,6 @@ def test_regression_an_infinite_budget_already_stored_is_reported_and_skipped(ma
     assert [i.name for i in controller.state.invalid_policies()] == ["garbled"]
 
 
-def test_an_unreadable_policy_state_is_that_policy_s_event(make, store):
-    controller, _ = make()
-    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
-    controller.put_policy(policy_data(name="corrupt", predictive_scaling=REACTIVE))
-    with sqlite3.connect(controller.state.path) as db:
-        db.execute("INSERT INTO policy_state VALUES ('corrupt', '{\"last_scale_at\": \"soon\"}')")
-    write_power(store, {"n1": 950, "n2": 950})
-    events = by_policy(controller.tick())
-    assert events["web"].action is ScaleAction.SCALE_OUT
-    assert events["corrupt"].action is ScaleAction.HOLD and "evaluation failed: ValidationError" in events[
-        "corrupt"].reason
-
-
 def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monkeypatch):
     controller, actuator = make()
     controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
@@ -146,3 +133,52 @@ def test_actuation_errors_stay_events_of_their_own(make, store, kind):
     write_power(store, {"n1": 950, "n2": 950})
     [event] = controller.tick()
     assert event.actuation.status is ActuationStatus.FAILED
+
+
+def test_a_stored_state_row_from_another_version_or_broken_does_not_stop_the_ticks(make, store, caplog):
+    """An unknown key (a newer version's, after a rollback) or a row edited by hand held its policy for good, and
+    failed every tick of the policies sharing its target, since nothing rewrote the row. Now what is known is kept,
+    and an unreadable row starts the policy afresh, logged."""
+    controller, _ = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="corrupt", predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 500, "n2": 500})
+    controller.tick()
+    state = controller.state
+    with sqlite3.connect(state.path) as db:
+        (body,) = db.execute("SELECT body FROM policy_state WHERE name = 'web'").fetchone()
+        db.execute("UPDATE policy_state SET body = ? WHERE name = 'web'",
+                   (json.dumps({**json.loads(body), "from_a_newer_version": 1}),))
+        db.execute("UPDATE policy_state SET body = '{\"last_scale_at\": \"soon\"}' WHERE name = 'corrupt'")
+    assert state.policy_state("web").replicas_after == 2  # what it knows is kept
+    write_power(store, {"n1": 950, "n2": 950})
+    events = by_policy(controller.tick())
+    assert events["web"].action is ScaleAction.SCALE_OUT and events["corrupt"].action is ScaleAction.SCALE_OUT
+    assert "policy corrupt: its stored state cannot be read, so it starts afresh" in caplog.text
+
+
+def test_a_commit_that_fails_leaves_no_transaction_open(make, monkeypatch):
+    """A COMMIT refused (full disk, busy file) kept the transaction open: every later write failed with "cannot
+    start a transaction within a transaction" until the actor restarted."""
+    controller, _ = make()
+    state = controller.state
+
+    class FailingCommit:
+        def __init__(self, db):
+            self.db, self.failed = db, False
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT" and not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    monkeypatch.setattr(state, "_db", FailingCommit(state._db))
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    assert not state._db.in_transaction
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))  # the next write works
+    assert [p.name for p in state.policies()] == ["web"]
