@@ -274,9 +274,9 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
                                        replicas if respread is None else respread.read)
     if capped:
         parts.append(capped)
-    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts)
     # the decision reports the power as read (the reason gives the re-spread shares it decided on)
     measured = _share(measured_values, policy)
+    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overloaded=measured > 100.0)
     predicted = None if asked.predicted is None else _share(forecast_values, policy)
     return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, recommended,
                   outside=drifted and target != replicas)
@@ -304,10 +304,11 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
 
 
 def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: PolicyState, now: datetime,
-           earlier: EarlierChange | None, parts: list[str]) -> tuple[int, bool]:
+           earlier: EarlierChange | None, parts: list[str], *, overloaded: bool = False) -> tuple[int, bool]:
     """Where the target goes this change towards `recommended` (step limits, stabilization, cooldown, the tick's
     earlier changes), and whether the cooldown was skipped for a count lowered outside this controller; each rule
-    that shaped it is added to `parts`."""
+    that shaped it is added to `parts`. `overloaded`: the nodes draw more than the budget now, so a scale-out waits
+    only for the last change to take effect (actuation_delay), not for the rest of the cooldown."""
     target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now,
                                   policy.min_replicas, policy.max_replicas)
     parts += limits
@@ -322,13 +323,18 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
                      "redeploy): " + ("not held by the cooldown" if drifted else "answered once within the hold"))
     if target != replicas and state.last_scale_at is not None and not drifted:
-        left = policy.hold_s - (now - state.last_scale_at).total_seconds()
+        since = (now - state.last_scale_at).total_seconds()
+        urgent = overloaded and target > replicas  # held only while the last change is in flight
+        left = (policy.actuation_delay if urgent else policy.hold_s) - since
         if left > 0:
-            cooldown = policy.power_based.cooldown_period
-            why = ("cooldown" if cooldown >= policy.actuation_delay else
-                   f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)")
+            in_flight = urgent or policy.power_based.cooldown_period < policy.actuation_delay
+            why = (f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)" if in_flight
+                   else "cooldown")
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
             target = replicas
+        elif urgent and (cooldown_left := policy.hold_s - since) > 0:
+            parts.append(f"measured power is over the budget: a scale-out waits only for the last change to take "
+                         f"effect, not for the cooldown ({math.ceil(cooldown_left)} s left)")
     if target < replicas and earlier is not None and earlier.raised:
         parts.insert(0, f"policy {earlier.policy} raised the target to {replicas} earlier in this tick, and no "
                         f"policy lowers that within the tick (would go to {target})")
