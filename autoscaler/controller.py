@@ -19,6 +19,7 @@ saying why. A policy's peak bound is corrected online by how often its earlier b
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import uuid
@@ -318,7 +319,7 @@ class ScalingController:
         histories: list[PowerHistory] = []
         for item in items:
             try:
-                item.forecast = self._collect_histories(item, shape, histories, latest)
+                item.forecast = self._collect_histories(item, shape, histories, latest, now)
             except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
                 logger.exception("scaling controller: forecast window of policy %s failed", item.policy.name)
                 item.forecast = ForecastView.unavailable(f"no forecast window: {error_text(exc)}")
@@ -332,7 +333,7 @@ class ScalingController:
                 found = [results[i] for i in item.requests]
                 self.live.record(item.nodes, found)
                 try:
-                    item.forecast, item.confidence = _view(item.policy, found)
+                    item.forecast, item.confidence = _view(item.policy, found, item.forecast_behind_s)
                     if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                     else:
@@ -342,10 +343,14 @@ class ScalingController:
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 
     def _collect_histories(self, item: PolicyTurn, shape: ModelShape, histories: list[PowerHistory],
-                           latest: Mapping[str, NodeLatest]) -> ForecastView | None:
-        """Append the item's node histories to the batch; a view only when the forecast cannot be made."""
+                           latest: Mapping[str, NodeLatest], now: datetime) -> ForecastView | None:
+        """Append the item's node histories to the batch; a view only when the forecast cannot be made. The leads
+        start at the end of a node's newest stored bin, which may lie behind the decision (old telemetry): they
+        reach that much further, so the forecast covers the whole risk window from now."""
         policy = item.policy
-        wanted_steps = -(-policy.risk_window_s // shape.step_s)
+        item.forecast_behind_s = max((_behind(latest[node].timestamp, shape.step_s, now) for node in item.nodes
+                                      if node in latest), default=0.0)
+        wanted_steps = -(-(policy.risk_window_s + math.ceil(item.forecast_behind_s)) // shape.step_s)
         lead_steps = min(wanted_steps, shape.horizon_steps)
         if wanted_steps > lead_steps and item.note is None:
             item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
@@ -374,8 +379,10 @@ def _age(item: PolicyTurn, elapsed_s: float) -> None:
         item.observation = observation.model_copy(update={"age_s": observation.age_s + elapsed_s})
 
 
-def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tuple[ForecastView, float | None]:
-    """The policy's forecast view from its nodes' forecasts, and their mean calibrated confidence."""
+def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception],
+          behind_s: float = 0.0) -> tuple[ForecastView, float | None]:
+    """The policy's forecast view from its nodes' forecasts, and their mean calibrated confidence; `behind_s`: how
+    far the forecasts' first lead starts before now (their window counts from now)."""
     failed = next((r for r in results if isinstance(r, Exception)), None)
     if failed is not None:
         return ForecastView.unavailable(f"forecast failed: {error_text(failed)}"), None
@@ -387,6 +394,19 @@ def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception]) -> tu
     view = ForecastView.from_interval([f.point for f in forecasts], [f.upper for f in forecasts],
                                       coverage=coverage, level=policy.predictive_scaling.confidence_threshold,
                                       peak=None if None in peaks else peaks,
-                                      window_s=len(forecasts[0].point) * forecasts[0].step_s)
+                                      window_s=_steps_from_now(forecasts[0], behind_s))
     view = view.model_copy(update={"extrapolated_nodes": sum(1 for f in forecasts if f.outside_training_range)})
     return view, round(fmean(c for f in forecasts for c in f.confidence), 4)
+
+
+def _behind(newest: datetime, step_s: int, now: datetime) -> float:
+    """How long before `now` the first lead of a forecast from a window whose newest reading is `newest` starts (the
+    end of that reading's bin, as training.power.stored_history cuts it); 0 when it starts at or after now."""
+    reading = newest.timestamp()
+    return max(0.0, now.timestamp() - (reading - reading % step_s + step_s))
+
+
+def _steps_from_now(forecast: PowerForecast, behind_s: float) -> int:
+    """The whole steps of the forecast's leads that lie ahead of now, in seconds."""
+    step = forecast.step_s
+    return step * max(0, (len(forecast.point) * step - math.ceil(behind_s)) // step)

@@ -319,3 +319,21 @@ def test_telemetry_ages_while_the_tick_runs(make, store, seconds, stale):
         assert event.action is ScaleAction.HOLD and "telemetry stale" in event.reason and actuator.calls == []
     else:
         assert event.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
+
+
+@pytest.mark.parametrize(("age_s", "leads"), [(5, 5), (150, 8)])
+def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_newest_reading(make, store, age_s,
+                                                                                              leads):
+    """The leads start at the end of the newest reading's bin, which old telemetry puts behind the decision: a
+    forecast of exactly the risk window's steps left its last minutes unforecast, a peak there unseen for a change
+    that holds until then. Risk window 5 min (the cooldown), 1-minute steps, the tick 10 s into a minute: a reading 5 s
+    old ends its bin after now (5 leads); one 150 s old, 130 s before now (ceil((300 + 130) / 60) = 8 leads)."""
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    now = minute + timedelta(seconds=10)
+    forecaster = FixedForecaster(upper_watts=700)
+    controller, _ = make(forecaster, clock=lambda: now)
+    controller.put_policy(policy_data(stale_after_s="1h"))
+    write_power(store, {"n1": 700, "n2": 700}, end=now - timedelta(seconds=age_s))
+    [event] = controller.tick()
+    assert {history.horizon_s for history in forecaster.histories} == {leads * 60}
+    assert "over the next 5min" in event.reason, event.reason  # the whole steps ahead of now

@@ -32,8 +32,11 @@ def replay(made: ScalingController, store, before: float, after: float):
     tick scores the first tick's forecasts (5 leads of 1 min per node) against it; returns the second event."""
     made.put_policy(policy_data(stale_after_s="1h"))
     now = datetime.now(UTC)
-    write_power(store, {"n1": before, "n2": before}, minutes=15, end=now - timedelta(minutes=MINUTES_BEFORE))
+    then = now - timedelta(minutes=MINUTES_BEFORE)
+    write_power(store, {"n1": before, "n2": before}, minutes=15, end=then)
+    made.clock = lambda: then  # the first tick as the telemetry arrived (its forecast reaches 5 leads from then)
     made.tick()
+    made.clock = lambda: datetime.now(UTC)
     write_power(store, {"n1": after, "n2": after}, minutes=MINUTES_BEFORE, end=now)
     [event] = made.tick()
     return event
