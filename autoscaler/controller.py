@@ -350,7 +350,7 @@ class ScalingController:
         policy = item.policy
         item.forecast_behind_s = max((_behind(latest[node].timestamp, shape.step_s, now) for node in item.nodes
                                       if node in latest), default=0.0)
-        wanted_steps = -(-(policy.risk_window_s + math.ceil(item.forecast_behind_s)) // shape.step_s)
+        wanted_steps = -(-policy.risk_window_s // shape.step_s) + -(-math.ceil(item.forecast_behind_s) // shape.step_s)
         lead_steps = min(wanted_steps, shape.horizon_steps)
         if wanted_steps > lead_steps and item.note is None:
             item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import fmean
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -276,7 +276,11 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
         parts.append(capped)
     # the decision reports the power as read (the reason gives the re-spread shares it decided on)
     measured = _share(measured_values, policy)
-    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overloaded=measured > 100.0)
+    load = measured_values if respread is None else respread.watts(measured_values)
+    overload = None
+    if _share(load, policy) > 100.0 and observation.age_s is not None:  # over the budget now: when it was read
+        overload = now - timedelta(seconds=observation.age_s)
+    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overload_read_at=overload)
     predicted = None if asked.predicted is None else _share(forecast_values, policy)
     return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, recommended,
                   outside=drifted and target != replicas)
@@ -304,11 +308,14 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
 
 
 def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: PolicyState, now: datetime,
-           earlier: EarlierChange | None, parts: list[str], *, overloaded: bool = False) -> tuple[int, bool]:
+           earlier: EarlierChange | None, parts: list[str], *,
+           overload_read_at: datetime | None = None) -> tuple[int, bool]:
     """Where the target goes this change towards `recommended` (step limits, stabilization, cooldown, the tick's
     earlier changes), and whether the cooldown was skipped for a count lowered outside this controller; each rule
-    that shaped it is added to `parts`. `overloaded`: the nodes draw more than the budget now, so a scale-out waits
-    only for the last change to take effect (actuation_delay), not for the rest of the cooldown."""
+    that shaped it is added to `parts`. `overload_read_at`: when the reading that puts the nodes over the budget
+    was taken (None: they are not over it). A scale-out then does not wait for the rest of the cooldown once that
+    reading was taken after the last change took effect: it shows the change did not suffice. Only a policy that
+    says how long a change takes (`actuation_delay` > 0) can tell; without one the cooldown is that measure."""
     target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now,
                                   policy.min_replicas, policy.max_replicas)
     parts += limits
@@ -323,18 +330,21 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
                      "redeploy): " + ("not held by the cooldown" if drifted else "answered once within the hold"))
     if target != replicas and state.last_scale_at is not None and not drifted:
-        since = (now - state.last_scale_at).total_seconds()
-        urgent = overloaded and target > replicas  # held only while the last change is in flight
-        left = (policy.actuation_delay if urgent else policy.hold_s) - since
-        if left > 0:
-            in_flight = urgent or policy.power_based.cooldown_period < policy.actuation_delay
-            why = (f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)" if in_flight
-                   else "cooldown")
-            parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target})")
+        left = policy.hold_s - (now - state.last_scale_at).total_seconds()
+        urgent = overload_read_at is not None and target > replicas and policy.actuation_delay > 0
+        took_effect = state.last_scale_at + timedelta(seconds=policy.actuation_delay)
+        if left > 0 and urgent and overload_read_at >= took_effect:
+            parts.append(f"over the budget in a reading taken after the last change took effect (actuation_delay "
+                         f"{policy.actuation_delay} s): the scale-out does not wait for the cooldown "
+                         f"({math.ceil(left)} s left)")
+        elif left > 0:
+            cooldown = policy.power_based.cooldown_period
+            why = ("cooldown" if cooldown >= policy.actuation_delay else
+                   f"the last change is still taking effect (actuation_delay {policy.actuation_delay} s)")
+            sooner = ("; over the budget, it goes sooner once a reading taken after the last change took effect "
+                      "still shows it" if urgent else "")
+            parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target}{sooner})")
             target = replicas
-        elif urgent and (cooldown_left := policy.hold_s - since) > 0:
-            parts.append(f"measured power is over the budget: a scale-out waits only for the last change to take "
-                         f"effect, not for the cooldown ({math.ceil(cooldown_left)} s left)")
     if target < replicas and earlier is not None and earlier.raised:
         parts.insert(0, f"policy {earlier.policy} raised the target to {replicas} earlier in this tick, and no "
                         f"policy lowers that within the tick (would go to {target})")

@@ -181,6 +181,7 @@ class Enactor:
         before = self.state.policy_state(policy.name)
         notes = [turn.note] if turn.note else []
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
+        shared_hold = None  # said when the decision holds: another policy's change holds this one too
         if turn.target_changed is not None and (before.last_scale_at is None
                                                 or turn.target_changed[0] > before.last_scale_at):
             at, other = turn.target_changed
@@ -188,13 +189,15 @@ class Enactor:
             # this policy last knew is no longer the target's (a lower one now is no outside change)
             seen = before.model_copy(update={"last_scale_at": at, "replicas_after": None})
             if (now - at).total_seconds() < policy.hold_s:
-                notes.append(f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
-                             "hold applies to this policy too")
+                shared_hold = (f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
+                               "hold applies to this policy too")
         if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
                                                     before))
         decision = decide(policy, turn.observation, turn.forecast, seen, now, turn.earlier)
+        if shared_hold is not None and decision.action is ScaleAction.HOLD:
+            notes.append(shared_hold)
         left = False
         if turn.ask is not None:
             turn.ask = _asked(policy, decision)
@@ -239,11 +242,14 @@ class Enactor:
             actuation = ActuationResult(status=ActuationStatus.FAILED,
                                         detail=f"{error_text(exc)} (outcome unknown: cooldown kept)")
             scaled, known = True, False
+        landed = decision.to_replicas if actuation.replicas is None else actuation.replicas
         if scaled:
-            turn.set_to = decision.to_replicas
+            turn.set_to = landed
         outcome = intent.model_copy(update={"actuation": actuation})
         try:
             after = before.after(decision, scaled=scaled, known=known)
+            if known and scaled:  # the count it set (a target's own bound may have stopped it short)
+                after = after.model_copy(update={"replicas_after": landed})
             if scaled:  # landed, or may have: it holds the other policies on the target
                 after = after.model_copy(update={"changed_target_at": decision.at})
             return self.state.complete(outcome, after)

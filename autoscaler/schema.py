@@ -217,6 +217,9 @@ class ActuationStatus(StrEnum):
 class ActuationResult(_Model):
     status: ActuationStatus
     detail: str = ""
+    replicas: int | None = Field(None, ge=0, description="the count the write set where the target's own bounds "
+                                                         "kept it from the decision's (a worker group's "
+                                                         "min/maxReplicas); None: the decision's")
 
 
 class ScalingEvent(_Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator, OutsideBounds
 from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
 from core.public_text import error_text
 
@@ -49,11 +49,28 @@ class Actuators:
                 return ActuationResult(status=ActuationStatus.FAILED, detail=(
                     f"not changed: the target is at {now} replicas, not the {current} this decision was made at "
                     "(changed meanwhile by someone else); the next tick decides from its new count"))
-            return ActuationResult(status=ActuationStatus.APPLIED, detail=actuator.scale(policy.target, desired))
+            try:
+                return ActuationResult(status=ActuationStatus.APPLIED, detail=actuator.scale(policy.target, desired))
+            except OutsideBounds as exc:
+                return _within_bounds(actuator, policy, current, desired, exc)
         except ActuationOutcomeUnknown:
             raise
         except ActuationError as exc:
             return ActuationResult(status=ActuationStatus.FAILED, detail=str(exc))
+
+
+def _within_bounds(actuator: Actuator, policy: ScalingPolicy, current: int, desired: int,
+                   refused: OutsideBounds) -> ActuationResult:
+    """`current -> desired` as far as the target's own bounds allow: a scale-out past a worker group's maxReplicas
+    to that bound (refusing it left the group short of the bound while the budget was blown), a scale-in to its
+    minReplicas; never the other way (a count already outside them, lowered later, is not this decision's)."""
+    bounded = min(max(desired, refused.low), refused.high)
+    if (bounded - current) * (desired - current) <= 0:  # no move, or against the decision's direction
+        raise refused
+    bound = "maxReplicas" if desired > refused.high else "minReplicas"
+    detail = actuator.scale(policy.target, bounded)
+    return ActuationResult(status=ActuationStatus.APPLIED, replicas=bounded,
+                           detail=f"{detail} (the target's {bound} {bounded}; the decision asked for {desired})")
 
 
 def _read_before_write(actuator: Actuator, policy: ScalingPolicy) -> int:
@@ -67,4 +84,4 @@ def _read_before_write(actuator: Actuator, policy: ScalingPolicy) -> int:
         raise ActuationError(f"not changed: reading the count before the write failed: {error_text(exc)}") from exc
 
 
-__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators"]
+__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "OutsideBounds"]

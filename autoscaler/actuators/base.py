@@ -16,6 +16,15 @@ class ActuationError(RuntimeError):
     """The target could not be read or scaled (missing object, refused, unreachable); the message says why."""
 
 
+class OutsideBounds(ActuationError):
+    """The target takes only counts within [low, high] of its own (a KubeRay worker group's min/maxReplicas, which
+    KubeRay would clamp silently); nothing was written."""
+
+    def __init__(self, message: str, low: int, high: int):
+        super().__init__(message)
+        self.low, self.high = low, high
+
+
 class ActuationOutcomeUnknown(ActuationError):
     """A change was sent but no answer came (a timeout, a connection dropped), or the answer does not say whether
     it was applied (a gateway's 5xx, a proxy's page): it may have landed, so the caller keeps the cooldown it

@@ -17,7 +17,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import (
+    UNKNOWN_OUTCOME_STATUSES,
+    ActuationError,
+    ActuationOutcomeUnknown,
+    Actuator,
+    OutsideBounds,
+)
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
 
@@ -139,30 +145,27 @@ class KubernetesActuator(Actuator):
         raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
 
     def _scale_worker_group(self, target: RayClusterTarget, replicas: int) -> str:
-        """Scale the group, as far as its minReplicas/maxReplicas allow (KubeRay would clamp silently; refusing
-        left a group short of its bound while the budget was blown): the result says where it stopped."""
         index, group = self._worker_group(target)
         low, high = group.get("minReplicas", 0), group.get("maxReplicas", KUBERAY_MAX_REPLICAS)
-        current, bounded = group.get("replicas"), min(max(replicas, low), high)
-        where = f"{_describe(target)} worker group {target.worker_group!r}"
-        bound = f"its {'maxReplicas' if replicas > high else 'minReplicas'} {bounded}"
-        if bounded == (current or 0):
-            raise ActuationError(f"{where}: {replicas} replicas is outside its minReplicas/maxReplicas [{low}, "
-                                 f"{high}] and the group is at {bound}; change the group's bounds or the policy's")
+        if not low <= replicas <= high:  # KubeRay would clamp it silently; the caller may ask for the bound instead
+            raise OutsideBounds(
+                f"{_describe(target)} worker group {target.worker_group!r}: {replicas} replicas is outside its "
+                f"minReplicas/maxReplicas [{low}, {high}]; change the group's bounds or the policy's", low, high)
+        current = group.get("replicas")
         path = f"/spec/workerGroupSpecs/{index}"
         # `test` makes the API server refuse the patch (422) if the groups were reordered since the read, so the
         # wrong group is never scaled, or if its count changed since, so nobody's change is overwritten. `add`
         # sets the member whether or not `replicas` is present.
         body = [{"op": "test", "path": f"{path}/groupName", "value": target.worker_group},
                 *([{"op": "test", "path": f"{path}/replicas", "value": current}] if current is not None else []),
-                {"op": "add", "path": f"{path}/replicas", "value": bounded}]
+                {"op": "add", "path": f"{path}/replicas", "value": replicas}]
         with self._errors(target, "scale"):
             # The client would send a list body as merge-patch (its default here), which the API server rejects.
             client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
                 RAY_GROUP, RAY_VERSION, target.namespace, RAY_PLURAL, target.name, body,
                 _content_type="application/json-patch+json", _request_timeout=self._timeout_s)
-        stopped = "" if bounded == replicas else f" ({bound}; the policy asked {replicas})"
-        return f"{where}: replicas {current or 0} -> {bounded}{stopped}"
+        return (f"{_describe(target)} worker group {target.worker_group!r}: "
+                f"replicas {current or 0} -> {replicas}")
 
     # --- errors --------------------------------------------------------------------------------------------
 

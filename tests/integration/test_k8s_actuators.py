@@ -13,7 +13,7 @@ import kmock
 import pytest
 from kubernetes import client
 
-from autoscaler.actuators.base import ActuationError
+from autoscaler.actuators.base import ActuationError, OutsideBounds
 from autoscaler.actuators.kubernetes import KubernetesActuator, load_api_client
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, RayServeTarget, StatefulSetTarget
 from tests.servers.kmock_apiserver import KUBECONFIG_TEMPLATE, kmock_apiserver
@@ -134,24 +134,18 @@ def test_raycluster_changed_after_the_read_is_not_scaled(actuator, emulator):
     assert emulator.objects[RAYCLUSTERS, "default", "busy"]["spec"]["workerGroupSpecs"][0]["replicas"] == 4
 
 
-@pytest.mark.parametrize(("replicas", "bound"), [(0, "minReplicas 1"), (12, "maxReplicas 8")])
-def test_a_count_beyond_the_worker_group_bounds_goes_as_far_as_they_allow(actuator, emulator, replicas, bound):
-    """Refusing it left the group at 2 while 8 were allowed and the budget was blown (KubeRay would clamp it
-    silently): the write stops at the bound and says so."""
+@pytest.mark.parametrize("replicas", [0, 9])
+def test_replicas_outside_the_worker_group_bounds_are_refused_with_the_bounds(actuator, emulator, replicas):
+    """KubeRay would clamp them silently; the refusal carries the bounds, so the caller can ask for the bound
+    (autoscaler.actuators.Actuators.apply)."""
     emulator.objects[RAYCLUSTERS, "default", "bounded"] = raycluster("bounded", ("gpu", 2, 1, 8))
-    target = RayClusterTarget(name="bounded", worker_group="gpu")
 
-    summary = actuator.scale(target, replicas)
-
-    stopped = int(bound.split()[1])
-    assert summary == (f"raycluster default/bounded worker group 'gpu': replicas 2 -> {stopped} (its {bound}; the "
-                       f"policy asked {replicas})")
-    assert actuator.replicas(target) == stopped
     before = len(list(emulator))
-    with pytest.raises(ActuationError, match=rf"'gpu': {replicas} replicas is outside .*\[1, 8\] and the group is "
-                                             rf"at its {bound}; change the group's bounds or the policy's"):
-        actuator.scale(target, replicas)  # already at the bound: nothing to write
+    with pytest.raises(OutsideBounds, match=rf"'gpu': {replicas} replicas is outside .*\[1, 8\]") as refused:
+        actuator.scale(RayClusterTarget(name="bounded", worker_group="gpu"), replicas)
+    assert (refused.value.low, refused.value.high) == (1, 8)
     assert [r.method.value for r in list(emulator)[before:]] == ["GET"]  # read, never patched
+    assert emulator.objects[RAYCLUSTERS, "default", "bounded"]["spec"]["workerGroupSpecs"][0]["replicas"] == 2
 
 
 @pytest.mark.parametrize(("target", "message"), [

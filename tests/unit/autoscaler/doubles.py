@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from autoscaler.actuators import ActuationError, Actuator
+from autoscaler.actuators import ActuationError, Actuator, OutsideBounds
 from autoscaler.controller import ModelShape
 from autoscaler.schema import ScalingTarget
 from core.forecasts import PowerForecast, PowerHistory
@@ -25,7 +25,8 @@ class RecordingActuator(Actuator):
     """Replica counts in a dict; `fail` makes scale() refuse like an API server would.
 
     `broken` names targets whose reads raise an unexpected error (not ActuationError); `on_scale` runs before each
-    scale (a test looks at the state file there, or raises).
+    scale (a test looks at the state file there, or raises); `bounds` (low, high) refuses other counts as a KubeRay
+    worker group does.
     """
 
     kinds = ("ray_serve", "deployment", "statefulset", "raycluster")
@@ -37,6 +38,7 @@ class RecordingActuator(Actuator):
         self.fail: str | None = None
         self.broken: set[str] = set()
         self.on_scale: Callable[[str, int], None] | None = None
+        self.bounds: tuple[int, int] | None = None
 
     def replicas(self, target: ScalingTarget) -> int:
         if self.fail == "read":
@@ -51,6 +53,8 @@ class RecordingActuator(Actuator):
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         if self.fail == "scale":
             raise ActuationError("forbidden (403)")
+        if self.bounds is not None and not self.bounds[0] <= replicas <= self.bounds[1]:
+            raise OutsideBounds(f"{replicas} replicas is outside [{self.bounds[0]}, {self.bounds[1]}]", *self.bounds)
         if self.on_scale is not None:
             self.on_scale(key(target), replicas)
         self.calls.append((key(target), replicas))

@@ -337,3 +337,33 @@ def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_n
     [event] = controller.tick()
     assert {history.horizon_s for history in forecaster.histories} == {leads * 60}
     assert "over the next 5min" in event.reason, event.reason  # the whole steps ahead of now
+
+
+def test_a_scale_out_past_the_targets_own_maximum_goes_to_it_and_records_where_it_stopped(make, store):
+    """Refused outright, a worker group stayed at 2 while its maxReplicas allowed 3 and the nodes were over budget;
+    and a count recorded as the decision's, not the one set, read as "lowered outside this controller" next tick."""
+    controller, actuator = make(replicas=2)
+    actuator.bounds = (1, 3)
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    [event] = controller.tick()
+    assert (event.action, event.to_replicas) == (ScaleAction.SCALE_OUT, 4)  # what the power asked for
+    assert event.actuation.status is ActuationStatus.APPLIED and event.actuation.replicas == 3
+    assert "(the target's maxReplicas 3; the decision asked for 4)" in event.actuation.detail
+    assert actuator.calls == [("web", 3)]
+    [second] = controller.tick()  # seconds later, at 3: the cooldown holds; no outside change
+    assert second.action is ScaleAction.HOLD and "lowered outside" not in second.reason, second.reason
+    assert "cooldown" in second.reason and actuator.calls == [("web", 3)]
+
+
+@pytest.mark.parametrize(("count", "bounds"), [(3, (1, 3)), (5, (1, 3))])
+def test_a_target_at_or_beyond_its_own_maximum_is_not_written(make, store, count, bounds):
+    """At the bound nothing is left to do; beyond it (the bound lowered since), writing the bound would be a
+    scale-in on a scale-out decision, past every scale-in rule."""
+    controller, actuator = make(replicas=count)
+    actuator.bounds = bounds
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    [event] = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
+    assert "is outside [1, 3]" in event.actuation.detail and actuator.calls == []
