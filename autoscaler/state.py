@@ -258,8 +258,9 @@ class ControllerState:
 
     def policy_state(self, name: str) -> PolicyState:
         """The policy's state as stored; keys this version does not know (a newer version's, after a rollback) are
-        left out, and a row that cannot be read at all counts as none, logged: either would otherwise fail every
-        tick of every policy on its target, since nothing rewrites the row then."""
+        left out, and a row that cannot be read at all starts afresh as if the policy had changed its target just
+        now (its cooldown holds it, the side of caution: the lost history may hold a change just made), logged:
+        either would otherwise fail every tick of every policy on its target, since nothing rewrites the row."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
             return PolicyState()
@@ -268,9 +269,9 @@ class ControllerState:
             return PolicyState.model_validate({key: value for key, value in body.items()
                                                if key in PolicyState.model_fields})
         except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
-            logger.warning("policy %s: its stored state cannot be read, so it starts afresh (no cooldown or "
-                           "stabilization history): %s", name, exc)
-            return PolicyState()
+            logger.warning("policy %s: its stored state cannot be read, so it starts afresh, its cooldown from now: %s",
+                           name, exc)
+            return PolicyState(last_scale_at=datetime.now(UTC))
 
     # --- events and intents ------------------------------------------------------------------------------
 

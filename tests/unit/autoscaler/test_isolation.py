@@ -138,7 +138,8 @@ def test_actuation_errors_stay_events_of_their_own(make, store, kind):
 def test_a_stored_state_row_from_another_version_or_broken_does_not_stop_the_ticks(make, store, caplog):
     """An unknown key (a newer version's, after a rollback) or a row edited by hand held its policy for good, and
     failed every tick of the policies sharing its target, since nothing rewrote the row. Now what is known is kept,
-    and an unreadable row starts the policy afresh, logged."""
+    and an unreadable row starts the policy afresh with its cooldown from then (the lost history may hold a change
+    just made), logged."""
     controller, _ = make()
     controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
     controller.put_policy(policy_data(name="corrupt", predictive_scaling=REACTIVE))
@@ -153,7 +154,8 @@ def test_a_stored_state_row_from_another_version_or_broken_does_not_stop_the_tic
     assert state.policy_state("web").replicas_after == 2  # what it knows is kept
     write_power(store, {"n1": 950, "n2": 950})
     events = by_policy(controller.tick())
-    assert events["web"].action is ScaleAction.SCALE_OUT and events["corrupt"].action is ScaleAction.SCALE_OUT
+    assert events["web"].action is ScaleAction.SCALE_OUT
+    assert events["corrupt"].action is ScaleAction.HOLD and "cooldown" in events["corrupt"].reason
     assert "policy corrupt: its stored state cannot be read, so it starts afresh" in caplog.text
 
 
