@@ -44,7 +44,7 @@ def publishes(tmp_path):
 
 
 def fails(exc: BaseException):
-    def outcome(*_args):
+    def outcome(*_args, **_kwargs):
         raise exc
 
     return outcome
