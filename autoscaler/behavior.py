@@ -12,7 +12,8 @@ A change that brings a target back inside [`min_replicas`, `max_replicas`] (a bo
 the target scaled by hand) is never cut short of the bound: as in the HPA, the bounds win over the step limits.
 
 The policy holds the target between changes (`ScalingPolicy.hold_s`: the cooldown, and at least until the last change
-has taken effect), so a limit per change is a limit per hold.
+has taken effect), so a limit per change is a limit per hold; a scale-out over the budget, in a reading taken after the
+last change took effect, is held only that long (autoscaler.decision), so its limit is one per `actuation_delay`.
 """
 
 from __future__ import annotations

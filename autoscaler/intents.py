@@ -82,7 +82,7 @@ class PolicyTurn:
     discovery_problem: str | None = None  # why the target's nodes could not be found from its replicas
     error: str | None = None  # the turn failed: a hold event says why
     requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
-    forecast_behind_s: float = 0.0  # the age of the newest stored reading of its nodes: where the leads start
+    forecast_behind_s: float = 0.0  # how long before now its nodes' forecasts start (old telemetry): leads added
     earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
     set_to: int | None = None  # the count this turn's change set, or may have set (outcome unknown)
     asks: tuple[Ask, ...] = ()  # what the tick's earlier policies that scale the target asked for
