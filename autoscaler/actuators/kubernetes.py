@@ -93,12 +93,27 @@ class KubernetesActuator(Actuator):
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         """Set the count, on the object as this call read it: a change made in between fails the write (409 for a
         Deployment or StatefulSet, whose patch carries the read's resourceVersion; 422 for a RayCluster, whose
-        patch tests the group's count), so nobody's change is overwritten."""
+        patch tests the group's count), so nobody's change is overwritten. A Deployment's resourceVersion also moves
+        with its status (every pod that starts during a rollout): a conflict over an unchanged count is tried once
+        more on the object read again."""
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
             return self._scale_worker_group(target, replicas)
-        scale = self._read_scale(target)
-        current, version = _spec_replicas(scale), (scale.get("metadata") or {}).get("resourceVersion")
+        read = self._read_scale(target)
+        try:
+            return self._patch_scale(target, replicas, read)
+        except ActuationError as failed:
+            refused = failed.__cause__
+            if not (isinstance(refused, ApiException) and refused.status == 409):
+                raise
+            again = self._read_scale(target)
+            if _spec_replicas(again) != _spec_replicas(read):  # the count itself changed: theirs stays
+                raise
+            return self._patch_scale(target, replicas, again)
+
+    def _patch_scale(self, target: DeploymentTarget | StatefulSetTarget, replicas: int, read: dict[str, Any]) -> str:
+        """Set the count on the scale subresource as `read`, conditional on its resourceVersion."""
+        current, version = _spec_replicas(read), (read.get("metadata") or {}).get("resourceVersion")
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
         if version:
             body["metadata"] = {"resourceVersion": version}

@@ -1,0 +1,105 @@
+"""A Deployment's scale write is conditional on the resourceVersion it read (409 when it moved); a conflict over a
+count nobody changed (the status moved, as it does with every pod a rollout starts) is tried once more, a count
+someone else set is kept. Against a small API server on 127.0.0.1 that checks versions as Kubernetes does."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kubernetes import client
+
+from autoscaler.actuators import ActuationError
+from autoscaler.actuators.kubernetes import KubernetesActuator
+from autoscaler.schema import DeploymentTarget
+
+
+class Deployment:
+    """One Deployment's scale subresource; `on_read` runs after each read (another writer, a status update)."""
+
+    def __init__(self, replicas: int):
+        self.replicas, self.version, self.patches = replicas, 1, []
+        self.on_read = lambda: None
+
+    def scale(self) -> dict:
+        return {"metadata": {"resourceVersion": str(self.version)}, "spec": {"replicas": self.replicas}}
+
+
+def handler(deployment: Deployment) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            answer = deployment.scale()
+            deployment.on_read()
+            self._answer(200, answer)
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            deployment.patches.append(patch)
+            if patch.get("metadata", {}).get("resourceVersion") != str(deployment.version):
+                self._answer(409, {"kind": "Status", "code": 409, "reason": "Conflict",
+                                   "message": "the object has been modified"})
+                return
+            deployment.replicas, deployment.version = patch["spec"]["replicas"], deployment.version + 1
+            self._answer(200, deployment.scale())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def api_server(deployment: Deployment) -> Iterator[KubernetesActuator]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(deployment))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with client.ApiClient(configuration) as api_client:
+            yield KubernetesActuator(api_client, timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_conflict_over_a_status_update_is_written_once_more():
+    deployment = Deployment(replicas=2)
+    reads = []
+
+    def status_moves_once() -> None:  # a pod started between the read and the write
+        reads.append(1)
+        if len(reads) == 1:
+            deployment.version += 1
+
+    deployment.on_read = status_moves_once
+    with api_server(deployment) as actuator:
+        assert actuator.scale(DeploymentTarget(name="web"), 4) == "deployment default/web: replicas 2 -> 4"
+    assert deployment.replicas == 4
+    assert [p["metadata"]["resourceVersion"] for p in deployment.patches] == ["1", "2"]
+
+
+def test_a_count_someone_else_set_in_between_is_kept():
+    deployment = Deployment(replicas=2)
+
+    def operator_scales_once() -> None:
+        if deployment.replicas == 2:
+            deployment.replicas, deployment.version = 6, deployment.version + 1
+
+    deployment.on_read = operator_scales_once
+    with api_server(deployment) as actuator, pytest.raises(
+            ActuationError, match=r"conflict \(409\).*it changed since it was read"):
+        actuator.scale(DeploymentTarget(name="web"), 4)
+    assert deployment.replicas == 6 and len(deployment.patches) == 1  # theirs stays; no second write
