@@ -80,6 +80,7 @@ class EarlierChange(BaseModel):
 
     policy: str  # the policy that set the count
     raised: bool  # a change of this tick raised the count: no later policy lowers it within the tick
+    unknown: bool = False  # that change was sent and never answered: the count may not be what it set
     # the count the target had when this policy's power was measured and forecast (the tick's start): that power is
     # the load of that many replicas, re-spread over the count set earlier to decide; None: taken as it is
     read_replicas: int | None = Field(None, ge=0)

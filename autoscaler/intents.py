@@ -85,6 +85,7 @@ class PolicyTurn:
     forecast_behind_s: float = 0.0  # how long before now its nodes' forecasts start (old telemetry): leads added
     earlier: EarlierChange | None = None  # another policy changed the target earlier in the tick
     set_to: int | None = None  # the count this turn's change set, or may have set (outcome unknown)
+    set_unknown: bool = False  # that change was sent and never answered
     asks: tuple[Ask, ...] = ()  # what the tick's earlier policies that scale the target asked for
     later: str | None = None  # the tick's last policy after this one that scales the target, if any
     ask: Ask | None = None  # what this turn asked for; None: the policy has no say (a dry run, ...)
@@ -140,7 +141,8 @@ class TickCounts:
         if turn.set_to is None or turn.observation is None:
             return
         raised = turn.set_to > turn.observation.replicas or (turn.earlier is not None and turn.earlier.raised)
-        self._set[turn.policy.target] = (turn.set_to, EarlierChange(policy=turn.policy.name, raised=raised))
+        self._set[turn.policy.target] = (turn.set_to, EarlierChange(policy=turn.policy.name, raised=raised,
+                                                                    unknown=turn.set_unknown))
 
 
 class Enactor:
@@ -234,8 +236,11 @@ class Enactor:
     def _actuate(self, turn: PolicyTurn, decision: ScalingDecision, intent: ScalingEvent,
                  before: PolicyState) -> ScalingEvent:
         policy = turn.policy
+        earlier = turn.earlier
         try:
-            actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
+            actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas,
+                                             unanswered=earlier.policy if earlier is not None and earlier.unknown
+                                             else None)
             scaled, known = actuation.status is not ActuationStatus.FAILED, True
         except Exception as exc:  # noqa: BLE001 - unknown whether it landed: fail the event, keep the cooldown
             logger.exception("scaling controller: actuator of policy %s failed", policy.name)
@@ -244,7 +249,7 @@ class Enactor:
             scaled, known = True, False
         landed = decision.to_replicas if actuation.replicas is None else actuation.replicas
         if scaled:
-            turn.set_to = landed
+            turn.set_to, turn.set_unknown = landed, not known
         outcome = intent.model_copy(update={"actuation": actuation})
         try:
             after = before.after(decision, scaled=scaled, known=known)

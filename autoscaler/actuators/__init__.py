@@ -29,14 +29,16 @@ class Actuators:
         """Ray node ids of the target's replicas where its actuator can tell; ActuationError when unreadable."""
         return self._for(policy).ray_nodes(policy.target)
 
-    def apply(self, policy: ScalingPolicy, current: int, desired: int) -> ActuationResult:
+    def apply(self, policy: ScalingPolicy, current: int, desired: int, *,
+              unanswered: str | None = None) -> ActuationResult:
         """Carry out `current -> desired` (enforce) or only describe it (dry_run). Raises only
         `ActuationOutcomeUnknown` (a change sent and not answered); any other failure is a `failed` result.
 
         The count is read again right before the write, which sets an absolute count: a target someone else
         changed since the tick read it (the tick's forecasts can take a minute) is left as it is, and the next tick
         decides from its new count; a write on the old count would undo their change (a scale-out written over an
-        operator's larger count lowers it, past every scale-in rule)."""
+        operator's larger count lowers it, past every scale-in rule). `unanswered`: the policy whose write earlier in
+        the tick set `current`, if that write was never answered (it may not have landed)."""
         if desired == current:
             return ActuationResult(status=ActuationStatus.NONE, detail="no change")
         if policy.mode == "dry_run":
@@ -46,9 +48,11 @@ class Actuators:
             actuator = self._for(policy)
             now = _read_before_write(actuator, policy)
             if now != current:
+                why = ("changed meanwhile by someone else" if unanswered is None else
+                       f"policy {unanswered}'s write earlier in this tick was never answered: it may not have landed")
                 return ActuationResult(status=ActuationStatus.FAILED, detail=(
                     f"not changed: the target is at {now} replicas, not the {current} this decision was made at "
-                    "(changed meanwhile by someone else); the next tick decides from its new count"))
+                    f"({why}); the next tick decides from its new count"))
             try:
                 return ActuationResult(status=ActuationStatus.APPLIED, detail=actuator.scale(policy.target, desired))
             except OutsideBounds as exc:

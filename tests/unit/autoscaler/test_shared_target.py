@@ -102,6 +102,24 @@ def test_only_a_change_that_may_have_landed_moves_the_count(pair, failure, mode,
     assert (b.action, b.from_replicas) == (ScaleAction.HOLD, seen), b.reason
 
 
+def test_a_later_policy_s_refusal_names_the_unanswered_write_not_someone_else(pair):
+    """a-hot's 4 -> 8 was sent and never answered, and did not land: b-other decided from 8, read 4 before its write,
+    and its event blamed "someone else" for what may be this controller's own unlanded write."""
+    controller, actuator = pair(b_watts=1800)
+
+    def unanswered(_target: str, replicas: int) -> None:
+        if replicas == 8:
+            raise ActuationOutcomeUnknown("sent, no answer")
+
+    actuator.on_scale = unanswered
+    a, b = controller.tick()
+    assert "outcome unknown" in a.actuation.detail and actuator.counts.get("web", 4) == 4
+    assert b.action is ScaleAction.SCALE_OUT and b.actuation.status is ActuationStatus.FAILED, b.reason
+    assert ("not changed: the target is at 4 replicas, not the 8 this decision was made at (policy a-hot's write "
+            "earlier in this tick was never answered: it may not have landed)") in b.actuation.detail
+    assert "someone else" not in b.actuation.detail
+
+
 # --- a scale-in is shared: the target is lowered once a tick, after every policy on it has asked --------------
 
 
