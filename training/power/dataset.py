@@ -146,11 +146,12 @@ def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: 
     short = _short_series(segments, sequence_length)
     if short:
         detail = ", ".join(f"{node!r} ({n} steps)" for node, n in sorted(short.items()))
-        remedy = "use a shorter --sequence-length or step, or drop them"
+        remedy = ("use a shorter sequence length (models.power_predictor.sequence_length; train_lstm "
+                  "--sequence-length) or step (predictor.step), or drop them")
         stretches = {node: sum(segment.node_id == node for segment in segments) for node in short}
         if max(short.values()) == 1 and min(stretches.values()) > 1:  # samples, but none two within max_gap
-            remedy = (f"their samples lie more than max_gap ({format_duration(max_gap_s)}) apart: use a --step no "
-                      f"shorter than their interval, or a longer predictor.max_gap")
+            remedy = (f"their samples lie more than max_gap ({format_duration(max_gap_s)}) apart: use a step "
+                      f"(predictor.step) no shorter than their interval, or a longer predictor.max_gap")
         raise NotEnoughData(
             f"series shorter than one window of {sequence_length + 1} steps at a {step_s}s step "
             f"(longest gap-free stretch): {detail}; {remedy}")

@@ -18,7 +18,7 @@ from training.power.dataset import PreparedData
 from training.power.extrapolation import served_forecast
 from training.power.features import FeaturePipeline
 from training.power.forecaster import ArtifactError, PowerForecaster
-from training.power.windows import NotEnoughData, Role, WindowInputs
+from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role, WindowInputs
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class CommonHoldout:
         """The holdout windows of `longest` steps, with `pipeline`'s input columns (default: the data's)."""
         test = prepared.windows(Role.TEST, pipeline=pipeline, sequence_length=longest)
         if len(test) == 0:
-            raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
+            raise NotEnoughData(HOLDOUT_TOO_SHORT)
         return cls(test.inputs, test.last_power, test.targets, test.mask)
 
     @property
@@ -99,7 +99,7 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
     """The forecaster's scores on the holdout windows of `prepared`."""
     test = prepared.windows(Role.TEST, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length)
     if len(test) == 0:
-        raise NotEnoughData("holdout too short for one forecast; raise --holdout-fraction")
+        raise NotEnoughData(HOLDOUT_TOO_SHORT)
     forecast = served_forecast(forecaster, test)
     last_value = test.last_power[:, None].repeat(test.targets.shape[1], axis=1)
     return HoldoutMetrics(

@@ -44,7 +44,7 @@ def horizon_steps(forecaster: PowerForecaster, horizon_s: int) -> int:
         raise ForecastRequestError(
             "prediction_horizon",
             f"{format_duration(horizon_s)} is beyond the served model's horizon of {limit}; "
-            "train a model with a longer --horizon")
+            "train a model with a longer horizon (train_lstm --horizon)")
     return steps
 
 

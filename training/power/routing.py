@@ -47,7 +47,7 @@ def route(served: Sequence[Coverage], horizon_s: int, step_s: int | None = None)
         reason = f"must be a whole number of the served model's steps ({steps}; served: {offered})"
     else:
         reason = (f"{format_duration(horizon_s)} is beyond the served models' horizons ({offered}); "
-                  "train a model with a longer --horizon")
+                  "train a model with a longer horizon (train_lstm --horizon)")
     if step_s is not None and not any(model.step_s == step_s for model in served):
         raise ForecastRequestError("step", f"no served model works at a {format_duration(step_s)} step ({offered})")
     raise ForecastRequestError("prediction_horizon", reason)

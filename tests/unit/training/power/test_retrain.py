@@ -101,9 +101,11 @@ def test_static_intervals_off_their_coverage_are_said_so(sample, registry, shift
 def test_too_little_data_is_a_typed_error_and_registers_nothing(sample, registry, shift):
     shift(GOOD)
     tiny = sample.groupby("node_id").head(300)  # five minutes of one-second readings per node
-    with pytest.raises(NotEnoughData, match="series shorter than one window"):
+    with pytest.raises(NotEnoughData, match="series shorter than one window") as caught:
         retrain_power(tiny, spec(), registry=registry)
     assert not registry.root.exists()
+    # an API record shows this too: the setting is named by its config key, the flag as train_lstm's
+    assert "models.power_predictor.sequence_length; train_lstm --sequence-length" in str(caught.value)
 
 
 def test_a_holdout_too_short_for_one_window_is_refused_before_training(sample, registry, monkeypatch):
@@ -112,8 +114,9 @@ def test_a_holdout_too_short_for_one_window_is_refused_before_training(sample, r
         raise AssertionError("trained although nothing could score the result")
 
     monkeypatch.setattr("training.power.retrain.train_served", trains)
-    with pytest.raises(NotEnoughData, match="holdout too short for one forecast"):
+    with pytest.raises(NotEnoughData, match="holdout too short for one forecast") as caught:
         retrain_power(sample, spec(holdout_fraction=0.001), registry=registry)
+    assert "give longer series, or a larger holdout fraction (train_lstm --holdout-fraction)" in str(caught.value)
     assert not registry.root.exists()
 
 
