@@ -233,12 +233,16 @@ class ScalingController:
         return lease.held_by(self.holder, now)
 
     def _report(self, invalid: list[InvalidStoredPolicy]) -> None:
-        """Log each stored policy that no longer validates, once per reason (the API lists them)."""
+        """Log each stored policy that no longer validates, once per reason (the API lists them); a change it left
+        pending is completed as abandoned, since no tick decides on the policy to confirm it."""
         for entry in invalid:
             if (entry.name, entry.reason) not in self._reported:
                 logger.warning("scaling controller: stored policy %s no longer validates and is skipped: %s",
                                entry.name, entry.reason.replace("\n", "; "))
                 self._reported.add((entry.name, entry.reason))
+            if (event := self.state.abandon_intent(entry.name, "the stored policy no longer validates")) is not None:
+                logger.warning("scaling controller: event %s of policy %s completed as abandoned: the stored policy "
+                               "no longer validates", event.id, entry.name)
 
     def _latest(self) -> tuple[dict[str, NodeLatest], str | None]:
         try:

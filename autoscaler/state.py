@@ -207,15 +207,27 @@ class ControllerState:
     def _forget_target(self, db: sqlite3.Connection, name: str, why: str = "re-pointed to another target") -> None:
         """Drop a policy's state and intent (re-pointed, or deleted); the intent's pending event says it was
         abandoned, unless the tick that actuates it completes it first."""
-        if (pending := self._pending(db, name)) is not None:
-            detail = (f"abandoned: the policy was {why} before this change was confirmed (whether it landed on this "
-                      "target is not known)")
-            abandoned = pending.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED,
-                                                                                detail=detail)})
-            db.execute("UPDATE events SET body = ? WHERE id = ?", (abandoned.model_dump_json(), abandoned.id))
+        self._abandon(db, name, f"the policy was {why}")
         db.execute("DELETE FROM policy_state WHERE name = ?", (name,))
-        db.execute("DELETE FROM intents WHERE name = ?", (name,))
         db.execute("DELETE FROM bound_tracking WHERE policy = ?", (name,))
+
+    def abandon_intent(self, name: str, why: str) -> ScalingEvent | None:
+        """Complete the policy's pending event as abandoned (`why`: what left it unconfirmed) and drop its intent,
+        keeping its state (the cooldown clock it started holds); the event, or None when none was pending."""
+        if self.pending_intent(name) is None:  # the usual case: no write transaction
+            return None
+        with self._write() as db:
+            return self._abandon(db, name, why)
+
+    def _abandon(self, db: sqlite3.Connection, name: str, why: str) -> ScalingEvent | None:
+        if (pending := self._pending(db, name)) is not None:
+            detail = (f"abandoned: {why} before this change was confirmed (whether it landed on this target is not "
+                      "known)")
+            pending = pending.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED,
+                                                                              detail=detail)})
+            db.execute("UPDATE events SET body = ? WHERE id = ?", (pending.model_dump_json(), pending.id))
+        db.execute("DELETE FROM intents WHERE name = ?", (name,))
+        return pending
 
     def delete_policy(self, name: str) -> bool:
         """Remove a policy, valid or not, and its state (its events stay; a pending one says it was abandoned);

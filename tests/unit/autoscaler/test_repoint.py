@@ -4,6 +4,8 @@ new one (autoscaler/state.py `put_policy`)."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from autoscaler.decision import PolicyState
@@ -75,6 +77,24 @@ def test_an_intent_pending_when_its_policy_is_deleted_is_abandoned(make, store):
     [abandoned] = [e for e in controller.state.events() if e.id == pending.id]
     assert abandoned.actuation.status is ActuationStatus.FAILED
     assert "abandoned: the policy was deleted" in abandoned.actuation.detail
+
+
+def test_an_intent_pending_when_its_stored_policy_stops_validating_is_abandoned_and_its_cooldown_kept(make, store):
+    """No tick decides on a policy that no longer validates (e.g. stored by an older version), so its event stayed
+    `pending` for good."""
+    controller, actuator, pending = crashed_mid_actuation(make, store)
+    started = controller.state.policy_state("web").last_scale_at
+    with sqlite3.connect(controller.state.path) as db:
+        db.execute("UPDATE policies SET body = ? WHERE name = ?", ("{not json", "web"))
+    actuator.on_scale = None
+    assert controller.tick() == []
+    assert controller.state.pending_intent("web") is None
+    [abandoned] = [e for e in controller.state.events() if e.id == pending.id]
+    assert abandoned.actuation.status is ActuationStatus.FAILED
+    assert "abandoned: the stored policy no longer validates" in abandoned.actuation.detail
+    assert controller.state.policy_state("web").last_scale_at == started  # its hold still applies if it is fixed
+    controller.tick()  # nothing pending any more: nothing to write
+    assert [e for e in controller.state.events() if e.id == pending.id] == [abandoned]
 
 
 def test_a_repoint_while_the_old_target_is_being_scaled_keeps_its_outcome_off_the_new_target(make, store):
