@@ -257,7 +257,8 @@ class ScalingController:
         """Every target's replica count, read concurrently (each read is a network call)."""
         def read(item: PolicyTurn) -> None:
             try:
-                item.replicas = self.actuators.replicas(item.policy)
+                count = self.actuators.read(item.policy)
+                item.replicas, item.target_bounds = count.replicas, count.bounds
             except ActuationError as exc:
                 item.note = f"cannot read the target's replicas: {exc}"
                 return

@@ -75,6 +75,7 @@ class PolicyTurn:
     policy: ScalingPolicy
     nodes: list[str]
     replicas: int | None = None
+    target_bounds: tuple[int, int] | None = None  # the counts the target itself takes (a KubeRay worker group's)
     observation: PowerObservation | None = None
     forecast: ForecastView | None = None
     confidence: float | None = None
@@ -197,7 +198,10 @@ class Enactor:
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
                                                     before))
-        decision = decide(policy, turn.observation, turn.forecast, seen, now, turn.earlier)
+        within, narrowed = _within_target_bounds(policy, turn.target_bounds)
+        decision = decide(within, turn.observation, turn.forecast, seen, now, turn.earlier)
+        if narrowed is not None and decision.to_replicas in (within.min_replicas, within.max_replicas):
+            notes.append(narrowed)
         if shared_hold is not None and decision.action is ScaleAction.HOLD:
             notes.append(shared_hold)
         left = False
@@ -276,6 +280,21 @@ class Enactor:
 
 NO_LOWER = "a target that several policies scale goes no lower than any of them asks for"
 ONCE = "a target that several policies scale is lowered once a tick, by the last of them, to the most any asks for"
+
+
+def _within_target_bounds(policy: ScalingPolicy, bounds: tuple[int, int] | None) -> tuple[ScalingPolicy, str | None]:
+    """The policy as it decides on a target with bounds of its own: [min_replicas, max_replicas] narrowed to them,
+    so a group at its maxReplicas holds instead of asking every tick for a count its actuator refuses; and what the
+    event says of it (None: they narrow nothing, or they and the policy's share no count, and the actuator says
+    so)."""
+    if bounds is None:
+        return policy, None
+    low, high = max(policy.min_replicas, bounds[0]), min(policy.max_replicas, bounds[1])
+    if low > high or (low, high) == (policy.min_replicas, policy.max_replicas):
+        return policy, None
+    note = (f"the target's own bounds [{bounds[0]}, {bounds[1]}] narrow the policy's [{policy.min_replicas}, "
+            f"{policy.max_replicas}] to [{low}, {high}]")
+    return policy.model_copy(update={"min_replicas": low, "max_replicas": high}), note
 
 
 def _scales(policy: ScalingPolicy) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator, OutsideBounds
+from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator, OutsideBounds, TargetCount
 from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
 from core.public_text import error_text
 
@@ -21,9 +21,9 @@ class Actuators:
             raise ActuationError(f"no actuator configured for {policy.target.kind} targets")
         return actuator
 
-    def replicas(self, policy: ScalingPolicy) -> int:
-        """The target's replica count now; ActuationError when it cannot be read."""
-        return self._for(policy).replicas(policy.target)
+    def read(self, policy: ScalingPolicy) -> TargetCount:
+        """The target's replica count now, with its own bounds where it has them; ActuationError when unreadable."""
+        return self._for(policy).read(policy.target)
 
     def ray_nodes(self, policy: ScalingPolicy) -> list[str] | None:
         """Ray node ids of the target's replicas where its actuator can tell; ActuationError when unreadable."""
@@ -81,11 +81,11 @@ def _read_before_write(actuator: Actuator, policy: ScalingPolicy) -> int:
     """The count right before the write. Nothing is sent yet, so any failure here is a plain one (no cooldown):
     a client library's own error type would otherwise reach the caller as a write of unknown outcome."""
     try:
-        return actuator.replicas(policy.target)
+        return actuator.replicas_now(policy.target)
     except ActuationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure: nothing was written
         raise ActuationError(f"not changed: reading the count before the write failed: {error_text(exc)}") from exc
 
 
-__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "OutsideBounds"]
+__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "OutsideBounds", "TargetCount"]

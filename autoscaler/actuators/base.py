@@ -8,6 +8,7 @@ Only actuators change replica counts, and only the controller calls them (docs/a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from autoscaler.schema import ScalingTarget
 
@@ -36,6 +37,14 @@ UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
 or a gateway lost its answer); 503 and 4xx say the write was refused."""
 
 
+@dataclass(frozen=True)
+class TargetCount:
+    """A target's replica count as read, with the counts it takes at all where it has bounds of its own."""
+
+    replicas: int
+    bounds: tuple[int, int] | None = None  # [low, high]: a KubeRay worker group's minReplicas/maxReplicas
+
+
 class Actuator(ABC):
     """Reads and sets the replica count of the targets of one or more kinds."""
 
@@ -44,6 +53,14 @@ class Actuator(ABC):
     @abstractmethod
     def replicas(self, target: ScalingTarget) -> int:
         """The target's desired replica count now (what it was last scaled to)."""
+
+    def read(self, target: ScalingTarget) -> TargetCount:
+        """The count, with the target's own bounds where it has them (default: none); one read where it can."""
+        return TargetCount(self.replicas(target))
+
+    def replicas_now(self, target: ScalingTarget) -> int:
+        """The count read afresh, past any cache: the check right before a write (default: `replicas`)."""
+        return self.replicas(target)
 
     @abstractmethod
     def scale(self, target: ScalingTarget, replicas: int) -> str:

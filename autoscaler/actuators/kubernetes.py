@@ -23,6 +23,7 @@ from autoscaler.actuators.base import (
     ActuationOutcomeUnknown,
     Actuator,
     OutsideBounds,
+    TargetCount,
 )
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
@@ -85,10 +86,15 @@ class KubernetesActuator(Actuator):
         return self._api_client
 
     def replicas(self, target: ScalingTarget) -> int:
+        return self.read(target).replicas
+
+    def read(self, target: ScalingTarget) -> TargetCount:
+        """The count; a RayCluster worker group's with its minReplicas/maxReplicas, from the same read."""
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
-            return int(self._worker_group(target)[1].get("replicas", 0))
-        return _spec_replicas(self._read_scale(target))
+            group = self._worker_group(target)[1]
+            return TargetCount(int(group.get("replicas", 0)), _group_bounds(group))
+        return TargetCount(_spec_replicas(self._read_scale(target)))
 
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         """Set the count, on the object as this call read it: a change made in between fails the write (409 for a
@@ -161,7 +167,7 @@ class KubernetesActuator(Actuator):
 
     def _scale_worker_group(self, target: RayClusterTarget, replicas: int) -> str:
         index, group = self._worker_group(target)
-        low, high = group.get("minReplicas", 0), group.get("maxReplicas", KUBERAY_MAX_REPLICAS)
+        low, high = _group_bounds(group)
         if not low <= replicas <= high:  # KubeRay would clamp it silently; the caller may ask for the bound instead
             raise OutsideBounds(
                 f"{_describe(target)} worker group {target.worker_group!r}: {replicas} replicas is outside its "
@@ -219,6 +225,11 @@ class KubernetesActuator(Actuator):
         except urllib3.exceptions.HTTPError as error:
             raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
                                  f"unreachable: {error}") from error
+
+
+def _group_bounds(group: dict[str, Any]) -> tuple[int, int]:
+    """A worker group's [minReplicas, maxReplicas], with the CRD's defaults."""
+    return int(group.get("minReplicas", 0)), int(group.get("maxReplicas", KUBERAY_MAX_REPLICAS))
 
 
 def _spec_replicas(scale: dict[str, Any]) -> int:

@@ -112,6 +112,13 @@ class RayServeActuator(Actuator):
                                  f"{count!r}, not a replica count")
         return count
 
+    def replicas_now(self, target: ScalingTarget) -> int:
+        """The count from details fetched now: Serve's scale call has no conditional form, so the check right
+        before it must not see details up to `details_max_age_s` old (a change made since would be overwritten)."""
+        with self._details_lock:
+            self._details = None
+        return self.replicas(target)
+
     def ray_nodes(self, target: ScalingTarget) -> list[str]:
         """The Ray nodes of the deployment's running replicas."""
         replicas = self._deployment(target).get("replicas") or []

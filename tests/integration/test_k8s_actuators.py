@@ -111,6 +111,20 @@ def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator)
     assert actuator.replicas(RayClusterTarget(name="rc", worker_group="cpu")) == 1
 
 
+def test_a_worker_groups_count_is_read_with_its_bounds_in_one_request(actuator, emulator):
+    """The controller decides within them (a group at maxReplicas holds, rather than being refused every tick)."""
+    emulator.objects[RAYCLUSTERS, "default", "rc"] = raycluster("rc", ("gpu", 2, 1, 3))
+    emulator.objects[RAYCLUSTERS, "default", "open"] = {**raycluster("open"), "spec": {"workerGroupSpecs": [
+        {"groupName": "cpu", "replicas": 4}]}}  # the CRD's defaults: 0 and 2^31 - 1
+
+    count, requests = requests_during(emulator, lambda: actuator.read(RayClusterTarget(name="rc", worker_group="gpu")))
+    assert (count.replicas, count.bounds) == (2, (1, 3)) and [r.method.value for r in requests] == ["GET"]
+    assert actuator.read(RayClusterTarget(name="open", worker_group="cpu")).bounds == (0, 2**31 - 1)
+    emulator.objects["apps/v1/deployments", "default", "web"] = {"metadata": {"name": "web", "namespace": "default"},
+                                                                 "spec": {"replicas": 2, "template": {}}}
+    assert actuator.read(DeploymentTarget(name="web")).bounds is None
+
+
 def test_raycluster_reordered_after_the_read_is_not_scaled(actuator, emulator):
     stored = raycluster("moving", ("gpu", 2, 0, 8), ("cpu", 1, 0, 8))
     emulator.objects[RAYCLUSTERS, "default", "moving"] = stored

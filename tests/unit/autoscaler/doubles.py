@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from autoscaler.actuators import ActuationError, Actuator, OutsideBounds
+from autoscaler.actuators import ActuationError, Actuator, OutsideBounds, TargetCount
 from autoscaler.controller import ModelShape
 from autoscaler.schema import ScalingTarget
 from core.forecasts import PowerForecast, PowerHistory
@@ -26,7 +26,7 @@ class RecordingActuator(Actuator):
 
     `broken` names targets whose reads raise an unexpected error (not ActuationError); `on_scale` runs before each
     scale (a test looks at the state file there, or raises); `bounds` (low, high) refuses other counts as a KubeRay
-    worker group does.
+    worker group does, and `read` reports them unless `hides_bounds` (bounds changed after the tick's read).
     """
 
     kinds = ("ray_serve", "deployment", "statefulset", "raycluster")
@@ -39,6 +39,7 @@ class RecordingActuator(Actuator):
         self.broken: set[str] = set()
         self.on_scale: Callable[[str, int], None] | None = None
         self.bounds: tuple[int, int] | None = None
+        self.hides_bounds = False
 
     def replicas(self, target: ScalingTarget) -> int:
         if self.fail == "read":
@@ -46,6 +47,9 @@ class RecordingActuator(Actuator):
         if key(target) in self.broken:
             raise RuntimeError(f"client bug reading {key(target)}")
         return self.counts.get(key(target), self.default)
+
+    def read(self, target: ScalingTarget) -> TargetCount:
+        return TargetCount(self.replicas(target), None if self.hides_bounds else self.bounds)
 
     def ray_nodes(self, target: ScalingTarget) -> list[str]:
         return ["ray-node-a", "ray-node-b"]

@@ -339,11 +339,33 @@ def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_n
     assert "over the next 5min" in event.reason, event.reason  # the whole steps ahead of now
 
 
-def test_a_scale_out_past_the_targets_own_maximum_goes_to_it_and_records_where_it_stopped(make, store):
+def test_the_decision_stays_within_the_targets_own_bounds_as_read(make, store):
+    """A worker group at its maxReplicas was asked every tick for one more, refused each time (a failed event a
+    tick); now the policy decides within the bounds the tick read, and says so."""
+    now = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: now[0])
+    actuator.bounds = (1, 3)
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    [event] = controller.tick()
+    assert (event.action, event.to_replicas, event.actuation.status) == (ScaleAction.SCALE_OUT, 3,
+                                                                         ActuationStatus.APPLIED)
+    assert "clamped to max_replicas 3" in event.reason, event.reason
+    assert "the target's own bounds [1, 3] narrow the policy's [1, 10] to [1, 3]" in event.reason
+    assert actuator.calls == [("web", 3)] and event.actuation.replicas is None
+    for _ in range(2):  # at the bound, still over budget: a hold, not a refused write, once the cooldown is over
+        now[0] += timedelta(minutes=10)
+        write_power(store, {"n1": 1500, "n2": 1500}, end=now[0])
+        [later] = controller.tick()
+        assert later.action is ScaleAction.HOLD and later.actuation.status is ActuationStatus.NONE, later.reason
+        assert "the target's own bounds [1, 3]" in later.reason and actuator.calls == [("web", 3)]
+
+
+def test_a_scale_out_past_bounds_set_after_the_read_goes_to_them_and_records_where_it_stopped(make, store):
     """Refused outright, a worker group stayed at 2 while its maxReplicas allowed 3 and the nodes were over budget;
     and a count recorded as the decision's, not the one set, read as "lowered outside this controller" next tick."""
     controller, actuator = make(replicas=2)
-    actuator.bounds = (1, 3)
+    actuator.bounds, actuator.hides_bounds = (1, 3), True
     controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
     write_power(store, {"n1": 1500, "n2": 1500})
     [event] = controller.tick()
@@ -361,7 +383,7 @@ def test_a_target_at_or_beyond_its_own_maximum_is_not_written(make, store, count
     """At the bound nothing is left to do; beyond it (the bound lowered since), writing the bound would be a
     scale-in on a scale-out decision, past every scale-in rule."""
     controller, actuator = make(replicas=count)
-    actuator.bounds = bounds
+    actuator.bounds, actuator.hides_bounds = bounds, True  # lowered after the tick read them
     controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10))
     write_power(store, {"n1": 1500, "n2": 1500})
     [event] = controller.tick()
