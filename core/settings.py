@@ -262,7 +262,9 @@ class EnvSettings(BaseSettings):
 
 
 SECRET_MASK = "********"
-_URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)[^/@\s]+@")
+# to the last `@` of the text's word: a password may hold `/` or `@` (unencoded; the store settings refuse that,
+# but text from elsewhere may carry it), and masking a path's `@` too only hides more
+_URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)\S*@")
 
 
 def without_url_password(text: str) -> str:

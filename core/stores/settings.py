@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
 
 from core.settings import Duration, EnvSettings, Section, environment, load_keys, read_secret
@@ -38,6 +38,22 @@ def influx_url(host: str) -> str:
     if parts.port is None:  # the netloc keeps an IPv6 address's brackets and any user info
         text = parts._replace(netloc=f"{parts.netloc}:{INFLUX_DEFAULT_PORT}").geturl()
     return text
+
+
+def _login_encoded(value: str | None) -> str | None:
+    """A store address whose login, if any, a URL parser reads as written: an `@` after the host means a password
+    holding `/`, `?` or `#` unencoded, which would be read as the host and path (and show in errors and logs)."""
+    if value is None:
+        return None
+    address = value.partition("://")[2] if "://" in value else value
+    host_end = min((i for i in (address.find(c) for c in "/?#") if i >= 0), default=len(address))
+    if "@" in address[host_end:]:
+        raise ValueError("has an '@' after its host: percent-encode a login's '/', '?', '#' and '@' "
+                         "(%2F, %3F, %23, %40)")
+    return value
+
+
+LoginEncoded = Annotated[str | None, AfterValidator(_login_encoded)]
 
 
 def _json_object(value: object) -> object:
@@ -86,12 +102,12 @@ class StoreOverrides(EnvSettings):
 class StoreSettings(EnvSettings):
     """Which backend the store uses and how to reach it."""
 
-    influx_host: str | None = Field(None, alias="INFLUX_HOST")
+    influx_host: LoginEncoded = Field(None, alias="INFLUX_HOST")
     influx_org: str | None = Field(None, alias="INFLUX_ORG")
     influx_bucket: str | None = Field(None, alias="INFLUX_BUCKET")
     influx_token: SecretStr | None = Field(None, alias="INFLUX_TOKEN")
     influx_token_file: str | None = Field(None, alias="INFLUX_TOKEN_FILE")
-    prometheus_url: str | None = Field(None, alias="PROMETHEUS_URL")
+    prometheus_url: LoginEncoded = Field(None, alias="PROMETHEUS_URL")
     prometheus_metrics: NameMap = Field(None, alias="PROMETHEUS_METRICS")
     prometheus_node_labels: NameMap = Field(None, alias="PROMETHEUS_NODE_LABELS")
     prometheus_kepler_names: Literal["current", "0.7"] = Field("current", alias="PROMETHEUS_KEPLER_NAMES")

@@ -83,3 +83,22 @@ def test_a_login_in_the_store_url_is_sent_as_basic_auth_not_as_part_of_the_host(
     assert request.full_url.startswith("http://prom.example:9090/api/prom/api/v1/query?")
     assert request.get_header("Authorization") == "Basic " + base64.b64encode(b"scraper:S@crEt").decode()
     assert PrometheusStore(URL).url == URL and PrometheusStore(URL)._auth == {}  # no login, no header
+
+
+@pytest.mark.parametrize("url", ["https://kcloud:Zx9/q+T2w==@prom.example:9090/", "http://kcloud:a?b#c@prom:9090"])
+def test_regression_a_password_with_an_unencoded_slash_is_refused_without_showing_it(url: str) -> None:
+    """It was logged in full (the mask stopped at its `/`), and every read failed on a "port" that was its start."""
+    with pytest.raises(ConfigError) as refused:
+        create_store({"PROMETHEUS_URL": url})
+    assert str(refused.value) == ("PROMETHEUS_URL: has an '@' after its host: percent-encode a login's '/', '?', '#' "
+                                  "and '@' (%2F, %3F, %23, %40)")
+    with pytest.raises(ConfigError, match="INFLUX_HOST: has an '@' after its host"):
+        create_store({"INFLUX_HOST": url.replace("prom", "influx"), "INFLUX_TOKEN": "t"})
+
+
+def test_text_with_such_a_url_is_masked_to_the_last_at_sign() -> None:
+    from core.settings import without_url_password
+
+    assert without_url_password("GET https://kcloud:Zx9/q+T2w==@prom.example:9090/ failed") == (
+        "GET https://kcloud:********@prom.example:9090/ failed")
+    assert without_url_password("http://u:p@ss@host:1 and http://v:w@h") == "http://u:********@host:1 and http://v:********@h"
