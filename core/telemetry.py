@@ -33,6 +33,7 @@ class Quality(StrEnum):
 ID_PATTERN = r"^[^\x00-\x1f\x7f\\]+$"
 """Node and device ids: no control character and no backslash, which InfluxDB's line protocol cannot carry in a tag
 (the same ids in every store)."""
+MAX_ID_CHARS = 253  # a Kubernetes node name's limit
 
 
 READING_FIELDS = frozenset({"power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts",
@@ -46,9 +47,9 @@ class TelemetrySample(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timestamp: datetime  # UTC
-    node_id: str = Field(min_length=1, max_length=253, pattern=ID_PATTERN)
+    node_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)
     source: SourceKind
-    device_id: str = Field("node", min_length=1, max_length=253, pattern=ID_PATTERN)
+    device_id: str = Field("node", min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)
     power_watts: Watts | None = None
     utilization: Percent | None = None  # GPU/NPU/AI-core or CPU utilization of this device
     memory_usage: Percent | None = None

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.csv_text import CsvShapeError, read_text_csv
+from core.telemetry import ID_PATTERN, MAX_ID_CHARS
 
 MAX_TRACE_WATTS = 1e7  # 10 MW: above any node or workload; larger is a unit or sentinel error
 TARGET = "power_watts"
@@ -81,6 +82,10 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
     frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source, DATED if dated else ANY_TIME)
     node = raw["node_id"].astype(str).str.strip() if "node_id" in raw.columns else None
     frame["node_id"] = node.where(node != "", DEFAULT_SERIES) if node is not None else DEFAULT_SERIES
+    if node is not None:  # the ids a telemetry sample takes (a replayed row would otherwise fail there)
+        ids = frame["node_id"]
+        _refuse(~ids.str.fullmatch(ID_PATTERN.strip("^$")) | (ids.str.len() > MAX_ID_CHARS), lines, ids, source,
+                "node_id", f"must be at most {MAX_ID_CHARS} characters, without a control character or a backslash")
     frame[TARGET] = _parse_numbers(raw[TARGET], TARGET, lines, source, required=True)
     _check_range(frame[TARGET], TARGET, lines, source, low=0.0, high=None, why="negative watts")
     _check_range(frame[TARGET], TARGET, lines, source, low=-np.inf, high=MAX_TRACE_WATTS,
@@ -160,10 +165,16 @@ def _check_range(values: pd.Series, column: str, lines: pd.Series, source: str, 
     _refuse(bad.fillna(False), lines, values.astype(str), source, column, why)
 
 
+def _clipped(value: object, limit: int = 60) -> str:
+    """A value as an error shows it: its repr, a long one cut (a 10,000-character id is not worth repeating)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
 def _refuse(bad: pd.Series, lines: pd.Series, values: pd.Series, source: str, column: str, why: str) -> None:
     if not bad.any():
         return
-    shown = [f"line {lines[i]}: {column}={values[i]!r}" for i in bad[bad].index[:_MAX_REPORTED]]
+    shown = [f"line {lines[i]}: {column}={_clipped(values[i])}" for i in bad[bad].index[:_MAX_REPORTED]]
     more = int(bad.sum()) - len(shown)
     suffix = f" (and {more} more)" if more > 0 else ""
     raise TelemetryDataError(f"{source}: {column} {why}: " + "; ".join(shown) + suffix)

@@ -403,3 +403,13 @@ def test_blank_lines_before_the_header_keep_the_line_numbers(tmp_path: Path) -> 
     """pandas took the first blank line for the header: the file had no columns."""
     _, message = load_error(tmp_path, ["", "", HEADER, "2026-01-05T00:00:00Z,n1,1", "2026-01-05T00:01:00Z,n1,-2"])
     assert "negative watts: line 5:" in message
+
+
+def test_regression_node_ids_a_telemetry_sample_refuses_are_refused_with_their_lines(tmp_path: Path) -> None:
+    """A replayed row with such an id raised in every round of the replay and stopped it for good."""
+    long = "n" * 254
+    _, message = load_error(tmp_path, [HEADER, "2026-01-05T00:00:00Z,ok,5", "2026-01-05T00:00:00Z,b\\x,6",
+                                       f"2026-01-05T00:00:00Z,{long},7"])
+    assert message.endswith("node_id must be at most 253 characters, without a control character or a backslash: "
+                            "line 3: node_id='b\\\\x'; line 4: node_id='" + "n" * 59 + "... (254 characters)")
+    assert load_lines(tmp_path, [HEADER, f"2026-01-05T00:00:00Z,{long[:253]},5"])["node_id"].tolist() == [long[:253]]
