@@ -72,8 +72,8 @@ class TelemetryStoreService:
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self.store.latest(node_id)
 
-    def nodes(self) -> list[str]:
-        return self.store.nodes()
+    def nodes(self, since: datetime | None = None) -> list[str]:
+        return self.store.nodes(since)
 
     def is_read_only(self) -> bool:
         return self.store.read_only

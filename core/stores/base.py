@@ -68,8 +68,9 @@ class TelemetryStore(ABC):
         """The newest power reading of one node, or of every node, sorted by node id."""
 
     @abstractmethod
-    def nodes(self) -> list[str]:
-        """Every node id with stored telemetry, sorted."""
+    def nodes(self, since: datetime | None = None) -> list[str]:
+        """Every node id with stored telemetry, sorted; `since`: at least those with telemetry from then on (a
+        backend that looks back only so far by default, InfluxDB's 30 days, looks back to it)."""
 
     def is_read_only(self) -> bool:
         """Whether the backend only reads (`read_only`; RemoteStore asks the store actor, StoreUnavailable when it

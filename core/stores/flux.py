@@ -86,7 +86,7 @@ def latest_query(bucket: str, node_id: str | None = None, lookback_s: int = 3600
     )
 
 
-def nodes_query(bucket: str, lookback_s: int = 30 * 86400) -> str:
+def nodes_query(bucket: str, lookback_s: int) -> str:
     """Distinct node ids seen in the look-back, in `_value`."""
     return (
         'import "influxdata/influxdb/schema"\n\n'

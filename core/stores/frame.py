@@ -26,7 +26,7 @@ def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime
     """Every node's window over the last `since_s` seconds at `step_s`, validated like a CSV."""
     end = now or datetime.now(UTC)
     start = end - timedelta(seconds=since_s)
-    parts = [store.window(node, start, end, step_s) for node in store.nodes()]
+    parts = [store.window(node, start, end, step_s) for node in store.nodes(start)]
     parts = [p.dropna(subset=["power_watts"]) for p in parts]
     parts = [p for p in parts if not p.empty]
     if not parts:

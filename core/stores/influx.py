@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -30,10 +30,16 @@ logger = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
 BATCH_LINES = 5000
+NODES_LOOKBACK_S = 30 * 86400  # how far back `nodes()` looks for node ids by default
 _UNPARSABLE = ("unable to parse", "partial write")  # what InfluxDB's 400 says of lines it will never take
 _BEYOND_RETENTION = "points beyond retention"  # refused for good whatever the status says
 _DROPPED = re.compile(r"dropped=(\d+)")  # a partial write's count of the lines InfluxDB did not take
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n"})
+
+
+def _seconds_back(since: datetime) -> int:
+    """Whole seconds from `since` (aware) to now, rounded up: a look-back that reaches it."""
+    return max(1, math.ceil((datetime.now(UTC) - since).total_seconds()))
 
 
 def _tag(value: str) -> str:
@@ -123,8 +129,9 @@ class InfluxStore(TelemetryStore):
             ts_ms=(result["_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1))
         return combine_latest(readings.reindex(columns=list(LATEST_COLUMNS)))
 
-    def nodes(self) -> list[str]:
-        result = self.query_csv(flux.nodes_query(self.bucket))
+    def nodes(self, since: datetime | None = None) -> list[str]:
+        lookback = NODES_LOOKBACK_S if since is None else max(NODES_LOOKBACK_S, _seconds_back(since))
+        result = self.query_csv(flux.nodes_query(self.bucket, lookback))
         return sorted(set(result["_value"].dropna().astype(str))) if "_value" in result else []
 
     def close(self) -> None:

@@ -194,7 +194,7 @@ class PrometheusStore(TelemetryStore):
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in data["result"]
                 if np.isfinite(float(r["value"][1]))}
 
-    def nodes(self) -> list[str]:
+    def nodes(self, since: datetime | None = None) -> list[str]:
         found: set[str] = set()
         for key in ("node_power", *DEVICE_POWER):
             found.update(self._get(f"/api/v1/label/{self.labels[key]}/values", {"match[]": self._sel(key, None)}))

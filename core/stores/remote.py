@@ -61,8 +61,8 @@ class RemoteStore(TelemetryStore):
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self._call("latest", node_id)
 
-    def nodes(self) -> list[str]:
-        return self._call("nodes")
+    def nodes(self, since: datetime | None = None) -> list[str]:
+        return self._call("nodes", since)
 
     def is_read_only(self) -> bool:
         """True when the backend only reads (Prometheus): collectors then only export their gauges."""

@@ -201,7 +201,7 @@ class SqliteStore(TelemetryStore):
             if self._closed.wait(PRUNE_INTERVAL_S):
                 return
 
-    def nodes(self) -> list[str]:
+    def nodes(self, since: datetime | None = None) -> list[str]:
         with self._reading() as conn:
             return [row[0] for row in conn.execute(_NODES)]
 

@@ -123,7 +123,20 @@ def test_latest_and_nodes_query_text():
     assert "range(start: -600s)" in query and 'r._field == "power_watts" and r.node_id == "n1"' in query
     assert "|> last()" in query
     assert "r.node_id" not in flux.latest_query("b")
-    assert 'schema.tagValues(bucket: "b", tag: "node_id"' in flux.nodes_query("b")
+    assert 'schema.tagValues(bucket: "b", tag: "node_id"' in flux.nodes_query("b", 86400)
+
+
+def test_regression_nodes_look_back_as_far_as_a_training_window_reaches(influx):
+    """`train_lstm --from-store --since 60d` left out the nodes silent for the last 30 days of its window."""
+    fake, store = influx
+    fake.body = ""
+    assert store.nodes() == []
+    assert "start: -2592000s" in json.loads(fake.requests[-1]["body"])["query"]  # 30 days by default
+    store.nodes(datetime.now(UTC) - timedelta(days=60))
+    lookback = json.loads(fake.requests[-1]["body"])["query"].split("start: -")[1].split("s)")[0]
+    assert 60 * 86400 <= int(lookback) <= 60 * 86400 + 5
+    store.nodes(datetime.now(UTC) - timedelta(days=2))  # never less than the default
+    assert "start: -2592000s" in json.loads(fake.requests[-1]["body"])["query"]
 
 
 def test_store_window_sends_the_flux_and_applies_the_window_rule(influx):
