@@ -313,7 +313,8 @@ class PowerPredictor(RegistryFollower):
     async def _replay(self, node: str, current: StoredHistory,
                       version: str) -> list[tuple[StoredHistory, PowerForecast]] | None:
         """The node's windows before `current` since `version` was registered (`past_windows`), each with the
-        forecast `version` makes from it; None when they could not be read or forecast (logged)."""
+        forecast `version` makes from it over its whole horizon (every lead learns, whatever the request that warms
+        the node asked for: each replica warms alike); None when they could not be read or forecast (logged)."""
         served = next((s for s in self.served.values() if s.model_version == version), None)
         if served is None:  # reloaded since the request's forecast
             return None
@@ -321,7 +322,8 @@ class PowerPredictor(RegistryFollower):
             async with self._stored_reads:
                 windows = await asyncio.to_thread(
                     past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
-                    count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s)
+                    count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
+                    horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s)
             answers = await asyncio.gather(*(self.forecast(window.history) for window in windows),
                                            return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request

@@ -82,10 +82,10 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
 
 
 def past_windows(store: TelemetryStore, node_id: str, current: StoredHistory, *, sequence_length: int, count: int,
-                 since: datetime, max_gap_s: int | None = None) -> list[StoredHistory]:
+                 since: datetime, max_gap_s: int | None = None, horizon_s: int | None = None) -> list[StoredHistory]:
     """The node's windows that ended at each of the `count` bins before `current`'s newest, oldest first, as
     `stored_history` would have read them just as that bin closed: those whose newest bin starts at or after `since`
-    (none: no store read; else one), and that hold power.
+    (none: no store read; else one), and that hold power. Each asks for `horizon_s` (default: `current`'s).
 
     Raises:
         StoreUnavailable: the store could not be read.
@@ -103,7 +103,8 @@ def past_windows(store: TelemetryStore, node_id: str, current: StoredHistory, *,
     for stop in range(sequence_length, len(window) + 1):
         part = window.iloc[stop - sequence_length:stop]
         try:
-            past, measured, newest_bin = _window_history(part, node_id, step_s=step_s, horizon_s=history.horizon_s,
+            past, measured, newest_bin = _window_history(part, node_id, step_s=step_s,
+                                                         horizon_s=horizon_s or history.horizon_s,
                                                          workload_type=history.workload_type, max_gap_s=max_gap_s)
         except NoStoredTelemetry:
             continue

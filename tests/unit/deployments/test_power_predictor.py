@@ -166,6 +166,16 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
     assert len(calls) > 2 and predictor.node_calibrations.cold("power_lstm/1", "n1")  # warmed at a later request
 
 
+def test_regression_the_replay_forecasts_the_models_whole_horizon_whatever_the_request_asked(predictor):
+    """It asked for the warming request's horizon: a replica first asked for 1 min learnt one lead, one first asked
+    for 1 h all 60, and the two answered the same 1 h request with different intervals."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 60, registered_at=datetime.now(UTC) - timedelta(hours=1))
+    seen = recording(predictor)
+    asyncio.run(predictor.forecast_stored(["n1"], 60))
+    assert seen[0].horizon_s == 60 and len(seen) > 2
+    assert {history.horizon_s for history in seen[1:]} == {3600}
+
+
 def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_different_times(predictor):
     """n3 last reported a minute and a half before n1: both windows end at n3's bin, so the sum adds the same
     minutes; the age is n3's (the older)."""
