@@ -3,7 +3,8 @@
 Writes (every endpoint that changes state or starts work) need `Authorization: Bearer <token>`; with no
 token configured they are closed (403, saying how to set one), never open. Reads are open unless
 `args.protect_reads`. Tokens are compared as SHA-256 digests of their bytes, in constant time, so any header
-(non-ASCII included) is a clean 401 and the comparison reveals neither content nor length.
+(non-ASCII included) is a clean 401 and the comparison reveals neither content nor length. A token read from a
+file is read again when the file changes (a rotated Kubernetes Secret), checked at most every `RELOAD_CHECK_S`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -21,13 +24,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.errors import ApiError
 from app.middleware import current_request_id
 from app.replica import serving_replica
-from app.settings import AppArgs, read_api_token
+from app.settings import AppArgs, api_token_file, read_api_token
 from core.settings import ConfigError
 
 logger = logging.getLogger("ray.serve")
 HOW_TO_SET = ("set API_TOKEN or API_TOKEN_FILE in the server's environment, or args.api_token_file "
               "(`make run` generates one in state/api-token)")
 PLACEHOLDER = "REPLACE_ME"  # what the Secret templates ship in place of every value
+RELOAD_CHECK_S = 5.0  # how often a token file is looked at for a change
 _bearer = HTTPBearer(auto_error=False, description="the API token (API_TOKEN / API_TOKEN_FILE on the server)")
 
 
@@ -52,22 +56,40 @@ def refuse_template_ray_token(environ: Mapping[str, str] = os.environ) -> None:
                           f"{PLACEHOLDER} placeholder (deploy/secrets/secrets.yaml): set a secret value of your own")
 
 
-class Access:
-    """The configured token (None: none) and whether reads need it too."""
+def _refuse_placeholder(token: str) -> None:
+    if token.startswith(PLACEHOLDER):  # anyone with the repository knows it
+        raise ConfigError(f"the API token is still the template's {PLACEHOLDER} placeholder "
+                          "(deploy/secrets/secrets.yaml): set a secret value of your own")
 
-    def __init__(self, token: str | None, protect_reads: bool = False):
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten (a Secret volume swaps a symlink: another inode)."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+class Access:
+    """The configured token (None: none) and whether reads need it too; `token_file`: where the token was read
+    from, read again when it changes (a rotated Secret), so the old token stops working without a restart."""
+
+    def __init__(self, token: str | None, protect_reads: bool = False, *, token_file: str | Path | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if protect_reads and token is None:
             raise ConfigError(f"args.protect_reads needs an API token: {HOW_TO_SET}")
-        if token is not None and token.startswith(PLACEHOLDER):  # anyone with the repository knows it
-            raise ConfigError(f"the API token is still the template's {PLACEHOLDER} placeholder "
-                              "(deploy/secrets/secrets.yaml): set a secret value of your own")
+        if token is not None:
+            _refuse_placeholder(token)
         self._digest = None if token is None else _digest(token.encode("utf-8"))
         self.protect_reads = protect_reads
+        self._file = Path(token_file) if token_file is not None and token is not None else None
+        self._clock = clock
+        self._looked_at = clock()
+        self._stamp = self._read_stamp()
 
     @classmethod
     def from_args(cls, args: AppArgs) -> Access:
         """The token from args.api_token_file, $API_TOKEN_FILE or $API_TOKEN (ConfigError for a bad file)."""
-        access = cls(read_api_token(args.api_token_file), args.protect_reads)
+        access = cls(read_api_token(args.api_token_file), args.protect_reads,
+                     token_file=api_token_file(args.api_token_file))
         if not access.configured:
             logger.warning("no API token configured: write endpoints answer 403 until one is set (%s)", HOW_TO_SET)
         return access
@@ -76,10 +98,40 @@ class Access:
     def configured(self) -> bool:
         return self._digest is not None
 
+    def _read_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            return None if self._file is None else _file_stamp(self._file)
+        except OSError:
+            return None
+
+    def _follow_file(self) -> None:
+        """Take the token file's new token, if it changed since it was last looked at (at most every
+        RELOAD_CHECK_S). A file that cannot be read, or holds no usable token, leaves the current one in place
+        (logged): a half-done rotation does not lock every client out."""
+        now = self._clock()
+        if self._file is None or now - self._looked_at < RELOAD_CHECK_S:
+            return
+        self._looked_at = now
+        stamp = self._read_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            token = read_api_token(str(self._file))
+            if token is None:
+                raise ConfigError(f"API_TOKEN_FILE {self._file} holds no token")
+            _refuse_placeholder(token)
+        except ConfigError as exc:
+            logger.warning("the API token file changed but cannot be used, so the token before stays: %s", exc)
+            return
+        self._digest = _digest(token.encode("utf-8"))
+        logger.info("API token read again from %s: it changed", self._file)
+
     def check(self, presented: str | None, *, write: bool) -> None:
         """Raises ApiError: 403 for a write with no token configured, 401 for a missing or wrong token."""
         if not write and not self.protect_reads:
             return
+        self._follow_file()
         if self._digest is None:
             raise ApiError(403, ["header", "authorization"],
                            f"this endpoint is closed: no API token is configured on the server; {HOW_TO_SET}",

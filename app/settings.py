@@ -267,6 +267,11 @@ class ApiEnvironment(EnvSettings):
     api_token_file: str | None = Field(None, alias="API_TOKEN_FILE")
 
 
+def api_token_file(token_file: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The file the API token is read from (`token_file`, else $API_TOKEN_FILE); None: from $API_TOKEN, or none."""
+    return token_file or ApiEnvironment.from_env(environ).api_token_file or None
+
+
 def read_api_token(token_file: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The configured API token: the named file, else $API_TOKEN_FILE, else $API_TOKEN; None when unset.
 

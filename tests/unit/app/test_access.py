@@ -168,3 +168,33 @@ def test_both_serve_apps_refuse_to_build_on_the_template_s_ray_token(monkeypatch
     for build in (build_app, build_power_app):
         with pytest.raises(ConfigError, match=r"Ray's auth token \(RAY_AUTH_TOKEN, Secret kcloud-ray-auth\) is still"):
             build({})
+
+
+def test_regression_a_rotated_token_file_is_followed_without_a_restart(served, tmp_path, monkeypatch, caplog):
+    """The token was read once per replica: after a leaked token was rotated in its Secret, the old one kept
+    working on every running replica, and replicas started later took only the new one."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.delenv("API_TOKEN_FILE", raising=False)
+    now = [0.0]
+    file = tmp_path / "token"
+    file.write_text("old-token\n")
+    assert Access.from_args(AppArgs(api_token_file=str(file)))._file == file  # what the replicas follow
+    _, client = served(Access("old-token", token_file=file, clock=lambda: now[0]))
+
+    def status(token: str) -> int:
+        return call(client, "post", "/api/v1/predict/batch", BATCH, {"Authorization": f"Bearer {token}"}).status_code
+
+    assert status("old-token") == 202
+    replaced = tmp_path / "token.new"  # as a Secret volume does it: a new file swapped in
+    replaced.write_text("new-token\n")
+    replaced.replace(file)
+    now[0] += 1.0
+    assert status("old-token") == 202  # looked at every few seconds, not at every request
+    now[0] += 5.0
+    assert (status("old-token"), status("new-token")) == (401, 202)
+    for broken in ("\n", "REPLACE_ME-api-token\n"):  # a half-done rotation keeps the token before
+        file.write_text(broken)
+        now[0] += 5.0
+        assert status("new-token") == 202
+    assert "the API token file changed but cannot be used" in caplog.text
+    assert "new-token" not in caplog.text and "old-token" not in caplog.text
