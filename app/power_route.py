@@ -23,6 +23,7 @@ from app.schemas import PowerPredictionRequest, PowerPredictionResponse
 from app.settings import AppArgs
 from core.durations import parse_duration
 from core.forecasts import ForecastRequestError
+from core.stores.base import StoreUnavailable
 from deployments.power import PowerPredictor
 from training.power.stored_history import PowerStopped, UnknownNode
 
@@ -66,8 +67,8 @@ async def predict_power(request: PowerPredictionRequest,
     node's stored telemetry (`store_filled_steps`). Without `features.power_watts`, the window comes from stored
     telemetry: the `node_id`'s, or, for a
     `workload_id` listed in the config's `workloads`, each of its nodes' (their forecasts are summed). Without
-    those (or for a `node_id` the store does not know), its power is estimated from the request's other features
-    (`history_source`: features_only).
+    those (or for a `node_id` the store does not know, or a store that cannot answer now), its power is estimated
+    from the request's other features (`history_source`: features_only).
     """
     nodes = stored_nodes(request, replica.workloads)
     if nodes is None:
@@ -81,7 +82,7 @@ async def predict_power(request: PowerPredictionRequest,
             nodes, parse_duration(request.prediction_horizon), step_s=request.step_s,
             workload_type=request.features.workload_type if request.features else None,
             workload_id=request.workload_id if request.node_id is None else None)
-    except (UnknownNode, PowerStopped) as unknown:
+    except (UnknownNode, PowerStopped, StoreUnavailable) as unknown:
         if not has_feature_lists(request):  # nothing to estimate its power from: the missing power is the answer
             raise
         try:
