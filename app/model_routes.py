@@ -72,7 +72,7 @@ async def model_metrics(
 ) -> ModelMetricsResponse:
     """Held-out accuracy of the active version, live inference latency, and live accuracy: the scaling
     controller's forecasts scored against the power measured since (null with `live_reason` when none)."""
-    _, metadata = replica.registry.get(model_id)
+    _, metadata = await asyncio.to_thread(replica.registry.get, model_id)  # files: never on the event loop
     served, latency = None, {}
     if model_id == replica.args.cost_model_id:  # the cost route's own copy answers POST /predict/cost
         description = replica.cost_model.describe()

@@ -34,7 +34,7 @@ MAX_STABILIZATION_S = 3600
 def _window_seconds(value: object) -> int:
     if isinstance(value, int | float | str) and not isinstance(value, bool):
         return 0 if value in (0, "0") else parse_duration(value)
-    raise ValueError(f"{value!r} is not a duration like '30s' or '5min' (0: no stabilization)")
+    raise ValueError(f"a {type(value).__name__} is not a duration like '30s' or '5min' (0: no stabilization)")
 
 
 WindowSeconds = Annotated[int, BeforeValidator(_window_seconds)]

@@ -54,7 +54,7 @@ class Section(BaseModel):
 
 def _seconds(value: object) -> int:
     if not isinstance(value, str | int | float):
-        raise ValueError(f"{value!r} is not a duration like '15s', '10min', '1h' or '7d'")
+        raise ValueError(f"a {type(value).__name__} is not a duration like '15s', '10min', '1h' or '7d'")
     return parse_duration(value)
 
 

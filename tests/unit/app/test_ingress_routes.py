@@ -239,3 +239,12 @@ def test_a_400_digit_duration_in_a_policy_is_422_naming_it(replica, client, fiel
     """Regression: Python reads a 400-digit JSON integer whole, and the duration check overflowed on it: a 500."""
     response = client.post("/api/v1/scaling/policies", json={**policy_data(name="p4"), field: 10**400}, headers=AUTH)
     assert response.status_code == 422 and detail(response)["loc"] == ["body", field], response.text
+
+
+@pytest.mark.parametrize(("field", "value"), [("stale_after_s", list(range(100_000))),
+                                              ("behavior", {"scale_down": {"stabilization_window": [0] * 100_000}})])
+def test_regression_a_huge_value_for_a_duration_is_not_echoed_in_the_422(replica, client, field, value):
+    """The duration checks put the whole value in their message: a 1.3 MB body got a 1.5 MB answer."""
+    response = client.post("/api/v1/scaling/policies", json={**policy_data(name="p5"), field: value}, headers=AUTH)
+    assert response.status_code == 422 and len(response.content) < 2_000, len(response.content)
+    assert "a list is not a duration like" in detail(response)["msg"], response.text
