@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
@@ -68,7 +68,7 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
                 raise ApiError(422, ["body", "items", index, "request", "features"],
                                "a batch item brings its own lists (stored telemetry is not read in a batch): "
                                "power_watts, or features to estimate it from") from exc
-    record = await asyncio.to_thread(replica.batches.create, {  # a record of up to 4 MiB, fsynced: off the loop
+    record = await _created_batch(replica, {
         "status": "pending", "items_count": len(request.items), "completed": 0, "results": [],
         "items": [item.model_dump(mode="json") for item in request.items],
     })
@@ -82,6 +82,23 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
         raise ApiError(429, [], f"the batch queue is full ({replica.args.batches.max_waiting} batches wait); "
                                 "try again later", "queue_full")
     return batch_status(record)
+
+
+async def _created_batch(replica: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The batch's record, written off the event loop (up to 4 MiB, fsynced). Should the request be cancelled
+    meanwhile (its client gone), the record written all the same is deleted once written: a pending record nobody
+    queued would otherwise wait for good and be run by the next queue actor, for a batch nobody knows the id of."""
+    creating = asyncio.ensure_future(asyncio.to_thread(replica.batches.create, record))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(lambda done: _delete_unqueued(replica, done))
+        raise
+
+
+def _delete_unqueued(replica: Any, created: asyncio.Future) -> None:
+    if not created.cancelled() and created.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, replica.batches.delete, created.result()["id"])
 
 
 @router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, dependencies=[READ],
