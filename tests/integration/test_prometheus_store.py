@@ -201,3 +201,39 @@ def test_prometheus_store_is_read_only_and_reports_errors(prometheus):
         bad.window("gpu-1", *window_span(int(time.time() * 1000), 5, 5), 60)
     with pytest.raises(StoreUnavailable, match="unreachable"):
         PrometheusStore(f"http://127.0.0.1:{free_port()}").nodes()
+
+
+def test_the_dashboards_measured_power_follows_the_stores_rule(tmp_path):
+    """Regression: it took any `device_id="node"` series as the wall reading, so a GPU node without a BMC showed
+    its host's RAPL total (CPU packages) instead of its accelerators plus that total."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from tests.paths import REPO_ROOT
+
+    dashboard = json.loads((REPO_ROOT / "deploy" / "grafana" / "kcloud-dashboard.json").read_text())
+    [expr] = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+              if target.get("legendFormat") == "measured"]
+    server = Prometheus(tmp_path).start()
+    try:
+        now_ms = int(time.time() * 1000)
+
+        def power(node: str, source: str, device: str, watts: float) -> tuple[dict, list]:
+            return gauge({"__name__": "ray_kcloud_power_watts", "node_id": node, "source": source,
+                          "device_id": device}, watts, now_ms)
+
+        assert server.remote_write([
+            power("bmc", "ipmi", "node", 900), power("bmc", "nvml", "0", 300), power("bmc", "host", "node", 150),
+            power("rapl", "nvml", "0", 300), power("rapl", "nvml", "1", 300), power("rapl", "host", "node", 150),
+            power("rapl", "host", "package-0", 80), power("rapl", "host", "package-1", 70),
+            power("psu", "ipmi", "PSU1", 400), power("psu", "ipmi", "PSU2", 420), power("psu", "nvml", "0", 300),
+            power("replayed", "replay", "node", 500),
+        ]) == 204
+        query = urllib.parse.urlencode({"query": expr.replace("$node", ".*"), "time": now_ms / 1000})
+        with urllib.request.urlopen(f"{server.url}/api/v1/query?{query}", timeout=30) as response:
+            result = json.loads(response.read())["data"]["result"]
+    finally:
+        server.stop()
+    assert {r["metric"]["node_id"]: float(r["value"][1]) for r in result} == {
+        "bmc": 900.0, "rapl": 750.0, "psu": 820.0, "replayed": 500.0}
