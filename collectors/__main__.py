@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sources", default=",".join(SOURCE_NAMES),
                         help=f"comma-separated sources to read (default: all of {','.join(SOURCE_NAMES)})")
     parser.add_argument("--json", action="store_true", help="print one TelemetrySample JSON object per line")
-    parser.add_argument("--node-id", default=None, help="node name for the samples (default: this host's name)")
+    parser.add_argument("--node-id", default=None,
+                        help="node name for the samples (default: $NODE_NAME, as the collector actor's, else this "
+                             "host's name)")
     parser.add_argument("--config", default=None, help=CONFIG_FLAG_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log source details on stderr")
     return parser
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
                             format="%(levelname)s %(name)s: %(message)s")
     try:
         config, node = load_collector_config(args.config), NodeSettings.from_env()
-        sources = build_sources(config, args.node_id or socket.gethostname(), selected=set(names), node=node)
+        sources = build_sources(config, args.node_id or node.node_name or socket.gethostname(),
+                                selected=set(names), node=node)
     except ConfigError as exc:
         err.write(f"config error: {exc}\n")
         return 2

@@ -30,7 +30,7 @@ DATA = REPO / "tests" / "data" / "npu"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("KCLOUD_CONFIG", "IPMI_HOSTS", "IPMI_USERNAME", "IPMI_PASSWORD", "IPMI_PASSWORD_FILE",
-                 "GPU_MONITORING_ENABLED", "NPU_MONITORING_ENABLED", "NPU_SMI_PATH", "XPU_SMI_PATH"):
+                 "GPU_MONITORING_ENABLED", "NPU_MONITORING_ENABLED", "NPU_SMI_PATH", "XPU_SMI_PATH", "NODE_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(cli.time, "sleep", lambda _s: None)  # the host warm-up wait
 
@@ -47,6 +47,17 @@ def test_host_once_as_json_lines() -> None:
     (line,) = out.splitlines()
     sample = TelemetrySample.model_validate_json(line)
     assert (sample.node_id, sample.source, sample.device_id) == ("n9", SourceKind.HOST, "node")
+
+
+def test_the_node_name_is_the_collector_actors_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the command took the host name where the actor takes NODE_NAME: inside a pod it labelled samples
+    with the pod's name and looked that up in the BMC map."""
+    monkeypatch.setenv("NODE_NAME", "gpu-node-07")
+    code, out, err = run(["--once", "--sources", "host", "--json"])
+    assert code == 0, err
+    assert TelemetrySample.model_validate_json(out.splitlines()[0]).node_id == "gpu-node-07"
+    code, out, _ = run(["--once", "--sources", "host", "--json", "--node-id", "n9"])
+    assert TelemetrySample.model_validate_json(out.splitlines()[0]).node_id == "n9"  # the flag wins
 
 
 def test_table_by_default_with_npu_from_a_fake_tool(fake_tool: Callable[..., Path]) -> None:
