@@ -96,6 +96,8 @@ class IpmiSource(TelemetrySource):
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
         self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
+        self._dcmi_ok_at: float | None = None  # the last DCMI reading: an inactive one soon after is passing
+        self._no_sdr_power_until = 0.0  # the SDR held no power sensor: not downloaded again before then
         self._limit: float | None = None
         self._limit_at = float("-inf")
         self._frozen = FrozenReading(frozen_after_s)  # a DCMI reading the BMC stopped updating is no reading
@@ -199,9 +201,17 @@ class IpmiSource(TelemetrySource):
             reading = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00),
                                  lambda data: (parse_dcmi_power_reading(data), dcmi_timestamp(data)))
             watts, stamp = reading or (None, None)
+            if (watts is None and reading is not None and self._dcmi_ok_at is not None
+                    and now - self._dcmi_ok_at < self.dcmi_reprobe_s):
+                # answered, not active, by a BMC that measured within the reprobe time (e.g. just reset): DCMI is
+                # tried again at the next read; meanwhile the SDR's sensors, where it has any
+                if self._sdr is None:
+                    raise LookupError("the BMC's DCMI power reading is not active just now (it was before)")
+                return self._read_sdr(cmd)
             if watts is not None:
                 if frozen := self._frozen.check(stamp, now):
                     raise LookupError(frozen)
+                self._dcmi_ok_at = now
                 if now - self._limit_at >= self.limit_refresh_s:
                     self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
                     self._limit_at = now
@@ -224,6 +234,8 @@ class IpmiSource(TelemetrySource):
 
     def _read_sdr(self, cmd: Any) -> TelemetrySample:
         if self._sdr is None:
+            if time.monotonic() < self._no_sdr_power_until:  # a download takes tens of seconds of the BMC's time
+                raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
             self._sdr_loading_since = time.monotonic()
             try:
                 sdr = cmd.init_sdr()
@@ -234,6 +246,7 @@ class IpmiSource(TelemetrySource):
                          for key, e in entries.items()]
             chosen, quality = select_power_sensors(described)
             if not chosen:
+                self._no_sdr_power_until = time.monotonic() + self.dcmi_reprobe_s  # looked at again with DCMI
                 raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
             self._sdr = [entries[s.key] for s in chosen], quality
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])

@@ -81,6 +81,7 @@ class FakeCmd:
         return {"data": self.dcmi if command == 0x02 else b"\xdc\x00\x00\x00\x84\x03"}
 
     def init_sdr(self):
+        self.sdr_downloads = getattr(self, "sdr_downloads", 0) + 1
         return self.sdr
 
     def raw_command(self, netfn, command, rslun=0, data=()):
@@ -125,6 +126,32 @@ def test_without_dcmi_sdr_is_used_and_dcmi_reprobed_only_later(dcmi):
     time.sleep(0.35)
     source.sample()
     assert cmd.dcmi_calls == 2
+
+
+def test_regression_a_passing_inactive_dcmi_reading_does_not_leave_dcmi_for_minutes():
+    """A BMC reset answers "not active" for a few seconds: DCMI was given up for the reprobe time (10 min), and on a
+    BMC without SDR power sensors each read downloaded the whole SDR again to find none."""
+    cmd = FakeCmd(_dcmi(612))
+    cmd.sdr = SimpleNamespace(sensors={})  # DCMI only
+    source = _with_cmd(cmd, backoff_s=0)
+    assert [s.power_watts for s in source.sample()] == [612.0]
+    cmd.dcmi = _dcmi(612, state=0)
+    assert source.sample() == [] and "not active just now" in source._reason
+    cmd.dcmi = _dcmi(640)
+    assert [s.power_watts for s in source.sample()] == [640.0]  # tried again at the next read
+    assert getattr(cmd, "sdr_downloads", 0) == 0
+
+
+def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time():
+    cmd = FakeCmd(None)  # no DCMI
+    cmd.sdr = SimpleNamespace(sensors={})
+    source = _with_cmd(cmd, backoff_s=0, dcmi_reprobe_s=0.3)
+    for _ in range(3):
+        assert source.sample() == [] and "no node or PSU watts sensor" in source._reason
+    assert cmd.sdr_downloads == 1
+    time.sleep(0.35)
+    source.sample()
+    assert cmd.sdr_downloads == 2
 
 
 # -- failures -------------------------------------------------------------------------------------------
