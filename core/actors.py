@@ -45,12 +45,20 @@ class NamedActor:
 
     def call(self, method: str, *args: Any) -> Any:
         """The method's result, waited for at most `timeout_s`."""
+        return self.result(self.send(method, *args))
+
+    def send(self, method: str, *args: Any) -> ray.ObjectRef:
+        """Call the method without waiting: its result's reference (`result` waits for it)."""
         try:
             actor = ray.get_actor(self.name, namespace=self.namespace)
         except ValueError as exc:
             raise self.error(f"{self.description} is not running{self.hint}") from exc
+        return getattr(actor, method).remote(*args)
+
+    def result(self, call: ray.ObjectRef) -> Any:
+        """A sent call's result, waited for at most `timeout_s` (the call itself goes on after a timeout)."""
         try:
-            return ray.get(getattr(actor, method).remote(*args), timeout=self.timeout_s)
+            return ray.get(call, timeout=self.timeout_s)
         except (GetTimeoutError, RayActorError) as exc:
             raise self.error(f"{self.description} did not answer: {type(exc).__name__}{self.hint}") from exc
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
+import ray
+from ray.exceptions import GetTimeoutError
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
@@ -29,10 +32,17 @@ class RemoteStore(TelemetryStore):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
         self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
                                  error=StoreActorUnavailable)
+        self._unanswered: ray.ObjectRef | None = None  # a write that timed out and may still wait in the queue
+        self._writing = threading.Lock()
 
-    def _call(self, method: str, *args, actor: NamedActor | None = None):
+    def _call(self, method: str, *args):
+        return self._answer(self.actor, self.actor.send(method, *args))
+
+    @staticmethod
+    def _answer(actor: NamedActor, call: ray.ObjectRef):
+        """The call's result; any failure is StoreActorUnavailable, but a write refused for good."""
         try:
-            return (actor or self.actor).call(method, *args)
+            return actor.result(call)
         except StoreActorUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
@@ -44,16 +54,35 @@ class RemoteStore(TelemetryStore):
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         """Write in calls of at most WRITE_CHUNK samples, each with its own WRITE_TIMEOUT_S: one call for a whole
         spilled segment could outlast any fixed timeout, and the caller then sent it again while the store actor
-        was still writing it. A chunk refused for good does not stop the others (WriteRefused after them)."""
+        was still writing it. A chunk refused for good does not stop the others (WriteRefused after them).
+
+        A call that timed out goes on in the actor's queue: until it is answered, nothing more is sent (the samples
+        stay with the caller, who tries again later), so a hung backend holds one write per client in the queue,
+        not one more per retry."""
         samples, written, refused, reason = list(samples), 0, 0, ""
-        for begin in range(0, len(samples), WRITE_CHUNK):
-            try:
-                written += self._call("write", samples[begin:begin + WRITE_CHUNK], actor=self.writer)
-            except WriteRefused as exc:
-                refused, written, reason = refused + exc.refused, written + exc.written, str(exc)
+        with self._writing:
+            for begin in range(0, len(samples), WRITE_CHUNK):
+                try:
+                    written += self._write_chunk(samples[begin:begin + WRITE_CHUNK])
+                except WriteRefused as exc:
+                    refused, written, reason = refused + exc.refused, written + exc.written, str(exc)
         if refused:
             raise WriteRefused(reason, refused, written)
         return written
+
+    def _write_chunk(self, chunk: Sequence[TelemetrySample]) -> int:
+        if self._unanswered is not None:
+            if not ray.wait([self._unanswered], timeout=0)[0]:
+                raise StoreActorUnavailable("the telemetry store has not answered an earlier write yet (queued "
+                                            "behind a slow backend): nothing more is sent until it does")
+            self._unanswered = None  # answered: whatever it wrote, these samples are sent again below
+        call = self.writer.send("write", chunk)
+        try:
+            return self._answer(self.writer, call)
+        except StoreActorUnavailable as exc:
+            if isinstance(exc.__cause__, GetTimeoutError):
+                self._unanswered = call
+            raise
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self._call("window", node_id, start, end, step_s)

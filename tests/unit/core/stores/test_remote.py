@@ -5,9 +5,11 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from ray.exceptions import GetTimeoutError
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
+from core.stores import remote
 from core.stores.base import StoreUnavailable, WriteRefused
 from core.stores.remote import RemoteStore, StoreActorUnavailable
 
@@ -20,8 +22,14 @@ class _RayTaskError(RuntimeError):
         self.cause = cause
 
 
+def answer_with(monkeypatch, answer) -> None:
+    """The store actor's calls answered by `answer(actor, method, *args)` as their results are read."""
+    monkeypatch.setattr(NamedActor, "send", lambda self, method, *args: (self, method, args))
+    monkeypatch.setattr(NamedActor, "result", lambda self, call: answer(call[0], call[1], *call[2]))
+
+
 def test_calls_go_to_the_store_actor(monkeypatch):
-    monkeypatch.setattr(NamedActor, "call", lambda self, method, *args: (self.name, method, args))
+    answer_with(monkeypatch, lambda self, method, *args: (self.name, method, args))
     assert RemoteStore().latest("n1") == (STORE_ACTOR, "latest", ("n1",))
 
 
@@ -34,7 +42,7 @@ def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
         calls.append((method, len(args[0]), self.timeout_s))
         return len(args[0])
 
-    monkeypatch.setattr(NamedActor, "call", call)
+    answer_with(monkeypatch, call)
     assert RemoteStore().write(iter([object()] * 12_000)) == 12_000
     assert calls == [("write", 5000, 30.0), ("write", 5000, 30.0), ("write", 2000, 30.0)]
     calls.clear()
@@ -45,14 +53,14 @@ def test_a_missing_actor_and_a_failing_backend_are_store_unavailable(monkeypatch
     def missing(self, method, *args):
         raise StoreActorUnavailable("the telemetry store is not running")
 
-    monkeypatch.setattr(NamedActor, "call", missing)
+    answer_with(monkeypatch, missing)
     with pytest.raises(StoreUnavailable, match="is not running"):
         RemoteStore().nodes()
 
     def backend_down(self, method, *args):
         raise _RayTaskError(StoreUnavailable("InfluxDB query at http://10.0.0.9:8086 failed"))
 
-    monkeypatch.setattr(NamedActor, "call", backend_down)
+    answer_with(monkeypatch, backend_down)
     with pytest.raises(StoreActorUnavailable) as caught:
         RemoteStore().latest()
     assert str(caught.value) == "the telemetry store failed: StoreUnavailable"
@@ -71,9 +79,52 @@ def test_a_write_refused_for_good_stays_a_refusal(monkeypatch):
             raise _RayTaskError(pickle.loads(pickle.dumps(error)))  # as Ray brings it back
         return len(args[0])
 
-    monkeypatch.setattr(NamedActor, "call", refused_first)
+    answer_with(monkeypatch, refused_first)
     with pytest.raises(WriteRefused, match="refused 3000 of 5000") as caught:
         RemoteStore().write([object()] * 6000)
     assert not isinstance(caught.value, StoreUnavailable)
     assert calls == [5000, 1000]  # the chunk after the refused one was still written
     assert (caught.value.refused, caught.value.written) == (3000, 3000)
+
+
+def test_regression_a_write_that_timed_out_is_not_sent_again_while_it_waits(monkeypatch):
+    """Each retry of a collector (every flush) added one more call of up to 5,000 samples to the queue of an actor
+    whose backend hung: memory grew by the hour, and the backlog was written again after the recovery."""
+    sent, answered = [], set()
+
+    def send(self, method, *args):
+        sent.append(method)
+        return len(sent)  # the call's reference
+
+    def result(self, call):
+        if call not in answered:
+            raise StoreActorUnavailable("the telemetry store did not answer: GetTimeoutError") from GetTimeoutError()
+        return 1
+
+    monkeypatch.setattr(NamedActor, "send", send)
+    monkeypatch.setattr(NamedActor, "result", result)
+    monkeypatch.setattr(remote.ray, "wait", lambda calls, timeout: ([c for c in calls if c in answered], []))
+    store = RemoteStore()
+    with pytest.raises(StoreActorUnavailable, match="did not answer"):
+        store.write([object()])
+    for _ in range(3):
+        with pytest.raises(StoreActorUnavailable, match="has not answered an earlier write yet"):
+            store.write([object()])
+    assert sent == ["write"]
+    answered.update({1, 2})  # the backend is back: the queued call is answered, and the next
+    assert store.write([object()]) == 1 and sent == ["write", "write"]
+
+
+def test_a_write_that_failed_otherwise_does_not_hold_the_next(monkeypatch):
+    calls = []
+
+    def missing(self, method, *args):
+        calls.append(method)
+        raise StoreActorUnavailable("the telemetry store is not running")
+
+    answer_with(monkeypatch, missing)
+    store = RemoteStore()
+    for _ in range(2):
+        with pytest.raises(StoreActorUnavailable, match="not running"):
+            store.write([object()])
+    assert calls == ["write", "write"]
