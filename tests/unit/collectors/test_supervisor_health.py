@@ -114,3 +114,21 @@ def test_the_store_settings_are_part_of_the_supervisor_s_fingerprint(monkeypatch
     assert prometheus == again
     assert len({prometheus[0], sqlite[0], default[0]}) == 3
     assert sqlite[1] == supervisor.store_key({"TELEMETRY_DATA_DIR": "/data/store"}, None)  # what its collectors carry
+
+
+def test_a_collector_answers_its_health_ping_beside_a_status_call(monkeypatch: pytest.MonkeyPatch):
+    """Its status probes its sources (nvmlInit, npu-smi, a first IPMI read) outside any time limit: on an actor that
+    answers one call at a time a hung driver held the health ping, and the collector was replaced for it."""
+    started = {}
+
+    class Remote:
+        def options(self, **options):
+            started.update(options)
+            return self
+
+        def remote(self, *args):
+            return "handle"
+
+    monkeypatch.setattr(supervisor.ray, "remote", lambda cls: Remote())
+    assert bare()._start("node-abc", None) == "handle"
+    assert started["max_concurrency"] >= 2 and started["name"].endswith("node-abc")
