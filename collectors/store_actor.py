@@ -3,7 +3,9 @@ like the other singletons: the embedded store's file lies on the head's disk, an
 
 Collectors on every node push batches to the actor; the API reads windows and latest values from it. The
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
-safe to call from several threads: the actor answers up to MAX_CONCURRENT_CALLS calls at once.
+safe to call from several threads. The actor answers its calls in three groups of CALLS_PER_GROUP at once, so
+that no kind of call waits behind another: window reads (weeks of a node for a retraining, or a flood of stored-window
+forecasts), the collectors' writes, and the short calls (the scaling controller's latest readings, node lists).
 A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
 its settings reach, for the collectors (collectors/supervisor.py `store_key`).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import ray
@@ -31,7 +34,8 @@ from core.telemetry import TelemetrySample
 
 CALL_TIMEOUT_S = 15.0
 UNRESOLVED = "unresolved"  # `store_identity` of settings that do not resolve
-MAX_CONCURRENT_CALLS = 8  # a long read (weeks of a node for a retraining) must not hold the collectors' writes up
+CALLS_PER_GROUP = 4
+WINDOWS, WRITES = "windows", "writes"  # concurrency groups; the other calls use the actor's default group
 
 
 class TelemetryStoreService:
@@ -47,6 +51,7 @@ class TelemetryStoreService:
         """The digest of the arguments this actor was started with."""
         return self._fingerprint
 
+    @ray.method(concurrency_group=WRITES)
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         """Write the samples; WriteRefused (after writing the others) for those stamped too far ahead."""
         latest_allowed = datetime.now(UTC) + timedelta(seconds=self.future_tolerance_s)
@@ -66,6 +71,7 @@ class TelemetryStoreService:
             raise WriteRefused(why, ahead, written)
         return written
 
+    @ray.method(concurrency_group=WINDOWS)
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self.store.window(node_id, start, end, step_s)
 
@@ -87,11 +93,16 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
     running = keep_unchanged(STORE_ACTOR, actor_fingerprint(settings, config_path), stop_store_actor, CALL_TIMEOUT_S)
     if running is not None:
         return running
-    return ray.remote(TelemetryStoreService).options(
+    return store_actor_class().options(
         name=STORE_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=0, num_cpus=0, resources=HEAD,  # the embedded store's file is on the head's disk
-        max_concurrency=MAX_CONCURRENT_CALLS,
+        max_concurrency=CALLS_PER_GROUP,  # the default group's
     ).remote(dict(settings) if settings is not None else None, config_path)
+
+
+def store_actor_class(service: type = TelemetryStoreService) -> Any:
+    """`service` as a Ray actor class with the store's concurrency groups (set on the class: `.options` cannot)."""
+    return ray.remote(concurrency_groups={WINDOWS: CALLS_PER_GROUP, WRITES: CALLS_PER_GROUP})(service)
 
 
 def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
@@ -107,7 +118,8 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
     the collector supervisor and its collectors carry it with `store_identity` (collectors/supervisor.py
     `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
     store it started with)."""
-    return settings_digest(dict(settings) if settings is not None else None, config_path, MAX_CONCURRENT_CALLS)
+    return settings_digest(dict(settings) if settings is not None else None, config_path,
+                           CALLS_PER_GROUP, WINDOWS, WRITES)
 
 
 def actor_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:

@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from collectors.settings import CollectorConfig
-from collectors.store_actor import start_store_actor
+from collectors.store_actor import TelemetryStoreService, start_store_actor, store_actor_class
 from collectors.supervisor import start_telemetry, stop_telemetry
 from core.actors import find_actor
 from core.names import NAMESPACE, STORE_ACTOR, SUPERVISOR_ACTOR, collector_actor
@@ -216,3 +216,37 @@ def test_other_store_settings_replace_the_store_actor_and_its_data_stays_on_disk
     finally:
         start_store_actor(session)
     assert "hybrid_1" in RemoteStore().nodes()  # the session's data, on disk all along
+
+
+def test_window_reads_never_hold_the_latest_readings_or_the_writes(ray_cluster):
+    """The actor answered 8 calls of any kind at once: anonymous stored-window forecasts from a few replicas filled
+    them, and the scaling controller's latest readings timed out (every policy held on "store unavailable")."""
+
+    class SlowWindows:  # defined here: Ray sends it by value to its worker
+        """A backend whose window reads take 3 s each (a flood of 7-day stored-window forecasts)."""
+
+        def window(self, *args):
+            time.sleep(3)
+            return "window"
+
+        def latest(self, node_id=None):
+            return []
+
+        def write(self, samples):
+            return len(samples)
+
+    class Service(TelemetryStoreService):  # the store actor's own methods, on that backend
+        def __init__(self) -> None:
+            self.store, self.future_tolerance_s = SlowWindows(), 60.0
+
+    actor = store_actor_class(Service).options(max_concurrency=4).remote()
+    try:
+        ray.get(actor.latest.remote())
+        windows = [actor.window.remote("n1", None, None, 60) for _ in range(12)]
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert ray.get(actor.latest.remote(), timeout=2) == [] and ray.get(actor.write.remote([]), timeout=2) == 0
+        assert time.monotonic() - started < 1.5
+        assert ray.get(windows, timeout=30) == ["window"] * 12
+    finally:
+        ray.kill(actor)
