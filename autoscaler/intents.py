@@ -198,10 +198,11 @@ class Enactor:
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
                                                     before))
-        within, narrowed = _within_target_bounds(policy, turn.target_bounds)
+        within, narrowed = _within_target_bounds(policy, turn.target_bounds, turn.observation.replicas)
         decision = decide(within, turn.observation, turn.forecast, seen, now, turn.earlier)
-        if narrowed is not None and decision.to_replicas in (within.min_replicas, within.max_replicas):
-            notes.append(narrowed)
+        stopped_by = {within.min_replicas} - {policy.min_replicas} | {within.max_replicas} - {policy.max_replicas}
+        if narrowed is not None and decision.to_replicas in stopped_by:
+            notes.append(narrowed)  # a bound of the target's stopped it
         if shared_hold is not None and decision.action is ScaleAction.HOLD:
             notes.append(shared_hold)
         left = False
@@ -282,18 +283,22 @@ NO_LOWER = "a target that several policies scale goes no lower than any of them 
 ONCE = "a target that several policies scale is lowered once a tick, by the last of them, to the most any asks for"
 
 
-def _within_target_bounds(policy: ScalingPolicy, bounds: tuple[int, int] | None) -> tuple[ScalingPolicy, str | None]:
+def _within_target_bounds(policy: ScalingPolicy, bounds: tuple[int, int] | None,
+                          replicas: int) -> tuple[ScalingPolicy, str | None]:
     """The policy as it decides on a target with bounds of its own: [min_replicas, max_replicas] narrowed to them,
     so a group at its maxReplicas holds instead of asking every tick for a count its actuator refuses; and what the
     event says of it (None: they narrow nothing, or they and the policy's share no count, and the actuator says
-    so)."""
+    so). Never past the count `replicas` it is at: a group already above a lowered maxReplicas is not scaled in for
+    it (KubeRay runs the bound's count meanwhile; its spec keeps the count set, which a raised bound restores)."""
     if bounds is None:
         return policy, None
-    low, high = max(policy.min_replicas, bounds[0]), min(policy.max_replicas, bounds[1])
+    low = min(max(policy.min_replicas, bounds[0]), max(replicas, policy.min_replicas))
+    high = max(min(policy.max_replicas, bounds[1]), min(replicas, policy.max_replicas))
     if low > high or (low, high) == (policy.min_replicas, policy.max_replicas):
         return policy, None
+    beyond = "" if bounds[0] <= replicas <= bounds[1] else f", not past its count {replicas}"
     note = (f"the target's own bounds [{bounds[0]}, {bounds[1]}] narrow the policy's [{policy.min_replicas}, "
-            f"{policy.max_replicas}] to [{low}, {high}]")
+            f"{policy.max_replicas}] to [{low}, {high}]{beyond}")
     return policy.model_copy(update={"min_replicas": low, "max_replicas": high}), note
 
 

@@ -389,3 +389,22 @@ def test_a_target_at_or_beyond_its_own_maximum_is_not_written(make, store, count
     [event] = controller.tick()
     assert event.action is ScaleAction.SCALE_OUT and event.actuation.status is ActuationStatus.FAILED
     assert "is outside [1, 3]" in event.actuation.detail and actuator.calls == []
+
+
+@pytest.mark.parametrize("power", [1500, 100])
+def test_a_target_above_its_own_maximum_as_read_is_never_scaled_in_for_it(make, store, power):
+    """Regression: the bounds read with the count narrowed the policy's maximum below the count itself, so a group
+    at 5 whose maxReplicas was lowered to 3 was scaled in to 3 even on a scale-out decision (and past the scale-in
+    rules: it was "back inside the bounds"). Measured low power still scales it in by the policy's own rules."""
+    controller, actuator = make(replicas=5)
+    actuator.bounds = (1, 3)
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10))
+    write_power(store, {"n1": power, "n2": power})
+    [event] = controller.tick()
+    if power == 1500:
+        assert event.action is ScaleAction.HOLD and actuator.calls == [], event.reason
+        assert "the target's own bounds [1, 3] narrow the policy's [1, 10] to [1, 5], not past its count 5" in (
+            event.reason)
+    else:  # the consolidation the policy's own rule asks for
+        assert (event.action, event.to_replicas, actuator.calls) == (ScaleAction.SCALE_IN, 1, [("web", 1)])
+        assert "back inside" not in event.reason and "own bounds" not in event.reason, event.reason
