@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import ray
@@ -36,20 +37,7 @@ class RemoteStore(TelemetryStore):
         self._writing = threading.Lock()
 
     def _call(self, method: str, *args):
-        return self._answer(self.actor, self.actor.send(method, *args))
-
-    @staticmethod
-    def _answer(actor: NamedActor, call: ray.ObjectRef):
-        """The call's result; any failure is StoreActorUnavailable, but a write refused for good."""
-        try:
-            return actor.result(call)
-        except StoreActorUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
-            cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
-            if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
-                raise WriteRefused(str(cause), cause.refused, cause.written) from exc
-            raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
+        return _translated(lambda: self.actor.call(method, *args))
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
         """Write in calls of at most WRITE_CHUNK samples, each with its own WRITE_TIMEOUT_S: one call for a whole
@@ -71,18 +59,21 @@ class RemoteStore(TelemetryStore):
         return written
 
     def _write_chunk(self, chunk: Sequence[TelemetrySample]) -> int:
-        if self._unanswered is not None:
-            if not ray.wait([self._unanswered], timeout=0)[0]:
-                raise StoreActorUnavailable("the telemetry store has not answered an earlier write yet (queued "
-                                            "behind a slow backend): nothing more is sent until it does")
-            self._unanswered = None  # answered: whatever it wrote, these samples are sent again below
-        call = self.writer.send("write", chunk)
-        try:
-            return self._answer(self.writer, call)
-        except StoreActorUnavailable as exc:
-            if isinstance(exc.__cause__, GetTimeoutError):
-                self._unanswered = call
-            raise
+        def send() -> int:
+            if self._unanswered is not None:
+                if not ray.wait([self._unanswered], timeout=0)[0]:  # a dead actor's call is ready: it failed
+                    raise StoreActorUnavailable("the telemetry store has not answered an earlier write yet (queued "
+                                                "behind a slow backend): nothing more is sent until it does")
+                self._unanswered = None  # answered: whatever it wrote, these samples are sent again below
+            call = self.writer.send("write", chunk)
+            try:
+                return self.writer.result(call)
+            except StoreActorUnavailable as exc:
+                if isinstance(exc.__cause__, GetTimeoutError):
+                    self._unanswered = call
+                raise
+
+        return _translated(send)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self._call("window", node_id, start, end, step_s)
@@ -91,7 +82,7 @@ class RemoteStore(TelemetryStore):
         return self._call("latest", node_id)
 
     def nodes(self, since: datetime | None = None) -> list[str]:
-        return self._call("nodes", since)
+        return self._call("nodes") if since is None else self._call("nodes", since)  # as an older actor takes it
 
     def is_read_only(self) -> bool:
         """True when the backend only reads (Prometheus): collectors then only export their gauges."""
@@ -99,3 +90,16 @@ class RemoteStore(TelemetryStore):
 
     def close(self) -> None:
         """Nothing to release: the actor outlives its callers."""
+
+
+def _translated(call: Callable[[], Any]) -> Any:
+    """`call()`; any failure is StoreActorUnavailable (a Ray error sending it too), but a write refused for good."""
+    try:
+        return call()
+    except StoreActorUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the backend failed behind the actor: "not now" too
+        cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
+        if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
+            raise WriteRefused(str(cause), cause.refused, cause.written) from exc
+        raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc

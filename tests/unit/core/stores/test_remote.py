@@ -128,3 +128,16 @@ def test_a_write_that_failed_otherwise_does_not_hold_the_next(monkeypatch):
         with pytest.raises(StoreActorUnavailable, match="not running"):
             store.write([object()])
     assert calls == ["write", "write"]
+
+
+def test_a_ray_error_while_sending_is_store_unavailable_too(monkeypatch):
+    """While the head's GCS restarts, looking the actor up raises Ray's own errors, not "not found": they reached
+    the routes as 500s instead of the store's 503 or the features-only answer."""
+    def gcs_down(self, method, *args):
+        raise ConnectionError("failed to connect to GCS at 10.0.0.7:6379")
+
+    monkeypatch.setattr(NamedActor, "send", gcs_down)
+    for call in (lambda store: store.latest(), lambda store: store.write([object()]), lambda store: store.nodes()):
+        with pytest.raises(StoreActorUnavailable) as caught:
+            call(RemoteStore())
+        assert str(caught.value) == "the telemetry store failed: ConnectionError"
