@@ -68,12 +68,20 @@ def _file_stamp(path: Path) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
+def _stamp_if_readable(path: str | Path | None) -> tuple[int, int, int] | None:
+    try:
+        return None if path is None else _file_stamp(Path(path))
+    except OSError:
+        return None
+
+
 class Access:
     """The configured token (None: none) and whether reads need it too; `token_file`: where the token was read
     from, read again when it changes (a rotated Secret), so the old token stops working without a restart."""
 
     def __init__(self, token: str | None, protect_reads: bool = False, *, token_file: str | Path | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 file_stamp: tuple[int, int, int] | None = None, clock: Callable[[], float] = time.monotonic):
+        """`file_stamp`: the token file's as of before `token` was read from it (default: now)."""
         if protect_reads and token is None:
             raise ConfigError(f"args.protect_reads needs an API token: {HOW_TO_SET}")
         if token is not None:
@@ -83,13 +91,14 @@ class Access:
         self._file = Path(token_file) if token_file is not None and token is not None else None
         self._clock = clock
         self._looked_at = clock()
-        self._stamp = self._read_stamp()
+        self._stamp = file_stamp or self._read_stamp()
 
     @classmethod
     def from_args(cls, args: AppArgs) -> Access:
         """The token from args.api_token_file, $API_TOKEN_FILE or $API_TOKEN (ConfigError for a bad file)."""
-        access = cls(read_api_token(args.api_token_file), args.protect_reads,
-                     token_file=api_token_file(args.api_token_file))
+        file = api_token_file(args.api_token_file)
+        stamp = _stamp_if_readable(file)  # before the read: a rotation during it is seen at the first check
+        access = cls(read_api_token(args.api_token_file), args.protect_reads, token_file=file, file_stamp=stamp)
         if not access.configured:
             logger.warning("no API token configured: write endpoints answer 403 until one is set (%s)", HOW_TO_SET)
         return access
@@ -99,10 +108,7 @@ class Access:
         return self._digest is not None
 
     def _read_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            return None if self._file is None else _file_stamp(self._file)
-        except OSError:
-            return None
+        return _stamp_if_readable(self._file)
 
     def _follow_file(self) -> None:
         """Take the token file's new token, if it changed since it was last looked at (at most every
@@ -115,15 +121,18 @@ class Access:
         stamp = self._read_stamp()
         if stamp is None or stamp == self._stamp:
             return
-        self._stamp = stamp
         try:
             token = read_api_token(str(self._file))
             if token is None:
                 raise ConfigError(f"API_TOKEN_FILE {self._file} holds no token")
             _refuse_placeholder(token)
         except ConfigError as exc:
+            self._stamp = stamp  # looked at again only once it changes again
             logger.warning("the API token file changed but cannot be used, so the token before stays: %s", exc)
             return
+        if self._read_stamp() != stamp:  # rewritten while it was read (in place): read again at the next check
+            return
+        self._stamp = stamp
         self._digest = _digest(token.encode("utf-8"))
         logger.info("API token read again from %s: it changed", self._file)
 

@@ -285,6 +285,8 @@ def read_secret(name: str, value: SecretStr | None, file: str | Path | None) -> 
         text = Path(file).read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"{name}_FILE {file} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}_FILE {file} is not UTF-8 text") from None
     if not text:
         raise ConfigError(f"{name}_FILE {file} is empty")
     return SecretStr(text)

@@ -192,9 +192,31 @@ def test_regression_a_rotated_token_file_is_followed_without_a_restart(served, t
     assert status("old-token") == 202  # looked at every few seconds, not at every request
     now[0] += 5.0
     assert (status("old-token"), status("new-token")) == (401, 202)
-    for broken in ("\n", "REPLACE_ME-api-token\n"):  # a half-done rotation keeps the token before
-        file.write_text(broken)
+    for broken in (b"\n", b"REPLACE_ME-api-token\n", b"\xff\xfe"):  # a half-done rotation keeps the token before
+        file.write_bytes(broken)
         now[0] += 5.0
         assert status("new-token") == 202
+    assert "is not UTF-8 text" in caplog.text
     assert "the API token file changed but cannot be used" in caplog.text
     assert "new-token" not in caplog.text and "old-token" not in caplog.text
+
+
+def test_a_token_file_rewritten_while_it_is_read_is_read_again_at_the_next_check(tmp_path, monkeypatch):
+    """Written in place (not swapped), a read can catch half a token: it is taken only when the file stood still
+    across the read."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    now = [0.0]
+    file = tmp_path / "token"
+    file.write_text("old-token")
+    access = Access("old-token", token_file=file, clock=lambda: now[0])
+    stamps = iter([(1, 1, 1), (1, 2, 9)])  # changed; then changed again during the read
+    monkeypatch.setattr(access, "_read_stamp", lambda: next(stamps))
+    file.write_text("new-t")  # what a reader caught half-way
+    now[0] += 5.0
+    access.check("old-token", write=True)  # still the old one
+    file.write_text("new-token")
+    monkeypatch.setattr(access, "_read_stamp", lambda: (1, 2, 9))
+    now[0] += 5.0
+    access.check("new-token", write=True)
+    with pytest.raises(Exception, match="valid 'Authorization"):
+        access.check("old-token", write=True)
