@@ -74,6 +74,11 @@ class SdrLoading(ReadUnderWay):
     """The BMC's sensor repository is still downloading (the first SDR read): no reading yet, and no failure."""
 
 
+class DcmiInactive(ReadUnderWay):
+    """The BMC's DCMI power reading is marked not active soon after it measured (a reset): no reading now, and no
+    failure (no backoff); DCMI is asked again at the next read."""
+
+
 class IpmiSource(TelemetrySource):
     """Wall power of one node from its BMC (device_id "node")."""
 
@@ -82,12 +87,13 @@ class IpmiSource(TelemetrySource):
     def __init__(self, target: str | tuple[str, int], username: str, password: str, node_id: str, *,
                  timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0,
-                 frozen_after_s: float = 300.0, sdr_load_timeout_s: float = 300.0) -> None:
+                 frozen_after_s: float = 300.0, sdr_load_timeout_s: float = 300.0,
+                 dcmi_inactive_grace_s: float = 60.0) -> None:
         self.host, self.port = parse_bmc_target(target) if isinstance(target, str) else target
         self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
         self.__password = password
         self.timeout_s, self.max_failures, self.min_interval_s = timeout_s, max_failures, min_interval_s
-        self.sdr_load_timeout_s = sdr_load_timeout_s
+        self.sdr_load_timeout_s, self.dcmi_inactive_grace_s = sdr_load_timeout_s, dcmi_inactive_grace_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.dcmi_reprobe_s, self.limit_refresh_s = dcmi_reprobe_s, limit_refresh_s
         self.method: str | None = None  # "dcmi" or "sdr", as of the last good read
@@ -202,11 +208,12 @@ class IpmiSource(TelemetrySource):
                                  lambda data: (parse_dcmi_power_reading(data), dcmi_timestamp(data)))
             watts, stamp = reading or (None, None)
             if (watts is None and reading is not None and self._dcmi_ok_at is not None
-                    and now - self._dcmi_ok_at < self.dcmi_reprobe_s):
-                # answered, not active, by a BMC that measured within the reprobe time (e.g. just reset): DCMI is
-                # tried again at the next read; meanwhile the SDR's sensors, where it has any
+                    and now - self._dcmi_ok_at < self.dcmi_inactive_grace_s):
+                # answered, not active, by a BMC that measured moments ago (e.g. just reset): DCMI is asked again
+                # at the next read; meanwhile the SDR's sensors where they are known (else the SDR after the grace)
                 if self._sdr is None:
-                    raise LookupError("the BMC's DCMI power reading is not active just now (it was before)")
+                    raise DcmiInactive(f"BMC {self.host}:{self.port}: its DCMI power reading is not active just "
+                                       "now (it was moments ago)")
                 return self._read_sdr(cmd)
             if watts is not None:
                 if frozen := self._frozen.check(stamp, now):

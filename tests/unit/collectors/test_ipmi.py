@@ -137,9 +137,22 @@ def test_regression_a_passing_inactive_dcmi_reading_does_not_leave_dcmi_for_minu
     assert [s.power_watts for s in source.sample()] == [612.0]
     cmd.dcmi = _dcmi(612, state=0)
     assert source.sample() == [] and "not active just now" in source._reason
+    assert source._failures == 0 and source.available()[0]  # no failure, no backoff
     cmd.dcmi = _dcmi(640)
     assert [s.power_watts for s in source.sample()] == [640.0]  # tried again at the next read
     assert getattr(cmd, "sdr_downloads", 0) == 0
+
+
+def test_a_dcmi_reading_inactive_past_the_grace_falls_back_to_the_sdr():
+    """An admin switched DCMI power reading off on a BMC with PSU sensors: the SDR takes over after the grace."""
+    cmd = FakeCmd(_dcmi(612))
+    source = _with_cmd(cmd, backoff_s=0, dcmi_inactive_grace_s=0.2)
+    assert [s.power_watts for s in source.sample()] == [612.0]
+    cmd.dcmi = _dcmi(612, state=0)
+    assert source.sample() == []
+    time.sleep(0.25)
+    [sample] = source.sample()
+    assert (sample.power_watts, source.method) == (400.0, "sdr")
 
 
 def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time():
