@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import ray
 from pydantic import BaseModel, ConfigDict, Field
 
 from collectors.collector import Collector
@@ -29,11 +30,14 @@ class ReplaySettings(BaseModel):
                                                  "different days play as nodes running together")
 
 
+PINGS = "pings"  # the concurrency group of the supervisor's pings: never queued behind a status probing a hung driver
+
+
 def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
                           store: str | None = None) -> str:
     """The digest of the settings a collector is started with; `store` names the resolved store
     (collectors/supervisor.py `store_key`): a collector outlives no change of store."""
-    return settings_digest(config_data, selected, replay, store)
+    return settings_digest(config_data, selected, replay, store, PINGS)  # an actor without the ping group is replaced
 
 
 class CollectorActor:
@@ -60,10 +64,12 @@ class CollectorActor:
         self.collector = Collector(node_name, sources, RemoteStore(), config.telemetry, store_key=store)
         self.fingerprint = collector_fingerprint(config_data, selected, replay, store)
 
+    @ray.method(concurrency_group=PINGS)
     def node_id(self) -> str:
         """The telemetry node id this collector stamps on its samples."""
         return self.collector.node_id
 
+    @ray.method(concurrency_group=PINGS)
     def health(self) -> tuple[str, float]:
         """The supervisor's ping: the digest of the settings this collector was started with, and the seconds
         since its last finished sampling round."""
@@ -77,3 +83,9 @@ class CollectorActor:
 
     def stop(self) -> None:
         self.collector.stop()
+
+
+def collector_actor_class() -> Any:
+    """CollectorActor as a Ray actor class: its pings (`health`, `node_id`) answered beside its other calls, which
+    stay one at a time (a status probe never runs beside a stop that closed the sources)."""
+    return ray.remote(concurrency_groups={PINGS: 2})(CollectorActor)

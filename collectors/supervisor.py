@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from collectors.collector_actor import CollectorActor, collector_fingerprint
+from collectors.collector_actor import collector_actor_class, collector_fingerprint
 from collectors.settings import CollectorConfig
 from collectors.store_actor import start_store_actor, store_fingerprint, store_identity
 from core.actors import find_actor, kill_and_wait, settings_digest, start_head_singleton, wait_until_gone
@@ -31,7 +31,6 @@ from core.names import NAMESPACE, SUPERVISOR_ACTOR, collector_actor
 logger = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 10.0
 UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
-COLLECTOR_CALLS = 4  # calls a collector answers at once: a status probing a hung driver never holds its health ping
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
 REPLAY_KEY = "replay"  # supervisor key of the replay collector
 STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min): sampling has stalled
@@ -97,12 +96,11 @@ class CollectorSupervisor:
 
     def _start(self, key: str, node_id: str | None):
         options: dict[str, Any] = {"name": collector_actor(key), "namespace": NAMESPACE, "lifetime": "detached",
-                                   "get_if_exists": True, "max_restarts": -1, "num_cpus": 0,
-                                   "max_concurrency": COLLECTOR_CALLS}
+                                   "get_if_exists": True, "max_restarts": -1, "num_cpus": 0}
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        return ray.remote(CollectorActor).options(**options).remote(self.config_data, self.selected,
-                                                                    self._replay_of(key), self.store)
+        return collector_actor_class().options(**options).remote(self.config_data, self.selected,
+                                                                 self._replay_of(key), self.store)
 
     def _replay_of(self, key: str) -> dict | None:
         return self.replay if key == REPLAY_KEY else None

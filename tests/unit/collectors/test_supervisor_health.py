@@ -116,19 +116,11 @@ def test_the_store_settings_are_part_of_the_supervisor_s_fingerprint(monkeypatch
     assert sqlite[1] == supervisor.store_key({"TELEMETRY_DATA_DIR": "/data/store"}, None)  # what its collectors carry
 
 
-def test_a_collector_answers_its_health_ping_beside_a_status_call(monkeypatch: pytest.MonkeyPatch):
+def test_a_collector_answers_its_pings_beside_its_other_calls_which_stay_one_at_a_time():
     """Its status probes its sources (nvmlInit, npu-smi, a first IPMI read) outside any time limit: on an actor that
-    answers one call at a time a hung driver held the health ping, and the collector was replaced for it."""
-    started = {}
+    answers one call at a time a hung driver held the health ping, and the collector was replaced for it; the
+    other calls stay serialized (a status probe beside a stop would reopen the sources it closed)."""
+    from collectors.collector_actor import PINGS, CollectorActor
 
-    class Remote:
-        def options(self, **options):
-            started.update(options)
-            return self
-
-        def remote(self, *args):
-            return "handle"
-
-    monkeypatch.setattr(supervisor.ray, "remote", lambda cls: Remote())
-    assert bare()._start("node-abc", None) == "handle"
-    assert started["max_concurrency"] >= 2 and started["name"].endswith("node-abc")
+    assert [name for name, method in vars(CollectorActor).items()
+            if getattr(method, "__ray_concurrency_group__", None) == PINGS] == ["node_id", "health"]
