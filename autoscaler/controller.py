@@ -240,7 +240,12 @@ class ScalingController:
                 logger.warning("scaling controller: stored policy %s no longer validates and is skipped: %s",
                                entry.name, entry.reason.replace("\n", "; "))
                 self._reported.add((entry.name, entry.reason))
-            if (event := self.state.abandon_intent(entry.name, "the stored policy no longer validates")) is not None:
+            try:
+                event = self.state.abandon_intent(entry.name, "the stored policy no longer validates")
+            except Exception:  # noqa: BLE001 - the other policies act all the same; tried again next tick
+                logger.exception("scaling controller: cannot abandon the pending change of policy %s", entry.name)
+                continue
+            if event is not None:
                 logger.warning("scaling controller: event %s of policy %s completed as abandoned: the stored policy "
                                "no longer validates", event.id, entry.name)
 

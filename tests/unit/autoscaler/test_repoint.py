@@ -105,3 +105,19 @@ def test_a_repoint_while_the_old_target_is_being_scaled_keeps_its_outcome_off_th
     [event] = controller.tick()
     assert event.actuation.status is ActuationStatus.APPLIED and event.target.name == "old"
     assert controller.state.policy_state("web") == PolicyState()  # no cooldown from the old target's change
+
+
+def test_a_state_that_cannot_abandon_an_invalid_policys_change_still_lets_the_others_act(make, store, monkeypatch):
+    controller, actuator = make()
+    controller.put_policy(web("old"))
+    controller.put_policy(web("other") | {"name": "api"})
+    with sqlite3.connect(controller.state.path) as db:
+        db.execute("UPDATE policies SET body = ? WHERE name = ?", ("{not json", "web"))
+
+    def locked(*_args):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(controller.state, "abandon_intent", locked)
+    write_power(store, {"n1": 900})
+    [event] = controller.tick()
+    assert event.policy == "api" and event.action is ScaleAction.SCALE_OUT
