@@ -97,8 +97,20 @@ async def _created_batch(replica: Any, record: dict[str, Any]) -> dict[str, Any]
 
 
 def _delete_unqueued(replica: Any, created: asyncio.Future) -> None:
-    if not created.cancelled() and created.exception() is None:
-        asyncio.get_running_loop().run_in_executor(None, replica.batches.delete, created.result()["id"])
+    if created.cancelled() or created.exception() is not None:
+        return
+    batch_id = created.result()["id"]
+    try:
+        deleting = asyncio.get_running_loop().run_in_executor(None, replica.batches.delete, batch_id)
+    except RuntimeError:  # the replica is shutting down: its queue resumes the record at the next start
+        logger.warning("batch %s: its request was cancelled, and the record could not be deleted", batch_id)
+        return
+    def logged(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.warning("batch %s: its request was cancelled, and deleting the record failed: %s", batch_id,
+                           done.exception())
+
+    deleting.add_done_callback(logged)
 
 
 @router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, dependencies=[READ],
