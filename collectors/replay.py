@@ -61,7 +61,7 @@ class ReplaySource(TelemetrySource):
         self._backfill_cursor: int | None = 0 if backfill else None  # the next past row; None: done or off
         self._rows = 0
         try:
-            frame = load_telemetry_csv(self.path, dated=False)  # only relative times count
+            frame = load_telemetry_csv(self.path, dated=False, as_samples=True)  # only relative times count
         except TelemetryDataError as exc:
             self._error = f"cannot replay {self.path}: {exc}"
             return

@@ -40,9 +40,10 @@ class TelemetryDataError(ValueError):
     """A telemetry file or frame that cannot be used; the message says where and why."""
 
 
-def load_telemetry_csv(path: str | Path, *, dated: bool = True) -> pd.DataFrame:
+def load_telemetry_csv(path: str | Path, *, dated: bool = True, as_samples: bool = False) -> pd.DataFrame:
     """Load a canonical telemetry CSV into a validated frame (see `validate_telemetry`); `dated=False` for a trace
-    whose times only count relative to each other (a replay), which may start at 0."""
+    whose times only count relative to each other (a replay), which may start at 0; `as_samples` for rows that
+    become telemetry samples (a replay): their node ids must be ones a sample takes."""
     path = Path(path)
     if not path.is_file():
         raise TelemetryDataError(f"{path}: no such file")
@@ -51,11 +52,11 @@ def load_telemetry_csv(path: str | Path, *, dated: bool = True) -> pd.DataFrame:
     except CsvShapeError as exc:
         raise TelemetryDataError(str(exc)) from exc
     blank = (raw.fillna("").astype(str).apply(lambda column: column.str.strip()) == "").all(axis=1)
-    return validate_telemetry(raw[~blank], source=str(path), first_line=2, dated=dated)
+    return validate_telemetry(raw[~blank], source=str(path), first_line=2, dated=dated, as_samples=as_samples)
 
 
 def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line: int = 1,
-                       dated: bool = True) -> pd.DataFrame:
+                       dated: bool = True, as_samples: bool = False) -> pd.DataFrame:
     """Check and normalize a frame in the canonical schema.
 
     Args:
@@ -65,6 +66,8 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
             header); the index keeps counting lines when blank rows were dropped.
         dated: times must lie in 2000..2099 (else a unit error such as milliseconds, or a sentinel); False takes
             any time pandas can hold (a replay's relative times).
+        as_samples: the rows become telemetry samples (a replay): node ids must be ones a sample takes (no control
+            character or backslash, at most 253 characters); a training file may hold any.
 
     Returns:
         A frame with every canonical column, sorted by node and time, one row per (node, timestamp) (rows
@@ -82,7 +85,7 @@ def validate_telemetry(raw: pd.DataFrame, *, source: str = "<frame>", first_line
     frame["timestamp"] = _parse_timestamps(raw["timestamp"], lines, source, DATED if dated else ANY_TIME)
     node = raw["node_id"].astype(str).str.strip() if "node_id" in raw.columns else None
     frame["node_id"] = node.where(node != "", DEFAULT_SERIES) if node is not None else DEFAULT_SERIES
-    if node is not None:  # the ids a telemetry sample takes (a replayed row would otherwise fail there)
+    if node is not None and as_samples:  # the ids a telemetry sample takes (a replayed row would fail there)
         ids = frame["node_id"]
         _refuse(~ids.str.fullmatch(ID_PATTERN.strip("^$")) | (ids.str.len() > MAX_ID_CHARS), lines, ids, source,
                 "node_id", f"must be at most {MAX_ID_CHARS} characters, without a control character or a backslash")

@@ -115,6 +115,14 @@ def test_bad_file_is_unavailable_with_the_reason(tmp_path: Path) -> None:
     assert source.sample() == []
 
 
+def test_regression_a_node_id_no_sample_takes_makes_the_file_unavailable_not_a_stalled_replay(tmp_path: Path) -> None:
+    """Its row raised in every round of the replay, which then replayed nothing more."""
+    path = tmp_path / "odd.csv"
+    path.write_text("timestamp,node_id,power_watts\n0,ok,5\n60,b\\x,6\n")
+    ok, reason = ReplaySource(path).available()
+    assert not ok and "line 3: node_id='b\\\\x'" in reason, reason
+
+
 def test_speed_must_be_positive(trace: Path) -> None:
     with pytest.raises(ValueError, match="speed"):
         ReplaySource(trace, speed=0)

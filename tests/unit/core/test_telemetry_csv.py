@@ -408,8 +408,12 @@ def test_blank_lines_before_the_header_keep_the_line_numbers(tmp_path: Path) -> 
 def test_regression_node_ids_a_telemetry_sample_refuses_are_refused_with_their_lines(tmp_path: Path) -> None:
     """A replayed row with such an id raised in every round of the replay and stopped it for good."""
     long = "n" * 254
-    _, message = load_error(tmp_path, [HEADER, "2026-01-05T00:00:00Z,ok,5", "2026-01-05T00:00:00Z,b\\x,6",
-                                       f"2026-01-05T00:00:00Z,{long},7"])
+    lines = [HEADER, "2026-01-05T00:00:00Z,ok,5", "2026-01-05T00:00:00Z,b\\x,6", f"2026-01-05T00:00:00Z,{long},7"]
+    assert sorted(load_lines(tmp_path, lines)["node_id"]) == ["b\\x", long, "ok"]  # a training file may hold any
+    with pytest.raises(TelemetryDataError) as caught:
+        load_telemetry_csv(write_csv(tmp_path, lines), as_samples=True)
+    message = str(caught.value)
     assert message.endswith("node_id must be at most 253 characters, without a control character or a backslash: "
                             "line 3: node_id='b\\\\x'; line 4: node_id='" + "n" * 59 + "... (254 characters)")
-    assert load_lines(tmp_path, [HEADER, f"2026-01-05T00:00:00Z,{long[:253]},5"])["node_id"].tolist() == [long[:253]]
+    fits = load_telemetry_csv(write_csv(tmp_path, [HEADER, f"2026-01-05T00:00:00Z,{long[:253]},5"]), as_samples=True)
+    assert fits["node_id"].tolist() == [long[:253]]
