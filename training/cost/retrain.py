@@ -1,16 +1,18 @@
 """Retrain the job cost model: train, score on held-out jobs, publish, and promote if it beats the active model.
 
-The cost model's counterpart of `training.power.retrain.retrain_power`. A seeded share of the job records
-(`holdout_fraction`) is set aside before training; the new version (the challenger) is scored there, and so
-is the active version (the champion), on the very same records. The challenger goes into service only when
-its MAE is no worse; otherwise it stays registered, inactive, with the reason. A champion trained on some of
-the same records has seen them, so the comparison can only favour keeping it.
+The cost model's counterpart of `training.power.retrain.retrain_power`. A share of the job records
+(`holdout_fraction`) is set aside before training, chosen by a hash of each record's values (`held_out`): the same
+job is held out in every run, whatever the seed, the file's order or the jobs added since. The new version (the
+challenger) is scored there, and so is the active version (the champion), on the held-out jobs it never trained on
+either: those below both runs' fractions, for a champion that was held out the same way. A champion from before
+(a seeded shuffle) may have trained on some of them, which can only favour keeping it; its reason says so. The
+challenger goes into service only when its MAE is no worse; otherwise it stays registered, inactive, with the reason.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 from core.registry import ActivationFailed, ModelRegistry
 from core.registry_metadata import ModelId
-from training.cost.catalog import PriceCatalog, default_catalog
+from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, default_catalog
 from training.cost.jobs import NONE
 from training.cost.model import CostModel, CostModelError
 from training.cost.publish import publish_cost_model
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
 MIN_HOLDOUT_RECORDS = 20
+HASHED_HOLDOUT = "record_hash"  # `training.holdout` of a version held out by `record_shares`
 _REASONS: dict[Decision, str] = {"no_incumbent": "no active model", "forced": "activation forced",
                                  "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED,
                                  "activation_failed": ACTIVATION_FAILED}
@@ -70,6 +73,7 @@ class CostIncumbent(BaseModel):
     challenger_mae: float
     jobs: int | None = None  # held-out jobs both were scored on (None: saved before it was recorded)
     left_out: int = 0  # held-out jobs whose GPU type the active version's catalog does not have
+    unseen: bool = True  # whether the active version never trained on them (False: held out by a seeded shuffle)
 
 
 class CostIncomparable(BaseModel):
@@ -111,6 +115,9 @@ class CostRetrainResult(BaseModel):
         if incumbent is not None and incumbent.left_out:
             comparison += (f" ({incumbent.left_out} held-out jobs left out: GPU types the active version's catalog "
                            f"does not have)")
+        if incumbent is not None and not incumbent.unseen:
+            comparison += (" (the active version was held out by a seeded shuffle and may have trained on some of "
+                           "them, which favours keeping it)")
         return describe_decision(self.decision, _REASONS, incumbent and incumbent.version, comparison,
                                  self.incomparable and (self.incomparable.version, self.incomparable.why))
 
@@ -141,23 +148,25 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     records = (source() if callable(source) else source).reset_index(drop=True)
     catalog = spec.catalog or default_catalog()
     fraction = spec.holdout_fraction
-    held = np.random.default_rng(spec.seed).permutation(len(records))[:round(fraction * len(records))]
-    if len(held) < MIN_HOLDOUT_RECORDS:
-        needed = next(n for n in itertools.count(len(records)) if round(n * fraction) >= MIN_HOLDOUT_RECORDS)
-        raise ValueError(f"{len(records)} job records leave {len(held)} for the holdout; need at least "
-                         f"{MIN_HOLDOUT_RECORDS}, so at least {needed} records")
-    holdout, train = records.iloc[held], records.drop(index=held)
+    shares = record_shares(records)
+    held = shares < fraction
+    if held.sum() < MIN_HOLDOUT_RECORDS:
+        needed = math.ceil(MIN_HOLDOUT_RECORDS / fraction)
+        raise ValueError(f"{len(records)} job records leave {int(held.sum())} for the holdout; need at least "
+                         f"{MIN_HOLDOUT_RECORDS}, so about {needed} records or more")
+    holdout, train = records[held], records[~held]
     model = CostModel(catalog)
     fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)
     metrics = {**model.evaluate(holdout), "n_train": fitted["n_train"], "n_calibration": fitted["n_calibration"],
                "n_holdout": len(holdout), "conformal_margin": fitted["conformal_margin"]}
-    champion = _score_champion(registry, spec.model_id, holdout, model)
+    champion = _score_champion(registry, spec.model_id, holdout, shares[held], fraction, model)
     decision = _decide(spec.activation, champion)
     try:
         version = publish_cost_model(
             registry, spec.model_id, model, spec.config, metrics, activate=decision == "forced",
             training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
-                      "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction})
+                      "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction,
+                      "holdout": HASHED_HOLDOUT})
     except ActivationFailed as failed:  # registered all the same: the retraining has not failed
         version, decision = activation_failed(failed)
     decision = promote(registry, spec.model_id, version, decision, None if champion is None else champion.version)
@@ -168,17 +177,32 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
         currency=catalog.currency)
 
 
-def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame,
-                    challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
-    """The served version (the active one, else the latest) scored on the held-out jobs it can price (a GPU type
-    added to the catalog since it was trained is left out, or its retraining could never be compared), and the
-    challenger on the very same jobs."""
+def record_shares(records: pd.DataFrame) -> np.ndarray:
+    """Per record, a share in [0, 1) from a hash of its RECORD_COLUMNS values (their text, in a fixed order): what
+    holds a job out of training (`< holdout_fraction`) the same way in every run, whatever the seed or the order."""
+    values = records[list(RECORD_COLUMNS)].astype(str)
+    return pd.util.hash_pandas_object(values, index=False).to_numpy() / float(2**64)
+
+
+def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame, shares: np.ndarray,
+                    fraction: float, challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
+    """The served version (the active one, else the latest) scored on the held-out jobs it never trained on (for
+    one held out by the same hash: those below its fraction too) and can price (a GPU type added to the catalog
+    since it was trained is left out, or its retraining could never be compared), and the challenger on the very
+    same jobs."""
     version = registry.served_version(model_id)
     if version is None:
         return None
     try:
-        folder, _ = registry.get(model_id, version)
+        folder, metadata = registry.get(model_id, version)
         champion = CostModel.load(folder)
+        training = metadata.training or {}
+        unseen = training.get("holdout") == HASHED_HOLDOUT
+        if unseen:
+            holdout = holdout[shares < min(fraction, float(training.get("holdout_fraction", fraction)))]
+            if len(holdout) < MIN_HOLDOUT_RECORDS:
+                return CostIncomparable(version=version, why=f"only {len(holdout)} held-out jobs lie outside its own "
+                                                             "training part (a smaller holdout fraction)")
         common = holdout[_priceable(holdout, champion.catalog)]
         if len(common) < MIN_HOLDOUT_RECORDS:
             return CostIncomparable(version=version, why=f"only {len(common)} of the {len(holdout)} held-out jobs use "
@@ -188,7 +212,7 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return CostIncomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
     return CostIncumbent(version=version, mae=mae, challenger_mae=challenger.evaluate(common)["mae"],
-                         jobs=len(common), left_out=len(holdout) - len(common))
+                         jobs=len(common), left_out=len(holdout) - len(common), unseen=unseen)
 
 
 def _priceable(records: pd.DataFrame, catalog: PriceCatalog) -> np.ndarray:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 
 from core.registry import ModelRegistry
 from training.cost.catalog import generate_job_records, load_catalog
-from training.cost.retrain import CostRetrainSpec, retrain_cost
+from training.cost.retrain import CostRetrainSpec, record_shares, retrain_cost
 from training.settings import TrainingConfig
 
 pytestmark = pytest.mark.slow
@@ -22,7 +25,8 @@ def test_the_first_version_is_activated_with_its_held_out_scores(tmp_path):
     registry = ModelRegistry(tmp_path)
     result = retrain_cost(generate_job_records(600, 1), spec(), registry=registry)
     assert (result.version, result.decision, result.activated) == (1, "no_incumbent", True)
-    assert result.records == 600 and result.metrics["n_holdout"] == 90
+    held = int((record_shares(generate_job_records(600, 1)) < 0.15).sum())
+    assert result.records == 600 and result.metrics["n_holdout"] == held and 60 <= held <= 120
     assert result.summary_lines()[0].startswith("registered cost_gbm version 1; holdout MAE ")
     _, metadata = registry.get("cost_gbm", 1)
     assert metadata.model_type == "lightgbm" and metadata.metrics["mae"] == result.metrics["mae"]
@@ -87,9 +91,11 @@ def test_a_forced_activation_that_cannot_be_written_leaves_the_version_registere
 
 
 def test_too_few_records_for_a_holdout_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="leave 15 for the holdout; need at least 20, so at least 130 records"):
+    held = int((record_shares(generate_job_records(100, 1)) < 0.15).sum())
+    expected = f"leave {held} for the holdout; need at least 20, so about 134 records or more"
+    with pytest.raises(ValueError, match=expected):
         retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))
-    assert retrain_cost(generate_job_records(130, 1), spec(), registry=ModelRegistry(tmp_path)).version == 1
+    assert retrain_cost(generate_job_records(300, 1), spec(), registry=ModelRegistry(tmp_path)).version == 1
 
 
 def test_a_gpu_type_added_to_the_catalog_leaves_its_jobs_out_of_the_comparison(tmp_path):
@@ -105,5 +111,34 @@ def test_a_gpu_type_added_to_the_catalog_leaves_its_jobs_out_of_the_comparison(t
     result = retrain_cost(generate_job_records(2000, 1, full), spec(catalog=full), registry=registry)
     champion = result.incumbent
     assert result.decision in ("beat_incumbent", "did_not_beat"), result.reason
-    assert champion is not None and champion.left_out > 0 and champion.jobs + champion.left_out == 300
+    held = int((record_shares(generate_job_records(2000, 1, full)) < 0.15).sum())
+    assert champion is not None and champion.left_out > 0 and champion.jobs + champion.left_out == held
     assert f"({champion.left_out} held-out jobs left out" in result.reason
+
+
+def test_regression_the_champion_is_scored_only_on_jobs_it_never_trained_on(tmp_path):
+    """The holdout was a seeded shuffle of whatever records a run read: run again with another seed, or on the same
+    file grown by a few jobs, most held-out jobs were in the champion's training part, and a better challenger lost
+    to an in-sample score."""
+    registry = ModelRegistry(tmp_path)
+    jobs = generate_job_records(2000, 1)
+    retrain_cost(jobs, spec(seed=0), registry=registry)
+    grown = pd.concat([jobs.sample(frac=1.0, random_state=5), generate_job_records(200, 9)], ignore_index=True)
+    result = retrain_cost(grown, spec(seed=1), registry=registry)
+    champion = result.incumbent
+    unseen_by_both = int((record_shares(jobs) < 0.15).sum())  # the grown file's new jobs are not in the first
+    assert champion is not None and champion.unseen
+    assert champion.jobs + champion.left_out == result.metrics["n_holdout"] > unseen_by_both
+    assert "seeded shuffle" not in result.reason
+
+
+def test_a_champion_held_out_the_old_way_is_compared_with_the_caveat(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    retrain_cost(generate_job_records(600, 1), spec(), registry=registry)
+    folder, metadata = registry.get("cost_gbm", 1)
+    stored = json.loads((folder / "metadata.json").read_text())
+    del stored["training"]["holdout"]  # as versions before 2026-12-05 were registered
+    (folder / "metadata.json").write_text(json.dumps(stored))
+    result = retrain_cost(generate_job_records(600, 2), spec(), registry=registry)
+    assert result.incumbent is not None and not result.incumbent.unseen
+    assert "held out by a seeded shuffle and may have trained on some of them" in result.reason
