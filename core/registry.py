@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 ACTIVE_FILE = "ACTIVE"
+NONE_ACTIVE = "none"  # the ACTIVE pointer of a model whose versions were all registered without activation
 STAGING_PREFIX = ".staging-"
 ACTIVATION_GUARD = ".activation"
 HISTORY_FILE = "ACTIVE.history"
@@ -114,24 +115,37 @@ class ModelRegistry:
         return found
 
     def active_version(self, model_id: str) -> int | None:
-        """Version named by the ACTIVE pointer, or None when it is missing, corrupt or dangling."""
-        pointer = self._dir(model_id) / ACTIVE_FILE
-        try:
-            text = pointer.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
+        """Version named by the ACTIVE pointer, or None when it is missing, corrupt, dangling or says none."""
+        text = self._pointer(model_id)
+        if text is None or text == NONE_ACTIVE:
             return None
-        except OSError as exc:
-            text = repr(exc)
+        pointer = self._dir(model_id) / ACTIVE_FILE
         if not text.isdigit() or not (self._dir(model_id) / text / METADATA_FILE).is_file():
             logger.warning("ACTIVE pointer %s is bad (%r); using latest version", pointer, text)
             return None
         return int(text)
 
+    def _pointer(self, model_id: str) -> str | None:
+        """The ACTIVE pointer's text; None when there is none."""
+        try:
+            return (self._dir(model_id) / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return repr(exc)
+
+    def _none_active(self, model_id: str) -> bool:
+        """Whether the pointer says no version is active (all registered without activation): none is served."""
+        return self._pointer(model_id) == NONE_ACTIVE
+
     def served_version(self, model_id: str) -> int | None:
-        """The version the service loads: the active one, else the latest; None when the model has no version."""
+        """The version the service loads: the active one, else the latest (unless the pointer says none is active);
+        None when the model has no version to serve."""
         active = self.active_version(model_id)
         if active is not None:
             return active
+        if self._none_active(model_id):
+            return None
         available = self.versions(model_id)
         return available[-1] if available else None
 
@@ -139,6 +153,9 @@ class ModelRegistry:
         """Folder and metadata of ``version``; None means the active version, else the latest."""
         if version is None:
             version = self.active_version(model_id)
+            if version is None and self._none_active(model_id):
+                raise ModelNotFoundError(model_id, None, "no version is active (each was registered without "
+                                                         "activation; activate one)")
             if version is None:
                 available = self.versions(model_id)
                 if not available:
@@ -260,12 +277,18 @@ class ModelRegistry:
                         doomed, keep)
         return doomed
 
-    def _pin_served(self, model_id: str) -> None:
+    def _pin_served(self, model_id: str, *, activating: bool) -> None:
         """Without an ACTIVE pointer, point it at the latest version (the one served now), before a version that is
-        not to be activated appears and would be served for being the latest."""
+        not to be activated appears and would be served for being the latest; with no version yet, and none to be
+        activated, say that none is active (a version registered without activation is not served for being the
+        only one). A first version whose activation never comes (a killed process) is served as the latest."""
         with self._activation_guard(model_id):
-            if self.active_version(model_id) is None and (available := self.versions(model_id)):
-                self._write_active(model_id, available[-1])
+            if self.active_version(model_id) is None and not self._none_active(model_id):
+                available = self.versions(model_id)
+                if available:
+                    self._write_active(model_id, available[-1])
+                elif not activating:
+                    atomic_write_text(self._dir(model_id) / ACTIVE_FILE, f"{NONE_ACTIVE}\n")
 
     @contextmanager
     def _activation_guard(self, model_id: str) -> Iterator[None]:
@@ -317,7 +340,7 @@ class ModelRegistry:
                 if path.is_file():
                     with open(path, "rb") as fh:
                         os.fsync(fh.fileno())
-            self._pin_served(model_id)  # even when activating: the activation may never come (a killed process)
+            self._pin_served(model_id, activating=activate)  # even when activating: that may never come (killed)
             version = max(self._int_dirs(model_id), default=0) + 1
             for _ in range(1000):
                 meta = meta.model_copy(update={"version": version})

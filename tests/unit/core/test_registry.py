@@ -92,9 +92,9 @@ def test_active_pointer_moves_and_can_point_back(reg: ModelRegistry, source: Pat
 def test_missing_or_corrupt_pointer_falls_back_to_latest(
     reg: ModelRegistry, source: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for _ in range(2):
-        reg.publish("power_lstm", source, model_type="lstm", activate=False)
-    assert reg.active_version("power_lstm") == 1  # pinned before version 2 appeared (next test)
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.active_version("power_lstm") == 1
     (reg.root / "power_lstm" / "ACTIVE").unlink()
     assert reg.active_version("power_lstm") is None
     assert reg.get("power_lstm")[1].version == 2
@@ -111,11 +111,26 @@ def test_an_inactive_version_never_becomes_the_served_one_by_being_the_latest(re
                                                                               source: Path) -> None:
     """Regression: without an ACTIVE pointer the latest version is served, so a version registered without
     activation (a retraining that did not beat it) displaced the served one at the next replica start."""
-    reg.publish("power_lstm", source, model_type="lstm", activate=False)  # the only version: served as the latest
+    reg.publish("power_lstm", source, model_type="lstm")
+    (reg.root / "power_lstm" / "ACTIVE").unlink()  # a registry from before the pointer: the latest is served
     assert reg.active_version("power_lstm") is None and reg.served_version("power_lstm") == 1
     reg.publish("power_lstm", source, model_type="lstm", activate=False)
     assert reg.served_version("power_lstm") == 1 and reg.get("power_lstm")[1].version == 1
     assert reg.served_version("cost_gbm") is None
+
+
+def test_regression_a_first_version_registered_without_activation_is_not_served(reg: ModelRegistry,
+                                                                               source: Path) -> None:
+    """`train_lstm --no-activate` on a model with no version: it was served for being the only one (a 1-step model
+    then set the shape of every later retraining, which refused it)."""
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.served_version("power_lstm") is None and reg.versions("power_lstm") == [1]
+    with pytest.raises(ModelNotFoundError, match="no version is active"):
+        reg.get("power_lstm")
+    assert reg.feature_spec("power_lstm") == {}
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    assert reg.served_version("power_lstm") is None
+    assert reg.promote("power_lstm", 2, over=None) and reg.get("power_lstm")[1].version == 2
 
 
 def test_promote_activates_only_while_the_compared_version_is_still_served(reg: ModelRegistry,
@@ -175,7 +190,8 @@ def test_a_forced_publish_pins_the_served_version_before_it_appears(reg: ModelRe
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: publishing with activation did not pin first, so a process killed between the rename and the
     activation left the new version served for being the latest."""
-    reg.publish("power_lstm", source, model_type="lstm", activate=False)  # 1: served as the only version
+    reg.publish("power_lstm", source, model_type="lstm")
+    (reg.root / "power_lstm" / "ACTIVE").unlink()  # 1: served as the latest (a registry from before the pointer)
     monkeypatch.setattr(reg, "activate", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))  # killed there
     with pytest.raises(KeyboardInterrupt):
         reg.publish("power_lstm", source, model_type="lstm")

@@ -176,8 +176,9 @@ def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypat
     source = tmp_path / "weights"
     source.mkdir()
     (source / "w.bin").write_bytes(b"0")
-    for _ in range(4):
-        registry.publish("m", source, model_type="lstm", activate=False)  # 1 served (the latest, pinned), 2-4 lost
+    registry.publish("m", source, model_type="lstm")  # 1 served
+    for _ in range(3):
+        registry.publish("m", source, model_type="lstm", activate=False)  # 2-4 lost
 
     def publishes_a_loser(data, spec, held):
         version = held.publish("m", source, model_type="lstm", activate=False).version

@@ -134,16 +134,30 @@ def test_a_winner_whose_activation_cannot_be_written_is_registered_and_says_so(s
 
 
 def test_without_an_active_pointer_the_served_latest_version_is_the_incumbent(sample, registry, shift):
-    """Regression: with no ACTIVE pointer (a first version trained with --no-activate) the service serves the
-    latest version, yet the next retraining met "no incumbent" and was activated without any comparison."""
+    """Regression: with no ACTIVE pointer (a registry from before it) the service serves the latest version, yet
+    the next retraining met "no incumbent" and was activated without any comparison."""
     shift(GOOD)
-    first = retrain_power(sample, spec(activation="never"), registry=registry)
-    assert first.decision == "not_requested" and registry.active_version("power_lstm") is None
+    first = retrain_power(sample, spec(), registry=registry)
+    assert first.decision == "no_incumbent"
+    (registry.root / "power_lstm" / "ACTIVE").unlink()
+    assert registry.active_version("power_lstm") is None and registry.served_version("power_lstm") == 1
     shift(BAD)
     result = retrain_power(sample, spec(), registry=registry)
     assert (result.decision, result.activated) == ("did_not_beat", False)
     assert result.incumbent is not None and result.incumbent.version == 1
     assert registry.served_version("power_lstm") == 1  # pinned: version 2 is not served for being the latest
+
+
+def test_a_first_version_trained_without_activation_is_not_served_and_the_next_one_is_activated(sample, registry,
+                                                                                               shift):
+    """`train_lstm --no-activate` on an empty registry: nothing is served (it was, for being the only version), so
+    the next retraining has no incumbent to beat."""
+    shift(GOOD)
+    first = retrain_power(sample, spec(activation="never"), registry=registry)
+    assert first.decision == "not_requested" and registry.served_version("power_lstm") is None
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("no_incumbent", True)
+    assert registry.served_version("power_lstm") == 2
 
 
 def test_an_unreadable_active_model_is_not_replaced_blindly(sample, registry, shift):
