@@ -35,7 +35,6 @@ from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.flux import FluxQueryError
 from training.retrain_attempt import (
-    RETRAIN_RETENTION_S,
     AttemptOutcome,
     Result,
     end_attempt,
@@ -80,7 +79,8 @@ class CliRun:
             AttemptStopped: the run lost the model (silent too long, taken over); the registry is left as it is.
             Whatever `train` raises, once recorded; KeyboardInterrupt or SystemExit (SIGTERM) when stopped.
         """
-        records = RecordStore(self.state_path, "retrain", retention_s=RETRAIN_RETENTION_S)
+        # no retention: a command line does not know the service's (args.retrain.retention); the service expires them
+        records = RecordStore(self.state_path, "retrain")
         locks = RetrainLocks(records)
         job_id = self._take(records, locks)
         try:
@@ -91,7 +91,6 @@ class CliRun:
 
     def _take(self, records: RecordStore, locks: RetrainLocks) -> str:
         """Record the run and take the model's lock; the run's id. Raises ModelBusy naming the holder."""
-        records.expire()
         fail_stopped_runs(records, locks, self.model_id)
         record = records.create({"status": "running", "model_id": self.model_id, "trigger": CLI_TRIGGER,
                                  "source": self.data.source, "data": self.data.describe(),

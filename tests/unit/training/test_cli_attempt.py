@@ -185,3 +185,15 @@ def test_a_run_without_a_state_path_where_none_exists_says_no_service_shares_its
     assert (tmp_path / "state" / "retrain").is_dir()
     assert train_gbm.main(["--records", "200", "--model-path", str(tmp_path / "models")]) == 0  # ./state exists now
     assert "note: no ./state" not in capsys.readouterr().err
+
+
+def test_regression_a_command_line_run_deletes_no_record_of_the_service(tmp_path):
+    """It expired finished records after a fixed 90 days, whatever the service's args.retrain.retention (365 days,
+    say) kept them for."""
+    state = tmp_path / "state"
+    records = RecordStore(state, "retrain")
+    old = records.create({"status": "succeeded", "model_id": "other", "trigger": "api"})
+    path = state / "retrain" / f"{old['id']}.json"
+    atomic_write_json(path, {**old, "updated_at": (datetime.now(UTC) - timedelta(days=200)).isoformat()})
+    code = train_gbm.main(["--records", "300", "--model-path", str(tmp_path / "models"), "--state-path", str(state)])
+    assert code == 0 and path.exists()
