@@ -52,6 +52,9 @@ def output_path(text: str) -> str:
     return text
 
 
+MAX_KEEP_VERSIONS = 10_000  # as args.retrain.keep_versions
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -176,8 +179,20 @@ def load_with_overrides(args: argparse.Namespace, horizon_s: int | None = None) 
     return model_overrides(args, horizon_s).apply(load_training_config(args.config))
 
 
-def add_state_path_flag(parser: argparse.ArgumentParser) -> None:
-    """`--state-path`: where the run takes the model's retrain lock and is recorded (training/cli_attempt.py)."""
+def keep_versions_arg(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_KEEP_VERSIONS:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_KEEP_VERSIONS:,}")
+    return value
+
+
+def add_attempt_flags(parser: argparse.ArgumentParser) -> None:
+    """`--state-path`: where the run takes the model's retrain lock and is recorded (training/cli_attempt.py);
+    `--keep-versions`: how many versions a successful run leaves (a scheduled command line, like the RayCronJob's)."""
+    parser.add_argument("--keep-versions", type=keep_versions_arg,
+                        help="after a success, delete the model's versions beyond the newest N, never the served "
+                             "one, the N served before it nor a pinned one, as the service's attempts do "
+                             "(args.retrain.keep_versions; default: delete none)")
     parser.add_argument("--state-path",
                         help="the service's state_path (serve config args.state_path): the run takes the model's "
                              "retrain lock there, as the API's retrain jobs and the retrain scheduler do, and is "

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ class CliRun:
     data: TrainingData | JobRecordsData  # what it trains on, as its record names it
     state_path: str  # the service's args.state_path: the lock and the record are in its retrain/ folder
     registry: ModelRegistry
+    keep_versions: int | None = None  # after a success, the versions left (ModelRegistry.prune); None: all
 
     def run(self, train: Callable[[ModelRegistry], Result], outcome: Callable[[Result], AttemptOutcome]) -> Result:
         """`train(held)` as a recorded attempt holding the model's retrain lock: `held` is the registry publishing
@@ -111,6 +113,7 @@ class CliRun:
         try:
             with heartbeat(locks, self.model_id, job_id):
                 result = train(HeldRegistry(self.registry, locks, self.model_id, job_id))
+                self._prune()
             _succeed(locks, self.model_id, job_id, recorded_outcome(self.tool, result, outcome))
         except BaseException as exc:  # incl. Ctrl-C: the record says how the run ended, then the error goes on
             if result is None:
@@ -119,6 +122,20 @@ class CliRun:
                 _succeed(locks, self.model_id, job_id, registered_outcome(self.tool, result, "interrupted"))
             raise
         return result
+
+    def _prune(self) -> None:
+        """Delete the versions beyond `keep_versions` while the run still holds the model; a failure is a warning
+        (the run stands; the next one prunes again)."""
+        if self.keep_versions is None:
+            return
+        try:
+            pruned = self.registry.prune(self.model_id, self.keep_versions)
+        except OSError as exc:
+            logger.warning("%s: old versions of %s not pruned: %s", self.tool, self.model_id, exc)
+            return
+        if pruned:
+            sys.stderr.write(f"{self.tool}: pruned {self.model_id} versions {pruned} (--keep-versions "
+                             f"{self.keep_versions})\n")
 
     def _failure(self, exc: BaseException) -> str:
         """The run's error as its record shows it to anyone who can read the API."""

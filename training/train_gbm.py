@@ -21,7 +21,7 @@ from pathlib import Path
 
 from core.registry import ModelRegistry
 from core.settings import CONFIG_FLAG_HELP
-from training.cli import add_state_path_flag, model_id_arg, positive_int, run_cli, seed_arg, state_path
+from training.cli import add_attempt_flags, model_id_arg, positive_int, run_cli, seed_arg, state_path
 from training.cli_attempt import CliRun
 from training.cost.catalog import load_catalog
 from training.cost.retrain import CostRetrainSpec, retrain_cost
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     activation.add_argument("--force-activate", action="store_true",
                             help="activate even if it does not beat the active one")
     activation.add_argument("--no-activate", action="store_true", help="register without activating")
-    add_state_path_flag(parser)
+    add_attempt_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         records = data.records(catalog)  # refused before anything is written
         registry = ModelRegistry(args.model_path or config.model_path)
         recorded = data if args.data is None else data.model_copy(update={"label": Path(args.data).name})
-        run = CliRun("train_gbm", args.model_id, recorded, state_path(args, "train_gbm"), registry)
+        run = CliRun("train_gbm", args.model_id, recorded, state_path(args, "train_gbm"), registry,
+                     args.keep_versions)
         result = run.run(lambda held: retrain_cost(records, spec, registry=held), cost_outcome)
         for line in result.summary_lines():
             sys.stderr.write(f"train_gbm: {line}\n")

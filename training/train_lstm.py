@@ -35,8 +35,8 @@ from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import (
+    add_attempt_flags,
     add_model_flags,
-    add_state_path_flag,
     duration_arg,
     model_overrides,
     resources_arg,
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
     parser.add_argument("--settings-from", metavar="TUNE_JSON",
                         help="use the best settings of a search (python -m training.tune --output TUNE_JSON)")
-    add_state_path_flag(parser)
+    add_attempt_flags(parser)
     add_model_flags(parser)
     args = parser.parse_args(argv)
     store_span(parser, args)
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
         registry = ModelRegistry(args.model_path or spec.config.model_path)
-        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args, "train_lstm"), registry)
+        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args, "train_lstm"), registry,
+                     args.keep_versions)
         result = run.run(lambda held: retrain_power(source, spec, registry=held),
                          lambda done: power_outcome(done, registry))
         for line in result.summary_lines():

@@ -197,3 +197,17 @@ def test_regression_a_command_line_run_deletes_no_record_of_the_service(tmp_path
     atomic_write_json(path, {**old, "updated_at": (datetime.now(UTC) - timedelta(days=200)).isoformat()})
     code = train_gbm.main(["--records", "300", "--model-path", str(tmp_path / "models"), "--state-path", str(state)])
     assert code == 0 and path.exists()
+
+
+def test_keep_versions_prunes_after_a_success_as_the_services_attempts_do(tmp_path, capsys):
+    """The RayCronJob's daily train_lstm never pruned: one version a day stayed on the models volume for good."""
+    models, state = str(tmp_path / "models"), str(tmp_path / "state")
+    base = ["--records", "300", "--model-path", models, "--state-path", state]
+    assert train_gbm.main(base) == 0  # 1: served
+    for _ in range(2):
+        assert train_gbm.main([*base, "--no-activate"]) == 0
+    assert train_gbm.main([*base, "--no-activate", "--keep-versions", "1"]) == 0
+    assert ModelRegistry(models).versions("cost_gbm") == [1, 4]  # the served one and the newest
+    assert "train_gbm: pruned cost_gbm versions [2, 3] (--keep-versions 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_gbm.main([*base, "--keep-versions", "0"])
