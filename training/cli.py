@@ -186,13 +186,17 @@ def keep_versions_arg(text: str) -> int:
     return value
 
 
-def add_attempt_flags(parser: argparse.ArgumentParser) -> None:
-    """`--state-path`: where the run takes the model's retrain lock and is recorded (training/cli_attempt.py);
-    `--keep-versions`: how many versions a successful run leaves (a scheduled command line, like the RayCronJob's)."""
+def add_keep_versions_flag(parser: argparse.ArgumentParser) -> None:
+    """`--keep-versions`: how many versions a successful run leaves (a scheduled command line, like the
+    RayCronJob's)."""
     parser.add_argument("--keep-versions", type=keep_versions_arg,
                         help="after a success, delete the model's versions beyond the newest N, never the served "
                              "one, the N served before it nor a pinned one, as the service's attempts do "
                              "(args.retrain.keep_versions; default: delete none)")
+
+
+def add_state_path_flag(parser: argparse.ArgumentParser) -> None:
+    """`--state-path`: where the run takes the model's retrain lock and is recorded (training/cli_attempt.py)."""
     parser.add_argument("--state-path",
                         help="the service's state_path (serve config args.state_path): the run takes the model's "
                              "retrain lock there, as the API's retrain jobs and the retrain scheduler do, and is "

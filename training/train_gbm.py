@@ -21,7 +21,15 @@ from pathlib import Path
 
 from core.registry import ModelRegistry
 from core.settings import CONFIG_FLAG_HELP
-from training.cli import add_attempt_flags, model_id_arg, positive_int, run_cli, seed_arg, state_path
+from training.cli import (
+    add_keep_versions_flag,
+    add_state_path_flag,
+    model_id_arg,
+    positive_int,
+    run_cli,
+    seed_arg,
+    state_path,
+)
 from training.cli_attempt import CliRun
 from training.cost.catalog import load_catalog
 from training.cost.retrain import CostRetrainSpec, retrain_cost
@@ -44,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     activation.add_argument("--force-activate", action="store_true",
                             help="activate even if it does not beat the active one")
     activation.add_argument("--no-activate", action="store_true", help="register without activating")
-    add_attempt_flags(parser)
+    add_state_path_flag(parser)
+    add_keep_versions_flag(parser)
     return parser.parse_args(argv)
 
 

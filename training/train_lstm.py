@@ -35,8 +35,9 @@ from core.settings import ConfigError, format_errors
 from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import (
-    add_attempt_flags,
+    add_keep_versions_flag,
     add_model_flags,
+    add_state_path_flag,
     duration_arg,
     model_overrides,
     resources_arg,
@@ -78,7 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
     parser.add_argument("--settings-from", metavar="TUNE_JSON",
                         help="use the best settings of a search (python -m training.tune --output TUNE_JSON)")
-    add_attempt_flags(parser)
+    add_state_path_flag(parser)
+    add_keep_versions_flag(parser)
     add_model_flags(parser)
     args = parser.parse_args(argv)
     store_span(parser, args)
