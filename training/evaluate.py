@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
     elif args.data_root:
         parser.error("--data-root: only with --suite")
+    if args.model:  # a registered model is loaded, not trained: its own window, size and training stand
+        trains = [*given(args, ["--sequence-length", "--epochs", "--hidden-size", "--cpus-per-worker"]),
+                  *(["--num-workers"] if args.num_workers != 1 else []), *(["--use-gpu"] if args.use_gpu else [])]
+        if trains:
+            parser.error(f"{', '.join(trains)}: not with --model (the registered model is evaluated as trained)")
+    elif args.model_path:
+        parser.error("--model-path: only with --model (the registry it is loaded from)")
     return args
 
 

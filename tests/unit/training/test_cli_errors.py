@@ -160,3 +160,24 @@ def test_since_without_the_store_is_refused_not_ignored(command, extra, capsys):
     with pytest.raises(SystemExit) as exit_info:
         command(["--data", "x.csv", "--since", "3d", *extra])
     assert exit_info.value.code == 2 and "--since: applies to --from-store only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--sequence-length", "30"], "--sequence-length"),
+    (["--epochs", "5", "--hidden-size", "8"], "--epochs, --hidden-size"),
+    (["--num-workers", "2"], "--num-workers"),
+    (["--use-gpu"], "--use-gpu"),
+    (["--cpus-per-worker", "2"], "--cpus-per-worker"),
+])
+def test_evaluate_refuses_training_flags_with_a_registered_model(extra, named, capsys):
+    """They were silently ignored: the report was of the model's own window and training, the run exited 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--data", "x.csv", "--model", "power_lstm/1", *extra, "--output", "r.json"])
+    assert exit_info.value.code == 2
+    assert f"{named}: not with --model (the registered model is evaluated as trained)" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_model_path_without_a_model(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data", "x.csv", "--model-path", "/models", "--output", "r.json"])
+    assert "--model-path: only with --model" in capsys.readouterr().err
