@@ -1,7 +1,8 @@
 """Backtest: train on the first part of every series, forecast the rest from rolling origins.
 
     python -m training.evaluate --data FILE.csv --step 10min --horizon 1h [--sequence-length N]
-        [--train-fraction 0.8] [--epochs N] --output report.json [--plot report.png] [--model ID]
+        [--train-fraction 0.8] [--epochs N] --output report.json [--plot report.png]
+    python -m training.evaluate --data FILE.csv --step 10min --horizon 1h --model ID --output report.json
     python -m training.evaluate --suite SUITE.yaml [--data-root DIR] --output suite.json
 
 The first form backtests one trace (training.backtest; `metrics.features_only` scores the same points with the
