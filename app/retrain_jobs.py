@@ -28,6 +28,7 @@ from core.settings import ConfigError
 from training.cli_attempt import CLI_STOPPED, CLI_TRIGGER
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
+from training.retrain_attempt import forget_old_attempts
 from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
 from training.settings import TrainingConfig, load_training_config
@@ -165,7 +166,7 @@ class RetrainJobs:
                                    data=data.describe())
         else:
             data, spec = self.training_data(request), self._power_spec(model_id, request, config)
-        self.records.expire()
+        forget_old_attempts(self.records)
         record = self.records.create({"status": "pending", "model_id": model_id, "source": data.source,
                                       "trigger": "api", "data": data.describe()})
         try:

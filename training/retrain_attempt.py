@@ -44,6 +44,16 @@ logger = logging.getLogger(__name__)
 
 RETRAIN_RETENTION_S = 90 * 86400
 """How long a finished attempt's record is kept by default (then deleted by the next attempt's start)."""
+MAX_RETRAIN_RECORDS = 5_000
+"""Finished attempt records kept at most, whatever the retention (a 5-minute schedule makes 26,000 in 90 days, each
+read by every scheduler check and every listing): the oldest go first, at the next attempt's start."""
+
+
+def forget_old_attempts(records: RecordStore) -> None:
+    """What an attempt's start deletes: the finished records past the retention, and the oldest beyond
+    MAX_RETRAIN_RECORDS."""
+    records.expire()
+    records.trim(MAX_RETRAIN_RECORDS)
 KEEP_VERSIONS = 30
 """Versions of a model kept after each retraining attempt (args.retrain.keep_versions), besides the served one and
 as many formerly served."""

@@ -36,7 +36,14 @@ from core.registry_metadata import ModelId, ModelNotFoundError
 from core.settings import ConfigError
 from training.power.retrain_spec import ModelOverrides, RetrainSpec, retrained_shape
 from training.power.scaling import TrainScaling
-from training.retrain_attempt import KEEP_VERSIONS, RETRAIN_RETENTION_S, Trigger, public_message, run_attempt
+from training.retrain_attempt import (
+    KEEP_VERSIONS,
+    RETRAIN_RETENTION_S,
+    Trigger,
+    forget_old_attempts,
+    public_message,
+    run_attempt,
+)
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning, silent
 from training.settings import load_training_config
@@ -151,7 +158,7 @@ class RetrainScheduler:
         the model's lock (nothing is recorded then)."""
         settings = self.settings
         data = TrainingData(source="store", since_s=settings.since_s)
-        self.records.expire()
+        forget_old_attempts(self.records)
         record = self.records.create({"status": "pending", "model_id": settings.model_id, "source": data.source,
                                       "trigger": trigger, "data": data.describe(),
                                       **({"owner": self.owner} if self.owner else {})})

@@ -214,3 +214,17 @@ def test_an_outcome_recorded_without_the_lock_never_overwrites_a_verdict(tmp_pat
     assert locks.record_if_unfinished(job, status="succeeded", message="done")
     assert not locks.record_if_unfinished(job, status="failed", message="stopped")
     assert records.get(job)["status"] == "succeeded"
+
+
+def test_an_attempts_start_keeps_at_most_max_retrain_records_finished_ones(tmp_path, monkeypatch):
+    """Only the retention bounded them: a 5-minute schedule kept 26,000, each read at every scheduler check."""
+    from training import retrain_attempt
+
+    monkeypatch.setattr(retrain_attempt, "MAX_RETRAIN_RECORDS", 10)
+    records = RecordStore(tmp_path, "retrain", retention_s=86400)
+    for _ in range(12):
+        records.create({"status": "succeeded", "model_id": "m"})
+    running = records.create({"status": "running", "model_id": "m"})
+    retrain_attempt.forget_old_attempts(records)
+    kept = records.newest(100)
+    assert len(kept) == 9 + 1 and running["id"] in {record["id"] for record in kept}
