@@ -64,7 +64,6 @@ class Incomparable(BaseModel):
 
     version: int
     why: str
-    nothing_served: bool = False  # neither it nor any version served before it loads: the replicas serve nothing
 
 
 @dataclass(frozen=True)
@@ -158,10 +157,9 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     try:
         scored, current, metadata = _load_served(registry, model_id, version)
         incumbent = _score(current, version, challenger, metadata.data_span)
-    except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration; no former one loads
+    except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
-        return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log), "
-                                                 "nor any version served before it", nothing_served=True)
+        return Incomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
     except NotComparable as exc:
         return Incomparable(version=version, why=str(exc))
     return incumbent if scored == version else incumbent.model_copy(update={"scored_version": scored})

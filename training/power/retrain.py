@@ -74,9 +74,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
 
 
 def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -> Decision:
-    """Whether the new version goes into service: as asked, else if none is served (none is active, or no version
-    loads: the replicas serve nothing, so there is nothing to protect) or it is no worse than the active one on the
-    same points; never when the two could not be compared."""
+    """Whether the new version goes into service: as asked, else if none is active or it is no worse than the
+    active one on the same points; never when the two could not be compared."""
     if activation == "never":
         return "not_requested"
     if activation == "force":
@@ -84,7 +83,7 @@ def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -
     if incumbent is None:
         return "no_incumbent"
     if isinstance(incumbent, Incomparable):
-        return "no_incumbent" if incumbent.nothing_served else "not_comparable"
+        return "not_comparable"
     return "beat_incumbent" if incumbent.challenger_mae <= incumbent.mae else "did_not_beat"
 
 

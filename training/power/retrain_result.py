@@ -164,8 +164,6 @@ def describe_decision(decision: Decision, reasons: Mapping[Decision, str], incum
     if decision == "not_comparable" and incomparable is not None:
         return (f"not compared with active version {incomparable[0]}: {incomparable[1]}; registered without "
                 f"activation{hint}")
-    if decision == "no_incumbent" and incomparable is not None:  # nothing loads, so nothing is served
-        return f"nothing is served (active version {incomparable[0]}: {incomparable[1]})"
     if incumbent_version is None or decision not in ("beat_incumbent", "did_not_beat"):
         return reasons[decision]
     verb = "beat" if decision == "beat_incumbent" else "did not beat"
