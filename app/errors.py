@@ -26,7 +26,7 @@ from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError
 from core.records import RecordNotFound
-from core.registry import ModelNotFoundError
+from core.registry import ModelNotFoundError, NoActiveVersion
 from core.stores.base import StoreUnavailable
 from training.cost.catalog import UnknownGpuType
 from training.power.retrain_spec import RetrainRefused
@@ -80,7 +80,8 @@ def unavailable(what: str, exc: BaseException) -> ApiError:
 def _model_not_found(exc: ModelNotFoundError) -> ApiError:
     version = f" version {exc.version}" if exc.version is not None else ""
     logger.info("request %s: model lookup failed: %s", current_request_id(), exc)  # may name paths: log only
-    return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: not found", "not_found")
+    reason = exc.reason if isinstance(exc, NoActiveVersion) else "not found"  # other reasons may name paths
+    return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: {reason}", "not_found")
 
 
 def _store_unavailable(exc: StoreUnavailable) -> ApiError:

@@ -34,16 +34,17 @@ async def list_models(replica: Ingress) -> ModelsResponse:
 
 def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
     """Every model with its versions; the active one is the one served: the ACTIVE pointer's, else the latest for
-    the models in `serve_latest` (the default power model and the cost model), else none (the other power
-    resolutions are served only once a version is activated)."""
+    the models in `serve_latest` (the default power model and the cost model) unless the pointer says none is
+    active, else none (the other power resolutions are served only once a version is activated)."""
     models = []
     for model_id in registry.model_ids():
-        active = registry.active_version(model_id)
+        served = registry.served_version(model_id) if model_id in serve_latest else registry.active_version(model_id)
         versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
         if not versions:
             continue
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
-        shown = active if active in readable else versions[-1].version if model_id in serve_latest else None
+        fallback = versions[-1].version if model_id in serve_latest and served is not None else None
+        shown = served if served in readable else fallback
         models.append(ModelPublic(
             model_id=model_id, model_type=versions[-1].model_type, active_version=shown,
             versions=[ModelVersionPublic(

@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.atomic_files import atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
-from core.registry_metadata import MODEL_ID_RE, DataSpan, ModelMetadata, ModelNotFoundError, check_model_id
+from core.registry_metadata import (
+    MODEL_ID_RE,
+    DataSpan,
+    ModelMetadata,
+    ModelNotFoundError,
+    NoActiveVersion,
+    check_model_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,47 +122,44 @@ class ModelRegistry:
         return found
 
     def active_version(self, model_id: str) -> int | None:
-        """Version named by the ACTIVE pointer, or None when it is missing, corrupt, dangling or says none."""
-        text = self._pointer(model_id)
-        if text is None or text == NONE_ACTIVE:
-            return None
+        """Version named by the ACTIVE pointer, or None when it is missing, corrupt, dangling or says none. Raises
+        OSError when the pointer cannot be read (a passing storage error is never taken for "no pointer", which
+        would serve the latest version)."""
+        return self._read_pointer(model_id)[0]
+
+    def _read_pointer(self, model_id: str) -> tuple[int | None, bool]:
+        """From one read of ACTIVE: the active version (None: none named), and whether it says none is active (all
+        versions registered without activation: none is served)."""
         pointer = self._dir(model_id) / ACTIVE_FILE
+        try:
+            text = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None, False
+        except UnicodeDecodeError:
+            text = "(not UTF-8 text)"
+        if text == NONE_ACTIVE:
+            return None, True
         if not text.isdigit() or not (self._dir(model_id) / text / METADATA_FILE).is_file():
             logger.warning("ACTIVE pointer %s is bad (%r); using latest version", pointer, text)
-            return None
-        return int(text)
-
-    def _pointer(self, model_id: str) -> str | None:
-        """The ACTIVE pointer's text; None when there is none."""
-        try:
-            return (self._dir(model_id) / ACTIVE_FILE).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return repr(exc)
-
-    def _none_active(self, model_id: str) -> bool:
-        """Whether the pointer says no version is active (all registered without activation): none is served."""
-        return self._pointer(model_id) == NONE_ACTIVE
+            return None, False
+        return int(text), False
 
     def served_version(self, model_id: str) -> int | None:
         """The version the service loads: the active one, else the latest (unless the pointer says none is active);
         None when the model has no version to serve."""
-        active = self.active_version(model_id)
-        if active is not None:
+        active, none_active = self._read_pointer(model_id)
+        if active is not None or none_active:
             return active
-        if self._none_active(model_id):
-            return None
         available = self.versions(model_id)
         return available[-1] if available else None
 
     def get(self, model_id: str, version: int | None = None) -> tuple[Path, ModelMetadata]:
-        """Folder and metadata of ``version``; None means the active version, else the latest."""
+        """Folder and metadata of ``version``; None means the active version, else the latest (unless the pointer
+        says none is active: ModelNotFoundError)."""
         if version is None:
-            version = self.active_version(model_id)
-            if version is None and self._none_active(model_id):
-                raise ModelNotFoundError(model_id, None, "no version is active (each was registered without "
-                                                         "activation; activate one)")
+            version, none_active = self._read_pointer(model_id)
+            if none_active:
+                raise NoActiveVersion(model_id)
             if version is None:
                 available = self.versions(model_id)
                 if not available:
@@ -283,7 +287,7 @@ class ModelRegistry:
         activated, say that none is active (a version registered without activation is not served for being the
         only one). A first version whose activation never comes (a killed process) is served as the latest."""
         with self._activation_guard(model_id):
-            if self.active_version(model_id) is None and not self._none_active(model_id):
+            if self._read_pointer(model_id) == (None, False):  # no pointer, or a bad one (OSError: unreadable)
                 available = self.versions(model_id)
                 if available:
                     self._write_active(model_id, available[-1])

@@ -79,3 +79,12 @@ class ModelNotFoundError(LookupError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (e.g. across Ray workers) intact
         return type(self), (self.model_id, self.version, self.reason)
+
+
+class NoActiveVersion(ModelNotFoundError):
+    """The model has versions, but none is active: each was registered without activation (its reason names no
+    path, so the API may show it)."""
+
+    def __init__(self, model_id: str, version: int | None = None,
+                 reason: str = "no version is active (each was registered without activation)") -> None:
+        super().__init__(model_id, version, reason)

@@ -198,14 +198,32 @@ def test_a_resolution_never_activated_is_listed_without_an_active_version(replic
     source.mkdir()
     (source / "weights.bin").write_text("w")
     registry = ModelRegistry(tmp_path / "models")
-    for model_id in ("power_lstm", "power_lstm_1h"):
-        registry.publish(model_id, source, model_type="lstm", activate=False,
-                         feature_spec={"step_s": 60, "horizon_steps": 60, "sequence_length": 60})
+    spec = {"step_s": 60, "horizon_steps": 60, "sequence_length": 60}
+    registry.publish("power_lstm", source, model_type="lstm", feature_spec=spec)
+    (tmp_path / "models" / "power_lstm" / "ACTIVE").unlink()  # a registry from before the pointer
+    registry.publish("power_lstm_1h", source, model_type="lstm", activate=False, feature_spec=spec)
     replica.registry = registry
     listed = {m["model_id"]: m for m in client.get("/api/v1/models").json()["models"]}
     assert (listed["power_lstm"]["active_version"], listed["power_lstm"]["step_seconds"]) == (1, 60)
     hourly = listed["power_lstm_1h"]
     assert (hourly["active_version"], hourly["step_seconds"], hourly["versions"][0]["active"]) == (None, None, False)
+
+
+def test_a_default_model_whose_versions_were_all_registered_without_activation_is_listed_as_not_served(
+        replica, client, tmp_path):
+    """Its first version was listed as active (served as the latest) while the replicas served none of them."""
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "cost_model.json").write_text("{}")
+    registry = ModelRegistry(tmp_path / "models")
+    registry.publish("cost_gbm", source, model_type="lightgbm", activate=False)
+    replica.registry = registry
+    [model] = client.get("/api/v1/models").json()["models"]
+    assert model["active_version"] is None and not model["versions"][0]["active"]
+    metrics = client.get("/api/v1/models/cost_gbm/metrics")
+    assert metrics.status_code == 404 and "no version is active" in metrics.json()["detail"][0]["msg"]
 
 
 class Eventful(Controller):

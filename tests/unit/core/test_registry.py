@@ -358,3 +358,29 @@ def test_atomic_write_helpers(tmp_path: Path) -> None:
     assert (tmp_path / "a.txt").read_text() == "two"
     assert json.loads((tmp_path / "b.json").read_text()) == {"x": 3, "p": "/m"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json"]
+
+
+def test_regression_an_unreadable_active_pointer_is_an_error_never_the_latest_pinned(reg: ModelRegistry, source: Path,
+                                                                                     monkeypatch) -> None:
+    """A passing EIO on ACTIVE read as "no pointer": the latest version was served, and the next publish without
+    activation pinned it into ACTIVE for good."""
+    import errno
+
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    pointer = reg.root / "power_lstm" / "ACTIVE"
+    read_text = Path.read_text
+
+    def flaky(path: Path, *args, **kwargs) -> str:
+        if path == pointer:
+            raise OSError(errno.EIO, "Input/output error")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", flaky)
+    for read in (reg.served_version, reg.active_version, reg.get):
+        with pytest.raises(OSError, match="Input/output error"):
+            read("power_lstm")
+    with pytest.raises(OSError):
+        reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    monkeypatch.undo()
+    assert reg.active_version("power_lstm") == 1 and reg.versions("power_lstm") == [1, 2]
