@@ -11,6 +11,7 @@ challenger goes into service only when its MAE is no worse; otherwise it stays r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 RecordSource = pd.DataFrame | Callable[[], pd.DataFrame]
 MIN_HOLDOUT_RECORDS = 20
-HASHED_HOLDOUT = "record_hash"  # `training.holdout` of a version held out by `record_shares`
+HASHED_HOLDOUT = "record_hash/v1"  # `training.holdout` of a version held out by `record_shares`
 _REASONS: dict[Decision, str] = {"no_incumbent": "no active model", "forced": "activation forced",
                                  "not_requested": "activation not requested", "champion_changed": CHAMPION_CHANGED,
                                  "activation_failed": ACTIVATION_FAILED}
@@ -151,9 +152,10 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     shares = record_shares(records)
     held = shares < fraction
     if held.sum() < MIN_HOLDOUT_RECORDS:
-        needed = math.ceil(MIN_HOLDOUT_RECORDS / fraction)
-        raise ValueError(f"{len(records)} job records leave {int(held.sum())} for the holdout; need at least "
-                         f"{MIN_HOLDOUT_RECORDS}, so about {needed} records or more")
+        needed = math.ceil(2 * MIN_HOLDOUT_RECORDS / fraction)
+        raise ValueError(f"{len(records)} job records leave {int(held.sum())} for the holdout (the records whose hash "
+                         f"falls in its {fraction:.0%}); need at least {MIN_HOLDOUT_RECORDS}: give more records "
+                         f"({needed} or more hold that many out all but always)")
     holdout, train = records[held], records[~held]
     model = CostModel(catalog)
     fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)
@@ -178,10 +180,24 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
 
 
 def record_shares(records: pd.DataFrame) -> np.ndarray:
-    """Per record, a share in [0, 1) from a hash of its RECORD_COLUMNS values (their text, in a fixed order): what
-    holds a job out of training (`< holdout_fraction`) the same way in every run, whatever the seed or the order."""
-    values = records[list(RECORD_COLUMNS)].astype(str)
-    return pd.util.hash_pandas_object(values, index=False).to_numpy() / float(2**64)
+    """Per record, a share in [0, 1) from a hash (BLAKE2b) of its RECORD_COLUMNS values written one way (`_canonical`),
+    in a fixed order: what holds a job out of training (`< holdout_fraction`) the same way in every run, whatever
+    the seed, the order, or the library versions (HASHED_HOLDOUT names the scheme)."""
+    rows = records[list(RECORD_COLUMNS)].itertuples(index=False, name=None)
+    digests = (hashlib.blake2b("\x1f".join(map(_canonical, row)).encode(), digest_size=8).digest() for row in rows)
+    return np.fromiter((int.from_bytes(digest, "big") / 2**64 for digest in digests), dtype=float,
+                       count=len(records))
+
+
+def _canonical(value: object) -> str:
+    """A record value as text, one way whatever its type: missing "", a boolean "1"/"0", a number as a float."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return repr(float(value))
+    return str(value)
 
 
 def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame, shares: np.ndarray,

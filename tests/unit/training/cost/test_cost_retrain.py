@@ -35,8 +35,10 @@ def test_the_first_version_is_activated_with_its_held_out_scores(tmp_path):
 
 def test_a_worse_challenger_stays_registered_inactive_with_the_reason(tmp_path):
     registry = ModelRegistry(tmp_path)
-    retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
-    result = retrain_cost(generate_job_records(200, 2), spec(seed=3), registry=registry)  # far fewer jobs
+    jobs = generate_job_records(2000, 1)
+    retrain_cost(jobs, spec(), registry=registry)
+    stunted = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 1}}})
+    result = retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3), registry=registry)  # one tree
     champion = result.incumbent
     assert (result.version, result.decision, result.activated) == (2, "did_not_beat", False)
     assert champion is not None and champion.version == 1 and champion.mae < champion.challenger_mae
@@ -46,8 +48,10 @@ def test_a_worse_challenger_stays_registered_inactive_with_the_reason(tmp_path):
 
 def test_a_better_challenger_is_activated(tmp_path):
     registry = ModelRegistry(tmp_path)
-    retrain_cost(generate_job_records(200, 2), spec(seed=3), registry=registry)
-    result = retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
+    jobs = generate_job_records(2000, 1)
+    stunted = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 1}}})
+    retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3), registry=registry)  # one tree
+    result = retrain_cost(jobs, spec(), registry=registry)
     assert (result.decision, result.activated) == ("beat_incumbent", True)
     assert registry.active_version("cost_gbm") == 2
 
@@ -92,7 +96,8 @@ def test_a_forced_activation_that_cannot_be_written_leaves_the_version_registere
 
 def test_too_few_records_for_a_holdout_are_refused(tmp_path):
     held = int((record_shares(generate_job_records(100, 1)) < 0.15).sum())
-    expected = f"leave {held} for the holdout; need at least 20, so about 134 records or more"
+    expected = rf"leave {held} for the holdout \(the records whose hash falls in its 15%\); need at least 20: "
+    expected += r"give more records \(267 or more hold that many out all but always\)"
     with pytest.raises(ValueError, match=expected):
         retrain_cost(generate_job_records(100, 1), spec(), registry=ModelRegistry(tmp_path))
     assert retrain_cost(generate_job_records(300, 1), spec(), registry=ModelRegistry(tmp_path)).version == 1
@@ -142,3 +147,16 @@ def test_a_champion_held_out_the_old_way_is_compared_with_the_caveat(tmp_path):
     result = retrain_cost(generate_job_records(600, 2), spec(), registry=registry)
     assert result.incumbent is not None and not result.incumbent.unseen
     assert "held out by a seeded shuffle and may have trained on some of them" in result.reason
+
+
+def test_the_holdout_is_the_same_whatever_the_values_types_and_order():
+    """A job read from a CSV (strings parsed to floats, missing as NaN) and the same job generated (ints, None) land
+    on the same side: the share hashes one canonical text per value, not a library's hash of its dtype."""
+    jobs = generate_job_records(300, 4)
+    shares = record_shares(jobs)
+    as_text = jobs.astype(object).where(jobs.notna(), None)
+    as_text[["gpu_count"]] = as_text[["gpu_count"]].astype(float)
+    assert (record_shares(as_text) == shares).all()
+    shuffled = jobs.sample(frac=1.0, random_state=1)
+    assert (record_shares(shuffled) == shares[shuffled.index.to_numpy()]).all()
+    assert 0.0 <= shares.min() and shares.max() < 1.0 and 0.08 < (shares < 0.15).mean() < 0.22
