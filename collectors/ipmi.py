@@ -102,7 +102,8 @@ class IpmiSource(TelemetrySource):
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
         self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
-        self._dcmi_ok_at: float | None = None  # the last DCMI reading: an inactive one soon after is passing
+        self._dcmi_measured = False  # DCMI gave a reading on this BMC: a later "not active" is a passing gap, a while
+        self._dcmi_inactive_since: float | None = None  # the first "not active" answer of the gap now
         self._no_sdr_power_until = 0.0  # the SDR held no power sensor: not downloaded again before then
         self._limit: float | None = None
         self._limit_at = float("-inf")
@@ -207,23 +208,29 @@ class IpmiSource(TelemetrySource):
             reading = self._dcmi(cmd, 0x02, (0xDC, 0x01, 0x00, 0x00),
                                  lambda data: (parse_dcmi_power_reading(data), dcmi_timestamp(data)))
             watts, stamp = reading or (None, None)
-            if (watts is None and reading is not None and self._dcmi_ok_at is not None
-                    and now - self._dcmi_ok_at < self.dcmi_inactive_grace_s):
-                # answered, not active, by a BMC that measured moments ago (e.g. just reset): DCMI is asked again
-                # at the next read; meanwhile the SDR's sensors where they are known (else the SDR after the grace)
-                if self._sdr is None:
-                    raise DcmiInactive(f"BMC {self.host}:{self.port}: its DCMI power reading is not active just "
-                                       "now (it was moments ago)")
-                return self._read_sdr(cmd)
+            if watts is None and reading is not None and self._dcmi_measured:
+                # answered, not active, by a BMC that measured before (e.g. just reset: its first answers after the
+                # reset): DCMI is asked again at the next read for a grace counted from the first such answer;
+                # meanwhile the SDR's sensors where they are known, and after the grace the SDR as without DCMI
+                if self._dcmi_inactive_since is None:
+                    self._dcmi_inactive_since = now
+                since = self._dcmi_inactive_since
+                if now - since < self.dcmi_inactive_grace_s:
+                    if self._sdr is None:
+                        raise DcmiInactive(f"BMC {self.host}:{self.port}: its DCMI power reading is not active just "
+                                           f"now ({now - since:.0f} s so far; it was before)")
+                    return self._read_sdr(cmd)
             if watts is not None:
                 if frozen := self._frozen.check(stamp, now):
                     raise LookupError(frozen)
-                self._dcmi_ok_at = now
+                self._dcmi_measured, self._dcmi_inactive_since = True, None
                 if now - self._limit_at >= self.limit_refresh_s:
                     self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
                     self._limit_at = now
                 self.method, self.sensors_used = "dcmi", []
                 return self._sample(watts, Quality.OK, self._limit)
+            if now < self._no_sdr_power_until:  # nothing else to read: DCMI asked again after the usual backoff
+                raise LookupError("no active DCMI power reading, and no node or PSU watts sensor in the SDR")
             log.info("BMC %s:%s has no DCMI power reading; using SDR sensors", self.host, self.port)
             self._dcmi_retry_at = now + self.dcmi_reprobe_s
         return self._read_sdr(cmd)
@@ -252,8 +259,9 @@ class IpmiSource(TelemetrySource):
             described = [PowerSensor(str(key), e.name, e.entity, e.baseunit, bool(e.unit_mod or e.percent))
                          for key, e in entries.items()]
             chosen, quality = select_power_sensors(described)
-            if not chosen:
-                self._no_sdr_power_until = time.monotonic() + self.dcmi_reprobe_s  # looked at again with DCMI
+            if not chosen:  # DCMI is all there is: asked at every read (backing off), the SDR again after the reprobe
+                self._no_sdr_power_until = time.monotonic() + self.dcmi_reprobe_s
+                self._dcmi_retry_at = 0.0
                 raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
             self._sdr = [entries[s.key] for s in chosen], quality
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])

@@ -148,11 +148,25 @@ def test_a_dcmi_reading_inactive_past_the_grace_falls_back_to_the_sdr():
     cmd = FakeCmd(_dcmi(612))
     source = _with_cmd(cmd, backoff_s=0, dcmi_inactive_grace_s=0.2)
     assert [s.power_watts for s in source.sample()] == [612.0]
+    time.sleep(0.25)  # a BMC reset: no answer for a while, then "not active" for its first answers
     cmd.dcmi = _dcmi(612, state=0)
-    assert source.sample() == []
+    assert source.sample() == [] and "not active just now" in source._reason  # the grace counts from here
     time.sleep(0.25)
     [sample] = source.sample()
     assert (sample.power_watts, source.method) == (400.0, "sdr")
+
+
+def test_a_dcmi_only_bmc_inactive_past_the_grace_keeps_asking_dcmi_with_the_usual_backoff():
+    cmd = FakeCmd(_dcmi(612))
+    cmd.sdr = SimpleNamespace(sensors={})  # no power sensor to fall back to
+    source = _with_cmd(cmd, backoff_s=0, dcmi_inactive_grace_s=0.0, dcmi_reprobe_s=600)
+    assert [s.power_watts for s in source.sample()] == [612.0]
+    cmd.dcmi = _dcmi(612, state=0)
+    assert source.sample() == []  # past the grace: the SDR is read once, and has nothing
+    assert source.sample() == [] and "no active DCMI power reading, and no node or PSU watts" in source._reason
+    cmd.dcmi = _dcmi(650)
+    assert [s.power_watts for s in source.sample()] == [650.0]  # not after a 10-minute reprobe
+    assert cmd.sdr_downloads == 1
 
 
 def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time():
