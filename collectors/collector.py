@@ -197,7 +197,11 @@ class Collector:
         return time.monotonic() - self._alive_at
 
     def status(self) -> dict:
-        available = {_name(s): s.available() for s in self.sources}
+        """Counts, buffer and each source's availability (probed: a first read, a tool's run; not once stopping,
+        when the sources are being closed)."""
+        stopping = self._stop.is_set()
+        available = {_name(s): (False, "the collector is stopping") if stopping else s.available()
+                     for s in self.sources}
         buffer = self.buffer
         return {
             "node_id": self.node_id,

@@ -31,13 +31,14 @@ class ReplaySettings(BaseModel):
 
 
 PINGS = "pings"  # the concurrency group of the supervisor's pings: never queued behind a status probing a hung driver
+STOPS = "stops"  # stop's own: it starts at once, never after the status calls queued before it
 
 
 def collector_fingerprint(config_data: dict[str, Any], selected: list[str] | None, replay: dict | None,
                           store: str | None = None) -> str:
     """The digest of the settings a collector is started with; `store` names the resolved store
     (collectors/supervisor.py `store_key`): a collector outlives no change of store."""
-    return settings_digest(config_data, selected, replay, store, PINGS)  # an actor without the ping group is replaced
+    return settings_digest(config_data, selected, replay, store, PINGS, STOPS)  # an actor without them is replaced
 
 
 class CollectorActor:
@@ -81,11 +82,12 @@ class CollectorActor:
     def flush(self) -> int:
         return self.collector.flush()
 
+    @ray.method(concurrency_group=STOPS)
     def stop(self) -> None:
         self.collector.stop()
 
 
 def collector_actor_class() -> Any:
-    """CollectorActor as a Ray actor class: its pings (`health`, `node_id`) answered beside its other calls, which
-    stay one at a time (a status probe never runs beside a stop that closed the sources)."""
-    return ray.remote(concurrency_groups={PINGS: 2})(CollectorActor)
+    """CollectorActor as a Ray actor class: its pings (`health`, `node_id`) answered beside its other calls, and its
+    `stop` at once too (a status from then on probes no source); the others one at a time."""
+    return ray.remote(concurrency_groups={PINGS: 2, STOPS: 1})(CollectorActor)

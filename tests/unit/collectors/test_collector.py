@@ -416,3 +416,29 @@ def test_the_collector_actor_starts_while_the_store_actor_is_busy(monkeypatch, t
         assert actor.flush() == 0  # not decided yet: it buffers meanwhile
     finally:
         actor.stop()
+
+
+def test_a_status_once_stopping_probes_no_source(tmp_path):
+    """A status probe beside the stop could reopen a source the stop had just closed (NVML, a BMC session)."""
+    class Probed:
+        kind, label = SourceKind.IPMI, "ipmi (bmc)"
+
+        def __init__(self) -> None:
+            self.probes = 0
+
+        def available(self) -> tuple[bool, str]:
+            self.probes += 1
+            return True, ""
+
+        def sample(self) -> list:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    source = Probed()
+    collector = Collector("n1", [source], FlakyStore(tmp_path / "db"), _settings(tmp_path), start=False)
+    assert collector.status()["sources"]["ipmi (bmc)"] == {"available": True, "reason": ""} and source.probes == 1
+    collector.stop()
+    assert collector.status()["sources"]["ipmi (bmc)"] == {"available": False, "reason": "the collector is stopping"}
+    assert source.probes == 1

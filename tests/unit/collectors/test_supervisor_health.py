@@ -119,8 +119,9 @@ def test_the_store_settings_are_part_of_the_supervisor_s_fingerprint(monkeypatch
 def test_a_collector_answers_its_pings_beside_its_other_calls_which_stay_one_at_a_time():
     """Its status probes its sources (nvmlInit, npu-smi, a first IPMI read) outside any time limit: on an actor that
     answers one call at a time a hung driver held the health ping, and the collector was replaced for it; the
-    other calls stay serialized (a status probe beside a stop would reopen the sources it closed)."""
-    from collectors.collector_actor import PINGS, CollectorActor
+    other calls stay serialized; a stop starts at once, never behind queued status calls."""
+    from collectors.collector_actor import PINGS, STOPS, CollectorActor
 
-    assert [name for name, method in vars(CollectorActor).items()
-            if getattr(method, "__ray_concurrency_group__", None) == PINGS] == ["node_id", "health"]
+    groups = {name: getattr(method, "__ray_concurrency_group__", None) for name, method in vars(CollectorActor).items()
+              if callable(method) and not name.startswith("_")}
+    assert groups == {"node_id": PINGS, "health": PINGS, "status": None, "flush": None, "stop": STOPS}
