@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from kubernetes import client
@@ -19,6 +16,7 @@ from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.schema import DeploymentTarget, RayServeTarget
+from tests.servers.local_http import serving
 
 SILENCE_S = 3.0  # how long the server keeps a write unanswered; the actuators wait 0.5 s
 
@@ -44,16 +42,8 @@ class WritesGoUnanswered(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def silent_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), WritesGoUnanswered)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def silent_server():
+    return serving(WritesGoUnanswered)
 
 
 def closed_port_url() -> str:
@@ -94,8 +84,8 @@ def test_a_kubernetes_scale_that_cannot_be_sent_is_a_plain_failure():
     assert not isinstance(raised.value, ActuationOutcomeUnknown)
 
 
-def answering_server(status: int, body: bytes, content_type: str, writes_only: bool):
-    """A server that answers every request (or, `writes_only`, every write: reads get a scale of 2) with `status`
+def answering_handler(status: int, body: bytes, content_type: str, writes_only: bool):
+    """A handler that answers every request (or, `writes_only`, every write: reads get a scale of 2) with `status`
     and `body`."""
 
     class Answer(BaseHTTPRequestHandler):
@@ -114,21 +104,11 @@ def answering_server(status: int, body: bytes, content_type: str, writes_only: b
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return Answer
 
 
-@contextmanager
-def answering(status: int, body: bytes, content_type: str = "application/json", *,
-              writes_only: bool = False) -> Iterator[str]:
-    server = answering_server(status, body, content_type, writes_only)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def answering(status: int, body: bytes, content_type: str = "application/json", *, writes_only: bool = False):
+    return serving(answering_handler(status, body, content_type, writes_only))
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -188,20 +168,13 @@ def test_regression_a_failed_serve_details_read_is_kept_for_details_max_age():
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hung)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Hung) as url:
         actuator = RayServeActuator(url, timeout_s=0.5, details_max_age_s=0.3)  # under the timeout, as by default
         with ThreadPoolExecutor(max_workers=8) as pool:
             errors = list(pool.map(lambda i: _read_error(actuator, f"app{i}"), range(8)))
         assert len(gets) == 1 and all("did not answer" in error for error in errors), errors
         actuator.details_max_age_s = 0  # past the age: read again
         assert "did not answer" in _read_error(actuator, "app0") and len(gets) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _read_error(actuator: RayServeActuator, app: str) -> str:

@@ -4,14 +4,14 @@ write does not (Serve's scale call has no conditional form: the check is all tha
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from autoscaler.actuators import Actuators
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.schema import ActuationStatus, RayServeTarget, ScalingPolicy
+from tests.servers.local_http import serving
 
 TARGET = RayServeTarget(app="kcloud", deployment="Model")
 
@@ -39,14 +39,8 @@ def dashboard(counts: list[int], writes: list[dict]) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Dashboard)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Dashboard) as url:
+        yield url
 
 
 def test_the_ticks_reads_share_the_details_and_the_read_before_a_write_fetches_them_again():
