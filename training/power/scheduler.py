@@ -168,15 +168,15 @@ class RetrainScheduler:
             self.records.delete(record["id"])
             logger.info("retrain scheduler: %s due, but %s", trigger, busy)
             return None
-        champion = self.registry.active_version(settings.model_id)
-        self._save_state(last_attempt_at=self.clock(),  # at the start too: a restart mid-attempt waits an interval
-                         early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
         try:
+            champion = self.registry.active_version(settings.model_id)
+            self._save_state(last_attempt_at=self.clock(),  # at the start too: a restart mid-attempt waits
+                             early_retrain_of=champion if trigger == "degradation" else self.state.early_retrain_of)
             config = load_training_config(settings.config_path)
             overrides = ModelOverrides().keeping_shape(retrained_shape(self.registry, config, settings.model_id))
             spec = RetrainSpec(config=config, model_id=settings.model_id, overrides=overrides,
                                scaling=settings.scaling, skip_short=True, verbose=False)
-        except ConfigError as exc:  # the config file became invalid since the app started
+        except (ConfigError, OSError) as exc:  # the config file became invalid; the registry cannot be read now
             logger.warning("retrain scheduler: attempt %s: %s", record["id"], exc)
             message = public_message(str(exc), data, self.registry)  # anyone who can read the API sees it
             self.records.update(record["id"], status="failed", message=f"train_lstm: error: {message}")

@@ -283,6 +283,23 @@ def test_a_config_that_became_invalid_fails_the_attempt_without_showing_its_path
     assert str(tmp_path) not in record["message"], record["message"]
 
 
+def test_a_registry_that_cannot_be_read_now_fails_the_attempt_and_frees_the_model(settings, clock, runs,
+                                                                                     monkeypatch):
+    """An EIO on ACTIVE left the attempt "pending" holding the model's lock (the API's retrains got 409s) until it
+    went silent and was failed as "interrupted by a restart"."""
+    scheduler = RetrainScheduler(settings, clock=clock)
+
+    def unreadable(*_args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(scheduler.registry, "active_version", unreadable)
+    clock.advance(HOUR)
+    record = scheduler.step()
+    assert record is not None and record["status"] == "failed" and runs == []
+    assert "Input/output error" in record["message"]
+    assert RetrainLocks(RecordStore(settings.state_path, "retrain")).holder("power_lstm") is None
+
+
 def test_an_attempt_deletes_finished_records_past_the_retention(settings, clock, runs):
     records = RecordStore(settings.state_path, "retrain")
     old = (datetime.now(UTC) - timedelta(seconds=settings.retention_s + 60)).isoformat()
