@@ -66,6 +66,11 @@ class ActivationFailed(OSError):
         return type(self), (self.metadata,)
 
 
+class ActivePointerUnreadable(OSError):
+    """A model's ACTIVE pointer cannot be read just now (a storage error): which version is served is not known, so
+    nothing is served in its place."""
+
+
 class ModelRegistry:
     """Publish, list, activate and load model versions under ``root``."""
 
@@ -123,8 +128,8 @@ class ModelRegistry:
 
     def active_version(self, model_id: str) -> int | None:
         """Version named by the ACTIVE pointer, or None when it is missing, corrupt, dangling or says none. Raises
-        OSError when the pointer cannot be read (a passing storage error is never taken for "no pointer", which
-        would serve the latest version)."""
+        ActivePointerUnreadable when the pointer cannot be read (a passing storage error is never taken for "no
+        pointer", which would serve the latest version)."""
         return self._read_pointer(model_id)[0]
 
     def _read_pointer(self, model_id: str) -> tuple[int | None, bool]:
@@ -135,6 +140,9 @@ class ModelRegistry:
             text = pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None, False
+        except OSError as exc:
+            raise ActivePointerUnreadable(f"the ACTIVE pointer of {model_id} cannot be read: "
+                                          f"{exc.strerror or type(exc).__name__}") from exc
         except UnicodeDecodeError:
             text = "(not UTF-8 text)"
         if text == NONE_ACTIVE:

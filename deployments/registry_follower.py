@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from core.registry import ModelRegistry
+from core.registry import ActivePointerUnreadable, ModelRegistry
 
 logger = logging.getLogger("ray.serve")
 
@@ -28,6 +28,8 @@ class RegistryFollower:
         try:
             self._load(None)
             return ""
+        except ActivePointerUnreadable:  # which version is active is not known: the replica does not start on a guess
+            raise
         except Exception as exc:  # noqa: BLE001 - any unloadable version: try the ones served before
             first = exc
             logger.exception("%s: the active version of %s cannot be loaded", type(self).__name__, self.model_id)

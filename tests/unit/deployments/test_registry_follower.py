@@ -32,3 +32,46 @@ def test_a_new_version_loads_off_the_event_loop_and_the_loop_keeps_answering():
     asyncio.run(run())
     assert follower.version == 2
     assert follower.loaded_on[0] is not threading.main_thread()
+
+
+def test_an_unreadable_active_pointer_stops_the_start_instead_of_serving_an_older_version(tmp_path):
+    """It was taken for an active version that cannot load: the replica served the version rolled back from,
+    healthy, for as long as the pointer could not be read."""
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    from core.registry import ActivePointerUnreadable, ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "w.bin").write_text("w")
+    registry = ModelRegistry(tmp_path / "models")
+    for _ in range(2):
+        registry.publish("power_lstm", source, model_type="lstm")  # 2 active, 1 served before it
+    loaded: list[int] = []
+
+    class Starting(RegistryFollower):
+        model_id = "power_lstm"
+
+        def __init__(self) -> None:
+            self.registry = registry
+
+        def _load(self, version: int | None) -> None:
+            loaded.append(self.registry.get(self.model_id, version)[1].version)
+
+    pointer = tmp_path / "models" / "power_lstm" / "ACTIVE"
+    read_text = Path.read_text
+
+    def flaky(path: Path, *args, **kwargs) -> str:
+        if path == pointer:
+            raise OSError(errno.EIO, "Input/output error")
+        return read_text(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_text", flaky)
+        with pytest.raises(ActivePointerUnreadable, match="Input/output error"):
+            Starting()._load_default()
+    assert loaded == []
+    assert Starting()._load_default() == "" and loaded == [2]
