@@ -150,6 +150,8 @@ class IpmiSource(TelemetrySource):
             reading = self._bounded(self._read)
         except ReadUnderWay as loading:  # no failure: the next read finds it finished, or still under way
             self._reason = str(loading)
+            if isinstance(loading, DcmiInactive):  # the BMC answers again: the backoff of its silence is over
+                self._failures = 0
             return None
         except Exception as err:  # every failure becomes a reason
             self._fail(err)
@@ -262,6 +264,7 @@ class IpmiSource(TelemetrySource):
             if not chosen:  # DCMI is all there is: asked at every read (backing off), the SDR again after the reprobe
                 self._no_sdr_power_until = time.monotonic() + self.dcmi_reprobe_s
                 self._dcmi_retry_at = 0.0
+                self._reset()  # pyghmi keeps a session's SDR: the next download needs a new session
                 raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
             self._sdr = [entries[s.key] for s in chosen], quality
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])

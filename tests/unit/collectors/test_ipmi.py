@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from pyghmi.exceptions import IpmiException
 
+from collectors import ipmi
 from collectors.ipmi import IpmiSource
 from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_reading, select_power_sensors
 from core.telemetry import Quality
@@ -67,6 +68,7 @@ class FakeCmd:
 
     def __init__(self, dcmi: bytes | None):
         self.dcmi, self.dcmi_calls = dcmi, 0
+        self.ipmi_session = SimpleNamespace(broken=False, logout=lambda: None)  # what a session reset touches
         def psu(number: int, value: float | None) -> SimpleNamespace:
             reading = SimpleNamespace(value=value, unavailable=int(value is None))
             return SimpleNamespace(name=f"PSU{number - 2}", entity="Power supply", sensor_number=number, sensor_lun=0,
@@ -92,6 +94,18 @@ def _with_cmd(cmd, **kw) -> IpmiSource:
     source = IpmiSource("bmc.example:6230", "admin", "hunter2", "n1", **kw)
     source._cmd = cmd
     return source
+
+
+def _sessions_of(cmd: FakeCmd, monkeypatch: pytest.MonkeyPatch) -> list[FakeCmd]:
+    """New sessions (after a reset) get `cmd` again; the list holds each one made."""
+    made: list[FakeCmd] = []
+
+    def command(**_login) -> FakeCmd:
+        made.append(cmd)
+        return cmd
+
+    monkeypatch.setattr(ipmi, "_pyghmi", lambda: (command, SimpleNamespace(initting_sessions={})))
+    return made
 
 
 def test_dcmi_reading_and_limit():
@@ -136,8 +150,9 @@ def test_regression_a_passing_inactive_dcmi_reading_does_not_leave_dcmi_for_minu
     source = _with_cmd(cmd, backoff_s=0)
     assert [s.power_watts for s in source.sample()] == [612.0]
     cmd.dcmi = _dcmi(612, state=0)
+    source._failures = 7  # the timeouts of the reset's silence
     assert source.sample() == [] and "not active just now" in source._reason
-    assert source._failures == 0 and source.available()[0]  # no failure, no backoff
+    assert source._failures == 0 and source.available()[0]  # no failure, and the silence's backoff is over
     cmd.dcmi = _dcmi(640)
     assert [s.power_watts for s in source.sample()] == [640.0]  # tried again at the next read
     assert getattr(cmd, "sdr_downloads", 0) == 0
@@ -156,8 +171,9 @@ def test_a_dcmi_reading_inactive_past_the_grace_falls_back_to_the_sdr():
     assert (sample.power_watts, source.method) == (400.0, "sdr")
 
 
-def test_a_dcmi_only_bmc_inactive_past_the_grace_keeps_asking_dcmi_with_the_usual_backoff():
+def test_a_dcmi_only_bmc_inactive_past_the_grace_keeps_asking_dcmi_with_the_usual_backoff(monkeypatch):
     cmd = FakeCmd(_dcmi(612))
+    sessions = _sessions_of(cmd, monkeypatch)
     cmd.sdr = SimpleNamespace(sensors={})  # no power sensor to fall back to
     source = _with_cmd(cmd, backoff_s=0, dcmi_inactive_grace_s=0.0, dcmi_reprobe_s=600)
     assert [s.power_watts for s in source.sample()] == [612.0]
@@ -166,11 +182,12 @@ def test_a_dcmi_only_bmc_inactive_past_the_grace_keeps_asking_dcmi_with_the_usua
     assert source.sample() == [] and "no active DCMI power reading, and no node or PSU watts" in source._reason
     cmd.dcmi = _dcmi(650)
     assert [s.power_watts for s in source.sample()] == [650.0]  # not after a 10-minute reprobe
-    assert cmd.sdr_downloads == 1
+    assert cmd.sdr_downloads == 1 and len(sessions) == 1  # a new session: pyghmi keeps the old one's SDR
 
 
-def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time():
+def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time(monkeypatch):
     cmd = FakeCmd(None)  # no DCMI
+    _sessions_of(cmd, monkeypatch)
     cmd.sdr = SimpleNamespace(sensors={})
     source = _with_cmd(cmd, backoff_s=0, dcmi_reprobe_s=0.3)
     for _ in range(3):
