@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -195,8 +196,8 @@ def _canonical(value: object) -> str:
         return ""
     if isinstance(value, bool | np.bool_):
         return "1" if value else "0"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return repr(float(value))
+    if isinstance(value, numbers.Number) and not isinstance(value, complex):  # Decimal and numpy's too
+        return repr(float(value) + 0.0)  # + 0.0: -0.0 is 0.0
     return str(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -160,3 +161,8 @@ def test_the_holdout_is_the_same_whatever_the_values_types_and_order():
     shuffled = jobs.sample(frac=1.0, random_state=1)
     assert (record_shares(shuffled) == shares[shuffled.index.to_numpy()]).all()
     assert 0.0 <= shares.min() and shares.max() < 1.0 and 0.08 < (shares < 0.15).mean() < 0.22
+    from decimal import Decimal
+
+    from training.cost.retrain import _canonical
+    assert {_canonical(v) for v in (1, 1.0, np.float64(1), Decimal("1"), np.int64(1))} == {"1.0"}
+    assert _canonical(-0.0) == _canonical(0) and _canonical(None) == _canonical(float("nan")) == ""
