@@ -14,7 +14,7 @@ from app.ingress_state import Ingress, IngressState
 from app.schemas import ModelLiveAccuracy, ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
 from core.actors import ActorUnavailable
 from core.durations import format_duration
-from core.registry import ModelRegistry
+from core.registry import ActivePointerUnreadable, ModelRegistry
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
@@ -38,7 +38,12 @@ def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
     active, else none (the other power resolutions are served only once a version is activated)."""
     models = []
     for model_id in registry.model_ids():
-        served = registry.served_version(model_id) if model_id in serve_latest else registry.active_version(model_id)
+        try:
+            served = (registry.served_version(model_id) if model_id in serve_latest
+                      else registry.active_version(model_id))
+        except ActivePointerUnreadable as exc:  # the other models are listed all the same; this one as not known
+            logger.warning("models listing: %s", exc)
+            served = None
         versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
         if not versions:
             continue

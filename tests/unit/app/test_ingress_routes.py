@@ -266,3 +266,32 @@ def test_regression_a_huge_value_for_a_duration_is_not_echoed_in_the_422(replica
     response = client.post("/api/v1/scaling/policies", json={**policy_data(name="p5"), field: value}, headers=AUTH)
     assert response.status_code == 422 and len(response.content) < 2_000, len(response.content)
     assert "a list is not a duration like" in detail(response)["msg"], response.text
+
+
+def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(replica, client, tmp_path,
+                                                                                 monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "cost_model.json").write_text("{}")
+    registry = ModelRegistry(tmp_path / "models")
+    for model_id in ("cost_gbm", "other_gbm"):
+        registry.publish(model_id, source, model_type="lightgbm")
+    pointer = tmp_path / "models" / "cost_gbm" / "ACTIVE"
+    read_text = Path.read_text
+
+    def flaky(path: Path, *args, **kwargs) -> str:
+        if path == pointer:
+            raise OSError(errno.EIO, "Input/output error")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", flaky)
+    replica.registry = registry
+    response = client.get("/api/v1/models")
+    assert response.status_code == 200, response.text
+    listed = {m["model_id"]: m["active_version"] for m in response.json()["models"]}
+    assert listed == {"cost_gbm": None, "other_gbm": 1}
