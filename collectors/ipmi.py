@@ -276,6 +276,7 @@ class IpmiSource(TelemetrySource):
                 if rsp.get("code", 0xFFFF) >= 0xFF:  # no answer: a session problem
                     raise ConnectionError(f"sensor {entry.name!r}: {rsp['error']}")
                 self._sdr = None  # re-read the SDR next time: the BMC may have changed it
+                self._reset()  # on a new session: pyghmi keeps a session's SDR
                 raise LookupError(f"sensor {entry.name!r}: {rsp['error']}")
             reading = entry.decode_sensor_reading(cmd, rsp["data"])
             if reading.value is not None and not reading.unavailable:

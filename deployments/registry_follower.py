@@ -24,12 +24,15 @@ class RegistryFollower:
     def _load_default(self) -> str:
         """Load the active version, else the newest one served before it that loads (an active version this image
         cannot read must not take the replica, or the API holding it, down); "" when one loaded, else why none did
-        (the replica serves nothing and its health check says why, until a later or pinned version loads)."""
+        (the replica serves nothing and its health check says why, until a later or pinned version loads). An ACTIVE
+        pointer that cannot be read loads nothing: which version is active is not known, and the follower loads it
+        once the pointer can be read."""
         try:
             self._load(None)
             return ""
-        except ActivePointerUnreadable:  # which version is active is not known: the replica does not start on a guess
-            raise
+        except ActivePointerUnreadable as exc:  # which version is active is not known: none is served on a guess
+            logger.error("%s: %s; nothing is served until it can be read", type(self).__name__, exc)
+            return f"{exc}; nothing is served until it can be read"
         except Exception as exc:  # noqa: BLE001 - any unloadable version: try the ones served before
             first = exc
             logger.exception("%s: the active version of %s cannot be loaded", type(self).__name__, self.model_id)

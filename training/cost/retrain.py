@@ -11,6 +11,7 @@ challenger goes into service only when its MAE is no worse; otherwise it stays r
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import logging
 import math
@@ -196,7 +197,7 @@ def _canonical(value: object) -> str:
         return ""
     if isinstance(value, bool | np.bool_):
         return "1" if value else "0"
-    if isinstance(value, numbers.Number) and not isinstance(value, complex):  # Decimal and numpy's too
+    if isinstance(value, numbers.Real | decimal.Decimal):  # numpy's too
         return repr(float(value) + 0.0)  # + 0.0: -0.0 is 0.0
     return str(value)
 

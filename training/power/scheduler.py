@@ -176,11 +176,17 @@ class RetrainScheduler:
             overrides = ModelOverrides().keeping_shape(retrained_shape(self.registry, config, settings.model_id))
             spec = RetrainSpec(config=config, model_id=settings.model_id, overrides=overrides,
                                scaling=settings.scaling, skip_short=True, verbose=False)
-        except (ConfigError, OSError) as exc:  # the config file became invalid; the registry cannot be read now
-            logger.warning("retrain scheduler: attempt %s: %s", record["id"], exc)
-            message = public_message(str(exc), data, self.registry)  # anyone who can read the API sees it
-            self.records.update(record["id"], status="failed", message=f"train_lstm: error: {message}")
-            self.locks.release(settings.model_id, record["id"])
+        except Exception as exc:  # noqa: BLE001 - the attempt fails and frees the model, never left pending
+            if isinstance(exc, ConfigError | OSError):  # the config became invalid; the registry cannot be read now
+                logger.warning("retrain scheduler: attempt %s: %s", record["id"], exc)
+                message = public_message(str(exc), data, self.registry)  # anyone who can read the API sees it
+            else:  # e.g. a version's metadata this code cannot read: the log has the traceback
+                logger.exception("retrain scheduler: attempt %s could not start", record["id"])
+                message = f"could not start: {type(exc).__name__}"
+            try:
+                self.records.update(record["id"], status="failed", message=f"train_lstm: error: {message}")
+            finally:
+                self.locks.release(settings.model_id, record["id"])
         else:
             logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())
             run_attempt(self.records, record["id"], data, spec, self.registry, keep_versions=settings.keep_versions)

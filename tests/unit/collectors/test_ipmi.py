@@ -311,3 +311,16 @@ def test_a_read_under_way_for_a_status_probe_is_neither_a_failure_nor_a_stall():
     assert source.sample() == [] and "a read is under way" in source._reason
     probe.join(timeout=5)
     assert source._failures == 0 and resets == [] and source.sample() == [good]
+
+
+def test_a_sensor_the_bmc_no_longer_has_is_looked_up_in_a_new_sessions_sdr(monkeypatch):
+    """pyghmi keeps a session's SDR: after a firmware update renumbered the sensors, the stale entry was read on
+    every read ("sensor not present") until the session broke for another reason."""
+    cmd = FakeCmd(None)
+    sessions = _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    cmd.raw_command = lambda **_kw: {"error": "Requested sensor, data, or record not present", "code": 0xCB}
+    assert source.sample() == [] and "not present" in source._reason
+    assert source._cmd is None  # the session is dropped: the next read downloads the SDR anew
+    del cmd.raw_command
+    assert [s.power_watts for s in source.sample()] == [400.0] and len(sessions) == 1

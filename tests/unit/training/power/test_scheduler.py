@@ -300,6 +300,21 @@ def test_a_registry_that_cannot_be_read_now_fails_the_attempt_and_frees_the_mode
     assert RetrainLocks(RecordStore(settings.state_path, "retrain")).holder("power_lstm") is None
 
 
+def test_any_error_before_the_training_starts_fails_the_attempt_and_frees_the_model(settings, clock, runs,
+                                                                                        monkeypatch):
+    scheduler = RetrainScheduler(settings, clock=clock)
+
+    def unreadable_metadata(*_args):
+        raise ValueError("invalid literal for int() with base 10: 'sixty'")
+
+    monkeypatch.setattr("training.power.scheduler.retrained_shape", unreadable_metadata)
+    clock.advance(HOUR)
+    record = scheduler.step()
+    assert record is not None and record["status"] == "failed" and runs == []
+    assert record["message"] == "train_lstm: error: could not start: ValueError"
+    assert RetrainLocks(RecordStore(settings.state_path, "retrain")).holder("power_lstm") is None
+
+
 def test_an_attempt_deletes_finished_records_past_the_retention(settings, clock, runs):
     records = RecordStore(settings.state_path, "retrain")
     old = (datetime.now(UTC) - timedelta(seconds=settings.retention_s + 60)).isoformat()
