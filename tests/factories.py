@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from autoscaler.schema import ScalingPolicy
@@ -63,3 +65,15 @@ def wait_for_status(api: Any, path: str, states: set[str], timeout_s: float = 60
             return body
         time.sleep(0.5)
     raise AssertionError(f"{path} did not reach {states}: {body}")
+
+
+def unreadable(monkeypatch: Any, path: Path) -> None:
+    """Reading `path` as text fails with EIO (a passing storage error) while `monkeypatch` holds; other files read."""
+    read_text = Path.read_text
+
+    def flaky(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == path:
+            raise OSError(errno.EIO, "Input/output error")
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", flaky)

@@ -18,7 +18,7 @@ from core.records import RecordNotFound
 from core.registry_metadata import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from core.stores.remote import StoreActorUnavailable
-from tests.factories import policy_data
+from tests.factories import policy_data, unreadable
 
 HINT = " (enable it with args.autoscaler.enabled)"
 AUTH = {"Authorization": "Bearer t"}
@@ -270,9 +270,6 @@ def test_regression_a_huge_value_for_a_duration_is_not_echoed_in_the_422(replica
 
 def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(replica, client, tmp_path,
                                                                                  monkeypatch):
-    import errno
-    from pathlib import Path
-
     from core.registry import ModelRegistry
 
     source = tmp_path / "artifact"
@@ -282,14 +279,7 @@ def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(
     for model_id in ("cost_gbm", "other_gbm"):
         registry.publish(model_id, source, model_type="lightgbm")
     pointer = tmp_path / "models" / "cost_gbm" / "ACTIVE"
-    read_text = Path.read_text
-
-    def flaky(path: Path, *args, **kwargs) -> str:
-        if path == pointer:
-            raise OSError(errno.EIO, "Input/output error")
-        return read_text(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", flaky)
+    unreadable(monkeypatch, pointer)
     replica.registry = registry
     response = client.get("/api/v1/models")
     assert response.status_code == 200, response.text

@@ -18,6 +18,7 @@ import pytest
 from core.atomic_files import atomic_write_json, atomic_write_text
 from core.registry import ActivationFailed, ModelRegistry
 from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
+from tests.factories import unreadable
 
 
 @pytest.fixture()
@@ -364,19 +365,10 @@ def test_regression_an_unreadable_active_pointer_is_an_error_never_the_latest_pi
                                                                                      monkeypatch) -> None:
     """A passing EIO on ACTIVE read as "no pointer": the latest version was served, and the next publish without
     activation pinned it into ACTIVE for good."""
-    import errno
-
     reg.publish("power_lstm", source, model_type="lstm")
     reg.publish("power_lstm", source, model_type="lstm", activate=False)
     pointer = reg.root / "power_lstm" / "ACTIVE"
-    read_text = Path.read_text
-
-    def flaky(path: Path, *args, **kwargs) -> str:
-        if path == pointer:
-            raise OSError(errno.EIO, "Input/output error")
-        return read_text(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", flaky)
+    unreadable(monkeypatch, pointer)
     for read in (reg.served_version, reg.active_version, reg.get):
         with pytest.raises(OSError, match="Input/output error"):
             read("power_lstm")

@@ -7,6 +7,7 @@ import threading
 from types import SimpleNamespace
 
 from deployments.registry_follower import RegistryFollower
+from tests.factories import unreadable
 
 
 class Follower(RegistryFollower):
@@ -38,9 +39,6 @@ def test_an_unreadable_active_pointer_serves_nothing_rather_than_an_older_versio
     """It was taken for an active version that cannot load: the replica served the version rolled back from,
     healthy, for as long as the pointer could not be read. Now it serves nothing and says why (its health check
     fails; the API holding a copy still starts), and loads the active version once the pointer reads again."""
-    import errno
-    from pathlib import Path
-
     import pytest
 
     from core.registry import ModelRegistry
@@ -63,15 +61,8 @@ def test_an_unreadable_active_pointer_serves_nothing_rather_than_an_older_versio
             loaded.append(self.registry.get(self.model_id, version)[1].version)
 
     pointer = tmp_path / "models" / "power_lstm" / "ACTIVE"
-    read_text = Path.read_text
-
-    def flaky(path: Path, *args, **kwargs) -> str:
-        if path == pointer:
-            raise OSError(errno.EIO, "Input/output error")
-        return read_text(path, *args, **kwargs)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Path, "read_text", flaky)
+        unreadable(patch, pointer)
         why = Starting()._load_default()
     assert "cannot be read: Input/output error; nothing is served until it can be read" in why and loaded == []
     assert Starting()._load_default() == "" and loaded == [2]
