@@ -66,6 +66,8 @@ class Collector:
         self._store_asked = store is None  # whether the store said if it takes writes (`_stores`)
         self._stop = threading.Event()
         self._keeping = threading.Lock()  # a round's stop check and put: stop() and `_stores` wait for them
+        self._probes = threading.Condition()  # status probes under way: stop() closes the sources after them
+        self._probing = 0
         self._alive_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"collector-{node_id}", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name=f"collector-{node_id}-flush", daemon=True)
@@ -198,10 +200,18 @@ class Collector:
 
     def status(self) -> dict:
         """Counts, buffer and each source's availability (probed: a first read, a tool's run; not once stopping,
-        when the sources are being closed)."""
-        stopping = self._stop.is_set()
-        available = {_name(s): (False, "the collector is stopping") if stopping else s.available()
-                     for s in self.sources}
+        when the sources are being closed: a stop waits for the probes under way before it closes them)."""
+        with self._probes:
+            stopping = self._stop.is_set()
+            self._probing += not stopping
+        try:
+            available = {_name(s): (False, "the collector is stopping") if stopping else s.available()
+                         for s in self.sources}
+        finally:
+            if not stopping:
+                with self._probes:
+                    self._probing -= 1
+                    self._probes.notify_all()
         buffer = self.buffer
         return {
             "node_id": self.node_id,
@@ -228,6 +238,8 @@ class Collector:
             self._thread.join(timeout=float(self.settings.read_timeout) + 1)
         self.rejected.report(force=True)
         self.dropped.report(force=True)
+        with self._probes:  # a probe under way would reopen what is closed under it (an NVML init, a BMC session)
+            self._probes.wait_for(lambda: self._probing == 0, timeout=float(self.settings.read_timeout) + 1)
         for source in self.sources:
             source.close()
 

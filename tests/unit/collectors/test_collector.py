@@ -442,3 +442,40 @@ def test_a_status_once_stopping_probes_no_source(tmp_path):
     collector.stop()
     assert collector.status()["sources"]["ipmi (bmc)"] == {"available": False, "reason": "the collector is stopping"}
     assert source.probes == 1
+
+
+
+def test_a_stop_closes_the_sources_only_after_a_status_probe_under_way(tmp_path):
+    """The probe ran beside the stop and could reopen a source closed under it (an NVML init, a BMC session)."""
+    import threading
+
+    events: list[str] = []
+    probing, release = threading.Event(), threading.Event()
+
+    class Slow:
+        kind, label = SourceKind.NPU, "npu (npu-smi)"
+
+        def available(self) -> tuple[bool, str]:
+            probing.set()
+            release.wait(5)
+            events.append("probed")
+            return True, ""
+
+        def sample(self) -> list:
+            return []
+
+        def close(self) -> None:
+            events.append("closed")
+
+    collector = Collector("n1", [Slow()], FlakyStore(tmp_path / "db"), _settings(tmp_path), start=False)
+    status = threading.Thread(target=collector.status)
+    status.start()
+    assert probing.wait(5)
+    stop = threading.Thread(target=collector.stop)
+    stop.start()
+    stop.join(0.3)
+    assert stop.is_alive() and events == []  # waiting for the probe
+    release.set()
+    stop.join(5)
+    status.join(5)
+    assert events == ["probed", "closed"]
