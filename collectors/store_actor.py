@@ -3,9 +3,10 @@ like the other singletons: the embedded store's file lies on the head's disk, an
 
 Collectors on every node push batches to the actor; the API reads windows and latest values from it. The
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
-safe to call from several threads. The actor answers its calls in three groups of CALLS_PER_GROUP at once, so
-that no kind of call waits behind another: window reads (weeks of a node for a retraining, or a flood of stored-window
-forecasts), the collectors' writes, and the short calls (the scaling controller's latest readings, node lists).
+safe to call from several threads. The actor answers its calls in groups, so that no kind of call waits behind
+another: window reads (weeks of a node for a retraining, or a flood of stored-window forecasts), the collectors'
+writes and the short calls (the scaling controller's latest readings, node lists), CALLS_PER_GROUP at once each, and
+the scaling controller's own window reads (`control_window`), CONTROL_CALLS at once, which API traffic never fills.
 A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
 its settings reach, for the collectors (collectors/supervisor.py `store_key`).
 
@@ -35,7 +36,8 @@ from core.telemetry import TelemetrySample
 CALL_TIMEOUT_S = 15.0
 UNRESOLVED = "unresolved"  # `store_identity` of settings that do not resolve
 CALLS_PER_GROUP = 4
-WINDOWS, WRITES = "windows", "writes"  # concurrency groups; the other calls use the actor's default group
+CONTROL_CALLS = 2  # the controller reads its nodes' windows one tick at a time
+WINDOWS, WRITES, CONTROL = "windows", "writes", "control"  # concurrency groups; other calls: the default group
 
 
 class TelemetryStoreService:
@@ -75,6 +77,11 @@ class TelemetryStoreService:
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         return self.store.window(node_id, start, end, step_s)
 
+    @ray.method(concurrency_group=CONTROL)
+    def control_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        """`window` for the scaling controller, in a group of its own: its forecasts never wait behind the API's."""
+        return self.store.window(node_id, start, end, step_s)
+
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self.store.latest(node_id)
 
@@ -102,7 +109,8 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
 
 def store_actor_class(service: type = TelemetryStoreService) -> Any:
     """`service` as a Ray actor class with the store's concurrency groups (set on the class: `.options` cannot)."""
-    return ray.remote(concurrency_groups={WINDOWS: CALLS_PER_GROUP, WRITES: CALLS_PER_GROUP})(service)
+    return ray.remote(concurrency_groups={WINDOWS: CALLS_PER_GROUP, WRITES: CALLS_PER_GROUP,
+                                          CONTROL: CONTROL_CALLS})(service)
 
 
 def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
@@ -119,7 +127,7 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
     `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
     store it started with)."""
     return settings_digest(dict(settings) if settings is not None else None, config_path,
-                           CALLS_PER_GROUP, WINDOWS, WRITES)
+                           CALLS_PER_GROUP, WINDOWS, WRITES, CONTROL, CONTROL_CALLS)
 
 
 def actor_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:

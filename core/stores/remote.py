@@ -27,12 +27,15 @@ class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
 
 class RemoteStore(TelemetryStore):
     """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable),
-    except a write the backend refuses for good (WriteRefused)."""
+    except a write the backend refuses for good (WriteRefused). The scaling controller's (`controller=True`) reads
+    windows in the actor's own group for it, so a flood of the API's stored-window forecasts never holds them."""
 
-    def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S):
+    def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S, *,
+                 controller: bool = False):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
         self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
                                  error=StoreActorUnavailable)
+        self._window_call = "control_window" if controller else "window"
         self._unanswered: ray.ObjectRef | None = None  # a write that timed out and may still wait in the queue
         self._writing = threading.Lock()
 
@@ -76,7 +79,7 @@ class RemoteStore(TelemetryStore):
         return _translated(send)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
-        return self._call("window", node_id, start, end, step_s)
+        return self._call(self._window_call, node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self._call("latest", node_id)

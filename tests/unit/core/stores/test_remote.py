@@ -31,6 +31,13 @@ def answer_with(monkeypatch, answer) -> None:
 def test_calls_go_to_the_store_actor(monkeypatch):
     answer_with(monkeypatch, lambda self, method, *args: (self.name, method, args))
     assert RemoteStore().latest("n1") == (STORE_ACTOR, "latest", ("n1",))
+    assert RemoteStore().window("n1", None, None, 60) == (STORE_ACTOR, "window", ("n1", None, None, 60))
+
+
+def test_the_controller_reads_windows_in_its_own_group(monkeypatch):
+    answer_with(monkeypatch, lambda self, method, *args: method)
+    store = RemoteStore(controller=True)
+    assert store.window("n1", None, None, 60) == "control_window" and store.latest() == "latest"
 
 
 def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
