@@ -90,7 +90,7 @@ class _Kept:
     read: Callable[[], Mapping]  # from the state file
     resume: Callable[[Mapping, bool], None]  # into this controller (True: under what it learned itself)
     current: Callable[[], Mapping]  # what it is now
-    write: Callable[[Mapping], None]  # into the state file
+    write: Callable[[Mapping], bool]  # into the state file, while the lease names this controller: whether it did
 
 
 class ScalingController:
@@ -121,9 +121,9 @@ class ScalingController:
         self.bounds = PolicyBounds()
         self._kept = (
             _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,
-                  state.save_fallen),
+                  lambda fallen: state.save_fallen(fallen, self.holder)),
             _Kept("policies' peak bound corrections", state.bound_trackers, self.bounds.restore, self.bounds.saved,
-                  state.save_bound_trackers))
+                  lambda saved: state.save_bound_trackers(saved, self.holder)))
         self._saved: dict[str, Any] = {}  # per kept part, what the state file holds
         self._unread: set[str] = set()  # kept parts the state file could not give at the last try
         self._not_resumed: set[str] = set()  # kept parts not resumed since this controller took the lease
@@ -200,14 +200,15 @@ class ScalingController:
             part.resume(saved, not fresh)
 
     def _save(self) -> None:
-        """Keep each part read from the state file there when it changed; never fails the tick."""
+        """Keep each part read from the state file there when it changed (while the lease names this controller);
+        never fails the tick."""
         for part in self._kept:
             now = part.current()
             if part.what in self._unread or now == self._saved.get(part.what, {}):
                 continue
             try:
-                part.write(now)
-                self._saved[part.what] = now
+                if part.write(now):
+                    self._saved[part.what] = now
             except Exception:  # noqa: BLE001 - tried again at the next tick
                 logger.exception("scaling controller: the %s could not be saved", part.what)
 

@@ -214,7 +214,8 @@ class Enactor:
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
             # a scale-in left to a later policy may lower the target in this tick: the count is not known
             return self.state.record(_event(policy, decision, actuation, reason, turn.confidence),
-                                     before.after(decision, known=policy.mode != "dry_run" and not left))
+                                     before.after(decision, known=policy.mode != "dry_run" and not left),
+                                     holder=self.holder)
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
             changing = before.after(decision, known=False).model_copy(update={"changed_target_at": decision.at})
@@ -262,7 +263,7 @@ class Enactor:
                 after = after.model_copy(update={"replicas_after": landed})
             if scaled:  # landed, or may have: it holds the other policies on the target
                 after = after.model_copy(update={"changed_target_at": decision.at})
-            return self.state.complete(outcome, after)
+            return self.state.complete(outcome, after, holder=self.holder)
         except Exception:  # noqa: BLE001 - the intent stays; the cooldown it started holds the next ticks
             logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
             return outcome
@@ -275,7 +276,7 @@ class Enactor:
         else:
             result = ActuationResult(status=ActuationStatus.FAILED,
                                      detail=f"interrupted before completion: the target is at {replicas}")
-        self.state.complete(pending.model_copy(update={"actuation": result}), state)
+        self.state.complete(pending.model_copy(update={"actuation": result}), state, holder=self.holder)
         return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}"
 
 

@@ -12,7 +12,9 @@ A stored policy that no longer validates (an older version's row, a value stored
 `max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
 The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
 caller's, and renews it; an intent is only written while the lease row names its writer, and renews it
-(autoscaler/intents.py).
+(autoscaler/intents.py). A policy's state and the kept tables (fallback nodes, bound corrections) are written
+only while the lease row names their writer too: a tick that ran past its lease while another controller took it
+over records its events, but never undoes the new holder's cooldowns.
 """
 
 from __future__ import annotations
@@ -305,11 +307,13 @@ class ControllerState:
                        (stored.id - self.max_events,))
         return stored
 
-    def record(self, event: ScalingEvent, state: PolicyState | None = None) -> ScalingEvent:
-        """Store an event (and the policy's new state, in the same transaction); returns it with its id."""
+    def record(self, event: ScalingEvent, state: PolicyState | None = None, *,
+               holder: str | None = None) -> ScalingEvent:
+        """Store an event (and the policy's new state, in the same transaction, while the lease row names `holder`);
+        returns it with its id."""
         with self._write() as db:
             stored = self._insert(db, event)
-            if state is not None:
+            if state is not None and self._named(db, holder, f"the state of policy {event.policy}"):
                 self._save_state(db, stored, state)
         return stored
 
@@ -336,11 +340,13 @@ class ControllerState:
             db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
         return stored
 
-    def complete(self, event: ScalingEvent, state: PolicyState) -> ScalingEvent:
-        """Replace a pending event by its outcome, store the policy's state and drop the intent, at once."""
+    def complete(self, event: ScalingEvent, state: PolicyState, *, holder: str) -> ScalingEvent:
+        """Replace a pending event by its outcome, store the policy's state (while the lease row names `holder`: the
+        cooldown its intent started stays otherwise) and drop the intent, at once."""
         with self._write() as db:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
-            self._save_state(db, event, state)
+            if self._named(db, holder, f"the state of policy {event.policy}"):
+                self._save_state(db, event, state)
             db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (event.policy, event.id))
         return event
 
@@ -383,6 +389,16 @@ class ControllerState:
         row = db.execute("SELECT holder, expires_at FROM lease WHERE id = 0").fetchone()
         return Lease(holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC)) if row else None
 
+    @classmethod
+    def _named(cls, db: sqlite3.Connection, holder: str | None, what: str) -> bool:
+        """Whether the lease row names `holder` (expired or not: no one took it over), so it may write `what`."""
+        lease = cls._lease(db)
+        if lease is not None and lease.holder == holder:
+            return True
+        logger.warning("scaling controller %s: %s not written: the lease is %s's now", holder, what,
+                       lease.holder if lease else "nobody")
+        return False
+
     @staticmethod
     def _hold_lease(db: sqlite3.Connection, holder: str, now: datetime, ttl_s: float) -> Lease:
         lease = Lease(holder=holder, expires_at=now + timedelta(seconds=ttl_s))
@@ -416,12 +432,16 @@ class ControllerState:
                                version)
         return fallen
 
-    def save_fallen(self, fallen: Mapping[tuple[str, str], datetime]) -> None:
-        """Replace the stored set (a restarted controller keeps distrusting them until the evidence says otherwise)."""
+    def save_fallen(self, fallen: Mapping[tuple[str, str], datetime], holder: str) -> bool:
+        """Replace the stored set (a restarted controller keeps distrusting them until the evidence says otherwise)
+        while the lease row names `holder`; whether it did."""
         with self._write() as db:
+            if not self._named(db, holder, "the nodes in live-accuracy fallback"):
+                return False
             db.execute("DELETE FROM live_fallback")
             db.executemany("INSERT INTO live_fallback VALUES (?, ?, ?)",
                            [(version, node, since.timestamp()) for (version, node), since in fallen.items()])
+        return True
 
     def bound_trackers(self) -> dict[str, SavedBound]:
         """Policy name -> its peak bound's online correction, as the last lease holder left it."""
@@ -435,10 +455,14 @@ class ControllerState:
                                policy)
         return saved
 
-    def save_bound_trackers(self, saved: Mapping[str, SavedBound]) -> None:
-        """Replace the stored corrections (a restarted controller goes on from them)."""
+    def save_bound_trackers(self, saved: Mapping[str, SavedBound], holder: str) -> bool:
+        """Replace the stored corrections (a restarted controller goes on from them) while the lease row names
+        `holder`; whether it did."""
         with self._write() as db:
+            if not self._named(db, holder, "the peak bound corrections"):
+                return False
             db.execute("DELETE FROM bound_tracking")
             db.executemany("INSERT INTO bound_tracking VALUES (?, ?, ?, ?, ?)",
                            [(name, bound.meaning, bound.log_factor, bound.windows, bound.misses)
                             for name, bound in saved.items()])
+        return True

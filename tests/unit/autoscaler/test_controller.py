@@ -288,7 +288,8 @@ def test_a_policy_deleted_during_its_tick_leaves_no_state_behind(tmp_path):
     event = ScalingEvent(at=now, policy="gone", target={"kind": "deployment", "name": "x"}, action="scale_out",
                          from_replicas=1, to_replicas=2, reason="scale_out", mode="enforce",
                          actuation=ActuationResult(status="applied"))
-    state.record(event, PolicyState(last_scale_at=now))
+    state.acquire_lease("me", now, 60)
+    state.record(event, PolicyState(last_scale_at=now), holder="me")
     assert state.policy_state("gone") == PolicyState()  # a re-created "gone" starts without a cooldown
     assert len(state.events(policy="gone")) == 1  # the event itself is kept
 

@@ -87,6 +87,26 @@ def test_a_lease_lost_during_the_tick_actuates_nothing(pair, clock):
     assert a.state.policy_state("web").last_scale_at is None  # no cooldown either
 
 
+def test_regression_a_tick_that_lost_the_lease_never_undoes_the_new_holders_cooldown(pair, clock, store):
+    """A tick whose write outlived its lease (an API server retrying) completed its change afterwards and wrote its
+    policy state over the one the new holder had just written with its own scale-out: the new holder's cooldown
+    went back to the older change's, and the target could be scaled again before that change showed in the power."""
+    (a, a_actuator), (b, b_actuator) = pair
+    decided_at = clock[0]
+
+    def b_takes_over_and_scales(name, replicas):
+        clock[0] += timedelta(seconds=TTL + 1)
+        write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+        [event] = b.tick()
+        assert event.action is ScaleAction.SCALE_OUT and b_actuator.calls == [("web", 3)]
+
+    a_actuator.on_scale = b_takes_over_and_scales
+    [changed] = a.tick()
+    assert changed.actuation.status is ActuationStatus.APPLIED and a_actuator.calls == [("web", 3)]
+    assert b.state.policy_state("web").last_scale_at == clock[0] > decided_at  # b's cooldown stands
+    assert a.state.pending_intent("web") is None  # a's change is completed all the same
+
+
 def test_the_lease_lasts_a_few_tick_intervals(tmp_path, store):
     controller = ScalingController(ControllerState(tmp_path / "s.sqlite"), store, None, None,  # type: ignore[arg-type]
                                    defaults=AutoScalingConfig(evaluation_interval=20))
@@ -129,3 +149,11 @@ def test_a_lease_released_during_the_tick_actuates_nothing(pair):
     a_actuator.replicas = read_then_stop
     [event] = a.tick()
     assert event.actuation.detail == "not actuated: the lease is held by nobody"
+
+
+def test_the_kept_tables_are_written_only_while_the_lease_names_the_writer(tmp_path, clock):
+    state = ControllerState(tmp_path / "s.sqlite")
+    state.acquire_lease("b", clock[0], TTL)
+    fallen = {("power_lstm/1", "n1"): clock[0]}
+    assert not state.save_fallen(fallen, "a") and state.fallen() == {}
+    assert state.save_fallen(fallen, "b") and state.fallen() == fallen

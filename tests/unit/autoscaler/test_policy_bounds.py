@@ -333,7 +333,7 @@ def test_a_correction_the_state_file_cannot_give_is_not_overwritten_and_is_read_
     made.tick()  # taking the lease: the read fails, it goes on from nothing
     entry = made.bounds._policies["web"]
     left = {"web": SavedBound(entry.meaning, 0.5, 20, 10), "gone": SavedBound("x", 0.1, 3, 1)}
-    state.save_bound_trackers(left)  # what the controller before it left there
+    assert state.save_bound_trackers(left, made.holder)  # what the controller before it left there
     entry.tracker = PeakTracker(0.8, 0.2, 5, 5)  # what it learned itself meanwhile
     made._save()
     made.tick()  # read again, in vain: nothing saved over it
