@@ -325,7 +325,7 @@ class ScalingController:
             shape = self.forecaster.shape()
         except Exception as exc:  # noqa: BLE001 - no model, app not running: fall back to measured power
             for item in items:
-                item.forecast = ForecastView.unavailable(f"forecaster not available: {exc}")
+                item.forecast = ForecastView.unavailable(f"forecaster not available: {error_text(exc)}")
             return
         histories: list[PowerHistory] = []
         for item in items:

@@ -357,9 +357,21 @@ class ControllerState:
 
     @staticmethod
     def _pending(db: sqlite3.Connection, name: str) -> ScalingEvent | None:
-        row = db.execute("SELECT e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?",
+        """The pending event; None also when its stored body no longer validates (written by another version): its
+        intent is dropped, as it cannot be completed (the cooldown it started holds all the same), and logged, never
+        an error that would fail every tick of the policy and its deletion."""
+        row = db.execute("SELECT e.id, e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?",
                          (name,)).fetchone()
-        return ScalingEvent.model_validate_json(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            return ScalingEvent.model_validate_json(row[1])
+        except ValidationError as exc:
+            logger.warning("scaling controller: the pending event %s of policy %s no longer validates, so its intent "
+                           "is dropped (the event stays as it is): %s", row[0], name,
+                           " ".join(format_errors(None, exc).splitlines()))
+            db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (name, row[0]))
+            return None
 
     def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
         """Events newest first, optionally of one policy and at or after `since`; a stored event that no longer

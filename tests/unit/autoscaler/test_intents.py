@@ -219,6 +219,29 @@ def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
     assert [e.id for e in state.events()] == [1000, 999, pending.id]
 
 
+def test_regression_a_pending_event_that_no_longer_validates_neither_sticks_nor_blocks_deletion(tmp_path):
+    """A pending event stored by another version (a field it no longer has) raised at every read: each tick of the
+    policy was an "evaluation failed" hold, and deleting the policy failed too."""
+    from autoscaler.schema import ActuationResult, ScalingEvent
+    from tests.factories import make_policy
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    policy = make_policy(name="web")
+    state.put_policy(policy, now)
+    state.acquire_lease("me", now, 60)
+    pending = ScalingEvent(at=now, policy="web", target=policy.target, action=ScaleAction.SCALE_OUT, from_replicas=2,
+                           to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
+                           actuation=ActuationResult(status=ActuationStatus.PENDING))
+    changing = state.policy_state("web").model_copy(update={"last_scale_at": now})
+    stored = state.record_intent(pending, changing, policy, "me", now, 60)
+    with state._write() as db:
+        db.execute("UPDATE events SET body = json_set(body, '$.from_a_later_version', 1) WHERE id = ?", (stored.id,))
+    assert state.pending_intent("web") is None and state.pending_intent("web") is None
+    assert state.policy_state("web").last_scale_at == now  # the cooldown it started holds
+    assert state.delete_policy("web")
+
+
 def test_an_interrupted_intent_is_judged_on_the_count_read_not_one_an_earlier_policy_set_since(make, store, clock):
     """b-web's 2 -> 4 landed before the crash; after the restart a-web (earlier by name) raised the target to 8 in
     the same tick, and b-web's intent was completed as failed: "the target is at 8"."""

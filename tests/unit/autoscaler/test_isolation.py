@@ -63,6 +63,17 @@ def test_a_forecast_batch_failure_falls_back_to_measured_power_for_each_policy(m
         assert "forecast failed: ConnectionError: predictor replica died" in event.reason
 
 
+def test_regression_a_forecaster_that_timed_out_is_named_in_the_reason(make, store, monkeypatch):
+    """A timed-out handle call raises TimeoutError(''): the reason read "forecaster not available: " and stopped."""
+    forecaster = FixedForecaster(upper_watts=1000)
+    monkeypatch.setattr(forecaster, "shape", lambda: (_ for _ in ()).throw(TimeoutError()))
+    controller, _ = make(forecaster)
+    controller.put_policy(policy_data(name="web"))
+    write_power(store, {"n1": 950, "n2": 950})
+    [event] = controller.tick()
+    assert event.signal == "measured" and "forecaster not available: TimeoutError" in event.reason
+
+
 def test_a_bad_telemetry_value_is_that_policy_s_event(make, store, monkeypatch):
     controller, _ = make()
     controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
