@@ -8,8 +8,10 @@ config file are "seeded": applied when their content differs from what was last 
 restart never undoes an API change, while an edited config file still takes effect (a policy removed from it is
 deleted, unless the API changed it since).
 
-A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
-`max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
+A file SQLite cannot read (not a database, or damaged) is moved aside and a new one started, its cooldowns from
+then: the controller keeps scaling rather than failing to start. A stored policy that no longer validates (an
+older version's row, a value stored before a check existed, a `max_replicas` above a lowered cap) is read as an
+`InvalidStoredPolicy` with its reason, never an exception.
 The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
 caller's, and renews it; an intent is only written while the lease row names its writer, and renews it
 (autoscaler/intents.py). A policy's state and the kept tables (fallback nodes, bound corrections) are written
@@ -128,10 +130,39 @@ class ControllerState:
         self.max_policies, self.max_events = max_policies, max_events
         self._context = policy_context(max_replicas_cap)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
-        self._db.executescript(_SCHEMA)
+        self._started_afresh: datetime | None = None  # when a damaged file was set aside for a new one
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one: nothing would ever read it
+            self._set_aside(exc)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
+            db.executescript(_SCHEMA)
+            if (check := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
+                raise sqlite3.DatabaseError(check)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self, problem: sqlite3.DatabaseError) -> None:
+        """Move a damaged state file (and its WAL) aside and start a new one: the policies of the config file are
+        seeded again, the API's are lost (logged, with where the old file went), and every policy's cooldown
+        starts now (the lost history may hold a change just made)."""
+        stamp = datetime.now(UTC)
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp:%Y%m%dT%H%M%SZ}")
+        for suffix in ("", "-wal", "-shm"):
+            if (part := Path(f"{self.path}{suffix}")).exists():
+                part.replace(f"{aside}{suffix}")
+        self._started_afresh = stamp
+        logger.error("scaling controller state: %s cannot be read (%s); moved to %s and started afresh: the config "
+                     "file's policies are seeded again, policies made through the API are lost, and every cooldown "
+                     "starts now", self.path, problem, aside)
 
     def close(self) -> None:
         with self._lock:
@@ -274,10 +305,11 @@ class ControllerState:
         """The policy's state as stored; keys this version does not know (a newer version's, after a rollback) are
         left out, and a row that cannot be read at all starts afresh as if the policy had changed its target just
         now (its cooldown holds it, the side of caution: the lost history may hold a change just made), logged:
-        either would otherwise fail every tick of every policy on its target, since nothing rewrites the row."""
+        either would otherwise fail every tick of every policy on its target, since nothing rewrites the row. After a
+        damaged file was set aside, a policy without a stored state holds its cooldown from then."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
-            return PolicyState()
+            return PolicyState(last_scale_at=self._started_afresh)
         try:
             body = json.loads(rows[0][0])
             return PolicyState.model_validate({key: value for key, value in body.items()

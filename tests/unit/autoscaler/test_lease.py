@@ -157,3 +157,25 @@ def test_the_kept_tables_are_written_only_while_the_lease_names_the_writer(tmp_p
     fallen = {("power_lstm/1", "n1"): clock[0]}
     assert not state.save_fallen(fallen, "a") and state.fallen() == {}
     assert state.save_fallen(fallen, "b") and state.fallen() == fallen
+
+
+@pytest.mark.parametrize("damage", [b"not a database at all" * 100, None])
+def test_regression_a_damaged_state_file_is_set_aside_and_the_cooldowns_start_afresh(tmp_path, clock, damage):
+    """A state file SQLite could not read failed the controller actor's start: no scaling at all, and the scaling
+    routes answered 503 until someone deleted the file by hand."""
+    path = tmp_path / "s.sqlite"
+    before = ControllerState(path)
+    before.acquire_lease("a", clock[0], TTL)
+    before.close()
+    raw = bytearray(path.read_bytes())
+    if damage is None:  # a page in the middle overwritten, the header intact
+        raw[4096:8192] = b"\xff" * 4096
+    else:
+        raw = bytearray(damage)
+    path.write_bytes(bytes(raw))
+    state = ControllerState(path)
+    [aside] = tmp_path.glob("s.sqlite.damaged-*")
+    assert aside.read_bytes()[:16] == bytes(raw[:16])
+    assert state.acquire_lease("b", clock[0], TTL).holder == "b"  # a new file: a's lease is gone with the old one
+    assert state.policy_state("web").last_scale_at is not None  # the lost history may hold a change just made
+    assert ControllerState(tmp_path / "fresh.sqlite").policy_state("web").last_scale_at is None
