@@ -49,14 +49,24 @@ STOP_WAIT_S = 10.0  # how long stop() waits for a tick under way before giving t
 
 class DecisionMetrics:
     """Ray metrics (Ray's Prometheus endpoint) for every decision: desired replicas, power, decision counts. Each is
-    None where Ray metrics cannot be created, and then records nothing."""
+    None where Ray metrics cannot be created, and then records nothing. A tick's events are every policy's decision:
+    the gauges of a policy the tick no longer decides on (deleted, or its mode changed) are set to NaN, so a panel
+    does not show its last value for good."""
 
     def __init__(self) -> None:
         self._replicas = create(SCALING_DESIRED_REPLICAS)
         self._power = create(SCALING_SIGNAL_WATTS)
         self._decisions = create(SCALING_DECISIONS)
+        self._modes: dict[str, str] = {}  # policy -> the mode tag its desired replicas were last shown under
 
     def publish(self, events: list[ScalingEvent]) -> None:
+        decided = {event.policy: event for event in events}
+        for policy, mode in list(self._modes.items()):
+            event = decided.get(policy)
+            if event is None or (event.to_replicas is not None and event.mode != mode):
+                self._clear(policy, mode, signals=event is None)
+                del self._modes[policy]
+        self._modes.update({event.policy: event.mode for event in events if event.to_replicas is not None})
         for event in events:
             if self._replicas is not None and event.to_replicas is not None:
                 self._replicas.set(event.to_replicas, tags={"policy": event.policy, "mode": event.mode})
@@ -68,21 +78,34 @@ class DecisionMetrics:
                 self._decisions.inc(tags={"policy": event.policy, "action": event.action.value,
                                           "actuation": event.actuation.status.value})
 
+    def _clear(self, policy: str, mode: str, *, signals: bool) -> None:
+        """NaN in the gauges of a policy no longer decided on (`signals`: its power too), or no longer in `mode`."""
+        if self._replicas is not None:
+            self._replicas.set(math.nan, tags={"policy": policy, "mode": mode})
+        for signal in ("measured", "forecast") if signals and self._power is not None else ():
+            self._power.set(math.nan, tags={"policy": policy, "signal": signal})
+
 
 class TelemetryNodeNames:
     """Ray node id -> telemetry node id: the name each node's collector reports (the collector supervisor
-    knows them), else the node's hostname (what a collector uses without NODE_NAME). Refreshed every minute."""
+    knows them), else the node's hostname (what a collector uses without NODE_NAME). Refreshed every minute, and
+    at most every `miss_age_s` when asked for a node it does not know (one that has just joined, where a scale-out
+    placed a replica: its policy would hold on a node without telemetry until the next refresh)."""
 
-    def __init__(self, max_age_s: float = 60.0):
-        self.max_age_s = max_age_s
+    def __init__(self, max_age_s: float = 60.0, miss_age_s: float = 5.0):
+        self.max_age_s, self.miss_age_s = max_age_s, miss_age_s
         self.supervisor = NamedActor(SUPERVISOR_ACTOR, "the collector supervisor", timeout_s=CALL_TIMEOUT_S)
         self._names: dict[str, str] = {}
         self._read_at = -math.inf
+        self._reading = threading.Lock()  # the tick's target reads ask concurrently: one refresh at a time
 
     def __call__(self, ray_node_ids: list[str]) -> dict[str, str]:
-        if time.monotonic() - self._read_at > self.max_age_s:
-            self._names, self._read_at = self._read(), time.monotonic()
-        return {node: self._names[node] for node in ray_node_ids if node in self._names}
+        with self._reading:
+            age = time.monotonic() - self._read_at
+            missed = any(node not in self._names for node in ray_node_ids)
+            if age > self.max_age_s or (missed and age > self.miss_age_s):
+                self._names, self._read_at = self._read(), time.monotonic()
+            return {node: self._names[node] for node in ray_node_ids if node in self._names}
 
     def _read(self) -> dict[str, str]:
         names = {node["NodeID"]: node["NodeManagerHostname"] for node in ray.nodes() if node.get("Alive")}

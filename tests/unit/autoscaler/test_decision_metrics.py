@@ -51,3 +51,22 @@ def test_each_decision_sets_the_catalog_metrics_with_its_tags(monkeypatch: pytes
 def test_without_ray_metrics_publishing_records_nothing_and_never_fails(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(actor, "create", lambda spec: None)
     DecisionMetrics().publish([_event()])
+
+
+def test_regression_a_policy_no_longer_decided_on_leaves_no_value_on_the_panels(monkeypatch: pytest.MonkeyPatch):
+    """A deleted policy's desired replicas and power kept their last value for as long as the controller ran."""
+    made: dict[str, Recorder] = {}
+    monkeypatch.setattr(actor, "create", lambda spec: made.setdefault(spec.name, Recorder(spec)))
+    metrics = DecisionMetrics()
+    metrics.publish([_event(), _event(policy="web")])
+    replicas, power = made[SCALING_DESIRED_REPLICAS.name].calls, made[SCALING_SIGNAL_WATTS.name].calls
+    replicas.clear(), power.clear()
+    metrics.publish([_event(policy="web", mode="dry_run")])  # gpu-pool deleted, web now a dry run
+    cleared = {(tags["policy"], tags["mode"]) for value, tags in replicas if math.isnan(value)}
+    assert cleared == {("gpu-pool", "enforce"), ("web", "enforce")}
+    assert (3, {"policy": "web", "mode": "dry_run"}) in replicas
+    assert {tags["signal"] for value, tags in power if tags["policy"] == "gpu-pool" and math.isnan(value)} == {
+        "measured", "forecast"}
+    replicas.clear()
+    metrics.publish([_event(policy="web", mode="dry_run", to_replicas=None, action="hold")])  # failed: kept
+    assert replicas == []
