@@ -273,7 +273,7 @@ class ScalingController:
                 return
             if not item.nodes and self.node_names is not None:
                 try:  # the count stands without them: a target outside [min, max] still goes back inside
-                    item.nodes = self._discover_nodes(item.policy)
+                    item.nodes, item.discovered = self._discover_nodes(item.policy), True
                 except Exception as exc:  # noqa: BLE001 - the observation's note says why no node is known
                     item.discovery_problem = f"finding the target's nodes failed: {error_text(exc)}"
 
@@ -349,7 +349,8 @@ class ScalingController:
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                     else:
                         item.forecast = self.bounds.correct(item.policy, item.forecast, item.nodes, item.replicas,
-                                                            [r for r in found if isinstance(r, PowerForecast)])
+                                                            [r for r in found if isinstance(r, PowerForecast)],
+                                                            discovered=item.discovered)
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 

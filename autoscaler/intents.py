@@ -81,6 +81,7 @@ class PolicyTurn:
     confidence: float | None = None
     note: str | None = None  # said in the event's reason
     discovery_problem: str | None = None  # why the target's nodes could not be found from its replicas
+    discovered: bool = False  # `nodes` are where its replicas run now (they move as it scales), not configured
     error: str | None = None  # the turn failed: a hold event says why
     requests: list[int] | None = None  # indexes into the tick's forecast batch, one per node
     forecast_behind_s: float = 0.0  # how long before now its nodes' forecasts start (old telemetry): leads added

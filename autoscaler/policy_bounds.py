@@ -18,7 +18,9 @@ window is whole only when a tick at or after its end still read the count. Then:
 A window waits for a tick at or after its end that read the replica count (one that could not read it, or a node
 whose clock runs ahead, does not end it); a store read that fails leaves the window for the next tick; a window
 still unread `EXPIRE_S` after its end is dropped. A policy starts afresh when what its bound means changes (target,
-nodes, aggregation, confidence level, risk window), and corrects only at a confidence level above 0.5 (below it the
+configured nodes, aggregation, confidence level, risk window); the nodes its replicas were found on (a policy that
+names none) move as the target scales, so a change of them keeps the correction and drops only the windows waiting,
+made for the nodes before. A policy corrects only at a confidence level above 0.5 (below it the
 level's bound lies under the expected peak, and no spread is left to correct). Each policy's correction (not the
 windows still waiting) is kept in the controller's state file with what its bound meant (`SavedBound`), so a
 restarted controller, or the next lease holder, goes on from it rather than from the calibrated bound.
@@ -105,14 +107,15 @@ class PolicyBounds:
             for name, entry in self._policies.items() if entry.tracker.windows}}
 
     def correct(self, policy: ScalingPolicy, view: ForecastView, nodes: Sequence[str], replicas: int | None,
-                forecasts: Sequence[PowerForecast]) -> ForecastView:
+                forecasts: Sequence[PowerForecast], *, discovered: bool = False) -> ForecastView:
         """The policy's view with its bound's spread corrected (once its tracker has learned); the bound then
-        waits for its window's power, once per forecast origin."""
+        waits for its window's power, once per forecast origin. `discovered`: the nodes are where the target's
+        replicas run now, not the policy's or the config's."""
         level = policy.predictive_scaling.confidence_threshold
         if not (policy.predictive_scaling.online_bound and level > 0.5 and view.calibrated
                 and view.upper_quantile_per_node_watts and forecasts and forecasts[0].timestamps):
             return view
-        entry = self._entry(policy, nodes)
+        entry = self._entry(policy, nodes, discovered)
         view = corrected(view, entry.tracker)
         first = forecasts[0]
         start, step = first.timestamps[0], first.step_s
@@ -172,9 +175,11 @@ class PolicyBounds:
             for name in [name for name in held if name not in kept]:
                 del held[name]
 
-    def _entry(self, policy: ScalingPolicy, nodes: Sequence[str]) -> _PolicyBounds:
-        meaning = _meaning(policy, nodes)
+    def _entry(self, policy: ScalingPolicy, nodes: Sequence[str], discovered: bool) -> _PolicyBounds:
+        meaning = _meaning(policy, None if discovered else nodes)
         entry = self._policies.get(policy.name)
+        if entry is not None and entry.meaning == meaning and entry.nodes != tuple(nodes):
+            entry.nodes, entry.waiting = tuple(nodes), deque()  # its replicas moved: windows of the nodes before go
         if entry is None or entry.meaning != meaning:
             saved = self._restored.pop(policy.name, None)
             level = policy.predictive_scaling.confidence_threshold
@@ -183,9 +188,10 @@ class PolicyBounds:
         return entry
 
 
-def _meaning(policy: ScalingPolicy, nodes: Sequence[str]) -> str:
-    """A digest of what the policy's bound means: its target, nodes, aggregation, confidence level and risk window."""
-    parts = [policy.target.model_dump(mode="json"), list(nodes), policy.aggregation,
+def _meaning(policy: ScalingPolicy, nodes: Sequence[str] | None) -> str:
+    """A digest of what the policy's bound means: its target, configured nodes (None: found from its replicas),
+    aggregation, confidence level and risk window."""
+    parts = [policy.target.model_dump(mode="json"), None if nodes is None else list(nodes), policy.aggregation,
              policy.predictive_scaling.confidence_threshold, policy.risk_window_s]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 

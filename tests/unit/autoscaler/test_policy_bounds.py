@@ -73,7 +73,7 @@ def seen(replicas: int = 2) -> PowerObservation:
 
 
 def run(bounds: PolicyBounds, store: BinStore, watts: list[float], *, replicas: list[int] | None = None,
-        policy=POLICY) -> list[float]:
+        policy=POLICY, discovered: bool = False) -> list[float]:
     """A tick at the start of every minute: bin minute - 1 arrives at `watts[minute - 1]`, the replica count is
     read, windows are scored, then the view is corrected; returns the bounds the ticks decided on."""
     used = []
@@ -84,7 +84,7 @@ def run(bounds: PolicyBounds, store: BinStore, watts: list[float], *, replicas: 
         count = replicas[minute] if replicas else 2
         bounds.observe(policy, seen(count), now)
         bounds.score(store, store.latest(minute), now)
-        corrected = bounds.correct(policy, view(), NODES, count, forecasts(minute))
+        corrected = bounds.correct(policy, view(), NODES, count, forecasts(minute), discovered=discovered)
         used.extend(corrected.upper_quantile_per_node_watts[:1])
     return used
 
@@ -251,6 +251,21 @@ def test_a_saved_correction_resumes_where_its_policy_bound_means_the_same():
     other_nodes.restore(saved)
     assert other_nodes.correct(POLICY, view(), ("n1", "n3"), 2, forecasts(10)) == view()  # means something else
     assert other_nodes.tracker("web").windows == 0 and other_nodes.saved() == {}
+
+
+def test_regression_nodes_found_from_the_replicas_keep_the_correction_when_the_replicas_move():
+    """A policy naming no nodes corrects the bound over the nodes its replicas run on; every scale change that moved a
+    replica made the bound "mean something else", so the correction started afresh and seldom built up."""
+    bounds = PolicyBounds()
+    run(bounds, BinStore(), [900.0] * 10, discovered=True)
+    learned = bounds.tracker("web")
+    assert learned.factor > 1 and bounds._policies["web"].waiting
+    widened = bounds.correct(POLICY, view(), ("n1", "n3"), 3, forecasts(11), discovered=True)
+    assert bounds.tracker("web") is learned and widened.upper_quantile_per_node_watts[0] > 600.0
+    assert [w.start for w in bounds._policies["web"].waiting] == [forecasts(11)[0].timestamps[0]]  # the old went
+    assert bounds._policies["web"].nodes == ("n1", "n3")
+    configured = bounds.correct(POLICY, view(), ("n1", "n3"), 3, forecasts(12))  # the same nodes, configured
+    assert configured == view() and bounds.tracker("web").windows == 0
 
 
 def test_a_saved_correction_out_of_range_or_of_a_deleted_policy_is_dropped():
