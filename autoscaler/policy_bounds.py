@@ -19,8 +19,8 @@ A window waits for a tick at or after its end that read the replica count (one t
 whose clock runs ahead, does not end it); a store read that fails leaves the window for the next tick; a window
 still unread `EXPIRE_S` after its end is dropped. A policy starts afresh when what its bound means changes (target,
 configured nodes, aggregation, confidence level, risk window); the nodes its replicas were found on (a policy that
-names none) move as the target scales, so a change of them keeps the correction and drops only the windows waiting,
-made for the nodes before. A policy corrects only at a confidence level above 0.5 (below it the
+names none) move as the target scales, so a change of them keeps the correction, and each window is scored on the
+nodes its bound was made for. A policy corrects only at a confidence level above 0.5 (below it the
 level's bound lies under the expected peak, and no spread is left to correct). Each policy's correction (not the
 windows still waiting) is kept in the controller's state file with what its bound meant (`SavedBound`), so a
 restarted controller, or the next lease holder, goes on from it rather than from the calibrated bound.
@@ -57,6 +57,7 @@ class _Window:
     step_s: int
     bound: float  # watts per node, the policy's aggregate
     replicas: int  # the count the bound was made for
+    nodes: tuple[str, ...]  # the nodes it was made for (a policy's found ones move as its target scales)
     seen_at: datetime  # the last tick that read that count (until one does: the start of its first bin)
     changed: bool = False  # a tick has read another count since
 
@@ -77,7 +78,6 @@ class _PolicyBounds:
 
     meaning: str
     tracker: PeakTracker
-    nodes: tuple[str, ...]
     aggregation: str
     waiting: deque[_Window] = field(default_factory=deque)
 
@@ -122,7 +122,7 @@ class PolicyBounds:
         if replicas and (not entry.waiting or entry.waiting[-1].start != start):
             bound = _aggregate(policy, view.upper_quantile_per_node_watts)
             end = first.timestamps[-1] + timedelta(seconds=step)
-            entry.waiting.append(_Window(start, end, step, bound, replicas, seen_at=start))
+            entry.waiting.append(_Window(start, end, step, bound, replicas, tuple(nodes), seen_at=start))
         return view
 
     def observe(self, policy: ScalingPolicy, observation: PowerObservation | None, now: datetime) -> None:
@@ -147,12 +147,12 @@ class PolicyBounds:
                 if (now - window.end).total_seconds() > EXPIRE_S:
                     entry.waiting.popleft()
                     continue
-                if not all(node in latest and latest[node].timestamp >= window.end for node in entry.nodes):
+                if not all(node in latest and latest[node].timestamp >= window.end for node in window.nodes):
                     break  # later windows end later still
                 if not window.changed and window.seen_at < window.end:
                     break  # no tick has read the replica count since its end (unread this tick, or a node ahead)
                 try:
-                    bins = _measured_bins(store, entry.nodes, window)
+                    bins = _measured_bins(store, window.nodes, window)
                 except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the window waits
                     logger.warning("scaling controller: power of policy %s's nodes unreadable, its peak bound is "
                                    "scored later: %s", name, exc)
@@ -178,13 +178,11 @@ class PolicyBounds:
     def _entry(self, policy: ScalingPolicy, nodes: Sequence[str], discovered: bool) -> _PolicyBounds:
         meaning = _meaning(policy, None if discovered else nodes)
         entry = self._policies.get(policy.name)
-        if entry is not None and entry.meaning == meaning and entry.nodes != tuple(nodes):
-            entry.nodes, entry.waiting = tuple(nodes), deque()  # its replicas moved: windows of the nodes before go
         if entry is None or entry.meaning != meaning:
             saved = self._restored.pop(policy.name, None)
             level = policy.predictive_scaling.confidence_threshold
             tracker = _resumed(level, saved) if saved is not None and saved.meaning == meaning else PeakTracker(level)
-            entry = self._policies[policy.name] = _PolicyBounds(meaning, tracker, tuple(nodes), policy.aggregation)
+            entry = self._policies[policy.name] = _PolicyBounds(meaning, tracker, policy.aggregation)
         return entry
 
 

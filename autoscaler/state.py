@@ -71,6 +71,19 @@ _MAX_REASON_CHARS = 2000
 _TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
 
 
+_UNREADABLE_PENDING = ("abandoned: stored by another version in a form this one cannot read, before this change was "
+                       "confirmed (whether it landed is not known)")
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """SQLite's integrity check found the file damaged."""
+
+
+def _damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is not a database or is damaged (not that it may not open or write it)."""
+    return isinstance(error, _Damaged) or getattr(error, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
 class TooManyPolicies(ValueError):
     """A new policy would exceed `auto_scaling.max_policies`."""
 
@@ -133,7 +146,9 @@ class ControllerState:
         self._started_afresh: datetime | None = None  # when a damaged file was set aside for a new one
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one: nothing would ever read it
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
+                raise
             self._set_aside(exc)
             self._db = self._open()
 
@@ -144,7 +159,7 @@ class ControllerState:
             db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
             db.executescript(_SCHEMA)
             if (check := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
-                raise sqlite3.DatabaseError(check)
+                raise _Damaged(check)
         except BaseException:
             db.close()
             raise
@@ -309,7 +324,7 @@ class ControllerState:
         damaged file was set aside, a policy without a stored state holds its cooldown from then."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
-            return PolicyState(last_scale_at=self._started_afresh)
+            return PolicyState(last_scale_at=self._started_afresh, changed_target_at=self._started_afresh)
         try:
             body = json.loads(rows[0][0])
             return PolicyState.model_validate({key: value for key, value in body.items()
@@ -341,8 +356,10 @@ class ControllerState:
 
     def record(self, event: ScalingEvent, state: PolicyState | None = None, *,
                holder: str | None = None) -> ScalingEvent:
-        """Store an event (and the policy's new state, in the same transaction, while the lease row names `holder`);
-        returns it with its id."""
+        """Store an event (and the policy's new state, in the same transaction, while the lease row names `holder`,
+        required with a state); returns it with its id."""
+        if state is not None and holder is None:
+            raise ValueError("a policy's state is written by the lease holder it names: pass holder")
         with self._write() as db:
             stored = self._insert(db, event)
             if state is not None and self._named(db, holder, f"the state of policy {event.policy}"):
@@ -390,8 +407,8 @@ class ControllerState:
     @staticmethod
     def _pending(db: sqlite3.Connection, name: str) -> ScalingEvent | None:
         """The pending event; None also when its stored body no longer validates (written by another version): its
-        intent is dropped, as it cannot be completed (the cooldown it started holds all the same), and logged, never
-        an error that would fail every tick of the policy and its deletion."""
+        intent is dropped and the event marked failed in place, as it cannot be completed (the cooldown it started
+        holds all the same), and logged, never an error that would fail every tick of the policy and its deletion."""
         row = db.execute("SELECT e.id, e.body FROM intents i JOIN events e ON e.id = i.event_id WHERE i.name = ?",
                          (name,)).fetchone()
         if row is None:
@@ -402,6 +419,8 @@ class ControllerState:
             logger.warning("scaling controller: the pending event %s of policy %s no longer validates, so its intent "
                            "is dropped (the event stays as it is): %s", row[0], name,
                            " ".join(format_errors(None, exc).splitlines()))
+            db.execute("UPDATE events SET body = json_set(body, '$.actuation.status', ?, '$.actuation.detail', ?) "
+                       "WHERE id = ? AND json_valid(body)", (ActuationStatus.FAILED.value, _UNREADABLE_PENDING, row[0]))
             db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (name, row[0]))
             return None
 
@@ -434,7 +453,7 @@ class ControllerState:
         return Lease(holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC)) if row else None
 
     @classmethod
-    def _named(cls, db: sqlite3.Connection, holder: str | None, what: str) -> bool:
+    def _named(cls, db: sqlite3.Connection, holder: str, what: str) -> bool:
         """Whether the lease row names `holder` (expired or not: no one took it over), so it may write `what`."""
         lease = cls._lease(db)
         if lease is not None and lease.holder == holder:

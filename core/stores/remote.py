@@ -79,7 +79,12 @@ class RemoteStore(TelemetryStore):
         return _translated(send)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
-        return self._call(self._window_call, node_id, start, end, step_s)
+        try:
+            return self._call(self._window_call, node_id, start, end, step_s)
+        except StoreActorUnavailable as exc:
+            if not isinstance(exc.__cause__, AttributeError):
+                raise
+            return self._call("window", node_id, start, end, step_s)  # an older store actor, without the group
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self._call("latest", node_id)

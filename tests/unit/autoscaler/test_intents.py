@@ -238,6 +238,8 @@ def test_regression_a_pending_event_that_no_longer_validates_neither_sticks_nor_
     with state._write() as db:
         db.execute("UPDATE events SET body = json_set(body, '$.from_a_later_version', 1) WHERE id = ?", (stored.id,))
     assert state.pending_intent("web") is None and state.pending_intent("web") is None
+    [(body,)] = state._read("SELECT body FROM events WHERE id = ?", (stored.id,))
+    assert '"status":"failed"' in body and "another version" in body  # no longer pending, for a version that reads it
     assert state.policy_state("web").last_scale_at == now  # the cooldown it started holds
     assert state.delete_policy("web")
 

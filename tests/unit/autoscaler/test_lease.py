@@ -179,3 +179,28 @@ def test_regression_a_damaged_state_file_is_set_aside_and_the_cooldowns_start_af
     assert state.acquire_lease("b", clock[0], TTL).holder == "b"  # a new file: a's lease is gone with the old one
     assert state.policy_state("web").last_scale_at is not None  # the lost history may hold a change just made
     assert ControllerState(tmp_path / "fresh.sqlite").policy_state("web").last_scale_at is None
+
+
+def test_a_state_file_sqlite_may_not_open_is_never_set_aside(tmp_path, monkeypatch):
+    """A file SQLite could not open or write (a permission, a full disk, a passing I/O error) was taken for damaged
+    and moved aside: every policy made through the API and every cooldown lost."""
+    import sqlite3
+
+    path = tmp_path / "s.sqlite"
+    ControllerState(path).close()
+    monkeypatch.setattr(ControllerState, "_open", lambda self: (_ for _ in ()).throw(
+        sqlite3.OperationalError("disk I/O error")))
+    with pytest.raises(sqlite3.OperationalError):
+        ControllerState(path)
+    assert path.exists() and not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_policy_state_is_written_only_with_the_holder_that_writes_it(tmp_path, clock):
+    from autoscaler.decision import PolicyState
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    event = ScalingEvent(at=clock[0], policy="web", target={"kind": "deployment", "name": "web"}, action="hold",
+                         from_replicas=2, to_replicas=2, reason="hold", mode="enforce",
+                         actuation=ActuationResult(status="none"))
+    with pytest.raises(ValueError, match="pass holder"):
+        ControllerState(tmp_path / "s.sqlite").record(event, PolicyState(last_scale_at=clock[0]))

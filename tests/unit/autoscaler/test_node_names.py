@@ -42,3 +42,17 @@ def test_regression_a_node_that_has_just_joined_is_named_within_seconds_not_a_mi
     clock[0] += 31
     names(["r1"])
     assert len(reads) == 3
+
+
+def test_a_failed_read_is_not_retried_by_every_policy_of_the_tick(cluster, monkeypatch):
+    nodes, clock, reads = cluster
+    names = TelemetryNodeNames()
+
+    def down():
+        reads.append(clock[0])
+        raise RuntimeError("GCS unavailable")
+
+    monkeypatch.setattr(actor.ray, "nodes", down)
+    with pytest.raises(RuntimeError):
+        names(["r1"])
+    assert names(["r1"]) == {} and names(["r2"]) == {} and len(reads) == 1  # the tick's other policies

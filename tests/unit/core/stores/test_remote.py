@@ -40,6 +40,19 @@ def test_the_controller_reads_windows_in_its_own_group(monkeypatch):
     assert store.window("n1", None, None, 60) == "control_window" and store.latest() == "latest"
 
 
+def test_an_older_store_actor_without_the_controller_group_still_answers_its_windows(monkeypatch):
+    """A store actor started by an earlier version has no `control_window`: every forecast window of the controller
+    failed as "store unavailable", for as long as that actor ran."""
+    def send(self, method, *args):
+        if method == "control_window":
+            raise AttributeError(f"'ActorHandle' object has no attribute {method!r}")
+        return method
+
+    monkeypatch.setattr(NamedActor, "send", send)
+    monkeypatch.setattr(NamedActor, "result", lambda self, call: call)
+    assert RemoteStore(controller=True).window("n1", None, None, 60) == "window"
+
+
 def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
     """One call for a whole spilled segment (20,000 samples: four InfluxDB writes of up to 10 s) timed out at 10 s
     while the actor went on writing, and the buffer sent it again."""
