@@ -102,9 +102,10 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     DataNotAllowed: lambda exc: ApiError(422, ["body", "data"], str(exc)),
     RetrainRunning: lambda exc: ApiError(409, ["body", "model_id"], str(exc), "conflict"),
     RetrainRefused: lambda exc: ApiError(422, ["body", exc.field], exc.message),
-    # configs/prices.yaml knows the type (requests are checked against it), the active cost model's catalog does not
-    UnknownGpuType: lambda exc: ApiError(422, ["body", "resources", "gpu_type"], f"{exc}: the active cost model "
-                                         "cannot price it until it is retrained with the current catalog"),
+    # the active cost model prices with the catalog it was trained with (training/cost/schema.py)
+    UnknownGpuType: lambda exc: ApiError(422, ["body", "resources", "gpu_type"], f"{exc}, the one the active cost "
+                                         "model was trained with; a type added to configs/prices.yaml since is priced "
+                                         "once the cost model is retrained"),
     RecordNotFound: lambda exc: ApiError(404, ["path", RECORD_ID_PARAMS.get(exc.kind, "id")],
                                          f"unknown {RECORD_ID_PARAMS.get(exc.kind, 'id')} {exc.record_id!r}",
                                          "not_found"),

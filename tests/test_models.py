@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from core.registry import ModelRegistry
-from training.cost.catalog import RECORD_COLUMNS, generate_job_records, list_price, load_catalog
+from training.cost.catalog import RECORD_COLUMNS, UnknownGpuType, generate_job_records, list_price, load_catalog
 from training.cost.model import CostModel
 from training.cost.schema import COMPONENTS, CostQuery, Resources
 from training.power import calendar as cal
@@ -478,24 +478,47 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 
 @pytest.mark.slow
-def test_unknown_gpu_type_is_refused_naming_the_field():
+def test_the_gpu_type_is_resolved_in_the_catalog_the_model_was_trained_with(fitted):
+    """Requests were checked against configs/prices.yaml as it is now while the model priced them with the catalog
+    it was trained with: a new default type in the file made every untyped request a 422 on a field the client
+    never sent, and a type dropped from the file was refused though the model could price it."""
+    model, _ = fitted
+    assert CostQuery.model_validate({"resources": {"cpu_cores": 8, "memory_gb": 32, "gpu_count": 1,
+                                                   "gpu_type": "RTX-9999"}, "duration_hours": 2})  # the model says
+    with pytest.raises(UnknownGpuType, match="'RTX-9999'"):
+        model.predict(query(8, 32, 1, "RTX-9999"))
     with pytest.raises(ValidationError) as caught:
-        CostQuery.model_validate({"resources": {"cpu_cores": 8, "memory_gb": 32, "gpu_count": 1,
-                                                "gpu_type": "RTX-9999"}, "duration_hours": 2})
-    assert caught.value.errors()[0]["loc"] == ("resources", "gpu_type")
-    assert "gpu_type" in str(caught.value) and "RTX-9999" in str(caught.value)
-    ok = CostQuery.model_validate({"resources": {"cpu_cores": 8, "memory_gb": 32, "gpu_count": 2, "gpu_type": "h100"},
-                                   "duration_hours": 2})
-    assert ok.resources.gpu_type == "H100"
-    default = query(8, 32, 1)
-    assert default.resources.gpu_type == load_catalog().gpu.default_type
-    data = load_catalog().model_dump()
+        query(8, 32, 1, "  ")
+    assert caught.value.errors()[0]["loc"] == ("gpu_type",)
+    spelled, named = model.predict_many([query(8, 32, 2, " h100"), query(8, 32, 2, "H100")])
+    assert spelled == named
+    untyped, default = model.predict_many([query(8, 32, 1), query(8, 32, 1, model.catalog.gpu.default_type)])
+    assert untyped == default
+    data = model.catalog.model_dump()
     data["gpu"] = {"default_type": "T4", "types": {"T4": data["gpu"]["types"]["T4"]}}
-    only_t4 = {"catalog": type(load_catalog()).model_validate(data)}
-    with pytest.raises(ValidationError, match="gpu_type"):
-        CostQuery.model_validate(ok.model_dump(), context=only_t4)
-    assert CostQuery.model_validate(default.model_dump(exclude={"resources": {"gpu_type"}}),
-                                    context=only_t4).resources.gpu_type == "T4"
+    only_t4 = CostModel(type(model.catalog).model_validate(data))
+    only_t4.__dict__.update({k: v for k, v in model.__dict__.items() if k != "catalog"})
+    with pytest.raises(UnknownGpuType, match="'H100'"):
+        only_t4.predict(query(8, 32, 2, "H100"))
+
+
+@pytest.mark.slow
+def test_a_workload_or_gpu_type_the_model_never_trained_on_is_named_and_never_confident(fitted):
+    """A typo ("trainig") was priced at the default utilization with a confidence above a typical job's."""
+    model, _ = fitted
+    typical, typo = model.predict_many([TYPICAL[0], TYPICAL[0].model_copy(update={"workload_type": "trainig"})])
+    assert typo.outside_training_range == ("workload_type",) and typo.confidence <= min(model.hit_rates)
+    assert typical.outside_training_range == ()
+    assert model.predict(query(2, 8, 0, None, 0.5, workload=None)).outside_training_range == ()  # none named
+
+
+@pytest.mark.slow
+def test_a_duration_at_the_edge_of_the_training_range_is_not_outside_it(fitted):
+    """Generated durations were stored rounded (1/60 h as 0.0167), so a one-minute job fell below the range."""
+    model, _ = fitted
+    shortest = model.training_ranges["duration_hours"][0]
+    edge = model.predict(TYPICAL[0].model_copy(update={"duration_hours": shortest * 0.9995}))
+    assert "duration_hours" not in edge.outside_training_range
 
 
 @pytest.fixture

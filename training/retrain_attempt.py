@@ -260,9 +260,10 @@ def retrain(data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrain
     if isinstance(spec, CostRetrainSpec):
         if not isinstance(data, JobRecordsData):
             raise TypeError("the cost model trains on job records")
-        catalog = spec.catalog or default_catalog()
-        return recorded_outcome("train_gbm", retrain_cost(lambda: data.records(catalog), spec, registry=registry),
-                                cost_outcome)
+        catalog = spec.catalog or default_catalog()  # read once: the records and the model priced alike
+        return recorded_outcome("train_gbm", retrain_cost(lambda: data.records(catalog),
+                                                          spec.model_copy(update={"catalog": catalog}),
+                                                          registry=registry), cost_outcome)
     if not isinstance(data, TrainingData):
         raise TypeError("the power forecaster trains on telemetry")
     return recorded_outcome("train_lstm", retrain_power(data.frames(), spec, registry=registry),

@@ -65,6 +65,10 @@ class GpuPrices(_Section):
     def _default_known(self) -> GpuPrices:
         if self.default_type not in self.types:
             raise ValueError(f"default_type {self.default_type!r} is not one of types ({', '.join(self.types)})")
+        spellings: dict[str, str] = {}
+        for name in self.types:  # names match case-insensitively: a second spelling could never be priced
+            if (first := spellings.setdefault(name.lower(), name)) != name:
+                raise ValueError(f"types {first!r} and {name!r} differ only in case")
         return self
 
 

@@ -22,9 +22,10 @@ The promised properties hold by construction, whatever the training data:
 * confidence = estimated P(|actual - predicted_cost| <= ``tolerance`` * predicted_cost): the hit rate, on
   the calibration split, of jobs whose relative interval width (upper - lower) / predicted falls in the
   same width quintile (Laplace-smoothed, made non-increasing in width). A job outside the range the model
-  trained on (more GPUs, hours, ... than any training job, or fewer) is named so (``outside_training_range``) and
-  given at most the lowest of those hit rates: the boosters only extrapolate flat there, and no held-out job
-  says how well that works.
+  trained on (more GPUs, hours, ... than any training job, or fewer, beyond ``RANGE_TOLERANCE``), or naming a
+  ``gpu_type`` or ``workload_type`` no training job had (a typo is priced at the catalog's default utilization),
+  is named so (``outside_training_range``) and given at most the lowest of those hit rates: the boosters only
+  extrapolate flat there, and no held-out job says how well that works.
 
 Records are split at random 70/15/15 into train / calibration / test; ``fit`` returns test metrics.
 On disk: one LightGBM text model per booster plus ``cost_model.json`` (features, vocabularies,
@@ -52,7 +53,7 @@ from training.cost.catalog import (
     price_components,
     price_frame,
 )
-from training.cost.jobs import Jobs, normalized_frame, numbers, query_jobs
+from training.cost.jobs import NONE, Jobs, normalized_frame, numbers, query_jobs
 from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery
 from training.metrics import interval_metrics, point_metrics
 from training.settings import CostPredictorConfig
@@ -64,6 +65,7 @@ FEATURES = (*NUMERIC, *CATEGORICAL)
 INCREASING = frozenset(NUMERIC) - {"spot_instance"}
 QUANTILES = ("lower", "upper")
 OTHER = "other"
+RANGE_TOLERANCE = 1e-3  # relative: a value this close to the training range's ends lies in it (stored rounding)
 MODEL_FILE = "cost_model.json"
 FORMAT = 1
 MIN_RECORDS = 100
@@ -126,9 +128,9 @@ class CostModel:
         return tuple(log_list + self.boosters[key].predict(matrix, num_threads=PREDICT_THREADS)  # type: ignore[return-value]
                      for key in QUANTILES)
 
-    def _arrays(self, frame: Jobs, power: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(components, point, lower, upper, confidence, outside) of normalized job rows; outside: which numeric
-        features of each lie outside the training range (`outside_training_range`)."""
+    def _arrays(self, frame: Jobs, power: np.ndarray) -> tuple[Any, ...]:
+        """(components, point, lower, upper, confidence, outside) of normalized job rows; outside: the names of the
+        features of each that lie outside the training range (`outside_training_range`)."""
         if not self.boosters:
             raise ValueError("the cost model is not fitted")
         components = self._components(frame, power)
@@ -144,18 +146,26 @@ class CostModel:
         upper = np.maximum(np.exp(np.maximum(lo, hi) + self.margin), point)
         width = (upper - lower) / np.maximum(point, 1e-12)
         confidence = np.asarray(self.hit_rates)[np.searchsorted(self.width_edges, width, side="right")]
-        outside = self.outside_training_range(frame, power)
-        confidence = np.where(outside.any(axis=1), np.minimum(confidence, min(self.hit_rates)), confidence)
+        names, flags = self.outside_training_range(frame, power)
+        confidence = np.where(flags.any(axis=1), np.minimum(confidence, min(self.hit_rates)), confidence)
+        outside = [tuple(name for name, out in zip(names, row, strict=True) if out) for row in flags]
         return components, point, lower, upper, confidence, outside
 
-    def outside_training_range(self, frame: Jobs, power: np.ndarray) -> np.ndarray:
-        """[rows, len(training_ranges)]: which numeric features of each job lie outside the training jobs' range
-        (none for a model saved before the ranges were kept)."""
-        columns = [(power if name == "expected_power_watts" else numbers(frame, name), low, high)
-                   for name, (low, high) in self.training_ranges.items()]
-        if not columns:
-            return np.zeros((len(power), 0), bool)
-        return np.column_stack([(values < low) | (values > high) for values, low, high in columns])
+    def outside_training_range(self, frame: Jobs, power: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The features checked and [rows, features]: which of each job lie outside the training jobs' range (the
+        numeric ones; none for a model saved before the ranges were kept), and which categories it names that no
+        training job had (a workload or accelerator type; "none", not named, is not flagged)."""
+        names, columns = [], []
+        for name, (low, high) in self.training_ranges.items():
+            values = power if name == "expected_power_watts" else numbers(frame, name)
+            slack = RANGE_TOLERANCE * max(abs(low), abs(high))
+            names.append(name)
+            columns.append((values < low - slack) | (values > high + slack))
+        for name in CATEGORICAL:
+            seen = set(self.vocab[name]) | {NONE}
+            names.append(name)
+            columns.append(np.array([str(value).lower() not in seen for value in frame[name]], bool))
+        return names, np.column_stack(columns)
 
     # --- training ---------------------------------------------------------------------------------
     def _train(self, matrix: np.ndarray, target: np.ndarray, offset: np.ndarray, names: Sequence[str],
@@ -263,7 +273,6 @@ class CostModel:
             if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
                 raise ValueError("expected_power_watts needs one finite, non-negative value per query")
         components, _, lower, upper, confidence, outside = self._arrays(frame, power)
-        ranged = list(self.training_ranges)
         per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
         estimates = []
         for i in range(len(queries)):
@@ -275,7 +284,7 @@ class CostModel:
                 expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(breakdown.energy, per_kwh, power[i],
                                                                              queries[i].duration_hours),
                 currency=self.catalog.currency, model_version=self.model_version,
-                outside_training_range=tuple(name for name, out in zip(ranged, outside[i], strict=True) if out)))
+                outside_training_range=outside[i]))
         return estimates
 
     # --- persistence ------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Request and response types of the job cost estimate (``POST /api/v1/predict/cost``).
 
-``gpu_type`` is checked against the price catalog: the one passed as validation context
-(``CostQuery.model_validate(data, context={"catalog": catalog})``), else ``configs/prices.yaml``.
-Names match case-insensitively and are returned in the catalog's spelling.
+``gpu_type`` is resolved by the cost model that prices the job, in the price catalog it was trained with
+(case-insensitively; without one, that catalog's default type; an unknown one is ``UnknownGpuType``, a 422 naming
+the field): not in ``configs/prices.yaml`` as it is now, which a request would otherwise be checked against while the
+model priced it with another (a type added to the file since refused by the model, one dropped from it refused at
+the door though the model can price it, a new default type imposed on requests that named none).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 COMPONENTS = ("compute", "gpu", "storage", "network", "energy")
 MAX_GPUS = 64
@@ -22,15 +24,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _catalog(info: ValidationInfo) -> Any:
-    context = info.context or {}
-    if context.get("catalog") is not None:
-        return context["catalog"]
-    from training.cost.catalog import default_catalog  # late import: cost_catalog imports this module
-
-    return default_catalog()
-
-
 class Resources(_Frozen):
     """What the job reserves."""
 
@@ -38,7 +31,7 @@ class Resources(_Frozen):
     cpu_cores: float = Field(gt=0, le=4096, strict=True, description="vCPUs")
     memory_gb: float = Field(gt=0, le=65536, strict=True, description="RAM, GB")
     gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs); required with gpu_type")
-    gpu_type: str | None = Field(None, max_length=64, validate_default=True,
+    gpu_type: str | None = Field(None, min_length=1, max_length=64,
                                  description="accelerator type from the price catalog; default: its default type")
     storage_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="block storage kept for the job, GB")
     network_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="network egress, GB")
@@ -62,14 +55,10 @@ class Resources(_Frozen):
 
     @field_validator("gpu_type")
     @classmethod
-    def _known_gpu_type(cls, value: str | None, info: ValidationInfo) -> str | None:
-        catalog = _catalog(info)
-        if value is None:
-            return catalog.gpu.default_type if info.data.get("gpu_count", 0) > 0 else None
-        name = catalog.gpu_type_name(value)
-        if name is None:
-            raise ValueError(f"unknown gpu_type {value!r}; the price catalog knows {', '.join(catalog.gpu.types)}")
-        return name
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name an accelerator type of the price catalog, or be left out")
+        return value.strip() if value is not None else None
 
 
 class CostQuery(_Frozen):

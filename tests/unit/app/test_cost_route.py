@@ -78,7 +78,7 @@ def test_a_gpu_type_the_active_model_cannot_price_is_422_naming_the_field(replic
     assert response.status_code == 422, response.text
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "resources", "gpu_type"] and "'A100-80GB'" in detail["msg"]
-    assert "retrained with the current catalog" in detail["msg"]
+    assert "the one the active cost model was trained with" in detail["msg"]
 
 
 def test_the_cost_models_metrics_report_the_copy_that_answers_the_route(replica, http):
@@ -91,3 +91,20 @@ def test_the_cost_models_metrics_report_the_copy_that_answers_the_route(replica,
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["served_version"], body["inference_latency_ms"]) == ("cost_gbm/3", {"p50": 2.5, "count": 4})
+
+
+def test_a_gpu_type_is_not_checked_against_the_catalog_file_but_by_the_model(replica, http):
+    """The request was checked against configs/prices.yaml as it is now: a type the active model can price but the
+    edited file dropped was refused at the door (and the file's new default type imposed on untyped requests)."""
+    seen = []
+
+    async def prices(query):
+        seen.append(query.resources.gpu_type)
+        raise UnknownGpuType(query.resources.gpu_type, load_catalog())
+
+    replica.cost_model.predict = prices
+    body = {**REQUEST, "resources": {**REQUEST["resources"], "gpu_count": 1, "gpu_type": "Retired-GPU"}}
+    assert http(api).post("/api/v1/predict/cost", json=body).status_code == 422
+    untyped = {**REQUEST, "resources": {k: v for k, v in REQUEST["resources"].items() if k != "gpu_type"}}
+    http(api).post("/api/v1/predict/cost", json={**untyped, "resources": {**untyped["resources"], "gpu_count": 1}})
+    assert seen == ["Retired-GPU", None]  # the model decides, in its own catalog

@@ -54,3 +54,13 @@ def test_the_default_catalog_resolves_from_the_package_without_a_checkout(tmp_pa
 
 def test_the_packaged_catalog_is_a_copy_of_configs_prices_yaml():
     assert PACKAGED_CATALOG_PATH.read_bytes() == (REPO_ROOT / "configs" / "prices.yaml").read_bytes()
+
+
+def test_gpu_types_that_differ_only_in_case_are_refused(tmp_path):
+    """Names match case-insensitively, so "h100" beside "H100" validated and could never be priced."""
+    original = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
+    path = tmp_path / "prices.yaml"
+    path.write_text(original.replace("\n  types:", "\n  types:\n    h100: {hour: 1.0, tdp_watts: 700}", 1),
+                    encoding="utf-8")
+    with pytest.raises(CatalogError, match="'H100' and 'h100' differ only in case|'h100' and 'H100' differ only"):
+        load_catalog(path)
