@@ -169,7 +169,8 @@ class ScalingController:
         self.bounds.score(self.store, latest, now)  # after the tick's replica counts: windows they carried are whole
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
-        events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).changed_target_at)
+        events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).no_later_than(now)
+                                        .changed_target_at)
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
             _age(item, (at - read_at).total_seconds())

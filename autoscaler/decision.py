@@ -56,6 +56,21 @@ class PolicyState(BaseModel):
     # what holds the other policies on the target (autoscaler/intents.py TickCounts)
     changed_target_at: datetime | None = None
 
+    def no_later_than(self, now: datetime) -> PolicyState:
+        """The state with every time after `now` taken as `now`: after the clock stepped back (or a state file from a
+        host whose clock ran ahead), a change stamped in the future would hold the cooldown, the urgent scale-out
+        and the stabilization window for as long as the clock is behind; stored again so, they last from now."""
+        def clamped(at: datetime | None) -> datetime | None:
+            return None if at is None else min(at, now)
+
+        if all(at is None or at <= now for at in (self.last_scale_at, self.outside_answered_at,
+                                                   self.changed_target_at, *(r.at for r in self.recent))):
+            return self
+        return self.model_copy(update={
+            "last_scale_at": clamped(self.last_scale_at), "outside_answered_at": clamped(self.outside_answered_at),
+            "changed_target_at": clamped(self.changed_target_at),
+            "recent": tuple(r.model_copy(update={"at": min(r.at, now)}) for r in self.recent)})
+
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
         replica count changed (`scaled`; default: when the decision is a change). `known` False: the count the

@@ -182,7 +182,7 @@ class Enactor:
             return self.hold(turn, now, turn.error)
         if turn.observation is None:  # the replica count could not be read: nothing to decide on
             return self.hold(turn, now, turn.note or "no observation")
-        before = self.state.policy_state(policy.name)
+        before = self.state.policy_state(policy.name).no_later_than(now)
         notes = [turn.note] if turn.note else []
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         shared_hold = None  # said when the decision holds: another policy's change holds this one too

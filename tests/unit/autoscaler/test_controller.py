@@ -409,3 +409,22 @@ def test_a_target_above_its_own_maximum_as_read_is_never_scaled_in_for_it(make, 
     else:  # the consolidation the policy's own rule asks for
         assert (event.action, event.to_replicas, actuator.calls) == (ScaleAction.SCALE_IN, 1, [("web", 1)])
         assert "back inside" not in event.reason and "own bounds" not in event.reason, event.reason
+
+
+def test_regression_a_clock_stepped_back_holds_the_cooldown_from_now_not_for_as_long_as_it_is_behind(make, store):
+    """After the clock stepped back an hour, the last change was stamped an hour ahead: the cooldown (and a scale-out
+    over the budget) waited an hour and a minute instead of a minute."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(clock=lambda: clock[0])
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, power_based={"cooldown_period": 60}))
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    [first] = controller.tick()
+    assert first.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
+    clock[0] -= timedelta(hours=1)  # NTP steps the clock back
+    write_power(store, {"n1": 990, "n2": 990}, end=clock[0])
+    [held] = controller.tick()
+    assert held.action is ScaleAction.HOLD and "60 s left" in held.reason
+    clock[0] += timedelta(seconds=61)
+    write_power(store, {"n1": 990, "n2": 990}, end=clock[0])
+    [again] = controller.tick()
+    assert again.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3), ("web", 4)]
