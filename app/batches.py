@@ -55,7 +55,7 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
 
 def revalidated(stored: Any) -> BatchItem | RefusedItem:
     """A stored item validated again on its own (a batch resumed after an upgrade may hold items that the
-    schema, or the price catalog it checks against, now refuses): the item, or why it is refused."""
+    schema now refuses): the item, or why it is refused."""
     try:
         return _ITEM.validate_python(stored)
     except ValidationError as exc:

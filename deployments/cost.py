@@ -18,6 +18,8 @@ from ray import serve
 from core.registry import ModelRegistry
 from deployments.latency import LatencyRecorder
 from deployments.registry_follower import RegistryFollower
+from training.cost.catalog import UnknownGpuType
+from training.cost.jobs import NONE
 from training.cost.model import CostModel
 from training.cost.schema import CostEstimate, CostQuery
 
@@ -35,12 +37,18 @@ class ServedCostModel(BaseModel):
 
 
 def price_batch(model: CostModel, queries: list[CostQuery]) -> list[CostEstimate | ValueError]:
-    """Every query's estimate in one model call; when the model refuses one, each is priced alone, so only that one
-    gets its reason instead of an estimate."""
+    """Every query's estimate in one model call; a query naming a GPU type the model's catalog lacks (whatever its
+    count) gets UnknownGpuType without costing the others a call each; when the model refuses another, each is
+    priced alone, so only that one gets its reason instead of an estimate."""
+    named = [query.resources.gpu_type for query in queries]
+    refused = {i: UnknownGpuType(name, model.catalog) for i, name in enumerate(named)
+               if name is not None and name.lower() != NONE and model.catalog.gpu_type_name(name) is None}
+    priceable = [query for i, query in enumerate(queries) if i not in refused]
     try:
-        return list(model.predict_many(queries))
+        estimates = iter(model.predict_many(priceable))
     except ValueError:
-        return [_price_alone(model, query) for query in queries]
+        estimates = iter([_price_alone(model, query) for query in priceable])
+    return [refused[i] if i in refused else next(estimates) for i in range(len(queries))]
 
 
 def _price_alone(model: CostModel, query: CostQuery) -> CostEstimate | ValueError:

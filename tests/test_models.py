@@ -510,6 +510,8 @@ def test_a_workload_or_gpu_type_the_model_never_trained_on_is_named_and_never_co
     assert typo.outside_training_range == ("workload_type",) and typo.confidence <= min(model.hit_rates)
     assert typical.outside_training_range == ()
     assert model.predict(query(2, 8, 0, None, 0.5, workload=None)).outside_training_range == ()  # none named
+    assert model.predict(TYPICAL[0].model_copy(update={"workload_type": "other"})).outside_training_range == (
+        "workload_type",)  # the vocabulary's placeholder is no workload a training job had
 
 
 @pytest.mark.slow
@@ -517,8 +519,11 @@ def test_a_duration_at_the_edge_of_the_training_range_is_not_outside_it(fitted):
     """Generated durations were stored rounded (1/60 h as 0.0167), so a one-minute job fell below the range."""
     model, _ = fitted
     shortest = model.training_ranges["duration_hours"][0]
-    edge = model.predict(TYPICAL[0].model_copy(update={"duration_hours": shortest * 0.9995}))
-    assert "duration_hours" not in edge.outside_training_range
+    assert round(shortest, 4) == shortest == 0.0167  # one minute, as the generator stored it
+    minute, seconds = model.predict_many([TYPICAL[0].model_copy(update={"duration_hours": d}) for d in (1 / 60,
+                                                                                                      shortest / 10)])
+    assert "duration_hours" not in minute.outside_training_range
+    assert "duration_hours" in seconds.outside_training_range  # well below the range: still named
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.settings import format_errors
 from training.cost.jobs import JOB_COLUMNS, NONE, Jobs, job_columns, numbers
@@ -100,6 +100,15 @@ class PowerProfile(_Section):
     per_core_watts: float = Field(ge=0)
     utilization: dict[str, Utilization]
 
+    @field_validator("utilization")
+    @classmethod
+    def _lower_case(cls, utilization: dict[str, Utilization]) -> dict[str, Utilization]:
+        """Workload types are looked up in lower case: a key written otherwise would never match."""
+        keys = [key.strip().lower() for key in utilization]
+        if len(set(keys)) < len(keys):
+            raise ValueError("workload types that differ only in case or spaces: " + ", ".join(utilization))
+        return dict(zip(keys, utilization.values(), strict=True))
+
     @model_validator(mode="after")
     def _has_default(self) -> PowerProfile:
         if "default" not in self.utilization:
@@ -164,8 +173,9 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
 
 class _FileCache:
     """The default catalog, read again when the file changes (its mtime or size): a GPU type added to
-    ``configs/prices.yaml`` is known to a running service's request checks and retrainings without a restart. An
-    edit that does not validate keeps the last good catalog (and says so once)."""
+    ``configs/prices.yaml`` is known to a running service's retrainings (and the jobs they generate) without a
+    restart; requests are priced with the active cost model's own catalog. An edit that does not validate keeps the
+    last good catalog (and says so once)."""
 
     def __init__(self, path: Path):
         self.path, self._lock = path, threading.Lock()

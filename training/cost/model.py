@@ -65,7 +65,7 @@ FEATURES = (*NUMERIC, *CATEGORICAL)
 INCREASING = frozenset(NUMERIC) - {"spot_instance"}
 QUANTILES = ("lower", "upper")
 OTHER = "other"
-RANGE_TOLERANCE = 1e-3  # relative: a value this close to the training range's ends lies in it (stored rounding)
+RANGE_TOLERANCE = 5e-3  # relative to each end: a value this close to it lies in the range (records stored rounded)
 MODEL_FILE = "cost_model.json"
 FORMAT = 1
 MIN_RECORDS = 100
@@ -158,11 +158,10 @@ class CostModel:
         names, columns = [], []
         for name, (low, high) in self.training_ranges.items():
             values = power if name == "expected_power_watts" else numbers(frame, name)
-            slack = RANGE_TOLERANCE * max(abs(low), abs(high))
             names.append(name)
-            columns.append((values < low - slack) | (values > high + slack))
+            columns.append((values < low - RANGE_TOLERANCE * abs(low)) | (values > high + RANGE_TOLERANCE * abs(high)))
         for name in CATEGORICAL:
-            seen = set(self.vocab[name]) | {NONE}
+            seen = set(self.vocab[name]) - {OTHER} | {NONE}
             names.append(name)
             columns.append(np.array([str(value).lower() not in seen for value in frame[name]], bool))
         return names, np.column_stack(columns)

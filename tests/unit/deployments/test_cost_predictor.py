@@ -19,7 +19,7 @@ def query(gpus: int, gpu_type: str | None = None) -> CostQuery:
 
 @pytest.fixture(scope="module")
 def t4_only_model() -> CostModel:
-    """A model whose saved catalog has only the T4, while requests are checked against configs/prices.yaml."""
+    """A model whose saved catalog has only the T4, while configs/prices.yaml has more types."""
     model = CostModel()
     model.fit(generate_job_records(400, seed=3), CostPredictorConfig(n_estimators=10, num_leaves=7))
     data = load_catalog().model_dump()
@@ -29,11 +29,15 @@ def t4_only_model() -> CostModel:
 
 
 class CountingModel:
+    """The model, counting its calls; it refuses a job of 13 hours (as it would any query it cannot price)."""
+
     def __init__(self, model: CostModel):
-        self.model, self.calls = model, []
+        self.model, self.calls, self.catalog = model, [], model.catalog
 
     def predict_many(self, queries):
         self.calls.append(len(queries))
+        if any(q.duration_hours == 13 for q in queries):
+            raise ValueError("cannot price a 13-hour job")
         return self.model.predict_many(queries)
 
 
@@ -46,11 +50,24 @@ def test_a_batch_is_priced_in_one_model_call(t4_only_model):
                                                       for q in queries]
 
 
-def test_a_refused_query_fails_alone_and_the_others_are_priced(t4_only_model):
-    good, refused, other = query(1, "T4"), query(2, "H100"), query(0)
+def test_a_gpu_type_the_models_catalog_lacks_fails_alone_without_a_call_per_query(t4_only_model):
+    """Requests are no longer checked against the catalog file: anyone could send "gpu_type": "X" and make every
+    concurrent request of the batch be priced alone. A made-up type without GPUs is refused too."""
+    good, refused, none_but_named, other = query(1, "T4"), query(2, "H100"), query(0, "Voodoo2"), query(0)
+    counting = CountingModel(t4_only_model)
+    priced, failed, failed_too, priced_too = price_batch(counting, [good, refused, none_but_named, other])
+    assert counting.calls == [2]
+    assert priced.predicted_cost == t4_only_model.predict_many([good])[0].predicted_cost
+    assert priced_too.predicted_cost == t4_only_model.predict_many([other])[0].predicted_cost
+    assert isinstance(failed, UnknownGpuType) and "'H100'" in str(failed)
+    assert isinstance(failed_too, UnknownGpuType) and "'Voodoo2'" in str(failed_too)
+
+
+def test_a_query_the_model_refuses_fails_alone_and_the_others_are_priced(t4_only_model):
+    good, refused, other = query(1, "T4"), query(2, "T4").model_copy(update={"duration_hours": 13}), query(0)
     counting = CountingModel(t4_only_model)
     priced, failed, priced_too = price_batch(counting, [good, refused, other])
     assert counting.calls == [3, 1, 1, 1]  # the batch, then each query alone
     assert priced.predicted_cost == t4_only_model.predict_many([good])[0].predicted_cost
     assert priced_too.predicted_cost == t4_only_model.predict_many([other])[0].predicted_cost
-    assert isinstance(failed, UnknownGpuType) and "'H100'" in str(failed)
+    assert isinstance(failed, ValueError) and "13-hour" in str(failed)

@@ -64,3 +64,14 @@ def test_gpu_types_that_differ_only_in_case_are_refused(tmp_path):
                     encoding="utf-8")
     with pytest.raises(CatalogError, match="'H100' and 'h100' differ only in case|'h100' and 'H100' differ only"):
         load_catalog(path)
+
+
+def test_workload_types_are_kept_in_lower_case_as_they_are_looked_up(tmp_path):
+    """A utilization key written "Training" never matched a job's workload (looked up in lower case)."""
+    original = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
+    path = tmp_path / "prices.yaml"
+    path.write_text(original.replace("    training:", "    Training:", 1), encoding="utf-8")
+    assert load_catalog(path).utilization("training") == load_catalog().utilization("training")
+    path.write_text(original.replace("    inference:", "    Training:", 1), encoding="utf-8")
+    with pytest.raises(CatalogError, match="differ only in case"):
+        load_catalog(path)
