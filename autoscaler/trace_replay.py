@@ -4,8 +4,12 @@ A trace's power is the demand of one workload. Its dynamic power D = K * max(p -
 over the replicas, and each replica's node draws `idle_watts` on top: per-node power = idle + D / replicas.
 Every step the same `decide()` as the controller runs on the measured per-node power (and, for the
 predictive run, on the forecast mapped through the same model). A step's reading is its bin's mean, known only when
-the bin ends, so that is when its decision is made (the forecast from that step starts there too); a replica-count
-change takes effect `actuation_delay_s` later, on the first step that starts then or after (delay 0: the next step).
+the bin ends, so that is when its decision is made (the forecast from that step starts there too), on a reading as
+old as the bin (it shows a change only when the whole bin ran after it landed: what the cooldown's early scale-out
+over the budget asks); a replica-count change takes effect `actuation_delay_s` later, on the first step that starts
+then or after (delay 0: the next step). A change of the target counts as a scale event when it is decided, as the
+controller records it, even when the series ends before it lands (a decision that repeats the target a change still
+on its way set is none: the replay decides on the capacity, which lags the target).
 """
 
 from __future__ import annotations
@@ -199,8 +203,9 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                     peak_tracker: PeakTracker | None = None) -> RunResult:
     """Replay one gap-free series step by step; each step holds its power for `step_s` seconds.
 
-    At each step pending changes due by now take effect, the step is accounted, then the policy decides
-    on the measured per-node power (age 0) and, when `forecast` gives one, the forecast view. With the policy's
+    At each step pending changes due by now take effect, the step is accounted, then the policy decides at the
+    step's end on the measured per-node power (as old as the step: the policy's `stale_after_s` is taken as at least
+    that) and, when `forecast` gives one, the forecast view. With the policy's
     `online_bound` the view's bound is corrected online by the outcomes of the earlier bounds (autoscaler.peak_tracking)
     that `peak_tracker` learned from (series replayed one after another in time share one; default: a new one).
     """
@@ -208,6 +213,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         raise ValueError(f"actuation delay {problem}")
     if not times:
         return RunResult()
+    policy = policy.model_copy(update={"stale_after_s": max(policy.stale_after_s, step_s)})
     budget = policy.power_based.max_power_budget
     threshold = budget * policy.power_based.scale_out_threshold / 100.0
     level = policy.predictive_scaling.confidence_threshold
@@ -220,10 +226,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     metrics = result.metrics
     for i, (now, watts) in enumerate(zip(times, trace_watts, strict=True)):
         while pending and pending[0][0] <= now:
-            _, target = pending.pop(0)
-            if target != replicas:
-                metrics.scale_events += 1
-                replicas = target
+            _, replicas = pending.pop(0)
         per_node = model.per_node(watts, replicas)
         metrics.budget_violation_seconds += step_s if per_node > budget else 0
         metrics.over_threshold_seconds += step_s if per_node > threshold else 0
@@ -243,14 +246,15 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                 view = outcomes.correct(view)
                 if interval is not None:
                     outcomes.wait(i, view, len(interval.median), replicas)
-        observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=0.0,
+        observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=float(step_s),
                                        replicas=replicas)
-        decision = decide(policy, observation, view, state, now)
+        decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
+        decision = decide(policy, observation, view, state, decided_at)
         state = state.after(decision, known=False)  # the replay observes capacity, which lags its target
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"
-        if decision.to_replicas != replicas:
-            decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
+        if decision.to_replicas != replicas:  # decided on the capacity, which lags the target a change set
+            metrics.scale_events += decision.to_replicas != (pending[-1][1] if pending else replicas)
             pending.append((decided_at + timedelta(seconds=actuation_delay_s), decision.to_replicas))
         result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
                                        decision.forecast_share))

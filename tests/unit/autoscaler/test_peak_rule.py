@@ -168,8 +168,8 @@ def perfect(trace: list[float], leads: int, *, peak: bool):
 
 def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
     """The earlier code looked only as far as the look-ahead (1 min here) at each lead's own quantile: the series
-    below made it scale in after every spike, 5 minutes too late for the next one (7 changes, 480 s over budget,
-    checked against the code before this rule). The risk window covers the hold after a change (the delay, longer
+    below made it scale in after every spike, 5 minutes too late for the next one (8 changes, the last decided too
+    late to land before the series ends, 480 s over budget, checked against the code before this rule). The risk window covers the hold after a change (the delay, longer
     than the cooldown) and the next change's delay (10 min > the 7 quiet steps), so the peak rule sees the next spike
     and stays put."""
     policy = make_policy(actuation_delay=300, power_based={"cooldown_period": 180},
@@ -180,7 +180,7 @@ def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
     run_kwargs = {"step_s": STEP, "actuation_delay_s": 300, "coverage": 0.8}
     earlier = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, 1, peak=False), **run_kwargs)
     new = simulate_series(policy, MODEL, times, SPIKY, forecast=perfect(SPIKY, window, peak=True), **run_kwargs)
-    assert (earlier.metrics.scale_events, earlier.metrics.budget_violation_seconds) == (7, 480)
+    assert (earlier.metrics.scale_events, earlier.metrics.budget_violation_seconds) == (8, 480)
     assert (new.metrics.scale_events, new.metrics.budget_violation_seconds) == (1, 0)  # up once, ahead, and stays
     assert [s.replicas for s in new.steps] == [2] * 6 + [4] * (len(SPIKY) - 6)
 

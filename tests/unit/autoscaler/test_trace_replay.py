@@ -135,7 +135,8 @@ def test_pending_changes_queue_and_count_only_real_changes():
     assert replicas[:6] == [2] * 6  # nothing lands before the delay
     assert replicas[-1] > 4
     changes = sum(1 for a, b in zip(replicas, replicas[1:], strict=False) if a != b)
-    assert result.metrics.scale_events == changes
+    decided_late = {s.action for s in result.steps[-3:]} - {"hold"}  # still on its way when the series ends
+    assert result.metrics.scale_events == changes + 1 and decided_late  # counted when decided, as the controller does
 
 
 def test_forecast_view_maps_trace_power_to_per_node_power():
@@ -255,3 +256,18 @@ def test_margin_lowers_both_thresholds_of_the_reactive_policy():
     assert with_margin(sim_policy(), 60).power_based.scale_in_threshold == 0
     with pytest.raises(ValueError, match="no scale-out threshold"):
         with_margin(sim_policy(), 80)
+
+
+def test_regression_no_change_is_decided_on_a_bin_that_ran_before_the_last_one_landed():
+    """The replay decided at a bin's start on the bin's mean, as if read then: the cooldown's early scale-out over the
+    budget took a bin that ran wholly at the old count for one taken after the change landed, and scaled again on
+    top of the change still on its way (2 -> 3 -> 4 -> 5 where the controller goes 2 -> 3 -> 5)."""
+    ramp = [1000.0] * 3 + [1000.0 + 400.0 * i for i in range(1, 10)]
+    policy = sim_policy(predictive=False, actuation_delay=STEP, power_based={
+        "max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50, "cooldown_period": 300})
+    result = simulate_series(policy, MODEL, times(len(ramp)), ramp, step_s=STEP, actuation_delay_s=STEP)
+    decided = [i for i, s in enumerate(result.steps) if s.action != "hold"]
+    landed_at = {i: i + 2 for i in decided}  # read at the bin's end, then a step's delay: the first bin after it
+    for earlier, later in zip(decided, decided[1:], strict=False):
+        assert later >= landed_at[earlier], (earlier, later, [s.replicas for s in result.steps])
+    assert len(decided) >= 2  # the ramp keeps asking
