@@ -77,9 +77,12 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
             log(f"simulate suite: {case.name} seed {seed}: training for {horizon} steps ahead")
             started = time.monotonic()
             model_config = case_model(base, suite, case, seed)
-            data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap,
-                                    features=base.features, horizon=horizon, train_fraction=train_fraction,
-                                    options=options)
+            try:
+                data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap, features=base.features,
+                             horizon=horizon, train_fraction=train_fraction, options=options)
+            except ValueError as exc:  # its data does not fit its settings (too short for the window, ...)
+                raise ConfigError(f"suite case {case.name} (seed {seed}; its step, sequence_length and "
+                                  f"train_fraction): {exc}") from exc
             for transform in case.transforms:
                 demand = DemandModel(transform.idle_watts, transform.demand_scale, transform.demand_offset)
                 for delay, planned_policy in policies.items():

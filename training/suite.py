@@ -87,8 +87,12 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
             for seed in suite.seeds:
                 log(f"suite: {case.name} step {format_duration(case.step)} horizon {format_duration(horizon)} "
                     f"seed {seed}")
-                report = backtest(frame, case_config(base, suite, case, horizon, seed), train_fraction=train_fraction,
-                                  options=options)
+                try:
+                    report = backtest(frame, case_config(base, suite, case, horizon, seed),
+                                      train_fraction=train_fraction, options=options)
+                except ValueError as exc:  # its data does not fit its settings (too short for the window, ...)
+                    raise ConfigError(f"suite case {case.name} (horizon {format_duration(horizon)}, seed {seed}; "
+                                      f"its step, sequence_length and train_fraction): {exc}") from exc
                 report["data"]["file"] = source
                 runs.append(report)
             cases.append(summarize_case(case.name, source, runs))

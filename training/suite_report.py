@@ -63,17 +63,19 @@ def summarize_case(name: str, source: str, runs: list[dict[str, Any]]) -> dict[s
 
 
 def aggregate(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: median and worst (highest) ratio to the best baseline over all cases, and where the worst is."""
+    """Per method: median and worst (highest) ratio to the best baseline over the cases where the best baseline's
+    MAE is not 0, where the worst is, and how many cases are left out (`left_out`: a flat trace, no ratio)."""
     result: dict[str, Any] = {}
     for method in FORECASTERS:
         rated = [case for case in cases if case["mae_ratio_to_best_baseline"][method] is not None]
         ratios = [case["mae_ratio_to_best_baseline"][method] for case in rated]
+        left_out = len(cases) - len(rated)
         if not ratios:
-            result[method] = {"median_ratio": None, "worst_ratio": None, "worst_case": None}
+            result[method] = {"median_ratio": None, "worst_ratio": None, "worst_case": None, "left_out": left_out}
             continue
         worst = int(np.argmax(ratios))
         result[method] = {"median_ratio": round(float(np.median(ratios)), 4), "worst_ratio": ratios[worst],
-                          "worst_case": _label(rated[worst])}
+                          "worst_case": _label(rated[worst]), "left_out": left_out}
     result["targets_met"] = {key: sum(case["targets"][key] for case in cases) for key in cases[0]["targets"]}
     result["cases"] = len(cases)
     return result
@@ -114,7 +116,8 @@ def table(cases: list[dict[str, Any]], totals: dict[str, Any]) -> str:
     for method in FORECASTERS:
         row = totals[method]
         lines.append(f"{method}: MAE / best baseline median {_ratio(row['median_ratio'])}, worst "
-                     f"{_ratio(row['worst_ratio'])} ({row['worst_case'] or 'no case with a nonzero baseline MAE'})")
+                     f"{_ratio(row['worst_ratio'])} ({row['worst_case'] or 'no case with a nonzero baseline MAE'})"
+                     + (f"; {row['left_out']} case(s) with a baseline MAE of 0 left out" if row["left_out"] else ""))
     met = ", ".join(f"{key} {count}/{totals['cases']}" for key, count in totals["targets_met"].items())
     lines.append(f"targets met: {met}")
     return "\n".join(lines)

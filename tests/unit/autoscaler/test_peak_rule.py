@@ -169,9 +169,9 @@ def perfect(trace: list[float], leads: int, *, peak: bool):
 def test_recurring_spike_makes_the_earlier_rule_churn_and_not_the_peak_rule():
     """The earlier code looked only as far as the look-ahead (1 min here) at each lead's own quantile: the series
     below made it scale in after every spike, 5 minutes too late for the next one (8 changes, the last decided too
-    late to land before the series ends, 480 s over budget, checked against the code before this rule). The risk window covers the hold after a change (the delay, longer
-    than the cooldown) and the next change's delay (10 min > the 7 quiet steps), so the peak rule sees the next spike
-    and stays put."""
+    late to land before the series ends, 480 s over budget, checked against the code before this rule). The risk
+    window covers the hold after a change (the delay, longer than the cooldown) and the next change's delay (10 min >
+    the 7 quiet steps), so the peak rule sees the next spike and stays put."""
     policy = make_policy(actuation_delay=300, power_based={"cooldown_period": 180},
                          predictive_scaling={"lookahead_minutes": 1, "confidence_threshold": 0.9})
     times = [START + timedelta(seconds=STEP * i) for i in range(len(SPIKY))]

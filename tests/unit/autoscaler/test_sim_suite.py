@@ -85,6 +85,21 @@ def run(suite_file: Path, progress=None) -> tuple[dict[str, Any], list[dict[str,
     return result, calls
 
 
+def test_a_case_whose_data_does_not_fit_its_settings_is_named(suite_file):
+    """The error of a case too short for its window named no case, and its remedy a flag --suite refuses."""
+    from training.power.windows import NotEnoughData
+
+    def too_short(*args, **kwargs):
+        raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
+
+    suite = load_sim_suite(suite_file)
+    named = r"^suite case spikes \(seed 0; its step, sequence_length and train_fraction\)"
+    with pytest.raises(ConfigError, match=named):
+        run_sim_suite(suite, suite_file, policy=simulate.load_policy(suite_file.parent / suite.policy),
+                      base=TrainingConfig(), data_root=None, options=TrainOptions(verbose=False),
+                      log=lambda _line: None, train=too_short)
+
+
 def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     seen: list[bool] = []
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))

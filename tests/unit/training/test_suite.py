@@ -124,7 +124,8 @@ def test_summaries_targets_and_aggregate() -> None:
     assert bad["targets"] == {"served_mae_le_0.9x_best_baseline": False, "lstm_mae_le_best_baseline": False,
                               "served_coverage_in_75_85": False, "served_confidence_within_0.05": True}
     totals = aggregate([good, bad])
-    assert totals["served"] == {"median_ratio": 0.875, "worst_ratio": 0.95, "worst_case": "bad @ 30min"}
+    assert totals["served"] == {"median_ratio": 0.875, "worst_ratio": 0.95, "worst_case": "bad @ 30min",
+                                "left_out": 0}
     assert totals["targets_met"]["served_mae_le_0.9x_best_baseline"] == 1 and totals["cases"] == 2
     text = table([good, bad], totals)
     assert "| good | 1min | 30min | 8.00 ± 0.00 | combined |" in text
@@ -182,8 +183,10 @@ def test_a_flat_trace_where_a_baseline_is_perfect_is_summarized_not_a_crash() ->
     assert flat["targets"]["served_mae_le_0.9x_best_baseline"] and not flat["targets"]["lstm_mae_le_best_baseline"]
     good = summarize_case("good", "a.csv", [run({"lstm": 9.0, "served": 8.0, "last_value": 12.0, "lightgbm": 10.0})])
     totals = aggregate([flat, good])
-    assert totals["served"] == {"median_ratio": 0.8, "worst_ratio": 0.8, "worst_case": "good @ 30min"}
+    assert totals["served"] == {"median_ratio": 0.8, "worst_ratio": 0.8, "worst_case": "good @ 30min",
+                                "left_out": 1}  # counted, so a flat case is not silently dropped
     assert "| n/a | n/a |" in table([flat, good], totals)
+    assert "1 case(s) with a baseline MAE of 0 left out" in table([flat, good], totals)
     assert aggregate([flat])["lstm"]["median_ratio"] is None and "n/a" in table([flat], aggregate([flat]))
 
 
