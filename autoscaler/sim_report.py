@@ -15,12 +15,14 @@ from autoscaler.trace_replay import DemandModel, RunMetrics, RunResult, reactive
 RUNS = ("predictive", "reactive", "reactive_margin")
 
 
-def planned(policy: ScalingPolicy, actuation_delay_s: int) -> ScalingPolicy:
+def planned(policy: ScalingPolicy, actuation_delay_s: int, step_s: int) -> ScalingPolicy:
     """The policy as it runs in a world whose changes take `actuation_delay_s`: its own `actuation_delay` when the
-    file sets one, else that delay."""
-    if "actuation_delay" in policy.model_fields_set:
-        return policy
-    return policy.model_copy(update={"actuation_delay": actuation_delay_s})
+    file sets one, else that delay; and its `stale_after_s` at least a step (a replayed reading is a whole bin's
+    mean, as old as the bin when it is decided on: autoscaler.trace_replay)."""
+    update: dict[str, int] = {"stale_after_s": max(policy.stale_after_s, step_s)}
+    if "actuation_delay" not in policy.model_fields_set:
+        update["actuation_delay"] = actuation_delay_s
+    return policy.model_copy(update=update)
 
 
 def window_steps(policy: ScalingPolicy, step_s: int) -> int:

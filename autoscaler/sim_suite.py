@@ -26,6 +26,7 @@ from autoscaler.sim_suite_report import aggregate, summarize
 from autoscaler.trace_replay import DemandModel, with_margin
 from core.settings import ConfigError, format_errors
 from training.backtest import TrainOptions
+from training.power.windows import NotEnoughData
 from training.settings import PowerPredictorConfig, TrainingConfig
 from training.suite import case_frame, check_trace
 
@@ -41,13 +42,13 @@ def case_model(base: TrainingConfig, suite: SimSuite, case: SimCase, seed: int) 
         raise ConfigError(format_errors(f"suite case {case.name}", exc)) from exc
 
 
-def _policies(policy: ScalingPolicy, delays: tuple[int, ...], margin: float, case: str) -> dict[int, ScalingPolicy]:
+def _policies(policy: ScalingPolicy, case: SimCase, delays: tuple[int, ...], margin: float) -> dict[int, ScalingPolicy]:
     """The policy as it plans for each delay; ConfigError when the margin leaves no scale-out threshold."""
     try:
         with_margin(policy, margin)
     except ValueError as exc:
-        raise ConfigError(f"suite margin ({case}): {exc}") from None
-    return {delay: planned(policy, delay) for delay in delays}
+        raise ConfigError(f"suite margin ({case.name}): {exc}") from None
+    return {delay: planned(policy, delay, case.step) for delay in delays}
 
 
 def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, base: TrainingConfig,
@@ -66,10 +67,10 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
     for case in suite.cases:  # every case's file and settings, before hours of training
         check_trace(case, root)
         case_model(base, suite, case, suite.seeds[0])
-        _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
+        _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
     for case in suite.cases:
         frame, source = case_frame(case, root)
-        policies = _policies(policy, case.delays(suite.actuation_delays), suite.margin, case.name)
+        policies = _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
         horizon = max(window_steps(p, case.step) for p in policies.values())
         train_fraction = case.train_fraction or suite.train_fraction
         max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step)
@@ -80,7 +81,7 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
             try:
                 data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap, features=base.features,
                              horizon=horizon, train_fraction=train_fraction, options=options)
-            except ValueError as exc:  # its data does not fit its settings (too short for the window, ...)
+            except NotEnoughData as exc:
                 raise ConfigError(f"suite case {case.name} (seed {seed}; its step, sequence_length and "
                                   f"train_fraction): {exc}") from exc
             for transform in case.transforms:

@@ -116,7 +116,7 @@ def load_policy(path: str | Path, label: str = "--policy") -> ScalingPolicy:
 def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     """Train the forecaster, replay the three runs; returns the report (its "steps" list every replayed step)."""
     started = time.monotonic()
-    policy = planned(load_policy(args.policy), args.actuation_delay)
+    policy = planned(load_policy(args.policy), args.actuation_delay, args.step)
     try:
         with_margin(policy, args.margin)
     except ValueError as exc:

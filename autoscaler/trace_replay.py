@@ -8,8 +8,9 @@ the bin ends, so that is when its decision is made (the forecast from that step 
 old as the bin (it shows a change only when the whole bin ran after it landed: what the cooldown's early scale-out
 over the budget asks); a replica-count change takes effect `actuation_delay_s` later, on the first step that starts
 then or after (delay 0: the next step). A change of the target counts as a scale event when it is decided, as the
-controller records it, even when the series ends before it lands (a decision that repeats the target a change still
-on its way set is none: the replay decides on the capacity, which lags the target).
+controller records it, even when the series ends before it lands. A decision that repeats the target of a change
+still on its way is none, and restarts no cooldown: the replay decides on the capacity, which lags the target, where
+the controller reads the target and holds.
 """
 
 from __future__ import annotations
@@ -250,11 +251,14 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                                        replicas=replicas)
         decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
         decision = decide(policy, observation, view, state, decided_at)
-        state = state.after(decision, known=False)  # the replay observes capacity, which lags its target
+        # decided on the capacity, which lags the target a change on its way set: a decision repeating that target
+        # is no change (the controller, reading the target, holds), and starts no cooldown
+        changes = decision.to_replicas not in (replicas, pending[-1][1] if pending else replicas)
+        state = state.after(decision, scaled=changes, known=False)
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"
-        if decision.to_replicas != replicas:  # decided on the capacity, which lags the target a change set
-            metrics.scale_events += decision.to_replicas != (pending[-1][1] if pending else replicas)
+        if changes:
+            metrics.scale_events += 1
             pending.append((decided_at + timedelta(seconds=actuation_delay_s), decision.to_replicas))
         result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
                                        decision.forecast_share))

@@ -20,6 +20,7 @@ from core.durations import format_duration
 from core.settings import ConfigError, format_errors
 from core.telemetry_csv import TelemetryDataError, load_telemetry_csv, validate_telemetry
 from training.backtest import TrainOptions, backtest
+from training.power.windows import NotEnoughData
 from training.settings import TrainingConfig
 from training.suite_config import Suite, SuiteCase, TraceCase
 from training.suite_report import aggregate, summarize_case
@@ -90,7 +91,7 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
                 try:
                     report = backtest(frame, case_config(base, suite, case, horizon, seed),
                                       train_fraction=train_fraction, options=options)
-                except ValueError as exc:  # its data does not fit its settings (too short for the window, ...)
+                except NotEnoughData as exc:
                     raise ConfigError(f"suite case {case.name} (horizon {format_duration(horizon)}, seed {seed}; "
                                       f"its step, sequence_length and train_fraction): {exc}") from exc
                 report["data"]["file"] = source

@@ -271,3 +271,19 @@ def test_regression_no_change_is_decided_on_a_bin_that_ran_before_the_last_one_l
     for earlier, later in zip(decided, decided[1:], strict=False):
         assert later >= landed_at[earlier], (earlier, later, [s.replicas for s in result.steps])
     assert len(decided) >= 2  # the ramp keeps asking
+
+
+def test_regression_a_decision_repeating_a_change_on_its_way_starts_no_cooldown():
+    """The replay decides on the capacity, which lags the target: when the hold ended on the last bin before the
+    change landed, it decided the same change again, queued it twice and restarted the cooldown, so the next
+    scale-out (which the controller, reading the target, would make once the change showed) came a hold later."""
+    trace = [1000.0] * 3 + [2400.0] * 12 + [4000.0] * 20
+    policy = sim_policy(predictive=False, actuation_delay=600, power_based={
+        "max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50, "cooldown_period": 300})
+    result = simulate_series(policy, MODEL, times(len(trace)), trace, step_s=STEP, actuation_delay_s=600)
+    counts = [s.replicas for s in result.steps]
+    landed = [(i, b) for i, (a, b) in enumerate(zip(counts, counts[1:], strict=False), 1) if a != b]
+    # 2 -> 4 decided on bin 3 lands at bin 14; bin 13, the hold's last, repeats it; 4 -> 6 is decided on bin 15, the
+    # first at 4 replicas, and lands at bin 26 (before: queued again at 13, its hold ran to bin 23, past the trace)
+    assert landed == [(14, 4), (26, 6)] and result.metrics.scale_events == 2
+    assert result.metrics.budget_violation_seconds == 1320

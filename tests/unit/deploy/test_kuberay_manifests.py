@@ -58,15 +58,18 @@ def test_ray_versions_lie_in_the_tested_range():
 
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_rayjob_entrypoint_is_a_valid_train_command(folder: str):
+    """The daily RayCronJob prunes to 30 versions (the GPU overlay's entrypoint, replaced whole, once left the flag
+    out, and the shared registry volume filled)."""
     objects = _objects(folder)
-    for entrypoint in (objects["RayJob"]["spec"]["entrypoint"],
-                       objects["RayCronJob"]["spec"]["jobTemplate"]["entrypoint"]):
+    for entrypoint, daily in ((objects["RayJob"]["spec"]["entrypoint"], False),
+                              (objects["RayCronJob"]["spec"]["jobTemplate"]["entrypoint"], True)):
         argv = entrypoint.split()
         assert argv[:3] == ["python", "-m", "training.train_lstm"]
         args = train_lstm.parse_args(argv[3:])
         assert args.use_gpu == (folder == "overlays/gpu") and args.num_workers == 2
         assert args.from_store and args.model_path == "/models"
         assert train_lstm.shape_note(train_lstm.build_spec(args)) is None  # the shape power_lstm is served at
+        assert args.keep_versions == (30 if daily else None)
 
 
 @pytest.mark.parametrize("folder", OVERLAYS)
