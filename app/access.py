@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,12 +24,11 @@ from app.errors import ApiError
 from app.middleware import current_request_id
 from app.replica import serving_replica
 from app.settings import AppArgs, api_token_file, read_api_token
-from core.settings import ConfigError
+from core.settings import TEMPLATE_PLACEHOLDER, ConfigError
 
 logger = logging.getLogger("ray.serve")
 HOW_TO_SET = ("set API_TOKEN or API_TOKEN_FILE in the server's environment, or args.api_token_file "
               "(`make run` generates one in state/api-token)")
-PLACEHOLDER = "REPLACE_ME"  # what the Secret templates ship in place of every value
 RELOAD_CHECK_S = 5.0  # how often a token file is looked at for a change
 _bearer = HTTPBearer(auto_error=False, description="the API token (API_TOKEN / API_TOKEN_FILE on the server)")
 
@@ -47,18 +45,9 @@ def _raw(text: str) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def refuse_template_ray_token(environ: Mapping[str, str] = os.environ) -> None:
-    """ConfigError when Ray's own token (RAY_AUTH_TOKEN, which KubeRay sets from Secret kcloud-ray-auth) is the
-    Secret template's placeholder: the dashboard and the job API, which run code on the cluster, would take a token
-    anyone with the repository knows."""
-    if environ.get("RAY_AUTH_TOKEN", "").startswith(PLACEHOLDER):
-        raise ConfigError(f"Ray's auth token (RAY_AUTH_TOKEN, Secret kcloud-ray-auth) is still the template's "
-                          f"{PLACEHOLDER} placeholder (deploy/secrets/secrets.yaml): set a secret value of your own")
-
-
 def _refuse_placeholder(token: str) -> None:
-    if token.startswith(PLACEHOLDER):  # anyone with the repository knows it
-        raise ConfigError(f"the API token is still the template's {PLACEHOLDER} placeholder "
+    if token.startswith(TEMPLATE_PLACEHOLDER):  # anyone with the repository knows it
+        raise ConfigError(f"the API token is still the template's {TEMPLATE_PLACEHOLDER} placeholder "
                           "(deploy/secrets/secrets.yaml): set a secret value of your own")
 
 

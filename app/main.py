@@ -19,12 +19,12 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from app.access import refuse_template_ray_token
 from app.bootstrap import start_actors
 from app.ingress import ApiIngress
 from app.power_route import PowerRoute, power_api
 from app.settings import AppArgs, ServeConfigArgs
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, POWER_DEPLOYMENT
+from core.settings import refuse_template_ray_token
 from deployments.cost import CostPredictor
 
 

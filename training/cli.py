@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError, check_model_id
-from core.settings import CONFIG_FLAG_HELP, ConfigError
+from core.settings import CONFIG_FLAG_HELP, ConfigError, refuse_template_ray_token
 from core.stores.base import StoreUnavailable
 from core.stores.flux import FluxQueryError
 from core.telemetry_csv import TelemetryDataError
@@ -221,6 +221,7 @@ def run_cli(name: str, body: Callable[[], int]) -> int:
     """Run a command's body; expected failures become one clear line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        refuse_template_ray_token()  # a RayJob's cluster started with the Secret template's token
         return body()
     except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError,
             StoreUnavailable, FluxQueryError, ModelBusy, AttemptStopped) as exc:

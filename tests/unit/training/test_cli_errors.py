@@ -181,3 +181,13 @@ def test_evaluate_refuses_a_model_path_without_a_model(capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--data", "x.csv", "--model-path", "/models", "--output", "r.json"])
     assert "--model-path: only with --model" in capsys.readouterr().err
+
+
+def test_a_command_line_under_the_template_s_ray_token_refuses_to_start(tmp_path, capsys, monkeypatch):
+    """Only the Serve apps checked it: a RayJob or RayCronJob cluster applied with the Secret template's Ray token
+    ran its training (and its dashboard and job API) behind a token anyone with the repository knows."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "REPLACE_ME-ray-auth-token")
+    data = _csv(tmp_path, GOOD_HEADER + _long_series())
+    assert train_lstm.main(["--data", str(data), "--model-path", str(tmp_path / "models")]) == 2
+    assert "Ray's auth token (RAY_AUTH_TOKEN, Secret kcloud-ray-auth) is still" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
