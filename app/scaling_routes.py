@@ -36,7 +36,8 @@ async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
     """Every scaling policy, by name, and the stored ones that no longer validate (with the reason)."""
     policies, invalid = await asyncio.gather(_controller(replica, "policies"),
                                              _controller(replica, "invalid_policies"))
-    return ScalingPoliciesResponse(policies=policies, invalid=invalid)
+    return ScalingPoliciesResponse(policies=policies, invalid=[
+        entry.model_copy(update={"reason": without_addresses(entry.reason)}) for entry in invalid])
 
 
 @router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
@@ -65,7 +66,8 @@ async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
         return policy
     for invalid in await _controller(replica, "invalid_policies"):
         if invalid.name == name:
-            raise ApiError(409, ["path", "name"], f"stored policy {name!r} no longer validates ({invalid.reason}); "
+            raise ApiError(409, ["path", "name"], f"stored policy {name!r} no longer validates "
+                           f"({without_addresses(invalid.reason)}); "
                            "replace it (POST) or delete it", "conflict")
     raise _no_policy(name)
 

@@ -285,3 +285,15 @@ def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(
     assert response.status_code == 200, response.text
     listed = {m["model_id"]: m["active_version"] for m in response.json()["models"]}
     assert listed == {"cost_gbm": None, "other_gbm": 1}
+
+
+def test_a_stored_policy_s_reason_names_no_address(replica, client):
+    """The reason of a stored policy that no longer validates quotes its values; unlike every event's, it reached
+    the client as stored, with any address a value held."""
+    class Leaky(StoredInvalid):
+        invalid = InvalidStoredPolicy(name="old", reason="target.name: bad value (got 'http://10.0.0.7:8265/api')")
+
+    replica.controller = Leaky()
+    listed = client.get("/api/v1/scaling/policies").json()["invalid"][0]["reason"]
+    one = detail(client.get("/api/v1/scaling/policies/old"))["msg"]
+    assert "10.0.0.7" not in listed + one and "<address>" in listed and "<address>" in one
