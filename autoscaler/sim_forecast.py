@@ -18,7 +18,7 @@ from training.power.calibration import CalibratedForecast
 from training.power.dataset import prepare
 from training.power.extrapolation import served_forecast
 from training.power.served import train_served
-from training.power.windows import Role
+from training.power.windows import NotEnoughData, Role
 from training.settings import PowerPredictorConfig
 
 
@@ -66,7 +66,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
                        sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction)
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
-        raise ValueError("--train-fraction: no test part left to replay (series too short for the sequence length)")
+        raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
     calibrated = served_forecast(forecaster, test)
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}

@@ -10,7 +10,8 @@ over the budget asks); a replica-count change takes effect `actuation_delay_s` l
 then or after (delay 0: the next step). A change of the target counts as a scale event when it is decided, as the
 controller records it, even when the series ends before it lands. A decision that repeats the target of a change
 still on its way is none, and restarts no cooldown: the replay decides on the capacity, which lags the target, where
-the controller reads the target and holds.
+the controller reads the target and holds. Not modelled: a decision back to the capacity while a change is on its way
+(the controller, reading the target, would change it back; the replay lets the change land).
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         if changes:
             metrics.scale_events += 1
             pending.append((decided_at + timedelta(seconds=actuation_delay_s), decision.to_replicas))
-        result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, decision.action.value,
+        action = decision.action.value if changes else "hold"  # a repeated target is no change
+        result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, action,
                                        decision.forecast_share))
     return result

@@ -298,7 +298,8 @@ TEMPLATE_PLACEHOLDER = "REPLACE_ME"  # what the Secret templates (deploy/secrets
 def refuse_template_ray_token(environ: Mapping[str, str] = os.environ) -> None:
     """ConfigError when Ray's own token (RAY_AUTH_TOKEN, which KubeRay sets from Secret kcloud-ray-auth) is the
     Secret template's placeholder: the dashboard and the job API, which run code on the cluster, would take a token
-    anyone with the repository knows. The Serve apps and every command line (a RayJob's entrypoint) check it."""
+    anyone with the repository knows. The Serve apps and the command lines of training.cli.run_cli (a RayJob's
+    entrypoint) check it."""
     if environ.get("RAY_AUTH_TOKEN", "").startswith(TEMPLATE_PLACEHOLDER):
         raise ConfigError(f"Ray's auth token (RAY_AUTH_TOKEN, Secret kcloud-ray-auth) is still the template's "
                           f"{TEMPLATE_PLACEHOLDER} placeholder (deploy/secrets/secrets.yaml): set a secret value of "

@@ -40,15 +40,22 @@ def price_batch(model: CostModel, queries: list[CostQuery]) -> list[CostEstimate
     """Every query's estimate in one model call; a query naming a GPU type the model's catalog lacks (whatever its
     count) gets UnknownGpuType without costing the others a call each; when the model refuses another, each is
     priced alone, so only that one gets its reason instead of an estimate."""
-    named = [query.resources.gpu_type for query in queries]
-    refused = {i: UnknownGpuType(name, model.catalog) for i, name in enumerate(named)
-               if name is not None and name.lower() != NONE and model.catalog.gpu_type_name(name) is None}
+    refused = {i: UnknownGpuType(query.resources.gpu_type, model.catalog) for i, query in enumerate(queries)
+               if _unknown_type(model, query)}
     priceable = [query for i, query in enumerate(queries) if i not in refused]
     try:
         estimates = iter(model.predict_many(priceable))
     except ValueError:
         estimates = iter([_price_alone(model, query) for query in priceable])
     return [refused[i] if i in refused else next(estimates) for i in range(len(queries))]
+
+
+def _unknown_type(model: CostModel, query: CostQuery) -> bool:
+    """A named GPU type the model's catalog lacks ("none" only without GPUs)."""
+    name = query.resources.gpu_type
+    if name is None or (name.lower() == NONE and query.resources.gpu_count == 0):
+        return False
+    return model.catalog.gpu_type_name(name) is None
 
 
 def _price_alone(model: CostModel, query: CostQuery) -> CostEstimate | ValueError:

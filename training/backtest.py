@@ -36,7 +36,7 @@ from training.power.forecaster import PowerForecaster
 from training.power.online_calibration import adapt_in_time
 from training.power.scaling import TrainScaling
 from training.power.served import fit_gbm, train_served
-from training.power.windows import Role, Windows
+from training.power.windows import NotEnoughData, Role, Windows
 from training.settings import TrainingConfig
 
 FORECASTERS = ("lstm", "served")  # the project's own from a measured power history
@@ -84,7 +84,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
                            train_fraction=train_fraction)
         if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
-            raise ValueError(NO_TEST_WINDOWS)
+            raise NotEnoughData(NO_TEST_WINDOWS)
         forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
                                                     verbose=options.verbose)
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
@@ -102,7 +102,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
                          f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
     if len(test) == 0:
-        raise ValueError(NO_TEST_WINDOWS)
+        raise NotEnoughData(NO_TEST_WINDOWS)
     forecasts = {"lightgbm": gbm.predict(test)}
     report = score(prepared, test, forecaster, forecasts, model_config.interval_coverage,
                    model_config.confidence_tolerance, plot=plot)

@@ -155,6 +155,24 @@ def test_ratios_targets_and_aggregate():
     assert "worst unbounded (above 0) (b/t delay 10min seed 0), above a run of 0 on 1" in table([good, bad], totals)
     assert totals["targets_met"]["beats_reactive_margin"] == 1
     assert (ratio(0, 0), ratio(3, 0), ratio(1, 4)) == (1.0, None, 0.25)
+    assert totals["replays_where_only_predictive_violates"] == 0 and totals["only_predictive_violates"] == []
+    alone = summarize("d", "t", 0, report((60, 9.0, 2), (0, 10.0, 2), (0, 12.0, 2)))  # reactive within budget
+    with_alone = aggregate([good, alone])
+    assert with_alone["replays_where_only_predictive_violates"] == 1
+    assert with_alone["only_predictive_violates"] == ["d/t delay 10min seed 0"]
+    assert "over the budget in predictive only" in table([good, alone], with_alone)
+
+
+def test_a_target_is_checked_before_rounding_and_without_float_noise():
+    """A ratio was rounded to 4 places before the check: 1.10004 passed the 1.1 replica-hour target."""
+    def replica_hours(predictive: float, reactive: float) -> bool:
+        runs = {name: {"budget_violation_seconds": 60, "replica_hours": h, "scale_events": 1}
+                for name, h in (("predictive", predictive), ("reactive", reactive), ("reactive_margin", 20.0))}
+        entry = summarize("a", "t", 0, {**runs, "settings": {"step_seconds": 60, "actuation_delay_seconds": 60}})
+        return entry["targets"]["replica_hours_le_1.1x_reactive"]
+
+    assert not replica_hours(11.0004, 10.0)  # 1.10004
+    assert replica_hours(1.1099, 1.009)  # 1.1000000000000003 in floats: 1.1
 
 
 @pytest.mark.parametrize(("patch", "phrase"), [

@@ -61,6 +61,10 @@ def test_a_gpu_type_the_models_catalog_lacks_fails_alone_without_a_call_per_quer
     assert priced_too.predicted_cost == t4_only_model.predict_many([other])[0].predicted_cost
     assert isinstance(failed, UnknownGpuType) and "'H100'" in str(failed)
     assert isinstance(failed_too, UnknownGpuType) and "'Voodoo2'" in str(failed_too)
+    counting.calls.clear()
+    no_type, gpus_of_none = query(0, "none"), query(2, "none")  # "none" names no type only without GPUs
+    priced, failed = price_batch(counting, [no_type, gpus_of_none])
+    assert counting.calls == [1] and isinstance(failed, UnknownGpuType)
 
 
 def test_a_query_the_model_refuses_fails_alone_and_the_others_are_priced(t4_only_model):
