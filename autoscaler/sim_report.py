@@ -10,19 +10,26 @@ from typing import Any
 from autoscaler.peak_tracking import PeakTracker
 from autoscaler.schema import ScalingPolicy
 from autoscaler.sim_forecast import ReplayData
-from autoscaler.trace_replay import DemandModel, RunMetrics, RunResult, reactive, simulate_series, with_margin
+from autoscaler.trace_replay import (
+    DemandModel,
+    RunMetrics,
+    RunResult,
+    as_replayed,
+    reactive,
+    simulate_series,
+    with_margin,
+)
 
 RUNS = ("predictive", "reactive", "reactive_margin")
 
 
 def planned(policy: ScalingPolicy, actuation_delay_s: int, step_s: int) -> ScalingPolicy:
     """The policy as it runs in a world whose changes take `actuation_delay_s`: its own `actuation_delay` when the
-    file sets one, else that delay; and its `stale_after_s` at least a step (a replayed reading is a whole bin's
-    mean, as old as the bin when it is decided on: autoscaler.trace_replay)."""
-    update: dict[str, int] = {"stale_after_s": max(policy.stale_after_s, step_s)}
+    file sets one, else that delay; as replayed at `step_s` (`trace_replay.as_replayed`), so its report shows the
+    `stale_after_s` the replay ran with."""
     if "actuation_delay" not in policy.model_fields_set:
-        update["actuation_delay"] = actuation_delay_s
-    return policy.model_copy(update=update)
+        policy = policy.model_copy(update={"actuation_delay": actuation_delay_s})
+    return as_replayed(policy, step_s)
 
 
 def window_steps(policy: ScalingPolicy, step_s: int) -> int:

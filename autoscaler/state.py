@@ -417,7 +417,7 @@ class ControllerState:
             return ScalingEvent.model_validate_json(row[1])
         except ValidationError as exc:
             logger.warning("scaling controller: the pending event %s of policy %s no longer validates, so its intent "
-                           "is dropped (the event stays as it is): %s", row[0], name,
+                           "is dropped and the event marked failed: %s", row[0], name,
                            " ".join(format_errors(None, exc).splitlines()))
             db.execute("UPDATE events SET body = json_set(body, '$.actuation.status', ?, '$.actuation.detail', ?) "
                        "WHERE id = ? AND json_valid(body)", (ActuationStatus.FAILED.value, _UNREADABLE_PENDING, row[0]))

@@ -199,6 +199,12 @@ class _BoundOutcomes:
                              whole=done.seen_until >= done.last)
 
 
+def as_replayed(policy: ScalingPolicy, step_s: int) -> ScalingPolicy:
+    """The policy with its `stale_after_s` at least a step: a replayed reading is a whole bin's mean, as old as the
+    bin when it is decided on."""
+    return policy.model_copy(update={"stale_after_s": max(policy.stale_after_s, step_s)})
+
+
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
                     trace_watts: Sequence[float], *, step_s: int, actuation_delay_s: int,
                     forecast: ForecastFn | None = None, coverage: float = 0.8,
@@ -215,7 +221,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         raise ValueError(f"actuation delay {problem}")
     if not times:
         return RunResult()
-    policy = policy.model_copy(update={"stale_after_s": max(policy.stale_after_s, step_s)})
+    policy = as_replayed(policy, step_s)
     budget = policy.power_based.max_power_budget
     threshold = budget * policy.power_based.scale_out_threshold / 100.0
     level = policy.predictive_scaling.confidence_threshold
