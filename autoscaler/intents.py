@@ -14,9 +14,14 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    change sent and not answered (`ActuationOutcomeUnknown`, a timeout) or an unexpected error is `failed` with
    the cooldown kept: whether it landed cannot be known.
 4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
-   stays started, so the next ticks hold instead of scaling again. The next tick that reads the target's
-   replicas completes the old event: `applied` when the target is at the intended count, else `failed`
-   (interrupted); the cooldown is kept either way, since whether the write landed cannot be known.
+   stays started, so the next ticks hold instead of scaling again. A tick that reads the target at the intended
+   count completes the old event as `applied`. Otherwise the policy holds (a `failed` hold that says why) until the
+   actuator's `write_deadline_s` has passed since the decision, when no write sent for it can land any more; then
+   the event is `failed` (interrupted). A target still at the count the change started from was never changed:
+   the cooldown the intent started is lifted (the state before the intent is kept with it), so an over-budget
+   target is scaled again at once rather than a whole cooldown later (every write sets an absolute count, so a
+   write that lands after all sets what the retry sets). At any other count someone else changed it: the cooldown
+   is kept.
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
@@ -36,6 +41,7 @@ within a tick. A dry run, or a policy whose power-based scaling is disabled, has
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -184,6 +190,13 @@ class Enactor:
             return self.hold(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name).no_later_than(now)
         notes = [turn.note] if turn.note else []
+        if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
+            read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
+            replicas = turn.observation.replicas if read is None else read
+            if (landing := self._may_still_land(pending, replicas, policy, now)) is not None:
+                return self.hold(turn, now, landing)
+            completed, before = self._complete_interrupted(pending, replicas, before, now)
+            notes.append(completed)
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         shared_hold = None  # said when the decision holds: another policy's change holds this one too
         if turn.target_changed is not None and (before.last_scale_at is None
@@ -195,10 +208,6 @@ class Enactor:
             if (now - at).total_seconds() < policy.hold_s:
                 shared_hold = (f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
                                "hold applies to this policy too")
-        if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
-            read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
-            notes.append(self._complete_interrupted(pending, turn.observation.replicas if read is None else read,
-                                                    before))
         within, narrowed = _within_target_bounds(policy, turn.target_bounds, turn.observation.replicas)
         decision = decide(within, turn.observation, turn.forecast, seen, now, turn.earlier)
         stopped_by = {within.min_replicas} - {policy.min_replicas} | {within.max_replicas} - {policy.max_replicas}
@@ -222,7 +231,7 @@ class Enactor:
             changing = before.after(decision, known=False).model_copy(update={"changed_target_at": decision.at})
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
                                               changing,  # the count unknown until it lands
-                                              policy, self.holder, now, self.lease_ttl_s)
+                                              policy, self.holder, now, self.lease_ttl_s, prior=before)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
@@ -269,16 +278,43 @@ class Enactor:
             logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
             return outcome
 
-    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState) -> str:
-        """Complete an intent an earlier tick left pending; returns what the new event's reason says of it."""
+    def _may_still_land(self, pending: ScalingEvent, replicas: int, policy: ScalingPolicy,
+                        now: datetime) -> str | None:
+        """What holds the policy while the write of an intent an earlier tick left pending may still land (the
+        target is not at its count, and the actuator's write deadline has not passed since the decision); None once
+        it is judged. A clock stepped back past the decision judges it at once."""
+        if replicas == pending.to_replicas:
+            return None
+        deadline = self.actuators.write_deadline_s(policy)
+        age = (now - pending.at).total_seconds()
+        if not 0 <= age < deadline:
+            return None
+        return (f"event {pending.id}, left pending by an interrupted tick, may still land (the target is at "
+                f"{replicas}, not {pending.to_replicas}): it is judged in {math.ceil(deadline - age)} s, when no write "
+                "it sent can land any more")
+
+    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState,
+                              now: datetime) -> tuple[str, PolicyState]:
+        """Complete an intent an earlier tick left pending; returns what the new event's reason says of it, and the
+        policy's state after it. A target still at the count the change started from, once no write sent for it can
+        land, was never changed: the cooldown its intent started is lifted (else an over-budget target would wait a
+        whole cooldown after a controller crash before the change is tried again)."""
+        after = state
         if replicas == pending.to_replicas:
             result = ActuationResult(status=ActuationStatus.APPLIED,
                                      detail=f"completed after an interrupted tick: the target is at {replicas}")
+        elif replicas == pending.from_replicas and (prior := self.state.prior_state(pending)) is not None:
+            waited = round((now - pending.at).total_seconds())
+            result = ActuationResult(status=ActuationStatus.FAILED, detail=(
+                f"interrupted before its write landed: the target is still at {replicas} {waited} s after the "
+                "decision, when no write sent for it can land any more; the cooldown it started is lifted"))
+            after = state.model_copy(update={"last_scale_at": prior.last_scale_at, "replicas_after": replicas,
+                                             "changed_target_at": prior.changed_target_at})
         else:
             result = ActuationResult(status=ActuationStatus.FAILED,
                                      detail=f"interrupted before completion: the target is at {replicas}")
-        self.state.complete(pending.model_copy(update={"actuation": result}), state, holder=self.holder)
-        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}"
+        self.state.complete(pending.model_copy(update={"actuation": result}), after, holder=self.holder)
+        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}", after
 
 
 NO_LOWER = "a target that several policies scale goes no lower than any of them asks for"

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_policy_at ON events (policy, at);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS intents (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS intent_prior (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS lease (
     id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS live_fallback (
@@ -121,6 +122,15 @@ def _targets(body: str, target: ScalingTarget) -> bool:
         return _TARGET.validate_python(json.loads(body).get("target")) == target
     except (ValueError, AttributeError):  # ValidationError included
         return False
+
+
+def _drop_intent(db: sqlite3.Connection, name: str, event_id: int | None = None) -> None:
+    """Drop the policy's intent row and the state kept with it (only those of `event_id`, when given)."""
+    for table in ("intents", "intent_prior"):
+        if event_id is None:
+            db.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608 - one of two fixed names
+        else:
+            db.execute(f"DELETE FROM {table} WHERE name = ? AND event_id = ?", (name, event_id))  # noqa: S608
 
 
 def _time(text: str) -> datetime | None:
@@ -274,7 +284,7 @@ class ControllerState:
             pending = pending.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED,
                                                                               detail=detail)})
             db.execute("UPDATE events SET body = ? WHERE id = ?", (pending.model_dump_json(), pending.id))
-        db.execute("DELETE FROM intents WHERE name = ?", (name,))
+        _drop_intent(db, name)
         return pending
 
     def delete_policy(self, name: str) -> bool:
@@ -367,10 +377,11 @@ class ControllerState:
         return stored
 
     def record_intent(self, event: ScalingEvent, state: PolicyState, policy: ScalingPolicy, holder: str,
-                      now: datetime, ttl_s: float) -> ScalingEvent:
-        """Store a pending actuation (its event, the state with the cooldown started, the intent) in one
-        transaction, only while the lease is `holder`'s and the stored policy is still `policy` (the one the
-        tick decided on: not deleted, not replaced by another target or mode); else IntentRefused.
+                      now: datetime, ttl_s: float, *, prior: PolicyState) -> ScalingEvent:
+        """Store a pending actuation (its event, the state with the cooldown started, the intent, and the state
+        `prior` to it, which an intent found never to have landed restores) in one transaction, only while the
+        lease is `holder`'s and the stored policy is still `policy` (the one the tick decided on: not deleted, not
+        replaced by another target or mode); else IntentRefused.
 
         The lease is renewed for `ttl_s` with it, even when it expired during a long tick, as long as no other
         controller took it meanwhile (the row still names `holder`); one released or taken over refuses."""
@@ -387,6 +398,8 @@ class ControllerState:
             stored = self._insert(db, event)
             self._save_state(db, event, state)
             db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
+            db.execute("INSERT OR REPLACE INTO intent_prior VALUES (?, ?, ?)",
+                       (event.policy, stored.id, prior.model_dump_json()))
         return stored
 
     def complete(self, event: ScalingEvent, state: PolicyState, *, holder: str) -> ScalingEvent:
@@ -396,13 +409,24 @@ class ControllerState:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
             if self._named(db, holder, f"the state of policy {event.policy}"):
                 self._save_state(db, event, state)
-            db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (event.policy, event.id))
+            _drop_intent(db, event.policy, event.id)
         return event
 
     def pending_intent(self, name: str) -> ScalingEvent | None:
         """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""
         with self._lock:
             return self._pending(self._db, name)
+
+    def prior_state(self, pending: ScalingEvent) -> PolicyState | None:
+        """The policy's state before the pending event's intent was recorded; None when it is not known (an intent
+        recorded by a version that kept none, or a row this version cannot read)."""
+        rows = self._read("SELECT body FROM intent_prior WHERE name = ? AND event_id = ?", (pending.policy, pending.id))
+        if not rows:
+            return None
+        try:
+            return PolicyState.model_validate_json(rows[0][0])
+        except ValueError:  # ValidationError included: another version's form
+            return None
 
     @staticmethod
     def _pending(db: sqlite3.Connection, name: str) -> ScalingEvent | None:
@@ -421,7 +445,7 @@ class ControllerState:
                            " ".join(format_errors(None, exc).splitlines()))
             db.execute("UPDATE events SET body = json_set(body, '$.actuation.status', ?, '$.actuation.detail', ?) "
                        "WHERE id = ? AND json_valid(body)", (ActuationStatus.FAILED.value, _UNREADABLE_PENDING, row[0]))
-            db.execute("DELETE FROM intents WHERE name = ? AND event_id = ?", (name, row[0]))
+            _drop_intent(db, name, row[0])
             return None
 
     def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:

@@ -9,7 +9,8 @@ targets and one policy for each, so the scale actions to expect are certain:
   limit allows +1 per change), then its cooldown holds it there for the rest of the soak, across the controller's
   restart (a lost cooldown would scale it again, 2 -> 3);
 - `soak-step`: its node draws 30 % until a second before the controller is killed, then 95 %: one scale-out
-  around the kill, whichever side of it the tick falls (an intent left pending is completed, never repeated).
+  applied around the kill, whichever side of it the tick falls (an intent whose write landed is completed, never
+  repeated; one the kill stopped before its write is failed, and tried again once that write can no longer land).
 
 Faults are injected at 1/4, 1/2 and 3/4 of the duration; each window's requests are counted apart.
 """
@@ -181,11 +182,14 @@ class SoakRun:
                              failed_writes=self.writer.failed_writes, per_node=per_node)
 
     def _scaling(self, api: httpx.Client, name: str) -> ScalingFigures:
-        """The policy's scale events over the soak, and its target's running replicas once they settle."""
+        """The policy's scale events over the soak, read once its target's running replicas settle (a change the
+        controller's kill interrupted before its write is tried again once that write can no longer land)."""
+        replicas = _wait_replicas(_target_app(name), 2, 60.0)
         response = api.get("/api/v1/scaling/events", params={"policy": name, "limit": 1000})
         response.raise_for_status()
         changes = [e for e in response.json()["events"] if e["action"] != "hold"]
         statuses = [e["actuation"]["status"] for e in changes]
+        failures = [e["actuation"]["detail"] for e in changes if e["actuation"]["status"] == "failed"]
         return ScalingFigures(policy=name, expected_actions=1, applied_actions=statuses.count("applied"),
-                              failed_actions=statuses.count("failed"), pending_actions=statuses.count("pending"),
-                              expected_replicas=2, replicas=_wait_replicas(_target_app(name), 2, 60.0))
+                              failed_actions=len(failures), failures=failures,
+                              pending_actions=statuses.count("pending"), expected_replicas=2, replicas=replicas)

@@ -103,6 +103,7 @@ class ScalingFigures(BaseModel):
     expected_actions: int
     applied_actions: int
     failed_actions: int  # scale events whose actuation failed (an interrupted intent included)
+    failures: list[str]  # what each failed one's actuation says
     pending_actions: int  # intents never completed
     expected_replicas: int
     replicas: int | None  # the target's running replicas at the end
@@ -190,6 +191,7 @@ def render(report: SoakReport) -> str:
         lines.append(f"scaling {p.policy}: {p.applied_actions} scale actions applied (expected {p.expected_actions}),"
                      f" {p.failed_actions} failed, {p.pending_actions} pending; target at {p.replicas} replicas "
                      f"(expected {p.expected_replicas})")
+        lines.extend(f"  {p.policy}, failed: {detail}" for detail in p.failures)
     for w in report.windows:
         lines.extend(f"  {w.name}, 503: {said}" for said in w.unavailable)
         lines.extend(f"  {w.name}, unexpected: {example}" for example in w.examples)

@@ -25,6 +25,10 @@ class Actuators:
         """The target's replica count now, with its own bounds where it has them; ActuationError when unreadable."""
         return self._for(policy).read(policy.target)
 
+    def write_deadline_s(self, policy: ScalingPolicy) -> float:
+        """How long after an actuation of the policy's target starts a write it sent may still land."""
+        return self._for(policy).write_deadline_s
+
     def ray_nodes(self, policy: ScalingPolicy) -> list[str] | None:
         """Ray node ids of the target's replicas where its actuator can tell; ActuationError when unreadable."""
         return self._for(policy).ray_nodes(policy.target)

@@ -32,6 +32,9 @@ class ActuationOutcomeUnknown(ActuationError):
     started (autoscaler/intents.py)."""
 
 
+SERVER_MARGIN_S = 5.0
+"""How long a server may still take to apply a write whose caller's call has ended."""
+
 UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
 """HTTP statuses of a write that may have been applied all the same (the server failed while or after applying it,
 or a gateway lost its answer); 503 and 4xx say the write was refused."""
@@ -49,6 +52,9 @@ class Actuator(ABC):
     """Reads and sets the replica count of the targets of one or more kinds."""
 
     kinds: tuple[str, ...] = ()
+    # how long after an actuation starts a write it sent may still land: its calls' timeouts, all of them, and a
+    # margin for the server to apply what it took (an intent a crash interrupted is judged after it: intents.py)
+    write_deadline_s: float = 60.0
 
     @abstractmethod
     def replicas(self, target: ScalingTarget) -> int:

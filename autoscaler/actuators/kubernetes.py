@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from autoscaler.actuators.base import (
+    SERVER_MARGIN_S,
     UNKNOWN_OUTCOME_STATUSES,
     ActuationError,
     ActuationOutcomeUnknown,
@@ -78,6 +79,8 @@ class KubernetesActuator(Actuator):
         self._api_client = api_client
         self._kubeconfig = kubeconfig
         self._timeout_s = timeout_s
+        # the read before the write, and the scale's read and patch, tried twice on a conflict
+        self.write_deadline_s = 5 * timeout_s + SERVER_MARGIN_S
 
     @property
     def api_client(self) -> client.ApiClient:

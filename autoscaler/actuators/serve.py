@@ -19,7 +19,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import (
+    SERVER_MARGIN_S,
+    UNKNOWN_OUTCOME_STATUSES,
+    ActuationError,
+    ActuationOutcomeUnknown,
+    Actuator,
+)
 from autoscaler.schema import RayServeTarget, ScalingTarget
 
 
@@ -41,6 +47,7 @@ class RayServeActuator(Actuator):
                  details_max_age_s: float = 2.0):
         self.dashboard_url = dashboard_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.write_deadline_s = 2 * timeout_s + SERVER_MARGIN_S  # the read right before the write, and the write
         self.details_max_age_s = details_max_age_s
         self._details: tuple[float, dict[str, Any] | ActuationError] | None = None
         self._details_lock = threading.Lock()

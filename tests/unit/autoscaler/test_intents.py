@@ -93,8 +93,9 @@ def test_a_failed_intent_write_actuates_nothing(make, store, monkeypatch):
     assert "evaluation failed: OSError: disk full" in event.reason
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["crash-after-the-write", "crash-before-the-write"])
-def test_a_crash_during_the_actuation_never_scales_twice(make, store, clock, landed):
+def _crash_during_the_actuation(make, store, clock, landed: bool):
+    """A controller that dies in its actuator (after its write landed, or before it sent it), and the controller
+    restarted on its state file, as the actor's next incarnation is."""
     controller, actuator = make(clock=lambda: clock[0], holder="controller-actor")
     controller.put_policy(policy_data(predictive_scaling=REACTIVE))
     write_power(store, {"n1": 950, "n2": 950})
@@ -107,14 +108,66 @@ def test_a_crash_during_the_actuation_never_scales_twice(make, store, clock, lan
     actuator.on_scale = die
     with pytest.raises(Crash):
         controller.tick()
-    restarted, after = make(replicas=actuator.counts.get("web", 2), clock=lambda: clock[0],
-                            holder="controller-actor")
-    clock[0] += timedelta(seconds=30)
+    return make(replicas=actuator.counts.get("web", 2), clock=lambda: clock[0], holder="controller-actor")
+
+
+def test_a_change_that_landed_before_a_crash_is_completed_as_applied_and_never_repeated(make, store, clock):
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=True)
+    clock[0] += timedelta(seconds=5)
+    pending = restarted.state.pending_intent("web")
     [event] = restarted.tick()
     assert after.calls == [] and event.action is ScaleAction.HOLD and "cooldown" in event.reason
-    interrupted = restarted.state.events(policy="web")[-1]
-    expected = ActuationStatus.APPLIED if landed else ActuationStatus.FAILED
-    assert interrupted.actuation.status is expected and restarted.state.pending_intent("web") is None
+    [interrupted] = [e for e in restarted.state.events(policy="web") if e.id == pending.id]
+    assert interrupted.actuation.status is ActuationStatus.APPLIED and restarted.state.pending_intent("web") is None
+
+
+def test_a_change_a_crash_kept_from_landing_is_tried_again_once_its_write_can_no_longer_land(make, store, clock):
+    """Until the actuator's write deadline has passed, the write may still land: the policy holds. Then the target,
+    still at the count the change started from, was never changed: the event fails and the cooldown its intent
+    started is lifted, so the over-budget target is scaled at once, once."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    deadline = after.write_deadline_s
+    clock[0] += timedelta(seconds=deadline - 1)
+    [waiting] = restarted.tick()
+    assert waiting.action is ScaleAction.HOLD and after.calls == []
+    assert "may still land (the target is at 2, not 3): it is judged in 1 s" in waiting.reason
+    interrupted = restarted.state.pending_intent("web")
+    assert interrupted is not None
+    clock[0] += timedelta(seconds=1)
+    [retried] = restarted.tick()
+    assert after.calls == [("web", 3)] and retried.actuation.status is ActuationStatus.APPLIED
+    assert f"event {interrupted.id} left pending by an interrupted tick completed as failed" in retried.reason
+    failed = next(e for e in restarted.state.events(policy="web") if e.id == interrupted.id)
+    assert failed.actuation.status is ActuationStatus.FAILED
+    assert "the cooldown it started is lifted" in failed.actuation.detail
+    clock[0] += timedelta(seconds=5)
+    [held] = restarted.tick()  # the retried change's own cooldown holds: scaled once
+    assert after.calls == [("web", 3)] and held.action is ScaleAction.HOLD and "cooldown" in held.reason
+    assert restarted.state._read("SELECT COUNT(*) FROM intent_prior") == [(0,)]  # dropped with each intent
+
+
+def test_an_interrupted_change_whose_target_someone_else_moved_keeps_the_cooldown(make, store, clock):
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    after.counts["web"] = 5  # an operator's change meanwhile
+    clock[0] += timedelta(seconds=after.write_deadline_s)
+    interrupted = restarted.state.pending_intent("web")
+    [event] = restarted.tick()
+    assert after.calls == [] and event.action is ScaleAction.HOLD and "cooldown" in event.reason
+    [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
+    assert completed.actuation.detail == "interrupted before completion: the target is at 5"
+
+
+def test_an_intent_stored_without_its_prior_state_keeps_the_cooldown(make, store, clock):
+    """An intent recorded by a version that kept no prior state: whether the cooldown was running before is not
+    known, so it is kept."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    restarted.state._db.execute("DELETE FROM intent_prior")
+    clock[0] += timedelta(seconds=after.write_deadline_s)
+    interrupted = restarted.state.pending_intent("web")
+    [event] = restarted.tick()
+    assert after.calls == [] and event.action is ScaleAction.HOLD and "cooldown" in event.reason
+    [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
+    assert completed.actuation.detail == "interrupted before completion: the target is at 2"
 
 
 def test_a_failed_actuation_completes_the_intent_without_the_cooldown(make, store):
@@ -179,9 +232,9 @@ def test_a_policy_replaced_during_the_tick_is_not_actuated(make, store, monkeypa
     write_power(store, {"n1": 950, "n2": 950})
     record = controller.state.record_intent
 
-    def replaced_first(*args):
+    def replaced_first(*args, **kwargs):
         controller.put_policy(policy_data(mode="dry_run", predictive_scaling=REACTIVE))
-        return record(*args)
+        return record(*args, **kwargs)
 
     monkeypatch.setattr(controller.state, "record_intent", replaced_first)
     [event] = controller.tick()
@@ -210,7 +263,8 @@ def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
                             from_replicas=2, to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
                             actuation=ActuationResult(status=status))
 
-    pending = state.record_intent(event(ActuationStatus.PENDING), state.policy_state("web"), policy, "me", now, 60)
+    pending = state.record_intent(event(ActuationStatus.PENDING), state.policy_state("web"), policy, "me", now, 60,
+                                   prior=state.policy_state("web"))
     with state._write() as db:
         db.execute("UPDATE sqlite_sequence SET seq = 998 WHERE name = 'events'")
     state.record(event(ActuationStatus.NONE))
@@ -234,7 +288,7 @@ def test_regression_a_pending_event_that_no_longer_validates_neither_sticks_nor_
                            to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
                            actuation=ActuationResult(status=ActuationStatus.PENDING))
     changing = state.policy_state("web").model_copy(update={"last_scale_at": now})
-    stored = state.record_intent(pending, changing, policy, "me", now, 60)
+    stored = state.record_intent(pending, changing, policy, "me", now, 60, prior=state.policy_state("web"))
     with state._write() as db:
         db.execute("UPDATE events SET body = json_set(body, '$.from_a_later_version', 1) WHERE id = ?", (stored.id,))
     assert state.pending_intent("web") is None and state.pending_intent("web") is None

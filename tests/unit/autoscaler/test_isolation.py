@@ -125,10 +125,10 @@ def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monk
     write_power(store, {"n1": 950, "n2": 950})
     record = controller.state.record_intent
 
-    def fail_for_api(event, *args):
+    def fail_for_api(event, *args, **kwargs):
         if event.policy == "api":
             raise sqlite3.OperationalError("disk I/O error")
-        return record(event, *args)
+        return record(event, *args, **kwargs)
 
     monkeypatch.setattr(controller.state, "record_intent", fail_for_api)
     events = by_policy(controller.tick())

@@ -26,7 +26,7 @@ from core.telemetry import TelemetrySample
 
 
 def scaling(applied: int = 1, replicas: int = 2, pending: int = 0) -> ScalingFigures:
-    return ScalingFigures(policy="p", expected_actions=1, applied_actions=applied, failed_actions=0,
+    return ScalingFigures(policy="p", expected_actions=1, applied_actions=applied, failed_actions=0, failures=[],
                           pending_actions=pending, expected_replicas=2, replicas=replicas)
 
 
