@@ -15,13 +15,14 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    the cooldown kept: whether it landed cannot be known.
 4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
    stays started, so the next ticks hold instead of scaling again. A tick that reads the target at the intended
-   count completes the old event as `applied`. Otherwise the policy holds (a `failed` hold that says why) until the
+   count (or moved towards it) completes the old event as `applied`. Otherwise the policy holds (a hold that says
+   why) until the
    actuator's `write_deadline_s` has passed since the decision, when no write sent for it can land any more; then
    the event is `failed` (interrupted). A target still at the count the change started from was never changed:
-   the cooldown the intent started is lifted (the state before the intent is kept with it), so an over-budget
-   target is scaled again at once rather than a whole cooldown later (every write sets an absolute count, so a
-   write that lands after all sets what the retry sets). At any other count someone else changed it: the cooldown
-   is kept.
+   the policy's state before the intent (kept with it) is restored, its cooldown with it, so an over-budget target
+   is scaled again at once rather than a whole cooldown later; the count it is judged on is read after the
+   deadline, so no write of the interrupted tick can land after the retry. At any other count someone else changed
+   it: the cooldown is kept. An intent stored by a version that kept no prior state keeps the cooldown too.
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,6 +160,7 @@ class Enactor:
 
     def __init__(self, state: ControllerState, actuators: Actuators, holder: str, lease_ttl_s: float):
         self.state, self.actuators, self.holder, self.lease_ttl_s = state, actuators, holder, lease_ttl_s
+        self._first_seen: dict[int, float] = {}  # pending event id -> monotonic time (a clock behind its decision)
 
     def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
         """The turn's event as stored; None only when even the failure event could not be written."""
@@ -168,14 +171,15 @@ class Enactor:
             logger.exception("scaling controller: policy %s failed", turn.policy.name)
             return self.hold(turn, now, f"evaluation failed: {error_text(exc)}")
 
-    def hold(self, turn: PolicyTurn, now: datetime, problem: str) -> ScalingEvent | None:
-        """A `failed` hold event for a policy that could not be evaluated (its state is left as it was); it names
-        the tick's earlier scale-ins on the target that it stops."""
+    def hold(self, turn: PolicyTurn, now: datetime, problem: str,
+             status: ActuationStatus = ActuationStatus.FAILED) -> ScalingEvent | None:
+        """A hold event for a policy that could not be evaluated (`failed`; `none` while it waits on an earlier
+        change), its state left as it was; it names the tick's earlier scale-ins on the target that it stops."""
         policy = turn.policy
         reason = "; ".join(filter(None, [f"hold: {problem}", _dropped(turn)]))
         event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
                              from_replicas=None, to_replicas=None, reason=reason, mode=policy.mode,
-                             actuation=ActuationResult(status=ActuationStatus.FAILED, detail=problem))
+                             actuation=ActuationResult(status=status, detail=problem))
         try:
             return self.state.record(event)
         except Exception:  # noqa: BLE001 - the state is unwritable: logged, and the next tick tries again
@@ -193,9 +197,13 @@ class Enactor:
         if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             replicas = turn.observation.replicas if read is None else read
-            if (landing := self._may_still_land(pending, replicas, policy, now)) is not None:
-                return self.hold(turn, now, landing)
-            completed, before = self._complete_interrupted(pending, replicas, before, now)
+            fresh = False  # whether `replicas` was read after every write sent for the intent could land
+            if not _landed(pending, replicas):
+                if (landing := self._may_still_land(pending, replicas, policy, now)) is not None:
+                    return self.hold(turn, now, landing, ActuationStatus.NONE)
+                if turn.earlier is None:  # the tick's count may predate the deadline: read again
+                    replicas, fresh = self.actuators.read_now(policy), True
+            completed, before = self._complete_interrupted(pending, replicas, before, now, fresh=fresh)
             notes.append(completed)
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         shared_hold = None  # said when the decision holds: another policy's change holds this one too
@@ -280,41 +288,49 @@ class Enactor:
 
     def _may_still_land(self, pending: ScalingEvent, replicas: int, policy: ScalingPolicy,
                         now: datetime) -> str | None:
-        """What holds the policy while the write of an intent an earlier tick left pending may still land (the
-        target is not at its count, and the actuator's write deadline has not passed since the decision); None once
-        it is judged. A clock stepped back past the decision judges it at once."""
-        if replicas == pending.to_replicas:
-            return None
+        """What holds the policy while a write of an intent an earlier tick left pending may still land (the
+        actuator's write deadline has not passed since the decision); None once it cannot. Where the clock is
+        behind the decision's, the deadline counts from when this controller first saw the intent."""
         deadline = self.actuators.write_deadline_s(policy)
         age = (now - pending.at).total_seconds()
-        if not 0 <= age < deadline:
+        if age < 0:
+            age = time.monotonic() - self._first_seen.setdefault(pending.id, time.monotonic())
+        if age >= deadline:
+            self._first_seen.pop(pending.id, None)
             return None
         return (f"event {pending.id}, left pending by an interrupted tick, may still land (the target is at "
                 f"{replicas}, not {pending.to_replicas}): it is judged in {math.ceil(deadline - age)} s, when no write "
                 "it sent can land any more")
 
-    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState,
-                              now: datetime) -> tuple[str, PolicyState]:
+    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState, now: datetime, *,
+                              fresh: bool) -> tuple[str, PolicyState]:
         """Complete an intent an earlier tick left pending; returns what the new event's reason says of it, and the
-        policy's state after it. A target still at the count the change started from, once no write sent for it can
-        land, was never changed: the cooldown its intent started is lifted (else an over-budget target would wait a
-        whole cooldown after a controller crash before the change is tried again)."""
+        policy's state after it. A target still at the count the change started from, on a count read (`fresh`)
+        once no write sent for it could land, was never changed: the policy's state before the intent is restored,
+        its cooldown with it (else an over-budget target would wait a whole cooldown after a controller crash
+        before the change is tried again)."""
         after = state
-        if replicas == pending.to_replicas:
-            result = ActuationResult(status=ActuationStatus.APPLIED,
+        if _landed(pending, replicas):
+            result = ActuationResult(status=ActuationStatus.APPLIED, replicas=replicas,
                                      detail=f"completed after an interrupted tick: the target is at {replicas}")
-        elif replicas == pending.from_replicas and (prior := self.state.prior_state(pending)) is not None:
+        elif fresh and replicas == pending.from_replicas and (prior := self.state.prior_state(pending)) is not None:
             waited = round((now - pending.at).total_seconds())
             result = ActuationResult(status=ActuationStatus.FAILED, detail=(
                 f"interrupted before its write landed: the target is still at {replicas} {waited} s after the "
                 "decision, when no write sent for it can land any more; the cooldown it started is lifted"))
-            after = state.model_copy(update={"last_scale_at": prior.last_scale_at, "replicas_after": replicas,
-                                             "changed_target_at": prior.changed_target_at})
+            after = prior.model_copy(update={"recent": state.recent})
         else:
             result = ActuationResult(status=ActuationStatus.FAILED,
                                      detail=f"interrupted before completion: the target is at {replicas}")
         self.state.complete(pending.model_copy(update={"actuation": result}), after, holder=self.holder)
         return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}", after
+
+
+def _landed(pending: ScalingEvent, replicas: int) -> bool:
+    """Whether the pending change's write landed: the target at its count, or moved towards it (a target's own
+    bound, a KubeRay worker group's maxReplicas, stops a write short of it)."""
+    low, high = sorted((pending.from_replicas, pending.to_replicas))
+    return replicas == pending.to_replicas or low < replicas < high
 
 
 NO_LOWER = "a target that several policies scale goes no lower than any of them asks for"

@@ -25,6 +25,10 @@ class Actuators:
         """The target's replica count now, with its own bounds where it has them; ActuationError when unreadable."""
         return self._for(policy).read(policy.target)
 
+    def read_now(self, policy: ScalingPolicy) -> int:
+        """The target's count read afresh, past any cache; ActuationError when unreadable."""
+        return _read_before_write(self._for(policy), policy)
+
     def write_deadline_s(self, policy: ScalingPolicy) -> float:
         """How long after an actuation of the policy's target starts a write it sent may still land."""
         return self._for(policy).write_deadline_s

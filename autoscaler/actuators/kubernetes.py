@@ -79,8 +79,9 @@ class KubernetesActuator(Actuator):
         self._api_client = api_client
         self._kubeconfig = kubeconfig
         self._timeout_s = timeout_s
-        # the read before the write, and the scale's read and patch, tried twice on a conflict
-        self.write_deadline_s = 5 * timeout_s + SERVER_MARGIN_S
+        # the read before the write, and the scale's read and patch, tried twice on a conflict: 5 calls, each sent
+        # up to 4 times (urllib3's default Retry(3) sends again a call that could not connect)
+        self.write_deadline_s = 5 * 4 * timeout_s + SERVER_MARGIN_S
 
     @property
     def api_client(self) -> client.ApiClient:

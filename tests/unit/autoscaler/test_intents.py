@@ -129,7 +129,7 @@ def test_a_change_a_crash_kept_from_landing_is_tried_again_once_its_write_can_no
     deadline = after.write_deadline_s
     clock[0] += timedelta(seconds=deadline - 1)
     [waiting] = restarted.tick()
-    assert waiting.action is ScaleAction.HOLD and after.calls == []
+    assert waiting.action is ScaleAction.HOLD and after.calls == [] and waiting.actuation.status is ActuationStatus.NONE
     assert "may still land (the target is at 2, not 3): it is judged in 1 s" in waiting.reason
     interrupted = restarted.state.pending_intent("web")
     assert interrupted is not None
@@ -155,6 +155,69 @@ def test_an_interrupted_change_whose_target_someone_else_moved_keeps_the_cooldow
     assert after.calls == [] and event.action is ScaleAction.HOLD and "cooldown" in event.reason
     [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
     assert completed.actuation.detail == "interrupted before completion: the target is at 5"
+
+
+def test_the_prior_state_is_restored_whole_when_the_cooldown_is_lifted(make, store, clock):
+    """All of it but the recommendations (the decision's own stays): an interrupted answer to an outside change
+    may answer it again, as the intent had never been."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    interrupted = restarted.state.pending_intent("web")
+    prior = restarted.state.prior_state(interrupted)
+    stored = restarted.state.policy_state("web")
+    assert prior is not None and stored.last_scale_at is not None and prior.last_scale_at is None
+    now = clock[0] + timedelta(seconds=after.write_deadline_s)
+    _, restored = restarted.enactor._complete_interrupted(interrupted, 2, stored, now, fresh=True)
+    assert restored == prior.model_copy(update={"recent": stored.recent})
+    assert restarted.state.policy_state("web") == restored
+    _, kept = restarted.enactor._complete_interrupted(interrupted, 2, stored, now, fresh=False)
+    assert kept == stored  # a count read before the deadline never lifts it
+
+
+def test_a_write_that_lands_during_the_tick_is_judged_on_a_count_read_after_the_deadline(make, store, clock):
+    """The tick's count was read before the deadline passed; the write landed since: applied, never retried."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    clock[0] += timedelta(seconds=after.write_deadline_s)
+    interrupted = restarted.state.pending_intent("web")
+    after.replicas_now = lambda target: 3  # the count right now, past the tick's read of 2
+    [event] = restarted.tick()
+    assert after.calls == [] and event.action is not ScaleAction.SCALE_OUT
+    [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
+    assert completed.actuation.status is ActuationStatus.APPLIED and completed.actuation.replicas == 3
+
+
+def test_a_write_a_target_bound_stopped_short_is_completed_as_applied_at_once(make, store, clock):
+    """A KubeRay worker group's maxReplicas stops a 2 -> 4 write at 3: moved towards its count, it landed."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    interrupted = restarted.state.pending_intent("web")
+    with restarted.state._write() as db:  # the change as a two-step one
+        db.execute("UPDATE events SET body = json_set(body, '$.to_replicas', 4) WHERE id = ?", (interrupted.id,))
+    after.counts["web"] = 3
+    clock[0] += timedelta(seconds=1)
+    [event] = restarted.tick()
+    assert event.action is ScaleAction.HOLD and "cooldown" in event.reason
+    [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
+    assert completed.actuation.status is ActuationStatus.APPLIED and completed.actuation.replicas == 3
+
+
+def test_an_interrupted_change_seen_with_the_clock_behind_waits_its_deadline_from_then(make, store, clock,
+                                                                                      monkeypatch):
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    monotonic = [1000.0]
+    monkeypatch.setattr("autoscaler.intents.time.monotonic", lambda: monotonic[0])
+    clock[0] -= timedelta(hours=1)  # the restarted controller's clock is an hour behind the decision's
+    [waiting] = restarted.tick()
+    assert after.calls == [] and "may still land" in waiting.reason
+    assert waiting.actuation.status is ActuationStatus.NONE
+    monotonic[0] += after.write_deadline_s
+    [retried] = restarted.tick()
+    assert after.calls == [("web", 3)] and retried.actuation.status is ActuationStatus.APPLIED
+
+
+def test_deleting_a_policy_drops_the_prior_state_of_its_pending_intent(make, store, clock):
+    restarted, _ = _crash_during_the_actuation(make, store, clock, landed=False)
+    assert restarted.state._read("SELECT COUNT(*) FROM intent_prior") == [(1,)]
+    assert restarted.state.delete_policy("web")
+    assert restarted.state._read("SELECT COUNT(*) FROM intent_prior") == [(0,)]
 
 
 def test_an_intent_stored_without_its_prior_state_keeps_the_cooldown(make, store, clock):
