@@ -116,7 +116,7 @@ class ScalingController:
         self.clock = clock
         self.holder = holder or controller_id()
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
-        self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s)
+        self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s, clock)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds()
         self._kept = (

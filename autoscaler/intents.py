@@ -15,14 +15,14 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    the cooldown kept: whether it landed cannot be known.
 4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
    stays started, so the next ticks hold instead of scaling again. A tick that reads the target at the intended
-   count (or moved towards it) completes the old event as `applied`. Otherwise the policy holds (a hold that says
-   why) until the
-   actuator's `write_deadline_s` has passed since the decision, when no write sent for it can land any more; then
+   count (or moved towards it: a target's bound stops a write short) completes the old event as `applied`.
+   Otherwise the policy holds (a `none` hold that says why) until the actuator's `write_deadline_s` has passed
+   since the intent was recorded, when no write sent for it can land any more; then the count is read again and
    the event is `failed` (interrupted). A target still at the count the change started from was never changed:
    the policy's state before the intent (kept with it) is restored, its cooldown with it, so an over-budget target
-   is scaled again at once rather than a whole cooldown later; the count it is judged on is read after the
-   deadline, so no write of the interrupted tick can land after the retry. At any other count someone else changed
-   it: the cooldown is kept. An intent stored by a version that kept no prior state keeps the cooldown too.
+   is scaled again at once rather than a whole cooldown later. The cooldown is kept at any other count (someone
+   else changed it), where an earlier policy of the tick changed the target (its count is not the one to judge
+   by), and for an intent stored by a version that kept no prior state.
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from autoscaler.actuators import Actuators
+from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
@@ -61,7 +61,7 @@ from autoscaler.schema import (
     ScalingPolicy,
     ScalingTarget,
 )
-from autoscaler.state import ControllerState, IntentRefused
+from autoscaler.state import ControllerState, IntentRecord, IntentRefused
 from core.public_text import error_text
 
 logger = logging.getLogger(__name__)
@@ -158,8 +158,11 @@ class TickCounts:
 class Enactor:
     """Carries out policy turns against the actuators, writing intents and events to the state."""
 
-    def __init__(self, state: ControllerState, actuators: Actuators, holder: str, lease_ttl_s: float):
+    def __init__(self, state: ControllerState, actuators: Actuators, holder: str, lease_ttl_s: float,
+                 clock: Callable[[], datetime]):
+        """`clock` stamps when an intent is recorded (its write follows at once; the tick's decision may be older)."""
         self.state, self.actuators, self.holder, self.lease_ttl_s = state, actuators, holder, lease_ttl_s
+        self.clock = clock
         self._first_seen: dict[int, float] = {}  # pending event id -> monotonic time (a clock behind its decision)
 
     def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
@@ -171,14 +174,15 @@ class Enactor:
             logger.exception("scaling controller: policy %s failed", turn.policy.name)
             return self.hold(turn, now, f"evaluation failed: {error_text(exc)}")
 
-    def hold(self, turn: PolicyTurn, now: datetime, problem: str,
-             status: ActuationStatus = ActuationStatus.FAILED) -> ScalingEvent | None:
+    def hold(self, turn: PolicyTurn, now: datetime, problem: str, status: ActuationStatus = ActuationStatus.FAILED,
+             replicas: int | None = None) -> ScalingEvent | None:
         """A hold event for a policy that could not be evaluated (`failed`; `none` while it waits on an earlier
-        change), its state left as it was; it names the tick's earlier scale-ins on the target that it stops."""
+        change, at the count read, `replicas`), its state left as it was; it names the tick's earlier scale-ins on
+        the target that it stops."""
         policy = turn.policy
         reason = "; ".join(filter(None, [f"hold: {problem}", _dropped(turn)]))
         event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
-                             from_replicas=None, to_replicas=None, reason=reason, mode=policy.mode,
+                             from_replicas=replicas, to_replicas=replicas, reason=reason, mode=policy.mode,
                              actuation=ActuationResult(status=status, detail=problem))
         try:
             return self.state.record(event)
@@ -198,12 +202,17 @@ class Enactor:
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             replicas = turn.observation.replicas if read is None else read
             fresh = False  # whether `replicas` was read after every write sent for the intent could land
+            record = self.state.intent_record(pending)
             if not _landed(pending, replicas):
-                if (landing := self._may_still_land(pending, replicas, policy, now)) is not None:
-                    return self.hold(turn, now, landing, ActuationStatus.NONE)
+                if (landing := self._may_still_land(pending, record, replicas, policy, now)) is not None:
+                    return self.hold(turn, now, landing, ActuationStatus.NONE, replicas=replicas)
                 if turn.earlier is None:  # the tick's count may predate the deadline: read again
-                    replicas, fresh = self.actuators.read_now(policy), True
-            completed, before = self._complete_interrupted(pending, replicas, before, now, fresh=fresh)
+                    try:
+                        replicas, fresh = self.actuators.read_now(policy), True
+                    except ActuationError as exc:
+                        return self.hold(turn, now, f"the count to judge event {pending.id}, left pending by an "
+                                                    f"interrupted tick, could not be read: {exc}")
+            completed, before = self._complete_interrupted(pending, record, replicas, before, now, fresh=fresh)
             notes.append(completed)
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         shared_hold = None  # said when the decision holds: another policy's change holds this one too
@@ -239,7 +248,7 @@ class Enactor:
             changing = before.after(decision, known=False).model_copy(update={"changed_target_at": decision.at})
             intent = self.state.record_intent(_event(policy, decision, pending_result, reason, turn.confidence),
                                               changing,  # the count unknown until it lands
-                                              policy, self.holder, now, self.lease_ttl_s, prior=before)
+                                              policy, self.holder, self.clock(), self.lease_ttl_s, prior=before)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
@@ -286,13 +295,14 @@ class Enactor:
             logger.exception("scaling controller: cannot complete event %s of policy %s", intent.id, policy.name)
             return outcome
 
-    def _may_still_land(self, pending: ScalingEvent, replicas: int, policy: ScalingPolicy,
-                        now: datetime) -> str | None:
+    def _may_still_land(self, pending: ScalingEvent, record: IntentRecord | None, replicas: int,
+                        policy: ScalingPolicy, now: datetime) -> str | None:
         """What holds the policy while a write of an intent an earlier tick left pending may still land (the
-        actuator's write deadline has not passed since the decision); None once it cannot. Where the clock is
-        behind the decision's, the deadline counts from when this controller first saw the intent."""
+        actuator's write deadline has not passed since the intent was recorded, or since the decision where that is
+        not known); None once it cannot. Where the clock is behind that time, the deadline counts from when this
+        controller first saw the intent."""
         deadline = self.actuators.write_deadline_s(policy)
-        age = (now - pending.at).total_seconds()
+        age = (now - (pending.at if record is None else record.recorded_at)).total_seconds()
         if age < 0:
             age = time.monotonic() - self._first_seen.setdefault(pending.id, time.monotonic())
         if age >= deadline:
@@ -302,23 +312,24 @@ class Enactor:
                 f"{replicas}, not {pending.to_replicas}): it is judged in {math.ceil(deadline - age)} s, when no write "
                 "it sent can land any more")
 
-    def _complete_interrupted(self, pending: ScalingEvent, replicas: int, state: PolicyState, now: datetime, *,
-                              fresh: bool) -> tuple[str, PolicyState]:
+    def _complete_interrupted(self, pending: ScalingEvent, record: IntentRecord | None, replicas: int,
+                              state: PolicyState, now: datetime, *, fresh: bool) -> tuple[str, PolicyState]:
         """Complete an intent an earlier tick left pending; returns what the new event's reason says of it, and the
         policy's state after it. A target still at the count the change started from, on a count read (`fresh`)
-        once no write sent for it could land, was never changed: the policy's state before the intent is restored,
-        its cooldown with it (else an over-budget target would wait a whole cooldown after a controller crash
-        before the change is tried again)."""
+        once no write sent for it could land, was never changed: the policy's state before the intent (`record`)
+        is restored, its cooldown with it (else an over-budget target would wait a whole cooldown after a
+        controller crash before the change is tried again)."""
         after = state
         if _landed(pending, replicas):
-            result = ActuationResult(status=ActuationStatus.APPLIED, replicas=replicas,
+            result = ActuationResult(status=ActuationStatus.APPLIED,
+                                     replicas=None if replicas == pending.to_replicas else replicas,
                                      detail=f"completed after an interrupted tick: the target is at {replicas}")
-        elif fresh and replicas == pending.from_replicas and (prior := self.state.prior_state(pending)) is not None:
+        elif fresh and replicas == pending.from_replicas and record is not None:
             waited = round((now - pending.at).total_seconds())
             result = ActuationResult(status=ActuationStatus.FAILED, detail=(
                 f"interrupted before its write landed: the target is still at {replicas} {waited} s after the "
                 "decision, when no write sent for it can land any more; the cooldown it started is lifted"))
-            after = prior.model_copy(update={"recent": state.recent})
+            after = record.prior.no_later_than(now).model_copy(update={"recent": state.recent})
         else:
             result = ActuationResult(status=ActuationStatus.FAILED,
                                      detail=f"interrupted before completion: the target is at {replicas}")
@@ -329,6 +340,8 @@ class Enactor:
 def _landed(pending: ScalingEvent, replicas: int) -> bool:
     """Whether the pending change's write landed: the target at its count, or moved towards it (a target's own
     bound, a KubeRay worker group's maxReplicas, stops a write short of it)."""
+    if pending.from_replicas is None or pending.to_replicas is None:  # not a change's event: nothing to land
+        return False
     low, high = sorted((pending.from_replicas, pending.to_replicas))
     return replicas == pending.to_replicas or low < replicas < high
 

@@ -28,6 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_policy_at ON events (policy, at);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS intents (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS intent_prior (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intent_prior (
+    name TEXT PRIMARY KEY, event_id INTEGER NOT NULL, body TEXT NOT NULL, recorded_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS lease (
     id INTEGER PRIMARY KEY CHECK (id = 0), holder TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS live_fallback (
@@ -91,6 +93,15 @@ class TooManyPolicies(ValueError):
 
 class IntentRefused(RuntimeError):
     """The intent was not recorded (so nothing may be actuated): the lease is not held, or the policy is gone."""
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    """What is kept with an intent beside its event: when it was recorded (its write follows), and the policy's
+    state before it (restored when the write is found never to have landed)."""
+
+    prior: PolicyState
+    recorded_at: datetime
 
 
 class Lease(BaseModel):
@@ -379,7 +390,8 @@ class ControllerState:
     def record_intent(self, event: ScalingEvent, state: PolicyState, policy: ScalingPolicy, holder: str,
                       now: datetime, ttl_s: float, *, prior: PolicyState) -> ScalingEvent:
         """Store a pending actuation (its event, the state with the cooldown started, the intent, and the state
-        `prior` to it, which an intent found never to have landed restores) in one transaction, only while the
+        `prior` to it, which an intent found never to have landed restores, with the time `now` it is recorded at:
+        the actuation follows) in one transaction, only while the
         lease is `holder`'s and the stored policy is still `policy` (the one the tick decided on: not deleted, not
         replaced by another target or mode); else IntentRefused.
 
@@ -398,8 +410,8 @@ class ControllerState:
             stored = self._insert(db, event)
             self._save_state(db, event, state)
             db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?)", (event.policy, stored.id))
-            db.execute("INSERT OR REPLACE INTO intent_prior VALUES (?, ?, ?)",
-                       (event.policy, stored.id, prior.model_dump_json()))
+            db.execute("INSERT OR REPLACE INTO intent_prior VALUES (?, ?, ?, ?)",
+                       (event.policy, stored.id, prior.model_dump_json(), now.timestamp()))
         return stored
 
     def complete(self, event: ScalingEvent, state: PolicyState, *, holder: str) -> ScalingEvent:
@@ -417,15 +429,17 @@ class ControllerState:
         with self._lock:
             return self._pending(self._db, name)
 
-    def prior_state(self, pending: ScalingEvent) -> PolicyState | None:
-        """The policy's state before the pending event's intent was recorded; None when it is not known (an intent
-        recorded by a version that kept none, or a row this version cannot read)."""
-        rows = self._read("SELECT body FROM intent_prior WHERE name = ? AND event_id = ?", (pending.policy, pending.id))
+    def intent_record(self, pending: ScalingEvent) -> IntentRecord | None:
+        """When the pending event's intent was recorded, and the policy's state before it; None when not known (an
+        intent recorded by a version that kept none, or a row this version cannot read)."""
+        rows = self._read("SELECT body, recorded_at FROM intent_prior WHERE name = ? AND event_id = ?",
+                          (pending.policy, pending.id))
         if not rows:
             return None
         try:
-            return PolicyState.model_validate_json(rows[0][0])
-        except ValueError:  # ValidationError included: another version's form
+            return IntentRecord(prior=PolicyState.model_validate_json(rows[0][0]),
+                                recorded_at=datetime.fromtimestamp(rows[0][1], UTC))
+        except (ValueError, TypeError, OverflowError, OSError):  # ValidationError included: another version's form
             return None
 
     @staticmethod

@@ -32,9 +32,6 @@ class ActuationOutcomeUnknown(ActuationError):
     started (autoscaler/intents.py)."""
 
 
-SERVER_MARGIN_S = 5.0
-"""How long a server may still take to apply a write whose caller's call has ended."""
-
 UNKNOWN_OUTCOME_STATUSES = frozenset({500, 502, 504})
 """HTTP statuses of a write that may have been applied all the same (the server failed while or after applying it,
 or a gateway lost its answer); 503 and 4xx say the write was refused."""

@@ -18,7 +18,6 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from autoscaler.actuators.base import (
-    SERVER_MARGIN_S,
     UNKNOWN_OUTCOME_STATUSES,
     ActuationError,
     ActuationOutcomeUnknown,
@@ -65,6 +64,9 @@ def _server_message(error: ApiException) -> str:
         return ""
 
 
+API_SERVER_REQUEST_TIMEOUT_S = 60.0
+
+
 class KubernetesActuator(Actuator):
     """Scales Deployments, StatefulSets and RayCluster worker groups through the Kubernetes API.
 
@@ -80,8 +82,9 @@ class KubernetesActuator(Actuator):
         self._kubeconfig = kubeconfig
         self._timeout_s = timeout_s
         # the read before the write, and the scale's read and patch, tried twice on a conflict: 5 calls, each sent
-        # up to 4 times (urllib3's default Retry(3) sends again a call that could not connect)
-        self.write_deadline_s = 5 * 4 * timeout_s + SERVER_MARGIN_S
+        # up to 4 times (urllib3's default Retry(3) sends again a call that could not connect); and the API
+        # server's own request timeout (60 s by default), within which it may still apply a patch it took
+        self.write_deadline_s = 5 * 4 * timeout_s + API_SERVER_REQUEST_TIMEOUT_S
 
     @property
     def api_client(self) -> client.ApiClient:

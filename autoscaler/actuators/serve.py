@@ -20,13 +20,14 @@ import urllib.request
 from typing import Any
 
 from autoscaler.actuators.base import (
-    SERVER_MARGIN_S,
     UNKNOWN_OUTCOME_STATUSES,
     ActuationError,
     ActuationOutcomeUnknown,
     Actuator,
 )
 from autoscaler.schema import RayServeTarget, ScalingTarget
+
+DASHBOARD_MARGIN_S = 5.0
 
 
 def _ray_auth_headers() -> dict[str, str]:
@@ -47,7 +48,8 @@ class RayServeActuator(Actuator):
                  details_max_age_s: float = 2.0):
         self.dashboard_url = dashboard_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.write_deadline_s = 2 * timeout_s + SERVER_MARGIN_S  # the read right before the write, and the write
+        # the read right before the write, and the write; and a margin for the dashboard to hand on a call it took
+        self.write_deadline_s = 2 * timeout_s + DASHBOARD_MARGIN_S
         self.details_max_age_s = details_max_age_s
         self._details: tuple[float, dict[str, Any] | ActuationError] | None = None
         self._details_lock = threading.Lock()

@@ -4,11 +4,12 @@ runs and completed after it, so neither a failed write nor a crash ever scales t
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from autoscaler.actuators import ActuationOutcomeUnknown
+from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.schema import ActuationStatus, ScaleAction
 from autoscaler.state import ControllerState
 from tests.unit.autoscaler.doubles import policy_data, write_power
@@ -162,15 +163,43 @@ def test_the_prior_state_is_restored_whole_when_the_cooldown_is_lifted(make, sto
     may answer it again, as the intent had never been."""
     restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
     interrupted = restarted.state.pending_intent("web")
-    prior = restarted.state.prior_state(interrupted)
+    record = restarted.state.intent_record(interrupted)
     stored = restarted.state.policy_state("web")
-    assert prior is not None and stored.last_scale_at is not None and prior.last_scale_at is None
+    assert record is not None and stored.last_scale_at is not None and record.prior.last_scale_at is None
     now = clock[0] + timedelta(seconds=after.write_deadline_s)
-    _, restored = restarted.enactor._complete_interrupted(interrupted, 2, stored, now, fresh=True)
-    assert restored == prior.model_copy(update={"recent": stored.recent})
+    _, restored = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=True)
+    assert restored == record.prior.model_copy(update={"recent": stored.recent})
     assert restarted.state.policy_state("web") == restored
-    _, kept = restarted.enactor._complete_interrupted(interrupted, 2, stored, now, fresh=False)
+    _, kept = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=False)
     assert kept == stored  # a count read before the deadline never lifts it
+
+
+def test_a_restored_state_stamped_after_now_counts_from_now(make, store, clock):
+    """A prior state from a clock ahead of this one would hold the retry for as long as the clock is behind."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    interrupted = restarted.state.pending_intent("web")
+    record = restarted.state.intent_record(interrupted)
+    ahead = record.prior.model_copy(update={"last_scale_at": clock[0] + timedelta(hours=1)})
+    now = clock[0] + timedelta(seconds=after.write_deadline_s)
+    _, restored = restarted.enactor._complete_interrupted(
+        interrupted, replace(record, prior=ahead), 2, restarted.state.policy_state("web"), now, fresh=True)
+    assert restored.last_scale_at == now
+
+
+def test_an_unreadable_count_leaves_an_interrupted_intent_pending_and_says_why(make, store, clock):
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    interrupted = restarted.state.pending_intent("web")
+    clock[0] += timedelta(seconds=after.write_deadline_s)
+
+    def unreadable(target):
+        raise ActuationError("Ray dashboard did not answer: timed out")
+
+    after.replicas_now = unreadable
+    [event] = restarted.tick()
+    assert after.calls == [] and event.actuation.status is ActuationStatus.FAILED
+    assert f"the count to judge event {interrupted.id}, left pending by an interrupted tick, could not be read" \
+        in event.reason
+    assert restarted.state.pending_intent("web") == interrupted
 
 
 def test_a_write_that_lands_during_the_tick_is_judged_on_a_count_read_after_the_deadline(make, store, clock):
@@ -182,7 +211,8 @@ def test_a_write_that_lands_during_the_tick_is_judged_on_a_count_read_after_the_
     [event] = restarted.tick()
     assert after.calls == [] and event.action is not ScaleAction.SCALE_OUT
     [completed] = [e for e in restarted.state.events(policy="web") if e.id == interrupted.id]
-    assert completed.actuation.status is ActuationStatus.APPLIED and completed.actuation.replicas == 3
+    assert completed.actuation.status is ActuationStatus.APPLIED
+    assert completed.actuation.detail == "completed after an interrupted tick: the target is at 3"
 
 
 def test_a_write_a_target_bound_stopped_short_is_completed_as_applied_at_once(make, store, clock):
