@@ -72,7 +72,7 @@ class Ask:
     """What a policy that scales its target asked for in a tick."""
 
     policy: str
-    count: int | None  # None: it could not decide (no telemetry, a failed turn)
+    count: int | None  # None: it could not decide (no telemetry, a failed turn, an interrupted change awaited)
     lower: bool = False  # fewer replicas than the target had
 
 
@@ -205,7 +205,7 @@ class Enactor:
             record = self.state.intent_record(pending)
             if not _landed(pending, replicas):
                 if (landing := self._may_still_land(pending, record, replicas, policy, now)) is not None:
-                    return self.hold(turn, now, landing, ActuationStatus.NONE, replicas=replicas)
+                    return self.hold(turn, now, landing, ActuationStatus.NONE, replicas=turn.observation.replicas)
                 if turn.earlier is None:  # the tick's count may predate the deadline: read again
                     try:
                         replicas, fresh = self.actuators.read_now(policy), True
@@ -306,7 +306,6 @@ class Enactor:
         if age < 0:
             age = time.monotonic() - self._first_seen.setdefault(pending.id, time.monotonic())
         if age >= deadline:
-            self._first_seen.pop(pending.id, None)
             return None
         return (f"event {pending.id}, left pending by an interrupted tick, may still land (the target is at "
                 f"{replicas}, not {pending.to_replicas}): it is judged in {math.ceil(deadline - age)} s, when no write "
@@ -320,6 +319,7 @@ class Enactor:
         is restored, its cooldown with it (else an over-budget target would wait a whole cooldown after a
         controller crash before the change is tried again)."""
         after = state
+        self._first_seen.pop(pending.id, None)
         if _landed(pending, replicas):
             result = ActuationResult(status=ActuationStatus.APPLIED,
                                      replicas=None if replicas == pending.to_replicas else replicas,

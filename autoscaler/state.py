@@ -135,6 +135,11 @@ def _targets(body: str, target: ScalingTarget) -> bool:
         return False
 
 
+def _policy_state(body: dict) -> PolicyState:
+    """A stored policy state, keys this version does not know (a newer version's, after a rollback) left out."""
+    return PolicyState.model_validate({key: value for key, value in body.items() if key in PolicyState.model_fields})
+
+
 def _drop_intent(db: sqlite3.Connection, name: str, event_id: int | None = None) -> None:
     """Drop the policy's intent row and the state kept with it (only those of `event_id`, when given)."""
     for table in ("intents", "intent_prior"):
@@ -347,9 +352,7 @@ class ControllerState:
         if not rows:
             return PolicyState(last_scale_at=self._started_afresh, changed_target_at=self._started_afresh)
         try:
-            body = json.loads(rows[0][0])
-            return PolicyState.model_validate({key: value for key, value in body.items()
-                                               if key in PolicyState.model_fields})
+            return _policy_state(json.loads(rows[0][0]))
         except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
             logger.warning("policy %s: its stored state cannot be read, so it starts afresh, its cooldown from now: %s",
                            name, exc)
@@ -437,7 +440,7 @@ class ControllerState:
         if not rows:
             return None
         try:
-            return IntentRecord(prior=PolicyState.model_validate_json(rows[0][0]),
+            return IntentRecord(prior=_policy_state(json.loads(rows[0][0])),
                                 recorded_at=datetime.fromtimestamp(rows[0][1], UTC))
         except (ValueError, TypeError, OverflowError, OSError):  # ValidationError included: another version's form
             return None
