@@ -392,11 +392,11 @@ class ControllerState:
 
     def record_intent(self, event: ScalingEvent, state: PolicyState, policy: ScalingPolicy, holder: str,
                       now: datetime, ttl_s: float, *, prior: PolicyState) -> ScalingEvent:
-        """Store a pending actuation (its event, the state with the cooldown started, the intent, and the state
-        `prior` to it, which an intent found never to have landed restores, with the time `now` it is recorded at:
-        the actuation follows) in one transaction, only while the
-        lease is `holder`'s and the stored policy is still `policy` (the one the tick decided on: not deleted, not
-        replaced by another target or mode); else IntentRefused.
+        """Store a pending actuation in one transaction: its event, the state with the cooldown started, the
+        intent, and the state `prior` to it (restored when the write is found never to have landed) with the time
+        `now` it is recorded at (the actuation follows). Only while the lease is `holder`'s and the stored policy is
+        still `policy` (the one the tick decided on: not deleted, not replaced by another target or mode); else
+        IntentRefused.
 
         The lease is renewed for `ttl_s` with it, even when it expired during a long tick, as long as no other
         controller took it meanwhile (the row still names `holder`); one released or taken over refuses."""
@@ -442,7 +442,7 @@ class ControllerState:
         try:
             return IntentRecord(prior=_policy_state(json.loads(rows[0][0])),
                                 recorded_at=datetime.fromtimestamp(rows[0][1], UTC))
-        except (ValueError, TypeError, OverflowError, OSError):  # ValidationError included: another version's form
+        except (ValueError, TypeError, AttributeError, OverflowError, OSError):  # another version's form
             return None
 
     @staticmethod
