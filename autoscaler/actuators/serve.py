@@ -19,12 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from autoscaler.actuators.base import (
-    UNKNOWN_OUTCOME_STATUSES,
-    ActuationError,
-    ActuationOutcomeUnknown,
-    Actuator,
-)
+from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
 from autoscaler.schema import RayServeTarget, ScalingTarget
 
 DASHBOARD_MARGIN_S = 5.0
