@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from autoscaler.actuators.base import ActuationError, ActuationOutcomeUnknown, Actuator, OutsideBounds, TargetCount
+from autoscaler.actuators.base import (
+    ActuationError,
+    ActuationOutcomeUnknown,
+    Actuator,
+    CountMoved,
+    OutsideBounds,
+    TargetCount,
+    read_before_write,
+)
 from autoscaler.schema import ActuationResult, ActuationStatus, ScalingPolicy
-from core.public_text import error_text
 
 
 class Actuators:
@@ -27,7 +34,7 @@ class Actuators:
 
     def read_now(self, policy: ScalingPolicy) -> int:
         """The target's count read afresh, past any cache; ActuationError when unreadable."""
-        return _read_before_write(self._for(policy), policy)
+        return read_before_write(self._for(policy), policy.target)
 
     def write_deadline_s(self, policy: ScalingPolicy) -> float:
         """How long after an actuation of the policy's target starts a write it sent may still land."""
@@ -42,11 +49,12 @@ class Actuators:
         """Carry out `current -> desired` (enforce) or only describe it (dry_run). Raises only
         `ActuationOutcomeUnknown` (a change sent and not answered); any other failure is a `failed` result.
 
-        The count is read again right before the write, which sets an absolute count: a target someone else
-        changed since the tick read it (the tick's forecasts can take a minute) is left as it is, and the next tick
-        decides from its new count; a write on the old count would undo their change (a scale-out written over an
-        operator's larger count lowers it, past every scale-in rule). `unanswered`: the policy whose write earlier in
-        the tick set `current`, if that write was never answered (it may not have landed)."""
+        The write goes ahead only while the target is still at `current` (`Actuator.scale_from`), as it sets an
+        absolute count: a target someone else changed since the tick read it (the tick's forecasts can take a
+        minute) is left as it is, and the next tick decides from its new count; a write on the old count would undo
+        their change (a scale-out written over an operator's larger count lowers it, past every scale-in rule).
+        `unanswered`: the policy whose write earlier in the tick set `current`, if that write was never answered (it
+        may not have landed)."""
         if desired == current:
             return ActuationResult(status=ActuationStatus.NONE, detail="no change")
         if policy.mode == "dry_run":
@@ -54,17 +62,17 @@ class Actuators:
                                    detail=f"would scale {policy.target.kind} from {current} to {desired} replicas")
         try:
             actuator = self._for(policy)
-            now = _read_before_write(actuator, policy)
-            if now != current:
-                why = ("changed meanwhile by someone else" if unanswered is None else
-                       f"policy {unanswered}'s write earlier in this tick was never answered: it may not have landed")
-                return ActuationResult(status=ActuationStatus.FAILED, detail=(
-                    f"not changed: the target is at {now} replicas, not the {current} this decision was made at "
-                    f"({why}); the next tick decides from its new count"))
             try:
-                return ActuationResult(status=ActuationStatus.APPLIED, detail=actuator.scale(policy.target, desired))
+                return ActuationResult(status=ActuationStatus.APPLIED,
+                                       detail=actuator.scale_from(policy.target, current, desired))
             except OutsideBounds as exc:
                 return _within_bounds(actuator, policy, current, desired, exc)
+        except CountMoved as moved:
+            why = ("changed meanwhile by someone else" if unanswered is None else
+                   f"policy {unanswered}'s write earlier in this tick was never answered: it may not have landed")
+            return ActuationResult(status=ActuationStatus.FAILED, detail=(
+                f"not changed: the target is at {moved.replicas} replicas, not the {current} this decision was made "
+                f"at ({why}); the next tick decides from its new count"))
         except ActuationOutcomeUnknown:
             raise
         except ActuationError as exc:
@@ -80,20 +88,10 @@ def _within_bounds(actuator: Actuator, policy: ScalingPolicy, current: int, desi
     if (bounded - current) * (desired - current) <= 0:  # no move, or against the decision's direction
         raise refused
     bound = "maxReplicas" if desired > refused.high else "minReplicas"
-    detail = actuator.scale(policy.target, bounded)
+    detail = actuator.scale_from(policy.target, current, bounded)
     return ActuationResult(status=ActuationStatus.APPLIED, replicas=bounded,
                            detail=f"{detail} (the target's {bound} {bounded}; the decision asked for {desired})")
 
 
-def _read_before_write(actuator: Actuator, policy: ScalingPolicy) -> int:
-    """The count right before the write. Nothing is sent yet, so any failure here is a plain one (no cooldown):
-    a client library's own error type would otherwise reach the caller as a write of unknown outcome."""
-    try:
-        return actuator.replicas_now(policy.target)
-    except ActuationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure: nothing was written
-        raise ActuationError(f"not changed: reading the count before the write failed: {error_text(exc)}") from exc
-
-
-__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "OutsideBounds", "TargetCount"]
+__all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "CountMoved", "OutsideBounds",
+           "TargetCount"]

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from autoscaler.schema import ScalingTarget
+from core.public_text import error_text
 
 
 class ActuationError(RuntimeError):
@@ -24,6 +25,14 @@ class OutsideBounds(ActuationError):
     def __init__(self, message: str, low: int, high: int):
         super().__init__(message)
         self.low, self.high = low, high
+
+
+class CountMoved(ActuationError):
+    """The target is not at the count the write was decided at (someone changed it since): nothing was written."""
+
+    def __init__(self, replicas: int):
+        super().__init__(f"the target is at {replicas} replicas")
+        self.replicas = replicas
 
 
 class ActuationOutcomeUnknown(ActuationError):
@@ -69,6 +78,27 @@ class Actuator(ABC):
     def scale(self, target: ScalingTarget, replicas: int) -> str:
         """Set the desired replica count; return a short description of what was changed."""
 
+    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> str:
+        """`scale`, only while the target is still at `current` (`CountMoved` otherwise, nothing written): every
+        write sets an absolute count, so one on a count someone changed since would undo their change. By default
+        the count is read afresh right before the write; an actuator whose API can make the write conditional on
+        what it read (Kubernetes) does so, leaving no window between the check and the write."""
+        now = read_before_write(self, target)
+        if now != current:
+            raise CountMoved(now)
+        return self.scale(target, replicas)
+
     def ray_nodes(self, target: ScalingTarget) -> list[str] | None:
         """Ray node ids the target's replicas run on, where this actuator can tell (None: it cannot)."""
         return None
+
+
+def read_before_write(actuator: Actuator, target: ScalingTarget) -> int:
+    """The count right before a write. Nothing is sent yet, so any failure here is a plain one (no cooldown): a
+    client library's own error type would otherwise reach the caller as a write of unknown outcome."""
+    try:
+        return actuator.replicas_now(target)
+    except ActuationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure: nothing was written
+        raise ActuationError(f"not changed: reading the count before the write failed: {error_text(exc)}") from exc

@@ -22,6 +22,7 @@ from autoscaler.actuators.base import (
     ActuationError,
     ActuationOutcomeUnknown,
     Actuator,
+    CountMoved,
     OutsideBounds,
     TargetCount,
 )
@@ -81,10 +82,11 @@ class KubernetesActuator(Actuator):
         self._api_client = api_client
         self._kubeconfig = kubeconfig
         self._timeout_s = timeout_s
-        # the read before the write, and the scale's read and patch, tried twice on a conflict: 5 calls, each sent
-        # up to 4 times (urllib3's default Retry(3) sends again a call that could not connect); and the API
-        # server's own request timeout (60 s by default), within which it may still apply a patch it took
-        self.write_deadline_s = 5 * 4 * timeout_s + API_SERVER_REQUEST_TIMEOUT_S
+        # the write's read and patch, both again after a conflict (or a RayCluster's read, a read at its bound and
+        # the patch): 4 calls, each sent up to 4 times (urllib3's default Retry(3) sends again a call that could not
+        # connect); and the API server's own request timeout (60 s by default), within which it may still apply a
+        # patch it took
+        self.write_deadline_s = 4 * 4 * timeout_s + API_SERVER_REQUEST_TIMEOUT_S
 
     @property
     def api_client(self) -> client.ApiClient:
@@ -109,10 +111,20 @@ class KubernetesActuator(Actuator):
         patch tests the group's count), so nobody's change is overwritten. A Deployment's resourceVersion also moves
         with its status (every pod that starts during a rollout): a conflict over an unchanged count is tried once
         more on the object read again."""
+        return self._write(target, replicas, expected=None)
+
+    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> str:
+        """`scale`, checking on the same read that the count is still `current` (`CountMoved` otherwise): the
+        conditional write then leaves no moment in which another change could land unseen."""
+        return self._write(target, replicas, expected=current)
+
+    def _write(self, target: ScalingTarget, replicas: int, expected: int | None) -> str:
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
-            return self._scale_worker_group(target, replicas)
+            return self._scale_worker_group(target, replicas, expected)
         read = self._read_scale(target)
+        if expected is not None and _spec_replicas(read) != expected:
+            raise CountMoved(_spec_replicas(read))
         try:
             return self._patch_scale(target, replicas, read)
         except ActuationError as failed:
@@ -172,8 +184,10 @@ class KubernetesActuator(Actuator):
         names = ", ".join(repr(group.get("groupName")) for group in groups) or "none"
         raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
 
-    def _scale_worker_group(self, target: RayClusterTarget, replicas: int) -> str:
+    def _scale_worker_group(self, target: RayClusterTarget, replicas: int, expected: int | None) -> str:
         index, group = self._worker_group(target)
+        if expected is not None and int(group.get("replicas", 0)) != expected:
+            raise CountMoved(int(group.get("replicas", 0)))
         low, high = _group_bounds(group)
         if not low <= replicas <= high:  # KubeRay would clamp it silently; the caller may ask for the bound instead
             raise OutsideBounds(

@@ -13,9 +13,18 @@ import kmock
 import pytest
 from kubernetes import client
 
-from autoscaler.actuators.base import ActuationError, OutsideBounds
+from autoscaler.actuators import Actuators
+from autoscaler.actuators.base import ActuationError, CountMoved, OutsideBounds
 from autoscaler.actuators.kubernetes import KubernetesActuator, load_api_client
-from autoscaler.schema import DeploymentTarget, RayClusterTarget, RayServeTarget, StatefulSetTarget
+from autoscaler.schema import (
+    ActuationStatus,
+    DeploymentTarget,
+    RayClusterTarget,
+    RayServeTarget,
+    ScalingPolicy,
+    StatefulSetTarget,
+)
+from tests import factories
 from tests.servers.kmock_apiserver import KUBECONFIG_TEMPLATE, kmock_apiserver
 
 pytestmark = pytest.mark.integration
@@ -146,6 +155,33 @@ def test_raycluster_changed_after_the_read_is_not_scaled(actuator, emulator):
     with pytest.raises(ActuationError, match=r"cannot scale raycluster default/busy: .*\(500\)"):  # 422 in k8s
         actuator.scale(RayClusterTarget(name="busy", worker_group="gpu"), 6)
     assert emulator.objects[RAYCLUSTERS, "default", "busy"]["spec"]["workerGroupSpecs"][0]["replicas"] == 4
+
+
+def test_a_worker_group_moved_since_the_decision_is_not_written(actuator, emulator):
+    """A decided write checks the decision's count on the read its patch is made on: no patch is sent."""
+    emulator.objects[RAYCLUSTERS, "default", "moved"] = raycluster("moved", ("gpu", 3, 0, 8))
+    target = RayClusterTarget(name="moved", worker_group="gpu")
+    with pytest.raises(CountMoved) as moved:
+        requests_during(emulator, lambda: actuator.scale_from(target, 2, 5))
+    assert moved.value.replicas == 3
+
+    _, requests = requests_during(emulator, lambda: actuator.scale_from(target, 3, 5))
+    assert [r.method.value for r in requests] == ["GET", "PATCH"]
+    assert requests[-1].data[1] == {"op": "test", "path": "/spec/workerGroupSpecs/0/replicas", "value": 3}
+    assert emulator.objects[RAYCLUSTERS, "default", "moved"]["spec"]["workerGroupSpecs"][0]["replicas"] == 5
+
+
+def test_a_scale_out_past_maxreplicas_goes_to_the_bound_on_one_read_each(actuator, emulator):
+    emulator.objects[RAYCLUSTERS, "default", "capped"] = raycluster("capped", ("gpu", 2, 1, 3))
+    policy = ScalingPolicy.model_validate(factories.policy_data(
+        name="capped", target={"kind": "raycluster", "name": "capped", "worker_group": "gpu"}, mode="enforce"))
+
+    result, requests = requests_during(emulator, lambda: Actuators([actuator]).apply(policy, 2, 5))
+
+    assert (result.status, result.replicas) == (ActuationStatus.APPLIED, 3)
+    assert result.detail.endswith("(the target's maxReplicas 3; the decision asked for 5)")
+    assert [r.method.value for r in requests] == ["GET", "GET", "PATCH"]
+    assert emulator.objects[RAYCLUSTERS, "default", "capped"]["spec"]["workerGroupSpecs"][0]["replicas"] == 3
 
 
 @pytest.mark.parametrize("replicas", [0, 9])

@@ -1,6 +1,7 @@
 """A Deployment's scale write is conditional on the resourceVersion it read (409 when it moved); a conflict over a
 count nobody changed (the status moved, as it does with every pod a rollout starts) is tried once more, a count
-someone else set is kept. Against a small API server on 127.0.0.1 that checks versions as Kubernetes does."""
+someone else set is kept, and a decided write checks the decision's count on that same read. Against a small API
+server on 127.0.0.1 that checks versions as Kubernetes does."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client
 
-from autoscaler.actuators import ActuationError
+from autoscaler.actuators import ActuationError, Actuators, CountMoved
 from autoscaler.actuators.kubernetes import KubernetesActuator
-from autoscaler.schema import DeploymentTarget
+from autoscaler.schema import ActuationStatus, DeploymentTarget, ScalingPolicy
+from tests.unit.autoscaler.doubles import policy_data
 
 
 class Deployment:
@@ -103,3 +105,47 @@ def test_a_count_someone_else_set_in_between_is_kept():
             ActuationError, match=r"conflict \(409\).*it changed since it was read"):
         actuator.scale(DeploymentTarget(name="web"), 4)
     assert deployment.replicas == 6 and len(deployment.patches) == 1  # theirs stays; no second write
+
+
+def _web_policy() -> ScalingPolicy:
+    return ScalingPolicy.model_validate(policy_data("web"))
+
+
+def test_an_operators_count_set_right_after_the_check_is_kept():
+    """The count is checked and the write made conditional on one read: an operator's scale-out landing just after
+    it fails the write (409), where a check read apart from the write's own read would let the write undo it."""
+    deployment = Deployment(replicas=2)
+    reads = []
+
+    def operator_scales_after_the_first_read() -> None:
+        reads.append(1)
+        if len(reads) == 1:
+            deployment.replicas, deployment.version = 6, deployment.version + 1
+
+    deployment.on_read = operator_scales_after_the_first_read
+    with api_server(deployment) as actuator:
+        result = Actuators([actuator]).apply(_web_policy(), 2, 4)
+    assert result.status is ActuationStatus.FAILED and "conflict (409)" in result.detail
+    assert deployment.replicas == 6 and len(deployment.patches) == 1
+
+
+def test_a_count_moved_since_the_decision_is_not_written():
+    deployment = Deployment(replicas=3)
+    with api_server(deployment) as actuator:
+        result = Actuators([actuator]).apply(_web_policy(), 2, 4)
+        with pytest.raises(CountMoved) as moved:
+            actuator.scale_from(DeploymentTarget(name="web"), 2, 4)
+    assert moved.value.replicas == 3
+    assert result.status is ActuationStatus.FAILED
+    assert result.detail.startswith("not changed: the target is at 3 replicas, not the 2 this decision was made at")
+    assert deployment.replicas == 3 and deployment.patches == []
+
+
+def test_a_decided_write_reads_the_count_once():
+    deployment = Deployment(replicas=2)
+    reads = []
+    deployment.on_read = lambda: reads.append(1)
+    with api_server(deployment) as actuator:
+        result = Actuators([actuator]).apply(_web_policy(), 2, 4)
+    assert result.status is ActuationStatus.APPLIED and result.detail == "deployment default/web: replicas 2 -> 4"
+    assert len(reads) == 1 and deployment.replicas == 4
