@@ -131,7 +131,7 @@ class ScalingControllerService:
         state = ControllerState(self.settings.state_file, max_replicas_cap=scaling.max_replicas_cap,
                                 max_policies=scaling.max_policies)
         self.controller = ScalingController(
-            state, RemoteStore(controller=True), ServeForecaster(self.settings.power_app_name), actuators,
+            state, RemoteStore(reader="controller"), ServeForecaster(self.settings.power_app_name), actuators,
             defaults=scaling,
             workloads=config.workloads, node_names=TelemetryNodeNames(),
             holder=f"{CONTROLLER_ACTOR}:{ray.get_runtime_context().get_actor_id()}",

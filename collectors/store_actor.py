@@ -5,8 +5,10 @@ Collectors on every node push batches to the actor; the API reads windows and la
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
 safe to call from several threads. The actor answers its calls in groups, so that no kind of call waits behind
 another: window reads (weeks of a node for a retraining, or a flood of stored-window forecasts), the collectors'
-writes and the short calls (the scaling controller's latest readings, node lists), CALLS_PER_GROUP at once each, and
-the scaling controller's own window reads (`control_window`), CONTROL_CALLS at once, which API traffic never fills.
+writes and the short calls (the scaling controller's latest readings, node lists), CALLS_PER_GROUP at once each; the
+scaling controller's own window reads (`control_window`), CONTROL_CALLS at once, which API traffic never fills; and
+a retraining's reads (`retraining_window`, weeks of each node), RETRAINING_CALLS at once, which neither waits behind
+the API's reads nor holds them.
 A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
 its settings reach, for the collectors (collectors/supervisor.py `store_key`).
 
@@ -37,7 +39,9 @@ CALL_TIMEOUT_S = 15.0
 UNRESOLVED = "unresolved"  # `store_identity` of settings that do not resolve
 CALLS_PER_GROUP = 4
 CONTROL_CALLS = 2  # the controller reads its nodes' windows one tick at a time
-WINDOWS, WRITES, CONTROL = "windows", "writes", "control"  # concurrency groups; other calls: the default group
+RETRAINING_CALLS = 2  # a retraining reads its nodes one at a time; the scheduler runs one retraining at a time
+WINDOWS, WRITES, CONTROL, RETRAINING = "windows", "writes", "control", "retraining"  # concurrency groups; other calls:
+# the default group
 
 
 class TelemetryStoreService:
@@ -82,6 +86,12 @@ class TelemetryStoreService:
         """`window` for the scaling controller, in a group of its own: its forecasts never wait behind the API's."""
         return self.store.window(node_id, start, end, step_s)
 
+    @ray.method(concurrency_group=RETRAINING)
+    def retraining_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        """`window` for a retraining, in a group of its own: weeks of telemetry neither wait behind nor hold the
+        API's reads."""
+        return self.store.window(node_id, start, end, step_s)
+
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self.store.latest(node_id)
 
@@ -110,7 +120,7 @@ def start_store_actor(settings: Mapping[str, str] | None = None,
 def store_actor_class(service: type = TelemetryStoreService) -> Any:
     """`service` as a Ray actor class with the store's concurrency groups (set on the class: `.options` cannot)."""
     return ray.remote(concurrency_groups={WINDOWS: CALLS_PER_GROUP, WRITES: CALLS_PER_GROUP,
-                                          CONTROL: CONTROL_CALLS})(service)
+                                          CONTROL: CONTROL_CALLS, RETRAINING: RETRAINING_CALLS})(service)
 
 
 def stop_store_actor(timeout_s: float = CALL_TIMEOUT_S) -> None:
@@ -127,7 +137,7 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
     `store_key`), so a change of either replaces them too (whether a collector writes is decided once, against the
     store it started with)."""
     return settings_digest(dict(settings) if settings is not None else None, config_path,
-                           CALLS_PER_GROUP, WINDOWS, WRITES, CONTROL, CONTROL_CALLS)
+                           CALLS_PER_GROUP, WINDOWS, WRITES, CONTROL, CONTROL_CALLS, RETRAINING, RETRAINING_CALLS)
 
 
 def actor_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:

@@ -11,13 +11,14 @@ from core.telemetry_csv import validate_telemetry
 
 
 def open_store() -> TelemetryStore:
-    """The cluster's store actor when Ray runs one, else the backend the environment names."""
+    """The cluster's store actor when Ray runs one (read in its retraining group), else the backend the environment
+    names."""
     import ray
 
     from core.stores.factory import create_store
-    from core.stores.remote import RemoteStore
+    from core.stores.remote import RETRAINING_TIMEOUT_S, RemoteStore
 
-    if ray.is_initialized() and (remote := RemoteStore()).actor.exists():
+    if ray.is_initialized() and (remote := RemoteStore(RETRAINING_TIMEOUT_S, reader="retraining")).actor.exists():
         return remote
     return create_store()
 

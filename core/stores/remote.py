@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import ray
@@ -19,6 +19,9 @@ from core.telemetry import TelemetrySample
 CALL_TIMEOUT_S = 10.0
 WRITE_CHUNK = 5000  # samples per write call (InfluxStore's batch: one HTTP write each)
 WRITE_TIMEOUT_S = 30.0  # per write call: above InfluxStore's own 10 s request timeout
+RETRAINING_TIMEOUT_S = 120.0  # per call of a retraining's read: weeks of one node at its step
+Reader = Literal["api", "controller", "retraining"]
+WINDOW_CALLS: dict[str, str] = {"api": "window", "controller": "control_window", "retraining": "retraining_window"}
 
 
 class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
@@ -27,15 +30,16 @@ class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
 
 class RemoteStore(TelemetryStore):
     """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable),
-    except a write the backend refuses for good (WriteRefused). The scaling controller's (`controller=True`) reads
-    windows in the actor's own group for it, so a flood of the API's stored-window forecasts never holds them."""
+    except a write the backend refuses for good (WriteRefused). The scaling controller (`reader="controller"`) and a
+    retraining (`reader="retraining"`) read windows in groups of the actor's own for each, so a flood of the API's
+    stored-window forecasts never holds them, and a retraining's weeks of telemetry never hold the API's."""
 
     def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S, *,
-                 controller: bool = False):
+                 reader: Reader = "api"):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
         self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
                                  error=StoreActorUnavailable)
-        self._window_call = "control_window" if controller else "window"
+        self._window_call = WINDOW_CALLS[reader]
         self._unanswered: ray.ObjectRef | None = None  # a write that timed out and may still wait in the queue
         self._writing = threading.Lock()
 
@@ -84,7 +88,7 @@ class RemoteStore(TelemetryStore):
         except StoreActorUnavailable as exc:
             if not isinstance(exc.__cause__, AttributeError):
                 raise
-            return self._call("window", node_id, start, end, step_s)  # an older store actor, without the group
+            return self._call("window", node_id, start, end, step_s)  # an older store actor, without that group
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self._call("latest", node_id)

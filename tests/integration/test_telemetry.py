@@ -221,7 +221,8 @@ def test_other_store_settings_replace_the_store_actor_and_its_data_stays_on_disk
 def test_window_reads_never_hold_the_controller_the_latest_readings_or_the_writes(ray_cluster):
     """The actor answered 8 calls of any kind at once: anonymous stored-window forecasts from a few replicas filled
     them, and the scaling controller's latest readings timed out (every policy held on "store unavailable"). Its
-    window reads then still waited behind such a flood, in the one window group."""
+    window reads then still waited behind such a flood, in the one window group, as did a retraining's (and the
+    API's behind a retraining's weeks of telemetry)."""
 
     class SlowWindows:  # defined here: Ray sends it by value to its worker
         """A backend whose window reads take 3 s each (a flood of 7-day stored-window forecasts), but node "fast"'s."""
@@ -249,9 +250,14 @@ def test_window_reads_never_hold_the_controller_the_latest_readings_or_the_write
         started = time.monotonic()
         assert ray.get(actor.latest.remote(), timeout=2) == [] and ray.get(actor.write.remote([]), timeout=2) == 0
         assert ray.get(actor.control_window.remote("fast", None, None, 60), timeout=2) == "window"
-        assert time.monotonic() - started < 1.5
+        assert ray.get(actor.retraining_window.remote("fast", None, None, 60), timeout=2) == "window"
+        assert time.monotonic() - started < 2
         queued = actor.window.remote("fast", None, None, 60)  # the same read in the API's group waits its turn
         assert not ray.wait([queued], timeout=1.5)[0]
         assert ray.get(windows, timeout=30) == ["window"] * 12
+        weeks = [actor.retraining_window.remote("n1", None, None, 60) for _ in range(4)]  # a retraining's slow reads
+        time.sleep(0.5)
+        assert ray.get(actor.window.remote("fast", None, None, 60), timeout=2) == "window"  # never hold the API's
+        assert ray.get(weeks, timeout=30) == ["window"] * 4
     finally:
         ray.kill(actor)

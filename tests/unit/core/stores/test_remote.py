@@ -34,23 +34,25 @@ def test_calls_go_to_the_store_actor(monkeypatch):
     assert RemoteStore().window("n1", None, None, 60) == (STORE_ACTOR, "window", ("n1", None, None, 60))
 
 
-def test_the_controller_reads_windows_in_its_own_group(monkeypatch):
+@pytest.mark.parametrize(("reader", "call"), [("controller", "control_window"), ("retraining", "retraining_window")])
+def test_the_controller_and_a_retraining_read_windows_in_groups_of_their_own(monkeypatch, reader, call):
     answer_with(monkeypatch, lambda self, method, *args: method)
-    store = RemoteStore(controller=True)
-    assert store.window("n1", None, None, 60) == "control_window" and store.latest() == "latest"
+    store = RemoteStore(reader=reader)
+    assert store.window("n1", None, None, 60) == call and store.latest() == "latest"
 
 
-def test_an_older_store_actor_without_the_controller_group_still_answers_its_windows(monkeypatch):
+@pytest.mark.parametrize("reader", ["controller", "retraining"])
+def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkeypatch, reader):
     """A store actor started by an earlier version has no `control_window`: every forecast window of the controller
     failed as "store unavailable", for as long as that actor ran."""
     def send(self, method, *args):
-        if method == "control_window":
+        if method != "window":
             raise AttributeError(f"'ActorHandle' object has no attribute {method!r}")
         return method
 
     monkeypatch.setattr(NamedActor, "send", send)
     monkeypatch.setattr(NamedActor, "result", lambda self, call: call)
-    assert RemoteStore(controller=True).window("n1", None, None, 60) == "window"
+    assert RemoteStore(reader=reader).window("n1", None, None, 60) == "window"
 
 
 def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
