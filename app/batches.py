@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.errors import public_error
 from app.power_api import to_history, to_response
 from app.schemas import BatchItem, BatchItemResult
+from core.handle_loop import deployment_handle
 from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
 from core.records import RecordStore
 
@@ -132,8 +132,8 @@ class _Handles:
                 raise DeploymentMissing(self.not_deployed(item_type))
             name, app = self.deployments[item_type]
             try:
-                self.found[item_type] = serve.get_deployment_handle(name, app_name=app)
-            except KeyError:  # not deployed (yet)
+                self.found[item_type] = await deployment_handle(name, app, HANDLE_RETRY_S)
+            except (KeyError, TimeoutError):  # not deployed (yet), or Serve's controller slow to say
                 if item_type not in self.missing_since:
                     self.missing_since[item_type] = loop.time()
                     logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)

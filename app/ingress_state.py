@@ -15,6 +15,7 @@ from app.replica import serving_replica
 from app.retrain_jobs import RetrainJobs, ServedModels
 from app.settings import AppArgs
 from autoscaler.actor import controller_client
+from core.handle_loop import deployment_handle
 from core.names import POWER_DEPLOYMENT
 from core.records import RecordStore
 from core.registry import ModelRegistry
@@ -23,6 +24,8 @@ from deployments.cost import CostPredictor
 
 logger = logging.getLogger("ray.serve")
 
+
+HANDLE_LOOKUP_TIMEOUT_S = 10.0  # Serve's controller, asked once for the power app's handle
 
 class IngressState:
     """The ingress replica's state; routes reach it as `replica: Ingress`."""
@@ -52,10 +55,9 @@ class IngressState:
     def app_name(self) -> str:
         return serve.get_replica_context().app_name
 
-    @property
-    def power(self) -> DeploymentHandle:
+    async def power(self) -> DeploymentHandle:
         """PowerPredictor lives in its own application (see app/power_route.py)."""
-        return serve.get_deployment_handle(POWER_DEPLOYMENT, app_name=self.args.power_app_name)
+        return await deployment_handle(POWER_DEPLOYMENT, self.args.power_app_name, HANDLE_LOOKUP_TIMEOUT_S)
 
 
 Ingress = Annotated[IngressState, Depends(serving_replica)]

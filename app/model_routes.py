@@ -19,6 +19,7 @@ from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
 logger = logging.getLogger("ray.serve")
+DESCRIBE_TIMEOUT_S = 10.0  # the power app's describe, for the live latency figures: the metrics answer without it
 router = APIRouter()
 
 
@@ -85,7 +86,8 @@ async def model_metrics(
         served, latency = description.model_version, description.latency_ms
     elif metadata.model_type == "lstm":
         try:
-            forecaster = await replica.power.describe.remote(model_id)
+            power = await replica.power()
+            forecaster = await asyncio.wait_for(power.describe.remote(model_id), DESCRIBE_TIMEOUT_S)
             served, latency = forecaster.model_version, forecaster.latency_ms
         except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
             logger.warning("latency of %s unavailable: %s", model_id, exc)

@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from autoscaler.controller import ModelShape
 from core.forecasts import PowerForecast, PowerHistory, ServedModel
-from core.handle_loop import run_with_handles
+from core.handle_loop import deployment_handle, run_with_handles
 from core.names import POWER_APP, POWER_DEPLOYMENT
 
 
@@ -28,12 +28,12 @@ class ServeForecaster:
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         return run_with_handles(coroutine, self.timeout_s + 5)
 
-    def _handle(self):
-        return serve.get_deployment_handle(self.deployment, app_name=self.app_name)
+    async def _handle(self) -> DeploymentHandle:
+        return await deployment_handle(self.deployment, self.app_name, self.timeout_s)
 
     def shape(self) -> ModelShape:
         async def describe() -> ServedModel:
-            return await asyncio.wait_for(self._handle().describe.remote(), self.timeout_s)
+            return await asyncio.wait_for((await self._handle()).describe.remote(), self.timeout_s)
 
         served = self._run(describe())
         return ModelShape(model_version=served.model_version, step_s=served.step_seconds,
@@ -42,7 +42,7 @@ class ServeForecaster:
 
     def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
         async def forecast_all() -> list[PowerForecast | BaseException]:
-            handle = self._handle()
+            handle = await self._handle()
             calls = [asyncio.wait_for(handle.forecast.remote(history), self.timeout_s) for history in histories]
             return await asyncio.gather(*calls, return_exceptions=True)  # one failed node never sinks the others
 

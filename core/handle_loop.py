@@ -1,4 +1,9 @@
-"""Calling Serve deployment handles from synchronous code (Ray tasks, actor threads).
+"""Serve deployment handles: looked up off the event loop, and called from synchronous code (Ray tasks, actor
+threads).
+
+`deployment_handle` looks a deployment's handle up in a thread: Serve's first lookup of a deployment asks the Serve
+controller with no timeout (a blocking `ray.get`), which on an event loop would stall every other coroutine on it
+while the controller is slow or restarting; the handle found is kept, so later lookups cost nothing.
 
 With `RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0` (one of the throughput settings `make run` exports) a handle
 only works inside a running event loop, and Serve caches handles per process, so a handle stays bound to
@@ -11,11 +16,43 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
+_lookups: dict[tuple[str, str], Future[DeploymentHandle]] = {}  # a lookup in flight, or the handle it found
+
+
+async def deployment_handle(deployment: str, app_name: str, timeout_s: float) -> DeploymentHandle:
+    """The handle of `deployment` in app `app_name`, looked up in a thread the first time (see the module's
+    docstring); KeyError when it is not deployed, TimeoutError when Serve's controller does not answer in
+    `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one
+    is tried again by the next call."""
+    key = (deployment, app_name)
+    with _lock:
+        lookup = _lookups.get(key)
+        if lookup is None or (lookup.done() and lookup.exception() is not None):
+            lookup = _lookups[key] = _look_up(deployment, app_name)
+    return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(lookup)), timeout_s)
+
+
+def _look_up(deployment: str, app_name: str) -> Future[DeploymentHandle]:
+    """Serve's lookup in a daemon thread (one that never answers must not hold the process at exit)."""
+    found: Future[DeploymentHandle] = Future()
+
+    def look_up() -> None:
+        try:
+            found.set_result(serve.get_deployment_handle(deployment, app_name=app_name))
+        except BaseException as exc:  # noqa: BLE001 - the caller's await raises it
+            found.set_exception(exc)
+
+    threading.Thread(target=look_up, name="serve-handle-lookup", daemon=True).start()
+    return found
 
 
 def _process_loop() -> asyncio.AbstractEventLoop:

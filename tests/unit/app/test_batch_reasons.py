@@ -11,6 +11,12 @@ from app.schemas import PowerPredictionRequest
 from training.cost.catalog import UnknownGpuType, load_catalog
 
 
+def serve_handles(monkeypatch, get_handle) -> None:
+    """Serve's handle lookups answered by `get_handle`, with none kept from an earlier test."""
+    monkeypatch.setattr("core.handle_loop.serve.get_deployment_handle", get_handle)
+    monkeypatch.setattr("core.handle_loop._lookups", {})
+
+
 class Wrapped(Exception):
     """How a deployment's error arrives through Ray: wrapped, with the original as `cause`."""
 
@@ -47,7 +53,7 @@ def test_an_item_whose_answer_cannot_be_shaped_fails_alone(monkeypatch):
 
     handle = SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
                              predict=SimpleNamespace(remote=lambda query: answered(query)))
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    serve_handles(monkeypatch, lambda *args, **kwargs: handle)
 
     def shaped(request, forecast):
         if request.workload_id == "bad":
@@ -72,7 +78,7 @@ def test_a_stored_item_the_schema_now_refuses_fails_alone_naming_the_field(monke
         return value
 
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)))
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    serve_handles(monkeypatch, lambda *args, **kwargs: handle)
     good = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 8}, "duration_hours": 1}}
     stale = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 8, "gpu_type": "H100"},
                                          "duration_hours": 1}}
@@ -91,7 +97,7 @@ def test_a_batch_out_of_time_keeps_the_answers_it_has(monkeypatch):
         return SimpleNamespace(model_dump=lambda mode: {"n": query["n"]})
 
     handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)))
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    serve_handles(monkeypatch, lambda *args, **kwargs: handle)
     items = [SimpleNamespace(type="cost", request={"n": n}) for n in range(5)]
     results = asyncio.run(answer_items(items, "app", "power", batch_timeout_s=0.5))
     assert [r.status for r in results] == ["ok", "ok", "ok", "error", "error"]
@@ -113,7 +119,7 @@ def test_a_power_item_without_end_time_ends_when_the_batch_was_accepted(monkeypa
         return history
 
     handle = SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)))
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", lambda *args, **kwargs: handle)
+    serve_handles(monkeypatch, lambda *args, **kwargs: handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: SimpleNamespace(
         model_dump=lambda mode: {}))
     accepted = datetime(2026, 1, 2, 3, 4, 35, tzinfo=UTC)
@@ -144,7 +150,7 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
                 raise KeyError(name)
         return handle
 
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", get_handle)
+    serve_handles(monkeypatch, get_handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
     power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
                                                                          features={"power_watts": [100.0]}))
@@ -178,7 +184,7 @@ def test_a_deployment_that_comes_up_after_the_batch_gave_up_answers_its_later_it
         return SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
                                predict=SimpleNamespace(remote=lambda query: answered(query)))
 
-    monkeypatch.setattr("app.batches.serve.get_deployment_handle", get_handle)
+    serve_handles(monkeypatch, get_handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
     power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
                                                                          features={"power_watts": [100.0]}))

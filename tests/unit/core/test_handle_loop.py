@@ -1,13 +1,15 @@
-"""run_with_handles: coroutines from synchronous code on one loop per process, cancelled on timeout."""
+"""run_with_handles: coroutines from synchronous code on one loop per process, cancelled on timeout; deployment_handle:
+Serve's lookups off the event loop, shared while in flight, kept once found."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import pytest
 
-from core.handle_loop import run_with_handles
+from core.handle_loop import deployment_handle, run_with_handles
 
 
 def test_runs_coroutines_on_one_loop_from_any_thread():
@@ -34,3 +36,61 @@ def test_a_timed_out_coroutine_is_cancelled():
     with pytest.raises(TimeoutError):
         run_with_handles(slow(), 0.2)
     assert cancelled.wait(5)
+
+
+@pytest.fixture
+def lookups(monkeypatch):
+    """Serve's lookups answered by `lookups.answer(name)`, counted, none kept from an earlier test."""
+    calls: list[str] = []
+    state = SimpleNamespace(calls=calls, answer=lambda name: f"handle:{name}")
+
+    def get_deployment_handle(name, app_name):
+        calls.append(name)
+        return state.answer(name)
+
+    monkeypatch.setattr("core.handle_loop.serve.get_deployment_handle", get_deployment_handle)
+    monkeypatch.setattr("core.handle_loop._lookups", {})
+    return state
+
+
+def test_a_slow_lookup_never_stalls_the_event_loop_and_callers_share_it(lookups):
+    """Serve's first lookup asks its controller with a blocking call and no timeout: on the loop, it stalled every
+    request on it while that controller was slow."""
+    release = threading.Event()
+    lookups.answer = lambda name: release.wait(5) and f"handle:{name}"
+
+    async def scenario():
+        ticks = 0
+
+        async def ticking():
+            nonlocal ticks
+            while not release.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(ticking())
+        with pytest.raises(TimeoutError):
+            await deployment_handle("PowerPredictor", "kcloud-power", 0.2)
+        waiting = [asyncio.create_task(deployment_handle("PowerPredictor", "kcloud-power", 5)) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        release.set()
+        handles = await asyncio.gather(*waiting)
+        await ticker
+        return ticks, handles
+
+    ticks, handles = asyncio.run(scenario())
+    assert ticks >= 20 and handles == ["handle:PowerPredictor"] * 3
+    assert lookups.calls == ["PowerPredictor"]  # one lookup, shared by the timed-out caller and the three after
+
+
+def test_a_found_handle_is_kept_and_a_missing_deployment_is_looked_up_again(lookups):
+    def not_yet(name):
+        raise KeyError(f"{name} does not exist")
+
+    lookups.answer = not_yet
+    with pytest.raises(KeyError):
+        asyncio.run(deployment_handle("CostPredictor", "kcloud", 5))
+    lookups.answer = lambda name: f"handle:{name}"
+    assert asyncio.run(deployment_handle("CostPredictor", "kcloud", 5)) == "handle:CostPredictor"
+    assert asyncio.run(deployment_handle("CostPredictor", "kcloud", 5)) == "handle:CostPredictor"
+    assert lookups.calls == ["CostPredictor", "CostPredictor"]
