@@ -5,6 +5,7 @@ guarantees, interval, persistence, query validation and training CLI: training.c
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -511,7 +512,36 @@ def test_a_workload_or_gpu_type_the_model_never_trained_on_is_named_and_never_co
     assert typical.outside_training_range == ()
     assert model.predict(query(2, 8, 0, None, 0.5, workload=None)).outside_training_range == ()  # none named
     assert model.predict(TYPICAL[0].model_copy(update={"workload_type": "other"})).outside_training_range == (
-        "workload_type",)  # the vocabulary's placeholder is no workload a training job had
+        "workload_type",)  # no training job was an "other" one
+
+
+@pytest.mark.slow
+def test_a_workload_called_other_is_one_the_model_trained_on(tmp_path):
+    """The vocabularies' entry for unseen categories was called "other": a workload of that name, trained on, was
+    always named outside the training range, its confidence capped, and priced as an unseen one."""
+    records = generate_job_records(600, seed=3)
+    records["workload_type"] = records["workload_type"].replace({"idle": "other"})
+    model = CostModel(load_catalog())
+    model.fit(records, SMALL, seed=0)
+    other, unseen = model.predict_many([TYPICAL[0].model_copy(update={"workload_type": name})
+                                        for name in ("other", "never-seen")])
+    assert "other" in model.vocab["workload_type"][:-1]
+    assert other.outside_training_range == () and unseen.outside_training_range == ("workload_type",)
+
+
+
+@pytest.mark.slow
+def test_a_model_saved_with_other_for_unseen_categories_prices_as_before(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path)
+    spec = json.loads((tmp_path / "cost_model.json").read_text())
+    assert all(vocab[-1] == "<unseen>" for vocab in spec["vocab"].values())
+    spec["vocab"] = {name: [*vocab[:-1], "other"] for name, vocab in spec["vocab"].items()}  # as saved before
+    (tmp_path / "cost_model.json").write_text(json.dumps(spec))
+    older = CostModel.load(tmp_path, model_version=model.model_version)
+    jobs = [*TYPICAL, TYPICAL[0].model_copy(update={"workload_type": "other"})]
+    assert older.predict_many(jobs) == model.predict_many(jobs)
+    assert older.predict(jobs[-1]).outside_training_range == ("workload_type",)
 
 
 @pytest.mark.slow

@@ -64,7 +64,8 @@ CATEGORICAL = ("gpu_type", "workload_type")
 FEATURES = (*NUMERIC, *CATEGORICAL)
 INCREASING = frozenset(NUMERIC) - {"spot_instance"}
 QUANTILES = ("lower", "upper")
-OTHER = "other"
+UNSEEN = "<unseen>"  # every vocabulary's last entry: a category no training job had (a name no job can have; models
+# saved before called it "other", so a workload of that name was read as unseen there, as they were trained)
 RANGE_TOLERANCE = 5e-3  # relative to each end: a value this close to it lies in the range (records stored rounded)
 MODEL_FILE = "cost_model.json"
 FORMAT = 1
@@ -92,7 +93,7 @@ class CostModel:
             raise ValueError(f"coverage ({coverage}) and tolerance ({tolerance}) must lie between 0 and 1")
         self.catalog = catalog or default_catalog()
         self.coverage, self.tolerance = coverage, tolerance
-        self.vocab: dict[str, list[str]] = {name: [OTHER] for name in CATEGORICAL}
+        self.vocab: dict[str, list[str]] = {name: [UNSEEN] for name in CATEGORICAL}
         self.boosters: dict[str, lgb.Booster | None] = {}
         self.margin = 0.0
         self.width_edges: list[float] = []
@@ -106,8 +107,9 @@ class CostModel:
         columns = []
         for name in names:
             if name in CATEGORICAL:
-                index = {value: i for i, value in enumerate(self.vocab[name])}
-                columns.append(np.array([index.get(str(v).lower(), index[OTHER]) for v in frame[name]], float))
+                *seen, _ = self.vocab[name]  # the last entry stands for every category not seen
+                index = {value: i for i, value in enumerate(seen)}
+                columns.append(np.array([index.get(str(v).lower(), len(seen)) for v in frame[name]], float))
             else:
                 columns.append(power if name == "expected_power_watts" else numbers(frame, name))
         return np.column_stack(columns)
@@ -161,7 +163,7 @@ class CostModel:
             names.append(name)
             columns.append((values < low - RANGE_TOLERANCE * abs(low)) | (values > high + RANGE_TOLERANCE * abs(high)))
         for name in CATEGORICAL:
-            seen = set(self.vocab[name]) - {OTHER} | {NONE}
+            seen = set(self.vocab[name][:-1]) | {NONE}
             names.append(name)
             columns.append(np.array([str(value).lower() not in seen for value in frame[name]], bool))
         return names, np.column_stack(columns)
@@ -191,7 +193,7 @@ class CostModel:
         order = np.random.default_rng(seed).permutation(n)
         k = max(1, round(0.15 * n))
         test, calibration, train = order[:k], order[k:2 * k], order[2 * k:]
-        self.vocab = {c: sorted(set(frame[c].iloc[train].str.lower()) - {OTHER}) + [OTHER] for c in CATEGORICAL}
+        self.vocab = {c: sorted(set(frame[c].iloc[train].str.lower())) + [UNSEEN] for c in CATEGORICAL}
         power = expected_power(frame, self.catalog)
         listed = price_frame(frame, self.catalog, power)
         params = {"learning_rate": config.learning_rate, "num_leaves": config.num_leaves, "min_data_in_leaf": 20,
@@ -318,6 +320,8 @@ class CostModel:
             model = cls(PriceCatalog.model_validate(spec["catalog"]), coverage=spec["coverage"],
                         tolerance=spec["tolerance"])
             model.vocab = {name: list(spec["vocab"][name]) for name in CATEGORICAL}
+            if not all(model.vocab.values()):
+                raise ValueError("a vocabulary is empty (it ends with the entry for unseen categories)")
             model.boosters = {key: lgb.Booster(model_file=str(folder / file)) if file else None
                               for key, file in spec["boosters"].items()}
             if any(model.boosters.get(key) is None for key in QUANTILES):
