@@ -22,11 +22,20 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.settings import format_errors
 from training.cost.jobs import JOB_COLUMNS, NONE, Jobs, job_columns, numbers
@@ -37,6 +46,7 @@ PACKAGED_CATALOG_PATH = Path(__file__).resolve().with_name("prices.yaml")  # a c
 logger = logging.getLogger(__name__)
 RECORD_COLUMNS = (*JOB_COLUMNS, "avg_power_watts", "cost", *COMPONENTS)
 WORKLOADS = ("training", "inference", "batch", "idle")
+SAVED = "saved"  # validation context key: a catalog read back from a saved model (see the validators that read it)
 
 
 class CatalogError(ValueError):
@@ -60,6 +70,19 @@ class GpuType(_Section):
 class GpuPrices(_Section):
     default_type: str
     types: dict[str, GpuType] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_spellings(cls, data: Any, info: ValidationInfo) -> Any:
+        """A saved model's catalog (`SAVED`) from before types differing only in case were refused: the later
+        spellings, which no lookup ever reached, are dropped (the default type's is kept), so the model still loads."""
+        if not (info.context or {}).get(SAVED) or not isinstance(data, dict) or not isinstance(data.get("types"), dict):
+            return data
+        default, kept = data.get("default_type"), {}
+        for name in sorted(data["types"], key=lambda name: name != default):  # the default first, then file order
+            if isinstance(name, str) and name.lower() not in {known.lower() for known in kept}:
+                kept[name] = data["types"][name]
+        return {**data, "types": {name: kept[name] for name in data["types"] if name in kept}}
 
     @model_validator(mode="after")
     def _default_known(self) -> GpuPrices:
@@ -102,12 +125,17 @@ class PowerProfile(_Section):
 
     @field_validator("utilization")
     @classmethod
-    def _lower_case(cls, utilization: dict[str, Utilization]) -> dict[str, Utilization]:
-        """Workload types are looked up in lower case: a key written otherwise would never match."""
+    def _lower_case(cls, utilization: dict[str, Utilization], info: ValidationInfo) -> dict[str, Utilization]:
+        """Workload types are looked up in lower case: a key written otherwise would never match. A saved model's
+        catalog (`SAVED`) from before such keys were refused keeps, of keys differing only in case or spaces, the
+        one lookups reached (already in lower case), else the first."""
         keys = [key.strip().lower() for key in utilization]
-        if len(set(keys)) < len(keys):
+        if len(set(keys)) == len(keys):
+            return dict(zip(keys, utilization.values(), strict=True))
+        if not (info.context or {}).get(SAVED):
             raise ValueError("workload types that differ only in case or spaces: " + ", ".join(utilization))
-        return dict(zip(keys, utilization.values(), strict=True))
+        reached = {key: value for key, value in utilization.items() if key == key.strip().lower()}
+        return {**{key.strip().lower(): value for key, value in reversed(utilization.items())}, **reached}
 
     @model_validator(mode="after")
     def _has_default(self) -> PowerProfile:

@@ -47,6 +47,7 @@ import pandas as pd
 from core.atomic_files import atomic_write_json
 from training.cost.catalog import (
     RECORD_COLUMNS,
+    SAVED,
     PriceCatalog,
     default_catalog,
     expected_power,
@@ -317,7 +318,7 @@ class CostModel:
             spec = json.loads(path.read_text(encoding="utf-8"))
             if spec.get("format") != FORMAT or tuple(spec["features"]) != FEATURES:
                 raise ValueError(f"format {spec.get('format')} with features {spec.get('features')} is not supported")
-            model = cls(PriceCatalog.model_validate(spec["catalog"]), coverage=spec["coverage"],
+            model = cls(PriceCatalog.model_validate(spec["catalog"], context={SAVED: True}), coverage=spec["coverage"],
                         tolerance=spec["tolerance"])
             model.vocab = {name: list(spec["vocab"][name]) for name in CATEGORICAL}
             if not all(model.vocab.values()):

@@ -1,11 +1,14 @@
-"""The default price catalog follows its file: an added GPU type is known without a restart."""
+"""The default price catalog follows its file: an added GPU type is known without a restart; a saved model's catalog
+from before a check existed still loads."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.project import pyproject
@@ -13,11 +16,16 @@ from training.cost import catalog
 from training.cost.catalog import (
     DEFAULT_CATALOG_PATH,
     PACKAGED_CATALOG_PATH,
+    SAVED,
     CatalogError,
+    PriceCatalog,
     _FileCache,
     default_catalog_path,
+    generate_job_records,
     load_catalog,
 )
+from training.cost.model import MODEL_FILE, CostModel
+from training.settings import CostPredictorConfig
 
 
 def test_an_edited_catalog_is_read_again_and_a_broken_edit_keeps_the_last_good_one(tmp_path, caplog):
@@ -75,3 +83,26 @@ def test_workload_types_are_kept_in_lower_case_as_they_are_looked_up(tmp_path):
     path.write_text(original.replace("    inference:", "    Training:", 1), encoding="utf-8")
     with pytest.raises(CatalogError, match="differ only in case"):
         load_catalog(path)
+
+
+def test_a_saved_models_catalog_with_case_twins_still_loads(tmp_path):
+    """A cost model saved before types (and workload keys) differing only in case were refused stopped loading: its
+    catalog no longer validated. Read back from a saved model, the spellings no lookup reached are dropped."""
+    data = load_catalog().model_dump(mode="json")
+    data["gpu"]["types"] = {**data["gpu"]["types"], "h100": {"hour": 1.0, "tdp_watts": 1.0}}  # after "H100"
+    data["power"]["utilization"] = {"Training": {"accelerator": 0.01, "cpu": 0.01}, **data["power"]["utilization"]}
+    with pytest.raises(ValidationError, match="differ only in case"):
+        PriceCatalog.model_validate(data)
+
+    saved = PriceCatalog.model_validate(data, context={SAVED: True})
+    assert "h100" not in saved.gpu.types and saved.gpu.types["H100"] == load_catalog().gpu.types["H100"]  # the first
+    assert saved.utilization("training") == load_catalog().utilization("training")  # the key lookups reached
+    twin = {**data, "gpu": {**data["gpu"], "default_type": "h100"}}
+    assert PriceCatalog.model_validate(twin, context={SAVED: True}).gpu.types["h100"].hour == 1.0  # the default's
+
+    model = CostModel(load_catalog())
+    model.fit(generate_job_records(300, seed=2), CostPredictorConfig(n_estimators=10, num_leaves=7), seed=0)
+    model.save(tmp_path)
+    spec = json.loads((tmp_path / MODEL_FILE).read_text())
+    (tmp_path / MODEL_FILE).write_text(json.dumps({**spec, "catalog": data}))
+    assert CostModel.load(tmp_path).catalog == saved
