@@ -9,9 +9,10 @@ restart never undoes an API change, while an edited config file still takes effe
 deleted, unless the API changed it since).
 
 A file SQLite cannot read (not a database, or damaged) is moved aside and a new one started, its cooldowns from
-then: the controller keeps scaling rather than failing to start. A stored policy that no longer validates (an
-older version's row, a value stored before a check existed, a `max_replicas` above a lowered cap) is read as an
-`InvalidStoredPolicy` with its reason, never an exception.
+then (kept in the new file): the controller keeps scaling rather than failing to start; a file SQLite reports
+damaged while the controller runs is replaced the same way at the start of the next tick.
+A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
+`max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
 The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
 caller's, and renews it; an intent is only written while the lease row names its writer, and renews it
 (autoscaler/intents.py). A policy's state and the kept tables (fallback nodes, bound corrections) are written
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS live_fallback (
 CREATE TABLE IF NOT EXISTS bound_tracking (
     policy TEXT PRIMARY KEY, meaning TEXT NOT NULL, log_factor REAL NOT NULL, windows INTEGER NOT NULL,
     misses INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS started_afresh (id INTEGER PRIMARY KEY CHECK (id = 0), at TEXT NOT NULL);
 """
 _MAX_REASON_CHARS = 2000
 _TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
@@ -80,6 +82,18 @@ _UNREADABLE_PENDING = ("abandoned: stored by another version in a form this one 
 
 class _Damaged(sqlite3.DatabaseError):
     """SQLite's integrity check found the file damaged."""
+
+
+FileId = tuple[int, int]
+
+
+def _file_id(path: Path) -> FileId | None:
+    """The file at `path` (device, inode); None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _damaged(error: sqlite3.DatabaseError) -> bool:
@@ -169,14 +183,31 @@ class ControllerState:
         self.max_policies, self.max_events = max_policies, max_events
         self._context = policy_context(max_replicas_cap)
         self._lock = threading.Lock()
-        self._started_afresh: datetime | None = None  # when a damaged file was set aside for a new one
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
-                raise
-            self._set_aside(exc)
-            self._db = self._open()
+        self._started_afresh: datetime | None = None  # when a damaged file was set aside for this one
+        self._damage: sqlite3.DatabaseError | None = None  # damage SQLite reported since the file was opened
+        self._seeded: list[ScalingPolicy] = []  # the config file's policies, seeded again into a new file
+        self._db = self._connect()
+
+    def _connect(self, damaged: sqlite3.DatabaseError | None = None) -> sqlite3.Connection:
+        """The file opened. One SQLite reports damaged (`damaged`, met while it was used, or on opening it) is set
+        aside for a new one, which keeps when that was (`started_afresh`)."""
+        if damaged is None:
+            try:
+                return self._opened_file(self._open())
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
+                    raise
+                damaged = exc
+        self._set_aside(damaged)
+        db = self._open()
+        db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (datetime.now(UTC).isoformat(),))
+        return self._opened_file(db)
+
+    def _opened_file(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        self._opened = _file_id(self.path)
+        row = db.execute("SELECT at FROM started_afresh").fetchone()
+        self._started_afresh = _time(row[0]) if row else None
+        return db
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
@@ -192,18 +223,40 @@ class ControllerState:
         return db
 
     def _set_aside(self, problem: sqlite3.DatabaseError) -> None:
-        """Move a damaged state file (and its WAL) aside and start a new one: the policies of the config file are
-        seeded again, the API's are lost (logged, with where the old file went), and every policy's cooldown
-        starts now (the lost history may hold a change just made)."""
+        """Move a damaged state file (and its WAL) aside for a new one: the policies of the config file are seeded
+        again, the API's are lost (logged, with where the old file went), and every policy's cooldown starts now
+        (the lost history may hold a change just made), kept in the new file (`started_afresh`)."""
         stamp = datetime.now(UTC)
-        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp:%Y%m%dT%H%M%SZ}")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp:%Y%m%dT%H%M%S%fZ}")
         for suffix in ("", "-wal", "-shm"):
             if (part := Path(f"{self.path}{suffix}")).exists():
                 part.replace(f"{aside}{suffix}")
-        self._started_afresh = stamp
         logger.error("scaling controller state: %s cannot be read (%s); moved to %s and started afresh: the config "
                      "file's policies are seeded again, policies made through the API are lost, and every cooldown "
                      "starts now", self.path, problem, aside)
+
+    def start_afresh_if_damaged(self, now: datetime) -> bool:
+        """Set the file aside for a new one, as at open, when SQLite has reported it damaged since (every later tick
+        would fail on it), and seed the config file's policies again; False when no damage was reported."""
+        with self._lock:
+            if self._damage is None:
+                return False
+            self._db.close()  # until a file opens, every call fails on the closed connection; tried again next tick
+            replaced = _file_id(self.path) != self._opened  # by another controller sharing the file: open its new one
+            self._db = self._connect(None if replaced else self._damage)
+            self._damage = None
+        self.seed(self._seeded, now)
+        return True
+
+    @contextmanager
+    def _noting_damage(self) -> Iterator[None]:
+        """Note SQLite's report of damage (`start_afresh_if_damaged` acts on it); the error goes on."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if _damaged(exc):
+                self._damage = exc
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -213,7 +266,7 @@ class ControllerState:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; rolled back when the block or its commit raises (a commit that fails on a full
         disk or a busy file may leave the transaction open, and every later write would then fail)."""
-        with self._lock:
+        with self._lock, self._noting_damage():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -224,7 +277,7 @@ class ControllerState:
                 raise
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, self._noting_damage():
             return self._db.execute(sql, params).fetchall()
 
     # --- policies ----------------------------------------------------------------------------------------
@@ -317,6 +370,7 @@ class ControllerState:
 
         The config file is the operator's: `max_policies` does not refuse its policies (its count is checked
         when the file is read)."""
+        self._seeded = list(policies)
         listed = {policy.name for policy in policies}
         for name, digest in self._read("SELECT name, digest FROM seeded"):
             if name not in listed:
@@ -429,7 +483,7 @@ class ControllerState:
 
     def pending_intent(self, name: str) -> ScalingEvent | None:
         """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""
-        with self._lock:
+        with self._lock, self._noting_damage():
             return self._pending(self._db, name)
 
     def intent_record(self, pending: ScalingEvent) -> IntentRecord | None:
