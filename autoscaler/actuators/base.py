@@ -8,6 +8,8 @@ Only actuators change replica counts, and only the controller calls them (docs/a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from autoscaler.schema import ScalingTarget
@@ -94,10 +96,18 @@ class Actuator(ABC):
 
 
 def read_before_write(actuator: Actuator, target: ScalingTarget) -> int:
-    """The count right before a write. Nothing is sent yet, so any failure here is a plain one (no cooldown): a
-    client library's own error type would otherwise reach the caller as a write of unknown outcome."""
-    try:
+    """The count right before a write (`before_the_write`)."""
+    with before_the_write():
         return actuator.replicas_now(target)
+
+
+@contextmanager
+def before_the_write() -> Iterator[None]:
+    """What runs before a write is sent (reading the count, checking it): nothing is sent yet, so any failure is a
+    plain `ActuationError` (no cooldown). A client library's own error type, or a read answered with something that
+    is not the object, would otherwise reach the caller as a write of unknown outcome."""
+    try:
+        yield
     except ActuationError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure: nothing was written

@@ -25,6 +25,7 @@ from autoscaler.actuators.base import (
     CountMoved,
     OutsideBounds,
     TargetCount,
+    before_the_write,
 )
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
@@ -122,17 +123,20 @@ class KubernetesActuator(Actuator):
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
             return self._scale_worker_group(target, replicas, expected)
-        read = self._read_scale(target)
-        if expected is not None and _spec_replicas(read) != expected:
-            raise CountMoved(_spec_replicas(read))
+        with before_the_write():
+            read = self._read_scale(target)
+            if expected is not None and _spec_replicas(read) != expected:
+                raise CountMoved(_spec_replicas(read))
         try:
             return self._patch_scale(target, replicas, read)
         except ActuationError as failed:
             refused = failed.__cause__
             if not (isinstance(refused, ApiException) and refused.status == 409):
                 raise
-            again = self._read_scale(target)
-            if _spec_replicas(again) != _spec_replicas(read):  # the count itself changed: theirs stays
+            with before_the_write():  # refused: nothing was written
+                again = self._read_scale(target)
+                moved = _spec_replicas(again) != _spec_replicas(read)
+            if moved:  # the count itself changed: theirs stays
                 raise
             return self._patch_scale(target, replicas, again)
 
@@ -185,10 +189,11 @@ class KubernetesActuator(Actuator):
         raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
 
     def _scale_worker_group(self, target: RayClusterTarget, replicas: int, expected: int | None) -> str:
-        index, group = self._worker_group(target)
-        if expected is not None and int(group.get("replicas", 0)) != expected:
-            raise CountMoved(int(group.get("replicas", 0)))
-        low, high = _group_bounds(group)
+        with before_the_write():
+            index, group = self._worker_group(target)
+            if expected is not None and int(group.get("replicas", 0)) != expected:
+                raise CountMoved(int(group.get("replicas", 0)))
+            low, high = _group_bounds(group)
         if not low <= replicas <= high:  # KubeRay would clamp it silently; the caller may ask for the bound instead
             raise OutsideBounds(
                 f"{_describe(target)} worker group {target.worker_group!r}: {replicas} replicas is outside its "

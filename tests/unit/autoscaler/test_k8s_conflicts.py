@@ -26,6 +26,7 @@ class Deployment:
     def __init__(self, replicas: int):
         self.replicas, self.version, self.patches = replicas, 1, []
         self.on_read = lambda: None
+        self.read_answer: bytes | None = None  # what a read answers instead of the object (a proxy's page)
 
     def scale(self) -> dict:
         return {"metadata": {"resourceVersion": str(self.version)}, "spec": {"replicas": self.replicas}}
@@ -42,6 +43,12 @@ def handler(deployment: Deployment) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if deployment.read_answer is not None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(deployment.read_answer)))
+                self.end_headers()
+                self.wfile.write(deployment.read_answer)
+                return
             answer = deployment.scale()
             deployment.on_read()
             self._answer(200, answer)
@@ -149,3 +156,15 @@ def test_a_decided_write_reads_the_count_once():
         result = Actuators([actuator]).apply(_web_policy(), 2, 4)
     assert result.status is ActuationStatus.APPLIED and result.detail == "deployment default/web: replicas 2 -> 4"
     assert len(reads) == 1 and deployment.replicas == 4
+
+
+def test_a_read_answered_with_no_object_is_a_plain_failure_before_any_write():
+    """A proxy's page in answer to the read before the write reached the controller as a write of unknown outcome:
+    the cooldown kept, and the tick's other policies deciding from a count that was never set."""
+    deployment = Deployment(replicas=2)
+    deployment.read_answer = b"<html>sign in</html>"
+    with api_server(deployment) as actuator:
+        result = Actuators([actuator]).apply(_web_policy(), 2, 4)
+    assert result.status is ActuationStatus.FAILED
+    assert result.detail.startswith("not changed: reading the count before the write failed: JSONDecodeError")
+    assert deployment.patches == [] and deployment.replicas == 2
