@@ -147,7 +147,7 @@ class ScalingController:
         """Evaluate every policy once when holding the lease; returns the recorded events in policy-name order
         (none when another controller holds the lease)."""
         now = self.clock()
-        self._start_afresh_if_damaged(now)
+        self._follow_state_file(now)
         lease = self.state.acquire_lease(self.holder, now, self.lease_ttl_s)
         if not self._leads(lease, now):
             return []
@@ -181,14 +181,15 @@ class ScalingController:
             counts.note(item)
         return events
 
-    def _start_afresh_if_damaged(self, now: datetime) -> None:
-        """A state file SQLite reported damaged during the last tick is set aside for a new one (ControllerState),
-        which holds none of the kept parts yet: each is written again at this tick's save."""
+    def _follow_state_file(self, now: datetime) -> None:
+        """A state file SQLite reported damaged, or another controller set aside, is opened again (a damaged one set
+        aside for a new one: ControllerState.follow_file); a new file holds none of the kept parts yet, so each is
+        written again at this tick's save."""
         try:
-            if self.state.start_afresh_if_damaged(now):
+            if self.state.follow_file(now):
                 self._saved.clear()
         except Exception:  # noqa: BLE001 - the tick fails on the state as it would have; tried again at the next
-            logger.exception("scaling controller: the damaged state file could not be replaced by a new one")
+            logger.exception("scaling controller: the state file could not be opened again")
 
     def _restore(self, parts: Sequence[_Kept]) -> None:
         """Go on from what the controller before this one left (read at the first tick holding the lease). A part

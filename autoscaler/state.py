@@ -184,39 +184,44 @@ class ControllerState:
         self._context = policy_context(max_replicas_cap)
         self._lock = threading.Lock()
         self._started_afresh: datetime | None = None  # when a damaged file was set aside for this one
+        self._afresh_at: datetime | None = None  # a file set aside now: the new one is to keep when
         self._damage: sqlite3.DatabaseError | None = None  # damage SQLite reported since the file was opened
         self._seeded: list[ScalingPolicy] = []  # the config file's policies, seeded again into a new file
+        self._reseed = False  # a new file is open whose seeding has not succeeded yet
         self._db = self._connect()
 
-    def _connect(self, damaged: sqlite3.DatabaseError | None = None) -> sqlite3.Connection:
-        """The file opened. One SQLite reports damaged (`damaged`, met while it was used, or on opening it) is set
-        aside for a new one, which keeps when that was (`started_afresh`)."""
-        if damaged is None:
-            try:
-                return self._opened_file(self._open())
-            except sqlite3.DatabaseError as exc:
-                if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
-                    raise
-                damaged = exc
-        self._set_aside(damaged)
-        db = self._open()
-        db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (datetime.now(UTC).isoformat(),))
-        return self._opened_file(db)
-
-    def _opened_file(self, db: sqlite3.Connection) -> sqlite3.Connection:
+    def _connect(self, thorough: bool = False) -> sqlite3.Connection:
+        """The file opened; one SQLite's check finds damaged (`thorough`: its full integrity check, after SQLite
+        reported damage while the file was used) is set aside for a new one, which keeps when that was
+        (`started_afresh`)."""
+        try:
+            db = self._open(thorough)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
+                raise
+            self._set_aside(exc)
+            db = self._open()
+        try:
+            if self._afresh_at is not None:  # kept until a new file holds it (its open may fail the first time)
+                db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (self._afresh_at.isoformat(),))
+                self._afresh_at = None
+            row = db.execute("SELECT at FROM started_afresh").fetchone()
+        except BaseException:
+            db.close()
+            raise
         self._opened = _file_id(self.path)
-        row = db.execute("SELECT at FROM started_afresh").fetchone()
         self._started_afresh = _time(row[0]) if row else None
         return db
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, thorough: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        check = "PRAGMA integrity_check(1)" if thorough else "PRAGMA quick_check(1)"
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
             db.executescript(_SCHEMA)
-            if (check := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
-                raise _Damaged(check)
+            if (result := db.execute(check).fetchone()[0]) != "ok":
+                raise _Damaged(result)
         except BaseException:
             db.close()
             raise
@@ -231,26 +236,36 @@ class ControllerState:
         for suffix in ("", "-wal", "-shm"):
             if (part := Path(f"{self.path}{suffix}")).exists():
                 part.replace(f"{aside}{suffix}")
+        self._afresh_at = stamp
         logger.error("scaling controller state: %s cannot be read (%s); moved to %s and started afresh: the config "
                      "file's policies are seeded again, policies made through the API are lost, and every cooldown "
                      "starts now", self.path, problem, aside)
 
-    def start_afresh_if_damaged(self, now: datetime) -> bool:
-        """Set the file aside for a new one, as at open, when SQLite has reported it damaged since (every later tick
-        would fail on it), and seed the config file's policies again; False when no damage was reported."""
+    def follow_file(self, now: datetime) -> bool:
+        """Open the state file again when SQLite reported it damaged since it was opened (every later tick would
+        fail on it; its full integrity check decides whether it is set aside for a new one, as at open) or when
+        another controller sharing it set it aside (this one would go on alone in the old file, its lease there
+        too); seed the config file's policies into a new file (tried again at each call until it succeeds). True
+        when a file was opened again: what the caller kept there must be written again."""
         with self._lock:
-            if self._damage is None:
-                return False
-            self._db.close()  # until a file opens, every call fails on the closed connection; tried again next tick
-            replaced = _file_id(self.path) != self._opened  # by another controller sharing the file: open its new one
-            self._db = self._connect(None if replaced else self._damage)
-            self._damage = None
-        self.seed(self._seeded, now)
-        return True
+            replaced = _file_id(self.path) != self._opened
+            reopened = replaced or self._damage is not None
+            if reopened:
+                self._db.close()  # until a file opens, every call fails on the closed connection; tried next call
+                self._db = self._connect(thorough=not replaced)
+                self._damage, self._reseed = None, True
+        if self._reseed:
+            try:
+                self.seed(self._seeded, now)
+                self._reseed = False
+            except Exception:  # noqa: BLE001 - the tick goes on; seeded at the next call
+                logger.exception("scaling controller state: the config file's policies could not be seeded into %s",
+                                 self.path)
+        return reopened
 
     @contextmanager
     def _noting_damage(self) -> Iterator[None]:
-        """Note SQLite's report of damage (`start_afresh_if_damaged` acts on it); the error goes on."""
+        """Note SQLite's report of damage (`follow_file` acts on it); the error goes on."""
         try:
             yield
         except sqlite3.DatabaseError as exc:

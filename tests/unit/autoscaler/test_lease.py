@@ -188,7 +188,7 @@ def test_a_state_file_sqlite_may_not_open_is_never_set_aside(tmp_path, monkeypat
 
     path = tmp_path / "s.sqlite"
     ControllerState(path).close()
-    monkeypatch.setattr(ControllerState, "_open", lambda self: (_ for _ in ()).throw(
+    monkeypatch.setattr(ControllerState, "_open", lambda self, thorough=False: (_ for _ in ()).throw(
         sqlite3.OperationalError("disk I/O error")))
     with pytest.raises(sqlite3.OperationalError):
         ControllerState(path)

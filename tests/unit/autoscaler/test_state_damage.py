@@ -1,5 +1,6 @@
-"""A state file SQLite reports damaged while the controller runs is set aside for a new one at the next tick, as one
-found damaged at open is: before, every later tick failed on it until someone restarted the controller."""
+"""A state file SQLite reports damaged while the controller runs is checked in full at the next tick and, when the
+check confirms it, set aside for a new one, as one found damaged at open is: before, every later tick failed on it
+until someone restarted the controller. A controller sharing the file follows a new one another set up."""
 
 from __future__ import annotations
 
@@ -10,30 +11,38 @@ from pathlib import Path
 import pytest
 
 from autoscaler.schema import ActuationStatus, ScaleAction, ScalingPolicy
-from autoscaler.state import ControllerState, _Damaged
+from autoscaler.state import ControllerState
 from tests.unit.autoscaler.doubles import policy_data, write_power
 
 
 class Failing:
-    """A state's connection whose every call raises `error` (SQLite reporting the file damaged, say)."""
+    """A state's connection whose every call raises what SQLite raises when it meets a damaged page."""
 
-    def __init__(self, db: sqlite3.Connection, error: sqlite3.DatabaseError):
-        self.db, self.error = db, error
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
 
     def execute(self, *args):
-        raise self.error
+        error = sqlite3.DatabaseError("database disk image is malformed")
+        error.sqlite_errorname = "SQLITE_CORRUPT"
+        raise error
 
     def __getattr__(self, name: str):
         return getattr(self.db, name)
 
 
+def damage(state: ControllerState, *, on_disk: bool = True) -> None:
+    """SQLite reports the file damaged from now on; `on_disk`: every page after the first really is."""
+    if on_disk:
+        state._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nothing left in the WAL to write the pages back
+        raw = bytearray(state.path.read_bytes())
+        raw[4096:] = b"\xff" * (len(raw) - 4096)
+        state.path.write_bytes(bytes(raw))
+    state._db = Failing(state._db)
+
+
 def set_aside(folder: Path) -> list[Path]:
     """The state files set aside in `folder` (each with its WAL files beside it)."""
     return [p for p in folder.glob("*.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm"))]
-
-
-def damage(state: ControllerState) -> None:
-    state._db = Failing(state._db, _Damaged("*** in database main ***\nPage 7: btreeInitPage() returns error code 11"))
 
 
 def test_a_file_damaged_during_a_run_is_set_aside_at_the_next_tick(make, store, tmp_path):
@@ -48,13 +57,25 @@ def test_a_file_damaged_during_a_run_is_set_aside_at_the_next_tick(make, store, 
         controller.tick()
     [event] = controller.tick()  # the next starts afresh: the config file's policy is back, the API's is lost
 
-    assert len(set_aside(tmp_path / "state")) == 1 and [p.name for p in controller.state.policies()] == ["from-config"]
+    assert len(set_aside(tmp_path / "state")) == 1
+    assert [p.name for p in controller.state.policies()] == ["from-config"]
     assert event.policy == "from-config" and event.action is ScaleAction.HOLD  # over budget, but the cooldown
     assert "cooldown" in event.reason and actuator.calls == []  # starts with the new file (a change may be lost)
     assert event.actuation.status is ActuationStatus.NONE
 
 
-def test_a_new_files_cooldown_outlives_a_restart(tmp_path):
+def test_damage_the_full_check_does_not_confirm_keeps_the_file(tmp_path):
+    state = ControllerState(tmp_path / "s.sqlite")
+    state.put_policy(ScalingPolicy.model_validate(policy_data("from-api")), datetime.now(UTC))
+    damage(state, on_disk=False)
+    with pytest.raises(sqlite3.DatabaseError):
+        state.policies()
+    assert state.follow_file(datetime.now(UTC))  # opened again, checked in full, kept
+    assert [p.name for p in state.policies()] == ["from-api"] and set_aside(tmp_path) == []
+    assert not state.follow_file(datetime.now(UTC))
+
+
+def test_a_new_files_cooldown_outlives_a_restart_and_a_failed_first_open(tmp_path, monkeypatch):
     """The time a damaged file was set aside lived in memory only: a controller restarted before its first tick
     wrote the policies' states scaled at once, though the lost history may hold a change just made."""
     path = tmp_path / "s.sqlite"
@@ -62,34 +83,51 @@ def test_a_new_files_cooldown_outlives_a_restart(tmp_path):
     damage(state)
     with pytest.raises(sqlite3.DatabaseError):
         state.policy_state("web")
+    opens = []
+    real_open = ControllerState._open
+
+    def open_fails_once_after_the_set_aside(self, thorough=False):
+        if set_aside(tmp_path) and not opens:
+            opens.append(1)
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_open(self, thorough)
+
+    monkeypatch.setattr(ControllerState, "_open", open_fails_once_after_the_set_aside)
     now = datetime.now(UTC)
-    assert state.start_afresh_if_damaged(now) and not state.start_afresh_if_damaged(now)  # once
+    with pytest.raises(sqlite3.OperationalError):
+        state.follow_file(now)
+    assert state.follow_file(now) and not state.follow_file(now)  # the new file, once
     afresh = state.policy_state("web").last_scale_at
     assert afresh is not None and abs(afresh - now) < timedelta(seconds=5)
     state.close()
     assert ControllerState(path).policy_state("web").last_scale_at == afresh
 
 
-def test_a_file_another_controller_already_replaced_is_not_set_aside_again(tmp_path):
+def test_a_controller_sharing_the_file_follows_the_new_one_another_set_up(tmp_path):
+    """The one that did not meet the damage went on alone in the file set aside, its lease there too: two
+    controllers acted as lease holders."""
     path = tmp_path / "s.sqlite"
-    first, second = ControllerState(path), ControllerState(path)  # two controllers sharing the file
+    first, second = ControllerState(path), ControllerState(path)
+    second.acquire_lease("b", datetime.now(UTC), 90)
     damage(first)
-    damage(second)
-    for state in (first, second):
-        with pytest.raises(sqlite3.DatabaseError):
-            state.acquire_lease("a", datetime.now(UTC), 90)
-    assert first.start_afresh_if_damaged(datetime.now(UTC))
-    first.acquire_lease("a", datetime.now(UTC), 90)
-    assert second.start_afresh_if_damaged(datetime.now(UTC))  # opens the file the first one started
-    assert len(set_aside(tmp_path)) == 1  # only the damaged one was moved
+    with pytest.raises(sqlite3.DatabaseError):
+        first.acquire_lease("a", datetime.now(UTC), 90)
+    assert first.follow_file(datetime.now(UTC))
+    assert first.acquire_lease("a", datetime.now(UTC), 90).holder == "a"  # b's lease went with the old file
+    assert second.follow_file(datetime.now(UTC))  # nothing met by b itself: it follows the file all the same
     assert second.acquire_lease("b", datetime.now(UTC), 90).holder == "a"
+    assert len(set_aside(tmp_path)) == 1  # only the damaged file was moved
 
 
 def test_other_database_errors_never_set_the_file_aside(tmp_path):
     """A full disk or a passing I/O error says nothing of the file itself."""
-    path = tmp_path / "s.sqlite"
-    state = ControllerState(path)
-    state._db = Failing(state._db, sqlite3.OperationalError("disk I/O error"))
+    state = ControllerState(tmp_path / "s.sqlite")
+
+    class Busy(Failing):
+        def execute(self, *args):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    state._db = Busy(state._db)
     with pytest.raises(sqlite3.OperationalError):
         state.policy_state("web")
-    assert not state.start_afresh_if_damaged(datetime.now(UTC)) and set_aside(tmp_path) == []
+    assert not state.follow_file(datetime.now(UTC)) and set_aside(tmp_path) == []
