@@ -27,6 +27,7 @@ BATCH_TIMEOUT_S = 600.0
 ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
 HANDLE_RETRY_S = 2.0  # how often a deployment that is not deployed is looked up again
 HANDLE_WAIT_S = 30.0  # how long a batch looks for a deployment that is not deployed before its items fail
+HANDLE_LOOKUP_TIMEOUT_S = 10.0  # how long one lookup waits on Serve's controller
 _ITEM = TypeAdapter(BatchItem)
 
 
@@ -132,8 +133,8 @@ class _Handles:
                 raise DeploymentMissing(self.not_deployed(item_type))
             name, app = self.deployments[item_type]
             try:
-                self.found[item_type] = await deployment_handle(name, app, HANDLE_RETRY_S)
-            except (KeyError, TimeoutError):  # not deployed (yet), or Serve's controller slow to say
+                self.found[item_type] = await deployment_handle(name, app, HANDLE_LOOKUP_TIMEOUT_S)
+            except KeyError:  # not deployed (yet); a TimeoutError (Serve's controller slow to say) fails the item
                 if item_type not in self.missing_since:
                     self.missing_since[item_type] = loop.time()
                     logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)

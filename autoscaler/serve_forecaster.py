@@ -17,6 +17,8 @@ from core.forecasts import PowerForecast, PowerHistory, ServedModel
 from core.handle_loop import deployment_handle, run_with_handles
 from core.names import POWER_APP, POWER_DEPLOYMENT
 
+HANDLE_LOOKUP_TIMEOUT_S = 10.0  # Serve's controller, asked once for the PowerPredictor's handle
+
 
 class ServeForecaster:
     """Calls `describe` and `forecast` of the PowerPredictor replicas; a tick's histories go out concurrently,
@@ -26,10 +28,10 @@ class ServeForecaster:
         self.app_name, self.deployment, self.timeout_s = app_name, deployment, timeout_s
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return run_with_handles(coroutine, self.timeout_s + 5)
+        return run_with_handles(coroutine, HANDLE_LOOKUP_TIMEOUT_S + self.timeout_s + 5)
 
     async def _handle(self) -> DeploymentHandle:
-        return await deployment_handle(self.deployment, self.app_name, self.timeout_s)
+        return await deployment_handle(self.deployment, self.app_name, HANDLE_LOOKUP_TIMEOUT_S)
 
     def shape(self) -> ModelShape:
         async def describe() -> ServedModel:

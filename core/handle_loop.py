@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -25,19 +26,23 @@ from ray.serve.handle import DeploymentHandle
 T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
-_lookups: dict[tuple[str, str], Future[DeploymentHandle]] = {}  # a lookup in flight, or the handle it found
+_lookups: dict[tuple[str, str], tuple[Future[DeploymentHandle], float]] = {}  # a lookup in flight or the handle
+# it found, with when it started
+STUCK_AFTER_S = 60.0  # a lookup in flight this long is given up for a new one (its thread is left to end)
 
 
 async def deployment_handle(deployment: str, app_name: str, timeout_s: float) -> DeploymentHandle:
     """The handle of `deployment` in app `app_name`, looked up in a thread the first time (see the module's
     docstring); KeyError when it is not deployed, TimeoutError when Serve's controller does not answer in
-    `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one
-    is tried again by the next call."""
+    `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one,
+    or one in flight for STUCK_AFTER_S, is tried again by the next call."""
     key = (deployment, app_name)
     with _lock:
-        lookup = _lookups.get(key)
-        if lookup is None or (lookup.done() and lookup.exception() is not None):
-            lookup = _lookups[key] = _look_up(deployment, app_name)
+        lookup, started = _lookups.get(key, (None, 0.0))
+        if lookup is None or lookup.cancelled() or (lookup.done() and lookup.exception() is not None) or (
+                not lookup.done() and time.monotonic() - started > STUCK_AFTER_S):
+            lookup = _look_up(deployment, app_name)
+            _lookups[key] = lookup, time.monotonic()
     return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(lookup)), timeout_s)
 
 
@@ -46,6 +51,8 @@ def _look_up(deployment: str, app_name: str) -> Future[DeploymentHandle]:
     found: Future[DeploymentHandle] = Future()
 
     def look_up() -> None:
+        if not found.set_running_or_notify_cancel():
+            return
         try:
             found.set_result(serve.get_deployment_handle(deployment, app_name=app_name))
         except BaseException as exc:  # noqa: BLE001 - the caller's await raises it

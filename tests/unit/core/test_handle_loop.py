@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -94,3 +95,30 @@ def test_a_found_handle_is_kept_and_a_missing_deployment_is_looked_up_again(look
     assert asyncio.run(deployment_handle("CostPredictor", "kcloud", 5)) == "handle:CostPredictor"
     assert asyncio.run(deployment_handle("CostPredictor", "kcloud", 5)) == "handle:CostPredictor"
     assert lookups.calls == ["CostPredictor", "CostPredictor"]
+
+
+def test_waiters_on_two_loops_share_one_lookup_and_a_stuck_one_is_replaced(lookups, monkeypatch):
+    """Callers on other event loops (the ingress's, the handle loop) wait on the same lookup; one that Serve's
+    controller never answers is not shared for good."""
+    release = threading.Event()
+    lookups.answer = lambda name: release.wait(5) and f"handle:{name}"
+    found: list[str] = []
+    waiters = [threading.Thread(target=lambda: found.append(asyncio.run(deployment_handle("P", "app", 5))))
+               for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.2)
+    release.set()
+    for waiter in waiters:
+        waiter.join(5)
+    assert found == ["handle:P", "handle:P"] and lookups.calls == ["P"]
+
+    monkeypatch.setattr("core.handle_loop.STUCK_AFTER_S", 0.1)
+    never = threading.Event()
+    lookups.answer = lambda name: never.wait(5) and f"handle:{name}"
+    with pytest.raises(TimeoutError):
+        asyncio.run(deployment_handle("Q", "app", 0.2))
+    lookups.answer = lambda name: f"handle:{name}"
+    assert asyncio.run(deployment_handle("Q", "app", 5)) == "handle:Q"  # a new lookup, past the stuck one
+    never.set()
+    assert lookups.calls == ["P", "Q", "Q"]
