@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,23 +70,15 @@ class GpuPrices(_Section):
     default_type: str
     types: dict[str, GpuType] = Field(min_length=1)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _saved_spellings(cls, data: Any, info: ValidationInfo) -> Any:
-        """A saved model's catalog (`SAVED`) from before types differing only in case were refused: the later
-        spellings, which no lookup ever reached, are dropped (the default type's is kept), so the model still loads."""
-        if not (info.context or {}).get(SAVED) or not isinstance(data, dict) or not isinstance(data.get("types"), dict):
-            return data
-        default, kept = data.get("default_type"), {}
-        for name in sorted(data["types"], key=lambda name: name != default):  # the default first, then file order
-            if isinstance(name, str) and name.lower() not in {known.lower() for known in kept}:
-                kept[name] = data["types"][name]
-        return {**data, "types": {name: kept[name] for name in data["types"] if name in kept}}
-
     @model_validator(mode="after")
-    def _default_known(self) -> GpuPrices:
+    def _default_known(self, info: ValidationInfo) -> GpuPrices:
+        """The default type is one of the types, and no two differ only in case. A saved model's catalog (`SAVED`)
+        from before that check keeps its twins: a named type resolves to the first spelling, the default to its
+        own, as they did when it was trained."""
         if self.default_type not in self.types:
             raise ValueError(f"default_type {self.default_type!r} is not one of types ({', '.join(self.types)})")
+        if (info.context or {}).get(SAVED):
+            return self
         spellings: dict[str, str] = {}
         for name in self.types:  # names match case-insensitively: a second spelling could never be priced
             if (first := spellings.setdefault(name.lower(), name)) != name:
@@ -127,15 +118,14 @@ class PowerProfile(_Section):
     @classmethod
     def _lower_case(cls, utilization: dict[str, Utilization], info: ValidationInfo) -> dict[str, Utilization]:
         """Workload types are looked up in lower case: a key written otherwise would never match. A saved model's
-        catalog (`SAVED`) from before such keys were refused keeps, of keys differing only in case or spaces, the
-        one lookups reached (already in lower case), else the first."""
+        catalog (`SAVED`) from before such keys were lowered keeps only those lookups reached (already in lower
+        case), so its jobs are priced as they were when it was trained."""
+        if (info.context or {}).get(SAVED):
+            return {key: value for key, value in utilization.items() if key == key.strip().lower()}
         keys = [key.strip().lower() for key in utilization]
-        if len(set(keys)) == len(keys):
-            return dict(zip(keys, utilization.values(), strict=True))
-        if not (info.context or {}).get(SAVED):
+        if len(set(keys)) < len(keys):
             raise ValueError("workload types that differ only in case or spaces: " + ", ".join(utilization))
-        reached = {key: value for key, value in utilization.items() if key == key.strip().lower()}
-        return {**{key.strip().lower(): value for key, value in reversed(utilization.items())}, **reached}
+        return dict(zip(keys, utilization.values(), strict=True))
 
     @model_validator(mode="after")
     def _has_default(self) -> PowerProfile:
