@@ -18,7 +18,7 @@ from training.power.calibration import CalibratedForecast
 from training.power.dataset import prepare
 from training.power.extrapolation import served_forecast
 from training.power.served import train_served
-from training.power.windows import NotEnoughData, Role
+from training.power.windows import NotEnoughData, Role, Split
 from training.settings import PowerPredictorConfig
 
 
@@ -60,10 +60,12 @@ class ReplayData:
 
 def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, step_s: int, max_gap_s: int,
                      features: list[str] | tuple[str, ...], horizon: int, train_fraction: float,
-                     options: TrainOptions) -> ReplayData:
-    """Train on the first `train_fraction` of every series and forecast every test step at leads 1..`horizon`."""
+                     options: TrainOptions, split: Split = "series") -> ReplayData:
+    """Train on the first `train_fraction` of every series (`split` "time": of all series at one cut in time) and
+    forecast every test step at leads 1..`horizon`."""
     prepared = prepare(frame, step_s=step_s, max_gap_s=max(max_gap_s, step_s), features=features,
-                       sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction)
+                       sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction,
+                       split=split)
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")

@@ -82,13 +82,13 @@ def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_
 
 def settings(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, trace: str, policy_file: str,
              step_s: int, actuation_delay_s: int, train_fraction: float, margin: float, sequence_length: int,
-             epochs: int) -> dict[str, Any]:
+             epochs: int, split: str = "series") -> dict[str, Any]:
     """The report's `settings`: the inputs of one replay and how its forecaster was trained."""
     return {
         "trace": trace, "policy_file": policy_file, "policy": policy.model_dump(mode="json"),
         "step_seconds": step_s, "idle_watts": model.idle_watts, "demand_scale": model.scale,
         "demand_offset": model.offset, "actuation_delay_seconds": actuation_delay_s,
-        "train_fraction": train_fraction, "horizon_steps": window_steps(policy, step_s),
+        "train_fraction": train_fraction, "split": split, "horizon_steps": window_steps(policy, step_s),
         "risk_window_seconds": policy.risk_window_s, "margin_points": margin,
         "sequence_length": sequence_length, "epochs": epochs, "interval_coverage": data.coverage,
         "model": data.facts,

@@ -72,7 +72,7 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
         frame, source = case_frame(case, root)
         policies = _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
         horizon = max(window_steps(p, case.step) for p in policies.values())
-        train_fraction = case.train_fraction or suite.train_fraction
+        train_fraction, split = case.train_fraction or suite.train_fraction, case.split or suite.split
         max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step)
         for seed in suite.seeds:
             log(f"simulate suite: {case.name} seed {seed}: training for {horizon} steps ahead")
@@ -80,7 +80,7 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
             model_config = case_model(base, suite, case, seed)
             try:
                 data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap, features=base.features,
-                             horizon=horizon, train_fraction=train_fraction, options=options)
+                             horizon=horizon, train_fraction=train_fraction, split=split, options=options)
             except NotEnoughData as exc:
                 raise ConfigError(f"suite case {case.name} (seed {seed}; its step, sequence_length and "
                                   f"train_fraction): {exc}") from exc
@@ -92,7 +92,7 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
                     steps = report.pop("steps")
                     report["settings"] = settings(
                         data, planned_policy, demand, trace=source, policy_file=str(policy_file), step_s=case.step,
-                        actuation_delay_s=delay, train_fraction=train_fraction, margin=suite.margin,
+                        actuation_delay_s=delay, train_fraction=train_fraction, split=split, margin=suite.margin,
                         sequence_length=model_config.sequence_length, epochs=model_config.epochs)
                     report["steps"] = steps
                     report["elapsed_seconds"] = round(time.monotonic() - started, 1)

@@ -4,6 +4,7 @@
     policy: policy.simulation.yaml  # relative to this file: the policy every case runs
     seeds: [0]                      # training seeds of the forecaster (every case is replayed once per seed)
     train_fraction: 0.8
+    split: series                   # optional: or time, one cut in time for all series (training.power.windows)
     margin: 10                      # reactive_margin: both thresholds lowered by this many points
     actuation_delays: [step, 10min] # for every case that gives none; `step` is the case's own step
     learning_rate: 0.01             # optional model overrides for every case, a case's own winning:

@@ -48,9 +48,10 @@ from training.cli import (
     output_path,
     run_cli,
 )
+from training.power.windows import SPLITS
 
 SINGLE_DEFAULTS = {"idle_watts": 100.0, "demand_scale": 1.0, "demand_offset": 0.0, "train_fraction": 0.8,
-                   "margin": 10.0, "step": 600}  # and --actuation-delay: one step
+                   "split": "series", "margin": 10.0, "step": 600}  # and --actuation-delay: one step
 
 
 def _watts(text: str, *, positive: bool = False) -> float:
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--actuation-delay", type=duration_arg,
                         help="time before a replica change takes effect, a multiple of --step (default one step)")
     parser.add_argument("--train-fraction", type=fraction_arg, help="share of every series that trains (default 0.8)")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="series (default): the last share of every series is replayed; time: one cut in time "
+                             "for all series, so no series recorded later trains the forecaster of an earlier one")
     parser.add_argument("--margin", type=_watts,
                         help="percentage points taken off both thresholds for the reactive_margin run (default 10)")
     parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
@@ -128,13 +132,14 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     data = train_for_replay(load_telemetry_csv(args.trace), model_config, step_s=args.step,
                             max_gap_s=config.predictor.max_gap_at(args.step), features=config.features,
                             horizon=window_steps(policy, args.step), train_fraction=args.train_fraction,
-                            options=TrainOptions.from_flags(args))
+                            options=TrainOptions.from_flags(args), split=args.split)
     report = replay(data, policy, model, step_s=args.step, actuation_delay_s=args.actuation_delay, margin=args.margin)
     steps = report.pop("steps")
     report["settings"] = settings(data, policy, model, trace=str(args.trace), policy_file=str(args.policy),
                                   step_s=args.step, actuation_delay_s=args.actuation_delay,
                                   train_fraction=args.train_fraction, margin=args.margin,
-                                  sequence_length=model_config.sequence_length, epochs=model_config.epochs)
+                                  sequence_length=model_config.sequence_length, epochs=model_config.epochs,
+                                  split=args.split)
     report["steps"] = steps
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     return report

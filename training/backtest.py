@@ -36,7 +36,7 @@ from training.power.forecaster import PowerForecaster
 from training.power.online_calibration import adapt_in_time
 from training.power.scaling import TrainScaling
 from training.power.served import fit_gbm, train_served
-from training.power.windows import NotEnoughData, Role, Windows
+from training.power.windows import NotEnoughData, Role, Split, Windows
 from training.settings import TrainingConfig
 
 FORECASTERS = ("lstm", "served")  # the project's own from a measured power history
@@ -59,8 +59,10 @@ class TrainOptions:
 
 
 def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: float, options: TrainOptions,
-             model: str | None = None, model_path: str | None = None, plot: str | None = None) -> dict[str, Any]:
-    """Train (or load `model` from the registry) the forecaster and the baselines, score them all."""
+             model: str | None = None, model_path: str | None = None, plot: str | None = None,
+             split: Split = "series") -> dict[str, Any]:
+    """Train (or load `model` from the registry) the forecaster and the baselines, score them all; `split`: how the
+    test part is cut (training.power.windows.assign_roles)."""
     started = time.monotonic()
     predictor, model_config = config.predictor, config.models.power_predictor
     model_info: dict[str, Any]
@@ -70,7 +72,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         _check_compatible(forecaster, predictor.step, predictor.horizon_steps)
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap,
                            features=forecaster.pipeline.features, sequence_length=forecaster.sequence_length,
-                           horizon=forecaster.horizon, train_fraction=train_fraction)
+                           horizon=forecaster.horizon, train_fraction=train_fraction, split=split)
         prepared = PreparedData(prepared.segments, prepared.roles, forecaster.pipeline,
                                 forecaster.sequence_length, forecaster.horizon).unseen_by(metadata.data_span)
         gbm = fit_gbm(prepared, model_config.seed)
@@ -82,7 +84,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
     else:
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                            sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
-                           train_fraction=train_fraction)
+                           train_fraction=train_fraction, split=split)
         if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
             raise NotEnoughData(NO_TEST_WINDOWS)
         forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
@@ -109,7 +111,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
     report["model"] = model_info
     report["lightgbm"] = {"half_life_steps": gbm.spec.half_life_steps, "rounds": gbm.booster.current_iteration()}
     report["data"] = {"series": sorted({s.node_id for s in prepared.segments}), "train_fraction": train_fraction,
-                      "sequence_length": prepared.sequence_length}
+                      "split": split, "sequence_length": prepared.sequence_length}
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     return report
 

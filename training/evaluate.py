@@ -30,6 +30,7 @@ from training.cli import (
     output_path,
     run_cli,
 )
+from training.power.windows import SPLITS
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--train-fraction", type=fraction_arg,
                         help=f"share of every series that trains (default {DEFAULT_TRAIN_FRACTION}; a suite's own)")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="series (default): the last share of every series tests; time: one cut in time for all "
+                             "series, so no series recorded later trains the forecast of an earlier one")
     parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
     parser.add_argument("--plot", type=output_path, help="PNG of actual vs forecast with the interval")
     parser.add_argument("--model", help="evaluate a registered model (id or id/version) instead of training")
@@ -53,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_model_flags(parser, suite=True)
     args = parser.parse_args(argv)
     if args.suite:
-        clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--step", "--seed",
+        clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--split", "--step", "--seed",
                                 "--model-path"])
         if clashing:
             parser.error(f"{', '.join(clashing)}: not with --suite (the suite file sets them per case)")
@@ -75,7 +79,7 @@ def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
     frame = load_telemetry_csv(args.data)
     train_fraction = args.train_fraction or DEFAULT_TRAIN_FRACTION
     report = backtest(frame, config, train_fraction=train_fraction, options=TrainOptions.from_flags(args),
-                      model=args.model, model_path=args.model_path, plot=args.plot)
+                      model=args.model, model_path=args.model_path, plot=args.plot, split=args.split or "series")
     report["data"] = {"file": str(args.data), **report["data"]}
     return report
 

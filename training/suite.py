@@ -82,7 +82,7 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
             case_config(base, suite, case, horizon, suite.seeds[0])
     for case in suite.cases:
         frame, source = case_frame(case, root)
-        train_fraction = case.train_fraction or suite.train_fraction
+        train_fraction, split = case.train_fraction or suite.train_fraction, case.split or suite.split
         for horizon in case.horizons:
             runs = []
             for seed in suite.seeds:
@@ -90,7 +90,7 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
                     f"seed {seed}")
                 try:
                     report = backtest(frame, case_config(base, suite, case, horizon, seed),
-                                      train_fraction=train_fraction, options=options)
+                                      train_fraction=train_fraction, split=split, options=options)
                 except NotEnoughData as exc:
                     raise ConfigError(f"suite case {case.name} (horizon {format_duration(horizon)}, seed {seed}; "
                                       f"its step, sequence_length and train_fraction): {exc}") from exc

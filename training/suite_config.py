@@ -3,6 +3,7 @@
     data_root: ../data            # optional; relative to this file; `--data-root` overrides it
     seeds: [0, 1, 2]              # training seeds of every case (results are mean +- spread over them)
     train_fraction: 0.8
+    split: series                 # optional: or time, one cut in time for all series (training.power.windows)
     learning_rate: 0.01           # optional model overrides for every case (a case's own win): sequence_length,
                                   # epochs, hidden_size, learning_rate, relative_power,
                                   # power_input_challenger
@@ -39,6 +40,7 @@ from pydantic import (
 )
 
 from core.settings import ConfigError, Duration, format_errors, read_yaml_mapping
+from training.power.windows import Split
 from training.synthetic_patterns import Pattern
 
 SuiteModel = TypeVar("SuiteModel", bound=BaseModel)
@@ -82,6 +84,7 @@ class TraceCase(ModelKnobs):
     step: Duration
     max_gap: Duration | None = None  # default: the config's, at least one step
     train_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    split: Split | None = None  # default: the suite's
 
     @model_validator(mode="after")
     def _one_source(self) -> TraceCase:
@@ -117,6 +120,7 @@ class SuiteFile(ModelKnobs):
 
     data_root: str | None = None
     train_fraction: float = Field(0.8, gt=0.0, lt=1.0)
+    split: Split = "series"
     cases: tuple[TraceCase, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

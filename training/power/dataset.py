@@ -25,7 +25,7 @@ from training.power.ray_trainer import TrainedWeights, train_power_lstm
 from training.power.recency import recency_weights, window_ages
 from training.power.scaling import ONE_WORKER, TrainScaling
 from training.power.train_loop import WeightedChallenger
-from training.power.windows import NotEnoughData, Role, Windows, assign_roles, build_windows
+from training.power.windows import NotEnoughData, Role, Split, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
 
 if TYPE_CHECKING:
@@ -88,8 +88,10 @@ class PreparedData:
 
 
 def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[str] | tuple[str, ...],
-            sequence_length: int, horizon: int, train_fraction: float, skip_short: bool = False) -> PreparedData:
-    """Resample, split every series in time, and fit the scalers on the training rows only.
+            sequence_length: int, horizon: int, train_fraction: float, skip_short: bool = False,
+            split: Split = "series") -> PreparedData:
+    """Resample, split every series in time (`split` "time": all series at one time; `assign_roles`), and fit the
+    scalers on the training rows only.
 
     `skip_short` leaves out (with a warning) series too short for one window instead of refusing them: for
     a telemetry store, where a node that joined an hour ago must not stop the retraining of the others.
@@ -104,7 +106,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
         segments = _drop_short(segments, sequence_length, step_s)
     _require_long_enough(segments, sequence_length, step_s, max_gap_s)
     _require_horizon_covered(segments, sequence_length, horizon, step_s)
-    roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION)
+    roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION, split)
     fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
                  if (r == Role.FIT).any()]
     if not fit_parts:

@@ -24,11 +24,13 @@ HALF_LIFE_FRACTIONS = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 
 
 def candidate_half_lives(prepared: PreparedData) -> list[float | None]:
-    """None first (unweighted), then each fraction of the median series' count of training steps."""
+    """None first (unweighted), then each fraction of the median count of training steps of the series that have
+    any (with one cut in time for all series, a series recorded after it has none)."""
     steps: dict[str, int] = {}
     for segment, roles in zip(prepared.segments, prepared.roles, strict=True):
         steps[segment.node_id] = steps.get(segment.node_id, 0) + int((roles != Role.TEST).sum())
-    span = float(np.median(list(steps.values())))
+    trained = [count for count in steps.values() if count]
+    span = float(np.median(trained)) if trained else 0.0
     return [None, *(span * fraction for fraction in HALF_LIFE_FRACTIONS if span * fraction >= 1.0)]
 
 

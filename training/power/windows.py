@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Literal
 
 import numpy as np
 
 from training.power.features import FeaturePipeline, Segment
+
+Split = Literal["series", "time"]  # how the training and test parts are cut: per series, or at one time for all
+SPLITS: tuple[str, ...] = ("series", "time")
 
 
 class NotEnoughData(ValueError):
@@ -93,9 +97,13 @@ class Windows:
         return int(self.mask.sum())
 
 
-def assign_roles(segments: list[Segment], train_fraction: float, calib_fraction: float) -> list[np.ndarray]:
-    """Role of every step: per series, the first `train_fraction` of its steps train, the rest test;
-    the last `calib_fraction` of the training steps are the calibration tail."""
+def assign_roles(segments: list[Segment], train_fraction: float, calib_fraction: float,
+                 split: Split = "series") -> list[np.ndarray]:
+    """Role of every step: per series (`split` "series"), the first `train_fraction` of its steps train, the rest
+    test; the last `calib_fraction` of the training steps are the calibration tail. With `split` "time", one cut in
+    time for all series (`_roles_in_time`)."""
+    if split == "time":
+        return _roles_in_time(segments, train_fraction, calib_fraction)
     roles = [np.full(len(s), Role.TEST, dtype=np.int8) for s in segments]
     by_node: dict[str, list[int]] = {}
     for i, segment in enumerate(segments):
@@ -110,6 +118,29 @@ def assign_roles(segments: list[Segment], train_fraction: float, calib_fraction:
             roles[i][steps < train_end] = Role.CALIB
             roles[i][steps < fit_end] = Role.FIT
             position += len(segments[i])
+    return roles
+
+
+def _roles_in_time(segments: list[Segment], train_fraction: float, calib_fraction: float) -> list[np.ndarray]:
+    """One cut in time for every series: the steps before the time by which `train_fraction` of all steps (every
+    series together) were recorded train, the rest test; the last `calib_fraction` of the training steps (in time)
+    calibrate. A series recorded after the cut is all test and one recorded before it all training, so no series
+    recorded later trains the model that forecasts an earlier one (the per-series split lets it)."""
+    times = np.sort(np.concatenate([segment.times.asi8 for segment in segments]))
+    if not len(times):
+        return [np.zeros(0, dtype=np.int8) for _ in segments]
+
+    def cut(share: float) -> int:
+        return int(times[min(int(round(len(times) * share)), len(times) - 1)])
+
+    train_end, fit_end = cut(train_fraction), cut(train_fraction * (1.0 - calib_fraction))
+    roles = []
+    for segment in segments:
+        stamps = segment.times.asi8
+        segment_roles = np.full(len(segment), Role.TEST, dtype=np.int8)
+        segment_roles[stamps < train_end] = Role.CALIB
+        segment_roles[stamps < fit_end] = Role.FIT
+        roles.append(segment_roles)
     return roles
 
 

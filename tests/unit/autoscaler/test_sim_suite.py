@@ -36,6 +36,7 @@ cases:
     synthetic: recurring_spikes
     days: 2
     step: 1min
+    split: time
     transforms:
       - {name: k100, idle_watts: 300, demand_scale: 100, demand_offset: 35}
       - {name: k60, idle_watts: 100, demand_scale: 60, demand_offset: 30}
@@ -50,9 +51,10 @@ predictive_scaling: {enabled: true, lookahead_minutes: 5, confidence_threshold: 
 
 
 def perfect_replay(frame: pd.DataFrame, model_config, *, step_s: int, max_gap_s: int, features, horizon: int,
-                   train_fraction: float, options: TrainOptions, calls: list[dict[str, Any]]) -> ReplayData:
+                   train_fraction: float, options: TrainOptions, calls: list[dict[str, Any]],
+                   split: str = "series") -> ReplayData:
     """A stand-in for train_for_replay: the last part of every series, forecast by the truth itself."""
-    calls.append({"step_s": step_s, "horizon": horizon, "seed": model_config.seed})
+    calls.append({"step_s": step_s, "horizon": horizon, "seed": model_config.seed, "split": split})
     series, rows = [], []
     for node, group in frame.groupby("node_id"):
         watts = group["power_watts"].to_numpy(float)
@@ -105,7 +107,8 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
     assert result["complete"] and seen == [False, False]
     # one forecaster per case and seed, for the longest risk window: a 10 min hold + a 10 min delay
-    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0}, {"step_s": 60, "horizon": 20, "seed": 0}]
+    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0, "split": "series"},
+                     {"step_s": 60, "horizon": 20, "seed": 0, "split": "time"}]  # the case's own
     labels = [(c["case"], c["transform"], c["actuation_delay_seconds"]) for c in result["cases"]]
     assert labels == [("spikes", "k100", 600),  # one step is 10 min here: one delay
                       ("spikes-1min", "k100", 60), ("spikes-1min", "k100", 600),
@@ -118,6 +121,7 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
         delay = case["actuation_delay_seconds"]
         assert settings["risk_window_seconds"] == max(300, delay) + delay  # the hold after a change + its delay
         assert settings["model"]["served_method"] == "perfect"
+        assert settings["split"] == ("time" if case["case"] == "spikes-1min" else "series")
         assert report["predictive"]["decisions"] == len(report["steps"])
         assert case["ratios"]["vs_reactive"]["replica_hours"] == pytest.approx(
             report["predictive"]["replica_hours"] / report["reactive"]["replica_hours"], abs=1e-4)

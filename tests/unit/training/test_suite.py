@@ -41,6 +41,7 @@ cases:
     horizons: [2h, 4h]
     sequence_length: 12
     hidden_size: 8
+    split: time
 """
 
 
@@ -155,6 +156,7 @@ def test_a_tiny_suite_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                     "per_series", "model", "data", "served"} <= set(report)
         assert set(case["summary"]["served"]["mae"]) == {"mean", "spread", "min", "max"}
         assert np.isfinite(case["mae_ratio_to_best_baseline"]["served"])
+    assert [c["runs"][0]["data"]["split"] for c in result["cases"]] == ["series", "time", "time"]
     assert result["cases"][0]["source"].endswith("spikes.csv")
     assert result["cases"][1]["source"].startswith("synthetic:level_shifts")
     assert set(result["aggregate"]) >= {"lstm", "served", "targets_met"}
@@ -167,7 +169,7 @@ def test_suite_refuses_single_trace_flags(capsys) -> None:
     with pytest.raises(SystemExit):
         evaluate.main(["--suite", "s.yaml", "--horizon", "1h", "--output", "r.json"])
     assert "--horizon: not with --suite" in capsys.readouterr().err
-    for flag, value in (("--step", "1min"), ("--seed", "7"),  # each case sets its step, the suite its seeds
+    for flag, value in (("--step", "1min"), ("--seed", "7"), ("--split", "time"),  # each case sets its own
                         ("--model-path", "m")):  # (a suite registers nothing)
         with pytest.raises(SystemExit):
             evaluate.main(["--suite", "s.yaml", flag, value, "--output", "r.json"])
@@ -202,6 +204,7 @@ def test_the_coverage_target_is_the_nominal_coverage_plus_or_minus_5_points() ->
     ("seeds: [0, 0]", "seeds: each value once"),
     ("horizons: [1h, 1h]", "horizons: each value once"),
     ("max_gap: 1min", "max_gap (60s) must be at least step (600s)"),
+    ("split: random", "split: Input should be 'series' or 'time'"),
 ])
 def test_a_suite_file_that_would_fail_mid_run_is_refused_when_loaded(tmp_path: Path, change: str,
                                                                         message: str) -> None:

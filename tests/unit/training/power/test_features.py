@@ -278,6 +278,24 @@ def test_roles_span_segments_of_one_series_and_each_series_separately() -> None:
         assert (np.diff(r) >= 0).all()  # never back to an earlier role
 
 
+def test_one_cut_in_time_trains_on_every_series_before_it_and_tests_every_one_after() -> None:
+    """With a cut per series, a run recorded later trained the model that forecast an earlier run's last part."""
+    early, late = make_segment(np.ones(50), node="a"), make_segment(np.ones(50), node="b", start_step=50)
+    roles = assign_roles([early, late], train_fraction=0.8, calib_fraction=0.25, split="time")
+    # 100 steps in all, in time: the first 80 train (the first 60 fit, the next 20 calibrate), the last 20 test
+    assert roles[0].tolist() == [Role.FIT] * 50
+    assert roles[1].tolist() == [Role.FIT] * 10 + [Role.CALIB] * 20 + [Role.TEST] * 20
+    per_series = assign_roles([early, late], train_fraction=0.8, calib_fraction=0.25)
+    assert (per_series[0] == Role.TEST).sum() == 10  # the per-series cut tests the early run before the late trains
+
+
+def test_series_recorded_together_are_cut_in_time_as_each_would_be_alone() -> None:
+    together = [make_segment(np.ones(100), node="a"), make_segment(np.ones(100), node="b")]
+    in_time = assign_roles(together, train_fraction=0.8, calib_fraction=0.25, split="time")
+    for roles, alone in zip(in_time, assign_roles(together, 0.8, 0.25), strict=True):
+        assert roles.tolist() == alone.tolist() == [Role.FIT] * 60 + [Role.CALIB] * 20 + [Role.TEST] * 20
+
+
 def test_train_fraction_one_leaves_no_test() -> None:
     (roles,) = assign_roles([make_segment(np.ones(50))], train_fraction=1.0, calib_fraction=0.2)
     assert (roles == Role.FIT).sum() == 40 and (roles == Role.CALIB).sum() == 10 and (roles != Role.TEST).all()

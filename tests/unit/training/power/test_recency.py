@@ -61,6 +61,18 @@ def test_candidates_are_none_then_fractions_of_the_median_series_training_steps(
     assert candidate_half_lives(tiny) == [None, 5.0, 2.5, 1.25]  # no half-life under one step
 
 
+def test_series_without_training_steps_leave_the_candidates_to_those_with_some() -> None:
+    """Cut at one time for all series, one recorded after the cut has none: it pulled the median (and every
+    half-life tried) towards 0."""
+    segments = [make_segment(np.arange(100.0), node="early"), make_segment(np.arange(100.0), node="middle",
+                                                                         start_step=100),
+                make_segment(np.arange(100.0), node="late", start_step=300)]
+    roles = assign_roles(segments, 0.5, 0.2, split="time")
+    assert [int((r != Role.TEST).sum()) for r in roles] == [100, 50, 0]
+    prepared = replace(prepared_of(segments), roles=roles)
+    assert candidate_half_lives(prepared) == [None, *(75 * f for f in HALF_LIFE_FRACTIONS)]
+
+
 def test_a_weighted_fit_needs_every_window_s_age() -> None:
     prepared = prepared_of([make_segment(np.random.default_rng(1).normal(100, 5, 300))])
     fit, calib = prepared.windows(Role.FIT), prepared.windows(Role.CALIB)
