@@ -22,6 +22,7 @@ over records its events, but never undoes the new holder's cooldowns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -97,8 +98,11 @@ def _file_id(path: Path) -> FileId | None:
 
 
 def _damaged(error: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite says the file is not a database or is damaged (not that it may not open or write it)."""
-    return isinstance(error, _Damaged) or getattr(error, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+    """Whether SQLite says the file is not a database or is damaged (not that it may not open or write it); its
+    extended codes (SQLITE_CORRUPT_INDEX, ...) included."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, _Damaged) or (isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_CORRUPT,
+                                                                                    sqlite3.SQLITE_NOTADB))
 
 
 class TooManyPolicies(ValueError):
@@ -193,13 +197,17 @@ class ControllerState:
     def _connect(self, thorough: bool = False) -> sqlite3.Connection:
         """The file opened; one SQLite's check finds damaged (`thorough`: its full integrity check, after SQLite
         reported damage while the file was used) is set aside for a new one, which keeps when that was
-        (`started_afresh`)."""
+        (`started_afresh`), unless another controller sharing the file replaced it meanwhile (its new file is opened).
+        The file's identity is taken before the open: one replaced during it is followed at the next call."""
+        before = _file_id(self.path)
         try:
             db = self._open(thorough)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
                 raise
-            self._set_aside(exc)
+            if _file_id(self.path) == before:  # still the file found damaged (set aside by nobody else)
+                self._set_aside(exc)
+            before = None
             db = self._open()
         try:
             if self._afresh_at is not None:  # kept until a new file holds it (its open may fail the first time)
@@ -209,9 +217,16 @@ class ControllerState:
         except BaseException:
             db.close()
             raise
-        self._opened = _file_id(self.path)
+        self._opened = before or _file_id(self.path)  # None before: the file this open (or the set-aside) created
         self._started_afresh = _time(row[0]) if row else None
         return db
+
+    def _read_started_afresh(self) -> None:
+        """When the open file was started afresh: read at every `follow_file`, since the controller that started
+        it may mark it after this one opened it."""
+        if self._started_afresh is None:
+            row = self._db.execute("SELECT at FROM started_afresh").fetchone()
+            self._started_afresh = _time(row[0]) if row else None
 
     def _open(self, thorough: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
@@ -248,12 +263,15 @@ class ControllerState:
         too); seed the config file's policies into a new file (tried again at each call until it succeeds). True
         when a file was opened again: what the caller kept there must be written again."""
         with self._lock:
-            replaced = _file_id(self.path) != self._opened
+            now_there = _file_id(self.path)  # None: another controller is moving it aside; followed next call
+            replaced = now_there is not None and now_there != self._opened
             reopened = replaced or self._damage is not None
             if reopened:
                 self._db.close()  # until a file opens, every call fails on the closed connection; tried next call
                 self._db = self._connect(thorough=not replaced)
                 self._damage, self._reseed = None, True
+            with contextlib.suppress(sqlite3.Error), self._noting_damage():  # the tick meets it itself
+                self._read_started_afresh()
         if self._reseed:
             try:
                 self.seed(self._seeded, now)

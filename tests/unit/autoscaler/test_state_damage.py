@@ -14,30 +14,32 @@ from autoscaler.schema import ActuationStatus, ScaleAction, ScalingPolicy
 from autoscaler.state import ControllerState
 from tests.unit.autoscaler.doubles import policy_data, write_power
 
+SQLITE_CORRUPT_INDEX = sqlite3.SQLITE_CORRUPT | 3 << 8  # an extended code, as Python 3.11 reports them
+
 
 class Failing:
-    """A state's connection whose every call raises what SQLite raises when it meets a damaged page."""
+    """A state's connection whose every call raises what SQLite raises when it meets a damaged page (`code`)."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, code: int = sqlite3.SQLITE_CORRUPT):
+        self.db, self.code = db, code
 
     def execute(self, *args):
         error = sqlite3.DatabaseError("database disk image is malformed")
-        error.sqlite_errorname = "SQLITE_CORRUPT"
+        error.sqlite_errorcode = self.code
         raise error
 
     def __getattr__(self, name: str):
         return getattr(self.db, name)
 
 
-def damage(state: ControllerState, *, on_disk: bool = True) -> None:
-    """SQLite reports the file damaged from now on; `on_disk`: every page after the first really is."""
+def damage(state: ControllerState, *, on_disk: bool = True, code: int = sqlite3.SQLITE_CORRUPT) -> None:
+    """SQLite reports the file damaged from now on (`code`); `on_disk`: every page after the first really is."""
     if on_disk:
         state._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nothing left in the WAL to write the pages back
         raw = bytearray(state.path.read_bytes())
         raw[4096:] = b"\xff" * (len(raw) - 4096)
         state.path.write_bytes(bytes(raw))
-    state._db = Failing(state._db)
+    state._db = Failing(state._db, code)
 
 
 def set_aside(folder: Path) -> list[Path]:
@@ -65,9 +67,10 @@ def test_a_file_damaged_during_a_run_is_set_aside_at_the_next_tick(make, store, 
 
 
 def test_damage_the_full_check_does_not_confirm_keeps_the_file(tmp_path):
+    """Reported under an extended code (a damaged index), as SQLite reports most damage."""
     state = ControllerState(tmp_path / "s.sqlite")
     state.put_policy(ScalingPolicy.model_validate(policy_data("from-api")), datetime.now(UTC))
-    damage(state, on_disk=False)
+    damage(state, on_disk=False, code=SQLITE_CORRUPT_INDEX)
     with pytest.raises(sqlite3.DatabaseError):
         state.policies()
     assert state.follow_file(datetime.now(UTC))  # opened again, checked in full, kept
@@ -131,3 +134,40 @@ def test_other_database_errors_never_set_the_file_aside(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
         state.policy_state("web")
     assert not state.follow_file(datetime.now(UTC)) and set_aside(tmp_path) == []
+
+
+def test_a_file_found_damaged_by_two_controllers_is_set_aside_once(tmp_path, monkeypatch):
+    """Both checked the file in full; the slower one set aside the new file the faster one had just started."""
+    path = tmp_path / "s.sqlite"
+    first, second = ControllerState(path), ControllerState(path)
+    damage(first)
+    damage(second, on_disk=False)  # the same file: damaged on disk once
+    for state in (first, second):
+        with pytest.raises(sqlite3.DatabaseError):
+            state.policies()
+    real_open = ControllerState._open
+
+    def first_sets_it_aside_during_the_check(self, thorough=False):
+        try:
+            return real_open(self, thorough)
+        except sqlite3.DatabaseError:
+            if self is second and thorough:
+                assert first.follow_file(datetime.now(UTC))  # faster: the file is set aside and a new one started
+            raise
+
+    monkeypatch.setattr(ControllerState, "_open", first_sets_it_aside_during_the_check)
+    assert second.follow_file(datetime.now(UTC))
+    assert len(set_aside(tmp_path)) == 1
+    assert first.acquire_lease("a", datetime.now(UTC), 90).holder == "a"
+    assert second.acquire_lease("b", datetime.now(UTC), 90).holder == "a"  # one file, one lease
+
+
+def test_a_follower_reads_the_mark_of_a_new_file_written_after_it_opened_it(tmp_path):
+    """It read the file's started-afresh mark once, at open: one written a moment later left its cooldowns off."""
+    path = tmp_path / "s.sqlite"
+    first, second = ControllerState(path), ControllerState(path)
+    assert second.policy_state("web").last_scale_at is None
+    stamp = datetime.now(UTC)
+    first._db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (stamp.isoformat(),))
+    assert not second.follow_file(stamp)
+    assert second.policy_state("web").last_scale_at == stamp
