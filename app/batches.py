@@ -109,7 +109,8 @@ async def answer_items(items: list[Any], app_name: str, power_app_name: str, *, 
 
 
 class DeploymentMissing(LookupError):
-    """A predictor deployment that items need is not deployed (the batch looked for it for HANDLE_WAIT_S)."""
+    """A predictor deployment that items need is not deployed (the batch looked for it for HANDLE_WAIT_S), or Serve's
+    controller did not say where it is in time."""
 
 
 class _Handles:
@@ -124,22 +125,28 @@ class _Handles:
         self.found: dict[str, DeploymentHandle] = {}
         self.missing_since: dict[str, float] = {}  # loop time of a type's first failed lookup
         self.given_up_at: dict[str, float] = {}  # loop time of a type's last failed lookup after the wait
+        self.why: dict[str, str] = {}  # why a type's items fail at once, until HANDLE_WAIT_S after giving up
 
     async def get(self, item_type: str) -> DeploymentHandle:
         loop = asyncio.get_running_loop()
         while item_type not in self.found:
             gave_up = self.given_up_at.get(item_type)
             if gave_up is not None and loop.time() - gave_up < HANDLE_WAIT_S:
-                raise DeploymentMissing(self.not_deployed(item_type))
+                raise DeploymentMissing(self.why[item_type])
             name, app = self.deployments[item_type]
             try:
                 self.found[item_type] = await deployment_handle(name, app, HANDLE_LOOKUP_TIMEOUT_S)
-            except KeyError:  # not deployed (yet); a TimeoutError (Serve's controller slow to say) fails the item
+            except TimeoutError:  # Serve's controller slow to say: the items fail at once for a while, as below
+                self.given_up_at[item_type], self.why[item_type] = loop.time(), (
+                    f"DeploymentMissing: Serve's controller did not say within {HANDLE_LOOKUP_TIMEOUT_S:g} s where "
+                    f"the {name} deployment of app {app!r} is")
+                continue
+            except KeyError:  # not deployed (yet)
                 if item_type not in self.missing_since:
                     self.missing_since[item_type] = loop.time()
                     logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)
                 if gave_up is not None or loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
-                    self.given_up_at[item_type] = loop.time()
+                    self.given_up_at[item_type], self.why[item_type] = loop.time(), self.not_deployed(item_type)
                     continue
                 await asyncio.sleep(HANDLE_RETRY_S)
         return self.found[item_type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from types import SimpleNamespace
 
@@ -191,3 +192,33 @@ def test_a_deployment_that_comes_up_after_the_batch_gave_up_answers_its_later_it
     cost = SimpleNamespace(type="cost", request={"n": 1})  # 0.05 s each: the batch lasts past the deployment
     statuses = [r.status for r in asyncio.run(answer_items([power, cost] * 10, "app", "kcloud-power"))]
     assert statuses[0] == "error" and statuses[-2:] == ["ok", "ok"], statuses
+
+
+def test_a_lookup_serves_controller_does_not_answer_fails_the_items_at_once_and_says_so(monkeypatch):
+    """Every item waited the whole lookup timeout in turn (16 slots held by items that could not run), and the
+    items that failed said their deployment was not deployed."""
+    monkeypatch.setattr("app.batches.HANDLE_LOOKUP_TIMEOUT_S", 0.2)
+    release = threading.Event()
+
+    async def answered(value):
+        return SimpleNamespace(model_dump=lambda mode: {"ok": True})
+
+    def get_handle(name, app_name):
+        if name == "PowerPredictor":
+            release.wait(5)  # Serve's controller busy
+        return SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
+                               predict=SimpleNamespace(remote=lambda query: answered(query)))
+
+    serve_handles(monkeypatch, get_handle)
+    monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
+    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
+                                                                         features={"power_watts": [100.0]}))
+    cost = SimpleNamespace(type="cost", request={"n": 1})
+    started = time.monotonic()
+    try:
+        results = asyncio.run(answer_items([power] * 40 + [cost] * 5, "app", "kcloud-power"))
+    finally:
+        release.set()
+    assert [r.status for r in results] == ["error"] * 40 + ["ok"] * 5 and time.monotonic() - started < 2
+    assert results[0].error == ("DeploymentMissing: Serve's controller did not say within 0.2 s where the "
+                                "PowerPredictor deployment of app 'kcloud-power' is")
