@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--demand-offset", type=_watts, help="W0 subtracted from the trace (W, default 0)")
     parser.add_argument("--actuation-delay", type=duration_arg,
                         help="time before a replica change takes effect, a multiple of --step (default one step)")
-    parser.add_argument("--train-fraction", type=fraction_arg, help="share of every series that trains (default 0.8)")
+    parser.add_argument("--train-fraction", type=fraction_arg,
+                        help="share of every series (--split time: of all steps) that trains (default 0.8)")
     parser.add_argument("--split", choices=SPLITS,
                         help="series (default): the last share of every series is replayed; time: one cut in time "
                              "for all series, so no series recorded later trains the forecaster of an earlier one")

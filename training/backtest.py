@@ -1,6 +1,7 @@
-"""Backtest of one trace: train on the first part of every series, forecast the rest from rolling origins.
+"""Backtest of one trace: train on the first part of every series (or, with `split` "time", on every step before
+one cut in time for all series), forecast the rest from rolling origins.
 
-Test points are the observed (not imputed) steps of the last part of every series. Every one is forecast
+Test points are the observed (not imputed) steps of the test part. Every one is forecast
 at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by the served forecast
 (training.power.blend), by the features-only mode (the input window's power withheld and estimated from its
 other features: training.power.features_only) and by each baseline, so all methods are scored on exactly the
@@ -157,6 +158,8 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
         "step_seconds": prepared.pipeline.step_s,
         "test_points": _distinct_targets(test, mask),
         "forecasts_scored": int(mask.sum()),
+        # forecasts no method is scored on: seasonal naive had no season before them to copy (a series' start)
+        "forecasts_left_out": int(test.mask.sum() - mask.sum()),
         "seasonal_period_steps": period,
         "metrics": metrics,
         "best_baseline": best,

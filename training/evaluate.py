@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="with --suite: folder the cases' trace paths are relative to")
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--train-fraction", type=fraction_arg,
-                        help=f"share of every series that trains (default {DEFAULT_TRAIN_FRACTION}; a suite's own)")
+                        help=f"share of every series (--split time: of all steps) that trains (default "
+                             f"{DEFAULT_TRAIN_FRACTION}; a suite's own)")
     parser.add_argument("--split", choices=SPLITS,
                         help="series (default): the last share of every series tests; time: one cut in time for all "
                              "series, so no series recorded later trains the forecast of an earlier one")

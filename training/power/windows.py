@@ -127,13 +127,12 @@ def _roles_in_time(segments: list[Segment], train_fraction: float, calib_fractio
     calibrate. A series recorded after the cut is all test and one recorded before it all training, so no series
     recorded later trains the model that forecasts an earlier one (the per-series split lets it)."""
     times = np.sort(np.concatenate([segment.times.asi8 for segment in segments]))
-    if not len(times):
-        return [np.zeros(0, dtype=np.int8) for _ in segments]
 
-    def cut(share: float) -> int:
-        return int(times[min(int(round(len(times) * share)), len(times) - 1)])
+    def cut(steps: int) -> int:  # the time of the first step after the first `steps` in time (none: all before it)
+        return int(times[steps]) if steps < len(times) else np.iinfo(np.int64).max
 
-    train_end, fit_end = cut(train_fraction), cut(train_fraction * (1.0 - calib_fraction))
+    train_steps = int(round(len(times) * train_fraction))  # counted as the per-series split counts one series
+    train_end, fit_end = cut(train_steps), cut(int(round(train_steps * (1.0 - calib_fraction))))
     roles = []
     for segment in segments:
         stamps = segment.times.asi8

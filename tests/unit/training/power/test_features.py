@@ -294,6 +294,10 @@ def test_series_recorded_together_are_cut_in_time_as_each_would_be_alone() -> No
     in_time = assign_roles(together, train_fraction=0.8, calib_fraction=0.25, split="time")
     for roles, alone in zip(in_time, assign_roles(together, 0.8, 0.25), strict=True):
         assert roles.tolist() == alone.tolist() == [Role.FIT] * 60 + [Role.CALIB] * 20 + [Role.TEST] * 20
+    for length, fraction in ((6048, 0.8), (97, 0.7), (50, 1.0)):  # one series: the same cut, rounding included
+        segment = make_segment(np.ones(length))
+        assert assign_roles([segment], fraction, 0.2, split="time")[0].tolist() == assign_roles(
+            [segment], fraction, 0.2)[0].tolist()
 
 
 def test_train_fraction_one_leaves_no_test() -> None:
