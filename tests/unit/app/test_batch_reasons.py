@@ -18,6 +18,20 @@ def serve_handles(monkeypatch, get_handle) -> None:
     monkeypatch.setattr("core.handle_loop._lookups", {})
 
 
+async def answered_ok(value):
+    return SimpleNamespace(model_dump=lambda mode: {"ok": True})
+
+
+def predictors(answered=answered_ok) -> SimpleNamespace:
+    """A stand-in handle of either predictor deployment: every call answered by `answered(value)`."""
+    return SimpleNamespace(forecast=SimpleNamespace(remote=answered), predict=SimpleNamespace(remote=answered))
+
+
+POWER = SimpleNamespace(type="power",
+                        request=PowerPredictionRequest(workload_id="w", features={"power_watts": [100.0]}))
+COST = SimpleNamespace(type="cost", request={"n": 1})
+
+
 class Wrapped(Exception):
     """How a deployment's error arrives through Ray: wrapped, with the original as `cause`."""
 
@@ -137,11 +151,7 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
     monkeypatch.setattr("app.batches.HANDLE_RETRY_S", 0.05)
     monkeypatch.setattr("app.batches.HANDLE_WAIT_S", 0.3)
 
-    async def answered(value):
-        return SimpleNamespace(model_dump=lambda mode: {"ok": True})
-
-    handle = SimpleNamespace(predict=SimpleNamespace(remote=lambda query: answered(query)),
-                             forecast=SimpleNamespace(remote=lambda history: answered(history)))
+    handle = predictors()
     lookups = {"PowerPredictor": 0}
 
     def get_handle(name, app_name):
@@ -153,9 +163,7 @@ def test_a_missing_power_deployment_fails_only_the_power_items_and_one_that_appe
 
     serve_handles(monkeypatch, get_handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
-    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
-                                                                         features={"power_watts": [100.0]}))
-    cost = SimpleNamespace(type="cost", request={"n": 1})
+    power, cost = POWER, COST
     limit = 10 ** 6  # never deployed
     results = asyncio.run(answer_items([cost, power, cost], "app", "kcloud-power"))
     assert [r.status for r in results] == ["ok", "error", "ok"]
@@ -182,15 +190,12 @@ def test_a_deployment_that_comes_up_after_the_batch_gave_up_answers_its_later_it
     def get_handle(name, app_name):
         if name == "PowerPredictor" and time.monotonic() < deployed_at:
             raise KeyError(name)
-        return SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
-                               predict=SimpleNamespace(remote=lambda query: answered(query)))
+        return predictors(answered)
 
     serve_handles(monkeypatch, get_handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
-    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
-                                                                         features={"power_watts": [100.0]}))
-    cost = SimpleNamespace(type="cost", request={"n": 1})  # 0.05 s each: the batch lasts past the deployment
-    statuses = [r.status for r in asyncio.run(answer_items([power, cost] * 10, "app", "kcloud-power"))]
+    # 0.05 s each: the batch lasts past the deployment
+    statuses = [r.status for r in asyncio.run(answer_items([POWER, COST] * 10, "app", "kcloud-power"))]
     assert statuses[0] == "error" and statuses[-2:] == ["ok", "ok"], statuses
 
 
@@ -200,23 +205,16 @@ def test_a_lookup_serves_controller_does_not_answer_fails_the_items_at_once_and_
     monkeypatch.setattr("app.batches.HANDLE_LOOKUP_TIMEOUT_S", 0.2)
     release = threading.Event()
 
-    async def answered(value):
-        return SimpleNamespace(model_dump=lambda mode: {"ok": True})
-
     def get_handle(name, app_name):
         if name == "PowerPredictor":
             release.wait(5)  # Serve's controller busy
-        return SimpleNamespace(forecast=SimpleNamespace(remote=lambda history: answered(history)),
-                               predict=SimpleNamespace(remote=lambda query: answered(query)))
+        return predictors()
 
     serve_handles(monkeypatch, get_handle)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
-    power = SimpleNamespace(type="power", request=PowerPredictionRequest(workload_id="w",
-                                                                         features={"power_watts": [100.0]}))
-    cost = SimpleNamespace(type="cost", request={"n": 1})
     started = time.monotonic()
     try:
-        results = asyncio.run(answer_items([power] * 40 + [cost] * 5, "app", "kcloud-power"))
+        results = asyncio.run(answer_items([POWER] * 40 + [COST] * 5, "app", "kcloud-power"))
     finally:
         release.set()
     assert [r.status for r in results] == ["error"] * 40 + ["ok"] * 5 and time.monotonic() - started < 2
