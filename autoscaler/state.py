@@ -23,6 +23,7 @@ over records its events, but never undoes the new holder's cooldowns.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -95,6 +96,17 @@ def _file_id(path: Path) -> FileId | None:
     except FileNotFoundError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+@contextmanager
+def _one_at_a_time(path: Path) -> Iterator[None]:
+    """An advisory lock (flock) on `<state file>.lock`, held by one process at a time, released with it if it dies."""
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _damaged(error: sqlite3.DatabaseError) -> bool:
@@ -193,31 +205,33 @@ class ControllerState:
         self._seeded: list[ScalingPolicy] = []  # the config file's policies, seeded again into a new file
         self._reseed = False  # a new file is open whose seeding has not succeeded yet
         self._db = self._connect()
+        self._connected = True  # False while a reopen has failed: the connection is closed
 
     def _connect(self, thorough: bool = False) -> sqlite3.Connection:
         """The file opened; one SQLite's check finds damaged (`thorough`: its full integrity check, after SQLite
         reported damage while the file was used) is set aside for a new one, which keeps when that was
         (`started_afresh`), unless another controller sharing the file replaced it meanwhile (its new file is opened).
-        The file's identity is taken before the open: one replaced during it is followed at the next call."""
-        before = _file_id(self.path)
-        try:
-            db = self._open(thorough)
-        except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
+        Controllers sharing the file do this one at a time (`_one_at_a_time`): none opens, and so creates, a file
+        while another moves the damaged one and its WAL aside."""
+        with _one_at_a_time(self.path):
+            before = _file_id(self.path)
+            try:
+                db = self._open(thorough)
+            except sqlite3.DatabaseError as exc:
+                if not _damaged(exc):  # a file it may not open, a full disk, a lock: the file itself may be whole
+                    raise
+                if _file_id(self.path) == before:  # still the file found damaged (set aside by nobody else)
+                    self._set_aside(exc)
+                db = self._open()
+            try:
+                if self._afresh_at is not None:  # kept until a new file holds it (its open may fail the first time)
+                    db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (self._afresh_at.isoformat(),))
+                    self._afresh_at = None
+                row = db.execute("SELECT at FROM started_afresh").fetchone()
+            except BaseException:
+                db.close()
                 raise
-            if _file_id(self.path) == before:  # still the file found damaged (set aside by nobody else)
-                self._set_aside(exc)
-            before = None
-            db = self._open()
-        try:
-            if self._afresh_at is not None:  # kept until a new file holds it (its open may fail the first time)
-                db.execute("INSERT OR REPLACE INTO started_afresh VALUES (0, ?)", (self._afresh_at.isoformat(),))
-                self._afresh_at = None
-            row = db.execute("SELECT at FROM started_afresh").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        self._opened = before or _file_id(self.path)  # None before: the file this open (or the set-aside) created
+            self._opened = _file_id(self.path)
         self._started_afresh = _time(row[0]) if row else None
         return db
 
@@ -263,13 +277,13 @@ class ControllerState:
         too); seed the config file's policies into a new file (tried again at each call until it succeeds). True
         when a file was opened again: what the caller kept there must be written again."""
         with self._lock:
-            now_there = _file_id(self.path)  # None: another controller is moving it aside; followed next call
-            replaced = now_there is not None and now_there != self._opened
-            reopened = replaced or self._damage is not None
+            replaced = _file_id(self.path) != self._opened  # moved aside or deleted: its successor is opened
+            reopened = replaced or self._damage is not None or not self._connected
             if reopened:
                 self._db.close()  # until a file opens, every call fails on the closed connection; tried next call
-                self._db = self._connect(thorough=not replaced)
-                self._damage, self._reseed = None, True
+                self._connected = False
+                self._db = self._connect(thorough=self._damage is not None and not replaced)
+                self._damage, self._reseed, self._connected = None, True, True
             with contextlib.suppress(sqlite3.Error), self._noting_damage():  # the tick meets it itself
                 self._read_started_afresh()
         if self._reseed:
