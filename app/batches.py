@@ -136,19 +136,18 @@ class _Handles:
             name, app = self.deployments[item_type]
             try:
                 self.found[item_type] = await deployment_handle(name, app, HANDLE_LOOKUP_TIMEOUT_S)
-            except TimeoutError:  # Serve's controller slow to say: the items fail at once for a while, as below
-                self.given_up_at[item_type], self.why[item_type] = loop.time(), (
+            except (KeyError, TimeoutError) as exc:  # not deployed (yet), or Serve's controller slow to say
+                why = self.not_deployed(item_type) if isinstance(exc, KeyError) else (
                     f"DeploymentMissing: Serve's controller did not say within {HANDLE_LOOKUP_TIMEOUT_S:g} s where "
                     f"the {name} deployment of app {app!r} is")
-                continue
-            except KeyError:  # not deployed (yet)
                 if item_type not in self.missing_since:
                     self.missing_since[item_type] = loop.time()
-                    logger.info("batch: %s; looking again for up to %g s", self.not_deployed(item_type), HANDLE_WAIT_S)
+                    logger.info("batch: %s; looking again for up to %g s", why, HANDLE_WAIT_S)
                 if gave_up is not None or loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
-                    self.given_up_at[item_type], self.why[item_type] = loop.time(), self.not_deployed(item_type)
+                    self.given_up_at[item_type], self.why[item_type] = loop.time(), why
                     continue
-                await asyncio.sleep(HANDLE_RETRY_S)
+                if isinstance(exc, KeyError):  # a timed-out lookup has waited already
+                    await asyncio.sleep(HANDLE_RETRY_S)
         return self.found[item_type]
 
     def not_deployed(self, item_type: str) -> str:
