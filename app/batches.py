@@ -115,10 +115,10 @@ class DeploymentMissing(LookupError):
 
 class _Handles:
     """The predictor deployments' handles, looked up when an item first needs one: a batch of cost items runs
-    without the power app, and a batch resumed as the app starts waits for a deployment that is not registered yet
-    (HANDLE_WAIT_S at most) rather than failing as a whole. After that wait, that type's items fail at once, so
-    they never hold the slots other items wait for, and the deployment is looked for again once per HANDLE_WAIT_S
-    (one that comes up later in a long batch answers its remaining items)."""
+    without the power app, and a batch resumed as the app starts waits for a deployment that is not registered yet,
+    or for Serve's controller to say where it is (HANDLE_WAIT_S at most) rather than failing as a whole. After that
+    wait, that type's items fail at once, so they never hold the slots other items wait for, and the deployment is
+    looked for again once per HANDLE_WAIT_S (one that comes up later in a long batch answers its remaining items)."""
 
     def __init__(self, deployments: dict[str, tuple[str, str]]):
         self.deployments = deployments
@@ -134,20 +134,20 @@ class _Handles:
             if gave_up is not None and loop.time() - gave_up < HANDLE_WAIT_S:
                 raise DeploymentMissing(self.why[item_type])
             name, app = self.deployments[item_type]
+            looked_at = loop.time()
             try:
                 self.found[item_type] = await deployment_handle(name, app, HANDLE_LOOKUP_TIMEOUT_S)
             except (KeyError, TimeoutError) as exc:  # not deployed (yet), or Serve's controller slow to say
                 why = self.not_deployed(item_type) if isinstance(exc, KeyError) else (
                     f"DeploymentMissing: Serve's controller did not say within {HANDLE_LOOKUP_TIMEOUT_S:g} s where "
                     f"the {name} deployment of app {app!r} is")
-                if item_type not in self.missing_since:
-                    self.missing_since[item_type] = loop.time()
+                if item_type not in self.missing_since:  # since the lookup began: a timed-out one waited already
+                    self.missing_since[item_type] = looked_at
                     logger.info("batch: %s; looking again for up to %g s", why, HANDLE_WAIT_S)
                 if gave_up is not None or loop.time() - self.missing_since[item_type] >= HANDLE_WAIT_S:
                     self.given_up_at[item_type], self.why[item_type] = loop.time(), why
                     continue
-                if isinstance(exc, KeyError):  # a timed-out lookup has waited already
-                    await asyncio.sleep(HANDLE_RETRY_S)
+                await asyncio.sleep(max(0.0, HANDLE_RETRY_S - (loop.time() - looked_at)))  # a timed-out one waited
         return self.found[item_type]
 
     def not_deployed(self, item_type: str) -> str:

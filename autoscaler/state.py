@@ -10,7 +10,9 @@ deleted, unless the API changed it since).
 
 A file SQLite cannot read (not a database, or damaged) is moved aside and a new one started, its cooldowns from
 then (kept in the new file): the controller keeps scaling rather than failing to start; a file SQLite reports
-damaged while the controller runs is replaced the same way at the start of the next tick.
+damaged while the controller runs is replaced the same way at the start of the next tick, and a file another
+controller set aside, or an operator replaced or deleted, is followed then. Controllers sharing the file open, check
+and set it aside one at a time (a flock on `<file>.lock`, which stays beside it).
 A stored policy that no longer validates (an older version's row, a value stored before a check existed, a
 `max_replicas` above a lowered cap) is read as an `InvalidStoredPolicy` with its reason, never an exception.
 The lease is one row (holder, expiry): `acquire_lease` takes it when it is free, expired or already the
@@ -27,8 +29,10 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,14 +103,28 @@ def _file_id(path: Path) -> FileId | None:
 
 
 @contextmanager
-def _one_at_a_time(path: Path) -> Iterator[None]:
-    """An advisory lock (flock) on `<state file>.lock`, held by one process at a time, released with it if it dies."""
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def _one_at_a_time(path: Path, timeout_s: float = 10.0) -> Iterator[None]:
+    """An advisory lock (flock) on `<state file>.lock`, held by one process at a time and released with it if it
+    dies; waited for up to `timeout_s` (SQLite's own busy timeout), then "database is locked" as SQLite says it. The
+    lock file is opened read-only, so one another user created still locks."""
+    descriptor = os.open(f"{path}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(f"database is locked: {path}.lock held by another controller "
+                                                   f"for {timeout_s:g} s") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _damaged(error: sqlite3.DatabaseError) -> bool:
@@ -214,7 +232,7 @@ class ControllerState:
         Controllers sharing the file do this one at a time (`_one_at_a_time`): none opens, and so creates, a file
         while another moves the damaged one and its WAL aside."""
         with _one_at_a_time(self.path):
-            before = _file_id(self.path)
+            before = _file_id(self.path)  # taken before the open: a file replaced during it is followed next call
             try:
                 db = self._open(thorough)
             except sqlite3.DatabaseError as exc:
@@ -222,6 +240,7 @@ class ControllerState:
                     raise
                 if _file_id(self.path) == before:  # still the file found damaged (set aside by nobody else)
                     self._set_aside(exc)
+                before = None  # the new file: known once opened
                 db = self._open()
             try:
                 if self._afresh_at is not None:  # kept until a new file holds it (its open may fail the first time)
@@ -231,7 +250,7 @@ class ControllerState:
             except BaseException:
                 db.close()
                 raise
-            self._opened = _file_id(self.path)
+            self._opened = before or _file_id(self.path)  # None before: a file this open created
         self._started_afresh = _time(row[0]) if row else None
         return db
 
@@ -272,9 +291,10 @@ class ControllerState:
 
     def follow_file(self, now: datetime) -> bool:
         """Open the state file again when SQLite reported it damaged since it was opened (every later tick would
-        fail on it; its full integrity check decides whether it is set aside for a new one, as at open) or when
-        another controller sharing it set it aside (this one would go on alone in the old file, its lease there
-        too); seed the config file's policies into a new file (tried again at each call until it succeeds). True
+        fail on it; its full integrity check decides whether it is set aside for a new one, as at open), when the
+        file at its path is another one or none (another controller sharing it set it aside: this one would go on
+        alone in the old file, its lease there too; or an operator replaced or deleted it), or when an earlier reopen
+        failed; seed the config file's policies into a new file (tried again at each call until it succeeds). True
         when a file was opened again: what the caller kept there must be written again."""
         with self._lock:
             replaced = _file_id(self.path) != self._opened  # moved aside or deleted: its successor is opened

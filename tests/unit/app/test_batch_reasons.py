@@ -200,10 +200,11 @@ def test_a_deployment_that_comes_up_after_the_batch_gave_up_answers_its_later_it
 
 
 def test_a_lookup_serves_controller_does_not_answer_fails_the_items_at_once_and_says_so(monkeypatch):
-    """Every item waited the whole lookup timeout in turn (16 slots held by items that could not run), and the
-    items that failed said only "TimeoutError: no answer in time"."""
+    """Each item failed on its own timeout as "TimeoutError: no answer in time"; now the batch waits HANDLE_WAIT_S
+    for Serve's controller, as for a deployment not registered yet, then fails the items at once, saying why."""
     monkeypatch.setattr("app.batches.HANDLE_LOOKUP_TIMEOUT_S", 0.2)
     monkeypatch.setattr("app.batches.HANDLE_WAIT_S", 0.5)
+    monkeypatch.setattr("app.batches.HANDLE_RETRY_S", 0.05)
     release = threading.Event()
 
     def get_handle(name, app_name):

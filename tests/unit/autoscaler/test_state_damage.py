@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -197,3 +198,13 @@ def test_a_deleted_file_is_followed_to_a_new_one(tmp_path):
         Path(f"{state.path}{suffix}").unlink(missing_ok=True)
     assert state.follow_file(datetime.now(UTC))
     assert state.path.exists() and state.acquire_lease("b", datetime.now(UTC), 90).holder == "b"  # a new file
+
+
+def test_a_lock_held_too_long_is_a_busy_database_not_a_hang(tmp_path):
+    """A frozen controller holding the lock would stall every tick and API call, with no word."""
+    path = tmp_path / "s.sqlite"
+    with _one_at_a_time(path):
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"), _one_at_a_time(path, timeout_s=0.2):
+            pass
+        assert time.monotonic() - started < 2
