@@ -16,7 +16,7 @@ from ray.serve.handle import DeploymentHandle
 from app.errors import public_error
 from app.power_api import to_history, to_response
 from app.schemas import BatchItem, BatchItemResult
-from core.handle_loop import deployment_handle
+from core.handle_loop import LOOKUP_TIMEOUT_S, deployment_handle
 from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
 from core.records import RecordStore
 
@@ -27,7 +27,7 @@ BATCH_TIMEOUT_S = 600.0
 ITEMS_IN_FLIGHT = 16  # a batch's items in flight at once (the PowerPredictor batches them further)
 HANDLE_RETRY_S = 2.0  # how often a deployment that is not deployed is looked up again
 HANDLE_WAIT_S = 30.0  # how long a batch looks for a deployment that is not deployed before its items fail
-HANDLE_LOOKUP_TIMEOUT_S = 10.0  # how long one lookup waits on Serve's controller
+HANDLE_LOOKUP_TIMEOUT_S = LOOKUP_TIMEOUT_S  # how long one lookup waits on Serve's controller
 _ITEM = TypeAdapter(BatchItem)
 
 

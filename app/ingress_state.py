@@ -25,8 +25,6 @@ from deployments.cost import CostPredictor
 logger = logging.getLogger("ray.serve")
 
 
-HANDLE_LOOKUP_TIMEOUT_S = 10.0  # Serve's controller, asked once for the power app's handle
-
 class IngressState:
     """The ingress replica's state; routes reach it as `replica: Ingress`."""
 
@@ -57,7 +55,7 @@ class IngressState:
 
     async def power(self) -> DeploymentHandle:
         """PowerPredictor lives in its own application (see app/power_route.py)."""
-        return await deployment_handle(POWER_DEPLOYMENT, self.args.power_app_name, HANDLE_LOOKUP_TIMEOUT_S)
+        return await deployment_handle(POWER_DEPLOYMENT, self.args.power_app_name)
 
 
 Ingress = Annotated[IngressState, Depends(serving_replica)]

@@ -14,10 +14,8 @@ from ray.serve.handle import DeploymentHandle
 
 from autoscaler.controller import ModelShape
 from core.forecasts import PowerForecast, PowerHistory, ServedModel
-from core.handle_loop import deployment_handle, run_with_handles
+from core.handle_loop import LOOKUP_TIMEOUT_S, deployment_handle, run_with_handles
 from core.names import POWER_APP, POWER_DEPLOYMENT
-
-HANDLE_LOOKUP_TIMEOUT_S = 10.0  # Serve's controller, asked once for the PowerPredictor's handle
 
 
 class ServeForecaster:
@@ -28,10 +26,10 @@ class ServeForecaster:
         self.app_name, self.deployment, self.timeout_s = app_name, deployment, timeout_s
 
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return run_with_handles(coroutine, HANDLE_LOOKUP_TIMEOUT_S + self.timeout_s + 5)
+        return run_with_handles(coroutine, LOOKUP_TIMEOUT_S + self.timeout_s + 5)
 
     async def _handle(self) -> DeploymentHandle:
-        return await deployment_handle(self.deployment, self.app_name, HANDLE_LOOKUP_TIMEOUT_S)
+        return await deployment_handle(self.deployment, self.app_name)
 
     def shape(self) -> ModelShape:
         async def describe() -> ServedModel:

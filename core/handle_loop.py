@@ -29,9 +29,10 @@ _lock = threading.Lock()
 _lookups: dict[tuple[str, str], tuple[Future[DeploymentHandle], float]] = {}  # a lookup in flight or the handle
 # it found, with when it started
 STUCK_AFTER_S = 60.0  # a lookup in flight this long is given up for a new one (its thread is left to end)
+LOOKUP_TIMEOUT_S = 10.0  # how long a caller waits on Serve's controller for a lookup
 
 
-async def deployment_handle(deployment: str, app_name: str, timeout_s: float) -> DeploymentHandle:
+async def deployment_handle(deployment: str, app_name: str, timeout_s: float = LOOKUP_TIMEOUT_S) -> DeploymentHandle:
     """The handle of `deployment` in app `app_name`, looked up in a thread the first time (see the module's
     docstring); KeyError when it is not deployed, TimeoutError when Serve's controller does not answer in
     `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one,

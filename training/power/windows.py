@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from training.power.features import FeaturePipeline, Segment
 
 Split = Literal["series", "time"]  # how the training and test parts are cut: per series, or at one time for all
-SPLITS: tuple[str, ...] = ("series", "time")
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 class NotEnoughData(ValueError):
