@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,8 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap,
                            features=forecaster.pipeline.features, sequence_length=forecaster.sequence_length,
                            horizon=forecaster.horizon, train_fraction=train_fraction, split=split)
-        prepared = PreparedData(prepared.segments, prepared.roles, forecaster.pipeline,
-                                forecaster.sequence_length, forecaster.horizon).unseen_by(metadata.data_span)
+        prepared = replace(prepared, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length,
+                           horizon=forecaster.horizon).unseen_by(metadata.data_span)
         gbm = fit_gbm(prepared, model_config.seed)
         if forecaster.features_only is None:  # a model from before the mode: fitted on this training part
             forecaster.features_only = fit_features_only(forecaster, prepared, coverage=model_config.interval_coverage,

@@ -43,6 +43,7 @@ class PreparedData:
     pipeline: FeaturePipeline
     sequence_length: int
     horizon: int
+    split: Split = "series"  # how `roles` were cut (`assign_roles`): recency ages count to the same end
 
     def windows(self, role: Role, pipeline: FeaturePipeline | None = None,
                 sequence_length: int | None = None) -> Windows:
@@ -112,7 +113,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     if not fit_parts:
         raise NotEnoughData("no training rows: the train fraction leaves nothing to fit on")
     pipeline = FeaturePipeline.fit(fit_parts, features, step_s, max_gap_s=max_gap_s)
-    return PreparedData(segments, roles, pipeline, sequence_length, horizon)
+    return PreparedData(segments, roles, pipeline, sequence_length, horizon, split)
 
 
 def _short_series(segments: list[Segment], sequence_length: int) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Recency weights: newer training windows count more where the calibration split says so.
 
 A window's age is the number of steps from its origin to its series' last training step (by time, so a gap
-between segments counts). Its weight is 0.5 ** (age / half-life). The half-life is chosen on the calibration
+between segments counts); with one cut in time for all series (`split` "time"), to the last training step of any
+series, so a run recorded long before the cut counts as old as it is. Its weight is 0.5 ** (age / half-life). The half-life is chosen on the calibration
 split with the LightGBM partner, five of which are cheap to fit (training.power.served), among
 `HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every window weighs the same) wins a tie,
 so a trace whose rhythm does not drift keeps unweighted models. The LightGBM weighs its training rows by it; the
@@ -35,7 +36,8 @@ def candidate_half_lives(prepared: PreparedData) -> list[float | None]:
 
 
 def window_ages(prepared: PreparedData, windows: Windows) -> np.ndarray:
-    """[N] steps from each window's origin to the last training step of its series (0 for a series with none)."""
+    """[N] steps from each window's origin to the last training step of its series (0 for a series with none), or,
+    where the data was cut at one time for all series, to the last training step of any series."""
     step_s = prepared.pipeline.step_s
     training_end: dict[str, float] = {}
     for segment, roles in zip(prepared.segments, prepared.roles, strict=True):
@@ -43,6 +45,9 @@ def window_ages(prepared: PreparedData, windows: Windows) -> np.ndarray:
         if trained.size:
             end = segment.start.timestamp() + float(trained[-1]) * step_s
             training_end[segment.node_id] = max(training_end.get(segment.node_id, end), end)
+    if prepared.split == "time" and training_end:
+        cut = max(training_end.values())
+        training_end = {node: cut for node in training_end}
     segment_offset = np.array([(training_end.get(s.node_id, s.start.timestamp()) - s.start.timestamp()) / step_s
                                for s in prepared.segments])
     if len(windows) == 0:

@@ -44,6 +44,13 @@ def test_the_pipeline_records_the_longest_gap_training_filled():
     assert prepare(frame({"a": 200}), **{**ARGS, "max_gap_s": 30}).pipeline.max_gap_s == 60  # at least a step
 
 
+def test_the_prepared_data_says_how_it_was_split_and_keeps_it_through_unseen_by():
+    """The recency ages (training.power.recency) count to one end for all series where the cut was one time."""
+    assert prepare(frame({"a": 200}), **ARGS).split == "series"
+    in_time = prepare(frame({"a": 200}), **ARGS, split="time")
+    assert in_time.split == "time" and in_time.unseen_by(None).split == "time"
+
+
 def scored_targets(windows) -> set[tuple[int, int]]:
     """(segment, step) of every target the windows score."""
     rows, leads = np.nonzero(windows.mask)

@@ -53,6 +53,23 @@ def test_ages_count_the_gap_between_a_series_segments_and_each_series_ends_on_it
         np.testing.assert_array_equal(ages[rows], expected_end - windows.origin_index[rows])
 
 
+def test_cut_at_one_time_every_series_ages_to_the_cut_so_an_early_run_counts_as_old() -> None:
+    """Per series, a run recorded long before the cut aged only to its own end and weighed like the newest run."""
+    segments = [make_segment(np.arange(100.0), node="early"),
+                make_segment(np.arange(100.0), node="late", start_step=300)]
+    roles = assign_roles(segments, 0.75, 0.2, split="time")  # 150 training steps: all of "early", "late" 300..349
+    assert [int((r != Role.TEST).sum()) for r in roles] == [100, 50]
+    per_series = replace(prepared_of(segments), roles=roles)
+    in_time = replace(per_series, split="time")
+    windows = in_time.training_windows()
+    early, late = windows.segment_index == 0, windows.segment_index == 1
+    assert early.any() and late.any()
+    np.testing.assert_array_equal(window_ages(per_series, windows)[early], 99 - windows.origin_index[early])
+    np.testing.assert_array_equal(window_ages(in_time, windows)[early], 349 - windows.origin_index[early])
+    for prepared in (per_series, in_time):  # the newest series ends at the cut either way
+        np.testing.assert_array_equal(window_ages(prepared, windows)[late], 49 - windows.origin_index[late])
+
+
 def test_candidates_are_none_then_fractions_of_the_median_series_training_steps() -> None:
     segments = [make_segment(np.arange(n, dtype=float), node=f"n{n}") for n in (100, 200, 1000)]
     prepared = prepared_of(segments, train_fraction=0.5)  # training steps 50, 100, 500: median 100
