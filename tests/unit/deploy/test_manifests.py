@@ -226,6 +226,41 @@ def test_dashboard_is_not_exposed_without_ray_token_auth(folder: str):
             assert "auth_token" in secrets[auth["secretName"]]["stringData"], kind
 
 
+RAY_POD = {"ray.io/is-ray-node": "yes"}  # KubeRay's label on every Ray pod it creates (head and workers)
+OPEN_PORTS = {8002, 8265, 8080}  # the REST API (API token), the dashboard (Ray token), metrics (read-only)
+
+
+def _ports_open_to_anyone(policy: dict[str, Any]) -> set[int | str]:
+    """Ports any pod may reach under the policy ("all" where a rule with no `from` names no port)."""
+    opened: set[int | str] = set()
+    for rule in policy["spec"].get("ingress", []):
+        if not rule.get("from"):
+            opened |= {port["port"] for port in rule["ports"]} if rule.get("ports") else {"all"}
+    return opened
+
+
+@pytest.mark.parametrize("folder", OVERLAYS)
+def test_ray_s_own_ports_take_connections_from_ray_pods_only(folder: str):
+    """GCS, the Ray client port, raylets and workers are reachable from the namespace's Ray pods; any other pod may
+    reach only the REST API, the token-checked dashboard and the metrics."""
+    (policy,) = [o for o in _built(folder) if o["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": RAY_POD}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert _ports_open_to_anyone(policy) == OPEN_PORTS
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
+    assert peers == [{"podSelector": {"matchLabels": RAY_POD}}]  # no namespaceSelector or ipBlock: this namespace
+    head_ports = {p["containerPort"] for kind, cluster in _ray_clusters(_flavour(folder))
+                  for p in _ray_containers(cluster)[0].get("ports", [])}
+    assert {6379, 10001} <= head_ports and not head_ports & {6379, 10001} & _ports_open_to_anyone(policy)
+    podmonitor = _one(_built(folder), "PodMonitor")
+    assert podmonitor["spec"]["selector"] == {"matchLabels": RAY_POD}  # the label the policy selects is KubeRay's
+
+
+def test_a_rule_open_to_every_port_is_caught():
+    policy = {"spec": {"ingress": [{"ports": [{"port": 8002}]}, {}]}}
+    assert _ports_open_to_anyone(policy) == {8002, "all"}
+
+
 def test_autoscaler_rbac_is_get_and_patch_on_scale_targets_only():
     role = _one(_built("base"), "Role")
     assert role["rules"] == [
