@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core.durations import format_duration
+from training.power.windows import describe_splits
 
 METRICS = ("budget_violation_seconds", "replica_hours", "scale_events")
 SHORT = {"budget_violation_seconds": "violation", "replica_hours": "replica-h", "scale_events": "events"}
@@ -138,6 +139,7 @@ def table(entries: list[dict[str, Any]], totals: dict[str, Any]) -> str:
     met = ", ".join(f"{key} {count}/{totals['replays_where_reactive_violates']}"
                     for key, count in totals["targets_met"].items())
     lines.append(f"targets met: {met}")
+    lines.append(describe_splits((entry["case"], entry["report"]["settings"]["split"]) for entry in entries))
     if totals["only_predictive_violates"]:
         lines.append("over the budget in predictive only (left out of the ratios above): "
                      + ", ".join(totals["only_predictive_violates"]))

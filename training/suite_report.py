@@ -14,6 +14,7 @@ import numpy as np
 from core.durations import format_duration
 from training.backtest import FORECASTERS, OWN
 from training.metrics import COVERAGE_TOLERANCE
+from training.power.windows import describe_splits
 
 SUMMARY_KEYS = ("mae", "rmse", "mape", "coverage", "mean_interval_width", "mean_confidence", "hit_rate")
 SERVED_TARGET = 0.9  # served MAE <= this x the best baseline's
@@ -120,4 +121,5 @@ def table(cases: list[dict[str, Any]], totals: dict[str, Any]) -> str:
                      + (f"; {row['left_out']} case(s) with a baseline MAE of 0 left out" if row["left_out"] else ""))
     met = ", ".join(f"{key} {count}/{totals['cases']}" for key, count in totals["targets_met"].items())
     lines.append(f"targets met: {met}")
+    lines.append(describe_splits((case["case"], case["runs"][0]["data"]["split"]) for case in cases))
     return "\n".join(lines)

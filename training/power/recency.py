@@ -2,11 +2,12 @@
 
 A window's age is the number of steps from its origin to its series' last training step (by time, so a gap
 between segments counts); with one cut in time for all series (`split` "time"), to the last training step of any
-series, so a run recorded long before the cut counts as old as it is. Its weight is 0.5 ** (age / half-life). The half-life is chosen on the calibration
-split with the LightGBM partner, five of which are cheap to fit (training.power.served), among
-`HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every window weighs the same) wins a tie,
-so a trace whose rhythm does not drift keeps unweighted models. The LightGBM weighs its training rows by it; the
-LSTM, trained once, draws each epoch's sample of windows with chances in proportion to it (training.power.fit).
+series, so a run recorded long before the cut counts as old as it is. Its weight is 0.5 ** (age / half-life).
+The half-life is chosen on the calibration split with the LightGBM partner, five of which are cheap to fit
+(training.power.served), among `HALF_LIFE_FRACTIONS` of the median series' training steps, and "none" (every
+window weighs the same) wins a tie, so a trace whose rhythm does not drift keeps unweighted models. The LightGBM
+weighs its training rows by it; the LSTM, trained once, draws each epoch's sample of windows with chances in
+proportion to it (training.power.fit).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ scored on all carry the wanted role, and targets on imputed bins are never score
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal, get_args
@@ -18,6 +19,18 @@ from training.power.features import FeaturePipeline, Segment
 
 Split = Literal["series", "time"]  # how the training and test parts are cut: per series, or at one time for all
 SPLITS: tuple[str, ...] = get_args(Split)
+
+
+def describe_splits(cases: Iterable[tuple[str, str]]) -> str:
+    """A suite table's note of how its (case name, split) pairs were cut: one split for every case, or the cases of
+    each split in their order."""
+    by_split: dict[str, list[str]] = {}
+    for name, split in cases:
+        if name not in by_split.setdefault(split, []):
+            by_split[split].append(name)
+    if len(by_split) == 1:
+        return f"split: {next(iter(by_split))} (every case)"
+    return "split: " + "; ".join(f"{split} for {', '.join(names)}" for split, names in by_split.items())
 
 
 class NotEnoughData(ValueError):

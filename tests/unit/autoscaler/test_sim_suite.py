@@ -130,13 +130,14 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     assert result["aggregate"]["replays"] == 5
     text = table(result["cases"], result["aggregate"])
     assert text.count("\n| spikes") == 5 and "targets met:" in text
+    assert "\nsplit: series for spikes; time for spikes-1min" in text
 
 
 def test_ratios_targets_and_aggregate():
     def report(p, r, m):
         runs = {name: {"budget_violation_seconds": v, "replica_hours": h, "scale_events": e}
                 for name, (v, h, e) in zip(("predictive", "reactive", "reactive_margin"), (p, r, m), strict=True)}
-        return {**runs, "settings": {"step_seconds": 60, "actuation_delay_seconds": 600}}
+        return {**runs, "settings": {"step_seconds": 60, "actuation_delay_seconds": 600, "split": "series"}}
 
     good = summarize("a", "t", 0, report((60, 10.5, 4), (600, 10.0, 10), (120, 13.0, 9)))
     assert good["targets"] == {"violation_le_0.5x_reactive": True, "replica_hours_le_1.1x_reactive": True,

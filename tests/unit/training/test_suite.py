@@ -102,9 +102,10 @@ def test_case_config_applies_the_suite_then_the_case_and_max_gap_follows_the_ste
                        seed=0).predictor.max_gap == 3600
 
 
-def run(metrics: dict[str, float], coverage: float = 0.8, seed: int = 0) -> dict:
+def run(metrics: dict[str, float], coverage: float = 0.8, seed: int = 0, split: str = "series") -> dict:
     """A single-trace report with the fields the summaries read."""
     report = {"step_seconds": 60, "horizon_steps": 30, "model": {"seed": seed}, "served": {"method": "combined"},
+              "data": {"split": split},
               "metrics": {name: {"mae": mae, "rmse": 2 * mae, "mape": 1.0} for name, mae in metrics.items()}}
     for name in ("lstm", "served"):
         report["metrics"][name].update(coverage=coverage, mean_interval_width=5.0, mean_confidence=0.9, hit_rate=0.92)
@@ -120,7 +121,7 @@ def test_summaries_targets_and_aggregate() -> None:
     assert good["mae_ratio_to_best_baseline"] == {"lstm": 0.9, "served": 0.8}
     assert all(good["targets"].values())
     bad = summarize_case("bad", "b.csv", [run({"lstm": 11.0, "served": 9.5, "last_value": 10.0, "lightgbm": 12.0},
-                                              coverage=0.6)])
+                                              coverage=0.6, split="time")])
     assert bad["best_baseline"] == "last_value"
     assert bad["targets"] == {"served_mae_le_0.9x_best_baseline": False, "lstm_mae_le_best_baseline": False,
                               "served_coverage_in_75_85": False, "served_confidence_within_0.05": True}
@@ -131,6 +132,7 @@ def test_summaries_targets_and_aggregate() -> None:
     text = table([good, bad], totals)
     assert "| good | 1min | 30min | 8.00 ± 0.00 | combined |" in text
     assert "served: MAE / best baseline median 0.88, worst 0.95 (bad @ 30min)" in text
+    assert text.endswith("split: series for good; time for bad")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from core.telemetry_csv import validate_telemetry
 from tests.unit.training.power.segments import START, STEP, make_segment
 from training.power.features import OTHER_WORKLOAD, FeaturePipeline, Segment, resample
-from training.power.windows import Role, Windows, assign_roles, build_windows
+from training.power.windows import Role, Windows, assign_roles, build_windows, describe_splits
 
 T0 = int(START.timestamp())  # the segments' midnight, a multiple of every step used here
 
@@ -298,6 +298,12 @@ def test_series_recorded_together_are_cut_in_time_as_each_would_be_alone() -> No
         segment = make_segment(np.ones(length))
         assert assign_roles([segment], fraction, 0.2, split="time")[0].tolist() == assign_roles(
             [segment], fraction, 0.2)[0].tolist()
+
+
+def test_a_suite_table_says_how_its_cases_were_cut() -> None:
+    assert describe_splits([("a", "series"), ("a", "series"), ("b", "series")]) == "split: series (every case)"
+    assert describe_splits([("a", "time"), ("b", "series"), ("a", "time"), ("c", "time")]) == (
+        "split: time for a, c; series for b")
 
 
 def test_train_fraction_one_leaves_no_test() -> None:
