@@ -2,11 +2,14 @@
 
 Expected average IT power of a job (watts), from the catalog's power profile::
 
-    P = node_base_watts + cpu_cores * per_core_watts * u_cpu(workload)
+    P = node_base_watts * node share + cpu_cores * per_core_watts * u_cpu(workload)
         + gpu_count * tdp_watts(gpu_type) * u_accel(workload)
+    node share = max(cpu_cores / node_cores, gpu_count / node_accelerators)
 
 u_cpu and u_accel are the typical utilizations of the workload type (``power.utilization``; the
-``default`` entry for unknown or missing types).
+``default`` entry for unknown or missing types). The node share splits a server's idle draw between the jobs that
+share it, and counts it once per node for a job that spans several (above 1); a catalog that names neither node size
+(one saved with a model before the shares) charges every job the whole base.
 
 List price (the catalog's deterministic price; spot factor = 1 - spot.discount for spot jobs, else 1)::
 
@@ -111,8 +114,18 @@ class Utilization(_Section):
 
 class PowerProfile(_Section):
     node_base_watts: float = Field(ge=0)
+    node_cores: int | None = Field(None, ge=1)  # a node's size, for a job's share of its base (None: not split)
+    node_accelerators: int | None = Field(None, ge=1)
     per_core_watts: float = Field(ge=0)
     utilization: dict[str, Utilization]
+
+    def base_watts(self, cores: np.ndarray, accelerators: np.ndarray) -> np.ndarray:
+        """Each job's part of `node_base_watts`: its node share (module docstring), the whole base where the catalog
+        names no node size. Never less for more cores or accelerators."""
+        shares = [np.asarray(count, float) / size
+                  for count, size in ((cores, self.node_cores), (accelerators, self.node_accelerators)) if size]
+        share = np.maximum.reduce(shares) if shares else np.ones(len(cores))
+        return self.node_base_watts * share
 
     @field_validator("utilization")
     @classmethod
@@ -265,7 +278,7 @@ def expected_power(frame: Jobs, catalog: PriceCatalog) -> np.ndarray:
     u_cpu, u_acc = np.array([u.cpu for u in util]), np.array([u.accelerator for u in util])
     _, tdp = _gpu_specs(frame, catalog)
     cores, gpus = numbers(frame, "cpu_cores"), numbers(frame, "gpu_count")
-    return catalog.power.node_base_watts + cores * catalog.power.per_core_watts * u_cpu + gpus * tdp * u_acc
+    return catalog.power.base_watts(cores, gpus) + cores * catalog.power.per_core_watts * u_cpu + gpus * tdp * u_acc
 
 
 def price_components(frame: Jobs, catalog: PriceCatalog, power: np.ndarray | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -21,10 +22,13 @@ from training.cost.catalog import (
     PriceCatalog,
     _FileCache,
     default_catalog_path,
+    expected_power,
     generate_job_records,
     load_catalog,
 )
+from training.cost.jobs import job_columns
 from training.cost.model import MODEL_FILE, CostModel
+from training.cost.schema import CostQuery, Resources
 from training.settings import CostPredictorConfig
 
 
@@ -106,3 +110,30 @@ def test_a_saved_models_catalog_with_case_twins_still_loads(tmp_path):
     spec = json.loads((tmp_path / MODEL_FILE).read_text())
     (tmp_path / MODEL_FILE).write_text(json.dumps({**spec, "catalog": data}))
     assert CostModel.load(tmp_path).catalog == saved
+
+
+def test_a_job_is_charged_its_share_of_the_node_base_power(tmp_path):
+    """The whole idle-server draw was charged to every job: a 1-core job paid as much base power as an 8-GPU one,
+    and a job spanning two servers paid for one."""
+    catalog = load_catalog()
+    power = catalog.power
+    assert (power.node_cores, power.node_accelerators) == (96, 8)
+    base = power.base_watts(np.array([4.0, 12.0, 64.0, 128.0, 192.0]), np.array([0.0, 1.0, 8.0, 8.0, 16.0]))
+    np.testing.assert_allclose(base, power.node_base_watts * np.array([4 / 96, 1 / 8, 1.0, 128 / 96, 2.0]))
+    jobs = job_columns([CostQuery(resources=Resources(cpu_cores=4, memory_gb=16), duration_hours=1),
+                        CostQuery(resources=Resources(cpu_cores=64, memory_gb=512, gpu_count=8, gpu_type="H100"),
+                                  duration_hours=1, workload_type="training")])
+    small, server = expected_power(jobs, catalog)
+    assert small == pytest.approx(power.node_base_watts * 4 / 96 + 4 * power.per_core_watts * 0.5)
+    assert server == pytest.approx(power.node_base_watts + 64 * power.per_core_watts * 0.5 + 8 * 700 * 0.85)
+
+    data = catalog.model_dump(mode="json")
+    del data["power"]["node_cores"], data["power"]["node_accelerators"]
+    before = PriceCatalog.model_validate(data, context={SAVED: True})  # a model saved before the shares
+    np.testing.assert_allclose(expected_power(jobs, before) - expected_power(jobs, catalog),
+                               [power.node_base_watts * (1 - 4 / 96), 0.0])
+    path = tmp_path / "prices.yaml"
+    path.write_text(DEFAULT_CATALOG_PATH.read_text(encoding="utf-8").replace("node_cores: 96", "node_cores: 0"),
+                    encoding="utf-8")
+    with pytest.raises(CatalogError, match="node_cores"):
+        load_catalog(path)
