@@ -122,9 +122,10 @@ class PowerProfile(_Section):
     def base_watts(self, cores: np.ndarray, accelerators: np.ndarray) -> np.ndarray:
         """Each job's part of `node_base_watts`: its node share (module docstring), the whole base where the catalog
         names no node size. Never less for more cores or accelerators."""
-        shares = [np.asarray(count, float) / size
-                  for count, size in ((cores, self.node_cores), (accelerators, self.node_accelerators)) if size]
-        share = np.maximum.reduce(shares) if shares else np.ones(len(cores))
+        if self.node_cores is None or self.node_accelerators is None:
+            return np.full(len(cores), self.node_base_watts)
+        share = np.maximum(np.asarray(cores, float) / self.node_cores,
+                           np.asarray(accelerators, float) / self.node_accelerators)
         return self.node_base_watts * share
 
     @field_validator("utilization")
@@ -144,6 +145,8 @@ class PowerProfile(_Section):
     def _has_default(self) -> PowerProfile:
         if "default" not in self.utilization:
             raise ValueError("utilization needs a 'default' entry for unknown workload types")
+        if (self.node_cores is None) != (self.node_accelerators is None):  # one alone: a job without it, no base
+            raise ValueError("node_cores and node_accelerators go together (or neither: the whole base per job)")
         return self
 
 

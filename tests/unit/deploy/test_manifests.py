@@ -231,11 +231,17 @@ OPEN_PORTS = {8002, 8265, 8080}  # the REST API (API token), the dashboard (Ray 
 
 
 def _ports_open_to_anyone(policy: dict[str, Any]) -> set[int | str]:
-    """Ports any pod may reach under the policy ("all" where a rule with no `from` names no port)."""
+    """Ports any pod may reach under the policy ("all" where a rule with no `from` names no port; every port of a
+    range, and a named port by its name)."""
     opened: set[int | str] = set()
     for rule in policy["spec"].get("ingress", []):
-        if not rule.get("from"):
-            opened |= {port["port"] for port in rule["ports"]} if rule.get("ports") else {"all"}
+        if rule.get("from"):
+            continue
+        if not rule.get("ports"):
+            opened.add("all")
+        for port in rule.get("ports", []):
+            first = port["port"]
+            opened |= set(range(first, port["endPort"] + 1)) if "endPort" in port else {first}
     return opened
 
 
@@ -247,18 +253,19 @@ def test_ray_s_own_ports_take_connections_from_ray_pods_only(folder: str):
     assert policy["spec"]["podSelector"] == {"matchLabels": RAY_POD}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert _ports_open_to_anyone(policy) == OPEN_PORTS
-    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
-    assert peers == [{"podSelector": {"matchLabels": RAY_POD}}]  # no namespaceSelector or ipBlock: this namespace
+    from_ray_pods = [rule for rule in policy["spec"]["ingress"] if rule.get("from")]
+    # every port (raylets, object transfer and workers listen on ports Ray picks), from this namespace's Ray pods
+    assert from_ray_pods == [{"from": [{"podSelector": {"matchLabels": RAY_POD}}]}]
     head_ports = {p["containerPort"] for kind, cluster in _ray_clusters(_flavour(folder))
                   for p in _ray_containers(cluster)[0].get("ports", [])}
-    assert {6379, 10001} <= head_ports and not head_ports & {6379, 10001} & _ports_open_to_anyone(policy)
+    assert {6379, 10001} <= head_ports  # the GCS and the Ray client port, declared, and closed to other pods above
     podmonitor = _one(_built(folder), "PodMonitor")
     assert podmonitor["spec"]["selector"] == {"matchLabels": RAY_POD}  # the label the policy selects is KubeRay's
 
 
-def test_a_rule_open_to_every_port_is_caught():
-    policy = {"spec": {"ingress": [{"ports": [{"port": 8002}]}, {}]}}
-    assert _ports_open_to_anyone(policy) == {8002, "all"}
+def test_a_rule_open_to_every_port_or_a_range_is_caught():
+    policy = {"spec": {"ingress": [{"ports": [{"port": 8002}]}, {}, {"ports": [{"port": 6370, "endPort": 6380}]}]}}
+    assert _ports_open_to_anyone(policy) == {8002, "all", *range(6370, 6381)}
 
 
 def test_autoscaler_rbac_is_get_and_patch_on_scale_targets_only():

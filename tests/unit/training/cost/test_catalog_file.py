@@ -117,23 +117,25 @@ def test_a_job_is_charged_its_share_of_the_node_base_power(tmp_path):
     and a job spanning two servers paid for one."""
     catalog = load_catalog()
     power = catalog.power
-    assert (power.node_cores, power.node_accelerators) == (96, 8)
-    base = power.base_watts(np.array([4.0, 12.0, 64.0, 128.0, 192.0]), np.array([0.0, 1.0, 8.0, 8.0, 16.0]))
-    np.testing.assert_allclose(base, power.node_base_watts * np.array([4 / 96, 1 / 8, 1.0, 128 / 96, 2.0]))
+    assert (power.node_cores, power.node_accelerators) == (128, 8)
+    base = power.base_watts(np.array([4.0, 12.0, 64.0, 192.0, 192.0]), np.array([0.0, 1.0, 8.0, 8.0, 16.0]))
+    np.testing.assert_allclose(base, power.node_base_watts * np.array([4 / 128, 1 / 8, 1.0, 1.5, 2.0]))
     jobs = job_columns([CostQuery(resources=Resources(cpu_cores=4, memory_gb=16), duration_hours=1),
                         CostQuery(resources=Resources(cpu_cores=64, memory_gb=512, gpu_count=8, gpu_type="H100"),
                                   duration_hours=1, workload_type="training")])
     small, server = expected_power(jobs, catalog)
-    assert small == pytest.approx(power.node_base_watts * 4 / 96 + 4 * power.per_core_watts * 0.5)
+    assert small == pytest.approx(power.node_base_watts * 4 / 128 + 4 * power.per_core_watts * 0.5)
     assert server == pytest.approx(power.node_base_watts + 64 * power.per_core_watts * 0.5 + 8 * 700 * 0.85)
 
     data = catalog.model_dump(mode="json")
     del data["power"]["node_cores"], data["power"]["node_accelerators"]
     before = PriceCatalog.model_validate(data, context={SAVED: True})  # a model saved before the shares
     np.testing.assert_allclose(expected_power(jobs, before) - expected_power(jobs, catalog),
-                               [power.node_base_watts * (1 - 4 / 96), 0.0])
+                               [power.node_base_watts * (1 - 4 / 128), 0.0])
+    original = DEFAULT_CATALOG_PATH.read_text(encoding="utf-8")
     path = tmp_path / "prices.yaml"
-    path.write_text(DEFAULT_CATALOG_PATH.read_text(encoding="utf-8").replace("node_cores: 96", "node_cores: 0"),
-                    encoding="utf-8")
-    with pytest.raises(CatalogError, match="node_cores"):
-        load_catalog(path)
+    for edit, error in (("node_cores: 128", "node_cores: 0"),  # a size must be a whole number of at least 1
+                        ("  node_cores: 128", "  # node_cores: 128")):  # one size alone left CPU-only jobs no base
+        path.write_text(original.replace(edit, error), encoding="utf-8")
+        with pytest.raises(CatalogError, match="node_cores"):
+            load_catalog(path)

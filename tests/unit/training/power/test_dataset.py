@@ -47,8 +47,10 @@ def test_the_pipeline_records_the_longest_gap_training_filled():
 def test_the_prepared_data_says_how_it_was_split_and_keeps_it_through_unseen_by():
     """The recency ages (training.power.recency) count to one end for all series where the cut was one time."""
     assert prepare(frame({"a": 200}), **ARGS).split == "series"
-    in_time = prepare(frame({"a": 200}), **ARGS, split="time")
-    assert in_time.split == "time" and in_time.unseen_by(None).split == "time"
+    in_time = prepare(frame({"a": 200, "b": 200}), **ARGS, split="time")
+    assert in_time.split == "time"
+    seen_more = in_time.unseen_by(in_time.data_span())  # a span: the roles are rebuilt
+    assert seen_more is not in_time and seen_more.split == "time"
 
 
 def scored_targets(windows) -> set[tuple[int, int]]:
