@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import autoscaler.controller as controller_module  # noqa: E402
-from autoscaler.actuators import Actuator, Actuators  # noqa: E402
+from autoscaler.actuators import Actuator, Actuators, Scaled  # noqa: E402
 from autoscaler.controller import ModelShape, ScalingController  # noqa: E402
 from autoscaler.schema import ScalingTarget  # noqa: E402
 from autoscaler.state import ControllerState  # noqa: E402
@@ -120,7 +120,7 @@ class DryRunActuator(Actuator):
     def replicas(self, target: ScalingTarget) -> int:
         return REPLICAS
 
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
+    def scale(self, target: ScalingTarget, replicas: int) -> Scaled:
         raise AssertionError("dry_run policies must not scale")
 
 

@@ -10,6 +10,7 @@ from autoscaler.actuators.base import (
     Actuator,
     CountMoved,
     OutsideBounds,
+    Scaled,
     TargetCount,
     read_before_write,
 )
@@ -63,8 +64,7 @@ class Actuators:
         try:
             actuator = self._for(policy)
             try:
-                return ActuationResult(status=ActuationStatus.APPLIED,
-                                       detail=actuator.scale_from(policy.target, current, desired))
+                return _applied(actuator.scale_from(policy.target, current, desired), desired)
             except OutsideBounds as exc:
                 return _within_bounds(actuator, policy, current, desired, exc)
         except CountMoved as moved:
@@ -88,10 +88,16 @@ def _within_bounds(actuator: Actuator, policy: ScalingPolicy, current: int, desi
     if (bounded - current) * (desired - current) <= 0:  # no move, or against the decision's direction
         raise refused
     bound = "maxReplicas" if desired > refused.high else "minReplicas"
-    detail = actuator.scale_from(policy.target, current, bounded)
-    return ActuationResult(status=ActuationStatus.APPLIED, replicas=bounded,
-                           detail=f"{detail} (the target's {bound} {bounded}; the decision asked for {desired})")
+    scaled = actuator.scale_from(policy.target, current, bounded)
+    return ActuationResult(status=ActuationStatus.APPLIED, replicas=scaled.replicas,
+                           detail=f"{scaled.detail} (the target's {bound} {bounded}; the decision asked for {desired})")
+
+
+def _applied(scaled: Scaled, desired: int) -> ActuationResult:
+    """A write that landed; its count where the target stored another than the decision's (admission changed it)."""
+    return ActuationResult(status=ActuationStatus.APPLIED, detail=scaled.detail,
+                           replicas=None if scaled.replicas == desired else scaled.replicas)
 
 
 __all__ = ["ActuationError", "ActuationOutcomeUnknown", "Actuator", "Actuators", "CountMoved", "OutsideBounds",
-           "TargetCount"]
+           "Scaled", "TargetCount"]

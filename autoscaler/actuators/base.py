@@ -49,6 +49,15 @@ or a gateway lost its answer); 503 and 4xx say the write was refused."""
 
 
 @dataclass(frozen=True)
+class Scaled:
+    """A write that landed: what it changed, and the count the target holds after it as the API answered (an
+    admission webhook may store another count than the one asked for; an API that answers no count: the one asked)."""
+
+    detail: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class TargetCount:
     """A target's replica count as read, with the counts it takes at all where it has bounds of its own."""
 
@@ -77,10 +86,10 @@ class Actuator(ABC):
         return self.replicas(target)
 
     @abstractmethod
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
-        """Set the desired replica count; return a short description of what was changed."""
+    def scale(self, target: ScalingTarget, replicas: int) -> Scaled:
+        """Set the desired replica count; return what was changed and the count the target stored."""
 
-    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> str:
+    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> Scaled:
         """`scale`, only while the target is still at `current` (`CountMoved` otherwise, nothing written): every
         write sets an absolute count, so one on a count someone changed since would undo their change. By default
         the count is read afresh right before the write; an actuator whose API can make the write conditional on

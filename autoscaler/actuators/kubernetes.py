@@ -24,6 +24,7 @@ from autoscaler.actuators.base import (
     Actuator,
     CountMoved,
     OutsideBounds,
+    Scaled,
     TargetCount,
     before_the_write,
 )
@@ -106,7 +107,7 @@ class KubernetesActuator(Actuator):
             return TargetCount(int(group.get("replicas", 0)), _group_bounds(group))
         return TargetCount(_spec_replicas(self._read_scale(target)))
 
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
+    def scale(self, target: ScalingTarget, replicas: int) -> Scaled:
         """Set the count, on the object as this call read it: a change made in between fails the write (409 for a
         Deployment or StatefulSet, whose patch carries the read's resourceVersion; 422 for a RayCluster, whose
         patch tests the group's count), so nobody's change is overwritten. A Deployment's resourceVersion also moves
@@ -114,12 +115,12 @@ class KubernetesActuator(Actuator):
         more on the object read again."""
         return self._write(target, replicas, expected=None)
 
-    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> str:
+    def scale_from(self, target: ScalingTarget, current: int, replicas: int) -> Scaled:
         """`scale`, checking on the same read that the count is still `current` (`CountMoved` otherwise): the
         conditional write then leaves no moment in which another change could land unseen."""
         return self._write(target, replicas, expected=current)
 
-    def _write(self, target: ScalingTarget, replicas: int, expected: int | None) -> str:
+    def _write(self, target: ScalingTarget, replicas: int, expected: int | None) -> Scaled:
         target = self._check_kind(target)
         if isinstance(target, RayClusterTarget):
             return self._scale_worker_group(target, replicas, expected)
@@ -140,7 +141,8 @@ class KubernetesActuator(Actuator):
                 raise
             return self._patch_scale(target, replicas, again)
 
-    def _patch_scale(self, target: DeploymentTarget | StatefulSetTarget, replicas: int, read: dict[str, Any]) -> str:
+    def _patch_scale(self, target: DeploymentTarget | StatefulSetTarget, replicas: int,
+                     read: dict[str, Any]) -> Scaled:
         """Set the count on the scale subresource as `read`, conditional on its resourceVersion."""
         current, version = _spec_replicas(read), (read.get("metadata") or {}).get("resourceVersion")
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
@@ -150,7 +152,7 @@ class KubernetesActuator(Actuator):
         with self._errors(target, "scale"):
             stored = _spec_replicas(json.loads(patch(target.name, target.namespace, body, _preload_content=False,
                                                      _request_timeout=self._timeout_s).data))
-        return f"{_describe(target)}: replicas {current} -> {stored}"
+        return _scaled(f"{_describe(target)}: replicas {current} -> {stored}", replicas, stored)
 
     def _read_scale(self, target: DeploymentTarget | StatefulSetTarget) -> dict[str, Any]:
         """The target's scale subresource as stored now (JSON, not V1Scale: kmock answers with the Deployment
@@ -188,7 +190,7 @@ class KubernetesActuator(Actuator):
         names = ", ".join(repr(group.get("groupName")) for group in groups) or "none"
         raise ActuationError(f"{_describe(target)} has no worker group {target.worker_group!r} (groups: {names})")
 
-    def _scale_worker_group(self, target: RayClusterTarget, replicas: int, expected: int | None) -> str:
+    def _scale_worker_group(self, target: RayClusterTarget, replicas: int, expected: int | None) -> Scaled:
         with before_the_write():
             index, group = self._worker_group(target)
             if expected is not None and int(group.get("replicas", 0)) != expected:
@@ -208,11 +210,12 @@ class KubernetesActuator(Actuator):
                 {"op": "add", "path": f"{path}/replicas", "value": replicas}]
         with self._errors(target, "scale"):
             # The client would send a list body as merge-patch (its default here), which the API server rejects.
-            client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
+            answer = client.CustomObjectsApi(self.api_client).patch_namespaced_custom_object(
                 RAY_GROUP, RAY_VERSION, target.namespace, RAY_PLURAL, target.name, body,
                 _content_type="application/json-patch+json", _request_timeout=self._timeout_s)
-        return (f"{_describe(target)} worker group {target.worker_group!r}: "
-                f"replicas {current or 0} -> {replicas}")
+        stored = _stored_group_count(answer, index, target.worker_group, replicas)
+        return _scaled(f"{_describe(target)} worker group {target.worker_group!r}: replicas {current or 0} -> {stored}",
+                       replicas, stored)
 
     # --- errors --------------------------------------------------------------------------------------------
 
@@ -251,6 +254,23 @@ class KubernetesActuator(Actuator):
         except urllib3.exceptions.HTTPError as error:
             raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
                                  f"unreachable: {error}") from error
+
+
+def _scaled(detail: str, asked: int, stored: int) -> Scaled:
+    """The write's outcome at the count the API server stored, saying so where admission changed the one asked for."""
+    if stored != asked:
+        detail += f" (asked for {asked}: the API server's admission stored {stored})"
+    return Scaled(detail, stored)
+
+
+def _stored_group_count(cluster: Any, index: int, group_name: str, asked: int) -> int:
+    """The worker group's count in the RayCluster the patch answered with (`asked` where the answer lacks it)."""
+    groups = (cluster.get("spec") or {}).get("workerGroupSpecs") if isinstance(cluster, dict) else None
+    group = groups[index] if isinstance(groups, list) and index < len(groups) else None
+    if not isinstance(group, dict) or group.get("groupName") != group_name:
+        return asked
+    count = group.get("replicas", 0)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else asked
 
 
 def _group_bounds(group: dict[str, Any]) -> tuple[int, int]:

@@ -19,7 +19,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from autoscaler.actuators.base import UNKNOWN_OUTCOME_STATUSES, ActuationError, ActuationOutcomeUnknown, Actuator
+from autoscaler.actuators.base import (
+    UNKNOWN_OUTCOME_STATUSES,
+    ActuationError,
+    ActuationOutcomeUnknown,
+    Actuator,
+    Scaled,
+)
 from autoscaler.schema import RayServeTarget, ScalingTarget
 
 DASHBOARD_MARGIN_S = 5.0
@@ -129,14 +135,15 @@ class RayServeActuator(Actuator):
         return sorted({r["node_id"] for r in replicas
                        if isinstance(r, dict) and r.get("state") == "RUNNING" and isinstance(r.get("node_id"), str)})
 
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
+    def scale(self, target: ScalingTarget, replicas: int) -> Scaled:
+        """Set `num_replicas` (Serve's answer carries no count: the target holds the one asked for)."""
         target = _serve_target(target)
         path = (f"/api/v1/applications/{urllib.parse.quote(target.app, safe='')}/deployments/"
                 f"{urllib.parse.quote(target.deployment, safe='')}/scale")
         self._request("POST", path, {"target_num_replicas": replicas})
         with self._details_lock:
             self._details = None  # the next read sees the new target
-        return f"Serve {target.app}/{target.deployment} num_replicas -> {replicas}"
+        return Scaled(f"Serve {target.app}/{target.deployment} num_replicas -> {replicas}", replicas)
 
 
 def _applications_of(details: Any) -> dict[str, dict[str, Any]]:

@@ -74,9 +74,9 @@ def test_workload_is_read_and_scaled_through_the_scale_subresource(actuator, emu
     target = target_type(name=name)
     assert actuator.replicas(target) == 2
 
-    summary, requests = requests_during(emulator, lambda: actuator.scale(target, 5))
+    scaled, requests = requests_during(emulator, lambda: actuator.scale(target, 5))
 
-    assert summary == f"{target.kind} default/{name}: replicas 2 -> 5"
+    assert (scaled.detail, scaled.replicas) == (f"{target.kind} default/{name}: replicas 2 -> 5", 5)
     assert emulator.objects[resource, "default", name]["spec"] == {"replicas": 5, "template": {}}
     scale_path = f"/apis/apps/v1/namespaces/default/{plural}/{name}/scale"
     assert [(r.method.value, r.url.path) for r in requests] == [("GET", scale_path), ("PATCH", scale_path)]
@@ -106,9 +106,9 @@ def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator)
     target = RayClusterTarget(name="rc", worker_group="gpu")
     assert actuator.replicas(target) == 2
 
-    summary, requests = requests_during(emulator, lambda: actuator.scale(target, 6))
+    scaled, requests = requests_during(emulator, lambda: actuator.scale(target, 6))
 
-    assert summary == "raycluster default/rc worker group 'gpu': replicas 2 -> 6"
+    assert (scaled.detail, scaled.replicas) == ("raycluster default/rc worker group 'gpu': replicas 2 -> 6", 6)
     cpu, gpu = emulator.objects[RAYCLUSTERS, "default", "rc"]["spec"]["workerGroupSpecs"]
     assert (cpu["groupName"], cpu["replicas"], gpu["groupName"], gpu["replicas"]) == ("cpu", 1, "gpu", 6)
     patch = requests[-1]
@@ -119,6 +119,16 @@ def test_raycluster_patch_scales_only_the_named_worker_group(actuator, emulator)
                           {"op": "add", "path": "/spec/workerGroupSpecs/1/replicas", "value": 6}]
     assert actuator.replicas(RayClusterTarget(name="rc", worker_group="cpu")) == 1
 
+
+def test_a_worker_group_count_an_admission_webhook_changed_is_the_one_returned(actuator, emulator):
+    """The API server answers the patch with the object it stored; a mutating webhook capped the group at 4."""
+    emulator.objects[RAYCLUSTERS, "default", "admitted"] = raycluster("admitted", ("gpu", 2, 1, 8))
+    stored = raycluster("admitted", ("gpu", 4, 1, 8))
+    emulator[kmock.method.PATCH, kmock.resource("ray.io", "v1", "rayclusters"), kmock.name("admitted")] << 200 << stored
+    scaled = actuator.scale(RayClusterTarget(name="admitted", worker_group="gpu"), 6)
+    assert scaled.replicas == 4
+    assert scaled.detail == ("raycluster default/admitted worker group 'gpu': replicas 2 -> 4 (asked for 6: the API "
+                             "server's admission stored 4)")
 
 def test_a_worker_groups_count_is_read_with_its_bounds_in_one_request(actuator, emulator):
     """The controller decides within them (a group at maxReplicas holds, rather than being refused every tick)."""

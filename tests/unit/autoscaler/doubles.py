@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from autoscaler.actuators import ActuationError, Actuator, OutsideBounds, TargetCount
+from autoscaler.actuators import ActuationError, Actuator, OutsideBounds, Scaled, TargetCount
 from autoscaler.controller import ModelShape
 from autoscaler.schema import ScalingTarget
 from core.forecasts import PowerForecast, PowerHistory
@@ -40,6 +40,7 @@ class RecordingActuator(Actuator):
         self.on_scale: Callable[[str, int], None] | None = None
         self.bounds: tuple[int, int] | None = None
         self.hides_bounds = False
+        self.admit: Callable[[int], int] | None = None  # an admission webhook: the count stored for the one asked
 
     def replicas(self, target: ScalingTarget) -> int:
         if self.fail == "read":
@@ -54,7 +55,7 @@ class RecordingActuator(Actuator):
     def ray_nodes(self, target: ScalingTarget) -> list[str]:
         return ["ray-node-a", "ray-node-b"]
 
-    def scale(self, target: ScalingTarget, replicas: int) -> str:
+    def scale(self, target: ScalingTarget, replicas: int) -> Scaled:
         if self.fail == "scale":
             raise ActuationError("forbidden (403)")
         if self.bounds is not None and not self.bounds[0] <= replicas <= self.bounds[1]:
@@ -62,8 +63,9 @@ class RecordingActuator(Actuator):
         if self.on_scale is not None:
             self.on_scale(key(target), replicas)
         self.calls.append((key(target), replicas))
-        self.counts[key(target)] = replicas
-        return f"{key(target)} -> {replicas}"
+        stored = replicas if self.admit is None else self.admit(replicas)
+        self.counts[key(target)] = stored
+        return Scaled(f"{key(target)} -> {stored}", stored)
 
 
 def key(target: ScalingTarget) -> str:

@@ -379,6 +379,21 @@ def test_a_scale_out_past_bounds_set_after_the_read_goes_to_them_and_records_whe
     assert "cooldown" in second.reason and actuator.calls == [("web", 3)]
 
 
+def test_the_count_an_admission_webhook_stored_is_the_one_the_controller_keeps(make, store):
+    """The target stored 3 where the decision asked for 4 (a mutating webhook, a quota): the event and the policy's
+    state carry 3, so the next tick sees no outside change and decides from the count the target holds."""
+    controller, actuator = make(replicas=2)
+    actuator.admit = lambda replicas: min(replicas, 3)
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 1500, "n2": 1500})
+    [event] = controller.tick()
+    assert (event.action, event.to_replicas) == (ScaleAction.SCALE_OUT, 4)
+    assert event.actuation.status is ActuationStatus.APPLIED and event.actuation.replicas == 3
+    assert actuator.counts["web"] == 3
+    [second] = controller.tick()
+    assert second.action is ScaleAction.HOLD and "outside" not in second.reason, second.reason
+
+
 @pytest.mark.parametrize(("count", "bounds"), [(3, (1, 3)), (5, (1, 3))])
 def test_a_target_at_or_beyond_its_own_maximum_is_not_written(make, store, count, bounds):
     """At the bound nothing is left to do; beyond it (the bound lowered since), writing the bound would be a

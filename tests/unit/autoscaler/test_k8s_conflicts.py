@@ -27,6 +27,7 @@ class Deployment:
         self.replicas, self.version, self.patches = replicas, 1, []
         self.on_read = lambda: None
         self.read_answer: bytes | None = None  # what a read answers instead of the object (a proxy's page)
+        self.admit = lambda replicas: replicas  # a mutating admission webhook: the count stored for the one asked
 
     def scale(self) -> dict:
         return {"metadata": {"resourceVersion": str(self.version)}, "spec": {"replicas": self.replicas}}
@@ -60,7 +61,8 @@ def handler(deployment: Deployment) -> type[BaseHTTPRequestHandler]:
                 self._answer(409, {"kind": "Status", "code": 409, "reason": "Conflict",
                                    "message": "the object has been modified"})
                 return
-            deployment.replicas, deployment.version = patch["spec"]["replicas"], deployment.version + 1
+            deployment.replicas = deployment.admit(patch["spec"]["replicas"])
+            deployment.version += 1
             self._answer(200, deployment.scale())
 
         def log_message(self, *args) -> None:
@@ -95,7 +97,7 @@ def test_a_conflict_over_a_status_update_is_written_once_more():
 
     deployment.on_read = status_moves_once
     with api_server(deployment) as actuator:
-        assert actuator.scale(DeploymentTarget(name="web"), 4) == "deployment default/web: replicas 2 -> 4"
+        assert actuator.scale(DeploymentTarget(name="web"), 4).detail == "deployment default/web: replicas 2 -> 4"
     assert deployment.replicas == 4
     assert [p["metadata"]["resourceVersion"] for p in deployment.patches] == ["1", "2"]
 
@@ -168,3 +170,17 @@ def test_a_read_answered_with_no_object_is_a_plain_failure_before_any_write():
     assert result.status is ActuationStatus.FAILED
     assert result.detail.startswith("not changed: reading the count before the write failed: JSONDecodeError")
     assert deployment.patches == [] and deployment.replicas == 2
+
+
+def test_a_count_an_admission_webhook_changed_is_the_one_recorded():
+    """A mutating webhook (a quota, a site's cap) may store another count than the write asked for: the result
+    carries the stored one, so the controller's state and event say what the target holds."""
+    deployment = Deployment(replicas=2)
+    deployment.admit = lambda replicas: min(replicas, 3)
+    with api_server(deployment) as actuator:
+        scaled = Actuators([actuator]).apply(_web_policy(), 2, 5)
+        assert scaled.status is ActuationStatus.APPLIED and scaled.replicas == 3 == deployment.replicas
+        same = Actuators([actuator]).apply(_web_policy(), 3, 2)
+    assert scaled.detail == ("deployment default/web: replicas 2 -> 3 (asked for 5: the API server's admission "
+                             "stored 3)")
+    assert same.status is ActuationStatus.APPLIED and same.replicas is None  # stored as asked
