@@ -612,7 +612,13 @@ class ControllerState:
     @staticmethod
     def _lease(db: sqlite3.Connection) -> Lease | None:
         row = db.execute("SELECT holder, expires_at FROM lease WHERE id = 0").fetchone()
-        return Lease(holder=row[0], expires_at=datetime.fromtimestamp(row[1], UTC)) if row else None
+        if row is None:
+            return None
+        try:
+            expires_at = datetime.fromtimestamp(row[1], UTC)
+        except (TypeError, ValueError, ArithmeticError, OSError):  # edited by hand: past any clock (shortened)
+            expires_at = datetime.max.replace(tzinfo=UTC)
+        return Lease(holder=row[0], expires_at=expires_at)
 
     @classmethod
     def _named(cls, db: sqlite3.Connection, holder: str, what: str) -> bool:
@@ -631,11 +637,20 @@ class ControllerState:
         return lease
 
     def acquire_lease(self, holder: str, now: datetime, ttl_s: float) -> Lease:
-        """Take or renew the lease for `ttl_s` when it is free, expired or `holder`'s; returns the lease now."""
+        """Take or renew the lease for `ttl_s` when it is free, expired or `holder`'s; returns the lease now.
+
+        Another's lease that runs more than `ttl_s` past `now` (its holder's clock is ahead of this one, or the row
+        was edited) is shortened to `now + ttl_s`: a holder that stops renewing is then taken over one lease term
+        later by this clock, not after the skew as well. A live holder renews it at every tick, and keeps it."""
         with self._write() as db:
             lease = self._lease(db)
             if lease is None or lease.holder == holder or lease.expires_at <= now:
                 lease = self._hold_lease(db, holder, now, ttl_s)
+            elif lease.expires_at > now + timedelta(seconds=ttl_s):
+                logger.warning("scaling controller %s: the lease of %s runs to %s, more than %.0f s ahead of this "
+                               "clock: shortened to one term from now (are the two clocks apart?)", holder,
+                               lease.holder, lease.expires_at.isoformat(), ttl_s)
+                lease = self._hold_lease(db, lease.holder, now, ttl_s)
         return lease
 
     def release_lease(self, holder: str) -> None:

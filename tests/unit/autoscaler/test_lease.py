@@ -4,6 +4,7 @@ two controllers that both acted)."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -53,6 +54,29 @@ def test_the_other_takes_over_after_the_holder_stops_renewing(pair, clock, store
     assert event.actuation.status is ActuationStatus.APPLIED and b_actuator.calls == [("web", 3)]
     assert a.tick() == [] and a_actuator.calls == [("web", 3)]  # a came back: b holds the lease now
 
+
+@pytest.mark.parametrize("ahead", [timedelta(hours=1), None])
+def test_a_lease_from_a_clock_far_ahead_is_taken_over_one_term_after_its_holder_stops(make, store, clock, ahead):
+    """Regression: a holder whose clock ran an hour ahead left a lease the other waited an hour and a term for; an
+    expiry edited past any clock (None) was never taken over, or failed every tick."""
+    (a, _), (b, b_actuator) = [make(clock=lambda: clock[0] + (ahead or timedelta()), holder="a", lease_ttl_s=TTL),
+                                make(clock=lambda: clock[0], holder="b", lease_ttl_s=TTL)]
+    a.put_policy(policy_data(predictive_scaling={"enabled": False}, power_based={"cooldown_period": 1}))
+    write_power(store, {"n1": 950, "n2": 950})
+    a.tick()
+    for _ in range(3):  # a renews within every term: it keeps the lease by b's clock too
+        clock[0] += timedelta(seconds=TTL / 2)
+        write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+        assert b.tick() == [] and len(a.tick()) == 1
+    if ahead is None:
+        with sqlite3.connect(a.state.path) as db:
+            db.execute("UPDATE lease SET expires_at = 1e300")
+    clock[0] += timedelta(seconds=TTL / 2)
+    assert b.tick() == []  # a stopped: b shortens the lease to one term by its own clock
+    clock[0] += timedelta(seconds=TTL + 1)
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    [event] = b.tick()
+    assert event.actuation.status is ActuationStatus.APPLIED and b_actuator.calls
 
 def test_the_holder_renews_every_tick(pair, clock, store):
     (a, _), (b, b_actuator) = pair
