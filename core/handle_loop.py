@@ -28,23 +28,41 @@ _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 _lookups: dict[tuple[str, str], tuple[Future[DeploymentHandle], float]] = {}  # a lookup in flight or the handle
 # it found, with when it started
+_given_up: dict[tuple[str, str], list[Future[DeploymentHandle]]] = {}  # stuck lookups replaced, their threads alive
 STUCK_AFTER_S = 60.0  # a lookup in flight this long is given up for a new one (its thread is left to end)
+MAX_GIVEN_UP = 2  # stuck lookups left blocked per deployment; past it the newest is waited on, no thread is added
 LOOKUP_TIMEOUT_S = 10.0  # how long a caller waits on Serve's controller for a lookup
 
 
 async def deployment_handle(deployment: str, app_name: str, timeout_s: float = LOOKUP_TIMEOUT_S) -> DeploymentHandle:
     """The handle of `deployment` in app `app_name`, looked up in a thread the first time (see the module's
     docstring); KeyError when it is not deployed, TimeoutError when Serve's controller does not answer in
-    `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one,
-    or one in flight for STUCK_AFTER_S, is tried again by the next call."""
+    `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one
+    is tried again by the next call, and one in flight for STUCK_AFTER_S too while fewer than MAX_GIVEN_UP lookups
+    of the deployment given up that way are still blocked (a controller down for hours leaves a few threads, not
+    one a minute)."""
     key = (deployment, app_name)
     with _lock:
         lookup, started = _lookups.get(key, (None, 0.0))
         if lookup is None or lookup.cancelled() or (lookup.done() and lookup.exception() is not None) or (
-                not lookup.done() and time.monotonic() - started > STUCK_AFTER_S):
+                _stuck(lookup, started) and _give_up(key, lookup)):
             lookup = _look_up(deployment, app_name)
             _lookups[key] = lookup, time.monotonic()
     return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(lookup)), timeout_s)
+
+
+def _stuck(lookup: Future[DeploymentHandle], started: float) -> bool:
+    return not lookup.done() and time.monotonic() - started > STUCK_AFTER_S
+
+
+def _give_up(key: tuple[str, str], lookup: Future[DeploymentHandle]) -> bool:
+    """Whether the stuck `lookup` may be left to its thread for a new one (under `_lock`)."""
+    blocked = [given_up for given_up in _given_up.get(key, []) if not given_up.done()]
+    if len(blocked) >= MAX_GIVEN_UP:
+        _given_up[key] = blocked
+        return False
+    _given_up[key] = [*blocked, lookup]
+    return True
 
 
 def _look_up(deployment: str, app_name: str) -> Future[DeploymentHandle]:

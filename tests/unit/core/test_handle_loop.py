@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.handle_loop import deployment_handle, run_with_handles
+from core.handle_loop import MAX_GIVEN_UP, deployment_handle, run_with_handles
 
 
 def test_runs_coroutines_on_one_loop_from_any_thread():
@@ -51,6 +51,7 @@ def lookups(monkeypatch):
 
     monkeypatch.setattr("core.handle_loop.serve.get_deployment_handle", get_deployment_handle)
     monkeypatch.setattr("core.handle_loop._lookups", {})
+    monkeypatch.setattr("core.handle_loop._given_up", {})
     return state
 
 
@@ -122,3 +123,19 @@ def test_waiters_on_two_loops_share_one_lookup_and_a_stuck_one_is_replaced(looku
     assert asyncio.run(deployment_handle("Q", "app", 5)) == "handle:Q"  # a new lookup, past the stuck one
     never.set()
     assert lookups.calls == ["P", "Q", "Q"]
+
+
+def test_a_controller_that_never_answers_leaves_a_bounded_number_of_blocked_lookups(lookups, monkeypatch):
+    """Regression: every STUCK_AFTER_S a new lookup thread started beside the blocked ones, one a minute per
+    deployment for as long as Serve's controller stayed down."""
+    monkeypatch.setattr("core.handle_loop.STUCK_AFTER_S", 0.05)
+    never = threading.Event()
+    lookups.answer = lambda name: never.wait(10) and f"handle:{name}"
+    for _ in range(6):
+        with pytest.raises(TimeoutError):
+            asyncio.run(deployment_handle("R", "app", 0.1))
+    assert len(lookups.calls) == 1 + MAX_GIVEN_UP  # the first, and one after each of the two given up
+    never.set()
+    time.sleep(0.2)  # the blocked threads end: the next stuck lookup may be replaced again
+    lookups.answer = lambda name: f"handle:{name}"
+    assert asyncio.run(deployment_handle("R", "app", 5)) == "handle:R"
