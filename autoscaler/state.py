@@ -57,6 +57,7 @@ from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
 from core.settings import format_errors
 
 logger = logging.getLogger(__name__)
+FULL_CHECK_EVERY_S = 600.0  # SQLite's full integrity check of a file it reports damaged, at most this often
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -220,6 +221,7 @@ class ControllerState:
         self._started_afresh: datetime | None = None  # when a damaged file was set aside for this one
         self._afresh_at: datetime | None = None  # a file set aside now: the new one is to keep when
         self._damage: sqlite3.DatabaseError | None = None  # damage SQLite reported since the file was opened
+        self._checked_in_full: tuple[float, object] | None = None  # (monotonic time, file) of the last full check
         self._seeded: list[ScalingPolicy] = []  # the config file's policies, seeded again into a new file
         self._reseed = False  # a new file is open whose seeding has not succeeded yet
         self._db = self._connect()
@@ -300,9 +302,12 @@ class ControllerState:
             replaced = _file_id(self.path) != self._opened  # moved aside or deleted: its successor is opened
             reopened = replaced or self._damage is not None or not self._connected
             if reopened:
+                thorough = self._damage is not None and not replaced and self._may_check_in_full()
                 self._db.close()  # until a file opens, every call fails on the closed connection; tried next call
                 self._connected = False
-                self._db = self._connect(thorough=self._damage is not None and not replaced)
+                self._db = self._connect(thorough=thorough)
+                if thorough:
+                    self._checked_in_full = time.monotonic(), self._opened
                 self._damage, self._reseed, self._connected = None, True, True
             with contextlib.suppress(sqlite3.Error), self._noting_damage():  # the tick meets it itself
                 self._read_started_afresh()
@@ -314,6 +319,19 @@ class ControllerState:
                 logger.exception("scaling controller state: the config file's policies could not be seeded into %s",
                                  self.path)
         return reopened
+
+    def _may_check_in_full(self) -> bool:
+        """Whether SQLite's full check (which reads every page, under the lock) may run on the open file now: not
+        again within FULL_CHECK_EVERY_S of one that found this file whole, as SQLite reports the same damage at every
+        tick until something rewrites the page; the quick check still runs at the reopen."""
+        if self._checked_in_full is None:
+            return True
+        at, checked = self._checked_in_full
+        if checked != self._opened or time.monotonic() - at >= FULL_CHECK_EVERY_S:
+            return True
+        logger.warning("scaling controller state: SQLite reported %s damaged again within %.0f s of a full check that "
+                       "found it whole; opened again with the quick check only", self.path, FULL_CHECK_EVERY_S)
+        return False
 
     @contextmanager
     def _noting_damage(self) -> Iterator[None]:

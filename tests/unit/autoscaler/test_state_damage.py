@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autoscaler.schema import ActuationStatus, ScaleAction, ScalingPolicy
-from autoscaler.state import ControllerState, _one_at_a_time
+from autoscaler.state import FULL_CHECK_EVERY_S, ControllerState, _one_at_a_time
 from tests.unit.autoscaler.doubles import policy_data, write_power
 
 SQLITE_CORRUPT_INDEX = sqlite3.SQLITE_CORRUPT | 3 << 8  # an extended code, as Python 3.11 reports them
@@ -80,6 +80,27 @@ def test_damage_the_full_check_does_not_confirm_keeps_the_file(tmp_path):
     assert [p.name for p in state.policies()] == ["from-api"] and set_aside(tmp_path) == []
     assert not state.follow_file(datetime.now(UTC))
 
+
+def test_damage_reported_again_and_again_is_checked_in_full_at_most_once_per_interval(tmp_path, monkeypatch):
+    """Regression: SQLite reported the same unconfirmed damage at every tick, and every tick ran the full check
+    (every page read, with the API's reads of the state waiting on its lock)."""
+    state = ControllerState(tmp_path / "s.sqlite")
+    checks, real_open, clock = [], ControllerState._open, [1000.0]
+    monkeypatch.setattr(ControllerState, "_open", lambda self, thorough=False: checks.append(thorough) or
+                        real_open(self, thorough))
+    monkeypatch.setattr("autoscaler.state.time.monotonic", lambda: clock[0])
+    for _ in range(3):
+        damage(state, on_disk=False, code=SQLITE_CORRUPT_INDEX)
+        with pytest.raises(sqlite3.DatabaseError):
+            state.policies()
+        assert state.follow_file(datetime.now(UTC))  # opened again: the file is kept
+        clock[0] += 60
+    clock[0] += FULL_CHECK_EVERY_S
+    damage(state, on_disk=False, code=SQLITE_CORRUPT_INDEX)
+    with pytest.raises(sqlite3.DatabaseError):
+        state.policies()
+    assert state.follow_file(datetime.now(UTC))
+    assert checks == [True, False, False, True] and set_aside(tmp_path) == []
 
 def test_a_new_files_cooldown_outlives_a_restart_and_a_failed_first_open(tmp_path, monkeypatch):
     """The time a damaged file was set aside lived in memory only: a controller restarted before its first tick
