@@ -312,8 +312,8 @@ class ControllerState:
             with contextlib.suppress(sqlite3.Error), self._noting_damage():  # the tick meets it itself
                 self._read_started_afresh()
         if self._reseed:
-            try:
-                self.seed(self._seeded, now)
+            try:  # never pruned: a new file another controller set up holds its config's policies too
+                self.seed(self._seeded, now, prune=False)
                 self._reseed = False
             except Exception:  # noqa: BLE001 - the tick goes on; seeded at the next call
                 logger.exception("scaling controller state: the config file's policies could not be seeded into %s",
@@ -449,15 +449,16 @@ class ControllerState:
             self._forget_target(db, name, "deleted")
         return deleted
 
-    def seed(self, policies: list[ScalingPolicy], now: datetime) -> list[str]:
+    def seed(self, policies: list[ScalingPolicy], now: datetime, *, prune: bool = True) -> list[str]:
         """Apply config-file policies whose content changed since they were last seeded; returns their names. One
-        seeded before and no longer in the file is deleted, unless the API changed it since (then it is the API's).
+        seeded before and no longer in the file is deleted (`prune`: at start, when the operator's file was read),
+        unless the API changed it since (then it is the API's).
 
         The config file is the operator's: `max_policies` does not refuse its policies (its count is checked
         when the file is read)."""
         self._seeded = list(policies)
         listed = {policy.name for policy in policies}
-        for name, digest in self._read("SELECT name, digest FROM seeded"):
+        for name, digest in self._read("SELECT name, digest FROM seeded") if prune else []:
             if name not in listed:
                 stored = self.policy(name)
                 if stored is not None and digest in (_digest(stored), _digest_until_2026_12(stored)):

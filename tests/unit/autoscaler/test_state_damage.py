@@ -146,6 +146,22 @@ def test_a_controller_sharing_the_file_follows_the_new_one_another_set_up(tmp_pa
     assert len(set_aside(tmp_path)) == 1  # only the damaged file was moved
 
 
+def test_a_follower_seeding_a_new_file_deletes_none_of_the_policies_another_seeded_there(tmp_path):
+    """Regression: a controller following a new file seeded its own config there, deleting as "removed from the
+    config" every policy the other controller's config (a newer release's, during an upgrade) had seeded."""
+    path, now = tmp_path / "s.sqlite", datetime.now(UTC)
+    first, second = ControllerState(path), ControllerState(path)
+    older, newer = (ScalingPolicy.model_validate(policy_data(name)) for name in ("older", "newer"))
+    second.seed([older], now)
+    first.seed([older, newer], now)
+    damage(first)
+    with pytest.raises(sqlite3.DatabaseError):
+        first.policies()
+    assert first.follow_file(now)  # set aside: the new file holds first's policies
+    assert second.follow_file(now)  # follows it, seeding its own
+    assert sorted(p.name for p in ControllerState(path).policies()) == ["newer", "older"]
+    assert second.seed([older], now) == [] and [p.name for p in second.policies()] == ["older"]  # at a start
+
 def test_other_database_errors_never_set_the_file_aside(tmp_path):
     """A full disk or a passing I/O error says nothing of the file itself."""
     state = ControllerState(tmp_path / "s.sqlite")
