@@ -57,6 +57,7 @@ from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
 from core.settings import format_errors
 
 logger = logging.getLogger(__name__)
+SKEWED_LEASE_TERMS = 2  # another's lease running further ahead of this clock is shortened to this many terms
 FULL_CHECK_EVERY_S = 600.0  # SQLite's full integrity check of a file it reports damaged, at most this often
 
 _SCHEMA = """
@@ -221,7 +222,9 @@ class ControllerState:
         self._started_afresh: datetime | None = None  # when a damaged file was set aside for this one
         self._afresh_at: datetime | None = None  # a file set aside now: the new one is to keep when
         self._damage: sqlite3.DatabaseError | None = None  # damage SQLite reported since the file was opened
-        self._checked_in_full: tuple[float, object] | None = None  # (monotonic time, file) of the last full check
+        self._checked_in_full: tuple[float, object] | None = None  # (monotonic time, file) of a full check passed
+        self._monotonic = time.monotonic
+        self._skewed_holders: set[str] = set()  # holders whose lease was found too far ahead (warned once)
         self._seeded: list[ScalingPolicy] = []  # the config file's policies, seeded again into a new file
         self._reseed = False  # a new file is open whose seeding has not succeeded yet
         self._db = self._connect()
@@ -303,11 +306,12 @@ class ControllerState:
             reopened = replaced or self._damage is not None or not self._connected
             if reopened:
                 thorough = self._damage is not None and not replaced and self._may_check_in_full()
+                checked = self._opened
                 self._db.close()  # until a file opens, every call fails on the closed connection; tried next call
                 self._connected = False
                 self._db = self._connect(thorough=thorough)
-                if thorough:
-                    self._checked_in_full = time.monotonic(), self._opened
+                if thorough and self._opened == checked:  # found whole (a damaged one was set aside for a new one)
+                    self._checked_in_full = self._monotonic(), checked
                 self._damage, self._reseed, self._connected = None, True, True
             with contextlib.suppress(sqlite3.Error), self._noting_damage():  # the tick meets it itself
                 self._read_started_afresh()
@@ -327,7 +331,7 @@ class ControllerState:
         if self._checked_in_full is None:
             return True
         at, checked = self._checked_in_full
-        if checked != self._opened or time.monotonic() - at >= FULL_CHECK_EVERY_S:
+        if checked != self._opened or self._monotonic() - at >= FULL_CHECK_EVERY_S:
             return True
         logger.warning("scaling controller state: SQLite reported %s damaged again within %.0f s of a full check that "
                        "found it whole; opened again with the quick check only", self.path, FULL_CHECK_EVERY_S)
@@ -658,18 +662,23 @@ class ControllerState:
     def acquire_lease(self, holder: str, now: datetime, ttl_s: float) -> Lease:
         """Take or renew the lease for `ttl_s` when it is free, expired or `holder`'s; returns the lease now.
 
-        Another's lease that runs more than `ttl_s` past `now` (its holder's clock is ahead of this one, or the row
-        was edited) is shortened to `now + ttl_s`: a holder that stops renewing is then taken over one lease term
-        later by this clock, not after the skew as well. A live holder renews it at every tick, and keeps it."""
+        Another's lease that runs more than two terms past `now` (its holder's clock is ahead of this one by more
+        than a term, or the row was edited) is shortened to two terms from `now`: a holder that stops renewing is
+        then taken over two terms later by this clock, not after the skew as well. The second term leaves room for
+        `now` being read before the tick's slower steps, so a lease just renewed on a clock like this one is never
+        shortened; a live holder renews it at every tick, and keeps it."""
+        most = now + timedelta(seconds=SKEWED_LEASE_TERMS * ttl_s)
         with self._write() as db:
             lease = self._lease(db)
             if lease is None or lease.holder == holder or lease.expires_at <= now:
                 lease = self._hold_lease(db, holder, now, ttl_s)
-            elif lease.expires_at > now + timedelta(seconds=ttl_s):
-                logger.warning("scaling controller %s: the lease of %s runs to %s, more than %.0f s ahead of this "
-                               "clock: shortened to one term from now (are the two clocks apart?)", holder,
-                               lease.holder, lease.expires_at.isoformat(), ttl_s)
-                lease = self._hold_lease(db, lease.holder, now, ttl_s)
+            elif lease.expires_at > most:
+                if lease.holder not in self._skewed_holders:  # once per holder: it renews at every tick
+                    self._skewed_holders.add(lease.holder)
+                    logger.warning("scaling controller %s: the lease of %s runs to %s, more than %d terms ahead of "
+                                   "this clock: shortened to that (are the two clocks apart?)", holder, lease.holder,
+                                   lease.expires_at.isoformat(), SKEWED_LEASE_TERMS)
+                lease = self._hold_lease(db, lease.holder, now, SKEWED_LEASE_TERMS * ttl_s)
         return lease
 
     def release_lease(self, holder: str) -> None:

@@ -130,6 +130,7 @@ def test_a_worker_group_count_an_admission_webhook_changed_is_the_one_returned(a
     assert scaled.detail == ("raycluster default/admitted worker group 'gpu': replicas 2 -> 4 (asked for 6: the API "
                              "server's admission stored 4)")
 
+
 def test_a_worker_groups_count_is_read_with_its_bounds_in_one_request(actuator, emulator):
     """The controller decides within them (a group at maxReplicas holds, rather than being refused every tick)."""
     emulator.objects[RAYCLUSTERS, "default", "rc"] = raycluster("rc", ("gpu", 2, 1, 3))

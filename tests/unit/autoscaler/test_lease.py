@@ -56,9 +56,9 @@ def test_the_other_takes_over_after_the_holder_stops_renewing(pair, clock, store
 
 
 @pytest.mark.parametrize("ahead", [timedelta(hours=1), None])
-def test_a_lease_from_a_clock_far_ahead_is_taken_over_one_term_after_its_holder_stops(make, store, clock, ahead):
+def test_a_lease_from_a_clock_far_ahead_is_taken_over_two_terms_after_its_holder_stops(make, store, clock, ahead):
     """Regression: a holder whose clock ran an hour ahead left a lease the other waited an hour and a term for; an
-    expiry edited past any clock (None) was never taken over, or failed every tick."""
+    expiry edited past any clock (None) was never taken over, or failed every tick. Now two terms by b's clock."""
     (a, _), (b, b_actuator) = [make(clock=lambda: clock[0] + (ahead or timedelta()), holder="a", lease_ttl_s=TTL),
                                 make(clock=lambda: clock[0], holder="b", lease_ttl_s=TTL)]
     a.put_policy(policy_data(predictive_scaling={"enabled": False}, power_based={"cooldown_period": 1}))
@@ -72,11 +72,23 @@ def test_a_lease_from_a_clock_far_ahead_is_taken_over_one_term_after_its_holder_
         with sqlite3.connect(a.state.path) as db:
             db.execute("UPDATE lease SET expires_at = 1e300")
     clock[0] += timedelta(seconds=TTL / 2)
-    assert b.tick() == []  # a stopped: b shortens the lease to one term by its own clock
-    clock[0] += timedelta(seconds=TTL + 1)
+    assert b.tick() == []  # a stopped: b shortens the lease to two terms by its own clock
+    clock[0] += timedelta(seconds=2 * TTL - 1)
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    assert b.tick() == []
+    clock[0] += timedelta(seconds=2)
     write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
     [event] = b.tick()
     assert event.actuation.status is ActuationStatus.APPLIED and b_actuator.calls
+
+
+def test_a_lease_renewed_on_a_clock_like_this_one_is_never_shortened(make, clock):
+    """The reader's `now` is taken at its tick's start, before the slower steps (the state file's checks): a lease
+    renewed meanwhile runs a little past one term from it, which is no skew."""
+    state = make(clock=lambda: clock[0], holder="a", lease_ttl_s=TTL)[0].state
+    state.acquire_lease("a", clock[0] + timedelta(seconds=30), TTL)
+    assert state.acquire_lease("b", clock[0], TTL).expires_at == clock[0] + timedelta(seconds=TTL + 30)
+
 
 def test_the_holder_renews_every_tick(pair, clock, store):
     (a, _), (b, b_actuator) = pair

@@ -88,7 +88,7 @@ def test_damage_reported_again_and_again_is_checked_in_full_at_most_once_per_int
     checks, real_open, clock = [], ControllerState._open, [1000.0]
     monkeypatch.setattr(ControllerState, "_open", lambda self, thorough=False: checks.append(thorough) or
                         real_open(self, thorough))
-    monkeypatch.setattr("autoscaler.state.time.monotonic", lambda: clock[0])
+    state._monotonic = lambda: clock[0]
     for _ in range(3):
         damage(state, on_disk=False, code=SQLITE_CORRUPT_INDEX)
         with pytest.raises(sqlite3.DatabaseError):
@@ -101,6 +101,25 @@ def test_damage_reported_again_and_again_is_checked_in_full_at_most_once_per_int
         state.policies()
     assert state.follow_file(datetime.now(UTC))
     assert checks == [True, False, False, True] and set_aside(tmp_path) == []
+
+
+def test_the_file_that_replaced_one_set_aside_is_checked_in_full_when_damage_is_reported_there(tmp_path, monkeypatch):
+    """The full check that set a damaged file aside vouches for nothing in the new one."""
+    state = ControllerState(tmp_path / "s.sqlite")
+    checks, real_open = [], ControllerState._open
+    monkeypatch.setattr(ControllerState, "_open", lambda self, thorough=False: checks.append(thorough) or
+                        real_open(self, thorough))
+    state._monotonic = lambda: 1000.0
+    damage(state)
+    with pytest.raises(sqlite3.DatabaseError):
+        state.policies()
+    assert state.follow_file(datetime.now(UTC)) and len(set_aside(tmp_path)) == 1
+    damage(state, on_disk=False, code=SQLITE_CORRUPT_INDEX)
+    with pytest.raises(sqlite3.DatabaseError):
+        state.policies()
+    assert state.follow_file(datetime.now(UTC))
+    assert checks == [True, False, True]  # the check, the new file's open, the new file's full check
+
 
 def test_a_new_files_cooldown_outlives_a_restart_and_a_failed_first_open(tmp_path, monkeypatch):
     """The time a damaged file was set aside lived in memory only: a controller restarted before its first tick
@@ -161,6 +180,7 @@ def test_a_follower_seeding_a_new_file_deletes_none_of_the_policies_another_seed
     assert second.follow_file(now)  # follows it, seeding its own
     assert sorted(p.name for p in ControllerState(path).policies()) == ["newer", "older"]
     assert second.seed([older], now) == [] and [p.name for p in second.policies()] == ["older"]  # at a start
+
 
 def test_other_database_errors_never_set_the_file_aside(tmp_path):
     """A full disk or a passing I/O error says nothing of the file itself."""
