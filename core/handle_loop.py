@@ -28,9 +28,10 @@ _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 _lookups: dict[tuple[str, str], tuple[Future[DeploymentHandle], float]] = {}  # a lookup in flight or the handle
 # it found, with when it started
-_given_up: dict[tuple[str, str], list[Future[DeploymentHandle]]] = {}  # stuck lookups replaced, their threads alive
-STUCK_AFTER_S = 60.0  # a lookup in flight this long is given up for a new one (its thread is left to end)
-MAX_GIVEN_UP = 2  # stuck lookups left blocked per deployment; past it the newest is waited on, no thread is added
+_given_up: dict[tuple[str, str], list[Future[DeploymentHandle]]] = {}  # stuck lookups replaced, still blocked
+_now = time.monotonic
+STUCK_AFTER_S = 60.0  # a lookup in flight this long is given up for a new one (its thread is left to end), the
+# wait doubling with each given-up lookup of the deployment still blocked: a controller down for a day leaves ~11
 LOOKUP_TIMEOUT_S = 10.0  # how long a caller waits on Serve's controller for a lookup
 
 
@@ -38,30 +39,26 @@ async def deployment_handle(deployment: str, app_name: str, timeout_s: float = L
     """The handle of `deployment` in app `app_name`, looked up in a thread the first time (see the module's
     docstring); KeyError when it is not deployed, TimeoutError when Serve's controller does not answer in
     `timeout_s`. Callers waiting on a lookup share it, so a slow controller never piles threads up; a failed one
-    is tried again by the next call, and one in flight for STUCK_AFTER_S too while fewer than MAX_GIVEN_UP lookups
-    of the deployment given up that way are still blocked (a controller down for hours leaves a few threads, not
-    one a minute)."""
+    is tried again by the next call, and a stuck one too (`_stuck`), its thread left blocked."""
     key = (deployment, app_name)
     with _lock:
         lookup, started = _lookups.get(key, (None, 0.0))
         if lookup is None or lookup.cancelled() or (lookup.done() and lookup.exception() is not None) or (
-                _stuck(lookup, started) and _give_up(key, lookup)):
+                _stuck(key, lookup, started)):
             lookup = _look_up(deployment, app_name)
-            _lookups[key] = lookup, time.monotonic()
+            _lookups[key] = lookup, _now()
     return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(lookup)), timeout_s)
 
 
-def _stuck(lookup: Future[DeploymentHandle], started: float) -> bool:
-    return not lookup.done() and time.monotonic() - started > STUCK_AFTER_S
-
-
-def _give_up(key: tuple[str, str], lookup: Future[DeploymentHandle]) -> bool:
-    """Whether the stuck `lookup` may be left to its thread for a new one (under `_lock`)."""
+def _stuck(key: tuple[str, str], lookup: Future[DeploymentHandle], started: float) -> bool:
+    """Whether `lookup` is to be given up for a new one (under `_lock`): in flight for STUCK_AFTER_S doubled for
+    every lookup of the deployment given up before it and still blocked, so a controller that never answers leaves
+    threads at a rate that halves with each, not one a minute."""
     blocked = [given_up for given_up in _given_up.get(key, []) if not given_up.done()]
-    if len(blocked) >= MAX_GIVEN_UP:
-        _given_up[key] = blocked
+    _given_up[key] = blocked
+    if lookup.done() or _now() - started <= STUCK_AFTER_S * 2 ** len(blocked):
         return False
-    _given_up[key] = [*blocked, lookup]
+    blocked.append(lookup)
     return True
 
 

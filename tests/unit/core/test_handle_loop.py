@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.handle_loop import MAX_GIVEN_UP, deployment_handle, run_with_handles
+from core import handle_loop
+from core.handle_loop import deployment_handle, run_with_handles
 
 
 def test_runs_coroutines_on_one_loop_from_any_thread():
@@ -125,17 +126,37 @@ def test_waiters_on_two_loops_share_one_lookup_and_a_stuck_one_is_replaced(looku
     assert lookups.calls == ["P", "Q", "Q"]
 
 
-def test_a_controller_that_never_answers_leaves_a_bounded_number_of_blocked_lookups(lookups, monkeypatch):
+def test_a_controller_that_never_answers_gets_lookups_ever_more_rarely(lookups, monkeypatch):
     """Regression: every STUCK_AFTER_S a new lookup thread started beside the blocked ones, one a minute per
-    deployment for as long as Serve's controller stayed down."""
-    monkeypatch.setattr("core.handle_loop.STUCK_AFTER_S", 0.05)
-    never = threading.Event()
-    lookups.answer = lambda name: never.wait(10) and f"handle:{name}"
-    for _ in range(6):
+    deployment for as long as Serve's controller stayed down. Now the wait doubles with each one still blocked;
+    once they end, a stuck lookup is given up after STUCK_AFTER_S again."""
+    clock = [0.0]
+    monkeypatch.setattr("core.handle_loop._now", lambda: clock[0])
+    releases: list[threading.Event] = []
+
+    def blocked(name: str) -> str:
+        releases.append(release := threading.Event())
+        release.wait(10)
+        return f"handle:{name}"
+
+    lookups.answer = blocked
+    started = []
+    for second in range(0, 16 * 60 + 1, 10):  # a caller every 10 s for 16 minutes
+        clock[0] = float(second)
+        calls = len(lookups.calls)
         with pytest.raises(TimeoutError):
-            asyncio.run(deployment_handle("R", "app", 0.1))
-    assert len(lookups.calls) == 1 + MAX_GIVEN_UP  # the first, and one after each of the two given up
-    never.set()
-    time.sleep(0.2)  # the blocked threads end: the next stuck lookup may be replaced again
-    lookups.answer = lambda name: f"handle:{name}"
-    assert asyncio.run(deployment_handle("R", "app", 5)) == "handle:R"
+            asyncio.run(deployment_handle("R", "app", 0.01))
+        if len(lookups.calls) > calls:
+            started.append(second)
+    assert started == [0, 70, 200, 450, 940]  # given up after 1, 2, 4 and 8 minutes
+    for release in releases[:-1]:  # the given-up ones end; the one in flight stays stuck
+        release.set()
+    deadline = time.monotonic() + 5
+    while any(not lookup.done() for lookup in handle_loop._given_up[("R", "app")]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock[0] = 940 + handle_loop.STUCK_AFTER_S + 1
+    with pytest.raises(TimeoutError):
+        asyncio.run(deployment_handle("R", "app", 0.01))
+    assert len(lookups.calls) == 6  # given up after STUCK_AFTER_S again
+    for release in releases:
+        release.set()
