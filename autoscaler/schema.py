@@ -217,9 +217,10 @@ class ActuationStatus(StrEnum):
 class ActuationResult(_Model):
     status: ActuationStatus
     detail: str = ""
-    replicas: int | None = Field(None, ge=0, description="the count the write set where the target's own bounds "
-                                                         "kept it from the decision's (a worker group's "
-                                                         "min/maxReplicas); None: the decision's")
+    replicas: int | None = Field(None, ge=0, description="the count the target holds after the write where it is "
+                                                         "not the decision's: the target's own bounds (a worker "
+                                                         "group's min/maxReplicas) or its API's admission (a "
+                                                         "mutating webhook) changed it; None: the decision's")
 
 
 class ScalingEvent(_Model):

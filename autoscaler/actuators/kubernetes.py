@@ -264,7 +264,8 @@ def _scaled(detail: str, asked: int, stored: int) -> Scaled:
 
 
 def _stored_group_count(cluster: Any, index: int, group_name: str, asked: int) -> int:
-    """The worker group's count in the RayCluster the patch answered with (`asked` where the answer lacks it)."""
+    """The worker group's count in the RayCluster the patch answered with (0 where the group has none, the CRD's
+    default, as `read` takes it); `asked` where the answer is not that RayCluster's group, or no count."""
     groups = (cluster.get("spec") or {}).get("workerGroupSpecs") if isinstance(cluster, dict) else None
     group = groups[index] if isinstance(groups, list) and index < len(groups) else None
     if not isinstance(group, dict) or group.get("groupName") != group_name:

@@ -380,7 +380,7 @@ def test_a_scale_out_past_bounds_set_after_the_read_goes_to_them_and_records_whe
 
 
 def test_the_count_an_admission_webhook_stored_is_the_one_the_controller_keeps(make, store):
-    """The target stored 3 where the decision asked for 4 (a mutating webhook, a quota): the event and the policy's
+    """The target stored 3 where the decision asked for 4 (a mutating admission webhook): the event and the policy's
     state carry 3, so the next tick sees no outside change and decides from the count the target holds."""
     controller, actuator = make(replicas=2)
     actuator.admit = lambda replicas: min(replicas, 3)

@@ -173,7 +173,7 @@ def test_a_read_answered_with_no_object_is_a_plain_failure_before_any_write():
 
 
 def test_a_count_an_admission_webhook_changed_is_the_one_recorded():
-    """A mutating webhook (a quota, a site's cap) may store another count than the write asked for: the result
+    """A mutating admission webhook (a site's cap) may store another count than the write asked for: the result
     carries the stored one, so the controller's state and event say what the target holds."""
     deployment = Deployment(replicas=2)
     deployment.admit = lambda replicas: min(replicas, 3)
