@@ -4,10 +4,12 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= tests/data/upm_sample.csv
 MODEL_PATH ?= $(CURDIR)/trained_models
-# A private local Ray cluster on 127.0.0.1: token authentication off on both sides (see README), so the Ray that
-# `make run` / `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for
-# Windows and macOS, works on Linux too). With RAY_ADDRESS set the commands join that cluster instead.
-export RAY_AUTH_MODE ?= disabled
+# A private local Ray cluster: Ray's token authentication on (Ray generates ~/.ray/auth_token once; the `ray` and
+# `serve` CLI send it when RAY_AUTH_MODE=token is set where they run, see README), and the Ray that `make run` /
+# `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for Windows and
+# macOS, works on Linux too), but for each Serve replica's inter-deployment gRPC port, which Ray binds to every
+# interface and only the token guards. With RAY_ADDRESS set the commands join that cluster instead.
+run run-api train evaluate: export RAY_AUTH_MODE ?= token
 ifeq ($(strip $(RAY_ADDRESS)),)
 run run-api train evaluate: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 endif
@@ -54,9 +56,11 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
 train: install
+	$(PY) -m app.local_ray_token
 	$(PY) -m training.train_lstm --data $(DATA)
 
 evaluate: install
+	$(PY) -m app.local_ray_token
 	$(PY) -m training.evaluate --data $(DATA) --output reports/backtest.json --plot reports/backtest.png
 
 bench: install
@@ -91,12 +95,14 @@ endif
 
 # The whole service on a local Ray: demo models first if the registry has none, then both Serve apps.
 run: install
+	$(PY) -m app.local_ray_token
 	$(PY) -m app.demo_model --data $(DATA)
 	$(TOKEN)
 	$(VENV)/bin/serve run serve_config.yaml
 
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
+	$(PY) -m app.local_ray_token
 	$(TOKEN)
 	$(VENV)/bin/serve run serve_config.yaml
 

@@ -16,7 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from app.settings import ray_auth_disabled_by_default
 from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
@@ -72,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG, ...)")
     add_state_path_flag(parser)
     args = parser.parse_args(argv)
-    ray_auth_disabled_by_default()
     config = load_training_config(args.config)
     model_path = args.model_path or config.model_path
     registry = ModelRegistry(model_path)

@@ -8,7 +8,6 @@ their own keys (each through its own settings module).
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -287,8 +286,3 @@ def read_api_token(token_file: str | None, environ: Mapping[str, str] | None = N
     if not text:
         raise ConfigError(f"API_TOKEN_FILE {file} is empty" if file else "API_TOKEN holds only blanks")
     return text
-
-
-def ray_auth_disabled_by_default() -> None:
-    """Ray clusters this process starts run without token authentication unless RAY_AUTH_MODE says otherwise."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")

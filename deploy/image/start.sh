@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# As in the Makefile: a private local Ray (token authentication off), the registry, Serve's tuned settings.
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# As in the Makefile: a private local Ray (Ray's token authentication on: every Serve replica's gRPC port listens
+# on every interface of the container), the registry, Serve's tuned settings.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 [ -n "${RAY_ADDRESS:-}" ] || export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0}"  # Ray on loopback
 export MODEL_PATH="${MODEL_PATH:-trained_models}"
 export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD="${RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD:-0}"
@@ -15,6 +16,7 @@ export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE="${RAY_SERVE_REQUEST_PATH_LOG_BUFF
 export RAY_SERVE_PROXY_USE_GRPC="${RAY_SERVE_PROXY_USE_GRPC:-1}"
 export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH="${RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH:-67108864}"
 
+python -m app.local_ray_token
 python -m app.demo_model --data "${DATA:-tests/data/upm_sample.csv}"
 config="$(mktemp --suffix=.yaml)"
 python deploy/image/container_serve_config.py serve_config.yaml "$config"

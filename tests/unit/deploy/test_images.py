@@ -81,6 +81,17 @@ def test_start_script_does_what_make_run_does():
     assert subprocess.run(["bash", "-n", str(START)], capture_output=True).returncode == 0
     script = START.read_text()
     assert "python -m app.demo_model --data" in script and 'exec serve run "$config"' in script
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "run run-api train evaluate: export RAY_AUTH_MODE ?= token" in makefile  # Ray's token guards the
+    assert 'export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"' in script  # replicas' ports on every interface
+    assert script.index("python -m app.local_ray_token") < script.index("python -m app.demo_model")
+    for target in ("run", "run-api", "train", "evaluate"):  # the private token file before any Ray starts
+        commands = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=REPO_ROOT, capture_output=True,
+                                  text=True, check=True).stdout.splitlines()
+        [token] = [i for i, command in enumerate(commands) if command.endswith("-m app.local_ray_token")]
+        starts_ray = [i for i, command in enumerate(commands) if re.search(r"serve run|-m (app\.demo_model|training)",
+                                                                            command)]
+        assert starts_ray and token < min(starts_ray), (target, commands)
     for name in re.findall(r"RAY_SERVE_\w+=\d+", (REPO_ROOT / "Makefile").read_text()):
         variable, value = name.split("=")
         assert f'{variable}="${{{variable}:-{value}}}"' in script

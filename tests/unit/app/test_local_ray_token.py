@@ -1,0 +1,45 @@
+"""`make run`'s Ray token: written before Ray would write it with the umask's mode, private, never printed."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from app import local_ray_token
+
+
+def test_the_ray_token_is_written_once_private_in_rays_form_and_never_printed(tmp_path: Path, capsys) -> None:
+    path = tmp_path / ".ray" / "auth_token"
+    environ = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+    assert local_ray_token.main(environ) == 0
+    token = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(token) == 64 and int(token, 16) >= 0  # as Ray writes it: 256 bits in hex, no line break
+    assert local_ray_token.main(environ) == 0 and path.read_text() == token  # kept
+    output = capsys.readouterr().err
+    assert f"Ray token: generated {path} (mode 0600)" in output and token not in output
+
+
+def test_a_ray_token_others_can_read_is_kept_and_warned_of(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "auth_token"
+    path.write_text("theirs")
+    path.chmod(0o644)
+    assert local_ray_token.main({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}) == 0
+    assert path.read_text() == "theirs" and "is readable by others" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("environ", [{"RAY_AUTH_MODE": "disabled"}, {},
+                                     {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "from-env"}])
+def test_no_file_is_written_where_ray_reads_none(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = tmp_path / "auth_token"
+    assert local_ray_token.main({**environ, "RAY_AUTH_TOKEN_PATH": str(path)}) == 0
+    assert not path.exists()
+
+
+def test_an_unwritable_token_path_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "auth_token"
+    assert local_ray_token.main({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}) == 2
+    assert "cannot be written or read" in capsys.readouterr().err
