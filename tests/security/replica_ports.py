@@ -71,8 +71,9 @@ def main(http_port: int) -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
         serve.run(Echo.bind(), name="echo", route_prefix="/echo")
         sockets = _replica_sockets()
-        print(MARK + json.dumps([{"address": address, "port": port, "call": _unauthenticated_call(port)}
-                                 for address, port in sockets]), flush=True)
+        found = [{"address": address, "port": port, "call": _unauthenticated_call(port)} for address, port in sockets]
+        sys.stdout.write(MARK + json.dumps(found) + "\n")
+        sys.stdout.flush()
     finally:
         serve.shutdown()
         ray.shutdown()
