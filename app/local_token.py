@@ -7,23 +7,16 @@ is and how to use it, without ever printing the token itself.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
 
+from core.private_file import write_private
 
-def ensure_token(path: Path, token: str | None = None) -> bool:
-    """Write `token` (default: a new random one, with a line break) into `path` (mode 0600) unless it exists; True
-    when it was created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(32) + "\n" if token is None else token)
-    return True
+
+def ensure_token(path: Path) -> bool:
+    """Write a new random token into `path` (mode 0600) unless it exists; True when it was created."""
+    return write_private(path, secrets.token_urlsafe(32) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,15 @@ def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_without_token_auth() -> Iterator[None]:
+    """Every Ray the tests start (the session's, a command line's own) runs without Ray's token authentication unless
+    RAY_AUTH_MODE says otherwise, so none writes a token into ~/.ray; tests of token mode set it themselves."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE") or "disabled")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def cli_state_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where a training command line without --state-path records its run and takes the retrain lock: a folder of
@@ -50,7 +59,6 @@ def ray_cluster():
     """
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     apply_serve_tuning()  # Serve's settings under `make run`
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                        dashboard_port=free_port(), log_to_driver=False, ignore_reinit_error=True)

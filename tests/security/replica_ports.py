@@ -1,6 +1,6 @@
 """Run as a script by test_ray_token_auth.py: a private Ray in the auth mode of its environment with one Serve
-replica; prints (as JSON) each TCP port that replica listens on, its address and what an inter-deployment gRPC
-call without a token gets there."""
+replica; prints (as JSON, after MARK) each TCP port that replica listens on, its address and what an
+inter-deployment gRPC call without a token gets there. Importing it loads nothing of Ray's."""
 
 from __future__ import annotations
 
@@ -10,41 +10,31 @@ import os
 import sys
 from pathlib import Path
 
-import grpc
-import ray
-from ray import serve
-from ray.serve.generated import serve_pb2, serve_pb2_grpc
-
 MARK = "replica ports: "  # the line the test reads, among Ray's own output
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
-class Echo:
-    def __call__(self, request) -> str:
-        return "echo"
-
-
-def _replica_sockets() -> list[tuple[str, int]]:
-    """(address, port) of every listening TCP socket of the Serve replica processes (Linux's /proc)."""
+def _sockets_of(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of process `pid` (Linux's /proc)."""
     inodes = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if b"ServeReplica" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:  # gone meanwhile, or not ours to read
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
             continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     return [(address, port) for table in ("tcp", "tcp6") for address, port, inode in _listening(table)
             if inode in inodes]
 
 
 def _listening(table: str) -> list[tuple[str, int, str]]:
-    """(address, port, socket inode) of the listening sockets in /proc/net/`table`."""
+    """(address, port, socket inode) of the listening sockets in /proc/net/`table` (none without that table: a
+    kernel without IPv6)."""
+    path = Path(f"/proc/net/{table}")
+    if not path.exists():
+        return []
     found = []
-    for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+    for line in path.read_text().splitlines()[1:]:
         fields = line.split()
         if fields[3] != "0A":  # TCP_LISTEN
             continue
@@ -57,6 +47,9 @@ def _listening(table: str) -> list[tuple[str, int, str]]:
 
 
 def _unauthenticated_call(port: int) -> str:
+    import grpc
+    from ray.serve.generated import serve_pb2, serve_pb2_grpc
+
     stub = serve_pb2_grpc.ASGIServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     try:
         stub.HandleRequest(serve_pb2.ASGIRequest(pickled_request_metadata=b"not a pickle"), timeout=10)
@@ -66,12 +59,20 @@ def _unauthenticated_call(port: int) -> str:
 
 
 def main(http_port: int) -> None:
+    import ray
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Pid:
+        def __call__(self, request=None) -> int:
+            return os.getpid()
+
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(Echo.bind(), name="echo", route_prefix="/echo")
-        sockets = _replica_sockets()
-        found = [{"address": address, "port": port, "call": _unauthenticated_call(port)} for address, port in sockets]
+        pid = serve.run(Pid.bind(), name="pid", route_prefix="/pid").remote().result(timeout_s=60)
+        found = [{"address": address, "port": port, "call": _unauthenticated_call(port)}
+                 for address, port in _sockets_of(pid)]  # this replica's only, not another Ray's on the machine
         sys.stdout.write(MARK + json.dumps(found) + "\n")
         sys.stdout.flush()
     finally:

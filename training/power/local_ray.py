@@ -16,6 +16,7 @@ command's own Ray started, never a reused PID.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import select
 import signal
@@ -24,6 +25,10 @@ import time
 
 import ray
 
+from core.ray_token import prepare as prepare_ray_token
+
+logger = logging.getLogger(__name__)
+
 STOP_GRACE_S = 5.0  # a healthy worker exits about 1 s after its raylet
 
 _started: dict[str, str] = {}  # the GCS address of the Ray start_local_ray connected this process to
@@ -31,12 +36,17 @@ _started: dict[str, str] = {}  # the GCS address of the Ray start_local_ray conn
 
 def start_local_ray(verbose: bool) -> None:
     """Start a local Ray, or join the cluster RAY_ADDRESS names (under `ray job submit`); a Ray started here is
-    stopped by `stop_local_ray` when the process exits, a joined one is left as it is. A joined cluster's own
+    stopped by `stop_local_ray` when the process exits, a joined one is left as it is. A local one in token mode
+    (Ray's default) finds its token file written private (core/ray_token.py). A joined cluster's own
     dashboard answers the state API: pointing its workers at a port of this process's choosing, where nothing
     listens, made Ray Train's cleaner warn for as long as it lived (over 1,000 lines after one stopped job)."""
     if _joins():
         ray.init(log_to_driver=verbose)
         return
+    try:
+        prepare_ray_token()  # before Ray writes it with the umask's mode
+    except OSError as exc:
+        logger.warning("Ray's token file cannot be written private (%s): Ray writes its own", exc.strerror or exc)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

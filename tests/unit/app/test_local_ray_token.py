@@ -22,16 +22,21 @@ def test_the_ray_token_is_written_once_private_in_rays_form_and_never_printed(tm
     assert f"Ray token: generated {path} (mode 0600)" in output and token not in output
 
 
-def test_a_ray_token_others_can_read_is_kept_and_warned_of(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("mode", ["token", None])  # unset: Ray's default for a new local cluster is token
+def test_a_ray_token_others_can_read_is_kept_and_made_private(tmp_path: Path, capsys, mode: str | None) -> None:
+    """Ray writes the file with the umask's mode (0644 on most machines) when it is first to write it."""
     path = tmp_path / "auth_token"
     path.write_text("theirs")
     path.chmod(0o644)
-    assert local_ray_token.main({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}) == 0
-    assert path.read_text() == "theirs" and "is readable by others" in capsys.readouterr().err
+    environ = {"RAY_AUTH_TOKEN_PATH": str(path), **({"RAY_AUTH_MODE": mode} if mode else {})}
+    assert local_ray_token.main(environ) == 0
+    assert path.read_text() == "theirs" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "made private (0600)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("environ", [{"RAY_AUTH_MODE": "disabled"}, {},
-                                     {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "from-env"}])
+@pytest.mark.parametrize("environ", [{"RAY_AUTH_MODE": "disabled"},
+                                     {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "from-env"},
+                                     {"RAY_ADDRESS": "ray://head:10001"}])  # the joined cluster's token
 def test_no_file_is_written_where_ray_reads_none(tmp_path: Path, environ: dict[str, str]) -> None:
     path = tmp_path / "auth_token"
     assert local_ray_token.main({**environ, "RAY_AUTH_TOKEN_PATH": str(path)}) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pandas as pd
 import pytest
 
@@ -28,6 +30,22 @@ def test_a_submitted_job_joins_its_cluster_as_it_is(starts, monkeypatch, join):
     assert starts == [{"log_to_driver": False}]
     assert not local_ray.started_here()
 
+
+def test_a_local_ray_in_token_mode_finds_its_token_file_written_private(monkeypatch, tmp_path):
+    """Ray itself writes ~/.ray/auth_token with the umask's mode (0644 on most machines) for a new local cluster."""
+    path, written = tmp_path / "auth_token", []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray's default for a new local cluster: token
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+
+    def init(**kwargs):
+        written.append(stat.S_IMODE(path.stat().st_mode))
+        raise RuntimeError("stop here")  # the start goes no further
+
+    monkeypatch.setattr(local_ray.ray, "init", init)
+    with pytest.raises(RuntimeError, match="stop here"):
+        local_ray.start_local_ray(verbose=False)
+    assert written == [0o600] and len(path.read_text()) == 64
 
 def test_without_ray_address_no_ray_is_started(starts, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
