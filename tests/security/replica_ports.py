@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import sys
+import urllib.request
 from pathlib import Path
 
 MARK = "replica ports: "  # the line the test reads, among Ray's own output
@@ -70,7 +71,11 @@ def main(http_port: int) -> None:
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        pid = serve.run(Pid.bind(), name="pid", route_prefix="/pid").remote().result(timeout_s=60)
+        serve.run(Pid.bind(), name="pid", route_prefix="/pid")
+        # over HTTP, not a handle: a handle called from this synchronous code needs Serve's router on a loop of its
+        # own, which the tests' Serve settings (RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0) turn off
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/pid", timeout=60) as answer:
+            pid = int(answer.read())
         found = [{"address": address, "port": port, "call": _unauthenticated_call(port)}
                  for address, port in _sockets_of(pid)]  # this replica's only, not another Ray's on the machine
         sys.stdout.write(MARK + json.dumps(found) + "\n")
