@@ -4,8 +4,8 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= tests/data/upm_sample.csv
 MODEL_PATH ?= $(CURDIR)/trained_models
-# A private local Ray cluster: Ray's token authentication on (Ray generates ~/.ray/auth_token once; the `ray` and
-# `serve` CLI send it when RAY_AUTH_MODE=token is set where they run, see README), and the Ray that `make run` /
+# A private local Ray cluster: Ray's token authentication on (app.local_ray_token writes ~/.ray/auth_token once,
+# mode 0600; the `ray` and `serve` CLI send it when RAY_AUTH_MODE=token is set where they run, see README), and the Ray that `make run` /
 # `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for Windows and
 # macOS, works on Linux too), but for each Serve replica's inter-deployment gRPC port, which Ray binds to every
 # interface and only the token guards. With RAY_ADDRESS set the commands join that cluster instead.
