@@ -227,7 +227,11 @@ def test_dashboard_is_not_exposed_without_ray_token_auth(folder: str):
 
 
 RAY_POD = {"ray.io/is-ray-node": "yes"}  # KubeRay's label on every Ray pod it creates (head and workers)
-OPEN_PORTS = {8002, 8265, 8080}  # the REST API (API token), the dashboard (Ray token), metrics (read-only)
+OPEN_PORTS = {8002, 8080}  # the REST API (API token) and the metrics (read-only)
+DASHBOARD_CLIENTS = [  # the dashboard (8265: Ray token, and a job API that runs code) from these only
+    {"podSelector": {}},  # this namespace's pods: a RayJob's submitter, the head itself
+    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}},
+]
 
 
 def _ports_open_to_anyone(policy: dict[str, Any]) -> set[int | str]:
@@ -247,15 +251,16 @@ def _ports_open_to_anyone(policy: dict[str, Any]) -> set[int | str]:
 
 @pytest.mark.parametrize("folder", OVERLAYS)
 def test_ray_s_own_ports_take_connections_from_ray_pods_only(folder: str):
-    """GCS, the Ray client port, raylets and workers are reachable from the namespace's Ray pods; any other pod may
-    reach only the REST API, the token-checked dashboard and the metrics."""
+    """GCS, the Ray client port, raylets and workers are reachable from the namespace's Ray pods; the dashboard from
+    the namespace's pods and the KubeRay operator; any other pod may reach only the REST API and the metrics."""
     (policy,) = [o for o in _built(folder) if o["kind"] == "NetworkPolicy"]
     assert policy["spec"]["podSelector"] == {"matchLabels": RAY_POD}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert _ports_open_to_anyone(policy) == OPEN_PORTS
-    from_ray_pods = [rule for rule in policy["spec"]["ingress"] if rule.get("from")]
+    from_some = [rule for rule in policy["spec"]["ingress"] if rule.get("from")]
     # every port (raylets, object transfer and workers listen on ports Ray picks), from this namespace's Ray pods
-    assert from_ray_pods == [{"from": [{"podSelector": {"matchLabels": RAY_POD}}]}]
+    assert from_some == [{"from": [{"podSelector": {"matchLabels": RAY_POD}}]},
+                         {"ports": [{"port": 8265, "protocol": "TCP"}], "from": DASHBOARD_CLIENTS}]
     head_ports = {p["containerPort"] for kind, cluster in _ray_clusters(_flavour(folder))
                   for p in _ray_containers(cluster)[0].get("ports", [])}
     assert {6379, 10001} <= head_ports  # the GCS and the Ray client port, declared, and closed to other pods above
