@@ -70,7 +70,7 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
-    calibrated = served_forecast(forecaster, test)
+    calibrated = served_forecast(forecaster, test)  # the controller's windows get the calibration split's blend
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []
     for index, (segment, roles) in enumerate(zip(prepared.segments, prepared.roles, strict=True)):

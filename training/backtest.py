@@ -7,9 +7,11 @@ at every lead 1..H from the origin H steps (..1 step) before it, by the LSTM, by
 other features: training.power.features_only) and by each baseline, so all methods are scored on exactly the
 same (origin, lead) pairs; inputs may reach back into the training part (that is history), targets never do.
 A registered model (`--model`) is scored only on test steps after those it trained on (its data span, per series).
-The served forecast's intervals and confidence are corrected online, series by series, by the outcomes of its
-earlier forecasts as they land (training.power.online_calibration), as the service does for a node it forecasts from
-the store; `served_static_calibration` keeps the interval figures without that correction.
+The served forecast's blend of the LSTM and the LightGBM follows their outcomes as they land (training.power.
+online_blend), and its intervals and confidence are corrected online, series by series, by the outcomes of its
+earlier forecasts (training.power.online_calibration), as the service does for the nodes it forecasts from the store;
+`served_static_calibration` keeps the interval figures without that correction, `served_static_blend` the point
+figures of the blend chosen on the calibration split alone.
 """
 
 from __future__ import annotations
@@ -133,9 +135,10 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     """Score the LSTM, the served forecast, the features-only mode and the baselines (`extra`, already forecast)
     on the test windows."""
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
-    static = served_forecast(forecaster, test)
-    served = adapt_in_time(static, test.targets, test.mask, test.node_ids, _origin_times(prepared, test),
-                           prepared.pipeline.step_s, coverage=forecaster.interval_coverage,
+    origins = prepared.origin_times(test)
+    static = served_forecast(forecaster, test, origins)  # its blend followed online, as the service follows it
+    served = adapt_in_time(static, test.targets, test.mask, test.node_ids, origins, prepared.pipeline.step_s,
+                           coverage=forecaster.interval_coverage,
                            tolerance=forecaster.confidence_tolerance)  # the model's own, as the service corrects
     calibrated = {"lstm": lstm, "served": served, "features_only": _features_only(prepared, test, forecaster)}
     forecasts: dict[str, np.ndarray] = {name: forecast.point for name, forecast in calibrated.items()}
@@ -168,21 +171,14 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
         "served": _served_facts(forecaster),
         "served_static_calibration": interval_metrics(static.lower, static.upper, static.point, static.confidence,
                                                       test.targets, mask, nominal=coverage, tolerance=tolerance),
+        # the served point had the blend chosen on the calibration split served every window (no online blend)
+        "served_static_blend": point_metrics(served_forecast(forecaster, test).point, test.targets, mask),
         "mae_by_lead": {name: mae_by_lead(values, test.targets, mask) for name, values in forecasts.items()},
         "per_series": _per_series(test, forecasts, mask),
     }
     if plot:
         _plot(Path(plot), prepared, test, served, forecasts, mask, forecaster.served_method)
     return report
-
-
-def _origin_times(prepared: PreparedData, test: Windows) -> np.ndarray:
-    """The time of every window's origin (datetime64)."""
-    times = np.empty(len(test), dtype="datetime64[ns]")
-    for index in np.unique(test.segment_index):
-        rows = test.segment_index == index
-        times[rows] = prepared.segments[int(index)].times[test.origin_index[rows]].to_numpy(dtype="datetime64[ns]")
-    return times
 
 
 def _relative(mae: float, best: float) -> float | None:

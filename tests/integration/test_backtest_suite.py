@@ -41,6 +41,7 @@ def test_smoke_suite_end_to_end(tmp_path, ray_cluster, capsys):
         static = report["served_static_calibration"]  # the intervals before the online correction
         assert static["nominal_coverage"] == report["metrics"]["served"]["nominal_coverage"]
         assert static["mean_interval_width"] != report["metrics"]["served"]["mean_interval_width"]  # corrected
+        assert set(report["served_static_blend"]) == {"mae", "rmse", "mape"}  # the blend not followed online
         assert report["model"]["source"] == "trained" and report["model"]["epochs_run"] >= report["model"]["best_epoch"]
         assert 0 < report["model"]["epoch_seconds"] < report["model"]["train_seconds"]  # the start is no epoch
         half_life = report["lightgbm"]["half_life_steps"]

@@ -11,6 +11,7 @@ LSTM's own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -38,23 +39,34 @@ class ServedBlend(BaseModel):
     def needs_gbm(self) -> bool:
         return self.method != "lstm"
 
-    def quantiles(self, lstm_quantiles: np.ndarray, gbm_point: np.ndarray | None) -> np.ndarray:
-        """Uncalibrated served (lower, median, upper) [N, H, 3] from the LSTM's [N, H, 3] and the GBM's [N, H]."""
+    def quantiles(self, lstm_quantiles: np.ndarray, gbm_point: np.ndarray | None,
+                  lstm_weight: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated served (lower, median, upper) [N, H, 3] from the LSTM's [N, H, 3] and the GBM's [N, H];
+        `lstm_weight` ([H] or [N, H], from the online blend) instead of the calibration split's."""
         horizon = lstm_quantiles.shape[1]
+        if lstm_weight is None:
+            if self.method == "lstm":
+                return lstm_quantiles
+            lstm_weight = np.asarray(self.lstm_weight)
         if gbm_point is None:
-            if self.needs_gbm:
-                raise ValueError(f"the {self.method} forecast needs the LightGBM forecast")
-            return lstm_quantiles
-        return blend_quantiles(lstm_quantiles, gbm_point, np.asarray(self.lstm_weight[:horizon]))
+            raise ValueError(f"the {self.method} forecast needs the LightGBM forecast")
+        return blend_quantiles(lstm_quantiles, gbm_point, np.asarray(lstm_weight)[..., :horizon])
 
-    def apply(self, lstm_quantiles: np.ndarray, gbm_point: np.ndarray | None) -> CalibratedForecast:
-        return self.calibration.apply(self.quantiles(lstm_quantiles, gbm_point))
+    def apply(self, lstm_quantiles: np.ndarray, gbm_point: np.ndarray | None,
+              lstm_weight: np.ndarray | None = None) -> CalibratedForecast:
+        """The calibrated served forecast (`quantiles`), with both models' points where both forecast."""
+        forecast = self.calibration.apply(self.quantiles(lstm_quantiles, gbm_point, lstm_weight))
+        if gbm_point is None:
+            return forecast
+        return replace(forecast, experts=np.stack([lstm_quantiles[..., 1], gbm_point], axis=-1))
 
 
 def blend_quantiles(lstm_quantiles: np.ndarray, gbm_point: np.ndarray, lstm_weight: np.ndarray) -> np.ndarray:
-    """Served point = w * LSTM median + (1 - w) * GBM per lead; the LSTM's spread moved around it."""
+    """Served point = w * LSTM median + (1 - w) * GBM per lead (`lstm_weight` [H], or [N, H] per window); the LSTM's
+    spread moved around it."""
     median = lstm_quantiles[..., 1]
-    point = lstm_weight[None, :] * median + (1.0 - lstm_weight[None, :]) * gbm_point
+    weight = np.broadcast_to(lstm_weight, median.shape)
+    point = weight * median + (1.0 - weight) * gbm_point
     below, above = median - lstm_quantiles[..., 0], lstm_quantiles[..., 2] - median
     return np.stack([point - below, point, point + above], axis=-1)
 

@@ -38,6 +38,9 @@ class CalibratedForecast:
     upper: np.ndarray
     confidence: np.ndarray  # [N, H] in [0, 1]
     peak_upper: np.ndarray | None = None  # [N, H] bound on max(actual[1..k]) (training.power.peak_bound)
+    # [N, H, 2] the LSTM's median and the LightGBM's point that the served point blends, where the model has both
+    # (what training.power.online_blend learns from); None otherwise
+    experts: np.ndarray | None = None
 
 
 class Calibration(BaseModel):

@@ -50,6 +50,14 @@ class PreparedData:
         return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
                              sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
 
+    def origin_times(self, windows: Windows) -> np.ndarray:
+        """The time of each of `windows`' origins (datetime64), windows built from these segments."""
+        times = np.empty(len(windows), dtype="datetime64[ns]")
+        for index in np.unique(windows.segment_index):
+            rows = windows.segment_index == index
+            times[rows] = self.segments[int(index)].times[windows.origin_index[rows]].to_numpy(dtype="datetime64[ns]")
+        return times
+
     def training_windows(self) -> Windows:
         """Every window with a target in the training part (the FIT and CALIB roles as one), for a final refit."""
         merged = [np.where(roles == Role.CALIB, Role.FIT, roles).astype(roles.dtype) for roles in self.roles]

@@ -21,6 +21,7 @@ import numpy as np
 from training.power.calibration import CalibratedForecast, Calibration
 from training.power.features import FeaturePipeline
 from training.power.forecaster import PowerForecaster
+from training.power.online_blend import blend_in_time
 from training.power.windows import Windows
 
 MAX_LEVEL_RATIO = 10.0
@@ -39,11 +40,21 @@ def level_ratios(pipeline: FeaturePipeline, watts: np.ndarray) -> np.ndarray:
     return ratios
 
 
-def served_forecast(forecaster: PowerForecaster, windows: Windows) -> CalibratedForecast:
-    """The served forecast of windows the forecaster's pipeline built, as the service answers them."""
+def served_forecast(forecaster: PowerForecaster, windows: Windows,
+                    origin_time: np.ndarray | None = None) -> CalibratedForecast:
+    """The served forecast of windows the forecaster's pipeline built, as the service answers them. With the
+    windows' `origin_time` [N] (datetime64), a model that blends online follows its blend in time order over the
+    windows' own outcomes (training.power.online_blend), as the service does over its nodes'; without, the blend
+    chosen on the calibration split serves every window."""
     pipeline = forecaster.pipeline
+    experts = forecaster.experts(windows.inputs, windows.last_power)
+    weights = None
+    lstm, gbm = experts
+    if origin_time is not None and gbm is not None and forecaster.served is not None:  # a model that blends online
+        weights = blend_in_time(lstm[..., 1], gbm, windows.targets, windows.mask, origin_time, pipeline.step_s,
+                                np.asarray(forecaster.served.lstm_weight))
     watts = windows.inputs[:, :, 0] * pipeline.power_std + pipeline.power_mean  # the pipeline's first column
-    return extrapolated(forecaster.forecast(windows.inputs, windows.last_power), level_ratios(pipeline, watts),
+    return extrapolated(forecaster.forecast_from(experts, weights), level_ratios(pipeline, watts),
                         windows.last_power, forecaster.served_calibration)
 
 

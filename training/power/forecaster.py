@@ -4,7 +4,8 @@ and the served forecast built on it (training.power.blend: the LSTM, the direct 
 The same object serves the backtest, the CLI and the Serve deployment: `forecast` is what the service
 answers with, `forecast_lstm` the LSTM alone. On disk it is a folder: `model.pt` (state dict),
 `architecture.json`, `pipeline.json` (fitted scalers), `calibration.json` (the LSTM's), and for models
-trained with a served blend `served.json` plus, when the blend uses it, `lightgbm.txt`/`lightgbm.json`, and
+trained with a served blend `served.json` plus the LightGBM partner `lightgbm.txt`/`lightgbm.json` (saved
+whenever one was fitted, so that the online blend can follow both; before, only when the static blend used it), and
 `features_only.json` (the power estimator and its calibration: training.power.features_only). A folder without
 `served.json` (an older model) serves the LSTM alone; one without `features_only.json` needs a power history.
 """
@@ -112,22 +113,47 @@ class PowerForecaster:
         calibration = self.served.calibration if self.served is not None else self.calibration
         return calibration.tolerance if calibration is not None else None
 
-    def forecast(self, inputs: np.ndarray, last_power: np.ndarray) -> CalibratedForecast:
-        """The served calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]."""
+    @property
+    def blends_online(self) -> bool:
+        """Whether the served forecast can follow the online blend (training.power.online_blend): a served blend
+        with the LightGBM partner beside the LSTM."""
+        return self.served is not None and self.gbm is not None
+
+    def forecast(self, inputs: np.ndarray, last_power: np.ndarray,
+                 lstm_weight: np.ndarray | None = None) -> CalibratedForecast:
+        """The served calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]
+        (`lstm_weight` [H] or [N, H]: the online blend's, for a model that `blends_online`), with both models'
+        points (`CalibratedForecast.experts`) where the model has both."""
+        return self.forecast_from(self.experts(inputs, last_power), lstm_weight)
+
+    def experts(self, inputs: np.ndarray, last_power: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The LSTM's uncalibrated (lower, median, upper) [N, H, 3] and the LightGBM partner's point [N, H] (None
+        without one, or where the LSTM serves without a served blend)."""
+        if self.served is not None and self.served.needs_gbm and self.gbm is None:
+            raise ArtifactError(f"the served {self.served.method} forecast needs the LightGBM model")
+        lstm = self.raw_quantiles(inputs, last_power)
+        if self.served is None or self.gbm is None:
+            return lstm, None
+        return lstm, self.gbm.predict_arrays(inputs, last_power, self.horizon)
+
+    def forecast_from(self, experts: tuple[np.ndarray, np.ndarray | None],
+                      lstm_weight: np.ndarray | None = None) -> CalibratedForecast:
+        """`forecast` of the models' forecasts `experts` (as `experts` gives them)."""
+        lstm, gbm = experts
         if self.served is None:
-            return self.forecast_lstm(inputs, last_power)
-        gbm = None
-        if self.served.needs_gbm:
-            if self.gbm is None:
-                raise ArtifactError(f"the served {self.served.method} forecast needs the LightGBM model")
-            gbm = self.gbm.predict_arrays(inputs, last_power, self.horizon)
-        return self.served.apply(self.raw_quantiles(inputs, last_power), gbm)
+            return self._lstm_alone(lstm)
+        if lstm_weight is not None and gbm is None:
+            raise ArtifactError("the online blend needs the LightGBM model, which this model was saved without")
+        return self.served.apply(lstm, gbm, lstm_weight)
 
     def forecast_lstm(self, inputs: np.ndarray, last_power: np.ndarray) -> CalibratedForecast:
         """The LSTM's own calibrated forecast."""
+        return self._lstm_alone(self.raw_quantiles(inputs, last_power))
+
+    def _lstm_alone(self, lstm_quantiles: np.ndarray) -> CalibratedForecast:
         if self.calibration is None:
             raise ArtifactError("this model has no calibration; it cannot give intervals")
-        return self.calibration.apply(self.raw_quantiles(inputs, last_power))
+        return self.calibration.apply(lstm_quantiles)
 
     def forecast_features_only(self, inputs: np.ndarray, last_power: np.ndarray,
                                scale: np.ndarray) -> CalibratedForecast:
@@ -146,7 +172,7 @@ class PowerForecaster:
             (folder / CALIBRATION_FILE).write_text(self.calibration.model_dump_json(indent=2))
         if self.served is not None:
             (folder / SERVED_FILE).write_text(self.served.model_dump_json(indent=2))
-            if self.served.needs_gbm and self.gbm is not None:
+            if self.gbm is not None:
                 self.gbm.save(folder)
         if self.features_only is not None:
             (folder / FEATURES_ONLY_FILE).write_text(self.features_only.model_dump_json(indent=2))

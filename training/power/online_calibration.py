@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -142,6 +143,23 @@ def consistent_peak(peak_upper: np.ndarray | None, upper: np.ndarray) -> np.ndar
     return np.maximum(peak_upper, np.maximum.accumulate(upper, axis=-1))
 
 
+def in_time_order(observed: np.ndarray, origin_time: np.ndarray,
+                  step_s: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Windows [N, H] from origins at `origin_time` [N] (datetime64) in time order: for each, its row and the
+    (rows [n], leads [n]) of every earlier window's lead that landed since the window before it (origin + k steps ≤
+    this origin) on an observed actual (`observed` [N, H]; imputed bins are never learned from)."""
+    origins = origin_time.astype("datetime64[s]").astype(np.int64)
+    rows, leads = np.nonzero(observed)
+    landed = origins[rows] + (leads + 1) * step_s
+    order = np.argsort(landed, kind="stable")
+    rows, leads, landed = rows[order], leads[order], landed[order]
+    done = 0
+    for row in np.argsort(origins, kind="stable"):
+        ready = int(np.searchsorted(landed, origins[row], side="right"))
+        yield int(row), rows[done:ready], leads[done:ready]
+        done = ready
+
+
 def adapt_in_time(forecast: CalibratedForecast, actual: np.ndarray, observed: np.ndarray, series: np.ndarray,
                   origin_time: np.ndarray, step_s: int, *, coverage: float,
                   tolerance: float | None) -> CalibratedForecast:
@@ -153,21 +171,12 @@ def adapt_in_time(forecast: CalibratedForecast, actual: np.ndarray, observed: np
     names, codes = np.unique(np.asarray(series).astype(str), return_inverse=True)
     model = ModelCalibration(horizon, step_s, coverage, tolerance, max_series=max(1, names.size))
     origins = origin_time.astype("datetime64[s]").astype(np.int64)
-    rows, leads = np.nonzero(observed)
-    landed = origins[rows] + (leads + 1) * step_s
-    order = np.argsort(landed, kind="stable")
-    rows, leads, landed = rows[order], leads[order], landed[order]
-    done = 0
-    for row in np.argsort(origins, kind="stable"):
-        ready = int(np.searchsorted(landed, origins[row], side="right"))
-        if ready > done:
-            batch = slice(done, ready)
-            for code in np.unique(codes[rows[batch]]):  # series by series
-                mine = codes[rows[batch]] == code
-                r, k = rows[batch][mine], leads[batch][mine]
-                model.learn(str(names[code]), k, forecast.point[r, k], lower[r, k], upper[r, k], confidence[r, k],
-                            actual[r, k], float(landed[batch][mine].max()))
-            done = ready
+    for row, rows, leads in in_time_order(observed, origin_time, step_s):
+        for code in np.unique(codes[rows]):  # series by series
+            mine = codes[rows] == code
+            r, k = rows[mine], leads[mine]
+            model.learn(str(names[code]), k, forecast.point[r, k], lower[r, k], upper[r, k], confidence[r, k],
+                        actual[r, k], float((origins[r] + (k + 1) * step_s).max()))
         lower[row], upper[row], confidence[row] = model.adapt(str(names[codes[row]]), forecast.point[row],
                                                               forecast.lower[row], forecast.upper[row],
                                                               forecast.confidence[row])

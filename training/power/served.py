@@ -67,9 +67,9 @@ def train_served(prepared: PreparedData, model_config: PowerPredictorConfig, **r
 
 def _choose(forecaster: PowerForecaster, prepared: PreparedData, partner: DirectLightGBM, *, coverage: float,
             tolerance: float) -> DirectLightGBM:
-    """Set the served forecast chosen on the CALIB windows (and the partner, refitted on the whole training part,
-    when the choice uses it) on `forecaster`; returns the refitted partner. The CALIB windows are let go before the
-    refit builds its own (on a large training part they are the memory peak)."""
+    """Set the served forecast chosen on the CALIB windows and the partner, refitted on the whole training part, on
+    `forecaster` (the online blend follows both, whichever serves first); returns the refitted partner. The CALIB
+    windows are let go before the refit builds its own (on a large training part they are the memory peak)."""
     calib = prepared.windows(Role.CALIB)
     lstm = forecaster.raw_quantiles(calib.inputs, calib.last_power)
     forecaster.served = choose_served(lstm, partner.predict(calib), calib.targets, calib.mask,
@@ -77,7 +77,7 @@ def _choose(forecaster: PowerForecaster, prepared: PreparedData, partner: Direct
                                       tolerance=tolerance)
     del calib, lstm
     gbm = _refit(partner, prepared)
-    forecaster.gbm = gbm if forecaster.served.needs_gbm else None
+    forecaster.gbm = gbm  # kept even where the LSTM serves alone: the online blend follows both
     return gbm
 
 

@@ -186,3 +186,37 @@ def test_served_forecaster_round_trips_and_old_folders_serve_the_lstm(tmp_path) 
     (tmp_path / "new" / MODEL_FILE).unlink()
     with pytest.raises(ArtifactError, match=MODEL_FILE):
         PowerForecaster.load(tmp_path / "new")
+
+
+@pytest.mark.slow
+def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -> None:
+    forecaster, gbm, windows = trained_parts()
+    calib, test = windows[Role.CALIB], windows[Role.TEST]
+    raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
+    chosen = choose_served(raw, gbm.predict(calib), calib.targets, calib.mask,
+                           time_halves(calib.segment_index, calib.origin_index), coverage=0.8, tolerance=0.1)
+    forecaster.served = chosen.model_copy(update={"method": "lstm", "lstm_weight": (1.0,) * H})
+    forecaster.gbm = gbm
+    forecaster.save(tmp_path / "m")
+    loaded = PowerForecaster.load(tmp_path / "m")
+    assert (tmp_path / "m" / MODEL_FILE).exists() and loaded.blends_online
+    static = loaded.forecast(test.inputs, test.last_power)
+    lstm_median = loaded.raw_quantiles(test.inputs, test.last_power)[..., 1]
+    np.testing.assert_allclose(static.point, np.maximum(lstm_median, 0.0), rtol=1e-6)  # the LSTM serves alone
+    np.testing.assert_allclose(static.experts[..., 0], lstm_median, rtol=1e-6)
+    np.testing.assert_allclose(static.experts[..., 1], gbm.predict(test), rtol=1e-6)
+    # the online blend's weights move the point to the LightGBM's, lead by lead
+    moved = loaded.forecast(test.inputs, test.last_power, np.array([0.0, 1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(moved.point[:, [0, 2]], np.maximum(gbm.predict(test)[:, [0, 2]], 0.0), rtol=1e-6)
+    np.testing.assert_allclose(moved.point[:, [1, 3]], static.point[:, [1, 3]], rtol=1e-6)
+    # what a replica answers carries both models' points to learn from, and follows the weights it is given
+    history = PowerHistory(power_watts=tuple(test.inputs[0, :, 0] * loaded.pipeline.power_std
+                                             + loaded.pipeline.power_mean), horizon_s=H * 60)
+    (plain,) = forecast_histories(loaded, [history], "power_lstm/3")
+    (weighted,) = forecast_histories(loaded, [history], "power_lstm/3", lstm_weight=np.zeros(H))
+    assert plain.blend_experts is not None and weighted.blend_experts == plain.blend_experts
+    np.testing.assert_allclose(weighted.point, np.maximum(plain.blend_experts[1], 0.0), atol=0.011)
+    # a model without its partner cannot follow a blend
+    loaded.gbm = None
+    with pytest.raises(ArtifactError, match="LightGBM"):
+        loaded.forecast(test.inputs, test.last_power, np.zeros(H))
