@@ -30,6 +30,9 @@ class PowerHistory(BaseModel):
     horizon_s: int  # how far ahead to forecast
     step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
     filled_steps: int = 0  # power values repeated from the one before over steps without a reading (a store's gaps)
+    # a node's own stored window (PowerPredictor.forecast_stored), which the replica follows online: answered with the
+    # blend its model's node windows taught (training/power/online_blend.py); set by the replica, never by a client
+    node_window: bool = False
 
 
 class ForecastRequestError(ValueError):
@@ -72,6 +75,9 @@ class PowerForecast(BaseModel):
     # that corrected [lower, upper] and the confidence online (training/power/online_calibration.py); 0: the static
     # calibration alone
     online_calibration_points: int = 0
+    # the LSTM's median and the LightGBM's point per lead that `point` blends, for a replica's online blend to learn
+    # from (training/power/online_blend.py); None for a model without both and for a sum of nodes; never answered
+    blend_experts: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 class ServedModel(BaseModel):

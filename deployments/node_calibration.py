@@ -16,6 +16,11 @@ the same, and nothing the model trained on is scored (its training data ended be
 not warmed yet (a request warms a few nodes at a time; a replay the store failed is tried again at the node's next
 request) is answered with its model's correction, and followed only once warmed.
 
+The same scored leads teach the version's online blend (training/power/online_blend.py, pooled over its nodes) for a
+model with both the LSTM and the LightGBM: `lstm_weight` is the mix the version's next node-window forecasts serve,
+the ones this correction follows (a client's lists and the scaling controller's windows keep the calibration
+split's mix, as they keep the static intervals).
+
 Bounded: at most `MAX_VERSIONS` versions and `MAX_SERIES` (version, node) pairs (the least recently forecast go
 first), and horizon + 2 waiting origins per pair (the oldest go first).
 """
@@ -30,6 +35,7 @@ import numpy as np
 
 from core.forecasts import PowerForecast
 from training.power.inference import rounded
+from training.power.online_blend import OnlineBlend
 from training.power.online_calibration import ModelCalibration, consistent_peak
 from training.power.stored_history import StoredHistory
 
@@ -47,6 +53,7 @@ class _Waiting:
     upper: np.ndarray
     confidence: np.ndarray
     unscored: np.ndarray  # [h] bool
+    experts: np.ndarray | None  # [h, 2] the LSTM's and the LightGBM's points it blended; None: not a blend of both
 
 
 class NodeCalibrations:
@@ -55,20 +62,30 @@ class NodeCalibrations:
     def __init__(self, max_series: int = MAX_SERIES):
         self.max_series = max_series
         self._models: OrderedDict[str, ModelCalibration] = OrderedDict()
+        self._blends: dict[str, OnlineBlend] = {}  # per version in `_models`, for one that blends online
         self._waiting: OrderedDict[tuple[str, str], OrderedDict[float, _Waiting]] = OrderedDict()
 
+    def lstm_weight(self, version: str) -> np.ndarray | None:
+        """The per-lead LSTM weight the online blend of `version` serves now; None before it learned anything (the
+        calibration split's then serves)."""
+        blend = self._blends.get(version)
+        return blend.weights() if blend is not None and blend.points else None
+
     def correct(self, node_id: str, stored: StoredHistory, forecast: PowerForecast, horizon_steps: int, *,
-                follow: bool = True) -> PowerForecast:
+                follow: bool = True, blend_start: tuple[float, ...] | None = None) -> PowerForecast:
         """Score the node's waiting forecasts on `stored` (its window), then answer `forecast` (made from that
         window by a model forecasting `horizon_steps` leads) corrected, and keep it waiting for its actuals.
-        Without `follow` (a node not warmed yet), the answer is only corrected: nothing is scored or waits."""
+        Without `follow` (a node not warmed yet), the answer is only corrected: nothing is scored or waits.
+        `blend_start`: the per-lead LSTM weight chosen on the calibration split, for a model that blends online."""
         history = stored.history
         if history.end_time is None or history.step_s is None or history.step_s != forecast.step_s:
             return forecast  # not a stored window at the model's step: nothing to score it on
         model = self._model(forecast, horizon_steps)
+        if blend_start is not None and forecast.model_version not in self._blends:
+            self._blends[forecast.model_version] = OnlineBlend.starting_at(blend_start)
         if follow:
             waiting = self._queue(forecast.model_version, node_id)
-            _score(model, node_id, waiting, stored)
+            _score(model, self._blends.get(forecast.model_version), node_id, waiting, stored)
         point = np.asarray(forecast.point, dtype=float)
         lower, upper, confidence = model.adapt(node_id, point, np.asarray(forecast.lower, dtype=float),
                                                np.asarray(forecast.upper, dtype=float),
@@ -77,9 +94,11 @@ class NodeCalibrations:
             origin = history.end_time.timestamp()
             kept = waiting.get(origin)
             if kept is None or kept.point.size <= point.size:  # one per origin: the one with the most leads
+                experts = (None if forecast.blend_experts is None else
+                           np.asarray(forecast.blend_experts, dtype=np.float32).T)
                 waiting[origin] = _Waiting(*(np.asarray(a, dtype=np.float32) for a in (point, lower, upper,
                                                                                         confidence)),
-                                           np.ones(point.size, dtype=bool))
+                                           np.ones(point.size, dtype=bool), experts)
             while len(waiting) > max(horizon_steps, point.size) + 2:
                 waiting.popitem(last=False)
         peak = consistent_peak(None if forecast.peak_upper is None else np.asarray(forecast.peak_upper), upper)
@@ -94,11 +113,11 @@ class NodeCalibrations:
         return (version, node_id) not in self._waiting
 
     def warm(self, node_id: str, windows: Sequence[StoredHistory], forecasts: Sequence[PowerForecast],
-             horizon_steps: int) -> None:
+             horizon_steps: int, blend_start: tuple[float, ...] | None = None) -> None:
         """Learn from the node's past windows (oldest first) and the forecasts made from them, as if it had been
         asked at each."""
         for stored, forecast in zip(windows, forecasts, strict=True):
-            self.correct(node_id, stored, forecast, horizon_steps)
+            self.correct(node_id, stored, forecast, horizon_steps, blend_start=blend_start)
 
     def _model(self, forecast: PowerForecast, horizon_steps: int) -> ModelCalibration:
         model = self._models.get(forecast.model_version)
@@ -108,7 +127,7 @@ class NodeCalibrations:
                                      max_series=self.max_series)
             self._models[forecast.model_version] = model
             while len(self._models) > MAX_VERSIONS:
-                self._models.popitem(last=False)
+                self._blends.pop(self._models.popitem(last=False)[0], None)
         self._models.move_to_end(forecast.model_version)
         return model
 
@@ -123,10 +142,11 @@ class NodeCalibrations:
         return waiting
 
 
-def _score(model: ModelCalibration, node_id: str, waiting: OrderedDict[float, _Waiting],
+def _score(model: ModelCalibration, blend: OnlineBlend | None, node_id: str, waiting: OrderedDict[float, _Waiting],
            stored: StoredHistory) -> None:
     """Learn, in one step as the backtest does (training.power.online_calibration.adapt_in_time), from the waiting
-    leads that land on a measured bin of the window, before its newest bin."""
+    leads that land on a measured bin of the window, before its newest bin: the calibration, and the blend from the
+    forecasts that blended both models."""
     history = stored.history
     step, bins = history.step_s, len(history.power_watts)
     first = history.end_time.timestamp() - step * (bins - 1)
@@ -134,6 +154,7 @@ def _score(model: ModelCalibration, node_id: str, waiting: OrderedDict[float, _W
     measured = np.asarray(stored.measured, dtype=bool) if stored.measured else np.isfinite(power)
     scoreable = bins - 1  # the newest bin may still be filling: scored at the next window
     scored = []  # per origin: its leads scored now, as served, and the bins they landed on
+    blended = []  # per origin that blended both models: its leads scored now, both models' points, the bins
     for origin in list(waiting):
         forecast = waiting[origin]
         index = np.rint((origin - first) / step).astype(int) + 1 + np.arange(forecast.point.size)
@@ -143,9 +164,14 @@ def _score(model: ModelCalibration, node_id: str, waiting: OrderedDict[float, _W
         if leads.size:
             scored.append((leads, forecast.point[leads], forecast.lower[leads], forecast.upper[leads],
                            forecast.confidence[leads], index[leads]))
+            if forecast.experts is not None:
+                blended.append((leads, forecast.experts[leads], index[leads]))
             forecast.unscored[leads] = False
         if index[-1] < scoreable:  # every lead's bin is behind: scored, or never measured
             del waiting[origin]
     if scored:
         leads, point, lower, upper, confidence, at = (np.concatenate(parts) for parts in zip(*scored, strict=True))
         model.learn(node_id, leads, point, lower, upper, confidence, power[at], first + step * float(at.max()))
+    if blend is not None and blended:
+        leads, experts, at = (np.concatenate(parts) for parts in zip(*blended, strict=True))
+        blend.learn(leads, experts[:, 0], experts[:, 1], power[at])

@@ -82,6 +82,13 @@ class ServedPower:
         return f"{self.model_id}/{self.version}"
 
     @property
+    def blend_start(self) -> tuple[float, ...] | None:
+        """The served blend's per-lead LSTM weight chosen on the calibration split, where the online blend follows
+        it (training.power.online_blend); None for a model without both forecasts."""
+        forecaster = self.forecaster
+        return forecaster.served.lstm_weight if forecaster.blends_online and forecaster.served else None
+
+    @property
     def coverage(self) -> Coverage:
         step_s = self.forecaster.pipeline.step_s
         return Coverage(self.model_id, step_s, step_s * self.forecaster.horizon)
@@ -279,11 +286,14 @@ class PowerPredictor(RegistryFollower):
             stored = [s if s.history.end_time == oldest.history.end_time else
                       await self._read_stored(served, node, horizon_s, workload_type, workload_id, oldest.newest)
                       for node, s in zip(nodes, stored, strict=True)]
-        forecasts = await asyncio.gather(*(self.forecast(s.history) for s in stored))
-        if workload_type is None:  # a forecast the caller shaped with a workload type is not the node's own
-            followed = await self._warm_calibrations(nodes, stored, forecasts, served.forecaster.horizon)
+        own = workload_type is None  # a forecast the caller shaped with a workload type is not the node's own
+        forecasts = await asyncio.gather(*(self.forecast(_node_window(s.history) if own else s.history)
+                                           for s in stored))
+        if own:
+            followed = await self._warm_calibrations(nodes, stored, forecasts, served)
             forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon,
-                                                        follow=node in followed)
+                                                        follow=node in followed,
+                                                        blend_start=self._blend_start(forecast.model_version))
                          for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
             for node, forecast in zip(nodes, forecasts, strict=True):
                 self.forecast_gauges.publish(node, forecast)
@@ -291,7 +301,7 @@ class PowerPredictor(RegistryFollower):
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
     async def _warm_calibrations(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
-                                 forecasts: Sequence[PowerForecast], horizon_steps: int) -> set[str]:
+                                 forecasts: Sequence[PowerForecast], served: ServedPower) -> set[str]:
         """Warm the online calibration of the nodes this replica does not follow yet for their forecasts' model
         version (at most WARM_NODES_PER_REQUEST, concurrently; deployments/node_calibration.py); returns the nodes
         followed now. A node whose replay failed, or beyond the first few, is warmed at a later request."""
@@ -306,16 +316,22 @@ class PowerPredictor(RegistryFollower):
             if made is None:
                 continue
             if made and self.node_calibrations.cold(version, node):  # no other request warmed it meanwhile
-                self.node_calibrations.warm(node, *zip(*made, strict=True), horizon_steps)
+                self.node_calibrations.warm(node, *zip(*made, strict=True), served.forecaster.horizon,
+                                            self._blend_start(version))
             ready.add(node)
         return ready
+
+    def _blend_start(self, version: str) -> tuple[float, ...] | None:
+        """`ServedPower.blend_start` of the served model at `version`; None when none is (reloaded since)."""
+        served = next((s for s in list(self.served.values()) if s.model_version == version), None)
+        return served.blend_start if served is not None else None
 
     async def _replay(self, node: str, current: StoredHistory,
                       version: str) -> list[tuple[StoredHistory, PowerForecast]] | None:
         """The node's windows before `current` since `version` was registered (`past_windows`), each with the
         forecast `version` makes from it over its whole horizon (every lead learns, whatever the request that warms
         the node asked for: each replica warms alike); None when they could not be read or forecast (logged)."""
-        served = next((s for s in self.served.values() if s.model_version == version), None)
+        served = next((s for s in list(self.served.values()) if s.model_version == version), None)
         if served is None:  # reloaded since the request's forecast
             return None
         try:
@@ -324,7 +340,7 @@ class PowerPredictor(RegistryFollower):
                     past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
                     count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
                     horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s)
-            answers = await asyncio.gather(*(self.forecast(window.history) for window in windows),
+            answers = await asyncio.gather(*(self.forecast(_node_window(window.history)) for window in windows),
                                            return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
             logger.warning("power forecast: the online calibration of node %s not warmed yet: %s", node, exc,
@@ -366,17 +382,18 @@ class PowerPredictor(RegistryFollower):
         """One forward pass per model (and mode) for the histories routed to it; each history's forecast, or the
         error that its own pass raised (a pass that fails is retried one history at a time, so one history the
         model cannot take never fails the requests batched with it)."""
-        groups: dict[str, list[int]] = {}
+        groups: dict[tuple[str, bool], list[int]] = {}
         answers: dict[int, PowerForecast | Exception] = {}
         for index, history in enumerate(histories):
             try:  # checked when it came in; a reload since may have dropped the model that covered it
-                groups.setdefault(self._route(history.horizon_s, history.step_s).model_id, []).append(index)
+                model_id = self._route(history.horizon_s, history.step_s).model_id
+                groups.setdefault((model_id, history.node_window), []).append(index)
             except ForecastRequestError as exc:
                 answers[index] = exc
-        for model_id, rows in groups.items():
+        for (model_id, node_windows), rows in groups.items():
             try:
-                answers.update(zip(rows, self._pass(self.served[model_id], [histories[i] for i in rows]),
-                                   strict=True))
+                answers.update(zip(rows, self._pass(self.served[model_id], [histories[i] for i in rows],
+                                                    node_windows), strict=True))
             except Exception as exc:  # noqa: BLE001 - answered per history below
                 if len(rows) == 1:
                     answers[rows[0]] = exc
@@ -384,18 +401,22 @@ class PowerPredictor(RegistryFollower):
                 logger.warning("PowerPredictor: a batch of %d failed (%s); answering one by one", len(rows),
                                type(exc).__name__)
                 for row in rows:
-                    answers[row] = self._alone(self.served[model_id], histories[row])
+                    answers[row] = self._alone(self.served[model_id], histories[row], node_windows)
         return [answers[index] for index in range(len(histories))]
 
-    def _pass(self, served: ServedPower, histories: list[PowerHistory]) -> list[PowerForecast]:
+    def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool) -> list[PowerForecast]:
+        """One forward pass; nodes' own stored windows (`node_windows`) with the blend their outcomes taught, any
+        other history (a client's lists, the scaling controller's windows) with the calibration split's."""
         started = time.perf_counter()
-        forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic)
+        weight = self.node_calibrations.lstm_weight(served.model_version) if node_windows else None
+        forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic,
+                                       lstm_weight=weight)
         served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return forecasts
 
-    def _alone(self, served: ServedPower, history: PowerHistory) -> PowerForecast | Exception:
+    def _alone(self, served: ServedPower, history: PowerHistory, node_window: bool) -> PowerForecast | Exception:
         try:
-            return self._pass(served, [history])[0]
+            return self._pass(served, [history], node_window)[0]
         except Exception as exc:  # noqa: BLE001 - this history's own error, raised to its caller
             return exc
 
@@ -406,6 +427,11 @@ class PowerPredictor(RegistryFollower):
 
     def check_health(self) -> None:
         self._default()
+
+
+def _node_window(history: PowerHistory) -> PowerHistory:
+    """`history`, a node's own stored window, marked as one the replica follows online."""
+    return history.model_copy(update={"node_window": True})
 
 
 def _default_device() -> str:

@@ -49,4 +49,5 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
         "padded_steps": max(f.padded_steps for f in forecasts),
         "online_calibration_points": min(f.online_calibration_points for f in forecasts),
         "outside_training_range": tuple(sorted({name for f in forecasts for name in f.outside_training_range})),
+        "blend_experts": None,  # a node's own, to learn from; not of a sum
     })

@@ -131,3 +131,37 @@ def echo(stored: StoredHistory) -> PowerForecast:
     return PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=times, point=(last, last),
                          lower=(last - 2, last - 2), upper=(last + 2, last + 2), confidence=(0.9, 0.9),
                          window_coverage=1.0, padded_steps=0, interval_coverage=0.8, confidence_tolerance=0.1)
+
+
+def blended(end: datetime, lstm: float, gbm: float, version: str = "power_lstm/1") -> PowerForecast:
+    """A forecast whose point blended the LSTM's `lstm` and the LightGBM's `gbm` (the LSTM alone served)."""
+    return forecast(end, version).model_copy(update={"point": (lstm, lstm), "blend_experts": ((lstm,) * 2,
+                                                                                             (gbm,) * 2)})
+
+
+def test_the_blend_learns_from_the_store_s_windows_and_moves_to_the_more_accurate_model():
+    calibrations = NodeCalibrations()
+    assert calibrations.lstm_weight("power_lstm/1") is None  # nothing learned: the calibration split's weights
+    for minute in range(60):  # the node draws 100 W: the LightGBM says 100, the LSTM 130
+        end = T0 + minute * STEP
+        calibrations.correct("n1", window(end, 100.0), blended(end, 130.0, 100.0), 2, blend_start=(1.0, 1.0))
+    assert calibrations.lstm_weight("power_lstm/1").tolist() == [0.0, 0.0]
+    assert calibrations.lstm_weight("power_lstm/2") is None  # each version learns its own
+
+
+def test_a_forecast_without_both_models_or_not_followed_teaches_the_blend_nothing():
+    calibrations = NodeCalibrations()
+    for minute in range(60):
+        end = T0 + minute * STEP
+        calibrations.correct("n1", window(end, 100.0), forecast(end), 2, blend_start=(1.0, 1.0))  # no experts
+        calibrations.correct("n2", window(end, 100.0), blended(end, 130.0, 100.0), 2, follow=False,
+                             blend_start=(1.0, 1.0))
+    assert calibrations.lstm_weight("power_lstm/1") is None
+
+
+def test_a_version_s_blend_is_let_go_with_its_calibration():
+    calibrations = NodeCalibrations()
+    for version in range(1, 10):
+        calibrations.correct("n1", window(T0, 100.0), blended(T0, 130.0, 100.0, f"m/{version}"), 2,
+                             blend_start=(1.0, 1.0))
+    assert set(calibrations._blends) == set(calibrations._models) and len(calibrations._blends) == 8

@@ -55,11 +55,15 @@ def recording(replica: PowerPredictor) -> list[PowerHistory]:
 
 
 def served(model_id: str, step_s: int, horizon_steps: int, sequence_length: int = 5,
-           max_gap_s: int | None = None, registered_at: datetime | None = None) -> ServedPower:
+           max_gap_s: int | None = None, registered_at: datetime | None = None,
+           blend_start: tuple[float, ...] | None = None) -> ServedPower:
     """A loaded model as far as routing and stored windows see it (registered now unless said otherwise: no
-    stored window since, so no online calibration warmed from the store)."""
+    stored window since, so no online calibration warmed from the store); with `blend_start`, one that blends the
+    LSTM and the LightGBM online from those weights."""
     forecaster = SimpleNamespace(pipeline=SimpleNamespace(step_s=step_s, features=(), max_gap_s=max_gap_s),
-                                 sequence_length=sequence_length, horizon=horizon_steps, features_only=None)
+                                 sequence_length=sequence_length, horizon=horizon_steps, features_only=None,
+                                 blends_online=blend_start is not None,
+                                 served=None if blend_start is None else SimpleNamespace(lstm_weight=blend_start))
     return ServedPower(model_id, 1, forecaster, model_id.endswith("_1h"), LatencyRecorder(model_id),
                        registered_at or datetime.now(UTC))
 
@@ -90,6 +94,40 @@ def test_a_workload_s_nodes_are_forecast_from_their_windows_and_summed(predictor
     assert 0 <= stored.age_s < 60 and stored.stale is False
     predictor.stale_after_s = 0.0
     assert asyncio.run(predictor.forecast_stored(["n1"], 120)).stale is True
+
+
+def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecasts_serve(predictor, monkeypatch):
+    """n1 draws 100 W; its forecasts blend an LSTM saying 130 W (served alone at first) and a LightGBM saying 100 W.
+    Warmed from the store and followed, the model's blend moves to the LightGBM, and the version's later forecasts
+    of nodes' own windows are made with the moved weights; a client's lists keep the calibration split's."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 2, registered_at=datetime.now(UTC) - timedelta(hours=1),
+                                            blend_start=(1.0, 1.0))
+
+    async def blended(history: PowerHistory) -> PowerForecast:
+        answer = await echo_forecast(history)
+        return answer.model_copy(update={"point": (130.0, 130.0), "blend_experts": ((130.0,) * 2, (100.0,) * 2)})
+
+    predictor.forecast = blended
+    assert predictor.node_calibrations.lstm_weight("power_lstm/1") is None
+    predictor.store.write([TelemetrySample(timestamp=datetime.now(UTC) - timedelta(minutes=m), node_id="n1",
+                                           source="ipmi", power_watts=100.0) for m in range(6, 60)])
+    asyncio.run(predictor.forecast_stored(["n1"], 120))  # warmed: the node's past windows replayed
+    assert predictor.node_calibrations.lstm_weight("power_lstm/1").tolist() == [0.0, 0.0]
+    weights = []
+
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
+        weights.append(None if lstm_weight is None else lstm_weight.tolist())
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", fake)
+    window = PowerHistory(power_watts=(1.0,), horizon_s=120, node_window=True)
+    predictor._infer([window, window.model_copy(update={"node_window": False}),
+                      window.model_copy(update={"horizon_s": 86400})])
+    # a node's own window: the moved weights; a client's lists: the calibration split's; the hourly model: no blend
+    assert sorted(weights, key=str) == [None, None, [0.0, 0.0]]
+    assert predictor.node_calibrations.lstm_weight("power_lstm_1h/1") is None
 
 
 def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_not(predictor):
@@ -268,7 +306,7 @@ def test_a_stored_day_ahead_forecast_reads_the_hourly_window(predictor):
 def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monkeypatch):
     passes = []
 
-    def fake(forecaster, histories, version, *, synthetic=False):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
         passes.append((version, [h.horizon_s for h in histories], synthetic))
         return [PowerForecast(model_version=version, step_s=forecaster.pipeline.step_s, timestamps=(), point=(),
                               lower=(), upper=(), confidence=(), window_coverage=1.0, padded_steps=0,
@@ -302,7 +340,7 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
 
 
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
-    def fake(forecaster, histories, version, *, synthetic=False):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
         if any(h.power_watts == (-1.0,) for h in histories):
             raise ValueError("the model cannot take this window")
         return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
@@ -323,7 +361,7 @@ def test_a_history_no_served_model_covers_any_more_fails_alone(predictor, monkey
     """A reload between a request's check and its batch can drop the model that covered its horizon."""
     from core.forecasts import ForecastRequestError
 
-    def fake(forecaster, histories, version, *, synthetic=False):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
         return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
                               confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
                 for _ in histories]
