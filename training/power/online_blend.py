@@ -20,7 +20,8 @@ weights. A lead is learned from only once its actual is known, so nothing is lea
 
 Where it applies: a node's own stored-window forecasts, which a replica follows online (deployments/node_calibration.py
 learns it with the online calibration); `blend_in_time` replays that over a backtest's windows in time order. A
-client's lists and the scaling controller's windows keep the calibration split's mix (so the simulator replays that).
+client's lists and the scaling controller's windows keep the calibration split's mix (so the simulator replays that),
+and the promotion gate (training/power/holdout.py) compares versions by their calibration split's mixes.
 """
 
 from __future__ import annotations
