@@ -86,7 +86,7 @@ class ServedPower:
         """The served blend's per-lead LSTM weight chosen on the calibration split, where the online blend follows
         it (training.power.online_blend); None for a model without both forecasts."""
         forecaster = self.forecaster
-        return forecaster.served.lstm_weight if forecaster.blends_online and forecaster.served else None
+        return forecaster.served.lstm_weight if forecaster.blends_online else None
 
     @property
     def coverage(self) -> Coverage:

@@ -10,8 +10,9 @@ A registered model (`--model`) is scored only on test steps after those it train
 The served forecast's blend of the LSTM and the LightGBM follows their outcomes as they land (training.power.
 online_blend), and its intervals and confidence are corrected online, series by series, by the outcomes of its
 earlier forecasts (training.power.online_calibration), as the service does for the nodes it forecasts from the store;
-`served_static_calibration` keeps the interval figures without that correction, `served_static_blend` the point
-figures of the blend chosen on the calibration split alone.
+`served_static_calibration` keeps the interval figures without that correction (around the online blend's point
+since it came in, so not comparable with reports from before), `served_static_blend` the point figures of the blend
+chosen on the calibration split alone.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ recently been the more accurate, as the actuals of its forecasts arrive.
 
 The blend's weights are chosen once, on the calibration split (training.power.blend). On telemetry of runs the
 models never saw, that choice can be wrong: with one cut in time for all series, the LSTM beat the LightGBM by
-13-20 % on the newest training runs of UPM workloads and then erred 40-60 % more on the next run (docs/results.md).
+13-20 % on the newest training runs of UPM workloads and then erred 52-61 % more on the next run (docs/results.md).
 This follows the outcome of every candidate mix as the actuals arrive, for each lead: the exponentially weighted
 mean absolute error of each LSTM weight on the blend's grid (0, 0.05, .., 1), over the model's scored forecasts
 pooled across its series (a new node starts from what the others taught). A lead serves the weight with the lowest

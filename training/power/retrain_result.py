@@ -68,7 +68,7 @@ class TrainingFacts(BaseModel):
     holdout_fraction: float
     worker_nodes: list[str] = []  # the Ray node id each training worker ran on, in rank order
     served: str = "lstm"  # what the service answers with (training.power.blend): lstm, lightgbm or a blend
-    gbm_half_life_steps: float | None = None  # the served LightGBM's recency half-life (training.power.recency)
+    gbm_half_life_steps: float | None = None  # the LightGBM partner's recency half-life (training.power.recency)
     lstm_half_life_steps: float | None = None  # the recency half-life the LSTM's samples were drawn with
     lstm_relative_power: bool = False  # the LSTM reads power relative to the window's last value (PowerLSTM)
 

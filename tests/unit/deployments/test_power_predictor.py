@@ -103,7 +103,10 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
     predictor.served["power_lstm"] = served("power_lstm", 60, 2, registered_at=datetime.now(UTC) - timedelta(hours=1),
                                             blend_start=(1.0, 1.0))
 
+    marked = []
+
     async def blended(history: PowerHistory) -> PowerForecast:
+        marked.append(history.node_window)
         answer = await echo_forecast(history)
         return answer.model_copy(update={"point": (130.0, 130.0), "blend_experts": ((130.0,) * 2, (100.0,) * 2)})
 
@@ -113,6 +116,9 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
                                            source="ipmi", power_watts=100.0) for m in range(6, 60)])
     asyncio.run(predictor.forecast_stored(["n1"], 120))  # warmed: the node's past windows replayed
     assert predictor.node_calibrations.lstm_weight("power_lstm/1").tolist() == [0.0, 0.0]
+    assert len(marked) > 32 and all(marked)  # the node's own window and its replays, each marked as followed
+    asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="training"))
+    assert marked[-1] is False  # a forecast shaped with a workload type is not the node's own
     weights = []
 
     def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
@@ -127,7 +133,6 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
                       window.model_copy(update={"horizon_s": 86400})])
     # a node's own window: the moved weights; a client's lists: the calibration split's; the hourly model: no blend
     assert sorted(weights, key=str) == [None, None, [0.0, 0.0]]
-    assert predictor.node_calibrations.lstm_weight("power_lstm_1h/1") is None
 
 
 def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_not(predictor):
