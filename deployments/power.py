@@ -410,7 +410,7 @@ class PowerPredictor(RegistryFollower):
         started = time.perf_counter()
         weight = self.node_calibrations.lstm_weight(served.model_version) if node_windows else None
         forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic,
-                                       lstm_weight=weight)
+                                       lstm_weight=weight, follow_blend=node_windows)
         served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return forecasts
 

@@ -47,7 +47,7 @@ def served_forecast(forecaster: PowerForecaster, windows: Windows,
     windows' own outcomes (training.power.online_blend), as the service does over its nodes'; without, the blend
     chosen on the calibration split serves every window."""
     pipeline = forecaster.pipeline
-    experts = forecaster.experts(windows.inputs, windows.last_power)
+    experts = forecaster.experts(windows.inputs, windows.last_power, partner=origin_time is not None)
     weights = None
     lstm, gbm = experts
     if origin_time is not None and gbm is not None and forecaster.served is not None:  # a model that blends online

@@ -119,20 +119,23 @@ class PowerForecaster:
         with the LightGBM partner beside the LSTM."""
         return self.served is not None and self.gbm is not None
 
-    def forecast(self, inputs: np.ndarray, last_power: np.ndarray,
-                 lstm_weight: np.ndarray | None = None) -> CalibratedForecast:
+    def forecast(self, inputs: np.ndarray, last_power: np.ndarray, lstm_weight: np.ndarray | None = None, *,
+                 partner: bool = False) -> CalibratedForecast:
         """The served calibrated forecast for windows [N, T, F] whose last observed power is `last_power` [N]
-        (`lstm_weight` [H] or [N, H]: the online blend's, for a model that `blends_online`), with both models'
-        points (`CalibratedForecast.experts`) where the model has both."""
-        return self.forecast_from(self.experts(inputs, last_power), lstm_weight)
+        (`lstm_weight` [H] or [N, H]: the online blend's, for a model that `blends_online`). With `partner`, or
+        weights, both models' points come with it (`CalibratedForecast.experts`) where the model has both."""
+        return self.forecast_from(self.experts(inputs, last_power, partner=partner or lstm_weight is not None),
+                                  lstm_weight)
 
-    def experts(self, inputs: np.ndarray, last_power: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The LSTM's uncalibrated (lower, median, upper) [N, H, 3] and the LightGBM partner's point [N, H] (None
-        without one, or where the LSTM serves without a served blend)."""
+    def experts(self, inputs: np.ndarray, last_power: np.ndarray, *,
+                partner: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The LSTM's uncalibrated (lower, median, upper) [N, H, 3] and the LightGBM partner's point [N, H]: None
+        without one, where the LSTM serves without a served blend, and where the served mix does not use it and
+        `partner` does not ask for it (what the online blend learns from)."""
         if self.served is not None and self.served.needs_gbm and self.gbm is None:
             raise ArtifactError(f"the served {self.served.method} forecast needs the LightGBM model")
         lstm = self.raw_quantiles(inputs, last_power)
-        if self.served is None or self.gbm is None:
+        if self.served is None or self.gbm is None or not (partner or self.served.needs_gbm):
             return lstm, None
         return lstm, self.gbm.predict_arrays(inputs, last_power, self.horizon)
 

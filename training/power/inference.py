@@ -131,10 +131,10 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
                   float(level_ratios(forecaster.pipeline, segment.power[None])[0]))
 
 
-def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input],
-                     lstm_weight: np.ndarray | None) -> list[tuple[CalibratedForecast, int]]:
+def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input], lstm_weight: np.ndarray | None,
+                     follow_blend: bool) -> list[tuple[CalibratedForecast, int]]:
     """Each input's calibrated forecast and its row in it: one pass for measured histories (`lstm_weight`: the online
-    blend's), one for estimated."""
+    blend's; `follow_blend`: with both models' points), one for estimated."""
     answers: list[tuple[CalibratedForecast, int] | None] = [None] * len(inputs)
     for estimated in (False, True):
         rows = [i for i, given in enumerate(inputs) if (given.scale is not None) == estimated]
@@ -143,7 +143,7 @@ def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input],
         windows = np.stack([inputs[i].window for i in rows])
         last = np.asarray([inputs[i].last_power for i in rows])
         result = (forecaster.forecast_features_only(windows, last, np.asarray([inputs[i].scale for i in rows]))
-                  if estimated else forecaster.forecast(windows, last, lstm_weight))
+                  if estimated else forecaster.forecast(windows, last, lstm_weight, partner=follow_blend))
         calibration = forecaster.features_only.calibration if estimated else forecaster.served_calibration
         result = extrapolated(result, np.asarray([inputs[i].level_ratio for i in rows]), last, calibration)
         for row, i in enumerate(rows):
@@ -152,19 +152,21 @@ def _forecast_inputs(forecaster: PowerForecaster, inputs: list[_Input],
 
 
 def forecast_histories(forecaster: PowerForecaster, histories: list[PowerHistory], version: str, *,
-                       synthetic: bool = False, lstm_weight: np.ndarray | None = None) -> list[PowerForecast]:
+                       synthetic: bool = False, lstm_weight: np.ndarray | None = None,
+                       follow_blend: bool = False) -> list[PowerForecast]:
     """Forecast many histories in one forward pass per mode (validate each with `check_history` first).
 
     `synthetic`: the model was trained on generated data (said in every forecast). `lstm_weight` [H]: the served
     blend's per-lead weights as the online blend has them (training.power.online_blend), for a model that
-    `blends_online`; None: the calibration split's."""
+    `blends_online`; None: the calibration split's. `follow_blend`: the forecasts carry both models' points for the
+    online blend to learn from (`PowerForecast.blend_experts`), where the model has both."""
     step_s = forecaster.pipeline.step_s
     horizons = [horizon_steps(forecaster, h.horizon_s) for h in histories]
     inputs = [_model_input(forecaster, history) for history in histories]
     coverage = forecaster.interval_coverage
     forecasts = []
-    for (result, row), given, steps in zip(_forecast_inputs(forecaster, inputs, lstm_weight), inputs, horizons,
-                                           strict=True):
+    for (result, row), given, steps in zip(_forecast_inputs(forecaster, inputs, lstm_weight, follow_blend), inputs,
+                                           horizons, strict=True):
         end, padded = given.end, given.padded
         forecasts.append(PowerForecast(
             model_version=version,

@@ -121,7 +121,8 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
     assert marked[-1] is False  # a forecast shaped with a workload type is not the node's own
     weights = []
 
-    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
+        assert follow_blend == histories[0].node_window  # both points computed only where they teach
         weights.append(None if lstm_weight is None else lstm_weight.tolist())
         return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
                               confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
@@ -311,7 +312,7 @@ def test_a_stored_day_ahead_forecast_reads_the_hourly_window(predictor):
 def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monkeypatch):
     passes = []
 
-    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
         passes.append((version, [h.horizon_s for h in histories], synthetic))
         return [PowerForecast(model_version=version, step_s=forecaster.pipeline.step_s, timestamps=(), point=(),
                               lower=(), upper=(), confidence=(), window_coverage=1.0, padded_steps=0,
@@ -345,7 +346,7 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
 
 
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
-    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
         if any(h.power_watts == (-1.0,) for h in histories):
             raise ValueError("the model cannot take this window")
         return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
@@ -366,7 +367,7 @@ def test_a_history_no_served_model_covers_any_more_fails_alone(predictor, monkey
     """A reload between a request's check and its batch can drop the model that covered its horizon."""
     from core.forecasts import ForecastRequestError
 
-    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None):
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
         return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
                               confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
                 for _ in histories]

@@ -200,7 +200,8 @@ def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -
     forecaster.save(tmp_path / "m")
     loaded = PowerForecaster.load(tmp_path / "m")
     assert (tmp_path / "m" / MODEL_FILE).exists() and loaded.blends_online
-    static = loaded.forecast(test.inputs, test.last_power)
+    assert loaded.forecast(test.inputs, test.last_power).experts is None  # the partner runs only when asked
+    static = loaded.forecast(test.inputs, test.last_power, partner=True)
     lstm_median = loaded.raw_quantiles(test.inputs, test.last_power)[..., 1]
     np.testing.assert_allclose(static.point, np.maximum(lstm_median, 0.0), rtol=1e-6)  # the LSTM serves alone
     np.testing.assert_allclose(static.experts[..., 0], lstm_median, rtol=1e-6)
@@ -212,8 +213,9 @@ def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -
     # what a replica answers carries both models' points to learn from, and follows the weights it is given
     history = PowerHistory(power_watts=tuple(test.inputs[0, :, 0] * loaded.pipeline.power_std
                                              + loaded.pipeline.power_mean), horizon_s=H * 60)
-    (plain,) = forecast_histories(loaded, [history], "power_lstm/3")
-    (weighted,) = forecast_histories(loaded, [history], "power_lstm/3", lstm_weight=np.zeros(H))
+    assert forecast_histories(loaded, [history], "power_lstm/3")[0].blend_experts is None  # a client's lists
+    (plain,) = forecast_histories(loaded, [history], "power_lstm/3", follow_blend=True)
+    (weighted,) = forecast_histories(loaded, [history], "power_lstm/3", lstm_weight=np.zeros(H), follow_blend=True)
     assert plain.blend_experts is not None and weighted.blend_experts == plain.blend_experts
     np.testing.assert_allclose(weighted.point, np.maximum(plain.blend_experts[1], 0.0), atol=0.011)
     # a model without its partner cannot follow a blend
