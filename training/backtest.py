@@ -137,7 +137,8 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
     on the test windows."""
     lstm = forecaster.forecast_lstm(test.inputs, test.last_power)
     origins = prepared.origin_times(test)
-    static = served_forecast(forecaster, test, origins)  # its blend followed online, as the service follows it
+    experts = forecaster.experts(test.inputs, test.last_power)  # once, for the online blend and the static one
+    static = served_forecast(forecaster, test, origins, experts=experts)  # its blend followed online, as served
     served = adapt_in_time(static, test.targets, test.mask, test.node_ids, origins, prepared.pipeline.step_s,
                            coverage=forecaster.interval_coverage,
                            tolerance=forecaster.confidence_tolerance)  # the model's own, as the service corrects
@@ -173,7 +174,8 @@ def score(prepared: PreparedData, test: Windows, forecaster: PowerForecaster, ex
         "served_static_calibration": interval_metrics(static.lower, static.upper, static.point, static.confidence,
                                                       test.targets, mask, nominal=coverage, tolerance=tolerance),
         # the served point had the blend chosen on the calibration split served every window (no online blend)
-        "served_static_blend": point_metrics(served_forecast(forecaster, test).point, test.targets, mask),
+        "served_static_blend": point_metrics(served_forecast(forecaster, test, experts=experts).point, test.targets,
+                                             mask),
         "mae_by_lead": {name: mae_by_lead(values, test.targets, mask) for name, values in forecasts.items()},
         "per_series": _per_series(test, forecasts, mask),
     }

@@ -40,14 +40,16 @@ def level_ratios(pipeline: FeaturePipeline, watts: np.ndarray) -> np.ndarray:
     return ratios
 
 
-def served_forecast(forecaster: PowerForecaster, windows: Windows,
-                    origin_time: np.ndarray | None = None) -> CalibratedForecast:
+def served_forecast(forecaster: PowerForecaster, windows: Windows, origin_time: np.ndarray | None = None, *,
+                    experts: tuple[np.ndarray, np.ndarray | None] | None = None) -> CalibratedForecast:
     """The served forecast of windows the forecaster's pipeline built, as the service answers them. With the
     windows' `origin_time` [N] (datetime64), a model that blends online follows its blend in time order over the
     windows' own outcomes (training.power.online_blend), as the service does over its nodes'; without, the blend
-    chosen on the calibration split serves every window."""
+    chosen on the calibration split serves every window. `experts`: the models' forecasts of the windows, where the
+    caller has them already (`PowerForecaster.experts`)."""
     pipeline = forecaster.pipeline
-    experts = forecaster.experts(windows.inputs, windows.last_power, partner=origin_time is not None)
+    if experts is None:
+        experts = forecaster.experts(windows.inputs, windows.last_power, partner=origin_time is not None)
     weights = None
     lstm, gbm = experts
     if origin_time is not None and gbm is not None and forecaster.served is not None:  # a model that blends online
