@@ -40,10 +40,10 @@ from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
-from core.forecasts import PowerForecast, PowerHistory
+from core.forecasts import PowerForecast
 from core.public_text import error_text
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
-from training.power.stored_history import NoStoredTelemetry, stored_history
+from training.power.stored_history import NoStoredTelemetry, StoredHistory, stored_history
 
 logger = logging.getLogger(__name__)
 READ_WORKERS = 16  # concurrent replica-count reads per tick
@@ -72,8 +72,8 @@ class Forecaster(Protocol):
     def shape(self) -> ModelShape:
         """The served model's step, window and horizon; raises when no model is served."""
 
-    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
-        """One forecast per history, in order; a failed one is its exception."""
+    def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
+        """One forecast per node's own stored window, in order; a failed one is its exception."""
 
 
 def _failed(item: PolicyTurn, stage: str, exc: Exception) -> None:
@@ -339,18 +339,19 @@ class ScalingController:
             for item in items:
                 item.forecast = ForecastView.unavailable(f"forecaster not available: {error_text(exc)}")
             return
-        histories: list[PowerHistory] = []
+        nodes: list[str] = []
+        windows: list[StoredHistory] = []
         for item in items:
             try:
-                item.forecast = self._collect_histories(item, shape, histories, latest, now)
+                item.forecast = self._collect_windows(item, shape, nodes, windows, latest, now)
             except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
                 logger.exception("scaling controller: forecast window of policy %s failed", item.policy.name)
                 item.forecast = ForecastView.unavailable(f"no forecast window: {error_text(exc)}")
         try:
-            results = self.forecaster.forecast(histories) if histories else []
+            results = self.forecaster.forecast(nodes, windows) if windows else []
         except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
             logger.exception("scaling controller: the forecast batch failed")
-            results = [exc] * len(histories)
+            results = [exc] * len(windows)
         for item in items:
             if item.requests is not None:
                 found = [results[i] for i in item.requests]
@@ -366,11 +367,11 @@ class ScalingController:
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 
-    def _collect_histories(self, item: PolicyTurn, shape: ModelShape, histories: list[PowerHistory],
-                           latest: Mapping[str, NodeLatest], now: datetime) -> ForecastView | None:
-        """Append the item's node histories to the batch; a view only when the forecast cannot be made. The leads
-        start at the end of a node's newest stored bin, which may lie behind the decision (old telemetry): they
-        reach that much further, so the forecast covers the whole risk window from now."""
+    def _collect_windows(self, item: PolicyTurn, shape: ModelShape, nodes: list[str], windows: list[StoredHistory],
+                         latest: Mapping[str, NodeLatest], now: datetime) -> ForecastView | None:
+        """Append the item's nodes and their stored windows to the batch; a view only when the forecast cannot be
+        made. The leads start at the end of a node's newest stored bin, which may lie behind the decision (old
+        telemetry): they reach that much further, so the forecast covers the whole risk window from now."""
         policy = item.policy
         item.forecast_behind_s = max((_behind(latest[node].timestamp, shape.step_s, now) for node in item.nodes
                                       if node in latest), default=0.0)
@@ -389,9 +390,10 @@ class ScalingController:
                 return ForecastView.unavailable(f"no forecast window: {exc}")
             if stored.age_s > policy.stale_after_s:
                 return ForecastView.unavailable(f"forecast window of node {node} is stale ({stored.age_s:.0f} s old)")
-            found.append(stored.history)
-        item.requests = list(range(len(histories), len(histories) + len(found)))
-        histories.extend(found)
+            found.append(stored)
+        item.requests = list(range(len(windows), len(windows) + len(found)))
+        nodes.extend(item.nodes)
+        windows.extend(found)
         return None
 
 

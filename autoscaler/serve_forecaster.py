@@ -13,14 +13,14 @@ from typing import Any
 from ray.serve.handle import DeploymentHandle
 
 from autoscaler.controller import ModelShape
-from core.forecasts import PowerForecast, PowerHistory, ServedModel
+from core.forecasts import PowerForecast, ServedModel
 from core.handle_loop import LOOKUP_TIMEOUT_S, deployment_handle, run_with_handles
 from core.names import POWER_APP, POWER_DEPLOYMENT
+from training.power.stored_history import StoredHistory
 
 
 class ServeForecaster:
-    """Calls `describe` and `forecast` of the PowerPredictor replicas; a tick's histories go out concurrently,
-    so the replicas' `@serve.batch` turns them into a few forward passes."""
+    """Calls `describe` and `forecast_windows` of the PowerPredictor replicas."""
 
     def __init__(self, app_name: str = POWER_APP, deployment: str = POWER_DEPLOYMENT, timeout_s: float = 30.0):
         self.app_name, self.deployment, self.timeout_s = app_name, deployment, timeout_s
@@ -40,11 +40,11 @@ class ServeForecaster:
                           sequence_length=served.sequence_length, horizon_steps=served.horizon_steps,
                           max_gap_s=served.max_gap_seconds)
 
-    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
-        async def forecast_all() -> list[PowerForecast | BaseException]:
+    def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
+        """The tick's windows in one call: the replica forecasts them concurrently (its `@serve.batch` turns them
+        into a few forward passes) and follows them as its nodes' own (PowerPredictor.forecast_windows)."""
+        async def forecast_all() -> list[PowerForecast | Exception]:
             handle = await self._handle()
-            calls = [asyncio.wait_for(handle.forecast.remote(history), self.timeout_s) for history in histories]
-            return await asyncio.gather(*calls, return_exceptions=True)  # one failed node never sinks the others
+            return await asyncio.wait_for(handle.forecast_windows.remote(list(nodes), list(windows)), self.timeout_s)
 
-        return [r if isinstance(r, PowerForecast | Exception) else RuntimeError(repr(r))
-                for r in self._run(forecast_all())]
+        return self._run(forecast_all())

@@ -1,6 +1,7 @@
 """The simulator's forecaster: trained on the first part of every series exactly as the backtest does (the LSTM,
 then the served forecast chosen and calibrated on the calibration split), and its calibrated forecast at every
-replayed step of the test part, cut to the leads a policy's risk window needs.
+replayed step of the test part, cut to the leads a policy's risk window needs, with the served mix of the two models
+followed online as the replicas follow it on the controller's windows (training/power/online_blend.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *,
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
     forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
-    calibrated = served_forecast(forecaster, test)  # the controller's windows get the calibration split's blend
+    # the controller's windows are its nodes' own: served with the blend their outcomes taught, followed in time order
+    calibrated = served_forecast(forecaster, test, prepared.origin_times(test))
     row_of = {(int(s), int(o)): n for n, (s, o) in enumerate(zip(test.segment_index, test.origin_index, strict=True))}
     series = []
     for index, (segment, roles) in enumerate(zip(prepared.segments, prepared.roles, strict=True)):

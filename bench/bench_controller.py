@@ -2,12 +2,13 @@
 
     python bench/bench_controller.py [--policies 100] [--nodes-per-policy 2] [--sequence-length 60] [--runs 10]
 
-ScalingController.tick() end to end against an embedded SqliteStore holding 1-minute telemetry (IPMI power
-+ host CPU utilization) for every node, ending now; the forecaster is an in-process PowerForecaster called
-once per tick with the whole batch through `forecast_histories` (what a PowerPredictor replica runs; the
-Serve hop is bench_serve's), and the actuator is a dry run returning a fixed replica count. Store, forecaster
-and state are wrapped in timing proxies to split the tick into store reads, history building, forecast,
-and the rest (decide + event writes). No Ray. Weights are untrained: latency does not depend on their values.
+ScalingController.tick() end to end against an embedded SqliteStore holding 1-minute telemetry (IPMI power +
+host CPU utilization) for every node, ending now; the forecaster is an in-process PowerForecaster called once
+per tick with the whole batch through `forecast_histories` (the forward pass a PowerPredictor replica runs; not
+its online correction of the nodes' windows, nor the Serve hop, which is bench_serve's), and the actuator is a
+dry run returning a fixed replica count. Store, forecaster and state are wrapped in timing proxies to split the
+tick into store reads, history building, forecast, and the rest (decide + event writes). No Ray. Weights are
+untrained: latency does not depend on their values.
 Target: a tick under 1 s for 100 policies on 2 cores.
 """
 
@@ -33,7 +34,7 @@ from autoscaler.actuators import Actuator, Actuators, Scaled  # noqa: E402
 from autoscaler.controller import ModelShape, ScalingController  # noqa: E402
 from autoscaler.schema import ScalingTarget  # noqa: E402
 from autoscaler.state import ControllerState  # noqa: E402
-from core.forecasts import PowerForecast, PowerHistory  # noqa: E402
+from core.forecasts import PowerForecast  # noqa: E402
 from core.stores.sqlite import SqliteStore  # noqa: E402
 from core.telemetry import Quality, SourceKind, TelemetrySample  # noqa: E402
 from training.power.calibration import Calibration  # noqa: E402
@@ -41,6 +42,7 @@ from training.power.features import FeaturePipeline  # noqa: E402
 from training.power.fit import build_model  # noqa: E402
 from training.power.forecaster import Architecture, PowerForecaster  # noqa: E402
 from training.power.inference import forecast_histories  # noqa: E402
+from training.power.stored_history import StoredHistory  # noqa: E402
 
 STEP_S = 60
 HORIZON_STEPS = 30
@@ -108,8 +110,8 @@ class LocalForecaster:
                           sequence_length=self.forecaster.sequence_length, horizon_steps=self.forecaster.horizon,
                           max_gap_s=self.forecaster.pipeline.max_gap_s)
 
-    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
-        return list(forecast_histories(self.forecaster, list(histories), self.version))
+    def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
+        return list(forecast_histories(self.forecaster, [window.history for window in windows], self.version))
 
 
 class DryRunActuator(Actuator):

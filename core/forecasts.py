@@ -30,8 +30,9 @@ class PowerHistory(BaseModel):
     horizon_s: int  # how far ahead to forecast
     step_s: int | None = None  # the step of the lists, when the caller read them at one (e.g. from a store)
     filled_steps: int = 0  # power values repeated from the one before over steps without a reading (a store's gaps)
-    # a node's own stored window (PowerPredictor.forecast_stored), which the replica follows online: answered with the
-    # blend its model's node windows taught (training/power/online_blend.py); set by the replica, never by a client
+    # a node's own stored window (PowerPredictor.forecast_stored, forecast_windows), which the replica follows online:
+    # answered with the blend its model's node windows taught (training/power/online_blend.py); set by the replica,
+    # never by a client
     node_window: bool = False
 
 

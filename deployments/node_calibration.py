@@ -16,10 +16,14 @@ the same, and nothing the model trained on is scored (its training data ended be
 not warmed yet (a request warms a few nodes at a time; a replay the store failed is tried again at the node's next
 request) is answered with its model's correction, and followed only once warmed.
 
+The scaling controller's windows of its nodes (PowerPredictor.forecast_windows) are followed alike: they teach, and
+are kept waiting with the intervals this correction gives them, though the controller is answered with the static
+ones (it corrects its peak bounds itself).
+
 The same scored leads teach the version's online blend (training/power/online_blend.py, pooled over its nodes) for a
 model with both the LSTM and the LightGBM: `lstm_weight` is the mix the version's next node-window forecasts serve,
-the ones this correction follows (a client's lists and the scaling controller's windows keep the calibration
-split's mix, as they keep the static intervals).
+the node's own and the controller's (a client's lists keep the calibration split's mix, as they keep the static
+intervals).
 
 Bounded: at most `MAX_VERSIONS` versions and `MAX_SERIES` (version, node) pairs (the least recently forecast go
 first), and horizon + 2 waiting origins per pair (the oldest go first).

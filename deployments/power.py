@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, ServedModel
+from core.public_text import error_text
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
 from core.stores.base import StoreUnavailable
@@ -290,18 +292,46 @@ class PowerPredictor(RegistryFollower):
         forecasts = await asyncio.gather(*(self.forecast(_node_window(s.history) if own else s.history)
                                            for s in stored))
         if own:
-            followed = await self._warm_calibrations(nodes, stored, forecasts, served)
-            forecasts = [self.node_calibrations.correct(node, s, forecast, served.forecaster.horizon,
-                                                        follow=node in followed,
-                                                        blend_start=self._blend_start(forecast.model_version))
-                         for node, s, forecast in zip(nodes, stored, forecasts, strict=True)]
-            for node, forecast in zip(nodes, forecasts, strict=True):
-                self.forecast_gauges.publish(node, forecast)
+            forecasts = await self._follow_nodes(nodes, stored, forecasts)
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 
+    async def forecast_windows(self, nodes: Sequence[str],
+                               windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
+        """The scaling controller's forecasts of its nodes' own stored windows (it reads them itself, at the served
+        model's step), one per node in order; a failed one is its error, which never sinks the others.
+
+        They are followed as a node's own `forecast_stored` is (each teaches its node's online calibration and its
+        model's online blend, the node warmed first) and served with the blend those taught, but with the static
+        calibration's intervals: the controller corrects its policies' peak bounds itself, from their own outcomes
+        (autoscaler/policy_bounds.py), and the simulator replays just that (autoscaler/sim_forecast.py).
+        """
+        answers = await asyncio.gather(*(self.forecast(_node_window(window.history)) for window in windows),
+                                       return_exceptions=True)
+        made = [row for row, answer in enumerate(answers) if isinstance(answer, PowerForecast)]
+        await self._follow_nodes([nodes[row] for row in made], [windows[row] for row in made],
+                                 [answers[row] for row in made])
+        return [answer.model_copy(update={"blend_experts": None}) if isinstance(answer, PowerForecast) else
+                _portable(answer) for answer in answers]
+
+    async def _follow_nodes(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
+                      forecasts: Sequence[PowerForecast]) -> list[PowerForecast]:
+        """The nodes' forecasts of their own stored windows corrected online, each kept to be scored on its node's
+        next window (deployments/node_calibration.py; nodes not followed yet are warmed first, a few at a time),
+        and published as the nodes' forecast gauges."""
+        followed = await self._warm_calibrations(nodes, stored, forecasts)
+        corrected = []
+        for node, window, forecast in zip(nodes, stored, forecasts, strict=True):
+            served = self._served_at(forecast.model_version)
+            if served is not None:  # else reloaded since the forecast: answered as made
+                forecast = self.node_calibrations.correct(node, window, forecast, served.forecaster.horizon,
+                                                          follow=node in followed, blend_start=served.blend_start)
+            self.forecast_gauges.publish(node, forecast)
+            corrected.append(forecast)
+        return corrected
+
     async def _warm_calibrations(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
-                                 forecasts: Sequence[PowerForecast], served: ServedPower) -> set[str]:
+                                 forecasts: Sequence[PowerForecast]) -> set[str]:
         """Warm the online calibration of the nodes this replica does not follow yet for their forecasts' model
         version (at most WARM_NODES_PER_REQUEST, concurrently; deployments/node_calibration.py); returns the nodes
         followed now. A node whose replay failed, or beyond the first few, is warmed at a later request."""
@@ -309,29 +339,30 @@ class PowerPredictor(RegistryFollower):
         for node, current, forecast in zip(nodes, stored, forecasts, strict=True):
             if not self.node_calibrations.cold(forecast.model_version, node):
                 ready.add(node)
-            elif len(cold) < WARM_NODES_PER_REQUEST:
+            elif len(cold) < WARM_NODES_PER_REQUEST and (node, forecast.model_version) not in {
+                    (other, version) for other, _, version in cold}:  # a node of two policies is replayed once
                 cold.append((node, current, forecast.model_version))
         replays = await asyncio.gather(*(self._replay(node, current, version) for node, current, version in cold))
         for (node, _, version), made in zip(cold, replays, strict=True):
-            if made is None:
+            served = self._served_at(version)
+            if made is None or served is None:
                 continue
             if made and self.node_calibrations.cold(version, node):  # no other request warmed it meanwhile
                 self.node_calibrations.warm(node, *zip(*made, strict=True), served.forecaster.horizon,
-                                            self._blend_start(version))
+                                            served.blend_start)
             ready.add(node)
         return ready
 
-    def _blend_start(self, version: str) -> tuple[float, ...] | None:
-        """`ServedPower.blend_start` of the served model at `version`; None when none is (reloaded since)."""
-        served = next((s for s in list(self.served.values()) if s.model_version == version), None)
-        return served.blend_start if served is not None else None
+    def _served_at(self, version: str) -> ServedPower | None:
+        """The served model at `version` (e.g. "power_lstm/3"); None when none is (reloaded since)."""
+        return next((s for s in list(self.served.values()) if s.model_version == version), None)
 
     async def _replay(self, node: str, current: StoredHistory,
                       version: str) -> list[tuple[StoredHistory, PowerForecast]] | None:
         """The node's windows before `current` since `version` was registered (`past_windows`), each with the
         forecast `version` makes from it over its whole horizon (every lead learns, whatever the request that warms
         the node asked for: each replica warms alike); None when they could not be read or forecast (logged)."""
-        served = next((s for s in list(self.served.values()) if s.model_version == version), None)
+        served = self._served_at(version)
         if served is None:  # reloaded since the request's forecast
             return None
         try:
@@ -405,8 +436,9 @@ class PowerPredictor(RegistryFollower):
         return [answers[index] for index in range(len(histories))]
 
     def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool) -> list[PowerForecast]:
-        """One forward pass; nodes' own stored windows (`node_windows`) with the blend their outcomes taught, any
-        other history (a client's lists, the scaling controller's windows) with the calibration split's."""
+        """One forward pass; nodes' own stored windows (`node_windows`: a node's `forecast_stored`, the scaling
+        controller's windows) with the blend their outcomes taught, any other history (a client's lists) with the
+        calibration split's."""
         started = time.perf_counter()
         weight = self.node_calibrations.lstm_weight(served.model_version) if node_windows else None
         forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic,
@@ -432,6 +464,17 @@ class PowerPredictor(RegistryFollower):
 def _node_window(history: PowerHistory) -> PowerHistory:
     """`history`, a node's own stored window, marked as one the replica follows online."""
     return history.model_copy(update={"node_window": True})
+
+
+def _portable(error: BaseException) -> Exception:
+    """A forecast's error as the controller gets it back: itself where it survives pickling, else a RuntimeError
+    with its text (a cancellation, or an error whose class cannot be rebuilt from its arguments)."""
+    try:
+        if isinstance(error, Exception) and isinstance(pickle.loads(pickle.dumps(error)), Exception):
+            return error
+    except Exception:  # noqa: BLE001 - our own bytes, read straight back
+        pass
+    return RuntimeError(error_text(error))
 
 
 def _default_device() -> str:

@@ -17,6 +17,7 @@ from core.forecasts import PowerForecast, PowerHistory
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
 from tests import factories
+from training.power.stored_history import StoredHistory
 
 STEP = 60
 
@@ -81,6 +82,7 @@ class FixedForecaster:
         self.coverage = coverage
         self.max_gap_s = max_gap_s
         self.batches: list[int] = []
+        self.nodes: list[str] = []
         self.histories: list[PowerHistory] = []
         self.fail = False
 
@@ -88,10 +90,12 @@ class FixedForecaster:
         return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10,
                           max_gap_s=self.max_gap_s)
 
-    def forecast(self, histories: Sequence[PowerHistory]) -> list[PowerForecast | Exception]:
+    def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
         if self.fail:
             raise ConnectionError("predictor replica died")
-        self.batches.append(len(histories))
+        self.batches.append(len(windows))
+        self.nodes.extend(nodes)
+        histories = [window.history for window in windows]
         self.histories.extend(histories)
         out: list[PowerForecast | Exception] = []
         for history in histories:

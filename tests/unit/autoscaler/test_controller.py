@@ -39,7 +39,7 @@ def test_confident_forecast_scales_out_before_measured_power_crosses(make, store
     assert event.signal == "forecast" and event.action is ScaleAction.SCALE_OUT
     assert event.forecast_power_watts is not None and event.forecast_power_watts > 800
     assert event.confidence == pytest.approx(0.9)
-    assert forecaster.batches == [2]  # both nodes in one batched call
+    assert forecaster.batches == [2] and forecaster.nodes == ["n1", "n2"]  # both nodes' windows in one call
 
 
 @pytest.mark.parametrize(("max_gap_s", "missing"), [(None, True), (600, False)])
@@ -301,9 +301,9 @@ class SlowForecaster(FixedForecaster):
         super().__init__(upper_watts=1000)
         self.clock, self.seconds = clock, seconds
 
-    def forecast(self, histories):
+    def forecast(self, nodes, windows):
         self.clock[0] += timedelta(seconds=self.seconds)
-        return super().forecast(histories)
+        return super().forecast(nodes, windows)
 
 
 @pytest.mark.parametrize(("seconds", "stale"), [(5, False), (200, True)])

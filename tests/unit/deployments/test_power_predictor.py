@@ -26,9 +26,10 @@ from deployments.power import (
     PowerPredictor,
     PowerPredictorUserConfig,
     ServedPower,
+    _portable,
 )
 from training.power.forecaster import ArtifactError
-from training.power.stored_history import UnknownNode
+from training.power.stored_history import UnknownNode, stored_history
 from training.power.workload import WorkloadTelemetryMissing
 
 
@@ -134,6 +135,65 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
                       window.model_copy(update={"horizon_s": 86400})])
     # a node's own window: the moved weights; a client's lists: the calibration split's; the hourly model: no blend
     assert sorted(weights, key=str) == [None, None, [0.0, 0.0]]
+
+
+def test_the_controller_s_windows_teach_the_blend_and_get_it_with_the_static_intervals(predictor):
+    """The scaling controller reads its nodes' windows itself (PowerPredictor.forecast_windows): n1 draws 100 W, its
+    LSTM says 130 W (served alone at first) and its LightGBM 100 W. Queried only by the controller, the replica
+    warms n1 from the store and follows it, so the model's blend moves to the LightGBM; the controller gets each
+    forecast with the static intervals (it corrects its peak bounds itself) and without the experts, and a node whose
+    forecast fails is answered with its error while the others are answered."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 2, registered_at=datetime.now(UTC) - timedelta(hours=1),
+                                            blend_start=(1.0, 1.0))
+    predictor.store.write([TelemetrySample(timestamp=datetime.now(UTC) - timedelta(minutes=m), node_id="n1",
+                                           source="ipmi", power_watts=100.0) for m in range(6, 60)])
+    marked = []
+
+    async def blended(history: PowerHistory) -> PowerForecast:
+        marked.append(history.node_window)
+        if history.power_watts[-1] == 250.0:  # n2
+            raise ForecastRequestError("features", "cannot estimate")
+        answer = await echo_forecast(history)
+        weight = predictor.node_calibrations.lstm_weight("power_lstm/1")
+        point = 130.0 if weight is None else 100.0 + 30.0 * float(weight[0])
+        return answer.model_copy(update={"point": (point, point), "blend_experts": ((130.0,) * 2, (100.0,) * 2)})
+
+    predictor.forecast = blended
+    model = predictor.node_calibrations._model(asyncio.run(echo_forecast(PowerHistory(
+        power_watts=(1.0,), horizon_s=120, end_time=datetime.now(UTC)))), 2)
+    model.pooled.log_width[:] = np.log(2.0)  # a correction learnt before: the controller is not answered with it
+    model.pooled.points = 40
+    windows = [stored_history(predictor.store, node, step_s=60, sequence_length=5, horizon_s=120)
+               for node in ("n1", "n2")]
+    n1, n2 = asyncio.run(predictor.forecast_windows(["n1", "n2"], windows))
+    assert isinstance(n2, ForecastRequestError) and n2.field == "features"
+    assert n1.point == (130.0, 130.0) and n1.blend_experts is None  # answered before the replay taught the blend
+    assert (n1.lower, n1.upper, n1.online_calibration_points) == ((99.0, 99.0), (101.0, 101.0), 0)
+    assert len(marked) > 32 and all(marked)  # the windows and n1's replays, each a node's own
+    assert predictor.node_calibrations.lstm_weight("power_lstm/1").tolist() == [0.0, 0.0]
+    assert not predictor.node_calibrations.cold("power_lstm/1", "n1")
+    assert predictor.node_calibrations.cold("power_lstm/1", "n2")  # failed: not followed
+    [again] = asyncio.run(predictor.forecast_windows(["n1"], windows[:1]))
+    assert again.point == (100.0, 100.0) and again.upper == (101.0, 101.0)  # the moved blend, the static interval
+    counts = []
+    for nodes in (["n1"], ["n1", "n1"]):  # alone, and as the node of two policies
+        predictor.node_calibrations, before = NodeCalibrations(), len(marked)
+        asyncio.run(predictor.forecast_windows(nodes, windows[:1] * len(nodes)))
+        counts.append(len(marked) - before)
+    assert counts[1] == counts[0] + 1  # its past windows replayed once
+
+
+def test_an_error_the_controller_could_not_unpickle_comes_back_as_its_text():
+    class NeedsKeyword(Exception):
+        def __init__(self, message: str, *, field: str):
+            super().__init__(message)
+            self.field = field
+
+    plain = StoreUnavailable("store restarting")
+    assert _portable(plain) is plain
+    odd = _portable(NeedsKeyword("no window", field="n1"))
+    assert type(odd) is RuntimeError and str(odd) == "NeedsKeyword: no window"
+    assert str(_portable(asyncio.CancelledError())) == "CancelledError"
 
 
 def test_a_node_s_own_forecast_is_corrected_online_and_a_workload_shaped_one_is_not(predictor):
