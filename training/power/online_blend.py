@@ -18,10 +18,10 @@ no served MAE by 3 % or more, so the value is not a fit to one trace's rhythm. A
 served blend, or one that served the LSTM alone, saved before the LightGBM partner was always kept) keeps its static
 weights. A lead is learned from only once its actual is known, so nothing is learned from the future.
 
-Where it applies: a node's own stored-window forecasts, which a replica follows online (deployments/node_calibration.py
-learns it with the online calibration); `blend_in_time` replays that over a backtest's windows in time order. A
-client's lists and the scaling controller's windows keep the calibration split's mix (so the simulator replays that),
-and the promotion gate (training/power/holdout.py) compares versions by their calibration split's mixes.
+Where it applies: a node's own stored-window forecasts and the scaling controller's windows of its nodes, which a
+replica follows online (deployments/node_calibration.py learns it with the online calibration); `blend_in_time`
+replays that over a backtest's or a simulation's windows in time order. A client's lists keep the calibration split's
+mix, and the promotion gate (training/power/holdout.py) compares versions by their calibration split's mixes.
 """
 
 from __future__ import annotations
