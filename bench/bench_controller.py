@@ -2,13 +2,13 @@
 
     python bench/bench_controller.py [--policies 100] [--nodes-per-policy 2] [--sequence-length 60] [--runs 10]
 
-ScalingController.tick() end to end against an embedded SqliteStore holding 1-minute telemetry (IPMI power +
-host CPU utilization) for every node, ending now; the forecaster is an in-process PowerForecaster called once
-per tick with the whole batch through `forecast_histories` (the forward pass a PowerPredictor replica runs; not
-its online correction of the nodes' windows, nor the Serve hop, which is bench_serve's), and the actuator is a
-dry run returning a fixed replica count. Store, forecaster and state are wrapped in timing proxies to split the
-tick into store reads, history building, forecast, and the rest (decide + event writes). No Ray. Weights are
-untrained: latency does not depend on their values.
+ScalingController.tick() end to end against an embedded SqliteStore holding 1-minute telemetry (IPMI power + host
+CPU utilization) for every node, ending now; the forecaster is an in-process PowerForecaster called once per tick
+with the whole batch through `forecast_histories` and the online correction that follows each node's window (what
+a PowerPredictor replica runs for `forecast_windows`, less the Serve hop, which is bench_serve's), and the
+actuator is a dry run returning a fixed replica count. Store, forecaster and state are wrapped in timing proxies
+to split the tick into store reads, history building, forecast, and the rest (decide + event writes). No Ray.
+Weights are untrained: latency does not depend on their values.
 Target: a tick under 1 s for 100 policies on 2 cores.
 """
 
@@ -37,6 +37,7 @@ from autoscaler.state import ControllerState  # noqa: E402
 from core.forecasts import PowerForecast  # noqa: E402
 from core.stores.sqlite import SqliteStore  # noqa: E402
 from core.telemetry import Quality, SourceKind, TelemetrySample  # noqa: E402
+from deployments.node_calibration import NodeCalibrations  # noqa: E402
 from training.power.calibration import Calibration  # noqa: E402
 from training.power.features import FeaturePipeline  # noqa: E402
 from training.power.fit import build_model  # noqa: E402
@@ -100,10 +101,13 @@ class TimedStore(TimedProxy):
 
 
 class LocalForecaster:
-    """The controller's `Forecaster` over an in-process PowerForecaster: one forward pass per batch."""
+    """The controller's `Forecaster` over an in-process PowerForecaster: one forward pass per batch, then each node's
+    window followed online as a replica follows it (`NodeCalibrations.correct`; no warm replay: the model counts as
+    registered when the bench starts, so there are no windows since to replay)."""
 
     def __init__(self, forecaster: PowerForecaster, version: str):
         self.forecaster, self.version = forecaster, version
+        self.calibrations = NodeCalibrations()
 
     def shape(self) -> ModelShape:
         return ModelShape(model_version=self.version, step_s=self.forecaster.pipeline.step_s,
@@ -111,7 +115,10 @@ class LocalForecaster:
                           max_gap_s=self.forecaster.pipeline.max_gap_s)
 
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
-        return list(forecast_histories(self.forecaster, [window.history for window in windows], self.version))
+        answers = forecast_histories(self.forecaster, [window.history for window in windows], self.version)
+        for node, window, answer in zip(nodes, windows, answers, strict=True):
+            self.calibrations.correct(node, window, answer, self.forecaster.horizon)
+        return list(answers)
 
 
 class DryRunActuator(Actuator):
