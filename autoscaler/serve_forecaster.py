@@ -43,8 +43,13 @@ class ServeForecaster:
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
         """The tick's windows in one call: the replica forecasts them concurrently (its `@serve.batch` turns them
         into a few forward passes) and follows them as its nodes' own (PowerPredictor.forecast_windows)."""
-        async def forecast_all() -> list[PowerForecast | Exception]:
+        async def forecast_all() -> list[Any]:
             handle = await self._handle()
             return await asyncio.wait_for(handle.forecast_windows.remote(list(nodes), list(windows)), self.timeout_s)
 
-        return self._run(forecast_all())
+        answers = self._run(forecast_all())
+        if not isinstance(answers, list) or len(answers) != len(windows):
+            raise RuntimeError(f"the forecaster answered {len(windows)} windows with "
+                               f"{len(answers) if isinstance(answers, list) else type(answers).__name__}")
+        return [a if isinstance(a, PowerForecast | Exception) else RuntimeError(f"not a forecast: {type(a).__name__}")
+                for a in answers]

@@ -6,19 +6,20 @@ for actuals, one per origin (the window's last bin: a node asked again before a 
 same window, so it teaches once; the forecast with the most leads is kept). A node's next stored window carries the
 actuals: every bin of it before the newest (which may still be filling) where power was measured, not held over a
 gap, scores the waiting leads that fall on it, each lead once. The window holds `sequence_length` steps, so a
-forecast of a node asked again within that span has all its leads scored. Only windows read from the store feed it;
-a client's lists never do, so no request can steer another's intervals. Each replica learns from the forecasts it
-answered itself (Serve spreads a node's requests over the replicas). Before a replica answers a node's first stored
-forecast from a model version, it replays the model on the node's stored windows since that version was registered
-(at most `WARM_ORIGINS`, oldest first: `warm`), as if it had been asked at every step: a replica that starts (a
-restart, one more replica, a reload) goes on from the store's evidence rather than from nothing, every replica from
-the same, and nothing the model trained on is scored (its training data ended before it was registered). A node
-not warmed yet (a request warms a few nodes at a time; a replay the store failed is tried again at the node's next
-request) is answered with its model's correction, and followed only once warmed.
+forecast of a node asked again within that span has all its leads scored. Only windows read from the store feed it
+(by the replica, or by the scaling controller, which hands its nodes' windows over through a Serve handle: no HTTP
+route takes a window); a client's lists never do, so no request can steer another's intervals. Each replica learns
+from the forecasts it answered itself (Serve spreads a node's requests over the replicas). Before a replica answers
+a node's first stored forecast from a model version, it replays the model on the node's stored windows since that
+version was registered (at most `WARM_ORIGINS`, oldest first: `warm`), as if it had been asked at every step: a
+replica that starts (a restart, one more replica, a reload) goes on from the store's evidence rather than from
+nothing, every replica from the same, and nothing the model trained on is scored (its training data ended before it
+was registered). A node not warmed yet (a request warms a few nodes at a time; a replay the store failed is tried
+again at the node's next request) is answered with its model's correction, and followed only once warmed.
 
-The scaling controller's windows of its nodes (PowerPredictor.forecast_windows) are followed alike: they teach, and
-are kept waiting with the intervals this correction gives them, though the controller is answered with the static
-ones (it corrects its peak bounds itself).
+The scaling controller's windows of its nodes (PowerPredictor.forecast_windows) are followed alike, after the
+controller has been answered: they teach, and are kept waiting with the intervals this correction gives them, though
+the controller gets the static ones (it corrects its peak bounds itself).
 
 The same scored leads teach the version's online blend (training/power/online_blend.py, pooled over its nodes) for a
 model with both the LSTM and the LightGBM: `lstm_weight` is the mix the version's next node-window forecasts serve,

@@ -133,6 +133,8 @@ class PowerPredictor(RegistryFollower):
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
         self.node_calibrations = NodeCalibrations()  # online correction of the nodes' stored-window forecasts
+        self._warming: set[tuple[str, str]] = set()  # (version, node) whose past windows are being replayed
+        self._following: set[asyncio.Task] = set()  # the scaling controller's windows being followed
         self.served: dict[str, ServedPower] = {}
         self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
         self._loading = threading.Lock()  # one load-and-swap at a time: the follower's, or a pin's (reconfigure)
@@ -301,21 +303,38 @@ class PowerPredictor(RegistryFollower):
         """The scaling controller's forecasts of its nodes' own stored windows (it reads them itself, at the served
         model's step), one per node in order; a failed one is its error, which never sinks the others.
 
-        They are followed as a node's own `forecast_stored` is (each teaches its node's online calibration and its
-        model's online blend, the node warmed first) and served with the blend those taught, but with the static
-        calibration's intervals: the controller corrects its policies' peak bounds itself, from their own outcomes
-        (autoscaler/policy_bounds.py), and the simulator replays just that (autoscaler/sim_forecast.py).
+        They are served with the blend the nodes' outcomes taught, but with the static calibration's intervals: the
+        controller corrects its policies' peak bounds itself, from their own outcomes (autoscaler/policy_bounds.py),
+        and the simulator replays just that (autoscaler/sim_forecast.py). After the answer, in the background, they
+        are followed as a node's own `forecast_stored` is (each teaches its node's online calibration and its
+        model's online blend, a node not followed yet warmed first), so a slow warm never holds up a tick.
+
+        Raises:
+            ValueError: not one node per window.
         """
+        if len(nodes) != len(windows):
+            raise ValueError(f"{len(nodes)} nodes for {len(windows)} windows: one node per window")
         answers = await asyncio.gather(*(self.forecast(_node_window(window.history)) for window in windows),
                                        return_exceptions=True)
         made = [row for row, answer in enumerate(answers) if isinstance(answer, PowerForecast)]
-        await self._follow_nodes([nodes[row] for row in made], [windows[row] for row in made],
-                                 [answers[row] for row in made])
+        if made:
+            task = asyncio.get_running_loop().create_task(self._follow_quietly(
+                [nodes[row] for row in made], [windows[row] for row in made], [answers[row] for row in made]))
+            self._following.add(task)
+            task.add_done_callback(self._following.discard)
         return [answer.model_copy(update={"blend_experts": None}) if isinstance(answer, PowerForecast) else
                 _portable(answer) for answer in answers]
 
+    async def _follow_quietly(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
+                              forecasts: Sequence[PowerForecast]) -> None:
+        """`_follow_nodes` for windows already answered: a failure is logged, never raised."""
+        try:
+            await self._follow_nodes(nodes, stored, forecasts)
+        except Exception:  # noqa: BLE001 - the controller has its forecasts; they only teach nothing this time
+            logger.exception("power forecast: the scaling controller's windows of %d nodes not followed", len(nodes))
+
     async def _follow_nodes(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
-                      forecasts: Sequence[PowerForecast]) -> list[PowerForecast]:
+                            forecasts: Sequence[PowerForecast]) -> list[PowerForecast]:
         """The nodes' forecasts of their own stored windows corrected online, each kept to be scored on its node's
         next window (deployments/node_calibration.py; nodes not followed yet are warmed first, a few at a time),
         and published as the nodes' forecast gauges."""
@@ -324,33 +343,40 @@ class PowerPredictor(RegistryFollower):
         for node, window, forecast in zip(nodes, stored, forecasts, strict=True):
             served = self._served_at(forecast.model_version)
             if served is not None:  # else reloaded since the forecast: answered as made
-                forecast = self.node_calibrations.correct(node, window, forecast, served.forecaster.horizon,
-                                                          follow=node in followed, blend_start=served.blend_start)
+                forecast = self.node_calibrations.correct(
+                    node, window, forecast, served.forecaster.horizon,
+                    follow=(forecast.model_version, node) in followed, blend_start=served.blend_start)
             self.forecast_gauges.publish(node, forecast)
             corrected.append(forecast)
         return corrected
 
     async def _warm_calibrations(self, nodes: Sequence[str], stored: Sequence[StoredHistory],
-                                 forecasts: Sequence[PowerForecast]) -> set[str]:
+                                 forecasts: Sequence[PowerForecast]) -> set[tuple[str, str]]:
         """Warm the online calibration of the nodes this replica does not follow yet for their forecasts' model
-        version (at most WARM_NODES_PER_REQUEST, concurrently; deployments/node_calibration.py); returns the nodes
-        followed now. A node whose replay failed, or beyond the first few, is warmed at a later request."""
-        ready, cold = set(), []
+        version (at most WARM_NODES_PER_REQUEST, concurrently, each once however many requests ask for it at a time;
+        deployments/node_calibration.py); returns the (version, node) pairs followed now. A node whose replay
+        failed, being replayed for another request, or beyond the first few, is warmed at a later request."""
+        ready, cold = set(), {}
         for node, current, forecast in zip(nodes, stored, forecasts, strict=True):
-            if not self.node_calibrations.cold(forecast.model_version, node):
-                ready.add(node)
-            elif len(cold) < WARM_NODES_PER_REQUEST and (node, forecast.model_version) not in {
-                    (other, version) for other, _, version in cold}:  # a node of two policies is replayed once
-                cold.append((node, current, forecast.model_version))
-        replays = await asyncio.gather(*(self._replay(node, current, version) for node, current, version in cold))
-        for (node, _, version), made in zip(cold, replays, strict=True):
+            key = (forecast.model_version, node)
+            if not self.node_calibrations.cold(*key):
+                ready.add(key)
+            elif len(cold) < WARM_NODES_PER_REQUEST and key not in self._warming:
+                cold.setdefault(key, current)  # a node of two policies is replayed once
+        self._warming.update(cold)
+        try:
+            replays = await asyncio.gather(*(self._replay(node, current, version)
+                                             for (version, node), current in cold.items()))
+        finally:
+            self._warming.difference_update(cold)
+        for (version, node), made in zip(cold, replays, strict=True):
             served = self._served_at(version)
             if made is None or served is None:
                 continue
             if made and self.node_calibrations.cold(version, node):  # no other request warmed it meanwhile
                 self.node_calibrations.warm(node, *zip(*made, strict=True), served.forecaster.horizon,
                                             served.blend_start)
-            ready.add(node)
+            ready.add((version, node))
         return ready
 
     def _served_at(self, version: str) -> ServedPower | None:

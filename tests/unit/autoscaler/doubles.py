@@ -93,6 +93,7 @@ class FixedForecaster:
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
         if self.fail:
             raise ConnectionError("predictor replica died")
+        assert len(nodes) == len(windows), "one node per window"
         self.batches.append(len(windows))
         self.nodes.extend(nodes)
         histories = [window.history for window in windows]

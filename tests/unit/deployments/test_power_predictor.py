@@ -43,6 +43,24 @@ async def echo_forecast(history: PowerHistory) -> PowerForecast:
                          interval_coverage=0.8)
 
 
+def controller_call(replica: PowerPredictor, nodes: list[str], windows: list) -> list:
+    """`forecast_windows` as the scaling controller calls it, then the follow it left running, to its end."""
+    async def call() -> list:
+        answers = await replica.forecast_windows(nodes, windows)
+        await asyncio.gather(*list(replica._following))
+        return answers
+
+    return asyncio.run(call())
+
+
+class NeedsKeyword(Exception):
+    """An error pickle can write but not rebuild (its keyword-only argument is not in `args`)."""
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
 def recording(replica: PowerPredictor) -> list[PowerHistory]:
     """The histories the replica forecasts from, as they come (each answered by `echo_forecast`)."""
     seen: list[PowerHistory] = []
@@ -86,6 +104,7 @@ def predictor(tmp_path):
         replica.forecast = echo_forecast
         replica.forecast_gauges = ForecastGauges()
         replica.node_calibrations = NodeCalibrations()
+        replica._warming, replica._following = set(), set()
         yield replica
 
 
@@ -165,7 +184,7 @@ def test_the_controller_s_windows_teach_the_blend_and_get_it_with_the_static_int
     model.pooled.points = 40
     windows = [stored_history(predictor.store, node, step_s=60, sequence_length=5, horizon_s=120)
                for node in ("n1", "n2")]
-    n1, n2 = asyncio.run(predictor.forecast_windows(["n1", "n2"], windows))
+    n1, n2 = controller_call(predictor, ["n1", "n2"], windows)
     assert isinstance(n2, ForecastRequestError) and n2.field == "features"
     assert n1.point == (130.0, 130.0) and n1.blend_experts is None  # answered before the replay taught the blend
     assert (n1.lower, n1.upper, n1.online_calibration_points) == ((99.0, 99.0), (101.0, 101.0), 0)
@@ -173,22 +192,43 @@ def test_the_controller_s_windows_teach_the_blend_and_get_it_with_the_static_int
     assert predictor.node_calibrations.lstm_weight("power_lstm/1").tolist() == [0.0, 0.0]
     assert not predictor.node_calibrations.cold("power_lstm/1", "n1")
     assert predictor.node_calibrations.cold("power_lstm/1", "n2")  # failed: not followed
-    [again] = asyncio.run(predictor.forecast_windows(["n1"], windows[:1]))
+    [again] = controller_call(predictor, ["n1"], windows[:1])
     assert again.point == (100.0, 100.0) and again.upper == (101.0, 101.0)  # the moved blend, the static interval
     counts = []
     for nodes in (["n1"], ["n1", "n1"]):  # alone, and as the node of two policies
         predictor.node_calibrations, before = NodeCalibrations(), len(marked)
-        asyncio.run(predictor.forecast_windows(nodes, windows[:1] * len(nodes)))
+        controller_call(predictor, nodes, windows[:1] * len(nodes))
         counts.append(len(marked) - before)
     assert counts[1] == counts[0] + 1  # its past windows replayed once
 
 
-def test_an_error_the_controller_could_not_unpickle_comes_back_as_its_text():
-    class NeedsKeyword(Exception):
-        def __init__(self, message: str, *, field: str):
-            super().__init__(message)
-            self.field = field
+def test_the_controller_is_answered_before_its_windows_are_followed_and_a_failed_follow_only_logs(predictor, caplog):
+    """The follow (a cold node's replay from the store, then the correction) runs after the answer: a tick waits for
+    the forecasts only, and an error while following is logged, never the controller's. One node per window."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 2, registered_at=datetime.now(UTC) - timedelta(hours=1))
+    windows = [stored_history(predictor.store, "n1", step_s=60, sequence_length=5, horizon_s=120)]
 
+    async def answered_first() -> tuple[list, bool]:
+        answers = await predictor.forecast_windows(["n1"], windows)
+        pending = bool(predictor._following) and not any(task.done() for task in predictor._following)
+        await asyncio.gather(*list(predictor._following))
+        return answers, pending
+
+    [answer], pending = asyncio.run(answered_first())
+    assert isinstance(answer, PowerForecast) and pending
+    assert not predictor.node_calibrations.cold("power_lstm/1", "n1")  # followed once the replay ended
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration state corrupt")
+
+    predictor.node_calibrations.correct = broken
+    [answer] = controller_call(predictor, ["n1"], windows)
+    assert isinstance(answer, PowerForecast) and "windows of 1 nodes not followed" in caplog.text
+    with pytest.raises(ValueError, match="2 nodes for 1 windows"):
+        asyncio.run(predictor.forecast_windows(["n1", "n2"], windows))
+
+
+def test_an_error_the_controller_could_not_unpickle_comes_back_as_its_text():
     plain = StoreUnavailable("store restarting")
     assert _portable(plain) is plain
     odd = _portable(NeedsKeyword("no window", field="n1"))
