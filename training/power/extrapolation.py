@@ -50,14 +50,23 @@ def served_forecast(forecaster: PowerForecaster, windows: Windows, origin_time: 
     pipeline = forecaster.pipeline
     if experts is None:
         experts = forecaster.experts(windows.inputs, windows.last_power, partner=origin_time is not None)
-    weights = None
-    lstm, gbm = experts
-    if origin_time is not None and gbm is not None and forecaster.served is not None:  # a model that blends online
-        weights = blend_in_time(lstm[..., 1], gbm, windows.targets, windows.mask, origin_time, pipeline.step_s,
-                                np.asarray(forecaster.served.lstm_weight))
+    weights = None if origin_time is None else followed_weights(forecaster, experts, windows.targets, windows.mask,
+                                                                origin_time)
     watts = windows.inputs[:, :, 0] * pipeline.power_std + pipeline.power_mean  # the pipeline's first column
     return extrapolated(forecaster.forecast_from(experts, weights), level_ratios(pipeline, watts),
                         windows.last_power, forecaster.served_calibration)
+
+
+def followed_weights(forecaster: PowerForecaster, experts: tuple[np.ndarray, np.ndarray | None], targets: np.ndarray,
+                     mask: np.ndarray, origin_time: np.ndarray) -> np.ndarray | None:
+    """The per-window LSTM weights [N, H] of a model that blends online, its blend followed in time order over the
+    windows' own outcomes (`targets`, scored where `mask`) from origins at `origin_time`; None for one that does not
+    (its static mix serves)."""
+    lstm, gbm = experts
+    if gbm is None or forecaster.served is None:
+        return None
+    return blend_in_time(lstm[..., 1], gbm, targets, mask, origin_time, forecaster.pipeline.step_s,
+                         np.asarray(forecaster.served.lstm_weight))
 
 
 def extrapolated(forecast: CalibratedForecast, ratios: np.ndarray, last_power: np.ndarray,

@@ -15,7 +15,7 @@ from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
-from training.power.extrapolation import served_forecast
+from training.power.extrapolation import followed_weights, served_forecast
 from training.power.features import FeaturePipeline
 from training.power.forecaster import ArtifactError, PowerForecaster
 from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role, WindowInputs
@@ -75,6 +75,7 @@ class CommonHoldout:
     last_power: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
+    origin_time: np.ndarray  # [N] datetime64: each window's origin, the order an online blend is followed in
 
     @classmethod
     def of(cls, prepared: PreparedData, longest: int, pipeline: FeaturePipeline | None = None) -> CommonHoldout:
@@ -82,16 +83,18 @@ class CommonHoldout:
         test = prepared.windows(Role.TEST, pipeline=pipeline, sequence_length=longest)
         if len(test) == 0:
             raise NotEnoughData(HOLDOUT_TOO_SHORT)
-        return cls(test.inputs, test.last_power, test.targets, test.mask)
+        return cls(test.inputs, test.last_power, test.targets, test.mask, prepared.origin_times(test))
 
     @property
     def points(self) -> int:
         return int(self.mask.sum())
 
     def mae(self, forecaster: PowerForecaster) -> float:
-        """The forecaster's served forecast's MAE in watts over the common points."""
-        forecast = forecaster.forecast(self.inputs.last_steps(forecaster.sequence_length), self.last_power)
-        return point_metrics(forecast.point, self.targets, self.mask)["mae"]
+        """The forecaster's served forecast's MAE in watts over the common points, a model that blends online
+        following its blend in time order over them, as a replica does over its nodes' windows."""
+        experts = forecaster.experts(self.inputs.last_steps(forecaster.sequence_length), self.last_power, partner=True)
+        weights = followed_weights(forecaster, experts, self.targets, self.mask, self.origin_time)
+        return point_metrics(forecaster.forecast_from(experts, weights).point, self.targets, self.mask)["mae"]
 
 
 def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverage: float,
@@ -100,7 +103,7 @@ def holdout_metrics(forecaster: PowerForecaster, prepared: PreparedData, coverag
     test = prepared.windows(Role.TEST, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length)
     if len(test) == 0:
         raise NotEnoughData(HOLDOUT_TOO_SHORT)
-    forecast = served_forecast(forecaster, test)
+    forecast = served_forecast(forecaster, test, prepared.origin_times(test))  # the blend followed, as served
     last_value = test.last_power[:, None].repeat(test.targets.shape[1], axis=1)
     return HoldoutMetrics(
         **point_metrics(forecast.point, test.targets, test.mask),

@@ -20,8 +20,9 @@ weights. A lead is learned from only once its actual is known, so nothing is lea
 
 Where it applies: a node's own stored-window forecasts and the scaling controller's windows of its nodes, which a
 replica follows online (deployments/node_calibration.py learns it with the online calibration); `blend_in_time`
-replays that over a backtest's or a simulation's windows in time order. A client's lists keep the calibration split's
-mix, and the promotion gate (training/power/holdout.py) compares versions by their calibration split's mixes.
+replays that over a backtest's, a simulation's or a holdout's windows in time order (so a version's held-out figures
+and the promotion gate, training/power/holdout.py, score each version as a replica would serve it). A client's lists
+keep the calibration split's mix.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import torch
 
 from core.forecasts import PowerHistory
 from tests.unit.training.power.segments import make_segment
+from training.metrics import point_metrics
 from training.power.blend import (
     ServedBlend,
     blend_quantiles,
@@ -22,6 +23,7 @@ from training.power.features import FeaturePipeline
 from training.power.fit import build_model
 from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
 from training.power.gbm import MODEL_FILE, DirectLightGBM
+from training.power.holdout import CommonHoldout
 from training.power.inference import forecast_histories, history_segment
 from training.power.windows import Role, assign_roles, build_windows
 
@@ -222,3 +224,27 @@ def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -
     loaded.gbm = None
     with pytest.raises(ArtifactError, match="LightGBM"):
         loaded.forecast(test.inputs, test.last_power, np.zeros(H))
+
+
+@pytest.mark.slow
+def test_the_holdout_scores_the_blend_as_a_replica_follows_it() -> None:
+    """The promotion gate and a version's held-out figures score the served forecast as a replica serves its nodes'
+    windows: an LSTM served alone after the calibration split, beaten by its LightGBM partner on the holdout, is
+    scored with the mix the holdout's own landed outcomes move it to, not with the LSTM throughout."""
+    forecaster, gbm, windows = trained_parts()
+    calib, test = windows[Role.CALIB], windows[Role.TEST]
+    raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
+    chosen = choose_served(raw, gbm.predict(calib), calib.targets, calib.mask,
+                           time_halves(calib.segment_index, calib.origin_index), coverage=0.8, tolerance=0.1)
+    forecaster.served = chosen.model_copy(update={"method": "lstm", "lstm_weight": (1.0,) * H})
+    forecaster.gbm = gbm
+    origins = np.datetime64("2026-01-01T00:00") + test.origin_index.astype("timedelta64[m]")  # 1-minute steps
+    holdout = CommonHoldout(test.inputs, test.last_power, test.targets, test.mask, origins)
+
+    def mae(point: np.ndarray) -> float:
+        return point_metrics(point, test.targets, test.mask)["mae"]
+
+    lstm, partner = mae(forecaster.forecast(test.inputs, test.last_power).point), mae(gbm.predict(test))
+    followed = holdout.mae(forecaster)
+    assert partner < lstm / 2 and followed < lstm / 2  # it moves to the partner once the outcomes weigh in
+    assert followed > partner  # and serves the LSTM until they do
