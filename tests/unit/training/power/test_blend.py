@@ -190,15 +190,22 @@ def test_served_forecaster_round_trips_and_old_folders_serve_the_lstm(tmp_path) 
         PowerForecaster.load(tmp_path / "new")
 
 
-@pytest.mark.slow
-def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -> None:
+def lstm_served_with_its_partner():
+    """`trained_parts` with the LSTM served alone (weight 1 at every lead) and the LightGBM kept as its partner, and
+    the test windows."""
     forecaster, gbm, windows = trained_parts()
-    calib, test = windows[Role.CALIB], windows[Role.TEST]
+    calib = windows[Role.CALIB]
     raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
     chosen = choose_served(raw, gbm.predict(calib), calib.targets, calib.mask,
                            time_halves(calib.segment_index, calib.origin_index), coverage=0.8, tolerance=0.1)
     forecaster.served = chosen.model_copy(update={"method": "lstm", "lstm_weight": (1.0,) * H})
     forecaster.gbm = gbm
+    return forecaster, gbm, windows[Role.TEST]
+
+
+@pytest.mark.slow
+def test_an_lstm_served_alone_keeps_its_partner_for_the_online_blend(tmp_path) -> None:
+    forecaster, gbm, test = lstm_served_with_its_partner()
     forecaster.save(tmp_path / "m")
     loaded = PowerForecaster.load(tmp_path / "m")
     assert (tmp_path / "m" / MODEL_FILE).exists() and loaded.blends_online
@@ -231,13 +238,7 @@ def test_the_holdout_scores_the_blend_as_a_replica_follows_it() -> None:
     """The promotion gate and a version's held-out figures score the served forecast as a replica serves its nodes'
     windows: an LSTM served alone after the calibration split, beaten by its LightGBM partner on the holdout, is
     scored with the mix the holdout's own landed outcomes move it to, not with the LSTM throughout."""
-    forecaster, gbm, windows = trained_parts()
-    calib, test = windows[Role.CALIB], windows[Role.TEST]
-    raw = forecaster.raw_quantiles(calib.inputs, calib.last_power)
-    chosen = choose_served(raw, gbm.predict(calib), calib.targets, calib.mask,
-                           time_halves(calib.segment_index, calib.origin_index), coverage=0.8, tolerance=0.1)
-    forecaster.served = chosen.model_copy(update={"method": "lstm", "lstm_weight": (1.0,) * H})
-    forecaster.gbm = gbm
+    forecaster, gbm, test = lstm_served_with_its_partner()
     origins = np.datetime64("2026-01-01T00:00") + test.origin_index.astype("timedelta64[m]")  # 1-minute steps
     holdout = CommonHoldout(test.inputs, test.last_power, test.targets, test.mask, origins)
 
