@@ -18,6 +18,8 @@ from core.handle_loop import LOOKUP_TIMEOUT_S, deployment_handle, run_with_handl
 from core.names import POWER_APP, POWER_DEPLOYMENT
 from training.power.stored_history import StoredHistory
 
+WINDOWS_PER_CALL = 32  # a tick's windows per call to a replica (each call warms at most a few cold nodes)
+
 
 class ServeForecaster:
     """Calls `describe` and `forecast_windows` of the PowerPredictor replicas."""
@@ -41,15 +43,30 @@ class ServeForecaster:
                           max_gap_s=served.max_gap_seconds)
 
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
-        """The tick's windows in one call: the replica forecasts them concurrently (its `@serve.batch` turns them
-        into a few forward passes) and follows them as its nodes' own (PowerPredictor.forecast_windows)."""
+        """The tick's windows in concurrent calls of at most WINDOWS_PER_CALL (PowerPredictor.forecast_windows):
+        Serve spreads them over the replicas, whose `@serve.batch` turns each into a few forward passes, and one call
+        that fails or times out fails only its own windows."""
+        parts = [range(first, min(first + WINDOWS_PER_CALL, len(windows)))
+                 for first in range(0, len(windows), WINDOWS_PER_CALL)]
+
         async def forecast_all() -> list[Any]:
             handle = await self._handle()
-            return await asyncio.wait_for(handle.forecast_windows.remote(list(nodes), list(windows)), self.timeout_s)
+            calls = [asyncio.wait_for(handle.forecast_windows.remote([nodes[i] for i in part],
+                                                                     [windows[i] for i in part]), self.timeout_s)
+                     for part in parts]
+            return await asyncio.gather(*calls, return_exceptions=True)
 
-        answers = self._run(forecast_all())
-        if not isinstance(answers, list) or len(answers) != len(windows):
-            raise RuntimeError(f"the forecaster answered {len(windows)} windows with "
-                               f"{len(answers) if isinstance(answers, list) else type(answers).__name__}")
-        return [a if isinstance(a, PowerForecast | Exception) else RuntimeError(f"not a forecast: {type(a).__name__}")
-                for a in answers]
+        return [result for part, reply in zip(parts, self._run(forecast_all()), strict=True)
+                for result in _checked(reply, len(part))]
+
+
+def _checked(reply: Any, count: int) -> list[PowerForecast | Exception]:
+    """One call's reply to `count` windows as one forecast or error each: a call that failed, or a reply that is not
+    one entry per window, is an error for every window of it; an entry that is neither is an error of its own."""
+    if isinstance(reply, BaseException):
+        return [reply if isinstance(reply, Exception) else RuntimeError(repr(reply))] * count
+    if not isinstance(reply, list) or len(reply) != count:
+        answered = len(reply) if isinstance(reply, list) else type(reply).__name__
+        return [RuntimeError(f"the forecaster answered {count} windows with {answered}")] * count
+    return [a if isinstance(a, PowerForecast | Exception) else RuntimeError(f"not a forecast: {type(a).__name__}")
+            for a in reply]
