@@ -171,7 +171,7 @@ class ScalingControllerService:
                 self._tick_lock.release()
 
     def tick(self) -> list[ScalingEvent]:
-        """Evaluate every policy now; returns the events recorded."""
+        """Evaluate every policy now; returns its events (id None where the state could not store one)."""
         with self._tick_lock:
             if self._stopped.is_set():
                 return []

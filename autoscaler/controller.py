@@ -144,8 +144,8 @@ class ScalingController:
     # --- the tick ----------------------------------------------------------------------------------------
 
     def tick(self) -> list[ScalingEvent]:
-        """Evaluate every policy once when holding the lease; returns the recorded events in policy-name order
-        (none when another controller holds the lease)."""
+        """Evaluate every policy once when holding the lease; returns the events in policy-name order (none when
+        another controller holds the lease; one an unwritable state left unsaved has id None)."""
         now = self.clock()
         self._follow_state_file(now)
         lease = self.state.acquire_lease(self.holder, now, self.lease_ttl_s)
@@ -176,8 +176,7 @@ class ScalingController:
             at = self.clock()
             _age(item, (at - read_at).total_seconds())
             counts.follow(item)
-            if (event := self.enactor.act(item, at)) is not None:
-                events.append(event)
+            events.append(self.enactor.act(item, at))
             counts.note(item)
         return events
 

@@ -165,8 +165,8 @@ class Enactor:
         self.clock = clock
         self._first_seen: dict[int, float] = {}  # pending event id -> monotonic time (a clock behind its decision)
 
-    def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
-        """The turn's event as stored; None only when even the failure event could not be written."""
+    def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent:
+        """The turn's event as stored; unsaved (id None) only when even the failure event could not be written."""
         turn.ask = Ask(turn.policy.name, None) if _scales(turn.policy) else None  # until it decides
         try:
             return self._act(turn, now)
@@ -175,10 +175,11 @@ class Enactor:
             return self.hold(turn, now, f"evaluation failed: {error_text(exc)}")
 
     def hold(self, turn: PolicyTurn, now: datetime, problem: str, status: ActuationStatus = ActuationStatus.FAILED,
-             replicas: int | None = None) -> ScalingEvent | None:
+             replicas: int | None = None) -> ScalingEvent:
         """A hold event for a policy that could not be evaluated (`failed`; `none` while it waits on an earlier
         change, at the count read, `replicas`), its state left as it was; it names the tick's earlier scale-ins on
-        the target that it stops."""
+        the target that it stops. Where the state is unwritable it comes back unsaved (id None), so the tick still
+        reports and publishes the hold."""
         policy = turn.policy
         reason = "; ".join(filter(None, [f"hold: {problem}", _dropped(turn)]))
         event = ScalingEvent(at=now, policy=policy.name, target=policy.target, action=ScaleAction.HOLD,
@@ -188,9 +189,9 @@ class Enactor:
             return self.state.record(event)
         except Exception:  # noqa: BLE001 - the state is unwritable: logged, and the next tick tries again
             logger.exception("scaling controller: cannot record the event of policy %s", policy.name)
-            return None
+            return event
 
-    def _act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent | None:
+    def _act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent:
         policy = turn.policy
         if turn.error is not None:
             return self.hold(turn, now, turn.error)

@@ -136,6 +136,30 @@ def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monk
     assert events["api"].action is ScaleAction.HOLD and "OperationalError: disk I/O error" in events["api"].reason
 
 
+def test_regression_an_event_the_state_cannot_write_is_still_the_ticks(make, store, monkeypatch):
+    """A policy whose event, and then its failure's hold, could not be written dropped out of the tick's events, so
+    its decision count stopped and its gauges read NaN as if the policy were deleted. Now the hold comes back
+    unsaved (id None)."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
+    controller.put_policy(policy_data(name="api", predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 500, "n2": 500})
+    record = controller.state.record
+
+    def fail_for_api(event, *args, **kwargs):
+        if event.policy == "api":
+            raise sqlite3.OperationalError("database or disk is full")
+        return record(event, *args, **kwargs)
+
+    monkeypatch.setattr(controller.state, "record", fail_for_api)
+    events = controller.tick()
+    assert [event.policy for event in events] == ["api", "web"]
+    api, web = events
+    assert api.id is None and api.action is ScaleAction.HOLD and "database or disk is full" in api.reason
+    assert web.id is not None and web.action is ScaleAction.HOLD
+    assert [event.policy for event in controller.state.events(None, None, 10)] == ["web"]
+
+
 @pytest.mark.parametrize("kind", ["read", "scale"])
 def test_actuation_errors_stay_events_of_their_own(make, store, kind):
     controller, actuator = make()
