@@ -1,8 +1,9 @@
 """Two forecasters of different steps or horizons scored on the same held-out points.
 
-Both forecast from their own windows at their own steps, at origins on the coarser step's grid; the finer
-model's leads are averaged into coarser steps, and both are scored against the telemetry resampled to the
-coarser step, over the lead times both cover, on target bins inside the challenger's holdout.
+Both forecast from their own windows at their own steps, at origins on the coarser step's grid, as served (a model
+that blends online following its blend over the holdout); the finer model's leads are averaged into coarser steps,
+and both are scored against the telemetry resampled to the coarser step, over the lead times both cover, on target
+bins inside the challenger's holdout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.durations import format_duration
+from training.power.extrapolation import followed_weights
 from training.power.features import Segment, resample
 from training.power.forecaster import PowerForecaster
 
@@ -116,28 +118,48 @@ def _truth(frame: pd.DataFrame, step_s: int, max_gap_s: int,
 
 def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, leads: int, max_gap_s: int,
                holdout: HoldoutSpans) -> dict[str, _Forecasts]:
-    """Per series, the forecaster's point forecasts from every window at its own step that ends on the `step_s`
-    grid with a lead inside the holdout, averaged into `leads` leads of `step_s`."""
-    own_step, length = forecaster.pipeline.step_s, forecaster.sequence_length
+    """Per series, the forecaster's served point forecasts from every window at its own step that ends on the
+    `step_s` grid with a lead inside the holdout, averaged into `leads` leads of `step_s`. A model that blends online
+    follows its blend in time order over every window of its own step with a lead inside the holdout, learning from
+    their outcomes there, as a replica does over its nodes' windows (training.power.extrapolation)."""
+    own_step, length, horizon = forecaster.pipeline.step_s, forecaster.sequence_length, forecaster.horizon
     per_lead = step_s // own_step
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    nodes, ends, inputs, last_power, targets, observed = [], [], [], [], [], []
     for segment in resample(frame, own_step, max(max_gap_s, own_step)):
         if segment.node_id not in holdout:
             continue
         start, end = holdout[segment.node_id]
         origins = np.arange(length - 1, len(segment))
-        ends = _seconds(segment.start) + (origins + 1) * own_step
-        keep = (ends % step_s == 0) & (ends + leads * step_s > start) & (ends < end)
-        if not keep.any():
+        window_ends = _seconds(segment.start) + (origins + 1) * own_step
+        origins = origins[(window_ends + horizon * own_step > start) & (window_ends < end)]
+        if origins.size == 0:
             continue
-        origins, ends = origins[keep], ends[keep]
         features = forecaster.pipeline.transform(segment)
         view = np.lib.stride_tricks.sliding_window_view(features, length, axis=0)  # [T-L+1, F, L]
-        inputs = np.ascontiguousarray(view[origins - length + 1].transpose(0, 2, 1))
-        point = forecaster.forecast(inputs, segment.power[origins]).point[:, :leads * per_lead]
-        parts.setdefault(segment.node_id, []).append((ends, point.reshape(len(origins), leads, per_lead).mean(axis=2)))
-    return {node: _Forecasts(np.concatenate([e for e, _ in found]), np.concatenate([p for _, p in found]))
-            for node, found in parts.items()}
+        inputs.append(np.ascontiguousarray(view[origins - length + 1].transpose(0, 2, 1)))
+        last_power.append(segment.power[origins])
+        position = origins[:, None] + np.arange(1, horizon + 1)[None, :]
+        inside = position < len(segment)
+        at = np.clip(position, 0, len(segment) - 1)
+        target_ends = _seconds(segment.start) + (position + 1) * own_step
+        targets.append(np.where(inside, segment.power[at], 0.0))
+        observed.append(inside & ~segment.imputed[at] & (target_ends - own_step >= start) & (target_ends <= end))
+        ends.append(_seconds(segment.start) + (origins + 1) * own_step)
+        nodes.append(np.full(origins.size, segment.node_id, dtype=object))
+    if not ends:
+        return {}
+    node, end_s = np.concatenate(nodes), np.concatenate(ends)
+    experts = forecaster.experts(np.concatenate(inputs), np.concatenate(last_power), partner=True)
+    weights = followed_weights(forecaster, experts, np.concatenate(targets), np.concatenate(observed),
+                               end_s.astype("datetime64[s]"))
+    point = forecaster.forecast_from(experts, weights).point[:, :leads * per_lead]
+    point = point.reshape(len(end_s), leads, per_lead).mean(axis=2)
+    on_grid = end_s % step_s == 0
+    found = {}
+    for name in np.unique(node[on_grid]):
+        rows = on_grid & (node == name)
+        found[str(name)] = _Forecasts(end_s[rows], point[rows])
+    return found
 
 
 def _seconds(timestamp: pd.Timestamp) -> int:

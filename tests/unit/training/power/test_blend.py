@@ -3,11 +3,15 @@ data, calibrated intervals, and the artifact that carries it (training.power.for
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from core.forecasts import PowerHistory
+from core.telemetry_csv import validate_telemetry
 from tests.unit.training.power.segments import make_segment
 from training.metrics import point_metrics
 from training.power.blend import (
@@ -19,6 +23,7 @@ from training.power.blend import (
     time_halves,
 )
 from training.power.calibration import fit_calibration
+from training.power.common_leads import score_common
 from training.power.features import FeaturePipeline
 from training.power.fit import build_model
 from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
@@ -128,11 +133,17 @@ def test_a_blend_that_needs_the_gbm_refuses_to_go_without() -> None:
 # --- the artifact --------------------------------------------------------------------------------------------------
 
 
-def trained_parts():
+def sine_series():
+    """A noisy sine of 700 one-minute steps, and its roles."""
     rng = np.random.default_rng(3)
     steps = np.arange(700)
     segment = make_segment(1000 + 300 * np.sin(2 * np.pi * steps / 30) + 10 * rng.normal(size=steps.size))
     (roles,) = assign_roles([segment], train_fraction=0.8, calib_fraction=0.25)
+    return segment, roles
+
+
+def trained_parts():
+    segment, roles = sine_series()
     pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), 60)
     windows = {role: build_windows([segment], [roles], pipeline, role=role, sequence_length=20, horizon=H)
                for role in Role}
@@ -249,3 +260,22 @@ def test_the_holdout_scores_the_blend_as_a_replica_follows_it() -> None:
     followed = holdout.mae(forecaster)
     assert partner < lstm / 2 and followed < lstm / 2  # it moves to the partner once the outcomes weigh in
     assert followed > partner  # and serves the LSTM until they do
+
+
+def test_the_resampled_comparison_scores_the_blend_as_a_replica_follows_it() -> None:
+    """A version of another step or horizon is compared with the active one on the telemetry itself
+    (training.power.common_leads): there too a model that blends online is scored as a replica serves it, its blend
+    followed over the holdout, not with the calibration split's mix throughout."""
+    followed, _, _ = lstm_served_with_its_partner()
+    static = copy.copy(followed)
+    static.gbm = None  # the same LSTM served alone, with no partner to move to
+    segment, roles = sine_series()
+    times = segment.start + pd.to_timedelta(np.arange(len(segment)) * segment.step_s, unit="s")
+    frame = validate_telemetry(pd.DataFrame({"timestamp": times, "node_id": segment.node_id,
+                                             "power_watts": segment.power}))
+    held = np.flatnonzero(roles == Role.TEST)
+    start = int(segment.start.timestamp())
+    spans = {segment.node_id: (start + int(held[0]) * 60, start + (int(held[-1]) + 1) * 60)}
+    score = score_common(followed, static, frame, spans, max_gap_s=60)
+    assert (score.step_s, score.lead_steps) == (60, H) and score.points > 0
+    assert score.mae[0] < score.mae[1] / 2  # it moves to the partner once the holdout's outcomes weigh in
