@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.message
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError
 from core.records import RecordNotFound
-from core.registry import ModelNotFoundError, NoActiveVersion
+from core.registry import ActivePointerUnreadable, ModelNotFoundError, NoActiveVersion
 from core.stores.base import StoreUnavailable
 from training.cost.catalog import UnknownGpuType
 from training.power.retrain_spec import RetrainRefused
@@ -84,6 +85,12 @@ def _model_not_found(exc: ModelNotFoundError) -> ApiError:
     return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: {reason}", "not_found")
 
 
+def _pointer_unreadable(exc: ActivePointerUnreadable) -> ApiError:
+    logger.warning("request %s: %s", current_request_id(), exc)  # names the registry's path: log only
+    return ApiError(503, [], "which version of the model is served cannot be read right now (a storage error on the "
+                             "model registry); try again", "unavailable")
+
+
 def _store_unavailable(exc: StoreUnavailable) -> ApiError:
     if isinstance(exc, ActorUnavailable):  # the store client's own words: no addresses in them
         return ApiError(503, [], str(exc), "unavailable")
@@ -99,6 +106,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
     ModelNotFoundError: _model_not_found,
+    ActivePointerUnreadable: _pointer_unreadable,
     DataNotAllowed: lambda exc: ApiError(422, ["body", "data"], str(exc)),
     RetrainRunning: lambda exc: ApiError(409, ["body", "model_id"], str(exc), "conflict"),
     RetrainRefused: lambda exc: ApiError(422, ["body", exc.field], exc.message),
@@ -141,6 +149,18 @@ def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception
 
 
 MAX_ERRORS_SHOWN = 20
+MAX_ECHOED_CHARS = 64  # of a client's key or value that an error message repeats
+_QUOTED = re.compile(rf"'[^']{{{MAX_ECHOED_CHARS + 1},}}'|\"[^\"]{{{MAX_ECHOED_CHARS + 1},}}\"")
+
+
+def _shortened(text: str) -> str:
+    """`text` cut to MAX_ECHOED_CHARS characters, the cut marked."""
+    return text if len(text) <= MAX_ECHOED_CHARS else f"{text[:MAX_ECHOED_CHARS]}… ({len(text)} characters)"
+
+
+def _shortened_quotes(message: str) -> str:
+    """A validation message with every long quoted part (the input it repeats) shortened."""
+    return _QUOTED.sub(lambda found: f"{found[0][0]}{_shortened(found[0][1:-1])}{found[0][0]}", message)
 
 
 def _sent_as_json(content_type: str | None) -> bool:
@@ -180,8 +200,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e["type"] == "json_invalid" for e in errors):
             return _unparsable()
         # Only location, message and type: echoing the input could hold NaN, which JSON cannot carry. At most
-        # MAX_ERRORS_SHOWN, so a small body of many bad values never makes a body of megabytes.
-        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_ERRORS_SHOWN]]
+        # MAX_ERRORS_SHOWN, with the client's own text in them shortened (a key or a tag of 100,000 characters),
+        # so a small body of many bad values never makes a body of megabytes.
+        details = [{"loc": [_shortened(part) if isinstance(part, str) else part for part in e["loc"]],
+                    "msg": _shortened_quotes(e["msg"]), "type": e["type"]} for e in errors[:MAX_ERRORS_SHOWN]]
         if len(errors) > MAX_ERRORS_SHOWN:
             details.append({"loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS_SHOWN} more errors not shown",
                             "type": "too_many_errors"})

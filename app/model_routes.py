@@ -73,7 +73,7 @@ def _resolution(metadata: ModelMetadata) -> dict[str, Any]:
 
 
 @router.get("/api/v1/models/{model_id}/metrics", response_model=ModelMetricsResponse, dependencies=[READ],
-            responses=responses(401, 404))
+            responses=responses(401, 404, 503))
 async def model_metrics(
     model_id: Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="e.g. power_lstm")], replica: Ingress
 ) -> ModelMetricsResponse:

@@ -238,6 +238,25 @@ def test_a_long_gpu_type_is_422_without_echoing_it(http):
     assert len(response.content) < 1000
 
 
+def test_regression_a_422_repeats_no_long_key_or_tag_of_the_body(http):
+    """An unknown key came back whole in `loc`, and a batch item's unknown type whole in `msg`: a 100 kB key made a
+    100 kB answer (the cost route needs no token)."""
+    api.dependency_overrides[serving_replica] = lambda: SimpleNamespace(access=Access("t"))
+    try:
+        client = http(api)
+        extra_key = client.post("/api/v1/predict/cost", json={
+            "resources": {"cpu_cores": 2, "memory_gb": 4}, "duration_hours": 1, "k" * 100_000: 1})
+        unknown_tag = client.post("/api/v1/predict/batch", json={"items": [{"type": "x" * 200_000, "request": {}}]},
+                                  headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    for response in (extra_key, unknown_tag):
+        assert response.status_code == 422 and len(response.content) < 1_000, response.text[:200]
+    assert only_detail(extra_key)["loc"] == ["body", "k" * 64 + "… (100000 characters)"]
+    message = only_detail(unknown_tag)["msg"]
+    assert "x" * 64 + "… (200000 characters)" in message and "power" in message  # the tags it expects stay
+
+
 @pytest.mark.parametrize(("resources", "extra", "field"), [
     pytest.param({"cpu_cores": "16", "memory_gb": 64}, {}, "cpu_cores", id="string-cores"),
     pytest.param({"cpu_cores": 16, "memory_gb": True}, {}, "memory_gb", id="bool-memory"),

@@ -285,6 +285,10 @@ def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(
     assert response.status_code == 200, response.text
     listed = {m["model_id"]: m["active_version"] for m in response.json()["models"]}
     assert listed == {"cost_gbm": None, "other_gbm": 1}
+    # its own route answers 503, not a 500 (the pointer's path stays in the log)
+    metrics = client.get("/api/v1/models/cost_gbm/metrics")
+    assert metrics.status_code == 503 and detail(metrics)["type"] == "unavailable", metrics.text
+    assert "cannot be read right now" in detail(metrics)["msg"] and str(tmp_path) not in metrics.text
 
 
 def test_a_stored_policy_s_reason_names_no_address(replica, client):
