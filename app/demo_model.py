@@ -20,7 +20,7 @@ from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
 from training import train_gbm, train_lstm
-from training.cli import add_state_path_flag
+from training.cli import add_state_path_flag, run_cli
 from training.settings import Resolution, load_training_config
 from training.synthetic import generate_trace, write_csv
 
@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG, ...)")
     add_state_path_flag(parser)
     args = parser.parse_args(argv)
+    return run_cli("demo_model", lambda: _prepare(args))
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    """Train what the registry lacks; returns the exit status."""
     config = load_training_config(args.config)
     model_path = args.model_path or config.model_path
     registry = ModelRegistry(model_path)

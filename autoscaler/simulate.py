@@ -46,6 +46,7 @@ from training.cli import (
     given,
     load_with_overrides,
     output_path,
+    refuse_overwriting_inputs,
     run_cli,
 )
 from training.power.windows import SPLITS
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
     args = parser.parse_args(argv)
+    refuse_overwriting_inputs(parser, args)
     single_only = ["policy", "plot", "actuation_delay", "seed", *SINGLE_DEFAULTS]  # a suite sets these itself
     if args.suite:
         clashing = given(args, [f"--{name.replace('_', '-')}" for name in single_only])

@@ -52,6 +52,25 @@ def output_path(text: str) -> str:
     return text
 
 
+INPUT_FLAGS = ("data", "trace", "suite", "policy", "config")
+OUTPUT_FLAGS = ("output", "plot")
+
+
+def refuse_overwriting_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (a usage error naming both flags) an output path that is one of the command's input files, which the
+    command would otherwise write over at its end."""
+    inputs = {flag: Path(value).resolve() for flag in INPUT_FLAGS
+              if isinstance(value := getattr(args, flag, None), str)}
+    for out_flag in OUTPUT_FLAGS:
+        if not isinstance(value := getattr(args, out_flag, None), str):
+            continue
+        written = Path(value).resolve()
+        for in_flag, read in inputs.items():
+            if written == read:
+                parser.error(f"argument --{out_flag}: {value!r} is the --{in_flag} file, which it would write over: "
+                             "name another file")
+
+
 MAX_KEEP_VERSIONS = 10_000  # as args.retrain.keep_versions
 
 

@@ -28,6 +28,7 @@ from training.cli import (
     given,
     load_with_overrides,
     output_path,
+    refuse_overwriting_inputs,
     run_cli,
 )
 from training.power.windows import SPLITS
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-path", help="model registry root (default: config model_path / $MODEL_PATH)")
     add_model_flags(parser, suite=True)
     args = parser.parse_args(argv)
+    refuse_overwriting_inputs(parser, args)
     if args.suite:
         clashing = given(args, ["--horizon", "--plot", "--model", "--train-fraction", "--split", "--step", "--seed",
                                 "--model-path"])

@@ -18,7 +18,7 @@ import pandas as pd
 from core.atomic_files import atomic_write_with
 from core.settings import CONFIG_FLAG_HELP
 from core.telemetry_csv import CANONICAL_COLUMNS, NUMERIC_FEATURES, TARGET, load_telemetry_csv
-from training.cli import duration_arg, output_path, run_cli
+from training.cli import duration_arg, output_path, refuse_overwriting_inputs, run_cli
 from training.power.features import Segment, resample
 from training.settings import load_training_config
 
@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=duration_arg, help="resampling step (default: config predictor.step)")
     parser.add_argument("--max-gap", type=duration_arg, help="longest gap filled forward (default: config)")
     parser.add_argument("--output", type=output_path, help="write the resampled series here (CSV)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_overwriting_inputs(parser, args)
+    return args
 
 
 def segments_frame(segments: list[Segment]) -> pd.DataFrame:

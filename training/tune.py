@@ -25,6 +25,7 @@ from training.cli import (
     model_overrides,
     output_path,
     positive_int,
+    refuse_overwriting_inputs,
     resources_arg,
     run_cli,
     store_span,
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='custom Ray resources each worker reserves, as JSON, e.g. \'{"trainer": 1}\'')
     add_model_flags(parser, cpus_per_worker_default="1 per trial's worker")
     args = parser.parse_args(argv)
+    refuse_overwriting_inputs(parser, args)
     store_span(parser, args)
     if not 0.0 < args.holdout_fraction < 0.5:
         parser.error(f"--holdout-fraction: {args.holdout_fraction} must lie between 0 and 0.5")

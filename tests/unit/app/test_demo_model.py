@@ -58,3 +58,16 @@ def test_the_state_path_reaches_every_training_so_the_service_lists_the_runs(tmp
     state = str(tmp_path / "state")
     assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models"), "--state-path", state]) == 0
     assert len(seen) == 3 and all(argv[argv.index("--state-path") + 1] == state for argv in seen)
+
+
+@pytest.mark.parametrize("problem", ["missing data", "unknown config key"])
+def test_regression_bad_input_is_one_line_and_exit_2_not_a_traceback(tmp_path, capsys, problem):
+    """`make run` starts with this command: a missing trace or a typo in the config ended it in a traceback."""
+    config = tmp_path / "config.yaml"
+    config.write_text("predictor:\n  stepp: 1min\n")
+    args = (["--data", str(tmp_path / "nope.csv")] if problem == "missing data"
+            else ["--data", str(TEST_DATA / "upm_sample.csv"), "--config", str(config)])
+    assert demo_model.main([*args, "--model-path", str(tmp_path / "models")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("demo_model: error: ") and "Traceback" not in err
+    assert ("nope.csv" in err) if problem == "missing data" else ("stepp" in err)

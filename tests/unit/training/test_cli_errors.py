@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from autoscaler import simulate
 from training import evaluate, preprocess, train_lstm, tune
 
 GOOD_HEADER = "timestamp,node_id,power_watts,cpu_utilization\n"
@@ -123,6 +124,24 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, c
         with pytest.raises(SystemExit) as refused:
             command.main(["--data", str(tmp_path / "never-read.csv"), "--output", str(output)])
         assert refused.value.code == 2 and reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "flags"), [(preprocess, ["--output"]), (evaluate, ["--output", "--plot"]),
+                                               (tune, ["--output"]), (simulate, ["--output", "--plot"])])
+def test_regression_an_output_that_is_an_input_file_is_refused_before_any_work(tmp_path, capsys, command, flags):
+    """`preprocess --data c.csv --output c.csv` replaced the raw trace by its resampled rows; evaluate would have
+    written its report over the trace after training."""
+    data = _csv(tmp_path, GOOD_HEADER + _long_series())
+    before = data.read_text()
+    source = ["--trace", str(data), "--policy", str(tmp_path / "p.yaml")] if command is simulate else ["--data",
+                                                                                                      str(data)]
+    for flag in flags:
+        with pytest.raises(SystemExit) as refused:
+            command.main([*source, "--output", str(tmp_path / "out.json"), flag, str(tmp_path / ".." /
+                                                                                  tmp_path.name / "trace.csv")])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and f"argument {flag}:" in err and "would write over" in err, err
+    assert data.read_text() == before
 
 
 @pytest.mark.parametrize(("argv", "flag"), [(["--seed", "-1"], "--seed"), (["--model-id", "A/../x"], "--model-id")])
