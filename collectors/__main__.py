@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import socket
 import sys
 import time
@@ -17,9 +18,20 @@ from collectors.base import TelemetrySource
 from collectors.settings import NodeSettings, load_collector_config
 from collectors.sources import SOURCE_NAMES, build_sources
 from core.settings import CONFIG_FLAG_HELP, ConfigError
-from core.telemetry import TelemetrySample
+from core.telemetry import ID_PATTERN, MAX_ID_CHARS, TelemetrySample
 
 _COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")
+
+
+def _node_id(text: str) -> str:
+    """argparse type for --node-id: what a telemetry sample takes as its node (core/telemetry.py)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty: name the node, or leave the flag out for $NODE_NAME or the host name")
+    if len(text) > MAX_ID_CHARS:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters, more than {MAX_ID_CHARS}")
+    if not re.fullmatch(ID_PATTERN, text):
+        raise argparse.ArgumentTypeError("holds a control character or a backslash")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sources", default=",".join(SOURCE_NAMES),
                         help=f"comma-separated sources to read (default: all of {','.join(SOURCE_NAMES)})")
     parser.add_argument("--json", action="store_true", help="print one TelemetrySample JSON object per line")
-    parser.add_argument("--node-id", default=None,
+    parser.add_argument("--node-id", default=None, type=_node_id,
                         help="node name for the samples (default: $NODE_NAME, as the collector actor's, else this "
                              "host's name)")
     parser.add_argument("--config", default=None, help=CONFIG_FLAG_HELP)

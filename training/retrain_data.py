@@ -21,6 +21,7 @@ from training.cost.job_records import load_job_records
 
 DEFAULT_STORE_SPAN = "14d"
 GENERATED_JOBS = 20_000  # as `train_gbm` without --data
+MAX_GENERATED_JOBS = 1_000_000  # a demo catalog's jobs: more only take memory and time (tens of GB at 10^9)
 
 
 class _Data(BaseModel):
@@ -68,7 +69,7 @@ class JobRecordsData(_Data):
     from the price catalog with `seed` (for demos, like `train_gbm` without --data)."""
 
     source: Literal["csv", "catalog"]
-    count: int = Field(GENERATED_JOBS, ge=1)
+    count: int = Field(GENERATED_JOBS, ge=1, le=MAX_GENERATED_JOBS)
     seed: int = Field(0, ge=0)
 
     def records(self, catalog: PriceCatalog) -> pd.DataFrame:

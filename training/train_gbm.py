@@ -34,15 +34,16 @@ from training.cli_attempt import CliRun
 from training.cost.catalog import load_catalog
 from training.cost.retrain import CostRetrainSpec, retrain_cost
 from training.retrain_attempt import cost_outcome
-from training.retrain_data import JobRecordsData
+from training.retrain_data import GENERATED_JOBS, MAX_GENERATED_JOBS, JobRecordsData
 from training.settings import load_training_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.train_gbm", description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="CSV of past jobs (default: generate them from the price catalog)")
-    parser.add_argument("--records", type=positive_int, default=20000,
-                        help="generated jobs when --data is not given (default 20000)")
+    parser.add_argument("--records", type=generated_jobs,
+                        help=f"generated jobs when --data is not given (default {GENERATED_JOBS}, at most "
+                             f"{MAX_GENERATED_JOBS:,})")
     parser.add_argument("--seed", type=seed_arg, default=0, help="random seed for the split, trees and generated jobs")
     parser.add_argument("--model-id", type=model_id_arg, default="cost_gbm", help="registry id (default cost_gbm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
@@ -54,7 +55,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     activation.add_argument("--no-activate", action="store_true", help="register without activating")
     add_state_path_flag(parser)
     add_keep_versions_flag(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.data is not None and args.records is not None:
+        parser.error("--records: only without --data (it counts the jobs generated when no records are given)")
+    args.records = args.records or GENERATED_JOBS
+    return args
+
+
+def generated_jobs(text: str) -> int:
+    """argparse type for --records: 1 to MAX_GENERATED_JOBS."""
+    count = positive_int(text)
+    if count > MAX_GENERATED_JOBS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_GENERATED_JOBS:,} generated jobs")
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:

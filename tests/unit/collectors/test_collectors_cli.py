@@ -83,6 +83,10 @@ def test_no_source_answering_exits_1_with_reasons(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("argv, message", [
     (["--once", "--sources", "host,gpu"], "unknown source 'gpu'"),
     (["--sources", "host"], "--once is required"),
+    # regression: a node id a sample cannot carry ended in a pydantic traceback; an empty one fell back silently
+    (["--once", "--sources", "host", "--node-id", "a\\b"], "argument --node-id: holds a control character"),
+    (["--once", "--sources", "host", "--node-id", "x" * 254], "argument --node-id: 254 characters, more than 253"),
+    (["--once", "--sources", "host", "--node-id", ""], "argument --node-id: empty"),
 ])
 def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:

@@ -144,7 +144,8 @@ def test_regression_an_output_that_is_an_input_file_is_refused_before_any_work(t
     assert data.read_text() == before
 
 
-@pytest.mark.parametrize(("argv", "flag"), [(["--seed", "-1"], "--seed"), (["--model-id", "A/../x"], "--model-id")])
+@pytest.mark.parametrize(("argv", "flag"), [(["--seed", "-1"], "--seed"), (["--model-id", "A/../x"], "--model-id"),
+                                            (["--records", "100000000000"], "--records")])
 def test_train_gbm_names_a_bad_flag_before_training(tmp_path, capsys, argv, flag):
     from training import train_gbm
 
