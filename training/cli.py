@@ -42,14 +42,32 @@ def output_path(text: str) -> str:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder: name a file in it")
-    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(parent)!r} is a file")
-    try:  # the result is written beside its path and moved over it (core/atomic_files.py): the folder must take files
-        tempfile.TemporaryFile(dir=parent or Path.cwd()).close()
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {exc.strerror or exc}") from None
+    if (problem := folder_problem(path.parent)) is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {problem}")
     return text
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why a command could not write files in `folder` (created where missing), or None: it, or the nearest of its
+    parents that exists, is a file, or cannot take a file (the results are written beside their path and moved over
+    it: core/atomic_files.py)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{str(existing)!r} is a file"
+    try:
+        tempfile.TemporaryFile(dir=existing or Path.cwd()).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def require_writable_folder(label: str, folder: str | None) -> None:
+    """Refuse, before any training, a folder a run writes its result in at the end (`label` names its flag or
+    key); None, or a URI (a remote store: reached only by the run itself), is not checked."""
+    if folder is None or "://" in folder:
+        return
+    if (problem := folder_problem(Path(folder))) is not None:
+        raise ValueError(f"{label} {folder!r} cannot be written: {problem}")
 
 
 INPUT_FLAGS = ("data", "trace", "suite", "policy", "config")

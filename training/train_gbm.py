@@ -26,6 +26,7 @@ from training.cli import (
     add_state_path_flag,
     model_id_arg,
     positive_int,
+    require_writable_folder,
     run_cli,
     seed_arg,
     state_path,
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                                activation=activation, synthetic=data.synthetic, data=data.describe())
         records = data.records(catalog)  # refused before anything is written
         registry = ModelRegistry(args.model_path or config.model_path)
+        require_writable_folder("--model-path" if args.model_path else "model_path", str(registry.root))
         recorded = data if args.data is None else data.model_copy(update={"label": Path(args.data).name})
         run = CliRun("train_gbm", args.model_id, recorded, state_path(args, "train_gbm"), registry,
                      args.keep_versions)

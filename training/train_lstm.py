@@ -40,6 +40,7 @@ from training.cli import (
     add_state_path_flag,
     duration_arg,
     model_overrides,
+    require_writable_folder,
     resources_arg,
     run_cli,
     state_path,
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"train_lstm: {note}\n")
         source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
         registry = ModelRegistry(args.model_path or spec.config.model_path)
+        require_writable_folder("--model-path" if args.model_path else "model_path", str(registry.root))
+        require_writable_folder("--storage-path" if args.storage_path else "storage_path", spec.config.storage_path)
         run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args, "train_lstm"), registry,
                      args.keep_versions)
         result = run.run(lambda held: retrain_power(source, spec, registry=held),

@@ -26,6 +26,7 @@ from training.cli import (
     output_path,
     positive_int,
     refuse_overwriting_inputs,
+    require_writable_folder,
     resources_arg,
     run_cli,
     store_span,
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = base_config(args)
+        require_writable_folder("--storage-path" if args.storage_path else "storage_path", config.storage_path)
         plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
                           scaling=train_scaling(args, cpus_per_worker_default=1.0), skip_short=args.from_store,
                           verbose=not args.quiet)

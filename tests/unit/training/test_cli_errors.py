@@ -211,3 +211,21 @@ def test_a_command_line_under_the_template_s_ray_token_refuses_to_start(tmp_path
     assert train_lstm.main(["--data", str(data), "--model-path", str(tmp_path / "models")]) == 2
     assert "Ray's auth token (RAY_AUTH_TOKEN, Secret kcloud-ray-auth) is still" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("flag", ["--model-path", "--storage-path"])
+def test_regression_a_folder_the_result_cannot_be_written_in_is_refused_before_training(tmp_path, capsys, flag):
+    """A --model-path that was a file was found only when the trained model was published, its training lost."""
+    blocker = tmp_path / "file.csv"
+    blocker.write_text("")
+    data = _csv(tmp_path, GOOD_HEADER + _long_series())
+    folders = {"--model-path": str(tmp_path / "models"), flag: str(blocker / "sub")}
+    code = train_lstm.main(["--data", str(data), "--step", "1min", "--horizon", "5min", "--sequence-length", "10",
+                            *(part for pair in folders.items() for part in pair)])
+    error = capsys.readouterr().err
+    assert code == 2 and f"train_lstm: error: {flag} " in error and "is a file" in error, error
+    if flag == "--model-path":
+        from training import train_gbm
+
+        assert train_gbm.main(["--records", "200", "--model-path", str(blocker)]) == 2
+        assert "train_gbm: error: --model-path" in capsys.readouterr().err
