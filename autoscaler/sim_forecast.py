@@ -16,10 +16,10 @@ import pandas as pd
 from autoscaler.trace_replay import ForecastFn, LeadForecast
 from training.backtest import TrainOptions
 from training.power.calibration import CalibratedForecast
-from training.power.dataset import prepare
+from training.power.dataset import PreparedData, prepare
 from training.power.extrapolation import served_forecast
 from training.power.served import train_served
-from training.power.windows import NotEnoughData, Role, Split
+from training.power.windows import NotEnoughData, Role, Split, Windows
 from training.settings import PowerPredictorConfig
 
 
@@ -59,17 +59,30 @@ class ReplayData:
         return forecast
 
 
-def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, step_s: int, max_gap_s: int,
-                     features: list[str] | tuple[str, ...], horizon: int, train_fraction: float,
-                     options: TrainOptions, split: Split = "series") -> ReplayData:
-    """Train on the first `train_fraction` of every series (`split` "time": of all series at one cut in time) and
-    forecast every test step at leads 1..`horizon`."""
+def prepare_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, step_s: int, max_gap_s: int,
+                   features: list[str] | tuple[str, ...], horizon: int, train_fraction: float,
+                   split: Split = "series") -> tuple[PreparedData, Windows]:
+    """The replay's series split into training and test parts, and its test windows.
+
+    Raises:
+        NotEnoughData: a series too short for a window, or no test part left to replay.
+    """
     prepared = prepare(frame, step_s=step_s, max_gap_s=max(max_gap_s, step_s), features=features,
                        sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction,
                        split=split)
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
+    return prepared, test
+
+
+def train_for_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, step_s: int, max_gap_s: int,
+                     features: list[str] | tuple[str, ...], horizon: int, train_fraction: float,
+                     options: TrainOptions, split: Split = "series") -> ReplayData:
+    """Train on the first `train_fraction` of every series (`split` "time": of all series at one cut in time) and
+    forecast every test step at leads 1..`horizon`."""
+    prepared, test = prepare_replay(frame, model_config, step_s=step_s, max_gap_s=max_gap_s, features=features,
+                                    horizon=horizon, train_fraction=train_fraction, split=split)
     forecaster, weights, _ = train_served(prepared, model_config, scaling=options.scaling, verbose=options.verbose)
     # the controller's windows are its nodes' own: served with the blend their outcomes taught, followed in time order
     calibrated = served_forecast(forecaster, test, prepared.origin_times(test))

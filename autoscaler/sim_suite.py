@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from autoscaler.schema import ScalingPolicy
-from autoscaler.sim_forecast import ReplayData, train_for_replay
+from autoscaler.sim_forecast import ReplayData, prepare_replay, train_for_replay
 from autoscaler.sim_report import planned, replay, settings, window_steps
 from autoscaler.sim_suite_config import SimCase, SimSuite
 from autoscaler.sim_suite_report import aggregate, summarize
@@ -68,19 +68,23 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
         check_trace(case, root)
         case_model(base, suite, case, suite.seeds[0])
         _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
+    for case in suite.cases:  # and its data
+        try:
+            prepare_replay(case_frame(case, root)[0], case_model(base, suite, case, suite.seeds[0]),
+                           **_replay_shape(base, suite, policy, case))
+        except NotEnoughData as exc:
+            raise ConfigError(f"suite case {case.name} (its step, sequence_length and train_fraction): {exc}") from exc
     for case in suite.cases:
         frame, source = case_frame(case, root)
         policies = _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
-        horizon = max(window_steps(p, case.step) for p in policies.values())
-        train_fraction, split = case.train_fraction or suite.train_fraction, case.split or suite.split
-        max_gap = case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step)
+        shape = _replay_shape(base, suite, policy, case)
+        train_fraction, split = shape["train_fraction"], shape["split"]
         for seed in suite.seeds:
-            log(f"simulate suite: {case.name} seed {seed}: training for {horizon} steps ahead")
+            log(f"simulate suite: {case.name} seed {seed}: training for {shape['horizon']} steps ahead")
             started = time.monotonic()
             model_config = case_model(base, suite, case, seed)
             try:
-                data = train(frame, model_config, step_s=case.step, max_gap_s=max_gap, features=base.features,
-                             horizon=horizon, train_fraction=train_fraction, split=split, options=options)
+                data = train(frame, model_config, **shape, options=options)
             except NotEnoughData as exc:
                 raise ConfigError(f"suite case {case.name} (seed {seed}; its step, sequence_length and "
                                   f"train_fraction): {exc}") from exc
@@ -100,6 +104,15 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
             if progress is not None:
                 progress(_result(suite, suite_file, results, complete=False))
     return _result(suite, suite_file, results, complete=True)
+
+
+def _replay_shape(base: TrainingConfig, suite: SimSuite, policy: ScalingPolicy, case: SimCase) -> dict[str, Any]:
+    """How a case's series are prepared for its replays: `prepare_replay`'s and `train_for_replay`'s keywords."""
+    policies = _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
+    return {"step_s": case.step,
+            "max_gap_s": case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step),
+            "features": base.features, "horizon": max(window_steps(p, case.step) for p in policies.values()),
+            "train_fraction": case.train_fraction or suite.train_fraction, "split": case.split or suite.split}
 
 
 def _result(suite: SimSuite, suite_file: Path, cases: list[dict[str, Any]], *, complete: bool) -> dict[str, Any]:

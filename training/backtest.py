@@ -62,6 +62,22 @@ class TrainOptions:
         return cls(scaling=train_scaling(args), verbose=not args.quiet)
 
 
+def prepare_training(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: float,
+                     split: Split = "series") -> PreparedData:
+    """The backtest's series split into training and test parts, as `config` trains them.
+
+    Raises:
+        NotEnoughData: a series too short for a window, or no test window (found before any training).
+    """
+    predictor, model_config = config.predictor, config.models.power_predictor
+    prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
+                       sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
+                       train_fraction=train_fraction, split=split)
+    if len(prepared.windows(Role.TEST)) == 0:
+        raise NotEnoughData(NO_TEST_WINDOWS)
+    return prepared
+
+
 def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: float, options: TrainOptions,
              model: str | None = None, model_path: str | None = None, plot: str | None = None,
              split: Split = "series") -> dict[str, Any]:
@@ -86,11 +102,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
         model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version,
                       "data_span": metadata.data_span.model_dump(mode="json") if metadata.data_span else None}
     else:
-        prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
-                           sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
-                           train_fraction=train_fraction, split=split)
-        if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
-            raise NotEnoughData(NO_TEST_WINDOWS)
+        prepared = prepare_training(frame, config, train_fraction=train_fraction, split=split)
         forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
                                                     verbose=options.verbose)
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone

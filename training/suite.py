@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from core.durations import format_duration
 from core.settings import ConfigError, format_errors
 from core.telemetry_csv import TelemetryDataError, load_telemetry_csv, validate_telemetry
-from training.backtest import TrainOptions, backtest
+from training.backtest import TrainOptions, backtest, prepare_training
 from training.power.windows import NotEnoughData
 from training.settings import TrainingConfig
 from training.suite_config import Suite, SuiteCase, TraceCase
@@ -69,17 +69,27 @@ def run_suite(suite: Suite, suite_file: Path, *, base: TrainingConfig, data_root
               options: TrainOptions, log: Callable[[str], None],
               progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every case, horizon and seed; returns the suite result (cases, aggregate, complete). ConfigError, before
-    anything trains, when a case's trace is missing or its settings do not fit.
+    anything trains, when a case's trace is missing, or its settings or its data do not fit.
 
     `progress` gets the result so far (`complete` false) after every case and horizon, so a long run
     that is stopped keeps what it measured.
     """
     cases: list[dict[str, Any]] = []
     root = suite.trace_root(suite_file, data_root)
-    for case in suite.cases:  # every case's file and settings, before hours of training
+    for case in suite.cases:  # every case's file, settings and data, before hours of training
         check_trace(case, root)
         for horizon in case.horizons:
             case_config(base, suite, case, horizon, suite.seeds[0])
+    for case in suite.cases:
+        frame, _ = case_frame(case, root)
+        for horizon in case.horizons:
+            try:
+                prepare_training(frame, case_config(base, suite, case, horizon, suite.seeds[0]),
+                                 train_fraction=case.train_fraction or suite.train_fraction,
+                                 split=case.split or suite.split)
+            except NotEnoughData as exc:
+                raise ConfigError(f"suite case {case.name} (horizon {format_duration(horizon)}; its step, "
+                                  f"sequence_length and train_fraction): {exc}") from exc
     for case in suite.cases:
         frame, source = case_frame(case, root)
         train_fraction, split = case.train_fraction or suite.train_fraction, case.split or suite.split

@@ -102,6 +102,20 @@ def test_a_case_whose_data_does_not_fit_its_settings_is_named(suite_file):
                       log=lambda _line: None, train=too_short)
 
 
+def test_regression_a_later_case_too_short_for_its_window_is_refused_before_the_first_trains(suite_file):
+    """A case whose data could not hold its window was found only when it came to train, after the cases before it."""
+    suite_file.write_text(SUITE + "    sequence_length: 5000\n")  # the last case: two days at 1 min hold 2,880 steps
+    suite = load_sim_suite(suite_file)
+    calls: list[dict[str, Any]] = []
+    with pytest.raises(ConfigError, match=r"^suite case spikes-1min \(its step, sequence_length and train_fraction\): "
+                                          "series shorter than one window"):
+        run_sim_suite(suite, suite_file, policy=simulate.load_policy(suite_file.parent / suite.policy),
+                      base=TrainingConfig(), data_root=None, options=TrainOptions(verbose=False),
+                      log=lambda _line: None, train=lambda *args, **kwargs: perfect_replay(*args, **kwargs,
+                                                                                          calls=calls))
+    assert calls == []
+
+
 def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     seen: list[bool] = []
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))

@@ -228,12 +228,18 @@ def test_every_case_is_checked_before_the_first_one_trains(tmp_path: Path, monke
     monkeypatch.setattr("training.suite.backtest", lambda *args, **kwargs: trained.append("x"))
     first = SuiteCase(name="first", synthetic="recurring_spikes", step=600, horizons=(3600,))
     (tmp_path / "bad.csv").write_text("timestamp,power_watts\n2026-01-05T00:00:00Z,1\n2026-01-05T00:01:00Z,-5\n")
+    (tmp_path / "short.csv").write_text("timestamp,power_watts\n" + "".join(
+        f"2026-01-05T00:{minute:02d}:00Z,{100 + minute}\n" for minute in range(48)))
     for last, message in ((SuiteCase(name="gone", trace="missing.csv", step=60, horizons=(600,)),
                            "suite case gone: trace 'missing.csv' not found"),
                           (SuiteCase(name="bad", trace="bad.csv", step=60, horizons=(600,)),  # found after hours
                            "suite case bad: " + str(tmp_path / "bad.csv") + ": power_watts negative watts: line 3"),
                           (SuiteCase(name="short", synthetic="level_shifts", step=600, horizons=(3600,),
-                                     sequence_length=1), "suite case short")):
+                                     sequence_length=1), "suite case short"),
+                          # valid data too short for its window: found only when the case came to train
+                          (SuiteCase(name="window", trace="short.csv", step=60, horizons=(600,), sequence_length=100),
+                           "suite case window (horizon 10min; its step, sequence_length and train_fraction): series "
+                           "shorter than one window")):
         suite = Suite(seeds=(0,), cases=(first, last))
         with pytest.raises(ConfigError, match=re.escape(message)):
             run_suite(suite, tmp_path / "suite.yaml", base=TrainingConfig(), data_root=str(tmp_path),
