@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
 
@@ -123,11 +123,34 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{where}: {'; '.join(what)}" if what else where
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently, so a
+    section written twice lost the first's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be followed by overrides
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                shown = str(key) if len(str(key)) <= 64 else f"{str(key)[:64]}..."
+                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
+                                                        f"key {shown!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as data, safely, a key given twice in one mapping refused (yaml.YAMLError)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
 def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "config file") -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty file: {}); ConfigError prefixed with `label` (the path)."""
     label = label or str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{label}: {what} not found") from exc
     except (OSError, UnicodeDecodeError) as exc:

@@ -46,7 +46,7 @@ def load_telemetry_csv(path: str | Path, *, dated: bool = True, as_samples: bool
     become telemetry samples (a replay): their node ids must be ones a sample takes."""
     path = Path(path)
     if not path.is_file():
-        raise TelemetryDataError(f"{path}: no such file")
+        raise TelemetryDataError(f"{path}: {'a folder, not a CSV file' if path.is_dir() else 'no such file'}")
     try:
         raw = read_text_csv(path)
     except CsvShapeError as exc:

@@ -116,16 +116,22 @@ class PredictorConfig(Section):
         return self.prediction_horizon // self.step
 
 
+MAX_SEQUENCE_LENGTH = 100_000
+MAX_HIDDEN_SIZE = 4096
+MAX_EPOCHS = 10_000
+
+
 class PowerPredictorConfig(Section):
     """The LSTM power forecaster: sizes, optimizer and interval settings."""
 
     type: Literal["lstm"] = "lstm"
-    sequence_length: int = Field(168, ge=2)
-    hidden_size: int = Field(128, ge=1)
+    # upper bounds: beyond them a model only exhausts memory or time (a week at 1 s is 604,800 steps)
+    sequence_length: int = Field(168, ge=2, le=MAX_SEQUENCE_LENGTH)
+    hidden_size: int = Field(128, ge=1, le=MAX_HIDDEN_SIZE)
     num_layers: int = Field(2, ge=1, le=4)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=65_536)
     windows_per_epoch: int | None = Field(4096, ge=1)  # a fresh random sample each epoch; none: every window
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(60, ge=1, le=MAX_EPOCHS)
     min_epochs: int = Field(4, ge=1)  # a retraining asking for fewer epochs is refused
     patience: int = Field(8, ge=1)
     learning_rate: float = Field(0.002, gt=0)

@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.settings import format_errors
+from core.settings import format_errors, load_yaml
 from training.cost.jobs import JOB_COLUMNS, NONE, Jobs, job_columns, numbers
 from training.cost.schema import COMPONENTS, CostQuery
 
@@ -196,7 +196,7 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
     """Read and validate a price catalog (default ``DEFAULT_CATALOG_PATH``: ``configs/prices.yaml``)."""
     path = Path(path) if path is not None else DEFAULT_CATALOG_PATH
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path}: cannot read price catalog: {' '.join(str(exc).split())}") from exc
     try:

@@ -154,6 +154,15 @@ def test_unparsable_yaml_refused(tmp_path: Path) -> None:
     assert message.startswith(f"{tmp_path / 'config.yaml'}: not valid YAML at line 2, column 1: ")
 
 
+def test_regression_a_key_given_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """A section written twice kept only the last one silently (`check_config` said valid)."""
+    message = error_of(write(tmp_path, "predictor:\n  step: 1min\nmodels: {}\npredictor:\n  step: 2min\n"))
+    assert message == f"{tmp_path / 'config.yaml'}: not valid YAML at line 4, column 1: while reading a mapping; key " \
+                      "'predictor' given twice"
+    nested = error_of(write(tmp_path, "nodes:\n  gpu-1: {address: a, address: b}\n"))
+    assert "key 'address' given twice" in nested
+
+
 def test_a_control_character_says_where_it_is(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "nodes:\n  password: S3cr3t\x07\n"))
     assert "not valid YAML at character 25: special characters are not allowed" in message

@@ -365,7 +365,7 @@ def test_nonexistent_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(TelemetryDataError, match="no such file"):
+    with pytest.raises(TelemetryDataError, match="a folder, not a CSV file"):
         load_telemetry_csv(tmp_path)
 
 

@@ -109,6 +109,15 @@ def test_bad_value_names_key_and_all_errors_listed(tmp_path: Path) -> None:
     assert len(lines) == 3
 
 
+@pytest.mark.parametrize(("key", "limit"), [("hidden_size", 4096), ("sequence_length", 100_000),
+                                          ("epochs", 10_000), ("batch_size", 65_536)])
+def test_regression_a_model_size_only_memory_would_stop_is_refused(tmp_path: Path, key: str, limit: int) -> None:
+    """`hidden_size: 100000000` was reported valid and failed only once a run allocated it."""
+    message = error_of(write(tmp_path, f"models:\n  power_predictor:\n    {key}: {limit + 1}\n"))
+    assert message.endswith(f"models.power_predictor.{key}: Input should be less than or equal to {limit} "
+                            f"(got {limit + 1})")
+
+
 def test_duplicate_features_refused(tmp_path: Path) -> None:
     assert "duplicate feature(s) ['memory_usage']" in error_of(
         write(tmp_path, "features: [memory_usage, temperature, memory_usage]\n"))
