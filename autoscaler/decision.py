@@ -7,6 +7,9 @@ agree before scaling in, and a present overload is never ignored.
 
 - share > scale-out threshold: scale out to ceil(replicas * share / out), so the re-spread share is <= out.
 - share < scale-in threshold: consolidate to the fewest replicas n with replicas * share / n < out.
+  A scale-out of a policy that gives its nodes' `idle_power_watts` (share i) counts only the rest as re-spreading
+  (i + replicas * (share - i) / n per node), so it lands under the threshold in one change; a scale-in counts every
+  watt, which overstates the fewer nodes' draw: the headroom that keeps it from landing at the threshold.
 - otherwise hold (hysteresis band) on measured power; on a calibrated forecast's upper quantile the
   confidence level is the margin, so it consolidates whenever the quantile re-spread over n stays < out.
 Then clamp to [min_replicas, max_replicas] and cap scale-out by the cluster power budget: that is the
@@ -104,23 +107,28 @@ class EarlierChange(BaseModel):
 @dataclass(frozen=True)
 class _Respread:
     """Power read at `read` replicas, decided on at the `count` an earlier policy of the tick set: each node's
-    share of the same load is read / count of what was read (the re-spread the proportional rule assumes)."""
+    share of the same load is read / count of what was read above its idle draw (the re-spread the count rules
+    assume)."""
 
     read: int
     count: int
     policy: str
+    idle_watts: float  # what stays on every node (`power_based.idle_power_watts`)
 
     @classmethod
-    def of(cls, observation: PowerObservation, earlier: EarlierChange | None) -> _Respread | None:
+    def of(cls, policy: ScalingPolicy, observation: PowerObservation,
+           earlier: EarlierChange | None) -> _Respread | None:
         """None when nothing is to re-spread: no earlier change, the count read unknown or unchanged, or either at
         zero (no replicas to spread over)."""
         if earlier is None or earlier.read_replicas is None:
             return None
         read, count = earlier.read_replicas, observation.replicas
-        return None if read == count or read == 0 or count == 0 else cls(read, count, earlier.policy)
+        if read == count or read == 0 or count == 0:
+            return None
+        return cls(read, count, earlier.policy, policy.power_based.idle_power_watts or 0.0)
 
     def watts(self, values: list[float]) -> list[float]:
-        return [value * self.read / self.count for value in values]
+        return [self.idle_watts + max(value - self.idle_watts, 0.0) * self.read / self.count for value in values]
 
     def view(self, view: ForecastView | None) -> ForecastView | None:
         if view is None:
@@ -191,22 +199,29 @@ def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str
     calibrated forecast's upper quantile (`confident`) the confidence level is the safety margin instead:
     consolidate whenever that quantile, re-spread over fewer replicas, stays under the scale-out threshold.
     """
-    out, inn = policy.power_based.scale_out_threshold, policy.power_based.scale_in_threshold
+    power = policy.power_based
+    out, inn = power.scale_out_threshold, power.scale_in_threshold
     what = f"{label} {share:.1f}% of the per-node budget"
     if share > out:
-        desired = math.ceil(replicas * share / out)
-        spread = f", re-spread to {replicas * share / desired:.1f}%" if desired else ""
+        desired = power.fewest(share, replicas, out, guard=False)
+        spread = f", re-spread to {power.spread(share, replicas, desired):.1f}%{_idle_note(policy)}" if desired else ""
         return desired, f"{what} > scale-out threshold {out:g}%; proportional count {desired}{spread}"
     if share >= inn and not confident:
         return replicas, f"{what} within the hysteresis band [{inn:g}%, {out:g}%]"
-    desired = min(math.floor(replicas * share / out) + 1, replicas)
-    while desired < replicas and replicas * share / desired >= out:  # guard against float rounding
-        desired += 1
+    # counted as if every watt re-spread: it overstates what the fewer nodes will draw where they idle high, a
+    # headroom that keeps a consolidation from landing at the threshold and back out at the next reading
+    desired = min(power.fewest(share, replicas, out, below=True, idle=False), replicas)
     below = f"< scale-in threshold {inn:g}%" if share < inn else f"<= scale-out threshold {out:g}%"
     if desired >= replicas:
         return replicas, f"{what} {below}, but fewer replicas would not keep nodes under {out:g}%"
     return desired, (f"{what} {below}; consolidating to {desired} keeps nodes at "
-                     f"{replicas * share / desired:.1f}% < {out:g}%")
+                     f"{power.spread(share, replicas, desired, idle=False):.1f}% < {out:g}%")
+
+
+def _idle_note(policy: ScalingPolicy) -> str:
+    """Said where a count counted each node's idle draw as staying put."""
+    idle = policy.power_based.idle_power_watts
+    return f" (each node's idle {idle:g} W stays put)" if idle else ""
 
 
 def _cluster_cap(policy: ScalingPolicy, replicas: int, desired: int, values: list[float],
@@ -273,7 +288,7 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
             notes.append(f"forecast unavailable: {problem}; using measured power")
         else:
             view = forecast
-    respread = _Respread.of(observation, earlier)
+    respread = _Respread.of(policy, observation, earlier)
     if respread is None:
         asked = _signal(policy, replicas, measured_values, view, notes)
     else:  # decide on the load read at the tick's start, spread over the count an earlier policy set

@@ -11,6 +11,7 @@ KUBECONFIG (kubeconfig when none is given) and KUBERNETES_SERVICE_HOST (set in a
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,13 +42,50 @@ class PowerBasedScalingConfig(FiniteSection):
     scale_out_threshold: float = Field(80.0, gt=0, le=100, strict=True)
     scale_in_threshold: float = Field(50.0, ge=0, lt=100, strict=True)
     cooldown_period: Duration = 300
+    idle_power_watts: float | None = Field(
+        None, ge=0, le=1e6, strict=True,
+        description="what one of the target's nodes draws with none of its load (idle accelerators, host, fans): "
+                    "the part of a node's power that does not move when replicas are added or removed. Left out: "
+                    "every watt is counted as load that re-spreads, the HPA's proportional rule, which undersizes a "
+                    "scale-out and a scale-in where nodes idle high")
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> PowerBasedScalingConfig:
         if self.scale_in_threshold >= self.scale_out_threshold:
             raise ValueError(f"scale_in_threshold ({self.scale_in_threshold:g}) must be below "
                              f"scale_out_threshold ({self.scale_out_threshold:g})")
+        out_watts = self.max_power_budget * self.scale_out_threshold / 100.0
+        if self.idle_power_watts is not None and self.idle_power_watts >= out_watts:
+            raise ValueError(f"idle_power_watts ({self.idle_power_watts:g} W) must be below the scale-out threshold "
+                             f"({out_watts:g} W): no replica count brings an idle node under it")
         return self
+
+    @property
+    def idle_share(self) -> float:
+        """`idle_power_watts` in percent of the budget (0 when left out)."""
+        return (self.idle_power_watts or 0.0) / self.max_power_budget * 100.0
+
+    def spread(self, share: float, replicas: int, count: int, *, idle: bool = True) -> float:
+        """Each node's share of the budget when the load read as `share` per node at `replicas` replicas is spread
+        over `count`: the idle share stays on every node, the rest re-spreads (without `idle`: every watt does)."""
+        still = self.idle_share if idle else 0.0
+        return still + max(share - still, 0.0) * replicas / count
+
+    def fewest(self, share: float, replicas: int, limit: float, *, below: bool = False, guard: bool = True,
+               idle: bool = True) -> int:
+        """The fewest replicas (at least 1; 0 from 0 replicas: no load to spread) whose `spread` of `share` is at
+        most `limit` (`below`: under it); `limit` above the idle share. Without `guard`, the count the division gives,
+        even where float rounding leaves its spread a hair over `limit` (the proportional scale-out's count)."""
+        if replicas == 0:
+            return 0
+        still = self.idle_share if idle else 0.0
+        if limit <= still:
+            raise ValueError(f"no replica count brings a node idling at {still:.1f}% under {limit:g}%")
+        count = max(math.ceil(max(share - still, 0.0) * replicas / (limit - still)), 1)
+        while guard and (self.spread(share, replicas, count, idle=idle) >= limit if below
+                         else self.spread(share, replicas, count, idle=idle) > limit):
+            count += 1
+        return count
 
 
 class PredictiveScalingConfig(FiniteSection):

@@ -23,7 +23,7 @@ from autoscaler.sim_forecast import ReplayData, prepare_replay, train_for_replay
 from autoscaler.sim_report import planned, replay, settings, window_steps
 from autoscaler.sim_suite_config import SimCase, SimSuite
 from autoscaler.sim_suite_report import aggregate, summarize
-from autoscaler.trace_replay import DemandModel, with_margin
+from autoscaler.trace_replay import DemandModel, with_known_idle, with_margin
 from core.settings import ConfigError, format_errors
 from training.backtest import TrainOptions
 from training.power.windows import NotEnoughData
@@ -90,7 +90,8 @@ def run_sim_suite(suite: SimSuite, suite_file: Path, *, policy: ScalingPolicy, b
                                   f"train_fraction): {exc}") from exc
             for transform in case.transforms:
                 demand = DemandModel(transform.idle_watts, transform.demand_scale, transform.demand_offset)
-                for delay, planned_policy in policies.items():
+                for delay, delayed_policy in policies.items():
+                    planned_policy = with_known_idle(delayed_policy, demand, suite.margin)
                     report = replay(data, planned_policy, demand, step_s=case.step, actuation_delay_s=delay,
                                     margin=suite.margin)
                     steps = report.pop("steps")

@@ -34,7 +34,7 @@ from autoscaler.sim_report import RUNS, planned, replay, settings, window_steps
 from autoscaler.sim_suite import run_sim_suite
 from autoscaler.sim_suite_config import load_sim_suite
 from autoscaler.sim_suite_report import table
-from autoscaler.trace_replay import DemandModel, delay_problem, with_margin
+from autoscaler.trace_replay import DemandModel, delay_problem, with_known_idle, with_margin
 from core.atomic_files import atomic_write_with
 from core.settings import ConfigError, format_errors, read_yaml_mapping
 from core.telemetry_csv import load_telemetry_csv
@@ -129,6 +129,7 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigError(f"--margin: {exc}") from None
     model = DemandModel(args.idle_watts, args.demand_scale, args.demand_offset)
+    policy = with_known_idle(policy, model, args.margin)
     # Step and horizon go straight to training: the config's own (max_gap >= step) must not veto --step.
     config = load_with_overrides(argparse.Namespace(**{**vars(args), "step": None}))
     model_config = config.models.power_predictor

@@ -71,6 +71,17 @@ def reactive(policy: ScalingPolicy) -> ScalingPolicy:
         update={"enabled": False})})
 
 
+def with_known_idle(policy: ScalingPolicy, model: DemandModel, margin: float) -> ScalingPolicy:
+    """The policy with its nodes' idle draw as the replay's demand model has it (an operator who measured the nodes
+    would configure it), where the policy leaves `idle_power_watts` out and the draw lies below the scale-out
+    threshold, the reactive_margin run's too; as it is otherwise."""
+    power = policy.power_based
+    lowest_out = (power.scale_out_threshold - margin) * power.max_power_budget / 100.0
+    if power.idle_power_watts is not None or model.idle_watts >= lowest_out:
+        return policy
+    return policy.model_copy(update={"power_based": power.model_copy(update={"idle_power_watts": model.idle_watts})})
+
+
 def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
     """The reactive policy with both thresholds lowered by a fixed safety margin (percentage points)."""
     base = reactive(policy).power_based

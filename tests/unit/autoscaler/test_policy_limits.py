@@ -24,6 +24,7 @@ FLOAT_FIELDS = [
     ("power_based", "max_power_budget"),
     ("power_based", "scale_out_threshold"),
     ("power_based", "scale_in_threshold"),
+    ("power_based", "idle_power_watts"),
     ("predictive_scaling", "confidence_threshold"),
     ("behavior", "scale_up", "step_percent"),
     ("behavior", "scale_down", "step_percent"),
