@@ -21,7 +21,8 @@ Stale or missing telemetry holds, except that a target outside [min_replicas, ma
 on power alone. When another policy on the same target changed it earlier in the tick (`EarlierChange`), the
 decision starts from that count, and once any change of the tick raised it, a scale-in holds: two policies never
 undo each other within a tick. Its power, measured and forecast at the count read at the tick's start (r), is then
-the load of r replicas: re-spread over the count set earlier (n), each node carries r / n of it, and the cluster
+the load of r replicas: re-spread over the count set earlier (n), each node carries r / n of it (of the part above
+the nodes' `idle_power_watts`, where the policy gives it), and the cluster
 budget counts the replicas added beyond r as drawing too; so a later policy never adds a replica for load that an
 earlier raise already spread. Every decision's reason says which of these rules shaped it.
 """
@@ -128,7 +129,9 @@ class _Respread:
         return cls(read, count, earlier.policy, policy.power_based.idle_power_watts or 0.0)
 
     def watts(self, values: list[float]) -> list[float]:
-        return [self.idle_watts + max(value - self.idle_watts, 0.0) * self.read / self.count for value in values]
+        """Each reading re-spread: only its part above the idle draw moves (a reading at or under it stays)."""
+        idle = self.idle_watts
+        return [idle + (value - idle) * self.read / self.count if value > idle else value for value in values]
 
     def view(self, view: ForecastView | None) -> ForecastView | None:
         if view is None:
@@ -138,8 +141,9 @@ class _Respread:
 
     def note(self) -> str:
         moved = "raised" if self.count > self.read else "lowered"
+        above = f" above the nodes' idle {self.idle_watts:g} W" if self.idle_watts else ""
         return (f"policy {self.policy} {moved} the target to {self.count} earlier in this tick: the power read at "
-                f"{self.read} replicas is counted re-spread over {self.count} (x{self.read / self.count:.3g})")
+                f"{self.read} replicas is counted re-spread over {self.count} (x{self.read / self.count:.3g}{above})")
 
 
 @dataclass(frozen=True)

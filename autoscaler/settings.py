@@ -45,17 +45,18 @@ class PowerBasedScalingConfig(FiniteSection):
     idle_power_watts: float | None = Field(
         None, ge=0, le=1e6, strict=True,
         description="what one of the target's nodes draws with none of its load (idle accelerators, host, fans): "
-                    "the part of a node's power that does not move when replicas are added or removed. Left out: "
+                    "the part of a node's power that does not move when replicas are added or removed; a scale-out "
+                    "is sized on the rest only (a scale-in counts every watt either way, for headroom). Left out: "
                     "every watt is counted as load that re-spreads, the HPA's proportional rule, which undersizes a "
-                    "scale-out and a scale-in where nodes idle high")
+                    "scale-out where nodes idle high")
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> PowerBasedScalingConfig:
         if self.scale_in_threshold >= self.scale_out_threshold:
             raise ValueError(f"scale_in_threshold ({self.scale_in_threshold:g}) must be below "
                              f"scale_out_threshold ({self.scale_out_threshold:g})")
-        out_watts = self.max_power_budget * self.scale_out_threshold / 100.0
-        if self.idle_power_watts is not None and self.idle_power_watts >= out_watts:
+        if self.idle_power_watts is not None and self.idle_share >= self.scale_out_threshold:  # as `fewest` tests it
+            out_watts = self.max_power_budget * self.scale_out_threshold / 100.0
             raise ValueError(f"idle_power_watts ({self.idle_power_watts:g} W) must be below the scale-out threshold "
                              f"({out_watts:g} W): no replica count brings an idle node under it")
         return self
@@ -81,7 +82,8 @@ class PowerBasedScalingConfig(FiniteSection):
         still = self.idle_share if idle else 0.0
         if limit <= still:
             raise ValueError(f"no replica count brings a node idling at {still:.1f}% under {limit:g}%")
-        count = max(math.ceil(max(share - still, 0.0) * replicas / (limit - still)), 1)
+        exact = max(share - still, 0.0) * replicas / (limit - still)
+        count = max(math.floor(exact) + 1 if below else math.ceil(exact), 1)
         while guard and (self.spread(share, replicas, count, idle=idle) >= limit if below
                          else self.spread(share, replicas, count, idle=idle) > limit):
             count += 1

@@ -172,9 +172,13 @@ def _digest(policy: ScalingPolicy) -> str:
     return hashlib.sha256(policy.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
+_ADDED_SINCE_THE_FULL_DIGEST = {"power_based": {"idle_power_watts"}, "predictive_scaling": {"online_bound"}}
+"""Policy fields added after 2026-12-04, when the digest over every field was last stored: left out of that form."""
+
+
 def _digest_until_2026_12(policy: ScalingPolicy) -> str:
-    """The digest as stored until 2026-12: over every field."""
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+    """The digest as stored until 2026-12-04: over every field the policy had then."""
+    return hashlib.sha256(policy.model_dump_json(exclude=_ADDED_SINCE_THE_FULL_DIGEST).encode()).hexdigest()
 
 
 def _targets(body: str, target: ScalingTarget) -> bool:

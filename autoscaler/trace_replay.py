@@ -89,6 +89,9 @@ def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
     if out <= 0:
         raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold "
                          f"(it is {base.scale_out_threshold:g}%)")
+    if base.idle_share >= out:
+        raise ValueError(f"a {points:g}-point margin puts the scale-out threshold ({out:g}%) at or under the nodes' "
+                         f"idle draw (idle_power_watts {base.idle_power_watts:g} W, {base.idle_share:.1f}%)")
     margined = base.model_copy(update={"scale_out_threshold": out,
                                        "scale_in_threshold": max(base.scale_in_threshold - points, 0.0)})
     return reactive(policy).model_copy(update={"power_based": margined})

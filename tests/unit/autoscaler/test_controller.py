@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -230,7 +231,11 @@ def test_a_field_written_at_its_default_or_a_digest_of_an_earlier_version_is_no_
     state.put_policy(state.policy("web").model_copy(update={"max_replicas": 4, "mode": "enforce"}), now)
     assert state.seed(policies_from_config(spelled_out), now) == []
     seeded = policies_from_config(config)[0]
-    with state._write() as db:  # the digest as an earlier version stored it: over every field
+    # the digest as a version of 2026-12-04 stored it: over every field it had (not the ones added since)
+    then = seeded.model_dump(mode="json")
+    del then["power_based"]["idle_power_watts"], then["predictive_scaling"]["online_bound"]
+    assert _digest_until_2026_12(seeded) == hashlib.sha256(json.dumps(then, separators=(",", ":")).encode()).hexdigest()
+    with state._write() as db:
         db.execute("UPDATE seeded SET digest = ? WHERE name = 'web'", (_digest_until_2026_12(seeded),))
     assert state.seed(policies_from_config(config), now) == []
     assert (state.policy("web").max_replicas, state.policy("web").mode) == (4, "enforce")

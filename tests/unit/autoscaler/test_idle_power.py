@@ -90,3 +90,36 @@ def test_the_replay_gives_a_policy_its_nodes_idle_draw_unless_the_policy_says_ot
     assert with_known_idle(policy(100.0), NODES, margin=10).power_based.idle_power_watts == 100.0
     # an idle draw the margined run's threshold (70 %) could not get under is left out: every watt re-spreads
     assert with_known_idle(policy(None), DemandModel(750.0, 1.0, 0.0), margin=10).power_based.idle_power_watts is None
+
+
+def test_regression_an_idle_draw_the_margin_run_cannot_get_under_is_refused_before_training() -> None:
+    """The reactive + margin run copied the policy unchecked: idle 750 W under a 70 % threshold raised in every
+    decision, after the forecaster had trained."""
+    from autoscaler.trace_replay import with_margin
+
+    with pytest.raises(ValueError, match=r"10-point margin puts the scale-out threshold \(70%\) at or under the "
+                                         r"nodes' idle draw \(idle_power_watts 750 W, 75\.0%\)"):
+        with_margin(policy(750.0), 10)
+
+
+def test_regression_the_idle_check_is_the_one_the_counts_use() -> None:
+    """A draw a hair under the threshold in watts is exactly the threshold as a share: accepted, it failed every
+    scale-out."""
+    with pytest.raises(ValidationError, match="must be below the scale-out threshold"):
+        policy(799.9999999999999)
+
+
+def test_a_reading_under_the_idle_draw_is_not_raised_to_it_when_re_spread() -> None:
+    observation = PowerObservation(measured_per_node_watts=[100.0, 100.0], replicas=4, age_s=5.0)
+    decision = decide(policy(IDLE), observation, None, PolicyState(), NOW,
+                      EarlierChange(policy="other", raised=False, read_replicas=2))
+    assert "measured power 10.0%" in decision.reason and "above the nodes' idle 300 W" in decision.reason
+
+
+def test_without_an_idle_draw_a_scale_in_count_is_the_proportional_rule_s_to_the_last_bit() -> None:
+    """11 nodes at 260.18 W under a 31.8 % threshold: the count started at ceil, not floor + 1, and went to 9 (a
+    spread a rounding error under the threshold) where the rule has always gone to 10."""
+    held = make_policy(power_based={"scale_out_threshold": 31.8, "scale_in_threshold": 30},
+                       predictive_scaling={"enabled": False})
+    observation = PowerObservation(measured_per_node_watts=[260.1818181818182] * 11, replicas=11, age_s=5.0)
+    assert decide(held, observation, None, PolicyState(), NOW).to_replicas == 10
