@@ -118,19 +118,26 @@ def test_regression_an_infinite_budget_already_stored_is_reported_and_skipped(ma
     assert [i.name for i in controller.state.invalid_policies()] == ["garbled"]
 
 
-def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monkeypatch):
+def web_and_api_with_api_unwritable(make, store, monkeypatch, watts: float, write: str, error: str):
+    """Two reactive policies on the nodes at `watts`, the state's `write` method failing with `error` for "api"."""
     controller, actuator = make()
     controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
     controller.put_policy(policy_data(name="api", predictive_scaling=REACTIVE))
-    write_power(store, {"n1": 950, "n2": 950})
-    record = controller.state.record_intent
+    write_power(store, {"n1": watts, "n2": watts})
+    written = getattr(controller.state, write)
 
     def fail_for_api(event, *args, **kwargs):
         if event.policy == "api":
-            raise sqlite3.OperationalError("disk I/O error")
-        return record(event, *args, **kwargs)
+            raise sqlite3.OperationalError(error)
+        return written(event, *args, **kwargs)
 
-    monkeypatch.setattr(controller.state, "record_intent", fail_for_api)
+    monkeypatch.setattr(controller.state, write, fail_for_api)
+    return controller, actuator
+
+
+def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monkeypatch):
+    controller, actuator = web_and_api_with_api_unwritable(make, store, monkeypatch, 950, "record_intent",
+                                                           "disk I/O error")
     events = by_policy(controller.tick())
     assert actuator.calls == [("web", 3)]  # api: no intent, so no actuation
     assert events["api"].action is ScaleAction.HOLD and "OperationalError: disk I/O error" in events["api"].reason
@@ -140,18 +147,8 @@ def test_regression_an_event_the_state_cannot_write_is_still_the_ticks(make, sto
     """A policy whose event, and then its failure's hold, could not be written dropped out of the tick's events, so
     its decision count stopped and its gauges read NaN as if the policy were deleted. Now the hold comes back
     unsaved (id None)."""
-    controller, actuator = make()
-    controller.put_policy(policy_data(name="web", predictive_scaling=REACTIVE))
-    controller.put_policy(policy_data(name="api", predictive_scaling=REACTIVE))
-    write_power(store, {"n1": 500, "n2": 500})
-    record = controller.state.record
-
-    def fail_for_api(event, *args, **kwargs):
-        if event.policy == "api":
-            raise sqlite3.OperationalError("database or disk is full")
-        return record(event, *args, **kwargs)
-
-    monkeypatch.setattr(controller.state, "record", fail_for_api)
+    controller, _ = web_and_api_with_api_unwritable(make, store, monkeypatch, 500, "record",
+                                                    "database or disk is full")
     events = controller.tick()
     assert [event.policy for event in events] == ["api", "web"]
     api, web = events
