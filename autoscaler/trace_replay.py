@@ -76,10 +76,10 @@ def with_known_idle(policy: ScalingPolicy, model: DemandModel, margin: float) ->
     would configure it), where the policy leaves `idle_power_watts` out and the draw lies below the scale-out
     threshold, the reactive_margin run's too; as it is otherwise."""
     power = policy.power_based
-    lowest_out = (power.scale_out_threshold - margin) * power.max_power_budget / 100.0
-    if power.idle_power_watts is not None or model.idle_watts >= lowest_out:
+    known = power.model_copy(update={"idle_power_watts": model.idle_watts})
+    if power.idle_power_watts is not None or known.idle_share >= power.scale_out_threshold - margin:  # as with_margin
         return policy
-    return policy.model_copy(update={"power_based": power.model_copy(update={"idle_power_watts": model.idle_watts})})
+    return policy.model_copy(update={"power_based": known})
 
 
 def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
