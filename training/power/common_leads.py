@@ -124,6 +124,7 @@ def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, le
     their outcomes there, as a replica does over its nodes' windows (training.power.extrapolation)."""
     own_step, length, horizon = forecaster.pipeline.step_s, forecaster.sequence_length, forecaster.horizon
     per_lead = step_s // own_step
+    following = forecaster.blends_online  # else only the windows on the grid are forecast: nothing to follow
     nodes, ends, inputs, last_power, targets, observed = [], [], [], [], [], []
     for segment in resample(frame, own_step, max(max_gap_s, own_step)):
         if segment.node_id not in holdout:
@@ -131,7 +132,8 @@ def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, le
         start, end = holdout[segment.node_id]
         origins = np.arange(length - 1, len(segment))
         window_ends = _seconds(segment.start) + (origins + 1) * own_step
-        origins = origins[(window_ends + horizon * own_step > start) & (window_ends < end)]
+        origins = origins[(window_ends + horizon * own_step > start) & (window_ends < end)
+                          & (following | (window_ends % step_s == 0))]
         if origins.size == 0:
             continue
         features = forecaster.pipeline.transform(segment)
