@@ -241,9 +241,8 @@ class Enactor:
         if decision.action is ScaleAction.HOLD or policy.mode == "dry_run":
             actuation = self.actuators.apply(policy, decision.from_replicas, decision.to_replicas)
             # a scale-in left to a later policy may lower the target in this tick: the count is not known
-            return self.state.record(_event(policy, decision, actuation, reason, turn.confidence),
-                                     before.after(decision, known=policy.mode != "dry_run" and not left),
-                                     holder=self.holder)
+            return self._recorded(_event(policy, decision, actuation, reason, turn.confidence),
+                                  before.after(decision, known=policy.mode != "dry_run" and not left))
         pending_result = ActuationResult(status=ActuationStatus.PENDING, detail="recorded before the actuation")
         try:
             changing = before.after(decision, known=False).model_copy(update={"changed_target_at": decision.at})
@@ -252,8 +251,18 @@ class Enactor:
                                               policy, self.holder, self.clock(), self.lease_ttl_s, prior=before)
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
-            return self.state.record(_event(policy, decision, refused, reason, turn.confidence))
+            return self._recorded(_event(policy, decision, refused, reason, turn.confidence))
         return self._actuate(turn, decision, intent, before)
+
+    def _recorded(self, event: ScalingEvent, after: PolicyState | None = None) -> ScalingEvent:
+        """A decided event as stored, with the policy's state after it; where the state is unwritable, the event
+        unsaved (id None) with its power values and why, the policy's state left as it was (the next tick decides
+        again)."""
+        try:
+            return self.state.record(event, after, holder=self.holder)
+        except Exception as exc:  # noqa: BLE001 - logged; the tick still reports and publishes the decision
+            logger.exception("scaling controller: cannot record the event of policy %s", event.policy)
+            return event.model_copy(update={"reason": f"{event.reason}; not saved: {error_text(exc)}"})
 
     def _share(self, turn: PolicyTurn, decision: ScalingDecision) -> tuple[ScalingDecision, bool]:
         """The decision of a policy that scales its target, as the tick's policies on the target share it: a

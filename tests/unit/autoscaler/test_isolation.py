@@ -146,13 +146,17 @@ def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monk
 def test_regression_an_event_the_state_cannot_write_is_still_the_ticks(make, store, monkeypatch):
     """A policy whose event, and then its failure's hold, could not be written dropped out of the tick's events, so
     its decision count stopped and its gauges read NaN as if the policy were deleted. Now the hold comes back
-    unsaved (id None)."""
+    unsaved (id None): the decided hold itself, with its power values and why it was not saved (it was replaced by
+    an "evaluation failed" hold without them, whose gauges read NaN for the tick)."""
     controller, _ = web_and_api_with_api_unwritable(make, store, monkeypatch, 500, "record",
                                                     "database or disk is full")
     events = controller.tick()
     assert [event.policy for event in events] == ["api", "web"]
     api, web = events
-    assert api.id is None and api.action is ScaleAction.HOLD and "database or disk is full" in api.reason
+    assert api.id is None and api.action is ScaleAction.HOLD
+    assert api.measured_power_watts == 500 and api.signal == "measured"
+    assert "not saved: OperationalError: database or disk is full" in api.reason
+    assert "evaluation failed" not in api.reason
     assert web.id is not None and web.action is ScaleAction.HOLD
     assert [event.policy for event in controller.state.events(None, None, 10)] == ["web"]
 
