@@ -7,8 +7,9 @@ measured on them. Every constant below is an assumption, with its source noted.
     python -m training.synthetic --output data/synthetic.csv --nodes 4 --duration 2d --step 1min
     python -m training.synthetic --output spikes.csv --pattern recurring_spikes --duration 42d --step 10min
 
-`--pattern` writes one server's trace with a failure mode of the evaluation suites instead
-(training.synthetic_patterns: recurring_spikes, level_shifts, regime_change).
+`--pattern` writes a trace with a failure mode of the evaluation suites instead (training.synthetic_patterns:
+recurring_spikes, level_shifts, regime_change): one server's unless `--nodes` asks for more, each with its own jitter
+and noise, and with `--drop-fraction` and `--gaps` applied as to the mixed fleet.
 """
 
 from __future__ import annotations
@@ -268,19 +269,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.synthetic",
         description="Write a SYNTHETIC telemetry CSV (for demos and tests only).")
     parser.add_argument("--output", required=True, type=output_path, help="CSV file to write")
-    parser.add_argument("--nodes", type=_count(1, 10_000), default=4, help="number of nodes (default 4)")
+    parser.add_argument("--nodes", type=_count(1, 10_000), help="number of nodes (default 4; 1 with --pattern)")
     parser.add_argument("--duration", type=duration_arg, default=2 * 86400, help="trace length (default 2d)")
     parser.add_argument("--step", type=duration_arg, default=60, help="sample interval (default 1min)")
     parser.add_argument("--seed", type=_count(0), default=0, help="random seed (default 0)")
     parser.add_argument("--drop-fraction", type=_fraction, default=0.0, help="share of rows to drop")
     parser.add_argument("--gaps", type=_count(0, 100_000), default=0, help="collector outages to insert (default 0)")
     parser.add_argument("--pattern", choices=PATTERNS,
-                        help="one server's trace with a failure mode of the evaluation suites instead (whole days; "
-                             "--nodes, --drop-fraction and --gaps do not apply)")
+                        help="a trace with a failure mode of the evaluation suites instead (whole days; each of "
+                             "--nodes servers draws its own jitter and noise)")
     try:
         args = parser.parse_args(argv)
         if args.pattern is not None:
             return _write_pattern(parser, args)
+        args.nodes = args.nodes or 4
         if args.step > args.duration:
             parser.error(f"argument --duration: {format_duration(args.duration)} is shorter than "
                          f"--step {format_duration(args.step)}")
@@ -291,13 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--step")
         frame = generate_trace(nodes=args.nodes, duration_s=args.duration, step_s=args.step, seed=args.seed,
                                drop_fraction=args.drop_fraction, gaps=args.gaps)
-        if empty := args.nodes - frame["node_id"].nunique():  # a file that reads as "no rows" for them
-            parser.error(f"argument --gaps: {args.gaps} outages (with --drop-fraction {args.drop_fraction:g}) leave "
-                         f"{empty} of {args.nodes} node(s) without a row; insert fewer")
-        try:
-            write_csv(frame, args.output)
-        except OSError as exc:
-            parser.error(f"argument --output: cannot write {args.output}: {exc.strerror or exc}")
+        _write_checked(parser, args, frame)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     sys.stderr.write(f"wrote {len(frame):,} rows for {args.nodes} nodes "
@@ -311,17 +307,34 @@ def _write_pattern(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.duration % 86400:
         parser.error(f"argument --duration: {format_duration(args.duration)} is not a whole number of days "
                      "(with --pattern)")
-    if args.step > 86400 or args.duration // args.step > MAX_ROWS:
+    nodes = args.nodes or 1
+    if args.step > 86400 or nodes * (args.duration // args.step) > MAX_ROWS:
         parser.error(f"argument --step: {format_duration(args.step)} gives no trace of at most {MAX_ROWS:,} rows "
-                     f"over {format_duration(args.duration)}")
-    frame = generate_pattern(args.pattern, days=args.duration // 86400, step_s=args.step, seed=args.seed)
+                     f"over {format_duration(args.duration)} for {nodes} node(s)")
+    servers = [generate_pattern(args.pattern, days=args.duration // 86400, step_s=args.step, seed=args.seed,
+                                server=server) for server in range(nodes)]
+    steps = len(servers[0])
+    keep = _kept_rows(np.random.default_rng([args.seed, 1_000_003]), nodes, steps, args.step, args.drop_fraction,
+                      args.gaps)
+    frame = pd.concat(servers, ignore_index=True)  # server-major: row = server * steps + step
+    order = np.arange(nodes * steps).reshape(nodes, steps).T.ravel()[keep.T.ravel()]  # time-major, kept rows
+    frame = frame.iloc[order].reset_index(drop=True)
+    args.nodes = nodes
+    _write_checked(parser, args, frame)
+    sys.stderr.write(f"wrote {len(frame):,} rows of the {args.pattern} pattern for {nodes} node(s) (SYNTHETIC, for "
+                     f"tests and the evaluation suites only) to {args.output}\n")
+    return 0
+
+
+def _write_checked(parser: argparse.ArgumentParser, args: argparse.Namespace, frame: pd.DataFrame) -> None:
+    """Write the trace, refusing one whose outages left a node without a row (it reads as no rows for it)."""
+    if empty := args.nodes - frame["node_id"].nunique():
+        parser.error(f"argument --gaps: {args.gaps} outages (with --drop-fraction {args.drop_fraction:g}) leave "
+                     f"{empty} of {args.nodes} node(s) without a row; insert fewer")
     try:
         write_csv(frame, args.output)
     except OSError as exc:
         parser.error(f"argument --output: cannot write {args.output}: {exc.strerror or exc}")
-    sys.stderr.write(f"wrote {len(frame):,} rows of the {args.pattern} pattern (SYNTHETIC, for tests and the "
-                     f"evaluation suites only) to {args.output}\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,17 +30,18 @@ JITTER_MIN = 10.0  # a spike starts within +- this many minutes of its time
 
 
 def generate_pattern(pattern: Pattern, *, days: int = 42, step_s: int = 600, seed: int = 0,
-                     node_id: str | None = None) -> pd.DataFrame:
-    """A SYNTHETIC trace of `days` days at `step_s`, starting on a Monday at 00:00 UTC."""
+                     node_id: str | None = None, server: int = 0) -> pd.DataFrame:
+    """A SYNTHETIC trace of `days` days at `step_s`, starting on a Monday at 00:00 UTC. Servers other than the
+    first (`server` 0) of the same seed draw their own spike jitter, noise and levels."""
     if days < 1 or step_s <= 0 or step_s > 86400:
         raise ValueError(f"need days >= 1 and 0 < step_s <= 1 day, got days={days}, step_s={step_s}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if server == 0 else [seed, server])
     times = pd.date_range(DEFAULT_START, periods=days * 86400 // step_s, freq=pd.Timedelta(seconds=step_s))
     power, kinds = _GENERATORS[pattern](rng, times)
     power = power + rng.normal(0.0, NOISE_W, len(times))
     return pd.DataFrame({
         "timestamp": times,
-        "node_id": node_id or f"syn-{pattern.replace('_', '-')}",
+        "node_id": node_id or f"syn-{pattern.replace('_', '-')}" + (f"-{server + 1:02d}" if server else ""),
         "power_watts": np.round(np.maximum(power, 1.0), 2),
         "workload_type": kinds,
     })

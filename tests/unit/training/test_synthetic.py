@@ -158,3 +158,24 @@ def test_cli_writes_a_failure_mode_pattern_of_the_suites(tmp_path, capsys) -> No
     assert len(written) == 3 * 144 and written["power_watts"].tolist() == expected["power_watts"].tolist()
     assert main(["--output", str(output), "--pattern", "level_shifts", "--duration", "36h"]) == 2
     assert "not a whole number of days" in capsys.readouterr().err
+
+
+def test_cli_pattern_takes_nodes_drops_and_gaps(tmp_path, capsys) -> None:
+    """`--nodes`, `--drop-fraction` and `--gaps` were ignored without a word with `--pattern`."""
+    output = tmp_path / "spikes.csv"
+    assert main(["--output", str(output), "--pattern", "recurring_spikes", "--duration", "3d", "--step", "10min",
+                 "--seed", "2", "--nodes", "3", "--drop-fraction", "0.1", "--gaps", "2"]) == 0
+    assert "for 3 node(s)" in capsys.readouterr().err
+    written = pd.read_csv(output, parse_dates=["timestamp"])
+    assert written["node_id"].unique().tolist() == ["syn-recurring-spikes", "syn-recurring-spikes-02",
+                                                    "syn-recurring-spikes-03"]
+    assert 0.75 * 3 * 432 < len(written) < 0.95 * 3 * 432
+    assert written["timestamp"].is_monotonic_increasing
+    first = written[written["node_id"] == "syn-recurring-spikes"]
+    alone = generate_pattern("recurring_spikes", days=3, step_s=600, seed=2).set_index("timestamp")
+    assert first["power_watts"].tolist() == alone.loc[first["timestamp"], "power_watts"].tolist()  # node 1 as alone
+    by_node = written.pivot(index="timestamp", columns="node_id", values="power_watts").dropna()
+    assert (by_node.iloc[:, 0] != by_node.iloc[:, 1]).mean() > 0.9  # each server its own noise
+    assert main(["--output", str(output), "--pattern", "recurring_spikes", "--duration", "1d", "--step", "10min",
+                 "--gaps", "100000"]) == 2
+    assert "--gaps" in capsys.readouterr().err
