@@ -243,9 +243,11 @@ def add_state_path_flag(parser: argparse.ArgumentParser) -> None:
 
 def state_path(args: argparse.Namespace, tool: str) -> str:
     """The state path `add_state_path_flag` names: the flag, else $KCLOUD_STATE_PATH, else the service's default,
-    relative to the current directory: where that does not exist yet, a note says that no service shares the lock."""
+    relative to the current directory: where that does not exist yet, a note says that no service shares the lock.
+    One that cannot hold the lock (a file, a read-only folder) is refused, naming where it came from."""
     chosen = args.state_path or os.environ.get(STATE_PATH_ENV)
     if chosen:
+        require_writable_folder("--state-path" if args.state_path else f"${STATE_PATH_ENV}", chosen)
         return chosen
     if not Path(DEFAULT_STATE_PATH).is_dir():
         sys.stderr.write(f"{tool}: note: no ./{DEFAULT_STATE_PATH} in {Path.cwd()}: this run takes the model's retrain "

@@ -211,3 +211,21 @@ def test_keep_versions_prunes_after_a_success_as_the_services_attempts_do(tmp_pa
     assert "train_gbm: pruned cost_gbm versions [2, 3] (--keep-versions 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_gbm.main([*base, "--keep-versions", "0"])
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_a_state_path_that_is_a_file_is_refused_naming_where_it_came_from(tmp_path, models, monkeypatch, capsys,
+                                                                          source):
+    """It showed a bare "[Errno 20] Not a directory: '…/retrain'"."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    argv = [*SMALL, "--model-path", str(models)]
+    if source == "flag":
+        argv += ["--state-path", str(taken)]
+    else:
+        monkeypatch.setenv("KCLOUD_STATE_PATH", str(taken / "state"))
+    assert train_lstm.main(argv) == 2
+    err = capsys.readouterr().err
+    label = "--state-path" if source == "flag" else "$KCLOUD_STATE_PATH"
+    assert f"{label} '" in err and "cannot be written" in err and "is a file" in err and "Traceback" not in err
+    assert not models.exists()
