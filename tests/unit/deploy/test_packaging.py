@@ -13,7 +13,7 @@ from tests.unit.deploy.project import pyproject, ray_specifier, requirements
 EXTERNAL_SCALER_RAY = Version("2.53.0")  # the first Ray whose Serve apps take `external_scaler_enabled`
 CLI_MODULES = {"training.train_lstm", "training.train_gbm", "training.tune", "training.evaluate", "training.preprocess",
                "training.synthetic", "autoscaler.simulate", "collectors.__main__", "app.demo_model",
-               "app.check_config"}
+               "app.check_config", "autoscaler.idle_draw"}
 
 
 def test_ray_is_pinned_to_a_tested_range_that_has_the_external_scaler():
