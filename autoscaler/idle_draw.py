@@ -152,7 +152,7 @@ def _frame(args: argparse.Namespace) -> pd.DataFrame:
     join_submitted_cluster(verbose=False)
     store = open_store()
     try:
-        return stored_frame(store, args.since, args.step or 60)
+        return stored_frame(store, args.since, args.step or 60, only=args.node)
     finally:
         store.close()
 

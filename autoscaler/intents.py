@@ -166,7 +166,7 @@ class Enactor:
         self._first_seen: dict[int, float] = {}  # pending event id -> monotonic time (a clock behind its decision)
 
     def act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent:
-        """The turn's event as stored; unsaved (id None) only when even the failure event could not be written."""
+        """The turn's event as stored; unsaved (id None) where the state could not write it."""
         turn.ask = Ask(turn.policy.name, None) if _scales(turn.policy) else None  # until it decides
         try:
             return self._act(turn, now)
@@ -252,6 +252,11 @@ class Enactor:
         except IntentRefused as exc:
             refused = ActuationResult(status=ActuationStatus.FAILED, detail=f"not actuated: {exc}")
             return self._recorded(_event(policy, decision, refused, reason, turn.confidence))
+        except Exception as exc:  # noqa: BLE001 - an unwritable state: no intent, so no write is sent
+            logger.exception("scaling controller: cannot record the intent of policy %s", policy.name)
+            unwritten = ActuationResult(status=ActuationStatus.FAILED,
+                                        detail=f"not actuated: its intent could not be written: {error_text(exc)}")
+            return self._recorded(_event(policy, decision, unwritten, reason, turn.confidence))
         return self._actuate(turn, decision, intent, before)
 
     def _recorded(self, event: ScalingEvent, after: PolicyState | None = None) -> ScalingEvent:

@@ -310,7 +310,8 @@ def _write_pattern(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     nodes = args.nodes or 1
     if args.step > 86400 or nodes * (args.duration // args.step) > MAX_ROWS:
         parser.error(f"argument --step: {format_duration(args.step)} gives no trace of at most {MAX_ROWS:,} rows "
-                     f"over {format_duration(args.duration)} for {nodes} node(s)")
+                     f"over {format_duration(args.duration)} for {nodes} node(s); use fewer --nodes, a shorter "
+                     "--duration or a longer --step")
     servers = [generate_pattern(args.pattern, days=args.duration // 86400, step_s=args.step, seed=args.seed,
                                 server=server) for server in range(nodes)]
     steps = len(servers[0])

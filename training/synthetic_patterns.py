@@ -41,7 +41,7 @@ def generate_pattern(pattern: Pattern, *, days: int = 42, step_s: int = 600, see
     power = power + rng.normal(0.0, NOISE_W, len(times))
     return pd.DataFrame({
         "timestamp": times,
-        "node_id": node_id or f"syn-{pattern.replace('_', '-')}" + (f"-{server + 1:02d}" if server else ""),
+        "node_id": (node_id or f"syn-{pattern.replace('_', '-')}") + (f"-{server + 1:02d}" if server else ""),
         "power_watts": np.round(np.maximum(power, 1.0), 2),
         "workload_type": kinds,
     })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -23,13 +24,16 @@ def open_store() -> TelemetryStore:
     return create_store()
 
 
-def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime | None = None) -> pd.DataFrame:
-    """Every node's window over the last `since_s` seconds at `step_s`, validated like a CSV."""
+def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime | None = None,
+                 only: Collection[str] | None = None) -> pd.DataFrame:
+    """Every node's window (or only those of the nodes named) over the last `since_s` seconds at `step_s`, validated
+    like a CSV."""
     end = now or datetime.now(UTC)
     start = end - timedelta(seconds=since_s)
-    parts = [store.window(node, start, end, step_s) for node in store.nodes(start)]
+    parts = [store.window(node, start, end, step_s) for node in store.nodes(start) if only is None or node in only]
     parts = [p.dropna(subset=["power_watts"]) for p in parts]
     parts = [p for p in parts if not p.empty]
     if not parts:
-        raise ValueError(f"the telemetry store holds no power readings in the last {since_s} s")
+        of = "" if only is None else f" of {', '.join(map(repr, sorted(only)))}"
+        raise ValueError(f"the telemetry store holds no power readings{of} in the last {since_s} s")
     return validate_telemetry(pd.concat(parts, ignore_index=True), source="telemetry store")

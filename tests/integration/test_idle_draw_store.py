@@ -25,3 +25,5 @@ def test_the_idle_draw_is_measured_from_the_store(telemetry_store, capsys):
     [node] = report["nodes"]
     assert node["basis"] == "accelerator" and node["idle_readings"] >= 14
     assert node["idle_watts"] == 604.5 and report["suggested_idle_power_watts"] == 604.5
+    assert main(["--from-store", "--since", "1d", "--node", "stored-nowhere"]) == 2
+    assert "no power readings of 'stored-nowhere' in the last 86400 s" in capsys.readouterr().err

@@ -140,7 +140,11 @@ def test_an_unwritable_state_still_lets_the_other_policies_act(make, store, monk
                                                            "disk I/O error")
     events = by_policy(controller.tick())
     assert actuator.calls == [("web", 3)]  # api: no intent, so no actuation
-    assert events["api"].action is ScaleAction.HOLD and "OperationalError: disk I/O error" in events["api"].reason
+    api = events["api"]
+    assert api.action is ScaleAction.SCALE_OUT and api.actuation.status is ActuationStatus.FAILED
+    assert api.actuation.detail == "not actuated: its intent could not be written: OperationalError: disk I/O error"
+    assert api.measured_power_watts == 950 and api.id is not None  # its decision, with its power, is stored
+    assert "evaluation failed" not in api.reason
 
 
 def test_regression_an_event_the_state_cannot_write_is_still_the_ticks(make, store, monkeypatch):
