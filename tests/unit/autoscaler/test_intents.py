@@ -91,7 +91,8 @@ def test_a_failed_intent_write_actuates_nothing(make, store, monkeypatch):
     monkeypatch.setattr(controller.state, "record_intent", refuse)
     [event] = controller.tick()
     assert actuator.calls == [] and event.actuation.status is ActuationStatus.FAILED
-    assert "evaluation failed: OSError: disk full" in event.reason
+    assert event.actuation.detail == "not actuated: its intent could not be written: OSError: disk full"
+    assert event.action is ScaleAction.SCALE_OUT and event.measured_power_watts == 950  # the decision, stored
 
 
 def _crash_during_the_actuation(make, store, clock, landed: bool):
