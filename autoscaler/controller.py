@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.forecast_view import ForecastView
+from autoscaler.idle_measure import MAX_READS_PER_TICK, MeasuredIdleDraws
 from autoscaler.intents import Enactor, PolicyTurn, TickCounts
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
@@ -119,6 +120,7 @@ class ScalingController:
         self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s, clock)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds()
+        self.idle_draws = MeasuredIdleDraws(store)
         self._kept = (
             _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,
                   lambda fallen: state.save_fallen(fallen, self.holder)),
@@ -168,6 +170,7 @@ class ScalingController:
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self.bounds.score(self.store, latest, now)  # after the tick's replica counts: windows they carried are whole
+        self._measure_idle(turns, now)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
         events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).no_later_than(now)
@@ -317,6 +320,20 @@ class ScalingController:
                                                    "config")
         elif not target_nodes(item.policy, self.workloads):
             item.note = f"nodes found from the target's replicas: {', '.join(item.nodes)}"
+
+    def _measure_idle(self, items: list[PolicyTurn], now: datetime) -> None:
+        """The measured idle draw of each policy that asks for it (`power_based.measure_idle_power`)."""
+        reads_left = [MAX_READS_PER_TICK]
+        for item in items:
+            if not (item.policy.power_based.measure_idle_power and item.nodes and item.observation is not None):
+                continue
+            try:
+                item.idle_watts, note = self.idle_draws.for_policy(item.policy, item.nodes, now, reads_left)
+            except Exception as exc:  # noqa: BLE001 - isolation: its configured idle draw stands, the event says why
+                logger.exception("scaling controller: the idle draw of policy %s failed", item.policy.name)
+                item.idle_watts, note = None, f"measuring the idle draw failed: {error_text(exc)}"
+            if note:
+                item.note = "; ".join(filter(None, [item.note, note]))
 
     @staticmethod
     def _wants_forecast(item: PolicyTurn) -> bool:

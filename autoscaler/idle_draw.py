@@ -56,7 +56,7 @@ class IdleDrawReport(BaseModel):
 def measure(frame: pd.DataFrame, *, max_utilization: float = 1.0, max_cpu_utilization: float = 5.0,
             min_readings: int = 10) -> IdleDrawReport:
     """Every node's idle draw in a canonical telemetry frame (core.telemetry_csv)."""
-    nodes = [_node(node_id, rows, max_utilization, max_cpu_utilization, min_readings)
+    nodes = [node_idle_draw(str(node_id), rows, max_utilization, max_cpu_utilization, min_readings)
              for node_id, rows in frame.groupby("node_id", sort=True)]
     measured = [node.idle_watts for node in nodes if node.idle_watts is not None]
     return IdleDrawReport(nodes=nodes, suggested_idle_power_watts=min(measured) if measured else None,
@@ -64,8 +64,9 @@ def measure(frame: pd.DataFrame, *, max_utilization: float = 1.0, max_cpu_utiliz
                           min_readings=min_readings)
 
 
-def _node(node_id: str, rows: pd.DataFrame, max_utilization: float, max_cpu_utilization: float,
-          min_readings: int) -> NodeIdleDraw:
+def node_idle_draw(node_id: str, rows: pd.DataFrame, max_utilization: float = 1.0, max_cpu_utilization: float = 5.0,
+                   min_readings: int = 10) -> NodeIdleDraw:
+    """One node's idle draw from its canonical telemetry rows (see the module docstring)."""
     power = rows["power_watts"].to_numpy(float)
     accelerators = rows[[c for c in ACCELERATORS if c in rows]].to_numpy(float)
     cpu = rows["cpu_utilization"].to_numpy(float) if "cpu_utilization" in rows else np.full(len(rows), np.nan)

@@ -101,6 +101,7 @@ class PolicyTurn:
     ask: Ask | None = None  # what this turn asked for; None: the policy has no say (a dry run, ...)
     # the newest change another enforcing policy on the same target made before this tick: (when, which policy)
     target_changed: tuple[datetime, str] | None = None
+    idle_watts: float | None = None  # the nodes' idle draw measured from telemetry, in place of the configured one
 
 
 class TickCounts:
@@ -227,6 +228,9 @@ class Enactor:
                 shared_hold = (f"policy {other} changed the target {round((now - at).total_seconds())} s ago: its "
                                "hold applies to this policy too")
         within, narrowed = _within_target_bounds(policy, turn.target_bounds, turn.observation.replicas)
+        if turn.idle_watts is not None:  # measured (the controller checked it lies under the scale-out threshold)
+            within = within.model_copy(update={"power_based": within.power_based.model_copy(
+                update={"idle_power_watts": turn.idle_watts})})
         decision = decide(within, turn.observation, turn.forecast, seen, now, turn.earlier)
         stopped_by = {within.min_replicas} - {policy.min_replicas} | {within.max_replicas} - {policy.max_replicas}
         if narrowed is not None and decision.to_replicas in stopped_by:

@@ -49,6 +49,12 @@ class PowerBasedScalingConfig(FiniteSection):
                     "is sized on the rest only (a scale-in counts every watt either way, for headroom). Left out: "
                     "every watt is counted as load that re-spreads, the HPA's proportional rule, which undersizes a "
                     "scale-out where nodes idle high")
+    measure_idle_power: bool = Field(
+        False, strict=True,
+        description="the controller measures the idle draw of the target's nodes from their telemetry (the median "
+                    "power of their readings with nothing running: autoscaler/idle_draw.py) and uses the lowest in "
+                    "place of idle_power_watts; idle_power_watts (or every watt, when left out) stands in until a "
+                    "node has been measured")
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> PowerBasedScalingConfig:

@@ -172,7 +172,8 @@ def _digest(policy: ScalingPolicy) -> str:
     return hashlib.sha256(policy.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
-_ADDED_SINCE_THE_FULL_DIGEST = {"power_based": {"idle_power_watts"}, "predictive_scaling": {"online_bound"}}
+_ADDED_SINCE_THE_FULL_DIGEST = {"power_based": {"idle_power_watts", "measure_idle_power"},
+                                "predictive_scaling": {"online_bound"}}
 """Policy fields added after 2026-12-04, when the digest over every field was last stored: left out of that form."""
 
 

@@ -90,6 +90,9 @@ def test_the_replay_gives_a_policy_its_nodes_idle_draw_unless_the_policy_says_ot
     assert with_known_idle(policy(100.0), NODES, margin=10).power_based.idle_power_watts == 100.0
     # an idle draw the margined run's threshold (70 %) could not get under is left out: every watt re-spreads
     assert with_known_idle(policy(None), DemandModel(750.0, 1.0, 0.0), margin=10).power_based.idle_power_watts is None
+    measuring = policy(100.0).model_copy(update={"power_based": policy(100.0).power_based.model_copy(
+        update={"measure_idle_power": True})})
+    assert with_known_idle(measuring, NODES, margin=10).power_based.idle_power_watts == IDLE  # what it would measure
 
 
 def test_regression_an_idle_draw_the_margin_run_cannot_get_under_is_refused_before_training() -> None:
