@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from autoscaler.actuators import ActuationError, Actuators
 from autoscaler.forecast_view import ForecastView
-from autoscaler.idle_measure import MAX_READS_PER_TICK, MeasuredIdleDraws
+from autoscaler.idle_measure import MeasuredIdleDraws
 from autoscaler.intents import Enactor, PolicyTurn, TickCounts
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
@@ -170,7 +170,7 @@ class ScalingController:
             except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
                 _failed(item, "reading its telemetry", exc)
         self.bounds.score(self.store, latest, now)  # after the tick's replica counts: windows they carried are whole
-        self._measure_idle(turns, now)
+        self._measure_idle(turns, now, store_problem)
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
         events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).no_later_than(now)
@@ -321,19 +321,21 @@ class ScalingController:
         elif not target_nodes(item.policy, self.workloads):
             item.note = f"nodes found from the target's replicas: {', '.join(item.nodes)}"
 
-    def _measure_idle(self, items: list[PolicyTurn], now: datetime) -> None:
-        """The measured idle draw of each policy that asks for it (`power_based.measure_idle_power`)."""
-        reads_left = [MAX_READS_PER_TICK]
-        for item in items:
-            if not (item.policy.power_based.measure_idle_power and item.nodes and item.observation is not None):
-                continue
+    def _measure_idle(self, items: list[PolicyTurn], now: datetime, store_problem: str | None) -> None:
+        """The measured idle draw of each policy that asks for it (`power_based.measure_idle_power`), on nodes whose
+        power the tick read (a store that failed to answer it is not asked for a week more)."""
+        measuring = [item for item in items if item.policy.power_based.enabled
+                     and item.policy.power_based.measure_idle_power and item.nodes]
+        self.idle_draws.start_tick(node for item in measuring for node in item.nodes)
+        for item in measuring:
+            observation = item.observation
+            if store_problem or observation is None or not observation.measured_per_node_watts:
+                continue  # it holds on that anyway; the values measured before are kept
             try:
-                item.idle_watts, note = self.idle_draws.for_policy(item.policy, item.nodes, now, reads_left)
+                item.idle_watts, item.idle_note = self.idle_draws.for_policy(item.policy, item.nodes, now)
             except Exception as exc:  # noqa: BLE001 - isolation: its configured idle draw stands, the event says why
                 logger.exception("scaling controller: the idle draw of policy %s failed", item.policy.name)
-                item.idle_watts, note = None, f"measuring the idle draw failed: {error_text(exc)}"
-            if note:
-                item.note = "; ".join(filter(None, [item.note, note]))
+                item.idle_watts, item.idle_note = None, f"measuring the idle draw failed: {error_text(exc)}"
 
     @staticmethod
     def _wants_forecast(item: PolicyTurn) -> bool:

@@ -102,6 +102,7 @@ class PolicyTurn:
     # the newest change another enforcing policy on the same target made before this tick: (when, which policy)
     target_changed: tuple[datetime, str] | None = None
     idle_watts: float | None = None  # the nodes' idle draw measured from telemetry, in place of the configured one
+    idle_note: str | None = None  # what the event says of that measurement
 
 
 class TickCounts:
@@ -199,7 +200,7 @@ class Enactor:
         if turn.observation is None:  # the replica count could not be read: nothing to decide on
             return self.hold(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name).no_later_than(now)
-        notes = [turn.note] if turn.note else []
+        notes = [note for note in (turn.note, turn.idle_note) if note]
         if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since
             replicas = turn.observation.replicas if read is None else read

@@ -177,8 +177,13 @@ _ADDED_SINCE_THE_FULL_DIGEST = {"power_based": {"idle_power_watts", "measure_idl
 """Policy fields added after 2026-12-04, when the digest over every field was last stored: left out of that form."""
 
 
-def _digest_until_2026_12(policy: ScalingPolicy) -> str:
-    """The digest as stored until 2026-12-04: over every field the policy had then."""
+def _digest_until_2026_12(policy: ScalingPolicy) -> str | None:
+    """The digest as stored until 2026-12-04: over every field the policy had then; None for a policy that sets a
+    field added since to other than its default (no version of then seeded it: it is an edit)."""
+    for section, names in _ADDED_SINCE_THE_FULL_DIGEST.items():
+        part = getattr(policy, section)
+        if any(getattr(part, name) != type(part).model_fields[name].default for name in names):
+            return None
     return hashlib.sha256(policy.model_dump_json(exclude=_ADDED_SINCE_THE_FULL_DIGEST).encode()).hexdigest()
 
 

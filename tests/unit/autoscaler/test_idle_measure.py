@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from autoscaler.idle_measure import MAX_READS_PER_TICK, REFRESH_S, RETRY_S, MeasuredIdleDraws
+from autoscaler.idle_measure import MAX_READS_PER_TICK, READ_BUDGET_S, REFRESH_S, RETRY_S, MeasuredIdleDraws
 from autoscaler.policy_config import policy_from
 from autoscaler.schema import ScaleAction
 from autoscaler.settings import AutoScalingConfig
@@ -46,62 +46,86 @@ class CountingStore:
         return self.store.window(*args)
 
 
+def tick(draws: MeasuredIdleDraws, nodes: list[str], at: datetime, **power):
+    draws.start_tick(nodes)
+    return draws.for_policy(measured_policy(**power), nodes, at)
+
+
 def test_the_lowest_node_idle_draw_is_used_and_kept_until_its_refresh(store):
-    write_idle_history(store, {"n1": 600.0, "n2": 620.0}, NOW)
+    write_idle_history(store, {"n1": 620.0, "n2": 600.0}, NOW)
     counting = CountingStore(store)
     draws = MeasuredIdleDraws(counting)
-    assert draws.for_policy(measured_policy(), ["n1", "n2"], NOW, [MAX_READS_PER_TICK]) == (600.0, None)
+    used = (600.0, "idle draw 600 W measured on n2 (the lowest of 2 node(s) measured)")
+    assert tick(draws, ["n1", "n2"], NOW) == used
     assert counting.reads == 2
-    later = NOW + timedelta(seconds=REFRESH_S - 1)
-    assert draws.for_policy(measured_policy(), ["n1", "n2"], later, [MAX_READS_PER_TICK]) == (600.0, None)
+    assert tick(draws, ["n1", "n2"], NOW + timedelta(seconds=REFRESH_S - 1)) == used
     assert counting.reads == 2  # kept
-    draws.for_policy(measured_policy(), ["n1", "n2"], NOW + timedelta(seconds=REFRESH_S), [MAX_READS_PER_TICK])
+    tick(draws, ["n1", "n2"], NOW + timedelta(seconds=REFRESH_S))
     assert counting.reads == 4
+    tick(draws, ["n1", "n2"], NOW)  # a clock set back: measured again, not kept until the clock passes it
+    assert counting.reads == 6
 
 
-def test_a_tick_reads_at_most_so_many_nodes(store):
-    nodes = [f"n{i}" for i in range(MAX_READS_PER_TICK + 3)]
-    write_idle_history(store, dict.fromkeys(nodes, 500.0), NOW, hours=1)
-    counting, reads_left = CountingStore(store), [MAX_READS_PER_TICK]
+def test_a_tick_reads_at_most_so_many_nodes_and_for_so_long(store):
+    nodes = [f"n{i:02d}" for i in range(MAX_READS_PER_TICK + 3)]
+    write_idle_history(store, {node: 500.0 + i for i, node in enumerate(nodes)}, NOW, hours=1)
+    counting = CountingStore(store)
     draws = MeasuredIdleDraws(counting)
-    assert draws.for_policy(measured_policy(), nodes, NOW, reads_left) == (500.0, None)  # from those measured
-    assert counting.reads == MAX_READS_PER_TICK and reads_left == [0]
-    draws.for_policy(measured_policy(), nodes, NOW, [MAX_READS_PER_TICK])
-    assert counting.reads == MAX_READS_PER_TICK + 3  # the rest at the next tick
+    watts, _ = tick(draws, list(reversed(nodes)), NOW)
+    assert counting.reads == MAX_READS_PER_TICK
+    assert watts == 503.0  # the lowest of the nodes read (n10 .. n03), not of all
+    assert tick(draws, nodes, NOW)[0] == 500.0 and counting.reads == MAX_READS_PER_TICK + 3  # the rest next tick
+    clock = iter([0.0, READ_BUDGET_S + 1])  # the allowance's start, then past its time at the first read
+    slow = MeasuredIdleDraws(store, monotonic=lambda: next(clock))
+    assert tick(slow, ["n00"], NOW) == (None, "no idle draw measured for the target's nodes: 1 of 1 not measured "
+                                              "yet; every watt counts as load")
 
 
 def test_what_stands_when_nothing_is_measured(store):
     write_power(store, {"n1": 900, "n2": 900}, end=NOW)  # power only: no utilization says what is idle
-    draws = MeasuredIdleDraws(store)
-    assert draws.for_policy(measured_policy(idle_power_watts=250), ["n1", "n2"], NOW, [8]) == (
-        None, "no idle draw measured for the target's nodes: none was idle long enough in the last 7 days; "
+    assert tick(MeasuredIdleDraws(store), ["n1", "n2"], NOW, idle_power_watts=250) == (
+        None, "no idle draw measured for the target's nodes: their telemetry reports no utilization; "
               "idle_power_watts 250 W stands")
-    failing = MeasuredIdleDraws(CountingStore(store, fail=True))
-    assert failing.for_policy(measured_policy(), ["n1"], NOW, [8]) == (
-        None, "no idle draw measured for the target's nodes: reading their telemetry failed (OSError: store down); "
-              "every watt counts as load")
+    write_idle_history(store, {"n3": 600.0}, NOW, hours=0)  # utilization, but never idle
+    assert tick(MeasuredIdleDraws(store), ["n3"], NOW)[1] == (
+        "no idle draw measured for the target's nodes: none was idle for 10 five-minute bins in the last 7 days; "
+        "every watt counts as load")
 
 
-def test_a_failed_refresh_keeps_the_value_before_and_retries_sooner(store):
+def test_a_failed_read_pauses_every_read_and_keeps_the_values_before(store):
+    write_idle_history(store, {"n1": 600.0, "n2": 610.0}, NOW)
+    counting = CountingStore(store)
+    draws = MeasuredIdleDraws(counting)
+    tick(draws, ["n1"], NOW)
+    counting.fail = True
+    refreshed = NOW + timedelta(seconds=REFRESH_S)
+    assert tick(draws, ["n1", "n2"], refreshed)[0] == 600.0  # n1's failed refresh: its value stays
+    assert counting.reads == 2  # and n2 was not tried after it
+    assert tick(draws, ["n2"], refreshed)[1] == (
+        "no idle draw measured for the target's nodes: 1 of 1 not measured yet (reading telemetry failed: "
+        "OSError: store down); every watt counts as load")
+    tick(draws, ["n1", "n2"], refreshed + timedelta(seconds=RETRY_S - 1))
+    assert counting.reads == 2
+    counting.fail = False
+    assert tick(draws, ["n1", "n2"], refreshed + timedelta(seconds=RETRY_S))[0] == 600.0
+    assert counting.reads == 4
+
+
+def test_nodes_no_policy_measures_are_forgotten(store):
     write_idle_history(store, {"n1": 600.0}, NOW)
     counting = CountingStore(store)
     draws = MeasuredIdleDraws(counting)
-    draws.for_policy(measured_policy(), ["n1"], NOW, [8])
-    counting.fail = True
-    refreshed = NOW + timedelta(seconds=REFRESH_S)
-    assert draws.for_policy(measured_policy(), ["n1"], refreshed, [8]) == (600.0, None)
+    tick(draws, ["n1"], NOW)
+    draws.start_tick([])
+    tick(draws, ["n1"], NOW)
     assert counting.reads == 2
-    draws.for_policy(measured_policy(), ["n1"], refreshed + timedelta(seconds=RETRY_S - 1), [8])
-    assert counting.reads == 2
-    draws.for_policy(measured_policy(), ["n1"], refreshed + timedelta(seconds=RETRY_S), [8])
-    assert counting.reads == 3
 
 
 def test_an_idle_draw_at_the_threshold_is_not_used(store):
     write_idle_history(store, {"n1": 850.0}, NOW)
-    assert MeasuredIdleDraws(store).for_policy(measured_policy(), ["n1"], NOW, [8]) == (
-        None, "the idle draw measured, 850 W, is at or above the scale-out threshold's 800 W: not used; every watt "
-              "counts as load")
+    assert tick(MeasuredIdleDraws(store), ["n1"], NOW) == (
+        None, "the idle draw measured on n1, 850 W, is at or above the scale-out threshold's 800 W: not used; every "
+              "watt counts as load")
 
 
 @pytest.mark.parametrize(("measure", "expected"), [(False, 3), (True, 4)])
@@ -117,3 +141,29 @@ def test_the_controller_sizes_a_scale_out_with_the_measured_idle_draw(make, stor
     assert event.action is ScaleAction.SCALE_OUT and event.to_replicas == expected
     assert actuator.calls == [("web", expected)]
     assert ("each node's idle 600 W stays put" in event.reason) is measure
+    assert ("idle draw 600 W measured on n1 (the lowest of 2 node(s) measured)" in event.reason) is measure
+
+
+def test_a_tick_whose_store_failed_reads_no_idle_draw(make, store, monkeypatch):
+    controller, _ = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE, power_based={"measure_idle_power": True}))
+    monkeypatch.setattr(store, "latest", lambda *args: (_ for _ in ()).throw(OSError("down")))
+    monkeypatch.setattr(store, "window", lambda *args: pytest.fail("read an idle draw on a failed tick"))
+    [event] = controller.tick()
+    assert event.action is ScaleAction.HOLD and "idle draw" not in event.reason
+
+
+def test_a_shared_target_re_spreads_above_the_measured_idle_draw(make, store):
+    """A second policy on the target decides from the count the first set, re-spreading the part of its reading
+    above the measured idle draw (decision.py `_Respread`)."""
+    now = datetime.now(UTC)
+    write_idle_history(store, {"n1": 600.0, "n2": 600.0}, now - timedelta(minutes=20))
+    write_power(store, {"n1": 950, "n2": 950}, end=now)
+    controller, _ = make()
+    shared = {"kind": "deployment", "name": "web"}
+    for name in ("a", "b"):
+        controller.put_policy(policy_data(name=name, target=shared, predictive_scaling=REACTIVE,
+                                          power_based={"measure_idle_power": True}))
+    first, second = controller.tick()
+    assert first.to_replicas == 4
+    assert second.action is ScaleAction.HOLD and "above the nodes' idle 600 W" in second.reason
