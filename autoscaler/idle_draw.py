@@ -23,10 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
-from training.cli import duration_arg, run_cli, store_span
-from training.power.local_ray import join_submitted_cluster
+from training.cli import count_in, duration_arg, number_in, read_store, run_cli, store_span
 
 ACCELERATORS = ("gpu_utilization", "npu_utilization")
 Basis = Literal["accelerator", "cpu", "none"]
@@ -105,22 +103,6 @@ def table(report: IdleDrawReport) -> str:
     return "\n".join(lines)
 
 
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 100.0:
-        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100), got {text}")
-    return value
-
-
-def _readings(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1,000,000, got {text!r}")
-    return int(text)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m autoscaler.idle_draw",
                                      description="Measure nodes' idle draw (power with nothing running) "
@@ -132,12 +114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=duration_arg, help="with --from-store: the bin readings are averaged over "
                                                           "(default 1min)")
     parser.add_argument("--node", action="append", help="measure only this node (repeat for more)")
-    parser.add_argument("--max-utilization", type=_percent, default=1.0,
+    parser.add_argument("--max-utilization", type=number_in(0.0, 100.0), default=1.0,
                         help="accelerator utilization (%%) at or under which a reading is idle (default 1)")
-    parser.add_argument("--max-cpu-utilization", type=_percent, default=5.0,
+    parser.add_argument("--max-cpu-utilization", type=number_in(0.0, 100.0), default=5.0,
                         help="CPU utilization (%%) at or under which a reading of a node without accelerators is "
                              "idle (default 5)")
-    parser.add_argument("--min-readings", type=_readings, default=10,
+    parser.add_argument("--min-readings", type=count_in(1, 1_000_000), default=10,
                         help="idle readings a node needs for an idle draw (default 10)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     args = parser.parse_args(argv)
@@ -150,12 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _frame(args: argparse.Namespace) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
-    join_submitted_cluster(verbose=False)
-    store = open_store()
-    try:
-        return stored_frame(store, args.since, args.step or 60, only=args.node)
-    finally:
-        store.close()
+    return read_store(args.since, args.step or 60, verbose=False, only=args.node)
 
 
 def main(argv: list[str] | None = None) -> int:

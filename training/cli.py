@@ -9,8 +9,10 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
+
+import pandas as pd
 
 from core.durations import parse_duration
 from core.registry_metadata import ModelNotFoundError, check_model_id
@@ -129,6 +131,32 @@ def positive_float(text: str) -> float:
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
     return value
+
+
+def number_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse type for a number in [low, high)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}), got {text}")
+        return value
+    return parse
+
+
+def count_in(minimum: int, maximum: int = 2**31 - 1) -> Callable[[str], int]:
+    """argparse type for a whole number from `minimum` to `maximum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
+        return value
+    return parse
 
 
 def fraction_arg(text: str) -> float:
@@ -254,6 +282,20 @@ def state_path(args: argparse.Namespace, tool: str) -> str:
                          f"lock in a new one, which no running service shares; to share a service's, give its "
                          f"args.state_path as --state-path or ${STATE_PATH_ENV}\n")
     return DEFAULT_STATE_PATH
+
+
+def read_store(since_s: int, step_s: int, *, verbose: bool, only: Collection[str] | None = None) -> pd.DataFrame:
+    """`--from-store`: the telemetry store's frame over the last `since_s` at `step_s` (only the nodes named, when
+    given), joining the cluster of a `ray job submit` driver first so that its store actor is read."""
+    from core.stores.frame import open_store, stored_frame
+    from training.power.local_ray import join_submitted_cluster
+
+    join_submitted_cluster(verbose)
+    store = open_store()
+    try:
+        return stored_frame(store, since_s, step_s, only=only)
+    finally:
+        store.close()
 
 
 def run_cli(name: str, body: Callable[[], int]) -> int:

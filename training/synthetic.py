@@ -27,7 +27,7 @@ from scipy.signal import lfilter, lfilter_zi
 
 from core.atomic_files import atomic_write_with
 from core.durations import format_duration
-from training.cli import duration_arg, output_path
+from training.cli import count_in, duration_arg, number_in, output_path
 
 COLUMNS = ("timestamp", "node_id", "power_watts", "cpu_utilization", "memory_usage", "gpu_utilization",
            "npu_utilization", "temperature", "workload_type")
@@ -241,40 +241,18 @@ MAX_ROWS = 20_000_000
 """The most rows one trace may have (nodes x steps): about 2 GB of CSV."""
 
 
-def _count(minimum: int, maximum: int = 2**31 - 1):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be between {minimum:,} and {maximum:,}, got {value:,}")
-        return value
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2 for bad arguments)."""
     parser = argparse.ArgumentParser(
         prog="python -m training.synthetic",
         description="Write a SYNTHETIC telemetry CSV (for demos and tests only).")
     parser.add_argument("--output", required=True, type=output_path, help="CSV file to write")
-    parser.add_argument("--nodes", type=_count(1, 10_000), help="number of nodes (default 4; 1 with --pattern)")
+    parser.add_argument("--nodes", type=count_in(1, 10_000), help="number of nodes (default 4; 1 with --pattern)")
     parser.add_argument("--duration", type=duration_arg, default=2 * 86400, help="trace length (default 2d)")
     parser.add_argument("--step", type=duration_arg, default=60, help="sample interval (default 1min)")
-    parser.add_argument("--seed", type=_count(0), default=0, help="random seed (default 0)")
-    parser.add_argument("--drop-fraction", type=_fraction, default=0.0, help="share of rows to drop")
-    parser.add_argument("--gaps", type=_count(0, 100_000), default=0, help="collector outages to insert (default 0)")
+    parser.add_argument("--seed", type=count_in(0), default=0, help="random seed (default 0)")
+    parser.add_argument("--drop-fraction", type=number_in(0.0, 1.0), default=0.0, help="share of rows to drop")
+    parser.add_argument("--gaps", type=count_in(0, 100_000), default=0, help="collector outages to insert (default 0)")
     parser.add_argument("--pattern", choices=PATTERNS,
                         help="a trace with a failure mode of the evaluation suites instead (whole days; each of "
                              "--nodes servers draws its own jitter and noise)")

@@ -32,7 +32,6 @@ from pydantic import ValidationError
 from core.durations import format_duration
 from core.registry import ModelRegistry
 from core.settings import ConfigError, format_errors
-from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import (
     add_keep_versions_flag,
@@ -40,6 +39,7 @@ from training.cli import (
     add_state_path_flag,
     duration_arg,
     model_overrides,
+    read_store,
     require_writable_folder,
     resources_arg,
     run_cli,
@@ -48,7 +48,6 @@ from training.cli import (
     train_scaling,
 )
 from training.cli_attempt import CliRun
-from training.power.local_ray import join_submitted_cluster
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import RetrainSpec
 from training.power.tune_report import with_best_settings
@@ -133,15 +132,7 @@ def _csv(path: str) -> Callable[[int], pd.DataFrame]:
 
 
 def _store(since_s: int, verbose: bool) -> Callable[[int], pd.DataFrame]:
-    def read(step_s: int) -> pd.DataFrame:
-        join_submitted_cluster(verbose)
-        store = open_store()
-        try:
-            return stored_frame(store, since_s, step_s)
-        finally:
-            store.close()
-
-    return read
+    return lambda step_s: read_store(since_s, step_s, verbose=verbose)
 
 
 def training_data(args: argparse.Namespace) -> TrainingData:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic_files import atomic_write_with
-from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import (
     add_model_flags,
@@ -25,6 +24,7 @@ from training.cli import (
     model_overrides,
     output_path,
     positive_int,
+    read_store,
     refuse_overwriting_inputs,
     require_writable_folder,
     resources_arg,
@@ -32,7 +32,6 @@ from training.cli import (
     store_span,
     train_scaling,
 )
-from training.power.local_ray import join_submitted_cluster
 from training.power.tune_search import SearchPlan, run_search
 from training.settings import TrainingConfig, load_training_config
 
@@ -75,12 +74,7 @@ def base_config(args: argparse.Namespace) -> TrainingConfig:
 def read_frame(args: argparse.Namespace, step_s: int) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
-    join_submitted_cluster(verbose=not args.quiet)
-    store = open_store()
-    try:
-        return stored_frame(store, args.since, step_s)
-    finally:
-        store.close()
+    return read_store(args.since, step_s, verbose=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

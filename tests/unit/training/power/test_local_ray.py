@@ -7,6 +7,8 @@ import stat
 import pandas as pd
 import pytest
 
+from autoscaler import idle_draw
+from core.stores import frame
 from training import train_lstm, tune
 from training.power import local_ray
 
@@ -65,16 +67,18 @@ class _Store:
         pass
 
 
-@pytest.mark.parametrize("command", [train_lstm, tune])
+@pytest.mark.parametrize("command", [train_lstm, tune, idle_draw])
 def test_from_store_commands_join_before_opening_the_store(command, monkeypatch):
     """Regression: they opened the store before Ray was initialized, so under `ray job submit` they read the job
     environment's default store instead of the cluster's store actor."""
     steps: list[str] = []
-    monkeypatch.setattr(command, "join_submitted_cluster", lambda verbose: steps.append("join"))
-    monkeypatch.setattr(command, "open_store", lambda: steps.append("open") or _Store())
-    monkeypatch.setattr(command, "stored_frame", lambda store, since_s, step_s: pd.DataFrame())
+    monkeypatch.setattr(local_ray, "join_submitted_cluster", lambda verbose: steps.append("join"))
+    monkeypatch.setattr(frame, "open_store", lambda: steps.append("open") or _Store())
+    monkeypatch.setattr(frame, "stored_frame", lambda store, since_s, step_s, only=None: pd.DataFrame())
     if command is train_lstm:
         train_lstm._store(3600, verbose=False)(60)
-    else:
+    elif command is tune:
         tune.read_frame(tune.parse_args(["--from-store", "--output", "t.json"]), 60)
+    else:
+        idle_draw._frame(idle_draw.parse_args(["--from-store"]))
     assert steps == ["join", "open"]
