@@ -323,7 +323,7 @@ class ScalingController:
 
     def _measure_idle(self, items: list[PolicyTurn], now: datetime, store_problem: str | None) -> None:
         """The measured idle draw of each policy that asks for it (`power_based.measure_idle_power`), on nodes whose
-        power the tick read (a store that failed to answer it is not asked for a week more)."""
+        power the tick read (a tick whose store failed to give that power reads no week of telemetry either)."""
         measuring = [item for item in items if item.policy.power_based.enabled
                      and item.policy.power_based.measure_idle_power and item.nodes]
         self.idle_draws.start_tick(node for item in measuring for node in item.nodes)
