@@ -22,7 +22,9 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
    the policy's state before the intent (kept with it) is restored, its cooldown with it, so an over-budget target
    is scaled again at once rather than a whole cooldown later. The cooldown is kept at any other count (someone
    else changed it), where an earlier policy of the tick changed the target (its count is not the one to judge
-   by), and for an intent stored by a version that kept no prior state.
+   by), and for an intent stored by a version that kept no prior state. Where that completion cannot be written
+   either, the intent stays for the next tick and the policy holds, its event still carrying the tick's power and
+   what the policy would have done.
 
 An exception anywhere in one policy's turn becomes a `failed` hold event for that policy (logged with its
 traceback); the other policies' turns go on. Every write sets an absolute count, so a policy on a target that an
@@ -215,8 +217,11 @@ class Enactor:
                     except ActuationError as exc:
                         return self.hold(turn, now, f"the count to judge event {pending.id}, left pending by an "
                                                     f"interrupted tick, could not be read: {exc}")
-            completed, before = self._complete_interrupted(pending, record, replicas, before, now, fresh=fresh)
+            completed, before, unfinished = self._complete_interrupted(pending, record, replicas, before, now,
+                                                                       fresh=fresh)
             notes.append(completed)
+        else:
+            unfinished = False
         seen = before  # what the decision goes on from; `before` is what this policy stores of its own
         shared_hold = None  # said when the decision holds: another policy's change holds this one too
         if turn.target_changed is not None and (before.last_scale_at is None
@@ -239,7 +244,11 @@ class Enactor:
         if shared_hold is not None and decision.action is ScaleAction.HOLD:
             notes.append(shared_hold)
         left = False
-        if turn.ask is not None:
+        if unfinished:  # the old intent still stands: no new change, and the policy has no count to ask for
+            if decision.action is not ScaleAction.HOLD:
+                decision = _redirect(decision, decision.from_replicas, "the interrupted change is not completed yet")
+            decision = _noted(decision, _dropped(turn))
+        elif turn.ask is not None:
             turn.ask = _asked(policy, decision)
             decision, left = self._share(turn, decision)
         reason = "; ".join([decision.reason, *notes])
@@ -332,12 +341,14 @@ class Enactor:
                 "it sent can land any more")
 
     def _complete_interrupted(self, pending: ScalingEvent, record: IntentRecord | None, replicas: int,
-                              state: PolicyState, now: datetime, *, fresh: bool) -> tuple[str, PolicyState]:
-        """Complete an intent an earlier tick left pending; returns what the new event's reason says of it, and the
-        policy's state after it. A target still at the count the change started from, on a count read (`fresh`)
-        once no write sent for it could land, was never changed: the policy's state before the intent (`record`)
-        is restored, its cooldown with it (else an over-budget target would wait a whole cooldown after a
-        controller crash before the change is tried again)."""
+                              state: PolicyState, now: datetime, *, fresh: bool) -> tuple[str, PolicyState, bool]:
+        """Complete an intent an earlier tick left pending; returns what the new event's reason says of it, the
+        policy's state after it, and whether it is still pending (its completion could not be written: the policy
+        then decides, for its event's power values, but changes nothing while the intent stands). A target still at
+        the count the change started from, on a count read (`fresh`) once no write sent for it could land, was never
+        changed: the policy's state before the intent (`record`) is restored, its cooldown with it (else an
+        over-budget target would wait a whole cooldown after a controller crash before the change is tried
+        again)."""
         after = state
         self._first_seen.pop(pending.id, None)
         if _landed(pending, replicas):
@@ -353,8 +364,14 @@ class Enactor:
         else:
             result = ActuationResult(status=ActuationStatus.FAILED,
                                      detail=f"interrupted before completion: the target is at {replicas}")
-        self.state.complete(pending.model_copy(update={"actuation": result}), after, holder=self.holder)
-        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}", after
+        try:
+            self.state.complete(pending.model_copy(update={"actuation": result}), after, holder=self.holder)
+        except Exception as exc:  # noqa: BLE001 - the intent stays for the next tick, which judges it again
+            logger.exception("scaling controller: cannot complete event %s of policy %s", pending.id, pending.policy)
+            return (f"event {pending.id}, left pending by an interrupted tick, could not be completed as "
+                    f"{result.status.value}: {error_text(exc)}"), state, True
+        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}", after, \
+            False
 
 
 def _landed(pending: ScalingEvent, replicas: int) -> bool:

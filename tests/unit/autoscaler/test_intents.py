@@ -157,10 +157,10 @@ def test_the_prior_state_is_restored_whole_when_the_cooldown_is_lifted(make, sto
     stored = restarted.state.policy_state("web")
     assert record is not None and stored.last_scale_at is not None and record.prior.last_scale_at is None
     now = clock[0] + timedelta(seconds=after.write_deadline_s)
-    _, restored = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=True)
+    _, restored, _ = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=True)
     assert restored == record.prior.model_copy(update={"recent": stored.recent})
     assert restarted.state.policy_state("web") == restored
-    _, kept = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=False)
+    _, kept, _ = restarted.enactor._complete_interrupted(interrupted, record, 2, stored, now, fresh=False)
     assert kept == stored  # a count read before the deadline never lifts it
 
 
@@ -171,7 +171,7 @@ def test_a_restored_state_stamped_after_now_counts_from_now(make, store, clock):
     record = restarted.state.intent_record(interrupted)
     ahead = record.prior.model_copy(update={"last_scale_at": clock[0] + timedelta(hours=1)})
     now = clock[0] + timedelta(seconds=after.write_deadline_s)
-    _, restored = restarted.enactor._complete_interrupted(
+    _, restored, _ = restarted.enactor._complete_interrupted(
         interrupted, replace(record, prior=ahead), 2, restarted.state.policy_state("web"), now, fresh=True)
     assert restored.last_scale_at == now
 
@@ -190,6 +190,33 @@ def test_an_unreadable_count_leaves_an_interrupted_intent_pending_and_says_why(m
     assert f"the count to judge event {interrupted.id}, left pending by an interrupted tick, could not be read" \
         in event.reason
     assert restarted.state.pending_intent("web") == interrupted
+
+
+def test_an_interrupted_intent_whose_completion_cannot_be_written_holds_with_the_decisions_power(
+        make, store, clock, monkeypatch):
+    """The old intent stays pending (nothing actuated, nothing scaled twice); the hold still carries the tick's
+    measured power and what the policy would have done, and the next tick with a writable state completes it."""
+    restarted, after = _crash_during_the_actuation(make, store, clock, landed=False)
+    interrupted = restarted.state.pending_intent("web")
+    clock[0] += timedelta(hours=1)  # past the write deadline and the cooldown the intent started
+    write_power(store, {"n1": 950, "n2": 950})
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(restarted.state, "complete", disk_full)
+    [held] = restarted.tick()
+    assert after.calls == [] and held.action is ScaleAction.HOLD and held.to_replicas == 2
+    assert held.measured_power_watts == 950
+    assert f"event {interrupted.id}, left pending by an interrupted tick, could not be completed as failed: " \
+        "OSError: disk full" in held.reason
+    assert "the interrupted change is not completed yet (would go to 3)" in held.reason
+    assert restarted.state.pending_intent("web") == interrupted
+    monkeypatch.undo()
+    clock[0] += timedelta(seconds=1)
+    [retried] = restarted.tick()
+    assert after.calls == [("web", 3)] and retried.actuation.status is ActuationStatus.APPLIED
+    assert restarted.state.pending_intent("web") is None
 
 
 def test_a_write_that_lands_during_the_tick_is_judged_on_a_count_read_after_the_deadline(make, store, clock):
