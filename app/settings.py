@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from autoscaler.settings import AutoscalerConfig, ControllerEnvironment, ControllerSettings
 from collectors.collector_actor import ReplaySettings
 from collectors.settings import CollectorConfig, CollectorOverrides
+from collectors.sources import SOURCE_NAMES
 from core.durations import parse_duration
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP, POWER_DEPLOYMENT
 from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
@@ -88,11 +89,21 @@ class TelemetryArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an error never shows a value
 
     enabled: bool = Field(False, description="start the store actor and a collector on every node")
-    sources: list[str] | None = Field(None, description="host, nvml, npu, ipmi; default: all that apply")
+    sources: list[str] | None = Field(None, max_length=len(SOURCE_NAMES),
+                                      description="host, nvml, npu, ipmi; default: all that apply")
     replay: ReplaySettings | None = Field(None, description="also replay a canonical CSV as live telemetry")
     store_settings: dict[str, str] | None = Field(
         None, description="store settings (INFLUX_HOST, TELEMETRY_DATA_DIR, ...; never a secret); default: the "
                           "environment")
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(SOURCE_NAMES))
+        if unknown:  # a collector could never start: refused here rather than restarted on every node forever
+            raise ValueError(f"unknown source(s) {', '.join(map(repr, unknown))}; choose from "
+                             f"{', '.join(SOURCE_NAMES)}")
+        return value
 
     @field_validator("store_settings")
     @classmethod

@@ -5,7 +5,8 @@ settings, or whose store settings now reach another store, is replaced), `stop_t
 its collectors (the store actor stays). The supervisor reconciles every `reconcile_s`: a node without a collector
 gets one, pinned to it with node-affinity scheduling, and so does a node whose collector is dead, or left
 `UNANSWERED_PINGS` pings in a row unanswered or with its sampling stalled;
-collectors of nodes that left are forgotten. All actors are named and detached, so they outlive the caller (the
+collectors of nodes that left are forgotten. A dead collector is logged with the error it died of and started again
+at once; one that keeps dying (it cannot start on its node) waits ever longer between starts, up to 5 minutes. All actors are named and detached, so they outlive the caller (the
 app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart; the supervisor the app
 starts stops them and itself once the app is gone (core/app_watch.py).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,7 @@ UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
 REPLAY_KEY = "replay"  # supervisor key of the replay collector
 STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min): sampling has stalled
+MAX_RESTART_WAIT_S = 300.0  # a collector that keeps dying (a bad node setting) is started again at most this far apart
 
 
 class CollectorSupervisor:
@@ -47,6 +50,9 @@ class CollectorSupervisor:
         self._fingerprint = supervisor_fingerprint(config_data, selected, replay, reconcile_s, app_grace_s, store)
         self.collectors: dict[str, Any] = {}
         self._misses: dict[str, int] = {}  # unanswered pings in a row, per collector key
+        self._deaths: dict[str, tuple[int, str]] = {}  # per collector key: found dead how often in a row, and why
+        self._restart_at: dict[str, float] = {}  # dead collectors started again at this time (monotonic)
+        self.reconcile_s = reconcile_s
         interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
         self.stall_after_s = max(STALL_ROUNDS * interval_s, MIN_STALL_S)
         self._stop = threading.Event()
@@ -78,12 +84,18 @@ class CollectorSupervisor:
         for key in list(self.collectors):
             if key not in wanted:
                 del self.collectors[key]
+                self._deaths.pop(key, None)
+                self._restart_at.pop(key, None)
                 actions[key] = "forgotten (node left)"
         for key, node_id in wanted.items():
             handle = self.collectors.get(key)
             if self._stop.is_set():
                 break
-            if handle is not None and not self._must_replace(key, handle):
+            if (restart_at := self._restart_at.get(key)) is not None:  # found dead, started again after a wait
+                if time.monotonic() < restart_at:
+                    continue
+                del self._restart_at[key]
+            elif handle is not None and not self._must_replace(key, handle):
                 continue
             if handle is not None:  # its name freed first, or the start below would find the old actor again
                 kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)
@@ -118,8 +130,9 @@ class CollectorSupervisor:
             fingerprint, age_s = ray.get(handle.health.remote(), timeout=HEALTH_TIMEOUT_S)
         except GetTimeoutError:
             return self._missed(key)
-        except Exception:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
-            return True
+        except Exception as exc:  # noqa: BLE001 - dead, or its restart failed (or a collector of an older version)
+            return self._died(key, exc)
+        self._deaths.pop(key, None)
         if fingerprint != collector_fingerprint(self.config_data, self.selected, self._replay_of(key), self.store):
             logger.warning("collector supervisor: collector %s runs with other settings: replacing it", key)
             return True
@@ -128,6 +141,23 @@ class CollectorSupervisor:
             return self._missed(key)
         self._misses.pop(key, None)
         return False
+
+    def _died(self, key: str, error: Exception) -> bool:
+        """Note a collector found dead, logged with why (once for as long as it keeps dying the same way); whether
+        to start it again at once. The first death in a row is, later ones wait a time that doubles with each (from
+        one round up to `MAX_RESTART_WAIT_S`), so a collector that cannot start on its node (a bad setting in the
+        node's environment, say) is not restarted every round forever."""
+        count = self._deaths.get(key, (0, ""))[0] + 1
+        text = str(error).strip()  # Ray's: the actor's id and address, then the traceback of its creation task
+        why = text.splitlines()[-1] if text else type(error).__name__  # the error it died of
+        wait_s = 0.0 if count == 1 else min(self.reconcile_s * 2 ** (count - 2), MAX_RESTART_WAIT_S)
+        if self._deaths.get(key, (0, ""))[1] != why:
+            logger.error("collector supervisor: collector %s is dead (%d time(s) in a row), starting it again%s: %s",
+                         key, count, f" in {wait_s:.0f} s" if wait_s else "", text or why)
+        self._deaths[key] = (count, why)
+        if wait_s:
+            self._restart_at[key] = time.monotonic() + wait_s
+        return not wait_s
 
     def _missed(self, key: str) -> bool:
         self._misses[key] = self._misses.get(key, 0) + 1

@@ -150,6 +150,22 @@ def test_a_url_with_a_password_in_the_args_is_refused_without_showing_it() -> No
     assert AppArgs.model_validate(plain).autoscaler.ray_dashboard_url == "http://head:8265"
 
 
+@pytest.mark.parametrize(("telemetry", "field", "reason"), [
+    ({"sources": ["gpu", "host"]}, "telemetry.sources", "unknown source(s) 'gpu'; choose from host, ipmi, npu, nvml"),
+    ({"replay": {"path": "trace.csv", "speed": 0}}, "telemetry.replay.speed", "greater than 0"),
+    ({"replay": {"path": "trace.csv", "speed": -2}}, "telemetry.replay.speed", "greater than 0"),
+])
+def test_telemetry_args_no_collector_could_start_with_are_refused_at_deploy(telemetry, field, reason) -> None:
+    """Before, they were accepted, and every node's collector died in its constructor and was started again every
+    round, the deploy reporting success."""
+    with pytest.raises(ValidationError) as refused:
+        AppArgs.model_validate({"telemetry": {"enabled": True, **telemetry}})
+    [error] = refused.value.errors()
+    assert ".".join(map(str, error["loc"])) == field and reason in error["msg"]
+    assert AppArgs.model_validate({"telemetry": {"sources": ["nvml", "ipmi"], "replay": {"path": "t.csv",
+                                                                                       "speed": 60}}})
+
+
 def test_secret_files_and_plain_settings_are_accepted() -> None:
     settings = {"INFLUX_HOST": "http://db:8086", "INFLUX_TOKEN_FILE": "/run/secrets/influx", "INFLUX_ORG": "o"}
     assert AppArgs.model_validate({"telemetry": {"store_settings": settings}}).telemetry.store_settings == settings

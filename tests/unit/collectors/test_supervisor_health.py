@@ -5,6 +5,9 @@ too when it runs with other settings (left by a replaced supervisor). Ray's call
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -53,7 +56,9 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | float | None]:
 
 def bare() -> CollectorSupervisor:
     instance = object.__new__(CollectorSupervisor)
-    instance._misses = {}
+    instance._misses, instance._deaths, instance._restart_at = {}, {}, {}
+    instance.reconcile_s = 10.0
+    instance._stop = threading.Event()
     instance.stall_after_s = 120.0
     instance.config_data, instance.selected, instance.replay, instance.store = CONFIG, None, None, None
     return instance
@@ -70,6 +75,36 @@ def test_a_wedged_collector_is_replaced_only_after_pings_in_a_row_go_unanswered(
 def test_a_dead_collector_is_replaced_at_once(answers):
     answers.append(RayActorError())
     assert bare()._must_replace("node-a", Handle())
+
+
+def test_a_collector_that_dies_at_every_start_is_logged_once_and_started_again_ever_less_often(
+        answers, monkeypatch, caplog):
+    """Before, a collector that could not start on its node (a bad setting in the node's environment) was killed and
+    started again every round for ever, and why it died was never logged."""
+    now, started = [0.0], []
+    monkeypatch.setattr(supervisor.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": "a", "Alive": True}])
+    monkeypatch.setattr(supervisor, "kill_and_wait", lambda *args: None)
+    watcher = bare()
+    watcher.collectors = {"node-a": Handle()}
+    watcher._start = lambda key, node_id: started.append(now[0]) or Handle()
+    died = RayActorError()
+    monkeypatch.setattr(RayActorError, "__str__", lambda self: "actor_id=1 ip=10.0.0.7\nConfigError: NODE_NAME: bad")
+    for _ in range(100):  # every collector started dies in its constructor
+        answers.append(died)
+        watcher._reconcile()
+        answers.clear()
+        now[0] += watcher.reconcile_s
+    # each death is found at the round after its start; started again at once, then 10, 20, 40, 80 s after that
+    assert started[:5] == [0.0, 20.0, 50.0, 100.0, 190.0]
+    assert started[-1] - started[-2] == supervisor.MAX_RESTART_WAIT_S + watcher.reconcile_s
+    logged = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(logged) == 1 and "ConfigError: NODE_NAME: bad" in logged[0].getMessage()
+    now[0] += supervisor.MAX_RESTART_WAIT_S
+    watcher._reconcile()  # started again, without a ping
+    answers.append(None)  # and it answers: its next death is replaced at once again
+    watcher._reconcile()
+    assert watcher._deaths == {} and watcher._restart_at == {}
 
 
 def test_a_collector_whose_sampling_stalled_is_replaced_though_it_answers(answers):
