@@ -20,6 +20,7 @@ from collectors.sources import SOURCE_NAMES, build_sources
 from core.settings import CONFIG_FLAG_HELP, ConfigError
 from core.telemetry import ID_PATTERN, MAX_ID_CHARS, TelemetrySample
 
+POLL_S, SAY_EVERY_S = 1.0, 10.0  # how often a source whose first read is under way is asked again, and said so
 _COLUMNS = ("node", "source", "device", "power_W", "util_%", "mem_%", "temp_C", "limit_W", "energy_J", "quality")
 
 
@@ -34,6 +35,17 @@ def _node_id(text: str) -> str:
     return text
 
 
+def _seconds(text: str) -> float:
+    """argparse type for --wait: seconds, 0 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0 to 3600 s")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m collectors",
@@ -46,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-id", default=None, type=_node_id,
                         help="node name for the samples (default: $NODE_NAME, as the collector actor's, else this "
                              "host's name)")
+    parser.add_argument("--wait", default=120.0, type=_seconds, metavar="SECONDS",
+                        help="how long to wait for a source whose first read is still under way, as a BMC without "
+                             "DCMI sending its sensor repository (tens of seconds) (default: 120)")
     parser.add_argument("--config", default=None, help=CONFIG_FLAG_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help="log source details on stderr")
     return parser
@@ -64,12 +79,27 @@ def _table(samples: list[TelemetrySample], out: TextIO) -> None:
         out.write("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
-def _collect(sources: list[TelemetrySource], err: TextIO) -> tuple[list[TelemetrySample], int]:
-    """One round: availability, one warm-up wait for delta-based sources, then a sample from each."""
+def _available(source: TelemetrySource, name: str, wait_s: float, err: TextIO) -> tuple[bool, str]:
+    """The source's availability, asked again every `POLL_S` for up to `wait_s` while its first read is under way
+    (saying so every `SAY_EVERY_S`)."""
+    deadline, said = time.monotonic() + wait_s, float("-inf")
+    ok, reason = source.available()
+    while not ok and getattr(source, "first_read_under_way", False) and time.monotonic() < deadline:
+        if time.monotonic() - said >= SAY_EVERY_S:
+            err.write(f"source {name}: {reason}; waiting up to {wait_s:g} s (--wait)\n")
+            said = time.monotonic()
+        time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+        ok, reason = source.available()
+    return ok, reason
+
+
+def _collect(sources: list[TelemetrySource], err: TextIO, wait_s: float = 0.0) -> tuple[list[TelemetrySample], int]:
+    """One round: availability (waiting up to `wait_s` for a first read under way), one warm-up wait for delta-based
+    sources, then a sample from each."""
     ready = []
     for source in sources:
-        ok, reason = source.available()
         name = getattr(source, "label", source.kind.value)
+        ok, reason = _available(source, name, wait_s, err)
         if ok:
             ready.append((name, source))
         else:
@@ -110,7 +140,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         err.write(f"config error: {exc}\n")
         return 2
     try:
-        samples, answered = _collect(sources, err)
+        samples, answered = _collect(sources, err, args.wait)
     finally:
         for source in sources:
             source.close()

@@ -126,6 +126,12 @@ class IpmiSource(TelemetrySource):
             return False, self._reason
         return True, ""
 
+    @property
+    def first_read_under_way(self) -> bool:
+        """Whether it has never read yet and its first read is still under way (a BMC sending its sensor repository
+        takes tens of seconds): asked again later, it may be available."""
+        return not self._ever_ok and not self._failures and (self._sdr_loading_since is not None or self._call.busy)
+
     def sample(self) -> list[TelemetrySample]:
         if time.monotonic() < self._next_try:
             return []  # backing off after a failure

@@ -4,11 +4,11 @@
 settings, or whose store settings now reach another store, is replaced), `stop_telemetry` stops the supervisor and
 its collectors (the store actor stays). The supervisor reconciles every `reconcile_s`: a node without a collector
 gets one, pinned to it with node-affinity scheduling, and so does a node whose collector is dead, or left
-`UNANSWERED_PINGS` pings in a row unanswered or with its sampling stalled;
-collectors of nodes that left are forgotten. A dead collector is logged with the error it died of and started again
-at once; one that keeps dying (it cannot start on its node) waits ever longer between starts, up to 5 minutes. All actors are named and detached, so they outlive the caller (the
-app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart; the supervisor the app
-starts stops them and itself once the app is gone (core/app_watch.py).
+`UNANSWERED_PINGS` pings in a row unanswered or with its sampling stalled; collectors of nodes that left are
+forgotten. A dead collector is logged with the error it died of and started again at once; one that keeps dying (it
+cannot start on its node) waits ever longer between starts, up to 5 minutes. All actors are named and detached, so
+they outlive the caller (the app's bootstrap, app/bootstrap.py, starts them) and are found again after its restart;
+the supervisor the app starts stops them and itself once the app is gone (core/app_watch.py).
 """
 
 from __future__ import annotations

@@ -87,6 +87,8 @@ def test_no_source_answering_exits_1_with_reasons(monkeypatch: pytest.MonkeyPatc
     (["--once", "--sources", "host", "--node-id", "a\\b"], "argument --node-id: holds a control character"),
     (["--once", "--sources", "host", "--node-id", "x" * 254], "argument --node-id: 254 characters, more than 253"),
     (["--once", "--sources", "host", "--node-id", ""], "argument --node-id: empty"),
+    (["--once", "--sources", "ipmi", "--wait", "-1"], "argument --wait: -1 s is outside 0 to 3600 s"),
+    (["--once", "--sources", "ipmi", "--wait", "soon"], "argument --wait: 'soon' is not a number of seconds"),
 ])
 def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:

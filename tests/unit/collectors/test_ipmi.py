@@ -3,6 +3,7 @@ tested in test_collector_settings.py)."""
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
 import time
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from pyghmi.exceptions import IpmiException
 
+import collectors.__main__ as cli
 from collectors import ipmi
 from collectors.ipmi import IpmiSource
 from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_reading, select_power_sensors
@@ -261,6 +263,20 @@ def test_the_first_sdr_download_may_outlast_the_read_timeout_without_failing():
     time.sleep(0.7)
     [sample] = source.sample()
     assert (sample.power_watts, source._failures) == (400.0, 0)
+
+
+def test_the_once_command_waits_for_a_first_sdr_download(monkeypatch):
+    """`python -m collectors --once --sources ipmi` asked a BMC without DCMI once: its SDR download outlasts the
+    read timeout, so the command said "unavailable" and exited 1 on every run (nothing is kept between runs)."""
+    monkeypatch.setattr(cli, "POLL_S", 0.05)
+    err = io.StringIO()
+    samples, answered = cli._collect([_with_cmd(SlowSdrCmd(0.5), timeout_s=0.1, backoff_s=0)], err, wait_s=5.0)
+    assert answered == 1 and [sample.power_watts for sample in samples] == [400.0]
+    assert "downloading its sensor repository (SDR) for the first read" in err.getvalue()
+    assert "waiting up to 5 s (--wait)" in err.getvalue()
+    err = io.StringIO()
+    assert cli._collect([_with_cmd(SlowSdrCmd(0.5), timeout_s=0.1, backoff_s=0)], err, wait_s=0.0) == ([], 0)
+    assert "unavailable: BMC bmc.example:6230: downloading its sensor repository" in err.getvalue()
 
 
 def test_an_sdr_download_is_given_up_after_its_own_limit():
