@@ -35,7 +35,7 @@ HEALTH_TIMEOUT_S = 10.0
 UNANSWERED_PINGS = 3  # in a row (one per reconcile) before a collector is taken for wedged and replaced
 NODE_KEY = "node-"  # supervisor key of a node's collector: NODE_KEY + Ray node id
 REPLAY_KEY = "replay"  # supervisor key of the replay collector
-STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min): sampling has stalled
+STALL_ROUNDS, MIN_STALL_S = 10, 120.0  # no progress for max(10 intervals, 2 min) (stall_limit_s): sampling stalled
 MAX_RESTART_WAIT_S = 300.0  # a collector that keeps dying (a bad node setting) is started again at most this far apart
 
 
@@ -53,8 +53,8 @@ class CollectorSupervisor:
         self._deaths: dict[str, tuple[int, str]] = {}  # per collector key: found dead how often in a row, and why
         self._restart_at: dict[str, float] = {}  # dead collectors started again at this time (monotonic)
         self.reconcile_s = reconcile_s
-        interval_s = float(CollectorConfig.model_validate(config_data).telemetry.sampling_interval)
-        self.stall_after_s = max(STALL_ROUNDS * interval_s, MIN_STALL_S)
+        telemetry = CollectorConfig.model_validate(config_data).telemetry
+        self.stall_after_s = stall_limit_s(float(telemetry.sampling_interval), float(telemetry.read_timeout))
         self._stop = threading.Event()
         self._reconciling = threading.Lock()  # a round, or stop() taking the collectors over
         self._stopping = threading.Lock()  # held for the whole of a stop(): a second one returns after it
@@ -206,6 +206,14 @@ class CollectorSupervisor:
             for handle in collectors.values():
                 ray.kill(handle, no_restart=True)
             wait_until_gone([collector_actor(key) for key in collectors], HEALTH_TIMEOUT_S)  # names free, one deadline
+
+
+def stall_limit_s(interval_s: float, read_timeout_s: float) -> float:
+    """How long a collector may make no progress before its sampling counts as stalled: `STALL_ROUNDS` intervals
+    (at least `MIN_STALL_S`), and never less than a round that waits its whole `read_timeout` for a hung source and
+    those intervals after it (a long read timeout must not get the collector replaced, and the samples of the sources
+    that answered lost, on every round that meets a hung read)."""
+    return max(STALL_ROUNDS * interval_s, MIN_STALL_S, read_timeout_s + STALL_ROUNDS * interval_s)
 
 
 def start_telemetry(config: CollectorConfig, *, selected: list[str] | None = None, replay: dict | None = None,

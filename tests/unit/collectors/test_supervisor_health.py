@@ -116,6 +116,14 @@ def test_a_collector_whose_sampling_stalled_is_replaced_though_it_answers(answer
         [False] * (UNANSWERED_PINGS - 1) + [True])
 
 
+def test_a_round_that_waits_out_a_long_read_timeout_is_no_stall():
+    """Regression: the stall limit was 2 min whatever `read_timeout` (up to 10 min) allowed a round to wait for a
+    hung source, so such a round got the collector replaced and the samples its other sources had read lost."""
+    assert supervisor.stall_limit_s(5.0, 15.0) == supervisor.MIN_STALL_S  # the defaults: as before
+    assert supervisor.stall_limit_s(30.0, 15.0) == 315.0  # 10 intervals and the read timeout
+    assert supervisor.stall_limit_s(5.0, 300.0) == 350.0
+
+
 def test_a_collector_started_with_other_settings_is_replaced_at_once(answers):
     """A supervisor replaced before it could stop its collectors (they did not answer in time) left them running
     with the old settings; the new one found them by name and kept them."""
