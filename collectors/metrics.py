@@ -5,6 +5,7 @@ samples that were not stored, by reason, never silent."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,17 +31,25 @@ class CollectorMetrics:
         self._stored = catalog.create(catalog.TELEMETRY_STORED)
         self._buffered = catalog.create(catalog.TELEMETRY_BUFFERED)
         self._last_sample = catalog.create(catalog.TELEMETRY_LAST_SAMPLE)
+        self._shown: set[tuple[int, tuple[tuple[str, str], ...]]] = set()  # (device gauge, tags) the last round set
 
     def publish_round(self, samples: list[TelemetrySample], buffered: int) -> None:
-        """One round's accepted samples: device gauges, samples by source, the newest time, the backlog."""
+        """One round's accepted samples: device gauges, samples by source, the newest time, the backlog. A device
+        gauge the last round set and this one does not (a BMC gone silent, a GPU lost) is set to NaN: a gauge keeps
+        its last value for as long as the worker lives, which a dashboard would show as the device's current draw."""
         by_source: dict[str, int] = {}
+        shown = set()
         for sample in samples:
             tags = {"node_id": sample.node_id, "source": sample.source.value, "device_id": sample.device_id}
-            for gauge, field in self._devices:
+            for index, (gauge, field) in enumerate(self._devices):
                 value = getattr(sample, field)
                 if gauge is not None and value is not None:
                     gauge.set(value, tags=tags)
+                    shown.add((index, tuple(tags.items())))
             by_source[sample.source.value] = by_source.get(sample.source.value, 0) + 1
+        for index, tags_set in self._shown - shown:
+            self._devices[index][0].set(math.nan, tags=dict(tags_set))
+        self._shown = shown
         node = {"node_id": self.node_id}
         if self._samples is not None:
             for source, count in by_source.items():

@@ -4,6 +4,7 @@ minute), and each round exported as device gauges, throughput, backlog and fresh
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -100,4 +101,23 @@ def test_a_round_exports_device_gauges_throughput_backlog_and_freshness(tmp_path
     assert exported["kcloud_telemetry_last_sample_timestamp_seconds"].calls == [("set", newest, {"node_id": "n1"})]
     assert collector.flush() == 2 and collector.flush() == 0
     assert exported["kcloud_telemetry_stored_samples_total"].calls == [("inc", 2, {"node_id": "n1"})]
+    collector.stop()
+
+
+def test_a_device_gauge_goes_nan_once_its_device_stops_reporting(tmp_path, exported):
+    """A gauge keeps its last value while the worker lives: a BMC gone silent showed its last watts as current."""
+    store = SqliteStore(tmp_path / "db")
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=1, spill_dir=str(tmp_path / "spill"))
+    source = GpuSource()
+    collector = Collector("n1", [source], store, settings, start=False)
+    collector.collect_once()
+    full = source.sample
+    source.sample = lambda: full()[:1]  # gpu1 stops reporting
+    collector.collect_once()
+    power = exported["kcloud_power_watts"].calls
+    gpu1 = [value for _, value, tags in power if tags["device_id"] == "gpu1"]
+    assert gpu1[0] == 301.0 and len(gpu1) == 2 and math.isnan(gpu1[1])
+    assert [value for _, value, tags in power if tags["device_id"] == "gpu0"] == [300.0, 300.0]
+    collector.collect_once()  # still silent: not set again
+    assert len([1 for _, _, tags in exported["kcloud_power_watts"].calls if tags["device_id"] == "gpu1"]) == 2
     collector.stop()
