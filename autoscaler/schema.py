@@ -100,7 +100,7 @@ class ScalingPolicy(_Model):
     name: str = Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)
     target: ScalingTarget
     min_replicas: int = Field(1, ge=0, le=REPLICAS_LIMIT, strict=True)
-    max_replicas: int = Field(10, ge=1, le=REPLICAS_LIMIT, strict=True)
+    max_replicas: int = Field(10, ge=1, le=REPLICAS_LIMIT, strict=True, validate_default=True)  # the cap checks 10 too
     allow_scale_to_zero: bool = Field(False, strict=True)
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
     predictive_scaling: PredictiveScalingConfig = PredictiveScalingConfig()
@@ -130,7 +130,8 @@ class ScalingPolicy(_Model):
     def _within_cap(cls, value: int, info: ValidationInfo) -> int:
         cap = (info.context or {}).get(MAX_REPLICAS_CAP)
         if cap is not None and value > cap:
-            raise ValueError(f"max_replicas ({value}) exceeds auto_scaling.max_replicas_cap ({cap})")
+            raise ValueError(f"max_replicas ({value}) exceeds auto_scaling.max_replicas_cap ({cap}); give one within "
+                             "it (left out, it is 10)")
         return value
 
     @field_validator("nodes")

@@ -157,6 +157,22 @@ def test_max_replicas_is_capped_by_the_setting():
     assert "less than or equal to 10000" in refusal(policy_data(max_replicas=10**9), raised)
 
 
+def test_a_policy_that_leaves_max_replicas_out_is_held_to_the_cap_too():
+    """Regression: the cap was not checked on the default (10), so with a cap below it such a policy was stored
+    (201, replacing a good one of that name) and then failed to load: listed invalid, never scaled."""
+    data = policy_data()
+    data.pop("max_replicas", None)
+    low = AutoScalingConfig(max_replicas_cap=4)
+    with pytest.raises(ValidationError) as refused:
+        policy_from(data, low)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("max_replicas",)
+    assert "max_replicas (10) exceeds auto_scaling.max_replicas_cap (4); give one within it (left out, it is 10)" \
+        in error["msg"]
+    assert policy_from({**data, "max_replicas": 4}, low).max_replicas == 4
+    assert policy_from(data, AutoScalingConfig()).max_replicas == 10
+
+
 def test_a_stored_policy_above_a_lowered_cap_is_reported_not_loaded(tmp_path):
     path = tmp_path / "s.sqlite"
     ControllerState(path, max_replicas_cap=500).put_policy(make_policy(name="big", max_replicas=300),
