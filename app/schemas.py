@@ -29,8 +29,28 @@ Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False, strict=True)
 Celsius = Annotated[float, Field(ge=-50, le=150, allow_inf_nan=False, strict=True)]
 
 
+MAX_LIST_ERRORS = 20  # a history with more bad values gets one error for them all, not one each
+_HISTORY_BOUNDS = {"power_watts": (0.0, MAX_WATTS, "W"), "cpu_utilization": (0.0, 100.0, "%"),
+                   "memory_usage": (0.0, 100.0, "%"), "gpu_utilization": (0.0, 100.0, "%"),
+                   "npu_utilization": (0.0, 100.0, "%"), "temperature": (-50.0, 150.0, "°C")}
+
+
 def _history(description: str) -> Any:
     return Field(None, min_length=1, max_length=MAX_HISTORY_STEPS, description=description)
+
+
+def _screened(value: Any, field: str) -> Any:
+    """A history list with more than `MAX_LIST_ERRORS` bad values refused with one error that counts them (pydantic
+    would build one error per value: a batch of long lists of negative watts took seconds and gigabytes to refuse);
+    anything else passes on to the strict per-value validation."""
+    if not isinstance(value, list) or len(value) > MAX_HISTORY_STEPS:
+        return value
+    low, high, unit = _HISTORY_BOUNDS[field]
+    bad = [index for index, item in enumerate(value) if type(item) not in (int, float) or not low <= item <= high]
+    if len(bad) > MAX_LIST_ERRORS:
+        raise ValueError(f"{len(bad)} of its {len(value)} values are not numbers from {low:g} to {high:g} {unit} "
+                         f"(the first at index {bad[0]})")
+    return value
 
 
 class _Body(BaseModel):
@@ -53,6 +73,11 @@ class PowerFeatures(_Body):
     temperature: list[Celsius] | None = _history("hottest device, °C")
     workload_type: str | None = Field(None, max_length=64, description="training, inference, batch, idle, ... "
                                                                       "(case and surrounding spaces ignored)")
+
+    @field_validator(*_HISTORY_BOUNDS, mode="before")
+    @classmethod
+    def _few_bad_values(cls, value: Any, info: ValidationInfo) -> Any:
+        return _screened(value, info.field_name)
 
     @field_validator("workload_type")
     @classmethod
