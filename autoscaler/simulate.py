@@ -46,6 +46,7 @@ from training.cli import (
     given,
     load_with_overrides,
     output_path,
+    plot_path,
     refuse_overwriting_inputs,
     run_cli,
 )
@@ -86,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--margin", type=_watts,
                         help="percentage points taken off both thresholds for the reactive_margin run (default 10)")
     parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
-    parser.add_argument("--plot", type=output_path,
+    parser.add_argument("--plot", type=plot_path,
                         help="PNG of demand, replicas and per-node power against the budget")
     add_model_flags(parser)
     args = parser.parse_args(argv)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+PLOTTING_NEEDS = "drawing a picture needs matplotlib: pip install 'kcloud-opt-predictor[plot]'"
+
 
 class PlottingUnavailable(ImportError):
     """matplotlib is not installed; the message says how to install it."""
@@ -14,8 +16,7 @@ def pyplot() -> ModuleType:
     try:
         import matplotlib
     except ImportError as exc:
-        raise PlottingUnavailable("drawing a picture needs matplotlib: pip install 'kcloud-opt-predictor[plot]'"
-                                  ) from exc
+        raise PlottingUnavailable(PLOTTING_NEEDS) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

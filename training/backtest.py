@@ -67,7 +67,8 @@ def prepare_training(frame: pd.DataFrame, config: TrainingConfig, *, train_fract
     """The backtest's series split into training and test parts, as `config` trains them.
 
     Raises:
-        NotEnoughData: a series too short for a window, or no test window (found before any training).
+        NotEnoughData: a series too short for a window, no test window, or no training or calibration window (found
+            before any training: a suite checks every case up front with this).
     """
     predictor, model_config = config.predictor, config.models.power_predictor
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
@@ -75,6 +76,12 @@ def prepare_training(frame: pd.DataFrame, config: TrainingConfig, *, train_fract
                        train_fraction=train_fraction, split=split)
     if len(prepared.windows(Role.TEST)) == 0:
         raise NotEnoughData(NO_TEST_WINDOWS)
+    if len(prepared.windows(Role.FIT)) == 0 or len(prepared.windows(Role.CALIB)) == 0:
+        raise NotEnoughData(
+            f"no {'training' if len(prepared.windows(Role.FIT)) == 0 else 'calibration'} windows: the training "
+            f"part of the series ({train_fraction:.0%}) is too short for a window of {model_config.sequence_length} "
+            f"steps and {predictor.horizon_steps} leads; pass a smaller --sequence-length or a larger "
+            "--train-fraction")
     return prepared
 
 

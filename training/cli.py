@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.durations import parse_duration
+from core.plotting import PLOTTING_NEEDS
 from core.registry_metadata import ModelNotFoundError, check_model_id
 from core.settings import CONFIG_FLAG_HELP, ConfigError, refuse_template_ray_token
 from core.stores.base import StoreUnavailable
@@ -47,6 +49,14 @@ def output_path(text: str) -> str:
     if (problem := folder_problem(path.parent)) is not None:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {problem}")
     return text
+
+
+def plot_path(text: str) -> str:
+    """argparse type for `--plot`: an output path (`output_path`), refused at once where matplotlib is not
+    installed, rather than after the run, its report unwritten."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise argparse.ArgumentTypeError(f"{PLOTTING_NEEDS}; or leave --plot out")
+    return output_path(text)
 
 
 def folder_problem(folder: Path) -> str | None:

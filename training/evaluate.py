@@ -27,11 +27,14 @@ from training.cli import (
     fraction_arg,
     given,
     load_with_overrides,
+    model_overrides,
     output_path,
+    plot_path,
     refuse_overwriting_inputs,
     run_cli,
 )
 from training.power.windows import SPLITS
+from training.settings import TrainingConfig, load_training_config
 from training.suite import run_suite
 from training.suite_config import load_suite
 from training.suite_report import table
@@ -53,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="series (default): the last share of every series tests; time: one cut in time for all "
                              "series, so no series recorded later trains the forecast of an earlier one")
     parser.add_argument("--output", required=True, type=output_path, help="report JSON path")
-    parser.add_argument("--plot", type=output_path, help="PNG of actual vs forecast with the interval")
+    parser.add_argument("--plot", type=plot_path, help="PNG of actual vs forecast with the interval")
     parser.add_argument("--model", help="evaluate a registered model (id or id/version) instead of training")
     parser.add_argument("--model-path", help="model registry root (default: config model_path / $MODEL_PATH)")
     add_model_flags(parser, suite=True)
@@ -76,9 +79,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def backtest_config(args: argparse.Namespace) -> TrainingConfig:
+    """The config file with the flags applied; a forecaster it trains takes the input window that
+    `predictor.resolutions` serves its step and horizon with where `--sequence-length` is not given, as train_lstm's
+    does (the default 1 min / 1 h: 60 steps, not `models.power_predictor`'s 168)."""
+    config = load_training_config(args.config)
+    overrides = model_overrides(args, horizon_s=args.horizon)
+    if not args.model:  # a registered model keeps its own window
+        overrides = overrides.with_served_window(config)
+    return overrides.apply(config)
+
+
 def run_backtest(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or load) the forecaster and the baselines on `--data`, score them all; returns the report."""
-    config = load_with_overrides(args, horizon_s=args.horizon)
+    config = backtest_config(args)
     frame = load_telemetry_csv(args.data)
     train_fraction = args.train_fraction or DEFAULT_TRAIN_FRACTION
     report = backtest(frame, config, train_fraction=train_fraction, options=TrainOptions.from_flags(args),

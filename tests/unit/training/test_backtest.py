@@ -7,9 +7,33 @@ import json
 
 import pytest
 
+from core.telemetry_csv import load_telemetry_csv
 from tests.fakes.trainer import untrained
 from training import evaluate
+from training.backtest import prepare_training
+from training.power.windows import NotEnoughData, Role
 from training.synthetic import generate_trace, write_csv
+
+
+def test_evaluate_trains_the_window_its_shape_is_served_with(upm_sample):
+    """Regression: `make evaluate` (the shipped sample at 1 min / 1 h, no --sequence-length) trained the config's
+    168-step window, which left the sample's series no training window, and failed after starting Ray."""
+    sample = str(upm_sample)
+
+    def window(*flags: str) -> int:
+        args = evaluate.parse_args(["--data", sample, "--output", "r.json", *flags])
+        return evaluate.backtest_config(args).models.power_predictor.sequence_length
+
+    assert window() == 60  # power_lstm's, as train_lstm trains it
+    assert window("--sequence-length", "30") == 30
+    assert window("--step", "10min") == 168  # no resolution serves 10 min / 1 h: the model's default
+    config = evaluate.backtest_config(evaluate.parse_args(["--data", sample, "--output", "r.json"]))
+    prepared = prepare_training(load_telemetry_csv(sample), config, train_fraction=0.8)
+    assert all(len(prepared.windows(role)) for role in Role)
+    with pytest.raises(NotEnoughData, match="no training windows: .* window of 168 steps and 60 leads; pass a "
+                                            "smaller --sequence-length"):
+        prepare_training(load_telemetry_csv(sample), evaluate.backtest_config(evaluate.parse_args(
+            ["--data", sample, "--output", "r.json", "--sequence-length", "168"])), train_fraction=0.8)
 
 
 @pytest.mark.slow

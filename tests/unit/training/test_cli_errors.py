@@ -229,3 +229,20 @@ def test_regression_a_folder_the_result_cannot_be_written_in_is_refused_before_t
 
         assert train_gbm.main(["--records", "200", "--model-path", str(blocker)]) == 2
         assert "train_gbm: error: --model-path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [evaluate.main, simulate.main])
+def test_a_plot_without_matplotlib_is_refused_before_the_run(command, tmp_path, capsys, monkeypatch):
+    """Regression: on an install without the `plot` extra the picture failed after the whole backtest, with a
+    traceback, and the report was never written."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else
+                        real(name, *args))
+    with pytest.raises(SystemExit) as stop:
+        command(["--data", str(tmp_path / "t.csv"), "--output", str(tmp_path / "r.json"), "--plot",
+                 str(tmp_path / "r.png")])
+    assert stop.value.code == 2
+    assert "argument --plot: drawing a picture needs matplotlib: pip install 'kcloud-opt-predictor[plot]'; or " \
+        "leave --plot out" in capsys.readouterr().err

@@ -239,7 +239,13 @@ def test_every_case_is_checked_before_the_first_one_trains(tmp_path: Path, monke
                           # valid data too short for its window: found only when the case came to train
                           (SuiteCase(name="window", trace="short.csv", step=60, horizons=(600,), sequence_length=100),
                            "suite case window (horizon 10min; its step, sequence_length and train_fraction): series "
-                           "shorter than one window")):
+                           "shorter than one window"),
+                          # test windows, but none to train on: found only when Ray Train started
+                          (SuiteCase(name="fit", trace="short.csv", step=60, horizons=(300,), sequence_length=20,
+                                     train_fraction=0.5),
+                           "suite case fit (horizon 5min; its step, sequence_length and train_fraction): no training "
+                           "windows: the training part of the series (50%) is too short for a window of 20 steps and "
+                           "5 leads")):
         suite = Suite(seeds=(0,), cases=(first, last))
         with pytest.raises(ConfigError, match=re.escape(message)):
             run_suite(suite, tmp_path / "suite.yaml", base=TrainingConfig(), data_root=str(tmp_path),
