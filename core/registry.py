@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -147,10 +148,22 @@ class ModelRegistry:
             text = "(not UTF-8 text)"
         if text == NONE_ACTIVE:
             return None, True
-        if not text.isdigit() or not (self._dir(model_id) / text / METADATA_FILE).is_file():
+        if not text.isdigit() or not self._names_a_version(model_id, text):
             logger.warning("ACTIVE pointer %s is bad (%r); using latest version", pointer, text)
             return None, False
         return int(text), False
+
+    def _names_a_version(self, model_id: str, version: str) -> bool:
+        """Whether the version the pointer names is there; ActivePointerUnreadable when that cannot be told (a
+        storage error other than its absence: Path.is_file would say False, and the latest would be served and
+        pinned in its place)."""
+        try:
+            return stat.S_ISREG(os.stat(self._dir(model_id) / version / METADATA_FILE).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise ActivePointerUnreadable(f"the version the ACTIVE pointer of {model_id} names cannot be read: "
+                                          f"{exc.strerror or type(exc).__name__}") from exc
 
     def served_version(self, model_id: str) -> int | None:
         """The version the service loads: the active one, else the latest (unless the pointer says none is active);
@@ -289,17 +302,18 @@ class ModelRegistry:
                         doomed, keep)
         return doomed
 
-    def _pin_served(self, model_id: str, *, activating: bool) -> None:
+    def _pin_served(self, model_id: str, *, may_activate: bool) -> None:
         """Without an ACTIVE pointer, point it at the latest version (the one served now), before a version that is
-        not to be activated appears and would be served for being the latest; with no version yet, and none to be
-        activated, say that none is active (a version registered without activation is not served for being the
-        only one). A first version whose activation never comes (a killed process) is served as the latest."""
+        not to be activated appears and would be served for being the latest; with no version yet, and one that is
+        never to be activated (`may_activate` False), say that none is active (a version registered without
+        activation is not served for being the only one). A first version whose activation may still come, and never
+        does (a process killed before it), is served as the latest."""
         with self._activation_guard(model_id):
             if self._read_pointer(model_id) == (None, False):  # no pointer, or a bad one (OSError: unreadable)
                 available = self.versions(model_id)
                 if available:
                     self._write_active(model_id, available[-1])
-                elif not activating:
+                elif not may_activate:
                     atomic_write_text(self._dir(model_id) / ACTIVE_FILE, f"{NONE_ACTIVE}\n")
 
     @contextmanager
@@ -326,11 +340,14 @@ class ModelRegistry:
         metrics: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
         activate: bool = True,
+        may_activate: bool | None = None,
     ) -> ModelMetadata:
         """Copy ``source_dir`` into a new version folder atomically and return its metadata (first removing the
         model's staging folders that a publish killed over an hour ago left behind). Once the folder is renamed into
         place the version is registered: an activation that cannot be written then raises ActivationFailed, carrying
-        the version's metadata."""
+        the version's metadata. `may_activate` (default: `activate`): whether the caller may activate the version
+        after publishing it (a retraining that compares it first); only one never to be activated leaves a model
+        that had no version serving none."""
         source_dir = Path(source_dir)
         if not source_dir.is_dir() or not any(source_dir.iterdir()):
             raise ValueError(f"source dir {source_dir} is missing or empty")
@@ -352,7 +369,8 @@ class ModelRegistry:
                 if path.is_file():
                     with open(path, "rb") as fh:
                         os.fsync(fh.fileno())
-            self._pin_served(model_id, activating=activate)  # even when activating: that may never come (killed)
+            # even when activating: that may never come (killed)
+            self._pin_served(model_id, may_activate=activate if may_activate is None else may_activate)
             version = max(self._int_dirs(model_id), default=0) + 1
             for _ in range(1000):
                 meta = meta.model_copy(update={"version": version})

@@ -15,8 +15,10 @@ from training.settings import TrainingConfig
 
 
 def publish_cost_model(registry: ModelRegistry, model_id: str, model: CostModel, config: TrainingConfig,
-                       metrics: dict[str, Any], *, training: dict[str, Any], activate: bool) -> int:
-    """Register a fitted cost model with its feature spec, config, metrics and training facts; its version."""
+                       metrics: dict[str, Any], *, training: dict[str, Any], activate: bool,
+                       may_activate: bool) -> int:
+    """Register a fitted cost model with its feature spec, config, metrics and training facts; its version
+    (`may_activate`: whether a promotion that follows may activate it; ModelRegistry.publish)."""
     spec = {"features": FEATURES, "categorical": CATEGORICAL, "vocab": model.vocab,
             "increasing": sorted(INCREASING), "component_features": {c: component_features(c) for c in COMPONENTS}}
     spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -25,5 +27,6 @@ def publish_cost_model(registry: ModelRegistry, model_id: str, model: CostModel,
         model.save(Path(folder))
         metadata = registry.publish(model_id, Path(folder), model_type="lightgbm", data_span=None, feature_spec=spec,
                                     feature_spec_hash=spec_hash, config=config.model_dump(mode="json"),
-                                    metrics=metrics, training=training, activate=activate)
+                                    metrics=metrics, training=training, activate=activate,
+                                    may_activate=may_activate)
     return metadata.version

@@ -168,6 +168,7 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     try:
         version = publish_cost_model(
             registry, spec.model_id, model, spec.config, metrics, activate=decision == "forced",
+            may_activate=decision != "not_requested",
             training={"seed": spec.seed, "records": len(records), "synthetic_data": spec.synthetic, "data": spec.data,
                       "currency": catalog.currency, "holdout_fraction": spec.holdout_fraction,
                       "holdout": HASHED_HOLDOUT})

@@ -63,7 +63,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                           lstm_half_life_steps=weights.half_life_steps, lstm_relative_power=weights.relative_power)
     try:
         version = _publish(registry, spec.model_id, forecaster, prepared, config, metrics, facts,
-                           synthetic=synthetic, activate=decision == "forced")
+                           synthetic=synthetic, activate=decision == "forced",
+                           may_activate=decision != "not_requested")
     except ActivationFailed as failed:  # registered all the same: the retraining has not failed
         version, decision = activation_failed(failed)
     decision = promote(registry, spec.model_id, version, decision, None if incumbent is None else incumbent.version)
@@ -89,14 +90,15 @@ def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -
 
 def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster, prepared: PreparedData,
              config: TrainingConfig, metrics: HoldoutMetrics, facts: TrainingFacts, *, synthetic: bool,
-             activate: bool) -> int:
-    """Register the forecaster with what it was trained on and how it scored; returns its version."""
+             activate: bool, may_activate: bool) -> int:
+    """Register the forecaster with what it was trained on and how it scored; returns its version (`may_activate`:
+    whether the promotion that follows may activate it; ModelRegistry.publish)."""
     predictor, model_config = config.predictor, config.models.power_predictor
     # the version is published from this folder: a leftover copy must not fail the published retraining
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         forecaster.save(Path(folder))
         metadata = registry.publish(
-            model_id, Path(folder), model_type="lstm", activate=activate,
+            model_id, Path(folder), model_type="lstm", activate=activate, may_activate=may_activate,
             data_span=prepared.data_span(synthetic=synthetic),
             feature_spec={"names": prepared.pipeline.feature_names, "features": list(config.features),
                           "step_s": predictor.step, "sequence_length": model_config.sequence_length,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from core.atomic_files import atomic_write_json, atomic_write_text
-from core.registry import ActivationFailed, ModelRegistry
+from core.registry import ActivationFailed, ActivePointerUnreadable, ModelRegistry
 from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
 from tests.factories import unreadable
 
@@ -132,6 +132,35 @@ def test_regression_a_first_version_registered_without_activation_is_not_served(
     reg.publish("power_lstm", source, model_type="lstm", activate=False)
     assert reg.served_version("power_lstm") is None
     assert reg.promote("power_lstm", 2, over=None) and reg.get("power_lstm")[1].version == 2
+
+
+def test_a_first_version_whose_promotion_never_comes_is_served(reg: ModelRegistry, source: Path) -> None:
+    """Regression: a retraining publishes before it promotes; on a model with no version yet the publish wrote "none
+    active", so a process killed in between (OOM, node loss) left the model serving nothing until the next one."""
+    reg.publish("cost_gbm", source, model_type="lightgbm", activate=False, may_activate=True)
+    assert reg.served_version("cost_gbm") == 1  # killed here: the latest is served
+    assert reg.promote("cost_gbm", 1, over=None) and reg.active_version("cost_gbm") == 1
+
+
+def test_a_storage_error_on_the_active_version_is_never_taken_for_a_bad_pointer(reg: ModelRegistry, source: Path,
+                                                                                 monkeypatch) -> None:
+    """Regression: Path.is_file said False on any error, so one failed stat of the active version's metadata during
+    a publish made the pointer "bad" and the publish pinned the latest version (one that had lost its comparison)."""
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    real_stat = os.stat
+
+    def failing(path, *args, **kwargs):
+        if str(path).endswith(os.path.join("power_lstm", "1", "metadata.json")):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    with pytest.raises(ActivePointerUnreadable, match="the version the ACTIVE pointer of power_lstm names cannot be "
+                                                      "read: Input/output error"):
+        reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    monkeypatch.undo()
+    assert reg.active_version("power_lstm") == 1 and reg.versions("power_lstm") == [1, 2]
 
 
 def test_promote_activates_only_while_the_compared_version_is_still_served(reg: ModelRegistry,
