@@ -26,7 +26,7 @@ from app.retrain_jobs import DataNotAllowed, LaunchFailed
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError
-from core.records import RecordNotFound
+from core.records import RecordNotFound, RecordUnreadable
 from core.registry import ActivePointerUnreadable, ModelNotFoundError, NoActiveVersion
 from core.stores.base import StoreUnavailable
 from training.cost.catalog import UnknownGpuType
@@ -117,6 +117,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     RecordNotFound: lambda exc: ApiError(404, ["path", RECORD_ID_PARAMS.get(exc.kind, "id")],
                                          f"unknown {RECORD_ID_PARAMS.get(exc.kind, 'id')} {exc.record_id!r}",
                                          "not_found"),
+    RecordUnreadable: lambda exc: ApiError(503, [], f"{exc.strerror}; try again", "unavailable"),
     UnknownNode: lambda exc: ApiError(404, ["body", "node_id"], str(exc), "not_found"),
     NoStoredTelemetry: lambda exc: ApiError(503, ["body", "node_id"], str(exc), "unavailable"),
     WorkloadTelemetryMissing: lambda exc: ApiError(503, ["body", "workload_id"], str(exc), "unavailable"),

@@ -30,6 +30,11 @@ class RecordNotFound(LookupError):
         return (RecordNotFound, (self.kind, self.record_id))
 
 
+class RecordUnreadable(OSError):
+    """A record that is there cannot be read just now (a storage error): no missing record, which would end an
+    attempt's heartbeat or let its lock be taken over."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -51,8 +56,9 @@ class RecordStore:
         return record
 
     def get(self, record_id: str) -> dict[str, Any]:
-        """The record; RecordNotFound when there is none, or it expired (it is deleted then)."""
-        record = self._read(self._path(record_id))
+        """The record; RecordNotFound when there is none, or it expired (it is deleted then); RecordUnreadable when it
+        cannot be read just now."""
+        record = self._read(self._path(record_id), passing_errors=True)
         if record is None:
             raise RecordNotFound(self.kind, record_id)
         if self._expired(record):
@@ -125,12 +131,20 @@ class RecordStore:
             return True
         return self.clock() - updated > timedelta(seconds=self.retention_s)
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
+    def _read(self, path: Path, *, passing_errors: bool = False) -> dict[str, Any] | None:
+        """The record at `path`; None when there is none or it is not a record. A storage error is one too, unless
+        `passing_errors`, which raises it (RecordUnreadable)."""
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except OSError as exc:
+            if passing_errors:
+                raise RecordUnreadable(exc.errno, f"the {self.kind} record {path.stem} cannot be read just now: "
+                                                  f"{exc.strerror or type(exc).__name__}") from exc
+            logger.warning("unreadable %s record %s", self.kind, path.name)
+            return None
+        except ValueError:
             logger.warning("unreadable %s record %s", self.kind, path.name)
             return None
         return record if isinstance(record, dict) else None

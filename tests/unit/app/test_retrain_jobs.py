@@ -193,6 +193,18 @@ def test_the_route_answers_409_for_a_concurrent_retrain(route):
     assert detail["loc"] == ["body", "model_id"] and first.json()["job_id"] in detail["msg"]
 
 
+def test_an_attempt_whose_record_cannot_be_read_just_now_is_503_not_404(route, tmp_path):
+    job_id = route.post("/api/v1/models/retrain", json={"epochs": 4}, headers=AUTH).json()["job_id"]
+    [record] = (tmp_path / "state").rglob(f"{job_id}.json")
+    record.unlink()
+    record.mkdir()  # reading it fails with IsADirectoryError, not "no such file"
+    response = route.get(f"/api/v1/models/retrain/{job_id}", headers=AUTH)
+    assert response.status_code == 503, response.text
+    [detail] = response.json()["detail"]
+    assert detail["msg"] == f"the retrain record {job_id} cannot be read just now: Is a directory; try again"
+    assert str(tmp_path) not in response.text
+
+
 @pytest.mark.parametrize("data", ["../secret.csv", "/etc/passwd", "escape.csv", "sub/../../secret.csv"])
 def test_the_route_answers_422_naming_data_for_a_path_escape(route, data):
     response = route.post("/api/v1/models/retrain", json={"data": data}, headers=AUTH)

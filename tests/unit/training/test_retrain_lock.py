@@ -3,6 +3,7 @@ only from an attempt that ended or stopped (its record silent); a running attemp
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.atomic_files import atomic_write_json
-from core.records import RecordStore
+from core.records import RecordStore, RecordUnreadable
 from core.registry import ModelRegistry
 from training import retrain_attempt
 from training.retrain_attempt import heartbeat, run_attempt
@@ -140,6 +141,29 @@ def test_a_passing_error_reading_the_lock_neither_frees_the_model_nor_ends_the_h
         before = records.get(job)["updated_at"]
         time.sleep(0.3)
         assert records.get(job)["updated_at"] > before  # still beating
+    assert locks.holder("m") == job
+
+
+def test_a_passing_error_reading_the_attempts_record_neither_frees_the_model_nor_ends_the_heartbeat(tmp_path):
+    """Regression: a record that could not be read counted as no record: the heartbeat stopped for good, and another
+    attempt took the lock of one still training."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    record = records.folder / f"{job}.json"
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "to_folder").symlink_to(tmp_path / "a_folder")
+    with heartbeat(locks, "m", job, every_s=0.05):
+        saved = record.read_text()
+        os.replace(tmp_path / "to_folder", record)  # reading it now fails with IsADirectoryError
+        with pytest.raises(RecordUnreadable, match=f"the retrain record {job} cannot be read just now"):
+            locks.acquire("m", running(records))
+        time.sleep(0.2)
+        (tmp_path / "restored").write_text(saved)
+        os.replace(tmp_path / "restored", record)
+        time.sleep(0.3)
+        assert records.get(job)["updated_at"] > json.loads(saved)["updated_at"]  # still beating
     assert locks.holder("m") == job
 
 
