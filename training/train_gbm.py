@@ -5,7 +5,8 @@
 
 `--data` is a CSV of past jobs with the columns of `training.cost.catalog.RECORD_COLUMNS` (gpu_type and
 workload_type may be blank). Without it the model is trained on `--records` jobs generated from the
-price catalog: fine for demos, never for quoting accuracy. A seeded 15 % of the records is held out; the new
+price catalog: fine for demos, never for quoting accuracy. 15 % of the records is held out, chosen by a hash of each
+record's values (the same jobs in every run, whatever `--seed`: training.cost.retrain); the new
 version is registered with its metrics there (MAE, MAPE, interval coverage, confidence vs hit rate) and
 activated only if its MAE on those records is no worse than the active version's (`training.cost.retrain`, the
 rule `POST /api/v1/models/retrain` applies too; `--force-activate` skips the comparison). The run holds the model's
@@ -45,7 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=generated_jobs,
                         help=f"generated jobs when --data is not given (default {GENERATED_JOBS}, at most "
                              f"{MAX_GENERATED_JOBS:,})")
-    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed for the split, trees and generated jobs")
+    parser.add_argument("--seed", type=seed_arg, default=0,
+                        help="random seed for the trees, their calibration split and the generated jobs (the holdout "
+                             "is chosen by a hash of each record, whatever the seed)")
     parser.add_argument("--model-id", type=model_id_arg, default="cost_gbm", help="registry id (default cost_gbm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
     parser.add_argument("--config", help=CONFIG_FLAG_HELP)

@@ -59,7 +59,8 @@ class CostRetrainSpec(BaseModel):
     model_id: ModelId = "cost_gbm"
     catalog: PriceCatalog | None = Field(None, description="price catalog of the list-price offsets (default: "
                                                            "configs/prices.yaml)")
-    seed: int = Field(0, ge=0, description="seed of the holdout split and the trees")
+    seed: int = Field(0, ge=0, description="seed of the trees, their calibration split and generated jobs (the holdout "
+                                           "is chosen by a hash of each record)")
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="share of the records never trained on")
     activation: Activation = "if_better"
     synthetic: bool = Field(False, description="the records were generated from the price catalog")
