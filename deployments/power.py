@@ -12,6 +12,7 @@ telemetry of a node or of a configured workload's nodes. Its HTTP route is app/p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import pickle
 import threading
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, ServedModel
+from core.held_threads import in_thread, run_holding
 from core.public_text import error_text
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
@@ -255,16 +257,14 @@ class PowerPredictor(RegistryFollower):
         short = 0 < len(history.power_watts) < served.forecaster.sequence_length  # else no store read, no thread hop
         # a slow store is left alone a while, and never asked more than MAX_FILLS at once: the lists answer
         if short and time.monotonic() >= self._fill_paused_until and self._fills.acquire(blocking=False):
-            try:
-                history, from_store = await asyncio.to_thread(
+            try:  # the slot is freed when the read ends, not when a cancelled request stops waiting for it
+                history, from_store = await in_thread(self._fills.release, functools.partial(
                     fill_from_store, self.fill_store, node_id, history, step_s=pipeline.step_s,
-                    sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s)
+                    sequence_length=served.forecaster.sequence_length, max_gap_s=pipeline.max_gap_s))
             except StoreUnavailable as exc:
                 self._fill_paused_until = time.monotonic() + FILL_PAUSE_S
                 logger.warning("power forecast: windows not completed from the store for %.0f s: %s", FILL_PAUSE_S,
                                exc)
-            finally:
-                self._fills.release()
         return await self.forecast(history), from_store
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,
@@ -392,11 +392,10 @@ class PowerPredictor(RegistryFollower):
         if served is None:  # reloaded since the request's forecast
             return None
         try:
-            async with self._stored_reads:
-                windows = await asyncio.to_thread(
-                    past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
-                    count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
-                    horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s)
+            windows = await run_holding(self._stored_reads, functools.partial(
+                past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
+                count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
+                horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s))
             answers = await asyncio.gather(*(self.forecast(_node_window(window.history)) for window in windows),
                                            return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
@@ -414,9 +413,8 @@ class PowerPredictor(RegistryFollower):
     async def _read_stored(self, *args: Any) -> StoredHistory:
         """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without
         lists wait their turn rather than take every call the store actor answers (the collectors' writes and the
-        scaling controller's reads share them)."""
-        async with self._stored_reads:
-            return await asyncio.to_thread(self._stored_history, *args)
+        scaling controller's reads share them); a read whose request was cancelled keeps its slot until it ends."""
+        return await run_holding(self._stored_reads, self._stored_history, *args)
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None, until: datetime | None = None) -> StoredHistory:
