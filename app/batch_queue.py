@@ -5,7 +5,7 @@ it and owned by it, so it ends with the app and a redeploy brings one with the n
 first, the next submission or read of an unfinished batch starts another). When it starts it
 queues every batch its records still show pending or running, oldest first: an app restart resumes them through
 the queue, not all at once. It also deletes finished batches once they are older than `batches.retention`, and the
-oldest beyond `batches.max_finished`.
+oldest beyond `batches.max_finished`, or beyond `batches.max_finished_bytes` of records.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class BatchRunner:
             self._dispatch()
         try:
             await asyncio.to_thread(self.records.trim, self.settings.max_finished,
-                                    len(self.waiting) + len(self.running) + self.settings.max_running)
+                                    len(self.waiting) + len(self.running) + self.settings.max_running,
+                                    self.settings.max_finished_bytes)
         except OSError:
             logger.warning("batch queue: cannot trim the finished batches", exc_info=True)
 

@@ -102,15 +102,17 @@ class RecordStore:
             logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
         return len(expired)
 
-    def trim(self, keep: int, unfinished_at_most: int = 0) -> int:
+    def trim(self, keep: int, unfinished_at_most: int = 0, max_bytes: int | None = None) -> int:
         """Keep at most `keep` finished records: when there are more, the oldest (by last update) are deleted down to
         9/10 of `keep`, so that the next ones added do not each read every record again. Unfinished records are
         never deleted. Reads no record while the folder holds at most `keep` + `unfinished_at_most` files (the
-        caller's count of unfinished ones, with some slack for those it does not see). Returns how many it
-        deleted."""
+        caller's count of unfinished ones, with some slack for those it does not see). With `max_bytes`, the
+        records' files may take that many bytes at most: beyond it the oldest finished ones (by file time) are
+        deleted down to 9/10 of it. Returns how many it deleted."""
+        deleted = 0 if max_bytes is None else self._trim_bytes(max_bytes)
         paths = list(self.folder.glob("*.json"))
         if len(paths) <= keep + unfinished_at_most:
-            return 0
+            return deleted
         finished = [(record.get("updated_at", ""), path) for path in paths
                     if (record := self._read(path)) is not None and record.get("status") not in UNFINISHED]
         finished.sort(key=lambda pair: pair[0])
@@ -120,7 +122,33 @@ class RecordStore:
         if excess:
             logger.info("deleted the %d oldest finished %s records (at most %d are kept)", len(excess), self.kind,
                         keep)
-        return len(excess)
+        return deleted + len(excess)
+
+    def _trim_bytes(self, max_bytes: int) -> int:
+        """Delete the oldest finished records (by file time) while the records' files take more than `max_bytes`,
+        down to 9/10 of it; reads only the records it considers deleting. Returns how many it deleted."""
+        sizes = []
+        for path in self.folder.glob("*.json"):
+            try:
+                found = path.stat()
+            except FileNotFoundError:
+                continue
+            sizes.append((found.st_mtime, found.st_size, path))
+        total = sum(size for _, size, _ in sizes)
+        if total <= max_bytes:
+            return 0
+        deleted, freed = 0, 0
+        for _, size, path in sorted(sizes):
+            if total - freed <= max_bytes * 9 // 10:
+                break
+            record = self._read(path)
+            if record is not None and record.get("status") in UNFINISHED:
+                continue
+            path.unlink(missing_ok=True)
+            deleted, freed = deleted + 1, freed + size
+        logger.info("deleted the %d oldest finished %s records (%d of %d bytes; at most %d are kept)", deleted,
+                    self.kind, freed, total, max_bytes)
+        return deleted
 
     def _expired(self, record: dict[str, Any]) -> bool:
         if self.retention_s is None or record.get("status") in UNFINISHED:

@@ -7,6 +7,7 @@ and their records never expired.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -137,6 +138,20 @@ def test_beyond_the_cap_the_oldest_finished_records_go_first_and_unfinished_ones
     assert records.trim(keep=20, unfinished_at_most=3) == 0  # 21 files, 3 of them unfinished: nothing read
     records.create({"status": "done"})
     assert records.trim(keep=20, unfinished_at_most=3) == 0  # 19 finished: within the cap
+
+
+def test_beyond_the_byte_budget_the_oldest_finished_records_go_first_and_unfinished_ones_stay(tmp_path):
+    """Regression: only the count was capped, and 1,000 batches of tens of MB each could fill the state volume that
+    the controller's state and the embedded telemetry store share."""
+    records = RecordStore(tmp_path, "batches", retention_s=86400)
+    ids = [records.create({"status": "pending" if n == 0 else "done", "results": "x" * 10_000})["id"]
+           for n in range(10)]
+    for age, record_id in enumerate(ids):  # file times in creation order, the first the oldest
+        os.utime(records.folder / f"{record_id}.json", (1_000_000 + age, 1_000_000 + age))
+    size = (records.folder / f"{ids[1]}.json").stat().st_size
+    assert records.trim(keep=100, max_bytes=10 * size + 100) == 0  # within the budget
+    assert records.trim(keep=100, max_bytes=5 * size) == 6  # down to 9/10 of it (4 files), oldest finished first
+    assert {path.stem for path in records.folder.glob("*.json")} == {ids[0], *ids[7:]}  # the unfinished one stays
 
 
 def test_the_queue_trims_finished_batches_to_the_cap_as_they_finish(tmp_path):
