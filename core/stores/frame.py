@@ -6,7 +6,9 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+from pydantic import Field
 
+from core.settings import EnvSettings
 from core.stores.base import TelemetryStore
 from core.telemetry_csv import validate_telemetry
 
@@ -24,13 +26,30 @@ def open_store() -> TelemetryStore:
     return create_store()
 
 
+MAX_ROWS = 8_000_000  # nodes × bins one read may take: a retraining on them peaks near 20 GiB (README, Benchmarks)
+
+
+class ReadLimits(EnvSettings):
+    """How much of the store one read for a retraining (or an idle-draw measurement) may take."""
+
+    max_rows: int = Field(MAX_ROWS, ge=1, le=10**10, alias="KCLOUD_MAX_STORE_ROWS",
+                          description="nodes × bins at most (a host with more memory may take more)")
+
+
 def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime | None = None,
                  only: Collection[str] | None = None) -> pd.DataFrame:
     """Every node's window (or only those of the nodes named) over the last `since_s` seconds at `step_s`, validated
-    like a CSV."""
+    like a CSV; refused (ValueError) before any window is read when the nodes × bins exceed $KCLOUD_MAX_STORE_ROWS
+    (`MAX_ROWS`)."""
     end = now or datetime.now(UTC)
     start = end - timedelta(seconds=since_s)
-    parts = [store.window(node, start, end, step_s) for node in store.nodes(start) if only is None or node in only]
+    nodes = [node for node in store.nodes(start) if only is None or node in only]
+    rows, limit = len(nodes) * (since_s // step_s), ReadLimits.from_env().max_rows
+    if rows > limit:
+        raise ValueError(f"{len(nodes)} node(s) × {since_s // step_s:,} bins of {step_s} s ({since_s} s) is {rows:,} "
+                         f"rows, more than the {limit:,} one read takes (KCLOUD_MAX_STORE_ROWS; at about 2.5 KiB a "
+                         "row at the training's peak): shorten since, take a longer step, or name fewer nodes")
+    parts = [store.window(node, start, end, step_s) for node in nodes]
     parts = [p.dropna(subset=["power_watts"]) for p in parts]
     parts = [p for p in parts if not p.empty]
     if not parts:
