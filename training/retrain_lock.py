@@ -28,6 +28,9 @@ HEARTBEAT_S = 30
 """How often a running attempt refreshes its record's `updated_at`."""
 SILENT_AFTER_S = 300
 """An unfinished attempt whose record has not changed for this long has stopped."""
+MAX_ATTEMPT_S = 24 * 3600
+"""An attempt still running after this long is taken for hung (a distributed training stuck in a collective, a
+driver waiting on a lost head): its heartbeat stops, so the model is free again `SILENT_AFTER_S` later."""
 
 
 class RetrainRunning(RuntimeError):

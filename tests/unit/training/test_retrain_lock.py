@@ -95,6 +95,25 @@ def test_a_running_attempt_keeps_its_record_fresh_until_it_ends(tmp_path):
     assert records.get(job)["updated_at"] == after  # stopped with the block
 
 
+def test_an_attempt_running_past_its_longest_time_goes_silent_and_its_model_is_taken_over(tmp_path, caplog):
+    """Regression: a training hung in its workers kept beating for ever, and every later retraining was refused."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    job = running(records)
+    locks.acquire("m", job)
+    with heartbeat(locks, "m", job, every_s=0.05, max_s=0.2):
+        time.sleep(0.4)
+        stopped_at = records.get(job)["updated_at"]
+        time.sleep(0.2)
+        assert records.get(job)["updated_at"] == stopped_at  # no longer beating, though the block still runs
+        record = records.get(job)
+        record["updated_at"] = (datetime.now(UTC) - timedelta(seconds=SILENT_AFTER_S + 1)).isoformat()
+        atomic_write_json(records.folder / f"{job}.json", record)  # the five silent minutes, passed
+        other = running(records)
+        locks.acquire("m", other)
+    assert locks.holder("m") == other and "taken for hung" in caplog.text
+
+
 def test_a_heartbeat_never_undoes_a_stopped_verdict(tmp_path):
     """Another process failed the attempt as stopped and freed its model: its heartbeat must not make it running."""
     records = RecordStore(tmp_path, "retrain")
