@@ -11,9 +11,11 @@ from core.stores.settings import StoreSettings, influx_url
 logger = logging.getLogger(__name__)
 
 
-def create_store(settings: StoreSettings | Mapping[str, str] | None = None) -> TelemetryStore:
+def create_store(settings: StoreSettings | Mapping[str, str] | None = None, *, expire: bool = True) -> TelemetryStore:
     """The store the settings ask for: a StoreSettings, a mapping of its variable names (nothing else is
-    read), or None for `StoreSettings.load()` (config file and environment).
+    read), or None for `StoreSettings.load()` (config file and environment). `expire` False: an embedded store
+    opened only to read deletes no expired rows (its retention here may not be the service's, which the store
+    actor that writes it applies).
 
     Raises:
         ValueError: naming a missing or invalid setting (ConfigError is one).
@@ -41,4 +43,4 @@ def create_store(settings: StoreSettings | Mapping[str, str] | None = None) -> T
                                kepler=settings.prometheus_kepler_names)
     from core.stores.sqlite import SqliteStore
 
-    return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention)
+    return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention if expire else None)

@@ -15,7 +15,8 @@ from core.telemetry_csv import validate_telemetry
 
 def open_store() -> TelemetryStore:
     """The cluster's store actor when Ray runs one (read in its retraining group), else the backend the environment
-    names."""
+    names, opened only to read (an embedded store's rows are deleted by the service's retention, never by a
+    reader's)."""
     import ray
 
     from core.stores.factory import create_store
@@ -23,7 +24,7 @@ def open_store() -> TelemetryStore:
 
     if ray.is_initialized() and (remote := RemoteStore(RETRAINING_TIMEOUT_S, reader="retraining")).actor.exists():
         return remote
-    return create_store()
+    return create_store(expire=False)
 
 
 MAX_ROWS = 8_000_000  # nodes × bins one read may take: a retraining on them peaks near 20 GiB (README, Benchmarks)

@@ -234,3 +234,24 @@ def test_factory_picks_read_only_prometheus_with_overrides():
         create_store({"PROMETHEUS_URL": "http://prom:9090", "PROMETHEUS_NODE_LABELS": "[1]"})
     with pytest.raises(ValueError, match="unknown Prometheus metric"):
         create_store({"PROMETHEUS_URL": "http://prom:9090", "PROMETHEUS_METRICS": '{"watts": "x"}'})
+
+
+def test_a_store_opened_only_to_read_deletes_no_expired_rows(tmp_path, monkeypatch):
+    """Regression: `train_lstm --from-store` without Ray opened the service's SQLite file with the environment's
+    retention (30 days by default) and deleted the rows the service, set to keep 90 days, still kept."""
+    folder = tmp_path / "telemetry"
+    old = datetime.now(UTC) - timedelta(days=60)
+    with SqliteStore(folder) as writer:
+        writer.write([TelemetrySample(timestamp=old, node_id="n1", source="ipmi", device_id="node",
+                                      power_watts=500.0)])
+    from core.stores import frame
+
+    monkeypatch.setenv("TELEMETRY_DATA_DIR", str(folder))
+    monkeypatch.setenv("TELEMETRY_RETENTION", "30d")
+    with frame.open_store() as reader:
+        assert isinstance(reader, SqliteStore) and reader.retention_s is None
+    with SqliteStore(folder) as check:
+        window = check.window("n1", old - timedelta(minutes=1), old + timedelta(minutes=1), 60)
+        assert window["power_watts"].dropna().tolist() == [500.0]  # still there
+    with create_store({"TELEMETRY_DATA_DIR": str(folder), "TELEMETRY_RETENTION": "30d"}) as writer:
+        assert writer.retention_s == 30 * 86400  # the store actor's, which writes: it deletes, as before
