@@ -85,7 +85,7 @@ class BatchRunner:
         try:
             await asyncio.to_thread(self.records.trim, self.settings.max_finished,
                                     len(self.waiting) + len(self.running) + self.settings.max_running,
-                                    self.settings.max_finished_bytes)
+                                    self.settings.max_finished_bytes, (batch_id,))  # just finished: kept
         except OSError:
             logger.warning("batch queue: cannot trim the finished batches", exc_info=True)
 

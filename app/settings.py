@@ -138,7 +138,7 @@ class BatchArgs(BaseModel):
     max_finished: int = Field(1000, ge=10, le=1_000_000, description="finished batches kept at most (a batch of "
                               "1,000 items with week-long lists is tens of MB): beyond it the oldest are deleted "
                               "before their retention ends, down to nine tenths of it, checked as batches finish")
-    max_finished_bytes: int = Field(1 << 30, ge=1 << 20, le=1 << 40,
+    max_finished_bytes: int = Field(1 << 30, ge=64 << 20, le=1 << 40,
                                     description="bytes the batch records may take on the state volume (which the "
                                                 "controller's state and the embedded store share): beyond it the "
                                                 "oldest finished batches are deleted, down to nine tenths of it")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,14 +102,16 @@ class RecordStore:
             logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
         return len(expired)
 
-    def trim(self, keep: int, unfinished_at_most: int = 0, max_bytes: int | None = None) -> int:
+    def trim(self, keep: int, unfinished_at_most: int = 0, max_bytes: int | None = None,
+             spare: Collection[str] = ()) -> int:
         """Keep at most `keep` finished records: when there are more, the oldest (by last update) are deleted down to
         9/10 of `keep`, so that the next ones added do not each read every record again. Unfinished records are
         never deleted. Reads no record while the folder holds at most `keep` + `unfinished_at_most` files (the
         caller's count of unfinished ones, with some slack for those it does not see). With `max_bytes`, the
         records' files may take that many bytes at most: beyond it the oldest finished ones (by file time) are
-        deleted down to 9/10 of it. Returns how many it deleted."""
-        deleted = 0 if max_bytes is None else self._trim_bytes(max_bytes)
+        deleted down to 9/10 of it, never one named in `spare` (a record that has just finished) nor one that cannot
+        be read. Returns how many it deleted."""
+        deleted = 0 if max_bytes is None else self._trim_bytes(max_bytes, set(spare))
         paths = list(self.folder.glob("*.json"))
         if len(paths) <= keep + unfinished_at_most:
             return deleted
@@ -124,9 +126,10 @@ class RecordStore:
                         keep)
         return deleted + len(excess)
 
-    def _trim_bytes(self, max_bytes: int) -> int:
-        """Delete the oldest finished records (by file time) while the records' files take more than `max_bytes`,
-        down to 9/10 of it; reads only the records it considers deleting. Returns how many it deleted."""
+    def _trim_bytes(self, max_bytes: int, spare: set[str]) -> int:
+        """Delete the oldest finished records (by file time, none in `spare`) while the records' files take more
+        than `max_bytes`, down to 9/10 of it; reads only the records it considers deleting, and deletes only those
+        it read as finished. Returns how many it deleted."""
         sizes = []
         for path in self.folder.glob("*.json"):
             try:
@@ -141,8 +144,10 @@ class RecordStore:
         for _, size, path in sorted(sizes):
             if total - freed <= max_bytes * 9 // 10:
                 break
+            if path.stem in spare:
+                continue
             record = self._read(path)
-            if record is not None and record.get("status") in UNFINISHED:
+            if record is None or record.get("status") in UNFINISHED:  # unreadable (now), or unfinished: kept
                 continue
             path.unlink(missing_ok=True)
             deleted, freed = deleted + 1, freed + size

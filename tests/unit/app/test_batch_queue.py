@@ -150,8 +150,13 @@ def test_beyond_the_byte_budget_the_oldest_finished_records_go_first_and_unfinis
         os.utime(records.folder / f"{record_id}.json", (1_000_000 + age, 1_000_000 + age))
     size = (records.folder / f"{ids[1]}.json").stat().st_size
     assert records.trim(keep=100, max_bytes=10 * size + 100) == 0  # within the budget
-    assert records.trim(keep=100, max_bytes=5 * size) == 6  # down to 9/10 of it (4 files), oldest finished first
-    assert {path.stem for path in records.folder.glob("*.json")} == {ids[0], *ids[7:]}  # the unfinished one stays
+    unreadable = records.folder / f"{ids[1]}.json"
+    unreadable.unlink()
+    unreadable.mkdir()  # reading it fails (IsADirectoryError): kept
+    os.utime(unreadable, (1_000_001, 1_000_001))
+    # down to 9/10 of the budget, oldest first; the unfinished one, the unreadable one and the one just finished stay
+    assert records.trim(keep=100, max_bytes=5 * size, spare=[ids[2]]) == 5
+    assert {path.stem for path in records.folder.glob("*.json")} == {ids[0], ids[1], ids[2], *ids[8:]}
 
 
 def test_the_queue_trims_finished_batches_to_the_cap_as_they_finish(tmp_path):
