@@ -36,6 +36,7 @@ from core.telemetry import TelemetrySample
 from core.telemetry_screen import screen_samples
 
 logger = logging.getLogger(__name__)
+SILENT_ROUNDS = 3  # a device without a reading for this many rounds (and its source's own interval): gauges NaN
 
 
 class Collector:
@@ -57,7 +58,8 @@ class Collector:
                                      max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped,
                                      store_key=store_key, confirmed=False)
                        if store is not None else None)
-        self.metrics = CollectorMetrics(node_id)
+        slowest_s = max((source.min_interval_s for source in sources), default=0.0)
+        self.metrics = CollectorMetrics(node_id, silent_after_s=SILENT_ROUNDS * self.interval_s + slowest_s)
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
         self._next_read = [0.0] * len(sources)  # monotonic time a source may be read again (its min_interval_s)
         self._hung: set[int] = set()  # sources whose last read outlasted its round and has not returned

@@ -22,8 +22,11 @@ LOG_EVERY_S = 60.0
 class CollectorMetrics:
     """One node's collector metrics; every call is a no-op where Ray metrics are unavailable."""
 
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
+    def __init__(self, node_id: str, silent_after_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`silent_after_s`: how long a device may go without a reading before its gauges read NaN (longer than
+        any source's time between reads: the collector's interval and the slowest source's `min_interval_s`)."""
+        self.node_id, self.silent_after_s, self._clock = node_id, silent_after_s, clock
         self._devices = [(catalog.create(spec), field) for spec, field in (
             (catalog.POWER_WATTS, "power_watts"), (catalog.UTILIZATION_PERCENT, "utilization"),
             (catalog.MEMORY_USAGE_PERCENT, "memory_usage"))]
@@ -31,25 +34,26 @@ class CollectorMetrics:
         self._stored = catalog.create(catalog.TELEMETRY_STORED)
         self._buffered = catalog.create(catalog.TELEMETRY_BUFFERED)
         self._last_sample = catalog.create(catalog.TELEMETRY_LAST_SAMPLE)
-        self._shown: set[tuple[int, tuple[tuple[str, str], ...]]] = set()  # (device gauge, tags) the last round set
+        self._set_at: dict[tuple[int, tuple[tuple[str, str], ...]], float] = {}  # (device gauge, tags) -> when set
 
     def publish_round(self, samples: list[TelemetrySample], buffered: int) -> None:
         """One round's accepted samples: device gauges, samples by source, the newest time, the backlog. A device
-        gauge the last round set and this one does not (a BMC gone silent, a GPU lost) is set to NaN: a gauge keeps
-        its last value for as long as the worker lives, which a dashboard would show as the device's current draw."""
+        gauge not set for `silent_after_s` (a BMC gone silent, a GPU lost) is set to NaN: a gauge keeps its last
+        value for as long as the worker lives, which a dashboard would show as the device's current draw."""
         by_source: dict[str, int] = {}
-        shown = set()
+        now = self._clock()
         for sample in samples:
             tags = {"node_id": sample.node_id, "source": sample.source.value, "device_id": sample.device_id}
             for index, (gauge, field) in enumerate(self._devices):
                 value = getattr(sample, field)
                 if gauge is not None and value is not None:
                     gauge.set(value, tags=tags)
-                    shown.add((index, tuple(tags.items())))
+                    self._set_at[(index, tuple(tags.items()))] = now
             by_source[sample.source.value] = by_source.get(sample.source.value, 0) + 1
-        for index, tags_set in self._shown - shown:
+        for key in [key for key, at in self._set_at.items() if now - at > self.silent_after_s]:
+            index, tags_set = key
             self._devices[index][0].set(math.nan, tags=dict(tags_set))
-        self._shown = shown
+            del self._set_at[key]
         node = {"node_id": self.node_id}
         if self._samples is not None:
             for source, count in by_source.items():

@@ -11,7 +11,7 @@ import pytest
 
 from collectors.base import TelemetrySource
 from collectors.collector import Collector
-from collectors.metrics import LossCounter
+from collectors.metrics import CollectorMetrics, LossCounter
 from collectors.settings import TelemetryConfig
 from core import metrics_catalog
 from core.metrics_catalog import TELEMETRY_DROPPED, MetricSpec
@@ -104,20 +104,25 @@ def test_a_round_exports_device_gauges_throughput_backlog_and_freshness(tmp_path
     collector.stop()
 
 
-def test_a_device_gauge_goes_nan_once_its_device_stops_reporting(tmp_path, exported):
-    """A gauge keeps its last value while the worker lives: a BMC gone silent showed its last watts as current."""
-    store = SqliteStore(tmp_path / "db")
-    settings = TelemetryConfig(sampling_interval=1, flush_interval=1, spill_dir=str(tmp_path / "spill"))
-    source = GpuSource()
-    collector = Collector("n1", [source], store, settings, start=False)
-    collector.collect_once()
-    full = source.sample
-    source.sample = lambda: full()[:1]  # gpu1 stops reporting
-    collector.collect_once()
+def test_a_device_gauge_goes_nan_once_its_device_has_been_silent_a_while(exported):
+    """A gauge keeps its last value while the worker lives: a BMC gone silent showed its last watts as current. A
+    device only skipped for a round (an NPU tool read every 5 s by a 1 s collector) keeps its value."""
+    clock = [0.0]
+    metrics = CollectorMetrics("n1", silent_after_s=10.0, clock=lambda: clock[0])
+    both = GpuSource().sample()
+    for at, samples in ((0.0, both), (5.0, both[:1]), (10.0, both[:1]), (10.5, both[:1]), (20.0, both[:1])):
+        clock[0] = at
+        metrics.publish_round(samples, 0)
     power = exported["kcloud_power_watts"].calls
     gpu1 = [value for _, value, tags in power if tags["device_id"] == "gpu1"]
-    assert gpu1[0] == 301.0 and len(gpu1) == 2 and math.isnan(gpu1[1])
-    assert [value for _, value, tags in power if tags["device_id"] == "gpu0"] == [300.0, 300.0]
-    collector.collect_once()  # still silent: not set again
-    assert len([1 for _, _, tags in exported["kcloud_power_watts"].calls if tags["device_id"] == "gpu1"]) == 2
-    collector.stop()
+    assert gpu1[0] == 301.0 and len(gpu1) == 2 and math.isnan(gpu1[1])  # once, when 10 s had passed (at 10.5 s)
+    assert [value for _, value, tags in power if tags["device_id"] == "gpu0"] == [300.0] * 5
+    assert [call for call in power if call[2]["device_id"] == "gpu1"][1] == power[-2]  # set NaN in the 10.5 s round
+
+
+def test_the_collector_waits_out_its_slowest_source_before_a_gauge_reads_nan(tmp_path):
+    settings = TelemetryConfig(sampling_interval=1, flush_interval=1, spill_dir=str(tmp_path / "spill"))
+    slow = GpuSource()
+    slow.min_interval_s = 5.0
+    collector = Collector("n1", [slow], None, settings, start=False)
+    assert collector.metrics.silent_after_s == 3 * 1.0 + 5.0
