@@ -65,7 +65,8 @@ def prepare_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, s
     """The replay's series split into training and test parts, and its test windows.
 
     Raises:
-        NotEnoughData: a series too short for a window, or no test part left to replay.
+        NotEnoughData: a series too short for a window, no test part left to replay, or no training or calibration
+            window (found before any training: a suite checks every case up front with this).
     """
     prepared = prepare(frame, step_s=step_s, max_gap_s=max(max_gap_s, step_s), features=features,
                        sequence_length=model_config.sequence_length, horizon=horizon, train_fraction=train_fraction,
@@ -73,6 +74,7 @@ def prepare_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, s
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
+    prepared.require_training_windows(train_fraction)
     return prepared, test
 
 

@@ -76,12 +76,7 @@ def prepare_training(frame: pd.DataFrame, config: TrainingConfig, *, train_fract
                        train_fraction=train_fraction, split=split)
     if len(prepared.windows(Role.TEST)) == 0:
         raise NotEnoughData(NO_TEST_WINDOWS)
-    if len(prepared.windows(Role.FIT)) == 0 or len(prepared.windows(Role.CALIB)) == 0:
-        raise NotEnoughData(
-            f"no {'training' if len(prepared.windows(Role.FIT)) == 0 else 'calibration'} windows: the training "
-            f"part of the series ({train_fraction:.0%}) is too short for a window of {model_config.sequence_length} "
-            f"steps and {predictor.horizon_steps} leads; pass a smaller --sequence-length or a larger "
-            "--train-fraction")
+    prepared.require_training_windows(train_fraction)
     return prepared
 
 

@@ -116,6 +116,20 @@ def test_regression_a_later_case_too_short_for_its_window_is_refused_before_the_
     assert calls == []
 
 
+def test_a_later_case_with_no_window_to_train_on_is_refused_before_the_first_trains(suite_file):
+    """Test windows but a training part too short for one: found only once Ray Train started, hours in."""
+    suite_file.write_text(SUITE + "    sequence_length: 600\n    train_fraction: 0.2\n")  # 576 training steps
+    suite = load_sim_suite(suite_file)
+    calls: list[dict[str, Any]] = []
+    with pytest.raises(ConfigError, match=r"^suite case spikes-1min \(its step, sequence_length and train_fraction\): "
+                                          r"no training windows: the training part of the series \(20%\)"):
+        run_sim_suite(suite, suite_file, policy=simulate.load_policy(suite_file.parent / suite.policy),
+                      base=TrainingConfig(), data_root=None, options=TrainOptions(verbose=False),
+                      log=lambda _line: None, train=lambda *args, **kwargs: perfect_replay(*args, **kwargs,
+                                                                                          calls=calls))
+    assert calls == []
+
+
 def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
     seen: list[bool] = []
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
