@@ -86,6 +86,10 @@ class PolicyState(BaseModel):
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
         count = (decision.to_replicas if changed else decision.from_replicas) if known else None
         answered = decision.at if decision.outside_change else self.outside_answered_at
+        if known and not changed and decision.action is not ScaleAction.HOLD and decision.outside_change:
+            # a change refused (nothing written): the outside lowering it answered is still unanswered, and the
+            # next tick may answer it again rather than wait out the cooldown of the change before it
+            count, answered = self.replicas_after, self.outside_answered_at
         return PolicyState(last_scale_at=decision.at if changed else self.last_scale_at, recent=recent,
                            replicas_after=count, outside_answered_at=answered,
                            changed_target_at=self.changed_target_at)

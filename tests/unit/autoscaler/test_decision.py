@@ -179,6 +179,22 @@ def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():
     assert scaled.after(reset, known=False).replicas_after is None
 
 
+def test_a_refused_answer_to_an_outside_change_leaves_it_unanswered():
+    """Regression: a change answering a redeploy's reset whose write was refused (a 503, the count moved) stored the
+    count it saw as the one it set and the exemption as used: the next tick held the over-budget target for the rest
+    of the earlier change's cooldown, though nothing had changed ("a refused change frees the cooldown")."""
+    scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=90), replicas_after=4)
+    reset = decide(make_policy(), observe([1100, 1100], replicas=2), None, scaled, NOW)
+    assert reset.action is OUT and reset.outside_change
+    refused = scaled.after(reset, scaled=False, known=True)
+    assert (refused.replicas_after, refused.outside_answered_at, refused.last_scale_at) == (4, None,
+                                                                                            scaled.last_scale_at)
+    again = decide(make_policy(), observe([1100, 1100], replicas=2), None, refused, NOW + timedelta(seconds=30))
+    assert again.action is OUT and "replicas lowered outside this controller (4 -> 2" in again.reason, again.reason
+    landed = scaled.after(reset, scaled=True, known=True)  # carried out: answered, as before
+    assert (landed.replicas_after, landed.outside_answered_at) == (reset.to_replicas, NOW)
+
+
 def test_a_count_another_policy_set_earlier_in_the_tick_is_no_outside_change():
     """A sibling policy's scale-in this tick is this controller's own change: the cooldown holds as usual (it was
     reported as lowered outside the controller, and answered at once)."""
