@@ -27,27 +27,30 @@ from autoscaler.actuators.base import (
     Scaled,
 )
 from autoscaler.schema import RayServeTarget, ScalingTarget
+from core.http_client import open_url, split_login
 
 DASHBOARD_MARGIN_S = 5.0
 
 
-def _ray_auth_headers() -> dict[str, str]:
-    """Ray's token header when token auth is on (Ray >= 2.5x); none otherwise."""
+def _ray_auth_headers(login: dict[str, str]) -> dict[str, str]:
+    """Ray's token header when token auth is on (Ray >= 2.5x) and the URL's `login` sets none; none otherwise."""
     try:
         from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
     except ImportError:
         return {}
-    return get_auth_headers_if_auth_enabled({})
+    return get_auth_headers_if_auth_enabled(login)
 
 
 class RayServeActuator(Actuator):
-    """Scales deployments of Serve applications through the dashboard at `dashboard_url`."""
+    """Scales deployments of Serve applications through the dashboard at `dashboard_url` (a login in it,
+    `http://user:password@host:8265`, is sent as Basic auth, and shown nowhere); redirects are not followed, so
+    Ray's token never reaches another host (core/http_client.py)."""
 
     kinds = ("ray_serve",)
 
     def __init__(self, dashboard_url: str = "http://127.0.0.1:8265", timeout_s: float = 10.0,
                  details_max_age_s: float = 2.0):
-        self.dashboard_url = dashboard_url.rstrip("/")
+        self.dashboard_url, self._login = split_login(dashboard_url.rstrip("/"))
         self.timeout_s = timeout_s
         # the read right before the write, and the write; and a margin for the dashboard to hand on a call it took
         self.write_deadline_s = 2 * timeout_s + DASHBOARD_MARGIN_S
@@ -77,9 +80,10 @@ class RayServeActuator(Actuator):
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.dashboard_url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json", **_ray_auth_headers()})
+                                         headers={"Content-Type": "application/json", **self._login,
+                                                  **_ray_auth_headers(self._login)})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with open_url(request, timeout=self.timeout_s) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
             what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}"

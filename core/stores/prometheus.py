@@ -28,7 +28,6 @@ query selects samples at or before its evaluation time (now), so a future-stampe
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import urllib.error
@@ -40,6 +39,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from core.http_client import open_url, split_login
 from core.settings import without_url_password
 from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, TelemetryStore
 from core.stores.window import bin_starts, check_window
@@ -89,8 +89,8 @@ class PrometheusStore(TelemetryStore):
         if kepler not in KEPLER_NAMES:
             raise ValueError(f"unknown Kepler metric names {kepler!r}; choose from {sorted(KEPLER_NAMES)}")
         kepler_metrics, kepler_labels = KEPLER_NAMES[kepler]
-        self.url, self._auth = _split_login(url.rstrip("/"))
-        self.shown_url = without_url_password(url.rstrip("/"))  # for logs and errors
+        self.url, self._auth = split_login(url.rstrip("/"))
+        self.shown_url = self.url  # for logs and errors: no login, a user alone (an API key) included
         self.metrics = {**DEFAULT_METRICS, **kepler_metrics, **(metric_names or {})}
         self.labels = {**DEFAULT_NODE_LABELS, **kepler_labels, **(node_labels or {})}
         self._selectors = {key: _split_selector(key, text) for key, text in self.metrics.items()}
@@ -203,7 +203,7 @@ class PrometheusStore(TelemetryStore):
     def _get(self, path: str, params: dict) -> dict | list:
         request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}", headers=self._auth)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with open_url(request, timeout=self.timeout_s) as response:  # no redirect: the login stays here
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:500]
@@ -217,17 +217,6 @@ class PrometheusStore(TelemetryStore):
 
     def __repr__(self) -> str:
         return f"PrometheusStore({self.shown_url!r})"
-
-
-def _split_login(url: str) -> tuple[str, dict[str, str]]:
-    """`scheme://user:password@host...` -> the URL without the login, and the Basic Authorization header it makes
-    (urllib would take `user:password@host` for the host); a URL without a login -> itself, no header."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None:
-        return url, {}
-    login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return bare, {"Authorization": f"Basic {base64.b64encode(login.encode()).decode()}"}
 
 
 def _split_selector(key: str, text: str) -> tuple[str, str]:
