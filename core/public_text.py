@@ -23,6 +23,7 @@ _NAME_AND_PORT = re.compile(  # a dotted host name with a letter in its last lab
     r":\d{1,5}(?![\w:])", re.IGNORECASE)
 _QUOTED_HOST = re.compile(  # urllib3's words around a bare host name
     r"(Failed to resolve |Connection to |connect to host |Name or service not known: )('[^']+'|\S+)", re.IGNORECASE)
+_LOGIN_LEFT = re.compile(r"\S+@<address>")  # what a URL's match left of a login (a password with a `;` or `,`)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
 _TRACEBACK_LINE = re.compile(r'^\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+.*)$')
 
@@ -52,6 +53,7 @@ def without_addresses(text: str) -> str:
     text = _IPV4.sub("<address>", text)
     text = _IPV6.sub("<address>", text)
     text = _NAME_AND_PORT.sub("<address>", text)
+    text = _LOGIN_LEFT.sub("<address>", text)
     return _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
 
 

@@ -19,6 +19,8 @@ from core.public_text import error_text, without_addresses
     ("ConnectTimeoutError(<conn>, 'Connection to api.prod.corp timed out. (connect timeout=5.0)')", ["api.prod"]),
     ("Failed to resolve 'influx.corp.internal' ([Errno -2] Name or service not known)", ["influx.corp"]),
     ("kube-apiserver:6443 refused, localhost:8265 too", ["kube-apiserver", "8265"]),
+    # the URL's match stopped at the `;`: the rest of the password was shown
+    ("Ray dashboard at http://admin:p;w,d@dash.internal:8265 not reachable", ["admin", "p;w", "w,d", "dash.internal"]),
 ])
 def test_addresses_are_cut_out(text, hidden):
     shown = without_addresses(text)
