@@ -30,12 +30,13 @@ INFLUX_DEFAULT_PORT = 8086
 
 
 def influx_url(host: str) -> str:
-    """`influx`, `influx:8086` or `https://influx` as a full URL (http and port 8086 by default)."""
+    """`influx`, `influx:8086` or `https://influx` as a full URL: http and port 8086 by default, an https URL without
+    a port at https's own (443: InfluxDB Cloud, an InfluxDB behind an ingress)."""
     text = host.strip().rstrip("/")
     if "://" not in text:
         text = f"http://{text}"
     parts = urlsplit(text)
-    if parts.port is None:  # the netloc keeps an IPv6 address's brackets and any user info
+    if parts.port is None and parts.scheme != "https":  # the netloc keeps an IPv6 address's brackets and user info
         text = parts._replace(netloc=f"{parts.netloc}:{INFLUX_DEFAULT_PORT}").geturl()
     return text
 

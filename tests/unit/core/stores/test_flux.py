@@ -211,7 +211,9 @@ def test_ids_line_protocol_cannot_carry_are_refused_naming_the_field():
 
 def test_the_store_url_keeps_ipv6_brackets_and_user_info():
     assert influx_url("http://[::1]") == "http://[::1]:8086"
-    assert influx_url("https://user:pw@influx") == "https://user:pw@influx:8086"
+    assert influx_url("https://user:pw@influx:8086") == "https://user:pw@influx:8086"
+    # regression: InfluxDB Cloud (and any InfluxDB behind an ingress) was asked at port 8086 of its https address
+    assert influx_url("https://us-east-1-1.aws.cloud2.influxdata.com") == "https://us-east-1-1.aws.cloud2.influxdata.com"
     assert influx_url("influx:9999") == "http://influx:9999" and influx_url("influx/") == "http://influx:8086"
 
 
