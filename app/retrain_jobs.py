@@ -22,7 +22,7 @@ from typing import Any
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.durations import parse_duration
-from core.records import UNFINISHED, RecordStore
+from core.records import UNFINISHED, RecordStore, RecordUnreadable
 from core.registry import ModelRegistry
 from core.settings import ConfigError
 from training.cli_attempt import CLI_STOPPED, CLI_TRIGGER
@@ -227,7 +227,10 @@ class RetrainJobs:
         replica that is alive keeps running; the scheduler's attempts are its own to recover."""
         now = self.records.clock()
         for record in self.records.unfinished():
-            self._fail_if_stopped(record, now)
+            try:
+                self._fail_if_stopped(record, now)
+            except RecordUnreadable as exc:  # unreadable just now: the next look fails it, the others go on
+                logger.warning("retrain jobs: %s", exc.strerror)
 
     def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         """The record failed, when it is an unfinished API job or command-line run gone silent; else None."""

@@ -155,8 +155,8 @@ class ModelRegistry:
 
     def _names_a_version(self, model_id: str, version: str) -> bool:
         """Whether the version the pointer names is there; ActivePointerUnreadable when that cannot be told (a
-        storage error other than its absence: Path.is_file would say False, and the latest would be served and
-        pinned in its place)."""
+        storage error other than its absence), never taken for a bad pointer, which would serve and pin the latest
+        version in its place."""
         try:
             return stat.S_ISREG(os.stat(self._dir(model_id) / version / METADATA_FILE).st_mode)
         except (FileNotFoundError, NotADirectoryError):

@@ -18,7 +18,7 @@ from app.retrain_jobs import DataNotAllowed, LaunchFailed, RetrainJobs, ServedMo
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.atomic_files import atomic_write_json
-from core.records import RecordStore
+from core.records import RecordStore, RecordUnreadable
 from tests.paths import TEST_DATA
 from training.power.retrain_spec import RetrainRefused
 from training.retrain_lock import SILENT_AFTER_S, RetrainRunning
@@ -175,6 +175,25 @@ def test_a_job_whose_task_stopped_is_failed_and_frees_its_model_one_still_alive_
     assert looked_up["status"] == "failed" and looked_up["message"].startswith("stopped: its task gave no sign")
     assert other.newest(None, 10)[0] == looked_up
     other.submit(RetrainRequest(epochs=4))  # the model is free again
+
+
+def test_one_job_that_cannot_be_read_just_now_keeps_no_other_stopped_job_from_being_failed(tmp_path, monkeypatch):
+    jobs = jobs_in(tmp_path, launched=[])
+    first = jobs.submit(RetrainRequest(epochs=4))
+    second = jobs.submit(RetrainRequest(model_id="cost_gbm"))
+    for job in (first, second):
+        silence(jobs, job["id"], SILENT_AFTER_S + 1)
+    real_fail = jobs.locks.fail
+
+    def fail(model_id, job_id, *args):
+        if job_id == first["id"]:
+            raise RecordUnreadable(5, f"the retrain record {job_id} cannot be read just now: Input/output error")
+        return real_fail(model_id, job_id, *args)
+
+    monkeypatch.setattr(jobs.locks, "fail", fail)
+    jobs.fail_stopped()
+    assert jobs.records.get(second["id"])["status"] == "failed"
+    assert jobs.records.get(first["id"])["status"] == "pending"  # failed at the next look
 
 
 @pytest.fixture

@@ -144,8 +144,9 @@ def test_a_first_version_whose_promotion_never_comes_is_served(reg: ModelRegistr
 
 def test_a_storage_error_on_the_active_version_is_never_taken_for_a_bad_pointer(reg: ModelRegistry, source: Path,
                                                                                  monkeypatch) -> None:
-    """Regression: Path.is_file said False on any error, so one failed stat of the active version's metadata during
-    a publish made the pointer "bad" and the publish pinned the latest version (one that had lost its comparison)."""
+    """One failed stat of the active version's metadata during a publish is a storage error the callers know
+    (ActivePointerUnreadable: 503, the attempt failed), never a bad pointer, which would pin the latest version (one
+    that had lost its comparison)."""
     reg.publish("power_lstm", source, model_type="lstm")
     reg.publish("power_lstm", source, model_type="lstm", activate=False)
     real_stat = os.stat
