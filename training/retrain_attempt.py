@@ -13,8 +13,8 @@ raises fails the attempt; an activation that cannot be written does not (retrain
 stays registered, decision "activation_failed"). The model's retrain lock (training/retrain_lock.py) is released
 when the attempt ends; one left behind is taken over by the next attempt, at once when the record has ended, else
 once the record is silent. While it runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process
-died (or whose end could not be recorded) is known to have stopped; an attempt still running after `MAX_ATTEMPT_S`
-(a day) is taken for hung and its refreshing stops.
+died (or whose end could not be recorded) is known to have stopped; an attempt still running after
+`$KCLOUD_RETRAIN_MAX_DURATION` (a day) is taken for hung and its refreshing stops.
 Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
 `KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """
@@ -40,7 +40,7 @@ from training.power.retrain import retrain_power
 from training.power.retrain_result import Decision, RetrainResult
 from training.power.retrain_spec import RetrainSpec
 from training.retrain_data import JobRecordsData, TrainingData
-from training.retrain_lock import HEARTBEAT_S, MAX_ATTEMPT_S, AttemptStopped, HeldRegistry, RetrainLocks
+from training.retrain_lock import HEARTBEAT_S, AttemptLimits, AttemptStopped, HeldRegistry, RetrainLocks
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +138,15 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
 
 @contextmanager
 def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = HEARTBEAT_S,
-              max_s: float = MAX_ATTEMPT_S) -> Iterator[None]:
+              max_s: float | None = None) -> Iterator[None]:
     """Refresh the record's `updated_at` every `every_s` while the block runs and the attempt still holds the model,
-    so that it is known to be alive (training.retrain_lock.silent), for at most `max_s`: an attempt running longer
-    is taken for hung and goes silent, so the next attempt takes the model over (its HeldRegistry then refuses any
-    change should it ever end). Stopped and joined before the block's outcome is recorded."""
+    so that it is known to be alive (training.retrain_lock.silent), for at most `max_s` (default
+    `$KCLOUD_RETRAIN_MAX_DURATION`, a day): an attempt running longer is taken for hung and goes silent, so the next
+    attempt takes the model over (its HeldRegistry then refuses any change should it ever end). Stopped and joined
+    before the block's outcome is recorded."""
     stop = threading.Event()
+    if max_s is None:
+        max_s = float(AttemptLimits.from_env().max_duration)
     until = time.monotonic() + max_s
 
     def beat() -> None:

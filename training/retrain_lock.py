@@ -19,18 +19,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from core.atomic_files import atomic_write_with
 from core.records import UNFINISHED, RecordNotFound, RecordStore
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
+from core.settings import Duration, EnvSettings
 
 HEARTBEAT_S = 30
 """How often a running attempt refreshes its record's `updated_at`."""
 SILENT_AFTER_S = 300
 """An unfinished attempt whose record has not changed for this long has stopped."""
 MAX_ATTEMPT_S = 24 * 3600
-"""An attempt still running after this long is taken for hung (a distributed training stuck in a collective, a
-driver waiting on a lost head): its heartbeat stops, so the model is free again `SILENT_AFTER_S` later."""
+"""An attempt still running after this long (`$KCLOUD_RETRAIN_MAX_DURATION`) is taken for hung (a distributed
+training stuck in a collective, a driver waiting on a lost head): its heartbeat stops, so the model is free again
+`SILENT_AFTER_S` later."""
+
+
+class AttemptLimits(EnvSettings):
+    """How long a retraining attempt may run before it is taken for hung."""
+
+    max_duration: Duration = Field(MAX_ATTEMPT_S, ge=3600, alias="KCLOUD_RETRAIN_MAX_DURATION")
 
 
 class RetrainRunning(RuntimeError):

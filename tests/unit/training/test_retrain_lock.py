@@ -15,9 +15,10 @@ import pytest
 from core.atomic_files import atomic_write_json
 from core.records import RecordStore, RecordUnreadable
 from core.registry import ModelRegistry
+from core.settings import ConfigError
 from training import retrain_attempt
 from training.retrain_attempt import heartbeat, run_attempt
-from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
+from training.retrain_lock import SILENT_AFTER_S, AttemptLimits, RetrainLocks, RetrainRunning, silent
 
 
 def running(records: RecordStore, age_s: float = 0.0) -> str:
@@ -112,6 +113,10 @@ def test_an_attempt_running_past_its_longest_time_goes_silent_and_its_model_is_t
         other = running(records)
         locks.acquire("m", other)
     assert locks.holder("m") == other and "taken for hung" in caplog.text
+    assert AttemptLimits.from_env({}).max_duration == 86400  # a day unless the operator sets another
+    assert AttemptLimits.from_env({"KCLOUD_RETRAIN_MAX_DURATION": "3d"}).max_duration == 3 * 86400
+    with pytest.raises(ConfigError, match="KCLOUD_RETRAIN_MAX_DURATION"):
+        AttemptLimits.from_env({"KCLOUD_RETRAIN_MAX_DURATION": "5min"})
 
 
 def test_a_heartbeat_never_undoes_a_stopped_verdict(tmp_path):
