@@ -16,9 +16,17 @@ utilization 100 * (1 - idle share of node_cpu_seconds_total); memory usage 100 *
 MemTotal).
 
 GPU series are first reduced to one per physical GPU (`max without` the labels dcgm-exporter adds per MIG instance
-and per Kubernetes pod: GPU_I_ID, GPU_I_PROFILE, pod, namespace, container and their `exported_` forms): with MIG
-every instance repeats the whole GPU's power, and a GPU moving to another pod has two series in that bin.
+and per Kubernetes pod: GPU_I_ID, GPU_I_PROFILE, pod, namespace, container and their `exported_` forms, and the
+scrape's own: instance, job, endpoint, service; never the node label): with MIG every instance repeats the whole
+GPU's power, a GPU moving to another pod has two series in that bin, and so does every GPU in the bin its exporter
+restarted in (a new pod address) or always, where two scrape jobs read the same exporter.
 Percentages are clamped to 0..100 (a counter's rate can make the idle share pass 1) and non-finite values dropped.
+
+As in the other stores, a partial sum is no node power: a bin without the GPUs' (or the CPUs') power while they
+reported within the look-back (core.stores.window EXPECT_DEVICE_S) is a gap, not a drop, and so is a bin without
+the node's power while it reported within it (not the lower device sum). The device metrics are summed per node in
+PromQL, so one GPU of several missing from a bin cannot be told from a lower draw; `latest()` sums the device powers
+that reported within Prometheus' look-back, without that rule.
 
 Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
@@ -42,7 +50,7 @@ import pandas as pd
 from core.http_client import open_url, split_login
 from core.settings import without_url_password
 from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, TelemetryStore
-from core.stores.window import bin_starts, check_window
+from core.stores.window import absent_but_expected, bin_starts, check_window
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
 
@@ -71,7 +79,9 @@ DEVICE_POWER = ("gpu_power", "cpu_power")  # summed when a node has no node_powe
 MAX_POINTS = 10_000  # Prometheus refuses query_range with more than 11,000 points per series
 GPU_KEYS = ("gpu_power", "gpu_utilization", "gpu_temperature")
 PER_GPU_DUPLICATES = ("GPU_I_ID", "GPU_I_PROFILE", "pod", "namespace", "container", "exported_pod",
-                      "exported_namespace", "exported_container")  # labels that split one GPU into several series
+                      "exported_namespace", "exported_container",  # MIG instances, the pods using a GPU
+                      "instance", "job", "endpoint", "service")  # an exporter restarted (a new pod address), or
+# scraped by two jobs (a PodMonitor and a ServiceMonitor): labels that split one GPU into several series
 
 
 class PrometheusStore(TelemetryStore):
@@ -115,13 +125,13 @@ class PrometheusStore(TelemetryStore):
         label = self.labels[key]
         if self._selectors[key][0].endswith("_total"):
             rate = f"rate({self._sel(key, node_id)}[{self._rate_s(step_s)}s])"
-            return f"sum by ({label}) ({_per_gpu(rate) if key in GPU_KEYS else rate})"
+            return f"sum by ({label}) ({_per_gpu(rate, label) if key in GPU_KEYS else rate})"
         return f"{'max' if key == 'node_power' else 'sum'} by ({label}) ({self._gauge(key, node_id, step_s)})"
 
     def _gauge(self, key: str, node_id: str | None, step_s: int | None, extra: str = "") -> str:
         sel = self._sel(key, node_id, extra)
         gauge = f"avg_over_time({sel}[{step_s}s])" if step_s else sel
-        return _per_gpu(gauge) if key in GPU_KEYS else gauge
+        return _per_gpu(gauge, self.labels[key]) if key in GPU_KEYS else gauge
 
     def _rate_s(self, step_s: int | None) -> int:
         return max(step_s or 0, self.min_rate_window_s)
@@ -148,8 +158,13 @@ class PrometheusStore(TelemetryStore):
         start_ms, end_ms = check_window(start, end, step_s)
         bins = bin_starts(start_ms, end_ms, step_s)
         series = {name: self._range(expr, bins, step_s) for name, expr in self._window_exprs(node_id, step_s).items()}
-        devices = series.pop(DEVICE_POWER[0]).add(series.pop(DEVICE_POWER[1]), fill_value=0.0)  # NaN: neither
-        power = series.pop("node_power").fillna(devices)
+        parts = [series.pop(key) for key in DEVICE_POWER]
+        devices = parts[0].add(parts[1], fill_value=0.0)  # NaN: neither
+        partial = np.logical_or.reduce([absent_but_expected(part.notna().to_numpy(), step_s) for part in parts])
+        devices[partial] = np.nan  # a device that reported just before is missing: a gap, not a drop (module rule)
+        node = series.pop("node_power")
+        node_gap = absent_but_expected(node.notna().to_numpy(), step_s)  # the node's meter silent for a while
+        power = node.where(node.notna() | node_gap, devices)
         frame = pd.DataFrame({"timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
                               "node_id": node_id, "power_watts": power.to_numpy(), "workload_type": np.nan})
         for name, values in series.items():
@@ -227,9 +242,10 @@ def _split_selector(key: str, text: str) -> tuple[str, str]:
     return name.strip(), rest[:-1].strip() if brace else ""
 
 
-def _per_gpu(expr: str) -> str:
-    """One series per GPU: the copies MIG instances and pod labels make are merged (module docstring)."""
-    return f"max without ({', '.join(PER_GPU_DUPLICATES)}) ({expr})"
+def _per_gpu(expr: str, node_label: str) -> str:
+    """One series per GPU: the copies MIG instances, pod labels and scrapes make are merged (module docstring); the
+    node's own label is kept, whatever it is."""
+    return f"max without ({', '.join(label for label in PER_GPU_DUPLICATES if label != node_label)}) ({expr})"
 
 
 def _percent(expr: str) -> str:

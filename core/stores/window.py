@@ -123,15 +123,22 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
 def _missing_device(pos: np.ndarray, source: np.ndarray, device: np.ndarray, n: int, step_s: int) -> np.ndarray:
     """Per bin, whether a device (source, device id) of these readings is absent from it but present in one of the
     bins covering the EXPECT_DEVICE_S before it (at least one)."""
-    lookback = max(1, -(-EXPECT_DEVICE_S // step_s))
     missing = np.zeros(n, dtype=bool)
     for _, where in pd.Series(pos).groupby([source, device]):
         present = np.zeros(n, dtype=bool)
         present[where.to_numpy()] = True
-        before = np.concatenate(([0], np.cumsum(present)))  # before[b]: bins before b the device is in
-        recent = before[:n] > before[np.maximum(np.arange(n) - lookback, 0)]
-        missing |= recent & ~present
+        missing |= absent_but_expected(present, step_s)
     return missing
+
+
+def absent_but_expected(present: np.ndarray, step_s: int) -> np.ndarray:
+    """Per bin, whether a series `present` in some bins is absent from it but present in one of the bins covering
+    the EXPECT_DEVICE_S before it (at least one): a gap, not a drop (the module rule)."""
+    n = len(present)
+    lookback = max(1, -(-EXPECT_DEVICE_S // step_s))
+    before = np.concatenate(([0], np.cumsum(present)))  # before[b]: bins before b the series is in
+    recent = before[:n] > before[np.maximum(np.arange(n) - lookback, 0)]
+    return recent & ~present
 
 
 def _reduce(pos: np.ndarray, mask: np.ndarray, values: np.ndarray, n: int, how: str) -> np.ndarray:

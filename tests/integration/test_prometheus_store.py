@@ -62,6 +62,13 @@ def prometheus(tmp_path_factory):
         gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "gpu-2", "gpu": "0"}, 300, now_ms, GAP),
         gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "gpu-2", "gpu": "1"}, 150, now_ms, GAP),
         gauge({"__name__": "DCGM_FI_DEV_GPU_UTIL", "Hostname": "gpu-2", "gpu": "0"}, 10, now_ms, GAP),
+        # part-1: no node power; its GPU exporter misses 5 minutes while Kepler 0.7's CPU counter goes on
+        gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "part-1", "gpu": "0"}, 300, now_ms, GAP),
+        counter({"__name__": "kepler_node_package_joules_total", "instance": "part-1"}, 100, now_ms),
+        # dup-1: one GPU scraped by two jobs (a PodMonitor and a ServiceMonitor), each its own instance address
+        *[gauge({"__name__": "DCGM_FI_DEV_POWER_USAGE", "Hostname": "dup-1", "gpu": "0", "UUID": "GPU-e",
+                 "instance": address, "job": job}, 250, now_ms)
+          for address, job in (("10.0.0.1:9400", "dcgm"), ("10.0.0.2:9400", "monitoring/dcgm"))],
         # a site that exports wall power as a gauge under its own names
         gauge({"__name__": "node_power_watts", "node": "gpu-3"}, 812.5, now_ms),
         # current Kepler: k-1 has Redfish platform power (the server and its CPU sub-system), k-2 only RAPL
@@ -125,6 +132,27 @@ def test_window_falls_back_to_gpu_power_and_keeps_gaps_missing(prometheus):
     assert frame.loc[~missing, "gpu_utilization"].tolist() == pytest.approx([10.0] * int((~missing).sum()))
 
 
+def test_a_device_missing_from_a_bin_is_a_gap_not_a_drop_to_the_other_devices_sum(prometheus):
+    """Regression: the GPUs' power missing from a bin (a missed scrape, an exporter restart) left the CPU's alone as
+    the node's power, a drop from 400 to 100 W the forecaster and the controller took for real."""
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
+    start, end = window_span(now_ms, 18, 16)
+    frame = store.window("part-1", start, end, 60)
+    missing = frame["power_watts"].isna()
+    assert 3 <= missing.sum() <= 5, frame  # the GPU exporter's hole, not 100 W
+    assert frame.loc[~missing, "power_watts"].tolist() == pytest.approx([400.0] * int((~missing).sum()), rel=0.02)
+
+
+def test_a_gpu_scraped_twice_counts_once(prometheus):
+    """Regression: the series of two scrape jobs (or of an exporter before and after a restart, with a new pod
+    address) were summed: the GPU's power doubled."""
+    server, now_ms = prometheus
+    store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
+    start, end = window_span(now_ms, 15, 10)
+    assert store.window("dup-1", start, end, 60)["power_watts"].tolist() == pytest.approx([250.0] * 10)
+
+
 def test_mig_instances_count_their_gpu_once_and_percentages_stay_in_range(prometheus):
     """Regression: every MIG instance's series carries its whole GPU's power, so summing series counted GPU 0
     twice (600 W for 350 W); an idle rate over 1 gave a negative CPU utilization that retraining refused."""
@@ -151,12 +179,13 @@ def test_latest_nodes_and_configurable_names(prometheus):
     server, now_ms = prometheus
     store = PrometheusStore(server.url, kepler="0.7", min_rate_window_s=60)
     latest = {item.node_id: item for item in store.latest()}
-    assert set(latest) == {"gpu-1", "gpu-2", "mig-1"}
+    assert set(latest) == {"gpu-1", "gpu-2", "mig-1", "part-1", "dup-1"}
     assert latest["gpu-1"].power_watts == pytest.approx(600.0)
     assert latest["gpu-2"].power_watts == pytest.approx(450.0)
+    assert latest["dup-1"].power_watts == pytest.approx(250.0)  # scraped twice, counted once
     assert latest["gpu-1"].timestamp == datetime.fromtimestamp(now_ms / 1000, tz=UTC)
     assert 0 <= latest["gpu-1"].age_s < 60
-    assert store.nodes() == ["gpu-1", "gpu-2", "mig-1"]
+    assert store.nodes() == ["dup-1", "gpu-1", "gpu-2", "mig-1", "part-1"]
 
     custom = PrometheusStore(server.url, metric_names={"node_power": "node_power_watts"},
                              node_labels={"node_power": "node"})

@@ -20,7 +20,11 @@ def test_current_kepler_names_keyed_by_node_name() -> None:
         'sum by (node_name) (rate(kepler_node_cpu_joules_total{node_name="n1",zone="package"}[120s]))')
     assert store._power_expr("gpu_power", None, None) == (
         "sum by (Hostname) (max without (GPU_I_ID, GPU_I_PROFILE, pod, namespace, container, exported_pod, "
-        "exported_namespace, exported_container) (DCGM_FI_DEV_POWER_USAGE{}))")
+        "exported_namespace, exported_container, instance, job, endpoint, service) (DCGM_FI_DEV_POWER_USAGE{}))")
+    # a GPU series keyed by `instance` keeps it (it names the node there)
+    by_instance = PrometheusStore(URL, node_labels={"gpu_power": "instance"})
+    assert "max without (GPU_I_ID, GPU_I_PROFILE, pod, namespace, container, exported_pod, exported_namespace, " \
+        "exported_container, job, endpoint, service)" in by_instance._power_expr("gpu_power", None, None)
 
 
 def test_kepler_0_7_names_and_explicit_overrides() -> None:
