@@ -255,3 +255,15 @@ def test_a_store_opened_only_to_read_deletes_no_expired_rows(tmp_path, monkeypat
         assert window["power_watts"].dropna().tolist() == [500.0]  # still there
     with create_store({"TELEMETRY_DATA_DIR": str(folder), "TELEMETRY_RETENTION": "30d"}) as writer:
         assert writer.retention_s == 30 * 86400  # the store actor's, which writes: it deletes, as before
+
+
+def test_a_damaged_store_file_is_refused_naming_it_without_a_traceback(tmp_path):
+    """Regression: `train_lstm --from-store` printed sqlite3's traceback ("file is not a database")."""
+    from core.stores.base import StoreUnavailable
+
+    folder = tmp_path / "telemetry"
+    folder.mkdir()
+    (folder / "telemetry.sqlite3").write_bytes(b"not a database" * 512)
+    with pytest.raises(StoreUnavailable, match=r"the embedded telemetry store .*telemetry.sqlite3 cannot be opened: "
+                                               r"file is not a database \(move the file aside"):
+        SqliteStore(folder)
