@@ -32,6 +32,9 @@ from core.http_client import open_url, split_login
 DASHBOARD_MARGIN_S = 5.0
 
 
+RAY_CALL_FAILED = "Internal Server Error"  # the error text of the dashboard's 503 for a failed controller call
+
+
 def _ray_auth_headers(login: dict[str, str]) -> dict[str, str]:
     """Ray's token header when token auth is on (Ray >= 2.5x) and the URL's `login` sets none; none otherwise."""
     try:
@@ -86,8 +89,12 @@ class RayServeActuator(Actuator):
             with open_url(request, timeout=self.timeout_s) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
-            what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {_error_text(exc)}"
-            if method != "GET" and exc.code in UNKNOWN_OUTCOME_STATUSES:
+            text = _error_text(exc)
+            what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {text}"
+            # Ray's 503 "Internal Server Error" is any error of the Serve controller's call, which may have applied
+            # the change (the controller died after it, say); its other 503s refuse before calling
+            if method != "GET" and (exc.code in UNKNOWN_OUTCOME_STATUSES or (exc.code == 503 and
+                                                                              text == RAY_CALL_FAILED)):
                 raise ActuationOutcomeUnknown(f"{what}; the change may have landed") from None
             raise ActuationError(what) from None
         except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:  # sent; urlopen wraps unsent ones

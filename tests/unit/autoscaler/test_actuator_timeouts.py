@@ -122,6 +122,18 @@ def test_a_write_answered_by_a_gateway_error_is_an_unknown_outcome(status):
             kubernetes_actuator(url).scale(DeploymentTarget(name="web"), 3)
 
 
+def test_the_dashboards_503_for_a_failed_controller_call_is_an_unknown_outcome():
+    """Ray's dashboard answers 503 "Internal Server Error" for any error of the Serve controller's call (which may
+    have applied the change); its other 503 ("Serve controller is not available") refuses before calling."""
+    with answering(503, b'{"error": "Internal Server Error"}', writes_only=True) as url:
+        with pytest.raises(ActuationOutcomeUnknown, match="may have landed"):
+            RayServeActuator(url, timeout_s=0.5).scale(RayServeTarget(app="a", deployment="d"), 3)
+    with answering(503, b'{"error": "Serve controller is not available"}', writes_only=True) as url:
+        with pytest.raises(ActuationError) as raised:
+            RayServeActuator(url, timeout_s=0.5).scale(RayServeTarget(app="a", deployment="d"), 3)
+        assert not isinstance(raised.value, ActuationOutcomeUnknown)
+
+
 @pytest.mark.parametrize("status", [400, 403, 409, 503])
 def test_a_write_refused_is_a_plain_failure(status):
     with answering(status, b'{"error": "no"}', writes_only=True) as url:
