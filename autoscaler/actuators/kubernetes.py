@@ -38,6 +38,12 @@ KubernetesTarget = DeploymentTarget | StatefulSetTarget | RayClusterTarget
 ApiCall = Callable[..., Any]
 
 
+NEVER_RESENT = urllib3.util.Retry(total=3, connect=3, read=0, other=0, status=0, redirect=0)
+"""urllib3's retries for the API server: a request that could not connect is sent again (it never went out); one
+that went out never is, whatever failed after (urllib3's default sends any method again after, say, a TLS error
+while reading the answer: a scale that had landed would be sent twice, and its 409 taken for a refusal)."""
+
+
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client with the pod's service account (in a pod) or a kubeconfig (the given path, else
     $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account."""
@@ -52,6 +58,7 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
         source = ("the in-cluster service account" if in_cluster
                   else kubeconfig or environment.kubeconfig or "~/.kube/config")
         raise ActuationError(f"cannot load Kubernetes credentials from {source}: {error}") from error
+    configuration.retries = NEVER_RESENT
     return client.ApiClient(configuration)
 
 

@@ -84,3 +84,15 @@ def test_controller_settings_are_frozen_and_strict() -> None:
         settings.interval_s = 5  # type: ignore[misc]
     with pytest.raises(ValueError, match="interval"):
         ControllerSettings(state_file="s.sqlite", interval=5)  # type: ignore[call-arg]
+
+
+def test_a_request_that_went_out_to_the_api_server_is_never_sent_again(tmp_path: Path) -> None:
+    """urllib3's default retries send any method again after, say, a TLS error while reading the answer: a scale
+    that had landed was sent twice, and the second's 409 taken for a refusal (the cooldown freed)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n")
+    retries = load_api_client(str(kubeconfig)).configuration.retries
+    assert (retries.connect, retries.read, retries.other, retries.status) == (3, 0, 0, 0)
