@@ -13,6 +13,7 @@ from ray.exceptions import GetTimeoutError
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
+from core.public_text import error_text, without_addresses
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore, WriteRefused
 from core.telemetry import TelemetrySample
 
@@ -114,4 +115,5 @@ def _translated(call: Callable[[], Any]) -> Any:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
         if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
             raise WriteRefused(str(cause), cause.refused, cause.written) from exc
-        raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
+        # the backend's reason (a 401, a missing bucket, unreachable) with no address or path: records show it
+        raise StoreActorUnavailable(f"the telemetry store failed: {without_addresses(error_text(cause))}") from exc
