@@ -38,10 +38,13 @@ KubernetesTarget = DeploymentTarget | StatefulSetTarget | RayClusterTarget
 ApiCall = Callable[..., Any]
 
 
-NEVER_RESENT = urllib3.util.Retry(total=3, connect=3, read=0, other=0, status=0, redirect=0)
-"""urllib3's retries for the API server: a request that could not connect is sent again (it never went out); one
-that went out never is, whatever failed after (urllib3's default sends any method again after, say, a TLS error
-while reading the answer: a scale that had landed would be sent twice, and its 409 taken for a refusal)."""
+NEVER_RESENT = urllib3.util.Retry(total=3, connect=3, read=2, other=0, status=0, redirect=0)
+"""urllib3's retries for the API server: a request that could not connect is sent again (it never went out), a read
+(GET) whose answer broke off too; a write that went out never is, whatever failed after (urllib3's default sends
+any method again after, say, a TLS error while reading the answer: a scale that had landed would be sent twice, and
+its 409 taken for a refusal). Such a write's outcome is unknown (`_errors`)."""
+NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+"""The connection errors of a request that never went out."""
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -259,6 +262,10 @@ class KubernetesActuator(Actuator):
             raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
                                  f"did not answer: {error}") from error
         except urllib3.exceptions.HTTPError as error:
+            reason = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
+            if doing != "read" and not isinstance(reason, NOT_SENT):  # a TLS error reading the answer, say
+                raise ActuationOutcomeUnknown(f"cannot tell whether {doing} {what} landed: API server "
+                                              f"{self.api_client.configuration.host}: {error}") from error
             raise ActuationError(f"cannot {doing} {what}: API server {self.api_client.configuration.host} "
                                  f"unreachable: {error}") from error
 

@@ -97,13 +97,13 @@ class RayServeActuator(Actuator):
                                                                               text == RAY_CALL_FAILED)):
                 raise ActuationOutcomeUnknown(f"{what}; the change may have landed") from None
             raise ActuationError(what) from None
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:  # sent; urlopen wraps unsent ones
+        except urllib.error.URLError as exc:  # urlopen wraps what fails before the request went out
+            raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:  # after it went out: a timeout, a reset, a TLS error
             if method != "GET":
                 raise ActuationOutcomeUnknown(f"Ray dashboard {method} {path}: sent, no answer ({exc}): the change "
                                               f"may have landed") from None
             raise ActuationError(f"Ray dashboard at {self.dashboard_url} did not answer: {exc}") from None
-        except OSError as exc:  # URLError included: the request was not sent
-            raise ActuationError(f"Ray dashboard at {self.dashboard_url} not reachable: {exc}") from None
         try:
             return json.loads(text or b"null")
         except ValueError:  # a proxy's login page, say: the dashboard did not take the request

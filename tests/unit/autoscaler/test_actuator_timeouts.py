@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
+import types
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
@@ -193,3 +197,44 @@ def _read_error(actuator: RayServeActuator, app: str) -> str:
     with pytest.raises(ActuationError) as raised:
         actuator.replicas(RayServeTarget(app=app, deployment="Model"))
     return str(raised.value)
+
+
+@pytest.mark.parametrize(("reason", "unknown"), [
+    (urllib3.exceptions.SSLError("[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]"), True),  # after it went out
+    (urllib3.exceptions.NewConnectionError(None, "Connection refused"), False),  # it never went out
+])
+def test_a_kubernetes_write_that_failed_after_it_went_out_is_an_unknown_outcome(monkeypatch, reason, unknown):
+    """A TLS error while reading the answer to a scale was "unreachable": a refused change, the cooldown freed
+    though it may have landed."""
+    actuator = kubernetes_actuator("https://127.0.0.1:6443")
+
+    def read(name, namespace, **kwargs):
+        return types.SimpleNamespace(data=json.dumps({"spec": {"replicas": 2}, "metadata": {}}).encode())
+
+    def patch(name, namespace, body, **kwargs):
+        raise urllib3.exceptions.MaxRetryError(None, "/apis/apps/v1/...", reason=reason)
+
+    monkeypatch.setattr(KubernetesActuator, "_scale_methods", lambda self, target: (read, patch))
+    with pytest.raises(ActuationError) as raised:
+        actuator.scale(DeploymentTarget(name="web"), 3)
+    assert isinstance(raised.value, ActuationOutcomeUnknown) is unknown
+
+
+@pytest.mark.parametrize(("error", "unknown"), [
+    (ssl.SSLError("bad record mac"), True),  # raised by getresponse: the POST went out
+    (urllib.error.URLError(ConnectionRefusedError("refused")), False),  # urlopen's wrapper: it never went out
+])
+def test_a_serve_write_that_failed_after_it_went_out_is_an_unknown_outcome(monkeypatch, error, unknown):
+    """A TLS error reading the dashboard's answer (an OSError, not a ConnectionError) was "not reachable"."""
+    from autoscaler.actuators import serve
+
+    actuator = RayServeActuator("https://127.0.0.1:8265", timeout_s=0.5)
+    monkeypatch.setattr(actuator, "_deployment", lambda target: {"target_num_replicas": 2})
+
+    def fail(request, timeout):
+        raise error
+
+    monkeypatch.setattr(serve, "open_url", fail)
+    with pytest.raises(ActuationError) as raised:
+        actuator.scale(RayServeTarget(app="a", deployment="d"), 3)
+    assert isinstance(raised.value, ActuationOutcomeUnknown) is unknown

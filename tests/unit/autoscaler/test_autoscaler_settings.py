@@ -95,4 +95,5 @@ def test_a_request_that_went_out_to_the_api_server_is_never_sent_again(tmp_path:
         "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n")
     retries = load_api_client(str(kubeconfig)).configuration.retries
-    assert (retries.connect, retries.read, retries.other, retries.status) == (3, 0, 0, 0)
+    assert (retries.connect, retries.read, retries.other, retries.status) == (3, 2, 0, 0)
+    assert not retries.is_retry("PATCH", 500) and "PATCH" not in retries.allowed_methods  # read errors: GETs only
