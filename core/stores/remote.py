@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -13,9 +15,11 @@ from ray.exceptions import GetTimeoutError
 
 from core.actors import ActorUnavailable, NamedActor
 from core.names import STORE_ACTOR
-from core.public_text import error_text, without_addresses
+from core.public_text import error_text
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore, WriteRefused
 from core.telemetry import TelemetrySample
+
+logger = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 10.0
 WRITE_CHUNK = 5000  # samples per write call (InfluxStore's batch: one HTTP write each)
@@ -115,5 +119,22 @@ def _translated(call: Callable[[], Any]) -> Any:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps the actor's exception
         if isinstance(cause, WriteRefused):  # for good, not "not now": the caller must not retry
             raise WriteRefused(str(cause), cause.refused, cause.written) from exc
-        # the backend's reason (a 401, a missing bucket, unreachable) with no address or path: records show it
-        raise StoreActorUnavailable(f"the telemetry store failed: {without_addresses(error_text(cause))}") from exc
+        _log_reason(cause)  # the backend's reason (a 401, a missing bucket, unreachable): for the operator only
+        raise StoreActorUnavailable(f"the telemetry store failed: {type(cause).__name__}") from exc
+
+
+_logged: dict[str, float] = {}  # a backend failure's text -> when it was last logged (monotonic)
+LOG_AGAIN_S = 60.0
+
+
+def _log_reason(cause: BaseException) -> None:
+    """Log why the backend failed, each distinct reason at most once a minute per process (a store down fails
+    every collector flush and every read). API bodies and records say only its type: a backend's own words may
+    name internal hosts, paths or users that no scrubbing catches."""
+    text = error_text(cause)
+    now = time.monotonic()
+    if now - _logged.get(text, float("-inf")) >= LOG_AGAIN_S:
+        if len(_logged) >= 100:  # texts that change every time (a timestamp in them): never a growing map
+            _logged.clear()
+        _logged[text] = now
+        logger.warning("telemetry store: %s", text)
