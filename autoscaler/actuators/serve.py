@@ -32,16 +32,22 @@ from core.http_client import open_url, split_login
 DASHBOARD_MARGIN_S = 5.0
 
 
+RAY_FALLBACK_HEADER = "X-Ray-Authorization"  # Ray's token header for requests whose Authorization is a proxy's
 RAY_CALL_FAILED = "Internal Server Error"  # the error text of the dashboard's 503 for a failed controller call
 
 
 def _ray_auth_headers(login: dict[str, str]) -> dict[str, str]:
-    """Ray's token header when token auth is on (Ray >= 2.5x) and the URL's `login` sets none; none otherwise."""
+    """Ray's token header when token auth is on (Ray >= 2.5x); none otherwise. Where the URL's `login` takes
+    Authorization (a proxy's Basic auth), the token goes in Ray's fallback header, X-Ray-Authorization, which the
+    dashboard reads once the proxy has taken its own header away."""
     try:
         from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
     except ImportError:
         return {}
-    return get_auth_headers_if_auth_enabled(login)
+    headers = get_auth_headers_if_auth_enabled({})
+    if not login or not headers:
+        return headers
+    return {RAY_FALLBACK_HEADER: next(iter(headers.values()))}
 
 
 class RayServeActuator(Actuator):

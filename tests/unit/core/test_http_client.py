@@ -21,7 +21,8 @@ from tests.servers.local_http import serving
 def recorder(seen: list[dict[str, str]], redirect_to: str | None = None, body: object = None):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            seen.append({"path": self.path, "authorization": self.headers.get("Authorization", "")})
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization", ""),
+                         "ray": self.headers.get("X-Ray-Authorization", "")})
             if redirect_to is not None:
                 self.send_response(302)
                 self.send_header("Location", f"{redirect_to}/login")
@@ -66,3 +67,19 @@ def test_prometheus_refuses_a_redirect_and_shows_no_login():
                 store.nodes()
     assert elsewhere == [] and prometheus[0]["authorization"].startswith("Basic ")
     assert "glc_apikey" not in str(refused.value) and "glc_apikey" not in repr(store)
+
+
+def test_with_a_proxy_login_rays_token_goes_in_its_fallback_header(monkeypatch):
+    """Ray's headers helper adds no token once an Authorization header is there: with a login in the URL the
+    dashboard got no token at all."""
+    from ray._private.authentication import http_token_authentication
+
+    monkeypatch.setattr(http_token_authentication, "get_auth_headers_if_auth_enabled",
+                        lambda given: {} if given else {"authorization": "Bearer RAYTOKEN"})
+    seen: list[dict[str, str]] = []
+    with serving(recorder(seen, body={"applications": {}})) as url:
+        for base in (url.replace("http://", "http://admin:pw@"), url):
+            RayServeActuator(base, timeout_s=2)._request("GET", "/api/serve/applications/")
+    with_login, plain = seen
+    assert with_login["authorization"].startswith("Basic ") and with_login["ray"] == "Bearer RAYTOKEN"
+    assert plain["authorization"] == "Bearer RAYTOKEN" and plain["ray"] == ""
