@@ -109,20 +109,21 @@ class TelemetryArgs(BaseModel):
     @classmethod
     def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         named = [key for key in value or {} if SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
-        secrets = named + [key for key, text in (value or {}).items() if key not in named and _has_password(text)]
+        secrets = named + [key for key, text in (value or {}).items() if key not in named and _has_login(text)]
         if secrets:
             first = secrets[0]
             instead = f", or {first}_FILE to a file holding it" if first in named else ""
-            raise ValueError(f"{', '.join(secrets)}: secrets (or a URL with a password) do not belong in app args "
+            raise ValueError(f"{', '.join(secrets)}: secrets (or a URL with a login) do not belong in app args "
                              f"(the Serve REST API shows them to anyone who can reach the Ray dashboard); set "
                              f"{first} in the environment{instead}")
         return value
 
 
-def _has_password(text: str) -> bool:
-    """Whether `text` is a URL carrying a password (scheme://user:password@host)."""
+def _has_login(text: str) -> bool:
+    """Whether `text` is a URL carrying a login (scheme://user:password@host, or scheme://apikey@host: the clients
+    send a user alone as Basic auth too, and it is as secret)."""
     try:
-        return urllib.parse.urlsplit(text.strip()).password is not None
+        return urllib.parse.urlsplit(text.strip()).username is not None
     except ValueError:  # not a URL at all (an odd port, say): nothing to find
         return False
 
@@ -159,8 +160,8 @@ class AutoscalerArgs(BaseModel):
     @field_validator("ray_dashboard_url")
     @classmethod
     def _no_password(cls, value: str) -> str:
-        if _has_password(value):
-            raise ValueError("a URL with a password does not belong in app args (the Serve REST API shows them); "
+        if _has_login(value):
+            raise ValueError("a URL with a login does not belong in app args (the Serve REST API shows them); "
                              "set RAY_DASHBOARD_URL in the environment instead")
         return value
 

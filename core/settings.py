@@ -290,9 +290,13 @@ SECRET_MASK = "********"
 _URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)\S*@")
 
 
+_URL_USER_ALONE = re.compile(r"//[^/@:\s]+@")  # scheme://apikey@host: a user alone is a secret too
+
+
 def without_url_password(text: str) -> str:
-    """`text` with the password of every URL in it (``scheme://user:password@host``) masked: for logs and errors."""
-    return _URL_PASSWORD.sub(rf"\g<user>{SECRET_MASK}@", text)
+    """`text` with the password of every URL in it (``scheme://user:password@host``) masked, and a user given alone
+    (``scheme://apikey@host``, an API key) too: for logs and errors."""
+    return _URL_USER_ALONE.sub(f"//{SECRET_MASK}@", _URL_PASSWORD.sub(rf"\g<user>{SECRET_MASK}@", text))
 
 
 def read_secret(name: str, value: SecretStr | None, file: str | Path | None) -> SecretStr | None:

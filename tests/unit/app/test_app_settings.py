@@ -166,6 +166,19 @@ def test_telemetry_args_no_collector_could_start_with_are_refused_at_deploy(tele
                                                                                        "speed": 60}}})
 
 
+def test_a_url_whose_user_is_an_api_key_is_a_secret_too() -> None:
+    """The store and dashboard clients send a user given alone as Basic auth (an API key): in app args the Serve
+    REST API would show it, and a check_config report masks it."""
+    with pytest.raises(ValueError, match="PROMETHEUS_URL: secrets \\(or a URL with a login\\)") as refused:
+        AppArgs.model_validate({"telemetry": {"store_settings": {"PROMETHEUS_URL": "https://glc_k3y@prom.example/"}}})
+    assert "glc_k3y" not in str(refused.value)
+    with pytest.raises(ValueError, match="a URL with a login does not belong in app args"):
+        AppArgs.model_validate({"autoscaler": {"ray_dashboard_url": "http://k3y@head:8265"}})
+    from app.check_config import masked
+
+    assert masked({"url": "https://glc_k3y@prom.example/"}) == {"url": "https://********@prom.example/"}
+
+
 def test_secret_files_and_plain_settings_are_accepted() -> None:
     settings = {"INFLUX_HOST": "http://db:8086", "INFLUX_TOKEN_FILE": "/run/secrets/influx", "INFLUX_ORG": "o"}
     assert AppArgs.model_validate({"telemetry": {"store_settings": settings}}).telemetry.store_settings == settings
