@@ -207,8 +207,7 @@ def _since(created_at: Any) -> str | None:
 def fail_stopped_runs(records: RecordStore, locks: RetrainLocks, model_id: str) -> int:
     """Fail the command-line runs of `model_id` whose process died (silent: training.retrain_lock) and free their
     model; how many."""
-    now, failed = records.clock(), 0
-    for record in records.unfinished():
-        if record.get("model_id") == model_id and record.get("trigger") == CLI_TRIGGER and silent(record, now):
-            failed += locks.fail(model_id, record["id"], CLI_STOPPED, lambda fresh: silent(fresh, now)) is not None
-    return failed
+    now = records.clock()
+    stopped = [record["id"] for record in records.unfinished()
+               if record.get("model_id") == model_id and record.get("trigger") == CLI_TRIGGER and silent(record, now)]
+    return locks.fail_each(model_id, stopped, CLI_STOPPED, lambda fresh: silent(fresh, now))

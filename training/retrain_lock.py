@@ -12,8 +12,9 @@ app restart).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import Any
 from pydantic import Field
 
 from core.atomic_files import atomic_write_with
-from core.records import UNFINISHED, RecordNotFound, RecordStore
+from core.records import UNFINISHED, RecordNotFound, RecordStore, RecordUnreadable
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
 from core.settings import Duration, EnvSettings
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_S = 30
 """How often a running attempt refreshes its record's `updated_at`."""
 SILENT_AFTER_S = 300
@@ -100,6 +102,18 @@ class RetrainLocks:
             failed = self.records.update(job_id, status="failed", message=message)
             self._release(model_id, job_id)
             return failed
+
+    def fail_each(self, model_id: str, job_ids: Iterable[str], message: str,
+                  stopped: Callable[[dict[str, Any]], bool]) -> int:
+        """`fail` each attempt; how many it failed. One whose record cannot be read just now is left for the next
+        look (logged), and keeps none of the others from being failed."""
+        failed = 0
+        for job_id in job_ids:
+            try:
+                failed += self.fail(model_id, job_id, message, stopped) is not None
+            except RecordUnreadable as exc:
+                logger.warning("retrain attempt %s of %s not failed yet: %s", job_id, model_id, exc.strerror)
+        return failed
 
     def record_if_unfinished(self, job_id: str, **fields: Any) -> bool:
         """Update the attempt's record only while it is unfinished (under the guard, without reading the lock):

@@ -249,12 +249,13 @@ def fail_interrupted(records: RecordStore, model_id: str, *, owner: str | None =
     """Fail the scheduled attempts of `model_id` whose process died (silent: training.retrain_lock), and those of
     `owner`, a scheduler known to be stopped, however recent; free their locks; how many. One still alive (another
     cluster's scheduler during an upgrade) is left running."""
-    locks, interrupted, now = RetrainLocks(records), 0, records.clock()
+    now = records.clock()
+
     def stopped(record: dict) -> bool:
         return silent(record, now) or (owner is not None and record.get("owner") == owner)
 
-    for record in records.unfinished():
-        if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped(record):
-            message = "interrupted: the retrain scheduler stopped or restarted; the next due attempt retrains"
-            interrupted += locks.fail(model_id, record["id"], message, stopped) is not None
-    return interrupted
+    interrupted = [record["id"] for record in records.unfinished()
+                   if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped(record)]
+    return RetrainLocks(records).fail_each(
+        model_id, interrupted, "interrupted: the retrain scheduler stopped or restarted; the next due attempt retrains",
+        stopped)

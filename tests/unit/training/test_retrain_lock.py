@@ -276,3 +276,17 @@ def test_an_attempts_start_keeps_at_most_max_retrain_records_finished_ones(tmp_p
     retrain_attempt.forget_old_attempts(records)
     kept = records.newest(100)
     assert len(kept) == 9 + 1 and running["id"] in {record["id"] for record in kept}
+
+
+def test_one_stopped_attempt_that_cannot_be_read_keeps_no_other_from_being_failed(tmp_path, caplog):
+    """The scheduler's recovery and a command line's start fail every stopped attempt of a model in one loop: one
+    record unreadable just now raised out of it and left the others running."""
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    unreadable, readable = running(records, age_s=SILENT_AFTER_S + 1), running(records, age_s=SILENT_AFTER_S + 1)
+    path = records.folder / f"{unreadable}.json"
+    path.unlink()
+    path.mkdir()  # reading it fails (IsADirectoryError)
+    assert locks.fail_each("m", [unreadable, readable], "stopped", lambda record: True) == 1
+    assert records.get(readable)["status"] == "failed"
+    assert f"retrain attempt {unreadable} of m not failed yet" in caplog.text
