@@ -109,8 +109,8 @@ class RecordStore:
         never deleted. Reads no record while the folder holds at most `keep` + `unfinished_at_most` files (the
         caller's count of unfinished ones, with some slack for those it does not see). With `max_bytes`, the
         records' files may take that many bytes at most: beyond it the oldest finished ones (by file time) are
-        deleted down to 9/10 of it, never one named in `spare` (a record that has just finished) nor one that cannot
-        be read. Returns how many it deleted."""
+        deleted down to 9/10 of it (with files that hold no record), never one named in `spare` (a record that has
+        just finished) nor one that cannot be read just now. Returns how many it deleted."""
         deleted = 0 if max_bytes is None else self._trim_bytes(max_bytes, set(spare))
         paths = list(self.folder.glob("*.json"))
         if len(paths) <= keep + unfinished_at_most:
@@ -129,7 +129,7 @@ class RecordStore:
     def _trim_bytes(self, max_bytes: int, spare: set[str]) -> int:
         """Delete the oldest finished records (by file time, none in `spare`) while the records' files take more
         than `max_bytes`, down to 9/10 of it; reads only the records it considers deleting, and deletes only those
-        it read as finished. Returns how many it deleted."""
+        it read as finished, or as no record at all. Returns how many it deleted."""
         sizes = []
         for path in self.folder.glob("*.json"):
             try:
@@ -146,8 +146,11 @@ class RecordStore:
                 break
             if path.stem in spare:
                 continue
-            record = self._read(path)
-            if record is None or record.get("status") in UNFINISHED:  # unreadable (now), or unfinished: kept
+            try:
+                record = self._read(path, passing_errors=True)
+            except RecordUnreadable:  # a storage error just now: it may be unfinished, so it is kept
+                continue
+            if record is not None and record.get("status") in UNFINISHED:  # (not a record at all: deleted)
                 continue
             path.unlink(missing_ok=True)
             deleted, freed = deleted + 1, freed + size

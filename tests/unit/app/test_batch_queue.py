@@ -154,6 +154,9 @@ def test_beyond_the_byte_budget_the_oldest_finished_records_go_first_and_unfinis
     unreadable.unlink()
     unreadable.mkdir()  # reading it fails (IsADirectoryError): kept
     os.utime(unreadable, (1_000_001, 1_000_001))
+    garbage = records.folder / f"{ids[3]}.json"
+    garbage.write_text("{not json" + "x" * (size - 9))  # no record at all: deleted
+    os.utime(garbage, (1_000_003, 1_000_003))
     # down to 9/10 of the budget, oldest first; the unfinished one, the unreadable one and the one just finished stay
     assert records.trim(keep=100, max_bytes=5 * size, spare=[ids[2]]) == 5
     assert {path.stem for path in records.folder.glob("*.json")} == {ids[0], ids[1], ids[2], *ids[8:]}
