@@ -112,16 +112,20 @@ class SqliteStore(TelemetryStore):
         self._lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []  # under _readers_lock
         self._readers_lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:  # an unreadable file, a folder without write access
+            raise StoreUnavailable(f"the embedded telemetry store {self.path} cannot be opened: {exc}") from exc
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache: batch inserts stay in memory
             self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:  # damaged, not a database, unwritable: said plainly, never a traceback
+        except sqlite3.Error as exc:  # damaged, not a database, locked, read-only: said plainly, never a traceback
             self._conn.close()
-            raise StoreUnavailable(f"the embedded telemetry store {self.path} cannot be opened: {exc} (move the "
-                                   "file aside to start an empty one)") from exc
+            damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+            advice = " (a damaged file: move it aside to start an empty one)" if damaged else ""
+            raise StoreUnavailable(f"the embedded telemetry store {self.path} cannot be opened: {exc}{advice}") from exc
         self._closed = threading.Event()
         self._pruner = None
         if retention_s is not None:

@@ -265,5 +265,9 @@ def test_a_damaged_store_file_is_refused_naming_it_without_a_traceback(tmp_path)
     folder.mkdir()
     (folder / "telemetry.sqlite3").write_bytes(b"not a database" * 512)
     with pytest.raises(StoreUnavailable, match=r"the embedded telemetry store .*telemetry.sqlite3 cannot be opened: "
-                                               r"file is not a database \(move the file aside"):
+                                               r"file is not a database \(a damaged file: move it aside"):
+        SqliteStore(folder)
+    (folder / "telemetry.sqlite3").unlink()
+    (folder / "telemetry.sqlite3").mkdir()  # no file can be opened there: no advice to move anything
+    with pytest.raises(StoreUnavailable, match=r"cannot be opened: unable to open database file$"):
         SqliteStore(folder)
