@@ -47,10 +47,11 @@ class RegistryFollower:
         return f"no version of {self.model_id} could be loaded ({type(first).__name__}: {first})"
 
     def _refresh(self) -> None:
-        """Load the active version if it is not the one served (a replica serving several models overrides it)."""
-        active = self.registry.active_version(self.model_id)
-        if active is not None and active != self.version:
-            self._load(active)
+        """Load the served version (the active one, else the latest, as GET /api/v1/models and a new replica take
+        it) if it is not the one served now (a replica serving several models overrides this)."""
+        wanted = self.registry.served_version(self.model_id)
+        if wanted is not None and wanted != self.version:
+            self._load(wanted)
 
     def _start_following(self, poll_s: Callable[[], float], pinned: Callable[[], bool] = lambda: False) -> None:
         """Poll every `poll_s()` seconds; while `pinned()` is true, stay on the current version."""

@@ -105,6 +105,7 @@ def predictor(tmp_path):
         replica.forecast_gauges = ForecastGauges()
         replica.node_calibrations = NodeCalibrations()
         replica._warming, replica._following = set(), set()
+        replica._failed_loads = {}
         yield replica
 
 
@@ -431,10 +432,12 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
     active = {"power_lstm": 2, "power_lstm_1h": 2}
     predictor.model_ids = ["power_lstm", "power_lstm_1h"]
     predictor.settings = SimpleNamespace(model_version=None)
-    predictor.registry = SimpleNamespace(active_version=active.get)
+    predictor.registry = SimpleNamespace(served_version=active.get)
     loaded: list[tuple[str, int]] = []
+    tried: list[tuple[str, int]] = []
 
     def load(model_id: str, version: int) -> None:
+        tried.append((model_id, version))
         if model_id == "power_lstm":
             raise OSError("weights.pt: truncated")
         loaded.append((model_id, version))
@@ -443,6 +446,14 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
     predictor._refresh()
     assert loaded == [("power_lstm_1h", 2)]
     assert predictor.served["power_lstm"].version == 1  # still serving the version it had
+    predictor._refresh()  # the next poll: not tried again (a traceback every poll), until a while has passed
+    assert tried.count(("power_lstm", 2)) == 1
+    predictor._failed_loads["power_lstm"] = (2, 0.0)
+    predictor._refresh()
+    assert tried.count(("power_lstm", 2)) == 2
+    active["power_lstm"] = 3  # another version: tried at once
+    predictor._refresh()
+    assert ("power_lstm", 3) in tried
 
 
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):

@@ -13,7 +13,7 @@ from tests.factories import unreadable
 class Follower(RegistryFollower):
     def __init__(self) -> None:
         self.model_id = "power_lstm"
-        self.registry = SimpleNamespace(active_version=lambda model_id: 2)
+        self.registry = SimpleNamespace(served_version=lambda model_id: 2)
         self.loaded_on: list[threading.Thread] = []
 
     def _load(self, version: int | None) -> None:
