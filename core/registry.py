@@ -9,7 +9,9 @@ version only while the version it was compared with is still the served one, and
 activating it first pins ACTIVE to the version served until then, so an inactive version never becomes the served
 one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at before (the newest last) and
 ``PINNED`` the versions replicas serve by number: `prune` keeps the newest of the former, the recently pinned, the
-served version and the newest versions, and deletes the rest.
+served version and the newest versions, and deletes the rest. ``ISSUED`` holds the highest version number given: a
+number is never given twice, even after its folder was deleted (replicas, pins and online calibration know a
+version by its number).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ ACTIVE_FILE = "ACTIVE"
 NONE_ACTIVE = "none"  # the ACTIVE pointer of a model whose versions were all registered without activation
 STAGING_PREFIX = ".staging-"
 ACTIVATION_GUARD = ".activation"
+ISSUED_FILE = "ISSUED"  # the highest version number ever given: never given again, even after its folder is gone
 HISTORY_FILE = "ACTIVE.history"
 PINS_FILE = "PINNED"
 PIN_TTL_S = 86400
@@ -86,6 +89,24 @@ class ModelRegistry:
         if not model_dir.is_dir():
             return []
         return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def _issued(self, model_id: str) -> int:
+        """The highest version number given so far (0: none known, or an ISSUED file unreadable)."""
+        try:
+            text = (self._dir(model_id) / ISSUED_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return 0
+        return int(text) if text.isdigit() else 0
+
+    def _note_issued(self, model_id: str, version: int) -> None:
+        """Raise ISSUED to `version` (under the activation guard: publishes racing never lower it). A failed write
+        is logged: the version is registered all the same."""
+        try:
+            with self._activation_guard(model_id):
+                if version > self._issued(model_id):
+                    atomic_write_text(self._dir(model_id) / ISSUED_FILE, f"{version}\n")
+        except OSError as exc:
+            logger.warning("%s version %d: the highest number given could not be noted: %s", model_id, version, exc)
 
     def _load(self, model_id: str, version: int) -> tuple[Path, ModelMetadata]:
         vdir = self._dir(model_id) / str(version)
@@ -371,7 +392,7 @@ class ModelRegistry:
                         os.fsync(fh.fileno())
             # even when activating: that may never come (killed)
             self._pin_served(model_id, may_activate=activate if may_activate is None else may_activate)
-            version = max(self._int_dirs(model_id), default=0) + 1
+            version = max([*self._int_dirs(model_id), self._issued(model_id)], default=0) + 1
             for _ in range(1000):
                 meta = meta.model_copy(update={"version": version})
                 atomic_write_json(staging / METADATA_FILE, meta)
@@ -390,6 +411,7 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._note_issued(model_id, version)
         fsync_dir(model_dir)
         logger.info("published %s version %d", model_id, version)
         if activate:

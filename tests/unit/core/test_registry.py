@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -406,3 +407,14 @@ def test_regression_an_unreadable_active_pointer_is_an_error_never_the_latest_pi
         reg.publish("power_lstm", source, model_type="lstm", activate=False)
     monkeypatch.undo()
     assert reg.active_version("power_lstm") == 1 and reg.versions("power_lstm") == [1, 2]
+
+
+def test_a_version_number_is_never_given_twice(reg: ModelRegistry, source: Path) -> None:
+    """Regression: a new version took the highest folder's number + 1, so after the newest folder was deleted by hand
+    the next publish reused its number, and replicas serving the deleted one never loaded the new weights (they know
+    a version by its number, and so does each node's online calibration)."""
+    for _ in range(3):
+        reg.publish("power_lstm", source, model_type="lstm")
+    shutil.rmtree(reg.root / "power_lstm" / "3")
+    assert reg.publish("power_lstm", source, model_type="lstm").version == 4
+    assert (reg.root / "power_lstm" / "ISSUED").read_text() == "4\n"
