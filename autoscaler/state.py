@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 SKEWED_LEASE_TERMS = 2  # another's lease running further ahead of this clock is shortened to this many terms
 FULL_CHECK_EVERY_S = 600.0  # SQLite's full integrity check of a file it reports damaged, at most this often
 
+_ADDED_COLUMNS = {"intent_prior": {"recorded_at": "REAL"}}
+"""Columns added to a table after versions that created it without them (CREATE TABLE IF NOT EXISTS never adds
+one): added at open, NULL in the rows those versions wrote, which the readers take as not known."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (name TEXT PRIMARY KEY, body TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS policy_state (name TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -216,6 +220,20 @@ def _time(text: str) -> datetime | None:
         return None
 
 
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Add `_ADDED_COLUMNS` a file written by an older version lacks (its `intent_prior` had no `recorded_at`:
+    every intent write then failed, and no enforced change was ever actuated again)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, kind in columns.items():
+            if column not in present:
+                try:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process opening the file added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
+
 class ControllerState:
     """Policies, per-policy state, events, intents and the lease in one SQLite file (thread-safe).
 
@@ -283,6 +301,7 @@ class ControllerState:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
             db.executescript(_SCHEMA)
+            _add_missing_columns(db)
             if (result := db.execute(check).fetchone()[0]) != "ok":
                 raise _Damaged(result)
         except BaseException:

@@ -439,3 +439,20 @@ def test_an_interrupted_intent_is_judged_on_the_count_read_not_one_an_earlier_po
     [interrupted] = [e for e in restarted.state.events(policy="b-web") if e.action is ScaleAction.SCALE_OUT]
     assert interrupted.actuation.status is ActuationStatus.APPLIED
     assert "the target is at 3" in interrupted.actuation.detail
+
+
+def test_a_state_file_whose_intent_table_lacks_a_later_column_is_upgraded_at_open(tmp_path):
+    """Regression: versions of 2026-12-05 created intent_prior without recorded_at; CREATE TABLE IF NOT EXISTS never
+    added it, so every intent write failed ("3 columns but 4 values") and no enforced change was actuated again."""
+    import sqlite3
+
+    path = tmp_path / "autoscaler.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE intent_prior (name TEXT PRIMARY KEY, event_id INTEGER NOT NULL, body TEXT NOT NULL)")
+        db.execute("INSERT INTO intent_prior VALUES ('web', 7, '{}')")
+        db.commit()
+    state = ControllerState(path)
+    columns = [row[1] for row in state._db.execute("PRAGMA table_info(intent_prior)")]
+    assert columns == ["name", "event_id", "body", "recorded_at"]
+    state.close()
+    ControllerState(path).close()  # opened again: nothing to add, no error
