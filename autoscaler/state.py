@@ -427,6 +427,15 @@ class ControllerState:
         parsed = self._parse(*rows[0]) if rows else None
         return parsed if isinstance(parsed, ScalingPolicy) else None
 
+    def _policy_within_any_cap(self, name: str) -> ScalingPolicy | None:
+        """The policy called `name` as stored, read without `max_replicas_cap` (what a seeded one's digest was made
+        of); None when there is none or it does not validate even so."""
+        rows = self._read("SELECT body FROM policies WHERE name = ?", (name,))
+        try:
+            return ScalingPolicy.model_validate_json(rows[0][0]) if rows else None
+        except ValidationError:
+            return None
+
     def put_policy(self, policy: ScalingPolicy, now: datetime, *, limited: bool = True) -> bool:
         """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock, unless
         it now scales another target: then its state (cooldown clock, count, recommendations) is dropped, and an
@@ -493,7 +502,7 @@ class ControllerState:
         listed = {policy.name for policy in policies}
         for name, digest in self._read("SELECT name, digest FROM seeded") if prune else []:
             if name not in listed:
-                stored = self.policy(name)
+                stored = self._policy_within_any_cap(name)  # one now over a lowered cap is pruned the same way
                 if stored is not None and digest in (_digest(stored), _digest_until_2026_12(stored)):
                     self.delete_policy(name)  # not changed through the API since it was seeded
                 with self._write() as db:

@@ -214,3 +214,16 @@ def test_min_replicas_zero_is_an_explicit_opt_in():
     policy = policy_from(policy_data(min_replicas=0, allow_scale_to_zero=True), AutoScalingConfig())
     assert policy.min_replicas == 0 and policy.allow_scale_to_zero
     assert make_policy().min_replicas == 1 and not make_policy().allow_scale_to_zero
+
+
+def test_a_seeded_policy_removed_from_the_file_is_deleted_even_over_a_lowered_cap(tmp_path):
+    """Regression: the operator lowered max_replicas_cap below a seeded policy's max_replicas and removed it from the
+    file in the same edit: it no longer validated, so it was never pruned, listed invalid for ever."""
+    path = tmp_path / "s.sqlite"
+    now = datetime.now(UTC)
+    first = ControllerState(path, max_replicas_cap=500)
+    first.seed([make_policy(name="big", max_replicas=300)], now)
+    first.close()
+    lowered = ControllerState(path, max_replicas_cap=100)
+    lowered.seed([], now)
+    assert lowered.invalid_policies() == [] and lowered.policy("big") is None
