@@ -66,13 +66,12 @@ class LiveTracker:
         return scored
 
     def fallback(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception], now: datetime) -> str | None:
-        """Why a policy over `nodes` must not act on these forecasts (a node's live coverage collapsed), or None."""
+        """Why a policy over `nodes` must not act on these forecasts (the first node whose live coverage collapsed),
+        or None. Every node is judged, so each one's fall and recovery is noted when it happens."""
         with self._lock:
-            for node, result in zip(nodes, results, strict=True):
-                if isinstance(result, PowerForecast):
-                    if (reason := self.ledger.collapse(result.model_version, node, now)) is not None:
-                        return reason
-        return None
+            reasons = [self.ledger.collapse(result.model_version, node, now)
+                       for node, result in zip(nodes, results, strict=True) if isinstance(result, PowerForecast)]
+        return next((reason for reason in reasons if reason is not None), None)
 
     def fallen(self) -> dict[tuple[str, str], datetime]:
         """(model version, node) -> since when its forecasts are not trusted."""

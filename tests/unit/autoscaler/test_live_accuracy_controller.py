@@ -180,3 +180,23 @@ def test_gauges_carry_each_node_s_scores_of_the_served_version_only():
     export.publish(gone)
     old = [gauge.values[tags] for gauge in gauges]
     assert old[3] == 0 and all(math.isnan(value) for value in old[:3])
+
+
+def test_every_node_of_a_policy_is_judged_though_the_first_has_fallen(store):
+    """Regression: the check stopped at the first collapsed node, so a later node's own fall or recovery was not
+    noted when it happened (its "not trusted since" came late, its hysteresis was skipped)."""
+    from autoscaler.live_tracker import LiveTracker
+    from core.forecasts import PowerForecast
+
+    tracker = LiveTracker(store)
+    judged = []
+
+    def collapse(version, node, now):
+        judged.append(node)
+        return f"{node} collapsed" if node in ("n1", "n3") else None
+
+    tracker.ledger.collapse = collapse
+    answer = PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                           confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+    reason = tracker.fallback(["n1", "n2", "n3"], [answer] * 3, datetime.now(UTC))
+    assert reason == "n1 collapsed" and judged == ["n1", "n2", "n3"]
