@@ -58,7 +58,7 @@ class Collector:
                                      max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped,
                                      store_key=store_key, confirmed=False)
                        if store is not None else None)
-        slowest_s = max((source.min_interval_s for source in sources), default=0.0)
+        slowest_s = max((getattr(source, "min_interval_s", 0.0) for source in sources), default=0.0)
         self.metrics = CollectorMetrics(node_id, silent_after_s=SILENT_ROUNDS * self.interval_s + slowest_s)
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
         self._next_read = [0.0] * len(sources)  # monotonic time a source may be read again (its min_interval_s)
