@@ -301,9 +301,9 @@ class ControllerState:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # a committed intent or cooldown survives a power loss too
             db.executescript(_SCHEMA)
-            _add_missing_columns(db)
             if (result := db.execute(check).fetchone()[0]) != "ok":
                 raise _Damaged(result)
+            _add_missing_columns(db)  # once the file is known sound: never a write into damage
         except BaseException:
             db.close()
             raise

@@ -58,8 +58,9 @@ class Collector:
                                      max_spill_bytes=settings.max_spill_mib * 2**20, drops=self.dropped,
                                      store_key=store_key, confirmed=False)
                        if store is not None else None)
-        slowest_s = max((getattr(source, "min_interval_s", 0.0) for source in sources), default=0.0)
-        self.metrics = CollectorMetrics(node_id, silent_after_s=SILENT_ROUNDS * self.interval_s + slowest_s)
+        self._min_intervals = [getattr(source, "min_interval_s", 0.0) for source in sources]  # how often each refreshes
+        self.metrics = CollectorMetrics(node_id, silent_after_s=SILENT_ROUNDS * self.interval_s +
+                                        max(self._min_intervals, default=0.0))
         self._calls = [BoundedCall(f"collector-{node_id}-{_name(s)}") for s in sources]
         self._next_read = [0.0] * len(sources)  # monotonic time a source may be read again (its min_interval_s)
         self._hung: set[int] = set()  # sources whose last read outlasted its round and has not returned
@@ -87,7 +88,7 @@ class Collector:
         for index, (source, call) in enumerate(zip(self.sources, self._calls, strict=True)):
             if now < self._next_read[index] - 0.05:  # never faster than the device refreshes (a jitter's grace)
                 continue
-            self._next_read[index] = now + source.min_interval_s
+            self._next_read[index] = now + self._min_intervals[index]
             try:
                 reads.append((index, call.start(source.sample)))
             except StillRunning:  # said once, when it hung

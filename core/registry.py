@@ -11,7 +11,8 @@ one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at
 ``PINNED`` the versions replicas serve by number: `prune` keeps the newest of the former, the recently pinned, the
 served version and the newest versions, and deletes the rest. ``ISSUED`` holds the highest version number given: a
 number is never given twice, even after its folder was deleted (replicas, pins and online calibration know a
-version by its number).
+version by its number), unless it could not be noted (logged) or the publish was killed right after the version's
+folder appeared.
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ class ModelRegistry:
         return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
 
     def _issued(self, model_id: str) -> int:
-        """The highest version number given so far (0: none known, or an ISSUED file unreadable)."""
+        """The highest version number given so far (0: none noted, or a file that holds no number); a storage error
+        reading it is raised (a publish then fails rather than risk giving a number again)."""
         try:
             text = (self._dir(model_id) / ISSUED_FILE).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+        except (FileNotFoundError, UnicodeDecodeError):
             return 0
         return int(text) if text.isdigit() else 0
 

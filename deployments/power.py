@@ -35,7 +35,7 @@ from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations
-from deployments.registry_follower import RegistryFollower
+from deployments.registry_follower import RETRY_FAILED_LOAD_S, RegistryFollower
 from training.power.forecaster import PowerForecaster
 from training.power.inference import check_history, forecast_histories
 from training.power.routing import Coverage, route
@@ -54,7 +54,6 @@ FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read wa
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
-RETRY_FAILED_LOAD_S = 300.0  # a version that failed to load is tried again this long after, not every poll
 WARM_NODES_PER_REQUEST = 4  # nodes whose online calibration one request warms (deployments/node_calibration.py)
 
 
@@ -139,7 +138,6 @@ class PowerPredictor(RegistryFollower):
         self._warming: set[tuple[str, str]] = set()  # (version, node) whose past windows are being replayed
         self._following: set[asyncio.Task] = set()  # the scaling controller's windows being followed
         self.served: dict[str, ServedPower] = {}
-        self._failed_loads: dict[str, tuple[int, float]] = {}  # model -> (version, monotonic time to try it again)
         self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
         self._loading = threading.Lock()  # one load-and-swap at a time: the follower's, or a pin's (reconfigure)
         self._unloadable = self._load_default()  # why no default model is served (until a pin loads one), or ""
@@ -190,22 +188,24 @@ class PowerPredictor(RegistryFollower):
         for model_id in self.model_ids:
             if model_id == self.model_id and self.settings.model_version is not None:
                 continue
-            wanted = self.registry.served_version(model_id)  # as a new replica and GET /api/v1/models take it
+            # the default model as GET /api/v1/models and a new replica take it (the active version, else the
+            # latest); another resolution only once a version of it was activated (README, model routes)
+            wanted = (self.registry.served_version(model_id) if model_id == self.model_id
+                      else self.registry.active_version(model_id))
             current = self.served.get(model_id)
             if wanted is None or (current is not None and current.version == wanted):
                 continue
-            failed = self._failed_loads.get(model_id)
-            if failed is not None and failed[0] == wanted and time.monotonic() < failed[1]:
-                continue  # tried and failed a while ago: not every poll (a traceback each time)
+            if not self._load_due(model_id, wanted):
+                continue
             try:
                 self._load_model(model_id, wanted)
             except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
-                self._failed_loads[model_id] = (wanted, time.monotonic() + RETRY_FAILED_LOAD_S)
+                self._load_failed(model_id, wanted)
                 logger.exception("PowerPredictor: could not load %s version %d; keeping %s (tried again in %.0f s)",
                                  model_id, wanted, f"version {current.version}" if current is not None else
                                  "it unserved", RETRY_FAILED_LOAD_S)
             else:
-                self._failed_loads.pop(model_id, None)
+                self._load_failed(model_id, None)
 
     def _renew_pin(self, version: int | None) -> None:
         """While pinned to `version`, mark it in the registry (hourly) so that pruning keeps it: a replica started

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from core.registry import ActivePointerUnreadable, ModelRegistry
 
 logger = logging.getLogger("ray.serve")
+RETRY_FAILED_LOAD_S = 300.0  # a version that failed to load is tried again this long after, not at every poll
 
 
 class RegistryFollower:
@@ -50,8 +52,28 @@ class RegistryFollower:
         """Load the served version (the active one, else the latest, as GET /api/v1/models and a new replica take
         it) if it is not the one served now (a replica serving several models overrides this)."""
         wanted = self.registry.served_version(self.model_id)
-        if wanted is not None and wanted != self.version:
+        if wanted is None or wanted == self.version or not self._load_due(self.model_id, wanted):
+            return
+        try:
             self._load(wanted)
+        except Exception:
+            self._load_failed(self.model_id, wanted)
+            raise
+        self._load_failed(self.model_id, None)
+
+    def _load_due(self, model_id: str, version: int) -> bool:
+        """Whether to try loading `version`: not while it failed less than RETRY_FAILED_LOAD_S ago (a traceback at
+        every poll otherwise)."""
+        failed = vars(self).get("_failed_loads", {}).get(model_id)
+        return failed is None or failed[0] != version or time.monotonic() >= failed[1]
+
+    def _load_failed(self, model_id: str, version: int | None) -> None:
+        """Note that loading `version` of the model failed now (None: a version loaded, nothing failed)."""
+        failed = vars(self).setdefault("_failed_loads", {})
+        if version is None:
+            failed.pop(model_id, None)
+        else:
+            failed[model_id] = (version, time.monotonic() + RETRY_FAILED_LOAD_S)
 
     def _start_following(self, poll_s: Callable[[], float], pinned: Callable[[], bool] = lambda: False) -> None:
         """Poll every `poll_s()` seconds; while `pinned()` is true, stay on the current version."""

@@ -479,3 +479,24 @@ def test_a_stop_closes_the_sources_only_after_a_status_probe_under_way(tmp_path)
     stop.join(5)
     status.join(5)
     assert events == ["probed", "closed"]
+
+
+def test_a_source_without_a_refresh_interval_is_read_every_round(tmp_path):
+    """A source that does not say how often its device refreshes (no min_interval_s) is read every round; the
+    collector built with one once failed every round on the missing attribute."""
+    class Plain:
+        kind, label = SourceKind.HOST, "host"
+
+        def available(self) -> tuple[bool, str]:
+            return True, ""
+
+        def sample(self) -> list:
+            return [TelemetrySample(timestamp=datetime.now(UTC), node_id="n1", source=SourceKind.HOST,
+                                    device_id="cpu", power_watts=100.0)]
+
+        def close(self) -> None:
+            pass
+
+    collector = Collector("n1", [Plain()], FlakyStore(tmp_path / "db"), _settings(tmp_path), start=False)
+    assert [len(collector.collect_once()) for _ in range(2)] == [1, 1]
+    collector.stop()

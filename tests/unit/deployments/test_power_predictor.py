@@ -105,7 +105,6 @@ def predictor(tmp_path):
         replica.forecast_gauges = ForecastGauges()
         replica.node_calibrations = NodeCalibrations()
         replica._warming, replica._following = set(), set()
-        replica._failed_loads = {}
         yield replica
 
 
@@ -432,7 +431,7 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
     active = {"power_lstm": 2, "power_lstm_1h": 2}
     predictor.model_ids = ["power_lstm", "power_lstm_1h"]
     predictor.settings = SimpleNamespace(model_version=None)
-    predictor.registry = SimpleNamespace(served_version=active.get)
+    predictor.registry = SimpleNamespace(served_version=active.get, active_version=active.get)
     loaded: list[tuple[str, int]] = []
     tried: list[tuple[str, int]] = []
 
@@ -448,12 +447,26 @@ def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, mon
     assert predictor.served["power_lstm"].version == 1  # still serving the version it had
     predictor._refresh()  # the next poll: not tried again (a traceback every poll), until a while has passed
     assert tried.count(("power_lstm", 2)) == 1
-    predictor._failed_loads["power_lstm"] = (2, 0.0)
+    predictor._failed_loads["power_lstm"] = (2, 0.0)  # as if the retry time had come
     predictor._refresh()
     assert tried.count(("power_lstm", 2)) == 2
     active["power_lstm"] = 3  # another version: tried at once
     predictor._refresh()
     assert ("power_lstm", 3) in tried
+
+
+def test_a_resolution_is_served_only_once_activated_the_default_model_also_without_a_pointer(predictor, monkeypatch):
+    """The default model follows the served version (the latest when there is no ACTIVE pointer), as a new replica
+    and GET /api/v1/models take it; another resolution only its activated version (README: one never activated is
+    listed as not served)."""
+    predictor.model_ids = ["power_lstm", "power_lstm_1h"]
+    predictor.settings = SimpleNamespace(model_version=None)
+    predictor.registry = SimpleNamespace(served_version={"power_lstm": 2, "power_lstm_1h": 1}.get,
+                                         active_version={}.get)  # no pointer for either
+    loaded: list[tuple[str, int]] = []
+    monkeypatch.setattr(predictor, "_load_model", lambda model_id, version: loaded.append((model_id, version)))
+    predictor._refresh()
+    assert loaded == [("power_lstm", 2)]
 
 
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from types import SimpleNamespace
 
@@ -66,3 +67,25 @@ def test_an_unreadable_active_pointer_serves_nothing_rather_than_an_older_versio
         why = Starting()._load_default()
     assert "cannot be read: Input/output error; nothing is served until it can be read" in why and loaded == []
     assert Starting()._load_default() == "" and loaded == [2]
+
+
+def test_a_version_that_failed_to_load_is_tried_again_only_after_a_while(monkeypatch):
+    from deployments import registry_follower
+
+    follower = Follower()
+    tries: list[int] = []
+
+    def broken(version: int | None) -> None:
+        tries.append(version)
+        raise OSError("weights.pt: truncated")
+
+    follower._load = broken
+    for _ in range(2):
+        with contextlib.suppress(OSError):
+            follower._refresh()
+    assert tries == [2]  # the second poll skipped it
+    now = registry_follower.time.monotonic()
+    monkeypatch.setattr(registry_follower.time, "monotonic", lambda: now + registry_follower.RETRY_FAILED_LOAD_S)
+    with contextlib.suppress(OSError):
+        follower._refresh()
+    assert tries == [2, 2]
