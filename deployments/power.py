@@ -238,8 +238,17 @@ class PowerPredictor(RegistryFollower):
         return self.served[model_id].describe()
 
     def _route(self, horizon_s: int, step_s: int | None = None) -> ServedPower:
-        """The served model that answers a horizon (ForecastRequestError when none does)."""
-        return self.served[route([served.coverage for served in list(self.served.values())], horizon_s, step_s)]
+        """The served model that answers a horizon (ForecastRequestError when none does, naming the configured
+        models this replica does not serve: one of them may be the one that would)."""
+        try:
+            return self.served[route([served.coverage for served in list(self.served.values())], horizon_s, step_s)]
+        except ForecastRequestError as refused:
+            unserved = [model_id for model_id in self.model_ids if model_id not in self.served]
+            if not unserved:
+                raise
+            raise ForecastRequestError(refused.field, f"{refused.message}; configured but not served here: "
+                                                      f"{', '.join(unserved)} (no version activated yet, or its "
+                                                      "version could not be loaded)") from None
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         """Forecast one history with the finest model covering its horizon (batched with concurrent calls).

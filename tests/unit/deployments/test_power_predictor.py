@@ -469,6 +469,20 @@ def test_a_resolution_is_served_only_once_activated_the_default_model_also_witho
     assert loaded == [("power_lstm", 2)]
 
 
+def test_a_horizon_no_served_model_answers_names_the_configured_models_not_served(predictor):
+    """An unloaded resolution was invisible: the 422 said to train a longer horizon, which the operator had."""
+    predictor.model_ids = ["power_lstm", "power_lstm_1h", "power_lstm_1d"]
+    with pytest.raises(ForecastRequestError) as refused:
+        predictor._route(30 * 86400)
+    assert refused.value.field == "prediction_horizon"
+    assert refused.value.message.endswith("configured but not served here: power_lstm_1d (no version activated yet, "
+                                          "or its version could not be loaded)")
+    predictor.model_ids = ["power_lstm", "power_lstm_1h"]
+    with pytest.raises(ForecastRequestError) as refused:
+        predictor._route(30 * 86400)
+    assert "not served here" not in refused.value.message
+
+
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
     def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
         if any(h.power_watts == (-1.0,) for h in histories):
