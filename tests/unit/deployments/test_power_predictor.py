@@ -98,7 +98,7 @@ def predictor(tmp_path):
         replica._loading = threading.Lock()
         replica._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
         replica.store, replica.stale_after_s = store, 120.0
-        replica.model_id = "power_lstm"
+        replica.model_id, replica.model_ids = "power_lstm", ["power_lstm", "power_lstm_1h"]
         replica.served = {"power_lstm": served("power_lstm", 60, 60),
                           "power_lstm_1h": served("power_lstm_1h", 3600, 168)}
         replica.forecast = echo_forecast
