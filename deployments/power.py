@@ -203,9 +203,26 @@ class PowerPredictor(RegistryFollower):
                 self._load_failed(model_id, wanted)
                 logger.exception("PowerPredictor: could not load %s version %d; keeping %s (tried again in %.0f s)",
                                  model_id, wanted, f"version {current.version}" if current is not None else
-                                 "it unserved", RETRY_FAILED_LOAD_S)
+                                 "a version served before, if one loads", RETRY_FAILED_LOAD_S)
+                if current is None:
+                    self._serve_a_former(model_id, wanted)
             else:
                 self._load_failed(model_id, None)
+
+    def _serve_a_former(self, model_id: str, failed: int) -> None:
+        """Serve the newest version served before `failed` that loads, as `_load_default` does for the default model
+        (a version this image cannot read, during a rolling upgrade, must not leave the resolution unserved here
+        while older replicas serve it); nothing when none loads."""
+        for version in self.registry.fallback_versions(model_id):
+            if version == failed:
+                continue
+            try:
+                self._load_model(model_id, version)
+            except Exception:  # noqa: BLE001 - older still
+                continue
+            logger.error("PowerPredictor: serving %s version %d, served before version %d, which cannot be loaded",
+                         model_id, version, failed)
+            return
 
     def _renew_pin(self, version: int | None) -> None:
         """While pinned to `version`, mark it in the registry (hourly) so that pruning keeps it: a replica started

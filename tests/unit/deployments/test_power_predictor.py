@@ -605,6 +605,30 @@ def test_an_active_version_that_cannot_load_falls_back_to_the_one_served_before(
     assert nothing.version == 1
 
 
+def test_another_resolution_whose_active_version_cannot_load_serves_the_one_before(tmp_path):
+    """Only the default model fell back: a resolution whose active version this image could not read was left
+    unserved on every new replica while older replicas served it."""
+    registry = registered(tmp_path, 1)
+    weights = tmp_path / "weights"
+    for _ in range(3):
+        registry.activate("power_lstm_1h", registry.publish("power_lstm_1h", weights, model_type="lstm").version)
+    replica = bare_replica(registry, loadable={1})
+    replica.model_ids = ["power_lstm", "power_lstm_1h"]
+    replica._load_default()
+    loads = []
+
+    def load(model_id, version):
+        loads.append((model_id, version))
+        if model_id == "power_lstm_1h" and version != 1:
+            raise ArtifactError(f"version {version}: not a loadable power model")
+        replica.served[model_id] = dataclasses.replace(served(model_id, 3600, 168), version=version)
+
+    replica._load_model = load
+    replica._refresh()
+    assert replica.served["power_lstm_1h"].version == 1  # version 2, served before 3, does not load either
+    assert loads == [("power_lstm_1h", 3), ("power_lstm_1h", 2), ("power_lstm_1h", 1)]
+
+
 def test_a_pin_that_cannot_load_changes_nothing(tmp_path):
     replica = bare_replica(registered(tmp_path, 3), loadable={2, 3})
     replica._load_default()
