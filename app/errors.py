@@ -25,7 +25,7 @@ from app.power_api import MissingPowerHistory
 from app.retrain_jobs import DataNotAllowed, LaunchFailed
 from autoscaler.state import TooManyPolicies
 from core.actors import ActorUnavailable
-from core.forecasts import ForecastRequestError
+from core.forecasts import ForecastRequestError, ModelNotLoaded
 from core.records import RecordNotFound, RecordUnreadable
 from core.registry import ActivePointerUnreadable, ModelNotFoundError, NoActiveVersion
 from core.stores.base import StoreUnavailable
@@ -104,6 +104,7 @@ RECORD_ID_PARAMS = {"batches": "batch_id", "retrain": "job_id"}
 # NoStoredTelemetry's); messages are the errors' own, written for people, never a traceback or an address.
 DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ForecastRequestError: lambda exc: ApiError(422, ["body", exc.field], exc.message),
+    ModelNotLoaded: lambda exc: ApiError(503, [], str(exc), "unavailable"),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
     ModelNotFoundError: _model_not_found,
     ActivePointerUnreadable: _pointer_unreadable,

@@ -1,6 +1,6 @@
 """The forecast service's value types: what a caller sends (`PowerHistory`), what a forecast answers
-(`PowerForecast`), what a replica serves (`ServedModel`) and a request the model cannot answer
-(`ForecastRequestError`).
+(`PowerForecast`), what a replica serves (`ServedModel`), a request the model cannot answer
+(`ForecastRequestError`) and one the model that would answer it is not loaded for (`ModelNotLoaded`).
 
 Shared by the API, the Serve deployments, the scaling controller and the forecaster's inference code
 (training.power.inference); plain pydantic, no model code, so the controller and the API read them without
@@ -46,6 +46,19 @@ class ForecastRequestError(ValueError):
 
     def __reduce__(self):  # survives pickling across Serve replicas
         return (ForecastRequestError, (self.field, self.message))
+
+
+class ModelNotLoaded(Exception):
+    """The model that would answer a request is configured, but this replica has not loaded it (no version of it
+    could be loaded yet): a passing state, answered 503, not a request to change."""
+
+    def __init__(self, model_ids: tuple[str, ...]):
+        super().__init__(f"the model that answers this horizon ({', '.join(model_ids)}) is not loaded on this replica "
+                         "yet (its version could not be loaded); try again later")
+        self.model_ids = model_ids
+
+    def __reduce__(self):  # survives pickling across Serve replicas
+        return (ModelNotLoaded, (self.model_ids,))
 
 
 class PowerForecast(BaseModel):

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, ServedModel
+from core.forecasts import ForecastRequestError, ModelNotLoaded, PowerForecast, PowerHistory, ServedModel
 from core.held_threads import in_thread, run_holding
 from core.public_text import error_text
 from core.registry import ModelRegistry
@@ -255,23 +255,46 @@ class PowerPredictor(RegistryFollower):
         return self.served[model_id].describe()
 
     def _route(self, horizon_s: int, step_s: int | None = None) -> ServedPower:
-        """The served model that answers a horizon (ForecastRequestError when none does, naming the configured
-        models this replica does not serve: one of them may be the one that would)."""
+        """The served model that answers a horizon: ModelNotLoaded when only a configured model this replica has not
+        loaded would (by its registry metadata), else ForecastRequestError when none does, naming the configured
+        models not served (a version of one may be activated later)."""
         try:
             return self.served[route([served.coverage for served in list(self.served.values())], horizon_s, step_s)]
         except ForecastRequestError as refused:
             unserved = [model_id for model_id in self.model_ids if model_id not in self.served]
             if not unserved:
                 raise
+            answering = tuple(coverage.model_id for coverage in self._registered_coverage(unserved)
+                              if coverage.answers(horizon_s, step_s))
+            if answering:
+                raise ModelNotLoaded(answering) from None
             raise ForecastRequestError(refused.field, f"{refused.message}; configured but not served here: "
                                                       f"{', '.join(unserved)} (no version activated yet, or its "
                                                       "version could not be loaded)") from None
+
+    def _registered_coverage(self, model_ids: Sequence[str]) -> list[Coverage]:
+        """What the versions this replica would serve of `model_ids` cover, from their registry metadata (none for a
+        model whose version or metadata cannot be read)."""
+        found = []
+        for model_id in model_ids:
+            try:
+                version = (self.registry.served_version(model_id) if model_id == self.model_id
+                           else self.registry.active_version(model_id))
+                if version is None:
+                    continue
+                spec = self.registry.get(model_id, version)[1].feature_spec
+                step_s = int(spec["step_s"])
+                found.append(Coverage(model_id, step_s, step_s * int(spec["horizon_steps"])))
+            except Exception:  # noqa: BLE001 - an unreadable registry: the request is refused as unanswerable
+                continue
+        return found
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         """Forecast one history with the finest model covering its horizon (batched with concurrent calls).
 
         Raises:
             ForecastRequestError: no served model covers the horizon, or the features cannot estimate power.
+            ModelNotLoaded: only a configured model not loaded here would answer it.
         """
         check_history(self._route(history.horizon_s, history.step_s).forecaster, history)  # refuse before a batch
         answer = await self._batched(history) if self.settings.batching else self._infer([history])[0]
@@ -479,7 +502,7 @@ class PowerPredictor(RegistryFollower):
             try:  # checked when it came in; a reload since may have dropped the model that covered it
                 model_id = self._route(history.horizon_s, history.step_s).model_id
                 groups.setdefault((model_id, history.node_window), []).append(index)
-            except ForecastRequestError as exc:
+            except (ForecastRequestError, ModelNotLoaded) as exc:
                 answers[index] = exc
         for (model_id, node_windows), rows in groups.items():
             try:

@@ -24,9 +24,9 @@ Percentages are clamped to 0..100 (a counter's rate can make the idle share pass
 
 As in the other stores, a partial sum is no node power: a bin without the GPUs' (or the CPUs') power while they
 reported within the look-back (core.stores.window EXPECT_DEVICE_S) is a gap, not a drop, and so is a bin without
-the node's power while it reported within it (not the lower device sum). The device metrics are summed per node in
-PromQL, so one GPU of several missing from a bin cannot be told from a lower draw; `latest()` sums the device powers
-that reported within Prometheus' look-back, without that rule.
+the node's power while it reported within it (not the lower device sum); `latest()` follows the same rule (a node
+has no latest power while one it reported within the look-back is missing now). The device metrics are summed per
+node in PromQL, so one GPU of several missing from a bin cannot be told from a lower draw.
 
 Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
@@ -50,7 +50,7 @@ import pandas as pd
 from core.http_client import open_url, split_login
 from core.settings import without_url_password
 from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, TelemetryStore
-from core.stores.window import absent_but_expected, bin_starts, check_window
+from core.stores.window import EXPECT_DEVICE_S, absent_but_expected, bin_starts, check_window
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
 
@@ -190,15 +190,20 @@ class PrometheusStore(TelemetryStore):
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         now = datetime.now(UTC)
         found: dict[str, dict[str, tuple[float, float]]] = {}  # node -> power key -> (watts, Unix time)
+        expected: dict[str, set[str]] = {}  # node -> the power keys it reported within EXPECT_DEVICE_S
         for key in ("node_power", *DEVICE_POWER):
-            label = self.labels[key]
-            stamps = self._instant(f"min by ({label}) (timestamp({self._sel(key, node_id)}))", label)
+            label, selector = self.labels[key], self._sel(key, node_id)
+            stamps = self._instant(f"min by ({label}) (timestamp({selector}))", label)
+            for node in self._instant(f"count by ({label}) (last_over_time({selector}[{EXPECT_DEVICE_S}s]))", label):
+                expected.setdefault(node, set()).add(key)
             for node, watts in self._instant(self._power_expr(key, node_id, None), label).items():
                 if node and node in stamps:  # a series without the node label belongs to no node
                     found.setdefault(node, {})[key] = (watts, stamps[node])
         result = []
         for node, readings in sorted(found.items()):
-            parts = [readings["node_power"]] if "node_power" in readings else list(readings.values())
+            parts = _latest_parts(readings, expected.get(node, set()))
+            if not parts:
+                continue
             moment = datetime.fromtimestamp(min(stamp for _, stamp in parts), tz=UTC)
             result.append(NodeLatest(node_id=node, timestamp=moment, power_watts=sum(watts for watts, _ in parts),
                                      age_s=max(0.0, (now - moment).total_seconds())))
@@ -232,6 +237,16 @@ class PrometheusStore(TelemetryStore):
 
     def __repr__(self) -> str:
         return f"PrometheusStore({self.shown_url!r})"
+
+
+def _latest_parts(readings: Mapping[str, tuple[float, float]], expected: set[str]) -> list[tuple[float, float]]:
+    """The (watts, time) readings a node's latest power sums, by the window rule: its node power, else its device
+    powers; none while a power it reported within EXPECT_DEVICE_S is missing now (a gap, not a drop)."""
+    if "node_power" in readings:
+        return [readings["node_power"]]
+    if any(key in expected and key not in readings for key in ("node_power", *DEVICE_POWER)):
+        return []
+    return list(readings.values())
 
 
 def _split_selector(key: str, text: str) -> tuple[str, str]:

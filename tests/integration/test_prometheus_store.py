@@ -232,6 +232,35 @@ def test_prometheus_store_is_read_only_and_reports_errors(prometheus):
         PrometheusStore(f"http://127.0.0.1:{free_port()}").nodes()
 
 
+def test_latest_power_missing_a_part_that_reported_recently_is_a_gap_not_the_other_parts(tmp_path):
+    """Regression: `latest()` summed whatever reported within Prometheus' 5-minute look-back, so a node whose meter
+    (or GPU exporter) stopped 7 minutes ago read as its devices' (or CPU's) lower power, which the controller took
+    for a real drop."""
+    server = Prometheus(tmp_path).start()
+    try:
+        now_ms = int(time.time() * 1000)
+        stopped, gone = range(POINTS - 28, POINTS), range(POINTS - 60, POINTS)  # 7 and 15 minutes ago
+
+        def watts(metric: str, node: str, value: float, skip=()) -> tuple[dict, list]:
+            return gauge({"__name__": metric, "node": node}, value, now_ms, skip)
+
+        assert server.remote_write([
+            watts("meter_watts", "steady", 700), watts("gpu_watts", "steady", 300),
+            watts("meter_watts", "meter-stopped", 700, stopped), watts("gpu_watts", "meter-stopped", 300),
+            watts("gpu_watts", "gpu-stopped", 300, stopped), watts("cpu_watts", "gpu-stopped", 100),
+            watts("gpu_watts", "gpu-gone", 300, gone), watts("cpu_watts", "gpu-gone", 100),  # a device removed
+            watts("gpu_watts", "devices", 300), watts("cpu_watts", "devices", 100),
+        ]) == 204
+        store = PrometheusStore(server.url, metric_names={"node_power": "meter_watts", "gpu_power": "gpu_watts",
+                                                          "cpu_power": "cpu_watts"},
+                                node_labels={key: "node" for key in ("node_power", "gpu_power", "cpu_power")})
+        latest = {item.node_id: item.power_watts for item in store.latest()}
+        assert latest == pytest.approx({"steady": 700.0, "gpu-gone": 100.0, "devices": 400.0})
+        assert store.latest("gpu-stopped") == []
+    finally:
+        server.stop()
+
+
 def test_the_dashboards_measured_power_follows_the_stores_rule(tmp_path):
     """Regression: it took any `device_id="node"` series as the wall reading, so a GPU node without a BMC showed
     its host's RAPL total (CPU packages) instead of its accelerators plus that total."""

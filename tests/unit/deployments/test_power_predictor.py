@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from core.forecasts import ForecastRequestError, PowerForecast, PowerHistory, utc_now_floor
+from app.errors import public_error
+from core.forecasts import ForecastRequestError, ModelNotLoaded, PowerForecast, PowerHistory, utc_now_floor
 from core.registry import ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
@@ -481,6 +482,25 @@ def test_a_horizon_no_served_model_answers_names_the_configured_models_not_serve
     with pytest.raises(ForecastRequestError) as refused:
         predictor._route(30 * 86400)
     assert "not served here" not in refused.value.message
+
+
+def test_a_horizon_only_a_configured_model_not_loaded_answers_is_unavailable_not_unanswerable(predictor):
+    """The model that would answer is configured and has an activated version this replica could not load (yet):
+    a 503 to retry, not a 422 telling the client its request cannot be answered."""
+    predictor.model_ids = ["power_lstm", "power_lstm_1h", "power_lstm_1d"]
+    metadata = SimpleNamespace(feature_spec={"step_s": 86400, "horizon_steps": 30})
+    predictor.registry = SimpleNamespace(served_version={}.get, active_version={"power_lstm_1d": 4}.get,
+                                         get=lambda model_id, version: (None, metadata))
+    with pytest.raises(ModelNotLoaded) as unavailable:
+        predictor._route(30 * 86400)
+    assert unavailable.value.model_ids == ("power_lstm_1d",)
+    assert public_error(unavailable.value).status == 503
+    assert isinstance(predictor._infer([PowerHistory(power_watts=(1.0,), horizon_s=30 * 86400)])[0], ModelNotLoaded)
+    with pytest.raises(ForecastRequestError, match="not served here: power_lstm_1d"):  # beyond it too
+        predictor._route(31 * 86400)
+    predictor.registry = SimpleNamespace(served_version={}.get, active_version={}.get)  # never activated
+    with pytest.raises(ForecastRequestError):
+        predictor._route(30 * 86400)
 
 
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
