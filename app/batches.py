@@ -50,8 +50,16 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
         logger.warning("batch %s failed", batch_id, exc_info=True)
         records.update(batch_id, status="failed", error=reason(exc))
         return "failed"
-    records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results])
+    try:
+        records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results])
+    except OSError as exc:  # e.g. a full volume: a small verdict may still fit, so the batch never reads "running"
+        logger.warning("batch %s: its results could not be stored: %s", batch_id, exc)
+        records.update(batch_id, status="failed", error=STORE_FAILED)
+        return "failed"
     return "done"
+
+
+STORE_FAILED = "OSError: its results could not be stored (a storage error on the state volume); submit it again"
 
 
 def revalidated(stored: Any) -> BatchItem | RefusedItem:

@@ -22,12 +22,13 @@ from typing import Any
 from app.schemas import RetrainRequest
 from app.settings import RetrainDefaults
 from core.durations import parse_duration
-from core.records import UNFINISHED, RecordStore, RecordUnreadable
+from core.records import UNFINISHED, RecordStore
 from core.registry import ModelRegistry
 from core.settings import ConfigError
 from training.cli_attempt import CLI_STOPPED, CLI_TRIGGER
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
+from training.power.scheduler import INTERRUPTED, SCHEDULED
 from training.retrain_attempt import forget_old_attempts
 from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
@@ -37,8 +38,9 @@ logger = logging.getLogger("ray.serve")
 _POWER_ONLY = ("since", "prediction_horizon", "epochs")
 _STOPPED = {"api": f"stopped: its task gave no sign of life for {SILENT_AFTER_S // 60} min (the app restarted or its "
                    "worker died); submit again",
-            CLI_TRIGGER: CLI_STOPPED}
-"""The verdict on an attempt gone silent, by who started it (the scheduler's attempts are its own to recover)."""
+            CLI_TRIGGER: CLI_STOPPED, **dict.fromkeys(SCHEDULED, INTERRUPTED)}
+"""The verdict on an attempt gone silent, by who started it (a scheduled one too: its scheduler may be gone for good,
+scheduling turned off, and no longer recover it)."""
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,17 @@ class RetrainJobs:
                                    data=data.describe())
         else:
             data, spec = self.training_data(request), self._power_spec(model_id, request, config)
-        forget_old_attempts(self.records)
-        record = self.records.create({"status": "pending", "model_id": model_id, "source": data.source,
-                                      "trigger": "api", "data": data.describe()})
+        try:
+            forget_old_attempts(self.records)
+        except OSError as exc:  # the next attempt deletes them; this one starts all the same
+            logger.warning("retrain jobs: old records not deleted: %s", exc)
+        try:
+            record = self.records.create({"status": "pending", "model_id": model_id, "source": data.source,
+                                          "trigger": "api", "data": data.describe()})
+        except OSError as exc:
+            logger.warning("retrain job for %s not started: its record cannot be written: %s", model_id, exc)
+            raise LaunchFailed("the job could not be recorded (a storage error on the state volume); try again") \
+                from None
         try:
             self.locks.acquire(model_id, record["id"])
         except RetrainRunning:
@@ -219,18 +229,22 @@ class RetrainJobs:
     def get(self, job_id: str) -> dict[str, Any]:
         """One attempt (failed first if it is an API job whose task stopped); RecordNotFound when there is none."""
         record = self.records.get(job_id)
-        return self._fail_if_stopped(record, self.records.clock()) or record
+        try:
+            return self._fail_if_stopped(record, self.records.clock()) or record
+        except OSError as exc:  # the verdict cannot be written just now: the record as it is
+            logger.warning("retrain jobs: %s not failed as stopped yet: %s", job_id, exc)
+            return record
 
     def fail_stopped(self) -> None:
         """Fail the API jobs whose task stopped (silent for `SILENT_AFTER_S`: the replica that started it or its
-        worker died), and the command-line runs whose process died, and free their models. A job of another
-        replica that is alive keeps running; the scheduler's attempts are its own to recover."""
+        worker died), the command-line runs and scheduled attempts whose process died, and free their models. A job
+        of another replica that is alive keeps running."""
         now = self.records.clock()
         for record in self.records.unfinished():
             try:
                 self._fail_if_stopped(record, now)
-            except RecordUnreadable as exc:  # unreadable just now: the next look fails it, the others go on
-                logger.warning("retrain jobs: %s", exc.strerror)
+            except OSError as exc:  # unreadable or unwritable just now: the next look fails it, the others go on
+                logger.warning("retrain jobs: %s not failed as stopped yet: %s", record.get("id"), exc)
 
     def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         """The record failed, when it is an unfinished API job or command-line run gone silent; else None."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 from core.atomic_files import atomic_write_json
 
 logger = logging.getLogger(__name__)
+STALE_TEMP_S = 3600  # a temp file of a record write this old was left by a killed writer
 UNFINISHED = ("pending", "running")
 
 
@@ -91,7 +93,9 @@ class RecordStore:
         return sorted(records, key=lambda record: record.get("created_at", ""))
 
     def expire(self) -> int:
-        """Delete every finished record past the retention; returns how many."""
+        """Delete every finished record past the retention, and what writes killed midway left (temp files an hour
+        old); returns how many records."""
+        self._delete_stale_temp_files()
         if self.retention_s is None:
             return 0
         expired = [record["id"] for path in self.folder.glob("*.json")
@@ -101,6 +105,17 @@ class RecordStore:
         if expired:
             logger.info("deleted %d %s records older than %.0f s", len(expired), self.kind, self.retention_s)
         return len(expired)
+
+    def _delete_stale_temp_files(self) -> None:
+        """A record's temp file is renamed into place within its write: one an hour old was left by a killed writer
+        (an OOM kill, a pod stopped), and the sweeps that count `*.json` never see it."""
+        cutoff = time.time() - STALE_TEMP_S
+        for path in self.folder.glob(".*.json.*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
 
     def trim(self, keep: int, unfinished_at_most: int = 0, max_bytes: int | None = None,
              spare: Collection[str] = ()) -> int:

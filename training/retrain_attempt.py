@@ -14,7 +14,9 @@ stays registered, decision "activation_failed"). The model's retrain lock (train
 when the attempt ends; one left behind is taken over by the next attempt, at once when the record has ended, else
 once the record is silent. While it runs, its record is refreshed every `HEARTBEAT_S`, so an attempt whose process
 died (or whose end could not be recorded) is known to have stopped; an attempt still running after
-`$KCLOUD_RETRAIN_MAX_DURATION` (a day) is taken for hung and its refreshing stops.
+`$KCLOUD_RETRAIN_MAX_DURATION` (a day) is taken for hung: its record is failed, its model freed and its refreshing
+stops, and the process running it for the service (a Ray task's worker, the scheduler actor) ends
+(`end_hung_process`), which ends the training's Ray workers with it.
 Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); after a success the registry keeps
 `KEEP_VERSIONS` (`args.retrain.keep_versions`) newest versions of the model, the served one and the formerly served.
 """
@@ -22,6 +24,7 @@ Finished records are kept `RETRAIN_RETENTION_S` (`args.retrain.retention`); afte
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,13 +122,14 @@ Result = TypeVar("Result", bound=Registered)
 
 def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
                 spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry, *,
-                keep_versions: int | None = None) -> str:
+                keep_versions: int | None = None, on_hung: Callable[[], None] | None = None) -> str:
     """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns its status
     ("succeeded" once it registered its version, even when its record could not be written). The lock is released
     at the end (free_model). After a success, `keep_versions` (None: keep all) prunes the model's versions
-    (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk."""
+    (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk. `on_hung`: called once the attempt
+    was failed as hung (`heartbeat`), e.g. `end_hung_process`."""
     try:
-        status = _run(records, job_id, data, spec, registry)
+        status = _run(records, job_id, data, spec, registry, on_hung)
     finally:
         free_model(RetrainLocks(records), spec.model_id, job_id)
     if status == "succeeded" and keep_versions is not None:
@@ -136,14 +140,27 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
     return status
 
 
+HUNG_EXIT_STATUS = 75
+"""The exit status of a process ended by `end_hung_process`."""
+
+
+def end_hung_process() -> None:
+    """End this process at once (its attempt was failed as hung): a training stuck in a collective or on a lost
+    head cannot be interrupted otherwise. A Ray task's worker ends with its task (never retried) and the training's
+    Ray workers with it; the scheduler actor is restarted by Ray and schedules again."""
+    logger.error("retrain attempt taken for hung: ending this process (pid %d)", os.getpid())
+    logging.shutdown()
+    os._exit(HUNG_EXIT_STATUS)
+
+
 @contextmanager
 def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = HEARTBEAT_S,
-              max_s: float | None = None) -> Iterator[None]:
+              max_s: float | None = None, on_hung: Callable[[], None] | None = None) -> Iterator[None]:
     """Refresh the record's `updated_at` every `every_s` while the block runs and the attempt still holds the model,
     so that it is known to be alive (training.retrain_lock.silent), for at most `max_s` (default
-    `$KCLOUD_RETRAIN_MAX_DURATION`, a day): an attempt running longer is taken for hung and goes silent, so the next
-    attempt takes the model over (its HeldRegistry then refuses any change should it ever end). Stopped and joined
-    before the block's outcome is recorded."""
+    `$KCLOUD_RETRAIN_MAX_DURATION`, a day): an attempt running longer is taken for hung, failed (unless a verdict came
+    first) and its model freed for the next attempt (its HeldRegistry then refuses any change should it ever end);
+    then `on_hung` is called. Stopped and joined before the block's outcome is recorded."""
     stop = threading.Event()
     if max_s is None:
         max_s = float(AttemptLimits.from_env().max_duration)
@@ -152,8 +169,11 @@ def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = 
     def beat() -> None:
         while not stop.wait(every_s):
             if time.monotonic() >= until:
-                logger.error("retrain attempt %s of %s has run %.0f h: taken for hung, its heartbeat stops and the "
-                             "model is free for the next attempt once it is silent", job_id, model_id, max_s / 3600)
+                logger.error("retrain attempt %s of %s has run %.1f h: taken for hung, failed and its model freed",
+                             job_id, model_id, max_s / 3600)
+                _fail_hung(locks, model_id, job_id, max_s)
+                if on_hung is not None:
+                    on_hung()
                 return
             try:
                 if not locks.beat(model_id, job_id):
@@ -172,8 +192,17 @@ def heartbeat(locks: RetrainLocks, model_id: str, job_id: str, every_s: float = 
         thread.join()
 
 
+def _fail_hung(locks: RetrainLocks, model_id: str, job_id: str, max_s: float) -> None:
+    message = (f"hung: still running after {max_s / 3600:.1f} h (KCLOUD_RETRAIN_MAX_DURATION); failed, and its model "
+               "freed for the next attempt")
+    try:
+        locks.fail(model_id, job_id, message, lambda _record: True)
+    except OSError as exc:  # it reads as stopped once silent: its heartbeat has stopped
+        logger.warning("retrain attempt %s: not failed as hung (%s); it is once silent", job_id, exc)
+
+
 def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData, spec: RetrainSpec | CostRetrainSpec,
-         registry: ModelRegistry) -> str:
+         registry: ModelRegistry, on_hung: Callable[[], None] | None) -> str:
     locks = RetrainLocks(records)
     try:
         started = locks.beat(spec.model_id, job_id, status="running")
@@ -188,7 +217,7 @@ def _run(records: RecordStore, job_id: str, data: TrainingData | JobRecordsData,
     outcome: AttemptOutcome | None = None  # retrain's, once it returned: its version is registered, a success
     try:
         try:
-            with heartbeat(locks, spec.model_id, job_id):
+            with heartbeat(locks, spec.model_id, job_id, on_hung=on_hung):
                 outcome = retrain(data, spec, HeldRegistry(registry, locks, spec.model_id, job_id))
         except AttemptStopped as exc:  # its record already says why (whoever failed it wrote that)
             logger.warning("%s", exc)

@@ -11,9 +11,11 @@ app restart).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -35,8 +37,10 @@ SILENT_AFTER_S = 300
 """An unfinished attempt whose record has not changed for this long has stopped."""
 MAX_ATTEMPT_S = 24 * 3600
 """An attempt still running after this long (`$KCLOUD_RETRAIN_MAX_DURATION`) is taken for hung (a distributed
-training stuck in a collective, a driver waiting on a lost head): its heartbeat stops, so the model is free again
-`SILENT_AFTER_S` later."""
+training stuck in a collective, a driver waiting on a lost head): it is failed and its model freed, its heartbeat
+stops, and the service ends the process that runs it (training.retrain_attempt.heartbeat)."""
+GUARD_TIMEOUT_S = 10.0
+"""How long a lock operation waits for another process's hold on the locks' flock (held for milliseconds)."""
 
 
 class AttemptLimits(EnvSettings):
@@ -77,12 +81,16 @@ class RetrainLocks:
         self.records = records
 
     def acquire(self, model_id: str, job_id: str) -> None:
-        """Raises RetrainRunning naming the running attempt (a lock left by an ended or stopped one is taken over),
-        OSError when the lock cannot be read (never taken over on a passing error)."""
+        """Raises RetrainRunning naming the running attempt (a lock left by an ended or stopped one is taken over,
+        and a stopped one's record failed), OSError when the lock or its holder's record cannot be read (never taken
+        over on a passing error)."""
         with self._guard():
             holder = self._read_holder(model_id)
             if holder is not None and self.running(holder):
                 raise RetrainRunning(model_id, holder)
+            if holder is not None and self._unfinished(holder) is not None:  # silent: its process stopped
+                self.records.update(holder, status="failed", message=f"stopped: no sign of life for "
+                                    f"{SILENT_AFTER_S // 60} min; its model was taken over by attempt {job_id}")
             atomic_write_with(self._path(model_id), lambda tmp: tmp.write_text(job_id))
 
     def release(self, model_id: str, job_id: str) -> None:
@@ -177,9 +185,21 @@ class RetrainLocks:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        """The exclusive flock every lock and verdict is taken under; OSError (ETIMEDOUT) when another process has
+        held it for GUARD_TIMEOUT_S (one stopped while it held it, e.g. suspended with Ctrl-Z): a request thread
+        never waits on it for good."""
         descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            deadline = time.monotonic() + GUARD_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise OSError(errno.ETIMEDOUT, f"the retrain locks stayed held by another process for "
+                                                       f"{GUARD_TIMEOUT_S:g} s") from None
+                    time.sleep(0.02)
             yield
         finally:
             os.close(descriptor)  # closing releases the flock

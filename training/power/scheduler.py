@@ -51,6 +51,8 @@ from training.settings import load_training_config
 logger = logging.getLogger(__name__)
 MIN_LIVE_SAMPLES = 30  # live errors over fewer forecast points are too noisy to act on
 SCHEDULED: tuple[Trigger, ...] = ("interval", "degradation")
+INTERRUPTED = "interrupted: the retrain scheduler stopped or restarted; the next due attempt retrains"
+"""The verdict on a scheduled attempt whose scheduler stopped."""
 
 
 class SchedulerSettings(BaseModel):
@@ -127,10 +129,13 @@ class RetrainScheduler:
     """Decides when to retrain the power forecaster and runs the attempt (see module docstring)."""
 
     def __init__(self, settings: SchedulerSettings, *, live_accuracy: LiveAccuracySource = no_live_accuracy,
-                 clock: Callable[[], datetime] = _now, owner: str | None = None):
+                 clock: Callable[[], datetime] = _now, owner: str | None = None,
+                 on_hung: Callable[[], None] | None = None):
         """`owner`: who runs this scheduler (its actor's id), stamped on its records so that whoever stops it can
-        fail the attempt it interrupted at once (`fail_interrupted`)."""
+        fail the attempt it interrupted at once (`fail_interrupted`). `on_hung`: called once an attempt was failed
+        as hung (training.retrain_attempt.heartbeat); the actor ends its process, which Ray restarts."""
         self.settings, self.live_accuracy, self.clock, self.owner = settings, live_accuracy, clock, owner
+        self.on_hung = on_hung
         self.records = RecordStore(settings.state_path, "retrain", retention_s=settings.retention_s)
         self.locks = RetrainLocks(self.records)
         self.registry = ModelRegistry(settings.model_path)
@@ -189,7 +194,8 @@ class RetrainScheduler:
                 self.locks.release(settings.model_id, record["id"])
         else:
             logger.info("retrain scheduler: %s attempt %s on the %s", trigger, record["id"], data.describe())
-            run_attempt(self.records, record["id"], data, spec, self.registry, keep_versions=settings.keep_versions)
+            run_attempt(self.records, record["id"], data, spec, self.registry, keep_versions=settings.keep_versions,
+                        on_hung=self.on_hung)
         self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
 
@@ -216,7 +222,12 @@ class RetrainScheduler:
         return True
 
     def _load_state(self) -> ScheduleState:
-        stored = _read_states(self.state_file).get(self.settings.model_id)
+        try:
+            stored = _read_states(self.state_file).get(self.settings.model_id)
+        except OSError as exc:  # a passing storage error must not overwrite the stored schedule with a fresh one
+            logger.warning("retrain scheduler: the schedule in %s cannot be read (%s): starting from now until it "
+                           "can be written", self.state_file, exc)
+            return ScheduleState(started_at=self.clock())
         if stored is not None:
             try:
                 return ScheduleState.model_validate(stored)
@@ -237,10 +248,11 @@ class RetrainScheduler:
 
 
 def _read_states(path: Path) -> dict[str, object]:
-    """Every model's schedule in the file; {} when it is missing or unreadable."""
+    """Every model's schedule in the file; {} when it is missing or not a schedule. Raises OSError when it cannot
+    be read (a passing storage error is never taken for no schedule, which a write would then replace)."""
     try:
         states = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (FileNotFoundError, ValueError):
         return {}
     return states if isinstance(states, dict) else {}
 
@@ -256,6 +268,4 @@ def fail_interrupted(records: RecordStore, model_id: str, *, owner: str | None =
 
     interrupted = [record["id"] for record in records.unfinished()
                    if record.get("model_id") == model_id and record.get("trigger") in SCHEDULED and stopped(record)]
-    return RetrainLocks(records).fail_each(
-        model_id, interrupted, "interrupted: the retrain scheduler stopped or restarted; the next due attempt retrains",
-        stopped)
+    return RetrainLocks(records).fail_each(model_id, interrupted, INTERRUPTED, stopped)

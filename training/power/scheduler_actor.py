@@ -3,7 +3,9 @@
 The actor is pinned to the head node (where the state directory is) and restarted by Ray after a failure
 (`max_restarts=-1`); a restarted one fails the attempt the failure interrupted and keeps the schedule it had
 (training/power/scheduler.py). A background thread looks at what is due every `check_s`; an attempt runs in
-that thread (Ray Train starts its workers from there), so the actor still answers while it trains.
+that thread (Ray Train starts its workers from there), so the actor still answers while it trains. An attempt
+still running after `KCLOUD_RETRAIN_MAX_DURATION` is failed as hung and the actor's process ended, so that Ray
+restarts it and the schedule goes on (its training's workers end with it).
 
 The app's bootstrap calls `start_scheduler`, which keeps a running scheduler only when it was started with the
 same settings (`SchedulerSettings.fingerprint`) and otherwise replaces it, and `stop_scheduler` when
@@ -25,6 +27,7 @@ from core.app_watch import answered_fingerprint, end_with_app
 from core.names import SCHEDULER_ACTOR
 from core.records import RecordStore
 from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings, fail_interrupted
+from training.retrain_attempt import end_hung_process
 
 logger = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 15.0
@@ -38,7 +41,7 @@ class RetrainSchedulerService:
         self.app_grace_s = app_grace_s
         self._live: dict[str, LiveAccuracy] = {}
         self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get,
-                                          owner=ray.get_runtime_context().get_actor_id())
+                                          owner=ray.get_runtime_context().get_actor_id(), on_hung=end_hung_process)
         interrupted = self.scheduler.recover()
         if interrupted:
             logger.warning("retrain scheduler: %d attempt(s) interrupted by a restart marked failed", interrupted)

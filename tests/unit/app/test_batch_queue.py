@@ -110,6 +110,23 @@ def test_finished_records_expire_after_the_retention(tmp_path):
     assert records.get(waiting)["status"] == "pending"  # unfinished batches never expire
 
 
+def test_the_sweep_deletes_temp_files_a_killed_write_left_an_hour_ago(tmp_path):
+    """Regression: a writer killed between its temp file and the rename left up to tens of MB that no sweep saw."""
+    import os
+    import time
+
+    records = RecordStore(tmp_path, "batches")
+    kept = records.create({"status": "pending"})["id"]
+    left, fresh = records.folder / f".{kept}.json.a1b2.tmp", records.folder / f".{kept}.json.c3d4.tmp"
+    for path in (left, fresh):
+        path.write_text("{partial")
+    hour_ago = time.time() - 3601
+    os.utime(left, (hour_ago, hour_ago))
+    records.expire()
+    assert not left.exists() and fresh.exists()  # one being written now is left alone
+    assert records.get(kept)["status"] == "pending"
+
+
 def test_the_queue_sweeps_expired_records_when_it_starts(tmp_path):
     old = datetime.now(UTC) - timedelta(days=2)
     RecordStore(tmp_path, "batches", clock=lambda: old).create({"status": "done"})

@@ -237,3 +237,29 @@ def test_a_lookup_answered_after_its_timeout_within_the_wait_answers_the_items(m
     serve_handles(monkeypatch, slow_at_start)
     monkeypatch.setattr("app.batches.to_response", lambda request, forecast: forecast)
     assert [r.status for r in asyncio.run(answer_items([POWER] * 3 + [COST], "app", "kcloud-power"))] == ["ok"] * 4
+
+
+def test_a_batch_whose_results_cannot_be_stored_ends_failed_not_running(tmp_path, monkeypatch):
+    """Regression: a final write that failed (a full volume) left the record "running" for good while the actor
+    lived, polled by its client for ever."""
+    from app import batches
+    from core.records import RecordStore
+
+    records = RecordStore(tmp_path, "batches")
+    batch = records.create({"status": "pending", "items": []})
+
+    async def answered(items, *args, **kwargs):
+        return []
+
+    real_update = records.update
+
+    def update(batch_id, **fields):
+        if "results" in fields:
+            raise OSError(28, "No space left on device")
+        return real_update(batch_id, **fields)
+
+    monkeypatch.setattr(batches, "answer_items", answered)
+    monkeypatch.setattr(records, "update", update)
+    assert asyncio.run(batches.run_batch(records, batch["id"], "app", "power")) == "failed"
+    assert records.get(batch["id"])["status"] == "failed"
+    assert records.get(batch["id"])["error"] == batches.STORE_FAILED

@@ -196,6 +196,25 @@ def test_one_job_that_cannot_be_read_just_now_keeps_no_other_stopped_job_from_be
     assert jobs.records.get(first["id"])["status"] == "pending"  # failed at the next look
 
 
+def test_a_full_state_volume_leaves_the_jobs_readable_and_refuses_a_submission_with_503(tmp_path, monkeypatch):
+    """Regression: a verdict that could not be written (ENOSPC, a read-only volume) made every listing and lookup a
+    500, and a record that could not be created a 500 on submission."""
+    jobs = jobs_in(tmp_path, launched=[])
+    job = jobs.submit(RetrainRequest(epochs=4))
+    silence(jobs, job["id"], SILENT_AFTER_S + 1)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs.locks, "fail", full)
+    jobs.fail_stopped()
+    assert jobs.get(job["id"])["status"] == "pending"  # as it is; failed once it can be written
+    monkeypatch.setattr(jobs.records, "create", full)
+    monkeypatch.setattr(jobs.records, "expire", full)
+    with pytest.raises(LaunchFailed, match="could not be recorded"):
+        jobs.submit(RetrainRequest(model_id="cost_gbm"))
+
+
 @pytest.fixture
 def route(http, monkeypatch: pytest.MonkeyPatch, tmp_path, data_dir):
     replica = SimpleNamespace(access=Access("t"), retrains=jobs_in(tmp_path, data_dir, launched=[]))
@@ -249,7 +268,9 @@ def test_the_route_refuses_what_the_job_would_refuse_naming_the_field(route, bod
 # --- issue 13: scheduled attempts beside the API's jobs, the cost model, the list of attempts ------------------
 
 
-def test_an_app_restart_leaves_the_schedulers_attempts_to_the_scheduler(tmp_path):
+def test_an_app_restart_leaves_a_live_scheduled_attempt_running_and_fails_a_silent_one(tmp_path):
+    """Regression: a silent scheduled attempt was left to its scheduler, which may be gone for good (scheduling
+    turned off, its stop unable to read its settings): its record read "running" for ever."""
     jobs = jobs_in(tmp_path, launched=[])
     scheduled = jobs.records.create({"status": "running", "model_id": "power_lstm", "trigger": "interval"})
     jobs.locks.acquire("power_lstm", scheduled["id"])
@@ -259,8 +280,21 @@ def test_an_app_restart_leaves_the_schedulers_attempts_to_the_scheduler(tmp_path
         jobs.submit(RetrainRequest(epochs=4))
     silence(jobs, scheduled["id"], SILENT_AFTER_S + 1)  # the scheduler died with its attempt
     jobs.fail_stopped()
-    assert jobs.records.get(scheduled["id"])["status"] == "running"  # its record is the scheduler's to recover
-    jobs.submit(RetrainRequest(epochs=4))  # but its lock no longer holds the model
+    stopped = jobs.records.get(scheduled["id"])
+    assert stopped["status"] == "failed" and stopped["message"].startswith("interrupted: the retrain scheduler")
+    jobs.submit(RetrainRequest(epochs=4))  # and its lock no longer holds the model
+
+
+def test_a_silent_attempt_whose_model_is_taken_over_is_failed_in_the_same_step(tmp_path):
+    """Regression: the lock of a silent attempt (one nobody failed yet) was taken over with its record left
+    "running", later failed with the wrong reason, or never."""
+    jobs = jobs_in(tmp_path, launched=[])
+    scheduled = jobs.records.create({"status": "running", "model_id": "power_lstm", "trigger": "degradation"})
+    jobs.locks.acquire("power_lstm", scheduled["id"])
+    silence(jobs, scheduled["id"], SILENT_AFTER_S + 1)
+    jobs.locks.acquire("power_lstm", "next")
+    stopped = jobs.records.get(scheduled["id"])
+    assert stopped["status"] == "failed" and stopped["message"].endswith("taken over by attempt next")
 
 
 def test_the_cost_model_trains_on_the_configured_jobs_file_a_named_one_or_generated_jobs(tmp_path, data_dir):

@@ -11,7 +11,7 @@ from tests.paths import TEST_DATA
 from training.cost.catalog import generate_job_records
 from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import RetrainSpec
-from training.retrain_attempt import KEEP_VERSIONS
+from training.retrain_attempt import HUNG_EXIT_STATUS, KEEP_VERSIONS, end_hung_process
 from training.retrain_data import JobRecordsData, TrainingData
 from training.retrain_lock import RetrainLocks
 from training.settings import TrainingConfig
@@ -114,3 +114,19 @@ def test_a_bad_jobs_file_fails_the_cost_job_naming_it_not_its_path(tmp_path):
     message = store.get(job["id"])["message"]
     assert outcome == "failed" and message.startswith("train_gbm: error: jobs.csv: missing column(s) ")
     assert str(tmp_path) not in message
+
+
+def test_a_task_taken_for_hung_ends_its_worker(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Regression: a hung retraining's Ray task was never ended; it held its worker (and the training's workers)
+    for good. The task's hung handler ends its process with a status of its own."""
+    import subprocess
+    import sys
+
+    handlers = []
+    monkeypatch.setattr(tasks, "run_attempt", lambda *args, on_hung=None, **kwargs: handlers.append(on_hung))
+    tasks.run_retrain._function(str(tmp_path), "job", str(tmp_path), None, None, KEEP_VERSIONS)
+    assert handlers == [end_hung_process]
+    ended = subprocess.run([sys.executable, "-c", "from training.retrain_attempt import end_hung_process as end\n"
+                                                  "end()\nprint('still running')"],
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == HUNG_EXIT_STATUS and "still running" not in ended.stdout

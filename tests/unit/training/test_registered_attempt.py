@@ -128,7 +128,7 @@ def stopped_as_the_heartbeat_stops(monkeypatch: pytest.MonkeyPatch, module: str,
     beating = retrain_attempt.heartbeat
 
     @contextmanager
-    def heartbeat(*args) -> Iterator[None]:
+    def heartbeat(*args, **kwargs) -> Iterator[None]:
         with beating(*args):
             yield
             stop()

@@ -96,23 +96,23 @@ def test_a_running_attempt_keeps_its_record_fresh_until_it_ends(tmp_path):
     assert records.get(job)["updated_at"] == after  # stopped with the block
 
 
-def test_an_attempt_running_past_its_longest_time_goes_silent_and_its_model_is_taken_over(tmp_path, caplog):
-    """Regression: a training hung in its workers kept beating for ever, and every later retraining was refused."""
+def test_an_attempt_running_past_its_longest_time_is_failed_its_model_freed_and_its_process_ended(tmp_path, caplog):
+    """Regression: a training hung in its workers kept beating for ever, and every later retraining was refused;
+    then it went silent but its Ray task (or the scheduler's loop) stayed stuck in it for good."""
     records = RecordStore(tmp_path, "retrain")
     locks = RetrainLocks(records)
     job = running(records)
     locks.acquire("m", job)
-    with heartbeat(locks, "m", job, every_s=0.05, max_s=0.2):
-        time.sleep(0.4)
-        stopped_at = records.get(job)["updated_at"]
-        time.sleep(0.2)
-        assert records.get(job)["updated_at"] == stopped_at  # no longer beating, though the block still runs
-        record = records.get(job)
-        record["updated_at"] = (datetime.now(UTC) - timedelta(seconds=SILENT_AFTER_S + 1)).isoformat()
-        atomic_write_json(records.folder / f"{job}.json", record)  # the five silent minutes, passed
+    ended = threading.Event()
+    with heartbeat(locks, "m", job, every_s=0.05, max_s=0.2, on_hung=ended.set):
+        assert ended.wait(5)
+        failed = records.get(job)
+        assert failed["status"] == "failed" and failed["message"].startswith("hung: still running after")
+        assert locks.holder("m") is None  # free at once, not 5 silent minutes later
         other = running(records)
         locks.acquire("m", other)
     assert locks.holder("m") == other and "taken for hung" in caplog.text
+    assert records.get(job)["status"] == "failed"
     assert AttemptLimits.from_env({}).max_duration == 86400  # a day unless the operator sets another
     assert AttemptLimits.from_env({"KCLOUD_RETRAIN_MAX_DURATION": "3d"}).max_duration == 3 * 86400
     with pytest.raises(ConfigError, match="KCLOUD_RETRAIN_MAX_DURATION"):
@@ -290,3 +290,28 @@ def test_one_stopped_attempt_that_cannot_be_read_keeps_no_other_from_being_faile
     assert locks.fail_each("m", [unreadable, readable], "stopped", lambda record: True) == 1
     assert records.get(readable)["status"] == "failed"
     assert f"retrain attempt {unreadable} of m not failed yet" in caplog.text
+
+
+def test_the_locks_flock_held_by_a_stopped_process_is_an_error_after_a_while_not_a_wait_for_good(tmp_path,
+                                                                                              monkeypatch):
+    """Regression: a command line suspended (Ctrl-Z) while it held the flock blocked every retrain route's thread."""
+    import errno
+    import fcntl
+
+    from training import retrain_lock
+
+    records = RecordStore(tmp_path, "retrain")
+    locks = RetrainLocks(records)
+    monkeypatch.setattr(retrain_lock, "GUARD_TIMEOUT_S", 0.3)
+    held = os.open(records.folder / ".locks", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file: another holder, as another process would be
+        started = time.monotonic()
+        with pytest.raises(OSError) as timed_out:
+            locks.acquire("m", running(records))
+        assert timed_out.value.errno == errno.ETIMEDOUT and time.monotonic() - started < 5
+    finally:
+        os.close(held)
+    job = running(records)
+    locks.acquire("m", job)
+    assert locks.holder("m") == job

@@ -59,7 +59,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Attempts run without training: each is recorded as succeeded (the ids of those run)."""
     ran: list[str] = []
 
-    def run_attempt(records, job_id, data, spec, registry, *, keep_versions):
+    def run_attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
         ran.append(job_id)
         records.update(job_id, status="succeeded")
         RetrainLocks(records).release(spec.model_id, job_id)
@@ -109,8 +109,49 @@ def test_a_restarted_scheduler_retrains_at_once_only_when_due(settings, clock, r
     assert RetrainScheduler(settings, clock=clock).due() == "interval"
 
 
+def test_an_attempt_is_run_with_the_scheduler_s_hung_handler(settings, clock, monkeypatch):
+    """The actor ends its process once an attempt is failed as hung (a stuck attempt held its loop for good)."""
+    handlers = []
+
+    def attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
+        handlers.append(on_hung)
+        records.update(job_id, status="succeeded")
+        RetrainLocks(records).release(spec.model_id, job_id)
+
+    def end_process() -> None:
+        pass
+
+    monkeypatch.setattr(scheduler_module, "run_attempt", attempt)
+    scheduler = RetrainScheduler(settings, clock=clock, on_hung=end_process)
+    clock.advance(HOUR)
+    assert scheduler.step() is not None and handlers == [end_process]
+
+
+def test_a_schedule_that_cannot_be_read_just_now_is_not_overwritten_with_a_fresh_one(settings, clock, runs,
+                                                                                      monkeypatch):
+    """Regression: a passing read error was taken for no schedule and a fresh one written over it (the next attempt
+    an interval later, the once-per-champion early retrain forgotten, the other models' schedules dropped)."""
+    RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    assert RetrainScheduler(settings, clock=clock).step() is not None  # last attempt: T0 + 1 h
+    state_file = Path(settings.state_path) / "retrain_scheduler.json"
+    stored = state_file.read_text()
+    real_read_text = Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path == state_file:
+            raise OSError(5, "Input/output error")
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    RetrainScheduler(settings, clock=clock)
+    monkeypatch.undo()
+    assert state_file.read_text() == stored
+    assert RetrainScheduler(settings, clock=clock).next_due() == T0 + timedelta(seconds=2 * HOUR)
+
+
 def test_the_interval_counts_from_the_end_of_an_attempt_that_ran_longer(settings, clock, monkeypatch):
-    def slow_attempt(records, job_id, data, spec, registry, *, keep_versions):
+    def slow_attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
         clock.advance(2 * HOUR)  # a retraining longer than the interval
         records.update(job_id, status="succeeded")
         RetrainLocks(records).release(spec.model_id, job_id)
