@@ -32,7 +32,7 @@ class ServedCostModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_version: str
+    model_version: str | None  # None while no version is loaded
     latency_ms: dict[str, float | int]
 
 
@@ -102,7 +102,8 @@ class CostPredictor(RegistryFollower):
         return estimates
 
     def describe(self) -> ServedCostModel:
-        return ServedCostModel(model_version=f"{self.model_id}/{self.version}", latency_ms=self.latency.percentiles())
+        version = None if self.version is None else f"{self.model_id}/{self.version}"
+        return ServedCostModel(model_version=version, latency_ms=self.latency.percentiles())
 
     def check_health(self) -> None:
         if self.model is None:

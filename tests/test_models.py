@@ -419,6 +419,13 @@ def test_spot_is_never_dearer_and_typically_cheaper(fitted):
     assert energy_ratio > 1.0
     cheaper = np.mean([sp.predicted_cost < 0.8 * od.predicted_cost for od, sp in zip(on_demand, spot, strict=True)])
     assert cheaper > 0.9
+    # its energy is what it draws: the cap at on demand's total scales its money, never its kWh
+    per_kwh = model.catalog.energy.tariff_kwh * model.catalog.energy.pue
+    assert all(sp.energy_kwh * per_kwh >= sp.cost_breakdown.energy * (1 - 1e-9) for sp in spot)
+    egress_heavy = query(2, 4, hours=2, workload=None, network=500)  # egress-heavy: spot capped at on demand
+    [od, sp] = model.predict_many([egress_heavy, egress_heavy.model_copy(update={"spot_instance": True})])
+    assert sp.predicted_cost == pytest.approx(od.predicted_cost)
+    assert sp.energy_kwh * per_kwh > sp.cost_breakdown.energy * (1 + 1e-6)
 
 
 @pytest.mark.slow

@@ -11,17 +11,28 @@ import pandas as pd
 from core.csv_text import read_text_csv
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog
 from training.cost.jobs import NONE
-from training.cost.schema import COMPONENTS, MAX_GPUS, MAX_HOURS
+from training.cost.schema import (
+    COMPONENTS,
+    MAX_CPU_CORES,
+    MAX_GPUS,
+    MAX_HOURS,
+    MAX_MEMORY_GB,
+    MAX_STORAGE_GB,
+    MIN_HOURS,
+)
 
-# column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is)
+MAX_JOB_POWER_W = 1_000_000.0  # a megawatt: beyond any job of MAX_GPUS accelerators (a unit error, W for mW)
+
+# column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is): the request's
+# bounds (training.cost.schema), so one record in other units cannot stretch the model's training range
 _NUMBERS: dict[str, tuple[float, bool, float, str]] = {
-    "cpu_cores": (0.0, True, np.inf, "a positive number"),
-    "memory_gb": (0.0, True, np.inf, "a positive number"),
+    "cpu_cores": (0.0, True, MAX_CPU_CORES, f"a positive number up to {MAX_CPU_CORES}"),
+    "memory_gb": (0.0, True, MAX_MEMORY_GB, f"a positive number up to {MAX_MEMORY_GB}"),
     "gpu_count": (0.0, False, MAX_GPUS, f"a whole number 0..{MAX_GPUS}"),
-    "storage_gb": (0.0, False, np.inf, "a non-negative number"),
-    "network_gb": (0.0, False, np.inf, "a non-negative number"),
-    "duration_hours": (0.0, True, MAX_HOURS, f"a positive number up to {MAX_HOURS:g}"),
-    "avg_power_watts": (0.0, False, np.inf, "a non-negative number"),
+    "storage_gb": (0.0, False, MAX_STORAGE_GB, f"a non-negative number up to {MAX_STORAGE_GB:,}"),
+    "network_gb": (0.0, False, MAX_STORAGE_GB, f"a non-negative number up to {MAX_STORAGE_GB:,}"),
+    "duration_hours": (MIN_HOURS, False, MAX_HOURS, f"a number of hours from 1/3600 (a second) to {MAX_HOURS:g}"),
+    "avg_power_watts": (0.0, False, MAX_JOB_POWER_W, f"a non-negative number of watts up to {MAX_JOB_POWER_W:,.0f}"),
     "cost": (0.0, True, np.inf, "a positive number"),
     **{name: (0.0, False, np.inf, "a non-negative number") for name in COMPONENTS},
 }

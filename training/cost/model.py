@@ -132,11 +132,13 @@ class CostModel:
                      for key in QUANTILES)
 
     def _arrays(self, frame: Jobs, power: np.ndarray) -> tuple[Any, ...]:
-        """(components, point, lower, upper, confidence, outside) of normalized job rows; outside: the names of the
-        features of each that lie outside the training range (`outside_training_range`)."""
+        """(components, point, lower, upper, confidence, outside, energy) of normalized job rows; outside: the names
+        of the features of each that lie outside the training range (`outside_training_range`); energy: the energy
+        cost before a spot job's cap (what its energy is: the cap is on money, a spot run draws no less)."""
         if not self.boosters:
             raise ValueError("the cost model is not fitted")
         components = self._components(frame, power)
+        energy = components[:, COMPONENTS.index("energy")].copy()
         spot = np.asarray(frame["spot_instance"], dtype=bool)
         if spot.any():
             on_demand = (frame.assign(spot_instance=False) if isinstance(frame, pd.DataFrame)
@@ -152,7 +154,7 @@ class CostModel:
         names, flags = self.outside_training_range(frame, power)
         confidence = np.where(flags.any(axis=1), np.minimum(confidence, min(self.hit_rates)), confidence)
         outside = [tuple(name for name, out in zip(names, row, strict=True) if out) for row in flags]
-        return components, point, lower, upper, confidence, outside
+        return components, point, lower, upper, confidence, outside, energy
 
     def outside_training_range(self, frame: Jobs, power: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The features checked and [rows, features]: which of each job lie outside the training jobs' range (the
@@ -232,7 +234,7 @@ class CostModel:
         scores = np.maximum(np.minimum(lo, hi) - np.log(actual), np.log(actual) - np.maximum(lo, hi))
         level = min(1.0, math.ceil((len(scores) + 1) * self.coverage) / len(scores))
         self.margin, self.width_edges, self.hit_rates = float(np.quantile(scores, level, method="higher")), [], [0.5]
-        _, point, lower, upper, _, _ = self._arrays(frame, power)
+        _, point, lower, upper, _, _, _ = self._arrays(frame, power)
         width = (upper - lower) / point
         hits = np.abs(actual - point) <= self.tolerance * point
         self.width_edges = np.unique(np.quantile(width, [0.2, 0.4, 0.6, 0.8])).tolist()
@@ -242,7 +244,7 @@ class CostModel:
 
     def _evaluate(self, frame: pd.DataFrame, power: np.ndarray) -> dict[str, Any]:
         actual = frame["cost"].to_numpy(float)
-        _, point, lower, upper, confidence, _ = self._arrays(frame, power)
+        _, point, lower, upper, confidence, _, _ = self._arrays(frame, power)
         mask = np.ones(len(actual), bool)
         metrics: dict[str, Any] = point_metrics(point, actual, mask)
         metrics.update(interval_metrics(lower, upper, point, confidence, actual, mask,
@@ -274,7 +276,7 @@ class CostModel:
             power = np.asarray(expected_power_watts, float)
             if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
                 raise ValueError("expected_power_watts needs one finite, non-negative value per query")
-        components, _, lower, upper, confidence, outside = self._arrays(frame, power)
+        components, _, lower, upper, confidence, outside, energy = self._arrays(frame, power)
         per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
         estimates = []
         for i in range(len(queries)):
@@ -283,7 +285,7 @@ class CostModel:
             estimates.append(CostEstimate(
                 predicted_cost=total, lower=min(float(lower[i]), total), upper=max(float(upper[i]), total),
                 interval_coverage=self.coverage, confidence=float(confidence[i]), cost_breakdown=breakdown,
-                expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(breakdown.energy, per_kwh, power[i],
+                expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(energy[i], per_kwh, power[i],
                                                                              queries[i].duration_hours),
                 currency=self.catalog.currency, model_version=self.model_version,
                 outside_training_range=outside[i]))
@@ -339,6 +341,6 @@ class CostModel:
 
 
 def _energy_kwh(energy_cost: float, per_kwh: float, power_watts: float, hours: float) -> float:
-    """The IT energy behind the energy cost; with free power (a tariff of 0, on premises) the expected power over
-    the job's hours, where the cost says nothing."""
+    """The IT energy behind the energy cost (before a spot job's cap); with free power (a tariff of 0, on premises)
+    the expected power over the job's hours, where the cost says nothing."""
     return energy_cost / per_kwh if per_kwh else float(power_watts) * hours / 1000.0

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 COMPONENTS = ("compute", "gpu", "storage", "network", "energy")
 MAX_GPUS = 64
 MAX_HOURS = 8760.0
+MIN_HOURS = 1 / 3600  # a second: shorter is no job the catalog's hourly prices say anything of
+MAX_CPU_CORES = 4096
+MAX_MEMORY_GB = 65536
+MAX_STORAGE_GB = 1_000_000  # block storage and network egress alike
 _COUNT_MISSING = object()  # gpu_type given without gpu_count (Resources._count_with_a_type)
 
 
@@ -28,13 +32,14 @@ class Resources(_Frozen):
     """What the job reserves."""
 
     # strict: a string or a boolean where a number belongs is refused (true was read as 1), as in the power request
-    cpu_cores: float = Field(gt=0, le=4096, strict=True, description="vCPUs")
-    memory_gb: float = Field(gt=0, le=65536, strict=True, description="RAM, GB")
+    cpu_cores: float = Field(gt=0, le=MAX_CPU_CORES, strict=True, description="vCPUs")
+    memory_gb: float = Field(gt=0, le=MAX_MEMORY_GB, strict=True, description="RAM, GB")
     gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs); required with gpu_type")
     gpu_type: str | None = Field(None, min_length=1, max_length=64,
                                  description="accelerator type from the price catalog; default: its default type")
-    storage_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="block storage kept for the job, GB")
-    network_gb: float = Field(0.0, ge=0, le=1_000_000, strict=True, description="network egress, GB")
+    storage_gb: float = Field(0.0, ge=0, le=MAX_STORAGE_GB, strict=True,
+                              description="block storage kept for the job, GB")
+    network_gb: float = Field(0.0, ge=0, le=MAX_STORAGE_GB, strict=True, description="network egress, GB")
 
     @model_validator(mode="before")
     @classmethod
@@ -65,7 +70,7 @@ class CostQuery(_Frozen):
     """One job to price."""
 
     resources: Resources
-    duration_hours: float = Field(gt=0, le=MAX_HOURS, strict=True)
+    duration_hours: float = Field(ge=MIN_HOURS, le=MAX_HOURS, strict=True, description="at least a second (1/3600)")
     spot_instance: bool = Field(False, strict=True)
     workload_type: str | None = Field(None, pattern=r"^[A-Za-z0-9_ -]{1,32}$",
                                       description="training, inference, batch, idle, ... (others allowed)")

@@ -108,3 +108,10 @@ def test_a_gpu_type_is_not_checked_against_the_catalog_file_but_by_the_model(rep
     untyped = {**REQUEST, "resources": {k: v for k, v in REQUEST["resources"].items() if k != "gpu_type"}}
     http(api).post("/api/v1/predict/cost", json={**untyped, "resources": {**untyped["resources"], "gpu_count": 1}})
     assert seen == ["Retired-GPU", None]  # the model decides, in its own catalog
+
+
+def test_a_job_shorter_than_a_second_is_422_naming_duration_hours(replica, http):
+    """Regression: 5e-324 h took a log of zero and was priced at 0 with an interval of [0, 0]."""
+    response = http(api).post("/api/v1/predict/cost", json={**REQUEST, "duration_hours": 5e-324})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "duration_hours"]

@@ -68,3 +68,16 @@ def test_gpu_type_none_is_accepted_only_without_gpus(records):
     frame.to_csv(path, index=False)
     with pytest.raises(ValueError, match=f"line {with_gpus + 2}: column gpu_type: 'none' is not in the price catalog"):
         load_job_records(path, CATALOG)
+
+
+@pytest.mark.parametrize(("column", "value", "reason"), [
+    ("cpu_cores", 1e308, "up to 4096"), ("memory_gb", 1e6, "up to 65536"), ("storage_gb", 2e6, "up to 1,000,000"),
+    ("avg_power_watts", 5e6, "watts up to 1,000,000"), ("duration_hours", 1e-6, "from 1/3600")])
+def test_a_record_beyond_what_a_request_may_ask_is_refused_naming_the_line(records, column, value, reason):
+    """Regression: one record of 1e308 cores (or millicores written as cores) was accepted: its expected power
+    overflowed and the fitted model's error doubled, its confidence for ordinary jobs fell from 0.95 to 0.11."""
+    frame, path = records
+    frame.loc[2, column] = value
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=rf"jobs.csv line 4: column {column}: .* is not .*{reason}"):
+        load_job_records(path, CATALOG)
