@@ -20,7 +20,15 @@ import yaml
 
 from app.settings import SECRET_NAME, ServiceConfig, load_service_config
 from autoscaler.policy_config import policies_from_config
-from core.settings import SECRET_MASK, ConfigError, config_path, environment, without_url_password
+from core.settings import (
+    ADDRESS_KEY,
+    SECRET_MASK,
+    ConfigError,
+    address_without_login,
+    config_path,
+    environment,
+    without_url_password,
+)
 from training.settings import TrainingOverrides
 
 MASK = SECRET_MASK
@@ -39,7 +47,9 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [masked(item, key) for item in value]
     if isinstance(value, str):
-        return MASK if SECRET_NAME.search(key) else without_url_password(value)
+        if SECRET_NAME.search(key):
+            return MASK
+        return address_without_login(value) if ADDRESS_KEY.search(key) else without_url_password(value)
     return value
 
 

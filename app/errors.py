@@ -152,6 +152,7 @@ def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception
 
 MAX_ERRORS_SHOWN = 20
 MAX_ECHOED_CHARS = 64  # of a client's key or value that an error message repeats
+MAX_MESSAGE_CHARS = 500  # of one validation message, whatever it quotes (a quote inside the input defeats _QUOTED)
 _QUOTED = re.compile(rf"'[^']{{{MAX_ECHOED_CHARS + 1},}}'|\"[^\"]{{{MAX_ECHOED_CHARS + 1},}}\"")
 
 
@@ -161,8 +162,10 @@ def _shortened(text: str) -> str:
 
 
 def _shortened_quotes(message: str) -> str:
-    """A validation message with every long quoted part (the input it repeats) shortened."""
-    return _QUOTED.sub(lambda found: f"{found[0][0]}{_shortened(found[0][1:-1])}{found[0][0]}", message)
+    """A validation message with every long quoted part (the input it repeats) shortened, and the whole cut to
+    MAX_MESSAGE_CHARS."""
+    message = _QUOTED.sub(lambda found: f"{found[0][0]}{_shortened(found[0][1:-1])}{found[0][0]}", message)
+    return message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}… (cut)"
 
 
 def _sent_as_json(content_type: str | None) -> bool:

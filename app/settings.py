@@ -22,7 +22,7 @@ from collectors.settings import CollectorConfig, CollectorOverrides
 from collectors.sources import SOURCE_NAMES
 from core.durations import parse_duration
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP, POWER_DEPLOYMENT
-from core.settings import ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
+from core.settings import ADDRESS_KEY, ConfigError, Duration, EnvSettings, config_path, load_keys, read_secret
 from core.stores.settings import StoreConfig, StoreOverrides
 from deployments.options import DeploymentOptions
 from training.power.scaling import TrainScaling
@@ -109,7 +109,8 @@ class TelemetryArgs(BaseModel):
     @classmethod
     def _no_secrets(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         named = [key for key in value or {} if SECRET_NAME.search(key) and not key.upper().endswith("_FILE")]
-        secrets = named + [key for key, text in (value or {}).items() if key not in named and _has_login(text)]
+        secrets = named + [key for key, text in (value or {}).items()
+                           if key not in named and _has_login(text, bare=ADDRESS_KEY.search(key) is not None)]
         if secrets:
             first = secrets[0]
             instead = f", or {first}_FILE to a file holding it" if first in named else ""
@@ -119,11 +120,13 @@ class TelemetryArgs(BaseModel):
         return value
 
 
-def _has_login(text: str) -> bool:
+def _has_login(text: str, bare: bool = True) -> bool:
     """Whether `text` is a URL carrying a login (scheme://user:password@host, or scheme://apikey@host: the clients
-    send a user alone as Basic auth too, and it is as secret)."""
+    send a user alone as Basic auth too, and it is as secret); with `bare`, also an address without its scheme
+    (user:password@host:8086, which the store clients complete with http://)."""
+    text = text.strip()
     try:
-        return urllib.parse.urlsplit(text.strip()).username is not None
+        return urllib.parse.urlsplit(text if "://" in text or not bare else f"//{text}").username is not None
     except ValueError:  # not a URL at all (an odd port, say): nothing to find
         return False
 
@@ -299,6 +302,13 @@ def read_api_token(token_file: str | None, environ: Mapping[str, str] | None = N
     if token is None:
         return None
     text = token.get_secret_value().strip()
+    where = f"API_TOKEN_FILE {file}" if file else "API_TOKEN"
     if not text:
-        raise ConfigError(f"API_TOKEN_FILE {file} is empty" if file else "API_TOKEN holds only blanks")
+        raise ConfigError(f"{where} is empty" if file else "API_TOKEN holds only blanks")
+    if len(text) < MIN_API_TOKEN_CHARS:  # it guards retraining and the policies that scale the cluster
+        raise ConfigError(f"{where} holds a token of {len(text)} characters: use at least {MIN_API_TOKEN_CHARS} "
+                          "(e.g. `openssl rand -hex 32`)")
     return text
+
+
+MIN_API_TOKEN_CHARS = 16

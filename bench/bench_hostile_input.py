@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-hostile-input"
 POWER = {"workload_id": "bench", "features": {"power_watts": [250.0] * 30}, "prediction_horizon": "30m"}
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
-TOKEN = "soak-token"
+TOKEN = "soak-token-of-the-run"
 
 
 def _free_port() -> int:

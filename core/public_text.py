@@ -23,6 +23,9 @@ _NAME_AND_PORT = re.compile(  # a dotted host name with a letter in its last lab
     r":\d{1,5}(?![\w:])", re.IGNORECASE)
 _QUOTED_HOST = re.compile(  # urllib3's words around a bare host name
     r"(Failed to resolve |Connection to |connect to host |Name or service not known: )('[^']+'|\S+)", re.IGNORECASE)
+_CLUSTER_NAME = re.compile(  # a bare in-cluster or private DNS name: service.namespace.svc(.cluster.local), x.internal
+    r"(?<![\w.-])(?:[a-z0-9-]+\.)+(?:svc(?:\.cluster\.local)?|cluster\.local|internal)(?![\w-]|\.\w)",
+    re.IGNORECASE)
 _LOGIN_LEFT = re.compile(r"\S+@<address>")  # what a URL's match left of a login (a password with a `;` or `,`)
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
 _TRACEBACK_LINE = re.compile(r'^\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+.*)$')
@@ -43,8 +46,9 @@ def _without_tracebacks(text: str) -> str:
 
 
 def without_addresses(text: str) -> str:
-    """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument, `name:port` and host name urllib3
-    quotes ("Failed to resolve 'name'", "Connection to name timed out") replaced by <address>,
+    """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument, `name:port`, host name urllib3
+    quotes ("Failed to resolve 'name'", "Connection to name timed out") and in-cluster or private DNS name
+    (`influxdb.kcloud.svc`, `db.internal`) replaced by <address>,
     every absolute path cut to its last part (.../name) and traceback frames left out."""
     text = _without_tracebacks(text)
     text = _URL.sub("<address>", text)
@@ -53,6 +57,7 @@ def without_addresses(text: str) -> str:
     text = _IPV4.sub("<address>", text)
     text = _IPV6.sub("<address>", text)
     text = _NAME_AND_PORT.sub("<address>", text)
+    text = _CLUSTER_NAME.sub("<address>", text)
     text = _LOGIN_LEFT.sub("<address>", text)
     return _ABSOLUTE_PATH.sub(lambda match: f".../{match.group(1)}", text)
 

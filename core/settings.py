@@ -293,6 +293,15 @@ _URL_PASSWORD = re.compile(r"(?P<user>//[^/@:\s]*:)\S*@")
 _URL_USER_ALONE = re.compile(r"//[^/@:\s]+@")  # scheme://apikey@host: a user alone is a secret too
 
 
+ADDRESS_KEY = re.compile(r"(_HOST|_URL)$", re.IGNORECASE)
+"""Settings that name a server: the clients read them with or without a scheme (INFLUX_HOST=user:pw@host:8086)."""
+
+
+def address_without_login(value: str) -> str:
+    """A server address (a URL, or host:port without a scheme) with its login masked."""
+    return without_url_password(value) if "://" in value else without_url_password(f"//{value}")[2:]
+
+
 def without_url_password(text: str) -> str:
     """`text` with the password of every URL in it (``scheme://user:password@host``) masked, and a user given alone
     (``scheme://apikey@host``, an API key) too: for logs and errors."""

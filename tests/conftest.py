@@ -75,7 +75,7 @@ def ray_dashboard_url(ray_cluster) -> str:
 
 
 SMALL_POWER = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
-API_TOKEN = "test-token"
+API_TOKEN = "test-token-of-the-session"
 
 
 @pytest.fixture(scope="session")

@@ -152,12 +152,12 @@ def test_the_secret_template_s_placeholder_token_stops_the_replica(monkeypatch: 
 
 def test_the_token_comes_from_args_file_or_environment(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("API_TOKEN_FILE", raising=False)
-    monkeypatch.setenv("API_TOKEN", "from-env")
+    monkeypatch.setenv("API_TOKEN", "from-env-token-0001")
     assert Access.from_args(AppArgs()).configured
     monkeypatch.delenv("API_TOKEN")
     assert not Access.from_args(AppArgs()).configured
     token = tmp_path / "token"
-    token.write_text("from-file\n")
+    token.write_text("from-file-token-0001\n")
     assert Access.from_args(AppArgs(api_token_file=str(token))).configured
 
 
@@ -177,28 +177,28 @@ def test_regression_a_rotated_token_file_is_followed_without_a_restart(served, t
     monkeypatch.delenv("API_TOKEN_FILE", raising=False)
     now = [0.0]
     file = tmp_path / "token"
-    file.write_text("old-token\n")
+    file.write_text("old-token-000000001\n")
     assert Access.from_args(AppArgs(api_token_file=str(file)))._file == file  # what the replicas follow
-    _, client = served(Access("old-token", token_file=file, clock=lambda: now[0]))
+    _, client = served(Access("old-token-000000001", token_file=file, clock=lambda: now[0]))
 
     def status(token: str) -> int:
         return call(client, "post", "/api/v1/predict/batch", BATCH, {"Authorization": f"Bearer {token}"}).status_code
 
-    assert status("old-token") == 202
+    assert status("old-token-000000001") == 202
     replaced = tmp_path / "token.new"  # as a Secret volume does it: a new file swapped in
-    replaced.write_text("new-token\n")
+    replaced.write_text("new-token-000000001\n")
     replaced.replace(file)
     now[0] += 1.0
-    assert status("old-token") == 202  # looked at every few seconds, not at every request
+    assert status("old-token-000000001") == 202  # looked at every few seconds, not at every request
     now[0] += 5.0
-    assert (status("old-token"), status("new-token")) == (401, 202)
+    assert (status("old-token-000000001"), status("new-token-000000001")) == (401, 202)
     for broken in (b"\n", b"REPLACE_ME-api-token\n", b"\xff\xfe"):  # a half-done rotation keeps the token before
         file.write_bytes(broken)
         now[0] += 5.0
-        assert status("new-token") == 202
+        assert status("new-token-000000001") == 202
     assert "is not UTF-8 text" in caplog.text
     assert "the API token file changed but cannot be used" in caplog.text
-    assert "new-token" not in caplog.text and "old-token" not in caplog.text
+    assert "new-token-000000001" not in caplog.text and "old-token-000000001" not in caplog.text
 
 
 def test_a_token_file_rewritten_while_it_is_read_is_read_again_at_the_next_check(tmp_path, monkeypatch):
@@ -207,16 +207,16 @@ def test_a_token_file_rewritten_while_it_is_read_is_read_again_at_the_next_check
     monkeypatch.delenv("API_TOKEN", raising=False)
     now = [0.0]
     file = tmp_path / "token"
-    file.write_text("old-token")
-    access = Access("old-token", token_file=file, clock=lambda: now[0])
+    file.write_text("old-token-000000001")
+    access = Access("old-token-000000001", token_file=file, clock=lambda: now[0])
     stamps = iter([(1, 1, 1), (1, 2, 9)])  # changed; then changed again during the read
     monkeypatch.setattr(access, "_read_stamp", lambda: next(stamps))
     file.write_text("new-t")  # what a reader caught half-way
     now[0] += 5.0
-    access.check("old-token", write=True)  # still the old one
-    file.write_text("new-token")
+    access.check("old-token-000000001", write=True)  # still the old one
+    file.write_text("new-token-000000001")
     monkeypatch.setattr(access, "_read_stamp", lambda: (1, 2, 9))
     now[0] += 5.0
-    access.check("new-token", write=True)
+    access.check("new-token-000000001", write=True)
     with pytest.raises(Exception, match="valid 'Authorization"):
-        access.check("old-token", write=True)
+        access.check("old-token-000000001", write=True)

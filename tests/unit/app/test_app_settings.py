@@ -112,11 +112,23 @@ def test_dashboard_url_default_from_the_environment(monkeypatch: pytest.MonkeyPa
 # -- the API token --------------------------------------------------------------------------------------
 def test_api_token_from_file_or_environment(tmp_path: Path) -> None:
     token = tmp_path / "token"
-    token.write_text(" t0ken \n")
-    assert read_api_token(str(token), environ={"API_TOKEN": "env"}) == "t0ken"  # the args' file wins
-    assert read_api_token(None, environ={"API_TOKEN_FILE": str(token), "API_TOKEN": "env"}) == "t0ken"
-    assert read_api_token(None, environ={"API_TOKEN": "env"}) == "env"
+    token.write_text(" t0ken-0123456789ab \n")
+    env = "env-token-0123456789"
+    assert read_api_token(str(token), environ={"API_TOKEN": env}) == "t0ken-0123456789ab"  # the args' file wins
+    assert read_api_token(None, environ={"API_TOKEN_FILE": str(token), "API_TOKEN": env}) == "t0ken-0123456789ab"
+    assert read_api_token(None, environ={"API_TOKEN": env}) == env
     assert read_api_token(None, environ={"API_TOKEN": ""}) is None
+
+
+def test_a_short_api_token_is_refused_naming_where_it_came_from_not_itself(tmp_path: Path) -> None:
+    """Regression: API_TOKEN=test went in silently, guarding retraining and the policies that scale the cluster."""
+    with pytest.raises(ConfigError, match="API_TOKEN holds a token of 4 characters: use at least 16") as refused:
+        read_api_token(None, environ={"API_TOKEN": "test"})
+    assert "'test'" not in str(refused.value)
+    token = tmp_path / "token"
+    token.write_text("short-token\n")
+    with pytest.raises(ConfigError, match=f"API_TOKEN_FILE {token} holds a token of 11 characters"):
+        read_api_token(str(token), environ={})
 
 
 def test_empty_api_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -177,6 +189,23 @@ def test_a_url_whose_user_is_an_api_key_is_a_secret_too() -> None:
     from app.check_config import masked
 
     assert masked({"url": "https://glc_k3y@prom.example/"}) == {"url": "https://********@prom.example/"}
+
+
+def test_a_store_address_with_a_login_but_no_scheme_is_a_secret_too() -> None:
+    """Regression: INFLUX_HOST=admin:s3cret@influx:8086 passed (urlsplit sees no user without a scheme) while the
+    store client completes it with http:// and logs in with it; check_config printed it unmasked."""
+    with pytest.raises(ValueError, match="INFLUX_HOST: secrets") as refused:
+        AppArgs.model_validate({"telemetry": {"store_settings": {"INFLUX_HOST": "admin:s3cret@influx:8086"}}})
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(ValueError, match="a URL with a login does not belong in app args"):
+        AppArgs.model_validate({"autoscaler": {"ray_dashboard_url": "admin:pw@127.0.0.1:8265"}})
+    plain = {"INFLUX_HOST": "influx:8086", "INFLUX_ORG": "ops@example.com"}  # an org may be an e-mail address
+    assert AppArgs.model_validate({"telemetry": {"store_settings": plain}}).telemetry.store_settings == plain
+    from app.check_config import masked
+
+    assert masked({"influx_host": "admin:s3cret@influx:8086"}) == {"influx_host": "admin:********@influx:8086"}
+    assert masked({"influx_host": "influx:8086", "org": "ops@example.com"}) == {"influx_host": "influx:8086",
+                                                                               "org": "ops@example.com"}
 
 
 def test_secret_files_and_plain_settings_are_accepted() -> None:

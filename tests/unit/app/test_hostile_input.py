@@ -266,9 +266,11 @@ def test_regression_a_422_repeats_no_long_key_or_tag_of_the_body(http):
             "resources": {"cpu_cores": 2, "memory_gb": 4}, "duration_hours": 1, "k" * 100_000: 1})
         unknown_tag = client.post("/api/v1/predict/batch", json={"items": [{"type": "x" * 200_000, "request": {}}]},
                                   headers={"Authorization": "Bearer t"})
+        quoted_tag = client.post("/api/v1/predict/batch", json={"items": [{"type": "x'" * 100_000, "request": {}}]},
+                                 headers={"Authorization": "Bearer t"})  # quotes inside: no quoted run to cut
     finally:
         api.dependency_overrides.clear()
-    for response in (extra_key, unknown_tag):
+    for response in (extra_key, unknown_tag, quoted_tag):
         assert response.status_code == 422 and len(response.content) < 1_000, response.text[:200]
     assert only_detail(extra_key)["loc"] == ["body", "k" * 64 + "… (100000 characters)"]
     message = only_detail(unknown_tag)["msg"]

@@ -21,6 +21,9 @@ from core.public_text import error_text, without_addresses
     ("kube-apiserver:6443 refused, localhost:8265 too", ["kube-apiserver", "8265"]),
     # the URL's match stopped at the `;`: the rest of the password was shown
     ("Ray dashboard at http://admin:p;w,d@dash.internal:8265 not reachable", ["admin", "p;w", "w,d", "dash.internal"]),
+    # a bare in-cluster name, without a port or urllib3's words around it
+    ("Connection refused to influxdb.kcloud.svc", ["influxdb", "kcloud"]),
+    ("connect to influxdb.kcloud.svc.cluster.local failed", ["influxdb", "kcloud"]),
 ])
 def test_addresses_are_cut_out(text, hidden):
     shown = without_addresses(text)
@@ -35,6 +38,7 @@ def test_addresses_are_cut_out(text, hidden):
     "Serve kcloud/Model num_replicas -> 3; model v1.2",
     "ray::ServeReplica failed",
     "config.yaml:12: bad value; ratio 1.5:1; model v1.2:30; at 12:30:45",
+    "trace x.internal.csv, model power_lstm.local, version 1.2.local",
 ])
 def test_ordinary_text_is_left_alone(text):
     assert without_addresses(text) == text
