@@ -65,7 +65,8 @@ def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_
             shared_until = series.times[-1]
     for index, series in enumerate(data.series):
         common = {"model": model, "times": series.times, "trace_watts": series.trace_watts, "step_s": step_s,
-                  "actuation_delay_s": actuation_delay_s}
+                  "actuation_delay_s": actuation_delay_s,
+                  "threshold_pct": policy.power_based.scale_out_threshold}  # the margin run's time above it too
         runs = {"predictive": predicted[index],
                 "reactive": simulate_series(reactive(policy), **common),
                 "reactive_margin": simulate_series(margined, **common)}

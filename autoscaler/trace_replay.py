@@ -224,7 +224,7 @@ def as_replayed(policy: ScalingPolicy, step_s: int) -> ScalingPolicy:
 def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[datetime],
                     trace_watts: Sequence[float], *, step_s: int, actuation_delay_s: int,
                     forecast: ForecastFn | None = None, coverage: float = 0.8,
-                    peak_tracker: PeakTracker | None = None) -> RunResult:
+                    peak_tracker: PeakTracker | None = None, threshold_pct: float | None = None) -> RunResult:
     """Replay one gap-free series step by step; each step holds its power for `step_s` seconds.
 
     At each step pending changes due by now take effect, the step is accounted, then the policy decides at the
@@ -232,6 +232,8 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     that) and, when `forecast` gives one, the forecast view. With the policy's
     `online_bound` the view's bound is corrected online by the outcomes of the earlier bounds (autoscaler.peak_tracking)
     that `peak_tracker` learned from (series replayed one after another in time share one; default: a new one).
+    `threshold_pct`: the scale-out threshold `over_threshold_seconds` counts time above (default the policy's own;
+    runs compared with each other take one, whatever threshold each acts on).
     """
     if problem := delay_problem(step_s, actuation_delay_s):
         raise ValueError(f"actuation delay {problem}")
@@ -239,7 +241,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         return RunResult()
     policy = as_replayed(policy, step_s)
     budget = policy.power_based.max_power_budget
-    threshold = budget * policy.power_based.scale_out_threshold / 100.0
+    threshold = budget * (threshold_pct or policy.power_based.scale_out_threshold) / 100.0
     level = policy.predictive_scaling.confidence_threshold
     replicas = initial_replicas(policy, model, trace_watts[0])
     pending: list[tuple[datetime, int]] = []

@@ -90,6 +90,10 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
     model_info: dict[str, Any]
     if model:
         folder, metadata = ModelRegistry(model_path or config.model_path).resolve(model)
+        if metadata.data_span is None:  # what it trained on cannot be left out of the test part
+            raise ValueError(f"--model {model}: its metadata records no data_span, so the rows it trained on cannot "
+                             "be told from the test part (it may be scored on its own training data); backtest "
+                             "without --model, or a version registered by train_lstm")
         forecaster = PowerForecaster.load(folder)
         _check_compatible(forecaster, predictor.step, predictor.horizon_steps)
         prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap,

@@ -99,6 +99,7 @@ def refuse_overwriting_inputs(parser: argparse.ArgumentParser, args: argparse.Na
             if written == read:
                 parser.error(f"argument --{out_flag}: {value!r} is the --{in_flag} file, which it would write over: "
                              "name another file")
+        inputs[out_flag] = written  # --plot may not name the --output file either: one would replace the other
 
 
 MAX_KEEP_VERSIONS = 10_000  # as args.retrain.keep_versions

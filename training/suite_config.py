@@ -90,6 +90,9 @@ class TraceCase(ModelKnobs):
     def _one_source(self) -> TraceCase:
         if (self.trace is None) == (self.synthetic is None):
             raise ValueError("give exactly one of trace (a CSV) or synthetic (a pattern)")
+        ignored = [key for key in ("days", "data_seed") if key in self.model_fields_set]
+        if self.trace is not None and ignored:  # a trace is read whole, as it is
+            raise ValueError(f"{' and '.join(ignored)}: synthetic cases only (a trace is read whole)")
         if self.max_gap is not None and self.max_gap < self.step:
             raise ValueError(f"max_gap ({self.max_gap}s) must be at least step ({self.step}s)")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,22 @@ def test_mismatched_model_step_is_refused(tmp_path, registry_root, upm_sample, c
                           "--model", "power_lstm", "--output", str(tmp_path / "r.json")])
     assert code == 2
     assert "--step" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_registered_model_that_does_not_say_what_it_trained_on_is_refused(tmp_path, registry_root, upm_sample,
+                                                                           capsys):
+    """Regression: a version without data_span (older metadata) was scored on the whole test part, rows it may have
+    trained on among them, with only `data_span: null` in the report to say so."""
+    import shutil
+
+    copy = tmp_path / "models"
+    shutil.copytree(Path(registry_root) / "power_lstm" / "1", copy / "power_lstm" / "1")
+    metadata_file = copy / "power_lstm" / "1" / "metadata.json"
+    metadata_file.write_text(json.dumps({**json.loads(metadata_file.read_text()), "data_span": None}))
+    code = evaluate.main(["--data", str(upm_sample), "--step", "2min", "--horizon", "20min", "--model", "power_lstm/1",
+                          "--model-path", str(copy), "--output", str(tmp_path / "r.json")])
+    assert code == 2 and "records no data_span" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
 

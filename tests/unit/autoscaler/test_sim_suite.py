@@ -208,6 +208,16 @@ def test_a_target_is_checked_before_rounding_and_without_float_noise():
     assert replica_hours(1.1099, 1.009)  # 1.1000000000000003 in floats: 1.1
 
 
+def test_no_scale_events_in_either_run_meets_the_events_target():
+    """Regression: 0 events against reactive's 0 (pinned at max_replicas, held by the cluster cap) read as a ratio of
+    1.0 and failed "<= 0.5 x reactive", which 0 <= 0.5 x 0 meets."""
+    runs = {name: {"budget_violation_seconds": v, "replica_hours": 10.0, "scale_events": e}
+            for name, v, e in (("predictive", 60, 0), ("reactive", 600, 0), ("reactive_margin", 600, 0))}
+    entry = summarize("a", "t", 0, {**runs, "settings": {"step_seconds": 60, "actuation_delay_seconds": 60}})
+    assert entry["targets"]["scale_events_le_0.5x_reactive"] is True
+    assert entry["ratios"]["vs_reactive"]["scale_events"] == 1.0  # the reported ratio keeps its convention
+
+
 @pytest.mark.parametrize(("patch", "phrase"), [
     pytest.param({"cases": []}, "cases", id="no-cases"),
     pytest.param({"margin": -1}, "margin", id="negative-margin"),

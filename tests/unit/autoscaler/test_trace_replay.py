@@ -87,6 +87,18 @@ def test_constant_demand_is_accounted_exactly():
     assert [s.replicas for s in result.steps] == [2] * 6
 
 
+def test_time_over_the_threshold_is_counted_against_the_threshold_given_not_the_runs_own():
+    """Regression: the reactive + margin run counted time above its own lower threshold (70 % for 80 %), so its
+    over_threshold_seconds could not be compared with the other runs'."""
+    lowered = sim_policy(predictive=False, min_replicas=2, max_replicas=2,
+                         power_based={"scale_out_threshold": 50, "scale_in_threshold": 30})
+    trace = [1000.0] * 6  # 600 W per node: above 50 % of the 1000 W budget, under 80 %
+    own = simulate_series(lowered, MODEL, times(6), trace, step_s=STEP, actuation_delay_s=0)
+    assert own.metrics.over_threshold_seconds == 6 * STEP
+    shared = simulate_series(lowered, MODEL, times(6), trace, step_s=STEP, actuation_delay_s=0, threshold_pct=80)
+    assert shared.metrics.over_threshold_seconds == 0
+
+
 def test_reactive_run_violates_until_the_delayed_scale_out_lands():
     result = simulate_series(sim_policy(predictive=False), MODEL, times(10), STEP_UP, step_s=STEP,
                              actuation_delay_s=120)

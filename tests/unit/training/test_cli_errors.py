@@ -142,6 +142,11 @@ def test_regression_an_output_that_is_an_input_file_is_refused_before_any_work(t
         err = capsys.readouterr().err
         assert refused.value.code == 2 and f"argument {flag}:" in err and "would write over" in err, err
     assert data.read_text() == before
+    if "--plot" in flags:  # nor may the plot replace the report (or the report the plot)
+        with pytest.raises(SystemExit) as refused:
+            command.main([*source, "--output", str(tmp_path / "out.json"), "--plot", str(tmp_path / "out.json")])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and "argument --plot:" in err and "the --output file" in err, err
 
 
 @pytest.mark.parametrize(("argv", "flag"), [(["--seed", "-1"], "--seed"), (["--model-id", "A/../x"], "--model-id"),

@@ -60,6 +60,9 @@ def test_suite_file_is_validated_with_the_key_named(tmp_path: Path) -> None:
     path.write_text("cases:\n  - {name: a, synthetic: sawtooth, step: 1min, horizons: [5min]}\n")
     with pytest.raises(ConfigError, match=r"cases\[0\]\.synthetic: Input should be"):
         load_suite(path)
+    path.write_text("cases:\n  - {name: a, trace: x.csv, days: 7, step: 1min, horizons: [5min]}\n")
+    with pytest.raises(ConfigError, match="days: synthetic cases only"):  # was ignored without a word
+        load_suite(path)
 
 
 def test_trace_paths_resolve_against_the_data_root(tmp_path: Path) -> None:
