@@ -116,6 +116,8 @@ class RecordStore:
                     path.unlink()
             except FileNotFoundError:
                 continue
+            except OSError as exc:  # left for the next sweep: the records' own sweep goes on
+                logger.warning("%s records: %s not deleted: %s", self.kind, path.name, exc.strerror or exc)
 
     def trim(self, keep: int, unfinished_at_most: int = 0, max_bytes: int | None = None,
              spare: Collection[str] = ()) -> int:

@@ -138,6 +138,7 @@ class PowerPredictor(RegistryFollower):
         self._warming: set[tuple[str, str]] = set()  # (version, node) whose past windows are being replayed
         self._following: set[asyncio.Task] = set()  # the scaling controller's windows being followed
         self.served: dict[str, ServedPower] = {}
+        self.unloaded: dict[str, Coverage] = {}  # what the version of a model that failed to load would answer
         self._pinned_at: float | None = None  # when this replica last marked its pinned version (time.monotonic)
         self._loading = threading.Lock()  # one load-and-swap at a time: the follower's, or a pin's (reconfigure)
         self._unloadable = self._load_default()  # why no default model is served (until a pin loads one), or ""
@@ -255,8 +256,8 @@ class PowerPredictor(RegistryFollower):
         return self.served[model_id].describe()
 
     def _route(self, horizon_s: int, step_s: int | None = None) -> ServedPower:
-        """The served model that answers a horizon: ModelNotLoaded when only a configured model this replica has not
-        loaded would (by its registry metadata), else ForecastRequestError when none does, naming the configured
+        """The served model that answers a horizon: ModelNotLoaded when only a configured model whose version this
+        replica failed to load would (`unloaded`), else ForecastRequestError when none does, naming the configured
         models not served (a version of one may be activated later)."""
         try:
             return self.served[route([served.coverage for served in list(self.served.values())], horizon_s, step_s)]
@@ -264,30 +265,28 @@ class PowerPredictor(RegistryFollower):
             unserved = [model_id for model_id in self.model_ids if model_id not in self.served]
             if not unserved:
                 raise
-            answering = tuple(coverage.model_id for coverage in self._registered_coverage(unserved)
-                              if coverage.answers(horizon_s, step_s))
+            answering = tuple(model_id for model_id in unserved if (coverage := self.unloaded.get(model_id))
+                              is not None and coverage.answers(horizon_s, step_s))
             if answering:
                 raise ModelNotLoaded(answering) from None
             raise ForecastRequestError(refused.field, f"{refused.message}; configured but not served here: "
                                                       f"{', '.join(unserved)} (no version activated yet, or its "
                                                       "version could not be loaded)") from None
 
-    def _registered_coverage(self, model_ids: Sequence[str]) -> list[Coverage]:
-        """What the versions this replica would serve of `model_ids` cover, from their registry metadata (none for a
-        model whose version or metadata cannot be read)."""
-        found = []
-        for model_id in model_ids:
-            try:
-                version = (self.registry.served_version(model_id) if model_id == self.model_id
-                           else self.registry.active_version(model_id))
-                if version is None:
-                    continue
-                spec = self.registry.get(model_id, version)[1].feature_spec
-                step_s = int(spec["step_s"])
-                found.append(Coverage(model_id, step_s, step_s * int(spec["horizon_steps"])))
-            except Exception:  # noqa: BLE001 - an unreadable registry: the request is refused as unanswerable
-                continue
-        return found
+    def _load_failed(self, model_id: str, version: int | None) -> None:
+        """As the follower's, and what the version that failed would answer, from its registry metadata (read here,
+        in the follower's thread: `_route` tells a request for it to come back, never reading files on the event
+        loop); forgotten once a version loads."""
+        super()._load_failed(model_id, version)
+        if version is None:
+            self.unloaded.pop(model_id, None)
+            return
+        try:
+            spec = self.registry.get(model_id, version)[1].feature_spec
+            step_s = int(spec["step_s"])
+            self.unloaded[model_id] = Coverage(model_id, step_s, step_s * int(spec["horizon_steps"]))
+        except Exception:  # noqa: BLE001 - metadata unreadable too: a request for it is refused as unanswerable
+            self.unloaded.pop(model_id, None)
 
     async def forecast(self, history: PowerHistory) -> PowerForecast:
         """Forecast one history with the finest model covering its horizon (batched with concurrent calls).
@@ -296,8 +295,14 @@ class PowerPredictor(RegistryFollower):
             ForecastRequestError: no served model covers the horizon, or the features cannot estimate power.
             ModelNotLoaded: only a configured model not loaded here would answer it.
         """
-        check_history(self._route(history.horizon_s, history.step_s).forecaster, history)  # refuse before a batch
-        answer = await self._batched(history) if self.settings.batching else self._infer([history])[0]
+        return await self._forecast(history, self._route(history.horizon_s, history.step_s))
+
+    async def _forecast(self, history: PowerHistory, served: ServedPower) -> PowerForecast:
+        """`forecast` by `served`, chosen once per request: a reload meanwhile never answers part of a request (a
+        workload's nodes, a node's warm-up windows) with another version."""
+        check_history(served.forecaster, history)  # refuse before a batch
+        answer = (await self._batched(history, served) if self.settings.batching
+                  else self._infer([history], [served])[0])
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -324,7 +329,7 @@ class PowerPredictor(RegistryFollower):
                 self._fill_paused_until = time.monotonic() + FILL_PAUSE_S
                 logger.warning("power forecast: windows not completed from the store for %.0f s: %s", FILL_PAUSE_S,
                                exc)
-        return await self.forecast(history), from_store
+        return await self._forecast(history, served), from_store
 
     async def forecast_stored(self, nodes: Sequence[str], horizon_s: int, workload_type: str | None = None,
                               workload_id: str | None = None, step_s: int | None = None) -> StoredForecast:
@@ -350,7 +355,7 @@ class PowerPredictor(RegistryFollower):
                       await self._read_stored(served, node, horizon_s, workload_type, workload_id, oldest.newest)
                       for node, s in zip(nodes, stored, strict=True)]
         own = workload_type is None  # a forecast the caller shaped with a workload type is not the node's own
-        forecasts = await asyncio.gather(*(self.forecast(_node_window(s.history) if own else s.history)
+        forecasts = await asyncio.gather(*(self._forecast(_node_window(s.history) if own else s.history, served)
                                            for s in stored))
         if own:
             forecasts = await self._follow_nodes(nodes, stored, forecasts)
@@ -398,9 +403,10 @@ class PowerPredictor(RegistryFollower):
         next window (deployments/node_calibration.py; nodes not followed yet are warmed first, a few at a time),
         and published as the nodes' forecast gauges."""
         followed = await self._warm_calibrations(nodes, stored, forecasts)
+        by_version = {version: self._served_at(version) for version in {f.model_version for f in forecasts}}
         corrected = []
         for node, window, forecast in zip(nodes, stored, forecasts, strict=True):
-            served = self._served_at(forecast.model_version)
+            served = by_version[forecast.model_version]
             if served is not None:  # else reloaded since the forecast: answered as made
                 forecast = self.node_calibrations.correct(
                     node, window, forecast, served.forecaster.horizon,
@@ -455,14 +461,14 @@ class PowerPredictor(RegistryFollower):
                 past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
                 count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
                 horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s))
-            answers = await asyncio.gather(*(self.forecast(_node_window(window.history)) for window in windows),
-                                           return_exceptions=True)
+            answers = await asyncio.gather(*(self._forecast(_node_window(window.history), served)
+                                             for window in windows), return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
             logger.warning("power forecast: the online calibration of node %s not warmed yet: %s", node, exc,
                            exc_info=not isinstance(exc, StoreUnavailable))
             return None
         made = [(window, answer) for window, answer in zip(windows, answers, strict=True)
-                if isinstance(answer, PowerForecast) and answer.model_version == version]
+                if isinstance(answer, PowerForecast)]
         if windows and not made:
             logger.warning("power forecast: the online calibration of node %s not warmed yet: none of its %d past "
                            "windows could be forecast", node, len(windows))
@@ -489,24 +495,23 @@ class PowerPredictor(RegistryFollower):
             raise WorkloadTelemetryMissing(f"{exc} (workload {workload_id!r})") from exc
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _batched(self, histories: list[PowerHistory]) -> list[PowerForecast | Exception]:
-        return self._infer(histories)
+    async def _batched(self, histories: list[PowerHistory],
+                       served: list[ServedPower]) -> list[PowerForecast | Exception]:
+        return self._infer(histories, served)
 
-    def _infer(self, histories: list[PowerHistory]) -> list[PowerForecast | Exception]:
-        """One forward pass per model (and mode) for the histories routed to it; each history's forecast, or the
-        error that its own pass raised (a pass that fails is retried one history at a time, so one history the
-        model cannot take never fails the requests batched with it)."""
+    def _infer(self, histories: list[PowerHistory], served: list[ServedPower]) -> list[PowerForecast | Exception]:
+        """One forward pass per served model version (and mode) for the histories it was chosen for; each history's
+        forecast, or the error that its own pass raised (a pass that fails is retried one history at a time, so one
+        history the model cannot take never fails the requests batched with it)."""
         groups: dict[tuple[str, bool], list[int]] = {}
+        models: dict[str, ServedPower] = {}
         answers: dict[int, PowerForecast | Exception] = {}
-        for index, history in enumerate(histories):
-            try:  # checked when it came in; a reload since may have dropped the model that covered it
-                model_id = self._route(history.horizon_s, history.step_s).model_id
-                groups.setdefault((model_id, history.node_window), []).append(index)
-            except (ForecastRequestError, ModelNotLoaded) as exc:
-                answers[index] = exc
-        for (model_id, node_windows), rows in groups.items():
+        for index, (history, model) in enumerate(zip(histories, served, strict=True)):
+            models[model.model_version] = model  # a batch across a reload: one pass per version
+            groups.setdefault((model.model_version, history.node_window), []).append(index)
+        for (version, node_windows), rows in groups.items():
             try:
-                answers.update(zip(rows, self._pass(self.served[model_id], [histories[i] for i in rows],
+                answers.update(zip(rows, self._pass(models[version], [histories[i] for i in rows],
                                                     node_windows), strict=True))
             except Exception as exc:  # noqa: BLE001 - answered per history below
                 if len(rows) == 1:
@@ -515,7 +520,7 @@ class PowerPredictor(RegistryFollower):
                 logger.warning("PowerPredictor: a batch of %d failed (%s); answering one by one", len(rows),
                                type(exc).__name__)
                 for row in rows:
-                    answers[row] = self._alone(self.served[model_id], histories[row], node_windows)
+                    answers[row] = self._alone(models[version], histories[row], node_windows)
         return [answers[index] for index in range(len(histories))]
 
     def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool) -> list[PowerForecast]:

@@ -9,11 +9,12 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import API_TOKEN
 from tests.factories import activate_and_wait, wait_for_status
 from tests.paths import TEST_DATA
 
 pytestmark = pytest.mark.integration
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 HISTORY = [250.0 + 10 * math.sin(i / 5) for i in range(30)]
 POWER_REQUEST = {

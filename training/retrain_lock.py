@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field
 
 from core.atomic_files import atomic_write_with
-from core.records import UNFINISHED, RecordNotFound, RecordStore, RecordUnreadable
+from core.records import UNFINISHED, RecordNotFound, RecordStore
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
 from core.settings import Duration, EnvSettings
@@ -113,14 +113,14 @@ class RetrainLocks:
 
     def fail_each(self, model_id: str, job_ids: Iterable[str], message: str,
                   stopped: Callable[[dict[str, Any]], bool]) -> int:
-        """`fail` each attempt; how many it failed. One whose record cannot be read just now is left for the next
-        look (logged), and keeps none of the others from being failed."""
+        """`fail` each attempt; how many it failed. One whose record cannot be read or written just now is left for
+        the next look (logged), and keeps none of the others from being failed."""
         failed = 0
         for job_id in job_ids:
             try:
                 failed += self.fail(model_id, job_id, message, stopped) is not None
-            except RecordUnreadable as exc:
-                logger.warning("retrain attempt %s of %s not failed yet: %s", job_id, model_id, exc.strerror)
+            except OSError as exc:  # unreadable or unwritable just now (RecordUnreadable, ENOSPC, the flock's wait)
+                logger.warning("retrain attempt %s of %s not failed yet: %s", job_id, model_id, exc.strerror or exc)
         return failed
 
     def record_if_unfinished(self, job_id: str, **fields: Any) -> bool:

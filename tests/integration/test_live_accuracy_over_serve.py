@@ -17,11 +17,12 @@ from core.registry import ModelRegistry
 from core.stores.remote import RemoteStore
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import load_telemetry_csv
+from tests.conftest import API_TOKEN
 from tests.fakes.stored_trace import trace_samples
 
 pytestmark = pytest.mark.integration
 
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 TARGET_APP, TARGET_DEPLOYMENT = "live-target", "Worker"
 STEP_S = 120  # the session model's step (tests/conftest.py SMALL_POWER: 2 min, horizon 20 min)
 ROUNDS = 24  # telemetry arrives one step per round; enough for >= 100 scored points (min_points) over >= 20 measured

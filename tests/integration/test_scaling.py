@@ -15,10 +15,11 @@ from core.app_watch import serve_deployments
 from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, NAMESPACE
 from core.stores.remote import RemoteStore
 from core.telemetry import TelemetrySample
+from tests.conftest import API_TOKEN
 
 pytestmark = pytest.mark.integration
 
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 TARGET_APP, TARGET_DEPLOYMENT = "scale-target", "Worker"
 
 

@@ -11,11 +11,12 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import API_TOKEN
 from tests.factories import activate_and_wait, policy_data, wait_for_status
 
 pytestmark = pytest.mark.integration
 
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 COST = {"resources": {"cpu_cores": 4, "memory_gb": 16}, "duration_hours": 1}
 POWER = {"workload_id": "w", "features": {"power_watts": [250.0] * 15}, "prediction_horizon": "10m"}
 WRITES = [
@@ -44,7 +45,7 @@ def error(response: httpx.Response) -> dict:
 
 # -- no open writes ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
-@pytest.mark.parametrize("header", [None, "Bearer test-token", "Bearer é".encode()])
+@pytest.mark.parametrize("header", [None, f"Bearer {API_TOKEN}", "Bearer é".encode()])
 def test_with_no_token_configured_every_write_is_closed(open_api, api, method, path, body, header):
     response = send(open_api, method, path, body, None if header is None else {"Authorization": header})
     assert response.status_code == 403, response.text

@@ -140,6 +140,7 @@ class RetrainScheduler:
         self.locks = RetrainLocks(self.records)
         self.registry = ModelRegistry(settings.model_path)
         self.state_file = Path(settings.state_path) / "retrain_scheduler.json"
+        self._unread = False  # the stored schedule could not be read: nothing is retrained (or written) until it is
         self.state = self._load_state()
 
     def next_due(self) -> datetime:
@@ -153,8 +154,13 @@ class RetrainScheduler:
         return "degradation" if self._degraded() else None
 
     def step(self) -> dict | None:
-        """Run the attempt that is due, if any; its final record (None: nothing due, or the model is busy)."""
+        """Run the attempt that is due, if any; its final record (None: nothing due, the model is busy, or the stored
+        schedule cannot be read just now)."""
         self.recover()
+        if self._unread:
+            self.state = self._load_state()
+            if self._unread:
+                return None
         trigger = self.due()
         return self.attempt(trigger) if trigger is not None else None
 
@@ -224,10 +230,12 @@ class RetrainScheduler:
     def _load_state(self) -> ScheduleState:
         try:
             stored = _read_states(self.state_file).get(self.settings.model_id)
-        except OSError as exc:  # a passing storage error must not overwrite the stored schedule with a fresh one
-            logger.warning("retrain scheduler: the schedule in %s cannot be read (%s): starting from now until it "
-                           "can be written", self.state_file, exc)
+        except OSError as exc:  # a passing storage error must not put a fresh schedule over the stored one
+            logger.warning("retrain scheduler: the schedule in %s cannot be read (%s): nothing is retrained until "
+                           "it can", self.state_file, exc)
+            self._unread = True
             return ScheduleState(started_at=self.clock())
+        self._unread = False
         if stored is not None:
             try:
                 return ScheduleState.model_validate(stored)

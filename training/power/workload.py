@@ -32,8 +32,12 @@ def sum_forecasts(forecasts: Sequence[PowerForecast]) -> PowerForecast:
     coverage guarantee for the sum. The peak bounds are summed the same way (the sum of the nodes' peaks is at
     least the peak of their sum), or dropped when a node has none. Confidence is the lowest node's, window
     coverage the lowest, padding the largest, the online calibration's points the fewest; an input beyond the
-    training range at any node is one for the workload.
+    training range at any node is one for the workload. The nodes' forecasts must be of one model version (the
+    replica forecasts a request's nodes with the version it chose for it): ValueError otherwise.
     """
+    versions = {f.model_version for f in forecasts}
+    if len(versions) > 1:
+        raise ValueError(f"a workload's nodes were forecast by different model versions: {sorted(versions)}")
     first = forecasts[0]
     if len(forecasts) == 1:
         return first

@@ -44,6 +44,16 @@ async def echo_forecast(history: PowerHistory) -> PowerForecast:
                          interval_coverage=0.8)
 
 
+def by_history(forecast):
+    """A replica's `_forecast` (a history and the model chosen for it) answered by `forecast(history)`."""
+    return lambda history, served: forecast(history)
+
+
+def routed(replica: PowerPredictor, histories: list[PowerHistory]) -> list:
+    """`_infer` of histories each with the model `_route` chooses for it, as `forecast` sends them."""
+    return replica._infer(histories, [replica._route(h.horizon_s, h.step_s) for h in histories])
+
+
 def controller_call(replica: PowerPredictor, nodes: list[str], windows: list) -> list:
     """`forecast_windows` as the scaling controller calls it, then the follow it left running, to its end."""
     async def call() -> list:
@@ -70,7 +80,7 @@ def recording(replica: PowerPredictor) -> list[PowerHistory]:
         seen.append(history)
         return await echo_forecast(history)
 
-    replica.forecast = forecast
+    replica._forecast = by_history(forecast)
     return seen
 
 
@@ -100,9 +110,10 @@ def predictor(tmp_path):
         replica._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
         replica.store, replica.stale_after_s = store, 120.0
         replica.model_id, replica.model_ids = "power_lstm", ["power_lstm", "power_lstm_1h"]
+        replica.unloaded = {}
         replica.served = {"power_lstm": served("power_lstm", 60, 60),
                           "power_lstm_1h": served("power_lstm_1h", 3600, 168)}
-        replica.forecast = echo_forecast
+        replica._forecast = by_history(echo_forecast)
         replica.forecast_gauges = ForecastGauges()
         replica.node_calibrations = NodeCalibrations()
         replica._warming, replica._following = set(), set()
@@ -131,7 +142,7 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
         answer = await echo_forecast(history)
         return answer.model_copy(update={"point": (130.0, 130.0), "blend_experts": ((130.0,) * 2, (100.0,) * 2)})
 
-    predictor.forecast = blended
+    predictor._forecast = by_history(blended)
     assert predictor.node_calibrations.lstm_weight("power_lstm/1") is None
     predictor.store.write([TelemetrySample(timestamp=datetime.now(UTC) - timedelta(minutes=m), node_id="n1",
                                            source="ipmi", power_watts=100.0) for m in range(6, 60)])
@@ -151,8 +162,8 @@ def test_the_node_s_stored_power_teaches_the_blend_that_the_model_s_next_forecas
 
     monkeypatch.setattr("deployments.power.forecast_histories", fake)
     window = PowerHistory(power_watts=(1.0,), horizon_s=120, node_window=True)
-    predictor._infer([window, window.model_copy(update={"node_window": False}),
-                      window.model_copy(update={"horizon_s": 86400})])
+    routed(predictor, [window, window.model_copy(update={"node_window": False}),
+                       window.model_copy(update={"horizon_s": 86400})])
     # a node's own window: the moved weights; a client's lists: the calibration split's; the hourly model: no blend
     assert sorted(weights, key=str) == [None, None, [0.0, 0.0]]
 
@@ -178,7 +189,7 @@ def test_the_controller_s_windows_teach_the_blend_and_get_it_with_the_static_int
         point = 130.0 if weight is None else 100.0 + 30.0 * float(weight[0])
         return answer.model_copy(update={"point": (point, point), "blend_experts": ((130.0,) * 2, (100.0,) * 2)})
 
-    predictor.forecast = blended
+    predictor._forecast = by_history(blended)
     model = predictor.node_calibrations._model(asyncio.run(echo_forecast(PowerHistory(
         power_watts=(1.0,), horizon_s=120, end_time=datetime.now(UTC)))), 2)
     model.pooled.log_width[:] = np.log(2.0)  # a correction learnt before: the controller is not answered with it
@@ -296,7 +307,7 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
     assert not any(predictor.node_calibrations.cold("power_lstm/1", node) for node in many)
 
     predictor.node_calibrations = NodeCalibrations()
-    answer = predictor.forecast
+    answer = predictor._forecast
 
     calls: list[PowerHistory] = []
 
@@ -304,9 +315,9 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
         calls.append(history)
         if len(calls) > 1:
             raise ForecastRequestError("features", "cannot estimate")
-        return await answer(history)
+        return await answer(history, None)
 
-    predictor.forecast = replays_fail
+    predictor._forecast = by_history(replays_fail)
     asyncio.run(predictor.forecast_stored(["n1"], 120))
     assert len(calls) > 2 and predictor.node_calibrations.cold("power_lstm/1", "n1")  # warmed at a later request
 
@@ -333,7 +344,7 @@ def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_dif
         ends.append(history.end_time)
         return await echo_forecast(history)
 
-    predictor.forecast = recording
+    predictor._forecast = by_history(recording)
     stored = asyncio.run(predictor.forecast_stored(["n1", "n3"], 120, workload_id="llm"))
     assert len(set(ends[-2:])) == 1 and stored.forecast.timestamps[0] == ends[-1] + timedelta(minutes=1)
     assert 90 <= stored.age_s < 100 and stored.forecast.point == (150.0, 150.0)
@@ -421,7 +432,7 @@ def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monk
 
     monkeypatch.setattr("deployments.power.forecast_histories", fake)
     histories = [PowerHistory(power_watts=(1.0,), horizon_s=h) for h in (1800, 86400, 3600)]
-    answers = predictor._infer(histories)
+    answers = routed(predictor, histories)
     assert [a.model_version for a in answers] == ["power_lstm/1", "power_lstm_1h/1", "power_lstm/1"]
     assert passes == [("power_lstm/1", [1800, 3600], False), ("power_lstm_1h/1", [86400], True)]
     assert predictor.served["power_lstm_1h"].latency.requests == 1
@@ -486,19 +497,20 @@ def test_a_horizon_no_served_model_answers_names_the_configured_models_not_serve
 
 def test_a_horizon_only_a_configured_model_not_loaded_answers_is_unavailable_not_unanswerable(predictor):
     """The model that would answer is configured and has an activated version this replica could not load (yet):
-    a 503 to retry, not a 422 telling the client its request cannot be answered."""
+    a 503 to retry, not a 422 telling the client its request cannot be answered. What that version answers is read
+    when its load fails, in the follower's thread, never by a request."""
     predictor.model_ids = ["power_lstm", "power_lstm_1h", "power_lstm_1d"]
     metadata = SimpleNamespace(feature_spec={"step_s": 86400, "horizon_steps": 30})
-    predictor.registry = SimpleNamespace(served_version={}.get, active_version={"power_lstm_1d": 4}.get,
-                                         get=lambda model_id, version: (None, metadata))
+    predictor.registry = SimpleNamespace(get=lambda model_id, version: (None, metadata))
+    predictor._load_failed("power_lstm_1d", 4)
+    predictor.registry = None  # no registry read from here on
     with pytest.raises(ModelNotLoaded) as unavailable:
         predictor._route(30 * 86400)
     assert unavailable.value.model_ids == ("power_lstm_1d",)
     assert public_error(unavailable.value).status == 503
-    assert isinstance(predictor._infer([PowerHistory(power_watts=(1.0,), horizon_s=30 * 86400)])[0], ModelNotLoaded)
     with pytest.raises(ForecastRequestError, match="not served here: power_lstm_1d"):  # beyond it too
         predictor._route(31 * 86400)
-    predictor.registry = SimpleNamespace(served_version={}.get, active_version={}.get)  # never activated
+    predictor._load_failed("power_lstm_1d", None)  # a version loaded since (or none failed): forgotten
     with pytest.raises(ForecastRequestError):
         predictor._route(30 * 86400)
 
@@ -513,29 +525,35 @@ def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_wi
 
     monkeypatch.setattr("deployments.power.forecast_histories", fake)
     histories = [PowerHistory(power_watts=(watts,), horizon_s=1800) for watts in (1.0, -1.0, 2.0)]
-    answers = predictor._infer(histories)
+    answers = routed(predictor, histories)
     assert isinstance(answers[0], PowerForecast) and isinstance(answers[2], PowerForecast)
     assert isinstance(answers[1], ValueError)
     predictor.settings = SimpleNamespace(batching=False)
+    predictor._forecast = PowerPredictor._forecast.__get__(predictor)
     with pytest.raises(ValueError, match="cannot take"):
         asyncio.run(PowerPredictor.forecast(predictor, histories[1]))
 
 
-def test_a_history_no_served_model_covers_any_more_fails_alone(predictor, monkeypatch):
-    """A reload between a request's check and its batch can drop the model that covered its horizon."""
-    from core.forecasts import ForecastRequestError
+def test_a_workload_s_nodes_are_forecast_by_one_version_across_a_reload(predictor, monkeypatch):
+    """Regression: a reload between a workload's nodes' forecasts (they go through separate batches) answered some
+    nodes with the old version and the others with the new, summed and labelled with the first one's version."""
+    passes = []
 
     def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
-        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
-                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
-                for _ in histories]
+        passes.append(version)
+        predictor.served["power_lstm"] = dataclasses.replace(predictor.served["power_lstm"], version=2)  # reloaded
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(h.end_time + timedelta(minutes=1),),
+                              point=(h.power_watts[-1],), lower=(h.power_watts[-1],), upper=(h.power_watts[-1],),
+                              confidence=(0.9,), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for h in histories]
 
     monkeypatch.setattr("deployments.power.forecast_histories", fake)
-    histories = [PowerHistory(power_watts=(1.0,), horizon_s=h) for h in (1800, 30 * 86400, 3600)]
-    answers = predictor._infer(histories)
-    assert isinstance(answers[1], ForecastRequestError)
-    assert [a.model_version for a in (answers[0], answers[2])] == ["power_lstm/1", "power_lstm/1"]
-
+    predictor.settings = SimpleNamespace(batching=False)  # one pass per node: the reload comes after the first
+    predictor._forecast = PowerPredictor._forecast.__get__(predictor)
+    predictor._follow_nodes = lambda nodes, stored, forecasts: asyncio.sleep(0, forecasts)
+    stored = asyncio.run(predictor.forecast_stored(["n1", "n2"], 60, workload_id="llm"))
+    assert passes == ["power_lstm/1", "power_lstm/1"] and stored.forecast.model_version == "power_lstm/1"
+    assert stored.forecast.point == (350.0,)
 
 def test_a_pinned_replica_marks_its_version_so_that_pruning_keeps_it(predictor, tmp_path, monkeypatch):
     """Regression: pruning deleted the version a replica was pinned to (`model_version`); the next replica start
@@ -592,6 +610,7 @@ def registered(tmp_path, versions: int) -> ModelRegistry:
 def bare_replica(registry: ModelRegistry, loadable: set[int]) -> PowerPredictor:
     """A replica whose model loads are faked: versions in `loadable` load, others raise as a torch upgrade would."""
     replica = object.__new__(PowerPredictor)
+    replica.unloaded = {}
     replica.registry, replica.model_id, replica.model_ids = registry, "power_lstm", ["power_lstm"]
     replica.served, replica._pinned_at, replica._loading = {}, None, threading.Lock()
     replica.settings = PowerPredictorUserConfig()

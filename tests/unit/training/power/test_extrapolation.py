@@ -89,6 +89,8 @@ def test_a_workload_with_one_node_beyond_the_range_is_beyond_it(forecaster):
     assert beyond.outside_training_range == ("power_watts",)
     assert sum_forecasts([inside, beyond]).outside_training_range == ("power_watts",)
     assert sum_forecasts([inside, inside]).outside_training_range == ()
+    with pytest.raises(ValueError, match="different model versions"):  # never a sum across a reload
+        sum_forecasts([inside, beyond.model_copy(update={"model_version": "power_lstm/99"})])
 
 
 def test_the_backtest_and_the_simulator_serve_a_window_as_the_service_does(forecaster):

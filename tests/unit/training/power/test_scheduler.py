@@ -144,10 +144,13 @@ def test_a_schedule_that_cannot_be_read_just_now_is_not_overwritten_with_a_fresh
         return real_read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", read_text)
-    RetrainScheduler(settings, clock=clock)
-    monkeypatch.undo()
+    scheduler = RetrainScheduler(settings, clock=clock)
+    clock.advance(5 * HOUR)  # due by any schedule
+    assert scheduler.step() is None and len(runs) == 1  # nothing retrained (or written) while it cannot be read
+    monkeypatch.setattr(Path, "read_text", real_read_text)
     assert state_file.read_text() == stored
     assert RetrainScheduler(settings, clock=clock).next_due() == T0 + timedelta(seconds=2 * HOUR)
+    assert scheduler.step() is not None and len(runs) == 2  # read again: the stored schedule goes on
 
 
 def test_the_interval_counts_from_the_end_of_an_attempt_that_ran_longer(settings, clock, monkeypatch):
