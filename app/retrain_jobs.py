@@ -195,9 +195,12 @@ class RetrainJobs:
             message = f"the retraining task could not be started ({type(exc).__name__}); try again"
             try:
                 self.records.update(record["id"], status="failed", message=message)
-                self.locks.release(model_id, record["id"])
-            except OSError as cleanup:  # a pending record without a task is failed once silent, its lock taken over
+            except OSError as cleanup:  # a pending record without a task is failed once silent
                 logger.warning("retrain job %s: not recorded as failed: %s", record["id"], cleanup)
+            try:
+                self.locks.release(model_id, record["id"])
+            except OSError as cleanup:  # taken over once its record is silent
+                logger.warning("retrain job %s: its lock on %s not released: %s", record["id"], model_id, cleanup)
             raise LaunchFailed(message) from None
         return record
 

@@ -194,10 +194,15 @@ class PowerPredictor(RegistryFollower):
             wanted = (self.registry.served_version(model_id) if model_id == self.model_id
                       else self.registry.active_version(model_id))
             current = self.served.get(model_id)
-            if wanted is None or (current is not None and current.version == wanted):
+            if wanted is None:
+                self.unloaded.pop(model_id, None)  # no version to load (any more): nothing to come back for
+                continue
+            if current is not None and current.version == wanted:
                 continue
             if not self._load_due(model_id, wanted):
                 continue
+            if current is None:
+                self._note_coverage(model_id, wanted)  # a request it would answer comes back once it has loaded
             try:
                 self._load_model(model_id, wanted)
             except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
@@ -274,13 +279,17 @@ class PowerPredictor(RegistryFollower):
                                                       "version could not be loaded)") from None
 
     def _load_failed(self, model_id: str, version: int | None) -> None:
-        """As the follower's, and what the version that failed would answer, from its registry metadata (read here,
-        in the follower's thread: `_route` tells a request for it to come back, never reading files on the event
-        loop); forgotten once a version loads."""
+        """As the follower's, and what the version that failed would answer (`_note_coverage`); forgotten once a
+        version loads."""
         super()._load_failed(model_id, version)
         if version is None:
             self.unloaded.pop(model_id, None)
-            return
+        else:
+            self._note_coverage(model_id, version)
+
+    def _note_coverage(self, model_id: str, version: int) -> None:
+        """What `version` of a model not served here would answer, from its registry metadata (read in the
+        follower's thread: `_route` tells a request for it to come back, never reading files on the event loop)."""
         try:
             spec = self.registry.get(model_id, version)[1].feature_spec
             step_s = int(spec["step_s"])

@@ -231,10 +231,13 @@ class RetrainScheduler:
         try:
             stored = _read_states(self.state_file).get(self.settings.model_id)
         except OSError as exc:  # a passing storage error must not put a fresh schedule over the stored one
-            logger.warning("retrain scheduler: the schedule in %s cannot be read (%s): nothing is retrained until "
-                           "it can", self.state_file, exc)
+            if not self._unread:  # once per outage, not at every check
+                logger.error("retrain scheduler: the schedule in %s cannot be read (%s): nothing is retrained "
+                             "until it can", self.state_file, exc)
             self._unread = True
             return ScheduleState(started_at=self.clock())
+        if self._unread:
+            logger.warning("retrain scheduler: the schedule in %s can be read again", self.state_file)
         self._unread = False
         if stored is not None:
             try:

@@ -515,6 +515,28 @@ def test_a_horizon_only_a_configured_model_not_loaded_answers_is_unavailable_not
         predictor._route(30 * 86400)
 
 
+def test_a_resolution_being_loaded_for_the_first_time_is_unavailable_not_unanswerable(predictor, monkeypatch):
+    """Regression: while a newly activated resolution's first version loaded, a request it would answer was told
+    "configured but not served" (a 422, which clients take as final)."""
+    predictor.model_ids = ["power_lstm", "power_lstm_1h", "power_lstm_1d"]
+    predictor.settings = SimpleNamespace(model_version=None)
+    metadata = SimpleNamespace(feature_spec={"step_s": 86400, "horizon_steps": 30})
+    predictor.registry = SimpleNamespace(served_version={"power_lstm": 1}.get, get=lambda model_id, version: (
+        None, metadata), active_version={"power_lstm_1h": 1, "power_lstm_1d": 1}.get)
+    during = []
+
+    def load(model_id, version):
+        with pytest.raises(ModelNotLoaded):
+            predictor._route(30 * 86400)
+        during.append(model_id)
+        predictor.served[model_id] = served(model_id, 86400, 30)
+
+    monkeypatch.setattr(predictor, "_load_model", load)
+    predictor._refresh()
+    assert during == ["power_lstm_1d"] and predictor.unloaded == {}
+    assert predictor._route(30 * 86400).model_id == "power_lstm_1d"
+
+
 def test_a_history_the_model_cannot_take_fails_alone_not_the_requests_batched_with_it(predictor, monkeypatch):
     def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
         if any(h.power_watts == (-1.0,) for h in histories):
