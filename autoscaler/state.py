@@ -54,6 +54,7 @@ from autoscaler.schema import (
     policy_context,
 )
 from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
+from core.file_lock import take_flock
 from core.settings import format_errors
 
 logger = logging.getLogger(__name__)
@@ -115,16 +116,9 @@ def _one_at_a_time(path: Path, timeout_s: float = 10.0) -> Iterator[None]:
     lock file is opened read-only, so one another user created still locks."""
     descriptor = os.open(f"{path}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError(f"database is locked: {path}.lock held by another controller "
-                                                   f"for {timeout_s:g} s") from None
-                time.sleep(0.05)
+        if not take_flock(descriptor, timeout_s, poll_s=0.05):
+            raise sqlite3.OperationalError(f"database is locked: {path}.lock held by another controller for "
+                                           f"{timeout_s:g} s")
         try:
             yield
         finally:

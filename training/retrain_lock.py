@@ -12,10 +12,8 @@ app restart).
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from core.atomic_files import atomic_write_with
+from core.file_lock import take_flock
 from core.records import UNFINISHED, RecordNotFound, RecordStore
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
@@ -190,16 +189,9 @@ class RetrainLocks:
         never waits on it for good."""
         descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            deadline = time.monotonic() + GUARD_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise OSError(errno.ETIMEDOUT, f"the retrain locks stayed held by another process for "
-                                                       f"{GUARD_TIMEOUT_S:g} s") from None
-                    time.sleep(0.02)
+            if not take_flock(descriptor, GUARD_TIMEOUT_S):
+                raise OSError(errno.ETIMEDOUT, f"the retrain locks stayed held by another process for "
+                                               f"{GUARD_TIMEOUT_S:g} s")
             yield
         finally:
             os.close(descriptor)  # closing releases the flock
