@@ -35,7 +35,6 @@ calibration and the price catalog the offsets come from).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic_files import atomic_write_json
+from training.conformal import conformal_quantile
 from training.cost.catalog import (
     RECORD_COLUMNS,
     SAVED,
@@ -232,8 +232,7 @@ class CostModel:
         actual = frame["cost"].to_numpy(float)
         lo, hi = self._log_bounds(frame, power)
         scores = np.maximum(np.minimum(lo, hi) - np.log(actual), np.log(actual) - np.maximum(lo, hi))
-        level = min(1.0, math.ceil((len(scores) + 1) * self.coverage) / len(scores))
-        self.margin, self.width_edges, self.hit_rates = float(np.quantile(scores, level, method="higher")), [], [0.5]
+        self.margin, self.width_edges, self.hit_rates = conformal_quantile(scores, self.coverage), [], [0.5]
         _, point, lower, upper, _, _, _ = self._arrays(frame, power)
         width = (upper - lower) / point
         hits = np.abs(actual - point) <= self.tolerance * point

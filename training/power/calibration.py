@@ -24,6 +24,7 @@ from statistics import NormalDist
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from training.conformal import conformal_quantile
 from training.power.peak_bound import fit_peak_margins, peak_upper
 
 _MIN_POINTS_PER_LEAD = 30
@@ -105,11 +106,11 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
     scores = np.maximum(quantiles_watts[..., 0] - actual, actual - quantiles_watts[..., 2])
     if scale is not None:
         scores = scores / np.asarray(scale, dtype=float)[:, None]
-    pooled = _conformal_quantile(scores[mask], coverage)
+    pooled = conformal_quantile(scores[mask], coverage)
     margins = []
     for lead in range(actual.shape[1]):
         lead_scores = scores[:, lead][mask[:, lead]]
-        margins.append(_conformal_quantile(lead_scores, coverage) if lead_scores.size >= _MIN_POINTS_PER_LEAD
+        margins.append(conformal_quantile(lead_scores, coverage) if lead_scores.size >= _MIN_POINTS_PER_LEAD
                        else pooled)
     partial = Calibration(coverage=coverage, tolerance=tolerance, margins_watts=tuple(margins),
                           raw_knots=(0.0, 1.0), rate_knots=(0.0, 1.0), calibration_points=int(mask.sum()),
@@ -127,16 +128,17 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
     })
 
 
-def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    n = scores.size
-    level = min(1.0, np.ceil((n + 1) * coverage) / n)
-    return float(np.quantile(scores, level, method="higher"))
-
-
 def _monotone_bins(raw: np.ndarray, hits: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Equal-count bins of the raw value, hit rate per bin, made non-decreasing (pool adjacent violators)."""
+    """Equal-count bins of the raw value, hit rate per bin, made non-decreasing (pool adjacent violators). Bins that
+    share a raw value are one bin: tied values (raw 1.0 for every narrow interval) split in time order would leave
+    knots at one raw value, of which the map would take the last bin's rate."""
     order = np.argsort(raw, kind="stable")
-    groups = [g for g in np.array_split(order, min(_CONFIDENCE_BINS, raw.size)) if g.size]
+    groups: list[np.ndarray] = []
+    for group in np.array_split(order, min(_CONFIDENCE_BINS, raw.size)):
+        if groups and group.size and raw[groups[-1][-1]] == raw[group[0]]:  # sorted: its largest, the next's least
+            groups[-1] = np.concatenate([groups[-1], group])
+        elif group.size:
+            groups.append(group)
     centers = [float(raw[g].mean()) for g in groups]
     rates = [float(hits[g].mean()) for g in groups]
     weights = [float(g.size) for g in groups]

@@ -126,13 +126,14 @@ class FeaturePipeline(BaseModel):
     power_range: tuple[float, float] | None = None  # the training power's lowest and highest, W; None: saved before
 
     def beyond_training_range(self, watts: np.ndarray) -> bool:
-        """Whether power values lie beyond the training power's range, widened by a tenth of it on each side:
-        the model has seen nothing of that level, so its forecast is an extrapolation (never, for a pipeline saved
-        before the range was kept)."""
+        """Whether power values lie beyond the training power's range, widened by a tenth of it on each side (at
+        least 5 % of its highest level: a flat training series has no range, and 200.5 W is no extrapolation of
+        200 W): the model has seen nothing of that level, so its forecast is an extrapolation (never, for a pipeline
+        saved before the range was kept)."""
         if self.power_range is None:
             return False
         low, high = self.power_range
-        margin = 0.1 * (high - low)
+        margin = max(0.1 * (high - low), 0.05 * abs(high))
         return bool(np.any((watts < low - margin) | (watts > high + margin)))
 
     def sees(self, name: str) -> bool:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from training.conformal import conformal_quantile
+
 MIN_WINDOWS = 30
 
 
@@ -45,7 +47,7 @@ def fit_peak_margins(upper: np.ndarray, actual: np.ndarray, mask: np.ndarray, co
         scores = score[full[:, lead], lead]
         if scores.size < MIN_WINDOWS:
             break
-        margins.append(round(_conformal_quantile(scores, peak_level(coverage)), 4))
+        margins.append(round(conformal_quantile(scores, peak_level(coverage)), 4))
     return tuple(margins)
 
 
@@ -61,7 +63,3 @@ def peak_upper(upper: np.ndarray, margins: Sequence[float]) -> np.ndarray:
     return np.maximum.accumulate(bound, axis=-1)
 
 
-def _conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The finite-sample conformal quantile (the interval calibration's rule)."""
-    n = scores.size
-    return float(np.quantile(scores, min(1.0, np.ceil((n + 1) * level) / n), method="higher"))

@@ -115,14 +115,16 @@ def past_windows(store: TelemetryStore, node_id: str, current: StoredHistory, *,
 
 def _window_history(window: pd.DataFrame, node_id: str, *, step_s: int, horizon_s: int, workload_type: str | None,
                     max_gap_s: int | None) -> tuple[PowerHistory, tuple[bool, ...], datetime]:
-    """A store window's forecaster input: the history (from its first power reading, held over gaps), which of its
-    power bins were measured, and the start of its newest bin with power. Raises NoStoredTelemetry without power."""
+    """A store window's forecaster input: the history (from its first power reading after the last gap longer than
+    `max_gap`, where training splits a series; held over the shorter gaps), which of its power bins were measured,
+    and the start of its newest bin with power. Raises NoStoredTelemetry without power."""
     power = window["power_watts"].to_numpy(dtype=float)
     observed = np.flatnonzero(~np.isnan(power))
     if observed.size == 0:
         raise NoStoredTelemetry(f"no recent power telemetry stored for node {node_id!r}")
-    first = observed[0]
     hold_steps = (max_gap_s or default_max_gap(step_s)) // step_s
+    outages = np.flatnonzero(np.diff(observed) - 1 > hold_steps)  # a level held across one was never trained on
+    first = observed[outages[-1] + 1] if outages.size else observed[0]
     numeric = {}
     for name in NUMERIC_FEATURES:
         values = window[name].to_numpy(dtype=float)[first:]

@@ -56,6 +56,10 @@ def test_the_pipeline_keeps_the_training_range_and_one_saved_before_it_flags_not
     assert not older.beyond_training_range(np.array([1e6]))
     assert not forecaster.pipeline.beyond_training_range(np.array([high + 0.09 * (high - low)]))  # within a tenth
     assert forecaster.pipeline.beyond_training_range(np.array([high + 0.11 * (high - low)]))
+    # a flat training series has no range: 200.5 W is no extrapolation of 200 W (it flagged every window)
+    flat = FeaturePipeline.model_validate({**forecaster.pipeline.model_dump(), "power_range": (200.0, 200.0)})
+    assert not flat.beyond_training_range(np.array([200.5, 209.0]))
+    assert flat.beyond_training_range(np.array([211.0]))
 
 
 def test_a_window_within_the_range_is_answered_as_the_model_answers(forecaster):

@@ -100,6 +100,19 @@ def test_a_feature_whose_source_stopped_is_held_no_longer_than_training_fills_it
     assert stored.history.power_watts[-1] == 500.0
 
 
+def test_a_window_starts_after_the_last_outage_training_would_have_split_the_series_at(tmp_path):
+    """Regression: power was held across any gap, however long: 100-102 W then an 8-minute outage then 300 W came
+    as 100, 101, 102, 102 x 8, 300, a flat level and a jump no training window ever held (training splits the series
+    at a gap longer than max_gap)."""
+    minutes = [11, 10, 9, 0]  # readings 11-9 minutes ago, nothing for 8 minutes, then the newest
+    with SqliteStore(tmp_path) as store:
+        store.write([TelemetrySample(timestamp=NOW - timedelta(minutes=m, seconds=5), node_id="n", source="ipmi",
+                                     power_watts=300.0 if m == 0 else 100.0 + 11 - m) for m in minutes])
+        stored = stored_history(store, "n", step_s=60, sequence_length=12, horizon_s=600, now=NOW, max_gap_s=300)
+    assert stored.history.power_watts == (300.0,) and stored.history.filled_steps == 0
+    assert stored.measured == (True,)
+
+
 def test_a_feature_is_held_as_long_as_the_models_own_max_gap(tmp_path):
     """A model trained with `max_gap: 10min` filled a feature over 10 steps; its stored window holds it as long."""
     with SqliteStore(tmp_path) as store:

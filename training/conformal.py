@@ -1,0 +1,15 @@
+"""The split-conformal quantile: the k-th smallest of n calibration scores, k = ceil((n + 1) * level), the
+finite-sample rule under which a new score falls at or below it with probability at least `level`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The k-th smallest score (the largest when k > n)."""
+    n = scores.size
+    k = min(n, math.ceil((n + 1) * level - 1e-9))  # 11 * 0.8 is 8.8000000000000007 in floats: still k = 9
+    return float(np.partition(scores, k - 1)[k - 1])
