@@ -316,10 +316,10 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     # the decision reports the power as read (the reason gives the re-spread shares it decided on)
     measured = _share(measured_values, policy)
     load = measured_values if respread is None else respread.watts(measured_values)
-    overload = None
-    if _share(load, policy) > 100.0 and observation.age_s is not None:  # over the budget now: when it was read
-        overload = now - timedelta(seconds=observation.age_s)
-    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overload_read_at=overload)
+    read_at = None if observation.age_s is None else now - timedelta(seconds=observation.age_s)
+    overload = read_at if _share(load, policy) > 100.0 else None  # over the budget now: when it was read
+    target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overload_read_at=overload,
+                             read_at=read_at)
     predicted = None if asked.predicted is None else _share(forecast_values, policy)
     return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, recommended,
                   outside=drifted and target != replicas)
@@ -348,13 +348,16 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
 
 def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: PolicyState, now: datetime,
            earlier: EarlierChange | None, parts: list[str], *,
-           overload_read_at: datetime | None = None) -> tuple[int, bool]:
+           overload_read_at: datetime | None = None, read_at: datetime | None = None) -> tuple[int, bool]:
     """Where the target goes this change towards `recommended` (step limits, stabilization, cooldown, the tick's
     earlier changes), and whether the cooldown was skipped for a count lowered outside this controller; each rule
     that shaped it is added to `parts`. `overload_read_at`: when the reading that puts the nodes over the budget
     was taken (None: they are not over it). A scale-out then does not wait for the rest of the cooldown once that
     reading was taken after the last change took effect: it shows the change did not suffice. Only a policy that
-    says how long a change takes (`actuation_delay` > 0) can tell; without one the cooldown is that measure."""
+    says how long a change takes (`actuation_delay` > 0) can tell; without one the cooldown is that measure.
+    `read_at`: when the power decided on was read. Read before the last change took effect while the count is the
+    one that change set, it is the power of the count before: no change is made on it (a scale-in on it would
+    spread the old count's load over the new one's nodes, past the budget)."""
     target, limits = limit_change(policy.behavior, replicas, recommended, state.recent, now,
                                   policy.min_replicas, policy.max_replicas)
     parts += limits
@@ -364,14 +367,18 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
     # earlier in this tick is this controller's own.
     lowered = earlier is None and state.replicas_after is not None and replicas < state.replicas_after
     answered = state.outside_answered_at
-    drifted = lowered and (answered is None or (now - answered).total_seconds() >= policy.hold_s)
+    unanswered = lowered and (answered is None or (now - answered).total_seconds() >= policy.hold_s)
+    drifted = unanswered and target > replicas  # the answer to it is more replicas; a further scale-in waits as any
     if lowered:
+        how = ("not held by the cooldown" if drifted else "answered once within the hold" if not unanswered else
+               "a further scale-in is held by the cooldown as any" if target < replicas else "no more replicas needed")
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
-                     "redeploy): " + ("not held by the cooldown" if drifted else "answered once within the hold"))
+                     f"redeploy): {how}")
+    took_effect = (None if state.last_scale_at is None else
+                   state.last_scale_at + timedelta(seconds=policy.actuation_delay))
     if target != replicas and state.last_scale_at is not None and not drifted:
         left = policy.hold_s - (now - state.last_scale_at).total_seconds()
         urgent = overload_read_at is not None and target > replicas and policy.actuation_delay > 0
-        took_effect = state.last_scale_at + timedelta(seconds=policy.actuation_delay)
         if left > 0 and urgent and overload_read_at >= took_effect:
             parts.append(f"over the budget in a reading taken after the last change took effect (actuation_delay "
                          f"{policy.actuation_delay} s): the scale-out does not wait for the cooldown "
@@ -384,6 +391,12 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
                       "still shows it" if urgent else "")
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target}{sooner})")
             target = replicas
+    if (target != replicas and not drifted and read_at is not None and took_effect is not None
+            and read_at < took_effect and state.replicas_after == replicas):
+        parts.insert(0, f"the power was read {math.ceil((took_effect - read_at).total_seconds())} s before the last "
+                        f"change to {replicas} took effect: it is the power of the count before; waiting for a "
+                        f"reading taken after it (would go to {target})")
+        target = replicas
     if target < replicas and earlier is not None and earlier.raised:
         parts.insert(0, f"policy {earlier.policy} raised the target to {replicas} earlier in this tick, and no "
                         f"policy lowers that within the tick (would go to {target})")

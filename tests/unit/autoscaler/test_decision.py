@@ -162,6 +162,31 @@ def test_an_overload_shown_after_the_last_change_took_effect_is_not_held_by_the_
     assert decision.action is action and phrase in decision.reason, decision.reason
 
 
+def test_no_change_is_made_on_power_read_before_the_last_change_took_effect():
+    """Regression: a scale-in 10 -> 5 whose cooldown and actuation_delay (300 s) had passed was followed, 310 s
+    later, by another on a reading 40 s old, taken before the 5 took effect: the 10 nodes' 250 W were read as 5 nodes'
+    and it went on to 2, 1250 W per node, 125 % of the budget."""
+    policy = make_policy(actuation_delay="5min", power_based={"cooldown_period": 300}, min_replicas=1)
+    scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=310), replicas_after=5)
+    before = decide(policy, observe([250.0] * 5, age_s=40), None, scaled, NOW)
+    assert before.action is HOLD and "read 30 s before the last change to 5 took effect" in before.reason, before.reason
+    after = decide(policy, observe([250.0] * 5, age_s=5), None, scaled, NOW)  # read after it: acted on
+    assert after.action is IN, after.reason
+    unknown = scaled.model_copy(update={"replicas_after": None})  # a count not set by it (a replay's capacity)
+    assert decide(policy, observe([250.0] * 5, age_s=40), None, unknown, NOW).action is IN
+
+
+def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():
+    """Regression: a count lowered from outside (10 -> 6) skipped the cooldown in both directions: a scale-in to 2 a
+    minute after this controller's own change went through, the harm the skip exists to answer made worse."""
+    scaled = PolicyState(last_scale_at=NOW - timedelta(seconds=60), replicas_after=10)
+    policy = make_policy(min_replicas=1, behavior={"scale_down": {"stabilization_window": 0}})
+    lower = decide(policy, observe([200.0] * 6), None, scaled, NOW)
+    assert lower.action is HOLD and not lower.outside_change, lower.reason
+    assert "a further scale-in is held by the cooldown as any" in lower.reason
+    assert "cooldown, 240 s left" in lower.reason
+
+
 def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():
     """Regression: a redeploy resets a Serve deployment to its config's num_replicas (Ray 2.60 on any settings
     change); the controller's cooldown then kept it there, under load, for the rest of the cooldown."""
