@@ -84,6 +84,9 @@ class PolicyState(BaseModel):
         recent = self.recent
         if decision.recommended_replicas is not None:
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
+        elif decision.action is ScaleAction.HOLD:  # a blind hold (stale telemetry) keeps the count it held: the
+            # stabilization window counts it, so the first reading after an outage does not consolidate at once
+            recent = remember(recent, Recommendation(at=decision.at, replicas=decision.from_replicas))
         count = (decision.to_replicas if changed else decision.from_replicas) if known else None
         answered = decision.at if decision.outside_change else self.outside_answered_at
         if known and not changed and decision.action is not ScaleAction.HOLD and decision.outside_change:

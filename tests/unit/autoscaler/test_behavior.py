@@ -106,10 +106,16 @@ def test_the_bounds_win_over_the_step_limits(bounds, replicas, watts, to):
     assert "step limit" not in decision.reason
 
 
-def test_stale_data_recommends_nothing():
+def test_stale_data_recommends_nothing_but_the_window_keeps_the_count_it_held():
+    """Regression: a blind hold remembered nothing, so after an outage longer than the stabilization window the first
+    low reading consolidated at once ("one low reading never consolidates")."""
     decision = decide(reactive(), PowerObservation(replicas=3), None, PolicyState(), NOW)
-    assert decision.recommended_replicas is None
-    assert PolicyState().after(decision).recent == ()
+    assert decision.recommended_replicas is None  # no count asked for (intents treat it as blind)
+    state = PolicyState().after(decision)
+    assert state.recent == (Recommendation(at=NOW, replicas=3),)
+    low = decide(reactive(), PowerObservation(measured_per_node_watts=[50.0] * 3, replicas=3, age_s=5.0), None, state,
+                 NOW + timedelta(minutes=1))
+    assert low.to_replicas == 3, low.reason  # the window holds it
 
 
 def test_behavior_fields_validate():
