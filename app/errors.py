@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.message
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -125,6 +126,9 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     StoreUnavailable: _store_unavailable,
     ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
     LaunchFailed: lambda exc: ApiError(503, [], str(exc), "unavailable"),
+    # the controller's state file cannot be read or written just now (reopening after a move, locked past its
+    # timeout, a full volume); raised in its actor, Ray's wrapper keeps the class
+    sqlite3.Error: lambda exc: unavailable("the scaling controller's state", exc),
     # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
     TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
 }

@@ -14,7 +14,7 @@ from app.ingress_state import Ingress, IngressState
 from app.schemas import ModelLiveAccuracy, ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
 from core.actors import ActorUnavailable
 from core.durations import format_duration
-from core.registry import ActivePointerUnreadable, ModelRegistry
+from core.registry import ActivePointerUnreadable, ModelRegistry, NoActiveVersion
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
@@ -31,6 +31,19 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     registry = replica.registry
     serve_latest = {replica.args.power_model_id, replica.args.cost_model_id}
     return await asyncio.to_thread(_models, registry, serve_latest)  # every version's metadata read: off the loop
+
+
+def _served_metadata(registry: ModelRegistry, model_id: str, serve_latest: bool) -> tuple[Any, ModelMetadata]:
+    """The served version's folder and metadata, as `_models` takes it (another power resolution: only an activated
+    version; NoActiveVersion, a 404, before one is)."""
+    if serve_latest:
+        return registry.get(model_id)
+    active = registry.active_version(model_id)
+    if active is None:
+        registry.get(model_id)  # an unknown model is its own 404
+        raise NoActiveVersion(model_id, reason="no version activated yet (a resolution other than the default is "
+                                               "served only once one is)")
+    return registry.get(model_id, active)
 
 
 def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
@@ -77,9 +90,11 @@ def _resolution(metadata: ModelMetadata) -> dict[str, Any]:
 async def model_metrics(
     model_id: Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="e.g. power_lstm")], replica: Ingress
 ) -> ModelMetricsResponse:
-    """Held-out accuracy of the active version, live inference latency, and live accuracy: the scaling
-    controller's forecasts scored against the power measured since (null with `live_reason` when none)."""
-    _, metadata = await asyncio.to_thread(replica.registry.get, model_id)  # files: never on the event loop
+    """Held-out accuracy of the version served (as GET /api/v1/models says: the active one, or the latest for the
+    default power model and the cost model), live inference latency, and live accuracy: the scaling controller's
+    forecasts scored against the power measured since (null with `live_reason` when none)."""
+    serve_latest = model_id in (replica.args.power_model_id, replica.args.cost_model_id)
+    _, metadata = await asyncio.to_thread(_served_metadata, replica.registry, model_id, serve_latest)
     served, latency = None, {}
     if model_id == replica.args.cost_model_id:  # the cost route's own copy answers POST /predict/cost
         description = replica.cost_model.describe()

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from autoscaler.behavior import ScalingBehavior, WindowSeconds
 from autoscaler.settings import REPLICAS_LIMIT, PowerBasedScalingConfig, PredictiveScalingConfig
 from core.settings import Duration
+from core.telemetry import ID_PATTERN, MAX_ID_CHARS
 
 Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-Name = Annotated[str, Field(min_length=1, max_length=253)]  # a Serve app or deployment, a node id
+Name = Annotated[str, Field(min_length=1, max_length=253)]  # a Serve app or deployment
+NodeId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]  # as telemetry's
 Label = Annotated[str, Field(min_length=1, max_length=63)]  # a KubeRay worker group
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # DNS-1123 subdomain
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=K8S_NAME_PATTERN)]  # a Kubernetes object
@@ -110,8 +112,8 @@ class ScalingPolicy(_Model):
     aggregation: Literal["mean", "max"] = "max"
     mode: Literal["dry_run", "enforce"] = "dry_run"
     stale_after_s: Duration = 120
-    nodes: list[Name] = Field([], max_length=1000, description="telemetry node ids the target runs on")
-    workload_id: Name | None = Field(None, description="key of the config's workloads map")
+    nodes: list[NodeId] = Field([], max_length=1000, description="telemetry node ids the target runs on")
+    workload_id: NodeId | None = Field(None, description="key of the config's workloads map")
 
     @property
     def hold_s(self) -> int:
@@ -132,6 +134,13 @@ class ScalingPolicy(_Model):
         if cap is not None and value > cap:
             raise ValueError(f"max_replicas ({value}) exceeds auto_scaling.max_replicas_cap ({cap}); give one within "
                              "it (left out, it is 10)")
+        return value
+
+    @field_validator("workload_id")
+    @classmethod
+    def _named_workload(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a workload of the config's workloads map, or be left out")
         return value
 
     @field_validator("nodes")

@@ -82,7 +82,7 @@ def test_a_gpu_type_the_active_model_cannot_price_is_422_naming_the_field(replic
 
 
 def test_the_cost_models_metrics_report_the_copy_that_answers_the_route(replica, http):
-    replica.args = SimpleNamespace(cost_model_id="cost_gbm")
+    replica.args = SimpleNamespace(cost_model_id="cost_gbm", power_model_id="power_lstm")
     held_out = SimpleNamespace(version=3, model_type="lightgbm", metrics={"mae": 1.5})
     replica.registry = SimpleNamespace(get=lambda model_id: (None, held_out))
     served = ServedCostModel(model_version="cost_gbm/3", latency_ms={"p50": 2.5, "count": 4})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -52,6 +53,9 @@ class Records:
 
 
 class Registry:
+    def active_version(self, model_id):
+        return None  # no pointer, as for a model never registered
+
     def get(self, model_id, version=None):
         raise ModelNotFoundError(model_id, version, "no versions under /srv/secret/trained_models")
 
@@ -207,6 +211,27 @@ def test_a_resolution_never_activated_is_listed_without_an_active_version(replic
     assert (listed["power_lstm"]["active_version"], listed["power_lstm"]["step_seconds"]) == (1, 60)
     hourly = listed["power_lstm_1h"]
     assert (hourly["active_version"], hourly["step_seconds"], hourly["versions"][0]["active"]) == (None, None, False)
+    # its metrics say the same, also without any pointer (they reported the latest version's scores as the active's)
+    metrics = client.get("/api/v1/models/power_lstm_1h/metrics")
+    assert metrics.status_code == 404 and "no version is active" in metrics.json()["detail"][0]["msg"]
+    (tmp_path / "models" / "power_lstm_1h" / "ACTIVE").unlink()
+    metrics = client.get("/api/v1/models/power_lstm_1h/metrics")
+    assert metrics.status_code == 404 and "no version activated yet" in metrics.json()["detail"][0]["msg"]
+
+
+class LockedState(Controller):
+    """A controller whose state file cannot be read just now (raised in its actor)."""
+
+    def call(self, method, *args):
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+
+def test_a_controller_state_that_cannot_be_read_just_now_is_503_not_500(replica, client):
+    replica.controller = LockedState()
+    for response in (client.get("/api/v1/scaling/policies"),
+                     client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)):
+        assert response.status_code == 503, response.text
+        assert "the scaling controller's state is not available right now" in detail(response)["msg"]
 
 
 def test_a_default_model_whose_versions_were_all_registered_without_activation_is_listed_as_not_served(

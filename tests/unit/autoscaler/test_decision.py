@@ -465,6 +465,9 @@ def test_power_based_disabled_holds_with_reason():
     pytest.param({"target": {"kind": "raycluster", "name": "rc"}}, "target.raycluster.worker_group", "Field required",
                  id="raycluster-needs-worker-group"),
     pytest.param({"max_replicas": 0}, "max_replicas", "greater than or equal to 1", id="max-zero"),
+    # ids telemetry never carries: the policy held for good on "missing telemetry"
+    pytest.param({"nodes": ["n1\n"]}, "nodes", "pattern", id="node-id-with-a-control-character"),
+    pytest.param({"workload_id": " "}, "workload_id", "must name a workload", id="blank-workload"),
 ])
 def test_invalid_policies_are_refused_with_reason(overrides, field, phrase):
     with pytest.raises(ValidationError) as caught:
