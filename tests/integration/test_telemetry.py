@@ -101,9 +101,8 @@ def test_store_outage_loses_nothing(telemetry):
     before = time.time()
     assert _wait(lambda: (latest := store.latest("hybrid_1")) and latest[0].timestamp.timestamp() > before,
                  90, "fresh samples after the restart")
-    status = ray.get(telemetry.status.remote(), timeout=30)
-    assert _wait(lambda: ray.get(telemetry.status.remote(), timeout=30)["replay"]["buffered"] < 5000, 60,
-                 "buffer drained") and status
+    replay = ray.get(telemetry.status.remote(), timeout=30)["replay"]
+    assert replay["dropped"] == {}, replay  # buffered through the outage, none dropped (counted in the next test)
 
 
 def test_every_replayed_sample_is_stored_exactly_once(telemetry, telemetry_store):

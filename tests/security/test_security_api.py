@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +35,15 @@ def send(client: httpx.Client, method: str, path: str, body=None, headers=None) 
     return client.request(method, path, json=body, headers=headers)
 
 
+def footprint(client: httpx.Client, state_path: str | None = None) -> tuple:
+    """What a write would leave: the policies' names, the retrain jobs' ids and (given the app's state path) its
+    batch records."""
+    policies = sorted(p["name"] for p in client.get("/api/v1/scaling/policies").json()["policies"])
+    jobs = [job["job_id"] for job in client.get("/api/v1/models/retrain").json()["jobs"]]
+    batches = sorted(p.name for p in (Path(state_path) / "batches").glob("*.json")) if state_path else None
+    return policies, jobs, batches
+
+
 def error(response: httpx.Response) -> dict:
     """The one error item of an error answer, after checking its request id and that nothing leaks."""
     body = response.json()
@@ -47,11 +57,12 @@ def error(response: httpx.Response) -> dict:
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
 @pytest.mark.parametrize("header", [None, f"Bearer {API_TOKEN}", "Bearer é".encode()])
 def test_with_no_token_configured_every_write_is_closed(open_api, api, method, path, body, header):
+    before = footprint(open_api)
     response = send(open_api, method, path, body, None if header is None else {"Authorization": header})
     assert response.status_code == 403, response.text
     item = error(response)
     assert item["loc"] == ["header", "authorization"] and "API_TOKEN_FILE" in item["msg"]
-    assert api.get("/api/v1/scaling/policies/sec-open").status_code == 404  # nothing reached the controller
+    assert footprint(open_api) == before  # no policy, job or batch came of it
 
 
 def test_with_no_token_configured_reads_stay_open(open_api):
@@ -62,12 +73,13 @@ def test_with_no_token_configured_reads_stay_open(open_api):
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
 @pytest.mark.parametrize("header", BAD_HEADERS)
-def test_a_missing_wrong_or_non_ascii_token_is_401(api, method, path, body, header):
+def test_a_missing_wrong_or_non_ascii_token_is_401(api, app_args, method, path, body, header):
+    before = footprint(api, app_args["state_path"])
     response = send(api, method, path, body, None if header is None else {"Authorization": header})
     assert response.status_code == 401, response.text
     assert error(response)["loc"] == ["header", "authorization"]
     assert response.headers["www-authenticate"] == "Bearer"
-    assert api.get("/api/v1/scaling/policies/sec-open").status_code == 404
+    assert footprint(api, app_args["state_path"]) == before
 
 
 # -- hostile input ----------------------------------------------------------------------------------------

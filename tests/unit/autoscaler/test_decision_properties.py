@@ -128,3 +128,35 @@ def test_more_power_never_means_fewer_replicas(inputs, factor):
     base = decide(policy, observation, forecast, state, NOW)
     hot = decide(policy, hotter, hotter_forecast, state, NOW)
     assert hot.to_replicas >= base.to_replicas
+
+
+def test_scale_in_keeps_the_consolidated_share_under_the_thresholds_on_quiet_inputs():
+    """The scale-in property above on inputs drawn to scale in (the general draw gives a handful of scale-ins per
+    run, and almost never one on a forecast): every one checked, and enough of both signals that it is tested."""
+    import random
+
+    rng = random.Random(20261206)
+    counts = {"measured": 0, "forecast": 0}
+    for _ in range(2000):
+        out = rng.uniform(50, 95)
+        inn = rng.uniform(10, out - 5)
+        policy = ScalingPolicy.model_validate({
+            "name": "p", "target": {"kind": "deployment", "name": "web"}, "min_replicas": 1, "max_replicas": 16,
+            "power_based": {"max_power_budget": BUDGET, "scale_out_threshold": out, "scale_in_threshold": inn,
+                            "cooldown_period": 60},
+            "predictive_scaling": {"enabled": rng.random() < 0.5, "confidence_threshold": 0.8}})
+        replicas = rng.randint(2, 16)
+        low = [rng.uniform(0, inn * BUDGET / 100) for _ in range(replicas)]
+        forecast = (ForecastView(upper_quantile_per_node_watts=[w * rng.uniform(0.8, 1.6) for w in low],
+                                 calibrated=True) if policy.predictive_scaling.enabled else None)
+        observation = PowerObservation(measured_per_node_watts=low, replicas=replicas, age_s=5.0)
+        decision = decide(policy, observation, forecast, PolicyState(), NOW)
+        if decision.action is not ScaleAction.SCALE_IN:
+            continue
+        counts[decision.signal] += 1
+        share = share_used(policy, decision)
+        if decision.signal == "measured":
+            assert share < inn
+        assert share * decision.from_replicas / decision.to_replicas < out
+        assert decision.to_replicas >= 1
+    assert counts["measured"] > 200 and counts["forecast"] > 200, counts

@@ -58,7 +58,9 @@ def test_a_forecast_batch_failure_falls_back_to_measured_power_for_each_policy(m
     controller.put_policy(policy_data(name="web"))
     controller.put_policy(policy_data(name="api"))
     write_power(store, {"n1": 950, "n2": 950})
-    for event in controller.tick():
+    events = controller.tick()
+    assert sorted(event.policy for event in events) == ["api", "web"]  # each decided, none lost to the failure
+    for event in events:
         assert event.signal == "measured" and event.action is ScaleAction.SCALE_OUT
         assert "forecast failed: ConnectionError: predictor replica died" in event.reason
 
