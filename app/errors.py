@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.message
 import logging
 import re
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from starlette.exceptions import HTTPException
 from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
 from app.retrain_jobs import DataNotAllowed, LaunchFailed
-from autoscaler.state import TooManyPolicies
+from autoscaler.state import StateUnavailable, TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError, ModelNotLoaded
 from core.records import RecordNotFound, RecordUnreadable
@@ -126,9 +125,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     StoreUnavailable: _store_unavailable,
     ActorUnavailable: lambda exc: ApiError(503, [], str(exc), "unavailable"),
     LaunchFailed: lambda exc: ApiError(503, [], str(exc), "unavailable"),
-    # the controller's state file cannot be read or written just now (reopening after a move, locked past its
-    # timeout, a full volume); raised in its actor, Ray's wrapper keeps the class
-    sqlite3.Error: lambda exc: unavailable("the scaling controller's state", exc),
+    # the controller's state file cannot be used just now (autoscaler/state.py); raised in its actor: `cause`
+    StateUnavailable: lambda exc: ApiError(503, [], str(getattr(exc, "cause", None) or exc), "unavailable"),
     # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
     TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
 }

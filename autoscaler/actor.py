@@ -35,7 +35,7 @@ from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
-from autoscaler.state import ControllerState
+from autoscaler.state import ControllerState, passing_errors_unavailable
 from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
 from core.app_watch import answered_fingerprint, end_with_app
 from core.metrics_catalog import SCALING_DECISIONS, SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, create
@@ -186,25 +186,32 @@ class ScalingControllerService:
         """Live scores of the controller's forecasts, per model version and node."""
         return self.controller.live_accuracy()
 
+    # the API's calls: a state file that cannot be used just now is StateUnavailable (a 503), never a 500
     def policies(self) -> list[ScalingPolicy]:
-        return self.controller.state.policies()
+        with passing_errors_unavailable():
+            return self.controller.state.policies()
 
     def invalid_policies(self) -> list[InvalidStoredPolicy]:
         """Stored policies that no longer validate, with the reason (every tick skips them)."""
-        return self.controller.state.invalid_policies()
+        with passing_errors_unavailable():
+            return self.controller.state.invalid_policies()
 
     def policy(self, name: str) -> ScalingPolicy | None:
-        return self.controller.state.policy(name)
+        with passing_errors_unavailable():
+            return self.controller.state.policy(name)
 
     def put_policy(self, policy: ScalingPolicy) -> bool:
         """Create or replace by name; True when created."""
-        return self.controller.put_policy(policy)[1]
+        with passing_errors_unavailable():
+            return self.controller.put_policy(policy)[1]
 
     def delete_policy(self, name: str) -> bool:
-        return self.controller.state.delete_policy(name)
+        with passing_errors_unavailable():
+            return self.controller.state.delete_policy(name)
 
     def events(self, policy: str | None, since: datetime | None, limit: int) -> list[ScalingEvent]:
-        return self.controller.state.events(policy, since, limit)
+        with passing_errors_unavailable():
+            return self.controller.state.events(policy, since, limit)
 
 
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:

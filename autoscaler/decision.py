@@ -52,8 +52,8 @@ class PolicyState(BaseModel):
     recent: tuple[Recommendation, ...] = ()  # what the scale-down stabilization window may need
     # the target's replica count after the last decision as the controller knows it (what it set, else what it
     # saw); None: unknown. A lower count at the next tick was set by someone else (a redeploy resets a Serve
-    # deployment to its config's num_replicas): that decision is not held back by the cooldown, once per hold (a
-    # writer that keeps lowering it is answered at the cooldown's pace, as before).
+    # deployment to its config's num_replicas): a scale-out answering it is not held back by the cooldown, once per
+    # hold (a writer that keeps lowering it is answered at the cooldown's pace, as before).
     replicas_after: int | None = None
     outside_answered_at: datetime | None = None  # when a decision last skipped the cooldown for such a change
     # when this policy last changed its target for real (an enforced change's intent; a dry run's never counts):
@@ -372,15 +372,16 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
     answered = state.outside_answered_at
     unanswered = lowered and (answered is None or (now - answered).total_seconds() >= policy.hold_s)
     drifted = unanswered and target > replicas  # the answer to it is more replicas; a further scale-in waits as any
+    left = policy.hold_s - (now - state.last_scale_at).total_seconds() if state.last_scale_at is not None else 0.0
     if lowered:
         how = ("not held by the cooldown" if drifted else "answered once within the hold" if not unanswered else
-               "a further scale-in is held by the cooldown as any" if target < replicas else "no more replicas needed")
+               "no more replicas needed" if target >= replicas else
+               "a further scale-in is held by the cooldown as any" if left > 0 else "a further scale-in as any")
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
                      f"redeploy): {how}")
     took_effect = (None if state.last_scale_at is None else
                    state.last_scale_at + timedelta(seconds=policy.actuation_delay))
     if target != replicas and state.last_scale_at is not None and not drifted:
-        left = policy.hold_s - (now - state.last_scale_at).total_seconds()
         urgent = overload_read_at is not None and target > replicas and policy.actuation_delay > 0
         if left > 0 and urgent and overload_read_at >= took_effect:
             parts.append(f"over the budget in a reading taken after the last change took effect (actuation_delay "
@@ -396,10 +397,12 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
             target = replicas
     if (target != replicas and not drifted and read_at is not None and took_effect is not None
             and read_at < took_effect and state.replicas_after == replicas):
+        bounded = min(max(replicas, policy.min_replicas), policy.max_replicas)  # back to them needs no reading
+        back = f"; back to its bounds, {bounded}" if bounded != replicas else ""
         parts.insert(0, f"the power was read {math.ceil((took_effect - read_at).total_seconds())} s before the last "
                         f"change to {replicas} took effect: it is the power of the count before; waiting for a "
-                        f"reading taken after it (would go to {target})")
-        target = replicas
+                        f"reading taken after it (would go to {target}){back}")
+        target = bounded
     if target < replicas and earlier is not None and earlier.raised:
         parts.insert(0, f"policy {earlier.policy} raised the target to {replicas} earlier in this tick, and no "
                         f"policy lowers that within the tick (would go to {target})")

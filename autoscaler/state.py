@@ -139,6 +139,28 @@ class TooManyPolicies(ValueError):
     """A new policy would exceed `auto_scaling.max_policies`."""
 
 
+class StateUnavailable(RuntimeError):
+    """The state file cannot be used just now (locked past its timeout, a disk error, closed while it is reopened
+    after a move): a request may try again; the message names no path."""
+
+
+_PASSING = ("database is locked", "disk i/o error", "unable to open", "closed database", "readonly database")
+
+
+@contextmanager
+def passing_errors_unavailable() -> Iterator[None]:
+    """Raise the state file's passing errors (`_PASSING`) as StateUnavailable; any other SQLite error (a bug: a bad
+    query, a constraint) as it is."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if not any(phrase in str(exc).lower() for phrase in _PASSING):
+            raise
+        logger.warning("controller state: %s", exc)
+        raise StateUnavailable(f"the scaling controller's state cannot be used just now ({type(exc).__name__}); "
+                               "try again") from None
+
+
 class IntentRefused(RuntimeError):
     """The intent was not recorded (so nothing may be actuated): the lease is not held, or the policy is gone."""
 

@@ -9,7 +9,8 @@ import numpy as np
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The k-th smallest score (the largest when k > n)."""
+    """The k-th smallest score (the largest when k > n, the smallest when k < 1)."""
+    scores = np.ravel(scores)
     n = scores.size
-    k = min(n, math.ceil((n + 1) * level - 1e-9))  # 11 * 0.8 is 8.8000000000000007 in floats: still k = 9
+    k = min(n, max(1, math.ceil((n + 1) * level - 1e-9)))  # 11 * 0.8 is 8.8000000000000007 in floats: still k = 9
     return float(np.partition(scores, k - 1)[k - 1])

@@ -13,7 +13,7 @@ from app.ingress import api
 from app.replica import serving_replica
 from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent
 from autoscaler.settings import AutoScalingConfig
-from autoscaler.state import TooManyPolicies
+from autoscaler.state import StateUnavailable, TooManyPolicies, passing_errors_unavailable
 from core.actors import ActorUnavailable
 from core.records import RecordNotFound
 from core.registry_metadata import ModelNotFoundError
@@ -220,18 +220,35 @@ def test_a_resolution_never_activated_is_listed_without_an_active_version(replic
 
 
 class LockedState(Controller):
-    """A controller whose state file cannot be read just now (raised in its actor)."""
+    """A controller whose state file cannot be used just now: the error its actor raises, as Ray hands it on."""
 
     def call(self, method, *args):
-        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        from ray.exceptions import RayTaskError
+
+        try:
+            with passing_errors_unavailable():
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        except StateUnavailable as exc:
+            raise RayTaskError(method, "Traceback ... /srv/state/autoscaler.sqlite", exc).as_instanceof_cause() \
+                from None
 
 
-def test_a_controller_state_that_cannot_be_read_just_now_is_503_not_500(replica, client):
+def test_a_controller_state_that_cannot_be_used_just_now_is_503_not_500(replica, client):
     replica.controller = LockedState()
     for response in (client.get("/api/v1/scaling/policies"),
                      client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)):
         assert response.status_code == 503, response.text
-        assert "the scaling controller's state is not available right now" in detail(response)["msg"]
+        assert detail(response)["msg"] == ("the scaling controller's state cannot be used just now "
+                                           "(ProgrammingError); try again")
+
+
+def test_only_the_state_file_s_passing_errors_are_unavailable_a_bug_stays_an_error():
+    with pytest.raises(StateUnavailable):
+        with passing_errors_unavailable():
+            raise sqlite3.OperationalError("database is locked: /srv/state/autoscaler.sqlite.lock held")
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):  # a bad query: a 500 with its traceback
+        with passing_errors_unavailable():
+            raise sqlite3.OperationalError("no such column: surprise")
 
 
 def test_a_default_model_whose_versions_were_all_registered_without_activation_is_listed_as_not_served(

@@ -174,6 +174,11 @@ def test_no_change_is_made_on_power_read_before_the_last_change_took_effect():
     assert after.action is IN, after.reason
     unknown = scaled.model_copy(update={"replicas_after": None})  # a count not set by it (a replay's capacity)
     assert decide(policy, observe([250.0] * 5, age_s=40), None, unknown, NOW).action is IN
+    # a target outside its bounds goes back to them on any reading, as it does on none at all
+    lowered_cap = make_policy(actuation_delay="5min", power_based={"cooldown_period": 300}, max_replicas=4)
+    bounded = decide(lowered_cap, observe([250.0] * 8, age_s=40), None, scaled.model_copy(update={
+        "replicas_after": 8}), NOW)
+    assert (bounded.action, bounded.to_replicas) == (IN, 4), bounded.reason
 
 
 def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():
@@ -185,6 +190,9 @@ def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():
     assert lower.action is HOLD and not lower.outside_change, lower.reason
     assert "a further scale-in is held by the cooldown as any" in lower.reason
     assert "cooldown, 240 s left" in lower.reason
+    later = decide(policy, observe([200.0] * 6), None, scaled.model_copy(update={
+        "last_scale_at": NOW - timedelta(hours=1)}), NOW)  # the cooldown long over: decided as any
+    assert later.action is IN and "a further scale-in as any" in later.reason and "held" not in later.reason
 
 
 def test_a_count_changed_outside_the_controller_is_not_held_by_the_cooldown():

@@ -24,9 +24,10 @@ CASES = 800
 # re-pinned on 2026-12-05: the peak rule no longer scales a target off zero replicas (13 of the 800 cases, all at
 # 0 replicas, which no simulation reaches: its policies keep at least one). Re-pinned on 2026-12-06: no change on
 # power read before the last change took effect at the count it set, and a count lowered outside skips the cooldown
-# only to scale out; both need the count the controller set (`replicas_after`), which a replay never knows: the
-# cases without it (REPLAY_DIGEST, every simulation's) are as before.
-DIGEST = "04217a19f37561eb853fecfc40c65ed1a21c9b77a597266179ff95a4656dc93e"
+# only to scale out (a target outside its bounds goes back to them on any reading); both need the count the
+# controller set (`replicas_after`), which a replay never knows: the cases without it (REPLAY_DIGEST, every
+# simulation's) are as before. A change detector: the properties are tested beside it and in test_decision*.py.
+DIGEST = "9c51d50ec70e350c92a4d5fb28cf3ffc982da2ddb8a16cebb5179f76140a74de"
 REPLAY_DIGEST = "0a913cd946886d0952ddaf2adf3d7015a6f1021c380a5d48b3af33d8cdd75871"
 
 
