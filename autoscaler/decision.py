@@ -376,7 +376,7 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
     if lowered:
         how = ("not held by the cooldown" if drifted else "answered once within the hold" if not unanswered else
                "no more replicas needed" if target >= replicas else
-               "a further scale-in is held by the cooldown as any" if left > 0 else "a further scale-in as any")
+               "a further scale-in is held as any" if left > 0 else "a further scale-in as any")
         parts.append(f"replicas lowered outside this controller ({state.replicas_after} -> {replicas}, e.g. a "
                      f"redeploy): {how}")
     took_effect = (None if state.last_scale_at is None else

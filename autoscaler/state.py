@@ -144,7 +144,8 @@ class StateUnavailable(RuntimeError):
     after a move): a request may try again; the message names no path."""
 
 
-_PASSING = ("database is locked", "disk i/o error", "unable to open", "closed database", "readonly database")
+_PASSING = ("database is locked", "disk i/o error", "unable to open", "closed database", "readonly database",
+            "disk is full", "table is locked")
 
 
 @contextmanager

@@ -1,15 +1,15 @@
 """A forecast from a window beyond the power the model trained on, as every caller serves it (the service's
 inference, the backtest's served forecast, the simulator's forecasts).
 
-A window is beyond the range when a power value lies outside the training power's range widened by a tenth of it
-on each side (`FeaturePipeline.beyond_training_range`): the model has seen nothing of that level, so its forecast
-is an extrapolation. Its intervals, calibrated in watts at the training level, are widened by the window's peak
-over the training peak (its errors assumed to grow with the level; at most `MAX_LEVEL_RATIO`) to the wider side's
-width on both sides, and at least to the window's last value on both sides: neither the model's level nor its
-direction there is tested, so the interval is centred on the forecast (a forecast falling from the window's level
-had its interval run from the forecast itself up to the last value, the median on its edge). Its confidence is at
-most the lowest hit rate seen in calibration, since no held-out point says how well the model does there. The
-online calibration then corrects both from the node's own outcomes, as for any forecast.
+A window is beyond the range when a power value lies outside the training power's range widened by a tenth of it on
+each side, at least 5 % of its highest level (`FeaturePipeline.beyond_training_range`): the model has seen nothing
+of that level, so its forecast is an extrapolation. Its intervals, calibrated in watts at the training level, are
+widened by the window's peak over the training peak (its errors assumed to grow with the level; at most
+`MAX_LEVEL_RATIO`) to the wider side's width on both sides, and at least to the window's last value on both sides:
+neither the model's level nor its direction there is tested, so the interval is centred on the forecast (a forecast
+falling from the window's level had its interval run from the forecast itself up to the last value, the median on
+its edge). Its confidence is at most the lowest hit rate seen in calibration, since no held-out point says how well
+the model does there. The online calibration then corrects both from the node's own outcomes, as for any forecast.
 """
 
 from __future__ import annotations

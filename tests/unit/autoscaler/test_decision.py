@@ -188,7 +188,7 @@ def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():
     policy = make_policy(min_replicas=1, behavior={"scale_down": {"stabilization_window": 0}})
     lower = decide(policy, observe([200.0] * 6), None, scaled, NOW)
     assert lower.action is HOLD and not lower.outside_change, lower.reason
-    assert "a further scale-in is held by the cooldown as any" in lower.reason
+    assert "a further scale-in is held as any" in lower.reason
     assert "cooldown, 240 s left" in lower.reason
     later = decide(policy, observe([200.0] * 6), None, scaled.model_copy(update={
         "last_scale_at": NOW - timedelta(hours=1)}), NOW)  # the cooldown long over: decided as any

@@ -27,7 +27,7 @@ CASES = 800
 # only to scale out (a target outside its bounds goes back to them on any reading); both need the count the
 # controller set (`replicas_after`), which a replay never knows: the cases without it (REPLAY_DIGEST, every
 # simulation's) are as before. A change detector: the properties are tested beside it and in test_decision*.py.
-DIGEST = "9c51d50ec70e350c92a4d5fb28cf3ffc982da2ddb8a16cebb5179f76140a74de"
+DIGEST = "6e055c9899fb232662b6e73de63e2b52bf3f30af23e06bef2ae1e7532e091c3c"
 REPLAY_DIGEST = "0a913cd946886d0952ddaf2adf3d7015a6f1021c380a5d48b3af33d8cdd75871"
 
 
