@@ -85,7 +85,7 @@ async def delete_policy(name: PolicyName, replica: Ingress) -> Response:
             responses=responses(401, 503))
 async def scaling_events(
     replica: Ingress,
-    policy: Annotated[str | None, Query(max_length=63, description="only this policy's events")] = None,
+    policy: Annotated[str | None, Query(min_length=1, max_length=63, description="only this policy's events")] = None,
     since: Annotated[AwareDatetime | None, Query(description="only events at or after this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ScalingEventsResponse:

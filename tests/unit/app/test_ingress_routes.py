@@ -343,3 +343,9 @@ def test_a_stored_policy_s_reason_names_no_address(replica, client):
     listed = client.get("/api/v1/scaling/policies").json()["invalid"][0]["reason"]
     one = detail(client.get("/api/v1/scaling/policies/old"))["msg"]
     assert "10.0.0.7" not in listed + one and "<address>" in listed and "<address>" in one
+
+
+def test_an_empty_policy_filter_on_events_is_422_not_an_empty_list(replica, client):
+    """Regression: `?policy=` matched no policy and answered [] as if there were no events."""
+    response = client.get("/api/v1/scaling/events?policy=")
+    assert response.status_code == 422 and detail(response)["loc"] == ["query", "policy"]
