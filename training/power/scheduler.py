@@ -143,13 +143,19 @@ class RetrainScheduler:
         self._unread = False  # the stored schedule could not be read: nothing is retrained (or written) until it is
         self.state = self._load_state()
 
-    def next_due(self) -> datetime:
-        """When the next interval attempt is due."""
+    def next_due(self) -> datetime | None:
+        """When the next interval attempt is due; None while the stored schedule cannot be read (nothing is due then,
+        and a time made up from the clock would be a guess)."""
+        if self._unread:
+            return None
         return (self.state.last_attempt_at or self.state.started_at) + timedelta(seconds=self.settings.interval_s)
 
     def due(self) -> Trigger | None:
         """What is due now: "interval", "degradation", or nothing."""
-        if self.clock() >= self.next_due():
+        next_due = self.next_due()
+        if next_due is None:
+            return None
+        if self.clock() >= next_due:
             return "interval"
         return "degradation" if self._degraded() else None
 

@@ -75,9 +75,10 @@ class RetrainSchedulerService:
     def settings_dict(self) -> dict[str, Any]:
         return self.settings.model_dump()
 
-    def next_due(self) -> str:
-        """When the next interval attempt is due (ISO 8601)."""
-        return self.scheduler.next_due().isoformat()
+    def next_due(self) -> str | None:
+        """When the next interval attempt is due (ISO 8601); None while the stored schedule cannot be read."""
+        due = self.scheduler.next_due()
+        return None if due is None else due.isoformat()
 
     def report_live_accuracy(self, accuracy: LiveAccuracy) -> None:
         """The live error of a served version (what the degradation trigger compares with its held-out MAE)."""

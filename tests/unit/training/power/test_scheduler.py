@@ -147,6 +147,7 @@ def test_a_schedule_that_cannot_be_read_just_now_is_not_overwritten_with_a_fresh
     scheduler = RetrainScheduler(settings, clock=clock)
     clock.advance(5 * HOUR)  # due by any schedule
     assert scheduler.step() is None and len(runs) == 1  # nothing retrained (or written) while it cannot be read
+    assert scheduler.next_due() is None and scheduler.due() is None  # not a time made up from the clock
     monkeypatch.setattr(Path, "read_text", real_read_text)
     assert state_file.read_text() == stored
     assert RetrainScheduler(settings, clock=clock).next_due() == T0 + timedelta(seconds=2 * HOUR)
