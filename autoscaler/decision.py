@@ -336,11 +336,16 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
     if view is not None and view.peak_bound and view.expected_per_node_watts:
         values = view.upper_quantile_per_node_watts
         predicted = _share(values, policy)
-        expected = max(_share(view.expected_per_node_watts, policy), measured)
-        desired, why = peak_count(policy, replicas, expected, predicted, _forecast_label(policy, view))
+        label = _forecast_label(policy, view)
+        forecast_peak = _share(view.expected_per_node_watts, policy)
+        desired, why = peak_count(policy, replicas, max(forecast_peak, measured), predicted, label)
         signal = "forecast"
+        if measured > forecast_peak:
+            notes.append(f"the expected peak is the measured {measured:.1f}%, above the forecast's {forecast_peak:.1f}%")
+            if peak_count(policy, replicas, forecast_peak, predicted, label)[0] != desired:
+                signal = "measured"  # the present draw, not the forecast, set the count
         # the cap counts what the nodes draw now when that is more than the bound (a present overload)
-        cap_source = signal if sum(values) >= sum(measured_values) else "measured"
+        cap_source = "forecast" if sum(values) >= sum(measured_values) else "measured"
     else:
         desired, why, signal, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
         cap_source = signal

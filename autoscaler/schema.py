@@ -198,6 +198,8 @@ class ScalingDecision(_Model):
 
     `recommended_replicas` is what the signal asked for within the bounds and the cluster budget, before the
     stabilization window, the step limit and the cooldown (None when nothing was recommended: stale data, off).
+    `signal` is the power that set that count: "measured" where the present draw asked for more than the forecast
+    alone would have (`used_forecast` still says whether a forecast was weighed).
     """
 
     action: ScaleAction

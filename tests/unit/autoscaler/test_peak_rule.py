@@ -56,9 +56,19 @@ def test_peak_rule(measured, expected, bound, action, to, phrase):
     decision = run(measured, peak_view(expected, bound))
     assert (decision.action, decision.to_replicas) == (action, to), decision.reason
     assert phrase in decision.reason
-    assert decision.signal == "forecast" and decision.used_forecast
+    measured_drove = max(measured) > max(expected)
+    assert decision.signal == ("measured" if measured_drove else "forecast") and decision.used_forecast
     assert decision.forecast_share == pytest.approx(max(bound) / 10)
     assert "forecast p90 peak bound over the next 15min" in decision.reason
+    assert ("the expected peak is the measured 90.0%, above the forecast's 50.0%" in decision.reason) == measured_drove
+
+
+def test_measured_power_above_the_forecast_that_changes_nothing_leaves_the_forecast_credited():
+    """Measured power in the band above a forecast also in the band: either holds, so the forecast's bound (not the
+    present draw) is what the decision rests on; the reason still says the measured share was the higher."""
+    decision = run([700] * 4, peak_view([650] * 4, [900] * 4))
+    assert decision.action is HOLD and decision.signal == "forecast"
+    assert "the expected peak is the measured 70.0%, above the forecast's 65.0%" in decision.reason
 
 
 def test_a_target_at_zero_replicas_is_never_scaled_off_zero_by_its_nodes_power():
