@@ -129,7 +129,8 @@ class RunMetrics:
 
 @dataclass
 class StepRecord:
-    replicas: int
+    replicas: int  # running: what the step's power is spread over
+    charged_replicas: int  # paid for: the running ones, and those a scale-out on its way has asked for
     per_node_watts: float
     signal: str
     action: str
@@ -233,7 +234,9 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
     `online_bound` the view's bound is corrected online by the outcomes of the earlier bounds (autoscaler.peak_tracking)
     that `peak_tracker` learned from (series replayed one after another in time share one; default: a new one).
     `threshold_pct`: the scale-out threshold `over_threshold_seconds` counts time above (default the policy's own;
-    runs compared with each other take one, whatever threshold each acts on).
+    runs compared with each other take one, whatever threshold each acts on). `replica_hours` count what is paid for:
+    a scale-out from its decision, while its replicas start, and a scale-in until it lands; `energy_kwh` counts the
+    running replicas' nodes.
     """
     if problem := delay_problem(step_s, actuation_delay_s):
         raise ValueError(f"actuation delay {problem}")
@@ -254,9 +257,12 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         while pending and pending[0][0] <= now:
             _, replicas = pending.pop(0)
         per_node = model.per_node(watts, replicas)
+        # a scale-out is paid for from its decision (its replicas are asked for, and held, while they start); a
+        # scale-in until it lands (the replicas it removes run until then)
+        charged = max([replicas, *(count for _, count in pending)])
         metrics.budget_violation_seconds += step_s if per_node > budget else 0
         metrics.over_threshold_seconds += step_s if per_node > threshold else 0
-        metrics.replica_hours += replicas * step_s / 3600.0
+        metrics.replica_hours += charged * step_s / 3600.0
         metrics.energy_kwh += replicas * per_node * step_s / 3.6e6
         metrics.simulated_seconds += step_s
         metrics.max_per_node_watts = max(metrics.max_per_node_watts, per_node)
@@ -286,6 +292,6 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
             metrics.scale_events += 1
             pending.append((decided_at + timedelta(seconds=actuation_delay_s), decision.to_replicas))
         action = decision.action.value if changes else "hold"  # a repeated target is no change
-        result.steps.append(StepRecord(replicas, round(per_node, 3), decision.signal, action,
+        result.steps.append(StepRecord(replicas, charged, round(per_node, 3), decision.signal, action,
                                        decision.forecast_share))
     return result

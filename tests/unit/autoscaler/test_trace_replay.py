@@ -106,10 +106,13 @@ def test_reactive_run_violates_until_the_delayed_scale_out_lands():
     # Step 5's reading (130 % -> ceil(2 * 130 / 80) = 4) is known when its bin ends, at step 6; the change lands
     # two steps after that.
     assert [s.replicas for s in result.steps] == [2] * 8 + [4] * 2
+    # paid for from the decision: the two steps it is on its way are charged at 4
+    assert [s.charged_replicas for s in result.steps] == [2] * 6 + [4] * 4
     assert m.budget_violation_seconds == 3 * STEP
     assert m.over_threshold_seconds == 3 * STEP
     assert m.scale_events == 1
-    assert m.replica_hours == pytest.approx((8 * 2 + 2 * 4) * STEP / 3600)
+    assert m.replica_hours == pytest.approx((6 * 2 + 4 * 4) * STEP / 3600)
+    assert m.energy_kwh == pytest.approx(sum(s.replicas * s.per_node_watts for s in result.steps) * STEP / 3.6e6)
     assert m.max_per_node_watts == pytest.approx(1300.0)
 
 
@@ -131,7 +134,7 @@ def test_predictive_run_scales_out_ahead_of_the_forecast_rise():
     assert [s.replicas for s in result.steps] == [2] * 5 + [4] * 5
     assert m.budget_violation_seconds == 0 and m.over_threshold_seconds == 0
     assert m.scale_events == 1
-    assert m.replica_hours == pytest.approx((5 * 2 + 5 * 4) * STEP / 3600)
+    assert m.replica_hours == pytest.approx((3 * 2 + 7 * 4) * STEP / 3600)  # paid for from the decision, at step 3
     assert result.steps[2].signal == "forecast" and result.steps[2].action == "scale_out"
     assert result.steps[-1].signal == "measured"  # no forecast window at the last step: measured power
     assert m.forecast_used_fraction == pytest.approx(0.9)
@@ -299,3 +302,16 @@ def test_regression_a_decision_repeating_a_change_on_its_way_starts_no_cooldown(
     # first at 4 replicas, and lands at bin 26 (before: queued again at 13, its hold ran to bin 23, past the trace)
     assert landed == [(14, 4), (26, 6)] and result.metrics.scale_events == 2
     assert result.metrics.budget_violation_seconds == 1320
+
+
+def test_a_scale_in_is_paid_for_until_it_lands():
+    """The replicas a scale-in removes run until it lands: charged as running, never less."""
+    step_down = [2400.0] * 3 + [400.0] * 9  # 4 replicas at 700 W per node, then 200 W: a consolidation
+    policy = sim_policy(predictive=False, power_based={"cooldown_period": 60},
+                        behavior={"scale_down": {"stabilization_window": 0}})
+    result = simulate_series(policy, MODEL, times(12), step_down, step_s=STEP, actuation_delay_s=180)
+    replicas = [s.replicas for s in result.steps]
+    charged = [s.charged_replicas for s in result.steps]
+    assert replicas[0] == 4 and replicas[-1] < 4, replicas
+    assert charged == replicas  # nothing paid for beyond what runs while replicas only go away
+    assert result.metrics.replica_hours == pytest.approx(sum(replicas) * STEP / 3600)
