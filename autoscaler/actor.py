@@ -28,7 +28,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from autoscaler.actuators import Actuators
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
-from autoscaler.controller import LEASE_TICKS, ScalingController
+from autoscaler.controller import ScalingController
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_export import LiveAccuracyExport
 from autoscaler.policy_config import policies_from_config
@@ -135,7 +135,7 @@ class ScalingControllerService:
             defaults=scaling,
             workloads=config.workloads, node_names=TelemetryNodeNames(),
             holder=f"{CONTROLLER_ACTOR}:{ray.get_runtime_context().get_actor_id()}",
-            lease_ttl_s=LEASE_TICKS * self.interval_s)
+            tick_s=self.interval_s)
         seeded = state.seed(policies_from_config(config, self.settings.config_path or "config"), datetime.now(UTC))
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)

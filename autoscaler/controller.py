@@ -102,11 +102,12 @@ class ScalingController:
                  workloads: Mapping[str, tuple[str, ...]] | None = None,
                  node_names: Callable[[list[str]], Mapping[str, str]] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 holder: str | None = None, lease_ttl_s: float | None = None):
+                 holder: str | None = None, tick_s: float | None = None, lease_ttl_s: float | None = None):
         """`node_names` maps Ray node ids to telemetry node ids; with it, a policy that names no nodes (and has
         no `workloads` entry) uses the nodes its target's replicas run on, where the actuator can tell.
-        `holder` names this controller in the lease (default: `controller_id()`); `lease_ttl_s` defaults to
-        LEASE_TICKS evaluation intervals. Every forecast is scored once its actuals are stored (`live_accuracy`)."""
+        `holder` names this controller in the lease (default: `controller_id()`); `tick_s` is how often ticks run
+        (default: the evaluation interval); `lease_ttl_s` defaults to LEASE_TICKS of them. Every forecast is scored
+        once its actuals are stored (`live_accuracy`)."""
         self.state = state
         self.store = store
         self.forecaster = forecaster
@@ -116,7 +117,8 @@ class ScalingController:
         self.node_names = node_names
         self.clock = clock
         self.holder = holder or controller_id()
-        self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * float(self.defaults.evaluation_interval)
+        self.tick_s = tick_s or float(self.defaults.evaluation_interval)
+        self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * self.tick_s
         self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s, clock)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds()
@@ -389,13 +391,17 @@ class ScalingController:
                          latest: Mapping[str, NodeLatest], now: datetime) -> ForecastView | None:
         """Append the item's nodes and their stored windows to the batch; a view only when the forecast cannot be
         made. The leads start at the end of a node's newest stored bin, which may lie behind the decision (old
-        telemetry): they reach that much further, so the forecast covers the whole risk window from now."""
+        telemetry): they reach that much further, so the forecast covers the whole risk window from now. The window
+        reaches one tick past the policy's risk window: the next change may be decided up to a tick after the hold
+        ends, and lands its actuation delay after that."""
         policy = item.policy
         item.forecast_behind_s = max((_behind(latest[node].timestamp, shape.step_s, now) for node in item.nodes
                                       if node in latest), default=0.0)
-        wanted_steps = -(-policy.risk_window_s // shape.step_s) + -(-math.ceil(item.forecast_behind_s) // shape.step_s)
-        lead_steps = min(wanted_steps, shape.horizon_steps)
-        if wanted_steps > lead_steps and item.note is None:
+        behind_steps = -(-math.ceil(item.forecast_behind_s) // shape.step_s)
+        window_steps = -(-policy.risk_window_s // shape.step_s) + behind_steps
+        lead_steps = min(-(-math.ceil(policy.risk_window_s + self.tick_s) // shape.step_s) + behind_steps,
+                         shape.horizon_steps)
+        if window_steps > lead_steps and item.note is None:  # the tick's reach beyond it goes as far as the model
             item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
                          f"({shape.model_version})")
         found = []

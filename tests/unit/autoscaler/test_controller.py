@@ -328,13 +328,14 @@ def test_telemetry_ages_while_the_tick_runs(make, store, seconds, stale):
         assert event.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
 
 
-@pytest.mark.parametrize(("age_s", "leads"), [(5, 5), (150, 8)])
+@pytest.mark.parametrize(("age_s", "leads"), [(5, 6), (150, 9)])
 def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_newest_reading(make, store, age_s,
                                                                                               leads):
     """The leads start at the end of the newest reading's bin, which old telemetry puts behind the decision: a
     forecast of exactly the risk window's steps left its last minutes unforecast, a peak there unseen for a change
-    that holds until then. Risk window 5 min (the cooldown), 1-minute steps, the tick 10 s into a minute: a reading 5 s
-    old ends its bin after now (5 leads); one 150 s old, 130 s before now (ceil((300 + 130) / 60) = 8 leads)."""
+    that holds until then. Risk window 5 min (the cooldown) and a tick (30 s: the next change may be decided up to a
+    tick after the hold ends), 1-minute steps, the tick 10 s into a minute: a reading 5 s old ends its bin after now
+    (ceil(330 / 60) = 6 leads); one 150 s old, 130 s before now (6 + ceil(130 / 60) = 9 leads)."""
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     now = minute + timedelta(seconds=10)
     forecaster = FixedForecaster(upper_watts=700)
@@ -343,7 +344,20 @@ def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_n
     write_power(store, {"n1": 700, "n2": 700}, end=now - timedelta(seconds=age_s))
     [event] = controller.tick()
     assert {history.horizon_s for history in forecaster.histories} == {leads * 60}
-    assert "over the next 5min" in event.reason, event.reason  # the whole steps ahead of now
+    assert "over the next 6min" in event.reason, event.reason  # the whole steps ahead of now
+
+
+@pytest.mark.parametrize(("cooldown", "cut"), [("10min", False), ("11min", True)])
+def test_only_a_risk_window_past_the_models_horizon_is_said_to_be_cut(make, store, cooldown, cut):
+    """The tick's reach past the risk window goes as far as the served model's 10 leads allow, unsaid; a risk window
+    itself longer than them is cut, and the decision says so."""
+    forecaster = FixedForecaster(upper_watts=700)
+    controller, _ = make(forecaster)
+    controller.put_policy(policy_data(stale_after_s="1h", power_based={"cooldown_period": cooldown}))
+    write_power(store, {"n1": 700, "n2": 700})
+    [event] = controller.tick()
+    assert {history.horizon_s for history in forecaster.histories} == {600}
+    assert ("risk window cut to the served model's horizon of 10 min" in event.reason) == cut, event.reason
 
 
 def test_the_decision_stays_within_the_targets_own_bounds_as_read(make, store):

@@ -29,12 +29,12 @@ def controller(tmp_path, store, **live) -> ScalingController:
 
 def replay(made: ScalingController, store, before: float, after: float):
     """A tick on telemetry at `before` W ending MINUTES_BEFORE ago, then `after` W arrives up to now and the next
-    tick scores the first tick's forecasts (5 leads of 1 min per node) against it; returns the second event."""
+    tick scores the first tick's forecasts (6 leads of 1 min per node: the 5-min risk window and a tick) against it; returns the second event."""
     made.put_policy(policy_data(stale_after_s="1h"))
     now = datetime.now(UTC)
     then = now - timedelta(minutes=MINUTES_BEFORE)
     write_power(store, {"n1": before, "n2": before}, minutes=15, end=then)
-    made.clock = lambda: then  # the first tick as the telemetry arrived (its forecast reaches 5 leads from then)
+    made.clock = lambda: then  # the first tick as the telemetry arrived (its forecast reaches 6 leads from then)
     made.tick()
     made.clock = lambda: datetime.now(UTC)
     write_power(store, {"n1": after, "n2": after}, minutes=MINUTES_BEFORE, end=now)
@@ -50,8 +50,8 @@ def test_forecasts_are_scored_against_the_power_stored_since(tmp_path, store):
     (version,) = report.versions
     assert version.model_version == "power_lstm/1" == report.served_version
     assert [(n.node_id, n.points, n.mae, n.coverage, n.hit_rate) for n in version.nodes] == [
-        ("n1", 5, 0.0, 1.0, 1.0), ("n2", 5, 0.0, 1.0, 1.0)]
-    assert version.points == 10 and version.nominal_coverage == 0.8
+        ("n1", 6, 0.0, 1.0, 1.0), ("n2", 6, 0.0, 1.0, 1.0)]
+    assert version.points == 12 and version.nominal_coverage == 0.8
     assert report.pending_forecasts == 2  # the second tick's forecasts wait for their actuals
 
 
@@ -59,7 +59,7 @@ def test_a_node_whose_coverage_collapsed_decides_on_measured_power_and_says_why(
     made = controller(tmp_path, store)
     event = replay(made, store, 500, 900)  # every actual 400 W above a zero-width interval
     assert event.signal == "measured", event
-    assert ("forecast unavailable: live interval coverage 0% over 5 points (5 measured bins) in the last 1h for node "
+    assert ("forecast unavailable: live interval coverage 0% over 6 points (6 measured bins) in the last 1h for node "
             "n1 < 60% (nominal 80% - margin 20%, power_lstm/1); using measured power") in event.reason
     assert event.confidence is None
     node = made.live_accuracy().versions[0].nodes[0]
@@ -81,7 +81,7 @@ def test_the_next_lease_holder_keeps_distrusting_a_node_until_the_evidence_says_
     assert "too few points to trust it again" in event.reason
 
 
-@pytest.mark.parametrize("live", [{"min_points": 6}, {"fallback": False}, {"coverage_margin": 0.9}])
+@pytest.mark.parametrize("live", [{"min_points": 7}, {"fallback": False}, {"coverage_margin": 0.9}])
 def test_too_few_points_or_fallback_disabled_keep_the_forecast(tmp_path, store, live):
     made = controller(tmp_path, store, **live)
     event = replay(made, store, 500, 900)
@@ -99,7 +99,7 @@ class FailingWindows:
         return getattr(self.store, name)
 
     def window(self, node_id, start, end, step_s):
-        if node_id in self.broken and end - start < timedelta(minutes=10):  # the actuals read (5 min), not the history
+        if node_id in self.broken and end - start < timedelta(minutes=10):  # the actuals read (6 min), not the history
             raise StoreUnavailable("store restarting")
         return self.store.window(node_id, start, end, step_s)
 
