@@ -76,6 +76,7 @@ class NvmlSource(TelemetrySource):
         self._starting = threading.Lock()
         self._restart_at = 0.0  # monotonic time before which NVML is not started again
         self._failing: list[str] = []  # the GPUs whose last read failed while others answered (logged on change)
+        self._left_out: list[int] = []  # the GPUs NVML could not open at start (tried again every retry_s)
 
     # -- TelemetrySource -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -98,6 +99,8 @@ class NvmlSource(TelemetrySource):
             if time.monotonic() >= self._restart_at:  # stale handles after a driver reload: listed afresh
                 self._restart_now = True
             return []
+        if self._left_out and time.monotonic() >= self._restart_at:  # a GPU lost at start may be back
+            self._restart_now = True
         if failures != self._failing:
             if failures:
                 logger.warning("NVML on %s: %s (the other GPUs are still read)", self.node_id, "; ".join(failures))
@@ -153,14 +156,25 @@ class NvmlSource(TelemetrySource):
         except pynvml.NVMLError as exc:
             self._init_error = f"NVML not available: {exc}"
             return
-        try:
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except pynvml.NVMLError as exc:
-            self._init_error = f"NVML could not list the GPUs: {exc}"
-            pynvml.nvmlShutdown()
-            return
         self._started = True
-        self._gpus = [_Gpu(index, handle, _device_id(index, handle)) for index, handle in enumerate(handles)]
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as exc:
+            self._init_error = f"NVML could not count the GPUs: {exc}"
+            self._shutdown()
+            return
+        handles, self._left_out = {}, []
+        for index in range(count):  # a GPU lost (or barred) at start is left out; the others are read
+            try:
+                handles[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
+            except pynvml.NVMLError as exc:
+                logger.warning("NVML: GPU %d on %s left out: %s", index, self.node_id, exc)
+                self._left_out.append(index)
+        if count and not handles:
+            self._init_error = f"NVML could not open any of the {count} GPU(s)"
+            self._shutdown()
+            return
+        self._gpus = [_Gpu(index, handle, _device_id(index, handle)) for index, handle in handles.items()]
         logger.info("NVML: %d GPU(s) on %s: %s", len(self._gpus), self.node_id,
                     ", ".join(f"{gpu.index} {gpu.device_id}" for gpu in self._gpus))
 

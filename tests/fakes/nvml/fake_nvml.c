@@ -12,6 +12,7 @@
  *   memused<i> used memory in MiB (of 81920 MiB total; default 0)
  *   energy<i> holding a negative number -> nvmlDeviceGetTotalEnergyConsumption says Not Supported
  *   fail<i>   an NVML return code (e.g. 15 = GPU is lost) that nvmlDeviceGetPowerUsage returns instead
+ *   handlefail<i> an NVML return code that nvmlDeviceGetHandleByIndex returns for GPU i (a GPU lost at start)
  *   uuid<i>   the number that ends GPU i's UUID (default i), as another container on the same host would
  *             see a different GPU at index 0; a negative number -> nvmlDeviceGetUUID says Not Supported
  */
@@ -72,6 +73,8 @@ nvmlReturn_t nvmlDeviceGetCount(unsigned int *n) { return nvmlDeviceGetCount_v2(
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *d) {
     if (!inited) return ERR_UNINIT;
     if (!d || i >= count()) return ERR_INVALID;
+    long long fail = read_val("handlefail", i, 0);
+    if (fail) return (nvmlReturn_t)fail;
     *d = &devs[i]; return OK; }
 nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int i, nvmlDevice_t *d) { return nvmlDeviceGetHandleByIndex_v2(i, d); }
 nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t d, unsigned int *i) { if (!valid(d) || !i) return ERR_INVALID;

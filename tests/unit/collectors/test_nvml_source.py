@@ -236,3 +236,25 @@ def test_every_gpu_failing_lists_them_afresh_once_a_restart_is_due(fake_nvml_lib
     fail(gpus, 0, 0, 1)
     assert len(source.sample()) == 2 and listed == [1]  # restarted once, then read
     source.close()
+
+
+def test_a_gpu_lost_before_the_source_started_is_left_out_and_tried_again(fake_nvml_lib: Path, gpus: Path) -> None:
+    """Regression: one GPU whose handle NVML refused at start (lost, no permission) failed the whole GPU list, at
+    every restart too: the node's GPUs went silent for as long as that one was gone."""
+    (gpus / "handlefail1").write_text(str(pynvml.NVML_ERROR_GPU_IS_LOST))
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.0)
+    assert source.available() == (True, "")
+    assert [s.device_id for s in source.sample()] == [UUID.format(0)]
+    (gpus / "handlefail1").unlink()  # back on the bus: the next restart, a retry period later, opens it
+    source.sample()
+    assert [s.device_id for s in source.sample()] == [UUID.format(0), UUID.format(1)]
+    source.close()
+
+
+def test_no_gpu_that_can_be_opened_is_a_reason_not_a_crash(fake_nvml_lib: Path, gpus: Path) -> None:
+    for index in (0, 1):
+        (gpus / f"handlefail{index}").write_text(str(pynvml.NVML_ERROR_NO_PERMISSION))
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    assert source.available() == (False, "NVML could not open any of the 2 GPU(s)")
+    assert source.sample() == []
+    source.close()
