@@ -341,7 +341,8 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
         desired, why = peak_count(policy, replicas, max(forecast_peak, measured), predicted, label)
         signal = "forecast"
         if measured > forecast_peak:
-            notes.append(f"the expected peak is the measured {measured:.1f}%, above the forecast's {forecast_peak:.1f}%")
+            notes.append(f"the expected peak is the measured {measured:.1f}%, above the forecast's "
+                         f"{forecast_peak:.1f}%")
             if peak_count(policy, replicas, forecast_peak, predicted, label)[0] != desired:
                 signal = "measured"  # the present draw, not the forecast, set the count
         # the cap counts what the nodes draw now when that is more than the bound (a present overload)

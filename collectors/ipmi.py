@@ -33,6 +33,8 @@ from core.telemetry import Quality, SourceKind, TelemetrySample
 log = logging.getLogger(__name__)
 
 _AUTH = re.compile(r"password|unauthori[sz]ed|integrity check|integrity code|privilege", re.I)
+NOT_PRESENT = 0xCB  # IPMI completion code: requested sensor, data or record not present
+AUTH_MAX_BACKOFF_S = 3600.0  # refused logins are retried at most this far apart (doubling from max_backoff_s)
 
 
 def _pyghmi() -> tuple[Any, Any]:
@@ -190,18 +192,29 @@ class IpmiSource(TelemetrySource):
 
     def _fail(self, err: Exception) -> None:
         self._failures += 1
-        text = str(err) if err.args and err.args[0] else "no answer (session setup timed out)"
-        delay = self.backoff_s * 2 ** (self._failures - 1)
-        if _AUTH.search(text):  # wait longest before trying again: BMCs lock accounts after failed logins
-            self._auth_failed, self._cmd, delay = True, None, self.max_backoff_s
-            text = f"authentication failed for user {self.username!r} on {self.host}:{self.port}"
+        raw = str(err) if err.args and err.args[0] else "no answer (session setup timed out)"
+        text = self._redacted(raw)
+        exponent = min(self._failures - 1, 30)  # past every cap; 2 ** 1024 would overflow a float
+        delay, cap = self.backoff_s * 2 ** exponent, self.max_backoff_s
+        if _AUTH.search(raw):  # BMCs lock accounts after failed logins: the longest wait, doubling at each refusal
+            self._auth_failed, self._cmd = True, None
+            delay, cap = self.max_backoff_s * 2 ** exponent, max(self.max_backoff_s, AUTH_MAX_BACKOFF_S)
+            # the user is not named: where it equals the password, naming it would tell the password
+            text = f"authentication failed on {self.host}:{self.port} (check the BMC user and password)"
         elif not isinstance(err, TimeoutError):  # timeouts name the BMC and reset the session already
             if not isinstance(err, LookupError):  # a session error, not a missing sensor
                 self._reset()
             text = f"BMC {self.host}:{self.port}: {text}"
-        self._next_try = time.monotonic() + min(self.max_backoff_s, delay) * random.uniform(0.5, 1.0)
-        self._reason = text.replace(self.__password, "***") if self.__password else text
+        self._next_try = time.monotonic() + min(cap, delay) * random.uniform(0.5, 1.0)
+        self._reason = text
         log.warning("IPMI read of %s failed (%d in a row): %s", self.node_id, self._failures, self._reason)
+
+    def _redacted(self, text: str) -> str:
+        """`text` with the password, where it stands as a token of its own, as ***: only whole tokens, so a short
+        password never marks the letters it shares with sensor names (which would tell it)."""
+        if not self.__password:
+            return text
+        return re.sub(rf"(?<!\w){re.escape(self.__password)}(?!\w)", "***", text)
 
     # -- inside the worker thread -------------------------------------------------------------------------
     def _read(self) -> TelemetrySample:
@@ -275,18 +288,26 @@ class IpmiSource(TelemetrySource):
             self._sdr = [entries[s.key] for s in chosen], quality
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])
         entries, quality = self._sdr
-        values = []
+        values, absent = [], []
         for entry in entries:
             rsp = cmd.raw_command(netfn=4, command=0x2D, rslun=entry.sensor_lun, data=(entry.sensor_number,))
             if "error" in rsp:
-                if rsp.get("code", 0xFFFF) >= 0xFF:  # no answer: a session problem
+                code = rsp.get("code", 0xFFFF)
+                if code >= 0xFF:  # no answer: a session problem
                     raise ConnectionError(f"sensor {entry.name!r}: {rsp['error']}")
+                if code == NOT_PRESENT and len(entries) > 1:  # e.g. an empty PSU bay: draws nothing, as pyghmi skips it
+                    absent.append(entry)
+                    continue
                 self._sdr = None  # re-read the SDR next time: the BMC may have changed it
                 self._reset()  # on a new session: pyghmi keeps a session's SDR
                 raise LookupError(f"sensor {entry.name!r}: {rsp['error']}")
             reading = entry.decode_sensor_reading(cmd, rsp["data"])
             if reading.value is not None and not reading.unavailable:
                 values.append(reading.value)  # an absent PSU has no reading and draws nothing
+        if len(absent) == len(entries):  # none of them there any more: the BMC's SDR changed (e.g. a firmware update)
+            self._sdr = None
+            self._reset()
+            raise LookupError(f"sensors {[e.name for e in entries]}: not present")
         if not values:
             raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
         self.method, self.sensors_used = "sdr", [e.name for e in entries]

@@ -75,12 +75,12 @@ class SmiToolSource(TelemetrySource):
             if self.executable:  # a configured path that is missing is a fault; no tool on PATH: not an NPU node
                 self._failures.failed(reason)
             return []
-        stamp = datetime.now(UTC)
         try:
             chips = self._read(path)
         except (OSError, subprocess.SubprocessError, ParseError) as exc:
             self._failures.failed(str(exc))
             return []
+        stamp = datetime.now(UTC)  # the values are the tool's as it answered (a run may take seconds)
         self._failures.ok()
         return [TelemetrySample.reading(timestamp=stamp, node_id=self.node_id, source=self.kind,
                                         device_id=chip.device_id, power_watts=chip.power_watts,

@@ -29,7 +29,8 @@ def controller(tmp_path, store, **live) -> ScalingController:
 
 def replay(made: ScalingController, store, before: float, after: float):
     """A tick on telemetry at `before` W ending MINUTES_BEFORE ago, then `after` W arrives up to now and the next
-    tick scores the first tick's forecasts (6 leads of 1 min per node: the 5-min risk window and a tick) against it; returns the second event."""
+    tick scores the first tick's forecasts (6 leads of 1 min per node: the 5-min risk window and a tick) against
+    it; returns the second event."""
     made.put_policy(policy_data(stale_after_s="1h"))
     now = datetime.now(UTC)
     then = now - timedelta(minutes=MINUTES_BEFORE)

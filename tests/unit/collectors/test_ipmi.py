@@ -340,3 +340,53 @@ def test_a_sensor_the_bmc_no_longer_has_is_looked_up_in_a_new_sessions_sdr(monke
     assert source._cmd is None  # the session is dropped: the next read downloads the SDR anew
     del cmd.raw_command
     assert [s.power_watts for s in source.sample()] == [400.0] and len(sessions) == 1
+
+
+def test_an_empty_psu_bay_answering_not_present_is_skipped_and_the_sdr_kept(monkeypatch):
+    """Regression: a BMC answers "not present" (0xCB) for an empty PSU bay's input sensor; that was taken for a
+    changed SDR: the read failed, the SDR was downloaded again at every retry, and the node never got a reading."""
+    cmd = FakeCmd(None)
+    sessions = _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+
+    def raw_command(netfn, command, rslun=0, data=()):
+        if data == (4,):  # PSU2's bay is empty
+            return {"error": "Requested sensor, data, or record not present", "code": 0xCB}
+        return {"data": b"\x00\xc0\x00"}
+
+    cmd.raw_command = raw_command
+    for _ in range(3):
+        assert [s.power_watts for s in source.sample()] == [400.0], source._reason
+    assert cmd.sdr_downloads == 1 and sessions == []
+
+
+def test_a_bmc_down_for_days_keeps_its_backoff(monkeypatch):
+    """Regression: the doubling backoff overflowed a float after 1,024 failures in a row (days of a BMC down or a
+    wrong password): every round then started a read and logged a traceback."""
+    source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1", backoff_s=1.0, max_backoff_s=300.0)
+    source._failures = 5000
+    source._fail(ConnectionError("no route to host"))
+    assert 150 <= source._next_try - time.monotonic() <= 300
+
+
+def test_refused_logins_back_off_to_an_hour(monkeypatch):
+    """A BMC that locks an account after failed logins: retries every 150-300 s were ~290 failed logins a day."""
+    source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1", max_backoff_s=300.0)
+    waits = []
+    for _ in range(6):
+        source._fail(IpmiException("Incorrect password provided"))
+        waits.append(source._next_try - time.monotonic())
+    assert 150 <= waits[0] <= 300 and 1800 <= waits[-1] <= 3600
+
+
+@pytest.mark.parametrize(("username", "password"), [("ADMIN", "ADMIN"), ("admin", "p")])
+def test_reasons_never_hint_at_a_password(username, password):
+    """Regression: the password was replaced anywhere in the reason, user and sensor names too: with the user as the
+    password (a common factory default) the reason said user '***'; a password "p" marked every p of the text."""
+    source = IpmiSource("10.0.0.9", username, password, "n1")
+    source._fail(IpmiException("Incorrect password provided"))
+    assert "***" not in source._reason and username not in source._reason
+    source._fail(LookupError("sensor 'PSU2 Input' not present"))
+    assert source._reason.endswith("sensor 'PSU2 Input' not present")
+    source._fail(OSError(f"login as {username} with {password} refused"))
+    assert password not in source._reason.split("with ")[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,16 @@ def test_ascend_source_reads_the_tool_on_path(fake_tool: Callable[..., Path]) ->
     samples = source.sample()
     assert len(samples) == 16 and {s.source for s in samples} == {SourceKind.NPU}
     assert (samples[0].device_id, samples[0].power_watts, samples[1].power_watts) == ("npu0-chip0", 164.0, None)
+
+
+def test_a_reading_is_stamped_when_the_tool_answered_not_when_it_was_started(fake_tool: Callable[..., Path]) -> None:
+    """Regression: a run that took seconds put its values in the bin before the one they describe."""
+    fake_tool("npu-smi", DATA / "npu_smi_info_atlas_a3_25.3.rc1.txt", sleep_s=0.5)
+    source = AscendSource("n1")
+    source.available()
+    started = datetime.now(UTC)
+    samples = source.sample()
+    assert samples and all(s.timestamp >= started + timedelta(seconds=0.5) for s in samples)
 
 
 def test_kunlun_source_with_configured_path(fake_tool: Callable[..., Path]) -> None:
