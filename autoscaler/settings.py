@@ -38,7 +38,8 @@ class PowerBasedScalingConfig(FiniteSection):
     """Reactive scaling on measured power, in percent of the per-node budget."""
 
     enabled: bool = Field(True, strict=True)
-    max_power_budget: float = Field(10000.0, gt=0, le=1e6, strict=True)  # W per node
+    # W per node; under 1 W a node's share of it overflows the counts (an infinite share at 5e-324 W)
+    max_power_budget: float = Field(10000.0, ge=1, le=1e6, strict=True)
     scale_out_threshold: float = Field(80.0, gt=0, le=100, strict=True)
     scale_in_threshold: float = Field(50.0, ge=0, lt=100, strict=True)
     cooldown_period: Duration = 300

@@ -227,3 +227,11 @@ def test_a_seeded_policy_removed_from_the_file_is_deleted_even_over_a_lowered_ca
     lowered = ControllerState(path, max_replicas_cap=100)
     lowered.seed([], now)
     assert lowered.invalid_policies() == [] and lowered.policy("big") is None
+
+
+@pytest.mark.parametrize("budget", [5e-324, 1e-6, 0.5])
+def test_a_per_node_budget_under_a_watt_is_refused_naming_the_field(budget):
+    """Regression: 5e-324 W was accepted (201), then every tick failed with an OverflowError on an infinite share
+    ("evaluation failed" forever); 1e-6 W drove the target to max_replicas."""
+    message = refusal(policy_data(power_based={"max_power_budget": budget}))
+    assert message.startswith("power_based.max_power_budget: Input should be greater than or equal to 1"), message
