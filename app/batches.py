@@ -48,13 +48,14 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
                                      accepted_at=datetime.fromisoformat(record["created_at"]))
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         logger.warning("batch %s failed", batch_id, exc_info=True)
-        records.update(batch_id, status="failed", error=reason(exc))
+        records.update(batch_id, status="failed", error=reason(exc), items=[])
         return "failed"
-    try:
-        records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results])
+    try:  # the items are answered: only the results are kept (the items of a 4 MiB request are as large again)
+        records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results],
+                       items=[])
     except OSError as exc:  # e.g. a full volume: a small verdict may still fit, so the batch never reads "running"
         logger.warning("batch %s: its results could not be stored: %s", batch_id, exc)
-        records.update(batch_id, status="failed", error=STORE_FAILED)
+        records.update(batch_id, status="failed", error=STORE_FAILED, items=[])
         return "failed"
     return "done"
 

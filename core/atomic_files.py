@@ -101,7 +101,10 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` (a pydantic model or JSON-able value) as indented JSON."""
+def atomic_write_json(path: Path, obj: Any, *, compact: bool = False) -> None:
+    """Atomically write ``obj`` (a pydantic model or JSON-able value) as indented JSON (`compact`: on one line, for
+    files only programs read: indenting a long list of numbers puts each on a line of its own, ~8x the bytes)."""
     data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else to_jsonable(obj)
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False) if compact else json.dumps(data, indent=2,
+                                                                                               allow_nan=False)
+    atomic_write_text(path, text + "\n")

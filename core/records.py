@@ -54,7 +54,7 @@ class RecordStore:
     def create(self, fields: dict[str, Any]) -> dict[str, Any]:
         now = self.clock().isoformat()
         record = {"id": uuid.uuid4().hex, "created_at": now, "updated_at": now, **fields}
-        atomic_write_json(self._path(record["id"]), record)
+        atomic_write_json(self._path(record["id"]), record, compact=True)
         return record
 
     def get(self, record_id: str) -> dict[str, Any]:
@@ -71,7 +71,7 @@ class RecordStore:
     def update(self, record_id: str, **fields: Any) -> dict[str, Any]:
         record = self.get(record_id)
         record.update(fields, updated_at=self.clock().isoformat())
-        atomic_write_json(self._path(record_id), record)
+        atomic_write_json(self._path(record_id), record, compact=True)
         return record
 
     def delete(self, record_id: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from types import SimpleNamespace
 
 from app.batches import answer_items, reason
-from app.schemas import PowerPredictionRequest
+from app.schemas import BatchItemResult, PowerPredictionRequest
 from training.cost.catalog import UnknownGpuType, load_catalog
 
 
@@ -263,3 +264,26 @@ def test_a_batch_whose_results_cannot_be_stored_ends_failed_not_running(tmp_path
     assert asyncio.run(batches.run_batch(records, batch["id"], "app", "power")) == "failed"
     assert records.get(batch["id"])["status"] == "failed"
     assert records.get(batch["id"])["error"] == batches.STORE_FAILED
+
+
+def test_a_finished_batch_keeps_its_results_not_its_items_and_on_one_line(tmp_path, monkeypatch):
+    """Regression: a 4.1 MB batch of history lists became a 35 MB record (every number indented on a line of its
+    own, the items kept after they were answered): ~30 waiting batches passed the records' byte cap, and each batch
+    that finished then had every other finished batch's results deleted long before their retention."""
+    from app import batches
+    from core.records import RecordStore
+
+    records = RecordStore(tmp_path, "batches")
+    items = [{"type": "power", "request": {"workload_id": "w", "features": {"power_watts": [200.5] * 10_080}}}]
+    batch = records.create({"status": "pending", "items": items, "items_count": 1, "completed": 0, "results": []})
+    path = tmp_path / "batches" / f"{batch['id']}.json"
+    assert path.stat().st_size < 1.1 * len(json.dumps(items))  # not 8x indented
+
+    async def answered(items, *args, **kwargs):
+        return [BatchItemResult(index=0, status="ok", result={"point": [1.0] * 60})]
+
+    monkeypatch.setattr(batches, "answer_items", answered)
+    assert asyncio.run(batches.run_batch(records, batch["id"], "app", "power")) == "done"
+    done = records.get(batch["id"])
+    assert done["items"] == [] and done["results"][0]["result"] == {"point": [1.0] * 60}
+    assert path.stat().st_size < 2_000
