@@ -88,11 +88,16 @@ async def scaling_events(
     policy: Annotated[str | None, Query(min_length=1, max_length=63, description="only this policy's events")] = None,
     since: Annotated[AwareDatetime | None, Query(description="only events at or after this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="only events older than this one: the "
+                                           "next page, from the last page's next_before_id")] = None,
 ) -> ScalingEventsResponse:
     """Scaling decisions, holds included, newest first (addresses and paths in their reasons cut out: the
-    controller's log keeps them)."""
-    events = await _controller(replica, "events", policy, since, limit)
-    return ScalingEventsResponse(events=[_public(event) for event in events])
+    controller's log keeps them), a page of at most `limit`; `next_before_id` pages on while older ones match."""
+    events = await _controller(replica, "events", policy, since, limit + 1, before_id)
+    more = len(events) > limit
+    events = events[:limit]
+    return ScalingEventsResponse(events=[_public(event) for event in events],
+                                 next_before_id=events[-1].id if more else None)
 
 
 def _public(event: ScalingEvent) -> ScalingEvent:

@@ -369,3 +369,4 @@ class ScalingPoliciesResponse(BaseModel):
 
 class ScalingEventsResponse(BaseModel):
     events: list[ScalingEvent] = Field(description="newest first")
+    next_before_id: int | None = Field(None, description="more events match: pass it as before_id for the next page")

@@ -664,10 +664,16 @@ class ControllerState:
             _drop_intent(db, name, row[0])
             return None
 
-    def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
-        """Events newest first, optionally of one policy and at or after `since`; a stored event that no longer
-        validates (written by an older version) is left out and logged, never an error for the whole list."""
-        clauses, params = [], []
+    def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100,
+               before_id: int | None = None) -> list[ScalingEvent]:
+        """Events newest first, optionally of one policy, at or after `since`, and older than event `before_id` (the
+        last of a page: the next page; none once that event is gone, with all older ones); a stored event that no
+        longer validates (written by an older version) is left out and logged, never an error for the whole list."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if before_id is not None:  # in the listing's own order: (at, id) after the cursor's
+            clauses.append("(at, id) < (SELECT at, id FROM events WHERE id = ?)")
+            params.append(before_id)
         if policy is not None:
             clauses.append("policy = ?")
             params.append(policy)

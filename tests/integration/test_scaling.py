@@ -152,6 +152,12 @@ def test_controller_scales_a_serve_deployment_and_survives_a_kill(api, target):
     since = api.get("/api/v1/scaling/events", params={"policy": name, "since": after["at"]}).json()["events"]
     assert [e["id"] for e in since] == [after["id"]]
     assert len(api.get("/api/v1/scaling/events", params={"limit": 1}).json()["events"]) == 1
+    first = api.get("/api/v1/scaling/events", params={"policy": name, "limit": 1}).json()
+    assert [e["id"] for e in first["events"]] == [after["id"]] and first["next_before_id"] == after["id"]
+    older = api.get("/api/v1/scaling/events", params={"policy": name, "limit": 1,
+                                                      "before_id": first["next_before_id"]}).json()
+    assert [e["id"] for e in older["events"]] == [event["id"]] and older["next_before_id"] is None  # the last page
+    assert api.get("/api/v1/scaling/events", params={"before_id": 0}).status_code == 422
     assert api.get("/api/v1/scaling/events", params={"limit": 0}).status_code == 422
     assert api.get("/api/v1/scaling/events", params={"since": "yesterday"}).status_code == 422
     api.delete(f"/api/v1/scaling/policies/{name}", headers=AUTH)

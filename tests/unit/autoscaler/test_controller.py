@@ -192,6 +192,27 @@ def test_events_filter_by_policy_since_and_limit_newest_first(tmp_path):
     assert [e.at.minute for e in state.events(since=t0 + timedelta(minutes=3), limit=2)] == [5, 4]
 
 
+def test_events_page_on_from_the_last_event_of_a_page_in_the_listings_order(tmp_path):
+    """A cursor on (time, id): events of one tick share a time, and an event stored later may carry an earlier time
+    (a decision recorded after a slow actuation); paging by id alone would skip or repeat them."""
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for minute, policy in [(0, "a"), (1, "a"), (1, "b"), (3, "a"), (2, "b"), (3, "b"), (4, "a")]:
+        state.record(ScalingEvent(at=t0 + timedelta(minutes=minute), policy=policy,
+                                  target={"kind": "deployment", "name": "x"}, action="hold", from_replicas=1,
+                                  to_replicas=1, reason="hold", mode="dry_run", actuation=ActuationResult(status="none")))
+    listed = [(e.at.minute, e.id) for e in state.events()]
+    paged, cursor = [], None
+    while page := state.events(limit=2, before_id=cursor):
+        paged += [(e.at.minute, e.id) for e in page]
+        cursor = page[-1].id
+    assert paged == listed and len(listed) == 7
+    assert [e.at.minute for e in state.events(policy="b", limit=5, before_id=listed[1][1])] == [2, 1]
+    assert state.events(before_id=10_000) == []  # a cursor whose event is gone (pruned, with all older ones)
+
+
 def test_put_policy_merges_config_defaults_and_refuses_bad_combinations(make):
     controller, _ = make()
     policy, created = controller.put_policy({"name": "p", "target": {"kind": "ray_serve", "app": "a",
