@@ -202,7 +202,8 @@ def test_events_page_on_from_the_last_event_of_a_page_in_the_listings_order(tmp_
     for minute, policy in [(0, "a"), (1, "a"), (1, "b"), (3, "a"), (2, "b"), (3, "b"), (4, "a")]:
         state.record(ScalingEvent(at=t0 + timedelta(minutes=minute), policy=policy,
                                   target={"kind": "deployment", "name": "x"}, action="hold", from_replicas=1,
-                                  to_replicas=1, reason="hold", mode="dry_run", actuation=ActuationResult(status="none")))
+                                  to_replicas=1, reason="hold", mode="dry_run",
+                                  actuation=ActuationResult(status="none")))
     listed = [(e.at.minute, e.id) for e in state.events()]
     paged, cursor = [], None
     while page := state.events(limit=2, before_id=cursor):
