@@ -121,7 +121,7 @@ class ScalingController:
         self.lease_ttl_s = lease_ttl_s or LEASE_TICKS * self.tick_s
         self.enactor = Enactor(state, actuators, self.holder, self.lease_ttl_s, clock)
         self.live = LiveTracker(store, self.defaults.live_accuracy)
-        self.bounds = PolicyBounds()
+        self.bounds = PolicyBounds(reach_s=self.tick_s)
         self.idle_draws = MeasuredIdleDraws(store)
         self._kept = (
             _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,

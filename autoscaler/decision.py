@@ -350,7 +350,7 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
     else:
         desired, why, signal, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
         cap_source = signal
-    if signal == "forecast" and desired < replicas and view is not None:
+    if desired < replicas and view is not None:  # whichever power set the count, a forecast was weighed
         desired = _partial_window_floor(policy, replicas, desired, measured, view, notes)
     return _Signal(desired, why, signal, predicted, cap_source)
 

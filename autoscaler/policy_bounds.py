@@ -85,7 +85,9 @@ class _PolicyBounds:
 class PolicyBounds:
     """Per policy: its peak tracker and the bounds waiting for their windows' power."""
 
-    def __init__(self) -> None:
+    def __init__(self, reach_s: float = 0.0) -> None:
+        """`reach_s`: how far past each policy's risk window its forecasts reach (the controller's tick)."""
+        self.reach_s = reach_s
         self._policies: dict[str, _PolicyBounds] = {}
         self._restored: dict[str, SavedBound] = {}  # saved corrections of policies not corrected since
 
@@ -176,7 +178,7 @@ class PolicyBounds:
                 del held[name]
 
     def _entry(self, policy: ScalingPolicy, nodes: Sequence[str], discovered: bool) -> _PolicyBounds:
-        meaning = _meaning(policy, None if discovered else nodes)
+        meaning = _meaning(policy, None if discovered else nodes, self.reach_s)
         entry = self._policies.get(policy.name)
         if entry is None or entry.meaning != meaning:
             saved = self._restored.pop(policy.name, None)
@@ -186,11 +188,11 @@ class PolicyBounds:
         return entry
 
 
-def _meaning(policy: ScalingPolicy, nodes: Sequence[str] | None) -> str:
+def _meaning(policy: ScalingPolicy, nodes: Sequence[str] | None, reach_s: float) -> str:
     """A digest of what the policy's bound means: its target, configured nodes (None: found from its replicas),
-    aggregation, confidence level and risk window."""
+    aggregation, confidence level and the window it covers (the risk window and the reach past it)."""
     parts = [policy.target.model_dump(mode="json"), None if nodes is None else list(nodes), policy.aggregation,
-             policy.predictive_scaling.confidence_threshold, policy.risk_window_s]
+             policy.predictive_scaling.confidence_threshold, policy.risk_window_s, reach_s]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 

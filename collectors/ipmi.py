@@ -102,6 +102,7 @@ class IpmiSource(TelemetrySource):
         self.sensors_used: list[str] = []  # SDR sensor names summed or read by the last SDR read
         self._cmd: Any = None
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
+        self._absent: frozenset[str] | None = None  # chosen sensors "not present" at the SDR's first read (empty bays)
         self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._dcmi_measured = False  # DCMI gave a reading on this BMC: a later "not active" is a passing gap, a while
@@ -111,7 +112,8 @@ class IpmiSource(TelemetrySource):
         self._limit_at = float("-inf")
         self._frozen = FrozenReading(frozen_after_s)  # a DCMI reading the BMC stopped updating is no reading
         self._call = BoundedCall(f"ipmi-{self.host}")
-        self._failures, self._ever_ok, self._auth_failed = 0, False, False
+        self._failures, self._ever_ok = 0, False
+        self._refusals = 0  # logins refused in a row (a wrong user or password): none once a read succeeds
         self._next_try, self._reason = 0.0, ""
 
     def __repr__(self) -> str:
@@ -120,11 +122,11 @@ class IpmiSource(TelemetrySource):
     __str__ = __repr__
 
     def available(self) -> tuple[bool, str]:
-        if not self._ever_ok and not self._auth_failed and time.monotonic() >= self._next_try:
+        if not self._ever_ok and not self._refusals and time.monotonic() >= self._next_try:
             self._attempt()  # never read yet: probe once (bounded by timeout_s), unless a read is under way
         if self._sdr_loading_since is not None or (not self._ever_ok and self._call.busy):
             return False, self._reason or "the first read is under way"
-        if self._auth_failed or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
+        if self._refusals or (self._failures and (not self._ever_ok or self._failures >= self.max_failures)):
             return False, self._reason
         return True, ""
 
@@ -164,7 +166,7 @@ class IpmiSource(TelemetrySource):
         except Exception as err:  # every failure becomes a reason
             self._fail(err)
             return None
-        self._failures, self._ever_ok, self._auth_failed, self._reason = 0, True, False, ""
+        self._failures, self._ever_ok, self._refusals, self._reason = 0, True, 0, ""
         return reading
 
     def _bounded(self, fn: Any) -> Any:
@@ -197,8 +199,9 @@ class IpmiSource(TelemetrySource):
         exponent = min(self._failures - 1, 30)  # past every cap; 2 ** 1024 would overflow a float
         delay, cap = self.backoff_s * 2 ** exponent, self.max_backoff_s
         if _AUTH.search(raw):  # BMCs lock accounts after failed logins: the longest wait, doubling at each refusal
-            self._auth_failed, self._cmd = True, None
-            delay, cap = self.max_backoff_s * 2 ** exponent, max(self.max_backoff_s, AUTH_MAX_BACKOFF_S)
+            self._refusals, self._cmd = self._refusals + 1, None
+            delay = self.max_backoff_s * 2 ** min(self._refusals - 1, 30)
+            cap = max(self.max_backoff_s, AUTH_MAX_BACKOFF_S)
             # the user is not named: where it equals the password, naming it would tell the password
             text = f"authentication failed on {self.host}:{self.port} (check the BMC user and password)"
         elif not isinstance(err, TimeoutError):  # timeouts name the BMC and reset the session already
@@ -285,7 +288,7 @@ class IpmiSource(TelemetrySource):
                 self._dcmi_retry_at = 0.0
                 self._reset()  # pyghmi keeps a session's SDR: the next download needs a new session
                 raise LookupError("no DCMI power reading and no node or PSU watts sensor in the SDR")
-            self._sdr = [entries[s.key] for s in chosen], quality
+            self._sdr, self._absent = ([entries[s.key] for s in chosen], quality), None
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])
         entries, quality = self._sdr
         values, absent = [], []
@@ -310,7 +313,15 @@ class IpmiSource(TelemetrySource):
             raise LookupError(f"sensors {[e.name for e in entries]}: not present")
         if not values:
             raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
-        self.method, self.sensors_used = "sdr", [e.name for e in entries]
+        gone = frozenset(e.name for e in absent)
+        if self._absent is None:  # the SDR's first read: what is not present is an empty bay
+            self._absent = gone
+        elif not gone <= self._absent:  # present before: the BMC may have renumbered it; the SDR anew at the next read
+            log.info("BMC %s:%s: sensor(s) %s no longer present; reading its SDR again", self.host, self.port,
+                     sorted(gone - self._absent))
+            self._sdr = None
+            self._reset()
+        self.method, self.sensors_used = "sdr", [e.name for e in entries if e not in absent]
         return self._sample(sum(values), quality, None)
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:

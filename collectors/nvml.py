@@ -77,6 +77,7 @@ class NvmlSource(TelemetrySource):
         self._restart_at = 0.0  # monotonic time before which NVML is not started again
         self._failing: list[str] = []  # the GPUs whose last read failed while others answered (logged on change)
         self._left_out: list[int] = []  # the GPUs NVML could not open at start (tried again every retry_s)
+        self._reopen_at = 0.0  # monotonic time from which the left-out GPUs are tried again
 
     # -- TelemetrySource -------------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -87,6 +88,8 @@ class NvmlSource(TelemetrySource):
     def sample(self) -> list[TelemetrySample]:
         if not self._ready()[0] or self._failures.blocked():
             return []
+        if self._left_out and time.monotonic() >= self._reopen_at:  # a GPU lost at start may be back
+            self._reopen_left_out()
         stamp = datetime.now(UTC)
         samples, failures = [], []
         for gpu in self._gpus or []:
@@ -99,8 +102,6 @@ class NvmlSource(TelemetrySource):
             if time.monotonic() >= self._restart_at:  # stale handles after a driver reload: listed afresh
                 self._restart_now = True
             return []
-        if self._left_out and time.monotonic() >= self._restart_at:  # a GPU lost at start may be back
-            self._restart_now = True
         if failures != self._failing:
             if failures:
                 logger.warning("NVML on %s: %s (the other GPUs are still read)", self.node_id, "; ".join(failures))
@@ -168,8 +169,10 @@ class NvmlSource(TelemetrySource):
             try:
                 handles[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
             except pynvml.NVMLError as exc:
-                logger.warning("NVML: GPU %d on %s left out: %s", index, self.node_id, exc)
+                logger.warning("NVML: GPU %d on %s left out (tried again every %g s): %s", index, self.node_id,
+                               self._retry_s, exc)
                 self._left_out.append(index)
+        self._reopen_at = time.monotonic() + self._retry_s
         if count and not handles:
             self._init_error = f"NVML could not open any of the {count} GPU(s)"
             self._shutdown()
@@ -177,6 +180,22 @@ class NvmlSource(TelemetrySource):
         self._gpus = [_Gpu(index, handle, _device_id(index, handle)) for index, handle in handles.items()]
         logger.info("NVML: %d GPU(s) on %s: %s", len(self._gpus), self.node_id,
                     ", ".join(f"{gpu.index} {gpu.device_id}" for gpu in self._gpus))
+
+    def _reopen_left_out(self) -> None:
+        """Open the GPUs left out at start that NVML opens now, beside the others (NVML keeps running)."""
+        self._reopen_at = time.monotonic() + self._retry_s
+        opened, still = [], []
+        for index in self._left_out:
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            except pynvml.NVMLError:
+                still.append(index)
+                continue
+            opened.append(_Gpu(index, handle, _device_id(index, handle)))
+        if opened:
+            self._gpus = sorted([*(self._gpus or []), *opened], key=lambda gpu: gpu.index)
+            logger.info("NVML: GPU(s) %s on %s opened now", ", ".join(str(gpu.index) for gpu in opened), self.node_id)
+        self._left_out = still
 
     @staticmethod
     def _load_library(path: str) -> None:

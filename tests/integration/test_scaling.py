@@ -112,7 +112,7 @@ def test_a_partial_section_is_checked_against_the_config_defaults(api):
 @pytest.mark.parametrize(("change", "field", "phrase"), [
     ({"power_based": {"scale_in_threshold": 90, "scale_out_threshold": 80}}, "power_based", "must be below"),
     ({"min_replicas": 4, "max_replicas": 2}, None, "must not exceed max_replicas"),
-    ({"power_based": {"max_power_budget": 0}}, "max_power_budget", "greater than 0"),
+    ({"power_based": {"max_power_budget": 0}}, "max_power_budget", "greater than or equal to 1"),
     ({"cluster_power_budget": -1}, "cluster_power_budget", "greater than 0"),
     ({"target": {"kind": "pods", "name": "x"}}, "target", "kind"),
     ({"mode": "yolo"}, "mode", "dry_run"),

@@ -44,7 +44,6 @@ def test_simulation_report_on_real_sample(tmp_path, ray_cluster, upm_sample):
         assert run["decisions"] == len(steps)
         assert run["simulated_seconds"] == 120 * len(steps)
         assert 0 <= run["budget_violation_seconds"] <= run["over_threshold_seconds"] <= run["simulated_seconds"]
-        assert all(s[name]["charged_replicas"] >= s[name]["replicas"] for s in steps)  # a scale-out paid on its way
         assert run["replica_hours"] == pytest.approx(sum(s[name]["charged_replicas"] for s in steps) * 120 / 3600,
                                                      rel=1e-4)
         over = sum(120 for s in steps if s[name]["per_node_watts"] > 1000)

@@ -463,7 +463,7 @@ def test_power_based_disabled_holds_with_reason():
     pytest.param({"cluster_power_budget": 0}, "cluster_power_budget",
                  "cluster_power_budget must be greater than 0 W (got 0)", id="cluster-budget-zero"),
     pytest.param({"cluster_power_budget": -50}, "cluster_power_budget", "greater than 0", id="cluster-budget-neg"),
-    pytest.param({"power_based": {"max_power_budget": 0}}, "power_based.max_power_budget", "greater than 0",
+    pytest.param({"power_based": {"max_power_budget": 0}}, "power_based.max_power_budget", "greater than or equal to 1",
                  id="node-budget-zero"),
     pytest.param({"name": "Bad Name"}, "name", "pattern", id="name-not-a-slug"),
     pytest.param({"mode": "yolo"}, "mode", "dry_run", id="unknown-mode"),

@@ -287,3 +287,13 @@ def test_the_controller_builds_a_peak_view_when_every_node_has_a_peak_bound():
     beyond = forecast((610.0, 700.0)).model_copy(update={"outside_training_range": ("power_watts",)})
     assert _view(policy, [beyond, forecast((620.0, 650.0))])[0].extrapolated_nodes == 1
     assert view.extrapolated_nodes == 0
+
+
+def test_a_scale_in_set_by_measured_power_still_stops_where_a_short_forecast_leaves_the_window_unknown():
+    """Regression (this session's own): once measured power above the forecast was credited with the count, the
+    partial-window floor, gated on a forecast signal, was skipped: a forecast covering 60 s of a 10-minute window let
+    4 replicas at 40 % consolidate to 2 (80 %, at the threshold), where measured power alone allows 3."""
+    decision = run([400] * 4, peak_view([100] * 4, [150] * 4, window_s=60),
+                   power_based={"cooldown_period": 600})
+    assert (decision.action, decision.to_replicas) == (IN, 3), decision.reason
+    assert "so the scale-in goes only as far as measured power allows (3)" in decision.reason

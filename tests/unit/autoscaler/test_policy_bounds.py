@@ -251,6 +251,9 @@ def test_a_saved_correction_resumes_where_its_policy_bound_means_the_same():
     other_nodes.restore(saved)
     assert other_nodes.correct(POLICY, view(), ("n1", "n3"), 2, forecasts(10)) == view()  # means something else
     assert other_nodes.tracker("web").windows == 0 and other_nodes.saved() == {}
+    other_reach = PolicyBounds(reach_s=30.0)  # another tick: its forecasts cover another window
+    other_reach.restore(saved)
+    assert other_reach.correct(POLICY, view(), NODES, 2, forecasts(10)) == view()
 
 
 def test_regression_nodes_found_from_the_replicas_keep_the_correction_when_the_replicas_move():

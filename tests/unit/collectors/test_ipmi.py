@@ -357,7 +357,31 @@ def test_an_empty_psu_bay_answering_not_present_is_skipped_and_the_sdr_kept(monk
     cmd.raw_command = raw_command
     for _ in range(3):
         assert [s.power_watts for s in source.sample()] == [400.0], source._reason
-    assert cmd.sdr_downloads == 1 and sessions == []
+    assert cmd.sdr_downloads == 1 and sessions == [] and source.sensors_used == ["PSU1"]
+
+
+def test_a_sensor_that_was_present_and_is_not_any_more_has_the_sdr_read_again_once(monkeypatch):
+    """A firmware update may renumber the sensors: one of two read "not present" would under-report the node by half
+    without a word. The reading of the other stands; the SDR is read anew once, and an absence it confirms stays."""
+    cmd = FakeCmd(None)
+    sessions = _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    gone: set[int] = set()
+
+    def raw_command(netfn, command, rslun=0, data=()):
+        if data[0] in gone:
+            return {"error": "Requested sensor, data, or record not present", "code": 0xCB}
+        return {"data": b"\x00\xc0\x00"}
+
+    cmd.raw_command = raw_command
+    cmd.sdr.sensors["32.4.0"].decode_sensor_reading = lambda *_: SimpleNamespace(value=300.0, unavailable=0)
+    assert [s.power_watts for s in source.sample()] == [700.0] and cmd.sdr_downloads == 1
+    gone.add(3)  # PSU1, read until now
+    assert [s.power_watts for s in source.sample()] == [300.0] and source.sensors_used == ["PSU2"]
+    assert cmd.sdr_downloads == 1 and source._cmd is None  # the next read downloads the SDR again
+    for _ in range(3):
+        source.sample()
+    assert cmd.sdr_downloads == 2 and len(sessions) == 1  # once: the fresh SDR's absence is an empty bay
 
 
 def test_a_bmc_down_for_days_keeps_its_backoff(monkeypatch):
@@ -366,6 +390,14 @@ def test_a_bmc_down_for_days_keeps_its_backoff(monkeypatch):
     source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1", backoff_s=1.0, max_backoff_s=300.0)
     source._failures = 5000
     source._fail(ConnectionError("no route to host"))
+    assert 150 <= source._next_try - time.monotonic() <= 300
+
+
+def test_the_first_refused_login_after_timeouts_waits_as_a_first_refusal():
+    source = IpmiSource("10.0.0.9", "admin", "hunter2", "n1", max_backoff_s=300.0)
+    for _ in range(5):
+        source._fail(TimeoutError("BMC did not answer"))
+    source._fail(IpmiException("Incorrect password provided"))
     assert 150 <= source._next_try - time.monotonic() <= 300
 
 

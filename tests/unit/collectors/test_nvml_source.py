@@ -245,9 +245,9 @@ def test_a_gpu_lost_before_the_source_started_is_left_out_and_tried_again(fake_n
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.0)
     assert source.available() == (True, "")
     assert [s.device_id for s in source.sample()] == [UUID.format(0)]
-    (gpus / "handlefail1").unlink()  # back on the bus: the next restart, a retry period later, opens it
-    source.sample()
+    (gpus / "handlefail1").unlink()  # back on the bus: opened a retry period later, NVML left running
     assert [s.device_id for s in source.sample()] == [UUID.format(0), UUID.format(1)]
+    assert source._left_out == []
     source.close()
 
 
