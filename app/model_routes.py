@@ -117,7 +117,7 @@ async def _live(replica: IngressState, model_id: str) -> tuple[ModelLiveAccuracy
     if model_id == replica.args.cost_model_id:
         return None, "live accuracy is measured for the power forecaster the scaling controller uses"
     try:
-        report = await asyncio.to_thread(replica.controller.call, "live_accuracy")
+        report = await replica.controller.call_async("live_accuracy")
     except ActorUnavailable as exc:
         return None, f"no live accuracy: {exc}"
     except Exception as exc:  # noqa: BLE001 - e.g. a controller of an older version: the rest still answers

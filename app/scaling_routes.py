@@ -23,7 +23,7 @@ PolicyName = Annotated[str, Path(max_length=63)]
 
 async def _controller(replica: IngressState, method: str, *call_args: Any) -> Any:
     """The controller actor's answer; ActorUnavailable (503, app/errors.py) when it is not there."""
-    return await asyncio.to_thread(replica.controller.call, method, *call_args)
+    return await replica.controller.call_async(method, *call_args)
 
 
 def _no_policy(name: str) -> ApiError:

@@ -3,6 +3,7 @@ for calling them, and the lifecycle of the singletons pinned to the head node.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -47,6 +48,15 @@ class NamedActor:
         """The method's result, waited for at most `timeout_s`."""
         return self.result(self.send(method, *args))
 
+    async def call_async(self, method: str, *args: Any) -> Any:
+        """`call` from an event loop: a worker thread only for the lookup, none while the actor answers (waiting in
+        one, a slow actor held a thread of the loop's small pool per request, and the routes sharing it waited)."""
+        call = await asyncio.to_thread(self.send, method, *args)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(call.future()), self.timeout_s)
+        except (TimeoutError, RayActorError) as exc:
+            raise self._unanswered(exc) from exc
+
     def send(self, method: str, *args: Any) -> ray.ObjectRef:
         """Call the method without waiting: its result's reference (`result` waits for it)."""
         try:
@@ -60,7 +70,10 @@ class NamedActor:
         try:
             return ray.get(call, timeout=self.timeout_s)
         except (GetTimeoutError, RayActorError) as exc:
-            raise self.error(f"{self.description} did not answer: {type(exc).__name__}{self.hint}") from exc
+            raise self._unanswered(exc) from exc
+
+    def _unanswered(self, exc: Exception) -> ActorUnavailable:
+        return self.error(f"{self.description} did not answer: {type(exc).__name__}{self.hint}")
 
 
 def settings_digest(*parts: Any) -> str:

@@ -43,8 +43,7 @@ class Everything:
         self.calls: list = []
         self.scaling_defaults = AutoScalingConfig()
         self.args = AppArgs()
-        self.controller = SimpleNamespace(call=lambda method, *args: self.calls.append(method) or
-                                          {"policy": None, "put_policy": True, "delete_policy": True}.get(method, []))
+        self.controller = SimpleNamespace(call_async=self._controller_call)
         self.batches = SimpleNamespace(create=lambda fields: self.calls.append("batch") or {
             "id": "b1", "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00",
             **fields}, get=self._no_batch)
@@ -54,6 +53,10 @@ class Everything:
                                     ServedModels(power=("power_lstm",), cost="cost_gbm"),
                                     launch=lambda *args: self.calls.append("retrain"))
         self.registry = SimpleNamespace(model_ids=lambda: [])
+
+    async def _controller_call(self, method, *args):
+        self.calls.append(method)
+        return {"policy": None, "put_policy": True, "delete_policy": True}.get(method, [])
 
     async def _queued(self, batch_id):
         return True

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import threading
+import time
+from types import SimpleNamespace
+
 import pytest
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
@@ -75,6 +81,46 @@ def test_the_method_s_own_error_reaches_the_caller(actor, monkeypatch):
     monkeypatch.setattr(ray, "get", get)
     with pytest.raises(KeyError):
         NamedActor("store", "the telemetry store").call("policy", "x")
+
+
+class _Ref:
+    """An ObjectRef's future: answered (or raising) at once, or never."""
+
+    def __init__(self, answer=None, never: bool = False):
+        self.answer, self.never = answer, never
+
+    def future(self) -> concurrent.futures.Future:
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        if isinstance(self.answer, Exception):
+            done.set_exception(self.answer)
+        elif not self.never:
+            done.set_result(self.answer)
+        return done
+
+
+def test_an_async_call_answers_and_a_slow_or_dead_actor_is_unavailable_without_holding_a_thread(monkeypatch):
+    """Regression: the API waited for the controller in a worker thread (`asyncio.to_thread(call)`): a controller
+    busy with a long tick held one of the loop's few pool threads per waiting request."""
+    refs = {"policies": _Ref(["web"]), "slow": _Ref(never=True), "dead": _Ref(ActorDiedError()),
+            "own": _Ref(KeyError("no such policy"))}
+    monkeypatch.setattr(ray, "get_actor", lambda name, namespace: SimpleNamespace(**{
+        method: SimpleNamespace(remote=lambda *args, ref=ref: ref) for method, ref in refs.items()}))
+    client = NamedActor("controller", "the scaling controller", timeout_s=0.2)
+
+    async def calls():
+        assert await client.call_async("policies") == ["web"]
+        started = time.monotonic()
+        with pytest.raises(ActorUnavailable, match="^the scaling controller did not answer: TimeoutError$"):
+            await client.call_async("slow")
+        assert time.monotonic() - started < 2.0
+        with pytest.raises(ActorUnavailable, match="did not answer: ActorDiedError"):
+            await client.call_async("dead")
+        with pytest.raises(KeyError):  # the method's own error, as `call` gives it
+            await client.call_async("own")
+        return threading.active_count()
+
+    before = threading.active_count()
+    assert asyncio.run(calls()) <= before + 2  # the lookups' pool threads, none left waiting on an answer
 
 
 def test_a_busy_or_restarting_actor_gets_a_second_chance_before_a_bootstrap_replaces_it(actor, monkeypatch):
