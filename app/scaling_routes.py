@@ -93,11 +93,8 @@ async def scaling_events(
 ) -> ScalingEventsResponse:
     """Scaling decisions, holds included, newest first (addresses and paths in their reasons cut out: the
     controller's log keeps them), a page of at most `limit`; `next_before_id` pages on while older ones match."""
-    events = await _controller(replica, "events", policy, since, limit + 1, before_id)
-    more = len(events) > limit
-    events = events[:limit]
-    return ScalingEventsResponse(events=[_public(event) for event in events],
-                                 next_before_id=events[-1].id if more else None)
+    events, next_before_id = await _controller(replica, "events_page", policy, since, limit, before_id)
+    return ScalingEventsResponse(events=[_public(event) for event in events], next_before_id=next_before_id)
 
 
 def _public(event: ScalingEvent) -> ScalingEvent:

@@ -209,10 +209,10 @@ class ScalingControllerService:
         with passing_errors_unavailable():
             return self.controller.state.delete_policy(name)
 
-    def events(self, policy: str | None, since: datetime | None, limit: int,
-               before_id: int | None = None) -> list[ScalingEvent]:
+    def events_page(self, policy: str | None, since: datetime | None, limit: int,
+                    before_id: int | None) -> tuple[list[ScalingEvent], int | None]:
         with passing_errors_unavailable():
-            return self.controller.state.events(policy, since, limit, before_id)
+            return self.controller.state.events_page(policy, since, limit, before_id)
 
 
 def start_controller(settings: ControllerSettings) -> ray.actor.ActorHandle:

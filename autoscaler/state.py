@@ -664,11 +664,16 @@ class ControllerState:
             _drop_intent(db, name, row[0])
             return None
 
-    def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100,
-               before_id: int | None = None) -> list[ScalingEvent]:
-        """Events newest first, optionally of one policy, at or after `since`, and older than event `before_id` (the
-        last of a page: the next page; none once that event is gone, with all older ones); a stored event that no
-        longer validates (written by an older version) is left out and logged, never an error for the whole list."""
+    def events(self, policy: str | None = None, since: datetime | None = None, limit: int = 100) -> list[ScalingEvent]:
+        """Events newest first, optionally of one policy and at or after `since` (`events_page`'s first page)."""
+        return self.events_page(policy, since, limit)[0]
+
+    def events_page(self, policy: str | None, since: datetime | None, limit: int,
+                    before_id: int | None = None) -> tuple[list[ScalingEvent], int | None]:
+        """Up to `limit` events newest first, optionally of one policy, at or after `since`, and older than event
+        `before_id` (none once that event is gone, with all older ones), and the id the next page goes on from (None:
+        no older event matches). A stored event that no longer validates (written by an older version) is left out
+        and logged, never an error for the whole list, and never the end of the pages."""
         clauses: list[str] = []
         params: list[object] = []
         if before_id is not None:  # in the listing's own order: (at, id) after the cursor's
@@ -681,7 +686,9 @@ class ControllerState:
             clauses.append("at >= ?")
             params.append(since.timestamp())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._read(f"SELECT id, body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?", (*params, limit))
+        rows = self._read(f"SELECT id, body FROM events {where} ORDER BY at DESC, id DESC LIMIT ?",
+                          (*params, limit + 1))
+        more, rows = len(rows) > limit, rows[:limit]
         events = []
         for event_id, body in rows:
             try:
@@ -689,7 +696,7 @@ class ControllerState:
             except ValidationError as exc:
                 logger.warning("scaling controller: stored event %s no longer validates, left out: %s", event_id,
                                " ".join(format_errors(None, exc).splitlines()))
-        return events
+        return events, (rows[-1][0] if more else None)
 
     # --- the lease ---------------------------------------------------------------------------------------
 

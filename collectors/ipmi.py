@@ -102,7 +102,8 @@ class IpmiSource(TelemetrySource):
         self.sensors_used: list[str] = []  # SDR sensor names summed or read by the last SDR read
         self._cmd: Any = None
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
-        self._absent: frozenset[str] | None = None  # chosen sensors "not present" at the SDR's first read (empty bays)
+        # the chosen sensors (lun, number) without a reading at the SDR's first read: empty bays
+        self._absent: frozenset[tuple[int, int]] | None = None
         self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._dcmi_measured = False  # DCMI gave a reading on this BMC: a later "not active" is a passing gap, a while
@@ -291,7 +292,7 @@ class IpmiSource(TelemetrySource):
             self._sdr, self._absent = ([entries[s.key] for s in chosen], quality), None
             log.info("BMC %s:%s power from SDR sensors %s", self.host, self.port, [s.name for s in chosen])
         entries, quality = self._sdr
-        values, absent = [], []
+        values, read, unread, not_present = [], [], [], 0
         for entry in entries:
             rsp = cmd.raw_command(netfn=4, command=0x2D, rslun=entry.sensor_lun, data=(entry.sensor_number,))
             if "error" in rsp:
@@ -299,30 +300,39 @@ class IpmiSource(TelemetrySource):
                 if code >= 0xFF:  # no answer: a session problem
                     raise ConnectionError(f"sensor {entry.name!r}: {rsp['error']}")
                 if code == NOT_PRESENT and len(entries) > 1:  # e.g. an empty PSU bay: draws nothing, as pyghmi skips it
-                    absent.append(entry)
+                    unread.append(entry)
+                    not_present += 1
                     continue
                 self._sdr = None  # re-read the SDR next time: the BMC may have changed it
                 self._reset()  # on a new session: pyghmi keeps a session's SDR
                 raise LookupError(f"sensor {entry.name!r}: {rsp['error']}")
             reading = entry.decode_sensor_reading(cmd, rsp["data"])
             if reading.value is not None and not reading.unavailable:
-                values.append(reading.value)  # an absent PSU has no reading and draws nothing
-        if len(absent) == len(entries):  # none of them there any more: the BMC's SDR changed (e.g. a firmware update)
+                values.append(reading.value)
+                read.append(entry)
+            else:  # a PSU without a reading (an empty bay, an unplugged cord) draws nothing
+                unread.append(entry)
+        if not_present == len(entries):  # none of them there any more: the BMC's SDR changed (e.g. a firmware update)
             self._sdr = None
             self._reset()
             raise LookupError(f"sensors {[e.name for e in entries]}: not present")
         if not values:
             raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
-        gone = frozenset(e.name for e in absent)
-        if self._absent is None:  # the SDR's first read: what is not present is an empty bay
-            self._absent = gone
-        elif not gone <= self._absent:  # present before: the BMC may have renumbered it; the SDR anew at the next read
-            log.info("BMC %s:%s: sensor(s) %s no longer present; reading its SDR again", self.host, self.port,
-                     sorted(gone - self._absent))
+        self._note_unread(frozenset((e.sensor_lun, e.sensor_number) for e in unread), [e.name for e in unread])
+        self.method, self.sensors_used = "sdr", [e.name for e in read]
+        return self._sample(sum(values), quality, None)
+
+    def _note_unread(self, unread: frozenset[tuple[int, int]], names: list[str]) -> None:
+        """The SDR's first read takes the sensors without a reading as empty bays; one that read before and stops
+        (the BMC may have renumbered its sensors, or a PSU failed) has the SDR read anew at the next read, once: its
+        reading would otherwise be left out of the sum without a word."""
+        if self._absent is None:
+            self._absent = unread
+        elif not unread <= self._absent:
+            log.info("BMC %s:%s: sensor(s) among %s gave no reading; reading its SDR again", self.host, self.port,
+                     names)
             self._sdr = None
             self._reset()
-        self.method, self.sensors_used = "sdr", [e.name for e in entries if e not in absent]
-        return self._sample(sum(values), quality, None)
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
         return TelemetrySample.reading(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,

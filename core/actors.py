@@ -81,10 +81,10 @@ def settings_digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-LIFECYCLE = "lifecycle-2"
+LIFECYCLE = "lifecycle-3"
 """Added to the fingerprints of the singletons tied to the app (core/app_watch.py `answered_fingerprint`): a
-singleton started by code from before a lifecycle change answers without it, so a bootstrap replaces it even when
-its settings are unchanged."""
+singleton started by code from before a lifecycle change, or a change of the methods the app calls (lifecycle-3: the
+controller's `events_page`), answers without it, so a bootstrap replaces it even when its settings are unchanged."""
 
 HEAD = {"node:__internal_head__": 0.001}
 RESTART_WAIT_S = 2.0  # how long keep_unchanged gives an actor that is restarting before asking again

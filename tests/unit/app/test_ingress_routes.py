@@ -278,7 +278,7 @@ class Eventful(Controller):
     """A controller whose last actuation failed with the addresses its actuator named."""
 
     def call(self, method, *args):
-        if method != "events":
+        if method != "events_page":
             return super().call(method, *args)
         return [ScalingEvent(
             at=datetime(2026, 1, 5, tzinfo=UTC), policy="web", target={"kind": "ray_serve", "app": "a",
@@ -286,7 +286,7 @@ class Eventful(Controller):
             action="scale_out", from_replicas=2, to_replicas=3, mode="enforce",
             reason="scale_out 2 -> 3: telemetry store failed: InfluxDB at http://10.0.0.9:8086 refused",
             actuation=ActuationResult(status="failed", detail="Ray dashboard at http://10.0.0.7:8265 not reachable; "
-                                                              "kubeconfig /home/ops/.kube/config"))]
+                                                              "kubeconfig /home/ops/.kube/config"))], None
 
 
 def test_scaling_events_carry_no_internal_address_or_path(replica, client):

@@ -205,13 +205,15 @@ def test_events_page_on_from_the_last_event_of_a_page_in_the_listings_order(tmp_
                                   to_replicas=1, reason="hold", mode="dry_run",
                                   actuation=ActuationResult(status="none")))
     listed = [(e.at.minute, e.id) for e in state.events()]
-    paged, cursor = [], None
-    while page := state.events(limit=2, before_id=cursor):
-        paged += [(e.at.minute, e.id) for e in page]
-        cursor = page[-1].id
-    assert paged == listed and len(listed) == 7
-    assert [e.at.minute for e in state.events(policy="b", limit=5, before_id=listed[1][1])] == [2, 1]
-    assert state.events(before_id=10_000) == []  # a cursor whose event is gone (pruned, with all older ones)
+    paged, cursor, pages = [], None, 0
+    while True:
+        page, cursor = state.events_page(None, None, 2, cursor)
+        paged, pages = paged + [(e.at.minute, e.id) for e in page], pages + 1
+        if cursor is None:
+            break
+    assert paged == listed and len(listed) == 7 and pages == 4  # the last page short: no cursor, no empty page
+    assert [e.at.minute for e in state.events_page("b", None, 5, listed[1][1])[0]] == [2, 1]
+    assert state.events_page(None, None, 5, 10_000) == ([], None)  # its event gone (pruned, with all older ones)
 
 
 def test_put_policy_merges_config_defaults_and_refuses_bad_combinations(make):
@@ -275,6 +277,11 @@ def test_a_stored_event_that_no_longer_validates_is_left_out_of_the_list(make, s
     with controller.state._write() as db:
         db.execute("UPDATE events SET body = ? WHERE id = ?", (json.dumps(old), first.id))
     assert [e.id for e in controller.state.events()] == [second.id]
+    with controller.state._write() as db:  # the newer one too: a page holding only it still points past it
+        db.execute("UPDATE events SET body = ? WHERE id = ?", (json.dumps({**old, "id": second.id}), second.id))
+        db.execute("UPDATE events SET body = ? WHERE id = ?", (first.model_dump_json(), first.id))
+    assert controller.state.events_page(None, None, 1, None) == ([], second.id)
+    assert controller.state.events_page(None, None, 1, second.id) == ([first], None)
 
 
 def test_a_policy_removed_from_the_config_is_deleted_unless_the_api_changed_it(tmp_path):

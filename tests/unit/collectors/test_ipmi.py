@@ -138,7 +138,7 @@ def test_without_dcmi_sdr_is_used_and_dcmi_reprobed_only_later(dcmi):
     for _ in range(3):
         [sample] = source.sample()
         assert (sample.power_watts, sample.quality, sample.power_limit_watts) == (400.0, Quality.DERIVED, None)
-    assert cmd.dcmi_calls == 1 and (source.method, source.sensors_used) == ("sdr", ["PSU1", "PSU2"])
+    assert cmd.dcmi_calls == 1 and (source.method, source.sensors_used) == ("sdr", ["PSU1"])  # PSU2: no reading
     time.sleep(0.35)
     source.sample()
     assert cmd.dcmi_calls == 2
@@ -422,3 +422,20 @@ def test_reasons_never_hint_at_a_password(username, password):
     assert source._reason.endswith("sensor 'PSU2 Input' not present")
     source._fail(OSError(f"login as {username} with {password} refused"))
     assert password not in source._reason.split("with ")[1]
+
+
+def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(monkeypatch):
+    """A present sensor whose reading turned unavailable was left out of the sum without a word (still listed as
+    used, quality unchanged): the SDR is read anew once, and what that fresh SDR cannot read counts as an empty bay."""
+    cmd = FakeCmd(None)
+    _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    psu2 = cmd.sdr.sensors["32.4.0"]
+    psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=300.0, unavailable=0)
+    assert [s.power_watts for s in source.sample()] == [700.0]
+    psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=None, unavailable=1)
+    assert [s.power_watts for s in source.sample()] == [400.0] and source.sensors_used == ["PSU1"]
+    assert source._cmd is None  # the next read downloads the SDR again
+    for _ in range(3):
+        source.sample()
+    assert cmd.sdr_downloads == 2
