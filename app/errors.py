@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
 from app.retrain_jobs import DataNotAllowed, LaunchFailed
-from autoscaler.state import StateUnavailable, TooManyPolicies
+from autoscaler.state import OverReplicasCap, StateUnavailable, TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError, ModelNotLoaded
 from core.records import RecordNotFound, RecordUnreadable
@@ -129,6 +129,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     StateUnavailable: lambda exc: ApiError(503, [], str(getattr(exc, "cause", None) or exc), "unavailable"),
     # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
     TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
+    OverReplicasCap: lambda exc: ApiError(422, ["body", "max_replicas"], str(getattr(exc, "cause", None) or exc)),
 }
 
 

@@ -139,6 +139,11 @@ class TooManyPolicies(ValueError):
     """A new policy would exceed `auto_scaling.max_policies`."""
 
 
+class OverReplicasCap(ValueError):
+    """A policy's `max_replicas` exceeds the controller's `auto_scaling.max_replicas_cap` (validated elsewhere
+    against another cap: an API replica that read the config before it was lowered)."""
+
+
 class StateUnavailable(RuntimeError):
     """The state file cannot be used just now (locked past its timeout, a disk error, closed while it is reopened
     after a move): a request may try again; the message names no path."""
@@ -261,7 +266,7 @@ class ControllerState:
                  max_policies: int = DEFAULT_MAX_POLICIES, max_events: int = 100_000):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_policies, self.max_events = max_policies, max_events
+        self.max_policies, self.max_events, self.max_replicas_cap = max_policies, max_events, max_replicas_cap
         self._context = policy_context(max_replicas_cap)
         self._lock = threading.Lock()
         self._started_afresh: datetime | None = None  # when a damaged file was set aside for this one
@@ -459,8 +464,12 @@ class ControllerState:
         actuation left pending on the old target is completed as abandoned (its event keeps the old target; a
         tick still carrying it out records its outcome there, not in the new target's state).
 
-        Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`.
+        Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`, and OverReplicasCap when
+        `limited` and its `max_replicas` exceeds `max_replicas_cap` (stored, it would be skipped as invalid).
         """
+        if limited and policy.max_replicas > self.max_replicas_cap:
+            raise OverReplicasCap(f"max_replicas ({policy.max_replicas}) exceeds the controller's "
+                                  f"auto_scaling.max_replicas_cap ({self.max_replicas_cap}); give one within it")
         with self._write() as db:
             stored = db.execute("SELECT body FROM policies WHERE name = ?", (policy.name,)).fetchone()
             created = stored is None

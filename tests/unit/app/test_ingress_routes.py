@@ -13,7 +13,7 @@ from app.ingress import api
 from app.replica import serving_replica
 from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent
 from autoscaler.settings import AutoScalingConfig
-from autoscaler.state import StateUnavailable, TooManyPolicies, passing_errors_unavailable
+from autoscaler.state import OverReplicasCap, StateUnavailable, TooManyPolicies, passing_errors_unavailable
 from core.actors import ActorUnavailable
 from core.records import RecordNotFound
 from core.registry_metadata import ModelNotFoundError
@@ -180,6 +180,21 @@ def test_a_policy_over_the_limit_is_409_naming_the_setting(replica, client):
     replica.controller = Full()
     response = client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)
     assert response.status_code == 409 and "auto_scaling.max_policies" in detail(response)["msg"]
+
+
+class LowerCap(Controller):
+    def call(self, method, *args):
+        if method == "put_policy":
+            raise OverReplicasCap("max_replicas (8) exceeds the controller's auto_scaling.max_replicas_cap (5); "
+                                  "give one within it")
+        return super().call(method, *args)
+
+
+def test_a_policy_over_the_controllers_cap_is_422_naming_the_field(replica, client):
+    replica.controller = LowerCap()
+    response = client.post("/api/v1/scaling/policies", json=policy_data(name="p", max_replicas=8), headers=AUTH)
+    assert response.status_code == 422 and detail(response)["loc"] == ["body", "max_replicas"]
+    assert "auto_scaling.max_replicas_cap (5)" in detail(response)["msg"]
 
 
 def test_models_are_listed_when_the_active_versions_metadata_broke(replica, client, tmp_path):

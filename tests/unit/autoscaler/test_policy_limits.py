@@ -15,7 +15,7 @@ from autoscaler.controller import ScalingController
 from autoscaler.policy_config import policies_from_config, policy_from
 from autoscaler.schema import ScalingPolicy
 from autoscaler.settings import AutoscalerConfig, AutoScalingConfig
-from autoscaler.state import ControllerState, TooManyPolicies
+from autoscaler.state import ControllerState, OverReplicasCap, TooManyPolicies
 from core.settings import ConfigError, format_errors
 from tests.factories import make_policy, policy_data
 from tests.unit.autoscaler.doubles import RecordingActuator
@@ -192,6 +192,16 @@ def test_the_number_of_policies_is_capped(tmp_path):
     assert state.put_policy(make_policy(name="a", max_replicas=3), now) is False  # replacing is not adding
     assert state.seed([make_policy(name="from-config")], now) == ["from-config"]  # the operator's file is not capped
     assert [p.name for p in state.policies()] == ["a", "b", "from-config"]
+
+
+def test_a_policy_over_the_controllers_own_cap_is_refused_not_stored_as_invalid(tmp_path):
+    """Regression: the API validated against the cap its replica read; a controller started after the cap was lowered
+    stored the policy (201) and at once listed it as invalid, skipped by every tick."""
+    state = ControllerState(tmp_path / "s.sqlite", max_replicas_cap=5)
+    with pytest.raises(OverReplicasCap, match=r"max_replicas \(8\) exceeds the controller's "
+                                              r"auto_scaling.max_replicas_cap \(5\)"):
+        state.put_policy(make_policy(name="a", max_replicas=8), datetime.now(UTC))
+    assert state.policies() == [] and state.invalid_policies() == []
 
 
 def test_the_controller_refuses_one_policy_too_many(tmp_path, store):
