@@ -72,7 +72,10 @@ class MeasuredIdleDraws:
         if lowest / power.max_power_budget * 100.0 >= power.scale_out_threshold:  # as the field's own check
             return None, (f"the idle draw measured on {node}, {lowest:g} W, is at or above the scale-out threshold's "
                           f"{threshold:g} W: not used; {standing}")
-        return lowest, f"idle draw {lowest:g} W measured on {node} (the lowest of {len(measured)} node(s) measured)"
+        floor = ("; at or above the scale-in threshold: these nodes never draw less, so power alone never consolidates "
+                 "them" if 0 < power.scale_in_threshold <= lowest / power.max_power_budget * 100.0 else "")
+        return lowest, (f"idle draw {lowest:g} W measured on {node} (the lowest of {len(measured)} node(s) "
+                        f"measured){floor}")
 
     def _why_none(self, nodes: Sequence[str]) -> str:
         unmeasured = [node for node in nodes if node not in self._nodes]

@@ -75,11 +75,14 @@ def with_known_idle(policy: ScalingPolicy, model: DemandModel, margin: float) ->
     """The policy with its nodes' idle draw as the replay's demand model has it (an operator who measured the nodes
     would configure it; a controller told to measure it, `measure_idle_power`, would find it), where the policy
     leaves `idle_power_watts` out or measures it and the draw lies below the scale-out threshold, the reactive_margin
-    run's too; as it is otherwise."""
+    run's too (and, unless measured, below the scale-in threshold, as the field's own check requires); as it is
+    otherwise."""
     power = policy.power_based
     known = power.model_copy(update={"idle_power_watts": model.idle_watts})
     configured = power.idle_power_watts is not None and not power.measure_idle_power
     if configured or known.idle_share >= power.scale_out_threshold - margin:  # as with_margin
+        return policy
+    if not power.measure_idle_power and 0 < power.scale_in_threshold <= known.idle_share:  # it would be refused
         return policy
     return policy.model_copy(update={"power_based": known})
 

@@ -55,7 +55,8 @@ def test_the_lowest_node_idle_draw_is_used_and_kept_until_its_refresh(store):
     write_idle_history(store, {"n1": 620.0, "n2": 600.0}, NOW)
     counting = CountingStore(store)
     draws = MeasuredIdleDraws(counting)
-    used = (600.0, "idle draw 600 W measured on n2 (the lowest of 2 node(s) measured)")
+    used = (600.0, "idle draw 600 W measured on n2 (the lowest of 2 node(s) measured); at or above the scale-in "
+                   "threshold: these nodes never draw less, so power alone never consolidates them")
     assert tick(draws, ["n1", "n2"], NOW) == used
     assert counting.reads == 2
     assert tick(draws, ["n1", "n2"], NOW + timedelta(seconds=REFRESH_S - 1)) == used

@@ -102,7 +102,16 @@ def test_regression_an_idle_draw_the_margin_run_cannot_get_under_is_refused_befo
 
     with pytest.raises(ValueError, match=r"10-point margin puts the scale-out threshold \(70%\) at or under the "
                                          r"nodes' idle draw \(idle_power_watts 750 W, 75\.0%\)"):
-        with_margin(policy(750.0), 10)
+        with_margin(make_policy(power_based={"idle_power_watts": 750.0, "scale_in_threshold": 76}), 10)
+
+
+def test_an_idle_draw_at_or_over_the_scale_in_threshold_is_refused_naming_the_field() -> None:
+    """Such a policy never consolidates (a node never draws less than its idle power): refused with what to change."""
+    with pytest.raises(ValidationError, match=r"idle_power_watts \(500 W\) must be below the scale-in threshold "
+                                              r"\(500 W\).*raise scale_in_threshold above it"):
+        policy(500.0)
+    assert policy(499.0).power_based.idle_power_watts == 499.0
+    assert make_policy(power_based={"idle_power_watts": 600.0, "scale_in_threshold": 0}).power_based.idle_share == 60
 
 
 def test_regression_the_idle_check_is_the_one_the_counts_use() -> None:
