@@ -56,7 +56,8 @@ def history_segment(history: PowerHistory, sequence_length: int, step_s: int) ->
     numeric = {}
     for name in NUMERIC_FEATURES:
         values = np.asarray(history.numeric.get(name, ())[-sequence_length:], dtype=float)
-        numeric[name] = _pad_front(values, sequence_length) if values.size else np.full(sequence_length, np.nan)
+        # a shorter list starts later: before it the feature is missing, as training reads a column that starts late
+        numeric[name] = _pad_front(values, sequence_length, fill=np.nan)
     end_time = last_value_time(history, step_s)
     start = pd.Timestamp(end_time) - pd.Timedelta(seconds=step_s * (sequence_length - 1))
     segment = Segment(
@@ -71,10 +72,11 @@ def history_segment(history: PowerHistory, sequence_length: int, step_s: int) ->
     return segment, padded
 
 
-def _pad_front(values: np.ndarray, length: int) -> np.ndarray:
+def _pad_front(values: np.ndarray, length: int, fill: float | None = None) -> np.ndarray:
+    """The last `length` values, the missing front filled with `fill` (None: the first value)."""
     if values.size >= length:
         return values[-length:]
-    return np.concatenate([np.full(length - values.size, values[0]), values])
+    return np.concatenate([np.full(length - values.size, values[0] if fill is None else fill), values])
 
 
 def check_history(forecaster: PowerForecaster, history: PowerHistory) -> int:

@@ -129,7 +129,7 @@ def _window_history(window: pd.DataFrame, node_id: str, *, step_s: int, horizon_
     for name in NUMERIC_FEATURES:
         values = window[name].to_numpy(dtype=float)[first:]
         seen = np.flatnonzero(~np.isnan(values))
-        if seen.size:  # from its first reading on: a shorter list, padded at the front like a client's
+        if seen.size:  # from its first reading on: a shorter list, missing before it like a client's
             numeric[name] = tuple(_hold(values[seen[0]:], hold_steps).tolist())
     times = window["timestamp"]
     history = PowerHistory(power_watts=tuple(_hold(power[first:]).tolist()), numeric=numeric,

@@ -3,6 +3,7 @@ inference (a client's history list, stored telemetry) compute the very same colu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -138,6 +139,25 @@ def test_history_lists_give_the_training_columns() -> None:
     request, padded = history_segment(history, length, STEP)
     assert padded == 0
     served, trained = pipeline.transform(request), pipeline.transform(segment)[end - length + 1:end + 1]
+    assert_same_inputs(served, trained, pipeline)
+
+
+def test_a_feature_list_shorter_than_the_window_is_missing_before_it_as_in_training() -> None:
+    """Regression: a short feature list was padded with its first value, read as measured; training reads a column
+    that starts late as missing (its flag set), so the model saw inputs it never trained on."""
+    (segment,) = resample(frame(3), STEP, STEP)
+    pipeline = FeaturePipeline.fit([segment], ("cpu_utilization",), STEP)
+    length, end, given = 36, 200, 26
+    late = segment.numeric["cpu_utilization"].copy()
+    late[:end - given + 1] = np.nan  # the column starts `given` steps before the window's end
+    trained_on = replace(segment, numeric={**segment.numeric, "cpu_utilization": late})
+    history = PowerHistory(power_watts=tuple(segment.power[end - length + 1:end + 1]),
+                           numeric={"cpu_utilization": tuple(late[end - given + 1:end + 1])},
+                           end_time=segment.times[end].to_pydatetime(), horizon_s=3600)
+    request, _ = history_segment(history, length, STEP)
+    served, trained = pipeline.transform(request), pipeline.transform(trained_on)[end - length + 1:end + 1]
+    missing = pipeline.feature_names.index("cpu_utilization_missing")
+    assert served[:length - given, missing].tolist() == [1.0] * (length - given) and served[-1, missing] == 0.0
     assert_same_inputs(served, trained, pipeline)
 
 
