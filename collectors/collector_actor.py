@@ -22,7 +22,8 @@ class ReplaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(min_length=1, max_length=4096)
-    speed: float = Field(1.0, gt=0, le=1e6, description="seconds of the trace played per wall-clock second")
+    speed: float = Field(1.0, gt=0, le=1e6, description="seconds of the trace played per wall-clock second (no "
+                                                         "more than the trace's shortest step over 1 ms)")
     loop: bool = True
     backfill: bool = Field(False, description="first store one cycle of the trace as the recent past, so a fresh "
                                               "store has the history forecasts and scheduled retrains need")

@@ -27,6 +27,9 @@ from core.telemetry_csv import TelemetryDataError, load_telemetry_csv
 logger = logging.getLogger(__name__)
 
 
+STORE_RESOLUTION_S = 0.001  # samples of a node, source and device are one per millisecond in a store
+
+
 class ReplaySource(TelemetrySource):
     """A recorded trace replayed as this node's (or the trace's nodes') telemetry.
 
@@ -82,6 +85,10 @@ class ReplaySource(TelemetrySource):
         self._rows = len(frame)
         steps = np.diff(np.unique(seconds))
         self._period = float(seconds[-1]) + (float(np.median(steps)) if steps.size else 1.0)
+        if steps.size and steps.min() / speed < STORE_RESOLUTION_S:  # a store keys samples by the millisecond
+            self._error = (f"cannot replay {self.path} at speed {speed:g}: its shortest step, {steps.min():g} s, "
+                           f"would take under a millisecond and rows would overwrite each other in the store; "
+                           f"at most speed {steps.min() / STORE_RESOLUTION_S:g}")
 
     def available(self) -> tuple[bool, str]:
         if self._error:

@@ -92,7 +92,7 @@ def test_loop_starts_again_one_step_after_the_last_row(trace: Path) -> None:
 
 def test_cap_per_call_with_a_huge_speed(trace: Path) -> None:
     clock = Clock()
-    source = ReplaySource(trace, loop=True, speed=1e6, clock=clock, max_rows_per_call=5)
+    source = ReplaySource(trace, loop=True, speed=10_000, clock=clock, max_rows_per_call=5)  # 1 ms per 10 s step
     source.sample()
     clock.now += 10
     assert len(source.sample()) <= 5 + 3  # the cap counts rows; a row brings up to 4 samples
@@ -158,3 +158,12 @@ def test_aligned_nodes_start_together_and_loop_on_the_longest_series(tmp_path: P
     past = node_rows(backfilled.sample())
     assert {s.node_id for s in past} == {"a", "b"} and min(s.timestamp for s in past) == at(-30)
     assert keys(ReplaySource(path, clock=Clock()).sample()) == [("a", 100.0)]  # as recorded: b is two days later
+
+
+def test_a_speed_that_puts_a_step_under_a_millisecond_is_refused_with_the_most_it_may_be(trace: Path) -> None:
+    """Regression: 10 s steps at speed 1e6 are 10 µs apart; a store keys a node's samples by the millisecond, so
+    rows overwrote each other without a count."""
+    source = ReplaySource(trace, speed=20_000, clock=Clock())
+    ok, reason = source.available()
+    assert not ok and "shortest step, 10 s, would take under a millisecond" in reason and "at most speed 10000" in reason
+    assert source.sample() == []
