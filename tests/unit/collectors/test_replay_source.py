@@ -165,5 +165,6 @@ def test_a_speed_that_puts_a_step_under_a_millisecond_is_refused_with_the_most_i
     rows overwrote each other without a count."""
     source = ReplaySource(trace, speed=20_000, clock=Clock())
     ok, reason = source.available()
-    assert not ok and "shortest step, 10 s, would take under a millisecond" in reason and "at most speed 10000" in reason
+    assert not ok and "shortest step, 10 s, would take under a millisecond" in reason
+    assert "at most speed 10000" in reason
     assert source.sample() == []
