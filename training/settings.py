@@ -37,6 +37,17 @@ def default_max_gap(step_s: int) -> int:
     return max(MIN_DEFAULT_MAX_GAP_S, MAX_GAP_STEPS * step_s)
 
 
+MAX_HORIZON_STEPS = 10_080  # a week at a 1-minute step: the model's output layer and every window grow with it
+
+
+def too_many_steps(key: str, horizon: int, step: int) -> str | None:
+    """Why a horizon of that many steps is refused, or None."""
+    if horizon // step <= MAX_HORIZON_STEPS:
+        return None
+    return (f"{key} ({format_duration(horizon)}) is {horizon // step} steps of {format_duration(step)}: at most "
+            f"{MAX_HORIZON_STEPS} (a coarser step forecasts further)")
+
+
 class Resolution(Section):
     """One power model the service serves: its registry id, step, horizon and input window. A forecast request
     goes to the model of the finest step whose horizon covers it."""
@@ -56,6 +67,8 @@ class Resolution(Section):
         if self.horizon % self.step or self.horizon < 2 * self.step:
             raise ValueError(f"horizon ({format_duration(self.horizon)}) must be a whole multiple of step "
                              f"({format_duration(self.step)}), at least two steps")
+        if problem := too_many_steps("horizon", self.horizon, self.step):
+            raise ValueError(problem)
         return self
 
 
@@ -106,6 +119,8 @@ class PredictorConfig(Section):
         if self.prediction_horizon % self.step:
             problems.append(f"prediction_horizon ({format_duration(self.prediction_horizon)}) "
                             f"must be a whole multiple of step ({step})")
+        elif problem := too_many_steps("prediction_horizon", self.prediction_horizon, self.step):
+            problems.append(problem)
         if problems:
             raise ValueError("; ".join(problems))
         return self

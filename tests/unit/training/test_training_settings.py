@@ -136,6 +136,19 @@ def test_horizon_must_be_multiple_of_step(tmp_path: Path) -> None:
     assert load_training_config(path, environ={}).predictor.horizon_steps == 3
 
 
+def test_a_horizon_of_more_than_a_week_of_minute_steps_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """Regression: 7 days at a 10 s step (60,480 outputs and as many targets per window) was accepted, through the
+    retrain API too (its horizon bound is in time, and a retraining keeps the served step)."""
+    path = write(tmp_path, "predictor:\n  step: 10s\n  max_gap: 1min\n  prediction_horizon: 7d\n")
+    assert ("prediction_horizon (7d) is 60480 steps of 10s: at most 10080 (a coarser step forecasts further)"
+            in error_of(path))
+    path = write(tmp_path, "predictor:\n  step: 1min\n  prediction_horizon: 7d\n")
+    assert load_training_config(path, environ={}).predictor.horizon_steps == 10_080
+    path = write(tmp_path, "predictor:\n  resolutions:\n    - {model_id: fine, step: 1s, horizon: 1d, "
+                           "sequence_length: 60}\n")
+    assert "horizon (1d) is 86400 steps of 1s: at most 10080" in error_of(path)
+
+
 def test_config_is_frozen_and_round_trips() -> None:
     config = TrainingConfig()
     with pytest.raises(ValueError):
