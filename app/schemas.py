@@ -169,7 +169,8 @@ class PowerPredictionResponse(BaseModel):
     interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
     window_coverage: float = Field(description="share of the model's input window that was real history (not padded "
                                                "in front, not held over a gap in stored telemetry)")
-    padded_steps: int = Field(description="leading window steps filled by repeating the earliest power value")
+    padded_steps: int = Field(description="leading window steps filled by repeating the earliest power value (or "
+                                          "estimate)")
     store_filled_steps: int = Field(0, description="leading window steps taken from the node's stored telemetry: a "
                                                    "power_watts list shorter than the model's window, with a node_id "
                                                    "the store knows")

@@ -17,7 +17,7 @@ A window whose power lies beyond the range the model trained on is answered as a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -126,6 +126,9 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
         used = estimation_features(forecaster, history)
         estimator = forecaster.features_only.estimator
         segment, chosen = estimated_segment(segment, estimator)
+        if padded:  # before any list starts: the earliest estimate repeated, as the earliest measured power is
+            segment = replace(segment, power=np.concatenate([np.full(padded, segment.power[padded]),
+                                                                          segment.power[padded:]]))
         scale = estimator.fits[chosen[-1]].scale
     filled = min(history.filled_steps, forecaster.sequence_length - padded) if history.power_watts else 0
     return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded, filled,

@@ -16,7 +16,7 @@ from training.metrics import interval_metrics
 from training.power.dataset import prepare, train_forecaster
 from training.power.features_only import withheld_windows
 from training.power.forecaster import PowerForecaster
-from training.power.inference import check_history, forecast_histories
+from training.power.inference import _model_input, check_history, forecast_histories
 from training.power.windows import Role
 from training.settings import ALL_FEATURES, PowerPredictorConfig
 from training.synthetic import generate_trace
@@ -71,6 +71,19 @@ def test_the_seed_s_request_is_forecast_from_its_features(trained, tmp_path):
     assert both[1].point == answer.point and both[0].estimated_from == () and both[0].window_coverage == 1.0
     held = measured.model_copy(update={"filled_steps": 6})  # a store's window with 6 steps held over a gap
     assert forecast_histories(loaded, [held], "power_lstm_1h/1")[0].window_coverage == 0.75
+
+
+@pytest.mark.slow
+def test_before_the_feature_lists_start_the_earliest_estimate_is_repeated(trained):
+    """Regression (this session's own): with the front of short feature lists missing, the estimator answered its
+    no-feature intercept there, a step in the estimated power that the model's change and trend inputs then read."""
+    forecaster, _ = trained
+    features = SEED_REQUEST["features"]
+    history = PowerHistory(numeric={name: tuple(values) for name, values in features.items()}, horizon_s=3600)
+    model_input = _model_input(forecaster, history)
+    power = model_input.window[:, forecaster.pipeline.feature_names.index("power")]
+    padded = model_input.padded
+    assert padded == 24 - 3 and np.all(power[:padded + 1] == power[padded])
 
 
 @pytest.mark.slow
