@@ -32,7 +32,7 @@ def with_defaults(data: Mapping[str, Any], defaults: AutoScalingConfig) -> dict[
 
 def policy_from(data: Mapping[str, Any], defaults: AutoScalingConfig) -> ScalingPolicy:
     """Validate one policy mapping (raises pydantic's ValidationError, locations relative to the policy)."""
-    context = policy_context(defaults.max_replicas_cap)
+    context = policy_context(defaults.max_replicas_cap, new=True)
     return ScalingPolicy.model_validate(with_defaults(data, defaults), context=context)
 
 

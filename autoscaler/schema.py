@@ -29,11 +29,18 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=K8S_NAME
 Namespace = Annotated[str, Field(min_length=1, max_length=63, pattern=SLUG_PATTERN)]  # DNS-1123 label
 MAX_CLUSTER_WATTS = 1e9
 MAX_REPLICAS_CAP = "max_replicas_cap"
+NEW_POLICY = "new_policy"
 
 
-def policy_context(max_replicas_cap: int) -> dict[str, int]:
-    """The validation context that bounds `max_replicas` by the config's cap: `model_validate(..., context=)`."""
-    return {MAX_REPLICAS_CAP: max_replicas_cap}
+def policy_context(max_replicas_cap: int | None = None, *, new: bool = False) -> dict[str, int | bool]:
+    """The validation context (`model_validate(..., context=)`) that bounds `max_replicas` by the config's cap (None:
+    no cap) and, for a policy written now (`new`: the API, a config or policy file), checks what a policy stored by
+    an earlier version may fail and still be read (it was accepted then, and skipping it would stop its scale-outs
+    too)."""
+    context: dict[str, int | bool] = {NEW_POLICY: new}
+    if max_replicas_cap is not None:
+        context[MAX_REPLICAS_CAP] = max_replicas_cap
+    return context
 
 
 class _Model(BaseModel):
@@ -158,6 +165,17 @@ class ScalingPolicy(_Model):
         if value is not None and value <= 0:
             raise ValueError(f"cluster_power_budget must be greater than 0 W (got {value:g})")
         return value
+
+    @model_validator(mode="after")
+    def _can_consolidate(self, info: ValidationInfo) -> ScalingPolicy:
+        power = self.power_based
+        if ((info.context or {}).get(NEW_POLICY) and power.idle_power_watts is not None
+                and 0 < power.scale_in_threshold <= power.idle_share):
+            in_watts = power.max_power_budget * power.scale_in_threshold / 100.0
+            raise ValueError(f"power_based.idle_power_watts ({power.idle_power_watts:g} W) must be below the scale-in "
+                             f"threshold ({in_watts:g} W): a node never draws less than its idle power, so the policy "
+                             "could never consolidate; raise power_based.scale_in_threshold above it")
+        return self
 
     @model_validator(mode="after")
     def _check_bounds(self) -> ScalingPolicy:

@@ -66,11 +66,6 @@ class PowerBasedScalingConfig(FiniteSection):
             out_watts = self.max_power_budget * self.scale_out_threshold / 100.0
             raise ValueError(f"idle_power_watts ({self.idle_power_watts:g} W) must be below the scale-out threshold "
                              f"({out_watts:g} W): no replica count brings an idle node under it")
-        if self.idle_power_watts is not None and 0 < self.scale_in_threshold <= self.idle_share:
-            in_watts = self.max_power_budget * self.scale_in_threshold / 100.0
-            raise ValueError(f"idle_power_watts ({self.idle_power_watts:g} W) must be below the scale-in threshold "
-                             f"({in_watts:g} W): a node never draws less than its idle power, so the policy could "
-                             "never consolidate; raise scale_in_threshold above it")
         return self
 
     @property

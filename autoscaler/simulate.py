@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autoscaler.schema import ScalingPolicy
+from autoscaler.schema import ScalingPolicy, policy_context
 from autoscaler.sim_forecast import train_for_replay
 from autoscaler.sim_report import RUNS, planned, replay, settings, window_steps
 from autoscaler.sim_suite import run_sim_suite
@@ -116,7 +116,7 @@ def load_policy(path: str | Path, label: str = "--policy") -> ScalingPolicy:
     """A ScalingPolicy from YAML; errors name the file and the field."""
     data = read_yaml_mapping(Path(path), label=f"{label} {path}", what="policy file")
     try:
-        return ScalingPolicy.model_validate(data)
+        return ScalingPolicy.model_validate(data, context=policy_context(new=True))
     except ValidationError as exc:
         raise ConfigError(" ".join(format_errors(f"{label} {path}", exc).splitlines())) from None
 

@@ -13,9 +13,12 @@ from pydantic import ValidationError
 
 from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
-from autoscaler.schema import PowerObservation, ScaleAction
+from autoscaler.policy_config import policy_from
+from autoscaler.schema import PowerObservation, ScaleAction, ScalingPolicy
+from autoscaler.settings import AutoScalingConfig
+from autoscaler.state import ControllerState
 from autoscaler.trace_replay import DemandModel, with_known_idle
-from tests.factories import make_policy
+from tests.factories import make_policy, policy_data
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 IDLE = 300.0
@@ -105,13 +108,22 @@ def test_regression_an_idle_draw_the_margin_run_cannot_get_under_is_refused_befo
         with_margin(make_policy(power_based={"idle_power_watts": 750.0, "scale_in_threshold": 76}), 10)
 
 
-def test_an_idle_draw_at_or_over_the_scale_in_threshold_is_refused_naming_the_field() -> None:
-    """Such a policy never consolidates (a node never draws less than its idle power): refused with what to change."""
-    with pytest.raises(ValidationError, match=r"idle_power_watts \(500 W\) must be below the scale-in threshold "
-                                              r"\(500 W\).*raise scale_in_threshold above it"):
-        policy(500.0)
-    assert policy(499.0).power_based.idle_power_watts == 499.0
-    assert make_policy(power_based={"idle_power_watts": 600.0, "scale_in_threshold": 0}).power_based.idle_share == 60
+def test_an_idle_draw_at_or_over_the_scale_in_threshold_is_refused_naming_the_field(tmp_path) -> None:
+    """Such a policy never consolidates (a node never draws less than its idle power): a new one is refused with
+    what to change; one stored by an earlier version, which accepted it, is still read (skipping it would stop its
+    scale-outs too)."""
+    def written(idle: float, scale_in: float = 50) -> ScalingPolicy:
+        data = policy_data(power_based={"idle_power_watts": idle, "scale_in_threshold": scale_in})
+        return policy_from(data, AutoScalingConfig())
+
+    with pytest.raises(ValidationError, match=r"power_based.idle_power_watts \(500 W\) must be below the scale-in "
+                                              r"threshold \(500 W\).*raise power_based.scale_in_threshold above it"):
+        written(500.0)
+    assert written(499.0).power_based.idle_power_watts == 499.0
+    assert written(600.0, scale_in=0).power_based.idle_share == 60  # never consolidating: said outright
+    state = ControllerState(tmp_path / "s.sqlite")
+    state.put_policy(policy(500.0), NOW)  # as an earlier version stored it
+    assert [p.power_based.idle_power_watts for p in state.policies()] == [500.0] and state.invalid_policies() == []
 
 
 def test_regression_the_idle_check_is_the_one_the_counts_use() -> None:
