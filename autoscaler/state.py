@@ -259,7 +259,8 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 class ControllerState:
     """Policies, per-policy state, events, intents and the lease in one SQLite file (thread-safe).
 
-    `max_replicas_cap` applies when stored policies are read; `max_policies` when the API adds one.
+    `max_replicas_cap` applies when stored policies are read and when the API writes one; `max_policies` when the
+    API adds one.
     """
 
     def __init__(self, path: str | Path, *, max_replicas_cap: int = DEFAULT_MAX_REPLICAS_CAP,

@@ -12,12 +12,14 @@ nodes that run together, instead of one node at a time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from collectors.base import TelemetrySource
 from core.stores.window import replay_samples
@@ -28,6 +30,14 @@ logger = logging.getLogger(__name__)
 
 
 STORE_RESOLUTION_S = 0.001  # samples of a node, source and device are one per millisecond in a store
+
+
+def _shortest_step(seconds: np.ndarray, nodes: list[str]) -> float:
+    """The shortest time between two rows of one node (infinite when no node has two): rows of different nodes never
+    share a store key."""
+    rows = pd.DataFrame({"node": nodes, "at": seconds}).drop_duplicates().sort_values(["node", "at"])
+    steps = rows.groupby("node")["at"].diff().dropna()
+    return float(steps.min()) if len(steps) else math.inf
 
 
 class ReplaySource(TelemetrySource):
@@ -85,10 +95,12 @@ class ReplaySource(TelemetrySource):
         self._rows = len(frame)
         steps = np.diff(np.unique(seconds))
         self._period = float(seconds[-1]) + (float(np.median(steps)) if steps.size else 1.0)
-        if steps.size and steps.min() / speed < STORE_RESOLUTION_S:  # a store keys samples by the millisecond
-            self._error = (f"cannot replay {self.path} at speed {speed:g}: its shortest step, {steps.min():g} s, "
+        shortest = _shortest_step(seconds, nodes)
+        if shortest / speed < STORE_RESOLUTION_S:  # a store keys a node's samples by the millisecond
+            most = math.floor(shortest / STORE_RESOLUTION_S * 1000) / 1000  # rounded down: itself allowed
+            self._error = (f"cannot replay {self.path} at speed {speed:g}: its shortest step, {shortest:g} s, "
                            f"would take under a millisecond and rows would overwrite each other in the store; "
-                           f"at most speed {steps.min() / STORE_RESOLUTION_S:g}")
+                           f"at most speed {most:g}")
 
     def available(self) -> tuple[bool, str]:
         if self._error:

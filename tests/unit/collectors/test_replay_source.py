@@ -168,3 +168,13 @@ def test_a_speed_that_puts_a_step_under_a_millisecond_is_refused_with_the_most_i
     assert not ok and "shortest step, 10 s, would take under a millisecond" in reason
     assert "at most speed 10000" in reason
     assert source.sample() == []
+
+
+def test_rows_of_different_nodes_close_together_do_not_limit_the_speed(tmp_path: Path) -> None:
+    """Each node's own steps count: rows of two nodes share no store key, however close they are."""
+    path = tmp_path / "close.csv"
+    path.write_text("timestamp,node_id,power_watts\n2024-01-01T00:00:00Z,a,100\n2024-01-01T00:00:00.0005Z,b,200\n"
+                    "2024-01-01T00:00:10Z,a,110\n2024-01-01T00:00:10.0005Z,b,210\n")
+    assert ReplaySource(path, speed=10_000, clock=Clock()).available() == (True, "")
+    _, reason = ReplaySource(path, speed=3e4, clock=Clock()).available()
+    assert "at most speed 10000" in reason
