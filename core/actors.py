@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 
 from core.names import NAMESPACE
 
@@ -55,6 +55,8 @@ class NamedActor:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(call.future()), self.timeout_s)
         except (TimeoutError, RayActorError) as exc:
+            if isinstance(exc, RayTaskError):  # the method's own error (a TimeoutError it raised), as `call` gives it
+                raise
             raise self._unanswered(exc) from exc
 
     def send(self, method: str, *args: Any) -> ray.ObjectRef:

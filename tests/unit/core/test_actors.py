@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
 from core.actors import ActorUnavailable, NamedActor, keep_unchanged
 from core.app_watch import ENDING
@@ -102,7 +102,8 @@ def test_an_async_call_answers_and_a_slow_or_dead_actor_is_unavailable_without_h
     """Regression: the API waited for the controller in a worker thread (`asyncio.to_thread(call)`): a controller
     busy with a long tick held one of the loop's few pool threads per waiting request."""
     refs = {"policies": _Ref(["web"]), "slow": _Ref(never=True), "dead": _Ref(ActorDiedError()),
-            "own": _Ref(KeyError("no such policy"))}
+            "own": _Ref(KeyError("no such policy")),
+            "own_timeout": _Ref(RayTaskError("tick", "Traceback ...", TimeoutError("lock")).as_instanceof_cause())}
     monkeypatch.setattr(ray, "get_actor", lambda name, namespace: SimpleNamespace(**{
         method: SimpleNamespace(remote=lambda *args, ref=ref: ref) for method, ref in refs.items()}))
     client = NamedActor("controller", "the scaling controller", timeout_s=0.2)
@@ -117,6 +118,9 @@ def test_an_async_call_answers_and_a_slow_or_dead_actor_is_unavailable_without_h
             await client.call_async("dead")
         with pytest.raises(KeyError):  # the method's own error, as `call` gives it
             await client.call_async("own")
+        with pytest.raises(TimeoutError) as own:  # even a TimeoutError of its own: not "did not answer"
+            await client.call_async("own_timeout")
+        assert not isinstance(own.value, ActorUnavailable)
         return threading.active_count()
 
     before = threading.active_count()
