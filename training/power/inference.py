@@ -126,9 +126,10 @@ def _model_input(forecaster: PowerForecaster, history: PowerHistory) -> _Input:
         used = estimation_features(forecaster, history)
         estimator = forecaster.features_only.estimator
         segment, chosen = estimated_segment(segment, estimator)
-        if padded:  # before any list starts: the earliest estimate repeated, as the earliest measured power is
-            segment = replace(segment, power=np.concatenate([np.full(padded, segment.power[padded]),
-                                                                          segment.power[padded:]]))
+        if 0 < padded < len(segment.power):  # before any list starts: the earliest estimate repeated, as the
+            # earliest measured power is (a label alone, no list, is read at every step)
+            front = np.full(padded, segment.power[padded])
+            segment = replace(segment, power=np.concatenate([front, segment.power[padded:]]))
         scale = estimator.fits[chosen[-1]].scale
     filled = min(history.filled_steps, forecaster.sequence_length - padded) if history.power_watts else 0
     return _Input(forecaster.pipeline.transform(segment), float(segment.power[-1]), padded, filled,
