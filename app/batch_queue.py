@@ -1,5 +1,8 @@
 """The batch queue: prediction batches run here, at most `batches.max_running` at once, in the order they came.
 
+Waiting batches are bounded twice: `batches.max_waiting` of them, and `batches.max_waiting_bytes` of their records
+(a batch of 1,000 items with week-long lists is MBs, so the count alone let hundreds of MiB wait on the state volume).
+
 One actor per records directory (named after it, num_cpus=0), created by the ingress replica that first needs
 it and owned by it, so it ends with the app and a redeploy brings one with the new settings (if its owner ends
 first, the next submission or read of an unfinished batch starts another). When it starts it
@@ -39,6 +42,7 @@ class BatchRunner:
         self.records = RecordStore(state_path, "batches", retention_s=settings.retention)
         self.settings, self.app_name, self.power_app_name, self.run = settings, app_name, power_app_name, run
         self.waiting: deque[str] = deque()
+        self.waiting_bytes: dict[str, int] = {}  # each waiting batch's record size
         self.running: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._started = False
@@ -50,25 +54,35 @@ class BatchRunner:
             resumed = [record["id"] for record in self.records.unfinished()]
             if resumed:
                 logger.info("batch queue: resuming %d unfinished batches", len(resumed))
-            self.waiting.extend(resumed)
+            for batch_id in resumed:  # accepted before: queued whatever their size
+                self._enqueue(batch_id)
             self._spawn(self._sweep_forever())
             self._dispatch()
         return len(self.waiting)
 
     async def submit(self, batch_id: str) -> bool:
-        """Queue a stored batch; False (nothing queued) when `max_waiting` batches wait already."""
+        """Queue a stored batch; False (nothing queued) when `max_waiting` batches wait already, or when its record
+        would take the waiting ones past `max_waiting_bytes` (a batch is queued alone whatever its size)."""
         await self.start()
-        if batch_id in self.running or batch_id in self.waiting:
+        if batch_id in self.running or batch_id in self.waiting_bytes:
             return True
         if len(self.waiting) >= self.settings.max_waiting:
             return False
-        self.waiting.append(batch_id)
+        size = await asyncio.to_thread(self.records.size, batch_id)
+        if self.waiting and sum(self.waiting_bytes.values()) + size > self.settings.max_waiting_bytes:
+            return False
+        self._enqueue(batch_id, size)
         self._dispatch()
         return True
+
+    def _enqueue(self, batch_id: str, size: int | None = None) -> None:
+        self.waiting.append(batch_id)
+        self.waiting_bytes[batch_id] = self.records.size(batch_id) if size is None else size
 
     def _dispatch(self) -> None:
         while self.waiting and len(self.running) < self.settings.max_running:
             batch_id = self.waiting.popleft()
+            del self.waiting_bytes[batch_id]
             self.running.add(batch_id)
             self._spawn(self._run(batch_id))
 

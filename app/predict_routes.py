@@ -79,8 +79,9 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
         if not queued:  # refused or failed: nothing is left to run later
             await asyncio.to_thread(replica.batches.delete, record["id"])
     if not queued:
-        raise ApiError(429, [], f"the batch queue is full ({replica.args.batches.max_waiting} batches wait); "
-                                "try again later", "queue_full")
+        limits = replica.args.batches
+        raise ApiError(429, [], f"the batch queue is full (at most {limits.max_waiting} batches, or "
+                                f"{limits.max_waiting_bytes >> 20} MiB of them, wait); try again later", "queue_full")
     return batch_status(record)
 
 

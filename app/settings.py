@@ -138,6 +138,10 @@ class BatchArgs(BaseModel):
 
     max_running: int = Field(2, ge=1, le=64, description="batches answered at once; the others wait in order")
     max_waiting: int = Field(100, ge=1, le=100_000, description="batches waiting at most; one more is a 429")
+    max_waiting_bytes: int = Field(256 << 20, ge=16 << 20, le=1 << 40,
+                                   description="bytes the waiting batches' records may take (a record is up to the "
+                                               "4 MiB body and more): one that would pass it is a 429, unless none "
+                                               "waits")
     retention: Duration = Field(86400, ge=60, description="how long a finished batch's results are kept")
     max_finished: int = Field(1000, ge=10, le=1_000_000, description="finished batches kept at most (a batch of "
                               "1,000 items with week-long lists is tens of MB): beyond it the oldest are deleted "

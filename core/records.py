@@ -74,6 +74,13 @@ class RecordStore:
         atomic_write_json(self._path(record_id), record, compact=True)
         return record
 
+    def size(self, record_id: str) -> int:
+        """Bytes the record's file takes; 0 when there is none."""
+        try:
+            return self._path(record_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def delete(self, record_id: str) -> None:
         self._path(record_id).unlink(missing_ok=True)
 

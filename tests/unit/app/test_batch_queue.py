@@ -80,6 +80,27 @@ def test_a_full_queue_refuses_one_more(tmp_path):
     asyncio.run(scenario())
 
 
+def test_waiting_batches_are_bounded_in_bytes_too_and_one_waits_whatever_its_size(tmp_path):
+    """Before, only their count was bounded: 100 waiting batches of a 4 MiB body each (more as records)."""
+    limits = BatchArgs(max_running=1, max_waiting=10, max_waiting_bytes=16 << 20)
+
+    def batch(records: RecordStore, mib: int) -> str:
+        return records.create({"status": "pending", "items": ["x" * (mib << 20)]})["id"]
+
+    async def scenario() -> None:
+        runner = BatchRunner(str(tmp_path), limits, "app", "power", run=Recorder(0.2))
+        await runner.start()
+        running, first, second, third = (batch(runner.records, mib) for mib in (20, 20, 1, 1))
+        assert await runner.submit(running) and running in runner.running  # running: not waiting
+        assert await runner.submit(first)  # alone in the queue: waits, past the budget as it is
+        assert not await runner.submit(second)  # one byte more waiting is refused
+        await drained(runner)
+        assert await runner.submit(second) and await runner.submit(third)
+        await drained(runner)
+
+    asyncio.run(scenario())
+
+
 def test_a_restart_resumes_unfinished_batches_through_the_queue_oldest_first(tmp_path):
     clock = iter(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=s) for s in range(100))
     records = RecordStore(tmp_path, "batches", clock=lambda: next(clock))
@@ -258,7 +279,7 @@ def test_the_route_queues_a_batch_or_answers_429_leaving_nothing_behind(http, tm
     assert response.status_code == status, response.text
     assert len(list(replica.batches.folder.glob("*.json"))) == (1 if accepts else 0)
     if not accepts:
-        assert "queue is full (5 batches wait)" in response.json()["detail"][0]["msg"]
+        assert "queue is full (at most 5 batches, or 256 MiB of them, wait)" in response.json()["detail"][0]["msg"]
 
 
 def test_a_queue_that_ended_with_its_owner_is_started_again(monkeypatch):
