@@ -4,7 +4,8 @@
 benchmarked without a cluster. A tick first takes or renews the lease in the state file: only the holder acts
 (another controller on the same file logs who holds it and waits; the lease expires after `lease_ttl_s`, a few tick
 intervals, so a successor takes over when the holder stops renewing). It then reads the latest power of every node
-once, builds the forecast inputs of every predictive policy and sends them to the forecaster as one batch, then
+once, builds the forecast inputs of every predictive policy and sends them to the forecaster as one batch (a node
+several policies list is read and forecast once per tick for each reach they ask of it), then
 decides and actuates policy by policy (autoscaler/intents.py: the intent is recorded before the actuation; a policy
 decides from the count an earlier policy of the tick set on the same target, its power, read before that change,
 re-spread over that count; a raise is carried out at once, and a target several policies scale is lowered only by
@@ -359,19 +360,18 @@ class ScalingController:
             for item in items:
                 item.forecast = ForecastView.unavailable(f"forecaster not available: {error_text(exc)}")
             return
-        nodes: list[str] = []
-        windows: list[StoredHistory] = []
+        batch = _WindowBatch()
         for item in items:
             try:
-                item.forecast = self._collect_windows(item, shape, nodes, windows, latest, now)
+                item.forecast = self._collect_windows(item, shape, batch, latest, now)
             except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
                 logger.exception("scaling controller: forecast window of policy %s failed", item.policy.name)
                 item.forecast = ForecastView.unavailable(f"no forecast window: {error_text(exc)}")
         try:
-            results = self.forecaster.forecast(nodes, windows) if windows else []
+            results = self.forecaster.forecast(batch.nodes, batch.windows) if batch.windows else []
         except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
             logger.exception("scaling controller: the forecast batch failed")
-            results = [exc] * len(windows)
+            results = [exc] * len(batch.windows)
         for item in items:
             if item.requests is not None:
                 found = [results[i] for i in item.requests]
@@ -387,10 +387,10 @@ class ScalingController:
                 except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power
                     item.forecast = ForecastView.unavailable(f"forecast unusable: {error_text(exc)}")
 
-    def _collect_windows(self, item: PolicyTurn, shape: ModelShape, nodes: list[str], windows: list[StoredHistory],
+    def _collect_windows(self, item: PolicyTurn, shape: ModelShape, batch: _WindowBatch,
                          latest: Mapping[str, NodeLatest], now: datetime) -> ForecastView | None:
-        """Append the item's nodes and their stored windows to the batch; a view only when the forecast cannot be
-        made. The leads start at the end of a node's newest stored bin, which may lie behind the decision (old
+        """Add the item's nodes' stored windows to the batch (set `item.requests`); a view only when the forecast
+        cannot be made. The leads start at the end of a node's newest stored bin, which may lie behind the decision (old
         telemetry): they reach that much further, so the forecast covers the whole risk window from now. The window
         reaches one tick past the policy's risk window: the next change may be decided up to a tick after the hold
         ends, and lands its actuation delay after that."""
@@ -404,21 +404,50 @@ class ScalingController:
         if window_steps > lead_steps and item.note is None:  # the tick's reach beyond it goes as far as the model
             item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
                          f"({shape.model_version})")
-        found = []
         for node in item.nodes:
             try:
-                stored = stored_history(self.store, node, step_s=shape.step_s, sequence_length=shape.sequence_length,
-                                        horizon_s=lead_steps * shape.step_s, latest=latest.get(node),
-                                        max_gap_s=shape.max_gap_s)
+                stored = batch.read(node, lead_steps, lambda node=node: stored_history(
+                    self.store, node, step_s=shape.step_s, sequence_length=shape.sequence_length,
+                    horizon_s=lead_steps * shape.step_s, latest=latest.get(node), max_gap_s=shape.max_gap_s))
             except (NoStoredTelemetry, StoreUnavailable) as exc:
                 return ForecastView.unavailable(f"no forecast window: {exc}")
             if stored.age_s > policy.stale_after_s:
                 return ForecastView.unavailable(f"forecast window of node {node} is stale ({stored.age_s:.0f} s old)")
-            found.append(stored)
-        item.requests = list(range(len(windows), len(windows) + len(found)))
-        nodes.extend(item.nodes)
-        windows.extend(found)
+        item.requests = [batch.request(node, lead_steps) for node in item.nodes]
         return None
+
+
+class _WindowBatch:
+    """A tick's forecast batch: each (node, leads) window read and forecast once, however many policies list the
+    node. A read that failed is remembered too, so no other policy of the tick reads it again."""
+
+    def __init__(self) -> None:
+        self.nodes: list[str] = []
+        self.windows: list[StoredHistory] = []
+        self._read: dict[tuple[str, int], StoredHistory | Exception] = {}
+        self._index: dict[tuple[str, int], int] = {}
+
+    def read(self, node: str, lead_steps: int, read: Callable[[], StoredHistory]) -> StoredHistory:
+        """The node's window, read the first time it is asked for; raises what its read raised."""
+        key = (node, lead_steps)
+        if key not in self._read:
+            try:
+                self._read[key] = read()
+            except (NoStoredTelemetry, StoreUnavailable) as exc:
+                self._read[key] = exc
+        found = self._read[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def request(self, node: str, lead_steps: int) -> int:
+        """The index in the batch of the node's window (read before), added the first time a policy asks for it."""
+        key = (node, lead_steps)
+        if key not in self._index:
+            self._index[key] = len(self.windows)
+            self.nodes.append(node)
+            self.windows.append(self._read[key])  # type: ignore[arg-type]  # requested only once read well
+        return self._index[key]
 
 
 def _age(item: PolicyTurn, elapsed_s: float) -> None:

@@ -492,3 +492,25 @@ def test_regression_a_clock_stepped_back_holds_the_cooldown_from_now_not_for_as_
     write_power(store, {"n1": 990, "n2": 990}, end=clock[0])
     [again] = controller.tick()
     assert again.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3), ("web", 4)]
+
+
+def test_a_node_several_policies_list_is_read_and_forecast_once_per_tick(make, store, monkeypatch):
+    """Before, each policy read and sent its own copy of every node's window: 200 policies over one 1,000-node
+    fleet made 200,000 store reads and forecasts a tick. A policy whose window fails adds nothing to the batch."""
+    import autoscaler.controller as controller_module
+
+    reads: list[str] = []
+    read = controller_module.stored_history
+    monkeypatch.setattr(controller_module, "stored_history",
+                        lambda store, node, **kwargs: reads.append(node) or read(store, node, **kwargs))
+    forecaster = FixedForecaster(upper_watts=1000)
+    controller, _ = make(forecaster)
+    for name, nodes in (("web", ["n1", "n2"]), ("api", ["n2", "n1"]), ("solo", ["n3"]), ("late", ["n3", "n4"])):
+        controller.put_policy(policy_data(name, nodes=nodes))
+    write_power(store, {"n1": 700, "n2": 700, "n3": 700})
+    write_power(store, {"n4": 700}, end=datetime.now(UTC) - timedelta(minutes=12))  # its window is stale
+    events = {event.policy: event for event in controller.tick()}
+    assert forecaster.batches == [3] and sorted(forecaster.nodes) == ["n1", "n2", "n3"]
+    assert sorted(reads) == ["n1", "n2", "n3", "n3", "n4"]  # n3 again at "late"'s longer reach (n4 lags)
+    assert all(events[name].signal == "forecast" for name in ("web", "api", "solo"))
+    assert events["late"].action is ScaleAction.HOLD and "stale" in events["late"].reason
