@@ -43,6 +43,7 @@ class BatchRunner:
         self.settings, self.app_name, self.power_app_name, self.run = settings, app_name, power_app_name, run
         self.waiting: deque[str] = deque()
         self.waiting_bytes: dict[str, int] = {}  # each waiting batch's record size
+        self.waiting_total = 0  # their sum
         self.running: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._started = False
@@ -55,7 +56,7 @@ class BatchRunner:
             if resumed:
                 logger.info("batch queue: resuming %d unfinished batches", len(resumed))
             for batch_id in resumed:  # accepted before: queued whatever their size
-                self._enqueue(batch_id)
+                self._enqueue(batch_id, self._size(batch_id))
             self._spawn(self._sweep_forever())
             self._dispatch()
         return len(self.waiting)
@@ -64,25 +65,34 @@ class BatchRunner:
         """Queue a stored batch; False (nothing queued) when `max_waiting` batches wait already, or when its record
         would take the waiting ones past `max_waiting_bytes` (a batch is queued alone whatever its size)."""
         await self.start()
+        size = await asyncio.to_thread(self._size, batch_id)
+        # from here to the enqueue nothing awaits: concurrent submits cannot all pass the checks, nor queue one id twice
         if batch_id in self.running or batch_id in self.waiting_bytes:
             return True
         if len(self.waiting) >= self.settings.max_waiting:
             return False
-        size = await asyncio.to_thread(self.records.size, batch_id)
-        if self.waiting and sum(self.waiting_bytes.values()) + size > self.settings.max_waiting_bytes:
+        if self.waiting and self.waiting_total + size > self.settings.max_waiting_bytes:
             return False
         self._enqueue(batch_id, size)
         self._dispatch()
         return True
 
-    def _enqueue(self, batch_id: str, size: int | None = None) -> None:
+    def _size(self, batch_id: str) -> int:
+        """The batch's record size; 0 when it cannot be told (its run finds out what is wrong with it)."""
+        try:
+            return self.records.size(batch_id)
+        except (OSError, RecordNotFound):
+            return 0
+
+    def _enqueue(self, batch_id: str, size: int) -> None:
         self.waiting.append(batch_id)
-        self.waiting_bytes[batch_id] = self.records.size(batch_id) if size is None else size
+        self.waiting_bytes[batch_id] = size
+        self.waiting_total += size
 
     def _dispatch(self) -> None:
         while self.waiting and len(self.running) < self.settings.max_running:
             batch_id = self.waiting.popleft()
-            del self.waiting_bytes[batch_id]
+            self.waiting_total -= self.waiting_bytes.pop(batch_id)
             self.running.add(batch_id)
             self._spawn(self._run(batch_id))
 

@@ -84,18 +84,40 @@ def test_waiting_batches_are_bounded_in_bytes_too_and_one_waits_whatever_its_siz
     """Before, only their count was bounded: 100 waiting batches of a 4 MiB body each (more as records)."""
     limits = BatchArgs(max_running=1, max_waiting=10, max_waiting_bytes=16 << 20)
 
-    def batch(records: RecordStore, mib: int) -> str:
-        return records.create({"status": "pending", "items": ["x" * (mib << 20)]})["id"]
+    def batch(records: RecordStore, mib: float) -> str:
+        return records.create({"status": "pending", "items": ["x" * int(mib * (1 << 20))]})["id"]
 
     async def scenario() -> None:
-        runner = BatchRunner(str(tmp_path), limits, "app", "power", run=Recorder(0.2))
+        runner = BatchRunner(str(tmp_path), limits, "app", "power", run=Recorder(0.3))
         await runner.start()
-        running, first, second, third = (batch(runner.records, mib) for mib in (20, 20, 1, 1))
+        running, big, small = (batch(runner.records, mib) for mib in (20, 20, 1))
         assert await runner.submit(running) and running in runner.running  # running: not waiting
-        assert await runner.submit(first)  # alone in the queue: waits, past the budget as it is
-        assert not await runner.submit(second)  # one byte more waiting is refused
+        assert await runner.submit(big)  # alone in the queue: waits, past the budget as it is
+        assert not await runner.submit(small)  # more waiting past the budget is refused
         await drained(runner)
-        assert await runner.submit(second) and await runner.submit(third)
+        ten, seven, five = (batch(runner.records, mib) for mib in (10, 7, 5.9))
+        assert await runner.submit(running) and await runner.submit(ten)  # one runs, ten wait
+        assert not await runner.submit(seven)  # 17 MiB would wait
+        assert await runner.submit(five)  # 15.9 MiB wait
+        assert runner.waiting_total == sum(runner.records.size(b) for b in runner.waiting)
+        await drained(runner)
+        assert runner.waiting_total == 0 and not runner.waiting_bytes
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_submits_never_pass_the_cap_nor_queue_one_batch_twice(tmp_path):
+    """A submit awaits its record's size: the checks and the enqueue after it must not interleave."""
+    async def scenario() -> None:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=1, max_waiting=3), "app", "power",
+                             run=Recorder(0.2))
+        await runner.start()
+        ids = pending(runner.records, 3)
+        assert all([await runner.submit(batch_id) for batch_id in ids])  # one runs, two wait
+        more = pending(runner.records, 4)
+        accepted = await asyncio.gather(*(runner.submit(batch_id) for batch_id in [*more, more[0]]))
+        assert sum(accepted[:4]) == 1 and len(runner.waiting) == 3
+        assert len(set(runner.waiting)) == 3 and set(runner.waiting) == set(runner.waiting_bytes)
         await drained(runner)
 
     asyncio.run(scenario())
