@@ -48,11 +48,13 @@ test-servers:
 # The Python packages and the test servers (Debian packages) install side by side: neither waits on the other.
 test:
 	$(MAKE) --no-print-directory -j2 install test-servers
+	$(PY) scripts/install-kustomize.py
 	$(PY) -m pytest -q
 
 # Everything but the tests that train models (marked `slow`): a quick loop while editing.
 test-fast:
 	$(MAKE) --no-print-directory -j2 install test-servers
+	$(PY) scripts/install-kustomize.py
 	$(PY) -m pytest -q -m "not slow"
 
 train: install

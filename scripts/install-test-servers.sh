@@ -4,9 +4,7 @@
 #   victoria-metrics                 -> InfluxDB line-protocol write path (/api/v2/write) tests
 #   prometheus                       -> Prometheus read-store tests
 #   gcc                              -> the fake NVML library the NVML tests build
-#   kustomize (scripts/install-kustomize.py, where kubectl is missing) -> the manifests' kustomize-equivalence test
 set -euo pipefail
-command -v kubectl >/dev/null || python3 "$(dirname "$0")/install-kustomize.py"
 need=()
 command -v ipmi_sim >/dev/null || need+=(openipmi)
 command -v ipmitool >/dev/null || need+=(ipmitool)

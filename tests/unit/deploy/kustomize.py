@@ -4,7 +4,7 @@ Supported (and nothing else, so a kustomization using more fails loudly): `resou
 kustomization folders), `namespace` (objects and ServiceAccount subjects without one), `images` (newName,
 newTag on every container and init container) and `patches` holding JSON 6902 operations (add, replace,
 remove) with a kind/name `target`. tests/unit/deploy/test_kustomize_equivalence.py checks it against the real
-kustomize (`kubectl kustomize`) where that is installed.
+kustomize (the pinned one `make test` installs, else `kubectl kustomize`).
 """
 
 from __future__ import annotations

@@ -12,17 +12,17 @@ from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build
 
 KUBECTL = shutil.which("kubectl")
-KUSTOMIZE = shutil.which("kustomize") or shutil.which("kustomize", path=str(REPO_ROOT / ".tools" / "bin"))
-# kubectl's built-in kustomize, else kustomize itself (`make test` installs one where kubectl is missing:
-# scripts/install-kustomize.py)
-BUILD = [KUBECTL, "kustomize"] if KUBECTL else [KUSTOMIZE, "build"] if KUSTOMIZE else None
+PINNED = shutil.which("kustomize", path=str(REPO_ROOT / ".tools" / "bin"))  # make test installs it
+# the pinned kustomize (scripts/install-kustomize.py), else kubectl's built-in one
+BUILD = [PINNED, "build"] if PINNED else [KUBECTL, "kustomize"] if KUBECTL else None
 
 
 def _by_id(objects: list[dict]) -> dict[tuple[str, str], dict]:
     return {(o["kind"], o["metadata"]["name"]): o for o in objects}
 
 
-@pytest.mark.skipif(BUILD is None, reason="neither kubectl (with its built-in kustomize) nor kustomize is installed")
+@pytest.mark.skipif(BUILD is None, reason="neither the pinned kustomize (scripts/install-kustomize.py) nor kubectl "
+                                          "is installed")
 @pytest.mark.parametrize("folder", ["base", "secrets", "overlays/cpu", "overlays/gpu", "retrain-once/cpu",
                                     "retrain-once/gpu"])
 def test_helper_builds_what_the_real_kustomize_builds(folder: str):
