@@ -496,21 +496,26 @@ def test_regression_a_clock_stepped_back_holds_the_cooldown_from_now_not_for_as_
 
 def test_a_node_several_policies_list_is_read_and_forecast_once_per_tick(make, store, monkeypatch):
     """Before, each policy read and sent its own copy of every node's window: 200 policies over one 1,000-node
-    fleet made 200,000 store reads and forecasts a tick. A policy whose window fails adds nothing to the batch."""
+    fleet made 200,000 store reads and forecasts a tick. Each policy still sees its own nodes' forecasts, and a
+    policy whose window fails adds nothing to the batch."""
     import autoscaler.controller as controller_module
 
     reads: list[str] = []
     read = controller_module.stored_history
     monkeypatch.setattr(controller_module, "stored_history",
                         lambda store, node, **kwargs: reads.append(node) or read(store, node, **kwargs))
-    forecaster = FixedForecaster(upper_watts=1000)
-    controller, _ = make(forecaster)
-    for name, nodes in (("web", ["n1", "n2"]), ("api", ["n2", "n1"]), ("solo", ["n3"]), ("late", ["n3", "n4"])):
-        controller.put_policy(policy_data(name, nodes=nodes))
-    write_power(store, {"n1": 700, "n2": 700, "n3": 700})
+    policies = {"web": ["n1", "n2"], "api": ["n2", "n1"], "solo": ["n3"], "late": ["n3", "n4"]}
+    write_power(store, {"n1": 650, "n2": 720, "n3": 810})
     write_power(store, {"n4": 700}, end=datetime.now(UTC) - timedelta(minutes=12))  # its window is stale
+    forecaster = FixedForecaster()  # each node's upper bound is its own last power
+    controller, _ = make(forecaster)
+    for name, nodes in policies.items():
+        controller.put_policy(policy_data(name, nodes=nodes))
     events = {event.policy: event for event in controller.tick()}
     assert forecaster.batches == [3] and sorted(forecaster.nodes) == ["n1", "n2", "n3"]
     assert sorted(reads) == ["n1", "n2", "n3", "n3", "n4"]  # n3 again at "late"'s longer reach (n4 lags)
-    assert all(events[name].signal == "forecast" for name in ("web", "api", "solo"))
     assert events["late"].action is ScaleAction.HOLD and "stale" in events["late"].reason
+
+    # each policy's forecast power is the most of its own nodes' bounds (each node's last power here)
+    assert {name: events[name].forecast_power_watts for name in ("web", "api", "solo")} == {
+        "web": 720.0, "api": 720.0, "solo": 810.0}
