@@ -5,7 +5,8 @@
 
 With `--fleet-nodes N` the policies share a fleet of N nodes (policy i lists N's nodes from i x nodes-per-policy on,
 wrapping around), as policies over one cluster do: `--policies 200 --nodes-per-policy 1000 --fleet-nodes 1000` is
-the largest configuration the API accepts at the default `auto_scaling.max_policies`, every policy listing every node. Without it each policy has its own nodes.
+the largest configuration the API accepts at the default `auto_scaling.max_policies`, every policy listing every
+node. Without it each policy has its own nodes.
 
 ScalingController.tick() end to end against an embedded SqliteStore holding 1-minute telemetry (IPMI power + host
 CPU utilization) for every node, ending now; the forecaster is an in-process PowerForecaster called once per tick
