@@ -359,9 +359,12 @@ class PowerPredictor(RegistryFollower):
         served = self._route(horizon_s, step_s)
         stored = [await self._read_stored(served, node, horizon_s, workload_type, workload_id) for node in nodes]
         if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin
-            oldest = min(stored, key=lambda s: s.newest)
-            stored = [s if s.history.end_time == oldest.history.end_time else
-                      await self._read_stored(served, node, horizon_s, workload_type, workload_id, oldest.newest)
+            # to the earliest last bin, at the oldest newest reading of the windows ending there: its age is theirs
+            # (a window whose last bin is empty has its newest reading in an earlier bin: then the bin's start)
+            first_end = min(s.history.end_time for s in stored)
+            until = max(first_end, min(s.newest for s in stored if s.history.end_time == first_end))
+            stored = [s if s.history.end_time == first_end else
+                      await self._read_stored(served, node, horizon_s, workload_type, workload_id, until)
                       for node, s in zip(nodes, stored, strict=True)]
         own = workload_type is None  # a forecast the caller shaped with a workload type is not the node's own
         forecasts = await asyncio.gather(*(self._forecast(_node_window(s.history) if own else s.history, served)

@@ -350,6 +350,33 @@ def test_a_workload_s_windows_end_at_one_bin_when_its_nodes_last_reported_at_dif
     assert 90 <= stored.age_s < 100 and stored.forecast.point == (150.0, 150.0)
 
 
+def test_a_workload_s_windows_end_at_one_bin_when_a_node_s_newest_reading_lies_before_its_last_bin(predictor):
+    """Regression: the windows were re-read up to the node with the oldest newest reading. Where that reading lay a
+    bin before its window's last (whose power combined to nothing), the others were cut one bin earlier than it,
+    and the sum added minutes a step apart."""
+    now = datetime.now(UTC)
+    predictor.store.write([TelemetrySample(timestamp=now - timedelta(seconds=90 + 60 * m), node_id="n3",
+                                           source="ipmi", power_watts=50.0) for m in range(6)])
+    read = predictor._stored_history
+
+    def last_bin_empty(served, node_id, *args):
+        stored = read(served, node_id, *args)
+        if node_id != "n3":
+            return stored
+        return dataclasses.replace(stored, newest=stored.history.end_time - timedelta(minutes=1))
+
+    predictor._stored_history = last_bin_empty
+    ends: list[datetime] = []
+
+    async def recording(history: PowerHistory) -> PowerForecast:
+        ends.append(history.end_time)
+        return await echo_forecast(history)
+
+    predictor._forecast = by_history(recording)
+    asyncio.run(predictor.forecast_stored(["n1", "n3"], 120, workload_id="llm"))
+    assert len(set(ends[-2:])) == 1 and ends[-1] < utc_now_floor(60)  # both at n3's last bin, before n1's
+
+
 def test_a_stored_window_holds_a_stopped_feature_as_long_as_the_model_was_trained_to(predictor):
     """Regression: the stored window held a feature for the default 5 steps whatever `max_gap` the model had."""
     now = datetime.now(UTC)
