@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import pickle
 import threading
 import time
@@ -54,6 +55,7 @@ FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read wa
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
+STORED_READ_PAUSE_S = 10.0  # after such a read found the store unavailable: the others fail at once for this long
 WARM_NODES_PER_REQUEST = 4  # nodes whose online calibration one request warms (deployments/node_calibration.py)
 
 
@@ -131,6 +133,7 @@ class PowerPredictor(RegistryFollower):
         self._fill_paused_until = 0.0  # monotonic time until which no window is completed from the store
         self._fills = threading.BoundedSemaphore(MAX_FILLS)
         self._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
+        self._reads_paused_until = 0.0  # monotonic time until which stored reads fail at once (the store is down)
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -495,12 +498,20 @@ class PowerPredictor(RegistryFollower):
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None, until: datetime | None = None) -> StoredHistory:
-        """The model's window for the node, ending at its newest stored sample (or at the bin of `until`)."""
+        """The model's window for the node, ending at its newest stored sample (or at the bin of `until`). Once a read
+        found the store unavailable, the reads of the next STORED_READ_PAUSE_S fail at once: a store that hangs held
+        every read slot for its timeout, and requests queued behind them for minutes."""
+        if (paused_s := self._reads_paused_until - time.monotonic()) > 0:
+            raise StoreUnavailable(f"the telemetry store did not answer a read just now; reads resume in "
+                                   f"{math.ceil(paused_s)} s")
         try:
             return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
                                   sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
                                   workload_type=workload_type, until=until, tell_stopped=True,
                                   max_gap_s=served.forecaster.pipeline.max_gap_s)
+        except StoreUnavailable:
+            self._reads_paused_until = time.monotonic() + STORED_READ_PAUSE_S
+            raise
         except NoStoredTelemetry as exc:
             if workload_id is None:
                 raise

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import deployments.power as power_module
 from app.errors import public_error
 from core.forecasts import ForecastRequestError, ModelNotLoaded, PowerForecast, PowerHistory, utc_now_floor
 from core.registry import ModelRegistry
@@ -23,6 +24,7 @@ from deployments.latency import LatencyRecorder
 from deployments.node_calibration import NodeCalibrations
 from deployments.power import (
     MAX_STORED_READS,
+    STORED_READ_PAUSE_S,
     WARM_NODES_PER_REQUEST,
     PowerPredictor,
     PowerPredictorUserConfig,
@@ -108,6 +110,7 @@ def predictor(tmp_path):
         replica = object.__new__(PowerPredictor)  # no registry, no model: only what stored forecasts use
         replica._loading = threading.Lock()
         replica._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
+        replica._reads_paused_until = 0.0
         replica.store, replica.stale_after_s = store, 120.0
         replica.model_id, replica.model_ids = "power_lstm", ["power_lstm", "power_lstm_1h"]
         replica.unloaded = {}
@@ -425,14 +428,25 @@ def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predi
         asyncio.run(predictor.forecast_stored(["n1", "ghost"], 120, workload_id="llm"))
 
 
-def test_a_store_that_cannot_answer_says_so(predictor):
+def test_a_store_that_cannot_answer_says_so_and_is_not_asked_again_for_a_while(predictor, monkeypatch):
+    """Regression: every read asked a store that hangs, and held a read slot for its whole timeout."""
+    asked = []
+
     class Down:
         def latest(self, node_id=None):
+            asked.append(node_id)
             raise StoreUnavailable("the telemetry store is not running")
 
-    predictor.store = Down()
-    with pytest.raises(StoreUnavailable):
-        asyncio.run(predictor.forecast_stored(["n1"], 120))
+    store, predictor.store = predictor.store, Down()
+    clock = [1000.0]
+    monkeypatch.setattr(power_module.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert asked == ["n1"]  # the next two failed at once
+    clock[0] += STORED_READ_PAUSE_S
+    predictor.store = store
+    assert asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast.point[0] == 100.0
 
 
 def test_a_horizon_goes_to_the_finest_served_model_that_covers_it(predictor):
