@@ -48,3 +48,24 @@ def test_a_node_s_forecast_is_published_for_the_next_step(monkeypatch: pytest.Mo
     tags = {"node_id": "gpu-1", "model_id": "power_lstm"}  # not the version: a series per activation
     assert gauge.calls == [("set", 410.0, {**tags, "bound": "point"}), ("set", 390.0, {**tags, "bound": "lower"}),
                            ("set", 430.0, {**tags, "bound": "upper"})]
+
+
+def test_a_forecast_for_an_earlier_step_is_not_published_over_a_later_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a workload's window cut back to its oldest node's bin set the node's gauges to a forecast a bin
+    or more behind the one they showed."""
+    gauge = FakeMetric()
+    monkeypatch.setattr(forecast_gauges, "create", lambda spec: gauge)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def forecast(first: datetime, watts: float) -> PowerForecast:
+        return PowerForecast(model_version="power_lstm/3", step_s=60, timestamps=(first,), point=(watts,),
+                             lower=(watts,), upper=(watts,), confidence=(0.9,), window_coverage=1.0, padded_steps=0,
+                             interval_coverage=0.8)
+
+    gauges = ForecastGauges()
+    gauges.publish("gpu-1", forecast(now, 400.0))
+    gauges.publish("gpu-1", forecast(now - timedelta(minutes=1), 300.0))  # an older window: not shown
+    gauges.publish("gpu-2", forecast(now - timedelta(minutes=1), 200.0))  # another node: its own
+    gauges.publish("gpu-1", forecast(now, 410.0))  # the same step again: the newer answer
+    points = [(value, tags["node_id"]) for _, value, tags in gauge.calls if tags["bound"] == "point"]
+    assert points == [(400.0, "gpu-1"), (200.0, "gpu-2"), (410.0, "gpu-1")]
