@@ -32,6 +32,7 @@ first), and horizon + 2 waiting origins per pair (the oldest go first).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ from training.power.online_blend import OnlineBlend
 from training.power.online_calibration import ModelCalibration, consistent_peak
 from training.power.stored_history import StoredHistory
 
+logger = logging.getLogger("ray.serve")
 MAX_VERSIONS = 8
-MAX_SERIES = 1024
+MAX_SERIES = 1024  # the default of PowerPredictorUserConfig.max_followed_nodes
 WARM_ORIGINS = 128  # past windows a replica replays for a node it has not answered yet
 
 
@@ -66,6 +68,7 @@ class NodeCalibrations:
 
     def __init__(self, max_series: int = MAX_SERIES):
         self.max_series = max_series
+        self.dropped = 0  # (version, node) pairs dropped beyond `max_series`, calibration and all
         self._models: OrderedDict[str, ModelCalibration] = OrderedDict()
         self._blends: dict[str, OnlineBlend] = {}  # per version in `_models`, for one that blends online
         self._waiting: OrderedDict[tuple[str, str], OrderedDict[float, _Waiting]] = OrderedDict()
@@ -143,6 +146,11 @@ class NodeCalibrations:
             waiting = self._waiting[key] = OrderedDict()
             while len(self._waiting) > self.max_series:
                 self._waiting.popitem(last=False)
+                if not self.dropped:
+                    logger.warning("online calibration: more than %d nodes followed; the least recently forecast are "
+                                   "dropped and warmed again when next asked (raise the PowerPredictor's "
+                                   "max_followed_nodes above the fleet)", self.max_series)
+                self.dropped += 1
         self._waiting.move_to_end(key)
         return waiting
 

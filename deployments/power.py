@@ -35,7 +35,7 @@ from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import ForecastGauges
 from deployments.latency import LatencyRecorder
-from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations
+from deployments.node_calibration import MAX_SERIES, WARM_ORIGINS, NodeCalibrations
 from deployments.registry_follower import RETRY_FAILED_LOAD_S, RegistryFollower
 from training.power.forecaster import PowerForecaster
 from training.power.inference import check_history, forecast_histories
@@ -70,6 +70,12 @@ class PowerPredictorUserConfig(BaseModel):
     max_batch_size: int = Field(16, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     registry_poll_s: float = Field(10.0, gt=0.0, description="how often to look for a new active version")
+    max_followed_nodes: int = Field(MAX_SERIES, ge=16, le=100_000,
+                                    description="nodes whose stored-window forecasts a replica corrects online "
+                                                "(deployments/node_calibration.py), per model version; beyond it the "
+                                                "least recently forecast are dropped and warmed again when asked. "
+                                                "Set it above the fleet the controller scales: each takes about "
+                                                "100 KB at a 60-step horizon, growing with the horizon's square")
 
 
 @dataclass
@@ -156,9 +162,10 @@ class PowerPredictor(RegistryFollower):
         before it takes effect, so a version that cannot load leaves the settings and the served model as they
         were (the update fails with the reason)."""
         settings = PowerPredictorUserConfig.model_validate(user_config or {})
+        await asyncio.to_thread(self._apply, settings)
         self._batched.set_max_batch_size(settings.max_batch_size)
         self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        await asyncio.to_thread(self._apply, settings)
+        self.node_calibrations.max_series = settings.max_followed_nodes
 
     def _apply(self, settings: PowerPredictorUserConfig) -> None:
         with self._loading:  # the follower cannot swap the default model between the pin's check and its load

@@ -18,9 +18,11 @@ from ray.serve._private.utils import import_attr
 from app import main
 from app.settings import DEPLOYMENT_ARGS, ServeConfigArgs
 from core.names import COST_DEPLOYMENT, INGRESS_DEPLOYMENT, MAIN_APP, POWER_APP, POWER_DEPLOYMENT
+from deployments.node_calibration import MAX_SERIES, NodeCalibrations
 from deployments.power import PowerPredictor, PowerPredictorUserConfig
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.kustomize import build
+from training.power.forecaster import ArtifactError
 
 GPU = {"args.retrain.use_gpu", f"applications.{POWER_APP}.deployments.{POWER_DEPLOYMENT}.ray_actor_options.num_gpus"}
 """What the GPU overlay's serveConfigV2 changes in the base's (its header says so)."""
@@ -115,13 +117,30 @@ def test_no_deployment_options_in_args(name: str):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_the_power_predictors_user_config_reaches_its_reconfigure(name: str):
     user_config = _deployments(CONFIGS[name](), POWER_APP)[POWER_DEPLOYMENT]["user_config"]
-    assert {"batching", "max_batch_size", "batch_wait_timeout_s", "registry_poll_s"} <= set(user_config)
+    assert {"batching", "max_batch_size", "batch_wait_timeout_s", "registry_poll_s", "max_followed_nodes"} <= set(
+        user_config)
     replica = _replica()
     asyncio.run(PowerPredictor.reconfigure(replica, user_config))  # what Serve calls with the config's user_config
     assert replica.settings == PowerPredictorUserConfig(**user_config)
     assert replica.settings.model_dump(include=set(user_config)) == user_config
     assert replica._batched.calls == [("max_batch_size", user_config["max_batch_size"]),
                                       ("batch_wait_timeout_s", user_config["batch_wait_timeout_s"])]
+    assert replica.node_calibrations.max_series == user_config["max_followed_nodes"]
+
+
+def test_a_pinned_version_that_cannot_load_leaves_every_setting_as_it_was():
+    """Regression: the batch settings were applied before the pinned version was loaded, so a pin that failed left
+    them changed while the replica reported its settings unchanged."""
+    replica = _replica()
+
+    def cannot_load(settings: PowerPredictorUserConfig) -> None:
+        raise ArtifactError("version 9 cannot be loaded")
+
+    replica._apply = cannot_load
+    with pytest.raises(ArtifactError):
+        asyncio.run(PowerPredictor.reconfigure(replica, {"model_version": 9, "max_batch_size": 64,
+                                                         "max_followed_nodes": 5000}))
+    assert replica._batched.calls == [] and replica.node_calibrations.max_series == MAX_SERIES
 
 
 @pytest.mark.parametrize(("user_config", "key"), [({"max_batch_sise": 32}, "max_batch_sise"),
@@ -172,6 +191,6 @@ class _Batcher:
 def _replica() -> SimpleNamespace:
     """The state PowerPredictor.reconfigure touches, without loading a model."""
     replica = SimpleNamespace(settings=PowerPredictorUserConfig(), _batched=_Batcher(), version=1,
-                              _loading=threading.Lock())
+                              _loading=threading.Lock(), node_calibrations=NodeCalibrations())
     replica._apply = lambda settings: PowerPredictor._apply(replica, settings)
     return replica
