@@ -55,6 +55,7 @@ FILL_TIMEOUT_S = 2.0  # a short power list completed from the store: the read wa
 FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this long (a timed-out read still runs)
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
+NODE_LIST_TTL_S = 30.0  # how long a replica reuses the store's node list (unknown vs stopped nodes)
 STORED_READ_PAUSE_S = 10.0  # after such a read found the store unavailable: the others fail at once for this long
 WARM_NODES_PER_REQUEST = 4  # nodes whose online calibration one request warms (deployments/node_calibration.py)
 
@@ -134,7 +135,9 @@ class PowerPredictor(RegistryFollower):
         self.model_ids = [model_id, *(other for other in dict.fromkeys(resolutions) if other != model_id)]
         self.stale_after_s = stale_after_s
         self.workloads = {workload: list(nodes) for workload, nodes in (workloads or {}).items()}
-        self.store = RemoteStore()
+        # a node the store does not have is told from one whose power stopped by the store's node list: on InfluxDB a
+        # 30-day scan, on Prometheus the whole database, so one list serves a replica's unknown nodes for a while
+        self.store = RemoteStore(nodes_ttl_s=NODE_LIST_TTL_S)
         self.fill_store = RemoteStore(timeout_s=FILL_TIMEOUT_S)  # an optional read: never holds a forecast up long
         self._fill_paused_until = 0.0  # monotonic time until which no window is completed from the store
         self._fills = threading.BoundedSemaphore(MAX_FILLS)

@@ -40,12 +40,15 @@ class RemoteStore(TelemetryStore):
     stored-window forecasts never holds them, and a retraining's weeks of telemetry never hold the API's."""
 
     def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S, *,
-                 reader: Reader = "api"):
+                 reader: Reader = "api", nodes_ttl_s: float = 0.0):
+        """`nodes_ttl_s`: how long an answer of `nodes()` (without `since`) is reused; 0: never."""
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
         self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
                                  error=StoreActorUnavailable)
         self._window_call = WINDOW_CALLS[reader]
         self._unanswered: ray.ObjectRef | None = None  # a write that timed out and may still wait in the queue
+        self.nodes_ttl_s = nodes_ttl_s
+        self._nodes: tuple[float, list[str]] | None = None  # (monotonic time it is reused until, the answer)
         self._writing = threading.Lock()
 
     def _call(self, method: str, *args):
@@ -99,7 +102,15 @@ class RemoteStore(TelemetryStore):
         return self._call("latest", node_id)
 
     def nodes(self, since: datetime | None = None) -> list[str]:
-        return self._call("nodes") if since is None else self._call("nodes", since)  # as an older actor takes it
+        if since is not None:
+            return self._call("nodes", since)
+        known = self._nodes
+        if known is not None and time.monotonic() < known[0]:
+            return list(known[1])
+        found = self._call("nodes")  # (without `since`, as an older store actor takes it)
+        if self.nodes_ttl_s > 0:
+            self._nodes = (time.monotonic() + self.nodes_ttl_s, list(found))
+        return found
 
     def is_read_only(self) -> bool:
         """True when the backend only reads (Prometheus): collectors then only export their gauges."""

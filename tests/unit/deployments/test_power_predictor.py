@@ -676,7 +676,7 @@ def bare_replica(registry: ModelRegistry, loadable: set[int]) -> PowerPredictor:
     replica.unloaded = {}
     replica.registry, replica.model_id, replica.model_ids = registry, "power_lstm", ["power_lstm"]
     replica.served, replica._pinned_at, replica._loading = {}, None, threading.Lock()
-    replica.settings = PowerPredictorUserConfig()
+    replica.settings, replica.node_calibrations = PowerPredictorUserConfig(), NodeCalibrations()
     replica._batched = SimpleNamespace(set_max_batch_size=lambda size: None, set_batch_wait_timeout_s=lambda s: None)
 
     def load(model_id, version):

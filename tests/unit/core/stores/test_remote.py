@@ -169,3 +169,22 @@ def test_a_ray_error_while_sending_is_store_unavailable_too(monkeypatch):
         with pytest.raises(StoreActorUnavailable) as caught:
             call(RemoteStore())
         assert str(caught.value) == "the telemetry store failed: ConnectionError"
+
+
+def test_a_node_list_is_reused_for_its_ttl_only_where_asked(monkeypatch):
+    """The API's replicas tell an unknown node from a stopped one by the node list: on InfluxDB a 30-day scan, on
+    Prometheus the whole database, asked once per request for a node the store does not have."""
+    asked = []
+    answer_with(monkeypatch, lambda self, method, *args: asked.append((method, args)) or ["n1"])
+    clock = [100.0]
+    monkeypatch.setattr(remote.time, "monotonic", lambda: clock[0])
+    cached, plain = RemoteStore(nodes_ttl_s=30), RemoteStore()
+    assert cached.nodes() == cached.nodes() == ["n1"] and len(asked) == 1
+    cached.nodes(since=None)
+    assert len(asked) == 1
+    clock[0] += 30
+    assert cached.nodes() == ["n1"] and len(asked) == 2  # its time is up: asked again
+    plain.nodes(), plain.nodes()
+    assert len(asked) == 4  # no ttl: every call asks
+    cached.nodes(since="t"), cached.nodes(since="t")
+    assert asked[-2:] == [("nodes", ("t",)), ("nodes", ("t",))]  # with `since`: never reused
