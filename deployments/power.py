@@ -202,31 +202,37 @@ class PowerPredictor(RegistryFollower):
         for model_id in self.model_ids:
             if model_id == self.model_id and self.settings.model_version is not None:
                 continue
-            # the default model as GET /api/v1/models and a new replica take it (the active version, else the
-            # latest); another resolution only once a version of it was activated (README, model routes)
-            wanted = (self.registry.served_version(model_id) if model_id == self.model_id
-                      else self.registry.active_version(model_id))
-            current = self.served.get(model_id)
-            if wanted is None:
-                self.unloaded.pop(model_id, None)  # no version to load (any more): nothing to come back for
-                continue
-            if current is not None and current.version == wanted:
-                continue
-            if not self._load_due(model_id, wanted):
-                continue
-            if current is None:
-                self._note_coverage(model_id, wanted)  # a request it would answer comes back once it has loaded
             try:
-                self._load_model(model_id, wanted)
-            except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
-                self._load_failed(model_id, wanted)
-                logger.exception("PowerPredictor: could not load %s version %d; keeping %s (tried again in %.0f s)",
-                                 model_id, wanted, f"version {current.version}" if current is not None else
-                                 "a version served before, if one loads", RETRY_FAILED_LOAD_S)
-                if current is None:
-                    self._serve_a_former(model_id, wanted)
-            else:
-                self._load_failed(model_id, None)
+                self._follow_model(model_id)
+            except Exception:  # noqa: BLE001 - an unreadable pointer or history must not hold the others back
+                logger.exception("PowerPredictor: cannot follow %s's active version; its served one is kept",
+                                 model_id)
+
+    def _follow_model(self, model_id: str) -> None:
+        """Load the model's version to serve, if it is not the one served."""
+        # the default model as GET /api/v1/models and a new replica take it (the active version, else the
+        # latest); another resolution only once a version of it was activated (README, model routes)
+        wanted = (self.registry.served_version(model_id) if model_id == self.model_id
+                  else self.registry.active_version(model_id))
+        current = self.served.get(model_id)
+        if wanted is None:
+            self.unloaded.pop(model_id, None)  # no version to load (any more): nothing to come back for
+            return
+        if current is not None and current.version == wanted or not self._load_due(model_id, wanted):
+            return
+        if current is None:
+            self._note_coverage(model_id, wanted)  # a request it would answer comes back once it has loaded
+        try:
+            self._load_model(model_id, wanted)
+        except Exception:  # noqa: BLE001 - a broken version must not hold the other resolutions back
+            self._load_failed(model_id, wanted)
+            logger.exception("PowerPredictor: could not load %s version %d; keeping %s (tried again in %.0f s)",
+                             model_id, wanted, f"version {current.version}" if current is not None else
+                             "a version served before, if one loads", RETRY_FAILED_LOAD_S)
+            if current is None:
+                self._serve_a_former(model_id, wanted)
+        else:
+            self._load_failed(model_id, None)
 
     def _serve_a_former(self, model_id: str, failed: int) -> None:
         """Serve the newest version served before `failed` that loads, as `_load_default` does for the default model

@@ -38,7 +38,12 @@ class RegistryFollower:
         except Exception as exc:  # noqa: BLE001 - any unloadable version: try the ones served before
             first = exc
             logger.exception("%s: the active version of %s cannot be loaded", type(self).__name__, self.model_id)
-        for version in reversed(self.registry.former_versions(self.model_id)):
+        try:
+            former = self.registry.former_versions(self.model_id)
+        except (OSError, ValueError) as exc:  # an unreadable or damaged history: no version to fall back on
+            logger.error("%s: the versions served before cannot be read: %s", type(self).__name__, exc)
+            former = []
+        for version in reversed(former):
             try:
                 self._load(version)
             except Exception:  # noqa: BLE001 - older still

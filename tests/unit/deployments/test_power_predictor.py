@@ -15,7 +15,7 @@ import pytest
 import deployments.power as power_module
 from app.errors import public_error
 from core.forecasts import ForecastRequestError, ModelNotLoaded, PowerForecast, PowerHistory, utc_now_floor
-from core.registry import ModelRegistry
+from core.registry import ActivePointerUnreadable, ModelRegistry
 from core.stores.base import StoreUnavailable
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
@@ -729,6 +729,39 @@ def test_another_resolution_whose_active_version_cannot_load_serves_the_one_befo
     replica._refresh()
     assert replica.served["power_lstm_1h"].version == 1  # version 2, served before 3, does not load either
     assert loads == [("power_lstm_1h", 3), ("power_lstm_1h", 2), ("power_lstm_1h", 1)]
+
+
+def test_a_resolution_whose_pointer_cannot_be_read_holds_back_only_itself(tmp_path, monkeypatch):
+    """Regression: the first resolution whose ACTIVE pointer could not be read ended the replica's follow of every
+    resolution after it, for as long as it stayed unreadable."""
+    registry = registered(tmp_path, 1)
+    replica = bare_replica(registry, loadable={1, 2})
+    replica.model_ids = ["power_lstm_1h", "power_lstm"]
+    replica._load_default()
+    registry.activate("power_lstm", registry.publish("power_lstm", tmp_path / "weights", model_type="lstm").version)
+    active = registry.active_version
+
+    def unreadable(model_id):
+        if model_id == "power_lstm_1h":
+            raise ActivePointerUnreadable("the ACTIVE pointer of power_lstm_1h is damaged")
+        return active(model_id)
+
+    monkeypatch.setattr(registry, "active_version", unreadable)
+    replica._refresh()
+    assert replica.version == 2
+
+
+def test_a_history_that_cannot_be_read_leaves_a_replica_unserved_with_the_reason_not_down(tmp_path, monkeypatch):
+    """Regression: after the active version failed to load, an unreadable history of versions escaped the
+    constructor (for the cost model, which the ingress builds in process, the whole API)."""
+    registry = registered(tmp_path, 2)
+    replica = bare_replica(registry, loadable=set())
+
+    def unreadable(model_id):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(registry, "former_versions", unreadable)
+    assert "no version of power_lstm could be loaded" in replica._load_default()
 
 
 def test_a_pin_that_cannot_load_changes_nothing(tmp_path):
