@@ -389,7 +389,10 @@ class PowerPredictor(RegistryFollower):
         forecasts = await asyncio.gather(*(self._forecast(_node_window(s.history) if own else s.history, served)
                                            for s in stored))
         if own:
-            forecasts = await self._follow_nodes(nodes, stored, forecasts)
+            try:
+                forecasts = await self._follow_nodes(nodes, stored, forecasts)
+            except Exception:  # noqa: BLE001 - the forecasts are made: answered with their static intervals
+                logger.exception("power forecast: the windows of %d nodes not corrected online", len(nodes))
         age = max(s.age_s for s in stored)
         return StoredForecast(forecast=sum_forecasts(forecasts), age_s=age, stale=age > self.stale_after_s)
 

@@ -380,6 +380,16 @@ def test_a_workload_s_windows_end_at_one_bin_when_a_node_s_newest_reading_lies_b
     assert len(set(ends[-2:])) == 1 and ends[-1] < utc_now_floor(60)  # both at n3's last bin, before n1's
 
 
+def test_a_forecast_made_is_answered_when_its_online_correction_fails(predictor, caplog):
+    """Regression: an error of the node's online calibration turned a forecast already made into a 500."""
+    async def broken(*args):
+        raise FloatingPointError("a correction that could not be computed")
+
+    predictor._follow_nodes = broken
+    stored = asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert stored.forecast.point == (100.0, 100.0) and "not corrected online" in caplog.text
+
+
 def test_a_stored_window_holds_a_stopped_feature_as_long_as_the_model_was_trained_to(predictor):
     """Regression: the stored window held a feature for the default 5 steps whatever `max_gap` the model had."""
     now = datetime.now(UTC)
