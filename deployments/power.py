@@ -435,7 +435,7 @@ class PowerPredictor(RegistryFollower):
                             forecasts: Sequence[PowerForecast]) -> list[PowerForecast]:
         """The nodes' forecasts of their own stored windows corrected online, each kept to be scored on its node's
         next window (deployments/node_calibration.py; nodes not followed yet are warmed first, a few at a time),
-        and published as the nodes' forecast gauges."""
+        and published as the nodes' forecast gauges (those whose window is not stale)."""
         followed = await self._warm_calibrations(nodes, stored, forecasts)
         by_version = {version: self._served_at(version) for version in {f.model_version for f in forecasts}}
         corrected = []
@@ -445,7 +445,8 @@ class PowerPredictor(RegistryFollower):
                 forecast = self.node_calibrations.correct(
                     node, window, forecast, served.forecaster.horizon,
                     follow=(forecast.model_version, node) in followed, blend_start=served.blend_start)
-            self.forecast_gauges.publish(node, forecast)
+            if window.age_s <= self.stale_after_s:  # a window of a node silent for a while is no current forecast
+                self.forecast_gauges.publish(node, forecast)
             corrected.append(forecast)
         return corrected
 

@@ -667,6 +667,9 @@ def test_only_a_node_s_own_forecast_is_published_as_its_gauge(predictor):
     assert published == []
     asyncio.run(predictor.forecast_stored(["n1"], 120))
     assert published == ["n1"]
+    predictor.stale_after_s = 0.0  # n1's newest reading is older than that: its forecast is no current one
+    asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert published == ["n1"]
 
 
 def registered(tmp_path, versions: int) -> ModelRegistry:
