@@ -56,7 +56,7 @@ FILL_PAUSE_S = 30.0  # after such a read failed or timed out: no more for this l
 MAX_FILLS = 2  # such reads under way at once per replica (the store actor answers 8 calls at once, for everyone)
 MAX_STORED_READS = 3  # windows read at once per replica for requests without lists (the others wait their turn)
 NODE_LIST_TTL_S = 30.0  # how long a replica reuses the store's node list (unknown vs stopped nodes)
-STORED_READ_PAUSE_S = 10.0  # after such a read found the store unavailable: the others fail at once for this long
+STORED_READ_PAUSE_S = 10.0  # after reads of two nodes found the store unavailable: the others fail at once this long
 WARM_NODES_PER_REQUEST = 4  # nodes whose online calibration one request warms (deployments/node_calibration.py)
 
 
@@ -143,6 +143,8 @@ class PowerPredictor(RegistryFollower):
         self._fills = threading.BoundedSemaphore(MAX_FILLS)
         self._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
         self._reads_paused_until = 0.0  # monotonic time until which stored reads fail at once (the store is down)
+        self._read_failures: dict[str, float] = {}  # node -> monotonic time its stored read last failed
+        self._read_failures_lock = threading.Lock()  # reads run on executor threads
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges()
@@ -518,24 +520,43 @@ class PowerPredictor(RegistryFollower):
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None, until: datetime | None = None) -> StoredHistory:
-        """The model's window for the node, ending at its newest stored sample (or at the bin of `until`). Once a read
-        found the store unavailable, the reads of the next STORED_READ_PAUSE_S fail at once: a store that hangs held
-        every read slot for its timeout, and requests queued behind them for minutes."""
+        """The model's window for the node, ending at its newest stored sample (or at the bin of `until`). Once reads
+        of two nodes found the store unavailable within STORED_READ_PAUSE_S, the reads of the next STORED_READ_PAUSE_S
+        fail at once (a read that succeeds meanwhile ends the pause): a store that hangs held every read slot for its
+        timeout, and requests queued behind them for minutes. One node's own failures (a query too large for its
+        backend) never pause the others'."""
         if (paused_s := self._reads_paused_until - time.monotonic()) > 0:
-            raise StoreUnavailable(f"the telemetry store did not answer a read just now; reads resume in "
+            raise StoreUnavailable(f"the telemetry store did not answer reads just now; reads resume in "
                                    f"{math.ceil(paused_s)} s")
         try:
-            return stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
-                                  sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
-                                  workload_type=workload_type, until=until, tell_stopped=True,
-                                  max_gap_s=served.forecaster.pipeline.max_gap_s)
+            stored = stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
+                                    sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,
+                                    workload_type=workload_type, until=until, tell_stopped=True,
+                                    max_gap_s=served.forecaster.pipeline.max_gap_s)
         except StoreUnavailable:
-            self._reads_paused_until = time.monotonic() + STORED_READ_PAUSE_S
+            self._note_read(node_id, failed=True)
             raise
         except NoStoredTelemetry as exc:
+            self._note_read(node_id, failed=False)  # the store answered
             if workload_id is None:
                 raise
             raise WorkloadTelemetryMissing(f"{exc} (workload {workload_id!r})") from exc
+        self._note_read(node_id, failed=False)
+        return stored
+
+    def _note_read(self, node_id: str, *, failed: bool) -> None:
+        """Count a stored read's outcome towards the pause of `_stored_history`."""
+        with self._read_failures_lock:
+            now = time.monotonic()
+            if not failed:
+                self._read_failures.clear()
+                self._reads_paused_until = 0.0
+                return
+            self._read_failures = {node: at for node, at in self._read_failures.items()
+                                   if now - at < STORED_READ_PAUSE_S}
+            self._read_failures[node_id] = now
+            if len(self._read_failures) >= 2:
+                self._reads_paused_until = now + STORED_READ_PAUSE_S
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, histories: list[PowerHistory],

@@ -110,7 +110,8 @@ def predictor(tmp_path):
         replica = object.__new__(PowerPredictor)  # no registry, no model: only what stored forecasts use
         replica._loading = threading.Lock()
         replica._stored_reads = asyncio.Semaphore(MAX_STORED_READS)
-        replica._reads_paused_until = 0.0
+        replica._reads_paused_until, replica._read_failures = 0.0, {}
+        replica._read_failures_lock = threading.Lock()
         replica.store, replica.stale_after_s = store, 120.0
         replica.model_id, replica.model_ids = "power_lstm", ["power_lstm", "power_lstm_1h"]
         replica.unloaded = {}
@@ -439,24 +440,39 @@ def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predi
 
 
 def test_a_store_that_cannot_answer_says_so_and_is_not_asked_again_for_a_while(predictor, monkeypatch):
-    """Regression: every read asked a store that hangs, and held a read slot for its whole timeout."""
+    """Regression: every read asked a store that hangs, and held a read slot for its whole timeout. Reads of two
+    nodes failing pause the others; one node failing again and again does not, and a read that succeeds ends it."""
     asked = []
+    down = {"d1", "d2"}
+    read = predictor.store
 
-    class Down:
+    class Flaky:
+        def __getattr__(self, name):
+            return getattr(read, name)
+
         def latest(self, node_id=None):
             asked.append(node_id)
-            raise StoreUnavailable("the telemetry store is not running")
+            if node_id in down:
+                raise StoreUnavailable("the telemetry store is not running")
+            return read.latest(node_id)
 
-    store, predictor.store = predictor.store, Down()
+    predictor.store = Flaky()
     clock = [1000.0]
     monkeypatch.setattr(power_module.time, "monotonic", lambda: clock[0])
-    for _ in range(3):
-        with pytest.raises(StoreUnavailable):
-            asyncio.run(predictor.forecast_stored(["n1"], 120))
-    assert asked == ["n1"]  # the next two failed at once
+
+    def fails(node: str) -> bool:
+        try:
+            asyncio.run(predictor.forecast_stored([node], 120))
+        except StoreUnavailable:
+            return True
+        return False
+
+    assert fails("d1") and fails("d1") and not fails("n1")  # one node's own failures pause nobody
+    assert fails("d2") and fails("d1")  # two nodes within the pause: paused
+    assert fails("n1") and asked[-1] == "d1"  # n1 fails at once, unasked
     clock[0] += STORED_READ_PAUSE_S
-    predictor.store = store
-    assert asyncio.run(predictor.forecast_stored(["n1"], 120)).forecast.point[0] == 100.0
+    assert not fails("n1") and asked[-1] == "n1"
+    assert fails("d1") and not fails("n1")  # the pause ended with n1's read: d1 alone pauses nothing
 
 
 def test_a_horizon_goes_to_the_finest_served_model_that_covers_it(predictor):
