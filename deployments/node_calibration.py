@@ -67,11 +67,22 @@ class NodeCalibrations:
     """Corrects a node's stored-window forecasts by the outcomes of the ones before it (its own and its model's)."""
 
     def __init__(self, max_series: int = MAX_SERIES):
-        self.max_series = max_series
+        self._max_series = max_series
         self.dropped = 0  # (version, node) pairs dropped beyond `max_series`, calibration and all
         self._models: OrderedDict[str, ModelCalibration] = OrderedDict()
         self._blends: dict[str, OnlineBlend] = {}  # per version in `_models`, for one that blends online
         self._waiting: OrderedDict[tuple[str, str], OrderedDict[float, _Waiting]] = OrderedDict()
+
+    @property
+    def max_series(self) -> int:
+        """(version, node) pairs followed at most, and each version's nodes with a correction of their own."""
+        return self._max_series
+
+    @max_series.setter
+    def max_series(self, value: int) -> None:  # a live change reaches the versions already followed too
+        self._max_series = value
+        for model in self._models.values():
+            model.max_series = value
 
     def lstm_weight(self, version: str) -> np.ndarray | None:
         """The per-lead LSTM weight the online blend of `version` serves now; None before it learned anything (the
@@ -147,9 +158,10 @@ class NodeCalibrations:
             while len(self._waiting) > self.max_series:
                 self._waiting.popitem(last=False)
                 if not self.dropped:
-                    logger.warning("online calibration: more than %d nodes followed; the least recently forecast are "
-                                   "dropped and warmed again when next asked (raise the PowerPredictor's "
-                                   "max_followed_nodes above the fleet)", self.max_series)
+                    logger.warning("online calibration: more than %d (version, node) pairs followed; the least "
+                                   "recently forecast are dropped and warmed again when next asked (raise the "
+                                   "PowerPredictor's max_followed_nodes above the nodes forecast from the store "
+                                   "times their resolutions)", self.max_series)
                 self.dropped += 1
         self._waiting.move_to_end(key)
         return waiting

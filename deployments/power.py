@@ -72,11 +72,12 @@ class PowerPredictorUserConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
     registry_poll_s: float = Field(10.0, gt=0.0, description="how often to look for a new active version")
     max_followed_nodes: int = Field(MAX_SERIES, ge=16, le=100_000,
-                                    description="nodes whose stored-window forecasts a replica corrects online "
-                                                "(deployments/node_calibration.py), per model version; beyond it the "
-                                                "least recently forecast are dropped and warmed again when asked. "
-                                                "Set it above the fleet the controller scales: each takes about "
-                                                "100 KB at a 60-step horizon, growing with the horizon's square")
+                                    description="(model version, node) pairs whose stored-window forecasts a "
+                                                "replica corrects online (deployments/node_calibration.py); beyond "
+                                                "it the least recently forecast are dropped and warmed again when "
+                                                "asked. Set it above the nodes forecast from the store times the "
+                                                "resolutions they are forecast at: each pair takes about 100 KB at a "
+                                                "60-step horizon, growing with the horizon's square")
 
 
 @dataclass

@@ -128,6 +128,16 @@ def test_the_power_predictors_user_config_reaches_its_reconfigure(name: str):
     assert replica.node_calibrations.max_series == user_config["max_followed_nodes"]
 
 
+def test_a_live_change_of_the_followed_nodes_reaches_the_versions_already_followed():
+    """Regression: each version's calibration kept the limit it started with, so raising it live still dropped
+    those nodes' own corrections beyond the old limit."""
+    calibrations = NodeCalibrations(max_series=16)
+    model = calibrations._model(SimpleNamespace(model_version="power_lstm/1", point=(1.0,), step_s=60,
+                                                interval_coverage=0.8, confidence_tolerance=0.1), 1)
+    calibrations.max_series = 5000
+    assert model.max_series == 5000
+
+
 def test_a_pinned_version_that_cannot_load_leaves_every_setting_as_it_was():
     """Regression: the batch settings were applied before the pinned version was loaded, so a pin that failed left
     them changed while the replica reported its settings unchanged."""
