@@ -208,8 +208,11 @@ class PowerPredictor(RegistryFollower):
             try:
                 self._follow_model(model_id)
             except Exception:  # noqa: BLE001 - an unreadable pointer or history must not hold the others back
-                logger.exception("PowerPredictor: cannot follow %s's active version; its served one is kept",
-                                 model_id)
+                logged = vars(self).setdefault("_follow_failure_logged", {})  # model -> when (at most every 5 min)
+                if time.monotonic() >= logged.get(model_id, float("-inf")) + RETRY_FAILED_LOAD_S:
+                    logged[model_id] = time.monotonic()
+                    logger.exception("PowerPredictor: cannot follow %s's active version; its served one is kept",
+                                     model_id)
 
     def _follow_model(self, model_id: str) -> None:
         """Load the model's version to serve, if it is not the one served."""

@@ -760,7 +760,7 @@ def test_another_resolution_whose_active_version_cannot_load_serves_the_one_befo
     assert loads == [("power_lstm_1h", 3), ("power_lstm_1h", 2), ("power_lstm_1h", 1)]
 
 
-def test_a_resolution_whose_pointer_cannot_be_read_holds_back_only_itself(tmp_path, monkeypatch):
+def test_a_resolution_whose_pointer_cannot_be_read_holds_back_only_itself(tmp_path, monkeypatch, caplog):
     """Regression: the first resolution whose ACTIVE pointer could not be read ended the replica's follow of every
     resolution after it, for as long as it stayed unreadable."""
     registry = registered(tmp_path, 1)
@@ -778,6 +778,8 @@ def test_a_resolution_whose_pointer_cannot_be_read_holds_back_only_itself(tmp_pa
     monkeypatch.setattr(registry, "active_version", unreadable)
     replica._refresh()
     assert replica.version == 2
+    replica._refresh()
+    assert caplog.text.count("cannot follow power_lstm_1h") == 1  # at every poll, but logged once in a while
 
 
 def test_a_history_that_cannot_be_read_leaves_a_replica_unserved_with_the_reason_not_down(tmp_path, monkeypatch):
