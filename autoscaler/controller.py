@@ -372,13 +372,15 @@ class ScalingController:
         except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
             logger.exception("scaling controller: the forecast batch failed")
             results = [exc] * len(batch.windows)
+        self.live.record(batch.nodes, results)  # each window once, however many policies read it
+        collapses = self.live.collapses(batch.nodes, results, now)
         for item in items:
             if item.requests is not None:
                 found = [results[i] for i in item.requests]
-                self.live.record(item.nodes, found)
                 try:
                     item.forecast, item.confidence = _view(item.policy, found, item.forecast_behind_s)
-                    if (collapsed := self.live.fallback(item.nodes, found, now)) is not None:
+                    collapsed = next((why for why in (collapses[i] for i in item.requests) if why is not None), None)
+                    if collapsed is not None:  # its first node whose live coverage collapsed
                         item.forecast, item.confidence = ForecastView.unavailable(collapsed), None
                     else:
                         item.forecast = self.bounds.correct(item.policy, item.forecast, item.nodes, item.replicas,

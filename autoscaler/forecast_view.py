@@ -73,7 +73,7 @@ class ForecastView(BaseModel):
             raise ValueError(f"median, upper and peak need one row per node (got {len(median)}, {len(upper)}, "
                              f"{None if peak is None else len(peak)})")
         rows = [*median, *upper, *(peak or [])]
-        if not all(math.isfinite(value) for row in rows for value in row):
+        if not all(math.isfinite(sum(row)) for row in rows):  # a NaN or an infinity makes its row's sum one
             raise ValueError("the forecast holds a value that is not a finite number (NaN or infinite)")
         normal = NormalDist()
         ratio = normal.inv_cdf(level) / normal.inv_cdf((1 + coverage) / 2)

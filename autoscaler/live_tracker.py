@@ -65,13 +65,13 @@ class LiveTracker:
                     self.ledger.drop(read.node, read.step_s)
         return scored
 
-    def fallback(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception], now: datetime) -> str | None:
-        """Why a policy over `nodes` must not act on these forecasts (the first node whose live coverage collapsed),
-        or None. Every node is judged, so each one's fall and recovery is noted when it happens."""
+    def collapses(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception],
+                  now: datetime) -> list[str | None]:
+        """Per forecast, why it must not be acted on (its node's live coverage collapsed), or None (a failed one
+        too). Every node is judged, so each one's fall and recovery is noted when it happens."""
         with self._lock:
-            reasons = [self.ledger.collapse(result.model_version, node, now)
-                       for node, result in zip(nodes, results, strict=True) if isinstance(result, PowerForecast)]
-        return next((reason for reason in reasons if reason is not None), None)
+            return [self.ledger.collapse(result.model_version, node, now) if isinstance(result, PowerForecast)
+                    else None for node, result in zip(nodes, results, strict=True)]
 
     def fallen(self) -> dict[tuple[str, str], datetime]:
         """(model version, node) -> since when its forecasts are not trusted."""

@@ -199,5 +199,5 @@ def test_every_node_of_a_policy_is_judged_though_the_first_has_fallen(store):
     tracker.ledger.collapse = collapse
     answer = PowerForecast(model_version="power_lstm/1", step_s=60, timestamps=(), point=(), lower=(), upper=(),
                            confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
-    reason = tracker.fallback(["n1", "n2", "n3"], [answer] * 3, datetime.now(UTC))
-    assert reason == "n1 collapsed" and judged == ["n1", "n2", "n3"]
+    reasons = tracker.collapses(["n1", "n2", "n3", "n4"], [answer] * 3 + [RuntimeError("failed")], datetime.now(UTC))
+    assert reasons == ["n1 collapsed", None, "n3 collapsed", None] and judged == ["n1", "n2", "n3"]
