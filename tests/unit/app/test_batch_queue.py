@@ -45,6 +45,13 @@ def pending(records: RecordStore, count: int, status: str = "pending") -> list[s
     return [records.create({"status": status})["id"] for _ in range(count)]
 
 
+async def started(tmp_path, settings: BatchArgs, seconds: float) -> BatchRunner:
+    """A queue over tmp_path's records, its batches answered by a Recorder taking `seconds` each."""
+    runner = BatchRunner(str(tmp_path), settings, "app", "power", run=Recorder(seconds))
+    await runner.start()
+    return runner
+
+
 async def drained(runner: BatchRunner) -> None:
     while runner.waiting or runner.running:
         await asyncio.sleep(0.01)
@@ -69,9 +76,7 @@ def test_at_most_max_running_batches_run_at_once_in_the_order_they_came(tmp_path
 
 def test_a_full_queue_refuses_one_more(tmp_path):
     async def scenario() -> None:
-        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=1, max_waiting=2), "app", "power",
-                             run=Recorder(0.05))
-        await runner.start()
+        runner = await started(tmp_path, BatchArgs(max_running=1, max_waiting=2), 0.05)
         ids = pending(runner.records, 4)
         assert [await runner.submit(batch_id) for batch_id in ids] == [True, True, True, False]
         assert await runner.submit(ids[0])  # already queued: accepted once, not twice
@@ -88,8 +93,7 @@ def test_waiting_batches_are_bounded_in_bytes_too_and_one_waits_whatever_its_siz
         return records.create({"status": "pending", "items": ["x" * int(mib * (1 << 20))]})["id"]
 
     async def scenario() -> None:
-        runner = BatchRunner(str(tmp_path), limits, "app", "power", run=Recorder(0.3))
-        await runner.start()
+        runner = await started(tmp_path, limits, 0.3)
         running, big, small = (batch(runner.records, mib) for mib in (20, 20, 1))
         assert await runner.submit(running) and running in runner.running  # running: not waiting
         assert await runner.submit(big)  # alone in the queue: waits, past the budget as it is
@@ -109,9 +113,7 @@ def test_waiting_batches_are_bounded_in_bytes_too_and_one_waits_whatever_its_siz
 def test_concurrent_submits_never_pass_the_cap_nor_queue_one_batch_twice(tmp_path):
     """A submit awaits its record's size: the checks and the enqueue after it must not interleave."""
     async def scenario() -> None:
-        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=1, max_waiting=3), "app", "power",
-                             run=Recorder(0.2))
-        await runner.start()
+        runner = await started(tmp_path, BatchArgs(max_running=1, max_waiting=3), 0.2)
         ids = pending(runner.records, 3)
         assert all([await runner.submit(batch_id) for batch_id in ids])  # one runs, two wait
         more = pending(runner.records, 4)
