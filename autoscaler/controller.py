@@ -372,8 +372,12 @@ class ScalingController:
         except Exception as exc:  # noqa: BLE001 - every policy of the batch falls back to measured power
             logger.exception("scaling controller: the forecast batch failed")
             results = [exc] * len(batch.windows)
-        self.live.record(batch.nodes, results)  # each window once, however many policies read it
-        collapses = self.live.collapses(batch.nodes, results, now)
+        self.live.record(batch.nodes, results)  # each window once, however many policies read it (never raises)
+        try:
+            collapses = self.live.collapses(batch.nodes, results, now)
+        except Exception as exc:  # noqa: BLE001 - untrusted then: every policy of the batch falls back to measured power
+            logger.exception("scaling controller: the forecasts' live accuracy could not be judged")
+            collapses = [f"forecast unusable: judging its live accuracy failed: {error_text(exc)}"] * len(results)
         for item in items:
             if item.requests is not None:
                 found = [results[i] for i in item.requests]

@@ -201,3 +201,21 @@ def test_every_node_of_a_policy_is_judged_though_the_first_has_fallen(store):
                            confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
     reasons = tracker.collapses(["n1", "n2", "n3", "n4"], [answer] * 3 + [RuntimeError("failed")], datetime.now(UTC))
     assert reasons == ["n1 collapsed", None, "n3 collapsed", None] and judged == ["n1", "n2", "n3"]
+
+
+def test_a_failure_judging_live_accuracy_falls_back_to_measured_power_and_never_stops_the_tick(make, store,
+                                                                                              monkeypatch):
+    """Judged once per tick for every policy since the windows are shared: its failure must stay a per-policy
+    fallback, as it was when each policy judged its own."""
+    from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
+
+    controller, _ = make(FixedForecaster(upper_watts=1000))
+    controller.put_policy(policy_data())
+    write_power(store, {"n1": 700, "n2": 700})
+
+    def broken(*args):
+        raise ZeroDivisionError("a ledger in a bad state")
+
+    monkeypatch.setattr(controller.live, "collapses", broken)
+    [event] = controller.tick()
+    assert event.signal != "forecast" and "judging its live accuracy failed" in event.reason
