@@ -34,6 +34,9 @@ class PowerHistory(BaseModel):
     # answered with the blend its model's node windows taught (training/power/online_blend.py); set by the replica,
     # never by a client
     node_window: bool = False
+    # a past window the replica replays to warm a node's online calibration (set by the replica): its forward pass is
+    # no request, so it is left out of the served latency
+    replay: bool = False
 
 
 class ForecastRequestError(ValueError):

@@ -502,7 +502,7 @@ class PowerPredictor(RegistryFollower):
                 past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
                 count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
                 horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s))
-            answers = await asyncio.gather(*(self._forecast(_node_window(window.history), served)
+            answers = await asyncio.gather(*(self._forecast(_node_window(window.history, replay=True), served)
                                              for window in windows), return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
             logger.warning("power forecast: the online calibration of node %s not warmed yet: %s", node, exc,
@@ -576,11 +576,11 @@ class PowerPredictor(RegistryFollower):
         answers: dict[int, PowerForecast | Exception] = {}
         for index, (history, model) in enumerate(zip(histories, served, strict=True)):
             models[model.model_version] = model  # a batch across a reload: one pass per version
-            groups.setdefault((model.model_version, history.node_window), []).append(index)
-        for (version, node_windows), rows in groups.items():
+            groups.setdefault((model.model_version, history.node_window, history.replay), []).append(index)
+        for (version, node_windows, replays), rows in groups.items():
             try:
                 answers.update(zip(rows, self._pass(models[version], [histories[i] for i in rows],
-                                                    node_windows), strict=True))
+                                                    node_windows, timed=not replays), strict=True))
             except Exception as exc:  # noqa: BLE001 - answered per history below
                 if len(rows) == 1:
                     answers[rows[0]] = exc
@@ -588,10 +588,11 @@ class PowerPredictor(RegistryFollower):
                 logger.warning("PowerPredictor: a batch of %d failed (%s); answering one by one", len(rows),
                                type(exc).__name__)
                 for row in rows:
-                    answers[row] = self._alone(models[version], histories[row], node_windows)
+                    answers[row] = self._alone(models[version], histories[row], node_windows, timed=not replays)
         return [answers[index] for index in range(len(histories))]
 
-    def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool) -> list[PowerForecast]:
+    def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool, *,
+              timed: bool = True) -> list[PowerForecast]:
         """One forward pass; nodes' own stored windows (`node_windows`: a node's `forecast_stored`, the scaling
         controller's windows) with the blend their outcomes taught, any other history (a client's lists) with the
         calibration split's."""
@@ -599,12 +600,14 @@ class PowerPredictor(RegistryFollower):
         weight = self.node_calibrations.lstm_weight(served.model_version) if node_windows else None
         forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic,
                                        lstm_weight=weight, follow_blend=node_windows)
-        served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
+        if timed:  # (not a warm-up replay: no request waited on it)
+            served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return forecasts
 
-    def _alone(self, served: ServedPower, history: PowerHistory, node_window: bool) -> PowerForecast | Exception:
+    def _alone(self, served: ServedPower, history: PowerHistory, node_window: bool, *,
+               timed: bool = True) -> PowerForecast | Exception:
         try:
-            return self._pass(served, [history], node_window)[0]
+            return self._pass(served, [history], node_window, timed=timed)[0]
         except Exception as exc:  # noqa: BLE001 - this history's own error, raised to its caller
             return exc
 
@@ -617,9 +620,10 @@ class PowerPredictor(RegistryFollower):
         self._default()
 
 
-def _node_window(history: PowerHistory) -> PowerHistory:
-    """`history`, a node's own stored window, marked as one the replica follows online."""
-    return history.model_copy(update={"node_window": True})
+def _node_window(history: PowerHistory, *, replay: bool = False) -> PowerHistory:
+    """`history`, a node's own stored window, marked as one the replica follows online (`replay`: a past one, replayed
+    to warm the node's online calibration)."""
+    return history.model_copy(update={"node_window": True, "replay": replay})
 
 
 def _portable(error: BaseException) -> Exception:

@@ -505,6 +505,22 @@ def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monk
     assert predictor.served["power_lstm_1h"].latency.requests == 1
 
 
+def test_a_warm_up_replay_is_forecast_but_left_out_of_the_served_latency(predictor, monkeypatch):
+    """Regression: the 128 past windows a replica replays to warm a node counted as requests in its latency figures
+    (`describe()`, the inference histogram), so a new replica's figures were mostly its own warm-up."""
+    def fake(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", fake)
+    window = PowerHistory(power_watts=(1.0,), horizon_s=1800)
+    replays = [power_module._node_window(window, replay=True)] * 5
+    answers = routed(predictor, [power_module._node_window(window), *replays, window])
+    assert len(answers) == 7 and all(isinstance(answer, PowerForecast) for answer in answers)
+    assert predictor.served["power_lstm"].latency.requests == 2
+
+
 def test_a_version_that_cannot_load_holds_back_only_its_own_model(predictor, monkeypatch):
     """The default model's new version is broken; the hourly model's new version must still go into service."""
     active = {"power_lstm": 2, "power_lstm_1h": 2}
