@@ -82,6 +82,8 @@ class CostPredictor(RegistryFollower):
     def _load(self, version: int | None) -> None:
         folder, metadata = self.registry.get(self.model_id, version)
         self.model = CostModel.load(folder, model_version=f"{self.model_id}/{metadata.version}")
+        if self.version != metadata.version:
+            self.latency.restart()  # describe() reports the version it names
         self.version = metadata.version
         logger.info("CostPredictor: serving %s version %d", self.model_id, metadata.version)
 

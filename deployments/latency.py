@@ -28,8 +28,15 @@ class LatencyRecorder:
         if self._histogram is not None:
             self._histogram.observe(milliseconds / 1000.0, tags={"model_id": self.model_id})
 
+    def restart(self) -> None:
+        """A new version serves from here on: its percentiles and counts start empty (the histogram's series, one
+        per model, goes on)."""
+        self._durations.clear()
+        self.calls = 0
+        self.requests = 0
+
     def percentiles(self) -> dict[str, float | int]:
-        """p50/p90/p99 of model-call latency in ms over the window, plus totals since start."""
+        """p50/p90/p99 of model-call latency in ms over the window, plus totals since the served version loaded."""
         if not self._durations:
             return {"calls": 0, "requests": 0}
         p50, p90, p99 = np.percentile(np.fromiter(self._durations, float), [50, 90, 99])

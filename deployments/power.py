@@ -189,7 +189,10 @@ class PowerPredictor(RegistryFollower):
     def _load_model(self, model_id: str, version: int | None) -> None:
         folder, metadata = self.registry.get(model_id, version)
         forecaster = PowerForecaster.load(folder, device=self.device)
-        latency = self.served[model_id].latency if model_id in self.served else LatencyRecorder(model_id)
+        former = self.served.get(model_id)
+        latency = former.latency if former is not None else LatencyRecorder(model_id)
+        if former is not None and former.version != metadata.version:
+            latency.restart()  # describe() reports the version it names
         self.served[model_id] = ServedPower(model_id, metadata.version, forecaster,
                                             trained_on_synthetic_data(metadata), latency, metadata.created_at)
         logger.info("PowerPredictor: serving %s version %d on %s", model_id, metadata.version, self.device)

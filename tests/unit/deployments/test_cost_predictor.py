@@ -3,9 +3,13 @@ fails alone (Serve gives a batch function's exception to every request of the ba
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from deployments.cost import price_batch
+import deployments.cost as cost_module
+from deployments.cost import CostPredictor, price_batch
+from deployments.latency import LatencyRecorder
 from training.cost.catalog import UnknownGpuType, generate_job_records, load_catalog
 from training.cost.model import CostModel
 from training.cost.schema import CostQuery, Resources
@@ -75,3 +79,20 @@ def test_a_query_the_model_refuses_fails_alone_and_the_others_are_priced(t4_only
     assert priced.predicted_cost == t4_only_model.predict_many([good])[0].predicted_cost
     assert priced_too.predicted_cost == t4_only_model.predict_many([other])[0].predicted_cost
     assert isinstance(failed, ValueError) and "13-hour" in str(failed)
+
+
+def test_describe_s_latency_is_the_served_version_s_alone(monkeypatch, t4_only_model):
+    """Regression: after a new version loaded, describe() named it with the former version's latency figures."""
+    monkeypatch.setattr(cost_module.CostModel, "load", lambda folder, model_version: t4_only_model)
+    version = {"value": 1}
+    replica = object.__new__(CostPredictor)
+    replica.model_id, replica.version, replica.latency = "cost_gbm", None, LatencyRecorder("cost_gbm")
+    replica.registry = SimpleNamespace(get=lambda model_id, wanted: (None, SimpleNamespace(version=version["value"])))
+    replica._load(None)
+    replica.latency.record(40.0, count=2)
+    replica._load(None)  # the same version again: its figures stay
+    assert replica.latency.requests == 2
+    version["value"] = 2
+    replica._load(None)
+    assert replica.describe().model_version == "cost_gbm/2"
+    assert replica.describe().latency_ms == {"calls": 0, "requests": 0}

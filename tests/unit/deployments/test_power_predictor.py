@@ -863,3 +863,22 @@ def test_a_list_as_long_as_the_window_reads_nothing_from_the_store(predictor, mo
     whole = PowerHistory(power_watts=(100.0,) * 5, horizon_s=120, end_time=utc_now_floor(60))
     forecast, from_store = asyncio.run(predictor.forecast_filled(whole, "n1"))
     assert (from_store, slow.reads, predictor._fill_paused_until, hops) == (0, 0, 0.0, []) and forecast.point
+
+
+def test_describe_s_latency_is_the_served_version_s_alone(predictor, monkeypatch):
+    """Regression: after a new version loaded, describe() named it with percentiles and counts that still held the
+    former version's calls. Reloading the version already served keeps them."""
+    monkeypatch.setattr(power_module.PowerForecaster, "load", lambda folder, device: predictor.served[
+        "power_lstm"].forecaster)
+    version = {"value": 1}
+    predictor.registry = SimpleNamespace(get=lambda model_id, wanted: (None, SimpleNamespace(
+        version=version["value"], created_at=datetime.now(UTC), training={})))
+    predictor.device = "cpu"
+    monkeypatch.setattr(power_module, "trained_on_synthetic_data", lambda metadata: False)
+    predictor.served["power_lstm"].latency.record(900.0, count=4)
+    predictor._load_model("power_lstm", None)  # the same version again
+    assert predictor.served["power_lstm"].latency.requests == 4
+    version["value"] = 2
+    predictor._load_model("power_lstm", None)
+    assert predictor.served["power_lstm"].version == 2
+    assert predictor.served["power_lstm"].latency.percentiles() == {"calls": 0, "requests": 0}

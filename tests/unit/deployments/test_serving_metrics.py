@@ -69,3 +69,15 @@ def test_a_forecast_for_an_earlier_step_is_not_published_over_a_later_one(monkey
     gauges.publish("gpu-1", forecast(now, 410.0))  # the same step again: the newer answer
     points = [(value, tags["node_id"]) for _, value, tags in gauge.calls if tags["bound"] == "point"]
     assert points == [(400.0, "gpu-1"), (200.0, "gpu-2"), (410.0, "gpu-1")]
+
+
+def test_a_restart_empties_the_figures_and_keeps_the_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    histogram = FakeMetric()
+    monkeypatch.setattr(latency, "create", lambda spec: histogram)
+    recorder = LatencyRecorder("power_lstm")
+    recorder.record(500.0, count=3)
+    recorder.restart()
+    assert recorder.percentiles() == {"calls": 0, "requests": 0}
+    recorder.record(2.0)
+    assert recorder.percentiles()["p99"] == 2.0 and recorder.percentiles()["requests"] == 1
+    assert [call[2] for call in histogram.calls] == [{"model_id": "power_lstm"}] * 2
