@@ -32,12 +32,16 @@ Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` 
 `rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
 `latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
 query selects samples at or before its evaluation time (now), so a future-stamped sample never counts.
+
+A window is 8 range queries (per 10,000 bins), made one after another; together they get `timeout_s` per 10,000
+bins, so a Prometheus that answers each just in time does not hold a reader for 8 timeouts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -157,7 +161,9 @@ class PrometheusStore(TelemetryStore):
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         start_ms, end_ms = check_window(start, end, step_s)
         bins = bin_starts(start_ms, end_ms, step_s)
-        series = {name: self._range(expr, bins, step_s) for name, expr in self._window_exprs(node_id, step_s).items()}
+        deadline = time.monotonic() + self.timeout_s * -(-len(bins) // MAX_POINTS)
+        series = {name: self._range(expr, bins, step_s, deadline)
+                  for name, expr in self._window_exprs(node_id, step_s).items()}
         parts = [series.pop(key) for key in DEVICE_POWER]
         devices = parts[0].add(parts[1], fill_value=0.0)  # NaN: neither
         partial = np.logical_or.reduce([absent_but_expected(part.notna().to_numpy(), step_s) for part in parts])
@@ -171,14 +177,16 @@ class PrometheusStore(TelemetryStore):
             frame[name] = values.to_numpy()
         return frame[list(CANONICAL_COLUMNS)]
 
-    def _range(self, expr: str, bins: np.ndarray, step_s: int) -> pd.Series:
-        """Values of a one-series expression per bin (evaluated at each bin's end), NaN where absent."""
+    def _range(self, expr: str, bins: np.ndarray, step_s: int, deadline: float) -> pd.Series:
+        """Values of a one-series expression per bin (evaluated at each bin's end), NaN where absent; the queries
+        end by `deadline` (time.monotonic())."""
         stamps: list[float] = []
         values: list[float] = []
         for begin in range(0, len(bins), MAX_POINTS):
             part = bins[begin:begin + MAX_POINTS]
             data = self._get("/api/v1/query_range", {"query": expr, "start": int(part[0]) + step_s,
-                                                     "end": int(part[-1]) + step_s, "step": f"{step_s}s"})
+                                                     "end": int(part[-1]) + step_s, "step": f"{step_s}s"},
+                             deadline)
             for result in data["result"]:
                 kept = [(float(stamp), float(value)) for stamp, value in result["values"]
                         if np.isfinite(float(value))]  # e.g. +Inf from a memory total of 0
@@ -220,10 +228,16 @@ class PrometheusStore(TelemetryStore):
             found.update(self._get(f"/api/v1/label/{self.labels[key]}/values", {"match[]": self._sel(key, None)}))
         return sorted(found - {""})
 
-    def _get(self, path: str, params: dict) -> dict | list:
+    def _get(self, path: str, params: dict, deadline: float | None = None) -> dict | list:
+        timeout = self.timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise StoreUnavailable(f"Prometheus at {self.shown_url} too slow: a window's queries took over "
+                                       f"{self.timeout_s:g} s per {MAX_POINTS:,} bins")
         request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}", headers=self._auth)
         try:
-            with open_url(request, timeout=self.timeout_s) as response:  # no redirect: the login stays here
+            with open_url(request, timeout=timeout) as response:  # no redirect: the login stays here
                 body = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:500]

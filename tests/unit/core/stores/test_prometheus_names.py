@@ -1,12 +1,17 @@
-"""PrometheusStore's metric names: current Kepler's by default, Kepler 0.7's on request, selectors with matchers.
+"""PrometheusStore's metric names: current Kepler's by default, Kepler 0.7's on request, selectors with matchers;
+its logins and its timeouts.
 (tests/integration/test_prometheus_store.py reads them from a real Prometheus.)"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from core.settings import ConfigError
 from core.stores import create_store
+from core.stores.base import StoreUnavailable
 from core.stores.prometheus import PrometheusStore
 
 URL = "http://prom:9090"
@@ -56,8 +61,6 @@ def test_the_setting_selects_the_names() -> None:
 
 
 def test_a_password_in_the_store_url_stays_out_of_logs_and_errors(caplog: pytest.LogCaptureFixture) -> None:
-    from core.stores.base import StoreUnavailable
-
     with caplog.at_level("INFO"):
         store = PrometheusStore("http://scraper:Sup3rSecret@127.0.0.1:9/", timeout_s=1)
     with pytest.raises(StoreUnavailable) as unreachable:
@@ -106,3 +109,28 @@ def test_text_with_such_a_url_is_masked_to_the_last_at_sign() -> None:
     assert without_url_password("GET https://kcloud:Zx9/q+T2w==@prom.example:9090/ failed") == (
         "GET https://kcloud:********@prom.example:9090/ failed")
     assert without_url_password("http://u:p@ss@host:1 and http://v:w@h") == "http://u:********@host:1 and http://v:********@h"
+
+
+def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
+    """Regression: a window is 8 queries in a row, each given the whole timeout, so a Prometheus answering each just
+    in time held a reader for 80 s."""
+    import io
+    import json
+
+    from core.stores import prometheus
+
+    clock = {"now": 1000.0}
+    timeouts = []
+
+    def slow_urlopen(request, timeout):
+        timeouts.append(timeout)
+        clock["now"] += 4.0  # each answer takes 4 s
+        return io.BytesIO(json.dumps({"status": "success", "data": {"result": []}}).encode())
+
+    monkeypatch.setattr(prometheus, "open_url", slow_urlopen)
+    monkeypatch.setattr(prometheus, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    store = PrometheusStore(URL, timeout_s=10)
+    end = datetime(2026, 12, 1, tzinfo=UTC)
+    with pytest.raises(StoreUnavailable, match="too slow"):
+        store.window("n1", end - timedelta(hours=1), end, 60)
+    assert timeouts == [10.0, 6.0, 2.0]
