@@ -18,7 +18,7 @@ from app.power_api import to_history, to_response
 from app.schemas import BatchItem, BatchItemResult
 from core.handle_loop import LOOKUP_TIMEOUT_S, deployment_handle
 from core.names import COST_DEPLOYMENT, POWER_DEPLOYMENT
-from core.records import RecordStore
+from core.records import UNFINISHED, RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,16 @@ class RefusedItem(str):
 async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_app_name: str) -> str:
     """Answer every item of a stored batch; its record ends `done` (per-item results) or `failed` (a reason).
 
+    A batch already finished is left as it is (a new queue actor may queue one the former one ran, while its
+    submitter still queues it): its status is returned.
+
     Raises:
         RecordNotFound: the record is gone (expired or deleted while it waited).
     """
+    status = records.get(batch_id).get("status")
+    if status not in UNFINISHED:
+        logger.info("batch %s queued again after it ended (%s): left as it is", batch_id, status)
+        return str(status)
     record = records.update(batch_id, status="running")
     try:
         items = [revalidated(item) for item in record["items"]]

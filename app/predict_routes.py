@@ -77,7 +77,7 @@ async def submit_batch(request: BatchRequest, replica: Ingress) -> BatchStatus:
         queued = await replica.batch_queue.submit(record["id"])  # ActorUnavailable: 503 (app/errors.py)
     finally:
         if not queued:  # refused or failed: nothing is left to run later
-            await asyncio.to_thread(replica.batches.delete, record["id"])
+            await asyncio.to_thread(_delete_batch, replica, record["id"])
     if not queued:
         limits = replica.args.batches
         raise ApiError(429, [], f"the batch queue is full (at most {limits.max_waiting} batches, or "
@@ -95,6 +95,18 @@ async def _created_batch(replica: Any, record: dict[str, Any]) -> dict[str, Any]
     except asyncio.CancelledError:
         creating.add_done_callback(lambda done: _delete_unqueued(replica, done))
         raise
+    except OSError as exc:  # e.g. a full or read-only state volume
+        logger.warning("batch not accepted: its record cannot be written: %s", exc)
+        raise ApiError(503, [], "the batch could not be recorded (a storage error on the state volume); try again",
+                       "unavailable") from None
+
+
+def _delete_batch(replica: Any, batch_id: str) -> None:
+    """Delete a batch nobody will run; a storage error is logged, and the answer already chosen stands."""
+    try:
+        replica.batches.delete(batch_id)
+    except OSError as exc:
+        logger.warning("batch %s: not queued, and its record could not be deleted: %s", batch_id, exc)
 
 
 def _delete_unqueued(replica: Any, created: asyncio.Future) -> None:

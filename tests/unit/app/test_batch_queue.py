@@ -364,3 +364,39 @@ def test_reading_an_unfinished_batch_checks_its_queue(http, tmp_path, status, as
         api.dependency_overrides.clear()
     assert response.status_code == 200 and response.json()["status"] == status
     assert len(asked) == asks
+
+
+def test_a_batch_the_state_volume_cannot_record_is_a_503(http, tmp_path, monkeypatch):
+    """Regression: a full or read-only state volume answered a batch with a bare 500."""
+    replica = Ingress(tmp_path, accepts=True)
+
+    def full(record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(replica.batches, "create", full)
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
+                                  headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 503, response.text
+    assert "storage error on the state volume" in response.json()["detail"][0]["msg"]
+    assert "No space" not in response.text
+
+
+def test_a_refused_batch_whose_record_cannot_be_deleted_is_still_a_429(http, tmp_path, monkeypatch):
+    """Regression: the failed delete's OSError replaced the queue's 429 with a 500."""
+    replica = Ingress(tmp_path, accepts=False)
+
+    def read_only(batch_id):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(replica.batches, "delete", read_only)
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
+                                  headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+    assert response.status_code == 429, response.text

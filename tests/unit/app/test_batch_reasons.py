@@ -8,6 +8,8 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from app.batches import answer_items, reason
 from app.schemas import BatchItemResult, PowerPredictionRequest
 from training.cost.catalog import UnknownGpuType, load_catalog
@@ -287,3 +289,24 @@ def test_a_finished_batch_keeps_its_results_not_its_items_and_on_one_line(tmp_pa
     done = records.get(batch["id"])
     assert done["items"] == [] and done["results"][0]["result"] == {"point": [1.0] * 60}
     assert path.stat().st_size < 2_000
+
+
+@pytest.mark.parametrize("status", ["done", "failed"])
+def test_a_batch_queued_again_after_it_ended_keeps_its_answer(tmp_path, monkeypatch, status):
+    """Regression: a new queue actor ran a pending batch while its submitter, retrying on the former actor's
+    handle, queued it again; the second run answered its emptied item list and stored `done` with no results over
+    the first run's."""
+    from app import batches
+    from core.records import RecordStore
+
+    records = RecordStore(tmp_path, "batches")
+    batch = records.create({"status": status, "items": [], "items_count": 1, "completed": 1,
+                            "results": [{"index": 0, "status": "ok", "result": {"point": [1.0]}}]})
+
+    async def answered(items, *args, **kwargs):
+        raise AssertionError("a finished batch is answered again")
+
+    monkeypatch.setattr(batches, "answer_items", answered)
+    assert asyncio.run(batches.run_batch(records, batch["id"], "app", "power")) == status
+    kept = records.get(batch["id"])
+    assert kept["status"] == status and kept["completed"] == 1 and len(kept["results"]) == 1
