@@ -10,8 +10,8 @@ from core.telemetry import SourceKind, TelemetrySample
 class TelemetrySource(ABC):
     """One kind of telemetry on one node.
 
-    `available()` says whether it can be read here (and why not); `sample()` returns the current readings
-    (an empty list when a transient read failed; it logs and counts instead of raising);
+    `available()` says whether it can be read here (and why not, or what it misses: a partial read); `sample()`
+    returns the current readings (an empty list when a transient read failed; it logs and counts instead of raising);
     `min_interval_s` is how often the underlying device refreshes, so collectors never poll faster.
     """
 
@@ -20,7 +20,8 @@ class TelemetrySource(ABC):
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
-        """(True, "") when readable, else (False, reason)."""
+        """(True, "") when readable, (True, "partial: ...") when read without some of its devices, else (False,
+        reason)."""
 
     @abstractmethod
     def sample(self) -> list[TelemetrySample]:

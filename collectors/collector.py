@@ -195,6 +195,13 @@ class Collector:
     def _beat(self) -> None:
         self._alive_at = time.monotonic()
 
+    def _availability(self, index: int, source: TelemetrySource) -> tuple[bool, str]:
+        """A source whose read hangs is unavailable, and not probed (a probe could hang on the same driver)."""
+        if index in self._hung:
+            return False, (f"its read did not return within read_timeout ({float(self.settings.read_timeout):g} s) "
+                           "and has not returned since; skipped until it does")
+        return source.available()
+
     def round_age_s(self) -> float:
         """Seconds since the sampling thread last made progress (finished its sources' reads; since start, before
         the first round): the supervisor replaces a collector whose sampling has stalled (stuck outside its bounded
@@ -208,8 +215,8 @@ class Collector:
             stopping = self._stop.is_set()
             self._probing += not stopping
         try:
-            available = {_name(s): (False, "the collector is stopping") if stopping else s.available()
-                         for s in self.sources}
+            available = {_name(s): (False, "the collector is stopping") if stopping else self._availability(i, s)
+                         for i, s in enumerate(self.sources)}
         finally:
             if not stopping:
                 with self._probes:

@@ -83,7 +83,11 @@ class NvmlSource(TelemetrySource):
     def available(self) -> tuple[bool, str]:
         if self.enabled and self._failures.tripped:
             return False, self._failures.reason()
-        return self._ready()
+        ready, why = self._ready()
+        failing = self._failing
+        if ready and failing:  # read, but without these GPUs: a node without a BMC reading has no power then
+            return True, f"partial: {'; '.join(failing)} (the other GPUs are read)"
+        return ready, why
 
     def sample(self) -> list[TelemetrySample]:
         if not self._ready()[0] or self._failures.blocked():

@@ -201,10 +201,15 @@ def test_a_read_hung_in_a_driver_costs_only_its_own_source(tmp_path, caplog):
         started = time.monotonic()
         assert len(collector.collect_once()) == 1 and time.monotonic() - started < 0.5  # skipped at once
         assert hangs.n == 1 and caplog.text.count("did not answer within 1 s") == 1  # said once, no second read
+        sources = collector.status()["sources"]  # it said "available" (the status never asked about the hang)
+        assert sources["nvml"]["available"] is False and "did not return within read_timeout (1 s)" in sources[
+            "nvml"]["reason"]
+        assert sources["host"]["available"] is True
         release.set()
         time.sleep(0.1)
         collector.collect_once()
         assert hangs.n == 2 and counting.n == 3  # read again once its stuck read returned
+        assert collector.status()["sources"]["nvml"]["available"] is True
     finally:
         release.set()
         collector.stop()
