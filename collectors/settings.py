@@ -184,7 +184,7 @@ def load_bmc_map(path: str | Path) -> dict[str, BmcEntry]:
     try:
         return _BMC_MAP.validate_python(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(where, exc)) from None
+        raise ConfigError(format_errors(where, exc, show_input=False)) from None  # an entry may hold a login
 
 
 class BmcTarget(BaseModel):

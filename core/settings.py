@@ -95,8 +95,10 @@ def _key_path(loc: tuple[int | str, ...], written: Mapping[str, str]) -> str:
     return path or "(top level)"
 
 
-def format_errors(source: str | None, error: ValidationError, written: Mapping[str, str] | None = None) -> str:
-    """One line per pydantic error: `source: dotted.key: reason (got value)` (no prefix when source is None).
+def format_errors(source: str | None, error: ValidationError, written: Mapping[str, str] | None = None, *,
+                  show_input: bool = True) -> str:
+    """One line per pydantic error: `source: dotted.key: reason (got value)` (no prefix when source is None; no
+    value without `show_input`: input that may hold a secret).
 
     `written` maps a top-level key to where the file wrote it (`models` -> `predictor.models`)."""
     lines = []
@@ -105,7 +107,7 @@ def format_errors(source: str | None, error: ValidationError, written: Mapping[s
             reason = "unknown key"
         else:
             reason = item["msg"].removeprefix("Value error, ")
-            if item["type"] != "value_error" and not isinstance(item["input"], dict | list | tuple):
+            if show_input and item["type"] != "value_error" and not isinstance(item["input"], dict | list | tuple):
                 reason += f" (got {item['input']!r})"
         key = _key_path(item["loc"], written or {})
         lines.append(f"{source}: {key}: {reason}" if source else f"{key}: {reason}")

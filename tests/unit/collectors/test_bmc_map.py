@@ -154,3 +154,11 @@ def test_the_collector_actor_honours_its_node_s_environment(monkeypatch: pytest.
         assert actor.node_id() == "gpu-7" and isinstance(nvml, NvmlSource) and nvml.enabled is False
     finally:
         actor.stop()
+
+
+def test_an_entry_written_as_a_string_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    """Regression: an entry written `admin:password@host` was quoted back in the error (`got '...'`), which every
+    node's IPMI status then showed."""
+    error = error_of(write_map(tmp_path, "node-a: 'admin:S3cretPass@10.0.0.5'\n"))
+    assert "node-a" in error and "valid dictionary" in error
+    assert "S3cretPass" not in error and "admin" not in error
