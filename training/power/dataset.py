@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.durations import format_duration
 from core.registry_metadata import DataSpan
+from core.stores.frame import ReadLimits
 from training.power.calibration import fit_calibration
 from training.power.features import FeaturePipeline, Segment, resample
 from training.power.features_only import fit_features_only
@@ -25,7 +26,7 @@ from training.power.ray_trainer import TrainedWeights, train_power_lstm
 from training.power.recency import recency_weights, window_ages
 from training.power.scaling import ONE_WORKER, TrainScaling
 from training.power.train_loop import WeightedChallenger
-from training.power.windows import NotEnoughData, Role, Split, Windows, assign_roles, build_windows
+from training.power.windows import NotEnoughData, Role, Split, TooMuchData, Windows, assign_roles, build_windows
 from training.settings import PowerPredictorConfig
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FRACTION = 0.2
+ROW_LIMIT_HORIZON = 60  # the horizon in steps KCLOUD_MAX_STORE_ROWS is sized for (core/stores/frame.py)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
     Raises:
         NotEnoughData: naming a series too short for one window, when no series holds a window and the whole
             horizon after it, or when nothing is left to train on.
+        TooMuchData: more windows × horizon steps than one training takes (`_require_windows_fit`).
     """
     max_gap_s = max(max_gap_s, step_s)
     segments = resample(frame, step_s, max_gap_s)
@@ -125,6 +128,7 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
         segments = _drop_short(segments, sequence_length, step_s)
     _require_long_enough(segments, sequence_length, step_s, max_gap_s)
     _require_horizon_covered(segments, sequence_length, horizon, step_s)
+    _require_windows_fit(segments, sequence_length, horizon, step_s)
     roles = assign_roles(segments, train_fraction, CALIBRATION_FRACTION, split)
     fit_parts = [s.slice(0, int((r == Role.FIT).sum())) for s, r in zip(segments, roles, strict=True)
                  if (r == Role.FIT).any()]
@@ -161,6 +165,19 @@ def _require_horizon_covered(segments: list[Segment], sequence_length: int, hori
             f"no series holds one window of {sequence_length} steps and the whole {horizon}-step horizon after it at "
             f"a {step_s}s step (longest gap-free stretch: {longest} steps): its far leads could never be trained or "
             "scored; use a shorter horizon or more data")
+
+
+def _require_windows_fit(segments: list[Segment], sequence_length: int, horizon: int, step_s: int) -> None:
+    """TooMuchData when the windows' targets (one row per window, one value per lead, built per role) would take more
+    memory than the store's row limit is sized for: KCLOUD_MAX_STORE_ROWS rows at a 60-step horizon. A 7-day horizon
+    at 1 minute on 14 days of one node is 203 M values, about 3.4 GB."""
+    windows = sum(max(0, len(segment) - sequence_length) for segment in segments)
+    values, limit = windows * horizon, ReadLimits.from_env().max_rows * ROW_LIMIT_HORIZON
+    if values > limit:
+        raise TooMuchData(
+            f"{windows:,} windows × a {horizon:,}-step horizon at a {step_s}s step is {values:,} target values, more "
+            f"than one training takes ({limit:,}: KCLOUD_MAX_STORE_ROWS × {ROW_LIMIT_HORIZON}, the horizon its row "
+            "limit is sized for): use a shorter horizon, a longer step, or less data (since, fewer nodes)")
 
 
 def _require_long_enough(segments: list[Segment], sequence_length: int, step_s: int, max_gap_s: int) -> None:

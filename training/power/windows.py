@@ -37,6 +37,10 @@ class NotEnoughData(ValueError):
     """Too little telemetry for a training, calibration or holdout window; the message says what to change."""
 
 
+class TooMuchData(ValueError):
+    """More windows × leads than one training takes in memory; the message says what to change."""
+
+
 # Read by `train_lstm` users and, in a job record, by API users, who cannot set the fraction: both remedies named.
 HOLDOUT_TOO_SHORT = ("holdout too short for one forecast (the last share of every series, never trained on): give "
                      "longer series, or a larger holdout fraction (train_lstm --holdout-fraction)")

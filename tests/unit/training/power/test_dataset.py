@@ -9,7 +9,7 @@ import pytest
 
 from core.telemetry_csv import validate_telemetry
 from training.power.dataset import prepare
-from training.power.windows import Role
+from training.power.windows import Role, TooMuchData
 
 ARGS = {"step_s": 60, "max_gap_s": 300, "features": ("cpu_utilization",), "sequence_length": 10, "horizon": 2,
         "train_fraction": 0.8}
@@ -67,3 +67,16 @@ def test_the_training_windows_score_every_fit_and_calib_target_and_no_test_one()
     assert scored_targets(both) == scored_targets(fit) | scored_targets(calib)
     assert not scored_targets(both) & scored_targets(test)
     assert both.mask.sum() == fit.mask.sum() + calib.mask.sum()  # every (origin, lead) once
+
+
+def test_more_windows_times_leads_than_a_training_takes_is_refused_before_any_window(monkeypatch):
+    """Regression: only nodes × bins were bounded, so a 7-day horizon at 1 minute on 14 days of a node passed every
+    check and built about 3.4 GB of targets per node (the API's retraining runs beside the Serve replicas)."""
+    monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "100")  # 6,000 target values at most
+    args = {**ARGS, "horizon": 40}
+    prepare(frame({"a": 160}), **args)  # 150 windows × 40 leads = 6,000
+    monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "99")
+    with pytest.raises(TooMuchData, match="150 windows × a 40-step horizon at a 60s step is 6,000 target values"):
+        prepare(frame({"a": 160}), **args)
+    monkeypatch.delenv("KCLOUD_MAX_STORE_ROWS")
+    prepare(frame({"a": 160}), **args)  # the default limit
