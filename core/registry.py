@@ -39,6 +39,7 @@ from core.registry_metadata import (
     DataSpan,
     ModelMetadata,
     ModelNotFoundError,
+    ModelUnreadable,
     NoActiveVersion,
     check_model_id,
 )
@@ -117,8 +118,14 @@ class ModelRegistry:
             why = f"incomplete (no {METADATA_FILE})" if vdir.is_dir() else f"not found under {self.root}"
             raise ModelNotFoundError(model_id, version, why)
         try:
-            meta = ModelMetadata.model_validate_json(meta_path.read_bytes())
-        except (OSError, ValueError) as exc:
+            raw = meta_path.read_bytes()
+        except FileNotFoundError as exc:  # pruned meanwhile
+            raise ModelNotFoundError(model_id, version, f"not found under {self.root}") from exc
+        except OSError as exc:
+            raise ModelUnreadable(model_id, version, f"{meta_path} cannot be read: {exc}") from exc
+        try:
+            meta = ModelMetadata.model_validate_json(raw)
+        except ValueError as exc:
             raise ModelNotFoundError(model_id, version, f"corrupt {meta_path}: {exc}") from exc
         if (meta.model_id, meta.version) != (model_id, version):
             why = f"{meta_path} describes {meta.model_id}/{meta.version}"

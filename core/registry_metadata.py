@@ -81,6 +81,10 @@ class ModelNotFoundError(LookupError):
         return type(self), (self.model_id, self.version, self.reason)
 
 
+class ModelUnreadable(ModelNotFoundError):
+    """A version whose metadata cannot be read just now (a storage error other than its absence): not corrupt."""
+
+
 class NoActiveVersion(ModelNotFoundError):
     """The model has versions, but none is active: each was registered without activation (its reason names no
     path, so the API may show it)."""

@@ -40,6 +40,10 @@ class ArtifactError(ValueError):
     """A model folder that cannot be loaded; the message says which file and why."""
 
 
+class ArtifactUnreadable(ArtifactError):
+    """A model folder a storage error (other than a missing file) kept from being read just now: not corrupt."""
+
+
 class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -195,8 +199,10 @@ class PowerForecaster:
             features_only_path = folder / FEATURES_ONLY_FILE
             features_only = (FeaturesOnly.model_validate_json(features_only_path.read_text())
                              if features_only_path.exists() else None)
-        except (OSError, ValueError, RuntimeError, LightGBMError) as exc:
+        except (FileNotFoundError, IsADirectoryError, ValueError, RuntimeError, LightGBMError) as exc:
             raise ArtifactError(f"{folder}: not a loadable power model ({exc})") from exc
+        except OSError as exc:
+            raise ArtifactUnreadable(f"{folder}: cannot be read ({exc})") from exc
         if len(pipeline.feature_names) != architecture.n_features:
             raise ArtifactError(f"{folder}: pipeline has {len(pipeline.feature_names)} features, "
                                 f"model expects {architecture.n_features}")

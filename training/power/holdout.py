@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict
 
 from core.durations import format_duration
 from core.registry import ModelRegistry
-from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
+from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError, ModelUnreadable
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.common_leads import HoldoutSpans, NotComparable, common_step_and_leads, score_common
 from training.power.dataset import PreparedData
 from training.power.extrapolation import followed_weights, served_forecast
 from training.power.features import FeaturePipeline
-from training.power.forecaster import ArtifactError, PowerForecaster
+from training.power.forecaster import ArtifactError, ArtifactUnreadable, PowerForecaster
 from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role, WindowInputs
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,20 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
 
 def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, PowerForecaster, ModelMetadata]:
     """`version` loaded, else what replicas serve in its place (deployments.registry_follower): the first of
-    `registry.fallback_versions` that loads. Raises `version`'s own error when none does."""
+    `registry.fallback_versions` that loads. Raises `version`'s own error when none does, and a storage error
+    (ModelUnreadable, ArtifactUnreadable) at once: a passing one never has an older version scored in its place,
+    which the promotion would then replace."""
     try:
         return _load(registry, model_id, version)
+    except (ModelUnreadable, ArtifactUnreadable):
+        raise
     except (ModelNotFoundError, ArtifactError) as exc:
         first = exc
     for former in registry.fallback_versions(model_id):
         try:
             loaded = _load(registry, model_id, former)
+        except (ModelUnreadable, ArtifactUnreadable):
+            raise
         except (ModelNotFoundError, ArtifactError):
             continue
         logger.warning("active %s version %d cannot be loaded (%s); scoring version %d, which replicas serve in its "

@@ -18,7 +18,7 @@ import pytest
 
 from core.atomic_files import atomic_write_json, atomic_write_text
 from core.registry import ActivationFailed, ActivePointerUnreadable, ModelRegistry
-from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError
+from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError, ModelUnreadable
 from tests.factories import unreadable
 
 
@@ -332,6 +332,21 @@ def test_corrupt_metadata_skipped_with_reason(
     assert "corrupt" in caplog.text
     with pytest.raises(ModelNotFoundError, match="version 2: corrupt"):
         reg.get("power_lstm", 2)
+
+
+def test_metadata_a_storage_error_keeps_from_being_read_is_unreadable_not_corrupt(
+    reg: ModelRegistry, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passing read error is told from a corrupt version (the promotion gate scores no older version in the place
+    of one it cannot read just now); it is still a ModelNotFoundError to everything else."""
+    reg.publish("power_lstm", source, model_type="lstm")
+    metadata = reg.root / "power_lstm" / "1" / "metadata.json"
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+                        if self == metadata else read_bytes(self))
+    with pytest.raises(ModelUnreadable, match="version 1: .*cannot be read"):
+        reg.get("power_lstm", 1)
+    assert issubclass(ModelUnreadable, ModelNotFoundError)
 
 
 def test_failed_publish_leaves_nothing(

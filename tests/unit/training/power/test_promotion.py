@@ -312,3 +312,29 @@ def test_an_unreadable_active_model_is_scored_by_the_version_replicas_serve_in_i
     assert (better.decision, better.activated) == ("beat_incumbent", True)
     assert registry.active_version("power_lstm") == better.version
     assert power_outcome(better, registry).champion.unloadable_active_version == 2
+
+
+def test_an_active_model_a_storage_error_keeps_from_loading_is_not_replaced_by_an_older_one_s_score(
+        sample, registry, shift, monkeypatch):
+    """Regression: a passing read error (EIO on a network volume) on the active version's files was taken for a
+    corrupt version, so the gate scored the version before it, and a challenger worse than the active version could
+    replace it for good."""
+    import errno
+
+    import training.power.forecaster as forecaster_module
+
+    champion(sample, registry, shift, BAD)
+    champion(sample, registry, shift, GOOD, activation="force")
+    real_load = forecaster_module.torch.load
+
+    def flaky(path, *args, **kwargs):
+        if "/power_lstm/2/" in str(path):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(forecaster_module.torch, "load", flaky)
+    shift(BAD)  # worse than version 2, as good as version 1
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False)
+    assert result.incomparable.why == "it cannot be loaded (ArtifactUnreadable; details in the log)"
+    assert registry.active_version("power_lstm") == 2
