@@ -217,7 +217,7 @@ class RetrainJobs:
                                              f"(the served version's step, horizon and window): {exc}") from None
         spec = RetrainSpec(config=config, model_id=model_id, overrides=overrides.keeping_shape(shape),
                            scaling=defaults.train_scaling(), skip_short=request.source == "store",
-                           verbose=False)
+                           split="time" if request.source == "store" else "series", verbose=False)
         try:
             spec.overrides.apply(config, source=None)  # refuse now what the job would refuse later
             spec.effective_config()

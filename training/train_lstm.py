@@ -102,7 +102,7 @@ def build_spec(args: argparse.Namespace) -> RetrainSpec:
         return RetrainSpec(config=config, overrides=overrides,
                            model_id=args.model_id, holdout_fraction=args.holdout_fraction, activation=activation,
                            scaling=train_scaling(args), skip_short=args.from_store,
-                           verbose=not args.quiet)
+                           split="time" if args.from_store else "series", verbose=not args.quiet)
     except ValidationError as exc:
         raise ConfigError(format_errors("command line", exc)) from None
 

@@ -77,13 +77,15 @@ class PreparedData:
                              sequence_length=self.sequence_length, horizon=self.horizon)
 
     def unseen_by(self, span: DataSpan | None) -> PreparedData:
-        """This data with the test steps that a model trained on `span` saw (a series it names, up to the span's
-        end) moved into the training part, so that model is scored only where it never saw the answer."""
+        """This data with the test steps that a model trained on `span` saw moved into the training part, so that
+        model is scored only where it never saw the answer. Seen: with one cut in time (`split` "time"), every
+        series up to the span's end (what it learnt of that time from the others counts); per series, a series it
+        names, up to its own last trained step."""
         if span is None:
             return self
         roles = []
         for segment, segment_roles in zip(self.segments, self.roles, strict=True):
-            until = span.trained_until(segment.node_id)
+            until = span.end if self.split == "time" else span.trained_until(segment.node_id)
             if until is not None and segment.start <= (end := pd.Timestamp(until)):
                 seen = np.arange(len(segment)) <= (end - segment.start) // pd.Timedelta(seconds=segment.step_s)
                 segment_roles = np.where(seen & (segment_roles == Role.TEST), Role.CALIB,

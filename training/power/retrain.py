@@ -2,8 +2,9 @@
 better.
 
 The one sequence behind `python -m training.train_lstm` and `POST /api/v1/models/retrain`. The last
-`holdout_fraction` of every series is never trained on; the new version's metrics are measured there, and
-so is the active version's, so the two are compared on the same points (at the active version's step over its
+`holdout_fraction` of every series (from a telemetry store: of all nodes' steps, from one time on, `split` "time")
+is never trained on; the new version's metrics are measured there, and so is the active version's (where it never
+trained), so the two are compared on the same points (at the active version's step over its
 leads when the new one has a finer step or a longer horizon). A new version that answers less than the active one
 (a coarser step, a shorter horizon) or cannot be compared fairly is registered but not activated unless
 activation is forced.
@@ -44,7 +45,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     synthetic = bool(frame["node_id"].astype(str).str.startswith(SYNTHETIC_PREFIX).all())
     prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                        sequence_length=model_config.sequence_length, horizon=predictor.horizon_steps,
-                       train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short)
+                       train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short, split=spec.split)
     if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
         raise NotEnoughData(HOLDOUT_TOO_SHORT)
     forecaster, weights, _ = train_served(prepared, model_config, scaling=spec.scaling, verbose=spec.verbose,

@@ -13,6 +13,7 @@ from core.registry import ModelRegistry
 from core.registry_metadata import ModelId
 from core.settings import ConfigError, Duration, format_errors
 from training.power.scaling import TrainScaling
+from training.power.windows import Split
 from training.settings import TrainingConfig
 
 FrameSource = pd.DataFrame | Callable[[int], pd.DataFrame]
@@ -114,6 +115,8 @@ class RetrainSpec(BaseModel):
     activation: Activation = "if_better"
     scaling: TrainScaling = TrainScaling()
     skip_short: bool = Field(False, description="leave out series too short for one window instead of failing")
+    split: Split = Field("series", description="where the holdout starts: per series, or one time for all series "
+                                               "(a store's nodes: none trains on a time another is scored at)")
     verbose: bool = Field(True, description="per-epoch progress lines from the Ray Train workers")
 
     def effective_config(self) -> TrainingConfig:

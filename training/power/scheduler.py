@@ -192,7 +192,7 @@ class RetrainScheduler:
             config = load_training_config(settings.config_path)
             overrides = ModelOverrides().keeping_shape(retrained_shape(self.registry, config, settings.model_id))
             spec = RetrainSpec(config=config, model_id=settings.model_id, overrides=overrides,
-                               scaling=settings.scaling, skip_short=True, verbose=False)
+                               scaling=settings.scaling, skip_short=True, split="time", verbose=False)
         except Exception as exc:  # noqa: BLE001 - the attempt fails and frees the model, never left pending
             if isinstance(exc, ConfigError | OSError):  # the config became invalid; the registry cannot be read now
                 logger.warning("retrain scheduler: attempt %s: %s", record["id"], exc)

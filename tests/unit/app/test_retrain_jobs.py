@@ -65,6 +65,20 @@ def test_a_power_retrain_trains_with_the_configured_ray_train_scaling(tmp_path):
     assert launched[0][4].scaling.model_dump() == scaling
 
 
+def test_a_store_retrain_holds_out_every_node_from_one_time_on(tmp_path):
+    """A node that joined late, cut at its own end, trained on times the others were scored at (review)."""
+    launched: list = []
+    jobs = jobs_in(tmp_path, launched=launched)
+    jobs.submit(RetrainRequest(source="store", since="2d"))
+    assert (launched[0][4].split, launched[0][4].skip_short) == ("time", True)
+
+
+def test_a_csv_retrain_holds_out_each_series_at_its_end(tmp_path):
+    launched: list = []
+    jobs_in(tmp_path, launched=launched).submit(RetrainRequest())
+    assert launched[0][4].split == "series"
+
+
 def test_a_resolution_without_a_version_retrains_at_its_configured_shape(tmp_path):
     launched: list = []
     jobs_in(tmp_path, launched=launched).submit(RetrainRequest(model_id="power_lstm_1h", epochs=4))

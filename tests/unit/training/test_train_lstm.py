@@ -113,3 +113,11 @@ def test_a_served_step_and_horizon_train_the_served_window_unless_the_window_is_
     assert _window("--config", str(config), "--step", "1min", "--horizon", "1h") == 90
     spec = train_lstm.build_spec(train_lstm.parse_args(["--data", "x.csv", "--step", "1min", "--horizon", "1h"]))
     assert train_lstm.shape_note(spec) is None
+
+
+def test_a_store_s_nodes_are_held_out_from_one_time_on_and_a_csv_s_series_each_at_its_end():
+    """A store's nodes record at the same times: one cut keeps a node that joined late from training on times the
+    others are scored at. A CSV's series may be runs recorded on other days: each keeps its own tail."""
+    from_store = train_lstm.build_spec(train_lstm.parse_args(["--from-store", "--since", "14d"]))
+    assert (from_store.split, from_store.skip_short) == ("time", True)
+    assert train_lstm.build_spec(train_lstm.parse_args(["--data", "x.csv"])).split == "series"

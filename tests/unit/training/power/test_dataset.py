@@ -80,3 +80,31 @@ def test_more_windows_times_leads_than_a_training_takes_is_refused_before_any_wi
         prepare(frame({"a": 160}), **args)
     monkeypatch.delenv("KCLOUD_MAX_STORE_ROWS")
     prepare(frame({"a": 160}), **args)  # the default limit
+
+
+def test_with_one_cut_in_time_a_model_saw_every_series_up_to_its_span_s_end():
+    """Regression: a retraining from the store cut per series, and the champion was taken to have seen only the
+    series it named, each up to its own end: a node that joined late trained on times the others were scored at,
+    and a champion was scored at times it had learnt from the other nodes."""
+    def later(frame_: pd.DataFrame, minutes: int) -> pd.DataFrame:
+        return frame_.assign(timestamp=frame_["timestamp"] + pd.Timedelta(minutes=minutes))
+
+    data = pd.concat([frame({"old": 200}), later(frame({"late": 60}), 140)], ignore_index=True)
+    in_time = prepare(data, **ARGS, split="time")
+    parts = list(zip(in_time.segments, in_time.roles, strict=True))
+    cut = min(segment.times[roles == Role.TEST][0] for segment, roles in parts if (roles == Role.TEST).any())
+    for segment, roles in zip(in_time.segments, in_time.roles, strict=True):  # no training step after the cut
+        assert (segment.times[roles != Role.TEST] < cut).all()
+    # a champion trained on "old" alone, up to minute 190 (after the cut): with one cut it saw minute 190 of "late"
+    champion_span = prepare(frame({"old": 191}), **{**ARGS, "train_fraction": 0.999}).data_span()
+    assert champion_span.end > cut
+    assert "late" not in champion_span.series
+    late = next(i for i, s in enumerate(in_time.segments) if s.node_id == "late")
+    unseen = in_time.unseen_by(champion_span).roles[late]
+    late_times = in_time.segments[late].times
+    assert not ((unseen == Role.TEST) & (late_times <= champion_span.end)).any()
+    assert ((unseen == Role.TEST) & (late_times > champion_span.end)).any()
+    per_series = prepare(data, **ARGS)  # per series, "late" trains on times at which "old" is scored
+    old = next(i for i, s in enumerate(per_series.segments) if s.node_id == "old")
+    old_scored_from = per_series.segments[old].times[per_series.roles[old] == Role.TEST][0]
+    assert (per_series.segments[late].times[per_series.roles[late] != Role.TEST] >= old_scored_from).any()

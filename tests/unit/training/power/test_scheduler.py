@@ -127,6 +127,23 @@ def test_an_attempt_is_run_with_the_scheduler_s_hung_handler(settings, clock, mo
     assert scheduler.step() is not None and handlers == [end_process]
 
 
+def test_an_attempt_holds_out_every_node_from_one_time_on(settings, clock, monkeypatch):
+    """The store's nodes: one cut in time, so a node that joined late never trains on times the others are scored
+    at (review)."""
+    specs = []
+
+    def attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
+        specs.append(spec)
+        records.update(job_id, status="succeeded")
+        RetrainLocks(records).release(spec.model_id, job_id)
+
+    monkeypatch.setattr(scheduler_module, "run_attempt", attempt)
+    scheduler = RetrainScheduler(settings, clock=clock)
+    clock.advance(HOUR)
+    assert scheduler.step() is not None
+    assert (specs[0].split, specs[0].skip_short) == ("time", True)
+
+
 def test_a_schedule_that_cannot_be_read_just_now_is_not_overwritten_with_a_fresh_one(settings, clock, runs,
                                                                                       monkeypatch):
     """Regression: a passing read error was taken for no schedule and a fresh one written over it (the next attempt
