@@ -4,8 +4,9 @@
         [--num-workers K] [--storage-path PATH|URI] --output tune.json
 
 Every trial trains with `train_lstm`'s Ray Train loop on the same split (the last `--holdout-fraction` of every
-series is never trained on) and, when it runs to its end, is scored on that holdout; the first trial runs the
-configured settings, the baseline. `train_lstm --settings-from tune.json` trains with the best settings.
+series is never trained on; from the store, of all nodes' steps from one time on) and, when it runs to its end, is
+scored on that holdout; the first trial runs the configured settings, the baseline. `train_lstm --settings-from
+tune.json` trains with the best settings.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         require_writable_folder("--storage-path" if args.storage_path else "storage_path", config.storage_path)
         plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
                           scaling=train_scaling(args, cpus_per_worker_default=1.0), skip_short=args.from_store,
+                          split="time" if args.from_store else "series",
                           verbose=not args.quiet)
         source = "telemetry store" if args.from_store else args.data
         report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)

@@ -28,7 +28,7 @@ from training.power.local_ray import start_local_ray
 from training.power.scaling import TrainScaling
 from training.power.tune_report import TUNED_KEYS, DataFacts, SearchFacts, TrialOutcome, TuneReport
 from training.power.tune_trial import SCORE, VAL_METRIC, TrialData, run_trial
-from training.power.windows import NotEnoughData
+from training.power.windows import NotEnoughData, Split
 from training.settings import PowerPredictorConfig, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class SearchPlan(BaseModel):
     holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     scaling: TrainScaling = TrainScaling()  # each trial's run; cpus_per_worker None reserves 1
     skip_short: bool = False
+    split: Split = "series"  # "time" from a store, as train_lstm splits it (RetrainSpec.split)
     verbose: bool = True
 
 
@@ -121,7 +122,7 @@ def prepare_longest(frame: pd.DataFrame, config: TrainingConfig, plan: SearchPla
         try:
             prepared = prepare(frame, step_s=predictor.step, max_gap_s=predictor.max_gap, features=config.features,
                                sequence_length=longest, horizon=predictor.horizon_steps,
-                               train_fraction=1.0 - plan.holdout_fraction,
+                               train_fraction=1.0 - plan.holdout_fraction, split=plan.split,
                                skip_short=plan.skip_short and longest == base.sequence_length)
         except NotEnoughData:
             if longest == base.sequence_length:

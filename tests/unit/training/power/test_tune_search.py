@@ -83,6 +83,13 @@ def test_the_longest_window_the_data_holds_bounds_the_lengths_tried(sample):
         prepare_longest(_first(sample, minutes=20), config, SearchPlan())
 
 
+def test_a_search_on_the_store_splits_as_train_lstm_does(sample):
+    """From the store, train_lstm holds out every node from one time on; the search scores on that same split."""
+    config = TrainingConfig.model_validate(SMALL)
+    assert prepare_longest(sample, config, SearchPlan(split="time"))[0].split == "time"
+    assert prepare_longest(sample, config, SearchPlan())[0].split == "series"
+
+
 def _first(frame: pd.DataFrame, minutes: int) -> pd.DataFrame:
     """The first `minutes` of every series."""
     start = frame.groupby("node_id")["timestamp"].transform("min")
