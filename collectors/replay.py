@@ -4,7 +4,10 @@ Row times are shifted so the first row happens at the first `sample()` call; eac
 time has come since the previous call, stamped with the (sped-up) wall time at which they happened. With `loop`
 the trace starts again one step after its last row; without it the source reports itself finished. With
 `backfill`, the first calls first return one whole cycle of the trace as the recent past, ending when the live
-replay begins: a fresh store then holds the history a forecast or a scheduled retrain needs. With `align_nodes`,
+replay begins: a fresh store then holds the history a forecast or a scheduled retrain needs. With both, cycles start
+at whole multiples of the cycle's length since the epoch, the live replay catching up from the start of the current
+one: a replay started again (`make run` again, a collector replaced) writes the very rows the one before wrote at
+each time, never another part of the trace over them or between them. With `align_nodes`,
 every node's series starts with the replay: runs recorded on different days (as in the shipped sample) play as
 nodes that run together, instead of one node at a time.
 """
@@ -114,7 +117,7 @@ class ReplaySource(TelemetrySource):
             return []
         now = self._clock()
         if self._start is None:
-            self._start = now
+            self._start = self._first_start(now)
         if self._backfill_cursor is not None:
             return self._backfill()
         position = (now - self._start) * self.speed  # seconds into the trace
@@ -133,6 +136,14 @@ class ReplaySource(TelemetrySource):
                     break
                 self._cursor, self._cycle = 0, self._cycle + 1
         return samples
+
+    def _first_start(self, now: float) -> float:
+        """When the first cycle starts: now; looping with a backfill, at the last whole multiple of the cycle's
+        length since the epoch (module docstring)."""
+        if not (self.loop and self._backfill_cursor is not None):
+            return now
+        cycle_s = self._period / self.speed
+        return math.floor(now / cycle_s) * cycle_s
 
     def _backfill(self) -> list[TelemetrySample]:
         """The next rows of the cycle laid out before the live start (one cycle earlier), up to the cap."""

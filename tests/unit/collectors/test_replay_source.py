@@ -178,3 +178,26 @@ def test_rows_of_different_nodes_close_together_do_not_limit_the_speed(tmp_path:
     assert ReplaySource(path, speed=10_000, clock=Clock()).available() == (True, "")
     _, reason = ReplaySource(path, speed=3e4, clock=Clock()).available()
     assert "at most speed 10000" in reason
+
+
+def test_a_looping_backfilled_replay_started_again_writes_what_the_one_before_wrote(trace: Path) -> None:
+    """Regression: a restarted replay (`make run` again on the same store, a replaced collector) backfilled the
+    cycle before its start from the trace's first row, over and between the rows its predecessor had replayed live
+    there: the store kept one or the other trace point per millisecond, and its bins averaged unrelated ones."""
+    def replayed(source: ReplaySource, clock: Clock, until: float) -> dict[tuple[str, datetime], float | None]:
+        rows = {}
+        while True:
+            rows.update({(s.node_id, s.timestamp): s.power_watts for s in node_rows(source.sample())})
+            if clock.now >= until:
+                return rows
+            clock.now = min(until, clock.now + 3)
+
+    clock = Clock()
+    clock.now = T0 + 7
+    first = replayed(ReplaySource(trace, clock=clock, loop=True, backfill=True, max_rows_per_call=8), clock, T0 + 95)
+    clock.now = T0 + 101  # started again
+    again = replayed(ReplaySource(trace, clock=clock, loop=True, backfill=True, max_rows_per_call=8), clock, T0 + 130)
+    shared = set(first) & set(again)
+    assert len(shared) == 6 and all(first[key] == again[key] for key in shared)  # 3 steps of 2 nodes
+    start, end = min(t for _, t in first), max(t for _, t in first)
+    assert all(key in first for key in again if start <= key[1] <= end)  # none between the former rows
