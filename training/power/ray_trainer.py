@@ -83,6 +83,21 @@ def _offered() -> str:
     return ", ".join(f"{name} {total.get(name, 0.0):g}" for name in ("CPU", "GPU"))
 
 
+def _require_placeable(num_workers: int, needs: dict[str, float]) -> None:
+    """WorkersUnavailable at once when the Ray this command started (one machine: no autoscaler adds a node) cannot
+    hold the workers; Ray Train would wait out STARTUP_TRIES start timeouts first, 15 minutes by default."""
+    total = ray.cluster_resources()
+    fits = min((int(total.get(name, 0.0) // amount) for name, amount in needs.items() if amount > 0),
+               default=num_workers)
+    if fits < num_workers:
+        offered = ", ".join(f"{name} {total.get(name, 0.0):g}" for name in needs)
+        raise WorkersUnavailable(
+            f"the Ray this command started cannot place {num_workers} worker(s), each reserving "
+            f"{', '.join(f'{name} {amount:g}' for name, amount in needs.items())}: it has {offered}. Ask for fewer "
+            "workers or CPUs per worker, or no GPU (--num-workers, --cpus-per-worker, --use-gpu), or run on a "
+            "cluster that has them (RAY_ADDRESS)")
+
+
 def free_cpus_each(num_workers: int) -> float:
     """CPUs per worker for a run on the Ray it started itself when the caller names none (`train_power_lstm` uses 1
     on any other Ray): on one machine (a laptop, a backtest's own local Ray) its free CPUs shared among the
@@ -127,6 +142,7 @@ def train_power_lstm(
 
     Raises:
         StorageNotShared: a local `storage_path` when the run's workers may span machines.
+        WorkersUnavailable: the workers cannot be placed (at once on a Ray this call started).
     """
     if len(train_arrays.inputs) == 0 or len(val_arrays.inputs) == 0:
         raise NotEnoughData("not enough data: no training or validation windows (series too short for one window)")
@@ -135,6 +151,8 @@ def train_power_lstm(
     num_workers, use_gpu = scaling.num_workers, scaling.use_gpu
     cpus_per_worker = scaling.cpus_per_worker or (free_cpus_each(num_workers) if started_here() else 1.0)
     needs = worker_needs(cpus_per_worker, use_gpu, scaling.resources_per_worker)
+    if started_here():
+        _require_placeable(num_workers, needs)
     check_before_run(storage_path, needs)
     config = {
         "train_ref": ray.put(train_arrays),
