@@ -94,8 +94,9 @@ def score_common(first: PowerForecaster, second: PowerForecaster, frame: pd.Data
 
 def _truth(frame: pd.DataFrame, step_s: int, max_gap_s: int,
            holdout: HoldoutSpans) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per series in `holdout`: consecutive bin numbers at `step_s` and their observed mean power, NaN where
-    the bin was not observed or lies outside the holdout."""
+    """Per series in `holdout`: the consecutive bin numbers at `step_s` that lie inside its holdout and their
+    observed mean power, NaN where the bin was not observed. Only the holdout's bins are laid out: a stray sample
+    years away (a mistyped date) spans no array."""
     by_node: dict[str, list[Segment]] = {}
     for segment in resample(frame, step_s, max(max_gap_s, step_s)):
         by_node.setdefault(segment.node_id, []).append(segment)
@@ -103,15 +104,19 @@ def _truth(frame: pd.DataFrame, step_s: int, max_gap_s: int,
     for node, segments in by_node.items():
         if node not in holdout:
             continue
-        first = _seconds(segments[0].start) // step_s
-        last = _seconds(segments[-1].start) // step_s + len(segments[-1])
+        start, end = holdout[node]
+        first = max(_seconds(segments[0].start) // step_s, -(-int(start) // step_s))
+        last = min(_seconds(segments[-1].start) // step_s + len(segments[-1]), int(end) // step_s)
+        if last <= first:
+            continue
         bins = np.arange(first, last)
         power = np.full(len(bins), np.nan)
         for segment in segments:
             at = _seconds(segment.start) // step_s - first
-            power[at:at + len(segment)] = np.where(segment.imputed, np.nan, segment.power)
-        start, end = holdout[node]
-        power[(bins * step_s < start) | ((bins + 1) * step_s > end)] = np.nan
+            values = np.where(segment.imputed, np.nan, segment.power)
+            begin, stop = max(at, 0), min(at + len(segment), len(bins))
+            if begin < stop:
+                power[begin:stop] = values[begin - at:stop - at]
         truth[node] = (bins, power)
     return truth
 

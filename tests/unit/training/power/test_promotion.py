@@ -8,10 +8,12 @@ Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import training.power.retrain as retrain_module
+from core.telemetry_csv import validate_telemetry
 from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
 from training.power.forecaster import PowerForecaster
@@ -338,3 +340,20 @@ def test_an_active_model_a_storage_error_keeps_from_loading_is_not_replaced_by_a
     assert (result.decision, result.activated) == ("not_comparable", False)
     assert result.incomparable.why == "it cannot be loaded (ArtifactUnreadable; details in the log)"
     assert registry.active_version("power_lstm") == 2
+
+
+def test_the_common_truth_lays_out_only_the_holdout_s_bins():
+    """Regression: the bins ran from a series' first sample to its last, so one mistyped year (2001 among 2025)
+    laid out 12.6 M bins at a 60 s step before the holdout's few were kept."""
+    from training.power.common_leads import _truth
+
+    start = pd.Timestamp("2025-03-01", tz="UTC")
+    rows = [{"timestamp": start + pd.Timedelta(minutes=m), "node_id": "n1", "power_watts": 100.0 + m}
+            for m in range(120)]
+    rows.append({"timestamp": pd.Timestamp("2001-03-01", tz="UTC"), "node_id": "n1", "power_watts": 5.0})
+    frame = validate_telemetry(pd.DataFrame(rows))
+    held_from, held_to = int((start + pd.Timedelta(minutes=90)).timestamp()), int(
+        (start + pd.Timedelta(minutes=120)).timestamp())
+    bins, power = _truth(frame, 60, 300, {"n1": (held_from, held_to)})["n1"]
+    assert len(bins) == 30 and bins[0] * 60 == held_from and (bins[-1] + 1) * 60 == held_to
+    np.testing.assert_array_equal(power, 100.0 + np.arange(90, 120))
