@@ -102,6 +102,8 @@ def _collect(sources: list[TelemetrySource], err: TextIO, wait_s: float = 0.0) -
         ok, reason = _available(source, name, wait_s, err)
         if ok:
             ready.append((name, source))
+            if reason:  # read, with a caveat (a GPU left out)
+                err.write(f"source {name}: {reason}\n")
         else:
             err.write(f"source {name} unavailable: {reason}\n")
     time.sleep(max((getattr(source, "warmup_s", 0.0) for _, source in ready), default=0.0))

@@ -20,8 +20,8 @@ class TelemetrySource(ABC):
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
-        """(True, "") when readable, (True, "partial: ...") when read without some of its devices, else (False,
-        reason)."""
+        """(True, "") when readable, (True, caveat) when read with one (some devices left out, its last read failed),
+        else (False, reason)."""
 
     @abstractmethod
     def sample(self) -> list[TelemetrySample]:

@@ -84,10 +84,16 @@ class NvmlSource(TelemetrySource):
         if self.enabled and self._failures.tripped:
             return False, self._failures.reason()
         ready, why = self._ready()
+        if not ready:
+            return ready, why
         failing = self._failing
-        if ready and failing:  # read, but without these GPUs: a node without a BMC reading has no power then
-            return True, f"partial: {'; '.join(failing)} (the other GPUs are read)"
-        return ready, why
+        if failing and len(failing) >= len(self._gpus or []):  # not yet failed often enough to be unavailable
+            return True, f"its last read failed: {'; '.join(failing)}"
+        missing = [*failing, *(f"GPU {index}: not opened (tried again every {self._retry_s:g} s)"
+                               for index in self._left_out)]
+        if missing:  # read, but without these GPUs: a node without a BMC reading has no power then
+            return True, f"partial: {'; '.join(missing)} (the other GPUs are read)"
+        return True, ""
 
     def sample(self) -> list[TelemetrySample]:
         if not self._ready()[0] or self._failures.blocked():
@@ -102,6 +108,7 @@ class NvmlSource(TelemetrySource):
             except pynvml.NVMLError as exc:  # one GPU off the bus must not silence the others
                 failures.append(f"GPU {gpu.index}: {exc}")
         if failures and not samples:
+            self._failing = failures
             self._failures.failed(f"NVML read failed: {'; '.join(failures)}")
             if time.monotonic() >= self._restart_at:  # stale handles after a driver reload: listed afresh
                 self._restart_now = True

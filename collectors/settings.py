@@ -47,7 +47,8 @@ DEFAULT_IPMI_PORT = 623
 
 
 def parse_bmc_target(entry: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6addr]:port` or a bare IPv6 address -> (host, port); the port defaults to 623."""
+    """`host`, `host:port`, `[v6addr]:port` or a bare IPv6 address -> (host, port); the port defaults to 623.
+    ValueError when it is not, never quoting the entry (one written `user:password@host` holds a login)."""
     text = entry.strip()
     host, port = text, str(DEFAULT_IPMI_PORT)
     if text.startswith("["):
@@ -56,22 +57,33 @@ def parse_bmc_target(entry: str) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port = text.split(":")
     if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{entry!r} is not 'host[:port]' (empty or blank host)")
-    if not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"{entry!r} has an invalid port {port!r}; use 1..65535")
+        raise ValueError("not 'host[:port]' (empty or blank host)")
+    if not port.isdigit():
+        raise ValueError("not 'host[:port]': its port is not a number (a login goes in username and password, "
+                         "never in the host)")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} out of range; use 1..65535")
     return host, int(port)
 
 
 def _bmc_host(entry: object) -> str:
     if not isinstance(entry, str):
-        raise ValueError(f"{entry!r} is not 'host[:port]' text")
+        raise ValueError(f"not 'host[:port]' text (a {type(entry).__name__})")
     parse_bmc_target(entry)
     return entry.strip()
 
 
 def _bmc_host_list(value: object) -> object:
     """IPMI_HOSTS: comma-separated "host[:port]" entries, every one checked (an empty entry too)."""
-    return tuple(_bmc_host(entry) for entry in value.split(",")) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    hosts = []
+    for number, entry in enumerate(value.split(","), start=1):
+        try:
+            hosts.append(_bmc_host(entry))
+        except ValueError as exc:
+            raise ValueError(f"entry {number}: {exc}") from None
+    return tuple(hosts)
 
 
 BmcHost = Annotated[str, BeforeValidator(_bmc_host)]

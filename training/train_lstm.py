@@ -4,13 +4,13 @@
         [--holdout-fraction 0.1] [--model-id power_lstm] [--num-workers N] [--use-gpu]
         [--storage-path PATH|URI] [--resources-per-worker JSON] [--settings-from tune.json] [--state-path DIR]
 
-The last `--holdout-fraction` of every series is never trained on: the registered model's metrics
-(MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured there. When a model is already
-active, the new one is activated only if its MAE is no higher on that same holdout (at the active one's step
-over its leads for a finer step or a longer horizon); one that answers less than the active one (a coarser step, a
-shorter horizon) or cannot be compared fairly is registered but not activated (`--force-activate` skips the
-comparison). Fewer epochs than `models.power_predictor.min_epochs`, or a horizon under two steps unless
-`--no-activate`, are refused. Works locally and under `ray job submit`
+The last `--holdout-fraction` of every series (with `--from-store`: of all nodes' steps, from one time on) is never
+trained on: the registered model's metrics (MAE/RMSE/MAPE, interval coverage, confidence vs hit rate) are measured
+there. When a model is already active, the new one is activated only if its MAE is no higher on that same holdout
+(at the active one's step over its leads for a finer step or a longer horizon); one that answers less than the
+active one (a coarser step, a shorter horizon) or cannot be compared fairly is registered but not activated
+(`--force-activate` skips the comparison). Fewer epochs than `models.power_predictor.min_epochs`, or a horizon under
+two steps unless `--no-activate`, are refused. Works locally and under `ray job submit`
 (on several machines, `--storage-path` must be storage they all reach: training.power.checkpoint_storage).
 `--settings-from` trains with the best settings of a `python -m training.tune` search (flags still win).
 The run holds the model's retrain lock in the service's `--state-path`, as the API's retrain jobs and the retrain
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--since", type=duration_arg, help="with --from-store: how much history to read (default 14d)")
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
-                        help="last share of every series kept for the model's metrics (default 0.1)")
+                        help="last share of every series (with --from-store: of all nodes' steps, from one time "
+                             "on) kept for the model's metrics (default 0.1)")
     parser.add_argument("--model-id", default="power_lstm", help="registry id (default power_lstm)")
     parser.add_argument("--model-path", help="registry root (default: config model_path / $MODEL_PATH)")
     activation = parser.add_mutually_exclusive_group()

@@ -33,8 +33,10 @@ Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` 
 `latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
 query selects samples at or before its evaluation time (now), so a future-stamped sample never counts.
 
-A window is 8 range queries (per 10,000 bins), made one after another; together they get `timeout_s` per 10,000
-bins, so a Prometheus that answers each just in time does not hold a reader for 8 timeouts.
+A window is 8 range queries per 10,000 bins, made one after another. A window of up to 10,000 bins (what the API and
+the scaling controller read) gets `timeout_s` for all 8, so a Prometheus that answers each just in time does not
+hold a reader for 8 timeouts after its caller gave up; a longer one (a retraining's, whose caller waits minutes)
+gets `timeout_s` per query.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ class PrometheusStore(TelemetryStore):
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         start_ms, end_ms = check_window(start, end, step_s)
         bins = bin_starts(start_ms, end_ms, step_s)
-        deadline = time.monotonic() + self.timeout_s * -(-len(bins) // MAX_POINTS)
+        deadline = time.monotonic() + self.timeout_s if len(bins) <= MAX_POINTS else None
         series = {name: self._range(expr, bins, step_s, deadline)
                   for name, expr in self._window_exprs(node_id, step_s).items()}
         parts = [series.pop(key) for key in DEVICE_POWER]
@@ -177,9 +179,9 @@ class PrometheusStore(TelemetryStore):
             frame[name] = values.to_numpy()
         return frame[list(CANONICAL_COLUMNS)]
 
-    def _range(self, expr: str, bins: np.ndarray, step_s: int, deadline: float) -> pd.Series:
+    def _range(self, expr: str, bins: np.ndarray, step_s: int, deadline: float | None) -> pd.Series:
         """Values of a one-series expression per bin (evaluated at each bin's end), NaN where absent; the queries
-        end by `deadline` (time.monotonic())."""
+        end by `deadline` (time.monotonic(); None: each within `timeout_s`)."""
         stamps: list[float] = []
         values: list[float] = []
         for begin in range(0, len(bins), MAX_POINTS):
@@ -234,7 +236,7 @@ class PrometheusStore(TelemetryStore):
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise StoreUnavailable(f"Prometheus at {self.shown_url} too slow: a window's queries took over "
-                                       f"{self.timeout_s:g} s per {MAX_POINTS:,} bins")
+                                       f"{self.timeout_s:g} s")
         request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}", headers=self._auth)
         try:
             with open_url(request, timeout=timeout) as response:  # no redirect: the login stays here

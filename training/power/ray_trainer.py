@@ -48,6 +48,8 @@ default): time for an autoscaler to add a node, not forever (Ray's default retri
 GPUs a cluster does not have held the model's retrain lock until stopped by hand)."""
 
 
+RAY_RESOURCE_UNITS = 10_000  # Ray keeps resource amounts in fixed point, to 1/10,000 of a unit
+
 WORKERS_NOT_STARTED = (WorkerGroupStartupTimeoutError, WorkerGroupStartupFailedError)  # what those tries retry
 
 
@@ -87,8 +89,9 @@ def _require_placeable(num_workers: int, needs: dict[str, float]) -> None:
     """WorkersUnavailable at once when the Ray this command started (one machine: no autoscaler adds a node) cannot
     hold the workers; Ray Train would wait out STARTUP_TRIES start timeouts first, 15 minutes by default."""
     total = ray.cluster_resources()
-    fits = min((int(total.get(name, 0.0) // amount) for name, amount in needs.items() if amount > 0),
-               default=num_workers)
+    units = RAY_RESOURCE_UNITS  # counted as Ray counts them: 10 workers of 0.1 CPU fit one CPU
+    fits = min((round(total.get(name, 0.0) * units) // round(amount * units)
+                for name, amount in needs.items() if round(amount * units) > 0), default=num_workers)
     if fits < num_workers:
         offered = ", ".join(f"{name} {total.get(name, 0.0):g}" for name in needs)
         raise WorkersUnavailable(

@@ -86,7 +86,7 @@ def test_a_json_map_works_too(tmp_path: Path) -> None:
     ("n1: {host: 'bmc1:623', port: 624}\n", "n1: give the port once"),
     ("n1: {host: bmc1, passwd: x}\n", "n1.passwd: unknown key"),
     ("n1: {username: u}\n", "n1.host: Field required"),
-    ("n1: {host: 'bmc1:ipmi'}\n", "n1.host: 'bmc1:ipmi' has an invalid port"),
+    ("n1: {host: 'bmc1:ipmi'}\n", "n1.host: not 'host[:port]': its port is not a number"),
     ("- bmc1\n", "top level must be a mapping"),
 ])
 def test_a_bad_entry_is_named(tmp_path: Path, text: str, expected: str) -> None:
@@ -162,3 +162,6 @@ def test_an_entry_written_as_a_string_is_refused_without_echoing_it(tmp_path: Pa
     error = error_of(write_map(tmp_path, "node-a: 'admin:S3cretPass@10.0.0.5'\n"))
     assert "node-a" in error and "valid dictionary" in error
     assert "S3cretPass" not in error and "admin" not in error
+    for host in ("'admin:S3cretPass@10.0.0.5'", "{user: admin, password: S3cretPass}"):  # in the host field too
+        error = error_of(write_map(tmp_path, f"node-a: {{host: {host}}}\n"))
+        assert "node-a.host: not 'host[:port]'" in error and "S3cretPass" not in error and "admin" not in error

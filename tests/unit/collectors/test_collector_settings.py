@@ -51,7 +51,14 @@ def test_bad_ipmi_hosts_env_refused(value: str) -> None:
 
 def test_bad_ipmi_hosts_file_entry_refused(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "ipmi_hosts: [bmc1, 'bmc2:99999']\n"))
-    assert "ipmi_hosts[1]: 'bmc2:99999' has an invalid port" in message
+    assert "ipmi_hosts[1]: port 99999 out of range; use 1..65535" in message
+
+
+def test_an_ipmi_hosts_entry_with_a_login_is_refused_without_showing_it() -> None:
+    """Regression: the entry was quoted back, and a login written into it (`user:password@host`) with it."""
+    message = error_of(environ={"IPMI_HOSTS": "bmc1,admin:S3cretPass@10.0.0.5"})
+    assert message.startswith("IPMI_HOSTS: ") and "entry 2: not 'host[:port]': its port is not a number" in message
+    assert "S3cret" not in message and "admin" not in message
 
 
 def test_bmc_targets_with_ports_and_ipv6() -> None:

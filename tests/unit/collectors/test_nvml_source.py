@@ -149,6 +149,10 @@ def test_one_lost_gpu_does_not_silence_the_others(fake_nvml_lib: Path, gpus: Pat
         assert [s.device_id for s in source.sample()] == [UUID.format(0)]
     ok, why = source.available()
     assert ok and why.startswith("partial: GPU 1: ") and "the other GPUs are read" in why
+    fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 0)  # then the other one too: no longer "partial"
+    assert source.sample() == []
+    ok, why = source.available()
+    assert ok and why.startswith("its last read failed: GPU 0: ") and "partial" not in why
     source.close()
 
 
@@ -245,11 +249,11 @@ def test_a_gpu_lost_before_the_source_started_is_left_out_and_tried_again(fake_n
     every restart too: the node's GPUs went silent for as long as that one was gone."""
     (gpus / "handlefail1").write_text(str(pynvml.NVML_ERROR_GPU_IS_LOST))
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.0)
-    assert source.available() == (True, "")
+    assert source.available() == (True, "partial: GPU 1: not opened (tried again every 0 s) (the other GPUs are read)")
     assert [s.device_id for s in source.sample()] == [UUID.format(0)]
     (gpus / "handlefail1").unlink()  # back on the bus: opened a retry period later, NVML left running
     assert [s.device_id for s in source.sample()] == [UUID.format(0), UUID.format(1)]
-    assert source._left_out == []
+    assert source._left_out == [] and source.available() == (True, "")
     source.close()
 
 

@@ -134,3 +134,6 @@ def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
     with pytest.raises(StoreUnavailable, match="too slow"):
         store.window("n1", end - timedelta(hours=1), end, 60)
     assert timeouts == [10.0, 6.0, 2.0]
+    timeouts.clear()  # a retraining's window of weeks: its caller waits minutes, each query gets the timeout
+    store.window("n1", end - timedelta(days=14), end, 60)
+    assert timeouts == [10.0] * 24  # 8 queries × 3 parts of 10,000 bins

@@ -39,6 +39,8 @@ def test_workers_the_command_s_own_ray_cannot_hold_are_refused_at_once(own_ray, 
     assert phrase in str(refused.value) and "--num-workers" in str(refused.value)
 
 
-def test_workers_that_fit_go_on_to_the_run(own_ray):
+@pytest.mark.parametrize("scaling", [TrainScaling(num_workers=2, cpus_per_worker=1.0),
+                                     TrainScaling(num_workers=20, cpus_per_worker=0.1)])  # 2 // 0.1 is 19.0
+def test_workers_that_fit_go_on_to_the_run(own_ray, scaling):
     with pytest.raises(pytest.fail.Exception, match="reached the run"):
-        train(TrainScaling(num_workers=2, cpus_per_worker=1.0))
+        train(scaling)
