@@ -40,7 +40,8 @@ class PowerBasedScalingConfig(FiniteSection):
     enabled: bool = Field(True, strict=True)
     # W per node; under 1 W a node's share of it overflows the counts (an infinite share at 5e-324 W)
     max_power_budget: float = Field(10000.0, ge=1, le=1e6, strict=True)
-    scale_out_threshold: float = Field(80.0, gt=0, le=100, strict=True)
+    # percent; under 1 % the replica counts it asks for pass any target's (1e-25 % hung the tick's count)
+    scale_out_threshold: float = Field(80.0, ge=1, le=100, strict=True)
     scale_in_threshold: float = Field(50.0, ge=0, lt=100, strict=True)
     cooldown_period: Duration = 300
     idle_power_watts: float | None = Field(
@@ -90,6 +91,8 @@ class PowerBasedScalingConfig(FiniteSection):
         if limit <= still:
             raise ValueError(f"no replica count brings a node idling at {still:.1f}% under {limit:g}%")
         exact = max(share - still, 0.0) * replicas / (limit - still)
+        if not exact < REPLICAS_LIMIT:  # more than any target may have (every caller keeps to max_replicas): the
+            return REPLICAS_LIMIT + 1  # guard below would step a float too large to move (or ceil an infinity)
         count = max(math.floor(exact) + 1 if below else math.ceil(exact), 1)
         while guard and (self.spread(share, replicas, count, idle=idle) >= limit if below
                          else self.spread(share, replicas, count, idle=idle) > limit):

@@ -91,8 +91,8 @@ def with_margin(policy: ScalingPolicy, points: float) -> ScalingPolicy:
     """The reactive policy with both thresholds lowered by a fixed safety margin (percentage points)."""
     base = reactive(policy).power_based
     out = base.scale_out_threshold - points
-    if out <= 0:
-        raise ValueError(f"a {points:g}-point margin leaves no scale-out threshold "
+    if out < 1:  # as a policy's floor
+        raise ValueError(f"a {points:g}-point margin leaves a scale-out threshold under 1% "
                          f"(it is {base.scale_out_threshold:g}%)")
     if base.idle_share >= out:
         raise ValueError(f"a {points:g}-point margin puts the scale-out threshold ({out:g}%) at or under the nodes' "

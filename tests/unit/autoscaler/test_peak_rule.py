@@ -297,3 +297,15 @@ def test_a_scale_in_set_by_measured_power_still_stops_where_a_short_forecast_lea
                    power_based={"cooldown_period": 600})
     assert (decision.action, decision.to_replicas) == (IN, 3), decision.reason
     assert "so the scale-in goes only as far as measured power allows (3)" in decision.reason
+
+
+@pytest.mark.parametrize("watts", [1e24, 3.7e26, 1e300])
+def test_a_count_past_any_target_s_replicas_ends_at_once_at_max_replicas(watts):
+    """Regression: a reading or bound of ~1e24 W or more (the Prometheus store does not screen readings) made the
+    peak rule's guard step a count of ~1e22 by one, which a float no longer moves: the tick never ended."""
+    from autoscaler.settings import REPLICAS_LIMIT
+
+    policy = make_policy()
+    assert policy.power_based.fewest(watts / 10.0, 3, 80.0) == REPLICAS_LIMIT + 1
+    decision = run([600] * 3, peak_view([watts] * 3, [watts] * 3))
+    assert (decision.action, decision.recommended_replicas) == (OUT, 10), decision.reason

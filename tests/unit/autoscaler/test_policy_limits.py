@@ -245,3 +245,11 @@ def test_a_per_node_budget_under_a_watt_is_refused_naming_the_field(budget):
     ("evaluation failed" forever); 1e-6 W drove the target to max_replicas."""
     message = refusal(policy_data(power_based={"max_power_budget": budget}))
     assert message.startswith("power_based.max_power_budget: Input should be greater than or equal to 1"), message
+
+
+@pytest.mark.parametrize("threshold", [1e-25, 5e-324, 0.5])
+def test_a_scale_out_threshold_under_one_percent_is_refused_naming_the_field(threshold):
+    """Regression: 1e-25 % was accepted (201), then the peak rule's count for it, about 1e27 replicas, was stepped
+    up one at a time where a float no longer moves: the tick hung, holding every policy."""
+    message = refusal(policy_data(power_based={"scale_out_threshold": threshold, "scale_in_threshold": 0}))
+    assert message.startswith("power_based.scale_out_threshold: Input should be greater than or equal to 1"), message

@@ -269,8 +269,10 @@ def test_margin_lowers_both_thresholds_of_the_reactive_policy():
     assert not margined.predictive_scaling.enabled
     assert (margined.power_based.scale_out_threshold, margined.power_based.scale_in_threshold) == (70, 40)
     assert with_margin(sim_policy(), 60).power_based.scale_in_threshold == 0
-    with pytest.raises(ValueError, match="no scale-out threshold"):
+    with pytest.raises(ValueError, match="scale-out threshold under 1%"):
         with_margin(sim_policy(), 80)
+    with pytest.raises(ValueError, match="scale-out threshold under 1%"):  # a policy may not set one either
+        with_margin(sim_policy(), 79.5)
 
 
 def test_regression_no_change_is_decided_on_a_bin_that_ran_before_the_last_one_landed():
