@@ -78,16 +78,20 @@ def read_frame(args: argparse.Namespace, step_s: int) -> pd.DataFrame:
     return read_store(args.since, step_s, verbose=not args.quiet)
 
 
+def search_plan(args: argparse.Namespace) -> SearchPlan:
+    """The search the flags ask for; from the store, split as `train_lstm --from-store` splits it."""
+    return SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
+                      scaling=train_scaling(args, cpus_per_worker_default=1.0), skip_short=args.from_store,
+                      split="time" if args.from_store else "series", verbose=not args.quiet)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
         config = base_config(args)
         require_writable_folder("--storage-path" if args.storage_path else "storage_path", config.storage_path)
-        plan = SearchPlan(trials=args.trials, time_budget_s=args.time_budget, holdout_fraction=args.holdout_fraction,
-                          scaling=train_scaling(args, cpus_per_worker_default=1.0), skip_short=args.from_store,
-                          split="time" if args.from_store else "series",
-                          verbose=not args.quiet)
+        plan = search_plan(args)
         source = "telemetry store" if args.from_store else args.data
         report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)
         atomic_write_with(Path(args.output), lambda path: path.write_text(report.model_dump_json(indent=2) + "\n"))
