@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from autoscaler.actuators import ActuationError, Actuators
+from autoscaler.behavior import Recommendation, remember
 from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
@@ -195,12 +196,28 @@ class Enactor:
             logger.exception("scaling controller: cannot record the event of policy %s", policy.name)
             return event
 
+    def _hold_blind(self, turn: PolicyTurn, now: datetime, problem: str) -> ScalingEvent:
+        """A hold of a turn that read no power or no replica count. The count the controller last knew is kept in
+        the stabilization window, as a hold on stale telemetry keeps the count it held (PolicyState.after): the
+        first low reading after an outage longer than the window does not consolidate at once."""
+        event = self.hold(turn, now, problem)
+        before = self.state.policy_state(turn.policy.name).no_later_than(now)
+        if event.id is None or before.replicas_after is None:
+            return event
+        kept = before.model_copy(update={"recent": remember(before.recent, Recommendation(
+            at=now, replicas=before.replicas_after))})
+        try:
+            self.state.remember(turn.policy, kept, holder=self.holder)
+        except Exception:  # noqa: BLE001 - the state is unwritable: logged, and the next tick tries again
+            logger.exception("scaling controller: cannot keep the held count of policy %s", turn.policy.name)
+        return event
+
     def _act(self, turn: PolicyTurn, now: datetime) -> ScalingEvent:
         policy = turn.policy
         if turn.error is not None:
-            return self.hold(turn, now, turn.error)
+            return self._hold_blind(turn, now, turn.error)
         if turn.observation is None:  # the replica count could not be read: nothing to decide on
-            return self.hold(turn, now, turn.note or "no observation")
+            return self._hold_blind(turn, now, turn.note or "no observation")
         before = self.state.policy_state(policy.name).no_later_than(now)
         notes = [note for note in (turn.note, turn.idle_note) if note]
         if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one

@@ -570,12 +570,20 @@ class ControllerState:
     # --- events and intents ------------------------------------------------------------------------------
 
     @staticmethod
-    def _save_state(db: sqlite3.Connection, event: ScalingEvent, state: PolicyState) -> None:
-        """Store the state of the event's policy, unless the policy was deleted or re-pointed at another target
-        meanwhile (the state is that of the event's target)."""
-        stored = db.execute("SELECT body FROM policies WHERE name = ?", (event.policy,)).fetchone()
+    def _save_state(db: sqlite3.Connection, event: ScalingEvent | ScalingPolicy, state: PolicyState) -> None:
+        """Store the state of the event's policy (or the policy's), unless the policy was deleted or re-pointed at
+        another target meanwhile (the state is that of the event's target)."""
+        name = event.policy if isinstance(event, ScalingEvent) else event.name
+        stored = db.execute("SELECT body FROM policies WHERE name = ?", (name,)).fetchone()
         if stored is not None and _targets(stored[0], event.target):
-            db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", (event.policy, state.model_dump_json()))
+            db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", (name, state.model_dump_json()))
+
+    def remember(self, policy: ScalingPolicy, state: PolicyState, *, holder: str) -> None:
+        """Store a policy's state without an event (its hold was recorded already), while the lease row names
+        `holder`."""
+        with self._write() as db:
+            if self._named(db, holder, f"the state of policy {policy.name}"):
+                self._save_state(db, policy, state)
 
     def _insert(self, db: sqlite3.Connection, event: ScalingEvent) -> ScalingEvent:
         cursor = db.execute("INSERT INTO events (at, policy, body) VALUES (?, ?, '')", (event.at.timestamp(),

@@ -519,3 +519,32 @@ def test_a_node_several_policies_list_is_read_and_forecast_once_per_tick(make, s
     # each policy's forecast power is the most of its own nodes' bounds (each node's last power here)
     assert {name: events[name].forecast_power_watts for name in ("web", "api", "solo")} == {
         "web": 720.0, "api": 720.0, "solo": 810.0}
+
+
+def test_a_replica_read_outage_longer_than_the_stabilization_window_does_not_let_one_low_reading_consolidate(
+        make, store):
+    """Regression: holds on a target whose count could not be read remembered nothing, so after an outage longer
+    than the scale-down stabilization window the first low reading consolidated at once (a hold on stale telemetry
+    already kept its count)."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(clock=lambda: clock[0])
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, power_based={"cooldown_period": 60},
+                                      behavior={"scale_down": {"stabilization_window": 300}}))
+    write_power(store, {"n1": 950, "n2": 950}, end=clock[0])
+    [first] = controller.tick()
+    assert first.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 3)]
+    actuator.fail = "read"
+    for _ in range(3):  # the target cannot be read for 15 minutes
+        clock[0] += timedelta(minutes=5)
+        write_power(store, {"n1": 100, "n2": 100, "n3": 100}, end=clock[0])
+        [held] = controller.tick()
+        assert held.action is ScaleAction.HOLD and held.from_replicas is None
+    actuator.fail = None
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 100, "n2": 100, "n3": 100}, end=clock[0])
+    [after] = controller.tick()
+    assert after.action is ScaleAction.HOLD and actuator.calls == [("web", 3)], after.reason
+    clock[0] += timedelta(minutes=5, seconds=1)  # the window after the outage has passed: now it consolidates
+    write_power(store, {"n1": 100, "n2": 100, "n3": 100}, end=clock[0])
+    [later] = controller.tick()
+    assert later.action is ScaleAction.SCALE_IN, later.reason
