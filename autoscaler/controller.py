@@ -180,7 +180,7 @@ class ScalingController:
                                         .changed_target_at)
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
-            _age(item, (at - read_at).total_seconds(), (at - now).total_seconds())
+            _age(item, (at - read_at).total_seconds())
             counts.follow(item)
             events.append(self.enactor.act(item, at))
             counts.note(item)
@@ -456,17 +456,12 @@ class _WindowBatch:
         return self._index[key]
 
 
-def _age(item: PolicyTurn, elapsed_s: float, since_start_s: float) -> None:
+def _age(item: PolicyTurn, elapsed_s: float) -> None:
     """Age the item's telemetry by the time the tick took since it was read (store reads, forecasts and earlier
-    actuations can take minutes), so the stale check in `decide` sees its age at the decision; and shorten its
-    forecast's window, counted from the tick's start, by the whole seconds since, so a window whose end no longer
-    reaches past the risk window from the decision is taken for the partial one it is."""
+    actuations can take minutes), so the stale check in `decide` sees its age at the decision."""
     observation = item.observation
     if observation is not None and observation.age_s is not None and elapsed_s > 0:
         item.observation = observation.model_copy(update={"age_s": observation.age_s + elapsed_s})
-    view, late_s = item.forecast, math.floor(since_start_s)
-    if view is not None and view.window_s is not None and late_s > 0:
-        item.forecast = view.model_copy(update={"window_s": max(0, view.window_s - late_s)})
 
 
 def _view(policy: ScalingPolicy, results: list[PowerForecast | Exception],

@@ -548,25 +548,3 @@ def test_a_replica_read_outage_longer_than_the_stabilization_window_does_not_let
     write_power(store, {"n1": 100, "n2": 100, "n3": 100}, end=clock[0])
     [later] = controller.tick()
     assert later.action is ScaleAction.SCALE_IN, later.reason
-
-
-def test_a_slow_tick_shortens_the_forecast_window_its_decision_reads():
-    """Regression: the window was counted from the tick's start, and a decision made minutes later (earlier policies'
-    writes) took a window whose end no longer reached past its risk window for a whole one, and scaled in on it."""
-    from autoscaler.controller import _age
-    from autoscaler.forecast_view import ForecastView
-    from autoscaler.intents import PolicyTurn
-    from autoscaler.schema import PowerObservation
-
-    def turn() -> PolicyTurn:
-        view = ForecastView(expected_per_node_watts=[500.0], upper_quantile_per_node_watts=[600.0], calibrated=True,
-                            peak_bound=True, window_s=600)
-        return PolicyTurn(make_policy(), ["n1"], observation=PowerObservation(
-            measured_per_node_watts=[500.0], replicas=1, age_s=5.0), forecast=view)
-
-    late = turn()
-    _age(late, 100.0, 100.4)
-    assert late.forecast.window_s == 500 and late.observation.age_s == 105.0
-    prompt = turn()
-    _age(prompt, 0.3, 0.7)  # under a second: the whole steps ahead are the same
-    assert prompt.forecast.window_s == 600
