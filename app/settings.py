@@ -151,6 +151,17 @@ class BatchArgs(BaseModel):
                                                 "controller's state and the embedded store share): beyond it the "
                                                 "oldest finished batches are deleted, down to nine tenths of it")
 
+    @model_validator(mode="after")
+    def _room_for_finished_batches(self) -> BatchArgs:
+        """The waiting batches' records count against `max_finished_bytes` and are never deleted: were they to fill
+        it, every batch finishing would delete the results of all the others, however new."""
+        if self.max_finished_bytes < 2 * self.max_waiting_bytes:
+            raise ValueError(f"max_finished_bytes ({self.max_finished_bytes >> 20} MiB) must be at least twice "
+                             f"max_waiting_bytes ({self.max_waiting_bytes >> 20} MiB): the waiting batches' records "
+                             "count against it and are never deleted, so finished results would go as soon as "
+                             "they are written")
+        return self
+
 
 class AutoscalerArgs(BaseModel):
     """The scaling controller actor started with the app (see autoscaler/actor.py)."""

@@ -400,3 +400,15 @@ def test_a_refused_batch_whose_record_cannot_be_deleted_is_still_a_429(http, tmp
     finally:
         api.dependency_overrides.clear()
     assert response.status_code == 429, response.text
+
+
+def test_a_finished_batches_budget_the_waiting_ones_could_fill_is_refused_naming_both():
+    """Regression (review): with `max_finished_bytes` no larger than what waiting batches may take, their records
+    (never deleted) filled it, and each batch that finished deleted every other finished batch's results."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"max_finished_bytes \(256 MiB\) must be at least twice "
+                                              r"max_waiting_bytes \(256 MiB\)"):
+        BatchArgs(max_finished_bytes=256 << 20)
+    assert BatchArgs(max_finished_bytes=512 << 20).max_waiting_bytes == 256 << 20
+    assert BatchArgs().max_finished_bytes == 1 << 30  # the defaults leave room
