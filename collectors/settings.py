@@ -13,6 +13,7 @@ IPMI_BMC_MAP_FILE: a YAML/JSON file (mounted from a Secret) mapping node names t
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -46,10 +47,20 @@ from core.telemetry_screen import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_NODE_W
 DEFAULT_IPMI_PORT = 623
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_bmc_target(entry: str) -> tuple[str, int]:
     """`host`, `host:port`, `[v6addr]:port` or a bare IPv6 address -> (host, port); the port defaults to 623.
     ValueError when it is not, never quoting the entry (one written `user:password@host` holds a login)."""
     text = entry.strip()
+    if "@" in text or "/" in text:
+        raise ValueError("not 'host[:port]': a login goes in username and password, never in the host")
     host, port = text, str(DEFAULT_IPMI_PORT)
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -58,7 +69,9 @@ def parse_bmc_target(entry: str) -> tuple[str, int]:
         host, port = text.split(":")
     if not host or any(c.isspace() for c in host):
         raise ValueError("not 'host[:port]' (empty or blank host)")
-    if not port.isdigit():
+    if ":" in host and not _is_ipv6(host):
+        raise ValueError("not 'host[:port]': more than one ':' outside [brackets], and not an IPv6 address")
+    if not port.isdecimal() or not port.isascii():
         raise ValueError("not 'host[:port]': its port is not a number (a login goes in username and password, "
                          "never in the host)")
     if not 1 <= int(port) <= 65535:

@@ -162,6 +162,7 @@ def test_an_entry_written_as_a_string_is_refused_without_echoing_it(tmp_path: Pa
     error = error_of(write_map(tmp_path, "node-a: 'admin:S3cretPass@10.0.0.5'\n"))
     assert "node-a" in error and "valid dictionary" in error
     assert "S3cretPass" not in error and "admin" not in error
-    for host in ("'admin:S3cretPass@10.0.0.5'", "{user: admin, password: S3cretPass}"):  # in the host field too
+    for host in ("'admin:S3cretPass@10.0.0.5'", "'admin:S3cretPass@10.0.0.5:623'", "'admin:S3cretPass@[::1]:623'",
+                 "{user: admin, password: S3cretPass}"):  # in the host field too
         error = error_of(write_map(tmp_path, f"node-a: {{host: {host}}}\n"))
         assert "node-a.host: not 'host[:port]'" in error and "S3cretPass" not in error and "admin" not in error
