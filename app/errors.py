@@ -27,7 +27,7 @@ from autoscaler.state import OverReplicasCap, StateUnavailable, TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError, ModelNotLoaded
 from core.records import RecordNotFound, RecordUnreadable
-from core.registry import ActivePointerUnreadable, ModelNotFoundError, NoActiveVersion
+from core.registry import ActivePointerUnreadable, ModelNotFoundError, ModelUnreadable, NoActiveVersion
 from core.stores.base import StoreUnavailable
 from training.cost.catalog import UnknownGpuType
 from training.power.retrain_spec import RetrainRefused
@@ -85,6 +85,12 @@ def _model_not_found(exc: ModelNotFoundError) -> ApiError:
     return ApiError(404, ["path", "model_id"], f"model {exc.model_id!r}{version}: {reason}", "not_found")
 
 
+def _model_unreadable(exc: ModelUnreadable) -> ApiError:
+    logger.warning("request %s: %s", current_request_id(), exc)  # names the registry's path: log only
+    return ApiError(503, [], "a model version cannot be read right now (a storage error on the model registry); "
+                             "try again", "unavailable")
+
+
 def _pointer_unreadable(exc: ActivePointerUnreadable) -> ApiError:
     logger.warning("request %s: %s", current_request_id(), exc)  # names the registry's path: log only
     return ApiError(503, [], "which version of the model is served cannot be read right now (a storage error on the "
@@ -107,6 +113,7 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     ModelNotLoaded: lambda exc: ApiError(503, [], str(exc), "unavailable"),
     MissingPowerHistory: lambda exc: ApiError(422, ["body", "features", "power_watts"], str(exc)),
     ModelNotFoundError: _model_not_found,
+    ModelUnreadable: _model_unreadable,
     ActivePointerUnreadable: _pointer_unreadable,
     DataNotAllowed: lambda exc: ApiError(422, ["body", "data"], str(exc)),
     RetrainRunning: lambda exc: ApiError(409, ["body", "model_id"], str(exc), "conflict"),

@@ -57,6 +57,11 @@ PINS_FILE = "PINNED"
 PIN_TTL_S = 86400
 """How long a `pin` mark keeps a version from being pruned; replicas renew theirs hourly."""
 _HISTORY_LINES = 100
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: `int()` refuses what `str.isdigit` takes besides them ("²")."""
+    return text.isascii() and text.isdigit()
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
 
@@ -90,7 +95,7 @@ class ModelRegistry:
         model_dir = self._dir(model_id)
         if not model_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in model_dir.iterdir() if _is_number(p.name) and p.is_dir())
 
     def _issued(self, model_id: str) -> int:
         """The highest version number given so far (0: none noted, or a file that holds no number); a storage error
@@ -99,7 +104,7 @@ class ModelRegistry:
             text = (self._dir(model_id) / ISSUED_FILE).read_text(encoding="ascii").strip()
         except (FileNotFoundError, UnicodeDecodeError):
             return 0
-        return int(text) if text.isdigit() else 0
+        return int(text) if _is_number(text) else 0
 
     def _note_issued(self, model_id: str, version: int) -> None:
         """Raise ISSUED to `version` (under the activation guard: publishes racing never lower it). A failed write
@@ -145,13 +150,16 @@ class ModelRegistry:
 
     def version_metadata(self, model_id: str) -> list[ModelMetadata]:
         """The metadata of every complete version, ascending, each read once; corrupt ones are skipped with a
-        warning, and one pruned meanwhile quietly."""
+        warning, and one pruned meanwhile quietly. ModelUnreadable when one cannot be read just now: a passing
+        storage error is never taken for its absence (the latest version would be served, or pinned, in its place)."""
         found = []
         for v in self._int_dirs(model_id):
             if not (self._dir(model_id) / str(v) / METADATA_FILE).is_file():
                 continue
             try:
                 found.append(self._load(model_id, v)[1])
+            except ModelUnreadable:
+                raise
             except ModelNotFoundError as exc:
                 if (self._dir(model_id) / str(v)).is_dir():
                     logger.warning("skipping %s", exc)
@@ -178,7 +186,7 @@ class ModelRegistry:
             text = "(not UTF-8 text)"
         if text == NONE_ACTIVE:
             return None, True
-        if not text.isdigit() or not self._names_a_version(model_id, text):
+        if not _is_number(text) or not self._names_a_version(model_id, text):
             logger.warning("ACTIVE pointer %s is bad (%r); using latest version", pointer, text)
             return None, False
         return int(text), False
@@ -269,7 +277,7 @@ class ModelRegistry:
             lines = (self._dir(model_id) / HISTORY_FILE).read_text(encoding="utf-8").split()
         except FileNotFoundError:
             return []
-        return [int(line) for line in lines if line.isdigit()]
+        return [int(line) for line in lines if _is_number(line)]
 
     def fallback_versions(self, model_id: str) -> list[int]:
         """What a replica tries, in order, when the served version cannot be loaded: the versions ACTIVE pointed at
@@ -291,7 +299,7 @@ class ModelRegistry:
         found = set()
         for version, stamp in self._pins(model_id).items():
             try:
-                if version.isdigit() and datetime.fromisoformat(stamp) >= cutoff:
+                if _is_number(version) and datetime.fromisoformat(stamp) >= cutoff:
                     found.add(int(version))
             except (TypeError, ValueError):
                 continue

@@ -349,6 +349,26 @@ def test_metadata_a_storage_error_keeps_from_being_read_is_unreadable_not_corrup
     assert issubclass(ModelUnreadable, ModelNotFoundError)
 
 
+def test_a_newest_version_that_cannot_be_read_just_now_is_not_taken_for_absent(
+    reg: ModelRegistry, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): without an ACTIVE pointer the latest version is served; an EIO on the newest version's
+    metadata left it out of the versions, so an older one was served, and a publish pinned that one for good."""
+    for _ in range(3):
+        reg.publish("power_lstm", source, model_type="lstm")
+    (reg.root / "power_lstm" / "ACTIVE").unlink()
+    metadata = reg.root / "power_lstm" / "3" / "metadata.json"
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+                        if self == metadata else read_bytes(self))
+    with pytest.raises(ModelUnreadable):
+        reg.get("power_lstm")
+    with pytest.raises(ModelUnreadable):
+        reg.publish("power_lstm", source, model_type="lstm")
+    monkeypatch.undo()
+    assert not (reg.root / "power_lstm" / "ACTIVE").exists() and reg.get("power_lstm")[1].version == 3
+
+
 def test_failed_publish_leaves_nothing(
     reg: ModelRegistry, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,3 +453,12 @@ def test_a_version_number_is_never_given_twice(reg: ModelRegistry, source: Path)
     shutil.rmtree(reg.root / "power_lstm" / "3")
     assert reg.publish("power_lstm", source, model_type="lstm").version == 4
     assert (reg.root / "power_lstm" / "ISSUED").read_text() == "4\n"
+
+
+def test_a_stray_folder_with_a_non_ascii_digit_name_is_not_a_version(reg: ModelRegistry, source: Path) -> None:
+    """Regression (review): `str.isdigit` takes "²", which `int()` refuses: one such folder failed every listing and
+    every publish of the model."""
+    reg.publish("power_lstm", source, model_type="lstm")
+    (reg.root / "power_lstm" / "²").mkdir()
+    assert reg.versions("power_lstm") == [1]
+    assert reg.publish("power_lstm", source, model_type="lstm").version == 2
