@@ -69,9 +69,12 @@ def _refuse_extra_values(path: Path, header: list[str]) -> None:
     width, found = len(header), []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        for row in reader:
-            if len(row) > width and any(cell.strip() for cell in row[width:]):
-                found.append(reader.line_num)
+        try:
+            for row in reader:
+                if len(row) > width and any(cell.strip() for cell in row[width:]):
+                    found.append(reader.line_num)
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            raise CsvShapeError(f"{path}: line {reader.line_num}: not a readable CSV row ({exc})") from None
     if found:
         shown = ", ".join(str(line) for line in found[:_MAX_REPORTED])
         more = f" (and {len(found) - _MAX_REPORTED} more)" if len(found) > _MAX_REPORTED else ""

@@ -27,6 +27,8 @@ _CLUSTER_NAME = re.compile(  # a bare in-cluster or private DNS name: service.na
     r"(?<![\w.-])(?:[a-z0-9-]+\.)+(?:svc(?:\.cluster\.local)?|cluster\.local|internal)(?![\w-]|\.\w)",
     re.IGNORECASE)
 _LOGIN_LEFT = re.compile(r"\S+@<address>")  # what a URL's match left of a login (a password with a `;` or `,`)
+_LONG_TOKEN = re.compile(r"\S{300,}")  # nothing that long without a space is worth showing, and several
+# patterns above take time quadratic in a token's length
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+([\w.-]*)")
 _TRACEBACK_LINE = re.compile(r'^\s*(?:Traceback \(most recent call last\):|File "[^"]*", line \d+.*)$')
 
@@ -49,8 +51,9 @@ def without_addresses(text: str) -> str:
     """`text` with every URL, IPv4 or IPv6 address, `host=`/`port=` argument, `name:port`, host name urllib3
     quotes ("Failed to resolve 'name'", "Connection to name timed out") and in-cluster or private DNS name
     (`influxdb.kcloud.svc`, `db.internal`) replaced by <address>,
-    every absolute path cut to its last part (.../name) and traceback frames left out."""
-    text = _without_tracebacks(text)
+    every absolute path cut to its last part (.../name), traceback frames left out and any run of 300 or more
+    characters without a space replaced by <long text>."""
+    text = _LONG_TOKEN.sub("<long text>", _without_tracebacks(text))
     text = _URL.sub("<address>", text)
     text = _HOST_ARGUMENT.sub(lambda match: f"{match.group(1)}=<address>", text)
     text = _QUOTED_HOST.sub(lambda match: f"{match.group(1)}<address>", text)

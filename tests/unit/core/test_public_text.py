@@ -77,3 +77,11 @@ def test_a_validation_error_says_the_field_and_the_reason():
         Window(steps="many")
     assert error_text(raised.value) == ("ValidationError: steps: Input should be a valid integer, unable to parse "
                                         "string as an integer")
+
+
+def test_a_long_run_without_spaces_is_left_out_whole():
+    """Regression (review): several patterns took time quadratic in a token's length (20,000 characters: seconds;
+    100,000: about a minute), and an event page runs them on up to 1,000 reasons."""
+    for token in ("a." + "a" * 20_000, "a-" * 10_000, "x" * 300):
+        assert without_addresses(f"failed: {token} (retrying)") == "failed: <long text> (retrying)"
+    assert without_addresses("at host-a:8080 " + "y" * 299) == "at <address> " + "y" * 299

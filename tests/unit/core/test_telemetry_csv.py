@@ -417,3 +417,11 @@ def test_regression_node_ids_a_telemetry_sample_refuses_are_refused_with_their_l
                             "line 3: node_id='b\\\\x'; line 4: node_id='" + "n" * 59 + "... (254 characters)")
     fits = load_telemetry_csv(write_csv(tmp_path, [HEADER, f"2026-01-05T00:00:00Z,{long[:253]},5"]), as_samples=True)
     assert fits["node_id"].tolist() == [long[:253]]
+
+
+@pytest.mark.parametrize("extra", [",", ",1"])
+def test_a_huge_field_in_a_row_longer_than_the_header_is_a_clear_error(tmp_path: Path, extra: str) -> None:
+    """Regression (review): the check for values beyond the header ran into the csv module's field size limit and
+    ended train_lstm, preprocess and evaluate with a traceback (`_csv.Error`)."""
+    path, message = load_error(tmp_path, [HEADER, f"2026-01-05T00:00:00Z,{'n' * 140_000},1{extra}"])
+    assert str(path) in message and "line 2" in message and "field larger than field limit" in message
