@@ -197,18 +197,21 @@ class Enactor:
             return event
 
     def _hold_blind(self, turn: PolicyTurn, now: datetime, problem: str) -> ScalingEvent:
-        """A hold of a turn that read no power or no replica count. The count the controller last knew is kept in
-        the stabilization window, as a hold on stale telemetry keeps the count it held (PolicyState.after): the
-        first low reading after an outage longer than the window does not consolidate at once."""
+        """A hold of a turn that read no power or no replica count. The count it read, else the one the controller
+        last knew, is kept in the stabilization window, as a hold on stale telemetry keeps the count it held
+        (PolicyState.after): the first low reading after an outage longer than the window does not consolidate at
+        once."""
         event = self.hold(turn, now, problem)
-        before = self.state.policy_state(turn.policy.name).no_later_than(now)
-        if event.id is None or before.replicas_after is None:
+        if event.id is None:
             return event
-        kept = before.model_copy(update={"recent": remember(before.recent, Recommendation(
-            at=now, replicas=before.replicas_after))})
         try:
-            self.state.remember(turn.policy, kept, holder=self.holder)
-        except Exception:  # noqa: BLE001 - the state is unwritable: logged, and the next tick tries again
+            before = self.state.policy_state(turn.policy.name).no_later_than(now)
+            held = turn.replicas if turn.replicas is not None else before.replicas_after
+            if held is not None:
+                kept = before.model_copy(update={"recent": remember(before.recent, Recommendation(at=now,
+                                                                                                  replicas=held))})
+                self.state.remember(turn.policy, kept, holder=self.holder)
+        except Exception:  # noqa: BLE001 - the state is unwritable: logged (the hold is recorded), tried next tick
             logger.exception("scaling controller: cannot keep the held count of policy %s", turn.policy.name)
         return event
 

@@ -169,6 +169,9 @@ class ScalingPolicy(_Model):
     @model_validator(mode="after")
     def _can_consolidate(self, info: ValidationInfo) -> ScalingPolicy:
         power = self.power_based
+        if (info.context or {}).get(NEW_POLICY) and power.scale_out_threshold < 1:
+            raise ValueError(f"power_based.scale_out_threshold ({power.scale_out_threshold:g}%) must be at least 1%: "
+                             "under it, a node's ordinary draw asks for more replicas than any target may have")
         if ((info.context or {}).get(NEW_POLICY) and power.idle_power_watts is not None
                 and 0 < power.scale_in_threshold <= power.idle_share):
             in_watts = power.max_power_budget * power.scale_in_threshold / 100.0

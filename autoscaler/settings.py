@@ -40,8 +40,7 @@ class PowerBasedScalingConfig(FiniteSection):
     enabled: bool = Field(True, strict=True)
     # W per node; under 1 W a node's share of it overflows the counts (an infinite share at 5e-324 W)
     max_power_budget: float = Field(10000.0, ge=1, le=1e6, strict=True)
-    # percent; under 1 % the replica counts it asks for pass any target's (1e-25 % hung the tick's count)
-    scale_out_threshold: float = Field(80.0, ge=1, le=100, strict=True)
+    scale_out_threshold: float = Field(80.0, gt=0, le=100, strict=True)  # a new policy's: at least 1 (ScalingPolicy)
     scale_in_threshold: float = Field(50.0, ge=0, lt=100, strict=True)
     cooldown_period: Duration = 300
     idle_power_watts: float | None = Field(

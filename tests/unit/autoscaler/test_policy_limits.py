@@ -252,4 +252,15 @@ def test_a_scale_out_threshold_under_one_percent_is_refused_naming_the_field(thr
     """Regression: 1e-25 % was accepted (201), then the peak rule's count for it, about 1e27 replicas, was stepped
     up one at a time where a float no longer moves: the tick hung, holding every policy."""
     message = refusal(policy_data(power_based={"scale_out_threshold": threshold, "scale_in_threshold": 0}))
-    assert message.startswith("power_based.scale_out_threshold: Input should be greater than or equal to 1"), message
+    assert f"power_based.scale_out_threshold ({threshold:g}%) must be at least 1%" in message, message
+
+
+def test_a_stored_policy_with_a_scale_out_threshold_under_one_percent_still_loads():
+    """Stored before the floor, it was accepted then: it is still read (skipping it would stop its scale-outs)."""
+    from autoscaler.policy_config import with_defaults
+    from autoscaler.schema import policy_context
+
+    data = with_defaults(policy_data(power_based={"scale_out_threshold": 0.5, "scale_in_threshold": 0}),
+                         AutoScalingConfig())
+    stored = ScalingPolicy.model_validate(data, context=policy_context(new=False))
+    assert stored.power_based.scale_out_threshold == 0.5
