@@ -291,15 +291,20 @@ class Ingress:
         return self.accepts
 
 
+def submitted(http, replica: Ingress):
+    """The answer to one cost batch POSTed to the API served by `replica`."""
+    api.dependency_overrides[serving_replica] = lambda: replica
+    try:
+        return http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
+                              headers={"Authorization": "Bearer t"})
+    finally:
+        api.dependency_overrides.clear()
+
+
 @pytest.mark.parametrize(("accepts", "status"), [(True, 202), (False, 429)])
 def test_the_route_queues_a_batch_or_answers_429_leaving_nothing_behind(http, tmp_path, accepts, status):
     replica = Ingress(tmp_path, accepts)
-    api.dependency_overrides[serving_replica] = lambda: replica
-    try:
-        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
-                                  headers={"Authorization": "Bearer t"})
-    finally:
-        api.dependency_overrides.clear()
+    response = submitted(http, replica)
     assert response.status_code == status, response.text
     assert len(list(replica.batches.folder.glob("*.json"))) == (1 if accepts else 0)
     if not accepts:
@@ -366,40 +371,24 @@ def test_reading_an_unfinished_batch_checks_its_queue(http, tmp_path, status, as
     assert len(asked) == asks
 
 
-def test_a_batch_the_state_volume_cannot_record_is_a_503(http, tmp_path, monkeypatch):
-    """Regression: a full or read-only state volume answered a batch with a bare 500."""
-    replica = Ingress(tmp_path, accepts=True)
+@pytest.mark.parametrize(("accepts", "failing", "error", "status"), [
+    (True, "create", OSError(28, "No space left on device"), 503),  # a full or read-only volume: a bare 500
+    (False, "delete", OSError(30, "Read-only file system"), 429),  # the failed delete's error replaced the 429
+])
+def test_a_state_volume_that_cannot_record_or_delete_a_batch_answers_as_it_should(http, tmp_path, monkeypatch,
+                                                                                  accepts, failing, error, status):
+    """Regressions: both answered 500."""
+    replica = Ingress(tmp_path, accepts=accepts)
 
-    def full(record):
-        raise OSError(28, "No space left on device")
+    def fail(*args):
+        raise error
 
-    monkeypatch.setattr(replica.batches, "create", full)
-    api.dependency_overrides[serving_replica] = lambda: replica
-    try:
-        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
-                                  headers={"Authorization": "Bearer t"})
-    finally:
-        api.dependency_overrides.clear()
-    assert response.status_code == 503, response.text
-    assert "storage error on the state volume" in response.json()["detail"][0]["msg"]
-    assert "No space" not in response.text
-
-
-def test_a_refused_batch_whose_record_cannot_be_deleted_is_still_a_429(http, tmp_path, monkeypatch):
-    """Regression: the failed delete's OSError replaced the queue's 429 with a 500."""
-    replica = Ingress(tmp_path, accepts=False)
-
-    def read_only(batch_id):
-        raise OSError(30, "Read-only file system")
-
-    monkeypatch.setattr(replica.batches, "delete", read_only)
-    api.dependency_overrides[serving_replica] = lambda: replica
-    try:
-        response = http(api).post("/api/v1/predict/batch", json={"items": [COST_ITEM]},
-                                  headers={"Authorization": "Bearer t"})
-    finally:
-        api.dependency_overrides.clear()
-    assert response.status_code == 429, response.text
+    monkeypatch.setattr(replica.batches, failing, fail)
+    response = submitted(http, replica)
+    assert response.status_code == status, response.text
+    if status == 503:
+        assert "storage error on the state volume" in response.json()["detail"][0]["msg"]
+        assert "No space" not in response.text
 
 
 def test_a_finished_batches_budget_the_waiting_ones_could_fill_is_refused_naming_both():

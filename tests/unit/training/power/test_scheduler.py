@@ -109,12 +109,14 @@ def test_a_restarted_scheduler_retrains_at_once_only_when_due(settings, clock, r
     assert RetrainScheduler(settings, clock=clock).due() == "interval"
 
 
-def test_an_attempt_is_run_with_the_scheduler_s_hung_handler(settings, clock, monkeypatch):
-    """The actor ends its process once an attempt is failed as hung (a stuck attempt held its loop for good)."""
-    handlers = []
+def test_an_attempt_is_run_with_the_scheduler_s_hung_handler_and_the_store_s_split(settings, clock, monkeypatch):
+    """The actor ends its process once an attempt is failed as hung (a stuck attempt held its loop for good). The
+    store's nodes are held out from one time on, so a node that joined late never trains on times the others are
+    scored at (review)."""
+    calls = []
 
     def attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
-        handlers.append(on_hung)
+        calls.append((on_hung, spec))
         records.update(job_id, status="succeeded")
         RetrainLocks(records).release(spec.model_id, job_id)
 
@@ -124,24 +126,8 @@ def test_an_attempt_is_run_with_the_scheduler_s_hung_handler(settings, clock, mo
     monkeypatch.setattr(scheduler_module, "run_attempt", attempt)
     scheduler = RetrainScheduler(settings, clock=clock, on_hung=end_process)
     clock.advance(HOUR)
-    assert scheduler.step() is not None and handlers == [end_process]
-
-
-def test_an_attempt_holds_out_every_node_from_one_time_on(settings, clock, monkeypatch):
-    """The store's nodes: one cut in time, so a node that joined late never trains on times the others are scored
-    at (review)."""
-    specs = []
-
-    def attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
-        specs.append(spec)
-        records.update(job_id, status="succeeded")
-        RetrainLocks(records).release(spec.model_id, job_id)
-
-    monkeypatch.setattr(scheduler_module, "run_attempt", attempt)
-    scheduler = RetrainScheduler(settings, clock=clock)
-    clock.advance(HOUR)
-    assert scheduler.step() is not None
-    assert (specs[0].split, specs[0].skip_short) == ("time", True)
+    assert scheduler.step() is not None and [handler for handler, _ in calls] == [end_process]
+    assert (calls[0][1].split, calls[0][1].skip_short) == ("time", True)
 
 
 def test_a_schedule_that_cannot_be_read_just_now_is_not_overwritten_with_a_fresh_one(settings, clock, runs,
