@@ -14,7 +14,7 @@ from app.ingress_state import Ingress, IngressState
 from app.schemas import ModelLiveAccuracy, ModelMetricsResponse, ModelPublic, ModelsResponse, ModelVersionPublic
 from core.actors import ActorUnavailable
 from core.durations import format_duration
-from core.registry import ActivePointerUnreadable, ModelRegistry, NoActiveVersion
+from core.registry import ActivePointerUnreadable, ModelRegistry, ModelUnreadable, NoActiveVersion
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
 from deployments.power import trained_on_synthetic_data
 
@@ -55,10 +55,14 @@ def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
         try:
             served = (registry.served_version(model_id) if model_id in serve_latest
                       else registry.active_version(model_id))
-        except ActivePointerUnreadable as exc:  # the other models are listed all the same; this one as not known
-            logger.warning("models listing: %s", exc)
+        except (ActivePointerUnreadable, ModelUnreadable) as exc:  # the others are listed all the same; this one
+            logger.warning("models listing: %s", exc)  # as not known
             served = None
-        versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
+        try:
+            versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
+        except ModelUnreadable as exc:  # a storage error just now: the other models are listed all the same
+            logger.warning("models listing: %s left out: %s", model_id, exc)
+            continue
         if not versions:
             continue
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.names import POWER_APP
 from core.settings import Duration, EnvSettings, Section, Workloads, load_keys
@@ -144,6 +144,15 @@ class AutoScalingConfig(FiniteSection):
     max_policies: int = Field(DEFAULT_MAX_POLICIES, ge=1, le=10_000)
     live_accuracy: LiveAccuracyConfig = LiveAccuracyConfig()
     policies: tuple[dict[str, Any], ...] = ()
+
+    @field_validator("power_based")
+    @classmethod
+    def _defaults_a_new_policy_may_take(cls, power: PowerBasedScalingConfig) -> PowerBasedScalingConfig:
+        """A default every policy written from now on inherits is checked as such a policy's would be
+        (ScalingPolicy): refused when the file loads, not in a 422 about a field the client never sent."""
+        if power.scale_out_threshold < 1:
+            raise ValueError(f"scale_out_threshold ({power.scale_out_threshold:g}%) must be at least 1%")
+        return power
 
 
 class AutoscalerConfig(Section):

@@ -62,6 +62,7 @@ _HISTORY_LINES = 100
 def _is_number(text: str) -> bool:
     """ASCII digits only: `int()` refuses what `str.isdigit` takes besides them ("²")."""
     return text.isascii() and text.isdigit()
+
 _REF_RE = re.compile(r"([^/:]+)(?:[/:](\d+))?")
 
 
@@ -138,11 +139,17 @@ class ModelRegistry:
         return vdir, meta
 
     def model_ids(self) -> list[str]:
-        """Ids with at least one complete version, sorted."""
+        """Ids with at least one complete version, sorted (one whose versions cannot be read just now counts)."""
         if not self.root.is_dir():
             return []
         ids = (p.name for p in self.root.iterdir() if p.is_dir() and MODEL_ID_RE.fullmatch(p.name))
-        return sorted(i for i in ids if self.versions(i))
+        return sorted(i for i in ids if self._has_versions(i))
+
+    def _has_versions(self, model_id: str) -> bool:
+        try:
+            return bool(self.versions(model_id))
+        except ModelUnreadable:
+            return True
 
     def versions(self, model_id: str) -> list[int]:
         """Complete versions, ascending; corrupt ones are skipped with a warning."""
@@ -230,9 +237,11 @@ class ModelRegistry:
 
     def feature_spec(self, model_id: str) -> dict[str, Any]:
         """The feature spec of the version serving now (the active one, else the latest); empty when the model has
-        no version, or its metadata cannot be read."""
+        no version, or its metadata is corrupt (ModelUnreadable when it cannot be read just now)."""
         try:
             return dict(self.get(model_id)[1].feature_spec)
+        except ModelUnreadable:  # a passing storage error is no "no version": the caller fails, not another shape
+            raise
         except ModelNotFoundError:
             return {}
 

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from core.records import RecordNotFound, RecordStore
-from core.registry import ModelRegistry
+from core.registry import ModelRegistry, ModelUnreadable
 from core.stores.base import StoreUnavailable
 from core.stores.flux import FluxQueryError
 from training.retrain_attempt import (
@@ -130,7 +130,7 @@ class CliRun:
             return
         try:
             pruned = self.registry.prune(self.model_id, self.keep_versions)
-        except OSError as exc:
+        except (OSError, ModelUnreadable) as exc:
             logger.warning("%s: old versions of %s not pruned: %s", self.tool, self.model_id, exc)
             return
         if pruned:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.public_text import without_addresses
 from core.records import RecordStore
-from core.registry import ModelRegistry
+from core.registry import ModelRegistry, ModelUnreadable
 from training.cost.catalog import default_catalog
 from training.cost.retrain import CostIncomparable, CostIncumbent, CostRetrainResult, CostRetrainSpec, retrain_cost
 from training.power.holdout import Incomparable, Incumbent
@@ -135,7 +135,7 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
     if status == "succeeded" and keep_versions is not None:
         try:
             registry.prune(spec.model_id, keep_versions)
-        except OSError as exc:  # the attempt stands; the next one prunes again
+        except (OSError, ModelUnreadable) as exc:  # the attempt stands; the next one prunes again
             logger.warning("retrain attempt %s: old versions of %s not pruned: %s", job_id, spec.model_id, exc)
     return status
 

@@ -370,3 +370,30 @@ def test_an_empty_policy_filter_on_events_is_422_not_an_empty_list(replica, clie
     """Regression: `?policy=` matched no policy and answered [] as if there were no events."""
     response = client.get("/api/v1/scaling/events?policy=")
     assert response.status_code == 422 and detail(response)["loc"] == ["query", "policy"]
+
+
+def test_one_model_whose_version_cannot_be_read_just_now_leaves_the_others_listed(replica, client, tmp_path,
+                                                                                   monkeypatch):
+    """A version's metadata that cannot be read just now stops that model's listing, not every model's (review)."""
+    import errno
+    from pathlib import Path
+
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "cost_model.json").write_text("{}")
+    registry = ModelRegistry(tmp_path / "models")
+    for model_id in ("cost_gbm", "other_gbm"):
+        registry.publish(model_id, source, model_type="lightgbm")
+    metadata = tmp_path / "models" / "cost_gbm" / "1" / "metadata.json"
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+                        if self == metadata else read_bytes(self))
+    replica.registry = registry
+    response = client.get("/api/v1/models")
+    assert response.status_code == 200, response.text
+    assert [m["model_id"] for m in response.json()["models"]] == ["other_gbm"]
+    metrics = client.get("/api/v1/models/cost_gbm/metrics")  # its own route: 503, the path in the log only
+    assert metrics.status_code == 503 and "cannot be read right now" in detail(metrics)["msg"], metrics.text
+    assert str(tmp_path) not in metrics.text

@@ -264,3 +264,11 @@ def test_a_stored_policy_with_a_scale_out_threshold_under_one_percent_still_load
                          AutoScalingConfig())
     stored = ScalingPolicy.model_validate(data, context=policy_context(new=False))
     assert stored.power_based.scale_out_threshold == 0.5
+
+
+def test_a_default_scale_out_threshold_under_one_percent_is_refused_when_the_file_loads():
+    """Every policy written from then on inherits it: refused with the file (review), not in a 422 about a field the
+    client never sent."""
+    with pytest.raises(ValidationError) as caught:
+        AutoScalingConfig.model_validate({"power_based": {"scale_out_threshold": 0.5, "scale_in_threshold": 0}})
+    assert "power_based: scale_out_threshold (0.5%) must be at least 1%" in format_errors(None, caught.value)

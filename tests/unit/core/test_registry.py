@@ -365,6 +365,9 @@ def test_a_newest_version_that_cannot_be_read_just_now_is_not_taken_for_absent(
         reg.get("power_lstm")
     with pytest.raises(ModelUnreadable):
         reg.publish("power_lstm", source, model_type="lstm")
+    with pytest.raises(ModelUnreadable):  # nor is the shape to retrain at taken from the config instead
+        reg.feature_spec("power_lstm")
+    assert reg.model_ids() == ["power_lstm"]  # listed all the same
     monkeypatch.undo()
     assert not (reg.root / "power_lstm" / "ACTIVE").exists() and reg.get("power_lstm")[1].version == 3
 

@@ -229,3 +229,19 @@ def test_a_state_path_that_is_a_file_is_refused_naming_where_it_came_from(tmp_pa
     label = "--state-path" if source == "flag" else "$KCLOUD_STATE_PATH"
     assert f"{label} '" in err and "cannot be written" in err and "is a file" in err and "Traceback" not in err
     assert not models.exists()
+
+
+def test_a_prune_that_cannot_read_a_version_just_now_leaves_the_run_succeeded(tmp_path, monkeypatch, capsys):
+    """Regression (review): the registry's ModelUnreadable escaped `--keep-versions`' prune: a run that registered
+    its version exited 2, its record saying its scores could not be recorded."""
+    from core.registry import ModelUnreadable
+
+    def unreadable_prune(self, model_id, keep):
+        raise ModelUnreadable(model_id, 1, "metadata.json cannot be read: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(ModelRegistry, "prune", unreadable_prune)
+    models, state = str(tmp_path / "models"), str(tmp_path / "state")
+    assert train_gbm.main(["--records", "300", "--model-path", models, "--state-path", state,
+                           "--keep-versions", "1"]) == 0
+    assert ModelRegistry(models).versions("cost_gbm") == [1]
+    assert [job["status"] for job in RecordStore(state, "retrain").newest(5)] == ["succeeded"]

@@ -315,3 +315,31 @@ def test_the_locks_flock_held_by_a_stopped_process_is_an_error_after_a_while_not
     job = running(records)
     locks.acquire("m", job)
     assert locks.holder("m") == job
+
+
+def test_a_prune_that_cannot_read_a_version_just_now_leaves_the_attempt_succeeded(tmp_path, monkeypatch, caplog):
+    """Regression (review): the registry's ModelUnreadable (no OSError) escaped the prune, so a succeeded attempt
+    raised: a Ray task error for the API's, and the scheduler skipped noting when its attempt ended."""
+    from core.registry import ModelUnreadable
+
+    records = RecordStore(tmp_path / "state", "retrain")
+    job = running(records)
+    RetrainLocks(records).acquire("m", job)
+    registry = ModelRegistry(tmp_path / "models")
+    source = tmp_path / "weights"
+    source.mkdir()
+    (source / "w.bin").write_bytes(b"0")
+
+    def publishes(data, spec, held):
+        version = held.publish("m", source, model_type="lstm").version
+        return retrain_attempt.AttemptOutcome(registered_version=version, decision="no_incumbent", activated=True)
+
+    def unreadable_prune(model_id, keep):
+        raise ModelUnreadable(model_id, 1, "metadata.json cannot be read: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(retrain_attempt, "retrain", publishes)
+    monkeypatch.setattr(registry, "prune", unreadable_prune)
+    with caplog.at_level("WARNING"):
+        assert run_attempt(records, job, data=None, spec=SimpleNamespace(model_id="m"), registry=registry,
+                           keep_versions=2) == "succeeded"
+    assert "old versions of m not pruned" in caplog.text and records.get(job)["status"] == "succeeded"
