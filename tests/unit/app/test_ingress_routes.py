@@ -331,8 +331,8 @@ def test_regression_a_huge_value_for_a_duration_is_not_echoed_in_the_422(replica
     assert "a list is not a duration like" in detail(response)["msg"], response.text
 
 
-def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(replica, client, tmp_path,
-                                                                                 monkeypatch):
+def two_models(tmp_path):
+    """A registry holding cost_gbm and other_gbm, one version each."""
     from core.registry import ModelRegistry
 
     source = tmp_path / "artifact"
@@ -341,6 +341,12 @@ def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(
     registry = ModelRegistry(tmp_path / "models")
     for model_id in ("cost_gbm", "other_gbm"):
         registry.publish(model_id, source, model_type="lightgbm")
+    return registry
+
+
+def test_one_model_whose_active_pointer_cannot_be_read_leaves_the_others_listed(replica, client, tmp_path,
+                                                                                 monkeypatch):
+    registry = two_models(tmp_path)
     pointer = tmp_path / "models" / "cost_gbm" / "ACTIVE"
     unreadable(monkeypatch, pointer)
     replica.registry = registry
@@ -378,14 +384,7 @@ def test_one_model_whose_version_cannot_be_read_just_now_leaves_the_others_liste
     import errno
     from pathlib import Path
 
-    from core.registry import ModelRegistry
-
-    source = tmp_path / "artifact"
-    source.mkdir()
-    (source / "cost_model.json").write_text("{}")
-    registry = ModelRegistry(tmp_path / "models")
-    for model_id in ("cost_gbm", "other_gbm"):
-        registry.publish(model_id, source, model_type="lightgbm")
+    registry = two_models(tmp_path)
     metadata = tmp_path / "models" / "cost_gbm" / "1" / "metadata.json"
     read_bytes = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))

@@ -216,14 +216,19 @@ def test_an_attempt_that_lost_its_model_while_training_changes_neither_the_regis
     assert records.get(job)["message"] == "interrupted: the retrain scheduler stopped"
 
 
-def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypatch):
+def held_attempt(tmp_path):
+    """A running attempt holding model "m", the registry it publishes in, and a folder of weights to publish."""
     records = RecordStore(tmp_path / "state", "retrain")
     job = running(records)
     RetrainLocks(records).acquire("m", job)
-    registry = ModelRegistry(tmp_path / "models")
     source = tmp_path / "weights"
     source.mkdir()
     (source / "w.bin").write_bytes(b"0")
+    return records, job, ModelRegistry(tmp_path / "models"), source
+
+
+def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypatch):
+    records, job, registry, source = held_attempt(tmp_path)
     registry.publish("m", source, model_type="lstm")  # 1 served
     for _ in range(3):
         registry.publish("m", source, model_type="lstm", activate=False)  # 2-4 lost
@@ -322,13 +327,7 @@ def test_a_prune_that_cannot_read_a_version_just_now_leaves_the_attempt_succeede
     raised: a Ray task error for the API's, and the scheduler skipped noting when its attempt ended."""
     from core.registry import ModelUnreadable
 
-    records = RecordStore(tmp_path / "state", "retrain")
-    job = running(records)
-    RetrainLocks(records).acquire("m", job)
-    registry = ModelRegistry(tmp_path / "models")
-    source = tmp_path / "weights"
-    source.mkdir()
-    (source / "w.bin").write_bytes(b"0")
+    records, job, registry, source = held_attempt(tmp_path)
 
     def publishes(data, spec, held):
         version = held.publish("m", source, model_type="lstm").version
