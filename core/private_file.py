@@ -1,18 +1,33 @@
-"""A file only its owner may read, created once: tokens the service generates for itself."""
+"""A file only its owner may read, created once and whole: tokens the service generates for itself."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+
+from core.atomic_files import fsync_dir
 
 
 def write_private(path: Path, text: str) -> bool:
-    """Write `text` into a new file `path` (mode 0600, its folder created) unless it exists; True when written."""
+    """Write `text` into a new file `path` (mode 0600, its folder created) unless it exists; True when written.
+
+    The text is written and flushed to disk under a temporary name first, then linked to `path`, which fails when
+    `path` exists: a crash or a full disk never leaves `path` empty (a later call would take it for the token)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
+    if path.exists():
         return False
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(staging, path)
+    except FileExistsError:  # written meanwhile by another
+        return False
+    finally:
+        staging.unlink(missing_ok=True)
+    fsync_dir(path.parent)
     return True

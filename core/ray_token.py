@@ -38,6 +38,8 @@ def prepare(environ: Mapping[str, str] = os.environ) -> str | None:
     path = ray_token_path(environ)
     if path is None:
         return None
+    if path.is_file() and path.stat().st_size == 0:  # no token (a write cut short before files were written whole)
+        path.unlink()
     if write_private(path, secrets.token_hex(32)):  # Ray's own form: 256 bits in hex, no line break
         return f"Ray token: generated {path} (mode 0600); the ray and serve CLI send it with RAY_AUTH_MODE=token"
     if path.stat().st_mode & 0o077:

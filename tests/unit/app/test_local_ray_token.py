@@ -48,3 +48,28 @@ def test_an_unwritable_token_path_is_a_clear_error(tmp_path: Path, capsys) -> No
     path = tmp_path / "file" / "auth_token"
     assert local_ray_token.main({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}) == 2
     assert "cannot be written or read" in capsys.readouterr().err
+
+
+def test_an_empty_token_file_is_replaced_by_a_token(tmp_path: Path) -> None:
+    """An empty file (a write cut short, before tokens were written whole) was reported as the token."""
+    path = tmp_path / "auth_token"
+    path.write_text("")
+    assert local_ray_token.main({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}) == 0
+    assert len(path.read_text()) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_token_write_that_fails_leaves_no_file_behind(tmp_path: Path, monkeypatch) -> None:
+    """Regression (review): the file was created before its token was written, so a full disk or a crash left an
+    empty file that every later start took for the token."""
+    import os
+
+    from core import private_file
+
+    def full(descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(private_file.os, "fsync", full)
+    path = tmp_path / "auth_token"
+    with pytest.raises(OSError, match="No space"):
+        private_file.write_private(path, "secret")
+    assert os.listdir(tmp_path) == []
