@@ -40,6 +40,7 @@ from autoscaler.behavior import Recommendation, limit_change, remember
 from autoscaler.forecast_view import ForecastView
 from autoscaler.peak_rule import peak_count
 from autoscaler.schema import PowerObservation, ScaleAction, ScalingDecision, ScalingPolicy
+from autoscaler.settings import REPLICAS_LIMIT
 from core.durations import format_duration
 
 
@@ -215,6 +216,9 @@ def _proportional(policy: ScalingPolicy, replicas: int, share: float, label: str
     what = f"{label} {share:.1f}% of the per-node budget"
     if share > out:
         desired = power.fewest(share, replicas, out, guard=False)
+        if desired > REPLICAS_LIMIT:  # `fewest` found none within what any target may have
+            return desired, (f"{what} > scale-out threshold {out:g}%; no count up to {REPLICAS_LIMIT:,} replicas "
+                             f"brings it under")
         spread = f", re-spread to {power.spread(share, replicas, desired):.1f}%{_idle_note(policy)}" if desired else ""
         return desired, f"{what} > scale-out threshold {out:g}%; proportional count {desired}{spread}"
     if share >= inn and not confident:

@@ -26,6 +26,7 @@ forecast scaled out and then in by one replica.
 from __future__ import annotations
 
 from autoscaler.schema import ScalingPolicy
+from autoscaler.settings import REPLICAS_LIMIT
 
 BUDGET_SHARE = 100.0  # percent of max_power_budget
 
@@ -57,6 +58,8 @@ def peak_count(policy: ScalingPolicy, replicas: int, expected: float, bound: flo
         over.append(f"the budget is at risk (bound > 100%: exceeded with probability > {1 - level:.2g})")
     if over:  # r is not safe, so the fewest safe count is above it
         safe = _fewest_safe(policy, replicas, expected, bound, idle=True)
+        if safe > REPLICAS_LIMIT:  # `fewest` found none within what any target may have
+            return safe, f"{what}; {' and '.join(over)}; no count up to {REPLICAS_LIMIT:,} replicas keeps it under"
         after = _after(policy, replicas, expected, bound, safe, idle=True)
         return safe, f"{what}; {' and '.join(over)}; {safe} replicas keep the expected peak at {after}"
     if expected >= inn:

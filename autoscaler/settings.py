@@ -82,8 +82,9 @@ class PowerBasedScalingConfig(FiniteSection):
     def fewest(self, share: float, replicas: int, limit: float, *, below: bool = False, guard: bool = True,
                idle: bool = True) -> int:
         """The fewest replicas (at least 1; 0 from 0 replicas: no load to spread) whose `spread` of `share` is at
-        most `limit` (`below`: under it); `limit` above the idle share. Without `guard`, the count the division gives,
-        even where float rounding leaves its spread a hair over `limit` (the proportional scale-out's count)."""
+        most `limit` (`below`: under it), REPLICAS_LIMIT + 1 when it is past REPLICAS_LIMIT; `limit` above the idle
+        share. Without `guard`, the count the division gives, even where float rounding leaves its spread a hair over
+        `limit` (the proportional scale-out's count)."""
         if replicas == 0:
             return 0
         still = self.idle_share if idle else 0.0

@@ -309,3 +309,7 @@ def test_a_count_past_any_target_s_replicas_ends_at_once_at_max_replicas(watts):
     assert policy.power_based.fewest(watts / 10.0, 3, 80.0) == REPLICAS_LIMIT + 1
     decision = run([600] * 3, peak_view([watts] * 3, [watts] * 3))
     assert (decision.action, decision.recommended_replicas) == (OUT, 10), decision.reason
+    assert "no count up to 10,000 replicas keeps it under" in decision.reason  # no absurd count nor spread
+    measured = run([watts] * 3, ForecastView.unavailable("no model"))  # the proportional rule on measured power
+    assert (measured.action, measured.recommended_replicas) == (OUT, 10), measured.reason
+    assert "no count up to 10,000 replicas brings it under" in measured.reason
