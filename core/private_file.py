@@ -24,10 +24,25 @@ def write_private(path: Path, text: str) -> bool:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.link(staging, path)
-    except FileExistsError:  # written meanwhile by another
-        return False
+        try:
+            os.link(staging, path)
+        except FileExistsError:  # written meanwhile by another
+            return False
+        except OSError:  # a file system without hard links: the text is known to fit, so it is written in place
+            return _create_and_write(path, text)
     finally:
         staging.unlink(missing_ok=True)
     fsync_dir(path.parent)
+    return True
+
+
+def _create_and_write(path: Path, text: str) -> bool:
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     return True

@@ -73,3 +73,19 @@ def test_a_token_write_that_fails_leaves_no_file_behind(tmp_path: Path, monkeypa
     with pytest.raises(OSError, match="No space"):
         private_file.write_private(path, "secret")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_file_system_without_hard_links_still_gets_its_token(tmp_path: Path, monkeypatch) -> None:
+    """The token is linked into place; where links are refused (some network file systems), it is written in place."""
+    import os
+
+    from core import private_file
+
+    def no_links(source, target):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(private_file.os, "link", no_links)
+    path = tmp_path / "auth_token"
+    assert private_file.write_private(path, "secret") and path.read_text() == "secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and os.listdir(tmp_path) == ["auth_token"]
+    assert not private_file.write_private(path, "other") and path.read_text() == "secret"
