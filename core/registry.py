@@ -4,7 +4,8 @@ Layout: ``<root>/<model_id>/<version>/`` holds the weights, fitted scalers and `
 ``<root>/<model_id>/ACTIVE`` names the served version (without it, the latest version is served). A version folder
 appears only by renaming a complete, fsynced staging folder, so readers never see a half-written model.
 
-Changes of ACTIVE happen under an exclusive ``flock`` on ``<root>/<model_id>/.activation``: `promote` activates a
+Changes of ACTIVE happen under an exclusive ``flock`` on ``<root>/<model_id>/.activation`` (waited for up to
+`GUARD_TIMEOUT_S`, then RegistryBusy): `promote` activates a
 version only while the version it was compared with is still the served one, and publishing a version without
 activating it first pins ACTIVE to the version served until then, so an inactive version never becomes the served
 one by being the latest. ``ACTIVE.history`` lists the versions ACTIVE pointed at before (the newest last) and
@@ -18,7 +19,6 @@ folder appeared.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.atomic_files import atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
+from core.file_lock import take_flock
 from core.registry_metadata import (
     MODEL_ID_RE,
     DataSpan,
@@ -56,6 +57,10 @@ HISTORY_FILE = "ACTIVE.history"
 PINS_FILE = "PINNED"
 PIN_TTL_S = 86400
 """How long a `pin` mark keeps a version from being pruned; replicas renew theirs hourly."""
+GUARD_TIMEOUT_S = 30.0
+"""How long a change of ACTIVE, a pin or a prune waits for another holder of the activation guard (held for a few
+file writes): a holder stopped while it held it (suspended, on a hung network volume) fails the caller with
+RegistryBusy, never stalls it for good."""
 _HISTORY_LINES = 100
 
 
@@ -83,11 +88,16 @@ class ActivePointerUnreadable(OSError):
     nothing is served in its place."""
 
 
+class RegistryBusy(OSError):
+    """Another process held a model's activation guard for longer than the registry waits (`GUARD_TIMEOUT_S`)."""
+
+
 class ModelRegistry:
     """Publish, list, activate and load model versions under ``root``."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, guard_timeout_s: float = GUARD_TIMEOUT_S) -> None:
         self.root = Path(root)
+        self.guard_timeout_s = guard_timeout_s
 
     def _dir(self, model_id: str) -> Path:
         return self.root / check_model_id(model_id)
@@ -369,7 +379,9 @@ class ModelRegistry:
         model_dir.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(model_dir / ACTIVATION_GUARD, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if not take_flock(descriptor, self.guard_timeout_s):
+                raise RegistryBusy(errno.EAGAIN, f"another process has held the activation guard of {model_id!r} "
+                                                 f"for over {self.guard_timeout_s:g} s; try again")
             yield
         finally:
             os.close(descriptor)  # closing releases the flock

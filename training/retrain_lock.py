@@ -208,7 +208,7 @@ class HeldRegistry(ModelRegistry):
     """The registry as an attempt may change it: publishing and activating only while it still holds the model."""
 
     def __init__(self, registry: ModelRegistry, locks: RetrainLocks, model_id: str, job_id: str):
-        super().__init__(registry.root)
+        super().__init__(registry.root, guard_timeout_s=registry.guard_timeout_s)
         self._still_held = lambda: locks.holds(model_id, job_id)
         self._what = f"retrain attempt {job_id} no longer holds {model_id}"
 

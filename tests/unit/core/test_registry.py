@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from core.atomic_files import atomic_write_json, atomic_write_text
-from core.registry import ActivationFailed, ActivePointerUnreadable, ModelRegistry
+from core.registry import ActivationFailed, ActivePointerUnreadable, ModelRegistry, RegistryBusy
 from core.registry_metadata import DataSpan, ModelMetadata, ModelNotFoundError, ModelUnreadable
 from tests.factories import unreadable
 
@@ -180,6 +181,26 @@ def test_promote_activates_only_while_the_compared_version_is_still_served(reg: 
     assert not reg.promote("fresh", 1, over=None)  # version 1 is active now, not "none"
     with pytest.raises(ModelNotFoundError):
         reg.promote("power_lstm", 9, over=3)
+
+
+def test_a_guard_held_by_a_stopped_process_fails_the_caller_instead_of_stalling_it(tmp_path: Path,
+                                                                                  source: Path) -> None:
+    """Regression: the activation guard was waited for without a limit, so a holder stopped while it held it (a
+    suspended process, a hung network volume) stalled every activation, pin and prune of the model for good."""
+    reg = ModelRegistry(tmp_path / "models", guard_timeout_s=0.05)
+    reg.publish("power_lstm", source, model_type="lstm")
+    reg.publish("power_lstm", source, model_type="lstm", activate=False)
+    holder = os.open(reg.root / "power_lstm" / ".activation", os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        for change in (lambda: reg.promote("power_lstm", 2, over=1), lambda: reg.pin("power_lstm", 1),
+                       lambda: reg.prune("power_lstm", keep=1)):
+            with pytest.raises(RegistryBusy, match="held the activation guard of 'power_lstm'"):
+                change()
+    finally:
+        os.close(holder)
+    assert reg.active_version("power_lstm") == 1
+    assert reg.promote("power_lstm", 2, over=1) and reg.active_version("power_lstm") == 2
 
 
 def test_prune_keeps_the_newest_the_served_and_the_formerly_served_versions(reg: ModelRegistry,
