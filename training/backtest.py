@@ -41,7 +41,7 @@ from training.power.online_calibration import adapt_in_time
 from training.power.scaling import TrainScaling
 from training.power.served import fit_gbm, train_served
 from training.power.windows import NotEnoughData, Role, Split, Windows
-from training.settings import TrainingConfig
+from training.settings import PowerPredictorConfig, TrainingConfig
 
 FORECASTERS = ("lstm", "served")  # the project's own from a measured power history
 NO_TEST_WINDOWS = "no test windows: the series are too short for the sequence length and train fraction"
@@ -101,16 +101,22 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                            horizon=forecaster.horizon, train_fraction=train_fraction, split=split)
         prepared = replace(prepared, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length,
                            horizon=forecaster.horizon).unseen_by(metadata.data_span)
+        if len(prepared.windows(Role.TEST)) == 0:
+            raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
+                             f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
+        prepared.require_training_windows(  # the LightGBM baseline's, before LightGBM fails on none
+            train_fraction, remedy="pass a larger --train-fraction or a longer trace (the model's window is fixed)")
+        coverage, tolerance = _own_interval_settings(forecaster, model_config)
         gbm = fit_gbm(prepared, model_config.seed)
         if forecaster.features_only is None:  # a model from before the mode: fitted on this training part
-            forecaster.features_only = fit_features_only(forecaster, prepared, coverage=model_config.interval_coverage,
-                                                         tolerance=model_config.confidence_tolerance)
+            forecaster.features_only = fit_features_only(forecaster, prepared, coverage=coverage, tolerance=tolerance)
         model_info = {"source": "registry", "model_id": metadata.model_id, "version": metadata.version,
                       "data_span": metadata.data_span.model_dump(mode="json") if metadata.data_span else None}
     else:
         prepared = prepare_training(frame, config, train_fraction=train_fraction, split=split)
         forecaster, weights, partner = train_served(prepared, model_config, scaling=options.scaling,
                                                     verbose=options.verbose)
+        coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
         gbm = partner or fit_gbm(prepared, model_config.seed)  # the baseline, even where the LSTM is served alone
         model_info = {"source": "trained", "best_epoch": weights.best_epoch, "epochs_run": weights.epochs_run,
                       "refit_epochs": weights.refit_epochs,
@@ -122,20 +128,24 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                       "hidden_size": model_config.hidden_size, "num_layers": model_config.num_layers,
                       "calendar": list(prepared.pipeline.calendar)}
     test = prepared.windows(Role.TEST)
-    if len(test) == 0 and model:
-        raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
-                         f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
     if len(test) == 0:
         raise NotEnoughData(NO_TEST_WINDOWS)
     forecasts = {"lightgbm": gbm.predict(test)}
-    report = score(prepared, test, forecaster, forecasts, model_config.interval_coverage,
-                   model_config.confidence_tolerance, plot=plot)
+    report = score(prepared, test, forecaster, forecasts, coverage, tolerance, plot=plot)
     report["model"] = model_info
     report["lightgbm"] = {"half_life_steps": gbm.spec.half_life_steps, "rounds": gbm.booster.current_iteration()}
     report["data"] = {"series": sorted({s.node_id for s in prepared.segments}), "train_fraction": train_fraction,
                       "split": split, "sequence_length": prepared.sequence_length}
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _own_interval_settings(forecaster: PowerForecaster, model_config: PowerPredictorConfig) -> tuple[float, float]:
+    """The nominal coverage and confidence tolerance a registered model was calibrated with (the config's where it
+    has no calibration): its intervals and confidence are scored against what they state."""
+    coverage = forecaster.interval_coverage or model_config.interval_coverage
+    tolerance = forecaster.confidence_tolerance
+    return coverage, model_config.confidence_tolerance if tolerance is None else tolerance
 
 
 def _until(span: DataSpan | None) -> str:

@@ -52,15 +52,15 @@ class PreparedData:
         return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
                              sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
 
-    def require_training_windows(self, train_fraction: float) -> None:
-        """NotEnoughData, naming the flags that help, unless the training part has windows to fit and to calibrate
+    def require_training_windows(self, train_fraction: float,
+                                 remedy: str = "pass a smaller --sequence-length or a larger --train-fraction") -> None:
+        """NotEnoughData, naming what helps (`remedy`), unless the training part has windows to fit and to calibrate
         on: found before any training, not when Ray Train starts."""
         for role, name in ((Role.FIT, "training"), (Role.CALIB, "calibration")):
             if len(self.windows(role)) == 0:
                 raise NotEnoughData(
                     f"no {name} windows: the training part of the series ({train_fraction:.0%}) is too short for a "
-                    f"window of {self.sequence_length} steps and {self.horizon} leads; pass a smaller "
-                    "--sequence-length or a larger --train-fraction")
+                    f"window of {self.sequence_length} steps and {self.horizon} leads; {remedy}")
 
     def origin_times(self, windows: Windows) -> np.ndarray:
         """The time of each of `windows`' origins (datetime64), windows built from these segments."""

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from core.telemetry_csv import load_telemetry_csv
 from tests.fakes.trainer import untrained
-from training import evaluate
+from training import evaluate, train_lstm
 from training.backtest import prepare_training
 from training.power.windows import NotEnoughData, Role
 from training.synthetic import generate_trace, write_csv
@@ -70,3 +71,31 @@ def test_the_refitted_lstm_serves_and_the_early_stopped_one_is_calibrated(tmp_pa
     assert same["model"]["refit_epochs"] == worse["model"]["refit_epochs"] == 1
     assert same["served"] == worse["served"]  # chosen and calibrated before the refit went in
     assert worse["metrics"]["lstm"]["mae"] > 1.5 * same["metrics"]["lstm"]["mae"]
+
+
+@pytest.mark.slow
+def test_a_registered_model_is_scored_against_its_own_interval_settings(tmp_path, monkeypatch, capsys):
+    """Regression: `evaluate --model` scored a registered model's intervals against the config's nominal coverage and
+    its confidence against the config's tolerance, not the ones it was calibrated with; and a training part without
+    windows for the LightGBM baseline failed inside LightGBM, with a traceback."""
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    trace, models = tmp_path / "trace.csv", tmp_path / "models"
+    write_csv(generate_trace(nodes=2, duration_s=3 * 86400, step_s=600, seed=4), trace)
+    shape = ["--step", "10min", "--horizon", "1h"]
+    (tmp_path / "wide.yaml").write_text("models:\n  power_predictor:\n    interval_coverage: 0.9\n"
+                                        "    confidence_tolerance: 0.05\n")
+    assert train_lstm.main(["--data", str(trace), *shape, "--sequence-length", "12", "--epochs", "4",
+                            "--model-path", str(models), "--config", str(tmp_path / "wide.yaml"), "--quiet"]) == 0
+    output = tmp_path / "report.json"
+    assert evaluate.main(["--data", str(trace), *shape, "--model", "power_lstm", "--model-path", str(models),
+                          "--output", str(output), "--quiet"]) == 0
+    for name in ("lstm", "served", "features_only"):
+        assert json.loads(output.read_text())["metrics"][name]["nominal_coverage"] == 0.9, name
+
+    short = tmp_path / "short.csv"  # 12 steps of window and 6 leads leave a 1-day training part no LightGBM window
+    write_csv(generate_trace(nodes=1, duration_s=86400, step_s=600, seed=5,
+                             start=datetime(2031, 1, 1, tzinfo=UTC)), short)
+    code = evaluate.main(["--data", str(short), *shape, "--model", "power_lstm", "--model-path", str(models),
+                          "--train-fraction", "0.1", "--output", str(tmp_path / "short.json"), "--quiet"])
+    error = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "no training windows: " in error and "pass a larger --train-fraction or a longer" in error
