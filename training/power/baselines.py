@@ -22,6 +22,8 @@ def last_value(windows: Windows) -> np.ndarray:
 def seasonal_naive(windows: Windows, segments: list[Segment], period: int) -> np.ndarray:
     """[N, H]: the value one season before the target, stepping back whole seasons until it is known
     at the origin. NaN where the segment does not reach back that far."""
+    if period < 1:
+        raise ValueError(f"a season is at least one step, got {period}")
     horizon = windows.targets.shape[1]
     leads = np.arange(1, horizon + 1)
     seasons_back = np.ceil(leads / period).astype(int)
@@ -34,11 +36,11 @@ def seasonal_naive(windows: Windows, segments: list[Segment], period: int) -> np
 
 
 def seasonal_period(series: list[np.ndarray], step_s: int, *, max_lag: int | None = None) -> int | None:
-    """Season length in steps: a day when the data spans two days or more, else the dominant
-    autocorrelation peak of the (training) series; None when there is no clear one."""
+    """Season length in steps: a day when the step divides it (into two steps or more) and the data spans two days
+    or more, else the dominant autocorrelation peak of the (training) series; None when there is no clear one."""
     longest = max(len(s) for s in series)
-    day = 86400 // step_s
-    if longest >= 2 * day:
+    day, remainder = divmod(86400, step_s)
+    if remainder == 0 and day >= 2 and longest >= 2 * day:
         return day
     max_lag = min(max_lag or longest // 2, longest // 2)
     if max_lag < 3:

@@ -46,6 +46,12 @@ def test_seasonal_period_edge_cases() -> None:
     assert seasonal_period([np.arange(5.0)], STEP) is None  # too short to look for one
     # two days of data or more: the day, whatever the autocorrelation says
     assert seasonal_period([np.random.default_rng(0).normal(size=48)], 3600) == 24
+    # regression: a step of a day or more gave a season of 0 steps, whose "forecast" was the target itself
+    noise = np.random.default_rng(0).normal(size=60)
+    assert seasonal_period([noise], 2 * 86400) is None and seasonal_period([noise], 86400) is None
+    assert seasonal_period([noise], 7 * 3600) is None  # 3 steps of 7 h are no day: not taken for one
+    with pytest.raises(ValueError, match="at least one step"):
+        seasonal_naive(all_windows([make_segment(noise + 100)], sequence_length=4, horizon=2), [], 0)
     # max_lag bounds the search: a period beyond it is not found
     steps = np.arange(400)
     assert seasonal_period([np.sin(2 * np.pi * steps / 40)], STEP, max_lag=30) is None
