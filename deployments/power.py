@@ -266,8 +266,10 @@ class PowerPredictor(RegistryFollower):
         try:
             self.registry.pin(self.model_id, version)
             self._pinned_at = time.monotonic()
-        except (ModelNotFoundError, OSError) as exc:
-            logger.warning("PowerPredictor: could not mark %s version %d as pinned: %s", self.model_id, version, exc)
+        except (ModelNotFoundError, OSError) as exc:  # tried again in RETRY_FAILED_LOAD_S, not at every poll
+            self._pinned_at = time.monotonic() - PIN_RENEW_S + RETRY_FAILED_LOAD_S
+            logger.warning("PowerPredictor: could not mark %s version %d as pinned (tried again in %.0f s): %s",
+                           self.model_id, version, RETRY_FAILED_LOAD_S, exc)
 
     @property
     def version(self) -> int | None:

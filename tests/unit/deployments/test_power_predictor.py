@@ -31,6 +31,7 @@ from deployments.power import (
     ServedPower,
     _portable,
 )
+from deployments.registry_follower import RETRY_FAILED_LOAD_S
 from training.power.forecaster import ArtifactError
 from training.power.stored_history import UnknownNode, stored_history
 from training.power.workload import WorkloadTelemetryMissing
@@ -678,6 +679,26 @@ def test_a_pinned_replica_marks_its_version_so_that_pruning_keeps_it(predictor, 
     monkeypatch.setattr(registry, "pin", lambda *args: renewals.append(args))
     predictor._renew_pin(1)
     assert renewals == []  # renewed at most hourly
+
+
+def test_a_pin_that_cannot_be_marked_is_tried_again_after_a_while_not_at_every_poll(predictor, monkeypatch):
+    """Regression: a failed mark (a read-only registry, a guard held elsewhere for 30 s) was tried again, and
+    warned about, at every registry poll, holding the replica's loading lock each time."""
+    tries = []
+
+    def refused(model_id: str, version: int) -> None:
+        tries.append(version)
+        raise OSError(30, "Read-only file system")
+
+    predictor.registry, predictor._pinned_at = SimpleNamespace(pin=refused), None
+    clock = [1000.0]
+    monkeypatch.setattr("deployments.power.time.monotonic", lambda: clock[0])
+    predictor._renew_pin(1)
+    predictor._renew_pin(1)
+    assert tries == [1]
+    clock[0] += RETRY_FAILED_LOAD_S
+    predictor._renew_pin(1)
+    assert tries == [1, 1]
 
 
 def test_a_replica_pinned_to_a_version_marks_it_before_loading_it(predictor, monkeypatch):
