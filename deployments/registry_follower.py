@@ -38,6 +38,7 @@ class RegistryFollower:
         except Exception as exc:  # noqa: BLE001 - any unloadable version: try the ones served before
             first = exc
             logger.exception("%s: the active version of %s cannot be loaded", type(self).__name__, self.model_id)
+            self._note_failed_default()
         try:
             former = self.registry.former_versions(self.model_id)
         except (OSError, ValueError) as exc:  # an unreadable or damaged history: no version to fall back on
@@ -52,6 +53,14 @@ class RegistryFollower:
                          type(self).__name__, self.model_id, version)
             return ""
         return f"no version of {self.model_id} could be loaded ({type(first).__name__}: {first})"
+
+    def _note_failed_default(self) -> None:
+        """Note that the served version failed to load, so that the first polls do not load it again at once (it is
+        tried again after RETRY_FAILED_LOAD_S, as one that failed on a poll)."""
+        try:
+            self._load_failed(self.model_id, self.registry.served_version(self.model_id))
+        except (OSError, ValueError) as exc:  # which one is not known: the first poll tries it again
+            logger.debug("%s: the served version of %s cannot be named: %s", type(self).__name__, self.model_id, exc)
 
     def _refresh(self) -> None:
         """Load the served version (the active one, else the latest, as GET /api/v1/models and a new replica take

@@ -89,3 +89,21 @@ def test_a_version_that_failed_to_load_is_tried_again_only_after_a_while(monkeyp
     with contextlib.suppress(OSError):
         follower._refresh()
     assert tries == [2, 2]
+
+
+def test_an_active_version_that_failed_at_start_is_not_loaded_again_at_the_first_poll():
+    """Regression: the start fell back to a version served before without noting the failure, so the first poll
+    (the power replica's own, before it answers) loaded the broken version again, with a second traceback."""
+    follower, tries = Follower(), []
+    follower.registry = SimpleNamespace(served_version=lambda model_id: 2, former_versions=lambda model_id: [1])
+
+    def load(version: int | None) -> None:
+        tries.append(version)
+        if version in (None, 2):
+            raise OSError("weights.pt: truncated")
+        follower.version = version
+
+    follower._load = load
+    assert follower._load_default() == "" and follower.version == 1
+    follower._refresh()
+    assert tries == [None, 1]  # the active version (None: the served one) once, then the former; not again
