@@ -3,6 +3,7 @@ and interval (kcloud_forecast_power_watts, bound point/lower/upper; core/metrics
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from datetime import datetime
 
@@ -15,7 +16,8 @@ MAX_NODES = 10_000  # (node, model) pairs whose newest published step is remembe
 class ForecastGauges:
     """Publishes forecasts per node; a no-op where Ray metrics are unavailable. A forecast for an earlier step than
     the one a node's gauges show (a workload's window cut back to its oldest node's bin, a request answered late) is
-    not published over it."""
+    not published over it. A node withdrawn (its telemetry stale) or forgotten (beyond MAX_NODES) shows NaN: no
+    forecast, rather than its last one for good."""
 
     def __init__(self) -> None:
         self._gauge = create(FORECAST_POWER_WATTS)
@@ -31,6 +33,15 @@ class ForecastGauges:
         self._shown[key] = step
         self._shown.move_to_end(key)
         if len(self._shown) > MAX_NODES:
-            self._shown.popitem(last=False)
-        for bound, values in (("point", forecast.point), ("lower", forecast.lower), ("upper", forecast.upper)):
-            self._gauge.set(values[0], tags={"node_id": node_id, "model_id": model_id, "bound": bound})
+            self._set(*self._shown.popitem(last=False)[0], (math.nan,) * 3)
+        self._set(node_id, model_id, (forecast.point[0], forecast.lower[0], forecast.upper[0]))
+
+    def withdraw(self, node_id: str, model_version: str) -> None:
+        """NaN in the node's gauges of the model: it has no current forecast (its telemetry is stale)."""
+        model_id = model_version.rpartition("/")[0] or model_version
+        if self._gauge is not None and self._shown.pop((node_id, model_id), None) is not None:
+            self._set(node_id, model_id, (math.nan,) * 3)
+
+    def _set(self, node_id: str, model_id: str, values: tuple[float, float, float]) -> None:
+        for bound, value in zip(("point", "lower", "upper"), values, strict=True):
+            self._gauge.set(value, tags={"node_id": node_id, "model_id": model_id, "bound": bound})

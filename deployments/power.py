@@ -458,6 +458,8 @@ class PowerPredictor(RegistryFollower):
                     follow=(forecast.model_version, node) in followed, blend_start=served.blend_start)
             if window.age_s <= self.stale_after_s:  # a window of a node silent for a while is no current forecast
                 self.forecast_gauges.publish(node, forecast)
+            else:
+                self.forecast_gauges.withdraw(node, forecast.model_version)
             corrected.append(forecast)
         return corrected
 

@@ -715,14 +715,15 @@ def test_a_replica_pinned_to_a_version_marks_it_before_loading_it(predictor, mon
 def test_only_a_node_s_own_forecast_is_published_as_its_gauge(predictor):
     """Regression: any caller's request with another workload_type set the node's published forecast gauge."""
     published = []
-    predictor.forecast_gauges = SimpleNamespace(publish=lambda node, forecast: published.append(node))
+    predictor.forecast_gauges = SimpleNamespace(publish=lambda node, forecast: published.append(node),
+                                                withdraw=lambda node, version: published.append(f"-{node}"))
     asyncio.run(predictor.forecast_stored(["n1"], 120, workload_type="idle"))
     assert published == []
     asyncio.run(predictor.forecast_stored(["n1"], 120))
     assert published == ["n1"]
     predictor.stale_after_s = 0.0  # n1's newest reading is older than that: its forecast is no current one
     asyncio.run(predictor.forecast_stored(["n1"], 120))
-    assert published == ["n1"]
+    assert published == ["n1", "-n1"]  # regression: its last forecast stayed on its gauges for good
 
 
 def registered(tmp_path, versions: int) -> ModelRegistry:

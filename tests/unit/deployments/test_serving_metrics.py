@@ -3,6 +3,7 @@ stored-telemetry forecast as point/lower/upper gauges."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,6 +70,27 @@ def test_a_forecast_for_an_earlier_step_is_not_published_over_a_later_one(monkey
     gauges.publish("gpu-1", forecast(now, 410.0))  # the same step again: the newer answer
     points = [(value, tags["node_id"]) for _, value, tags in gauge.calls if tags["bound"] == "point"]
     assert points == [(400.0, "gpu-1"), (200.0, "gpu-2"), (410.0, "gpu-1")]
+
+
+def test_a_withdrawn_or_forgotten_node_shows_no_forecast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a node whose telemetry went stale, or that was forgotten beyond MAX_NODES, kept its last
+    forecast on its gauges until the replica restarted, read on panels as current."""
+    gauge = FakeMetric()
+    monkeypatch.setattr(forecast_gauges, "create", lambda spec: gauge)
+    monkeypatch.setattr(forecast_gauges, "MAX_NODES", 2)
+    now = datetime.now(UTC)
+    forecast = PowerForecast(model_version="power_lstm/3", step_s=60, timestamps=(now,), point=(400.0,),
+                             lower=(380.0,), upper=(420.0,), confidence=(0.9,), window_coverage=1.0, padded_steps=0,
+                             interval_coverage=0.8)
+    gauges = ForecastGauges()
+    for node in ("gpu-1", "gpu-2"):
+        gauges.publish(node, forecast)
+    gauges.withdraw("gpu-1", "power_lstm/3")
+    gauges.withdraw("gpu-1", "power_lstm/3")  # once only
+    gauges.publish("gpu-3", forecast)
+    gauges.publish("gpu-4", forecast)  # gpu-2 forgotten
+    cleared = [tags["node_id"] for _, value, tags in gauge.calls if math.isnan(value) and tags["bound"] == "point"]
+    assert cleared == ["gpu-1", "gpu-2"]
 
 
 def test_a_restart_empties_the_figures_and_keeps_the_series(monkeypatch: pytest.MonkeyPatch) -> None:
