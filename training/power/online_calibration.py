@@ -27,6 +27,7 @@ forecast at every step would see it; the PowerPredictor does the same for the no
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -88,6 +89,7 @@ class ModelCalibration:
     max_series: int = 1024
     pooled: OnlineCalibration = field(init=False)
     own: OrderedDict[str, OnlineCalibration] = field(init=False, default_factory=OrderedDict)
+    _learned_at: list[float] = field(init=False, default_factory=list)  # every own tracker's last_s, sorted
 
     def __post_init__(self) -> None:
         self.pooled = OnlineCalibration.start(self.horizon)
@@ -121,18 +123,26 @@ class ModelCalibration:
             confidence_error = (np.abs(actual - point) <= self.tolerance * np.abs(point)).astype(float) - confidence
         own = self._own(series)
         own.step(leads, width_error, confidence_error)
-        own.last_s = max(own.last_s, at_s)
-        learning = sum(1 for other in self.own.values() if other.last_s > at_s - 2 * self.step_s)
+        if at_s > own.last_s:
+            self._forget_time(own.last_s)
+            bisect.insort(self._learned_at, at_s)
+            own.last_s = at_s
+        # the series that learned within the last two steps, found in log time (a tick over thousands of nodes)
+        learning = len(self._learned_at) - bisect.bisect_right(self._learned_at, at_s - 2 * self.step_s)
         self.pooled.step(leads, width_error, confidence_error, rate=1.0 / max(learning, 1))
 
     def _own(self, series: str) -> OnlineCalibration:
         own = self.own.get(series)
         if own is None:
             own = self.own[series] = OnlineCalibration.start(self.horizon)
+            bisect.insort(self._learned_at, own.last_s)
             while len(self.own) > self.max_series:
-                self.own.popitem(last=False)
+                self._forget_time(self.own.popitem(last=False)[1].last_s)
         self.own.move_to_end(series)
         return own
+
+    def _forget_time(self, last_s: float) -> None:
+        del self._learned_at[bisect.bisect_left(self._learned_at, last_s)]
 
 
 def consistent_peak(peak_upper: np.ndarray | None, upper: np.ndarray) -> np.ndarray | None:

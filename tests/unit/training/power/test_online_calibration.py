@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,19 @@ def test_the_pooled_tracker_moves_as_fast_for_many_series_learning_at_once_as_fo
             many.learn(f"n{node}", *miss, at_s=60.0 * minute)
     assert many.pooled.log_width[0] < 2 * one.pooled.log_width[0]  # 200 times as far before (to its bound)
     assert many.own["n0"].log_width[0] == one.own["a"].log_width[0]  # each node's own tracker as before
+
+
+def test_the_pooled_rate_counts_the_series_that_learned_lately_among_those_kept():
+    """The count of series learning within two steps, kept sorted for a tick over thousands of nodes (it walked
+    every node at every node's outcome), is the one a walk over the kept series gives, through evictions and
+    series that fall silent."""
+    rng = np.random.default_rng(3)
+    model = ModelCalibration(2, 60, 0.8, 0.1, max_series=20)
+    for tick in range(300):
+        series, at_s = f"n{rng.integers(0, 40)}", 60.0 * (tick // 7)
+        leads, point = np.array([0, 1]), np.full(2, 100.0)
+        outcome = (leads, point, point - 10, point + 10, np.full(2, 0.8), point + rng.normal(0, 12, 2))
+        model.learn(series, *outcome, at_s=at_s)
+        assert model._learned_at == sorted(o.last_s for o in model.own.values())
+        learning = sum(1 for o in model.own.values() if o.last_s > at_s - 2 * 60)
+        assert len(model._learned_at) - bisect.bisect_right(model._learned_at, at_s - 120) == learning
