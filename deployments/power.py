@@ -505,10 +505,8 @@ class PowerPredictor(RegistryFollower):
         if served is None:  # reloaded since the request's forecast
             return None
         try:
-            windows = await run_holding(self._stored_reads, functools.partial(
-                past_windows, self.store, node, current, sequence_length=served.forecaster.sequence_length,
-                count=WARM_ORIGINS, since=served.registered_at, max_gap_s=served.forecaster.pipeline.max_gap_s,
-                horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s))
+            self._require_reads()
+            windows = await run_holding(self._stored_reads, self._past_windows, served, node, current)
             answers = await asyncio.gather(*(self._forecast(_node_window(window.history, replay=True), served)
                                              for window in windows), return_exceptions=True)
         except Exception as exc:  # noqa: BLE001 - the node is answered all the same, and warmed at a later request
@@ -523,11 +521,34 @@ class PowerPredictor(RegistryFollower):
             return None
         return made
 
+    def _past_windows(self, served: ServedPower, node: str, current: StoredHistory) -> list[StoredHistory]:
+        """The node's past windows for a warm-up replay (`past_windows`), counted towards the pause of stored reads
+        as `_stored_history`'s reads are."""
+        self._require_reads()
+        try:
+            windows = past_windows(self.store, node, current, sequence_length=served.forecaster.sequence_length,
+                                   count=WARM_ORIGINS, since=served.registered_at,
+                                   max_gap_s=served.forecaster.pipeline.max_gap_s,
+                                   horizon_s=served.forecaster.horizon * served.forecaster.pipeline.step_s)
+        except StoreUnavailable:
+            self._note_read(node, failed=True)
+            raise
+        self._note_read(node, failed=False)
+        return windows
+
     async def _read_stored(self, *args: Any) -> StoredHistory:
         """`_stored_history` off the event loop, at most MAX_STORED_READS at once per replica: requests without
         lists wait their turn rather than take every call the store actor answers (the collectors' writes and the
-        scaling controller's reads share them); a read whose request was cancelled keeps its slot until it ends."""
+        scaling controller's reads share them); a read whose request was cancelled keeps its slot until it ends.
+        During a pause of stored reads it fails at once, without waiting for a slot."""
+        self._require_reads()
         return await run_holding(self._stored_reads, self._stored_history, *args)
+
+    def _require_reads(self) -> None:
+        """StoreUnavailable during a pause of stored reads (`_stored_history`)."""
+        if (paused_s := self._reads_paused_until - time.monotonic()) > 0:
+            raise StoreUnavailable(f"the telemetry store did not answer reads just now; reads resume in "
+                                   f"{math.ceil(paused_s)} s")
 
     def _stored_history(self, served: ServedPower, node_id: str, horizon_s: int, workload_type: str | None,
                         workload_id: str | None, until: datetime | None = None) -> StoredHistory:
@@ -536,9 +557,7 @@ class PowerPredictor(RegistryFollower):
         fail at once (a read that succeeds meanwhile ends the pause): a store that hangs held every read slot for its
         timeout, and requests queued behind them for minutes. One node's own failures (a query too large for its
         backend) never pause the others'."""
-        if (paused_s := self._reads_paused_until - time.monotonic()) > 0:
-            raise StoreUnavailable(f"the telemetry store did not answer reads just now; reads resume in "
-                                   f"{math.ceil(paused_s)} s")
+        self._require_reads()
         try:
             stored = stored_history(self.store, node_id, step_s=served.forecaster.pipeline.step_s,
                                     sequence_length=served.forecaster.sequence_length, horizon_s=horizon_s,

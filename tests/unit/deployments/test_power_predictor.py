@@ -327,6 +327,31 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
     assert len(calls) > 2 and predictor.node_calibrations.cold("power_lstm/1", "n1")  # warmed at a later request
 
 
+def test_warm_up_replays_count_towards_the_pause_of_stored_reads(predictor, monkeypatch):
+    """Regression: a replay's reads neither waited out a pause of stored reads nor counted towards one, so a store
+    failing the replays' long reads kept taking read slots (each for its timeout) at every controller tick."""
+    predictor.served["power_lstm"] = served("power_lstm", 60, 60, registered_at=datetime.now(UTC) - timedelta(hours=1))
+    working, replays = predictor.store, []
+
+    class FailingReplays:
+        latest, nodes = working.latest, working.nodes
+
+        def window(self, node_id, start, end, step_s):
+            if end - start > timedelta(minutes=5):  # the replay's read, longer than the model's window
+                replays.append(node_id)
+                raise StoreUnavailable("store restarting")
+            return working.window(node_id, start, end, step_s)
+
+    predictor.store = FailingReplays()
+    clock = [1000.0]
+    monkeypatch.setattr(power_module.time, "monotonic", lambda: clock[0])
+    asyncio.run(predictor.forecast_stored(["n1", "n2"], 120))  # answered; both replays fail
+    assert sorted(replays) == ["n1", "n2"]
+    with pytest.raises(StoreUnavailable, match="reads resume in"):
+        asyncio.run(predictor.forecast_stored(["n1"], 120))
+    assert asyncio.run(predictor._replay("n1", None, "power_lstm/1")) is None and len(replays) == 2  # not asked
+
+
 def test_regression_the_replay_forecasts_the_models_whole_horizon_whatever_the_request_asked(predictor):
     """It asked for the warming request's horizon: a replica first asked for 1 min learnt one lead, one first asked
     for 1 h all 60, and the two answered the same 1 h request with different intervals."""
