@@ -90,6 +90,7 @@ def settings(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, tra
         "step_seconds": step_s, "idle_watts": model.idle_watts, "demand_scale": model.scale,
         "demand_offset": model.offset, "actuation_delay_seconds": actuation_delay_s,
         "train_fraction": train_fraction, "split": split, "horizon_steps": window_steps(policy, step_s),
+        "trained_horizon_steps": data.horizon,  # a suite trains once for its longest delay's window
         "risk_window_seconds": policy.risk_window_s, "margin_points": margin,
         "sequence_length": sequence_length, "epochs": epochs, "interval_coverage": data.coverage,
         "model": data.facts,

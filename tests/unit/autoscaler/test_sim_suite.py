@@ -5,6 +5,7 @@ the command line's refusals."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -130,8 +131,10 @@ def test_a_later_case_with_no_window_to_train_on_is_refused_before_the_first_tra
     assert calls == []
 
 
-def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
+def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file, monkeypatch):
     seen: list[bool] = []
+    ticks = iter(range(0, 10_000, 100))  # every reading of the suite's clock 100 s after the one before
+    monkeypatch.setattr("autoscaler.sim_suite.time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
     assert result["complete"] and seen == [False, False]
     # one forecaster per case and seed, for the longest risk window: a 10 min hold + a 10 min delay
@@ -150,6 +153,9 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file):
         assert settings["risk_window_seconds"] == max(300, delay) + delay  # the hold after a change + its delay
         assert settings["model"]["served_method"] == "perfect"
         assert settings["split"] == ("time" if case["case"] == "spikes-1min" else "series")
+        # regression: the horizon the forecaster was trained for, and each replay's own time, were not reported
+        assert settings["trained_horizon_steps"] == (20 if case["case"] == "spikes-1min" else 2)
+        assert report["elapsed_seconds"] == 200.0  # its seed's training (100 s) and its own replay (100 s)
         assert report["predictive"]["decisions"] == len(report["steps"])
         assert case["ratios"]["vs_reactive"]["replica_hours"] == pytest.approx(
             report["predictive"]["replica_hours"] / report["reactive"]["replica_hours"], abs=1e-4)
