@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--horizon", default="1h")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data
         if data is None:

@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="requests per case")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
     apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve

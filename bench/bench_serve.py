@@ -71,6 +71,7 @@ def main() -> None:
                         help="keep Serve's default event-loop/logging settings (for comparison)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
     if not args.serve_defaults:
         apply_serve_tuning()  # as `make run`
     import ray

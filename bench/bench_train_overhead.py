@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--challenger", action="store_true", help="also time a run with a recency-weighted challenger")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
     config = TrainingConfig()
     model_config = config.models.power_predictor.model_copy(update={"epochs": args.epochs, "patience": args.epochs,
                                                                     "sequence_length": args.sequence_length})

@@ -30,9 +30,12 @@ def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(scope="session", autouse=True)
 def ray_without_token_auth() -> Iterator[None]:
     """Every Ray the tests start (the session's, a command line's own) runs without Ray's token authentication unless
-    RAY_AUTH_MODE says otherwise, so none writes a token into ~/.ray; tests of token mode set it themselves."""
+    RAY_AUTH_MODE says otherwise, so none writes a token into ~/.ray; tests of token mode set it themselves. Without
+    a token, Ray's own ports listen on the loopback address only (Ray's switch for that, named for Windows and macOS,
+    works on Linux too; the multi-node test turns it back on for its two raylets, both on 127.0.0.1)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE") or "disabled")
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "0")
         yield
 
 
