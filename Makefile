@@ -36,8 +36,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# CPU build of torch first, so pip never pulls a multi-GB CUDA build. GPU users: install
-	# their CUDA build of torch into .venv before `make install`; an installed torch is kept.
+	# torch first, at the version the project is tested with: the CPU build where pip's index offers it (as on
+	# the CI machine); PyPI's Linux x86_64 wheel is a CUDA build (README, GPU machines: install the CPU one from
+	# PyTorch's index first). GPU users: install their CUDA build into .venv first; an installed torch is kept.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
