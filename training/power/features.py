@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from core.telemetry_csv import NUMERIC_FEATURES, OPTIONAL_FEATURES, TARGET
 from training.power import calendar as cal
 
+POWER_CHANGE_COLUMN = 1
+"""The input column of the power change from the step before (`feature_names`: power, then its change)."""
+
 OTHER_WORKLOAD = "<other>"
 
 
@@ -208,7 +211,8 @@ class FeaturePipeline(BaseModel):
         return (watts - self.power_mean) / self.power_std
 
     def transform(self, segment: Segment) -> np.ndarray:
-        """The model input for every step of a segment: [T, n_features] float32."""
+        """The model input for every step of a segment: [T, n_features] float32 (column POWER_CHANGE_COLUMN, the
+        change from the step before, is 0 at the first step)."""
         power = self.scale_power(segment.power)
         change = np.diff(segment.power, prepend=segment.power[:1]) / self.power_std
         columns = [power, change]

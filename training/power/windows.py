@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from training.power.features import FeaturePipeline, Segment
+from training.power.features import POWER_CHANGE_COLUMN, FeaturePipeline, Segment
 
 Split = Literal["series", "time"]  # how the training and test parts are cut: per series, or at one time for all
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -59,11 +59,15 @@ class WindowInputs:
     memory of the stacked array (a cluster's 14 days at 1 min are 2 million windows: 8.5 GiB stacked at T = 60, F = 19).
 
     Indexing gathers only what it is asked for, by numpy's rules for `[window, step, feature]` with a window
-    index (an int, a slice or an array) and optional step and feature indexes; `np.asarray` stacks them all."""
+    index (an int, a slice or an array) and optional step and feature indexes; `np.asarray` stacks them all.
+
+    A window's first step reads 0 in the `first_change` column (the power change from the step before): a
+    forecast's input window is transformed on its own (training.power.inference), so it has no step before it."""
 
     rows: np.ndarray  # [R, F] float32: the feature rows of every segment with a window, one after another
     starts: np.ndarray  # [N] int: the row of each window's first step
     length: int  # T: steps per window
+    first_change: int | None = POWER_CHANGE_COLUMN
 
     dtype = np.dtype(np.float32)
     ndim = 3
@@ -81,13 +85,21 @@ class WindowInputs:
             raise IndexError("window inputs take [window, step, feature] indexes only")
         window, step, feature = (*parts, slice(None), slice(None))[:3]
         columns = self.rows[:, feature]  # a view for a slice; one column's copy for an int
-        return columns[np.add.outer(self.starts[window], np.arange(self.length)[step])]
+        steps = np.arange(self.length)[step]
+        gathered = columns[np.add.outer(self.starts[window], steps)]  # a copy: [*windows, *steps, *features]
+        if self.first_change is not None:
+            features = np.arange(self.rows.shape[1])[feature]
+            for at_step in np.flatnonzero(np.atleast_1d(steps) == 0):
+                for at_feature in np.flatnonzero(np.atleast_1d(features) == self.first_change):
+                    gathered[(..., *([at_step] if np.ndim(steps) else []),
+                              *([at_feature] if np.ndim(features) else []))] = 0.0
+        return gathered
 
     def last_steps(self, steps: int) -> WindowInputs:
         """The same windows cut to their last `steps` steps (nothing copied)."""
         if not 0 < steps <= self.length:
             raise ValueError(f"steps must be in 1..{self.length}, got {steps}")
-        return WindowInputs(self.rows, self.starts + (self.length - steps), steps)
+        return WindowInputs(self.rows, self.starts + (self.length - steps), steps, self.first_change)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         stacked = self[:]

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from core.telemetry_csv import validate_telemetry
 from tests.unit.training.power.segments import START, STEP, make_segment
-from training.power.features import OTHER_WORKLOAD, FeaturePipeline, Segment, resample
+from training.power.features import OTHER_WORKLOAD, POWER_CHANGE_COLUMN, FeaturePipeline, Segment, resample
 from training.power.windows import Role, Windows, assign_roles, build_windows, describe_splits
 
 T0 = int(START.timestamp())  # the segments' midnight, a multiple of every step used here
@@ -332,7 +332,12 @@ def test_window_shapes_and_contents() -> None:
     assert windows.targets.shape == windows.mask.shape == (15, 3) and len(windows) == 15
     features = pipeline.transform(segment)
     for n, origin in enumerate(windows.origin_index):
-        np.testing.assert_array_equal(windows.inputs[n], features[origin - 4:origin + 1])
+        # what a forecast of that window reads: the window transformed on its own, no step before its first
+        own = pipeline.transform(segment.slice(origin - 4, origin + 1))
+        np.testing.assert_array_equal(windows.inputs[n], own)
+        np.testing.assert_array_equal(own[1:], features[origin - 3:origin + 1])
+        assert own[0, POWER_CHANGE_COLUMN] == 0.0  # regression: training read the change from the step before
+        assert origin == 4 or features[origin - 4, POWER_CHANGE_COLUMN] != 0.0
         assert windows.last_power[n] == power[origin]
         for h in range(3):
             if origin + 1 + h < 20:
@@ -355,8 +360,11 @@ def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> 
     pipeline = ramp_pipeline(segments)
     roles = [np.full(len(s), Role.TEST, np.int8) for s in segments]
     windows = build_windows(segments, roles, pipeline, role=Role.TEST, sequence_length=4, horizon=2)
-    stacked = np.stack([pipeline.transform(segments[s])[o - 3:o + 1]
-                        for s, o in zip(windows.segment_index, windows.origin_index, strict=True)])
+    def stacked_of(length: int) -> np.ndarray:  # each window transformed on its own, as a forecast reads it
+        return np.stack([pipeline.transform(segments[s].slice(o + 1 - length, o + 1))
+                         for s, o in zip(windows.segment_index, windows.origin_index, strict=True)])
+
+    stacked = stacked_of(4)
     inputs = windows.inputs
     assert inputs.shape == stacked.shape and len(inputs) == len(stacked) == 8 + 5 + 4
     assert inputs.rows.shape[0] == sum(len(s) for s in segments)  # 29 rows for 17 windows of 4 steps
@@ -365,7 +373,7 @@ def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> 
                 (slice(None), slice(-3, None)), (-1, slice(None), 1)):
         np.testing.assert_array_equal(inputs[key], stacked[key])
     np.testing.assert_array_equal(np.asarray(inputs), stacked)
-    np.testing.assert_array_equal(np.asarray(inputs.last_steps(2)), stacked[:, -2:])  # a shorter window's input
+    np.testing.assert_array_equal(np.asarray(inputs.last_steps(2)), stacked_of(2))  # a shorter window's input
     with pytest.raises(IndexError):
         inputs[..., 0]
 
@@ -425,7 +433,7 @@ def test_windows_never_cross_segments() -> None:
         origin = windows.origin_index[n]
         assert origin - 3 >= 0 and origin < len(segment) - 1
         assert windows.node_ids[n] == segment.node_id
-        np.testing.assert_array_equal(windows.inputs[n], pipeline.transform(segment)[origin - 3:origin + 1])
+        np.testing.assert_array_equal(windows.inputs[n], pipeline.transform(segment.slice(origin - 3, origin + 1)))
         scored = windows.targets[n][windows.mask[n]]
         assert np.isin(scored, segment.power).all()  # targets come from the window's own segment
         assert windows.last_power[n] == segment.power[origin]
