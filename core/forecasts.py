@@ -119,5 +119,6 @@ def utc_now_floor(step_s: int, now: datetime | None = None) -> datetime:
 
 
 def last_value_time(history: PowerHistory, step_s: int) -> datetime:
-    """When a history's last value was: its `end_time`, else its `as_of` (or now) floored to the step."""
-    return history.end_time or utc_now_floor(step_s, history.as_of)
+    """The step of a history's last value: its `end_time`, else its `as_of` (or now), floored to the step (training
+    labels a step's value with the step's start: a value at 12:59 of an hourly model is the 12:00 step's)."""
+    return utc_now_floor(step_s, history.end_time or history.as_of)

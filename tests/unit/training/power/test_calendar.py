@@ -140,6 +140,12 @@ def test_history_lists_give_the_training_columns() -> None:
     assert padded == 0
     served, trained = pipeline.transform(request), pipeline.transform(segment)[end - length + 1:end + 1]
     assert_same_inputs(served, trained, pipeline)
+    # regression: an end_time inside the step was read as the last value's own time, so the calendar inputs and the
+    # forecast's times were off by up to a step from what training (a step's value at its start) had taught
+    inside = history.model_copy(update={"end_time": history.end_time + timedelta(seconds=STEP - 1)})
+    late, _ = history_segment(inside, length, STEP)
+    assert late.times[-1] == request.times[-1] == segment.times[end]
+    np.testing.assert_array_equal(pipeline.transform(late), served)
 
 
 def test_a_feature_list_shorter_than_the_window_is_missing_before_it_as_in_training() -> None:
