@@ -24,7 +24,7 @@ from statistics import NormalDist
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from training.conformal import conformal_quantile
+from training.conformal import conformal_quantile, points_for
 from training.power.peak_bound import fit_peak_margins, peak_upper
 
 _MIN_POINTS_PER_LEAD = 30
@@ -101,8 +101,10 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
         actual: [N, H] observed watts. mask: [N, H] which pairs are calibration points.
         scale: [N] positive per-forecast scale; given, the margins are multiples of it (`scaled`).
     """
-    if mask.sum() < _MIN_POINTS_PER_LEAD:
-        raise ValueError(f"calibration needs at least {_MIN_POINTS_PER_LEAD} held-out points, got {int(mask.sum())}")
+    needed = max(_MIN_POINTS_PER_LEAD, points_for(coverage))  # fewer: a margin covering less than `coverage`
+    if mask.sum() < needed:
+        raise ValueError(f"calibration needs at least {needed} held-out points at a coverage of {coverage:g}, got "
+                         f"{int(mask.sum())}")
     scores = np.maximum(quantiles_watts[..., 0] - actual, actual - quantiles_watts[..., 2])
     if scale is not None:
         scores = scores / np.asarray(scale, dtype=float)[:, None]
@@ -110,8 +112,7 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
     margins = []
     for lead in range(actual.shape[1]):
         lead_scores = scores[:, lead][mask[:, lead]]
-        margins.append(conformal_quantile(lead_scores, coverage) if lead_scores.size >= _MIN_POINTS_PER_LEAD
-                       else pooled)
+        margins.append(conformal_quantile(lead_scores, coverage) if lead_scores.size >= needed else pooled)
     partial = Calibration(coverage=coverage, tolerance=tolerance, margins_watts=tuple(margins),
                           raw_knots=(0.0, 1.0), rate_knots=(0.0, 1.0), calibration_points=int(mask.sum()),
                           calibration_coverage=0.0, scaled=scale is not None)

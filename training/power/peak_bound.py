@@ -8,7 +8,8 @@ at the upper end's own level, (1 + coverage) / 2 (negative where the per-step up
 
     peak_upper[k] = max(upper[1..k]) + margin[k], made non-decreasing in k
 
-Leads with fewer than `MIN_WINDOWS` full calibration windows have no margin of their own: they take the
+Leads with fewer than `MIN_WINDOWS` full calibration windows (or than the conformal rule needs at that level:
+training.conformal.points_for) have no margin of their own: they take the
 last calibrated lead's margin if it is positive, else 0. A calibration without margins (models saved
 before this bound existed) gives margin 0 everywhere: the maximum of the per-step uppers, the rule every
 scaling decision used before. That fallback is not itself a calibrated bound on the peak; on the backtest
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.conformal import conformal_quantile
+from training.conformal import conformal_quantile, points_for
 
 MIN_WINDOWS = 30
 
@@ -42,12 +43,13 @@ def fit_peak_margins(upper: np.ndarray, actual: np.ndarray, mask: np.ndarray, co
     """
     full = np.cumprod(mask, axis=1).astype(bool)  # leads 1..k all scored
     score = np.fmax.accumulate(np.where(mask, actual, -np.inf), axis=1) - np.maximum.accumulate(upper, axis=1)
-    margins = []
+    margins, level = [], peak_level(coverage)
+    needed = max(MIN_WINDOWS, points_for(level))
     for lead in range(actual.shape[1]):
         scores = score[full[:, lead], lead]
-        if scores.size < MIN_WINDOWS:
+        if scores.size < needed:
             break
-        margins.append(round(conformal_quantile(scores, peak_level(coverage)), 4))
+        margins.append(round(conformal_quantile(scores, level), 4))
     return tuple(margins)
 
 

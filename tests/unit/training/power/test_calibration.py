@@ -9,6 +9,7 @@ import pytest
 
 from training.metrics import interval_metrics, mae_by_lead, point_metrics
 from training.power.calibration import Calibration, fit_calibration, raw_confidence
+from training.power.peak_bound import fit_peak_margins
 
 COVERAGE = 0.8
 TOLERANCE = 0.1
@@ -262,3 +263,36 @@ def test_tied_raw_values_are_one_confidence_bin_not_the_last_of_several() -> Non
     knots, rates = _monotone_bins(np.ones(500), hits)
     assert len(set(knots)) == len(knots)
     assert np.interp(1.0, knots, rates) == pytest.approx(hits.mean())
+
+
+def test_a_level_too_high_for_the_scores_is_never_taken_from_too_few() -> None:
+    """Regression: where ceil((n + 1) x level) > n the largest score was taken, which covers n / (n + 1) < level
+    (30 windows at the 0.975 peak level of a 95 % interval: 96.8 %); such leads now take the pooled margin (per
+    step) or none of their own (the peak bound), and a calibration too small for its level is refused."""
+    from training.conformal import points_for
+
+    assert [points_for(level) for level in (0.5, 0.8, 0.9, 0.95, 0.975)] == [1, 4, 9, 19, 39]
+    for level in (0.8, 0.9, 0.95, 0.975):  # the fewest scores whose k-th smallest is a score, and no fewer
+        n = points_for(level)
+        assert math.ceil((n + 1) * level - 1e-9) <= n and math.ceil(n * level - 1e-9) > n - 1
+    upper, actual = np.full((35, 2), 10.0), np.full((35, 2), 12.0)
+    mask = np.ones((35, 2), bool)
+    assert fit_peak_margins(upper, actual, mask, 0.9) == (2.0, 2.0)  # level 0.95: 19 windows do
+    assert fit_peak_margins(upper, actual, mask, 0.95) == ()  # level 0.975: 35 windows are too few
+    rng = np.random.default_rng(0)
+    quantiles = np.stack([np.full((40, 2), 90.0), np.full((40, 2), 100.0), np.full((40, 2), 110.0)], axis=-1)
+    truth = 100.0 + rng.normal(0, 15, (40, 2))
+    some = np.zeros((40, 2), bool)
+    some[:, 0], some[:20, 1] = True, True  # lead 2 has 20 points: too few at 0.96 (24)
+    calibration = fit_calibration(quantiles, truth, some, coverage=0.96, tolerance=0.1)
+    pooled = conformal_quantile_of(quantiles, truth, some, 0.96)
+    assert calibration.margins_watts[1] == pytest.approx(pooled)
+    with pytest.raises(ValueError, match="at least 99 held-out points at a coverage of 0.99"):
+        fit_calibration(quantiles, truth, some, coverage=0.99, tolerance=0.1)
+
+
+def conformal_quantile_of(quantiles: np.ndarray, actual: np.ndarray, mask: np.ndarray, level: float) -> float:
+    from training.conformal import conformal_quantile
+
+    scores = np.maximum(quantiles[..., 0] - actual, actual - quantiles[..., 2])
+    return conformal_quantile(scores[mask], level)
