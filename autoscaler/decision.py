@@ -353,7 +353,9 @@ def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], 
         cap_source = "forecast" if sum(values) >= sum(measured_values) else "measured"
     else:
         desired, why, signal, predicted = _upper_rule(policy, replicas, measured_values, view, notes)
-        cap_source = signal
+        cap_source = signal  # and, as under a peak bound, what the nodes draw now where that is more in total
+        if signal == "forecast" and sum(view.upper_quantile_per_node_watts) < sum(measured_values):
+            cap_source = "measured"
     if desired < replicas and view is not None:  # whichever power set the count, a forecast was weighed
         desired = _partial_window_floor(policy, replicas, desired, measured, view, notes)
     return _Signal(desired, why, signal, predicted, cap_source)

@@ -381,6 +381,11 @@ def test_predictive_disabled_ignores_forecast_silently():
                  id="peak-bound-under-a-present-overload-caps-on-measured"),
     pytest.param(4500, [700] * 4, peak([800] * 4, [1100] * 4), HOLD, 4, "forecast total 4400 W + 1100 W",
                  id="peak-bound-total-used-when-it-is-higher"),
+    # regression: one node's upper quantile set the count, and the cap totalled the forecast (1900 W), not the
+    # 4800 W the nodes drew: a scale-out well past the cluster budget
+    pytest.param(5000, [1200] * 4, upper([1300, 200, 200, 200]), HOLD, 4,
+                 "capped at 4 by cluster_power_budget 5000 W (measured total 4800 W + 1200 W",
+                 id="upper-quantile-under-a-present-overload-caps-on-measured"),
 ])
 def test_cluster_power_budget(budget, measured, forecast, action, to, phrase):
     decision = run(make_policy(cluster_power_budget=budget), observe(measured), forecast)
