@@ -41,6 +41,7 @@ gets `timeout_s` per query.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -226,8 +227,11 @@ class PrometheusStore(TelemetryStore):
 
     def nodes(self, since: datetime | None = None) -> list[str]:
         found: set[str] = set()
+        # from `since` to now where given (VictoriaMetrics looks back only a day by default, Prometheus everywhere)
+        span = {} if since is None else {"start": f"{since.timestamp():.3f}", "end": f"{time.time():.3f}"}
         for key in ("node_power", *DEVICE_POWER):
-            found.update(self._get(f"/api/v1/label/{self.labels[key]}/values", {"match[]": self._sel(key, None)}))
+            found.update(self._get(f"/api/v1/label/{self.labels[key]}/values",
+                                   {"match[]": self._sel(key, None), **span}))
         return sorted(found - {""})
 
     def _get(self, path: str, params: dict, deadline: float | None = None) -> dict | list:
@@ -244,11 +248,12 @@ class PrometheusStore(TelemetryStore):
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:500]
             raise StoreUnavailable(f"Prometheus {path} answered HTTP {exc.code}: {detail}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # a cut-off body too
             reason = without_url_password(str(exc))
             raise StoreUnavailable(f"Prometheus at {self.shown_url} unreachable: {reason}") from exc
-        if body.get("status") != "success":
-            raise StoreUnavailable(f"Prometheus {path} failed: {body.get('error', body)}")
+        if not isinstance(body, dict) or "data" not in body or body.get("status") != "success":
+            error = body.get("error", "no data") if isinstance(body, dict) else "not a JSON object"
+            raise StoreUnavailable(f"Prometheus {path} failed: {str(error)[:500]}")
         return body["data"]
 
     def __repr__(self) -> str:

@@ -137,3 +137,39 @@ def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
     timeouts.clear()  # a retraining's window of weeks: its caller waits minutes, each query gets the timeout
     store.window("n1", end - timedelta(days=14), end, 60)
     assert timeouts == [10.0] * 24  # 8 queries × 3 parts of 10,000 bins
+
+
+def test_nodes_since_a_time_ask_for_that_span_and_odd_answers_are_unavailable(monkeypatch) -> None:
+    """Regression: `nodes(since)` sent no span, so VictoriaMetrics (a day by default) left out the nodes a retraining
+    of two weeks should read; an answer that was no JSON object, or cut off, escaped as AttributeError or
+    IncompleteRead instead of StoreUnavailable."""
+    import http.client
+    import io
+    import json
+    import urllib.parse
+
+    from core.stores import prometheus
+
+    answers, sent = [], []
+
+    def urlopen(request, timeout):
+        sent.append(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.full_url).query)))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return io.BytesIO(json.dumps(answer).encode())
+
+    monkeypatch.setattr(prometheus, "open_url", urlopen)
+    store = PrometheusStore(URL)
+    answers.extend([{"status": "success", "data": ["n1"]}] * 6)
+    since = datetime(2026, 11, 17, tzinfo=UTC)
+    assert store.nodes(since) == ["n1"]
+    assert {float(query["start"]) for query in sent} == {since.timestamp()} and all("end" in q for q in sent)
+    sent.clear()
+    answers.clear()
+    answers.extend([{"status": "success", "data": []}] * 6)
+    assert store.nodes() == [] and not any("start" in query for query in sent)
+    for odd in (["not", "an", "object"], {"status": "success"}, http.client.IncompleteRead(b"{")):
+        answers[:] = [odd]
+        with pytest.raises(StoreUnavailable):
+            store.nodes()
