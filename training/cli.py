@@ -20,7 +20,6 @@ from core.plotting import PLOTTING_NEEDS
 from core.registry_metadata import ModelNotFoundError, check_model_id
 from core.settings import CONFIG_FLAG_HELP, ConfigError, refuse_template_ray_token
 from core.stores.base import StoreUnavailable
-from core.stores.flux import FluxQueryError
 from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
@@ -316,6 +315,6 @@ def run_cli(name: str, body: Callable[[], int]) -> int:
         refuse_template_ray_token()  # a RayJob's cluster started with the Secret template's token
         return body()
     except (ConfigError, TelemetryDataError, ModelNotFoundError, ArtifactError, ValueError, OSError,
-            StoreUnavailable, FluxQueryError, ModelBusy, AttemptStopped) as exc:
+            StoreUnavailable, ModelBusy, AttemptStopped) as exc:
         sys.stderr.write(f"{name}: error: {exc}\n")
         return 2

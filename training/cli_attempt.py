@@ -34,7 +34,6 @@ from typing import Any
 from core.records import RecordNotFound, RecordStore
 from core.registry import ModelRegistry, ModelUnreadable
 from core.stores.base import StoreUnavailable
-from core.stores.flux import FluxQueryError
 from training.retrain_attempt import (
     AttemptOutcome,
     Result,
@@ -53,7 +52,7 @@ logger = logging.getLogger(__name__)
 CLI_TRIGGER = "cli"
 CLI_STOPPED = (f"stopped: its command line gave no sign of life for {SILENT_AFTER_S // 60} min (its process died or "
                "was killed); run it again")
-_EXPECTED = (ValueError, LookupError, OSError, StoreUnavailable, FluxQueryError)  # what a command line reports
+_EXPECTED = (ValueError, LookupError, OSError, StoreUnavailable)  # what a command line reports (Flux errors too)
 _WHO = {"api": "started by POST /api/v1/models/retrain", "interval": "started by the retrain scheduler",
         "degradation": "started by the retrain scheduler for the active version's live error"}
 

@@ -23,13 +23,15 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from core.stores.base import StoreUnavailable
+
 MEASUREMENT = "telemetry"
 TAGS = ("node_id", "source", "device_id")
 WINDOW_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature")
 
 
-class FluxQueryError(RuntimeError):
-    """InfluxDB reported an error table instead of results."""
+class FluxQueryError(StoreUnavailable):
+    """InfluxDB reported an error table instead of results (mid-stream too): the store could not answer the read."""
 
     def __init__(self, message: str, reference: str = "") -> None:
         super().__init__(f"Flux query failed: {message}" + (f" (reference {reference})" if reference else ""))

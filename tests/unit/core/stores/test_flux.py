@@ -92,6 +92,8 @@ def test_documented_error_table_raises_with_its_reference():
     with pytest.raises(flux.FluxQueryError, match="Failed to parse query") as caught:
         flux.parse_annotated_csv(recorded("docs_error.csv"))
     assert caught.value.reference == "897"
+    # regression: it escaped every caller that handles a store that cannot answer (a 500 through the API)
+    assert isinstance(caught.value, StoreUnavailable)
 
 
 def test_empty_and_unannotated_responses():
