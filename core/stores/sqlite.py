@@ -216,26 +216,28 @@ class SqliteStore(TelemetryStore):
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        """A read-only connection for one read: an idle one, else a new one; at most MAX_IDLE_READERS are kept."""
+        """A read-only connection for one read: an idle one, else a new one; at most MAX_IDLE_READERS are kept. A
+        read SQLite fails (locked past its timeout, an I/O error) is StoreUnavailable, and its connection closed."""
         with self._readers_lock:
             if self._closed.is_set():
                 raise StoreUnavailable(f"the SQLite store {self.path} is closed")
             conn = self._idle_readers.pop() if self._idle_readers else None
-        if conn is None:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            try:
-                conn.execute("PRAGMA query_only=ON")
-            except sqlite3.Error:
-                conn.close()
-                raise
+        failed = False
         try:
+            if conn is None:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA query_only=ON")
             yield conn
+        except sqlite3.Error as exc:
+            failed = True
+            raise StoreUnavailable(f"the SQLite store {self.path} could not be read: {exc}") from exc
         finally:
             with self._readers_lock:
-                keep = not self._closed.is_set() and len(self._idle_readers) < MAX_IDLE_READERS
+                keep = conn is not None and not failed and not self._closed.is_set() and (
+                    len(self._idle_readers) < MAX_IDLE_READERS)
                 if keep:
                     self._idle_readers.append(conn)
-            if not keep:
+            if conn is not None and not keep:
                 conn.close()
 
     def close(self) -> None:

@@ -166,3 +166,14 @@ def test_idle_read_connections_are_kept_up_to_a_bound_and_closed_with_the_store(
     assert store._idle_readers == []
     with pytest.raises(sqlite3.ProgrammingError):
         idle[0].execute("SELECT 1")
+
+
+def test_a_read_sqlite_fails_is_store_unavailable_and_its_connection_is_dropped(tmp_path):
+    """Regression: a read SQLite failed (locked past its timeout, an I/O error) escaped as sqlite3's own error, past
+    every caller that handles a store that cannot answer, and its connection went back to the pool."""
+    store = SqliteStore(tmp_path)
+    with pytest.raises(StoreUnavailable, match="could not be read: no such table"), store._reading() as conn:
+        conn.execute("SELECT * FROM no_such_table")
+    assert store._idle_readers == []
+    assert store.nodes() == [] and len(store._idle_readers) == 1  # a fresh one for the next read, kept
+    store.close()
