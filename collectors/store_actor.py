@@ -49,9 +49,11 @@ class TelemetryStoreService:
 
     def __init__(self, settings: Mapping[str, str] | None = None, config_path: str | None = None):
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
-        self.store = create_store(StoreSettings.load(settings, config_path=config_path))
-        self._fingerprint = actor_fingerprint(settings, config_path)
         self.future_tolerance_s = load_collector_config(config_path).telemetry.future_tolerance
+        # the samples it accepts count as latest readings: an embedded store's window of "now" is as wide
+        self.store = create_store(StoreSettings.load(settings, config_path=config_path),
+                                  future_tolerance_s=self.future_tolerance_s)
+        self._fingerprint = actor_fingerprint(settings, config_path)
 
     def fingerprint(self) -> str:
         """The digest of the arguments this actor was started with."""

@@ -11,11 +11,13 @@ from core.stores.settings import StoreSettings, influx_url
 logger = logging.getLogger(__name__)
 
 
-def create_store(settings: StoreSettings | Mapping[str, str] | None = None, *, expire: bool = True) -> TelemetryStore:
+def create_store(settings: StoreSettings | Mapping[str, str] | None = None, *, expire: bool = True,
+                 future_tolerance_s: float | None = None) -> TelemetryStore:
     """The store the settings ask for: a StoreSettings, a mapping of its variable names (nothing else is
     read), or None for `StoreSettings.load()` (config file and environment). `expire` False: an embedded store
     opened only to read deletes no expired rows (its retention here may not be the service's, which the store
-    actor that writes it applies).
+    actor that writes it applies). `future_tolerance_s`: how far ahead of now the embedded store's latest readings
+    may be stamped (the store actor's `telemetry.future_tolerance`, which it accepts samples within; None: 5 min).
 
     Raises:
         ValueError: naming a missing or invalid setting (ConfigError is one).
@@ -43,4 +45,6 @@ def create_store(settings: StoreSettings | Mapping[str, str] | None = None, *, e
                                kepler=settings.prometheus_kepler_names)
     from core.stores.sqlite import SqliteStore
 
-    return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention if expire else None)
+    tolerance = {} if future_tolerance_s is None else {"future_tolerance_s": future_tolerance_s}
+    return SqliteStore(settings.telemetry_data_dir, retention_s=settings.telemetry_retention if expire else None,
+                       **tolerance)

@@ -32,6 +32,18 @@ def test_samples_of_a_node_whose_clock_runs_ahead_are_refused_for_good_and_the_o
     service.store.close()
 
 
+def test_a_sample_accepted_ahead_of_the_clock_is_the_node_s_latest_reading(tmp_path: Path):
+    """Regression: the embedded store took a latest reading up to 5 min ahead whatever the actor accepted, so a
+    sample 10 min ahead, written under a 15-minute tolerance, was in every window but in no latest reading."""
+    config = tmp_path / "config.yaml"
+    config.write_text("telemetry:\n  future_tolerance: 15min\n")
+    service = TelemetryStoreService({"TELEMETRY_DATA_DIR": str(tmp_path / "t")}, config_path=str(config))
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10)
+    assert service.write([sample("fast", ahead)]) == 1
+    assert [(reading.node_id, reading.timestamp) for reading in service.latest("fast")] == [("fast", ahead)]
+    service.store.close()
+
+
 def test_samples_the_backend_refuses_too_are_counted_with_those_stamped_ahead(tmp_path: Path, monkeypatch):
     service = TelemetryStoreService({"TELEMETRY_DATA_DIR": str(tmp_path / "t")})
     now = datetime.now(UTC).replace(microsecond=0)
