@@ -74,6 +74,7 @@ WITH RECURSIVE walk(node_id) AS (
 )
 SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
+_SINCE = "SELECT 1 FROM telemetry WHERE node_id = ? AND ts_ms >= ? LIMIT 1"  # one index seek
 _NEWEST_ROW = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
 # The newest row with power within POWER_LOOKBACK_S of the node's newest row (walking the (node_id, ts_ms) index
 # back): a node whose power feed stopped while another source still writes (CPU utilization) shows its last power
@@ -211,8 +212,14 @@ class SqliteStore(TelemetryStore):
                 return
 
     def nodes(self, since: datetime | None = None) -> list[str]:
+        """Every node with stored telemetry, or (`since`) with telemetry from then on: the nodes gone within the
+        retention do not count towards a retraining's read."""
         with self._reading() as conn:
-            return [row[0] for row in conn.execute(_NODES)]
+            found = [row[0] for row in conn.execute(_NODES)]
+            if since is None:
+                return found
+            cutoff = to_ms(since)
+            return [node for node in found if conn.execute(_SINCE, (node, cutoff)).fetchone() is not None]
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -135,6 +135,10 @@ def test_latest_prefers_the_wall_reading_and_reports_age(store):
     assert [item.node_id for item in store.latest("b")] == ["b"]
     assert store.latest("nobody") == []
     assert store.nodes() == ["a", "b"]
+    # regression: `since` was ignored, so nodes gone within the retention counted towards a retraining's read
+    store.write([TelemetrySample(timestamp=now - timedelta(days=20), node_id="gone", source="ipmi", power_watts=1)])
+    assert store.nodes() == ["a", "b", "gone"] and store.nodes(now - timedelta(days=14)) == ["a", "b"]
+    assert store.nodes(now - timedelta(seconds=2)) == ["b"]  # a's newest row is 5 s old, b's 1 s
 
 
 def test_latest_leaves_out_a_device_sum_while_a_device_that_reported_minutes_ago_is_silent(store):
