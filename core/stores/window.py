@@ -13,7 +13,8 @@ each device's readings are first averaged within the bin, then combined across d
   expected: a node without a BMC reading then reads its remaining devices' sum, and the collector's source
   status says why the other is silent. The look-back stays inside the requested window, so a window's
   first bins may still hold a partial sum. The same holds for the BMC: a bin without an IPMI power reading while
-  the BMC reported in the look-back is a gap, not the lower device sum (a flaky BMC backs off for minutes).
+  the BMC reported in the look-back is a gap, not the lower device sum (a flaky BMC backs off for minutes); and
+  a sum of per-supply IPMI readings missing a supply that reported in the look-back is a gap too.
   `combine_latest` applies the same rules to the devices' last readings: a BMC that reported within the look-back
   gives the node's latest power, however old its last reading (its age says so), never the device sum.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
@@ -99,9 +100,14 @@ def node_frame(device_bins: pd.DataFrame, node_id: str, start: datetime, end: da
     device_sum = per_bin(device_power, "power_watts", "sum")
     device_sum[_missing_device(pos[device_power], source[device_power], device[device_power], n, step_s)] = np.nan
     power = per_bin(ipmi & node_device, "power_watts", "mean")
-    power = np.where(np.isnan(power), per_bin(ipmi & ~node_device, "power_watts", "sum"), power)
+    supplies = ipmi & ~node_device & ~np.isnan(value["power_watts"])  # a BMC's per-supply readings, summed
+    supply_sum = per_bin(supplies, "power_watts", "sum")
+    supply_missing = _missing_device(pos[supplies], source[supplies], device[supplies], n, step_s)
+    supply_sum[supply_missing] = np.nan  # a partial sum is no node power (a gap, not a drop)
+    gap_in_sum = np.isnan(power) & supply_missing
+    power = np.where(np.isnan(power), supply_sum, power)
     bmc = ipmi & ~np.isnan(value["power_watts"])
-    bmc_gap = _missing_device(pos[bmc], source[bmc], np.full(int(bmc.sum()), NODE_DEVICE), n, step_s)
+    bmc_gap = _missing_device(pos[bmc], source[bmc], np.full(int(bmc.sum()), NODE_DEVICE), n, step_s) | gap_in_sum
     for fallback in (per_bin(replay & node_device, "power_watts", "mean"), device_sum):
         power = np.where(np.isnan(power) & ~bmc_gap, fallback, power)
     frame = pd.DataFrame({
@@ -186,8 +192,11 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
             spread_from = max(ts_ms for ts_ms, _ in bmc.values()) - LATEST_SPREAD_S * 1000
         devices_complete = all(ts_ms >= spread_from for key, (ts_ms, _) in last.items()
                                if _device_power(*key) and ts_ms >= expect_from)
+        supplies_complete = all(ts_ms >= spread_from for key, (ts_ms, _) in last.items()
+                                if _bmc_supply(*key) and ts_ms >= expect_from)  # likewise a BMC's supplies
         usable = {key: (ts_ms, watts) for key, (ts_ms, watts) in last.items()
-                  if ts_ms >= spread_from and (devices_complete or not _device_power(*key))}
+                  if ts_ms >= spread_from and (devices_complete or not _device_power(*key))
+                  and (supplies_complete or not _bmc_supply(*key))}
         for tier in _LATEST_TIERS:
             used = [reading for key, reading in usable.items() if tier(*key)]
             if used:
@@ -200,10 +209,15 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
 
 _LATEST_TIERS = (
     lambda source, device: source == SourceKind.IPMI.value and device == NODE_DEVICE,
-    lambda source, device: source == SourceKind.IPMI.value and device != NODE_DEVICE,
+    lambda source, device: _bmc_supply(source, device),
     lambda source, device: source == SourceKind.REPLAY.value and device == NODE_DEVICE,
     lambda source, device: _device_power(source, device),
 )
+
+
+def _bmc_supply(source: str, device: str) -> bool:
+    """Whether a reading is one of a BMC's per-supply powers (summed where it gives no node total)."""
+    return source == SourceKind.IPMI.value and device != NODE_DEVICE
 
 
 def _device_power(source: str, device: str) -> bool:

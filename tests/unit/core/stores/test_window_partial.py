@@ -121,3 +121,28 @@ def test_the_host_s_per_package_rows_are_parts_of_its_total_not_more_power():
                              for device, watts in (("node", 200.0), ("package-0", 120.0), ("package-1", 80.0))],
                             columns=list(LATEST_COLUMNS))
     assert [item.power_watts for item in combine_latest(readings, now)] == [200.0]
+
+
+def test_a_bmc_sum_of_supplies_missing_one_is_a_gap_not_a_drop(tmp_path):
+    """Regression: with per-supply IPMI readings (no "node" total), a bin or a latest reading missing one supply
+    summed the others: half the node's power, read as a drop (the device sums had the gap rule, the BMC's not)."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from core.stores.sqlite import SqliteStore
+    from core.telemetry import TelemetrySample
+
+    store = SqliteStore(tmp_path)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+
+    def supply(minute: int, psu: str) -> TelemetrySample:
+        return TelemetrySample(timestamp=start + timedelta(minutes=minute, seconds=5), node_id="n", source="ipmi",
+                               device_id=psu, power_watts=500.0)
+
+    store.write([supply(m, "psu2") for m in range(10)] + [supply(m, "psu1") for m in range(8) if m != 4])
+    power = store.window("n", start, start + timedelta(minutes=10), 60)["power_watts"].to_numpy()
+    assert power[:4].tolist() == [1000.0] * 4 and np.isnan(power[4]) and power[5:8].tolist() == [1000.0] * 3
+    assert np.isnan(power[8:]).all()  # psu1 silent since minute 7: a gap while it is still expected
+    assert store.latest("n") == []  # no power rather than half of it
+    store.close()
