@@ -86,14 +86,17 @@ class WindowInputs:
         window, step, feature = (*parts, slice(None), slice(None))[:3]
         columns = self.rows[:, feature]  # a view for a slice; one column's copy for an int
         steps = np.arange(self.length)[step]
-        gathered = columns[np.add.outer(self.starts[window], steps)]  # a copy: [*windows, *steps, *features]
+        # always a copy ([*windows, *steps, *features]): one window's one step would be a view of the shared rows
+        gathered = np.array(columns[np.add.outer(self.starts[window], steps)])
         if self.first_change is not None:
             features = np.arange(self.rows.shape[1])[feature]
-            for at_step in np.flatnonzero(np.atleast_1d(steps) == 0):
-                for at_feature in np.flatnonzero(np.atleast_1d(features) == self.first_change):
-                    gathered[(..., *([at_step] if np.ndim(steps) else []),
-                              *([at_feature] if np.ndim(features) else []))] = 0.0
-        return gathered
+            first = np.multiply.outer(np.asarray(steps) == 0, np.asarray(features) == self.first_change)
+            if first.ndim == 0:
+                if first:
+                    gathered[...] = 0.0
+            elif first.any():
+                gathered[..., first] = 0.0
+        return gathered[()] if gathered.ndim == 0 else gathered
 
     def last_steps(self, steps: int) -> WindowInputs:
         """The same windows cut to their last `steps` steps (nothing copied)."""

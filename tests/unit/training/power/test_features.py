@@ -369,9 +369,12 @@ def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> 
     assert inputs.shape == stacked.shape and len(inputs) == len(stacked) == 8 + 5 + 4
     assert inputs.rows.shape[0] == sum(len(s) for s in segments)  # 29 rows for 17 windows of 4 steps
     picked = np.array([16, 0, 9, 9])
+    rows = inputs.rows.copy()
     for key in (3, slice(2, 11), picked, (slice(None), -1), (slice(None), slice(None), 0), (picked, -1, slice(1, 3)),
-                (slice(None), slice(-3, None)), (-1, slice(None), 1)):
+                (slice(None), slice(-3, None)), (-1, slice(None), 1), (3, 0), (-1, -4, 1), (0, 0, slice(None)),
+                (2, 0, 1), (slice(None), np.array([[0, 1], [2, 0]]))):
         np.testing.assert_array_equal(inputs[key], stacked[key])
+    np.testing.assert_array_equal(inputs.rows, rows)  # regression: one window's first step zeroed the shared row
     np.testing.assert_array_equal(np.asarray(inputs), stacked)
     np.testing.assert_array_equal(np.asarray(inputs.last_steps(2)), stacked_of(2))  # a shorter window's input
     with pytest.raises(IndexError):
