@@ -15,7 +15,7 @@ import pandas as pd
 
 from core.durations import format_duration
 from training.power.extrapolation import followed_weights
-from training.power.features import Segment, resample
+from training.power.features import POWER_CHANGE_COLUMN, Segment, resample
 from training.power.forecaster import PowerForecaster
 
 
@@ -143,7 +143,9 @@ def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, le
             continue
         features = forecaster.pipeline.transform(segment)
         view = np.lib.stride_tricks.sliding_window_view(features, length, axis=0)  # [T-L+1, F, L]
-        inputs.append(np.ascontiguousarray(view[origins - length + 1].transpose(0, 2, 1)))
+        windows = np.ascontiguousarray(view[origins - length + 1].transpose(0, 2, 1))
+        windows[:, 0, POWER_CHANGE_COLUMN] = 0.0  # as served: a window transformed on its own has no step before it
+        inputs.append(windows)
         last_power.append(segment.power[origins])
         position = origins[:, None] + np.arange(1, horizon + 1)[None, :]
         inside = position < len(segment)

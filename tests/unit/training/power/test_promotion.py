@@ -16,6 +16,7 @@ import training.power.retrain as retrain_module
 from core.telemetry_csv import validate_telemetry
 from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
+from training.power.features import POWER_CHANGE_COLUMN
 from training.power.forecaster import PowerForecaster
 from training.power.holdout import holdout_spans
 from training.power.retrain import retrain_power
@@ -238,8 +239,14 @@ def test_the_common_score_compares_a_model_with_itself_evenly(sample, registry, 
     model = PowerForecaster.load(registry.get("power_lstm")[0])
     prepared = prepare(sample, step_s=240, max_gap_s=300, features=SMALL.features, sequence_length=15, horizon=5,
                        train_fraction=0.9)
+    seen = []
+    experts = model.experts
+    model.experts = lambda inputs, *args, **kwargs: seen.append(np.array(inputs)) or experts(inputs, *args, **kwargs)
     score = score_common(model, model, sample, holdout_spans(prepared), max_gap_s=300)
     assert score.mae[0] == score.mae[1] and (score.step_s, score.lead_steps) == (240, 5) and score.points > 0
+    # regression: its windows carried the change from the step before their first, which no served window has
+    assert seen and all((inputs[:, 0, POWER_CHANGE_COLUMN] == 0).all() for inputs in seen)
+    assert any((inputs[:, 1:, POWER_CHANGE_COLUMN] != 0).any() for inputs in seen)
     with pytest.raises(NotComparable, match="no holdout point"):
         score_common(model, model, sample, {}, max_gap_s=300)
 
