@@ -35,6 +35,7 @@ calibration and the price catalog the offsets come from).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic_files import atomic_write_json
-from training.conformal import conformal_quantile
+from training.conformal import conformal_quantile, points_for
 from training.cost.catalog import (
     RECORD_COLUMNS,
     SAVED,
@@ -185,8 +186,11 @@ class CostModel:
         missing = [c for c in RECORD_COLUMNS if c not in records.columns]
         if missing:
             raise ValueError(f"job records lack column(s) {', '.join(missing)}")
-        if len(records) < MIN_RECORDS:
-            raise ValueError(f"need at least {MIN_RECORDS} job records, got {len(records)}")
+        # the calibration split (15 %) must hold the scores its conformal margin needs at the interval's coverage
+        needed = max(MIN_RECORDS, math.ceil(points_for(self.coverage) / 0.15))
+        if len(records) < needed:
+            why = "" if needed == MIN_RECORDS else f" at an interval_coverage of {self.coverage:g}"
+            raise ValueError(f"need at least {needed} job records{why}, got {len(records)}")
         numeric = [c for c in RECORD_COLUMNS if c not in CATEGORICAL]
         bad = [c for c in numeric if not np.isfinite(pd.to_numeric(records[c], errors="coerce")).all()]
         if bad or not (records["cost"] > 0).all():

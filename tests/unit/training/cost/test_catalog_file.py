@@ -139,3 +139,13 @@ def test_a_job_is_charged_its_share_of_the_node_base_power(tmp_path):
         path.write_text(original.replace(edit, error), encoding="utf-8")
         with pytest.raises(CatalogError, match="node_cores"):
             load_catalog(path)
+
+
+def test_a_coverage_the_calibration_split_is_too_small_for_is_refused_by_name():
+    """Regression: 100 records leave 15 calibration scores, whose conformal margin at 95 % (19 needed) was the
+    largest, covering 15/16 = 94 %."""
+    records = generate_job_records(120, seed=2)
+    config = CostPredictorConfig(n_estimators=5, num_leaves=7)
+    with pytest.raises(ValueError, match=r"^need at least 127 job records at an interval_coverage of 0.95, got 120$"):
+        CostModel(load_catalog(), coverage=0.95).fit(records, config)
+    CostModel(load_catalog(), coverage=0.8).fit(records, config)  # 18 scores: enough at 80 %
