@@ -170,7 +170,8 @@ def combine_latest(readings: pd.DataFrame, now: datetime | None = None) -> list[
     IPMI "node", other IPMI devices (summed), replay "node", and device powers (summed) gives the power.
     Device powers count only when every power device whose last reading is within EXPECT_DEVICE_S of the
     node's newest one is also within LATEST_SPREAD_S: a partial sum is no node power, so such a node has
-    none from them. The timestamp is the oldest reading used, so `age_s` never flatters a partly stale sum.
+    none from them; likewise a BMC's per-supply readings. The timestamp is the oldest reading used, so `age_s`
+    never flatters a partly stale sum.
     """
     now = now or datetime.now(UTC)
     by_node: dict[str, list[tuple]] = {}
