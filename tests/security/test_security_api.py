@@ -5,8 +5,6 @@ paths or addresses, bounded batches and retraining."""
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import httpx
@@ -105,16 +103,12 @@ def test_a_declared_5_mib_body_is_413(api):
     assert response.status_code == 413
 
 
-def test_a_200_kb_horizon_is_refused_fast(api):
+def test_a_200_kb_horizon_is_refused_naming_it(api):
+    """Over real HTTP; how fast is a benchmark's figure (bench/bench_hostile_input.py: < 50 ms), not a test's."""
     body = json.dumps({**POWER, "prediction_horizon": "1" * 200_000})
-    timings = []
-    for _ in range(7):
-        started = time.perf_counter()
-        response = api.post("/api/v1/predict/power", content=body, headers={"content-type": "application/json"})
-        timings.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 422 and error(response)["loc"] == ["body", "prediction_horizon"]
-    # The target is < 50 ms (bench/bench_hostile_input.py measures it); here a shared 2-core machine may be busy.
-    assert statistics.median(timings) < 250, timings
+    response = api.post("/api/v1/predict/power", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and error(response)["loc"] == ["body", "prediction_horizon"]
+    assert len(response.content) < 1000  # the input is never echoed back
 
 
 @pytest.mark.parametrize(("path", "body", "loc", "headers"), [

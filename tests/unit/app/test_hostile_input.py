@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -87,14 +86,12 @@ def test_a_declared_body_over_the_limit_is_413_and_one_under_it_is_served(power)
 
 
 @pytest.mark.parametrize("horizon", ["9" * 400, "1" * 200_000, "1" + " " * 50_000 + "h", "9" * 12 + "w"])
-def test_a_hostile_horizon_is_422_naming_it_fast(power, horizon):
-    started = time.perf_counter()
+def test_a_hostile_horizon_is_422_naming_it(power, horizon):
+    """How fast it is refused is a benchmark's figure (bench/bench_hostile_input.py: < 50 ms), not a test's."""
     response = power.post("/", json={**REQUEST, "prediction_horizon": horizon})
-    elapsed_ms = (time.perf_counter() - started) * 1000
     assert response.status_code == 422, response.text
     assert only_detail(response)["loc"] == ["body", "prediction_horizon"]
     assert len(response.content) < 1000  # the input is never echoed back
-    assert elapsed_ms < 250, elapsed_ms  # in process, on a shared machine; bench/bench_hostile_input.py: < 50 ms
 
 
 @pytest.mark.parametrize(("body", "field"), [
