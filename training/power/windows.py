@@ -84,10 +84,13 @@ class WindowInputs:
         if len(parts) > 3 or any(part is Ellipsis or part is None for part in parts):
             raise IndexError("window inputs take [window, step, feature] indexes only")
         window, step, feature = (*parts, slice(None), slice(None))[:3]
-        columns = self.rows[:, feature]  # a view for a slice; one column's copy for an int
+        indexes = [part for part in (window, step, feature) if not isinstance(part, slice)]
+        if len(indexes) > 1 and any(np.ndim(part) for part in indexes):  # numpy pairs such indexes up
+            return self._indexed_stack(window, step, feature)
+        columns = self.rows[:, feature]  # a view of the shared rows
         steps = np.arange(self.length)[step]
-        # always a copy ([*windows, *steps, *features]): one window's one step would be a view of the shared rows
-        gathered = np.array(columns[np.add.outer(self.starts[window], steps)])
+        # [*windows, *steps, *features], always a copy (an integer array index, 0-d for one window's one step)
+        gathered = np.asarray(columns[np.asarray(np.add.outer(self.starts[window], steps))])  # (a scalar: 0-d)
         if self.first_change is not None:
             features = np.arange(self.rows.shape[1])[feature]
             first = np.multiply.outer(np.asarray(steps) == 0, np.asarray(features) == self.first_change)
@@ -97,6 +100,15 @@ class WindowInputs:
             elif first.any():
                 gathered[..., first] = 0.0
         return gathered[()] if gathered.ndim == 0 else gathered
+
+    def _indexed_stack(self, window, step, feature) -> np.ndarray:
+        """A key pairing array indexes (or an array with an int), by numpy's rules: the chosen windows stacked, then
+        indexed."""
+        if isinstance(window, slice):
+            return self[window][:, step, feature]
+        chosen = np.asarray(window)
+        local = np.arange(chosen.size).reshape(chosen.shape) if chosen.ndim else 0
+        return self[chosen.reshape(-1)][local, step, feature]
 
     def last_steps(self, steps: int) -> WindowInputs:
         """The same windows cut to their last `steps` steps (nothing copied)."""

@@ -372,7 +372,10 @@ def test_window_inputs_index_like_the_stacked_array_and_hold_each_row_once() -> 
     rows = inputs.rows.copy()
     for key in (3, slice(2, 11), picked, (slice(None), -1), (slice(None), slice(None), 0), (picked, -1, slice(1, 3)),
                 (slice(None), slice(-3, None)), (-1, slice(None), 1), (3, 0), (-1, -4, 1), (0, 0, slice(None)),
-                (2, 0, 1), (slice(None), np.array([[0, 1], [2, 0]]))):
+                (2, 0, 1), (slice(None), np.array([[0, 1], [2, 0]])),
+                # array indexes paired up (or with an int), as numpy pairs them
+                (np.array([2, 0]), np.array([0, 3])), (0, slice(None), np.array([1, 0])),
+                (slice(None), np.array([0, 3]), np.array([1, 0])), (picked, slice(None), 1)):
         np.testing.assert_array_equal(inputs[key], stacked[key])
     np.testing.assert_array_equal(inputs.rows, rows)  # regression: one window's first step zeroed the shared row
     np.testing.assert_array_equal(np.asarray(inputs), stacked)
