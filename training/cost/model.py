@@ -35,7 +35,6 @@ calibration and the price catalog the offsets come from).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,10 +185,9 @@ class CostModel:
         missing = [c for c in RECORD_COLUMNS if c not in records.columns]
         if missing:
             raise ValueError(f"job records lack column(s) {', '.join(missing)}")
-        # the calibration split (15 %) must hold the scores its conformal margin needs at the interval's coverage
-        needed = max(MIN_RECORDS, math.ceil(points_for(self.coverage) / 0.15))
+        needed = _records_needed(self.coverage)
         if len(records) < needed:
-            why = "" if needed == MIN_RECORDS else f" at an interval_coverage of {self.coverage:g}"
+            why = "" if needed == MIN_RECORDS else f" at an interval coverage of {self.coverage:g}"
             raise ValueError(f"need at least {needed} job records{why}, got {len(records)}")
         numeric = [c for c in RECORD_COLUMNS if c not in CATEGORICAL]
         bad = [c for c in numeric if not np.isfinite(pd.to_numeric(records[c], errors="coerce")).all()]
@@ -198,7 +196,7 @@ class CostModel:
         frame = normalized_frame(records, self.catalog)
         n = len(frame)
         order = np.random.default_rng(seed).permutation(n)
-        k = max(1, round(0.15 * n))
+        k = _split_size(n)
         test, calibration, train = order[:k], order[k:2 * k], order[2 * k:]
         self.vocab = {c: sorted(set(frame[c].iloc[train].str.lower())) + [UNSEEN] for c in CATEGORICAL}
         power = expected_power(frame, self.catalog)
@@ -347,3 +345,17 @@ def _energy_kwh(energy_cost: float, per_kwh: float, power_watts: float, hours: f
     """The IT energy behind the energy cost (before a spot job's cap); with free power (a tariff of 0, on premises)
     the expected power over the job's hours, where the cost says nothing."""
     return energy_cost / per_kwh if per_kwh else float(power_watts) * hours / 1000.0
+
+
+def _split_size(records: int) -> int:
+    """The test split's size, and the calibration split's (15 % each)."""
+    return max(1, round(0.15 * records))
+
+
+def _records_needed(coverage: float) -> int:
+    """The fewest records to train on: MIN_RECORDS, and enough for the calibration split to hold the scores its
+    conformal margin needs at `coverage` (training.conformal.points_for)."""
+    needed = MIN_RECORDS
+    while _split_size(needed) < points_for(coverage):
+        needed += 1
+    return needed

@@ -146,6 +146,7 @@ def test_a_coverage_the_calibration_split_is_too_small_for_is_refused_by_name():
     largest, covering 15/16 = 94 %."""
     records = generate_job_records(120, seed=2)
     config = CostPredictorConfig(n_estimators=5, num_leaves=7)
-    with pytest.raises(ValueError, match=r"^need at least 127 job records at an interval_coverage of 0.95, got 120$"):
+    with pytest.raises(ValueError, match=r"^need at least 124 job records at an interval coverage of 0.95, got 120$"):
         CostModel(load_catalog(), coverage=0.95).fit(records, config)
+    CostModel(load_catalog(), coverage=0.95).fit(generate_job_records(124, seed=2), config)  # 19 scores
     CostModel(load_catalog(), coverage=0.8).fit(records, config)  # 18 scores: enough at 80 %
