@@ -94,8 +94,8 @@ class RemoteStore(TelemetryStore):
         try:
             return self._call(self._window_call, node_id, start, end, step_s)
         except StoreActorUnavailable as exc:
-            if not isinstance(exc.__cause__, AttributeError):
-                raise
+            if type(exc.__cause__) is not AttributeError:  # the handle's own; Ray's wrapper of one the actor raised
+                raise  # is a subclass: a read that failed there is not read again in the API's group
             return self._call("window", node_id, start, end, step_s)  # an older store actor, without that group
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:

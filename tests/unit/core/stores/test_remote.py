@@ -55,6 +55,28 @@ def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkey
     assert RemoteStore(reader=reader).window("n1", None, None, 60) == "window"
 
 
+def test_an_attribute_error_the_actor_raised_is_not_taken_for_an_older_actor(monkeypatch):
+    """Regression: Ray's wrapper of an AttributeError raised inside the actor's window read is an AttributeError too,
+    so the failed read was sent again, to the API's group."""
+    class _RayTaskAttributeError(_RayTaskError, AttributeError):
+        pass
+
+    sent = []
+
+    def send(self, method, *args):
+        sent.append(method)
+        return method
+
+    def result(self, call):
+        raise _RayTaskAttributeError(AttributeError("'NoneType' object has no attribute 'execute'"))
+
+    monkeypatch.setattr(NamedActor, "send", send)
+    monkeypatch.setattr(NamedActor, "result", result)
+    with pytest.raises(StoreUnavailable, match="the telemetry store failed"):
+        RemoteStore(reader="controller").window("n1", None, None, 60)
+    assert sent == ["control_window"]
+
+
 def test_a_large_write_goes_in_chunks_each_with_its_own_timeout(monkeypatch):
     """One call for a whole spilled segment (20,000 samples: four InfluxDB writes of up to 10 s) timed out at 10 s
     while the actor went on writing, and the buffer sent it again."""
