@@ -28,8 +28,11 @@ the node's power while it reported within it (not the lower device sum); `latest
 has no latest power while one it reported within the look-back is missing now). The device metrics are summed per
 node in PromQL, so one GPU of several missing from a bin cannot be told from a lower draw.
 
-Each bin [t, t + step) is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
-`rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range).
+Each bin starting at t is evaluated at t + step with `avg_over_time(...[step])` (gauges) or
+`rate(...[max(step, min_rate_window_s)])` (counters; a rate needs two scrapes in its range). A range selector
+takes (t, t + step] (Prometheus 3, VictoriaMetrics; [t, t + step] in Prometheus 2), so a sample stamped exactly on a
+bin edge counts in the bin before it, where the other stores' [t, t + step) count it in the bin after; the first
+and last bins are not clipped to the window's start and end. Scrapes are rarely on the edge to the millisecond.
 `latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
 query selects samples at or before its evaluation time (now), so a future-stamped sample never counts.
 
