@@ -64,26 +64,38 @@ def summarize_case(name: str, source: str, runs: list[dict[str, Any]]) -> dict[s
 
 
 def aggregate(cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: median and worst (highest) ratio to the best baseline over the cases where the best baseline's
-    MAE is not 0, where the worst is, and how many cases are left out (`left_out`: a flat trace, no ratio)."""
+    """Per method: median and worst (highest) ratio to the best baseline over every case, and where the worst is. A
+    case whose best baseline's MAE is 0 (a flat trace; `zero_baseline` counts them) ranks as 1 where the method's MAE
+    is 0 too, else as unbounded, as the simulation aggregate ranks a ratio over a run that scored 0: a median or worst
+    that is unbounded is null, with `median_unbounded` / `worst_unbounded` true."""
     result: dict[str, Any] = {}
     for method in FORECASTERS:
-        rated = [case for case in cases if case["mae_ratio_to_best_baseline"][method] is not None]
-        ratios = [case["mae_ratio_to_best_baseline"][method] for case in rated]
-        left_out = len(cases) - len(rated)
-        if not ratios:
-            result[method] = {"median_ratio": None, "worst_ratio": None, "worst_case": None, "left_out": left_out}
-            continue
-        worst = int(np.argmax(ratios))
-        result[method] = {"median_ratio": round(float(np.median(ratios)), 4), "worst_ratio": ratios[worst],
-                          "worst_case": _label(rated[worst]), "left_out": left_out}
+        values = [_ranked_ratio(case, method) for case in cases]
+        worst = int(np.argmax(values))
+        median = float(np.median(values))
+        result[method] = {"median_ratio": round(median, 4) if np.isfinite(median) else None,
+                          "median_unbounded": not np.isfinite(median),
+                          "worst_ratio": values[worst] if np.isfinite(values[worst]) else None,
+                          "worst_unbounded": not np.isfinite(values[worst]), "worst_case": _label(cases[worst]),
+                          "zero_baseline": sum(case["mae_ratio_to_best_baseline"][method] is None for case in cases)}
     result["targets_met"] = {key: sum(case["targets"][key] for case in cases) for key in cases[0]["targets"]}
     result["cases"] = len(cases)
     return result
 
 
+def _ranked_ratio(case: dict[str, Any], method: str) -> float:
+    ratio = case["mae_ratio_to_best_baseline"][method]
+    if ratio is not None:
+        return ratio
+    return 1.0 if case["summary"][method]["mae"]["mean"] == 0 else np.inf  # over a best baseline MAE of 0
+
+
 def _label(case: dict[str, Any]) -> str:
     return f"{case['case']} @ {format_duration(case['horizon_seconds'])}"
+
+
+def _bound(row: dict[str, Any], which: str) -> str:
+    return "unbounded (above a baseline MAE of 0)" if row[f"{which}_unbounded"] else _ratio(row[f"{which}_ratio"])
 
 
 def _ratio(value: float | None) -> str:
@@ -116,9 +128,10 @@ def table(cases: list[dict[str, Any]], totals: dict[str, Any]) -> str:
     lines.append("")
     for method in FORECASTERS:
         row = totals[method]
-        lines.append(f"{method}: MAE / best baseline median {_ratio(row['median_ratio'])}, worst "
-                     f"{_ratio(row['worst_ratio'])} ({row['worst_case'] or 'no case with a nonzero baseline MAE'})"
-                     + (f"; {row['left_out']} case(s) with a baseline MAE of 0 left out" if row["left_out"] else ""))
+        lines.append(f"{method}: MAE / best baseline median {_bound(row, 'median')}, worst {_bound(row, 'worst')} "
+                     f"({row['worst_case']})" + (f"; {row['zero_baseline']} case(s) with a best baseline MAE of 0 "
+                                                 "(ranked 1 where the method's is 0 too, else unbounded)"
+                                                 if row["zero_baseline"] else ""))
     met = ", ".join(f"{key} {count}/{totals['cases']}" for key, count in totals["targets_met"].items())
     lines.append(f"targets met: {met}")
     lines.append(describe_splits((case["case"], case["runs"][0]["data"]["split"]) for case in cases))

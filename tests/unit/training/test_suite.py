@@ -129,8 +129,8 @@ def test_summaries_targets_and_aggregate() -> None:
     assert bad["targets"] == {"served_mae_le_0.9x_best_baseline": False, "lstm_mae_le_best_baseline": False,
                               "served_coverage_in_75_85": False, "served_confidence_within_0.05": True}
     totals = aggregate([good, bad])
-    assert totals["served"] == {"median_ratio": 0.875, "worst_ratio": 0.95, "worst_case": "bad @ 30min",
-                                "left_out": 0}
+    assert totals["served"] == {"median_ratio": 0.875, "median_unbounded": False, "worst_ratio": 0.95,
+                                "worst_unbounded": False, "worst_case": "bad @ 30min", "zero_baseline": 0}
     assert totals["targets_met"]["served_mae_le_0.9x_best_baseline"] == 1 and totals["cases"] == 2
     text = table([good, bad], totals)
     assert "| good | 1min | 30min | 8.00 ± 0.00 | combined |" in text
@@ -190,11 +190,15 @@ def test_a_flat_trace_where_a_baseline_is_perfect_is_summarized_not_a_crash() ->
     assert flat["targets"]["served_mae_le_0.9x_best_baseline"] and not flat["targets"]["lstm_mae_le_best_baseline"]
     good = summarize_case("good", "a.csv", [run({"lstm": 9.0, "served": 8.0, "last_value": 12.0, "lightgbm": 10.0})])
     totals = aggregate([flat, good])
-    assert totals["served"] == {"median_ratio": 0.8, "worst_ratio": 0.8, "worst_case": "good @ 30min",
-                                "left_out": 1}  # counted, so a flat case is not silently dropped
-    assert "| n/a | n/a |" in table([flat, good], totals)
-    assert "1 case(s) with a baseline MAE of 0 left out" in table([flat, good], totals)
-    assert aggregate([flat])["lstm"]["median_ratio"] is None and "n/a" in table([flat], aggregate([flat]))
+    # regression: a flat case was left out of the median and the worst, so the worst read better than it was; it
+    # ranks as the simulation aggregate ranks a ratio over 0: 0 over 0 as 1, above 0 as unbounded
+    assert totals["served"] == {"median_ratio": 0.9, "median_unbounded": False, "worst_ratio": 1.0,
+                                "worst_unbounded": False, "worst_case": "flat @ 30min", "zero_baseline": 1}
+    assert totals["lstm"]["worst_unbounded"] and totals["lstm"]["worst_case"] == "flat @ 30min"
+    assert totals["lstm"]["median_unbounded"] and totals["lstm"]["median_ratio"] is None  # median of 0.9 and inf
+    text = table([flat, good], totals)
+    assert "| n/a | n/a |" in text and "worst unbounded (above a baseline MAE of 0) (flat @ 30min)" in text
+    assert "1 case(s) with a best baseline MAE of 0" in text
 
 
 def test_the_coverage_target_is_the_nominal_coverage_plus_or_minus_5_points() -> None:
