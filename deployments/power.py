@@ -18,7 +18,7 @@ import math
 import pickle
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -387,15 +387,16 @@ class PowerPredictor(RegistryFollower):
             StoreUnavailable: the store could not be read.
         """
         served = self._route(horizon_s, step_s)
-        stored = [await self._read_stored(served, node, horizon_s, workload_type, workload_id) for node in nodes]
+        stored = await _in_order([self._read_stored(served, node, horizon_s, workload_type, workload_id)
+                                  for node in nodes])
         if len({s.history.end_time for s in stored}) > 1:  # summed lead by lead: every window ends at one bin
             # to the earliest last bin, at the oldest newest reading of the windows ending there: its age is theirs
             # (a window whose last bin is empty has its newest reading in an earlier bin: then the bin's start)
             first_end = min(s.history.end_time for s in stored)
             until = max(first_end, min(s.newest for s in stored if s.history.end_time == first_end))
-            stored = [s if s.history.end_time == first_end else
-                      await self._read_stored(served, node, horizon_s, workload_type, workload_id, until)
-                      for node, s in zip(nodes, stored, strict=True)]
+            stored = await _in_order([_done(s) if s.history.end_time == first_end else
+                                      self._read_stored(served, node, horizon_s, workload_type, workload_id, until)
+                                      for node, s in zip(nodes, stored, strict=True)])
         own = workload_type is None  # a forecast the caller shaped with a workload type is not the node's own
         forecasts = await asyncio.gather(*(self._forecast(_node_window(s.history) if own else s.history, served)
                                            for s in stored))
@@ -650,6 +651,21 @@ def _node_window(history: PowerHistory, *, replay: bool = False) -> PowerHistory
     """`history`, a node's own stored window, marked as one the replica follows online (`replay`: a past one, replayed
     to warm the node's online calibration)."""
     return history.model_copy(update={"node_window": True, "replay": replay})
+
+
+async def _in_order(reads: list[Awaitable[StoredHistory]]) -> list[StoredHistory]:
+    """The nodes' window reads at once (each waits for a read slot), answered in the nodes' order; where reads fail,
+    the error of the first failed node in that order, once every read has ended."""
+    found = await asyncio.gather(*reads, return_exceptions=True)
+    for item in found:
+        if isinstance(item, BaseException):
+            raise item
+    return found
+
+
+async def _done(stored: StoredHistory) -> StoredHistory:
+    """A window already read, as a read to wait for."""
+    return stored
 
 
 def _portable(error: BaseException) -> Exception:

@@ -308,6 +308,7 @@ def test_a_replica_warms_a_node_s_calibration_from_the_store_before_its_first_an
     asyncio.run(predictor.forecast_stored(many, 120))
     assert [predictor.node_calibrations.cold("power_lstm/1", node) for node in many] == (
         [False] * WARM_NODES_PER_REQUEST + [True] * 2)
+    predictor._stored_reads = asyncio.Semaphore(MAX_STORED_READS)  # its nodes' reads waited on the run before's loop
     asyncio.run(predictor.forecast_stored(many, 120))
     assert not any(predictor.node_calibrations.cold("power_lstm/1", node) for node in many)
 
@@ -463,6 +464,30 @@ def test_a_named_node_without_data_is_unknown_a_workload_s_node_is_missing(predi
         asyncio.run(predictor.forecast_stored(["ghost"], 120))
     with pytest.raises(WorkloadTelemetryMissing, match=r"'ghost' \(workload 'llm'\)"):
         asyncio.run(predictor.forecast_stored(["n1", "ghost"], 120, workload_id="llm"))
+
+
+def test_a_workload_s_node_windows_are_read_at_once_and_the_first_node_s_error_is_answered(predictor):
+    """Regression: a workload's windows were read one after another, so its answer took the sum of its reads.
+    Each read here waits at a barrier until all three are in (a read that never comes breaks it)."""
+    read, arrived = predictor.store, threading.Barrier(3, timeout=30)
+
+    class Together:
+        def __getattr__(self, name):
+            return getattr(read, name)
+
+        def latest(self, node_id=None):
+            arrived.wait()
+            if node_id == "down":
+                raise StoreUnavailable("the telemetry store did not answer")
+            return read.latest(node_id)
+
+    predictor.store = Together()
+    predictor._stored_reads = asyncio.Semaphore(3)
+    stored = asyncio.run(predictor.forecast_stored(["n1", "n2", "n1"], 120, workload_id="llm"))
+    assert stored.forecast.point == (450.0, 450.0)
+    arrived.reset()
+    with pytest.raises(WorkloadTelemetryMissing, match="'ghost'"):  # the first in order, not the first to fail
+        asyncio.run(predictor.forecast_stored(["n1", "ghost", "down"], 120, workload_id="llm"))
 
 
 def test_a_store_that_cannot_answer_says_so_and_is_not_asked_again_for_a_while(predictor, monkeypatch):
