@@ -24,7 +24,9 @@ segment keeps no torn line. A segment the store has that cannot be deleted is no
 tried again at each flush; a later buffer replays it, harmlessly), and one the cap cannot delete stays (the spill
 failed). A spill directory that cannot be created, locked or listed at start leaves the buffer memory-only (logged):
 nothing is spilled or replayed, and memory keeps at most 10 x `max_memory` samples while the store is down.
-Nothing else that was accepted is ever dropped, unless the store turns out read-only:
+What memory still holds when the buffer closes with the store down and no spill possible is lost with the
+process, and counted as `spill_failed`. Nothing else that was accepted is ever dropped, unless the store turns out
+read-only:
 `release()` then deletes what this buffer holds (memory and the segments it spilled), and the segments an earlier
 buffer spilled for the same store (`store_key`) before it was known whether that store takes writes: such a segment
 is named `segment-<n>.pending-<digest of the key>.jsonl` until the store says it takes writes (`confirm_writable`
@@ -290,6 +292,10 @@ class DurableBuffer:
             if self._closed:
                 return
             self._spill(force=True)
+            if self._memory:  # neither written nor spilled (memory-only, or the disk refused): lost with the process
+                self.drops.add(SPILL_FAILED, len(self._memory), "closed while the store was down and the samples "
+                               f"could not be spilled to {self.spill_dir}")
+                self._memory = []
             self._closed = True
             self.drops.report(force=True)
             self._release_lock()

@@ -708,6 +708,15 @@ def test_a_spill_directory_on_a_read_only_volume_leaves_the_buffer_memory_only(t
     assert later.stored == make_samples(5, start=1000)
 
 
+def test_samples_a_memory_only_buffer_closes_with_while_the_store_is_down_are_counted_lost(tmp_path):
+    """Regression: they went with the process, and neither the status nor the metric said so."""
+    (tmp_path / "file").touch()
+    buffer = DurableBuffer(FlakyStore(failures=100), tmp_path / "file" / "spill", max_memory=100)
+    buffer.put(make_samples(50))
+    buffer.close()
+    assert buffer.drops.counts == {"spill_failed": 50} and buffer.memory_pending == 0
+
+
 def test_a_spill_directory_that_cannot_be_created_leaves_the_buffer_memory_only(tmp_path):
     """A file where the spill directory should be: the buffer starts memory-only and writes from memory."""
     (tmp_path / "file").touch()
