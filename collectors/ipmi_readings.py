@@ -14,6 +14,7 @@ _NODE_ENTITIES = {"System board", "System chassis", "Power unit / power domain",
 _VAGUE = {"Unspecified", "Other", "Unknown"}  # count only with a node-like name
 _COMPONENT = re.compile(r"cpu|proc|mem|dimm|gpu|fan|disk|hdd|ssd|nvme|pci|riser|vr\b|vcore|out", re.I)
 _NODE_NAME = re.compile(r"total|consum|platform|node|sys|chassis|input|meter", re.I)
+_SUPPLY_NAME = re.compile(r"\b(psu?|power\s*supply)\s*_?\d", re.I)  # one numbered supply: "PSU1 Input Power"
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,17 @@ class PowerSensor:
 
 
 def select_power_sensors(sensors: Iterable[PowerSensor]) -> tuple[list[PowerSensor], Quality]:
-    """The node's wall-power sensors: one system/total sensor when there is one, else every PSU input summed."""
+    """The node's wall-power sensors: one system/total sensor when there is one, else every PSU input summed. A
+    sensor of no clear entity counts by its name: a numbered supply's ("PSU2 Input Power") as a PSU, a node-like one
+    as the node's."""
     watts = [s for s in sensors if s.unit == "W" and not s.compound and not _COMPONENT.search(s.name)]
-    node = [s for s in watts if s.entity in _NODE_ENTITIES or (s.entity in _VAGUE and _NODE_NAME.search(s.name))]
+    vague_supply = [s for s in watts if s.entity in _VAGUE and _SUPPLY_NAME.search(s.name)]
+    node = [s for s in watts if s.entity in _NODE_ENTITIES
+            or (s.entity in _VAGUE and _NODE_NAME.search(s.name) and s not in vague_supply)]
     if node:
         best = min(node, key=lambda s: (not re.search(r"total|consum|platform|node", s.name, re.I), s.key))
         return [best], Quality.OK
-    psus = sorted((s for s in watts if s.entity == "Power supply"), key=lambda s: s.key)
+    psus = sorted((s for s in watts if s.entity == "Power supply" or s in vague_supply), key=lambda s: s.key)
     return psus, Quality.DERIVED if len(psus) > 1 else Quality.OK
 
 

@@ -53,6 +53,16 @@ def test_total_named_sensor_is_preferred_and_vague_entities_need_a_node_name():
     assert select_power_sensors(COMPONENTS) == ([], Quality.OK)
 
 
+def test_numbered_supplies_of_no_clear_entity_are_summed_not_taken_one_for_the_node():
+    """Regression: "PSUn Input Power" tagged Unspecified matched the node names ("input"), and one supply of two
+    was read as the node's whole power."""
+    supplies = [_s("32.50.0", "PSU1 Input Power", "Unspecified"), _s("32.51.0", "PSU_2 Input Power", "Other"),
+                _s("32.52.0", "Power Supply 3 Input", "Unknown")]
+    assert select_power_sensors(supplies[::-1]) == (supplies, Quality.DERIVED)
+    total = _s("32.9.0", "Total PSU Input Power", "Unspecified")  # a total of the supplies is the node's
+    assert select_power_sensors([*supplies, total]) == ([total], Quality.OK)
+
+
 # -- DCMI -----------------------------------------------------------------------------------------------
 def _dcmi(watts: int, state: int = 0x40, stamp: int = 0) -> bytes:
     return struct.pack("<BHHHHIIB", 0xDC, watts, watts, watts, watts, stamp, 1000, state)
