@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 _AUTH = re.compile(r"password|unauthori[sz]ed|integrity check|integrity code|privilege", re.I)
 NOT_PRESENT = 0xCB  # IPMI completion code: requested sensor, data or record not present
+# completion codes of a BMC that cannot answer just now (node busy, timeout while processing, out of space, response
+# could not be provided, duplicate request, SDR in update mode, firmware update mode, initialization in progress)
+BUSY_CODES = frozenset({0xC0, 0xC3, 0xC4, 0xCE, 0xCF, 0xD1, 0xD2})
 AUTH_MAX_BACKOFF_S = 3600.0  # refused logins are retried at most this far apart (doubling from max_backoff_s)
 
 
@@ -79,6 +82,16 @@ class SdrLoading(ReadUnderWay):
 class DcmiInactive(ReadUnderWay):
     """The BMC's DCMI power reading is marked not active soon after it measured (a reset): no reading now, and no
     failure (no backoff); DCMI is asked again at the next read."""
+
+
+class SupplyChanged(ReadUnderWay):
+    """A power supply sensor that read before gave no reading: no reading now (the others' sum is not the node's
+    power), and no failure; the SDR is read anew at the next read."""
+
+
+class BmcBusy(LookupError):
+    """The BMC answered that it cannot answer just now: no reading, backed off as a failure, with the session and
+    the sensor choice kept (DCMI is not taken for unsupported, nor the SDR read anew)."""
 
 
 class IpmiSource(TelemetrySource):
@@ -267,7 +280,10 @@ class IpmiSource(TelemetrySource):
         try:
             return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data)["data"]))
         except IpmiException as err:
-            if 0x80 <= getattr(err, "ipmicode", 0) < 0xFF:  # a completion code: not offered / no limit set
+            code = getattr(err, "ipmicode", 0)
+            if code in BUSY_CODES:
+                raise BmcBusy(f"DCMI: {err}") from None
+            if 0x80 <= code < 0xFF:  # another completion code: not offered / no limit set
                 return None
             raise
 
@@ -299,6 +315,8 @@ class IpmiSource(TelemetrySource):
                 code = rsp.get("code", 0xFFFF)
                 if code >= 0xFF:  # no answer: a session problem
                     raise ConnectionError(f"sensor {entry.name!r}: {rsp['error']}")
+                if code in BUSY_CODES:  # asked again after the backoff, the same sensors on the same session
+                    raise BmcBusy(f"sensor {entry.name!r}: {rsp['error']}")
                 if code == NOT_PRESENT and len(entries) > 1:  # e.g. an empty PSU bay: draws nothing, as pyghmi skips it
                     unread.append(entry)
                     not_present += 1
@@ -318,14 +336,18 @@ class IpmiSource(TelemetrySource):
             raise LookupError(f"sensors {[e.name for e in entries]}: not present")
         if not values:
             raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
-        self._note_unread(frozenset((e.sensor_lun, e.sensor_number) for e in unread), [e.name for e in unread])
+        if not self._note_unread(frozenset((e.sensor_lun, e.sensor_number) for e in unread),
+                                 [e.name for e in unread]):
+            raise SupplyChanged(f"BMC {self.host}:{self.port}: sensor(s) {[e.name for e in unread]} gave no reading "
+                                "after reading before; its SDR is read again")
         self.method, self.sensors_used = "sdr", [e.name for e in read]
         return self._sample(sum(values), quality, None)
 
-    def _note_unread(self, unread: frozenset[tuple[int, int]], names: list[str]) -> None:
-        """The SDR's first read takes the sensors without a reading as empty bays; one that read before and stops
-        (the BMC may have renumbered its sensors, or a PSU failed) has the SDR read anew at the next read, once: its
-        reading would otherwise be left out of the sum without a word."""
+    def _note_unread(self, unread: frozenset[tuple[int, int]], names: list[str]) -> bool:
+        """Whether the sum of the sensors that read is the node's power. The SDR's first read takes the sensors
+        without a reading as empty bays; one that read before and stops (the BMC may have renumbered its sensors,
+        or a PSU failed) has the SDR read anew at the next read, once, and this read's sum is none (a gap, not a
+        drop); what the fresh SDR cannot read counts as an empty bay."""
         if self._absent is None:
             self._absent = unread
         elif not unread <= self._absent:
@@ -333,6 +355,8 @@ class IpmiSource(TelemetrySource):
                      names)
             self._sdr = None
             self._reset()
+            return False
+        return True
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
         return TelemetrySample.reading(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,

@@ -372,7 +372,8 @@ def test_an_empty_psu_bay_answering_not_present_is_skipped_and_the_sdr_kept(monk
 
 def test_a_sensor_that_was_present_and_is_not_any_more_has_the_sdr_read_again_once(monkeypatch):
     """A firmware update may renumber the sensors: one of two read "not present" would under-report the node by half
-    without a word. The reading of the other stands; the SDR is read anew once, and an absence it confirms stays."""
+    without a word. That read is none (the other's alone is not the node's power); the SDR is read anew once, and an
+    absence it confirms stays."""
     cmd = FakeCmd(None)
     sessions = _sessions_of(cmd, monkeypatch)
     source = _with_cmd(cmd, backoff_s=0)
@@ -387,8 +388,9 @@ def test_a_sensor_that_was_present_and_is_not_any_more_has_the_sdr_read_again_on
     cmd.sdr.sensors["32.4.0"].decode_sensor_reading = lambda *_: SimpleNamespace(value=300.0, unavailable=0)
     assert [s.power_watts for s in source.sample()] == [700.0] and cmd.sdr_downloads == 1
     gone.add(3)  # PSU1, read until now
-    assert [s.power_watts for s in source.sample()] == [300.0] and source.sensors_used == ["PSU2"]
+    assert source.sample() == [] and "PSU1" in source._reason
     assert cmd.sdr_downloads == 1 and source._cmd is None  # the next read downloads the SDR again
+    assert [s.power_watts for s in source.sample()] == [300.0] and source.sensors_used == ["PSU2"]
     for _ in range(3):
         source.sample()
     assert cmd.sdr_downloads == 2 and len(sessions) == 1  # once: the fresh SDR's absence is an empty bay
@@ -434,6 +436,32 @@ def test_reasons_never_hint_at_a_password(username, password):
     assert password not in source._reason.split("with ")[1]
 
 
+def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_dcmi_or_with_a_new_sdr(monkeypatch):
+    """Regression: a "node busy" (0xC0) answer to DCMI was read as DCMI not offered (summed PSU sensors for the
+    next 10 minutes, after a whole SDR download), and to a sensor read as a changed SDR (downloaded again)."""
+    cmd = FakeCmd(_dcmi(612))
+    made = _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    assert [s.power_watts for s in source.sample()] == [612.0]
+    dcmi = cmd.dcmi
+    cmd.dcmi = None
+    cmd.xraw_command = lambda netfn, command, data=(): (_ for _ in ()).throw(IpmiException("Node busy", 0xC0))
+    assert source.sample() == [] and "busy" in source._reason and source._failures == 1
+    assert source._dcmi_retry_at == 0.0 and getattr(cmd, "sdr_downloads", 0) == 0 and made == []
+    del cmd.xraw_command
+    cmd.dcmi = dcmi
+    assert [s.power_watts for s in source.sample()] == [612.0]
+
+    sdr = FakeCmd(None)
+    made = _sessions_of(sdr, monkeypatch)
+    source = _with_cmd(sdr, backoff_s=0)
+    assert [s.power_watts for s in source.sample()] == [400.0]
+    sdr.raw_command = lambda netfn, command, rslun=0, data=(): {"error": "Node busy", "code": 0xC0}
+    assert source.sample() == [] and "busy" in source._reason and source._sdr is not None and made == []
+    del sdr.raw_command
+    assert [s.power_watts for s in source.sample()] == [400.0] and sdr.sdr_downloads == 1
+
+
 def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(monkeypatch):
     """A present sensor whose reading turned unavailable was left out of the sum without a word (still listed as
     used, quality unchanged): the SDR is read anew once, and what that fresh SDR cannot read counts as an empty bay."""
@@ -444,8 +472,9 @@ def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(m
     psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=300.0, unavailable=0)
     assert [s.power_watts for s in source.sample()] == [700.0]
     psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=None, unavailable=1)
-    assert [s.power_watts for s in source.sample()] == [400.0] and source.sensors_used == ["PSU1"]
-    assert source._cmd is None  # the next read downloads the SDR again
+    assert source.sample() == [] and "PSU2" in source._reason  # not PSU1's 400 W alone, read as a drop
+    assert source._cmd is None and source._failures == 0  # the next read downloads the SDR again, at once
+    assert [s.power_watts for s in source.sample()] == [400.0] and source.sensors_used == ["PSU1"]  # an empty bay now
     for _ in range(3):
         source.sample()
     assert cmd.sdr_downloads == 2
