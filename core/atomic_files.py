@@ -34,6 +34,8 @@ def process_umask() -> int:
 
 FILE_MODE = 0o666 & ~process_umask()
 """The mode of every file written here (the umask as the process started)."""
+DIR_MODE = 0o777 & ~process_umask()
+"""The mode a plain ``mkdir`` gives a folder (for one copied from a private temporary folder)."""
 
 
 def fsync_dir(path: Path) -> None:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from core.atomic_files import atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
+from core.atomic_files import DIR_MODE, atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
 from core.file_lock import take_flock
 from core.registry_metadata import (
     MODEL_ID_RE,
@@ -377,7 +377,8 @@ class ModelRegistry:
     def _activation_guard(self, model_id: str) -> Iterator[None]:
         model_dir = self._dir(model_id)
         model_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(model_dir / ACTIVATION_GUARD, os.O_CREAT | os.O_RDWR, 0o644)
+        # read-only is enough for a flock: a guard another user created can be taken
+        descriptor = os.open(model_dir / ACTIVATION_GUARD, os.O_CREAT | os.O_RDONLY, 0o666)
         try:
             if not take_flock(descriptor, self.guard_timeout_s):
                 raise RegistryBusy(errno.EAGAIN, f"another process has held the activation guard of {model_id!r} "
@@ -422,6 +423,8 @@ class ModelRegistry:
         staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         try:
             shutil.copytree(source_dir, staging)
+            for folder in (staging, *(path for path in staging.rglob("*") if path.is_dir())):
+                os.chmod(folder, DIR_MODE)  # not a temporary folder's 0700: the service may run as another user
             if (staging / METADATA_FILE).exists():
                 logger.warning("%s in %s is replaced by the registry's own", METADATA_FILE, source_dir)
             for path in staging.rglob("*"):

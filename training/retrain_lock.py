@@ -187,7 +187,8 @@ class RetrainLocks:
         """The exclusive flock every lock and verdict is taken under; OSError (ETIMEDOUT) when another process has
         held it for GUARD_TIMEOUT_S (one stopped while it held it, e.g. suspended with Ctrl-Z): a request thread
         never waits on it for good."""
-        descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDWR, 0o644)
+        # read-only is enough for a flock: a guard another user created can be taken
+        descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDONLY, 0o666)
         try:
             if not take_flock(descriptor, GUARD_TIMEOUT_S):
                 raise OSError(errno.ETIMEDOUT, f"the retrain locks stayed held by another process for "

@@ -52,6 +52,19 @@ def test_publish_assigns_increasing_versions_and_activates(reg: ModelRegistry, s
     assert (reg.root / "power_lstm" / "ACTIVE").read_text() == "3\n"
 
 
+def test_a_version_published_from_a_private_folder_is_a_plain_folder_another_user_can_enter(
+        reg: ModelRegistry, source: Path) -> None:
+    """Regression: a retraining publishes from a TemporaryDirectory (0700), whose mode the copy kept: a service
+    running as another user could not read the version."""
+    source.chmod(0o700)
+    (source / "scalers").chmod(0o700)
+    reg.publish("power_lstm", source, model_type="lstm")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for folder in (reg.root / "power_lstm" / "1", reg.root / "power_lstm" / "1" / "scalers"):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, folder
+
+
 def test_files_copied_and_metadata_round_trips(reg: ModelRegistry, source: Path) -> None:
     meta = reg.publish(
         "power_lstm", source, model_type="lstm", data_span=_span(), feature_spec={"lags": [1, 2]},
