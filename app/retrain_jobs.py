@@ -146,10 +146,14 @@ class RetrainJobs:
             raise RetrainRefused(given[0], "applies to the power forecaster only")
         if request.source == "store":
             raise RetrainRefused("source", 'the cost model trains on past jobs: "csv" (a jobs file) or "catalog"')
-        if request.source == "catalog" or (request.data is None and self.defaults.cost_data is None):
+        asked_csv = request.source == "csv" and "source" in request.model_fields_set
+        if request.source == "catalog" or (request.data is None and self.defaults.cost_data is None and not asked_csv):
             if request.data is not None:
                 raise DataNotAllowed('give either `data` or "source": "catalog", not both')
             return JobRecordsData(source="catalog", seed=secrets.randbelow(2**31))
+        if request.data is None and self.defaults.cost_data is None:
+            raise DataNotAllowed('"source": "csv" without `data`, and no jobs file configured (args.retrain.'
+                                 'cost_data); name a file in args.retrain.data_dir or use "source": "catalog"')
         if request.data is not None:
             path, label = data_file(request.data, self.defaults.data_dir)
             return JobRecordsData(source="csv", path=path, label=label)

@@ -164,7 +164,7 @@ def retrain_cost(source: RecordSource, spec: CostRetrainSpec, *, registry: Model
     fitted = model.fit(train, spec.config.models.cost_predictor, seed=spec.seed)
     metrics = {**model.evaluate(holdout), "n_train": fitted["n_train"], "n_calibration": fitted["n_calibration"],
                "n_holdout": len(holdout), "conformal_margin": fitted["conformal_margin"]}
-    champion = _score_champion(registry, spec.model_id, holdout, shares[held], fraction, model)
+    champion = _score_champion(registry, spec.model_id, holdout, shares[held], fraction, model, spec.synthetic)
     decision = _decide(spec.activation, champion)
     try:
         version = publish_cost_model(
@@ -205,18 +205,23 @@ def _canonical(value: object) -> str:
 
 
 def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFrame, shares: np.ndarray,
-                    fraction: float, challenger: CostModel) -> CostIncumbent | CostIncomparable | None:
+                    fraction: float, challenger: CostModel,
+                    synthetic: bool) -> CostIncumbent | CostIncomparable | None:
     """The served version (the active one, else the latest) scored on the held-out jobs it never trained on (for
     one held out by the same hash: those below its fraction too) and can price (a GPU type added to the catalog
     since it was trained is left out, or its retraining could never be compared), and the challenger on the very
-    same jobs."""
+    same jobs. A challenger trained on generated jobs (`synthetic`) is not compared with a version trained on real
+    ones: scored on generated jobs, it would replace the model of the jobs that matter."""
     version = registry.served_version(model_id)
     if version is None:
         return None
     try:
         folder, metadata = registry.get(model_id, version)
-        champion = CostModel.load(folder)
         training = metadata.training or {}
+        if synthetic and training.get("synthetic_data") is False:
+            return CostIncomparable(version=version, why="it was trained on real job records, and this challenger "
+                                                         "on jobs generated from the price catalog")
+        champion = CostModel.load(folder)
         unseen = training.get("holdout") == HASHED_HOLDOUT
         if unseen:
             holdout = holdout[shares < min(fraction, float(training.get("holdout_fraction", fraction)))]

@@ -316,6 +316,8 @@ def test_the_cost_model_trains_on_the_configured_jobs_file_a_named_one_or_genera
     jobs = jobs_in(tmp_path, data_dir)
     generated = jobs.job_records(RetrainRequest(model_id="cost_gbm"))
     assert (generated.source, generated.synthetic) == ("catalog", True)
+    with pytest.raises(DataNotAllowed, match="cost_data"):  # asked for a jobs file: never generated jobs instead
+        jobs.job_records(RetrainRequest(model_id="cost_gbm", source="csv"))
     assert jobs.job_records(RetrainRequest(model_id="cost_gbm", data="jobs.csv")).label == "jobs.csv"
     configured = RetrainDefaults(data_dir=str(data_dir), cost_data=str(data_dir / "jobs.csv"))
     jobs = RetrainJobs(str(tmp_path / "state"), str(tmp_path / "models"), None, configured, SERVED,

@@ -69,6 +69,21 @@ def test_an_unreadable_champion_is_not_compared_and_not_replaced(tmp_path):
     assert registry.active_version("cost_gbm") == 1
 
 
+def test_a_challenger_trained_on_generated_jobs_does_not_replace_one_trained_on_real_jobs(tmp_path):
+    """Regression: scored on generated held-out jobs, a catalog-trained challenger replaced an operator's model of
+    real jobs; over one trained on generated jobs it is still compared."""
+    registry = ModelRegistry(tmp_path)
+    stunted = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 1}}})
+    retrain_cost(generate_job_records(2000, 1), CostRetrainSpec(config=stunted, seed=3), registry=registry)
+    result = retrain_cost(generate_job_records(2000, 1), spec(synthetic=True), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False)
+    assert result.incomparable is not None and "real job records" in result.incomparable.why
+    result = retrain_cost(generate_job_records(2000, 1), spec(activation="force", synthetic=True), registry=registry)
+    assert result.activated and registry.active_version("cost_gbm") == 3
+    result = retrain_cost(generate_job_records(2000, 1), spec(synthetic=True), registry=registry)
+    assert result.decision in ("beat_incumbent", "did_not_beat") and result.incumbent.version == 3
+
+
 def test_forced_and_never_activation(tmp_path):
     registry = ModelRegistry(tmp_path)
     retrain_cost(generate_job_records(2000, 1), spec(), registry=registry)
