@@ -10,10 +10,14 @@ one hop away (app/power_route.py); the actors behind the API are started by app/
 # class is being decorated), and FastAPI must still resolve their annotations in the replica.
 
 import asyncio
+import errno
+import logging
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query
 from fastapi.openapi.utils import get_openapi
+from pydantic import ValidationError
 from ray import serve
 
 from app import model_routes, predict_routes, scaling_routes, telemetry_routes
@@ -24,8 +28,10 @@ from app.middleware import install_middleware
 from app.power_route import power_api
 from app.schemas import Health, RetrainJob, RetrainJobsResponse, RetrainRequest
 from core.names import POWER_ROUTE_PREFIX
+from core.records import RecordUnreadable
 from core.registry_metadata import MODEL_ID_PATTERN
 
+logger = logging.getLogger(__name__)
 api = FastAPI(
     title="kcloud-opt-predictor",
     version="0.1.0",
@@ -61,7 +67,23 @@ for _routes in (predict_routes, model_routes, telemetry_routes, scaling_routes):
 
 
 def _job(record: dict) -> RetrainJob:
-    return RetrainJob.model_validate({**record, "job_id": record["id"]})
+    """A stored attempt as the API shows it. Raises RecordUnreadable: one that does not validate (written by another
+    version of the service or of train_lstm sharing the state folder)."""
+    try:
+        return RetrainJob.model_validate({**record, "job_id": record["id"]})
+    except ValidationError as exc:
+        logger.warning("retrain attempt %s: its record does not validate: %s", record.get("id"), exc)
+        raise RecordUnreadable(errno.EPROTO, f"attempt {record.get('id')}'s record was written by another version "
+                                             "of the service and does not read as this one's") from None
+
+
+def _jobs(records: list[dict]) -> list[RetrainJob]:
+    """The stored attempts that validate (one that does not is logged and left out, as scaling events are)."""
+    jobs = []
+    for record in records:
+        with suppress(RecordUnreadable):
+            jobs.append(_job(record))
+    return jobs
 
 
 @serve.ingress(api)
@@ -79,7 +101,7 @@ class ApiIngress(IngressState):
         return _job(await asyncio.to_thread(self.retrains.submit, request))  # file reads and a flock: off the loop
 
     @api.get("/api/v1/models/retrain", response_model=RetrainJobsResponse, dependencies=[READ],
-             responses=responses(401))
+             responses=responses(401, 503))
     async def retrain_jobs(
         self,
         model_id: Annotated[str | None, Query(pattern=MODEL_ID_PATTERN, description="only this model's")] = None,
@@ -88,10 +110,10 @@ class ApiIngress(IngressState):
         """Every retraining attempt, newest first: the API's jobs and the scheduler's (trigger "interval" or
         "degradation"), each with its data, the scores of both versions and the decision."""
         records = await asyncio.to_thread(self.retrains.newest, model_id, limit)  # a folder scan: off the loop
-        return RetrainJobsResponse(jobs=[_job(record) for record in records])
+        return RetrainJobsResponse(jobs=_jobs(records))
 
     @api.get("/api/v1/models/retrain/{job_id}", response_model=RetrainJob, dependencies=[READ],
-             responses=responses(401, 404))
+             responses=responses(401, 404, 503))
     async def retrain_status(self, job_id: Annotated[str, Path(max_length=64)]) -> RetrainJob:
         """One retraining attempt: its status, the version it registered and the decision."""
         return _job(await asyncio.to_thread(self.retrains.get, job_id))
