@@ -1,6 +1,6 @@
 """ASGI middleware of both FastAPI apps: a request id on every answer and in every error body, a catch-all that
 turns an unexpected error into a generic 500, HEAD answered as GET without the body, the body limit counted as
-the bytes arrive, and a cap on the members of any one JSON object in the body.
+the bytes arrive, and a cap on the members of any one JSON object in the body, and of all of them.
 
 Request ids: a sane incoming `X-Request-ID` is kept (Serve's proxy puts one on every request, the client's own
 or a generated one, and returns it in the answer's header); a request without one gets a new id, which this
@@ -14,6 +14,7 @@ can find the details (never sent to the client).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ logger = logging.getLogger("ray.serve")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_JSON_MEMBERS = 100  # members of one JSON object in a request body: no request schema has a third as many
+MAX_JSON_TOTAL_MEMBERS = 64_000  # members of all a body's objects: a full batch (1,000 items) has under 30 an item
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -141,46 +143,53 @@ def _replaying(message: Message, receive: Receive) -> Receive:
 
 
 class _Wide(Exception):
-    """A JSON object of the body has more members than the cap."""
+    """The body's JSON objects have more members than a cap: the message says which."""
 
 
-def _has_wide_object(body: bytes, limit: int) -> bool:
-    """Whether the JSON `body` holds an object of more than `limit` members (False for a body that is not JSON: the
-    app's own parsing answers that)."""
+def _too_many_members(body: bytes, limit: int, total: int) -> str | None:
+    """Why the JSON `body` is refused: an object of more than `limit` members, or more than `total` in all its objects
+    (None for one within both, or not JSON: the app's own parsing answers that)."""
     if body.count(b":") <= limit:  # each member needs one
-        return False
+        return None
+    counted = 0
 
     def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal counted
+        counted += len(pairs)
         if len(pairs) > limit:
-            raise _Wide
+            raise _Wide(f"a JSON object with more than {limit} members (no request field takes that many)")
+        if counted > total:
+            raise _Wide(f"more than {total} JSON object members in all (no request needs that many)")
         return dict(pairs)
 
     try:
         json.loads(body, object_pairs_hook=members)
-    except _Wide:
-        return True
+    except _Wide as wide:
+        return str(wide)
     except (ValueError, RecursionError):
-        return False
-    return False
+        return None
+    return None
 
 
 class JsonMemberLimit:
-    """422 for a body with a JSON object of more than `limit` members, before the app parses it: every request schema
-    refuses an unknown key with an error of its own, and half a million of them cost seconds of the event loop and a
-    GiB to build. Inside `BodyLimit`, which hands the body on in one piece."""
+    """422 for a body with a JSON object of more than `limit` members, or more than `total` in all, before the app
+    parses it: every request schema refuses an unknown key with an error of its own, and half a million of them cost
+    seconds of the event loop and a GiB to build. The check parses the body off the event loop. Inside `BodyLimit`,
+    which hands the body on in one piece."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_MEMBERS):
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_MEMBERS, total: int = MAX_JSON_TOTAL_MEMBERS):
+        self.app, self.limit, self.total = app, limit, total
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         first = await receive()
-        if first["type"] == "http.request" and _has_wide_object(first.get("body", b""), self.limit):
-            body = error_body(["body"], f"a JSON object with more than {self.limit} members (no request field takes "
-                                        "that many)", "too_many_members")
-            await JSONResponse(body, status_code=422)(scope, receive, send)
+        content = first.get("body", b"") if first["type"] == "http.request" else b""
+        why = await asyncio.to_thread(_too_many_members, content, self.limit, self.total) \
+            if content.count(b":") > self.limit else None
+        if why is not None:
+            await JSONResponse(error_body(["body"], why, "too_many_members"), status_code=422)(scope, receive, send)
             return
         await self.app(scope, _replaying(first, receive), send)
 

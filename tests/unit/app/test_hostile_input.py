@@ -315,6 +315,27 @@ def test_a_body_of_a_hundred_thousand_unknown_keys_is_refused_before_it_is_parse
         "type": "too_many_members"}
 
 
+def test_unknown_keys_spread_over_many_small_objects_are_refused_before_they_are_parsed(broken):
+    """Regression: the cap counted each object alone, so 800 items of 90 unknown keys each (72,000 errors to build)
+    passed it."""
+    items = [{"type": "cost", **{f"k{i}": 0 for i in range(90)}} for _ in range(800)]
+    response = broken.post("/api/v1/predict/batch", json={"items": items}, headers={"Authorization": "Bearer t"})
+    assert response.status_code == 422 and only_detail(response) == {
+        "loc": ["body"], "msg": "more than 64000 JSON object members in all (no request needs that many)",
+        "type": "too_many_members"}
+
+
+def test_a_full_batch_of_the_widest_requests_is_within_the_member_caps():
+    from app.middleware import MAX_JSON_MEMBERS, MAX_JSON_TOTAL_MEMBERS, _too_many_members
+    from app.schemas import MAX_BATCH_ITEMS, PowerFeatures, PowerPredictionRequest
+
+    features = dict.fromkeys(PowerFeatures.model_fields, [1.0])
+    widest = {"type": "power", "request": {**dict.fromkeys(PowerPredictionRequest.model_fields, "x"),
+                                           "features": features}}
+    body = json.dumps({"items": [widest] * MAX_BATCH_ITEMS}).encode()
+    assert _too_many_members(body, MAX_JSON_MEMBERS, MAX_JSON_TOTAL_MEMBERS) is None
+
+
 def test_a_body_within_the_member_cap_reaches_the_route(power):
     response = power.post("/", json={**REQUEST, **{f"k{i}": 0 for i in range(60)}})
     assert response.status_code == 422  # the schema's own answer, naming the first unknown keys
