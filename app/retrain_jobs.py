@@ -163,7 +163,12 @@ class RetrainJobs:
         """Record a pending job and start it. Raises DataNotAllowed, RetrainRefused (naming the field),
         RetrainRunning, LaunchFailed (the job is then recorded as failed and the model left free)."""
         model_id = self.models.resolve(request.model_id)
-        config = load_training_config(self.config_path)
+        try:
+            config = load_training_config(self.config_path)
+        except ConfigError as exc:  # edited since the start: what and where go to the log, not to the client
+            logger.warning("retrain job for %s not started: the service's config is invalid: %s", model_id, exc)
+            raise LaunchFailed("the service's config file no longer validates (details in the service log); fix it, "
+                               "then try again") from None
         data: TrainingData | JobRecordsData
         spec: RetrainSpec | CostRetrainSpec
         if model_id == self.models.cost:

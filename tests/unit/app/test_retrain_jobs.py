@@ -46,6 +46,18 @@ def jobs_in(tmp_path, data_dir=None, launched=None, models=SERVED, **scaling) ->
                        launch=lambda *args: launched.append(args) if launched is not None else None)
 
 
+def test_a_config_file_edited_into_an_invalid_one_fails_the_submit_without_naming_its_path(tmp_path):
+    """Regression: its ConfigError was a generic 500."""
+    launched: list = []
+    jobs = jobs_in(tmp_path, launched=launched)
+    broken = tmp_path / "config.yaml"
+    broken.write_text("models:\n  power_predictor:\n    epochs: -3\n")
+    jobs.config_path = str(broken)
+    with pytest.raises(LaunchFailed, match="no longer validates") as failed:
+        jobs.submit(RetrainRequest(epochs=4))
+    assert str(tmp_path) not in str(failed.value) and launched == [] and jobs.newest(None, 10) == []
+
+
 def test_a_retrain_names_a_served_model_and_defaults_to_the_first_power_model(tmp_path):
     launched: list = []
     custom = ServedModels(power=("gpu_power", "gpu_power_1h"), cost="job_cost")
