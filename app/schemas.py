@@ -12,6 +12,7 @@ from autoscaler.live_accuracy import VersionLiveAccuracy
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from core.durations import MAX_TEXT_CHARS, format_duration, parse_duration
 from core.registry_metadata import MODEL_ID_PATTERN
+from core.telemetry import ID_PATTERN, MAX_ID_CHARS
 from training.cost.schema import CostEstimate, CostQuery
 from training.retrain_attempt import AttemptOutcome, Trigger
 
@@ -101,8 +102,9 @@ class PowerFeatures(_Body):
 
 
 class PowerPredictionRequest(_Body):
-    workload_id: str = Field(min_length=1, max_length=128)
-    node_id: str | None = Field(None, min_length=1, max_length=128)
+    workload_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    node_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN,
+                                description="a node id as the collectors store it (no control characters)")
     features: PowerFeatures | None = None
     prediction_horizon: str = Field("1h", max_length=MAX_TEXT_CHARS, description='"30m", "1h", "24h" ... (m = minutes)')
     step: str | None = Field(None, max_length=MAX_TEXT_CHARS,

@@ -342,3 +342,15 @@ def test_a_body_within_the_member_cap_reaches_the_route(power):
     assert response.json()["detail"][0] == {"loc": ["body", "k0"], "msg": "Extra inputs are not permitted",
                                             "type": "extra_forbidden"}
     assert power.post("/", json=REQUEST).status_code == 200
+
+
+def test_a_power_request_takes_every_node_id_the_collectors_store_and_a_policy_names():
+    """Regression: ids were capped at 128 characters, where telemetry and scaling policies take 253 (a Kubernetes
+    node name's limit): such a node could be scaled on but not forecast."""
+    from app.schemas import PowerPredictionRequest
+
+    long_name = "n" * 253
+    assert PowerPredictionRequest.model_validate({"workload_id": long_name, "node_id": long_name}).node_id == long_name
+    for bad in ("n" * 254, "a\x01b"):
+        with pytest.raises(ValidationError, match="node_id"):
+            PowerPredictionRequest.model_validate({"workload_id": "w", "node_id": bad})
