@@ -20,6 +20,7 @@ MAX_HISTORY_STEPS = 10_080  # one week at a 1-minute step
 MAX_BATCH_ITEMS = 1_000
 MAX_HORIZON_SECONDS = 7 * 86400
 MAX_RETRAIN_HISTORY_SECONDS = 366 * 86400
+MIN_RETRAIN_HISTORY_SECONDS = 3600  # less can split into no training, calibration and held-out windows
 MAX_PATH_CHARS = 1024
 MAX_WATTS = 1e7  # 10 MW: above any node's or workload's draw; larger values only overflow the model
 MAX_CLOCK_SKEW = timedelta(days=1)  # how far past the server's clock a history may end
@@ -322,6 +323,8 @@ class RetrainRequest(_Body):
         longest = MAX_HORIZON_SECONDS if info.field_name == "prediction_horizon" else MAX_RETRAIN_HISTORY_SECONDS
         if value is not None and parse_duration(value) > longest:
             raise ValueError(f"{value!r} is longer than the maximum of {format_duration(longest)}")
+        if info.field_name == "since" and value is not None and parse_duration(value) < MIN_RETRAIN_HISTORY_SECONDS:
+            raise ValueError(f"{value!r} is shorter than the minimum of {format_duration(MIN_RETRAIN_HISTORY_SECONDS)}")
         return value
 
 

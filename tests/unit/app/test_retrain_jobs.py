@@ -411,6 +411,9 @@ def test_retrain_spans_are_bounded_and_since_only_reads_the_store(tmp_path):
     for body in ({"prediction_horizon": "520w"}, {"source": "store", "since": "520w"}):
         with pytest.raises(ValueError, match="longer than the maximum"):
             RetrainRequest(**body)
+    for since in ("1s", "59m"):  # regression: accepted, a 202 and a Ray task that could only fail
+        with pytest.raises(ValueError, match="since\n.*shorter than the minimum of 1h"):
+            RetrainRequest(source="store", since=since)
     with pytest.raises(RetrainRefused) as refused:
         jobs_in(tmp_path).training_data(RetrainRequest(since="2d"))
     assert refused.value.field == "since"
