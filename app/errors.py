@@ -64,6 +64,23 @@ def responses(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": ErrorBody, "description": REASONS[status]} for status in statuses}
 
 
+def document_validation_errors(schema: dict) -> dict:
+    """`schema` (an OpenAPI document) with every 422 answer described as the ErrorBody the handlers send, not
+    FastAPI's own HTTPValidationError (whose items carry `input` and `ctx`, and no `request_id`)."""
+    body = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422")
+            if answer is not None:
+                answer["description"] = "a field is invalid: `detail` names each, with the reason"
+                answer["content"] = {"application/json": {"schema": body}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema
+
+
 class ApiError(Exception):
     """An HTTP error with the field it is about."""
 

@@ -22,7 +22,7 @@ from ray import serve
 
 from app import model_routes, predict_routes, scaling_routes, telemetry_routes
 from app.access import READ, WRITE
-from app.errors import install_error_handlers, responses
+from app.errors import document_validation_errors, install_error_handlers, responses
 from app.ingress_state import IngressState
 from app.middleware import install_middleware
 from app.power_route import power_api
@@ -49,7 +49,7 @@ def _openapi_with_power_route() -> dict:
         schema["paths"][POWER_ROUTE_PREFIX] = power["paths"]["/"]
         for kind, entries in power["components"].items():  # schemas, and security schemes if it has any
             schema.setdefault("components", {}).setdefault(kind, {}).update(entries)
-        api.openapi_schema = schema
+        api.openapi_schema = document_validation_errors(schema)
     return api.openapi_schema
 
 

@@ -127,7 +127,7 @@ def _delete_unqueued(replica: Any, created: asyncio.Future) -> None:
 
 
 @router.get("/api/v1/predict/batch/{batch_id}", response_model=BatchStatus, dependencies=[READ],
-            responses=responses(401, 404))
+            responses=responses(401, 404, 503))
 async def get_batch(
         batch_id: Annotated[str, Path(max_length=64)], replica: Ingress,
         offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS, description="the first item's result shown")] = 0,

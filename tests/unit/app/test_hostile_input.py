@@ -354,3 +354,18 @@ def test_a_power_request_takes_every_node_id_the_collectors_store_and_a_policy_n
     for bad in ("n" * 254, "a\x01b"):
         with pytest.raises(ValidationError, match="node_id"):
             PowerPredictionRequest.model_validate({"workload_id": "w", "node_id": bad})
+
+
+def test_the_openapi_documents_every_422_as_the_error_body_it_is():
+    """Regression: 422s were documented as FastAPI's HTTPValidationError (items with `input` and `ctx`, no
+    `request_id`), which no answer carries."""
+    from app.errors import ErrorBody
+    from app.ingress import api
+
+    schema = api.openapi()
+    answers = [operation["responses"]["422"] for operations in schema["paths"].values()
+               for operation in operations.values() if "422" in operation["responses"]]
+    assert len(answers) > 10 and "HTTPValidationError" not in json.dumps(schema)
+    assert {answer["content"]["application/json"]["schema"]["$ref"] for answer in answers} == {
+        "#/components/schemas/ErrorBody"}
+    assert set(schema["components"]["schemas"]["ErrorBody"]["properties"]) == set(ErrorBody.model_fields)
