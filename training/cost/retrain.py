@@ -257,4 +257,5 @@ def _decide(activation: Activation, champion: CostIncumbent | CostIncomparable |
         return "no_incumbent"
     if isinstance(champion, CostIncomparable):
         return "not_comparable"
-    return "beat_incumbent" if champion.challenger_mae <= champion.mae else "did_not_beat"
+    beats = champion.challenger_mae <= champion.mae or not math.isfinite(champion.mae)  # a champion gone bad
+    return "beat_incumbent" if beats else "did_not_beat"

@@ -12,6 +12,7 @@ activation is forced.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,10 @@ from training.settings import TrainingConfig
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
 
 
+class TrainingDiverged(ValueError):
+    """The trained forecaster's held-out error is not a number (weights that diverged): it is not registered."""
+
+
 def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegistry) -> RetrainResult:
     """Train a forecaster on `source` as `spec` says, register it in `registry`, activate it if it wins.
 
@@ -37,6 +42,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
         ConfigError: the overrides make an invalid config.
         RetrainRefused: too few epochs, or a horizon too short for a model that may be served.
         NotEnoughData: a series, the training part or the holdout is too short for one window.
+        TrainingDiverged: the new forecaster's held-out MAE is not a number.
         TelemetryDataError, ValueError, OSError: from `source`.
     """
     config = spec.effective_config()
@@ -52,6 +58,9 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                                           storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
+    if not math.isfinite(metrics.mae):
+        raise TrainingDiverged("the new forecaster's held-out MAE is not a number: its training diverged (try a "
+                               "lower models.power_predictor.learning_rate); nothing was registered")
     challenger = Challenger(forecaster, metrics, prepared, frame, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger)
     decision = decide(spec.activation, incumbent)
@@ -86,7 +95,8 @@ def decide(activation: Activation, incumbent: Incumbent | Incomparable | None) -
         return "no_incumbent"
     if isinstance(incumbent, Incomparable):
         return "not_comparable"
-    return "beat_incumbent" if incumbent.challenger_mae <= incumbent.mae else "did_not_beat"
+    beats = incumbent.challenger_mae <= incumbent.mae or not math.isfinite(incumbent.mae)  # one that diverged
+    return "beat_incumbent" if beats else "did_not_beat"
 
 
 def _publish(registry: ModelRegistry, model_id: str, forecaster: PowerForecaster, prepared: PreparedData,

@@ -17,6 +17,7 @@ Each epoch's metrics are reported only when a callback listens (a Ray Tune trial
 from __future__ import annotations
 
 import copy
+import math
 import random
 import sys
 import tempfile
@@ -122,8 +123,13 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def _better(incumbent: _Run, challenger: _Run, verbose: bool) -> _Run:
-    """The run with the lower best validation MAE; the incumbent on a tie."""
-    kept = challenger if challenger.history.best_val_mae_watts < incumbent.history.best_val_mae_watts else incumbent
+    """The run with the lower best validation MAE (one that is no number, weights that diverged, loses to any); the
+    incumbent on a tie."""
+    def rank(run: _Run) -> tuple[bool, float]:
+        score = run.history.best_val_mae_watts
+        return not math.isfinite(score), score if math.isfinite(score) else 0.0
+
+    kept = challenger if rank(challenger) < rank(incumbent) else incumbent
     if verbose:
         progress(f"[train] CALIB MAE {incumbent.history.best_val_mae_watts:.2f} W {incumbent.name}, "
                  f"{challenger.history.best_val_mae_watts:.2f} W {challenger.name}: keeping the {kept.name} run")

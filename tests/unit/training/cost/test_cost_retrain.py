@@ -181,3 +181,11 @@ def test_the_holdout_is_the_same_whatever_the_values_types_and_order():
     from training.cost.retrain import _canonical
     assert {_canonical(v) for v in (1, 1.0, np.float64(1), Decimal("1"), np.int64(1))} == {"1.0"}
     assert _canonical(-0.0) == _canonical(0) and _canonical(None) == _canonical(float("nan")) == ""
+
+
+def test_an_active_version_scoring_no_number_gives_way_to_a_challenger():
+    """Regression: x <= NaN is False, so a champion gone bad could never be beaten."""
+    from training.cost.retrain import CostIncumbent, _decide
+
+    assert _decide("auto", CostIncumbent(version=1, mae=float("nan"), challenger_mae=3.0)) == "beat_incumbent"
+    assert _decide("auto", CostIncumbent(version=1, mae=2.0, challenger_mae=3.0)) == "did_not_beat"

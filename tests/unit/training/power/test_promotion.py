@@ -18,7 +18,7 @@ from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
 from training.power.features import POWER_CHANGE_COLUMN
 from training.power.forecaster import PowerForecaster
-from training.power.holdout import holdout_spans
+from training.power.holdout import Incumbent, holdout_spans
 from training.power.retrain import retrain_power
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec
 from training.power.windows import Role
@@ -43,6 +43,19 @@ def spec(**fields) -> RetrainSpec:
 def champion(sample, registry, shift, units: float, **fields) -> None:
     shift(units)
     assert retrain_power(sample, spec(**fields), registry=registry).activated
+
+
+def test_a_forecaster_whose_held_out_error_is_no_number_is_not_registered_and_one_active_gives_way(
+        sample, registry, shift):
+    """Regression: diverged weights (a NaN MAE) were activated as the first version; and an active version scoring NaN
+    could never be beaten (x <= NaN is False)."""
+    shift(float("nan"))
+    with pytest.raises(retrain_module.TrainingDiverged, match="not a number"):
+        retrain_power(sample, spec(), registry=registry)
+    assert registry.versions("power_lstm") == []
+    diverged = Incumbent(version=1, mae=float("nan"), challenger_mae=3.0, step_s=120, lead_steps=10, points=50)
+    assert retrain_module.decide("auto", diverged) == "beat_incumbent"
+    assert retrain_module.decide("auto", diverged.model_copy(update={"mae": 2.0})) == "did_not_beat"
 
 
 @pytest.mark.parametrize("overrides", [FINER, LONGER], ids=["finer-step", "longer-horizon"])
