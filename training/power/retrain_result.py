@@ -41,7 +41,16 @@ def promote(registry: ModelRegistry, model_id: str, version: int, decision: Deci
     except OSError:
         logger.warning("%s version %d registered, but its activation could not be written", model_id, version,
                        exc_info=True)
-        return "activation_failed"
+        return decision if _served_all_the_same(registry, model_id, version) else "activation_failed"
+
+
+def _served_all_the_same(registry: ModelRegistry, model_id: str, version: int) -> bool:
+    """Whether the replicas serve `version` though its activation failed: a model's first version is served as its
+    latest, with no active one named (False where that cannot be read either)."""
+    try:
+        return registry.served_version(model_id) == version
+    except OSError:
+        return False
 
 
 def activation_failed(failed: ActivationFailed) -> tuple[int, Decision]:

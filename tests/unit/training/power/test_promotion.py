@@ -232,6 +232,19 @@ def test_forced_activation_serves_an_incomparable_version(sample, registry, shif
     assert registry.active_version("power_lstm") == 2
 
 
+def test_a_first_version_whose_activation_cannot_be_written_is_recorded_as_the_served_one_it_is(
+        sample, registry, shift, monkeypatch):
+    """Regression: recorded as not activated, while replicas served it as the model's latest (no ACTIVE file)."""
+    def unwritable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(registry), "promote", unwritable)
+    shift(GOOD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert (result.version, result.decision, result.activated) == (1, "no_incumbent", True)
+    assert registry.served_version("power_lstm") == 1
+
+
 def test_a_forced_activation_that_cannot_be_written_leaves_the_version_registered(sample, registry, shift,
                                                                                   monkeypatch):
     """Regression: the publication's failed activation failed the retraining although its version was registered."""
