@@ -208,7 +208,8 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
                device: torch.device, on_epoch: Callable[[EpochRecord], None] | None = None) -> FitHistory:
     """Train `model` (a DDP wrapper or the bare PowerLSTM) and leave the best epoch's weights in it.
 
-    Every worker of a data-parallel run scores the whole validation tail, so all of them stop together.
+    Every worker of a data-parallel run scores the whole validation tail, and all of them take rank 0's score: the
+    same rate, stop and best epoch on every worker, even where their kernels round differently (mixed hardware).
     """
     plain = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
@@ -222,7 +223,7 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
             loader.sampler.set_epoch(epoch)
         rate, started = optimizer.param_groups[0]["lr"], time.monotonic()
         loss = train_one_epoch(model, loader, optimizer, levels, device)
-        val_mae = validation_mae(plain, val_arrays, device) * power_std
+        val_mae = rank_zero_value(validation_mae(plain, val_arrays, device) * power_std, device)
         scheduler.step(val_mae)
         improved = stopping.update(epoch, val_mae, plain)
         records.append(EpochRecord(epoch=epoch, train_loss=loss, val_mae_watts=val_mae, learning_rate=rate,
@@ -234,6 +235,18 @@ def fit_epochs(model: torch.nn.Module, loader: DataLoader, val_arrays: Supervise
     stopping.restore(plain)
     return FitHistory(epochs=tuple(records), best_epoch=stopping.best_epoch,
                       stopped_early=stopping.should_stop)  # patience ran out, on the last epoch too
+
+
+def rank_zero_value(value: float, device: torch.device) -> float:
+    """`value` as rank 0 of a data-parallel run has it (as it is outside one): the decisions a worker takes from a
+    score must be the same on every worker, or one waits for good in a collective the others never join."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    agreed = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(agreed, src=0)
+    return float(agreed.item())
 
 
 def refit_epochs(best_epoch: int, fit_windows: int, calib_windows: int) -> int:
