@@ -47,19 +47,26 @@ class BatchRunner:
         self.running: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._started = False
+        self._starting = asyncio.Lock()
 
     async def start(self) -> int:
-        """Begin once: queue the batches left unfinished, start the expiry sweep. Returns how many wait."""
-        if not self._started:
-            self._started = True
-            resumed = [record["id"] for record in self.records.unfinished()]
-            if resumed:
-                logger.info("batch queue: resuming %d unfinished batches", len(resumed))
-            for batch_id in resumed:  # accepted before: queued whatever their size
-                self._enqueue(batch_id, self._size(batch_id))
-            self._spawn(self._sweep_forever())
-            self._dispatch()
+        """Begin once: queue the batches left unfinished (their records read off the event loop; calls meanwhile
+        wait for it), start the expiry sweep. Returns how many wait."""
+        async with self._starting:
+            if not self._started:
+                resumed = await asyncio.to_thread(self._unfinished)
+                if resumed:
+                    logger.info("batch queue: resuming %d unfinished batches", len(resumed))
+                for batch_id, size in resumed:  # accepted before: queued whatever their size
+                    self._enqueue(batch_id, size)
+                self._started = True
+                self._spawn(self._sweep_forever())
+                self._dispatch()
         return len(self.waiting)
+
+    def _unfinished(self) -> list[tuple[str, int]]:
+        """The batches left unfinished, oldest first, with their record sizes."""
+        return [(record["id"], self._size(record["id"])) for record in self.records.unfinished()]
 
     async def submit(self, batch_id: str) -> bool:
         """Queue a stored batch; False (nothing queued) when `max_waiting` batches wait already, or when its record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -139,6 +140,38 @@ def test_a_restart_resumes_unfinished_batches_through_the_queue_oldest_first(tmp
 
     asyncio.run(scenario())
     assert run.order == left[:5] and run.peak == 2
+
+
+def test_a_restart_reads_the_unfinished_batches_off_the_event_loop_and_a_submit_meanwhile_queues_after_them(
+        tmp_path):
+    """Regression: every stored batch record (up to the finished budget, a GiB) was parsed on the queue's event loop
+    when it started, holding up every submit and every read of a batch's status."""
+    records = RecordStore(tmp_path, "batches")
+    left = pending(records, 2)
+    run, released, answered = Recorder(), threading.Event(), []
+
+    async def scenario() -> None:
+        runner = BatchRunner(str(tmp_path), BatchArgs(max_running=1), "app", "power", run=run)
+        read = runner.records.unfinished
+
+        def slow_read(*args):
+            answered.append(released.wait(timeout=30))  # set by the loop below, which must keep running meanwhile
+            return read(*args)
+
+        runner.records.unfinished = slow_read
+        starting = asyncio.ensure_future(runner.start())
+        await asyncio.sleep(0)
+        late = records.create({"status": "pending"})["id"]
+        submitting = asyncio.ensure_future(runner.submit(late))
+        await asyncio.sleep(0.05)
+        released.set()
+        await starting
+        assert await submitting
+        await drained(runner)
+        assert run.order == [*left, late]
+
+    asyncio.run(scenario())
+    assert answered == [True]
 
 
 def test_finished_records_expire_after_the_retention(tmp_path):
