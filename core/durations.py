@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 _UNIT_SECONDS = {
     "s": 1,
@@ -83,7 +84,7 @@ def parse_duration(text: str | int | float) -> int:
         if unit not in _UNIT_SECONDS:
             known = ", ".join(sorted({"s", "min", "m", "h", "d", "w"}))
             raise ValueError(f"{text!r} has an unknown unit {unit!r}; use one of {known}")
-        seconds = float(number) * _UNIT_SECONDS[unit]
+        seconds = Fraction(number) * _UNIT_SECONDS[unit]  # exact: 1.1 h is 3,960 s, not 3,960.0000000000005
     else:
         raise ValueError(f"{type(text).__name__} is not a duration like '15s', '10min', '1h' or '7d'")
     if seconds <= 0 or seconds != int(seconds):

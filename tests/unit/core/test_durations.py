@@ -18,6 +18,8 @@ from core.durations import format_duration, parse_duration
         ("7d", 7 * 86400),
         ("2w", 14 * 86400),
         ("1.5min", 90),  # a fractional number is fine when the result is whole seconds
+        ("1.1h", 3960),  # exactly, though 1.1 * 3600 is 3960.0000000000005 in floats (regression)
+        ("2.2d", 190080),
         ("90", 90),  # bare number text means seconds
         (" 5 MIN ", 300),  # spaces and case are tolerated
         ("3 hours", 10800),
