@@ -125,7 +125,7 @@ class BatchRunner:
         while True:
             try:
                 await asyncio.to_thread(self.records.expire)
-            except OSError:
+            except Exception:  # noqa: BLE001 - a storage error or a record it cannot read: the next sweep tries again
                 logger.warning("batch queue: expiry sweep failed", exc_info=True)
             await asyncio.sleep(interval)
 

@@ -37,6 +37,15 @@ class RecordUnreadable(OSError):
     attempt's heartbeat or let its lock be taken over."""
 
 
+def updated_at(record: dict[str, Any]) -> datetime | None:
+    """When the record was last written (one written without a time zone read as UTC); None when it does not say."""
+    try:
+        updated = datetime.fromisoformat(record["updated_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return updated if updated.tzinfo is not None else updated.replace(tzinfo=UTC)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -185,11 +194,8 @@ class RecordStore:
     def _expired(self, record: dict[str, Any]) -> bool:
         if self.retention_s is None or record.get("status") in UNFINISHED:
             return False
-        try:
-            updated = datetime.fromisoformat(record["updated_at"])
-        except (KeyError, TypeError, ValueError):
-            return True
-        return self.clock() - updated > timedelta(seconds=self.retention_s)
+        updated = updated_at(record)
+        return updated is None or self.clock() - updated > timedelta(seconds=self.retention_s)
 
     def _read(self, path: Path, *, passing_errors: bool = False) -> dict[str, Any] | None:
         """The record at `path`; None when there is none or it is not a record. A storage error is one too, unless

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from core.atomic_files import atomic_write_with
 from core.file_lock import take_flock
-from core.records import UNFINISHED, RecordNotFound, RecordStore
+from core.records import UNFINISHED, RecordNotFound, RecordStore, updated_at
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
 from core.settings import Duration, EnvSettings
@@ -66,11 +66,8 @@ class ModelBusy(RuntimeError):
 
 def silent(record: dict[str, Any], now: datetime) -> bool:
     """Whether an unfinished attempt's record has gone without an update for `SILENT_AFTER_S` (its process died)."""
-    try:
-        updated = datetime.fromisoformat(record["updated_at"])
-    except (KeyError, TypeError, ValueError):
-        return True
-    return now - updated > timedelta(seconds=SILENT_AFTER_S)
+    updated = updated_at(record)
+    return updated is None or now - updated > timedelta(seconds=SILENT_AFTER_S)
 
 
 class RetrainLocks:

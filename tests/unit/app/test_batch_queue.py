@@ -20,7 +20,9 @@ from app.batch_queue import BatchRunner, queue_name
 from app.ingress import api
 from app.replica import serving_replica
 from app.settings import AppArgs, BatchArgs
+from core.atomic_files import atomic_write_json
 from core.records import RecordNotFound, RecordStore
+from training.retrain_lock import silent
 
 COST_ITEM = {"type": "cost", "request": {"resources": {"cpu_cores": 2, "memory_gb": 4}, "duration_hours": 1}}
 
@@ -186,6 +188,18 @@ def test_finished_records_expire_after_the_retention(tmp_path):
     assert not (records.folder / f"{done}.json").exists()
     assert records.expire() == 1 and not (records.folder / f"{failed}.json").exists()
     assert records.get(waiting)["status"] == "pending"  # unfinished batches never expire
+
+
+def test_a_record_written_without_a_time_zone_is_read_as_utc_not_a_crash_of_every_listing(tmp_path):
+    """Regression: naive minus aware raised TypeError in every read, listing and expiry sweep (the sweep died)."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    records = RecordStore(tmp_path, "batches", retention_s=3600, clock=lambda: now[0])
+    naive, kept = (records.create({"status": "done"})["id"] for _ in range(2))
+    atomic_write_json(records.folder / f"{naive}.json", {**records.get(naive), "updated_at": "2025-12-31T23:30:00"})
+    assert [record["id"] for record in records.newest(10)] and records.get(naive)["status"] == "done"
+    now[0] += timedelta(minutes=31)  # the naive one is past the retention, read as UTC
+    assert records.expire() == 1 and records.get(kept)["status"] == "done"
+    assert silent({"updated_at": "2026-01-01T00:00:00"}, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)) is False
 
 
 def test_the_sweep_deletes_temp_files_a_killed_write_left_an_hour_ago(tmp_path):
