@@ -97,8 +97,11 @@ class CollectorSupervisor:
                 del self._restart_at[key]
             elif handle is not None and not self._must_replace(key, handle):
                 continue
-            if handle is not None:  # its name freed first, or the start below would find the old actor again
-                kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S)
+            # its name freed first, or the start below would find the old actor again (dead): else tried again later
+            if handle is not None and not kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S):
+                self._restart_at[key] = time.monotonic() + HEALTH_TIMEOUT_S
+                actions[key] = "ended, its name not freed yet: started later"
+                continue
             self._misses.pop(key, None)
             self.collectors[key] = self._start(key, node_id)
             actions[key] = "started"

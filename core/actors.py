@@ -109,6 +109,9 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
     running = keep_unchanged(name, f"{fingerprint}+{LIFECYCLE}", stop, timeout_s)
     if running is not None:
         return running
+    if find_actor(name) is not None:  # the ended one still holds the name: get_if_exists would hand it back, dead
+        raise ActorUnavailable(f"the replaced {name} actor is still registered {timeout_s:g} s after it was ended; "
+                               "try again")
     return ray.remote(service).options(
         name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, max_restarts=-1,
         max_task_retries=-1, num_cpus=0, resources=HEAD,
@@ -142,10 +145,10 @@ def keep_unchanged(name: str, fingerprint: str, stop: Callable[[], object],
     return None
 
 
-def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) -> None:
-    """End the actor for good and wait, at most `timeout_s`, until its name is free for a new one."""
+def kill_and_wait(name: str, handle: ray.actor.ActorHandle, timeout_s: float) -> bool:
+    """End the actor for good and wait, at most `timeout_s`, until its name is free for a new one; whether it is."""
     ray.kill(handle, no_restart=True)
-    wait_until_gone([name], timeout_s)
+    return not wait_until_gone([name], timeout_s)
 
 
 def wait_until_gone(names: list[str], timeout_s: float) -> list[str]:

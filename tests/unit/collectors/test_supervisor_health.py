@@ -84,7 +84,7 @@ def test_a_collector_that_dies_at_every_start_is_logged_once_and_started_again_e
     now, started = [0.0], []
     monkeypatch.setattr(supervisor.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": "a", "Alive": True}])
-    monkeypatch.setattr(supervisor, "kill_and_wait", lambda *args: None)
+    monkeypatch.setattr(supervisor, "kill_and_wait", lambda *args: True)
     watcher = bare()
     watcher.collectors = {"node-a": Handle()}
     watcher._start = lambda key, node_id: started.append(now[0]) or Handle()
@@ -105,6 +105,23 @@ def test_a_collector_that_dies_at_every_start_is_logged_once_and_started_again_e
     answers.append(None)  # and it answers: its next death is replaced at once again
     watcher._reconcile()
     assert watcher._deaths == {} and watcher._restart_at == {}
+
+
+def test_a_collector_whose_name_is_not_freed_in_time_is_started_later_not_found_again_dead(answers, monkeypatch):
+    """Regression: get_if_exists handed back the ended actor, whose every call then failed."""
+    now, started, freed = [0.0], [], [False]
+    monkeypatch.setattr(supervisor.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": "a", "Alive": True}])
+    monkeypatch.setattr(supervisor, "kill_and_wait", lambda *args: freed[0])
+    watcher = bare()
+    watcher.collectors = {"node-a": Handle()}
+    watcher._start = lambda key, node_id: started.append(now[0]) or Handle()
+    answers.append(RayActorError())
+    actions = watcher._reconcile()
+    assert started == [] and "not freed" in actions["node-a"]
+    freed[0], now[0] = True, supervisor.HEALTH_TIMEOUT_S
+    watcher._reconcile()
+    assert started == [supervisor.HEALTH_TIMEOUT_S]
 
 
 def test_a_collector_whose_sampling_stalled_is_replaced_though_it_answers(answers):

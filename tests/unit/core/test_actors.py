@@ -153,3 +153,12 @@ def test_a_busy_or_restarting_actor_gets_a_second_chance_before_a_bootstrap_repl
     answers += [ENDING]  # an actor that is ending is replaced, not kept
     assert keep_unchanged("store", "digest", lambda: stopped.append("stop"), 1.0) is None
     assert stopped == ["stop", "stop"]
+
+
+def test_a_singleton_whose_ended_actor_still_holds_its_name_is_not_handed_back_dead(actor, monkeypatch):
+    """Regression: get_if_exists returned the actor just ended (its name not freed in time), dead for good."""
+    from core import actors
+
+    monkeypatch.setattr(actors, "keep_unchanged", lambda *args: None)  # replaced: ended by its stop
+    with pytest.raises(ActorUnavailable, match="still registered"):
+        actors.start_head_singleton(object, "store", "digest", lambda: None, timeout_s=1.0)
