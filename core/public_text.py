@@ -20,7 +20,9 @@ _IPV6 = re.compile(  # full form, or compressed (with "::"); a bracketed one kee
 _HOST_ARGUMENT = re.compile(r"\b(host|port)=('[^']*'|\"[^\"]*\"|[^\s,)]+)")  # urllib3: host='name', port=6443
 _NAME_AND_PORT = re.compile(  # a dotted host name with a letter in its last label, a one-label name with a hyphen
     r"(?<![\w.-])(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z][a-z0-9-]*|[a-z0-9]+-[a-z0-9-]+|localhost)"
-    r":\d{1,5}(?![\w:])", re.IGNORECASE)
+    r":\d{1,5}(?![\w:])"
+    r"|(?<![\w.-])[a-z][a-z0-9]*:\d{2,5}(?![\w:.])",  # a one-label service name with a port: influxdb:8086
+    re.IGNORECASE)
 _QUOTED_HOST = re.compile(  # urllib3's words around a bare host name
     r"(Failed to resolve |Connection to |connect to host |Name or service not known: )('[^']+'|\S+)", re.IGNORECASE)
 _CLUSTER_NAME = re.compile(  # a bare in-cluster or private DNS name: service.namespace.svc(.cluster.local), x.internal

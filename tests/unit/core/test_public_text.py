@@ -24,6 +24,10 @@ from core.public_text import error_text, without_addresses
     # a bare in-cluster name, without a port or urllib3's words around it
     ("Connection refused to influxdb.kcloud.svc", ["influxdb", "kcloud"]),
     ("connect to influxdb.kcloud.svc.cluster.local failed", ["influxdb", "kcloud"]),
+    # a one-label service name with a port (regression: kept whole)
+    ("cannot reach influxdb:8086 (timed out)", ["influxdb", "8086"]),
+    # a password with a `)` stopped the URL's match: its tail and the host were shown (regression)
+    ("http://user:pa)ss@prom:9090/api failed", ["user", "ss@", "prom", "9090"]),
 ])
 def test_addresses_are_cut_out(text, hidden):
     shown = without_addresses(text)
