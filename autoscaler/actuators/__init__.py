@@ -83,11 +83,17 @@ def _within_bounds(actuator: Actuator, policy: ScalingPolicy, current: int, desi
                    refused: OutsideBounds) -> ActuationResult:
     """`current -> desired` as far as the target's own bounds allow: a scale-out past a worker group's maxReplicas
     to that bound (refusing it left the group short of the bound while the budget was blown), a scale-in to its
-    minReplicas; never the other way (a count already outside them, lowered later, is not this decision's)."""
-    bounded = min(max(desired, refused.low), refused.high)
+    minReplicas; never the other way (a count already outside them, lowered later, is not this decision's), never
+    past the decision (a scale-out to a minReplicas raised above it), and never outside the policy's own bounds."""
+    if desired > current and desired > refused.high:
+        bounded, bound = refused.high, "maxReplicas"
+    elif desired < current and desired < refused.low:
+        bounded, bound = refused.low, "minReplicas"
+    else:  # the bound lies beyond the decision: taking it would scale further than decided
+        raise refused
+    bounded = min(max(bounded, policy.min_replicas), policy.max_replicas)
     if (bounded - current) * (desired - current) <= 0:  # no move, or against the decision's direction
         raise refused
-    bound = "maxReplicas" if desired > refused.high else "minReplicas"
     scaled = actuator.scale_from(policy.target, current, bounded)
     return ActuationResult(status=ActuationStatus.APPLIED, replicas=scaled.replicas,
                            detail=f"{scaled.detail} (the target's {bound} {bounded}; the decision asked for {desired})")

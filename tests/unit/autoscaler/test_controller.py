@@ -443,6 +443,23 @@ def test_the_count_an_admission_webhook_stored_is_the_one_the_controller_keeps(m
     assert second.action is ScaleAction.HOLD and "outside" not in second.reason, second.reason
 
 
+@pytest.mark.parametrize(("count", "bounds", "limits", "watts", "action"), [
+    (1, (5, 10), {"max_replicas": 3}, 900, ScaleAction.SCALE_OUT),  # minReplicas raised past the decision's 2
+    (10, (1, 2), {"min_replicas": 3, "max_replicas": 10}, 100, ScaleAction.SCALE_IN),  # maxReplicas under the min
+], ids=["scale-out", "scale-in"])
+def test_a_bound_set_after_the_read_is_never_taken_past_the_decision_or_the_policy(make, store, count, bounds,
+                                                                                   limits, watts, action):
+    """Regression: a scale-out 1 -> 2 refused by a minReplicas raised to 5 since the read wrote 5, past the policy's
+    maximum of 3; and a scale-in refused by a maxReplicas lowered below the policy's minimum wrote that bound."""
+    controller, actuator = make(replicas=count)
+    actuator.bounds, actuator.hides_bounds = bounds, True
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, **limits))
+    write_power(store, {"n1": watts, "n2": watts})
+    [event] = controller.tick()
+    assert event.action is action and event.actuation.status is ActuationStatus.FAILED, event
+    assert actuator.calls == []
+
+
 @pytest.mark.parametrize(("count", "bounds"), [(3, (1, 3)), (5, (1, 3))])
 def test_a_target_at_or_beyond_its_own_maximum_is_not_written(make, store, count, bounds):
     """At the bound nothing is left to do; beyond it (the bound lowered since), writing the bound would be a
