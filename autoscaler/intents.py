@@ -235,8 +235,8 @@ class Enactor:
                     try:
                         replicas, fresh = self.actuators.read_now(policy), True
                     except ActuationError as exc:
-                        return self.hold(turn, now, f"the count to judge event {pending.id}, left pending by an "
-                                                    f"interrupted tick, could not be read: {exc}")
+                        return self.hold(turn, now, f"the count to judge event {pending.id}, left pending, could not "
+                                                    f"be read: {exc}")
             completed, before, unfinished = self._complete_interrupted(pending, record, replicas, before, now,
                                                                        fresh=fresh)
             notes.append(completed)
@@ -324,15 +324,22 @@ class Enactor:
                                              unanswered=earlier.policy if earlier is not None and earlier.unknown
                                              else None)
             scaled, known = actuation.status is not ActuationStatus.FAILED, True
-        except Exception as exc:  # noqa: BLE001 - unknown whether it landed: fail the event, keep the cooldown
+        except Exception as exc:  # noqa: BLE001 - unknown whether it landed: the intent stays pending
             logger.exception("scaling controller: actuator of policy %s failed", policy.name)
-            actuation = ActuationResult(status=ActuationStatus.FAILED,
-                                        detail=f"{error_text(exc)} (outcome unknown: cooldown kept)")
+            actuation = ActuationResult(status=ActuationStatus.PENDING, detail=(
+                f"{error_text(exc)} (outcome unknown: the policy holds, and the change is judged from the target's "
+                "count once no write sent for it can land any more: applied, or failed with its cooldown lifted)"))
             scaled, known = True, False
         landed = decision.to_replicas if actuation.replicas is None else actuation.replicas
         if scaled:
             turn.set_to, turn.set_unknown = landed, not known
         outcome = intent.model_copy(update={"actuation": actuation})
+        if not known:  # left pending, as an interrupted tick leaves it: a later tick judges it (`_may_still_land`)
+            try:
+                self.state.note_pending(outcome)
+            except Exception:  # noqa: BLE001 - the intent stands all the same, with its first detail
+                logger.exception("scaling controller: cannot note event %s of policy %s", intent.id, policy.name)
+            return outcome
         try:
             after = before.after(decision, scaled=scaled, known=known)
             if known and scaled:  # the count it set (a target's own bound may have stopped it short)
@@ -356,7 +363,7 @@ class Enactor:
             age = time.monotonic() - self._first_seen.setdefault(pending.id, time.monotonic())
         if age >= deadline:
             return None
-        return (f"event {pending.id}, left pending by an interrupted tick, may still land (the target is at "
+        return (f"event {pending.id}, left pending, may still land (the target is at "
                 f"{replicas}, not {pending.to_replicas}): it is judged in {math.ceil(deadline - age)} s, when no write "
                 "it sent can land any more")
 
@@ -374,7 +381,7 @@ class Enactor:
         if _landed(pending, replicas):
             result = ActuationResult(status=ActuationStatus.APPLIED,
                                      replicas=None if replicas == pending.to_replicas else replicas,
-                                     detail=f"completed after an interrupted tick: the target is at {replicas}")
+                                     detail=f"completed later: the target is at {replicas}")
         elif fresh and replicas == pending.from_replicas and record is not None:
             waited = round((now - pending.at).total_seconds())
             result = ActuationResult(status=ActuationStatus.FAILED, detail=(
@@ -388,9 +395,9 @@ class Enactor:
             self.state.complete(pending.model_copy(update={"actuation": result}), after, holder=self.holder)
         except Exception as exc:  # noqa: BLE001 - the intent stays for the next tick, which judges it again
             logger.exception("scaling controller: cannot complete event %s of policy %s", pending.id, pending.policy)
-            return (f"event {pending.id}, left pending by an interrupted tick, could not be completed as "
+            return (f"event {pending.id}, left pending, could not be completed as "
                     f"{result.status.value}: {error_text(exc)}"), state, True
-        return f"event {pending.id} left pending by an interrupted tick completed as {result.status.value}", after, \
+        return f"event {pending.id}, left pending, completed as {result.status.value}", after, \
             False
 
 

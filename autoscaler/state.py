@@ -644,6 +644,11 @@ class ControllerState:
             _drop_intent(db, event.policy, event.id)
         return event
 
+    def note_pending(self, event: ScalingEvent) -> None:
+        """Rewrite a pending event's body (why it is still pending, say); its intent stays for a later tick."""
+        with self._write() as db:
+            db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
+
     def pending_intent(self, name: str) -> ScalingEvent | None:
         """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""
         with self._lock, self._noting_damage():
