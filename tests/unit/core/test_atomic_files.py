@@ -47,3 +47,18 @@ def test_written_files_take_the_umask_s_mode_not_the_temp_file_s(tmp_path, monke
     atomic_write_text(tmp_path / "ACTIVE", "1\n")
     atomic_write_with(tmp_path / "report.csv", lambda tmp: tmp.write_text("a,b\n"))
     assert {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("ACTIVE", "report.csv")} == {mode}
+
+
+def test_a_mode_that_cannot_be_set_fails_the_write_without_leaking_its_descriptor(tmp_path, monkeypatch):
+    """Regression: an fchmod refused (a volume that keeps no modes) left the temp file's descriptor open, one more
+    at every write."""
+    opened_before = len(os.listdir("/proc/self/fd"))
+
+    def refused(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refused)
+    for _ in range(20):
+        with pytest.raises(PermissionError):
+            atomic_write_text(tmp_path / "state.json", "{}")
+    assert len(os.listdir("/proc/self/fd")) <= opened_before and list(tmp_path.iterdir()) == []
