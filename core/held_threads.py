@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 async def run_holding(slots: asyncio.Semaphore, fn: Callable[..., T], *args: Any) -> T:
@@ -32,5 +34,18 @@ async def in_thread(release: Callable[[], Any], fn: Callable[..., T], *args: Any
     except BaseException:
         release()
         raise
-    future.add_done_callback(lambda done: (release(), done.cancelled() or done.exception()))
-    return await asyncio.shield(future)
+    waiting = [True]
+
+    def ended(done: asyncio.Future) -> None:
+        release()
+        error = None if done.cancelled() else done.exception()  # retrieved: never "never retrieved"
+        if error is not None and not waiting[0]:  # nobody is left to hear of it
+            logger.warning("%s failed after its caller stopped waiting", getattr(fn, "__qualname__", fn),
+                           exc_info=error)
+
+    future.add_done_callback(ended)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        waiting[0] = False
+        raise

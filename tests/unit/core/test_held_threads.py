@@ -51,3 +51,30 @@ def test_a_call_that_raises_frees_its_slot_and_raises_to_the_caller():
         assert not slots.locked()
 
     asyncio.run(scenario())
+
+
+def test_a_call_that_fails_after_its_caller_left_is_logged_and_one_still_awaited_is_not(caplog):
+    """Regression: the error of a call whose caller was cancelled (a client that went away) was dropped unseen."""
+    async def scenario() -> None:
+        slots, release, started = asyncio.Semaphore(1), threading.Event(), threading.Event()
+
+        def write() -> None:
+            started.set()
+            release.wait(10)
+            raise OSError("disk full")
+
+        caller = asyncio.create_task(run_holding(slots, write))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        while slots.locked():
+            await asyncio.sleep(0.01)
+        with pytest.raises(OSError):
+            await run_holding(slots, write)  # awaited: raised to its caller, not logged
+
+    asyncio.run(scenario())
+    logged = [record for record in caplog.records if "after its caller stopped waiting" in record.getMessage()]
+    assert len(logged) == 1 and "disk full" in str(logged[0].exc_info[1])
