@@ -141,5 +141,9 @@ def create(spec: MetricSpec) -> Any | None:
         kind = metrics.Gauge if spec.kind is MetricKind.GAUGE else metrics.Counter
         return kind(spec.name, spec.description, tag_keys=spec.tags)
     except Exception as exc:  # noqa: BLE001 - metrics are optional
-        logger.debug("metric %s not created: %s", spec.name, exc)
+        import ray
+
+        # outside Ray (a test, a command line) that is expected; inside it a metric missing from the dashboards is not
+        log = logger.warning if ray.is_initialized() else logger.debug
+        log("metric %s not created: %s", spec.name, exc)
         return None

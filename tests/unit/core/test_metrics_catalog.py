@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,21 @@ def test_create_refuses_nothing_it_lists_and_outside_ray_is_harmless(monkeypatch
     for kind in ("Gauge", "Counter", "Histogram"):
         monkeypatch.setattr(metrics, kind, refused)
     assert all(catalog.create(spec) is None for spec in METRICS)
+
+
+def test_a_metric_ray_refuses_inside_a_ray_process_is_a_warning(monkeypatch, caplog):
+    """Regression: logged at DEBUG only, so a metric missing from the dashboards left no trace in production."""
+    import ray
+    from ray.util import metrics
+
+    def refused(*args, **kwargs):
+        raise ValueError("tag key clashes")
+
+    monkeypatch.setattr(metrics, "Gauge", refused)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    with caplog.at_level(logging.DEBUG, logger=catalog.__name__):
+        assert catalog.create(catalog.POWER_WATTS) is None
+    assert [record.levelno for record in caplog.records if "not created" in record.getMessage()] == [logging.WARNING]
 
 
 @pytest.mark.parametrize(("spec", "series"), [
