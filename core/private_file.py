@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from pathlib import Path
 
 from core.atomic_files import fsync_dir
+
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
 def write_private(path: Path, text: str) -> bool:
@@ -28,8 +31,10 @@ def write_private(path: Path, text: str) -> bool:
             os.link(staging, path)
         except FileExistsError:  # written meanwhile by another
             return False
-        except OSError:  # a file system without hard links: the text is known to fit, so it is written in place
-            return _create_and_write(path, text)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:  # a real failure (permissions, I/O, space): said, nothing left
+                raise
+            return _create_and_write(path, text)  # the text is known to fit, so it is written in place
     finally:
         staging.unlink(missing_ok=True)
     fsync_dir(path.parent)
@@ -37,12 +42,18 @@ def write_private(path: Path, text: str) -> bool:
 
 
 def _create_and_write(path: Path, text: str) -> bool:
+    """`path` created and written in place (no hard links to stage it with); removed again if the write fails."""
     try:
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return False
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
     return True

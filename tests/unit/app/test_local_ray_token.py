@@ -89,3 +89,37 @@ def test_a_file_system_without_hard_links_still_gets_its_token(tmp_path: Path, m
     assert private_file.write_private(path, "secret") and path.read_text() == "secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and os.listdir(tmp_path) == ["auth_token"]
     assert not private_file.write_private(path, "other") and path.read_text() == "secret"
+
+
+def test_a_link_refused_for_another_reason_or_an_in_place_write_that_fails_leaves_no_token(tmp_path: Path,
+                                                                                              monkeypatch) -> None:
+    """Regression: any link error fell back to writing in place, and a write that then failed left an empty or
+    partial token that later starts kept."""
+    import os
+
+    from core import private_file
+
+    def io_error(source, target):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(private_file.os, "link", io_error)
+    path = tmp_path / "auth_token"
+    with pytest.raises(OSError, match="Input/output"):
+        private_file.write_private(path, "secret")
+    assert os.listdir(tmp_path) == []
+
+    def no_links(source, target):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(private_file.os, "link", no_links)
+    fsyncs = []
+
+    def full_on_the_second(descriptor: int) -> None:  # the staging copy is synced, then the in-place one fails
+        fsyncs.append(descriptor)
+        if len(fsyncs) == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(private_file.os, "fsync", full_on_the_second)
+    with pytest.raises(OSError, match="No space"):
+        private_file.write_private(path, "secret")
+    assert os.listdir(tmp_path) == []
