@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS bound_tracking (
     policy TEXT PRIMARY KEY, meaning TEXT NOT NULL, log_factor REAL NOT NULL, windows INTEGER NOT NULL,
     misses INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS started_afresh (id INTEGER PRIMARY KEY CHECK (id = 0), at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS target_changes (target TEXT PRIMARY KEY, at REAL NOT NULL, policy TEXT NOT NULL);
 """
 _MAX_REASON_CHARS = 2000
 _TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
@@ -211,6 +212,11 @@ def _digest_until_2026_12(policy: ScalingPolicy) -> str | None:
         if any(getattr(part, name) != type(part).model_fields[name].default for name in names):
             return None
     return hashlib.sha256(policy.model_dump_json(exclude=_ADDED_SINCE_THE_FULL_DIGEST).encode()).hexdigest()
+
+
+def _target_key(target: ScalingTarget) -> str:
+    """A target as one text, the same for every policy that names it."""
+    return _TARGET.dump_json(target).decode()
 
 
 def _targets(body: str, target: ScalingTarget) -> bool:
@@ -559,13 +565,29 @@ class ControllerState:
         damaged file was set aside, a policy without a stored state holds its cooldown from then."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
-            return PolicyState(last_scale_at=self._started_afresh, changed_target_at=self._started_afresh)
+            since = max(filter(None, (self._started_afresh, self._target_changed(name))), default=None)
+            return PolicyState(last_scale_at=since, changed_target_at=since)
         try:
             return _policy_state(json.loads(rows[0][0]))
         except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
             logger.warning("policy %s: its stored state cannot be read, so it starts afresh, its cooldown from now: %s",
                            name, exc)
             return PolicyState(last_scale_at=datetime.now(UTC))
+
+    def _target_changed(self, name: str) -> datetime | None:
+        """When the target of the policy called `name` was last changed by a policy that no longer scales it (this one
+        before it was renamed, deleted and created again, or re-pointed back): a policy without a state of its own
+        holds for that change as if it had made it. A change by a policy that still scales the target holds this one
+        as every shared target's change does (TickCounts)."""
+        policy = self.policy(name)
+        if policy is None:
+            return None
+        rows = self._read("SELECT at, policy FROM target_changes WHERE target = ?", (_target_key(policy.target),))
+        if not rows:
+            return None
+        at, by = rows[0]
+        other = self.policy(by) if by != name else None
+        return None if other is not None and other.target == policy.target else datetime.fromtimestamp(at, UTC)
 
     # --- events and intents ------------------------------------------------------------------------------
 
@@ -577,6 +599,10 @@ class ControllerState:
         stored = db.execute("SELECT body FROM policies WHERE name = ?", (name,)).fetchone()
         if stored is not None and _targets(stored[0], event.target):
             db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", (name, state.model_dump_json()))
+        if state.changed_target_at is not None:  # kept past the policy: one that takes the target over holds for it
+            db.execute("INSERT INTO target_changes VALUES (?, ?, ?) ON CONFLICT (target) DO UPDATE SET "
+                       "at = excluded.at, policy = excluded.policy WHERE excluded.at >= at",
+                       (_target_key(event.target), state.changed_target_at.timestamp(), name))
 
     def remember(self, policy: ScalingPolicy, state: PolicyState, *, holder: str) -> None:
         """Store a policy's state without an event (its hold was recorded already), while the lease row names

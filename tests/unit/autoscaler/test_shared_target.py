@@ -328,6 +328,30 @@ def test_a_change_one_policy_made_holds_the_others_on_the_target_at_the_next_tic
     assert [e.action for e in controller.tick()] == [ScaleAction.SCALE_OUT, ScaleAction.HOLD]
 
 
+@pytest.mark.parametrize("replaced", ["renamed", "deleted-and-created-again"])
+def test_a_policy_that_takes_a_target_over_holds_for_the_change_its_former_policy_made(make, store, replaced):
+    """Regression: the cooldown lived with the policy's name, so renaming a policy (or deleting it and creating it
+    again) right after it scaled the target let the new one scale again on power that did not show the change."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    policy = dict(target=TARGET, predictive_scaling=MEASURED, actuation_delay="2min", max_replicas=20,
+                  power_based={"max_power_budget": 1000})
+    controller.put_policy(policy_data("old", **policy))
+    write_power(store, {"n1": 1500, "n2": 1500}, end=clock[0])
+    [first] = controller.tick()
+    assert first.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4)]
+    controller.state.delete_policy("old")
+    controller.put_policy(policy_data("new" if replaced == "renamed" else "old", **policy))
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    [held] = controller.tick()
+    assert held.action is ScaleAction.HOLD and "cooldown" in held.reason and actuator.calls == [("web", 4)], held
+    clock[0] += timedelta(seconds=300)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    [again] = controller.tick()
+    assert again.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4), ("web", 8)]
+
+
 def test_a_dry_run_policy_s_would_be_change_holds_no_other(make, store):
     clock = [datetime.now(UTC)]
     controller, actuator = make(replicas=2, clock=lambda: clock[0])
