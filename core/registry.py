@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.atomic_files import DIR_MODE, atomic_write_json, atomic_write_text, fsync_dir, to_jsonable
-from core.file_lock import take_flock
+from core.file_lock import open_guard, take_flock
 from core.registry_metadata import (
     MODEL_ID_RE,
     DataSpan,
@@ -377,8 +377,7 @@ class ModelRegistry:
     def _activation_guard(self, model_id: str) -> Iterator[None]:
         model_dir = self._dir(model_id)
         model_dir.mkdir(parents=True, exist_ok=True)
-        # read-only is enough for a flock: a guard another user created can be taken
-        descriptor = os.open(model_dir / ACTIVATION_GUARD, os.O_CREAT | os.O_RDONLY, 0o666)
+        descriptor = open_guard(model_dir / ACTIVATION_GUARD)
         try:
             if not take_flock(descriptor, self.guard_timeout_s):
                 raise RegistryBusy(errno.EAGAIN, f"another process has held the activation guard of {model_id!r} "

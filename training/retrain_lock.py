@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from core.atomic_files import atomic_write_with
-from core.file_lock import take_flock
+from core.file_lock import open_guard, take_flock
 from core.records import UNFINISHED, RecordNotFound, RecordStore, updated_at
 from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata
@@ -184,8 +184,7 @@ class RetrainLocks:
         """The exclusive flock every lock and verdict is taken under; OSError (ETIMEDOUT) when another process has
         held it for GUARD_TIMEOUT_S (one stopped while it held it, e.g. suspended with Ctrl-Z): a request thread
         never waits on it for good."""
-        # read-only is enough for a flock: a guard another user created can be taken
-        descriptor = os.open(self.records.folder / ".locks", os.O_CREAT | os.O_RDONLY, 0o666)
+        descriptor = open_guard(self.records.folder / ".locks")
         try:
             if not take_flock(descriptor, GUARD_TIMEOUT_S):
                 raise OSError(errno.ETIMEDOUT, f"the retrain locks stayed held by another process for "
