@@ -11,9 +11,10 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
 3. Then the actuator runs, and the intent is *completed* in one transaction: the same event (same id) with
    status `applied` or `failed`, the intent row dropped, and, when the actuation failed, the state written with
    the cooldown clock as it was before, because nothing changed and the next tick may try again at once. A
-   change sent and not answered (`ActuationOutcomeUnknown`, a timeout) or an unexpected error is `failed` with
-   the cooldown kept: whether it landed cannot be known.
-4. If the completion write fails, or the controller dies between 2 and 3, the intent stays: the cooldown clock
+   change sent and not answered (`ActuationOutcomeUnknown`, a timeout) or an unexpected error is not completed:
+   whether it landed cannot be known yet, so its intent stays (its event says why), as in 4.
+4. If the write was not answered, the completion write fails, or the controller dies between 2 and 3, the intent
+   stays: the cooldown clock
    stays started, so the next ticks hold instead of scaling again. A tick that reads the target at the intended
    count (or moved towards it: a target's bound stops a write short) completes the old event as `applied`.
    Otherwise the policy holds (a `none` hold that says why) until the actuator's `write_deadline_s` has passed
@@ -326,8 +327,9 @@ class Enactor:
             scaled, known = actuation.status is not ActuationStatus.FAILED, True
         except Exception as exc:  # noqa: BLE001 - unknown whether it landed: the intent stays pending
             logger.exception("scaling controller: actuator of policy %s failed", policy.name)
+            unanswered = error_text(exc)
             actuation = ActuationResult(status=ActuationStatus.PENDING, detail=(
-                f"{error_text(exc)} (outcome unknown: the policy holds, and the change is judged from the target's "
+                f"{unanswered} (outcome unknown: the policy holds, and the change is judged from the target's "
                 "count once no write sent for it can land any more: applied, or failed with its cooldown lifted)"))
             scaled, known = True, False
         landed = decision.to_replicas if actuation.replicas is None else actuation.replicas
@@ -336,7 +338,11 @@ class Enactor:
         outcome = intent.model_copy(update={"actuation": actuation})
         if not known:  # left pending, as an interrupted tick leaves it: a later tick judges it (`_may_still_land`)
             try:
-                self.state.note_pending(outcome)
+                if not self.state.note_pending(outcome):  # completed meanwhile (abandoned): its record says how
+                    return outcome.model_copy(update={"actuation": actuation.model_copy(update={
+                        "status": ActuationStatus.FAILED,
+                        "detail": f"{unanswered} (outcome unknown): no longer pending (its policy was deleted or "
+                                  "re-pointed, or another controller completed it, meanwhile)"})})
             except Exception:  # noqa: BLE001 - the intent stands all the same, with its first detail
                 logger.exception("scaling controller: cannot note event %s of policy %s", intent.id, policy.name)
             return outcome

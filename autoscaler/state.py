@@ -670,10 +670,12 @@ class ControllerState:
             _drop_intent(db, event.policy, event.id)
         return event
 
-    def note_pending(self, event: ScalingEvent) -> None:
-        """Rewrite a pending event's body (why it is still pending, say); its intent stays for a later tick."""
+    def note_pending(self, event: ScalingEvent) -> bool:
+        """Rewrite a pending event's body (why it is still pending, say) while its intent stands, for a later tick to
+        judge; False where it no longer does (abandoned meanwhile: its policy deleted or re-pointed)."""
         with self._write() as db:
-            db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
+            return db.execute("UPDATE events SET body = ? WHERE id = ? AND id IN (SELECT event_id FROM intents WHERE "
+                              "name = ?)", (event.model_dump_json(), event.id, event.policy)).rowcount > 0
 
     def pending_intent(self, name: str) -> ScalingEvent | None:
         """The policy's actuation that was recorded and never completed (a crash or a failed write), if any."""

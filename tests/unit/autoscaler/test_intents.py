@@ -331,6 +331,24 @@ def test_a_change_sent_and_not_answered_stays_pending_and_is_judged_as_an_interr
     assert actuator.calls == [("web", 3)] and retried.actuation.status is ActuationStatus.APPLIED
 
 
+def test_an_unanswered_write_whose_policy_was_deleted_meanwhile_stays_abandoned_not_pending_for_good(make, store):
+    """Regression (review): the unanswered write's note wrote "pending" back over the event the delete had completed
+    as abandoned, with no intent left for any tick to judge it."""
+    controller, actuator = make()
+    controller.put_policy(policy_data(predictive_scaling=REACTIVE))
+    write_power(store, {"n1": 950, "n2": 950})
+
+    def deleted_while_it_hangs(key: str, replicas: int) -> None:
+        controller.state.delete_policy("web")
+        raise ActuationOutcomeUnknown("sent, no answer (timed out)")
+
+    actuator.on_scale = deleted_while_it_hangs
+    [event] = controller.tick()
+    assert event.actuation.status is ActuationStatus.FAILED and "no longer pending" in event.actuation.detail
+    [stored] = controller.state.events()
+    assert stored.actuation.status is ActuationStatus.FAILED and stored.actuation.detail.startswith("abandoned")
+
+
 def test_holds_and_dry_runs_need_no_intent(make, store, monkeypatch):
     controller, _ = make()
     controller.put_policy(policy_data(name="dry", mode="dry_run", predictive_scaling=REACTIVE))
