@@ -36,7 +36,7 @@ _AUTH = re.compile(r"password|unauthori[sz]ed|integrity check|integrity code|pri
 NOT_PRESENT = 0xCB  # IPMI completion code: requested sensor, data or record not present
 # completion codes of a BMC that cannot answer just now (node busy, timeout while processing, out of space, response
 # could not be provided, duplicate request, SDR in update mode, firmware update mode, initialization in progress)
-BUSY_CODES = frozenset({0xC0, 0xC3, 0xC4, 0xCE, 0xCF, 0xD1, 0xD2})
+BUSY_CODES = frozenset({0xC0, 0xC3, 0xC4, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2})
 AUTH_MAX_BACKOFF_S = 3600.0  # refused logins are retried at most this far apart (doubling from max_backoff_s)
 
 
@@ -263,8 +263,11 @@ class IpmiSource(TelemetrySource):
                     raise LookupError(frozen)
                 self._dcmi_measured, self._dcmi_inactive_since = True, None
                 if now - self._limit_at >= self.limit_refresh_s:
-                    self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
-                    self._limit_at = now
+                    try:
+                        self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
+                        self._limit_at = now
+                    except BmcBusy:  # the reading stands; the limit is asked again at the next read
+                        pass
                 self.method, self.sensors_used = "dcmi", []
                 return self._sample(watts, Quality.OK, self._limit)
             if now < self._no_sdr_power_until:  # nothing else to read: DCMI asked again after the usual backoff

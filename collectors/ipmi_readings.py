@@ -14,7 +14,8 @@ _NODE_ENTITIES = {"System board", "System chassis", "Power unit / power domain",
 _VAGUE = {"Unspecified", "Other", "Unknown"}  # count only with a node-like name
 _COMPONENT = re.compile(r"cpu|proc|mem|dimm|gpu|fan|disk|hdd|ssd|nvme|pci|riser|vr\b|vcore|out", re.I)
 _NODE_NAME = re.compile(r"total|consum|platform|node|sys|chassis|input|meter", re.I)
-_SUPPLY_NAME = re.compile(r"\b(psu?|power\s*supply)\s*_?\d", re.I)  # one numbered supply: "PSU1 Input Power"
+# one numbered or lettered supply: "PSU1 Input Power", "PS_2", "PSU-3", "PSU A Input", "Power Supply 1"
+_SUPPLY_NAME = re.compile(r"\b(psu?|power\s*supply)[\s_-]*(\d|[a-d]\b)", re.I)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ def test_numbered_supplies_of_no_clear_entity_are_summed_not_taken_one_for_the_n
     supplies = [_s("32.50.0", "PSU1 Input Power", "Unspecified"), _s("32.51.0", "PSU_2 Input Power", "Other"),
                 _s("32.52.0", "Power Supply 3 Input", "Unknown")]
     assert select_power_sensors(supplies[::-1]) == (supplies, Quality.DERIVED)
+    lettered = [_s("32.60.0", "PSU-A Input Power", "Unspecified"), _s("32.61.0", "PSU B Input Power", "Unspecified")]
+    assert select_power_sensors(lettered) == (lettered, Quality.DERIVED)
     total = _s("32.9.0", "Total PSU Input Power", "Unspecified")  # a total of the supplies is the node's
     assert select_power_sensors([*supplies, total]) == ([total], Quality.OK)
 
@@ -451,6 +453,19 @@ def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_d
     del cmd.xraw_command
     cmd.dcmi = dcmi
     assert [s.power_watts for s in source.sample()] == [612.0]
+
+    source._limit_at = -1e9  # the limit is due for a refresh, and that answer alone is busy: the reading stands
+    limit_busy = cmd.xraw_command
+
+    def busy_for_the_limit(netfn, command, data=()):
+        if command == 0x03:
+            raise IpmiException("Node busy", 0xC0)
+        return limit_busy(netfn, command, data)
+
+    cmd.xraw_command = busy_for_the_limit
+    [sample] = source.sample()
+    assert (sample.power_watts, sample.power_limit_watts, source._failures) == (612.0, 900.0, 0)
+    del cmd.xraw_command
 
     sdr = FakeCmd(None)
     made = _sessions_of(sdr, monkeypatch)
