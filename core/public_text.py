@@ -10,7 +10,7 @@ import re
 
 from pydantic import ValidationError
 
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;)'\"]+", re.IGNORECASE)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^\s@/]*@)?[^\s,;)'\"]+", re.IGNORECASE)  # a login's up to its @
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?(?![\w.])")
 _H = r"[0-9a-f]{1,4}"
 _IPV6 = re.compile(  # full form, or compressed (with "::"); a bracketed one keeps its port with it
@@ -21,7 +21,7 @@ _HOST_ARGUMENT = re.compile(r"\b(host|port)=('[^']*'|\"[^\"]*\"|[^\s,)]+)")  # u
 _NAME_AND_PORT = re.compile(  # a dotted host name with a letter in its last label, a one-label name with a hyphen
     r"(?<![\w.-])(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z][a-z0-9-]*|[a-z0-9]+-[a-z0-9-]+|localhost)"
     r":\d{1,5}(?![\w:])"
-    r"|(?<![\w.-])[a-z][a-z0-9]*:\d{2,5}(?![\w:.])",  # a one-label service name with a port: influxdb:8086
+    r"|(?<![\w.-])[a-z][a-z0-9]*:\d{2,5}(?![\w:]|\.\w)",  # a one-label service name with a port: influxdb:8086
     re.IGNORECASE)
 _QUOTED_HOST = re.compile(  # urllib3's words around a bare host name
     r"(Failed to resolve |Connection to |connect to host |Name or service not known: )('[^']+'|\S+)", re.IGNORECASE)

@@ -28,6 +28,8 @@ from core.public_text import error_text, without_addresses
     ("cannot reach influxdb:8086 (timed out)", ["influxdb", "8086"]),
     # a password with a `)` stopped the URL's match: its tail and the host were shown (regression)
     ("http://user:pa)ss@prom:9090/api failed", ["user", "ss@", "prom", "9090"]),
+    ("http://user:pa)ss@prom/api failed", ["user", "ss@", "prom"]),  # without a port too
+    ("Failed to connect to influxdb:8086.", ["influxdb", "8086"]),  # at a sentence's end
 ])
 def test_addresses_are_cut_out(text, hidden):
     shown = without_addresses(text)
