@@ -106,10 +106,11 @@ def start_head_singleton(service: type, name: str, fingerprint: str, stop: Calla
     """The cluster's one `service` actor called `name`: detached, pinned to the head node and restarted after a
     failure. A running one whose `fingerprint()` answers `fingerprint` is kept; any other (started with other
     settings, an older version, one not answering) is ended by `stop` and a new one started with `args`."""
-    running = keep_unchanged(name, f"{fingerprint}+{LIFECYCLE}", stop, timeout_s)
+    ended: list[bool] = []
+    running = keep_unchanged(name, f"{fingerprint}+{LIFECYCLE}", lambda: (ended.append(True), stop()), timeout_s)
     if running is not None:
         return running
-    if find_actor(name) is not None:  # the ended one still holds the name: get_if_exists would hand it back, dead
+    if ended and find_actor(name) is not None:  # the ended one holds the name: get_if_exists would hand it back dead
         raise ActorUnavailable(f"the replaced {name} actor is still registered {timeout_s:g} s after it was ended; "
                                "try again")
     return ray.remote(service).options(

@@ -159,6 +159,12 @@ def test_a_singleton_whose_ended_actor_still_holds_its_name_is_not_handed_back_d
     """Regression: get_if_exists returned the actor just ended (its name not freed in time), dead for good."""
     from core import actors
 
-    monkeypatch.setattr(actors, "keep_unchanged", lambda *args: None)  # replaced: ended by its stop
+    monkeypatch.setattr(actors, "keep_unchanged", lambda name, fingerprint, stop, timeout_s: stop() and None)  # ended
     with pytest.raises(ActorUnavailable, match="still registered"):
         actors.start_head_singleton(object, "store", "digest", lambda: None, timeout_s=1.0)
+    created = []
+    monkeypatch.setattr(actors.ray, "remote", lambda service: SimpleNamespace(options=lambda **options: SimpleNamespace(
+        remote=lambda *args: created.append(options["get_if_exists"]) or actor)))
+    monkeypatch.setattr(actors, "keep_unchanged", lambda *args: None)  # none found: another builder's, started since,
+    assert actors.start_head_singleton(object, "store", "digest", lambda: None) is actor  # is handed back, alive
+    assert created == [True]
