@@ -10,7 +10,6 @@ one hop away (app/power_route.py); the actors behind the API are started by app/
 # class is being decorated), and FastAPI must still resolve their annotations in the replica.
 
 import asyncio
-import errno
 import logging
 from contextlib import suppress
 from typing import Annotated
@@ -22,13 +21,12 @@ from ray import serve
 
 from app import model_routes, predict_routes, scaling_routes, telemetry_routes
 from app.access import READ, WRITE
-from app.errors import document_validation_errors, install_error_handlers, responses
+from app.errors import ApiError, document_validation_errors, install_error_handlers, responses
 from app.ingress_state import IngressState
 from app.middleware import install_middleware
 from app.power_route import power_api
 from app.schemas import Health, RetrainJob, RetrainJobsResponse, RetrainRequest
 from core.names import POWER_ROUTE_PREFIX
-from core.records import RecordUnreadable
 from core.registry_metadata import MODEL_ID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -67,21 +65,21 @@ for _routes in (predict_routes, model_routes, telemetry_routes, scaling_routes):
 
 
 def _job(record: dict) -> RetrainJob:
-    """A stored attempt as the API shows it. Raises RecordUnreadable: one that does not validate (written by another
+    """A stored attempt as the API shows it. Raises ApiError (503): one that does not validate (written by another
     version of the service or of train_lstm sharing the state folder)."""
     try:
         return RetrainJob.model_validate({**record, "job_id": record["id"]})
     except ValidationError as exc:
         logger.warning("retrain attempt %s: its record does not validate: %s", record.get("id"), exc)
-        raise RecordUnreadable(errno.EPROTO, f"attempt {record.get('id')}'s record was written by another version "
-                                             "of the service and does not read as this one's") from None
+        raise ApiError(503, [], f"attempt {record.get('id')}'s record was written by another version of the service "
+                                "and does not read as this one's", "unavailable") from None
 
 
 def _jobs(records: list[dict]) -> list[RetrainJob]:
     """The stored attempts that validate (one that does not is logged and left out, as scaling events are)."""
     jobs = []
     for record in records:
-        with suppress(RecordUnreadable):
+        with suppress(ApiError):
             jobs.append(_job(record))
     return jobs
 

@@ -235,3 +235,4 @@ def test_an_attempt_stored_by_another_version_is_left_out_of_the_list_and_its_ow
     assert listed.status_code == 200 and [job["job_id"] for job in listed.json()["jobs"]] == [kept["id"]]
     one = client.get(f"/api/v1/models/retrain/{odd['id']}")
     assert one.status_code == 503 and "another version" in one.json()["detail"][0]["msg"], one.text
+    assert "try again" not in one.text  # it never will read as this version's
