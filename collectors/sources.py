@@ -37,6 +37,17 @@ class UnavailableSource(TelemetrySource):
         return []
 
 
+IPMI_TIMEOUT_S = 5.0  # a BMC exchange's own limit
+SMI_TIMEOUT_S = 10.0  # an npu-smi / xpu_smi run's own limit
+ROUND_SHARE = 0.8  # of `read_timeout`: a source's own limit ends its read before the round gives up on it
+
+
+def own_timeout(config: CollectorConfig, default_s: float) -> float:
+    """A source's own time limit, within the round's `read_timeout`: a read the round had left behind as hung would
+    be thrown away when it returned, every round."""
+    return min(default_s, ROUND_SHARE * float(config.telemetry.read_timeout))
+
+
 def _ipmi_sources(config: CollectorConfig, node_id: str, node: NodeSettings,
                   explicit: bool) -> list[TelemetrySource]:
     try:
@@ -56,7 +67,8 @@ def _ipmi_sources(config: CollectorConfig, node_id: str, node: NodeSettings,
     for target in targets:
         try:
             sources.append(IpmiSource(target.address, username=target.credentials.username,
-                                      password=target.credentials.password.get_secret_value(), node_id=node_id))
+                                      password=target.credentials.password.get_secret_value(), node_id=node_id,
+                                      timeout_s=own_timeout(config, IPMI_TIMEOUT_S)))
         except (TypeError, ValueError) as exc:  # a signature or host problem; the message holds no secret
             sources.append(UnavailableSource(SourceKind.IPMI, f"cannot set up IPMI for {target.address}: {exc}",
                                              f"ipmi ({target.address})"))
@@ -91,8 +103,9 @@ def build_sources(config: CollectorConfig, node_id: str, *, selected: set[str] |
         sources.append(NvmlSource(node_id, enabled=config.gpu_monitoring_enabled, library_path=node.nvml_library_path))
     if "npu" in wanted:
         enabled = node.npu_monitoring_enabled
-        sources.append(AscendSource(node_id, executable=node.npu_smi_path, enabled=enabled))
-        sources.append(KunlunSource(node_id, executable=node.xpu_smi_path, enabled=enabled))
+        timeout_s = own_timeout(config, SMI_TIMEOUT_S)
+        sources.append(AscendSource(node_id, executable=node.npu_smi_path, enabled=enabled, timeout_s=timeout_s))
+        sources.append(KunlunSource(node_id, executable=node.xpu_smi_path, enabled=enabled, timeout_s=timeout_s))
     if "ipmi" in wanted:
         sources += _ipmi_sources(config, node_id, node, explicit=selected is not None)
     logger.debug("sources for %s: %s", node_id, [getattr(s, "label", s.kind.value) for s in sources])

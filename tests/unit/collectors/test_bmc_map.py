@@ -124,7 +124,11 @@ def test_build_sources_polls_only_this_node_s_bmc(monkeypatch: pytest.MonkeyPatc
     settings = node({"IPMI_BMC_MAP_FILE": str(write_map(tmp_path))})
     config = CollectorConfig(ipmi_hosts=("shared-bmc",))
     assert len(build_sources(config, "gpu-node-2", selected={"ipmi"}, node=settings)) == 1
-    assert calls == [("[fe80::2]:6230", {"username": "admin2", "password": "s3cret-2", "node_id": "gpu-node-2"})]
+    assert calls == [("[fe80::2]:6230", {"username": "admin2", "password": "s3cret-2", "node_id": "gpu-node-2",
+                                         "timeout_s": 5.0})]
+    quick = CollectorConfig(ipmi_hosts=("shared-bmc",), telemetry={"read_timeout": 2})
+    build_sources(quick, "gpu-node-2", selected={"ipmi"}, node=settings)  # regression: 5 s in a 2-s round, every
+    assert calls[-1][1]["timeout_s"] == 1.6  # read left behind as hung and its late answer thrown away
     (missing,) = build_sources(config, "cpu-node-9", selected={"ipmi"}, node=settings)
     assert missing.available() == (False, f"no BMC configured for node 'cpu-node-9' in IPMI_BMC_MAP_FILE "
                                           f"{tmp_path / 'bmc-map.yaml'}")

@@ -237,3 +237,14 @@ def test_the_second_die_of_a_two_die_card_does_not_count_the_card_again() -> Non
     dies = parse_xpu_smi_m(f"{first}\n{one_card}\n")
     assert [(d.device_id, d.power_watts) for d in dies] == [("xpu0", 86.0), ("xpu1", None)]
     assert [d.power_watts for d in parse_xpu_smi_m(f"{first}\n{second}\n")] == [86.0, 86.0]  # two cards
+
+
+def test_the_tools_own_time_limit_ends_within_the_collector_s_read_timeout():
+    """Regression: a 10-s npu-smi limit in a 2-s round: every read was left behind as hung, its answer thrown away."""
+    from collectors.settings import CollectorConfig
+    from collectors.sources import build_sources
+
+    for read_timeout, limit in ((15, 10.0), (2, 1.6)):
+        config = CollectorConfig(telemetry={"read_timeout": read_timeout})
+        tools = [source for source in build_sources(config, "n1", selected={"npu"}) if hasattr(source, "timeout_s")]
+        assert len(tools) == 2 and {source.timeout_s for source in tools} == {limit}
