@@ -50,7 +50,8 @@ def start_local_ray(verbose: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    context = ray.init(log_to_driver=verbose, include_dashboard=True, dashboard_host="127.0.0.1",
+    # "local": a new Ray of its own, never the cluster a `ray start` left on this machine (ray.init's default)
+    context = ray.init(address="local", log_to_driver=verbose, include_dashboard=True, dashboard_host="127.0.0.1",
                        dashboard_port=port,
                        runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
     _started["gcs"] = context.address_info["gcs_address"]

@@ -49,6 +49,23 @@ def test_a_local_ray_in_token_mode_finds_its_token_file_written_private(monkeypa
         local_ray.start_local_ray(verbose=False)
     assert written == [0o600] and len(path.read_text()) == 64
 
+def test_a_local_ray_is_a_new_one_never_the_cluster_a_ray_start_left_on_the_machine(monkeypatch, tmp_path):
+    """Regression: ray.init() without an address joins the cluster `ray start` recorded in /tmp/ray, so a training
+    command could run on another user's cluster."""
+    seen: list[dict] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "auth_token"))
+
+    def init(**kwargs):
+        seen.append(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(local_ray.ray, "init", init)
+    with pytest.raises(RuntimeError, match="stop here"):
+        local_ray.start_local_ray(verbose=False)
+    assert seen[0]["address"] == "local"
+
+
 def test_without_ray_address_no_ray_is_started(starts, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     local_ray.join_submitted_cluster(verbose=True)
