@@ -117,6 +117,9 @@ def main() -> None:
               f"{settings}\n")
     for name, result in results.items():
         out.write(result.line(name) + "\n")
+    failed = {name: result.errors for name, result in results.items() if result.errors}
+    if failed:  # the figures below count 200 answers only; errors mean the run measured something else too
+        out.write(f"ERRORS in {failed}: the targets below are NOT met whatever their figures\n")
     healthz = results["healthz, 1 client"].percentile(50)
     single = results["power (batching on), 1 client"].percentile(50)
     on, off = results["power (batching on), 16 clients"], results["power (batching off), 16 clients"]

@@ -12,17 +12,20 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LoadResult:
+    """A load run: every request answered, the non-200 answers among them, and the latencies of the 200 answers."""
+
     requests: int
     errors: int
     seconds: float
-    latencies_ms: np.ndarray
+    latencies_ms: np.ndarray  # of the 200 answers only: a fast 503 is no prediction
 
     @property
     def throughput(self) -> float:
-        return self.requests / self.seconds
+        """200 answers per second (an error answered fast does not count)."""
+        return (self.requests - self.errors) / self.seconds
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q))
+        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
 
     def line(self, name: str) -> str:
         return (f"{name:<44} p50 {self.percentile(50):7.2f} ms  p99 {self.percentile(99):7.2f} ms  "
@@ -64,12 +67,13 @@ async def _client(host: str, port: int, request: bytes, deadline: float, limit: 
                   latencies: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        while time.perf_counter() < deadline and (limit is None or len(latencies) < limit):
+        while time.perf_counter() < deadline and (limit is None or len(latencies) + len(errors) < limit):
             started = time.perf_counter()
             writer.write(request)
             status = await _read_response(reader)
-            latencies.append((time.perf_counter() - started) * 1000.0)
-            if status != 200:
+            if status == 200:
+                latencies.append((time.perf_counter() - started) * 1000.0)
+            else:
                 errors.append(status)
     finally:
         writer.close()
@@ -89,4 +93,4 @@ def run_load(host: str, port: int, request: bytes, *, clients: int, seconds: flo
         return time.perf_counter() - started
 
     elapsed = asyncio.run(main())
-    return LoadResult(len(latencies), len(errors), elapsed, np.asarray(latencies))
+    return LoadResult(len(latencies) + len(errors), len(errors), elapsed, np.asarray(latencies))
