@@ -35,7 +35,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade 'pip>=26.3,<27'  # bounded: its resolution of the torch wheel is relied on
 	# torch first, at the version the project is tested with: the CPU build where pip's index offers it (as on
 	# the CI machine); PyPI's Linux x86_64 wheel is a CUDA build (README, GPU machines: install the CPU one from
 	# PyTorch's index first). GPU users: install their CUDA build into .venv first; an installed torch is kept.
