@@ -22,5 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
     as_root=(sudo -n)
 fi
 echo "installing test servers: ${need[*]}"
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq   # empty: bash < 4.4 safe
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# a fresh machine's unattended upgrades may hold dpkg's lock for a while: wait for it rather than fail at once
+lock=(-o DPkg::Lock::Timeout=300)
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" update -qq   # empty: bash < 4.4 safe
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
