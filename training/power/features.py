@@ -127,6 +127,11 @@ class FeaturePipeline(BaseModel):
     observed: tuple[str, ...] | None = None  # numeric features the training rows had; None: saved before this
     max_gap_s: int | None = None  # the longest gap training filled forward; None: saved before this (the default)
     power_range: tuple[float, float] | None = None  # the training power's lowest and highest, W; None: saved before
+    # numeric features no training row lacked, and whether any training row had no workload label: an input column
+    # that training never set (a missing flag, the unlabelled column) kept its random initial weights, so serving
+    # leaves it unset too (None: saved before this, served as before)
+    always_measured: tuple[str, ...] | None = None
+    unlabelled_seen: bool | None = None
 
     def beyond_training_range(self, watts: np.ndarray) -> bool:
         """Whether power values lie beyond the training power's range, widened by a tenth of it on each side (at
@@ -156,20 +161,24 @@ class FeaturePipeline(BaseModel):
         if unknown:
             raise ValueError(f"features: unknown feature(s) {unknown}; known: {list(OPTIONAL_FEATURES)}")
         power = np.concatenate([s.power for s in segments])
-        numeric_mean, numeric_std, observed = {}, {}, []
+        numeric_mean, numeric_std, observed, always = {}, {}, [], []
         for name in features:
             if name not in NUMERIC_FEATURES:
                 continue
             values = np.concatenate([s.numeric[name] for s in segments])
+            if values.size and np.isfinite(values).all():
+                always.append(name)
             values = values[np.isfinite(values)]
             numeric_mean[name] = float(values.mean()) if values.size else 0.0
             numeric_std[name] = _safe_std(values)
             if values.size:
                 observed.append(name)
         vocab: tuple[str, ...] = ()
+        unlabelled = None
         if "workload_type" in features:
             kinds = {k for s in segments for k in s.workload if isinstance(k, str)}
             vocab = tuple(sorted(kinds))
+            unlabelled = any(not isinstance(k, str) for s in segments for k in s.workload)
         return cls(
             features=tuple(features),
             step_s=step_s,
@@ -182,6 +191,8 @@ class FeaturePipeline(BaseModel):
             observed=tuple(observed),
             max_gap_s=max_gap_s,
             power_range=(float(np.nanmin(power)), float(np.nanmax(power))),
+            always_measured=tuple(always),
+            unlabelled_seen=unlabelled,
         )
 
     @property
@@ -222,11 +233,16 @@ class FeaturePipeline(BaseModel):
             raw = segment.numeric[name] if self.sees(name) else np.full(len(segment), np.nan)
             missing = ~np.isfinite(raw)
             scaled = (raw - self.numeric_mean[name]) / self.numeric_std[name]
-            columns += [np.where(missing, 0.0, scaled), missing.astype(float)]
+            # never missing in training: a missing value reads as the mean, its flag's weights never trained
+            flag = missing & (self.always_measured is None or name not in self.always_measured)
+            columns += [np.where(missing, 0.0, scaled), flag.astype(float)]
         if "workload_type" in self.features:
             index = {k: i for i, k in enumerate(self.workload_vocab)}
             codes = np.array([index.get(k, len(index)) for k in segment.workload])
-            columns += list(np.eye(len(index) + 1)[codes].T)
+            labels = np.eye(len(index) + 1)[codes]
+            if self.unlabelled_seen is False:  # no label, or one training never saw: no label column set
+                labels[:, -1] = 0.0
+            columns += list(labels.T)
         if self.calendar:
             columns += cal.encode(segment.times, self.calendar)
         return np.stack(columns, axis=1).astype(np.float32)

@@ -152,11 +152,11 @@ def test_a_feature_list_shorter_than_the_window_is_missing_before_it_as_in_train
     """Regression: a short feature list was padded with its first value, read as measured; training reads a column
     that starts late as missing (its flag set), so the model saw inputs it never trained on."""
     (segment,) = resample(frame(3), STEP, STEP)
-    pipeline = FeaturePipeline.fit([segment], ("cpu_utilization",), STEP)
     length, end, given = 36, 200, 26
     late = segment.numeric["cpu_utilization"].copy()
     late[:end - given + 1] = np.nan  # the column starts `given` steps before the window's end
     trained_on = replace(segment, numeric={**segment.numeric, "cpu_utilization": late})
+    pipeline = FeaturePipeline.fit([trained_on], ("cpu_utilization",), STEP)  # a flag training set
     history = PowerHistory(power_watts=tuple(segment.power[end - length + 1:end + 1]),
                            numeric={"cpu_utilization": tuple(late[end - given + 1:end + 1])},
                            end_time=segment.times[end].to_pydatetime(), horizon_s=3600)

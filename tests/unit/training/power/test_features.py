@@ -217,6 +217,26 @@ def test_transform_values() -> None:
     assert np.isfinite(out).all()
 
 
+def test_input_columns_training_never_set_stay_unset_when_served() -> None:
+    """Regression: trained on rows that all had a temperature and a workload label, a stored window (no label) or a
+    request without a temperature set the missing flag and the unlabelled column, whose LSTM weights never trained
+    (an input always 0 gets no gradient): random weights took part in every such forecast."""
+    labelled = [make_segment([100, 200, 300], numeric={"cpu_utilization": [10, np.nan, 30],
+                                                       "temperature": [40, 41, 42]}, workload=["train"] * 3)]
+    pipeline = FeaturePipeline.fit(labelled, FEATURES, STEP)
+    assert pipeline.always_measured == ("temperature",) and pipeline.unlabelled_seen is False
+    served = pipeline.transform(make_segment([300, 350], numeric={"cpu_utilization": [np.nan, 20]},
+                                             workload=[None, "batch"]))
+    col = {name: served[:, i] for i, name in enumerate(pipeline.feature_names)}
+    assert col["temperature_missing"].tolist() == [0, 0] and col["temperature"].tolist() == [0, 0]  # the mean
+    assert col["cpu_utilization_missing"].tolist() == [1, 0]  # missing in training too: its flag trained
+    assert col[f"workload={OTHER_WORKLOAD}"].tolist() == [0, 0] and col["workload=train"].tolist() == [0, 0]
+    old = pipeline.model_copy(update={"always_measured": None, "unlabelled_seen": None})  # saved before: as before
+    before = {name: old.transform(make_segment([300], workload=[None]))[:, i]
+              for i, name in enumerate(old.feature_names)}
+    assert before["temperature_missing"].tolist() == [1] and before[f"workload={OTHER_WORKLOAD}"].tolist() == [1]
+
+
 def test_spec_hash_follows_the_layout_not_the_values() -> None:
     base = FeaturePipeline.fit(training_segments(), FEATURES, STEP)
     refit = FeaturePipeline.fit([make_segment([1, 2, 9000], numeric={"cpu_utilization": [1, 2, 3]},
