@@ -115,9 +115,12 @@ class NodeCalibrations:
             if kept is None or kept.point.size <= point.size:  # one per origin: the one with the most leads
                 experts = (None if forecast.blend_experts is None else
                            np.asarray(forecast.blend_experts, dtype=np.float32).T)
+                unscored = np.ones(point.size, dtype=bool)
+                if kept is not None:  # leads the kept one was scored at are never learned from twice
+                    unscored[:kept.unscored.size] &= kept.unscored
                 waiting[origin] = _Waiting(*(np.asarray(a, dtype=np.float32) for a in (point, lower, upper,
                                                                                         confidence)),
-                                           np.ones(point.size, dtype=bool), experts)
+                                           unscored, experts)
             while len(waiting) > max(horizon_steps, point.size) + 2:
                 waiting.popitem(last=False)
         peak = consistent_peak(None if forecast.peak_upper is None else np.asarray(forecast.peak_upper), upper)

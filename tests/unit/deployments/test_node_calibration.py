@@ -62,6 +62,18 @@ def test_a_node_asked_again_from_the_same_window_teaches_once():
     assert a == b and a.online_calibration_points == 28 + 27
 
 
+def test_an_origin_forecast_again_after_some_of_its_leads_were_scored_is_not_scored_at_them_twice():
+    """Regression (review): a later forecast from an origin already followed (a workload cut back to an earlier
+    bin) replaced the kept one with every lead unscored, so its scored leads were learned from again."""
+    calibrations = NodeCalibrations()
+    calibrations.correct("n1", window(T0, 130.0), forecast(T0, leads=4), horizon_steps=4)
+    scored = calibrations.correct("n1", window(T0 + 3 * STEP, 130.0), forecast(T0 + 3 * STEP, leads=4), 4)
+    assert scored.online_calibration_points == 2  # T0's leads 1 and 2 (its lead 3 is the newest bin)
+    calibrations.correct("n1", window(T0, 130.0), forecast(T0, leads=4), horizon_steps=4)  # T0 asked again
+    later = calibrations.correct("n1", window(T0 + 6 * STEP, 130.0), forecast(T0 + 6 * STEP, leads=4), 4)
+    assert later.online_calibration_points == 2 + 2 + 2  # T0's leads 3, 4 and T0+3's 1, 2: T0's 1, 2 not again
+
+
 def test_held_bins_teach_nothing_the_model_s_nodes_share_a_pooled_correction_and_versions_are_apart():
     """Regression: bins the store held over a gap (the last value repeated) were scored as measured power."""
     calibrations = NodeCalibrations()
