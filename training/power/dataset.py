@@ -136,7 +136,9 @@ def prepare(frame: pd.DataFrame, *, step_s: int, max_gap_s: int, features: list[
                  if (r == Role.FIT).any()]
     if not fit_parts:
         raise NotEnoughData("no training rows: the train fraction leaves nothing to fit on")
-    pipeline = FeaturePipeline.fit(fit_parts, features, step_s, max_gap_s=max_gap_s)
+    trained_on = [s.slice(0, int((r != Role.TEST).sum())) for s, r in zip(segments, roles, strict=True)
+                  if (r != Role.TEST).any()]  # the refits train on the calibration rows too
+    pipeline = FeaturePipeline.fit(fit_parts, features, step_s, max_gap_s=max_gap_s, trained_on=trained_on)
     return PreparedData(segments, roles, pipeline, sequence_length, horizon, split)
 
 

@@ -127,11 +127,12 @@ class FeaturePipeline(BaseModel):
     observed: tuple[str, ...] | None = None  # numeric features the training rows had; None: saved before this
     max_gap_s: int | None = None  # the longest gap training filled forward; None: saved before this (the default)
     power_range: tuple[float, float] | None = None  # the training power's lowest and highest, W; None: saved before
-    # numeric features no training row lacked, and whether any training row had no workload label: an input column
+    # numeric features no training row lacked, and whether any training row had no label the vocabulary (the FIT
+    # rows' labels) knows, which sets the `other` workload column: an input column
     # that training never set (a missing flag, the unlabelled column) kept its random initial weights, so serving
     # leaves it unset too (None: saved before this, served as before)
     always_measured: tuple[str, ...] | None = None
-    unlabelled_seen: bool | None = None
+    other_label_seen: bool | None = None
 
     def beyond_training_range(self, watts: np.ndarray) -> bool:
         """Whether power values lie beyond the training power's range, widened by a tenth of it on each side (at
@@ -151,23 +152,28 @@ class FeaturePipeline(BaseModel):
 
     @classmethod
     def fit(cls, segments: list[Segment], features: tuple[str, ...] | list[str], step_s: int,
-            calendar: tuple[cal.CalendarFeature, ...] | None = None, max_gap_s: int | None = None) -> FeaturePipeline:
+            calendar: tuple[cal.CalendarFeature, ...] | None = None, max_gap_s: int | None = None,
+            trained_on: list[Segment] | None = None) -> FeaturePipeline:
         """Fit scalers on the given (training-only) segments.
 
         `calendar`: the calendar cycles to encode; None picks those the segments cover (calendar.MIN_CYCLES).
         `max_gap_s`: the longest gap the segments were filled over (None: `training.settings.default_max_gap`).
+        `trained_on`: every row the models train on (default `segments`; more where a refit also trains on the
+        calibration rows), which decides the indicator columns training sets (`always_measured`,
+        `other_label_seen`).
         """
         unknown = sorted(set(features) - set(OPTIONAL_FEATURES))
         if unknown:
             raise ValueError(f"features: unknown feature(s) {unknown}; known: {list(OPTIONAL_FEATURES)}")
         power = np.concatenate([s.power for s in segments])
+        rows = segments if trained_on is None else trained_on
         numeric_mean, numeric_std, observed, always = {}, {}, [], []
         for name in features:
             if name not in NUMERIC_FEATURES:
                 continue
-            values = np.concatenate([s.numeric[name] for s in segments])
-            if values.size and np.isfinite(values).all():
+            if all(np.isfinite(s.numeric[name]).all() for s in rows):
                 always.append(name)
+            values = np.concatenate([s.numeric[name] for s in segments])
             values = values[np.isfinite(values)]
             numeric_mean[name] = float(values.mean()) if values.size else 0.0
             numeric_std[name] = _safe_std(values)
@@ -178,7 +184,7 @@ class FeaturePipeline(BaseModel):
         if "workload_type" in features:
             kinds = {k for s in segments for k in s.workload if isinstance(k, str)}
             vocab = tuple(sorted(kinds))
-            unlabelled = any(not isinstance(k, str) for s in segments for k in s.workload)
+            unlabelled = any(not isinstance(k, str) or k not in kinds for s in rows for k in s.workload)
         return cls(
             features=tuple(features),
             step_s=step_s,
@@ -192,7 +198,7 @@ class FeaturePipeline(BaseModel):
             max_gap_s=max_gap_s,
             power_range=(float(np.nanmin(power)), float(np.nanmax(power))),
             always_measured=tuple(always),
-            unlabelled_seen=unlabelled,
+            other_label_seen=unlabelled,
         )
 
     @property
@@ -240,7 +246,7 @@ class FeaturePipeline(BaseModel):
             index = {k: i for i, k in enumerate(self.workload_vocab)}
             codes = np.array([index.get(k, len(index)) for k in segment.workload])
             labels = np.eye(len(index) + 1)[codes]
-            if self.unlabelled_seen is False:  # no label, or one training never saw: no label column set
+            if self.other_label_seen is False:  # no label, or one training never saw: no label column set
                 labels[:, -1] = 0.0
             columns += list(labels.T)
         if self.calendar:

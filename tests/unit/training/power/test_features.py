@@ -224,17 +224,42 @@ def test_input_columns_training_never_set_stay_unset_when_served() -> None:
     labelled = [make_segment([100, 200, 300], numeric={"cpu_utilization": [10, np.nan, 30],
                                                        "temperature": [40, 41, 42]}, workload=["train"] * 3)]
     pipeline = FeaturePipeline.fit(labelled, FEATURES, STEP)
-    assert pipeline.always_measured == ("temperature",) and pipeline.unlabelled_seen is False
+    assert pipeline.always_measured == ("temperature",) and pipeline.other_label_seen is False
     served = pipeline.transform(make_segment([300, 350], numeric={"cpu_utilization": [np.nan, 20]},
                                              workload=[None, "batch"]))
     col = {name: served[:, i] for i, name in enumerate(pipeline.feature_names)}
     assert col["temperature_missing"].tolist() == [0, 0] and col["temperature"].tolist() == [0, 0]  # the mean
     assert col["cpu_utilization_missing"].tolist() == [1, 0]  # missing in training too: its flag trained
     assert col[f"workload={OTHER_WORKLOAD}"].tolist() == [0, 0] and col["workload=train"].tolist() == [0, 0]
-    old = pipeline.model_copy(update={"always_measured": None, "unlabelled_seen": None})  # saved before: as before
+    # the refits train on the calibration rows too: a flag or label set there did train, and stays (review)
+    calibration = make_segment([300, 310], numeric={"temperature": [np.nan, 40]}, workload=["train", "train"])
+    refit = FeaturePipeline.fit(labelled, FEATURES, STEP, trained_on=[*labelled, calibration])
+    assert refit.always_measured == () and refit.other_label_seen is False
+    assert refit.numeric_mean == pipeline.numeric_mean  # the scalers are the FIT rows' still
+    new_label = make_segment([300], numeric={"temperature": [40]}, workload=["batch"])  # a label FIT never had
+    assert FeaturePipeline.fit(labelled, FEATURES, STEP, trained_on=[*labelled, new_label]).other_label_seen
+    old = pipeline.model_copy(update={"always_measured": None, "other_label_seen": None})  # saved before: as before
     before = {name: old.transform(make_segment([300], workload=[None]))[:, i]
               for i, name in enumerate(old.feature_names)}
     assert before["temperature_missing"].tolist() == [1] and before[f"workload={OTHER_WORKLOAD}"].tolist() == [1]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_rows_models_train_on_get_the_same_inputs_as_before_the_indicator_rule(seed: int) -> None:
+    """Unsetting indicator columns training never set changes served inputs only, never a training row's."""
+    rng = np.random.default_rng(seed)
+
+    def random_segment(length: int) -> Segment:
+        temperature = np.where(rng.random(length) < 0.1 * rng.integers(0, 2), np.nan, 40.0 + rng.random(length))
+        labels = rng.choice(np.array(["train", "infer", "batch", None], dtype=object), size=length,
+                            p=rng.dirichlet(np.ones(4)))
+        return make_segment(rng.random(length) * 500, numeric={"temperature": temperature}, workload=labels)
+
+    fit, calibration = [random_segment(12) for _ in range(2)], [random_segment(4) for _ in range(2)]
+    pipeline = FeaturePipeline.fit(fit, FEATURES, STEP, trained_on=[*fit, *calibration])
+    before = pipeline.model_copy(update={"always_measured": None, "other_label_seen": None})
+    for segment in (*fit, *calibration):
+        np.testing.assert_array_equal(pipeline.transform(segment), before.transform(segment))
 
 
 def test_spec_hash_follows_the_layout_not_the_values() -> None:
