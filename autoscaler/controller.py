@@ -39,7 +39,7 @@ from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
 from autoscaler.policy_bounds import PolicyBounds
 from autoscaler.policy_config import policy_from, target_nodes
-from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy, ScalingTarget
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
 from core.forecasts import PowerForecast
@@ -177,7 +177,7 @@ class ScalingController:
         self._forecast([item for item in turns if self._wants_forecast(item)], latest, now)
         self._save()
         events, counts = [], TickCounts(turns, lambda name: self.state.policy_state(name).no_later_than(now)
-                                        .changed_target_at)
+                                        .changed_target_at, self._recorded_change(now))
         for item in turns:  # each decided at its own time, on telemetry aged by the tick so far
             at = self.clock()
             _age(item, (at - read_at).total_seconds())
@@ -215,6 +215,13 @@ class ScalingController:
             self._unread.discard(part.what)
             self._saved[part.what] = saved
             part.resume(saved, not fresh)
+
+    def _recorded_change(self, now: datetime) -> Callable[[ScalingTarget], tuple[datetime, str] | None]:
+        """A target's last change as the state file keeps it (no later than `now`: a clock stepped back)."""
+        def change(target: ScalingTarget) -> tuple[datetime, str] | None:
+            found = self.state.target_change(target)
+            return None if found is None else (min(found[0], now), found[1])
+        return change
 
     def _save(self) -> None:
         """Keep each part read from the state file there when it changed (while the lease names this controller);

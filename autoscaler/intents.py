@@ -115,10 +115,13 @@ class TickCounts:
     policies that scale it asked for so far, and the last of those policies (a scale-in is shared: `Enactor`)."""
 
     def __init__(self, turns: Sequence[PolicyTurn],
-                 last_change: Callable[[str], datetime | None] | None = None) -> None:
+                 last_change: Callable[[str], datetime | None] | None = None,
+                 recorded: Callable[[ScalingTarget], tuple[datetime, str] | None] | None = None) -> None:
         """`turns`: all the tick's turns, in the order they are acted on (each is then followed in that order);
         `last_change`: when a policy last changed its target (read before the tick acts), for the targets several
-        enforcing policies share: a change one of them made holds the others too."""
+        enforcing policies share: a change one of them made holds the others too; `recorded`: a target's last
+        change and the policy that made it, which holds the target's enforcing policies where that policy no longer
+        enforces on it (deleted, renamed, re-pointed or a dry run now)."""
         self._set: dict[ScalingTarget, tuple[int, EarlierChange]] = {}
         self._asks: dict[ScalingTarget, list[Ask]] = {}
         self._last = {turn.policy.target: turn for turn in turns if _scales(turn.policy)}
@@ -128,8 +131,16 @@ class TickCounts:
             if turn.policy.mode == "enforce":
                 sharing.setdefault(turn.policy.target, []).append(turn.policy.name)
         for target, names in sharing.items():
-            if len(names) > 1 and last_change is not None:
-                self._changed[target] = [(at, name) for name in names if (at := last_change(name)) is not None]
+            changes = [] if len(names) < 2 or last_change is None else [
+                (at, name) for name in names if (at := last_change(name)) is not None]
+            if recorded is not None and (found := recorded(target)) is not None:
+                at, by = found
+                if by not in names:  # no longer enforcing on the target
+                    changes.append(found)
+                elif last_change is not None and ((own := last_change(by)) is None or own < at):
+                    changes.append((at, f"{by}, as stored before (deleted or re-pointed since),"))
+            if changes:
+                self._changed[target] = changes
 
     def follow(self, turn: PolicyTurn) -> None:
         """Hand the turn what the tick's earlier policies on its target asked for and the last later one that

@@ -215,8 +215,24 @@ def _digest_until_2026_12(policy: ScalingPolicy) -> str | None:
 
 
 def _target_key(target: ScalingTarget) -> str:
-    """A target as one text, the same for every policy that names it."""
-    return _TARGET.dump_json(target).decode()
+    """A target as one text, the same for every policy that names it, and across versions that add fields with
+    defaults (only the fields set otherwise count; the kind always)."""
+    return json.dumps({"kind": target.kind, **target.model_dump(mode="json", exclude_defaults=True)}, sort_keys=True)
+
+
+def _note_target_change(db: sqlite3.Connection, target: ScalingTarget, policy: str, at: datetime | None) -> None:
+    """Keep the target's last change past the policy that made it: a later change takes the row over; the policy's
+    own change undone (a failed write, its state before it restored) takes it back to the time restored."""
+    key = _target_key(target)
+    row = db.execute("SELECT at, policy FROM target_changes WHERE target = ?", (key,)).fetchone()
+    stamp = None if at is None else at.timestamp()
+    if stamp is not None and (row is None or stamp > row[0]):
+        db.execute("INSERT OR REPLACE INTO target_changes VALUES (?, ?, ?)", (key, stamp, policy))
+    elif row is not None and row[1] == policy and (stamp is None or stamp < row[0]):
+        if stamp is None:
+            db.execute("DELETE FROM target_changes WHERE target = ?", (key,))
+        else:
+            db.execute("UPDATE target_changes SET at = ? WHERE target = ?", (stamp, key))
 
 
 def _targets(body: str, target: ScalingTarget) -> bool:
@@ -565,8 +581,7 @@ class ControllerState:
         damaged file was set aside, a policy without a stored state holds its cooldown from then."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
-            since = max(filter(None, (self._started_afresh, self._target_changed(name))), default=None)
-            return PolicyState(last_scale_at=since, changed_target_at=since)
+            return PolicyState(last_scale_at=self._started_afresh, changed_target_at=self._started_afresh)
         try:
             return _policy_state(json.loads(rows[0][0]))
         except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
@@ -574,20 +589,11 @@ class ControllerState:
                            name, exc)
             return PolicyState(last_scale_at=datetime.now(UTC))
 
-    def _target_changed(self, name: str) -> datetime | None:
-        """When the target of the policy called `name` was last changed by a policy that no longer scales it (this one
-        before it was renamed, deleted and created again, or re-pointed back): a policy without a state of its own
-        holds for that change as if it had made it. A change by a policy that still scales the target holds this one
-        as every shared target's change does (TickCounts)."""
-        policy = self.policy(name)
-        if policy is None:
-            return None
-        rows = self._read("SELECT at, policy FROM target_changes WHERE target = ?", (_target_key(policy.target),))
-        if not rows:
-            return None
-        at, by = rows[0]
-        other = self.policy(by) if by != name else None
-        return None if other is not None and other.target == policy.target else datetime.fromtimestamp(at, UTC)
+    def target_change(self, target: ScalingTarget) -> tuple[datetime, str] | None:
+        """When the target was last changed, and by which policy: kept past that policy (deleted, renamed or
+        re-pointed), so a policy that takes the target over holds for it (TickCounts)."""
+        rows = self._read("SELECT at, policy FROM target_changes WHERE target = ?", (_target_key(target),))
+        return (datetime.fromtimestamp(rows[0][0], UTC), rows[0][1]) if rows else None
 
     # --- events and intents ------------------------------------------------------------------------------
 
@@ -599,10 +605,7 @@ class ControllerState:
         stored = db.execute("SELECT body FROM policies WHERE name = ?", (name,)).fetchone()
         if stored is not None and _targets(stored[0], event.target):
             db.execute("INSERT OR REPLACE INTO policy_state VALUES (?, ?)", (name, state.model_dump_json()))
-        if state.changed_target_at is not None:  # kept past the policy: one that takes the target over holds for it
-            db.execute("INSERT INTO target_changes VALUES (?, ?, ?) ON CONFLICT (target) DO UPDATE SET "
-                       "at = excluded.at, policy = excluded.policy WHERE excluded.at >= at",
-                       (_target_key(event.target), state.changed_target_at.timestamp(), name))
+        _note_target_change(db, event.target, name, state.changed_target_at)
 
     def remember(self, policy: ScalingPolicy, state: PolicyState, *, holder: str) -> None:
         """Store a policy's state without an event (its hold was recorded already), while the lease row names

@@ -328,28 +328,53 @@ def test_a_change_one_policy_made_holds_the_others_on_the_target_at_the_next_tic
     assert [e.action for e in controller.tick()] == [ScaleAction.SCALE_OUT, ScaleAction.HOLD]
 
 
-@pytest.mark.parametrize("replaced", ["renamed", "deleted-and-created-again"])
+@pytest.mark.parametrize("replaced", ["renamed", "deleted-and-created-again", "made-a-dry-run", "partner-left"])
 def test_a_policy_that_takes_a_target_over_holds_for_the_change_its_former_policy_made(make, store, replaced):
     """Regression: the cooldown lived with the policy's name, so renaming a policy (or deleting it and creating it
-    again) right after it scaled the target let the new one scale again on power that did not show the change."""
+    again, or making it a dry run beside a new one, or deleting it beside a partner) right after it scaled the target
+    let the policy left enforcing scale again on power that did not show the change."""
     clock = [datetime.now(UTC)]
     controller, actuator = make(replicas=2, clock=lambda: clock[0])
     policy = dict(target=TARGET, predictive_scaling=MEASURED, actuation_delay="2min", max_replicas=20,
                   power_based={"max_power_budget": 1000})
-    controller.put_policy(policy_data("old", **policy))
+    controller.put_policy(policy_data("a-old", **policy))
+    if replaced == "partner-left":
+        controller.put_policy(policy_data("b-new", **policy))
     write_power(store, {"n1": 1500, "n2": 1500}, end=clock[0])
-    [first] = controller.tick()
-    assert first.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4)]
-    controller.state.delete_policy("old")
-    controller.put_policy(policy_data("new" if replaced == "renamed" else "old", **policy))
+    assert controller.tick()[0].action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4)]
+    if replaced == "made-a-dry-run":
+        controller.put_policy(policy_data("a-old", **{**policy, "mode": "dry_run"}))
+    else:
+        controller.state.delete_policy("a-old")
+    if replaced != "partner-left":
+        controller.put_policy(policy_data("a-old" if replaced == "deleted-and-created-again" else "b-new", **policy))
     clock[0] += timedelta(seconds=30)
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
-    [held] = controller.tick()
-    assert held.action is ScaleAction.HOLD and "cooldown" in held.reason and actuator.calls == [("web", 4)], held
+    [held] = [event for event in controller.tick() if event.mode == "enforce"]
+    assert held.action is ScaleAction.HOLD and "changed the target 30 s ago" in held.reason, held.reason
+    assert actuator.calls == [("web", 4)]
     clock[0] += timedelta(seconds=300)
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
-    [again] = controller.tick()
+    [again] = [event for event in controller.tick() if event.mode == "enforce"]
     assert again.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4), ("web", 8)]
+
+
+def test_a_change_that_failed_holds_no_policy_that_takes_the_target_over(make, store):
+    """A refused write changed nothing: the policy's cooldown is lifted, and the target's recorded change with it."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    policy = dict(target=TARGET, predictive_scaling=MEASURED, max_replicas=20, power_based={"max_power_budget": 1000})
+    controller.put_policy(policy_data("a-old", **policy))
+    write_power(store, {"n1": 1500, "n2": 1500}, end=clock[0])
+    actuator.fail = "scale"
+    assert controller.tick()[0].actuation.status is ActuationStatus.FAILED
+    actuator.fail = None
+    controller.state.delete_policy("a-old")
+    controller.put_policy(policy_data("b-new", **policy))
+    clock[0] += timedelta(seconds=30)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    [event] = controller.tick()
+    assert event.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4)], event.reason
 
 
 def test_a_dry_run_policy_s_would_be_change_holds_no_other(make, store):
