@@ -54,7 +54,7 @@ from autoscaler.schema import (
     policy_context,
 )
 from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
-from core.file_lock import take_flock
+from core.file_lock import open_guard, take_flock
 from core.settings import format_errors
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _one_at_a_time(path: Path, timeout_s: float = 10.0) -> Iterator[None]:
     """An advisory lock (flock) on `<state file>.lock`, held by one process at a time and released with it if it
     dies; waited for up to `timeout_s` (SQLite's own busy timeout), then "database is locked" as SQLite says it. The
     lock file is opened read-only, so one another user created still locks."""
-    descriptor = os.open(f"{path}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    descriptor = open_guard(Path(f"{path}.lock"))  # for writing: an NFS client's flock needs it
     try:
         if not take_flock(descriptor, timeout_s, poll_s=0.05):
             raise sqlite3.OperationalError(f"database is locked: {path}.lock held by another controller for "
