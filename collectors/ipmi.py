@@ -103,11 +103,14 @@ class IpmiSource(TelemetrySource):
                  timeout_s: float = 5.0, max_failures: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 300.0,
                  dcmi_reprobe_s: float = 600.0, limit_refresh_s: float = 60.0, min_interval_s: float = 1.0,
                  frozen_after_s: float = 300.0, sdr_load_timeout_s: float = 300.0,
-                 dcmi_inactive_grace_s: float = 60.0) -> None:
+                 dcmi_inactive_grace_s: float = 60.0, login_timeout_s: float = 5.0) -> None:
         self.host, self.port = parse_bmc_target(target) if isinstance(target, str) else target
         self.username, self.node_id, self.label = username, node_id, f"ipmi ({self.host}:{self.port})"
         self.__password = password
         self.timeout_s, self.max_failures, self.min_interval_s = timeout_s, max_failures, min_interval_s
+        # a read that logs in first may take longer than `timeout_s` (a collector's round may cut that short): a slow
+        # BMC's login would otherwise time out, and its session be dropped, every time
+        self.login_timeout_s = max(timeout_s, login_timeout_s)
         self.sdr_load_timeout_s, self.dcmi_inactive_grace_s = sdr_load_timeout_s, dcmi_inactive_grace_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.dcmi_reprobe_s, self.limit_refresh_s = dcmi_reprobe_s, limit_refresh_s
@@ -184,11 +187,12 @@ class IpmiSource(TelemetrySource):
         return reading
 
     def _bounded(self, fn: Any) -> Any:
-        """`fn()` in the worker thread within `timeout_s`. The first SDR download, hundreds of requests that take a
-        real BMC tens of seconds, is no stall: it is left to finish in its thread (SdrLoading) for up to
-        `sdr_load_timeout_s`, and only then is the session dropped as for any stall."""
+        """`fn()` in the worker thread within `timeout_s` (`login_timeout_s` where it logs in first). The first SDR
+        download, hundreds of requests that take a real BMC tens of seconds, is no stall: it is left to finish in its
+        thread (SdrLoading) for up to `sdr_load_timeout_s`, and only then is the session dropped as for any stall."""
+        limit = self._limit_s()
         try:
-            return self._call.run(fn, self.timeout_s)
+            return self._call.run(fn, limit)
         except (StillRunning, TimeoutError) as err:
             loading_since = self._sdr_loading_since
             if loading_since is not None:
@@ -199,12 +203,16 @@ class IpmiSource(TelemetrySource):
                 raise TimeoutError(f"BMC {self.host}:{self.port} did not finish sending its sensor repository (SDR) "
                                    f"within {self.sdr_load_timeout_s:g} s") from None
             if isinstance(err, StillRunning):
-                if self._call.running_for() < self.timeout_s:  # another caller's read, not late: no stall
+                if self._call.running_for() < self._limit_s():  # another caller's read, not late: no stall
                     raise ReadUnderWay(f"BMC {self.host}:{self.port}: a read is under way") from None
                 self._reset()  # stalled past its limit: the session dropped (broken, logged out in the background)
                 raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None
             self._reset()
-            raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {self.timeout_s:g} s") from None
+            raise TimeoutError(f"BMC {self.host}:{self.port} did not answer within {limit:g} s") from None
+
+    def _limit_s(self) -> float:
+        """How long the read under way may take: longer while it must log in first."""
+        return self.login_timeout_s if self._cmd is None else self.timeout_s
 
     def _fail(self, err: Exception) -> None:
         self._failures += 1

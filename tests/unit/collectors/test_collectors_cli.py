@@ -179,8 +179,8 @@ def test_ipmi_sources_get_host_and_credentials(monkeypatch: pytest.MonkeyPatch, 
                             node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(secret),
                                           "IPMI_PASSWORD": "from-env"}))  # the file wins over the variable
     assert len(sources) == 2
-    assert calls == [("bmc-a", {"username": "admin", "password": "from-file", "node_id": "n1"}),
-                     ("bmc-b:6230", {"username": "admin", "password": "from-file", "node_id": "n1"})]
+    assert calls == [("bmc-a", {"username": "admin", "password": "from-file", "node_id": "n1", "timeout_s": 5.0}),
+                     ("bmc-b:6230", {"username": "admin", "password": "from-file", "node_id": "n1", "timeout_s": 5.0})]
 
 
 def test_real_ipmi_module_is_wired_in() -> None:

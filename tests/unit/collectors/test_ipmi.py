@@ -7,6 +7,7 @@ import io
 import struct
 import threading
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +17,7 @@ import collectors.__main__ as cli
 from collectors import ipmi
 from collectors.ipmi import IpmiSource
 from collectors.ipmi_readings import PowerSensor, parse_dcmi_power_reading, select_power_sensors
-from core.telemetry import Quality
+from core.telemetry import Quality, SourceKind, TelemetrySample
 
 
 # -- SDR sensor choice ----------------------------------------------------------------------------------
@@ -238,9 +239,27 @@ def test_wrong_password_is_authentication_failed_and_backs_off_long():
     assert source._next_try - time.monotonic() > 100  # no password guessing loop that locks the account
 
 
+def test_a_read_that_logs_in_first_may_take_longer_than_a_round_cut_limit():
+    """Regression (review): with the limit cut to a short round's (a 2-s read_timeout: 1.6 s), a BMC whose login
+    takes longer timed out, and its half-made session was dropped, at every try."""
+    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", timeout_s=0.1, backoff_s=0)
+    reading = TelemetrySample.reading(timestamp=datetime.now(UTC), node_id="n1", source=SourceKind.IPMI,
+                                      device_id="node", power_watts=500.0)
+
+    def slow_login() -> TelemetrySample:
+        time.sleep(0.3)  # the login
+        source._cmd = FakeCmd(None)
+        return reading
+
+    source._read = slow_login
+    assert source.sample() == [reading]
+    source._read = lambda: time.sleep(0.3) or reading  # on the session: the cut limit holds
+    assert source.sample() == [] and "did not answer within 0.1 s" in source._reason
+
+
 def test_a_stalled_bmc_is_bounded_and_never_piles_up_threads():
     release = threading.Event()
-    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", timeout_s=0.2, backoff_s=0)
+    source = IpmiSource("10.0.0.9", "admin", "pw", "n1", timeout_s=0.2, backoff_s=0, login_timeout_s=0.2)
     source._read = lambda: release.wait(10)
     started = time.monotonic()
     ok, reason = source.available()
