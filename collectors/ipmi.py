@@ -129,6 +129,7 @@ class IpmiSource(TelemetrySource):
         self._limit_at = float("-inf")
         self._frozen = FrozenReading(frozen_after_s)  # a DCMI reading the BMC stopped updating is no reading
         self._call = BoundedCall(f"ipmi-{self.host}")
+        self._in_flight_limit = timeout_s  # the limit of the call last started
         self._failures, self._ever_ok = 0, False
         self._refusals = 0  # logins refused in a row (a wrong user or password): none once a read succeeds
         self._next_try, self._reason = 0.0, ""
@@ -190,10 +191,13 @@ class IpmiSource(TelemetrySource):
         """`fn()` in the worker thread within `timeout_s` (`login_timeout_s` where it logs in first). The first SDR
         download, hundreds of requests that take a real BMC tens of seconds, is no stall: it is left to finish in its
         thread (SdrLoading) for up to `sdr_load_timeout_s`, and only then is the session dropped as for any stall."""
-        limit = self._limit_s()
+        limit, earlier = self._limit_s(), self._in_flight_limit
+        self._in_flight_limit = limit  # the limit of the call this starts (a login's, or a read's on the session)
         try:
             return self._call.run(fn, limit)
         except (StillRunning, TimeoutError) as err:
+            if isinstance(err, StillRunning):  # none started: the one under way is an earlier call, with its limit
+                self._in_flight_limit = limit = earlier
             loading_since = self._sdr_loading_since
             if loading_since is not None:
                 if time.monotonic() - loading_since < self.sdr_load_timeout_s:
@@ -203,7 +207,7 @@ class IpmiSource(TelemetrySource):
                 raise TimeoutError(f"BMC {self.host}:{self.port} did not finish sending its sensor repository (SDR) "
                                    f"within {self.sdr_load_timeout_s:g} s") from None
             if isinstance(err, StillRunning):
-                if self._call.running_for() < self._limit_s():  # another caller's read, not late: no stall
+                if self._call.running_for() < limit:  # another caller's read, not late: no stall
                     raise ReadUnderWay(f"BMC {self.host}:{self.port}: a read is under way") from None
                 self._reset()  # stalled past its limit: the session dropped (broken, logged out in the background)
                 raise TimeoutError(f"BMC {self.host}:{self.port}: an earlier request is still stalled") from None

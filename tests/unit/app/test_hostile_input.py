@@ -95,8 +95,8 @@ def test_a_hostile_horizon_is_422_naming_it(power, horizon):
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"workload_id": "w" * 129}, "workload_id"),
-    ({"node_id": "n" * 129}, "node_id"),
+    ({"workload_id": "w" * 254}, "workload_id"),
+    ({"node_id": "n" * 254}, "node_id"),
     ({"features": {"power_watts": [1.0], "workload_type": "x" * 65}}, "workload_type"),
     ({"features": {"power_watts": [1.0] * 10_081}}, "power_watts"),
 ])
