@@ -36,6 +36,11 @@ FINER = ModelOverrides(step="1min", horizon="20min")
 LONGER = ModelOverrides(horizon="40min")
 
 
+def unwritable(*args, **kwargs):
+    """A registry write that fails (ACTIVE on a volume with an I/O error)."""
+    raise OSError(5, "Input/output error")
+
+
 def spec(**fields) -> RetrainSpec:
     return RetrainSpec(config=SMALL, verbose=False, **fields)
 
@@ -136,10 +141,6 @@ def test_a_winner_whose_activation_cannot_be_written_is_registered_and_says_so(s
                                                                                monkeypatch, caplog):
     """Regression: an I/O error writing ACTIVE failed the whole retraining although its version was registered."""
     champion(sample, registry, shift, BAD)
-
-    def unwritable(*args, **kwargs):
-        raise OSError(5, "Input/output error")
-
     monkeypatch.setattr(type(registry), "promote", unwritable)
     shift(GOOD)
     result = retrain_power(sample, spec(), registry=registry)
@@ -235,9 +236,6 @@ def test_forced_activation_serves_an_incomparable_version(sample, registry, shif
 def test_a_first_version_whose_activation_cannot_be_written_is_recorded_as_the_served_one_it_is(
         sample, registry, shift, monkeypatch):
     """Regression: recorded as not activated, while replicas served it as the model's latest (no ACTIVE file)."""
-    def unwritable(*args, **kwargs):
-        raise OSError(5, "Input/output error")
-
     monkeypatch.setattr(type(registry), "promote", unwritable)
     shift(GOOD)
     result = retrain_power(sample, spec(), registry=registry)
