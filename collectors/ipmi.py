@@ -129,7 +129,6 @@ class IpmiSource(TelemetrySource):
         self._limit_at = float("-inf")
         self._frozen = FrozenReading(frozen_after_s)  # a DCMI reading the BMC stopped updating is no reading
         self._call = BoundedCall(f"ipmi-{self.host}")
-        self._in_flight_limit = timeout_s  # the limit of the call last started
         self._failures, self._ever_ok = 0, False
         self._refusals = 0  # logins refused in a row (a wrong user or password): none once a read succeeds
         self._next_try, self._reason = 0.0, ""
@@ -191,13 +190,12 @@ class IpmiSource(TelemetrySource):
         """`fn()` in the worker thread within `timeout_s` (`login_timeout_s` where it logs in first). The first SDR
         download, hundreds of requests that take a real BMC tens of seconds, is no stall: it is left to finish in its
         thread (SdrLoading) for up to `sdr_load_timeout_s`, and only then is the session dropped as for any stall."""
-        limit, earlier = self._limit_s(), self._in_flight_limit
-        self._in_flight_limit = limit  # the limit of the call this starts (a login's, or a read's on the session)
+        limit = self._limit_s()
         try:
             return self._call.run(fn, limit)
         except (StillRunning, TimeoutError) as err:
             if isinstance(err, StillRunning):  # none started: the one under way is an earlier call, with its limit
-                self._in_flight_limit = limit = earlier
+                limit = self._call.limit_s or limit
             loading_since = self._sdr_loading_since
             if loading_since is not None:
                 if time.monotonic() - loading_since < self.sdr_load_timeout_s:

@@ -23,6 +23,7 @@ class BoundedCall:
         self.name = name
         self._last: Future | None = None
         self._started_at = 0.0  # monotonic start of the last call
+        self.limit_s: float | None = None  # the time limit the last call was started with (`run`'s)
         self._starting = threading.Lock()  # the check and the start as one step (two callers: one call)
 
     @property
@@ -34,8 +35,9 @@ class BoundedCall:
         """Seconds the call under way has run (0 when none is)."""
         return time.monotonic() - self._started_at if self.busy else 0.0
 
-    def start(self, fn: Callable[[], Any]) -> Future:
-        """Start `fn`; its Future holds the result or the exception. Raises StillRunning while the last call runs."""
+    def start(self, fn: Callable[[], Any], limit_s: float | None = None) -> Future:
+        """Start `fn` (`limit_s`: its time limit, kept as `limit_s` with it); its Future holds the result or the
+        exception. Raises StillRunning while the last call runs."""
         future: Future = Future()
         future.set_running_or_notify_cancel()  # a caller's cancel() cannot make the call look finished
 
@@ -48,7 +50,7 @@ class BoundedCall:
         with self._starting:
             if self.busy:
                 raise StillRunning(f"{self.name}: the previous call is still running")
-            self._last, self._started_at = future, time.monotonic()
+            self._last, self._started_at, self.limit_s = future, time.monotonic(), limit_s
             try:
                 threading.Thread(target=run, name=self.name, daemon=True).start()
             except RuntimeError as err:  # no thread to be had: this call failed, the next may start
@@ -58,7 +60,7 @@ class BoundedCall:
 
     def run(self, fn: Callable[[], Any], timeout_s: float) -> Any:
         """`fn()`'s result, waited for at most `timeout_s`. Raises StillRunning, TimeoutError, or what `fn` raised."""
-        future = self.start(fn)
+        future = self.start(fn, timeout_s)
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:

@@ -59,3 +59,15 @@ def test_a_thread_that_cannot_start_leaves_the_call_free(monkeypatch):
     assert not call.busy
     monkeypatch.undo()
     assert call.run(lambda: 2, timeout_s=1) == 2
+
+
+def test_the_limit_of_the_call_under_way_is_kept_with_it_not_taken_by_a_caller_that_found_it_busy():
+    """Regression (review): a caller that found a login under way judged it against its own, shorter limit."""
+    release = threading.Event()
+    call = BoundedCall("limits")
+    started = call.start(release.wait, limit_s=5.0)
+    with pytest.raises(StillRunning):
+        call.start(lambda: None, limit_s=1.0)
+    assert call.limit_s == 5.0
+    release.set()
+    started.result(timeout=10)
