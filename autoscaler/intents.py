@@ -137,7 +137,7 @@ class TickCounts:
                 at, by = found
                 if by not in names:  # no longer enforcing on the target
                     changes.append(found)
-                elif last_change is not None and ((own := last_change(by)) is None or own < at):
+                elif last_change is not None and last_change(by) is None:  # its state gone since (deleted...)
                     changes.append((at, f"{by}, as stored before (deleted or re-pointed since),"))
             if changes:
                 self._changed[target] = changes

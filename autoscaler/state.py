@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS bound_tracking (
     policy TEXT PRIMARY KEY, meaning TEXT NOT NULL, log_factor REAL NOT NULL, windows INTEGER NOT NULL,
     misses INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS started_afresh (id INTEGER PRIMARY KEY CHECK (id = 0), at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS target_changes (target TEXT PRIMARY KEY, at REAL NOT NULL, policy TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS target_changes (
+    target TEXT PRIMARY KEY, at REAL NOT NULL, policy TEXT NOT NULL, prior_at REAL, prior_policy TEXT);
 """
 _MAX_REASON_CHARS = 2000
 _TARGET: TypeAdapter[ScalingTarget] = TypeAdapter(ScalingTarget)
@@ -221,18 +222,28 @@ def _target_key(target: ScalingTarget) -> str:
 
 
 def _note_target_change(db: sqlite3.Connection, target: ScalingTarget, policy: str, at: datetime | None) -> None:
-    """Keep the target's last change past the policy that made it: a later change takes the row over; the policy's
-    own change undone (a failed write, its state before it restored) takes it back to the time restored."""
+    """Keep the target's last change past the policy that made it: a later change takes the row over, keeping the
+    one it replaced (for `_take_back_target_change`)."""
     key = _target_key(target)
     row = db.execute("SELECT at, policy FROM target_changes WHERE target = ?", (key,)).fetchone()
-    stamp = None if at is None else at.timestamp()
-    if stamp is not None and (row is None or stamp > row[0]):
-        db.execute("INSERT OR REPLACE INTO target_changes VALUES (?, ?, ?)", (key, stamp, policy))
-    elif row is not None and row[1] == policy and (stamp is None or stamp < row[0]):
-        if stamp is None:
-            db.execute("DELETE FROM target_changes WHERE target = ?", (key,))
-        else:
-            db.execute("UPDATE target_changes SET at = ? WHERE target = ?", (stamp, key))
+    if at is not None and (row is None or at.timestamp() > row[0]):
+        db.execute("INSERT OR REPLACE INTO target_changes VALUES (?, ?, ?, ?, ?)",
+                   (key, at.timestamp(), policy, *(row or (None, None))))
+
+
+def _take_back_target_change(db: sqlite3.Connection, event: ScalingEvent) -> None:
+    """The target's change by `event` never happened (its write failed, the policy's state before it restored): the
+    change it replaced is the target's last again."""
+    key = _target_key(event.target)
+    row = db.execute("SELECT prior_at, prior_policy FROM target_changes WHERE target = ? AND policy = ? AND at = ?",
+                     (key, event.policy, event.at.timestamp())).fetchone()
+    if row is None:  # a later change took the row over meanwhile: it stands
+        return
+    if row[0] is None:
+        db.execute("DELETE FROM target_changes WHERE target = ?", (key,))
+    else:
+        db.execute("UPDATE target_changes SET at = ?, policy = ?, prior_at = NULL, prior_policy = NULL "
+                   "WHERE target = ?", (row[0], row[1], key))
 
 
 def _targets(body: str, target: ScalingTarget) -> bool:
@@ -670,6 +681,9 @@ class ControllerState:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
             if self._named(db, holder, f"the state of policy {event.policy}"):
                 self._save_state(db, event, state)
+                undone = state.changed_target_at is None or state.changed_target_at < event.at
+                if event.actuation.status is ActuationStatus.FAILED and undone:  # its state before it restored
+                    _take_back_target_change(db, event)
             _drop_intent(db, event.policy, event.id)
         return event
 

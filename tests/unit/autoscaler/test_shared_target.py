@@ -352,8 +352,12 @@ def test_a_policy_that_takes_a_target_over_holds_for_the_change_its_former_polic
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
     [held] = [event for event in controller.tick() if event.mode == "enforce"]
     assert held.action is ScaleAction.HOLD and "changed the target 30 s ago" in held.reason, held.reason
+    clock[0] += timedelta(seconds=60)  # the whole hold, not only its first tick (review)
+    write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
+    [still] = [event for event in controller.tick() if event.mode == "enforce"]
+    assert still.action is ScaleAction.HOLD and "changed the target 90 s ago" in still.reason, still.reason
     assert actuator.calls == [("web", 4)]
-    clock[0] += timedelta(seconds=300)
+    clock[0] += timedelta(seconds=240)
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
     [again] = [event for event in controller.tick() if event.mode == "enforce"]
     assert again.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4), ("web", 8)]
@@ -375,6 +379,30 @@ def test_a_change_that_failed_holds_no_policy_that_takes_the_target_over(make, s
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
     [event] = controller.tick()
     assert event.action is ScaleAction.SCALE_OUT and actuator.calls == [("web", 4)], event.reason
+
+
+def test_a_failed_change_gives_the_target_back_the_change_it_replaced_not_none(tmp_path):
+    """Regression (review): taking a failed change back deleted the row, losing an earlier real change by another
+    policy, which then held nobody once that policy was deleted."""
+    from autoscaler import state as state_module
+    from autoscaler.schema import ActuationResult, ScalingEvent
+
+    state = state_module.ControllerState(tmp_path / "state.sqlite")
+    target = ScalingPolicy.model_validate(policy_data("x", target=TARGET)).target
+    first, second = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 1, 0, 5, tzinfo=UTC)
+    failed = ScalingEvent(at=second, policy="y", target=target, action=ScaleAction.SCALE_OUT, from_replicas=2,
+                          to_replicas=4, reason="r", mode="enforce",
+                          actuation=ActuationResult(status=ActuationStatus.FAILED, detail="forbidden (403)"))
+    try:
+        with state._write() as db:
+            state_module._note_target_change(db, target, "x", first)
+            state_module._note_target_change(db, target, "y", second)
+        assert state.target_change(target) == (second, "y")
+        with state._write() as db:
+            state_module._take_back_target_change(db, failed)
+        assert state.target_change(target) == (first, "x")
+    finally:
+        state.close()
 
 
 def test_a_dry_run_policy_s_would_be_change_holds_no_other(make, store):
