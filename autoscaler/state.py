@@ -115,8 +115,9 @@ def _file_id(path: Path) -> FileId | None:
 def _one_at_a_time(path: Path, timeout_s: float = 10.0) -> Iterator[None]:
     """An advisory lock (flock) on `<state file>.lock`, held by one process at a time and released with it if it
     dies; waited for up to `timeout_s` (SQLite's own busy timeout), then "database is locked" as SQLite says it. The
-    lock file is opened read-only, so one another user created still locks."""
-    descriptor = open_guard(Path(f"{path}.lock"))  # for writing: an NFS client's flock needs it
+    lock file is opened for writing, as an NFS client's flock needs, or read-only where this user may not write it
+    (one another user created still locks: core/file_lock.py)."""
+    descriptor = open_guard(Path(f"{path}.lock"))
     try:
         if not take_flock(descriptor, timeout_s, poll_s=0.05):
             raise sqlite3.OperationalError(f"database is locked: {path}.lock held by another controller for "
