@@ -8,10 +8,13 @@ the bin ends, so that is when its decision is made (the forecast from that step 
 old as the bin (it shows a change only when the whole bin ran after it landed: what the cooldown's early scale-out
 over the budget asks); a replica-count change takes effect `actuation_delay_s` later, on the first step that starts
 then or after (delay 0: the next step). A change of the target counts as a scale event when it is decided, as the
-controller records it, even when the series ends before it lands. A decision that repeats the target of a change
-still on its way is none, and restarts no cooldown: the replay decides on the capacity, which lags the target, where
-the controller reads the target and holds. Not modelled: a decision back to the capacity while a change is on its way
-(the controller, reading the target, would change it back; the replay lets the change land).
+controller records it, even when the series ends before it lands. While a change is on its way no other is made, and
+no cooldown restarts: every bin read meanwhile ran wholly at the count before it, and the controller holds on power
+read before its last change took effect (when the hold is the actuation delay, it ends on such a bin). Not modelled:
+a decision back to the capacity while a change is on its way (the controller, reading the target, would change it
+back; the replay lets the change land). The scale-down stabilization window keeps the recommendations of the decisions
+within it: at a step longer than the window (10-min bins, a 5-min window) each decision sees only its own bin, as a
+controller reading one bin a step would.
 """
 
 from __future__ import annotations
@@ -57,10 +60,11 @@ class DemandModel:
 
 
 def initial_replicas(policy: ScalingPolicy, model: DemandModel, first_trace_watts: float) -> int:
-    """max(min_replicas, the fewest replicas keeping the first step under the scale-out threshold)."""
+    """max(min_replicas, the fewest replicas keeping the first step at or under the scale-out threshold, as decide()
+    reads it). Every run starts so, sized on a bin it has not read yet."""
     threshold = policy.power_based.max_power_budget * policy.power_based.scale_out_threshold / 100.0
     for replicas in range(max(policy.min_replicas, 1), policy.max_replicas + 1):
-        if model.per_node(first_trace_watts, replicas) < threshold:
+        if model.per_node(first_trace_watts, replicas) <= threshold:
             return replicas
     return policy.max_replicas
 
@@ -285,9 +289,9 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                                        replicas=replicas)
         decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
         decision = decide(policy, observation, view, state, decided_at)
-        # decided on the capacity, which lags the target a change on its way set: a decision repeating that target
-        # is no change (the controller, reading the target, holds), and starts no cooldown
-        changes = decision.to_replicas not in (replicas, pending[-1][1] if pending else replicas)
+        # a change still on its way: this bin ran wholly before it landed, so it holds, as the controller does on
+        # power read before its last change took effect (decision._paced), and starts no cooldown
+        changes = not pending and decision.to_replicas != replicas
         state = state.after(decision, scaled=changes, known=False)
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"

@@ -306,6 +306,30 @@ def test_regression_a_decision_repeating_a_change_on_its_way_starts_no_cooldown(
     assert result.metrics.budget_violation_seconds == 1320
 
 
+def test_regression_no_other_change_is_made_on_the_bin_before_a_change_lands():
+    """When the hold is the actuation delay (10-min bins, a 10-min delay, a 5-min cooldown), it ended on the last bin
+    before the change landed: that bin ran wholly at the old count, where the controller holds (decision._paced), and
+    the replay made a second change on it (1 -> 2, then 1 -> 4 a step later)."""
+    step = 600
+    trace = [600.0, 1500.0] + [2400.0] * 6
+    policy = sim_policy(predictive=False, min_replicas=1, actuation_delay=step, power_based={
+        "max_power_budget": 1000, "scale_out_threshold": 80, "scale_in_threshold": 50, "cooldown_period": 300})
+    at = [START + timedelta(seconds=step * i) for i in range(len(trace))]
+    result = simulate_series(policy, MODEL, at, trace, step_s=step, actuation_delay_s=step)
+    # 1 -> 2 decided on bin 1 lands at bin 3; bin 2 (1 replica) holds; bin 3, the first at 2, asks for 4
+    assert [(s.replicas, s.action) for s in result.steps[:5]] == [
+        (1, "hold"), (1, "scale_out"), (1, "hold"), (2, "scale_out"), (2, "hold")]
+    assert [s.replicas for s in result.steps[5:]] == [4] * 3 and result.metrics.scale_events == 2
+
+
+def test_the_first_count_is_the_fewest_at_or_under_the_threshold_as_decide_reads_it():
+    """A first bin exactly at the scale-out threshold is not over it (decide scales out above it): one replica."""
+    policy = sim_policy(predictive=False, min_replicas=1, power_based={"max_power_budget": 1000,
+                                                                       "scale_out_threshold": 80})
+    assert initial_replicas(policy, MODEL, 700.0) == 1  # 100 W idle + 700 W = 800 W, the threshold itself
+    assert initial_replicas(policy, MODEL, 701.0) == 2
+
+
 def test_a_scale_in_is_paid_for_until_it_lands():
     """The replicas a scale-in removes run until it lands: charged as running, never less."""
     step_down = [2400.0] * 3 + [400.0] * 9  # 4 replicas at 700 W per node, then 200 W: a consolidation
