@@ -74,7 +74,7 @@ def prepare_replay(frame: pd.DataFrame, model_config: PowerPredictorConfig, *, s
     test = prepared.windows(Role.TEST)
     if len(test) == 0:
         raise NotEnoughData("--train-fraction: no test part left to replay (series too short for the sequence length)")
-    prepared.require_training_windows(train_fraction)
+    prepared.require_training_windows(train_fraction, model_config.interval_coverage)
     return prepared, test
 
 

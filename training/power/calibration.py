@@ -92,6 +92,11 @@ def raw_confidence(point: np.ndarray, lower: np.ndarray, upper: np.ndarray, cove
     return _erf(tolerance * np.abs(point) / (sigma * sqrt(2.0)))
 
 
+def points_needed(coverage: float) -> int:
+    """The fewest scored calibration points `fit_calibration` takes at `coverage` (fewer: a margin covering less)."""
+    return max(_MIN_POINTS_PER_LEAD, points_for(coverage))
+
+
 def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.ndarray, *,
                     coverage: float, tolerance: float, scale: np.ndarray | None = None) -> Calibration:
     """Fit interval margins and the confidence map on scored calibration points.
@@ -101,7 +106,7 @@ def fit_calibration(quantiles_watts: np.ndarray, actual: np.ndarray, mask: np.nd
         actual: [N, H] observed watts. mask: [N, H] which pairs are calibration points.
         scale: [N] positive per-forecast scale; given, the margins are multiples of it (`scaled`).
     """
-    needed = max(_MIN_POINTS_PER_LEAD, points_for(coverage))  # fewer: a margin covering less than `coverage`
+    needed = points_needed(coverage)
     if mask.sum() < needed:
         raise ValueError(f"calibration needs at least {needed} held-out points at a coverage of {coverage:g}, got "
                          f"{int(mask.sum())}")

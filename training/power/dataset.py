@@ -17,7 +17,7 @@ import pandas as pd
 from core.durations import format_duration
 from core.registry_metadata import DataSpan
 from core.stores.frame import ReadLimits
-from training.power.calibration import fit_calibration
+from training.power.calibration import fit_calibration, points_needed
 from training.power.features import FeaturePipeline, Segment, resample
 from training.power.features_only import fit_features_only
 from training.power.fit import SupervisedArrays
@@ -52,15 +52,22 @@ class PreparedData:
         return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
                              sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
 
-    def require_training_windows(self, train_fraction: float,
+    def require_training_windows(self, train_fraction: float, coverage: float,
                                  remedy: str = "pass a smaller --sequence-length or a larger --train-fraction") -> None:
-        """NotEnoughData, naming what helps (`remedy`), unless the training part has windows to fit and to calibrate
-        on: found before any training, not when Ray Train starts."""
+        """NotEnoughData, naming what helps (`remedy`), unless the training part has windows to fit on and enough
+        scored points to calibrate intervals of `coverage` on: found before any training, not when Ray Train starts
+        or once it has run."""
         for role, name in ((Role.FIT, "training"), (Role.CALIB, "calibration")):
             if len(self.windows(role)) == 0:
                 raise NotEnoughData(
                     f"no {name} windows: the training part of the series ({train_fraction:.0%}) is too short for a "
                     f"window of {self.sequence_length} steps and {self.horizon} leads; {remedy}")
+        points, needed = self.windows(Role.CALIB).points, points_needed(coverage)
+        if points < needed:
+            raise NotEnoughData(
+                f"{points} calibration points: the training part of the series ({train_fraction:.0%}) leaves too "
+                f"few scored leads after a window of {self.sequence_length} steps for intervals at a coverage of "
+                f"{coverage:g} (at least {needed}); {remedy}")
 
     def origin_times(self, windows: Windows) -> np.ndarray:
         """The time of each of `windows`' origins (datetime64), windows built from these segments."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.durations import format_duration
 from core.plotting import pyplot
 from training.power.calibration import CalibratedForecast
 from training.power.dataset import PreparedData
@@ -25,7 +26,7 @@ def plot_backtest(path: Path, prepared: PreparedData, test: Windows, served: Cal
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(11, 4.5))
     axes.fill_between(times, served.lower[rows, lead], served.upper[rows, lead], color="tab:blue", alpha=0.2,
-                      label=f"served interval ({prepared.pipeline.step_s * (lead + 1) // 60} min ahead)")
+                      label=f"served interval ({format_duration(prepared.pipeline.step_s * (lead + 1))} ahead)")
     axes.plot(times, test.targets[rows, lead], color="black", linewidth=1.2, label="actual")
     axes.plot(times, served.point[rows, lead], color="tab:blue", label=f"served ({method})")
     for name, style in (("lstm", "-."), ("last_value", ":"), ("lightgbm", "--")):

@@ -25,7 +25,7 @@ from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Inc
 from training.power.retrain_result import Decision, RetrainResult, TrainingFacts, activation_failed, promote
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
 from training.power.served import train_served
-from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role
+from training.power.windows import HOLDOUT_TOO_SHORT, TRAINING_PART_TOO_SHORT, NotEnoughData, Role
 from training.settings import TrainingConfig
 
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
@@ -54,6 +54,8 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
                        train_fraction=1.0 - spec.holdout_fraction, skip_short=spec.skip_short, split=spec.split)
     if len(prepared.windows(Role.TEST)) == 0:  # found now, not after the whole training run
         raise NotEnoughData(HOLDOUT_TOO_SHORT)
+    prepared.require_training_windows(1.0 - spec.holdout_fraction, model_config.interval_coverage,
+                                      remedy=TRAINING_PART_TOO_SHORT)
     forecaster, weights, _ = train_served(prepared, model_config, scaling=spec.scaling, verbose=spec.verbose,
                                           storage_path=config.storage_path)
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance

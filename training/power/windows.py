@@ -44,6 +44,8 @@ class TooMuchData(ValueError):
 # Read by `train_lstm` users and, in a job record, by API users, who cannot set the fraction: both remedies named.
 HOLDOUT_TOO_SHORT = ("holdout too short for one forecast (the last share of every series, never trained on): give "
                      "longer series, or a larger holdout fraction (train_lstm --holdout-fraction)")
+TRAINING_PART_TOO_SHORT = ("give longer series, a shorter input window (models.power_predictor.sequence_length) or a "
+                           "smaller holdout fraction (train_lstm --holdout-fraction)")
 
 
 class Role(IntEnum):

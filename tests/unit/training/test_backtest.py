@@ -10,7 +10,7 @@ import pytest
 
 from core.telemetry_csv import load_telemetry_csv
 from tests.fakes.trainer import untrained
-from training import evaluate, train_lstm
+from training import backtest, evaluate, train_lstm
 from training.backtest import prepare_training
 from training.power.windows import NotEnoughData, Role
 from training.synthetic import generate_trace, write_csv
@@ -76,14 +76,18 @@ def test_the_refitted_lstm_serves_and_the_early_stopped_one_is_calibrated(tmp_pa
 @pytest.mark.slow
 def test_a_registered_model_is_scored_against_its_own_interval_settings(tmp_path, monkeypatch, capsys):
     """Regression: `evaluate --model` scored a registered model's intervals against the config's nominal coverage and
-    its confidence against the config's tolerance, not the ones it was calibrated with; and a training part without
-    windows for the LightGBM baseline failed inside LightGBM, with a traceback."""
+    its confidence against the config's tolerance, not the ones it was calibrated with, and its windows were filled
+    over the config's `max_gap`, not its own; and a training part without windows for the LightGBM baseline failed
+    inside LightGBM, with a traceback."""
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    gaps = []
+    prepare = backtest.prepare
+    monkeypatch.setattr(backtest, "prepare", lambda *a, **kw: gaps.append(kw["max_gap_s"]) or prepare(*a, **kw))
     trace, models = tmp_path / "trace.csv", tmp_path / "models"
     write_csv(generate_trace(nodes=2, duration_s=3 * 86400, step_s=600, seed=4), trace)
     shape = ["--step", "10min", "--horizon", "1h"]
-    (tmp_path / "wide.yaml").write_text("models:\n  power_predictor:\n    interval_coverage: 0.9\n"
-                                        "    confidence_tolerance: 0.05\n")
+    (tmp_path / "wide.yaml").write_text("predictor:\n  max_gap: 2h\nmodels:\n  power_predictor:\n"
+                                        "    interval_coverage: 0.9\n    confidence_tolerance: 0.05\n")
     assert train_lstm.main(["--data", str(trace), *shape, "--sequence-length", "12", "--epochs", "4",
                             "--model-path", str(models), "--config", str(tmp_path / "wide.yaml"), "--quiet"]) == 0
     output = tmp_path / "report.json"
@@ -91,6 +95,7 @@ def test_a_registered_model_is_scored_against_its_own_interval_settings(tmp_path
                           "--output", str(output), "--quiet"]) == 0
     for name in ("lstm", "served", "features_only"):
         assert json.loads(output.read_text())["metrics"][name]["nominal_coverage"] == 0.9, name
+    assert gaps == [7200]  # the model's own, where the config's default is 50 min
 
     short = tmp_path / "short.csv"  # 12 steps of window and 6 leads leave a 1-day training part no LightGBM window
     write_csv(generate_trace(nodes=1, duration_s=86400, step_s=600, seed=5,

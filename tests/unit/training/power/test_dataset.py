@@ -9,7 +9,7 @@ import pytest
 
 from core.telemetry_csv import validate_telemetry
 from training.power.dataset import prepare
-from training.power.windows import Role, TooMuchData
+from training.power.windows import NotEnoughData, Role, TooMuchData
 
 ARGS = {"step_s": 60, "max_gap_s": 300, "features": ("cpu_utilization",), "sequence_length": 10, "horizon": 2,
         "train_fraction": 0.8}
@@ -108,3 +108,17 @@ def test_with_one_cut_in_time_a_model_saw_every_series_up_to_its_span_s_end():
     old = next(i for i, s in enumerate(per_series.segments) if s.node_id == "old")
     old_scored_from = per_series.segments[old].times[per_series.roles[old] == Role.TEST][0]
     assert (per_series.segments[late].times[per_series.roles[late] != Role.TEST] >= old_scored_from).any()
+
+
+def test_too_few_calibration_points_are_refused_before_any_training():
+    """Regression: the check before training asked only for one window of each role, so a training part with fewer
+    scored calibration leads than the intervals need passed it and failed once Ray Train had run (16 of 30 here)."""
+    prepared = prepare(frame({"n": 100}), **{**ARGS, "sequence_length": 60, "horizon": 1})
+    assert len(prepared.windows(Role.FIT)) and prepared.windows(Role.CALIB).points == 16
+    with pytest.raises(NotEnoughData, match=r"^16 calibration points: .* intervals at a coverage of 0.8 \(at least "
+                                            r"30\); pass a smaller --sequence-length"):
+        prepared.require_training_windows(0.8, 0.8)
+    longer = prepare(frame({"n": 300}), **{**ARGS, "sequence_length": 60, "horizon": 1})
+    longer.require_training_windows(0.8, 0.8)
+    with pytest.raises(NotEnoughData, match=r"\(at least 99\)"):  # 0.99 needs 99 scores for a bound that is one
+        longer.require_training_windows(0.8, 0.99)

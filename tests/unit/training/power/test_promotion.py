@@ -190,14 +190,14 @@ def test_an_unreadable_active_model_is_not_replaced_blindly(sample, registry, sh
 
 def test_recent_data_too_short_for_the_active_models_window_is_not_comparable(sample, registry, shift):
     shift(GOOD)
-    model = SMALL.models.power_predictor.model_copy(update={"sequence_length": 100})
+    model = SMALL.models.power_predictor.model_copy(update={"sequence_length": 60})
     long_window = SMALL.model_copy(update={"models": SMALL.models.model_copy(update={"power_predictor": model})})
     assert retrain_power(sample, RetrainSpec(config=long_window, verbose=False), registry=registry).activated
     last = sample.groupby("node_id")["timestamp"].transform("max")
     recent = sample[sample["timestamp"] > last - pd.Timedelta(minutes=90)]  # 45 steps a series
     result = retrain_power(recent, spec(), registry=registry)
     assert result.decision == "not_comparable" and result.incomparable is not None
-    assert result.incomparable.why == "the holdout it never trained on is too short for a window of 100 steps"
+    assert result.incomparable.why == "the holdout it never trained on is too short for a window of 60 steps"
     assert registry.active_version("power_lstm") == 1
 
 
@@ -273,6 +273,25 @@ def test_the_common_score_compares_a_model_with_itself_evenly(sample, registry, 
     assert any((inputs[:, 1:, POWER_CHANGE_COLUMN] != 0).any() for inputs in seen)
     with pytest.raises(NotComparable, match="no holdout point"):
         score_common(model, model, sample, {}, max_gap_s=300)
+
+
+def test_each_model_is_scored_on_windows_filled_over_its_own_gaps(sample, registry, shift):
+    """Regression: both models' windows were filled over the challenger's `max_gap`; a finer challenger's shorter gap
+    split the active model's series where it trains and is served filled, so it lost windows (and its held-forward
+    inputs) on the score that decides promotion."""
+    champion(sample, registry, shift, BAD, overrides=COARSER)
+    model = PowerForecaster.load(registry.get("power_lstm")[0])
+    assert model.pipeline.max_gap_s == 1200  # 5 of its 4-minute steps
+    prepared = prepare(sample, step_s=240, max_gap_s=1200, features=SMALL.features, sequence_length=15, horizon=5,
+                       train_fraction=0.9)
+    spans = holdout_spans(prepared)
+    node, (start, _) = next(iter(spans.items()))
+    gap_from = pd.Timestamp(start, unit="s", tz="UTC") - pd.Timedelta(minutes=20)  # 12 min, inside its windows
+    gapped = sample[~((sample["node_id"] == node) & (sample["timestamp"] >= gap_from)
+                      & (sample["timestamp"] < gap_from + pd.Timedelta(minutes=12)))]
+    own = score_common(model, model, gapped, spans, max_gap_s=1200)
+    assert score_common(model, model, gapped, spans, max_gap_s=300) == own
+    assert own.points == score_common(model, model, sample, spans, max_gap_s=1200).points  # filled, as served
 
 
 @pytest.mark.parametrize("epochs", [1, 3])

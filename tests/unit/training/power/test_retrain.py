@@ -120,6 +120,20 @@ def test_a_holdout_too_short_for_one_window_is_refused_before_training(sample, r
     assert not registry.root.exists()
 
 
+def test_a_training_part_too_short_to_calibrate_on_is_refused_before_training(sample, registry, monkeypatch):
+    """Regression: it passed the checks made before training and failed in the calibration, after the whole Ray
+    Train run (104 scored calibration leads here, where 99.5 % intervals need 199)."""
+    monkeypatch.setattr("training.power.retrain.train_served", lambda *_args, **_kwargs: pytest.fail("trained"))
+    wide = SMALL.model_copy(update={"models": SMALL.models.model_copy(update={
+        "power_predictor": SMALL.models.power_predictor.model_copy(update={"interval_coverage": 0.995})})})
+    first = sample.groupby("node_id")["timestamp"].transform("min")
+    short = sample[sample["timestamp"] < first + pd.Timedelta(minutes=90)]
+    with pytest.raises(NotEnoughData, match=r"^104 calibration points: .*coverage of 0.995 \(at least 199\); give "
+                                            r"longer series, a shorter input window"):
+        retrain_power(short, RetrainSpec(config=wide, verbose=False, holdout_fraction=0.45), registry=registry)
+    assert not registry.root.exists()
+
+
 def test_a_horizon_no_series_can_hold_is_refused_before_training(sample, registry, monkeypatch):
     """An API retrain of a 7-day horizon at 1-minute steps on hours of data trained for 10 minutes and registered a
     version with 181 of its 10,080 leads ever scored."""
