@@ -200,11 +200,15 @@ class ScalingControllerService:
         with passing_errors_unavailable():
             return self.controller.state.policy(name)
 
+    # the writes are never replayed on a restarted actor (the actor's other calls are): a replay would answer for a
+    # write that had landed (a DELETE 404, a create 200), where an unanswered write is a 503 the client reads back
+    @ray.method(max_task_retries=0)
     def put_policy(self, policy: ScalingPolicy) -> bool:
         """Create or replace by name; True when created."""
         with passing_errors_unavailable():
             return self.controller.put_policy(policy)[1]
 
+    @ray.method(max_task_retries=0)
     def delete_policy(self, name: str) -> bool:
         with passing_errors_unavailable():
             return self.controller.state.delete_policy(name)

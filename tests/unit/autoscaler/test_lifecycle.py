@@ -73,3 +73,13 @@ def test_the_loop_outlives_a_failed_tick_and_ends_when_stopped():
     ticks = service.ticks
     assert ScalingControllerService.tick(service) == []  # a tick asked for after stop does nothing
     assert service.ticks == ticks
+
+
+def test_policy_writes_are_never_replayed_on_a_restarted_controller():
+    """Regression: the actor's calls are retried across its restarts (max_task_retries=-1), so a DELETE that landed
+    before a crash was replayed and answered 404 (a create, 200). Writes now fail as unanswered (a 503); reads and
+    ticks are still retried."""
+    for write in (ScalingControllerService.put_policy, ScalingControllerService.delete_policy):
+        assert write.__ray_max_task_retries__ == 0, write.__name__
+    for read in (ScalingControllerService.policies, ScalingControllerService.policy, ScalingControllerService.tick):
+        assert not hasattr(read, "__ray_max_task_retries__"), read.__name__
