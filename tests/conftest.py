@@ -4,6 +4,9 @@ on it (small real models in a temporary registry) for tests/integration and test
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,16 +30,39 @@ def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
         yield path
 
 
-@pytest.fixture(scope="session", autouse=True)
-def ray_without_token_auth() -> Iterator[None]:
-    """Every Ray the tests start (the session's, a command line's own) runs without Ray's token authentication unless
-    RAY_AUTH_MODE says otherwise, so none writes a token into ~/.ray; tests of token mode set it themselves. Without
-    a token, Ray's own ports listen on the loopback address only (Ray's switch for that, named for Windows and macOS,
-    works on Linux too; the multi-node test turns it back on for its two raylets, both on 127.0.0.1)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE") or "disabled")
-        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "0")
-        yield
+def _ray_of_the_session_s_own() -> Path:
+    """Every Ray the tests start (the session's, a command line's own) runs as `make run` starts one: under Ray's
+    token authentication, with a token of the session's own (written private into a temporary folder, never
+    ~/.ray), since each Serve replica listens on every interface where only the token guards it; and with Ray's own
+    ports on the loopback address only (Ray's switch for that, named for Windows and macOS, works on Linux too; the
+    multi-node test turns it back on for its two raylets, both on 127.0.0.1). Their session files go to the same
+    folder, removed at the end, not /tmp/ray. RAY_AUTH_MODE set outside wins; tests of other modes set their own.
+
+    Set as this file is imported, before any test module imports Ray: a process reads its auth mode once."""
+    from app import local_ray_token
+
+    folder = Path(tempfile.mkdtemp(prefix="kray-"))  # short: Ray's Unix sockets live under it (108 bytes at most)
+    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE") or "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(folder / "auth_token")
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "0"
+    os.environ["RAY_TMPDIR"] = str(folder)
+    if local_ray_token.main() != 0:
+        raise RuntimeError(f"cannot write the test session's Ray token into {folder}")
+    return folder
+
+
+_RAY_FOLDER = _ray_of_the_session_s_own()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's Ray folder (token and session files) goes once every test and fixture has ended; a Ray
+    process still ending may write a last log line meanwhile, so it is removed again after a moment."""
+    for _ in range(10):
+        shutil.rmtree(_RAY_FOLDER, ignore_errors=True)
+        if not _RAY_FOLDER.exists():
+            return
+        time.sleep(0.5)
 
 
 @pytest.fixture(autouse=True)
