@@ -212,6 +212,25 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     assert api.get("/api/v1/models/retrain/0123456789abcdef").status_code == 404
 
 
+def _power_replicas() -> set[str]:
+    """The actor ids of the PowerPredictor replicas alive now."""
+    from ray.util.state import list_actors
+
+    from core.names import POWER_APP, POWER_DEPLOYMENT
+
+    return {actor.actor_id for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+            if actor.class_name == f"ServeReplica:{POWER_APP}:{POWER_DEPLOYMENT}"}
+
+
+def _answered_by_all(api: httpx.Client, version: str, answers: int = 10, timeout_s: float = 30.0) -> None:
+    """`answers` answers in a row from `version`: every replica has followed, not the first one only."""
+    deadline, streak, served = time.monotonic() + timeout_s, 0, None
+    while streak < answers:
+        assert time.monotonic() < deadline, f"{streak} answers in a row from {version}, then {served}"
+        served = api.post("/api/v1/predict/power", json=POWER_REQUEST).json().get("model_version")
+        streak = streak + 1 if served == version else 0
+
+
 def test_replicas_follow_the_active_version_without_restart(api: httpx.Client, served_models):
     from core.registry import ModelRegistry
 
@@ -223,8 +242,12 @@ def test_replicas_follow_the_active_version_without_restart(api: httpx.Client, s
                                   feature_spec=metadata.feature_spec, feature_spec_hash=metadata.feature_spec_hash,
                                   config=metadata.config, metrics=metadata.metrics, training=metadata.training,
                                   activate=False).version
+    replicas = _power_replicas()
+    assert replicas
     try:
         activate_and_wait(api, registry, "power_lstm", latest, POWER_REQUEST, timeout_s=30)
+        _answered_by_all(api, f"power_lstm/{latest}")
+        assert _power_replicas() == replicas  # the same replicas: none restarted to follow
     finally:
         activate_and_wait(api, registry, "power_lstm", active, POWER_REQUEST)
 

@@ -11,6 +11,8 @@ import ray
 from ray import serve
 
 from autoscaler.actor import controller_client
+from autoscaler.actuators.serve import RayServeActuator
+from autoscaler.schema import RayServeTarget
 from core.app_watch import serve_deployments
 from core.names import CONTROLLER_ACTOR, INGRESS_DEPLOYMENT, NAMESPACE
 from core.stores.remote import RemoteStore
@@ -174,8 +176,14 @@ def test_a_serve_target_without_nodes_uses_the_nodes_of_its_replicas(api, target
     api.delete("/api/v1/scaling/policies/serve-discover", headers=AUTH)
 
 
-def test_dry_run_and_unknown_target_touch_nothing(api, target):
-    replicas = running_replicas()
+def test_dry_run_and_unknown_target_touch_nothing(api, target, ray_dashboard_url):
+    """The target count Serve holds, which a scale call sets at once (its RUNNING replicas follow seconds later)."""
+    serve_target = RayServeTarget(app=TARGET_APP, deployment=TARGET_DEPLOYMENT)
+
+    def target_replicas() -> int:
+        return RayServeActuator(ray_dashboard_url).replicas_now(serve_target)
+
+    replicas = target_replicas()
     api.post("/api/v1/scaling/policies", json=policy("serve-dry", mode="dry_run"), headers=AUTH)
     api.post("/api/v1/scaling/policies", json=policy("serve-missing", target={
         "kind": "ray_serve", "app": "no-such-app", "deployment": "X"}), headers=AUTH)
@@ -185,8 +193,7 @@ def test_dry_run_and_unknown_target_touch_nothing(api, target):
     assert dry["action"] == "scale_out" and dry["actuation"]["status"] == "dry_run"
     missing = by_policy["serve-missing"]
     assert missing["action"] == "hold" and "no-such-app" in missing["reason"]
-    time.sleep(2)
-    assert running_replicas() == replicas
+    assert target_replicas() == replicas
     for name in ("serve-dry", "serve-missing"):
         api.delete(f"/api/v1/scaling/policies/{name}", headers=AUTH)
 

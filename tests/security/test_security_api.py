@@ -5,11 +5,13 @@ paths or addresses, bounded batches and retraining."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.errors import MAX_ECHOED_CHARS
 from tests.conftest import API_TOKEN
 from tests.factories import activate_and_wait, policy_data, wait_for_status
 
@@ -108,7 +110,7 @@ def test_a_200_kb_horizon_is_refused_naming_it(api):
     body = json.dumps({**POWER, "prediction_horizon": "1" * 200_000})
     response = api.post("/api/v1/predict/power", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422 and error(response)["loc"] == ["body", "prediction_horizon"]
-    assert len(response.content) < 1000  # the input is never echoed back
+    assert len(response.content) < 1000 and "1" * (MAX_ECHOED_CHARS + 1) not in response.text  # echoed cut short
 
 
 @pytest.mark.parametrize(("path", "body", "loc", "headers"), [
@@ -130,6 +132,7 @@ def test_hostile_fields_are_422_naming_them(api, path, body, loc, headers):
     response = api.post(path, json=body, headers=headers)
     assert response.status_code == 422, response.text
     assert error(response)["loc"] == loc and len(response.content) < 2000
+    assert not re.search(rf"(.)\1{{{MAX_ECHOED_CHARS}}}", response.text)  # a long value's run, echoed only cut short
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])

@@ -197,18 +197,19 @@ def test_a_read_hung_in_a_driver_costs_only_its_own_source(tmp_path, caplog):
     try:
         started = time.monotonic()
         assert len(collector.collect_once()) == 1  # the host's reading, after the 1 s deadline
-        assert 1.0 <= time.monotonic() - started < 3.0
+        assert 1.0 <= time.monotonic() - started < 10.0  # at the deadline, not when the hang ends
         started = time.monotonic()
-        assert len(collector.collect_once()) == 1 and time.monotonic() - started < 0.5  # skipped at once
+        assert len(collector.collect_once()) == 1 and time.monotonic() - started < 1.0  # skipped, no deadline
         assert hangs.n == 1 and caplog.text.count("did not answer within 1 s") == 1  # said once, no second read
         sources = collector.status()["sources"]  # it said "available" (the status never asked about the hang)
         assert sources["nvml"]["available"] is False and "did not return within read_timeout (1 s)" in sources[
             "nvml"]["reason"]
         assert sources["host"]["available"] is True
         release.set()
-        time.sleep(0.1)
-        collector.collect_once()
-        assert hangs.n == 2 and counting.n == 3  # read again once its stuck read returned
+        deadline = time.monotonic() + 10
+        while hangs.n < 2 and time.monotonic() < deadline:  # read again once its stuck read has returned
+            collector.collect_once()
+        assert hangs.n == 2 and counting.n >= 3
         assert collector.status()["sources"]["nvml"]["available"] is True
     finally:
         release.set()
@@ -224,7 +225,10 @@ class HungStore(FlakyStore):
         super().__init__(path)
         self.release = threading.Event()
 
+    writes_started = 0
+
     def write(self, samples):
+        self.writes_started += 1
         self.release.wait(30)
         return super().write(samples)
 
@@ -236,8 +240,10 @@ def test_sampling_keeps_its_interval_while_a_flush_hangs_in_the_store(tmp_path):
     source = CountingSource()
     collector = Collector("n1", [source], store, _settings(tmp_path))
     try:
-        time.sleep(3.5)  # the first flush starts at 1 s and hangs
-        assert collector.rounds >= 3
+        deadline = time.monotonic() + 20  # the first flush starts at 1 s and hangs; sampling goes on meanwhile
+        while collector.rounds < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert collector.rounds >= 3 and store.writes_started >= 1
     finally:
         store.release.set()
         collector.stop()
@@ -263,8 +269,13 @@ def test_stop_spills_memory_before_it_waits_for_a_round_still_reading(tmp_path):
     try:
         assert reading.wait(10)  # the first round is in memory, the second one reading
         stopping.start()
-        time.sleep(1.0)
-        assert sum(1 for path in (tmp_path / "n1").glob("segment-*.jsonl") for _ in path.open()) == 1
+
+        def spilled() -> int:
+            return sum(1 for path in (tmp_path / "n1").glob("segment-*.jsonl") for _ in path.open())
+        deadline = time.monotonic() + 10  # spilled while the round still reads (stop waits for it after)
+        while spilled() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spilled() == 1 and stopping.is_alive()
     finally:
         release.set()
         if stopping.is_alive():

@@ -145,14 +145,17 @@ def test_a_dcmi_reading_the_bmc_stopped_updating_is_no_reading():
 
 
 @pytest.mark.parametrize("dcmi", [None, _dcmi(612, state=0)], ids=["invalid command", "not active"])
-def test_without_dcmi_sdr_is_used_and_dcmi_reprobed_only_later(dcmi):
+def test_without_dcmi_sdr_is_used_and_dcmi_reprobed_only_later(dcmi, clock):
     cmd = FakeCmd(dcmi)
     source = _with_cmd(cmd, dcmi_reprobe_s=0.3)
     for _ in range(3):
         [sample] = source.sample()
         assert (sample.power_watts, sample.quality, sample.power_limit_watts) == (400.0, Quality.DERIVED, None)
     assert cmd.dcmi_calls == 1 and (source.method, source.sensors_used) == ("sdr", ["PSU1"])  # PSU2: no reading
-    time.sleep(0.35)
+    clock.advance(0.29)
+    source.sample()
+    assert cmd.dcmi_calls == 1
+    clock.advance(0.01)
     source.sample()
     assert cmd.dcmi_calls == 2
 
@@ -200,7 +203,7 @@ def test_a_dcmi_only_bmc_inactive_past_the_grace_keeps_asking_dcmi_with_the_usua
     assert cmd.sdr_downloads == 1 and len(sessions) == 1  # a new session: pyghmi keeps the old one's SDR
 
 
-def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time(monkeypatch):
+def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time(monkeypatch, clock):
     cmd = FakeCmd(None)  # no DCMI
     _sessions_of(cmd, monkeypatch)
     cmd.sdr = SimpleNamespace(sensors={})
@@ -208,7 +211,10 @@ def test_an_sdr_without_power_sensors_is_downloaded_once_per_reprobe_time(monkey
     for _ in range(3):
         assert source.sample() == [] and "no node or PSU watts sensor" in source._reason
     assert cmd.sdr_downloads == 1
-    time.sleep(0.35)
+    clock.advance(0.29)
+    source.sample()
+    assert cmd.sdr_downloads == 1
+    clock.advance(0.01)
     source.sample()
     assert cmd.sdr_downloads == 2
 
@@ -345,17 +351,21 @@ def test_a_read_under_way_for_a_status_probe_is_neither_a_failure_nor_a_stall():
     resets: list[int] = []
     source._reset = lambda: resets.append(1)
 
+    entered, release = threading.Event(), threading.Event()
+
     def slow_read():
-        time.sleep(0.3)
+        entered.set()
+        release.wait(5)
         return good
 
     source._read = slow_read
     probe = threading.Thread(target=source.available)
     probe.start()
-    time.sleep(0.1)
+    assert entered.wait(5)  # the probe's read is under way
     ok, reason = source.available()
     assert not ok and reason.endswith("a read is under way")
     assert source.sample() == [] and "a read is under way" in source._reason
+    release.set()
     probe.join(timeout=5)
     assert source._failures == 0 and resets == [] and source.sample() == [good]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,14 +199,16 @@ def test_failing_tool_is_counted_then_unavailable(fake_tool: Callable[..., Path]
     assert not ok and "2 consecutive failed reads" in reason
 
 
-def test_an_unavailable_tool_is_tried_again_and_recovers(fake_tool: Callable[..., Path]) -> None:
+def test_an_unavailable_tool_is_tried_again_and_recovers(fake_tool: Callable[..., Path], clock) -> None:
     """Five failed runs used to switch NPU telemetry off until the collector was restarted by hand."""
     fake_tool("npu-smi", exit_code=255, stderr="dcmi busy")
     source = AscendSource("n1", max_failures=2, retry_s=0.2)
+    source._failures.clock = clock
     assert source.sample() == [] and source.sample() == [] and not source.available()[0]
     fake_tool("npu-smi", DATA / "npu_smi_info_atlas_a3_25.3.rc1.txt")
+    clock.advance(0.19)
     assert source.sample() == []  # the retry is not due yet
-    time.sleep(0.25)
+    clock.advance(0.01)
     assert len(source.sample()) == 16 and source.available() == (True, "")
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -156,13 +155,15 @@ def test_one_lost_gpu_does_not_silence_the_others(fake_nvml_lib: Path, gpus: Pat
     source.close()
 
 
-def test_an_unavailable_source_tries_again_and_recovers(fake_nvml_lib: Path, gpus: Path) -> None:
+def test_an_unavailable_source_tries_again_and_recovers(fake_nvml_lib: Path, gpus: Path, clock) -> None:
     fail(gpus, pynvml.NVML_ERROR_UNKNOWN, 0, 1)
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2, retry_s=0.2)
+    source._failures.clock = clock
     assert source.sample() == [] and source.sample() == [] and not source.available()[0]
     fail(gpus, 0, 0, 1)
+    clock.advance(0.19)
     assert source.sample() == []  # the retry is not due yet: no read
-    time.sleep(0.25)
+    clock.advance(0.01)
     assert len(source.sample()) == 2 and source.available() == (True, "")
     source.close()
 
@@ -214,30 +215,34 @@ def test_library_found_by_name_through_ld_library_path(fake_nvml_lib: Path, gpus
 
 
 def test_gpus_that_appear_later_are_found_without_a_new_collector(fake_nvml_lib: Path, gpus: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch, clock) -> None:
     """Regression: a driver not ready at the collector's start (or a GPU added later) left GPU telemetry off for
     the actor's whole life: NVML was started once."""
     monkeypatch.setenv("FAKE_NVML_COUNT", "0")
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.2)
+    source._failures.clock = clock
     assert source.available() == (False, "NVML found no NVIDIA GPU on this node")
     monkeypatch.setenv("FAKE_NVML_COUNT", "2")
+    clock.advance(0.19)
     assert source.sample() == []  # not listed again before retry_s
-    time.sleep(0.25)
+    clock.advance(0.01)
     assert len(source.sample()) == 2 and source.available() == (True, "")
     source.close()
 
 
 def test_every_gpu_failing_lists_them_afresh_once_a_restart_is_due(fake_nvml_lib: Path, gpus: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                    monkeypatch: pytest.MonkeyPatch, clock) -> None:
     """After a driver reload the old handles fail for ever: NVML is started again and its GPUs listed anew."""
     source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.2)
+    source._failures.clock = clock
     assert len(source.sample()) == 2
     listed = []
     real = pynvml.nvmlDeviceGetCount
     monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: listed.append(1) or real())
     fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 0, 1)
+    clock.advance(0.19)
     assert source.sample() == [] and listed == []  # the first start was under retry_s ago
-    time.sleep(0.25)
+    clock.advance(0.01)
     assert source.sample() == []
     fail(gpus, 0, 0, 1)
     assert len(source.sample()) == 2 and listed == [1]  # restarted once, then read
