@@ -8,9 +8,11 @@ the bin ends, so that is when its decision is made (the forecast from that step 
 old as the bin (it shows a change only when the whole bin ran after it landed: what the cooldown's early scale-out
 over the budget asks); a replica-count change takes effect `actuation_delay_s` later, on the first step that starts
 then or after (delay 0: the next step). A change of the target counts as a scale event when it is decided, as the
-controller records it, even when the series ends before it lands. While a change is on its way no other is made, and
-no cooldown restarts: every bin read meanwhile ran wholly at the count before it, and the controller holds on power
-read before its last change took effect (when the hold is the actuation delay, it ends on such a bin). Not modelled:
+controller records it, even when the series ends before it lands. No change is made on a bin that started before the
+last change took effect by the policy's own `actuation_delay` (the replay's delay, unless the policy states another),
+and no cooldown restarts: the controller holds on power read before then (when the hold is the actuation delay, it ends
+on such a bin). A decision repeating the target of a change still on its way is none either: the replay decides on
+the capacity, which lags the target, where the controller reads the target and holds. Not modelled:
 a decision back to the capacity while a change is on its way (the controller, reading the target, would change it
 back; the replay lets the change land). The scale-down stabilization window keeps the recommendations of the decisions
 within it: at a step longer than the window (10-min bins, a 5-min window) each decision sees only its own bin, as a
@@ -62,9 +64,9 @@ class DemandModel:
 def initial_replicas(policy: ScalingPolicy, model: DemandModel, first_trace_watts: float) -> int:
     """max(min_replicas, the fewest replicas keeping the first step at or under the scale-out threshold, as decide()
     reads it). Every run starts so, sized on a bin it has not read yet."""
-    threshold = policy.power_based.max_power_budget * policy.power_based.scale_out_threshold / 100.0
+    budget, threshold = policy.power_based.max_power_budget, policy.power_based.scale_out_threshold
     for replicas in range(max(policy.min_replicas, 1), policy.max_replicas + 1):
-        if model.per_node(first_trace_watts, replicas) <= threshold:
+        if model.per_node(first_trace_watts, replicas) / budget * 100.0 <= threshold:  # decision._share's form
             return replicas
     return policy.max_replicas
 
@@ -289,9 +291,13 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                                        replicas=replicas)
         decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
         decision = decide(policy, observation, view, state, decided_at)
-        # a change still on its way: this bin ran wholly before it landed, so it holds, as the controller does on
-        # power read before its last change took effect (decision._paced), and starts no cooldown
-        changes = not pending and decision.to_replicas != replicas
+        # power read before the last change took effect by the policy's own actuation_delay: the controller holds
+        # on it (decision._paced), and starts no cooldown; past that, a change on its way (a replay delay longer than
+        # the policy states) is the target the controller reads, so a decision repeating it is no change either
+        stated = state.last_scale_at + timedelta(seconds=policy.actuation_delay) if state.last_scale_at else None
+        read_before_effect = stated is not None and now < stated
+        changes = not read_before_effect and decision.to_replicas not in (
+            replicas, pending[-1][1] if pending else replicas)
         state = state.after(decision, scaled=changes, known=False)
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"

@@ -47,7 +47,10 @@ def _ray_of_the_session_s_own() -> Path:
     os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "0"
     os.environ["RAY_TMPDIR"] = str(folder)
-    if local_ray_token.main() != 0:
+    # written whatever the outside environment says (a RAY_ADDRESS, another mode): a Ray in token mode without its
+    # token file would write one into ~/.ray itself
+    outside = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    if local_ray_token.main({**outside, "RAY_AUTH_MODE": "token"}) != 0:
         raise RuntimeError(f"cannot write the test session's Ray token into {folder}")
     return folder
 

@@ -96,7 +96,7 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
                              "without --model, or a version registered by train_lstm")
         forecaster = PowerForecaster.load(folder)
         _check_compatible(forecaster, predictor.step, predictor.horizon_steps)
-        prepared = prepare(frame, step_s=predictor.step, max_gap_s=forecaster.pipeline.max_gap_s or predictor.max_gap,
+        prepared = prepare(frame, step_s=predictor.step, max_gap_s=forecaster.pipeline.served_max_gap_s,
                            features=forecaster.pipeline.features, sequence_length=forecaster.sequence_length,
                            horizon=forecaster.horizon, train_fraction=train_fraction, split=split)
         prepared = replace(prepared, pipeline=forecaster.pipeline, sequence_length=forecaster.sequence_length,
@@ -105,8 +105,8 @@ def backtest(frame: pd.DataFrame, config: TrainingConfig, *, train_fraction: flo
             raise ValueError(f"--model: {model} trained on these series up to where the test part would be "
                              f"({_until(metadata.data_span)}); evaluate it on telemetry recorded after that")
         coverage, tolerance = _own_interval_settings(forecaster, model_config)
-        prepared.require_training_windows(  # the LightGBM baseline's, before LightGBM fails on none
-            train_fraction, coverage,
+        prepared.require_training_windows(  # the LightGBM baseline's, before LightGBM fails on none; calibrated
+            train_fraction, coverage if forecaster.features_only is None else None,  # only for an older model
             remedy="pass a larger --train-fraction or a longer trace (the model's window is fixed)")
         gbm = fit_gbm(prepared, model_config.seed)
         if forecaster.features_only is None:  # a model from before the mode: fitted on this training part

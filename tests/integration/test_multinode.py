@@ -205,8 +205,8 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     # No drain on SIGTERM (Ray waits up to 30 s for a draining node to go idle, which a pod being replaced needs and
     # this teardown does not): each `ray start --block` then stops its node's processes at once.
     # Ray's switch for loopback-only ports (the session's default) refuses a second raylet: both are on 127.0.0.1, and
-    # under the session's token (tests/conftest.py), which the job CLI and the clients here send
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+    # in the session's auth mode, with its token (tests/conftest.py), which the job CLI and the clients here send
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)

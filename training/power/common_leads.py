@@ -127,13 +127,12 @@ def _forecasts(forecaster: PowerForecaster, frame: pd.DataFrame, step_s: int, le
     `step_s` grid with a lead inside the holdout, averaged into `leads` leads of `step_s`. A model that blends online
     follows its blend in time order over every window of its own step with a lead inside the holdout, learning from
     their outcomes there, as a replica does over its nodes' windows (training.power.extrapolation). Its windows are
-    filled over the gaps it was trained and is served with (`max_gap_s` for a model saved before that was kept)."""
+    filled over the gaps it is served with (`served_max_gap_s`), not the challenger's `max_gap_s`."""
     own_step, length, horizon = forecaster.pipeline.step_s, forecaster.sequence_length, forecaster.horizon
     per_lead = step_s // own_step
     following = forecaster.blends_online  # else only the windows on the grid are forecast: nothing to follow
     nodes, ends, inputs, last_power, targets, observed = [], [], [], [], [], []
-    own_gap = forecaster.pipeline.max_gap_s or max_gap_s
-    for segment in resample(frame, own_step, max(own_gap, own_step)):
+    for segment in resample(frame, own_step, forecaster.pipeline.served_max_gap_s):
         if segment.node_id not in holdout:
             continue
         start, end = holdout[segment.node_id]

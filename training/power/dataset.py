@@ -52,16 +52,18 @@ class PreparedData:
         return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
                              sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
 
-    def require_training_windows(self, train_fraction: float, coverage: float,
+    def require_training_windows(self, train_fraction: float, coverage: float | None,
                                  remedy: str = "pass a smaller --sequence-length or a larger --train-fraction") -> None:
-        """NotEnoughData, naming what helps (`remedy`), unless the training part has windows to fit on and enough
-        scored points to calibrate intervals of `coverage` on: found before any training, not when Ray Train starts
-        or once it has run."""
+        """NotEnoughData, naming what helps (`remedy`), unless the training part has windows to fit on and (unless
+        `coverage` is None: nothing is calibrated on it) enough scored points to calibrate intervals of `coverage` on:
+        found before any training, not when Ray Train starts or once it has run."""
         for role, name in ((Role.FIT, "training"), (Role.CALIB, "calibration")):
             if len(self.windows(role)) == 0:
                 raise NotEnoughData(
                     f"no {name} windows: the training part of the series ({train_fraction:.0%}) is too short for a "
                     f"window of {self.sequence_length} steps and {self.horizon} leads; {remedy}")
+        if coverage is None:
+            return
         points, needed = self.windows(Role.CALIB).points, points_needed(coverage)
         if points < needed:
             raise NotEnoughData(

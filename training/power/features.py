@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.telemetry_csv import NUMERIC_FEATURES, OPTIONAL_FEATURES, TARGET
 from training.power import calendar as cal
+from training.settings import default_max_gap
 
 POWER_CHANGE_COLUMN = 1
 """The input column of the power change from the step before (`feature_names`: power, then its change)."""
@@ -144,6 +145,12 @@ class FeaturePipeline(BaseModel):
         low, high = self.power_range
         margin = max(0.1 * (high - low), 0.05 * abs(high))
         return bool(np.any((watts < low - margin) | (watts > high + margin)))
+
+    @property
+    def served_max_gap_s(self) -> int:
+        """The longest gap this model's inputs are filled over, as served: training's (the default for its step when
+        saved without it), at least a step."""
+        return max(self.max_gap_s or default_max_gap(self.step_s), self.step_s)
 
     def sees(self, name: str) -> bool:
         """Whether numeric feature `name` was in the training data: a value for a feature the model never saw

@@ -320,6 +320,10 @@ def test_regression_no_other_change_is_made_on_the_bin_before_a_change_lands():
     assert [(s.replicas, s.action) for s in result.steps[:5]] == [
         (1, "hold"), (1, "scale_out"), (1, "hold"), (2, "scale_out"), (2, "hold")]
     assert [s.replicas for s in result.steps[5:]] == [4] * 3 and result.metrics.scale_events == 2
+    # a policy that states no delay: its controller takes bin 2 for one read after the change, and scales on it
+    stated = policy.model_copy(update={"actuation_delay": 0})
+    result = simulate_series(stated, MODEL, at, trace, step_s=step, actuation_delay_s=step)
+    assert [s.action for s in result.steps[:3]] == ["hold", "scale_out", "scale_out"]
 
 
 def test_the_first_count_is_the_fewest_at_or_under_the_threshold_as_decide_reads_it():
@@ -328,6 +332,10 @@ def test_the_first_count_is_the_fewest_at_or_under_the_threshold_as_decide_reads
                                                                        "scale_out_threshold": 80})
     assert initial_replicas(policy, MODEL, 700.0) == 1  # 100 W idle + 700 W = 800 W, the threshold itself
     assert initial_replicas(policy, MODEL, 701.0) == 2
+    # the share as decide() computes it: 1400 / 2500 * 100 is 56.00000000000001, over a 56 % threshold
+    odd = sim_policy(predictive=False, min_replicas=1, power_based={"max_power_budget": 2500,
+                                                                    "scale_out_threshold": 56})
+    assert initial_replicas(odd, MODEL, 1300.0) == 2
 
 
 def test_a_scale_in_is_paid_for_until_it_lands():

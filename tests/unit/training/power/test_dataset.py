@@ -118,6 +118,7 @@ def test_too_few_calibration_points_are_refused_before_any_training():
     with pytest.raises(NotEnoughData, match=r"^16 calibration points: .* intervals at a coverage of 0.8 \(at least "
                                             r"30\); pass a smaller --sequence-length"):
         prepared.require_training_windows(0.8, 0.8)
+    prepared.require_training_windows(0.8, None)  # nothing calibrated on it (a registered model's backtest)
     longer = prepare(frame({"n": 300}), **{**ARGS, "sequence_length": 60, "horizon": 1})
     longer.require_training_windows(0.8, 0.8)
     with pytest.raises(NotEnoughData, match=r"\(at least 99\)"):  # 0.99 needs 99 scores for a bound that is one

@@ -11,6 +11,7 @@ from core.telemetry_csv import validate_telemetry
 from tests.unit.training.power.segments import START, STEP, make_segment
 from training.power.features import OTHER_WORKLOAD, POWER_CHANGE_COLUMN, FeaturePipeline, Segment, resample
 from training.power.windows import Role, Windows, assign_roles, build_windows, describe_splits
+from training.settings import default_max_gap
 
 T0 = int(START.timestamp())  # the segments' midnight, a multiple of every step used here
 
@@ -532,3 +533,13 @@ def test_window_inputs_do_not_see_the_future(changed: str) -> None:
     assert before.sum() == 5
     np.testing.assert_array_equal(a.inputs[before], b.inputs[before])
     np.testing.assert_array_equal(a.last_power[before], b.last_power[before])
+
+
+def test_a_model_is_served_over_its_own_gap_or_its_step_s_default_when_it_kept_none():
+    """What a comparison or a backtest of a registered model fills its windows over, as the service does: a model
+    saved before the gap was kept (None) was served over its step's default, not a challenger's or a config's."""
+    segment = make_segment([100.0, 110.0, 120.0])
+    kept = FeaturePipeline.fit([segment], [], STEP, max_gap_s=7200)
+    assert kept.served_max_gap_s == 7200
+    assert kept.model_copy(update={"max_gap_s": None}).served_max_gap_s == default_max_gap(STEP)
+    assert FeaturePipeline.fit([segment], [], 600, max_gap_s=60).served_max_gap_s == 600  # at least a step
