@@ -4,6 +4,8 @@ stored-telemetry forecast as point/lower/upper gauges."""
 from __future__ import annotations
 
 import math
+import threading
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,6 +38,28 @@ def test_each_model_call_is_observed_in_seconds_per_model(monkeypatch: pytest.Mo
                                ("observe", 0.002, {"model_id": "power_lstm"})]
     assert recorder.percentiles()["calls"] == 2 and recorder.percentiles()["requests"] == 5
     assert LatencyRecorder("cost_gbm").percentiles() == {"calls": 0, "requests": 0}
+
+
+def test_a_call_recorded_while_a_new_version_loads_never_leaves_a_window_without_its_count():
+    """Regression: `restart` (a worker thread loading a version) cleared the window, a call recorded on the loop
+    landed, then the count was zeroed: the metrics read divided by zero (a 500) until the next call."""
+    recorder = LatencyRecorder("cost_gbm")
+    recorder.record(5.0)
+    landed: list[threading.Thread] = []
+
+    class Clearing(deque):
+        def clear(self) -> None:
+            super().clear()
+            call = threading.Thread(target=recorder.record, args=(7.0,))  # the loop's call, mid-restart
+            call.start()
+            call.join(0.5)  # under the lock it waits for the restart to end
+            landed.append(call)
+
+    recorder._durations = Clearing(recorder._durations, maxlen=8)
+    recorder.restart()
+    landed[0].join(5)
+    assert recorder.percentiles() == {"p50": 7.0, "p90": 7.0, "p99": 7.0, "calls": 1, "requests": 1,
+                                      "mean_batch_size": 1.0}
 
 
 def test_a_node_s_forecast_is_published_for_the_next_step(monkeypatch: pytest.MonkeyPatch) -> None:
