@@ -18,7 +18,9 @@ from training.cost.schema import (
     MAX_HOURS,
     MAX_MEMORY_GB,
     MAX_STORAGE_GB,
+    MIN_CPU_CORES,
     MIN_HOURS,
+    MIN_MEMORY_GB,
 )
 
 MAX_JOB_POWER_W = 1_000_000.0  # a megawatt: beyond any job of MAX_GPUS accelerators (a unit error, W for mW)
@@ -26,8 +28,8 @@ MAX_JOB_POWER_W = 1_000_000.0  # a megawatt: beyond any job of MAX_GPUS accelera
 # column: (lowest allowed, whether the lowest is excluded, highest allowed, what a valid value is): the request's
 # bounds (training.cost.schema), so one record in other units cannot stretch the model's training range
 _NUMBERS: dict[str, tuple[float, bool, float, str]] = {
-    "cpu_cores": (0.0, True, MAX_CPU_CORES, f"a positive number up to {MAX_CPU_CORES}"),
-    "memory_gb": (0.0, True, MAX_MEMORY_GB, f"a positive number up to {MAX_MEMORY_GB}"),
+    "cpu_cores": (MIN_CPU_CORES, False, MAX_CPU_CORES, f"a number from {MIN_CPU_CORES:g} to {MAX_CPU_CORES}"),
+    "memory_gb": (MIN_MEMORY_GB, False, MAX_MEMORY_GB, f"a number from {MIN_MEMORY_GB:g} to {MAX_MEMORY_GB}"),
     "gpu_count": (0.0, False, MAX_GPUS, f"a whole number 0..{MAX_GPUS}"),
     "storage_gb": (0.0, False, MAX_STORAGE_GB, f"a non-negative number up to {MAX_STORAGE_GB:,}"),
     "network_gb": (0.0, False, MAX_STORAGE_GB, f"a non-negative number up to {MAX_STORAGE_GB:,}"),

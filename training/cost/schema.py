@@ -18,7 +18,9 @@ COMPONENTS = ("compute", "gpu", "storage", "network", "energy")
 MAX_GPUS = 64
 MAX_HOURS = 8760.0
 MIN_HOURS = 1 / 3600  # a second: shorter is no job the catalog's hourly prices say anything of
+MIN_CPU_CORES = 0.001  # a millicore, Kubernetes' smallest request: less prices a job at no cost with a confidence
 MAX_CPU_CORES = 4096
+MIN_MEMORY_GB = 0.001  # a megabyte
 MAX_MEMORY_GB = 65536
 MAX_STORAGE_GB = 1_000_000  # block storage and network egress alike
 _COUNT_MISSING = object()  # gpu_type given without gpu_count (Resources._count_with_a_type)
@@ -32,8 +34,8 @@ class Resources(_Frozen):
     """What the job reserves."""
 
     # strict: a string or a boolean where a number belongs is refused (true was read as 1), as in the power request
-    cpu_cores: float = Field(gt=0, le=MAX_CPU_CORES, strict=True, description="vCPUs")
-    memory_gb: float = Field(gt=0, le=MAX_MEMORY_GB, strict=True, description="RAM, GB")
+    cpu_cores: float = Field(ge=MIN_CPU_CORES, le=MAX_CPU_CORES, strict=True, description="vCPUs")
+    memory_gb: float = Field(ge=MIN_MEMORY_GB, le=MAX_MEMORY_GB, strict=True, description="RAM, GB")
     gpu_count: int = Field(0, ge=0, le=MAX_GPUS, description="accelerators (GPUs or NPUs); required with gpu_type")
     gpu_type: str | None = Field(None, min_length=1, max_length=64,
                                  description="accelerator type from the price catalog; default: its default type")

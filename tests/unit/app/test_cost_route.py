@@ -115,3 +115,14 @@ def test_a_job_shorter_than_a_second_is_422_naming_duration_hours(replica, http)
     response = http(api).post("/api/v1/predict/cost", json={**REQUEST, "duration_hours": 5e-324})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "duration_hours"]
+
+
+@pytest.mark.parametrize("field", ["cpu_cores", "memory_gb"])
+def test_resources_under_a_millicore_or_a_megabyte_are_422_naming_the_field(replica, http, field):
+    """Regression: 5e-324 cores and GB were priced at 0 with an interval of [0, 0] and a confidence of 0.71."""
+    body = {**REQUEST, "resources": {**REQUEST["resources"], "gpu_count": 0, "gpu_type": None, field: 5e-324}}
+    response = http(api).post("/api/v1/predict/cost", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "resources", field]
+    at_the_floor = {**body, "resources": {**body["resources"], field: 0.001}}
+    assert http(api).post("/api/v1/predict/cost", json=at_the_floor).status_code == 200

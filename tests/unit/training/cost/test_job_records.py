@@ -71,8 +71,9 @@ def test_gpu_type_none_is_accepted_only_without_gpus(records):
 
 
 @pytest.mark.parametrize(("column", "value", "reason"), [
-    ("cpu_cores", 1e308, "up to 4096"), ("memory_gb", 1e6, "up to 65536"), ("storage_gb", 2e6, "up to 1,000,000"),
-    ("avg_power_watts", 5e6, "watts up to 1,000,000"), ("duration_hours", 1e-6, "from 1/3600")])
+    ("cpu_cores", 1e308, "to 4096"), ("memory_gb", 1e6, "to 65536"), ("storage_gb", 2e6, "up to 1,000,000"),
+    ("avg_power_watts", 5e6, "watts up to 1,000,000"), ("duration_hours", 1e-6, "from 1/3600"),
+    ("cpu_cores", 0.0005, "from 0.001"), ("memory_gb", 5e-324, "from 0.001")])
 def test_a_record_beyond_what_a_request_may_ask_is_refused_naming_the_line(records, column, value, reason):
     """Regression: one record of 1e308 cores (or millicores written as cores) was accepted: its expected power
     overflowed and the fitted model's error doubled, its confidence for ordinary jobs fell from 0.95 to 0.11."""
