@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="canonical telemetry CSV for the demo power models")
     parser.add_argument("--model-path", default=None, help="registry root (default: config / $MODEL_PATH)")
     parser.add_argument("--config", default=None, help="service config YAML (default: $KCLOUD_CONFIG, ...)")
+    parser.add_argument("--cost-model-id", default="cost_gbm",
+                        help="the cost model the service serves (its args.cost_model_id; default cost_gbm)")
     add_state_path_flag(parser)
     args = parser.parse_args(argv)
     return run_cli("demo_model", lambda: _prepare(args))
@@ -86,9 +88,11 @@ def _prepare(args: argparse.Namespace) -> int:
                                         args.state_path)
                 if code != 0:
                     return code
-    if registry.active_version("cost_gbm") is None:
-        sys.stderr.write(f"demo: no cost model in {model_path}: training one from the price catalog\n")
-        code = train_gbm.main(["--model-path", model_path, "--records", "8000",
+    if registry.active_version(args.cost_model_id) is None:
+        sys.stderr.write(f"demo: no cost model {args.cost_model_id} in {model_path}: training one from the price "
+                         "catalog\n")
+        code = train_gbm.main(["--model-path", model_path, "--records", "8000", "--model-id", args.cost_model_id,
+                               *(["--config", args.config] if args.config else []),
                                *(["--state-path", args.state_path] if args.state_path else [])])
         if code != 0:
             return code

@@ -71,3 +71,17 @@ def test_regression_bad_input_is_one_line_and_exit_2_not_a_traceback(tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("demo_model: error: ") and "Traceback" not in err
     assert ("nope.csv" in err) if problem == "missing data" else ("stepp" in err)
+
+
+def test_the_cost_model_trained_is_the_one_the_service_serves(tmp_path, monkeypatch):
+    """Regression: it always checked and trained cost_gbm (and dropped --config), so a service serving another id
+    answered 503 after the demo said the models were ready."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo_model.train_lstm, "main", lambda argv: 0)
+    monkeypatch.setattr(demo_model.train_gbm, "main", lambda argv: seen.append(argv) or 0)
+    config = tmp_path / "config.yaml"
+    config.write_text("{}\n")
+    assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models"), "--config", str(config),
+                            "--cost-model-id", "cost_gbm_eu"]) == 0
+    [argv] = seen
+    assert argv[argv.index("--model-id") + 1] == "cost_gbm_eu" and argv[argv.index("--config") + 1] == str(config)
