@@ -69,8 +69,8 @@ class TelemetryStore(ABC):
 
     @abstractmethod
     def nodes(self, since: datetime | None = None) -> list[str]:
-        """Every node id with stored telemetry, sorted; `since`: at least those with telemetry from then on (a
-        backend that looks back only so far by default, InfluxDB's 30 days, looks back to it)."""
+        """Every node id with stored telemetry, sorted; `since`: those with telemetry from then on (a backend that
+        looks back only so far by default, InfluxDB's 30 days, looks back to it instead)."""
 
     def is_read_only(self) -> bool:
         """Whether the backend only reads (`read_only`; RemoteStore asks the store actor, StoreUnavailable when it

@@ -130,7 +130,9 @@ class InfluxStore(TelemetryStore):
         return combine_latest(readings.reindex(columns=list(LATEST_COLUMNS)))
 
     def nodes(self, since: datetime | None = None) -> list[str]:
-        lookback = NODES_LOOKBACK_S if since is None else max(NODES_LOOKBACK_S, _seconds_back(since))
+        # to `since` itself, as the embedded store: the nodes gone before it would each count towards a retraining
+        # read's row limit and get a window query of their own
+        lookback = NODES_LOOKBACK_S if since is None else _seconds_back(since)
         result = self.query_csv(flux.nodes_query(self.bucket, lookback))
         return sorted(set(result["_value"].dropna().astype(str))) if "_value" in result else []
 

@@ -31,6 +31,7 @@ from core.stores.window import (
     DEVICE_BIN_COLUMNS,
     EXPECT_DEVICE_S,
     LATEST_COLUMNS,
+    ceil_ms,
     check_window,
     combine_latest,
     node_frame,
@@ -76,9 +77,10 @@ SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
 _SINCE = "SELECT 1 FROM telemetry WHERE node_id = ? AND ts_ms >= ? LIMIT 1"  # one index seek
 _NEWEST_ROW = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
-# The newest row with power within POWER_LOOKBACK_S of the node's newest row (walking the (node_id, ts_ms) index
-# back): a node whose power feed stopped while another source still writes (CPU utilization) shows its last power
-# reading, stale, instead of vanishing; the bound keeps a node that never reports power (a VM) from a long scan.
+# The newest row with power within POWER_LOOKBACK_S of now (walking the (node_id, ts_ms) index back from the node's
+# newest row): a node whose power feed stopped while another source still writes (CPU utilization) shows its last
+# power reading, stale, for that long, as InfluxDB's; a node silent longer (taken out of service) is left out, not
+# shown for the whole retention; the bound keeps a node that never reports power (a VM) from a long scan.
 _NEWEST = """
 SELECT ts_ms FROM telemetry WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
 ORDER BY ts_ms DESC LIMIT 1
@@ -155,9 +157,13 @@ class SqliteStore(TelemetryStore):
         return len(rows)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
-        start_ms, end_ms = check_window(start, end, step_s)
+        _, end_ms = check_window(start, end, step_s)
         step_s = int(step_s)  # sqlite3 binds a numpy integer as NULL
-        params = {"step_ms": step_s * 1000, "step_s": step_s, "node": node_id, "start": start_ms, "end": end_ms}
+        # rows are kept to the millisecond: one at or after `start` has ts_ms at or after its millisecond rounded up
+        # (rounded down took a row from before a start carrying microseconds, which InfluxDB, filtering on the full
+        # time, leaves out); the end needs none: the bins laid out end before its millisecond (window.bin_starts)
+        params = {"step_ms": step_s * 1000, "step_s": step_s, "node": node_id, "start": ceil_ms(start),
+                  "end": end_ms}
         with self._reading() as conn:
             rows = conn.execute(_WINDOW, params).fetchall()
         return node_frame(pd.DataFrame(rows, columns=list(DEVICE_BIN_COLUMNS)), node_id, start, end, step_s)
@@ -171,7 +177,7 @@ class SqliteStore(TelemetryStore):
             for node in targets:
                 newest_row = conn.execute(_NEWEST_ROW, (node, until)).fetchone()[0]
                 found = None if newest_row is None else conn.execute(
-                    _NEWEST, (node, newest_row - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
+                    _NEWEST, (node, to_ms(now) - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
                 if found is not None:
                     newest = found[0]
                     since = newest - int(EXPECT_DEVICE_S * 1000)  # devices silent for a while still count as missing

@@ -58,6 +58,11 @@ def to_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def ceil_ms(moment: datetime) -> int:
+    """Unix milliseconds of an aware datetime, rounded up: the first millisecond key at or after it."""
+    return -((_EPOCH - moment) // timedelta(milliseconds=1))
+
+
 def check_window(start: datetime, end: datetime, step_s: int) -> tuple[int, int]:
     """Validate window arguments; return (start_ms, end_ms)."""
     if isinstance(step_s, bool) or not isinstance(step_s, int | np.integer) or step_s <= 0:

@@ -169,6 +169,17 @@ def test_a_node_whose_power_feed_stopped_shows_its_last_power_stale_not_gone(sto
     assert store.latest("vm") == []  # a node that never reports power has no latest power
 
 
+def test_a_node_silent_past_the_look_back_is_left_out_as_influxdb_leaves_it(store):
+    """Regression: the look-back ran from the node's own newest row, so a node taken out of service 5 days ago kept
+    its last reading (age 432,000 s) in /telemetry/nodes and the controller's reads for the whole retention."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write([TelemetrySample(timestamp=now - timedelta(days=5), node_id="gone", source="ipmi", power_watts=640),
+                 TelemetrySample(timestamp=now - timedelta(minutes=50), node_id="quiet", source="ipmi",
+                                 power_watts=500)])
+    assert [(node.node_id, node.power_watts) for node in store.latest()] == [("quiet", 500)]
+    assert store.latest("gone") == []
+
+
 def test_concurrent_writers_and_readers_share_one_store(store):
     errors = []
 
@@ -276,3 +287,12 @@ def test_a_damaged_store_file_is_refused_naming_it_without_a_traceback(tmp_path)
     (folder / "telemetry.sqlite3").mkdir()  # no file can be opened there: no advice to move anything
     with pytest.raises(StoreUnavailable, match=r"cannot be opened: unable to open database file$"):
         SqliteStore(folder)
+
+
+def test_a_window_starting_with_microseconds_leaves_out_the_rows_before_it(store):
+    """Regression: the start was rounded down to the millisecond, so a row stored at .000 came back for a window
+    starting at .0005 (InfluxDB, filtering on the full time, leaves it out)."""
+    store.write([sample(0, "ipmi", power_watts=100.0), sample(30, "ipmi", power_watts=200.0)])
+    late_start = store.window("n1", at(0) + timedelta(microseconds=500), at(120), 60)
+    assert late_start["power_watts"].dropna().tolist() == [200.0]
+    assert store.window("n1", at(0), at(120), 60)["power_watts"].dropna().tolist() == [150.0]
