@@ -60,7 +60,7 @@ import pandas as pd
 from core.http_client import open_url, split_login
 from core.settings import without_url_password
 from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, TelemetryStore
-from core.stores.window import EXPECT_DEVICE_S, absent_but_expected, bin_starts, check_window
+from core.stores.window import EXPECT_DEVICE_S, absent_but_expected, bin_starts, check_window, to_ms
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
 
@@ -231,7 +231,7 @@ class PrometheusStore(TelemetryStore):
     def nodes(self, since: datetime | None = None) -> list[str]:
         found: set[str] = set()
         # from `since` to now where given (VictoriaMetrics looks back only a day by default, Prometheus everywhere)
-        span = {} if since is None else {"start": f"{since.timestamp():.3f}", "end": f"{time.time():.3f}"}
+        span = {} if since is None else {"start": f"{to_ms(since) / 1000:.3f}", "end": f"{time.time():.3f}"}
         for key in ("node_power", *DEVICE_POWER):
             found.update(self._get(f"/api/v1/label/{self.labels[key]}/values",
                                    {"match[]": self._sel(key, None), **span}))

@@ -120,7 +120,11 @@ class SqliteStore(TelemetryStore):
         except sqlite3.Error as exc:  # an unreadable file, a folder without write access
             raise StoreUnavailable(f"the embedded telemetry store {self.path} cannot be opened: {exc}") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            [(mode,)] = self._conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            if str(mode).lower() != "wal":  # SQLite keeps the old mode where it cannot switch (no shared memory)
+                logger.warning("telemetry store: SQLite at %s stays in %s journal mode, not WAL (a file system "
+                               "without shared memory, NFS?): a long read holds collector writes back; put the "
+                               "store on a local disk", self.path, mode)
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache: batch inserts stay in memory
             self._conn.executescript(_SCHEMA)

@@ -165,6 +165,8 @@ def test_nodes_since_a_time_ask_for_that_span_and_odd_answers_are_unavailable(mo
     since = datetime(2026, 11, 17, tzinfo=UTC)
     assert store.nodes(since) == ["n1"]
     assert {float(query["start"]) for query in sent} == {since.timestamp()} and all("end" in q for q in sent)
+    with pytest.raises(ValueError, match="must carry a time zone"):  # as the other stores: never the host's local time
+        store.nodes(datetime(2026, 11, 17))
     sent.clear()
     answers.clear()
     answers.extend([{"status": "success", "data": []}] * 6)

@@ -177,3 +177,26 @@ def test_a_read_sqlite_fails_is_store_unavailable_and_its_connection_is_dropped(
     assert store._idle_readers == []
     assert store.nodes() == [] and len(store._idle_readers) == 1  # a fresh one for the next read, kept
     store.close()
+
+
+def test_a_store_sqlite_cannot_switch_to_wal_says_so(tmp_path, monkeypatch, caplog):
+    """Regression: SQLite answers the mode it keeps where it cannot switch (a file system without shared memory);
+    the store went on in rollback-journal mode, where a long read holds the collectors' writes back, unsaid."""
+    real = sqlite3.connect
+
+    class NoWal:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL":
+                return self._conn.execute("PRAGMA journal_mode")  # what SQLite answers when it cannot switch
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(sqlite.sqlite3, "connect", lambda *a, **kw: NoWal(real(*a, **kw)))
+    with caplog.at_level("WARNING"), SqliteStore(tmp_path / "telemetry"):
+        pass
+    assert "stays in delete journal mode, not WAL" in caplog.text
