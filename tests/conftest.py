@@ -3,8 +3,11 @@ on it (small real models in a temporary registry) for tests/integration and test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,10 +61,29 @@ def _ray_of_the_session_s_own() -> Path:
 _RAY_FOLDER = _ray_of_the_session_s_own()
 
 
+def _left_running(folder: Path) -> list[int]:
+    """The processes other than this one whose environment names `folder` as their RAY_TMPDIR: every process a Ray
+    of this session started inherits it, and no other process has it."""
+    marker, found = f"RAY_TMPDIR={folder}".encode(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(entry.name) != os.getpid() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except (OSError, ValueError):  # ended meanwhile, or another user's
+            continue
+    return found
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The session's Ray folder (token and session files) goes once every test and fixture has ended; a Ray
-    process still ending may write a last log line meanwhile, so it is removed again after a moment."""
-    for _ in range(10):
+    """Once every test and fixture has ended: a process a Ray of the session left running (Ray's own shutdown
+    missed it) is ended by its id and named, and the session's Ray folder (token and session files) is removed."""
+    left = _left_running(_RAY_FOLDER)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        sys.stderr.write(f"\ntests: ended {len(left)} process(es) the session's Rays left running: {left}\n")
+    for _ in range(10):  # a process still ending may write a last log line meanwhile
         shutil.rmtree(_RAY_FOLDER, ignore_errors=True)
         if not _RAY_FOLDER.exists():
             return
