@@ -77,10 +77,9 @@ SELECT node_id FROM walk WHERE node_id IS NOT NULL
 """
 _SINCE = "SELECT 1 FROM telemetry WHERE node_id = ? AND ts_ms >= ? LIMIT 1"  # one index seek
 _NEWEST_ROW = "SELECT MAX(ts_ms) FROM telemetry WHERE node_id = ? AND ts_ms <= ?"
-# The newest row with power within POWER_LOOKBACK_S of now (walking the (node_id, ts_ms) index back from the node's
-# newest row): a node whose power feed stopped while another source still writes (CPU utilization) shows its last
-# power reading, stale, for that long, as InfluxDB's; a node silent longer (taken out of service) is left out, not
-# shown for the whole retention; the bound keeps a node that never reports power (a VM) from a long scan.
+# The newest row with power within POWER_LOOKBACK_S of the node's newest row (walking the (node_id, ts_ms) index
+# back): a node whose power feed stopped while another source still writes (CPU utilization) shows its last power
+# reading, stale, instead of vanishing; the bound keeps a node that never reports power (a VM) from a long scan.
 _NEWEST = """
 SELECT ts_ms FROM telemetry WHERE node_id = ? AND ts_ms BETWEEN ? AND ? AND power_watts IS NOT NULL
 ORDER BY ts_ms DESC LIMIT 1
@@ -181,7 +180,7 @@ class SqliteStore(TelemetryStore):
             for node in targets:
                 newest_row = conn.execute(_NEWEST_ROW, (node, until)).fetchone()[0]
                 found = None if newest_row is None else conn.execute(
-                    _NEWEST, (node, to_ms(now) - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
+                    _NEWEST, (node, newest_row - POWER_LOOKBACK_S * 1000, newest_row)).fetchone()
                 if found is not None:
                     newest = found[0]
                     since = newest - int(EXPECT_DEVICE_S * 1000)  # devices silent for a while still count as missing

@@ -169,17 +169,6 @@ def test_a_node_whose_power_feed_stopped_shows_its_last_power_stale_not_gone(sto
     assert store.latest("vm") == []  # a node that never reports power has no latest power
 
 
-def test_a_node_silent_past_the_look_back_is_left_out_as_influxdb_leaves_it(store):
-    """Regression: the look-back ran from the node's own newest row, so a node taken out of service 5 days ago kept
-    its last reading (age 432,000 s) in /telemetry/nodes and the controller's reads for the whole retention."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    store.write([TelemetrySample(timestamp=now - timedelta(days=5), node_id="gone", source="ipmi", power_watts=640),
-                 TelemetrySample(timestamp=now - timedelta(minutes=50), node_id="quiet", source="ipmi",
-                                 power_watts=500)])
-    assert [(node.node_id, node.power_watts) for node in store.latest()] == [("quiet", 500)]
-    assert store.latest("gone") == []
-
-
 def test_concurrent_writers_and_readers_share_one_store(store):
     errors = []
 
