@@ -33,6 +33,9 @@ def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
         yield path
 
 
+SESSION_RAY_FOLDER = "KCLOUD_TESTS_RAY_FOLDER"
+
+
 def _ray_of_the_session_s_own() -> Path:
     """Every Ray the tests start (the session's, a command line's own) runs as `make run` starts one: under Ray's
     token authentication, with a token of the session's own (written private into a temporary folder, never
@@ -41,10 +44,14 @@ def _ray_of_the_session_s_own() -> Path:
     multi-node test turns it back on for its two raylets, both on 127.0.0.1). Their session files go to the same
     folder, removed at the end, not /tmp/ray. RAY_AUTH_MODE set outside wins; tests of other modes set their own.
 
-    Set as this file is imported, before any test module imports Ray: a process reads its auth mode once."""
+    Set as this file is imported, before any test module imports Ray: a process reads its auth mode once. A test
+    module importing it again (`from tests.conftest import ...`, a second copy of this module) takes the same one."""
     from app import local_ray_token
 
+    if (made := os.environ.get(SESSION_RAY_FOLDER)) and Path(made).is_dir():
+        return Path(made)
     folder = Path(tempfile.mkdtemp(prefix="kray-"))  # short: Ray's Unix sockets live under it (108 bytes at most)
+    os.environ[SESSION_RAY_FOLDER] = str(folder)
     os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE") or "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(folder / "auth_token")
     os.environ.pop("RAY_AUTH_TOKEN", None)
