@@ -538,6 +538,21 @@ def test_a_workload_called_other_is_one_the_model_trained_on(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_spot_job_priced_by_a_model_that_never_saw_one_is_named_and_never_confident(fitted):
+    """Spot was no feature with a range: a model trained on on-demand jobs only priced a spot job with a typical
+    job's confidence, though nothing it trained on says what spot does to a job's cost."""
+    records = generate_job_records(600, seed=3)
+    records["spot_instance"] = False
+    model = CostModel(load_catalog())
+    model.fit(records, SMALL, seed=0)
+    on_demand, spot = model.predict_many([TYPICAL[0], TYPICAL[0].model_copy(update={"spot_instance": True})])
+    assert on_demand.outside_training_range == ()
+    assert spot.outside_training_range == ("spot_instance",) and spot.confidence <= min(model.hit_rates)
+    mixed, _ = fitted  # trained on both: neither is outside its range
+    assert mixed.predict(TYPICAL[0].model_copy(update={"spot_instance": True})).outside_training_range == ()
+
+
+@pytest.mark.slow
 def test_a_model_saved_with_other_for_unseen_categories_prices_as_before(fitted, tmp_path):
     model, _ = fitted
     model.save(tmp_path)

@@ -22,10 +22,11 @@ The promised properties hold by construction, whatever the training data:
 * confidence = estimated P(|actual - predicted_cost| <= ``tolerance`` * predicted_cost): the hit rate, on
   the calibration split, of jobs whose relative interval width (upper - lower) / predicted falls in the
   same width quintile (Laplace-smoothed, made non-increasing in width). A job outside the range the model
-  trained on (more GPUs, hours, ... than any training job, or fewer, beyond ``RANGE_TOLERANCE``), or naming a
-  ``gpu_type`` or ``workload_type`` no training job had (a typo is priced at the catalog's default utilization),
-  is named so (``outside_training_range``) and given at most the lowest of those hit rates: the boosters only
-  extrapolate flat there, and no held-out job says how well that works.
+  trained on (more GPUs, hours, ... than any training job, or fewer, beyond ``RANGE_TOLERANCE``; a spot job where
+  none was, or an on-demand one where all were), or naming a ``gpu_type`` or ``workload_type`` no training job
+  had (a typo is priced at the catalog's default utilization), is named so (``outside_training_range``) and
+  given at most the lowest of those hit rates: the boosters only extrapolate flat there, and no held-out job
+  says how well that works.
 
 Records are split at random 70/15/15 into train / calibration / test; ``fit`` returns test metrics.
 On disk: one LightGBM text model per booster plus ``cost_model.json`` (features, vocabularies,
@@ -100,6 +101,7 @@ class CostModel:
         self.width_edges: list[float] = []
         self.hit_rates: list[float] = [0.5]
         self.training_ranges: dict[str, tuple[float, float]] = {}  # numeric feature -> (min, max) of training jobs
+        # (spot_instance as 0/1; a model saved before it was kept does not flag it)
         self.metrics: dict[str, Any] = {}
         self.model_version = "unregistered"
 
@@ -208,7 +210,7 @@ class CostModel:
         in_train[train] = True
         self.training_ranges = {
             name: (float(values.min()), float(values.max()))
-            for name in sorted(INCREASING)
+            for name in sorted(NUMERIC)
             if len(values := (power[train] if name == "expected_power_watts" else numbers(frame.iloc[train], name)))}
         self.boosters = {}
         for name in COMPONENTS:
