@@ -34,6 +34,7 @@ def session_cli_state_path(tmp_path_factory) -> Iterator[Path]:
 
 
 SESSION_RAY_FOLDER = "KCLOUD_TESTS_RAY_FOLDER"
+OUTSIDE_AUTH_MODE = "KCLOUD_TESTS_OUTSIDE_RAY_AUTH_MODE"  # RAY_AUTH_MODE as the session found it ("" when unset)
 
 
 def _ray_of_the_session_s_own() -> Path:
@@ -52,7 +53,8 @@ def _ray_of_the_session_s_own() -> Path:
         return Path(made)
     folder = Path(tempfile.mkdtemp(prefix="kray-"))  # short: Ray's Unix sockets live under it (108 bytes at most)
     os.environ[SESSION_RAY_FOLDER] = str(folder)
-    os.environ["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE") or "token"
+    os.environ[OUTSIDE_AUTH_MODE] = os.environ.get("RAY_AUTH_MODE", "")
+    os.environ["RAY_AUTH_MODE"] = os.environ[OUTSIDE_AUTH_MODE] or "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(folder / "auth_token")
     os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "0"
