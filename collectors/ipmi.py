@@ -38,6 +38,9 @@ NOT_PRESENT = 0xCB  # IPMI completion code: requested sensor, data or record not
 # could not be provided, duplicate request, SDR in update mode, firmware update mode, initialization in progress)
 BUSY_CODES = frozenset({0xC0, 0xC3, 0xC4, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2})
 AUTH_MAX_BACKOFF_S = 3600.0  # refused logins are retried at most this far apart (doubling from max_backoff_s)
+# a supply that stops reading this soon after the last SDR download its silence caused (a flapping sensor) is a gap,
+# with no new download: each one costs the BMC hundreds of requests and the node tens of seconds without a reading
+SDR_REREAD_MIN_S = 120.0
 
 
 def _pyghmi() -> tuple[Any, Any]:
@@ -118,8 +121,9 @@ class IpmiSource(TelemetrySource):
         self.sensors_used: list[str] = []  # SDR sensor names summed or read by the last SDR read
         self._cmd: Any = None
         self._sdr: tuple[list[Any], Quality] | None = None  # chosen SDR entries and their quality
-        # the chosen sensors (lun, number) without a reading at the SDR's first read: empty bays
+        # the chosen sensors (lun, number) without a reading at the SDR's first read and none since: empty bays
         self._absent: frozenset[tuple[int, int]] | None = None
+        self._sdr_reread_at = float("-inf")  # monotonic time a supply's silence last had the SDR read again
         self._sdr_loading_since: float | None = None  # monotonic start of an SDR download under way
         self._dcmi_retry_at = 0.0  # monotonic time from which DCMI is tried (again)
         self._dcmi_measured = False  # DCMI gave a reading on this BMC: a later "not active" is a passing gap, a while
@@ -134,7 +138,8 @@ class IpmiSource(TelemetrySource):
         self._next_try, self._reason = 0.0, ""
 
     def __repr__(self) -> str:
-        return f"IpmiSource(target='{self.host}:{self.port}', username={self.username!r}, node_id={self.node_id!r})"
+        # the user is not named: where it equals the password (a common BMC default), naming it would tell it
+        return f"IpmiSource(target='{self.host}:{self.port}', node_id={self.node_id!r})"
 
     __str__ = __repr__
 
@@ -273,11 +278,7 @@ class IpmiSource(TelemetrySource):
                     raise LookupError(frozen)
                 self._dcmi_measured, self._dcmi_inactive_since = True, None
                 if now - self._limit_at >= self.limit_refresh_s:
-                    try:
-                        self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
-                        self._limit_at = now
-                    except BmcBusy:  # the reading stands; the limit is asked again at the next read
-                        pass
+                    self._refresh_limit(cmd, now)
                 self.method, self.sensors_used = "dcmi", []
                 return self._sample(watts, Quality.OK, self._limit)
             if now < self._no_sdr_power_until:  # nothing else to read: DCMI asked again after the usual backoff
@@ -286,12 +287,27 @@ class IpmiSource(TelemetrySource):
             self._dcmi_retry_at = now + self.dcmi_reprobe_s
         return self._read_sdr(cmd)
 
+    def _refresh_limit(self, cmd: Any, now: float) -> None:
+        """The power limit asked anew, once: the reading just taken stands whatever this answer is. A busy BMC is asked
+        again at the next read; one that fails this query otherwise (e.g. drops it unanswered) keeps the last limit
+        until the next refresh, rather than losing every reading to it."""
+        try:
+            self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit, retry=False)
+        except BmcBusy:
+            return
+        except Exception as err:  # the reading is the point of the read; the limit is an extra
+            log.warning("BMC %s:%s: its DCMI power limit could not be read (%s); asked again in %g s", self.host,
+                        self.port, self._redacted(str(err) or type(err).__name__), self.limit_refresh_s)
+        self._limit_at = now
+
     @staticmethod
-    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any) -> Any:
+    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any, retry: bool = True) -> Any:
+        """`parse` of a DCMI answer; None where the BMC answers that it does not offer it. `retry=False`: one try,
+        which pyghmi gives up after its first wait (an optional query never takes the whole read's time)."""
         from pyghmi.exceptions import IpmiException
 
         try:
-            return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data)["data"]))
+            return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data, retry=retry)["data"]))
         except IpmiException as err:
             code = getattr(err, "ipmicode", 0)
             if code in BUSY_CODES:
@@ -349,27 +365,35 @@ class IpmiSource(TelemetrySource):
             raise LookupError(f"sensors {[e.name for e in entries]}: not present")
         if not values:
             raise LookupError(f"no reading from sensors {[e.name for e in entries]}")
-        if not self._note_unread(frozenset((e.sensor_lun, e.sensor_number) for e in unread),
-                                 [e.name for e in unread]):
-            raise SupplyChanged(f"BMC {self.host}:{self.port}: sensor(s) {[e.name for e in unread]} gave no reading "
-                                "after reading before; its SDR is read again")
+        self._check_unread(unread, read)
         self.method, self.sensors_used = "sdr", [e.name for e in read]
         return self._sample(sum(values), quality, None)
 
-    def _note_unread(self, unread: frozenset[tuple[int, int]], names: list[str]) -> bool:
-        """Whether the sum of the sensors that read is the node's power. The SDR's first read takes the sensors
-        without a reading as empty bays; one that read before and stops (the BMC may have renumbered its sensors,
-        or a PSU failed) has the SDR read anew at the next read, once, and this read's sum is none (a gap, not a
-        drop); what the fresh SDR cannot read counts as an empty bay."""
+    def _check_unread(self, unread: list[Any], read: list[Any]) -> None:
+        """SupplyChanged unless the sum of the sensors that read is the node's power. The SDR's first read takes the
+        sensors without a reading as empty bays, until one of them reads. One that read before and stops (the BMC
+        may have renumbered its sensors, or a PSU failed) has the SDR read anew at the next read, and this read's
+        sum is none (a gap, not a drop); what the fresh SDR cannot read counts as an empty bay. A sensor that
+        stops again within SDR_REREAD_MIN_S of that re-read (a flapping one) gives gaps without another download."""
+        def keys(entries: list[Any]) -> frozenset[tuple[int, int]]:
+            return frozenset((e.sensor_lun, e.sensor_number) for e in entries)
+
         if self._absent is None:
-            self._absent = unread
-        elif not unread <= self._absent:
-            log.info("BMC %s:%s: sensor(s) among %s gave no reading; reading its SDR again", self.host, self.port,
-                     names)
-            self._sdr = None
-            self._reset()
-            return False
-        return True
+            self._absent = keys(unread)
+            return
+        self._absent -= keys(read)  # a bay that reads holds a supply: its next silence is a change
+        if keys(unread) <= self._absent:
+            return
+        names, now = [e.name for e in unread], time.monotonic()
+        if now - self._sdr_reread_at < SDR_REREAD_MIN_S:
+            raise SupplyChanged(f"BMC {self.host}:{self.port}: sensor(s) {names} gave no reading after reading "
+                                f"before; its SDR was read again {now - self._sdr_reread_at:.0f} s ago, so this is a "
+                                "gap")
+        log.info("BMC %s:%s: sensor(s) among %s gave no reading; reading its SDR again", self.host, self.port, names)
+        self._sdr, self._sdr_reread_at = None, now
+        self._reset()
+        raise SupplyChanged(f"BMC {self.host}:{self.port}: sensor(s) {names} gave no reading after reading before; "
+                            "its SDR is read again")
 
     def _sample(self, watts: float, quality: Quality, limit: float | None) -> TelemetrySample:
         return TelemetrySample.reading(timestamp=datetime.now(UTC), node_id=self.node_id, source=SourceKind.IPMI,

@@ -91,7 +91,7 @@ class FakeCmd:
 
         self.sdr = SimpleNamespace(sensors={"32.3.0": psu(3, 400.0), "32.4.0": psu(4, None)})
 
-    def xraw_command(self, netfn, command, data=()):
+    def xraw_command(self, netfn, command, data=(), retry=True):
         self.dcmi_calls += command == 0x02
         if self.dcmi is None:
             raise IpmiException("Invalid command", 0xC1)
@@ -476,7 +476,8 @@ def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_d
     assert [s.power_watts for s in source.sample()] == [612.0]
     dcmi = cmd.dcmi
     cmd.dcmi = None
-    cmd.xraw_command = lambda netfn, command, data=(): (_ for _ in ()).throw(IpmiException("Node busy", 0xC0))
+    cmd.xraw_command = lambda netfn, command, data=(), retry=True: (_ for _ in ()).throw(IpmiException("Node busy",
+                                                                                                      0xC0))
     assert source.sample() == [] and "busy" in source._reason and source._failures == 1
     assert source._dcmi_retry_at == 0.0 and getattr(cmd, "sdr_downloads", 0) == 0 and made == []
     del cmd.xraw_command
@@ -486,7 +487,7 @@ def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_d
     source._limit_at = -1e9  # the limit is due for a refresh, and that answer alone is busy: the reading stands
     limit_busy = cmd.xraw_command
 
-    def busy_for_the_limit(netfn, command, data=()):
+    def busy_for_the_limit(netfn, command, data=(), retry=True):
         if command == 0x03:
             raise IpmiException("Node busy", 0xC0)
         return limit_busy(netfn, command, data)
@@ -522,3 +523,79 @@ def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(m
     for _ in range(3):
         source.sample()
     assert cmd.sdr_downloads == 2
+
+
+def test_a_bmc_that_fails_only_the_limit_query_keeps_its_readings(clock):
+    """Only a busy answer to Get Power Limit was tolerated: a BMC that drops that one query (pyghmi's timeout) lost
+    the reading just parsed, counted a failure and had its session reset, and the next read asked again: no reading
+    from that node ever. Now the reading stands, and the limit is asked again (one try) only after its refresh."""
+    cmd = FakeCmd(_dcmi(612))
+    source = _with_cmd(cmd, backoff_s=0)
+    reading = cmd.xraw_command
+    limit_asks: list[bool] = []
+
+    def limit_dropped(netfn, command, data=(), retry=True):
+        if command == 0x03:
+            limit_asks.append(retry)
+            raise IpmiException("timeout", 0xFFFF)
+        return reading(netfn, command, data)
+
+    cmd.xraw_command = limit_dropped
+    for _ in range(3):
+        assert [s.power_watts for s in source.sample()] == [612.0], source._reason
+    assert source._failures == 0 and source._cmd is cmd and limit_asks == [False]  # asked once, one try
+    clock.advance(source.limit_refresh_s)
+    assert [s.power_watts for s in source.sample()] == [612.0] and limit_asks == [False, False]
+    del cmd.xraw_command
+    clock.advance(source.limit_refresh_s)
+    [sample] = source.sample()
+    assert sample.power_limit_watts == 900.0
+
+
+def test_a_bay_empty_at_the_first_read_whose_supply_reads_later_is_a_supply_from_then_on(monkeypatch, clock):
+    """The empty bays were fixed at the SDR's first read: a PSU without a reading then (a BMC just reset) that read
+    later and then stopped again was left out of the sum without a word (1,000 W, then 500 W read as the node's)."""
+    cmd = FakeCmd(None)
+    _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    psu2 = cmd.sdr.sensors["32.4.0"]  # no reading at the first read (FakeCmd)
+    assert [s.power_watts for s in source.sample()] == [400.0]
+    psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=300.0, unavailable=0)
+    assert [s.power_watts for s in source.sample()] == [700.0]
+    psu2.decode_sensor_reading = lambda *_: SimpleNamespace(value=None, unavailable=1)
+    assert source.sample() == [] and "PSU2" in source._reason  # a gap, not PSU1's 400 W read as the node's
+    assert [s.power_watts for s in source.sample()] == [400.0] and cmd.sdr_downloads == 2  # read again: empty
+
+
+def test_a_flapping_supply_has_the_sdr_read_again_at_most_once_per_window(monkeypatch, clock):
+    """Every silence of a supply that read before had the whole SDR downloaded again (hundreds of requests, tens of
+    seconds without a reading on a real BMC), with no backoff: a flapping sensor had it downloaded at every flap.
+    Within SDR_REREAD_MIN_S of the last such download a silence is a gap, with no new download."""
+    cmd = FakeCmd(None)
+    _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0)
+    psu2 = cmd.sdr.sensors["32.4.0"]
+    reads = SimpleNamespace(value=300.0, unavailable=0)
+    silent = SimpleNamespace(value=None, unavailable=1)
+    psu2.decode_sensor_reading = lambda *_: reads
+    assert [s.power_watts for s in source.sample()] == [700.0]
+    psu2.decode_sensor_reading = lambda *_: silent
+    assert source.sample() == [] and cmd.sdr_downloads == 1  # the first silence: downloaded again at the next read
+    psu2.decode_sensor_reading = lambda *_: reads
+    assert [s.power_watts for s in source.sample()] == [700.0] and cmd.sdr_downloads == 2
+    for _ in range(3):  # flapping: gaps and readings, no download
+        psu2.decode_sensor_reading = lambda *_: silent
+        assert source.sample() == [] and "gap" in source._reason
+        psu2.decode_sensor_reading = lambda *_: reads
+        assert [s.power_watts for s in source.sample()] == [700.0]
+    assert cmd.sdr_downloads == 2 and source._failures == 0
+    clock.advance(ipmi.SDR_REREAD_MIN_S)
+    psu2.decode_sensor_reading = lambda *_: silent
+    assert source.sample() == [] and source._cmd is None  # past the window: read again
+    assert [s.power_watts for s in source.sample()] == [400.0] and cmd.sdr_downloads == 3
+
+
+def test_a_source_s_text_names_neither_its_user_nor_its_password():
+    """The user was in repr() and str(): BMCs often ship with the user as the password (ADMIN/ADMIN)."""
+    source = IpmiSource("bmc.example:6230", "ADMIN", "ADMIN", "n1")
+    assert "ADMIN" not in repr(source) and "ADMIN" not in str(source) and "bmc.example:6230" in repr(source)
