@@ -34,7 +34,8 @@ renames it `segment-<n>.jsonl`). Every other earlier segment stays: one pending 
 one (spilled for a store known to take writes, without a `store_key`, or by an older version).
 
 A flush writes segments to the store outside the buffer's lock: `put()` does not wait for a slow store (only
-for a spill to disk, or for the direct write of memory that could not be spilled). One flush runs at a time;
+for a spill to disk, or for the direct write of memory that could not be spilled); samples put while a flush
+writes wait in memory for the next one. One flush runs at a time;
 one process owns a spill directory at a time (an advisory lock on `spill_dir/.lock`).
 """
 
@@ -196,13 +197,14 @@ class DurableBuffer:
                     return 0  # close() already flushed or spilled everything
                 self._delete_written()
                 self._spill(keep_segments=True)
+                unspilled = len(self._memory)  # what the disk did not take: written directly, behind the segments
                 segments = list(self._segments)  # segments spilled meanwhile wait for the next flush
             written = 0
             try:
                 for segment in segments:
                     written += self._flush_segment(segment)
                 with self._lock:
-                    written += self._flush_memory()
+                    written += self._flush_memory(unspilled)
                 self.last_error = None
             except Exception as exc:  # any store failure: keep everything, retry on the next flush
                 with self._lock:
@@ -239,13 +241,16 @@ class DurableBuffer:
         finally:
             self._writing = None
 
-    def _flush_memory(self) -> int:
-        """Write memory that could not be spilled (the disk fails, or it does not fit under the cap), behind every
-        segment: with segments left (spilled during this flush) it waits for the next flush."""
-        if not self._memory or self._segments:
+    def _flush_memory(self, unspilled: int) -> int:
+        """Write the first `unspilled` samples of memory, which this flush could not spill (the disk fails, or they
+        do not fit under the cap), behind every segment: with segments left (spilled during this flush) they wait for
+        the next flush. Samples put since wait for it too: written here, under the lock, they held up puts (and the
+        sampling rounds behind them) for as long as the store took."""
+        count = min(unspilled, len(self._memory))
+        if not count or self._segments:
             return 0
-        written = self._write(self._memory, "samples in memory")
-        self._memory = []
+        written = self._write(self._memory[:count], "samples in memory")
+        self._memory = self._memory[count:]
         return written
 
     def _write(self, samples: list[TelemetrySample], what: str) -> int:

@@ -725,3 +725,37 @@ def test_a_spill_directory_that_cannot_be_created_leaves_the_buffer_memory_only(
     buffer.put(make_samples(25))
     assert buffer.flush() == 25 and store.stored == make_samples(25)
     buffer.close()
+
+
+def test_samples_put_while_a_flush_writes_wait_for_the_next_flush_not_written_under_the_lock(tmp_path):
+    """Memory put during a flush's segment writes was written straight after them, under the buffer's lock: each
+    put (and the collector's sampling round behind it) waited as long as the store took to write it."""
+    class PutDuringWrite(FlakyStore):
+        def write(self, samples):
+            if self.calls == 0:
+                buffer.put(make_samples(2, start=5))  # a sampling round, while the segment is being written
+            return super().write(samples)
+
+    store = PutDuringWrite()
+    buffer = DurableBuffer(store, tmp_path / "spill")
+    buffer.put(make_samples(5))
+    assert buffer.flush() == 5
+    assert len(store.batches) == 1 and buffer.memory_pending == 2  # no second write, under the lock, this flush
+    assert buffer.flush() == 2 and store.stored == make_samples(7) and buffer.pending == 0
+
+
+def test_memory_the_disk_would_not_take_is_still_written_behind_the_segments(tmp_path):
+    """What the flush could not spill (memory only here) is written directly, after every segment, as before; what
+    was put meanwhile waits for the next flush."""
+    class PutDuringWrite(FlakyStore):
+        def write(self, samples):
+            if self.calls == 0:
+                buffer.put(make_samples(1, start=3))
+            return super().write(samples)
+
+    (tmp_path / "file").write_text("")
+    store = PutDuringWrite()
+    buffer = DurableBuffer(store, tmp_path / "file" / "spill")  # cannot be created: memory only
+    buffer.put(make_samples(3))
+    assert buffer.flush() == 3 and store.stored == make_samples(3) and buffer.memory_pending == 1
+    assert buffer.flush() == 1 and store.stored == make_samples(4)
