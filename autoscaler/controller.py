@@ -432,21 +432,29 @@ class ScalingController:
 
 class _WindowBatch:
     """A tick's forecast batch: each (node, leads) window read and forecast once, however many policies list the
-    node. A read that failed is remembered too, so no other policy of the tick reads it again."""
+    node. A read that failed is remembered too, so no other policy of the tick reads it again; after a store that
+    failed one (StoreUnavailable: down, or past its timeout) no other window is read this tick: each read would cost
+    the tick that timeout again, and a tick that takes past the telemetry's `stale_after_s` holds every policy."""
 
     def __init__(self) -> None:
         self.nodes: list[str] = []
         self.windows: list[StoredHistory] = []
         self._read: dict[tuple[str, int], StoredHistory | Exception] = {}
         self._index: dict[tuple[str, int], int] = {}
+        self._store_failed: StoreUnavailable | None = None
 
     def read(self, node: str, lead_steps: int, read: Callable[[], StoredHistory]) -> StoredHistory:
         """The node's window, read the first time it is asked for; raises what its read raised."""
         key = (node, lead_steps)
         if key not in self._read:
             try:
+                if self._store_failed is not None:
+                    raise StoreUnavailable(f"not read: the store failed this tick's read before ({self._store_failed})")
                 self._read[key] = read()
-            except (NoStoredTelemetry, StoreUnavailable) as exc:
+            except StoreUnavailable as exc:
+                self._read[key] = exc
+                self._store_failed = self._store_failed or exc
+            except NoStoredTelemetry as exc:
                 self._read[key] = exc
         found = self._read[key]
         if isinstance(found, Exception):

@@ -105,11 +105,31 @@ class FailingWindows:
         return self.store.window(node_id, start, end, step_s)
 
 
+class CountingWindows(FailingWindows):
+    """As FailingWindows, counting the actuals reads."""
+
+    def __init__(self, store, broken: set[str]):
+        super().__init__(store, broken)
+        self.actuals_reads: list[str] = []
+
+    def window(self, node_id, start, end, step_s):
+        if end - start < timedelta(minutes=10):
+            self.actuals_reads.append(node_id)
+        return super().window(node_id, start, end, step_s)
+
+
 def test_unreadable_actuals_never_stop_a_tick_and_are_scored_later(tmp_path, store):
-    flaky = FailingWindows(store, {"n1"})
+    """A store that fails a read (StoreUnavailable) is read no more that tick: each further read cost the tick its
+    timeout (10 s) before any decision, until every policy held on stale telemetry. The node it failed on is read
+    last at the next tick, so one node the store always fails never keeps the others unscored."""
+    flaky = CountingWindows(store, {"n1"})
     made = controller(tmp_path, flaky)
     event = replay(made, store, 500, 500)
     assert event.signal == "forecast"
+    # once by the live scoring, once by the peak bound's (each stops there): n2 not read after it
+    assert flaky.actuals_reads == ["n1", "n1"] and made.live_accuracy().versions == []
+    made.tick()
+    assert flaky.actuals_reads[2:] == ["n2", "n1", "n1"]  # the live scoring reads n1 last
     assert [n.node_id for n in made.live_accuracy().versions[0].nodes] == ["n2"]
     flaky.broken.clear()
     made.tick()
@@ -219,3 +239,32 @@ def test_a_failure_judging_live_accuracy_falls_back_to_measured_power_and_never_
     monkeypatch.setattr(controller.live, "collapses", broken)
     [event] = controller.tick()
     assert event.signal != "forecast" and "judging its live accuracy failed" in event.reason
+
+
+class HistoryReads(FailingWindows):
+    """The store, except that every forecast window (the history read, 10 minutes or more) fails; counted."""
+
+    def __init__(self, store):
+        super().__init__(store, set())
+        self.history_reads: list[str] = []
+
+    def window(self, node_id, start, end, step_s):
+        if end - start >= timedelta(minutes=10):
+            self.history_reads.append(node_id)
+            raise StoreUnavailable("the store actor did not answer within 10 s")
+        return super().window(node_id, start, end, step_s)
+
+
+def test_after_a_failed_forecast_window_no_other_is_read_that_tick(tmp_path, store):
+    """Every node's window was read whatever the store had answered for the one before: a store past its timeout
+    cost the tick 10 s a node before any decision, and a tick past `stale_after_s` holds every policy."""
+    slow = HistoryReads(store)
+    made = controller(tmp_path, slow)
+    made.put_policy(policy_data(name="api", nodes=["n1"], stale_after_s="1h"))
+    made.put_policy(policy_data(name="web", nodes=["n2"], stale_after_s="1h"))
+    write_power(store, {"n1": 500, "n2": 500}, minutes=15)
+    events = made.tick()
+    assert slow.history_reads == ["n1"]  # one timeout, for both policies' nodes
+    assert [event.signal for event in events] == ["measured", "measured"]
+    assert all("the store failed this tick's read before" in event.reason or "did not answer" in event.reason
+               for event in events), [event.reason for event in events]

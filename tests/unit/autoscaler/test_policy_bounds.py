@@ -382,3 +382,39 @@ def _learned() -> PolicyBounds:
     bounds = PolicyBounds()
     run(bounds, BinStore(), [900.0] * 10)
     return bounds
+
+
+
+def test_a_store_that_fails_a_read_is_read_no_more_that_tick_and_the_policy_it_failed_on_goes_last():
+    """Each policy's windows were read whatever the store had answered the one before: a store past its timeout
+    (10 s a read) cost the tick that much per policy before any decision, until every policy held on stale
+    telemetry. The policy it failed on is read last at the next tick, so that one the store always fails never
+    keeps the others unscored."""
+    from core.stores.base import StoreUnavailable
+
+    bounds, store = PolicyBounds(), BinStore()
+    policies = (POLICY, POLICY.model_copy(update={"name": "api"}))  # "web" first, then "api"
+    for policy in policies:
+        bounds.correct(policy, view(), NODES, 2, forecasts(0))
+        bounds.observe(policy, seen(2), at(3))  # the tick at the windows' end reads the count they were made for
+    for minute in range(3):
+        store.put(minute, 500.0)
+    reads: list[str] = []
+    working = store.window
+
+    def failing_after(count: int):
+        def window(node_id, start, end, step_s):
+            reads.append(node_id)
+            if len(reads) > count:
+                raise StoreUnavailable("the store actor did not answer within 10 s")
+            return working(node_id, start, end, step_s)
+        return window
+
+    store.window = failing_after(0)
+    bounds.score(store, store.latest(3), at(3))
+    assert len(reads) == 1  # one timeout, not one per policy
+    assert bounds.tracker("web").windows == bounds.tracker("api").windows == 0
+    reads.clear()
+    store.window = failing_after(len(NODES))  # one policy's reads answered, then the store fails again
+    bounds.score(store, store.latest(3), at(3))
+    assert (bounds.tracker("api").windows, bounds.tracker("web").windows) == (1, 0)  # "web" went last
