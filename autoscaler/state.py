@@ -590,10 +590,12 @@ class ControllerState:
         left out, and a row that cannot be read at all starts afresh as if the policy had changed its target just
         now (its cooldown holds it, the side of caution: the lost history may hold a change just made), logged:
         either would otherwise fail every tick of every policy on its target, since nothing rewrites the row. After a
-        damaged file was set aside, a policy without a stored state holds its cooldown from then."""
+        damaged file was set aside, a policy without a stored state holds its cooldown from then; it is not given a
+        change of its target then (`changed_target_at`): kept with its state, that made a policy deleted and created
+        again since its last change look like the one that made it, and not held for it (TickCounts)."""
         rows = self._read("SELECT body FROM policy_state WHERE name = ?", (name,))
         if not rows:
-            return PolicyState(last_scale_at=self._started_afresh, changed_target_at=self._started_afresh)
+            return PolicyState(last_scale_at=self._started_afresh)
         try:
             return _policy_state(json.loads(rows[0][0]))
         except (ValueError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError

@@ -328,13 +328,18 @@ def test_a_change_one_policy_made_holds_the_others_on_the_target_at_the_next_tic
     assert [e.action for e in controller.tick()] == [ScaleAction.SCALE_OUT, ScaleAction.HOLD]
 
 
-@pytest.mark.parametrize("replaced", ["renamed", "deleted-and-created-again", "made-a-dry-run", "partner-left"])
+@pytest.mark.parametrize("replaced", ["renamed", "deleted-and-created-again", "made-a-dry-run", "partner-left",
+                                      "created-again-in-a-state-file-started-afresh"])
 def test_a_policy_that_takes_a_target_over_holds_for_the_change_its_former_policy_made(make, store, replaced):
     """Regression: the cooldown lived with the policy's name, so renaming a policy (or deleting it and creating it
     again, or making it a dry run beside a new one, or deleting it beside a partner) right after it scaled the target
-    let the policy left enforcing scale again on power that did not show the change."""
+    let the policy left enforcing scale again on power that did not show the change. In a state file started afresh
+    (a damaged one set aside a month before), a policy without a stored state reads a change at that moment: it was
+    taken for the policy that made the recorded change, and not held (review)."""
     clock = [datetime.now(UTC)]
     controller, actuator = make(replicas=2, clock=lambda: clock[0])
+    if replaced == "created-again-in-a-state-file-started-afresh":
+        controller.state._started_afresh = clock[0] - timedelta(days=30)
     policy = dict(target=TARGET, predictive_scaling=MEASURED, actuation_delay="2min", max_replicas=20,
                   power_based={"max_power_budget": 1000})
     controller.put_policy(policy_data("a-old", **policy))
@@ -347,7 +352,8 @@ def test_a_policy_that_takes_a_target_over_holds_for_the_change_its_former_polic
     else:
         controller.state.delete_policy("a-old")
     if replaced != "partner-left":
-        controller.put_policy(policy_data("a-old" if replaced == "deleted-and-created-again" else "b-new", **policy))
+        again = replaced in ("deleted-and-created-again", "created-again-in-a-state-file-started-afresh")
+        controller.put_policy(policy_data("a-old" if again else "b-new", **policy))
     clock[0] += timedelta(seconds=30)
     write_power(store, {"n1": 1500, "n2": 1500}, minutes=1, end=clock[0])
     [held] = [event for event in controller.tick() if event.mode == "enforce"]
