@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.datastructures import Headers
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import ApiError
+from app.errors import ApiError, render_error
 from app.middleware import current_request_id
 from app.replica import serving_replica
 from app.settings import AppArgs, api_token_file, read_api_token
@@ -158,3 +164,49 @@ async def read_access(replica: Replica, request: Request) -> None:
 
 READ = Depends(read_access)
 WRITE = Depends(write_access)
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TokenBeforeBody:
+    """The token of a request that needs one checked before its body is read: a write (a route its OpenAPI marks as
+    needing the bearer token: every WRITE route), or any request with a body under `protect_reads`. The routes' own
+    dependencies run only after FastAPI has read and parsed the body (up to the body limit, 4 MiB, on the event
+    loop), so a client without the token could make every replica parse megabytes a request. The dependency still
+    checks it again (the same answer)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self._writes: list[tuple[str, re.Pattern[str]]] | None = None  # (method, path) of the write routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fastapi_app = scope.get("app")
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS and isinstance(fastapi_app, FastAPI):
+            write = self._is_write(fastapi_app, scope)
+            access = (await _replica(fastapi_app)).access
+            if write or access.protect_reads:
+                scheme, presented = get_authorization_scheme_param(Headers(scope=scope).get("authorization"))
+                try:
+                    access.check(presented if scheme.lower() == "bearer" and presented else None, write=write)
+                except ApiError as refused:
+                    await render_error(refused)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _is_write(self, app: FastAPI, scope: Scope) -> bool:
+        if self._writes is None:  # at the first request: every route is in place by then (the class-based ones too)
+            self._writes = [(method.upper(), compile_path(path)[0])
+                            for path, operations in app.openapi().get("paths", {}).items()
+                            for method, operation in operations.items()
+                            if isinstance(operation, dict) and operation.get("security")]
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        return any(method == scope["method"] and pattern.fullmatch(path) for method, pattern in self._writes)
+
+
+async def _replica(app: FastAPI) -> Any:
+    """The replica answering, as the routes' `serving_replica` dependency gives it (an override included)."""
+    found = app.dependency_overrides.get(serving_replica, serving_replica)()
+    return await found if inspect.isawaitable(found) else found

@@ -165,14 +165,15 @@ def public_error(exc: BaseException) -> ApiError | None:
     return None
 
 
-def _render(exc: ApiError) -> JSONResponse:
+def render_error(exc: ApiError) -> JSONResponse:
+    """The answer to an ApiError: its status, the error body, and for a 401 the scheme to use."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(error_body(exc.loc, exc.message, exc.kind), status_code=exc.status, headers=headers)
 
 
 def _handler(to_http: Callable[[Any], ApiError]) -> Callable[[Request, Exception], Any]:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
-        return _render(to_http(exc))
+        return render_error(to_http(exc))
 
     return handle
 
@@ -250,7 +251,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _render(exc)
+        return render_error(exc)
 
     for kind, to_http in DOMAIN_ERRORS.items():  # Starlette picks the entry nearest along the error's MRO
         app.add_exception_handler(kind, _handler(to_http))

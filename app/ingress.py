@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from app import model_routes, predict_routes, scaling_routes, telemetry_routes
-from app.access import READ, WRITE
+from app.access import READ, WRITE, TokenBeforeBody
 from app.errors import ApiError, document_validation_errors, install_error_handlers, responses
 from app.ingress_state import IngressState
 from app.middleware import install_middleware
@@ -36,7 +36,7 @@ api = FastAPI(
     description="Power forecasts with calibrated intervals, job cost estimates, and model management.",
 )
 install_error_handlers(api)
-install_middleware(api)
+install_middleware(api, before_body=[TokenBeforeBody])
 
 
 def _openapi_with_power_route() -> dict:

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -214,9 +215,12 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
-def install_middleware(app: FastAPI, limit: int = MAX_BODY_BYTES) -> None:
-    """Request ids outside, the body limit inside (so a 413 carries the id too), the member cap inside that."""
+def install_middleware(app: FastAPI, limit: int = MAX_BODY_BYTES, before_body: Sequence[type] = ()) -> None:
+    """Request ids outside, then `before_body` (checks that answer before any of the body is read), the body limit
+    inside (so a 413 carries the id too), the member cap inside that."""
     app.add_middleware(JsonMemberLimit)
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(HeadAsGet)
+    for check in reversed(before_body):
+        app.add_middleware(check)
     app.add_middleware(RequestIds)  # added last: runs first

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 
-from app.access import READ, Access
+from app.access import READ, Access, TokenBeforeBody
 from app.errors import install_error_handlers, responses
 from app.middleware import install_middleware
 from app.power_api import has_feature_lists, stored_nodes, to_history, to_response
@@ -29,7 +29,7 @@ from training.power.stored_history import PowerStopped, UnknownNode
 
 power_api = FastAPI(title="kcloud-opt-predictor power forecasts", version="0.1.0")
 install_error_handlers(power_api)
-install_middleware(power_api)
+install_middleware(power_api, before_body=[TokenBeforeBody])
 
 
 class PowerRoute(PowerPredictor):

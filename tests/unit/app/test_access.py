@@ -236,3 +236,49 @@ def test_an_attempt_stored_by_another_version_is_left_out_of_the_list_and_its_ow
     one = client.get(f"/api/v1/models/retrain/{odd['id']}")
     assert one.status_code == 503 and "another version" in one.json()["detail"][0]["msg"], one.text
     assert "try again" not in one.text  # it never will read as this version's
+
+
+def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """POST `path` to the ASGI `app` with a body the app may ask for: (status, how many times it asked)."""
+    import asyncio
+
+    asked, sent = [], []
+
+    async def receive():
+        asked.append(1)
+        return {"type": "http.request", "body": b"[" + b"0," * 100_000 + b"0]", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), *headers], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), len(asked)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [w for w in WRITES if w[0] == "post"])
+def test_a_write_without_the_token_is_refused_before_its_body_is_read(served, method, path, body):
+    """The token was checked by the route's dependency, after FastAPI had read and parsed the body (up to 4 MiB, on
+    the replica's event loop): anyone could make every replica parse megabytes a request (review)."""
+    served(Access("t"))
+    for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Basic dDpw")]):
+        assert _asgi_post(api, path, headers) == (401, 0)
+    status, asked = _asgi_post(api, path, [(b"authorization", b"Bearer t")])
+    assert asked == 1 and status == 422  # the token passes: the body is read, and refused as no request
+
+
+def test_a_read_under_protect_reads_is_refused_before_its_body_is_read(served):
+    served(Access("t", protect_reads=True))
+    assert _asgi_post(api, "/api/v1/predict/cost", []) == (401, 0)
+    stand_in = SimpleNamespace(access=Access("t", protect_reads=True), workloads={})
+    power_api.dependency_overrides[serving_replica] = lambda: stand_in
+    try:
+        assert _asgi_post(power_api, "/", []) == (401, 0)
+    finally:
+        power_api.dependency_overrides.clear()
+    served(Access("t"))
+    status, asked = _asgi_post(api, "/api/v1/predict/cost", [])  # open by default: read, and refused as no request
+    assert asked == 1 and status == 422
