@@ -82,6 +82,17 @@ def test_a_missing_wrong_or_non_ascii_token_is_401(api, app_args, method, path, 
     assert footprint(api, app_args["state_path"]) == before
 
 
+def test_a_write_without_the_token_is_401_before_its_body_is_read(api):
+    """The token was checked by the route's dependency, after FastAPI had read and parsed the body: a malformed one
+    answered 400 to anyone, and anyone could have a replica parse up to 4 MiB a request (review)."""
+    for path in ("/api/v1/scaling/policies", "/api/v1/predict/batch", "/api/v1/models/retrain"):
+        response = api.post(path, content=b"{", headers={"content-type": "application/json"})
+        assert response.status_code == 401, response.text
+        assert error(response)["loc"] == ["header", "authorization"]
+    response = api.post("/api/v1/scaling/policies", content=b"{", headers={**AUTH, "content-type": "application/json"})
+    assert response.status_code == 400, response.text  # with the token, the body is read (and is no JSON)
+
+
 # -- hostile input ----------------------------------------------------------------------------------------
 def _chunks(prefix: bytes, size: int, suffix: bytes):
     yield prefix
