@@ -266,4 +266,7 @@ class RetrainJobs:
         message = _STOPPED.get(record.get("trigger", "api"))
         if record.get("status") not in UNFINISHED or message is None or not silent(record, now):
             return None
+        if not isinstance(record.get("model_id"), str):  # another version's or tool's: no model of ours to free
+            logger.warning("retrain jobs: %s names no model; not failed as stopped", record["id"])
+            return None
         return self.locks.fail(record["model_id"], record["id"], message, lambda fresh: silent(fresh, now))

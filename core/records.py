@@ -99,14 +99,14 @@ class RecordStore:
         records = [record for path in self.folder.glob("*.json")
                    if (record := self._read(path)) is not None and not self._expired(record)
                    and all(record.get(key) == value for key, value in equal.items())]
-        records.sort(key=lambda record: record.get("created_at", ""), reverse=True)
+        records.sort(key=_created_at, reverse=True)
         return records[:limit]
 
     def unfinished(self, states: tuple[str, ...] = UNFINISHED) -> list[dict[str, Any]]:
         """Records still in one of `states` (e.g. interrupted by a restart), oldest first."""
         records = [record for path in self.folder.glob("*.json")
                    if (record := self._read(path)) is not None and record.get("status") in states]
-        return sorted(records, key=lambda record: record.get("created_at", ""))
+        return sorted(records, key=_created_at)
 
     def expire(self) -> int:
         """Delete every finished record past the retention, and what writes killed midway left (temp files an hour
@@ -198,8 +198,9 @@ class RecordStore:
         return updated is None or self.clock() - updated > timedelta(seconds=self.retention_s)
 
     def _read(self, path: Path, *, passing_errors: bool = False) -> dict[str, Any] | None:
-        """The record at `path`; None when there is none or it is not a record. A storage error is one too, unless
-        `passing_errors`, which raises it (RecordUnreadable)."""
+        """The record at `path`; None when there is none or it is not a record (a JSON object with a string id: one
+        another tool or version left in the folder is logged and left out, never a KeyError in every listing). A
+        storage error is one too, unless `passing_errors`, which raises it (RecordUnreadable)."""
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
@@ -213,9 +214,18 @@ class RecordStore:
         except ValueError:
             logger.warning("unreadable %s record %s", self.kind, path.name)
             return None
-        return record if isinstance(record, dict) else None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            logger.warning("%s record %s is not one (no JSON object with a string id): left out", self.kind, path.name)
+            return None
+        return record
 
     def _path(self, record_id: str) -> Path:
         if not record_id.isalnum() or not record_id.isascii():
             raise RecordNotFound(self.kind, record_id)
         return self.folder / f"{record_id}.json"
+
+
+def _created_at(record: dict[str, Any]) -> str:
+    """A record's creation time as it sorts (ISO text; a record without one, or with another type, sorts first)."""
+    created = record.get("created_at", "")
+    return created if isinstance(created, str) else ""

@@ -238,6 +238,25 @@ def test_an_attempt_stored_by_another_version_is_left_out_of_the_list_and_its_ow
     assert "try again" not in one.text  # it never will read as this version's
 
 
+def test_a_record_with_no_id_or_model_is_left_out_and_never_stops_the_listing_or_the_stopped_job_sweep(served):
+    """A JSON object without an id (or an unfinished, silent job without a model) in the state folder, e.g. left by
+    another version sharing it, was a KeyError: the attempts' list a 500, and the sweep of stopped jobs, which a new
+    ingress replica runs as it starts, failed the replica (review)."""
+    import json
+
+    replica, client = served(Access(None))
+    records = replica.retrains.records
+    kept = records.create({"status": "succeeded", "model_id": "power_lstm", "trigger": "api"})
+    old = "2020-01-01T00:00:00+00:00"
+    (records.folder / "noid.json").write_text(json.dumps({"status": "running", "created_at": 7}))
+    nameless = records.create({"status": "running", "trigger": "api", "created_at": old, "updated_at": old})
+    replica.retrains.fail_stopped()  # no KeyError
+    listed = client.get("/api/v1/models/retrain")
+    assert listed.status_code == 200, listed.text
+    assert kept["id"] in [job["job_id"] for job in listed.json()["jobs"]]
+    assert records.get(nameless["id"])["status"] == "running"  # no model of ours to free: left as it is
+
+
 def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
     """POST `path` to the ASGI `app` with a body the app may ask for: (status, how many times it asked)."""
     import asyncio
