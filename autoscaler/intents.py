@@ -269,7 +269,8 @@ class Enactor:
         if turn.idle_watts is not None:  # measured (the controller checked it lies under the scale-out threshold)
             within = within.model_copy(update={"power_based": within.power_based.model_copy(
                 update={"idle_power_watts": turn.idle_watts})})
-        decision = decide(within, turn.observation, turn.forecast, seen, now, turn.earlier)
+        decision = _short_of_own_bounds(decide(within, turn.observation, turn.forecast, seen, now, turn.earlier),
+                                        turn.target_bounds)
         stopped_by = {within.min_replicas} - {policy.min_replicas} | {within.max_replicas} - {policy.max_replicas}
         if narrowed is not None and decision.to_replicas in stopped_by:
             notes.append(narrowed)  # a bound of the target's stopped it
@@ -448,6 +449,21 @@ def _within_target_bounds(policy: ScalingPolicy, bounds: tuple[int, int] | None,
     note = (f"the target's own bounds [{bounds[0]}, {bounds[1]}] narrow the policy's [{policy.min_replicas}, "
             f"{policy.max_replicas}] to [{low}, {high}]{beyond}")
     return policy.model_copy(update={"min_replicas": low, "max_replicas": high}), note
+
+
+def _short_of_own_bounds(decision: ScalingDecision, bounds: tuple[int, int] | None) -> ScalingDecision:
+    """A hold for a change that leaves a target beyond its own bounds as read (a maxReplicas lowered, or a
+    minReplicas raised, since its count was set) still beyond them: its actuator refuses every count outside them,
+    and a refused change restarts no cooldown, so the same change failed at every tick."""
+    if bounds is None or decision.action is ScaleAction.HOLD:
+        return decision
+    low, high = bounds
+    start, to = decision.from_replicas, decision.to_replicas
+    if not (high < to < start or start < to < low):
+        return decision
+    bound = f"maxReplicas {high}" if to > high else f"minReplicas {low}"
+    return _redirect(decision, start, f"the target's count {start} lies beyond its own {bound} (changed since the "
+                                      f"count was set), and {to} would too: the target refuses it")
 
 
 def _scales(policy: ScalingPolicy) -> bool:

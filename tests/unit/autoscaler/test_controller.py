@@ -492,6 +492,24 @@ def test_a_target_above_its_own_maximum_as_read_is_never_scaled_in_for_it(make, 
         assert "back inside" not in event.reason and "own bounds" not in event.reason, event.reason
 
 
+@pytest.mark.parametrize(("count", "bounds", "watts"), [(10, (0, 6), 490), (1, (4, 10), 1200)],
+                         ids=["above-a-lowered-maximum", "below-a-raised-minimum"])
+def test_a_change_that_leaves_a_target_beyond_its_own_bounds_is_a_hold_not_a_failure_every_tick(make, store, count,
+                                                                                                 bounds, watts):
+    """A group at 10 whose maxReplicas was lowered to 6 was asked to scale in to 7 (narrowed to the policy's [1, 10],
+    never past its count): the group refused it, the refusal restarted no cooldown, and the same change failed at
+    every tick (a failed event and decision each). Mirrored below a raised minReplicas (review)."""
+    controller, actuator = make(replicas=count)
+    actuator.bounds = bounds
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, min_replicas=1, max_replicas=10))
+    for _ in range(2):
+        write_power(store, {"n1": watts, "n2": watts})
+        [event] = controller.tick()
+        assert event.action is ScaleAction.HOLD and event.actuation.status is not ActuationStatus.FAILED, event
+        assert "beyond its own" in event.reason and "the target refuses it" in event.reason, event.reason
+    assert actuator.calls == []
+
+
 def test_regression_a_clock_stepped_back_holds_the_cooldown_from_now_not_for_as_long_as_it_is_behind(make, store):
     """After the clock stepped back an hour, the last change was stamped an hour ahead: the cooldown (and a scale-out
     over the budget) waited an hour and a minute instead of a minute."""
