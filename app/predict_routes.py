@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from app.access import READ, WRITE
 from app.errors import ApiError, responses, unavailable
@@ -132,7 +132,7 @@ async def get_batch(
         batch_id: Annotated[str, Path(max_length=64)], replica: Ingress,
         offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS, description="the first item's result shown")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_BATCH_ITEMS, description="results shown at most")] = MAX_BATCH_ITEMS,
-) -> BatchStatus:
+) -> Response:
     """Status of a batch and, once done, every item's result or error (a page of them with offset and limit)."""
     record = await asyncio.to_thread(replica.batches.get, batch_id)  # a done batch's record is tens of MB
     if record["status"] in UNFINISHED:
@@ -140,4 +140,6 @@ async def get_batch(
             await replica.batch_queue.resume_if_lost()
         except Exception:  # noqa: BLE001 - the status is still answered; the next read tries again
             logger.warning("batch %s: cannot reach or restart the batch queue", batch_id, exc_info=True)
-    return await asyncio.to_thread(batch_status, record, offset, limit)
+    # up to 32 MiB of results: written as JSON off the event loop too (FastAPI would serialize a model on it)
+    body = await asyncio.to_thread(lambda: batch_status(record, offset, limit).model_dump_json())
+    return Response(content=body, media_type="application/json")
