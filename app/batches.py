@@ -1,6 +1,8 @@
 """One prediction batch answered: every item through its predictor deployment, the outcome on its record.
 
-Runs in the batch queue's actor (app/batch_queue.py), on its event loop, where Serve handles work directly.
+Runs in the batch queue's actor (app/batch_queue.py), on its event loop, where Serve handles work directly; the
+record's reads and writes (tens of MB for a done batch, written and fsynced) run in a worker thread, so the other
+running batch and the queue's calls from every ingress replica go on meanwhile.
 """
 
 from __future__ import annotations
@@ -44,25 +46,25 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     Raises:
         RecordNotFound: the record is gone (expired or deleted while it waited).
     """
-    status = records.get(batch_id).get("status")
+    status = (await asyncio.to_thread(records.get, batch_id)).get("status")
     if status not in UNFINISHED:
         logger.info("batch %s queued again after it ended (%s): left as it is", batch_id, status)
         return str(status)
-    record = records.update(batch_id, status="running")
+    record = await asyncio.to_thread(records.update, batch_id, status="running")
     try:
         items = [revalidated(item) for item in record["items"]]
         results = await answer_items(items, app_name, power_app_name,
                                      accepted_at=datetime.fromisoformat(record["created_at"]))
     except Exception as exc:  # noqa: BLE001 - the batch fails as a whole, with its reason on record
         logger.warning("batch %s failed", batch_id, exc_info=True)
-        records.update(batch_id, status="failed", error=reason(exc), items=[])
+        await asyncio.to_thread(records.update, batch_id, status="failed", error=reason(exc), items=[])
         return "failed"
     try:  # the items are answered: only the results are kept (the items of a 4 MiB request are as large again)
-        records.update(batch_id, status="done", completed=len(results), results=[r.model_dump() for r in results],
-                       items=[])
+        await asyncio.to_thread(lambda: records.update(batch_id, status="done", completed=len(results),
+                                                       results=[r.model_dump() for r in results], items=[]))
     except OSError as exc:  # e.g. a full volume: a small verdict may still fit, so the batch never reads "running"
         logger.warning("batch %s: its results could not be stored: %s", batch_id, exc)
-        records.update(batch_id, status="failed", error=STORE_FAILED, items=[])
+        await asyncio.to_thread(records.update, batch_id, status="failed", error=STORE_FAILED, items=[])
         return "failed"
     return "done"
 
