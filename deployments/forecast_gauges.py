@@ -4,36 +4,48 @@ and interval (kcloud_forecast_power_watts, bound point/lower/upper; core/metrics
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 
 from core.forecasts import PowerForecast
 from core.metrics_catalog import FORECAST_POWER_WATTS, create
 
 MAX_NODES = 10_000  # (node, model) pairs whose newest published step is remembered (the least recent forgotten)
+UNASKED_AFTER_S = 900.0  # a node no forecast was published for in this long shows none (at least `stale_after_s`)
 
 
 class ForecastGauges:
     """Publishes forecasts per node; a no-op where Ray metrics are unavailable. A forecast for an earlier step than
     the one a node's gauges show (a workload's window cut back to its oldest node's bin, a request answered late) is
-    not published over it. A node withdrawn (its telemetry stale) or forgotten (beyond MAX_NODES) shows NaN: no
-    forecast, rather than its last one for good."""
+    not published over it. A node withdrawn (its telemetry stale), forgotten (beyond MAX_NODES) or not forecast for
+    `unasked_after_s` (no policy reads it any more: looked for at each publish) shows NaN: no forecast, rather than
+    its last one for good."""
 
-    def __init__(self) -> None:
+    def __init__(self, unasked_after_s: float = UNASKED_AFTER_S, clock: Callable[[], float] = time.monotonic) -> None:
         self._gauge = create(FORECAST_POWER_WATTS)
-        self._shown: OrderedDict[tuple[str, str], datetime] = OrderedDict()
+        self.unasked_after_s, self._clock = unasked_after_s, clock
+        # per (node, model): the step its gauges show and when it was published, least recently published first
+        self._shown: OrderedDict[tuple[str, str], tuple[datetime, float]] = OrderedDict()
 
     def publish(self, node_id: str, forecast: PowerForecast) -> None:
         if self._gauge is None or not forecast.point:
             return
         model_id = forecast.model_version.rpartition("/")[0] or forecast.model_version  # "power_lstm/3" -> power_lstm
-        key, step = (node_id, model_id), forecast.timestamps[0]
-        if (shown := self._shown.get(key)) is not None and step < shown:
+        key, step, now = (node_id, model_id), forecast.timestamps[0], self._clock()
+        if (shown := self._shown.get(key)) is not None and step < shown[0]:
             return
-        self._shown[key] = step
+        self._shown[key] = (step, now)
         self._shown.move_to_end(key)
         if len(self._shown) > MAX_NODES:
             self._set(*self._shown.popitem(last=False)[0], (math.nan,) * 3)
+        while True:  # ends at the latest: the key just published
+            unasked, (_, published) = next(iter(self._shown.items()))
+            if now - published <= self.unasked_after_s:
+                break
+            del self._shown[unasked]
+            self._set(*unasked, (math.nan,) * 3)
         self._set(node_id, model_id, (forecast.point[0], forecast.lower[0], forecast.upper[0]))
 
     def withdraw(self, node_id: str, model_version: str) -> None:

@@ -33,7 +33,7 @@ from core.registry import ModelRegistry
 from core.registry_metadata import ModelMetadata, ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
-from deployments.forecast_gauges import ForecastGauges
+from deployments.forecast_gauges import UNASKED_AFTER_S, ForecastGauges
 from deployments.latency import LatencyRecorder
 from deployments.node_calibration import MAX_SERIES, WARM_ORIGINS, NodeCalibrations
 from deployments.registry_follower import RETRY_FAILED_LOAD_S, RegistryFollower
@@ -148,7 +148,7 @@ class PowerPredictor(RegistryFollower):
         self._read_failures_lock = threading.Lock()  # reads run on executor threads
         self.device = _default_device()
         self.settings = PowerPredictorUserConfig()
-        self.forecast_gauges = ForecastGauges()
+        self.forecast_gauges = ForecastGauges(max(UNASKED_AFTER_S, stale_after_s))
         self.node_calibrations = NodeCalibrations()  # online correction of the nodes' stored-window forecasts
         self._warming: set[tuple[str, str]] = set()  # (version, node) whose past windows are being replayed
         self._following: set[asyncio.Task] = set()  # the scaling controller's windows being followed

@@ -127,3 +127,24 @@ def test_a_restart_empties_the_figures_and_keeps_the_series(monkeypatch: pytest.
     recorder.record(2.0)
     assert recorder.percentiles()["p99"] == 2.0 and recorder.percentiles()["requests"] == 1
     assert [call[2] for call in histogram.calls] == [{"model_id": "power_lstm"}] * 2
+
+
+def test_a_node_no_forecast_is_published_for_any_more_shows_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (review): a node's gauges were cleared only when a stale window of it was forecast, so a node no
+    policy read any more (its policy deleted) showed its last forecast for good, and a dashboard's max took it."""
+    gauge = FakeMetric()
+    monkeypatch.setattr(forecast_gauges, "create", lambda spec: gauge)
+    clock = [0.0]
+    now = datetime.now(UTC)
+    forecast = PowerForecast(model_version="power_lstm/3", step_s=60, timestamps=(now,), point=(400.0,),
+                             lower=(380.0,), upper=(420.0,), confidence=(0.9,), window_coverage=1.0, padded_steps=0,
+                             interval_coverage=0.8)
+    gauges = ForecastGauges(unasked_after_s=900, clock=lambda: clock[0])
+    gauges.publish("gpu-1", forecast)
+    gauges.publish("gpu-2", forecast)
+    clock[0] = 600.0
+    gauges.publish("gpu-2", forecast)  # gpu-1 not asked for since 0 s
+    clock[0] = 901.0
+    gauges.publish("gpu-2", forecast)
+    cleared = [tags["node_id"] for _, value, tags in gauge.calls if math.isnan(value) and tags["bound"] == "point"]
+    assert cleared == ["gpu-1"]
