@@ -20,6 +20,7 @@ from deployments.power import trained_on_synthetic_data
 
 logger = logging.getLogger("ray.serve")
 DESCRIBE_TIMEOUT_S = 10.0  # the power app's describe, for the live latency figures: the metrics answer without it
+PIN_TIMEOUT_S = 2.0  # the same, for the version the default power model is pinned to: the list answers without it
 router = APIRouter()
 
 
@@ -30,7 +31,27 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     on generated data."""
     registry = replica.registry
     serve_latest = {replica.args.power_model_id, replica.args.cost_model_id}
-    return await asyncio.to_thread(_models, registry, serve_latest)  # every version's metadata read: off the loop
+    pinned = await _served_by_power_app(replica, replica.args.power_model_id, PIN_TIMEOUT_S)
+    pins = {} if pinned is None else {replica.args.power_model_id: _version_number(pinned.model_version)}
+    return await asyncio.to_thread(_models, registry, serve_latest, pins)  # every version's metadata read: off the loop
+
+
+async def _served_by_power_app(replica: IngressState, model_id: str, timeout_s: float) -> Any:
+    """What the power app serves of `model_id` (its version and latency), or None when it does not answer."""
+    async def describe() -> Any:
+        return await (await replica.power()).describe.remote(model_id)
+
+    try:
+        return await asyncio.wait_for(describe(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - the answer goes on without it
+        logger.warning("what the power app serves of %s is unavailable: %s", model_id, exc)
+        return None
+
+
+def _version_number(model_version: str) -> int | None:
+    """3 of "power_lstm/3" (None for a version not from the registry)."""
+    number = model_version.rpartition("/")[2]
+    return int(number) if number.isdigit() else None
 
 
 def _served_metadata(registry: ModelRegistry, model_id: str, serve_latest: bool) -> tuple[Any, ModelMetadata]:
@@ -46,14 +67,17 @@ def _served_metadata(registry: ModelRegistry, model_id: str, serve_latest: bool)
     return registry.get(model_id, active)
 
 
-def _models(registry: ModelRegistry, serve_latest: set[str]) -> ModelsResponse:
-    """Every model with its versions; the active one is the one served: the ACTIVE pointer's, else the latest for
-    the models in `serve_latest` (the default power model and the cost model) unless the pointer says none is
-    active, else none (the other power resolutions are served only once a version is activated)."""
+def _models(registry: ModelRegistry, serve_latest: set[str],
+            pins: dict[str, int | None] | None = None) -> ModelsResponse:
+    """Every model with its versions; the active one is the one served: the version a model is pinned to in the power
+    app (`pins`: `user_config.model_version`), else the ACTIVE pointer's, else the latest for the models in
+    `serve_latest` (the default power model and the cost model) unless the pointer says none is active, else none
+    (the other power resolutions are served only once a version is activated)."""
     models = []
     for model_id in registry.model_ids():
         try:
-            served = (registry.served_version(model_id) if model_id in serve_latest
+            served = (pinned if (pinned := (pins or {}).get(model_id)) is not None
+                      else registry.served_version(model_id) if model_id in serve_latest
                       else registry.active_version(model_id))
         except (ActivePointerUnreadable, ModelUnreadable) as exc:  # the others are listed all the same; this one
             logger.warning("models listing: %s", exc)  # as not known
@@ -103,13 +127,15 @@ async def model_metrics(
     if model_id == replica.args.cost_model_id:  # the cost route's own copy answers POST /predict/cost
         description = replica.cost_model.describe()
         served, latency = description.model_version, description.latency_ms
-    elif metadata.model_type == "lstm":
-        try:
-            power = await replica.power()
-            forecaster = await asyncio.wait_for(power.describe.remote(model_id), DESCRIBE_TIMEOUT_S)
-            served, latency = forecaster.model_version, forecaster.latency_ms
-        except Exception as exc:  # noqa: BLE001 - metrics still answer without the live part
-            logger.warning("latency of %s unavailable: %s", model_id, exc)
+    elif metadata.model_type == "lstm" and (forecaster := await _served_by_power_app(replica, model_id,
+                                                                                      DESCRIBE_TIMEOUT_S)):
+        served, latency = forecaster.model_version, forecaster.latency_ms
+        pinned = _version_number(served)
+        if pinned is not None and pinned != metadata.version:  # a pinned version: its own held-out figures
+            try:
+                _, metadata = await asyncio.to_thread(replica.registry.get, model_id, pinned)
+            except Exception as exc:  # noqa: BLE001 - the registry's served version's figures, as before
+                logger.warning("metadata of the served %s unavailable: %s", served, exc)
     live, live_reason = await _live(replica, model_id)
     return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
                                 held_out=metadata.metrics, served_version=served, inference_latency_ms=latency,

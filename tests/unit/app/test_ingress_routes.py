@@ -240,6 +240,35 @@ def test_a_resolution_never_activated_is_listed_without_an_active_version(replic
     assert metrics.status_code == 404 and "no version activated yet" in metrics.json()["detail"][0]["msg"]
 
 
+def test_the_list_marks_the_version_the_power_app_is_pinned_to_as_the_one_served(replica, client, tmp_path):
+    """Regression (review): with the default model pinned to version 1 (`user_config.model_version`) while version 2
+    was active, the list marked version 2 active and gave its horizon, which the pinned replicas answer with a 422."""
+    from core.registry import ModelRegistry
+
+    source = tmp_path / "artifact"
+    source.mkdir()
+    (source / "weights.bin").write_text("w")
+    registry = ModelRegistry(tmp_path / "models")
+    registry.publish("power_lstm", source, model_type="lstm",
+                     feature_spec={"step_s": 60, "horizon_steps": 30, "sequence_length": 60})
+    registry.publish("power_lstm", source, model_type="lstm",
+                     feature_spec={"step_s": 60, "horizon_steps": 60, "sequence_length": 60})  # version 2, active
+    replica.registry = registry
+
+    class Describe:
+        @staticmethod
+        async def remote(model_id):
+            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={})
+
+    async def pinned_power():
+        return SimpleNamespace(describe=Describe())
+
+    replica.power = pinned_power
+    [model] = client.get("/api/v1/models").json()["models"]
+    assert (model["active_version"], model["horizon_seconds"]) == (1, 1800), model
+    assert [v["active"] for v in model["versions"]] == [True, False]
+
+
 class LockedState(Controller):
     """A controller whose state file cannot be used just now: the error its actor raises, as Ray hands it on."""
 

@@ -107,3 +107,40 @@ def test_no_live_scores_is_null_with_the_reason(metrics, controller, model_id, r
     body = metrics(controller, model_id)
     assert body["live"] is None and reason in body["live_reason"], body["live_reason"]
     assert body["held_out"] == {"mae": 12.0}
+
+
+class PinnedRegistry(Registry):
+    """Version 2 active; each version's own held-out figures."""
+
+    def get(self, model_id, version=None):
+        version = version or 2
+        return None, ModelMetadata(model_id=model_id, version=version, model_type="lstm",
+                                   created_at=datetime.now(UTC), metrics={"mae": 10.0 + version})
+
+
+class PinnedPower:
+    """The power app, its default model pinned to version 1 (`user_config.model_version`)."""
+
+    class _Describe:
+        @staticmethod
+        async def remote(model_id):
+            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={})
+
+    describe = _Describe()
+
+
+def test_a_pinned_version_s_own_held_out_figures_are_shown_beside_it():
+    """Regression (review): with the default model pinned to version 1 while version 2 was active, the metrics
+    showed version 2's held-out figures beside served_version power_lstm/1, and the list marked version 2 active."""
+    class Pinned(Replica):
+        registry = PinnedRegistry()
+
+        async def power(self):
+            return PinnedPower()
+
+    api.dependency_overrides[serving_replica] = lambda: Pinned(Controller(report("power_lstm/1")))
+    try:
+        body = TestClient(api).get("/api/v1/models/power_lstm/metrics").json()
+    finally:
+        api.dependency_overrides.clear()
+    assert (body["served_version"], body["version"], body["held_out"]) == ("power_lstm/1", 1, {"mae": 11.0}), body
