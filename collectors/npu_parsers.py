@@ -85,6 +85,8 @@ def parse_npu_smi_info(text: str) -> list[ChipReading]:
         if len(cells) == 1:
             if first and first[0] == "npu-smi":
                 continue  # version banner
+            if cells[0].startswith("No running processes"):
+                break  # the process table, printed by some versions without its header row
             raise ParseError(f"unexpected row in the npu-smi device table: {stripped!r}")
         if len(cells) != 3:
             raise ParseError(f"expected 3 columns in the npu-smi device table, got {len(cells)}: {stripped!r}")

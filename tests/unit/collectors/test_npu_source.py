@@ -31,6 +31,16 @@ def test_910b3_eight_single_chip_npus() -> None:
     assert sum(c.power_watts or 0 for c in chips) == pytest.approx(767.0)
 
 
+def test_a_process_table_printed_without_its_header_ends_the_device_table() -> None:
+    """Some npu-smi versions print the "No running processes found in NPU n" rows without the "Process id" header
+    before them (a public 24.1.rc2 output): the whole read failed on the first such row, every chip's reading lost."""
+    recorded = read("npu_smi_info_910b3_24.1.0.3.txt")
+    header = next(line for line in recorded.splitlines() if "Process id" in line)
+    chips = parse_npu_smi_info(recorded.replace(header + "\n", ""))
+    assert [c.device_id for c in chips] == [f"npu{i}-chip0" for i in range(8)]
+    assert sum(c.power_watts or 0 for c in chips) == pytest.approx(767.0)
+
+
 def test_atlas_a3_power_only_on_the_first_chip_of_each_npu() -> None:
     chips = parse_npu_smi_info(read("npu_smi_info_atlas_a3_25.3.rc1.txt"))
     assert len(chips) == 16  # 8 NPUs x 2 chips; the process table after them is skipped
