@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from collectors.base import TelemetrySource
@@ -89,13 +91,27 @@ class SmiToolSource(TelemetrySource):
                 for chip in chips]
 
     def _read(self, path: str) -> list[ChipReading]:
-        done = subprocess.run([path, *self.args], capture_output=True, text=True, timeout=self.timeout_s,
-                              check=False, errors="replace")
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip().splitlines()
-            raise subprocess.SubprocessError(f"{self.tool} {' '.join(self.args)} exited with {done.returncode}"
+        stdout, stderr, returncode = self._run(path)
+        if returncode != 0:
+            detail = (stderr or stdout).strip().splitlines()
+            raise subprocess.SubprocessError(f"{self.tool} {' '.join(self.args)} exited with {returncode}"
                                              + (f": {detail[-1]}" if detail else ""))
-        return type(self).parse(done.stdout)
+        return type(self).parse(stdout)
+
+    def _run(self, path: str) -> tuple[str, str, int]:
+        """The tool's output and exit code within `timeout_s`; subprocess.TimeoutExpired past it, with the tool and
+        every process it started killed (its own process group): killing the tool alone left a process it started
+        running for good, and waiting on its output meanwhile held the read past the timeout."""
+        with subprocess.Popen([path, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              errors="replace", start_new_session=True) as tool:
+            try:
+                stdout, stderr = tool.communicate(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(tool.pid, signal.SIGKILL)
+                tool.communicate()
+                raise
+            return stdout, stderr, tool.returncode
 
 
 class AscendSource(SmiToolSource):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,6 +241,29 @@ def test_slow_tool_times_out(fake_tool: Callable[..., Path]) -> None:
     assert source.sample() == []
     ok, reason = source.available()
     assert not ok and "timed out" in reason
+
+
+def test_a_tool_that_times_out_leaves_no_process_it_started_running(fake_tool: Callable[..., Path],
+                                                                    tmp_path: Path) -> None:
+    """Only the tool itself was killed at the timeout: a process it started (a wrapper script's real tool) ran on,
+    one more at every timed-out round, and while one held the tool's output open the read waited for it."""
+    pid_file = tmp_path / "child.pid"
+    script = fake_tool("xpu_smi")
+    script.write_text(f"#!/bin/sh\nsleep 60 >/dev/null 2>&1 &\necho $! > '{pid_file}'\nsleep 60\n")
+    source = KunlunSource("n1", timeout_s=0.5)
+    assert source.sample() == [] and "timed out" in source.available()[1]
+    child = int(pid_file.read_text())
+    for _ in range(100):  # SIGKILL is sent before sample() returns; the process may take a moment to go
+        try:
+            state = (Path("/proc") / str(child) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the process the tool started is still running")
 
 
 def test_the_second_die_of_a_two_die_card_does_not_count_the_card_again() -> None:
