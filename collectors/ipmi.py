@@ -288,11 +288,12 @@ class IpmiSource(TelemetrySource):
         return self._read_sdr(cmd)
 
     def _refresh_limit(self, cmd: Any, now: float) -> None:
-        """The power limit asked anew, once: the reading just taken stands whatever this answer is. A busy BMC is asked
+        """The power limit asked anew: the reading just taken stands whatever this answer is. A busy BMC is asked
         again at the next read; one that fails this query otherwise (e.g. drops it unanswered) keeps the last limit
-        until the next refresh, rather than losing every reading to it."""
+        until the next refresh, rather than losing every reading to it (one that hangs past the read's timeout ends
+        that read; its answer, when it comes, counts the same)."""
         try:
-            self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit, retry=False)
+            self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
         except BmcBusy:
             return
         except Exception as err:  # the reading is the point of the read; the limit is an extra
@@ -301,13 +302,12 @@ class IpmiSource(TelemetrySource):
         self._limit_at = now
 
     @staticmethod
-    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any, retry: bool = True) -> Any:
-        """`parse` of a DCMI answer; None where the BMC answers that it does not offer it. `retry=False`: one try,
-        which pyghmi gives up after its first wait (an optional query never takes the whole read's time)."""
+    def _dcmi(cmd: Any, command_code: int, data: tuple[int, ...], parse: Any) -> Any:
+        """`parse` of a DCMI answer; None where the BMC answers that it does not offer it."""
         from pyghmi.exceptions import IpmiException
 
         try:
-            return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data, retry=retry)["data"]))
+            return parse(bytes(cmd.xraw_command(netfn=0x2C, command=command_code, data=data)["data"]))
         except IpmiException as err:
             code = getattr(err, "ipmicode", 0)
             if code in BUSY_CODES:

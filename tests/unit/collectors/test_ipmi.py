@@ -91,7 +91,7 @@ class FakeCmd:
 
         self.sdr = SimpleNamespace(sensors={"32.3.0": psu(3, 400.0), "32.4.0": psu(4, None)})
 
-    def xraw_command(self, netfn, command, data=(), retry=True):
+    def xraw_command(self, netfn, command, data=()):
         self.dcmi_calls += command == 0x02
         if self.dcmi is None:
             raise IpmiException("Invalid command", 0xC1)
@@ -476,8 +476,7 @@ def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_d
     assert [s.power_watts for s in source.sample()] == [612.0]
     dcmi = cmd.dcmi
     cmd.dcmi = None
-    cmd.xraw_command = lambda netfn, command, data=(), retry=True: (_ for _ in ()).throw(IpmiException("Node busy",
-                                                                                                      0xC0))
+    cmd.xraw_command = lambda netfn, command, data=(): (_ for _ in ()).throw(IpmiException("Node busy", 0xC0))
     assert source.sample() == [] and "busy" in source._reason and source._failures == 1
     assert source._dcmi_retry_at == 0.0 and getattr(cmd, "sdr_downloads", 0) == 0 and made == []
     del cmd.xraw_command
@@ -487,7 +486,7 @@ def test_a_busy_bmc_is_asked_again_after_the_backoff_not_taken_for_one_without_d
     source._limit_at = -1e9  # the limit is due for a refresh, and that answer alone is busy: the reading stands
     limit_busy = cmd.xraw_command
 
-    def busy_for_the_limit(netfn, command, data=(), retry=True):
+    def busy_for_the_limit(netfn, command, data=()):
         if command == 0x03:
             raise IpmiException("Node busy", 0xC0)
         return limit_busy(netfn, command, data)
@@ -528,24 +527,24 @@ def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(m
 def test_a_bmc_that_fails_only_the_limit_query_keeps_its_readings(clock):
     """Only a busy answer to Get Power Limit was tolerated: a BMC that drops that one query (pyghmi's timeout) lost
     the reading just parsed, counted a failure and had its session reset, and the next read asked again: no reading
-    from that node ever. Now the reading stands, and the limit is asked again (one try) only after its refresh."""
+    from that node ever. Now the reading stands, and the limit is asked again only after its refresh."""
     cmd = FakeCmd(_dcmi(612))
     source = _with_cmd(cmd, backoff_s=0)
     reading = cmd.xraw_command
-    limit_asks: list[bool] = []
+    limit_asks: list[int] = []
 
-    def limit_dropped(netfn, command, data=(), retry=True):
+    def limit_dropped(netfn, command, data=()):
         if command == 0x03:
-            limit_asks.append(retry)
+            limit_asks.append(command)
             raise IpmiException("timeout", 0xFFFF)
         return reading(netfn, command, data)
 
     cmd.xraw_command = limit_dropped
     for _ in range(3):
         assert [s.power_watts for s in source.sample()] == [612.0], source._reason
-    assert source._failures == 0 and source._cmd is cmd and limit_asks == [False]  # asked once, one try
+    assert source._failures == 0 and source._cmd is cmd and len(limit_asks) == 1  # asked once
     clock.advance(source.limit_refresh_s)
-    assert [s.power_watts for s in source.sample()] == [612.0] and limit_asks == [False, False]
+    assert [s.power_watts for s in source.sample()] == [612.0] and len(limit_asks) == 2
     del cmd.xraw_command
     clock.advance(source.limit_refresh_s)
     [sample] = source.sample()
@@ -599,3 +598,29 @@ def test_a_source_s_text_names_neither_its_user_nor_its_password():
     """The user was in repr() and str(): BMCs often ship with the user as the password (ADMIN/ADMIN)."""
     source = IpmiSource("bmc.example:6230", "ADMIN", "ADMIN", "n1")
     assert "ADMIN" not in repr(source) and "ADMIN" not in str(source) and "bmc.example:6230" in repr(source)
+
+
+def test_a_limit_query_that_hangs_ends_one_read_not_every_read(monkeypatch):
+    """A Get Power Limit left unanswered past the read's timeout ends that read (its session dropped); the limit
+    counts as asked, so the next reads take the power reading without asking it again until its refresh."""
+    cmd = FakeCmd(_dcmi(612))
+    _sessions_of(cmd, monkeypatch)
+    source = _with_cmd(cmd, backoff_s=0, timeout_s=0.2)
+    reading, released, asked = cmd.xraw_command, threading.Event(), []
+
+    def limit_hangs(netfn, command, data=()):
+        if command == 0x03:
+            asked.append(command)
+            released.wait(5)
+            raise IpmiException("timeout", 0xFFFF)
+        return reading(netfn, command, data)
+
+    cmd.xraw_command = limit_hangs
+    assert source.sample() == [] and "did not answer" in source._reason  # this read ended in the limit query
+    released.set()
+    for _ in range(250):  # the stalled request ends once released
+        if not source._call.busy:
+            break
+        time.sleep(0.02)
+    source._next_try = 0.0
+    assert [s.power_watts for s in source.sample()] == [612.0] and len(asked) == 1, source._reason
