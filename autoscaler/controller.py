@@ -39,6 +39,7 @@ from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_tracker import LiveTracker
 from autoscaler.policy_bounds import PolicyBounds
 from autoscaler.policy_config import policy_from, target_nodes
+from autoscaler.read_order import FailedLast
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy, ScalingTarget
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
@@ -124,6 +125,7 @@ class ScalingController:
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds(reach_s=self.tick_s)
         self.idle_draws = MeasuredIdleDraws(store)
+        self._window_reads = FailedLast()  # nodes whose forecast window the store failed to give: read last
         self._kept = (
             _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,
                   lambda fallen: state.save_fallen(fallen, self.holder)),
@@ -367,8 +369,9 @@ class ScalingController:
             for item in items:
                 item.forecast = ForecastView.unavailable(f"forecaster not available: {error_text(exc)}")
             return
-        batch = _WindowBatch()
-        for item in items:
+        batch = _WindowBatch(self._window_reads)
+        self._window_reads.retain({node for item in items for node in item.nodes})
+        for item in self._window_reads.ordered(items, lambda item: item.nodes):  # the policies' events keep their order
             try:
                 item.forecast = self._collect_windows(item, shape, batch, latest, now)
             except Exception as exc:  # noqa: BLE001 - this policy falls back to measured power and says why
@@ -434,9 +437,11 @@ class _WindowBatch:
     """A tick's forecast batch: each (node, leads) window read and forecast once, however many policies list the
     node. A read that failed is remembered too, so no other policy of the tick reads it again; after a store that
     failed one (StoreUnavailable: down, or past its timeout) no other window is read this tick: each read would cost
-    the tick that timeout again, and a tick that takes past the telemetry's `stale_after_s` holds every policy."""
+    the tick that timeout again, and a tick that takes past the telemetry's `stale_after_s` holds every policy. The
+    nodes it failed on are noted in `reads`, and the policies listing them read last at the next tick."""
 
-    def __init__(self) -> None:
+    def __init__(self, reads: FailedLast) -> None:
+        self.reads = reads
         self.nodes: list[str] = []
         self.windows: list[StoredHistory] = []
         self._read: dict[tuple[str, int], StoredHistory | Exception] = {}
@@ -451,9 +456,12 @@ class _WindowBatch:
                 if self._store_failed is not None:
                     raise StoreUnavailable(f"not read: the store failed this tick's read before ({self._store_failed})")
                 self._read[key] = read()
+                self.reads.read(node)
             except StoreUnavailable as exc:
                 self._read[key] = exc
-                self._store_failed = self._store_failed or exc
+                if self._store_failed is None:  # an actual read failed (not one skipped after it)
+                    self.reads.failed(node)
+                    self._store_failed = exc
             except NoStoredTelemetry as exc:
                 self._read[key] = exc
         found = self._read[key]

@@ -17,6 +17,7 @@ from datetime import datetime
 import pandas as pd
 
 from autoscaler.live_accuracy import LiveAccuracyReport, LiveLedger
+from autoscaler.read_order import FailedLast
 from autoscaler.settings import LiveAccuracyConfig
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
@@ -31,7 +32,7 @@ class LiveTracker:
         self.store = store
         self.ledger = LiveLedger(config)
         self._lock = threading.Lock()
-        self._failed: set[str] = set()  # nodes whose actuals the store failed to give at the last try: read last
+        self._failed = FailedLast()  # nodes whose actuals the store failed to give at the last try
 
     def record(self, nodes: Sequence[str], results: Sequence[PowerForecast | Exception]) -> None:
         """One policy's forecasts, one per node (failed ones are skipped); never raises."""
@@ -47,13 +48,13 @@ class LiveTracker:
         """Score every lead whose bin is complete (`latest`: each node's newest reading); never raises.
         Returns how many points were scored. A store that fails a read (StoreUnavailable: down, or past its timeout)
         is read no more this tick: each further read would cost the tick its timeout again, before any decision.
-        The nodes it failed on are read last at the next tick, so one node the store always fails never keeps the
-        others unscored."""
+        The nodes it failed on are read last at the next tick (autoscaler.read_order), so one node the store always
+        fails never keeps the others unscored."""
         with self._lock:
             self.ledger.expire(now)
             reads = self.ledger.due({node: found.timestamp for node, found in latest.items()})
-        self._failed &= {read.node for read in reads}
-        reads.sort(key=lambda read: read.node in self._failed)  # stable: the ledger's order otherwise
+        self._failed.retain({read.node for read in reads})
+        reads = self._failed.ordered(reads, lambda read: (read.node,))
         scored = 0
         for read in reads:
             try:
@@ -62,11 +63,11 @@ class LiveTracker:
                            for at, watts in zip(frame["timestamp"], frame["power_watts"], strict=True)}
             except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the leads wait for the next one
                 logger.warning("scaling controller: actuals of node %s unreadable, scoring later: %s", read.node, exc)
-                self._failed.add(read.node)
+                self._failed.failed(read.node)
                 if isinstance(exc, StoreUnavailable):
                     break
                 continue
-            self._failed.discard(read.node)
+            self._failed.read(read.node)
             with self._lock:
                 try:
                     scored += self.ledger.score(read, actuals)

@@ -40,6 +40,7 @@ from statistics import fmean
 
 from autoscaler.forecast_view import ForecastView
 from autoscaler.peak_tracking import MAX_FACTOR, PeakTracker, corrected, learn_window
+from autoscaler.read_order import FailedLast
 from autoscaler.schema import PowerObservation, ScalingPolicy
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
@@ -90,7 +91,7 @@ class PolicyBounds:
         self.reach_s = reach_s
         self._policies: dict[str, _PolicyBounds] = {}
         self._restored: dict[str, SavedBound] = {}  # saved corrections of policies not corrected since
-        self._failed: set[str] = set()  # policies whose power the store failed to give at the last try: read last
+        self._failed = FailedLast()  # policies whose power the store failed to give at the last try
 
     def restore(self, saved: Mapping[str, SavedBound], under_own: bool = False) -> None:
         """Go on from the saved corrections (those of a controller that held the lease before): each resumes when
@@ -146,7 +147,7 @@ class PolicyBounds:
         """Learn from every window whose bins every node has measured past; never raises. A store that fails a read
         (StoreUnavailable) is read no more this tick, for any policy: the windows wait for the next one, where the
         policies it failed on are read last (one the store always fails never keeps the others unscored)."""
-        for name, entry in sorted(self._policies.items(), key=lambda item: item[0] in self._failed):
+        for name, entry in self._failed.ordered(self._policies.items(), lambda item: (item[0],)):
             while entry.waiting:
                 window = entry.waiting[0]
                 if (now - window.end).total_seconds() > EXPIRE_S:
@@ -161,11 +162,11 @@ class PolicyBounds:
                 except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the window waits
                     logger.warning("scaling controller: power of policy %s's nodes unreadable, its peak bound is "
                                    "scored later: %s", name, exc)
-                    self._failed.add(name)
+                    self._failed.failed(name)
                     if isinstance(exc, StoreUnavailable):
                         return
                     break
-                self._failed.discard(name)
+                self._failed.read(name)
                 entry.waiting.popleft()
                 try:
                     _learn(entry, window, bins)
@@ -183,7 +184,7 @@ class PolicyBounds:
         for held in (self._policies, self._restored):
             for name in [name for name in held if name not in kept]:
                 del held[name]
-        self._failed &= kept
+        self._failed.retain(kept)
 
     def _entry(self, policy: ScalingPolicy, nodes: Sequence[str], discovered: bool) -> _PolicyBounds:
         meaning = _meaning(policy, None if discovered else nodes, self.reach_s)

@@ -242,23 +242,27 @@ def test_a_failure_judging_live_accuracy_falls_back_to_measured_power_and_never_
 
 
 class HistoryReads(FailingWindows):
-    """The store, except that every forecast window (the history read, 10 minutes or more) fails; counted."""
+    """The store, except that the forecast windows (the history read, 10 minutes or more) of `broken` nodes fail;
+    every history read counted."""
 
-    def __init__(self, store):
+    def __init__(self, store, broken: set[str]):
         super().__init__(store, set())
-        self.history_reads: list[str] = []
+        self.history_broken, self.history_reads = broken, []
 
     def window(self, node_id, start, end, step_s):
         if end - start >= timedelta(minutes=10):
             self.history_reads.append(node_id)
-            raise StoreUnavailable("the store actor did not answer within 10 s")
+            if node_id in self.history_broken:
+                raise StoreUnavailable("the store actor did not answer within 10 s")
         return super().window(node_id, start, end, step_s)
 
 
-def test_after_a_failed_forecast_window_no_other_is_read_that_tick(tmp_path, store):
+def test_after_a_failed_forecast_window_no_other_is_read_that_tick_and_its_policies_go_last(tmp_path, store):
     """Every node's window was read whatever the store had answered for the one before: a store past its timeout
-    cost the tick 10 s a node before any decision, and a tick past `stale_after_s` holds every policy."""
-    slow = HistoryReads(store)
+    cost the tick 10 s a node before any decision, and a tick past `stale_after_s` holds every policy. The policies
+    listing a node it failed on are read last at the next tick: one node the store always fails does not keep the
+    other policies from their forecasts."""
+    slow = HistoryReads(store, {"n1", "n2"})
     made = controller(tmp_path, slow)
     made.put_policy(policy_data(name="api", nodes=["n1"], stale_after_s="1h"))
     made.put_policy(policy_data(name="web", nodes=["n2"], stale_after_s="1h"))
@@ -266,5 +270,10 @@ def test_after_a_failed_forecast_window_no_other_is_read_that_tick(tmp_path, sto
     events = made.tick()
     assert slow.history_reads == ["n1"]  # one timeout, for both policies' nodes
     assert [event.signal for event in events] == ["measured", "measured"]
-    assert all("the store failed this tick's read before" in event.reason or "did not answer" in event.reason
-               for event in events), [event.reason for event in events]
+    assert "the store failed this tick's read before" in events[1].reason, events[1].reason
+    slow.history_broken = {"n1"}  # the store fails n1's window only, from now on
+    for _ in range(2):
+        slow.history_reads.clear()
+        events = made.tick()
+        assert slow.history_reads == ["n2", "n1"]  # "api", whose n1 failed, read last
+        assert [(event.policy, event.signal) for event in events] == [("api", "measured"), ("web", "forecast")]
