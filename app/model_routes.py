@@ -31,8 +31,8 @@ async def list_models(replica: Ingress) -> ModelsResponse:
     on generated data."""
     registry = replica.registry
     serve_latest = {replica.args.power_model_id, replica.args.cost_model_id}
-    pinned = await _served_by_power_app(replica, replica.args.power_model_id, PIN_TIMEOUT_S)
-    pins = {} if pinned is None else {replica.args.power_model_id: _version_number(pinned.model_version)}
+    served = await _served_by_power_app(replica, replica.args.power_model_id, PIN_TIMEOUT_S)
+    pins = {replica.args.power_model_id: _version_number(served.model_version)} if served and served.pinned else {}
     return await asyncio.to_thread(_models, registry, serve_latest, pins)  # every version's metadata read: off the loop
 
 
@@ -130,7 +130,7 @@ async def model_metrics(
     elif metadata.model_type == "lstm" and (forecaster := await _served_by_power_app(replica, model_id,
                                                                                       DESCRIBE_TIMEOUT_S)):
         served, latency = forecaster.model_version, forecaster.latency_ms
-        pinned = _version_number(served)
+        pinned = _version_number(served) if forecaster.pinned else None
         if pinned is not None and pinned != metadata.version:  # a pinned version: its own held-out figures
             try:
                 _, metadata = await asyncio.to_thread(replica.registry.get, model_id, pinned)

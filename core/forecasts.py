@@ -110,6 +110,7 @@ class ServedModel(BaseModel):
     features: tuple[str, ...]
     latency_ms: dict[str, float | int]  # p50/p90/p99 of model calls and call counts (deployments/latency.py)
     trained_on_synthetic_data: bool = False
+    pinned: bool = False  # the version is the one `user_config.model_version` pins, not the registry's active one
 
 
 def utc_now_floor(step_s: int, now: datetime | None = None) -> datetime:

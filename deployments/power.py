@@ -202,6 +202,7 @@ class PowerPredictor(RegistryFollower):
         be loaded is logged and skipped: the model keeps the version it serves, and the others still move on."""
         with self._loading:
             self._follow_active()
+        self.forecast_gauges.expire()  # a node no policy reads any more, while none is read at all
 
     def _follow_active(self) -> None:
         self._renew_pin(self.settings.model_version)
@@ -284,8 +285,9 @@ class PowerPredictor(RegistryFollower):
         Raises:
             ModelNotFoundError: the replica does not serve `model_id`.
         """
-        if model_id is None:
-            return self._default().describe()
+        if model_id is None or model_id == self.model_id:
+            described = self._default().describe()
+            return described.model_copy(update={"pinned": self.settings.model_version is not None})
         if model_id not in self.served:
             raise ModelNotFoundError(model_id, reason="not served by the PowerPredictor")
         return self.served[model_id].describe()

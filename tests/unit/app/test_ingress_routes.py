@@ -255,10 +255,12 @@ def test_the_list_marks_the_version_the_power_app_is_pinned_to_as_the_one_served
                      feature_spec={"step_s": 60, "horizon_steps": 60, "sequence_length": 60})  # version 2, active
     replica.registry = registry
 
+    serving = {"pinned": True}
+
     class Describe:
         @staticmethod
         async def remote(model_id):
-            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={})
+            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={}, **serving)
 
     async def pinned_power():
         return SimpleNamespace(describe=Describe())
@@ -267,6 +269,9 @@ def test_the_list_marks_the_version_the_power_app_is_pinned_to_as_the_one_served
     [model] = client.get("/api/v1/models").json()["models"]
     assert (model["active_version"], model["horizon_seconds"]) == (1, 1800), model
     assert [v["active"] for v in model["versions"]] == [True, False]
+    serving["pinned"] = False  # a replica still on version 1 after version 2 was activated: the registry's says
+    [model] = client.get("/api/v1/models").json()["models"]
+    assert (model["active_version"], model["horizon_seconds"]) == (2, 3600), model
 
 
 class LockedState(Controller):

@@ -124,7 +124,7 @@ class PinnedPower:
     class _Describe:
         @staticmethod
         async def remote(model_id):
-            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={})
+            return SimpleNamespace(model_version=f"{model_id}/1", latency_ms={}, pinned=True)
 
     describe = _Describe()
 

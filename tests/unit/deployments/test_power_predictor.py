@@ -886,12 +886,15 @@ def test_a_history_that_cannot_be_read_leaves_a_replica_unserved_with_the_reason
 def test_a_pin_that_cannot_load_changes_nothing(tmp_path):
     replica = bare_replica(registered(tmp_path, 3), loadable={2, 3})
     replica._load_default()
+    assert not replica.describe().pinned  # the active version, followed
     with pytest.raises(ArtifactError):
         asyncio.run(replica.reconfigure({"model_version": 1}))
     assert replica.version == 3 and replica.settings.model_version is None
     asyncio.run(replica.reconfigure({"model_version": 2}))
     replica._refresh()  # the follower keeps off a pinned model
     assert replica.version == 2 and replica.settings.model_version == 2
+    described = replica.describe("power_lstm")  # the API's list and metrics show the pinned version as served
+    assert (described.model_version, described.pinned) == ("power_lstm/2", True)
 
 
 class SlowStore:
