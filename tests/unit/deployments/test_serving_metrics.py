@@ -148,3 +148,7 @@ def test_a_node_no_forecast_is_published_for_any_more_shows_none(monkeypatch: py
     gauges.publish("gpu-2", forecast)
     cleared = [tags["node_id"] for _, value, tags in gauge.calls if math.isnan(value) and tags["bound"] == "point"]
     assert cleared == ["gpu-1"]
+    clock[0] = 2000.0
+    gauges.expire()  # none published at all any more (the last policy deleted): the registry poll clears them
+    cleared = [tags["node_id"] for _, value, tags in gauge.calls if math.isnan(value) and tags["bound"] == "point"]
+    assert cleared == ["gpu-1", "gpu-2"]
