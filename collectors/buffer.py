@@ -34,8 +34,8 @@ renames it `segment-<n>.jsonl`). Every other earlier segment stays: one pending 
 one (spilled for a store known to take writes, without a `store_key`, or by an older version).
 
 A flush writes segments to the store outside the buffer's lock: `put()` does not wait for a slow store (only
-for a spill to disk, or for the direct write of memory that could not be spilled); samples put while a flush
-writes wait in memory for the next one. One flush runs at a time;
+for a spill to disk, or, with a spill directory, for the direct write of memory that could not be spilled); samples
+put while a flush writes wait in memory for the next one. One flush runs at a time;
 one process owns a spill directory at a time (an advisory lock on `spill_dir/.lock`).
 """
 
@@ -203,8 +203,7 @@ class DurableBuffer:
             try:
                 for segment in segments:
                     written += self._flush_segment(segment)
-                with self._lock:
-                    written += self._flush_memory(unspilled)
+                written += self._flush_memory(unspilled)
                 self.last_error = None
             except Exception as exc:  # any store failure: keep everything, retry on the next flush
                 with self._lock:
@@ -242,16 +241,28 @@ class DurableBuffer:
             self._writing = None
 
     def _flush_memory(self, unspilled: int) -> int:
-        """Write the first `unspilled` samples of memory, which this flush could not spill (the disk fails, or they
-        do not fit under the cap), behind every segment: with segments left (spilled during this flush) they wait for
-        the next flush. Samples put since wait for it too: written here, under the lock, they held up puts (and the
-        sampling rounds behind them) for as long as the store took."""
-        count = min(unspilled, len(self._memory))
-        if not count or self._segments:
-            return 0
-        written = self._write(self._memory[:count], "samples in memory")
-        self._memory = self._memory[count:]
-        return written
+        """Write the first `unspilled` samples of memory, which this flush could not spill (memory only, the disk
+        fails, or they do not fit under the cap), behind every segment: with segments left (spilled during this
+        flush) they wait for the next flush. Samples put since wait for it too: written here they held up puts (and
+        the sampling rounds behind them) for as long as the store took. A memory-only buffer writes them outside the
+        lock (no segment can come between them and later samples; on a failure they go back in front); one with a
+        spill directory under it, so that no spill of later samples can go ahead of them."""
+        with self._lock:
+            count = min(unspilled, len(self._memory))
+            if not count or self._segments:
+                return 0
+            if self._lock_file is not None:
+                written = self._write(self._memory[:count], "samples in memory")
+                self._memory = self._memory[count:]
+                return written
+            batch, self._memory = self._memory[:count], self._memory[count:]
+        try:
+            return self._write(batch, "samples in memory")
+        except Exception:
+            with self._lock:
+                self._memory[:0] = batch
+                self._limit_memory()
+            raise
 
     def _write(self, samples: list[TelemetrySample], what: str) -> int:
         """Write `samples`; how many the store took. What the store refuses for good (WriteRefused) counts as

@@ -759,3 +759,32 @@ def test_memory_the_disk_would_not_take_is_still_written_behind_the_segments(tmp
     buffer.put(make_samples(3))
     assert buffer.flush() == 3 and store.stored == make_samples(3) and buffer.memory_pending == 1
     assert buffer.flush() == 1 and store.stored == make_samples(4)
+
+
+def test_a_memory_only_buffer_takes_puts_while_the_store_writes_and_keeps_the_order_on_a_failure(tmp_path):
+    """A memory-only buffer wrote its memory under the lock: every put, and the sampling round behind it, waited as
+    long as the store took (up to its timeout while it was down) (review)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(FlakyStore):
+        def write(self, samples):
+            entered.set()
+            release.wait(10)
+            return super().write(samples)
+
+    (tmp_path / "file").write_text("")
+    store = Slow(failures=1)
+    buffer = DurableBuffer(store, tmp_path / "file" / "spill")  # cannot be created: memory only
+    buffer.put(make_samples(3))
+    flusher = threading.Thread(target=buffer.flush)
+    flusher.start()
+    assert entered.wait(10)
+    putter = threading.Thread(target=buffer.put, args=(make_samples(1, start=3),))
+    putter.start()
+    putter.join(10)  # returns at once unless the put waits on the store's write
+    took_the_put = not putter.is_alive()
+    release.set()
+    flusher.join(10)
+    assert took_the_put
+    assert buffer.last_error is not None and buffer.memory_pending == 4  # the failed write's samples back in front
+    assert buffer.flush() == 4 and store.stored == make_samples(4)
