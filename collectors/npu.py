@@ -22,6 +22,7 @@ from collectors.npu_parsers import ChipReading, ParseError, parse_npu_smi_info, 
 from core.telemetry import Quality, SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
+KILLED_WAIT_S = 1.0  # how long a killed tool's output is waited for (its pipes then closed, whoever holds them)
 
 
 class SmiToolSource(TelemetrySource):
@@ -101,7 +102,8 @@ class SmiToolSource(TelemetrySource):
     def _run(self, path: str) -> tuple[str, str, int]:
         """The tool's output and exit code within `timeout_s`; subprocess.TimeoutExpired past it, with the tool and
         every process it started killed (its own process group): killing the tool alone left a process it started
-        running for good, and waiting on its output meanwhile held the read past the timeout."""
+        running for good, and waiting on its output meanwhile held the read past the timeout. A process that left
+        the group (a daemon it started) is not waited on past KILLED_WAIT_S."""
         with subprocess.Popen([path, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               errors="replace", start_new_session=True) as tool:
             try:
@@ -109,7 +111,8 @@ class SmiToolSource(TelemetrySource):
             except subprocess.TimeoutExpired:
                 with suppress(ProcessLookupError):
                     os.killpg(tool.pid, signal.SIGKILL)
-                tool.communicate()
+                with suppress(subprocess.TimeoutExpired):  # a process that left the group may hold the pipes open:
+                    tool.communicate(timeout=KILLED_WAIT_S)  # closing them (leaving the block) does not wait on it
                 raise
             return stdout, stderr, tool.returncode
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -264,6 +265,28 @@ def test_a_tool_that_times_out_leaves_no_process_it_started_running(fake_tool: C
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the process the tool started is still running")
+
+
+def test_a_process_outside_the_tool_s_group_holding_its_output_does_not_hold_the_read(
+        fake_tool: Callable[..., Path], tmp_path: Path) -> None:
+    """A daemon the tool started in a session of its own (out of reach of the group's kill) kept the tool's output
+    open, and waiting on it held the read, and the collector's round behind it, for as long as it lived (review)."""
+    import threading
+
+    pid_file = tmp_path / "daemon.pid"
+    script = fake_tool("xpu_smi")
+    script.write_text(f"#!/bin/sh\nsetsid sleep 60 &\necho $! > '{pid_file}'\nsleep 60\n")
+    source = KunlunSource("n1", timeout_s=0.5)
+    reading = threading.Thread(target=source.sample)
+    try:
+        reading.start()
+        reading.join(20)  # returns within a second or two unless the read waits on the daemon
+        assert not reading.is_alive()
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        reading.join(60)
 
 
 def test_the_second_die_of_a_two_die_card_does_not_count_the_card_again() -> None:
