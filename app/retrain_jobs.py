@@ -263,7 +263,8 @@ class RetrainJobs:
 
     def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         """The record failed, when it is an unfinished API job or command-line run gone silent; else None."""
-        message = _STOPPED.get(record.get("trigger", "api"))
+        trigger = record.get("trigger", "api")
+        message = _STOPPED.get(trigger) if isinstance(trigger, str) else None  # another tool's: not ours to fail
         if record.get("status") not in UNFINISHED or message is None or not silent(record, now):
             return None
         if not isinstance(record.get("model_id"), str):  # another version's or tool's: no model of ours to free

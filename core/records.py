@@ -99,14 +99,14 @@ class RecordStore:
         records = [record for path in self.folder.glob("*.json")
                    if (record := self._read(path)) is not None and not self._expired(record)
                    and all(record.get(key) == value for key, value in equal.items())]
-        records.sort(key=_created_at, reverse=True)
+        records.sort(key=lambda record: _time_text(record, "created_at"), reverse=True)
         return records[:limit]
 
     def unfinished(self, states: tuple[str, ...] = UNFINISHED) -> list[dict[str, Any]]:
         """Records still in one of `states` (e.g. interrupted by a restart), oldest first."""
         records = [record for path in self.folder.glob("*.json")
                    if (record := self._read(path)) is not None and record.get("status") in states]
-        return sorted(records, key=_created_at)
+        return sorted(records, key=lambda record: _time_text(record, "created_at"))
 
     def expire(self) -> int:
         """Delete every finished record past the retention, and what writes killed midway left (temp files an hour
@@ -148,7 +148,7 @@ class RecordStore:
         paths = list(self.folder.glob("*.json"))
         if len(paths) <= keep + unfinished_at_most:
             return deleted
-        finished = [(record.get("updated_at", ""), path) for path in paths
+        finished = [(_time_text(record, "updated_at"), path) for path in paths
                     if (record := self._read(path)) is not None and record.get("status") not in UNFINISHED]
         finished.sort(key=lambda pair: pair[0])
         excess = finished[:max(0, len(finished) - keep * 9 // 10)] if len(finished) > keep else []
@@ -225,7 +225,8 @@ class RecordStore:
         return self.folder / f"{record_id}.json"
 
 
-def _created_at(record: dict[str, Any]) -> str:
-    """A record's creation time as it sorts (ISO text; a record without one, or with another type, sorts first)."""
-    created = record.get("created_at", "")
-    return created if isinstance(created, str) else ""
+def _time_text(record: dict[str, Any], key: str) -> str:
+    """A record's time (`created_at`, `updated_at`) as it sorts: ISO text; a record without one, or with a value of
+    another type (another tool's), sorts first."""
+    value = record.get(key, "")
+    return value if isinstance(value, str) else ""
