@@ -289,9 +289,9 @@ class IpmiSource(TelemetrySource):
 
     def _refresh_limit(self, cmd: Any, now: float) -> None:
         """The power limit asked anew: the reading just taken stands whatever this answer is. A busy BMC is asked
-        again at the next read; one that fails this query otherwise (e.g. drops it unanswered) keeps the last limit
-        until the next refresh, rather than losing every reading to it (one that hangs past the read's timeout ends
-        that read; its answer, when it comes, counts the same)."""
+        again at the next read; one that fails this query otherwise (refuses it, or drops it unanswered) keeps the
+        last limit until the next refresh, rather than losing every reading to it. A dropped query outlasts the
+        read's timeout (pyghmi retries it for about 9 s): that read is lost, once a refresh."""
         try:
             self._limit = self._dcmi(cmd, 0x03, (0xDC, 0x00, 0x00), parse_dcmi_power_limit)
         except BmcBusy:

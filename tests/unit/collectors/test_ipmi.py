@@ -525,9 +525,10 @@ def test_a_psu_that_read_and_then_gives_no_reading_has_the_sdr_read_again_once(m
 
 
 def test_a_bmc_that_fails_only_the_limit_query_keeps_its_readings(clock):
-    """Only a busy answer to Get Power Limit was tolerated: a BMC that drops that one query (pyghmi's timeout) lost
-    the reading just parsed, counted a failure and had its session reset, and the next read asked again: no reading
-    from that node ever. Now the reading stands, and the limit is asked again only after its refresh."""
+    """Only a busy answer to Get Power Limit was tolerated: a BMC that fails that one query (here pyghmi's error
+    after its retries, at once) lost the reading just parsed, counted a failure and had its session reset, and the
+    next read asked again: no reading from that node ever. Now the reading stands, and the limit is asked again only
+    after its refresh."""
     cmd = FakeCmd(_dcmi(612))
     source = _with_cmd(cmd, backoff_s=0)
     reading = cmd.xraw_command
