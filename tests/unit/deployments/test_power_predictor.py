@@ -120,7 +120,7 @@ def predictor(tmp_path):
                           "power_lstm_1h": served("power_lstm_1h", 3600, 168)}
         replica._forecast = by_history(echo_forecast)
         replica.forecast_gauges = ForecastGauges()
-        replica.node_calibrations = NodeCalibrations()
+        replica.node_calibrations, replica.settings = NodeCalibrations(), PowerPredictorUserConfig()
         replica._warming, replica._following = set(), set()
         yield replica
 
@@ -794,6 +794,7 @@ def bare_replica(registry: ModelRegistry, loadable: set[int]) -> PowerPredictor:
     replica.registry, replica.model_id, replica.model_ids = registry, "power_lstm", ["power_lstm"]
     replica.served, replica._pinned_at, replica._loading = {}, None, threading.Lock()
     replica.settings, replica.node_calibrations = PowerPredictorUserConfig(), NodeCalibrations()
+    replica.forecast_gauges = ForecastGauges()
     replica._batched = SimpleNamespace(set_max_batch_size=lambda size: None, set_batch_wait_timeout_s=lambda s: None)
 
     def load(model_id, version):
