@@ -111,9 +111,9 @@ serve.run(Ingress.bind(), name="kcloud", route_prefix=None)
 config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
                                                        "spill_dir": folder + "/spill"}})
 supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
-                             app_grace_s=6.0)
+                             app_grace_s=4.0)
 start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
-                                  since_s=86400), app_grace_s=6.0)
+                                  since_s=86400), app_grace_s=4.0)
 collectors = sorted(ray.get(supervisor.status.remote(), timeout=120))  # the keys of those it started
 
 def alive(cls):
@@ -127,7 +127,7 @@ def running():
 deadline = time.monotonic() + 240  # the collectors' workers may take a while to start on a busy machine
 while running()["collectors"] < 2 and time.monotonic() < deadline:
     time.sleep(2)
-time.sleep(20)  # more than three grace periods with the app running
+time.sleep(14)  # more than three grace periods with the app running
 with_app = running()
 serve.shutdown()
 deadline = time.monotonic() + 150

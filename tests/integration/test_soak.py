@@ -13,7 +13,7 @@ from tests.conftest import API_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SOAK_S = 60
+SOAK_S = 44
 
 
 @pytest.fixture
