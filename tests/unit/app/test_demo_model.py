@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from app import demo_model
+from core.registry import ModelRegistry
 from core.telemetry_csv import load_telemetry_csv
 from tests.paths import TEST_DATA
 from training.settings import DEFAULT_RESOLUTIONS
@@ -85,3 +86,26 @@ def test_the_cost_model_trained_is_the_one_the_service_serves(tmp_path, monkeypa
                             "--cost-model-id", "cost_gbm_eu"]) == 0
     [argv] = seen
     assert argv[argv.index("--model-id") + 1] == "cost_gbm_eu" and argv[argv.index("--config") + 1] == str(config)
+
+
+@pytest.mark.parametrize("pointer", ["none", "missing"])
+def test_regression_a_model_with_versions_but_none_active_is_left_alone(tmp_path, monkeypatch, pointer):
+    """A model registered with `--no-activate` (ACTIVE says none), or whose ACTIVE file is missing (its newest
+    version is served), got a demo trained: activated over it, or compared with its newest version on the demo's
+    own data."""
+    trained: list[str] = []
+    monkeypatch.setattr(demo_model.train_lstm, "main",
+                        lambda argv: trained.append(argv[argv.index("--model-id") + 1]) or 0)
+    monkeypatch.setattr(demo_model.train_gbm, "main",
+                        lambda argv: trained.append(argv[argv.index("--model-id") + 1]) or 0)
+    registry = ModelRegistry(tmp_path / "models")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.bin").write_bytes(b"x")
+    for model_id in ("power_lstm", "cost_gbm"):
+        registry.publish(model_id, weights, model_type="lstm", activate=False)
+        if pointer == "missing":
+            (tmp_path / "models" / model_id / "ACTIVE").unlink(missing_ok=True)
+    assert registry.active_version("power_lstm") is None
+    assert demo_model.main(["--data", SAMPLE, "--model-path", str(tmp_path / "models")]) == 0
+    assert trained == ["power_lstm_1h"]
