@@ -115,6 +115,16 @@ def test_no_deployment_options_in_args(name: str):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
+def test_the_dashboard_url_in_the_environment_reaches_the_controller(name: str, monkeypatch: pytest.MonkeyPatch):
+    """Regression: every shipped config set `autoscaler.ray_dashboard_url` to its default in args, which win over
+    $RAY_DASHBOARD_URL, so the documented place for another dashboard (or a proxy's login) changed nothing."""
+    monkeypatch.setenv("RAY_DASHBOARD_URL", "http://dashboard.example:8265")
+    for app in CONFIGS[name]()["applications"]:
+        args = ServeConfigArgs.model_validate(app["args"])
+        assert args.autoscaler.ray_dashboard_url == "http://dashboard.example:8265", app["name"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
 def test_the_power_predictors_user_config_reaches_its_reconfigure(name: str):
     user_config = _deployments(CONFIGS[name](), POWER_APP)[POWER_DEPLOYMENT]["user_config"]
     assert {"batching", "max_batch_size", "batch_wait_timeout_s", "registry_poll_s", "max_followed_nodes"} <= set(
