@@ -15,7 +15,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from autoscaler.behavior import ScalingBehavior, WindowSeconds
-from autoscaler.settings import REPLICAS_LIMIT, PowerBasedScalingConfig, PredictiveScalingConfig
+from autoscaler.settings import (
+    MIN_CONFIDENCE,
+    REPLICAS_LIMIT,
+    PowerBasedScalingConfig,
+    PredictiveScalingConfig,
+)
 from core.settings import Duration
 from core.telemetry import ID_PATTERN, MAX_ID_CHARS
 
@@ -178,6 +183,10 @@ class ScalingPolicy(_Model):
             raise ValueError(f"power_based.idle_power_watts ({power.idle_power_watts:g} W) must be below the scale-in "
                              f"threshold ({in_watts:g} W): a node never draws less than its idle power, so the policy "
                              "could never consolidate; raise power_based.scale_in_threshold above it")
+        level = self.predictive_scaling.confidence_threshold
+        if (info.context or {}).get(NEW_POLICY) and level <= MIN_CONFIDENCE:
+            raise ValueError(f"predictive_scaling.confidence_threshold ({level:g}) must be above {MIN_CONFIDENCE:g}: "
+                             "at or under it, the bound the budget is held to lies at or below the expected power")
         return self
 
     @model_validator(mode="after")

@@ -100,6 +100,8 @@ class PowerBasedScalingConfig(FiniteSection):
         return count
 
 
+MIN_CONFIDENCE = 0.5  # a bound at a level at most this is no bound above the forecast's median
+
 class PredictiveScalingConfig(FiniteSection):
     """Scaling ahead of forecast power."""
 
@@ -153,7 +155,20 @@ class AutoScalingConfig(FiniteSection):
         (ScalingPolicy): refused when the file loads, not in a 422 about a field the client never sent."""
         if power.scale_out_threshold < 1:
             raise ValueError(f"scale_out_threshold ({power.scale_out_threshold:g}%) must be at least 1%")
+        if power.idle_power_watts is not None and 0 < power.scale_in_threshold <= power.idle_share:
+            in_watts = power.max_power_budget * power.scale_in_threshold / 100.0
+            raise ValueError(f"idle_power_watts ({power.idle_power_watts:g} W) must be below the scale-in threshold "
+                             f"({in_watts:g} W): a node never draws less than its idle power")
         return power
+
+    @field_validator("predictive_scaling")
+    @classmethod
+    def _a_level_a_new_policy_may_take(cls, predictive: PredictiveScalingConfig) -> PredictiveScalingConfig:
+        """As `_defaults_a_new_policy_may_take`, for the look-ahead's probability level."""
+        if predictive.confidence_threshold <= MIN_CONFIDENCE:
+            raise ValueError(f"confidence_threshold ({predictive.confidence_threshold:g}) must be above "
+                             f"{MIN_CONFIDENCE:g}: at or under it, the bound lies at or below the expected power")
+        return predictive
 
 
 class AutoscalerConfig(Section):

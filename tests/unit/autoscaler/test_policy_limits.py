@@ -272,3 +272,35 @@ def test_a_default_scale_out_threshold_under_one_percent_is_refused_when_the_fil
     with pytest.raises(ValidationError) as caught:
         AutoScalingConfig.model_validate({"power_based": {"scale_out_threshold": 0.5, "scale_in_threshold": 0}})
     assert "power_based: scale_out_threshold (0.5%) must be at least 1%" in format_errors(None, caught.value)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.3])
+def test_a_confidence_threshold_at_most_one_half_is_refused_naming_the_field(level):
+    """Regression (review): 0.3 was accepted, and the bound the budget is held to then lay below the expected power
+    (a forecast at 70 % held or consolidated where it should have warned), with the online correction off."""
+    message = refusal(policy_data(predictive_scaling={"enabled": True, "confidence_threshold": level}))
+    assert f"predictive_scaling.confidence_threshold ({level:g}) must be above 0.5" in message, message
+
+
+def test_a_stored_policy_with_a_confidence_threshold_at_most_one_half_still_loads():
+    from autoscaler.policy_config import with_defaults
+    from autoscaler.schema import policy_context
+
+    data = with_defaults(policy_data(predictive_scaling={"enabled": True, "confidence_threshold": 0.4}),
+                         AutoScalingConfig())
+    stored = ScalingPolicy.model_validate(data, context=policy_context(new=False))
+    assert stored.predictive_scaling.confidence_threshold == 0.4
+
+
+@pytest.mark.parametrize(("defaults", "expected"), [
+    ({"predictive_scaling": {"confidence_threshold": 0.5}},
+     "predictive_scaling: confidence_threshold (0.5) must be above 0.5"),
+    ({"power_based": {"max_power_budget": 10000, "idle_power_watts": 6000}},
+     "power_based: idle_power_watts (6000 W) must be below the scale-in threshold (5000 W)"),
+])
+def test_a_default_every_new_policy_would_be_refused_for_is_refused_when_the_file_loads(defaults, expected):
+    """Regression (review): these defaults loaded, then every policy written through the API got a 422 about a field
+    its client never sent."""
+    with pytest.raises(ValidationError) as caught:
+        AutoScalingConfig.model_validate(defaults)
+    assert expected in format_errors(None, caught.value)
