@@ -208,5 +208,8 @@ class PowerForecaster:
                                 f"model expects {architecture.n_features}")
         if served is not None and served.needs_gbm and gbm is None:
             raise ArtifactError(f"{folder}: served.json asks for {served.method} but {GBM_FILE} is missing")
-        return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm,
-                   features_only=features_only)
+        try:
+            return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm,
+                       features_only=features_only)
+        except RuntimeError as exc:  # weights whose tensors do not fit the architecture.json beside them
+            raise ArtifactError(f"{folder}: the weights do not fit the architecture ({exc})") from exc

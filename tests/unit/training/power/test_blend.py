@@ -26,7 +26,7 @@ from training.power.calibration import fit_calibration
 from training.power.common_leads import score_common
 from training.power.features import FeaturePipeline
 from training.power.fit import build_model
-from training.power.forecaster import SERVED_FILE, Architecture, ArtifactError, PowerForecaster
+from training.power.forecaster import ARCHITECTURE_FILE, SERVED_FILE, Architecture, ArtifactError, PowerForecaster
 from training.power.gbm import MODEL_FILE, DirectLightGBM
 from training.power.holdout import CommonHoldout
 from training.power.inference import forecast_histories, history_segment
@@ -199,6 +199,21 @@ def test_served_forecaster_round_trips_and_old_folders_serve_the_lstm(tmp_path) 
     (tmp_path / "new" / MODEL_FILE).unlink()
     with pytest.raises(ArtifactError, match=MODEL_FILE):
         PowerForecaster.load(tmp_path / "new")
+
+
+def test_regression_weights_that_do_not_fit_the_architecture_are_no_loadable_model(tmp_path) -> None:
+    """A folder whose architecture.json and weights disagree raised torch's RuntimeError: a retrain did not fall back
+    to an older version and failed after training, and `evaluate --model` ended in a traceback."""
+    segment, roles = sine_series()
+    pipeline = FeaturePipeline.fit([segment.slice(0, int((roles == Role.FIT).sum()))], (), 60)
+    architecture = Architecture(n_features=len(pipeline.feature_names), sequence_length=20, horizon=H, hidden_size=8,
+                                num_layers=1, dropout=0.0)
+    model = build_model(len(pipeline.feature_names), H, 8, 1, 0.0)
+    PowerForecaster(model.state_dict(), architecture, pipeline).save(tmp_path / "m")
+    wider = architecture.model_copy(update={"hidden_size": 16})
+    (tmp_path / "m" / ARCHITECTURE_FILE).write_text(wider.model_dump_json())
+    with pytest.raises(ArtifactError, match="do not fit the architecture"):
+        PowerForecaster.load(tmp_path / "m")
 
 
 def lstm_served_with_its_partner():
