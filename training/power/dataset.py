@@ -18,6 +18,7 @@ from core.durations import format_duration
 from core.registry_metadata import DataSpan
 from core.stores.frame import ReadLimits
 from training.power.calibration import fit_calibration, points_needed
+from training.power.estimator import MIN_ROWS
 from training.power.features import FeaturePipeline, Segment, resample
 from training.power.features_only import fit_features_only
 from training.power.fit import SupervisedArrays
@@ -64,6 +65,11 @@ class PreparedData:
                     f"window of {self.sequence_length} steps and {self.horizon} leads; {remedy}")
         if coverage is None:
             return
+        rows = sum(int((roles == Role.FIT).sum()) for roles in self.roles)
+        if rows < MIN_ROWS:  # the features-only estimator fits on them (training.power.features_only)
+            raise NotEnoughData(
+                f"{rows} training rows: the training part of the series ({train_fraction:.0%}) is too short to fit "
+                f"the features-only estimator on (at least {MIN_ROWS}); {remedy}")
         points, needed = self.windows(Role.CALIB).points, points_needed(coverage)
         if points < needed:
             raise NotEnoughData(

@@ -123,3 +123,12 @@ def test_too_few_calibration_points_are_refused_before_any_training():
     longer.require_training_windows(0.8, 0.8)
     with pytest.raises(NotEnoughData, match=r"\(at least 99\)"):  # 0.99 needs 99 scores for a bound that is one
         longer.require_training_windows(0.8, 0.99)
+
+
+def test_too_few_training_rows_for_the_features_only_estimator_are_refused_before_any_training():
+    """Regression (review): 40 rows with a 2-step window and 30 leads passed every check (27 training windows, 207
+    calibration points), trained in full, then failed with "the estimator has no regression without features"."""
+    prepared = prepare(frame({"n": 40}), **{**ARGS, "sequence_length": 2, "horizon": 30, "train_fraction": 0.9})
+    assert len(prepared.windows(Role.FIT)) and prepared.windows(Role.CALIB).points >= 30
+    with pytest.raises(NotEnoughData, match=r"^\d+ training rows: .* features-only estimator on \(at least 30\)"):
+        prepared.require_training_windows(0.9, 0.8)
