@@ -26,9 +26,9 @@ router = APIRouter()
 
 @router.get("/api/v1/models", response_model=ModelsResponse, dependencies=[READ], responses=responses(401))
 async def list_models(replica: Ingress) -> ModelsResponse:
-    """Registered models, their versions and which one is active; power models with the step, horizon and window
-    of the active version (a forecast goes to the finest step whose horizon covers it) and whether it was trained
-    on generated data."""
+    """Registered models, their versions, which one is active and which one is served (the pinned one, if any);
+    power models with the step, horizon and window of the served version (a forecast goes to the finest step whose
+    horizon covers it) and whether it was trained on generated data."""
     registry = replica.registry
     serve_latest = {replica.args.power_model_id, replica.args.cost_model_id}
     served = await _served_by_power_app(replica, replica.args.power_model_id, PIN_TIMEOUT_S)
@@ -69,19 +69,18 @@ def _served_metadata(registry: ModelRegistry, model_id: str, serve_latest: bool)
 
 def _models(registry: ModelRegistry, serve_latest: set[str],
             pins: dict[str, int | None] | None = None) -> ModelsResponse:
-    """Every model with its versions; the active one is the one served: the version a model is pinned to in the power
-    app (`pins`: `user_config.model_version`), else the ACTIVE pointer's, else the latest for the models in
+    """Every model with its versions. The active one: the ACTIVE pointer's, else the latest for the models in
     `serve_latest` (the default power model and the cost model) unless the pointer says none is active, else none
-    (the other power resolutions are served only once a version is activated)."""
+    (the other power resolutions are served only once a version is activated). The served one: the version a model
+    is pinned to in the power app (`pins`: `user_config.model_version`), else the active one."""
     models = []
     for model_id in registry.model_ids():
         try:
-            served = (pinned if (pinned := (pins or {}).get(model_id)) is not None
-                      else registry.served_version(model_id) if model_id in serve_latest
+            active = (registry.served_version(model_id) if model_id in serve_latest
                       else registry.active_version(model_id))
         except (ActivePointerUnreadable, ModelUnreadable) as exc:  # the others are listed all the same; this one
             logger.warning("models listing: %s", exc)  # as not known
-            served = None
+            active = None
         try:
             versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
         except ModelUnreadable as exc:  # a storage error just now: the other models are listed all the same
@@ -90,15 +89,17 @@ def _models(registry: ModelRegistry, serve_latest: set[str],
         if not versions:
             continue
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
-        fallback = versions[-1].version if model_id in serve_latest and served is not None else None
-        shown = served if served in readable else fallback
+        fallback = versions[-1].version if model_id in serve_latest and active is not None else None
+        shown = active if active in readable else fallback
+        pinned = (pins or {}).get(model_id)
+        served = pinned if pinned in readable else shown
         models.append(ModelPublic(
-            model_id=model_id, model_type=versions[-1].model_type, active_version=shown,
+            model_id=model_id, model_type=versions[-1].model_type, active_version=shown, served_version=served,
             versions=[ModelVersionPublic(
                 version=m.version, created_at=m.created_at, metrics=m.metrics, active=m.version == shown,
                 data_span=m.data_span.model_dump(mode="json") if m.data_span else None,
             ) for m in versions],
-            **(_resolution(readable[shown]) if shown is not None else {}),
+            **(_resolution(readable[served]) if served is not None else {}),
         ))
     return ModelsResponse(models=models)
 

@@ -265,13 +265,16 @@ class ModelVersionPublic(BaseModel):
 class ModelPublic(BaseModel):
     model_id: str
     model_type: str
-    active_version: int | None
+    active_version: int | None = Field(description="the ACTIVE pointer's version (what retraining compares with "
+                                                   "and serving follows without a pin)")
+    served_version: int | None = Field(None, description="the version served: the one the power app is pinned to "
+                                                         "(`user_config.model_version`), else the active one")
     versions: list[ModelVersionPublic]
-    step_seconds: int | None = Field(None, description="power models: the active version's step")
-    horizon_seconds: int | None = Field(None, description="power models: how far the active version forecasts; "
+    step_seconds: int | None = Field(None, description="power models: the served version's step")
+    horizon_seconds: int | None = Field(None, description="power models: how far the served version forecasts; "
                                                           "a forecast goes to the finest step covering it")
-    sequence_length: int | None = Field(None, description="power models: the active version's input window, steps")
-    trained_on_synthetic_data: bool = Field(False, description="the active version was trained on generated data")
+    sequence_length: int | None = Field(None, description="power models: the served version's input window, steps")
+    trained_on_synthetic_data: bool = Field(False, description="the served version was trained on generated data")
 
 
 class ModelsResponse(BaseModel):
