@@ -85,8 +85,10 @@ class PolicyState(BaseModel):
         recent = self.recent
         if decision.recommended_replicas is not None:
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.recommended_replicas))
-        elif decision.action is ScaleAction.HOLD:  # a blind hold (stale telemetry) keeps the count it held: the
-            # stabilization window counts it, so the first reading after an outage does not consolidate at once
+        elif decision.action is ScaleAction.HOLD and decision.measured_share is None:  # a blind hold (stale
+            # telemetry) keeps the count it held: the stabilization window counts it, so the first reading after an
+            # outage does not consolidate at once. A hold on power read before the last change took effect keeps
+            # nothing: the change's own recommendation is in the window, and the old count's power says nothing.
             recent = remember(recent, Recommendation(at=decision.at, replicas=decision.from_replicas))
         count = (decision.to_replicas if changed else decision.from_replicas) if known else None
         answered = decision.at if decision.outside_change else self.outside_answered_at
@@ -328,8 +330,18 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overload_read_at=overload,
                              read_at=read_at)
     predicted = None if asked.predicted is None else _share(forecast_values, policy)
-    return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, recommended,
+    # power of the count before the last change asks for nothing the stabilization window should remember
+    kept = None if _read_before_effect(policy, replicas, state, read_at) else recommended
+    return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, kept,
                   outside=drifted and target != replicas)
+
+
+def _read_before_effect(policy: ScalingPolicy, replicas: int, state: PolicyState, read_at: datetime | None) -> bool:
+    """Whether the power decided on was read before the last change took effect, while the count is the one that
+    change set: it is the power of the count before (`_paced` makes no change on it)."""
+    if read_at is None or state.last_scale_at is None or state.replicas_after != replicas:
+        return False
+    return read_at < state.last_scale_at + timedelta(seconds=policy.actuation_delay)
 
 
 def _signal(policy: ScalingPolicy, replicas: int, measured_values: list[float], view: ForecastView | None,
@@ -407,8 +419,7 @@ def _paced(policy: ScalingPolicy, replicas: int, recommended: int, state: Policy
                       "still shows it" if urgent else "")
             parts.insert(0, f"{why}, {math.ceil(left)} s left (would go to {target}{sooner})")
             target = replicas
-    if (target != replicas and not drifted and read_at is not None and took_effect is not None
-            and read_at < took_effect and state.replicas_after == replicas):
+    if target != replicas and not drifted and _read_before_effect(policy, replicas, state, read_at):
         bounded = min(max(replicas, policy.min_replicas), policy.max_replicas)  # back to them needs no reading
         back = f"; back to its bounds, {bounded}" if bounded != replicas else ""
         parts.insert(0, f"the power was read {math.ceil((took_effect - read_at).total_seconds())} s before the last "

@@ -472,8 +472,9 @@ def _scales(policy: ScalingPolicy) -> bool:
 
 
 def _asked(policy: ScalingPolicy, decision: ScalingDecision) -> Ask:
-    """What a decision asks for: its count, or nothing when it holds without a recommendation (no telemetry)."""
-    blind = decision.action is ScaleAction.HOLD and decision.recommended_replicas is None
+    """What a decision asks for: its count, or nothing when it holds on no reading (no telemetry); a hold on power
+    read before its last change took effect asks for the count it holds."""
+    blind = decision.action is ScaleAction.HOLD and decision.measured_share is None
     return Ask(policy.name, None if blind else decision.to_replicas, decision.to_replicas < decision.from_replicas)
 
 

@@ -11,10 +11,10 @@ then or after (delay 0: the next step). A change of the target counts as a scale
 controller records it, even when the series ends before it lands. No change is made on a bin that started before the
 last change took effect by the policy's own `actuation_delay` (the replay's delay, unless the policy states another),
 and no cooldown restarts: the controller holds on power read before then (when the hold is the actuation delay, it ends
-on such a bin). A decision repeating the target of a change still on its way is none either: the replay decides on
-the capacity, which lags the target, where the controller reads the target and holds. Not modelled:
-a decision back to the capacity while a change is on its way (the controller, reading the target, would change it
-back; the replay lets the change land). The scale-down stabilization window keeps the recommendations of the decisions
+on such a bin). Past that, while a change is still on its way (a replay delay longer than the policy states), the
+decision reads the target's count, as the controller does, beside the power of the replicas running: so the replay
+shows what a policy that understates its delay costs, a second change on power that does not show the first one yet.
+Changes land in the order decided. The scale-down stabilization window keeps the recommendations of the decisions
 within it: at a step longer than the window (10-min bins, a 5-min window) each decision sees only its own bin, as a
 controller reading one bin a step would.
 """
@@ -287,18 +287,19 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
                 view = outcomes.correct(view)
                 if interval is not None:
                     outcomes.wait(i, view, len(interval.median), replicas)
+        # the controller reads the target's count, which a change on its way (a replay delay longer than the policy
+        # states) has already set, beside the power of the replicas running
+        target = pending[-1][1] if pending else replicas
         observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=float(step_s),
-                                       replicas=replicas)
+                                       replicas=target)
         decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
         decision = decide(policy, observation, view, state, decided_at)
         # power read before the last change took effect by the policy's own actuation_delay: the controller holds
-        # on it (decision._paced), and starts no cooldown; past that, a change on its way (a replay delay longer than
-        # the policy states) is the target the controller reads, so a decision repeating it is no change either
+        # on it (decision._paced), and starts no cooldown
         stated = state.last_scale_at + timedelta(seconds=policy.actuation_delay) if state.last_scale_at else None
         read_before_effect = stated is not None and now < stated
-        changes = not read_before_effect and decision.to_replicas not in (
-            replicas, pending[-1][1] if pending else replicas)
-        state = state.after(decision, scaled=changes, known=False)
+        changes = not read_before_effect and decision.to_replicas != target
+        state = state.after(decision, scaled=changes)
         metrics.decisions += 1
         metrics.forecast_decisions += decision.signal == "forecast"
         if changes:

@@ -181,6 +181,22 @@ def test_no_change_is_made_on_power_read_before_the_last_change_took_effect():
     assert (bounded.action, bounded.to_replicas) == (IN, 4), bounded.reason
 
 
+def test_power_read_before_a_change_took_effect_is_not_remembered_for_the_stabilization_window():
+    """Regression (review): a scale-out 4 -> 8 (actuation_delay 120 s) read 60 s later, 4 nodes' 900 W taken for 8
+    nodes', was remembered as a recommendation of 9, and held the consolidation to 5 that 8 x 450 W asks for at 310 s
+    until 120 s past the cooldown. A hold on no reading still keeps the count it held."""
+    policy = make_policy(actuation_delay=120, power_based={"cooldown_period": 300}, min_replicas=1)
+    state = PolicyState(last_scale_at=NOW, replicas_after=8)
+    early = decide(policy, observe([900.0] * 8, age_s=5), None, state, NOW + timedelta(seconds=60))
+    assert early.action is HOLD and early.recommended_replicas is None, early
+    state = state.after(early)
+    assert [r.replicas for r in state.recent] == []
+    later = decide(policy, observe([450.0] * 8, age_s=5), None, state, NOW + timedelta(seconds=310))
+    assert (later.action, later.to_replicas) == (IN, 5), later.reason
+    blind = decide(policy, observe([450.0] * 8, age_s=None), None, state, NOW + timedelta(seconds=320))
+    assert [r.replicas for r in state.after(blind).recent] == [8]
+
+
 def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():
     """Regression: a count lowered from outside (10 -> 6) skipped the cooldown in both directions: a scale-in to 2 a
     minute after this controller's own change went through, the harm the skip exists to answer made worse."""

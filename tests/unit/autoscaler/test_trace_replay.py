@@ -144,7 +144,8 @@ def test_pending_changes_queue_and_count_only_real_changes():
     # Delay longer than the cooldown: a second decision is queued behind the first one.
     trace = [1000.0] * 3 + [2400.0] * 3 + [6000.0] * 6
     policy = sim_policy(predictive=False, power_based={"max_power_budget": 1000, "scale_out_threshold": 80,
-                                                       "scale_in_threshold": 50, "cooldown_period": 60})
+                                                       "scale_in_threshold": 50, "cooldown_period": 60},
+                        actuation_delay=180)
     result = simulate_series(policy, MODEL, times(12), trace, step_s=STEP, actuation_delay_s=180)
     replicas = [s.replicas for s in result.steps]
     assert replicas[:6] == [2] * 6  # nothing lands before the delay
@@ -152,6 +153,23 @@ def test_pending_changes_queue_and_count_only_real_changes():
     changes = sum(1 for a, b in zip(replicas, replicas[1:], strict=False) if a != b)
     decided_late = {s.action for s in result.steps[-3:]} - {"hold"}  # still on its way when the series ends
     assert result.metrics.scale_events == changes + 1 and decided_late  # counted when decided, as the controller does
+
+
+def test_a_policy_that_understates_its_delay_scales_again_on_the_old_counts_power():
+    """Regression (review): the replay decided on the capacity and took a decision repeating the target of a change on
+    its way for none, where the controller reads the target's count beside the power of the replicas still running.
+    A policy stating no actuation delay, under a 3-minute one, so scales out again at every cooldown's end on the
+    power of the 2 replicas running (2 -> 4 -> 7 -> 10: the controller's own churn), not once (2 -> 4, then on)."""
+    trace = [1000.0] * 3 + [2400.0] * 9
+    policy = sim_policy(predictive=False, power_based={"max_power_budget": 1000, "scale_out_threshold": 80,
+                                                       "scale_in_threshold": 50, "cooldown_period": 60},
+                        actuation_delay=0)
+    result = simulate_series(policy, MODEL, times(12), trace, step_s=STEP, actuation_delay_s=180)
+    assert [s.action for s in result.steps[3:7]] == ["scale_out"] * 3 + ["hold"]
+    assert [s.replicas for s in result.steps][6:10] == [2, 4, 7, 10] and result.metrics.scale_events == 3
+    stated = simulate_series(policy.model_copy(update={"actuation_delay": 180}), MODEL, times(12), trace, step_s=STEP,
+                             actuation_delay_s=180)
+    assert stated.metrics.scale_events == 1 and stated.steps[-1].replicas == 4
 
 
 def test_forecast_view_maps_trace_power_to_per_node_power():
