@@ -26,7 +26,7 @@ from core.settings import ADDRESS_KEY, ConfigError, Duration, EnvSettings, confi
 from core.stores.settings import StoreConfig, StoreOverrides
 from deployments.options import DeploymentOptions
 from training.power.scaling import TrainScaling
-from training.power.scheduler import SchedulerSettings
+from training.power.scheduler import ModelSchedule, SchedulerSettings
 from training.retrain_attempt import KEEP_VERSIONS, RETRAIN_RETENTION_S
 from training.retrain_data import DEFAULT_STORE_SPAN
 from training.settings import TrainingConfig, TrainingOverrides, load_training_config
@@ -60,6 +60,8 @@ class RetrainSchedule(BaseModel):
     retrain_on_degradation_factor: float | None = Field(
         1.5, gt=1, description="retrain early when the active version's live MAE exceeds this times its "
                                "held-out MAE (acts once live accuracy is reported); null: never")
+    other_resolutions: bool = Field(True, description="retrain the config's other power resolutions too, each at "
+                                                      "most once per 24 of its steps, on at least 4 of its windows")
 
 
 class RetrainDefaults(TrainScaling):
@@ -235,12 +237,16 @@ class AppArgs(BaseModel):
         retrain, schedule = self.retrain, self.retrain.schedule
         if not (schedule.enabled if schedule.enabled is not None else self.telemetry.enabled):
             return None
-        interval = schedule.interval or self.service_config().predictor.model_update_interval
+        predictor = self.service_config().predictor
+        interval = schedule.interval or predictor.model_update_interval
+        others = tuple(ModelSchedule.of(resolution, interval, schedule.since) for resolution in predictor.resolutions
+                       if schedule.other_resolutions and resolution.model_id != self.power_model_id)
         return SchedulerSettings(
             state_path=self.state_path, model_path=self.model_path or load_training_config(self.config_path).model_path,
             config_path=self.config_path, model_id=self.power_model_id, interval_s=interval, since_s=schedule.since,
             degradation_factor=schedule.retrain_on_degradation_factor, check_s=min(30.0, max(1.0, interval / 4)),
-            retention_s=retrain.retention, keep_versions=retrain.keep_versions, scaling=retrain.train_scaling())
+            retention_s=retrain.retention, keep_versions=retrain.keep_versions, scaling=retrain.train_scaling(),
+            others=others)
 
     def with_absolute_paths(self) -> AppArgs:
         """The same args with every path resolved against the current directory (and config defaults)."""

@@ -67,6 +67,8 @@ def test_a_scheduled_retrain_on_replayed_telemetry_appears_in_the_api(api, app_a
         assert start_scheduler(settings)._actor_id == first._actor_id  # the same settings: kept
         due = scheduler_client().call("next_due")
         assert datetime.fromisoformat(due) > datetime.now(UTC)
+        hourly = scheduler_client().call("next_due", "power_lstm_1h")  # the other resolution, on its own clock
+        assert datetime.fromisoformat(hourly) > datetime.now(UTC) + timedelta(hours=23)
         replaced = start_scheduler(settings.model_copy(update={"degradation_factor": 2.0}))
         assert replaced._actor_id != first._actor_id and scheduler_client().call("next_due") == due
         ray.kill(ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE), no_restart=False)  # Ray restarts it

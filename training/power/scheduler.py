@@ -1,4 +1,4 @@
-"""Scheduled retraining of the power forecaster: every interval, and early when the champion degrades.
+"""Scheduled retraining of the power forecasters: every interval, and early when the champion degrades.
 
 `RetrainScheduler` is the body of the scheduler actor (training/power/scheduler_actor.py) without Ray. Each
 `step` looks at what is due: the interval (`predictor.model_update_interval`, or the app's override) since
@@ -12,6 +12,10 @@ The interval counts from the end of the last attempt (from its start when a kill
 survives restarts: it is kept in `<state_path>/retrain_scheduler.json`, so a restarted scheduler retrains at
 once only when an attempt is due; the first attempt comes one interval after the scheduler first started (the
 store fills meanwhile). An attempt a kill interrupted is failed by `recover` once its record is silent.
+
+A `RetrainScheduler` keeps one model's schedule. The actor runs one per power model served: the default model on
+the settings' interval and span, every other resolution of `predictor.resolutions` on its own (`ModelSchedule.of`),
+one attempt at a time.
 
 Live accuracy is an input (`LiveAccuracySource`): the degradation trigger acts once something measures the
 served version's live error and reports it (the actor's `report_live_accuracy`); until then it never fires.
@@ -46,7 +50,7 @@ from training.retrain_attempt import (
 )
 from training.retrain_data import TrainingData
 from training.retrain_lock import RetrainLocks, RetrainRunning, silent
-from training.settings import load_training_config
+from training.settings import Resolution, load_training_config
 
 logger = logging.getLogger(__name__)
 MIN_LIVE_SAMPLES = 30  # live errors over fewer forecast points are too noisy to act on
@@ -55,8 +59,32 @@ INTERRUPTED = "interrupted: the retrain scheduler stopped or restarted; the next
 """The verdict on a scheduled attempt whose scheduler stopped."""
 
 
+OTHER_INTERVAL_STEPS = 24  # another resolution retrains at most once per this many of its steps (daily at 1 h)
+SPAN_WINDOWS = 4  # and on at least this many of its windows (input + horizon) of telemetry (8 weeks at 1 h, 1 week)
+
+
+class ModelSchedule(BaseModel):
+    """Another power model the scheduler retrains (a served resolution other than the default), on its own clock."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_id: ModelId
+    interval_s: int = Field(gt=0)
+    since_s: int = Field(gt=0)
+
+    @classmethod
+    def of(cls, resolution: Resolution, interval_s: int, since_s: int) -> ModelSchedule:
+        """`resolution`'s schedule: the interval and span given, but at least OTHER_INTERVAL_STEPS of its steps
+        between attempts (an hourly model gains one bin an hour) and SPAN_WINDOWS of its windows of telemetry (a
+        week-long window and a week's horizon need weeks, where the default span is 14 days)."""
+        window_s = resolution.sequence_length * resolution.step + resolution.horizon
+        return cls(model_id=resolution.model_id, interval_s=max(interval_s, OTHER_INTERVAL_STEPS * resolution.step),
+                   since_s=max(since_s, SPAN_WINDOWS * window_s))
+
+
 class SchedulerSettings(BaseModel):
-    """What the scheduler retrains, how often, on what."""
+    """What the scheduler retrains, how often, on what: `model_id` on `interval_s` and `since_s`, and each of `others`
+    on its own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -74,9 +102,16 @@ class SchedulerSettings(BaseModel):
     keep_versions: int = Field(KEEP_VERSIONS, ge=1, description="versions the registry keeps after an attempt "
                                                                  "(training.retrain_attempt.run_attempt)")
     scaling: TrainScaling = TrainScaling()
+    others: tuple[ModelSchedule, ...] = Field((), description="the other power models retrained, each on its own "
+                                                             "schedule")
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    def each(self) -> list[SchedulerSettings]:
+        """One model's settings per model retrained, the default model's first."""
+        own = self.model_copy(update={"others": ()})
+        return [own, *(own.model_copy(update=other.model_dump()) for other in self.others)]
 
 
 class LiveAccuracy(BaseModel):

@@ -34,15 +34,18 @@ CALL_TIMEOUT_S = 15.0
 
 
 class RetrainSchedulerService:
-    """Actor body: a RetrainScheduler stepped by a daemon thread, fed the live accuracy it is told."""
+    """Actor body: a RetrainScheduler per power model, stepped in turn by a daemon thread, fed the live accuracy it
+    is told."""
 
     def __init__(self, settings: dict[str, Any], app_grace_s: float | None = None):
         self.settings = SchedulerSettings.model_validate(settings)
         self.app_grace_s = app_grace_s
         self._live: dict[str, LiveAccuracy] = {}
-        self.scheduler = RetrainScheduler(self.settings, live_accuracy=self._live.get,
-                                          owner=ray.get_runtime_context().get_actor_id(), on_hung=end_hung_process)
-        interrupted = self.scheduler.recover()
+        owner = ray.get_runtime_context().get_actor_id()
+        self.schedulers = {each.model_id: RetrainScheduler(each, live_accuracy=self._live.get, owner=owner,
+                                                           on_hung=end_hung_process)
+                           for each in self.settings.each()}
+        interrupted = sum(scheduler.recover() for scheduler in self.schedulers.values())
         if interrupted:
             logger.warning("retrain scheduler: %d attempt(s) interrupted by a restart marked failed", interrupted)
         self._stepping = threading.Lock()
@@ -55,10 +58,13 @@ class RetrainSchedulerService:
             with self._stepping:
                 if self._stopped.is_set():
                     return
-                try:
-                    self.scheduler.step()
-                except Exception:  # noqa: BLE001 - a failed step is logged; the next one tries again
-                    logger.exception("retrain scheduler: step failed")
+                for model_id, scheduler in self.schedulers.items():
+                    if self._stopped.is_set():
+                        return
+                    try:
+                        scheduler.step()
+                    except Exception:  # noqa: BLE001 - a failed step is logged; the next one tries again
+                        logger.exception("retrain scheduler: step for %s failed", model_id)
 
     def stop(self) -> None:
         """Start no attempt any more; returns once the attempt under way, if any, has finished."""
@@ -75,9 +81,10 @@ class RetrainSchedulerService:
     def settings_dict(self) -> dict[str, Any]:
         return self.settings.model_dump()
 
-    def next_due(self) -> str | None:
-        """When the next interval attempt is due (ISO 8601); None while the stored schedule cannot be read."""
-        due = self.scheduler.next_due()
+    def next_due(self, model_id: str | None = None) -> str | None:
+        """When the next interval attempt of `model_id` (default: the default power model) is due (ISO 8601); None
+        while the stored schedule cannot be read. KeyError for a model not scheduled."""
+        due = self.schedulers[model_id or self.settings.model_id].next_due()
         return None if due is None else due.isoformat()
 
     def report_live_accuracy(self, accuracy: LiveAccuracy) -> None:
@@ -109,7 +116,9 @@ def stop_scheduler(timeout_s: float = 60.0) -> bool:
         settings = None
     kill_and_wait(SCHEDULER_ACTOR, running, timeout_s)
     if settings is not None:  # it is gone: the attempt it ran (its record fresh until now) has stopped too
-        fail_interrupted(RecordStore(settings.state_path, "retrain"), settings.model_id, owner=running._actor_id.hex())
+        records = RecordStore(settings.state_path, "retrain")
+        for each in settings.each():
+            fail_interrupted(records, each.model_id, owner=running._actor_id.hex())
     return True
 
 

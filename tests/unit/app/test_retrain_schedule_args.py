@@ -26,6 +26,14 @@ def test_the_interval_is_the_configs_model_update_interval(tmp_path):
     assert (settings.model_id, settings.scaling.num_workers, settings.check_s) == ("power_lstm", 2, 30.0)
 
 
+def test_every_other_served_resolution_is_scheduled_unless_told(tmp_path):
+    settings = args(tmp_path).scheduler_settings()
+    assert settings is not None
+    assert [(o.model_id, o.interval_s, o.since_s) for o in settings.others] == [("power_lstm_1h", 86400, 56 * 86400)]
+    alone = args(tmp_path, schedule={"other_resolutions": False}).scheduler_settings()
+    assert alone is not None and alone.others == ()
+
+
 def test_the_scheduler_trains_with_the_retrain_settings_ray_train_scaling(tmp_path):
     retrain = {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 0.5, "resources_per_worker": {"trainer": 1.0}}
     settings = args(tmp_path, **retrain).scheduler_settings()

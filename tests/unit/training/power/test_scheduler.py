@@ -19,8 +19,9 @@ from core.registry import ModelRegistry
 from core.stores.sqlite import SqliteStore
 from tests.fakes.stored_trace import store_trace
 from training.power import scheduler as scheduler_module
-from training.power.scheduler import LiveAccuracy, RetrainScheduler, SchedulerSettings
+from training.power.scheduler import LiveAccuracy, ModelSchedule, RetrainScheduler, SchedulerSettings
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks
+from training.settings import DEFAULT_RESOLUTIONS
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUR = 3600
@@ -370,3 +371,38 @@ def test_an_attempt_deletes_finished_records_past_the_retention(settings, clock,
                                                            "model_id": "power_lstm", "updated_at": old})
     record = RetrainScheduler(settings, clock=clock).attempt("interval")
     assert [path.stem for path in records.folder.glob("*.json")] == [record["id"]]
+
+
+def test_another_resolution_is_retrained_on_its_own_clock_and_span(settings, clock, monkeypatch):
+    """Regression (review): only the default model was ever retrained, so the hourly model (every horizon past an
+    hour) kept serving the demo's synthetic version. Each served resolution now has a schedule of its own."""
+    attempts: list[tuple[str, int]] = []
+
+    def run_attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
+        attempts.append((spec.model_id, data.since_s))
+        records.update(job_id, status="succeeded")
+        RetrainLocks(records).release(spec.model_id, job_id)
+
+    monkeypatch.setattr(scheduler_module, "run_attempt", run_attempt)
+    day = 24 * HOUR
+    both = settings.model_copy(update={"others": (ModelSchedule(model_id="power_lstm_1h", interval_s=day,
+                                                                since_s=56 * day),)})
+    assert [(each.model_id, each.interval_s, each.others) for each in both.each()] == [
+        ("power_lstm", HOUR, ()), ("power_lstm_1h", day, ())]
+    schedulers = [RetrainScheduler(each, clock=clock) for each in both.each()]
+    for _ in range(24):
+        clock.advance(HOUR)
+        for scheduler in schedulers:
+            scheduler.step()
+    assert attempts.count(("power_lstm", 400 * day)) == 24 and attempts[-1] == ("power_lstm_1h", 56 * day)
+    assert attempts.count(("power_lstm_1h", 56 * day)) == 1
+    restarted = RetrainScheduler(both.each()[1], clock=clock)  # each model's schedule is kept apart
+    assert restarted.next_due() == clock.now + timedelta(seconds=day)
+
+
+def test_another_resolution_waits_a_day_of_its_steps_and_trains_on_four_of_its_windows():
+    fine, hourly = DEFAULT_RESOLUTIONS
+    assert ModelSchedule.of(hourly, HOUR, 14 * 86400) == ModelSchedule(
+        model_id="power_lstm_1h", interval_s=86400, since_s=4 * (168 + 168) * HOUR)  # 8 weeks
+    assert ModelSchedule.of(fine, 2 * HOUR, 14 * 86400) == ModelSchedule(
+        model_id="power_lstm", interval_s=2 * HOUR, since_s=14 * 86400)  # what is given, where that is more
