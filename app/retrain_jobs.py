@@ -30,9 +30,9 @@ from training.cost.retrain import CostRetrainSpec
 from training.power.retrain_spec import ModelOverrides, RetrainRefused, RetrainSpec, retrained_shape
 from training.power.scheduler import INTERRUPTED, SCHEDULED
 from training.retrain_attempt import forget_old_attempts
-from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData
+from training.retrain_data import DEFAULT_STORE_SPAN, JobRecordsData, TrainingData, training_span_s
 from training.retrain_lock import SILENT_AFTER_S, RetrainLocks, RetrainRunning, silent
-from training.settings import TrainingConfig, load_training_config
+from training.settings import Resolution, TrainingConfig, load_training_config
 
 logger = logging.getLogger("ray.serve")
 _POWER_ONLY = ("since", "prediction_horizon", "epochs")
@@ -120,12 +120,16 @@ class RetrainJobs:
         self.state_path, self.model_path, self.config_path = state_path, model_path, config_path
         self.defaults, self.models, self.launch = defaults, models, launch
 
-    def training_data(self, request: RetrainRequest) -> TrainingData:
-        """What a power `request` trains on. Raises DataNotAllowed (about `data`)."""
+    def training_data(self, request: RetrainRequest, resolution: Resolution | None = None) -> TrainingData:
+        """What a power `request` trains on (from the store without `since`: the span the model's `resolution` needs,
+        at least the default). Raises DataNotAllowed (about `data`)."""
         if request.source == "store":
             if request.data is not None:
                 raise DataNotAllowed('give either `data` or "source": "store", not both')
-            return TrainingData(source="store", since_s=parse_duration(request.since or DEFAULT_STORE_SPAN))
+            if request.since is not None:
+                return TrainingData(source="store", since_s=parse_duration(request.since))
+            return TrainingData(source="store",
+                                since_s=training_span_s(resolution, parse_duration(DEFAULT_STORE_SPAN)))
         if request.source == "catalog":
             raise RetrainRefused("source", 'the power forecaster trains on telemetry: "csv" or "store"')
         if request.since is not None:
@@ -176,7 +180,8 @@ class RetrainJobs:
             spec = CostRetrainSpec(config=config, model_id=model_id, seed=data.seed, synthetic=data.synthetic,
                                    data=data.describe())
         else:
-            data, spec = self.training_data(request), self._power_spec(model_id, request, config)
+            data = self.training_data(request, config.predictor.resolution(model_id))
+            spec = self._power_spec(model_id, request, config)
         try:
             forget_old_attempts(self.records)
         except OSError as exc:  # the next attempt deletes them; this one starts all the same

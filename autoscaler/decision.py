@@ -79,8 +79,7 @@ class PolicyState(BaseModel):
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
         replica count changed (`scaled`; default: when the decision is a change). `known` False: the count the
-        target has now is not known (an actuation of unknown outcome, a dry run, a replay that observes capacity
-        lagging its target)."""
+        target has now is not known (an actuation of unknown outcome, a dry run)."""
         changed = decision.action is not ScaleAction.HOLD if scaled is None else scaled
         recent = self.recent
         if decision.recommended_replicas is not None:
@@ -330,10 +329,19 @@ def decide(policy: ScalingPolicy, observation: PowerObservation, forecast: Forec
     target, drifted = _paced(policy, replicas, recommended, state, now, earlier, parts, overload_read_at=overload,
                              read_at=read_at)
     predicted = None if asked.predicted is None else _share(forecast_values, policy)
-    # power of the count before the last change asks for nothing the stabilization window should remember
-    kept = None if _read_before_effect(policy, replicas, state, read_at) else recommended
+    kept = recommended if not _read_before_effect(policy, replicas, state, read_at) else _held_count(policy, replicas,
+                                                                                                        state, now)
     return result(target, "; ".join(parts), asked.signal, measured, predicted, predicted is not None, kept,
                   outside=drifted and target != replicas)
+
+
+def _held_count(policy: ScalingPolicy, replicas: int, state: PolicyState, now: datetime) -> int | None:
+    """What a decision on power read before the last change took effect leaves the stabilization window: nothing
+    while the change's own recommendation is still in it (the old count's power asks for nothing), the count the
+    change set once that has aged out (a delay longer than the window), so the first reading after the change does
+    not consolidate at once."""
+    since = state.last_scale_at or now  # set wherever _read_before_effect holds
+    return replicas if (now - since).total_seconds() > policy.behavior.scale_down.stabilization_window else None
 
 
 def _read_before_effect(policy: ScalingPolicy, replicas: int, state: PolicyState, read_at: datetime | None) -> bool:

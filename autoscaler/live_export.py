@@ -1,7 +1,7 @@
 """Where the controller's live accuracy goes after each tick: Ray gauges of the served version's scores per node
 (core/metrics_catalog.py FORECAST_LIVE_*; per node only: Ray cannot delete a label set, so a version label would
-leave a series per node behind at every activation), and the served version's pooled error to the retrain scheduler,
-whose degradation trigger compares it with the held-out MAE (training/power/scheduler.py)."""
+leave a series per node behind at every activation), and each power model's served version's pooled error to the
+retrain scheduler, whose degradation trigger compares it with the held-out MAE (training/power/scheduler.py)."""
 
 from __future__ import annotations
 
@@ -27,17 +27,22 @@ logger = logging.getLogger(__name__)
 REPORT_EVERY_S = 60.0  # at most one report to the scheduler per this many seconds
 
 
-def served_accuracy(report: LiveAccuracyReport) -> LiveAccuracy | None:
-    """The served version's pooled live error as the scheduler takes it; None without points or a registry
-    version ("<model_id>/<version>")."""
-    served = next((v for v in report.versions if v.model_version == report.served_version), None)
-    if served is None or served.mae is None:
-        return None
-    model_id, _, version = served.model_version.rpartition("/")
-    if not model_id or not version.isdigit():
-        return None
-    return LiveAccuracy(model_id=model_id, version=int(version), mae=served.mae, samples=served.points,
-                        points_by_lead=served.points_by_lead)
+def served_accuracies(report: LiveAccuracyReport) -> list[LiveAccuracy]:
+    """Each power model's pooled live error as the scheduler takes it, one per model id: the version the controller
+    forecast with last, for its model; for every other model (another resolution), its newest version with points.
+    Versions without points or not from the registry ("<model_id>/<version>") are left out."""
+    found: dict[str, LiveAccuracy] = {}
+    served_model = report.served_version.rpartition("/")[0] if report.served_version else None
+    for scored in report.versions:
+        model_id, _, version = scored.model_version.rpartition("/")
+        if not model_id or not version.isdigit() or scored.mae is None:
+            continue
+        if model_id == served_model and scored.model_version != report.served_version:
+            continue  # an older version of the served model, scored meanwhile: it says nothing of the served one
+        if model_id not in found or int(version) > found[model_id].version:
+            found[model_id] = LiveAccuracy(model_id=model_id, version=int(version), mae=scored.mae,
+                                           samples=scored.points, points_by_lead=scored.points_by_lead)
+    return list(found.values())
 
 
 class LiveAccuracyExport:
@@ -78,11 +83,12 @@ class LiveAccuracyExport:
         self._shown = shown
 
     def _report(self, report: LiveAccuracyReport) -> None:
-        accuracy = served_accuracy(report)
-        if accuracy is None or self.clock() - self._reported_at < self.every_s:
+        accuracies = served_accuracies(report)
+        if not accuracies or self.clock() - self._reported_at < self.every_s:
             return
         try:
-            self.scheduler.call("report_live_accuracy", accuracy)
+            for accuracy in accuracies:
+                self.scheduler.call("report_live_accuracy", accuracy)
         except ActorUnavailable as exc:  # scheduled retraining is off: nobody to tell
             logger.debug("live accuracy not reported: %s", exc)
         self._reported_at = self.clock()

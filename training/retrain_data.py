@@ -18,10 +18,21 @@ from core.stores.frame import open_store, stored_frame
 from core.telemetry_csv import load_telemetry_csv
 from training.cost.catalog import PriceCatalog, generate_job_records
 from training.cost.job_records import load_job_records
+from training.settings import Resolution
 
 DEFAULT_STORE_SPAN = "14d"
+SPAN_WINDOWS = 4  # a scheduled or API retrain reads at least this many of its model's windows (input + horizon)
 GENERATED_JOBS = 20_000  # as `train_gbm` without --data
 MAX_GENERATED_JOBS = 1_000_000  # a demo catalog's jobs: more only take memory and time (tens of GB at 10^9)
+
+
+def training_span_s(resolution: Resolution | None, since_s: int) -> int:
+    """`since_s`, or more where `resolution`'s windows need it: at least SPAN_WINDOWS of its windows (input window +
+    horizon) of telemetry, 8 weeks for an hourly model with a week's window and horizon, where the default span is
+    14 days (the store gives what it still holds)."""
+    if resolution is None:
+        return since_s
+    return max(since_s, SPAN_WINDOWS * (resolution.sequence_length * resolution.step + resolution.horizon))
 
 
 class _Data(BaseModel):

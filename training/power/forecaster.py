@@ -74,7 +74,10 @@ class PowerForecaster:
         self.model = build_model(architecture.n_features, architecture.horizon, architecture.hidden_size,
                                  architecture.num_layers, architecture.dropout, architecture.target_calendar,
                                  architecture.relative_power)
-        self.model.load_state_dict(state_dict)
+        try:
+            self.model.load_state_dict(state_dict)
+        except RuntimeError as exc:  # tensors that do not fit the architecture (a device error is not this)
+            raise ArtifactError(f"the weights do not fit the architecture ({exc})") from exc
         self.model.to(self.device).eval()
 
     def use_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -211,5 +214,5 @@ class PowerForecaster:
         try:
             return cls(state, architecture, pipeline, calibration, device, served=served, gbm=gbm,
                        features_only=features_only)
-        except RuntimeError as exc:  # weights whose tensors do not fit the architecture.json beside them
-            raise ArtifactError(f"{folder}: the weights do not fit the architecture ({exc})") from exc
+        except ArtifactError as exc:
+            raise ArtifactError(f"{folder}: {exc}") from exc

@@ -48,7 +48,7 @@ from training.retrain_attempt import (
     public_message,
     run_attempt,
 )
-from training.retrain_data import TrainingData
+from training.retrain_data import TrainingData, training_span_s
 from training.retrain_lock import RetrainLocks, RetrainRunning, silent
 from training.settings import Resolution, load_training_config
 
@@ -60,7 +60,6 @@ INTERRUPTED = "interrupted: the retrain scheduler stopped or restarted; the next
 
 
 OTHER_INTERVAL_STEPS = 24  # another resolution retrains at most once per this many of its steps (daily at 1 h)
-SPAN_WINDOWS = 4  # and on at least this many of its windows (input + horizon) of telemetry (8 weeks at 1 h, 1 week)
 
 
 class ModelSchedule(BaseModel):
@@ -75,11 +74,9 @@ class ModelSchedule(BaseModel):
     @classmethod
     def of(cls, resolution: Resolution, interval_s: int, since_s: int) -> ModelSchedule:
         """`resolution`'s schedule: the interval and span given, but at least OTHER_INTERVAL_STEPS of its steps
-        between attempts (an hourly model gains one bin an hour) and SPAN_WINDOWS of its windows of telemetry (a
-        week-long window and a week's horizon need weeks, where the default span is 14 days)."""
-        window_s = resolution.sequence_length * resolution.step + resolution.horizon
+        between attempts (an hourly model gains one bin an hour), on at least `training_span_s` of telemetry."""
         return cls(model_id=resolution.model_id, interval_s=max(interval_s, OTHER_INTERVAL_STEPS * resolution.step),
-                   since_s=max(since_s, SPAN_WINDOWS * window_s))
+                   since_s=training_span_s(resolution, since_s))
 
 
 class SchedulerSettings(BaseModel):
@@ -104,6 +101,8 @@ class SchedulerSettings(BaseModel):
     scaling: TrainScaling = TrainScaling()
     others: tuple[ModelSchedule, ...] = Field((), description="the other power models retrained, each on its own "
                                                              "schedule")
+    require_active: bool = Field(False, description="retrain only while a version is active (another resolution "
+                                                    "is served only once one is: none is activated for it)")
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
@@ -111,7 +110,7 @@ class SchedulerSettings(BaseModel):
     def each(self) -> list[SchedulerSettings]:
         """One model's settings per model retrained, the default model's first."""
         own = self.model_copy(update={"others": ()})
-        return [own, *(own.model_copy(update=other.model_dump()) for other in self.others)]
+        return [own, *(own.model_copy(update={**other.model_dump(), "require_active": True}) for other in self.others)]
 
 
 class LiveAccuracy(BaseModel):
@@ -188,7 +187,7 @@ class RetrainScheduler:
     def due(self) -> Trigger | None:
         """What is due now: "interval", "degradation", or nothing."""
         next_due = self.next_due()
-        if next_due is None:
+        if next_due is None or not self._may_retrain():
             return None
         if self.clock() >= next_due:
             return "interval"
@@ -245,6 +244,16 @@ class RetrainScheduler:
                         on_hung=self.on_hung)
         self._save_state(last_attempt_at=self.clock())  # the next interval counts from the attempt's end
         return self.records.get(record["id"])
+
+    def _may_retrain(self) -> bool:
+        """False for a model retrained only while a version is active (`require_active`) that has none now."""
+        if not self.settings.require_active:
+            return True
+        try:
+            return self.registry.active_version(self.settings.model_id) is not None
+        except OSError as exc:  # the pointer cannot be read just now: the next check reads it again
+            logger.warning("retrain scheduler: %s: %s", self.settings.model_id, exc)
+            return False
 
     def recover(self) -> int:
         """Fail the scheduled attempts a restart interrupted (silent ones) and free their locks; how many."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from autoscaler.behavior import Recommendation
 from autoscaler.decision import EarlierChange, PolicyState, decide
 from autoscaler.forecast_view import ForecastView
 from autoscaler.schema import (
@@ -172,7 +173,7 @@ def test_no_change_is_made_on_power_read_before_the_last_change_took_effect():
     assert before.action is HOLD and "read 30 s before the last change to 5 took effect" in before.reason, before.reason
     after = decide(policy, observe([250.0] * 5, age_s=5), None, scaled, NOW)  # read after it: acted on
     assert after.action is IN, after.reason
-    unknown = scaled.model_copy(update={"replicas_after": None})  # a count not set by it (a replay's capacity)
+    unknown = scaled.model_copy(update={"replicas_after": None})  # a count not set by it (an unknown outcome)
     assert decide(policy, observe([250.0] * 5, age_s=40), None, unknown, NOW).action is IN
     # a target outside its bounds goes back to them on any reading, as it does on none at all
     lowered_cap = make_policy(actuation_delay="5min", power_based={"cooldown_period": 300}, max_replicas=4)
@@ -195,6 +196,20 @@ def test_power_read_before_a_change_took_effect_is_not_remembered_for_the_stabil
     assert (later.action, later.to_replicas) == (IN, 5), later.reason
     blind = decide(policy, observe([450.0] * 8, age_s=None), None, state, NOW + timedelta(seconds=320))
     assert [r.replicas for r in state.after(blind).recent] == [8]
+
+
+def test_a_change_slower_than_the_stabilization_window_is_not_consolidated_on_the_first_reading_after_it():
+    """Review: with an actuation delay (600 s) longer than the window (300 s), the change's own recommendation aged
+    out before it took effect, and nothing remembered in between: the first reading after it consolidated at once.
+    Past the window, a hold on power read before the change remembers the count the change set."""
+    policy = make_policy(actuation_delay=600, power_based={"cooldown_period": 300}, min_replicas=1)
+    state = PolicyState(last_scale_at=NOW, replicas_after=8,
+                        recent=(Recommendation(at=NOW, replicas=8),))
+    for seconds in range(30, 600, 30):
+        state = state.after(decide(policy, observe([900.0] * 8, age_s=5), None, state,
+                                   NOW + timedelta(seconds=seconds)))
+    after = decide(policy, observe([450.0] * 8, age_s=5), None, state, NOW + timedelta(seconds=630))
+    assert after.action is HOLD and "stabilization window" in after.reason, after.reason
 
 
 def test_a_count_lowered_outside_is_not_taken_for_leave_to_scale_in_further():

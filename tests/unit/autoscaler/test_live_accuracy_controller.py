@@ -11,7 +11,7 @@ import pytest
 from autoscaler.actuators import Actuators
 from autoscaler.controller import ScalingController
 from autoscaler.live_accuracy import LiveAccuracyReport, NodeLiveAccuracy, VersionLiveAccuracy
-from autoscaler.live_export import LiveAccuracyExport, served_accuracy
+from autoscaler.live_export import LiveAccuracyExport, served_accuracies
 from autoscaler.settings import AutoScalingConfig, LiveAccuracyConfig
 from autoscaler.state import ControllerState
 from core.actors import ActorUnavailable
@@ -183,7 +183,22 @@ def test_the_served_version_is_reported_to_the_scheduler_at_most_once_a_minute()
 @pytest.mark.parametrize("made", [report(mae=None, points=0), report(version="local-model"),
                                   report().model_copy(update={"served_version": "power_lstm/4"})])
 def test_nothing_to_report_without_points_or_a_registry_version(made):
-    assert served_accuracy(made) is None
+    assert served_accuracies(made) == []
+
+
+def test_every_power_model_s_newest_scored_version_is_reported_and_the_served_one_for_its_model():
+    """Review: only the version the controller forecast with last was reported, so with policies on two resolutions
+    the other model's degradation trigger never fired."""
+    score = {"points": 40, "coverage": 0.75, "hit_rate": 0.5}
+    versions = [VersionLiveAccuracy(model_version=version, nodes=[], mae=mae, **score)
+                for version, mae in (("power_lstm/3", 12.5), ("power_lstm/4", 14.0), ("power_lstm_1h/1", 30.0),
+                                     ("power_lstm_1h/2", 25.0))]
+    made = report().model_copy(update={"versions": versions})  # served: power_lstm/3, scored beside v4
+    found = {(a.model_id, a.version, a.mae) for a in served_accuracies(made)}
+    assert found == {("power_lstm", 3, 12.5), ("power_lstm_1h", 2, 25.0)}
+    scheduler = Scheduler()
+    LiveAccuracyExport(scheduler).publish(made)
+    assert sorted(call[1].model_id for call in scheduler.calls) == ["power_lstm", "power_lstm_1h"]
 
 
 def test_gauges_carry_each_node_s_scores_of_the_served_version_only():

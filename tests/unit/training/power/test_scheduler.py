@@ -373,9 +373,10 @@ def test_an_attempt_deletes_finished_records_past_the_retention(settings, clock,
     assert [path.stem for path in records.folder.glob("*.json")] == [record["id"]]
 
 
-def test_another_resolution_is_retrained_on_its_own_clock_and_span(settings, clock, monkeypatch):
+def test_another_resolution_is_retrained_on_its_own_clock_and_span(settings, clock, monkeypatch, tmp_path):
     """Regression (review): only the default model was ever retrained, so the hourly model (every horizon past an
-    hour) kept serving the demo's synthetic version. Each served resolution now has a schedule of its own."""
+    hour) kept serving the demo's synthetic version. Each served resolution now has a schedule of its own; one with
+    no active version is not served, and is not retrained (an attempt with no incumbent would activate it)."""
     attempts: list[tuple[str, int]] = []
 
     def run_attempt(records, job_id, data, spec, registry, *, keep_versions, on_hung=None):
@@ -390,12 +391,25 @@ def test_another_resolution_is_retrained_on_its_own_clock_and_span(settings, clo
     assert [(each.model_id, each.interval_s, each.others) for each in both.each()] == [
         ("power_lstm", HOUR, ()), ("power_lstm_1h", day, ())]
     schedulers = [RetrainScheduler(each, clock=clock) for each in both.each()]
-    for _ in range(24):
-        clock.advance(HOUR)
-        for scheduler in schedulers:
-            scheduler.step()
-    assert attempts.count(("power_lstm", 400 * day)) == 24 and attempts[-1] == ("power_lstm_1h", 56 * day)
-    assert attempts.count(("power_lstm_1h", 56 * day)) == 1
+
+    def hours(count: int) -> None:
+        for _ in range(count):
+            clock.advance(HOUR)
+            for scheduler in schedulers:
+                scheduler.step()
+
+    hours(25)
+    assert attempts.count(("power_lstm", 400 * day)) == 25 and not attempts.count(("power_lstm_1h", 56 * day))
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"0")
+    registry = ModelRegistry(settings.model_path)
+    registry.publish("power_lstm_1h", folder, model_type="lstm", activate=False)
+    hours(1)
+    assert not attempts.count(("power_lstm_1h", 56 * day))  # registered, none active: not served
+    registry.activate("power_lstm_1h", 1)
+    hours(1)
+    assert attempts[-1] == ("power_lstm_1h", 56 * day) and attempts.count(("power_lstm_1h", 56 * day)) == 1
     restarted = RetrainScheduler(both.each()[1], clock=clock)  # each model's schedule is kept apart
     assert restarted.next_due() == clock.now + timedelta(seconds=day)
 
