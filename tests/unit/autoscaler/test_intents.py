@@ -491,3 +491,20 @@ def test_a_state_file_whose_intent_table_lacks_a_later_column_is_upgraded_at_ope
     assert columns == ["name", "event_id", "body", "recorded_at"]
     state.close()
     ControllerState(path).close()  # opened again: nothing to add, no error
+
+
+def test_a_hold_on_power_read_before_the_last_change_asks_for_its_count_and_only_a_hold_on_no_reading_is_blind():
+    """Review: such a hold has no recommendation (the stabilization window keeps nothing of it) but did read power;
+    taken for blind, it would stop another policy's scale-in on the shared target as "cannot decide"."""
+    from autoscaler.intents import _asked
+    from autoscaler.schema import ScalingDecision
+    from tests.factories import make_policy
+
+    policy = make_policy(name="a")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    before = ScalingDecision(action=ScaleAction.HOLD, from_replicas=8, to_replicas=8, recommended_replicas=None,
+                             reason="hold at 8: the power was read 30 s before ...", measured_share=45.0, at=at,
+                             signal="measured")
+    assert (_asked(policy, before).count, _asked(policy, before).lower) == (8, False)
+    blind = before.model_copy(update={"measured_share": None, "reason": "hold at 8: telemetry stale"})
+    assert _asked(policy, blind).count is None
