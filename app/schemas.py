@@ -316,7 +316,8 @@ class RetrainRequest(_Body):
                              description="inside the server's args.retrain.data_dir (relative to it, or absolute): "
                                          "a canonical telemetry CSV (power) or a CSV of past jobs (cost)")
     since: str | None = Field(None, max_length=MAX_TEXT_CHARS,
-                              description='with "source": "store": how much history to read (default 14d)')
+                              description='with "source": "store": how much history to read (default 14d, or 4 of the '
+                                          "model's windows where that is longer)")
     prediction_horizon: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="power only")
     epochs: int | None = Field(None, ge=1, le=1000, strict=True, description="power only")
 

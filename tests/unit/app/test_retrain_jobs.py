@@ -156,6 +156,16 @@ def test_training_data_from_the_default_a_file_or_the_store(tmp_path, data_dir):
         jobs.training_data(RetrainRequest(source="store", data="sub/a.csv"))
 
 
+def test_a_store_retrain_without_since_reads_what_the_model_s_resolution_needs(tmp_path, data_dir):
+    """Review: the hourly model's retrain read the default 14 days, one week-long window and a week's horizon."""
+    from training.settings import DEFAULT_RESOLUTIONS
+
+    jobs, (fine, hourly) = jobs_in(tmp_path, data_dir), DEFAULT_RESOLUTIONS
+    assert jobs.training_data(RetrainRequest(source="store"), fine).since_s == 14 * 86400
+    assert jobs.training_data(RetrainRequest(source="store"), hourly).since_s == 56 * 86400  # 4 of its windows
+    assert jobs.training_data(RetrainRequest(source="store", since="20d"), hourly).since_s == 20 * 86400  # as asked
+
+
 def test_a_second_job_for_a_model_being_retrained_is_refused_naming_the_first(tmp_path):
     launched: list = []
     jobs = jobs_in(tmp_path, launched=launched)
