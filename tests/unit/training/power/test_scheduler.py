@@ -420,3 +420,26 @@ def test_another_resolution_waits_a_day_of_its_steps_and_trains_on_four_of_its_w
         model_id="power_lstm_1h", interval_s=86400, since_s=4 * (168 + 168) * HOUR)  # 8 weeks
     assert ModelSchedule.of(fine, 2 * HOUR, 14 * 86400) == ModelSchedule(
         model_id="power_lstm", interval_s=2 * HOUR, since_s=14 * 86400)  # what is given, where that is more
+
+
+def test_stopping_the_scheduler_fails_the_attempt_it_interrupted_of_any_model_it_retrains(settings, monkeypatch):
+    """An attempt of another resolution, running when the actor is stopped, is failed at once and frees that model,
+    as the default model's is."""
+    from types import SimpleNamespace
+
+    from training.power import scheduler_actor
+
+    both = settings.model_copy(update={"others": (ModelSchedule(model_id="power_lstm_1h", interval_s=86400,
+                                                                since_s=86400),)})
+    records = RecordStore(settings.state_path, "retrain")
+    running = records.create({"status": "running", "model_id": "power_lstm_1h", "trigger": "interval",
+                              "owner": "actor-1"})
+    RetrainLocks(records).acquire("power_lstm_1h", running["id"])
+    actor = SimpleNamespace(_actor_id=SimpleNamespace(hex=lambda: "actor-1"),
+                            settings_dict=SimpleNamespace(remote=lambda: both.model_dump()))
+    monkeypatch.setattr(scheduler_actor, "find_actor", lambda name: actor)
+    monkeypatch.setattr(scheduler_actor.ray, "get", lambda ref, timeout=None: ref)
+    monkeypatch.setattr(scheduler_actor, "kill_and_wait", lambda *args: None)
+    assert scheduler_actor.stop_scheduler() is True
+    assert records.get(running["id"])["status"] == "failed"
+    assert RetrainLocks(records).holder("power_lstm_1h") is None
