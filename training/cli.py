@@ -24,6 +24,7 @@ from core.telemetry_csv import TelemetryDataError
 from training.power.forecaster import ArtifactError
 from training.power.retrain_spec import ModelOverrides
 from training.power.scaling import TrainScaling
+from training.retrain_data import DEFAULT_STORE_SPAN, shape_span_s
 from training.retrain_lock import AttemptStopped, ModelBusy
 from training.settings import TrainingConfig, load_training_config
 
@@ -196,16 +197,19 @@ def resources_arg(text: str) -> dict[str, float]:
     return {str(name): float(amount) for name, amount in value.items()}
 
 
-DEFAULT_STORE_SPAN_S = 14 * 86400
-
-
 def store_span(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """`--since` for `--from-store` (default 14 days); refused without it, where it would be ignored (a CSV is read
-    whole)."""
+    """`--since` for `--from-store` only: refused without it, where it would be ignored (a CSV is read whole)."""
     if args.since is not None and not args.from_store:
         parser.error("argument --since: applies to --from-store only (a CSV is read whole)")
-    if args.since is None:
-        args.since = DEFAULT_STORE_SPAN_S
+
+
+def store_since_s(args: argparse.Namespace, config: TrainingConfig) -> int:
+    """`--since`, else what the retrain API and the scheduler read for the shape `config` trains: 14 days, or more
+    where SPAN_WINDOWS of its windows (input window + horizon) need it (8 weeks for an hourly model)."""
+    if args.since is not None:
+        return args.since
+    return shape_span_s(config.predictor.step, config.predictor.prediction_horizon,
+                        config.models.power_predictor.sequence_length, parse_duration(DEFAULT_STORE_SPAN))
 
 
 def given(args: argparse.Namespace, flags: tuple[str, ...] | list[str]) -> list[str]:

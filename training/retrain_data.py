@@ -32,7 +32,12 @@ def training_span_s(resolution: Resolution | None, since_s: int) -> int:
     14 days (the store gives what it still holds)."""
     if resolution is None:
         return since_s
-    return max(since_s, SPAN_WINDOWS * (resolution.sequence_length * resolution.step + resolution.horizon))
+    return shape_span_s(resolution.step, resolution.horizon, resolution.sequence_length, since_s)
+
+
+def shape_span_s(step_s: int, horizon_s: int, sequence_length: int, since_s: int) -> int:
+    """`training_span_s` for a model of this step, horizon and input window."""
+    return max(since_s, SPAN_WINDOWS * (sequence_length * step_s + horizon_s))
 
 
 class _Data(BaseModel):

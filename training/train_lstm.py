@@ -44,6 +44,7 @@ from training.cli import (
     resources_arg,
     run_cli,
     state_path,
+    store_since_s,
     store_span,
     train_scaling,
 )
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--data", help="canonical telemetry CSV")
     source.add_argument("--from-store", action="store_true",
                         help="train on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
-    parser.add_argument("--since", type=duration_arg, help="with --from-store: how much history to read (default 14d)")
+    parser.add_argument("--since", type=duration_arg,
+                        help="with --from-store: how much history to read (default: 14d, or 4 of the trained windows "
+                             "(input window + horizon) where longer, 8 weeks at 1h)")
     parser.add_argument("--horizon", type=duration_arg, help="forecast horizon, e.g. 1h (default: config)")
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="last share of every series (with --from-store: of all nodes' steps, from one time "
@@ -136,10 +139,10 @@ def _store(since_s: int, verbose: bool) -> Callable[[int], pd.DataFrame]:
     return lambda step_s: read_store(since_s, step_s, verbose=verbose)
 
 
-def training_data(args: argparse.Namespace) -> TrainingData:
+def training_data(args: argparse.Namespace, spec: RetrainSpec) -> TrainingData:
     """What the run trains on, as its record names it (a file by its name only)."""
     if args.from_store:
-        return TrainingData(source="store", since_s=args.since)
+        return TrainingData(source="store", since_s=store_since_s(args, spec.effective_config()))
     return TrainingData(source="csv", path=str(Path(args.data).resolve()), label=Path(args.data).name)
 
 
@@ -151,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         spec.effective_config()  # what the run would refuse, refused before the model's retrain lock is taken
         if note := shape_note(spec):
             sys.stderr.write(f"train_lstm: {note}\n")
-        source = _store(args.since, verbose=not args.quiet) if args.from_store else _csv(args.data)
+        data = training_data(args, spec)
+        source = _store(data.since_s, verbose=not args.quiet) if args.from_store else _csv(args.data)
         registry = ModelRegistry(args.model_path or spec.config.model_path)
         require_writable_folder("--model-path" if args.model_path else "model_path", str(registry.root))
         require_writable_folder("--storage-path" if args.storage_path else "storage_path", spec.config.storage_path)
-        run = CliRun("train_lstm", spec.model_id, training_data(args), state_path(args, "train_lstm"), registry,
+        run = CliRun("train_lstm", spec.model_id, data, state_path(args, "train_lstm"), registry,
                      args.keep_versions)
         result = run.run(lambda held: retrain_power(source, spec, registry=held),
                          lambda done: power_outcome(done, registry))

@@ -30,6 +30,7 @@ from training.cli import (
     require_writable_folder,
     resources_arg,
     run_cli,
+    store_since_s,
     store_span,
     train_scaling,
 )
@@ -43,7 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--data", help="canonical telemetry CSV")
     source.add_argument("--from-store", action="store_true",
                         help="search on the telemetry store (the cluster's store actor, else INFLUX_HOST / embedded)")
-    parser.add_argument("--since", type=duration_arg, help="with --from-store: how much history to read (default 14d)")
+    parser.add_argument("--since", type=duration_arg,
+                        help="with --from-store: how much history to read (default: 14d, or 4 of the trained windows "
+                             "(input window + horizon) where longer, 8 weeks at 1h)")
     parser.add_argument("--output", required=True, type=output_path, help="where to write the report (tune.json)")
     parser.add_argument("--trials", type=positive_int, default=8,
                         help="trials, the configured settings' included (default 8)")
@@ -72,10 +75,10 @@ def base_config(args: argparse.Namespace) -> TrainingConfig:
     return config.with_storage_path(args.storage_path)
 
 
-def read_frame(args: argparse.Namespace, step_s: int) -> pd.DataFrame:
+def read_frame(args: argparse.Namespace, config: TrainingConfig) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
-    return read_store(args.since, step_s, verbose=not args.quiet)
+    return read_store(store_since_s(args, config), config.predictor.step, verbose=not args.quiet)
 
 
 def search_plan(args: argparse.Namespace) -> SearchPlan:
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         require_writable_folder("--storage-path" if args.storage_path else "storage_path", config.storage_path)
         plan = search_plan(args)
         source = "telemetry store" if args.from_store else args.data
-        report = run_search(read_frame(args, config.predictor.step), config, plan, source=source)
+        report = run_search(read_frame(args, config), config, plan, source=source)
         atomic_write_with(Path(args.output), lambda path: path.write_text(report.model_dump_json(indent=2) + "\n"))
         for line in report.summary_lines():
             sys.stderr.write(f"tune: {line}\n")

@@ -121,3 +121,15 @@ def test_a_store_s_nodes_are_held_out_from_one_time_on_and_a_csv_s_series_each_a
     from_store = train_lstm.build_spec(train_lstm.parse_args(["--from-store", "--since", "14d"]))
     assert (from_store.split, from_store.skip_short) == ("time", True)
     assert train_lstm.build_spec(train_lstm.parse_args(["--data", "x.csv"])).split == "series"
+
+
+def test_a_store_run_without_since_reads_what_the_trained_shape_needs_as_the_scheduler_does():
+    """Regression: `--from-store` read 14 days whatever it trained, so an hourly model (a week's window and
+    horizon) was trained on one window's worth, where the scheduler and the retrain API read 8 weeks for it."""
+    def since(*flags: str) -> int | None:
+        args = train_lstm.parse_args(["--from-store", *flags])
+        return train_lstm.training_data(args, train_lstm.build_spec(args)).since_s
+
+    assert since() == 14 * 86400  # the config's 1-minute model: 4 windows are under 14 days
+    assert since("--step", "1h", "--horizon", "7d") == 4 * (168 * 3600 + 7 * 86400)  # 8 weeks
+    assert since("--step", "1h", "--horizon", "7d", "--since", "20d") == 20 * 86400  # given: as given

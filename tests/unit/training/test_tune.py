@@ -132,3 +132,13 @@ def test_a_search_on_the_store_splits_as_train_lstm_does():
         return tune.search_plan(tune.parse_args([*source, "--output", "t.json"])).split
 
     assert (split("--from-store"), split("--data", SAMPLE)) == ("time", "series")
+
+
+def test_a_search_on_the_store_reads_what_the_searched_shape_needs(monkeypatch):
+    """Regression: the search read 14 days whatever its shape; an hourly search scored on one week's window."""
+    reads: list[tuple[int, int]] = []
+    monkeypatch.setattr(tune, "read_store", lambda since_s, step_s, verbose: reads.append((since_s, step_s)))
+    for flags in ([], ["--step", "1h", "--horizon", "7d"], ["--step", "1h", "--horizon", "7d", "--since", "20d"]):
+        args = tune.parse_args(["--from-store", "--output", "t.json", *flags])
+        tune.read_frame(args, tune.base_config(args))
+    assert reads == [(14 * 86400, 60), (4 * (168 * 3600 + 7 * 86400), 3600), (20 * 86400, 3600)]
