@@ -175,6 +175,7 @@ class RetrainScheduler:
         self.registry = ModelRegistry(settings.model_path)
         self.state_file = Path(settings.state_path) / "retrain_scheduler.json"
         self._unread = False  # the stored schedule could not be read: nothing is retrained (or written) until it is
+        self._unreadable_active: str | None = None  # why the ACTIVE pointer could not be read, as last logged
         self.state = self._load_state()
 
     def next_due(self) -> datetime | None:
@@ -250,10 +251,14 @@ class RetrainScheduler:
         if not self.settings.require_active:
             return True
         try:
-            return self.registry.active_version(self.settings.model_id) is not None
+            active = self.registry.active_version(self.settings.model_id)
         except OSError as exc:  # the pointer cannot be read just now: the next check reads it again
-            logger.warning("retrain scheduler: %s: %s", self.settings.model_id, exc)
+            if str(exc) != self._unreadable_active:  # said once while it stays so, not at every check
+                logger.warning("retrain scheduler: %s: %s", self.settings.model_id, exc)
+                self._unreadable_active = str(exc)
             return False
+        self._unreadable_active = None
+        return active is not None
 
     def recover(self) -> int:
         """Fail the scheduled attempts a restart interrupted (silent ones) and free their locks; how many."""

@@ -8,6 +8,7 @@ Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -412,6 +413,29 @@ def test_another_resolution_is_retrained_on_its_own_clock_and_span(settings, clo
     assert attempts[-1] == ("power_lstm_1h", 56 * day) and attempts.count(("power_lstm_1h", 56 * day)) == 1
     restarted = RetrainScheduler(both.each()[1], clock=clock)  # each model's schedule is kept apart
     assert restarted.next_due() == clock.now + timedelta(seconds=day)
+
+
+def test_an_unreadable_active_pointer_retrains_nothing_and_is_logged_once_while_it_stays_so(settings, clock,
+                                                                                            monkeypatch, caplog):
+    """Regression (review): the warning was written at every check (each minute) for as long as it lasted."""
+    scheduler = RetrainScheduler(settings.model_copy(update={"require_active": True}), clock=clock)
+    problem = [OSError("ACTIVE: permission denied")]
+
+    def active_version(model_id):
+        if problem:
+            raise problem[0]
+        return None
+
+    monkeypatch.setattr(scheduler.registry, "active_version", active_version)
+    clock.advance(2 * HOUR)
+    with caplog.at_level(logging.WARNING, logger=scheduler_module.__name__):
+        assert [scheduler.due() for _ in range(3)] == [None] * 3
+        problem.clear()
+        assert scheduler.due() is None  # readable, none active
+        problem.append(OSError("ACTIVE: permission denied"))
+        assert scheduler.due() is None
+    assert [r.getMessage() for r in caplog.records].count("retrain scheduler: power_lstm: ACTIVE: permission "
+                                                          "denied") == 2
 
 
 def test_another_resolution_waits_a_day_of_its_steps_and_trains_on_four_of_its_windows():
