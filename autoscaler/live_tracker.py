@@ -21,6 +21,7 @@ from autoscaler.read_order import FailedLast
 from autoscaler.settings import LiveAccuracyConfig
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.window import judged_window
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class LiveTracker:
         scored = 0
         for read in reads:
             try:
-                frame = self.store.window(read.node, read.start, read.end, read.step_s)
+                frame = judged_window(self.store, read.node, read.start, read.end, read.step_s)
                 actuals = {pd.Timestamp(at).to_pydatetime(): float(watts)
                            for at, watts in zip(frame["timestamp"], frame["power_watts"], strict=True)}
             except Exception as exc:  # noqa: BLE001 - scoring never stops a tick; the leads wait for the next one

@@ -44,6 +44,7 @@ from autoscaler.read_order import FailedLast
 from autoscaler.schema import PowerObservation, ScalingPolicy
 from core.forecasts import PowerForecast
 from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.window import judged_window
 
 logger = logging.getLogger(__name__)
 EXPIRE_S = 3600  # a window whose bins are still unread this long after its end is dropped
@@ -221,7 +222,7 @@ def _measured_bins(store: TelemetryStore, nodes: Sequence[str], window: _Window)
     """The window's bins that every node measured, with each node's mean power, oldest first."""
     per_bin: dict[datetime, list[float]] = {}
     for node in nodes:
-        frame = store.window(node, window.start, window.end, window.step_s).dropna(subset=["power_watts"])
+        frame = judged_window(store, node, window.start, window.end, window.step_s).dropna(subset=["power_watts"])
         for at, watts in zip(frame["timestamp"], frame["power_watts"], strict=True):
             per_bin.setdefault(at.to_pydatetime(), []).append(float(watts))
     return sorted((at, values) for at, values in per_bin.items() if len(values) == len(nodes))

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from core.settings import EnvSettings
 from core.stores.base import TelemetryStore
+from core.stores.window import bin_starts, to_ms
 from core.telemetry_csv import validate_telemetry
 
 
@@ -45,9 +46,10 @@ def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime
     end = now or datetime.now(UTC)
     start = end - timedelta(seconds=since_s)
     nodes = [node for node in store.nodes(start) if only is None or node in only]
-    rows, limit = len(nodes) * (since_s // step_s), ReadLimits.from_env().max_rows
+    bins = len(bin_starts(to_ms(start), to_ms(end), step_s))  # one more than since_s // step_s off a bin's start
+    rows, limit = len(nodes) * bins, ReadLimits.from_env().max_rows
     if rows > limit:
-        raise ValueError(f"{len(nodes)} node(s) × {since_s // step_s:,} bins of {step_s} s ({since_s} s) is {rows:,} "
+        raise ValueError(f"{len(nodes)} node(s) × {bins:,} bins of {step_s} s ({since_s} s) is {rows:,} "
                          f"rows, more than the {limit:,} one read takes (KCLOUD_MAX_STORE_ROWS; at about 2.5 KiB a "
                          "row at the training's peak): shorten since, take a longer step, or name fewer nodes")
     parts = [store.window(node, start, end, step_s) for node in nodes]

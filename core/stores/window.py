@@ -12,9 +12,10 @@ each device's readings are first averaged within the bin, then combined across d
   as a gap, not a drop. A device silent for longer (gone for good, or a driver hung for good) is no longer
   expected: a node without a BMC reading then reads its remaining devices' sum, and the collector's source
   status says why the other is silent. The look-back stays inside the requested window, so a window's
-  first bins may still hold a partial sum. The same holds for the BMC: a bin without an IPMI power reading while
-  the BMC reported in the look-back is a gap, not the lower device sum (a flaky BMC backs off for minutes); and
-  a sum of per-supply IPMI readings missing a supply that reported in the look-back is a gap too.
+  first bins may still hold a partial sum; `judged_window` reads the look-back before a window too. The same
+  holds for the BMC: a bin without an IPMI power reading while the BMC reported in the look-back is a gap, not
+  the lower device sum (a flaky BMC backs off for minutes); and a sum of per-supply IPMI readings missing a
+  supply that reported in the look-back is a gap too.
   `combine_latest` applies the same rules to the devices' last readings: a BMC that reported within the look-back
   gives the node's latest power, however old its last reading (its age says so), never the device sum.
 - gpu_utilization: mean over NVML devices; npu_utilization: mean over NPU and XPU devices;
@@ -35,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from core.stores.base import NodeLatest
+from core.stores.base import NodeLatest, TelemetryStore
 from core.telemetry import Quality, SourceKind, TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
 
@@ -142,11 +143,25 @@ def _missing_device(pos: np.ndarray, source: np.ndarray, device: np.ndarray, n: 
     return missing
 
 
+def lookback_bins(step_s: int) -> int:
+    """The bins covering the EXPECT_DEVICE_S before a bin (at least one): where the module rule looks for a device."""
+    return max(1, -(-EXPECT_DEVICE_S // step_s))
+
+
+def judged_window(store: TelemetryStore, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+    """`store.window` over [start, end), read from the look-back before `start` so that its first bins are judged
+    as the others (a bin the BMC or a device missed is a gap there too, not a lower partial sum): for reads of a
+    few bins, scored or learnt from, that a look-back inside the window would leave unjudged."""
+    before = start - timedelta(seconds=step_s * lookback_bins(step_s))
+    frame = store.window(node_id, before, end, step_s)
+    return frame[pd.to_datetime(frame["timestamp"], utc=True) >= start].reset_index(drop=True)
+
+
 def absent_but_expected(present: np.ndarray, step_s: int) -> np.ndarray:
     """Per bin, whether a series `present` in some bins is absent from it but present in one of the bins covering
     the EXPECT_DEVICE_S before it (at least one): a gap, not a drop (the module rule)."""
     n = len(present)
-    lookback = max(1, -(-EXPECT_DEVICE_S // step_s))
+    lookback = lookback_bins(step_s)
     before = np.concatenate(([0], np.cumsum(present)))  # before[b]: bins before b the series is in
     recent = before[:n] > before[np.maximum(np.arange(n) - lookback, 0)]
     return recent & ~present

@@ -236,3 +236,24 @@ def test_a_forecast_that_cannot_be_kept_never_stops_the_tick():
     tracker = LiveTracker(store=None, config=config())
     tracker.record(["n1", "n2"], [forecast().model_copy(update={"point": (100.0,)}), forecast()])
     assert tracker.report(at(0)).pending_forecasts == 1  # n2's; n1's lists differ in length
+
+
+def test_a_bin_the_bmc_missed_is_not_scored_against_the_lower_device_sum(tmp_path):
+    """Regression (review): each tick reads the few bins just completed, and the store's look-back for a missing
+    source stayed inside that read: a bin the BMC missed read as the GPUs' 300 W under a 900 W wall, scored as a
+    600 W error (and a coverage miss) where it is a gap."""
+    from core.stores.base import NodeLatest
+    from core.stores.sqlite import SqliteStore
+    from core.telemetry import TelemetrySample
+
+    with SqliteStore(tmp_path / "telemetry") as store:
+        store.write([TelemetrySample(timestamp=at(minute), node_id="n1", source="nvml", device_id="0",
+                                     power_watts=300.0) for minute in range(-5, 4)]
+                    + [TelemetrySample(timestamp=at(minute), node_id="n1", source="ipmi", power_watts=900.0)
+                       for minute in range(-5, 4) if minute != 1])
+        tracker = LiveTracker(store, config())
+        tracker.record(["n1"], [forecast(points=(900.0, 900.0, 900.0))])
+        newest = NodeLatest(node_id="n1", timestamp=at(4), power_watts=900.0, age_s=0.0)
+        assert tracker.score({"n1": newest}, at(4)) == 2  # lead 1's bin is a gap
+        (node,) = tracker.report(at(4)).versions[0].nodes
+        assert (node.points, node.mae, node.coverage) == (2, 0.0, 1.0)

@@ -90,6 +90,9 @@ def test_too_few_points_or_fallback_disabled_keep_the_forecast(tmp_path, store, 
     assert made.live_accuracy().versions[0].nodes[0].coverage == 0.0
 
 
+HISTORY = timedelta(minutes=10)  # FixedForecaster's input window; an actuals read takes its bins and the 10 min before
+
+
 class FailingWindows:
     """The store, except that windows of `broken` nodes cannot be read."""
 
@@ -100,7 +103,7 @@ class FailingWindows:
         return getattr(self.store, name)
 
     def window(self, node_id, start, end, step_s):
-        if node_id in self.broken and end - start < timedelta(minutes=10):  # the actuals read (6 min), not the history
+        if node_id in self.broken and end - start > HISTORY:  # an actuals read, not the history
             raise StoreUnavailable("store restarting")
         return self.store.window(node_id, start, end, step_s)
 
@@ -113,7 +116,7 @@ class CountingWindows(FailingWindows):
         self.actuals_reads: list[str] = []
 
     def window(self, node_id, start, end, step_s):
-        if end - start < timedelta(minutes=10):
+        if end - start > HISTORY:
             self.actuals_reads.append(node_id)
         return super().window(node_id, start, end, step_s)
 

@@ -35,6 +35,9 @@ def test_a_read_over_the_row_limit_is_refused_before_any_window_is_read(monkeypa
         stored_frame(Nodes(2), 3000, 60)  # 2 × 50 bins
     with pytest.raises(ValueError, match="holds no power readings"):  # within it: read (the named nodes only)
         stored_frame(Nodes(2), 3000, 60, only={"other"})
+    monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "50")
+    with pytest.raises(ValueError, match="1 node\\(s\\) × 51 bins"):  # off a bin's start: the partial bin counts
+        stored_frame(Nodes(1), 3000, 60, now=datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC))
     monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "lots")
     with pytest.raises(ConfigError, match="KCLOUD_MAX_STORE_ROWS"):
         stored_frame(Nodes(1), 3000, 60)

@@ -285,3 +285,15 @@ def test_a_window_starting_with_microseconds_leaves_out_the_rows_before_it(store
     late_start = store.window("n1", at(0) + timedelta(microseconds=500), at(120), 60)
     assert late_start["power_watts"].dropna().tolist() == [200.0]
     assert store.window("n1", at(0), at(120), 60)["power_watts"].dropna().tolist() == [150.0]
+
+
+def test_a_judged_window_reads_the_look_back_before_it_so_its_first_bin_is_a_gap_not_a_drop(store):
+    """A window's own look-back starts at its first bin: a one-bin read of a bin the BMC missed gave the GPU sum."""
+    from core.stores.window import judged_window
+
+    store.write([sample(60 * m, "nvml", "0", power_watts=300.0) for m in range(-5, 3)]
+                + [sample(60 * m, "ipmi", power_watts=900.0) for m in range(-5, 3) if m != 1])
+    assert store.window("n1", at(60), at(120), 60)["power_watts"].tolist() == [300.0]
+    judged = judged_window(store, "n1", at(60), at(180), 60)
+    assert judged["timestamp"].tolist() == [pd.Timestamp(at(60)), pd.Timestamp(at(120))]
+    assert np.isnan(judged["power_watts"][0]) and judged["power_watts"][1] == 900.0
