@@ -55,7 +55,7 @@ from training.cost.catalog import (
     price_components,
     price_frame,
 )
-from training.cost.jobs import NONE, Jobs, normalized_frame, numbers, query_jobs
+from training.cost.jobs import Jobs, normalized_frame, numbers, query_jobs
 from training.cost.schema import COMPONENTS, CostBreakdown, CostEstimate, CostQuery
 from training.metrics import interval_metrics, point_metrics
 from training.settings import CostPredictorConfig
@@ -103,6 +103,7 @@ class CostModel:
         self.training_ranges: dict[str, tuple[float, float]] = {}  # numeric feature -> (min, max) of training jobs
         # (spot_instance as 0/1; a model saved before it was kept does not flag it)
         self.metrics: dict[str, Any] = {}
+        self.kwh_price: float | None = None  # what the records paid per kWh they measured (PUE in it); None: unknown
         self.model_version = "unregistered"
 
     # --- features and raw predictions -------------------------------------------------------------
@@ -161,14 +162,15 @@ class CostModel:
     def outside_training_range(self, frame: Jobs, power: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The features checked and [rows, features]: which of each job lie outside the training jobs' range (the
         numeric ones; none for a model saved before the ranges were kept), and which categories it names that no
-        training job had (a workload or accelerator type; "none", not named, is not flagged)."""
+        training job had (a workload or accelerator type; "none", not named or no accelerator, where no training job
+        was such a one: the boosters read it as they read a typo)."""
         names, columns = [], []
         for name, (low, high) in self.training_ranges.items():
             values = power if name == "expected_power_watts" else numbers(frame, name)
             names.append(name)
             columns.append((values < low - RANGE_TOLERANCE * abs(low)) | (values > high + RANGE_TOLERANCE * abs(high)))
         for name in CATEGORICAL:
-            seen = set(self.vocab[name][:-1]) | {NONE}
+            seen = set(self.vocab[name][:-1])  # "none" (not named, no accelerator) too when training jobs had it
             names.append(name)
             columns.append(np.array([str(value).lower() not in seen for value in frame[name]], bool))
         return names, np.column_stack(columns)
@@ -226,6 +228,7 @@ class CostModel:
             self.boosters[key] = self._train(matrix, log_cost[train], log_list[train], FEATURES,
                                              {**params, "objective": "quantile", "alpha": alpha},
                                              config.n_estimators, monotone=False)
+        self.kwh_price = _measured_kwh_price(frame.iloc[train])
         self._calibrate(frame.iloc[calibration].reset_index(drop=True), power[calibration])
         self.metrics = self._evaluate(frame.iloc[test].reset_index(drop=True), power[test])
         self.metrics.update(n_train=len(train), n_calibration=len(calibration), n_test=len(test),
@@ -280,7 +283,9 @@ class CostModel:
             if power.shape != (len(queries),) or not (np.isfinite(power) & (power >= 0)).all():
                 raise ValueError("expected_power_watts needs one finite, non-negative value per query")
         components, _, lower, upper, confidence, outside, energy = self._arrays(frame, power)
-        per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
+        listed_per_kwh = self.catalog.energy.tariff_kwh * self.catalog.energy.pue
+        learned = self.boosters.get("energy") is not None  # else the energy cost is the catalog's list price
+        per_kwh = (self.kwh_price or listed_per_kwh) if listed_per_kwh and learned else listed_per_kwh
         estimates = []
         for i in range(len(queries)):
             breakdown = CostBreakdown(**{name: float(components[i, j]) for j, name in enumerate(COMPONENTS)})
@@ -311,7 +316,7 @@ class CostModel:
             "component_features": {c: component_features(c) for c in COMPONENTS}, "increasing": sorted(INCREASING),
             "boosters": files, "coverage": self.coverage, "tolerance": self.tolerance, "conformal_margin": self.margin,
             "width_edges": self.width_edges, "hit_rates": self.hit_rates, "training_ranges": self.training_ranges,
-            "metrics": self.metrics,
+            "metrics": self.metrics, "kwh_price": self.kwh_price,
             "model_version": self.model_version, "catalog": self.catalog.model_dump(mode="json")})
 
     @classmethod
@@ -334,6 +339,8 @@ class CostModel:
                 raise ValueError("interval boosters missing")
             model.margin, model.width_edges = float(spec["conformal_margin"]), list(spec["width_edges"])
             model.hit_rates, model.metrics = list(spec["hit_rates"]), dict(spec["metrics"])
+            kwh_price = spec.get("kwh_price")  # a model saved before it was kept: the catalog's price
+            model.kwh_price = None if kwh_price is None else float(kwh_price)
             model.training_ranges = {name: (float(low), float(high))
                                      for name, (low, high) in spec.get("training_ranges", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
@@ -344,9 +351,19 @@ class CostModel:
 
 
 def _energy_kwh(energy_cost: float, per_kwh: float, power_watts: float, hours: float) -> float:
-    """The IT energy behind the energy cost (before a spot job's cap); with free power (a tariff of 0, on premises)
-    the expected power over the job's hours, where the cost says nothing."""
+    """The IT energy behind the energy cost (before a spot job's cap) at the price per kWh the records paid; with
+    free power (a tariff of 0, on premises) the expected power over the job's hours, where the cost says nothing."""
     return energy_cost / per_kwh if per_kwh else float(power_watts) * hours / 1000.0
+
+
+def _measured_kwh_price(records: pd.DataFrame) -> float | None:
+    """The median price the records paid per kWh they measured (energy cost / (avg_power_watts x hours)), PUE
+    included; None without a record that paid for measured energy. The learned energy cost follows what the bills
+    say, so a catalog tariff other than the one billed would otherwise read as more or fewer kWh."""
+    kwh = records["avg_power_watts"].to_numpy(float) * records["duration_hours"].to_numpy(float) / 1000.0
+    paid = records["energy"].to_numpy(float)
+    usable = (kwh > 0) & (paid > 0)
+    return float(np.median(paid[usable] / kwh[usable])) if usable.any() else None
 
 
 def _split_size(records: int) -> int:

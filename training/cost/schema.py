@@ -107,7 +107,8 @@ class CostEstimate(_Frozen):
     confidence: float = Field(ge=0, le=1, description="estimated P(|actual - predicted_cost| <= 10% of it)")
     cost_breakdown: CostBreakdown
     expected_power_watts: float = Field(ge=0, description="average IT power assumed for the job")
-    energy_kwh: float = Field(ge=0, description="IT energy the energy cost pays for (before PUE)")
+    energy_kwh: float = Field(ge=0, description="IT energy the energy cost pays for (before PUE), at the price per "
+                                                "kWh the training records paid for their measured energy")
     currency: str = "USD"
     model_version: str
     outside_training_range: tuple[str, ...] = Field(
