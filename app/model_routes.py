@@ -16,7 +16,6 @@ from core.actors import ActorUnavailable
 from core.durations import format_duration
 from core.registry import ActivePointerUnreadable, ModelRegistry, ModelUnreadable, NoActiveVersion
 from core.registry_metadata import MODEL_ID_PATTERN, ModelMetadata
-from deployments.power import trained_on_synthetic_data
 
 logger = logging.getLogger("ray.serve")
 DESCRIBE_TIMEOUT_S = 10.0  # the power app's describe, for the live latency figures: the metrics answer without it
@@ -107,7 +106,7 @@ def _models(registry: ModelRegistry, serve_latest: set[str],
 def _resolution(metadata: ModelMetadata) -> dict[str, Any]:
     """Step, horizon and window of a power model's version (none for other models), and its data's provenance."""
     spec = metadata.feature_spec
-    synthetic = trained_on_synthetic_data(metadata)
+    synthetic = metadata.trained_on_synthetic_data
     if not {"step_s", "horizon_steps"} <= set(spec):
         return {"trained_on_synthetic_data": synthetic}
     return {"step_seconds": spec["step_s"], "horizon_seconds": spec["step_s"] * spec["horizon_steps"],

@@ -68,6 +68,13 @@ class ModelMetadata(BaseModel):
     metrics: dict[str, Any] = {}
     training: dict[str, Any] = {}
 
+    @property
+    def trained_on_synthetic_data(self) -> bool:
+        """Whether the version learned from generated data (its data span or its training record says so)."""
+        if self.data_span is not None and self.data_span.synthetic:
+            return True
+        return bool(self.training.get("synthetic_data", False))
+
 
 class ModelNotFoundError(LookupError):
     """No usable model for this id (and version); the message says which and why."""

@@ -81,7 +81,9 @@ class CostPredictor(RegistryFollower):
 
     def _load(self, version: int | None) -> None:
         folder, metadata = self.registry.get(self.model_id, version)
-        self.model = CostModel.load(folder, model_version=f"{self.model_id}/{metadata.version}")
+        model = CostModel.load(folder, model_version=f"{self.model_id}/{metadata.version}")
+        model.synthetic = metadata.trained_on_synthetic_data
+        self.model = model
         if self.version != metadata.version:
             self.latency.restart()  # describe() reports the version it names
         self.version = metadata.version

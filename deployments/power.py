@@ -30,7 +30,7 @@ from core.forecasts import ForecastRequestError, ModelNotLoaded, PowerForecast, 
 from core.held_threads import in_thread, run_holding
 from core.public_text import error_text
 from core.registry import ModelRegistry
-from core.registry_metadata import ModelMetadata, ModelNotFoundError
+from core.registry_metadata import ModelNotFoundError
 from core.stores.base import StoreUnavailable
 from core.stores.remote import RemoteStore
 from deployments.forecast_gauges import UNASKED_AFTER_S, ForecastGauges
@@ -115,12 +115,6 @@ class ServedPower:
                            latency_ms=self.latency.percentiles(), trained_on_synthetic_data=self.synthetic)
 
 
-def trained_on_synthetic_data(metadata: ModelMetadata) -> bool:
-    if metadata.data_span is not None and metadata.data_span.synthetic:
-        return True
-    return bool(metadata.training.get("synthetic_data", False))
-
-
 class PowerPredictor(RegistryFollower):
     """Serve replica holding a PowerForecaster per served resolution.
 
@@ -194,7 +188,7 @@ class PowerPredictor(RegistryFollower):
         if former is not None and former.version != metadata.version:
             latency.restart()  # describe() reports the version it names
         self.served[model_id] = ServedPower(model_id, metadata.version, forecaster,
-                                            trained_on_synthetic_data(metadata), latency, metadata.created_at)
+                                            metadata.trained_on_synthetic_data, latency, metadata.created_at)
         logger.info("PowerPredictor: serving %s version %d on %s", model_id, metadata.version, self.device)
 
     def _refresh(self) -> None:

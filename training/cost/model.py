@@ -104,6 +104,7 @@ class CostModel:
         # (spot_instance as 0/1; a model saved before it was kept does not flag it)
         self.metrics: dict[str, Any] = {}
         self.kwh_price: float | None = None  # what the records paid per kWh they measured (PUE in it); None: unknown
+        self.synthetic = False  # learned from generated jobs (its registry metadata says; set by whoever loads it)
         self.model_version = "unregistered"
 
     # --- features and raw predictions -------------------------------------------------------------
@@ -296,7 +297,7 @@ class CostModel:
                 expected_power_watts=float(power[i]), energy_kwh=_energy_kwh(energy[i], per_kwh, power[i],
                                                                              queries[i].duration_hours),
                 currency=self.catalog.currency, model_version=self.model_version,
-                outside_training_range=outside[i]))
+                trained_on_synthetic_data=self.synthetic, outside_training_range=outside[i]))
         return estimates
 
     # --- persistence ------------------------------------------------------------------------------

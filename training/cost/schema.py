@@ -111,6 +111,9 @@ class CostEstimate(_Frozen):
                                                 "kWh the training records paid for their measured energy")
     currency: str = "USD"
     model_version: str
+    trained_on_synthetic_data: bool = Field(
+        False, description="the answering model learned from generated jobs (the demo's, priced from the catalog), "
+                           "not billed ones: its numbers demonstrate the service, they are no quote")
     outside_training_range: tuple[str, ...] = Field(
         (), description="the job's features outside the range of the jobs the model trained on (e.g. gpu_count): "
                         "its estimate is an extrapolation, and its confidence at most the lowest seen in calibration")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 import deployments.cost as cost_module
+from core.registry import ModelRegistry
 from deployments.cost import CostPredictor, price_batch
 from deployments.latency import LatencyRecorder
 from training.cost.catalog import UnknownGpuType, generate_job_records, load_catalog
@@ -87,7 +88,8 @@ def test_describe_s_latency_is_the_served_version_s_alone(monkeypatch, t4_only_m
     version = {"value": 1}
     replica = object.__new__(CostPredictor)
     replica.model_id, replica.version, replica.latency = "cost_gbm", None, LatencyRecorder("cost_gbm")
-    replica.registry = SimpleNamespace(get=lambda model_id, wanted: (None, SimpleNamespace(version=version["value"])))
+    replica.registry = SimpleNamespace(get=lambda model_id, wanted: (
+        None, SimpleNamespace(version=version["value"], trained_on_synthetic_data=False)))
     replica._load(None)
     replica.latency.record(40.0, count=2)
     replica._load(None)  # the same version again: its figures stay
@@ -96,3 +98,18 @@ def test_describe_s_latency_is_the_served_version_s_alone(monkeypatch, t4_only_m
     replica._load(None)
     assert replica.describe().model_version == "cost_gbm/2"
     assert replica.describe().latency_ms == {"calls": 0, "requests": 0}
+
+
+def test_an_estimate_says_when_its_model_learned_from_generated_jobs(tmp_path, t4_only_model):
+    """Regression (review): `make run`'s cost model learns from 8,000 jobs generated from the catalog, and its
+    answers looked like quotes; only the model list said so."""
+    registry = ModelRegistry(tmp_path / "models")
+    for synthetic in (True, False):
+        t4_only_model.save(tmp_path / "folder")
+        registry.publish("cost_gbm", tmp_path / "folder", model_type="lightgbm", training={"synthetic_data": synthetic})
+    replica = object.__new__(CostPredictor)
+    replica.model_id, replica.version, replica.latency = "cost_gbm", None, LatencyRecorder("cost_gbm")
+    replica.registry = registry
+    for version, synthetic in ((1, True), (2, False)):
+        replica._load(version)
+        assert [e.trained_on_synthetic_data for e in price_batch(replica.model, [query(1, "T4")])] == [synthetic]

@@ -948,9 +948,8 @@ def test_describe_s_latency_is_the_served_version_s_alone(predictor, monkeypatch
         "power_lstm"].forecaster)
     version = {"value": 1}
     predictor.registry = SimpleNamespace(get=lambda model_id, wanted: (None, SimpleNamespace(
-        version=version["value"], created_at=datetime.now(UTC), training={})))
+        version=version["value"], created_at=datetime.now(UTC), training={}, trained_on_synthetic_data=False)))
     predictor.device = "cpu"
-    monkeypatch.setattr(power_module, "trained_on_synthetic_data", lambda metadata: False)
     predictor.served["power_lstm"].latency.record(900.0, count=4)
     predictor._load_model("power_lstm", None)  # the same version again
     assert predictor.served["power_lstm"].latency.requests == 4
