@@ -130,12 +130,12 @@ async def model_metrics(
     elif metadata.model_type == "lstm" and (forecaster := await _served_by_power_app(replica, model_id,
                                                                                       DESCRIBE_TIMEOUT_S)):
         served, latency = forecaster.model_version, forecaster.latency_ms
-        pinned = _version_number(served) if forecaster.pinned else None
-        if pinned is not None and pinned != metadata.version:  # a pinned version: its own held-out figures
-            try:
-                _, metadata = await asyncio.to_thread(replica.registry.get, model_id, pinned)
-            except Exception as exc:  # noqa: BLE001 - the registry's served version's figures, as before
-                logger.warning("metadata of the served %s unavailable: %s", served, exc)
+    number = None if served is None else _version_number(served)
+    if number is not None and number != metadata.version:  # pinned, or an older one loaded in its place: its own
+        try:
+            _, metadata = await asyncio.to_thread(replica.registry.get, model_id, number)
+        except Exception as exc:  # noqa: BLE001 - the registry's served version's figures, as before
+            logger.warning("metadata of the served %s unavailable: %s", served, exc)
     live, live_reason = await _live(replica, model_id)
     return ModelMetricsResponse(model_id=model_id, version=metadata.version, model_type=metadata.model_type,
                                 held_out=metadata.metrics, served_version=served, inference_latency_ms=latency,

@@ -93,6 +93,18 @@ def test_the_cost_models_metrics_report_the_copy_that_answers_the_route(replica,
     assert (body["served_version"], body["inference_latency_ms"]) == ("cost_gbm/3", {"p50": 2.5, "count": 4})
 
 
+def test_the_cost_models_metrics_are_those_of_the_version_the_route_serves(replica, http):
+    """Regression (review): with version 3 active but unloadable, the route served 2 and the answer named 2 beside
+    3's held-out figures."""
+    replica.args = SimpleNamespace(cost_model_id="cost_gbm", power_model_id="power_lstm")
+    versions = {3: SimpleNamespace(version=3, model_type="lightgbm", metrics={"mae": 1.5}),
+                2: SimpleNamespace(version=2, model_type="lightgbm", metrics={"mae": 2.5})}
+    replica.registry = SimpleNamespace(get=lambda model_id, version=None: (None, versions[version or 3]))
+    replica.cost_model.describe = lambda: ServedCostModel(model_version="cost_gbm/2", latency_ms={})
+    body = http(api).get("/api/v1/models/cost_gbm/metrics").json()
+    assert (body["served_version"], body["version"], body["held_out"]) == ("cost_gbm/2", 2, {"mae": 2.5})
+
+
 def test_a_gpu_type_is_not_checked_against_the_catalog_file_but_by_the_model(replica, http):
     """The request was checked against configs/prices.yaml as it is now: a type the active model can price but the
     edited file dropped was refused at the door (and the file's new default type imposed on untyped requests)."""
