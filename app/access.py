@@ -169,6 +169,12 @@ WRITE = Depends(write_access)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def _carries_body(scope: Scope) -> bool:
+    """Whether the request says it has a body (a length above 0, or one sent in chunks)."""
+    headers = Headers(scope=scope)
+    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() not in ("", "0")
+
+
 class TokenBeforeBody:
     """The token of a request that needs one checked before its body is read: a write (a route its OpenAPI marks as
     needing the bearer token: every WRITE route), or any request with a body under `protect_reads`. The routes' own
@@ -182,7 +188,8 @@ class TokenBeforeBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fastapi_app = scope.get("app")
-        if scope["type"] == "http" and scope["method"] in BODY_METHODS and isinstance(fastapi_app, FastAPI):
+        if (scope["type"] == "http" and isinstance(fastapi_app, FastAPI)
+                and (scope["method"] in BODY_METHODS or _carries_body(scope))):  # a GET may carry one too
             write = self._is_write(fastapi_app, scope)
             access = (await _replica(fastapi_app)).access
             if write or access.protect_reads:

@@ -260,8 +260,9 @@ def test_a_record_with_no_id_or_model_is_left_out_and_never_stops_the_listing_or
     assert records.trim(keep=1, unfinished_at_most=0) == 2  # another tool's times sort too (no TypeError)
 
 
-def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
-    """POST `path` to the ASGI `app` with a body the app may ask for: (status, how many times it asked)."""
+def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], method: str = "POST") -> tuple[int, int]:
+    """POST (or `method`) `path` to the ASGI `app` with a body the app may ask for: (status, how many times it
+    asked)."""
     import asyncio
 
     asked, sent = [], []
@@ -273,9 +274,10 @@ def _asgi_post(app, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int,
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), *headers], "client": ("127.0.0.1", 1),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"200002"), *headers],
+             "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
     return next(m["status"] for m in sent if m["type"] == "http.response.start"), len(asked)
@@ -304,3 +306,11 @@ def test_a_read_under_protect_reads_is_refused_before_its_body_is_read(served):
     served(Access("t"))
     status, asked = _asgi_post(api, "/api/v1/predict/cost", [])  # open by default: read, and refused as no request
     assert asked == 1 and status == 422
+
+
+@pytest.mark.parametrize("method", ["GET", "OPTIONS", "HEAD"])
+def test_a_read_with_a_body_under_protect_reads_is_refused_before_its_body_is_read(served, method):
+    """Regression (review): only POST, PUT, PATCH and DELETE were checked early, so a GET carrying 4 MiB of JSON
+    without the token was read and parsed before its 401."""
+    served(Access("t", protect_reads=True))
+    assert _asgi_post(api, "/api/v1/models", [], method) == (401, 0)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve._private.build_app import build_app as serve_build
 from ray.serve._private.utils import import_attr
+from ray.serve.schema import DeploymentSchema
 
 from app import main
 from app.settings import DEPLOYMENT_ARGS, ServeConfigArgs
@@ -112,6 +113,14 @@ def test_every_deployments_entry_names_a_deployment_of_its_application(name: str
 def test_no_deployment_options_in_args(name: str):
     for app in CONFIGS[name]()["applications"]:
         assert not set(app["args"]) & set(DEPLOYMENT_ARGS), app["name"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_http_ingress_queues_a_bounded_number_of_requests(name: str):
+    """Regression (review): Serve queues without limit by default, so a flood of open reads or forecasts piled up in
+    the proxy instead of being answered 503."""
+    ingress = _deployments(CONFIGS[name](), MAIN_APP)[INGRESS_DEPLOYMENT]
+    assert DeploymentSchema.model_validate({**ingress, "name": INGRESS_DEPLOYMENT}).max_queued_requests == 256
 
 
 @pytest.mark.parametrize("name", CONFIGS)
