@@ -34,7 +34,8 @@ from core.telemetry import SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
 
-_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+# refused for good: not asked again (a MIG GPU in a container refuses memory with NO_PERMISSION)
+_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_NO_PERMISSION}
 _UUID = re.compile(r"[A-Za-z]{3}-[0-9A-Za-z-]{8,80}")  # GPU-<hex groups> (MIG-... for a MIG instance)
 
 
@@ -44,6 +45,7 @@ class _Gpu:
     handle: Any
     device_id: str  # the UUID, else "gpu<index>"
     unsupported: set[str] = field(default_factory=set)  # optional fields this GPU refused once
+    failing: set[str] = field(default_factory=set)  # fields besides power whose last read failed (logged once)
 
 
 class NvmlSource(TelemetrySource):
@@ -218,17 +220,26 @@ class NvmlSource(TelemetrySource):
                 logger.debug("NVML library already loaded; %s not reloaded", path)
 
     def _optional(self, gpu: _Gpu, name: str, call: Any, *args: Any) -> Any:
-        """Call an NVML query that a GPU may not support; None (and not asked again) when it does not."""
+        """Call an NVML query that a GPU may not support; None (and not asked again) when it does not. Another
+        error fails the GPU's read when it is its power's or the GPU is lost; a field besides power is then None
+        this time (the GPU's power is worth more than its memory or temperature), said once until it reads again."""
         if name in gpu.unsupported:
             return None
         try:
-            return call(gpu.handle, *args)
+            value = call(gpu.handle, *args)
         except pynvml.NVMLError as exc:
             if exc.value in _UNSUPPORTED:
                 logger.info("GPU %d does not support %s: %s", gpu.index, name, exc)
                 gpu.unsupported.add(name)
                 return None
-            raise
+            if name == "power" or exc.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                raise
+            if name not in gpu.failing:
+                logger.warning("GPU %d: %s not read: %s (its power still is)", gpu.index, name, exc)
+                gpu.failing.add(name)
+            return None
+        gpu.failing.discard(name)
+        return value
 
     def _read(self, gpu: _Gpu, stamp: datetime) -> TelemetrySample:
         power_mw = self._optional(gpu, "power", pynvml.nvmlDeviceGetPowerUsage)

@@ -13,6 +13,8 @@
  *   energy<i> holding a negative number -> nvmlDeviceGetTotalEnergyConsumption says Not Supported
  *   fail<i>   an NVML return code (e.g. 15 = GPU is lost) that nvmlDeviceGetPowerUsage returns instead
  *   handlefail<i> an NVML return code that nvmlDeviceGetHandleByIndex returns for GPU i (a GPU lost at start)
+ *   memfail<i> an NVML return code that nvmlDeviceGetMemoryInfo returns instead (e.g. 4 = No Permission, as a MIG
+ *             GPU in a container answers: NVIDIA/nvidia-container-toolkit#842)
  *   uuid<i>   the number that ends GPU i's UUID (default i), as another container on the same host would
  *             see a different GPU at index 0; a negative number -> nvmlDeviceGetUUID says Not Supported
  */
@@ -110,6 +112,8 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u)
     u->gpu = (unsigned int)read_val("util", d->index, 0); u->memory = 0; return OK; }
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
     if (!valid(d) || !m) return ERR_INVALID;
+    long long fail = read_val("memfail", d->index, 0);
+    if (fail) return (nvmlReturn_t)fail;
     m->total = 80ULL << 30;
     m->used = (unsigned long long)read_val("memused", d->index, 0) << 20;
     if (m->used > m->total) m->used = m->total;

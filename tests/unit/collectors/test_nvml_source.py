@@ -110,6 +110,22 @@ def test_unsupported_energy_counter_is_left_empty(fake_nvml_lib: Path, gpus: Pat
     source.close()
 
 
+@pytest.mark.parametrize("error", [pynvml.NVML_ERROR_NO_PERMISSION, pynvml.NVML_ERROR_UNKNOWN])
+def test_a_field_besides_power_that_cannot_be_read_costs_only_that_field(fake_nvml_lib: Path, gpus: Path,
+                                                                        error: int) -> None:
+    """Regression (review): a MIG GPU in a container refuses its memory with NO_PERMISSION, and any error but Not
+    Supported failed the whole GPU's read: its power was lost, and after 5 reads the source."""
+    (gpus / "memfail1").write_text(str(error))
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), max_failures=2)
+    for _ in range(3):
+        first, second = source.sample()
+        assert (second.power_watts, second.memory_usage) == (120.5, None) and first.memory_usage == 50.0
+    assert source.available() == (True, "")
+    (gpus / "memfail1").write_text("0")
+    assert source.sample()[1].memory_usage == (0.0 if error == pynvml.NVML_ERROR_UNKNOWN else None)  # refused: for good
+    source.close()
+
+
 def fail(gpus: Path, error: int, *indexes: int) -> None:
     for index in indexes:
         (gpus / f"fail{index}").write_text(str(error))
