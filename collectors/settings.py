@@ -249,12 +249,16 @@ class NodeSettings(EnvSettings):
 
     def bmc_targets(self, node_id: str, ipmi_hosts: Sequence[str]) -> list[BmcTarget]:
         """The BMCs node `node_id` polls: with IPMI_BMC_MAP_FILE, its own entry's (none without an entry;
-        `ipmi_hosts` is then ignored); else every one of `ipmi_hosts`, with IPMI_USERNAME / IPMI_PASSWORD.
+        `ipmi_hosts` is then ignored); else the one of `ipmi_hosts`, with IPMI_USERNAME / IPMI_PASSWORD.
 
         Raises:
             ConfigError: the map or a login is missing or invalid (naming the file, entry or variable).
         """
         if self.ipmi_bmc_map_file is None:
+            if len(ipmi_hosts) > 1:  # every reading is stamped as this node's wall power: it reported their mean
+                raise ConfigError(f"IPMI_HOSTS (ipmi_hosts) lists {len(ipmi_hosts)} BMCs without IPMI_BMC_MAP_FILE: "
+                                  f"each would be read as node {node_id!r}'s own wall power; list this node's BMC "
+                                  "only (IPMI_HOSTS on its pod), or map each node to its own in IPMI_BMC_MAP_FILE")
             return [BmcTarget(address=host, credentials=self.ipmi_credentials()) for host in ipmi_hosts]
         entry = load_bmc_map(self.ipmi_bmc_map_file).get(node_id)
         if entry is None:
@@ -280,6 +284,8 @@ def _password_file(path: Path, where: str) -> SecretStr:
     except OSError as exc:
         raise ConfigError(f"{where}: password_file {path} cannot be read: {exc.strerror or type(exc).__name__}") \
             from None
+    except UnicodeDecodeError:  # its message quotes a byte of the password
+        raise ConfigError(f"{where}: password_file {path} is not UTF-8 text") from None
     if not text:
         raise ConfigError(f"{where}: password_file {path} is empty")
     return SecretStr(text)

@@ -155,8 +155,10 @@ def read_yaml_mapping(path: Path, *, label: str | None = None, what: str = "conf
         data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{label}: {what} not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{label}: cannot read {what}: {exc}") from exc
+    except UnicodeDecodeError as exc:  # not the byte: a file may hold secrets (a BMC map's passwords)
+        raise ConfigError(f"{label}: {what} is not UTF-8 text (at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML{_yaml_problem(exc)}") from exc
     if data is None:

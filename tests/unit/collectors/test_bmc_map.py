@@ -69,9 +69,11 @@ def test_each_node_gets_its_own_bmc_and_login(tmp_path: Path) -> None:
 
 def test_without_a_map_the_flat_list_is_this_node_s(tmp_path: Path) -> None:
     settings = node({"IPMI_USERNAME": "root", "IPMI_PASSWORD": "pw"})
-    targets = settings.bmc_targets("n1", ("bmc-a", "bmc-b:6230"))
-    assert [(t.address, t.credentials.username) for t in targets] == [("bmc-a", "root"), ("bmc-b:6230", "root")]
+    targets = settings.bmc_targets("n1", ("bmc-b:6230",))
+    assert [(t.address, t.credentials.username) for t in targets] == [("bmc-b:6230", "root")]
     assert settings.bmc_targets("n1", ()) == []
+    with pytest.raises(ConfigError, match="lists 2 BMCs without IPMI_BMC_MAP_FILE: each would be read as node 'n1'"):
+        settings.bmc_targets("n1", ("bmc-a", "bmc-b:6230"))
 
 
 def test_a_json_map_works_too(tmp_path: Path) -> None:
@@ -108,6 +110,19 @@ def test_a_missing_login_names_the_entry_and_the_file(tmp_path: Path) -> None:
         node({"IPMI_BMC_MAP_FILE": str(path), "IPMI_USERNAME": "u"}).bmc_targets("n1", ())
     with pytest.raises(ConfigError, match=rf"n2: password_file {tmp_path / 'nope'} cannot be read"):
         node({"IPMI_BMC_MAP_FILE": str(path)}).bmc_targets("n2", ())
+
+
+def test_a_password_file_or_map_that_is_not_utf8_is_refused_without_its_bytes(tmp_path: Path) -> None:
+    """Regression (review): a password file holding "pa\\xe9ss" raised UnicodeDecodeError, which killed the node's
+    collector (GPU and host telemetry too) and was logged naming the byte and its position."""
+    path = write_map(tmp_path, "n1: {host: bmc1, username: u, password_file: pw}\n")
+    (tmp_path / "pw").write_bytes(b"pa\xe9ss")
+    with pytest.raises(ConfigError, match="password_file .* is not UTF-8 text") as refused:
+        node({"IPMI_BMC_MAP_FILE": str(path)}).bmc_targets("n1", ())
+    assert "xe9" not in str(refused.value)
+    path.write_bytes(b"n1: {host: bmc1, username: u, password: pa\xe9ss}\n")
+    message = error_of(path)
+    assert "BMC map is not UTF-8 text (at byte 42)" in message and "xe9" not in message
 
 
 def test_build_sources_polls_only_this_node_s_bmc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

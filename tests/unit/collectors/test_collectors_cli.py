@@ -174,13 +174,14 @@ def test_ipmi_sources_get_host_and_credentials(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setitem(sys.modules, "collectors.ipmi", module)
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
-    config = CollectorConfig(ipmi_hosts=("bmc-a", "bmc-b:6230"))
-    sources = build_sources(config, "n1", selected={"ipmi"},
-                            node=on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(secret),
-                                          "IPMI_PASSWORD": "from-env"}))  # the file wins over the variable
-    assert len(sources) == 2
-    assert calls == [("bmc-a", {"username": "admin", "password": "from-file", "node_id": "n1", "timeout_s": 5.0}),
-                     ("bmc-b:6230", {"username": "admin", "password": "from-file", "node_id": "n1", "timeout_s": 5.0})]
+    node = on_node({"IPMI_USERNAME": "admin", "IPMI_PASSWORD_FILE": str(secret), "IPMI_PASSWORD": "from-env"})
+    sources = build_sources(CollectorConfig(ipmi_hosts=("bmc-b:6230",)), "n1", selected={"ipmi"}, node=node)
+    assert len(sources) == 1  # the file wins over the variable
+    assert calls == [("bmc-b:6230", {"username": "admin", "password": "from-file", "node_id": "n1", "timeout_s": 5.0})]
+    # Regression (review): two BMCs in the flat list were both read as this node's wall power (their mean)
+    (refused,) = build_sources(CollectorConfig(ipmi_hosts=("bmc-a", "bmc-b:6230")), "n1", selected={"ipmi"}, node=node)
+    ok, why = refused.available()
+    assert not ok and "lists 2 BMCs without IPMI_BMC_MAP_FILE" in why and len(calls) == 1
 
 
 def test_real_ipmi_module_is_wired_in() -> None:
