@@ -2,7 +2,9 @@
 
 Utilization and power are deltas between two readings, so the first reading only primes the counters (the
 constructor takes it). RAPL energy files are root-only on Linux >= 5.10; an unreadable zone is skipped and the
-node sample then carries no power instead of failing.
+node sample then carries no power instead of failing (its status says "partial"). A counter that falls back is
+taken as wrapped at its `max_energy_range_uj` unless that would mean more than MAX_ZONE_WATTS: then it was reset, and
+that interval has no power.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from core.telemetry import Quality, SourceKind, TelemetrySample
 logger = logging.getLogger(__name__)
 
 _TOP_ZONE = re.compile(r"^intel-rapl:(\d+)$")  # packages (and psys); sub-zones are intel-rapl:N:M
+MAX_ZONE_WATTS = 1000.0  # twice the largest package TDP (500 W): a counter that fell further back was reset
 
 
 @dataclass
@@ -70,7 +73,8 @@ class HostSource(TelemetrySource):
         self._per_package = per_package
         self._clock = clock
         self._failures = FailureTracker(f"host source on {node_id}", max_failures, retry_s=None)  # reads every round
-        self._zones = self._find_zones(Path(powercap_root))
+        self._powercap = Path(powercap_root)
+        self._zones = self._find_zones(self._powercap)
         self._last_cpu: tuple[int, int] | None = None
         try:
             self._last_cpu = self._cpu_times()
@@ -84,6 +88,9 @@ class HostSource(TelemetrySource):
             return False, self._failures.reason()
         if not self._stat.is_file():
             return False, f"{self._stat} is not readable"
+        if not self._zones:  # a node without a BMC then sums its accelerators' power only
+            return True, (f"partial: no readable RAPL package zone under {self._powercap}, no CPU power (its energy "
+                          "files are root-only on Linux 5.10 and later)")
         return True, ""
 
     def sample(self) -> list[TelemetrySample]:
@@ -183,7 +190,9 @@ class HostSource(TelemetrySource):
             if zone.last_uj is not None and zone.last_t is not None:
                 delta = current - zone.last_uj
                 if delta < 0 and zone.max_range_uj:
-                    delta += zone.max_range_uj  # the counter wrapped
+                    delta += zone.max_range_uj  # the counter wrapped, or was reset (a driver reload, a CPU hotplug):
+                    if delta / 1e6 / (now - zone.last_t) > MAX_ZONE_WATTS:  # a wrap that fast is no wrap
+                        delta = -1
                 if delta >= 0:
                     zone.total_j += delta / 1e6
                     watts = delta / 1e6 / (now - zone.last_t)

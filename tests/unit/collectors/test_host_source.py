@@ -49,7 +49,8 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 def test_cpu_utilization_from_stat_deltas_and_memory(tree: tuple[Path, Path]) -> None:
     proc, powercap = tree
     source = HostSource("n1", proc_root=proc, powercap_root=powercap)
-    assert source.available() == (True, "")
+    ok, why = source.available()  # regression (review): "available" and no reason, while the CPUs had no power
+    assert ok and why.startswith(f"partial: no readable RAPL package zone under {powercap}, no CPU power")
     write_stat(proc, user=1300, idle=9100)  # 300 busy of 400 ticks
     (node,) = source.sample()
     assert (node.device_id, node.source.value, node.quality) == ("node", "host", Quality.DERIVED)
@@ -94,6 +95,22 @@ def test_rapl_counter_wrap_around(tree: tuple[Path, Path]) -> None:
     (zone / "energy_uj").write_text("20000000\n")  # wrapped: 30 J before the wrap + 20 J after
     (node,) = source.sample()
     assert node.power_watts == pytest.approx(50.0)
+
+
+def test_a_counter_reset_is_no_wrap(tree: tuple[Path, Path]) -> None:
+    """Regression (review): every fall of the counter was taken as a wrap, so a reset (a driver reload) from 60 kJ
+    to 1 J read as the rest of the range: here 40 kW, elsewhere a plausible 1.1 kW, stored as the CPUs' power."""
+    proc, powercap = tree
+    zone = add_zone(powercap, "intel-rapl:0", "package-0", 60_000_000_000)
+    clock = Clock()
+    source = HostSource("n1", proc_root=proc, powercap_root=powercap, clock=clock)
+    assert source.available() == (True, "")
+    clock.now += 5.0
+    (zone / "energy_uj").write_text("1000000\n")
+    assert source.sample()[0].power_watts is None
+    clock.now += 1.0
+    (zone / "energy_uj").write_text("101000000\n")
+    assert source.sample()[0].power_watts == pytest.approx(100.0)  # counting again from the new base
 
 
 def test_wrap_without_max_range_gives_no_power(tree: tuple[Path, Path]) -> None:
