@@ -97,6 +97,8 @@ class CollectorSupervisor:
                 del self._restart_at[key]
             elif handle is not None and not self._must_replace(key, handle):
                 continue
+            if handle is not None:  # a live one flushes (or spills) what it holds first, as at the end
+                ray.wait([handle.stop.remote()], timeout=HEALTH_TIMEOUT_S)
             # its name freed first, or the start below would find the old actor again (dead): else tried again later
             if handle is not None and not kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S):
                 self._restart_at[key] = time.monotonic() + HEALTH_TIMEOUT_S

@@ -34,6 +34,7 @@ class Handle:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.health, self.status = Method("health", self.calls), Method("status", self.calls)
+        self.stop = Method("stop", self.calls)
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | float | None]:
         return SAME, 0.5 if outcome is None else outcome
 
     monkeypatch.setattr(supervisor.ray, "get", get)
+    monkeypatch.setattr(supervisor.ray, "wait", lambda refs, timeout=None: (refs, []))
     return queue
 
 
@@ -185,3 +187,17 @@ def test_a_collector_answers_its_pings_beside_its_other_calls_which_stay_one_at_
     groups = {name: getattr(method, "__ray_concurrency_group__", None) for name, method in vars(CollectorActor).items()
               if callable(method) and not name.startswith("_")}
     assert groups == {"node_id": PINGS, "health": PINGS, "status": None, "flush": None, "stop": STOPS}
+
+
+def test_a_live_collector_replaced_flushes_what_it_holds_before_it_is_ended(answers, monkeypatch):
+    """Regression (review): a collector replaced for other settings (or wedged) was killed at once, losing up to a
+    flush interval of accepted samples held in memory, where the supervisor's own stop asks each to flush first."""
+    monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": "a", "Alive": True}])
+    old, order = Handle(), []
+    monkeypatch.setattr(supervisor, "kill_and_wait", lambda name, handle, timeout: order.append(list(handle.calls)))
+    watcher = bare()
+    watcher.collectors = {"node-a": old}
+    watcher._start = lambda key, node_id: Handle()
+    answers.append((collector_fingerprint({"telemetry": {"sampling_interval": "1s"}}, None, None), 0.5))
+    watcher._reconcile()
+    assert order == [["health", "stop"]]  # stopped (and so flushed) before it was killed
