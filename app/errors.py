@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from app.middleware import current_request_id, error_body
 from app.power_api import MissingPowerHistory
 from app.retrain_jobs import DataNotAllowed, LaunchFailed
-from autoscaler.state import OverReplicasCap, StateUnavailable, TooManyPolicies
+from autoscaler.state import OverReplicasCap, PolicyChanged, StateUnavailable, TooManyPolicies
 from core.actors import ActorUnavailable
 from core.forecasts import ForecastRequestError, ModelNotLoaded
 from core.records import RecordNotFound, RecordUnreadable
@@ -55,6 +55,7 @@ REASONS = {401: "missing or wrong API token", 403: "no API token configured on t
            404: "unknown id (model, batch, job or node)",
            409: "conflict: that model is being retrained, the stored policy no longer validates, or the policy limit "
                 "is reached",
+           412: "If-Match does not match the stored policy (changed or deleted since it was read)",
            413: "request body too large", 415: "the body is not sent as JSON (Content-Type: application/json)",
            429: "the batch queue is full", 503: "model or dependency not available now"}
 
@@ -153,6 +154,8 @@ DOMAIN_ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     StateUnavailable: lambda exc: ApiError(503, [], str(getattr(exc, "cause", None) or exc), "unavailable"),
     # Raised inside the controller actor: Ray's wrapper keeps the class, `cause` is the original (no traceback).
     TooManyPolicies: lambda exc: ApiError(409, ["body", "name"], str(getattr(exc, "cause", None) or exc), "conflict"),
+    PolicyChanged: lambda exc: ApiError(412, ["header", "if-match"], str(getattr(exc, "cause", None) or exc),
+                                        "precondition_failed"),
     OverReplicasCap: lambda exc: ApiError(422, ["body", "max_replicas"], str(getattr(exc, "cause", None) or exc)),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, ValidationError
 
@@ -15,6 +15,7 @@ from app.ingress_state import Ingress, IngressState
 from app.schemas import ScalingEventsResponse, ScalingPoliciesResponse
 from autoscaler.policy_config import policy_from
 from autoscaler.schema import ScalingEvent, ScalingPolicy
+from autoscaler.state import policy_tag
 from core.public_text import without_addresses
 
 router = APIRouter()
@@ -42,27 +43,42 @@ async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
 
 @router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
              responses={201: {"model": ScalingPolicy, "description": "created"},
-                        **responses(401, 403, 409, 413, 415, 503)},
+                        **responses(401, 403, 409, 412, 413, 415, 503)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
-async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress) -> ScalingPolicy:
+async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress,
+                     if_match: Annotated[str | None, Header(max_length=64)] = None) -> ScalingPolicy:
     """Create (201) or replace (200) a policy by name. Keys left out take the config file's
-    `auto_scaling` defaults; invalid combinations are refused with the reason (422)."""
+    `auto_scaling` defaults; invalid combinations are refused with the reason (422). With `If-Match` (the ETag a GET
+    answered, or `*`: any), only the policy as it was read is replaced: 412 when it changed or is gone since."""
     try:  # validated once, after the merge: a partial section is checked against the config's defaults
         policy = policy_from(body, replica.scaling_defaults)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
-    created = await _controller(replica, "put_policy", policy)
+    created = await _controller(replica, "put_policy", policy, _entity_tag(if_match))
     response.status_code = 201 if created else 200
+    response.headers["ETag"] = f'"{policy_tag(policy)}"'
     return policy
+
+
+def _entity_tag(header: str | None) -> str | None:
+    """The tag an If-Match header names ("*", or one quoted tag); 400 naming the header for anything else."""
+    if header is None or header.strip() == "*":
+        return None if header is None else "*"
+    tag = header.strip()
+    if len(tag) < 3 or tag[0] != '"' or tag[-1] != '"' or '"' in tag[1:-1] or "," in tag:
+        raise ApiError(400, ["header", "if-match"], 'give one ETag as a GET answered it, quoted ("..."), or *')
+    return tag[1:-1]
 
 
 @router.get("/api/v1/scaling/policies/{name}", response_model=ScalingPolicy, dependencies=[READ],
             responses=responses(401, 404, 409, 503))
-async def get_policy(name: PolicyName, replica: Ingress) -> ScalingPolicy:
-    """One policy; 409 with the reason when the stored policy no longer validates."""
+async def get_policy(name: PolicyName, replica: Ingress, response: Response) -> ScalingPolicy:
+    """One policy, its version in the ETag header (for a POST's If-Match); 409 with the reason when the stored
+    policy no longer validates."""
     policy = await _controller(replica, "policy", name)
     if policy is not None:
+        response.headers["ETag"] = f'"{policy_tag(policy)}"'
         return policy
     for invalid in await _controller(replica, "invalid_policies"):
         if invalid.name == name:

@@ -203,10 +203,10 @@ class ScalingControllerService:
     # the writes are never replayed on a restarted actor (the actor's other calls are): a replay would answer for a
     # write that had landed (a DELETE 404, a create 200), where an unanswered write is a 503 the client reads back
     @ray.method(max_task_retries=0)
-    def put_policy(self, policy: ScalingPolicy) -> bool:
-        """Create or replace by name; True when created."""
+    def put_policy(self, policy: ScalingPolicy, expected: str | None = None) -> bool:
+        """Create or replace by name; True when created (`expected`: the stored one's tag it must replace)."""
         with passing_errors_unavailable():
-            return self.controller.put_policy(policy)[1]
+            return self.controller.put_policy(policy, expected)[1]
 
     @ray.method(max_task_retries=0)
     def delete_policy(self, name: str) -> bool:

@@ -139,14 +139,16 @@ class ScalingController:
 
     # --- policies ----------------------------------------------------------------------------------------
 
-    def put_policy(self, data: ScalingPolicy | Mapping[str, Any]) -> tuple[ScalingPolicy, bool]:
-        """Store a policy (a mapping is validated with the config's defaults); returns it and whether it is new.
+    def put_policy(self, data: ScalingPolicy | Mapping[str, Any],
+                   expected: str | None = None) -> tuple[ScalingPolicy, bool]:
+        """Store a policy (a mapping is validated with the config's defaults); returns it and whether it is new;
+        `expected`: the stored one's tag it replaces (ControllerState.put_policy).
 
         Raises pydantic's ValidationError, with locations relative to the policy, TooManyPolicies when a new policy
         would exceed the state's `max_policies`, and OverReplicasCap when its `max_replicas` exceeds the state's cap.
         """
         policy = data if isinstance(data, ScalingPolicy) else policy_from(data, self.defaults)
-        return policy, self.state.put_policy(policy, self.clock())
+        return policy, self.state.put_policy(policy, self.clock(), expected=expected)
 
     # --- the tick ----------------------------------------------------------------------------------------
 

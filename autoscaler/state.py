@@ -142,6 +142,23 @@ class TooManyPolicies(ValueError):
     """A new policy would exceed `auto_scaling.max_policies`."""
 
 
+class PolicyChanged(ValueError):
+    """A write conditioned on the policy as it was read (`If-Match`) found it changed, deleted, or never there."""
+
+
+def policy_tag(policy: ScalingPolicy) -> str:
+    """The version tag of a policy as stored (its entity tag over HTTP): changes with any field."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:20]
+
+
+def _stored_tag(body: str) -> str:
+    """`policy_tag` of a stored body (of the text itself where it no longer validates)."""
+    try:
+        return policy_tag(ScalingPolicy.model_validate_json(body))
+    except ValidationError:
+        return hashlib.sha256(body.encode()).hexdigest()[:20]
+
+
 class OverReplicasCap(ValueError):
     """A policy's `max_replicas` exceeds the controller's `auto_scaling.max_replicas_cap` (validated elsewhere
     against another cap: an API replica that read the config before it was lowered)."""
@@ -493,14 +510,17 @@ class ControllerState:
         except ValidationError:
             return None
 
-    def put_policy(self, policy: ScalingPolicy, now: datetime, *, limited: bool = True) -> bool:
+    def put_policy(self, policy: ScalingPolicy, now: datetime, *, limited: bool = True,
+                   expected: str | None = None) -> bool:
         """Create or replace by name; True when it was created. A replaced policy keeps its cooldown clock, unless
         it now scales another target: then its state (cooldown clock, count, recommendations) is dropped, and an
         actuation left pending on the old target is completed as abandoned (its event keeps the old target; a
         tick still carrying it out records its outcome there, not in the new target's state).
 
-        Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`, and OverReplicasCap when
-        `limited` and its `max_replicas` exceeds `max_replicas_cap` (stored, it would be skipped as invalid).
+        Raises TooManyPolicies when `limited` and a new policy would exceed `max_policies`, OverReplicasCap when
+        `limited` and its `max_replicas` exceeds `max_replicas_cap` (stored, it would be skipped as invalid), and
+        PolicyChanged when `expected` (a `policy_tag`, or "*": any) does not match the stored policy, checked in the
+        write's own transaction.
         """
         if limited and policy.max_replicas > self.max_replicas_cap:
             raise OverReplicasCap(f"max_replicas ({policy.max_replicas}) exceeds the controller's "
@@ -508,6 +528,10 @@ class ControllerState:
         with self._write() as db:
             stored = db.execute("SELECT body FROM policies WHERE name = ?", (policy.name,)).fetchone()
             created = stored is None
+            if expected is not None and (created or expected not in ("*", _stored_tag(stored[0]))):
+                raise PolicyChanged(f"policy {policy.name!r} " + ("does not exist" if created else "changed since "
+                                    "the version you sent in If-Match") + ": read it again (GET), then send your "
+                                    "change with its ETag")
             if stored is not None and not _targets(stored[0], policy.target):
                 self._forget_target(db, policy.name)
             if created and limited:

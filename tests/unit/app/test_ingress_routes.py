@@ -13,7 +13,13 @@ from app.ingress import api
 from app.replica import serving_replica
 from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent
 from autoscaler.settings import AutoScalingConfig
-from autoscaler.state import OverReplicasCap, StateUnavailable, TooManyPolicies, passing_errors_unavailable
+from autoscaler.state import (
+    ControllerState,
+    OverReplicasCap,
+    StateUnavailable,
+    TooManyPolicies,
+    passing_errors_unavailable,
+)
 from core.actors import ActorUnavailable
 from core.records import RecordNotFound
 from core.registry_metadata import ModelNotFoundError
@@ -180,6 +186,45 @@ def test_a_policy_over_the_limit_is_409_naming_the_setting(replica, client):
     replica.controller = Full()
     response = client.post("/api/v1/scaling/policies", json=policy_data(name="p3"), headers=AUTH)
     assert response.status_code == 409 and "auto_scaling.max_policies" in detail(response)["msg"]
+
+
+class StateBacked(Controller):
+    """The controller's policy calls on a real state file."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.state = ControllerState(path)
+
+    def call(self, method, *args):
+        if method == "put_policy":
+            return self.state.put_policy(*args[:1], datetime.now(UTC), expected=args[1])
+        if method == "policy":
+            return self.state.policy(args[0])
+        return super().call(method, *args)
+
+
+def test_a_policy_write_with_if_match_replaces_only_the_version_that_was_read(replica, client, tmp_path):
+    """Regression (review): a POST replaced the whole policy whatever was stored, so of two editors the later one
+    silently undid the other's change, and a retried old POST reverted a newer policy."""
+    replica.controller = StateBacked(tmp_path / "state.sqlite")
+    created = client.post("/api/v1/scaling/policies", json=policy_data(name="p1"), headers=AUTH)
+    first = created.headers["etag"]
+    assert created.status_code == 201 and client.get("/api/v1/scaling/policies/p1").headers["etag"] == first
+    changed = client.post("/api/v1/scaling/policies", json=policy_data(name="p1", max_replicas=6),
+                          headers={**AUTH, "If-Match": first})
+    assert changed.status_code == 200 and changed.headers["etag"] != first
+    stale = client.post("/api/v1/scaling/policies", json=policy_data(name="p1", max_replicas=3),
+                        headers={**AUTH, "If-Match": first})
+    assert stale.status_code == 412 and detail(stale)["loc"] == ["header", "if-match"]
+    assert "changed since" in detail(stale)["msg"]
+    assert client.get("/api/v1/scaling/policies/p1").json()["max_replicas"] == 6  # the other change kept
+    gone = client.post("/api/v1/scaling/policies", json=policy_data(name="p9"), headers={**AUTH, "If-Match": "*"})
+    assert gone.status_code == 412 and "does not exist" in detail(gone)["msg"]
+    assert client.post("/api/v1/scaling/policies", json=policy_data(name="p1"),
+                       headers={**AUTH, "If-Match": "*"}).status_code == 200
+    malformed = client.post("/api/v1/scaling/policies", json=policy_data(name="p1"),
+                            headers={**AUTH, "If-Match": first.strip('"')})
+    assert malformed.status_code == 400 and detail(malformed)["loc"] == ["header", "if-match"]
 
 
 class LowerCap(Controller):
