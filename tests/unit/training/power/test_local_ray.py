@@ -95,7 +95,8 @@ def test_from_store_commands_join_before_opening_the_store(command, monkeypatch)
     if command is train_lstm:
         train_lstm._store(3600, verbose=False)(60)
     elif command is tune:
-        tune.read_frame(tune.parse_args(["--from-store", "--output", "t.json"]), 60)
+        args = tune.parse_args(["--from-store", "--output", "t.json"])
+        tune.read_frame(args, tune.base_config(args))
     else:
         idle_draw._frame(idle_draw.parse_args(["--from-store"]))
     assert steps == ["join", "open"]
