@@ -271,6 +271,10 @@ class CostModel:
                                         nominal=self.coverage, tolerance=self.tolerance))
         list_total = price_frame(frame, self.catalog, power).sum(axis=1).to_numpy()
         metrics["list_price_mape"] = point_metrics(list_total, actual, mask)["mape"]
+        spot, inside = frame["spot_instance"].to_numpy(bool), (lower <= actual) & (actual <= upper)
+        for name, group in (("coverage_spot", spot), ("coverage_on_demand", ~spot)):
+            if group.any():  # each group has a margin of its own: each coverage is reported
+                metrics[name] = float(inside[group].mean())
         return metrics
 
     def evaluate(self, records: pd.DataFrame) -> dict[str, Any]:

@@ -137,9 +137,12 @@ class CostRetrainResult(BaseModel):
         """The outcome as `train_gbm` would report it, one line per fact."""
         m, label = self.metrics, " (trained on SYNTHETIC jobs: for demos only)" if self.synthetic else ""
         state = "activated" if self.activated else "NOT activated"
+        groups = ", ".join(f"{name} {m[key]:.1%}" for name, key in (("spot jobs", "coverage_spot"),
+                                                                     ("on demand", "coverage_on_demand")) if key in m)
         return [f"registered {self.model_id} version {self.version}{label}; holdout MAE {m['mae']:.2f} "
                 f"{self.currency}, MAPE {m['mape']:.1f}% (list price {m['list_price_mape']:.1f}%), "
-                f"{m['nominal_coverage']:.0%} interval covers {m['coverage']:.1%}, mean confidence "
+                f"{m['nominal_coverage']:.0%} interval covers {m['coverage']:.1%}"
+                + (f" ({groups})" if groups else "") + f", mean confidence "
                 f"{m['mean_confidence']:.3f} vs hit rate {m['hit_rate']:.3f}", f"{state}: {self.reason}"]
 
 
