@@ -192,7 +192,7 @@ class TokenBeforeBody:
                 and (scope["method"] in BODY_METHODS or _carries_body(scope))):  # a GET may carry one too
             write = self._is_write(fastapi_app, scope)
             access = (await _replica(fastapi_app)).access
-            if write or access.protect_reads:
+            if write or (access.protect_reads and not self._always_open(fastapi_app, scope)):
                 scheme, presented = get_authorization_scheme_param(Headers(scope=scope).get("authorization"))
                 try:
                     access.check(presented if scheme.lower() == "bearer" and presented else None, write=write)
@@ -201,16 +201,27 @@ class TokenBeforeBody:
                     return
         await self.app(scope, receive, send)
 
+    @staticmethod
+    def _always_open(app: FastAPI, scope: Scope) -> bool:
+        """/healthz and the OpenAPI docs: open under `protect_reads` too (a probe's request is never refused)."""
+        return _route_path(scope) in {"/healthz", app.docs_url, app.redoc_url, app.openapi_url}
+
     def _is_write(self, app: FastAPI, scope: Scope) -> bool:
         if self._writes is None:  # at the first request: every route is in place by then (the class-based ones too)
             self._writes = [(method.upper(), compile_path(path)[0])
                             for path, operations in app.openapi().get("paths", {}).items()
                             for method, operation in operations.items()
                             if isinstance(operation, dict) and operation.get("security")]
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):] or "/"
+        path = _route_path(scope)
         return any(method == scope["method"] and pattern.fullmatch(path) for method, pattern in self._writes)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request's path as the app's routes name it (Serve's route prefix taken off, as Starlette routes it)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
 
 
 async def _replica(app: FastAPI) -> Any:

@@ -51,7 +51,8 @@ class ErrorBody(BaseModel):
     request_id: str = Field(description="quote it when reporting a problem: the server's log holds the details")
 
 
-REASONS = {401: "missing or wrong API token", 403: "no API token configured on the server: writes are closed",
+REASONS = {400: "a malformed request: JSON nested too deep, a number too long, or a malformed header (If-Match)",
+           401: "missing or wrong API token", 403: "no API token configured on the server: writes are closed",
            404: "unknown id (model, batch, job or node)",
            409: "conflict: that model is being retrained, the stored policy no longer validates, or the policy limit "
                 "is reached",

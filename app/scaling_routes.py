@@ -43,7 +43,7 @@ async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
 
 @router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
              responses={201: {"model": ScalingPolicy, "description": "created"},
-                        **responses(401, 403, 409, 412, 413, 415, 503)},
+                        **responses(400, 401, 403, 409, 412, 413, 415, 503)},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/ScalingPolicy"}}}}})
 async def put_policy(body: Annotated[dict[str, Any], Body()], response: Response, replica: Ingress,

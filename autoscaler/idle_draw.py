@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from core.durations import parse_duration
 from core.telemetry_csv import load_telemetry_csv
 from training.cli import count_in, duration_arg, number_in, read_store, run_cli, store_span
+from training.retrain_data import DEFAULT_STORE_SPAN
 
 ACCELERATORS = ("gpu_utilization", "npu_utilization")
 Basis = Literal["accelerator", "cpu", "none"]
@@ -132,7 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _frame(args: argparse.Namespace) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
-    return read_store(args.since, args.step or 60, verbose=False, only=args.node)
+    since_s = parse_duration(DEFAULT_STORE_SPAN) if args.since is None else args.since
+    return read_store(since_s, args.step or 60, verbose=False, only=args.node)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,8 @@ from core.telemetry import SourceKind, TelemetrySample
 
 logger = logging.getLogger(__name__)
 
-# refused for good: not asked again (a MIG GPU in a container refuses memory with NO_PERMISSION)
-_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_NO_PERMISSION}
+_UNSUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}  # for good: not asked again
+_REFUSED = pynvml.NVML_ERROR_NO_PERMISSION  # for good too, but for power (a MIG GPU in a container refuses memory)
 _UUID = re.compile(r"[A-Za-z]{3}-[0-9A-Za-z-]{8,80}")  # GPU-<hex groups> (MIG-... for a MIG instance)
 
 
@@ -228,7 +228,7 @@ class NvmlSource(TelemetrySource):
         try:
             value = call(gpu.handle, *args)
         except pynvml.NVMLError as exc:
-            if exc.value in _UNSUPPORTED:
+            if exc.value in _UNSUPPORTED or (exc.value == _REFUSED and name != "power"):
                 logger.info("GPU %d does not support %s: %s", gpu.index, name, exc)
                 gpu.unsupported.add(name)
                 return None

@@ -87,7 +87,8 @@ class CollectorSupervisor:
                 self._deaths.pop(key, None)
                 self._restart_at.pop(key, None)
                 actions[key] = "forgotten (node left)"
-        for key, node_id in wanted.items():
+        replaced: dict[str, Any] = {}  # key -> the collector it replaces (None: none yet)
+        for key in wanted:
             handle = self.collectors.get(key)
             if self._stop.is_set():
                 break
@@ -97,15 +98,20 @@ class CollectorSupervisor:
                 del self._restart_at[key]
             elif handle is not None and not self._must_replace(key, handle):
                 continue
-            if handle is not None:  # a live one flushes (or spills) what it holds first, as at the end
-                ray.wait([handle.stop.remote()], timeout=HEALTH_TIMEOUT_S)
+            replaced[key] = handle
+        stops = [handle.stop.remote() for handle in replaced.values() if handle is not None]
+        if stops:  # a live one flushes (or spills) what it holds first, as at the end: all at once, one deadline
+            ray.wait(stops, num_returns=len(stops), timeout=HEALTH_TIMEOUT_S)
+        for key, handle in replaced.items():
+            if self._stop.is_set():
+                break
             # its name freed first, or the start below would find the old actor again (dead): else tried again later
             if handle is not None and not kill_and_wait(collector_actor(key), handle, HEALTH_TIMEOUT_S):
                 self._restart_at[key] = time.monotonic() + HEALTH_TIMEOUT_S
                 actions[key] = "ended, its name not freed yet: started later"
                 continue
             self._misses.pop(key, None)
-            self.collectors[key] = self._start(key, node_id)
+            self.collectors[key] = self._start(key, wanted[key])
             actions[key] = "started"
         if actions:
             logger.info("collector supervisor: %s", actions)

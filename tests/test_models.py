@@ -676,6 +676,15 @@ def test_spot_and_on_demand_jobs_each_get_the_interval_coverage_asked_for(fitted
 
 
 @pytest.mark.slow
+def test_a_group_takes_a_margin_of_its_own_only_from_the_scores_its_coverage_needs():
+    """At 99 % a conformal margin needs 99 scores (training.conformal.points_for): from fewer, a group's margin is
+    its largest score, covering less than asked (review)."""
+    model = CostModel(load_catalog(), coverage=0.99)
+    model.fit(generate_job_records(700, seed=3), SMALL, seed=0)  # 105 calibration jobs, neither group has 99
+    assert model.spot_margins == {}
+
+
+@pytest.mark.slow
 def test_energy_kwh_follows_the_measured_power_when_the_bills_are_not_at_the_catalog_s_tariff(tmp_path):
     """Regression (review): energy_kwh was the learned energy cost over the catalog's tariff, so jobs billed at
     0.20/kWh against a catalog's 0.13 (an assumption until edited) read 54 % more kWh than their measured power drew."""

@@ -203,13 +203,15 @@ def store_span(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("argument --since: applies to --from-store only (a CSV is read whole)")
 
 
-def store_since_s(args: argparse.Namespace, config: TrainingConfig) -> int:
-    """`--since`, else what the retrain API and the scheduler read for the shape `config` trains: 14 days, or more
-    where SPAN_WINDOWS of its windows (input window + horizon) need it (8 weeks for an hourly model)."""
+def store_since_s(args: argparse.Namespace, config: TrainingConfig, sequence_length: int | None = None) -> int:
+    """`--since`, else what the retrain API and the scheduler read for the shape `config` trains (with
+    `sequence_length`, the longest input window a search tries, in place of its own): 14 days, or more where
+    SPAN_WINDOWS of its windows (input window + horizon) need it (8 weeks for an hourly model)."""
     if args.since is not None:
         return args.since
     return shape_span_s(config.predictor.step, config.predictor.prediction_horizon,
-                        config.models.power_predictor.sequence_length, parse_duration(DEFAULT_STORE_SPAN))
+                        sequence_length or config.models.power_predictor.sequence_length,
+                        parse_duration(DEFAULT_STORE_SPAN))
 
 
 def given(args: argparse.Namespace, flags: tuple[str, ...] | list[str]) -> list[str]:

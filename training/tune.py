@@ -34,7 +34,7 @@ from training.cli import (
     store_span,
     train_scaling,
 )
-from training.power.tune_search import SearchPlan, run_search
+from training.power.tune_search import SearchPlan, run_search, sequence_lengths
 from training.settings import TrainingConfig, load_training_config
 
 
@@ -78,7 +78,8 @@ def base_config(args: argparse.Namespace) -> TrainingConfig:
 def read_frame(args: argparse.Namespace, config: TrainingConfig) -> pd.DataFrame:
     if not args.from_store:
         return load_telemetry_csv(args.data)
-    return read_store(store_since_s(args, config), config.predictor.step, verbose=not args.quiet)
+    longest = max(sequence_lengths(config.models.power_predictor))  # the longest window a trial may read
+    return read_store(store_since_s(args, config, longest), config.predictor.step, verbose=not args.quiet)
 
 
 def search_plan(args: argparse.Namespace) -> SearchPlan:

@@ -253,7 +253,8 @@ class CostModel:
         self.margin, self.width_edges, self.hit_rates = conformal_quantile(scores, self.coverage), [], [0.5]
         spot = frame["spot_instance"].to_numpy(bool)
         self.spot_margins = {group: conformal_quantile(scores[spot == group], self.coverage)
-                             for group in (False, True) if (spot == group).sum() >= GROUP_MIN_SCORES}
+                             for group in (False, True)
+                             if (spot == group).sum() >= max(GROUP_MIN_SCORES, points_for(self.coverage))}
         _, point, lower, upper, _, _, _ = self._arrays(frame, power)
         width = (upper - lower) / point
         hits = np.abs(actual - point) <= self.tolerance * point

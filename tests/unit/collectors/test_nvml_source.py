@@ -126,6 +126,16 @@ def test_a_field_besides_power_that_cannot_be_read_costs_only_that_field(fake_nv
     source.close()
 
 
+def test_power_refused_still_fails_the_gpu_s_read_and_says_so(fake_nvml_lib: Path, gpus: Path) -> None:
+    """A GPU whose power is refused (NO_PERMISSION) is named in the status, not silently read without power."""
+    fail(gpus, pynvml.NVML_ERROR_NO_PERMISSION, 1)
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib))
+    assert [s.device_id for s in source.sample()] == [UUID.format(0)]
+    ok, why = source.available()
+    assert ok and why.startswith("partial: GPU 1: ")
+    source.close()
+
+
 def fail(gpus: Path, error: int, *indexes: int) -> None:
     for index in indexes:
         (gpus / f"fail{index}").write_text(str(error))

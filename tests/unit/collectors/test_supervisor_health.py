@@ -52,7 +52,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> list[Exception | float | None]:
         return SAME, 0.5 if outcome is None else outcome
 
     monkeypatch.setattr(supervisor.ray, "get", get)
-    monkeypatch.setattr(supervisor.ray, "wait", lambda refs, timeout=None: (refs, []))
+    monkeypatch.setattr(supervisor.ray, "wait", lambda refs, num_returns=1, timeout=None: (refs, []))
     return queue
 
 
@@ -192,12 +192,16 @@ def test_a_collector_answers_its_pings_beside_its_other_calls_which_stay_one_at_
 def test_a_live_collector_replaced_flushes_what_it_holds_before_it_is_ended(answers, monkeypatch):
     """Regression (review): a collector replaced for other settings (or wedged) was killed at once, losing up to a
     flush interval of accepted samples held in memory, where the supervisor's own stop asks each to flush first."""
-    monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": "a", "Alive": True}])
-    old, order = Handle(), []
+    monkeypatch.setattr(supervisor.ray, "nodes", lambda: [{"NodeID": node, "Alive": True} for node in "ab"])
+    waits, order = [], []
+    monkeypatch.setattr(supervisor.ray, "wait", lambda refs, num_returns=1, timeout=None: waits.append(
+        (list(refs), num_returns, timeout)) or (refs, []))
     monkeypatch.setattr(supervisor, "kill_and_wait", lambda name, handle, timeout: order.append(list(handle.calls)))
     watcher = bare()
-    watcher.collectors = {"node-a": old}
+    watcher.collectors = {"node-a": Handle(), "node-b": Handle()}
     watcher._start = lambda key, node_id: Handle()
-    answers.append((collector_fingerprint({"telemetry": {"sampling_interval": "1s"}}, None, None), 0.5))
+    other = collector_fingerprint({"telemetry": {"sampling_interval": "1s"}}, None, None)
+    answers += [(other, 0.5), (other, 0.5)]
     watcher._reconcile()
-    assert order == [["health", "stop"]]  # stopped (and so flushed) before it was killed
+    assert order == [["health", "stop"]] * 2  # each stopped (and so flushed) before it was killed
+    assert waits == [(["stop", "stop"], 2, supervisor.HEALTH_TIMEOUT_S)]  # all at once, one deadline

@@ -135,10 +135,11 @@ def test_a_search_on_the_store_splits_as_train_lstm_does():
 
 
 def test_a_search_on_the_store_reads_what_the_searched_shape_needs(monkeypatch):
-    """Regression: the search read 14 days whatever its shape; an hourly search scored on one week's window."""
+    """Regression: the search read 14 days whatever its shape; an hourly search scored on one week's window. It
+    reads 4 of the longest windows it tries (double the configured one)."""
     reads: list[tuple[int, int]] = []
     monkeypatch.setattr(tune, "read_store", lambda since_s, step_s, verbose: reads.append((since_s, step_s)))
     for flags in ([], ["--step", "1h", "--horizon", "7d"], ["--step", "1h", "--horizon", "7d", "--since", "20d"]):
         args = tune.parse_args(["--from-store", "--output", "t.json", *flags])
         tune.read_frame(args, tune.base_config(args))
-    assert reads == [(14 * 86400, 60), (4 * (168 * 3600 + 7 * 86400), 3600), (20 * 86400, 3600)]
+    assert reads == [(14 * 86400, 60), (4 * (336 * 3600 + 7 * 86400), 3600), (20 * 86400, 3600)]

@@ -91,7 +91,11 @@ def test_from_store_commands_join_before_opening_the_store(command, monkeypatch)
     steps: list[str] = []
     monkeypatch.setattr(local_ray, "join_submitted_cluster", lambda verbose: steps.append("join"))
     monkeypatch.setattr(frame, "open_store", lambda: steps.append("open") or _Store())
-    monkeypatch.setattr(frame, "stored_frame", lambda store, since_s, step_s, only=None: pd.DataFrame())
+    def stored_frame(store, since_s, step_s, only=None):
+        assert isinstance(since_s, int) and since_s > 0  # regression: idle_draw's default became None
+        return pd.DataFrame()
+
+    monkeypatch.setattr(frame, "stored_frame", stored_frame)
     if command is train_lstm:
         train_lstm._store(3600, verbose=False)(60)
     elif command is tune:
