@@ -702,8 +702,10 @@ class ControllerState:
         return stored
 
     def complete(self, event: ScalingEvent, state: PolicyState, *, holder: str) -> ScalingEvent:
-        """Replace a pending event by its outcome, store the policy's state (while the lease row names `holder`: the
-        cooldown its intent started stays otherwise) and drop the intent, at once."""
+        """Replace a pending event by its outcome, store the policy's state and drop the intent, at once, while the
+        lease row names `holder`. Otherwise only the event says the outcome: the intent and the state before it stay
+        for the lease holder to judge on the target's count (a change that never landed restores that state, so a
+        refused write leaves no cooldown behind, where dropping the intent left the cooldown it started)."""
         with self._write() as db:
             db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
             if self._named(db, holder, f"the state of policy {event.policy}"):
@@ -711,7 +713,7 @@ class ControllerState:
                 undone = state.changed_target_at is None or state.changed_target_at < event.at
                 if event.actuation.status is ActuationStatus.FAILED and undone:  # its state before it restored
                     _take_back_target_change(db, event)
-            _drop_intent(db, event.policy, event.id)
+                _drop_intent(db, event.policy, event.id)
         return event
 
     def note_pending(self, event: ScalingEvent) -> bool:

@@ -422,6 +422,32 @@ def test_pruning_old_events_keeps_the_event_an_intent_waits_on(tmp_path):
     assert [e.id for e in state.events()] == [1000, 999, pending.id]
 
 
+def test_an_outcome_written_after_the_lease_changed_hands_leaves_the_intent_for_the_new_holder(tmp_path):
+    """Regression (review): completing without the lease dropped the intent and its prior state, so a refused write
+    left the cooldown (and the target change every policy on the target holds for) that its intent had started."""
+    from autoscaler.schema import ActuationResult, ScalingEvent
+    from tests.factories import make_policy
+
+    state = ControllerState(tmp_path / "s.sqlite")
+    now = datetime.now(UTC)
+    policy = make_policy(name="web")
+    state.put_policy(policy, now)
+    state.acquire_lease("me", now, 60)
+    prior = state.policy_state("web")
+    pending = ScalingEvent(at=now, policy="web", target=policy.target, action=ScaleAction.SCALE_OUT, from_replicas=2,
+                           to_replicas=3, reason="scale_out 2 -> 3", mode="enforce",
+                           actuation=ActuationResult(status=ActuationStatus.PENDING))
+    changing = prior.model_copy(update={"last_scale_at": now, "changed_target_at": now})
+    stored = state.record_intent(pending, changing, policy, "me", now, 60, prior=prior)
+    later = now + timedelta(seconds=61)
+    assert state.acquire_lease("other", later, 60).holder == "other"  # the tick outlived its lease
+    failed = stored.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED, detail="409")})
+    state.complete(failed, prior, holder="me")
+    kept = state.pending_intent("web")
+    assert kept is not None and kept.id == stored.id and kept.actuation.status is ActuationStatus.FAILED
+    assert state.intent_record(kept).prior == prior  # for the holder to restore once it finds the count unchanged
+
+
 def test_regression_a_pending_event_that_no_longer_validates_neither_sticks_nor_blocks_deletion(tmp_path):
     """A pending event stored by another version (a field it no longer has) raised at every read: each tick of the
     policy was an "evaluation failed" hold, and deleting the policy failed too."""
