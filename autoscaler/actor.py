@@ -129,7 +129,7 @@ class ScalingControllerService:
         serve_actuator = RayServeActuator(self.settings.ray_dashboard_url)
         actuators = Actuators([serve_actuator, KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
         state = ControllerState(self.settings.state_file, max_replicas_cap=scaling.max_replicas_cap,
-                                max_policies=scaling.max_policies)
+                                max_policies=scaling.max_policies, max_events=scaling.max_events)
         self.controller = ScalingController(
             state, RemoteStore(reader="controller"), ServeForecaster(self.settings.power_app_name), actuators,
             defaults=scaling,

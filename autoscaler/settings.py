@@ -26,6 +26,7 @@ REPLICAS_LIMIT = 10_000
 """The most replicas any policy may name, whatever `max_replicas_cap` says (the schema's own bound)."""
 DEFAULT_MAX_REPLICAS_CAP = 100
 DEFAULT_MAX_POLICIES = 200
+DEFAULT_MAX_EVENTS = 100_000  # scaling events kept (one per policy a tick: 200 policies at 30 s, about 4 hours)
 
 
 class FiniteSection(Section):
@@ -137,7 +138,8 @@ class AutoScalingConfig(FiniteSection):
     `predictive_scaling` keys override the defaults above; `autoscaler.policy_config.policies_from_config`
     validates them (and `serve run` refuses a file with an invalid policy). `max_replicas_cap` bounds every
     policy's `max_replicas` (a stored policy above a lowered cap is reported and skipped); `max_policies` bounds
-    how many policies the controller holds (the API refuses one more).
+    how many policies the controller holds (the API refuses one more); `max_events` how many events it keeps (the
+    oldest are deleted, about every 1,000 events).
     """
 
     power_based: PowerBasedScalingConfig = PowerBasedScalingConfig()
@@ -145,6 +147,7 @@ class AutoScalingConfig(FiniteSection):
     evaluation_interval: Annotated[Duration, Field(ge=1)] = 30
     max_replicas_cap: int = Field(DEFAULT_MAX_REPLICAS_CAP, ge=1, le=REPLICAS_LIMIT)
     max_policies: int = Field(DEFAULT_MAX_POLICIES, ge=1, le=10_000)
+    max_events: int = Field(DEFAULT_MAX_EVENTS, ge=1000, le=100_000_000)
     live_accuracy: LiveAccuracyConfig = LiveAccuracyConfig()
     policies: tuple[dict[str, Any], ...] = ()
 

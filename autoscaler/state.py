@@ -53,7 +53,7 @@ from autoscaler.schema import (
     StoredPolicies,
     policy_context,
 )
-from autoscaler.settings import DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
+from autoscaler.settings import DEFAULT_MAX_EVENTS, DEFAULT_MAX_POLICIES, DEFAULT_MAX_REPLICAS_CAP
 from core.file_lock import open_guard, take_flock
 from core.settings import format_errors
 
@@ -315,7 +315,7 @@ class ControllerState:
     """
 
     def __init__(self, path: str | Path, *, max_replicas_cap: int = DEFAULT_MAX_REPLICAS_CAP,
-                 max_policies: int = DEFAULT_MAX_POLICIES, max_events: int = 100_000):
+                 max_policies: int = DEFAULT_MAX_POLICIES, max_events: int = DEFAULT_MAX_EVENTS):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_policies, self.max_events, self.max_replicas_cap = max_policies, max_events, max_replicas_cap

@@ -304,3 +304,11 @@ def test_a_default_every_new_policy_would_be_refused_for_is_refused_when_the_fil
     with pytest.raises(ValidationError) as caught:
         AutoScalingConfig.model_validate(defaults)
     assert expected in format_errors(None, caught.value)
+
+
+def test_the_events_kept_are_a_setting_of_their_own(tmp_path):
+    """Review: 100,000 events were kept whatever the fleet (20 policies at 30 s: 1.7 days), said nowhere."""
+    assert AutoScalingConfig().max_events == 100_000
+    assert AutoScalingConfig(max_events=2_000_000).max_events == 2_000_000
+    with pytest.raises(ValidationError, match="max_events"):
+        AutoScalingConfig(max_events=10)
