@@ -101,13 +101,13 @@ run: install
 	$(PY) -m app.local_ray_token
 	$(PY) -m app.demo_model --data $(DATA)
 	$(TOKEN)
-	$(VENV)/bin/serve run serve_config.yaml
+	$(VENV)/bin/serve run --address "$${RAY_ADDRESS:-local}" serve_config.yaml
 
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
 	$(PY) -m app.local_ray_token
 	$(TOKEN)
-	$(VENV)/bin/serve run serve_config.yaml
+	$(VENV)/bin/serve run --address "$${RAY_ADDRESS:-local}" serve_config.yaml
 
 # Container images (Dockerfile, Dockerfile.gpu): the service as `make run` runs it, or Ray nodes on KubeRay.
 image:
