@@ -10,7 +10,7 @@ FROM rayproject/ray:2.60.0-py311-cpu
 WORKDIR /home/ray/app
 
 # torch from PyTorch's CPU index: PyPI's default Linux torch is the CUDA build, gigabytes of CUDA libraries
-# a CPU image never uses. Installed first, so the project's `torch>=2.2,<3` keeps it.
+# a CPU image never uses. Installed first, so the project's `torch>=2.3,<3` keeps it.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 # Editable install: the packages run from this folder, which also holds what they read at run time

@@ -676,6 +676,10 @@ def _portable(error: BaseException) -> Exception:
 
 
 def _default_device() -> str:
+    """cuda where Ray gave this replica a GPU (`num_gpus`), else cpu: at 0 GPUs Ray leaves CUDA_VISIBLE_DEVICES as it
+    is, so a replica without one sees every GPU of its node and would load onto one nothing reserved for it."""
+    import ray
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    assigned = ray.is_initialized() and bool(ray.get_gpu_ids())
+    return "cuda" if assigned and torch.cuda.is_available() else "cpu"

@@ -1,8 +1,9 @@
 """serve_config.yaml as the container runs it: `python deploy/image/container_serve_config.py SRC DEST`.
 
 Inside a container Serve must listen on every interface (`docker run -p 8002:8002` reaches it through the
-container's own address), and the model registry is wherever $MODEL_PATH points (a mounted volume). Only
-those two values change; everything else is serve_config.yaml as it is.
+container's own address), and the model registry is wherever $MODEL_PATH points (a mounted volume). With
+$POWER_REPLICA_GPUS (the GPU image sets "auto": 1 where the container sees a GPU, else 0) each PowerPredictor
+replica reserves that many GPUs, the only way it runs on one. Everything else is serve_config.yaml as it is.
 """
 
 from __future__ import annotations
@@ -24,10 +25,33 @@ def container_config(config: dict[str, Any], host: str, model_path: str | None) 
     return config
 
 
+def with_power_gpus(config: dict[str, Any], gpus: float) -> dict[str, Any]:
+    """`config` with every PowerPredictor replica reserving `gpus` GPUs (none: as it is)."""
+    if not gpus:
+        return config
+    apps = [{**app, "deployments": [
+        {**each, "ray_actor_options": {**(each.get("ray_actor_options") or {}), "num_gpus": gpus}}
+        if each.get("name") == "PowerPredictor" else each for each in app.get("deployments") or []]}
+        for app in config["applications"]]
+    return {**config, "applications": apps}
+
+
+def power_gpus(setting: str | None) -> float:
+    """$POWER_REPLICA_GPUS: a number, or "auto" (1 where torch sees a GPU, else 0); unset: 0."""
+    if setting is None or not setting.strip():
+        return 0.0
+    if setting.strip() == "auto":
+        import torch
+
+        return 1.0 if torch.cuda.device_count() > 0 else 0.0
+    return float(setting)
+
+
 def main(argv: list[str]) -> int:
     source, destination = (Path(arg) for arg in argv)
     config = container_config(yaml.safe_load(source.read_text()), os.environ.get("SERVE_HTTP_HOST", "0.0.0.0"),
                               os.environ.get("MODEL_PATH"))
+    config = with_power_gpus(config, power_gpus(os.environ.get("POWER_REPLICA_GPUS")))
     destination.write_text(yaml.safe_dump(config, sort_keys=False))
     return 0
 

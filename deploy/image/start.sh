@@ -20,4 +20,4 @@ python -m app.local_ray_token
 python -m app.demo_model --data "${DATA:-tests/data/upm_sample.csv}"
 config="$(mktemp --suffix=.yaml)"
 python deploy/image/container_serve_config.py serve_config.yaml "$config"
-exec serve run "$config"
+exec serve run --address "${RAY_ADDRESS:-local}" "$config"

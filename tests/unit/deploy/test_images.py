@@ -80,7 +80,8 @@ def test_start_script_does_what_make_run_does():
     assert os.access(START, os.X_OK)
     assert subprocess.run(["bash", "-n", str(START)], capture_output=True).returncode == 0
     script = START.read_text()
-    assert "python -m app.demo_model --data" in script and 'exec serve run "$config"' in script
+    assert "python -m app.demo_model --data" in script
+    assert 'exec serve run --address "${RAY_ADDRESS:-local}" "$config"' in script  # its own Ray, as `make run`
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "run run-api train evaluate: export RAY_AUTH_MODE ?= token" in makefile  # Ray's token guards the
     assert 'export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"' in script  # replicas' ports on every interface
@@ -92,6 +93,9 @@ def test_start_script_does_what_make_run_does():
         starts_ray = [i for i, command in enumerate(commands) if re.search(r"serve run|-m (app\.demo_model|training)",
                                                                             command)]
         assert starts_ray and token < min(starts_ray), (target, commands)
+        # a serve run without an address joins a `ray start` cluster on the machine (review): its own Ray instead
+        assert all('serve run --address "${RAY_ADDRESS:-local}"' in command for command in commands
+                   if "serve run" in command), commands
     for name in re.findall(r"RAY_SERVE_\w+=\d+", (REPO_ROOT / "Makefile").read_text()):
         variable, value = name.split("=")
         assert f'{variable}="${{{variable}:-{value}}}"' in script
@@ -110,6 +114,22 @@ def test_container_serve_config_listens_on_every_interface(tmp_path: Path, monke
     assert container["http_options"]["port"] == 8002
     for mine, theirs in zip(container["applications"], local["applications"], strict=True):
         assert mine == {**theirs, "args": {**theirs["args"], "model_path": "/models"}}
+
+
+def test_the_gpu_image_s_power_replicas_reserve_the_gpu_they_run_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Regression (review): a replica loaded onto any GPU torch saw, whatever Ray reserved; it now runs on one only
+    where `num_gpus` gives it one, which the GPU image sets where the container sees a GPU."""
+    spec = importlib.util.spec_from_file_location("container_serve_config", START.parent / "container_serve_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "ENV POWER_REPLICA_GPUS=auto" in (REPO_ROOT / "Dockerfile.gpu").read_text()
+    assert module.power_gpus(None) == 0.0 and module.power_gpus("0.5") == 0.5 and module.power_gpus("auto") == 0.0
+    monkeypatch.setenv("POWER_REPLICA_GPUS", "1")
+    assert module.main([str(REPO_ROOT / "serve_config.yaml"), str(tmp_path / "serve.yaml")]) == 0
+    container = yaml.safe_load((tmp_path / "serve.yaml").read_text())
+    options = {each["name"]: each.get("ray_actor_options", {}) for app in container["applications"]
+               for each in app["deployments"]}
+    assert options["PowerPredictor"]["num_gpus"] == 1 and "num_gpus" not in options["ApiIngress"]
 
 
 def test_dockerignore_lets_in_what_the_image_runs():

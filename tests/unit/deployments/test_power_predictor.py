@@ -957,3 +957,17 @@ def test_describe_s_latency_is_the_served_version_s_alone(predictor, monkeypatch
     predictor._load_model("power_lstm", None)
     assert predictor.served["power_lstm"].version == 2
     assert predictor.served["power_lstm"].latency.percentiles() == {"calls": 0, "requests": 0}
+
+
+def test_a_replica_runs_on_a_gpu_only_where_ray_gave_it_one(monkeypatch):
+    """Regression (review): at num_gpus 0 Ray leaves CUDA_VISIBLE_DEVICES alone, and a replica took cuda:0 of any
+    node with a GPU, stacking CUDA contexts on a GPU nothing had reserved for them."""
+    import ray
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    assert power_module._default_device() == "cpu"
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert power_module._default_device() == "cuda"
