@@ -129,6 +129,13 @@ class NodeCalibrations:
             "peak_upper": None if peak is None else rounded(peak),
             "online_calibration_points": model.pooled.points})
 
+    def _forget(self, version: str) -> None:
+        """Drop what `version` learned, its nodes' waiting forecasts too: each is cold again, so a replica that
+        forecasts it once more warms the node on its past windows instead of starting from no points."""
+        self._blends.pop(version, None)
+        for key in [key for key in self._waiting if key[0] == version]:
+            del self._waiting[key]
+
     def cold(self, version: str, node_id: str) -> bool:
         """Whether this replica follows none of the node's stored-window forecasts from `version` (it has not
         warmed or answered the node yet, or forgot it)."""
@@ -149,7 +156,7 @@ class NodeCalibrations:
                                      max_series=self.max_series)
             self._models[forecast.model_version] = model
             while len(self._models) > MAX_VERSIONS:
-                self._blends.pop(self._models.popitem(last=False)[0], None)
+                self._forget(self._models.popitem(last=False)[0])
         self._models.move_to_end(forecast.model_version)
         return model
 

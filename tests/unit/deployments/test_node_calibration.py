@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from core.forecasts import PowerForecast, PowerHistory
 from core.stores.sqlite import SqliteStore
 from core.telemetry import TelemetrySample
-from deployments.node_calibration import WARM_ORIGINS, NodeCalibrations
+from deployments.node_calibration import MAX_VERSIONS, WARM_ORIGINS, NodeCalibrations
 from training.power.stored_history import StoredHistory, past_windows, stored_history
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -102,6 +102,17 @@ def test_the_series_kept_are_bounded():
     for node in ("a", "b", "c", "d"):
         calibrations.correct(node, window(T0, 100.0), forecast(T0), 2)
     assert [node for _, node in calibrations._waiting] == ["b", "c", "d"]
+
+
+def test_a_version_forgotten_beyond_the_versions_kept_leaves_its_nodes_cold_to_be_warmed_again():
+    """Regression (review): evicting a version dropped what it learned but kept its nodes' waiting forecasts, so
+    they never counted as cold: the version, asked again, started from no points and was never warmed."""
+    calibrations = NodeCalibrations()
+    calibrations.correct("n", window(T0, 100.0), forecast(T0, "hourly/1"), 2)
+    assert not calibrations.cold("hourly/1", "n")
+    for number in range(MAX_VERSIONS):  # another resolution promoted often while the hourly model goes unasked
+        calibrations.correct("m", window(T0, 100.0), forecast(T0, f"power_lstm/{number}"), 2)
+    assert calibrations.cold("hourly/1", "n") and not calibrations.cold(f"power_lstm/{MAX_VERSIONS - 1}", "m")
 
 
 def test_a_replica_warmed_from_the_store_answers_as_one_asked_at_every_step(tmp_path):
