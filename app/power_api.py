@@ -67,6 +67,7 @@ def to_response(request: PowerPredictionRequest, forecast: PowerForecast) -> Pow
         model_version=forecast.model_version,
         step_seconds=forecast.step_s,
         interval_coverage=forecast.interval_coverage,
+        confidence_tolerance=forecast.confidence_tolerance,
         window_coverage=forecast.window_coverage,
         padded_steps=forecast.padded_steps,
         history_source="features_only" if forecast.estimated_from else "request",

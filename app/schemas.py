@@ -153,7 +153,8 @@ class PowerPoint(BaseModel):
     lower: float = Field(description="lower end of the prediction interval, W")
     upper: float = Field(description="upper end of the prediction interval, W")
     confidence: float = Field(ge=0, le=1, description="probability that the actual power lies within "
-                                                          "±10 % of predicted_power (calibrated on held-out data)")
+                                                          "±confidence_tolerance of predicted_power (calibrated on "
+                                                          "held-out data)")
 
 
 class PowerPredictionResponse(BaseModel):
@@ -170,6 +171,10 @@ class PowerPredictionResponse(BaseModel):
     model_version: str
     step_seconds: int
     interval_coverage: float = Field(description="nominal coverage of [lower, upper]")
+    confidence_tolerance: float | None = Field(None, description="the band each confidence is for: the actual "
+                                                                "within this fraction of predicted_power (the "
+                                                                "model's models.power_predictor.confidence_tolerance; "
+                                                                "null for a model saved before it was recorded)")
     window_coverage: float = Field(description="share of the model's input window that was real history (not padded "
                                                "in front, not held over a gap in stored telemetry)")
     padded_steps: int = Field(description="leading window steps filled by repeating the earliest power value (or "

@@ -25,7 +25,8 @@ def forecast(point: float = 100.0) -> PowerForecast:
     return PowerForecast(model_version="power_lstm/3", step_s=60,
                          timestamps=(start + timedelta(minutes=1), start + timedelta(minutes=2)),
                          point=(point, point + 10), lower=(point - 5, point), upper=(point + 5, point + 20),
-                         confidence=(0.9, 0.8), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                         confidence=(0.9, 0.8), window_coverage=1.0, padded_steps=0, interval_coverage=0.8,
+                         confidence_tolerance=0.05)
 
 
 class Replica:
@@ -93,6 +94,7 @@ def test_a_request_s_own_history_is_forecast_as_given(replica, post):
     assert body["peak_predicted_power"] == 110.0
     assert body["predicted_energy_kwh"] == 0.0035 and body["nodes"] is None and body["stale"] is False
     assert body["estimated_from"] is None and body["trained_on_synthetic_data"] is False
+    assert body["confidence_tolerance"] == 0.05  # regression (review): the band the confidences are for, not "±10 %"
 
 
 def test_the_seed_s_request_is_answered_from_its_features(replica, post):
