@@ -39,7 +39,8 @@ $(STAMP): pyproject.toml
 	# torch first, at the version the project is tested with: the CPU build where pip's index offers it (as on
 	# the CI machine); PyPI's Linux x86_64 wheel is a CUDA build (README, GPU machines: install the CPU one from
 	# PyTorch's index first). GPU users: install their CUDA build into .venv first; an installed torch is kept.
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import sys, torch; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 3))" 2>/dev/null \
+		|| $(PY) -m pip install --quiet torch==2.13.0  # none, or one older than the project takes
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -98,6 +99,7 @@ endif
 
 # The whole service on a local Ray: demo models first if the registry has none, then both Serve apps.
 run: install
+	$(PY) -m app.local_dashboard
 	$(PY) -m app.local_ray_token
 	$(PY) -m app.demo_model --data $(DATA)
 	$(TOKEN)
@@ -105,6 +107,7 @@ run: install
 
 # Only the Serve apps (the REST API), on the models already in MODEL_PATH.
 run-api: install
+	$(PY) -m app.local_dashboard
 	$(PY) -m app.local_ray_token
 	$(TOKEN)
 	$(VENV)/bin/serve run --address "$${RAY_ADDRESS:-local}" serve_config.yaml

@@ -11,6 +11,8 @@ Intent before actuation, so that neither a crash nor a failed write ever scales 
 3. Then the actuator runs, and the intent is *completed* in one transaction: the same event (same id) with
    status `applied` or `failed`, the intent row dropped, and, when the actuation failed, the state written with
    the cooldown clock as it was before, because nothing changed and the next tick may try again at once. A
+   controller that lost the lease meanwhile completes nothing: the event stays pending (the answer in its detail)
+   and the lease holder judges the intent as in 4. A
    change sent and not answered (`ActuationOutcomeUnknown`, a timeout) or an unexpected error is not completed:
    whether it landed cannot be known yet, so its intent stays (its event says why), as in 4.
 4. If the write was not answered, the completion write fails, or the controller dies between 2 and 3, the intent

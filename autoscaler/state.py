@@ -703,17 +703,26 @@ class ControllerState:
 
     def complete(self, event: ScalingEvent, state: PolicyState, *, holder: str) -> ScalingEvent:
         """Replace a pending event by its outcome, store the policy's state and drop the intent, at once, while the
-        lease row names `holder`. Otherwise only the event says the outcome: the intent and the state before it stay
-        for the lease holder to judge on the target's count (a change that never landed restores that state, so a
-        refused write leaves no cooldown behind, where dropping the intent left the cooldown it started)."""
+        lease row names `holder`; returns the event as stored. Otherwise, while the intent stands, it and the state
+        before it stay for the lease holder to judge on the target's count (a change that never landed restores that
+        state, so a refused write leaves no cooldown behind, where dropping the intent left the cooldown it started),
+        and the event stays pending, the answer in its detail, until then; an intent the holder judged already gets
+        the answer as its outcome."""
         with self._write() as db:
-            db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
             if self._named(db, holder, f"the state of policy {event.policy}"):
                 self._save_state(db, event, state)
                 undone = state.changed_target_at is None or state.changed_target_at < event.at
                 if event.actuation.status is ActuationStatus.FAILED and undone:  # its state before it restored
                     _take_back_target_change(db, event)
                 _drop_intent(db, event.policy, event.id)
+            elif db.execute("SELECT 1 FROM intents WHERE name = ? AND event_id = ?",
+                            (event.policy, event.id)).fetchone() is not None:
+                answer = f"{event.actuation.status.value}: {event.actuation.detail}".rstrip(": ")
+                event = event.model_copy(update={"actuation": event.actuation.model_copy(update={
+                    "status": ActuationStatus.PENDING,
+                    "detail": f"answered {answer} after the lease passed to another controller, which judges it on "
+                              "the target's count"})})
+            db.execute("UPDATE events SET body = ? WHERE id = ?", (event.model_dump_json(), event.id))
         return event
 
     def note_pending(self, event: ScalingEvent) -> bool:

@@ -3,7 +3,8 @@
 Inside a container Serve must listen on every interface (`docker run -p 8002:8002` reaches it through the
 container's own address), and the model registry is wherever $MODEL_PATH points (a mounted volume). With
 $POWER_REPLICA_GPUS (the GPU image sets "auto": 1 where the container sees a GPU, else 0) each PowerPredictor
-replica reserves that many GPUs, the only way it runs on one. Everything else is serve_config.yaml as it is.
+replica reserves that many GPUs, the only way it runs on one (a whole GPU each at 1: on a one-GPU host one replica,
+and a `--use-gpu` retraining waits while it runs; 0.5 lets two share it). Everything else is serve_config.yaml as it is.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def container_config(config: dict[str, Any], host: str, model_path: str | None) 
     return config
 
 
-def with_power_gpus(config: dict[str, Any], gpus: float) -> dict[str, Any]:
-    """`config` with every PowerPredictor replica reserving `gpus` GPUs (none: as it is)."""
-    if not gpus:
+def with_power_gpus(config: dict[str, Any], gpus: float | None) -> dict[str, Any]:
+    """`config` with every PowerPredictor replica reserving `gpus` GPUs (None: as it is)."""
+    if gpus is None:
         return config
     apps = [{**app, "deployments": [
         {**each, "ray_actor_options": {**(each.get("ray_actor_options") or {}), "num_gpus": gpus}}
@@ -36,10 +37,10 @@ def with_power_gpus(config: dict[str, Any], gpus: float) -> dict[str, Any]:
     return {**config, "applications": apps}
 
 
-def power_gpus(setting: str | None) -> float:
-    """$POWER_REPLICA_GPUS: a number, or "auto" (1 where torch sees a GPU, else 0); unset: 0."""
+def power_gpus(setting: str | None) -> float | None:
+    """$POWER_REPLICA_GPUS: a number, or "auto" (1 where torch sees a GPU, else 0); unset: None (the config's)."""
     if setting is None or not setting.strip():
-        return 0.0
+        return None
     if setting.strip() == "auto":
         import torch
 

@@ -442,9 +442,10 @@ def test_an_outcome_written_after_the_lease_changed_hands_leaves_the_intent_for_
     later = now + timedelta(seconds=61)
     assert state.acquire_lease("other", later, 60).holder == "other"  # the tick outlived its lease
     failed = stored.model_copy(update={"actuation": ActuationResult(status=ActuationStatus.FAILED, detail="409")})
-    state.complete(failed, prior, holder="me")
+    assert state.complete(failed, prior, holder="me").actuation.status is ActuationStatus.PENDING
     kept = state.pending_intent("web")
-    assert kept is not None and kept.id == stored.id and kept.actuation.status is ActuationStatus.FAILED
+    assert kept is not None and kept.id == stored.id and kept.actuation.status is ActuationStatus.PENDING
+    assert kept.actuation.detail.startswith("answered failed: 409 after the lease passed to another controller")
     assert state.intent_record(kept).prior == prior  # for the holder to restore once it finds the count unchanged
 
 

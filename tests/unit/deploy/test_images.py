@@ -123,7 +123,12 @@ def test_the_gpu_image_s_power_replicas_reserve_the_gpu_they_run_on(tmp_path: Pa
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "ENV POWER_REPLICA_GPUS=auto" in (REPO_ROOT / "Dockerfile.gpu").read_text()
-    assert module.power_gpus(None) == 0.0 and module.power_gpus("0.5") == 0.5 and module.power_gpus("auto") == 0.0
+    assert module.power_gpus(None) is None and module.power_gpus("0.5") == 0.5 and module.power_gpus("0") == 0.0
+    import torch
+
+    for count in (0, 2):  # whatever GPUs the machine running the tests has
+        monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
+        assert module.power_gpus("auto") == (1.0 if count else 0.0)
     monkeypatch.setenv("POWER_REPLICA_GPUS", "1")
     assert module.main([str(REPO_ROOT / "serve_config.yaml"), str(tmp_path / "serve.yaml")]) == 0
     container = yaml.safe_load((tmp_path / "serve.yaml").read_text())
