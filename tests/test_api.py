@@ -205,7 +205,12 @@ def test_retrain_needs_the_token_then_registers_and_serves_a_new_version(api: ht
     started = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"},
                        headers=AUTH)
     assert started.status_code == 202, started.text
-    job = wait_for_status(api, f"/api/v1/models/retrain/{started.json()['job_id']}", {"succeeded", "failed"}, 240)
+    job_id = started.json()["job_id"]
+    second = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"}, headers=AUTH)
+    assert second.status_code == 409, second.text  # one retrain of a model at a time
+    (item,) = second.json()["detail"]
+    assert item["loc"] == ["body", "model_id"] and job_id in item["msg"]
+    job = wait_for_status(api, f"/api/v1/models/retrain/{job_id}", {"succeeded", "failed"}, 240)
     assert job["status"] == "succeeded", job
     assert job["registered_version"] == latest + 1
     activate_and_wait(api, registry, "power_lstm", active, POWER_REQUEST)  # promoted or not: back to where it was

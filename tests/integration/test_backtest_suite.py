@@ -68,15 +68,29 @@ def constant_change(n: int, value: float, seed: int) -> SupervisedArrays:
                             np.ones((n, 2), bool))
 
 
-def test_ray_train_stops_early_and_refits_the_best_weights_on_the_whole_training_part(ray_cluster):
+EARLY_STOPPING = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
+                                      learning_rate=0.003, dropout=0.0, seed=0)
+
+
+def drifted() -> tuple[SupervisedArrays, SupervisedArrays]:
+    """FIT windows wanting a change of 1.0 and CALIB windows wanting 0.3."""
+    return constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def cut_short(ray_cluster):
+    """EARLY_STOPPING's run on `drifted()` that the epoch limit (3) ends while it is still learning (two tests')."""
+    return train_power_lstm(*drifted(), EARLY_STOPPING.model_copy(update={"epochs": 3}), power_std=1.0,
+                            verbose=False, refit=True)
+
+
+def test_ray_train_stops_early_and_refits_the_best_weights_on_the_whole_training_part(cut_short):
     """Validation wants a change of 0.3 while training pulls towards 1.0: the error turns, the run stops and says how
     many epochs it ran. Asked for a refit, it returns the early-stopped weights and, beside them, those weights
     trained further on the FIT and CALIB windows together for the best epoch's count scaled by the windows CALIB
     adds; a run the epoch limit cut short is not refitted."""
-    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=40, patience=4,
-                                  learning_rate=0.003, dropout=0.0, seed=0)
-    fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
-    weights = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False, refit=True)
+    fit, tail = drifted()
+    weights = train_power_lstm(fit, tail, EARLY_STOPPING, power_std=1.0, verbose=False, refit=True)
     assert weights.history is not None and weights.history.stopped_early
     assert 1 < weights.best_epoch < weights.epochs_run < 40
     assert weights.epochs_run == weights.best_epoch + 4 == len(weights.history.epochs)
@@ -90,21 +104,16 @@ def test_ray_train_stops_early_and_refits_the_best_weights_on_the_whole_training
         return float(predict_changes(net, tail.inputs, torch.device("cpu"))[..., 1].mean())
 
     assert median(weights.refit_state_dict) > median(weights.state_dict)  # pulled on towards the older 1.0
-
-    cut_short = train_power_lstm(fit, tail, config.model_copy(update={"epochs": 3}), power_std=1.0, verbose=False,
-                                 refit=True)
     assert not cut_short.history.stopped_early  # still learning at the limit: not refitted
     assert (cut_short.refit_epochs, cut_short.refit_state_dict) == (0, None)
 
 
-def test_the_relative_power_setting_reaches_the_ray_train_worker(ray_cluster):
+def test_the_relative_power_setting_reaches_the_ray_train_worker(cut_short):
     """The same seed and windows train other weights when the worker's model reads the power input relative to the
     window's last value, and those weights forecast the same whatever the input's level."""
-    config = PowerPredictorConfig(hidden_size=8, num_layers=1, batch_size=16, epochs=2, dropout=0.0, seed=0)
-    fit, tail = constant_change(64, 1.0, seed=0), constant_change(32, 0.3, seed=1)
-    absolute = train_power_lstm(fit, tail, config, power_std=1.0, verbose=False)
-    relative = train_power_lstm(fit, tail, config.model_copy(update={"relative_power": True}), power_std=1.0,
-                                verbose=False)
+    absolute, (fit, tail) = cut_short, drifted()
+    relative = train_power_lstm(fit, tail, EARLY_STOPPING.model_copy(update={"epochs": 3, "relative_power": True}),
+                                power_std=1.0, verbose=False, refit=True)
     assert any(not torch.equal(absolute.state_dict[name], relative.state_dict[name]) for name in absolute.state_dict)
     net = build_model(n_features=2, horizon=2, hidden_size=8, num_layers=1, dropout=0.0, relative_power=True)
     net.load_state_dict(relative.state_dict)

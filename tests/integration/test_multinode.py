@@ -36,53 +36,9 @@ NODE_OPTIONS = ["--num-cpus=1", '--resources={"trainer": 1}', "--node-ip-address
 TRAIN = ["python", "-m", "training.train_lstm", "--num-workers", "2", "--resources-per-worker", '{"trainer": 1}',
          "--data", "tests/data/upm_sample.csv", "--step", "2min", "--horizon", "20min", "--sequence-length", "15",
          "--epochs", "4", "--quiet"]
-COLLECTORS = """
-import json, sys, time
-import ray
-from collectors.settings import CollectorConfig
-from collectors.supervisor import start_telemetry
-
-address, folder = sys.argv[1], sys.argv[2]
-ray.init(address=address, log_to_driver=False)
-config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
-                                                       "spill_dir": folder + "/spill"}})
-# reconcile_s: time for a collector's worker to start on a busy machine before its health is judged
-supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
-                             reconcile_s=10.0)
-healthy, status, deadline = {}, {}, time.monotonic() + 240
-while len(healthy) < 2 and time.monotonic() < deadline:
-    time.sleep(2)
-    status = ray.get(supervisor.status.remote(), timeout=60)
-    healthy = {key: value for key, value in status.items() if key.startswith("node-") and "error" not in value}
-names = ray.get(supervisor.node_names.remote(), timeout=60)
-print(json.dumps({"healthy": sorted(healthy), "names": names, "status": status}, default=str))
-"""
-
-# The retrain scheduler started from a driver, as the bootstrap starts it: where does Ray place it?
-SCHEDULER = """
-import json, sys
-import ray
-from ray.util.state import list_actors
-from core.names import NAMESPACE
-from training.power.scheduler import SchedulerSettings
-from training.power.scheduler_actor import scheduler_client, start_scheduler, stop_scheduler
-
-address, folder, dashboard = sys.argv[1], sys.argv[2], sys.argv[3]
-ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
-                                  since_s=86400))
-try:
-    due = scheduler_client(timeout_s=120).call("next_due")
-    [actor] = list_actors(address=dashboard,  # the test session's own Ray runs on this machine too
-                          filters=[("class_name", "=", "RetrainSchedulerService"), ("state", "=", "ALIVE")])
-    print(json.dumps({"node_id": actor.node_id, "next_due": due}))
-finally:
-    stop_scheduler()
-"""
-
 # The supervisor and the scheduler as the app's bootstrap starts them (tied to the app), beside a Serve app with the
-# API's ingress deployment: they stay while it runs, and end themselves, the collectors with them, once
-# `serve shutdown` has taken it away for the grace period.
+# API's ingress deployment: where Ray places them and what the collectors report while the app runs; then that they
+# end themselves, the collectors with them, once `serve shutdown` has taken the app away for the grace period.
 TIED_TO_THE_APP = """
 import json, socket, sys, time
 import ray
@@ -93,7 +49,7 @@ from collectors.supervisor import start_telemetry
 from core.actors import find_actor
 from core.names import INGRESS_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR, SUPERVISOR_ACTOR
 from training.power.scheduler import SchedulerSettings
-from training.power.scheduler_actor import start_scheduler
+from training.power.scheduler_actor import scheduler_client, start_scheduler
 
 address, folder, dashboard = sys.argv[1], sys.argv[2], sys.argv[3]
 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
@@ -110,30 +66,38 @@ class Ingress:
 serve.run(Ingress.bind(), name="kcloud", route_prefix=None)
 config = CollectorConfig.model_validate({"telemetry": {"sampling_interval": "1s", "flush_interval": "1s",
                                                        "spill_dir": folder + "/spill"}})
+# reconcile_s: time for a collector's worker to start on a busy machine before its health is judged
 supervisor = start_telemetry(config, selected=["host"], store_settings={"TELEMETRY_DATA_DIR": folder + "/store"},
-                             app_grace_s=4.0)
+                             reconcile_s=10.0, app_grace_s=2.0)
 start_scheduler(SchedulerSettings(state_path=folder + "/state", model_path=folder + "/models", interval_s=3600,
-                                  since_s=86400), app_grace_s=4.0)
+                                  since_s=86400), app_grace_s=2.0)
 collectors = sorted(ray.get(supervisor.status.remote(), timeout=120))  # the keys of those it started
 
-def alive(cls):
-    return len(list_actors(address=dashboard, filters=[("class_name", "=", cls), ("state", "=", "ALIVE")],
-                           raise_on_missing_output=False))
+def alive(cls):  # the test session's own Ray runs on this machine too: this cluster's actors, by its dashboard
+    return list_actors(address=dashboard, filters=[("class_name", "=", cls), ("state", "=", "ALIVE")],
+                       raise_on_missing_output=False)
 
 def running():
     return {"supervisor": find_actor(SUPERVISOR_ACTOR) is not None,
-            "scheduler": find_actor(SCHEDULER_ACTOR) is not None, "collectors": alive("CollectorActor")}
+            "scheduler": find_actor(SCHEDULER_ACTOR) is not None, "collectors": len(alive("CollectorActor"))}
 
-deadline = time.monotonic() + 240  # the collectors' workers may take a while to start on a busy machine
-while running()["collectors"] < 2 and time.monotonic() < deadline:
-    time.sleep(2)
-time.sleep(14)  # more than three grace periods with the app running
+healthy, status, deadline = {}, {}, time.monotonic() + 240  # the collectors' workers may take a while to start
+while len(healthy) < 2 and time.monotonic() < deadline:
+    time.sleep(1)
+    status = ray.get(supervisor.status.remote(), timeout=60)
+    healthy = {key: value for key, value in status.items() if key.startswith("node-") and "error" not in value}
+placed = {"names": ray.get(supervisor.node_names.remote(), timeout=60),
+          "collector_nodes": sorted(actor.node_id for actor in alive("CollectorActor")),
+          "next_due": scheduler_client(timeout_s=120).call("next_due"),
+          "scheduler_nodes": [actor.node_id for actor in alive("RetrainSchedulerService")]}
+time.sleep(7)  # more than three grace periods with the app running
 with_app = running()
 serve.shutdown()
 deadline = time.monotonic() + 150
 while any(running().values()) and time.monotonic() < deadline:
-    time.sleep(2)
-print(json.dumps({"collectors_started": collectors, "with_app": with_app, "running": running()}))
+    time.sleep(0.5)
+print(json.dumps({"healthy": sorted(healthy), "status": status, **placed, "collectors_started": collectors,
+                  "with_app": with_app, "running": running()}, default=str))
 """
 
 
@@ -259,30 +223,30 @@ def test_a_submitted_job_trains_on_workers_spread_over_both_nodes(cluster, tmp_p
     assert storage.is_dir() and not any(storage.iterdir())
 
 
-def test_one_collector_actor_is_pinned_to_each_node(cluster, tmp_path):
-    from ray.util.state import list_actors
+@pytest.fixture(scope="module")
+def tied_to_the_app(cluster, tmp_path_factory) -> dict:
+    """What TIED_TO_THE_APP saw, run once on the cluster."""
+    return _driver(TIED_TO_THE_APP, cluster, tmp_path_factory.mktemp("tied"), timeout_s=420)
 
-    seen = _driver(COLLECTORS, cluster, tmp_path, timeout_s=420)
+
+def test_one_collector_actor_is_pinned_to_each_node(cluster, tied_to_the_app):
+    seen = tied_to_the_app
     assert seen["healthy"] == sorted(f"node-{node}" for node in cluster.node_ids.values()), seen["status"]
     # each collector read NODE_NAME from its own raylet's environment: it runs on that node
     assert seen["names"] == {cluster.node_ids[role]: NODE_NAMES[role] for role in NODE_NAMES}
-    collectors = _wait(lambda: len(found := list_actors(
-        address=cluster.dashboard, filters=[("class_name", "=", "CollectorActor"), ("state", "=", "ALIVE")],
-        raise_on_missing_output=False)) == 2 and found, 60, "two live collector actors")
-    assert sorted(actor.node_id for actor in collectors) == sorted(cluster.node_ids.values())
+    assert seen["collector_nodes"] == sorted(cluster.node_ids.values())
 
 
-def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tmp_path):
+def test_the_retrain_scheduler_is_placed_on_the_head_node(cluster, tied_to_the_app):
     """Designed: beside the controller on the head, where the state directory is (node:__internal_head__)."""
-    placed = _driver(SCHEDULER, cluster, tmp_path, timeout_s=300)
-    assert placed["node_id"] == cluster.node_ids["head"] and placed["next_due"]
+    assert tied_to_the_app["scheduler_nodes"] == [cluster.node_ids["head"]] and tied_to_the_app["next_due"]
 
 
-def test_the_actors_the_app_starts_end_themselves_without_it(cluster, tmp_path):
+def test_the_actors_the_app_starts_end_themselves_without_it(tied_to_the_app):
     """`serve shutdown` must not leave collectors sampling and a scheduler retraining: started as the bootstrap
     starts them, they stay while the app runs and end themselves once it has been shut down for the grace period
     (before, serve.status() kept the dead Serve controller's handle, so no look ever saw the app gone)."""
-    seen = _driver(TIED_TO_THE_APP, cluster, tmp_path, timeout_s=400)
+    seen = tied_to_the_app
     assert len(seen["collectors_started"]) == 2  # one per node, before the supervisor stopped them
     assert seen["with_app"] == {"supervisor": True, "scheduler": True, "collectors": 2}
     assert seen["running"] == {"supervisor": False, "scheduler": False, "collectors": 0}

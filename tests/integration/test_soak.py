@@ -13,7 +13,8 @@ from tests.conftest import API_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SOAK_S = 44
+SOAK_S = 32  # four windows of 8 s
+SETTLE_S = 5  # two of the controller's ticks after the load
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def soak_app(api, app_args, tmp_path):
 
 
 def test_killing_the_store_a_predictor_replica_and_the_controller_loses_nothing(soak_app, serve_port):
-    report = SoakRun(f"http://127.0.0.1:{serve_port}", API_TOKEN, SoakPlan(duration_s=SOAK_S)).run()
+    report = SoakRun(f"http://127.0.0.1:{serve_port}", API_TOKEN, SoakPlan(duration_s=SOAK_S, settle_s=SETTLE_S)).run()
     table = render(report)  # every assertion shows it
     assert [w.name for w in report.windows] == ["baseline", "store actor killed", "predictor replica killed",
                                                 "controller killed"], table

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 from core.registry import ModelRegistry
+from tests.conftest import SMALL_POWER
 from training import evaluate, train_lstm
 from training.power.forecaster import PowerForecaster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = ["--step", "2min", "--horizon", "20min", "--sequence-length", "15", "--epochs", "4", "--quiet"]
+SMALL = SMALL_POWER
 
 
 @pytest.fixture(scope="module")
-def registry_root(tmp_path_factory, ray_cluster, upm_sample, monkeypatch_module):
+def registry_root(tmp_path_factory, served_models, monkeypatch_module):
+    """A registry of this module's own, where MODEL_PATH points, holding the session's first power_lstm version
+    (`train_lstm --data <the real sample>` with SMALL's flags) as its only and active one."""
     root = tmp_path_factory.mktemp("models")
+    shutil.copytree(served_models / "power_lstm" / "1", root / "power_lstm" / "1")
+    ModelRegistry(root).activate("power_lstm", 1)
     monkeypatch_module.setenv("MODEL_PATH", str(root))
-    assert train_lstm.main(["--data", str(upm_sample), *SMALL]) == 0
     return root
 
 
@@ -97,8 +102,6 @@ def test_a_registered_model_that_does_not_say_what_it_trained_on_is_refused(tmp_
                                                                            capsys):
     """Regression: a version without data_span (older metadata) was scored on the whole test part, rows it may have
     trained on among them, with only `data_span: null` in the report to say so."""
-    import shutil
-
     copy = tmp_path / "models"
     shutil.copytree(Path(registry_root) / "power_lstm" / "1", copy / "power_lstm" / "1")
     metadata_file = copy / "power_lstm" / "1" / "metadata.json"

@@ -1,6 +1,7 @@
 """Run as a script by test_ray_token_auth.py: a private Ray in the auth mode of its environment with one Serve
 replica; prints (as JSON, after MARK) each TCP port that replica listens on, its address and what an
-inter-deployment gRPC call without a token gets there. Importing it loads nothing of Ray's."""
+inter-deployment gRPC call without a token gets there (`ports_of`, which the test also calls for the session's own
+replicas). Importing it loads nothing of Ray's."""
 
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ def _unauthenticated_call(port: int) -> str:
     return "ANSWERED"
 
 
+def ports_of(pid: int) -> list[dict[str, object]]:
+    """Each TCP port replica process `pid` listens on (its own only, not another Ray's on the machine), its address
+    and what an inter-deployment gRPC call without a token gets there."""
+    return [{"address": address, "port": port, "call": _unauthenticated_call(port)}
+            for address, port in _sockets_of(pid)]
+
+
 def main(http_port: int) -> None:
     import ray
     from ray import serve
@@ -76,9 +84,7 @@ def main(http_port: int) -> None:
         # own, which the tests' Serve settings (RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0) turn off
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/pid", timeout=60) as answer:
             pid = int(answer.read())
-        found = [{"address": address, "port": port, "call": _unauthenticated_call(port)}
-                 for address, port in _sockets_of(pid)]  # this replica's only, not another Ray's on the machine
-        sys.stdout.write(MARK + json.dumps(found) + "\n")
+        sys.stdout.write(MARK + json.dumps(ports_of(pid)) + "\n")
         sys.stdout.flush()
     finally:
         serve.shutdown()

@@ -16,7 +16,7 @@ import pytest
 from app import local_ray_token
 from tests.factories import free_port
 from tests.paths import REPO_ROOT
-from tests.security.replica_ports import MARK
+from tests.security.replica_ports import MARK, ports_of
 
 ALL_INTERFACES = ("0.0.0.0", "::")
 
@@ -34,9 +34,23 @@ def _replica_ports(tmp_path: Path, mode: str) -> list[dict[str, object]]:
     return json.loads(line.removeprefix(MARK))
 
 
+def _session_replica_ports() -> list[dict[str, object]]:
+    """The same for a PowerPredictor replica of the session's app, on the session's Ray (started as `make run`
+    starts one)."""
+    from ray.util.state import list_actors
+
+    from core.names import POWER_APP, POWER_DEPLOYMENT
+
+    pids = [actor.pid for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+            if actor.class_name == f"ServeReplica:{POWER_APP}:{POWER_DEPLOYMENT}"]
+    assert pids
+    return ports_of(pids[0])
+
+
 @pytest.mark.slow
-def test_a_replicas_grpc_port_on_every_interface_refuses_calls_without_rays_token(tmp_path: Path):
-    ports = _replica_ports(tmp_path, "token")
+def test_a_replicas_grpc_port_on_every_interface_refuses_calls_without_rays_token(api, tmp_path: Path):
+    session_in_token_mode = os.environ["RAY_AUTH_MODE"] == "token"  # else a Ray of its own, in token mode
+    ports = _session_replica_ports() if session_in_token_mode else _replica_ports(tmp_path, "token")
     open_to_all = [port for port in ports if port["address"] in ALL_INTERFACES]
     assert open_to_all, ports  # Ray still binds it to every interface: the token is what guards it
     assert {port["call"] for port in open_to_all} == {"UNAUTHENTICATED"}, ports

@@ -13,7 +13,7 @@ import pytest
 
 from app.errors import MAX_ECHOED_CHARS
 from tests.conftest import API_TOKEN
-from tests.factories import activate_and_wait, policy_data, wait_for_status
+from tests.factories import policy_data, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -196,22 +196,3 @@ def test_batches_run_through_the_queue(api, app_args):
     for batch_id in ids:
         done = wait_for_status(api, f"/api/v1/predict/batch/{batch_id}", {"done", "failed"}, 120)
         assert done["status"] == "done" and [r["status"] for r in done["results"]] == ["ok", "ok"], done
-
-
-@pytest.mark.slow
-def test_a_second_retrain_of_the_same_model_is_409_while_the_first_runs(api, served_models):
-    from core.registry import ModelRegistry
-
-    registry = ModelRegistry(served_models)
-    active = registry.active_version("power_lstm")
-    first = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"}, headers=AUTH)
-    assert first.status_code == 202, first.text
-    job_id = first.json()["job_id"]
-    try:
-        second = api.post("/api/v1/models/retrain", json={"epochs": 4, "prediction_horizon": "20m"}, headers=AUTH)
-        assert second.status_code == 409, second.text
-        item = error(second)
-        assert item["loc"] == ["body", "model_id"] and job_id in item["msg"]
-    finally:
-        wait_for_status(api, f"/api/v1/models/retrain/{job_id}", {"succeeded", "failed"}, 300)
-        activate_and_wait(api, registry, "power_lstm", active, POWER)  # the next tests expect the version they found
