@@ -33,8 +33,13 @@ def planned(policy: ScalingPolicy, actuation_delay_s: int, step_s: int) -> Scali
 
 
 def window_steps(policy: ScalingPolicy, step_s: int) -> int:
-    """The policy's risk window in whole steps, rounded up (at least one)."""
-    return max(math.ceil(policy.risk_window_s / step_s), 1)
+    """The leads a replayed decision must see, in whole steps rounded up (at least one): the policy's risk window,
+    and until the next change could take effect. A replay decides once a bin is read in full and holds on a bin that
+    started before the last change took effect, so the next change is decided at the earliest the hold or the
+    actuation delay plus one step after this one (whichever is longer: the step is the replay's tick), and lands its
+    actuation delay after that."""
+    next_change_s = max(policy.hold_s, policy.actuation_delay + step_s) + policy.actuation_delay
+    return max(math.ceil(max(policy.risk_window_s, next_change_s) / step_s), 1)
 
 
 def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_s: int, actuation_delay_s: int,

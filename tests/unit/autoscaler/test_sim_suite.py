@@ -137,9 +137,10 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file, 
     monkeypatch.setattr("autoscaler.sim_suite.time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
     result, calls = run(suite_file, progress=lambda partial: seen.append(partial["complete"]))
     assert result["complete"] and seen == [False, False]
-    # one forecaster per case and seed, for the longest risk window: a 10 min hold + a 10 min delay
-    assert calls == [{"step_s": 600, "horizon": 2, "seed": 0, "split": "series"},
-                     {"step_s": 60, "horizon": 20, "seed": 0, "split": "time"}]  # the case's own
+    # one forecaster per case and seed, for the longest window: the next change is decided a 10 min delay and a
+    # step after this one at the earliest (its bin must begin after this change took effect) and lands 10 min later
+    assert calls == [{"step_s": 600, "horizon": 3, "seed": 0, "split": "series"},
+                     {"step_s": 60, "horizon": 21, "seed": 0, "split": "time"}]  # the case's own
     labels = [(c["case"], c["transform"], c["actuation_delay_seconds"]) for c in result["cases"]]
     assert labels == [("spikes", "k100", 600),  # one step is 10 min here: one delay
                       ("spikes-1min", "k100", 60), ("spikes-1min", "k100", 600),
@@ -154,7 +155,7 @@ def test_every_case_transform_and_delay_is_replayed_with_its_report(suite_file, 
         assert settings["model"]["served_method"] == "perfect"
         assert settings["split"] == ("time" if case["case"] == "spikes-1min" else "series")
         # regression: the horizon the forecaster was trained for, and each replay's own time, were not reported
-        assert settings["trained_horizon_steps"] == (20 if case["case"] == "spikes-1min" else 2)
+        assert settings["trained_horizon_steps"] == (21 if case["case"] == "spikes-1min" else 3)
         assert report["elapsed_seconds"] == 200.0  # its seed's training (100 s) and its own replay (100 s)
         assert report["predictive"]["decisions"] == len(report["steps"])
         assert case["ratios"]["vs_reactive"]["replica_hours"] == pytest.approx(

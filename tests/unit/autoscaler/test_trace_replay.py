@@ -367,3 +367,20 @@ def test_a_scale_in_is_paid_for_until_it_lands():
     assert replicas[0] == 4 and replicas[-1] < 4, replicas
     assert charged == replicas  # nothing paid for beyond what runs while replicas only go away
     assert result.metrics.replica_hours == pytest.approx(sum(replicas) * STEP / 3600)
+
+
+def test_the_replayed_window_sees_the_bin_before_the_next_change_could_land():
+    """Regression: the window was the hold plus the actuation delay. With a cooldown shorter than the delay, the next
+    change is decided only once a bin that began after the last one took effect has been read, a step later; the bin
+    before it landed ran at the count decided now, unseen: a recurring spike there violated the budget even with a
+    perfect forecast."""
+    step, delay = 600, 600
+    policy = sim_policy(power_based={"cooldown_period": 300}, actuation_delay=delay)
+    assert policy.risk_window_s == 2 * step and window_steps(policy, step) == 3
+    for spike in range(5, 14):  # the drop to 400 W invites a scale-in; where a spike comes back decides its risk
+        trace = [3000.0] * 4 + [400.0] * 12
+        trace[spike] = 3000.0
+        moments = [START + timedelta(seconds=step * i) for i in range(len(trace))]
+        result = simulate_series(policy, MODEL, moments, trace, step_s=step, actuation_delay_s=delay,
+                                 forecast=perfect_forecast(trace, window_steps(policy, step)))
+        assert result.metrics.budget_violation_seconds == 0, (spike, [s.replicas for s in result.steps])
