@@ -33,7 +33,7 @@ MAX_STABILIZATION_S = 3600
 
 def _window_seconds(value: object) -> int:
     if isinstance(value, int | float | str) and not isinstance(value, bool):
-        return 0 if value in (0, "0") else parse_duration(value)
+        return parse_duration(value, allow_zero=True)
     raise ValueError(f"a {type(value).__name__} is not a duration like '30s' or '5min' (0: no stabilization)")
 
 
@@ -86,7 +86,9 @@ def remember(recent: tuple[Recommendation, ...], new: Recommendation) -> tuple[R
 
 
 def stabilized(recent: tuple[Recommendation, ...], recommended: int, now: datetime, window_s: int) -> int:
-    """The highest of `recommended` and the recommendations made within `window_s` before `now`."""
+    """The highest of `recommended` and the recommendations made within `window_s` before `now` (none: 0)."""
+    if window_s <= 0:
+        return recommended
     since = now - timedelta(seconds=window_s)
     return max([recommended, *(r.replicas for r in recent if r.at >= since)])
 

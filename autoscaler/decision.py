@@ -76,6 +76,14 @@ class PolicyState(BaseModel):
             "changed_target_at": clamped(self.changed_target_at),
             "recent": tuple(r.model_copy(update={"at": min(r.at, now)}) for r in self.recent)})
 
+    def first_seen(self, replicas: int, now: datetime) -> PolicyState:
+        """The state a policy's first decision starts from (a new policy, or one pointed at another target): the
+        target's count then is remembered as recommended at `now`, as the HPA records its initial recommendation, so
+        the stabilization window holds a first low reading's scale-in as it holds one after any decision."""
+        if self.recent or self.last_scale_at is not None or self.replicas_after is not None:
+            return self
+        return self.model_copy(update={"recent": (Recommendation(at=now, replicas=replicas),)})
+
     def after(self, decision: ScalingDecision, *, scaled: bool | None = None, known: bool = True) -> PolicyState:
         """The state after `decision`: its recommendation remembered, and the cooldown clock restarted when the
         replica count changed (`scaled`; default: when the decision is a change). `known` False: the count the

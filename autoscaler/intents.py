@@ -235,7 +235,8 @@ class Enactor:
             return self._hold_blind(turn, now, turn.error)
         if turn.observation is None:  # the replica count could not be read: nothing to decide on
             return self._hold_blind(turn, now, turn.note or "no observation")
-        before = self.state.policy_state(policy.name).no_later_than(now)
+        # a policy's first decision (a new policy, or one pointed at another target) keeps the count it found
+        before = self.state.policy_state(policy.name).no_later_than(now).first_seen(turn.observation.replicas, now)
         notes = [note for note in (turn.note, turn.idle_note) if note]
         if (pending := self.state.pending_intent(policy.name)) is not None:  # judged on the count read, not one
             read = turn.earlier.read_replicas if turn.earlier is not None else None  # an earlier turn set since

@@ -293,6 +293,7 @@ def simulate_series(policy: ScalingPolicy, model: DemandModel, times: Sequence[d
         observation = PowerObservation(measured_per_node_watts=[per_node] * replicas, age_s=float(step_s),
                                        replicas=target)
         decided_at = now + timedelta(seconds=step_s)  # when this step's bin has been read in full
+        state = state.first_seen(target, decided_at)  # as the controller starts a policy
         decision = decide(policy, observation, view, state, decided_at)
         # power read before the last change took effect by the policy's own actuation_delay: the controller holds
         # on it (decision._paced), and starts no cooldown

@@ -54,8 +54,8 @@ def _split(text: str) -> tuple[str, str]:
     return text[:end], text[end:].strip()
 
 
-def parse_duration(text: str | int | float) -> int:
-    """Return the duration in whole seconds; a bare number means seconds.
+def parse_duration(text: str | int | float, *, allow_zero: bool = False) -> int:
+    """Return the duration in whole seconds; a bare number means seconds (`allow_zero`: 0 in any unit is one).
 
     Runs in time linear in the text, refuses text over MAX_TEXT_CHARS characters and durations over
     MAX_SECONDS.
@@ -87,9 +87,9 @@ def parse_duration(text: str | int | float) -> int:
         seconds = Fraction(number) * _UNIT_SECONDS[unit]  # exact: 1.1 h is 3,960 s, not 3,960.0000000000005
     else:
         raise ValueError(f"{type(text).__name__} is not a duration like '15s', '10min', '1h' or '7d'")
-    if seconds <= 0 or seconds != int(seconds):
+    if seconds < 0 or (seconds == 0 and not allow_zero) or seconds != int(seconds):
         raise ValueError(f"{_shown(str(text)) if isinstance(text, str) else repr(text)} "
-                         "must be a positive whole number of seconds")
+                         f"must be a {'' if allow_zero else 'positive '}whole number of seconds")
     if seconds > MAX_SECONDS:
         raise ValueError(f"{_shown(str(text)) if isinstance(text, str) else repr(text)} is longer than the "
                          f"longest duration accepted ({MAX_SECONDS // 86400} days)")

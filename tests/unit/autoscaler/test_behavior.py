@@ -124,8 +124,11 @@ def test_behavior_fields_validate():
         StepLimit(step_replicas=0)
     with pytest.raises(ValueError, match="stabilization_window"):
         ScalingBehavior.model_validate({"scale_down": {"stabilization_window": "2h"}})
-    no_window = ScalingBehavior.model_validate({"scale_down": {"stabilization_window": 0}})
-    assert no_window.scale_down.stabilization_window == 0
+    for off in (0, "0", "0s", "0min"):  # 0 in any unit turns it off
+        no_window = ScalingBehavior.model_validate({"scale_down": {"stabilization_window": off}})
+        assert no_window.scale_down.stabilization_window == 0
+    with pytest.raises(ValueError, match="must be a whole number of seconds"):
+        ScalingBehavior.model_validate({"scale_down": {"stabilization_window": -60}})
     with pytest.raises(ValueError, match="not a duration"):
         ScalingBehavior.model_validate({"scale_down": {"stabilization_window": True}})
 

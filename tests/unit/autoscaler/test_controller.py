@@ -19,6 +19,9 @@ from core.telemetry import TelemetrySample
 from tests.factories import make_policy
 from tests.unit.autoscaler.doubles import FixedForecaster, policy_data, write_power
 
+# a policy's first tick keeps the count it found for the stabilization window: off where a test is about another rule
+NO_WINDOW = {"scale_down": {"stabilization_window": 0}}
+
 
 def test_measured_overload_scales_out_and_records_the_event(make, store):
     controller, actuator = make()
@@ -29,6 +32,22 @@ def test_measured_overload_scales_out_and_records_the_event(make, store):
     assert event.actuation.status is ActuationStatus.APPLIED and actuator.calls == [("web", 3)]
     assert event.measured_power_watts == pytest.approx(950) and event.signal == "measured"
     assert controller.state.events()[0].id == event.id
+
+
+def test_a_new_policy_keeps_the_count_it_found_for_the_stabilization_window(make, store):
+    """Regression: a policy's first tick had no recommendation in its window, so a target deployed at 10 replicas
+    for load was consolidated to 2 on the first low reading (the HPA records the count it finds first)."""
+    clock = [datetime.now(UTC)]
+    controller, actuator = make(replicas=10, clock=lambda: clock[0])
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 100, "n2": 100}, end=clock[0])
+    [first] = controller.tick()
+    assert (first.action, first.to_replicas) == (ScaleAction.HOLD, 10), first.reason
+    assert "stabilization window" in first.reason and actuator.calls == []
+    clock[0] += timedelta(seconds=301)  # the default 5-minute window has passed on low readings
+    write_power(store, {"n1": 100, "n2": 100}, end=clock[0])
+    [later] = controller.tick()
+    assert later.action is ScaleAction.SCALE_IN and actuator.calls == [("web", later.to_replicas)], later.reason
 
 
 def test_confident_forecast_scales_out_before_measured_power_crosses(make, store):
@@ -453,7 +472,7 @@ def test_a_bound_set_after_the_read_is_never_taken_past_the_decision_or_the_poli
     maximum of 3; and a scale-in refused by a maxReplicas lowered below the policy's minimum wrote that bound."""
     controller, actuator = make(replicas=count)
     actuator.bounds, actuator.hides_bounds = bounds, True
-    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, **limits))
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, **limits, behavior=NO_WINDOW))
     write_power(store, {"n1": watts, "n2": watts})
     [event] = controller.tick()
     assert event.action is action and event.actuation.status is ActuationStatus.FAILED, event
@@ -480,7 +499,7 @@ def test_a_target_above_its_own_maximum_as_read_is_never_scaled_in_for_it(make, 
     rules: it was "back inside the bounds"). Measured low power still scales it in by the policy's own rules."""
     controller, actuator = make(replicas=5)
     actuator.bounds = (1, 3)
-    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10))
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, max_replicas=10, behavior=NO_WINDOW))
     write_power(store, {"n1": power, "n2": power})
     [event] = controller.tick()
     if power == 1500:
@@ -501,7 +520,7 @@ def test_a_change_that_leaves_a_target_beyond_its_own_bounds_is_a_hold_not_a_fai
     every tick (a failed event and decision each). Mirrored below a raised minReplicas (review)."""
     controller, actuator = make(replicas=count)
     actuator.bounds = bounds
-    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, min_replicas=1, max_replicas=10))
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, min_replicas=1, max_replicas=10, behavior=NO_WINDOW))
     for _ in range(2):
         write_power(store, {"n1": watts, "n2": watts})
         [event] = controller.tick()

@@ -14,10 +14,18 @@ from autoscaler import intents
 from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.intents import PolicyTurn, TickCounts
 from autoscaler.schema import ActuationStatus, ScaleAction, ScalingPolicy
-from tests.unit.autoscaler.doubles import policy_data, write_power
+from tests.unit.autoscaler import doubles
+from tests.unit.autoscaler.doubles import write_power
 
 TARGET = {"kind": "deployment", "name": "web"}
 MEASURED = {"enabled": False}
+NO_WINDOW = {"scale_down": {"stabilization_window": 0}}
+
+
+def policy_data(name: str, **fields):
+    """doubles.policy_data without a scale-down stabilization window: these tests are about the policies of one
+    tick, and the window would hold a scale-in at a policy's first tick (it keeps the count the policy found)."""
+    return doubles.policy_data(name, **{"behavior": NO_WINDOW, **fields})
 
 
 @pytest.fixture
