@@ -11,6 +11,7 @@ LSTM's own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Literal
 
@@ -117,8 +118,9 @@ def choose_served(lstm_quantiles: np.ndarray, gbm_point: np.ndarray, actual: np.
         "lightgbm": float(np.abs(gbm_point - actual)[mask].mean()),
         "combined": cross_fitted_mae(lstm_point, gbm_point, actual, mask, folds),
     }
-    best = min(scores.values())
-    method = next(name for name in PREFERENCE if scores[name] <= best * (1.0 + MIN_GAIN))
+    ranked = {name: score if math.isfinite(score) else math.inf for name, score in scores.items()}  # NaN: worst
+    best = min(ranked.values())
+    method = next(name for name in PREFERENCE if ranked[name] <= best * (1.0 + MIN_GAIN))
     horizon = actual.shape[1]
     weights = {"lstm": np.ones(horizon), "lightgbm": np.zeros(horizon),
                "combined": fit_weights(lstm_point, gbm_point, actual, mask)}[method]

@@ -24,15 +24,11 @@ from training.power.forecaster import PowerForecaster
 from training.power.holdout import Challenger, HoldoutMetrics, Incomparable, Incumbent, holdout_metrics, score_incumbent
 from training.power.retrain_result import Decision, RetrainResult, TrainingFacts, activation_failed, promote
 from training.power.retrain_spec import Activation, FrameSource, RetrainSpec
-from training.power.served import train_served
+from training.power.served import DIVERGED, TrainingDiverged, train_served
 from training.power.windows import HOLDOUT_TOO_SHORT, TRAINING_PART_TOO_SHORT, NotEnoughData, Role
 from training.settings import TrainingConfig
 
 SYNTHETIC_PREFIX = "syn-"  # node ids of training.synthetic traces
-
-
-class TrainingDiverged(ValueError):
-    """The trained forecaster's held-out error is not a number (weights that diverged): it is not registered."""
 
 
 def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegistry) -> RetrainResult:
@@ -42,7 +38,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
         ConfigError: the overrides make an invalid config.
         RetrainRefused: too few epochs, or a horizon too short for a model that may be served.
         NotEnoughData: a series, the training part or the holdout is too short for one window.
-        TrainingDiverged: the new forecaster's held-out MAE is not a number.
+        TrainingDiverged: the LSTM's validation error or the new forecaster's held-out MAE is not a number.
         TelemetryDataError, ValueError, OSError: from `source`.
     """
     config = spec.effective_config()
@@ -61,8 +57,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     coverage, tolerance = model_config.interval_coverage, model_config.confidence_tolerance
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     if not math.isfinite(metrics.mae):
-        raise TrainingDiverged("the new forecaster's held-out MAE is not a number: its training diverged (try a "
-                               "lower models.power_predictor.learning_rate); nothing was registered")
+        raise TrainingDiverged(f"the new forecaster's held-out MAE is not a number: {DIVERGED}")
     challenger = Challenger(forecaster, metrics, prepared, frame, predictor.max_gap)
     incumbent = score_incumbent(registry, spec.model_id, challenger)
     decision = decide(spec.activation, incumbent)

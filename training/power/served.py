@@ -13,6 +13,7 @@ unweighted.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from training.metrics import point_metrics
@@ -24,6 +25,15 @@ from training.power.ray_trainer import TrainedWeights
 from training.power.recency import candidate_half_lives, window_ages
 from training.power.windows import Role, Windows
 from training.settings import PowerPredictorConfig
+
+
+class TrainingDiverged(ValueError):
+    """The trained forecaster's error is not a number (weights that diverged): it is not served nor registered."""
+
+
+DIVERGED = ("its training diverged (try a lower models.power_predictor.learning_rate); nothing was "
+            "registered")
+
 
 MIN_GBM_WINDOWS = 30
 """The fewest FIT and CALIB windows each on which a LightGBM partner is fitted and the blend chosen."""
@@ -52,10 +62,16 @@ def train_served(prepared: PreparedData, model_config: PowerPredictorConfig, **r
     Where the partner chose a recency half-life, the LSTM's Ray Train run trains a second time with each epoch's
     sample drawn by it, which serves only with a lower CALIB MAE (`TrainedWeights.half_life_steps` says which did).
     Returns the forecaster, the run's weights and the partner refitted on the whole training part (None where the
-    training part is too short for one)."""
+    training part is too short for one).
+
+    Raises:
+        TrainingDiverged: the LSTM's best CALIB error is not a number.
+    """
     partner = fit_partner(prepared, model_config.seed)
     half_life = partner.spec.half_life_steps if partner is not None else None
     forecaster, weights = train_forecaster(prepared, model_config, half_life=half_life, **run_options)
+    if not math.isfinite(weights.best_val_mae_watts):
+        raise TrainingDiverged(f"the LSTM's validation error is not a number: {DIVERGED}")
     gbm = None
     if partner is not None:
         gbm = _choose(forecaster, prepared, partner, coverage=model_config.interval_coverage,

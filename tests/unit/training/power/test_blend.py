@@ -91,6 +91,14 @@ def test_opposite_errors_are_served_combined() -> None:
     assert served.calibration_mae["combined"] < min(served.calibration_mae["lstm"], served.calibration_mae["lightgbm"])
 
 
+def test_an_lstm_forecasting_no_number_leaves_the_lightgbm_served() -> None:
+    """Regression: a NaN LSTM score made the best score NaN, so no method compared as good enough and the choice
+    ended in a StopIteration traceback."""
+    quantiles, gbm, actual, mask, folds = held_out()
+    served = choose_served(np.full_like(quantiles, np.nan), gbm, actual, mask, folds, coverage=0.8, tolerance=0.1)
+    assert served.method == "lightgbm"
+
+
 def test_a_tie_keeps_the_champion() -> None:
     quantiles, _, actual, mask, folds = held_out()
     served = choose_served(quantiles, quantiles[..., 1].copy(), actual, mask, folds, coverage=0.8, tolerance=0.1)

@@ -8,12 +8,15 @@ Ray Train is replaced by tests.fakes.trainer (the `shift` fixture in conftest.py
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import training.power.retrain as retrain_module
 from core.telemetry_csv import validate_telemetry
+from tests.fakes.trainer import untrained
 from training.power.common_leads import NotComparable, score_common
 from training.power.dataset import prepare
 from training.power.features import POWER_CHANGE_COLUMN
@@ -61,6 +64,18 @@ def test_a_forecaster_whose_held_out_error_is_no_number_is_not_registered_and_on
     diverged = Incumbent(version=1, mae=float("nan"), challenger_mae=3.0, step_s=120, lead_steps=10, points=50)
     assert retrain_module.decide("auto", diverged) == "beat_incumbent"
     assert retrain_module.decide("auto", diverged.model_copy(update={"mae": 2.0})) == "did_not_beat"
+
+
+def test_weights_that_diverged_in_training_are_refused_before_the_served_blend_is_chosen(sample, registry,
+                                                                                         monkeypatch):
+    """Regression: with a LightGBM partner fitted, an LSTM whose validation error is not a number made the choice of
+    the served blend end in a StopIteration traceback (a NaN best score compares as no better than any)."""
+    diverged = untrained(float("nan"))
+    monkeypatch.setattr("training.power.dataset.train_power_lstm", lambda *args, **kwargs: dataclasses.replace(
+        diverged(*args, **kwargs), best_val_mae_watts=float("nan")))
+    with pytest.raises(retrain_module.TrainingDiverged, match="validation error is not a number"):
+        retrain_power(sample, spec(), registry=registry)
+    assert registry.versions("power_lstm") == []
 
 
 @pytest.mark.parametrize("overrides", [FINER, LONGER], ids=["finer-step", "longer-horizon"])
