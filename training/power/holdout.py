@@ -138,6 +138,7 @@ class Challenger:
     prepared: PreparedData
     frame: pd.DataFrame  # canonical telemetry at the challenger's step, the finer of the two (_require_same_reach)
     max_gap_s: int
+    synthetic: bool = False  # trained on a SYNTHETIC trace (training.synthetic)
 
 
 def score_incumbent(registry: ModelRegistry, model_id: str,
@@ -152,13 +153,17 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     loaded is replaced, as replicas replace it, by the newest version served before it that loads
     (`Incumbent.scored_version`). Incomparable when neither is possible (no version loads, a challenger that does not
     answer every request the active version answers, steps that do not nest, a holdout too short for the active
-    model's window).
+    model's window), and for a challenger trained on a SYNTHETIC trace where the active version learned from real
+    telemetry: scored on generated nodes it never saw, the active one would give way to a model of no real server.
     """
     version = registry.served_version(model_id)
     if version is None:
         return None
     try:
         scored, current, metadata = _load_served(registry, model_id, version)
+        if challenger.synthetic and not metadata.trained_on_synthetic_data:
+            return Incomparable(version=version, why="it was trained on real telemetry, and this challenger on a "
+                                                     "SYNTHETIC trace")
         incumbent = _score(current, version, challenger, metadata.data_span)
     except (ModelNotFoundError, ArtifactError) as exc:  # incl. a model without calibration
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)

@@ -58,7 +58,7 @@ def retrain_power(source: FrameSource, spec: RetrainSpec, *, registry: ModelRegi
     metrics = holdout_metrics(forecaster, prepared, coverage, tolerance)
     if not math.isfinite(metrics.mae):
         raise TrainingDiverged(f"the new forecaster's held-out MAE is not a number: {DIVERGED}")
-    challenger = Challenger(forecaster, metrics, prepared, frame, predictor.max_gap)
+    challenger = Challenger(forecaster, metrics, prepared, frame, predictor.max_gap, synthetic=synthetic)
     incumbent = score_incumbent(registry, spec.model_id, challenger)
     decision = decide(spec.activation, incumbent)
     facts = TrainingFacts(seed=model_config.seed, best_epoch=weights.best_epoch, epochs_run=weights.epochs_run,

@@ -78,6 +78,19 @@ def test_weights_that_diverged_in_training_are_refused_before_the_served_blend_i
     assert registry.versions("power_lstm") == []
 
 
+def test_a_version_trained_on_a_synthetic_trace_never_replaces_one_trained_on_real_telemetry(sample, registry, shift):
+    """Regression: `train_lstm --data synthetic.csv` against the service's registry (the README's Training section
+    makes one) scored the active version on generated nodes it never saw, and the new version, as good there,
+    replaced the model of the real servers. As the cost model does, it is registered without activation."""
+    champion(sample, registry, shift, GOOD)
+    generated = sample.assign(node_id="syn-" + sample["node_id"].astype(str))
+    result = retrain_power(generated, spec(), registry=registry)
+    assert result.decision == "not_comparable" and not result.activated
+    assert "SYNTHETIC" in result.incomparable.why and registry.active_version("power_lstm") == 1
+    real_again = retrain_power(sample, spec(), registry=registry)  # the other way round they are compared
+    assert real_again.incumbent is not None and real_again.incumbent.version == 1
+
+
 @pytest.mark.parametrize("overrides", [FINER, LONGER], ids=["finer-step", "longer-horizon"])
 def test_a_worse_version_of_another_step_or_horizon_is_not_activated(sample, registry, shift, overrides):
     champion(sample, registry, shift, GOOD)
