@@ -22,6 +22,11 @@ from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role, Windo
 
 logger = logging.getLogger(__name__)
 
+MIN_COMPARED_ORIGINS = 10
+"""The fewest forecasts' worth of points (each forecast over every lead) both versions must be scored on for a
+promotion to rest on them: a holdout the active version trained on nearly all of leaves a handful of neighbouring
+points, on which a worse version could win by chance."""
+
 
 class HoldoutMetrics(BaseModel):
     """A forecaster's scores on the holdout (TEST role) windows; watts unless named otherwise."""
@@ -228,9 +233,19 @@ def _score(current: PowerForecaster, version: int, challenger: Challenger, train
         except NotEnoughData as exc:
             raise NotComparable(f"the holdout it never trained on is too short for a window of {longest} "
                                 f"steps") from exc
+        _require_enough(holdouts[0].points, new.horizon)
         return Incumbent(version=version, mae=holdouts[0].mae(current), challenger_mae=holdouts[1].mae(new),
                          step_s=new.pipeline.step_s, lead_steps=new.horizon, points=holdouts[0].points)
     step_s, _ = common_step_and_leads(current, new)
     score = score_common(current, new, challenger.frame, holdout_spans(prepared), challenger.max_gap_s)
+    _require_enough(score.points, score.lead_steps)
     return Incumbent(version=version, mae=score.mae[0], challenger_mae=score.mae[1], step_s=step_s,
                      lead_steps=score.lead_steps, points=score.points, resampled=True)
+
+
+def _require_enough(points: int, lead_steps: int) -> None:
+    """Raises NotComparable where the (origin, lead) points compared make fewer than MIN_COMPARED_ORIGINS
+    forecasts over every lead."""
+    if points < MIN_COMPARED_ORIGINS * lead_steps:
+        raise NotComparable(f"only {points} holdout points it never trained on, fewer than {MIN_COMPARED_ORIGINS} "
+                            f"forecasts of {lead_steps} leads; compare once more telemetry is held out")

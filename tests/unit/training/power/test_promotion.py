@@ -367,6 +367,17 @@ def test_the_active_version_is_scored_only_where_it_never_trained(sample, regist
     assert trained_on_all.incomparable.why.startswith("it trained on all of this holdout's data")
 
 
+def test_a_version_is_not_promoted_on_a_handful_of_points(sample, registry, shift):
+    """Regression: only a holdout with no point at all was incomparable. The active version held out 2 %: of the new
+    version's 10 % it never trained on 60 points, six forecasts of 10 leads; a worse version could win there by
+    chance (a tie goes to it)."""
+    champion(sample, registry, shift, GOOD, holdout_fraction=0.02)
+    shift(BAD)
+    result = retrain_power(sample, spec(), registry=registry)
+    assert result.decision == "not_comparable" and not result.activated
+    assert result.incomparable.why.startswith("only 60 holdout points it never trained on, fewer than 10 forecasts")
+
+
 def test_an_unreadable_active_model_is_scored_by_the_version_replicas_serve_in_its_place(sample, registry, shift):
     """Regression: an active version that cannot be loaded made every retraining 'not_comparable', although the
     replicas serve the newest formerly served version that loads (deployments.registry_follower)."""
