@@ -468,7 +468,11 @@ class ModelRegistry:
         pattern = f"{check_model_id(model_id) if model_id else '*'}/{STAGING_PREFIX}*"
         cutoff, removed = time.time() - max_age_s, 0
         for path in self.root.glob(pattern):
-            if path.is_dir() and path.stat().st_mtime < cutoff:
+            try:
+                stale = path.is_dir() and path.stat().st_mtime < cutoff
+            except FileNotFoundError:  # removed meanwhile (another cleanup, a prune of its model)
+                continue
+            if stale:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         if removed:

@@ -124,19 +124,20 @@ def run_attempt(records: RecordStore, job_id: str, data: TrainingData | JobRecor
                 spec: RetrainSpec | CostRetrainSpec, registry: ModelRegistry, *,
                 keep_versions: int | None = None, on_hung: Callable[[], None] | None = None) -> str:
     """Run the recorded attempt `job_id` (it holds the model's lock) and record its outcome; returns its status
-    ("succeeded" once it registered its version, even when its record could not be written). The lock is released
-    at the end (free_model). After a success, `keep_versions` (None: keep all) prunes the model's versions
-    (`ModelRegistry.prune`), so that a schedule's attempts do not fill the disk. `on_hung`: called once the attempt
-    was failed as hung (`heartbeat`), e.g. `end_hung_process`."""
+    ("succeeded" once it registered its version, even when its record could not be written). After a success,
+    `keep_versions` (None: keep all) prunes the model's versions (`ModelRegistry.prune`), so that a schedule's
+    attempts do not fill the disk; the lock is released after that (free_model), so no next attempt scores a version
+    the prune is removing. `on_hung`: called once the attempt was failed as hung (`heartbeat`), e.g.
+    `end_hung_process`."""
     try:
         status = _run(records, job_id, data, spec, registry, on_hung)
+        if status == "succeeded" and keep_versions is not None:
+            try:
+                registry.prune(spec.model_id, keep_versions)
+            except (OSError, ModelUnreadable) as exc:  # the attempt stands; the next one prunes again
+                logger.warning("retrain attempt %s: old versions of %s not pruned: %s", job_id, spec.model_id, exc)
     finally:
         free_model(RetrainLocks(records), spec.model_id, job_id)
-    if status == "succeeded" and keep_versions is not None:
-        try:
-            registry.prune(spec.model_id, keep_versions)
-        except (OSError, ModelUnreadable) as exc:  # the attempt stands; the next one prunes again
-            logger.warning("retrain attempt %s: old versions of %s not pruned: %s", job_id, spec.model_id, exc)
     return status
 
 

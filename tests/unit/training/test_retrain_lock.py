@@ -238,9 +238,15 @@ def test_a_successful_attempt_prunes_the_models_old_versions(tmp_path, monkeypat
         return retrain_attempt.AttemptOutcome(registered_version=version, decision="did_not_beat", activated=False)
 
     monkeypatch.setattr(retrain_attempt, "retrain", publishes_a_loser)
+    holders = []
+    prune = registry.prune
+    monkeypatch.setattr(registry, "prune", lambda *args: holders.append(RetrainLocks(records).holder("m"))
+                        or prune(*args))
     spec = SimpleNamespace(model_id="m")
     assert run_attempt(records, job, data=None, spec=spec, registry=registry, keep_versions=2) == "succeeded"
     assert registry.versions("m") == [1, 4, 5] and registry.served_version("m") == 1
+    # under the attempt's lock: a next attempt never scores a version being removed
+    assert holders == [job] and RetrainLocks(records).holder("m") is None
 
 
 def test_a_stopped_verdict_never_lands_on_an_attempt_that_has_just_finished(tmp_path):
