@@ -80,7 +80,7 @@ class PolicyState(BaseModel):
         """The state a policy's first decision starts from (a new policy, or one pointed at another target): the
         target's count then is remembered as recommended at `now`, as the HPA records its initial recommendation, so
         the stabilization window holds a first low reading's scale-in as it holds one after any decision."""
-        if self.recent or self.last_scale_at is not None or self.replicas_after is not None:
+        if self.recent or self.replicas_after is not None:  # (a cooldown stamp alone: a row set aside or unreadable)
             return self
         return self.model_copy(update={"recent": (Recommendation(at=now, replicas=replicas),)})
 

@@ -32,13 +32,13 @@ def planned(policy: ScalingPolicy, actuation_delay_s: int, step_s: int) -> Scali
     return as_replayed(policy, step_s)
 
 
-def window_steps(policy: ScalingPolicy, step_s: int) -> int:
+def window_steps(policy: ScalingPolicy, step_s: int, actuation_delay_s: int) -> int:
     """The leads a replayed decision must see, in whole steps rounded up (at least one): the policy's risk window,
     and until the next change could take effect. A replay decides once a bin is read in full and holds on a bin that
-    started before the last change took effect, so the next change is decided at the earliest the hold or the
-    actuation delay plus one step after this one (whichever is longer: the step is the replay's tick), and lands its
-    actuation delay after that."""
-    next_change_s = max(policy.hold_s, policy.actuation_delay + step_s) + policy.actuation_delay
+    started before the last change took effect by the policy's `actuation_delay`, so the next change is decided at
+    the earliest the hold or that delay plus one step after this one (whichever is longer: the step is the replay's
+    tick), and lands the replay's `actuation_delay_s` after that (a policy file may state a shorter delay)."""
+    next_change_s = max(policy.hold_s, policy.actuation_delay + step_s) + actuation_delay_s
     return max(math.ceil(max(policy.risk_window_s, next_change_s) / step_s), 1)
 
 
@@ -53,7 +53,7 @@ def replay(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, step_
         ValueError: the margin leaves no scale-out threshold, or the forecaster does not reach the risk window.
     """
     margined = with_margin(policy, margin)
-    leads = window_steps(policy, step_s)
+    leads = window_steps(policy, step_s, actuation_delay_s)
     totals = {name: RunMetrics() for name in RUNS}
     steps: list[dict[str, Any]] = []
     predicted: dict[int, RunResult] = {}
@@ -94,7 +94,8 @@ def settings(data: ReplayData, policy: ScalingPolicy, model: DemandModel, *, tra
         "trace": trace, "policy_file": policy_file, "policy": policy.model_dump(mode="json"),
         "step_seconds": step_s, "idle_watts": model.idle_watts, "demand_scale": model.scale,
         "demand_offset": model.offset, "actuation_delay_seconds": actuation_delay_s,
-        "train_fraction": train_fraction, "split": split, "horizon_steps": window_steps(policy, step_s),
+        "train_fraction": train_fraction, "split": split,
+        "horizon_steps": window_steps(policy, step_s, actuation_delay_s),
         "trained_horizon_steps": data.horizon,  # a suite trains once for its longest delay's window
         "risk_window_seconds": policy.risk_window_s, "margin_points": margin,
         "sequence_length": sequence_length, "epochs": epochs, "interval_coverage": data.coverage,

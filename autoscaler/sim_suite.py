@@ -114,7 +114,8 @@ def _replay_shape(base: TrainingConfig, suite: SimSuite, policy: ScalingPolicy, 
     policies = _policies(policy, case, case.delays(suite.actuation_delays), suite.margin)
     return {"step_s": case.step,
             "max_gap_s": case.max_gap if case.max_gap is not None else base.predictor.max_gap_at(case.step),
-            "features": base.features, "horizon": max(window_steps(p, case.step) for p in policies.values()),
+            "features": base.features,
+            "horizon": max(window_steps(p, case.step, delay) for delay, p in policies.items()),
             "train_fraction": case.train_fraction or suite.train_fraction, "split": case.split or suite.split}
 
 

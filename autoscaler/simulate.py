@@ -136,7 +136,8 @@ def run_simulation(args: argparse.Namespace) -> dict[str, Any]:
     model_config = config.models.power_predictor
     data = train_for_replay(load_telemetry_csv(args.trace), model_config, step_s=args.step,
                             max_gap_s=config.predictor.max_gap_at(args.step), features=config.features,
-                            horizon=window_steps(policy, args.step), train_fraction=args.train_fraction,
+                            horizon=window_steps(policy, args.step, args.actuation_delay),
+                            train_fraction=args.train_fraction,
                             options=TrainOptions.from_flags(args), split=args.split)
     report = replay(data, policy, model, step_s=args.step, actuation_delay_s=args.actuation_delay, margin=args.margin)
     steps = report.pop("steps")

@@ -50,6 +50,16 @@ def test_a_new_policy_keeps_the_count_it_found_for_the_stabilization_window(make
     assert later.action is ScaleAction.SCALE_IN and actuator.calls == [("web", later.to_replicas)], later.reason
 
 
+def test_a_first_decision_keeps_the_count_after_a_state_file_was_set_aside_too():
+    """A policy without a stored row after a damaged state file was set aside starts with a cooldown stamp only
+    (ControllerState.policy_state): its first decision still keeps the count it found."""
+    from autoscaler.decision import PolicyState
+
+    now = datetime.now(UTC)
+    seeded = PolicyState(last_scale_at=now - timedelta(days=2)).first_seen(10, now)
+    assert [(r.at, r.replicas) for r in seeded.recent] == [(now, 10)]
+
+
 def test_confident_forecast_scales_out_before_measured_power_crosses(make, store):
     forecaster = FixedForecaster(upper_watts=1000)
     controller, actuator = make(forecaster)
@@ -520,7 +530,8 @@ def test_a_change_that_leaves_a_target_beyond_its_own_bounds_is_a_hold_not_a_fai
     every tick (a failed event and decision each). Mirrored below a raised minReplicas (review)."""
     controller, actuator = make(replicas=count)
     actuator.bounds = bounds
-    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, min_replicas=1, max_replicas=10, behavior=NO_WINDOW))
+    controller.put_policy(policy_data(predictive_scaling={"enabled": False}, min_replicas=1, max_replicas=10,
+                                      behavior=NO_WINDOW))
     for _ in range(2):
         write_power(store, {"n1": watts, "n2": watts})
         [event] = controller.tick()

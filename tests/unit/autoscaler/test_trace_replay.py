@@ -69,7 +69,7 @@ def test_horizon_rounds_the_lookahead_up_to_whole_steps():
     def horizon_steps(lookahead_minutes: int, step_s: int) -> int:  # the risk window is the look-ahead here
         return window_steps(sim_policy(power_based={"cooldown_period": 60}).model_copy(update={
             "predictive_scaling": sim_policy().predictive_scaling.model_copy(
-                update={"lookahead_minutes": lookahead_minutes})}), step_s)
+                update={"lookahead_minutes": lookahead_minutes})}), step_s, 0)
 
     assert horizon_steps(30, 600) == 3
     assert horizon_steps(25, 600) == 3
@@ -376,11 +376,19 @@ def test_the_replayed_window_sees_the_bin_before_the_next_change_could_land():
     perfect forecast."""
     step, delay = 600, 600
     policy = sim_policy(power_based={"cooldown_period": 300}, actuation_delay=delay)
-    assert policy.risk_window_s == 2 * step and window_steps(policy, step) == 3
+    assert policy.risk_window_s == 2 * step and window_steps(policy, step, delay) == 3
     for spike in range(5, 14):  # the drop to 400 W invites a scale-in; where a spike comes back decides its risk
         trace = [3000.0] * 4 + [400.0] * 12
         trace[spike] = 3000.0
         moments = [START + timedelta(seconds=step * i) for i in range(len(trace))]
         result = simulate_series(policy, MODEL, moments, trace, step_s=step, actuation_delay_s=delay,
-                                 forecast=perfect_forecast(trace, window_steps(policy, step)))
+                                 forecast=perfect_forecast(trace, window_steps(policy, step, delay)))
         assert result.metrics.budget_violation_seconds == 0, (spike, [s.replicas for s in result.steps])
+
+
+def test_the_replayed_window_reaches_the_replays_own_delay_where_the_policy_states_a_shorter_one():
+    """A policy file stating no delay, replayed where a change takes 10 min: the next change may be decided a step
+    after this one, and lands 10 min after that, so the window reaches 20 min, not the policy's own step."""
+    policy = sim_policy(power_based={"cooldown_period": 300})
+    assert policy.actuation_delay == 0 and window_steps(policy, 600, 0) == 1
+    assert window_steps(policy, 600, 600) == 2
