@@ -144,10 +144,12 @@ API_TOKEN = "test-token-of-the-session"
 @pytest.fixture(scope="session")
 def served_models(tmp_path_factory, ray_cluster, upm_sample):
     """A registry with power_lstm/1 (trained on the real sample through Ray Train) and cost_gbm/1."""
+    from core.registry import ModelRegistry
     from training import train_gbm, train_lstm
 
     root = tmp_path_factory.mktemp("served-models")
     assert train_lstm.main(["--data", str(upm_sample), "--model-path", str(root), *SMALL_POWER]) == 0
+    assert ModelRegistry(root).active_version("power_lstm") == 1  # a first training activates its version
     assert train_gbm.main(["--model-path", str(root), "--records", "3000"]) == 0
     return root
 
