@@ -411,14 +411,17 @@ class ScalingController:
         cannot be made. The leads start at the end of a node's newest stored bin, which may lie behind the decision (old
         telemetry): they reach that much further, so the forecast covers the whole risk window from now. The window
         reaches one tick past the policy's risk window: the next change may be decided up to a tick after the hold
-        ends, and lands its actuation delay after that."""
+        ends, and lands its actuation delay after that. With a cooldown shorter than the actuation delay plus the
+        readings' age, the next change also waits for a reading taken after this one took effect, as old then as the
+        newest is now: the window reaches that much further too."""
         policy = item.policy
         item.forecast_behind_s = max((_behind(latest[node].timestamp, shape.step_s, now) for node in item.nodes
                                       if node in latest), default=0.0)
         behind_steps = -(-math.ceil(item.forecast_behind_s) // shape.step_s)
         window_steps = -(-policy.risk_window_s // shape.step_s) + behind_steps
-        lead_steps = min(-(-math.ceil(policy.risk_window_s + self.tick_s) // shape.step_s) + behind_steps,
-                         shape.horizon_steps)
+        next_change_s = max(policy.hold_s, policy.actuation_delay + item.forecast_behind_s) + policy.actuation_delay
+        reach_s = max(policy.risk_window_s, next_change_s) + self.tick_s
+        lead_steps = min(-(-math.ceil(reach_s) // shape.step_s) + behind_steps, shape.horizon_steps)
         if window_steps > lead_steps and item.note is None:  # the tick's reach beyond it goes as far as the model
             item.note = (f"risk window cut to the served model's horizon of {lead_steps * shape.step_s // 60} min "
                          f"({shape.model_version})")

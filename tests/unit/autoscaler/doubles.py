@@ -74,11 +74,13 @@ def key(target: ScalingTarget) -> str:
 
 
 class FixedForecaster:
-    """A served model of 10 steps x 60 s whose upper bound is `upper_watts` at every lead; `fail` makes the
-    batched call raise."""
+    """A served model of `horizon_steps` (10) steps x 60 s whose upper bound is `upper_watts` at every lead; `fail`
+    makes the batched call raise."""
 
-    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8, max_gap_s: int | None = None):
+    def __init__(self, upper_watts: float | None = None, coverage: float = 0.8, max_gap_s: int | None = None,
+                 horizon_steps: int = 10):
         self.upper_watts = upper_watts
+        self.horizon_steps = horizon_steps
         self.coverage = coverage
         self.max_gap_s = max_gap_s
         self.batches: list[int] = []
@@ -87,7 +89,7 @@ class FixedForecaster:
         self.fail = False
 
     def shape(self) -> ModelShape:
-        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=10,
+        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=self.horizon_steps,
                           max_gap_s=self.max_gap_s)
 
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:

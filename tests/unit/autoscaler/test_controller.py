@@ -405,6 +405,26 @@ def test_the_forecast_reaches_the_end_of_the_risk_window_from_now_not_from_the_n
     assert "over the next 6min" in event.reason, event.reason  # the whole steps ahead of now
 
 
+@pytest.mark.parametrize(("cooldown", "leads"), [("1min", 16), ("10min", 19)])
+def test_the_forecast_reaches_the_next_change_that_waits_for_a_reading_after_this_one_took_effect(make, store,
+                                                                                                 cooldown, leads):
+    """A 5-minute actuation delay, the newest reading's bin ending 130 s before the decision: the next change may be
+    decided only on a reading taken after this one took effect, 300 + 130 s after it (later than the hold, 5 min
+    with a 1-minute cooldown), and lands 5 min later; with the tick, 760 s from now: 13 leads, and 3 for the bins
+    behind the decision (14 before, from the risk window alone). A 10-minute cooldown holds longer than that: its
+    risk window (15 min) and the tick, 16 leads + 3."""
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    now = minute + timedelta(seconds=10)
+    forecaster = FixedForecaster(upper_watts=700, horizon_steps=30)
+    controller, _ = make(forecaster, clock=lambda: now)
+    controller.put_policy(policy_data(stale_after_s="1h", actuation_delay=300,
+                                      predictive_scaling={"lookahead_minutes": 1},
+                                      power_based={"cooldown_period": cooldown}))
+    write_power(store, {"n1": 700, "n2": 700}, end=now - timedelta(seconds=150))
+    controller.tick()
+    assert {history.horizon_s for history in forecaster.histories} == {leads * 60}
+
+
 @pytest.mark.parametrize(("cooldown", "cut"), [("10min", False), ("11min", True)])
 def test_only_a_risk_window_past_the_models_horizon_is_said_to_be_cut(make, store, cooldown, cut):
     """The tick's reach past the risk window goes as far as the served model's 10 leads allow, unsaid; a risk window
