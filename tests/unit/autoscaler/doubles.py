@@ -89,8 +89,8 @@ class FixedForecaster:
         self.fail = False
 
     def shape(self) -> ModelShape:
-        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10, horizon_steps=self.horizon_steps,
-                          max_gap_s=self.max_gap_s)
+        return ModelShape(model_version="power_lstm/1", step_s=STEP, sequence_length=10,
+                          horizon_steps=self.horizon_steps, max_gap_s=self.max_gap_s)
 
     def forecast(self, nodes: Sequence[str], windows: Sequence[StoredHistory]) -> list[PowerForecast | Exception]:
         if self.fail:
