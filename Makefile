@@ -8,9 +8,9 @@ MODEL_PATH ?= $(CURDIR)/trained_models
 # mode 0600; the `ray` and `serve` CLI send it when RAY_AUTH_MODE=token is set where they run, see README), and the Ray that `make run` /
 # `train` / `evaluate` start listens on the loopback address only (Ray's switch for that, named for Windows and
 # macOS, works on Linux too), but for each Serve replica's inter-deployment gRPC port, which Ray binds to every
-# interface and only the token guards. With RAY_ADDRESS set the commands join that cluster instead.
+# interface and only the token guards. With RAY_ADDRESS set (but to `local`) the commands join that cluster instead.
 run run-api train evaluate: export RAY_AUTH_MODE ?= token
-ifeq ($(strip $(RAY_ADDRESS)),)
+ifeq ($(filter-out local,$(strip $(RAY_ADDRESS))),)
 run run-api train evaluate: export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 endif
 export MODEL_PATH

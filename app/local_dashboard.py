@@ -24,7 +24,7 @@ def taken(address: tuple[str, int] = DASHBOARD) -> bool:
 
 
 def main(environ: Mapping[str, str] = os.environ, address: tuple[str, int] = DASHBOARD) -> int:
-    if environ.get("RAY_ADDRESS") or not taken(address):
+    if environ.get("RAY_ADDRESS", "").strip() not in ("", "local") or not taken(address):  # local: a Ray of its own
         return 0
     host, port = address
     sys.stderr.write(f"local_dashboard: error: something already listens on {host}:{port}, Ray's dashboard port (a "

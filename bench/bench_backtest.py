@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.private_ray import private_ray_environment  # noqa: E402
 from training import evaluate  # noqa: E402
 from training.synthetic import generate_trace, write_csv  # noqa: E402
 
@@ -28,8 +29,7 @@ def main() -> None:
     parser.add_argument("--step", default="1min")
     parser.add_argument("--horizon", default="1h")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
+    private_ray_environment()
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data
         if data is None:

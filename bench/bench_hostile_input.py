@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -62,8 +62,7 @@ def main() -> None:
     parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
     parser.add_argument("--runs", type=int, default=50, help="requests per case")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
+    state = private_ray_environment()  # the app's state and API token too, removed at the end
     apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve
@@ -72,7 +71,6 @@ def main() -> None:
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
 
-    state = Path(tempfile.mkdtemp(prefix="kcloud-bench-hostile-"))
     (state / "token").write_text(TOKEN + "\n")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:

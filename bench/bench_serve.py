@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_load import encode_request, run_load  # noqa: E402
+from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import SERVE_TUNING, apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -70,8 +71,7 @@ def main() -> None:
     parser.add_argument("--serve-defaults", action="store_true",
                         help="keep Serve's default event-loop/logging settings (for comparison)")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
+    bench_folder = private_ray_environment()
     if not args.serve_defaults:
         apply_serve_tuning()  # as `make run`
     import ray
@@ -95,7 +95,7 @@ def main() -> None:
     try:
         for batching in (True, False):
             user_config = {"batching": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.0}
-            app_args = {"model_path": args.model_path, "state_path": "/tmp/kcloud-bench-state",
+            app_args = {"model_path": args.model_path, "state_path": str(bench_folder / "state"),
                         "power_predictor": {"user_config": user_config}}
             serve.run(build_power_app(app_args), name=POWER_APP, route_prefix=POWER_ROUTE_PREFIX)
             serve.run(build_app(app_args), name=MAIN_APP, route_prefix="/")

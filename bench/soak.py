@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -54,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # no token: Ray's ports on loopback
+    private_ray_environment()
     apply_serve_tuning()  # as `make run`
     import ray
     from ray import serve

@@ -1,6 +1,7 @@
-"""The Ray that `make run` (and `train`, `evaluate`) start has token authentication off, so it must listen on the
+"""The Ray that `make run` (and `train`, `evaluate`) start runs under Ray's token authentication and listens on the
 loopback address only: a driver started with the Makefile's environment lists the TCP sockets its Ray processes
-listen on (from /proc), and none may be reachable from another machine."""
+listen on (from /proc), and none may be reachable from another machine (a Serve replica's gRPC port, which Ray binds
+to every interface whatever the setting, is guarded by the token: tests/security/test_ray_token_auth.py)."""
 
 from __future__ import annotations
 
@@ -59,9 +60,11 @@ LOOPBACK = ("0100007F:", "0000000000000000FFFF00000100007F:", "00000000000000000
 """127.0.0.1, ::ffff:127.0.0.1 and ::1 as /proc/net/tcp{,6} write them."""
 
 
-def _make_run_environment() -> dict[str, str]:
-    """The environment `make run`'s commands get (a probe prerequisite; `make -n` runs nothing else)."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+def _make_run_environment(**outside: str) -> dict[str, str]:
+    """The environment `make run`'s commands get (a probe prerequisite; `make -n` runs nothing else), with the
+    `outside` variables set where make runs."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")} | outside
     probe = ["--eval", "run: env-probe", "--eval", "env-probe: ; +@env -0"]
     result = subprocess.run(["make", "-n", "--no-print-directory", *probe, "run"], cwd=REPO_ROOT, env=clean,
                             capture_output=True, check=True)
@@ -70,7 +73,10 @@ def _make_run_environment() -> dict[str, str]:
 
 def test_make_run_s_ray_listens_on_the_loopback_address_only():
     environment = _make_run_environment()
-    assert environment.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    assert environment.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0" and environment.get("RAY_AUTH_MODE") == "token"
+    # `local` starts a Ray of its own too (a regression: it was taken for a cluster to join, its ports left open)
+    assert _make_run_environment(RAY_ADDRESS="local").get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in _make_run_environment(RAY_ADDRESS="10.0.0.5:6379")
     done = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
                           env={**environment, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]

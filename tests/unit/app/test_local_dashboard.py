@@ -17,4 +17,5 @@ def test_a_taken_dashboard_port_refuses_the_run_unless_ray_address_joins_a_clust
         assert local_dashboard.main({}, address) == 2
         assert f"already listens on {address[0]}:{address[1]}" in capsys.readouterr().err
         assert local_dashboard.main({"RAY_ADDRESS": "ray://head:10001"}, address) == 0
+        assert local_dashboard.main({"RAY_ADDRESS": "local"}, address) == 2  # `local` starts a Ray of its own too
     assert local_dashboard.main({}, address) == 0  # free again
