@@ -128,8 +128,9 @@ def main() -> None:
               f"{single / floor:.1f}x\n")
     out.write(f"target: power p50 / healthz p50 = {single / healthz:.2f}x (<= 3x: "
               f"{'met' if single <= 3 * healthz else 'NOT met'})\n")
-    out.write(f"target: 16-client power throughput {on.throughput:.0f}/s with batching, {off.throughput:.0f}/s "
-              f"without (>= 150/s: {'met' if max(on.throughput, off.throughput) >= 150 else 'NOT met'})\n")
+    out.write(f"target: 16-client power throughput {on.throughput:.0f}/s with batching (as configured), "
+              f"{off.throughput:.0f}/s without (>= 150/s with batching: "
+              f"{'met' if on.throughput >= 150 else 'NOT met'})\n")
     out.write(f"target: batching vs none: throughput {on.throughput / off.throughput:.2f}x, p99 "
               f"{on.percentile(99):.1f} vs {off.percentile(99):.1f} ms\n")
     cost, cost_load = results["cost, 1 client"].percentile(50), results["cost, 16 clients"]
