@@ -10,7 +10,13 @@ OPEN_APP, OPEN_PREFIX = "kcloud-open", "/open"
 
 
 @pytest.fixture(scope="session")
-def open_api(api, app_args, serve_port, tmp_path_factory):
+def open_state(tmp_path_factory) -> str:
+    """The state path of `open_api`'s app (its batch records)."""
+    return str(tmp_path_factory.mktemp("open-state"))
+
+
+@pytest.fixture(scope="session")
+def open_api(api, app_args, serve_port, open_state):
     """ApiIngress + CostPredictor with no API token anywhere (args, API_TOKEN, API_TOKEN_FILE), its own state.
 
     Bound directly rather than through build_app: the bootstrap would reconcile the session's shared actors
@@ -25,7 +31,7 @@ def open_api(api, app_args, serve_port, tmp_path_factory):
 
     no_token = {"env_vars": {"API_TOKEN": "", "API_TOKEN_FILE": ""}}  # empty counts as unset
     args = AppArgs.model_validate({
-        **app_args, "api_token_file": None, "state_path": str(tmp_path_factory.mktemp("open-state")),
+        **app_args, "api_token_file": None, "state_path": open_state,
         "ingress": {"ray_actor_options": {"num_cpus": 0.05, "runtime_env": no_token}},
     }).with_absolute_paths()
     cost = serve.deployment(CostPredictor, name=COST_DEPLOYMENT).options(
