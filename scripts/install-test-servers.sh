@@ -24,14 +24,16 @@ fi
 echo "installing test servers: ${need[*]}"
 # a fresh machine's unattended upgrades may hold dpkg's lock for a while: wait for it rather than fail at once
 lock=(-o DPkg::Lock::Timeout=300)
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" update -qq   # empty: bash < 4.4 safe
-${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts and enables these daemons on install, listening on every interface without a login; the tests start
-# their own on 127.0.0.1, so the ones installed here are stopped and left disabled
-if [ -d /run/systemd/system ]; then
+# their own on 127.0.0.1, so the ones installed here are stopped and left disabled, also when the install fails partway
+quiet_daemons() {
+    [ -d /run/systemd/system ] || return 0
     for unit in prometheus victoria-metrics; do
         if printf '%s\n' "${need[@]}" | grep -qx "$unit"; then
             ${as_root[@]+"${as_root[@]}"} systemctl disable --now "$unit" >/dev/null 2>&1 || true
         fi
     done
-fi
+}
+trap quiet_daemons EXIT
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" update -qq   # empty: bash < 4.4 safe
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
