@@ -19,6 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.private_ray import private_ray_environment  # noqa: E402
+
+private_ray_environment()  # before anything imports Ray, which reads its auth mode once
+
 from training import evaluate  # noqa: E402
 from training.synthetic import generate_trace, write_csv  # noqa: E402
 
@@ -29,7 +32,6 @@ def main() -> None:
     parser.add_argument("--step", default="1min")
     parser.add_argument("--horizon", default="1h")
     args = parser.parse_args()
-    private_ray_environment()
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data
         if data is None:

@@ -21,10 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.private_ray import private_ray_environment  # noqa: E402
+
+private_ray_environment()  # before anything imports Ray, which reads its auth mode once
+
 import ray  # noqa: E402
 import torch  # noqa: E402
 
-from bench.private_ray import private_ray_environment  # noqa: E402
 from core.durations import format_duration  # noqa: E402
 from core.telemetry_csv import load_telemetry_csv  # noqa: E402
 from training.cli import duration_arg, positive_int  # noqa: E402
@@ -71,7 +74,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=positive_int, default=16)
     parser.add_argument("--challenger", action="store_true", help="also time a run with a recency-weighted challenger")
     args = parser.parse_args()
-    private_ray_environment()
     config = TrainingConfig()
     model_config = config.models.power_predictor.model_copy(update={"epochs": args.epochs, "patience": args.epochs,
                                                                     "sequence_length": args.sequence_length})
