@@ -8,6 +8,7 @@ failure becomes an `ActuationError` naming the object, the HTTP status and what 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from autoscaler.actuators.base import (
     TargetCount,
     before_the_write,
 )
+from autoscaler.actuators.credential_calls import BoundedCredentialCalls
 from autoscaler.schema import DeploymentTarget, RayClusterTarget, ScalingTarget, StatefulSetTarget
 from autoscaler.settings import ControllerEnvironment
 
@@ -47,22 +49,38 @@ NOT_SENT = (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTim
 """The connection errors of a request that never went out."""
 
 
-def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+CREDENTIAL_TIMEOUT_S = 20.0
+"""The longest a kubeconfig's exec plugin may take to hand over a token (`credential_calls`)."""
+
+
+def load_api_client(kubeconfig: str | None = None, credentials: BoundedCredentialCalls | None = None
+                    ) -> client.ApiClient:
     """An API client with the pod's service account (in a pod) or a kubeconfig (the given path, else
-    $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account."""
+    $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account. Loading the credentials,
+    and refreshing an expired token, go through `credentials` (bounded in time)."""
     configuration, environment = client.Configuration(), ControllerEnvironment.from_env()
     in_cluster = kubeconfig is None and environment.in_cluster
+    bounded = credentials or BoundedCredentialCalls(CREDENTIAL_TIMEOUT_S)
     try:
         if in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
+            bounded(lambda: config.load_incluster_config(client_configuration=configuration))
         else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    except (ConfigException, OSError, ValueError) as error:
+            bounded(lambda: config.load_kube_config(config_file=kubeconfig, client_configuration=configuration))
+    except (ConfigException, OSError, ValueError, ActuationError) as error:
         source = ("the in-cluster service account" if in_cluster
                   else kubeconfig or environment.kubeconfig or "~/.kube/config")
         raise ActuationError(f"cannot load Kubernetes credentials from {source}: {error}") from error
+    if (refresh := configuration.refresh_api_key_hook) is not None:  # before a request: may run the plugin again
+        configuration.refresh_api_key_hook = lambda refreshed: _refreshed(bounded, refresh, refreshed)
     configuration.retries = NEVER_RESENT
     return client.ApiClient(configuration)
+
+
+def _refreshed(bounded: BoundedCredentialCalls, refresh: Callable[[Any], None], configuration: Any) -> None:
+    try:
+        bounded(lambda: refresh(configuration))
+    except ActuationError as error:
+        raise ActuationError(f"not sent: cannot refresh the Kubernetes credentials: {error}") from error
 
 
 def _describe(target: KubernetesTarget) -> str:
@@ -90,10 +108,12 @@ class KubernetesActuator(Actuator):
     kinds = ("deployment", "statefulset", "raycluster")
 
     def __init__(self, api_client: client.ApiClient | None = None, *, kubeconfig: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, credential_timeout_s: float = CREDENTIAL_TIMEOUT_S) -> None:
         self._api_client = api_client
         self._kubeconfig = kubeconfig
         self._timeout_s = timeout_s
+        self._credentials = BoundedCredentialCalls(credential_timeout_s)
+        self._loading = threading.Lock()  # the tick reads targets concurrently: one client, loaded once
         # the write's read and patch, both again after a conflict (or a RayCluster's read, a read at its bound and
         # the patch): 4 calls, each sent up to 4 times (urllib3's default Retry(3) sends again a call that could not
         # connect); and the API server's own request timeout (60 s by default), within which it may still apply a
@@ -102,9 +122,10 @@ class KubernetesActuator(Actuator):
 
     @property
     def api_client(self) -> client.ApiClient:
-        if self._api_client is None:
-            self._api_client = load_api_client(self._kubeconfig)
-        return self._api_client
+        with self._loading:
+            if self._api_client is None:
+                self._api_client = load_api_client(self._kubeconfig, self._credentials)
+            return self._api_client
 
     def replicas(self, target: ScalingTarget) -> int:
         return self.read(target).replicas
