@@ -3,7 +3,7 @@
     python bench/bench_hostile_input.py [--model-path DIR] [--runs 50]
 
 Starts a local Ray (2 CPUs) and the app on 127.0.0.1 with an API token, with the registry at --model-path
-(demo models are trained there first when it has none). Times, one client, keep-alive: a 200 kB
+(default: the benchmarks' own, .bench/models; demo models are trained there first when it has none). Times, one client, keep-alive: a 200 kB
 `prediction_horizon` (power route; retrain route without and with the token), a "9"*400 horizon, a 6 MiB
 chunked body, and /healthz as the floor. Target: a 200 kB hostile horizon refused in < 50 ms (p50).
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_models import add_model_path_argument, prepare_demo_models  # noqa: E402
 from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
@@ -59,7 +60,7 @@ def _time(client: httpx.Client, runs: int, expected: int, method: str, path: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
+    add_model_path_argument(parser)
     parser.add_argument("--runs", type=int, default=50, help="requests per case")
     args = parser.parse_args()
     state = private_ray_environment()  # the app's state and API token too, removed at the end
@@ -67,14 +68,12 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from app import demo_model
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
 
     (state / "token").write_text(TOKEN + "\n")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
-        raise SystemExit("could not prepare the demo models")
+    prepare_demo_models(args.model_path)
     port = _free_port()
     serve.start(http_options={"host": HOST, "port": port})
     app_args = {"model_path": args.model_path, "state_path": str(state), "api_token_file": str(state / "token")}

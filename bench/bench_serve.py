@@ -2,8 +2,8 @@
 
     python bench/bench_serve.py [--model-path DIR] [--seconds 15]
 
-Starts a local Ray (2 CPUs) and the app on 127.0.0.1, with the registry at --model-path (demo models are
-trained there first when it has none). Measures, in one run: /healthz, POST /api/v1/predict/power with
+Starts a local Ray (2 CPUs) and the app on 127.0.0.1, with the registry at --model-path (default: the
+benchmarks' own, .bench/models; demo models are trained there first when it has none). Measures, in one run: /healthz, POST /api/v1/predict/power with
 batching on and off, POST /api/v1/predict/cost, each with 1 client and with 16 concurrent clients, and the
 in-process latency of the same forecast. Targets (2 cores): power and cost p50 (1 client) within 3x the
 healthz p50; at least 150 power and 150 cost predictions/s at 16 clients; batching never lowers throughput or
@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_models import add_model_path_argument, prepare_demo_models  # noqa: E402
 from bench.http_load import encode_request, run_load  # noqa: E402
 from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import SERVE_TUNING, apply_serve_tuning  # noqa: E402
@@ -66,7 +67,7 @@ def _in_process_floor(model_path: str, runs: int = 300) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
+    add_model_path_argument(parser)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each concurrent run")
     parser.add_argument("--serve-defaults", action="store_true",
                         help="keep Serve's default event-loop/logging settings (for comparison)")
@@ -77,13 +78,11 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from app import demo_model
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    if demo_model.main(["--data", "tests/data/upm_sample.csv", "--model-path", args.model_path]) != 0:
-        raise SystemExit("could not prepare the demo models")
+    prepare_demo_models(args.model_path)
     port = _free_port()
     serve.start(http_options={"host": HOST, "port": port})
     requests = {

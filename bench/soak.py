@@ -5,7 +5,8 @@ scaling controller are killed in turn (bench/soak_harness.py says what is sent, 
 
 Starts its own local Ray (2 CPUs; dashboard on 127.0.0.1, for Serve's scaling API), the telemetry store actor
 and the app through app/main.py's builders on 127.0.0.1 with an API token and a controller ticking every
---interval seconds; demo models are trained into --model-path first when it has none. Prints the table and the
+--interval seconds; demo models are trained into --model-path (default: the benchmarks' own, .bench/models) first
+when it has none. Prints the table and the
 report as JSON, exits 1 when a criterion fails, and stops everything it started.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.bench_models import add_model_path_argument, prepare_demo_models  # noqa: E402
 from bench.private_ray import private_ray_environment  # noqa: E402
 from core.serve_tuning import apply_serve_tuning  # noqa: E402
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", default="3m", help="how long the clients send (default 3m)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--interval", type=float, default=2.0, help="the controller's tick interval, s")
-    parser.add_argument("--model-path", default=os.environ.get("MODEL_PATH", "trained_models"))
+    add_model_path_argument(parser)
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)
     private_ray_environment()
@@ -60,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from app import demo_model
     from app.main import build_app, build_power_app
     from bench.soak_harness import SoakPlan, SoakRun
     from bench.soak_report import render
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host=HOST,
                        dashboard_port=_free_port(), log_to_driver=False)
     try:
-        if demo_model.main(["--data", str(REPO / "tests/data/upm_sample.csv"), "--model-path", args.model_path]) != 0:
-            raise SystemExit("could not prepare the demo models")
+        prepare_demo_models(args.model_path)
         port = _free_port()
         serve.start(http_options={"host": HOST, "port": port})
         start_store_actor({"TELEMETRY_DATA_DIR": str(state / "telemetry")})
