@@ -3,9 +3,10 @@
     python bench/bench_hostile_input.py [--model-path DIR] [--runs 50]
 
 Starts a local Ray (2 CPUs) and the app on 127.0.0.1 with an API token, with the registry at --model-path
-(default: the benchmarks' own, .bench/models; demo models are trained there first when it has none). Times, one client, keep-alive: a 200 kB
-`prediction_horizon` (power route; retrain route without and with the token), a "9"*400 horizon, a 6 MiB
-chunked body, and /healthz as the floor. Target: a 200 kB hostile horizon refused in < 50 ms (p50).
+(default: the benchmarks' own, .bench/models; demo models are trained there first when it has none). Times, one
+client, keep-alive: a 200 kB `prediction_horizon` (power route; retrain route without and with the token), a
+"9"*400 horizon, a 6 MiB chunked body, and /healthz as the floor. Target: a 200 kB hostile horizon refused in
+< 50 ms (p50).
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
     python bench/bench_serve.py [--model-path DIR] [--seconds 15]
 
 Starts a local Ray (2 CPUs) and the app on 127.0.0.1, with the registry at --model-path (default: the
-benchmarks' own, .bench/models; demo models are trained there first when it has none). Measures, in one run: /healthz, POST /api/v1/predict/power with
-batching on and off, POST /api/v1/predict/cost, each with 1 client and with 16 concurrent clients, and the
-in-process latency of the same forecast. Targets (2 cores): power and cost p50 (1 client) within 3x the
-healthz p50; at least 150 power and 150 cost predictions/s at 16 clients; batching never lowers throughput or
-raises p99. The cost model runs inside the ingress (one hop, like the power route's own application).
+benchmarks' own, .bench/models; demo models are trained there first when it has none). Measures, in one run:
+/healthz, POST /api/v1/predict/power with batching on and off, POST /api/v1/predict/cost, each with 1 client and
+with 16 concurrent clients, and the in-process latency of the same forecast. Targets (2 cores): power and cost p50
+(1 client) within 3x the healthz p50; at least 150 power and 150 cost predictions/s at 16 clients; batching never
+lowers throughput or raises p99. The cost model runs inside the ingress (one hop, like the power route's own
+application).
 """
 
 from __future__ import annotations
