@@ -82,8 +82,10 @@ def data_file(requested: str, data_dir: str | None) -> tuple[str, str]:
         inside = path.is_relative_to(root)
         label = str(path.relative_to(root)) if inside else ""
         is_file = inside and path.is_file()
-    except OSError as exc:  # a name too long for the file system, a symlink loop: no file it can name
+    except OSError as exc:  # a name too long for the file system: no file it can name
         raise DataNotAllowed(f"names no readable file in args.retrain.data_dir ({exc.strerror or 'invalid'})") from None
+    except RuntimeError:  # Python 3.11-3.12 raise this for a symlink loop
+        raise DataNotAllowed("names no readable file in args.retrain.data_dir (a symlink loop)") from None
     if not inside:
         raise DataNotAllowed("must name a file inside args.retrain.data_dir")
     if not is_file:

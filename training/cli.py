@@ -82,6 +82,15 @@ def require_writable_folder(label: str, folder: str | None) -> None:
         raise ValueError(f"{label} {folder!r} cannot be written: {problem}")
 
 
+def resolved_path(value: str) -> Path:
+    """`value` made absolute with its symlinks followed; a symlink loop is a ValueError naming it (Python 3.11-3.12
+    raise RuntimeError)."""
+    try:
+        return Path(value).resolve()
+    except RuntimeError:
+        raise ValueError(f"{value!r} runs through a symlink loop") from None
+
+
 INPUT_FLAGS = ("data", "trace", "suite", "policy", "config")
 OUTPUT_FLAGS = ("output", "plot")
 
@@ -89,12 +98,18 @@ OUTPUT_FLAGS = ("output", "plot")
 def refuse_overwriting_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse (a usage error naming both flags) an output path that is one of the command's input files, which the
     command would otherwise write over at its end."""
-    inputs = {flag: Path(value).resolve() for flag in INPUT_FLAGS
+    def resolved(flag: str, value: str) -> Path:
+        try:
+            return resolved_path(value)
+        except ValueError as problem:
+            parser.error(f"argument --{flag}: {problem}")
+
+    inputs = {flag: resolved(flag, value) for flag in INPUT_FLAGS
               if isinstance(value := getattr(args, flag, None), str)}
     for out_flag in OUTPUT_FLAGS:
         if not isinstance(value := getattr(args, out_flag, None), str):
             continue
-        written = Path(value).resolve()
+        written = resolved(out_flag, value)
         for in_flag, read in inputs.items():
             if written == read:
                 parser.error(f"argument --{out_flag}: {value!r} is the --{in_flag} file, which it would write over: "

@@ -41,6 +41,7 @@ from training.cli import (
     model_overrides,
     read_store,
     require_writable_folder,
+    resolved_path,
     resources_arg,
     run_cli,
     state_path,
@@ -143,7 +144,7 @@ def training_data(args: argparse.Namespace, spec: RetrainSpec) -> TrainingData:
     """What the run trains on, as its record names it (a file by its name only)."""
     if args.from_store:
         return TrainingData(source="store", since_s=store_since_s(args, spec.effective_config()))
-    return TrainingData(source="csv", path=str(Path(args.data).resolve()), label=Path(args.data).name)
+    return TrainingData(source="csv", path=str(resolved_path(args.data)), label=Path(args.data).name)
 
 
 def main(argv: list[str] | None = None) -> int:

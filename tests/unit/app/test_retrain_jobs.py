@@ -33,6 +33,8 @@ def data_dir(tmp_path):
     (folder / "sub" / "a.csv").write_text("timestamp,power_watts\n")
     (tmp_path / "secret.csv").write_text("outside\n")
     (folder / "escape.csv").symlink_to(tmp_path / "secret.csv")
+    (folder / "loop_a").symlink_to(folder / "loop_b")
+    (folder / "loop_b").symlink_to(folder / "loop_a")
     return folder
 
 
@@ -125,7 +127,8 @@ def test_files_inside_the_data_directory_are_allowed(data_dir):
 
 
 @pytest.mark.parametrize("requested", ["../secret.csv", "sub/../sub/a.csv", "/etc/passwd", "escape.csv", "missing.csv",
-                                       "sub", "a\x00.csv", "a" * 300, "sub/" + "b" * 256 + "/a.csv"])
+                                       "sub", "a\x00.csv", "a" * 300, "sub/" + "b" * 256 + "/a.csv",
+                                       "loop_a/x.csv"])
 def test_paths_outside_with_dot_dot_through_a_symlink_or_missing_are_refused(data_dir, requested):
     with pytest.raises(DataNotAllowed) as refused:
         data_file(requested, str(data_dir))

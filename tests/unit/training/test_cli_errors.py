@@ -251,3 +251,22 @@ def test_a_plot_without_matplotlib_is_refused_before_the_run(command, tmp_path, 
     assert stop.value.code == 2
     assert "argument --plot: drawing a picture needs matplotlib: pip install 'kcloud-opt-predictor[plot]'; or " \
         "leave --plot out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "flag"), [(evaluate, "--data"), (evaluate, "--output"), (simulate, "--trace"),
+                                               (preprocess, "--output"), (train_lstm, "--data")])
+def test_a_path_through_a_symlink_loop_is_one_line_naming_it(tmp_path, capsys, command, flag):
+    """Python 3.11 raises RuntimeError for a symlink loop where a path is resolved: it ended in a traceback."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    paths = {"--data": str(_csv(tmp_path, GOOD_HEADER + _long_series())), "--output": str(tmp_path / "out.json"),
+             "--trace": str(tmp_path / "trace.csv"), "--policy": str(tmp_path / "p.yaml")}
+    paths[flag] = str(tmp_path / "a" / "x")
+    wanted = ["--trace", "--policy", "--output"] if command is simulate else ["--data", "--output"]
+    argv = [part for name in wanted if command is not train_lstm or name != "--output" for part in (name, paths[name])]
+    try:
+        code = command.main([*argv, *(["--epochs", "4"] if command is train_lstm else [])])
+    except SystemExit as refused:
+        code = refused.code
+    err = capsys.readouterr().err
+    assert code == 2 and "runs through a symlink loop" in err and "Traceback" not in err, err
