@@ -34,6 +34,7 @@ DASHBOARD_MARGIN_S = 5.0
 
 RAY_FALLBACK_HEADER = "X-Ray-Authorization"  # Ray's token header for requests whose Authorization is a proxy's
 RAY_CALL_FAILED = "Internal Server Error"  # the error text of the dashboard's 503 for a failed controller call
+MAX_ERROR_BODY = 65536  # bytes of an error answer read for its message
 
 
 def _ray_auth_headers(login: dict[str, str]) -> dict[str, str]:
@@ -96,11 +97,12 @@ class RayServeActuator(Actuator):
                 text = response.read()
         except urllib.error.HTTPError as exc:
             text = _error_text(exc)
-            what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {text}"
+            what = f"Ray dashboard {method} {path}: HTTP {exc.code}: {text or exc.reason}"
             # Ray's 503 "Internal Server Error" is any error of the Serve controller's call, which may have applied
-            # the change (the controller died after it, say); its other 503s refuse before calling
+            # the change (the controller died after it, say); its other 503s refuse before calling (a 503 whose
+            # body could not be read may be either)
             if method != "GET" and (exc.code in UNKNOWN_OUTCOME_STATUSES or (exc.code == 503 and
-                                                                              text == RAY_CALL_FAILED)):
+                                                                              text in (RAY_CALL_FAILED, None))):
                 raise ActuationOutcomeUnknown(f"{what}; the change may have landed") from None
             raise ActuationError(what) from None
         except urllib.error.URLError as exc:  # urlopen wraps what fails before the request went out
@@ -181,9 +183,13 @@ def _serve_target(target: ScalingTarget) -> RayServeTarget:
     return target
 
 
-def _error_text(error: urllib.error.HTTPError) -> str:
+def _error_text(error: urllib.error.HTTPError) -> str | None:
+    """The error an error answer's body states (its first MAX_ERROR_BODY bytes); its reason where the body is no JSON,
+    None where it could not be read (a body that stalls past the timeout, a connection reset)."""
     try:
-        body = json.loads(error.read() or b"{}")
+        body = json.loads(error.read(MAX_ERROR_BODY) or b"{}")
     except ValueError:
         return error.reason
+    except (OSError, http.client.HTTPException):
+        return None
     return str(body.get("error") or body) if isinstance(body, dict) else str(body)

@@ -238,3 +238,42 @@ def test_a_serve_write_that_failed_after_it_went_out_is_an_unknown_outcome(monke
     with pytest.raises(ActuationError) as raised:
         actuator.scale(RayServeTarget(app="a", deployment="d"), 3)
     assert isinstance(raised.value, ActuationOutcomeUnknown) is unknown
+
+
+def stalled_error_body(status: int):
+    """A handler that answers every request with `status`, promises a body and then stalls past the actuator's
+    timeout."""
+
+    class Stalled(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(SILENCE_S)
+
+        do_GET = do_POST = _answer  # noqa: N815
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return serving(Stalled)
+
+
+def test_an_error_answer_whose_body_stalls_is_the_error_it_would_be_without_it():
+    """Reading such a body raised TimeoutError past the error handling: a read's failure was not kept for the tick's
+    other policies, and a refused write was taken for one of unknown outcome."""
+    target = RayServeTarget(app="a", deployment="d")
+    with stalled_error_body(400) as url:
+        actuator = RayServeActuator(url, timeout_s=0.5)
+        with pytest.raises(ActuationError, match="HTTP 400: Bad Request") as raised:
+            actuator.replicas(target)
+        assert not isinstance(raised.value, ActuationOutcomeUnknown)
+        assert isinstance(actuator._details[1], ActuationError)  # kept: the tick's other policies are answered with it
+        with pytest.raises(ActuationError, match="HTTP 400") as raised:
+            actuator.scale(target, 3)
+        assert not isinstance(raised.value, ActuationOutcomeUnknown)
+    with stalled_error_body(503) as url, pytest.raises(ActuationOutcomeUnknown, match="may have landed"):
+        RayServeActuator(url, timeout_s=0.5).scale(target, 3)  # Ray's 503 for a failed call, or another: unknown
