@@ -104,8 +104,10 @@ class TelemetryNodeNames:
             age = time.monotonic() - self._read_at
             missed = any(node not in self._names for node in ray_node_ids)
             if age > self.max_age_s or (missed and age > self.miss_age_s):
-                self._read_at = time.monotonic()  # a failed read too: the tick's other policies do not retry it
-                self._names = self._read()
+                try:
+                    self._names = self._read()
+                finally:  # aged from its end (a read may outlast miss_age_s); a failed read too: the tick's other
+                    self._read_at = time.monotonic()  # policies, waiting on the lock, do not read again
             return {node: self._names[node] for node in ray_node_ids if node in self._names}
 
     def _read(self) -> dict[str, str]:

@@ -56,3 +56,19 @@ def test_a_failed_read_is_not_retried_by_every_policy_of_the_tick(cluster, monke
     with pytest.raises(RuntimeError):
         names(["r1"])
     assert names(["r1"]) == {} and names(["r2"]) == {} and len(reads) == 1  # the tick's other policies
+
+
+def test_a_slow_read_is_aged_from_its_end_so_the_policies_waiting_on_it_do_not_read_again(cluster, monkeypatch):
+    """The read was stamped at its start: one slower than miss_age_s made every waiting policy of the tick read again
+    for a node still missing (a supervisor answering in 15 s cost each of them 15 s)."""
+    nodes, clock, reads = cluster
+    names = TelemetryNodeNames()
+
+    def slow():
+        reads.append(clock[0])
+        clock[0] += 15
+        return [{"NodeID": "r1", "NodeManagerHostname": "gpu-1", "Alive": True}]
+
+    monkeypatch.setattr(actor.ray, "nodes", slow)
+    assert names(["r1", "gone"]) == {"r1": "gpu-1"}
+    assert names(["r1", "gone"]) == {"r1": "gpu-1"} and len(reads) == 1
