@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,16 +37,18 @@ from autoscaler.policy_config import policies_from_config
 from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
-from autoscaler.state import ControllerState, passing_errors_unavailable
+from autoscaler.state import ControllerState, StateUnavailable, passing_errors_unavailable
 from core.actors import ActorUnavailable, NamedActor, find_actor, kill_and_wait, start_head_singleton
 from core.app_watch import answered_fingerprint, end_with_app
 from core.metrics_catalog import SCALING_DECISIONS, SCALING_DESIRED_REPLICAS, SCALING_SIGNAL_WATTS, create
 from core.names import CONTROLLER_ACTOR, SUPERVISOR_ACTOR
+from core.public_text import error_text
 from core.stores.remote import RemoteStore
 
 logger = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 15.0
 STOP_WAIT_S = 10.0  # how long stop() waits for a tick under way before giving the lease up
+STATE_RETRY_MAX_S = 30.0  # the longest wait between two tries to open the state file at start
 
 
 class DecisionMetrics:
@@ -119,6 +123,26 @@ class TelemetryNodeNames:
         return names
 
 
+def open_state(open_file: Callable[[], ControllerState], seed: Callable[[ControllerState], list[str]],
+               sleep: Callable[[float], None] = time.sleep) -> tuple[ControllerState, list[str]]:
+    """The state file opened and the config's policies seeded in it (their names), tried again while that fails,
+    after 1 s, then twice as long each time up to STATE_RETRY_MAX_S: an actor whose constructor raised is not
+    restarted by Ray, so a volume mounted late or a full disk at start would have ended scaling until a redeploy."""
+    delay = 1.0
+    while True:
+        state = None
+        try:
+            state = open_file()
+            return state, seed(state)
+        except (OSError, sqlite3.Error, StateUnavailable) as exc:
+            if state is not None:
+                state.close()
+            logger.error("scaling controller: cannot open its state file (%s); trying again in %.0f s",
+                         error_text(exc), delay)
+        sleep(delay)
+        delay = min(2 * delay, STATE_RETRY_MAX_S)
+
+
 class ScalingControllerService:
     """Actor body: a ScalingController over the store actor, the PowerPredictor and the real actuators."""
 
@@ -130,15 +154,17 @@ class ScalingControllerService:
         self.interval_s = self.settings.interval_s or float(scaling.evaluation_interval)
         serve_actuator = RayServeActuator(self.settings.ray_dashboard_url)
         actuators = Actuators([serve_actuator, KubernetesActuator(kubeconfig=self.settings.kubeconfig)])
-        state = ControllerState(self.settings.state_file, max_replicas_cap=scaling.max_replicas_cap,
-                                max_policies=scaling.max_policies, max_events=scaling.max_events)
+        policies = policies_from_config(config, self.settings.config_path or "config")
+        state, seeded = open_state(
+            lambda: ControllerState(self.settings.state_file, max_replicas_cap=scaling.max_replicas_cap,
+                                    max_policies=scaling.max_policies, max_events=scaling.max_events),
+            lambda opened: opened.seed(policies, datetime.now(UTC)))
         self.controller = ScalingController(
             state, RemoteStore(reader="controller"), ServeForecaster(self.settings.power_app_name), actuators,
             defaults=scaling,
             workloads=config.workloads, node_names=TelemetryNodeNames(),
             holder=f"{CONTROLLER_ACTOR}:{ray.get_runtime_context().get_actor_id()}",
             tick_s=self.interval_s)
-        seeded = state.seed(policies_from_config(config, self.settings.config_path or "config"), datetime.now(UTC))
         if seeded:
             logger.info("scaling controller: policies from the config file applied: %s", seeded)
         self.metrics = DecisionMetrics()
