@@ -244,17 +244,24 @@ class RetrainJobs:
         return spec
 
     def newest(self, model_id: str | None, limit: int) -> list[dict[str, Any]]:
-        """Every attempt (the API's and the scheduler's), newest first."""
-        self.fail_stopped()
-        return self.records.newest(limit, **({"model_id": model_id} if model_id else {}))
+        """At most `limit` attempts (the API's and the scheduler's), newest first, of `model_id` or of every model;
+        from one read of the records, in which every attempt that stopped is failed first (`fail_stopped`)."""
+        now = self.records.clock()
+        records = [self._failed_if_stopped(record, now) for record in self.records.newest(None)]
+        return [record for record in records if model_id is None or record.get("model_id") == model_id][:limit]
 
     def get(self, job_id: str) -> dict[str, Any]:
         """One attempt (failed first if it is an API job whose task stopped); RecordNotFound when there is none."""
-        record = self.records.get(job_id)
+        return self._failed_if_stopped(self.records.get(job_id), self.records.clock())
+
+    def _failed_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """The record, failed first where `_fail_if_stopped` fails it."""
+        if record.get("status") not in UNFINISHED:
+            return record
         try:
-            return self._fail_if_stopped(record, self.records.clock()) or record
+            return self._fail_if_stopped(record, now) or record
         except OSError as exc:  # the verdict cannot be written just now: the record as it is
-            logger.warning("retrain jobs: %s not failed as stopped yet: %s", job_id, exc)
+            logger.warning("retrain jobs: %s not failed as stopped yet: %s", record.get("id"), exc)
             return record
 
     def fail_stopped(self) -> None:
@@ -262,11 +269,8 @@ class RetrainJobs:
         worker died), the command-line runs and scheduled attempts whose process died, and free their models. A job
         of another replica that is alive keeps running."""
         now = self.records.clock()
-        for record in self.records.unfinished():
-            try:
-                self._fail_if_stopped(record, now)
-            except OSError as exc:  # unreadable or unwritable just now: the next look fails it, the others go on
-                logger.warning("retrain jobs: %s not failed as stopped yet: %s", record.get("id"), exc)
+        for record in self.records.unfinished():  # one unreadable or unwritable just now: the others go on
+            self._failed_if_stopped(record, now)
 
     def _fail_if_stopped(self, record: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         """The record failed, when it is an unfinished API job or command-line run gone silent; else None."""

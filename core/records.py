@@ -93,8 +93,8 @@ class RecordStore:
     def delete(self, record_id: str) -> None:
         self._path(record_id).unlink(missing_ok=True)
 
-    def newest(self, limit: int, **equal: Any) -> list[dict[str, Any]]:
-        """At most `limit` records whose fields equal `equal` (e.g. model_id="power_lstm"), newest first;
+    def newest(self, limit: int | None, **equal: Any) -> list[dict[str, Any]]:
+        """At most `limit` (None: all) records whose fields equal `equal` (e.g. model_id="power_lstm"), newest first;
         expired ones are left out."""
         records = [record for path in self.folder.glob("*.json")
                    if (record := self._read(path)) is not None and not self._expired(record)

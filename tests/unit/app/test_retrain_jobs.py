@@ -5,6 +5,7 @@ Regressions of issue 10: concurrent retrains were unlimited and `data` could be 
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -214,6 +215,27 @@ def test_a_job_whose_task_stopped_is_failed_and_frees_its_model_one_still_alive_
     assert looked_up["status"] == "failed" and looked_up["message"].startswith("stopped: its task gave no sign")
     assert other.newest(None, 10)[0] == looked_up
     other.submit(RetrainRequest(epochs=4))  # the model is free again
+
+
+def test_the_list_reads_each_record_once_and_fails_the_stopped_ones_of_every_model_first(tmp_path, monkeypatch):
+    """It read every record twice (once to fail the stopped ones, once to list): 10,000 reads at the 5,000 cap."""
+    jobs = jobs_in(tmp_path, launched=[])
+    stopped = jobs.submit(RetrainRequest(epochs=4))
+    silence(jobs, stopped["id"], SILENT_AFTER_S + 1)
+    jobs.locks.release("power_lstm", stopped["id"])  # so that other attempts can start; it stays pending
+    done = [jobs.records.create({"model_id": model, "status": "succeeded", "trigger": "schedule"})
+            for model in ("power_lstm", "cost_gbm", "cost_gbm")]
+    reads = []
+    real_read = type(jobs.records)._read
+    monkeypatch.setattr(type(jobs.records), "_read", lambda self, path, **kw: reads.append(path) or real_read(
+        self, path, **kw))
+
+    listed = jobs.newest("cost_gbm", 1)
+    assert [record["id"] for record in listed] == [done[2]["id"]]
+    counts = Counter(path.stem for path in reads)
+    assert all(counts[record["id"]] == 1 for record in done)  # the stopped one is read again under its lock
+    monkeypatch.undo()
+    assert jobs.records.get(stopped["id"])["status"] == "failed"  # another model's, failed by the same read
 
 
 def test_one_job_that_cannot_be_read_just_now_keeps_no_other_stopped_job_from_being_failed(tmp_path, monkeypatch):
