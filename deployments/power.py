@@ -19,6 +19,7 @@ import pickle
 import threading
 import time
 from collections.abc import Awaitable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -141,6 +142,7 @@ class PowerPredictor(RegistryFollower):
         self._read_failures: dict[str, float] = {}  # node -> monotonic time its stored read last failed
         self._read_failures_lock = threading.Lock()  # reads run on executor threads
         self.device = _default_device()
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="power-inference")
         self.settings = PowerPredictorUserConfig()
         self.forecast_gauges = ForecastGauges(max(UNASKED_AFTER_S, stale_after_s))
         self.node_calibrations = NodeCalibrations()  # online correction of the nodes' stored-window forecasts
@@ -337,7 +339,7 @@ class PowerPredictor(RegistryFollower):
         workload's nodes, a node's warm-up windows) with another version."""
         check_history(served.forecaster, history)  # refuse before a batch
         answer = (await self._batched(history, served) if self.settings.batching
-                  else self._infer([history], [served])[0])
+                  else (await self._off_the_loop([history], [served]))[0])
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -588,12 +590,24 @@ class PowerPredictor(RegistryFollower):
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, histories: list[PowerHistory],
                        served: list[ServedPower]) -> list[PowerForecast | Exception]:
-        return self._infer(histories, served)
+        return await self._off_the_loop(histories, served)
 
-    def _infer(self, histories: list[PowerHistory], served: list[ServedPower]) -> list[PowerForecast | Exception]:
+    async def _off_the_loop(self, histories: list[PowerHistory],
+                            served: list[ServedPower]) -> list[PowerForecast | Exception]:
+        """`_infer` on the replica's inference thread, so that the event loop goes on answering (other requests, the
+        health check, the registry follower) during a forward pass. One thread: the models' calls stay one at a
+        time. The online blends' weights are read here, on the loop, which alone changes them."""
+        weights = {model.model_version: self.node_calibrations.lstm_weight(model.model_version)
+                   for history, model in zip(histories, served, strict=True) if history.node_window}
+        return await asyncio.get_running_loop().run_in_executor(self._inference, self._infer, histories, served,
+                                                                weights)
+
+    def _infer(self, histories: list[PowerHistory], served: list[ServedPower],
+               weights: Mapping[str, Any]) -> list[PowerForecast | Exception]:
         """One forward pass per served model version (and mode) for the histories it was chosen for; each history's
         forecast, or the error that its own pass raised (a pass that fails is retried one history at a time, so one
-        history the model cannot take never fails the requests batched with it)."""
+        history the model cannot take never fails the requests batched with it). `weights`: each version's online
+        blend weight for the nodes' own windows."""
         groups: dict[tuple[str, bool], list[int]] = {}
         models: dict[str, ServedPower] = {}
         answers: dict[int, PowerForecast | Exception] = {}
@@ -603,7 +617,7 @@ class PowerPredictor(RegistryFollower):
         for (version, node_windows, replays), rows in groups.items():
             try:
                 answers.update(zip(rows, self._pass(models[version], [histories[i] for i in rows],
-                                                    node_windows, timed=not replays), strict=True))
+                                                    weights, node_windows, timed=not replays), strict=True))
             except Exception as exc:  # noqa: BLE001 - answered per history below
                 if len(rows) == 1:
                     answers[rows[0]] = exc
@@ -611,26 +625,27 @@ class PowerPredictor(RegistryFollower):
                 logger.warning("PowerPredictor: a batch of %d failed (%s); answering one by one", len(rows),
                                type(exc).__name__)
                 for row in rows:
-                    answers[row] = self._alone(models[version], histories[row], node_windows, timed=not replays)
+                    answers[row] = self._alone(models[version], histories[row], weights, node_windows,
+                                               timed=not replays)
         return [answers[index] for index in range(len(histories))]
 
-    def _pass(self, served: ServedPower, histories: list[PowerHistory], node_windows: bool, *,
-              timed: bool = True) -> list[PowerForecast]:
+    def _pass(self, served: ServedPower, histories: list[PowerHistory], weights: Mapping[str, Any],
+              node_windows: bool, *, timed: bool = True) -> list[PowerForecast]:
         """One forward pass; nodes' own stored windows (`node_windows`: a node's `forecast_stored`, the scaling
         controller's windows) with the blend their outcomes taught, any other history (a client's lists) with the
         calibration split's."""
         started = time.perf_counter()
-        weight = self.node_calibrations.lstm_weight(served.model_version) if node_windows else None
+        weight = weights.get(served.model_version) if node_windows else None
         forecasts = forecast_histories(served.forecaster, histories, served.model_version, synthetic=served.synthetic,
                                        lstm_weight=weight, follow_blend=node_windows)
         if timed:  # (not a warm-up replay: no request waited on it)
             served.latency.record((time.perf_counter() - started) * 1000.0, count=len(histories))
         return forecasts
 
-    def _alone(self, served: ServedPower, history: PowerHistory, node_window: bool, *,
+    def _alone(self, served: ServedPower, history: PowerHistory, weights: Mapping[str, Any], node_window: bool, *,
                timed: bool = True) -> PowerForecast | Exception:
         try:
-            return self._pass(served, [history], node_window, timed=timed)[0]
+            return self._pass(served, [history], weights, node_window, timed=timed)[0]
         except Exception as exc:  # noqa: BLE001 - this history's own error, raised to its caller
             return exc
 

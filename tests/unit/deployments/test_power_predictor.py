@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -53,8 +56,8 @@ def by_history(forecast):
 
 
 def routed(replica: PowerPredictor, histories: list[PowerHistory]) -> list:
-    """`_infer` of histories each with the model `_route` chooses for it, as `forecast` sends them."""
-    return replica._infer(histories, [replica._route(h.horizon_s, h.step_s) for h in histories])
+    """The forward passes of histories each with the model `_route` chooses for it, as `forecast` sends them."""
+    return asyncio.run(replica._off_the_loop(histories, [replica._route(h.horizon_s, h.step_s) for h in histories]))
 
 
 def controller_call(replica: PowerPredictor, nodes: list[str], windows: list) -> list:
@@ -122,7 +125,9 @@ def predictor(tmp_path):
         replica.forecast_gauges = ForecastGauges()
         replica.node_calibrations, replica.settings = NodeCalibrations(), PowerPredictorUserConfig()
         replica._warming, replica._following = set(), set()
+        replica._inference = ThreadPoolExecutor(max_workers=1)
         yield replica
+        replica._inference.shutdown()
 
 
 def test_a_workload_s_nodes_are_forecast_from_their_windows_and_summed(predictor):
@@ -554,6 +559,44 @@ def test_a_batch_runs_one_pass_per_model_and_says_which_answered(predictor, monk
     assert [a.model_version for a in answers] == ["power_lstm/1", "power_lstm_1h/1", "power_lstm/1"]
     assert passes == [("power_lstm/1", [1800, 3600], False), ("power_lstm_1h/1", [86400], True)]
     assert predictor.served["power_lstm_1h"].latency.requests == 1
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_the_event_loop_goes_on_answering_during_a_forward_pass(predictor, monkeypatch, batching):
+    """Regression: the forward pass (and a node's 128 warm-up replays) ran on the replica's event loop, so every other
+    request, the health check and the registry follower waited for it."""
+    def slow(forecaster, histories, version, *, synthetic=False, lstm_weight=None, follow_blend=False):
+        time.sleep(0.6)  # a forward pass holding its thread, as torch does
+        return [PowerForecast(model_version=version, step_s=60, timestamps=(), point=(), lower=(), upper=(),
+                              confidence=(), window_coverage=1.0, padded_steps=0, interval_coverage=0.8)
+                for _ in histories]
+
+    monkeypatch.setattr("deployments.power.forecast_histories", slow)
+
+    async def batch_of_one(history: PowerHistory, model: ServedPower):  # as Serve's batching wrapper calls it
+        return (await predictor._off_the_loop([history], [model]))[0]
+
+    monkeypatch.setattr(predictor, "_batched", batch_of_one)
+    predictor.settings = PowerPredictorUserConfig(batching=batching)
+    history = PowerHistory(power_watts=(1.0,), horizon_s=1800)
+
+    async def run() -> list[float]:
+        beats: list[float] = []
+
+        async def heartbeat() -> None:
+            while True:
+                beats.append(time.monotonic())
+                await asyncio.sleep(0.02)
+
+        beating = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.05)
+        await PowerPredictor._forecast(predictor, history, predictor.served["power_lstm"])
+        await asyncio.sleep(0.05)  # a beat after the pass: a loop held by it shows as one long gap
+        beating.cancel()
+        return beats
+
+    beats = asyncio.run(run())
+    assert max(later - earlier for earlier, later in itertools.pairwise(beats)) < 0.3, beats
 
 
 def test_a_warm_up_replay_is_forecast_but_left_out_of_the_served_latency(predictor, monkeypatch):
