@@ -7,6 +7,7 @@ failure becomes an `ActuationError` naming the object, the HTTP status and what 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -58,9 +59,9 @@ def load_api_client(kubeconfig: str | None = None, credentials: BoundedCredentia
     """An API client with the pod's service account (in a pod) or a kubeconfig (the given path, else
     $KUBECONFIG, else ~/.kube/config); an explicit path wins over the service account. Loading the credentials,
     and refreshing an expired token, go through `credentials` (bounded in time)."""
-    configuration, environment = client.Configuration(), ControllerEnvironment.from_env()
-    in_cluster = kubeconfig is None and environment.in_cluster
     bounded = credentials or BoundedCredentialCalls(CREDENTIAL_TIMEOUT_S)
+    configuration, environment = BoundedRefreshConfiguration(bounded), ControllerEnvironment.from_env()
+    in_cluster = kubeconfig is None and environment.in_cluster
     try:
         if in_cluster:
             bounded(lambda: config.load_incluster_config(client_configuration=configuration))
@@ -70,10 +71,26 @@ def load_api_client(kubeconfig: str | None = None, credentials: BoundedCredentia
         source = ("the in-cluster service account" if in_cluster
                   else kubeconfig or environment.kubeconfig or "~/.kube/config")
         raise ActuationError(f"cannot load Kubernetes credentials from {source}: {error}") from error
-    if (refresh := configuration.refresh_api_key_hook) is not None:  # before a request: may run the plugin again
-        configuration.refresh_api_key_hook = lambda refreshed: _refreshed(bounded, refresh, refreshed)
     configuration.retries = NEVER_RESENT
     return client.ApiClient(configuration)
+
+
+class BoundedRefreshConfiguration(client.Configuration):
+    """A client configuration whose token refresh hook, run before a request (where it may run the exec plugin
+    again), goes through `credentials` whoever sets it: the kubeconfig loader sets a new hook at every refresh."""
+
+    def __init__(self, credentials: BoundedCredentialCalls):
+        self._credentials = credentials  # before the base class's __init__, which sets the hook (to None)
+        super().__init__()
+
+    @property
+    def refresh_api_key_hook(self) -> Callable[[Any], None] | None:
+        return self._refresh_hook
+
+    @refresh_api_key_hook.setter
+    def refresh_api_key_hook(self, hook: Callable[[Any], None] | None) -> None:
+        bounded = hook is None or (isinstance(hook, functools.partial) and hook.func is _refreshed)
+        self._refresh_hook = hook if bounded else functools.partial(_refreshed, self._credentials, hook)
 
 
 def _refreshed(bounded: BoundedCredentialCalls, refresh: Callable[[Any], None], configuration: Any) -> None:

@@ -103,3 +103,17 @@ def test_a_plugin_hanging_at_a_token_refresh_fails_the_write_as_not_sent(tmp_pat
         assert not isinstance(error, ActuationOutcomeUnknown)
         assert "not sent: cannot refresh the Kubernetes credentials" in str(error)
         assert plugin_runs(tmp_path) == 2 and Scale.requests == 0
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_every_later_refresh_is_bounded_too(tmp_path):
+    """The client's loader sets a new, unbounded refresh hook at every refresh: only the first was bounded, so a
+    plugin hanging at a later token expiry stalled the tick."""
+    Scale.requests = 0
+    with serving(Scale) as url:
+        actuator = actuator_with_plugin(tmp_path, url, hang_from_run=4)  # loads, refreshes twice, then hangs
+        assert actuator.replicas(DeploymentTarget(name="web")) == 2
+        assert actuator.replicas(DeploymentTarget(name="web")) == 2
+        error, took = timed(lambda: actuator.replicas(DeploymentTarget(name="web")))
+        assert took < LIMIT_S + 1.0 and "cannot refresh the Kubernetes credentials" in str(error)
+        assert plugin_runs(tmp_path) == 4 and Scale.requests == 2
