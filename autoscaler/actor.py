@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -126,15 +125,17 @@ class TelemetryNodeNames:
 def open_state(open_file: Callable[[], ControllerState], seed: Callable[[ControllerState], list[str]],
                sleep: Callable[[float], None] = time.sleep) -> tuple[ControllerState, list[str]]:
     """The state file opened and the config's policies seeded in it (their names), tried again while that fails,
-    after 1 s, then twice as long each time up to STATE_RETRY_MAX_S: an actor whose constructor raised is not
-    restarted by Ray, so a volume mounted late or a full disk at start would have ended scaling until a redeploy."""
+    after 1 s, then twice as long each time up to STATE_RETRY_MAX_S, where the failure may pass (a file system error,
+    SQLite's passing errors): an actor whose constructor raised is not restarted by Ray, so a volume mounted late or a
+    full disk at start would have ended scaling until a redeploy."""
     delay = 1.0
     while True:
         state = None
         try:
-            state = open_file()
-            return state, seed(state)
-        except (OSError, sqlite3.Error, StateUnavailable) as exc:
+            with passing_errors_unavailable():  # SQLite's passing errors; any other (a bug) ends the actor
+                state = open_file()
+                return state, seed(state)
+        except (OSError, StateUnavailable) as exc:
             if state is not None:
                 state.close()
             logger.error("scaling controller: cannot open its state file (%s); trying again in %.0f s",

@@ -3,6 +3,7 @@ actor whose constructor raised: scaling stopped until the next redeploy). A real
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -50,3 +51,13 @@ def test_a_seed_that_fails_closes_the_file_and_tries_again_with_waits_up_to_the_
         with pytest.raises(Exception, match="closed"):
             closed._db.execute("SELECT 1")
     state.close()
+
+
+def test_an_error_that_will_not_pass_ends_the_start_at_once(tmp_path):
+    """A bug (a bad query) is not retried for ever: the constructor fails, and says why."""
+    def seed(state: ControllerState) -> list[str]:
+        state._db.execute("SELECT no_such_column FROM policies")
+        return []
+
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        open_state(lambda: ControllerState(tmp_path / "controller.db"), seed, sleep=pytest.fail)
