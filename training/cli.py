@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import json
 import logging
@@ -84,11 +85,17 @@ def require_writable_folder(label: str, folder: str | None) -> None:
 
 def resolved_path(value: str) -> Path:
     """`value` made absolute with its symlinks followed; a symlink loop is a ValueError naming it (Python 3.11-3.12
-    raise RuntimeError)."""
+    raise RuntimeError for it; 3.13 leaves the loop in the path, which its stat then finds)."""
+    loop = ValueError(f"{value!r} runs through a symlink loop")
     try:
-        return Path(value).resolve()
+        path = Path(value).resolve()
+        path.stat()
     except RuntimeError:
-        raise ValueError(f"{value!r} runs through a symlink loop") from None
+        raise loop from None
+    except OSError as exc:  # a path still to be written is missing, and fine
+        if exc.errno == errno.ELOOP:
+            raise loop from None
+    return path
 
 
 INPUT_FLAGS = ("data", "trace", "suite", "policy", "config")
