@@ -93,12 +93,10 @@ class RecordStore:
     def delete(self, record_id: str) -> None:
         self._path(record_id).unlink(missing_ok=True)
 
-    def newest(self, limit: int | None, **equal: Any) -> list[dict[str, Any]]:
-        """At most `limit` (None: all) records whose fields equal `equal` (e.g. model_id="power_lstm"), newest first;
-        expired ones are left out."""
+    def newest(self, limit: int | None) -> list[dict[str, Any]]:
+        """At most `limit` (None: all) records, newest first; expired ones are left out."""
         records = [record for path in self.folder.glob("*.json")
-                   if (record := self._read(path)) is not None and not self._expired(record)
-                   and all(record.get(key) == value for key, value in equal.items())]
+                   if (record := self._read(path)) is not None and not self._expired(record)]
         records.sort(key=lambda record: _time_text(record, "created_at"), reverse=True)
         return records[:limit]
 

@@ -13,7 +13,8 @@ from core.metrics_catalog import MODEL_INFERENCE_SECONDS, create
 
 class LatencyRecorder:
     """Keeps the latest `size` model-call durations (ms) of model `model_id` and how many requests they served.
-    Safe across threads: a version is loaded (`restart`) in a worker thread while calls are recorded on the loop."""
+    Safe across threads: a version is loaded (`restart`) in a worker thread while calls are recorded on the
+    replica's inference thread."""
 
     def __init__(self, model_id: str, size: int = 2048):
         self.model_id = model_id

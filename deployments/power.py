@@ -12,6 +12,7 @@ telemetry of a node or of a configured workload's nodes. Its HTTP route is app/p
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
@@ -599,8 +600,8 @@ class PowerPredictor(RegistryFollower):
         time. The online blends' weights are read here, on the loop, which alone changes them."""
         weights = {model.model_version: self.node_calibrations.lstm_weight(model.model_version)
                    for history, model in zip(histories, served, strict=True) if history.node_window}
-        return await asyncio.get_running_loop().run_in_executor(self._inference, self._infer, histories, served,
-                                                                weights)
+        infer = functools.partial(contextvars.copy_context().run, self._infer, histories, served, weights)
+        return await asyncio.get_running_loop().run_in_executor(self._inference, infer)  # logs keep the request id
 
     def _infer(self, histories: list[PowerHistory], served: list[ServedPower],
                weights: Mapping[str, Any]) -> list[PowerForecast | Exception]:

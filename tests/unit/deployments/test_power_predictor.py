@@ -573,8 +573,8 @@ def test_the_event_loop_goes_on_answering_during_a_forward_pass(predictor, monke
 
     monkeypatch.setattr("deployments.power.forecast_histories", slow)
 
-    async def batch_of_one(history: PowerHistory, model: ServedPower):  # as Serve's batching wrapper calls it
-        return (await predictor._off_the_loop([history], [model]))[0]
+    async def batch_of_one(history: PowerHistory, model: ServedPower):  # Serve's batching, which needs a replica
+        return (await PowerPredictor._batched.__wrapped__(predictor, [history], [model]))[0]
 
     monkeypatch.setattr(predictor, "_batched", batch_of_one)
     predictor.settings = PowerPredictorUserConfig(batching=batching)
