@@ -47,11 +47,18 @@ class PreparedData:
     sequence_length: int
     horizon: int
     split: Split = "series"  # how `roles` were cut (`assign_roles`): recency ages count to the same end
+    scored_from_length: int | None = None
+    """Where set (a Tune search), the windows scored outside training (calibration and test) start only at the
+    origins a window of this many steps has: trials of shorter windows are then chosen on the same points as the
+    longest, not on more of them early in each segment."""
 
     def windows(self, role: Role, pipeline: FeaturePipeline | None = None,
                 sequence_length: int | None = None) -> Windows:
-        return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role,
-                             sequence_length=sequence_length or self.sequence_length, horizon=self.horizon)
+        length = sequence_length or self.sequence_length
+        common = role != Role.FIT and self.scored_from_length is not None
+        return build_windows(self.segments, self.roles, pipeline or self.pipeline, role=role, sequence_length=length,
+                             horizon=self.horizon,
+                             first_origin=max(length, self.scored_from_length) - 1 if common else None)
 
     def require_training_windows(self, train_fraction: float, coverage: float | None,
                                  remedy: str = "pass a smaller --sequence-length or a larger --train-fraction") -> None:

@@ -79,7 +79,8 @@ class TuneReport(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str = ("trials are chosen on their best validation MAE (the split before the holdout that every trial "
-                   "early-stops on, as ASHA compares them); score: holdout MAE in watts on the last holdout_fraction "
+                   "early-stops on, as ASHA compares them, at the origins the longest window tried has, whatever "
+                   "the trial's own); score: holdout MAE in watts on the last holdout_fraction "
                    "of every series, which no trial trains on nor is chosen on, every trial on the same (origin, "
                    "lead) points")
     trials: list[TrialOutcome]

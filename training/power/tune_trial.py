@@ -56,7 +56,8 @@ class EpochsToTune(TuneReportCallback):
 def run_trial(tuned: dict[str, Any], data: TrialData) -> None:
     """The Tune trainable: one training run with `tuned` settings, then its holdout MAE."""
     model_config = data.settings(tuned)
-    prepared = replace(data.prepared, sequence_length=model_config.sequence_length)
+    prepared = replace(data.prepared, sequence_length=model_config.sequence_length,
+                       scored_from_length=data.prepared.sequence_length)  # every trial validated on the same points
     forecaster, weights = train_forecaster(
         prepared, model_config, scaling=data.scaling, verbose=False, storage_path=data.storage_path,
         callbacks=[EpochsToTune()],

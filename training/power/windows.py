@@ -197,13 +197,16 @@ def build_windows(
     role: Role,
     sequence_length: int,
     horizon: int,
+    first_origin: int | None = None,
 ) -> Windows:
-    """Every origin with a full input window and at least one scored target of `role`."""
+    """Every origin with a full input window and at least one scored target of `role` (`first_origin`: none before
+    this step of its segment)."""
     parts, rows, offset = [], [], 0
     for index, (segment, segment_roles) in enumerate(zip(segments, roles, strict=True)):
         if len(segment) < sequence_length + 1:
             continue
-        part = _segment_windows(segment, segment_roles, role, sequence_length, horizon)
+        part = _segment_windows(segment, segment_roles, role, sequence_length, horizon,
+                                max(first_origin or 0, sequence_length - 1))
         if part is None:
             continue
         last, targets, mask, nodes, origins = part
@@ -223,12 +226,12 @@ def build_windows(
     return Windows(inputs, last, targets, mask, nodes, origins, segment_ids)
 
 
-def _segment_windows(segment, segment_roles, role, sequence_length, horizon):
+def _segment_windows(segment, segment_roles, role, sequence_length, horizon, first_origin):
     length = len(segment)
     padded_power = np.concatenate([segment.power, np.full(horizon, np.nan)])
     padded_roles = np.concatenate([segment_roles, np.full(horizon, -1, dtype=np.int8)])
     padded_imputed = np.concatenate([segment.imputed, np.ones(horizon, bool)])
-    origins = np.arange(sequence_length - 1, length - 1)
+    origins = np.arange(first_origin, length - 1)
     leads = origins[:, None] + np.arange(1, horizon + 1)[None, :]
     mask = (padded_roles[leads] == role) & ~padded_imputed[leads]
     keep = mask.any(axis=1)

@@ -3,6 +3,8 @@ windows of a final refit; the gap limit the pipeline records."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,3 +134,21 @@ def test_too_few_training_rows_for_the_features_only_estimator_are_refused_befor
     assert len(prepared.windows(Role.FIT)) and prepared.windows(Role.CALIB).points >= 30
     with pytest.raises(NotEnoughData, match=r"^\d+ training rows: .* features-only estimator on \(at least 30\)"):
         prepared.require_training_windows(0.9, 0.8)
+
+
+def test_a_tune_trial_of_a_shorter_window_is_scored_on_the_longest_window_s_points():
+    """A series broken by a gap in its calibration tail: a 4-step window has origins early in the segment after the
+    gap that a 10-step one has not. Trials were chosen on validation MAEs over those different points."""
+    rows = frame({"a": 200})
+    rows = rows[(rows.index < 170) | (rows.index >= 178)]  # an 8-minute gap, past max_gap, inside the last 20 %
+    longest = prepare(rows, **{**ARGS, "train_fraction": 1.0})
+    shorter = dataclasses.replace(longest, sequence_length=4)
+    common = dataclasses.replace(shorter, scored_from_length=longest.sequence_length)
+
+    def origins(prepared, role):
+        windows = prepared.windows(role)
+        return set(zip(windows.segment_index.tolist(), windows.origin_index.tolist(), strict=True))
+
+    assert origins(shorter, Role.CALIB) > origins(longest, Role.CALIB)  # more, early in the segment after the gap
+    assert origins(common, Role.CALIB) == origins(longest, Role.CALIB)
+    assert origins(common, Role.FIT) == origins(shorter, Role.FIT)  # a trial trains on all its own windows

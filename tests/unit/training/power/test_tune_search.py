@@ -20,8 +20,8 @@ from training.power.tune_search import (
     search_space,
     sequence_lengths,
 )
-from training.power.tune_trial import SCORE, VAL_METRIC, TrialData
-from training.power.windows import NotEnoughData
+from training.power.tune_trial import SCORE, VAL_METRIC, TrialData, run_trial
+from training.power.windows import NotEnoughData, Role
 from training.settings import PowerPredictorConfig, TrainingConfig
 
 SMALL = {"predictor": {"step": 120, "prediction_horizon": 1200},
@@ -109,3 +109,28 @@ def test_every_window_length_is_scored_on_the_same_points(sample, monkeypatch):
     assert holdout.points == same.holdout_points
     assert holdout.mae(longest) == pytest.approx(same.mae)
     assert holdout.mae(shorter) > 0
+
+
+def test_a_trial_is_validated_on_the_longest_window_s_points_whatever_its_own(sample, monkeypatch):
+    """Trials are chosen on their validation MAE: a shorter window's was taken over more, earlier origins."""
+    config = TrainingConfig.model_validate(SMALL)
+    gap_at = sample.groupby("node_id")["timestamp"].transform("min") + pd.Timedelta(minutes=140)
+    gappy = sample[(sample["timestamp"] < gap_at) | (sample["timestamp"] > gap_at + pd.Timedelta(minutes=12))]
+    # a gap past max_gap just before a series' calibration tail: windows of 7 steps start early after it, of 30 not
+    prepared, _ = prepare_longest(gappy, config, SearchPlan())
+    assert len(replace(prepared, sequence_length=7).windows(Role.CALIB)) > len(prepared.windows(Role.CALIB))
+    trained: list = []
+
+    def train(prepared, model_config, **options):
+        trained.append(prepared)
+        return None, SimpleNamespace(best_val_mae_watts=1.0, epochs_run=1, best_epoch=1)
+
+    monkeypatch.setattr("training.power.tune_trial.train_forecaster", train)
+    monkeypatch.setattr("training.power.tune_trial.tune.report", lambda metrics: None)
+    monkeypatch.setattr("training.power.tune_trial.EpochsToTune", lambda: None)  # needs a Tune session
+    data = TrialData(prepared, SimpleNamespace(mae=lambda forecaster: 1.0), config.models.power_predictor)
+    run_trial({"sequence_length": 7}, data)
+    [trial] = trained
+    assert trial.sequence_length == 7
+    validated, longest = trial.windows(Role.CALIB), prepared.windows(Role.CALIB)
+    assert validated.origin_index.tolist() == longest.origin_index.tolist()
