@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from autoscaler.sim_report import RUNS
 from core.plotting import pyplot
+
+
+def series_starts(replayed: list[dict[str, Any]], step_s: int) -> list[int]:
+    """The steps where a replayed series starts after the first: another node's, or the same node's after a gap (its
+    test part is replayed segment by segment, each right after the one before on the plot's axis)."""
+    times = [datetime.fromisoformat(step["time"]) for step in replayed]
+    return [i for i in range(1, len(replayed)) if replayed[i]["series"] != replayed[i - 1]["series"]
+            or (times[i] - times[i - 1]).total_seconds() != step_s]
 
 
 def plot_simulation(path: Path, replayed: list[dict[str, Any]], policy: dict[str, Any], step_s: int) -> None:
@@ -24,9 +33,8 @@ def plot_simulation(path: Path, replayed: list[dict[str, Any]], policy: dict[str
     power.axhline(budget, color="red", linestyle="--", label="budget")
     power.axhline(threshold, color="grey", linestyle=":", label="scale-out threshold")
     for axes in (demand, replicas, power):
-        for i in range(1, len(replayed)):
-            if replayed[i]["series"] != replayed[i - 1]["series"]:
-                axes.axvline(hours[i], color="lightgrey", linewidth=0.8)
+        for i in series_starts(replayed, step_s):
+            axes.axvline(hours[i], color="lightgrey", linewidth=0.8)
     replicas.set_ylabel("replicas")
     power.set_ylabel("per-node power (W)")
     power.set_xlabel("replayed hours (test parts of all series, one after another)")
