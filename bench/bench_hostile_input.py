@@ -71,9 +71,10 @@ def main() -> None:
 
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
+    from training.power.local_ray import own_local_ray, stop_local_ray
 
     (state / "token").write_text(TOKEN + "\n")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    own_local_ray(ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False))
     prepare_demo_models(args.model_path)
     port = _free_port()
     serve.start(http_options={"host": HOST, "port": port})
@@ -104,7 +105,7 @@ def main() -> None:
                 results[name] = _time(client, args.runs, expected, method, path, **kwargs)
     finally:
         serve.shutdown()
-        ray.shutdown()
+        stop_local_ray()  # and the workers whose exit hangs
     out = sys.stdout
     out.write(f"hostile input over HTTP through Serve on {os.cpu_count()} cores, 1 client, {args.runs} requests each\n")
     for name, timings in results.items():

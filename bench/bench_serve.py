@@ -81,8 +81,9 @@ def main() -> None:
 
     from app.main import build_app, build_power_app
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
+    from training.power.local_ray import own_local_ray, stop_local_ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    own_local_ray(ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False))
     prepare_demo_models(args.model_path)
     port = _free_port()
     serve.start(http_options={"host": HOST, "port": port})
@@ -108,7 +109,7 @@ def main() -> None:
                                                          seconds=args.seconds)
     finally:
         serve.shutdown()
-        ray.shutdown()
+        stop_local_ray()  # and the workers whose exit hangs
     floor = _in_process_floor(args.model_path)
     out = sys.stdout
     settings = ("Serve defaults" if args.serve_defaults

@@ -41,6 +41,7 @@ from training.power.fit import (  # noqa: E402
     interval_levels,
     seed_everything,
 )
+from training.power.local_ray import own_local_ray, stop_local_ray  # noqa: E402
 from training.power.ray_trainer import train_power_lstm  # noqa: E402
 from training.power.recency import recency_weights, window_ages  # noqa: E402
 from training.power.scaling import TrainScaling  # noqa: E402
@@ -93,7 +94,7 @@ def main() -> None:
     val = SupervisedArrays.from_windows(prepared.windows(Role.CALIB), power_std)
     plain = plain_seconds(fit, val, model_config, power_std)
     cpus = os.cpu_count() or 1
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    own_local_ray(ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False))
     all_cpus = TrainScaling(cpus_per_worker=float(cpus))
     try:
         started = time.monotonic()
@@ -109,7 +110,7 @@ def main() -> None:
             train_power_lstm(fit, val, model_config, power_std, scaling=all_cpus, verbose=False, challenger=challenger)
             with_challenger = time.monotonic() - started
     finally:
-        ray.shutdown()
+        stop_local_ray()  # and the workers whose exit hangs
     worker = weights.history.epoch_seconds if weights.history else float("nan")
     sys.stdout.write(
         f"{args.epochs} epochs of {len(fit.inputs):,} FIT windows ({'synthetic' if args.data is None else data}, "

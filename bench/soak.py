@@ -67,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.soak_report import render
     from collectors.store_actor import start_store_actor
     from core.names import MAIN_APP, POWER_APP, POWER_ROUTE_PREFIX
+    from training.power.local_ray import own_local_ray, stop_local_ray
 
     plan = SoakPlan(duration_s=parse_duration(args.duration), clients=args.clients)
     state = Path(tempfile.mkdtemp(prefix="kcloud-soak-"))
     context = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host=HOST,
                        dashboard_port=_free_port(), log_to_driver=False)
+    own_local_ray(context)
     try:
         prepare_demo_models(args.model_path)
         port = _free_port()
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         serve.shutdown()
-        ray.shutdown()
+        stop_local_ray()  # and the workers whose exit hangs
         shutil.rmtree(state, ignore_errors=True)
     sys.stdout.write(f"python bench/soak.py --duration {args.duration} --clients {args.clients}: "
                      f"{os.cpu_count()} cores, load {load:.1f} at the start, {took:.0f} s in all\n")

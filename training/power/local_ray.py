@@ -58,6 +58,12 @@ def start_local_ray(verbose: bool) -> None:
     atexit.register(stop_local_ray)  # runs before Ray's own exit hook, registered when ray was imported
 
 
+def own_local_ray(context: ray._private.worker.RayContext) -> None:
+    """Take the local Ray this process has just started with its own `ray.init` (a benchmark's) as `start_local_ray`'s:
+    `stop_local_ray` then stops it, and kills the workers whose exit hangs."""
+    _started["gcs"] = context.address_info["gcs_address"]
+
+
 def join_submitted_cluster(verbose: bool) -> None:
     """Join the cluster of a `ray job submit` driver (RAY_ADDRESS set) now, when Ray is not initialized yet, so that
     reading the telemetry store before training finds the cluster's store actor (core.stores.frame.open_store).
