@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response
@@ -35,10 +34,9 @@ def _no_policy(name: str) -> ApiError:
             responses=responses(401, 503))
 async def list_policies(replica: Ingress) -> ScalingPoliciesResponse:
     """Every scaling policy, by name, and the stored ones that no longer validate (with the reason)."""
-    policies, invalid = await asyncio.gather(_controller(replica, "policies"),
-                                             _controller(replica, "invalid_policies"))
-    return ScalingPoliciesResponse(policies=policies, invalid=[
-        entry.model_copy(update={"reason": without_addresses(entry.reason)}) for entry in invalid])
+    stored = await _controller(replica, "stored_policies")
+    return ScalingPoliciesResponse(policies=stored.policies, invalid=[
+        entry.model_copy(update={"reason": without_addresses(entry.reason)}) for entry in stored.invalid])
 
 
 @router.post("/api/v1/scaling/policies", response_model=ScalingPolicy, status_code=200, dependencies=[WRITE],
@@ -76,15 +74,13 @@ def _entity_tag(header: str | None) -> str | None:
 async def get_policy(name: PolicyName, replica: Ingress, response: Response) -> ScalingPolicy:
     """One policy, its version in the ETag header (for a POST's If-Match); 409 with the reason when the stored
     policy no longer validates."""
-    policy = await _controller(replica, "policy", name)
-    if policy is not None:
-        response.headers["ETag"] = f'"{policy_tag(policy)}"'
-        return policy
-    for invalid in await _controller(replica, "invalid_policies"):
-        if invalid.name == name:
-            raise ApiError(409, ["path", "name"], f"stored policy {name!r} no longer validates "
-                           f"({without_addresses(invalid.reason)}); "
-                           "replace it (POST) or delete it", "conflict")
+    stored = await _controller(replica, "stored_policy", name)
+    if isinstance(stored, ScalingPolicy):
+        response.headers["ETag"] = f'"{policy_tag(stored)}"'
+        return stored
+    if stored is not None:
+        raise ApiError(409, ["path", "name"], f"stored policy {name!r} no longer validates "
+                       f"({without_addresses(stored.reason)}); replace it (POST) or delete it", "conflict")
     raise _no_policy(name)
 
 

@@ -33,7 +33,7 @@ from autoscaler.controller import ScalingController
 from autoscaler.live_accuracy import LiveAccuracyReport
 from autoscaler.live_export import LiveAccuracyExport
 from autoscaler.policy_config import policies_from_config
-from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy
+from autoscaler.schema import InvalidStoredPolicy, ScalingEvent, ScalingPolicy, StoredPolicies
 from autoscaler.serve_forecaster import ServeForecaster
 from autoscaler.settings import ControllerSettings, load_autoscaler_config
 from autoscaler.state import ControllerState, StateUnavailable, passing_errors_unavailable
@@ -220,14 +220,16 @@ class ScalingControllerService:
         with passing_errors_unavailable():
             return self.controller.state.policies()
 
-    def invalid_policies(self) -> list[InvalidStoredPolicy]:
-        """Stored policies that no longer validate, with the reason (every tick skips them)."""
+    def stored_policies(self) -> StoredPolicies:
+        """Every stored policy, and apart those that no longer validate, with the reason (every tick skips them),
+        from one read: a policy replaced meanwhile is never listed twice, or not at all."""
         with passing_errors_unavailable():
-            return self.controller.state.invalid_policies()
+            return self.controller.state.stored_policies()
 
-    def policy(self, name: str) -> ScalingPolicy | None:
+    def stored_policy(self, name: str) -> ScalingPolicy | InvalidStoredPolicy | None:
+        """The policy called `name`, or why it no longer validates, from one read; None when there is none."""
         with passing_errors_unavailable():
-            return self.controller.state.policy(name)
+            return self.controller.state.stored_policy(name)
 
     # the writes are never replayed on a restarted actor (the actor's other calls are): a replay would answer for a
     # write that had landed (a DELETE 404, a create 200), where an unanswered write is a 503 the client reads back

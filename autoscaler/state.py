@@ -497,9 +497,13 @@ class ControllerState:
 
     def policy(self, name: str) -> ScalingPolicy | None:
         """The policy called `name`; None when there is none or it no longer validates."""
+        stored = self.stored_policy(name)
+        return stored if isinstance(stored, ScalingPolicy) else None
+
+    def stored_policy(self, name: str) -> ScalingPolicy | InvalidStoredPolicy | None:
+        """The policy called `name` as stored, or why it no longer validates; None when there is none."""
         rows = self._read("SELECT name, body, updated_at FROM policies WHERE name = ?", (name,))
-        parsed = self._parse(*rows[0]) if rows else None
-        return parsed if isinstance(parsed, ScalingPolicy) else None
+        return self._parse(*rows[0]) if rows else None
 
     def _policy_within_any_cap(self, name: str) -> ScalingPolicy | None:
         """The policy called `name` as stored, read without `max_replicas_cap` (what a seeded one's digest was made

@@ -17,6 +17,7 @@ from app.power_route import power_api
 from app.replica import serving_replica
 from app.retrain_jobs import RetrainJobs, ServedModels
 from app.settings import AppArgs, RetrainDefaults
+from autoscaler.schema import StoredPolicies
 from autoscaler.settings import AutoScalingConfig
 from core.records import RecordNotFound
 from core.settings import ConfigError
@@ -56,7 +57,8 @@ class Everything:
 
     async def _controller_call(self, method, *args):
         self.calls.append(method)
-        return {"policy": None, "put_policy": True, "delete_policy": True}.get(method, [])
+        return {"stored_policy": None, "stored_policies": StoredPolicies(), "put_policy": True,
+                "delete_policy": True}.get(method, [])
 
     async def _queued(self, batch_id):
         return True

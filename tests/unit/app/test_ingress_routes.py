@@ -11,7 +11,7 @@ import pytest
 from app.access import Access
 from app.ingress import api
 from app.replica import serving_replica
-from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent
+from autoscaler.schema import ActuationResult, InvalidStoredPolicy, ScalingEvent, StoredPolicies
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import (
     ControllerState,
@@ -53,7 +53,8 @@ class Controller:
 
     def call(self, method, *args):
         self.calls.append((method, args))
-        return {"policy": None, "delete_policy": False, "put_policy": True}.get(method, [])
+        return {"stored_policy": None, "stored_policies": StoredPolicies(), "delete_policy": False,
+                "put_policy": True}.get(method, [])
 
     async def call_async(self, method, *args):  # the actor client's, over this double's answers
         return self.call(method, *args)
@@ -162,7 +163,11 @@ class StoredInvalid(Controller):
 
     def call(self, method, *args):
         self.calls.append((method, args))
-        return [self.invalid] if method == "invalid_policies" else super().call(method, *args)
+        if method == "stored_policies":
+            return StoredPolicies(invalid=[self.invalid])
+        if method == "stored_policy":
+            return self.invalid if args[0] == self.invalid.name else None
+        return super().call(method, *args)
 
 
 def test_a_stored_policy_that_no_longer_validates_is_listed_and_named_not_a_500(replica, client):
@@ -198,8 +203,8 @@ class StateBacked(Controller):
     def call(self, method, *args):
         if method == "put_policy":
             return self.state.put_policy(*args[:1], datetime.now(UTC), expected=args[1])
-        if method == "policy":
-            return self.state.policy(args[0])
+        if method == "stored_policy":
+            return self.state.stored_policy(args[0])
         return super().call(method, *args)
 
 

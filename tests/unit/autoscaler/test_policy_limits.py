@@ -181,6 +181,7 @@ def test_a_stored_policy_above_a_lowered_cap_is_reported_not_loaded(tmp_path):
     assert state.policies() == [] and state.policy("big") is None
     [invalid] = state.invalid_policies()
     assert invalid.name == "big" and "max_replicas (300) exceeds auto_scaling.max_replicas_cap (100)" in invalid.reason
+    assert state.stored_policy("big") == invalid and state.stored_policy("none") is None  # one read for GET
 
 
 def test_the_number_of_policies_is_capped(tmp_path):
