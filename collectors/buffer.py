@@ -123,7 +123,7 @@ class DurableBuffer:
         self._spilled: set[Path] = set()  # segments this buffer created (the others are an earlier buffer's)
         self._written: set[Path] = set()  # segments the store has that could not be deleted (out of `_segments`)
         self._on_disk = {p: _count_lines(p) for p in self._segments}
-        self._bytes = {p: p.stat().st_size for p in self._segments}
+        self._bytes = {p: _size(p) for p in self._segments}
         self._open: Path | None = None  # the segment this process appends to
         self._writing: Path | None = None  # the segment a flush is writing to the store (no spill touches it)
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
@@ -520,7 +520,7 @@ class DurableBuffer:
         (if any) is renamed `*.unreadable` for the operator, and the flush goes on with the next one."""
         lost = self._on_disk.get(segment, 0)
         try:
-            segment.rename(segment.with_name(segment.name + ".unreadable"))
+            segment.rename(_aside_name(segment))
         except OSError:
             pass  # gone, or not renamable: it is left out of the index either way
         self._forget(segment)
@@ -541,6 +541,24 @@ class DurableBuffer:
         self._bytes.pop(segment, None)
         if self._open == segment:
             self._open = None
+
+
+def _size(path: Path) -> int:
+    """A segment's size; 0 for one that cannot be read (deleted by hand meanwhile, a dangling link): its flush sets
+    it aside, where a raise here kept the collector from starting."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _aside_name(segment: Path) -> Path:
+    """`<segment>.unreadable`, or `<segment>.N.unreadable` where an earlier segment of that name was set aside (its
+    number is used again once the folder drains), so that none replaces another."""
+    aside, copy = segment.with_name(segment.name + ".unreadable"), 1
+    while aside.exists():
+        aside, copy = segment.with_name(f"{segment.name}.{copy}.unreadable"), copy + 1
+    return aside
 
 
 def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:

@@ -788,3 +788,32 @@ def test_a_memory_only_buffer_takes_puts_while_the_store_writes_and_keeps_the_or
     assert took_the_put
     assert buffer.last_error is not None and buffer.memory_pending == 4  # the failed write's samples back in front
     assert buffer.flush() == 4 and store.stored == make_samples(4)
+
+
+def test_a_segment_set_aside_under_a_name_used_before_keeps_the_earlier_one(tmp_path, monkeypatch):
+    """Segment numbers start again at 1 once the folder drains: a second unreadable segment 1 replaced the first
+    one kept for the operator."""
+    from collectors import buffer as buffer_module
+
+    monkeypatch.setattr(buffer_module, "_read_segment", lambda path: (_ for _ in ()).throw(FileNotFoundError(path)))
+    for round_ in range(2):
+        buffer = DurableBuffer(FlakyStore(), tmp_path, max_memory=4)
+        buffer.put(make_samples(5, start=0))  # past max_memory: spilled to segment 1
+        [segment] = segments(tmp_path)
+        segment.write_text(f"round {round_}\n")
+        buffer.flush()  # the segment cannot be read (gone, as this test reads it): set aside at once
+        buffer.close()
+    kept = sorted(path.read_text() for path in tmp_path.rglob("*.unreadable"))
+    assert kept == ["round 0\n", "round 1\n"]
+
+
+def test_a_segment_that_cannot_be_read_at_start_keeps_no_collector_from_starting(tmp_path):
+    """Its size was read unguarded: a dangling link (or one deleted by hand at that moment) failed the constructor,
+    and the node sent no telemetry until the collector could start."""
+    (tmp_path / "segment-000000000001.jsonl").symlink_to(tmp_path / "gone")
+    store = FlakyStore()
+    buffer = DurableBuffer(store, tmp_path, max_memory=4)
+    buffer.put(make_samples(5, start=0))
+    buffer.flush()
+    assert store.stored == make_samples(5, start=0) and buffer.pending == 0
+    buffer.close()
