@@ -103,18 +103,23 @@ class SmiToolSource(TelemetrySource):
         """The tool's output and exit code within `timeout_s`; subprocess.TimeoutExpired past it, with the tool and
         every process it started killed (its own process group): killing the tool alone left a process it started
         running for good, and waiting on its output meanwhile held the read past the timeout. A process that left
-        the group (a daemon it started) is not waited on past KILLED_WAIT_S."""
-        with subprocess.Popen([path, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              errors="replace", start_new_session=True) as tool:
-            try:
-                stdout, stderr = tool.communicate(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(tool.pid, signal.SIGKILL)
-                with suppress(subprocess.TimeoutExpired):  # a process that left the group may hold the pipes open:
-                    tool.communicate(timeout=KILLED_WAIT_S)  # closing them (leaving the block) does not wait on it
-                raise
-            return stdout, stderr, tool.returncode
+        the group (a daemon it started), nor the tool if the kill does not end it at once (stuck in a driver call,
+        where even SIGKILL waits), is waited on past KILLED_WAIT_S: Popen's context manager waited without a limit."""
+        tool = subprocess.Popen([path, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", start_new_session=True)
+        try:
+            stdout, stderr = tool.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(tool.pid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                tool.communicate(timeout=KILLED_WAIT_S)
+            raise
+        finally:
+            for pipe in (tool.stdout, tool.stderr):  # closed without waiting on whoever holds their other end
+                with suppress(OSError):
+                    pipe.close()
+        return stdout, stderr, tool.returncode
 
 
 class AscendSource(SmiToolSource):

@@ -308,3 +308,25 @@ def test_the_tools_own_time_limit_ends_within_the_collector_s_read_timeout():
         config = CollectorConfig(telemetry={"read_timeout": read_timeout})
         tools = [source for source in build_sources(config, "n1", selected={"npu"}) if hasattr(source, "timeout_s")]
         assert len(tools) == 2 and {source.timeout_s for source in tools} == {limit}
+
+
+def test_a_tool_the_kill_does_not_end_at_once_does_not_hold_the_read(fake_tool: Callable[..., Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool stuck in a driver call takes SIGKILL only once the call returns; the read then waited on it without a
+    limit (Popen's context manager), and the collector's status call that probes the tool with it (review)."""
+    from collectors import npu
+
+    fake_tool("xpu_smi", sleep_s=30)
+    groups: list[int] = []
+    kill_group = os.killpg
+    monkeypatch.setattr(npu.os, "killpg", lambda group, sig: groups.append(group))  # the kill lands later
+    source = KunlunSource("n1", timeout_s=0.3)
+    started = time.monotonic()
+    try:
+        ok, reason = source.available()
+        assert not ok and "timed out" in reason
+        assert time.monotonic() - started < 0.3 + npu.KILLED_WAIT_S + 1.0
+    finally:
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                kill_group(group, signal.SIGKILL)
