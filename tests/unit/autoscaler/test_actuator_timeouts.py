@@ -20,7 +20,7 @@ from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.actuators.serve import RayServeActuator
 from autoscaler.schema import DeploymentTarget, RayServeTarget
-from tests.servers.local_http import serving
+from tests.servers.local_http import send_json, serving
 
 SILENCE_S = 3.0  # how long the server keeps a write unanswered; the actuators wait 0.5 s
 
@@ -29,12 +29,7 @@ class WritesGoUnanswered(BaseHTTPRequestHandler):
     """Answers reads (a scale subresource with 2 replicas), reads each write's body and then says nothing."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = json.dumps({"spec": {"replicas": 2}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"spec": {"replicas": 2}})
 
     def _silent(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))

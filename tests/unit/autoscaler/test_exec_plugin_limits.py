@@ -14,7 +14,7 @@ import pytest
 from autoscaler.actuators import ActuationError, ActuationOutcomeUnknown
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.schema import DeploymentTarget
-from tests.servers.local_http import serving
+from tests.servers.local_http import send_json, serving
 
 LIMIT_S = 0.5
 HANG_S = 4  # the plugin's hang; it then ends on its own
@@ -35,12 +35,7 @@ class Scale(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         type(self).requests += 1
-        body = json.dumps({"spec": {"replicas": 2}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"spec": {"replicas": 2}})
 
     def log_message(self, *args) -> None:
         pass

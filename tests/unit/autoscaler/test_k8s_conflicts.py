@@ -17,6 +17,7 @@ from kubernetes import client
 from autoscaler.actuators import ActuationError, Actuators, CountMoved
 from autoscaler.actuators.kubernetes import KubernetesActuator
 from autoscaler.schema import ActuationStatus, DeploymentTarget, ScalingPolicy
+from tests.servers.local_http import send_json
 from tests.unit.autoscaler.doubles import policy_data
 
 
@@ -36,12 +37,7 @@ class Deployment:
 def handler(deployment: Deployment) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, body, status)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if deployment.read_answer is not None:
