@@ -91,8 +91,8 @@ class TelemetryStoreService:
     @ray.method(concurrency_group=RETRAINING)
     def retraining_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         """`window` for a retraining, in a group of its own: weeks of telemetry neither wait behind nor hold the
-        API's reads."""
-        return self.store.window(node_id, start, end, step_s)
+        API's reads; given the backend's long read timeout (`long_window`)."""
+        return self.store.long_window(node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         return self.store.latest(node_id)

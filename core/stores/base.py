@@ -63,6 +63,11 @@ class TelemetryStore(ABC):
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
         """The node's telemetry in [start, end), resampled to `step_s`, in the canonical columns."""
 
+    def long_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        """`window` for a reader that waits minutes (a retraining's weeks of telemetry): a backend whose requests time
+        out sooner than such a read may take gives it longer."""
+        return self.window(node_id, start, end, step_s)
+
     @abstractmethod
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
         """The newest power reading of one node, or of every node, sorted by node id."""

@@ -52,7 +52,7 @@ def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime
         raise ValueError(f"{len(nodes)} node(s) × {bins:,} bins of {step_s} s ({since_s} s) is {rows:,} "
                          f"rows, more than the {limit:,} one read takes (KCLOUD_MAX_STORE_ROWS; at about 2.5 KiB a "
                          "row at the training's peak): shorten since, take a longer step, or name fewer nodes")
-    parts = [store.window(node, start, end, step_s) for node in nodes]
+    parts = [store.long_window(node, start, end, step_s) for node in nodes]  # weeks of a node: given time
     parts = [p.dropna(subset=["power_watts"]) for p in parts]
     parts = [p for p in parts if not p.empty]
     if not parts:

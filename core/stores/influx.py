@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("power_watts", "utilization", "memory_usage", "temperature", "power_limit_watts", "energy_joules")
 BATCH_LINES = 5000
+LONG_READ_TIMEOUT_MS = 110_000  # a long window's: within the 120 s its caller waits (RETRAINING_TIMEOUT_S)
 NODES_LOOKBACK_S = 30 * 86400  # how far back `nodes()` looks for node ids by default
 _UNPARSABLE = ("unable to parse", "partial write")  # what InfluxDB's 400 says of lines it will never take
 _BEYOND_RETENTION = "points beyond retention"  # refused for good whatever the status says
@@ -65,17 +66,24 @@ class InfluxStore(TelemetryStore):
         url: server address, e.g. http://influxdb:8086.
         token, org, bucket: InfluxDB credentials and destination.
         timeout_ms: per-request timeout; a write that times out raises StoreUnavailable.
+        long_read_timeout_ms: the timeout of a `long_window` (a retraining's weeks of one node, which InfluxDB must
+            read whole before it answers at all; its caller waits RETRAINING_TIMEOUT_S).
         latest_lookback_s: how far back `latest()` looks for readings.
     """
 
     def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_ms: int = 10_000,
-                 latest_lookback_s: int = 3600, client: InfluxDBClient | None = None) -> None:
+                 long_read_timeout_ms: int = LONG_READ_TIMEOUT_MS, latest_lookback_s: int = 3600,
+                 client: InfluxDBClient | None = None) -> None:
         self.url, self.org, self.bucket = url, org, bucket
         self.shown_url = without_url_password(url)  # for logs and errors
         self.latest_lookback_s = latest_lookback_s
         self._client = client or InfluxDBClient(url=url, token=token, org=org, timeout=timeout_ms)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._query_api = self._client.query_api()
+        # a client of its own: the library sets one timeout per client
+        self._long_client = None if client else InfluxDBClient(url=url, token=token, org=org,
+                                                               timeout=long_read_timeout_ms)
+        self._long_query_api = self._long_client.query_api() if self._long_client else self._query_api
         logger.info("telemetry store: InfluxDB at %s, org %s, bucket %s", self.shown_url, org, bucket)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
@@ -99,10 +107,10 @@ class InfluxStore(TelemetryStore):
                                refused=refused, written=len(lines) - refused)
         return len(lines)
 
-    def query_csv(self, query: str) -> pd.DataFrame:
-        """Run a Flux query; return its parsed annotated-CSV result."""
+    def query_csv(self, query: str, *, long: bool = False) -> pd.DataFrame:
+        """Run a Flux query (`long`: under the long read timeout); return its parsed annotated-CSV result."""
         try:
-            response = self._query_api.query_raw(query, org=self.org)
+            response = (self._long_query_api if long else self._query_api).query_raw(query, org=self.org)
             text = response.data.decode("utf-8")
         except Exception as exc:
             reason = without_url_password(_reason(exc))
@@ -110,8 +118,14 @@ class InfluxStore(TelemetryStore):
         return flux.parse_annotated_csv(text)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        return self._window(node_id, start, end, step_s, long=False)
+
+    def long_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        return self._window(node_id, start, end, step_s, long=True)
+
+    def _window(self, node_id: str, start: datetime, end: datetime, step_s: int, *, long: bool) -> pd.DataFrame:
         check_window(start, end, step_s)
-        result = self.query_csv(flux.window_query(self.bucket, node_id, start, end, step_s))
+        result = self.query_csv(flux.window_query(self.bucket, node_id, start, end, step_s), long=long)
         bins = pd.DataFrame(columns=list(DEVICE_BIN_COLUMNS))
         if not result.empty:
             seconds = (result["_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
@@ -138,6 +152,8 @@ class InfluxStore(TelemetryStore):
 
     def close(self) -> None:
         self._client.close()
+        if self._long_client is not None:
+            self._long_client.close()
 
     def __repr__(self) -> str:
         return f"InfluxStore(url={self.shown_url!r}, org={self.org!r}, bucket={self.bucket!r})"

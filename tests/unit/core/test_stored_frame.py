@@ -23,6 +23,8 @@ class Nodes:
     def window(self, *args, **kwargs):
         raise AssertionError("read although refused")
 
+    long_window = window
+
 
 def test_a_read_over_the_row_limit_is_refused_before_any_window_is_read(monkeypatch):
     monkeypatch.delenv("KCLOUD_MAX_STORE_ROWS", raising=False)
@@ -42,3 +44,23 @@ def test_a_read_over_the_row_limit_is_refused_before_any_window_is_read(monkeypa
     with pytest.raises(ConfigError, match="KCLOUD_MAX_STORE_ROWS"):
         stored_frame(Nodes(1), 3000, 60)
     assert MAX_ROWS // (14 * 1440) == 396  # the scheduler's 14 days at 1 min: up to 396 nodes by default
+
+
+def test_a_retraining_read_takes_each_node_s_window_as_a_long_read(tmp_path):
+    """Weeks of a node: a backend whose requests time out sooner (InfluxDB's 10 s) gives the read longer."""
+    from core.stores.sqlite import SqliteStore
+    from core.telemetry import TelemetrySample
+
+    class Recording(SqliteStore):
+        long: list[str] = []
+
+        def long_window(self, node_id, start, end, step_s):
+            self.long.append(node_id)
+            return super().long_window(node_id, start, end, step_s)
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    with Recording(tmp_path / "telemetry") as store:
+        store.write([TelemetrySample(timestamp=datetime(2026, 11, 30, 23, minute, tzinfo=UTC), node_id=node,
+                                     source="ipmi", power_watts=100.0) for node in ("a", "b") for minute in range(5)])
+        assert set(stored_frame(store, 3600, 60, now=now)["node_id"]) == {"a", "b"}
+        assert sorted(store.long) == ["a", "b"]

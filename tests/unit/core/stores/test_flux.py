@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +39,7 @@ class FakeInflux:
     """Answers /api/v2/query with a canned body and records what the client sent."""
 
     def __init__(self) -> None:
-        self.body, self.status, self.requests = "", 200, []
+        self.body, self.status, self.requests, self.delay_s = "", 200, [], 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +48,7 @@ class FakeInflux:
                 payload = self.rfile.read(length).decode("utf-8")
                 owner.requests.append({"path": urlsplit(self.path).path, "params": parse_qs(urlsplit(self.path).query),
                                        "auth": self.headers.get("Authorization"), "body": payload})
+                time.sleep(owner.delay_s)
                 body = owner.body.encode("utf-8")
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "text/csv; charset=utf-8" if owner.status == 200
@@ -229,3 +231,18 @@ def test_write_to_an_unreachable_server_raises_store_unavailable():
         store.write([sample])
     assert "secret-token" not in str(caught.value)
     store.close()
+
+
+def test_a_long_window_waits_for_a_slow_answer_that_a_short_one_gives_up_on():
+    """A retraining's weeks of one node ran under the client's 10 s timeout, which InfluxDB must read whole before it
+    answers at all; its caller waits two minutes (review)."""
+    fake = FakeInflux()
+    fake.body, fake.delay_s = recorded("window_pivot.csv"), 1.5
+    store = InfluxStore(fake.url, "tok-123", "kcloud", "telemetry", timeout_ms=500, long_read_timeout_ms=10_000)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.window("gpu-node-1", START, END, 60)
+        assert store.long_window("gpu-node-1", START, END, 60)["power_watts"].tolist() == [702.5, 731.0, 744.25]
+    finally:
+        store.close()
+        fake.close()
