@@ -81,5 +81,6 @@ def test_policy_writes_are_never_replayed_on_a_restarted_controller():
     ticks are still retried."""
     for write in (ScalingControllerService.put_policy, ScalingControllerService.delete_policy):
         assert write.__ray_max_task_retries__ == 0, write.__name__
-    for read in (ScalingControllerService.policies, ScalingControllerService.policy, ScalingControllerService.tick):
+    for read in (ScalingControllerService.policies, ScalingControllerService.stored_policies,
+                 ScalingControllerService.stored_policy, ScalingControllerService.tick):
         assert not hasattr(read, "__ray_max_task_retries__"), read.__name__
