@@ -231,6 +231,8 @@ def test_window_reads_never_hold_the_controller_the_latest_readings_or_the_write
                 time.sleep(3)
             return "window"
 
+        long_window = window  # a retraining's read (TelemetryStore.long_window)
+
         def latest(self, node_id=None):
             return []
 
