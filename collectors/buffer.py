@@ -16,8 +16,10 @@ takes writes (`confirmed`), the cap deletes no segment for a spill: the newest s
 instead, as older segments may be meant for a writable store and these samples are discarded if this one is
 read-only (a smaller cap than the last process had still applies at once, oldest first). Dropped samples are counted by
 reason in `drops` (a LossCounter: status, metric, rate-limited warning); lines of a segment that no longer parse
-count as `unreadable`, and samples the store refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points
-older than the bucket's retention after a long outage) as `refused`, so they never hold back what came after them.
+count as `unreadable` (a segment that cannot be read at all is renamed `*.unreadable` for the operator; such files
+count under the cap and are the first deleted to make room, their samples already counted), and samples the store
+refuses for good (`WriteRefused`: InfluxDB's 400 or 422, e.g. points older than the bucket's retention after a long
+outage) as `refused`, so they never hold back what came after them.
 While the spill directory cannot be written (disk full, read-only volume) memory keeps at most 10 x `max_memory`
 samples, the oldest dropped first as `spill_failed`; an append that failed half-way is cut off again, so the
 segment keeps no torn line. A segment the store has that cannot be deleted is not written again (deleting it is
@@ -63,6 +65,7 @@ from core.telemetry import TelemetrySample
 logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^segment-(\d{12})(?:\.pending-([0-9a-f]{16}))?\.jsonl$")  # sequence, store key digest
+_SET_ASIDE = re.compile(r"^segment-\d{12}(?:\.pending-[0-9a-f]{16})?\.jsonl(?:\.\d+)?\.unreadable$")
 _SEGMENTS_PER_CAP = 8
 SPILL_CAP = "spill_cap"
 UNREADABLE = "unreadable"
@@ -91,7 +94,7 @@ class DurableBuffer:
         store: a writable TelemetryStore.
         spill_dir: directory for spilled segments (created if missing; one that cannot be used: memory only).
         max_memory: samples held in memory before they spill; also the most samples in one segment file.
-        max_spill_bytes: cap on the segments' total size (None: no cap).
+        max_spill_bytes: cap on the total size of the segments and the `*.unreadable` files set aside (None: no cap).
         drops: counts dropped samples (default: a LossCounter named after `spill_dir`, without a metric).
         store_key: names the store (e.g. the digest of its settings); segments spilled before it is `confirmed`
             carry it, so a later buffer for the same store that finds it read-only deletes them (`release`).
@@ -116,7 +119,7 @@ class DurableBuffer:
         self.last_error: str | None = None
         self._store_tag = _digest(store_key) if store_key is not None else None
         self._confirmed = confirmed
-        self._lock_file, self._segments = self._take_spill_dir()  # no lock file: memory only
+        self._lock_file, self._segments, set_aside = self._take_spill_dir()  # no lock file: memory only
         self._lock = threading.RLock()
         self._flushing = threading.Lock()  # one flush at a time; taken before `_lock`, never while holding it
         self._memory: list[TelemetrySample] = []
@@ -124,6 +127,7 @@ class DurableBuffer:
         self._written: set[Path] = set()  # segments the store has that could not be deleted (out of `_segments`)
         self._on_disk = {p: _count_lines(p) for p in self._segments}
         self._bytes = {p: _size(p) for p in self._segments}
+        self._set_aside_bytes = {p: _size(p) for p in set_aside}  # `*.unreadable` files, oldest first
         self._open: Path | None = None  # the segment this process appends to
         self._writing: Path | None = None  # the segment a flush is writing to the store (no spill touches it)
         self._spill_retry_at = 0.0  # monotonic time before which a failed spill is not tried again
@@ -137,16 +141,19 @@ class DurableBuffer:
             logger.info("buffer: %d spilled sample(s) in %d segment(s) under %s will be replayed first",
                         self.disk_pending, len(self._segments), self.spill_dir)
 
-    def _take_spill_dir(self) -> tuple[IO[str] | None, list[Path]]:
+    def _take_spill_dir(self) -> tuple[IO[str] | None, list[Path], list[Path]]:
         """Create and lock `spill_dir` (the lock file is held open: its flock marks the directory in use); the lock
-        file and the segments found. One that cannot be created, locked or listed (a read-only volume) is logged and
-        left alone: no lock file and no segments, the buffer keeps memory only."""
+        file, the segments found and the files set aside (`*.unreadable`), each oldest first. One that cannot be
+        created, locked or listed (a read-only volume) is logged and left alone: no lock file and no segments, the
+        buffer keeps memory only."""
         lock_file = None
         try:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             lock_file = open(self.spill_dir / ".lock", "w")
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return lock_file, sorted(p for p in self.spill_dir.iterdir() if _SEGMENT.match(p.name))
+            found = list(self.spill_dir.iterdir())
+            return (lock_file, sorted(p for p in found if _SEGMENT.match(p.name)),
+                    sorted((p for p in found if _SET_ASIDE.match(p.name)), key=_set_aside_order))
         except OSError as exc:
             if lock_file is not None:
                 lock_file.close()
@@ -155,7 +162,7 @@ class DurableBuffer:
             logger.error("buffer: cannot use %s (%s): memory only, nothing is spilled or replayed until a restart; "
                          "while the store is down at most %d samples are kept", self.spill_dir, exc,
                          MEMORY_LIMIT_FACTOR * self.max_memory)
-            return None, []
+            return None, [], []
 
     @property
     def memory_pending(self) -> int:
@@ -168,6 +175,10 @@ class DurableBuffer:
     @property
     def disk_bytes(self) -> int:
         return sum(self._bytes.values())
+
+    def _used_bytes(self) -> int:
+        """What counts under the cap: the segments and the files set aside."""
+        return self.disk_bytes + sum(self._set_aside_bytes.values())
 
     @property
     def pending(self) -> int:
@@ -382,8 +393,9 @@ class DurableBuffer:
             self._limit_memory()
             return
         lines = [(sample.model_dump_json() + "\n").encode() for sample in self._memory]
+        self._drop_set_aside(sum(len(line) for line in lines))
         if keep_segments and self.max_spill_bytes is not None and (
-                self.disk_bytes + sum(len(line) for line in lines) > self.max_spill_bytes):
+                self._used_bytes() + sum(len(line) for line in lines) > self.max_spill_bytes):
             return  # it would delete spilled segments the flush may still write
         try:
             lines = self._make_room(lines)
@@ -451,31 +463,47 @@ class DurableBuffer:
         if self.max_spill_bytes is None:
             return lines
         if not self._confirmed:
-            kept = _fitting(lines, self.max_spill_bytes - self.disk_bytes)
+            kept = _fitting(lines, self.max_spill_bytes - self._used_bytes())
             self._memory = self._memory[:kept]
             self._count_cap_drops(len(lines) - kept, "it is not known yet whether the store takes writes: the newest "
                                                      "samples went, no spilled segment")
             return lines[:kept]
         self._drop_oldest_segments(sum(len(line) for line in lines))
-        skip = len(lines) - _fitting(lines[::-1], self.max_spill_bytes - self.disk_bytes)
+        skip = len(lines) - _fitting(lines[::-1], self.max_spill_bytes - self._used_bytes())
         self._memory = self._memory[skip:]
         self._count_cap_drops(skip, "the oldest spilled samples went first")
         return lines[skip:]
 
     def _drop_oldest_segments(self, needed: int) -> None:
-        """Delete the oldest segments (but the one a flush is writing) until `needed` more bytes fit under the cap,
-        their samples counted as `spill_cap`. Raises OSError for one that cannot be deleted: it and the newer ones
-        stay."""
+        """Delete the files set aside, then the oldest segments (but the one a flush is writing) until `needed` more
+        bytes fit under the cap, the segments' samples counted as `spill_cap`. Raises OSError for a segment that
+        cannot be deleted: it and the newer ones stay."""
+        self._drop_set_aside(needed)
         dropped = 0
         try:
             for oldest in [segment for segment in self._segments if segment != self._writing]:
-                if self.max_spill_bytes is None or self.disk_bytes + needed <= self.max_spill_bytes:
+                if self.max_spill_bytes is None or self._used_bytes() + needed <= self.max_spill_bytes:
                     break
                 samples = self._on_disk[oldest]
                 self._drop_segment(oldest)
                 dropped += samples
         finally:
             self._count_cap_drops(dropped, "the oldest spilled samples went first")
+
+    def _drop_set_aside(self, needed: int) -> None:
+        """Delete the oldest files set aside until `needed` more bytes fit under the cap (their samples were counted
+        when they were set aside). One that cannot be deleted is logged and no longer counted: it is the operator's."""
+        for oldest in list(self._set_aside_bytes):
+            if self.max_spill_bytes is None or self._used_bytes() + needed <= self.max_spill_bytes:
+                return
+            try:
+                oldest.unlink(missing_ok=True)
+                logger.warning("buffer: deleted %s, set aside earlier, to stay under the cap of %s bytes", oldest,
+                               self.max_spill_bytes)
+            except OSError as exc:
+                logger.error("buffer: cannot delete %s, set aside earlier; it no longer counts under the cap: %s",
+                             oldest, exc)
+            del self._set_aside_bytes[oldest]
 
     def _count_cap_drops(self, count: int, why: str) -> None:
         self.drops.add(SPILL_CAP, count, f"{self.spill_dir} reached its cap of {self.max_spill_bytes} bytes; {why}")
@@ -519,8 +547,10 @@ class DurableBuffer:
         """A segment gone, or unreadable in SEGMENT_READ_TRIES flushes: its samples count as `unreadable`, the file
         (if any) is renamed `*.unreadable` for the operator, and the flush goes on with the next one."""
         lost = self._on_disk.get(segment, 0)
+        aside = _aside_name(segment)
         try:
-            segment.rename(_aside_name(segment))
+            segment.rename(aside)
+            self._set_aside_bytes[aside] = _size(aside)
         except OSError:
             pass  # gone, or not renamable: it is left out of the index either way
         self._forget(segment)
@@ -559,6 +589,14 @@ def _aside_name(segment: Path) -> Path:
     while aside.exists():
         aside, copy = segment.with_name(f"{segment.name}.{copy}.unreadable"), copy + 1
     return aside
+
+
+def _set_aside_order(path: Path) -> tuple[float, str]:
+    """Files set aside, oldest first: by the time they were set aside (a rename keeps the segment's last write)."""
+    try:
+        return path.stat().st_mtime, path.name
+    except OSError:
+        return 0.0, path.name
 
 
 def _read_segment(path: Path) -> tuple[list[TelemetrySample], int]:

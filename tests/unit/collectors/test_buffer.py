@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import errno
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -295,6 +296,42 @@ def test_without_a_cap_nothing_is_dropped(tmp_path):
         buffer.put(make_samples(50, start=start))
         buffer.flush()
     assert buffer.pending == 500 and buffer.drops.counts == {}
+
+
+def test_files_set_aside_count_under_the_cap_and_go_before_any_segment(tmp_path, monkeypatch):
+    """Regression: `*.unreadable` files were neither counted under the cap nor deleted, so a spill directory the cap
+    bounds could fill its volume with them. They go first, oldest first, and no accepted sample goes for them."""
+    line = make_samples(1)[0].model_dump_json() + "\n"
+    older, newer = (tmp_path / f"segment-00000000000{n}.jsonl.unreadable" for n in (1, 2))
+    older.write_text(line * 30)
+    newer.write_text(line * 5)
+    os.utime(older, (1_000_000, 1_000_000))
+    store = FlakyStore(failures=99)
+    buffer = DurableBuffer(store, tmp_path, max_memory=1000, max_spill_bytes=40 * LINE_BYTES)
+    buffer.put(make_samples(20))
+    buffer.flush()
+    assert list(tmp_path.glob("*.unreadable")) == [newer]  # 30 + 5 + 20 did not fit: the older went
+    buffer.put(make_samples(20, start=20))
+    buffer.flush()
+    assert not list(tmp_path.glob("*.unreadable")) and buffer.drops.counts == {} and buffer.pending == 40
+
+    reader, failed = buffer_module._read_segment, []
+
+    def failing_once(path):
+        if not failed:
+            failed.append(path)
+            raise FileNotFoundError(path)
+        return reader(path)
+
+    monkeypatch.setattr(buffer_module, "_read_segment", failing_once)
+    store.failures = 0
+    assert buffer.flush() == 20 and buffer.drops.counts == {"unreadable": 20}  # set aside during this run
+    store.failures = 99
+    buffer.put(make_samples(30, start=40))
+    buffer.flush()
+    assert not list(tmp_path.glob("*.unreadable")) and buffer.pending == 30
+    assert buffer.drops.counts == {"unreadable": 20}
+    assert sum(path.stat().st_size for path in tmp_path.glob("segment-*")) <= 40 * LINE_BYTES
 
 
 def test_unreadable_lines_are_counted_once_when_their_segment_is_done(tmp_path):
