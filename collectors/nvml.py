@@ -75,6 +75,7 @@ class NvmlSource(TelemetrySource):
         self._retry_s = retry_s
         self._started = False  # nvmlInit succeeded and nvmlShutdown is owed
         self._restart_now = True  # start NVML at the next look (the first, or after every GPU failed)
+        self._start_tried = False  # a first start was tried: from then on only `sample()` starts NVML again
         self._starting = threading.Lock()
         self._restart_at = 0.0  # monotonic time before which NVML is not started again
         self._failing: list[str] = []  # the GPUs whose last read failed while others answered (logged on change)
@@ -85,7 +86,7 @@ class NvmlSource(TelemetrySource):
     def available(self) -> tuple[bool, str]:
         if self.enabled and self._failures.tripped:
             return False, self._failures.reason()
-        ready, why = self._ready()
+        ready, why = self._ready(may_start=not self._start_tried)
         if not ready:
             return ready, why
         failing = self._failing
@@ -98,7 +99,7 @@ class NvmlSource(TelemetrySource):
         return True, ""
 
     def sample(self) -> list[TelemetrySample]:
-        if not self._ready()[0] or self._failures.blocked():
+        if not self._ready(may_start=True)[0] or self._failures.blocked():
             return []
         if self._left_out and time.monotonic() >= self._reopen_at:  # a GPU lost at start may be back
             self._reopen_left_out()
@@ -124,7 +125,7 @@ class NvmlSource(TelemetrySource):
 
     def close(self) -> None:
         self._shutdown()
-        self._gpus, self._init_error, self._restart_now = None, "", True
+        self._gpus, self._init_error, self._restart_now, self._start_tried = None, "", True, False
 
     def _shutdown(self) -> None:
         if self._started:
@@ -135,16 +136,21 @@ class NvmlSource(TelemetrySource):
         self._started = False
 
     # -- internals -------------------------------------------------------------------------------------------
-    def _ready(self) -> tuple[bool, str]:
-        """Enabled, NVML started and at least one GPU found (or why not); starts NVML on first use."""
+    def _ready(self, *, may_start: bool) -> tuple[bool, str]:
+        """Enabled, NVML started and at least one GPU found (or why not); starts NVML when it is due and `may_start`.
+        Only the first look may start it from `available()`: the collector's status() asks from another thread,
+        outside the sampling thread's read_timeout, and a restart (after every GPU failed, or a failed start) may
+        hang in a driver that is being reloaded; status then says what the last start and read found."""
         if not self.enabled:
             return False, "GPU monitoring is disabled (GPU_MONITORING_ENABLED / gpu_monitoring_enabled)"
         now = time.monotonic()
-        if self._restart_now or ((not self._gpus or self._init_error) and now >= self._restart_at):
-            # the collector's status() asks too, from another thread; never waits on a start hung in the driver
+        due = self._restart_now or ((not self._gpus or self._init_error) and now >= self._restart_at)
+        if due and may_start:
+            # never waits on a start hung in the driver that another thread began
             if not self._starting.acquire(blocking=False):
                 return False, "NVML is being started"
             try:
+                self._start_tried = True
                 self._restart_now, self._restart_at = False, now + self._retry_s
                 self._shutdown()
                 self._gpus, self._init_error = None, ""
@@ -153,6 +159,8 @@ class NvmlSource(TelemetrySource):
                 self._starting.release()
         if self._init_error:
             return False, self._init_error
+        if self._gpus is None:
+            return False, "NVML is being started"
         if not self._gpus:
             return False, "NVML found no NVIDIA GPU on this node"
         return True, ""

@@ -275,6 +275,27 @@ def test_every_gpu_failing_lists_them_afresh_once_a_restart_is_due(fake_nvml_lib
     source.close()
 
 
+def test_only_the_sampling_thread_starts_nvml_again(fake_nvml_lib: Path, gpus: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, clock) -> None:
+    """Regression: once every GPU failed, the collector's status() (another thread, outside the read_timeout the
+    sampling thread runs under) started NVML again itself, and could hang in a driver being reloaded. It now says
+    what the last read found; the next sample() starts NVML."""
+    source = NvmlSource("n1", library_path=str(fake_nvml_lib), retry_s=0.2)
+    source._failures.clock = clock
+    assert source.available() == (True, "")  # the first look may start it (the CLI's probe does)
+    started = []
+    real = pynvml.nvmlInit
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: started.append(1) or real())
+    fail(gpus, pynvml.NVML_ERROR_GPU_IS_LOST, 0, 1)
+    clock.advance(0.2)
+    assert source.sample() == []  # every GPU failed, a restart is due
+    fail(gpus, 0, 0, 1)
+    ok, why = source.available()
+    assert ok and why.startswith("its last read failed: GPU 0: ") and started == []
+    assert len(source.sample()) == 2 and started == [1]
+    source.close()
+
+
 def test_a_gpu_lost_before_the_source_started_is_left_out_and_tried_again(fake_nvml_lib: Path, gpus: Path) -> None:
     """Regression: one GPU whose handle NVML refused at start (lost, no permission) failed the whole GPU list, at
     every restart too: the node's GPUs went silent for as long as that one was gone."""
