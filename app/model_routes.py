@@ -73,13 +73,7 @@ def _models(registry: ModelRegistry, serve_latest: set[str],
     (the other power resolutions are served only once a version is activated). The served one: the version a model
     is pinned to in the power app (`pins`: `user_config.model_version`), else the active one."""
     models = []
-    for model_id in registry.model_ids():
-        try:
-            active = (registry.served_version(model_id) if model_id in serve_latest
-                      else registry.active_version(model_id))
-        except (ActivePointerUnreadable, ModelUnreadable) as exc:  # the others are listed all the same; this one
-            logger.warning("models listing: %s", exc)  # as not known
-            active = None
+    for model_id in registry.model_folders():
         try:
             versions = registry.version_metadata(model_id)  # one read each; a version pruned meanwhile is left out
         except ModelUnreadable as exc:  # a storage error just now: the other models are listed all the same
@@ -87,6 +81,12 @@ def _models(registry: ModelRegistry, serve_latest: set[str],
             continue
         if not versions:
             continue
+        try:
+            active = (registry.served_version(model_id, [m.version for m in versions]) if model_id in serve_latest
+                      else registry.active_version(model_id))
+        except ActivePointerUnreadable as exc:  # the others are listed all the same; this one as not known
+            logger.warning("models listing: %s", exc)
+            active = None
         readable = {m.version: m for m in versions}  # an active version whose metadata broke is not listed
         fallback = versions[-1].version if model_id in serve_latest and active is not None else None
         shown = active if active in readable else fallback

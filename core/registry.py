@@ -150,10 +150,14 @@ class ModelRegistry:
 
     def model_ids(self) -> list[str]:
         """Ids with at least one complete version, sorted (one whose versions cannot be read just now counts)."""
+        return [i for i in self.model_folders() if self._has_versions(i)]
+
+    def model_folders(self) -> list[str]:
+        """Ids with a folder, sorted, whether or not a complete version is in it (nothing is parsed: for a caller
+        that reads each model's versions anyway)."""
         if not self.root.is_dir():
             return []
-        ids = (p.name for p in self.root.iterdir() if p.is_dir() and MODEL_ID_RE.fullmatch(p.name))
-        return sorted(i for i in ids if self._has_versions(i))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and MODEL_ID_RE.fullmatch(p.name))
 
     def _has_versions(self, model_id: str) -> bool:
         try:
@@ -220,13 +224,14 @@ class ModelRegistry:
             raise ActivePointerUnreadable(f"the version the ACTIVE pointer of {model_id} names cannot be read: "
                                           f"{exc.strerror or type(exc).__name__}") from exc
 
-    def served_version(self, model_id: str) -> int | None:
+    def served_version(self, model_id: str, versions: list[int] | None = None) -> int | None:
         """The version the service loads: the active one, else the latest (unless the pointer says none is active);
-        None when the model has no version to serve."""
+        None when the model has no version to serve. `versions`: the complete versions when the caller has just read
+        them (they are not read again)."""
         active, none_active = self._read_pointer(model_id)
         if active is not None or none_active:
             return active
-        available = self.versions(model_id)
+        available = self.versions(model_id) if versions is None else versions
         return available[-1] if available else None
 
     def get(self, model_id: str, version: int | None = None) -> tuple[Path, ModelMetadata]:

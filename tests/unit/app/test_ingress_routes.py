@@ -481,3 +481,21 @@ def test_one_model_whose_version_cannot_be_read_just_now_leaves_the_others_liste
     metrics = client.get("/api/v1/models/cost_gbm/metrics")  # its own route: 503, the path in the log only
     assert metrics.status_code == 503 and "cannot be read right now" in detail(metrics)["msg"], metrics.text
     assert str(tmp_path) not in metrics.text
+
+
+def test_the_models_listing_reads_each_version_s_metadata_once(replica, client, tmp_path, monkeypatch):
+    """Review: the listing parsed every version's metadata two times, three for a model served without an ACTIVE
+    pointer (the latest served): once to list the model, once to find the latest, once for the versions."""
+    from core.registry import ModelRegistry
+
+    registry = two_models(tmp_path)
+    registry.publish("cost_gbm", tmp_path / "artifact", model_type="lightgbm")
+    (tmp_path / "models" / "cost_gbm" / "ACTIVE").unlink()  # cost_gbm: the latest version is served
+    loads = []
+    load = ModelRegistry._load
+    monkeypatch.setattr(ModelRegistry, "_load", lambda self, *key: loads.append(key) or load(self, *key))
+    replica.registry = registry
+    response = client.get("/api/v1/models")
+    assert response.status_code == 200, response.text
+    assert {m["model_id"]: m["active_version"] for m in response.json()["models"]} == {"cost_gbm": 2, "other_gbm": 1}
+    assert sorted(loads) == [("cost_gbm", 1), ("cost_gbm", 2), ("other_gbm", 1)]
