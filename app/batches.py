@@ -46,11 +46,11 @@ async def run_batch(records: RecordStore, batch_id: str, app_name: str, power_ap
     Raises:
         RecordNotFound: the record is gone (expired or deleted while it waited).
     """
-    status = (await asyncio.to_thread(records.get, batch_id)).get("status")
-    if status not in UNFINISHED:
-        logger.info("batch %s queued again after it ended (%s): left as it is", batch_id, status)
-        return str(status)
-    record = await asyncio.to_thread(records.update, batch_id, status="running")
+    record, started = await asyncio.to_thread(records.update_if, batch_id,
+                                              lambda stored: stored.get("status") in UNFINISHED, status="running")
+    if not started:
+        logger.info("batch %s queued again after it ended (%s): left as it is", batch_id, record.get("status"))
+        return str(record.get("status"))
     try:
         items = [revalidated(item) for item in record["items"]]
         results = await answer_items(items, app_name, power_app_name,

@@ -78,10 +78,18 @@ class RecordStore:
         return record
 
     def update(self, record_id: str, **fields: Any) -> dict[str, Any]:
+        return self.update_if(record_id, lambda _: True, **fields)[0]
+
+    def update_if(self, record_id: str, condition: Callable[[dict[str, Any]], bool],
+                  **fields: Any) -> tuple[dict[str, Any], bool]:
+        """From one read: the record, updated with `fields` and written where `condition` holds for it (as read),
+        and whether it was. RecordNotFound / RecordUnreadable as `get`."""
         record = self.get(record_id)
+        if not condition(record):
+            return record, False
         record.update(fields, updated_at=self.clock().isoformat())
         atomic_write_json(self._path(record_id), record, compact=True)
-        return record
+        return record, True
 
     def size(self, record_id: str) -> int:
         """Bytes the record's file takes; 0 when there is none."""

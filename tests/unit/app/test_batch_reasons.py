@@ -285,7 +285,10 @@ def test_a_finished_batch_keeps_its_results_not_its_items_and_on_one_line(tmp_pa
         return [BatchItemResult(index=0, status="ok", result={"point": [1.0] * 60})]
 
     monkeypatch.setattr(batches, "answer_items", answered)
+    reads, get = [], records.get
+    monkeypatch.setattr(records, "get", lambda record_id: reads.append(record_id) or get(record_id))
     assert asyncio.run(batches.run_batch(records, batch["id"], "app", "power")) == "done"
+    assert len(reads) == 2  # review: read three times (a check of its status, then once for each update)
     done = records.get(batch["id"])
     assert done["items"] == [] and done["results"][0]["result"] == {"point": [1.0] * 60}
     assert path.stat().st_size < 2_000
