@@ -25,13 +25,13 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from statistics import fmean
 from typing import Any, Protocol
 
-from autoscaler.actuators import ActuationError, Actuators
+from autoscaler.actuators import ActuationError, Actuators, TargetCount
 from autoscaler.forecast_view import ForecastView
 from autoscaler.idle_measure import MeasuredIdleDraws
 from autoscaler.intents import Enactor, PolicyTurn, TickCounts
@@ -40,6 +40,7 @@ from autoscaler.live_tracker import LiveTracker
 from autoscaler.policy_bounds import PolicyBounds
 from autoscaler.policy_config import policy_from, target_nodes
 from autoscaler.read_order import FailedLast
+from autoscaler.replica_reads import ReadLate, ReplicaReads
 from autoscaler.schema import InvalidStoredPolicy, PowerObservation, ScalingEvent, ScalingPolicy, ScalingTarget
 from autoscaler.settings import AutoScalingConfig
 from autoscaler.state import ControllerState, Lease
@@ -49,7 +50,6 @@ from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
 from training.power.stored_history import NoStoredTelemetry, StoredHistory, stored_history
 
 logger = logging.getLogger(__name__)
-READ_WORKERS = 16  # concurrent replica-count reads per tick
 LEASE_TICKS = 3  # the lease lasts this many tick intervals
 
 
@@ -82,6 +82,15 @@ class Forecaster(Protocol):
 def _failed(item: PolicyTurn, stage: str, exc: Exception) -> None:
     logger.exception("scaling controller: %s failed for policy %s", stage, item.policy.name)
     item.error = f"{stage} failed: {error_text(exc)}"
+
+
+@dataclass(frozen=True)
+class _TargetRead:
+    """What a replica read found: the count, and the target's nodes where they were looked for (or why not)."""
+
+    count: TargetCount
+    nodes: list[str] | None = None
+    discovery_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,7 @@ class ScalingController:
         self.live = LiveTracker(store, self.defaults.live_accuracy)
         self.bounds = PolicyBounds(reach_s=self.tick_s)
         self.idle_draws = MeasuredIdleDraws(store)
+        self.replica_reads = ReplicaReads()
         self._window_reads = FailedLast()  # nodes whose forecast window the store failed to give: read last
         self._kept = (
             _Kept("nodes in live-accuracy fallback", state.fallen, self.live.restore, self.live.fallen,
@@ -288,26 +298,31 @@ class ScalingController:
             return {}, f"telemetry store failed: {error_text(exc)}"
 
     def _read_replicas(self, items: list[PolicyTurn]) -> None:
-        """Every target's replica count, read concurrently (each read is a network call)."""
-        def read(item: PolicyTurn) -> None:
-            try:
-                count = self.actuators.read(item.policy)
-                item.replicas, item.target_bounds = count.replicas, count.bounds
-            except ActuationError as exc:
-                item.note = f"cannot read the target's replicas: {exc}"
-                return
-            except Exception as exc:  # noqa: BLE001 - isolation: this policy's event says why
-                _failed(item, "reading the target's replicas", exc)
-                return
-            if not item.nodes and self.node_names is not None:
-                try:  # the count stands without them: a target outside [min, max] still goes back inside
-                    item.nodes, item.discovered = self._discover_nodes(item.policy), True
-                except Exception as exc:  # noqa: BLE001 - the observation's note says why no node is known
-                    item.discovery_problem = f"finding the target's nodes failed: {error_text(exc)}"
+        """Every target's replica count (and, for a policy that names no nodes, the nodes its replicas run on),
+        read concurrently and waited for at most the tick's read deadline (autoscaler/replica_reads.py)."""
+        outcomes = self.replica_reads.run({
+            item.policy.name: partial(self._read_target, item.policy, not item.nodes) for item in items})
+        for item in items:
+            outcome = outcomes[item.policy.name]
+            if isinstance(outcome, ActuationError | ReadLate):
+                item.note = f"cannot read the target's replicas: {outcome}"
+            elif isinstance(outcome, BaseException):  # isolation: this policy's event says why
+                _failed(item, "reading the target's replicas", outcome)
+            else:
+                item.replicas, item.target_bounds = outcome.count.replicas, outcome.count.bounds
+                if outcome.nodes is not None:
+                    item.nodes, item.discovered = outcome.nodes, True
+                item.discovery_problem = outcome.discovery_problem
 
-        if items:
-            with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
-                list(pool.map(read, items))
+    def _read_target(self, policy: ScalingPolicy, find_nodes: bool) -> _TargetRead:
+        """One target's count and, when `find_nodes`, the nodes found from its replicas (on a read thread)."""
+        count = self.actuators.read(policy)
+        if not find_nodes or self.node_names is None:
+            return _TargetRead(count)
+        try:  # the count stands without them: a target outside [min, max] still goes back inside
+            return _TargetRead(count, nodes=self._discover_nodes(policy))
+        except Exception as exc:  # noqa: BLE001 - the observation's note says why no node is known
+            return _TargetRead(count, discovery_problem=f"finding the target's nodes failed: {error_text(exc)}")
 
     def _discover_nodes(self, policy: ScalingPolicy) -> list[str]:
         ray_nodes = self.actuators.ray_nodes(policy)

@@ -176,6 +176,45 @@ def test_nodes_are_found_from_the_target_replicas_when_nothing_names_them(make, 
     assert "nodes found from the target's replicas: n1, ray-node-b" in event.reason
 
 
+def test_a_target_whose_read_hangs_holds_alone_and_is_not_read_again_until_it_returns(make, store):
+    """Review: the tick waited for its slowest replica read (an exec plugin's 20 s, Ray's GCS 60 s), so one stalled
+    target held every other policy's scale-out as long. Past the tick's read deadline that policy holds, saying so,
+    the others act; the next tick starts no second read of that target while the first still runs."""
+    import threading
+    import time
+
+    from autoscaler.replica_reads import ReplicaReads
+
+    controller, actuator = make()
+    controller.replica_reads = ReplicaReads(deadline_s=0.3)
+    for name in ("slow", "web"):
+        controller.put_policy(policy_data(name=name, predictive_scaling={"enabled": False}))
+    write_power(store, {"n1": 950, "n2": 900})
+    release, reads = threading.Event(), []
+    replicas = actuator.replicas
+
+    def hanging(target):
+        reads.append(target.name)
+        if target.name == "slow":
+            release.wait(10)
+        return replicas(target)
+
+    actuator.replicas = hanging
+    started = time.monotonic()
+    slow, web = controller.tick()
+    assert time.monotonic() - started < 5
+    assert (web.action, web.to_replicas) == (ScaleAction.SCALE_OUT, 3) and actuator.calls == [("web", 3)]
+    assert slow.action is ScaleAction.HOLD and slow.from_replicas is None
+    assert "cannot read the target's replicas: no answer within the tick's 0.3 s" in slow.reason
+    slow = controller.tick()[0]
+    assert "its read from an earlier tick has not returned" in slow.reason and reads.count("slow") == 1
+    release.set()
+    time.sleep(0.2)
+    slow = controller.tick()[0]
+    assert (slow.action, slow.from_replicas) == (ScaleAction.SCALE_OUT, 2)
+    assert reads.count("slow") == 3  # the tick's read, then the one right before the write
+
+
 def test_nodes_that_cannot_be_found_say_why_and_the_count_still_goes_back_inside_the_bounds(make, store):
     """A failing node lookup failed the whole turn ("reading the target's replicas failed"), so a target below
     min_replicas stayed there; a failed replica lookup's cause was overwritten by "no nodes known"."""
