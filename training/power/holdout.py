@@ -152,13 +152,14 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     model has no version yet.
 
     Only holdout points the active version never trained on count (a version trained on a later or longer span
-    has seen some). Same step and horizon: on the challenger's holdout windows, cut at the longer of the two input
-    windows so both score the very same (origin, lead) points. A challenger of a finer step or a longer horizon:
-    both at the active version's step over its leads (training.power.common_leads). An active version that cannot be
-    loaded is replaced, as replicas replace it, by the newest version served before it that loads
-    (`Incumbent.scored_version`). Incomparable when neither is possible (no version loads, a challenger that does not
-    answer every request the active version answers, steps that do not nest, a holdout too short for the active
-    model's window), and for a challenger trained on a SYNTHETIC trace where the active version learned from real
+    has seen some). Same step, horizon and served gap: on the challenger's holdout windows, cut at the longer of the
+    two input windows so both score the very same (origin, lead) points. A challenger of a finer step, a longer
+    horizon, or filled over other gaps (`max_gap`) than the active version is served with: both as served, at the
+    active version's step over its leads, on the points both answer (training.power.common_leads). An active
+    version that cannot be loaded is replaced, as replicas replace it, by the newest version served before it that
+    loads (`Incumbent.scored_version`). Incomparable when neither is possible (no version loads, a challenger that
+    does not answer every request the active version answers, steps that do not nest, a holdout too short for the
+    active model's window), and for a challenger trained on a SYNTHETIC trace where the active version learned from real
     telemetry: scored on generated nodes it never saw, the active one would give way to a model of no real server.
     """
     version = registry.served_version(model_id)
@@ -226,7 +227,8 @@ def _score(current: PowerForecaster, version: int, challenger: Challenger, train
     _require_same_reach(current, new)
     if not any((roles == Role.TEST).any() for roles in prepared.roles):
         raise NotComparable("it trained on all of this holdout's data; compare once newer telemetry is held out")
-    if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon:
+    same_gap = current.pipeline.served_max_gap_s == new.pipeline.served_max_gap_s
+    if current.pipeline.step_s == new.pipeline.step_s and current.horizon == new.horizon and same_gap:
         longest = max(current.sequence_length, new.sequence_length)  # both read the same windows' ends
         try:
             holdouts = [CommonHoldout.of(prepared, longest, model.pipeline) for model in (current, new)]

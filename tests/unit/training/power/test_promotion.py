@@ -446,3 +446,19 @@ def test_the_common_truth_lays_out_only_the_holdout_s_bins():
     bins, power = _truth(frame, 60, 300, {"n1": (held_from, held_to)})["n1"]
     assert len(bins) == 30 and bins[0] * 60 == held_from and (bins[-1] + 1) * 60 == held_to
     np.testing.assert_array_equal(power, 100.0 + np.arange(90, 120))
+
+
+def test_a_version_served_over_other_gaps_is_scored_on_the_windows_it_answers(sample, registry, shift):
+    """Review: at the same step both versions were scored on the challenger's windows, filled over the challenger's
+    `max_gap`: an active version served over shorter gaps was scored across a 12-min gap it never fills, on
+    requests the service refuses it. Each is now scored as served, on the points both answer."""
+    last = sample.groupby("node_id")["timestamp"].transform("max")
+    gapped = sample[(sample["timestamp"] <= last - pd.Timedelta(minutes=75))
+                    | (sample["timestamp"] > last - pd.Timedelta(minutes=63))]
+    shift(GOOD)
+    assert retrain_power(sample, spec(), registry=registry).activated  # served over gaps up to 10 min
+    wider = SMALL.model_copy(update={"predictor": SMALL.predictor.model_copy(update={"max_gap": 1800})})
+    result = retrain_power(gapped, RetrainSpec(config=wider, verbose=False), registry=registry)
+    incumbent = result.incumbent
+    assert incumbent is not None and incumbent.resampled and incumbent.version == 1, result.reason
+    assert incumbent.points < result.metrics.holdout_points  # not the challenger's windows across the gap
