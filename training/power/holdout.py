@@ -154,13 +154,14 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     Only holdout points the active version never trained on count (a version trained on a later or longer span
     has seen some). Same step, horizon and served gap: on the challenger's holdout windows, cut at the longer of the
     two input windows so both score the very same (origin, lead) points. A challenger of a finer step, a longer
-    horizon, or filled over other gaps (`max_gap`) than the active version is served with: both as served, at the
+    horizon, or filled over longer gaps (`max_gap`) than the active version is served with: both as served, at the
     active version's step over its leads, on the points both answer (training.power.common_leads). An active
     version that cannot be loaded is replaced, as replicas replace it, by the newest version served before it that
     loads (`Incumbent.scored_version`). Incomparable when neither is possible (no version loads, a challenger that
-    does not answer every request the active version answers, steps that do not nest, a holdout too short for the
-    active model's window), and for a challenger trained on a SYNTHETIC trace where the active version learned from real
-    telemetry: scored on generated nodes it never saw, the active one would give way to a model of no real server.
+    does not answer every request the active version answers (`_require_same_reach`), steps that do not nest, a
+    holdout too short for the active model's window), and for a challenger trained on a SYNTHETIC trace where the
+    active version learned from real telemetry: scored on generated nodes it never saw, the active one would give
+    way to a model of no real server.
     """
     version = registry.served_version(model_id)
     if version is None:
@@ -209,9 +210,11 @@ def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, Po
 
 
 def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
-    """NotComparable unless the challenger answers every request the active version answers: a step no coarser and
-    a horizon no shorter. The service routes each request by what the versions were trained for, so a challenger
-    that forecasts 30 min ahead, activated in place of a 1-hour model, sent the hour's requests to another model."""
+    """NotComparable unless the challenger answers every request the active version answers: a step no coarser, a
+    horizon no shorter, and gaps in the telemetry filled over at least as long. The service routes each request by
+    what the versions were trained for, so a challenger that forecasts 30 min ahead, activated in place of a 1-hour
+    model, sent the hour's requests to another model; and one that fills shorter gaps refuses the stored windows
+    with a longer one that the active version answers."""
     step, reach = current.pipeline.step_s, current.pipeline.step_s * current.horizon
     new_step, new_reach = new.pipeline.step_s, new.pipeline.step_s * new.horizon
     if new_reach < reach or new_step > step:
@@ -219,6 +222,12 @@ def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
             f"it forecasts {format_duration(new_reach)} ahead at {format_duration(new_step)} steps, the active version "
             f"{format_duration(reach)} at {format_duration(step)} steps: in its place, requests the active version "
             f"answers would go to another model")
+    gap, new_gap = current.pipeline.served_max_gap_s, new.pipeline.served_max_gap_s
+    if new_gap < gap:
+        raise NotComparable(
+            f"it fills gaps in the telemetry up to {format_duration(new_gap)}, the active version up to "
+            f"{format_duration(gap)}: in its place, windows with a longer gap that the active version answers would "
+            f"be refused (predictor.max_gap)")
 
 
 def _score(current: PowerForecaster, version: int, challenger: Challenger, trained_on: DataSpan | None) -> Incumbent:

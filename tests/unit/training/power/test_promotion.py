@@ -462,3 +462,17 @@ def test_a_version_served_over_other_gaps_is_scored_on_the_windows_it_answers(sa
     incumbent = result.incumbent
     assert incumbent is not None and incumbent.resampled and incumbent.version == 1, result.reason
     assert incumbent.points < result.metrics.holdout_points  # not the challenger's windows across the gap
+
+
+def test_a_version_that_fills_shorter_gaps_than_the_active_one_is_not_activated(sample, registry, shift):
+    """Review: a challenger filling gaps up to 5 min where the active version fills 30 min was scored on the windows
+    both answer and could be activated: in its place, stored windows with a 10-min gap would be refused."""
+    wide = SMALL.model_copy(update={"predictor": SMALL.predictor.model_copy(update={"max_gap": 1800})})
+    narrow = SMALL.model_copy(update={"predictor": SMALL.predictor.model_copy(update={"max_gap": 300})})
+    champion_spec = RetrainSpec(config=wide, verbose=False)
+    shift(BAD)
+    assert retrain_power(sample, champion_spec, registry=registry).activated
+    shift(GOOD)
+    result = retrain_power(sample, RetrainSpec(config=narrow, verbose=False), registry=registry)
+    assert result.decision == "not_comparable" and not result.activated, result.reason
+    assert "fills gaps in the telemetry up to 5min, the active version up to 30min" in result.incomparable.why
