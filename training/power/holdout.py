@@ -211,10 +211,11 @@ def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, Po
 
 def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
     """NotComparable unless the challenger answers every request the active version answers: a step no coarser, a
-    horizon no shorter, and gaps in the telemetry filled over at least as long. The service routes each request by
-    what the versions were trained for, so a challenger that forecasts 30 min ahead, activated in place of a 1-hour
-    model, sent the hour's requests to another model; and one that fills shorter gaps refuses the stored windows
-    with a longer one that the active version answers."""
+    horizon no shorter, and at the same step, gaps in the telemetry filled over at least as long. The service routes
+    each request by what the versions were trained for, so a challenger that forecasts 30 min ahead, activated in
+    place of a 1-hour model, sent the hour's requests to another model; and one that fills shorter gaps refuses the
+    stored windows with a longer one that the active version answers. (A finer step's default `max_gap` is shorter,
+    5 steps: a finer challenger is not held to the coarser one's.)"""
     step, reach = current.pipeline.step_s, current.pipeline.step_s * current.horizon
     new_step, new_reach = new.pipeline.step_s, new.pipeline.step_s * new.horizon
     if new_reach < reach or new_step > step:
@@ -223,7 +224,7 @@ def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
             f"{format_duration(reach)} at {format_duration(step)} steps: in its place, requests the active version "
             f"answers would go to another model")
     gap, new_gap = current.pipeline.served_max_gap_s, new.pipeline.served_max_gap_s
-    if new_gap < gap:
+    if new_step == step and new_gap < gap:
         raise NotComparable(
             f"it fills gaps in the telemetry up to {format_duration(new_gap)}, the active version up to "
             f"{format_duration(gap)}: in its place, windows with a longer gap that the active version answers would "
