@@ -393,9 +393,8 @@ class DurableBuffer:
             self._limit_memory()
             return
         lines = [(sample.model_dump_json() + "\n").encode() for sample in self._memory]
-        self._drop_set_aside(sum(len(line) for line in lines))
         if keep_segments and self.max_spill_bytes is not None and (
-                self._used_bytes() + sum(len(line) for line in lines) > self.max_spill_bytes):
+                self.disk_bytes + sum(len(line) for line in lines) > self.max_spill_bytes):
             return  # it would delete spilled segments the flush may still write
         try:
             lines = self._make_room(lines)
@@ -457,12 +456,14 @@ class DurableBuffer:
             self._bytes.get(segment, 0) >= self.max_spill_bytes // _SEGMENTS_PER_CAP)
 
     def _make_room(self, lines: list[bytes]) -> list[bytes]:
-        """The lines of memory that fit under the cap (memory is trimmed to match). Once the store is `confirmed`,
-        the oldest segments go first (but the one a flush is writing), then the oldest of `lines`; before that no
-        segment goes, only the newest of `lines`. Raises OSError when a segment cannot be deleted (memory stays)."""
+        """The lines of memory that fit under the cap (memory is trimmed to match). The files set aside go first.
+        Once the store is `confirmed`, then the oldest segments (but the one a flush is writing), then the oldest of
+        `lines`; before that no segment goes, only the newest of `lines`. Raises OSError when a segment cannot be
+        deleted (memory stays)."""
         if self.max_spill_bytes is None:
             return lines
         if not self._confirmed:
+            self._drop_set_aside(sum(len(line) for line in lines))
             kept = _fitting(lines, self.max_spill_bytes - self._used_bytes())
             self._memory = self._memory[:kept]
             self._count_cap_drops(len(lines) - kept, "it is not known yet whether the store takes writes: the newest "
@@ -592,7 +593,7 @@ def _aside_name(segment: Path) -> Path:
 
 
 def _set_aside_order(path: Path) -> tuple[float, str]:
-    """Files set aside, oldest first: by the time they were set aside (a rename keeps the segment's last write)."""
+    """Files set aside, oldest first: by their segment's last write (a rename keeps it), then by name."""
     try:
         return path.stat().st_mtime, path.name
     except OSError:
