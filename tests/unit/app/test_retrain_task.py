@@ -38,6 +38,7 @@ def _run(tmp_path, data: str, spec: RetrainSpec) -> tuple[str, dict]:
 
 
 def test_a_retrain_records_the_registered_version_and_the_decision(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    serve_lstm_alone(monkeypatch)
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
     outcome, job = _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
     assert outcome == "succeeded" and job["status"] == "succeeded" and job["registered_version"] == 1
@@ -56,6 +57,7 @@ def test_an_unexpected_error_fails_the_job_without_its_details(tmp_path, monkeyp
         raise RuntimeError("worker 10.0.0.7 died\nTraceback ...")
 
     monkeypatch.setattr("training.power.dataset.train_power_lstm", crash)
+    serve_lstm_alone(monkeypatch)
     outcome, job = _run(tmp_path, str(TEST_DATA / "upm_sample.csv"), RetrainSpec(config=SMALL, verbose=False))
     assert outcome == "failed" and job["message"] == "training failed: RuntimeError"
 

@@ -1,6 +1,7 @@
 """The train_lstm command line over retrain_power: flags to a RetrainSpec, the result to its stderr lines.
 
-Ray Train is replaced by tests.fakes.trainer; tests/integration/test_training_cli.py runs the real one.
+Ray Train is replaced by tests.fakes.trainer, and the versions serve their LSTM alone (no LightGBM partner: 3 s a
+run); tests/integration/test_training_cli.py runs the real thing.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from core.registry import ModelRegistry
-from tests.fakes.trainer import untrained
+from tests.fakes.trainer import serve_lstm_alone, untrained
 from tests.paths import TEST_DATA
 from training import train_lstm
 
@@ -19,6 +20,7 @@ SMALL = ["--data", str(TEST_DATA / "upm_sample.csv"), "--step", "2min", "--horiz
 @pytest.fixture
 def models(tmp_path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    serve_lstm_alone(monkeypatch)
     return tmp_path / "models"
 
 

@@ -1,12 +1,12 @@
-"""`train_lstm --settings-from` a tune report (with the fake Ray Train step, tests.fakes.trainer) and the flags both
-commands refuse; the real search is tests/integration/test_tune_command.py."""
+"""`train_lstm --settings-from` a tune report (with the fake Ray Train step, tests.fakes.trainer, and no LightGBM
+partner) and the flags both commands refuse; the real search is tests/integration/test_tune_command.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.registry import ModelRegistry
-from tests.fakes.trainer import untrained
+from tests.fakes.trainer import serve_lstm_alone, untrained
 from tests.paths import TEST_DATA
 from training import train_lstm, tune
 from training.power.tune_report import DataFacts, SearchFacts, TrialOutcome, TuneReport
@@ -55,6 +55,7 @@ def test_the_best_trial_is_chosen_on_validation_never_on_the_holdout_it_reports(
 
 def test_train_lstm_trains_with_the_best_settings_and_flags_still_win(tmp_path, monkeypatch):
     monkeypatch.setattr("training.power.dataset.train_power_lstm", untrained(0.0))
+    serve_lstm_alone(monkeypatch)
     models = tmp_path / "models"
     path = _report(tmp_path, learning_rate=0.004, num_layers=1, sequence_length=7, dropout=0.2, batch_size=32)
     args = ["--data", SAMPLE, "--step", "2min", "--horizon", "20min", "--quiet", "--model-path", str(models)]
@@ -77,6 +78,7 @@ def test_train_lstm_records_the_storage_path_and_the_worker_options(tmp_path, mo
         return fake(*args, **options)
 
     monkeypatch.setattr("training.power.dataset.train_power_lstm", train)
+    serve_lstm_alone(monkeypatch)
     monkeypatch.setenv("KCLOUD_STORAGE_PATH", "s3://from-env/runs")
     models = tmp_path / "models"
     common = ["--data", SAMPLE, *SMALL, "--epochs", "4", "--model-path", str(models)]
