@@ -13,7 +13,7 @@ from tests.conftest import API_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SOAK_S = 32  # four windows of 8 s
+SOAK_S = 24  # four windows of 6 s
 SETTLE_S = 5  # two of the controller's ticks after the load
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from core.registry import ModelRegistry
 from tests.conftest import SMALL_POWER
+from tests.fakes.trainer import serve_lstm_alone
 from training import evaluate, train_lstm
 from training.power.forecaster import PowerForecaster
 
@@ -146,6 +147,7 @@ def test_workers_the_cluster_cannot_place_fail_the_run_with_what_they_asked_for(
     holding the model's retrain lock until the job was stopped by hand."""
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")  # Ray Train hands it to its controller
     monkeypatch.setattr("training.power.ray_trainer.STARTUP_TRIES", 2)
+    serve_lstm_alone(monkeypatch)  # the LightGBM partner, fitted first, is not what this is about
     code = train_lstm.main(["--data", str(upm_sample), *SMALL, "--use-gpu", "--model-path", str(tmp_path / "models"),
                             "--state-path", str(tmp_path / "state")])
     err = capsys.readouterr().err
