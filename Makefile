@@ -40,10 +40,8 @@ $(STAMP): pyproject.toml
 	# the CI machine); PyPI's Linux x86_64 wheel is a CUDA build (README, GPU machines: install the CPU one from
 	# PyTorch's index first). GPU users: install their CUDA build into .venv first; an installed torch is kept.
 	$(PY) -c "import sys, torch; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 3))" 2>/dev/null \
-		|| $(PY) -m pip install --quiet --no-compile torch==2.13.0  # none, or one older than the project takes
-	# --no-compile: pip byte-compiles all 18,000 modules (about a minute on 2 cores); Python compiles the few
-	# thousand a process imports on first use instead (the images, read-only at run time, keep pip's default)
-	$(PY) -m pip install --quiet --no-compile -e '.[dev]'
+		|| $(PY) -m pip install --quiet torch==2.13.0  # none, or one older than the project takes
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 test-servers:
