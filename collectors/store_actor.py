@@ -5,8 +5,9 @@ Collectors on every node push batches to the actor; the API reads windows and la
 backend behind it is whatever `create_store` picks (embedded SQLite by default, InfluxDB with INFLUX_HOST), each
 safe to call from several threads. The actor answers its calls in groups, so that no kind of call waits behind
 another: window reads (weeks of a node for a retraining, or a flood of stored-window forecasts), the collectors'
-writes and the short calls (the scaling controller's latest readings, node lists), CALLS_PER_GROUP at once each; the
-scaling controller's own window reads (`control_window`), CONTROL_CALLS at once, which API traffic never fills; and
+writes and the short calls (the API's latest readings, node lists), CALLS_PER_GROUP at once each; the scaling
+controller's own window reads and latest readings (`control_window`, `control_latest`), CONTROL_CALLS at once, which
+API traffic never fills (every stored-window forecast reads its node's latest readings too); and
 a retraining's reads (`retraining_window`, weeks of each node), RETRAINING_CALLS at once, which neither waits behind
 the API's reads nor holds them.
 A redeploy with other store settings replaces the actor (`start_store_actor`); `store_identity` names the store
@@ -95,6 +96,12 @@ class TelemetryStoreService:
         return self.store.long_window(node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        return self.store.latest(node_id)
+
+    @ray.method(concurrency_group=CONTROL)
+    def control_latest(self, node_id: str | None = None) -> list[NodeLatest]:
+        """`latest` for the scaling controller, in its group: every stored-window forecast of the API reads its node's
+        latest too, and a flood of them on a slow backend never holds the tick's read."""
         return self.store.latest(node_id)
 
     def nodes(self, since: datetime | None = None) -> list[str]:

@@ -27,6 +27,7 @@ WRITE_TIMEOUT_S = 30.0  # per write call: above InfluxStore's own 10 s request t
 RETRAINING_TIMEOUT_S = 120.0  # per call of a retraining's read: weeks of one node at its step
 Reader = Literal["api", "controller", "retraining"]
 WINDOW_CALLS: dict[str, str] = {"api": "window", "controller": "control_window", "retraining": "retraining_window"}
+LATEST_CALLS: dict[str, str] = {"api": "latest", "controller": "control_latest", "retraining": "latest"}
 
 
 class StoreActorUnavailable(StoreUnavailable, ActorUnavailable):
@@ -37,7 +38,8 @@ class RemoteStore(TelemetryStore):
     """Forwards every call to the named store actor; any failure is StoreUnavailable (StoreActorUnavailable),
     except a write the backend refuses for good (WriteRefused). The scaling controller (`reader="controller"`) and a
     retraining (`reader="retraining"`) read windows in groups of the actor's own for each, so a flood of the API's
-    stored-window forecasts never holds them, and a retraining's weeks of telemetry never hold the API's."""
+    stored-window forecasts never holds them, and a retraining's weeks of telemetry never hold the API's; the
+    controller reads the latest readings in its group too."""
 
     def __init__(self, timeout_s: float = CALL_TIMEOUT_S, write_timeout_s: float = WRITE_TIMEOUT_S, *,
                  reader: Reader = "api", nodes_ttl_s: float = 0.0):
@@ -45,7 +47,7 @@ class RemoteStore(TelemetryStore):
         self.actor = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=timeout_s, error=StoreActorUnavailable)
         self.writer = NamedActor(STORE_ACTOR, "the telemetry store", timeout_s=write_timeout_s,
                                  error=StoreActorUnavailable)
-        self._window_call = WINDOW_CALLS[reader]
+        self._window_call, self._latest_call = WINDOW_CALLS[reader], LATEST_CALLS[reader]
         self._unanswered: ray.ObjectRef | None = None  # a write that timed out and may still wait in the queue
         self.nodes_ttl_s = nodes_ttl_s
         self._nodes: tuple[float, list[str]] | None = None  # (monotonic time it is reused until, the answer)
@@ -91,15 +93,19 @@ class RemoteStore(TelemetryStore):
         return _translated(send)
 
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
-        try:
-            return self._call(self._window_call, node_id, start, end, step_s)
-        except StoreActorUnavailable as exc:
-            if type(exc.__cause__) is not AttributeError:  # the handle's own; Ray's wrapper of one the actor raised
-                raise  # is a subclass: a read that failed there is not read again in the API's group
-            return self._call("window", node_id, start, end, step_s)  # an older store actor, without that group
+        return self._in_group(self._window_call, "window", node_id, start, end, step_s)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
-        return self._call("latest", node_id)
+        return self._in_group(self._latest_call, "latest", node_id)
+
+    def _in_group(self, method: str, default: str, *args):
+        """`method` (this reader's group), or `default` on a store actor started by an older version without it."""
+        try:
+            return self._call(method, *args)
+        except StoreActorUnavailable as exc:
+            if method == default or type(exc.__cause__) is not AttributeError:  # the handle's own; Ray's wrapper of
+                raise  # one the actor raised is a subclass: a read that failed there is not read again elsewhere
+            return self._call(default, *args)
 
     def nodes(self, since: datetime | None = None) -> list[str]:
         if since is not None:

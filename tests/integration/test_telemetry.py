@@ -234,6 +234,8 @@ def test_window_reads_never_hold_the_controller_the_latest_readings_or_the_write
         long_window = window  # a retraining's read (TelemetryStore.long_window)
 
         def latest(self, node_id=None):
+            if node_id == "slow":  # a stored-window forecast's read of its node, on a slow backend
+                time.sleep(3)
             return []
 
         def write(self, samples):
@@ -253,9 +255,12 @@ def test_window_reads_never_hold_the_controller_the_latest_readings_or_the_write
         assert ray.get(actor.control_window.remote("fast", None, None, 60), timeout=2) == "window"
         assert ray.get(actor.retraining_window.remote("fast", None, None, 60), timeout=2) == "window"
         assert time.monotonic() - started < 2
+        latest_flood = [actor.latest.remote("slow") for _ in range(8)]  # the default group's 4 slots, twice over
+        time.sleep(0.3)
+        assert ray.get(actor.control_latest.remote(), timeout=2) == []  # the controller's tick is not held
         queued = actor.window.remote("fast", None, None, 60)  # the same read in the API's group waits its turn
         assert not ray.wait([queued], timeout=1.5)[0]
-        assert ray.get(windows, timeout=30) == ["window"] * 12
+        assert ray.get(windows, timeout=30) == ["window"] * 12 and ray.get(latest_flood, timeout=30) == [[]] * 8
         weeks = [actor.retraining_window.remote("n1", None, None, 60) for _ in range(4)]  # a retraining's slow reads
         time.sleep(0.5)
         assert ray.get(actor.window.remote("fast", None, None, 60), timeout=2) == "window"  # never hold the API's

@@ -34,11 +34,12 @@ def test_calls_go_to_the_store_actor(monkeypatch):
     assert RemoteStore().window("n1", None, None, 60) == (STORE_ACTOR, "window", ("n1", None, None, 60))
 
 
-@pytest.mark.parametrize(("reader", "call"), [("controller", "control_window"), ("retraining", "retraining_window")])
-def test_the_controller_and_a_retraining_read_windows_in_groups_of_their_own(monkeypatch, reader, call):
+@pytest.mark.parametrize(("reader", "window", "latest"), [("controller", "control_window", "control_latest"),
+                                                             ("retraining", "retraining_window", "latest")])
+def test_the_controller_and_a_retraining_read_in_groups_of_their_own(monkeypatch, reader, window, latest):
     answer_with(monkeypatch, lambda self, method, *args: method)
     store = RemoteStore(reader=reader)
-    assert store.window("n1", None, None, 60) == call and store.latest() == "latest"
+    assert store.window("n1", None, None, 60) == window and store.latest() == latest
 
 
 @pytest.mark.parametrize("reader", ["controller", "retraining"])
@@ -46,13 +47,14 @@ def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkey
     """A store actor started by an earlier version has no `control_window`: every forecast window of the controller
     failed as "store unavailable", for as long as that actor ran."""
     def send(self, method, *args):
-        if method != "window":
+        if method not in ("window", "latest"):
             raise AttributeError(f"'ActorHandle' object has no attribute {method!r}")
         return method
 
     monkeypatch.setattr(NamedActor, "send", send)
     monkeypatch.setattr(NamedActor, "result", lambda self, call: call)
     assert RemoteStore(reader=reader).window("n1", None, None, 60) == "window"
+    assert RemoteStore(reader=reader).latest("n1") == "latest"
 
 
 def test_an_attribute_error_the_actor_raised_is_not_taken_for_an_older_actor(monkeypatch):
