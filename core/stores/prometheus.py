@@ -36,10 +36,11 @@ and last bins are not clipped to the window's start and end. Scrapes are rarely 
 `latest()` sees series that reported within Prometheus' look-back delta (5 minutes by default); an instant
 query selects samples at or before its evaluation time (now), so a future-stamped sample never counts.
 
-A window is 8 range queries per 10,000 bins, made one after another. A window of up to 10,000 bins (what the API and
-the scaling controller read) gets `timeout_s` for all 8, so a Prometheus that answers each just in time does not
-hold a reader for 8 timeouts after its caller gave up; a longer one (a retraining's, whose caller waits minutes)
-gets `timeout_s` per query.
+A window is 8 range queries per 10,000 bins, made one after another; `latest()` is 9 instant queries, `nodes()` 3. A
+window (what the API and the scaling controller read), `latest()` and `nodes()` each get `timeout_s` for all their
+queries, so a Prometheus
+that answers each just in time does not hold a reader for 8 timeouts after its caller gave up; a retraining's
+`long_window` (weeks of raw series, whose caller waits 120 s) gets LONG_READ_S for all of its.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ KEPLER_07_NODE_LABELS = {"node_power": "instance", "cpu_power": "instance"}
 KEPLER_NAMES = {"current": ({}, {}), "0.7": (KEPLER_07_METRICS, KEPLER_07_NODE_LABELS)}
 DEVICE_POWER = ("gpu_power", "cpu_power")  # summed when a node has no node_power
 MAX_POINTS = 10_000  # Prometheus refuses query_range with more than 11,000 points per series
+LONG_READ_S = 110.0  # a long window's queries, all told: within the 120 s its caller waits (RETRAINING_TIMEOUT_S)
 GPU_KEYS = ("gpu_power", "gpu_utilization", "gpu_temperature")
 PER_GPU_DUPLICATES = ("GPU_I_ID", "GPU_I_PROFILE", "pod", "namespace", "container", "exported_pod",
                       "exported_namespace", "exported_container",  # MIG instances, the pods using a GPU
@@ -116,6 +118,7 @@ class PrometheusStore(TelemetryStore):
         self._selectors = {key: _split_selector(key, text) for key, text in self.metrics.items()}
         self.min_rate_window_s = min_rate_window_s
         self.timeout_s = timeout_s
+        self.long_read_s = LONG_READ_S
         logger.info("telemetry store: Prometheus at %s (read-only)", self.shown_url)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
@@ -165,10 +168,15 @@ class PrometheusStore(TelemetryStore):
 
     # --- reads --------------------------------------------------------------------------------------
     def window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        return self._window(node_id, start, end, step_s, _Budget(self.timeout_s))
+
+    def long_window(self, node_id: str, start: datetime, end: datetime, step_s: int) -> pd.DataFrame:
+        return self._window(node_id, start, end, step_s, _Budget(self.long_read_s))
+
+    def _window(self, node_id: str, start: datetime, end: datetime, step_s: int, budget: _Budget) -> pd.DataFrame:
         start_ms, end_ms = check_window(start, end, step_s)
         bins = bin_starts(start_ms, end_ms, step_s)
-        deadline = time.monotonic() + self.timeout_s if len(bins) <= MAX_POINTS else None
-        series = {name: self._range(expr, bins, step_s, deadline)
+        series = {name: self._range(expr, bins, step_s, budget)
                   for name, expr in self._window_exprs(node_id, step_s).items()}
         parts = [series.pop(key) for key in DEVICE_POWER]
         devices = parts[0].add(parts[1], fill_value=0.0)  # NaN: neither
@@ -183,16 +191,16 @@ class PrometheusStore(TelemetryStore):
             frame[name] = values.to_numpy()
         return frame[list(CANONICAL_COLUMNS)]
 
-    def _range(self, expr: str, bins: np.ndarray, step_s: int, deadline: float | None) -> pd.Series:
+    def _range(self, expr: str, bins: np.ndarray, step_s: int, budget: _Budget) -> pd.Series:
         """Values of a one-series expression per bin (evaluated at each bin's end), NaN where absent; the queries
-        end by `deadline` (time.monotonic(); None: each within `timeout_s`)."""
+        end within the read's `budget`."""
         stamps: list[float] = []
         values: list[float] = []
         for begin in range(0, len(bins), MAX_POINTS):
             part = bins[begin:begin + MAX_POINTS]
             data = self._get("/api/v1/query_range", {"query": expr, "start": int(part[0]) + step_s,
                                                      "end": int(part[-1]) + step_s, "step": f"{step_s}s"},
-                             deadline)
+                             budget)
             for result in data["result"]:
                 kept = [(float(stamp), float(value)) for stamp, value in result["values"]
                         if np.isfinite(float(value))]  # e.g. +Inf from a memory total of 0
@@ -202,15 +210,16 @@ class PrometheusStore(TelemetryStore):
         return found[~found.index.duplicated(keep="last")].reindex(bins)
 
     def latest(self, node_id: str | None = None) -> list[NodeLatest]:
-        now = datetime.now(UTC)
+        now, budget = datetime.now(UTC), _Budget(self.timeout_s)
         found: dict[str, dict[str, tuple[float, float]]] = {}  # node -> power key -> (watts, Unix time)
         expected: dict[str, set[str]] = {}  # node -> the power keys it reported within EXPECT_DEVICE_S
         for key in ("node_power", *DEVICE_POWER):
             label, selector = self.labels[key], self._sel(key, node_id)
-            stamps = self._instant(f"min by ({label}) (timestamp({selector}))", label)
-            for node in self._instant(f"count by ({label}) (last_over_time({selector}[{EXPECT_DEVICE_S}s]))", label):
+            stamps = self._instant(f"min by ({label}) (timestamp({selector}))", label, budget)
+            for node in self._instant(f"count by ({label}) (last_over_time({selector}[{EXPECT_DEVICE_S}s]))", label,
+                                      budget):
                 expected.setdefault(node, set()).add(key)
-            for node, watts in self._instant(self._power_expr(key, node_id, None), label).items():
+            for node, watts in self._instant(self._power_expr(key, node_id, None), label, budget).items():
                 if node and node in stamps:  # a series without the node label belongs to no node
                     found.setdefault(node, {})[key] = (watts, stamps[node])
         result = []
@@ -223,8 +232,8 @@ class PrometheusStore(TelemetryStore):
                                      age_s=max(0.0, (now - moment).total_seconds())))
         return result
 
-    def _instant(self, expr: str, label: str) -> dict[str, float]:
-        data = self._get("/api/v1/query", {"query": expr})
+    def _instant(self, expr: str, label: str, budget: _Budget) -> dict[str, float]:
+        data = self._get("/api/v1/query", {"query": expr}, budget)
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in data["result"]
                 if np.isfinite(float(r["value"][1]))}
 
@@ -232,18 +241,18 @@ class PrometheusStore(TelemetryStore):
         found: set[str] = set()
         # from `since` to now where given (VictoriaMetrics looks back only a day by default, Prometheus everywhere)
         span = {} if since is None else {"start": f"{to_ms(since) / 1000:.3f}", "end": f"{time.time():.3f}"}
+        budget = _Budget(self.timeout_s)
         for key in ("node_power", *DEVICE_POWER):
             found.update(self._get(f"/api/v1/label/{self.labels[key]}/values",
-                                   {"match[]": self._sel(key, None), **span}))
+                                   {"match[]": self._sel(key, None), **span}, budget))
         return sorted(found - {""})
 
-    def _get(self, path: str, params: dict, deadline: float | None = None) -> dict | list:
-        timeout = self.timeout_s
-        if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
-            if timeout <= 0:
-                raise StoreUnavailable(f"Prometheus at {self.shown_url} too slow: a window's queries took over "
-                                       f"{self.timeout_s:g} s")
+    def _get(self, path: str, params: dict, budget: _Budget) -> dict | list:
+        """The answer's `data`, within `budget`: the time all the read's queries share."""
+        timeout = budget.left()
+        if timeout <= 0:
+            raise StoreUnavailable(f"Prometheus at {self.shown_url} too slow: a read's queries took over "
+                                   f"{budget.seconds:g} s")
         request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(params)}", headers=self._auth)
         try:
             with open_url(request, timeout=timeout) as response:  # no redirect: the login stays here
@@ -293,3 +302,13 @@ def _percent(expr: str) -> str:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _Budget:
+    """The time one read's queries share, from its start."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self._deadline = seconds, time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self._deadline - time.monotonic()

@@ -113,7 +113,8 @@ def test_text_with_such_a_url_is_masked_to_the_last_at_sign() -> None:
 
 def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
     """Regression: a window is 8 queries in a row, each given the whole timeout, so a Prometheus answering each just
-    in time held a reader for 80 s."""
+    in time held a reader for 80 s; a retraining's weeks got 10 s per query, 240 s for 14 days at 1 min, past the
+    120 s its caller waits, and 10 s for all of an hourly model's 8 weeks (review)."""
     import io
     import json
 
@@ -134,9 +135,13 @@ def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
     with pytest.raises(StoreUnavailable, match="too slow"):
         store.window("n1", end - timedelta(hours=1), end, 60)
     assert timeouts == [10.0, 6.0, 2.0]
-    timeouts.clear()  # a retraining's window of weeks: its caller waits minutes, each query gets the timeout
-    store.window("n1", end - timedelta(days=14), end, 60)
-    assert timeouts == [10.0] * 24  # 8 queries × 3 parts of 10,000 bins
+    timeouts.clear()  # so do the 9 queries of `latest()` (review: 10 s each, 90 s for the controller's tick)
+    with pytest.raises(StoreUnavailable, match="too slow"):
+        store.latest()
+    assert timeouts == [10.0, 6.0, 2.0]
+    timeouts.clear()  # a retraining's window of weeks (its caller waits 120 s): 110 s for all of them
+    store.long_window("n1", end - timedelta(days=14), end, 60)
+    assert timeouts == [110.0 - 4.0 * k for k in range(24)]  # 8 queries × 3 parts of 10,000 bins
 
 
 def test_nodes_since_a_time_ask_for_that_span_and_odd_answers_are_unavailable(monkeypatch) -> None:
