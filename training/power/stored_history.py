@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.forecasts import PowerHistory, last_value_time
-from core.stores.base import NodeLatest, StoreUnavailable, TelemetryStore
+from core.stores.base import NodeLatest, TelemetryStore
 from core.telemetry_csv import NUMERIC_FEATURES
 from training.settings import default_max_gap
 
@@ -62,7 +62,7 @@ def stored_history(store: TelemetryStore, node_id: str, *, step_s: int, sequence
     if latest is None:
         found = store.latest(node_id)
         if not found:
-            if tell_stopped and _known(store, node_id):
+            if tell_stopped and node_id in store.nodes():  # a failure there is the store's: not an unknown node
                 raise PowerStopped(f"no recent power telemetry stored for node {node_id!r} (its power readings "
                                    "stopped)")
             raise UnknownNode(f"no telemetry stored for node {node_id!r}")
@@ -175,14 +175,6 @@ def fill_from_store(store: TelemetryStore, node_id: str, history: PowerHistory, 
         "power_watts": (*_hold(prefix).tolist(), *history.power_watts), "numeric": numeric, "end_time": end_time,
         "filled_steps": history.filled_steps + int(np.isnan(prefix).sum())})
     return filled, int(prefix.size)
-
-
-def _known(store: TelemetryStore, node_id: str) -> bool:
-    """Whether the store has the node at all (False when it cannot say just now: the caller's unknown-node path)."""
-    try:
-        return node_id in store.nodes()
-    except StoreUnavailable:
-        return False
 
 
 def _hold(values: np.ndarray, limit: int | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.forecasts import PowerHistory
-from core.stores.base import TelemetrySample
+from core.stores.base import StoreUnavailable, TelemetrySample
 from core.stores.sqlite import SqliteStore
 from training.power.stored_history import PowerStopped, UnknownNode, fill_from_store, stored_history
 
@@ -82,6 +82,17 @@ def test_a_known_node_whose_power_readings_stopped_is_not_unknown(tmp_path):
             stored_history(store, "nobody", step_s=60, sequence_length=5, horizon_s=300, tell_stopped=True)
         with pytest.raises(UnknownNode):  # the controller's ticks do not pay for the extra read
             stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300)
+
+
+def test_a_store_that_cannot_list_its_nodes_is_unavailable_not_an_unknown_node(tmp_path):
+    """Review: a failed node list was taken for "not known": the API answered 404 for a node it knows while the
+    store was down, and the replica counted the read as the store answering, ending its pause of reads."""
+    class NodesDown(SqliteStore):
+        def nodes(self, since=None):
+            raise StoreUnavailable("connection refused")
+
+    with NodesDown(tmp_path) as store, pytest.raises(StoreUnavailable):
+        stored_history(store, "n", step_s=60, sequence_length=5, horizon_s=300, tell_stopped=True)
 
 
 def test_a_feature_whose_source_stopped_is_held_no_longer_than_training_fills_it(tmp_path):
