@@ -356,7 +356,7 @@ def cost_outcome(result: CostRetrainResult) -> AttemptOutcome:
 
 def _champion(incumbent: Incumbent | CostIncumbent | None,
               incomparable: Incomparable | CostIncomparable | None) -> ChampionScore | None:
-    if isinstance(incumbent, Incumbent) and incumbent.scored_version is not None:  # the active one cannot be loaded
+    if incumbent is not None and incumbent.scored_version is not None:  # the active one cannot be loaded
         return ChampionScore(version=incumbent.scored_version, mae=incumbent.mae,
                              challenger_mae=incumbent.challenger_mae, unloadable_active_version=incumbent.version)
     if incumbent is not None:

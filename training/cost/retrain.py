@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from core.registry import ActivationFailed, ModelRegistry
-from core.registry_metadata import ModelId
+from core.registry_metadata import ModelId, ModelMetadata, ModelUnreadable
 from training.cost.catalog import RECORD_COLUMNS, PriceCatalog, default_catalog
 from training.cost.jobs import NONE
 from training.cost.model import CostModel, CostModelError
@@ -78,6 +78,7 @@ class CostIncumbent(BaseModel):
     jobs: int | None = None  # held-out jobs both were scored on (None: saved before it was recorded)
     left_out: int = 0  # held-out jobs whose GPU type the active version's catalog does not have
     unseen: bool = True  # whether the active version never trained on them (False: held out by a seeded shuffle)
+    scored_version: int | None = None  # scored in place of `version`, which cannot be loaded: what replicas serve
 
 
 class CostIncomparable(BaseModel):
@@ -119,6 +120,9 @@ class CostRetrainResult(BaseModel):
         if incumbent is not None and incumbent.left_out:
             comparison += (f" ({incumbent.left_out} held-out jobs left out: GPU types the active version's catalog "
                            f"does not have)")
+        if incumbent is not None and incumbent.scored_version is not None:
+            comparison += (f" (it cannot be loaded: version {incumbent.scored_version}, served in its place, was "
+                           "scored)")
         if incumbent is not None and not incumbent.unseen:
             comparison += (" (the active version was held out by a seeded shuffle and may have trained on some of "
                            "them, which favours keeping it)")
@@ -213,18 +217,19 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
     """The served version (the active one, else the latest) scored on the held-out jobs it never trained on (for
     one held out by the same hash: those below its fraction too) and can price (a GPU type added to the catalog
     since it was trained is left out, or its retraining could never be compared), and the challenger on the very
-    same jobs. A challenger trained on generated jobs (`synthetic`) is not compared with a version trained on real
-    ones: scored on generated jobs, it would replace the model of the jobs that matter."""
+    same jobs. An active version that cannot be loaded is replaced, as replicas replace it, by the newest version
+    served before it that loads (`CostIncumbent.scored_version`). A challenger trained on generated jobs
+    (`synthetic`) is not compared with a version trained on real ones: scored on generated jobs, it would replace the
+    model of the jobs that matter."""
     version = registry.served_version(model_id)
     if version is None:
         return None
     try:
-        folder, metadata = registry.get(model_id, version)
+        scored, metadata, champion = _load_served(registry, model_id, version)
         training = metadata.training or {}
         if synthetic and training.get("synthetic_data") is False:
             return CostIncomparable(version=version, why="it was trained on real job records, and this challenger "
                                                          "on jobs generated from the price catalog")
-        champion = CostModel.load(folder)
         unseen = training.get("holdout") == HASHED_HOLDOUT
         if unseen:
             holdout = holdout[shares < min(fraction, float(training.get("holdout_fraction", fraction)))]
@@ -240,7 +245,50 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
         logger.warning("active %s version %d cannot be scored: %s", model_id, version, exc)
         return CostIncomparable(version=version, why=f"it cannot be loaded ({type(exc).__name__}; details in the log)")
     return CostIncumbent(version=version, mae=mae, challenger_mae=challenger.evaluate(common)["mae"],
-                         jobs=len(common), left_out=len(holdout) - len(common), unseen=unseen)
+                         jobs=len(common), left_out=len(holdout) - len(common), unseen=unseen,
+                         scored_version=None if scored == version else scored)
+
+
+_UNLOADABLE = (CostModelError, LookupError, OSError, ValueError)
+
+
+def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, ModelMetadata, CostModel]:
+    """`version` loaded, else what replicas serve in its place (deployments.registry_follower): the first of
+    `registry.fallback_versions` that loads. Raises `version`'s own error when none does, and a storage error that may
+    pass at once: it never has an older version scored in its place, which the promotion would then replace."""
+    try:
+        return _load(registry, model_id, version)
+    except _UNLOADABLE as exc:
+        if _passing(exc):
+            raise
+        first = exc
+    try:
+        former_versions = registry.fallback_versions(model_id)
+    except (OSError, ValueError):  # an unreadable or damaged history, as replicas find it: nothing to fall back on
+        raise first from None
+    for former in former_versions:
+        try:
+            loaded = _load(registry, model_id, former)
+        except _UNLOADABLE as exc:
+            if _passing(exc):
+                raise
+            continue
+        logger.warning("active %s version %d cannot be loaded (%s); scoring version %d, which replicas serve in its "
+                       "place", model_id, version, first, former)
+        return loaded
+    raise first
+
+
+def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, ModelMetadata, CostModel]:
+    folder, metadata = registry.get(model_id, version)
+    return version, metadata, CostModel.load(folder)
+
+
+def _passing(exc: Exception) -> bool:
+    """A storage error that may pass (a version's metadata or model file that cannot be read just now), not a version
+    missing or damaged."""
+    cause = exc.__cause__ if isinstance(exc, CostModelError) else exc
+    return isinstance(exc, ModelUnreadable) or (isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError))
 
 
 def _priceable(records: pd.DataFrame, catalog: PriceCatalog) -> np.ndarray:

@@ -69,6 +69,29 @@ def test_an_unreadable_champion_is_not_compared_and_not_replaced(tmp_path):
     assert registry.active_version("cost_gbm") == 1
 
 
+def test_an_active_version_that_cannot_be_loaded_is_scored_as_the_version_replicas_serve_in_its_place(tmp_path):
+    """Review: the cost path compared only the active version, so a damaged one (a truncated file) made every later
+    retraining `not_comparable` while replicas served the version before it; docs/retraining.md said the version
+    served in its place is scored, as the power path does."""
+    from training.retrain_attempt import cost_outcome
+
+    registry = ModelRegistry(tmp_path)
+    jobs = generate_job_records(2000, 1)
+    stunted = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 1}}})
+    retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3), registry=registry)  # version 1: one tree
+    retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3), registry=registry)  # version 2, the same
+    registry.activate("cost_gbm", 2)
+    folder, _ = registry.get("cost_gbm", 2)
+    (folder / "cost_model.json").write_text("{}")  # damaged: replicas serve version 1, active before it
+    result = retrain_cost(jobs, spec(), registry=registry)
+    champion = result.incumbent
+    assert champion is not None and (champion.version, champion.scored_version) == (2, 1)
+    assert (result.decision, result.activated) == ("beat_incumbent", True)
+    assert "it cannot be loaded: version 1, served in its place, was scored" in result.reason
+    assert cost_outcome(result).champion.unloadable_active_version == 2
+    assert registry.active_version("cost_gbm") == 3
+
+
 def test_a_challenger_trained_on_generated_jobs_does_not_replace_one_trained_on_real_jobs(tmp_path):
     """Regression: scored on generated held-out jobs, a catalog-trained challenger replaced an operator's model of
     real jobs; over one trained on generated jobs it is still compared."""
