@@ -12,9 +12,11 @@ from fastapi import APIRouter, Path, Query, Response
 from app.access import READ, WRITE
 from app.errors import ApiError, responses, unavailable
 from app.ingress_state import Ingress
+from app.middleware import current_request_id
 from app.power_api import MissingPowerHistory, to_history
 from app.schemas import MAX_BATCH_ITEMS, BatchRequest, BatchStatus, CostPredictionRequest, CostPredictionResponse
 from core.records import UNFINISHED
+from deployments.cost import CostModelNotLoaded
 from training.cost.catalog import UnknownGpuType
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,10 @@ async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> Cost
         estimate = await replica.cost_model.predict(request)
     except UnknownGpuType:  # a 422 naming the field (app/errors.py)
         raise
+    except CostModelNotLoaded as exc:  # why (a path, an error) goes to the log only
+        logger.warning("request %s: %s", current_request_id(), exc)
+        raise ApiError(503, [], "no version of the cost model could be loaded (the service's log says why); train "
+                                "one with python -m training.train_gbm", "unavailable") from exc
     except Exception as exc:  # noqa: BLE001
         raise unavailable("the cost model", exc) from exc
     return CostPredictionResponse.model_validate(estimate.model_dump())

@@ -27,6 +27,10 @@ logger = logging.getLogger("ray.serve")
 REGISTRY_POLL_S = 10.0
 
 
+class CostModelNotLoaded(RuntimeError):
+    """No version of the cost model could be loaded (the log says why): nothing to price with."""
+
+
 class ServedCostModel(BaseModel):
     """What a CostPredictor replica serves, and its live latency."""
 
@@ -99,7 +103,7 @@ class CostPredictor(RegistryFollower):
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _batched(self, queries: list[CostQuery]) -> list[CostEstimate | ValueError]:
         if self.model is None:
-            raise RuntimeError(f"no cost model loaded: {self._unloadable}")
+            raise CostModelNotLoaded(f"no cost model loaded: {self._unloadable}")
         started = time.perf_counter()
         estimates = price_batch(self.model, queries)
         self.latency.record((time.perf_counter() - started) * 1000.0, count=len(queries))
@@ -111,4 +115,4 @@ class CostPredictor(RegistryFollower):
 
     def check_health(self) -> None:
         if self.model is None:
-            raise RuntimeError(f"no cost model loaded: {self._unloadable}")
+            raise CostModelNotLoaded(f"no cost model loaded: {self._unloadable}")

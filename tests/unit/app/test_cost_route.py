@@ -69,6 +69,22 @@ def test_a_failing_model_is_503(replica, http):
     assert response.status_code == 503 and "the cost model" in response.text
 
 
+def test_no_cost_model_loaded_is_503_saying_so_and_how_to_train_one(replica, http):
+    """Review: the body said "the cost model is not available right now: RuntimeError", as for any passing failure,
+    where no version could be loaded at all; why (with the model's path) stays in the log."""
+    from deployments.cost import CostModelNotLoaded
+
+    async def unloaded(query):
+        raise CostModelNotLoaded("no cost model loaded: /srv/models/cost_gbm/3/cost_model.json: cannot load")
+
+    replica.cost_model.predict = unloaded
+    response = http(api).post("/api/v1/predict/cost", json=REQUEST)
+    assert response.status_code == 503, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "no version of the cost model could be loaded" in message and "training.train_gbm" in message
+    assert "/srv" not in response.text
+
+
 def test_a_gpu_type_the_active_model_cannot_price_is_422_naming_the_field(replica, http):
     async def refuses(query):
         raise UnknownGpuType("A100-80GB", load_catalog())
