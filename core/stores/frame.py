@@ -10,7 +10,7 @@ from pydantic import Field
 
 from core.settings import EnvSettings
 from core.stores.base import TelemetryStore
-from core.stores.window import bin_starts, to_ms
+from core.stores.window import MAX_BINS, bin_starts, to_ms
 from core.telemetry_csv import validate_telemetry
 
 
@@ -42,11 +42,14 @@ def stored_frame(store: TelemetryStore, since_s: int, step_s: int, now: datetime
                  only: Collection[str] | None = None) -> pd.DataFrame:
     """Every node's window (or only those of the nodes named) over the last `since_s` seconds at `step_s`, validated
     like a CSV; refused (ValueError) before any window is read when the nodes × bins exceed $KCLOUD_MAX_STORE_ROWS
-    (`MAX_ROWS`)."""
+    (`MAX_ROWS`), or one node's bins the MAX_BINS a window read takes."""
     end = now or datetime.now(UTC)
     start = end - timedelta(seconds=since_s)
     nodes = [node for node in store.nodes(start) if only is None or node in only]
     bins = len(bin_starts(to_ms(start), to_ms(end), step_s))  # one more than since_s // step_s off a bin's start
+    if bins > MAX_BINS:  # else every node's read failed in the store, as if it were down
+        raise ValueError(f"{bins:,} bins of {step_s} s ({since_s} s) in each node's window, more than the "
+                         f"{MAX_BINS:,} one window read takes: shorten since or take a longer step")
     rows, limit = len(nodes) * bins, ReadLimits.from_env().max_rows
     if rows > limit:
         raise ValueError(f"{len(nodes)} node(s) × {bins:,} bins of {step_s} s ({since_s} s) is {rows:,} "

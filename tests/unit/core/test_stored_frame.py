@@ -40,6 +40,9 @@ def test_a_read_over_the_row_limit_is_refused_before_any_window_is_read(monkeypa
     monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "50")
     with pytest.raises(ValueError, match="1 node\\(s\\) × 51 bins"):  # off a bin's start: the partial bin counts
         stored_frame(Nodes(1), 3000, 60, now=datetime(2026, 12, 1, 0, 0, 30, tzinfo=UTC))
+    monkeypatch.delenv("KCLOUD_MAX_STORE_ROWS")  # review: one node's 3 years at 1 min passed the row limit, then
+    with pytest.raises(ValueError, match=r"1,576,801 bins of 60 s .* more than the 1,000,000 one window read takes"):
+        stored_frame(Nodes(1), 3 * 365 * 86400, 60)  # each window read failed as "the telemetry store failed"
     monkeypatch.setenv("KCLOUD_MAX_STORE_ROWS", "lots")
     with pytest.raises(ConfigError, match="KCLOUD_MAX_STORE_ROWS"):
         stored_frame(Nodes(1), 3000, 60)
