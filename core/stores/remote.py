@@ -100,12 +100,15 @@ class RemoteStore(TelemetryStore):
 
     def _in_group(self, method: str, default: str, *args):
         """`method` (this reader's group), or `default` on a store actor started by an older version without it."""
-        try:
-            return self._call(method, *args)
-        except StoreActorUnavailable as exc:
-            if method == default or type(exc.__cause__) is not AttributeError:  # the handle's own; Ray's wrapper of
-                raise  # one the actor raised is a subclass: a read that failed there is not read again elsewhere
-            return self._call(default, *args)
+        def call():
+            try:
+                return self.actor.call(method, *args)
+            except AttributeError as exc:  # the handle's own (no such method); Ray's wrapper of one the actor raised
+                if method == default or type(exc) is not AttributeError:  # is a subclass: a read that failed there
+                    raise  # is not read again elsewhere
+            return self.actor.call(default, *args)
+
+        return _translated(call)
 
     def nodes(self, since: datetime | None = None) -> list[str]:
         if since is not None:

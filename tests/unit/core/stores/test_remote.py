@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import pytest
@@ -43,9 +44,10 @@ def test_the_controller_and_a_retraining_read_in_groups_of_their_own(monkeypatch
 
 
 @pytest.mark.parametrize("reader", ["controller", "retraining"])
-def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkeypatch, reader):
+def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkeypatch, caplog, reader):
     """A store actor started by an earlier version has no `control_window`: every forecast window of the controller
-    failed as "store unavailable", for as long as that actor ran."""
+    failed as "store unavailable", for as long as that actor ran. The missing method is no backend failure: not
+    logged as one (review: a warning a minute per process)."""
     def send(self, method, *args):
         if method not in ("window", "latest"):
             raise AttributeError(f"'ActorHandle' object has no attribute {method!r}")
@@ -53,8 +55,10 @@ def test_an_older_store_actor_without_the_group_still_answers_its_windows(monkey
 
     monkeypatch.setattr(NamedActor, "send", send)
     monkeypatch.setattr(NamedActor, "result", lambda self, call: call)
-    assert RemoteStore(reader=reader).window("n1", None, None, 60) == "window"
-    assert RemoteStore(reader=reader).latest("n1") == "latest"
+    with caplog.at_level(logging.WARNING, logger="core.stores.remote"):
+        assert RemoteStore(reader=reader).window("n1", None, None, 60) == "window"
+        assert RemoteStore(reader=reader).latest("n1") == "latest"
+    assert not caplog.records
 
 
 def test_an_attribute_error_the_actor_raised_is_not_taken_for_an_older_actor(monkeypatch):
