@@ -38,9 +38,9 @@ query selects samples at or before its evaluation time (now), so a future-stampe
 
 A window is 8 range queries per 10,000 bins, made one after another; `latest()` is 9 instant queries, `nodes()` 3. A
 window (what the API and the scaling controller read), `latest()` and `nodes()` each get `timeout_s` for all their
-queries, so a Prometheus
-that answers each just in time does not hold a reader for 8 timeouts after its caller gave up; a retraining's
-`long_window` (weeks of raw series, whose caller waits 120 s) gets LONG_READ_S for all of its.
+queries, so a Prometheus that answers each just in time does not hold a reader for 8 timeouts after its caller gave
+up; a retraining's `long_window` and `nodes(since)` (weeks of raw series, whose caller waits 120 s) get LONG_READ_S
+for all of theirs.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class PrometheusStore(TelemetryStore):
         found: set[str] = set()
         # from `since` to now where given (VictoriaMetrics looks back only a day by default, Prometheus everywhere)
         span = {} if since is None else {"start": f"{to_ms(since) / 1000:.3f}", "end": f"{time.time():.3f}"}
-        budget = _Budget(self.timeout_s)
+        budget = _Budget(self.timeout_s if since is None else self.long_read_s)  # since: a retraining's weeks
         for key in ("node_power", *DEVICE_POWER):
             found.update(self._get(f"/api/v1/label/{self.labels[key]}/values",
                                    {"match[]": self._sel(key, None), **span}, budget))

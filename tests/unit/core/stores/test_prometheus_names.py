@@ -142,6 +142,10 @@ def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
     timeouts.clear()  # a retraining's window of weeks (its caller waits 120 s): 110 s for all of them
     store.long_window("n1", end - timedelta(days=14), end, 60)
     assert timeouts == [110.0 - 4.0 * k for k in range(24)]  # 8 queries × 3 parts of 10,000 bins
+    timeouts.clear()  # the nodes a retraining reads over its weeks: as long; the API's and the collectors': 10 s
+    store.nodes(since=end - timedelta(days=14))
+    store.nodes()
+    assert timeouts == [110.0, 106.0, 102.0, 10.0, 6.0, 2.0]
 
 
 def test_nodes_since_a_time_ask_for_that_span_and_odd_answers_are_unavailable(monkeypatch) -> None:
