@@ -129,7 +129,7 @@ def test_a_window_s_queries_share_one_timeout(monkeypatch) -> None:
         return io.BytesIO(json.dumps({"status": "success", "data": {"result": []}}).encode())
 
     monkeypatch.setattr(prometheus, "open_url", slow_urlopen)
-    monkeypatch.setattr(prometheus, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    monkeypatch.setattr(prometheus, "time", SimpleNamespace(monotonic=lambda: clock["now"], time=lambda: 1.8e9))
     store = PrometheusStore(URL, timeout_s=10)
     end = datetime(2026, 12, 1, tzinfo=UTC)
     with pytest.raises(StoreUnavailable, match="too slow"):
