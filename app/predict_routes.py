@@ -54,8 +54,10 @@ async def predict_cost(request: CostPredictionRequest, replica: Ingress) -> Cost
         raise
     except CostModelNotLoaded as exc:  # why (a path, an error) goes to the log only
         logger.warning("request %s: %s", current_request_id(), exc)
-        raise ApiError(503, [], "no version of the cost model could be loaded (the service's log says why); train "
-                                "one with python -m training.train_gbm", "unavailable") from exc
+        model_id = replica.args.cost_model_id
+        raise ApiError(503, [], f"no version of the cost model {model_id} could be loaded (the service's log says why):"
+                                f" train one (python -m training.train_gbm --model-id {model_id}) or activate one "
+                                "that loads", "unavailable") from exc
     except Exception as exc:  # noqa: BLE001
         raise unavailable("the cost model", exc) from exc
     return CostPredictionResponse.model_validate(estimate.model_dump())

@@ -353,7 +353,9 @@ class CostModel:
             model.vocab = {name: list(spec["vocab"][name]) for name in CATEGORICAL}
             if not all(model.vocab.values()):
                 raise ValueError("a vocabulary is empty (it ends with the entry for unseen categories)")
-            model.boosters = {key: lgb.Booster(model_file=str(folder / file)) if file else None
+            # read here, not by LightGBM: its "could not open" says nothing of why, and a file that cannot be read
+            # just now (an OSError, kept as the cause) is no damaged model
+            model.boosters = {key: lgb.Booster(model_str=(folder / file).read_text(encoding="utf-8")) if file else None
                               for key, file in spec["boosters"].items()}
             if any(model.boosters.get(key) is None for key in QUANTILES):
                 raise ValueError("interval boosters missing")

@@ -227,7 +227,7 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
     try:
         scored, metadata, champion = _load_served(registry, model_id, version)
         training = metadata.training or {}
-        if synthetic and training.get("synthetic_data") is False:
+        if synthetic and False in (training.get("synthetic_data"), _synthetic_data(registry, model_id, version)):
             return CostIncomparable(version=version, why="it was trained on real job records, and this challenger "
                                                          "on jobs generated from the price catalog")
         unseen = training.get("holdout") == HASHED_HOLDOUT
@@ -282,6 +282,14 @@ def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[
 def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, ModelMetadata, CostModel]:
     folder, metadata = registry.get(model_id, version)
     return version, metadata, CostModel.load(folder)
+
+
+def _synthetic_data(registry: ModelRegistry, model_id: str, version: int) -> bool | None:
+    """Whether `version` trained on generated jobs, where its metadata says (None where it cannot be read)."""
+    try:
+        return (registry.get(model_id, version)[1].training or {}).get("synthetic_data")
+    except _UNLOADABLE:
+        return None
 
 
 def _passing(exc: Exception) -> bool:

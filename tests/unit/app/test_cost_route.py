@@ -78,10 +78,12 @@ def test_no_cost_model_loaded_is_503_saying_so_and_how_to_train_one(replica, htt
         raise CostModelNotLoaded("no cost model loaded: /srv/models/cost_gbm/3/cost_model.json: cannot load")
 
     replica.cost_model.predict = unloaded
+    replica.args = SimpleNamespace(cost_model_id="cost_gbm_eu", power_model_id="power_lstm")
     response = http(api).post("/api/v1/predict/cost", json=REQUEST)
     assert response.status_code == 503, response.text
     message = response.json()["detail"][0]["msg"]
-    assert "no version of the cost model could be loaded" in message and "training.train_gbm" in message
+    assert "no version of the cost model cost_gbm_eu could be loaded" in message
+    assert "training.train_gbm --model-id cost_gbm_eu) or activate one that loads" in message
     assert "/srv" not in response.text
 
 

@@ -113,3 +113,19 @@ def test_an_estimate_says_when_its_model_learned_from_generated_jobs(tmp_path, t
     for version, synthetic in ((1, True), (2, False)):
         replica._load(version)
         assert [e.trained_on_synthetic_data for e in price_batch(replica.model, [query(1, "T4")])] == [synthetic]
+
+
+def test_a_replica_without_a_loadable_version_says_so_to_every_request_and_its_health_check(tmp_path):
+    """The ingress's own copy answers POST /predict/cost with a 503 naming the cause (app/predict_routes.py) only
+    when it raises CostModelNotLoaded, as it does on an empty registry."""
+    import asyncio
+
+    async def on_an_empty_registry():
+        replica = CostPredictor(str(tmp_path / "models"))
+        with pytest.raises(cost_module.CostModelNotLoaded):
+            replica.check_health()
+        with pytest.raises(cost_module.CostModelNotLoaded):  # the batch function, as Serve calls it in a replica
+            await CostPredictor._batched.__wrapped__(replica, [query(1, "T4")])
+        replica._follower.cancel()
+
+    asyncio.run(on_an_empty_registry())

@@ -92,6 +92,44 @@ def test_an_active_version_that_cannot_be_loaded_is_scored_as_the_version_replic
     assert registry.active_version("cost_gbm") == 3
 
 
+def two_versions_the_second_damaged(tmp_path, first_synthetic: bool = False):
+    """A registry whose active version 2 cannot be loaded (its booster file is missing), version 1 active before
+    it; and the jobs both trained on."""
+    registry = ModelRegistry(tmp_path)
+    jobs = generate_job_records(2000, 1)
+    stunted = TrainingConfig.model_validate({"models": {"cost_predictor": {"n_estimators": 1}}})
+    retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3, synthetic=first_synthetic), registry=registry)
+    retrain_cost(jobs, CostRetrainSpec(config=stunted, seed=3), registry=registry)
+    registry.activate("cost_gbm", 2)
+    return registry, jobs, registry.get("cost_gbm", 2)[0]
+
+
+def test_a_booster_file_that_cannot_be_read_just_now_is_no_damaged_version(tmp_path, monkeypatch):
+    """Review: LightGBM read the booster files itself, and says "could not open" whatever the cause, so a passing
+    read error (an NFS blip) counted as a damaged version: the version before it was scored in its place and the
+    working active version replaced."""
+    import errno
+    from pathlib import Path
+
+    registry, jobs, folder = two_versions_the_second_damaged(tmp_path)
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O"))
+                        if self.parent == folder and self.suffix == ".txt" else read_text(self, *a, **k))
+    result = retrain_cost(jobs, spec(), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False), result.reason
+    assert registry.active_version("cost_gbm") == 2
+
+
+def test_a_generated_jobs_challenger_is_not_compared_with_a_stand_in_for_a_version_trained_on_real_jobs(tmp_path):
+    """Review: the check read the stand-in's metadata only, so with the active version (real jobs) damaged and the
+    one before it trained on generated jobs, a generated-jobs challenger could replace the model of real jobs."""
+    registry, jobs, folder = two_versions_the_second_damaged(tmp_path, first_synthetic=True)
+    (folder / "cost_model.json").write_text("{}")
+    result = retrain_cost(jobs, spec(synthetic=True), registry=registry)
+    assert (result.decision, result.activated) == ("not_comparable", False), result.reason
+    assert "trained on real job records" in result.incomparable.why
+
+
 def test_a_challenger_trained_on_generated_jobs_does_not_replace_one_trained_on_real_jobs(tmp_path):
     """Regression: scored on generated held-out jobs, a catalog-trained challenger replaced an operator's model of
     real jobs; over one trained on generated jobs it is still compared."""
