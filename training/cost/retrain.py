@@ -17,6 +17,7 @@ import logging
 import math
 import numbers
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from training.power.retrain_result import (
     promote,
 )
 from training.power.retrain_spec import Activation
+from training.served_stand_in import load_served
 from training.settings import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -225,7 +227,8 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
     if version is None:
         return None
     try:
-        scored, metadata, champion = _load_served(registry, model_id, version)
+        scored, (metadata, champion) = load_served(registry, model_id, version, partial(_load, registry, model_id),
+                                                   _UNLOADABLE, _passing)
         training = metadata.training or {}
         if synthetic and False in (training.get("synthetic_data"), _synthetic_data(registry, model_id, version)):
             return CostIncomparable(version=version, why="it was trained on real job records, and this challenger "
@@ -252,36 +255,9 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
 _UNLOADABLE = (CostModelError, LookupError, OSError, ValueError)
 
 
-def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, ModelMetadata, CostModel]:
-    """`version` loaded, else what replicas serve in its place (deployments.registry_follower): the first of
-    `registry.fallback_versions` that loads. Raises `version`'s own error when none does, and a storage error that may
-    pass at once: it never has an older version scored in its place, which the promotion would then replace."""
-    try:
-        return _load(registry, model_id, version)
-    except _UNLOADABLE as exc:
-        if _passing(exc):
-            raise
-        first = exc
-    try:
-        former_versions = registry.fallback_versions(model_id)
-    except (OSError, ValueError):  # an unreadable or damaged history, as replicas find it: nothing to fall back on
-        raise first from None
-    for former in former_versions:
-        try:
-            loaded = _load(registry, model_id, former)
-        except _UNLOADABLE as exc:
-            if _passing(exc):
-                raise
-            continue
-        logger.warning("active %s version %d cannot be loaded (%s); scoring version %d, which replicas serve in its "
-                       "place", model_id, version, first, former)
-        return loaded
-    raise first
-
-
-def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, ModelMetadata, CostModel]:
+def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[ModelMetadata, CostModel]:
     folder, metadata = registry.get(model_id, version)
-    return version, metadata, CostModel.load(folder)
+    return metadata, CostModel.load(folder)
 
 
 def _synthetic_data(registry: ModelRegistry, model_id: str, version: int) -> bool | None:

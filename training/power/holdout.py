@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from training.power.extrapolation import followed_weights, served_forecast
 from training.power.features import FeaturePipeline
 from training.power.forecaster import ArtifactError, ArtifactUnreadable, PowerForecaster
 from training.power.windows import HOLDOUT_TOO_SHORT, NotEnoughData, Role, WindowInputs
+from training.served_stand_in import load_served
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +169,8 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     if version is None:
         return None
     try:
-        scored, current, metadata = _load_served(registry, model_id, version)
+        scored, (current, metadata) = load_served(registry, model_id, version, partial(_load, registry, model_id),
+                                                  (ModelNotFoundError, ArtifactError), _storage_error)
         if challenger.synthetic and not metadata.trained_on_synthetic_data:
             return Incomparable(version=version, why="it was trained on real telemetry, and this challenger on a "
                                                      "SYNTHETIC trace")
@@ -180,33 +183,13 @@ def score_incumbent(registry: ModelRegistry, model_id: str,
     return incumbent if scored == version else incumbent.model_copy(update={"scored_version": scored})
 
 
-def _load_served(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, PowerForecaster, ModelMetadata]:
-    """`version` loaded, else what replicas serve in its place (deployments.registry_follower): the first of
-    `registry.fallback_versions` that loads. Raises `version`'s own error when none does, and a storage error
-    (ModelUnreadable, ArtifactUnreadable) at once: a passing one never has an older version scored in its place,
-    which the promotion would then replace."""
-    try:
-        return _load(registry, model_id, version)
-    except (ModelUnreadable, ArtifactUnreadable):
-        raise
-    except (ModelNotFoundError, ArtifactError) as exc:
-        first = exc
-    for former in registry.fallback_versions(model_id):
-        try:
-            loaded = _load(registry, model_id, former)
-        except (ModelUnreadable, ArtifactUnreadable):
-            raise
-        except (ModelNotFoundError, ArtifactError):
-            continue
-        logger.warning("active %s version %d cannot be loaded (%s); scoring version %d, which replicas serve in its "
-                       "place", model_id, version, first, former)
-        return loaded
-    raise first
-
-
-def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[int, PowerForecaster, ModelMetadata]:
+def _load(registry: ModelRegistry, model_id: str, version: int) -> tuple[PowerForecaster, ModelMetadata]:
     folder, metadata = registry.get(model_id, version)
-    return version, PowerForecaster.load(folder), metadata
+    return PowerForecaster.load(folder), metadata
+
+
+def _storage_error(exc: Exception) -> bool:
+    return isinstance(exc, ModelUnreadable | ArtifactUnreadable)
 
 
 def _require_same_reach(current: PowerForecaster, new: PowerForecaster) -> None:
