@@ -50,10 +50,12 @@ class TelemetryStoreService:
 
     def __init__(self, settings: Mapping[str, str] | None = None, config_path: str | None = None):
         """`settings` (variable names) win over this process's environment, which wins over the config file."""
-        self.future_tolerance_s = load_collector_config(config_path).telemetry.future_tolerance
-        # the samples it accepts count as latest readings: an embedded store's window of "now" is as wide
+        telemetry = load_collector_config(config_path).telemetry
+        self.future_tolerance_s = telemetry.future_tolerance
+        # the samples it accepts count as latest readings: an embedded store's window of "now" is as wide; a
+        # scraped store's readings above `max_node_watts` are no power (the collectors' screen bounds theirs)
         self.store = create_store(StoreSettings.load(settings, config_path=config_path),
-                                  future_tolerance_s=self.future_tolerance_s)
+                                  future_tolerance_s=self.future_tolerance_s, max_node_watts=telemetry.max_node_watts)
         self._fingerprint = actor_fingerprint(settings, config_path)
 
     def fingerprint(self) -> str:
@@ -150,14 +152,15 @@ def store_fingerprint(settings: Mapping[str, str] | None, config_path: str | Non
 
 
 def actor_fingerprint(settings: Mapping[str, str] | None, config_path: str | None) -> str:
-    """The running actor's fingerprint: `store_fingerprint` and the config file's `telemetry.future_tolerance`,
-    which the actor reads once (a changed tolerance replaces the actor; the collectors' store key stays, so their
-    spilled segments keep their store)."""
+    """The running actor's fingerprint: `store_fingerprint` and the config file's `telemetry.future_tolerance` and
+    `telemetry.max_node_watts`, which the actor reads once (a change replaces the actor; the collectors' store key
+    stays, so their spilled segments keep their store)."""
     try:
-        tolerance = load_collector_config(config_path).telemetry.future_tolerance
+        telemetry = load_collector_config(config_path).telemetry
+        read_once = [telemetry.future_tolerance, telemetry.max_node_watts]
     except ConfigError:  # the actor cannot start with this file either
-        tolerance = None
-    return settings_digest(store_fingerprint(settings, config_path), tolerance)
+        read_once = None
+    return settings_digest(store_fingerprint(settings, config_path), read_once)
 
 
 def store_identity(settings: Mapping[str, str] | None, config_path: str | None) -> str:

@@ -64,6 +64,7 @@ from core.stores.base import NodeLatest, ReadOnlyStore, StoreUnavailable, Teleme
 from core.stores.window import EXPECT_DEVICE_S, absent_but_expected, bin_starts, check_window, to_ms
 from core.telemetry import TelemetrySample
 from core.telemetry_csv import CANONICAL_COLUMNS
+from core.telemetry_screen import DEFAULT_MAX_NODE_WATTS
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class PrometheusStore(TelemetryStore):
 
     def __init__(self, url: str, metric_names: Mapping[str, str] | None = None,
                  node_labels: Mapping[str, str] | None = None, *, kepler: str = "current",
-                 min_rate_window_s: int = 120, timeout_s: float = 10.0) -> None:
+                 min_rate_window_s: int = 120, timeout_s: float = 10.0,
+                 max_node_watts: float = DEFAULT_MAX_NODE_WATTS) -> None:
         for given in (metric_names or {}, node_labels or {}):
             unknown = sorted(set(given) - set(DEFAULT_METRICS))
             if unknown:
@@ -119,6 +121,7 @@ class PrometheusStore(TelemetryStore):
         self.min_rate_window_s = min_rate_window_s
         self.timeout_s = timeout_s
         self.long_read_s = LONG_READ_S
+        self.max_node_watts = max_node_watts
         logger.info("telemetry store: Prometheus at %s (read-only)", self.shown_url)
 
     def write(self, samples: Sequence[TelemetrySample]) -> int:
@@ -184,12 +187,18 @@ class PrometheusStore(TelemetryStore):
         devices[partial] = np.nan  # a device that reported just before is missing: a gap, not a drop (module rule)
         node = series.pop("node_power")
         node_gap = absent_but_expected(node.notna().to_numpy(), step_s)  # the node's meter silent for a while
-        power = node.where(node.notna() | node_gap, devices)
+        power = self._plausible(node.where(node.notna() | node_gap, devices))
         frame = pd.DataFrame({"timestamp": pd.to_datetime(bins, unit="s", utc=True).astype("datetime64[ns, UTC]"),
                               "node_id": node_id, "power_watts": power.to_numpy(), "workload_type": np.nan})
         for name, values in series.items():
             frame[name] = values.to_numpy()
         return frame[list(CANONICAL_COLUMNS)]
+
+    def _plausible(self, watts: pd.Series) -> pd.Series:
+        """Power a node can draw, NaN where not: below 0 W or above `max_node_watts` (a series' BMC sentinel of
+        65,535 W, a broken exporter), which the collectors' screen refuses on the way in (core/telemetry_screen.py)
+        and which would otherwise be the node's power for forecasts and scaling, or fail a retraining's read."""
+        return watts.where((watts >= 0) & (watts <= self.max_node_watts))
 
     def _range(self, expr: str, bins: np.ndarray, step_s: int, budget: _Budget) -> pd.Series:
         """Values of a one-series expression per bin (evaluated at each bin's end), NaN where absent; the queries
@@ -227,8 +236,10 @@ class PrometheusStore(TelemetryStore):
             parts = _latest_parts(readings, expected.get(node, set()))
             if not parts:
                 continue
-            moment = datetime.fromtimestamp(min(stamp for _, stamp in parts), tz=UTC)
-            result.append(NodeLatest(node_id=node, timestamp=moment, power_watts=sum(watts for watts, _ in parts),
+            moment, watts = datetime.fromtimestamp(min(stamp for _, stamp in parts), tz=UTC), sum(w for w, _ in parts)
+            if not 0 <= watts <= self.max_node_watts:  # no reading now (`_plausible`): the controller holds, as for
+                continue  # a node whose readings stopped
+            result.append(NodeLatest(node_id=node, timestamp=moment, power_watts=watts,
                                      age_s=max(0.0, (now - moment).total_seconds())))
         return result
 

@@ -1,5 +1,5 @@
 """PrometheusStore's metric names: current Kepler's by default, Kepler 0.7's on request, selectors with matchers;
-its logins and its timeouts.
+its logins, its timeouts, and the power it takes for a reading.
 (tests/integration/test_prometheus_store.py reads them from a real Prometheus.)"""
 
 from __future__ import annotations
@@ -184,3 +184,36 @@ def test_nodes_since_a_time_ask_for_that_span_and_odd_answers_are_unavailable(mo
         answers[:] = [odd]
         with pytest.raises(StoreUnavailable):
             store.nodes()
+
+
+def test_power_no_node_draws_is_no_reading(monkeypatch) -> None:
+    """Review: the collectors' screen refuses a BMC's 65,535 W sentinel and power above `max_node_watts` on the way
+    in, but a scraped store's values were taken whole: one such series became the node's power for forecasts and
+    scaling, and a negative value failed a retraining's whole read. Such a bin is a gap; such a latest reading none."""
+    import io
+    import json
+    import urllib.parse
+
+    from core.stores import prometheus
+
+    end = datetime(2026, 12, 1, tzinfo=UTC)
+    stamps = [int((end - timedelta(minutes=2 - k)).timestamp()) for k in range(3)]  # the 3 bins' ends
+    node_power = [[stamps[0], "500"], [stamps[1], "65535"], [stamps[2], "-3"]]
+
+    def urlopen(request, timeout):
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.full_url).query))["query"]
+        if "/query_range" in request.full_url:
+            result = [{"metric": {}, "values": node_power}] if query.startswith("max by") else []
+        elif query.startswith("max by"):  # latest: the node's power now
+            result = [{"metric": {"instance": "n1"}, "value": [stamps[2], "65535"]}]
+        elif query.startswith("min by"):  # its time
+            result = [{"metric": {"instance": "n1"}, "value": [stamps[2], str(stamps[2])]}]
+        else:
+            result = []
+        return io.BytesIO(json.dumps({"status": "success", "data": {"result": result}}).encode())
+
+    monkeypatch.setattr(prometheus, "open_url", urlopen)
+    store = PrometheusStore(URL, node_labels={"node_power": "instance"}, max_node_watts=15_000)
+    frame = store.window("n1", end - timedelta(minutes=3), end, 60)
+    assert frame["power_watts"].iloc[0] == 500.0 and frame["power_watts"].iloc[1:].isna().all()
+    assert store.latest() == []
