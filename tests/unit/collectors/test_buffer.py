@@ -334,6 +334,22 @@ def test_files_set_aside_count_under_the_cap_and_go_before_any_segment(tmp_path,
     assert sum(path.stat().st_size for path in tmp_path.glob("segment-*")) <= 40 * LINE_BYTES
 
 
+def test_a_flush_whose_spill_does_not_go_ahead_deletes_no_file_set_aside(tmp_path):
+    """Review: the files set aside were deleted before a flush found its memory did not fit beside the segments it
+    was about to write; it then wrote memory directly, and the deletion gained nothing."""
+    line = make_samples(1)[0].model_dump_json() + "\n"
+    aside = tmp_path / "segment-000000000009.jsonl.unreadable"
+    aside.write_text(line * 10)
+    store = FlakyStore(failures=1)
+    buffer = DurableBuffer(store, tmp_path, max_memory=1000, max_spill_bytes=40 * LINE_BYTES)
+    buffer.put(make_samples(30))
+    buffer.flush()  # the store is down: 30 spilled beside the 10 set aside
+    assert aside.exists() and buffer.pending == 30
+    buffer.put(make_samples(15, start=30))  # 30 + 15 do not fit: this flush writes memory directly, no spill
+    assert buffer.flush() == 45 and aside.exists()
+    assert store.stored == make_samples(45) and buffer.drops.counts == {}
+
+
 def test_unreadable_lines_are_counted_once_when_their_segment_is_done(tmp_path):
     buffer = DurableBuffer(FlakyStore(failures=99), tmp_path, max_memory=100)
     buffer.put(make_samples(3))
