@@ -230,7 +230,8 @@ def _score_champion(registry: ModelRegistry, model_id: str, holdout: pd.DataFram
         scored, (metadata, champion) = load_served(registry, model_id, version, partial(_load, registry, model_id),
                                                    _UNLOADABLE, _passing)
         training = metadata.training or {}
-        if synthetic and False in (training.get("synthetic_data"), _synthetic_data(registry, model_id, version)):
+        if synthetic and (training.get("synthetic_data") is False  # the scored version's, or a stand-in's active
+                          or scored != version and _synthetic_data(registry, model_id, version) is False):
             return CostIncomparable(version=version, why="it was trained on real job records, and this challenger "
                                                          "on jobs generated from the price catalog")
         unseen = training.get("holdout") == HASHED_HOLDOUT
